@@ -1,0 +1,252 @@
+//! Build script: compiles cuda/*.cu with nvcc into one static library, links static cudart,
+//! runs bindgen on cuda/include/warpcore.h, and records ptxas's resource report for sm_90a.
+//!
+//! Outputs in OUT_DIR: `libwarpcore_kernels.a`, `ffi.rs` (bindgen), `kernel_resources.rs`
+//! (one row per kernel per file: registers, stack, spills, shared memory on sm_90a).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Kernel families: (cargo feature, file stem under cuda/). The one list of families.
+const FAMILIES: &[(&str, &str)] = &[("rms-norm", "rms_norm")];
+/// Built whatever features are on.
+const ALWAYS: &[&str] = &["status"];
+/// Targets: sm_80 SASS + PTX (runs on every sm_80+ GPU), sm_90a SASS (Hopper features).
+const GENCODE: &[&str] = &[
+    "-gencode=arch=compute_80,code=[sm_80,compute_80]",
+    "-gencode=arch=compute_90a,code=sm_90a",
+];
+/// The architecture whose ptxas report is recorded.
+const REPORT_ARCH: &str = "sm_90a";
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=cuda");
+    println!("cargo:rerun-if-changed=build.rs");
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    let nvcc = find_nvcc(&root).unwrap_or_else(|| {
+        eprintln!(
+            "\nwarpcore: nvcc (the CUDA compiler) was not found.\n  \
+             Run `scripts/setup` (installs CUDA 13.0 into .toolchain/), or point one of these at a \
+             CUDA toolkit:\n  NVCC=/path/to/nvcc, CUDA_HOME or CUDA_PATH=/path/to/cuda; \
+             /usr/local/cuda/bin and PATH are searched too.\n"
+        );
+        std::process::exit(1);
+    });
+    let cudart_dir = find_cudart(&nvcc).unwrap_or_else(|| {
+        eprintln!(
+            "\nwarpcore: libcudart_static.a was not found next to {} (lib/, lib64/, \
+             targets/*/lib). Run `scripts/setup`.\n",
+            nvcc.display()
+        );
+        std::process::exit(1);
+    });
+
+    let mut stems: Vec<&str> = ALWAYS.to_vec();
+    for (feature, stem) in FAMILIES {
+        let var = format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"));
+        if env::var_os(var).is_some() {
+            stems.push(stem);
+        }
+    }
+
+    // cc in CUDA mode gives the nvcc command line (host compiler, -fPIC, ...); we run it per
+    // file ourselves so that files compile in parallel and each ptxas report stays whole.
+    env::set_var("NVCC", &nvcc);
+    let compiler = cc::Build::new()
+        .cuda(true)
+        .cudart("none")
+        .opt_level(3)
+        .debug(false)
+        .cargo_metadata(false)
+        .get_compiler();
+
+    let jobs = env::var("NUM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(2usize).max(1);
+    let mut objects = Vec::new();
+    let mut reports = Vec::new();
+    for chunk in stems.chunks(jobs) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|stem| {
+                let mut cmd = compiler.to_command();
+                let src = root.join("cuda").join(format!("{stem}.cu"));
+                let obj = out.join(format!("{stem}.o"));
+                cmd.arg("-c")
+                    .arg("-std=c++17")
+                    .arg("--threads=2")
+                    .arg("-Xptxas=-v")
+                    .arg("-Werror=all-warnings")
+                    .arg(format!("-I{}", root.join("cuda/include").display()))
+                    .arg(format!("-I{}", root.join("cuda").display()))
+                    .args(GENCODE)
+                    .arg("-o")
+                    .arg(&obj)
+                    .arg(&src);
+                let stem = stem.to_string();
+                std::thread::spawn(move || (stem, obj, cmd.output()))
+            })
+            .collect();
+        for h in handles {
+            let (stem, obj, output) = h.join().unwrap();
+            let output = output.unwrap_or_else(|e| panic!("warpcore: could not run nvcc: {e}"));
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            if !output.status.success() {
+                eprintln!("{stderr}");
+                panic!("warpcore: nvcc failed on cuda/{stem}.cu");
+            }
+            reports.extend(parse_ptxas(&stem, &stderr));
+            objects.push(obj);
+        }
+    }
+
+    cc::Build::new().objects(&objects).cargo_warnings(false).compile("warpcore_kernels");
+    println!("cargo:rustc-link-search=native={}", cudart_dir.display());
+    println!("cargo:rustc-link-lib=static=cudart_static");
+    // nvcc's host stubs use __cxa_guard_*; static libsupc++ keeps binaries free of libstdc++.
+    if let Some(dir) = gcc_lib_dir("libsupc++.a") {
+        println!("cargo:rustc-link-search=native={}", dir.display());
+    }
+    println!("cargo:rustc-link-lib=static=supc++");
+    for lib in ["dl", "rt", "pthread"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+
+    write_resources(&out.join("kernel_resources.rs"), &reports);
+
+    bindgen::Builder::default()
+        .header(root.join("cuda/include/warpcore.h").to_string_lossy())
+        .allowlist_item("wc_.*")
+        .allowlist_item("WC_.*")
+        .default_enum_style(bindgen::EnumVariation::Consts)
+        .derive_default(true)
+        .generate()
+        .expect("warpcore: bindgen failed on cuda/include/warpcore.h")
+        .write_to_file(out.join("ffi.rs"))
+        .expect("warpcore: could not write ffi.rs");
+}
+
+fn find_nvcc(root: &Path) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = env::var_os("NVCC") {
+        candidates.push(PathBuf::from(p));
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(p) = env::var_os(var) {
+            candidates.push(PathBuf::from(p).join("bin/nvcc"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join(".toolchain/lib")) {
+        for e in entries.flatten() {
+            candidates.push(e.path().join("site-packages/nvidia/cu13/bin/nvcc"));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/bin/nvcc"));
+    if let Some(path) = env::var_os("PATH") {
+        candidates.extend(env::split_paths(&path).map(|d| d.join("nvcc")));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn find_cudart(nvcc: &Path) -> Option<PathBuf> {
+    let home = nvcc.parent()?.parent()?;
+    let mut dirs = vec![home.join("lib64"), home.join("lib")];
+    if let Ok(entries) = std::fs::read_dir(home.join("targets")) {
+        dirs.extend(entries.flatten().map(|e| e.path().join("lib")));
+    }
+    dirs.into_iter().find(|d| d.join("libcudart_static.a").is_file())
+}
+
+fn gcc_lib_dir(file: &str) -> Option<PathBuf> {
+    let out = Command::new("gcc").arg(format!("-print-file-name={file}")).output().ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_absolute().then(|| path.parent().map(Path::to_path_buf)).flatten()
+}
+
+#[derive(Default)]
+struct Resources {
+    file: String,
+    symbol: String,
+    registers: u32,
+    stack: u32,
+    spill_stores: u32,
+    spill_loads: u32,
+    shared: u32,
+}
+
+/// Parses `ptxas info` lines: "Compiling entry function 'X' for 'sm_90a'", then "N bytes stack
+/// frame, N bytes spill stores, N bytes spill loads", then "Used N registers, ... N bytes smem".
+fn parse_ptxas(file: &str, stderr: &str) -> Vec<Resources> {
+    let mut rows = Vec::new();
+    let mut cur: Option<Resources> = None;
+    let num_before = |line: &str, unit: &str| -> u32 {
+        let i = match line.find(unit) {
+            Some(i) => i,
+            None => return 0,
+        };
+        line[..i].split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    for line in stderr.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            if let Some(r) = cur.take() {
+                rows.push(r);
+            }
+            let mut parts = rest.split('\'');
+            let symbol = parts.next().unwrap_or("").to_string();
+            let arch = parts.nth(1).unwrap_or("");
+            if arch == REPORT_ARCH {
+                cur = Some(Resources { file: file.to_string(), symbol, ..Default::default() });
+            }
+        } else if let Some(r) = cur.as_mut() {
+            if line.contains("bytes stack frame") {
+                r.stack = num_before(line, "bytes stack frame");
+                r.spill_stores = num_before(line, "bytes spill stores");
+                r.spill_loads = num_before(line, "bytes spill loads");
+            } else if line.contains("Used") && line.contains("registers") {
+                r.registers = num_before(line, "registers");
+                r.shared = num_before(line, "bytes smem");
+                rows.push(cur.take().unwrap());
+            }
+        }
+    }
+    rows.extend(cur);
+    rows
+}
+
+fn write_resources(path: &Path, rows: &[Resources]) {
+    let names = demangle(&rows.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>());
+    let mut s = String::from(
+        "// Generated by build.rs from ptxas -v on sm_90a. One row per kernel instantiation.\n\
+         pub const KERNELS: &[KernelResources] = &[\n",
+    );
+    for (r, name) in rows.iter().zip(names) {
+        s += &format!(
+            "    KernelResources {{ file: {:?}, name: {:?}, registers: {}, stack_bytes: {}, \
+             spill_store_bytes: {}, spill_load_bytes: {}, shared_bytes: {} }},\n",
+            r.file, name, r.registers, r.stack, r.spill_stores, r.spill_loads, r.shared
+        );
+    }
+    s += "];\n";
+    std::fs::write(path, s).expect("warpcore: could not write kernel_resources.rs");
+}
+
+/// Demangles with c++filt when it is there (binutils); otherwise keeps the mangled names.
+fn demangle(symbols: &[&str]) -> Vec<String> {
+    // "void wc::(anonymous namespace)::k<__nv_bfloat16, 8>(args...)" -> "wc::k<bf16, 8>"
+    let tidy = |s: &str| {
+        let s = s.replace("(anonymous namespace)::", "").replace("__nv_bfloat16", "bf16");
+        let s = s.strip_prefix("void ").unwrap_or(&s);
+        s.split('(').next().unwrap_or(s).to_string()
+    };
+    let run = || -> Option<Vec<String>> {
+        let out = Command::new("c++filt").args(symbols).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let lines: Vec<String> = text.lines().map(tidy).collect();
+        (out.status.success() && lines.len() == symbols.len()).then_some(lines)
+    };
+    run().unwrap_or_else(|| symbols.iter().map(|s| s.to_string()).collect())
+}

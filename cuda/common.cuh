@@ -1,0 +1,90 @@
+// common.cuh — what every kernel file shares: element types and conversions, packed vector
+// loads/stores, warp/block reductions, and the dtype dispatch macro. Nothing op-specific.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "warpcore.h"
+
+namespace wc {
+
+// ------------------------------------------------------------------ element conversions
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// ------------------------------------------------------------------ packed vectors
+// N elements of T moved as one aligned load/store (N * sizeof(T) in {2, 4, 8, 16} bytes:
+// LDG/STG .16/.32/.64/.128). Callers guarantee the alignment (see aligned_to()).
+template <typename T, int N>
+struct alignas(N * sizeof(T)) Pack {
+  T v[N];
+};
+
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+template <typename T, int N>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& v) {
+  *reinterpret_cast<Pack<T, N>*>(p) = v;
+}
+
+// Elements of T in one 16-byte vector.
+template <typename T>
+constexpr int kVec16 = 16 / sizeof(T);
+
+// True when every pointer is `bytes`-aligned (host side: choosing the vector width).
+inline bool aligned_to(int bytes, const void* a, const void* b = nullptr, const void* c = nullptr,
+                       const void* d = nullptr) {
+  auto ok = [bytes](const void* p) { return (reinterpret_cast<uintptr_t>(p) % bytes) == 0; };
+  return ok(a) && ok(b) && ok(c) && ok(d);
+}
+
+// ------------------------------------------------------------------ reductions
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// Sum over the whole block; every thread gets the result. blockDim.x is a multiple of 32.
+// `scratch` is 32 floats of shared memory; the trailing barrier makes it reusable.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int num_warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < num_warps ? scratch[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();
+  return v;
+}
+
+// Status of the launch just made (asynchronous errors surface at the next sync).
+inline wc_status launch_status() { return static_cast<wc_status>(cudaGetLastError()); }
+
+}  // namespace wc
+
+// Runs `...` (which must `return` a wc_status) with `T` bound to the element type of `dtype`.
+// Unknown dtypes return WC_ERR_UNSUPPORTED: the Rust side never sends one, this is the guard.
+#define WC_DISPATCH_DTYPE(dtype, T, ...)                          \
+  switch (dtype) {                                                \
+    case WC_F32: { using T = float; __VA_ARGS__ }                 \
+    case WC_F16: { using T = __half; __VA_ARGS__ }                \
+    case WC_BF16: { using T = __nv_bfloat16; __VA_ARGS__ }        \
+    default: break;                                               \
+  }                                                               \
+  return WC_ERR_UNSUPPORTED;

@@ -1,0 +1,225 @@
+//! GPU-against-reference checking, shared by the test suite and `warpcore check`.
+//!
+//! One place defines the tolerances per dtype, how outputs are compared (NaN never passes),
+//! the random inputs (fresh per seed, never zeros) and the NaN poison written into outputs
+//! before a run so that an element the kernel failed to write fails the check.
+
+#[cfg(feature = "rms-norm")]
+pub mod rms_norm;
+
+use crate::DType;
+use std::fmt;
+
+/// Elementwise bound |got − want| ≤ atol + rtol·|want|.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+/// The tolerance for outputs stored in `T` after f32 math: a few units in the last place of T
+/// (bf16 has 8 significant bits, f16 11, f32 24). Written once, used by every op's check.
+pub fn tolerance<T: DType>() -> Tolerance {
+    match T::NAME {
+        "bf16" => Tolerance { atol: 1.6e-2, rtol: 1.6e-2 },
+        "f16" => Tolerance { atol: 2e-3, rtol: 2e-3 },
+        _ => Tolerance { atol: 1e-5, rtol: 1e-5 },
+    }
+}
+
+/// How one output compared with its reference.
+#[derive(Clone, Debug, Default)]
+pub struct Comparison {
+    /// What was compared ("out", "residual", "padding", ...).
+    pub what: &'static str,
+    pub len: usize,
+    /// Elements outside the bound (NaN counts).
+    pub failures: usize,
+    pub max_abs_err: f64,
+    /// ‖got − want‖ / ‖want‖ over all elements.
+    pub rel_frobenius: f64,
+    /// The first failing element: (index, got, want).
+    pub first_failure: Option<(usize, f64, f64)>,
+}
+
+impl Comparison {
+    pub fn passed(&self) -> bool {
+        self.failures == 0
+    }
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} of {} outside bound, max |err| {:.3e}, rel Frobenius {:.3e}",
+            self.what, self.failures, self.len, self.max_abs_err, self.rel_frobenius
+        )?;
+        if let Some((i, g, w)) = self.first_failure {
+            write!(f, " (first at {i}: got {g}, want {w})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares `got` with the f64 reference `want` under `tol`.
+pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Tolerance) -> Comparison {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    let mut c = Comparison { what, len: got.len(), ..Default::default() };
+    let (mut err2, mut ref2) = (0.0, 0.0);
+    for (i, (g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g.to_f64();
+        let err = (g - w).abs();
+        err2 += err * err;
+        ref2 += w * w;
+        let ok = err <= tol.atol + tol.rtol * w.abs(); // false for NaN
+        if !ok {
+            c.failures += 1;
+            c.first_failure.get_or_insert((i, g, w));
+        }
+        if err.is_nan() || err > c.max_abs_err {
+            c.max_abs_err = if err.is_nan() { f64::NAN } else { err };
+        }
+    }
+    c.rel_frobenius = if ref2 > 0.0 { (err2 / ref2).sqrt() } else { err2.sqrt() };
+    c
+}
+
+/// Bit-exact comparison (values the kernel must store exactly, and memory it must not touch).
+pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Comparison {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    let mut c = Comparison { what, len: got.len(), ..Default::default() };
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        // Compare bits through f64 (NaN poison must stay NaN: NaN == NaN here).
+        let same = g == w || (g.to_f64().is_nan() && w.to_f64().is_nan());
+        if !same {
+            c.failures += 1;
+            c.first_failure.get_or_insert((i, g.to_f64(), w.to_f64()));
+            c.max_abs_err = c.max_abs_err.max((g.to_f64() - w.to_f64()).abs());
+        }
+    }
+    c
+}
+
+/// Deterministic xorshift64* generator: fresh inputs from a seed, no dependency.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// `n` values uniform in [lo, hi), rounded to T; exact zeros are nudged away so that an
+    /// input is never accidentally all zeros.
+    pub fn vec<T: DType>(&mut self, n: usize, lo: f64, hi: f64) -> Vec<T> {
+        (0..n)
+            .map(|_| {
+                let v = self.uniform(lo, hi);
+                T::from_f64(if v == 0.0 { 1e-3 } else { v })
+            })
+            .collect()
+    }
+}
+
+/// The result of checking one op at one shape.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    pub op: &'static str,
+    pub dtype: &'static str,
+    pub shape: String,
+    pub comparisons: Vec<Comparison>,
+}
+
+impl CheckResult {
+    pub fn passed(&self) -> bool {
+        self.comparisons.iter().all(Comparison::passed)
+    }
+}
+
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}: {}", self.op, self.dtype, self.shape, if self.passed() { "PASS" } else { "FAIL" })?;
+        for c in &self.comparisons {
+            write!(f, "\n  {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Elements of a strided 2-D region: rows of `cols` at `stride`, starting at `offset`.
+pub fn gather_rows<T: Copy>(buf: &[T], offset: usize, rows: usize, cols: usize, stride: usize) -> Vec<T> {
+    (0..rows).flat_map(|r| buf[offset + r * stride..][..cols].iter().copied()).collect()
+}
+
+/// The elements of `buf` outside that region (must be untouched by a kernel writing it).
+pub fn outside_rows<T: Copy>(buf: &[T], offset: usize, rows: usize, cols: usize, stride: usize) -> Vec<T> {
+    buf.iter()
+        .enumerate()
+        .filter(|&(i, _)| {
+            if i < offset || rows == 0 {
+                return true;
+            }
+            let (r, c) = ((i - offset) / stride, (i - offset) % stride);
+            !(r < rows && c < cols)
+        })
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    #[test]
+    fn nan_never_passes() {
+        let c = compare("x", &[f32::NAN], &[0.0], Tolerance { atol: 1e9, rtol: 1e9 });
+        assert!(!c.passed());
+        let c = compare("x", &[1.0f32], &[f64::NAN], Tolerance { atol: 1e9, rtol: 1e9 });
+        assert!(!c.passed());
+    }
+
+    #[test]
+    fn bounds_are_atol_plus_rtol() {
+        let tol = Tolerance { atol: 0.1, rtol: 0.1 };
+        assert!(compare("x", &[2.29f32], &[2.0], tol).passed());
+        assert!(!compare("x", &[2.31f32], &[2.0], tol).passed());
+        let bf = tolerance::<bf16>();
+        // One bf16 ulp at 1.0 (2^-7) passes; six do not.
+        assert!(compare("x", &[bf16::from_f64(1.0 + 2f64.powi(-7))], &[1.0], bf).passed());
+        assert!(!compare("x", &[bf16::from_f64(1.0 + 6.0 * 2f64.powi(-7))], &[1.0], bf).passed());
+    }
+
+    #[test]
+    fn exact_compare_treats_poison_as_equal_and_catches_changes() {
+        assert!(compare_exact("p", &[f32::NAN, 1.0], &[f32::NAN, 1.0]).passed());
+        assert!(!compare_exact("p", &[0.0f32, 1.0], &[f32::NAN, 1.0]).passed());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_in_range() {
+        let a: Vec<f32> = Rng::new(7).vec(1000, -2.0, 2.0);
+        let b: Vec<f32> = Rng::new(7).vec(1000, -2.0, 2.0);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|v| (-2.0..2.0).contains(v) && *v != 0.0));
+        assert_ne!(a, Rng::new(8).vec::<f32>(1000, -2.0, 2.0));
+    }
+
+    #[test]
+    fn strided_regions() {
+        let buf: Vec<u32> = (0..12).collect();
+        // 2 rows of 3 at stride 5 from offset 1: [1,2,3], [6,7,8].
+        assert_eq!(gather_rows(&buf, 1, 2, 3, 5), vec![1, 2, 3, 6, 7, 8]);
+        assert_eq!(outside_rows(&buf, 1, 2, 3, 5), vec![0, 4, 5, 9, 10, 11]);
+    }
+}

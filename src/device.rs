@@ -1,0 +1,119 @@
+//! `Device`: a CUDA context, the stream warpcore launches on, and what the ops need to know
+//! about the GPU.
+
+use crate::{DType, Error, Result};
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
+use std::sync::Arc;
+
+/// What warpcore knows about a GPU.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    /// Streaming multiprocessors.
+    pub sm_count: u32,
+    /// (major, minor), e.g. (9, 0) for H100/H200.
+    pub compute_capability: (u32, u32),
+    /// The driver's CUDA version as an integer, e.g. 13000 for 13.0.
+    pub driver_version: i32,
+    pub total_memory: usize,
+}
+
+/// A CUDA context and the stream every op is queued on (one stream per `Device`).
+///
+/// Buffers are cudarc `CudaSlice`s; wrap them in [`crate::TensorView`] / [`crate::TensorViewMut`]
+/// to pass them to ops. Ops are asynchronous: call [`Device::synchronize`] (or copy the result
+/// back, which synchronizes) before reading results on the host.
+#[derive(Clone, Debug)]
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    info: DeviceInfo,
+}
+
+/// The oldest architecture the kernels are built for (sm_80, Ampere).
+pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (8, 0);
+
+impl Device {
+    /// Opens GPU `ordinal` (its primary context) and uses the context's default stream.
+    /// Fails with [`Error::NoDevice`] when there is no driver or no such GPU, and with
+    /// [`Error::Unsupported`] on a GPU older than sm_80.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(Error::NoDevice("libcuda (the NVIDIA driver) was not found".into()));
+        }
+        let count = CudaContext::device_count()? as usize;
+        if ordinal >= count {
+            return Err(Error::NoDevice(format!("GPU {ordinal} requested, {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let stream = ctx.default_stream();
+        Self::from_stream(stream)
+    }
+
+    /// Uses an existing cudarc stream (and its context): warpcore's launches queue on it.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let ctx = stream.context().clone();
+        let attr = |a| ctx.attribute(a).map(|v| v as u32);
+        let cc = (
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        if cc < MIN_COMPUTE_CAPABILITY {
+            return Err(Error::Unsupported {
+                op: "Device::new",
+                what: "compute capability (sm_80 or newer needed)",
+                value: format!("sm_{}{}", cc.0, cc.1),
+            });
+        }
+        let mut driver_version = 0;
+        // SAFETY: cuDriverGetVersion writes one int; the driver library is loaded (ctx exists).
+        unsafe { sys::cuDriverGetVersion(&mut driver_version) }.result()?;
+        let info = DeviceInfo {
+            ordinal: ctx.ordinal(),
+            name: ctx.name()?,
+            sm_count: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            compute_capability: cc,
+            driver_version,
+            total_memory: ctx.total_mem()?,
+        };
+        Ok(Self { ctx, stream, info })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for everything queued on the stream; reports asynchronous kernel errors.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// Copies a host slice to a new device buffer.
+    pub fn upload<T: DType>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        Ok(self.stream.clone_htod(host)?)
+    }
+
+    /// A new zero-filled device buffer of `len` elements.
+    pub fn zeros<T: DType>(&self, len: usize) -> Result<CudaSlice<T>> {
+        Ok(self.stream.alloc_zeros(len)?)
+    }
+
+    /// Copies a device buffer (or view) back to the host; waits for queued work first.
+    pub fn download<T: DType, S: DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>> {
+        Ok(self.stream.clone_dtoh(src)?)
+    }
+}
+
+/// True when the NVIDIA driver library can be loaded (checked before touching cudarc, which
+/// panics without it).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; no other state.
+    unsafe { sys::is_culib_present() }
+}

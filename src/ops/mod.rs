@@ -1,0 +1,123 @@
+//! Safe wrappers: validate every argument, then launch. Shared validation lives here, once.
+
+#[cfg(feature = "rms-norm")]
+pub mod rms_norm;
+
+use crate::{ffi, Device, Error, Result};
+use cudarc::driver::CudaStream;
+use std::sync::Arc;
+
+/// `arg`'s shape must equal `expected`.
+pub(crate) fn check_shape(op: &'static str, arg: &'static str, got: &[usize], expected: &[usize]) -> Result<()> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(Error::ShapeMismatch { op, arg, expected: format!("{expected:?}"), got: format!("{got:?}") })
+}
+
+/// `arg` must have no zero-sized dimension.
+pub(crate) fn check_nonempty(op: &'static str, arg: &'static str, shape: &[usize]) -> Result<()> {
+    if shape.contains(&0) {
+        return Err(Error::Empty { op, arg, shape: format!("{shape:?}") });
+    }
+    Ok(())
+}
+
+/// The innermost dimension of `arg` must be dense (stride 1).
+pub(crate) fn check_inner_dense(op: &'static str, arg: &'static str, strides: &[usize]) -> Result<()> {
+    match strides.last() {
+        Some(1) | None => Ok(()),
+        Some(s) => Err(Error::Unsupported { op, what: "innermost stride (must be 1)", value: format!("{arg}: {s}") }),
+    }
+}
+
+/// An output's elements must not overlap (each written by one thread): with dims ordered by
+/// stride, every stride must be at least the span of the dims inside it.
+pub(crate) fn check_no_overlap(op: &'static str, arg: &'static str, shape: &[usize], strides: &[usize]) -> Result<()> {
+    let mut dims: Vec<(usize, usize)> = shape.iter().copied().zip(strides.iter().copied()).filter(|&(n, _)| n > 1).collect();
+    dims.sort_by_key(|&(_, s)| s);
+    let mut span = 1usize;
+    for &(n, s) in &dims {
+        if s < span {
+            return Err(Error::Unsupported {
+                op,
+                what: "overlapping output strides",
+                value: format!("{arg}: shape {shape:?}, strides {strides:?}"),
+            });
+        }
+        span = s.saturating_mul(n);
+    }
+    Ok(())
+}
+
+/// `value` must fit the kernels' index type (`i32` for sizes that index within a block/grid).
+pub(crate) fn check_fits_i32(op: &'static str, what: &'static str, value: usize) -> Result<()> {
+    if value > i32::MAX as usize {
+        return Err(Error::Unsupported { op, what, value: format!("{value} (> {})", i32::MAX) });
+    }
+    Ok(())
+}
+
+/// `eps` must be finite and non-negative.
+pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::Unsupported { op, what: "eps", value: eps.to_string() });
+    }
+    Ok(())
+}
+
+/// `arg`'s buffer must belong to the device's context.
+pub(crate) fn check_device(op: &'static str, arg: &'static str, dev: &Device, stream: &Arc<CudaStream>) -> Result<()> {
+    if stream.context().cu_ctx() != dev.context().cu_ctx() {
+        return Err(Error::WrongDevice { op, arg });
+    }
+    Ok(())
+}
+
+/// Queues a launcher on the device's stream and turns its status into a `Result`. With the
+/// `debug-sync` feature it then waits for the kernel and reports what it hit.
+pub(crate) fn launch(op: &'static str, dev: &Device, f: impl FnOnce(ffi::wc_stream) -> ffi::wc_status) -> Result<()> {
+    dev.context().bind_to_thread()?;
+    let status = f(dev.stream().cu_stream() as ffi::wc_stream);
+    check_status(op, status)?;
+    if cfg!(feature = "debug-sync") {
+        dev.stream().synchronize().map_err(|e| Error::Launch { op, code: e.0 as i32, name: format!("{e:?}") })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn check_status(op: &'static str, status: ffi::wc_status) -> Result<()> {
+    if status == ffi::WC_OK as ffi::wc_status {
+        return Ok(());
+    }
+    // SAFETY: wc_status_name returns a static NUL-terminated string for any input.
+    let name = unsafe { std::ffi::CStr::from_ptr(ffi::wc_status_name(status)) };
+    Err(Error::Launch { op, code: status, name: name.to_string_lossy().into_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_detection() {
+        assert!(check_no_overlap("op", "o", &[4, 8], &[8, 1]).is_ok());
+        assert!(check_no_overlap("op", "o", &[4, 8], &[16, 1]).is_ok());
+        assert!(check_no_overlap("op", "o", &[4, 8], &[4, 1]).is_err());
+        assert!(check_no_overlap("op", "o", &[4, 8], &[0, 1]).is_err());
+        assert!(check_no_overlap("op", "o", &[1, 8], &[0, 1]).is_ok());
+        // [tokens, heads, head_dim] inside a fused QKV row of 12 heads.
+        assert!(check_no_overlap("op", "o", &[3, 6, 64], &[768, 64, 1]).is_ok());
+        assert!(check_no_overlap("op", "o", &[3, 6, 64], &[768, 32, 1]).is_err());
+    }
+
+    #[test]
+    fn status_names_come_from_the_c_side() {
+        let e = check_status("op", ffi::WC_ERR_UNSUPPORTED).unwrap_err();
+        assert!(matches!(e, Error::Launch { code: -1, ref name, .. } if name == "WC_ERR_UNSUPPORTED"), "{e}");
+        // 1 = cudaErrorInvalidValue (static cudart names it without a driver).
+        let e = check_status("op", 1).unwrap_err();
+        assert!(e.to_string().contains("cudaErrorInvalidValue"), "{e}");
+        assert!(check_status("op", 0).is_ok());
+    }
+}

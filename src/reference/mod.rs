@@ -1,0 +1,5 @@
+//! Plain-Rust CPU references (the oracles every GPU test compares against). No GPU needed.
+//! Inputs are in the kernel's dtype; the math is f64 unless a function says otherwise.
+
+#[cfg(feature = "rms-norm")]
+pub mod rms_norm;

@@ -1,0 +1,61 @@
+//! ptxas's resource report for every kernel, recorded by build.rs on sm_90a.
+
+/// One kernel instantiation's resources on sm_90a, as ptxas reported them.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelResources {
+    /// The .cu file stem (the kernel family).
+    pub file: &'static str,
+    /// The demangled kernel name (mangled when c++filt was not available at build time).
+    pub name: &'static str,
+    pub registers: u32,
+    pub stack_bytes: u32,
+    pub spill_store_bytes: u32,
+    pub spill_load_bytes: u32,
+    pub shared_bytes: u32,
+}
+
+include!(concat!(env!("OUT_DIR"), "/kernel_resources.rs"));
+
+/// Kernels allowed a stack frame, with the bytes they may use: (name substring, bytes).
+/// Empty: no kernel needs one. A new entry needs a reason beside it.
+pub const STACK_ALLOWED: &[(&str, u32)] = &[];
+
+/// The kernels that break the rules: any spill, or a stack frame beyond `STACK_ALLOWED`.
+pub fn violations() -> Vec<&'static KernelResources> {
+    KERNELS
+        .iter()
+        .filter(|k| {
+            let allowed = STACK_ALLOWED.iter().find(|(n, _)| k.name.contains(n)).map_or(0, |a| a.1);
+            k.spill_store_bytes > 0 || k.spill_load_bytes > 0 || k.stack_bytes > allowed
+        })
+        .collect()
+}
+
+/// The table as markdown (`warpcore info --kernels`).
+pub fn table() -> String {
+    let mut s = String::from("| file | kernel | regs | stack B | spill st/ld B | smem B |\n|---|---|---:|---:|---:|---:|\n");
+    for k in KERNELS {
+        s += &format!(
+            "| {} | `{}` | {} | {} | {}/{} | {} |\n",
+            k.file, k.name, k.registers, k.stack_bytes, k.spill_store_bytes, k.spill_load_bytes, k.shared_bytes
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_enabled_family_reported_kernels() {
+        #[cfg(feature = "rms-norm")]
+        assert!(KERNELS.iter().any(|k| k.file == "rms_norm"), "no ptxas report for rms_norm");
+    }
+
+    #[test]
+    fn no_kernel_spills_or_uses_an_unallowed_stack_frame() {
+        let bad = violations();
+        assert!(bad.is_empty(), "kernels that spill or use a stack frame on sm_90a:\n{bad:#?}");
+    }
+}
