@@ -1,8 +1,8 @@
 //! `Device`: a CUDA context, the stream warpcore launches on, and what the ops need to know
 //! about the GPU.
 
-use crate::{DType, Error, Result};
-use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr};
+use crate::{Error, Result};
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
 use std::sync::Arc;
 
 /// What warpcore knows about a GPU.
@@ -96,17 +96,17 @@ impl Device {
     }
 
     /// Copies a host slice to a new device buffer.
-    pub fn upload<T: DType>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         Ok(self.stream.clone_htod(host)?)
     }
 
     /// A new zero-filled device buffer of `len` elements.
-    pub fn zeros<T: DType>(&self, len: usize) -> Result<CudaSlice<T>> {
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
         Ok(self.stream.alloc_zeros(len)?)
     }
 
     /// Copies a device buffer (or view) back to the host; waits for queued work first.
-    pub fn download<T: DType, S: DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr, S: DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>> {
         Ok(self.stream.clone_dtoh(src)?)
     }
 }

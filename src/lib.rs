@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod check;
 mod device;
 mod dtype;

@@ -1,1 +1,250 @@
-fn main(){}
+//! `warpcore`: info, check (every op against its CPU reference) and bench.
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use warpcore::bench::{self, BenchRecord, Ceilings};
+use warpcore::check::CheckResult;
+use warpcore::{resources, Device};
+
+#[derive(Parser)]
+#[command(name = "warpcore", version, about = "warpcore's kernels: GPU info, checks against the CPU references, benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The GPU, the driver, and the ceilings measured now (copy bandwidth, cuBLAS bf16 GEMM).
+    Info {
+        /// Also print every kernel's registers / stack / spills / shared memory (ptxas, sm_90a).
+        #[arg(long)]
+        kernels: bool,
+    },
+    /// Every op against its CPU reference at several shapes (a PASS/FAIL table). Without a GPU,
+    /// checks the CPU references' own invariants.
+    Check {
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        op: Option<String>,
+    },
+    /// Time every op: time, GB/s or TFLOP/s, % of the ceiling measured in this run, and the
+    /// speed-up over each alternative given with --compare.
+    Bench {
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        op: Option<String>,
+        /// Print JSON instead of the markdown table.
+        #[arg(long)]
+        json: bool,
+        /// Alternatives' timings to compare with (JSON written by bench/compare_torch.py).
+        #[arg(long)]
+        compare: Vec<PathBuf>,
+        /// Also write bench.md and bench.json into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { kernels } => info(kernels),
+        Command::Check { op } => check(op.as_deref()),
+        Command::Bench { op, json, compare, out } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warpcore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+/// The GPU, or the reason there is none.
+fn open_device() -> Result<Device, String> {
+    if !warpcore::driver_present() {
+        return Err("the NVIDIA driver (libcuda) is not installed".into());
+    }
+    Device::new(0).map_err(|e| e.to_string())
+}
+
+fn info(kernels: bool) -> CliResult {
+    println!("warpcore {} ({} kernels built for sm_80 + sm_90a)", env!("CARGO_PKG_VERSION"), resources::KERNELS.len());
+    match open_device() {
+        Err(why) => println!("no CUDA device: {why}"),
+        Ok(dev) => {
+            let i = dev.info();
+            println!(
+                "GPU {}: {}, sm_{}{}, {} SMs, {:.1} GiB, driver CUDA {}.{}",
+                i.ordinal,
+                i.name,
+                i.compute_capability.0,
+                i.compute_capability.1,
+                i.sm_count,
+                i.total_memory as f64 / (1u64 << 30) as f64,
+                i.driver_version / 1000,
+                i.driver_version % 1000 / 10
+            );
+            let c = measure_ceilings(&dev)?;
+            println!("device-to-device copy: {:.0} GB/s (read + write)", c.copy_gbps);
+            match c.gemm_bf16_tflops {
+                Some(t) => println!("cuBLAS bf16 GEMM 8192^3: {t:.0} TFLOP/s"),
+                None => println!("cuBLAS bf16 GEMM: libcublas not found (set LD_LIBRARY_PATH)"),
+            }
+        }
+    }
+    if kernels {
+        print!("\n{}", resources::table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
+    Ok(Ceilings { copy_gbps: bench::measure_copy_gbps(dev)?, gemm_bf16_tflops: bench::measure_gemm_bf16_tflops(dev)? })
+}
+
+fn check(filter: Option<&str>) -> CliResult {
+    let keep = |r: &CheckResult| filter.is_none_or(|f| r.op.contains(f));
+    let results: Vec<CheckResult> = match open_device() {
+        Err(why) => {
+            println!("no CUDA device ({why}): checking the CPU references only");
+            all_reference_checks().into_iter().filter(keep).collect()
+        }
+        Ok(dev) => {
+            println!("checking every op on {} against its CPU reference", dev.info().name);
+            all_gpu_checks(&dev)?.into_iter().filter(keep).collect()
+        }
+    };
+    println!("\n| op | dtype | shape | worst max abs err | rel Frobenius | result |\n|---|---|---|---:|---:|---|");
+    for r in &results {
+        let worst = r.comparisons.iter().map(|c| c.max_abs_err).fold(0.0, f64::max);
+        let frob = r.comparisons.iter().map(|c| c.rel_frobenius).fold(0.0, f64::max);
+        println!("| {} | {} | {} | {:.2e} | {:.2e} | {} |", r.op, r.dtype, r.shape, worst, frob, if r.passed() { "PASS" } else { "FAIL" });
+    }
+    let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed()).collect();
+    for r in &failed {
+        eprintln!("\n{r}");
+    }
+    println!("\n{} passed, {} failed", results.len() - failed.len(), failed.len());
+    Ok(if failed.is_empty() && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Every family's GPU checks (a new family adds its line here).
+fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
+    let mut out = Vec::new();
+    #[cfg(feature = "rms-norm")]
+    out.extend(warpcore::check::rms_norm::check_all(dev)?);
+    let _ = dev;
+    Ok(out)
+}
+
+/// Every family's reference self-checks (no GPU).
+fn all_reference_checks() -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    #[cfg(feature = "rms-norm")]
+    out.extend(warpcore::check::rms_norm::check_references());
+    out
+}
+
+/// Every family's benchmarks (a new family adds its line here).
+fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpcore::Result<Vec<BenchRecord>> {
+    let mut out = Vec::new();
+    #[cfg(feature = "rms-norm")]
+    if filter.is_none_or(|f| "rms_norm fused_add_rms_norm qk_rms_norm".contains(f)) {
+        out.extend(bench::rms_norm::bench_all(dev, ceilings)?);
+    }
+    out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
+    Ok(out)
+}
+
+fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
+    let dev = match open_device() {
+        Ok(d) => d,
+        Err(why) => {
+            println!("no CUDA device ({why}): nothing to time. `warpcore check` runs the CPU references.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let ceilings = measure_ceilings(&dev)?;
+    let mut records = all_benches(&dev, &ceilings, filter)?;
+    for path in compare {
+        let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        for a in alt["results"].as_array().into_iter().flatten() {
+            let key = (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str());
+            if let (Some(r), Some(name), Some(t)) = (
+                records.iter_mut().find(|r| (Some(r.op), Some(r.dtype), Some(r.shape.as_str())) == key),
+                a["name"].as_str(),
+                a["time_us"].as_f64(),
+            ) {
+                r.add_alternative(name, t);
+            }
+        }
+    }
+    let json = to_json(&dev, &ceilings, &records);
+    let md = to_markdown(&dev, &ceilings, &records);
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(dir.join("bench.md"), &md)?;
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{md}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> Value {
+    let i = dev.info();
+    json!({
+        "gpu": i.name,
+        "compute_capability": format!("{}.{}", i.compute_capability.0, i.compute_capability.1),
+        "driver_cuda_version": i.driver_version,
+        "commit": option_env!("WARPCORE_COMMIT").map(str::to_string).or_else(|| std::env::var("WARPCORE_COMMIT").ok()),
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "ceilings": { "copy_gbps": c.copy_gbps, "cublas_bf16_tflops": c.gemm_bf16_tflops },
+        "records": records.iter().map(|r| json!({
+            "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us,
+            "bytes": r.bytes, "flops": r.flops, "gbps": r.gbps, "tflops": r.tflops,
+            "fraction_of_ceiling": r.fraction_of_ceiling,
+            "alternatives": r.alternatives.iter().map(|a| json!({
+                "name": a.name, "time_us": a.time_us, "speedup": a.speedup,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn to_markdown(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> String {
+    let mut s = format!(
+        "GPU: {} ({} SMs), driver CUDA {}; copy {:.0} GB/s; cuBLAS bf16 {}\n\n",
+        dev.info().name,
+        dev.info().sm_count,
+        dev.info().driver_version,
+        c.copy_gbps,
+        c.gemm_bf16_tflops.map_or("n/a".to_string(), |t| format!("{t:.0} TFLOP/s"))
+    );
+    s += "| op | dtype | shape | time µs | GB/s | TFLOP/s | % of ceiling | alternatives (µs, our speed-up) |\n";
+    s += "|---|---|---|---:|---:|---:|---:|---|\n";
+    for r in records {
+        let alts: Vec<String> = r.alternatives.iter().map(|a| format!("{} {:.1} µs ({:.2}×)", a.name, a.time_us, a.speedup)).collect();
+        s += &format!(
+            "| {} | {} | {} | {:.2} | {:.0} | {} | {:.1}% | {} |\n",
+            r.op,
+            r.dtype,
+            r.shape,
+            r.time_us,
+            r.gbps,
+            if r.flops > 0.0 { format!("{:.0}", r.tflops) } else { "-".into() },
+            100.0 * r.fraction_of_ceiling,
+            if alts.is_empty() { "-".into() } else { alts.join("; ") }
+        );
+    }
+    s
+}

@@ -1,0 +1,175 @@
+//! Benchmark harness shared by `warpcore bench` and the criterion benches: CUDA-event timing,
+//! the ceilings measured in the same run, and one record per (op, dtype, shape).
+//!
+//! Method (docs/ARCHITECTURE.md, "Performance"): warm up, then many samples of back-to-back
+//! calls timed with CUDA events, median per call; inputs rotate over enough copies that the
+//! working set exceeds L2 (60 MB on H100/H200), so small shapes are not timed from cache.
+
+#[cfg(feature = "rms-norm")]
+pub mod rms_norm;
+
+use crate::{Device, Result};
+use cudarc::driver::sys::CUevent_flags;
+
+/// Bytes the rotated working set must exceed (twice the H200's 60 MB L2).
+pub const ROTATE_BYTES: usize = 120 << 20;
+
+/// How many copies of a `bytes_per_call` working set keep rotation out of L2 (at most 256).
+pub fn rotation_copies(bytes_per_call: usize) -> usize {
+    ROTATE_BYTES.div_ceil(bytes_per_call.max(1)).clamp(1, 256)
+}
+
+/// Per-call time from CUDA events.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub median_us: f64,
+    pub min_us: f64,
+    pub samples: usize,
+    pub calls_per_sample: usize,
+}
+
+/// Times `f` (which queues one call on the device's stream; its argument counts calls, for
+/// rotating buffers). Three warm-up calls, then `samples` samples of back-to-back calls sized
+/// to ~0.5 ms each, timed with CUDA events; returns the median and minimum per call.
+pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
+    let stream = dev.stream();
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    let mut call = 0usize;
+    let mut run = |n: usize| -> Result<f64> {
+        let start = stream.record_event(flags)?;
+        for _ in 0..n {
+            f(call)?;
+            call += 1;
+        }
+        let end = stream.record_event(flags)?;
+        end.synchronize()?;
+        Ok(start.elapsed_ms(&end)? as f64 * 1e3)
+    };
+    run(3)?;
+    let one = run(1)?.max(0.5);
+    let per_sample = ((500.0 / one).ceil() as usize).clamp(1, 2000);
+    let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(Timing { median_us: times[times.len() / 2], min_us: times[0], samples: times.len(), calls_per_sample: per_sample })
+}
+
+/// The ceilings measured on this GPU in this run.
+#[derive(Clone, Copy, Debug)]
+pub struct Ceilings {
+    /// Device-to-device copy of 1 GiB, bytes read + written per second, in GB/s.
+    pub copy_gbps: f64,
+    /// cuBLAS bf16 GEMM 8192³ (f32 accumulate), TFLOP/s; None when cuBLAS is not available.
+    pub gemm_bf16_tflops: Option<f64>,
+}
+
+/// Measures the copy bandwidth: cuMemcpyDtoDAsync of 1 GiB, counting bytes read plus written.
+pub fn measure_copy_gbps(dev: &Device) -> Result<f64> {
+    let len = 1usize << 30;
+    let src = dev.zeros::<u8>(len)?;
+    let mut dst = dev.zeros::<u8>(len)?;
+    let t = time_calls(dev, 10, |_| Ok(dev.stream().memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * len as f64 / (t.median_us * 1e-6) / 1e9)
+}
+
+/// Measures cuBLAS bf16 GEMM (8192³, random inputs) through cudarc; None without cuBLAS.
+#[cfg(feature = "cublas")]
+pub fn measure_gemm_bf16_tflops(dev: &Device) -> Result<Option<f64>> {
+    use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+    use half::bf16;
+    // SAFETY: only tries to dlopen libcublas.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Ok(None);
+    }
+    let n = 8192usize;
+    let host: Vec<bf16> = crate::check::Rng::new(1).vec(n * n, -1.0, 1.0);
+    let a = dev.upload(&host)?;
+    let b = dev.upload(&host)?;
+    let mut c = dev.zeros::<bf16>(n * n)?;
+    let blas = match CudaBlas::new(dev.stream().clone()) {
+        Ok(b) => b,
+        Err(_) => return Ok(None),
+    };
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_N,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n as i32,
+        n: n as i32,
+        k: n as i32,
+        alpha: bf16::ONE,
+        lda: n as i32,
+        ldb: n as i32,
+        beta: bf16::ZERO,
+        ldc: n as i32,
+    };
+    let t = time_calls(dev, 10, |_| {
+        // SAFETY: a, b, c hold n·n elements, matching m, n, k and the leading dimensions.
+        unsafe { blas.gemm(cfg, &a, &b, &mut c) }.map_err(|e| crate::Error::Launch { op: "cublas gemm", code: e.0 as i32, name: format!("{e:?}") })
+    })?;
+    Ok(Some(2.0 * (n as f64).powi(3) / (t.median_us * 1e-6) / 1e12))
+}
+
+/// Another implementation of the same op, timed in the same run (e.g. PyTorch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alternative {
+    pub name: String,
+    pub time_us: f64,
+    /// Alternative's time over ours (> 1: we are faster).
+    pub speedup: f64,
+}
+
+/// One measured (op, dtype, shape).
+#[derive(Clone, Debug)]
+pub struct BenchRecord {
+    pub op: &'static str,
+    pub dtype: &'static str,
+    /// The shape key, e.g. "16384x4096"; bench/compare_torch.py writes the same keys.
+    pub shape: String,
+    pub time_us: f64,
+    /// Bytes the op must move (each input read once, each output written once).
+    pub bytes: f64,
+    /// Floating-point operations (0 for bandwidth-bound ops).
+    pub flops: f64,
+    /// bytes / time, GB/s.
+    pub gbps: f64,
+    /// flops / time, TFLOP/s.
+    pub tflops: f64,
+    /// The achieved fraction of the binding ceiling (copy bandwidth or GEMM rate).
+    pub fraction_of_ceiling: f64,
+    pub alternatives: Vec<Alternative>,
+}
+
+impl BenchRecord {
+    /// A bandwidth-bound op's record: fraction of the measured copy bandwidth.
+    pub fn bandwidth(op: &'static str, dtype: &'static str, shape: String, t: Timing, bytes: f64, ceilings: &Ceilings) -> Self {
+        let gbps = bytes / (t.median_us * 1e-6) / 1e9;
+        Self {
+            op,
+            dtype,
+            shape,
+            time_us: t.median_us,
+            bytes,
+            flops: 0.0,
+            gbps,
+            tflops: 0.0,
+            fraction_of_ceiling: gbps / ceilings.copy_gbps,
+            alternatives: Vec::new(),
+        }
+    }
+
+    /// Adds an alternative measured in the same run.
+    pub fn add_alternative(&mut self, name: &str, time_us: f64) {
+        self.alternatives.push(Alternative { name: name.to_string(), time_us, speedup: time_us / self.time_us });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_covers_the_cache() {
+        assert_eq!(rotation_copies(1 << 20), 120);
+        assert_eq!(rotation_copies(512 << 20), 1);
+        assert_eq!(rotation_copies(1), 256);
+    }
+}

@@ -1,0 +1,26 @@
+//! Shared by the GPU test files: the device (or a loud skip) and result assertions.
+#![allow(dead_code)]
+
+use warpcore::check::CheckResult;
+use warpcore::{driver_present, Device, Error};
+
+/// The GPU to test on. Without one, prints `SKIP (no CUDA device)` and returns None — unless
+/// WARPCORE_REQUIRE_GPU=1, where a missing device fails the test.
+pub fn device() -> Option<Device> {
+    let dev = if driver_present() { Device::new(0) } else { Err(Error::NoDevice("libcuda not found".into())) };
+    match dev {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("WARPCORE_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("WARPCORE_REQUIRE_GPU=1 but there is no usable CUDA device: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIP (no CUDA device): {e}");
+            None
+        }
+    }
+}
+
+/// Fails with the full comparison report unless every comparison passed.
+pub fn assert_passed(r: &CheckResult) {
+    assert!(r.passed(), "{r}");
+}
