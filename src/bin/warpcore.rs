@@ -66,17 +66,25 @@ fn main() -> ExitCode {
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-/// The GPU, or the reason there is none.
-fn open_device() -> Result<Device, String> {
-    if !warpcore::driver_present() {
-        return Err("the NVIDIA driver (libcuda) is not installed".into());
+/// The GPU, or (inner Err) the reason there is none. With WARPCORE_REQUIRE_GPU=1 a missing
+/// GPU is an error (outer Err).
+fn open_device() -> Result<Result<Device, String>, String> {
+    let dev = if warpcore::driver_present() {
+        Device::new(0).map_err(|e| e.to_string())
+    } else {
+        Err("the NVIDIA driver (libcuda) is not installed".to_string())
+    };
+    match dev {
+        Err(why) if std::env::var("WARPCORE_REQUIRE_GPU").as_deref() == Ok("1") => {
+            Err(format!("WARPCORE_REQUIRE_GPU=1 but there is no CUDA device: {why}"))
+        }
+        other => Ok(other),
     }
-    Device::new(0).map_err(|e| e.to_string())
 }
 
 fn info(kernels: bool) -> CliResult {
     println!("warpcore {} ({} kernels built for sm_80 + sm_90a)", env!("CARGO_PKG_VERSION"), resources::KERNELS.len());
-    match open_device() {
+    match open_device()? {
         Err(why) => println!("no CUDA device: {why}"),
         Ok(dev) => {
             let i = dev.info();
@@ -111,7 +119,7 @@ fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
 
 fn check(filter: Option<&str>) -> CliResult {
     let keep = |r: &CheckResult| filter.is_none_or(|f| r.op.contains(f));
-    let results: Vec<CheckResult> = match open_device() {
+    let results: Vec<CheckResult> = match open_device()? {
         Err(why) => {
             println!("no CUDA device ({why}): checking the CPU references only");
             all_reference_checks().into_iter().filter(keep).collect()
@@ -164,7 +172,7 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
 }
 
 fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
-    let dev = match open_device() {
+    let dev = match open_device()? {
         Ok(d) => d,
         Err(why) => {
             println!("no CUDA device ({why}): nothing to time. `warpcore check` runs the CPU references.");

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Times PyTorch's versions of warpcore's ops at the shapes `warpcore bench` uses, with the
+same method (CUDA events, warm-up, median of 25 samples, inputs rotated past L2), and writes
+JSON that `warpcore bench --compare FILE` merges in as alternatives:
+
+    {"device": ..., "torch": ..., "results": [{"op", "dtype", "shape", "name", "time_us"}]}
+
+The (op, dtype, shape) keys must match src/bench/<family>.rs. Usage:
+    python3 bench/compare_torch.py --out torch.json [--compile]
+"""
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+ROTATE_BYTES = 120 << 20
+SAMPLES = 25
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+
+
+def copies_for(bytes_per_call):
+    return max(1, min(256, math.ceil(ROTATE_BYTES / max(1, bytes_per_call))))
+
+
+def time_calls(fn, copies):
+    """Median µs per call of fn(i), i counting calls (for rotation)."""
+    call = [0]
+
+    def run(n):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn(call[0] % copies)
+            call[0] += 1
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e3
+
+    run(3)
+    one = max(run(1), 0.5)
+    per = max(1, min(2000, math.ceil(500.0 / one)))
+    times = sorted(run(per) / per for _ in range(SAMPLES))
+    return times[len(times) // 2]
+
+
+def rand(shape, dtype, copies):
+    return [torch.empty(shape, dtype=dtype, device="cuda").uniform_(-2, 2) for _ in range(copies)]
+
+
+def rms_norm_cases(compile_too):
+    out = []
+    eps = 1e-6
+
+    def add(op, dtype, shape, name, t):
+        out.append({"op": op, "dtype": dtype, "shape": shape, "name": name, "time_us": t})
+
+    norm = F.rms_norm
+    compiled = torch.compile(F.rms_norm) if compile_too else None
+
+    def add_norm(r, x, w):
+        r.add_(x)
+        return F.rms_norm(r, (r.shape[-1],), w, eps)
+
+    compiled_add_norm = torch.compile(add_norm) if compile_too else None
+
+    for dt, tokens, hidden in [("bf16", 16384, 4096), ("bf16", 16384, 8192), ("bf16", 64, 4096), ("bf16", 1, 4096),
+                               ("f16", 16384, 4096), ("f32", 16384, 4096)]:
+        dtype = DTYPES[dt]
+        n = tokens * hidden
+        copies = copies_for(2 * n * dtype.itemsize)
+        xs = rand((tokens, hidden), dtype, copies)
+        w = torch.empty(hidden, dtype=dtype, device="cuda").uniform_(-1, 1)
+        shape = f"{tokens}x{hidden}"
+        add("rms_norm", dt, shape, "torch F.rms_norm", time_calls(lambda i: norm(xs[i], (hidden,), w, eps), copies))
+        if compiled is not None:
+            add("rms_norm", dt, shape, "torch.compile", time_calls(lambda i: compiled(xs[i], (hidden,), w, eps), copies))
+        del xs
+
+    for dt, tokens, hidden in [("bf16", 16384, 4096), ("bf16", 16384, 8192), ("bf16", 64, 4096)]:
+        dtype = DTYPES[dt]
+        n = tokens * hidden
+        copies = copies_for(4 * n * dtype.itemsize)
+        xs, rs = rand((tokens, hidden), dtype, copies), rand((tokens, hidden), dtype, copies)
+        w = torch.empty(hidden, dtype=dtype, device="cuda").uniform_(-1, 1)
+        shape = f"{tokens}x{hidden}"
+        add("fused_add_rms_norm", dt, shape, "torch add_ + F.rms_norm",
+            time_calls(lambda i: add_norm(rs[i], xs[i], w), copies))
+        if compiled_add_norm is not None:
+            add("fused_add_rms_norm", dt, shape, "torch.compile",
+                time_calls(lambda i: compiled_add_norm(rs[i], xs[i], w), copies))
+        del xs, rs
+
+    for tokens, qh, kvh, hd in [(16384, 32, 8, 128), (64, 32, 8, 128)]:
+        dtype = torch.bfloat16
+        row = (qh + 2 * kvh) * hd
+        copies = copies_for(2 * tokens * (qh + kvh) * hd * dtype.itemsize)
+        qkvs = rand((tokens, row), dtype, copies)
+        w = torch.empty(hd, dtype=dtype, device="cuda").uniform_(-1, 1)
+
+        def qk(i):
+            q = qkvs[i][:, : qh * hd].view(tokens, qh, hd)
+            k = qkvs[i][:, qh * hd: (qh + kvh) * hd].view(tokens, kvh, hd)
+            return F.rms_norm(q, (hd,), w, eps), F.rms_norm(k, (hd,), w, eps)
+
+        add("qk_rms_norm", "bf16", f"{tokens}x{qh}+{kvh}x{hd}", "torch F.rms_norm q, k", time_calls(qk, copies))
+        del qkvs
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile versions (slow to build)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    results = rms_norm_cases(args.compile)
+    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    for r in results:
+        print(f"{r['op']:>20} {r['dtype']:>5} {r['shape']:>18} {r['name']:>26} {r['time_us']:9.2f} us")
+
+
+if __name__ == "__main__":
+    main()
