@@ -16,7 +16,7 @@ pub mod resources;
 mod tensor;
 
 pub use device::{driver_present, Device, DeviceInfo, MIN_COMPUTE_CAPABILITY};
-pub use dtype::DType;
+pub use dtype::{DType, F8E4M3};
 pub use error::{Error, Result};
 pub use tensor::{contiguous_strides, TensorView, TensorViewMut};
 

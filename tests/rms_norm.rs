@@ -263,3 +263,14 @@ fn fused_add_and_qk_reject_bad_shapes() {
     assert!(matches!(e, Error::ShapeMismatch { arg: "qk", .. }), "{e}");
     assert!(dev.download(&x).unwrap().iter().all(|v| *v == f16::ONE) && dev.download(&r).unwrap().iter().all(|v| *v == f16::ONE));
 }
+
+#[test]
+fn fp8_is_an_unsupported_dtype() {
+    expect_error::<warpcore::F8E4M3>(
+        2,
+        16,
+        16,
+        |d, x, w, mut o| rms_norm(d, &x, &w, &mut o, RmsNormConfig::new(1e-6)),
+        |e| matches!(e, Error::Unsupported { op: "rms_norm", what: "dtype", .. }),
+    );
+}

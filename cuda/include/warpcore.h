@@ -20,6 +20,7 @@ typedef enum wc_dtype {
   WC_F32 = 0,
   WC_F16 = 1,
   WC_BF16 = 2,
+  WC_E4M3 = 3,   /* FP8 e4m3 (OCP "e4m3fn": no infinities, NaN = 0x7F/0xFF, max 448) */
 } wc_dtype;
 
 /* A CUDA stream (CUstream / cudaStream_t; cudarc's CudaStream::cu_stream()). NULL = legacy default. */

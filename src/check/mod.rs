@@ -23,6 +23,8 @@ pub fn tolerance<T: DType>() -> Tolerance {
     match T::NAME {
         "bf16" => Tolerance { atol: 1.6e-2, rtol: 1.6e-2 },
         "f16" => Tolerance { atol: 2e-3, rtol: 2e-3 },
+        // 3 mantissa bits: half an ulp is 1/16 relative.
+        "e4m3" => Tolerance { atol: 1.0 / 64.0, rtol: 1.0 / 16.0 },
         _ => Tolerance { atol: 1e-5, rtol: 1e-5 },
     }
 }

@@ -3,7 +3,7 @@
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 
-use crate::{ffi, Device, Error, Result};
+use crate::{ffi, DType, Device, Error, Result};
 use cudarc::driver::CudaStream;
 use std::sync::Arc;
 
@@ -13,6 +13,17 @@ pub(crate) fn check_shape(op: &'static str, arg: &'static str, got: &[usize], ex
         return Ok(());
     }
     Err(Error::ShapeMismatch { op, arg, expected: format!("{expected:?}"), got: format!("{got:?}") })
+}
+
+/// The float types an op takes when it does not take FP8 (bf16, f16, f32).
+pub(crate) const FLOAT_DTYPES: &[ffi::wc_dtype] = &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F16, ffi::wc_dtype_WC_F32];
+
+/// `T` must be one of the dtypes the op takes.
+pub(crate) fn check_dtype<T: DType>(op: &'static str, supported: &[ffi::wc_dtype]) -> Result<()> {
+    if supported.contains(&T::TAG) {
+        return Ok(());
+    }
+    Err(Error::Unsupported { op, what: "dtype", value: T::NAME.to_string() })
 }
 
 /// `arg` must have no zero-sized dimension.

@@ -4,7 +4,7 @@
 //! f32, any hidden size, any row stride (the innermost stride must be 1). `weight_offset` is 0
 //! for Llama-style weights and 1 for Gemma's `(1 + weight)`.
 
-use super::{check_device, check_no_overlap, check_eps, check_fits_i32, check_inner_dense, check_nonempty, check_shape, launch};
+use super::{check_device, check_dtype, check_no_overlap, FLOAT_DTYPES, check_eps, check_fits_i32, check_inner_dense, check_nonempty, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// Options shared by the RMSNorm ops.
@@ -32,6 +32,7 @@ pub const QK_NORM_MAX_HEAD_DIM: usize = ffi::WC_QK_NORM_MAX_HEAD_DIM as usize;
 
 /// Checks shared by the row ops: x is [num_tokens, hidden] with a dense row, weight is [hidden].
 fn check_rows<T: DType>(op: &'static str, dev: &Device, x: [usize; 2], x_strides: [usize; 2], weight: &TensorView<T, 1>, cfg: RmsNormConfig) -> Result<()> {
+    check_dtype::<T>(op, FLOAT_DTYPES)?;
     check_eps(op, cfg.eps)?;
     if !cfg.weight_offset.is_finite() {
         return Err(Error::Unsupported { op, what: "weight_offset", value: cfg.weight_offset.to_string() });
@@ -145,6 +146,7 @@ pub fn qk_rms_norm<T: DType>(
     cfg: RmsNormConfig,
 ) -> Result<()> {
     const OP: &str = "qk_rms_norm";
+    check_dtype::<T>(OP, FLOAT_DTYPES)?;
     check_eps(OP, cfg.eps)?;
     let [num_tokens, heads, head_dim] = qk.shape();
     check_nonempty(OP, "qk (head_dim)", &[head_dim])?;
