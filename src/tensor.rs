@@ -1,10 +1,10 @@
 //! `TensorView` / `TensorViewMut`: a cudarc view plus a shape and strides (in elements).
 //!
-//! A view is checked when it is made: its shape and strides must stay inside the buffer.
+//! Any element type works (float data, int32 block tables, FP8 caches). A view is checked when it is made: its shape and strides must stay inside the buffer.
 //! Strides may describe gaps (a slice of a fused QKV buffer: token stride > heads · head_dim);
 //! ops state which strides they support and reject others with a typed error.
 
-use crate::{DType, Error, Result};
+use crate::{Error, Result};
 use cudarc::driver::{sys, CudaStream, CudaView, CudaViewMut, DevicePtr, DeviceSlice, SyncOnDrop};
 use std::sync::Arc;
 
@@ -75,7 +75,7 @@ macro_rules! view_common {
     };
 }
 
-impl<'a, T: DType, const R: usize> TensorView<'a, T, R> {
+impl<'a, T, const R: usize> TensorView'a, T, R> {
     /// A view with explicit strides (elements). Fails if it reaches past the buffer.
     pub fn new(data: CudaView<'a, T>, shape: [usize; R], strides: [usize; R]) -> Result<Self> {
         check_extent("TensorView::new", &shape, &strides, data.len())?;
@@ -92,7 +92,7 @@ impl<'a, T: DType, const R: usize> TensorView<'a, T, R> {
     }
 }
 
-impl<'a, T: DType, const R: usize> TensorViewMut<'a, T, R> {
+impl<'a, T, const R: usize> TensorViewMut'a, T, R> {
     /// A view with explicit strides (elements). Fails if it reaches past the buffer.
     pub fn new(data: CudaViewMut<'a, T>, shape: [usize; R], strides: [usize; R]) -> Result<Self> {
         check_extent("TensorViewMut::new", &shape, &strides, data.len())?;
