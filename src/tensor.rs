@@ -75,7 +75,7 @@ macro_rules! view_common {
     };
 }
 
-impl<'a, T, const R: usize> TensorView'a, T, R> {
+impl<'a, T, const R: usize> TensorView<'a, T, R> {
     /// A view with explicit strides (elements). Fails if it reaches past the buffer.
     pub fn new(data: CudaView<'a, T>, shape: [usize; R], strides: [usize; R]) -> Result<Self> {
         check_extent("TensorView::new", &shape, &strides, data.len())?;
@@ -92,7 +92,7 @@ impl<'a, T, const R: usize> TensorView'a, T, R> {
     }
 }
 
-impl<'a, T, const R: usize> TensorViewMut'a, T, R> {
+impl<'a, T, const R: usize> TensorViewMut<'a, T, R> {
     /// A view with explicit strides (elements). Fails if it reaches past the buffer.
     pub fn new(data: CudaViewMut<'a, T>, shape: [usize; R], strides: [usize; R]) -> Result<Self> {
         check_extent("TensorViewMut::new", &shape, &strides, data.len())?;
