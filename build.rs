@@ -131,10 +131,12 @@ fn main() {
 }
 
 fn find_nvcc(root: &Path) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
+    // An explicit NVCC is obeyed: a wrong one is an error, not a silent fallback.
     if let Some(p) = env::var_os("NVCC") {
-        candidates.push(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
     }
+    let mut candidates: Vec<PathBuf> = Vec::new();
     for var in ["CUDA_HOME", "CUDA_PATH"] {
         if let Some(p) = env::var_os(var) {
             candidates.push(PathBuf::from(p).join("bin/nvcc"));
