@@ -3,3 +3,6 @@
 
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+
+#[cfg(feature = "attention")]
+pub mod attention;
