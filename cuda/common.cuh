@@ -51,6 +51,10 @@ inline bool aligned_to(int bytes, const void* a, const void* b = nullptr, const 
   return ok(a) && ok(b) && ok(c) && ok(d);
 }
 
+// ------------------------------------------------------------------ 64-bit index arithmetic
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
 // ------------------------------------------------------------------ reductions
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -91,6 +91,70 @@ wc_status wc_qk_rms_norm(const wc_qk_rms_norm_params* p, wc_stream stream);
 /* Largest head_dim wc_qk_rms_norm takes (a warp holds one head in registers). */
 #define WC_QK_NORM_MAX_HEAD_DIM 512
 
+/* ---------------------------------------------------------------- GQA attention */
+
+/* softmax(scale · q kᵀ [softcapped, masked]) v for a batch of sequences (varlen), queries
+ * bottom-right aligned: query i of a sequence with q_len queries and kv_len keys sits at
+ * position kv_len - q_len + i. Query head h reads kv head h / (num_q_heads / num_kv_heads).
+ * Mask: causal -> key j <= position; window_left >= 0 -> j >= position - window_left.
+ * A row that sees no key gets zeros and lse = -inf.
+ * K/V come either contiguous (page_size = 0: rows of sequence s start at cu_seqlens_kv[s]) or
+ * from the paged cache (page_size > 0): slot = block_table[s][j / page_size] * page_size +
+ * j % page_size. Block-table entries outside [0, num_pages) mask their keys (never read).
+ * Split-KV (num_splits > 1): each split writes f32 partials to the workspace, then a merge
+ * kernel combines them by log-sum-exp into out (and lse). */
+typedef struct wc_attention_params {
+  const void* q;                /* [total_q, num_q_heads, head_dim], token stride q_stride */
+  const void* k;                /* contiguous: [total_kv, num_kv_heads, head_dim] (token stride k_stride);
+                                   paged: [num_pages, page_size, num_kv_heads, head_dim] (slot stride k_stride) */
+  const void* v;                /* as k, with head_dim_v and v_stride */
+  void* out;                    /* [total_q, num_q_heads, head_dim_v], token stride out_stride */
+  float* lse;                   /* optional [total_q, num_q_heads], natural log; NULL: not written */
+  const int32_t* cu_seqlens_q;  /* [num_seqs + 1] */
+  const int32_t* cu_seqlens_kv; /* contiguous: [num_seqs + 1]; unused when paged */
+  const int32_t* seq_lens;      /* paged: [num_seqs] number of keys of each sequence */
+  const int32_t* block_table;   /* paged: [num_seqs, block_table_stride] page ids */
+  float* partial_out;           /* num_splits > 1: [num_splits, total_q, num_q_heads, head_dim_v] */
+  float* partial_lse;           /* num_splits > 1: [num_splits, total_q, num_q_heads] */
+  int64_t q_stride;
+  int64_t k_stride;
+  int64_t v_stride;
+  int64_t out_stride;
+  int64_t total_q;
+  int64_t total_kv;             /* contiguous: rows of k and v; paged: num_pages * page_size */
+  int64_t num_pages;
+  int64_t block_table_stride;
+  int32_t page_size;            /* 0: contiguous K/V */
+  int32_t num_seqs;
+  int32_t num_q_heads;
+  int32_t num_kv_heads;
+  int32_t head_dim;
+  int32_t head_dim_v;
+  int32_t max_q_len;            /* the grid covers q_len <= max_q_len; longer sequences are clamped */
+  int32_t causal;
+  int32_t window_left;          /* < 0: no window */
+  int32_t num_splits;           /* >= 1 */
+  float scale;
+  float softcap;                /* <= 0: off */
+  wc_dtype dtype;               /* q, k, v and out: WC_BF16 or WC_F16 */
+} wc_attention_params;
+wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
+
+/* Combines two partial attention results over disjoint keys by their log-sum-exp:
+ * lse = log(e^lse_a + e^lse_b); out = out_a e^(lse_a - lse) + out_b e^(lse_b - lse). */
+typedef struct wc_merge_states_params {
+  const void* out_a;            /* [rows, head_dim], row stride = head_dim */
+  const float* lse_a;           /* [rows] */
+  const void* out_b;            /* [rows, head_dim] */
+  const float* lse_b;           /* [rows] */
+  void* out;                    /* [rows, head_dim] */
+  float* lse;                   /* optional [rows]; NULL: not written */
+  int64_t rows;
+  int32_t head_dim;
+  wc_dtype dtype;               /* out_a, out_b, out: WC_BF16, WC_F16 or WC_F32 */
+} wc_merge_states_params;
+wc_status wc_merge_states(const wc_merge_states_params* p, wc_stream stream);
+
 #ifdef __cplusplus
 }
 #endif

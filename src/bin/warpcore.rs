@@ -148,6 +148,8 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_all(dev)?);
+    #[cfg(feature = "attention")]
+    out.extend(warpcore::check::attention::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -157,6 +159,8 @@ fn all_reference_checks() -> Vec<CheckResult> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_references());
+    #[cfg(feature = "attention")]
+    out.extend(warpcore::check::attention::check_references());
     out
 }
 

@@ -4,28 +4,32 @@
 //! the random inputs (fresh per seed, never zeros) and the NaN poison written into outputs
 //! before a run so that an element the kernel failed to write fails the check.
 
+#[cfg(feature = "attention")]
+pub mod attention;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 
 use crate::DType;
 use std::fmt;
 
-/// Elementwise bound |got − want| ≤ atol + rtol·|want|.
+/// Elementwise bound |got − want| ≤ atol + rtol·|want|, and a bound on the relative
+/// Frobenius error ‖got − want‖ / ‖want‖ over the whole output.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
+    pub frobenius: f64,
 }
 
 /// The tolerance for outputs stored in `T` after f32 math: a few units in the last place of T
 /// (bf16 has 8 significant bits, f16 11, f32 24). Written once, used by every op's check.
 pub fn tolerance<T: DType>() -> Tolerance {
     match T::NAME {
-        "bf16" => Tolerance { atol: 1.6e-2, rtol: 1.6e-2 },
-        "f16" => Tolerance { atol: 2e-3, rtol: 2e-3 },
+        "bf16" => Tolerance { atol: 1.6e-2, rtol: 1.6e-2, frobenius: 1e-2 },
+        "f16" => Tolerance { atol: 2e-3, rtol: 2e-3, frobenius: 2e-3 },
         // 3 mantissa bits: half an ulp is 1/16 relative.
-        "e4m3" => Tolerance { atol: 1.0 / 64.0, rtol: 1.0 / 16.0 },
-        _ => Tolerance { atol: 1e-5, rtol: 1e-5 },
+        "e4m3" => Tolerance { atol: 1.0 / 64.0, rtol: 1.0 / 16.0, frobenius: 5e-2 },
+        _ => Tolerance { atol: 1e-5, rtol: 1e-5, frobenius: 1e-5 },
     }
 }
 
@@ -38,15 +42,17 @@ pub struct Comparison {
     /// Elements outside the bound (NaN counts).
     pub failures: usize,
     pub max_abs_err: f64,
-    /// ‖got − want‖ / ‖want‖ over all elements.
+    /// ‖got − want‖ / ‖want‖ over all elements (equal infinities count as no error).
     pub rel_frobenius: f64,
+    /// The bound on rel_frobenius (∞ for exact comparisons, which count failures instead).
+    pub frobenius_limit: f64,
     /// The first failing element: (index, got, want).
     pub first_failure: Option<(usize, f64, f64)>,
 }
 
 impl Comparison {
     pub fn passed(&self) -> bool {
-        self.failures == 0
+        self.failures == 0 && self.rel_frobenius <= self.frobenius_limit
     }
 }
 
@@ -67,13 +73,16 @@ impl fmt::Display for Comparison {
 /// Compares `got` with the f64 reference `want` under `tol`.
 pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Tolerance) -> Comparison {
     assert_eq!(got.len(), want.len(), "{what}: length mismatch");
-    let mut c = Comparison { what, len: got.len(), ..Default::default() };
+    let mut c = Comparison { what, len: got.len(), frobenius_limit: tol.frobenius, ..Default::default() };
     let (mut err2, mut ref2) = (0.0, 0.0);
     for (i, (g, &w)) in got.iter().zip(want).enumerate() {
         let g = g.to_f64();
-        let err = (g - w).abs();
+        // Equal values (including equal infinities, e.g. lse = −∞ of an empty row) are exact.
+        let err = if g == w { 0.0 } else { (g - w).abs() };
         err2 += err * err;
-        ref2 += w * w;
+        if w.is_finite() {
+            ref2 += w * w;
+        }
         let ok = err <= tol.atol + tol.rtol * w.abs(); // false for NaN
         if !ok {
             c.failures += 1;
@@ -90,7 +99,7 @@ pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Toler
 /// Bit-exact comparison (values the kernel must store exactly, and memory it must not touch).
 pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Comparison {
     assert_eq!(got.len(), want.len(), "{what}: length mismatch");
-    let mut c = Comparison { what, len: got.len(), ..Default::default() };
+    let mut c = Comparison { what, len: got.len(), frobenius_limit: f64::INFINITY, ..Default::default() };
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         // Compare bits through f64 (NaN poison must stay NaN: NaN == NaN here).
         let same = g == w || (g.to_f64().is_nan() && w.to_f64().is_nan());
@@ -185,21 +194,26 @@ mod tests {
 
     #[test]
     fn nan_never_passes() {
-        let c = compare("x", &[f32::NAN], &[0.0], Tolerance { atol: 1e9, rtol: 1e9 });
-        assert!(!c.passed());
-        let c = compare("x", &[1.0f32], &[f64::NAN], Tolerance { atol: 1e9, rtol: 1e9 });
-        assert!(!c.passed());
+        let loose = Tolerance { atol: 1e9, rtol: 1e9, frobenius: 1e9 };
+        assert!(!compare("x", &[f32::NAN], &[0.0], loose).passed());
+        assert!(!compare("x", &[1.0f32], &[f64::NAN], loose).passed());
+        // Equal infinities are exact (an empty attention row's lse).
+        assert!(compare("x", &[f32::NEG_INFINITY], &[f64::NEG_INFINITY], tolerance::<f32>()).passed());
+        assert!(!compare("x", &[0.0f32], &[f64::NEG_INFINITY], loose).passed());
     }
 
     #[test]
     fn bounds_are_atol_plus_rtol() {
-        let tol = Tolerance { atol: 0.1, rtol: 0.1 };
+        let tol = Tolerance { atol: 0.1, rtol: 0.1, frobenius: 1.0 };
         assert!(compare("x", &[2.29f32], &[2.0], tol).passed());
         assert!(!compare("x", &[2.31f32], &[2.0], tol).passed());
         let bf = tolerance::<bf16>();
         // One bf16 ulp at 1.0 (2^-7) passes; six do not.
         assert!(compare("x", &[bf16::from_f64(1.0 + 2f64.powi(-7))], &[1.0], bf).passed());
         assert!(!compare("x", &[bf16::from_f64(1.0 + 6.0 * 2f64.powi(-7))], &[1.0], bf).passed());
+        // Every element within the elementwise bound but a systematic bias over the Frobenius one.
+        let got = vec![1.009f32; 100];
+        assert!(!compare("x", &got, &vec![1.0; 100], Tolerance { atol: 0.01, rtol: 0.0, frobenius: 5e-3 }).passed());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Safe wrappers: validate every argument, then launch. Shared validation lives here, once.
 
+#[cfg(feature = "attention")]
+pub mod attention;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 

@@ -1,0 +1,525 @@
+// attention_gqa.cu — GQA attention on tensor cores (mma.sync m16n8k16, ldmatrix, cp.async):
+// varlen prefill / append and paged decode, causal (bottom-right), sliding window, softcap,
+// split-KV with a log-sum-exp merge, merge_states. Runs on sm_80 and sm_90.
+//
+// Contract: see wc_attention_params in warpcore.h. bf16 / f16; head_dim = head_dim_v in
+// {64, 96, 128, 256} (a different head_dim_v is a new instantiation of the same kernel);
+// f32 softmax statistics and accumulators.
+//
+// Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = blockIdx.y,
+// split = blockIdx.z). The m dimension is the
+// flattened (query token, query head in the kv head's group) index — GQA packing: every query
+// head that shares the kv head is in the same tile, so each K/V tile loaded into shared
+// memory serves the whole group (decode reads each K/V byte from memory once).
+//   prefill config: 4 warps along m (BM = 64 rows), each warp 16 rows × all BN keys;
+//   decode config:  1 warp along m (BM = 16 rows), 4 (or 2) warps split each key tile,
+//                   combined in the epilogue. Chosen when max_q_len · group <= 16.
+// Pipeline: Q tile + K/V tile 0 via cp.async, then per key tile: issue the next K/V tile
+// (double buffer), wait for the current one, S = Q Kᵀ (ldmatrix + mma), mask, online softmax
+// in the log2 domain, O += P V with P taken straight from the S accumulators (ldmatrix.trans
+// for V). Epilogue through shared memory: combine the key-splitting warps, normalise, write
+// out (and lse) or the split's f32 partials.
+//
+// Shared memory rows are padded by 16 bytes (pitch = head_dim + 8 elements), which makes the
+// 8 rows of every ldmatrix hit distinct bank groups for all supported head dims.
+//
+// Roofline (H200): decode reads K and V once: bytes = 2 · kv_len · num_kv_heads · head_dim · 2
+// per sequence -> at 4.06 TB/s, batch 64 × kv 4096 × 8 heads × 128 is 1.07 GB -> 264 µs.
+// Causal prefill: FLOPs = 4 · q_len · kv_len/2 · num_q_heads · head_dim (halved by the mask).
+#include "common.cuh"
+
+namespace wc {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ------------------------------------------------------------------ PTX wrappers
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy; when !valid nothing is read and the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a · b, m16n8k16, f32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one register of two T (lo in the low half), rounded to nearest.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  Pack<T, 2> p;
+  p.v[0] = from_float<T>(lo);
+  p.v[1] = from_float<T>(hi);
+  return *reinterpret_cast<uint32_t*>(&p);
+}
+
+// ------------------------------------------------------------------ configuration
+template <int HD, int WARPS_M, int WARPS_N>
+struct Cfg {
+  static constexpr int kBM = 16 * WARPS_M;              // query rows per CTA
+  static constexpr int kBN = HD <= 128 ? 64 : 32;       // keys per tile
+  static constexpr int kKW = kBN / WARPS_N;             // keys per warp per tile
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int kPitch = HD + 8;                 // smem row pitch (elements)
+  static_assert(kKW % 16 == 0, "each warp needs whole 16-key steps");
+  static_assert(HD % 16 == 0, "head_dim must be a multiple of 16");
+  // Shared memory (bytes): Q, two K stages, two V stages, key validity, epilogue stats.
+  static constexpr int kQ = kBM * kPitch * 2;
+  static constexpr int kKV = 2 * kBN * kPitch * 2;     // one of K or V, both stages
+  static constexpr int kEpilogue = WARPS_N * kBM * HD * 4;
+  static_assert(kEpilogue <= 2 * kKV, "epilogue reuses the K/V buffers");
+  static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
+  static constexpr int kSmem = kQ + 2 * kKV + 2 * kBN * 4 + kStats;
+};
+
+struct Work {
+  int seq, kv_head, group, rows, row0;
+  int64_t q_start, kv_start;  // kv_start: first key row (contiguous K/V only)
+  int q_len, kv_len;
+  int kv_lo, tile_begin, tile_end;  // key tiles [tile_begin, tile_end) of BN keys from kv_lo
+};
+
+// Position of flattened row r of this (sequence, kv head): its query token's position.
+__device__ __forceinline__ int row_position(const Work& w, int r) { return w.kv_len - w.q_len + r / w.group; }
+
+template <int BN>
+__device__ __forceinline__ bool describe_work(const wc_attention_params& p, int bm, Work& w) {
+  w.seq = blockIdx.x / p.num_kv_heads;
+  w.kv_head = blockIdx.x % p.num_kv_heads;
+  w.group = p.num_q_heads / p.num_kv_heads;
+  w.q_start = p.cu_seqlens_q[w.seq];
+  const int64_t q_end = p.cu_seqlens_q[w.seq + 1];
+  // Clamp everything that comes from device data so no access leaves the tensors.
+  w.q_len = static_cast<int>(max64(0, min64(min64(q_end, p.total_q) - w.q_start, p.max_q_len)));
+  if (w.q_start < 0) w.q_len = 0;
+  if (p.page_size > 0) {
+    w.kv_start = 0;
+    w.kv_len = static_cast<int>(min64(max64(p.seq_lens[w.seq], 0), p.block_table_stride * p.page_size));
+  } else {
+    w.kv_start = p.cu_seqlens_kv[w.seq];
+    const int64_t kv_end = min64(p.cu_seqlens_kv[w.seq + 1], p.total_kv);
+    w.kv_len = w.kv_start < 0 ? 0 : static_cast<int>(max64(0, kv_end - w.kv_start));
+  }
+  w.rows = w.q_len * w.group;
+  w.row0 = blockIdx.y * bm;
+  if (w.row0 >= w.rows) return false;  // the whole CTA leaves together
+  const int last = min(w.row0 + bm, w.rows) - 1;
+  int kv_hi = w.kv_len;
+  if (p.causal) kv_hi = min(kv_hi, row_position(w, last) + 1);
+  int kv_lo = 0;
+  if (p.window_left >= 0) kv_lo = max(0, row_position(w, w.row0) - p.window_left);
+  w.kv_lo = kv_lo;
+  const int tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
+  const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
+  w.tile_begin = min(tiles, static_cast<int>(blockIdx.z) * per_split);
+  w.tile_end = min(tiles, w.tile_begin + per_split);
+  return true;
+}
+
+template <typename T, int HD, int BM, int THREADS>
+__device__ __forceinline__ void load_q(const wc_attention_params& p, const Work& w, T* sq, int pitch) {
+  constexpr int kChunks = HD / 8;
+  const T* q = static_cast<const T*>(p.q);
+  for (int i = threadIdx.x; i < BM * kChunks; i += THREADS) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int gr = w.row0 + r;
+    const bool valid = gr < w.rows;
+    const int t = valid ? gr / w.group : 0;
+    const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
+    const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + c * 8;
+    cp_async16(sq + r * pitch + c * 8, valid ? src : q, valid);
+  }
+}
+
+// K and V rows of key tile `tile` into one stage; records which keys exist in `ok`.
+template <typename T, int HD, int BN, int THREADS>
+__device__ __forceinline__ void load_kv(const wc_attention_params& p, const Work& w, int tile, int kv_hi, T* sk,
+                                        T* sv, int* ok, int pitch) {
+  constexpr int kChunks = HD / 8;
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  const int n0 = w.kv_lo + tile * BN;
+  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int j = n0 + r;
+    bool valid = j < kv_hi;
+    int64_t row = 0;
+    if (valid) {
+      if (p.page_size > 0) {
+        const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
+        valid = page >= 0 && page < p.num_pages;
+        row = page * p.page_size + j % p.page_size;
+      } else {
+        row = w.kv_start + j;
+      }
+    }
+    const int64_t head = static_cast<int64_t>(w.kv_head) * HD + c * 8;
+    cp_async16(sk + r * pitch + c * 8, valid ? k + row * p.k_stride + head : k, valid);
+    cp_async16(sv + r * pitch + c * 8, valid ? v + row * p.v_stride + head : v, valid);
+    if (c == 0) ok[r] = valid;
+  }
+}
+
+template <typename T, int HD, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(Cfg<HD, WARPS_M, WARPS_N>::kThreads)
+attention_kernel(const wc_attention_params p) {
+  using C = Cfg<HD, WARPS_M, WARPS_N>;
+  constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sq = reinterpret_cast<T*>(smem);
+  T* sk = reinterpret_cast<T*>(smem + C::kQ);
+  T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kKV);
+  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + 2 * C::kKV);
+  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + 2 * C::kKV + 2 * BN * 4);
+
+  Work w;
+  if (!describe_work<BN>(p, BM, w)) return;
+  int kv_hi = w.kv_len;
+  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wm = warp % WARPS_M, wn = warp / WARPS_M;
+  const int g = lane >> 2, t4 = lane & 3;
+
+  // This thread's two rows (g, g + 8 of its warp): validity and query positions.
+  int row_pos[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int gr = w.row0 + wm * 16 + g + 8 * h;
+    row_ok[h] = gr < w.rows;
+    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
+  }
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int i = 0; i < HD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  const int n_iter = w.tile_end - w.tile_begin;
+  load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
+  if (n_iter > 0) load_kv<T, HD, BN, C::kThreads>(p, w, w.tile_begin, kv_hi, sk, sv, s_ok, P);
+  cp_async_commit();
+
+  for (int it = 0; it < n_iter; ++it) {
+    const int st = it & 1;
+    if (it + 1 < n_iter) {
+      const int nx = st ^ 1;
+      load_kv<T, HD, BN, C::kThreads>(p, w, w.tile_begin + it + 1, kv_hi, sk + nx * BN * P, sv + nx * BN * P,
+                                      s_ok + nx * BN, P);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    const T* k_t = sk + st * BN * P;
+    const T* v_t = sv + st * BN * P;
+    const int* ok = s_ok + st * BN;
+    const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
+
+    // S = Q Kᵀ for this warp's 16 rows and KW keys.
+    float s[KW / 8][4];
+#pragma unroll
+    for (int i = 0; i < KW / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4(a, sq + (wm * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+      for (int nn = 0; nn < KW / 16; ++nn) {
+        uint32_t b[4];
+        const int key = wn * KW + nn * 16 + (lane & 7) + ((lane >> 4) << 3);
+        ldmatrix_x4(b, k_t + key * P + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma<T>(s[2 * nn], a, b[0], b[1]);
+        mma<T>(s[2 * nn + 1], a, b[2], b[3]);
+      }
+    }
+
+    // Scale, soft-cap, mask; row maxima over the quad that shares each row.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < KW / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
+        const int j = n0 + col;
+        float x = s[i][e] * p.scale;
+        if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
+        x *= kLog2e;
+        const bool keep = row_ok[h] && ok[col] && j < kv_hi && (!p.causal || j <= row_pos[h]) &&
+                          (p.window_left < 0 || j >= row_pos[h] - p.window_left);
+        s[i][e] = keep ? x : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], s[i][e]);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m[h], tile_max[h]);
+      const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
+      corr[h] = exp2f(m[h] - base);
+      m[h] = m_new;
+      l[h] *= corr[h];
+#pragma unroll
+      for (int i = 0; i < KW / 8; ++i) {
+        s[i][2 * h] = exp2f(s[i][2 * h] - base);
+        s[i][2 * h + 1] = exp2f(s[i][2 * h + 1] - base);
+        l[h] += s[i][2 * h] + s[i][2 * h + 1];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < HD / 8; ++i) {
+      o[i][0] *= corr[0];
+      o[i][1] *= corr[0];
+      o[i][2] *= corr[1];
+      o[i][3] *= corr[1];
+    }
+
+    // O += P V: P from the S accumulators (two n-tiles make one 16-key A fragment).
+#pragma unroll
+    for (int ks = 0; ks < KW / 16; ++ks) {
+      uint32_t a[4];
+      a[0] = pack2<T>(s[2 * ks][0], s[2 * ks][1]);
+      a[1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);
+      a[2] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      a[3] = pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int dn = 0; dn < HD / 16; ++dn) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, v_t + key * P + dn * 16 + (lane >> 4) * 8);
+        mma<T>(o[2 * dn], a, b[0], b[1]);
+        mma<T>(o[2 * dn + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the next iteration's load overwrites this stage
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // Epilogue: per-warp (m, l, O) to shared memory, then combine the key-splitting warps.
+  float* s_o = reinterpret_cast<float*>(sk);  // [WARPS_N][BM][HD]
+  float* s_m = s_stats;                       // [WARPS_N][BM]
+  float* s_l = s_stats + WARPS_N * BM;        // [WARPS_N][BM]
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    const int r = wm * 16 + g + 8 * h;
+    if (t4 == 0) {
+      s_m[wn * BM + r] = m[h];
+      s_l[wn * BM + r] = l[h];
+    }
+#pragma unroll
+    for (int i = 0; i < HD / 8; ++i) {
+      float* dst = s_o + (wn * BM + r) * HD + i * 8 + 2 * t4;
+      dst[0] = o[i][2 * h];
+      dst[1] = o[i][2 * h + 1];
+    }
+  }
+  __syncthreads();
+
+  T* out = static_cast<T*>(p.out);
+  for (int idx = threadIdx.x; idx < BM * HD; idx += C::kThreads) {
+    const int r = idx / HD, d = idx % HD;
+    const int gr = w.row0 + r;
+    if (gr >= w.rows) continue;
+    float mt = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < WARPS_N; ++c) mt = fmaxf(mt, s_m[c * BM + r]);
+    float lt = 0.0f, ot = 0.0f;
+    if (mt != -INFINITY) {
+#pragma unroll
+      for (int c = 0; c < WARPS_N; ++c) {
+        const float f = exp2f(s_m[c * BM + r] - mt);
+        lt += s_l[c * BM + r] * f;
+        ot += s_o[(c * BM + r) * HD + d] * f;
+      }
+    }
+    const float val = lt > 0.0f ? ot / lt : 0.0f;
+    const float lse = lt > 0.0f ? (mt + log2f(lt)) * kLn2 : -INFINITY;
+    const int64_t tok = w.q_start + gr / w.group;
+    const int head = w.kv_head * w.group + gr % w.group;
+    if (p.num_splits > 1) {
+      const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
+      p.partial_out[rowid * HD + d] = val;
+      if (d == 0) p.partial_lse[rowid] = lse;
+    } else {
+      out[tok * p.out_stride + static_cast<int64_t>(head) * HD + d] = from_float<T>(val);
+      if (d == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
+    }
+  }
+}
+
+// Whether token `tok` is a query some attention CTA wrote partials for (the same clamping as
+// describe_work): the sequence holding it (binary search over cu_seqlens_q) covers it.
+__device__ __forceinline__ bool token_covered(const wc_attention_params& p, int64_t tok) {
+  int lo = 0, hi = p.num_seqs - 1;  // largest s with cu_seqlens_q[s] <= tok
+  if (p.cu_seqlens_q[0] > tok) return false;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (p.cu_seqlens_q[mid] <= tok) lo = mid; else hi = mid - 1;
+  }
+  const int64_t start = p.cu_seqlens_q[lo];
+  const int64_t end = min64(min64(p.cu_seqlens_q[lo + 1], p.total_q), start + p.max_q_len);
+  return start >= 0 && tok < end;
+}
+
+// Split-KV merge: one warp per (token, head) row, f32 partials -> T out (+ lse). Rows no CTA
+// covered (inconsistent cu_seqlens_q) are left unwritten, as without split-KV.
+template <typename T, int HD>
+__global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_params p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = p.total_q * p.num_q_heads;
+  if (row >= rows || !token_covered(p, row / p.num_q_heads)) return;
+  float mt = -INFINITY;
+  for (int s = 0; s < p.num_splits; ++s) mt = fmaxf(mt, p.partial_lse[s * rows + row]);
+  float wsum = 0.0f;
+  float acc[HD / 32];
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) acc[i] = 0.0f;
+  if (mt != -INFINITY) {
+    for (int s = 0; s < p.num_splits; ++s) {
+      const float f = __expf(p.partial_lse[s * rows + row] - mt);
+      wsum += f;
+#pragma unroll
+      for (int i = 0; i < HD / 32; ++i) acc[i] += f * p.partial_out[(s * rows + row) * HD + lane + 32 * i];
+    }
+  }
+  const int64_t tok = row / p.num_q_heads;
+  const int head = static_cast<int>(row % p.num_q_heads);
+  T* out = static_cast<T*>(p.out) + tok * p.out_stride + static_cast<int64_t>(head) * HD;
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) out[lane + 32 * i] = from_float<T>(wsum > 0.0f ? acc[i] / wsum : 0.0f);
+  if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
+}
+
+template <typename T, int HD, int WARPS_M, int WARPS_N>
+wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
+  using C = Cfg<HD, WARPS_M, WARPS_N>;
+  auto kernel = attention_kernel<T, HD, WARPS_M, WARPS_N>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  const int64_t group = p.num_q_heads / p.num_kv_heads;
+  const int64_t m_tiles = (p.max_q_len * group + C::kBM - 1) / C::kBM;
+  const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
+  if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
+  const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
+  kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
+  wc_status st = launch_status();
+  if (st != WC_OK || p.num_splits == 1) return st;
+  const int64_t rows = p.total_q * p.num_q_heads;
+  merge_splits_kernel<T, HD><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(p);
+  return launch_status();
+}
+
+template <typename T, int HD>
+wc_status launch_head_dim(const wc_attention_params& p, cudaStream_t s) {
+  const int64_t group = p.num_q_heads / p.num_kv_heads;
+  // Decode-like batches (every sequence's rows fit one 16-row tile): split each key tile
+  // across warps instead of leaving 3 of 4 warps without rows.
+  if (static_cast<int64_t>(p.max_q_len) * group <= 16) return launch_config<T, HD, 1, (HD <= 128 ? 4 : 2)>(p, s);
+  return launch_config<T, HD, 4, 1>(p, s);
+}
+
+template <typename T>
+wc_status launch_attention(const wc_attention_params& p, cudaStream_t s) {
+  if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.head_dim != p.head_dim_v || p.num_splits < 1)
+    return WC_ERR_INVALID_ARG;
+  if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
+  if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;
+  switch (p.head_dim) {
+    case 64: return launch_head_dim<T, 64>(p, s);
+    case 96: return launch_head_dim<T, 96>(p, s);
+    case 128: return launch_head_dim<T, 128>(p, s);
+    case 256: return launch_head_dim<T, 256>(p, s);
+    default: return WC_ERR_UNSUPPORTED;
+  }
+}
+
+// ------------------------------------------------------------------ merge_states
+template <typename T>
+__global__ void __launch_bounds__(256) merge_states_kernel(const wc_merge_states_params p) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= p.rows) return;
+  const float la = p.lse_a[row], lb = p.lse_b[row];
+  const float mt = fmaxf(la, lb);
+  float wa = 0.0f, wb = 0.0f;
+  if (mt != -INFINITY) {
+    wa = __expf(la - mt);
+    wb = __expf(lb - mt);
+  }
+  const float sum = wa + wb;
+  const T* a = static_cast<const T*>(p.out_a) + row * p.head_dim;
+  const T* b = static_cast<const T*>(p.out_b) + row * p.head_dim;
+  T* o = static_cast<T*>(p.out) + row * p.head_dim;
+  for (int d = lane; d < p.head_dim; d += 32) {
+    const float v = sum > 0.0f ? (to_float(a[d]) * wa + to_float(b[d]) * wb) / sum : 0.0f;
+    o[d] = from_float<T>(v);
+  }
+  if (lane == 0 && p.lse != nullptr) p.lse[row] = sum > 0.0f ? mt + __logf(sum) : -INFINITY;
+}
+
+}  // namespace
+}  // namespace wc
+
+extern "C" wc_status wc_attention(const wc_attention_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  switch (p->dtype) {
+    case WC_BF16: return wc::launch_attention<__nv_bfloat16>(*p, s);
+    case WC_F16: return wc::launch_attention<__half>(*p, s);
+    default: return WC_ERR_UNSUPPORTED;
+  }
+}
+
+extern "C" wc_status wc_merge_states(const wc_merge_states_params* p, wc_stream stream) {
+  if (p == nullptr || p->head_dim <= 0) return WC_ERR_INVALID_ARG;
+  if (p->rows <= 0) return WC_OK;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const unsigned blocks = static_cast<unsigned>((p->rows + 7) / 8);
+  WC_DISPATCH_DTYPE(p->dtype, T, {
+    wc::merge_states_kernel<T><<<blocks, 256, 0, s>>>(*p);
+    return wc::launch_status();
+  });
+}

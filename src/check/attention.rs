@@ -1,0 +1,244 @@
+//! GQA attention: run on the GPU with fresh random inputs, NaN-poisoned outputs (and, for the
+//! paged cache, NaN in every slot no sequence owns: a stray read poisons the result), and
+//! compare with `reference::attention` sequence by sequence. Used by tests/attention.rs and
+//! `warpcore check`.
+
+use super::{compare, tolerance, CheckResult, Comparison, Rng, Tolerance};
+use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionPlan, KvInput};
+use crate::reference::attention::{self as reference, AttentionMask, AttentionShape};
+use crate::{DType, Device, Result, TensorView, TensorViewMut};
+use half::{bf16, f16};
+
+/// One batch: per-sequence query and key counts, heads, mask options, K/V source.
+#[derive(Clone, Debug)]
+pub struct AttentionCase {
+    pub q_lens: Vec<usize>,
+    pub kv_lens: Vec<usize>,
+    pub num_q_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+    pub window_left: Option<u32>,
+    pub softcap: Option<f32>,
+    /// Some(page_size): K/V in the paged cache (pages shuffled); None: contiguous varlen.
+    pub page_size: Option<usize>,
+    /// Override the plan's split-KV factor (exercises the split + merge path at any size).
+    pub num_splits: Option<usize>,
+    pub seed: u64,
+}
+
+impl AttentionCase {
+    fn describe(&self) -> String {
+        format!(
+            "q {:?} kv {:?} heads {}/{} d{}{}{}{}{}{}",
+            self.q_lens,
+            self.kv_lens,
+            self.num_q_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            if self.causal { " causal" } else { "" },
+            self.window_left.map_or(String::new(), |w| format!(" window {w}")),
+            self.softcap.map_or(String::new(), |c| format!(" softcap {c}")),
+            self.page_size.map_or(" contiguous".into(), |p| format!(" page {p}")),
+            self.num_splits.map_or(String::new(), |s| format!(" splits {s}")),
+        )
+    }
+}
+
+/// The log-sum-exp tolerance: f32 statistics over exp2/log2.
+const LSE_TOL: Tolerance = Tolerance { atol: 2e-3, rtol: 1e-3, frobenius: 1e-3 };
+
+/// Builds the paged cache: pages shuffled, unused slots NaN. Returns (k_pages, v_pages,
+/// block_table [num_seqs, max_pages] with −1 past each sequence, num_pages).
+fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize], page: usize, row: usize) -> (Vec<T>, Vec<T>, Vec<i32>, usize) {
+    let pages_of: Vec<usize> = kv_lens.iter().map(|l| l.div_ceil(page)).collect();
+    let max_pages = pages_of.iter().copied().max().unwrap_or(0).max(1);
+    let num_pages = pages_of.iter().sum::<usize>() + 3; // spare pages nobody owns
+    let mut order: Vec<usize> = (0..num_pages).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let mut kc = vec![T::NAN; num_pages * page * row];
+    let mut vc = vec![T::NAN; num_pages * page * row];
+    let mut table = vec![-1i32; kv_lens.len() * max_pages];
+    let mut next = 0;
+    for (s, &len) in kv_lens.iter().enumerate() {
+        for pg in 0..pages_of[s] {
+            let id = order[next];
+            next += 1;
+            table[s * max_pages + pg] = id as i32;
+            for off in 0..page.min(len - pg * page) {
+                let (src, dst) = ((pg * page + off) * row, (id * page + off) * row);
+                kc[dst..dst + row].copy_from_slice(&ks[s][src..src + row]);
+                vc[dst..dst + row].copy_from_slice(&vs[s][src..src + row]);
+            }
+        }
+    }
+    (kc, vc, table, num_pages)
+}
+
+/// `attention` against the reference, for one batch.
+pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<CheckResult> {
+    let c = case;
+    let (nq, nkv, hd) = (c.num_q_heads, c.num_kv_heads, c.head_dim);
+    let row = nkv * hd;
+    let mut rng = Rng::new(c.seed);
+    let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -1.0, 1.0)).collect();
+    let ks: Vec<Vec<T>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0, 1.0)).collect();
+    let vs: Vec<Vec<T>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0, 1.0)).collect();
+    let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
+    let total_q: usize = c.q_lens.iter().sum();
+
+    let mut plan = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd)?;
+    if let Some(s) = c.num_splits {
+        plan.num_splits = s;
+    }
+    let cfg = AttentionConfig { scale: 1.0 / (hd as f32).sqrt(), causal: c.causal, window_left: c.window_left, softcap: c.softcap };
+
+    let q = dev.upload(&qs.concat())?;
+    let cu_q = dev.upload(&cu(&c.q_lens))?;
+    let mut out = dev.upload(&vec![T::NAN; total_q.max(1) * nq * hd])?;
+    let mut lse = dev.upload(&vec![f32::NAN; total_q.max(1) * nq])?;
+    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    let qv = TensorView::contiguous(q.as_view(), [total_q, nq, hd])?;
+    let cuq = TensorView::contiguous(cu_q.as_view(), [c.q_lens.len() + 1])?;
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total_q, nq, hd])?;
+    let mut lv = TensorViewMut::contiguous(lse.as_view_mut(), [total_q, nq])?;
+    let wlen = ws.len();
+    let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+
+    match c.page_size {
+        None => {
+            let k = dev.upload(&ks.concat())?;
+            let v = dev.upload(&vs.concat())?;
+            let cu_kv = dev.upload(&cu(&c.kv_lens))?;
+            let total_kv: usize = c.kv_lens.iter().sum();
+            let kt = TensorView::contiguous(k.as_view(), [total_kv, nkv, hd])?;
+            let vt = TensorView::contiguous(v.as_view(), [total_kv, nkv, hd])?;
+            let ct = TensorView::contiguous(cu_kv.as_view(), [c.kv_lens.len() + 1])?;
+            let kv = KvInput::Contiguous { k: &kt, v: &vt, cu_seqlens_kv: &ct };
+            attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
+        }
+        Some(page) => {
+            let (kc, vc, table, num_pages) = paged(&mut rng, &ks, &vs, &c.kv_lens, page, row);
+            let max_pages = table.len() / c.kv_lens.len().max(1);
+            let (k, v) = (dev.upload(&kc)?, dev.upload(&vc)?);
+            let bt = dev.upload(&table)?;
+            let lens: Vec<i32> = c.kv_lens.iter().map(|&l| l as i32).collect();
+            let sl = dev.upload(&lens)?;
+            let kt = TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?;
+            let vt = TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hd])?;
+            let btv = TensorView::contiguous(bt.as_view(), [c.kv_lens.len(), max_pages])?;
+            let slv = TensorView::contiguous(sl.as_view(), [c.kv_lens.len()])?;
+            let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv };
+            attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
+        }
+    }
+    let (got, got_lse) = (dev.download(&out)?, dev.download(&lse)?);
+
+    let mask = AttentionMask { scale: cfg.scale as f64, causal: c.causal, window_left: c.window_left.map(|w| w as usize), softcap: c.softcap.map(f64::from) };
+    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
+    for s in 0..c.q_lens.len() {
+        let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hd };
+        let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, 1.0, 1.0);
+        want.extend(o);
+        want_lse.extend(l);
+    }
+    Ok(CheckResult {
+        op: "attention",
+        dtype: T::NAME,
+        shape: c.describe(),
+        comparisons: vec![
+            compare("out", &got[..total_q * nq * hd], &want, tolerance::<T>()),
+            compare("lse", &got_lse[..total_q * nq], &want_lse, LSE_TOL),
+        ],
+    })
+}
+
+/// `merge_states` against `reference::merge_states` (including rows where one side is empty).
+pub fn check_merge_states<T: DType>(dev: &Device, rows: usize, head_dim: usize, seed: u64) -> Result<CheckResult> {
+    let mut rng = Rng::new(seed);
+    let a: Vec<T> = rng.vec(rows * head_dim, -1.0, 1.0);
+    let b: Vec<T> = rng.vec(rows * head_dim, -1.0, 1.0);
+    let side = |rng: &mut Rng| -> Vec<f32> { (0..rows).map(|r| if r % 7 == 3 { f32::NEG_INFINITY } else { rng.uniform(-5.0, 5.0) as f32 }).collect() };
+    let (la, lb) = (side(&mut rng), side(&mut rng));
+    let (da, dla, db, dlb) = (dev.upload(&a)?, dev.upload(&la)?, dev.upload(&b)?, dev.upload(&lb)?);
+    let mut out = dev.upload(&vec![T::NAN; rows * head_dim])?;
+    let mut lse = dev.upload(&vec![f32::NAN; rows])?;
+    merge_states(
+        dev,
+        &TensorView::contiguous(da.as_view(), [rows, head_dim])?,
+        &TensorView::contiguous(dla.as_view(), [rows])?,
+        &TensorView::contiguous(db.as_view(), [rows, head_dim])?,
+        &TensorView::contiguous(dlb.as_view(), [rows])?,
+        &mut TensorViewMut::contiguous(out.as_view_mut(), [rows, head_dim])?,
+        Some(&mut TensorViewMut::contiguous(lse.as_view_mut(), [rows])?),
+    )?;
+    let f = |x: &[T]| x.iter().map(|v| v.to_f64()).collect::<Vec<_>>();
+    let g = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let (want, want_lse) = reference::merge_states(&f(&a), &g(&la), &f(&b), &g(&lb));
+    Ok(CheckResult {
+        op: "merge_states",
+        dtype: T::NAME,
+        shape: format!("[{rows}, {head_dim}]"),
+        comparisons: vec![compare("out", &dev.download(&out)?, &want, tolerance::<T>()), compare("lse", &dev.download(&lse)?, &want_lse, LSE_TOL)],
+    })
+}
+
+/// The cases `warpcore check` runs: decode, speculative decode, prefill, every head dim.
+pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
+    let base = AttentionCase {
+        q_lens: vec![],
+        kv_lens: vec![],
+        num_q_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        causal: true,
+        window_left: None,
+        softcap: None,
+        page_size: Some(16),
+        num_splits: None,
+        seed: 1,
+    };
+    let cases = vec![
+        AttentionCase { q_lens: vec![1; 4], kv_lens: vec![1, 17, 1000, 4097], ..base.clone() },
+        AttentionCase { q_lens: vec![1], kv_lens: vec![20000], seed: 2, ..base.clone() },
+        AttentionCase { q_lens: vec![4, 4], kv_lens: vec![63, 300], page_size: Some(64), seed: 3, ..base.clone() },
+        AttentionCase { q_lens: vec![300, 17], kv_lens: vec![300, 100], page_size: None, seed: 4, ..base.clone() },
+        AttentionCase { q_lens: vec![129], kv_lens: vec![129], window_left: Some(40), softcap: Some(30.0), seed: 5, ..base.clone() },
+        AttentionCase { q_lens: vec![70], kv_lens: vec![200], num_q_heads: 8, num_kv_heads: 8, head_dim: 64, page_size: Some(1), seed: 6, ..base.clone() },
+        AttentionCase { q_lens: vec![33], kv_lens: vec![90], num_q_heads: 16, num_kv_heads: 2, head_dim: 96, causal: false, seed: 7, ..base.clone() },
+        AttentionCase { q_lens: vec![1, 40], kv_lens: vec![500, 40], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, num_splits: Some(3), seed: 8, ..base.clone() },
+    ];
+    let mut out = Vec::new();
+    for c in &cases {
+        out.push(check_attention::<bf16>(dev, c)?);
+        out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, ..c.clone() })?);
+    }
+    out.push(check_merge_states::<bf16>(dev, 1000, 128, 9)?);
+    out.push(check_merge_states::<f32>(dev, 33, 64, 10)?);
+    Ok(out)
+}
+
+/// Without a GPU: the reference's own invariants (GQA ratio 1 equals MHA with repeated heads;
+/// merging the two halves of the keys equals the whole).
+pub fn check_references() -> Vec<CheckResult> {
+    let mut rng = Rng::new(11);
+    let (ql, kl, nkv, g, hd) = (6, 40, 2, 4, 64);
+    let q: Vec<f32> = rng.vec(ql * nkv * g * hd, -1.0, 1.0);
+    let k: Vec<f32> = rng.vec(kl * nkv * hd, -1.0, 1.0);
+    let v: Vec<f32> = rng.vec(kl * nkv * hd, -1.0, 1.0);
+    let mask = AttentionMask { scale: 0.125, causal: false, window_left: None, softcap: None };
+    let shape = |kv_len, nkvh| AttentionShape { q_len: ql, kv_len, num_q_heads: nkv * g, num_kv_heads: nkvh, head_dim: hd, head_dim_v: hd };
+    let rep = |x: &[f32]| -> Vec<f32> { x.chunks(nkv * hd).flat_map(|tok| (0..nkv * g).flat_map(move |h| tok[(h / g) * hd..][..hd].to_vec())).collect() };
+    let (gqa, _) = reference::attention(&q, &k, &v, shape(kl, nkv), &mask, 1.0, 1.0);
+    let (mha, _) = reference::attention(&q, &rep(&k), &rep(&v), shape(kl, nkv * g), &mask, 1.0, 1.0);
+    let half = 17 * nkv * hd;
+    let (a, la) = reference::attention(&q, &k[..half], &v[..half], shape(17, nkv), &mask, 1.0, 1.0);
+    let (b, lb) = reference::attention(&q, &k[half..], &v[half..], shape(kl - 17, nkv), &mask, 1.0, 1.0);
+    let (merged, _) = reference::merge_states(&a, &la, &b, &lb);
+    let as_f32 = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    let c1: Comparison = compare("GQA = MHA with repeated kv heads", &as_f32(&gqa), &mha, tolerance::<f32>());
+    let c2 = compare("merge_states(two halves) = whole", &as_f32(&merged), &gqa, tolerance::<f32>());
+    vec![CheckResult { op: "reference::attention", dtype: "f64", shape: format!("q {ql} kv {kl} heads {}/{nkv} d{hd}", nkv * g), comparisons: vec![c1, c2] }]
+}

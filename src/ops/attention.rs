@@ -1,0 +1,391 @@
+//! GQA attention (cuda/attention_gqa.cu): varlen prefill / append and paged decode with
+//! split-KV, causal (bottom-right aligned), sliding window, soft-capping, optional LSE, and
+//! `merge_states`.
+//!
+//! Queries of sequence s are rows `cu_seqlens_q[s]..cu_seqlens_q[s+1]` of q and are the last
+//! `q_len` positions of that sequence (chunked prefill, decode and speculative decode are the
+//! same call). K/V come contiguous (varlen, `cu_seqlens_kv`) or from the paged cache. An
+//! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
+//! split-KV factor and the workspace size, and is reused by every layer.
+
+use super::{check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
+
+/// Head dims the kernels are built for (q/k and v alike).
+pub const HEAD_DIMS: &[usize] = &[64, 96, 128, 256];
+
+/// Masking and scaling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionConfig {
+    /// Softmax scale on q·k.
+    pub scale: f32,
+    /// Bottom-right aligned causal mask.
+    pub causal: bool,
+    /// Sliding window: keys more than this many positions left of the query are masked.
+    pub window_left: Option<u32>,
+    /// Logit soft-capping `cap · tanh(s / cap)` on the scaled score.
+    pub softcap: Option<f32>,
+}
+
+impl AttentionConfig {
+    /// Causal, scale 1/√head_dim, no window, no soft-cap.
+    pub fn causal(head_dim: usize) -> Self {
+        Self { scale: 1.0 / (head_dim as f32).sqrt(), causal: true, window_left: None, softcap: None }
+    }
+}
+
+/// Where K and V come from.
+pub enum KvInput<'v, 'a, T> {
+    /// k, v `[total_kv, num_kv_heads, head_dim]`; sequence s owns rows
+    /// `cu_seqlens_kv[s]..cu_seqlens_kv[s+1]`.
+    Contiguous { k: &'v TensorView<'a, T, 3>, v: &'v TensorView<'a, T, 3>, cu_seqlens_kv: &'v TensorView<'a, i32, 1> },
+    /// Pages `[num_pages, page_size, num_kv_heads, head_dim]`, `block_table [num_seqs,
+    /// max_pages_per_seq]`, `seq_lens [num_seqs]`. Key j of sequence s is in page
+    /// `block_table[s][j / page_size]` at offset `j % page_size`.
+    Paged {
+        k_pages: &'v TensorView<'a, T, 4>,
+        v_pages: &'v TensorView<'a, T, 4>,
+        block_table: &'v TensorView<'a, i32, 2>,
+        seq_lens: &'v TensorView<'a, i32, 1>,
+    },
+}
+
+/// The launch shape of one batch: computed on the host from the sequence lengths, once per
+/// batch, and reused by every layer (the workspace size is fixed by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    pub num_seqs: usize,
+    pub total_q: usize,
+    pub max_q_len: usize,
+    pub num_q_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Key splits per (sequence, kv head, query tile); 1 = no split, no workspace.
+    pub num_splits: usize,
+}
+
+/// Keys per tile in the kernels (head_dim ≤ 128: 64; 256: 32).
+fn keys_per_tile(head_dim: usize) -> usize {
+    if head_dim <= 128 {
+        64
+    } else {
+        32
+    }
+}
+
+impl AttentionPlan {
+    /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys.
+    ///
+    /// Split-KV: when the batch has fewer CTAs than two per SM, each (sequence, kv head, query
+    /// tile) is split along the keys so that every SM has work, keeping at least 4 key tiles
+    /// (256 keys at head_dim 128) per split, at most 64 splits.
+    pub fn new(dev: &Device, q_lens: &[usize], kv_lens: &[usize], num_q_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
+        const OP: &str = "AttentionPlan::new";
+        if q_lens.len() != kv_lens.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                arg: "kv_lens",
+                expected: format!("{} lengths (one per sequence)", q_lens.len()),
+                got: format!("{}", kv_lens.len()),
+            });
+        }
+        check_heads(OP, num_q_heads, num_kv_heads, head_dim)?;
+        let group = num_q_heads / num_kv_heads;
+        let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
+        let total_q = q_lens.iter().sum();
+        let bm = if max_q_len * group <= 16 { 16 } else { 64 };
+        let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
+        let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
+        let target = 2 * dev.info().sm_count as usize;
+        let max_splits = (max_kv / (4 * keys_per_tile(head_dim))).clamp(1, 64);
+        let num_splits = if base_ctas == 0 || base_ctas >= target { 1 } else { target.div_ceil(base_ctas).min(max_splits) };
+        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, num_splits })
+    }
+
+    /// f32 elements of workspace the batch needs (0 without split-KV).
+    pub fn workspace_len(&self) -> usize {
+        if self.num_splits <= 1 {
+            return 0;
+        }
+        self.num_splits * self.total_q * self.num_q_heads * (self.head_dim + 1)
+    }
+}
+
+fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<()> {
+    if !HEAD_DIMS.contains(&head_dim) {
+        return Err(Error::Unsupported { op, what: "head_dim (64, 96, 128, 256)", value: head_dim.to_string() });
+    }
+    if num_kv_heads == 0 || num_q_heads == 0 || num_q_heads % num_kv_heads != 0 {
+        return Err(Error::Unsupported {
+            op,
+            what: "GQA ratio (num_q_heads must be a positive multiple of num_kv_heads)",
+            value: format!("{num_q_heads} / {num_kv_heads}"),
+        });
+    }
+    Ok(())
+}
+
+/// `[tokens, heads, head_dim]` rows the kernels address as `token · stride + head · head_dim`:
+/// heads packed, and a token stride that keeps 16-byte alignment.
+fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize; 3], strides: [usize; 3]) -> Result<()> {
+    check_inner_dense(op, arg, &strides)?;
+    if view_shape[1] > 1 && strides[1] != view_shape[2] {
+        return Err(Error::Unsupported { op, what: "head stride (heads must be packed)", value: format!("{arg}: {strides:?}") });
+    }
+    if view_shape[0] > 1 && (strides[0] * std::mem::size_of::<T>()) % 16 != 0 {
+        return Err(Error::Misaligned { op, arg, align: 16 });
+    }
+    Ok(())
+}
+
+fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Result<()> {
+    if ptr % 16 != 0 {
+        return Err(Error::Misaligned { op, arg, align: 16 });
+    }
+    Ok(())
+}
+
+fn check_i32_vec(op: &'static str, arg: &'static str, dev: &Device, t: &TensorView<i32, 1>, len: usize) -> Result<()> {
+    check_shape(op, arg, &t.shape(), &[len])?;
+    check_inner_dense(op, arg, &t.strides())?;
+    check_device(op, arg, dev, t.stream())
+}
+
+/// Attention over a batch. q: `[total_q, num_q_heads, head_dim]`, out: same shape, lse:
+/// optional `[total_q, num_q_heads]` (f32, natural log). `workspace`: at least
+/// `plan.workspace_len()` f32 elements when `plan.num_splits > 1`.
+///
+/// Device-side data (cu_seqlens, seq_lens, block tables) is clamped in the kernel: lengths past
+/// the tensors and page ids outside `[0, num_pages)` never cause an access outside them
+/// (such keys are masked); query rows past `plan.max_q_len` are not computed.
+#[allow(clippy::too_many_arguments)]
+pub fn attention<T: DType>(
+    dev: &Device,
+    q: &TensorView<T, 3>,
+    cu_seqlens_q: &TensorView<i32, 1>,
+    kv: KvInput<'_, '_, T>,
+    plan: &AttentionPlan,
+    cfg: &AttentionConfig,
+    out: &mut TensorViewMut<T, 3>,
+    lse: Option<&mut TensorViewMut<f32, 2>>,
+    workspace: Option<&mut TensorViewMut<f32, 1>>,
+) -> Result<()> {
+    const OP: &str = "attention";
+    check_dtype::<T>(OP, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F16])?;
+    let [total_q, num_q_heads, head_dim] = q.shape();
+    check_heads(OP, num_q_heads, plan.num_kv_heads, head_dim)?;
+    if num_q_heads != plan.num_q_heads || head_dim != plan.head_dim || total_q < plan.total_q {
+        return Err(Error::ShapeMismatch { op: OP, arg: "q", expected: format!("{plan:?}"), got: format!("{:?}", q.shape()) });
+    }
+    let num_kv_heads = plan.num_kv_heads;
+    let num_seqs = plan.num_seqs;
+    check_token_major::<T>(OP, "q", q.shape(), q.strides())?;
+    check_shape(OP, "out", &out.shape(), &q.shape())?;
+    check_token_major::<T>(OP, "out", out.shape(), out.strides())?;
+    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
+    check_i32_vec(OP, "cu_seqlens_q", dev, cu_seqlens_q, num_seqs + 1)?;
+    check_device(OP, "q", dev, q.stream())?;
+    check_device(OP, "out", dev, out.stream())?;
+    if !cfg.scale.is_finite() {
+        return Err(Error::Unsupported { op: OP, what: "scale", value: cfg.scale.to_string() });
+    }
+    if let Some(cap) = cfg.softcap {
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(Error::Unsupported { op: OP, what: "softcap", value: cap.to_string() });
+        }
+    }
+    if cfg.window_left.is_some_and(|w| w > i32::MAX as u32) {
+        return Err(Error::Unsupported { op: OP, what: "window_left", value: format!("{:?}", cfg.window_left) });
+    }
+    if plan.max_q_len > i32::MAX as usize || plan.max_q_len * (num_q_heads / num_kv_heads) > 16 * 65535 {
+        return Err(Error::Unsupported { op: OP, what: "max_q_len", value: plan.max_q_len.to_string() });
+    }
+    if let Some(l) = &lse {
+        check_shape(OP, "lse", &l.shape(), &[total_q, num_q_heads])?;
+        if !l.is_contiguous() {
+            return Err(Error::Unsupported { op: OP, what: "lse strides (must be contiguous)", value: format!("{:?}", l.strides()) });
+        }
+        check_device(OP, "lse", dev, l.stream())?;
+    }
+    if plan.num_splits > 1 {
+        match &workspace {
+            Some(ws) if ws.numel() >= plan.workspace_len() && ws.is_contiguous() => check_device(OP, "workspace", dev, ws.stream())?,
+            other => {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    arg: "workspace",
+                    expected: format!("at least {} contiguous f32 elements", plan.workspace_len()),
+                    got: format!("{:?}", other.as_ref().map(|w| w.shape())),
+                })
+            }
+        }
+    }
+    // K/V: shapes and layout; pointers come later (all guards must live until the launch).
+    let mut p = ffi::wc_attention_params::default();
+    match &kv {
+        KvInput::Contiguous { k, v, cu_seqlens_kv } => {
+            check_shape(OP, "k", &k.shape()[1..], &[num_kv_heads, head_dim])?;
+            check_shape(OP, "v", &v.shape(), &k.shape())?;
+            check_token_major::<T>(OP, "k", k.shape(), k.strides())?;
+            check_token_major::<T>(OP, "v", v.shape(), v.strides())?;
+            check_i32_vec(OP, "cu_seqlens_kv", dev, cu_seqlens_kv, num_seqs + 1)?;
+            check_device(OP, "k", dev, k.stream())?;
+            check_device(OP, "v", dev, v.stream())?;
+            p.total_kv = k.shape()[0] as i64;
+            p.k_stride = k.strides()[0] as i64;
+            p.v_stride = v.strides()[0] as i64;
+        }
+        KvInput::Paged { k_pages, v_pages, block_table, seq_lens } => {
+            let [num_pages, page_size, kvh, hd] = k_pages.shape();
+            check_shape(OP, "k_pages", &[kvh, hd], &[num_kv_heads, head_dim])?;
+            check_shape(OP, "v_pages", &v_pages.shape(), &k_pages.shape())?;
+            for (arg, t) in [("k_pages", k_pages), ("v_pages", v_pages)] {
+                let s = t.strides();
+                // Slots of a page follow each other, and pages follow each other: slot id =
+                // page · page_size + offset addresses the view with one stride.
+                if num_pages > 1 && s[0] != page_size * s[1] {
+                    return Err(Error::Unsupported { op: OP, what: "page stride (must be page_size · slot stride)", value: format!("{arg}: {s:?}") });
+                }
+                check_token_major::<T>(OP, arg, [page_size, kvh, hd], [s[1], s[2], s[3]])?;
+                check_device(OP, arg, dev, t.stream())?;
+            }
+            if page_size == 0 || num_pages == 0 {
+                return Err(Error::Empty { op: OP, arg: "k_pages", shape: format!("{:?}", k_pages.shape()) });
+            }
+            check_shape(OP, "block_table", &block_table.shape()[..1], &[num_seqs])?;
+            check_inner_dense(OP, "block_table", &block_table.strides())?;
+            check_device(OP, "block_table", dev, block_table.stream())?;
+            check_i32_vec(OP, "seq_lens", dev, seq_lens, num_seqs)?;
+            p.page_size = i32::try_from(page_size).map_err(|_| Error::Unsupported { op: OP, what: "page_size", value: page_size.to_string() })?;
+            p.num_pages = num_pages as i64;
+            p.total_kv = (num_pages * page_size) as i64;
+            p.block_table_stride = if block_table.shape()[0] > 1 { block_table.strides()[0] as i64 } else { block_table.shape()[1] as i64 };
+            p.k_stride = k_pages.strides()[1] as i64;
+            p.v_stride = v_pages.strides()[1] as i64;
+        }
+    }
+    if num_seqs == 0 || plan.total_q == 0 {
+        return Ok(());
+    }
+
+    let stream = dev.stream();
+    let (q_ptr, _gq) = q.device_ptr(stream);
+    let (cu_q, _gcq) = cu_seqlens_q.device_ptr(stream);
+    let mut guards_kv = Vec::with_capacity(4);
+    let (k_ptr, v_ptr);
+    match &kv {
+        KvInput::Contiguous { k, v, cu_seqlens_kv } => {
+            let (kp, gk) = k.device_ptr(stream);
+            let (vp, gv) = v.device_ptr(stream);
+            let (cp, gc) = cu_seqlens_kv.device_ptr(stream);
+            p.cu_seqlens_kv = cp as *const i32;
+            (k_ptr, v_ptr) = (kp, vp);
+            guards_kv.extend([gk, gv, gc]);
+        }
+        KvInput::Paged { k_pages, v_pages, block_table, seq_lens } => {
+            let (kp, gk) = k_pages.device_ptr(stream);
+            let (vp, gv) = v_pages.device_ptr(stream);
+            let (bp, gb) = block_table.device_ptr(stream);
+            let (sp, gs) = seq_lens.device_ptr(stream);
+            p.block_table = bp as *const i32;
+            p.seq_lens = sp as *const i32;
+            (k_ptr, v_ptr) = (kp, vp);
+            guards_kv.extend([gk, gv, gb, gs]);
+        }
+    }
+    for (arg, ptr) in [("q", q_ptr), ("k", k_ptr), ("v", v_ptr)] {
+        check_aligned(OP, arg, ptr)?;
+    }
+    let out_stride = out.strides()[0];
+    let (out_ptr, _go) = out.device_ptr_mut(stream);
+    let lse_guard = lse.map(|l| l.device_ptr_mut(stream));
+    let ws_guard = workspace.filter(|_| plan.num_splits > 1).map(|w| w.device_ptr_mut(stream));
+    if let Some((ws, _)) = &ws_guard {
+        let n = (plan.num_splits * plan.total_q * num_q_heads) as u64;
+        p.partial_out = *ws as *mut f32;
+        p.partial_lse = (*ws + n * head_dim as u64 * 4) as *mut f32;
+    }
+    p.q = q_ptr as *const _;
+    p.k = k_ptr as *const _;
+    p.v = v_ptr as *const _;
+    p.out = out_ptr as *mut _;
+    p.lse = lse_guard.as_ref().map_or(std::ptr::null_mut(), |(l, _)| *l as *mut f32);
+    p.cu_seqlens_q = cu_q as *const i32;
+    p.q_stride = q.strides()[0] as i64;
+    p.out_stride = out_stride as i64;
+    p.total_q = plan.total_q as i64;
+    p.num_seqs = num_seqs as i32;
+    p.num_q_heads = num_q_heads as i32;
+    p.num_kv_heads = num_kv_heads as i32;
+    p.head_dim = head_dim as i32;
+    p.head_dim_v = head_dim as i32;
+    p.max_q_len = plan.max_q_len as i32;
+    p.causal = cfg.causal as i32;
+    p.window_left = cfg.window_left.map_or(-1, |w| w as i32);
+    p.num_splits = plan.num_splits as i32;
+    p.scale = cfg.scale;
+    p.softcap = cfg.softcap.unwrap_or(0.0);
+    p.dtype = T::TAG;
+    // SAFETY: shapes, strides, alignment, dtype, contexts and the workspace size were
+    // validated above; device-side lengths and page ids are clamped by the kernel. The
+    // guards (`_g*`, guards_kv, lse_guard, ws_guard) live until the launch is queued.
+    let r = launch(OP, dev, |s| unsafe { ffi::wc_attention(&p, s) });
+    drop(guards_kv);
+    r
+}
+
+/// Combines two partial results over disjoint keys: out_a/out_b `[rows, head_dim]`, lse_a/lse_b
+/// `[rows]` (f32, natural log) → out `[rows, head_dim]` and optionally lse. All contiguous.
+pub fn merge_states<T: DType>(
+    dev: &Device,
+    out_a: &TensorView<T, 2>,
+    lse_a: &TensorView<f32, 1>,
+    out_b: &TensorView<T, 2>,
+    lse_b: &TensorView<f32, 1>,
+    out: &mut TensorViewMut<T, 2>,
+    lse: Option<&mut TensorViewMut<f32, 1>>,
+) -> Result<()> {
+    const OP: &str = "merge_states";
+    check_dtype::<T>(OP, super::FLOAT_DTYPES)?;
+    let [rows, head_dim] = out_a.shape();
+    super::check_nonempty(OP, "out_a (head_dim)", &[head_dim])?;
+    super::check_fits_i32(OP, "head_dim", head_dim)?;
+    check_shape(OP, "out_b", &out_b.shape(), &[rows, head_dim])?;
+    check_shape(OP, "out", &out.shape(), &[rows, head_dim])?;
+    check_shape(OP, "lse_a", &lse_a.shape(), &[rows])?;
+    check_shape(OP, "lse_b", &lse_b.shape(), &[rows])?;
+    let contiguous = out_a.is_contiguous() && out_b.is_contiguous() && out.is_contiguous() && lse_a.is_contiguous() && lse_b.is_contiguous();
+    if !contiguous || lse.as_ref().is_some_and(|l| !l.is_contiguous()) {
+        return Err(Error::Unsupported { op: OP, what: "strides (all tensors must be contiguous)", value: String::new() });
+    }
+    if let Some(l) = &lse {
+        check_shape(OP, "lse", &l.shape(), &[rows])?;
+        check_device(OP, "lse", dev, l.stream())?;
+    }
+    for (arg, s) in [("out_a", out_a.stream()), ("out_b", out_b.stream()), ("lse_a", lse_a.stream()), ("lse_b", lse_b.stream()), ("out", out.stream())] {
+        check_device(OP, arg, dev, s)?;
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (a, _ga) = out_a.device_ptr(stream);
+    let (la, _gla) = lse_a.device_ptr(stream);
+    let (b, _gb) = out_b.device_ptr(stream);
+    let (lb, _glb) = lse_b.device_ptr(stream);
+    let (o, _go) = out.device_ptr_mut(stream);
+    let lse_guard = lse.map(|l| l.device_ptr_mut(stream));
+    let p = ffi::wc_merge_states_params {
+        out_a: a as *const _,
+        lse_a: la as *const f32,
+        out_b: b as *const _,
+        lse_b: lb as *const f32,
+        out: o as *mut _,
+        lse: lse_guard.as_ref().map_or(std::ptr::null_mut(), |(l, _)| *l as *mut f32),
+        rows: rows as i64,
+        head_dim: head_dim as i32,
+        dtype: T::TAG,
+    };
+    // SAFETY: all shapes equal and contiguous, dtype and contexts validated above.
+    launch(OP, dev, |s| unsafe { ffi::wc_merge_states(&p, s) })
+}

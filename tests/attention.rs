@@ -1,0 +1,200 @@
+//! GPU tests of GQA attention against `reference::attention` (skip without a GPU).
+
+mod common;
+
+use common::{assert_passed, device};
+use half::{bf16, f16};
+use proptest::prelude::*;
+use warpcore::check::attention::{check_attention, check_merge_states, AttentionCase};
+use warpcore::check::{compare, tolerance, Rng};
+use warpcore::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
+use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
+use warpcore::{Error, TensorView, TensorViewMut};
+
+/// Ragged lengths around tile (16, 64) and page boundaries.
+const LENS: &[usize] = &[0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 1000];
+
+fn case() -> impl Strategy<Value = AttentionCase> {
+    let seqs = proptest::collection::vec((prop_oneof![Just(1usize), 1usize..9, proptest::sample::select(LENS)], proptest::sample::select(LENS)), 1..5);
+    (
+        seqs,
+        proptest::sample::select(&[64usize, 96, 128, 256][..]),
+        proptest::sample::select(&[1usize, 2, 4, 8][..]),
+        1usize..3,
+        any::<bool>(),
+        prop_oneof![Just(None), (0u32..300).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => Just(Some(20.0f32))],
+        prop_oneof![Just(None), proptest::sample::select(&[1usize, 8, 16, 32, 64, 128, 256][..]).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (2usize..6).prop_map(Some)],
+        any::<u64>(),
+    )
+        .prop_map(|(seqs, head_dim, group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, seed)| AttentionCase {
+            q_lens: seqs.iter().map(|s| s.0).collect(),
+            kv_lens: seqs.iter().map(|s| s.1).collect(),
+            num_q_heads: group * num_kv_heads,
+            num_kv_heads,
+            head_dim,
+            causal,
+            window_left,
+            softcap,
+            page_size,
+            num_splits,
+            seed,
+        })
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn bf16_matches_reference(c in case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
+    }
+    #[test]
+    fn f16_matches_reference(c in case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        assert_passed(&check_attention::<f16>(&dev, &c).unwrap());
+    }
+}
+
+#[test]
+fn long_decode_uses_split_kv() {
+    let Some(dev) = device() else { return };
+    let plan = AttentionPlan::new(&dev, &[1], &[131072], 32, 8, 128).unwrap();
+    assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
+    let c = AttentionCase {
+        q_lens: vec![1, 1],
+        kv_lens: vec![30000, 5],
+        num_q_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        causal: true,
+        window_left: None,
+        softcap: None,
+        page_size: Some(16),
+        num_splits: None,
+        seed: 3,
+    };
+    assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
+}
+
+#[test]
+fn merge_states_matches_reference() {
+    let Some(dev) = device() else { return };
+    assert_passed(&check_merge_states::<bf16>(&dev, 777, 128, 1).unwrap());
+    assert_passed(&check_merge_states::<f16>(&dev, 5, 64, 2).unwrap());
+    assert_passed(&check_merge_states::<f32>(&dev, 64, 256, 3).unwrap());
+}
+
+/// A block-table entry outside [0, num_pages) masks its page's keys and is never read.
+#[test]
+fn out_of_range_pages_are_masked_not_read() {
+    let Some(dev) = device() else { return };
+    let (nkv, hd, page, kv_len) = (1usize, 64usize, 16usize, 40usize);
+    let mut rng = Rng::new(5);
+    let q: Vec<bf16> = rng.vec(4 * hd, -1.0, 1.0);
+    let k: Vec<bf16> = rng.vec(kv_len * hd, -1.0, 1.0);
+    let v: Vec<bf16> = rng.vec(kv_len * hd, -1.0, 1.0);
+    // Pages 0 and 1 hold keys 0..16 and 32..40; the middle page's id is out of range.
+    let mut kc = vec![bf16::NAN; 2 * page * hd];
+    let mut vc = vec![bf16::NAN; 2 * page * hd];
+    kc[..16 * hd].copy_from_slice(&k[..16 * hd]);
+    vc[..16 * hd].copy_from_slice(&v[..16 * hd]);
+    kc[16 * hd..24 * hd].copy_from_slice(&k[32 * hd..40 * hd]);
+    vc[16 * hd..24 * hd].copy_from_slice(&v[32 * hd..40 * hd]);
+    for bad in [2i32, 1_000_000, -7] {
+        let (dq, dk, dv) = (dev.upload(&q).unwrap(), dev.upload(&kc).unwrap(), dev.upload(&vc).unwrap());
+        let bt = dev.upload(&[0i32, bad, 1]).unwrap();
+        let sl = dev.upload(&[kv_len as i32]).unwrap();
+        let cu = dev.upload(&[0i32, 1]).unwrap();
+        let mut out = dev.upload(&vec![bf16::NAN; 4 * hd]).unwrap();
+        let plan = AttentionPlan::new(&dev, &[1], &[kv_len], 4, nkv, hd).unwrap();
+        let cfg = AttentionConfig { causal: false, ..AttentionConfig::causal(hd) };
+        let kt = TensorView::contiguous(dk.as_view(), [2, page, nkv, hd]).unwrap();
+        let vt = TensorView::contiguous(dv.as_view(), [2, page, nkv, hd]).unwrap();
+        let btv = TensorView::contiguous(bt.as_view(), [1, 3]).unwrap();
+        let slv = TensorView::contiguous(sl.as_view(), [1]).unwrap();
+        attention(
+            &dev,
+            &TensorView::contiguous(dq.as_view(), [1, 4, hd]).unwrap(),
+            &TensorView::contiguous(cu.as_view(), [2]).unwrap(),
+            KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv },
+            &plan,
+            &cfg,
+            &mut TensorViewMut::contiguous(out.as_view_mut(), [1, 4, hd]).unwrap(),
+            None,
+            None,
+        )
+        .unwrap();
+        let got = dev.download(&out).unwrap();
+        let keep: Vec<usize> = (0..16).chain(32..40).collect();
+        let pick = |x: &[bf16]| keep.iter().flat_map(|&j| x[j * hd..(j + 1) * hd].to_vec()).collect::<Vec<_>>();
+        let mask = AttentionMask { scale: cfg.scale as f64, causal: false, window_left: None, softcap: None };
+        let shape = AttentionShape { q_len: 1, kv_len: keep.len(), num_q_heads: 4, num_kv_heads: 1, head_dim: hd, head_dim_v: hd };
+        let (want, _) = reference::attention(&q, &pick(&k), &pick(&v), shape, &mask, 1.0, 1.0);
+        let c = compare("out", &got, &want, tolerance::<bf16>());
+        assert!(c.passed(), "bad page id {bad}: {c}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_and_write_nothing() {
+    let Some(dev) = device() else { return };
+    let hd = 128;
+    let q = dev.upload(&vec![bf16::ONE; 8 * 4 * hd]).unwrap();
+    let k = dev.upload(&vec![bf16::ONE; 8 * hd]).unwrap();
+    let cu = dev.upload(&[0i32, 8]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; 8 * 4 * hd]).unwrap();
+    let plan = AttentionPlan::new(&dev, &[8], &[8], 4, 1, hd).unwrap();
+    let cfg = AttentionConfig::causal(hd);
+    let cuv = TensorView::contiguous(cu.as_view(), [2]).unwrap();
+    let kt = TensorView::contiguous(k.as_view(), [8, 1, hd]).unwrap();
+    let run = |qv: &TensorView<bf16, 3>, plan: &AttentionPlan, out: &mut TensorViewMut<bf16, 3>, cfg: &AttentionConfig| {
+        attention(&dev, qv, &cuv, KvInput::Contiguous { k: &kt, v: &kt, cu_seqlens_kv: &cuv }, plan, cfg, out, None, None)
+    };
+    let qv = TensorView::contiguous(q.as_view(), [8, 4, hd]).unwrap();
+    // head_dim 80 is not built.
+    let e = AttentionPlan::new(&dev, &[8], &[8], 4, 1, 80).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // 6 q heads over 4 kv heads.
+    let e = AttentionPlan::new(&dev, &[8], &[8], 6, 4, hd).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // A token stride that breaks 16-byte alignment (q rows of 4·128 + 1 elements).
+    let q2 = dev.upload(&vec![bf16::ONE; 8 * (4 * hd + 1)]).unwrap();
+    let qs = TensorView::new(q2.as_view(), [8, 4, hd], [4 * hd + 1, hd, 1]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [8, 4, hd]).unwrap();
+    let e = run(&qs, &plan, &mut ov, &cfg).unwrap_err();
+    assert!(matches!(e, Error::Misaligned { arg: "q", .. }), "{e}");
+    // Split-KV without a workspace.
+    let split = AttentionPlan { num_splits: 4, ..plan };
+    let e = run(&qv, &split, &mut ov, &cfg).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "workspace", .. }), "{e}");
+    // Non-finite softcap.
+    let e = run(&qv, &plan, &mut ov, &AttentionConfig { softcap: Some(f32::NAN), ..cfg }).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "softcap", .. }), "{e}");
+    drop(ov);
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+    // f32 is not an attention dtype.
+    let qf = dev.upload(&vec![1.0f32; 8 * 4 * hd]).unwrap();
+    let kf = dev.upload(&vec![1.0f32; 8 * hd]).unwrap();
+    let mut of = dev.upload(&vec![f32::NAN; 8 * 4 * hd]).unwrap();
+    let kft = TensorView::contiguous(kf.as_view(), [8, 1, hd]).unwrap();
+    let e = attention(
+        &dev,
+        &TensorView::contiguous(qf.as_view(), [8, 4, hd]).unwrap(),
+        &cuv,
+        KvInput::Contiguous { k: &kft, v: &kft, cu_seqlens_kv: &cuv },
+        &plan,
+        &cfg,
+        &mut TensorViewMut::contiguous(of.as_view_mut(), [8, 4, hd]).unwrap(),
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+}
