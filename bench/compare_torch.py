@@ -109,13 +109,73 @@ def rms_norm_cases(compile_too):
     return out
 
 
+def sdpa_backends():
+    """(name, context manager factory) for SDPA's flash and cuDNN back-ends that exist here."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    out = []
+    for name, backend in [("torch SDPA flash", "FLASH_ATTENTION"), ("torch SDPA cuDNN", "CUDNN_ATTENTION"),
+                          ("torch SDPA efficient", "EFFICIENT_ATTENTION")]:
+        if hasattr(SDPBackend, backend):
+            out.append((name, lambda b=getattr(SDPBackend, backend): sdpa_kernel(b)))
+    return out
+
+
+def attention_cases():
+    """GQA attention, bf16, 32 q / 8 kv heads, head_dim 128 (src/bench/attention.rs keys).
+    PyTorch has no paged cache: decode is timed on contiguous K/V (its best case) and reported
+    under both page-size keys. GQA through enable_gqa when the back-end takes it, else K/V
+    heads repeated (what a caller of that back-end must do)."""
+    out = []
+    nq, nkv, hd = 32, 8, 128
+
+    def run_backend(name, ctx, q, k, v, causal):
+        def call(_i):
+            with ctx():
+                try:
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+                except RuntimeError:
+                    g = q.shape[1] // k.shape[1]
+                    return F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
+                                                          is_causal=causal)
+        try:
+            call(0)
+            torch.cuda.synchronize()
+        except Exception as e:  # back-end unavailable for this shape
+            print(f"  {name}: unavailable ({type(e).__name__}: {str(e)[:80]})")
+            return None
+        return time_calls(call, 1)
+
+    for batch, kv_len in [(64, 4096), (16, 32768), (1, 131072)]:
+        q = torch.randn(batch, nq, 1, hd, dtype=torch.bfloat16, device="cuda")
+        k = torch.randn(batch, nkv, kv_len, hd, dtype=torch.bfloat16, device="cuda")
+        v = torch.randn(batch, nkv, kv_len, hd, dtype=torch.bfloat16, device="cuda")
+        for name, ctx in sdpa_backends():
+            t = run_backend(name, ctx, q, k, v, False)
+            if t is not None:
+                for page in (16, 64):
+                    out.append({"op": "attention_decode", "dtype": "bf16", "shape": f"b{batch} kv{kv_len} page{page}",
+                                "name": name, "time_us": t})
+        del q, k, v
+    for batch, seq in [(1, 16384), (4, 4096)]:
+        q = torch.randn(batch, nq, seq, hd, dtype=torch.bfloat16, device="cuda")
+        k = torch.randn(batch, nkv, seq, hd, dtype=torch.bfloat16, device="cuda")
+        v = torch.randn(batch, nkv, seq, hd, dtype=torch.bfloat16, device="cuda")
+        for name, ctx in sdpa_backends():
+            t = run_backend(name, ctx, q, k, v, True)
+            if t is not None:
+                out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal",
+                            "name": name, "time_us": t})
+        del q, k, v
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile versions (slow to build)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    results = rms_norm_cases(args.compile)
+    results = rms_norm_cases(args.compile) + attention_cases()
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

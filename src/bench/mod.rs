@@ -5,6 +5,8 @@
 //! calls timed with CUDA events, median per call; inputs rotate over enough copies that the
 //! working set exceeds L2 (60 MB on H100/H200), so small shapes are not timed from cache.
 
+#[cfg(feature = "attention")]
+pub mod attention;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 
@@ -17,6 +19,20 @@ pub const ROTATE_BYTES: usize = 120 << 20;
 /// How many copies of a `bytes_per_call` working set keep rotation out of L2 (at most 256).
 pub fn rotation_copies(bytes_per_call: usize) -> usize {
     ROTATE_BYTES.div_ceil(bytes_per_call.max(1)).clamp(1, 256)
+}
+
+/// A device buffer of `len` random values in [lo, hi): a 16 Mi-element random block uploaded
+/// repeatedly (large benchmark inputs without generating gigabytes on the host).
+pub fn random_buffer<T: crate::DType>(dev: &Device, len: usize, lo: f64, hi: f64, seed: u64) -> Result<cudarc::driver::CudaSlice<T>> {
+    let block: Vec<T> = crate::check::Rng::new(seed).vec(len.min(16 << 20), lo, hi);
+    let mut buf = dev.zeros::<T>(len)?;
+    let mut at = 0;
+    while at < len {
+        let n = block.len().min(len - at);
+        dev.stream().memcpy_htod(&block[..n], &mut buf.slice_mut(at..at + n))?;
+        at += n;
+    }
+    Ok(buf)
 }
 
 /// Per-call time from CUDA events.
@@ -152,6 +168,24 @@ impl BenchRecord {
             gbps,
             tflops: 0.0,
             fraction_of_ceiling: gbps / ceilings.copy_gbps,
+            alternatives: Vec::new(),
+        }
+    }
+
+    /// A compute-bound op's record: fraction of the measured cuBLAS bf16 GEMM rate (NaN when
+    /// cuBLAS was not available).
+    pub fn compute(op: &'static str, dtype: &'static str, shape: String, t: Timing, bytes: f64, flops: f64, ceilings: &Ceilings) -> Self {
+        let tflops = flops / (t.median_us * 1e-6) / 1e12;
+        Self {
+            op,
+            dtype,
+            shape,
+            time_us: t.median_us,
+            bytes,
+            flops,
+            gbps: bytes / (t.median_us * 1e-6) / 1e9,
+            tflops,
+            fraction_of_ceiling: ceilings.gemm_bf16_tflops.map_or(f64::NAN, |peak| tflops / peak),
             alternatives: Vec::new(),
         }
     }

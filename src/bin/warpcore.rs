@@ -171,6 +171,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     if filter.is_none_or(|f| "rms_norm fused_add_rms_norm qk_rms_norm".contains(f)) {
         out.extend(bench::rms_norm::bench_all(dev, ceilings)?);
     }
+    #[cfg(feature = "attention")]
+    if filter.is_none_or(|f| "attention_decode attention_prefill".contains(f)) {
+        out.extend(bench::attention::bench_all(dev, ceilings)?);
+    }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)
 }

@@ -1,0 +1,98 @@
+//! Attention benchmarks at the shapes the GQA issue sets bars for (bf16, 32 q / 8 kv heads,
+//! head_dim 128). Decode counts the K/V bytes it must read (q and out are negligible);
+//! causal prefill counts 4 · (causal pairs) · num_q_heads · head_dim FLOPs.
+
+use super::{random_buffer, time_calls, BenchRecord, Ceilings};
+use crate::check::Rng;
+use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
+use crate::{Device, Result, TensorView, TensorViewMut};
+use half::bf16;
+
+const SAMPLES: usize = 15;
+const NQ: usize = 32;
+const NKV: usize = 8;
+const HD: usize = 128;
+
+/// Decode: `batch` sequences of one query over `kv_len` cached keys in pages of `page_size`
+/// (pages shuffled, as an engine's allocator leaves them).
+pub fn bench_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
+    let pages_per_seq = kv_len.div_ceil(page_size);
+    let num_pages = batch * pages_per_seq;
+    let cache_len = num_pages * page_size * NKV * HD;
+    let k = random_buffer::<bf16>(dev, cache_len, -1.0, 1.0, 1)?;
+    let v = random_buffer::<bf16>(dev, cache_len, -1.0, 1.0, 2)?;
+    let mut ids: Vec<i32> = (0..num_pages as i32).collect();
+    let mut rng = Rng::new(3);
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let bt = dev.upload(&ids)?;
+    let lens = dev.upload(&vec![kv_len as i32; batch])?;
+    let cu: Vec<i32> = (0..=batch as i32).collect();
+    let cu = dev.upload(&cu)?;
+    let q = random_buffer::<bf16>(dev, batch * NQ * HD, -1.0, 1.0, 4)?;
+    let mut out = dev.zeros::<bf16>(batch * NQ * HD)?;
+    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD)?;
+    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    let cfg = AttentionConfig::causal(HD);
+    let kt = TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?;
+    let vt = TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?;
+    let btv = TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?;
+    let lv = TensorView::contiguous(lens.as_view(), [batch])?;
+    let qv = TensorView::contiguous(q.as_view(), [batch, NQ, HD])?;
+    let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
+    let wlen = ws.len();
+    let t = time_calls(dev, SAMPLES, |_| {
+        let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &lv };
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [batch, NQ, HD])?;
+        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
+    })?;
+    let bytes = (2 * batch * kv_len * NKV * HD * 2) as f64;
+    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}"), t, bytes, ceilings);
+    r.flops = (4 * batch * kv_len * NQ * HD) as f64;
+    r.tflops = r.flops / (t.median_us * 1e-6) / 1e12;
+    Ok(r)
+}
+
+/// Causal prefill of `batch` sequences of `seq_len` tokens, K/V contiguous (varlen).
+pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize) -> Result<BenchRecord> {
+    let total = batch * seq_len;
+    let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 1)?;
+    let k = random_buffer::<bf16>(dev, total * NKV * HD, -1.0, 1.0, 2)?;
+    let v = random_buffer::<bf16>(dev, total * NKV * HD, -1.0, 1.0, 3)?;
+    let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
+    let cu: Vec<i32> = (0..=batch).map(|s| (s * seq_len) as i32).collect();
+    let cu = dev.upload(&cu)?;
+    let plan = AttentionPlan::new(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD)?;
+    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    let cfg = AttentionConfig::causal(HD);
+    let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
+    let kt = TensorView::contiguous(k.as_view(), [total, NKV, HD])?;
+    let vt = TensorView::contiguous(v.as_view(), [total, NKV, HD])?;
+    let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
+    let wlen = ws.len();
+    let t = time_calls(dev, SAMPLES, |_| {
+        let kv = KvInput::Contiguous { k: &kt, v: &vt, cu_seqlens_kv: &cv };
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total, NQ, HD])?;
+        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
+    })?;
+    let pairs = batch * seq_len * (seq_len + 1) / 2;
+    let flops = (4 * pairs * NQ * HD) as f64;
+    let bytes = (2 * total * NQ * HD * 2 + 2 * total * NKV * HD * 2) as f64;
+    Ok(BenchRecord::compute("attention_prefill", "bf16", format!("b{batch} q{seq_len} causal"), t, bytes, flops, ceilings))
+}
+
+/// Every attention benchmark `warpcore bench` runs.
+pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+    let mut out = Vec::new();
+    for page in [16, 64] {
+        out.push(bench_decode(dev, ceilings, 64, 4096, page)?);
+        out.push(bench_decode(dev, ceilings, 16, 32768, page)?);
+        out.push(bench_decode(dev, ceilings, 1, 131072, page)?);
+    }
+    out.push(bench_prefill(dev, ceilings, 1, 16384)?);
+    out.push(bench_prefill(dev, ceilings, 4, 4096)?);
+    Ok(out)
+}
