@@ -4,7 +4,9 @@
 //
 // Contract: see wc_attention_params in warpcore.h. bf16 / f16; head_dim = head_dim_v in
 // {64, 96, 128, 256} (a different head_dim_v is a new instantiation of the same kernel);
-// f32 softmax statistics and accumulators.
+// f32 softmax statistics and accumulators. FP8 e4m3 K/V (decode): the bytes arrive by
+// cp.async into a raw stage and are converted to T in shared memory before the mma; the
+// scales fold into the softmax scale (k_scale) and the output (v_scale).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = blockIdx.y,
 // split = blockIdx.z). The m dimension is the
@@ -26,6 +28,10 @@
 // Roofline (H200): decode reads K and V once: bytes = 2 · kv_len · num_kv_heads · head_dim · 2
 // per sequence -> at 4.06 TB/s, batch 64 × kv 4096 × 8 heads × 128 is 1.07 GB -> 264 µs.
 // Causal prefill: FLOPs = 4 · q_len · kv_len/2 · num_q_heads · head_dim (halved by the mask).
+#include <cuda_fp8.h>
+
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace wc {
@@ -89,7 +95,7 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // ------------------------------------------------------------------ configuration
-template <int HD, int WARPS_M, int WARPS_N>
+template <int HD, int WARPS_M, int WARPS_N, bool FP8>
 struct Cfg {
   static constexpr int kBM = 16 * WARPS_M;              // query rows per CTA
   static constexpr int kBN = HD <= 128 ? 64 : 32;       // keys per tile
@@ -104,7 +110,8 @@ struct Cfg {
   static constexpr int kEpilogue = WARPS_N * kBM * HD * 4;
   static_assert(kEpilogue <= 2 * kKV, "epilogue reuses the K/V buffers");
   static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
-  static constexpr int kSmem = kQ + 2 * kKV + 2 * kBN * 4 + kStats;
+  static constexpr int kRaw = FP8 ? 2 * kBN * HD : 0;   // FP8 bytes of K or V, both stages
+  static constexpr int kSmem = kQ + 2 * kKV + 2 * kBN * 4 + kStats + 2 * kRaw;
 };
 
 struct Work {
@@ -166,13 +173,15 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
   }
 }
 
-// K and V rows of key tile `tile` into one stage; records which keys exist in `ok`.
-template <typename T, int HD, int BN, int THREADS>
-__device__ __forceinline__ void load_kv(const wc_attention_params& p, const Work& w, int tile, int kv_hi, T* sk,
-                                        T* sv, int* ok, int pitch) {
-  constexpr int kChunks = HD / 8;
-  const T* k = static_cast<const T*>(p.k);
-  const T* v = static_cast<const T*>(p.v);
+// K and V rows of key tile `tile` into one stage (KV = T: the padded tiles; KV = uint8_t,
+// FP8: dense raw rows of HD bytes); records which keys exist in `ok`.
+template <typename KV, int HD, int BN, int THREADS>
+__device__ __forceinline__ void load_kv(const wc_attention_params& p, const Work& w, int tile, int kv_hi, KV* sk,
+                                        KV* sv, int* ok, int pitch) {
+  constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
+  constexpr int kChunks = HD / kPer;
+  const KV* k = static_cast<const KV*>(p.k);
+  const KV* v = static_cast<const KV*>(p.v);
   const int n0 = w.kv_lo + tile * BN;
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
@@ -188,17 +197,43 @@ __device__ __forceinline__ void load_kv(const wc_attention_params& p, const Work
         row = w.kv_start + j;
       }
     }
-    const int64_t head = static_cast<int64_t>(w.kv_head) * HD + c * 8;
-    cp_async16(sk + r * pitch + c * 8, valid ? k + row * p.k_stride + head : k, valid);
-    cp_async16(sv + r * pitch + c * 8, valid ? v + row * p.v_stride + head : v, valid);
+    const int64_t head = static_cast<int64_t>(w.kv_head) * HD + c * kPer;
+    cp_async16(sk + r * pitch + c * kPer, valid ? k + row * p.k_stride + head : k, valid);
+    cp_async16(sv + r * pitch + c * kPer, valid ? v + row * p.v_stride + head : v, valid);
     if (c == 0) ok[r] = valid;
   }
 }
 
-template <typename T, int HD, int WARPS_M, int WARPS_N>
-__global__ void __launch_bounds__(Cfg<HD, WARPS_M, WARPS_N>::kThreads)
+// FP8 e4m3 raw rows (HD bytes) -> T tiles (padded pitch), 16 bytes per step.
+template <typename T, int HD, int BN, int THREADS>
+__device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitch) {
+  constexpr int kChunks = HD / 16;
+  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
+    const int r = i / kChunks, c = i % kChunks;
+    const uint4 bytes = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);
+    const uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
+    Pack<T, 8> lo, hi;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const __nv_fp8x2_storage_t two = static_cast<__nv_fp8x2_storage_t>(words[q] >> (16 * half));
+        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3)));
+        Pack<T, 8>& dstp = q < 2 ? lo : hi;
+        dstp.v[(q % 2) * 4 + half * 2] = from_float<T>(f.x);
+        dstp.v[(q % 2) * 4 + half * 2 + 1] = from_float<T>(f.y);
+      }
+    }
+    store_pack<T, 8>(dst + r * pitch + c * 16, lo);
+    store_pack<T, 8>(dst + r * pitch + c * 16 + 8, hi);
+  }
+}
+
+template <typename T, int HD, int WARPS_M, int WARPS_N, bool FP8>
+__global__ void __launch_bounds__(Cfg<HD, WARPS_M, WARPS_N, FP8>::kThreads)
 attention_kernel(const wc_attention_params p) {
-  using C = Cfg<HD, WARPS_M, WARPS_N>;
+  using C = Cfg<HD, WARPS_M, WARPS_N, FP8>;
+  using KV = typename std::conditional<FP8, uint8_t, T>::type;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem);
@@ -206,6 +241,10 @@ attention_kernel(const wc_attention_params p) {
   T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kKV);
   int* s_ok = reinterpret_cast<int*>(smem + C::kQ + 2 * C::kKV);
   float* s_stats = reinterpret_cast<float*>(smem + C::kQ + 2 * C::kKV + 2 * BN * 4);
+  // Where cp.async lands K/V: the tiles themselves, or (FP8) the raw stages.
+  KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - 2 * C::kRaw) : reinterpret_cast<KV*>(sk);
+  KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRaw) : reinterpret_cast<KV*>(sv);
+  const int ld_pitch = FP8 ? HD : P;
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
@@ -231,21 +270,29 @@ attention_kernel(const wc_attention_params p) {
   for (int i = 0; i < HD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
+  const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
   load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
-  if (n_iter > 0) load_kv<T, HD, BN, C::kThreads>(p, w, w.tile_begin, kv_hi, sk, sv, s_ok, P);
+  if (n_iter > 0) load_kv<KV, HD, BN, C::kThreads>(p, w, w.tile_begin, kv_hi, ld_k, ld_v, s_ok, ld_pitch);
   cp_async_commit();
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it & 1;
     if (it + 1 < n_iter) {
       const int nx = st ^ 1;
-      load_kv<T, HD, BN, C::kThreads>(p, w, w.tile_begin + it + 1, kv_hi, sk + nx * BN * P, sv + nx * BN * P,
-                                      s_ok + nx * BN, P);
+      load_kv<KV, HD, BN, C::kThreads>(p, w, w.tile_begin + it + 1, kv_hi, ld_k + nx * BN * ld_pitch,
+                                       ld_v + nx * BN * ld_pitch, s_ok + nx * BN, ld_pitch);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
+    if constexpr (FP8) {
+      const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
+      const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HD;
+      convert_fp8<T, HD, BN, C::kThreads>(raw_k, sk + st * BN * P, P);
+      convert_fp8<T, HD, BN, C::kThreads>(raw_v, sv + st * BN * P, P);
+      __syncthreads();
+    }
 
     const T* k_t = sk + st * BN * P;
     const T* v_t = sv + st * BN * P;
@@ -279,7 +326,7 @@ attention_kernel(const wc_attention_params p) {
         const int h = e >> 1;
         const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
         const int j = n0 + col;
-        float x = s[i][e] * p.scale;
+        float x = s[i][e] * qk_scale;
         if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
         x *= kLog2e;
         const bool keep = row_ok[h] && ok[col] && j < kv_hi && (!p.causal || j <= row_pos[h]) &&
@@ -374,7 +421,7 @@ attention_kernel(const wc_attention_params p) {
         ot += s_o[(c * BM + r) * HD + d] * f;
       }
     }
-    const float val = lt > 0.0f ? ot / lt : 0.0f;
+    const float val = lt > 0.0f ? ot / lt * p.v_scale : 0.0f;
     const float lse = lt > 0.0f ? (mt + log2f(lt)) * kLn2 : -INFINITY;
     const int64_t tok = w.q_start + gr / w.group;
     const int head = w.kv_head * w.group + gr % w.group;
@@ -433,10 +480,10 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
   if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
 }
 
-template <typename T, int HD, int WARPS_M, int WARPS_N>
+template <typename T, int HD, int WARPS_M, int WARPS_N, bool FP8>
 wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
-  using C = Cfg<HD, WARPS_M, WARPS_N>;
-  auto kernel = attention_kernel<T, HD, WARPS_M, WARPS_N>;
+  using C = Cfg<HD, WARPS_M, WARPS_N, FP8>;
+  auto kernel = attention_kernel<T, HD, WARPS_M, WARPS_N, FP8>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t group = p.num_q_heads / p.num_kv_heads;
@@ -457,8 +504,15 @@ wc_status launch_head_dim(const wc_attention_params& p, cudaStream_t s) {
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   // Decode-like batches (every sequence's rows fit one 16-row tile): split each key tile
   // across warps instead of leaving 3 of 4 warps without rows.
-  if (static_cast<int64_t>(p.max_q_len) * group <= 16) return launch_config<T, HD, 1, (HD <= 128 ? 4 : 2)>(p, s);
-  return launch_config<T, HD, 4, 1>(p, s);
+  constexpr int kDecodeWarpsN = HD <= 128 ? 4 : 2;
+  const bool decode = static_cast<int64_t>(p.max_q_len) * group <= 16;
+  if (p.kv_dtype == WC_E4M3) {
+    if (!decode || p.page_size <= 0) return WC_ERR_UNSUPPORTED;
+    return launch_config<T, HD, 1, kDecodeWarpsN, true>(p, s);
+  }
+  if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
+  if (decode) return launch_config<T, HD, 1, kDecodeWarpsN, false>(p, s);
+  return launch_config<T, HD, 4, 1, false>(p, s);
 }
 
 template <typename T>

@@ -39,8 +39,23 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             softcap,
             page_size,
             num_splits,
+            fp8_scales: None,
             seed,
         })
+}
+
+/// Decode batches (max_q_len · group ≤ 16) over an FP8 e4m3 paged cache.
+fn fp8_case() -> impl Strategy<Value = AttentionCase> {
+    (case(), proptest::sample::select(&[1usize, 8, 16, 64][..]), (0.005f32..2.0, 0.005f32..2.0)).prop_map(|(c, page, scales)| {
+        let group = c.num_q_heads / c.num_kv_heads;
+        let q_max = (16 / group).max(1);
+        AttentionCase {
+            q_lens: c.q_lens.iter().map(|&q| q.min(q_max)).collect(),
+            page_size: Some(page),
+            fp8_scales: Some(scales),
+            ..c
+        }
+    })
 }
 
 fn config() -> ProptestConfig {
@@ -60,6 +75,12 @@ proptest! {
         let Some(dev) = device() else { return Ok(()) };
         assert_passed(&check_attention::<f16>(&dev, &c).unwrap());
     }
+    #[test]
+    fn fp8_cache_matches_reference(c in fp8_case(), bf in any::<bool>()) {
+        let Some(dev) = device() else { return Ok(()) };
+        let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
+        assert_passed(&r.unwrap());
+    }
 }
 
 #[test]
@@ -78,6 +99,7 @@ fn long_decode_uses_split_kv() {
         softcap: None,
         page_size: Some(16),
         num_splits: None,
+        fp8_scales: None,
         seed: 3,
     };
     assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
@@ -123,7 +145,7 @@ fn out_of_range_pages_are_masked_not_read() {
             &dev,
             &TensorView::contiguous(dq.as_view(), [1, 4, hd]).unwrap(),
             &TensorView::contiguous(cu.as_view(), [2]).unwrap(),
-            KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv },
+            KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv, k_scale: 1.0, v_scale: 1.0 },
             &plan,
             &cfg,
             &mut TensorViewMut::contiguous(out.as_view_mut(), [1, 4, hd]).unwrap(),

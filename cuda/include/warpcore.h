@@ -136,7 +136,10 @@ typedef struct wc_attention_params {
   int32_t num_splits;           /* >= 1 */
   float scale;
   float softcap;                /* <= 0: off */
-  wc_dtype dtype;               /* q, k, v and out: WC_BF16 or WC_F16 */
+  float k_scale;                /* K = stored value · k_scale (FP8 cache; 1 otherwise) */
+  float v_scale;                /* V = stored value · v_scale */
+  wc_dtype dtype;               /* q and out: WC_BF16 or WC_F16 */
+  wc_dtype kv_dtype;            /* = dtype, or WC_E4M3 (paged decode: max_q_len · group <= 16) */
 } wc_attention_params;
 wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
 

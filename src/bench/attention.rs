@@ -5,7 +5,7 @@
 use super::{random_buffer, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
-use crate::{Device, Result, TensorView, TensorViewMut};
+use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::bf16;
 
 const SAMPLES: usize = 15;
@@ -13,14 +13,14 @@ const NQ: usize = 32;
 const NKV: usize = 8;
 const HD: usize = 128;
 
-/// Decode: `batch` sequences of one query over `kv_len` cached keys in pages of `page_size`
-/// (pages shuffled, as an engine's allocator leaves them).
-pub fn bench_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
+/// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
+/// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
+pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
     let pages_per_seq = kv_len.div_ceil(page_size);
     let num_pages = batch * pages_per_seq;
     let cache_len = num_pages * page_size * NKV * HD;
-    let k = random_buffer::<bf16>(dev, cache_len, -1.0, 1.0, 1)?;
-    let v = random_buffer::<bf16>(dev, cache_len, -1.0, 1.0, 2)?;
+    let k = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 1)?;
+    let v = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 2)?;
     let mut ids: Vec<i32> = (0..num_pages as i32).collect();
     let mut rng = Rng::new(3);
     for i in (1..ids.len()).rev() {
@@ -43,13 +43,14 @@ pub fn bench_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usi
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
     let wlen = ws.len();
     let t = time_calls(dev, SAMPLES, |_| {
-        let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &lv };
+        let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &lv, k_scale: 1.0, v_scale: 1.0 };
         let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [batch, NQ, HD])?;
         let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
         attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
     })?;
-    let bytes = (2 * batch * kv_len * NKV * HD * 2) as f64;
-    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}"), t, bytes, ceilings);
+    let bytes = (2 * batch * kv_len * NKV * HD * std::mem::size_of::<C>()) as f64;
+    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
+    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}{kv_name}"), t, bytes, ceilings);
     r.flops = (4 * batch * kv_len * NQ * HD) as f64;
     r.tflops = r.flops / (t.median_us * 1e-6) / 1e12;
     Ok(r)
@@ -88,10 +89,11 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for page in [16, 64] {
-        out.push(bench_decode(dev, ceilings, 64, 4096, page)?);
-        out.push(bench_decode(dev, ceilings, 16, 32768, page)?);
-        out.push(bench_decode(dev, ceilings, 1, 131072, page)?);
+        out.push(bench_decode::<bf16>(dev, ceilings, 64, 4096, page)?);
+        out.push(bench_decode::<bf16>(dev, ceilings, 16, 32768, page)?);
+        out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?);
     }
+    out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?);
     out.push(bench_prefill(dev, ceilings, 1, 16384)?);
     out.push(bench_prefill(dev, ceilings, 4, 4096)?);
     Ok(out)

@@ -24,6 +24,9 @@ pub struct AttentionCase {
     pub page_size: Option<usize>,
     /// Override the plan's split-KV factor (exercises the split + merge path at any size).
     pub num_splits: Option<usize>,
+    /// FP8 e4m3 paged cache with these (k_scale, v_scale): K/V are quantized on the host
+    /// (stored = round(x / scale)) and the reference reads the dequantized values.
+    pub fp8_scales: Option<(f32, f32)>,
     pub seed: u64,
 }
 
@@ -41,7 +44,7 @@ impl AttentionCase {
             self.softcap.map_or(String::new(), |c| format!(" softcap {c}")),
             self.page_size.map_or(" contiguous".into(), |p| format!(" page {p}")),
             self.num_splits.map_or(String::new(), |s| format!(" splits {s}")),
-        )
+        ) + &self.fp8_scales.map_or(String::new(), |(k, v)| format!(" e4m3 scales {k}/{v}"))
     }
 }
 
@@ -79,13 +82,22 @@ fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize
 
 /// `attention` against the reference, for one batch.
 pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<CheckResult> {
+    if case.fp8_scales.is_some() {
+        return check_attention_kv::<T, crate::F8E4M3>(dev, case);
+    }
+    check_attention_kv::<T, T>(dev, case)
+}
+
+fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) -> Result<CheckResult> {
     let c = case;
     let (nq, nkv, hd) = (c.num_q_heads, c.num_kv_heads, c.head_dim);
     let row = nkv * hd;
     let mut rng = Rng::new(c.seed);
+    let (k_scale, v_scale) = c.fp8_scales.unwrap_or((1.0, 1.0));
     let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -1.0, 1.0)).collect();
-    let ks: Vec<Vec<T>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0, 1.0)).collect();
-    let vs: Vec<Vec<T>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0, 1.0)).collect();
+    // Stored values: for FP8 the quantized x / scale of x in [-1, 1).
+    let ks: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / k_scale as f64, 1.0 / k_scale as f64)).collect();
+    let vs: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / v_scale as f64, 1.0 / v_scale as f64)).collect();
     let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
     let total_q: usize = c.q_lens.iter().sum();
 
@@ -130,7 +142,7 @@ pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<C
             let vt = TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hd])?;
             let btv = TensorView::contiguous(bt.as_view(), [c.kv_lens.len(), max_pages])?;
             let slv = TensorView::contiguous(sl.as_view(), [c.kv_lens.len()])?;
-            let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv };
+            let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv, k_scale, v_scale };
             attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
         }
     }
@@ -140,7 +152,7 @@ pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<C
     let (mut want, mut want_lse) = (Vec::new(), Vec::new());
     for s in 0..c.q_lens.len() {
         let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hd };
-        let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, 1.0, 1.0);
+        let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, k_scale as f64, v_scale as f64);
         want.extend(o);
         want_lse.extend(l);
     }
@@ -198,6 +210,7 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         softcap: None,
         page_size: Some(16),
         num_splits: None,
+        fp8_scales: None,
         seed: 1,
     };
     let cases = vec![
@@ -209,6 +222,8 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![70], kv_lens: vec![200], num_q_heads: 8, num_kv_heads: 8, head_dim: 64, page_size: Some(1), seed: 6, ..base.clone() },
         AttentionCase { q_lens: vec![33], kv_lens: vec![90], num_q_heads: 16, num_kv_heads: 2, head_dim: 96, causal: false, seed: 7, ..base.clone() },
         AttentionCase { q_lens: vec![1, 40], kv_lens: vec![500, 40], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, num_splits: Some(3), seed: 8, ..base.clone() },
+        AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
+        AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
     ];
     let mut out = Vec::new();
     for c in &cases {

@@ -34,19 +34,23 @@ impl AttentionConfig {
     }
 }
 
-/// Where K and V come from.
-pub enum KvInput<'v, 'a, T> {
+/// Where K and V come from. `C` is the cache element type: the query dtype, or
+/// [`crate::F8E4M3`] for an FP8 paged cache in decode (K = stored · k_scale, V = stored · v_scale).
+pub enum KvInput<'v, 'a, C> {
     /// k, v `[total_kv, num_kv_heads, head_dim]`; sequence s owns rows
     /// `cu_seqlens_kv[s]..cu_seqlens_kv[s+1]`.
-    Contiguous { k: &'v TensorView<'a, T, 3>, v: &'v TensorView<'a, T, 3>, cu_seqlens_kv: &'v TensorView<'a, i32, 1> },
+    Contiguous { k: &'v TensorView<'a, C, 3>, v: &'v TensorView<'a, C, 3>, cu_seqlens_kv: &'v TensorView<'a, i32, 1> },
     /// Pages `[num_pages, page_size, num_kv_heads, head_dim]`, `block_table [num_seqs,
     /// max_pages_per_seq]`, `seq_lens [num_seqs]`. Key j of sequence s is in page
     /// `block_table[s][j / page_size]` at offset `j % page_size`.
     Paged {
-        k_pages: &'v TensorView<'a, T, 4>,
-        v_pages: &'v TensorView<'a, T, 4>,
+        k_pages: &'v TensorView<'a, C, 4>,
+        v_pages: &'v TensorView<'a, C, 4>,
         block_table: &'v TensorView<'a, i32, 2>,
         seq_lens: &'v TensorView<'a, i32, 1>,
+        /// Dequantization scales (1.0 for a bf16 / f16 cache).
+        k_scale: f32,
+        v_scale: f32,
     },
 }
 
@@ -159,11 +163,11 @@ fn check_i32_vec(op: &'static str, arg: &'static str, dev: &Device, t: &TensorVi
 /// the tensors and page ids outside `[0, num_pages)` never cause an access outside them
 /// (such keys are masked); query rows past `plan.max_q_len` are not computed.
 #[allow(clippy::too_many_arguments)]
-pub fn attention<T: DType>(
+pub fn attention<T: DType, C: DType>(
     dev: &Device,
     q: &TensorView<T, 3>,
     cu_seqlens_q: &TensorView<i32, 1>,
-    kv: KvInput<'_, '_, T>,
+    kv: KvInput<'_, '_, C>,
     plan: &AttentionPlan,
     cfg: &AttentionConfig,
     out: &mut TensorViewMut<T, 3>,
@@ -179,6 +183,15 @@ pub fn attention<T: DType>(
     }
     let num_kv_heads = plan.num_kv_heads;
     let num_seqs = plan.num_seqs;
+    let decode = plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
+    let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
+    if C::TAG != T::TAG && !(fp8 && decode && matches!(kv, KvInput::Paged { .. })) {
+        return Err(Error::Unsupported {
+            op: OP,
+            what: "K/V dtype (the query dtype, or e4m3 for a paged cache in decode: max_q_len · group ≤ 16)",
+            value: format!("{} with {} queries", C::NAME, T::NAME),
+        });
+    }
     check_token_major::<T>(OP, "q", q.shape(), q.strides())?;
     check_shape(OP, "out", &out.shape(), &q.shape())?;
     check_token_major::<T>(OP, "out", out.shape(), out.strides())?;
@@ -221,13 +234,13 @@ pub fn attention<T: DType>(
         }
     }
     // K/V: shapes and layout; pointers come later (all guards must live until the launch).
-    let mut p = ffi::wc_attention_params::default();
+    let mut p = ffi::wc_attention_params { k_scale: 1.0, v_scale: 1.0, ..Default::default() };
     match &kv {
         KvInput::Contiguous { k, v, cu_seqlens_kv } => {
             check_shape(OP, "k", &k.shape()[1..], &[num_kv_heads, head_dim])?;
             check_shape(OP, "v", &v.shape(), &k.shape())?;
-            check_token_major::<T>(OP, "k", k.shape(), k.strides())?;
-            check_token_major::<T>(OP, "v", v.shape(), v.strides())?;
+            check_token_major::<C>(OP, "k", k.shape(), k.strides())?;
+            check_token_major::<C>(OP, "v", v.shape(), v.strides())?;
             check_i32_vec(OP, "cu_seqlens_kv", dev, cu_seqlens_kv, num_seqs + 1)?;
             check_device(OP, "k", dev, k.stream())?;
             check_device(OP, "v", dev, v.stream())?;
@@ -235,7 +248,14 @@ pub fn attention<T: DType>(
             p.k_stride = k.strides()[0] as i64;
             p.v_stride = v.strides()[0] as i64;
         }
-        KvInput::Paged { k_pages, v_pages, block_table, seq_lens } => {
+        KvInput::Paged { k_pages, v_pages, block_table, seq_lens, k_scale, v_scale } => {
+            for (what, sc) in [("k_scale", k_scale), ("v_scale", v_scale)] {
+                if !(sc.is_finite() && *sc > 0.0) {
+                    return Err(Error::Unsupported { op: OP, what, value: sc.to_string() });
+                }
+            }
+            p.k_scale = *k_scale;
+            p.v_scale = *v_scale;
             let [num_pages, page_size, kvh, hd] = k_pages.shape();
             check_shape(OP, "k_pages", &[kvh, hd], &[num_kv_heads, head_dim])?;
             check_shape(OP, "v_pages", &v_pages.shape(), &k_pages.shape())?;
@@ -246,7 +266,7 @@ pub fn attention<T: DType>(
                 if num_pages > 1 && s[0] != page_size * s[1] {
                     return Err(Error::Unsupported { op: OP, what: "page stride (must be page_size · slot stride)", value: format!("{arg}: {s:?}") });
                 }
-                check_token_major::<T>(OP, arg, [page_size, kvh, hd], [s[1], s[2], s[3]])?;
+                check_token_major::<C>(OP, arg, [page_size, kvh, hd], [s[1], s[2], s[3]])?;
                 check_device(OP, arg, dev, t.stream())?;
             }
             if page_size == 0 || num_pages == 0 {
@@ -282,7 +302,7 @@ pub fn attention<T: DType>(
             (k_ptr, v_ptr) = (kp, vp);
             guards_kv.extend([gk, gv, gc]);
         }
-        KvInput::Paged { k_pages, v_pages, block_table, seq_lens } => {
+        KvInput::Paged { k_pages, v_pages, block_table, seq_lens, .. } => {
             let (kp, gk) = k_pages.device_ptr(stream);
             let (vp, gv) = v_pages.device_ptr(stream);
             let (bp, gb) = block_table.device_ptr(stream);
@@ -326,6 +346,7 @@ pub fn attention<T: DType>(
     p.scale = cfg.scale;
     p.softcap = cfg.softcap.unwrap_or(0.0);
     p.dtype = T::TAG;
+    p.kv_dtype = C::TAG;
     // SAFETY: shapes, strides, alignment, dtype, contexts and the workspace size were
     // validated above; device-side lengths and page ids are clamped by the kernel. The
     // guards (`_g*`, guards_kv, lse_guard, ws_guard) live until the launch is queued.
