@@ -2,8 +2,9 @@
 // varlen prefill / append and paged decode, causal (bottom-right), sliding window, softcap,
 // split-KV with a log-sum-exp merge, merge_states. Runs on sm_80 and sm_90.
 //
-// Contract: see wc_attention_params in warpcore.h. bf16 / f16; head_dim = head_dim_v in
-// {64, 96, 128, 256} (a different head_dim_v is a new instantiation of the same kernel);
+// Contract: see wc_attention_params in warpcore.h. bf16 / f16; (head_dim, head_dim_v) in
+// {(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)} — 192/128 is MLA prefill: a
+// different value head dim is one more instantiation of the same kernel;
 // f32 softmax statistics and accumulators. FP8 e4m3 K/V (decode): the bytes arrive by
 // cp.async into a raw stage and are converted to T in shared memory before the mma; the
 // scales fold into the softmax scale (k_scale) and the output (v_scale).
@@ -95,23 +96,26 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // ------------------------------------------------------------------ configuration
-template <int HD, int WARPS_M, int WARPS_N, bool FP8>
+template <int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
 struct Cfg {
-  static constexpr int kBM = 16 * WARPS_M;              // query rows per CTA
-  static constexpr int kBN = HD <= 128 ? 64 : 32;       // keys per tile
-  static constexpr int kKW = kBN / WARPS_N;             // keys per warp per tile
+  static constexpr int kBM = 16 * WARPS_M;                          // query rows per CTA
+  static constexpr int kBN = (HD <= 192 && HDV <= 192) ? 64 : 32;   // keys per tile
+  static constexpr int kKW = kBN / WARPS_N;                         // keys per warp per tile
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  static constexpr int kPitch = HD + 8;                 // smem row pitch (elements)
+  static constexpr int kPitch = HD + 8;                             // smem row pitch of Q, K
+  static constexpr int kPitchV = HDV + 8;                           // and of V (elements)
   static_assert(kKW % 16 == 0, "each warp needs whole 16-key steps");
-  static_assert(HD % 16 == 0, "head_dim must be a multiple of 16");
+  static_assert(HD % 16 == 0 && HDV % 32 == 0, "head dims: multiples of 16 (q/k) and 32 (v)");
   // Shared memory (bytes): Q, two K stages, two V stages, key validity, epilogue stats.
   static constexpr int kQ = kBM * kPitch * 2;
-  static constexpr int kKV = 2 * kBN * kPitch * 2;     // one of K or V, both stages
-  static constexpr int kEpilogue = WARPS_N * kBM * HD * 4;
-  static_assert(kEpilogue <= 2 * kKV, "epilogue reuses the K/V buffers");
+  static constexpr int kK = 2 * kBN * kPitch * 2;
+  static constexpr int kV = 2 * kBN * kPitchV * 2;
+  static constexpr int kEpilogue = WARPS_N * kBM * HDV * 4;
+  static_assert(kEpilogue <= kK + kV, "epilogue reuses the K/V buffers");
   static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
-  static constexpr int kRaw = FP8 ? 2 * kBN * HD : 0;   // FP8 bytes of K or V, both stages
-  static constexpr int kSmem = kQ + 2 * kKV + 2 * kBN * 4 + kStats + 2 * kRaw;
+  static constexpr int kRawK = FP8 ? 2 * kBN * HD : 0;  // FP8 bytes, both stages
+  static constexpr int kRawV = FP8 ? 2 * kBN * HDV : 0;
+  static constexpr int kSmem = kQ + kK + kV + 2 * kBN * 4 + kStats + kRawK + kRawV;
 };
 
 struct Work {
@@ -173,34 +177,37 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
   }
 }
 
-// K and V rows of key tile `tile` into one stage (KV = T: the padded tiles; KV = uint8_t,
-// FP8: dense raw rows of HD bytes); records which keys exist in `ok`.
-template <typename KV, int HD, int BN, int THREADS>
-__device__ __forceinline__ void load_kv(const wc_attention_params& p, const Work& w, int tile, int kv_hi, KV* sk,
-                                        KV* sv, int* ok, int pitch) {
+// Cache row of key j of this sequence, or false when the key does not exist (past kv_hi, or
+// a block-table entry outside [0, num_pages)).
+__device__ __forceinline__ bool key_row(const wc_attention_params& p, const Work& w, int j, int kv_hi, int64_t& row) {
+  row = 0;
+  if (j >= kv_hi) return false;
+  if (p.page_size <= 0) {
+    row = w.kv_start + j;
+    return true;
+  }
+  const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
+  row = page * p.page_size + j % p.page_size;
+  return page >= 0 && page < p.num_pages;
+}
+
+// Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
+// tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
+// which keys exist.
+template <typename KV, int D, int BN, int THREADS>
+__device__ __forceinline__ void load_rows(const wc_attention_params& p, const Work& w, const void* base,
+                                          int64_t stride, int tile, int kv_hi, KV* dst, int pitch, int* ok) {
   constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
-  constexpr int kChunks = HD / kPer;
-  const KV* k = static_cast<const KV*>(p.k);
-  const KV* v = static_cast<const KV*>(p.v);
+  constexpr int kChunks = D / kPer;
+  const KV* src = static_cast<const KV*>(base);
   const int n0 = w.kv_lo + tile * BN;
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
-    const int j = n0 + r;
-    bool valid = j < kv_hi;
-    int64_t row = 0;
-    if (valid) {
-      if (p.page_size > 0) {
-        const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
-        valid = page >= 0 && page < p.num_pages;
-        row = page * p.page_size + j % p.page_size;
-      } else {
-        row = w.kv_start + j;
-      }
-    }
-    const int64_t head = static_cast<int64_t>(w.kv_head) * HD + c * kPer;
-    cp_async16(sk + r * pitch + c * kPer, valid ? k + row * p.k_stride + head : k, valid);
-    cp_async16(sv + r * pitch + c * kPer, valid ? v + row * p.v_stride + head : v, valid);
-    if (c == 0) ok[r] = valid;
+    int64_t row;
+    const bool valid = key_row(p, w, n0 + r, kv_hi, row);
+    const KV* from = src + row * stride + static_cast<int64_t>(w.kv_head) * D + c * kPer;
+    cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
+    if (ok != nullptr && c == 0) ok[r] = valid;
   }
 }
 
@@ -229,27 +236,33 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitc
   }
 }
 
-template <typename T, int HD, int WARPS_M, int WARPS_N, bool FP8>
-__global__ void __launch_bounds__(Cfg<HD, WARPS_M, WARPS_N, FP8>::kThreads)
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
+__global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>::kThreads)
 attention_kernel(const wc_attention_params p) {
-  using C = Cfg<HD, WARPS_M, WARPS_N, FP8>;
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>;
   using KV = typename std::conditional<FP8, uint8_t, T>::type;
-  constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch;
+  constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem);
   T* sk = reinterpret_cast<T*>(smem + C::kQ);
-  T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kKV);
-  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + 2 * C::kKV);
-  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + 2 * C::kKV + 2 * BN * 4);
+  T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kK);
+  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK + C::kV);
+  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kV + 2 * BN * 4);
   // Where cp.async lands K/V: the tiles themselves, or (FP8) the raw stages.
-  KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - 2 * C::kRaw) : reinterpret_cast<KV*>(sk);
-  KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRaw) : reinterpret_cast<KV*>(sv);
-  const int ld_pitch = FP8 ? HD : P;
+  KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawK - C::kRawV) : reinterpret_cast<KV*>(sk);
+  KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawV) : reinterpret_cast<KV*>(sv);
+  const int ld_pitch_k = FP8 ? HD : P, ld_pitch_v = FP8 ? HDV : PV;
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  auto load_tile = [&](int tile, int stage) {
+    load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, tile, kv_hi, ld_k + stage * BN * ld_pitch_k, ld_pitch_k,
+                                       s_ok + stage * BN);
+    load_rows<KV, HDV, BN, C::kThreads>(p, w, p.v, p.v_stride, tile, kv_hi, ld_v + stage * BN * ld_pitch_v, ld_pitch_v,
+                                        nullptr);
+  };
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
@@ -265,37 +278,36 @@ attention_kernel(const wc_attention_params p) {
     row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
   }
 
-  float o[HD / 8][4];
+  float o[HDV / 8][4];
 #pragma unroll
-  for (int i = 0; i < HD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  for (int i = 0; i < HDV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
   load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
-  if (n_iter > 0) load_kv<KV, HD, BN, C::kThreads>(p, w, w.tile_begin, kv_hi, ld_k, ld_v, s_ok, ld_pitch);
+  if (n_iter > 0) load_tile(w.tile_begin, 0);
   cp_async_commit();
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it & 1;
     if (it + 1 < n_iter) {
       const int nx = st ^ 1;
-      load_kv<KV, HD, BN, C::kThreads>(p, w, w.tile_begin + it + 1, kv_hi, ld_k + nx * BN * ld_pitch,
-                                       ld_v + nx * BN * ld_pitch, s_ok + nx * BN, ld_pitch);
+      load_tile(w.tile_begin + it + 1, nx);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
     if constexpr (FP8) {
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
-      const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HD;
+      const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HDV;
       convert_fp8<T, HD, BN, C::kThreads>(raw_k, sk + st * BN * P, P);
-      convert_fp8<T, HD, BN, C::kThreads>(raw_v, sv + st * BN * P, P);
+      convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv + st * BN * PV, PV);
       __syncthreads();
     }
 
     const T* k_t = sk + st * BN * P;
-    const T* v_t = sv + st * BN * P;
+    const T* v_t = sv + st * BN * PV;
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
@@ -353,7 +365,7 @@ attention_kernel(const wc_attention_params p) {
       }
     }
 #pragma unroll
-    for (int i = 0; i < HD / 8; ++i) {
+    for (int i = 0; i < HDV / 8; ++i) {
       o[i][0] *= corr[0];
       o[i][1] *= corr[0];
       o[i][2] *= corr[1];
@@ -370,9 +382,9 @@ attention_kernel(const wc_attention_params p) {
       a[3] = pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
       const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
-      for (int dn = 0; dn < HD / 16; ++dn) {
+      for (int dn = 0; dn < HDV / 16; ++dn) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, v_t + key * P + dn * 16 + (lane >> 4) * 8);
+        ldmatrix_x4_trans(b, v_t + key * PV + dn * 16 + (lane >> 4) * 8);
         mma<T>(o[2 * dn], a, b[0], b[1]);
         mma<T>(o[2 * dn + 1], a, b[2], b[3]);
       }
@@ -383,7 +395,7 @@ attention_kernel(const wc_attention_params p) {
   __syncthreads();
 
   // Epilogue: per-warp (m, l, O) to shared memory, then combine the key-splitting warps.
-  float* s_o = reinterpret_cast<float*>(sk);  // [WARPS_N][BM][HD]
+  float* s_o = reinterpret_cast<float*>(sk);  // [WARPS_N][BM][HDV]
   float* s_m = s_stats;                       // [WARPS_N][BM]
   float* s_l = s_stats + WARPS_N * BM;        // [WARPS_N][BM]
 #pragma unroll
@@ -396,8 +408,8 @@ attention_kernel(const wc_attention_params p) {
       s_l[wn * BM + r] = l[h];
     }
 #pragma unroll
-    for (int i = 0; i < HD / 8; ++i) {
-      float* dst = s_o + (wn * BM + r) * HD + i * 8 + 2 * t4;
+    for (int i = 0; i < HDV / 8; ++i) {
+      float* dst = s_o + (wn * BM + r) * HDV + i * 8 + 2 * t4;
       dst[0] = o[i][2 * h];
       dst[1] = o[i][2 * h + 1];
     }
@@ -405,8 +417,8 @@ attention_kernel(const wc_attention_params p) {
   __syncthreads();
 
   T* out = static_cast<T*>(p.out);
-  for (int idx = threadIdx.x; idx < BM * HD; idx += C::kThreads) {
-    const int r = idx / HD, d = idx % HD;
+  for (int idx = threadIdx.x; idx < BM * HDV; idx += C::kThreads) {
+    const int r = idx / HDV, d = idx % HDV;
     const int gr = w.row0 + r;
     if (gr >= w.rows) continue;
     float mt = -INFINITY;
@@ -418,7 +430,7 @@ attention_kernel(const wc_attention_params p) {
       for (int c = 0; c < WARPS_N; ++c) {
         const float f = exp2f(s_m[c * BM + r] - mt);
         lt += s_l[c * BM + r] * f;
-        ot += s_o[(c * BM + r) * HD + d] * f;
+        ot += s_o[(c * BM + r) * HDV + d] * f;
       }
     }
     const float val = lt > 0.0f ? ot / lt * p.v_scale : 0.0f;
@@ -427,10 +439,10 @@ attention_kernel(const wc_attention_params p) {
     const int head = w.kv_head * w.group + gr % w.group;
     if (p.num_splits > 1) {
       const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
-      p.partial_out[rowid * HD + d] = val;
+      p.partial_out[rowid * HDV + d] = val;
       if (d == 0) p.partial_lse[rowid] = lse;
     } else {
-      out[tok * p.out_stride + static_cast<int64_t>(head) * HD + d] = from_float<T>(val);
+      out[tok * p.out_stride + static_cast<int64_t>(head) * HDV + d] = from_float<T>(val);
       if (d == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
     }
   }
@@ -480,10 +492,10 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
   if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
 }
 
-template <typename T, int HD, int WARPS_M, int WARPS_N, bool FP8>
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
 wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
-  using C = Cfg<HD, WARPS_M, WARPS_N, FP8>;
-  auto kernel = attention_kernel<T, HD, WARPS_M, WARPS_N, FP8>;
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>;
+  auto kernel = attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, FP8>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t group = p.num_q_heads / p.num_kv_heads;
@@ -495,37 +507,44 @@ wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
   wc_status st = launch_status();
   if (st != WC_OK || p.num_splits == 1) return st;
   const int64_t rows = p.total_q * p.num_q_heads;
-  merge_splits_kernel<T, HD><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(p);
+  merge_splits_kernel<T, HDV><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(p);
   return launch_status();
 }
 
-template <typename T, int HD>
-wc_status launch_head_dim(const wc_attention_params& p, cudaStream_t s) {
+// Every (head_dim, head_dim_v) the kernels are built for: the supported set, listed once.
+template <typename T, int HD, int HDV>
+wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s) {
+  constexpr int kDecodeWarpsN = HD <= 128 ? 4 : 2;
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   // Decode-like batches (every sequence's rows fit one 16-row tile): split each key tile
-  // across warps instead of leaving 3 of 4 warps without rows.
-  constexpr int kDecodeWarpsN = HD <= 128 ? 4 : 2;
-  const bool decode = static_cast<int64_t>(p.max_q_len) * group <= 16;
+  // across warps instead of leaving 3 of 4 warps without rows. 192/128 (MLA prefill) has only
+  // the prefill configuration.
+  const bool decode = HD == HDV && static_cast<int64_t>(p.max_q_len) * group <= 16;
   if (p.kv_dtype == WC_E4M3) {
-    if (!decode || p.page_size <= 0) return WC_ERR_UNSUPPORTED;
-    return launch_config<T, HD, 1, kDecodeWarpsN, true>(p, s);
+    if constexpr (HD == HDV) {
+      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, true>(p, s);
+    }
+    return WC_ERR_UNSUPPORTED;
   }
   if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
-  if (decode) return launch_config<T, HD, 1, kDecodeWarpsN, false>(p, s);
-  return launch_config<T, HD, 4, 1, false>(p, s);
+  if constexpr (HD == HDV) {
+    if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, false>(p, s);
+  }
+  return launch_config<T, HD, HDV, 4, 1, false>(p, s);
 }
 
 template <typename T>
 wc_status launch_attention(const wc_attention_params& p, cudaStream_t s) {
-  if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.head_dim != p.head_dim_v || p.num_splits < 1)
-    return WC_ERR_INVALID_ARG;
+  if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.num_splits < 1) return WC_ERR_INVALID_ARG;
   if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
   if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;
-  switch (p.head_dim) {
-    case 64: return launch_head_dim<T, 64>(p, s);
-    case 96: return launch_head_dim<T, 96>(p, s);
-    case 128: return launch_head_dim<T, 128>(p, s);
-    case 256: return launch_head_dim<T, 256>(p, s);
+  const int dims = p.head_dim * 1000 + p.head_dim_v;
+  switch (dims) {
+    case 64064: return launch_head_dims<T, 64, 64>(p, s);
+    case 96096: return launch_head_dims<T, 96, 96>(p, s);
+    case 128128: return launch_head_dims<T, 128, 128>(p, s);
+    case 256256: return launch_head_dims<T, 256, 256>(p, s);
+    case 192128: return launch_head_dims<T, 192, 128>(p, s);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

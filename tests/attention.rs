@@ -18,7 +18,7 @@ fn case() -> impl Strategy<Value = AttentionCase> {
     let seqs = proptest::collection::vec((prop_oneof![Just(1usize), 1usize..9, proptest::sample::select(LENS)], proptest::sample::select(LENS)), 1..5);
     (
         seqs,
-        proptest::sample::select(&[64usize, 96, 128, 256][..]),
+        proptest::sample::select(&[(64usize, 64usize), (96, 96), (128, 128), (256, 256), (192, 128)][..]),
         proptest::sample::select(&[1usize, 2, 4, 8][..]),
         1usize..3,
         any::<bool>(),
@@ -28,12 +28,13 @@ fn case() -> impl Strategy<Value = AttentionCase> {
         prop_oneof![2 => Just(None), 1 => (2usize..6).prop_map(Some)],
         any::<u64>(),
     )
-        .prop_map(|(seqs, head_dim, group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, seed)| AttentionCase {
+        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, seed)| AttentionCase {
             q_lens: seqs.iter().map(|s| s.0).collect(),
             kv_lens: seqs.iter().map(|s| s.1).collect(),
             num_q_heads: group * num_kv_heads,
             num_kv_heads,
             head_dim,
+            head_dim_v,
             causal,
             window_left,
             softcap,
@@ -46,7 +47,7 @@ fn case() -> impl Strategy<Value = AttentionCase> {
 
 /// Decode batches (max_q_len · group ≤ 16) over an FP8 e4m3 paged cache.
 fn fp8_case() -> impl Strategy<Value = AttentionCase> {
-    (case(), proptest::sample::select(&[1usize, 8, 16, 64][..]), (0.005f32..2.0, 0.005f32..2.0)).prop_map(|(c, page, scales)| {
+    (case().prop_filter("FP8 decode needs head_dim = head_dim_v", |c| c.head_dim == c.head_dim_v), proptest::sample::select(&[1usize, 8, 16, 64][..]), (0.005f32..2.0, 0.005f32..2.0)).prop_map(|(c, page, scales)| {
         let group = c.num_q_heads / c.num_kv_heads;
         let q_max = (16 / group).max(1);
         AttentionCase {
@@ -86,7 +87,7 @@ proptest! {
 #[test]
 fn long_decode_uses_split_kv() {
     let Some(dev) = device() else { return };
-    let plan = AttentionPlan::new(&dev, &[1], &[131072], 32, 8, 128).unwrap();
+    let plan = AttentionPlan::new(&dev, &[1], &[131072], 32, 8, 128, 128).unwrap();
     assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
     let c = AttentionCase {
         q_lens: vec![1, 1],
@@ -94,6 +95,7 @@ fn long_decode_uses_split_kv() {
         num_q_heads: 32,
         num_kv_heads: 8,
         head_dim: 128,
+        head_dim_v: 128,
         causal: true,
         window_left: None,
         softcap: None,
@@ -135,7 +137,7 @@ fn out_of_range_pages_are_masked_not_read() {
         let sl = dev.upload(&[kv_len as i32]).unwrap();
         let cu = dev.upload(&[0i32, 1]).unwrap();
         let mut out = dev.upload(&vec![bf16::NAN; 4 * hd]).unwrap();
-        let plan = AttentionPlan::new(&dev, &[1], &[kv_len], 4, nkv, hd).unwrap();
+        let plan = AttentionPlan::new(&dev, &[1], &[kv_len], 4, nkv, hd, hd).unwrap();
         let cfg = AttentionConfig { causal: false, ..AttentionConfig::causal(hd) };
         let kt = TensorView::contiguous(dk.as_view(), [2, page, nkv, hd]).unwrap();
         let vt = TensorView::contiguous(dv.as_view(), [2, page, nkv, hd]).unwrap();
@@ -172,7 +174,7 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     let k = dev.upload(&vec![bf16::ONE; 8 * hd]).unwrap();
     let cu = dev.upload(&[0i32, 8]).unwrap();
     let mut out = dev.upload(&vec![bf16::NAN; 8 * 4 * hd]).unwrap();
-    let plan = AttentionPlan::new(&dev, &[8], &[8], 4, 1, hd).unwrap();
+    let plan = AttentionPlan::new(&dev, &[8], &[8], 4, 1, hd, hd).unwrap();
     let cfg = AttentionConfig::causal(hd);
     let cuv = TensorView::contiguous(cu.as_view(), [2]).unwrap();
     let kt = TensorView::contiguous(k.as_view(), [8, 1, hd]).unwrap();
@@ -181,10 +183,10 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     };
     let qv = TensorView::contiguous(q.as_view(), [8, 4, hd]).unwrap();
     // head_dim 80 is not built.
-    let e = AttentionPlan::new(&dev, &[8], &[8], 4, 1, 80).unwrap_err();
+    let e = AttentionPlan::new(&dev, &[8], &[8], 4, 1, 80, 80).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     // 6 q heads over 4 kv heads.
-    let e = AttentionPlan::new(&dev, &[8], &[8], 6, 4, hd).unwrap_err();
+    let e = AttentionPlan::new(&dev, &[8], &[8], 6, 4, hd, hd).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     // A token stride that breaks 16-byte alignment (q rows of 4·128 + 1 elements).
     let q2 = dev.upload(&vec![bf16::ONE; 8 * (4 * hd + 1)]).unwrap();

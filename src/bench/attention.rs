@@ -32,7 +32,7 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     let cu = dev.upload(&cu)?;
     let q = random_buffer::<bf16>(dev, batch * NQ * HD, -1.0, 1.0, 4)?;
     let mut out = dev.zeros::<bf16>(batch * NQ * HD)?;
-    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD)?;
+    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
     let kt = TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?;
@@ -65,7 +65,7 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
     let cu: Vec<i32> = (0..=batch).map(|s| (s * seq_len) as i32).collect();
     let cu = dev.upload(&cu)?;
-    let plan = AttentionPlan::new(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD)?;
+    let plan = AttentionPlan::new(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
     let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;

@@ -17,6 +17,8 @@ pub struct AttentionCase {
     pub num_q_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Value head dim (= head_dim except 192/128, MLA prefill).
+    pub head_dim_v: usize,
     pub causal: bool,
     pub window_left: Option<u32>,
     pub softcap: Option<f32>,
@@ -33,12 +35,13 @@ pub struct AttentionCase {
 impl AttentionCase {
     fn describe(&self) -> String {
         format!(
-            "q {:?} kv {:?} heads {}/{} d{}{}{}{}{}{}",
+            "q {:?} kv {:?} heads {}/{} d{}/{}{}{}{}{}{}",
             self.q_lens,
             self.kv_lens,
             self.num_q_heads,
             self.num_kv_heads,
             self.head_dim,
+            self.head_dim_v,
             if self.causal { " causal" } else { "" },
             self.window_left.map_or(String::new(), |w| format!(" window {w}")),
             self.softcap.map_or(String::new(), |c| format!(" softcap {c}")),
@@ -51,9 +54,10 @@ impl AttentionCase {
 /// The log-sum-exp tolerance: f32 statistics over exp2/log2.
 const LSE_TOL: Tolerance = Tolerance { atol: 2e-3, rtol: 1e-3, frobenius: 1e-3 };
 
-/// Builds the paged cache: pages shuffled, unused slots NaN. Returns (k_pages, v_pages,
-/// block_table [num_seqs, max_pages] with −1 past each sequence, num_pages).
-fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize], page: usize, row: usize) -> (Vec<T>, Vec<T>, Vec<i32>, usize) {
+/// Builds the paged cache: pages shuffled, unused slots NaN. `row`/`row_v`: elements per
+/// slot of K/V. Returns (k_pages, v_pages, block_table [num_seqs, max_pages] with −1 past
+/// each sequence, num_pages).
+fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize], page: usize, row: usize, row_v: usize) -> (Vec<T>, Vec<T>, Vec<i32>, usize) {
     let pages_of: Vec<usize> = kv_lens.iter().map(|l| l.div_ceil(page)).collect();
     let max_pages = pages_of.iter().copied().max().unwrap_or(0).max(1);
     let num_pages = pages_of.iter().sum::<usize>() + 3; // spare pages nobody owns
@@ -62,7 +66,7 @@ fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize
         order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let mut kc = vec![T::NAN; num_pages * page * row];
-    let mut vc = vec![T::NAN; num_pages * page * row];
+    let mut vc = vec![T::NAN; num_pages * page * row_v];
     let mut table = vec![-1i32; kv_lens.len() * max_pages];
     let mut next = 0;
     for (s, &len) in kv_lens.iter().enumerate() {
@@ -71,9 +75,9 @@ fn paged<T: DType>(rng: &mut Rng, ks: &[Vec<T>], vs: &[Vec<T>], kv_lens: &[usize
             next += 1;
             table[s * max_pages + pg] = id as i32;
             for off in 0..page.min(len - pg * page) {
-                let (src, dst) = ((pg * page + off) * row, (id * page + off) * row);
-                kc[dst..dst + row].copy_from_slice(&ks[s][src..src + row]);
-                vc[dst..dst + row].copy_from_slice(&vs[s][src..src + row]);
+                let (key, slot) = (pg * page + off, id * page + off);
+                kc[slot * row..][..row].copy_from_slice(&ks[s][key * row..][..row]);
+                vc[slot * row_v..][..row_v].copy_from_slice(&vs[s][key * row_v..][..row_v]);
             }
         }
     }
@@ -90,18 +94,18 @@ pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<C
 
 fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) -> Result<CheckResult> {
     let c = case;
-    let (nq, nkv, hd) = (c.num_q_heads, c.num_kv_heads, c.head_dim);
-    let row = nkv * hd;
+    let (nq, nkv, hd, hdv) = (c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v);
+    let (row, row_v) = (nkv * hd, nkv * hdv);
     let mut rng = Rng::new(c.seed);
     let (k_scale, v_scale) = c.fp8_scales.unwrap_or((1.0, 1.0));
     let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -1.0, 1.0)).collect();
     // Stored values: for FP8 the quantized x / scale of x in [-1, 1).
     let ks: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / k_scale as f64, 1.0 / k_scale as f64)).collect();
-    let vs: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / v_scale as f64, 1.0 / v_scale as f64)).collect();
+    let vs: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row_v, -1.0 / v_scale as f64, 1.0 / v_scale as f64)).collect();
     let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
     let total_q: usize = c.q_lens.iter().sum();
 
-    let mut plan = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd)?;
+    let mut plan = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd, hdv)?;
     if let Some(s) = c.num_splits {
         plan.num_splits = s;
     }
@@ -109,12 +113,12 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
 
     let q = dev.upload(&qs.concat())?;
     let cu_q = dev.upload(&cu(&c.q_lens))?;
-    let mut out = dev.upload(&vec![T::NAN; total_q.max(1) * nq * hd])?;
+    let mut out = dev.upload(&vec![T::NAN; total_q.max(1) * nq * hdv])?;
     let mut lse = dev.upload(&vec![f32::NAN; total_q.max(1) * nq])?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let qv = TensorView::contiguous(q.as_view(), [total_q, nq, hd])?;
     let cuq = TensorView::contiguous(cu_q.as_view(), [c.q_lens.len() + 1])?;
-    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total_q, nq, hd])?;
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total_q, nq, hdv])?;
     let mut lv = TensorViewMut::contiguous(lse.as_view_mut(), [total_q, nq])?;
     let wlen = ws.len();
     let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
@@ -126,20 +130,20 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
             let cu_kv = dev.upload(&cu(&c.kv_lens))?;
             let total_kv: usize = c.kv_lens.iter().sum();
             let kt = TensorView::contiguous(k.as_view(), [total_kv, nkv, hd])?;
-            let vt = TensorView::contiguous(v.as_view(), [total_kv, nkv, hd])?;
+            let vt = TensorView::contiguous(v.as_view(), [total_kv, nkv, hdv])?;
             let ct = TensorView::contiguous(cu_kv.as_view(), [c.kv_lens.len() + 1])?;
             let kv = KvInput::Contiguous { k: &kt, v: &vt, cu_seqlens_kv: &ct };
             attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
         }
         Some(page) => {
-            let (kc, vc, table, num_pages) = paged(&mut rng, &ks, &vs, &c.kv_lens, page, row);
+            let (kc, vc, table, num_pages) = paged(&mut rng, &ks, &vs, &c.kv_lens, page, row, row_v);
             let max_pages = table.len() / c.kv_lens.len().max(1);
             let (k, v) = (dev.upload(&kc)?, dev.upload(&vc)?);
             let bt = dev.upload(&table)?;
             let lens: Vec<i32> = c.kv_lens.iter().map(|&l| l as i32).collect();
             let sl = dev.upload(&lens)?;
             let kt = TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?;
-            let vt = TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hd])?;
+            let vt = TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hdv])?;
             let btv = TensorView::contiguous(bt.as_view(), [c.kv_lens.len(), max_pages])?;
             let slv = TensorView::contiguous(sl.as_view(), [c.kv_lens.len()])?;
             let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv, k_scale, v_scale };
@@ -151,7 +155,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     let mask = AttentionMask { scale: cfg.scale as f64, causal: c.causal, window_left: c.window_left.map(|w| w as usize), softcap: c.softcap.map(f64::from) };
     let (mut want, mut want_lse) = (Vec::new(), Vec::new());
     for s in 0..c.q_lens.len() {
-        let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hd };
+        let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hdv };
         let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, k_scale as f64, v_scale as f64);
         want.extend(o);
         want_lse.extend(l);
@@ -161,7 +165,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
         dtype: T::NAME,
         shape: c.describe(),
         comparisons: vec![
-            compare("out", &got[..total_q * nq * hd], &want, tolerance::<T>()),
+            compare("out", &got[..total_q * nq * hdv], &want, tolerance::<T>()),
             compare("lse", &got_lse[..total_q * nq], &want_lse, LSE_TOL),
         ],
     })
@@ -205,6 +209,7 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         num_q_heads: 32,
         num_kv_heads: 8,
         head_dim: 128,
+        head_dim_v: 128,
         causal: true,
         window_left: None,
         softcap: None,
@@ -219,11 +224,12 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![4, 4], kv_lens: vec![63, 300], page_size: Some(64), seed: 3, ..base.clone() },
         AttentionCase { q_lens: vec![300, 17], kv_lens: vec![300, 100], page_size: None, seed: 4, ..base.clone() },
         AttentionCase { q_lens: vec![129], kv_lens: vec![129], window_left: Some(40), softcap: Some(30.0), seed: 5, ..base.clone() },
-        AttentionCase { q_lens: vec![70], kv_lens: vec![200], num_q_heads: 8, num_kv_heads: 8, head_dim: 64, page_size: Some(1), seed: 6, ..base.clone() },
-        AttentionCase { q_lens: vec![33], kv_lens: vec![90], num_q_heads: 16, num_kv_heads: 2, head_dim: 96, causal: false, seed: 7, ..base.clone() },
-        AttentionCase { q_lens: vec![1, 40], kv_lens: vec![500, 40], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, num_splits: Some(3), seed: 8, ..base.clone() },
+        AttentionCase { q_lens: vec![70], kv_lens: vec![200], num_q_heads: 8, num_kv_heads: 8, head_dim: 64, head_dim_v: 64, page_size: Some(1), seed: 6, ..base.clone() },
+        AttentionCase { q_lens: vec![33], kv_lens: vec![90], num_q_heads: 16, num_kv_heads: 2, head_dim: 96, head_dim_v: 96, causal: false, seed: 7, ..base.clone() },
+        AttentionCase { q_lens: vec![1, 40], kv_lens: vec![500, 40], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, head_dim_v: 256, num_splits: Some(3), seed: 8, ..base.clone() },
+        AttentionCase { q_lens: vec![100, 7], kv_lens: vec![100, 300], num_q_heads: 16, num_kv_heads: 16, head_dim: 192, head_dim_v: 128, page_size: None, seed: 14, ..base.clone() },
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
-        AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
+        AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
     ];
     let mut out = Vec::new();
     for c in &cases {

@@ -11,8 +11,8 @@
 use super::{check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
-/// Head dims the kernels are built for (q/k and v alike).
-pub const HEAD_DIMS: &[usize] = &[64, 96, 128, 256];
+/// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill.
+pub const HEAD_DIMS: &[(usize, usize)] = &[(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)];
 
 /// Masking and scaling.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,13 +64,14 @@ pub struct AttentionPlan {
     pub num_q_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    pub head_dim_v: usize,
     /// Key splits per (sequence, kv head, query tile); 1 = no split, no workspace.
     pub num_splits: usize,
 }
 
-/// Keys per tile in the kernels (head_dim ≤ 128: 64; 256: 32).
-fn keys_per_tile(head_dim: usize) -> usize {
-    if head_dim <= 128 {
+/// Keys per tile in the kernels (head dims ≤ 192: 64; 256: 32).
+fn keys_per_tile(head_dim: usize, head_dim_v: usize) -> usize {
+    if head_dim.max(head_dim_v) <= 192 {
         64
     } else {
         32
@@ -83,7 +84,15 @@ impl AttentionPlan {
     /// Split-KV: when the batch has fewer CTAs than two per SM, each (sequence, kv head, query
     /// tile) is split along the keys so that every SM has work, keeping at least 4 key tiles
     /// (256 keys at head_dim 128) per split, at most 64 splits.
-    pub fn new(dev: &Device, q_lens: &[usize], kv_lens: &[usize], num_q_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
+    pub fn new(
+        dev: &Device,
+        q_lens: &[usize],
+        kv_lens: &[usize],
+        num_q_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<Self> {
         const OP: &str = "AttentionPlan::new";
         if q_lens.len() != kv_lens.len() {
             return Err(Error::ShapeMismatch {
@@ -93,17 +102,17 @@ impl AttentionPlan {
                 got: format!("{}", kv_lens.len()),
             });
         }
-        check_heads(OP, num_q_heads, num_kv_heads, head_dim)?;
+        check_heads(OP, num_q_heads, num_kv_heads, head_dim, head_dim_v)?;
         let group = num_q_heads / num_kv_heads;
         let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
         let total_q = q_lens.iter().sum();
-        let bm = if max_q_len * group <= 16 { 16 } else { 64 };
+        let bm = if head_dim == head_dim_v && max_q_len * group <= 16 { 16 } else { 64 };
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
         let target = 2 * dev.info().sm_count as usize;
-        let max_splits = (max_kv / (4 * keys_per_tile(head_dim))).clamp(1, 64);
+        let max_splits = (max_kv / (4 * keys_per_tile(head_dim, head_dim_v))).clamp(1, 64);
         let num_splits = if base_ctas == 0 || base_ctas >= target { 1 } else { target.div_ceil(base_ctas).min(max_splits) };
-        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, num_splits })
+        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits })
     }
 
     /// f32 elements of workspace the batch needs (0 without split-KV).
@@ -111,13 +120,17 @@ impl AttentionPlan {
         if self.num_splits <= 1 {
             return 0;
         }
-        self.num_splits * self.total_q * self.num_q_heads * (self.head_dim + 1)
+        self.num_splits * self.total_q * self.num_q_heads * (self.head_dim_v + 1)
     }
 }
 
-fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<()> {
-    if !HEAD_DIMS.contains(&head_dim) {
-        return Err(Error::Unsupported { op, what: "head_dim (64, 96, 128, 256)", value: head_dim.to_string() });
+fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_dim: usize, head_dim_v: usize) -> Result<()> {
+    if !HEAD_DIMS.contains(&(head_dim, head_dim_v)) {
+        return Err(Error::Unsupported {
+            op,
+            what: "(head_dim, head_dim_v): (64, 64), (96, 96), (128, 128), (256, 256), (192, 128)",
+            value: format!("({head_dim}, {head_dim_v})"),
+        });
     }
     if num_kv_heads == 0 || num_q_heads == 0 || num_q_heads % num_kv_heads != 0 {
         return Err(Error::Unsupported {
@@ -155,7 +168,8 @@ fn check_i32_vec(op: &'static str, arg: &'static str, dev: &Device, t: &TensorVi
     check_device(op, arg, dev, t.stream())
 }
 
-/// Attention over a batch. q: `[total_q, num_q_heads, head_dim]`, out: same shape, lse:
+/// Attention over a batch. q: `[total_q, num_q_heads, head_dim]`, out: `[total_q,
+/// num_q_heads, head_dim_v]`, lse:
 /// optional `[total_q, num_q_heads]` (f32, natural log). `workspace`: at least
 /// `plan.workspace_len()` f32 elements when `plan.num_splits > 1`.
 ///
@@ -177,13 +191,14 @@ pub fn attention<T: DType, C: DType>(
     const OP: &str = "attention";
     check_dtype::<T>(OP, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F16])?;
     let [total_q, num_q_heads, head_dim] = q.shape();
-    check_heads(OP, num_q_heads, plan.num_kv_heads, head_dim)?;
+    let head_dim_v = plan.head_dim_v;
+    check_heads(OP, num_q_heads, plan.num_kv_heads, head_dim, head_dim_v)?;
     if num_q_heads != plan.num_q_heads || head_dim != plan.head_dim || total_q < plan.total_q {
         return Err(Error::ShapeMismatch { op: OP, arg: "q", expected: format!("{plan:?}"), got: format!("{:?}", q.shape()) });
     }
     let num_kv_heads = plan.num_kv_heads;
     let num_seqs = plan.num_seqs;
-    let decode = plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
+    let decode = head_dim == head_dim_v && plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     if C::TAG != T::TAG && !(fp8 && decode && matches!(kv, KvInput::Paged { .. })) {
         return Err(Error::Unsupported {
@@ -193,7 +208,7 @@ pub fn attention<T: DType, C: DType>(
         });
     }
     check_token_major::<T>(OP, "q", q.shape(), q.strides())?;
-    check_shape(OP, "out", &out.shape(), &q.shape())?;
+    check_shape(OP, "out", &out.shape(), &[total_q, num_q_heads, head_dim_v])?;
     check_token_major::<T>(OP, "out", out.shape(), out.strides())?;
     check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
     check_i32_vec(OP, "cu_seqlens_q", dev, cu_seqlens_q, num_seqs + 1)?;
@@ -238,7 +253,7 @@ pub fn attention<T: DType, C: DType>(
     match &kv {
         KvInput::Contiguous { k, v, cu_seqlens_kv } => {
             check_shape(OP, "k", &k.shape()[1..], &[num_kv_heads, head_dim])?;
-            check_shape(OP, "v", &v.shape(), &k.shape())?;
+            check_shape(OP, "v", &v.shape(), &[k.shape()[0], num_kv_heads, head_dim_v])?;
             check_token_major::<C>(OP, "k", k.shape(), k.strides())?;
             check_token_major::<C>(OP, "v", v.shape(), v.strides())?;
             check_i32_vec(OP, "cu_seqlens_kv", dev, cu_seqlens_kv, num_seqs + 1)?;
@@ -258,7 +273,7 @@ pub fn attention<T: DType, C: DType>(
             p.v_scale = *v_scale;
             let [num_pages, page_size, kvh, hd] = k_pages.shape();
             check_shape(OP, "k_pages", &[kvh, hd], &[num_kv_heads, head_dim])?;
-            check_shape(OP, "v_pages", &v_pages.shape(), &k_pages.shape())?;
+            check_shape(OP, "v_pages", &v_pages.shape(), &[num_pages, page_size, num_kv_heads, head_dim_v])?;
             for (arg, t) in [("k_pages", k_pages), ("v_pages", v_pages)] {
                 let s = t.strides();
                 // Slots of a page follow each other, and pages follow each other: slot id =
@@ -266,7 +281,7 @@ pub fn attention<T: DType, C: DType>(
                 if num_pages > 1 && s[0] != page_size * s[1] {
                     return Err(Error::Unsupported { op: OP, what: "page stride (must be page_size · slot stride)", value: format!("{arg}: {s:?}") });
                 }
-                check_token_major::<C>(OP, arg, [page_size, kvh, hd], [s[1], s[2], s[3]])?;
+                check_token_major::<C>(OP, arg, [page_size, kvh, t.shape()[3]], [s[1], s[2], s[3]])?;
                 check_device(OP, arg, dev, t.stream())?;
             }
             if page_size == 0 || num_pages == 0 {
@@ -323,7 +338,7 @@ pub fn attention<T: DType, C: DType>(
     if let Some((ws, _)) = &ws_guard {
         let n = (plan.num_splits * plan.total_q * num_q_heads) as u64;
         p.partial_out = *ws as *mut f32;
-        p.partial_lse = (*ws + n * head_dim as u64 * 4) as *mut f32;
+        p.partial_lse = (*ws + n * head_dim_v as u64 * 4) as *mut f32;
     }
     p.q = q_ptr as *const _;
     p.k = k_ptr as *const _;
@@ -338,7 +353,7 @@ pub fn attention<T: DType, C: DType>(
     p.num_q_heads = num_q_heads as i32;
     p.num_kv_heads = num_kv_heads as i32;
     p.head_dim = head_dim as i32;
-    p.head_dim_v = head_dim as i32;
+    p.head_dim_v = head_dim_v as i32;
     p.max_q_len = plan.max_q_len as i32;
     p.causal = cfg.causal as i32;
     p.window_left = cfg.window_left.map_or(-1, |w| w as i32);
