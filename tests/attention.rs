@@ -11,11 +11,14 @@ use warpcore::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInpu
 use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use warpcore::{Error, TensorView, TensorViewMut};
 
-/// Ragged lengths around tile (16, 64) and page boundaries.
+/// Ragged key counts around tile (16, 64) and page boundaries.
 const LENS: &[usize] = &[0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 1000];
+/// Query counts: decode, speculative decode, and prefill chunks around the 16/64-row tiles
+/// (bounded so the f64 reference stays fast).
+const Q_LENS: &[usize] = &[0, 1, 15, 16, 17, 63, 64, 65, 130];
 
 fn case() -> impl Strategy<Value = AttentionCase> {
-    let seqs = proptest::collection::vec((prop_oneof![Just(1usize), 1usize..9, proptest::sample::select(LENS)], proptest::sample::select(LENS)), 1..5);
+    let seqs = proptest::collection::vec((prop_oneof![Just(1usize), 1usize..9, proptest::sample::select(Q_LENS)], proptest::sample::select(LENS)), 1..5);
     (
         seqs,
         proptest::sample::select(&[(64usize, 64usize), (96, 96), (128, 128), (256, 256), (192, 128)][..]),
