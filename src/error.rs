@@ -31,6 +31,12 @@ pub enum Error {
     /// The kernel launch (or, with `debug-sync`, the kernel itself) failed.
     #[error("{op}: kernel failed: {name} (status {code})")]
     Launch { op: &'static str, code: i32, name: String },
+    /// A model file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Load { path: String, reason: String },
+    /// A tensor the model needs is not in its safetensors files.
+    #[error("missing tensor `{name}`")]
+    MissingTensor { name: String },
     /// No usable CUDA driver or device.
     #[error("no CUDA device: {0}")]
     NoDevice(String),

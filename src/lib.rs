@@ -10,6 +10,8 @@ mod device;
 mod dtype;
 mod error;
 pub mod ffi;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod resources;

@@ -1,0 +1,8 @@
+//! The thin reference model: Hugging Face checkpoints on a CPU oracle path (built only from
+//! `crate::reference` functions) and, as the kernels land, a GPU path.
+
+pub mod config;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig, MoeConfig};
+pub use weights::Weights;

@@ -1,0 +1,79 @@
+//! Weights: every `*.safetensors` file of a model folder, memory-mapped, read by name into
+//! f32 (from f32, bf16 or f16 storage) for the CPU path.
+
+use crate::{Error, Result};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The tensors of a model folder. Files stay mapped for the lifetime of the value.
+pub struct Weights {
+    maps: Vec<(PathBuf, Mmap)>,
+    /// Tensor name → index into `maps`.
+    index: HashMap<String, usize>,
+}
+
+fn load_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Load { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+impl Weights {
+    /// Maps every `*.safetensors` file in `dir` (sorted by name) and indexes their tensors.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| load_err(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("expected")))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(load_err(dir, "no *.safetensors file"));
+        }
+        let mut maps = Vec::new();
+        let mut index = HashMap::new();
+        for path in files {
+            let file = File::open(&path).map_err(|e| load_err(&path, e))?;
+            // SAFETY: the file is opened read-only and not modified while mapped (a model
+            // folder is not written by this process; a concurrent writer is the user's error).
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| load_err(&path, e))?;
+            let st = SafeTensors::deserialize(&map).map_err(|e| load_err(&path, e))?;
+            for name in st.names() {
+                index.insert(name.to_string(), maps.len());
+            }
+            maps.push((path, map));
+        }
+        Ok(Self { maps, index })
+    }
+
+    /// True when the folder has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The tensor `name` as f32 with its shape; `Error::MissingTensor` names it when absent.
+    pub fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
+        let (path, map) = &self.maps[i];
+        let st = SafeTensors::deserialize(map).map_err(|e| load_err(path, e))?;
+        let t = st.tensor(name).map_err(|e| load_err(path, e))?;
+        let bytes = t.data();
+        let data: Vec<f32> = match t.dtype() {
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16 or f16"))),
+        };
+        Ok((data, t.shape().to_vec()))
+    }
+
+    /// The tensor `name`, which must have shape `shape`.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (data, got) = self.get(name)?;
+        if got != shape {
+            return Err(Error::ShapeMismatch { op: "Weights::get", arg: "tensor", expected: format!("{name}: {shape:?}"), got: format!("{got:?}") });
+        }
+        Ok(data)
+    }
+}
