@@ -6,3 +6,6 @@ pub mod rms_norm;
 
 #[cfg(feature = "attention")]
 pub mod attention;
+
+pub mod linear;
+pub mod mlp;
