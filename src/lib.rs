@@ -10,13 +10,14 @@ mod device;
 mod dtype;
 mod error;
 pub mod ffi;
+pub mod kv_cache;
 pub mod ops;
 pub mod reference;
 pub mod resources;
 mod tensor;
 
 pub use device::{driver_present, Device, DeviceInfo, MIN_COMPUTE_CAPABILITY};
-pub use dtype::{DType, F8E4M3};
+pub use dtype::{DType, IndexType, F8E4M3};
 pub use error::{Error, Result};
 pub use tensor::{contiguous_strides, TensorView, TensorViewMut};
 

@@ -1,7 +1,11 @@
 //! Safe wrappers: validate every argument, then launch. Shared validation lives here, once.
 
+#[cfg(feature = "rope")]
+pub mod kv_cache;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
 
 use crate::{ffi, DType, Device, Error, Result};
 use cudarc::driver::CudaStream;

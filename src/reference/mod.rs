@@ -1,5 +1,8 @@
 //! Plain-Rust CPU references (the oracles every GPU test compares against). No GPU needed.
 //! Inputs are in the kernel's dtype; the math is f64 unless a function says otherwise.
 
+pub mod kv_cache;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
