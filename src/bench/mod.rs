@@ -7,6 +7,8 @@
 
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
 
 use crate::{Device, Result};
 use cudarc::driver::sys::CUevent_flags;

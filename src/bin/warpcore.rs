@@ -148,6 +148,10 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_all(dev)?);
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::rope::check_all(dev)?);
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::kv_cache::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -157,6 +161,10 @@ fn all_reference_checks() -> Vec<CheckResult> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_references());
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::rope::check_references());
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::kv_cache::check_references());
     out
 }
 
@@ -166,6 +174,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "rms-norm")]
     if filter.is_none_or(|f| "rms_norm fused_add_rms_norm qk_rms_norm".contains(f)) {
         out.extend(bench::rms_norm::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "rope")]
+    if filter.is_none_or(|f| "rope append_kv rope_append_kv qk_norm_rope".contains(f)) {
+        out.extend(bench::rope::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)

@@ -4,8 +4,12 @@
 //! the random inputs (fresh per seed, never zeros) and the NaN poison written into outputs
 //! before a run so that an element the kernel failed to write fails the check.
 
+#[cfg(feature = "rope")]
+pub mod kv_cache;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
 
 use crate::DType;
 use std::fmt;
