@@ -1,9 +1,11 @@
 // common.cuh — what every kernel file shares: element types and conversions, packed vector
-// loads/stores, warp/block reductions, and the dtype dispatch macro. Nothing op-specific.
+// loads/stores, index loads, warp/block reductions, the RMS-normalisation arithmetic, and the
+// dtype dispatch macro. Nothing op-specific.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -21,6 +23,15 @@ template <> __device__ __forceinline__ float from_float<float>(float v) { return
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// FP8 e4m3 (WC_E4M3, "e4m3fn"): round to nearest even, finite overflow and ±inf saturate to
+// ±448, NaN stays NaN — the same rounding as the host's F8E4M3::from_f64_sat.
+__device__ __forceinline__ float to_float(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ __nv_fp8_e4m3 from_float<__nv_fp8_e4m3>(float v) {
+  __nv_fp8_e4m3 r;
+  r.__x = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+  return r;
 }
 
 // ------------------------------------------------------------------ packed vectors
@@ -43,6 +54,36 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, N>& v) {
 // Elements of T in one 16-byte vector.
 template <typename T>
 constexpr int kVec16 = 16 / sizeof(T);
+
+// M contiguous elements: one M-wide access when VECTOR (the caller guarantees M * sizeof(T)
+// alignment), else M scalar accesses (any alignment).
+template <typename T, int M, bool VECTOR>
+__device__ __forceinline__ Pack<T, M> load_elems(const T* p) {
+  if constexpr (VECTOR) {
+    return load_pack<T, M>(p);
+  } else {
+    Pack<T, M> r;
+#pragma unroll
+    for (int i = 0; i < M; ++i) r.v[i] = p[i];
+    return r;
+  }
+}
+template <typename T, int M, bool VECTOR>
+__device__ __forceinline__ void store_elems(T* p, const Pack<T, M>& v) {
+  if constexpr (VECTOR) {
+    store_pack<T, M>(p, v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < M; ++i) p[i] = v.v[i];
+  }
+}
+
+// ------------------------------------------------------------------ index arrays
+// Element i of an int32 or int64 array (positions, slot mappings): the width is a run-time flag
+// (uniform across the grid), so one kernel serves both.
+__device__ __forceinline__ int64_t load_index(const void* p, bool is_int64, int64_t i) {
+  return is_int64 ? static_cast<const int64_t*>(p)[i] : static_cast<int64_t>(static_cast<const int32_t*>(p)[i]);
+}
 
 // True when every pointer is `bytes`-aligned (host side: choosing the vector width).
 inline bool aligned_to(int bytes, const void* a, const void* b = nullptr, const void* c = nullptr,
@@ -75,6 +116,29 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   v = warp_sum(v);
   __syncthreads();
   return v;
+}
+
+// ------------------------------------------------------------------ RMS normalisation
+// The arithmetic of RMSNorm, shared by every kernel that normalises (rms_norm.cu, rope.cu):
+// sum of squares in f32, then x * rstd * (w_off + w) with rstd = rsqrt(mean + eps).
+template <typename T, int VEC>
+__device__ __forceinline__ float sum_squares(const Pack<T, VEC>& v) {
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    const float f = to_float(v.v[k]);
+    s = fmaf(f, f, s);
+  }
+  return s;
+}
+
+// out[k] = v[k] * rstd * (w_off + weight[k]) in f32; weight is VEC-aligned like v.
+template <typename T, int VEC>
+__device__ __forceinline__ void rms_normalize(const Pack<T, VEC>& v, const T* weight, float rstd, float w_off,
+                                              float (&out)[VEC]) {
+  const Pack<T, VEC> w = load_pack<T, VEC>(weight);
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) out[k] = to_float(v.v[k]) * rstd * (w_off + to_float(w.v[k]));
 }
 
 // Status of the launch just made (asynchronous errors surface at the next sync).

@@ -25,14 +25,15 @@ namespace {
 
 constexpr int kMaxThreads = 1024;
 
-// Normalise one packed vector of the row and store it.
+// Normalise one packed vector of the row (common.cuh's rms_normalize) and store it.
 template <typename T, int VEC>
 __device__ __forceinline__ void store_normed(T* dst, const Pack<T, VEC>& v, const T* weight,
                                              float rstd, float w_off) {
-  const Pack<T, VEC> w = load_pack<T, VEC>(weight);
+  float f[VEC];
+  rms_normalize<T, VEC>(v, weight, rstd, w_off, f);
   Pack<T, VEC> o;
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) o.v[k] = from_float<T>(to_float(v.v[k]) * rstd * (w_off + to_float(w.v[k])));
+  for (int k = 0; k < VEC; ++k) o.v[k] = from_float<T>(f[k]);
   store_pack<T, VEC>(dst, o);
 }
 
@@ -44,17 +45,6 @@ __device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, T* r
 #pragma unroll
   for (int k = 0; k < VEC; ++k) s.v[k] = from_float<T>(to_float(x.v[k]) + to_float(r.v[k]));
   store_pack<T, VEC>(residual, s);
-  return s;
-}
-
-template <typename T, int VEC>
-__device__ __forceinline__ float sum_squares(const Pack<T, VEC>& v) {
-  float s = 0.0f;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    const float f = to_float(v.v[k]);
-    s = fmaf(f, f, s);
-  }
   return s;
 }
 

@@ -10,6 +10,43 @@ mod sealed {
     impl Sealed for half::f16 {}
     impl Sealed for half::bf16 {}
     impl Sealed for super::F8E4M3 {}
+    pub trait SealedIndex {}
+    impl SealedIndex for i32 {}
+    impl SealedIndex for i64 {}
+}
+
+/// An integer type of index arrays the kernels read (positions, KV-cache slot mappings): `i32`
+/// or `i64`. Sealed; the kernels take either width (a run-time flag, no extra instantiations).
+pub trait IndexType: sealed::SealedIndex + DeviceRepr + ValidAsZeroBits + Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// True for `i64`.
+    const IS_I64: bool;
+    /// Short name used in reports: "i32", "i64".
+    const NAME: &'static str;
+    fn to_i64(self) -> i64;
+    /// `v` if it fits, else None.
+    fn from_i64(v: i64) -> Option<Self>;
+}
+
+impl IndexType for i32 {
+    const IS_I64: bool = false;
+    const NAME: &'static str = "i32";
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        i32::try_from(v).ok()
+    }
+}
+
+impl IndexType for i64 {
+    const IS_I64: bool = true;
+    const NAME: &'static str = "i64";
+    fn to_i64(self) -> i64 {
+        self
+    }
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
 }
 
 /// An element type warpcore stores: `f32`, `half::f16`, `half::bf16`, [`F8E4M3`].

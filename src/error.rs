@@ -28,6 +28,14 @@ pub enum Error {
     /// A buffer that belongs to a different CUDA context than the [`crate::Device`].
     #[error("{op}: `{arg}` belongs to another CUDA context than the device")]
     WrongDevice { op: &'static str, arg: &'static str },
+    /// Indices read from device memory (e.g. KV-cache slots) that were out of range: the kernel
+    /// skipped them (nothing outside the buffer was touched) and counted them. Reported under
+    /// the `debug-sync` feature, after the kernel ran (the in-range entries were written).
+    #[error("{op}: {count} entries of `{arg}` were out of range and skipped")]
+    IndexOutOfRange { op: &'static str, arg: &'static str, count: u64 },
+    /// The host-side page allocator has too few free pages for a request (nothing allocated).
+    #[error("{op}: needs {needed} free pages, {free} left")]
+    OutOfPages { op: &'static str, needed: usize, free: usize },
     /// The kernel launch (or, with `debug-sync`, the kernel itself) failed.
     #[error("{op}: kernel failed: {name} (status {code})")]
     Launch { op: &'static str, code: i32, name: String },

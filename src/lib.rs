@@ -10,6 +10,7 @@ mod device;
 mod dtype;
 mod error;
 pub mod ffi;
+pub mod kv_cache;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod ops;
@@ -18,7 +19,7 @@ pub mod resources;
 mod tensor;
 
 pub use device::{driver_present, Device, DeviceInfo, MIN_COMPUTE_CAPABILITY};
-pub use dtype::{DType, F8E4M3};
+pub use dtype::{DType, IndexType, F8E4M3};
 pub use error::{Error, Result};
 pub use tensor::{contiguous_strides, TensorView, TensorViewMut};
 

@@ -9,6 +9,8 @@
 pub mod attention;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
 
 use crate::{Device, Result};
 use cudarc::driver::sys::CUevent_flags;

@@ -150,6 +150,10 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     out.extend(warpcore::check::rms_norm::check_all(dev)?);
     #[cfg(feature = "attention")]
     out.extend(warpcore::check::attention::check_all(dev)?);
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::rope::check_all(dev)?);
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::kv_cache::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -161,6 +165,10 @@ fn all_reference_checks() -> Vec<CheckResult> {
     out.extend(warpcore::check::rms_norm::check_references());
     #[cfg(feature = "attention")]
     out.extend(warpcore::check::attention::check_references());
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::rope::check_references());
+    #[cfg(feature = "rope")]
+    out.extend(warpcore::check::kv_cache::check_references());
     out
 }
 
@@ -174,6 +182,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "attention")]
     if filter.is_none_or(|f| "attention_decode attention_prefill".contains(f)) {
         out.extend(bench::attention::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "rope")]
+    if filter.is_none_or(|f| "rope append_kv rope_append_kv qk_norm_rope".contains(f)) {
+        out.extend(bench::rope::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)

@@ -6,8 +6,12 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+#[cfg(feature = "rope")]
+pub mod kv_cache;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;
 
 use crate::DType;
 use std::fmt;

@@ -1,11 +1,12 @@
 //! Plain-Rust CPU references (the oracles every GPU test compares against). No GPU needed.
 //! Inputs are in the kernel's dtype; the math is f64 unless a function says otherwise.
 
-#[cfg(feature = "rms-norm")]
-pub mod rms_norm;
-
 #[cfg(feature = "attention")]
 pub mod attention;
-
+pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
+#[cfg(feature = "rms-norm")]
+pub mod rms_norm;
+#[cfg(feature = "rope")]
+pub mod rope;

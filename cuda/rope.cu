@@ -1,0 +1,498 @@
+// rope.cu — the RoPE family and the paged-KV-cache write: rope, append_kv, rope_append_kv,
+// qk_norm_rope (with or without the append).
+//
+// Contract (warpcore.h; src/ops/rope/ and src/kv_cache.rs for the full text):
+//   q [num_tokens, num_q_heads, head_dim], k [num_tokens, num_kv_heads, head_dim], any token and
+//   head strides, head_dim dense; rotated in place. The rotary part of a head is
+//   [rotary_offset, rotary_offset + rotary_dim); NeoX pairs (r[i], r[i + rotary_dim/2]), GPT-J
+//   pairs (r[2i], r[2i+1]); pair i at position p turns by p * inv_freq[i] (the table, with any
+//   scaling, comes from the host in f64), cos and sin scaled by attention_factor. f32 math,
+//   one rounding at each store.
+//   Cache writes: token t goes to slot s = slot_mapping[t] (page s / page_size, row
+//   s % page_size); s < 0 is padding (skipped); s >= num_pages * page_size is skipped and counted
+//   in error_count: no index read from memory ever addresses outside the cache. The cache gets
+//   the k values exactly as stored in k (rotated and rounded to T), so a fused op equals the
+//   unfused sequence bit for bit; an FP8 cache stores round_e4m3(x / scale) (IEEE f32 division,
+//   saturating RNE).
+//
+// Roofline: ~10 FLOPs per element against 2 (rope) to 4 bytes moved per element: purely
+// bandwidth-bound. rope bf16 on q[16384, 32, 128] + k[16384, 8, 128] moves 335.5 MB: 83 us at
+// the H200's 4.06 TB/s. cos/sin are computed on the fly, once per (token, pair), into shared
+// memory: 64 sincos per token against 40 heads * 128 elements moved. A cos/sin cache would add
+// 512 B per token of reads (+2.5%) and a table to keep; see docs/rope.md.
+//
+// Thread mapping:
+//   items_kernel        one block per token. The token's work is a flat list of "items":
+//                       N rotated pairs of a q head, of a k head (also written to the cache),
+//                       then (when appending) 16-byte chunks of k's unrotated part and of v,
+//                       copied (or quantized) into the cache. Threads stride over the list;
+//                       16-byte accesses when sizes, strides and pointers allow (N = 16 B), else
+//                       the element-wise path (N = 1). Serves rope, rope_append_kv, append_kv
+//                       (rotary_dim = 0: copy items only).
+//   qk_norm_rope_kernel one block per token, one warp per head (head <= 512 elements held in
+//                       registers): warp-sum of squares, normalise, stage the rotary part in the
+//                       warp's shared memory so each lane reads its pair partner, rotate, store;
+//                       then (when appending) warps copy the v heads into the cache.
+#include <cstring>
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace wc {
+namespace {
+
+constexpr int kItemThreads = 256;  // most threads per block of items_kernel
+constexpr int kNormWarps = 8;      // warps per block of qk_norm_rope_kernel
+constexpr double kInvPi = 0.318309886183790671537767526745028724;
+
+// Everything the kernels read, by value. Kernels take it as a __grid_constant__ parameter, so
+// the inv_freq table is indexed in place in the parameter bank (no per-thread copy).
+struct Args {
+  void* q;                // [num_tokens, nq, head_dim]
+  void* k;                // [num_tokens, nk, head_dim]
+  const void* v;          // [num_tokens, nk, head_dim] (appending ops)
+  int64_t q_ts, q_hs, k_ts, k_hs, v_ts, v_hs;
+  int nq, nk, head_dim;
+  const void* positions;  // [num_tokens] int32 / int64
+  const void* slots;      // [num_tokens] int32 / int64 (appending ops)
+  bool pos64, slots64, neox;
+  int rotary_dim, rot_off, half;  // half = rotary_dim / 2 (0: nothing to rotate)
+  float attention_factor;
+  void* k_pages;          // [num_pages, page_size, nk, head_dim]; nullptr: no append
+  void* v_pages;
+  int64_t page_stride, slot_stride, c_head_stride, num_slots;
+  int log2_page;
+  float k_scale, v_scale;
+  uint32_t* error_count;  // optional
+  const void* q_weight;   // [head_dim] (qk_norm_rope)
+  const void* k_weight;
+  float eps, w_off;
+  double inv_freq[WC_ROPE_MAX_PAIRS];
+};
+
+// ------------------------------------------------------------------ shared device pieces
+
+// (cos, sin) * attention_factor of every pair at position `pos`, into cs[0, half). The angle is
+// formed and reduced in f64 (pos * inv_freq / pi half-turns, minus the nearest even integer), so
+// only the f32 sincospi of an argument in [-1, 1] rounds: |error| ~ 1e-7 at any position.
+__device__ __forceinline__ void rope_table(const Args& a, int64_t pos, float2* cs) {
+  for (int i = threadIdx.x; i < a.half; i += blockDim.x) {
+    double t = static_cast<double>(pos) * a.inv_freq[i] * kInvPi;
+    t -= 2.0 * rint(0.5 * t);
+    float s, c;
+    sincospif(static_cast<float>(t), &s, &c);
+    cs[i] = make_float2(c * a.attention_factor, s * a.attention_factor);
+  }
+}
+
+// (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin). Both kernels use exactly these expressions.
+__device__ __forceinline__ float rot_first(float x1, float x2, float2 cs) { return fmaf(x1, cs.x, -x2 * cs.y); }
+__device__ __forceinline__ float rot_second(float x2, float x1, float2 cs) { return fmaf(x2, cs.x, x1 * cs.y); }
+
+// Token t's cache rows (head 0 of its slot, K and V), or nullptrs when the op does not append,
+// the slot is padding (< 0) or past the cache (then counted once, by thread 0).
+template <typename C>
+struct CacheRows {
+  C* k;
+  C* v;
+};
+
+template <typename C>
+__device__ __forceinline__ CacheRows<C> cache_rows(const Args& a, int64_t t) {
+  CacheRows<C> r{nullptr, nullptr};
+  if (a.k_pages == nullptr) return r;
+  const int64_t slot = load_index(a.slots, a.slots64, t);
+  if (slot < 0) return r;
+  if (slot >= a.num_slots) {
+    if (threadIdx.x == 0 && a.error_count != nullptr) atomicAdd(a.error_count, 1u);
+    return r;
+  }
+  const int64_t page = slot >> a.log2_page;
+  const int64_t row = slot & ((int64_t{1} << a.log2_page) - 1);
+  const int64_t off = page * a.page_stride + row * a.slot_stride;
+  r.k = static_cast<C*>(a.k_pages) + off;
+  r.v = static_cast<C*>(a.v_pages) + off;
+  return r;
+}
+
+// M elements already rounded to T, into a cache row: the same bits when C is T; for FP8,
+// round(x / scale) with IEEE f32 division and saturating RNE (what reference::kv_cache does).
+template <typename T, typename C, int M, bool VECTOR>
+__device__ __forceinline__ void store_cache(C* dst, const Pack<T, M>& v, float scale) {
+  if constexpr (std::is_same_v<T, C>) {
+    store_elems<T, M, VECTOR>(dst, v);
+  } else {
+    Pack<C, M> o;
+#pragma unroll
+    for (int k = 0; k < M; ++k) o.v[k] = from_float<C>(__fdiv_rn(to_float(v.v[k]), scale));
+    store_elems<C, M, VECTOR>(dst, o);
+  }
+}
+
+// ------------------------------------------------------------------ items_kernel
+
+// Rotary item c of one head: pairs [c*N, c*N + N) of the rotary part starting at x, in place,
+// and into the cache row's rotary part `crow` unless it is nullptr.
+template <typename T, typename C, int N, bool NEOX>
+__device__ __forceinline__ void rotate_item(T* x, C* crow, int c, int half, const float2* cs, float scale) {
+  constexpr bool kVector = N > 1;
+  const int f0 = c * N;
+  if constexpr (NEOX) {
+    T* p1 = x + f0;
+    T* p2 = p1 + half;
+    Pack<T, N> a = load_elems<T, N, kVector>(p1);
+    Pack<T, N> b = load_elems<T, N, kVector>(p2);
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const float x1 = to_float(a.v[k]), x2 = to_float(b.v[k]);
+      const float2 w = cs[f0 + k];
+      a.v[k] = from_float<T>(rot_first(x1, x2, w));
+      b.v[k] = from_float<T>(rot_second(x2, x1, w));
+    }
+    store_elems<T, N, kVector>(p1, a);
+    store_elems<T, N, kVector>(p2, b);
+    if (crow != nullptr) {
+      store_cache<T, C, N, kVector>(crow + f0, a, scale);
+      store_cache<T, C, N, kVector>(crow + f0 + half, b, scale);
+    }
+  } else {
+    T* p = x + 2 * f0;
+    Pack<T, 2 * N> e = load_elems<T, 2 * N, kVector>(p);
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      const float x1 = to_float(e.v[2 * k]), x2 = to_float(e.v[2 * k + 1]);
+      const float2 w = cs[f0 + k];
+      e.v[2 * k] = from_float<T>(rot_first(x1, x2, w));
+      e.v[2 * k + 1] = from_float<T>(rot_second(x2, x1, w));
+    }
+    store_elems<T, 2 * N, kVector>(p, e);
+    if (crow != nullptr) store_cache<T, C, 2 * N, kVector>(crow + 2 * f0, e, scale);
+  }
+}
+
+// N: pairs per rotary item (16 bytes of T per access, or 1 = the element-wise path).
+template <typename T, typename C, int N, bool NEOX>
+__global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_constant__ Args a) {
+  constexpr int M = N > 1 ? kVec16<T> : 1;  // elements per copy item
+  constexpr bool kVector = N > 1;
+  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
+  const int64_t t = blockIdx.x;
+  if (a.half > 0) rope_table(a, load_index(a.positions, a.pos64, t), cs);
+  const CacheRows<C> rows = cache_rows<C>(a, t);
+  __syncthreads();
+
+  const int per_head = a.half / N;  // rotary items per head
+  const int rot_q = a.nq * per_head;
+  const int rot_end = rot_q + a.nk * per_head;
+  const int pass = (a.head_dim - a.rotary_dim) / M;  // k's unrotated chunks per head
+  const int whole = a.head_dim / M;                  // v's chunks per head
+  const int pass_end = rot_end + (rows.k != nullptr ? a.nk * pass : 0);
+  const int end = pass_end + (rows.k != nullptr ? a.nk * whole : 0);
+  T* k_tok = static_cast<T*>(a.k) + t * a.k_ts;
+
+  for (int i = threadIdx.x; i < end; i += blockDim.x) {
+    if (i < rot_end) {
+      const bool is_q = i < rot_q;
+      const int j = is_q ? i : i - rot_q;
+      const int h = j / per_head;
+      const int c = j - h * per_head;
+      T* x = is_q ? static_cast<T*>(a.q) + t * a.q_ts + h * a.q_hs : k_tok + h * a.k_hs;
+      C* crow = (!is_q && rows.k != nullptr) ? rows.k + h * a.c_head_stride + a.rot_off : nullptr;
+      rotate_item<T, C, N, NEOX>(x + a.rot_off, crow, c, a.half, cs, a.k_scale);
+    } else if (i < pass_end) {
+      const int j = i - rot_end;
+      const int h = j / pass;
+      int e = (j - h * pass) * M;  // index into the unrotated elements of the head
+      if (e >= a.rot_off) e += a.rotary_dim;
+      store_cache<T, C, M, kVector>(rows.k + h * a.c_head_stride + e,
+                                    load_elems<T, M, kVector>(k_tok + h * a.k_hs + e), a.k_scale);
+    } else {
+      const int j = i - pass_end;
+      const int h = j / whole;
+      const int e = (j - h * whole) * M;
+      const T* src = static_cast<const T*>(a.v) + t * a.v_ts + h * a.v_hs + e;
+      store_cache<T, C, M, kVector>(rows.v + h * a.c_head_stride + e, load_elems<T, M, kVector>(src), a.v_scale);
+    }
+  }
+}
+
+int round_up_warp(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
+
+// Vector path when every size, stride and pointer allows 16-byte accesses of T (and the matching
+// width of C); otherwise the element-wise path. Block size: the items of one token in as few
+// rounds of <= 256 threads as possible, spread evenly.
+template <typename T, typename C>
+wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
+  constexpr int W = kVec16<T>;
+  const bool append = a.k_pages != nullptr;
+  const bool vector =
+      a.head_dim % W == 0 && a.rot_off % W == 0 && (a.neox ? a.half % W == 0 : a.rotary_dim % W == 0) &&
+      a.q_ts % W == 0 && a.q_hs % W == 0 && a.k_ts % W == 0 && a.k_hs % W == 0 && aligned_to(16, a.q, a.k) &&
+      (!append || (a.v_ts % W == 0 && a.v_hs % W == 0 && aligned_to(16, a.v) && a.page_stride % W == 0 &&
+                   a.slot_stride % W == 0 && a.c_head_stride % W == 0 &&
+                   aligned_to(W * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages)));
+  const int n = vector ? (a.neox ? W : W / 2) : 1;
+  const int m = vector ? W : 1;
+  const int64_t items = static_cast<int64_t>(a.nq + a.nk) * (a.half / n) +
+                        (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m + a.head_dim / m) : 0);
+  if (items <= 0) return WC_OK;
+  if (items > INT32_MAX) return WC_ERR_INVALID_ARG;
+  const int64_t rounds = (items + kItemThreads - 1) / kItemThreads;
+  const int threads = round_up_warp((items + rounds - 1) / rounds);
+  const dim3 grid(static_cast<unsigned>(num_tokens));
+  if (vector) {
+    if (a.neox) items_kernel<T, C, W, true><<<grid, threads, 0, s>>>(a);
+    else items_kernel<T, C, W / 2, false><<<grid, threads, 0, s>>>(a);
+  } else {
+    if (a.neox) items_kernel<T, C, 1, true><<<grid, threads, 0, s>>>(a);
+    else items_kernel<T, C, 1, false><<<grid, threads, 0, s>>>(a);
+  }
+  return launch_status();
+}
+
+// ------------------------------------------------------------------ qk_norm_rope_kernel
+
+template <typename T, typename C, int VEC>
+__global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __grid_constant__ Args a) {
+  constexpr int kIters = (WC_QK_NORM_ROPE_MAX_HEAD_DIM / VEC + 31) / 32;
+  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
+  __shared__ float stage[kNormWarps][WC_QK_NORM_ROPE_MAX_HEAD_DIM];  // each warp's rotary part
+  const int64_t t = blockIdx.x;
+  rope_table(a, load_index(a.positions, a.pos64, t), cs);
+  const CacheRows<C> rows = cache_rows<C>(a, t);
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int nvec = a.head_dim / VEC;
+  const int qk_heads = a.nq + a.nk;
+  const int heads = qk_heads + (rows.k != nullptr ? a.nk : 0);
+  float* st = stage[warp];
+  for (int h = warp; h < heads; h += kNormWarps) {  // warp-uniform loop: shuffles see full warps
+    if (h >= qk_heads) {  // a v head: into the cache as it is
+      const int hv = h - qk_heads;
+      const T* src = static_cast<const T*>(a.v) + t * a.v_ts + hv * a.v_hs;
+      C* dst = rows.v + hv * a.c_head_stride;
+      for (int i = lane; i < nvec; i += 32)
+        store_cache<T, C, VEC, true>(dst + i * VEC, load_pack<T, VEC>(src + i * VEC), a.v_scale);
+      continue;
+    }
+    const bool is_q = h < a.nq;
+    const int hh = is_q ? h : h - a.nq;
+    T* x = is_q ? static_cast<T*>(a.q) + t * a.q_ts + hh * a.q_hs : static_cast<T*>(a.k) + t * a.k_ts + hh * a.k_hs;
+    const T* w = static_cast<const T*>(is_q ? a.q_weight : a.k_weight);
+
+    Pack<T, VEC> v[kIters];
+#pragma unroll
+    for (int j = 0; j < kIters; ++j) {  // all loads first
+      const int i = lane + 32 * j;
+      if (i < nvec) v[j] = load_pack<T, VEC>(x + i * VEC);
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kIters; ++j)
+      if (lane + 32 * j < nvec) ss += sum_squares<T, VEC>(v[j]);
+    const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(a.head_dim) + a.eps);
+
+    float f[kIters][VEC];
+#pragma unroll
+    for (int j = 0; j < kIters; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= nvec) continue;
+      rms_normalize<T, VEC>(v[j], w + i * VEC, rstd, a.w_off, f[j]);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int r = i * VEC + k - a.rot_off;
+        if (static_cast<unsigned>(r) < static_cast<unsigned>(a.rotary_dim)) st[r] = f[j][k];
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < kIters; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= nvec) continue;
+      Pack<T, VEC> o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int r = i * VEC + k - a.rot_off;
+        float y = f[j][k];
+        if (static_cast<unsigned>(r) < static_cast<unsigned>(a.rotary_dim)) {
+          const bool second = a.neox ? r >= a.half : (r & 1) != 0;
+          const int pair = a.neox ? (second ? r - a.half : r) : r >> 1;
+          const float partner = st[a.neox ? (second ? r - a.half : r + a.half) : r ^ 1];
+          y = second ? rot_second(y, partner, cs[pair]) : rot_first(y, partner, cs[pair]);
+        }
+        o.v[k] = from_float<T>(y);
+      }
+      store_pack<T, VEC>(x + i * VEC, o);
+      if (!is_q && rows.k != nullptr) store_cache<T, C, VEC, true>(rows.k + hh * a.c_head_stride + i * VEC, o, a.k_scale);
+    }
+    __syncwarp();  // the next head overwrites st
+  }
+}
+
+template <typename T, typename C>
+wc_status launch_norm(const Args& a, int64_t num_tokens, cudaStream_t s) {
+  if (a.head_dim > WC_QK_NORM_ROPE_MAX_HEAD_DIM || a.half <= 0) return WC_ERR_INVALID_ARG;
+  const bool append = a.k_pages != nullptr;
+  // Widest vector that divides the head, keeps >= 32 vectors per head when it can (no idle
+  // lanes), and matches every stride's and pointer's alignment.
+  auto fits = [&](int vec) {
+    const int tb = vec * static_cast<int>(sizeof(T));
+    return a.head_dim % vec == 0 && a.head_dim / vec >= 32 && a.q_ts % vec == 0 && a.q_hs % vec == 0 &&
+           a.k_ts % vec == 0 && a.k_hs % vec == 0 && aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight) &&
+           (!append || (a.v_ts % vec == 0 && a.v_hs % vec == 0 && aligned_to(tb, a.v) && a.page_stride % vec == 0 &&
+                        a.slot_stride % vec == 0 && a.c_head_stride % vec == 0 &&
+                        aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages)));
+  };
+  int vec = kVec16<T>;
+  while (vec > 1 && !fits(vec)) vec /= 2;
+  const dim3 grid(static_cast<unsigned>(num_tokens));
+  switch (vec) {
+    case 8: if constexpr (kVec16<T> >= 8) qk_norm_rope_kernel<T, C, 8><<<grid, kNormWarps * 32, 0, s>>>(a); break;
+    case 4: qk_norm_rope_kernel<T, C, 4><<<grid, kNormWarps * 32, 0, s>>>(a); break;
+    case 2: qk_norm_rope_kernel<T, C, 2><<<grid, kNormWarps * 32, 0, s>>>(a); break;
+    default: qk_norm_rope_kernel<T, C, 1><<<grid, kNormWarps * 32, 0, s>>>(a); break;
+  }
+  return launch_status();
+}
+
+// ------------------------------------------------------------------ params -> Args
+
+template <typename C>
+struct Tag {
+  using type = C;
+};
+
+// Calls f(Tag<C>) with C the cache element type: T when not appending or when the cache has
+// the inputs' dtype, FP8 e4m3 for a WC_E4M3 cache (bf16 / f16 inputs only).
+template <typename T, typename F>
+wc_status with_cache_type(bool append, wc_dtype cache_dtype, wc_dtype dtype, F&& f) {
+  if (!append || cache_dtype == dtype) return f(Tag<T>{});
+  if constexpr (!std::is_same_v<T, float>) {
+    if (cache_dtype == WC_E4M3) return f(Tag<__nv_fp8_e4m3>{});
+  }
+  return WC_ERR_UNSUPPORTED;
+}
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT32_MAX; }
+
+// Heads -> Args; false on sizes the Rust side rejects (the last guard).
+bool set_heads(Args& a, const wc_qk_heads& h) {
+  if (!fits_int(h.num_tokens) || !fits_int(h.num_q_heads) || !fits_int(h.num_kv_heads) || h.head_dim <= 0 ||
+      !fits_int(h.head_dim) || h.k == nullptr || (h.num_q_heads > 0 && h.q == nullptr))
+    return false;
+  a.q = h.q;
+  a.k = h.k;
+  a.q_ts = h.q_token_stride;
+  a.q_hs = h.q_head_stride;
+  a.k_ts = h.k_token_stride;
+  a.k_hs = h.k_head_stride;
+  a.nq = static_cast<int>(h.num_q_heads);
+  a.nk = static_cast<int>(h.num_kv_heads);
+  a.head_dim = static_cast<int>(h.head_dim);
+  a.neox = true;
+  a.attention_factor = 1.0f;
+  return true;
+}
+
+bool set_rotary(Args& a, const wc_rotary& r) {
+  if (r.positions == nullptr || r.rotary_dim < 2 || r.rotary_dim % 2 != 0 || r.rotary_dim > 2 * WC_ROPE_MAX_PAIRS ||
+      r.rotary_offset < 0 || r.rotary_offset + r.rotary_dim > a.head_dim ||
+      (r.style != WC_ROPE_NEOX && r.style != WC_ROPE_GPTJ))
+    return false;
+  a.positions = r.positions;
+  a.pos64 = r.positions_int64 != 0;
+  a.neox = r.style == WC_ROPE_NEOX;
+  a.rotary_dim = static_cast<int>(r.rotary_dim);
+  a.rot_off = static_cast<int>(r.rotary_offset);
+  a.half = a.rotary_dim / 2;
+  a.attention_factor = r.attention_factor;
+  std::memcpy(a.inv_freq, r.inv_freq, sizeof(a.inv_freq));
+  return true;
+}
+
+bool set_append(Args& a, const wc_kv_append& p) {
+  const wc_paged_kv_cache& c = p.cache;
+  const int64_t ps = c.page_size;
+  if (p.v == nullptr || p.slot_mapping == nullptr || c.k_pages == nullptr || c.v_pages == nullptr ||
+      c.num_pages < 0 || ps < 1 || ps > 256 || (ps & (ps - 1)) != 0 || c.num_pages > INT64_MAX / ps)
+    return false;
+  a.v = p.v;
+  a.v_ts = p.v_token_stride;
+  a.v_hs = p.v_head_stride;
+  a.slots = p.slot_mapping;
+  a.slots64 = p.slots_int64 != 0;
+  a.k_pages = c.k_pages;
+  a.v_pages = c.v_pages;
+  a.page_stride = c.page_stride;
+  a.slot_stride = c.slot_stride;
+  a.c_head_stride = c.head_stride;
+  a.num_slots = c.num_pages * ps;
+  a.log2_page = __builtin_ctzll(static_cast<unsigned long long>(ps));
+  a.k_scale = c.k_scale;
+  a.v_scale = c.v_scale;
+  a.error_count = c.error_count;
+  return true;
+}
+
+}  // namespace
+}  // namespace wc
+
+extern "C" wc_status wc_rope(const wc_rope_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  wc::Args a{};
+  if (!wc::set_heads(a, p->heads) || !wc::set_rotary(a, p->rotary)) return WC_ERR_INVALID_ARG;
+  if (p->heads.num_tokens == 0) return WC_OK;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  WC_DISPATCH_DTYPE(p->heads.dtype, T, { return wc::launch_items<T, T>(a, p->heads.num_tokens, s); });
+}
+
+extern "C" wc_status wc_append_kv(const wc_append_kv_params* p, wc_stream stream) {
+  if (p == nullptr || p->heads.num_q_heads != 0) return WC_ERR_INVALID_ARG;
+  wc::Args a{};
+  if (!wc::set_heads(a, p->heads) || !wc::set_append(a, p->append)) return WC_ERR_INVALID_ARG;
+  if (p->heads.num_tokens == 0) return WC_OK;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const wc_dtype cd = p->append.cache.dtype;
+  WC_DISPATCH_DTYPE(p->heads.dtype, T, {
+    return wc::with_cache_type<T>(true, cd, p->heads.dtype, [&](auto tag) {
+      return wc::launch_items<T, typename decltype(tag)::type>(a, p->heads.num_tokens, s);
+    });
+  });
+}
+
+extern "C" wc_status wc_rope_append_kv(const wc_rope_append_kv_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  wc::Args a{};
+  if (!wc::set_heads(a, p->heads) || !wc::set_rotary(a, p->rotary) || !wc::set_append(a, p->append))
+    return WC_ERR_INVALID_ARG;
+  if (p->heads.num_tokens == 0) return WC_OK;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const wc_dtype cd = p->append.cache.dtype;
+  WC_DISPATCH_DTYPE(p->heads.dtype, T, {
+    return wc::with_cache_type<T>(true, cd, p->heads.dtype, [&](auto tag) {
+      return wc::launch_items<T, typename decltype(tag)::type>(a, p->heads.num_tokens, s);
+    });
+  });
+}
+
+extern "C" wc_status wc_qk_norm_rope(const wc_qk_norm_rope_params* p, wc_stream stream) {
+  if (p == nullptr || p->q_weight == nullptr || p->k_weight == nullptr) return WC_ERR_INVALID_ARG;
+  wc::Args a{};
+  if (!wc::set_heads(a, p->heads) || !wc::set_rotary(a, p->rotary)) return WC_ERR_INVALID_ARG;
+  const bool append = p->append_kv != 0;
+  if (append && !wc::set_append(a, p->append)) return WC_ERR_INVALID_ARG;
+  a.q_weight = p->q_weight;
+  a.k_weight = p->k_weight;
+  a.eps = p->eps;
+  a.w_off = p->weight_offset;
+  if (p->heads.num_tokens == 0) return WC_OK;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const wc_dtype cd = p->append.cache.dtype;
+  WC_DISPATCH_DTYPE(p->heads.dtype, T, {
+    return wc::with_cache_type<T>(append, cd, p->heads.dtype, [&](auto tag) {
+      return wc::launch_norm<T, typename decltype(tag)::type>(a, p->heads.num_tokens, s);
+    });
+  });
+}

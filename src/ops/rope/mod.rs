@@ -1,0 +1,241 @@
+//! The RoPE family (cuda/rope.cu): `rope`, `rope_append_kv`, `qk_norm_rope`,
+//! `qk_norm_rope_append_kv` (and `ops::kv_cache::append_kv`, the same kernel).
+//!
+//! Every op rotates q and k in place, in one launch, from `positions[num_tokens]` (i32 or i64):
+//! the rotary part of each head, `[rotary_offset, rotary_offset + rotary_dim)`, turns pair i
+//! by `position · inv_freq[i]` ([`RopeConfig::inv_freq`]: base theta and the scaling, computed
+//! on the host in f64), cos and sin times [`RopeConfig::attention_factor`]. f32 math, one
+//! rounding at each store; the rest of each head is untouched. The appending ops then write
+//! the final k (exactly as stored in k) and v into a paged KV cache ([`crate::kv_cache`]), so
+//! `rope_append_kv` equals `rope` followed by `append_kv` bit for bit.
+
+pub(crate) mod config;
+mod heads;
+
+pub use config::{RopeConfig, RopeScaling, RopeStyle, Yarn, ROPE_MAX_ROTARY_DIM};
+pub use heads::Qkv;
+
+use super::kv_cache::{check_cache_for, check_slot_mapping, launch_appending};
+use super::rms_norm::RmsNormConfig;
+use super::{check_device, check_dtype, check_eps, check_inner_dense, check_shape, launch, FLOAT_DTYPES};
+use crate::kv_cache::KvCacheMut;
+use crate::{ffi, DType, Device, Error, IndexType, Result, TensorView};
+use heads::HeadsLayout;
+
+/// Largest head_dim the `qk_norm_rope` ops take (a warp holds one head in registers).
+pub const QK_NORM_ROPE_MAX_HEAD_DIM: usize = ffi::WC_QK_NORM_ROPE_MAX_HEAD_DIM as usize;
+
+/// Qwen3's per-head RMSNorm of q and k (over head_dim, `q_weight` for q heads, `k_weight` for
+/// k heads, both `[head_dim]`), applied before the rotation.
+#[derive(Clone, Copy, Debug)]
+pub struct QkNorm<'b, 'a, T> {
+    pub q_weight: &'b TensorView<'a, T, 1>,
+    pub k_weight: &'b TensorView<'a, T, 1>,
+    pub cfg: RmsNormConfig,
+}
+
+/// The C rotation parameters for `cfg` (validated) reading positions at `positions`.
+fn rotary_params<P: IndexType>(cfg: &RopeConfig, positions: u64) -> ffi::wc_rotary {
+    let mut inv_freq = [0f64; ffi::WC_ROPE_MAX_PAIRS as usize];
+    for (d, f) in inv_freq.iter_mut().zip(cfg.inv_freq()) {
+        *d = f;
+    }
+    ffi::wc_rotary {
+        positions: positions as *const _,
+        positions_int64: P::IS_I64 as i32,
+        style: match cfg.style {
+            RopeStyle::NeoX => ffi::wc_rope_style_WC_ROPE_NEOX,
+            RopeStyle::GptJ => ffi::wc_rope_style_WC_ROPE_GPTJ,
+        },
+        rotary_dim: cfg.rotary_dim as i64,
+        rotary_offset: cfg.rotary_offset as i64,
+        attention_factor: cfg.attention_factor() as f32,
+        inv_freq,
+    }
+}
+
+/// Checks shared by every op of the family; returns the heads' layout.
+fn check_common<T: DType, P: IndexType>(
+    op: &'static str,
+    dev: &Device,
+    qkv: &Qkv<'_, '_, T>,
+    positions: &TensorView<P, 1>,
+    cfg: &RopeConfig,
+    appending: bool,
+) -> Result<HeadsLayout> {
+    if !appending {
+        check_dtype::<T>(op, FLOAT_DTYPES)?;
+    }
+    let layout = qkv.layout(op, dev, appending)?;
+    cfg.validate(op, layout.head_dim)?;
+    check_shape(op, "positions", &positions.shape(), &[layout.num_tokens])?;
+    check_inner_dense(op, "positions", &positions.strides())?;
+    check_device(op, "positions", dev, positions.stream())?;
+    Ok(layout)
+}
+
+fn check_norm<T: DType>(op: &'static str, dev: &Device, norm: &QkNorm<'_, '_, T>, head_dim: usize) -> Result<()> {
+    check_eps(op, norm.cfg.eps)?;
+    if !norm.cfg.weight_offset.is_finite() {
+        return Err(Error::Unsupported { op, what: "weight_offset", value: norm.cfg.weight_offset.to_string() });
+    }
+    if head_dim > QK_NORM_ROPE_MAX_HEAD_DIM {
+        return Err(Error::Unsupported { op, what: "head_dim (at most 512)", value: head_dim.to_string() });
+    }
+    for (arg, w) in [("q_weight", norm.q_weight), ("k_weight", norm.k_weight)] {
+        check_shape(op, arg, &w.shape(), &[head_dim])?;
+        check_inner_dense(op, arg, &w.strides())?;
+        check_device(op, arg, dev, w.stream())?;
+    }
+    Ok(())
+}
+
+/// RoPE in place on q and k, one launch.
+///
+/// `qkv`: the heads ([`Qkv::fused`] or [`Qkv::split`]; bf16, f16 or f32; any token and head
+/// strides, head_dim dense); `positions`: `[num_tokens]`, i32 or i64, any values (a position
+/// is an angle, not an index). Zero tokens is a no-op.
+pub fn rope<T: DType, P: IndexType>(dev: &Device, mut qkv: Qkv<'_, '_, T>, positions: &TensorView<P, 1>, cfg: &RopeConfig) -> Result<()> {
+    const OP: &str = "rope";
+    let layout = check_common(OP, dev, &qkv, positions, cfg, false)?;
+    if layout.num_tokens == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let raw = qkv.raw(stream, &layout);
+    let (pp, _gp) = positions.device_ptr(stream);
+    let params = ffi::wc_rope_params { heads: layout.ffi(&raw, T::TAG), rotary: rotary_params::<P>(cfg, pp) };
+    // SAFETY: heads, positions and config validated above (shapes, strides inside each buffer,
+    // dtype, device, rotary part inside head_dim); the guards live until the launch is queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_rope(&params, s) })
+}
+
+/// RoPE in place on q and k, then the rotated k (exactly as stored in k) and v into the paged
+/// cache at `slot_mapping` — one launch; equal bit for bit to [`rope`] then
+/// [`super::kv_cache::append_kv`]. `qkv` must include v ([`Qkv::fused`] with the v heads, or
+/// [`Qkv::split_with_v`]); inputs bf16 / f16; the cache the same dtype or FP8 e4m3.
+pub fn rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
+    dev: &Device,
+    mut qkv: Qkv<'_, '_, T>,
+    positions: &TensorView<P, 1>,
+    cfg: &RopeConfig,
+    slot_mapping: &TensorView<S, 1>,
+    cache: &mut KvCacheMut<C>,
+) -> Result<()> {
+    const OP: &str = "rope_append_kv";
+    check_cache_for::<T, C>(OP)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, true)?;
+    check_slot_mapping(OP, dev, slot_mapping, layout.num_tokens)?;
+    cache.check_for(OP, dev, layout.num_kv_heads, layout.head_dim)?;
+    if layout.num_tokens == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let raw = qkv.raw(stream, &layout);
+    let (pp, _gp) = positions.device_ptr(stream);
+    let (sp, _gs) = slot_mapping.device_ptr(stream);
+    let heads = layout.ffi(&raw, T::TAG);
+    let rotary = rotary_params::<P>(cfg, pp);
+    let [v_ts, v_hs] = layout.v_strides.expect("validated: appending ops have v");
+    launch_appending(OP, dev, cache, |cache, s| {
+        let append = ffi::wc_kv_append {
+            v: raw.v as *const _,
+            v_token_stride: v_ts as i64,
+            v_head_stride: v_hs as i64,
+            slot_mapping: sp as *const _,
+            slots_int64: S::IS_I64 as i32,
+            cache,
+        };
+        let params = ffi::wc_rope_append_kv_params { heads, rotary, append };
+        // SAFETY: as in `rope`, plus slot_mapping and the cache validated; the kernel
+        // bounds-checks every slot against the cache.
+        unsafe { ffi::wc_rope_append_kv(&params, s) }
+    })
+}
+
+/// Qwen3's attention prologue in one launch: per-head RMSNorm of q and k over head_dim
+/// (f32 accumulation), then RoPE, in place, one rounding at the store. head_dim <= 512; bf16,
+/// f16 or f32.
+pub fn qk_norm_rope<T: DType, P: IndexType>(
+    dev: &Device,
+    mut qkv: Qkv<'_, '_, T>,
+    positions: &TensorView<P, 1>,
+    cfg: &RopeConfig,
+    norm: QkNorm<'_, '_, T>,
+) -> Result<()> {
+    const OP: &str = "qk_norm_rope";
+    let layout = check_common(OP, dev, &qkv, positions, cfg, false)?;
+    check_norm(OP, dev, &norm, layout.head_dim)?;
+    if layout.num_tokens == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let raw = qkv.raw(stream, &layout);
+    let (pp, _gp) = positions.device_ptr(stream);
+    let (qw, _gq) = norm.q_weight.device_ptr(stream);
+    let (kw, _gk) = norm.k_weight.device_ptr(stream);
+    let params = ffi::wc_qk_norm_rope_params {
+        heads: layout.ffi(&raw, T::TAG),
+        rotary: rotary_params::<P>(cfg, pp),
+        q_weight: qw as *const _,
+        k_weight: kw as *const _,
+        eps: norm.cfg.eps,
+        weight_offset: norm.cfg.weight_offset,
+        append_kv: 0,
+        append: Default::default(),
+    };
+    // SAFETY: as in `rope`, plus the weights validated ([head_dim], dense, same device).
+    launch(OP, dev, |s| unsafe { ffi::wc_qk_norm_rope(&params, s) })
+}
+
+/// [`qk_norm_rope`], then the final k and v into the paged cache, one launch (equal bit for
+/// bit to `qk_norm_rope` then `append_kv`). Inputs bf16 / f16; the cache the same dtype or FP8.
+pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
+    dev: &Device,
+    mut qkv: Qkv<'_, '_, T>,
+    positions: &TensorView<P, 1>,
+    cfg: &RopeConfig,
+    norm: QkNorm<'_, '_, T>,
+    slot_mapping: &TensorView<S, 1>,
+    cache: &mut KvCacheMut<C>,
+) -> Result<()> {
+    const OP: &str = "qk_norm_rope_append_kv";
+    check_cache_for::<T, C>(OP)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, true)?;
+    check_norm(OP, dev, &norm, layout.head_dim)?;
+    check_slot_mapping(OP, dev, slot_mapping, layout.num_tokens)?;
+    cache.check_for(OP, dev, layout.num_kv_heads, layout.head_dim)?;
+    if layout.num_tokens == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let raw = qkv.raw(stream, &layout);
+    let (pp, _gp) = positions.device_ptr(stream);
+    let (sp, _gs) = slot_mapping.device_ptr(stream);
+    let (qw, _gq) = norm.q_weight.device_ptr(stream);
+    let (kw, _gk) = norm.k_weight.device_ptr(stream);
+    let heads = layout.ffi(&raw, T::TAG);
+    let rotary = rotary_params::<P>(cfg, pp);
+    let [v_ts, v_hs] = layout.v_strides.expect("validated: appending ops have v");
+    launch_appending(OP, dev, cache, |cache, s| {
+        let params = ffi::wc_qk_norm_rope_params {
+            heads,
+            rotary,
+            q_weight: qw as *const _,
+            k_weight: kw as *const _,
+            eps: norm.cfg.eps,
+            weight_offset: norm.cfg.weight_offset,
+            append_kv: 1,
+            append: ffi::wc_kv_append {
+                v: raw.v as *const _,
+                v_token_stride: v_ts as i64,
+                v_head_stride: v_hs as i64,
+                slot_mapping: sp as *const _,
+                slots_int64: S::IS_I64 as i32,
+                cache,
+            },
+        };
+        // SAFETY: as in `qk_norm_rope` and `rope_append_kv`.
+        unsafe { ffi::wc_qk_norm_rope(&params, s) }
+    })
+}
