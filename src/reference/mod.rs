@@ -1,5 +1,7 @@
 //! Plain-Rust CPU references (the oracles every GPU test compares against). No GPU needed.
 //! Inputs are in the kernel's dtype; the math is f64 unless a function says otherwise.
 
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;

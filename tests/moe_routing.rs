@@ -1,0 +1,1 @@
+//! GPU tests of the MoE routing family (placeholder while writing).
