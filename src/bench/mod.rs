@@ -5,6 +5,8 @@
 //! calls timed with CUDA events, median per call; inputs rotate over enough copies that the
 //! working set exceeds L2 (60 MB on H100/H200), so small shapes are not timed from cache.
 
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 

@@ -148,6 +148,8 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_all(dev)?);
+    #[cfg(feature = "moe-routing")]
+    out.extend(warpcore::check::moe_routing::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -157,6 +159,8 @@ fn all_reference_checks() -> Vec<CheckResult> {
     let mut out = Vec::new();
     #[cfg(feature = "rms-norm")]
     out.extend(warpcore::check::rms_norm::check_references());
+    #[cfg(feature = "moe-routing")]
+    out.extend(warpcore::check::moe_routing::check_references());
     out
 }
 
@@ -166,6 +170,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "rms-norm")]
     if filter.is_none_or(|f| "rms_norm fused_add_rms_norm qk_rms_norm".contains(f)) {
         out.extend(bench::rms_norm::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "moe-routing")]
+    if filter.is_none_or(|f| "moe_gate moe_align moe_gather moe_combine".contains(f)) {
+        out.extend(bench::moe_routing::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)

@@ -75,8 +75,8 @@ impl GateCase {
     }
 }
 
-/// Logits (rows of `stride` from `offset`) and the f32 bias for a gate case.
-fn gate_inputs<T: DType>(c: &GateCase) -> (Vec<T>, Vec<f32>) {
+/// Logits (rows of `num_experts + logits_gap` from `offset`) and the f32 bias for a gate case.
+pub fn gate_inputs<T: DType>(c: &GateCase) -> (Vec<T>, Vec<f32>) {
     let mut rng = Rng::new(c.seed);
     let n = c.num_experts;
     let stride = n + c.logits_gap;
@@ -287,25 +287,35 @@ pub struct PermuteCase {
     pub block_m: usize,
     pub local: Option<std::ops::Range<usize>>,
     pub row_gap: usize,
+    /// This expert's logit is raised by 8 for every token: it is every token's first choice.
+    pub hot_expert: Option<usize>,
     pub seed: u64,
 }
 
 impl PermuteCase {
     fn shape(&self) -> String {
         format!(
-            "tokens {} top{} experts {} hidden {} block_m {}{} gap {}",
+            "tokens {} top{} experts {} hidden {} block_m {}{}{} gap {}",
             self.num_tokens,
             self.top_k,
             self.num_experts,
             self.hidden,
             self.block_m,
             self.local.as_ref().map_or(String::new(), |r| format!(" local {r:?}")),
+            self.hot_expert.map_or(String::new(), |e| format!(" hot {e}")),
             self.row_gap
         )
     }
+    /// `logits` with the hot expert raised.
+    fn logits(&self, mut logits: Vec<f32>) -> Vec<f32> {
+        if let Some(e) = self.hot_expert {
+            logits.iter_mut().skip(e).step_by(self.num_experts).for_each(|v| *v += 8.0);
+        }
+        logits
+    }
     /// The local expert count and the reference align of the case's routing.
-    fn routing(&self) -> (usize, reference::AlignOutput) {
-        let logits: Vec<f32> = Rng::new(self.seed).vec(self.num_tokens * self.num_experts, -2.0, 2.0);
+    pub fn routing(&self) -> (usize, reference::AlignOutput) {
+        let logits = self.logits(Rng::new(self.seed).vec(self.num_tokens * self.num_experts, -2.0, 2.0));
         let mut cfg = MoeGateConfig::softmax_topk(true);
         cfg.local_experts = self.local.clone();
         let gate = reference::moe_gate(&logits, self.num_experts, self.top_k, None, &cfg);
@@ -432,7 +442,7 @@ pub fn check_round_trip<T: DType>(dev: &Device, case: &PermuteCase) -> Result<Ch
     let (t, k, n, h) = (c.num_tokens, c.top_k, c.num_experts, c.hidden);
     let sizes = MoeAlignSizes::new(t, k, n, c.block_m)?;
     let mut rng = Rng::new(c.seed);
-    let logits: Vec<f32> = (0..t * n).map(|_| [-1.0, 0.0, 0.5, 1.0][(rng.next_u64() % 4) as usize]).collect();
+    let logits = c.logits((0..t * n).map(|_| [-1.0, 0.0, 0.5, 1.0][(rng.next_u64() % 4) as usize]).collect());
     let x: Vec<T> = rng.vec(t * h, -3.0, 3.0);
     let lg = dev.upload(&logits)?;
     let xb = dev.upload(&x)?;
@@ -533,9 +543,9 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         out.push(check_moe_align(dev, c)?);
     }
     let permute = [
-        PermuteCase { num_tokens: 300, top_k: 8, num_experts: 64, hidden: 1024, block_m: 64, local: None, row_gap: 0, seed: 1 },
-        PermuteCase { num_tokens: 77, top_k: 6, num_experts: 60, hidden: 999, block_m: 16, local: Some(10..40), row_gap: 3, seed: 2 },
-        PermuteCase { num_tokens: 1, top_k: 2, num_experts: 8, hidden: 7168, block_m: 128, local: None, row_gap: 8, seed: 3 },
+        PermuteCase { num_tokens: 300, top_k: 8, num_experts: 64, hidden: 1024, block_m: 64, local: None, row_gap: 0, hot_expert: None, seed: 1 },
+        PermuteCase { num_tokens: 77, top_k: 6, num_experts: 60, hidden: 999, block_m: 16, local: Some(10..40), row_gap: 3, hot_expert: None, seed: 2 },
+        PermuteCase { num_tokens: 1, top_k: 2, num_experts: 8, hidden: 7168, block_m: 128, local: None, row_gap: 8, hot_expert: Some(3), seed: 3 },
     ];
     for c in &permute {
         out.push(check_moe_gather::<bf16>(dev, c)?);
@@ -627,4 +637,14 @@ pub fn check_references() -> Vec<CheckResult> {
         comparisons: vec![compare_exact("combine(gather(x)) = x", &back_bf16, &x)],
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reference_checks_pass() {
+        for r in super::check_references() {
+            assert!(r.passed(), "{r}");
+        }
+    }
 }
