@@ -333,7 +333,7 @@ wc_status launch_gate(const wc_moe_gate_params& p, cudaStream_t s) {
 constexpr int kAlignThreads = 256;
 constexpr int kAlignWarps = kAlignThreads / 32;
 constexpr int kAlignItems = WC_MOE_ALIGN_TILE / kAlignThreads;  // per thread
-constexpr int kScanThreads = 1024;
+constexpr int kScanThreads = 512;  // one expert column per thread (E <= 512)
 static_assert(kAlignItems * kAlignThreads == WC_MOE_ALIGN_TILE, "tile = threads * items");
 
 struct AlignArgs {
@@ -501,14 +501,20 @@ __global__ void __launch_bounds__(kScanThreads) align_scan_kernel(const AlignArg
   __shared__ int cnt[WC_MOE_MAX_EXPERTS];
   __shared__ int off[WC_MOE_MAX_EXPERTS + 1];
   __shared__ int scratch[32];
+  constexpr int kBatch = 16;  // loads in flight per thread: all loads of a batch before its stores
   for (int e = threadIdx.x; e < a.num_experts; e += blockDim.x) {
     int run = 0;
-#pragma unroll 8
-    for (int t = 0; t < a.tiles; ++t) {
-      int32_t* w = a.workspace + static_cast<int64_t>(t) * a.num_experts + e;
-      const int c = *w;
-      *w = run;
-      run += c;
+    int32_t* col = a.workspace + e;
+    for (int t0 = 0; t0 < a.tiles; t0 += kBatch) {
+      int c[kBatch];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) c[i] = t0 + i < a.tiles ? col[static_cast<int64_t>(t0 + i) * a.num_experts] : 0;
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i)
+        if (t0 + i < a.tiles) {
+          col[static_cast<int64_t>(t0 + i) * a.num_experts] = run;
+          run += c[i];
+        }
     }
     cnt[e] = run;
   }
@@ -547,7 +553,7 @@ wc_status launch_align(const wc_moe_align_params& p, cudaStream_t s) {
   const int64_t max_padded = numel + E * (bm - 1);
   const int64_t max_blocks = (max_padded + bm - 1) / bm;
   const int64_t tiles = (numel + WC_MOE_ALIGN_TILE - 1) / WC_MOE_ALIGN_TILE;
-  if (max_padded > INT32_MAX || (tiles > 1 && p.workspace == nullptr) || p.sorted_ids == nullptr ||
+  if (max_padded > INT32_MAX - WC_MOE_ALIGN_TILE || (tiles > 1 && p.workspace == nullptr) || p.sorted_ids == nullptr ||
       p.block_expert_ids == nullptr || p.expert_offsets == nullptr || p.expert_counts == nullptr ||
       (numel > 0 && (p.topk_ids == nullptr || p.token_positions == nullptr)))
     return WC_ERR_INVALID_ARG;

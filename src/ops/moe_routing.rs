@@ -256,14 +256,14 @@ impl MoeAlignSizes {
         }
         let too_big = || Error::Unsupported {
             op: OP,
-            what: "padded size (num_tokens · top_k + num_experts · (block_m − 1) must fit i32)",
+            what: "padded size (num_tokens · top_k + num_experts · (block_m − 1) + 4096 must fit i32)",
             value: format!("{num_tokens} · {top_k} + {num_experts} · ({block_m} − 1)"),
         };
         let num_assignments = num_tokens.checked_mul(top_k).ok_or_else(too_big)?;
         let sorted_len = (block_m - 1)
             .checked_mul(num_experts)
             .and_then(|p| p.checked_add(num_assignments))
-            .filter(|&n| n <= i32::MAX as usize)
+            .filter(|&n| n <= i32::MAX as usize - ALIGN_TILE)
             .ok_or_else(too_big)?;
         let tiles = num_assignments.div_ceil(ALIGN_TILE);
         Ok(Self {
@@ -568,6 +568,8 @@ mod tests {
         assert!(MoeAlignSizes::new(4, 2, 513, 16).is_err());
         assert!(MoeAlignSizes::new(4, 2, 8, 0).is_err());
         assert!(MoeAlignSizes::new(1 << 28, 8, 8, 16).is_err()); // 2^31 assignments
+        assert!(MoeAlignSizes::new(i32::MAX as usize - 4096, 1, 1, 1).is_ok());
+        assert!(MoeAlignSizes::new(i32::MAX as usize - 4095, 1, 1, 1).is_err()); // tile indices would wrap
         assert!(MoeAlignSizes::new(usize::MAX, 2, 8, 16).is_err());
         assert!(MoeAlignSizes::new(1, 1, 512, 1 << 23).is_err());
     }
