@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kernel families: (cargo feature, file stem under cuda/). The one list of families.
-const FAMILIES: &[(&str, &str)] = &[("rms-norm", "rms_norm"), ("rope", "rope"), ("attention", "attention_gqa")];
+const FAMILIES: &[(&str, &str)] = &[
+    ("rms-norm", "rms_norm"),
+    ("rope", "rope"),
+    ("attention", "attention_gqa"),
+    ("moe-routing", "moe_routing"),
+];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];
 /// Targets: sm_80 SASS + PTX (runs on every sm_80+ GPU), sm_90a SASS (Hopper features).

@@ -166,6 +166,96 @@ def attention_cases():
                 out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal",
                             "name": name, "time_us": t})
         del q, k, v
+def moe_routing_cases():
+    """Same keys as src/bench/moe_routing.rs."""
+    out = []
+
+    def add(op, dtype, shape, name, t):
+        out.append({"op": op, "dtype": dtype, "shape": shape, "name": name, "time_us": t})
+
+    def softmax_topk(x, k):
+        w, i = torch.softmax(x.float(), dim=-1).topk(k, dim=-1)
+        return w / w.sum(dim=-1, keepdim=True), i
+
+    def deepseek_v3(x, bias, k, g, kg, scale, counts=False):
+        # HF DeepSeek-V3 MoEGate (noaux_tc), with -inf masking of the other groups.
+        t, e = x.shape
+        s = x.float().sigmoid()
+        sc = s + bias
+        gs = sc.view(t, g, -1).topk(2, dim=-1)[0].sum(dim=-1)
+        gi = gs.topk(kg, dim=-1, sorted=False)[1]
+        mask = torch.zeros_like(gs).scatter_(1, gi, 1).unsqueeze(-1).expand(t, g, e // g).reshape(t, e)
+        idx = sc.masked_fill(mask == 0, float("-inf")).topk(k, dim=-1, sorted=False)[1]
+        w = s.gather(1, idx)
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20) * scale
+        if counts:
+            torch.bincount(idx.flatten(), minlength=e)
+        return w, idx
+
+    for tokens in (16384, 128):
+        for dt in ("f32", "bf16"):
+            dtype = DTYPES[dt]
+            copies = copies_for(tokens * 256 * dtype.itemsize)
+            xs = rand((tokens, 256), dtype, copies)
+            bias = torch.empty(256, device="cuda").uniform_(-0.5, 0.5)
+            add("moe_gate", dt, f"{tokens}x256 top8 softmax", "torch softmax+topk+renorm",
+                time_calls(lambda i: softmax_topk(xs[i], 8), copies))
+            add("moe_gate", dt, f"{tokens}x256 top8 sigmoid g8/4", "torch DeepSeek-V3 gate (HF)",
+                time_calls(lambda i: deepseek_v3(xs[i], bias, 8, 8, 4, 2.5), copies))
+            if tokens == 16384 and dt == "f32":
+                add("moe_gate", dt, f"{tokens}x256 top8 sigmoid g8/4 +counts", "torch DeepSeek-V3 gate (HF) + bincount",
+                    time_calls(lambda i: deepseek_v3(xs[i], bias, 8, 8, 4, 2.5, counts=True), copies))
+            del xs
+    for experts, k in ((128, 8), (8, 2)):
+        copies = copies_for(16384 * experts * 2)
+        xs = rand((16384, experts), torch.bfloat16, copies)
+        add("moe_gate", "bf16", f"16384x{experts} top{k} softmax", "torch softmax+topk+renorm",
+            time_calls(lambda i: softmax_topk(xs[i], k), copies))
+        del xs
+
+    def routing(tokens, experts, k):
+        return torch.empty(tokens, experts, device="cuda").uniform_(-3, 3).topk(k, dim=-1)[1].to(torch.int32)
+
+    def align(ids, experts, bm):
+        flat = ids.flatten().long()
+        numel = flat.numel()
+        counts = torch.bincount(flat, minlength=experts)
+        padded = (counts + bm - 1) // bm * bm
+        offsets = torch.zeros(experts + 1, dtype=torch.long, device="cuda")
+        offsets[1:] = padded.cumsum(0)
+        order = torch.argsort(flat, stable=True)
+        sorted_e = flat[order]
+        rank = torch.arange(numel, device="cuda") - (counts.cumsum(0) - counts)[sorted_e]
+        sorted_ids = torch.full((numel + experts * (bm - 1),), numel, dtype=torch.int32, device="cuda")
+        sorted_ids[offsets[sorted_e] + rank] = order.to(torch.int32)
+        return sorted_ids, offsets, counts
+
+    for tokens in (16384, 128):
+        ids = routing(tokens, 256, 8)
+        copies = copies_for(tokens * 8 * 4)
+        idss = [ids.clone() for _ in range(copies)]
+        add("moe_align", "i32", f"{tokens}x8 e256 bm64", "torch bincount+argsort+scatter",
+            time_calls(lambda i: align(idss[i], 256, 64), copies))
+        del idss
+
+    for tokens, hidden, k, experts in ((4096, 7168, 8, 256), (16384, 2048, 8, 128)):
+        shape = f"{tokens}x{hidden} top{k} e{experts} bm128"
+        ids = routing(tokens, experts, k)
+        order = torch.argsort(ids.flatten().long(), stable=True)
+        token_of_row = order // k
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device="cuda")
+        copies = copies_for(tokens * hidden * 2 * (k + 1))
+        xs = rand((tokens, hidden), torch.bfloat16, copies)
+        add("moe_gather", "bf16", shape, "torch index_select",
+            time_calls(lambda i: xs[i].index_select(0, token_of_row), copies))
+        del xs
+        ys = rand((tokens * k, hidden), torch.bfloat16, copies_for(tokens * k * hidden * 2))
+        w = torch.rand(tokens, k, device="cuda")
+        add("moe_combine", "bf16", shape, "torch index_select+mul+sum",
+            time_calls(lambda i: (ys[i % len(ys)].index_select(0, inverse).view(tokens, k, hidden).float()
+                                  * w.unsqueeze(-1)).sum(dim=1).to(torch.bfloat16), len(ys)))
+        del ys
     return out
 
 
@@ -175,7 +265,7 @@ def main():
     ap.add_argument("--compile", action="store_true", help="also time torch.compile versions (slow to build)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    results = rms_norm_cases(args.compile) + attention_cases()
+    results = rms_norm_cases(args.compile) + attention_cases() + moe_routing_cases()
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

@@ -141,6 +141,36 @@ __device__ __forceinline__ void rms_normalize(const Pack<T, VEC>& v, const T* we
   for (int k = 0; k < VEC; ++k) out[k] = to_float(v.v[k]) * rstd * (w_off + to_float(w.v[k]));
 }
 
+// ------------------------------------------------------------------ prefix sums
+// Inclusive prefix sum over the warp's lanes (all 32 lanes take part).
+__device__ __forceinline__ int warp_inclusive_scan(int v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int n = __shfl_up_sync(0xffffffffu, v, off);
+    if (lane >= off) v += n;
+  }
+  return v;
+}
+
+// Exclusive prefix sum over the block in thread order; *total gets the block's sum (every
+// thread). blockDim.x is a multiple of 32; `scratch` is 32 ints of shared memory; the trailing
+// barrier makes it reusable.
+__device__ __forceinline__ int block_exclusive_scan(int v, int* scratch, int* total) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int num_warps = blockDim.x >> 5;
+  const int inc = warp_inclusive_scan(v);
+  if (lane == 31) scratch[warp] = inc;
+  __syncthreads();
+  const int w = lane < num_warps ? scratch[lane] : 0;
+  const int winc = warp_inclusive_scan(w);
+  const int warp_prefix = __shfl_sync(0xffffffffu, winc - w, warp);
+  *total = __shfl_sync(0xffffffffu, winc, 31);
+  __syncthreads();
+  return warp_prefix + inc - v;
+}
+
 // Status of the launch just made (asynchronous errors surface at the next sync).
 inline wc_status launch_status() { return static_cast<wc_status>(cudaGetLastError()); }
 

@@ -51,6 +51,8 @@ mod tests {
     fn every_enabled_family_reported_kernels() {
         #[cfg(feature = "rms-norm")]
         assert!(KERNELS.iter().any(|k| k.file == "rms_norm"), "no ptxas report for rms_norm");
+        #[cfg(feature = "moe-routing")]
+        assert!(KERNELS.iter().any(|k| k.file == "moe_routing"), "no ptxas report for moe_routing");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]

@@ -154,6 +154,8 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     out.extend(warpcore::check::rope::check_all(dev)?);
     #[cfg(feature = "rope")]
     out.extend(warpcore::check::kv_cache::check_all(dev)?);
+    #[cfg(feature = "moe-routing")]
+    out.extend(warpcore::check::moe_routing::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -169,6 +171,8 @@ fn all_reference_checks() -> Vec<CheckResult> {
     out.extend(warpcore::check::rope::check_references());
     #[cfg(feature = "rope")]
     out.extend(warpcore::check::kv_cache::check_references());
+    #[cfg(feature = "moe-routing")]
+    out.extend(warpcore::check::moe_routing::check_references());
     out
 }
 
@@ -186,6 +190,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "rope")]
     if filter.is_none_or(|f| "rope append_kv rope_append_kv qk_norm_rope".contains(f)) {
         out.extend(bench::rope::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "moe-routing")]
+    if filter.is_none_or(|f| "moe_gate moe_align moe_gather moe_combine".contains(f)) {
+        out.extend(bench::moe_routing::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)

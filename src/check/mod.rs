@@ -8,6 +8,8 @@
 pub mod attention;
 #[cfg(feature = "rope")]
 pub mod kv_cache;
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]
@@ -111,6 +113,20 @@ pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Com
             c.failures += 1;
             c.first_failure.get_or_insert((i, g.to_f64(), w.to_f64()));
             c.max_abs_err = c.max_abs_err.max((g.to_f64() - w.to_f64()).abs());
+        }
+    }
+    c
+}
+
+/// Exact comparison of integer outputs (ids, offsets, positions, counts).
+pub fn compare_ints(what: &'static str, got: &[i32], want: &[i32]) -> Comparison {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    let mut c = Comparison { what, len: got.len(), ..Default::default() };
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if g != w {
+            c.failures += 1;
+            c.first_failure.get_or_insert((i, g as f64, w as f64));
+            c.max_abs_err = c.max_abs_err.max((g as f64 - w as f64).abs());
         }
     }
     c
@@ -224,6 +240,13 @@ mod tests {
     fn exact_compare_treats_poison_as_equal_and_catches_changes() {
         assert!(compare_exact("p", &[f32::NAN, 1.0], &[f32::NAN, 1.0]).passed());
         assert!(!compare_exact("p", &[0.0f32, 1.0], &[f32::NAN, 1.0]).passed());
+    }
+
+    #[test]
+    fn int_compare_is_exact() {
+        assert!(compare_ints("i", &[1, -1, i32::MIN], &[1, -1, i32::MIN]).passed());
+        let c = compare_ints("i", &[1, 2, 3], &[1, 5, 4]);
+        assert_eq!((c.failures, c.first_failure), (2, Some((1, 2.0, 5.0))));
     }
 
     #[test]

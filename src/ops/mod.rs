@@ -4,6 +4,8 @@
 pub mod attention;
 #[cfg(feature = "rope")]
 pub mod kv_cache;
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]
@@ -46,6 +48,22 @@ pub(crate) fn check_inner_dense(op: &'static str, arg: &'static str, strides: &[
         Some(1) | None => Ok(()),
         Some(s) => Err(Error::Unsupported { op, what: "innermost stride (must be 1)", value: format!("{arg}: {s}") }),
     }
+}
+
+/// `arg` must be dense row-major (tables the kernels index by a flat position).
+pub(crate) fn check_contiguous(op: &'static str, arg: &'static str, shape: &[usize], strides: &[usize]) -> Result<()> {
+    let mut expected = 1usize;
+    for (&n, &s) in shape.iter().zip(strides).rev() {
+        if n > 1 && s != expected {
+            return Err(Error::Unsupported {
+                op,
+                what: "strides (must be contiguous)",
+                value: format!("{arg}: shape {shape:?}, strides {strides:?}"),
+            });
+        }
+        expected = expected.saturating_mul(n);
+    }
+    Ok(())
 }
 
 /// An output's elements must not overlap (each written by one thread): with dims ordered by
@@ -126,6 +144,17 @@ mod tests {
         // [tokens, heads, head_dim] inside a fused QKV row of 12 heads.
         assert!(check_no_overlap("op", "o", &[3, 6, 64], &[768, 64, 1]).is_ok());
         assert!(check_no_overlap("op", "o", &[3, 6, 64], &[768, 32, 1]).is_err());
+    }
+
+    #[test]
+    fn contiguity() {
+        assert!(check_contiguous("op", "t", &[4, 8], &[8, 1]).is_ok());
+        assert!(check_contiguous("op", "t", &[4, 8], &[9, 1]).is_err());
+        assert!(check_contiguous("op", "t", &[4, 8], &[8, 2]).is_err());
+        // Size-1 and empty dims do not constrain their stride.
+        assert!(check_contiguous("op", "t", &[1, 8], &[100, 1]).is_ok());
+        assert!(check_contiguous("op", "t", &[0, 8], &[3, 1]).is_ok());
+        assert!(check_contiguous("op", "t", &[5], &[1]).is_ok());
     }
 
     #[test]

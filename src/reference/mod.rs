@@ -6,6 +6,8 @@ pub mod attention;
 pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
+#[cfg(feature = "moe-routing")]
+pub mod moe_routing;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]

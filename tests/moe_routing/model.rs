@@ -1,0 +1,188 @@
+//! CPU-only tests of the test machinery and of the gate's algorithm (no GPU needed).
+
+use crate::cases::*;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use warpcore::check::moe_routing::{align_ids, gate_inputs, GateCase};
+use warpcore::ops::moe_routing::{MoeAlignSizes, MoeGateConfig};
+use warpcore::reference::moe_routing as reference;
+
+/// Without a GPU: every case list and every strategy yields valid configurations whose
+/// references run, so the GPU session spends its time on the kernels.
+#[test]
+fn cases_are_valid_on_the_cpu() {
+    for c in expert_count_cases().iter().chain(&top_k_cases()).chain(&cancelling_bias_cases()) {
+        c.cfg.validate(c.num_experts, c.top_k).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        let r = gate_reference(c);
+        assert_eq!(r.topk_ids.len(), c.num_tokens * c.top_k);
+    }
+    let mut runner = TestRunner::deterministic();
+    for _ in 0..200 {
+        let c = gate_case().new_tree(&mut runner).unwrap().current();
+        c.cfg.validate(c.num_experts, c.top_k).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        gate_reference(&c);
+        let a = align_case().new_tree(&mut runner).unwrap().current();
+        MoeAlignSizes::new(a.num_tokens, a.top_k, a.num_experts, a.block_m).unwrap();
+        reference::moe_align(&align_ids(&a), a.top_k, a.num_experts, a.block_m);
+        let p = permute_case().new_tree(&mut runner).unwrap().current();
+        let (local, al) = p.routing();
+        assert_eq!(al.expert_offsets.len(), local + 1);
+    }
+    // The cancelling bias really makes ties: many experts score exactly 0.5.
+    let c = &cancelling_bias_cases()[5]; // 256 experts
+    let (logits, bias) = gate_inputs::<f32>(c);
+    let exact = (0..c.num_experts)
+        .filter(|&e| reference::sigmoid_f32(logits[e]) + bias[e] == 0.5)
+        .count();
+    assert!(exact > c.num_experts / 4, "only {exact} exact ties");
+}
+
+
+/// A lane-by-lane model of cuda/moe_routing.cu's gate_kernel and its launch configuration
+/// (group lanes P, VEC, VPL, the slot layout, best-two promotion with rescans on every second
+/// win, the butterfly merge of group top-twos, the reduce-max / reduce-min rounds). Returns
+/// the chosen experts in order. Not the kernel itself, but the same algorithm step for step:
+/// checked against the reference on the CPU so that the GPU session tests the code, not the idea.
+fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &MoeGateConfig, vec_ok: bool) -> Vec<usize> {
+    let groups = cfg.n_group;
+    let epg = n / groups;
+    let mut shift = 0;
+    while (groups << (shift + 1)) <= 32 {
+        shift += 1;
+    }
+    let p_lanes = 1usize << shift;
+    let vec = if vec_ok && epg % 4 == 0 { 4 } else { 1 };
+    let chunks = epg.div_ceil(p_lanes * vec);
+    let vpl = (chunks * vec).next_power_of_two();
+    assert!(vpl <= 32, "VPL {vpl} for {n} experts, {groups} groups");
+    let sigmoid = cfg.scoring == warpcore::ops::moe_routing::MoeScoring::Sigmoid;
+    struct Lane {
+        key: Vec<u32>,
+        val: Vec<f32>,
+        k1: u32,
+        s1: usize,
+        k2: u32,
+        s2: usize,
+        i1: usize,
+        i2: usize,
+        have2: bool,
+        consumed: u32,
+    }
+    let top2 = |key: &[u32], consumed: u32| {
+        let (mut k1, mut s1, mut k2, mut s2) = (0u32, 0usize, 0u32, 0usize);
+        for (s, &k) in key.iter().enumerate() {
+            let k = if (consumed >> s) & 1 == 1 { 0 } else { k };
+            if k > k1 {
+                (k2, s2, k1, s1) = (k1, s1, k, s);
+            } else if k > k2 {
+                (k2, s2) = (k, s);
+            }
+        }
+        (k1, s1, k2, s2)
+    };
+    let mut lanes: Vec<Lane> = (0..32)
+        .map(|lane| {
+            let (g, p) = (lane >> shift, lane & (p_lanes - 1));
+            let active = g < groups;
+            let valid_chunks = if active && p * vec < epg { (epg - p * vec).div_ceil(p_lanes * vec) } else { 0 };
+            let base = g * epg + p * vec;
+            let (mut key, mut val) = (vec![0u32; vpl], vec![0f32; vpl]);
+            for s in 0..vpl {
+                let (c, v) = (s / vec, s % vec);
+                let e = base + c * p_lanes * vec + v;
+                let xf = if c < valid_chunks { x[e] } else { 0.0 };
+                let sel = if sigmoid {
+                    val[s] = reference::sigmoid_f32(xf);
+                    val[s] + if c < valid_chunks { bias.map_or(0.0, |b| b[e]) } else { 0.0 }
+                } else {
+                    val[s] = xf;
+                    xf
+                };
+                key[s] = if c < valid_chunks { reference::selection_key(sel) } else { 0 };
+            }
+            let (k1, s1, k2, s2) = top2(&key, 0);
+            let expert = |s: usize| base + (s / vec) * p_lanes * vec + s % vec;
+            Lane { k1, s1, k2, s2, i1: expert(s1), i2: expert(s2), key, val, have2: true, consumed: 0 }
+        })
+        .collect();
+    let expert_of = |lane: usize, s: usize| (lane >> shift) * epg + (lane & (p_lanes - 1)) * vec + (s / vec) * p_lanes * vec + s % vec;
+    if cfg.topk_group < groups {
+        let mut t: Vec<(u32, u32)> = lanes.iter().map(|l| (l.k1, l.k2)).collect();
+        let mut off = 1;
+        while off < p_lanes {
+            let old = t.clone();
+            for lane in 0..32 {
+                let ((t1, t2), (o1, o2)) = (old[lane], old[lane ^ off]);
+                t[lane] = (t1.max(o1), t1.min(o1).max(t2.max(o2)));
+            }
+            off <<= 1;
+        }
+        let mut gkey: Vec<u32> = (0..32)
+            .map(|lane| {
+                let (t1, t2) = t[lane];
+                let score = if t2 != 0 { reference::key_value(t1) + reference::key_value(t2) } else { reference::key_value(t1) };
+                if (lane >> shift) < groups && lane & (p_lanes - 1) == 0 { reference::selection_key(score) } else { 0 }
+            })
+            .collect();
+        let mut chosen = 0u32;
+        for _ in 0..cfg.topk_group {
+            let m = *gkey.iter().max().unwrap();
+            let wg = (0..32).filter(|&l| gkey[l] == m && m != 0).map(|l| (l >> shift) as u32).min().unwrap_or(u32::MAX);
+            if wg < 32 {
+                chosen |= 1 << wg;
+            }
+            for l in 0..32 {
+                if (l >> shift) as u32 == wg {
+                    gkey[l] = 0;
+                }
+            }
+        }
+        for (lane, l) in lanes.iter_mut().enumerate() {
+            let g = lane >> shift;
+            if g >= groups || (chosen >> g) & 1 == 0 {
+                l.k1 = 0;
+                l.k2 = 0;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for _ in 0..top_k {
+        let m = lanes.iter().map(|l| l.k1).max().unwrap();
+        let win = lanes.iter().filter(|l| l.k1 == m).map(|l| l.i1).min().unwrap();
+        out.push(win);
+        let lane = (0..32).find(|&l| lanes[l].k1 == m && lanes[l].i1 == win).unwrap();
+        let l = &mut lanes[lane];
+        l.consumed |= 1 << l.s1;
+        if l.have2 {
+            (l.k1, l.s1, l.i1, l.have2) = (l.k2, l.s2, l.i2, false);
+        } else {
+            let (k1, s1, k2, s2) = top2(&l.key, l.consumed);
+            (l.k1, l.s1, l.k2, l.s2, l.have2) = (k1, s1, k2, s2, true);
+            l.i1 = expert_of(lane, s1);
+            l.i2 = expert_of(lane, s2);
+        }
+        let _ = &l.val;
+    }
+    out
+}
+
+#[test]
+fn gate_algorithm_model_matches_the_reference() {
+    let mut runner = TestRunner::deterministic();
+    let mut checked = 0;
+    for i in 0..3000 {
+        let c = gate_case().new_tree(&mut runner).unwrap().current();
+        let c = GateCase { num_tokens: c.num_tokens.min(4), cfg: MoeGateConfig { local_experts: None, ..c.cfg }, ..c };
+        let (logits, bias) = gate_inputs::<f32>(&c);
+        let stride = c.num_experts + c.logits_gap;
+        let dense = warpcore::check::gather_rows(&logits, c.offset, c.num_tokens, c.num_experts, stride);
+        let want = reference::moe_gate(&dense, c.num_experts, c.top_k, c.bias.then_some(&bias[..]), &c.cfg).topk_ids;
+        for (t, row) in dense.chunks(c.num_experts).enumerate() {
+            let got = model_gate(row, c.bias.then_some(&bias[..]), c.num_experts, c.top_k, &c.cfg, i % 2 == 0);
+            let got: Vec<i32> = got.iter().map(|&e| e as i32).collect();
+            assert_eq!(got, want[t * c.top_k..][..c.top_k], "case {c:?}, token {t}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000);
+}
