@@ -177,18 +177,21 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
   }
 }
 
-// Cache row of key j of this sequence, or false when the key does not exist (past kv_hi, or
-// a block-table entry outside [0, num_pages)).
-__device__ __forceinline__ bool key_row(const wc_attention_params& p, const Work& w, int j, int kv_hi, int64_t& row) {
-  row = 0;
+// Element offset of key j's row (head 0) in K or V (`stride`: token stride, or slot stride in
+// a page), or false when the key does not exist (past kv_hi, or a block-table entry outside
+// [0, num_pages)).
+__device__ __forceinline__ bool key_offset(const wc_attention_params& p, const Work& w, int j, int kv_hi,
+                                           int64_t stride, int64_t& off) {
+  off = 0;
   if (j >= kv_hi) return false;
   if (p.page_size <= 0) {
-    row = w.kv_start + j;
+    off = (w.kv_start + j) * stride;
     return true;
   }
   const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
-  row = page * p.page_size + j % p.page_size;
-  return page >= 0 && page < p.num_pages;
+  if (page < 0 || page >= p.num_pages) return false;
+  off = page * p.page_stride + (j % p.page_size) * stride;
+  return true;
 }
 
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
@@ -196,16 +199,17 @@ __device__ __forceinline__ bool key_row(const wc_attention_params& p, const Work
 // which keys exist.
 template <typename KV, int D, int BN, int THREADS>
 __device__ __forceinline__ void load_rows(const wc_attention_params& p, const Work& w, const void* base,
-                                          int64_t stride, int tile, int kv_hi, KV* dst, int pitch, int* ok) {
+                                          int64_t stride, int64_t head_stride, int tile, int kv_hi, KV* dst,
+                                          int pitch, int* ok) {
   constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
   constexpr int kChunks = D / kPer;
   const KV* src = static_cast<const KV*>(base);
   const int n0 = w.kv_lo + tile * BN;
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
-    int64_t row;
-    const bool valid = key_row(p, w, n0 + r, kv_hi, row);
-    const KV* from = src + row * stride + static_cast<int64_t>(w.kv_head) * D + c * kPer;
+    int64_t off;
+    const bool valid = key_offset(p, w, n0 + r, kv_hi, stride, off);
+    const KV* from = src + off + w.kv_head * head_stride + c * kPer;
     cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
     if (ok != nullptr && c == 0) ok[r] = valid;
   }
@@ -258,10 +262,10 @@ attention_kernel(const wc_attention_params p) {
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
   auto load_tile = [&](int tile, int stage) {
-    load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, tile, kv_hi, ld_k + stage * BN * ld_pitch_k, ld_pitch_k,
-                                       s_ok + stage * BN);
-    load_rows<KV, HDV, BN, C::kThreads>(p, w, p.v, p.v_stride, tile, kv_hi, ld_v + stage * BN * ld_pitch_v, ld_pitch_v,
-                                        nullptr);
+    load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
+                                       ld_k + stage * BN * ld_pitch_k, ld_pitch_k, s_ok + stage * BN);
+    load_rows<KV, HDV, BN, C::kThreads>(p, w, p.v, p.v_stride, p.v_head_stride, tile, kv_hi,
+                                        ld_v + stage * BN * ld_pitch_v, ld_pitch_v, nullptr);
   };
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -9,6 +9,7 @@ use warpcore::check::attention::{check_attention, check_merge_states, AttentionC
 use warpcore::check::{compare, tolerance, Rng};
 use warpcore::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
 use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
+use warpcore::kv_cache::{BlockTableView, KvCacheView};
 use warpcore::{Error, TensorView, TensorViewMut};
 
 /// Ragged key counts around tile (16, 64) and page boundaries.
@@ -41,7 +42,8 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             causal,
             window_left,
             softcap,
-            page_size,
+            // The paged cache has one head_dim for K and V (192/128 is a contiguous-K/V prefill).
+            page_size: if head_dim == head_dim_v { page_size } else { None },
             num_splits,
             fp8_scales: None,
             seed,
@@ -142,15 +144,17 @@ fn out_of_range_pages_are_masked_not_read() {
         let mut out = dev.upload(&vec![bf16::NAN; 4 * hd]).unwrap();
         let plan = AttentionPlan::new(&dev, &[1], &[kv_len], 4, nkv, hd, hd).unwrap();
         let cfg = AttentionConfig { causal: false, ..AttentionConfig::causal(hd) };
-        let kt = TensorView::contiguous(dk.as_view(), [2, page, nkv, hd]).unwrap();
-        let vt = TensorView::contiguous(dv.as_view(), [2, page, nkv, hd]).unwrap();
-        let btv = TensorView::contiguous(bt.as_view(), [1, 3]).unwrap();
-        let slv = TensorView::contiguous(sl.as_view(), [1]).unwrap();
+        let cache = KvCacheView::new(
+            TensorView::contiguous(dk.as_view(), [2, page, nkv, hd]).unwrap(),
+            TensorView::contiguous(dv.as_view(), [2, page, nkv, hd]).unwrap(),
+        )
+        .unwrap();
+        let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [1, 3]).unwrap(), TensorView::contiguous(sl.as_view(), [1]).unwrap()).unwrap();
         attention(
             &dev,
             &TensorView::contiguous(dq.as_view(), [1, 4, hd]).unwrap(),
             &TensorView::contiguous(cu.as_view(), [2]).unwrap(),
-            KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv, k_scale: 1.0, v_scale: 1.0 },
+            KvInput::Paged { cache: &cache, table: &table },
             &plan,
             &cfg,
             &mut TensorViewMut::contiguous(out.as_view_mut(), [1, 4, hd]).unwrap(),

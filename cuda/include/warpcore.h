@@ -99,14 +99,15 @@ wc_status wc_qk_rms_norm(const wc_qk_rms_norm_params* p, wc_stream stream);
  * Mask: causal -> key j <= position; window_left >= 0 -> j >= position - window_left.
  * A row that sees no key gets zeros and lse = -inf.
  * K/V come either contiguous (page_size = 0: rows of sequence s start at cu_seqlens_kv[s]) or
- * from the paged cache (page_size > 0): slot = block_table[s][j / page_size] * page_size +
- * j % page_size. Block-table entries outside [0, num_pages) mask their keys (never read).
+ * from the paged cache (page_size > 0, src/kv_cache.rs): key j of sequence s is row j % page_size
+ * of page block_table[s][j / page_size]. Block-table entries outside [0, num_pages) mask their
+ * keys (never read).
  * Split-KV (num_splits > 1): each split writes f32 partials to the workspace, then a merge
  * kernel combines them by log-sum-exp into out (and lse). */
 typedef struct wc_attention_params {
   const void* q;                /* [total_q, num_q_heads, head_dim], token stride q_stride */
-  const void* k;                /* contiguous: [total_kv, num_kv_heads, head_dim] (token stride k_stride);
-                                   paged: [num_pages, page_size, num_kv_heads, head_dim] (slot stride k_stride) */
+  const void* k;                /* contiguous: [total_kv, num_kv_heads, head_dim];
+                                   paged: [num_pages, page_size, num_kv_heads, head_dim] */
   const void* v;                /* as k, with head_dim_v and v_stride */
   void* out;                    /* [total_q, num_q_heads, head_dim_v], token stride out_stride */
   float* lse;                   /* optional [total_q, num_q_heads], natural log; NULL: not written */
@@ -117,8 +118,11 @@ typedef struct wc_attention_params {
   float* partial_out;           /* num_splits > 1: [num_splits, total_q, num_q_heads, head_dim_v] */
   float* partial_lse;           /* num_splits > 1: [num_splits, total_q, num_q_heads] */
   int64_t q_stride;
-  int64_t k_stride;
+  int64_t k_stride;             /* contiguous: token stride; paged: slot (row within a page) stride */
   int64_t v_stride;
+  int64_t k_head_stride;        /* kv head stride of k and v (multiples of 8 elements) */
+  int64_t v_head_stride;
+  int64_t page_stride;          /* paged: page stride of k and v (they share one layout) */
   int64_t out_stride;
   int64_t total_q;
   int64_t total_kv;             /* contiguous: rows of k and v; paged: num_pages * page_size */

@@ -4,6 +4,7 @@
 
 use super::{random_buffer, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
+use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::bf16;
@@ -35,15 +36,16 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
-    let kt = TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?;
-    let vt = TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?;
-    let btv = TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?;
-    let lv = TensorView::contiguous(lens.as_view(), [batch])?;
+    let cache = KvCacheView::new(
+        TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
+        TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?,
+    )?;
+    let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
     let qv = TensorView::contiguous(q.as_view(), [batch, NQ, HD])?;
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
     let wlen = ws.len();
     let t = time_calls(dev, SAMPLES, |_| {
-        let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &lv, k_scale: 1.0, v_scale: 1.0 };
+        let kv = KvInput::Paged { cache: &cache, table: &table };
         let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [batch, NQ, HD])?;
         let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
         attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))

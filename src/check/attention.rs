@@ -4,6 +4,7 @@
 //! `warpcore check`.
 
 use super::{compare, tolerance, CheckResult, Comparison, Rng, Tolerance};
+use crate::kv_cache::{BlockTableView, KvCacheView, KvScales};
 use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionPlan, KvInput};
 use crate::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
@@ -142,11 +143,18 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
             let bt = dev.upload(&table)?;
             let lens: Vec<i32> = c.kv_lens.iter().map(|&l| l as i32).collect();
             let sl = dev.upload(&lens)?;
-            let kt = TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?;
-            let vt = TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hdv])?;
-            let btv = TensorView::contiguous(bt.as_view(), [c.kv_lens.len(), max_pages])?;
-            let slv = TensorView::contiguous(sl.as_view(), [c.kv_lens.len()])?;
-            let kv = KvInput::Paged { k_pages: &kt, v_pages: &vt, block_table: &btv, seq_lens: &slv, k_scale, v_scale };
+            let mut cache = KvCacheView::new(
+                TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?,
+                TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hdv])?,
+            )?;
+            if c.fp8_scales.is_some() {
+                cache = cache.with_scales(KvScales::new(k_scale, v_scale))?;
+            }
+            let table = BlockTableView::new(
+                TensorView::contiguous(bt.as_view(), [c.kv_lens.len(), max_pages])?,
+                TensorView::contiguous(sl.as_view(), [c.kv_lens.len()])?,
+            )?;
+            let kv = KvInput::Paged { cache: &cache, table: &table };
             attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
         }
     }

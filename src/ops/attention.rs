@@ -9,6 +9,7 @@
 //! split-KV factor and the workspace size, and is reused by every layer.
 
 use super::{check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill.
@@ -34,24 +35,16 @@ impl AttentionConfig {
     }
 }
 
-/// Where K and V come from. `C` is the cache element type: the query dtype, or
-/// [`crate::F8E4M3`] for an FP8 paged cache in decode (K = stored · k_scale, V = stored · v_scale).
-pub enum KvInput<'v, 'a, C> {
+/// Where K and V come from. `C` is the K/V element type: the query dtype, or
+/// [`crate::F8E4M3`] for an FP8 paged cache in decode (K ≈ stored · k_scale, V ≈ stored ·
+/// v_scale, the cache's [`crate::kv_cache::KvScales`]).
+pub enum KvInput<'v, 'a, C: DType> {
     /// k, v `[total_kv, num_kv_heads, head_dim]`; sequence s owns rows
     /// `cu_seqlens_kv[s]..cu_seqlens_kv[s+1]`.
     Contiguous { k: &'v TensorView<'a, C, 3>, v: &'v TensorView<'a, C, 3>, cu_seqlens_kv: &'v TensorView<'a, i32, 1> },
-    /// Pages `[num_pages, page_size, num_kv_heads, head_dim]`, `block_table [num_seqs,
-    /// max_pages_per_seq]`, `seq_lens [num_seqs]`. Key j of sequence s is in page
-    /// `block_table[s][j / page_size]` at offset `j % page_size`.
-    Paged {
-        k_pages: &'v TensorView<'a, C, 4>,
-        v_pages: &'v TensorView<'a, C, 4>,
-        block_table: &'v TensorView<'a, i32, 2>,
-        seq_lens: &'v TensorView<'a, i32, 1>,
-        /// Dequantization scales (1.0 for a bf16 / f16 cache).
-        k_scale: f32,
-        v_scale: f32,
-    },
+    /// The paged cache (src/kv_cache.rs: key j of sequence s is row `j % page_size` of page
+    /// `block_table[s][j / page_size]`) and the batch's block table and sequence lengths.
+    Paged { cache: &'v KvCacheView<'a, C>, table: &'v BlockTableView<'a> },
 }
 
 /// The launch shape of one batch: computed on the host from the sequence lengths, once per
@@ -142,14 +135,24 @@ fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_d
     Ok(())
 }
 
-/// `[tokens, heads, head_dim]` rows the kernels address as `token · stride + head · head_dim`:
-/// heads packed, and a token stride that keeps 16-byte alignment.
+/// q / out `[tokens, heads, head_dim]`, addressed as `token · stride + head · head_dim`: heads
+/// packed, and a token stride that keeps 16-byte alignment.
 fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize; 3], strides: [usize; 3]) -> Result<()> {
     check_inner_dense(op, arg, &strides)?;
     if view_shape[1] > 1 && strides[1] != view_shape[2] {
         return Err(Error::Unsupported { op, what: "head stride (heads must be packed)", value: format!("{arg}: {strides:?}") });
     }
     if view_shape[0] > 1 && (strides[0] * std::mem::size_of::<T>()) % 16 != 0 {
+        return Err(Error::Misaligned { op, arg, align: 16 });
+    }
+    Ok(())
+}
+
+/// K / V rows read with 16-byte copies: dense head_dim, token (slot) and head strides in whole
+/// 16-byte units.
+fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -> Result<()> {
+    check_inner_dense(op, arg, strides)?;
+    if strides[..strides.len() - 1].iter().any(|s| (s * std::mem::size_of::<C>()) % 16 != 0) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -254,49 +257,42 @@ pub fn attention<T: DType, C: DType>(
         KvInput::Contiguous { k, v, cu_seqlens_kv } => {
             check_shape(OP, "k", &k.shape()[1..], &[num_kv_heads, head_dim])?;
             check_shape(OP, "v", &v.shape(), &[k.shape()[0], num_kv_heads, head_dim_v])?;
-            check_token_major::<C>(OP, "k", k.shape(), k.strides())?;
-            check_token_major::<C>(OP, "v", v.shape(), v.strides())?;
+            check_kv_strides::<C>(OP, "k", &k.strides())?;
+            check_kv_strides::<C>(OP, "v", &v.strides())?;
             check_i32_vec(OP, "cu_seqlens_kv", dev, cu_seqlens_kv, num_seqs + 1)?;
             check_device(OP, "k", dev, k.stream())?;
             check_device(OP, "v", dev, v.stream())?;
             p.total_kv = k.shape()[0] as i64;
             p.k_stride = k.strides()[0] as i64;
             p.v_stride = v.strides()[0] as i64;
+            p.k_head_stride = k.strides()[1] as i64;
+            p.v_head_stride = v.strides()[1] as i64;
         }
-        KvInput::Paged { k_pages, v_pages, block_table, seq_lens, k_scale, v_scale } => {
-            for (what, sc) in [("k_scale", k_scale), ("v_scale", v_scale)] {
-                if !(sc.is_finite() && *sc > 0.0) {
-                    return Err(Error::Unsupported { op: OP, what, value: sc.to_string() });
-                }
+        KvInput::Paged { cache, table } => {
+            let layout = cache.layout();
+            if head_dim != head_dim_v {
+                return Err(Error::Unsupported { op: OP, what: "paged cache with head_dim ≠ head_dim_v", value: format!("({head_dim}, {head_dim_v})") });
             }
-            p.k_scale = *k_scale;
-            p.v_scale = *v_scale;
-            let [num_pages, page_size, kvh, hd] = k_pages.shape();
-            check_shape(OP, "k_pages", &[kvh, hd], &[num_kv_heads, head_dim])?;
-            check_shape(OP, "v_pages", &v_pages.shape(), &[num_pages, page_size, num_kv_heads, head_dim_v])?;
-            for (arg, t) in [("k_pages", k_pages), ("v_pages", v_pages)] {
-                let s = t.strides();
-                // Slots of a page follow each other, and pages follow each other: slot id =
-                // page · page_size + offset addresses the view with one stride.
-                if num_pages > 1 && s[0] != page_size * s[1] {
-                    return Err(Error::Unsupported { op: OP, what: "page stride (must be page_size · slot stride)", value: format!("{arg}: {s:?}") });
-                }
-                check_token_major::<C>(OP, arg, [page_size, kvh, t.shape()[3]], [s[1], s[2], s[3]])?;
-                check_device(OP, arg, dev, t.stream())?;
-            }
-            if page_size == 0 || num_pages == 0 {
-                return Err(Error::Empty { op: OP, arg: "k_pages", shape: format!("{:?}", k_pages.shape()) });
-            }
-            check_shape(OP, "block_table", &block_table.shape()[..1], &[num_seqs])?;
-            check_inner_dense(OP, "block_table", &block_table.strides())?;
-            check_device(OP, "block_table", dev, block_table.stream())?;
-            check_i32_vec(OP, "seq_lens", dev, seq_lens, num_seqs)?;
-            p.page_size = i32::try_from(page_size).map_err(|_| Error::Unsupported { op: OP, what: "page_size", value: page_size.to_string() })?;
-            p.num_pages = num_pages as i64;
-            p.total_kv = (num_pages * page_size) as i64;
-            p.block_table_stride = if block_table.shape()[0] > 1 { block_table.strides()[0] as i64 } else { block_table.shape()[1] as i64 };
-            p.k_stride = k_pages.strides()[1] as i64;
-            p.v_stride = v_pages.strides()[1] as i64;
+            check_shape(OP, "cache (num_kv_heads, head_dim)", &[layout.num_kv_heads, layout.head_dim], &[num_kv_heads, head_dim])?;
+            check_kv_strides::<C>(OP, "cache", &layout.strides)?;
+            check_device(OP, "cache", dev, cache.k().stream())?;
+            check_device(OP, "cache", dev, cache.v().stream())?;
+            check_shape(OP, "block_table", &[table.num_seqs()], &[num_seqs])?;
+            check_device(OP, "block_table", dev, table.block_table().stream())?;
+            check_device(OP, "seq_lens", dev, table.seq_lens().stream())?;
+            let scales = cache.scales();
+            p.k_scale = scales.k;
+            p.v_scale = scales.v;
+            p.page_size = layout.page_size as i32;
+            p.num_pages = layout.num_pages as i64;
+            p.total_kv = layout.num_slots() as i64;
+            let bt = table.block_table();
+            p.block_table_stride = if bt.shape()[0] > 1 { bt.strides()[0] as i64 } else { bt.shape()[1] as i64 };
+            p.page_stride = layout.strides[0] as i64;
+            p.k_stride = layout.strides[1] as i64;
+            p.v_stride = layout.strides[1] as i64;
+            p.k_head_stride = layout.strides[2] as i64;
+            p.v_head_stride = layout.strides[2] as i64;
         }
     }
     if num_seqs == 0 || plan.total_q == 0 {
@@ -317,11 +313,11 @@ pub fn attention<T: DType, C: DType>(
             (k_ptr, v_ptr) = (kp, vp);
             guards_kv.extend([gk, gv, gc]);
         }
-        KvInput::Paged { k_pages, v_pages, block_table, seq_lens, .. } => {
-            let (kp, gk) = k_pages.device_ptr(stream);
-            let (vp, gv) = v_pages.device_ptr(stream);
-            let (bp, gb) = block_table.device_ptr(stream);
-            let (sp, gs) = seq_lens.device_ptr(stream);
+        KvInput::Paged { cache, table } => {
+            let (kp, gk) = cache.k().device_ptr(stream);
+            let (vp, gv) = cache.v().device_ptr(stream);
+            let (bp, gb) = table.block_table().device_ptr(stream);
+            let (sp, gs) = table.seq_lens().device_ptr(stream);
             p.block_table = bp as *const i32;
             p.seq_lens = sp as *const i32;
             (k_ptr, v_ptr) = (kp, vp);
