@@ -2,6 +2,7 @@
 //! per model). transformers ≥ 5 writes `rope_parameters` (theta inside); older files write
 //! `rope_theta` + `rope_scaling`: both are read.
 
+use crate::ops::rope::{RopeConfig, RopeScaling, Yarn};
 use crate::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -61,6 +62,7 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     /// `rope_parameters` / `rope_scaling` without the theta (`rope_type`, factor, ...).
     pub rope_scaling: Option<Value>,
+    pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     /// Per-head q/k RMSNorm before RoPE (Qwen3, Qwen3-MoE).
     pub qk_norm: bool,
@@ -93,6 +95,8 @@ struct Raw {
     rope_parameters: Option<Value>,
     #[serde(default)]
     tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    max_position_embeddings: Option<usize>,
     #[serde(default)]
     attention_bias: Option<bool>,
     #[serde(default)]
@@ -192,12 +196,53 @@ impl ModelConfig {
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta: theta,
             rope_scaling: scaling,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe),
             attention_bias: raw.attention_bias.unwrap_or(false),
             hidden_act: raw.hidden_act.unwrap_or_else(|| "silu".into()),
             moe,
         })
+    }
+}
+
+impl ModelConfig {
+    /// The RoPE of every attention layer (NeoX style over the whole head), from `rope_theta` and
+    /// the scaling dict: default, linear, dynamic (NTK, at `seq_len` tokens), llama3, yarn.
+    pub fn rope(&self, seq_len: usize) -> Result<RopeConfig> {
+        let base = RopeConfig::new(self.head_dim, self.rope_theta);
+        let Some(sc) = &self.rope_scaling else { return Ok(base) };
+        let num = |k: &str| sc.get(k).and_then(Value::as_f64);
+        let need = |k: &'static str| num(k).ok_or_else(|| bad(Path::new("config.json"), format!("rope scaling without `{k}`")));
+        let original = sc
+            .get("original_max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map_or(self.max_position_embeddings, |v| v as usize);
+        let kind = sc.get("rope_type").or_else(|| sc.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let scaling = match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: need("factor")? },
+            "dynamic" => RopeScaling::DynamicNtk { factor: need("factor")?, original_max_positions: self.max_position_embeddings, seq_len },
+            "llama3" => RopeScaling::Llama3 {
+                factor: need("factor")?,
+                low_freq_factor: need("low_freq_factor")?,
+                high_freq_factor: need("high_freq_factor")?,
+                original_max_positions: original,
+            },
+            "yarn" => RopeScaling::Yarn(Yarn {
+                beta_fast: num("beta_fast").unwrap_or(32.0),
+                beta_slow: num("beta_slow").unwrap_or(1.0),
+                mscale: num("mscale"),
+                mscale_all_dim: num("mscale_all_dim"),
+                attention_factor: num("attention_factor"),
+                truncate: sc.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                ..Yarn::new(need("factor")?, original)
+            }),
+            other => return Err(Error::Unsupported { op: "ModelConfig::rope", what: "rope_type", value: other.to_string() }),
+        };
+        let cfg = base.with_scaling(scaling);
+        cfg.validate("ModelConfig::rope", self.head_dim)?;
+        Ok(cfg)
     }
 }
 
@@ -213,6 +258,9 @@ mod tests {
         assert_eq!((c.rope_theta, c.head_dim, c.num_kv_heads), (500000.0, 4, 1));
         assert_eq!(c.rope_scaling.as_ref().unwrap()["rope_type"], "llama3");
         assert!(c.rope_scaling.as_ref().unwrap().get("rope_theta").is_none());
+        // llama3 without its frequency factors is an error naming the missing key.
+        let e = c.rope(16).unwrap_err();
+        assert!(e.to_string().contains("low_freq_factor"), "{e}");
         let legacy = r#"{"architectures":["Qwen3ForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
             "num_attention_heads":2,"rope_theta":1e6}"#;
         let c = ModelConfig::from_json(legacy).unwrap();

@@ -2,7 +2,9 @@
 //! `crate::reference` functions) and, as the kernels land, a GPU path.
 
 pub mod config;
+pub mod cpu;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, MoeConfig};
+pub use cpu::CpuModel;
 pub use weights::Weights;

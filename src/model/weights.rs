@@ -25,15 +25,20 @@ impl Weights {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| load_err(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("expected")))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
         files.sort();
         if files.is_empty() {
             return Err(load_err(dir, "no *.safetensors file"));
         }
+        Self::open_files(&files)
+    }
+
+    /// Maps the given safetensors files; a name in several files resolves to the last.
+    pub fn open_files(files: &[PathBuf]) -> Result<Self> {
         let mut maps = Vec::new();
         let mut index = HashMap::new();
-        for path in files {
+        for path in files.iter().cloned() {
             let file = File::open(&path).map_err(|e| load_err(&path, e))?;
             // SAFETY: the file is opened read-only and not modified while mapped (a model
             // folder is not written by this process; a concurrent writer is the user's error).
