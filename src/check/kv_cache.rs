@@ -10,8 +10,9 @@ use crate::reference::kv_cache as reference;
 use crate::{contiguous_strides, DType, Device, Error, IndexType, Result, TensorView, TensorViewMut, F8E4M3};
 use half::{bf16, f16};
 
-/// Poisoned elements before and after the pages in each cache buffer.
-pub const GUARD: usize = 37;
+/// Poisoned elements before and after the pages in each cache buffer (a multiple of 16
+/// elements keeps the pages 16-byte aligned, so the vector path runs; `page_pad` misaligns).
+pub const GUARD: usize = 64;
 
 /// The cache side of a check: geometry and which slots the tokens get.
 #[derive(Clone, Copy, Debug)]
