@@ -51,6 +51,8 @@ mod tests {
     fn every_enabled_family_reported_kernels() {
         #[cfg(feature = "rms-norm")]
         assert!(KERNELS.iter().any(|k| k.file == "rms_norm"), "no ptxas report for rms_norm");
+        #[cfg(feature = "rope")]
+        assert!(KERNELS.iter().any(|k| k.file == "rope"), "no ptxas report for rope");
     }
 
     #[test]
