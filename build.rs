@@ -245,7 +245,7 @@ fn write_resources(path: &Path, rows: &[Resources]) {
 fn demangle(symbols: &[&str]) -> Vec<String> {
     // "void wc::(anonymous namespace)::k<__nv_bfloat16, 8>(args...)" -> "wc::k<bf16, 8>"
     let tidy = |s: &str| {
-        let s = s.replace("(anonymous namespace)::", "").replace("__nv_bfloat16", "bf16").replace("__half", "f16");
+        let s = s.replace("(anonymous namespace)::", "").replace("__nv_bfloat16", "bf16").replace("__half", "f16").replace("__nv_fp8_e4m3", "e4m3");
         let s = s.strip_prefix("void ").unwrap_or(&s);
         s.split('(').next().unwrap_or(s).to_string()
     };

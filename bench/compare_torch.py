@@ -109,6 +109,134 @@ def rms_norm_cases(compile_too):
     return out
 
 
+def rope_cases(compile_too):
+    """RoPE family and the KV-cache write: PyTorch eager the way HF / vLLM's native path do it
+    (cos/sin cache gathered by position, rotate_half, index_copy_ into the paged cache), plus
+    vLLM's and FlashInfer's CUDA kernels when installed. Keys match src/bench/rope.rs."""
+    out = []
+
+    def add(op, dtype, shape, name, t):
+        out.append({"op": op, "dtype": dtype, "shape": shape, "name": name, "time_us": t})
+
+    dt = torch.bfloat16
+    fp8 = getattr(torch, "float8_e4m3fn", None)
+
+    def cos_sin(dim, max_pos=1024, theta=500000.0):
+        inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device="cuda", dtype=torch.float32) / dim))
+        f = torch.outer(torch.arange(max_pos, device="cuda", dtype=torch.float32), inv)
+        return torch.cat((f.cos(), f.sin()), dim=-1)  # [max_pos, dim] (cos | sin), f32
+
+    def rotate(x, cos, sin):
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+    def rope_(q, k, cache, pos):
+        cos, sin = cache[pos].to(q.dtype).unsqueeze(1).chunk(2, dim=-1)
+        q.copy_(rotate(q, cos, sin))
+        k.copy_(rotate(k, cos, sin))
+
+    compiled_rope = torch.compile(rope_) if compile_too else None
+    try:
+        from vllm import _custom_ops as vllm_ops  # noqa: F401
+    except Exception:
+        vllm_ops = None
+    try:
+        import flashinfer  # noqa: F401
+    except Exception:
+        flashinfer = None
+
+    for tokens, qh, kvh, hd in [(16384, 32, 8, 128), (64, 32, 8, 128), (16384, 8, 1, 64)]:
+        copies = copies_for(2 * tokens * (qh + kvh) * hd * dt.itemsize)
+        qs, ks = rand((tokens, qh, hd), dt, copies), rand((tokens, kvh, hd), dt, copies)
+        pos = torch.arange(tokens, device="cuda") % 1024
+        cache = cos_sin(hd)
+        shape = f"{tokens}x{qh}+{kvh}x{hd}"
+        add("rope", "bf16", shape, "torch eager (HF rotate_half)", time_calls(lambda i: rope_(qs[i], ks[i], cache, pos), copies))
+        if compiled_rope is not None:
+            add("rope", "bf16", shape, "torch.compile", time_calls(lambda i: compiled_rope(qs[i], ks[i], cache, pos), copies))
+        if vllm_ops is not None:
+            cache_dt = cache.to(dt)
+            add("rope", "bf16", shape, "vllm rotary_embedding",
+                time_calls(lambda i: vllm_ops.rotary_embedding(pos, qs[i].view(tokens, -1), ks[i].view(tokens, -1), hd, cache_dt, True), copies))
+        if flashinfer is not None:
+            add("rope", "bf16", shape, "flashinfer apply_rope_with_cos_sin_cache_inplace",
+                time_calls(lambda i: flashinfer.apply_rope_with_cos_sin_cache_inplace(
+                    pos, qs[i].view(tokens, -1), ks[i].view(tokens, -1), hd, cache, True), copies))
+        del qs, ks
+
+    def append_(k, v, k_cache, v_cache, slots, scale):
+        if k_cache.dtype == k.dtype:
+            k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
+            v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
+        else:
+            k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, (k.float() / scale).to(k_cache.dtype))
+            v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, (v.float() / scale).to(v_cache.dtype))
+
+    page = 16
+    caches = [("bf16", dt, "torch index_copy_")]
+    if fp8 is not None:
+        caches.append(("bf16 -> e4m3 cache", fp8, "torch (x / scale).to(fp8) + index_copy_"))
+    for tokens, kvh, hd in [(16384, 8, 128), (64, 8, 128)]:
+        for key, cdt, name in caches:
+            if tokens == 64 and cdt != dt:
+                continue
+            num_pages = tokens // page + 1024 // page
+            n = tokens * kvh * hd
+            copies = copies_for(2 * n * (dt.itemsize + cdt.itemsize))
+            ks, vs = rand((tokens, kvh, hd), dt, copies), rand((tokens, kvh, hd), dt, copies)
+            kc = [torch.zeros((num_pages, page, kvh, hd), dtype=cdt, device="cuda") for _ in range(copies)]
+            vc = [torch.zeros((num_pages, page, kvh, hd), dtype=cdt, device="cuda") for _ in range(copies)]
+            slots = torch.arange(tokens, device="cuda")  # prefill sequences of 1024: pages in order
+            add("append_kv", key, f"{tokens}x{kvh}x{hd}/p{page}", name,
+                time_calls(lambda i: append_(ks[i], vs[i], kc[i], vc[i], slots, 2.0 / 400), copies))
+            if vllm_ops is not None and cdt == dt:
+                one = torch.ones((), device="cuda")
+                add("append_kv", key, f"{tokens}x{kvh}x{hd}/p{page}", "vllm reshape_and_cache_flash",
+                    time_calls(lambda i: vllm_ops.reshape_and_cache_flash(ks[i], vs[i], kc[i], vc[i], slots, "auto", one, one), copies))
+            del ks, vs, kc, vc
+
+    for tokens, qh, kvh, hd in [(16384, 32, 8, 128), (64, 32, 8, 128)]:
+        for key, cdt, name in caches:
+            if tokens == 64 and cdt != dt:
+                continue
+            num_pages = tokens // page + 1024 // page
+            heads = qh + 2 * kvh
+            copies = copies_for(tokens * hd * (2 * (qh + kvh) * dt.itemsize + kvh * dt.itemsize + 2 * kvh * cdt.itemsize))
+            qkvs = rand((tokens, heads, hd), dt, copies)
+            kc = [torch.zeros((num_pages, page, kvh, hd), dtype=cdt, device="cuda") for _ in range(copies)]
+            vc = [torch.zeros((num_pages, page, kvh, hd), dtype=cdt, device="cuda") for _ in range(copies)]
+            pos = torch.arange(tokens, device="cuda") % 1024
+            slots = torch.arange(tokens, device="cuda")
+            cache = cos_sin(hd)
+
+            def fused(i):
+                q, k, v = qkvs[i][:, :qh], qkvs[i][:, qh:qh + kvh], qkvs[i][:, qh + kvh:]
+                rope_(q, k, cache, pos)
+                append_(k, v, kc[i], vc[i], slots, 3.0 / 400)
+
+            add("rope_append_kv", key, f"{tokens}x{qh}+{kvh}x{hd}/p{page}", "torch " + name.replace("torch ", "") + " after rope",
+                time_calls(fused, copies))
+            del qkvs, kc, vc
+
+    tokens, qh, kvh, hd = 16384, 32, 8, 128
+    copies = copies_for(2 * tokens * (qh + kvh) * hd * dt.itemsize)
+    qkvs = rand((tokens, qh + 2 * kvh, hd), dt, copies)
+    w = torch.empty(hd, dtype=dt, device="cuda").uniform_(0.5, 1.5)
+    pos = torch.arange(tokens, device="cuda") % 1024
+    cache = cos_sin(hd, theta=1e6)
+
+    def norm_rope(i):
+        q, k = qkvs[i][:, :qh], qkvs[i][:, qh:qh + kvh]
+        q.copy_(F.rms_norm(q, (hd,), w, 1e-6))
+        k.copy_(F.rms_norm(k, (hd,), w, 1e-6))
+        rope_(q, k, cache, pos)
+
+    add("qk_norm_rope", "bf16", f"{tokens}x{qh}+{kvh}x{hd}", "torch F.rms_norm + rope", time_calls(norm_rope, copies))
+    del qkvs
+    return out
+
+
 def sdpa_backends():
     """(name, context manager factory) for SDPA's flash and cuDNN back-ends that exist here."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -118,7 +246,6 @@ def sdpa_backends():
         if hasattr(SDPBackend, backend):
             out.append((name, lambda b=getattr(SDPBackend, backend): sdpa_kernel(b)))
     return out
-
 
 def attention_cases():
     """GQA attention, bf16, 32 q / 8 kv heads, head_dim 128 (src/bench/attention.rs keys).
@@ -166,6 +293,8 @@ def attention_cases():
                 out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal",
                             "name": name, "time_us": t})
         del q, k, v
+    return out
+
 def moe_routing_cases():
     """Same keys as src/bench/moe_routing.rs."""
     out = []
@@ -265,7 +394,7 @@ def main():
     ap.add_argument("--compile", action="store_true", help="also time torch.compile versions (slow to build)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    results = rms_norm_cases(args.compile) + attention_cases() + moe_routing_cases()
+    results = rms_norm_cases(args.compile) + rope_cases(args.compile) + attention_cases() + moe_routing_cases()
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

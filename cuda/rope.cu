@@ -25,10 +25,13 @@
 //   items_kernel        one block per token. The token's work is a flat list of "items":
 //                       N rotated pairs of a q head, of a k head (also written to the cache),
 //                       then (when appending) 16-byte chunks of k's unrotated part and of v,
-//                       copied (or quantized) into the cache. Threads stride over the list;
-//                       16-byte accesses when sizes, strides and pointers allow (N = 16 B), else
-//                       the element-wise path (N = 1). Serves rope, rope_append_kv, append_kv
-//                       (rotary_dim = 0: copy items only).
+//                       copied (or quantized) into the cache. Each thread takes 2 items per
+//                       round and issues their loads before it reads the position, builds the
+//                       cos/sin table and waits at the block barrier, so the loads overlap that
+//                       prologue (the block size makes one round the common case). 16-byte
+//                       accesses when sizes, strides and pointers allow, else the element-wise
+//                       path. Serves rope, rope_append_kv, append_kv (rotary_dim = 0: copy
+//                       items only).
 //   qk_norm_rope_kernel one block per token, one warp per head (head <= 512 elements held in
 //                       registers): warp-sum of squares, normalise, stage the rotary part in the
 //                       warp's shared memory so each lane reads its pair partner, rotate, store;
@@ -73,8 +76,9 @@ struct Args {
 // ------------------------------------------------------------------ shared device pieces
 
 // (cos, sin) * attention_factor of every pair at position `pos`, into cs[0, half). The angle is
-// formed and reduced in f64 (pos * inv_freq / pi half-turns, minus the nearest even integer), so
-// only the f32 sincospi of an argument in [-1, 1] rounds: |error| ~ 1e-7 at any position.
+// formed and reduced in f64 (pos * inv_freq / pi half-turns, minus the nearest even integer),
+// then sincospif in f32 on an argument in [-1, 1]: |error| ~2e-7 for positions below 2^27,
+// growing with the f64 rounding of pos * inv_freq beyond (~1e-6 rad at 2^32).
 __device__ __forceinline__ void rope_table(const Args& a, int64_t pos, float2* cs) {
   for (int i = threadIdx.x; i < a.half; i += blockDim.x) {
     double t = static_cast<double>(pos) * a.inv_freq[i] * kInvPi;
@@ -131,96 +135,160 @@ __device__ __forceinline__ void store_cache(C* dst, const Pack<T, M>& v, float s
 
 // ------------------------------------------------------------------ items_kernel
 
-// Rotary item c of one head: pairs [c*N, c*N + N) of the rotary part starting at x, in place,
-// and into the cache row's rotary part `crow` unless it is nullptr.
-template <typename T, typename C, int N, bool NEOX>
-__device__ __forceinline__ void rotate_item(T* x, C* crow, int c, int half, const float2* cs, float scale) {
-  constexpr bool kVector = N > 1;
-  const int f0 = c * N;
-  if constexpr (NEOX) {
-    T* p1 = x + f0;
-    T* p2 = p1 + half;
-    Pack<T, N> a = load_elems<T, N, kVector>(p1);
-    Pack<T, N> b = load_elems<T, N, kVector>(p2);
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const float x1 = to_float(a.v[k]), x2 = to_float(b.v[k]);
-      const float2 w = cs[f0 + k];
-      a.v[k] = from_float<T>(rot_first(x1, x2, w));
-      b.v[k] = from_float<T>(rot_second(x2, x1, w));
-    }
-    store_elems<T, N, kVector>(p1, a);
-    store_elems<T, N, kVector>(p2, b);
-    if (crow != nullptr) {
-      store_cache<T, C, N, kVector>(crow + f0, a, scale);
-      store_cache<T, C, N, kVector>(crow + f0 + half, b, scale);
-    }
-  } else {
-    T* p = x + 2 * f0;
-    Pack<T, 2 * N> e = load_elems<T, 2 * N, kVector>(p);
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const float x1 = to_float(e.v[2 * k]), x2 = to_float(e.v[2 * k + 1]);
-      const float2 w = cs[f0 + k];
-      e.v[2 * k] = from_float<T>(rot_first(x1, x2, w));
-      e.v[2 * k + 1] = from_float<T>(rot_second(x2, x1, w));
-    }
-    store_elems<T, 2 * N, kVector>(p, e);
-    if (crow != nullptr) store_cache<T, C, 2 * N, kVector>(crow + 2 * f0, e, scale);
-  }
-}
+constexpr int kRound = 2;  // items per thread per round (all loaded before any is finished)
 
-// N: pairs per rotary item (16 bytes of T per access, or 1 = the element-wise path).
-template <typename T, typename C, int N, bool NEOX>
-__global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_constant__ Args a) {
-  constexpr int M = N > 1 ? kVec16<T> : 1;  // elements per copy item
-  constexpr bool kVector = N > 1;
-  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
-  const int64_t t = blockIdx.x;
-  if (a.half > 0) rope_table(a, load_index(a.positions, a.pos64, t), cs);
-  const CacheRows<C> rows = cache_rows<C>(a, t);
-  __syncthreads();
+// One item between its load and its finish. Rotary items hold N pairs: NeoX x1 in `a`, x2 in
+// `b`; GPT-J the 2N interleaved elements in `a`. Copy items (k's unrotated part, v) hold M
+// elements in `a` (M = A on the vector path; 1 of GPT-J's 2 on the element-wise path).
+template <typename T, int N, bool NEOX>
+struct Work {
+  static constexpr bool kVector = N > 1;
+  static constexpr int A = NEOX ? N : 2 * N;
+  static constexpr int M = kVector ? kVec16<T> : 1;
+  static_assert(!kVector || A == M, "a vector item is 16 bytes of T");
+  enum Kind : int { kNone, kRotQ, kRotK, kPassK, kCopyV };
+  Pack<T, A> a;
+  Pack<T, N> b;
+  const T* src;  // rotary: the head's rotary part; copy: the chunk
+  int kind;
+  int head;
+  int at;        // rotary: first pair; copy: element within the head
+};
 
+// Item i of token t: which item it is and where its data lives (no memory access). Items of
+// one head are adjacent, so consecutive threads touch consecutive 16-byte chunks.
+template <typename T, int N, bool NEOX>
+__device__ __forceinline__ void decode(const Args& a, int64_t t, int i, Work<T, N, NEOX>& w) {
+  using W = Work<T, N, NEOX>;
   const int per_head = a.half / N;  // rotary items per head
   const int rot_q = a.nq * per_head;
   const int rot_end = rot_q + a.nk * per_head;
-  const int pass = (a.head_dim - a.rotary_dim) / M;  // k's unrotated chunks per head
-  const int whole = a.head_dim / M;                  // v's chunks per head
-  const int pass_end = rot_end + (rows.k != nullptr ? a.nk * pass : 0);
-  const int end = pass_end + (rows.k != nullptr ? a.nk * whole : 0);
-  T* k_tok = static_cast<T*>(a.k) + t * a.k_ts;
+  const int pass = (a.head_dim - a.rotary_dim) / W::M;  // k's unrotated chunks per head
+  const int whole = a.head_dim / W::M;                  // v's chunks per head
+  const bool append = a.k_pages != nullptr;
+  const int pass_end = rot_end + (append ? a.nk * pass : 0);
+  const int end = pass_end + (append ? a.nk * whole : 0);
+  w.kind = W::kNone;
+  if (i >= end) return;
+  if (i < rot_end) {
+    const bool is_q = i < rot_q;
+    const int j = is_q ? i : i - rot_q;
+    w.kind = is_q ? W::kRotQ : W::kRotK;
+    w.head = j / per_head;
+    w.at = (j - w.head * per_head) * N;
+    w.src = (is_q ? static_cast<const T*>(a.q) + t * a.q_ts + w.head * a.q_hs
+                  : static_cast<const T*>(a.k) + t * a.k_ts + w.head * a.k_hs) + a.rot_off;
+  } else if (i < pass_end) {
+    const int j = i - rot_end;
+    w.kind = W::kPassK;
+    w.head = j / pass;
+    w.at = (j - w.head * pass) * W::M;  // index into the unrotated elements of the head
+    if (w.at >= a.rot_off) w.at += a.rotary_dim;
+    w.src = static_cast<const T*>(a.k) + t * a.k_ts + w.head * a.k_hs + w.at;
+  } else {
+    const int j = i - pass_end;
+    w.kind = W::kCopyV;
+    w.head = j / whole;
+    w.at = (j - w.head * whole) * W::M;
+    w.src = static_cast<const T*>(a.v) + t * a.v_ts + w.head * a.v_hs + w.at;
+  }
+}
 
-  for (int i = threadIdx.x; i < end; i += blockDim.x) {
-    if (i < rot_end) {
-      const bool is_q = i < rot_q;
-      const int j = is_q ? i : i - rot_q;
-      const int h = j / per_head;
-      const int c = j - h * per_head;
-      T* x = is_q ? static_cast<T*>(a.q) + t * a.q_ts + h * a.q_hs : k_tok + h * a.k_hs;
-      C* crow = (!is_q && rows.k != nullptr) ? rows.k + h * a.c_head_stride + a.rot_off : nullptr;
-      rotate_item<T, C, N, NEOX>(x + a.rot_off, crow, c, a.half, cs, a.k_scale);
-    } else if (i < pass_end) {
-      const int j = i - rot_end;
-      const int h = j / pass;
-      int e = (j - h * pass) * M;  // index into the unrotated elements of the head
-      if (e >= a.rot_off) e += a.rotary_dim;
-      store_cache<T, C, M, kVector>(rows.k + h * a.c_head_stride + e,
-                                    load_elems<T, M, kVector>(k_tok + h * a.k_hs + e), a.k_scale);
+template <typename T, int N, bool NEOX>
+__device__ __forceinline__ void load(int half, Work<T, N, NEOX>& w) {
+  using W = Work<T, N, NEOX>;
+  if (w.kind == W::kRotQ || w.kind == W::kRotK) {
+    if constexpr (NEOX) {
+      w.a = load_elems<T, N, W::kVector>(w.src + w.at);
+      w.b = load_elems<T, N, W::kVector>(w.src + w.at + half);
     } else {
-      const int j = i - pass_end;
-      const int h = j / whole;
-      const int e = (j - h * whole) * M;
-      const T* src = static_cast<const T*>(a.v) + t * a.v_ts + h * a.v_hs + e;
-      store_cache<T, C, M, kVector>(rows.v + h * a.c_head_stride + e, load_elems<T, M, kVector>(src), a.v_scale);
+      w.a = load_elems<T, 2 * N, W::kVector>(w.src + 2 * w.at);
     }
+  } else if (w.kind != W::kNone) {
+    const Pack<T, W::M> m = load_elems<T, W::M, W::kVector>(w.src);
+#pragma unroll
+    for (int k = 0; k < W::M; ++k) w.a.v[k] = m.v[k];
+  }
+}
+
+// Rotates and stores a rotary item in place (and k's into the cache row), or copies a copy
+// item into the cache row; nothing goes to the cache when the token's slot was skipped.
+template <typename T, typename C, int N, bool NEOX>
+__device__ __forceinline__ void finish(const Args& a, const float2* cs, const CacheRows<C>& rows, Work<T, N, NEOX>& w) {
+  using W = Work<T, N, NEOX>;
+  constexpr bool V = W::kVector;
+  if (w.kind == W::kRotQ || w.kind == W::kRotK) {
+    T* x = const_cast<T*>(w.src);
+    C* crow = (w.kind == W::kRotK && rows.k != nullptr) ? rows.k + w.head * a.c_head_stride + a.rot_off : nullptr;
+    if constexpr (NEOX) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float x1 = to_float(w.a.v[k]), x2 = to_float(w.b.v[k]);
+        const float2 c = cs[w.at + k];
+        w.a.v[k] = from_float<T>(rot_first(x1, x2, c));
+        w.b.v[k] = from_float<T>(rot_second(x2, x1, c));
+      }
+      store_elems<T, N, V>(x + w.at, w.a);
+      store_elems<T, N, V>(x + w.at + a.half, w.b);
+      if (crow != nullptr) {
+        store_cache<T, C, N, V>(crow + w.at, w.a, a.k_scale);
+        store_cache<T, C, N, V>(crow + w.at + a.half, w.b, a.k_scale);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const float x1 = to_float(w.a.v[2 * k]), x2 = to_float(w.a.v[2 * k + 1]);
+        const float2 c = cs[w.at + k];
+        w.a.v[2 * k] = from_float<T>(rot_first(x1, x2, c));
+        w.a.v[2 * k + 1] = from_float<T>(rot_second(x2, x1, c));
+      }
+      store_elems<T, 2 * N, V>(x + 2 * w.at, w.a);
+      if (crow != nullptr) store_cache<T, C, 2 * N, V>(crow + 2 * w.at, w.a, a.k_scale);
+    }
+  } else if (w.kind != W::kNone && rows.k != nullptr) {
+    const bool is_k = w.kind == W::kPassK;
+    C* dst = (is_k ? rows.k : rows.v) + w.head * a.c_head_stride + w.at;
+    Pack<T, W::M> m;
+#pragma unroll
+    for (int k = 0; k < W::M; ++k) m.v[k] = w.a.v[k];
+    store_cache<T, C, W::M, V>(dst, m, is_k ? a.k_scale : a.v_scale);
+  }
+}
+
+// N: pairs per rotary item (16 bytes of T per access, or 1 = the element-wise path). Every
+// thread decodes and loads its first kRound items before the position, the cos/sin table and
+// the slot are read, so a block's data loads overlap that prologue; later rounds (only when a
+// token has more than kRound * blockDim items) load, then finish.
+template <typename T, typename C, int N, bool NEOX>
+__global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_constant__ Args a) {
+  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
+  const int64_t t = blockIdx.x;
+  Work<T, N, NEOX> w[kRound];
+  int base = threadIdx.x;
+#pragma unroll
+  for (int r = 0; r < kRound; ++r) decode(a, t, base + r * static_cast<int>(blockDim.x), w[r]);
+#pragma unroll
+  for (int r = 0; r < kRound; ++r) load(a.half, w[r]);
+  if (a.half > 0) rope_table(a, load_index(a.positions, a.pos64, t), cs);
+  const CacheRows<C> rows = cache_rows<C>(a, t);
+  __syncthreads();
+  while (true) {
+#pragma unroll
+    for (int r = 0; r < kRound; ++r) finish<T, C, N, NEOX>(a, cs, rows, w[r]);
+    if (w[kRound - 1].kind == Work<T, N, NEOX>::kNone) break;  // this thread's items are done
+    base += kRound * static_cast<int>(blockDim.x);
+#pragma unroll
+    for (int r = 0; r < kRound; ++r) decode(a, t, base + r * static_cast<int>(blockDim.x), w[r]);
+#pragma unroll
+    for (int r = 0; r < kRound; ++r) load(a.half, w[r]);
   }
 }
 
 int round_up_warp(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
 
 // Vector path when every size, stride and pointer allows 16-byte accesses of T (and the matching
-// width of C); otherwise the element-wise path. Block size: the items of one token in as few
-// rounds of <= 256 threads as possible, spread evenly.
+// width of C); otherwise the element-wise path. Block size: the token's items in as few rounds
+// of kRound items per thread (<= 256 threads) as possible, spread evenly.
 template <typename T, typename C>
 wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
   constexpr int W = kVec16<T>;
@@ -236,9 +304,10 @@ wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
   const int64_t items = static_cast<int64_t>(a.nq + a.nk) * (a.half / n) +
                         (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m + a.head_dim / m) : 0);
   if (items <= 0) return WC_OK;
-  if (items > INT32_MAX) return WC_ERR_INVALID_ARG;
-  const int64_t rounds = (items + kItemThreads - 1) / kItemThreads;
-  const int threads = round_up_warp((items + rounds - 1) / rounds);
+  if (items > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
+  const int64_t per_round = static_cast<int64_t>(kRound) * kItemThreads;
+  const int64_t rounds = (items + per_round - 1) / per_round;
+  const int threads = round_up_warp((items + kRound * rounds - 1) / (kRound * rounds));
   const dim3 grid(static_cast<unsigned>(num_tokens));
   if (vector) {
     if (a.neox) items_kernel<T, C, W, true><<<grid, threads, 0, s>>>(a);

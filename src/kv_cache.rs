@@ -230,7 +230,8 @@ pub struct KvCacheMut<'a, C: DType> {
 }
 
 /// A cache's launch parameters; the guards keep the buffers' sync events until the launch is
-/// queued.
+/// queued. (Used by the ops that write the cache: the `rope` feature's, for now.)
+#[cfg_attr(not(feature = "rope"), allow(dead_code))]
 pub(crate) struct RawCache<'s> {
     pub params: ffi::wc_paged_kv_cache,
     _guards: Vec<SyncOnDrop<'s>>,
@@ -268,7 +269,11 @@ impl<'a, C: DType> KvCacheMut<'a, C> {
     pub fn as_view(&self) -> KvCacheView<'_, C> {
         KvCacheView { k: self.k.as_view(), v: self.v.as_view(), layout: self.layout, scales: self.scales }
     }
+}
 
+/// What the ops that write the cache use (the `rope` feature's, for now).
+#[cfg_attr(not(feature = "rope"), allow(dead_code))]
+impl<C: DType> KvCacheMut<'_, C> {
     /// Checks that the cache can take rows of `num_kv_heads · head_dim` on `dev`.
     pub(crate) fn check_for(&self, op: &'static str, dev: &Device, num_kv_heads: usize, head_dim: usize) -> Result<()> {
         let l = self.layout;

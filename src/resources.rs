@@ -53,6 +53,8 @@ mod tests {
         assert!(KERNELS.iter().any(|k| k.file == "rms_norm"), "no ptxas report for rms_norm");
         #[cfg(feature = "moe-routing")]
         assert!(KERNELS.iter().any(|k| k.file == "moe_routing"), "no ptxas report for moe_routing");
+        #[cfg(feature = "rope")]
+        assert!(KERNELS.iter().any(|k| k.file == "rope"), "no ptxas report for rope");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use crate::reference::kv_cache as reference;
 use crate::{contiguous_strides, DType, Device, Error, IndexType, Result, TensorView, TensorViewMut, F8E4M3};
 use half::{bf16, f16};
 
-/// Poisoned elements before and after the pages in each cache buffer.
-pub const GUARD: usize = 37;
+/// Poisoned elements before and after the pages in each cache buffer (a multiple of 16
+/// elements keeps the pages 16-byte aligned, so the vector path runs; `page_pad` misaligns).
+pub const GUARD: usize = 64;
 
 /// The cache side of a check: geometry and which slots the tokens get.
 #[derive(Clone, Copy, Debug)]
@@ -314,4 +315,53 @@ pub fn check_references() -> Vec<CheckResult> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn slots_have_the_requested_padding_and_out_of_range_entries() {
+        for (ps, slots64) in [(1usize, false), (16, true), (256, false)] {
+            let c = CacheCase { padding: 5, out_of_range: 7, slots64, ..CacheCase::for_tokens(120, ps, 3) };
+            let s = c.slots(120);
+            let n = (c.num_pages * ps) as i64;
+            assert_eq!(s.len(), 120);
+            assert_eq!(s.iter().filter(|&&x| x >= n).count(), 7);
+            let valid: Vec<i64> = s.iter().copied().filter(|&x| (0..n).contains(&x)).collect();
+            assert_eq!(valid.iter().collect::<HashSet<_>>().len(), valid.len(), "valid slots are unique");
+            assert_eq!(valid.len() + 7 + s.iter().filter(|&&x| x == -1).count(), 120);
+            assert!(s.iter().all(|&x| slots64 || i32::try_from(x).is_ok()));
+        }
+    }
+
+    #[test]
+    fn the_cache_comparison_accepts_the_reference_and_catches_stray_writes() {
+        let case = CacheCase { padding: 2, out_of_range: 3, page_pad: 8, ..CacheCase::for_tokens(20, 8, 1) };
+        let slots = case.slots(20);
+        let host = HostCache::<F8E4M3>::new(&case, 2, 16).unwrap();
+        let k: Vec<bf16> = Rng::new(1).vec(20 * 32, -3.0, 3.0);
+        let v: Vec<bf16> = Rng::new(2).vec(20 * 32, -3.0, 3.0);
+        let scales = scales_for::<F8E4M3>(3.0, 3.0);
+        let (mut gk, mut gv) = (host.k.clone(), host.v.clone());
+        let oob = reference::append_kv(&k, &v, &slots, &host.layout, scales, &mut gk[GUARD..], &mut gv[GUARD..]);
+        assert_eq!(oob, 3);
+        let good = (gk, gv, 3u64);
+        assert!(host.compare(&good, &k, &v, &slots, scales).iter().all(Comparison::passed));
+        let want: Vec<f64> = k.iter().map(|x| x.to_f64()).collect();
+        assert!(host.compare_fp8_k(&good.0, &want, &slots, scales.k).passed());
+        // A write into the guard, a wrong count, a value off by one step: each fails.
+        let mut bad = good.clone();
+        bad.0[GUARD - 1] = F8E4M3(0x38);
+        assert!(!host.compare(&bad, &k, &v, &slots, scales)[0].passed());
+        let bad = (good.0.clone(), good.1.clone(), 2u64);
+        assert!(!host.compare(&bad, &k, &v, &slots, scales)[2].passed());
+        let t = slots.iter().position(|&s| s >= 0 && (s as usize) < host.layout.num_slots()).unwrap();
+        let o = GUARD + host.layout.offset(slots[t] as usize, 1) + 3;
+        let mut bad = good.clone();
+        bad.1[o] = F8E4M3(bad.1[o].0 ^ 1);
+        assert!(!host.compare(&bad, &k, &v, &slots, scales)[1].passed());
+    }
 }

@@ -392,3 +392,85 @@ pub fn check_references() -> Vec<CheckResult> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A perfect kernel on the host: the reference written into the buffers, rounded to T.
+    fn apply<T: DType>(c: &RopeCase, host: &Host<T>, op: Op, want: [&[f64]; 2]) -> Vec<Vec<T>> {
+        let written = match op {
+            Op::Rope => c.cfg.rotary_offset..c.cfg.rotary_offset + c.cfg.rotary_dim,
+            Op::QkNormRope { .. } => 0..c.head_dim,
+        };
+        let mut bufs = host.bufs.clone();
+        for (p, w) in want.iter().enumerate() {
+            for t in 0..c.num_tokens {
+                for h in 0..host.parts[p].heads {
+                    for e in written.clone() {
+                        let (b, i) = host.index(p, t, h, e);
+                        bufs[b][i] = T::from_f64(w[(t * host.parts[p].heads + h) * c.head_dim + e]);
+                    }
+                }
+            }
+        }
+        bufs
+    }
+
+    #[test]
+    fn the_checker_accepts_a_correct_result_and_catches_wrong_and_stray_writes() {
+        let cfg = RopeConfig::new(32, 1e4).with_offset(16).with_style(RopeStyle::GptJ);
+        for layout in [QkvLayout::Fused { extra_heads: 2 }, QkvLayout::Split { head_gap: 3, token_gap: 5 }] {
+            for op in [Op::Rope, Op::QkNormRope { gemma: false }] {
+                let c = RopeCase { layout, offset: 1, ..RopeCase::new(5, 4, 2, 80, cfg, 3) };
+                let host = Host::<bf16>::new(&c, &mut Rng::new(1));
+                let (q, k) = (host.dense(&host.bufs, 0), host.dense(&host.bufs, 1));
+                let pos = [3i64, 9, 0, 70000, 12];
+                let (wq, wk) = match op {
+                    Op::Rope => reference::rope(&q, &k, 80, &pos, &cfg),
+                    Op::QkNormRope { .. } => {
+                        let w = vec![bf16::ONE; 80];
+                        reference::qk_norm_rope(&q, &k, &pos, &w, &w, RmsNormConfig::new(1e-6), &cfg)
+                    }
+                };
+                let good = apply(&c, &host, op, [&wq, &wk]);
+                let passed = |bufs: &[Vec<bf16>]| compare_heads(&c, &host, bufs, op, &wq, &wk).iter().map(|x| x.passed()).collect::<Vec<_>>();
+                assert_eq!(passed(&good), [true, true, true], "{layout:?} {op:?}");
+                // A write to v (part 2) is a stray write.
+                let mut bad = good.clone();
+                let (b, i) = host.index(2, 4, 1, 79);
+                bad[b][i] = bf16::from_f32(7.0);
+                assert_eq!(passed(&bad), [true, true, false]);
+                // A k element left as it was (not rotated / normalised) is a wrong result.
+                let mut bad = good.clone();
+                let (b, i) = host.index(1, 3, 1, 17); // token 3: position 70000
+                bad[b][i] = host.bufs[b][i];
+                assert_eq!(passed(&bad), [true, false, true]);
+                // A stray write into a gap or an unrotated element.
+                let mut bad = good.clone();
+                let e = if op == Op::Rope { 3 } else { 0 };
+                let (b, i) = host.index(0, 0, 0, e);
+                if op == Op::Rope {
+                    bad[b][i] = bf16::from_f32(-9.0);
+                    assert_eq!(passed(&bad), [true, true, false]);
+                }
+                let last = bad[b].len() - 1;
+                bad[b][last] = bf16::from_f32(5.0); // the tail after the last token
+                assert!(!passed(&bad)[2]);
+            }
+        }
+    }
+
+    #[test]
+    fn host_layouts_place_q_k_v_where_the_views_say() {
+        let c = RopeCase { layout: QkvLayout::Split { head_gap: 3, token_gap: 5 }, offset: 2, ..RopeCase::new(3, 4, 2, 16, RopeConfig::new(16, 1e4), 1) };
+        let host = Host::<f32>::new(&c, &mut Rng::new(2));
+        let p = host.parts[1];
+        assert_eq!((p.buf, p.base, p.hs, p.ts, p.heads), (1, 2, 19, 2 * 19 + 5, 2));
+        let c = RopeCase { layout: QkvLayout::Fused { extra_heads: 1 }, ..c };
+        let host = Host::<f32>::new(&c, &mut Rng::new(2));
+        let [q, k, v] = host.parts;
+        assert_eq!((q.base, k.base, v.base, v.ts), (2, 2 + 4 * 16, 2 + 6 * 16, (4 + 4 + 1) * 16));
+        assert_eq!(host.bufs[0].len(), 2 + 3 * 9 * 16 + 7);
+    }
+}
