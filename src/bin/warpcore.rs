@@ -46,6 +46,33 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a Hugging Face model folder (config.json + *.safetensors): prompt token ids in,
+    /// generated ids out, with prefill / decode tokens per second.
+    Run {
+        /// The model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt token ids, comma-separated (e.g. 1,2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        prompt_ids: Vec<u32>,
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// cpu (the reference path); cuda is not built yet.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the teacher-forced logits of prompt + output ([tokens, vocab] f32, little-endian).
+        #[arg(long)]
+        logits_out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +81,10 @@ fn main() -> ExitCode {
         Command::Info { kernels } => info(kernels),
         Command::Check { op } => check(op.as_deref()),
         Command::Bench { op, json, compare, out } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
+        Command::Run { model, prompt_ids, max_new_tokens, device, temperature, top_k, top_p, seed, logits_out } => {
+            let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
+            run_model(&model, &prompt_ids, max_new_tokens, &device, sampling, logits_out.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -233,6 +264,46 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{md}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_model(
+    dir: &std::path::Path,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    device: &str,
+    sampling: warpcore::model::Sampling,
+    logits_out: Option<&std::path::Path>,
+) -> CliResult {
+    use std::time::Instant;
+    if device != "cpu" {
+        return Err(format!("--device {device}: only the CPU reference path is built so far (the GPU path is next)").into());
+    }
+    let t0 = Instant::now();
+    let model = warpcore::model::CpuModel::load(dir)?;
+    eprintln!("loaded {:?} ({} layers) in {:.2} s", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
+    let t1 = Instant::now();
+    model.forward(prompt)?;
+    let prefill = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let mut sampler = warpcore::model::Sampler::new(sampling);
+    let out = model.generate(prompt, max_new_tokens, &mut sampler)?;
+    let decode = t2.elapsed().as_secs_f64();
+    println!("{}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    eprintln!(
+        "prefill: {} tokens in {:.3} s ({:.1} tok/s); decode: {} tokens in {:.3} s ({:.1} tok/s, CPU reference: full recompute per token)",
+        prompt.len(),
+        prefill,
+        prompt.len() as f64 / prefill,
+        out.len(),
+        decode,
+        out.len() as f64 / decode.max(1e-9)
+    );
+    if let Some(path) = logits_out {
+        let all: Vec<u32> = prompt.iter().chain(&out).copied().collect();
+        let logits = model.forward(&all)?;
+        std::fs::write(path, logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! `crate::reference` functions, activations in f32 between ops (each op computes in f64).
 //! It exists to be right, not fast: tests compare it with transformers' logits.
 
-use super::{Architecture, ModelConfig, Weights};
+use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeGateConfig;
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::reference::attention::{attention, AttentionMask, AttentionShape};
@@ -194,13 +194,20 @@ impl CpuModel {
 
     /// Greedy continuation: `new_tokens` argmax tokens after `prompt` (ties to the lower id).
     pub fn generate_greedy(&self, prompt: &[u32], new_tokens: usize) -> Result<Vec<u32>> {
+        self.generate(prompt, new_tokens, &mut Sampler::new(Sampling::greedy()))
+    }
+
+    /// `new_tokens` tokens after `prompt`, each drawn by `sampler` from the last position's
+    /// logits (the CPU path recomputes the whole sequence per token: it is the oracle).
+    pub fn generate(&self, prompt: &[u32], new_tokens: usize, sampler: &mut Sampler) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(Error::Empty { op: "CpuModel::generate", arg: "prompt", shape: "[0]".into() });
+        }
         let v = self.config.vocab_size;
         let mut ids = prompt.to_vec();
         for _ in 0..new_tokens {
             let logits = self.forward(&ids)?;
-            let last = &logits[(ids.len() - 1) * v..];
-            let best = last.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b });
-            ids.push(best.0 as u32);
+            ids.push(sampler.sample(&logits[(ids.len() - 1) * v..]));
         }
         Ok(ids[prompt.len()..].to_vec())
     }

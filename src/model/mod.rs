@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod cpu;
+pub mod sampling;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, MoeConfig};
 pub use cpu::CpuModel;
+pub use sampling::{Sampler, Sampling};
 pub use weights::Weights;
