@@ -8,8 +8,15 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Kernel families: (cargo feature, file stem under cuda/). The one list of families.
-const FAMILIES: &[(&str, &str)] = &[("rms-norm", "rms_norm"), ("attention", "attention_gqa")];
+/// Kernel families: (cargo feature, file stem under cuda/). The one list of families; a family
+/// spanning several files (matmul-fp8: one per architecture) has one row per file.
+const FAMILIES: &[(&str, &str)] = &[
+    ("rms-norm", "rms_norm"),
+    ("attention", "attention_gqa"),
+    ("quant-fp8", "quant_fp8"),
+    ("matmul-fp8", "matmul_fp8_sm80"),
+    ("matmul-fp8", "matmul_fp8_sm90"),
+];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];
 /// Targets: sm_80 SASS + PTX (runs on every sm_80+ GPU), sm_90a SASS (Hopper features).

@@ -19,6 +19,7 @@
 //   qk_heads   one warp per (token, head); a head (<= 512 elements) lives in the warp's
 //              registers; q and k heads in one launch.
 #include "common.cuh"
+#include "rms_norm.cuh"
 
 namespace wc {
 namespace {
@@ -32,30 +33,8 @@ __device__ __forceinline__ void store_normed(T* dst, const Pack<T, VEC>& v, cons
   const Pack<T, VEC> w = load_pack<T, VEC>(weight);
   Pack<T, VEC> o;
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) o.v[k] = from_float<T>(to_float(v.v[k]) * rstd * (w_off + to_float(w.v[k])));
+  for (int k = 0; k < VEC; ++k) o.v[k] = from_float<T>(rms_normed(to_float(v.v[k]), rstd, w_off, to_float(w.v[k])));
   store_pack<T, VEC>(dst, o);
-}
-
-// residual = round(x + residual), stored; returns the rounded sum.
-template <typename T, int VEC>
-__device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, T* residual) {
-  const Pack<T, VEC> r = load_pack<T, VEC>(residual);
-  Pack<T, VEC> s;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) s.v[k] = from_float<T>(to_float(x.v[k]) + to_float(r.v[k]));
-  store_pack<T, VEC>(residual, s);
-  return s;
-}
-
-template <typename T, int VEC>
-__device__ __forceinline__ float sum_squares(const Pack<T, VEC>& v) {
-  float s = 0.0f;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    const float f = to_float(v.v[k]);
-    s = fmaf(f, f, s);
-  }
-  return s;
 }
 
 // x and out may alias (in place; fused_add passes out = x), hence no __restrict__ on them.
@@ -84,7 +63,7 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
       ss += sum_squares<T, VEC>(v[j]);
     }
   }
-  const float rstd = rsqrtf(block_sum(ss, scratch) / static_cast<float>(hidden) + eps);
+  const float rstd = rms_rstd(block_sum(ss, scratch), hidden, eps);
   T* outr = out + row * out_stride;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
@@ -109,7 +88,7 @@ rows_loop_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
     if constexpr (ADD) v = add_residual<T, VEC>(v, rr + i * VEC);
     ss += sum_squares<T, VEC>(v);
   }
-  const float rstd = rsqrtf(block_sum(ss, scratch) / static_cast<float>(hidden) + eps);
+  const float rstd = rms_rstd(block_sum(ss, scratch), hidden, eps);
   // Second pass: each thread re-reads exactly the elements it read (or wrote) itself.
   const T* src = ADD ? rr : xr;
   T* outr = out + row * out_stride;
@@ -186,7 +165,7 @@ qk_heads_kernel(T* qk, const T* __restrict__ q_weight, const T* __restrict__ k_w
 #pragma unroll
   for (int j = 0; j < kIters; ++j)
     if (lane + 32 * j < nvec) ss += sum_squares<T, VEC>(v[j]);
-  const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(head_dim) + eps);
+  const float rstd = rms_rstd(warp_sum(ss), head_dim, eps);
 #pragma unroll
   for (int j = 0; j < kIters; ++j) {
     const int i = lane + 32 * j;

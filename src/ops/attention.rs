@@ -8,7 +8,7 @@
 //! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
 //! split-KV factor and the workspace size, and is reused by every layer.
 
-use super::{check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use super::{check_aligned, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill.
@@ -150,13 +150,6 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
         return Err(Error::Unsupported { op, what: "head stride (heads must be packed)", value: format!("{arg}: {strides:?}") });
     }
     if view_shape[0] > 1 && (strides[0] * std::mem::size_of::<T>()) % 16 != 0 {
-        return Err(Error::Misaligned { op, arg, align: 16 });
-    }
-    Ok(())
-}
-
-fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Result<()> {
-    if ptr % 16 != 0 {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())

@@ -6,3 +6,9 @@ pub mod rms_norm;
 
 #[cfg(feature = "attention")]
 pub mod attention;
+
+#[cfg(feature = "quant-fp8")]
+pub mod quant;
+
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_fp8;
