@@ -7,6 +7,10 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_fp8;
+#[cfg(feature = "quant-fp8")]
+pub mod quant;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 
