@@ -59,12 +59,16 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
         )
     })?;
     let flops = 2.0 * (m * n) as f64 * k as f64;
-    let mut r = BenchRecord::compute("matmul_fp8", "e4m3", shape_key(m, n, k, scaling, fast), t, bytes as f64, flops, ceilings);
+    let record = BenchRecord::compute("matmul_fp8", "e4m3", shape_key(m, n, k, scaling, fast), t, bytes as f64, flops, ceilings);
     #[cfg(feature = "cublaslt")]
-    if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &a, &b, &mut d)? {
-        r.add_alternative(if fast { "cuBLASLt FP8 (fast accum)" } else { "cuBLASLt FP8" }, us);
-    }
-    Ok(r)
+    let record = {
+        let mut r = record;
+        if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &a, &b, &mut d)? {
+            r.add_alternative(if fast { "cuBLASLt FP8 (fast accum)" } else { "cuBLASLt FP8" }, us);
+        }
+        r
+    };
+    Ok(record)
 }
 
 /// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
