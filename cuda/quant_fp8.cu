@@ -408,22 +408,19 @@ dequant_kernel(const uint8_t* __restrict__ q, const float* __restrict__ scale, T
     } else {
       const uint4 bytes = *reinterpret_cast<const uint4*>(q + r * qs + c);
       const uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-      constexpr int V = kVec16<T>;
-      Pack<T, V> o[16 / V];
+      float f[16];
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         uint32_t h[2];
         e4m3x4_to_f16x2_scaled(words[w], h[0], h[1]);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float f = e % 2 == 0 ? __low2float(*reinterpret_cast<__half2*>(&h[e / 2]))
-                                     : __high2float(*reinterpret_cast<__half2*>(&h[e / 2]));
-          const int k = w * 4 + e;
-          o[k / V].v[k % V] = from_float<T>(f * sc);
+          const __half2 two = *reinterpret_cast<const __half2*>(&h[e / 2]);
+          f[w * 4 + e] = (e % 2 == 0 ? __low2float(two) : __high2float(two)) * sc;
         }
       }
 #pragma unroll
-      for (int i = 0; i < 16 / V; ++i) store_pack<T, V>(out + r * os + c + i * V, o[i]);
+      for (int i = 0; i < 16; i += kVec16<T>) store_floats16<T>(out + r * os + c + i, f + i);
     }
   }
 }

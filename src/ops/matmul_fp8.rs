@@ -417,6 +417,33 @@ mod tests {
     }
 
     #[test]
+    fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu() {
+        let mut p = ffi::wc_matmul_fp8_params { m: 128, n: 256, k: 256, block_m: 96, block_n: 128, group_m: 8, num_ctas: 1, out_dtype: ffi::wc_dtype_WC_BF16, ..Default::default() };
+        let stream = std::ptr::null_mut();
+        // SAFETY: every call below returns from its argument checks before any CUDA call.
+        unsafe {
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_INVALID_ARG);
+            p.block_m = 128;
+            p.block_n = 256;
+            p.block_scaled = 1; // block scales have no 256-wide tile
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.fast_accum = 0;
+            p.block_scaled = 0; // nor does promoted accumulation
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.k = 200;
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+            p.out_dtype = ffi::wc_dtype_WC_F16;
+            p.k = 256;
+            p.block_n = 128;
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.m = 0; // nothing to do
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);
+        }
+    }
+
+    #[test]
     fn scale_pairs() {
         assert_eq!(scaling_mode(PerTensor, PerTensor), Some(false));
         assert_eq!(scaling_mode(PerRow, PerRow), Some(false));

@@ -345,6 +345,30 @@ mod tests {
     }
 
     #[test]
+    fn the_launchers_guard_what_the_wrappers_validate() {
+        let stream = std::ptr::null_mut();
+        let p = ffi::wc_rms_norm_quant_fp8_params {
+            num_tokens: 4,
+            hidden: 256,
+            x_stride: 256,
+            out_stride: 256,
+            granularity: ScaleGranularity::PerTensor.tag(),
+            dtype: ffi::wc_dtype_WC_BF16,
+            ..Default::default()
+        };
+        // SAFETY: each call returns from its argument checks before any CUDA call.
+        unsafe {
+            assert_eq!(ffi::wc_rms_norm_quant_fp8(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            // 1×128 groups over a misaligned row (x at address 2): refused, not run unaligned.
+            let g = ffi::wc_rms_norm_quant_fp8_params { granularity: ScaleGranularity::Group128.tag(), x: 2 as *const _, ..p };
+            assert_eq!(ffi::wc_rms_norm_quant_fp8(&g, stream), ffi::WC_ERR_UNSUPPORTED);
+            let f32_in = ffi::wc_quantize_fp8_params { rows: 1, cols: 16, dtype: ffi::wc_dtype_WC_F32, ..Default::default() };
+            assert_eq!(ffi::wc_quantize_fp8(&f32_in, stream), ffi::WC_ERR_UNSUPPORTED);
+            assert_eq!(ffi::wc_quantize_fp8(std::ptr::null(), stream), ffi::WC_ERR_INVALID_ARG);
+        }
+    }
+
+    #[test]
     fn size_one_dimensions_of_a_scale_get_stride_zero() {
         assert_eq!(scale_strides([1, 1], [5, 9]), (0, 0));
         assert_eq!(scale_strides([7, 1], [1, 0]), (1, 0));
