@@ -8,12 +8,16 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Kernel families: (cargo feature, file stem under cuda/). The one list of families.
+/// Kernel families: (cargo feature, file stem under cuda/). The one list of families; a family
+/// spanning several files (matmul-fp8: one per architecture) has one row per file.
 const FAMILIES: &[(&str, &str)] = &[
     ("rms-norm", "rms_norm"),
     ("rope", "rope"),
     ("attention", "attention_gqa"),
     ("moe-routing", "moe_routing"),
+    ("quant-fp8", "quant_fp8"),
+    ("matmul-fp8", "matmul_fp8_sm80"),
+    ("matmul-fp8", "matmul_fp8_sm90"),
 ];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];

@@ -1,6 +1,6 @@
-// common.cuh — what every kernel file shares: element types and conversions, packed vector
-// loads/stores, index loads, warp/block reductions, the RMS-normalisation arithmetic, and the
-// dtype dispatch macro. Nothing op-specific.
+// common.cuh — what every kernel file shares: element types and conversions (FP8 e4m3
+// included), packed vector loads/stores, index loads, warp/block reductions and prefix
+// scans, cp.async and mma.sync wrappers, and the dtype dispatch macros. Nothing op-specific.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -118,29 +118,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return v;
 }
 
-// ------------------------------------------------------------------ RMS normalisation
-// The arithmetic of RMSNorm, shared by every kernel that normalises (rms_norm.cu, rope.cu):
-// sum of squares in f32, then x * rstd * (w_off + w) with rstd = rsqrt(mean + eps).
-template <typename T, int VEC>
-__device__ __forceinline__ float sum_squares(const Pack<T, VEC>& v) {
-  float s = 0.0f;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    const float f = to_float(v.v[k]);
-    s = fmaf(f, f, s);
-  }
-  return s;
-}
-
-// out[k] = v[k] * rstd * (w_off + weight[k]) in f32; weight is VEC-aligned like v.
-template <typename T, int VEC>
-__device__ __forceinline__ void rms_normalize(const Pack<T, VEC>& v, const T* weight, float rstd, float w_off,
-                                              float (&out)[VEC]) {
-  const Pack<T, VEC> w = load_pack<T, VEC>(weight);
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) out[k] = to_float(v.v[k]) * rstd * (w_off + to_float(w.v[k]));
-}
-
 // ------------------------------------------------------------------ prefix sums
 // Inclusive prefix sum over the warp's lanes (all 32 lanes take part).
 __device__ __forceinline__ int warp_inclusive_scan(int v) {
@@ -171,6 +148,113 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int* scratch, int* to
   return warp_prefix + inc - v;
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// Maximum over the whole block; every thread gets the result. As block_sum.
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int num_warps = blockDim.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < num_warps ? scratch[lane] : -INFINITY;
+  v = warp_max(v);
+  __syncthreads();
+  return v;
+}
+
+// ------------------------------------------------------------------ async copies and mma.sync (sm_80+)
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy; when !valid nothing is read and the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a · b, m16n8k16, f32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as one register of two T (lo in the low half), rounded to nearest.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  Pack<T, 2> p;
+  p.v[0] = from_float<T>(lo);
+  p.v[1] = from_float<T>(hi);
+  return *reinterpret_cast<uint32_t*>(&p);
+}
+
+// kVec16<T> floats rounded to T and stored to global memory as one 16-byte store (PTX, so
+// that the compiler cannot split it into element stores). dst is 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ void store_floats16(T* dst, const float* v) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (sizeof(T) == 4) w[i] = __float_as_uint(v[i]);
+    else w[i] = pack2<T>(v[2 * i], v[2 * i + 1]);
+  }
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
+               : "memory");
+}
+
+// ------------------------------------------------------------------ FP8 e4m3
+// Two floats -> two e4m3 bytes (a in the low byte): round to nearest even, saturating to
+// ±448 (__NV_SATFINITE: overflow never makes NaN). One F2FP on sm_89+, emulated on sm_80.
+__device__ __forceinline__ uint16_t e4m3x2_from_floats(float a, float b) {
+  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3));
+}
+
+// Four e4m3 bytes (byte 0 lowest) -> two f16x2 words holding value · 2^-8 exactly: lo = bytes
+// 0, 1 and hi = bytes 2, 3 (the lower byte in the lower half). Placing the 7 magnitude bits at
+// f16 bit 7 maps e4m3's exponent (bias 7) onto f16's (bias 15), normals and subnormals alike,
+// so three integer ops replace a conversion; multiply by 256 (or fold 2^8 into a scale) for
+// the value. The NaN codes (0x7F, 0xFF) become the finite 480 · 2^-8.
+__device__ __forceinline__ void e4m3x4_to_f16x2_scaled(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t a = __byte_perm(w, 0u, 0x1404);  // byte0 -> bits 8..15, byte1 -> bits 24..31
+  const uint32_t b = __byte_perm(w, 0u, 0x3424);  // byte2, byte3 likewise
+  lo = (a & 0x80008000u) | ((a >> 1) & 0x3F803F80u);
+  hi = (b & 0x80008000u) | ((b >> 1) & 0x3F803F80u);
+}
+
 // Status of the launch just made (asynchronous errors surface at the next sync).
 inline wc_status launch_status() { return static_cast<wc_status>(cudaGetLastError()); }
 
@@ -181,6 +265,15 @@ inline wc_status launch_status() { return static_cast<wc_status>(cudaGetLastErro
 #define WC_DISPATCH_DTYPE(dtype, T, ...)                          \
   switch (dtype) {                                                \
     case WC_F32: { using T = float; __VA_ARGS__ }                 \
+    case WC_F16: { using T = __half; __VA_ARGS__ }                \
+    case WC_BF16: { using T = __nv_bfloat16; __VA_ARGS__ }        \
+    default: break;                                               \
+  }                                                               \
+  return WC_ERR_UNSUPPORTED;
+
+// As WC_DISPATCH_DTYPE for ops that take only the 16-bit float types (bf16, f16).
+#define WC_DISPATCH_HALF_DTYPE(dtype, T, ...)                     \
+  switch (dtype) {                                                \
     case WC_F16: { using T = __half; __VA_ARGS__ }                \
     case WC_BF16: { using T = __nv_bfloat16; __VA_ARGS__ }        \
     default: break;                                               \

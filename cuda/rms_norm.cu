@@ -19,13 +19,14 @@
 //   qk_heads   one warp per (token, head); a head (<= 512 elements) lives in the warp's
 //              registers; q and k heads in one launch.
 #include "common.cuh"
+#include "rms_norm.cuh"
 
 namespace wc {
 namespace {
 
 constexpr int kMaxThreads = 1024;
 
-// Normalise one packed vector of the row (common.cuh's rms_normalize) and store it.
+// Normalise one packed vector of the row (rms_norm.cuh's rms_normalize) and store it.
 template <typename T, int VEC>
 __device__ __forceinline__ void store_normed(T* dst, const Pack<T, VEC>& v, const T* weight,
                                              float rstd, float w_off) {
@@ -35,17 +36,6 @@ __device__ __forceinline__ void store_normed(T* dst, const Pack<T, VEC>& v, cons
 #pragma unroll
   for (int k = 0; k < VEC; ++k) o.v[k] = from_float<T>(f[k]);
   store_pack<T, VEC>(dst, o);
-}
-
-// residual = round(x + residual), stored; returns the rounded sum.
-template <typename T, int VEC>
-__device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, T* residual) {
-  const Pack<T, VEC> r = load_pack<T, VEC>(residual);
-  Pack<T, VEC> s;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) s.v[k] = from_float<T>(to_float(x.v[k]) + to_float(r.v[k]));
-  store_pack<T, VEC>(residual, s);
-  return s;
 }
 
 // x and out may alias (in place; fused_add passes out = x), hence no __restrict__ on them.
@@ -74,7 +64,7 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
       ss += sum_squares<T, VEC>(v[j]);
     }
   }
-  const float rstd = rsqrtf(block_sum(ss, scratch) / static_cast<float>(hidden) + eps);
+  const float rstd = rms_rstd(block_sum(ss, scratch), hidden, eps);
   T* outr = out + row * out_stride;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
@@ -99,7 +89,7 @@ rows_loop_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
     if constexpr (ADD) v = add_residual<T, VEC>(v, rr + i * VEC);
     ss += sum_squares<T, VEC>(v);
   }
-  const float rstd = rsqrtf(block_sum(ss, scratch) / static_cast<float>(hidden) + eps);
+  const float rstd = rms_rstd(block_sum(ss, scratch), hidden, eps);
   // Second pass: each thread re-reads exactly the elements it read (or wrote) itself.
   const T* src = ADD ? rr : xr;
   T* outr = out + row * out_stride;
@@ -176,7 +166,7 @@ qk_heads_kernel(T* qk, const T* __restrict__ q_weight, const T* __restrict__ k_w
 #pragma unroll
   for (int j = 0; j < kIters; ++j)
     if (lane + 32 * j < nvec) ss += sum_squares<T, VEC>(v[j]);
-  const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(head_dim) + eps);
+  const float rstd = rms_rstd(warp_sum(ss), head_dim, eps);
 #pragma unroll
   for (int j = 0; j < kIters; ++j) {
     const int i = lane + 32 * j;

@@ -40,6 +40,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "rms_norm.cuh"
 
 namespace wc {
 namespace {
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
 #pragma unroll
     for (int j = 0; j < kIters; ++j)
       if (lane + 32 * j < nvec) ss += sum_squares<T, VEC>(v[j]);
-    const float rstd = rsqrtf(warp_sum(ss) / static_cast<float>(a.head_dim) + a.eps);
+    const float rstd = rms_rstd(warp_sum(ss), a.head_dim, a.eps);
 
     float f[kIters][VEC];
 #pragma unroll

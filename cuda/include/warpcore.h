@@ -375,6 +375,159 @@ typedef struct wc_moe_combine_params {
 } wc_moe_combine_params;
 wc_status wc_moe_combine(const wc_moe_combine_params* p, wc_stream stream);
 
+/* ---------------------------------------------------------------- FP8 quantization */
+
+/* Scales are f32 and dequantize: value = fp8 · scale. A tensor of rows × cols is cut into
+ * blocks of block_rows × block_cols; scale (i, j) covers rows [i·br, (i+1)·br) and columns
+ * [j·bc, (j+1)·bc) and lives at scale[i · scale_stride_row + j · scale_stride_col]:
+ *   WC_SCALE_TENSOR    one block (br = rows, bc = cols): a [1, 1] scale
+ *   WC_SCALE_ROW       br = 1, bc = cols: [rows, 1] (per token / per output channel)
+ *   WC_SCALE_GROUP128  br = 1, bc = 128: [rows, cols / 128] (DeepSeek-V3 activations; the
+ *                      GEMM prefers the column-major storage scale_stride_row = 1,
+ *                      scale_stride_col >= rows, which makes a k-block's scales contiguous)
+ *   WC_SCALE_BLOCK128  br = bc = 128: [ceil(rows / 128), ceil(cols / 128)] (DeepSeek-V3
+ *                      weights, `weight_scale_inv`, row-major in checkpoints)
+ * Dynamic quantization computes scale = max(amax, WC_FP8_AMAX_FLOOR) / 448 (f32 division)
+ * over each block, then fp8 = e4m3_rn_satfinite(x · (1 / scale)) (f32 multiply): a scale is
+ * never zero or subnormal and overflow saturates to ±448, never NaN. Inputs must be finite. */
+typedef enum wc_scale_granularity {
+  WC_SCALE_TENSOR = 0,
+  WC_SCALE_ROW = 1,
+  WC_SCALE_GROUP128 = 2,
+  WC_SCALE_BLOCK128 = 3,
+} wc_scale_granularity;
+
+/* Side of the fine-grained scaling blocks (1×128 groups, 128×128 blocks). */
+#define WC_FP8_BLOCK 128
+/* Largest finite e4m3 value. */
+#define WC_FP8_MAX 448.0f
+/* amax is clamped to at least this before the scale is computed (scale >= 2.2e-15). */
+#define WC_FP8_AMAX_FLOOR 1e-12f
+
+/* Dynamic quantization of x (bf16 / f16) to e4m3 with scales computed on the GPU.
+ * WC_SCALE_TENSOR: scale[0] is zeroed, reduced by atomicMax over blocks, then read by the
+ * quantizing kernel (three stream-ordered steps, no host synchronisation). */
+typedef struct wc_quantize_fp8_params {
+  const void* x;              /* [rows, cols], row stride x_stride */
+  void* out;                  /* [rows, cols] e4m3, row stride out_stride */
+  float* scale;               /* see wc_scale_granularity */
+  int64_t rows;
+  int64_t cols;
+  int64_t x_stride;
+  int64_t out_stride;
+  int64_t scale_stride_row;
+  int64_t scale_stride_col;
+  wc_scale_granularity granularity;
+  wc_dtype dtype;             /* x: WC_BF16 or WC_F16 */
+} wc_quantize_fp8_params;
+wc_status wc_quantize_fp8(const wc_quantize_fp8_params* p, wc_stream stream);
+
+/* Fused RMSNorm -> FP8 (granularity WC_SCALE_ROW or WC_SCALE_GROUP128): the normalised row
+ * stays in f32 registers and is quantized directly (never stored in bf16).
+ *   y = rms_norm(x) · (weight_offset + weight)      (the RMSNorm family's formula)
+ * With residual != NULL (fused add): residual = round(x + residual) is stored first and y
+ * normalises that stored value, as wc_fused_add_rms_norm does; x is not written. */
+typedef struct wc_rms_norm_quant_fp8_params {
+  const void* x;              /* [num_tokens, hidden], row stride x_stride */
+  void* residual;             /* NULL, or [num_tokens, hidden], row stride residual_stride */
+  const void* weight;         /* [hidden] */
+  void* out;                  /* [num_tokens, hidden] e4m3, row stride out_stride */
+  float* scale;               /* [num_tokens, 1] or [num_tokens, hidden / 128] */
+  int64_t num_tokens;
+  int64_t hidden;
+  int64_t x_stride;
+  int64_t residual_stride;
+  int64_t out_stride;
+  int64_t scale_stride_row;
+  int64_t scale_stride_col;
+  float eps;
+  float weight_offset;
+  wc_scale_granularity granularity;
+  wc_dtype dtype;             /* x, residual, weight: WC_BF16 or WC_F16 */
+} wc_rms_norm_quant_fp8_params;
+wc_status wc_rms_norm_quant_fp8(const wc_rms_norm_quant_fp8_params* p, wc_stream stream);
+
+/* out = fp8 · scale (tests and debugging), any granularity. */
+typedef struct wc_dequantize_fp8_params {
+  const void* q;              /* [rows, cols] e4m3, row stride q_stride */
+  const float* scale;         /* see wc_scale_granularity */
+  void* out;                  /* [rows, cols], row stride out_stride */
+  int64_t rows;
+  int64_t cols;
+  int64_t q_stride;
+  int64_t out_stride;
+  int64_t scale_stride_row;
+  int64_t scale_stride_col;
+  wc_scale_granularity granularity;
+  wc_dtype dtype;             /* out: WC_BF16, WC_F16 or WC_F32 */
+} wc_dequantize_fp8_params;
+wc_status wc_dequantize_fp8(const wc_dequantize_fp8_params* p, wc_stream stream);
+
+/* ---------------------------------------------------------------- FP8 GEMM */
+
+#ifdef __cplusplus
+#define WC_ALIGNAS(n) alignas(n)
+#else
+#define WC_ALIGNAS(n) _Alignas(n)
+#endif
+
+/* A TMA descriptor (CUtensorMap, built on the host by cuTensorMapEncodeTiled). */
+typedef struct wc_tensor_map {
+  WC_ALIGNAS(128) uint64_t opaque[16];
+} wc_tensor_map;
+
+/* D[m, n] = Σ_k (a[m, k] · sa) (b[n, k] · sb) (+ bias[n]) (+ residual[m, n]), e4m3 inputs, both
+ * K-major, f32 accumulation, one rounding at the store. Any m; n and k multiples of 128.
+ * Scales (f32) are read through strides, so broadcasting is a zero stride:
+ *   block_scaled = 0: sa = a_scale[m · a_scale_stride_m], sb = b_scale[n · b_scale_stride_n]
+ *                     applied once in the epilogue (per tensor: both strides 0; per row ×
+ *                     per column: 1 and 1). sm90: fast_accum = 1 runs the wgmma accumulator
+ *                     over all of K (its additions keep ~13 mantissa bits: error grows with
+ *                     K); fast_accum = 0 adds each 128-K partial into f32 registers.
+ *   block_scaled = 1: for each 128-wide k-block kb, the partial product over that block is
+ *                     multiplied by a_scale[m · a_scale_stride_m + kb · a_scale_stride_k] ·
+ *                     b_scale[(n / 128) · b_scale_stride_n + kb · b_scale_stride_k] and added
+ *                     into an f32 register accumulator (A 1×128 groups, B 128×128 blocks).
+ * Two launchers: wc_matmul_fp8_sm90 (wgmma + TMA; needs tma_a / tma_b) and
+ * wc_matmul_fp8_sm80 (mma.sync; runs on every sm_80+ GPU). The tile configuration (block_m,
+ * block_n, group_m, num_ctas) comes from the host planner; each launcher lists what it has. */
+typedef struct wc_matmul_fp8_params {
+  wc_tensor_map tma_a;        /* sm90: a as [m, k] bytes, box [block_m rows, 128], 128B swizzle */
+  wc_tensor_map tma_b;        /* sm90: b as [n, k] bytes, box [block_n rows, 128], 128B swizzle */
+  const void* a;              /* [m, k] e4m3, row stride lda (bytes, multiple of 16) */
+  const void* b;              /* [n, k] e4m3, row stride ldb */
+  const float* a_scale;
+  const float* b_scale;
+  const void* bias;           /* NULL or [n], the output dtype */
+  const void* residual;       /* NULL or [m, n], the output dtype, row stride ldr */
+  void* d;                    /* [m, n], row stride ldd */
+  int64_t m;
+  int64_t n;
+  int64_t k;
+  int64_t lda;
+  int64_t ldb;
+  int64_t ldr;
+  int64_t ldd;
+  int64_t a_scale_stride_m;
+  int64_t a_scale_stride_k;
+  int64_t b_scale_stride_n;
+  int64_t b_scale_stride_k;
+  int32_t block_scaled;
+  int32_t fast_accum;         /* sm90 with block_scaled = 0 only; see above */
+  int32_t block_m;            /* rows of D per tile */
+  int32_t block_n;            /* columns of D per tile */
+  int32_t group_m;            /* tile order: groups of group_m m-tiles, m fastest inside a group */
+  int32_t num_ctas;           /* sm90: persistent CTAs (<= tiles); sm80: ignored (one CTA per tile) */
+  wc_dtype out_dtype;         /* d, bias, residual: WC_BF16 or WC_F32 */
+} wc_matmul_fp8_params;
+wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
+wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
+
+/* Tile t of a problem with the params' tile shape and group_m: its (m-tile, n-tile), as the
+ * kernels' scheduler computes it (host-side, for tests). Returns WC_ERR_INVALID_ARG for t
+ * outside [0, tiles). */
+wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,10 @@
 pub mod attention;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_fp8;
+#[cfg(feature = "quant-fp8")]
+pub mod quant;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]

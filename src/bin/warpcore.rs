@@ -187,6 +187,10 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     out.extend(warpcore::check::kv_cache::check_all(dev)?);
     #[cfg(feature = "moe-routing")]
     out.extend(warpcore::check::moe_routing::check_all(dev)?);
+    #[cfg(feature = "quant-fp8")]
+    out.extend(warpcore::check::quant::check_all(dev)?);
+    #[cfg(feature = "matmul-fp8")]
+    out.extend(warpcore::check::matmul_fp8::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -204,6 +208,10 @@ fn all_reference_checks() -> Vec<CheckResult> {
     out.extend(warpcore::check::kv_cache::check_references());
     #[cfg(feature = "moe-routing")]
     out.extend(warpcore::check::moe_routing::check_references());
+    #[cfg(feature = "quant-fp8")]
+    out.extend(warpcore::check::quant::check_references());
+    #[cfg(feature = "matmul-fp8")]
+    out.extend(warpcore::check::matmul_fp8::check_references());
     out
 }
 
@@ -225,6 +233,14 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "moe-routing")]
     if filter.is_none_or(|f| "moe_gate moe_align moe_gather moe_combine".contains(f)) {
         out.extend(bench::moe_routing::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "quant-fp8")]
+    if filter.is_none_or(|f| "quantize_fp8 rms_norm_quant_fp8 fused_add_rms_norm_quant_fp8".contains(f)) {
+        out.extend(bench::quant::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "matmul-fp8")]
+    if filter.is_none_or(|f| "matmul_fp8".contains(f)) {
+        out.extend(bench::matmul_fp8::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)

@@ -10,6 +10,10 @@ pub mod attention;
 pub mod kv_cache;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_fp8;
+#[cfg(feature = "quant-fp8")]
+pub mod quant;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]
@@ -78,10 +82,20 @@ impl fmt::Display for Comparison {
 
 /// Compares `got` with the f64 reference `want` under `tol`.
 pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Tolerance) -> Comparison {
+    let bound: Vec<f64> = want.iter().map(|w| tol.atol + tol.rtol * w.abs()).collect();
+    compare_bounded(what, got, want, &bound, tol.frobenius)
+}
+
+/// Compares `got` with `want` under a bound per element, |got − want| ≤ bound[i] (NaN never
+/// passes), and the relative Frobenius error under `frobenius`. For outputs whose error model
+/// is per element (a GEMM's accumulation error scales with Σ|a·b|, a quantized value's with its
+/// block scale).
+pub fn compare_bounded<T: DType>(what: &'static str, got: &[T], want: &[f64], bound: &[f64], frobenius: f64) -> Comparison {
     assert_eq!(got.len(), want.len(), "{what}: length mismatch");
-    let mut c = Comparison { what, len: got.len(), frobenius_limit: tol.frobenius, ..Default::default() };
+    assert_eq!(bound.len(), want.len(), "{what}: bound length mismatch");
+    let mut c = Comparison { what, len: got.len(), frobenius_limit: frobenius, ..Default::default() };
     let (mut err2, mut ref2) = (0.0, 0.0);
-    for (i, (g, &w)) in got.iter().zip(want).enumerate() {
+    for (i, ((g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
         let g = g.to_f64();
         // Equal values (including equal infinities, e.g. lse = −∞ of an empty row) are exact.
         let err = if g == w { 0.0 } else { (g - w).abs() };
@@ -89,7 +103,7 @@ pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Toler
         if w.is_finite() {
             ref2 += w * w;
         }
-        let ok = err <= tol.atol + tol.rtol * w.abs(); // false for NaN
+        let ok = err <= b; // false for NaN
         if !ok {
             c.failures += 1;
             c.first_failure.get_or_insert((i, g, w));
@@ -234,6 +248,16 @@ mod tests {
         // Every element within the elementwise bound but a systematic bias over the Frobenius one.
         let got = vec![1.009f32; 100];
         assert!(!compare("x", &got, &vec![1.0; 100], Tolerance { atol: 0.01, rtol: 0.0, frobenius: 5e-3 }).passed());
+    }
+
+    #[test]
+    fn per_element_bounds() {
+        let got = [1.0f32, 2.5, f32::NAN];
+        let c = compare_bounded("x", &got, &[1.1, 2.0, 0.0], &[0.2, 0.4, 1e9], 1e9);
+        assert_eq!(c.failures, 2);
+        assert_eq!(c.first_failure.map(|f| f.0), Some(1));
+        assert!(compare_bounded("x", &got[..2], &[1.1, 2.0], &[0.2, 0.6], 1.0).passed());
+        assert!(!compare_bounded("x", &got[..2], &[1.1, 2.0], &[0.2, 0.6], 0.01).passed());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
 //! split-KV factor and the workspace size, and is reused by every layer.
 
-use super::{check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use super::{check_aligned, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
@@ -153,13 +153,6 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
 fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -> Result<()> {
     check_inner_dense(op, arg, strides)?;
     if strides[..strides.len() - 1].iter().any(|s| (s * std::mem::size_of::<C>()) % 16 != 0) {
-        return Err(Error::Misaligned { op, arg, align: 16 });
-    }
-    Ok(())
-}
-
-fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Result<()> {
-    if ptr % 16 != 0 {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())

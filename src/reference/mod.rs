@@ -5,9 +5,13 @@
 pub mod attention;
 pub mod kv_cache;
 pub mod linear;
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_fp8;
 pub mod mlp;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
+#[cfg(feature = "quant-fp8")]
+pub mod quant;
 #[cfg(feature = "rms-norm")]
 pub mod rms_norm;
 #[cfg(feature = "rope")]

@@ -1,0 +1,202 @@
+// matmul_fp8_sm80.cu — the FP8 GEMM for GPUs without wgmma (sm_80, sm_86, sm_89; also any
+// later GPU through the compute_80 PTX): correct for every scaling mode, slower than the
+// Hopper kernel (matmul_fp8_sm90.cu), so that the API works everywhere.
+//
+// Contract: wc_matmul_fp8_params (warpcore.h). D = A · Bᵀ, A [m, k] and B [n, k] e4m3, both
+// K-major with 16-byte aligned rows; n, k multiples of 128; any m (rows past m are zero-filled
+// on load and not stored).
+//
+// Design. 128×128 tile per CTA (one CTA per tile, grouped tile order), 8 warps as 2 (m) × 4 (n),
+// each warp 64 × 32 = 4 × 4 mma.sync m16n8k16 tiles. K steps of 128 (one scaling block), two
+// cp.async stages of raw e4m3 bytes in shared memory (rows padded to 160 bytes). Operands
+// are dequantized in registers: e4m3x4_to_f16x2_scaled turns 4 bytes into two f16x2 words of
+// value · 2^-8 *exactly* (every e4m3 value is an f16), so the tensor cores multiply exact
+// inputs with f32 accumulation — f16 rather than bf16 because the conversion is exact and
+// three integer ops. The 2^-8 of each operand is folded into the scales (2^16).
+//   Fragments: a thread reads 8 consecutive bytes (k = 8t .. 8t+7 of a 32-wide k chunk) of its
+//   rows; bytes 0-3 feed one m16n8k16 and bytes 4-7 a second one. The same permutation of k is
+//   applied to A and B (logical k 2t+{0,1} <- bytes 8t+{0,1}, 2t+8+{0,1} <- 8t+{2,3}), and a
+//   dot product does not depend on the order of k, so the sum is exact. With a 160-byte pitch
+//   the 8-byte loads of a half-warp (4 rows × 4 threads) hit 32 distinct banks.
+// Scaling: block_scaled -> after each 128-k step, fin += acc · (sa · sb · 2^16), acc = 0
+// (ampere's mma accumulates in true f32, but the block scales change every step anyway);
+// otherwise acc runs over all of k and the epilogue applies sa · sb · 2^16.
+// Epilogue: the f32 tile is staged in shared memory (reusing the stages) and stored by
+// store_tile (matmul_fp8.cuh): scales, bias, residual, 16-byte stores.
+//
+// Roofline: this path is for correctness and portability; on an A100 it runs the f16 tensor
+// cores (312 TFLOP/s peak) with the conversion in the issue slots between mma.sync.
+#include "matmul_fp8.cuh"
+
+namespace wc {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = kFp8BlockK;
+constexpr int kThreads = 256;
+constexpr int kPitch = kBK + 32;                    // bytes per staged row
+constexpr int kStageBytes = (kBM + kBN) * kPitch;
+constexpr int kStages = 2;
+constexpr int kEpiPitch = kBN + 8;                  // floats per staged output row
+constexpr int kSmemMain = kStages * kStageBytes;
+constexpr int kSmemEpi = kBM * kEpiPitch * 4;
+constexpr int kSmem = kSmemMain > kSmemEpi ? kSmemMain : kSmemEpi;
+static_assert(kSmem <= 99 * 1024, "fits sm_86 / sm_89 (99 KB per block)");
+
+// One k-step of A (rows m0..m0+127) and B (rows n0..n0+127) into a stage by cp.async.
+__device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_t* st, int64_t m0, int64_t n0,
+                                           int64_t kb) {
+  const uint8_t* a = static_cast<const uint8_t*>(p.a);
+  const uint8_t* b = static_cast<const uint8_t*>(p.b);
+  constexpr int kChunks = kBK / 16;
+  for (int i = threadIdx.x; i < kBM * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool ok = m0 + r < p.m;
+    cp_async16(st + r * kPitch + c * 16, ok ? a + (m0 + r) * p.lda + kb * kBK + c * 16 : a, ok);
+  }
+  uint8_t* sb = st + kBM * kPitch;
+  for (int i = threadIdx.x; i < kBN * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    cp_async16(sb + r * kPitch + c * 16, b + (n0 + r) * p.ldb + kb * kBK + c * 16, true);
+  }
+}
+
+template <bool BLOCK, typename OutT>
+__global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const wc_matmul_fp8_params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const TileGrid grid = TileGrid::of(p);
+  int64_t mt, nt;
+  grid.coords(blockIdx.x, mt, nt);
+  const int64_t m0 = mt * kBM, n0 = nt * kBN;
+  const int64_t k_steps = p.k / kBK;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp % 2, wn = warp / 2;
+
+  float acc[4][4][4];
+  float fin[BLOCK ? 4 : 1][BLOCK ? 4 : 1][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+  if constexpr (BLOCK) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) fin[i][j][e] = 0.0f;
+  }
+
+  load_stage(p, smem, m0, n0, 0);
+  cp_async_commit();
+  for (int64_t kb = 0; kb < k_steps; ++kb) {
+    const int st = static_cast<int>(kb & 1);
+    if (kb + 1 < k_steps) load_stage(p, smem + (st ^ 1) * kStageBytes, m0, n0, kb + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const uint8_t* sa = smem + st * kStageBytes;
+    const uint8_t* sb = sa + kBM * kPitch;
+#pragma unroll
+    for (int kc = 0; kc < kBK / 32; ++kc) {
+      uint32_t bf[4][4];  // per n8 tile: {mma0 b0b1, mma0 b2b3, mma1 b0b1, mma1 b2b3}
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint2 w = *reinterpret_cast<const uint2*>(sb + (wn * 32 + j * 8 + g) * kPitch + kc * 32 + t * 8);
+        e4m3x4_to_f16x2_scaled(w.x, bf[j][0], bf[j][1]);
+        e4m3x4_to_f16x2_scaled(w.y, bf[j][2], bf[j][3]);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t* row = sa + (wm * 64 + i * 16 + g) * kPitch + kc * 32 + t * 8;
+        const uint2 lo = *reinterpret_cast<const uint2*>(row);               // row g
+        const uint2 hi = *reinterpret_cast<const uint2*>(row + 8 * kPitch);  // row g + 8
+        uint32_t a0[4], a1[4];  // m16n8k16 A fragments: {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi}
+        e4m3x4_to_f16x2_scaled(lo.x, a0[0], a0[2]);
+        e4m3x4_to_f16x2_scaled(hi.x, a0[1], a0[3]);
+        e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);
+        e4m3x4_to_f16x2_scaled(hi.y, a1[1], a1[3]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          mma<__half>(acc[i][j], a0, bf[j][0], bf[j][1]);
+          mma<__half>(acc[i][j], a1, bf[j][2], bf[j][3]);
+        }
+      }
+    }
+    if constexpr (BLOCK) {
+      // Promote this k-block: its scales, times 2^16 for the operands' 2^-8.
+      const float sbk = p.b_scale[(n0 / kBK) * p.b_scale_stride_n + kb * p.b_scale_stride_k] * 65536.0f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t gm = min64(m0 + wm * 64 + i * 16 + g + 8 * h, p.m - 1);
+          const float s = p.a_scale[gm * p.a_scale_stride_m + kb * p.a_scale_stride_k] * sbk;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            fin[i][j][2 * h] += s * acc[i][j][2 * h];
+            fin[i][j][2 * h + 1] += s * acc[i][j][2 * h + 1];
+            acc[i][j][2 * h] = acc[i][j][2 * h + 1] = 0.0f;
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's load overwrites this stage
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  float* stage = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm * 64 + i * 16 + g + 8 * h, c = wn * 32 + j * 8 + 2 * t;
+        float2 v;
+        if constexpr (BLOCK) v = make_float2(fin[i][j][2 * h], fin[i][j][2 * h + 1]);
+        else v = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+        *reinterpret_cast<float2*>(stage + r * kEpiPitch + c) = v;
+      }
+  __syncthreads();
+  store_tile<OutT>(p, stage, kEpiPitch, kBM, kBN, m0, n0, BLOCK ? 1.0f : 65536.0f, threadIdx.x, kThreads);
+}
+
+template <bool BLOCK, typename OutT>
+wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  auto kernel = matmul_fp8_sm80_kernel<BLOCK, OutT>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  const int64_t tiles = TileGrid::of(p).tiles();
+  if (tiles > INT32_MAX) return WC_ERR_INVALID_ARG;
+  kernel<<<static_cast<unsigned>(tiles), kThreads, kSmem, s>>>(p);
+  return launch_status();
+}
+
+}  // namespace
+}  // namespace wc
+
+extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  if (p->m <= 0) return WC_OK;
+  // The one configuration this path has; the planner sends exactly it.
+  if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 || p->n % wc::kBN != 0 ||
+      p->k % wc::kBK != 0)
+    return WC_ERR_INVALID_ARG;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, {
+    return p->block_scaled ? wc::launch<true, OutT>(*p, s) : wc::launch<false, OutT>(*p, s);
+  });
+}
+
+extern "C" wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile) {
+  if (p == nullptr || m_tile == nullptr || n_tile == nullptr || p->block_m <= 0 || p->block_n <= 0) return WC_ERR_INVALID_ARG;
+  const wc::TileGrid grid = wc::TileGrid::of(*p);
+  if (t < 0 || t >= grid.tiles()) return WC_ERR_INVALID_ARG;
+  grid.coords(t, *m_tile, *n_tile);
+  return WC_OK;
+}

@@ -1,0 +1,277 @@
+// matmul_fp8_sm90.cu — the Hopper FP8 GEMM: wgmma (QGMMA) on TMA-loaded, 128B-swizzled tiles,
+// a multi-stage mbarrier pipeline, producer/consumer warp specialisation and a persistent
+// tile scheduler. sm_90a only (other targets get a trapping stub; the host never calls it
+// there: ops/matmul_fp8.rs dispatches on the compute capability).
+//
+// Contract: wc_matmul_fp8_params (warpcore.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
+// K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
+// the rows past m; the epilogue does not store them). tma_a / tma_b are built by the host
+// (cuTensorMapEncodeTiled: uint8, dims {k, rows}, box {128, block_m | block_n}, 128B swizzle)
+// and reach the kernel inside the __grid_constant__ params.
+//
+// Structure (one CTA per SM, persistent: CTA c takes tiles c, c + gridDim.x, ...):
+//   warpgroup 0    producer. setmaxnreg.dec to 40; one thread waits for a free stage (empty
+//                  barrier), arms the full barrier with the stage's bytes and issues the two
+//                  TMA loads (A: block_m × 128 bytes, B: block_n × 128 bytes).
+//   warpgroups 1.. consumers, one per 64 rows of the tile (block_m / 64 of them); setmaxnreg.inc
+//                  to 232 when there are two. Per stage: wait full, 4 × wgmma m64nBNk32
+//                  (k = 128 = one swizzle row), commit; then release the stage (empty arrive
+//                  by lane 0 of each warp, so the empty barriers count 4 per consumer).
+//   accumulation   Hopper's FP8 wgmma adds into its accumulator keeping ~13 mantissa bits
+//                  (truncating), so over long k the error grows with the number of k32 steps.
+//                  kPromote / kBlock: each k-step's (k = 128) wgmma result is waited for and
+//                  added into f32 registers, fin += acc (per tensor / per row: scales in the
+//                  epilogue) or fin += (sa[row, kb] · sb[n-block, kb]) · acc (block scales) —
+//                  DeepGEMM's promotion, cuBLASLt's default "2x accumulation". The two
+//                  consumers' wgmma streams interleave on the tensor core, which hides the
+//                  promotion FMAs. kFast (fast_accum = 1): one accumulator over all of k
+//                  (wait_group 1 keeps a k-step in flight), 128-column tiles grow to 256.
+//   epilogue       per consumer, in 32-column chunks: fragments -> padded f32 staging in shared
+//                  memory (conflict-free float2 stores) -> named barrier -> store_tile
+//                  (matmul_fp8.cuh): scales, bias, residual, 16-byte coalesced stores. The
+//                  producer keeps loading the next tile's stages meanwhile.
+// Stage and phase bookkeeping: producer and consumers walk the same (tile, k-step) sequence;
+// stage s = step % stages and phase bit flips each time s wraps; consumers wait full[s] with
+// the phase bit, the producer waits empty[s] with its complement.
+//
+// Tile configurations (block_m, block_n, accumulation) built here — the host planner
+// (ops/matmul_fp8.rs, plan_sm90) picks one per shape:
+//   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128)
+// Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer):
+//   128×256: 4 stages (212 KB); 128×128: 6 (212 KB); 64×128: 8 (202 KB). Registers: 168 at
+//   launch (384 threads, 1 CTA/SM) then 40 / 232 after setmaxnreg; 64-row tiles: 256 threads.
+#include "matmul_fp8.cuh"
+#include "sm90.cuh"
+
+namespace wc {
+namespace {
+
+// How the k-steps are accumulated (template: it changes the registers).
+constexpr int kFast = 0;     // the wgmma accumulator runs over all of k; scales in the epilogue
+constexpr int kPromote = 1;  // each k-step's wgmma result is added into f32 registers
+constexpr int kBlock = 2;    // ... multiplied by the k-block's scales (block_scaled)
+
+template <int BM, int BN, int ACC>
+struct Sm90Tile {
+  static constexpr int kConsumers = BM / 64;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kStageA = BM * kFp8BlockK;  // bytes
+  static constexpr int kStageB = BN * kFp8BlockK;
+  static constexpr int kStage = kStageA + kStageB;
+  static constexpr int kEpiCols = 32;
+  static constexpr int kEpiPitch = kEpiCols + 8;  // floats: rows 8 banks apart
+  static constexpr int kEpi = kConsumers * 64 * kEpiPitch * 4;
+  static constexpr int kSmemMax = 227 * 1024;
+  static constexpr int kFit = (kSmemMax - kEpi - 256) / kStage;
+  static constexpr int kStages = kFit < 8 ? kFit : 8;
+  static constexpr int kSmem = kStages * kStage + kEpi + 2 * kStages * 8;
+  static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
+  static_assert(BN == 128 || BN == 256, "wgmma widths built");
+  static_assert(ACC == kFast || BN == WC_FP8_BLOCK, "promotion keeps two accumulator sets: 128 columns");
+  static_assert(kStages >= 3 && kSmem <= kSmemMax, "pipeline depth");
+  static_assert(kStageA % 1024 == 0 && kStageB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+};
+
+template <int BM, int BN, int ACC, typename OutT>
+__global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC>::kThreads, 1)
+matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
+#if WC_SM90A
+  using C = Sm90Tile<BM, BN, ACC>;
+  constexpr bool kPromotes = ACC != kFast;
+  using namespace sm90;
+  constexpr int S = C::kStages;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* stage_a = smem;
+  uint8_t* stage_b = smem + S * C::kStageA;
+  float* staging = reinterpret_cast<float*>(smem + S * C::kStage);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * C::kStage + C::kEpi);
+  uint64_t* empty = full + S;
+
+  const TileGrid grid = TileGrid::of(p);
+  const int64_t tiles = grid.tiles();
+  const int64_t k_steps = p.k / kFp8BlockK;
+  const int wg = threadIdx.x / 128;
+
+  if (threadIdx.x == 0) {
+    if ((smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      mbar_init(&full[s], 1);                      // the producer's arrive.expect_tx
+      mbar_init(&empty[s], 4 * C::kConsumers);     // lane 0 of every consumer warp
+    }
+    fence_barrier_init();
+    prefetch_tensor_map(&p.tma_a);
+    prefetch_tensor_map(&p.tma_b);
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---------------------------------------------------------------- producer
+    if constexpr (C::kConsumers == 2) setmaxnreg_dec<40>();
+    if (threadIdx.x == 0) {
+      int s = 0;
+      uint32_t phase = 0;
+      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int64_t mt, nt;
+        grid.coords(t, mt, nt);
+        const int32_t row_a = static_cast<int32_t>(mt * BM), row_b = static_cast<int32_t>(nt * BN);
+        for (int64_t kb = 0; kb < k_steps; ++kb) {
+          mbar_wait(&empty[s], phase ^ 1);
+          mbar_arrive_expect_tx(&full[s], C::kStage);
+          const int32_t k0 = static_cast<int32_t>(kb * kFp8BlockK);
+          tma_load_2d(stage_a + s * C::kStageA, &p.tma_a, &full[s], k0, row_a);
+          tma_load_2d(stage_b + s * C::kStageB, &p.tma_b, &full[s], k0, row_b);
+          if (++s == S) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    // ---------------------------------------------------------------- consumers
+    if constexpr (C::kConsumers == 2) setmaxnreg_inc<232>();
+    const int cw = wg - 1;  // rows [64 cw, 64 cw + 64) of each tile
+    const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
+    const int r0 = warp * 16 + (lane >> 2);  // this thread's rows: r0 and r0 + 8
+    float* stage = staging + cw * 64 * C::kEpiPitch;
+    float acc[BN / 2];
+    float fin[kPromotes ? BN / 2 : 1];
+    int s = 0;
+    uint32_t phase = 0;
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      int64_t mt, nt;
+      grid.coords(t, mt, nt);
+      const int64_t m0 = mt * BM + cw * 64, n0 = nt * BN;
+      const int64_t row_lo = min64(m0 + r0, p.m - 1), row_hi = min64(m0 + r0 + 8, p.m - 1);
+      if constexpr (kPromotes) {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fin[i] = 0.0f;
+      }
+      int prev = 0;
+      for (int64_t kb = 0; kb < k_steps; ++kb) {
+        float sa_lo = 0.0f, sa_hi = 0.0f, sb = 0.0f;
+        if constexpr (ACC == kBlock) {  // issued before the wait: the loads overlap it
+          sb = p.b_scale[(n0 / WC_FP8_BLOCK) * p.b_scale_stride_n + kb * p.b_scale_stride_k];
+          sa_lo = p.a_scale[row_lo * p.a_scale_stride_m + kb * p.a_scale_stride_k];
+          sa_hi = p.a_scale[row_hi * p.a_scale_stride_m + kb * p.a_scale_stride_k];
+        }
+        mbar_wait(&full[s], phase);
+        const uint8_t* ta = stage_a + s * C::kStageA + cw * 64 * kFp8BlockK;
+        const uint8_t* tb = stage_b + s * C::kStageB;
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kFp8BlockK / 32; ++kk) {
+          const int accumulate = kPromotes ? kk > 0 : (kb > 0 || kk > 0);
+          wgmma_e4m3<BN>(acc, desc_k_major_sw128(ta + 32 * kk), desc_k_major_sw128(tb + 32 * kk), accumulate);
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+        if constexpr (kPromotes) {
+          wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+          if (lane == 0) mbar_arrive(&empty[s]);
+          if constexpr (ACC == kBlock) {
+            const float s_lo = sa_lo * sb, s_hi = sa_hi * sb;
+#pragma unroll
+            for (int i = 0; i < BN / 8; ++i) {
+              fin[4 * i + 0] += s_lo * acc[4 * i + 0];
+              fin[4 * i + 1] += s_lo * acc[4 * i + 1];
+              fin[4 * i + 2] += s_hi * acc[4 * i + 2];
+              fin[4 * i + 3] += s_hi * acc[4 * i + 3];
+            }
+          } else {
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) fin[i] += acc[i];
+          }
+        } else {
+          wgmma_wait<1>();  // the previous k-step's wgmmas are done: its stage is free
+          if (kb > 0 && lane == 0) mbar_arrive(&empty[prev]);
+        }
+        prev = s;
+        if (++s == S) {
+          s = 0;
+          phase ^= 1;
+        }
+      }
+      if constexpr (!kPromotes) {
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
+        if (lane == 0) mbar_arrive(&empty[prev]);
+      }
+
+      // Epilogue: 32 columns at a time through the staging buffer.
+#pragma unroll
+      for (int c = 0; c < BN / C::kEpiCols; ++c) {
+        named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
+#pragma unroll
+        for (int j = 0; j < C::kEpiCols / 8; ++j) {
+          const int i = c * (C::kEpiCols / 8) + j;  // n8 block
+          const int col = 8 * j + 2 * (lane & 3);
+          float2 lo, hi;
+          if constexpr (kPromotes) {
+            lo = make_float2(fin[4 * i], fin[4 * i + 1]);
+            hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
+          } else {
+            lo = make_float2(acc[4 * i], acc[4 * i + 1]);
+            hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
+          }
+          *reinterpret_cast<float2*>(stage + r0 * C::kEpiPitch + col) = lo;
+          *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
+        }
+        named_barrier_sync(1 + cw, 128);
+        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, n0 + c * C::kEpiCols, 1.0f, tid, 128);
+      }
+    }
+  }
+#else
+  __trap();  // sm_90a only
+#endif
+}
+
+template <int BM, int BN, int ACC, typename OutT>
+wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  using C = Sm90Tile<BM, BN, ACC>;
+  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, OutT>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  const int64_t tiles = TileGrid::of(p).tiles();
+  const int64_t ctas = max64(1, min64(p.num_ctas, tiles));
+  kernel<<<static_cast<unsigned>(ctas), C::kThreads, C::kSmem, s>>>(p);
+  return launch_status();
+}
+
+template <typename OutT>
+wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  const int bm = p.block_m, bn = p.block_n;
+  if (p.block_scaled) {
+    if (bm == 128 && bn == 128) return launch<128, 128, kBlock, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kBlock, OutT>(p, s);
+  } else if (p.fast_accum) {
+    if (bm == 128 && bn == 256) return launch<128, 256, kFast, OutT>(p, s);
+    if (bm == 128 && bn == 128) return launch<128, 128, kFast, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kFast, OutT>(p, s);
+  } else {
+    if (bm == 128 && bn == 128) return launch<128, 128, kPromote, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kPromote, OutT>(p, s);
+  }
+  return WC_ERR_UNSUPPORTED;
+}
+
+}  // namespace
+}  // namespace wc
+
+extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  if (p->m <= 0) return WC_OK;
+  if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 || p->n % p->block_n != 0 ||
+      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX || p->n > INT32_MAX || p->k > INT32_MAX)
+    return WC_ERR_INVALID_ARG;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });
+}

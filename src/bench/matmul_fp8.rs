@@ -1,0 +1,229 @@
+//! FP8 GEMM benchmarks at the shapes, with cuBLASLt FP8 (feature `cublaslt`) timed in
+//! the same run as the alternative. FLOPs = 2·m·n·k; bytes = a + b (1 B/element) + D (bf16) +
+//! scales. Records are keyed `m x n x k <scales>[ fast]` (bench/compare_torch.py writes the
+//! same keys for torch._scaled_mm).
+
+use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
+use crate::ops::matmul_fp8::{matmul_fp8, Fp8Operand, MatmulFp8Config};
+use crate::ops::quant::ScaleGranularity;
+use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
+use half::bf16;
+
+const SAMPLES: usize = 15;
+
+/// The scaling of a benchmark: the A and B granularities and its name in the shape key.
+#[derive(Clone, Copy, Debug)]
+pub struct Scaling {
+    pub a: ScaleGranularity,
+    pub b: ScaleGranularity,
+    pub name: &'static str,
+}
+
+pub const PER_TENSOR: Scaling = Scaling { a: ScaleGranularity::PerTensor, b: ScaleGranularity::PerTensor, name: "tensor" };
+pub const PER_ROW: Scaling = Scaling { a: ScaleGranularity::PerRow, b: ScaleGranularity::PerRow, name: "row" };
+pub const BLOCK: Scaling = Scaling { a: ScaleGranularity::Group128, b: ScaleGranularity::Block128, name: "block" };
+
+/// The shape key of a record.
+pub fn shape_key(m: usize, n: usize, k: usize, s: Scaling, fast: bool) -> String {
+    format!("{m}x{n}x{k} {}{}", s.name, if fast { " fast" } else { "" })
+}
+
+/// `matmul_fp8` (bf16 out) at m × n × k with `scaling` (inputs rotated past L2).
+pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<BenchRecord> {
+    let sa_shape = scaling.a.scale_shape(m, k);
+    let sb_shape = scaling.b.scale_shape(n, k);
+    let scales = sa_shape[0] * sa_shape[1] + sb_shape[0] * sb_shape[1];
+    let bytes = m * k + n * k + 2 * m * n + 4 * scales;
+    let copies = rotation_copies(bytes);
+    let a: Vec<_> = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, m * k, -2.0, 2.0, i as u64)).collect::<Result<_>>()?;
+    let b: Vec<_> = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, n * k, -2.0, 2.0, 50 + i as u64)).collect::<Result<_>>()?;
+    let mut d: Vec<_> = (0..copies).map(|_| dev.zeros::<bf16>(m * n)).collect::<Result<_>>()?;
+    let sa = dev.upload(&vec![1.0f32; sa_shape[0] * sa_shape[1]])?;
+    let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
+    let sav = TensorView::contiguous(sa.as_view(), sa_shape)?;
+    let sbv = TensorView::contiguous(sb.as_view(), sb_shape)?;
+    let cfg = MatmulFp8Config { fast_accumulation: fast, ..Default::default() };
+    let t = time_calls(dev, SAMPLES, |i| {
+        let j = i % copies;
+        let av = TensorView::contiguous(a[j].as_view(), [m, k])?;
+        let bv = TensorView::contiguous(b[j].as_view(), [n, k])?;
+        let mut dv = TensorViewMut::contiguous(d[j].as_view_mut(), [m, n])?;
+        matmul_fp8(
+            dev,
+            Fp8Operand { data: &av, scale: &sav, granularity: scaling.a },
+            Fp8Operand { data: &bv, scale: &sbv, granularity: scaling.b },
+            None,
+            None,
+            &mut dv,
+            cfg,
+        )
+    })?;
+    let flops = 2.0 * (m * n) as f64 * k as f64;
+    let record = BenchRecord::compute("matmul_fp8", "e4m3", shape_key(m, n, k, scaling, fast), t, bytes as f64, flops, ceilings);
+    #[cfg(feature = "cublaslt")]
+    let record = {
+        let mut r = record;
+        if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &a, &b, &mut d)? {
+            r.add_alternative(if fast { "cuBLASLt FP8 (fast accum)" } else { "cuBLASLt FP8" }, us);
+        }
+        r
+    };
+    Ok(record)
+}
+
+/// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
+/// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation.
+pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+    let mut out = Vec::new();
+    for fast in [false, true] {
+        out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
+        out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
+        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
+    }
+    out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
+    Ok(out)
+}
+
+/// cuBLASLt FP8 through cudarc's raw bindings (its safe wrapper has no FP8): D (n × m column-
+/// major, i.e. our row-major m × n) = op(A)·op(B) with cuBLAS's A = our b (transposed, the TN
+/// layout FP8 requires) and B = our a; scales as scale pointers with the matching scale mode
+/// (scalar, outer vector, or 128-blocks on A and 1×128 vectors on B). Values are not checked:
+/// only the time matters here.
+#[cfg(feature = "cublaslt")]
+mod cublaslt {
+    use super::Scaling;
+    use crate::bench::time_calls;
+    use crate::ops::quant::ScaleGranularity;
+    use crate::{Device, Result, F8E4M3};
+    use cudarc::cublaslt::{result as lt, sys};
+    use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+    use half::bf16;
+    use std::ffi::c_void;
+
+    fn mode(g: ScaleGranularity) -> sys::cublasLtMatmulMatrixScale_t {
+        use sys::cublasLtMatmulMatrixScale_t as S;
+        match g {
+            ScaleGranularity::PerTensor => S::CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F,
+            ScaleGranularity::PerRow => S::CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F,
+            ScaleGranularity::Group128 => S::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+            ScaleGranularity::Block128 => S::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+        }
+    }
+
+    /// Median µs per call, or None when cuBLASLt is missing or declines the problem.
+    #[allow(clippy::too_many_arguments)]
+    pub fn time_fp8(
+        dev: &Device,
+        m: usize,
+        n: usize,
+        k: usize,
+        s: Scaling,
+        fast: bool,
+        a: &[CudaSlice<F8E4M3>],
+        b: &[CudaSlice<F8E4M3>],
+        d: &mut [CudaSlice<bf16>],
+    ) -> Result<Option<f64>> {
+        // SAFETY: only tries to dlopen libcublasLt.
+        if !unsafe { sys::is_culib_present() } {
+            return Ok(None);
+        }
+        let stream = dev.stream();
+        // Scale buffers large enough for any of the layouts (values 1).
+        let scale_len = (m.max(n) + 128) * (k / 128 + 1);
+        let sa = dev.upload(&vec![1.0f32; scale_len])?;
+        let sb = dev.upload(&vec![1.0f32; scale_len])?;
+        let workspace = dev.zeros::<u8>(32 << 20)?;
+        let lt_err = |e: lt::CublasError| crate::Error::Launch { op: "cublasLt fp8", code: e.0 as i32, name: format!("{e:?}") };
+        let handle = match lt::create_handle() {
+            Ok(h) => h,
+            Err(_) => return Ok(None),
+        };
+        use sys::cublasLtMatmulDescAttributes_t as A;
+        let mut run = || -> std::result::Result<Option<f64>, crate::Error> {
+            let e4m3 = sys::cudaDataType_t::CUDA_R_8F_E4M3;
+            let la = lt::create_matrix_layout(e4m3, k as u64, n as u64, k as i64).map_err(lt_err)?; // our b: k × n col-major
+            let lb = lt::create_matrix_layout(e4m3, k as u64, m as u64, k as i64).map_err(lt_err)?; // our a
+            let ld = lt::create_matrix_layout(sys::cudaDataType_t::CUDA_R_16BF, n as u64, m as u64, n as i64).map_err(lt_err)?;
+            let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F).map_err(lt_err)?;
+            let (sa_ptr, _g1) = sb.device_ptr(stream); // cuBLAS's A is our b
+            let (sb_ptr, _g2) = sa.device_ptr(stream);
+            let set = |attr: A, v: *const c_void, size: usize| -> std::result::Result<(), crate::Error> {
+                // SAFETY: desc is live; v points at `size` readable bytes.
+                unsafe { lt::set_matmul_desc_attribute(desc, attr, v, size) }.map_err(lt_err)
+            };
+            let trans_t = 1i32; // CUBLAS_OP_T
+            set(A::CUBLASLT_MATMUL_DESC_TRANSA, &trans_t as *const _ as *const c_void, 4)?;
+            let fast_accum = fast as i8;
+            set(A::CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum as *const _ as *const c_void, 1)?;
+            set(A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa_ptr as *const _ as *const c_void, 8)?;
+            set(A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb_ptr as *const _ as *const c_void, 8)?;
+            let (ma, mb) = (mode(s.b), mode(s.a));
+            set(A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma as *const _ as *const c_void, 4)?;
+            set(A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb as *const _ as *const c_void, 4)?;
+            let pref = lt::create_matmul_pref().map_err(lt_err)?;
+            let ws_size = workspace.len();
+            // SAFETY: pref is live; the value is a usize.
+            unsafe {
+                lt::set_matmul_pref_attribute(
+                    pref,
+                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    &ws_size as *const _ as *const c_void,
+                    std::mem::size_of::<usize>(),
+                )
+            }
+            .map_err(lt_err)?;
+            // SAFETY: every handle and layout above is live.
+            let heuristic = match unsafe { lt::get_matmul_algo_heuristic(handle, desc, la, lb, ld, ld, pref) } {
+                Ok(h) => h,
+                Err(_) => return Ok(None), // this cuBLASLt declines the scaling mode
+            };
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            let copies = a.len();
+            let t = time_calls(dev, super::SAMPLES, |i| {
+                let j = i % copies;
+                let (ap, _ga) = b[j].device_ptr(stream);
+                let (bp, _gb) = a[j].device_ptr(stream);
+                let (dp, _gd) = d[j].device_ptr_mut(stream);
+                let (wp, _gw) = workspace.device_ptr(stream);
+                // SAFETY: the buffers hold the sizes the layouts describe; the algo came from
+                // the heuristic for exactly these descriptors.
+                unsafe {
+                    lt::matmul(
+                        handle,
+                        desc,
+                        &alpha as *const _ as *const c_void,
+                        &beta as *const _ as *const c_void,
+                        ap as *const c_void,
+                        la,
+                        bp as *const c_void,
+                        lb,
+                        dp as *const c_void,
+                        ld,
+                        dp as *mut c_void,
+                        ld,
+                        &heuristic.algo,
+                        wp as *mut c_void,
+                        ws_size,
+                        stream.cu_stream() as sys::cudaStream_t,
+                    )
+                }
+                .map_err(lt_err)
+            });
+            // SAFETY: created above, not used after this.
+            unsafe {
+                let _ = lt::destroy_matmul_pref(pref);
+                let _ = lt::destroy_matmul_desc(desc);
+                let _ = lt::destroy_matrix_layout(la);
+                let _ = lt::destroy_matrix_layout(lb);
+                let _ = lt::destroy_matrix_layout(ld);
+            }
+            Ok(t.ok().map(|t| t.median_us))
+        };
+        let r = run();
+        // SAFETY: the handle is not used after this.
+        unsafe {
+            let _ = lt::destroy_handle(handle);
+        }
+        r
+    }
+}

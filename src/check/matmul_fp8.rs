@@ -1,0 +1,241 @@
+//! FP8 GEMM: quantize random operands on the host (magnitudes over many decades, so every scale
+//! layout matters), run `matmul_fp8` on the GPU into a NaN-poisoned output with padded row
+//! strides, and compare with `reference::matmul_fp8` (f64 on the dequantized inputs).
+//!
+//! Error model (the per-element bound): the output rounding, `2⁻⁸·|ref|` for bf16 and
+//! `2⁻²²·|ref|` for f32, plus the accumulation error relative to `Σ_k |a·b|`:
+//! * Hopper's FP8 wgmma keeps ~13 mantissa bits when it adds a k32 step into its accumulator
+//!   (truncation). Promoted / block-scaled accumulation adds 4 such steps (k = 128) per f32
+//!   promotion: `2⁻¹¹·Σ|a·b|`. Fast accumulation runs all k/32 steps in the tensor core:
+//!   `(k/32)·2⁻¹²·Σ|a·b|` (twice the worst truncation of each step).
+//! * The mma.sync kernel multiplies exact f16 values with f32 accumulation: within the
+//!   promoted bound.
+//! Relative Frobenius limits: bf16 2⁻⁸, f32 2⁻¹⁰; fast accumulation `(k/32)·2⁻¹⁴` when larger
+//! (the expected systematic shrink of a truncating accumulator, DeepSeek-V3 §3.5.2). These are
+//! predictions; the H200 run confirms or tightens them (docs/matmul_fp8.md).
+
+use super::quant::{gather_scale, scale_storage, ScaleLayout};
+use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
+use crate::ops::matmul_fp8::{matmul_fp8, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use crate::ops::quant::ScaleGranularity;
+use crate::reference::matmul_fp8 as reference;
+use crate::reference::quant::{quantize_f32, Quantized};
+use crate::{DType, Device, Result, TensorView, TensorViewMut, F8E4M3};
+use half::bf16;
+
+/// One GEMM.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulCase {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_granularity: ScaleGranularity,
+    pub b_granularity: ScaleGranularity,
+    /// Storage of A's scales (B's are row-major, the checkpoint layout).
+    pub a_scale_layout: ScaleLayout,
+    pub bias: bool,
+    pub residual: bool,
+    pub kernel: Fp8GemmKernel,
+    pub fast_accumulation: bool,
+    /// Pad every row stride (a, b: 16 · pad bytes; out and residual: 8 · pad elements).
+    pub pad: usize,
+    /// Decades of magnitude either side of 1 across rows and 128-wide k-blocks.
+    pub spread: i32,
+    pub seed: u64,
+}
+
+impl MatmulCase {
+    pub fn new(m: usize, n: usize, k: usize, a: ScaleGranularity, b: ScaleGranularity, seed: u64) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            a_granularity: a,
+            b_granularity: b,
+            a_scale_layout: ScaleLayout::ColMajor,
+            bias: false,
+            residual: false,
+            kernel: Fp8GemmKernel::Auto,
+            fast_accumulation: false,
+            pad: 0,
+            spread: 2,
+            seed,
+        }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{}x{}x{} a {} b {}{}{}{}{}{} ±{} decades",
+            self.m,
+            self.n,
+            self.k,
+            self.a_granularity.name(),
+            self.b_granularity.name(),
+            if self.bias { " +bias" } else { "" },
+            if self.residual { " +residual" } else { "" },
+            match self.kernel {
+                Fp8GemmKernel::Auto => "",
+                Fp8GemmKernel::Wgmma => " wgmma",
+                Fp8GemmKernel::MmaSync => " mma.sync",
+            },
+            if self.fast_accumulation { " fast-accum" } else { "" },
+            if self.pad > 0 { " padded" } else { "" },
+            self.spread
+        )
+    }
+}
+
+/// A `[rows, k]` operand with magnitudes varying by row and by 128-wide k-block.
+fn operand(rng: &mut Rng, rows: usize, k: usize, spread: i32, g: ScaleGranularity, salt: usize) -> Quantized {
+    let span = 2 * spread as usize + 1;
+    let x: Vec<f32> = (0..rows * k)
+        .map(|i| {
+            let e = (((i / k) * 5 + (i % k / 128) * 3 + salt) % span) as i32 - spread;
+            (rng.uniform(-1.0, 1.0) * 10f64.powi(e)) as f32
+        })
+        .collect();
+    quantize_f32(&x, rows, k, g)
+}
+
+/// Uploads a scale tensor into `layout` storage (NaN elsewhere); returns (buffer, strides).
+fn upload_scale(dev: &Device, q: &Quantized, layout: ScaleLayout) -> Result<(cudarc::driver::CudaSlice<f32>, [usize; 2])> {
+    let shape = q.scale_shape();
+    let (len, strides) = scale_storage(shape, layout);
+    let mut host = vec![f32::NAN; len];
+    for (i, s) in q.scale.iter().enumerate() {
+        host[(i / shape[1]) * strides[0] + (i % shape[1]) * strides[1]] = *s;
+    }
+    debug_assert_eq!(gather_scale(&host, shape, strides), q.scale);
+    Ok((dev.upload(&host)?, strides))
+}
+
+/// Codes in rows of `stride` bytes.
+fn upload_codes(dev: &Device, q: &Quantized, stride: usize) -> Result<cudarc::driver::CudaSlice<F8E4M3>> {
+    let mut host = vec![F8E4M3(0); q.rows.max(1) * stride];
+    for r in 0..q.rows {
+        host[r * stride..][..q.cols].copy_from_slice(&q.q[r * q.cols..][..q.cols]);
+    }
+    dev.upload(&host)
+}
+
+/// `matmul_fp8` against the reference, for one case; `O` is the output dtype (bf16 or f32).
+pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<CheckResult> {
+    let c = *case;
+    let (m, n, k) = (c.m, c.n, c.k);
+    let mut rng = Rng::new(c.seed);
+    let qa = operand(&mut rng, m, k, c.spread, c.a_granularity, 0);
+    let qb = operand(&mut rng, n, k, c.spread, c.b_granularity, 1);
+    let (lda, ldb) = (k + 16 * c.pad, k + 16 * c.pad);
+    let (ldd, ldr) = (n + 8 * c.pad, n + 8 * c.pad);
+    let a = upload_codes(dev, &qa, lda)?;
+    let b = upload_codes(dev, &qb, ldb)?;
+    let (sa, sa_strides) = upload_scale(dev, &qa, c.a_scale_layout)?;
+    let (sb, sb_strides) = upload_scale(dev, &qb, ScaleLayout::RowMajor)?;
+    let bias_host: Vec<O> = rng.vec(n, -1.0, 1.0);
+    let res_host: Vec<O> = rng.vec(m.max(1) * ldr, -1.0, 1.0);
+    let out_host = vec![O::NAN; m.max(1) * ldd];
+    let bias = dev.upload(&bias_host)?;
+    let res = dev.upload(&res_host)?;
+    let mut out = dev.upload(&out_host)?;
+    {
+        let av = TensorView::new(a.as_view(), [m, k], [lda, 1])?;
+        let bv = TensorView::new(b.as_view(), [n, k], [ldb, 1])?;
+        let sav = TensorView::new(sa.as_view(), qa.scale_shape(), sa_strides)?;
+        let sbv = TensorView::new(sb.as_view(), qb.scale_shape(), sb_strides)?;
+        let biasv = TensorView::contiguous(bias.as_view(), [n])?;
+        let resv = TensorView::new(res.as_view(), [m, n], [ldr, 1])?;
+        let mut ov = TensorViewMut::new(out.as_view_mut(), [m, n], [ldd, 1])?;
+        matmul_fp8(
+            dev,
+            Fp8Operand { data: &av, scale: &sav, granularity: c.a_granularity },
+            Fp8Operand { data: &bv, scale: &sbv, granularity: c.b_granularity },
+            c.bias.then_some(&biasv),
+            c.residual.then_some(&resv),
+            &mut ov,
+            MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation },
+        )?;
+    }
+    let got = dev.download(&out)?;
+    let res_dense = gather_rows(&res_host, 0, m, n, ldr);
+    let want = reference::matmul_fp8(&qa, &qb, c.bias.then_some(&bias_host[..]), c.residual.then_some(&res_dense[..]));
+
+    let sm90 = match c.kernel {
+        Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
+        Fp8GemmKernel::Wgmma => true,
+        Fp8GemmKernel::MmaSync => false,
+    };
+    let block_scaled = matches!(c.a_granularity, ScaleGranularity::Group128) || matches!(c.b_granularity, ScaleGranularity::Block128);
+    let fast = sm90 && c.fast_accumulation && !block_scaled;
+    let steps = (k / 32) as f64;
+    let u = if fast { steps * 2f64.powi(-12) } else { 2f64.powi(-11).max(k as f64 * 2f64.powi(-24)) };
+    let (rtol, out_frob) = if O::NAME == "bf16" { (2f64.powi(-8), 2f64.powi(-8)) } else { (2f64.powi(-22), 2f64.powi(-10)) };
+    let frob = if fast { out_frob.max(steps * 2f64.powi(-14)) } else { out_frob };
+    let bound: Vec<f64> = (0..m * n)
+        .map(|i| {
+            let added = if c.bias { bias_host[i % n].to_f64().abs() } else { 0.0 } + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 };
+            rtol * want.out[i].abs() + u * want.magnitude[i] + 2f64.powi(-22) * added
+        })
+        .collect();
+    Ok(CheckResult {
+        op: "matmul_fp8",
+        dtype: O::NAME,
+        shape: c.describe(),
+        comparisons: vec![
+            compare_bounded("out", &gather_rows(&got, 0, m, n, ldd), &want.out, &bound, frob),
+            compare_exact("outside out (untouched)", &outside_rows(&got, 0, m, n, ldd), &outside_rows(&out_host, 0, m, n, ldd)),
+        ],
+    })
+}
+
+/// The cases `warpcore check` runs: every scale pair, both kernels where the GPU has both,
+/// tails in m, bias and residual, bf16 and f32 out.
+pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
+    use ScaleGranularity::*;
+    let kernels: &[Fp8GemmKernel] =
+        if dev.info().compute_capability == (9, 0) { &[Fp8GemmKernel::Wgmma, Fp8GemmKernel::MmaSync] } else { &[Fp8GemmKernel::MmaSync] };
+    let pairs = [(PerTensor, PerTensor), (PerRow, PerRow), (PerRow, PerTensor), (Group128, Block128), (PerRow, Block128), (Group128, PerTensor)];
+    let mut out = Vec::new();
+    for &kernel in kernels {
+        for (i, &(ga, gb)) in pairs.iter().enumerate() {
+            for &(m, n, k) in &[(129usize, 384usize, 2048usize), (1, 7168, 1024), (1000, 256, 7168)] {
+                let case = MatmulCase { kernel, pad: i % 2, bias: i % 3 == 0, residual: i % 2 == 1, ..MatmulCase::new(m, n, k, ga, gb, (i * 10 + m) as u64) };
+                out.push(check_matmul_fp8::<bf16>(dev, &case)?);
+            }
+            out.push(check_matmul_fp8::<f32>(dev, &MatmulCase { kernel, spread: 6, ..MatmulCase::new(64, 256, 16384, ga, gb, 90 + i as u64) })?);
+        }
+        // Fast accumulation (wgmma, per tensor / per row): the 128×256 tile.
+        for (m, n, k) in [(300usize, 512usize, 4096usize), (7, 7168, 2048)] {
+            let case = MatmulCase { kernel, fast_accumulation: true, bias: true, ..MatmulCase::new(m, n, k, PerRow, PerRow, 7) };
+            out.push(check_matmul_fp8::<bf16>(dev, &case)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Without a GPU: the reference's invariants at the check shapes (bias/residual added, a
+/// broadcast per-tensor B equals a per-row B of equal scales).
+pub fn check_references() -> Vec<CheckResult> {
+    use ScaleGranularity::*;
+    let mut out = Vec::new();
+    let mut rng = Rng::new(11);
+    let (m, n, k) = (33, 256, 1024);
+    let qa = operand(&mut rng, m, k, 3, Group128, 0);
+    let qb = operand(&mut rng, n, k, 3, PerTensor, 1);
+    let mut qb_block = qb.clone();
+    qb_block.granularity = Block128;
+    qb_block.scale = vec![qb.scale[0]; Block128.scale_shape(n, k).iter().product()];
+    let x = reference::matmul_fp8::<f32>(&qa, &qb, None, None);
+    let y = reference::matmul_fp8::<f32>(&qa, &qb_block, None, None);
+    let bias: Vec<f32> = rng.vec(n, -1.0, 1.0);
+    let z = reference::matmul_fp8(&qa, &qb, Some(&bias), None);
+    let shifted: Vec<f32> = (0..m * n).map(|i| (z.out[i] - bias[i % n] as f64) as f32).collect();
+    out.push(CheckResult {
+        op: "reference::matmul_fp8",
+        dtype: "f64",
+        shape: format!("{m}x{n}x{k} group128 x tensor"),
+        comparisons: vec![
+            compare_bounded("per-tensor B = uniform 128×128 blocks", &y.out.iter().map(|&v| v as f32).collect::<Vec<_>>(), &x.out, &x.magnitude.iter().map(|g| g * 1e-6).collect::<Vec<_>>(), 1e-6),
+            compare_bounded("bias added once", &shifted, &x.out, &x.magnitude.iter().map(|g| g * 1e-6).collect::<Vec<_>>(), 1e-6),
+        ],
+    });
+    out
+}

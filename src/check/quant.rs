@@ -1,0 +1,366 @@
+//! FP8 quantization: run each op on the GPU with NaN-poisoned outputs (codes and scales) on
+//! inputs whose magnitudes span many orders, and compare with `reference::quant`: plain
+//! quantization must match bit for bit (codes and scales); every result must dequantize to
+//! within half an e4m3 step of its input; the fused norm ops must stay within one step of the
+//! reference and of norm-then-quant. Used by tests/quant.rs and `warpcore check`.
+
+use super::{compare, compare_bounded, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Comparison, Rng, Tolerance};
+use crate::ops::quant::{dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use crate::ops::rms_norm::RmsNormConfig;
+use crate::reference::quant::{self as reference, e4m3_error_bound, e4m3_ordinal, Quantized};
+use crate::{DType, Device, Result, TensorView, TensorViewMut, F8E4M3};
+use half::{bf16, f16};
+
+/// How a scale tensor is stored (both with a padded leading dimension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleLayout {
+    /// `[sr, sc]` rows `sc + 1` apart.
+    RowMajor,
+    /// Column-major: element (i, j) at `i + j · (sr + 3)` (DeepGEMM's activation-scale layout).
+    ColMajor,
+}
+
+/// (buffer length, strides) of a scale tensor of `shape` stored in `layout`.
+pub fn scale_storage(shape: [usize; 2], layout: ScaleLayout) -> (usize, [usize; 2]) {
+    let [sr, sc] = shape;
+    match layout {
+        ScaleLayout::RowMajor => (sr * (sc + 1), [sc + 1, 1]),
+        ScaleLayout::ColMajor => ((sr + 3) * sc, [1, sr + 3]),
+    }
+}
+
+/// The scale tensor's elements, row-major, out of its storage.
+pub fn gather_scale(buf: &[f32], shape: [usize; 2], strides: [usize; 2]) -> Vec<f32> {
+    (0..shape[0] * shape[1]).map(|i| buf[(i / shape[1]) * strides[0] + (i % shape[1]) * strides[1]]).collect()
+}
+
+/// The storage elements no scale lives in (must stay untouched).
+fn outside_scale(buf: &[f32], shape: [usize; 2], strides: [usize; 2]) -> Vec<f32> {
+    let mut used = vec![false; buf.len()];
+    for i in 0..shape[0] * shape[1] {
+        used[(i / shape[1]) * strides[0] + (i % shape[1]) * strides[1]] = true;
+    }
+    buf.iter().zip(used).filter(|(_, u)| !u).map(|(v, _)| *v).collect()
+}
+
+/// Magnitudes over `2·spread + 1` decades: element (r, c) is uniform(−1, 1) · 10^e with e
+/// cycling over rows and 128-column blocks, so every scale layout sees very different blocks.
+fn spread_value(rng: &mut Rng, r: usize, c: usize, spread: i32) -> f64 {
+    let span = 2 * spread as usize + 1;
+    let e = ((r * 7 + (c / 128) * 3) % span) as i32 - spread;
+    let v = rng.uniform(-1.0, 1.0) * 10f64.powi(e);
+    if v == 0.0 {
+        1e-3
+    } else {
+        v
+    }
+}
+
+/// One plain quantization: x rows at `x_stride`, out rows at `out_stride`, both views starting
+/// `offset` elements into their buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantCase {
+    pub rows: usize,
+    pub cols: usize,
+    pub x_stride: usize,
+    pub out_stride: usize,
+    pub offset: usize,
+    pub granularity: ScaleGranularity,
+    pub layout: ScaleLayout,
+    /// Decades of magnitude either side of 1 (f16 inputs are limited to 4).
+    pub spread: i32,
+    pub seed: u64,
+}
+
+impl QuantCase {
+    pub fn dense(rows: usize, cols: usize, granularity: ScaleGranularity, seed: u64) -> Self {
+        Self { rows, cols, x_stride: cols, out_stride: cols, offset: 0, granularity, layout: ScaleLayout::RowMajor, spread: 3, seed }
+    }
+    fn describe(&self) -> String {
+        format!(
+            "[{}, {}] {} strides {}/{} offset {} scales {:?} ±{} decades",
+            self.rows,
+            self.cols,
+            self.granularity.name(),
+            self.x_stride,
+            self.out_stride,
+            self.offset,
+            self.layout,
+            self.spread
+        )
+    }
+}
+
+/// Half-step round-trip check of a GPU result against the values it quantized.
+fn round_trip(what: &'static str, q: &Quantized, values: &[f64]) -> Comparison {
+    let deq: Vec<f32> = q.dequantize().iter().map(|&v| v as f32).collect();
+    let bound: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| e4m3_error_bound(v, q.scale_at(i / q.cols, i % q.cols) as f64) * (1.0 + 2f64.powi(-10)) + v.abs() * 2f64.powi(-23))
+        .collect();
+    compare_bounded(what, &deq, values, &bound, 2f64.powi(-4))
+}
+
+/// `quantize_fp8` against the reference: codes and scales bit for bit.
+pub fn check_quantize<T: DType>(dev: &Device, case: &QuantCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let spread = if T::NAME == "f16" { c.spread.min(4) } else { c.spread };
+    let x_host: Vec<T> = (0..c.offset + c.rows * c.x_stride)
+        .map(|i| {
+            let j = i.saturating_sub(c.offset);
+            T::from_f64(spread_value(&mut rng, j / c.x_stride, j % c.x_stride, spread))
+        })
+        .collect();
+    let out_host = vec![F8E4M3::NAN; c.offset + c.rows * c.out_stride];
+    let shape = c.granularity.scale_shape(c.rows, c.cols);
+    let (len, strides) = scale_storage(shape, c.layout);
+    let scale_host = vec![f32::NAN; len];
+    let x = dev.upload(&x_host)?;
+    let mut out = dev.upload(&out_host)?;
+    let mut scale = dev.upload(&scale_host)?;
+    quantize_fp8(
+        dev,
+        &TensorView::new(x.slice(c.offset..), [c.rows, c.cols], [c.x_stride, 1])?,
+        &mut TensorViewMut::new(out.slice_mut(c.offset..), [c.rows, c.cols], [c.out_stride, 1])?,
+        &mut TensorViewMut::new(scale.as_view_mut(), shape, strides)?,
+        c.granularity,
+    )?;
+    let (out_got, scale_got) = (dev.download(&out)?, dev.download(&scale)?);
+    let x_dense = gather_rows(&x_host, c.offset, c.rows, c.cols, c.x_stride);
+    let want = reference::quantize(&x_dense, c.rows, c.cols, c.granularity);
+    let got = Quantized {
+        rows: c.rows,
+        cols: c.cols,
+        granularity: c.granularity,
+        q: gather_rows(&out_got, c.offset, c.rows, c.cols, c.out_stride),
+        scale: gather_scale(&scale_got, shape, strides),
+    };
+    let x64: Vec<f64> = x_dense.iter().map(|v| v.to_f64()).collect();
+    let rest = |b: &[F8E4M3]| outside_rows(b, c.offset, c.rows, c.cols, c.out_stride);
+    Ok(CheckResult {
+        op: "quantize_fp8",
+        dtype: T::NAME,
+        shape: c.describe(),
+        comparisons: vec![
+            compare_exact("codes (bit-exact)", &got.q, &want.q),
+            compare_exact("scales (bit-exact)", &got.scale, &want.scale),
+            round_trip("dequantize(quantize(x)) vs x", &got, &x64),
+            compare_exact("outside out (untouched)", &rest(&out_got), &rest(&out_host)),
+            compare_exact("outside scale (untouched)", &outside_scale(&scale_got, shape, strides), &outside_scale(&scale_host, shape, strides)),
+        ],
+    })
+}
+
+/// One fused norm → FP8 call: x (and the residual, with `add`) rows at `x_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct NormQuantCase {
+    pub num_tokens: usize,
+    pub hidden: usize,
+    pub x_stride: usize,
+    pub add: bool,
+    pub granularity: ScaleGranularity,
+    pub layout: ScaleLayout,
+    pub gemma: bool,
+    pub seed: u64,
+}
+
+/// Codes as their positions on the e4m3 number line (adjacent values differ by 1).
+fn ordinals(q: &[F8E4M3]) -> Vec<f32> {
+    q.iter().map(|&c| e4m3_ordinal(c) as f32).collect()
+}
+
+/// `rms_norm_quant_fp8` or (with `add`) `fused_add_rms_norm_quant_fp8` against the reference.
+pub fn check_norm_quant<T: DType>(dev: &Device, case: &NormQuantCase) -> Result<CheckResult> {
+    let c = *case;
+    let (rows, hidden) = (c.num_tokens, c.hidden);
+    let cfg = if c.gemma { RmsNormConfig::gemma(1e-6) } else { RmsNormConfig::new(1e-6) };
+    let mut rng = Rng::new(c.seed);
+    let x_host: Vec<T> = rng.vec(rows * c.x_stride, -3.0, 3.0);
+    let r_host: Vec<T> = rng.vec(rows * c.x_stride, -3.0, 3.0);
+    let w_host: Vec<T> = if c.gemma { rng.vec(hidden, -0.5, 0.5) } else { rng.vec(hidden, -1.5, 1.5) };
+    let out_host = vec![F8E4M3::NAN; rows * hidden];
+    let shape = c.granularity.scale_shape(rows, hidden);
+    let (len, strides) = scale_storage(shape, c.layout);
+    let scale_host = vec![f32::NAN; len];
+    let x = dev.upload(&x_host)?;
+    let mut r = dev.upload(&r_host)?;
+    let w = dev.upload(&w_host)?;
+    let mut out = dev.upload(&out_host)?;
+    let mut scale = dev.upload(&scale_host)?;
+    {
+        let xv = TensorView::new(x.as_view(), [rows, hidden], [c.x_stride, 1])?;
+        let wv = TensorView::contiguous(w.as_view(), [hidden])?;
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [rows, hidden])?;
+        let mut sv = TensorViewMut::new(scale.as_view_mut(), shape, strides)?;
+        if c.add {
+            let mut rv = TensorViewMut::new(r.as_view_mut(), [rows, hidden], [c.x_stride, 1])?;
+            fused_add_rms_norm_quant_fp8(dev, &xv, &mut rv, &wv, &mut ov, &mut sv, c.granularity, cfg)?;
+        } else {
+            rms_norm_quant_fp8(dev, &xv, &wv, &mut ov, &mut sv, c.granularity, cfg)?;
+        }
+    }
+    let (out_got, scale_got, r_got) = (dev.download(&out)?, dev.download(&scale)?, dev.download(&r)?);
+    let xd = gather_rows(&x_host, 0, rows, hidden, c.x_stride);
+    let rd = gather_rows(&r_host, 0, rows, hidden, c.x_stride);
+    let mut comparisons = Vec::new();
+    let (want, exact, normed_input) = if c.add {
+        let (sum, q, exact) = reference::fused_add_rms_norm_quant(&xd, &rd, &w_host, cfg, c.granularity);
+        comparisons.push(compare_exact("residual (exact)", &gather_rows(&r_got, 0, rows, hidden, c.x_stride), &sum));
+        comparisons.push(compare_exact(
+            "outside residual (untouched)",
+            &outside_rows(&r_got, 0, rows, hidden, c.x_stride),
+            &outside_rows(&r_host, 0, rows, hidden, c.x_stride),
+        ));
+        (q, exact, sum)
+    } else {
+        let (q, exact) = reference::rms_norm_quant(&xd, &w_host, cfg, c.granularity);
+        (q, exact, xd)
+    };
+    let got = Quantized { rows, cols: hidden, granularity: c.granularity, q: out_got, scale: gather_scale(&scale_got, shape, strides) };
+    let unfused = reference::norm_then_quant(&normed_input, &w_host, cfg, c.granularity);
+    let one_step = vec![1.0; rows * hidden];
+    let scale_tol = Tolerance { atol: 0.0, rtol: 2f64.powi(-16), frobenius: 2f64.powi(-16) };
+    comparisons.extend([
+        compare("scales (f32 norm; rsqrtf vs f64)", &got.scale, &want.scale.iter().map(|&s| s as f64).collect::<Vec<_>>(), scale_tol),
+        compare_bounded("codes within one e4m3 step of the reference", &ordinals(&got.q), &ordinals(&want.q).iter().map(|&v| v as f64).collect::<Vec<_>>(), &one_step, f64::INFINITY),
+        compare_bounded("codes within one step of norm-then-quant", &ordinals(&got.q), &ordinals(&unfused.q).iter().map(|&v| v as f64).collect::<Vec<_>>(), &one_step, f64::INFINITY),
+        round_trip("dequantized vs the exact f64 norm", &got, &exact),
+        compare_exact("outside scale (untouched)", &outside_scale(&scale_got, shape, strides), &outside_scale(&scale_host, shape, strides)),
+    ]);
+    Ok(CheckResult {
+        op: if c.add { "fused_add_rms_norm_quant_fp8" } else { "rms_norm_quant_fp8" },
+        dtype: T::NAME,
+        shape: format!("[{rows}, {hidden}] stride {} {} scales {:?}{}", c.x_stride, c.granularity.name(), c.layout, if c.gemma { " gemma" } else { "" }),
+        comparisons,
+    })
+}
+
+/// One dequantization: random codes (no NaN codes) and scales over `±spread` decades.
+#[derive(Clone, Copy, Debug)]
+pub struct DequantCase {
+    pub rows: usize,
+    pub cols: usize,
+    pub granularity: ScaleGranularity,
+    pub layout: ScaleLayout,
+    pub spread: i32,
+    pub seed: u64,
+}
+
+/// `dequantize_fp8` against `Quantized::dequantize` (one rounding of the exact product).
+pub fn check_dequantize<T: DType>(dev: &Device, case: &DequantCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let codes: Vec<F8E4M3> = (0..c.rows * c.cols)
+        .map(|_| {
+            let b = (rng.next_u64() & 0xFF) as u8;
+            F8E4M3(if b & 0x7F == 0x7F { b & 0xFE } else { b })
+        })
+        .collect();
+    let shape = c.granularity.scale_shape(c.rows, c.cols);
+    let scales: Vec<f32> = (0..shape[0] * shape[1]).map(|_| 10f64.powf(rng.uniform(-c.spread as f64, c.spread as f64)) as f32).collect();
+    let (len, strides) = scale_storage(shape, c.layout);
+    let mut scale_host = vec![f32::NAN; len];
+    for (i, s) in scales.iter().enumerate() {
+        scale_host[(i / shape[1]) * strides[0] + (i % shape[1]) * strides[1]] = *s;
+    }
+    let q = dev.upload(&codes)?;
+    let scale = dev.upload(&scale_host)?;
+    let mut out = dev.upload(&vec![T::NAN; c.rows * c.cols])?;
+    dequantize_fp8(
+        dev,
+        &TensorView::contiguous(q.as_view(), [c.rows, c.cols])?,
+        &TensorView::new(scale.as_view(), shape, strides)?,
+        c.granularity,
+        &mut TensorViewMut::contiguous(out.as_view_mut(), [c.rows, c.cols])?,
+    )?;
+    let want = Quantized { rows: c.rows, cols: c.cols, granularity: c.granularity, q: codes, scale: scales }.dequantize();
+    Ok(CheckResult {
+        op: "dequantize_fp8",
+        dtype: T::NAME,
+        shape: format!("[{}, {}] {} scales {:?} ±{} decades", c.rows, c.cols, c.granularity.name(), c.layout, c.spread),
+        comparisons: vec![compare("out", &dev.download(&out)?, &want, tolerance::<T>())],
+    })
+}
+
+/// The cases `warpcore check` runs.
+pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
+    use ScaleGranularity::*;
+    use ScaleLayout::*;
+    fn per_dtype<T: DType>(dev: &Device, out: &mut Vec<CheckResult>) -> Result<()> {
+        for g in ScaleGranularity::ALL {
+            out.push(check_quantize::<T>(dev, &QuantCase::dense(64, 7168, g, 1))?);
+            out.push(check_quantize::<T>(dev, &QuantCase { layout: ColMajor, spread: 12, ..QuantCase::dense(33, 2048, g, 2) })?);
+        }
+        // Odd layouts: the scalar path (per tensor / per row / blocks), long rows (the loop path).
+        for g in [PerTensor, PerRow, Block128] {
+            out.push(check_quantize::<T>(dev, &QuantCase { rows: 5, cols: 989, x_stride: 1000, out_stride: 991, offset: 1, granularity: g, layout: RowMajor, spread: 2, seed: 3 })?);
+        }
+        out.push(check_quantize::<T>(dev, &QuantCase::dense(3, 65536 + 128, Group128, 4))?);
+        out.push(check_quantize::<T>(dev, &QuantCase::dense(2, 65536 + 16, PerRow, 5))?);
+        out.push(check_quantize::<T>(dev, &QuantCase::dense(576, 7168, Block128, 6))?);
+        for (add, g, layout) in [(false, PerRow, RowMajor), (false, Group128, ColMajor), (true, PerRow, ColMajor), (true, Group128, RowMajor)] {
+            for &(tokens, hidden) in &[(64usize, 7168usize), (3, 18432), (1, 128)] {
+                let case = NormQuantCase { num_tokens: tokens, hidden, x_stride: hidden + 64, add, granularity: g, layout, gemma: tokens == 3, seed: 7 };
+                out.push(check_norm_quant::<T>(dev, &case)?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    per_dtype::<bf16>(dev, &mut out)?;
+    per_dtype::<f16>(dev, &mut out)?;
+    for g in ScaleGranularity::ALL {
+        let case = DequantCase { rows: 130, cols: 384, granularity: g, layout: ColMajor, spread: 20, seed: 8 };
+        out.push(check_dequantize::<f32>(dev, &case)?);
+        out.push(check_dequantize::<bf16>(dev, &case)?);
+        out.push(check_dequantize::<f16>(dev, &DequantCase { spread: 2, ..case })?);
+    }
+    Ok(out)
+}
+
+/// Without a GPU: the reference's own invariants (round trip within half a step for every
+/// granularity over many decades; the fused norm within one step of norm-then-quant).
+pub fn check_references() -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for &(rows, cols) in &[(64usize, 7168usize), (130, 384)] {
+        for g in ScaleGranularity::ALL {
+            let mut rng = Rng::new(rows as u64);
+            let x: Vec<bf16> = (0..rows * cols).map(|i| bf16::from_f64(spread_value(&mut rng, i / cols, i % cols, 15))).collect();
+            let q = reference::quantize(&x, rows, cols, g);
+            let x64: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+            let scales_ok: Vec<f32> = q.scale.iter().map(|s| if s.is_normal() { 1.0 } else { 0.0 }).collect();
+            out.push(CheckResult {
+                op: "reference::quant",
+                dtype: "bf16",
+                shape: format!("[{rows}, {cols}] {}", g.name()),
+                comparisons: vec![round_trip("dequantize(quantize(x)) vs x", &q, &x64), compare_exact("scales normal", &scales_ok, &vec![1.0; scales_ok.len()])],
+            });
+        }
+    }
+    let mut rng = Rng::new(9);
+    let (tokens, hidden) = (16, 4096);
+    let x: Vec<bf16> = rng.vec(tokens * hidden, -3.0, 3.0);
+    let w: Vec<bf16> = rng.vec(hidden, -1.5, 1.5);
+    for g in [ScaleGranularity::PerRow, ScaleGranularity::Group128] {
+        let (fused, exact) = reference::rms_norm_quant(&x, &w, RmsNormConfig::new(1e-6), g);
+        let unfused = reference::norm_then_quant(&x, &w, RmsNormConfig::new(1e-6), g);
+        out.push(CheckResult {
+            op: "reference::rms_norm_quant",
+            dtype: "bf16",
+            shape: format!("[{tokens}, {hidden}] {}", g.name()),
+            comparisons: vec![
+                round_trip("fused vs the exact f64 norm", &fused, &exact),
+                compare_bounded(
+                    "fused within one step of norm-then-quant",
+                    &ordinals(&fused.q),
+                    &ordinals(&unfused.q).iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                    &vec![1.0; tokens * hidden],
+                    f64::INFINITY,
+                ),
+            ],
+        });
+    }
+    out
+}

@@ -1,0 +1,470 @@
+//! FP8 GEMM (cuda/matmul_fp8_sm90.cu, cuda/matmul_fp8_sm80.cu):
+//! `D[m, n] = Σ_k (a[m, k] · sa) (b[n, k] · sb) (+ bias[n]) (+ residual[m, n])`.
+//!
+//! a `[m, k]` and b `[n, k]` are e4m3, both K-major (the checkpoint layout: b is the weight
+//! `[out_features, in_features]`), rows 16-byte aligned; f32 accumulation; D in bf16 or f32
+//! (bias and residual in D's dtype). Any m; n and k multiples of 128.
+//!
+//! Scales (see [`ScaleGranularity`]): A per tensor, per row (token) or 1×128 groups; B per
+//! tensor, per row (output channel) or 128×128 blocks. Per-tensor / per-row scales are applied
+//! once in the epilogue. As soon as one operand is fine-grained (A 1×128 or B 128×128) the
+//! kernels promote: each 128-wide k-block's partial product is scaled by its two scales and
+//! added into an f32 register accumulator (DeepSeek-V3 / DeepGEMM). B per-row with A 1×128 is
+//! not a supported pair (B's scale must be constant over each 128-column block).
+//!
+//! Dispatch on the device: compute capability 9.0 runs the wgmma kernel (TMA descriptors are
+//! encoded here with `cuTensorMapEncodeTiled` and passed inside the params); everything else
+//! runs the mma.sync kernel. [`MatmulFp8Config::kernel`] forces one (tests run both on an H200).
+//! The tile configuration is chosen per shape by [`plan_sm90`] / [`plan_sm80`]: pure host
+//! functions of the problem ([`MatmulFp8Problem`]) returning a [`TileConfig`].
+
+use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
+use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
+use cudarc::driver::sys;
+
+/// One GEMM operand: e4m3 codes `[rows, k]` (K-major) and their scales, a `[.., ..]` view of
+/// `granularity.scale_shape(rows, k)` with any strides (a size-1 dimension broadcasts).
+#[derive(Clone, Copy, Debug)]
+pub struct Fp8Operand<'v, 'a> {
+    pub data: &'v TensorView<'a, F8E4M3, 2>,
+    pub scale: &'v TensorView<'a, f32, 2>,
+    pub granularity: ScaleGranularity,
+}
+
+/// Which kernel runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fp8GemmKernel {
+    /// wgmma on compute capability 9.0, mma.sync elsewhere.
+    #[default]
+    Auto,
+    /// The Hopper kernel (sm_90a only; `Error::Unsupported` elsewhere).
+    Wgmma,
+    /// The portable kernel (any sm_80+ GPU).
+    MmaSync,
+}
+
+/// Options of [`matmul_fp8`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatmulFp8Config {
+    pub kernel: Fp8GemmKernel,
+    /// Per-tensor / per-row scales on the wgmma kernel: accumulate all of k in the tensor
+    /// core's accumulator (faster, allows 128×256 tiles; its additions keep ~13 mantissa bits,
+    /// so the error grows with k — cuBLASLt's `FAST_ACCUM`). Default off: every 128-k partial
+    /// product is added into f32 registers. Ignored with block scales (always promoted) and
+    /// by the mma.sync kernel (true f32 accumulation).
+    pub fast_accumulation: bool,
+}
+
+/// How the wgmma kernel accumulates over k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Accumulation {
+    /// One tensor-core accumulator over all of k; scales in the epilogue.
+    Fast,
+    /// Each 128-k partial product added into f32 registers; scales in the epilogue.
+    Promoted,
+    /// Each 128-k partial product times its block scales, added into f32 registers.
+    BlockScaled,
+}
+
+/// The problem, independent of how it is tiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulFp8Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub accumulation: Accumulation,
+}
+
+/// How a problem is tiled and scheduled (the kernels' template choice plus the schedule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileConfig {
+    pub block_m: usize,
+    pub block_n: usize,
+    /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
+    pub group_m: usize,
+    /// CTAs launched (the wgmma kernel is persistent: at most one per SM).
+    pub num_ctas: usize,
+}
+
+/// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
+/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles.
+pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
+    (128, 256, Accumulation::Fast),
+    (128, 128, Accumulation::Fast),
+    (64, 128, Accumulation::Fast),
+    (128, 128, Accumulation::Promoted),
+    (64, 128, Accumulation::Promoted),
+    (128, 128, Accumulation::BlockScaled),
+    (64, 128, Accumulation::BlockScaled),
+];
+/// The mma.sync kernel's one tile.
+pub const SM80_TILE: (usize, usize) = (128, 128);
+/// m-tiles per group in the tile order.
+const GROUP_M: usize = 8;
+
+/// Relative tensor-core efficiency the planner assumes per tile shape: 128×256 (two consumer
+/// warpgroups of m64n256) is the reference; 128×128 loses to the smaller wgmma N and more B
+/// traffic per FLOP; a 64-row tile has one consumer warpgroup, which cannot keep the tensor
+/// cores busy on its own. Predictions to check on the H200 (docs/matmul_fp8.md).
+fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
+    match (block_m, block_n) {
+        (128, 256) => 1.0,
+        (128, 128) => 0.9,
+        _ => 0.6,
+    }
+}
+
+/// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
+/// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
+/// ceil(tiles / SMs) (so small-m problems take 64-row tiles and more CTAs, large ones the
+/// 128×256 tile). Ties go to the larger tile (listed first).
+pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize) -> TileConfig {
+    let sms = sm_count.max(1);
+    let mut best: Option<(f64, TileConfig)> = None;
+    for &(bm, bn, acc) in SM90_TILES {
+        if acc != p.accumulation || p.n % bn != 0 {
+            continue;
+        }
+        let tiles = p.m.div_ceil(bm).max(1) * (p.n / bn).max(1);
+        let cost = tiles.div_ceil(sms) as f64 * (bm * bn) as f64 / tile_efficiency(bm, bn);
+        if best.is_none_or(|(c, _)| cost < c) {
+            best = Some((cost, TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: tiles.min(sms) }));
+        }
+    }
+    // n % 128 == 0 is validated before planning, and every mode has a 128-wide tile.
+    best.map(|(_, t)| t).unwrap_or(TileConfig { block_m: 128, block_n: 128, group_m: GROUP_M, num_ctas: 1 })
+}
+
+/// The mma.sync kernel's plan: its one tile, one CTA per tile.
+pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
+    let (bm, bn) = SM80_TILE;
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m.div_ceil(bm) * (p.n / bn) }
+}
+
+/// Whether a pair of granularities is supported, and if so whether it is block-scaled.
+pub fn scaling_mode(a: ScaleGranularity, b: ScaleGranularity) -> Option<bool> {
+    use ScaleGranularity::*;
+    match (a, b) {
+        (PerTensor | PerRow, PerTensor | PerRow) => Some(false),
+        (PerTensor | PerRow | Group128, Block128) | (Group128, PerTensor) => Some(true),
+        _ => None,
+    }
+}
+
+/// What `cuTensorMapEncodeTiled` gets for one operand: a 2-D uint8 tensor `{k, rows}` (inner
+/// dimension first) with the given row stride in bytes, boxes of `{128, box_rows}` bytes,
+/// 128-byte swizzle (the layout the wgmma descriptors assume), zero fill out of bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmaBox {
+    pub dims: [u64; 2],
+    pub row_stride_bytes: u64,
+    pub box_dims: [u32; 2],
+}
+
+pub fn tma_box(rows: usize, k: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
+    TmaBox { dims: [k as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
+}
+
+/// Encodes a tensor map (driver API through cudarc; needs a context on this thread).
+fn encode_tma(ptr: u64, b: &TmaBox) -> Result<ffi::wc_tensor_map> {
+    use sys::{CUtensorMapDataType as D, CUtensorMapFloatOOBfill as F, CUtensorMapInterleave as I, CUtensorMapL2promotion as L, CUtensorMapSwizzle as S};
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    let strides = [b.row_stride_bytes];
+    let element_strides = [1u32, 1];
+    // SAFETY: every array has the rank's length (2; strides 1), `map` is a writable
+    // CUtensorMap, the address and stride were checked 16-byte aligned and the dims to fit.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            D::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2,
+            ptr as *mut std::ffi::c_void,
+            b.dims.as_ptr(),
+            strides.as_ptr(),
+            b.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            I::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            S::CU_TENSOR_MAP_SWIZZLE_128B,
+            L::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            F::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    }
+    .result()?;
+    Ok(ffi::wc_tensor_map { opaque: map.opaque })
+}
+
+/// Checks an operand against `[rows, k]` and returns its scale strides (along rows, along k).
+fn check_operand(op: &'static str, arg: &'static str, scale_arg: &'static str, dev: &Device, x: &Fp8Operand, rows: usize, k: usize) -> Result<(i64, i64)> {
+    check_shape(op, arg, &x.data.shape(), &[rows, k])?;
+    check_inner_dense(op, arg, &x.data.strides())?;
+    check_shape(op, scale_arg, &x.scale.shape(), &x.granularity.scale_shape(rows, k))?;
+    check_device(op, arg, dev, x.data.stream())?;
+    check_device(op, scale_arg, dev, x.scale.stream())?;
+    Ok(scale_strides(x.scale.shape(), x.scale.strides()))
+}
+
+/// `out = A · Bᵀ` with FP8 inputs, plus optional bias `[n]` and residual `[m, n]`.
+///
+/// a: `[m, k]` codes with scales per tensor / row / 1×128 group; b: `[n, k]` with scales per
+/// tensor / row / 128×128 block; out `[m, n]` (bf16 or f32; bias and residual the same dtype).
+/// Errors before any launch: shapes (`ShapeMismatch`), n or k not multiples of 128 or an
+/// unsupported scale pair (`Unsupported`), rows not 16-byte aligned (`Misaligned`), k = 0 or
+/// n = 0 (`Empty`). m = 0 is a no-op.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8<O: DType>(
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    const OP: &str = "matmul_fp8";
+    check_dtype::<O>(OP, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F32])?;
+    let [m, k] = a.data.shape();
+    let n = b.data.shape()[0];
+    super::check_nonempty(OP, "a (k)", &[k])?;
+    super::check_nonempty(OP, "b (n)", &[n])?;
+    for (what, v) in [("k (a multiple of 128)", k), ("n (a multiple of 128)", n)] {
+        if v % FP8_BLOCK != 0 {
+            return Err(Error::Unsupported { op: OP, what, value: v.to_string() });
+        }
+    }
+    let block_scaled = scaling_mode(a.granularity, b.granularity).ok_or_else(|| Error::Unsupported {
+        op: OP,
+        what: "scale granularities (a: tensor/row/group128, b: tensor/row/block128; b per row only without groups)",
+        value: format!("a {}, b {}", a.granularity.name(), b.granularity.name()),
+    })?;
+    let (sa_m, sa_k) = check_operand(OP, "a", "a_scale", dev, &a, m, k)?;
+    let (sb_n, sb_k) = check_operand(OP, "b", "b_scale", dev, &b, n, k)?;
+    check_shape(OP, "out", &out.shape(), &[m, n])?;
+    check_inner_dense(OP, "out", &out.strides())?;
+    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
+    check_device(OP, "out", dev, out.stream())?;
+    if let Some(v) = bias {
+        check_shape(OP, "bias", &v.shape(), &[n])?;
+        check_inner_dense(OP, "bias", &v.strides())?;
+        check_device(OP, "bias", dev, v.stream())?;
+    }
+    if let Some(v) = residual {
+        check_shape(OP, "residual", &v.shape(), &[m, n])?;
+        check_inner_dense(OP, "residual", &v.strides())?;
+        check_device(OP, "residual", dev, v.stream())?;
+    }
+    for (what, v) in [("m", m), ("n", n), ("k", k)] {
+        check_fits_i32(OP, what, v)?;
+    }
+    let sm90 = match cfg.kernel {
+        Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
+        Fp8GemmKernel::MmaSync => false,
+        Fp8GemmKernel::Wgmma if dev.info().compute_capability == (9, 0) => true,
+        Fp8GemmKernel::Wgmma => {
+            let (maj, min) = dev.info().compute_capability;
+            return Err(Error::Unsupported { op: OP, what: "wgmma kernel (compute capability 9.0 only)", value: format!("sm_{maj}{min}") });
+        }
+    };
+    if m == 0 {
+        return Ok(());
+    }
+    let accumulation = match (block_scaled, cfg.fast_accumulation) {
+        (true, _) => Accumulation::BlockScaled,
+        (false, true) => Accumulation::Fast,
+        (false, false) => Accumulation::Promoted,
+    };
+    let problem = MatmulFp8Problem { m, n, k, accumulation };
+    let tiles = if sm90 { plan_sm90(&problem, dev.info().sm_count as usize) } else { plan_sm80(&problem) };
+
+    let stream = dev.stream();
+    let (a_ptr, _ga) = a.data.device_ptr(stream);
+    let (b_ptr, _gb) = b.data.device_ptr(stream);
+    let (sa_ptr, _gsa) = a.scale.device_ptr(stream);
+    let (sb_ptr, _gsb) = b.scale.device_ptr(stream);
+    let bias_guard = bias.map(|v| v.device_ptr(stream));
+    let res_guard = residual.map(|v| v.device_ptr(stream));
+    let (lda, ldb, ldd) = (a.data.strides()[0], b.data.strides()[0], out.strides()[0]);
+    let ldr = residual.map_or(0, |v| v.strides()[0]);
+    let (d_ptr, _gd) = out.device_ptr_mut(stream);
+    check_rows_aligned::<u8>(OP, "a", a_ptr, m, lda)?;
+    check_rows_aligned::<u8>(OP, "b", b_ptr, n, ldb)?;
+    check_rows_aligned::<O>(OP, "out", d_ptr, m, ldd)?;
+    let bias_ptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
+    let res_ptr = res_guard.as_ref().map_or(0, |(p, _)| *p);
+    if bias_guard.is_some() {
+        check_rows_aligned::<O>(OP, "bias", bias_ptr, 1, 0)?;
+    }
+    if res_guard.is_some() {
+        check_rows_aligned::<O>(OP, "residual", res_ptr, m, ldr)?;
+    }
+    let mut p = ffi::wc_matmul_fp8_params {
+        a: a_ptr as *const _,
+        b: b_ptr as *const _,
+        a_scale: sa_ptr as *const f32,
+        b_scale: sb_ptr as *const f32,
+        bias: bias_ptr as *const _,
+        residual: res_ptr as *const _,
+        d: d_ptr as *mut _,
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        lda: lda as i64,
+        ldb: ldb as i64,
+        ldr: ldr as i64,
+        ldd: ldd as i64,
+        a_scale_stride_m: sa_m,
+        a_scale_stride_k: sa_k,
+        b_scale_stride_n: sb_n,
+        b_scale_stride_k: sb_k,
+        block_scaled: block_scaled as i32,
+        fast_accum: (accumulation == Accumulation::Fast) as i32,
+        block_m: tiles.block_m as i32,
+        block_n: tiles.block_n as i32,
+        group_m: tiles.group_m as i32,
+        num_ctas: tiles.num_ctas.min(i32::MAX as usize) as i32,
+        out_dtype: O::TAG,
+        ..Default::default()
+    };
+    if sm90 {
+        dev.context().bind_to_thread()?;
+        p.tma_a = encode_tma(a_ptr, &tma_box(m, k, lda, tiles.block_m))?;
+        p.tma_b = encode_tma(b_ptr, &tma_box(n, k, ldb, tiles.block_n))?;
+    }
+    // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
+    // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,
+    // contexts and the i32 limits were validated above; the tile config comes from the
+    // planner (a configuration the launcher has). Guards live until the launch is queued.
+    let r = launch(OP, dev, |s| unsafe {
+        if sm90 {
+            ffi::wc_matmul_fp8_sm90(&p, s)
+        } else {
+            ffi::wc_matmul_fp8_sm80(&p, s)
+        }
+    });
+    drop((bias_guard, res_guard));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
+
+    fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
+        MatmulFp8Problem { m, n, k, accumulation }
+    }
+    use Accumulation::*;
+
+    #[test]
+    fn the_planner_picks_the_expected_tiles_for_the_bench_shapes() {
+        let t = plan_sm90(&problem(4096, 7168, 2048, Fast), 132);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 256, 132));
+        let t = plan_sm90(&problem(8192, 8192, 8192, Fast), 132);
+        assert_eq!((t.block_m, t.block_n), (128, 256));
+        let t = plan_sm90(&problem(4096, 7168, 2048, Promoted), 132);
+        assert_eq!((t.block_m, t.block_n), (128, 128));
+        // Small m: 64-row tiles fill more SMs (2 × 56 = 112 CTAs).
+        let t = plan_sm90(&problem(128, 7168, 2048, Fast), 132);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas), (64, 128, 112));
+        let t = plan_sm90(&problem(1, 7168, 2048, Promoted), 132);
+        assert_eq!((t.block_m, t.block_n), (64, 128));
+        let t = plan_sm90(&problem(4096, 7168, 16384, BlockScaled), 132);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 128, 132));
+    }
+
+    #[test]
+    fn every_plan_is_a_built_configuration_that_divides_n() {
+        for m in [1, 7, 64, 128, 129, 1000, 4096, 100_000] {
+            for n in [128, 384, 1024, 7168, 18432] {
+                for acc in [Fast, Promoted, BlockScaled] {
+                    for sms in [1, 8, 78, 132] {
+                        let t = plan_sm90(&problem(m, n, 4096, acc), sms);
+                        assert!(SM90_TILES.contains(&(t.block_m, t.block_n, acc)), "{m} {n} {acc:?}: {t:?}");
+                        assert_eq!(n % t.block_n, 0);
+                        let tiles = m.div_ceil(t.block_m) * (n / t.block_n);
+                        assert!(t.num_ctas >= 1 && t.num_ctas <= tiles.min(sms), "{t:?}");
+                        assert!(acc == Fast || t.block_n == 128);
+                    }
+                }
+                let t = plan_sm80(&problem(m, n, 256, Promoted));
+                assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 128, m.div_ceil(128) * (n / 128)));
+            }
+        }
+    }
+
+    #[test]
+    fn the_tile_order_is_a_permutation_grouped_along_m() {
+        // Through the C side (wc_matmul_fp8_tile): the function the kernels run.
+        for (m, n, bm, bn, group) in [(1000, 7168, 128, 256, 8), (129, 384, 64, 128, 8), (4096, 1024, 128, 128, 3), (1, 128, 64, 128, 8)] {
+            let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, ..Default::default() };
+            let (mt, nt) = ((m + bm as i64 - 1) / bm as i64, n / bn as i64);
+            let mut seen = vec![false; (mt * nt) as usize];
+            for t in 0..mt * nt {
+                let (mut a, mut b) = (-1i64, -1i64);
+                // SAFETY: p is a valid params struct; a and b are writable.
+                assert_eq!(unsafe { ffi::wc_matmul_fp8_tile(&p, t, &mut a, &mut b) }, 0);
+                assert!((0..mt).contains(&a) && (0..nt).contains(&b), "tile {t} -> ({a}, {b})");
+                assert!(!std::mem::replace(&mut seen[(a * nt + b) as usize], true), "tile ({a}, {b}) twice");
+                if t < group.min(mt as i32) as i64 {
+                    assert_eq!((a, b), (t, 0), "the first tiles walk m inside a group");
+                }
+            }
+            assert!(seen.iter().all(|&s| s));
+            let (mut a, mut b) = (0, 0);
+            // SAFETY: as above.
+            assert_ne!(unsafe { ffi::wc_matmul_fp8_tile(&p, mt * nt, &mut a, &mut b) }, 0);
+        }
+    }
+
+    #[test]
+    fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu() {
+        let mut p = ffi::wc_matmul_fp8_params { m: 128, n: 256, k: 256, block_m: 96, block_n: 128, group_m: 8, num_ctas: 1, out_dtype: ffi::wc_dtype_WC_BF16, ..Default::default() };
+        let stream = std::ptr::null_mut();
+        // SAFETY: every call below returns from its argument checks before any CUDA call.
+        unsafe {
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_INVALID_ARG);
+            p.block_m = 128;
+            p.block_n = 256;
+            p.block_scaled = 1; // block scales have no 256-wide tile
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.fast_accum = 0;
+            p.block_scaled = 0; // nor does promoted accumulation
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.k = 200;
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+            p.out_dtype = ffi::wc_dtype_WC_F16;
+            p.k = 256;
+            p.block_n = 128;
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.m = 0; // nothing to do
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
+            assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);
+        }
+    }
+
+    #[test]
+    fn scale_pairs() {
+        assert_eq!(scaling_mode(PerTensor, PerTensor), Some(false));
+        assert_eq!(scaling_mode(PerRow, PerRow), Some(false));
+        assert_eq!(scaling_mode(PerRow, PerTensor), Some(false));
+        assert_eq!(scaling_mode(Group128, Block128), Some(true));
+        assert_eq!(scaling_mode(PerRow, Block128), Some(true));
+        assert_eq!(scaling_mode(Group128, PerTensor), Some(true));
+        assert_eq!(scaling_mode(Group128, PerRow), None);
+        assert_eq!(scaling_mode(Block128, Block128), None);
+        assert_eq!(scaling_mode(PerTensor, Group128), None);
+    }
+
+    #[test]
+    fn tma_boxes_cover_one_swizzle_row_of_k() {
+        let b = tma_box(1000, 7168, 7168, 128);
+        assert_eq!(b, TmaBox { dims: [7168, 1000], row_stride_bytes: 7168, box_dims: [128, 128] });
+        // 128 bytes of e4m3 per box row: exactly the 128-byte swizzle span, and one k-block.
+        assert_eq!(b.box_dims[0] as usize, FP8_BLOCK);
+        assert_eq!(tma_box(1, 256, 512, 64).box_dims, [128, 64]);
+        // The params struct carries 128-byte aligned tensor maps (CUtensorMap's alignment).
+        assert_eq!(std::mem::align_of::<ffi::wc_tensor_map>(), 128);
+        assert_eq!(std::mem::size_of::<ffi::wc_tensor_map>(), std::mem::size_of::<sys::CUtensorMap>());
+    }
+}

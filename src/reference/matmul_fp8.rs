@@ -1,0 +1,146 @@
+//! CPU oracle for the FP8 GEMM: f64 on the dequantized inputs.
+//!
+//! `out[i, j] = Σ_k deq(a)[i, k] · deq(b)[j, k] (+ bias[j]) (+ residual[i, j])`, where
+//! `deq = fp8 · scale` with each operand's own scale layout (reference::quant::Quantized).
+//! Every product of two e4m3 values times two f32 scales is exact in f64, so the only error
+//! here is f64 summation. Also returns `Σ_k |deq(a) · deq(b)|` per element: the GPU's
+//! accumulation error is bounded relative to it (check::matmul_fp8).
+
+use super::quant::Quantized;
+use crate::DType;
+
+/// The reference result of one GEMM.
+#[derive(Clone, Debug)]
+pub struct MatmulRef {
+    /// `[m, n]`, row-major.
+    pub out: Vec<f64>,
+    /// `[m, n]`: Σ_k |a·b| (the scale of the accumulation error).
+    pub magnitude: Vec<f64>,
+}
+
+/// `D = A · Bᵀ (+ bias) (+ residual)`: a `[m, k]`, b `[n, k]` (both K-major, as quantized),
+/// bias `[n]`, residual `[m, n]` in the output dtype. Rows are split across threads.
+pub fn matmul_fp8<O: DType>(a: &Quantized, b: &Quantized, bias: Option<&[O]>, residual: Option<&[O]>) -> MatmulRef {
+    let (m, n, k) = (a.rows, b.rows, a.cols);
+    assert_eq!(b.cols, k, "a is [m, k] and b is [n, k]");
+    assert!(bias.is_none_or(|v| v.len() == n) && residual.is_none_or(|v| v.len() == m * n));
+    let da = a.dequantize();
+    let db = b.dequantize();
+    let mut out = vec![0.0; m * n];
+    let mut magnitude = vec![0.0; m * n];
+    if m == 0 || n == 0 {
+        return MatmulRef { out, magnitude };
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(m);
+    let rows_per = m.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (c, (o, g)) in out.chunks_mut(rows_per * n).zip(magnitude.chunks_mut(rows_per * n)).enumerate() {
+            let (da, db) = (&da, &db);
+            scope.spawn(move || {
+                for (r, (orow, grow)) in o.chunks_mut(n).zip(g.chunks_mut(n)).enumerate() {
+                    let i = c * rows_per + r;
+                    let arow = &da[i * k..(i + 1) * k];
+                    for j in 0..n {
+                        let brow = &db[j * k..(j + 1) * k];
+                        let (mut s, mut mag) = (0.0f64, 0.0f64);
+                        for (x, y) in arow.iter().zip(brow) {
+                            let p = x * y;
+                            s += p;
+                            mag += p.abs();
+                        }
+                        orow[j] = s;
+                        grow[j] = mag;
+                    }
+                }
+            });
+        }
+    });
+    for i in 0..m {
+        for j in 0..n {
+            let v = &mut out[i * n + j];
+            if let Some(bias) = bias {
+                *v += bias[j].to_f64();
+            }
+            if let Some(res) = residual {
+                *v += res[i * n + j].to_f64();
+            }
+        }
+    }
+    MatmulRef { out, magnitude }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Rng;
+    use crate::ops::quant::ScaleGranularity::{self, *};
+    use crate::reference::quant::{e4m3_error_bound, quantize_f32};
+
+    fn plain(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        (0..m * n).map(|i| (0..k).map(|l| a[(i / n) * k + l] as f64 * b[(i % n) * k + l] as f64).sum()).collect()
+    }
+
+    #[test]
+    fn quantized_gemm_tracks_the_float_gemm_within_the_quantization_error() {
+        let (m, n, k) = (9, 256, 384);
+        let mut rng = Rng::new(5);
+        // Rows and columns of very different magnitudes, so the scale layouts matter.
+        let a: Vec<f32> = (0..m * k).map(|i| (rng.uniform(-1.0, 1.0) * 10f64.powi((i / k) as i32 % 7 - 3)) as f32).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (rng.uniform(-1.0, 1.0) * 10f64.powi((i % k / 128) as i32 - 1)) as f32).collect();
+        let want = plain(&a, &b, m, n, k);
+        let pairs: [(ScaleGranularity, ScaleGranularity); 6] =
+            [(PerTensor, PerTensor), (PerRow, PerRow), (PerRow, PerTensor), (Group128, Block128), (PerTensor, Block128), (Group128, PerTensor)];
+        for (ga, gb) in pairs {
+            let qa = quantize_f32(&a, m, k, ga);
+            let qb = quantize_f32(&b, n, k, gb);
+            let got = matmul_fp8::<f32>(&qa, &qb, None, None);
+            // |Σ (a + ea)(b + eb) − Σ ab| ≤ Σ |a||eb| + |b||ea| + |ea||eb|, with the per-element
+            // quantization bounds of each operand.
+            for i in 0..m {
+                for j in 0..n {
+                    let mut bound = 0.0;
+                    for l in 0..k {
+                        let (x, y) = (a[i * k + l] as f64, b[j * k + l] as f64);
+                        let ea = e4m3_error_bound(x, qa.scale_at(i, l) as f64);
+                        let eb = e4m3_error_bound(y, qb.scale_at(j, l) as f64);
+                        bound += x.abs() * eb + y.abs() * ea + ea * eb;
+                    }
+                    let e = (got.out[i * n + j] - want[i * n + j]).abs();
+                    assert!(e <= bound * 1.0001 + 1e-300, "{ga:?}×{gb:?} ({i}, {j}): error {e} > bound {bound}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_layouts_agree() {
+        // Per-row A with per-tensor B equals the same codes with B's scale broadcast per row.
+        let (m, n, k) = (3, 128, 256);
+        let mut rng = Rng::new(6);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-2.0, 2.0) as f32).collect();
+        let b: Vec<f32> = (0..n * k).map(|_| rng.uniform(-2.0, 2.0) as f32).collect();
+        let qa = quantize_f32(&a, m, k, PerRow);
+        let qb = quantize_f32(&b, n, k, PerTensor);
+        let mut qb_rows = qb.clone();
+        qb_rows.granularity = PerRow;
+        qb_rows.scale = vec![qb.scale[0]; n];
+        let x = matmul_fp8::<f32>(&qa, &qb, None, None).out;
+        let y = matmul_fp8::<f32>(&qa, &qb_rows, None, None).out;
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn bias_and_residual_are_added() {
+        let (m, n, k) = (2, 128, 128);
+        // Exactly representable: scales 448 / 448 = 1 and 224 / 448 = 0.5, codes 448.
+        let a = quantize_f32(&vec![448.0; m * k], m, k, PerTensor);
+        let b = quantize_f32(&vec![224.0; n * k], n, k, PerRow);
+        let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+        let res: Vec<f32> = (0..m * n).map(|i| -(i as f32)).collect();
+        let r = matmul_fp8(&a, &b, Some(&bias), Some(&res));
+        for i in 0..m * n {
+            assert_eq!(r.out[i], 448.0 * 224.0 * 128.0 + (i % n) as f64 - i as f64);
+            assert_eq!(r.magnitude[i], 448.0 * 224.0 * 128.0);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! GPU tests of the FP8 GEMM against `reference::matmul_fp8` (skip without a GPU). On an H200
+//! every case runs on both kernels (wgmma and mma.sync).
+
+mod common;
+
+use common::{assert_passed, device};
+use half::bf16;
+use proptest::prelude::*;
+use warpcore::check::matmul_fp8::{check_matmul_fp8, MatmulCase};
+use warpcore::check::quant::ScaleLayout;
+use warpcore::ops::matmul_fp8::{matmul_fp8, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use warpcore::ops::quant::ScaleGranularity::{self, *};
+use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
+
+/// The supported (A, B) scale pairs.
+const PAIRS: &[(ScaleGranularity, ScaleGranularity)] =
+    &[(PerTensor, PerTensor), (PerRow, PerRow), (PerRow, PerTensor), (PerTensor, PerRow), (Group128, Block128), (PerRow, Block128), (Group128, PerTensor), (PerTensor, Block128)];
+const M: &[usize] = &[1, 7, 64, 128, 129, 1000, 4096];
+/// Bound on m · n · k per case: keeps the f64 reference under a second or so.
+const MAX_MNK: usize = 1 << 29;
+
+fn case() -> impl Strategy<Value = MatmulCase> {
+    (
+        proptest::sample::select(M),
+        1usize..=56,  // n / 128: up to 7168
+        1usize..=128, // k / 128: up to 16384
+        proptest::sample::select(PAIRS),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (0usize..3, 0i32..7, any::<u64>()),
+    )
+        .prop_map(|(m, n128, k128, (a, b), (bias, residual, fast, col_major), (pad, spread, seed))| {
+            let n = n128 * 128;
+            // Shrink k (then n) until the reference stays cheap; m is the point of the test.
+            let mut k = k128 * 128;
+            while m * n * k > MAX_MNK && k > 128 {
+                k = (k / 2).div_ceil(128) * 128;
+            }
+            let n = if m * n * k > MAX_MNK { (MAX_MNK / (m * k)).max(128) / 128 * 128 } else { n };
+            MatmulCase {
+                m,
+                n,
+                k,
+                a_granularity: a,
+                b_granularity: b,
+                a_scale_layout: if col_major { ScaleLayout::ColMajor } else { ScaleLayout::RowMajor },
+                bias,
+                residual,
+                kernel: Fp8GemmKernel::Auto,
+                fast_accumulation: fast,
+                pad,
+                spread,
+                seed,
+            }
+        })
+}
+
+/// 48 cases per property; PROPTEST_CASES overrides.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// The kernels this GPU can run: both on compute capability 9.0, mma.sync elsewhere.
+fn kernels(dev: &warpcore::Device) -> Vec<Fp8GemmKernel> {
+    if dev.info().compute_capability == (9, 0) {
+        vec![Fp8GemmKernel::Wgmma, Fp8GemmKernel::MmaSync]
+    } else {
+        vec![Fp8GemmKernel::MmaSync]
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn bf16_out_matches_reference(case in case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        for kernel in kernels(&dev) {
+            assert_passed(&check_matmul_fp8::<bf16>(&dev, &MatmulCase { kernel, ..case }).unwrap());
+        }
+    }
+    #[test]
+    fn f32_out_matches_reference(case in case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        for kernel in kernels(&dev) {
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { kernel, ..case }).unwrap());
+        }
+    }
+}
+
+#[test]
+fn long_k_with_scales_over_many_decades() {
+    let Some(dev) = device() else { return };
+    for kernel in kernels(&dev) {
+        for &(a, b) in PAIRS {
+            let case = MatmulCase { kernel, spread: 8, bias: true, residual: true, ..MatmulCase::new(129, 256, 16384, a, b, 1) };
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
+        }
+    }
+}
+
+#[test]
+fn every_m_tail_of_the_tiles() {
+    let Some(dev) = device() else { return };
+    for kernel in kernels(&dev) {
+        for m in [1, 63, 64, 65, 127, 128, 129, 191, 255, 257] {
+            for (a, b) in [(PerRow, PerRow), (Group128, Block128)] {
+                for fast in [false, true] {
+                    let case = MatmulCase { kernel, fast_accumulation: fast, residual: true, ..MatmulCase::new(m, 768, 512, a, b, m as u64) };
+                    assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
+                }
+            }
+        }
+    }
+}
+
+/// Codes [m, k] and [n, k], per-tensor scales, out [m, n] bf16 poisoned; `f` gets the views.
+#[allow(clippy::type_complexity)]
+fn with_operands(
+    m: usize,
+    n: usize,
+    k: usize,
+    a_offset: usize,
+    f: impl FnOnce(&warpcore::Device, &TensorView<F8E4M3, 2>, &TensorView<F8E4M3, 2>, &TensorView<f32, 2>, &mut TensorViewMut<bf16, 2>) -> warpcore::Result<()>,
+    matches: impl Fn(&Error) -> bool,
+) {
+    let Some(dev) = device() else { return };
+    let a = dev.upload(&vec![F8E4M3(0x38); a_offset + m * k]).unwrap();
+    let b = dev.upload(&vec![F8E4M3(0x38); n * k]).unwrap();
+    let s = dev.upload(&[1.0f32]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let av = TensorView::contiguous(a.slice(a_offset..), [m, k]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [n, k]).unwrap();
+    let sv = TensorView::contiguous(s.as_view(), [1, 1]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+    let err = f(&dev, &av, &bv, &sv, &mut ov).expect_err("bad input must be rejected");
+    assert!(matches(&err), "unexpected error: {err}");
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()), "a failed GEMM wrote its output");
+}
+
+fn per_tensor<'v, 'a>(data: &'v TensorView<'a, F8E4M3, 2>, scale: &'v TensorView<'a, f32, 2>) -> Fp8Operand<'v, 'a> {
+    Fp8Operand { data, scale, granularity: PerTensor }
+}
+
+#[test]
+fn n_and_k_must_be_multiples_of_128() {
+    let run = |d: &warpcore::Device, a: &TensorView<F8E4M3, 2>, b: &TensorView<F8E4M3, 2>, s: &TensorView<f32, 2>, o: &mut TensorViewMut<bf16, 2>| {
+        matmul_fp8(d, per_tensor(a, s), per_tensor(b, s), None, None, o, MatmulFp8Config::default())
+    };
+    with_operands(4, 200, 128, 0, run, |e| matches!(e, Error::Unsupported { what: "n (a multiple of 128)", .. }));
+    with_operands(4, 128, 96, 0, run, |e| matches!(e, Error::Unsupported { what: "k (a multiple of 128)", .. }));
+    with_operands(4, 128, 0, 0, run, |e| matches!(e, Error::Empty { .. }));
+}
+
+#[test]
+fn rows_must_be_16_byte_aligned() {
+    with_operands(
+        4,
+        128,
+        128,
+        1,
+        |d, a, b, s, o| matmul_fp8(d, per_tensor(a, s), per_tensor(b, s), None, None, o, MatmulFp8Config::default()),
+        |e| matches!(e, Error::Misaligned { arg: "a", align: 16, .. }),
+    );
+}
+
+#[test]
+fn unsupported_scale_pairs_and_shapes_are_rejected() {
+    let Some(dev) = device() else { return };
+    let (m, n, k) = (4usize, 256usize, 256usize);
+    let a = dev.upload(&vec![F8E4M3(0x38); m * k]).unwrap();
+    let b = dev.upload(&vec![F8E4M3(0x38); n * k]).unwrap();
+    let s = dev.upload(&vec![1.0f32; 4096]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let av = TensorView::contiguous(a.as_view(), [m, k]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [n, k]).unwrap();
+    let groups = TensorView::contiguous(s.slice(..m * 2), [m, 2]).unwrap();
+    let per_col = TensorView::contiguous(s.slice(..n), [n, 1]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+    // B per output channel cannot be applied per 128-k block.
+    let e = matmul_fp8(
+        &dev,
+        Fp8Operand { data: &av, scale: &groups, granularity: Group128 },
+        Fp8Operand { data: &bv, scale: &per_col, granularity: PerRow },
+        None,
+        None,
+        &mut ov,
+        MatmulFp8Config::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { op: "matmul_fp8", .. }), "{e}");
+    // Block scales of the wrong shape ([n/128, k/128] = [2, 2] expected).
+    let wrong = TensorView::contiguous(s.slice(..6), [2, 3]).unwrap();
+    let e = matmul_fp8(
+        &dev,
+        Fp8Operand { data: &av, scale: &groups, granularity: Group128 },
+        Fp8Operand { data: &bv, scale: &wrong, granularity: Block128 },
+        None,
+        None,
+        &mut ov,
+        MatmulFp8Config::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "b_scale", .. }), "{e}");
+    // A bias of the wrong length.
+    let one = TensorView::contiguous(s.slice(..1), [1, 1]).unwrap();
+    let bias = dev.upload(&vec![bf16::ONE; n - 1]).unwrap();
+    let bias_v = TensorView::contiguous(bias.as_view(), [n - 1]).unwrap();
+    let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), Some(&bias_v), None, &mut ov, MatmulFp8Config::default()).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "bias", .. }), "{e}");
+    // The wgmma kernel only on compute capability 9.0.
+    if dev.info().compute_capability != (9, 0) {
+        let cfg = MatmulFp8Config { kernel: Fp8GemmKernel::Wgmma, ..Default::default() };
+        let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "wgmma kernel (compute capability 9.0 only)", .. }), "{e}");
+    }
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn f16_output_is_unsupported() {
+    let Some(dev) = device() else { return };
+    let a = dev.upload(&vec![F8E4M3(0x38); 128 * 128]).unwrap();
+    let s = dev.upload(&[1.0f32]).unwrap();
+    let mut out = dev.upload(&vec![half::f16::NAN; 128 * 128]).unwrap();
+    let av = TensorView::contiguous(a.as_view(), [128, 128]).unwrap();
+    let sv = TensorView::contiguous(s.as_view(), [1, 1]).unwrap();
+    let e = matmul_fp8(
+        &dev,
+        per_tensor(&av, &sv),
+        per_tensor(&av, &sv),
+        None,
+        None,
+        &mut TensorViewMut::contiguous(out.as_view_mut(), [128, 128]).unwrap(),
+        MatmulFp8Config::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+}
+
+#[test]
+fn zero_rows_is_a_no_op() {
+    let Some(dev) = device() else { return };
+    let b = dev.upload(&vec![F8E4M3(0x38); 128 * 128]).unwrap();
+    let s = dev.upload(&[1.0f32]).unwrap();
+    let mut out = dev.upload(&[bf16::NAN; 4]).unwrap();
+    let av = TensorView::contiguous(b.slice(..0), [0, 128]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [128, 128]).unwrap();
+    let sv = TensorView::contiguous(s.as_view(), [1, 1]).unwrap();
+    matmul_fp8(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), None, None, &mut TensorViewMut::contiguous(out.slice_mut(..0), [0, 128]).unwrap(), MatmulFp8Config::default())
+        .unwrap();
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+}

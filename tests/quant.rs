@@ -1,0 +1,270 @@
+//! GPU tests of FP8 quantization against `reference::quant` (skip without a GPU).
+
+mod common;
+
+use common::{assert_passed, device};
+use half::{bf16, f16};
+use proptest::prelude::*;
+use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
+use warpcore::ops::quant::{dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use warpcore::ops::rms_norm::RmsNormConfig;
+use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
+
+/// Column counts: tiny, odd (scalar path), DeepSeek/Llama hidden sizes, past the register path.
+const COLS: &[usize] = &[1, 16, 128, 384, 989, 1024, 2048, 4096, 7168, 18432, 32768 + 128, 65536 + 256];
+
+fn granularity() -> impl Strategy<Value = ScaleGranularity> {
+    proptest::sample::select(&ScaleGranularity::ALL[..])
+}
+
+fn layout() -> impl Strategy<Value = ScaleLayout> {
+    prop_oneof![Just(ScaleLayout::RowMajor), Just(ScaleLayout::ColMajor)]
+}
+
+fn quant_case() -> impl Strategy<Value = QuantCase> {
+    (1usize..40, proptest::sample::select(COLS), granularity(), layout(), 0usize..4, 0usize..3, 0i32..13, any::<u64>()).prop_map(
+        |(rows, cols, granularity, layout, gap, offset, spread, seed)| {
+            // 1×128 groups need whole groups and 16-byte aligned rows: round the columns up
+            // and keep gaps and offsets in 16-byte steps; the other modes take anything.
+            let group = granularity == ScaleGranularity::Group128;
+            let cols = if group { cols.div_ceil(128) * 128 } else { cols };
+            let (x_gap, out_gap, offset) = if group { (8 * gap, 16 * gap, 16 * offset) } else { (gap, 3 * gap, offset) };
+            QuantCase { rows, cols, x_stride: cols + x_gap, out_stride: cols + out_gap, offset, granularity, layout, spread, seed }
+        },
+    )
+}
+
+fn norm_case() -> impl Strategy<Value = NormQuantCase> {
+    (1usize..40, proptest::sample::select(COLS), any::<bool>(), any::<bool>(), layout(), any::<bool>(), 0usize..3, any::<u64>()).prop_map(
+        |(num_tokens, hidden, group, add, layout, gemma, gap, seed)| {
+            let granularity = if group { ScaleGranularity::Group128 } else { ScaleGranularity::PerRow };
+            let hidden = if group { hidden.div_ceil(128) * 128 } else { hidden };
+            NormQuantCase { num_tokens, hidden, x_stride: hidden + 8 * gap, add, granularity, layout, gemma, seed }
+        },
+    )
+}
+
+fn dequant_case() -> impl Strategy<Value = DequantCase> {
+    (1usize..300, prop_oneof![Just(128usize), Just(384), Just(1024), Just(7168)], granularity(), layout(), 0i32..20, any::<u64>())
+        .prop_map(|(rows, cols, granularity, layout, spread, seed)| DequantCase { rows, cols, granularity, layout, spread, seed })
+}
+
+/// 48 cases per property; PROPTEST_CASES overrides (scripts/gpu-run lowers it under memcheck).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+macro_rules! dtype_tests {
+    ($m:ident, $t:ty) => {
+        mod $m {
+            use super::*;
+            proptest! {
+                #![proptest_config(config())]
+                #[test]
+                fn quantize_matches_reference_bit_for_bit(case in quant_case()) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    assert_passed(&check_quantize::<$t>(&dev, &case).unwrap());
+                }
+                #[test]
+                fn fused_norm_quant_is_within_one_step(case in norm_case()) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    assert_passed(&check_norm_quant::<$t>(&dev, &case).unwrap());
+                }
+                #[test]
+                fn dequantize_matches_reference(case in dequant_case()) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    let case = DequantCase { spread: if stringify!($t) == "f16" { case.spread.min(2) } else { case.spread }, ..case };
+                    assert_passed(&check_dequantize::<$t>(&dev, &case).unwrap());
+                }
+            }
+
+            #[test]
+            fn deepseek_shapes() {
+                let Some(dev) = device() else { return };
+                for g in ScaleGranularity::ALL {
+                    assert_passed(&check_quantize::<$t>(&dev, &QuantCase::dense(4096, 7168, g, 1)).unwrap());
+                }
+                assert_passed(&check_quantize::<$t>(&dev, &QuantCase::dense(18432, 7168, ScaleGranularity::Block128, 2)).unwrap());
+                for add in [false, true] {
+                    let case = NormQuantCase {
+                        num_tokens: 1000,
+                        hidden: 7168,
+                        x_stride: 7168,
+                        add,
+                        granularity: ScaleGranularity::Group128,
+                        layout: ScaleLayout::ColMajor,
+                        gemma: false,
+                        seed: 3,
+                    };
+                    assert_passed(&check_norm_quant::<$t>(&dev, &case).unwrap());
+                }
+            }
+        }
+    };
+}
+dtype_tests!(bf16_tests, bf16);
+dtype_tests!(f16_tests, f16);
+
+#[test]
+fn dequantize_to_f32_is_exact_up_to_one_rounding() {
+    let Some(dev) = device() else { return };
+    for g in ScaleGranularity::ALL {
+        let case = DequantCase { rows: 257, cols: 384, granularity: g, layout: ScaleLayout::ColMajor, spread: 30, seed: 4 };
+        assert_passed(&check_dequantize::<f32>(&dev, &case).unwrap());
+    }
+}
+
+/// x [rows, cols] bf16 ones, out and scale NaN-poisoned; `f` must fail as `matches` says and
+/// leave both outputs untouched.
+fn expect_quant_error(
+    rows: usize,
+    cols: usize,
+    scale_shape: [usize; 2],
+    x_offset: usize,
+    f: impl FnOnce(&warpcore::Device, TensorView<bf16, 2>, TensorViewMut<F8E4M3, 2>, TensorViewMut<f32, 2>) -> warpcore::Result<()>,
+    matches: impl Fn(&Error) -> bool,
+) {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&vec![bf16::ONE; x_offset + rows * cols]).unwrap();
+    let mut out = dev.upload(&vec![F8E4M3::NAN; rows * cols]).unwrap();
+    let mut scale = dev.upload(&vec![f32::NAN; scale_shape[0] * scale_shape[1]]).unwrap();
+    let xv = TensorView::contiguous(x.slice(x_offset..), [rows, cols]).unwrap();
+    let ov = TensorViewMut::contiguous(out.as_view_mut(), [rows, cols]).unwrap();
+    let sv = TensorViewMut::contiguous(scale.as_view_mut(), scale_shape).unwrap();
+    let err = f(&dev, xv, ov, sv).expect_err("bad input must be rejected");
+    assert!(matches(&err), "unexpected error: {err}");
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.0 == 0x7F), "a failed op wrote codes");
+    assert!(dev.download(&scale).unwrap().iter().all(|v| v.is_nan()), "a failed op wrote scales");
+}
+
+#[test]
+fn quantize_rejects_bad_input_before_launching() {
+    use ScaleGranularity::*;
+    // Scale tensor of the wrong shape.
+    expect_quant_error(4, 256, [4, 1], 0, |d, x, mut o, mut s| quantize_fp8(d, &x, &mut o, &mut s, Group128), |e| {
+        matches!(e, Error::ShapeMismatch { op: "quantize_fp8", arg: "scale", .. })
+    });
+    // 1×128 groups over 200 columns.
+    expect_quant_error(4, 200, [4, 2], 0, |d, x, mut o, mut s| quantize_fp8(d, &x, &mut o, &mut s, Group128), |e| {
+        matches!(e, Error::Unsupported { what: "columns for 1×128 groups (a multiple of 128)", .. })
+    });
+    // Groups need 16-byte aligned rows: x one element in.
+    expect_quant_error(4, 256, [4, 2], 1, |d, x, mut o, mut s| quantize_fp8(d, &x, &mut o, &mut s, Group128), |e| {
+        matches!(e, Error::Misaligned { arg: "x", align: 16, .. })
+    });
+    // Zero columns.
+    expect_quant_error(4, 0, [4, 1], 0, |d, x, mut o, mut s| quantize_fp8(d, &x, &mut o, &mut s, PerRow), |e| matches!(e, Error::Empty { .. }));
+    // The fused norms take per-row or group scales only.
+    expect_quant_error(
+        4,
+        256,
+        [1, 1],
+        0,
+        |d, x, mut o, mut s| {
+            let w = d.upload(&vec![bf16::ONE; 256]).unwrap();
+            rms_norm_quant_fp8(d, &x, &TensorView::contiguous(w.as_view(), [256]).unwrap(), &mut o, &mut s, PerTensor, RmsNormConfig::new(1e-6))
+        },
+        |e| matches!(e, Error::Unsupported { what: "granularity (per row or 1×128 groups)", .. }),
+    );
+    // Weight of the wrong length; bad eps.
+    expect_quant_error(
+        4,
+        256,
+        [4, 1],
+        0,
+        |d, x, mut o, mut s| {
+            let w = d.upload(&vec![bf16::ONE; 255]).unwrap();
+            rms_norm_quant_fp8(d, &x, &TensorView::contiguous(w.as_view(), [255]).unwrap(), &mut o, &mut s, PerRow, RmsNormConfig::new(1e-6))
+        },
+        |e| matches!(e, Error::ShapeMismatch { arg: "weight", .. }),
+    );
+    expect_quant_error(
+        4,
+        256,
+        [4, 1],
+        0,
+        |d, x, mut o, mut s| {
+            let w = d.upload(&vec![bf16::ONE; 256]).unwrap();
+            rms_norm_quant_fp8(d, &x, &TensorView::contiguous(w.as_view(), [256]).unwrap(), &mut o, &mut s, PerRow, RmsNormConfig::new(f32::NAN))
+        },
+        |e| matches!(e, Error::Unsupported { what: "eps", .. }),
+    );
+}
+
+#[test]
+fn unsupported_dtypes_are_rejected() {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&vec![1.0f32; 2 * 128]).unwrap();
+    let mut out = dev.upload(&vec![F8E4M3::NAN; 2 * 128]).unwrap();
+    let mut scale = dev.upload(&vec![f32::NAN; 2]).unwrap();
+    let e = quantize_fp8(
+        &dev,
+        &TensorView::contiguous(x.as_view(), [2, 128]).unwrap(),
+        &mut TensorViewMut::contiguous(out.as_view_mut(), [2, 128]).unwrap(),
+        &mut TensorViewMut::contiguous(scale.as_view_mut(), [2, 1]).unwrap(),
+        ScaleGranularity::PerRow,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+    // Dequantizing into e4m3 is not a thing.
+    let q = dev.upload(&vec![F8E4M3(0x38); 2 * 128]).unwrap();
+    let s1 = dev.upload(&[1.0f32]).unwrap();
+    let mut o8 = dev.upload(&vec![F8E4M3::NAN; 2 * 128]).unwrap();
+    let e = dequantize_fp8(
+        &dev,
+        &TensorView::contiguous(q.as_view(), [2, 128]).unwrap(),
+        &TensorView::contiguous(s1.as_view(), [1, 1]).unwrap(),
+        ScaleGranularity::PerTensor,
+        &mut TensorViewMut::contiguous(o8.as_view_mut(), [2, 128]).unwrap(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.0 == 0x7F) && dev.download(&o8).unwrap().iter().all(|v| v.0 == 0x7F));
+}
+
+#[test]
+fn fused_add_rejects_a_residual_of_another_shape_and_writes_nothing() {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&vec![f16::ONE; 4 * 256]).unwrap();
+    let mut r = dev.upload(&vec![f16::ONE; 4 * 256]).unwrap();
+    let w = dev.upload(&vec![f16::ONE; 256]).unwrap();
+    let mut out = dev.upload(&vec![F8E4M3::NAN; 4 * 256]).unwrap();
+    let mut scale = dev.upload(&vec![f32::NAN; 8]).unwrap();
+    let e = fused_add_rms_norm_quant_fp8(
+        &dev,
+        &TensorView::contiguous(x.as_view(), [4, 256]).unwrap(),
+        &mut TensorViewMut::contiguous(r.slice_mut(..3 * 256), [3, 256]).unwrap(),
+        &TensorView::contiguous(w.as_view(), [256]).unwrap(),
+        &mut TensorViewMut::contiguous(out.as_view_mut(), [4, 256]).unwrap(),
+        &mut TensorViewMut::contiguous(scale.as_view_mut(), [4, 2]).unwrap(),
+        ScaleGranularity::Group128,
+        RmsNormConfig::new(1e-6),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "residual", .. }), "{e}");
+    assert!(dev.download(&r).unwrap().iter().all(|v| *v == f16::ONE));
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.0 == 0x7F));
+}
+
+#[test]
+fn zero_rows_is_a_no_op() {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&[bf16::ONE; 4]).unwrap();
+    let mut out = dev.upload(&[F8E4M3::NAN; 4]).unwrap();
+    let mut scale = dev.upload(&[f32::NAN; 4]).unwrap();
+    for g in ScaleGranularity::ALL {
+        let shape = g.scale_shape(0, 128);
+        quantize_fp8(
+            &dev,
+            &TensorView::contiguous(x.as_view(), [0, 128]).unwrap(),
+            &mut TensorViewMut::contiguous(out.as_view_mut(), [0, 128]).unwrap(),
+            &mut TensorViewMut::contiguous(scale.slice_mut(..shape[0] * shape[1]), shape).unwrap(),
+            g,
+        )
+        .unwrap();
+    }
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.0 == 0x7F));
+    // Per tensor has a [1, 1] scale even for zero rows, and zero rows write nothing to it.
+    assert!(dev.download(&scale).unwrap().iter().all(|v| v.is_nan()));
+}
