@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::attention::{check_attention, check_merge_states, AttentionCase};
@@ -64,10 +65,6 @@ fn fp8_case() -> impl Strategy<Value = AttentionCase> {
     })
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 proptest! {
     #![proptest_config(config())]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::kv_cache::{check_append_kv, AppendCase, CacheCase};
@@ -30,10 +31,6 @@ fn append_case() -> impl Strategy<Value = AppendCase> {
         })
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 proptest! {
     #![proptest_config(config())]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::bf16;
 use proptest::prelude::*;
 use warpcore::check::matmul_fp8::{check_matmul_fp8, MatmulCase};
@@ -54,11 +55,6 @@ fn case() -> impl Strategy<Value = MatmulCase> {
         })
 }
 
-/// 48 cases per property; PROPTEST_CASES overrides.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 /// The kernels this GPU can run: both on compute capability 9.0, mma.sync elsewhere.
 fn kernels(dev: &warpcore::Device) -> Vec<Fp8GemmKernel> {

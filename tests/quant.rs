@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
@@ -49,11 +50,6 @@ fn dequant_case() -> impl Strategy<Value = DequantCase> {
         .prop_map(|(rows, cols, granularity, layout, spread, seed)| DequantCase { rows, cols, granularity, layout, spread, seed })
 }
 
-/// 48 cases per property; PROPTEST_CASES overrides (scripts/gpu-run lowers it under memcheck).
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 macro_rules! dtype_tests {
     ($m:ident, $t:ty) => {

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::rms_norm::{check_fused_add_rms_norm, check_qk_rms_norm, check_rms_norm, QkCase, RowsCase};
@@ -54,11 +55,6 @@ fn qk_case() -> impl Strategy<Value = QkCase> {
         })
 }
 
-/// 48 cases per property; PROPTEST_CASES overrides (scripts/gpu-run lowers it under memcheck).
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 macro_rules! dtype_tests {
     ($m:ident, $t:ty) => {

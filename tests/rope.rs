@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_passed, device};
+use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::kv_cache::CacheCase;
@@ -76,11 +77,6 @@ fn make_cache(num_tokens: usize, (page_size, padding, out_of_range, slots64, pag
     CacheCase { padding, out_of_range, slots64, page_pad, ..CacheCase::for_tokens(num_tokens, page_size, seed) }
 }
 
-/// 48 cases per property; PROPTEST_CASES overrides (scripts/gpu-run lowers it under memcheck).
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
 
 macro_rules! rope_tests {
     ($m:ident, $t:ty) => {

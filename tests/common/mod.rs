@@ -24,3 +24,10 @@ pub fn device() -> Option<Device> {
 pub fn assert_passed(r: &CheckResult) {
     assert!(r.passed(), "{r}");
 }
+
+/// The proptest configuration of the GPU suites: 48 cases per property, PROPTEST_CASES
+/// overrides (scripts/gpu-run lowers it under the sanitizers); no failure files.
+pub fn proptest_config() -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    proptest::prelude::ProptestConfig { cases, failure_persistence: None, ..Default::default() }
+}

@@ -11,12 +11,6 @@ use warpcore::reference::moe_routing as reference;
 /// The expert counts the issue names (not only powers of two).
 pub const EXPERT_COUNTS: &[usize] = &[8, 60, 64, 128, 160, 256, 384, 512];
 
-/// 48 cases per property; PROPTEST_CASES overrides (scripts/gpu-run lowers it under memcheck).
-pub fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
-
 /// A gate configuration for `n` experts drawn from `seed`: softmax (renormalised or not) or
 /// sigmoid with a group count dividing n (groups of any size, e.g. 60 / 5 = 12), a kept-group
 /// count, top_k up to what the kept groups hold (and up to 32 = every expert when n ≤ 32).

@@ -6,6 +6,7 @@ mod cases;
 mod model;
 
 use cases::*;
+use common::proptest_config as config;
 use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
