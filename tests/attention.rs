@@ -65,7 +65,6 @@ fn fp8_case() -> impl Strategy<Value = AttentionCase> {
     })
 }
 
-
 proptest! {
     #![proptest_config(config())]
     #[test]

@@ -31,7 +31,6 @@ fn append_case() -> impl Strategy<Value = AppendCase> {
         })
 }
 
-
 proptest! {
     #![proptest_config(config())]
     #[test]

@@ -55,7 +55,6 @@ fn case() -> impl Strategy<Value = MatmulCase> {
         })
 }
 
-
 /// The kernels this GPU can run: both on compute capability 9.0, mma.sync elsewhere.
 fn kernels(dev: &warpcore::Device) -> Vec<Fp8GemmKernel> {
     if dev.info().compute_capability == (9, 0) {

@@ -50,7 +50,6 @@ fn dequant_case() -> impl Strategy<Value = DequantCase> {
         .prop_map(|(rows, cols, granularity, layout, spread, seed)| DequantCase { rows, cols, granularity, layout, spread, seed })
 }
 
-
 macro_rules! dtype_tests {
     ($m:ident, $t:ty) => {
         mod $m {

@@ -55,7 +55,6 @@ fn qk_case() -> impl Strategy<Value = QkCase> {
         })
 }
 
-
 macro_rules! dtype_tests {
     ($m:ident, $t:ty) => {
         mod $m {

@@ -77,7 +77,6 @@ fn make_cache(num_tokens: usize, (page_size, padding, out_of_range, slots64, pag
     CacheCase { padding, out_of_range, slots64, page_pad, ..CacheCase::for_tokens(num_tokens, page_size, seed) }
 }
 
-
 macro_rules! rope_tests {
     ($m:ident, $t:ty) => {
         mod $m {
