@@ -7,6 +7,8 @@ pub mod kv_cache;
 pub mod linear;
 #[cfg(feature = "matmul-fp8")]
 pub mod matmul_fp8;
+#[cfg(feature = "attention")]
+pub mod mla;
 pub mod mlp;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
