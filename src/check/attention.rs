@@ -34,6 +34,26 @@ pub struct AttentionCase {
 }
 
 impl AttentionCase {
+    /// The model shape (32 q / 8 kv heads, head_dim 128), causal, paged (page 16), for
+    /// these per-sequence query and key counts; set other fields with struct update syntax.
+    pub fn new(q_lens: Vec<usize>, kv_lens: Vec<usize>, seed: u64) -> Self {
+        Self {
+            q_lens,
+            kv_lens,
+            num_q_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 128,
+            head_dim_v: 128,
+            causal: true,
+            window_left: None,
+            softcap: None,
+            page_size: Some(16),
+            num_splits: None,
+            fp8_scales: None,
+            seed,
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "q {:?} kv {:?} heads {}/{} d{}/{}{}{}{}{}{}",
@@ -211,21 +231,7 @@ pub fn check_merge_states<T: DType>(dev: &Device, rows: usize, head_dim: usize, 
 
 /// The cases `warpcore check` runs: decode, speculative decode, prefill, every head dim.
 pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
-    let base = AttentionCase {
-        q_lens: vec![],
-        kv_lens: vec![],
-        num_q_heads: 32,
-        num_kv_heads: 8,
-        head_dim: 128,
-        head_dim_v: 128,
-        causal: true,
-        window_left: None,
-        softcap: None,
-        page_size: Some(16),
-        num_splits: None,
-        fp8_scales: None,
-        seed: 1,
-    };
+    let base = AttentionCase::new(vec![], vec![], 1);
     let cases = vec![
         AttentionCase { q_lens: vec![1; 4], kv_lens: vec![1, 17, 1000, 4097], ..base.clone() },
         AttentionCase { q_lens: vec![1], kv_lens: vec![20000], seed: 2, ..base.clone() },

@@ -8,7 +8,7 @@
 //! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
 //! split-KV factor and the workspace size, and is reused by every layer.
 
-use super::{check_aligned, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use super::{check_aligned, check_contiguous, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
@@ -160,7 +160,7 @@ fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -
 
 fn check_i32_vec(op: &'static str, arg: &'static str, dev: &Device, t: &TensorView<i32, 1>, len: usize) -> Result<()> {
     check_shape(op, arg, &t.shape(), &[len])?;
-    check_inner_dense(op, arg, &t.strides())?;
+    check_contiguous(op, arg, &t.shape(), &t.strides())?;
     check_device(op, arg, dev, t.stream())
 }
 
@@ -226,9 +226,7 @@ pub fn attention<T: DType, C: DType>(
     }
     if let Some(l) = &lse {
         check_shape(OP, "lse", &l.shape(), &[total_q, num_q_heads])?;
-        if !l.is_contiguous() {
-            return Err(Error::Unsupported { op: OP, what: "lse strides (must be contiguous)", value: format!("{:?}", l.strides()) });
-        }
+        check_contiguous(OP, "lse", &l.shape(), &l.strides())?;
         check_device(OP, "lse", dev, l.stream())?;
     }
     if plan.num_splits > 1 {
@@ -379,9 +377,14 @@ pub fn merge_states<T: DType>(
     check_shape(OP, "out", &out.shape(), &[rows, head_dim])?;
     check_shape(OP, "lse_a", &lse_a.shape(), &[rows])?;
     check_shape(OP, "lse_b", &lse_b.shape(), &[rows])?;
-    let contiguous = out_a.is_contiguous() && out_b.is_contiguous() && out.is_contiguous() && lse_a.is_contiguous() && lse_b.is_contiguous();
-    if !contiguous || lse.as_ref().is_some_and(|l| !l.is_contiguous()) {
-        return Err(Error::Unsupported { op: OP, what: "strides (all tensors must be contiguous)", value: String::new() });
+    for (arg, shape, strides) in [("out_a", out_a.shape(), out_a.strides()), ("out_b", out_b.shape(), out_b.strides()), ("out", out.shape(), out.strides())] {
+        check_contiguous(OP, arg, &shape, &strides)?;
+    }
+    for (arg, l) in [("lse_a", lse_a), ("lse_b", lse_b)] {
+        check_contiguous(OP, arg, &l.shape(), &l.strides())?;
+    }
+    if let Some(l) = &lse {
+        check_contiguous(OP, "lse", &l.shape(), &l.strides())?;
     }
     if let Some(l) = &lse {
         check_shape(OP, "lse", &l.shape(), &[rows])?;
