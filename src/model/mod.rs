@@ -4,9 +4,13 @@
 pub mod config;
 pub mod cpu;
 pub mod sampling;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, MoeConfig};
 pub use cpu::CpuModel;
 pub use sampling::{Sampler, Sampling};
+#[cfg(feature = "tokenizer")]
+pub use tokenizer::Tokenizer;
 pub use weights::Weights;
