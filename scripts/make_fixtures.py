@@ -27,7 +27,9 @@ precision) becomes e4m3 with one scale per 128×128 block (scale = amax / 448). 
 logits come from transformers' own forward on exactly what the checkpoint encodes: the model is
 reloaded with `from_pretrained` from a copy whose weights are dequantize(quantize(w)) in f32
 (without the quantization_config). The dense MLP (intermediate 160) and the q_b / kv_b
-projections (144 and 168 rows) span two blocks with a partial one.
+projections (144 and 168 rows) span two blocks with a partial one. DeepSeek-V3 q_proj (f32): the
+other switches — no q compression (q_proj), NeoX RoPE (rope_interleave false) without scaling,
+no grouping, two shared experts, weights not renormalised.
 """
 import json
 import os
@@ -88,6 +90,13 @@ def models():
         num_mtp_layers=0, tie_word_embeddings=False,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
                          "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 32.0, "beta_slow": 1.0},
+    ), t.DeepseekV3ForCausalLM
+    ds.update(num_hidden_layers=2)
+    yield "deepseek_v3_q_proj", t.DeepseekV3Config(
+        **ds, moe_intermediate_size=32, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
+        routed_scaling_factor=1.5, first_k_dense_replace=1, norm_topk_prob=False, rope_interleave=False,
+        num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     ), t.DeepseekV3ForCausalLM
 
 

@@ -60,6 +60,11 @@ fn deepseek_v3_matches_transformers() {
 }
 
 #[test]
+fn deepseek_v3_without_q_compression_or_interleave_matches_transformers() {
+    check("deepseek_v3_q_proj");
+}
+
+#[test]
 fn a_missing_tensor_is_named() {
     let dir = std::env::temp_dir().join(format!("warpcore-missing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -105,6 +105,8 @@ pub struct ModelConfig {
     pub num_layers: usize,
     pub num_q_heads: usize,
     pub num_kv_heads: usize,
+    /// The q/k head width (MLA: qk_nope_head_dim + qk_rope_head_dim; transformers' DeepSeek-V3
+    /// config calls that `qk_head_dim` and sets its `head_dim` to the rotary part).
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
