@@ -3,7 +3,8 @@
 models with each architecture's real structural features, saved as config.json + safetensors,
 with transformers' own outputs to compare against:
 
-    tests/fixtures/<name>/config.json, model.safetensors   the model (f32 weights)
+    tests/fixtures/<name>/config.json, model.safetensors   the model (f32 weights; DeepSeek-V3: FP8
+                                                            block-quantized linear weights, below)
     tests/fixtures/<name>/expected.safetensors              logits [seq, vocab] f32 (teacher-forced,
                                                             every position of input_ids)
     tests/fixtures/<name>/expected.json                     input_ids, greedy continuation ids,
@@ -13,19 +14,38 @@ Regenerate with one command (pinned versions, CPU only):
     scripts/make_fixtures            # runs this file in its own virtual environment
 
 Architectures: Llama (GQA ratio 4, Llama-3 RoPE scaling, tied embeddings), Qwen3 (q/k norm),
-Mixtral (8 experts, top-2), Qwen3-MoE (8 experts, top-2, renormalised, q/k norm).
+Mixtral (8 experts, top-2), Qwen3-MoE (8 experts, top-2, renormalised, q/k norm), DeepSeek-V3
+(MLA with q compression, YaRN with mscale != mscale_all_dim, interleaved RoPE, sigmoid + bias
+routing over 2 groups keeping 1, a shared expert, a first dense layer, FP8 block weights).
+
+FP8 (DeepSeek-V3): real checkpoints store the linear weights as float8_e4m3fn with a
+`<name>_scale_inv` tensor [ceil(out/128), ceil(in/128)] (f32; weight = fp8 · scale_inv per
+128×128 block) and `quantization_config` in config.json. transformers cannot run its FP8
+quantizer on a CPU, so this script quantizes the saved checkpoint itself: every attention / MLP /
+expert projection (not the embeddings, norms, router or lm_head, which DeepSeek keeps in high
+precision) becomes e4m3 with one scale per 128×128 block (scale = amax / 448). The expected
+logits come from transformers' own forward on exactly what the checkpoint encodes: the model is
+reloaded with `from_pretrained` from a copy whose weights are dequantize(quantize(w)) in f32
+(without the quantization_config). The dense MLP (intermediate 160) and the q_b / kv_b
+projections (144 and 168 rows) span two blocks with a partial one. DeepSeek-V3 q_proj (f32): the
+other switches — no q compression (q_proj), NeoX RoPE (rope_interleave false) without scaling,
+no grouping, two shared experts, weights not renormalised.
 """
 import json
 import os
 import sys
+import tempfile
 
 import torch
 import transformers
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 SEQ = 12          # prompt length (teacher-forced logits at every position)
 NEW_TOKENS = 8    # greedy continuation length
+FP8_BLOCK = 128   # weight_block_size of the FP8 checkpoints (DeepSeek-V3's)
+FP8_MAX = 448.0   # largest finite float8_e4m3fn
+FP8_MODELS = {"deepseek_v3"}
 
 COMMON = dict(
     vocab_size=256,
@@ -60,6 +80,81 @@ def models():
         **moe, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
         rope_theta=1000000.0, tie_word_embeddings=False,
     ), t.Qwen3MoeForCausalLM
+    ds = dict(COMMON)
+    ds.update(intermediate_size=160, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=6)
+    del ds["head_dim"]  # MLA: q/k heads are qk_nope + qk_rope, v heads v_head_dim
+    yield "deepseek_v3", t.DeepseekV3Config(
+        **ds, moe_intermediate_size=32, q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
+        routed_scaling_factor=2.5, first_k_dense_replace=1, norm_topk_prob=True, rope_interleave=True,
+        num_mtp_layers=0, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+                         "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 32.0, "beta_slow": 1.0},
+    ), t.DeepseekV3ForCausalLM
+    ds.update(num_hidden_layers=2)
+    yield "deepseek_v3_q_proj", t.DeepseekV3Config(
+        **ds, moe_intermediate_size=32, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
+        routed_scaling_factor=1.5, first_k_dense_replace=1, norm_topk_prob=False, rope_interleave=False,
+        num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    ), t.DeepseekV3ForCausalLM
+
+
+def is_fp8_weight(key, shape):
+    """The tensors DeepSeek-V3 stores in FP8: 2-D projection weights (attention, MLPs, experts)."""
+    return len(shape) == 2 and (key.endswith("_proj.weight") or key.endswith("_proj_with_mqa.weight"))
+
+
+def quantize_block_fp8(w):
+    """w [rows, cols] f32 -> (e4m3 codes [rows, cols], scale_inv [ceil(rows/128), ceil(cols/128)] f32),
+    weight = codes · scale_inv blockwise; scale = block amax / 448, codes round to nearest even."""
+    rows, cols = w.shape
+    sr, sc = -(-rows // FP8_BLOCK), -(-cols // FP8_BLOCK)
+    q = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(sr, sc, dtype=torch.float32)
+    for i in range(sr):
+        for j in range(sc):
+            blk = w[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK]
+            s = blk.abs().max().clamp(min=1e-12) / FP8_MAX
+            scale[i, j] = s
+            q[i * FP8_BLOCK:(i + 1) * FP8_BLOCK, j * FP8_BLOCK:(j + 1) * FP8_BLOCK] = \
+                (blk / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def dequantize_block_fp8(q, scale):
+    rows, cols = q.shape
+    full = scale.repeat_interleave(FP8_BLOCK, 0).repeat_interleave(FP8_BLOCK, 1)[:rows, :cols]
+    return q.float() * full
+
+
+def to_fp8_checkpoint(d, cls):
+    """Rewrites d/model.safetensors with FP8 block weights and returns transformers' model loaded
+    from the dequantized weights (what the FP8 checkpoint encodes)."""
+    path = os.path.join(d, "model.safetensors")
+    state = load_file(path)
+    fp8, dequantized = {}, {}
+    for key, w in state.items():
+        if is_fp8_weight(key, w.shape):
+            q, scale = quantize_block_fp8(w)
+            fp8[key], fp8[key + "_scale_inv"] = q, scale
+            dequantized[key] = dequantize_block_fp8(q, scale)
+        else:
+            fp8[key] = dequantized[key] = w
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(dequantized, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(d, "config.json")) as f:
+            config = json.load(f)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f)
+        model = cls.from_pretrained(tmp, dtype=torch.float32).eval()
+    save_file(fp8, path, metadata={"format": "pt"})
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return model
 
 
 def build(name, config, cls):
@@ -75,14 +170,19 @@ def build(name, config, cls):
                 p.copy_(0.5 * torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+        for bname, b in model.named_buffers():
+            if "e_score_correction_bias" in bname:  # DeepSeek-V3: steers the selection only
+                b.copy_(0.1 * torch.randn_like(b))
     ids = torch.randint(0, config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
+    d = os.path.join(OUT, name)
+    os.makedirs(d, exist_ok=True)
+    model.save_pretrained(d, safe_serialization=True)
+    if name in FP8_MODELS:
+        model = to_fp8_checkpoint(d, cls)
     with torch.no_grad():
         logits = model(ids).logits[0].float().contiguous()
         greedy = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, min_new_tokens=NEW_TOKENS,
                                 pad_token_id=0, eos_token_id=None)[0, SEQ:].tolist()
-    d = os.path.join(OUT, name)
-    os.makedirs(d, exist_ok=True)
-    model.save_pretrained(d, safe_serialization=True)
     save_file({"logits": logits}, os.path.join(d, "expected.safetensors"))
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump({"input_ids": ids[0].tolist(), "greedy": greedy, "torch": torch.__version__,

@@ -2,6 +2,9 @@
 //! scripts/make_fixtures): teacher-forced logits at every position within 1e-4 relative error,
 //! and the same greedy continuation. No GPU involved.
 
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use warpcore::model::{CpuModel, Weights};
 
@@ -52,6 +55,16 @@ fn qwen3_moe_matches_transformers() {
 }
 
 #[test]
+fn deepseek_v3_matches_transformers() {
+    check("deepseek_v3");
+}
+
+#[test]
+fn deepseek_v3_without_q_compression_or_interleave_matches_transformers() {
+    check("deepseek_v3_q_proj");
+}
+
+#[test]
 fn a_missing_tensor_is_named() {
     let dir = std::env::temp_dir().join(format!("warpcore-missing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -60,4 +73,65 @@ fn a_missing_tensor_is_named() {
     let err = CpuModel::load(&dir).err().expect("loading must fail");
     std::fs::remove_dir_all(&dir).ok();
     assert!(err.to_string().starts_with("missing tensor `model.layers.0."), "{err}");
+}
+
+/// A copy of fixture `name` in a fresh temporary folder whose model.safetensors is the
+/// fixture's tensors passed through `edit` (name → (dtype, shape, bytes)).
+fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warpcore-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture(name).join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture(name).join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    dir
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn fused_experts_load_like_per_expert_ones() {
+    // transformers 5 holds routed experts as [E, 2·inter, hidden] gate_up and [E, hidden, inter]
+    // down tensors; a checkpoint in that layout gives the same model, bit for bit.
+    let w = Weights::open(&fixture("deepseek_v3")).unwrap();
+    let (experts, inter, hidden) = (8, 32, 64);
+    let dir = edited_copy("deepseek_v3", "fused-experts", |t| {
+        for layer in [1, 2] {
+            let block = format!("model.layers.{layer}.mlp.experts.");
+            let (mut gate_up, mut down) = (Vec::new(), Vec::new());
+            for e in 0..experts {
+                for part in ["gate_proj", "up_proj", "down_proj"] {
+                    let name = format!("{block}{e}.{part}.weight");
+                    let out = if part == "down_proj" { &mut down } else { &mut gate_up };
+                    out.extend(w.get(&name).unwrap().0);
+                    t.remove(&name).unwrap();
+                    t.remove(&format!("{name}_scale_inv")).unwrap();
+                }
+            }
+            t.insert(format!("{block}gate_up_proj"), (Dtype::F32, vec![experts, 2 * inter, hidden], f32_bytes(&gate_up)));
+            t.insert(format!("{block}down_proj"), (Dtype::F32, vec![experts, hidden, inter], f32_bytes(&down)));
+        }
+    });
+    let fused = CpuModel::load(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    let (ids, _, _) = expected("deepseek_v3");
+    let want = CpuModel::load(&fixture("deepseek_v3")).unwrap().forward(&ids).unwrap();
+    assert_eq!(fused.unwrap().forward(&ids).unwrap(), want);
+}
+
+#[test]
+fn an_fp8_weight_without_its_scale_is_an_error_naming_the_scale() {
+    let scale = "model.layers.0.self_attn.q_a_proj.weight_scale_inv";
+    let dir = edited_copy("deepseek_v3", "no-scale", |t| {
+        t.remove(scale).unwrap();
+    });
+    let err = CpuModel::load(&dir).err().expect("loading must fail");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(err.to_string(), format!("missing tensor `{scale}`"));
 }

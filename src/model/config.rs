@@ -1,8 +1,11 @@
 //! A Hugging Face `config.json`, read into one decoder description with switches (not one type
 //! per model). transformers ≥ 5 writes `rope_parameters` (theta inside); older files write
-//! `rope_theta` + `rope_scaling`: both are read.
+//! `rope_theta` + `rope_scaling`: both are read. Keys a DeepSeek-V3 config.json leaves out take
+//! `DeepseekV3Config`'s defaults (transformers 5.17), as transformers would.
 
-use crate::ops::rope::{RopeConfig, RopeScaling, Yarn};
+use crate::ops::moe_routing::{MoeGateConfig, MoeScoring};
+use crate::ops::rope::config::yarn_get_mscale;
+use crate::ops::rope::{RopeConfig, RopeScaling, RopeStyle, Yarn};
 use crate::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,17 +36,62 @@ impl Architecture {
     }
 }
 
-/// Mixture-of-experts settings (Mixtral, Qwen3-MoE).
+/// Mixture-of-experts settings (Mixtral, Qwen3-MoE, DeepSeek-V3).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeConfig {
+    /// Routed experts (`num_local_experts`, `num_experts`, DeepSeek `n_routed_experts`).
     pub num_experts: usize,
     pub top_k: usize,
     /// Each expert's hidden size.
     pub intermediate_size: usize,
-    /// Renormalise the top-k softmax weights to sum to 1 (Mixtral: yes; Qwen3-MoE: norm_topk_prob).
+    /// Renormalise the top-k weights to sum to 1 (Mixtral: yes; Qwen3-MoE, DeepSeek-V3:
+    /// norm_topk_prob).
     pub renormalize: bool,
-    /// Layers that use a dense MLP instead (Qwen3-MoE `mlp_only_layers`, `decoder_sparse_step`).
+    /// Layers that use a dense MLP instead (Qwen3-MoE `mlp_only_layers`, `decoder_sparse_step`;
+    /// DeepSeek-V3 the first `first_k_dense_replace`).
     pub dense_layers: Vec<usize>,
+    /// Softmax over the logits (Mixtral, Qwen3-MoE) or sigmoid, selected with the router's
+    /// `e_score_correction_bias` added (DeepSeek-V3 `scoring_func: sigmoid`, `topk_method: noaux_tc`).
+    pub scoring: MoeScoring,
+    /// Grouped selection: experts only from the `topk_group` best of `n_group` groups (1 and 1:
+    /// no grouping).
+    pub n_group: usize,
+    pub topk_group: usize,
+    /// Every routed weight is multiplied by this (DeepSeek-V3; 1 otherwise).
+    pub routed_scaling_factor: f32,
+    /// Shared experts (DeepSeek-V3 `n_shared_experts`): one MLP of `intermediate_size ·
+    /// num_shared_experts` every token runs, added to the routed experts' sum.
+    pub num_shared_experts: usize,
+}
+
+impl MoeConfig {
+    /// The routing as a `moe_gate` configuration.
+    pub fn gate(&self) -> MoeGateConfig {
+        MoeGateConfig {
+            scoring: self.scoring,
+            renormalize: self.renormalize,
+            n_group: self.n_group,
+            topk_group: self.topk_group,
+            routed_scaling_factor: self.routed_scaling_factor,
+            local_experts: None,
+        }
+    }
+}
+
+/// Multi-head latent attention (DeepSeek-V2/V3). q/k heads are `qk_nope_head_dim +
+/// qk_rope_head_dim` wide ([`ModelConfig::head_dim`]), v heads `v_head_dim`; keys and values
+/// are expanded from a shared latent of `kv_lora_rank` plus one shared rotary key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlaConfig {
+    /// None: `q_proj`; Some(rank): `q_a_proj` → `q_a_layernorm` → `q_b_proj`.
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    /// The rotary part of each q/k head (its last elements); RoPE's rotary_dim.
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    /// Rotary pairs are interleaved `(x0, x1), (x2, x3), …` (GPT-J style; DeepSeek's default).
+    pub rope_interleave: bool,
 }
 
 /// The decoder, as config.json describes it.
@@ -57,6 +105,8 @@ pub struct ModelConfig {
     pub num_layers: usize,
     pub num_q_heads: usize,
     pub num_kv_heads: usize,
+    /// The q/k head width (MLA: qk_nope_head_dim + qk_rope_head_dim; transformers' DeepSeek-V3
+    /// config calls that `qk_head_dim` and sets its `head_dim` to the rotary part).
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
@@ -69,6 +119,16 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     pub hidden_act: String,
     pub moe: Option<MoeConfig>,
+    /// Multi-head latent attention instead of GQA (DeepSeek-V3).
+    pub mla: Option<MlaConfig>,
+    /// `quantization_config {quant_method: fp8, weight_block_size}`: linear weights stored as
+    /// e4m3 with one `<name>_scale_inv` per block of this shape (DeepSeek-V3: 128 × 128).
+    pub fp8_weight_block: Option<[usize; 2]>,
+}
+
+/// Deserializes a key that may be present as null: missing → None, null → Some(None).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -101,7 +161,7 @@ struct Raw {
     attention_bias: Option<bool>,
     #[serde(default)]
     hidden_act: Option<String>,
-    #[serde(default, alias = "num_experts")]
+    #[serde(default, alias = "num_experts", alias = "n_routed_experts")]
     num_local_experts: Option<usize>,
     #[serde(default)]
     num_experts_per_tok: Option<usize>,
@@ -113,6 +173,34 @@ struct Raw {
     decoder_sparse_step: Option<usize>,
     #[serde(default)]
     mlp_only_layers: Option<Vec<usize>>,
+    #[serde(default)]
+    n_shared_experts: Option<usize>,
+    #[serde(default)]
+    n_group: Option<usize>,
+    #[serde(default)]
+    topk_group: Option<usize>,
+    #[serde(default)]
+    routed_scaling_factor: Option<f32>,
+    #[serde(default)]
+    first_k_dense_replace: Option<usize>,
+    #[serde(default)]
+    scoring_func: Option<String>,
+    #[serde(default)]
+    topk_method: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    q_lora_rank: Option<Option<usize>>,
+    #[serde(default)]
+    kv_lora_rank: Option<usize>,
+    #[serde(default)]
+    qk_nope_head_dim: Option<usize>,
+    #[serde(default)]
+    qk_rope_head_dim: Option<usize>,
+    #[serde(default)]
+    v_head_dim: Option<usize>,
+    #[serde(default)]
+    rope_interleave: Option<bool>,
+    #[serde(default)]
+    quantization_config: Option<Value>,
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -180,7 +268,61 @@ impl ModelConfig {
                     },
                     renormalize: architecture == Architecture::Mixtral || raw.norm_topk_prob.unwrap_or(false),
                     dense_layers,
+                    scoring: MoeScoring::Softmax,
+                    n_group: 1,
+                    topk_group: 1,
+                    routed_scaling_factor: 1.0,
+                    num_shared_experts: 0,
                 })
+            }
+            Architecture::DeepseekV3 => {
+                // transformers runs sigmoid scoring with the correction bias whatever these say;
+                // DeepSeek's own code would not: anything else is refused, not guessed.
+                if let Some(f) = raw.scoring_func.as_deref().filter(|f| *f != "sigmoid") {
+                    return Err(Error::Unsupported { op: "ModelConfig", what: "DeepSeek-V3 scoring_func (sigmoid)", value: f.to_string() });
+                }
+                if let Some(m) = raw.topk_method.as_deref().filter(|m| *m != "noaux_tc") {
+                    return Err(Error::Unsupported { op: "ModelConfig", what: "DeepSeek-V3 topk_method (noaux_tc)", value: m.to_string() });
+                }
+                let first_dense = raw.first_k_dense_replace.unwrap_or(3);
+                Some(MoeConfig {
+                    num_experts: raw.num_local_experts.unwrap_or(256),
+                    top_k: raw.num_experts_per_tok.unwrap_or(8),
+                    intermediate_size: raw.moe_intermediate_size.unwrap_or(2048),
+                    renormalize: raw.norm_topk_prob.unwrap_or(true),
+                    dense_layers: (0..first_dense.min(raw.num_hidden_layers)).collect(),
+                    scoring: MoeScoring::Sigmoid,
+                    n_group: raw.n_group.unwrap_or(8),
+                    topk_group: raw.topk_group.unwrap_or(4),
+                    routed_scaling_factor: raw.routed_scaling_factor.unwrap_or(2.5),
+                    num_shared_experts: raw.n_shared_experts.unwrap_or(1),
+                })
+            }
+            _ => None,
+        };
+        if let Some(m) = &moe {
+            m.gate().validate(m.num_experts, m.top_k)?;
+        }
+        let mla = (architecture == Architecture::DeepseekV3).then(|| MlaConfig {
+            q_lora_rank: raw.q_lora_rank.unwrap_or(Some(1536)),
+            kv_lora_rank: raw.kv_lora_rank.unwrap_or(512),
+            qk_nope_head_dim: raw.qk_nope_head_dim.unwrap_or(128),
+            qk_rope_head_dim: raw.qk_rope_head_dim.unwrap_or(64),
+            v_head_dim: raw.v_head_dim.unwrap_or(128),
+            rope_interleave: raw.rope_interleave.unwrap_or(true),
+        });
+        if let Some(m) = &mla {
+            if [m.kv_lora_rank, m.qk_rope_head_dim, m.v_head_dim].contains(&0) || m.q_lora_rank == Some(0) {
+                return Err(bad(here, format!("zero-sized MLA dimension: {m:?}")));
+            }
+        }
+        let fp8_weight_block = match &raw.quantization_config {
+            Some(q) if q.get("quant_method").and_then(Value::as_str) == Some("fp8") => {
+                let block = q.get("weight_block_size").and_then(Value::as_array).map(|b| b.iter().filter_map(Value::as_u64).collect::<Vec<_>>());
+                match block.as_deref() {
+                    Some(&[r, c]) if r > 0 && c > 0 => Some([r as usize, c as usize]),
+                    _ => return Err(bad(here, "fp8 quantization_config without a two-element weight_block_size")),
+                }
             }
             _ => None,
         };
@@ -192,7 +334,10 @@ impl ModelConfig {
             num_layers: raw.num_hidden_layers,
             num_q_heads: heads,
             num_kv_heads,
-            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / heads),
+            head_dim: match &mla {
+                Some(m) => m.qk_nope_head_dim + m.qk_rope_head_dim,
+                None => raw.head_dim.unwrap_or(raw.hidden_size / heads),
+            },
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta: theta,
             rope_scaling: scaling,
@@ -202,15 +347,25 @@ impl ModelConfig {
             attention_bias: raw.attention_bias.unwrap_or(false),
             hidden_act: raw.hidden_act.unwrap_or_else(|| "silu".into()),
             moe,
+            mla,
+            fp8_weight_block,
         })
     }
 }
 
 impl ModelConfig {
-    /// The RoPE of every attention layer (NeoX style over the whole head), from `rope_theta` and
-    /// the scaling dict: default, linear, dynamic (NTK, at `seq_len` tokens), llama3, yarn.
+    /// The RoPE of every attention layer, from `rope_theta` and the scaling dict: default,
+    /// linear, dynamic (NTK, at `seq_len` tokens), llama3, yarn. GQA: NeoX style over the whole
+    /// head. MLA: over the `qk_rope_head_dim` rotary part alone (the config is validated against
+    /// that part as its head), GPT-J style when `rope_interleave` — transformers rotates the
+    /// interleaved pairs and writes them out de-interleaved, the same permutation for q and k,
+    /// so every q·k (all MLA uses them for) equals the in-place GPT-J rotation's.
     pub fn rope(&self, seq_len: usize) -> Result<RopeConfig> {
-        let base = RopeConfig::new(self.head_dim, self.rope_theta);
+        let (dim, style) = match &self.mla {
+            Some(m) => (m.qk_rope_head_dim, if m.rope_interleave { RopeStyle::GptJ } else { RopeStyle::NeoX }),
+            None => (self.head_dim, RopeStyle::NeoX),
+        };
+        let base = RopeConfig::new(dim, self.rope_theta).with_style(style);
         let Some(sc) = &self.rope_scaling else { return Ok(base) };
         let num = |k: &str| sc.get(k).and_then(Value::as_f64);
         let need = |k: &'static str| num(k).ok_or_else(|| bad(Path::new("config.json"), format!("rope scaling without `{k}`")));
@@ -241,8 +396,23 @@ impl ModelConfig {
             other => return Err(Error::Unsupported { op: "ModelConfig::rope", what: "rope_type", value: other.to_string() }),
         };
         let cfg = base.with_scaling(scaling);
-        cfg.validate("ModelConfig::rope", self.head_dim)?;
+        cfg.validate("ModelConfig::rope", dim)?;
         Ok(cfg)
+    }
+
+    /// The attention softmax scale: 1/√head_dim; for MLA with a scaled RoPE that has
+    /// `mscale_all_dim` also times mscale(factor, mscale_all_dim)² (HF `yarn_apply_mscale`).
+    pub fn softmax_scale(&self) -> Result<f64> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let Some(sc) = self.rope_scaling.as_ref().filter(|_| self.mla.is_some()) else { return Ok(scale) };
+        let kind = sc.get("rope_type").or_else(|| sc.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let all_dim = sc.get("mscale_all_dim").and_then(Value::as_f64).unwrap_or(0.0);
+        if kind == "default" || all_dim == 0.0 {
+            return Ok(scale);
+        }
+        let factor = sc.get("factor").and_then(Value::as_f64).ok_or_else(|| bad(Path::new("config.json"), "rope scaling without `factor`"))?;
+        let m = yarn_get_mscale(factor, all_dim);
+        Ok(scale * m * m)
     }
 }
 
@@ -269,7 +439,21 @@ mod tests {
             "num_attention_heads":2,"num_local_experts":4,"intermediate_size":16,"rope_parameters":{"rope_theta":1e6,"rope_type":"default"}}"#;
         let c = ModelConfig::from_json(default).unwrap();
         assert_eq!(c.rope_scaling, None);
-        assert_eq!(c.moe.unwrap(), MoeConfig { num_experts: 4, top_k: 2, intermediate_size: 16, renormalize: true, dense_layers: vec![] });
+        assert_eq!(
+            c.moe.unwrap(),
+            MoeConfig {
+                num_experts: 4,
+                top_k: 2,
+                intermediate_size: 16,
+                renormalize: true,
+                dense_layers: vec![],
+                scoring: MoeScoring::Softmax,
+                n_group: 1,
+                topk_group: 1,
+                routed_scaling_factor: 1.0,
+                num_shared_experts: 0,
+            }
+        );
     }
 
     #[test]
@@ -289,5 +473,84 @@ mod tests {
             "decoder_sparse_step":2,"mlp_only_layers":[0]}"#;
         let m = ModelConfig::from_json(j).unwrap().moe.unwrap();
         assert_eq!((m.num_experts, m.renormalize, m.dense_layers), (8, false, vec![0, 2]));
+    }
+
+    /// The DeepSeek-V3 fixture's config.json as transformers 5.17 writes it, plus the FP8 block
+    /// quantization_config of the Hub checkpoints.
+    const DEEPSEEK_V3: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],"attention_bias":false,"first_k_dense_replace":1,
+        "head_dim":8,"hidden_act":"silu","hidden_size":64,"intermediate_size":160,"kv_lora_rank":32,"max_position_embeddings":256,
+        "moe_intermediate_size":32,"n_group":2,"n_routed_experts":8,"n_shared_experts":1,"norm_topk_prob":true,
+        "num_attention_heads":6,"num_experts_per_tok":2,"num_hidden_layers":3,"num_key_value_heads":6,"q_lora_rank":48,
+        "qk_head_dim":24,"qk_nope_head_dim":16,"qk_rope_head_dim":8,"rms_norm_eps":1e-06,"rope_interleave":true,
+        "rope_parameters":{"beta_fast":32.0,"beta_slow":1.0,"factor":4.0,"mscale":1.0,"mscale_all_dim":0.5,
+        "original_max_position_embeddings":64,"rope_theta":10000.0,"rope_type":"yarn"},"routed_scaling_factor":2.5,
+        "tie_word_embeddings":false,"topk_group":1,"v_head_dim":12,"vocab_size":256,
+        "quantization_config":{"activation_scheme":"dynamic","fmt":"e4m3","quant_method":"fp8","weight_block_size":[128,128]}}"#;
+
+    #[test]
+    fn deepseek_v3_reads_mla_grouped_routing_and_fp8_blocks() {
+        let c = ModelConfig::from_json(DEEPSEEK_V3).unwrap();
+        assert_eq!(c.architecture, Architecture::DeepseekV3);
+        let mla = c.mla.clone().unwrap();
+        assert_eq!(
+            mla,
+            MlaConfig { q_lora_rank: Some(48), kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 12, rope_interleave: true }
+        );
+        // head_dim is the q/k head (nope + rope), not HF's `head_dim` (the rotary part).
+        assert_eq!((c.head_dim, c.num_q_heads, c.num_kv_heads), (24, 6, 6));
+        let m = c.moe.clone().unwrap();
+        assert_eq!((m.num_experts, m.top_k, m.intermediate_size, m.renormalize), (8, 2, 32, true));
+        assert_eq!((m.scoring, m.n_group, m.topk_group, m.routed_scaling_factor, m.num_shared_experts), (MoeScoring::Sigmoid, 2, 1, 2.5, 1));
+        assert_eq!(m.dense_layers, vec![0]);
+        assert_eq!(m.gate(), MoeGateConfig::deepseek_v3(2, 1, 2.5));
+        assert_eq!(c.fp8_weight_block, Some([128, 128]));
+        // RoPE over the 8 rotary elements, interleaved, YaRN with DeepSeek's mscale pair.
+        let rope = c.rope(12).unwrap();
+        assert_eq!((rope.rotary_dim, rope.rotary_offset, rope.style), (8, 0, RopeStyle::GptJ));
+        let RopeScaling::Yarn(y) = rope.scaling else { panic!("{rope:?}") };
+        assert_eq!((y.factor, y.original_max_positions, y.mscale, y.mscale_all_dim), (4.0, 64, Some(1.0), Some(0.5)));
+        // cos/sin carry mscale(4, 1) / mscale(4, 0.5); the softmax scale mscale(4, 0.5)².
+        let mscale = |m: f64| 0.1 * m * 4f64.ln() + 1.0;
+        assert!((rope.attention_factor() - mscale(1.0) / mscale(0.5)).abs() < 1e-15);
+        let want = mscale(0.5) * mscale(0.5) / 24f64.sqrt();
+        assert!((c.softmax_scale().unwrap() - want).abs() < 1e-15);
+        // Without MLA the scale is plain, YaRN or not.
+        let plain = ModelConfig { mla: None, ..c.clone() };
+        assert_eq!(plain.softmax_scale().unwrap(), 1.0 / 24f64.sqrt());
+    }
+
+    #[test]
+    fn deepseek_v3_missing_keys_take_transformers_defaults_and_null_q_lora_rank_is_q_proj() {
+        let j = r#"{"architectures":["DeepseekV3ForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":4,"num_attention_heads":2}"#;
+        let c = ModelConfig::from_json(j).unwrap();
+        let mla = c.mla.unwrap();
+        assert_eq!((mla.q_lora_rank, mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim), (Some(1536), 512, 128, 64, 128));
+        assert!(mla.rope_interleave);
+        let m = c.moe.unwrap();
+        assert_eq!((m.num_experts, m.top_k, m.n_group, m.topk_group, m.routed_scaling_factor), (256, 8, 8, 4, 2.5));
+        assert_eq!(m.dense_layers, vec![0, 1, 2]);
+        assert_eq!((c.fp8_weight_block, c.head_dim), (None, 192));
+        let null = j.replace("\"num_attention_heads\":2", "\"num_attention_heads\":2,\"q_lora_rank\":null,\"first_k_dense_replace\":9");
+        let c = ModelConfig::from_json(&null).unwrap();
+        assert_eq!(c.mla.unwrap().q_lora_rank, None);
+        assert_eq!(c.moe.unwrap().dense_layers, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn deepseek_v3_other_scoring_bad_groups_and_bad_fp8_blocks_are_errors() {
+        let with = |extra: &str| ModelConfig::from_json(&DEEPSEEK_V3.replace("\"vocab_size\":256", &format!("\"vocab_size\":256,{extra}")));
+        assert!(with(r#""scoring_func":"sigmoid","topk_method":"noaux_tc""#).is_ok());
+        for (extra, value) in [(r#""scoring_func":"softmax""#, "softmax"), (r#""topk_method":"greedy""#, "greedy")] {
+            let e = with(extra).unwrap_err();
+            assert!(matches!(e, Error::Unsupported { value: ref v, .. } if v == value), "{e}");
+        }
+        // 8 experts do not split into 3 groups.
+        let e = ModelConfig::from_json(&DEEPSEEK_V3.replace("\"n_group\":2", "\"n_group\":3")).unwrap_err();
+        assert!(e.to_string().contains("n_group"), "{e}");
+        let e = ModelConfig::from_json(&DEEPSEEK_V3.replace("[128,128]", "[128]")).unwrap_err();
+        assert!(e.to_string().contains("weight_block_size"), "{e}");
+        // Other quantization methods are not this field's business.
+        let other = DEEPSEEK_V3.replace("\"quant_method\":\"fp8\"", "\"quant_method\":\"bitnet\"");
+        assert_eq!(ModelConfig::from_json(&other).unwrap().fp8_weight_block, None);
     }
 }

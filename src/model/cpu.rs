@@ -1,16 +1,24 @@
-//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral and Qwen3-MoE, built only from
-//! `crate::reference` functions, activations in f32 between ops (each op computes in f64).
-//! It exists to be right, not fast: tests compare it with transformers' logits.
+//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral, Qwen3-MoE and DeepSeek-V3, built
+//! only from `crate::reference` functions, activations in f32 between ops (each op computes in
+//! f64). It exists to be right, not fast: tests compare it with transformers' logits.
+//! Attention is GQA or MLA (DeepSeek: latent keys and values expanded per head,
+//! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load.
 
-use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
-use crate::ops::moe_routing::MoeGateConfig;
+use super::{Architecture, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
+use crate::ops::moe_routing::MoeScoring;
 use crate::ops::rms_norm::RmsNormConfig;
+use crate::ops::rope::RopeConfig;
 use crate::reference::attention::{attention, AttentionMask, AttentionShape};
 use crate::reference::linear::linear;
+use crate::reference::mla::{mla_naive, MlaShape};
 use crate::reference::mlp::{glu, GluActivation};
 use crate::reference::{moe_routing, rms_norm, rope};
 use crate::{Error, Result};
 use std::path::Path;
+
+/// The RMSNorms inside MLA (`q_a_layernorm`, `kv_a_layernorm`): transformers builds them with
+/// the default eps, not `rms_norm_eps`.
+const MLA_LATENT_NORM_EPS: f32 = 1e-6;
 
 struct Expert {
     gate: Vec<f32>,
@@ -20,20 +28,52 @@ struct Expert {
 
 enum Mlp {
     Dense(Expert),
-    Moe { router: Vec<f32>, experts: Vec<Expert> },
+    Moe {
+        router: Vec<f32>,
+        /// Added to the sigmoid scores for the selection only (DeepSeek-V3 `e_score_correction_bias`).
+        correction_bias: Option<Vec<f32>>,
+        experts: Vec<Expert>,
+        /// Run by every token, added to the routed sum (DeepSeek-V3 `shared_experts`).
+        shared: Option<Expert>,
+    },
+}
+
+/// MLA's query projection.
+enum MlaQuery {
+    /// `q_proj` `[heads · qk_head_dim, hidden]` (q_lora_rank null).
+    Full(Vec<f32>),
+    /// `q_a_proj` `[q_lora_rank, hidden]` → `q_a_layernorm` → `q_b_proj` `[heads · qk_head_dim, q_lora_rank]`.
+    LowRank { a: Vec<f32>, norm: Vec<f32>, b: Vec<f32> },
+}
+
+enum Attention {
+    Gqa {
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        o: Vec<f32>,
+        /// q_proj, k_proj, v_proj biases (attention_bias).
+        bias: Option<[Vec<f32>; 3]>,
+        /// Per-head q/k RMSNorm weights (Qwen3).
+        qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    },
+    Mla {
+        q: MlaQuery,
+        /// `kv_a_proj_with_mqa` `[kv_lora_rank + qk_rope_head_dim, hidden]`: the latent, then the shared rotary key.
+        kv_a: Vec<f32>,
+        /// `kv_a_layernorm` `[kv_lora_rank]`.
+        kv_a_norm: Vec<f32>,
+        /// `kv_b_proj` `[heads · (qk_nope_head_dim + v_head_dim), kv_lora_rank]`.
+        kv_b: Vec<f32>,
+        /// `o_proj` `[hidden, heads · v_head_dim]`.
+        o: Vec<f32>,
+    },
 }
 
 struct Layer {
     input_norm: Vec<f32>,
     post_norm: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    o: Vec<f32>,
-    /// q_proj, k_proj, v_proj biases (attention_bias).
-    bias: Option<[Vec<f32>; 3]>,
-    /// Per-head q/k RMSNorm weights (Qwen3).
-    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    attention: Attention,
     mlp: Mlp,
 }
 
@@ -52,9 +92,48 @@ fn f64_to_f32(v: Vec<f64>) -> Vec<f32> {
     v.into_iter().map(|x| x as f32).collect()
 }
 
+/// Splits rows of `a + b` elements into the rows' first `a` and last `b` elements.
+fn split_rows(x: &[f32], a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / (a + b);
+    let (mut first, mut second) = (Vec::with_capacity(rows * a), Vec::with_capacity(rows * b));
+    for row in x.chunks_exact(a + b) {
+        first.extend_from_slice(&row[..a]);
+        second.extend_from_slice(&row[a..]);
+    }
+    (first, second)
+}
+
+/// The routed experts under `block` (e.g. `model.layers.3.mlp.`): per expert
+/// (`experts.{e}.<gate>.weight`, as checkpoints and transformers' save_pretrained store them)
+/// or fused (`experts.gate_up_proj` `[E, 2·inter, hidden]`, gate rows first, and
+/// `experts.down_proj` `[E, hidden, inter]`, transformers 5's in-memory layout).
+fn load_experts(w: &Weights, block: &str, names: [&str; 3], num_experts: usize, inter: usize, h: usize) -> Result<Vec<Expert>> {
+    let fused = format!("{block}experts.gate_up_proj");
+    if w.contains(&fused) {
+        let gate_up = w.get_shaped(&fused, &[num_experts, 2 * inter, h])?;
+        let down = w.get_shaped(&format!("{block}experts.down_proj"), &[num_experts, h, inter])?;
+        return Ok((0..num_experts)
+            .map(|e| {
+                let gu = &gate_up[e * 2 * inter * h..(e + 1) * 2 * inter * h];
+                Expert { gate: gu[..inter * h].to_vec(), up: gu[inter * h..].to_vec(), down: down[e * h * inter..(e + 1) * h * inter].to_vec() }
+            })
+            .collect());
+    }
+    (0..num_experts).map(|e| load_mlp(w, &format!("{block}experts.{e}."), names, inter, h)).collect()
+}
+
+/// A gated MLP `{prefix}{gate, up, down}.weight`.
+fn load_mlp(w: &Weights, prefix: &str, names: [&str; 3], inter: usize, h: usize) -> Result<Expert> {
+    Ok(Expert {
+        gate: w.get_shaped(&format!("{prefix}{}.weight", names[0]), &[inter, h])?,
+        up: w.get_shaped(&format!("{prefix}{}.weight", names[1]), &[inter, h])?,
+        down: w.get_shaped(&format!("{prefix}{}.weight", names[2]), &[h, inter])?,
+    })
+}
+
 impl CpuModel {
-    /// Loads `dir` (config.json + *.safetensors). DeepSeek-V3 and BitNet are parsed but not yet
-    /// runnable here (`Error::Unsupported`).
+    /// Loads `dir` (config.json + *.safetensors). BitNet is parsed but not yet runnable here
+    /// (`Error::Unsupported`).
     pub fn load(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let w = Weights::open(dir)?;
@@ -63,8 +142,14 @@ impl CpuModel {
 
     pub fn from_weights(config: ModelConfig, w: &Weights) -> Result<Self> {
         let c = &config;
-        if matches!(c.architecture, Architecture::DeepseekV3 | Architecture::BitNet) {
+        if c.architecture == Architecture::BitNet {
             return Err(Error::Unsupported { op: "CpuModel", what: "architecture (not yet on the CPU path)", value: format!("{:?}", c.architecture) });
+        }
+        if let Some(block) = c.fp8_weight_block.filter(|b| *b != [128, 128]) {
+            return Err(Error::Unsupported { op: "CpuModel", what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") });
+        }
+        if c.mla.is_some() && c.attention_bias {
+            return Err(Error::Unsupported { op: "CpuModel", what: "attention_bias with MLA", value: "true".into() });
         }
         let act = GluActivation::from_hf(&c.hidden_act)
             .ok_or_else(|| Error::Unsupported { op: "CpuModel", what: "hidden_act", value: c.hidden_act.clone() })?;
@@ -75,42 +160,60 @@ impl CpuModel {
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}.");
             let at = |n: &str| format!("{p}self_attn.{n}");
-            let bias = if c.attention_bias {
-                Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
-            } else {
-                None
+            let attention = match &c.mla {
+                None => Attention::Gqa {
+                    q: get(&at("q_proj.weight"), &[qd, h])?,
+                    k: get(&at("k_proj.weight"), &[kvd, h])?,
+                    v: get(&at("v_proj.weight"), &[kvd, h])?,
+                    o: get(&at("o_proj.weight"), &[h, qd])?,
+                    bias: if c.attention_bias {
+                        Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
+                    } else {
+                        None
+                    },
+                    qk_norm: if c.qk_norm { Some((get(&at("q_norm.weight"), &[hd])?, get(&at("k_norm.weight"), &[hd])?)) } else { None },
+                },
+                Some(m) => {
+                    let heads = c.num_q_heads;
+                    Attention::Mla {
+                        q: match m.q_lora_rank {
+                            None => MlaQuery::Full(get(&at("q_proj.weight"), &[qd, h])?),
+                            Some(rank) => MlaQuery::LowRank {
+                                a: get(&at("q_a_proj.weight"), &[rank, h])?,
+                                norm: get(&at("q_a_layernorm.weight"), &[rank])?,
+                                b: get(&at("q_b_proj.weight"), &[qd, rank])?,
+                            },
+                        },
+                        kv_a: get(&at("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
+                        kv_a_norm: get(&at("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
+                        kv_b: get(&at("kv_b_proj.weight"), &[heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank])?,
+                        o: get(&at("o_proj.weight"), &[h, heads * m.v_head_dim])?,
+                    }
+                }
             };
-            let qk_norm = if c.qk_norm { Some((get(&at("q_norm.weight"), &[hd])?, get(&at("k_norm.weight"), &[hd])?)) } else { None };
-            let dense = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<Expert> {
-                Ok(Expert {
-                    gate: get(&format!("{prefix}{}.weight", names[0]), &[inter, h])?,
-                    up: get(&format!("{prefix}{}.weight", names[1]), &[inter, h])?,
-                    down: get(&format!("{prefix}{}.weight", names[2]), &[h, inter])?,
-                })
-            };
+            let gate_up_down = ["gate_proj", "up_proj", "down_proj"];
             let mlp = match (&c.moe, c.architecture) {
                 (Some(m), arch) if !m.dense_layers.contains(&l) => {
-                    let (block, names) = if arch == Architecture::Mixtral {
-                        (format!("{p}block_sparse_moe."), ["w1", "w3", "w2"])
-                    } else {
-                        (format!("{p}mlp."), ["gate_proj", "up_proj", "down_proj"])
-                    };
-                    let experts = (0..m.num_experts)
-                        .map(|e| dense(&format!("{block}experts.{e}."), m.intermediate_size, names))
-                        .collect::<Result<Vec<_>>>()?;
-                    Mlp::Moe { router: get(&format!("{block}gate.weight"), &[m.num_experts, h])?, experts }
+                    let (block, names) =
+                        if arch == Architecture::Mixtral { (format!("{p}block_sparse_moe."), ["w1", "w3", "w2"]) } else { (format!("{p}mlp."), gate_up_down) };
+                    let sigmoid = m.scoring == MoeScoring::Sigmoid;
+                    Mlp::Moe {
+                        router: get(&format!("{block}gate.weight"), &[m.num_experts, h])?,
+                        correction_bias: if sigmoid { Some(get(&format!("{block}gate.e_score_correction_bias"), &[m.num_experts])?) } else { None },
+                        experts: load_experts(w, &block, names, m.num_experts, m.intermediate_size, h)?,
+                        shared: if m.num_shared_experts > 0 {
+                            Some(load_mlp(w, &format!("{block}shared_experts."), gate_up_down, m.intermediate_size * m.num_shared_experts, h)?)
+                        } else {
+                            None
+                        },
+                    }
                 }
-                _ => Mlp::Dense(dense(&format!("{p}mlp."), c.intermediate_size, ["gate_proj", "up_proj", "down_proj"])?),
+                _ => Mlp::Dense(load_mlp(w, &format!("{p}mlp."), gate_up_down, c.intermediate_size, h)?),
             };
             layers.push(Layer {
                 input_norm: get(&format!("{p}input_layernorm.weight"), &[h])?,
                 post_norm: get(&format!("{p}post_attention_layernorm.weight"), &[h])?,
-                q: get(&at("q_proj.weight"), &[qd, h])?,
-                k: get(&at("k_proj.weight"), &[kvd, h])?,
-                v: get(&at("v_proj.weight"), &[kvd, h])?,
-                o: get(&at("o_proj.weight"), &[h, qd])?,
-                bias,
-                qk_norm,
+                attention,
                 mlp,
             });
         }
@@ -135,22 +238,31 @@ impl CpuModel {
             }
             x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
         }
-        let shape = AttentionShape { q_len: n, kv_len: n, num_q_heads: c.num_q_heads, num_kv_heads: c.num_kv_heads, head_dim: hd, head_dim_v: hd };
-        let mask = AttentionMask { scale: 1.0 / (hd as f64).sqrt(), causal: true, window_left: None, softcap: None };
+        let scale = c.softmax_scale()?;
         for layer in &self.layers {
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.input_norm, norm));
-            let bias = |i: usize| layer.bias.as_ref().map(|b| b[i].as_slice());
-            let mut q = linear(&a, &layer.q, bias(0), h);
-            let mut k = linear(&a, &layer.k, bias(1), h);
-            let v = linear(&a, &layer.v, bias(2), h);
-            if let Some((qn, kn)) = &layer.qk_norm {
-                q = f64_to_f32(rms_norm::rms_norm(&q, qn, norm));
-                k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
-            }
-            let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
-            let (q, k) = (f64_to_f32(q), f64_to_f32(k));
-            let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
-            let o = linear(&f64_to_f32(att), &layer.o, None, c.num_q_heads * hd);
+            let o = match &layer.attention {
+                Attention::Gqa { q, k, v, o, bias, qk_norm } => {
+                    let shape = AttentionShape { q_len: n, kv_len: n, num_q_heads: c.num_q_heads, num_kv_heads: c.num_kv_heads, head_dim: hd, head_dim_v: hd };
+                    let mask = AttentionMask { scale, causal: true, window_left: None, softcap: None };
+                    let bias = |i: usize| bias.as_ref().map(|b| b[i].as_slice());
+                    let mut q = linear(&a, q, bias(0), h);
+                    let mut k = linear(&a, k, bias(1), h);
+                    let v = linear(&a, v, bias(2), h);
+                    if let Some((qn, kn)) = qk_norm {
+                        q = f64_to_f32(rms_norm::rms_norm(&q, qn, norm));
+                        k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
+                    }
+                    let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
+                    let (q, k) = (f64_to_f32(q), f64_to_f32(k));
+                    let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
+                    linear(&f64_to_f32(att), o, None, c.num_q_heads * hd)
+                }
+                Attention::Mla { q, kv_a, kv_a_norm, kv_b, o } => {
+                    let m = c.mla.as_ref().expect("an MLA layer has an MLA config");
+                    self.mla(m, &a, q, kv_a, kv_a_norm, kv_b, o, &positions, &rope_cfg, scale)
+                }
+            };
             x.iter_mut().zip(&o).for_each(|(r, d)| *r += d);
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.post_norm, norm));
             let m = self.mlp(&layer.mlp, &a)?;
@@ -158,6 +270,40 @@ impl CpuModel {
         }
         let x = f64_to_f32(rms_norm::rms_norm(&x, &self.norm, norm));
         Ok(linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None, h))
+    }
+
+    /// One MLA layer on the normalised rows `a` `[n, hidden]`, as transformers computes it: q
+    /// (optionally through its low-rank RMSNormed bottleneck) split per head into nope and rope
+    /// parts; `kv_a_proj_with_mqa` split into the latent (RMSNormed) and the shared rotary key;
+    /// RoPE on the rotary parts; attention with keys `[W_uk c_kv | k_pe]` and values `W_uv c_kv`
+    /// per head (`mla_naive`); `o_proj`.
+    #[allow(clippy::too_many_arguments)]
+    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &[f32], kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], rope_cfg: &RopeConfig, scale: f64) -> Vec<f32> {
+        let (h, heads, n) = (self.config.hidden_size, self.config.num_q_heads, positions.len());
+        let latent_norm = RmsNormConfig::new(MLA_LATENT_NORM_EPS);
+        let q = match q {
+            MlaQuery::Full(w) => linear(a, w, None, h),
+            MlaQuery::LowRank { a: qa, norm, b } => {
+                let c = f64_to_f32(rms_norm::rms_norm(&linear(a, qa, None, h), norm, latent_norm));
+                linear(&c, b, None, norm.len())
+            }
+        };
+        let (q_nope, q_pe) = split_rows(&q, m.qk_nope_head_dim, m.qk_rope_head_dim);
+        let (c_kv, k_pe) = split_rows(&linear(a, kv_a, None, h), m.kv_lora_rank, m.qk_rope_head_dim);
+        let c_kv = f64_to_f32(rms_norm::rms_norm(&c_kv, kv_a_norm, latent_norm));
+        let (q_pe, k_pe) = rope::rope(&q_pe, &k_pe, m.qk_rope_head_dim, positions, rope_cfg);
+        let (q_pe, k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
+        let shape = MlaShape {
+            q_len: n,
+            kv_len: n,
+            num_heads: heads,
+            d_nope: m.qk_nope_head_dim,
+            d_rope: m.qk_rope_head_dim,
+            d_v: m.v_head_dim,
+            kv_lora_rank: m.kv_lora_rank,
+        };
+        let att = mla_naive(shape, &q_nope, &q_pe, &c_kv, &k_pe, kv_b, scale, true);
+        linear(&f64_to_f32(att), o, None, heads * m.v_head_dim)
     }
 
     fn expert(&self, e: &Expert, x: &[f32]) -> Vec<f32> {
@@ -170,11 +316,11 @@ impl CpuModel {
         let h = self.config.hidden_size;
         match mlp {
             Mlp::Dense(e) => Ok(self.expert(e, x)),
-            Mlp::Moe { router, experts } => {
+            Mlp::Moe { router, correction_bias, experts, shared } => {
                 let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
                 let logits = linear(x, router, None, h);
-                let gate = moe_routing::moe_gate(&logits, m.num_experts, m.top_k, None, &MoeGateConfig::softmax_topk(m.renormalize));
-                let mut out = vec![0.0f32; x.len()];
+                let gate = moe_routing::moe_gate(&logits, m.num_experts, m.top_k, correction_bias.as_deref(), &m.gate());
+                let mut out = shared.as_ref().map_or_else(|| vec![0.0f32; x.len()], |e| self.expert(e, x));
                 for (t, row) in x.chunks_exact(h).enumerate() {
                     let mut acc = vec![0.0f64; h];
                     for j in 0..m.top_k {
@@ -185,7 +331,8 @@ impl CpuModel {
                             *a += wt * y as f64;
                         }
                     }
-                    out[t * h..(t + 1) * h].iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
+                    // transformers: routed sum (f32) + shared expert (f32).
+                    out[t * h..(t + 1) * h].iter_mut().zip(acc).for_each(|(o, a)| *o = ((a as f32) as f64 + *o as f64) as f32);
                 }
                 Ok(out)
             }

@@ -1,7 +1,11 @@
 //! Weights: every `*.safetensors` file of a model folder, memory-mapped, read by name into
-//! f32 (from f32, bf16 or f16 storage) for the CPU path.
+//! f32 for the CPU path: from f32, bf16 or f16 storage, or from FP8 e4m3 with a
+//! `<name>_scale_inv` tensor beside it (DeepSeek-V3's block FP8: one f32 scale per 128 × 128
+//! block, value = fp8 · scale_inv), dequantized by `reference::quant`.
 
-use crate::{Error, Result};
+use crate::ops::quant::ScaleGranularity;
+use crate::reference::quant::Quantized;
+use crate::{Error, Result, F8E4M3};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -68,9 +72,35 @@ impl Weights {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16 or f16"))),
+            Dtype::F8_E4M3 => self.dequantize_block_fp8(name, t.shape(), bytes)?,
+            other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16, f16 or e4m3 with block scales"))),
         };
         Ok((data, t.shape().to_vec()))
+    }
+
+    /// A 2-D e4m3 tensor and its `<name>_scale_inv` (`[ceil(rows/128), ceil(cols/128)]`), as
+    /// f32: each value is exact in f64 and rounded once, like transformers' f32 dequantization.
+    fn dequantize_block_fp8(&self, name: &str, shape: &[usize], bytes: &[u8]) -> Result<Vec<f32>> {
+        let scale_name = format!("{name}_scale_inv");
+        let &[rows, cols] = shape else {
+            return Err(Error::Unsupported { op: "Weights::get", what: "e4m3 tensor rank (2, with block scales)", value: format!("{name}: {shape:?}") });
+        };
+        if !self.contains(&scale_name) {
+            return Err(Error::MissingTensor { name: scale_name });
+        }
+        let (scale, scale_shape) = self.get(&scale_name)?;
+        let scale_shape: [usize; 2] = scale_shape.try_into().map_err(|s: Vec<usize>| Error::ShapeMismatch {
+            op: "Weights::get",
+            arg: "scale_inv",
+            expected: format!("{scale_name}: 2-D"),
+            got: format!("{s:?}"),
+        })?;
+        let q = bytes.iter().map(|&b| F8E4M3(b)).collect();
+        let q = Quantized::from_parts(rows, cols, ScaleGranularity::Block128, q, scale, scale_shape).map_err(|e| match e {
+            Error::ShapeMismatch { op, arg, expected, got } => Error::ShapeMismatch { op, arg, expected: format!("{name}: {expected}"), got },
+            other => other,
+        })?;
+        Ok(q.dequantize().into_iter().map(|v| v as f32).collect())
     }
 
     /// The tensor `name`, which must have shape `shape`.

@@ -58,8 +58,8 @@ pub struct MoeGateConfig {
     pub n_group: usize,
     /// Groups kept: those with the largest sum of their top-two selection values (a group of
     /// one expert: that value), ties to the lower group index; experts are then chosen only
-    /// inside them (not HF's masking to 0.0, which can pick experts of other groups when the
-    /// biased scores are negative).
+    /// inside them (as transformers 5 does, masking the others to −inf; earlier versions masked
+    /// to 0.0, which can pick experts of other groups when the biased scores are negative).
     pub topk_group: usize,
     /// Every weight is multiplied by this (after renormalising).
     pub routed_scaling_factor: f32,

@@ -6,7 +6,7 @@
 
 use crate::ops::quant::{ScaleGranularity, AMAX_FLOOR, FP8_MAX};
 use crate::ops::rms_norm::RmsNormConfig;
-use crate::{DType, F8E4M3};
+use crate::{DType, Error, Result, F8E4M3};
 
 /// The scale of a block whose largest magnitude is `amax` (f32, as the kernels compute it).
 pub fn scale_of(amax: f32) -> f32 {
@@ -45,6 +45,20 @@ impl Quantized {
     pub fn scale_at(&self, r: usize, c: usize) -> f32 {
         let (br, bc) = self.granularity.block(self.rows, self.cols);
         self.scale[(r / br) * self.scale_shape()[1] + c / bc]
+    }
+    /// Codes and scales from elsewhere (a checkpoint's fp8 weight and its DeepSeek-style
+    /// `weight_scale_inv`, which despite the name multiplies): `q` must be `[rows, cols]` and
+    /// `scale` of shape `scale_shape` must be `granularity.scale_shape(rows, cols)`.
+    pub fn from_parts(rows: usize, cols: usize, granularity: ScaleGranularity, q: Vec<F8E4M3>, scale: Vec<f32>, scale_shape: [usize; 2]) -> Result<Self> {
+        let mismatch = |arg, expected: String, got: String| Error::ShapeMismatch { op: "Quantized::from_parts", arg, expected, got };
+        if q.len() != rows * cols {
+            return Err(mismatch("q", format!("[{rows}, {cols}]"), format!("{} elements", q.len())));
+        }
+        let want = granularity.scale_shape(rows, cols);
+        if scale_shape != want || scale.len() != want[0] * want[1] {
+            return Err(mismatch("scale", format!("{want:?} ({} scales of [{rows}, {cols}])", granularity.name()), format!("{scale_shape:?}, {} values", scale.len())));
+        }
+        Ok(Self { rows, cols, granularity, q, scale })
     }
     /// `q · scale`, exact in f64.
     pub fn dequantize(&self) -> Vec<f64> {
@@ -195,6 +209,40 @@ mod tests {
         let g = quantize_f32(&x, rows, cols, Group128);
         assert_eq!(g.scale_shape(), [256, 3]);
         assert_eq!(g.scale[3 * 200 + 2], 6.0 / 448.0);
+    }
+
+    #[test]
+    fn block_scales_broadcast_over_partial_blocks() {
+        // [130, 260]: blocks of rows 0..128 | 128..130 and columns 0..128 | 128..256 | 256..260.
+        let (rows, cols) = (130, 260);
+        let one = F8E4M3::from_f32(1.0);
+        let scale: Vec<f32> = (1..=6).map(|v| v as f32 * 0.25).collect();
+        let q = Quantized::from_parts(rows, cols, Block128, vec![one; rows * cols], scale.clone(), [2, 3]).unwrap();
+        let deq = q.dequantize();
+        for (r, c) in [(0, 0), (127, 127), (0, 128), (127, 259), (128, 0), (129, 129), (129, 259)] {
+            assert_eq!(deq[r * cols + c], scale[(r / 128) * 3 + c / 128] as f64, "({r}, {c})");
+        }
+        // Wrong shapes are named: a scale tensor for 256 columns, codes one element short.
+        let e = Quantized::from_parts(rows, cols, Block128, vec![one; rows * cols], vec![1.0; 4], [2, 2]).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { arg: "scale", .. }), "{e}");
+        let e = Quantized::from_parts(rows, cols, Block128, vec![one; rows * cols - 1], scale, [2, 3]).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { arg: "q", .. }), "{e}");
+    }
+
+    #[test]
+    fn block_fp8_round_trips_through_codes_and_scales() {
+        // Partial blocks on both sides; what a checkpoint stores (codes + scales) rebuilds the
+        // same tensor, within half an e4m3 step of the original.
+        let (rows, cols) = (160, 200);
+        let mut rng = Rng::new(8);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (rng.uniform(-1.0, 1.0) * 10f64.powi((i / cols / 128 + i % cols / 128) as i32 - 1)) as f32).collect();
+        let q = quantize_f32(&w, rows, cols, Block128);
+        let parts = Quantized::from_parts(rows, cols, Block128, q.q.clone(), q.scale.clone(), [2, 2]).unwrap();
+        assert_eq!(parts, q);
+        for (i, (d, v)) in parts.dequantize().iter().zip(&w).enumerate() {
+            let s = q.scale_at(i / cols, i % cols) as f64;
+            assert!((d - *v as f64).abs() <= e4m3_error_bound(*v as f64, s) * (1.0 + 1e-6), "{i}: {d} vs {v}");
+        }
     }
 
     #[test]
