@@ -52,6 +52,11 @@ fn qwen3_moe_matches_transformers() {
 }
 
 #[test]
+fn bitnet_matches_transformers() {
+    check("bitnet");
+}
+
+#[test]
 fn a_missing_tensor_is_named() {
     let dir = std::env::temp_dir().join(format!("warpcore-missing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -60,4 +65,22 @@ fn a_missing_tensor_is_named() {
     let err = CpuModel::load(&dir).err().expect("loading must fail");
     std::fs::remove_dir_all(&dir).ok();
     assert!(err.to_string().starts_with("missing tensor `model.layers.0."), "{err}");
+}
+
+#[test]
+fn bitnet_quantization_it_does_not_run_is_refused() {
+    // Online mode keeps float weights and ternarizes them per forward; bitlinear divides by
+    // weight_scale: both would misread the packed fixture, so loading must refuse them.
+    let src = fixture("bitnet");
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    for (from, to) in [("\"offline\"", "\"online\""), ("\"autobitlinear\"", "\"bitlinear\"")] {
+        let dir = std::env::temp_dir().join(format!("warpcore-bitnet-{}-{}", std::process::id(), to.trim_matches('"')));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(config.contains(from));
+        std::fs::write(dir.join("config.json"), config.replace(from, to)).unwrap();
+        std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+        let err = CpuModel::load(&dir).err().expect("loading must fail");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(matches!(err, warpcore::Error::Unsupported { .. }), "{to}: {err}");
+    }
 }

@@ -1,21 +1,41 @@
-//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral and Qwen3-MoE, built only from
+//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral, Qwen3-MoE and BitNet, built only from
 //! `crate::reference` functions, activations in f32 between ops (each op computes in f64).
 //! It exists to be right, not fast: tests compare it with transformers' logits.
 
-use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
+use super::{Architecture, BitLinearClass, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeGateConfig;
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::reference::attention::{attention, AttentionMask, AttentionShape};
 use crate::reference::linear::linear;
 use crate::reference::mlp::{glu, GluActivation};
+use crate::reference::ternary::{self, TernaryWeights};
 use crate::reference::{moe_routing, rms_norm, rope};
 use crate::{Error, Result};
 use std::path::Path;
 
+/// A projection `[n, k]`: dense, or BitNet's ternary AutoBitLinear (int8 activations).
+enum Linear {
+    Dense(Vec<f32>),
+    BitLinear(TernaryWeights),
+}
+
+impl Linear {
+    /// x `[m, k]` → `[m, n]`.
+    fn apply(&self, x: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
+        match self {
+            Self::Dense(w) => linear(x, w, bias, k),
+            Self::BitLinear(w) => ternary::bit_linear(x, w, bias, k),
+        }
+    }
+}
+
 struct Expert {
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    down: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    intermediate_size: usize,
+    /// RMSNorm of the GLU output before down_proj (BitNet's ffn_sub_norm).
+    sub_norm: Option<Vec<f32>>,
 }
 
 enum Mlp {
@@ -26,10 +46,12 @@ enum Mlp {
 struct Layer {
     input_norm: Vec<f32>,
     post_norm: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    o: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    /// RMSNorm of the attention output before o_proj (BitNet's attn_sub_norm).
+    attn_sub_norm: Option<Vec<f32>>,
     /// q_proj, k_proj, v_proj biases (attention_bias).
     bias: Option<[Vec<f32>; 3]>,
     /// Per-head q/k RMSNorm weights (Qwen3).
@@ -53,8 +75,9 @@ fn f64_to_f32(v: Vec<f64>) -> Vec<f32> {
 }
 
 impl CpuModel {
-    /// Loads `dir` (config.json + *.safetensors). DeepSeek-V3 and BitNet are parsed but not yet
-    /// runnable here (`Error::Unsupported`).
+    /// Loads `dir` (config.json + *.safetensors). DeepSeek-V3 is parsed but not yet runnable
+    /// here (`Error::Unsupported`); of BitNet's quantization, the offline AutoBitLinear format
+    /// (packed ternary weights + `weight_scale`, BitNet b1.58 2B4T's) runs.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let w = Weights::open(dir)?;
@@ -63,14 +86,36 @@ impl CpuModel {
 
     pub fn from_weights(config: ModelConfig, w: &Weights) -> Result<Self> {
         let c = &config;
-        if matches!(c.architecture, Architecture::DeepseekV3 | Architecture::BitNet) {
+        if c.architecture == Architecture::DeepseekV3 {
             return Err(Error::Unsupported { op: "CpuModel", what: "architecture (not yet on the CPU path)", value: format!("{:?}", c.architecture) });
+        }
+        if let Some(q) = &c.bitnet_quant {
+            if q.linear_class != BitLinearClass::AutoBitLinear || !q.offline || q.use_rms_norm || c.moe.is_some() {
+                return Err(Error::Unsupported {
+                    op: "CpuModel",
+                    what: "BitNet quantization (offline autobitlinear without use_rms_norm, dense MLP)",
+                    value: format!("{q:?}, MoE {}", c.moe.is_some()),
+                });
+            }
         }
         let act = GluActivation::from_hf(&c.hidden_act)
             .ok_or_else(|| Error::Unsupported { op: "CpuModel", what: "hidden_act", value: c.hidden_act.clone() })?;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let (qd, kvd) = (c.num_q_heads * hd, c.num_kv_heads * hd);
         let get = |name: &str, shape: &[usize]| w.get_shaped(name, shape);
+        // `{prefix}.weight` [n, k]: dense, or packed ternary [n / 4, k] u8 + `{prefix}.weight_scale` [1].
+        let proj = |prefix: &str, n: usize, k: usize| -> Result<Linear> {
+            if c.bitnet_quant.is_none() {
+                return Ok(Linear::Dense(get(&format!("{prefix}.weight"), &[n, k])?));
+            }
+            let name = format!("{prefix}.weight");
+            let (packed, shape) = w.get_u8(&name)?;
+            if n % ternary::VALUES_PER_BYTE != 0 || shape != [n / ternary::VALUES_PER_BYTE, k] {
+                return Err(Error::ShapeMismatch { op: "CpuModel", arg: "packed ternary weight", expected: format!("{name}: [{n} / 4, {k}]"), got: format!("{shape:?}") });
+            }
+            let values = ternary::unpack(&packed, k).ok_or_else(|| Error::Load { path: name.clone(), reason: "a 2-bit code 0b11 (not ternary)".into() })?;
+            Ok(Linear::BitLinear(TernaryWeights { values, scale: get(&format!("{prefix}.weight_scale"), &[1])?[0] }))
+        };
         let mut layers = Vec::with_capacity(c.num_layers);
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}.");
@@ -83,9 +128,11 @@ impl CpuModel {
             let qk_norm = if c.qk_norm { Some((get(&at("q_norm.weight"), &[hd])?, get(&at("k_norm.weight"), &[hd])?)) } else { None };
             let dense = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<Expert> {
                 Ok(Expert {
-                    gate: get(&format!("{prefix}{}.weight", names[0]), &[inter, h])?,
-                    up: get(&format!("{prefix}{}.weight", names[1]), &[inter, h])?,
-                    down: get(&format!("{prefix}{}.weight", names[2]), &[h, inter])?,
+                    gate: proj(&format!("{prefix}{}", names[0]), inter, h)?,
+                    up: proj(&format!("{prefix}{}", names[1]), inter, h)?,
+                    down: proj(&format!("{prefix}{}", names[2]), h, inter)?,
+                    intermediate_size: inter,
+                    sub_norm: if c.sub_norms { Some(get(&format!("{prefix}ffn_sub_norm.weight"), &[inter])?) } else { None },
                 })
             };
             let mlp = match (&c.moe, c.architecture) {
@@ -105,10 +152,11 @@ impl CpuModel {
             layers.push(Layer {
                 input_norm: get(&format!("{p}input_layernorm.weight"), &[h])?,
                 post_norm: get(&format!("{p}post_attention_layernorm.weight"), &[h])?,
-                q: get(&at("q_proj.weight"), &[qd, h])?,
-                k: get(&at("k_proj.weight"), &[kvd, h])?,
-                v: get(&at("v_proj.weight"), &[kvd, h])?,
-                o: get(&at("o_proj.weight"), &[h, qd])?,
+                q: proj(&at("q_proj"), qd, h)?,
+                k: proj(&at("k_proj"), kvd, h)?,
+                v: proj(&at("v_proj"), kvd, h)?,
+                o: proj(&at("o_proj"), h, qd)?,
+                attn_sub_norm: if c.sub_norms { Some(get(&at("attn_sub_norm.weight"), &[qd])?) } else { None },
                 bias,
                 qk_norm,
                 mlp,
@@ -140,9 +188,9 @@ impl CpuModel {
         for layer in &self.layers {
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.input_norm, norm));
             let bias = |i: usize| layer.bias.as_ref().map(|b| b[i].as_slice());
-            let mut q = linear(&a, &layer.q, bias(0), h);
-            let mut k = linear(&a, &layer.k, bias(1), h);
-            let v = linear(&a, &layer.v, bias(2), h);
+            let mut q = layer.q.apply(&a, bias(0), h);
+            let mut k = layer.k.apply(&a, bias(1), h);
+            let v = layer.v.apply(&a, bias(2), h);
             if let Some((qn, kn)) = &layer.qk_norm {
                 q = f64_to_f32(rms_norm::rms_norm(&q, qn, norm));
                 k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
@@ -150,7 +198,11 @@ impl CpuModel {
             let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
             let (q, k) = (f64_to_f32(q), f64_to_f32(k));
             let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
-            let o = linear(&f64_to_f32(att), &layer.o, None, c.num_q_heads * hd);
+            let mut att = f64_to_f32(att);
+            if let Some(w) = &layer.attn_sub_norm {
+                att = f64_to_f32(rms_norm::rms_norm(&att, w, norm));
+            }
+            let o = layer.o.apply(&att, None, c.num_q_heads * hd);
             x.iter_mut().zip(&o).for_each(|(r, d)| *r += d);
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.post_norm, norm));
             let m = self.mlp(&layer.mlp, &a)?;
@@ -162,8 +214,11 @@ impl CpuModel {
 
     fn expert(&self, e: &Expert, x: &[f32]) -> Vec<f32> {
         let h = self.config.hidden_size;
-        let act = glu(&linear(x, &e.gate, None, h), &linear(x, &e.up, None, h), self.act);
-        linear(&act, &e.down, None, e.gate.len() / h)
+        let mut act = glu(&e.gate.apply(x, None, h), &e.up.apply(x, None, h), self.act);
+        if let Some(w) = &e.sub_norm {
+            act = f64_to_f32(rms_norm::rms_norm(&act, w, RmsNormConfig::new(self.config.rms_norm_eps as f32)));
+        }
+        e.down.apply(&act, None, e.intermediate_size)
     }
 
     fn mlp(&self, mlp: &Mlp, x: &[f32]) -> Result<Vec<f32>> {

@@ -6,7 +6,7 @@ pub mod cpu;
 pub mod sampling;
 pub mod weights;
 
-pub use config::{Architecture, ModelConfig, MoeConfig};
+pub use config::{Architecture, BitLinearClass, BitNetQuant, ModelConfig, MoeConfig};
 pub use cpu::CpuModel;
 pub use sampling::{Sampler, Sampling};
 pub use weights::Weights;

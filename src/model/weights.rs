@@ -1,5 +1,5 @@
 //! Weights: every `*.safetensors` file of a model folder, memory-mapped, read by name into
-//! f32 (from f32, bf16 or f16 storage) for the CPU path.
+//! f32 (from f32, bf16 or f16 storage) or, for packed codes, u8, for the CPU path.
 
 use crate::{Error, Result};
 use memmap2::Mmap;
@@ -57,20 +57,34 @@ impl Weights {
         self.index.contains_key(name)
     }
 
-    /// The tensor `name` as f32 with its shape; `Error::MissingTensor` names it when absent.
-    pub fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// Runs `f` on the tensor `name` (with its file's path); `Error::MissingTensor` when absent.
+    fn with_tensor<R>(&self, name: &str, f: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<R>) -> Result<R> {
         let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
         let (path, map) = &self.maps[i];
         let st = SafeTensors::deserialize(map).map_err(|e| load_err(path, e))?;
-        let t = st.tensor(name).map_err(|e| load_err(path, e))?;
-        let bytes = t.data();
-        let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16 or f16"))),
-        };
-        Ok((data, t.shape().to_vec()))
+        f(path, st.tensor(name).map_err(|e| load_err(path, e))?)
+    }
+
+    /// The tensor `name` as f32 with its shape; `Error::MissingTensor` names it when absent.
+    pub fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.with_tensor(name, |path, t| {
+            let bytes = t.data();
+            let data: Vec<f32> = match t.dtype() {
+                Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16 or f16"))),
+            };
+            Ok((data, t.shape().to_vec()))
+        })
+    }
+
+    /// The u8 tensor `name` (packed codes, e.g. BitNet's ternary weights) with its shape.
+    pub fn get_u8(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
+        self.with_tensor(name, |path, t| match t.dtype() {
+            Dtype::U8 => Ok((t.data().to_vec(), t.shape().to_vec())),
+            other => Err(load_err(path, format!("tensor {name}: dtype {other:?} is not u8"))),
+        })
     }
 
     /// The tensor `name`, which must have shape `shape`.
