@@ -16,7 +16,9 @@ Regenerate with one command (pinned versions, CPU only):
 Architectures: Llama (GQA ratio 4, Llama-3 RoPE scaling, tied embeddings), Qwen3 (q/k norm),
 Mixtral (8 experts, top-2), Qwen3-MoE (8 experts, top-2, renormalised, q/k norm), DeepSeek-V3
 (MLA with q compression, YaRN with mscale != mscale_all_dim, interleaved RoPE, sigmoid + bias
-routing over 2 groups keeping 1, a shared expert, a first dense layer, FP8 block weights).
+routing over 2 groups keeping 1, a shared expert, a first dense layer, FP8 block weights), BitNet (b1.58
+2B4T's structure: relu2 GLU, attn/ffn sub-norms, tied embeddings, and its offline autobitlinear
+format: packed ternary uint8 weights + weight_scale, which transformers' own quantizer loads).
 
 FP8 (DeepSeek-V3): real checkpoints store the linear weights as float8_e4m3fn with a
 `<name>_scale_inv` tensor [ceil(out/128), ceil(in/128)] (f32; weight = fp8 · scale_inv per
@@ -98,6 +100,12 @@ def models():
         routed_scaling_factor=1.5, first_k_dense_replace=1, norm_topk_prob=False, rope_interleave=False,
         num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     ), t.DeepseekV3ForCausalLM
+    bitnet = dict(COMMON)
+    # attn_sub_norm is [hidden]: heads · head_dim = hidden (GQA ratio 4).
+    bitnet.update(num_attention_heads=8, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5)
+    yield "bitnet", t.BitNetConfig(
+        **bitnet, hidden_act="relu2", rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+    ), t.BitNetForCausalLM
 
 
 def is_fp8_weight(key, shape):
@@ -157,6 +165,47 @@ def to_fp8_checkpoint(d, cls):
     return model
 
 
+BITNET_QUANT = {"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}
+
+
+def save_ternary_and_reload(model, d):
+    """BitNet: ternarizes every projection of the random model the way BitNet b1.58 does (absmean:
+    gamma = mean|w|, values = clamp(round(w * (1 / gamma)), -1, 1)), saves them in the checkpoint format of
+    microsoft/bitnet-b1.58-2B-4T (transformers' pack_weights: uint8 [out/4, in]; weight_scale = gamma
+    [1]; quantization_config offline autobitlinear), and loads that folder back with from_pretrained,
+    so transformers' quantizer builds its AutoBitLinear layers and unpacks the weights itself.
+
+    transformers' BitNet quantizer refuses to start without `accelerate` installed, which this path
+    never uses (the check is validate_environment's only use of it; on CPU it then just warns), so
+    the check is patched to pass rather than adding a package to the pinned environment."""
+    from transformers.integrations.bitnet import AutoBitLinear, pack_weights
+    import transformers.quantizers.quantizer_bitnet as quantizer_bitnet
+
+    state, values = {}, {}
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("_proj.weight"):
+                gamma = p.abs().mean().clamp(min=1e-5)
+                t = (p * (1.0 / gamma)).round().clamp(-1, 1)
+                values[pname] = t.clone()
+                state[pname] = pack_weights(t.to(torch.int8))
+                state[pname.replace(".weight", ".weight_scale")] = gamma.reshape(1).clone()
+            elif pname != "lm_head.weight":
+                state[pname] = p.detach().clone().contiguous()
+    model.config.quantization_config = dict(BITNET_QUANT)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(d)
+    save_file(state, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    quantizer_bitnet.is_accelerate_available = lambda: True
+    loaded = type(model).from_pretrained(d).eval()
+    for pname, t in values.items():
+        module = loaded.get_submodule(pname.removesuffix(".weight"))
+        assert isinstance(module, AutoBitLinear) and not module.online_quant, pname
+        assert torch.equal(module.weight, t.to(module.weight.dtype)), f"{pname}: transformers unpacked other values"
+    assert type(loaded.lm_head) is torch.nn.Linear
+    return loaded
+
+
 def build(name, config, cls):
     torch.manual_seed(sum(map(ord, name)))
     model = cls(config).eval()
@@ -176,9 +225,12 @@ def build(name, config, cls):
     ids = torch.randint(0, config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    model.save_pretrained(d, safe_serialization=True)
-    if name in FP8_MODELS:
-        model = to_fp8_checkpoint(d, cls)
+    if name == "bitnet":
+        model = save_ternary_and_reload(model, d)
+    else:
+        model.save_pretrained(d, safe_serialization=True)
+        if name in FP8_MODELS:
+            model = to_fp8_checkpoint(d, cls)
     with torch.no_grad():
         logits = model(ids).logits[0].float().contiguous()
         greedy = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, min_new_tokens=NEW_TOKENS,

@@ -65,6 +65,11 @@ fn deepseek_v3_without_q_compression_or_interleave_matches_transformers() {
 }
 
 #[test]
+fn bitnet_matches_transformers() {
+    check("bitnet");
+}
+
+#[test]
 fn a_missing_tensor_is_named() {
     let dir = std::env::temp_dir().join(format!("warpcore-missing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -134,4 +139,22 @@ fn an_fp8_weight_without_its_scale_is_an_error_naming_the_scale() {
     let err = CpuModel::load(&dir).err().expect("loading must fail");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(err.to_string(), format!("missing tensor `{scale}`"));
+}
+
+#[test]
+fn bitnet_quantization_it_does_not_run_is_refused() {
+    // Online mode keeps float weights and ternarizes them per forward; bitlinear divides by
+    // weight_scale: both would misread the packed fixture, so loading must refuse them.
+    let src = fixture("bitnet");
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    for (from, to) in [("\"offline\"", "\"online\""), ("\"autobitlinear\"", "\"bitlinear\"")] {
+        let dir = std::env::temp_dir().join(format!("warpcore-bitnet-{}-{}", std::process::id(), to.trim_matches('"')));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(config.contains(from));
+        std::fs::write(dir.join("config.json"), config.replace(from, to)).unwrap();
+        std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+        let err = CpuModel::load(&dir).err().expect("loading must fail");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(matches!(err, warpcore::Error::Unsupported { .. }), "{to}: {err}");
+    }
 }

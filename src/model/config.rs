@@ -94,6 +94,28 @@ pub struct MlaConfig {
     pub rope_interleave: bool,
 }
 
+/// transformers' `linear_class` for BitNet quantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BitLinearClass {
+    /// `bitlinear` (transformers' default): `(q · Tᵀ) / (weight_scale · activation scale)`.
+    BitLinear,
+    /// `autobitlinear` (BitNet b1.58 2B4T): `(dequantized activations · Tᵀ) · weight_scale`.
+    AutoBitLinear,
+}
+
+/// BitNet b1.58 ternary projections: config.json `quantization_config` with
+/// `quant_method: "bitnet"` (transformers' `BitNetQuantConfig`). Every `nn.Linear` but the
+/// output head becomes ternary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BitNetQuant {
+    pub linear_class: BitLinearClass,
+    /// `quantization_mode`: offline (true: the checkpoint holds packed ternary weights and
+    /// `weight_scale`) or online (float weights, ternarized at every forward).
+    pub offline: bool,
+    /// `use_rms_norm`: an extra RMSNorm on each projection's input.
+    pub use_rms_norm: bool,
+}
+
 /// The decoder, as config.json describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -124,6 +146,9 @@ pub struct ModelConfig {
     /// `quantization_config {quant_method: fp8, weight_block_size}`: linear weights stored as
     /// e4m3 with one `<name>_scale_inv` per block of this shape (DeepSeek-V3: 128 × 128).
     pub fp8_weight_block: Option<[usize; 2]>,
+    /// RMSNorm before o_proj and before down_proj (BitNet's `attn_sub_norm`, `ffn_sub_norm`).
+    pub sub_norms: bool,
+    pub bitnet_quant: Option<BitNetQuant>,
 }
 
 /// Deserializes a key that may be present as null: missing → None, null → Some(None).
@@ -326,6 +351,10 @@ impl ModelConfig {
             }
             _ => None,
         };
+        let bitnet_quant = match &raw.quantization_config {
+            Some(q) if q.get("quant_method").and_then(Value::as_str) == Some("bitnet") => Some(bitnet_quant(q)?),
+            _ => None,
+        };
         Ok(Self {
             architecture,
             vocab_size: raw.vocab_size,
@@ -349,8 +378,27 @@ impl ModelConfig {
             moe,
             mla,
             fp8_weight_block,
+            sub_norms: architecture == Architecture::BitNet,
+            bitnet_quant,
         })
     }
+}
+
+/// A `quant_method: "bitnet"` quantization_config, with transformers' defaults.
+fn bitnet_quant(q: &Value) -> Result<BitNetQuant> {
+    let here = Path::new("config.json");
+    let text = |k: &str, default: &'static str| q.get(k).and_then(Value::as_str).unwrap_or(default).to_string();
+    let linear_class = match text("linear_class", "bitlinear").as_str() {
+        "bitlinear" => BitLinearClass::BitLinear,
+        "autobitlinear" => BitLinearClass::AutoBitLinear,
+        other => return Err(bad(here, format!("quantization_config.linear_class `{other}` (bitlinear, autobitlinear)"))),
+    };
+    let offline = match text("quantization_mode", "offline").as_str() {
+        "offline" => true,
+        "online" => false,
+        other => return Err(bad(here, format!("quantization_config.quantization_mode `{other}` (online, offline)"))),
+    };
+    Ok(BitNetQuant { linear_class, offline, use_rms_norm: q.get("use_rms_norm").and_then(Value::as_bool).unwrap_or(false) })
 }
 
 impl ModelConfig {
@@ -464,6 +512,31 @@ mod tests {
         let e = ModelConfig::from_json(r#"{"architectures":["LlamaForCausalLM"],"vocab_size":1,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":3}"#)
             .unwrap_err();
         assert!(matches!(e, Error::Load { .. }), "{e}");
+    }
+
+    #[test]
+    fn bitnet_reads_quantization_config_and_has_sub_norms() {
+        // microsoft/bitnet-b1.58-2B-4T's config.json, shrunk.
+        let j = r#"{"architectures":["BitNetForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
+            "num_attention_heads":4,"num_key_value_heads":1,"hidden_act":"relu2","rope_theta":500000.0,"tie_word_embeddings":true,
+            "quantization_config":{"quant_method":"bitnet","linear_class":"autobitlinear","quantization_mode":"offline"}}"#;
+        let c = ModelConfig::from_json(j).unwrap();
+        assert_eq!((c.architecture, c.sub_norms, c.qk_norm, c.tie_word_embeddings), (Architecture::BitNet, true, false, true));
+        let q = BitNetQuant { linear_class: BitLinearClass::AutoBitLinear, offline: true, use_rms_norm: false };
+        assert_eq!(c.bitnet_quant, Some(q));
+        // transformers' defaults: bitlinear, offline, no extra norm; other quant methods are not BitNet's.
+        let d = j.replace(r#""linear_class":"autobitlinear","quantization_mode":"offline""#, r#""use_rms_norm":true"#);
+        let q = BitNetQuant { linear_class: BitLinearClass::BitLinear, offline: true, use_rms_norm: true };
+        assert_eq!(ModelConfig::from_json(&d).unwrap().bitnet_quant, Some(q));
+        let online = j.replace("offline", "online");
+        assert!(!ModelConfig::from_json(&online).unwrap().bitnet_quant.unwrap().offline);
+        let fp8 = j.replace(r#""quant_method":"bitnet""#, r#""quant_method":"fp8","weight_block_size":[128,128]"#);
+        assert_eq!(ModelConfig::from_json(&fp8).unwrap().bitnet_quant, None);
+        let e = ModelConfig::from_json(&j.replace("autobitlinear", "ternary")).unwrap_err();
+        assert!(e.to_string().contains("linear_class `ternary`"), "{e}");
+        // Llama has neither.
+        let l = ModelConfig::from_json(&j.replace("BitNetForCausalLM", "LlamaForCausalLM").replace("bitnet", "none")).unwrap();
+        assert_eq!((l.sub_norms, l.bitnet_quant), (false, None));
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral, Qwen3-MoE and DeepSeek-V3, built
-//! only from `crate::reference` functions, activations in f32 between ops (each op computes in
-//! f64). It exists to be right, not fast: tests compare it with transformers' logits.
+//! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral, Qwen3-MoE, DeepSeek-V3 and BitNet,
+//! built only from `crate::reference` functions, activations in f32 between ops (each op computes
+//! in f64). It exists to be right, not fast: tests compare it with transformers' logits.
 //! Attention is GQA or MLA (DeepSeek: latent keys and values expanded per head,
-//! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load.
+//! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load; BitNet's
+//! projections are ternary AutoBitLinear layers (`reference::ternary`) with sub-norms.
 
-use super::{Architecture, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
+use super::{Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::ops::rope::RopeConfig;
@@ -12,6 +13,7 @@ use crate::reference::attention::{attention, AttentionMask, AttentionShape};
 use crate::reference::linear::linear;
 use crate::reference::mla::{mla_naive, MlaShape};
 use crate::reference::mlp::{glu, GluActivation};
+use crate::reference::ternary::{self, TernaryWeights};
 use crate::reference::{moe_routing, rms_norm, rope};
 use crate::{Error, Result};
 use std::path::Path;
@@ -20,10 +22,29 @@ use std::path::Path;
 /// the default eps, not `rms_norm_eps`.
 const MLA_LATENT_NORM_EPS: f32 = 1e-6;
 
+/// A projection `[n, k]`: dense, or BitNet's ternary AutoBitLinear (int8 activations).
+enum Linear {
+    Dense(Vec<f32>),
+    BitLinear(TernaryWeights),
+}
+
+impl Linear {
+    /// x `[m, k]` → `[m, n]`.
+    fn apply(&self, x: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
+        match self {
+            Self::Dense(w) => linear(x, w, bias, k),
+            Self::BitLinear(w) => ternary::bit_linear(x, w, bias, k),
+        }
+    }
+}
+
 struct Expert {
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    down: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    intermediate_size: usize,
+    /// RMSNorm of the GLU output before down_proj (BitNet's ffn_sub_norm).
+    sub_norm: Option<Vec<f32>>,
 }
 
 enum Mlp {
@@ -48,10 +69,12 @@ enum MlaQuery {
 
 enum Attention {
     Gqa {
-        q: Vec<f32>,
-        k: Vec<f32>,
-        v: Vec<f32>,
-        o: Vec<f32>,
+        q: Linear,
+        k: Linear,
+        v: Linear,
+        o: Linear,
+        /// RMSNorm of the attention output before o_proj (BitNet's attn_sub_norm).
+        sub_norm: Option<Vec<f32>>,
         /// q_proj, k_proj, v_proj biases (attention_bias).
         bias: Option<[Vec<f32>; 3]>,
         /// Per-head q/k RMSNorm weights (Qwen3).
@@ -107,7 +130,7 @@ fn split_rows(x: &[f32], a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
 /// (`experts.{e}.<gate>.weight`, as checkpoints and transformers' save_pretrained store them)
 /// or fused (`experts.gate_up_proj` `[E, 2·inter, hidden]`, gate rows first, and
 /// `experts.down_proj` `[E, hidden, inter]`, transformers 5's in-memory layout).
-fn load_experts(w: &Weights, block: &str, names: [&str; 3], num_experts: usize, inter: usize, h: usize) -> Result<Vec<Expert>> {
+fn load_experts(w: &Weights, c: &ModelConfig, block: &str, names: [&str; 3], num_experts: usize, inter: usize, h: usize) -> Result<Vec<Expert>> {
     let fused = format!("{block}experts.gate_up_proj");
     if w.contains(&fused) {
         let gate_up = w.get_shaped(&fused, &[num_experts, 2 * inter, h])?;
@@ -115,25 +138,48 @@ fn load_experts(w: &Weights, block: &str, names: [&str; 3], num_experts: usize, 
         return Ok((0..num_experts)
             .map(|e| {
                 let gu = &gate_up[e * 2 * inter * h..(e + 1) * 2 * inter * h];
-                Expert { gate: gu[..inter * h].to_vec(), up: gu[inter * h..].to_vec(), down: down[e * h * inter..(e + 1) * h * inter].to_vec() }
+                Expert {
+                    gate: Linear::Dense(gu[..inter * h].to_vec()),
+                    up: Linear::Dense(gu[inter * h..].to_vec()),
+                    down: Linear::Dense(down[e * h * inter..(e + 1) * h * inter].to_vec()),
+                    intermediate_size: inter,
+                    sub_norm: None,
+                }
             })
             .collect());
     }
-    (0..num_experts).map(|e| load_mlp(w, &format!("{block}experts.{e}."), names, inter, h)).collect()
+    (0..num_experts).map(|e| load_mlp(w, c, &format!("{block}experts.{e}."), names, inter, h)).collect()
 }
 
-/// A gated MLP `{prefix}{gate, up, down}.weight`.
-fn load_mlp(w: &Weights, prefix: &str, names: [&str; 3], inter: usize, h: usize) -> Result<Expert> {
+/// A gated MLP `{prefix}{gate, up, down}` (+ BitNet's `ffn_sub_norm`).
+fn load_mlp(w: &Weights, c: &ModelConfig, prefix: &str, names: [&str; 3], inter: usize, h: usize) -> Result<Expert> {
     Ok(Expert {
-        gate: w.get_shaped(&format!("{prefix}{}.weight", names[0]), &[inter, h])?,
-        up: w.get_shaped(&format!("{prefix}{}.weight", names[1]), &[inter, h])?,
-        down: w.get_shaped(&format!("{prefix}{}.weight", names[2]), &[h, inter])?,
+        gate: load_linear(w, c, &format!("{prefix}{}", names[0]), inter, h)?,
+        up: load_linear(w, c, &format!("{prefix}{}", names[1]), inter, h)?,
+        down: load_linear(w, c, &format!("{prefix}{}", names[2]), h, inter)?,
+        intermediate_size: inter,
+        sub_norm: if c.sub_norms { Some(w.get_shaped(&format!("{prefix}ffn_sub_norm.weight"), &[inter])?) } else { None },
     })
 }
 
+/// `{prefix}.weight` `[n, k]`: dense, or (BitNet) packed ternary `[n / 4, k]` u8 +
+/// `{prefix}.weight_scale` `[1]`.
+fn load_linear(w: &Weights, c: &ModelConfig, prefix: &str, n: usize, k: usize) -> Result<Linear> {
+    let name = format!("{prefix}.weight");
+    if c.bitnet_quant.is_none() {
+        return Ok(Linear::Dense(w.get_shaped(&name, &[n, k])?));
+    }
+    let (packed, shape) = w.get_u8(&name)?;
+    if n % ternary::VALUES_PER_BYTE != 0 || shape != [n / ternary::VALUES_PER_BYTE, k] {
+        return Err(Error::ShapeMismatch { op: "CpuModel", arg: "packed ternary weight", expected: format!("{name}: [{n} / 4, {k}]"), got: format!("{shape:?}") });
+    }
+    let values = ternary::unpack(&packed, k).ok_or_else(|| Error::Load { path: name.clone(), reason: "a 2-bit code 0b11 (not ternary)".into() })?;
+    Ok(Linear::BitLinear(TernaryWeights { values, scale: w.get_shaped(&format!("{prefix}.weight_scale"), &[1])?[0] }))
+}
+
 impl CpuModel {
-    /// Loads `dir` (config.json + *.safetensors). BitNet is parsed but not yet runnable here
-    /// (`Error::Unsupported`).
+    /// Loads `dir` (config.json + *.safetensors). Of BitNet's quantization, the offline
+    /// AutoBitLinear format (packed ternary weights + `weight_scale`, BitNet b1.58 2B4T's) runs.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let w = Weights::open(dir)?;
@@ -142,8 +188,14 @@ impl CpuModel {
 
     pub fn from_weights(config: ModelConfig, w: &Weights) -> Result<Self> {
         let c = &config;
-        if c.architecture == Architecture::BitNet {
-            return Err(Error::Unsupported { op: "CpuModel", what: "architecture (not yet on the CPU path)", value: format!("{:?}", c.architecture) });
+        if let Some(q) = &c.bitnet_quant {
+            if q.linear_class != BitLinearClass::AutoBitLinear || !q.offline || q.use_rms_norm || c.moe.is_some() {
+                return Err(Error::Unsupported {
+                    op: "CpuModel",
+                    what: "BitNet quantization (offline autobitlinear without use_rms_norm, dense MLP)",
+                    value: format!("{q:?}, MoE {}", c.moe.is_some()),
+                });
+            }
         }
         if let Some(block) = c.fp8_weight_block.filter(|b| *b != [128, 128]) {
             return Err(Error::Unsupported { op: "CpuModel", what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") });
@@ -162,10 +214,11 @@ impl CpuModel {
             let at = |n: &str| format!("{p}self_attn.{n}");
             let attention = match &c.mla {
                 None => Attention::Gqa {
-                    q: get(&at("q_proj.weight"), &[qd, h])?,
-                    k: get(&at("k_proj.weight"), &[kvd, h])?,
-                    v: get(&at("v_proj.weight"), &[kvd, h])?,
-                    o: get(&at("o_proj.weight"), &[h, qd])?,
+                    q: load_linear(w, c, &at("q_proj"), qd, h)?,
+                    k: load_linear(w, c, &at("k_proj"), kvd, h)?,
+                    v: load_linear(w, c, &at("v_proj"), kvd, h)?,
+                    o: load_linear(w, c, &at("o_proj"), h, qd)?,
+                    sub_norm: if c.sub_norms { Some(get(&at("attn_sub_norm.weight"), &[qd])?) } else { None },
                     bias: if c.attention_bias {
                         Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
                     } else {
@@ -200,15 +253,15 @@ impl CpuModel {
                     Mlp::Moe {
                         router: get(&format!("{block}gate.weight"), &[m.num_experts, h])?,
                         correction_bias: if sigmoid { Some(get(&format!("{block}gate.e_score_correction_bias"), &[m.num_experts])?) } else { None },
-                        experts: load_experts(w, &block, names, m.num_experts, m.intermediate_size, h)?,
+                        experts: load_experts(w, c, &block, names, m.num_experts, m.intermediate_size, h)?,
                         shared: if m.num_shared_experts > 0 {
-                            Some(load_mlp(w, &format!("{block}shared_experts."), gate_up_down, m.intermediate_size * m.num_shared_experts, h)?)
+                            Some(load_mlp(w, c, &format!("{block}shared_experts."), gate_up_down, m.intermediate_size * m.num_shared_experts, h)?)
                         } else {
                             None
                         },
                     }
                 }
-                _ => Mlp::Dense(load_mlp(w, &format!("{p}mlp."), gate_up_down, c.intermediate_size, h)?),
+                _ => Mlp::Dense(load_mlp(w, c, &format!("{p}mlp."), gate_up_down, c.intermediate_size, h)?),
             };
             layers.push(Layer {
                 input_norm: get(&format!("{p}input_layernorm.weight"), &[h])?,
@@ -242,13 +295,13 @@ impl CpuModel {
         for layer in &self.layers {
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.input_norm, norm));
             let o = match &layer.attention {
-                Attention::Gqa { q, k, v, o, bias, qk_norm } => {
+                Attention::Gqa { q, k, v, o, sub_norm, bias, qk_norm } => {
                     let shape = AttentionShape { q_len: n, kv_len: n, num_q_heads: c.num_q_heads, num_kv_heads: c.num_kv_heads, head_dim: hd, head_dim_v: hd };
                     let mask = AttentionMask { scale, causal: true, window_left: None, softcap: None };
                     let bias = |i: usize| bias.as_ref().map(|b| b[i].as_slice());
-                    let mut q = linear(&a, q, bias(0), h);
-                    let mut k = linear(&a, k, bias(1), h);
-                    let v = linear(&a, v, bias(2), h);
+                    let mut q = q.apply(&a, bias(0), h);
+                    let mut k = k.apply(&a, bias(1), h);
+                    let v = v.apply(&a, bias(2), h);
                     if let Some((qn, kn)) = qk_norm {
                         q = f64_to_f32(rms_norm::rms_norm(&q, qn, norm));
                         k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
@@ -256,7 +309,11 @@ impl CpuModel {
                     let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
                     let (q, k) = (f64_to_f32(q), f64_to_f32(k));
                     let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
-                    linear(&f64_to_f32(att), o, None, c.num_q_heads * hd)
+                    let mut att = f64_to_f32(att);
+                    if let Some(w) = sub_norm {
+                        att = f64_to_f32(rms_norm::rms_norm(&att, w, norm));
+                    }
+                    o.apply(&att, None, c.num_q_heads * hd)
                 }
                 Attention::Mla { q, kv_a, kv_a_norm, kv_b, o } => {
                     let m = c.mla.as_ref().expect("an MLA layer has an MLA config");
@@ -308,8 +365,11 @@ impl CpuModel {
 
     fn expert(&self, e: &Expert, x: &[f32]) -> Vec<f32> {
         let h = self.config.hidden_size;
-        let act = glu(&linear(x, &e.gate, None, h), &linear(x, &e.up, None, h), self.act);
-        linear(&act, &e.down, None, e.gate.len() / h)
+        let mut act = glu(&e.gate.apply(x, None, h), &e.up.apply(x, None, h), self.act);
+        if let Some(w) = &e.sub_norm {
+            act = f64_to_f32(rms_norm::rms_norm(&act, w, RmsNormConfig::new(self.config.rms_norm_eps as f32)));
+        }
+        e.down.apply(&act, None, e.intermediate_size)
     }
 
     fn mlp(&self, mlp: &Mlp, x: &[f32]) -> Result<Vec<f32>> {

@@ -8,7 +8,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Architecture, MlaConfig, ModelConfig, MoeConfig};
+pub use config::{Architecture, BitLinearClass, BitNetQuant, MlaConfig, ModelConfig, MoeConfig};
 pub use cpu::CpuModel;
 pub use sampling::{Sampler, Sampling};
 #[cfg(feature = "tokenizer")]

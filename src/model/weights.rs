@@ -1,7 +1,8 @@
 //! Weights: every `*.safetensors` file of a model folder, memory-mapped, read by name into
 //! f32 for the CPU path: from f32, bf16 or f16 storage, or from FP8 e4m3 with a
 //! `<name>_scale_inv` tensor beside it (DeepSeek-V3's block FP8: one f32 scale per 128 × 128
-//! block, value = fp8 · scale_inv), dequantized by `reference::quant`.
+//! block, value = fp8 · scale_inv), dequantized by `reference::quant`; packed codes (BitNet's
+//! ternary weights) as u8.
 
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::quant::Quantized;
@@ -61,21 +62,35 @@ impl Weights {
         self.index.contains_key(name)
     }
 
-    /// The tensor `name` as f32 with its shape; `Error::MissingTensor` names it when absent.
-    pub fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    /// Runs `f` on the tensor `name` (with its file's path); `Error::MissingTensor` when absent.
+    fn with_tensor<R>(&self, name: &str, f: impl FnOnce(&Path, safetensors::tensor::TensorView<'_>) -> Result<R>) -> Result<R> {
         let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
         let (path, map) = &self.maps[i];
         let st = SafeTensors::deserialize(map).map_err(|e| load_err(path, e))?;
-        let t = st.tensor(name).map_err(|e| load_err(path, e))?;
-        let bytes = t.data();
-        let data: Vec<f32> = match t.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F8_E4M3 => self.dequantize_block_fp8(name, t.shape(), bytes)?,
-            other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16, f16 or e4m3 with block scales"))),
-        };
-        Ok((data, t.shape().to_vec()))
+        f(path, st.tensor(name).map_err(|e| load_err(path, e))?)
+    }
+
+    /// The tensor `name` as f32 with its shape; `Error::MissingTensor` names it when absent.
+    pub fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.with_tensor(name, |path, t| {
+            let bytes = t.data();
+            let data: Vec<f32> = match t.dtype() {
+                Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F8_E4M3 => self.dequantize_block_fp8(name, t.shape(), bytes)?,
+                other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16, f16 or e4m3 with block scales"))),
+            };
+            Ok((data, t.shape().to_vec()))
+        })
+    }
+
+    /// The u8 tensor `name` (packed codes, e.g. BitNet's ternary weights) with its shape.
+    pub fn get_u8(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
+        self.with_tensor(name, |path, t| match t.dtype() {
+            Dtype::U8 => Ok((t.data().to_vec(), t.shape().to_vec())),
+            other => Err(load_err(path, format!("tensor {name}: dtype {other:?} is not u8"))),
+        })
     }
 
     /// A 2-D e4m3 tensor and its `<name>_scale_inv` (`[ceil(rows/128), ceil(cols/128)]`), as

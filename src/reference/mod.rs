@@ -18,3 +18,4 @@ pub mod quant;
 pub mod rms_norm;
 #[cfg(feature = "rope")]
 pub mod rope;
+pub mod ternary;
