@@ -191,6 +191,8 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     out.extend(warpcore::check::quant::check_all(dev)?);
     #[cfg(feature = "matmul-fp8")]
     out.extend(warpcore::check::matmul_fp8::check_all(dev)?);
+    #[cfg(feature = "elementwise")]
+    out.extend(warpcore::check::elementwise::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -212,6 +214,8 @@ fn all_reference_checks() -> Vec<CheckResult> {
     out.extend(warpcore::check::quant::check_references());
     #[cfg(feature = "matmul-fp8")]
     out.extend(warpcore::check::matmul_fp8::check_references());
+    #[cfg(feature = "elementwise")]
+    out.extend(warpcore::check::elementwise::check_references());
     out
 }
 
@@ -241,6 +245,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "matmul-fp8")]
     if filter.is_none_or(|f| "matmul_fp8".contains(f)) {
         out.extend(bench::matmul_fp8::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "elementwise")]
+    if filter.is_none_or(|f| "glu select_rows".contains(f)) {
+        out.extend(bench::elementwise::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)
