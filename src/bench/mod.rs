@@ -9,6 +9,8 @@
 pub mod attention;
 #[cfg(feature = "elementwise")]
 pub mod elementwise;
+#[cfg(feature = "model")]
+pub mod model;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
 #[cfg(feature = "matmul-fp8")]
