@@ -15,6 +15,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("rope", "rope"),
     ("attention", "attention_gqa"),
     ("moe-routing", "moe_routing"),
+    ("elementwise", "elementwise"),
     ("quant-fp8", "quant_fp8"),
     ("matmul-fp8", "matmul_fp8_sm80"),
     ("matmul-fp8", "matmul_fp8_sm90"),

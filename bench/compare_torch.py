@@ -506,6 +506,35 @@ def scaled_mm_cases():
     return out
 
 
+def elementwise_cases(compile_too):
+    """Keys of src/bench/elementwise.rs: glu (SiLU, fused gate_up [rows, 2*cols] -> [rows, cols])
+    and select_rows (an embedding lookup of `rows` ids from [vocab, cols])."""
+    out = []
+
+    def add(op, shape, name, t):
+        out.append({"op": op, "dtype": "bf16", "shape": shape, "name": name, "time_us": t})
+
+    def swiglu(x):
+        gate, up = x.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    compiled = torch.compile(swiglu) if compile_too else None
+    for rows, cols in [(2048, 8192), (32, 8192), (1, 8192), (4096, 14336)]:
+        copies = copies_for(3 * rows * cols * 2)
+        xs = rand((rows, 2 * cols), torch.bfloat16, copies)
+        add("glu", f"{rows}x{cols}", "torch silu(gate) * up", time_calls(lambda i: swiglu(xs[i]), copies))
+        if compiled is not None:
+            add("glu", f"{rows}x{cols}", "torch.compile", time_calls(lambda i: compiled(xs[i]), copies))
+        del xs
+    vocab, cols = 128256, 2048
+    table = torch.empty(vocab, cols, dtype=torch.bfloat16, device="cuda").uniform_(-1, 1)
+    for rows in [2048, 32]:
+        ids = torch.randint(0, vocab, (rows,), device="cuda", dtype=torch.int32)
+        add("select_rows", f"{rows}of{vocab}x{cols}", "torch F.embedding", time_calls(lambda i: F.embedding(ids, table), 1))
+    del table
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -513,7 +542,7 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     results = (rms_norm_cases(args.compile) + rope_cases(args.compile) + attention_cases() + moe_routing_cases()
-               + quant_cases(args.compile) + scaled_mm_cases())
+               + quant_cases(args.compile) + scaled_mm_cases() + elementwise_cases(args.compile))
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)

@@ -55,6 +55,8 @@ mod tests {
         assert!(KERNELS.iter().any(|k| k.file == "moe_routing"), "no ptxas report for moe_routing");
         #[cfg(feature = "rope")]
         assert!(KERNELS.iter().any(|k| k.file == "rope"), "no ptxas report for rope");
+        #[cfg(feature = "elementwise")]
+        assert!(KERNELS.iter().any(|k| k.file == "elementwise"), "no ptxas report for elementwise");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+#[cfg(feature = "elementwise")]
+pub mod elementwise;
+#[cfg(feature = "model")]
+pub mod model;
 #[cfg(feature = "moe-routing")]
 pub mod moe_routing;
 #[cfg(feature = "matmul-fp8")]

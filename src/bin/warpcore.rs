@@ -42,9 +42,13 @@ enum Command {
         /// Alternatives' timings to compare with (JSON written by bench/compare_torch.py).
         #[arg(long)]
         compare: Vec<PathBuf>,
-        /// Also write bench.md and bench.json into this folder.
+        /// Also write bench.md and bench.json (with --model: model_bench.md / .json) into this folder.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Instead of the ops: time the GPU model on this Hugging Face folder (prefill of 2048
+        /// tokens, decode at batch 1 and 32); --compare takes bench/model_torch.py's JSON.
+        #[arg(long, conflicts_with_all = ["op", "json"])]
+        model: Option<PathBuf>,
     },
     /// Run a Hugging Face model folder (config.json + *.safetensors): prompt token ids in,
     /// generated ids out, with prefill / decode tokens per second.
@@ -57,9 +61,12 @@ enum Command {
         prompt_ids: Vec<u32>,
         #[arg(long, default_value_t = 16)]
         max_new_tokens: usize,
-        /// cpu (the reference path); cuda is not built yet.
+        /// cpu (the f32 reference path) or cuda (the GPU path: bf16, paged KV cache).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Run the prompt as a batch of this many sequences (the same prompt replicated).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// 0 = greedy.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
@@ -69,7 +76,8 @@ enum Command {
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Write the teacher-forced logits of prompt + output ([tokens, vocab] f32, little-endian).
+        /// Write the teacher-forced logits of prompt + output ([tokens, vocab] f32, little-endian;
+        /// with --batch, every sequence's in order), computed on the chosen device.
         #[arg(long)]
         logits_out: Option<PathBuf>,
     },
@@ -80,10 +88,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { kernels } => info(kernels),
         Command::Check { op } => check(op.as_deref()),
-        Command::Bench { op, json, compare, out } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
-        Command::Run { model, prompt_ids, max_new_tokens, device, temperature, top_k, top_p, seed, logits_out } => {
+        Command::Bench { compare, out, model: Some(dir), .. } => bench_model_cmd(&dir, &compare, out.as_deref()),
+        Command::Bench { op, json, compare, out, model: None } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
+        Command::Run { model, prompt_ids, max_new_tokens, device, batch, temperature, top_k, top_p, seed, logits_out } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
-            run_model(&model, &prompt_ids, max_new_tokens, &device, sampling, logits_out.as_deref())
+            let prompts = vec![prompt_ids; batch.max(1)];
+            run_model(&model, &prompts, max_new_tokens, &device, sampling, logits_out.as_deref())
         }
     };
     match result {
@@ -191,6 +201,8 @@ fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
     out.extend(warpcore::check::quant::check_all(dev)?);
     #[cfg(feature = "matmul-fp8")]
     out.extend(warpcore::check::matmul_fp8::check_all(dev)?);
+    #[cfg(feature = "elementwise")]
+    out.extend(warpcore::check::elementwise::check_all(dev)?);
     let _ = dev;
     Ok(out)
 }
@@ -212,6 +224,8 @@ fn all_reference_checks() -> Vec<CheckResult> {
     out.extend(warpcore::check::quant::check_references());
     #[cfg(feature = "matmul-fp8")]
     out.extend(warpcore::check::matmul_fp8::check_references());
+    #[cfg(feature = "elementwise")]
+    out.extend(warpcore::check::elementwise::check_references());
     out
 }
 
@@ -241,6 +255,10 @@ fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpc
     #[cfg(feature = "matmul-fp8")]
     if filter.is_none_or(|f| "matmul_fp8".contains(f)) {
         out.extend(bench::matmul_fp8::bench_all(dev, ceilings)?);
+    }
+    #[cfg(feature = "elementwise")]
+    if filter.is_none_or(|f| "glu select_rows".contains(f)) {
+        out.extend(bench::elementwise::bench_all(dev, ceilings)?);
     }
     out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
     Ok(out)
@@ -286,41 +304,162 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
 
 fn run_model(
     dir: &std::path::Path,
-    prompt: &[u32],
+    prompts: &[Vec<u32>],
     max_new_tokens: usize,
     device: &str,
     sampling: warpcore::model::Sampling,
     logits_out: Option<&std::path::Path>,
 ) -> CliResult {
+    use std::io::Write;
     use std::time::Instant;
-    if device != "cpu" {
-        return Err(format!("--device {device}: only the CPU reference path is built so far (the GPU path is next)").into());
-    }
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let t0 = Instant::now();
-    let model = warpcore::model::CpuModel::load(dir)?;
-    eprintln!("loaded {:?} ({} layers) in {:.2} s", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
-    let t1 = Instant::now();
-    model.forward(prompt)?;
-    let prefill = t1.elapsed().as_secs_f64();
-    let t2 = Instant::now();
-    let mut sampler = warpcore::model::Sampler::new(sampling);
-    let out = model.generate(prompt, max_new_tokens, &mut sampler)?;
-    let decode = t2.elapsed().as_secs_f64();
-    println!("{}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    // (outputs, prefill seconds, decode seconds, teacher-forced logits of prompt + output)
+    let (outputs, prefill, decode, logits) = match device {
+        "cpu" => {
+            let model = warpcore::model::CpuModel::load(dir)?;
+            eprintln!("loaded {:?} ({} layers) in {:.2} s (CPU)", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
+            let t1 = Instant::now();
+            for p in prompts {
+                model.forward(p)?;
+            }
+            let prefill = t1.elapsed().as_secs_f64();
+            let t2 = Instant::now();
+            let mut outputs = Vec::new();
+            for (s, p) in prompts.iter().enumerate() {
+                let cfg = warpcore::model::Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling };
+                outputs.push(model.generate(p, max_new_tokens, &mut warpcore::model::Sampler::new(cfg))?);
+            }
+            let decode = t2.elapsed().as_secs_f64();
+            let mut logits = Vec::new();
+            if logits_out.is_some() {
+                for (p, o) in prompts.iter().zip(&outputs) {
+                    logits.extend(model.forward(&[p.as_slice(), o.as_slice()].concat())?);
+                }
+            }
+            (outputs, prefill, decode, logits)
+        }
+        "cuda" => {
+            let dev = match open_device()? {
+                Ok(d) => d,
+                Err(why) => return Err(format!("--device cuda: {why}").into()),
+            };
+            let model = warpcore::model::GpuModel::load(&dev, dir)?;
+            dev.synchronize()?;
+            eprintln!(
+                "loaded {:?} ({} layers, {:.2} GB of bf16 weights) on {} in {:.2} s",
+                model.config.architecture,
+                model.config.num_layers,
+                model.weight_bytes() as f64 / 1e9,
+                dev.info().name,
+                t0.elapsed().as_secs_f64()
+            );
+            // The first progress call comes after the prefill's logits reached the host
+            // (synchronised), each later one after a decode step's.
+            let t1 = Instant::now();
+            let mut first = None;
+            let outputs = model.generate_with(prompts, max_new_tokens, sampling, |done, total| {
+                first.get_or_insert_with(|| t1.elapsed().as_secs_f64());
+                if total >= 32 && (done % 16 == 0 || done == total) {
+                    eprint!("\rdecode {done}/{total}");
+                    let _ = std::io::stderr().flush();
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+            let prefill = first.unwrap_or_else(|| t1.elapsed().as_secs_f64());
+            let decode = t1.elapsed().as_secs_f64() - prefill;
+            let logits = if logits_out.is_some() {
+                let full: Vec<Vec<u32>> = prompts.iter().zip(&outputs).map(|(p, o)| [p.as_slice(), o.as_slice()].concat()).collect();
+                model.forward_logits(&full)?.concat()
+            } else {
+                Vec::new()
+            };
+            (outputs, prefill, decode, logits)
+        }
+        other => return Err(format!("--device {other}: expected cpu or cuda").into()),
+    };
+    for o in &outputs {
+        println!("{}", o.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    }
+    // Decoded tokens: the first of each sequence comes from the prefill's logits.
+    let decoded = outputs.iter().map(|o| o.len().saturating_sub(1)).sum::<usize>();
     eprintln!(
-        "prefill: {} tokens in {:.3} s ({:.1} tok/s); decode: {} tokens in {:.3} s ({:.1} tok/s, CPU reference: full recompute per token)",
-        prompt.len(),
+        "prefill: {} tokens in {:.3} s ({:.1} tok/s); decode: {} tokens in {:.3} s ({:.1} tok/s){}",
+        prompt_tokens,
         prefill,
-        prompt.len() as f64 / prefill,
-        out.len(),
+        prompt_tokens as f64 / prefill.max(1e-9),
+        decoded,
         decode,
-        out.len() as f64 / decode.max(1e-9)
+        decoded as f64 / decode.max(1e-9),
+        if device == "cpu" { ", CPU reference: full recompute per token" } else { "" }
     );
     if let Some(path) = logits_out {
-        let all: Vec<u32> = prompt.iter().chain(&out).copied().collect();
-        let logits = model.forward(&all)?;
         std::fs::write(path, logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warpcore bench --model DIR`: the model's prefill / decode tokens per second, the decode
+/// roofline, and the alternatives' numbers from --compare (bench/model_torch.py).
+fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
+    use warpcore::bench::model as mb;
+    let dev = match open_device()? {
+        Ok(d) => d,
+        Err(why) => {
+            println!("no CUDA device ({why}): nothing to time.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let copy_gbps = bench::measure_copy_gbps(&dev)?;
+    let model = warpcore::model::GpuModel::load(&dev, dir)?;
+    let weight_bytes = model.weight_bytes();
+    let records = mb::bench_all(&model)?;
+    let roofline = mb::decode_roofline_tokens_per_s(weight_bytes, copy_gbps);
+    let mut alternatives: Vec<(String, String, f64)> = Vec::new(); // (case, name, tokens/s)
+    for path in compare {
+        let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        for a in alt["results"].as_array().into_iter().flatten() {
+            if let (Some(case), Some(name), Some(tps)) = (a["case"].as_str(), a["name"].as_str(), a["tokens_per_s"].as_f64()) {
+                alternatives.push((case.into(), name.into(), tps));
+            }
+        }
+    }
+    let alts_of = |case: &str| alternatives.iter().filter(|a| a.0 == case).cloned().collect::<Vec<_>>();
+    let json = json!({
+        "gpu": dev.info().name,
+        "model": dir.display().to_string(),
+        "architecture": format!("{:?}", model.config.architecture),
+        "weight_bytes": weight_bytes,
+        "copy_gbps": copy_gbps,
+        "decode_b1_roofline_tokens_per_s": roofline,
+        "commit": std::env::var("WARPCORE_COMMIT").ok(),
+        "results": records.iter().map(|r| json!({
+            "case": r.case, "name": "warpcore", "tokens": r.tokens, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s,
+            "alternatives": alts_of(&r.case).iter().map(|a| json!({"name": a.1, "tokens_per_s": a.2, "speedup": r.tokens_per_s / a.2})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    });
+    let mut md = format!(
+        "Model: {} ({:?}, {:.3} GB of bf16 weights) on {}; copy {:.0} GB/s → decode roofline at batch 1: {:.0} tok/s\n\n",
+        dir.display(),
+        model.config.architecture,
+        weight_bytes as f64 / 1e9,
+        dev.info().name,
+        copy_gbps,
+        roofline
+    );
+    md += "| case | warpcore tok/s | alternatives (tok/s, our speed-up) |\n|---|---:|---|\n";
+    for r in &records {
+        let alts: Vec<String> = alts_of(&r.case).iter().map(|a| format!("{} {:.0} ({:.2}×)", a.1, a.2, r.tokens_per_s / a.2)).collect();
+        md += &format!("| {} | {:.0} | {} |\n", r.case, r.tokens_per_s, if alts.is_empty() { "-".into() } else { alts.join("; ") });
+    }
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("model_bench.json"), serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(dir.join("model_bench.md"), &md)?;
+    }
+    print!("{md}");
     Ok(ExitCode::SUCCESS)
 }
 

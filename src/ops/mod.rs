@@ -2,6 +2,8 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+#[cfg(feature = "elementwise")]
+pub mod elementwise;
 #[cfg(feature = "rope")]
 pub mod kv_cache;
 #[cfg(feature = "moe-routing")]

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+pub mod elementwise;
 pub mod kv_cache;
 pub mod linear;
 #[cfg(feature = "matmul-fp8")]

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The model benchmark's PyTorch side: a Llama-3.2-1B-shaped model with random bf16 weights,
+timed with Hugging Face transformers at the cases `warpcore bench --model DIR` times
+(src/bench/model.rs), and written as JSON that `warpcore bench --model DIR --compare FILE`
+merges in:
+
+    {"device": ..., "torch": ..., "transformers": ...,
+     "results": [{"case", "name", "tokens", "seconds", "tokens_per_s"}]}
+
+Cases (the same keys and method as src/bench/model.rs):
+    prefill 1x2048   one prompt of 2048 tokens, last position's logits (logits_to_keep=1);
+                     median of 5 after a warm-up
+    decode b1, b32   B prompts of 128 tokens prefilled, 3 warm-up steps, then 128 timed
+                     greedy steps (KV cache, argmax on the GPU): B * 128 / time
+each with attn_implementation "eager" and "sdpa".
+
+Usage (the GPU machine has no internet: the model is built here, not downloaded):
+    python3 bench/model_torch.py build DIR            # random init on the GPU, saved as bf16
+    python3 bench/model_torch.py time DIR --out model_torch.json
+"""
+import argparse
+import json
+import time
+
+import torch
+
+PREFILL_LEN = 2048
+PROMPT_LEN = 128
+DECODE_STEPS = 128
+WARMUP_STEPS = 3
+PREFILL_RUNS = 5
+
+
+def llama_3_2_1b_config():
+    import transformers
+    return transformers.LlamaConfig(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+        tie_word_embeddings=True,
+        hidden_act="silu",
+        bos_token_id=128000,
+        eos_token_id=128001,
+    )
+
+
+def build(out_dir):
+    import transformers
+    config = llama_3_2_1b_config()
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = transformers.LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"built {out_dir}: {n} parameters ({2 * n / 1e9:.3f} GB bf16)")
+
+
+def sync_time(fn):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def time_prefill(model, vocab):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    ids = torch.randint(0, vocab, (1, PREFILL_LEN), device="cuda", generator=g)
+
+    def run():
+        model(ids, use_cache=True, logits_to_keep=1)
+
+    run()
+    times = sorted(sync_time(run) for _ in range(PREFILL_RUNS))
+    s = times[len(times) // 2]
+    return {"case": f"prefill 1x{PREFILL_LEN}", "tokens": PREFILL_LEN, "seconds": s, "tokens_per_s": PREFILL_LEN / s}
+
+
+def time_decode(model, vocab, batch):
+    g = torch.Generator(device="cuda").manual_seed(2)
+    ids = torch.randint(0, vocab, (batch, PROMPT_LEN), device="cuda", generator=g)
+    out = model(ids, use_cache=True, logits_to_keep=1)
+    state = {"pkv": out.past_key_values, "next": out.logits[:, -1].argmax(-1, keepdim=True)}
+
+    def steps(n):
+        for _ in range(n):
+            o = model(state["next"], past_key_values=state["pkv"], use_cache=True)
+            state["pkv"] = o.past_key_values
+            state["next"] = o.logits[:, -1].argmax(-1, keepdim=True)
+
+    steps(WARMUP_STEPS)
+    s = sync_time(lambda: steps(DECODE_STEPS))
+    tokens = batch * DECODE_STEPS
+    return {"case": f"decode b{batch}", "tokens": tokens, "seconds": s, "tokens_per_s": tokens / s}
+
+
+def time_model(model_dir, out_path):
+    import transformers
+    results = []
+    for impl in ["eager", "sdpa"]:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
+                                                                  attn_implementation=impl).cuda().eval()
+        vocab = model.config.vocab_size
+        name = f"transformers {impl}"
+        with torch.no_grad():
+            for case in [lambda: time_prefill(model, vocab), lambda: time_decode(model, vocab, 1),
+                         lambda: time_decode(model, vocab, 32)]:
+                try:
+                    r = case()
+                except Exception as e:  # an implementation this transformers lacks, or OOM
+                    print(f"  {name}: failed: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                r["name"] = name
+                results.append(r)
+                print(f"{r['case']:>16} {name:>20} {r['tokens_per_s']:10.1f} tok/s")
+        del model
+        torch.cuda.empty_cache()
+    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "results": results}
+    with open(out_path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="random-init the Llama-3.2-1B-shaped model and save it (bf16)")
+    b.add_argument("dir")
+    t = sub.add_parser("time", help="time transformers on a saved model folder")
+    t.add_argument("dir")
+    t.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.cmd == "build":
+        build(args.dir)
+    else:
+        time_model(args.dir, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+//! Benchmarks of the element-wise family at the model shapes (Llama-3.2-1B: intermediate 8192,
+//! hidden 2048, vocab 128256; Llama-3-8B: 14336). Bytes: each input read once, each output
+//! written once.
+
+use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
+use crate::check::Rng;
+use crate::ops::elementwise::{glu, select_rows};
+use crate::reference::mlp::GluActivation;
+use crate::{DType, Device, Result, TensorView, TensorViewMut};
+
+const SAMPLES: usize = 25;
+
+/// glu over a fused gate_up buffer [rows, 2·cols] into [rows, cols].
+pub fn bench_glu<T: DType>(dev: &Device, ceilings: &Ceilings, rows: usize, cols: usize) -> Result<BenchRecord> {
+    let bytes = 3 * rows * cols * std::mem::size_of::<T>();
+    let copies = rotation_copies(bytes);
+    let host: Vec<T> = Rng::new(1).vec(rows * 2 * cols, -4.0, 4.0);
+    let ins = (0..copies).map(|_| dev.upload(&host)).collect::<Result<Vec<_>, _>>()?;
+    let mut outs = (0..copies).map(|_| dev.zeros::<T>(rows * cols)).collect::<Result<Vec<_>>>()?;
+    let t = time_calls(dev, SAMPLES, |i| {
+        let j = i % copies;
+        let gate = TensorView::new(ins[j].as_view(), [rows, cols], [2 * cols, 1])?;
+        let up = TensorView::new(ins[j].slice(cols..), [rows, cols], [2 * cols, 1])?;
+        let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, cols])?;
+        glu(dev, &gate, &up, &mut o, GluActivation::Silu)
+    })?;
+    Ok(BenchRecord::bandwidth("glu", T::NAME, format!("{rows}x{cols}"), t, bytes as f64, ceilings))
+}
+
+/// select_rows of `rows` random rows of a [vocab, cols] table (an embedding lookup).
+pub fn bench_select_rows<T: DType>(dev: &Device, ceilings: &Ceilings, vocab: usize, rows: usize, cols: usize) -> Result<BenchRecord> {
+    let bytes = 2 * rows * cols * std::mem::size_of::<T>() + rows * 4;
+    let table = super::random_buffer::<T>(dev, vocab * cols, -1.0, 1.0, 2)?;
+    let mut rng = Rng::new(3);
+    let idx: Vec<i32> = (0..rows).map(|_| (rng.next_u64() % vocab as u64) as i32).collect();
+    let idx = dev.upload(&idx)?;
+    let mut out = dev.zeros::<T>(rows * cols)?;
+    let t = time_calls(dev, SAMPLES, |_| {
+        let src = TensorView::contiguous(table.as_view(), [vocab, cols])?;
+        let iv = TensorView::contiguous(idx.as_view(), [rows])?;
+        let mut o = TensorViewMut::contiguous(out.as_view_mut(), [rows, cols])?;
+        select_rows(dev, &src, &iv, &mut o)
+    })?;
+    Ok(BenchRecord::bandwidth("select_rows", T::NAME, format!("{rows}of{vocab}x{cols}"), t, bytes as f64, ceilings))
+}
+
+/// Every element-wise benchmark `warpcore bench` runs.
+pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+    use half::bf16;
+    let mut out = Vec::new();
+    for &(rows, cols) in &[(2048, 8192), (32, 8192), (1, 8192), (4096, 14336)] {
+        out.push(bench_glu::<bf16>(dev, ceilings, rows, cols)?);
+    }
+    for &rows in &[2048, 32] {
+        out.push(bench_select_rows::<bf16>(dev, ceilings, 128256, rows, 2048)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,98 @@
+//! The model benchmark (`warpcore bench --model DIR`): [`GpuModel`]'s prefill and decode tokens
+//! per second on a model folder, at the cases bench/model_torch.py times with transformers.
+//!
+//! - `prefill 1x2048`: one prompt of 2048 tokens (cache allocation, one varlen prefill, the
+//!   last position's logits to the host); median of 5 after a warm-up.
+//! - `decode b1`, `decode b32`: B prompts of 128 tokens prefilled, 3 warm-up steps, then 128
+//!   timed decode steps, each ending with the logits on the host and a greedy token per
+//!   sequence: B · 128 / time.
+//!
+//! Every timed region ends with a device-to-host copy of logits, so wall-clock time is
+//! CUDA-synchronised.
+
+use crate::check::Rng;
+use crate::model::{GpuModel, Sampler, Sampling};
+use crate::Result;
+use std::time::Instant;
+
+pub const PREFILL_LEN: usize = 2048;
+pub const PROMPT_LEN: usize = 128;
+pub const DECODE_STEPS: usize = 128;
+const WARMUP_STEPS: usize = 3;
+const PREFILL_RUNS: usize = 5;
+
+/// One measured case.
+#[derive(Clone, Debug)]
+pub struct ModelRecord {
+    /// "prefill 1x2048", "decode b1", "decode b32" (bench/model_torch.py writes the same keys).
+    pub case: String,
+    /// Tokens processed in the timed region.
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+}
+
+fn random_prompt(rng: &mut Rng, len: usize, vocab: usize) -> Vec<u32> {
+    (0..len).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+}
+
+/// Prefill tokens per second on one prompt of `len` tokens.
+pub fn bench_prefill(model: &GpuModel, len: usize) -> Result<ModelRecord> {
+    let prompt = random_prompt(&mut Rng::new(1), len, model.config.vocab_size);
+    let prompts = [prompt];
+    model.prefill(&prompts, 0)?;
+    let mut times = Vec::with_capacity(PREFILL_RUNS);
+    for _ in 0..PREFILL_RUNS {
+        let t0 = Instant::now();
+        model.prefill(&prompts, 0)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let seconds = times[times.len() / 2];
+    Ok(ModelRecord { case: format!("prefill 1x{len}"), tokens: len, seconds, tokens_per_s: len as f64 / seconds })
+}
+
+/// Decode tokens per second at batch `batch` (prompts of PROMPT_LEN, DECODE_STEPS steps).
+pub fn bench_decode(model: &GpuModel, batch: usize) -> Result<ModelRecord> {
+    let v = model.config.vocab_size;
+    let mut rng = Rng::new(2);
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_prompt(&mut rng, PROMPT_LEN, v)).collect();
+    let (mut state, mut logits) = model.prefill(&prompts, WARMUP_STEPS + DECODE_STEPS)?;
+    let mut samplers: Vec<Sampler> = (0..batch).map(|_| Sampler::new(Sampling::greedy())).collect();
+    let mut step = |logits: &[f32]| -> Vec<u32> { samplers.iter_mut().zip(logits.chunks_exact(v)).map(|(s, row)| s.sample(row)).collect() };
+    for _ in 0..WARMUP_STEPS {
+        let next = step(&logits);
+        logits = model.decode(&mut state, &next)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..DECODE_STEPS {
+        let next = step(&logits);
+        logits = model.decode(&mut state, &next)?;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let tokens = batch * DECODE_STEPS;
+    Ok(ModelRecord { case: format!("decode b{batch}"), tokens, seconds, tokens_per_s: tokens as f64 / seconds })
+}
+
+/// The three cases: prefill of 2048 tokens, decode at batch 1 and 32.
+pub fn bench_all(model: &GpuModel) -> Result<Vec<ModelRecord>> {
+    Ok(vec![bench_prefill(model, PREFILL_LEN)?, bench_decode(model, 1)?, bench_decode(model, 32)?])
+}
+
+/// Decode tokens per second at batch 1 if a step did nothing but read every weight once at
+/// `copy_gbps` (the roofline: weights bytes ÷ bandwidth per step).
+pub fn decode_roofline_tokens_per_s(weight_bytes: usize, copy_gbps: f64) -> f64 {
+    copy_gbps * 1e9 / weight_bytes as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roofline_of_the_1b_model() {
+        // Llama-3.2-1B, tied embeddings: 1.236e9 parameters, 2.47 GB in bf16, at 4.06 TB/s.
+        let t = decode_roofline_tokens_per_s(2_471_000_000, 4060.0);
+        assert!((t - 1643.0).abs() < 1.0, "{t}");
+    }
+}

@@ -1,0 +1,203 @@
+//! Element-wise family: `glu` against [`crate::reference::mlp`]'s activation formula and
+//! `select_rows` against [`crate::reference::elementwise::select_rows`], on fresh random inputs
+//! with NaN-poisoned outputs. Used by tests/elementwise.rs and `warpcore check`.
+
+use super::{compare, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Rng};
+use crate::ops::elementwise as ops;
+use crate::reference::elementwise as reference;
+use crate::reference::mlp::GluActivation;
+use crate::{DType, Device, IndexType, Result, TensorView, TensorViewMut};
+use half::{bf16, f16};
+
+/// gate and up as the two halves of one fused gate_up row (`[gate | up | gap]`, row stride
+/// `2 · cols + in_gap`), out rows at `out_stride`; both views start `offset` elements into
+/// their buffers (an odd offset or gap exercises the scalar path).
+#[derive(Clone, Copy, Debug)]
+pub struct GluCase {
+    pub rows: usize,
+    pub cols: usize,
+    pub in_gap: usize,
+    pub out_stride: usize,
+    pub offset: usize,
+    pub act: GluActivation,
+    pub seed: u64,
+}
+
+impl GluCase {
+    /// A dense fused gate_up buffer and a dense output.
+    pub fn dense(rows: usize, cols: usize, act: GluActivation, seed: u64) -> Self {
+        Self { rows, cols, in_gap: 0, out_stride: cols, offset: 0, act, seed }
+    }
+    fn in_stride(&self) -> usize {
+        2 * self.cols + self.in_gap
+    }
+}
+
+/// `glu` against the reference: the written rows within bf16/f16/f32 tolerance of
+/// `act(gate) · up` in f64, the rest of the output still poison.
+pub fn check_glu<T: DType>(dev: &Device, case: &GluCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let in_host: Vec<T> = rng.vec(c.offset + c.rows * c.in_stride(), -6.0, 6.0);
+    let out_host = vec![T::NAN; c.offset + c.rows * c.out_stride];
+    let input = dev.upload(&in_host)?;
+    let mut out = dev.upload(&out_host)?;
+    ops::glu(
+        dev,
+        &TensorView::new(input.slice(c.offset..), [c.rows, c.cols], [c.in_stride(), 1])?,
+        &TensorView::new(input.slice(c.offset + c.cols..), [c.rows, c.cols], [c.in_stride(), 1])?,
+        &mut TensorViewMut::new(out.slice_mut(c.offset..), [c.rows, c.cols], [c.out_stride, 1])?,
+        c.act,
+    )?;
+    let got = dev.download(&out)?;
+    let gate = gather_rows(&in_host, c.offset, c.rows, c.cols, c.in_stride());
+    let up = gather_rows(&in_host, c.offset + c.cols, c.rows, c.cols, c.in_stride());
+    let want: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| c.act.apply(g.to_f64()) * u.to_f64()).collect();
+    let rest = |b: &[T]| outside_rows(b, c.offset, c.rows, c.cols, c.out_stride);
+    Ok(CheckResult {
+        op: "glu",
+        dtype: T::NAME,
+        shape: format!("[{}, {}] {:?} gap {} out stride {} offset {}", c.rows, c.cols, c.act, c.in_gap, c.out_stride, c.offset),
+        comparisons: vec![
+            compare("out", &gather_rows(&got, c.offset, c.rows, c.cols, c.out_stride), &want, tolerance::<T>()),
+            compare_exact("outside out (untouched)", &rest(&got), &rest(&out_host)),
+        ],
+    })
+}
+
+/// `num_rows` rows chosen from a table of `src_rows` rows of `cols` (src rows at `src_stride`,
+/// out rows at `out_stride`, both from `offset`); `bad_every > 0` makes every bad_every-th index
+/// out of range (−1 or src_rows), whose row must stay poison.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectCase {
+    pub src_rows: usize,
+    pub num_rows: usize,
+    pub cols: usize,
+    pub src_stride: usize,
+    pub out_stride: usize,
+    pub offset: usize,
+    pub bad_every: usize,
+    pub seed: u64,
+}
+
+impl SelectCase {
+    pub fn dense(src_rows: usize, num_rows: usize, cols: usize, seed: u64) -> Self {
+        Self { src_rows, num_rows, cols, src_stride: cols, out_stride: cols, offset: 0, bad_every: 0, seed }
+    }
+}
+
+/// `select_rows` against the reference, bit-exact (a copy): selected rows equal their source,
+/// rows of out-of-range indices and everything outside the rows untouched.
+pub fn check_select_rows<T: DType, I: IndexType + TryFrom<i64>>(dev: &Device, case: &SelectCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let src_host: Vec<T> = rng.vec(c.offset + c.src_rows * c.src_stride, -4.0, 4.0);
+    let indices: Vec<i64> = (0..c.num_rows)
+        .map(|i| {
+            if c.bad_every > 0 && i % c.bad_every == c.bad_every - 1 {
+                if i % 2 == 0 {
+                    -1
+                } else {
+                    c.src_rows as i64
+                }
+            } else {
+                (rng.next_u64() % c.src_rows.max(1) as u64) as i64
+            }
+        })
+        .collect();
+    let idx_host: Vec<I> = indices.iter().map(|&i| I::try_from(i).ok().expect("indices fit the index type")).collect();
+    let out_host = vec![T::NAN; c.offset + c.num_rows * c.out_stride];
+    let src = dev.upload(&src_host)?;
+    let idx = dev.upload(&idx_host)?;
+    let mut out = dev.upload(&out_host)?;
+    ops::select_rows(
+        dev,
+        &TensorView::new(src.slice(c.offset..), [c.src_rows, c.cols], [c.src_stride, 1])?,
+        &TensorView::contiguous(idx.as_view(), [c.num_rows])?,
+        &mut TensorViewMut::new(out.slice_mut(c.offset..), [c.num_rows, c.cols], [c.out_stride, 1])?,
+    )?;
+    let got = dev.download(&out)?;
+    let dense_src = gather_rows(&src_host, c.offset, c.src_rows, c.cols, c.src_stride);
+    let want: Vec<T> = reference::select_rows(&dense_src, c.cols, &indices)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(r, row)| row.unwrap_or_else(|| out_host[c.offset + r * c.out_stride..][..c.cols].to_vec()))
+        .collect();
+    let rest = |b: &[T]| outside_rows(b, c.offset, c.num_rows, c.cols, c.out_stride);
+    Ok(CheckResult {
+        op: "select_rows",
+        dtype: T::NAME,
+        shape: format!(
+            "{} of {} rows x {} ({}) strides {}/{} offset {} bad every {}",
+            c.num_rows,
+            c.src_rows,
+            c.cols,
+            I::NAME,
+            c.src_stride,
+            c.out_stride,
+            c.offset,
+            c.bad_every
+        ),
+        comparisons: vec![
+            compare_exact("out (copied rows; skipped rows keep the poison)", &gather_rows(&got, c.offset, c.num_rows, c.cols, c.out_stride), &want),
+            compare_exact("outside out (untouched)", &rest(&got), &rest(&out_host)),
+        ],
+    })
+}
+
+/// The cases `warpcore check` runs: model shapes and awkward ones, every activation and dtype.
+pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
+    fn per_dtype<T: DType>(dev: &Device, out: &mut Vec<CheckResult>) -> Result<()> {
+        for (i, act) in [GluActivation::Silu, GluActivation::GeluTanh, GluActivation::SquaredRelu].into_iter().enumerate() {
+            let s = i as u64 * 10;
+            out.push(check_glu::<T>(dev, &GluCase::dense(32, 8192, act, s + 1))?);
+            out.push(check_glu::<T>(dev, &GluCase::dense(1, 14336, act, s + 2))?);
+            out.push(check_glu::<T>(dev, &GluCase { rows: 7, cols: 989, in_gap: 3, out_stride: 1001, offset: 1, act, seed: s + 3 })?);
+            out.push(check_glu::<T>(dev, &GluCase { rows: 5, cols: 768, in_gap: 16, out_stride: 776, offset: 8, act, seed: s + 4 })?);
+        }
+        out.push(check_select_rows::<T, i32>(dev, &SelectCase::dense(1000, 64, 2048, 5))?);
+        out.push(check_select_rows::<T, i64>(dev, &SelectCase { bad_every: 3, ..SelectCase::dense(50, 17, 4096, 6) })?);
+        out.push(check_select_rows::<T, i32>(
+            dev,
+            &SelectCase { src_rows: 9, num_rows: 11, cols: 111, src_stride: 113, out_stride: 117, offset: 1, bad_every: 4, seed: 7 },
+        )?);
+        Ok(())
+    }
+    let mut out = Vec::new();
+    per_dtype::<bf16>(dev, &mut out)?;
+    per_dtype::<f16>(dev, &mut out)?;
+    per_dtype::<f32>(dev, &mut out)?;
+    out.push(check_select_rows::<crate::F8E4M3, i32>(
+        dev,
+        &SelectCase { src_rows: 20, num_rows: 9, cols: 61, src_stride: 67, out_stride: 61, offset: 3, bad_every: 5, seed: 8 },
+    )?);
+    Ok(out)
+}
+
+/// Without a GPU: the references' own properties (SiLU GLU with up = 1 is x·σ(x), which is odd
+/// around the shift x − x·σ(x) = x·σ(−x); squared-ReLU GLU is 0 for negative gates; selecting
+/// every row in order is the identity).
+pub fn check_references() -> Vec<CheckResult> {
+    let mut rng = Rng::new(11);
+    let x: Vec<f32> = rng.vec(4096, -8.0, 8.0);
+    let ones = vec![1.0f32; x.len()];
+    let silu = crate::reference::mlp::glu(&x, &ones, GluActivation::Silu);
+    let neg: Vec<f32> = x.iter().map(|v| -v).collect();
+    let silu_neg = crate::reference::mlp::glu(&neg, &ones, GluActivation::Silu);
+    // silu(x) − silu(−x) = x.
+    let diff: Vec<f32> = silu.iter().zip(&silu_neg).map(|(a, b)| a - b).collect();
+    let relu2 = crate::reference::mlp::glu(&x, &ones, GluActivation::SquaredRelu);
+    let relu2_want: Vec<f64> = x.iter().map(|&v| if v < 0.0 { 0.0 } else { (v as f64) * (v as f64) }).collect();
+    let src: Vec<f32> = rng.vec(64 * 16, -1.0, 1.0);
+    let identity: Vec<f32> = reference::select_rows(&src, 16, &(0..64).collect::<Vec<i64>>()).into_iter().flatten().flatten().collect();
+    vec![CheckResult {
+        op: "reference::elementwise",
+        dtype: "f64",
+        shape: "[4096]".into(),
+        comparisons: vec![
+            compare("silu(x) − silu(−x) = x", &diff, &x.iter().map(|&v| v as f64).collect::<Vec<_>>(), tolerance::<f32>()),
+            compare("relu2 GLU = max(x, 0)²", &relu2, &relu2_want, tolerance::<f32>()),
+            compare_exact("select_rows of 0..n = identity", &identity, &src),
+        ],
+    }]
+}

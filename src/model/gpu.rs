@@ -1,0 +1,677 @@
+//! The GPU path: the same decoder as [`super::CpuModel`] (Llama, Qwen3, Mixtral, Qwen3-MoE) on
+//! warpcore's kernels and cuBLAS, bf16 weights and activations, batched generation on the paged
+//! KV cache.
+//!
+//! # Data flow
+//!
+//! A step runs `num_tokens` tokens of `num_seqs` sequences at once: a prefill is every prompt
+//! token of every sequence (varlen: sequence s owns rows `cu_seqlens_q[s]..cu_seqlens_q[s+1]`),
+//! a decode step one token per sequence. Buffers are `[num_tokens, …]`, bf16 unless noted.
+//!
+//! ```text
+//! ids ──select_rows(embed)──► residual                                   [T, hidden]
+//! per layer l:
+//!   l = 0: x = rms_norm(residual)                      (input_layernorm)
+//!   l > 0: residual += x (rounded once); x = rms_norm(residual)   fused_add_rms_norm
+//!   qkv = x · W_qkvᵀ                                   cuBLAS; W_qkv = [q; k; v] rows, fused at load
+//!   Qwen3: qk_norm_rope_append_kv (per-head q/k RMSNorm, RoPE, k and v into the cache of l)
+//!   else:  rope_append_kv                              (RoPE, k and v into the cache of l)
+//!   attn = attention(q heads of qkv, paged cache of l)  causal, bottom-right; one AttentionPlan
+//!                                                      per step shared by every layer
+//!   x = attn · W_oᵀ                                    cuBLAS
+//!   residual += x; x = rms_norm(residual)              fused_add_rms_norm (post_attention_layernorm)
+//!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
+//!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
+//!              config) → moe_align (block_m 1) → moe_gather (rows in expert order) → per
+//!              expert: gate_up GEMM on its rows → one glu over all rows → per expert: down
+//!              GEMM → moe_combine (weighted sum per token) → x
+//! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
+//! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
+//!                                 W_lm_head = embed when tied) → host → one Sampler per sequence
+//! ```
+//!
+//! The MoE layer reads the per-expert row offsets back to the host (one `num_experts + 1` i32
+//! copy, which waits for the queued work) to size the per-expert cuBLAS GEMMs; a grouped GEMM
+//! reading the offsets on the device would remove that wait.
+//!
+//! Precision: bf16 weights (converted from the checkpoint's f32 / f16 at upload), bf16
+//! activations rounded at each op's store, f32 accumulation everywhere (GEMMs, norms,
+//! attention, GLU, MoE combine), f32 router and vocabulary logits. Unsupported here, rejected
+//! with `Error::Unsupported` before anything is allocated: DeepSeek-V3 and BitNet, attention
+//! biases, head dims the attention kernels do not take ([`crate::ops::attention::HEAD_DIMS`]),
+//! activations outside [`GluActivation`].
+
+use super::gemm::Gemm;
+use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
+use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView, PageAllocator, SeqId};
+use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
+use crate::ops::elementwise::{glu, select_rows};
+use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes, MoeGateConfig};
+use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
+use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
+use crate::reference::mlp::GluActivation;
+use crate::{Device, Error, Result, TensorView, TensorViewMut};
+use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use half::bf16;
+use std::path::Path;
+
+/// Tokens per page of the KV cache the model allocates.
+pub const PAGE_SIZE: usize = 16;
+
+const OP: &str = "GpuModel";
+
+enum GpuMlp {
+    /// gate_up `[2 · inter, hidden]` (gate rows, then up rows), down `[hidden, inter]`.
+    Dense { gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize },
+    /// router `[num_experts, hidden]`; gate_up `[num_experts, 2 · inter, hidden]`; down
+    /// `[num_experts, hidden, inter]`.
+    Moe { router: CudaSlice<bf16>, gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize },
+}
+
+struct GpuLayer {
+    input_norm: CudaSlice<bf16>,
+    post_norm: CudaSlice<bf16>,
+    /// `[(num_q_heads + 2 · num_kv_heads) · head_dim, hidden]`: q, k, v projections stacked.
+    qkv: CudaSlice<bf16>,
+    /// `[hidden, num_q_heads · head_dim]`.
+    o: CudaSlice<bf16>,
+    /// Per-head q/k RMSNorm weights `[head_dim]` (Qwen3).
+    qk_norm: Option<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    mlp: GpuMlp,
+}
+
+/// A model loaded onto the GPU (bf16).
+pub struct GpuModel {
+    pub config: ModelConfig,
+    dev: Device,
+    gemm: Gemm,
+    act: GluActivation,
+    /// `[vocab_size, hidden]`.
+    embed: CudaSlice<bf16>,
+    layers: Vec<GpuLayer>,
+    norm: CudaSlice<bf16>,
+    /// `[vocab_size, hidden]`; None: tied to `embed`.
+    lm_head: Option<CudaSlice<bf16>>,
+}
+
+/// Everything the GPU path does not run, found from the config alone (before any allocation).
+pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
+    if matches!(c.architecture, Architecture::DeepseekV3 | Architecture::BitNet) {
+        return Err(Error::Unsupported { op: OP, what: "architecture (not on the GPU path)", value: format!("{:?}", c.architecture) });
+    }
+    if c.attention_bias {
+        return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
+    }
+    if !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
+        return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
+    }
+    if c.num_kv_heads == 0 || c.num_q_heads % c.num_kv_heads != 0 {
+        return Err(Error::Unsupported { op: OP, what: "GQA ratio", value: format!("{} / {}", c.num_q_heads, c.num_kv_heads) });
+    }
+    if let Some(m) = &c.moe {
+        MoeGateConfig::softmax_topk(m.renormalize).validate(m.num_experts, m.top_k)?;
+    }
+    c.rope(c.max_position_embeddings)?;
+    GluActivation::from_hf(&c.hidden_act).ok_or_else(|| Error::Unsupported { op: OP, what: "hidden_act", value: c.hidden_act.clone() })
+}
+
+/// `[rows, cols]` dense view of the first rows of a buffer.
+fn rows<T>(buf: &CudaSlice<T>, rows: usize, cols: usize) -> Result<TensorView<'_, T, 2>> {
+    TensorView::contiguous(buf.slice(..rows * cols), [rows, cols])
+}
+fn rows_mut<T>(buf: &mut CudaSlice<T>, rows: usize, cols: usize) -> Result<TensorViewMut<'_, T, 2>> {
+    TensorViewMut::contiguous(buf.slice_mut(..rows * cols), [rows, cols])
+}
+/// `[n, cols]` dense view of rows `first..first + n`.
+fn rows_at<T>(buf: &CudaSlice<T>, first: usize, n: usize, cols: usize) -> Result<TensorView<'_, T, 2>> {
+    TensorView::contiguous(buf.slice(first * cols..(first + n) * cols), [n, cols])
+}
+fn rows_at_mut<T>(buf: &mut CudaSlice<T>, first: usize, n: usize, cols: usize) -> Result<TensorViewMut<'_, T, 2>> {
+    TensorViewMut::contiguous(buf.slice_mut(first * cols..(first + n) * cols), [n, cols])
+}
+fn vector<T>(buf: &CudaSlice<T>, len: usize) -> Result<TensorView<'_, T, 1>> {
+    TensorView::contiguous(buf.slice(..len), [len])
+}
+fn vector_mut<T>(buf: &mut CudaSlice<T>, len: usize) -> Result<TensorViewMut<'_, T, 1>> {
+    TensorViewMut::contiguous(buf.slice_mut(..len), [len])
+}
+/// A device buffer of at least one element (cudarc does not allocate zero bytes).
+fn alloc<T: DeviceRepr + ValidAsZeroBits>(dev: &Device, len: usize) -> Result<CudaSlice<T>> {
+    dev.zeros(len.max(1))
+}
+
+/// act `[n, inter]` = glu(gate, up) over gate_up `[n, 2 · inter]` (gate columns, then up).
+fn glu_rows(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, act: &mut CudaSlice<bf16>, n: usize, inter: usize) -> Result<()> {
+    let gate = TensorView::new(gate_up.slice(..n * 2 * inter), [n, inter], [2 * inter, 1])?;
+    let up = TensorView::new(gate_up.slice(inter..n * 2 * inter), [n, inter], [2 * inter, 1])?;
+    glu(dev, &gate, &up, &mut rows_mut(act, n, inter)?, f)
+}
+
+fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+/// MoE scratch for `max_tokens` tokens.
+struct MoeBuffers {
+    logits: CudaSlice<f32>,
+    topk_ids: CudaSlice<i32>,
+    topk_weights: CudaSlice<f32>,
+    sorted_ids: CudaSlice<i32>,
+    block_expert_ids: CudaSlice<i32>,
+    expert_offsets: CudaSlice<i32>,
+    expert_counts: CudaSlice<i32>,
+    token_positions: CudaSlice<i32>,
+    align_workspace: CudaSlice<i32>,
+    /// `[max_tokens · top_k, hidden]`: token rows in expert order, then the experts' outputs.
+    gathered: CudaSlice<bf16>,
+    expert_out: CudaSlice<bf16>,
+}
+
+/// Activations of one step of up to `max_tokens` tokens (the first rows are used).
+struct Buffers {
+    max_tokens: usize,
+    residual: CudaSlice<bf16>,
+    x: CudaSlice<bf16>,
+    qkv: CudaSlice<bf16>,
+    attn: CudaSlice<bf16>,
+    /// `[rows, 2 · inter]` (rows: tokens, or tokens · top_k in a MoE layer).
+    gate_up: CudaSlice<bf16>,
+    act: CudaSlice<bf16>,
+    /// Split-KV partials of the attention (grown to the largest plan seen).
+    workspace: CudaSlice<f32>,
+    /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
+    selected: CudaSlice<bf16>,
+    logits: CudaSlice<f32>,
+    max_logit_rows: usize,
+    moe: Option<MoeBuffers>,
+}
+
+/// A batch of sequences in the paged KV cache: started by [`GpuModel::prefill`], extended by
+/// [`GpuModel::decode`].
+pub struct Batch {
+    pages: PageAllocator,
+    seqs: Vec<SeqId>,
+    /// Per layer: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`.
+    cache: Vec<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    bufs: Buffers,
+}
+
+impl Batch {
+    pub fn num_seqs(&self) -> usize {
+        self.seqs.len()
+    }
+    /// Tokens of sequence `s` in the cache.
+    pub fn seq_len(&self, s: usize) -> Result<usize> {
+        self.pages.seq_len(self.seqs[s])
+    }
+}
+
+/// One step's inputs, on the host.
+struct Step {
+    ids: Vec<i32>,
+    positions: Vec<i32>,
+    slots: Vec<i64>,
+    q_lens: Vec<usize>,
+    table: BlockTable,
+    /// Rows of the step whose logits are returned.
+    logit_rows: Vec<i32>,
+}
+
+impl GpuModel {
+    /// Loads `dir` (config.json + *.safetensors) onto GPU 0's device `dev`.
+    pub fn load(dev: &Device, dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        check_supported(&config)?;
+        let w = Weights::open(dir)?;
+        Self::from_weights(dev, config, &w)
+    }
+
+    /// Uploads the weights as bf16 (q/k/v and gate/up fused per layer, experts stacked).
+    pub fn from_weights(dev: &Device, config: ModelConfig, w: &Weights) -> Result<Self> {
+        let act = check_supported(&config)?;
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (qd, kvd) = (c.num_q_heads * hd, c.num_kv_heads * hd);
+        let get = |name: &str, shape: &[usize]| w.get_shaped(name, shape);
+        let up = |v: Vec<f32>| dev.upload(&to_bf16(&v));
+        let gemm = Gemm::new(dev)?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let p = format!("model.layers.{l}.");
+            let at = |n: &str| format!("{p}self_attn.{n}");
+            let mut qkv = get(&at("q_proj.weight"), &[qd, h])?;
+            qkv.extend(get(&at("k_proj.weight"), &[kvd, h])?);
+            qkv.extend(get(&at("v_proj.weight"), &[kvd, h])?);
+            let qk_norm = if c.qk_norm { Some((up(get(&at("q_norm.weight"), &[hd])?)?, up(get(&at("k_norm.weight"), &[hd])?)?)) } else { None };
+            // gate rows then up rows, and down, of one expert (or the dense MLP).
+            let expert = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<(Vec<f32>, Vec<f32>)> {
+                let mut gate_up = get(&format!("{prefix}{}.weight", names[0]), &[inter, h])?;
+                gate_up.extend(get(&format!("{prefix}{}.weight", names[1]), &[inter, h])?);
+                Ok((gate_up, get(&format!("{prefix}{}.weight", names[2]), &[h, inter])?))
+            };
+            let mlp = match (&c.moe, c.architecture) {
+                (Some(m), arch) if !m.dense_layers.contains(&l) => {
+                    let (block, names) = if arch == Architecture::Mixtral {
+                        (format!("{p}block_sparse_moe."), ["w1", "w3", "w2"])
+                    } else {
+                        (format!("{p}mlp."), ["gate_proj", "up_proj", "down_proj"])
+                    };
+                    let (mut gate_up, mut down) = (Vec::new(), Vec::new());
+                    for e in 0..m.num_experts {
+                        let (gu, d) = expert(&format!("{block}experts.{e}."), m.intermediate_size, names)?;
+                        gate_up.extend(gu);
+                        down.extend(d);
+                    }
+                    GpuMlp::Moe {
+                        router: up(get(&format!("{block}gate.weight"), &[m.num_experts, h])?)?,
+                        gate_up: up(gate_up)?,
+                        down: up(down)?,
+                        inter: m.intermediate_size,
+                    }
+                }
+                _ => {
+                    let (gate_up, down) = expert(&format!("{p}mlp."), c.intermediate_size, ["gate_proj", "up_proj", "down_proj"])?;
+                    GpuMlp::Dense { gate_up: up(gate_up)?, down: up(down)?, inter: c.intermediate_size }
+                }
+            };
+            layers.push(GpuLayer {
+                input_norm: up(get(&format!("{p}input_layernorm.weight"), &[h])?)?,
+                post_norm: up(get(&format!("{p}post_attention_layernorm.weight"), &[h])?)?,
+                qkv: up(qkv)?,
+                o: up(get(&at("o_proj.weight"), &[h, qd])?)?,
+                qk_norm,
+                mlp,
+            });
+        }
+        let embed = up(get("model.embed_tokens.weight", &[c.vocab_size, h])?)?;
+        let lm_head =
+            if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
+        let norm = up(get("model.norm.weight", &[h])?)?;
+        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Bytes of weights on the GPU (what a decode step must read at least once).
+    pub fn weight_bytes(&self) -> usize {
+        let mut n = self.embed.len() + self.norm.len() + self.lm_head.as_ref().map_or(0, |l| l.len());
+        for l in &self.layers {
+            n += l.input_norm.len() + l.post_norm.len() + l.qkv.len() + l.o.len() + l.qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len());
+            n += match &l.mlp {
+                GpuMlp::Dense { gate_up, down, .. } => gate_up.len() + down.len(),
+                GpuMlp::Moe { router, gate_up, down, .. } => router.len() + gate_up.len() + down.len(),
+            };
+        }
+        n * std::mem::size_of::<bf16>()
+    }
+
+    fn qkv_dim(&self) -> usize {
+        (self.config.num_q_heads + 2 * self.config.num_kv_heads) * self.config.head_dim
+    }
+
+    fn buffers(&self, max_tokens: usize, max_logit_rows: usize) -> Result<Buffers> {
+        let c = &self.config;
+        let (dev, h, t) = (&self.dev, c.hidden_size, max_tokens);
+        let dense_inter = if self.layers.iter().any(|l| matches!(l.mlp, GpuMlp::Dense { .. })) { c.intermediate_size } else { 0 };
+        let moe_rows_inter = c.moe.as_ref().map_or(0, |m| m.top_k * m.intermediate_size);
+        let mlp_elems = t * dense_inter.max(moe_rows_inter);
+        let moe = match &c.moe {
+            Some(m) => {
+                let sizes = MoeAlignSizes::new(t, m.top_k, m.num_experts, 1)?;
+                Some(MoeBuffers {
+                    logits: alloc(dev, t * m.num_experts)?,
+                    topk_ids: alloc(dev, t * m.top_k)?,
+                    topk_weights: alloc(dev, t * m.top_k)?,
+                    sorted_ids: alloc(dev, sizes.sorted_len)?,
+                    block_expert_ids: alloc(dev, sizes.blocks_len)?,
+                    expert_offsets: alloc(dev, m.num_experts + 1)?,
+                    expert_counts: alloc(dev, m.num_experts)?,
+                    token_positions: alloc(dev, t * m.top_k)?,
+                    align_workspace: alloc(dev, sizes.workspace_len)?,
+                    gathered: alloc(dev, sizes.sorted_len * h)?,
+                    expert_out: alloc(dev, sizes.sorted_len * h)?,
+                })
+            }
+            None => None,
+        };
+        Ok(Buffers {
+            max_tokens: t,
+            residual: alloc(dev, t * h)?,
+            x: alloc(dev, t * h)?,
+            qkv: alloc(dev, t * self.qkv_dim())?,
+            attn: alloc(dev, t * c.num_q_heads * c.head_dim)?,
+            gate_up: alloc(dev, 2 * mlp_elems)?,
+            act: alloc(dev, mlp_elems)?,
+            workspace: alloc(dev, 1)?,
+            selected: alloc(dev, max_logit_rows * h)?,
+            logits: alloc(dev, max_logit_rows * c.vocab_size)?,
+            max_logit_rows,
+            moe,
+        })
+    }
+
+    fn check_ids(&self, op: &'static str, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(id) => Err(Error::Unsupported { op, what: "token id (>= vocab_size)", value: id.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a batch: allocates the paged cache for each prompt plus `max_new_tokens`, runs one
+    /// varlen prefill over all prompts and returns the batch and the logits of each prompt's
+    /// last position, `[num_seqs, vocab_size]` f32.
+    pub fn prefill(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<(Batch, Vec<f32>)> {
+        self.start(prompts, max_new_tokens, false)
+    }
+
+    /// Teacher-forced logits of every position of every prompt (`[len, vocab_size]` each), from
+    /// one varlen prefill over the paged cache.
+    pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (_, logits) = self.start(prompts, 0, true)?;
+        let v = self.config.vocab_size;
+        let mut at = 0;
+        Ok(prompts
+            .iter()
+            .map(|p| {
+                let rows = logits[at * v..(at + p.len()) * v].to_vec();
+                at += p.len();
+                rows
+            })
+            .collect())
+    }
+
+    fn start(&self, prompts: &[Vec<u32>], max_new_tokens: usize, all_rows: bool) -> Result<(Batch, Vec<f32>)> {
+        const OP: &str = "GpuModel::prefill";
+        if prompts.is_empty() {
+            return Err(Error::Empty { op: OP, arg: "prompts", shape: "[0]".into() });
+        }
+        if let Some(s) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::Empty { op: OP, arg: "prompt", shape: format!("sequence {s}: [0]") });
+        }
+        for p in prompts {
+            self.check_ids(OP, p)?;
+        }
+        let c = &self.config;
+        let total: usize = prompts.iter().map(Vec::len).sum();
+        let num_pages: usize = prompts.iter().map(|p| (p.len() + max_new_tokens).div_ceil(PAGE_SIZE)).sum();
+        let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
+        let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
+        let cache_len = num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim;
+        let cache = (0..c.num_layers).map(|_| Ok((alloc(&self.dev, cache_len)?, alloc(&self.dev, cache_len)?))).collect::<Result<Vec<_>>>()?;
+        let logit_rows = if all_rows { total } else { prompts.len() };
+        let bufs = self.buffers(total.max(prompts.len()), logit_rows.max(prompts.len()))?;
+        let mut batch = Batch { pages, seqs, cache, bufs };
+        let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::new());
+        for (p, &seq) in prompts.iter().zip(&batch.seqs) {
+            let first = ids.len() as i32;
+            ids.extend(p.iter().map(|&t| t as i32));
+            positions.extend(0..p.len() as i32);
+            slots.extend(batch.pages.append(seq, p.len())?);
+            if all_rows {
+                logit_rows.extend(first..first + p.len() as i32);
+            } else {
+                logit_rows.push(first + p.len() as i32 - 1);
+            }
+        }
+        let table = batch.pages.block_table(&batch.seqs)?;
+        let step = Step { ids, positions, slots, q_lens: prompts.iter().map(Vec::len).collect(), table, logit_rows };
+        let logits = self.run(&mut batch, &step)?;
+        Ok((batch, logits))
+    }
+
+    /// One decode step: `tokens[s]` is appended to sequence s (at position `seq_len(s)`);
+    /// returns the logits of the new positions, `[num_seqs, vocab_size]` f32.
+    pub fn decode(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<f32>> {
+        const OP: &str = "GpuModel::decode";
+        if tokens.len() != batch.seqs.len() {
+            return Err(Error::ShapeMismatch { op: OP, arg: "tokens", expected: format!("[{}] (one per sequence)", batch.seqs.len()), got: format!("[{}]", tokens.len()) });
+        }
+        self.check_ids(OP, tokens)?;
+        let n = tokens.len();
+        let mut positions = Vec::with_capacity(n);
+        for &seq in &batch.seqs {
+            positions.push(batch.pages.seq_len(seq)? as i32);
+        }
+        // All appends checked first: running out of pages leaves the batch as it was.
+        let needed: usize = batch.seqs.iter().map(|&s| batch.pages.seq_len(s).map(|l| usize::from(l % PAGE_SIZE == 0))).sum::<Result<usize>>()?;
+        if needed > batch.pages.free_pages() {
+            return Err(Error::OutOfPages { op: OP, needed, free: batch.pages.free_pages() });
+        }
+        let mut slots = Vec::with_capacity(n);
+        for &seq in &batch.seqs {
+            slots.extend(batch.pages.append(seq, 1)?);
+        }
+        let step = Step {
+            ids: tokens.iter().map(|&t| t as i32).collect(),
+            positions,
+            slots,
+            q_lens: vec![1; n],
+            table: batch.pages.block_table(&batch.seqs)?,
+            logit_rows: (0..n as i32).collect(),
+        };
+        self.run(batch, &step)
+    }
+
+    /// `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode steps
+    /// on the paged cache; sequence s samples with its own [`Sampler`] seeded `sampling.seed + s`
+    /// (greedy ignores the seed).
+    pub fn generate(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling) -> Result<Vec<Vec<u32>>> {
+        self.generate_with(prompts, max_new_tokens, sampling, |_, _| {})
+    }
+
+    /// [`GpuModel::generate`], calling `progress(tokens_done, max_new_tokens)` after each step.
+    pub fn generate_with(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling, mut progress: impl FnMut(usize, usize)) -> Result<Vec<Vec<u32>>> {
+        let v = self.config.vocab_size;
+        let mut samplers: Vec<Sampler> =
+            (0..prompts.len()).map(|s| Sampler::new(Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling })).collect();
+        let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
+        if max_new_tokens == 0 {
+            return Ok(out);
+        }
+        let (mut batch, mut logits) = self.prefill(prompts, max_new_tokens)?;
+        for step in 0..max_new_tokens {
+            let next: Vec<u32> = samplers.iter_mut().zip(logits.chunks_exact(v)).map(|(s, row)| s.sample(row)).collect();
+            for (o, &t) in out.iter_mut().zip(&next) {
+                o.push(t);
+            }
+            progress(step + 1, max_new_tokens);
+            if step + 1 < max_new_tokens {
+                logits = self.decode(&mut batch, &next)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one step through every layer and returns the logits of `step.logit_rows`.
+    fn run(&self, batch: &mut Batch, step: &Step) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let dev = &self.dev;
+        let (h, hd, nq, nkv, v) = (c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads, c.vocab_size);
+        let t = step.ids.len();
+        let num_seqs = batch.seqs.len();
+        let qkv_dim = self.qkv_dim();
+        let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
+        let kv_lens: Vec<usize> = step.table.seq_lens.iter().map(|&l| l as usize).collect();
+        let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
+        let rope = c.rope(max_kv)?;
+        let plan = AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, hd, hd)?;
+        let attn_cfg = AttentionConfig::causal(hd);
+        let num_pages = batch.pages.num_pages();
+        let page_shape = [num_pages, PAGE_SIZE, nkv, hd];
+        let bufs = &mut batch.bufs;
+        debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
+        if bufs.workspace.len() < plan.workspace_len() {
+            bufs.workspace = alloc(dev, plan.workspace_len())?;
+        }
+        // The step's index arrays.
+        let mut cu_q = vec![0i32; num_seqs + 1];
+        for (s, &q) in step.q_lens.iter().enumerate() {
+            cu_q[s + 1] = cu_q[s] + q as i32;
+        }
+        let ids_d = dev.upload(&step.ids)?;
+        let pos_d = dev.upload(&step.positions)?;
+        let slots_d = dev.upload(&step.slots)?;
+        let cu_q_d = dev.upload(&cu_q)?;
+        let table_d = dev.upload(&step.table.table)?;
+        let lens_d = dev.upload(&step.table.seq_lens)?;
+        let positions = vector(&pos_d, t)?;
+        let slots = vector(&slots_d, t)?;
+        let cu_seqlens_q = vector(&cu_q_d, num_seqs + 1)?;
+        let table = BlockTableView::new(rows(&table_d, num_seqs, step.table.max_pages_per_seq)?, vector(&lens_d, num_seqs)?)?;
+
+        select_rows(dev, &rows(&self.embed, v, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let w_in = vector(&layer.input_norm, h)?;
+            if l == 0 {
+                rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
+            } else {
+                fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
+            }
+            self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(&layer.qkv, qkv_dim, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
+            {
+                let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
+                let (k_pages, v_pages) = &mut batch.cache[l];
+                let mut cache = KvCacheMut::new(TensorViewMut::contiguous(k_pages.as_view_mut(), page_shape)?, TensorViewMut::contiguous(v_pages.as_view_mut(), page_shape)?)?;
+                let heads = Qkv::fused(&mut qkv, nq, nkv);
+                match &layer.qk_norm {
+                    Some((qw, kw)) => {
+                        let (q_weight, k_weight) = (vector(qw, hd)?, vector(kw, hd)?);
+                        let qk = QkNorm { q_weight: &q_weight, k_weight: &k_weight, cfg: norm };
+                        qk_norm_rope_append_kv(dev, heads, &positions, &rope, qk, &slots, &mut cache)?;
+                    }
+                    None => rope_append_kv(dev, heads, &positions, &rope, &slots, &mut cache)?,
+                }
+            }
+            {
+                // q: the first num_q_heads heads of each qkv row.
+                let q = TensorView::new(bufs.qkv.slice(..t * qkv_dim), [t, nq, hd], [qkv_dim, hd, 1])?;
+                let (k_pages, v_pages) = &batch.cache[l];
+                let cache = KvCacheView::new(TensorView::contiguous(k_pages.as_view(), page_shape)?, TensorView::contiguous(v_pages.as_view(), page_shape)?)?;
+                let mut out = TensorViewMut::contiguous(bufs.attn.slice_mut(..t * nq * hd), [t, nq, hd])?;
+                let ws_len = bufs.workspace.len();
+                let mut ws = vector_mut(&mut bufs.workspace, ws_len)?;
+                let kv = KvInput::Paged { cache: &cache, table: &table };
+                attention(dev, &q, &cu_seqlens_q, kv, &plan, &attn_cfg, &mut out, None, Some(&mut ws))?;
+            }
+            self.gemm.linear(dev, &rows(&bufs.attn, t, nq * hd)?, &rows(&layer.o, h, nq * hd)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
+            fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &vector(&layer.post_norm, h)?, norm)?;
+            match &layer.mlp {
+                GpuMlp::Dense { gate_up, down, inter } => self.dense_mlp(bufs, t, gate_up, down, *inter)?,
+                GpuMlp::Moe { router, gate_up, down, inter } => self.moe_mlp(bufs, t, router, gate_up, down, *inter)?,
+            }
+        }
+        fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &vector(&self.norm, h)?, norm)?;
+        let r = step.logit_rows.len();
+        let lm_head = rows(self.lm_head.as_ref().unwrap_or(&self.embed), v, h)?;
+        let all_rows = r == t && step.logit_rows.iter().enumerate().all(|(i, &row)| row as usize == i);
+        if all_rows {
+            self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
+        } else {
+            let rows_d = dev.upload(&step.logit_rows)?;
+            select_rows(dev, &rows(&bufs.x, t, h)?, &vector(&rows_d, r)?, &mut rows_mut(&mut bufs.selected, r, h)?)?;
+            self.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
+        }
+        dev.download(&bufs.logits.slice(..r * v))
+    }
+
+    /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM.
+    fn dense_mlp(&self, bufs: &mut Buffers, t: usize, gate_up: &CudaSlice<bf16>, down: &CudaSlice<bf16>, inter: usize) -> Result<()> {
+        let (dev, h) = (&self.dev, self.config.hidden_size);
+        self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(gate_up, 2 * inter, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
+        glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
+        self.gemm.linear(dev, &rows(&bufs.act, t, inter)?, &rows(down, h, inter)?, &mut rows_mut(&mut bufs.x, t, h)?)
+    }
+
+    /// x `[t, hidden]` → x through the routed experts.
+    fn moe_mlp(
+        &self,
+        bufs: &mut Buffers,
+        t: usize,
+        router: &CudaSlice<bf16>,
+        gate_up: &CudaSlice<bf16>,
+        down: &CudaSlice<bf16>,
+        inter: usize,
+    ) -> Result<()> {
+        let (dev, h) = (&self.dev, self.config.hidden_size);
+        let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
+        let (ne, k) = (m.num_experts, m.top_k);
+        let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
+        self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(router, ne, h)?, &mut rows_mut(&mut mb.logits, t, ne)?)?;
+        let gate_cfg = MoeGateConfig::softmax_topk(m.renormalize);
+        moe_gate(dev, &rows(&mb.logits, t, ne)?, None, &mut rows_mut(&mut mb.topk_ids, t, k)?, &mut rows_mut(&mut mb.topk_weights, t, k)?, None, &gate_cfg)?;
+        let sizes = MoeAlignSizes::new(t, k, ne, 1)?;
+        let n = sizes.sorted_len; // = t · k: block_m 1 pads nothing
+        moe_align(
+            dev,
+            &rows(&mb.topk_ids, t, k)?,
+            ne,
+            1,
+            MoeAlignOutputs {
+                sorted_ids: &mut vector_mut(&mut mb.sorted_ids, n)?,
+                block_expert_ids: &mut vector_mut(&mut mb.block_expert_ids, sizes.blocks_len)?,
+                expert_offsets: &mut vector_mut(&mut mb.expert_offsets, ne + 1)?,
+                expert_counts: &mut vector_mut(&mut mb.expert_counts, ne)?,
+                token_positions: &mut rows_mut(&mut mb.token_positions, t, k)?,
+                workspace: &mut vector_mut(&mut mb.align_workspace, sizes.workspace_len)?,
+            },
+        )?;
+        moe_gather(
+            dev,
+            &rows(&bufs.x, t, h)?,
+            &rows(&mb.token_positions, t, k)?,
+            &vector(&mb.expert_offsets, ne + 1)?,
+            &vector(&mb.expert_counts, ne)?,
+            &mut rows_mut(&mut mb.gathered, n, h)?,
+        )?;
+        // The per-expert row ranges, on the host (waits for the queued work).
+        let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
+        let ranges: Vec<(usize, usize, usize)> = (0..ne)
+            .map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize))
+            .filter(|&(_, _, count)| count > 0)
+            .collect();
+        for &(e, first, count) in &ranges {
+            let w = rows_at(gate_up, e * 2 * inter, 2 * inter, h)?; // expert e's [2 · inter, hidden]
+            self.gemm.linear(dev, &rows_at(&mb.gathered, first, count, h)?, &w, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
+        }
+        glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
+        for &(e, first, count) in &ranges {
+            let w = rows_at(down, e * h, h, inter)?; // expert e's [hidden, inter]
+            self.gemm.linear(dev, &rows_at(&bufs.act, first, count, inter)?, &w, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
+        }
+        moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> ModelConfig {
+        let j = format!(
+            r#"{{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":128,"num_hidden_layers":1,
+            "num_attention_heads":2,"num_key_value_heads":1{extra}}}"#
+        );
+        ModelConfig::from_json(&j).unwrap()
+    }
+
+    #[test]
+    fn unsupported_configs_are_rejected_from_the_config_alone() {
+        assert_eq!(check_supported(&config("")).unwrap(), GluActivation::Silu);
+        let e = check_supported(&config(r#","attention_bias":true"#)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("attention_bias")), "{e}");
+        let e = check_supported(&config(r#","head_dim":16"#)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("head_dim")), "{e}");
+        let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
+        let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "rope_type", .. }), "{e}");
+        let mut ds = config("");
+        ds.architecture = Architecture::DeepseekV3;
+        assert!(matches!(check_supported(&ds).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("architecture")));
+        let mut bitnet = config("");
+        bitnet.architecture = Architecture::BitNet;
+        assert!(check_supported(&bitnet).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The element-wise family (cuda/elementwise.cu): `glu` (a gated MLP's `act(gate) · up`) and
+//! `select_rows` (rows of a table by index: an embedding lookup, the last token of each
+//! sequence). The ops a decoder needs between its GEMMs.
+
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_shape, launch, FLOAT_DTYPES};
+use crate::reference::mlp::GluActivation;
+use crate::{ffi, DType, Device, Error, IndexType, Result, TensorView, TensorViewMut};
+
+/// Most bytes in one row of [`select_rows`] (the grid's y extent: 65535 chunks of 256 units).
+pub const MAX_ROW_BYTES: usize = 65535 * 256;
+
+fn activation_tag(act: GluActivation) -> ffi::wc_glu_activation {
+    match act {
+        GluActivation::Silu => ffi::wc_glu_activation_WC_GLU_SILU,
+        GluActivation::GeluTanh => ffi::wc_glu_activation_WC_GLU_GELU_TANH,
+        GluActivation::SquaredRelu => ffi::wc_glu_activation_WC_GLU_RELU2,
+    }
+}
+
+/// `out[r, :] = act(gate[r, :]) · up[r, :]` with `act` as [`GluActivation::apply`] defines it,
+/// f32 math, one rounding at the store.
+///
+/// gate, up, out: `[rows, cols]` (bf16 / f16 / f32), any row strides, innermost dense — gate
+/// and up are typically the two halves of one fused gate_up GEMM output (views into one
+/// buffer, row stride `2 · cols`). `out` must not overlap them (it is a `&mut` view: the
+/// borrow checker sees to that for views of distinct buffers). Zero rows is a no-op; zero
+/// columns is an error.
+pub fn glu<T: DType>(
+    dev: &Device,
+    gate: &TensorView<T, 2>,
+    up: &TensorView<T, 2>,
+    out: &mut TensorViewMut<T, 2>,
+    act: GluActivation,
+) -> Result<()> {
+    const OP: &str = "glu";
+    check_dtype::<T>(OP, FLOAT_DTYPES)?;
+    let [rows, cols] = gate.shape();
+    check_nonempty(OP, "gate (cols)", &[cols])?;
+    check_shape(OP, "up", &up.shape(), &[rows, cols])?;
+    check_shape(OP, "out", &out.shape(), &[rows, cols])?;
+    for (arg, strides) in [("gate", gate.strides()), ("up", up.strides()), ("out", out.strides())] {
+        check_inner_dense(OP, arg, &strides)?;
+    }
+    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
+    check_fits_i32(OP, "rows", rows)?;
+    check_fits_i32(OP, "cols", cols)?;
+    for (arg, s) in [("gate", gate.stream()), ("up", up.stream()), ("out", out.stream())] {
+        check_device(OP, arg, dev, s)?;
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let out_stride = out.strides()[0];
+    let (g, _gg) = gate.device_ptr(stream);
+    let (u, _gu) = up.device_ptr(stream);
+    let (o, _go) = out.device_ptr_mut(stream);
+    let params = ffi::wc_glu_params {
+        gate: g as *const _,
+        up: u as *const _,
+        out: o as *mut _,
+        rows: rows as i64,
+        cols: cols as i64,
+        gate_stride: gate.strides()[0] as i64,
+        up_stride: up.strides()[0] as i64,
+        out_stride: out_stride as i64,
+        activation: activation_tag(act),
+        dtype: T::TAG,
+    };
+    // SAFETY: shapes, strides (inside each buffer: checked when the views were made), dtype and
+    // context validated above; the guards keep the buffers' sync events until queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_glu(&params, s) })
+}
+
+/// `out[i, :] = src[indices[i], :]`: a copy, any dtype (FP8 included).
+///
+/// src `[src_rows, cols]`, out `[num_rows, cols]` (any row strides, innermost dense);
+/// indices `[num_rows]` i32 or i64, dense. An index outside `[0, src_rows)` skips its row
+/// (out keeps what it held): validate indices that come from users (token ids) on the host.
+/// Zero rows is a no-op; zero columns is an error.
+pub fn select_rows<T: DType, I: IndexType>(
+    dev: &Device,
+    src: &TensorView<T, 2>,
+    indices: &TensorView<I, 1>,
+    out: &mut TensorViewMut<T, 2>,
+) -> Result<()> {
+    const OP: &str = "select_rows";
+    let [src_rows, cols] = src.shape();
+    let num_rows = indices.shape()[0];
+    check_nonempty(OP, "src (cols)", &[cols])?;
+    check_shape(OP, "out", &out.shape(), &[num_rows, cols])?;
+    check_inner_dense(OP, "src", &src.strides())?;
+    check_inner_dense(OP, "out", &out.strides())?;
+    check_inner_dense(OP, "indices", &indices.strides())?;
+    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
+    check_fits_i32(OP, "num_rows", num_rows)?;
+    let row_bytes = cols.saturating_mul(std::mem::size_of::<T>());
+    if row_bytes > MAX_ROW_BYTES {
+        return Err(Error::Unsupported { op: OP, what: "row size in bytes (at most 65535 · 256)", value: row_bytes.to_string() });
+    }
+    for (arg, s) in [("src", src.stream()), ("indices", indices.stream()), ("out", out.stream())] {
+        check_device(OP, arg, dev, s)?;
+    }
+    if num_rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let out_stride = out.strides()[0];
+    let (sp, _gs) = src.device_ptr(stream);
+    let (ip, _gi) = indices.device_ptr(stream);
+    let (op, _go) = out.device_ptr_mut(stream);
+    let params = ffi::wc_select_rows_params {
+        src: sp as *const _,
+        indices: ip as *const _,
+        out: op as *mut _,
+        src_rows: src_rows as i64,
+        num_rows: num_rows as i64,
+        cols: cols as i64,
+        src_stride: src.strides()[0] as i64,
+        out_stride: out_stride as i64,
+        indices_int64: I::IS_I64 as i32,
+        dtype: T::TAG,
+    };
+    // SAFETY: shapes, strides and context validated above; indices read on the device are
+    // bounds-checked against src_rows (an out-of-range one skips its row).
+    launch(OP, dev, |s| unsafe { ffi::wc_select_rows(&params, s) })
+}
