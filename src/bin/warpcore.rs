@@ -50,15 +50,20 @@ enum Command {
         #[arg(long, conflicts_with_all = ["op", "json"])]
         model: Option<PathBuf>,
     },
-    /// Run a Hugging Face model folder (config.json + *.safetensors): prompt token ids in,
-    /// generated ids out, with prefill / decode tokens per second.
+    /// Run a Hugging Face model folder (config.json + *.safetensors): prompt token ids (or text,
+    /// through the folder's tokenizer.json) in, generated ids (and text) out, with prefill /
+    /// decode tokens per second.
     Run {
         /// The model folder.
         #[arg(long)]
         model: PathBuf,
         /// Prompt token ids, comma-separated (e.g. 1,2,3).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required_unless_present = "prompt", conflicts_with = "prompt")]
         prompt_ids: Vec<u32>,
+        /// Prompt text, encoded with the model folder's tokenizer.json (its template, e.g. BOS,
+        /// applied); the output is printed as ids and as text.
+        #[arg(long)]
+        prompt: Option<String>,
         #[arg(long, default_value_t = 16)]
         max_new_tokens: usize,
         /// cpu (the f32 reference path) or cuda (the GPU path: bf16, paged KV cache).
@@ -90,10 +95,20 @@ fn main() -> ExitCode {
         Command::Check { op } => check(op.as_deref()),
         Command::Bench { compare, out, model: Some(dir), .. } => bench_model_cmd(&dir, &compare, out.as_deref()),
         Command::Bench { op, json, compare, out, model: None } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
-        Command::Run { model, prompt_ids, max_new_tokens, device, batch, temperature, top_k, top_p, seed, logits_out } => {
+        Command::Run { model, prompt_ids, prompt, max_new_tokens, device, batch, temperature, top_k, top_p, seed, logits_out } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
-            let prompts = vec![prompt_ids; batch.max(1)];
-            run_model(&model, &prompts, max_new_tokens, &device, sampling, logits_out.as_deref())
+            let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
+                let prompts = vec![prompt_ids; batch.max(1)];
+                run_model(&model, &prompts, max_new_tokens, &device, sampling, logits_out.as_deref(), tokenizer)
+            };
+            match prompt {
+                None => run(prompt_ids, None),
+                Some(text) => match warpcore::model::Tokenizer::from_dir(&model) {
+                    Ok(Some(tok)) => tok.encode(&text, true).map_err(Into::into).and_then(|ids| run(ids, Some(&tok))),
+                    Ok(None) => Err(format!("--prompt: {} has no tokenizer.json (use --prompt-ids)", model.display()).into()),
+                    Err(e) => Err(e.into()),
+                },
+            }
         }
     };
     match result {
@@ -309,6 +324,7 @@ fn run_model(
     device: &str,
     sampling: warpcore::model::Sampling,
     logits_out: Option<&std::path::Path>,
+    tokenizer: Option<&warpcore::model::Tokenizer>,
 ) -> CliResult {
     use std::io::Write;
     use std::time::Instant;
@@ -382,6 +398,9 @@ fn run_model(
     };
     for o in &outputs {
         println!("{}", o.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        if let Some(tok) = tokenizer {
+            println!("{}", tok.decode(o)?);
+        }
     }
     // Decoded tokens: the first of each sequence comes from the prefill's logits.
     let decoded = outputs.iter().map(|o| o.len().saturating_sub(1)).sum::<usize>();
