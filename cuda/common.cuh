@@ -92,6 +92,37 @@ inline bool aligned_to(int bytes, const void* a, const void* b = nullptr, const 
   return ok(a) && ok(b) && ok(c) && ok(d);
 }
 
+// Bytes per element of a dtype tag (0: not a tensor dtype).
+inline int64_t dtype_bytes(int dtype) {
+  switch (dtype) {
+    case WC_F32: return 4;
+    case WC_F16:
+    case WC_BF16: return 2;
+    case WC_E4M3: return 1;
+    default: return 0;
+  }
+}
+
+// Row copies by raw units: calls f(U{}) with the widest unit U (uint4, uint2, uint32_t, uint16_t,
+// uint8_t) that is no narrower than an element, divides the row and both row strides (all in
+// bytes) and to which both pointers are aligned. False (nothing called) when no unit fits, i.e.
+// an element is misaligned.
+template <typename F>
+bool with_copy_unit(int64_t esize, int64_t row_bytes, int64_t stride_a_bytes, int64_t stride_b_bytes,
+                    const void* a, const void* b, F&& f) {
+  auto fits = [&](int64_t bytes) {
+    return bytes >= esize && row_bytes % bytes == 0 && stride_a_bytes % bytes == 0 &&
+           stride_b_bytes % bytes == 0 && aligned_to(static_cast<int>(bytes), a, b);
+  };
+  if (fits(16)) f(uint4{});
+  else if (fits(8)) f(uint2{});
+  else if (fits(4)) f(uint32_t{});
+  else if (fits(2)) f(uint16_t{});
+  else if (fits(1)) f(uint8_t{});
+  else return false;
+  return true;
+}
+
 // ------------------------------------------------------------------ 64-bit index arithmetic
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }

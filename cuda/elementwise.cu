@@ -131,14 +131,8 @@ void launch_select_unit(SelectArgs a, int64_t esize, const wc_select_rows_params
 }
 
 wc_status launch_select_rows(const wc_select_rows_params& p, cudaStream_t s) {
-  int64_t esize;
-  switch (p.dtype) {
-    case WC_F32: esize = 4; break;
-    case WC_F16:
-    case WC_BF16: esize = 2; break;
-    case WC_E4M3: esize = 1; break;
-    default: return WC_ERR_UNSUPPORTED;
-  }
+  const int64_t esize = dtype_bytes(p.dtype);
+  if (esize == 0) return WC_ERR_UNSUPPORTED;
   if (p.num_rows <= 0) return WC_OK;
   if (p.cols <= 0 || p.src_rows < 0 || p.num_rows > INT32_MAX || p.indices == nullptr ||
       (p.cols * esize + kCopyThreads - 1) / kCopyThreads > 65535)
@@ -149,18 +143,10 @@ wc_status launch_select_rows(const wc_select_rows_params& p, cudaStream_t s) {
   a.out = p.out;
   a.src_rows = p.src_rows;
   a.indices_int64 = p.indices_int64 != 0;
-  // The widest unit that divides the row and both strides and matches the pointers (an
-  // element is never split: esize divides every unit).
-  auto fits = [&](int64_t bytes) {
-    return bytes >= esize && (p.cols * esize) % bytes == 0 && (p.src_stride * esize) % bytes == 0 &&
-           (p.out_stride * esize) % bytes == 0 && aligned_to(static_cast<int>(bytes), p.src, p.out);
-  };
-  if (fits(16)) launch_select_unit<uint4>(a, esize, p, s);
-  else if (fits(8)) launch_select_unit<uint2>(a, esize, p, s);
-  else if (fits(4)) launch_select_unit<uint32_t>(a, esize, p, s);
-  else if (fits(2)) launch_select_unit<uint16_t>(a, esize, p, s);
-  else if (esize == 1) launch_select_unit<uint8_t>(a, esize, p, s);
-  else return WC_ERR_INVALID_ARG;  // a misaligned element: the Rust side never sends one
+  // A misaligned element: the Rust side never sends one.
+  if (!with_copy_unit(esize, p.cols * esize, p.src_stride * esize, p.out_stride * esize, p.src, p.out,
+                      [&](auto unit) { launch_select_unit<decltype(unit)>(a, esize, p, s); }))
+    return WC_ERR_INVALID_ARG;
   return launch_status();
 }
 

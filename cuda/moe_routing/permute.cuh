@@ -55,14 +55,8 @@ void launch_gather_unit(GatherArgs a, int64_t esize, const wc_moe_gather_params&
 }
 
 wc_status launch_gather(const wc_moe_gather_params& p, cudaStream_t s) {
-  int64_t esize;
-  switch (p.dtype) {
-    case WC_F32: esize = 4; break;
-    case WC_F16:
-    case WC_BF16: esize = 2; break;
-    case WC_E4M3: esize = 1; break;
-    default: return WC_ERR_UNSUPPORTED;
-  }
+  const int64_t esize = dtype_bytes(p.dtype);
+  if (esize == 0) return WC_ERR_UNSUPPORTED;
   if (p.num_tokens < 0 || p.top_k <= 0 || p.hidden <= 0 || p.num_experts <= 0 || p.num_rows < 0 ||
       p.num_tokens + p.num_experts > INT32_MAX || p.num_rows > INT32_MAX ||
       (p.hidden * esize + kRowThreads - 1) / kRowThreads > 65535 || p.expert_offsets == nullptr ||
@@ -79,16 +73,10 @@ wc_status launch_gather(const wc_moe_gather_params& p, cudaStream_t s) {
   a.num_tokens = static_cast<int>(p.num_tokens);
   a.top_k = static_cast<int>(p.top_k);
   a.num_experts = static_cast<int>(p.num_experts);
-  // The widest unit that divides the row and both strides and matches the pointers.
-  auto fits = [&](int64_t bytes) {
-    return (p.hidden * esize) % bytes == 0 && (p.hidden_stride * esize) % bytes == 0 &&
-           (p.out_stride * esize) % bytes == 0 && aligned_to(static_cast<int>(bytes), p.hidden_states, p.out);
-  };
-  if (fits(16)) launch_gather_unit<uint4>(a, esize, p, s);
-  else if (fits(8)) launch_gather_unit<uint2>(a, esize, p, s);
-  else if (fits(4)) launch_gather_unit<uint32_t>(a, esize, p, s);
-  else if (fits(2)) launch_gather_unit<uint16_t>(a, esize, p, s);
-  else launch_gather_unit<uint8_t>(a, esize, p, s);
+  // A misaligned element: the Rust side never sends one.
+  if (!with_copy_unit(esize, p.hidden * esize, p.hidden_stride * esize, p.out_stride * esize, p.hidden_states,
+                      p.out, [&](auto unit) { launch_gather_unit<decltype(unit)>(a, esize, p, s); }))
+    return WC_ERR_INVALID_ARG;
   return launch_status();
 }
 
