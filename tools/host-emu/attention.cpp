@@ -1,0 +1,439 @@
+// Emulated runs of cuda/attention_gqa.cu (wc_attention, wc_merge_states): builds
+// wc_attention_params as src/ops/attention.rs does (plan: num_splits, workspace), random inputs,
+// NaN-poisoned outputs, compares with an independent f64 attention (src/reference/attention.rs
+// semantics). Usage: attention [all|quick] [name-filter]
+#include <map>
+#include <random>
+#include <string>
+
+#include "shim.h"
+#include "warpcore.h"
+
+extern "C" wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
+extern "C" wc_status wc_merge_states(const wc_merge_states_params* p, wc_stream stream);
+
+// ------------------------------------------------------------------ element helpers
+static uint16_t to16(float x, bool bf16) {
+  if (bf16) { __nv_bfloat16 b = __float2bfloat16_rn(x); uint16_t u; memcpy(&u, &b, 2); return u; }
+  __half h = __float2half_rn(x); uint16_t u; memcpy(&u, &h, 2); return u;
+}
+static double from16(uint16_t u, bool bf16) {
+  if (bf16) return __uint_as_float(static_cast<uint32_t>(u) << 16);
+  __half_raw r; r.x = u; return __half2float(__half(r));
+}
+// Independent e4m3fn decoder (bias 7, 3 mantissa bits, subnormals, 0x7F/0xFF NaN).
+static double e4m3_decode(uint8_t b) {
+  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  if (e == 15 && m == 7) return NAN;
+  double v = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
+  return s ? -v : v;
+}
+
+// Exact-size, 16-byte aligned heap buffers (ASan sees any overrun).
+template <typename E>
+static E* alloc(size_t n) {
+  E* p = static_cast<E*>(malloc(n ? n * sizeof(E) : 1));
+  if (reinterpret_cast<uintptr_t>(p) % 16) { fprintf(stderr, "malloc not 16B aligned\n"); exit(2); }
+  return p;
+}
+
+struct Case {
+  std::string name;
+  bool bf16 = true, fp8 = false;
+  int nq = 4, nkv = 1, hd = 64, hdv = 64;
+  std::vector<int> q_lens, kv_lens;
+  int page_size = 0;           // 0: contiguous
+  bool causal = true;
+  int window = -1;
+  float softcap = 0.0f;
+  int force_splits = 0;        // 0: AttentionPlan's choice
+  bool lse = true;
+  int bad_pages = 0;           // invalid page ids injected inside the sequences' ranges
+  int q_pad = 0, out_pad = 0, kv_pad = 0;  // extra elements in token strides (multiples of 8)
+  float qmag = 3.0f;
+};
+
+// AttentionPlan::new (src/ops/attention.rs), sm_count = 132 (H200).
+static int plan_splits(const Case& c, int sm_count = 132) {
+  const int group = c.nq / c.nkv;
+  int max_q = 0, max_kv = 0;
+  for (int q : c.q_lens) max_q = std::max(max_q, q);
+  for (int k : c.kv_lens) max_kv = std::max(max_kv, k);
+  const int bm = (c.hd == c.hdv && max_q * group <= 16) ? 16 : 64;
+  long base = 0;
+  for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
+  const int target = 2 * sm_count;
+  const int kpt = std::max(c.hd, c.hdv) <= 192 ? 64 : 32;
+  const int max_splits = std::clamp(max_kv / (4 * kpt), 1, 64);
+  return (base == 0 || base >= target) ? 1 : std::min<int>((target + base - 1) / base, max_splits);
+}
+
+struct Result { bool pass; double rel_fro, max_abs, max_lse; int splits; };
+
+static Result run_case(const Case& c, std::mt19937& rng) {
+  const int S = static_cast<int>(c.q_lens.size());
+  const int group = c.nq / c.nkv;
+  std::uniform_real_distribution<float> U(-1.0f, 1.0f);
+  long total_q = 0, total_kv = 0;
+  int max_q = 0;
+  std::vector<int32_t> cu_q(S + 1, 0), cu_kv(S + 1, 0);
+  for (int s = 0; s < S; ++s) {
+    cu_q[s + 1] = cu_q[s] + c.q_lens[s];
+    cu_kv[s + 1] = cu_kv[s] + c.kv_lens[s];
+    max_q = std::max(max_q, c.q_lens[s]);
+  }
+  total_q = cu_q[S];
+  total_kv = cu_kv[S];
+  const int splits = c.force_splits ? c.force_splits : plan_splits(c);
+
+  // q
+  const long q_stride = (long)c.nq * c.hd + c.q_pad;
+  uint16_t* q = alloc<uint16_t>(total_q * q_stride);
+  for (long i = 0; i < total_q * q_stride; ++i) q[i] = to16(U(rng) * c.qmag, c.bf16);
+  // K/V as logical values [seq][j][kvh][d] (doubles) plus the device images.
+  std::vector<std::vector<double>> Kl(S), Vl(S);
+  std::vector<std::vector<char>> exists(S);
+  const int esz = c.fp8 ? 1 : 2;
+  const float k_scale = c.fp8 ? 1.0f / 64 : 1.0f, v_scale = c.fp8 ? 1.0f / 32 : 1.0f;
+  auto gen = [&](double scale, void* dst, long idx, double& logical) {
+    const float x = U(rng);
+    if (c.fp8) {
+      __nv_fp8_e4m3 f;
+      f.__x = __nv_cvt_float_to_fp8(x / static_cast<float>(scale), __NV_SATFINITE, __NV_E4M3);
+      static_cast<uint8_t*>(dst)[idx] = f.__x;
+      logical = e4m3_decode(f.__x) * scale;
+    } else {
+      const uint16_t u = to16(x, c.bf16);
+      static_cast<uint16_t*>(dst)[idx] = u;
+      logical = from16(u, c.bf16);
+    }
+  };
+  void *kbuf = nullptr, *vbuf = nullptr;
+  int32_t *block_table = nullptr, *seq_lens = nullptr;
+  long num_pages = 0, bt_stride = 0, page_stride = 0, slot_stride = 0, k_stride = 0, v_stride = 0;
+  long k_head_stride = c.hd, v_head_stride = c.hdv, kv_rows = total_kv;
+  if (c.page_size == 0) {
+    k_stride = (long)c.nkv * c.hd + c.kv_pad;
+    v_stride = (long)c.nkv * c.hdv + c.kv_pad;
+    kbuf = alloc<char>(total_kv * k_stride * esz);
+    vbuf = alloc<char>(total_kv * v_stride * esz);
+    for (long i = 0; i < total_kv * k_stride; ++i) { double d; gen(k_scale, kbuf, i, d); }
+    for (long i = 0; i < total_kv * v_stride; ++i) { double d; gen(v_scale, vbuf, i, d); }
+    for (int s = 0; s < S; ++s) {
+      const int L = c.kv_lens[s];
+      Kl[s].resize((size_t)L * c.nkv * c.hd);
+      Vl[s].resize((size_t)L * c.nkv * c.hdv);
+      exists[s].assign(L, 1);
+      for (int j = 0; j < L; ++j)
+        for (int h = 0; h < c.nkv; ++h) {
+          const long row = cu_kv[s] + j;
+          for (int d = 0; d < c.hd; ++d) {
+            const long i = row * k_stride + h * c.hd + d;
+            Kl[s][((size_t)j * c.nkv + h) * c.hd + d] = c.fp8 ? e4m3_decode(((uint8_t*)kbuf)[i]) * k_scale : from16(((uint16_t*)kbuf)[i], c.bf16);
+          }
+          for (int d = 0; d < c.hdv; ++d) {
+            const long i = row * v_stride + h * c.hdv + d;
+            Vl[s][((size_t)j * c.nkv + h) * c.hdv + d] = c.fp8 ? e4m3_decode(((uint8_t*)vbuf)[i]) * v_scale : from16(((uint16_t*)vbuf)[i], c.bf16);
+          }
+        }
+    }
+  } else {
+    const int P = c.page_size;
+    int max_pages = 0;
+    for (int s = 0; s < S; ++s) { num_pages += (c.kv_lens[s] + P - 1) / P; max_pages = std::max(max_pages, (c.kv_lens[s] + P - 1) / P); }
+    num_pages += 2;
+    bt_stride = max_pages + 1;
+    slot_stride = (long)c.nkv * c.hd + c.kv_pad;
+    page_stride = P * slot_stride;
+    k_stride = v_stride = slot_stride;
+    kv_rows = num_pages * P;
+    kbuf = alloc<char>(num_pages * page_stride * esz);
+    vbuf = alloc<char>(num_pages * page_stride * esz);
+    std::vector<double> klog(num_pages * page_stride), vlog(num_pages * page_stride);
+    for (long i = 0; i < num_pages * page_stride; ++i) { gen(k_scale, kbuf, i, klog[i]); gen(v_scale, vbuf, i, vlog[i]); }
+    std::vector<int> perm(num_pages);
+    for (int i = 0; i < num_pages; ++i) perm[i] = i;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    block_table = alloc<int32_t>(S * bt_stride);
+    seq_lens = alloc<int32_t>(S);
+    int next = 0;
+    const int32_t junk[] = {-1, -1000, (int32_t)num_pages, (int32_t)num_pages + 7, INT32_MAX, INT32_MIN};
+    for (int s = 0; s < S; ++s) {
+      seq_lens[s] = c.kv_lens[s];
+      const int np = (c.kv_lens[s] + P - 1) / P;
+      for (int b = 0; b < bt_stride; ++b) block_table[s * bt_stride + b] = b < np ? perm[next++] : junk[(s + b) % 6];
+    }
+    // Invalid page ids inside the sequences (keys on them are masked, never read).
+    for (int n = 0; n < c.bad_pages; ++n) {
+      const int s = n % S;
+      const int np = (c.kv_lens[s] + P - 1) / P;
+      if (np == 0) continue;
+      block_table[s * bt_stride + (rng() % np)] = junk[n % 6];
+    }
+    for (int s = 0; s < S; ++s) {
+      const int L = c.kv_lens[s];
+      Kl[s].assign((size_t)L * c.nkv * c.hd, 0.0);
+      Vl[s].assign((size_t)L * c.nkv * c.hdv, 0.0);
+      exists[s].assign(L, 0);
+      for (int j = 0; j < L; ++j) {
+        const long page = block_table[s * bt_stride + j / P];
+        if (page < 0 || page >= num_pages) continue;
+        exists[s][j] = 1;
+        for (int h = 0; h < c.nkv; ++h)
+          for (int d = 0; d < c.hd; ++d) {
+            const long i = page * page_stride + (j % P) * slot_stride + h * c.hd + d;
+            Kl[s][((size_t)j * c.nkv + h) * c.hd + d] = klog[i];
+            Vl[s][((size_t)j * c.nkv + h) * c.hdv + d] = vlog[i];
+          }
+      }
+    }
+  }
+
+  const long out_stride = (long)c.nq * c.hdv + c.out_pad;
+  uint16_t* out = alloc<uint16_t>(total_q * out_stride);
+  for (long i = 0; i < total_q * out_stride; ++i) out[i] = 0xFFFF;  // NaN
+  float* lse = c.lse ? alloc<float>(total_q * c.nq) : nullptr;
+  if (lse) for (long i = 0; i < total_q * c.nq; ++i) lse[i] = NAN;
+  float* ws = nullptr;
+  const long ws_len = splits > 1 ? (long)splits * total_q * c.nq * (c.hdv + 1) : 0;
+  if (ws_len) { ws = alloc<float>(ws_len); for (long i = 0; i < ws_len; ++i) ws[i] = NAN; }
+  int32_t* cuq = alloc<int32_t>(S + 1);
+  memcpy(cuq, cu_q.data(), (S + 1) * 4);
+  int32_t* cukv = nullptr;
+  if (c.page_size == 0) { cukv = alloc<int32_t>(S + 1); memcpy(cukv, cu_kv.data(), (S + 1) * 4); }
+
+  // Params as src/ops/attention.rs fills them.
+  wc_attention_params p{};
+  p.k_scale = k_scale;
+  p.v_scale = v_scale;
+  if (c.page_size == 0) {
+    p.total_kv = total_kv;
+    p.k_stride = k_stride;
+    p.v_stride = v_stride;
+    p.k_head_stride = k_head_stride;
+    p.v_head_stride = v_head_stride;
+    p.cu_seqlens_kv = cukv;
+  } else {
+    p.page_size = c.page_size;
+    p.num_pages = num_pages;
+    p.total_kv = kv_rows;
+    p.block_table_stride = bt_stride;
+    p.page_stride = page_stride;
+    p.k_stride = p.v_stride = slot_stride;
+    p.k_head_stride = p.v_head_stride = c.hd;
+    p.block_table = block_table;
+    p.seq_lens = seq_lens;
+  }
+  if (ws) {
+    const long n = (long)splits * total_q * c.nq;
+    p.partial_out = ws;
+    p.partial_lse = ws + n * c.hdv;
+  }
+  p.q = q; p.k = kbuf; p.v = vbuf; p.out = out; p.lse = lse;
+  p.cu_seqlens_q = cuq;
+  p.q_stride = q_stride;
+  p.out_stride = out_stride;
+  p.total_q = total_q;
+  p.num_seqs = S;
+  p.num_q_heads = c.nq;
+  p.num_kv_heads = c.nkv;
+  p.head_dim = c.hd;
+  p.head_dim_v = c.hdv;
+  p.max_q_len = max_q;
+  p.causal = c.causal;
+  p.window_left = c.window;
+  p.num_splits = splits;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+  p.softcap = c.softcap;
+  p.dtype = c.bf16 ? WC_BF16 : WC_F16;
+  p.kv_dtype = c.fp8 ? WC_E4M3 : p.dtype;
+  const long errs_before = emu::errors.load();
+  const wc_status st = wc_attention(&p, nullptr);
+
+  // f64 reference, per sequence (bottom-right causal, window, softcap, scale, LSE).
+  double num = 0, den = 0, max_abs = 0, max_lse = 0;
+  long bad = 0;
+  for (int s = 0; s < S; ++s) {
+    const int ql = c.q_lens[s], L = c.kv_lens[s];
+    for (int i = 0; i < ql; ++i) {
+      const long pos = (long)L - ql + i;
+      const long tok = cu_q[s] + i;
+      for (int h = 0; h < c.nq; ++h) {
+        const int kvh = h / group;
+        std::vector<double> sc(L, -INFINITY);
+        double mx = -INFINITY;
+        for (int j = 0; j < L; ++j) {
+          if (!exists[s][j]) continue;
+          if (c.causal && j > pos) continue;
+          if (c.window >= 0 && j < pos - c.window) continue;
+          double dot = 0;
+          for (int d = 0; d < c.hd; ++d)
+            dot += from16(q[tok * q_stride + (long)h * c.hd + d], c.bf16) * Kl[s][((size_t)j * c.nkv + kvh) * c.hd + d];
+          double x = dot * p.scale;
+          if (c.softcap > 0) x = c.softcap * std::tanh(x / c.softcap);
+          sc[j] = x;
+          mx = std::max(mx, x);
+        }
+        std::vector<double> o(c.hdv, 0.0);
+        double l = -INFINITY;
+        if (mx != -INFINITY) {
+          double sum = 0;
+          for (int j = 0; j < L; ++j) if (sc[j] != -INFINITY) sum += std::exp(sc[j] - mx);
+          l = mx + std::log(sum);
+          for (int j = 0; j < L; ++j) {
+            if (sc[j] == -INFINITY) continue;
+            const double w = std::exp(sc[j] - mx) / sum;
+            for (int d = 0; d < c.hdv; ++d) o[d] += w * Vl[s][((size_t)j * c.nkv + kvh) * c.hdv + d];
+          }
+        }
+        for (int d = 0; d < c.hdv; ++d) {
+          const double got = from16(out[tok * out_stride + (long)h * c.hdv + d], c.bf16);
+          const double err = std::fabs(got - o[d]);
+          if (!(err <= 2e-2 + 2e-2 * std::fabs(o[d]))) ++bad;  // NaN fails too
+          max_abs = std::max(max_abs, std::isnan(err) ? INFINITY : err);
+          num += std::isnan(err) ? INFINITY : err * err;
+          den += o[d] * o[d];
+        }
+        if (lse) {
+          const double got = lse[tok * c.nq + h];
+          double e;
+          if (l == -INFINITY) e = (got == -INFINITY) ? 0 : INFINITY;
+          else e = std::fabs(got - l);
+          if (!(e <= 1e-2 * std::max(1.0, std::fabs(l)))) ++bad;
+          max_lse = std::max(max_lse, std::isnan(e) ? INFINITY : e);
+        }
+      }
+    }
+  }
+  // Padding columns of out must be untouched.
+  for (long t = 0; t < total_q; ++t)
+    for (long d = (long)c.nq * c.hdv; d < out_stride; ++d)
+      if (out[t * out_stride + d] != 0xFFFF) ++bad;
+  const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const bool pass = st == WC_OK && bad == 0 && rel <= 1e-2 && emu::errors.load() == errs_before;
+  if (st != WC_OK) fprintf(stderr, "status %d\n", st);
+  free(q); free(kbuf); free(vbuf); free(out); free(lse); free(ws); free(cuq); free(cukv); free(block_table); free(seq_lens);
+  return {pass, rel, max_abs, max_lse, splits};
+}
+
+static std::vector<Case> cases(const std::string& set) {
+  std::vector<Case> v;
+  auto add = [&](Case c) { v.push_back(c); };
+  // ---- decode: q_len 1, GQA 1/4/8, page sizes 16/1/64, kv lens incl. 0, split on/off
+  for (int ratio : {1, 4, 8}) {
+    for (int ps : {16, 1, 64}) {
+      Case c;
+      c.name = "decode g" + std::to_string(ratio) + " ps" + std::to_string(ps);
+      c.nkv = 2; c.nq = 2 * ratio; c.hd = c.hdv = 64;
+      c.q_lens = {1, 1, 1, 1, 1, 1};
+      c.kv_lens = {1, 15, 16, 17, 100, 0};
+      c.page_size = ps;
+      add(c);
+    }
+  }
+  { Case c; c.name = "decode g4 ps16 forced splits 3"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1, 1, 1, 1};
+    c.kv_lens = {1, 15, 16, 17, 100, 0}; c.page_size = 16; c.force_splits = 3; add(c); }
+  { Case c; c.name = "decode g8 ps16 plan splits (kv 700)"; c.nkv = 1; c.nq = 8; c.q_lens = {1, 1, 1};
+    c.kv_lens = {700, 0, 260}; c.page_size = 16; add(c); }
+  { Case c; c.name = "decode g4 hd128 ps16 plan splits"; c.nkv = 2; c.nq = 8; c.hd = c.hdv = 128;
+    c.q_lens = {1, 1}; c.kv_lens = {520, 33}; c.page_size = 16; add(c); }
+  { Case c; c.name = "decode g1 hd128 ps64 no-lse splits 2"; c.nkv = 2; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {1, 1, 1}; c.kv_lens = {100, 17, 0}; c.page_size = 64; c.force_splits = 2; c.lse = false; add(c); }
+  { Case c; c.name = "decode g4 ps16 bad page ids"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1};
+    c.kv_lens = {100, 40, 17}; c.page_size = 16; c.bad_pages = 4; add(c); }
+  { Case c; c.name = "decode g4 ps16 bad pages + split 2"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1};
+    c.kv_lens = {100, 40, 17}; c.page_size = 16; c.bad_pages = 3; c.force_splits = 2; add(c); }
+  { Case c; c.name = "decode g4 ps16 window 20 softcap 2"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1};
+    c.kv_lens = {100, 17, 5}; c.page_size = 16; c.window = 20; c.softcap = 2.0f; c.qmag = 8; add(c); }
+  { Case c; c.name = "decode spec q_len 4 g4 ps16 (rows 16)"; c.nkv = 2; c.nq = 8; c.q_lens = {4, 4, 2};
+    c.kv_lens = {37, 4, 100}; c.page_size = 16; add(c); }
+  { Case c; c.name = "decode f16 g4 ps16"; c.bf16 = false; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1};
+    c.kv_lens = {100, 17}; c.page_size = 16; add(c); }
+  { Case c; c.name = "decode hd256 g4 ps16 split 2"; c.nkv = 1; c.nq = 4; c.hd = c.hdv = 256; c.q_lens = {1, 1};
+    c.kv_lens = {100, 31}; c.page_size = 16; c.force_splits = 2; add(c); }
+  { Case c; c.name = "decode hd96 g2 ps16"; c.nkv = 2; c.nq = 4; c.hd = c.hdv = 96; c.q_lens = {1, 1};
+    c.kv_lens = {70, 16}; c.page_size = 16; add(c); }
+  // ---- FP8 cache decode
+  { Case c; c.name = "fp8 decode g4 ps16"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1, 1};
+    c.kv_lens = {100, 17, 0, 1}; c.page_size = 16; add(c); }
+  { Case c; c.name = "fp8 decode hd128 g8 ps1 split 2"; c.fp8 = true; c.nkv = 1; c.nq = 8; c.hd = c.hdv = 128;
+    c.q_lens = {1, 1}; c.kv_lens = {80, 15}; c.page_size = 1; c.force_splits = 2; add(c); }
+  // ---- prefill varlen (ragged 1, 17, 33), causal bottom-right, contiguous and paged
+  { Case c; c.name = "prefill contig hd64 g4"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33, 0};
+    c.kv_lens = {1, 40, 33, 5}; add(c); }
+  { Case c; c.name = "prefill contig hd128 g1 strides padded"; c.nkv = 2; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33, 1}; c.kv_lens = {17, 90, 70}; c.q_pad = 8; c.out_pad = 16; c.kv_pad = 8; add(c); }
+  { Case c; c.name = "prefill paged ps16 hd64 g4"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
+    c.kv_lens = {5, 17, 80}; c.page_size = 16; add(c); }
+  { Case c; c.name = "prefill paged ps1 hd128 g2 split 2"; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33}; c.kv_lens = {30, 100}; c.page_size = 1; c.force_splits = 2; add(c); }
+  { Case c; c.name = "prefill contig window 7 softcap 1.5"; c.nkv = 2; c.nq = 4; c.q_lens = {17, 33};
+    c.kv_lens = {40, 100}; c.window = 7; c.softcap = 1.5f; c.qmag = 8; add(c); }
+  { Case c; c.name = "prefill contig non-causal"; c.causal = false; c.nkv = 1; c.nq = 4; c.q_lens = {17, 3};
+    c.kv_lens = {40, 70}; add(c); }
+  { Case c; c.name = "prefill mla (192,128) g1"; c.nkv = 2; c.nq = 2; c.hd = 192; c.hdv = 128;
+    c.q_lens = {1, 17, 33}; c.kv_lens = {1, 20, 70}; add(c); }
+  { Case c; c.name = "prefill mla (192,128) g4 split 3"; c.nkv = 1; c.nq = 4; c.hd = 192; c.hdv = 128;
+    c.q_lens = {17, 5}; c.kv_lens = {130, 5}; c.force_splits = 3; add(c); }
+  { Case c; c.name = "prefill hd256 g2 window 40"; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 256;
+    c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.window = 40; add(c); }
+  { Case c; c.name = "prefill f16 hd64 g8 q>kv rows"; c.bf16 = false; c.nkv = 1; c.nq = 8; c.q_lens = {9};
+    c.kv_lens = {4}; add(c); }
+  if (set == "quick") v.resize(3);
+  return v;
+}
+
+
+// wc_merge_states against the f64 formula (one side -inf in some rows, both in one).
+static bool merge_test(std::mt19937& rng, bool bf16) {
+  const long rows = 37; const int hd = 96;
+  std::uniform_real_distribution<float> U(-1.0f, 1.0f);
+  uint16_t *a = alloc<uint16_t>(rows * hd), *b = alloc<uint16_t>(rows * hd), *o = alloc<uint16_t>(rows * hd);
+  float *la = alloc<float>(rows), *lb = alloc<float>(rows), *lo = alloc<float>(rows);
+  for (long i = 0; i < rows * hd; ++i) { a[i] = to16(U(rng), bf16); b[i] = to16(U(rng), bf16); o[i] = 0xFFFF; }
+  for (long r = 0; r < rows; ++r) { la[r] = 3 * U(rng); lb[r] = 3 * U(rng); lo[r] = NAN; }
+  la[3] = -INFINITY; lb[5] = -INFINITY; la[7] = lb[7] = -INFINITY;
+  wc_merge_states_params p{a, la, b, lb, o, lo, rows, hd, bf16 ? WC_BF16 : WC_F16};
+  const long e0 = emu::errors.load();
+  bool ok = wc_merge_states(&p, nullptr) == WC_OK;
+  double max_abs = 0, max_lse = 0;
+  for (long r = 0; r < rows; ++r) {
+    const double m = std::max<double>(la[r], lb[r]);
+    double wa = 0, wb = 0, l = -INFINITY;
+    if (m != -INFINITY) { wa = std::exp(la[r] - m); wb = std::exp(lb[r] - m); l = m + std::log(wa + wb); }
+    for (int d = 0; d < hd; ++d) {
+      const double ref = m == -INFINITY ? 0 : (from16(a[r * hd + d], bf16) * wa + from16(b[r * hd + d], bf16) * wb) / (wa + wb);
+      const double e = std::fabs(from16(o[r * hd + d], bf16) - ref);
+      if (!(e <= 1e-2 + 1e-2 * std::fabs(ref))) ok = false;
+      max_abs = std::max(max_abs, std::isnan(e) ? INFINITY : e);
+    }
+    const double e = l == -INFINITY ? (lo[r] == -INFINITY ? 0 : INFINITY) : std::fabs(lo[r] - l);
+    if (!(e <= 1e-4 * std::max(1.0, std::fabs(l)))) ok = false;
+    max_lse = std::max(max_lse, std::isnan(e) ? INFINITY : e);
+  }
+  ok = ok && emu::errors.load() == e0;
+  printf("%-44s           max_abs %.2e  max_lse_err %.2e  %s\n", bf16 ? "merge_states bf16 rows 37 hd 96" : "merge_states f16 rows 37 hd 96",
+         max_abs, max_lse, ok ? "ok" : "FAIL");
+  free(a); free(b); free(o); free(la); free(lb); free(lo);
+  return ok;
+}
+
+int main(int argc, char** argv) {
+  const std::string set = argc > 1 ? argv[1] : "all";
+  const std::string only = argc > 2 ? argv[2] : "";
+  std::mt19937 rng(1234);
+  int fails = 0, n = 0;
+  for (const Case& c : cases(set)) {
+    if (!only.empty() && c.name.find(only) == std::string::npos) continue;
+    ++n;
+    const Result r = run_case(c, rng);
+    printf("%-44s splits %2d  rel_fro %.2e  max_abs %.2e  max_lse_err %.2e  %s\n", c.name.c_str(), r.splits, r.rel_fro,
+           r.max_abs, r.max_lse, r.pass ? "ok" : "FAIL");
+    fflush(stdout);
+    fails += !r.pass;
+  }
+  if (only.empty()) for (bool bf : {true, false}) { ++n; fails += !merge_test(rng, bf); }
+  printf("attention %s: %d/%d configurations passed (cp.async %s, max dynamic smem %zu B, %ld launches)\n",
+         fails ? "FAIL" : "PASS", n - fails, n, emu::cp_eager ? "eager" : "deferred", emu::max_smem_attr, emu::launches);
+  return fails ? 1 : 0;
+}

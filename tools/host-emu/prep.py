@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Mechanical rewrite of copies of cuda/ sources into g++-compilable C++ for the host emulation.
+
+  prep.py TARGET OUT_DIR [--seed NAME]
+
+Writes OUT_DIR/<file> for every cuda/ file of TARGET (same relative paths, so the sources' own
+#include "..." lines still work), plus verbatim copies of shim.h, harness.h and the target's
+test <target>.cpp. The rules, applied to every cuda/ file:
+  * `#include <cuda_runtime.h>`           -> `#include "shim.h"`
+  * the bodies of the PTX wrappers in common.cuh (cp.async, ldmatrix, mma.sync) -> shim calls,
+    signatures kept; the `st.global.v4` asm statement -> a shim call
+  * `extern __shared__ T name[];`         -> `T* name = reinterpret_cast<T*>(::emu::dyn_smem());`
+  * `__shared__ T name[..];`              -> a static array poisoned per block (::emu::shared_init)
+  * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch(kernel<...>, grid, block, smem, args);`
+Anything left over (inline asm, __shared__, <<<) is an error: extend the rules, never the copies.
+--seed NAME applies one deliberate bug (SEEDS) to show that the target's test catches it.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CUDA = HERE.parent.parent / "cuda"
+
+# Per target: the cuda/ files it copies (the .cu ones are compiled) and its test, HERE/<target>.cpp.
+TARGETS = {
+    "unit": [],
+    "attention": ["common.cuh", "attention_gqa.cu"],
+    "elementwise": ["common.cuh", "elementwise.cu"],
+    "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
+}
+
+# Deliberate bugs, one at a time: name -> (target, file, old, new). `old` must occur exactly once.
+SEEDS = {
+    # The shim's ldmatrix.trans reads the rows of the wrong matrix half.
+    "ldm_trans": ("unit", "shim.h", "w.ptr[8 * i + 2 * (l & 3) + 1]", "w.ptr[8 * i + 2 * (l & 3)]"),
+    # A fragment: swap the row halves of P (a[1] <-> a[2]) in O += P V.
+    "pfrag": ("attention", "attention_gqa.cu", "a[1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);",
+              "a[1] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);"),
+    # V ldmatrix.trans addressing: key half from the wrong lane bit.
+    "vaddr": ("attention", "attention_gqa.cu",
+              "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;",
+              "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;"),
+    # Causal mask off by one.
+    "causal": ("attention", "attention_gqa.cu", "(!p.causal || j <= row_pos[h])", "(!p.causal || j < row_pos[h])"),
+    # Split-KV partial row index with the wrong split stride.
+    "split": ("attention", "attention_gqa.cu", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
+              "(static_cast<int64_t>(blockIdx.z) * (p.total_q - 1) + tok)"),
+    # Page lookup without the range check on the page id.
+    "pagecheck": ("attention", "attention_gqa.cu", "if (page < 0 || page >= p.num_pages) return false;", ""),
+    # Missing wait: read a stage before its copy group completes (deferred cp.async only).
+    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<1>();\n    __syncthreads();", "__syncthreads();"),
+    # FP8 convert: swap the two 8-element halves.
+    "fp8": ("attention", "attention_gqa.cu", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
+    # select_rows accepts index == src_rows.
+    "select_oob": ("elementwise", "elementwise.cu", "r >= a.src_rows", "r > a.src_rows"),
+    # glu reads up with the gate's stride.
+    "glu_stride": ("elementwise", "elementwise.cu", "const T* u = up + row * up_stride;",
+                   "const T* u = up + row * gate_stride;"),
+    # Gate top-k: ties broken towards the higher expert id.
+    "gate_tie": ("moe_routing", "moe_routing.cu", "if (k > k1) {", "if (k >= k1) {"),
+    # Align: wrong rank of a token among its expert's peers in the warp.
+    "align_rank": ("moe_routing", "moe_routing/align.cuh", "const int rank = __popc(peers & lower);",
+                   "const int rank = __popc(peers & ~lower) - 1;"),
+    # Combine sums the top-k in reverse order (no longer bit-reproducible).
+    "combine_order": ("moe_routing", "moe_routing/permute.cuh", "for (int k = 0; k < a.top_k; ++k) {  // fixed order",
+                      "for (int k = a.top_k - 1; k >= 0; --k) {  // fixed order"),
+    # Gather writes padding rows past num_rows.
+    "gather_pad": ("moe_routing", "moe_routing/permute.cuh",
+                   "min(static_cast<int64_t>(a.expert_offsets[e + 1]), a.num_rows)",
+                   "static_cast<int64_t>(a.expert_offsets[e + 1])"),
+}
+
+
+def matching_brace(text, i):
+    """Index of the `}` closing the `{` at text[i]."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ValueError("unbalanced braces")
+
+
+def matching_paren(text, i):
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "(":
+            depth += 1
+        elif text[j] == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ValueError("unbalanced parentheses")
+
+
+# PTX wrapper definitions (regex on the signature) -> new body.
+PTX_BODIES = [
+    (r"void cp_async16\(void\* dst, const void\* src, bool valid\)", "::emu::cp_async16(dst, src, valid);"),
+    (r"void cp_async_commit\(\)", "::emu::cp_commit();"),
+    (r"void cp_async_wait\(\)", "::emu::cp_wait(N);"),
+    (r"void ldmatrix_x4\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, false);"),
+    (r"void ldmatrix_x4_trans\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, true);"),
+    (r"void mma<__nv_bfloat16>\(float \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
+     "::emu::mma(c, a, b0, b1, true);"),
+    (r"void mma<__half>\(float \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
+     "::emu::mma(c, a, b0, b1, false);"),
+]
+ST_GLOBAL_V4 = re.compile(r'asm volatile\("st\.global\.v4\.b32.*?\);', re.S)
+DYN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)\[\]\s*;")
+SHARED = re.compile(r"__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)((?:\[[^\]]*\])+)\s*;")
+
+
+def replace_bodies(text):
+    for header, body in PTX_BODIES:
+        m = re.search(header + r"\s*\{", text)
+        if m:
+            i = m.end() - 1
+            text = text[: i + 1] + "\n  " + body + "\n" + text[matching_brace(text, i):]
+    return ST_GLOBAL_V4.sub("::emu::st_global_v4(dst, w);", text)
+
+
+def split_top(s):
+    """Split at commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        depth += ch in "([{<"
+        depth -= ch in ")]}>"
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur.strip()]
+
+
+def rewrite_launches(s):
+    out, i = [], 0
+    while (j := s.find("<<<", i)) >= 0:
+        k = j  # back over the kernel's template arguments and name
+        if s[k - 1] == ">":
+            depth = 0
+            while True:
+                k -= 1
+                depth += s[k] == ">"
+                depth -= s[k] == "<"
+                if depth == 0:
+                    break
+        while k > 0 and (s[k - 1].isalnum() or s[k - 1] in "_:"):
+            k -= 1
+        e = s.index(">>>", j)
+        cfg = split_top(s[j + 3:e])
+        assert s[e + 3] == "(" and len(cfg) in (2, 3, 4), s[k:e + 20]
+        p = matching_paren(s, e + 3)
+        smem = cfg[2] if len(cfg) > 2 else "0"
+        args = s[e + 4:p]
+        out.append(s[i:k])
+        out.append(f"::emu::launch({s[k:j]}, dim3({cfg[0]}), dim3({cfg[1]}), static_cast<size_t>({smem})"
+                   + (f", {args})" if args.strip() else ")"))
+        i = p + 1
+    return "".join(out) + s[i:]
+
+
+def rewrite(text):
+    text = text.replace("#include <cuda_runtime.h>", '#include "shim.h"')
+    text = replace_bodies(text)
+    text = DYN_SHARED.sub(lambda m: f"{m[1]}* {m[2]} = reinterpret_cast<{m[1]}*>(::emu::dyn_smem());", text)
+    text = SHARED.sub(lambda m: f"static {m[1]} {m[2]}{m[3]}; ::emu::shared_init({m[2]}, sizeof({m[2]}));", text)
+    text = rewrite_launches(text)
+    for leftover in (r"\basm\b", r"__shared__", r"<<<"):
+        m = re.search(leftover, text)
+        assert m is None, f"no rewrite rule for: {text[max(0, m.start() - 80):m.end() + 80]}"
+    return text
+
+
+def prepare(target, out, seed=None):
+    """Writes TARGET's build inputs under OUT; returns the translation units (.cu copies, the test)."""
+    sources = {f: (CUDA / f).read_text() for f in TARGETS[target]}
+    # The shim and the test are copied too, so that every translation unit includes the same
+    # (possibly seeded) shim.h: a quoted include looks next to the including file first.
+    own = ["shim.h", "harness.h", f"{target}.cpp"]
+    sources.update({f: (HERE / f).read_text() for f in own})
+    if seed:
+        seed_target, f, old, new = SEEDS[seed]
+        assert seed_target == target, f"seed {seed} is for {seed_target}, not {target}"
+        assert sources[f].count(old) == 1, f"seed {seed}: the text to replace is not in {f} exactly once"
+        sources[f] = sources[f].replace(old, new)
+    units = []
+    for f, text in sources.items():
+        dst = out / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = text if f in own else rewrite(text)
+        if not dst.exists() or dst.read_text() != text:  # keep mtimes of unchanged files
+            dst.write_text(text)
+        if f.endswith((".cu", ".cpp")):
+            units.append(dst)
+    return units
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target", choices=TARGETS)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", choices=SEEDS)
+    a = ap.parse_args()
+    for u in prepare(a.target, a.out, a.seed):
+        print(u)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

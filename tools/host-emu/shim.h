@@ -1,0 +1,408 @@
+// shim.h — host emulation of the CUDA execution model, for g++ builds of rewritten copies of
+// cuda/*.cu (see prep.py). One OS thread per CUDA thread, one block at a time.
+//   * __syncthreads: a block barrier; threads that exit leave it.
+//   * Warp collectives (shuffles, ballot, reduce, match, __syncwarp, ldmatrix, mma.sync): every
+//     lane publishes its operation and a per-thread sequence number, then meets the others at a
+//     per-warp barrier. A partial mask, a partial warp, a lane that exited or took another path is
+//     an error, not a silent result.
+//   * Shared memory: the dynamic buffer is malloc'ed at the launch's exact size (ASan sees any
+//     overrun) and static __shared__ arrays are re-poisoned for every block; both are filled with
+//     0xFF (NaN in f32/f16/bf16, -1 in ints) so a read before a write shows up.
+//   * cp.async: deferred to the cp.async.wait_group that retires its group (default), or copied
+//     at issue with EMU_CP_EAGER=1; a kernel correct on the GPU passes both ways.
+//   * mma.sync m16n8k16 (bf16/f16 -> f32) and ldmatrix x4 (.trans) follow the PTX ISA fragment
+//     layouts; the products are summed in f64 (tensor-core rounding is not modelled).
+// Errors are counted (emu::errors) and the first 20 printed; tests fail on a non-zero count.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <vector_functions.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#undef __device__
+#undef __global__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#define __device__
+#define __global__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+// ------------------------------------------------------------------ failure reporting
+namespace emu {
+inline std::atomic<long> errors{0};
+}  // namespace emu
+#define EMU_FAIL(...)                                           \
+  do {                                                          \
+    if (::emu::errors.fetch_add(1) < 20) {                      \
+      fprintf(stderr, "EMU ERROR %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                             \
+      fprintf(stderr, "\n");                                    \
+    }                                                           \
+  } while (0)
+
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+// ------------------------------------------------------------------ block and warp state
+namespace emu {
+constexpr uint8_t kPoison = 0xFF;
+
+enum Op { OP_SHFL = 1, OP_VOTE, OP_SYNCWARP, OP_LDM, OP_LDMT, OP_MMA_BF16, OP_MMA_F16 };
+
+struct Warp {
+  explicit Warp(int n) : bar(n), lanes(n) {}
+  std::barrier<> bar;
+  int lanes;                // threads in this warp (< 32 only for the last warp of a block)
+  int op[32];
+  uint64_t seq[32];         // per-thread count of collectives entered
+  uint32_t val[32][6];      // payload: shuffle value (2 words) or mma A (4) + B (2) registers
+  const void* ptr[32];      // ldmatrix row addresses
+};
+
+struct Block {
+  explicit Block(unsigned n) : bar(n) {}
+  std::barrier<> bar;
+  std::vector<std::unique_ptr<Warp>> warps;
+  unsigned char* smem = nullptr;  // dynamic shared memory
+  size_t smem_bytes = 0;
+};
+inline Block* block = nullptr;
+inline uint64_t block_gen = 0;  // bumped per block: static __shared__ arrays re-poison on it
+inline thread_local Warp* my_warp = nullptr;
+inline thread_local uint64_t my_seq = 0;
+
+inline const bool cp_eager = [] {
+  const char* e = getenv("EMU_CP_EAGER");
+  return e != nullptr && strcmp(e, "0") != 0;
+}();
+inline long launches = 0;
+inline size_t max_smem_attr = 0;  // largest cudaFuncAttributeMaxDynamicSharedMemorySize asked for
+inline cudaError_t last_error = cudaSuccess;
+
+inline unsigned linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+inline int lane() { return static_cast<int>(linear_tid() & 31); }
+
+inline unsigned char* dyn_smem() { return block->smem; }
+
+inline bool in_dyn_smem(const void* p, size_t bytes) {
+  auto a = reinterpret_cast<const unsigned char*>(p);
+  return block->smem != nullptr && a >= block->smem && a + bytes <= block->smem + block->smem_bytes;
+}
+
+// A static __shared__ array (prep.py adds the call after its declaration): the first thread of
+// each block to reach it poisons it.
+inline std::mutex shared_mu;
+inline std::map<void*, uint64_t> shared_gen;
+inline void shared_init(void* p, size_t n) {
+  std::lock_guard<std::mutex> lk(shared_mu);
+  uint64_t& g = shared_gen[p];
+  if (g != block_gen) {
+    memset(p, kPoison, n);
+    g = block_gen;
+  }
+}
+
+// Enter a warp collective: check the mask, publish (op, sequence), meet the warp, check that all
+// 32 lanes are in the same collective. The caller reads the other lanes' payloads, then leave().
+inline Warp& enter(int op, unsigned mask) {
+  Warp& w = *my_warp;
+  if (mask != 0xffffffffu) EMU_FAIL("warp collective %d with partial mask %08x", op, mask);
+  if (w.lanes != 32) EMU_FAIL("warp collective %d in a partial warp of %d lanes", op, w.lanes);
+  const int l = lane();
+  w.op[l] = op;
+  w.seq[l] = ++my_seq;
+  w.bar.arrive_and_wait();
+  if (l == 0)
+    for (int i = 1; i < w.lanes; ++i)
+      if (w.seq[i] != my_seq || w.op[i] != op)
+        EMU_FAIL("warp collective: lane %d at (op %d, #%llu), lane 0 at (op %d, #%llu) (exited or diverged)", i,
+                 w.op[i], static_cast<unsigned long long>(w.seq[i]), op, static_cast<unsigned long long>(my_seq));
+  return w;
+}
+inline void leave() { my_warp->bar.arrive_and_wait(); }
+
+// Every lane deposits v (up to 8 bytes); all[i] is lane i's value.
+template <typename T>
+inline void exchange(unsigned mask, T v, T (&all)[32]) {
+  static_assert(sizeof(T) <= 8, "shuffles of up to 64 bits");
+  Warp& w = *my_warp;
+  memcpy(w.val[lane()], &v, sizeof(T));
+  enter(OP_SHFL, mask);
+  for (int i = 0; i < 32; ++i) memcpy(&all[i], w.val[i], sizeof(T));
+  leave();
+}
+}  // namespace emu
+
+// ------------------------------------------------------------------ barriers and warp intrinsics
+inline void __syncthreads() { emu::block->bar.arrive_and_wait(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  emu::enter(emu::OP_SYNCWARP, mask);
+  emu::leave();
+}
+
+template <typename T> inline T __shfl_sync(unsigned m, T v, int src, int width = 32) {
+  T all[32];
+  emu::exchange(m, v, all);
+  return all[(emu::lane() & ~(width - 1)) + (src & (width - 1))];
+}
+template <typename T> inline T __shfl_xor_sync(unsigned m, T v, int x, int width = 32) {
+  T all[32];
+  emu::exchange(m, v, all);
+  const int l = emu::lane(), s = l ^ x;
+  return (s & ~(width - 1)) > (l & ~(width - 1)) + width - 1 ? v : all[s];  // out of segment: own value
+}
+template <typename T> inline T __shfl_up_sync(unsigned m, T v, unsigned d, int width = 32) {
+  T all[32];
+  emu::exchange(m, v, all);
+  const int l = emu::lane(), s = l - static_cast<int>(d);
+  return s < (l & ~(width - 1)) ? v : all[s];
+}
+template <typename T> inline T __shfl_down_sync(unsigned m, T v, unsigned d, int width = 32) {
+  T all[32];
+  emu::exchange(m, v, all);
+  const int l = emu::lane(), s = l + static_cast<int>(d);
+  return s >= (l & ~(width - 1)) + width ? v : all[s];
+}
+inline unsigned __ballot_sync(unsigned m, int p) {
+  int all[32];
+  emu::exchange(m, p, all);
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= (all[i] != 0 ? 1u : 0u) << i;
+  return r;
+}
+inline unsigned __reduce_max_sync(unsigned m, unsigned v) {
+  unsigned all[32];
+  emu::exchange(m, v, all);
+  return *std::max_element(all, all + 32);
+}
+inline unsigned __reduce_min_sync(unsigned m, unsigned v) {
+  unsigned all[32];
+  emu::exchange(m, v, all);
+  return *std::min_element(all, all + 32);
+}
+inline unsigned __match_any_sync(unsigned m, int v) {
+  int all[32];
+  emu::exchange(m, v, all);
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= (all[i] == v ? 1u : 0u) << i;
+  return r;
+}
+
+// ------------------------------------------------------------------ math, bits, atomics
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+template <typename T> inline T __ldg(const T* p) { return *p; }
+template <typename T> inline T max(T a, T b) { return a > b ? a : b; }
+template <typename T> inline T min(T a, T b) { return a < b ? a : b; }
+
+inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
+inline int __float2int_rn(float f) { return std::isnan(f) ? 0 : static_cast<int>(std::nearbyintf(f)); }
+inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
+inline float __logf(float x) { return logf(x); }
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t v = (static_cast<uint64_t>(y) << 32) | x;
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const unsigned sel = (s >> (4 * i)) & 0xF;
+    unsigned b = (v >> (8 * (sel & 7))) & 0xFF;
+    if (sel & 8) b = (b & 0x80) ? 0xFF : 0;  // sign-replicate mode
+    r |= b << (8 * i);
+  }
+  return r;
+}
+inline size_t __cvta_generic_to_shared(const void* p) {
+  if (!emu::in_dyn_smem(p, 1)) EMU_FAIL("cvta of %p outside dynamic shared memory", p);
+  return static_cast<size_t>(reinterpret_cast<const unsigned char*>(p) - emu::block->smem);
+}
+using std::isnan;
+
+// ------------------------------------------------------------------ PTX: cp.async, ldmatrix, mma, st.global.v4
+namespace emu {
+struct Copy { void* dst; const void* src; bool valid; };
+inline thread_local std::vector<std::vector<Copy>> t_cp_groups;  // committed groups, oldest first
+inline thread_local std::vector<Copy> t_cp_open;                 // not yet committed
+
+inline void cp_do(const Copy& c) {
+  if (c.valid) memcpy(c.dst, c.src, 16);
+  else memset(c.dst, 0, 16);
+}
+inline void cp_async16(void* dst, const void* src, bool valid) {
+  if (!in_dyn_smem(dst, 16) || (reinterpret_cast<uintptr_t>(dst) & 15)) EMU_FAIL("cp.async dst %p not 16B in smem", dst);
+  if (valid && (reinterpret_cast<uintptr_t>(src) & 15)) EMU_FAIL("cp.async src %p misaligned", src);
+  const Copy c{dst, src, valid};
+  if (cp_eager) cp_do(c);
+  else t_cp_open.push_back(c);
+}
+inline void cp_commit() {
+  t_cp_groups.push_back(std::move(t_cp_open));
+  t_cp_open.clear();
+}
+inline void cp_wait(int n) {
+  while (static_cast<int>(t_cp_groups.size()) > n) {
+    for (const Copy& c : t_cp_groups.front()) cp_do(c);
+    t_cp_groups.erase(t_cp_groups.begin());
+  }
+}
+
+inline void st_global_v4(void* dst, const uint32_t (&w)[4]) {
+  if (reinterpret_cast<uintptr_t>(dst) & 15) EMU_FAIL("st.global.v4 to misaligned %p", dst);
+  memcpy(dst, w, 16);
+}
+
+// ldmatrix m8n8 x4 b16. Lane 8*i + r gives the address of row r of matrix i. Without .trans,
+// register i of lane l holds row l/4, elements 2(l%4), 2(l%4)+1 of matrix i; with .trans it
+// holds (row 2(l%4), col l/4) and (row 2(l%4)+1, col l/4).
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
+  Warp& w = *my_warp;
+  const int l = lane();
+  w.ptr[l] = p;
+  if (!in_dyn_smem(p, 16) || (reinterpret_cast<uintptr_t>(p) & 15)) EMU_FAIL("ldmatrix row address %p not 16B in smem", p);
+  enter(trans ? OP_LDMT : OP_LDM, 0xffffffffu);
+  for (int i = 0; i < 4; ++i) {
+    uint16_t lo, hi;
+    if (!trans) {
+      const uint16_t* row = static_cast<const uint16_t*>(w.ptr[8 * i + (l >> 2)]);
+      lo = row[2 * (l & 3)];
+      hi = row[2 * (l & 3) + 1];
+    } else {
+      const uint16_t* r0 = static_cast<const uint16_t*>(w.ptr[8 * i + 2 * (l & 3)]);
+      const uint16_t* r1 = static_cast<const uint16_t*>(w.ptr[8 * i + 2 * (l & 3) + 1]);
+      lo = r0[l >> 2];
+      hi = r1[l >> 2];
+    }
+    r[i] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+  leave();
+}
+
+// mma.sync m16n8k16 row.col, f32 accumulators. PTX ISA fragments (g = lane/4, t = lane%4):
+//   A (16x16): reg0 = (g, 2t..2t+1), reg1 = (g+8, 2t..), reg2 = (g, 2t+8..), reg3 = (g+8, 2t+8..)
+//   B (16x8):  reg0 = (k = 2t..2t+1, n = g), reg1 = (k = 2t+8.., n = g)
+//   C (16x8):  c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
+inline float b16_to_float(uint16_t h, bool bf16) {
+  if (bf16) return __uint_as_float(static_cast<uint32_t>(h) << 16);
+  __half_raw r;
+  r.x = h;
+  return __half2float(__half(r));
+}
+inline float mma_a(const Warp& w, int row, int k, bool bf16) {
+  const int l = (row & 7) * 4 + ((k & 7) >> 1);
+  const uint32_t v = w.val[l][(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)];
+  return b16_to_float(static_cast<uint16_t>((k & 1) ? v >> 16 : v), bf16);
+}
+inline float mma_b(const Warp& w, int k, int n, bool bf16) {
+  const int l = n * 4 + ((k & 7) >> 1);
+  const uint32_t v = w.val[l][4 + (k >= 8 ? 1 : 0)];
+  return b16_to_float(static_cast<uint16_t>((k & 1) ? v >> 16 : v), bf16);
+}
+inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16) {
+  Warp& w = *my_warp;
+  const int l = lane();
+  for (int i = 0; i < 4; ++i) w.val[l][i] = a[i];
+  w.val[l][4] = b0;
+  w.val[l][5] = b1;
+  enter(bf16 ? OP_MMA_BF16 : OP_MMA_F16, 0xffffffffu);
+  const int g = l >> 2, t = l & 3;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    double acc = 0.0;
+    for (int k = 0; k < 16; ++k) acc += static_cast<double>(mma_a(w, row, k, bf16)) * mma_b(w, k, col, bf16);
+    c[e] = static_cast<float>(c[e] + acc);
+  }
+  leave();
+}
+}  // namespace emu
+
+// ------------------------------------------------------------------ runtime API and launches
+template <typename K>
+inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
+  emu::max_smem_attr = std::max(emu::max_smem_attr, static_cast<size_t>(value));
+  if (value > 232448) return cudaErrorInvalidValue;  // sm_90 opt-in maximum (227 KiB)
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = emu::last_error;
+  emu::last_error = cudaSuccess;
+  return e;
+}
+
+namespace emu {
+// kernel<<<grid, block, smem, stream>>>(args) as prep.py rewrites it: every block of the grid,
+// one after another, each on blockDim OS threads.
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args) {
+  ++launches;
+  const unsigned n = blk.x * blk.y * blk.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || n == 0 || n > 1024 ||
+      blk.z > 64) {
+    last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  if (smem > 232448) {
+    last_error = cudaErrorInvalidValue;
+    return;
+  }
+  std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(args)...);
+  gridDim = grid;
+  blockDim = blk;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        ++block_gen;
+        Block b(n);
+        for (unsigned w = 0; w < (n + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>(std::min(32u, n - 32 * w)));
+        b.smem_bytes = smem;
+        if (smem) {
+          b.smem = static_cast<unsigned char*>(malloc(smem));
+          memset(b.smem, kPoison, smem);
+        }
+        block = &b;
+        std::vector<std::thread> ts;
+        ts.reserve(n);
+        for (unsigned t = 0; t < n; ++t)
+          ts.emplace_back([&, t, bx, by, bz] {
+            threadIdx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
+            blockIdx = dim3(bx, by, bz);
+            my_warp = b.warps[t / 32].get();
+            my_seq = 0;
+            t_cp_groups.clear();
+            t_cp_open.clear();
+            std::apply(kernel, params);
+            // Copies still in flight at exit land eventually; the kernel must not depend on them.
+            cp_commit();
+            cp_wait(0);
+            // An exited thread no longer takes part in barriers.
+            my_warp->bar.arrive_and_drop();
+            b.bar.arrive_and_drop();
+          });
+        for (auto& th : ts) th.join();
+        free(b.smem);
+        block = nullptr;
+      }
+}
+}  // namespace emu
