@@ -1,0 +1,256 @@
+// Emulated runs of cuda/matmul_fp8_sm80.cu (wc_matmul_fp8_sm80, the portable mma.sync FP8 GEMM):
+// params filled as src/ops/matmul_fp8.rs does (plan_sm80's one tile, scale strides with 0 for a
+// size-1 dimension), random e4m3 codes and scales, poisoned outputs, compared with an f64 GEMM on
+// the dequantized inputs (src/reference/matmul_fp8.rs semantics). Usage: matmul_fp8 [name-filter]
+#include "harness.h"
+
+extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
+
+// ------------------------------------------------------------------ scales
+// ScaleGranularity (src/ops/quant.rs): A per tensor / row / 1×128 group, B per tensor / row /
+// 128×128 block.
+enum Gran { TENSOR, ROW, GROUP, BLOCK };
+static const char* gname(Gran g) {
+  static const char* n[] = {"tensor", "row", "group128", "block128"};
+  return n[g];
+}
+
+// scaling_mode (src/ops/matmul_fp8.rs): whether the pair is block-scaled (the pairs tested are
+// the supported ones).
+static bool block_scaled(Gran a, Gran b) { return !((a == TENSOR || a == ROW) && (b == TENSOR || b == ROW)); }
+
+// One operand's scale view: granularity.scale_shape(rows, k), stored row-major or transposed
+// (column-major: DeepGEMM keeps A's group scales MN-major), values 2^[-6, 6) · [1, 2).
+struct Scales {
+  Gran g;
+  int64_t shape[2], stride[2];  // the storage layout
+  Buf* buf;
+  Scales(Gran g_, int64_t rows, int64_t k, bool transposed, Rng& r) : g(g_) {
+    shape[0] = g == TENSOR ? 1 : g == BLOCK ? (rows + 127) / 128 : rows;
+    shape[1] = g == GROUP || g == BLOCK ? k / 128 : 1;
+    stride[0] = transposed ? 1 : shape[1];
+    stride[1] = transposed ? shape[0] : 1;
+    const int64_t count = shape[0] * shape[1];
+    buf = new Buf(count * sizeof(float), 0, r);
+    for (int64_t i = 0; i < count; ++i) {
+      const float v = static_cast<float>(std::ldexp(r.uni(1.0, 2.0), r.below(12) - 6));
+      buf->set(&v, sizeof v, i * sizeof v);
+    }
+  }
+  ~Scales() { delete buf; }
+  // scale_strides (src/ops/quant.rs): a dimension of size 1 broadcasts (stride 0).
+  int64_t c_stride(int d) const { return shape[d] > 1 ? stride[d] : 0; }
+  // The scale of element (row, l) of the operand, from the element's block coordinates.
+  double at(int64_t row, int64_t l) const {
+    const int64_t i = g == TENSOR ? 0 : g == BLOCK ? row / 128 : row;
+    const int64_t j = g == GROUP || g == BLOCK ? l / 128 : 0;
+    return buf->as<float>()[i * stride[0] + j * stride[1]];
+  }
+};
+
+// Independent e4m3fn decoder (bias 7, 3 mantissa bits, subnormals; 0x7F / 0xFF are NaN and
+// never generated here: the kernel's integer dequantization maps them to 480 · 2^-8).
+static double e4m3(uint8_t b) {
+  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  const double v = e == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, e - 10);
+  return s ? -v : v;
+}
+
+// ------------------------------------------------------------------ one GEMM
+struct Case {
+  int m, n, k;
+  Gran ga, gb;
+  bool bias, residual;
+  int pad = 0;              // extra row-stride: 16·pad bytes of A / B, pad 16-byte units of D / R
+  bool scale_t = false;     // scales stored transposed
+};
+
+// Worst f32 |err| / (Σ|a·b| + |bias| + |res|) and |err| / bound; worst bf16 (|err| - f32 bound) in ulps.
+static double max_rel32 = 0, max_tol32 = 0, max_ulp16 = 0;
+
+template <typename O>
+static void run_case(const Case& c, uint64_t seed) {
+  ctx("%s m=%d n=%d k=%d a:%s b:%s%s%s pad=%d%s", tname<O>(), c.m, c.n, c.k, gname(c.ga), gname(c.gb),
+      c.bias ? " bias" : "", c.residual ? " residual" : "", c.pad, c.scale_t ? " scales-transposed" : "");
+  Rng r(seed);
+  const int64_t m = c.m, n = c.n, k = c.k, E = sizeof(O), V = 16 / E;
+  const int64_t lda = k + 16 * c.pad, ldb = k + 32 * c.pad, ldd = n + V * c.pad, ldr = n + 2 * V * c.pad;
+  auto codes = [&](int64_t rows, int64_t ld) {
+    Buf* b = new Buf(((rows - 1) * ld + k), 0, r);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t l = 0; l < k; ++l) {
+        uint8_t v = static_cast<uint8_t>(r.next());
+        if ((v & 0x7F) == 0x7F) v ^= 1;  // not NaN
+        b->set(&v, 1, i * ld + l);
+      }
+    return b;
+  };
+  Buf* a = codes(m, lda);
+  Buf* b = codes(n, ldb);
+  Scales sa(c.ga, m, k, c.scale_t, r), sb(c.gb, n, k, c.scale_t, r);
+  // Dequantized operands, then the f64 GEMM and Σ|a·b| (the accumulation error's scale).
+  std::vector<double> da(m * k), db(n * k), want(m * n), mag(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t l = 0; l < k; ++l) da[i * k + l] = e4m3(a->as<uint8_t>()[i * lda + l]) * sa.at(i, l);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t l = 0; l < k; ++l) db[j * k + l] = e4m3(b->as<uint8_t>()[j * ldb + l]) * sb.at(j, l);
+  double typical = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0, g = 0;
+      for (int64_t l = 0; l < k; ++l) {
+        const double p = da[i * k + l] * db[j * k + l];
+        s += p;
+        g += std::fabs(p);
+      }
+      want[i * n + j] = s;
+      mag[i * n + j] = g;
+      typical = std::max(typical, std::fabs(s));
+    }
+  // Bias and residual of the output's size, in its dtype.
+  auto vals = [&](int64_t rows, int64_t ld) {
+    Buf* v = new Buf(((rows - 1) * ld + n) * E, 0, r);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const O x = fromf<O>(static_cast<float>(r.uni(-1, 1) * typical));
+        v->set(&x, E, (i * ld + j) * E);
+      }
+    return v;
+  };
+  Buf* bias = c.bias ? vals(1, n) : nullptr;
+  Buf* res = c.residual ? vals(m, ldr) : nullptr;
+  Buf d(((m - 1) * ldd + n) * E, 0, r);  // random bytes: every unwritten element is noticed
+
+  // As matmul_fp8 (src/ops/matmul_fp8.rs) fills them for the mma.sync kernel.
+  wc_matmul_fp8_params p{};
+  p.a = a->p();
+  p.b = b->p();
+  p.a_scale = sa.buf->as<float>();
+  p.b_scale = sb.buf->as<float>();
+  p.bias = bias ? bias->p() : nullptr;
+  p.residual = res ? res->p() : nullptr;
+  p.d = d.p();
+  p.m = m;
+  p.n = n;
+  p.k = k;
+  p.lda = lda;
+  p.ldb = ldb;
+  p.ldr = res ? ldr : 0;
+  p.ldd = ldd;
+  p.a_scale_stride_m = sa.c_stride(0);
+  p.a_scale_stride_k = sa.c_stride(1);
+  p.b_scale_stride_n = sb.c_stride(0);
+  p.b_scale_stride_k = sb.c_stride(1);
+  p.block_scaled = block_scaled(c.ga, c.gb);
+  p.fast_accum = 0;
+  p.block_m = 128;  // plan_sm80: SM80_TILE, GROUP_M, one CTA per tile
+  p.block_n = 128;
+  p.group_m = 8;
+  p.num_ctas = static_cast<int32_t>((m + 127) / 128 * (n / 128));
+  p.out_dtype = tag<O>();
+  const wc_status st = wc_matmul_fp8_sm80(&p, nullptr);
+  if (st != WC_OK) fail("status %d", st);
+
+  // f32: one rounding per mma.sync (16 products summed exactly by the shim) and per promotion,
+  // the scale products and the bias / residual additions; bf16: one ulp more.
+  const O* out = d.as<O>();
+  const double u = std::ldexp(1.0, -24);
+  for (int64_t i = 0; i < m && st == WC_OK; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      const double bv = bias ? tof(bias->as<O>()[j]) : 0.0, rv = res ? tof(res->as<O>()[i * ldr + j]) : 0.0;
+      const double ref = want[i * n + j] + bv + rv;
+      const double scale = mag[i * n + j] + std::fabs(bv) + std::fabs(rv);
+      const double tol32 = u * ((k / 16 + k / 32 + 8) * mag[i * n + j] + 4 * (std::fabs(bv) + std::fabs(rv)));
+      const double got = tof(out[i * ldd + j]);
+      const double err = std::fabs(got - ref);
+      ++g_checks;
+      if (sizeof(O) == 4) {
+        if (scale > 0) max_rel32 = std::max(max_rel32, err / scale);
+        if (tol32 > 0) max_tol32 = std::max(max_tol32, err / tol32);
+        if (!(err <= tol32)) fail("(%lld, %lld): got %.9g want %.9g (|err| %.3g > %.3g)", (long long)i, (long long)j, got, ref, err, tol32);
+      } else {
+        const double ulp16 = ulp<__nv_bfloat16>(ref);
+        max_ulp16 = std::max(max_ulp16, (err - tol32) / ulp16);
+        if (!(err <= ulp16 + tol32)) fail("(%lld, %lld): got %.9g want %.9g (|err| %.3g > 1 bf16 ulp %.3g)", (long long)i, (long long)j, got, ref, err, ulp16);
+      }
+    }
+    for (int64_t j = n; j < ldd && i + 1 < m; ++j)
+      for (int64_t e = 0; e < E; ++e)
+        if (d.base[(i * ldd + j) * E + e] != d.before((i * ldd + j) * E + e)) fail("row gap written at (%lld, %lld)", (long long)i, (long long)j);
+  }
+  for (Buf* x : {a, b, sa.buf, sb.buf, bias, res})
+    if (x && memcmp(x->base, x->init.data(), x->init.size()) != 0) fail("an input was written");
+  delete a;
+  delete b;
+  delete bias;
+  delete res;
+}
+
+// The launcher's own refusals (it checks what the planner sends) and m = 0: nothing launched.
+static void refusals() {
+  ctx("refusals");
+  wc_matmul_fp8_params p{};
+  p.m = 128;
+  p.n = 256;
+  p.k = 256;
+  p.block_m = 128;
+  p.block_n = 128;
+  p.group_m = 8;
+  p.out_dtype = WC_BF16;
+  const long launches = emu::launches;
+  auto expect = [&](const char* what, wc_status want) {
+    ++g_checks;
+    const wc_status got = wc_matmul_fp8_sm80(&p, nullptr);
+    if (got != want) fail("%s: status %d, want %d", what, got, want);
+  };
+  p.k = 200;
+  expect("k % 128", WC_ERR_INVALID_ARG);
+  p.k = 256;
+  p.n = 192;
+  expect("n % 128", WC_ERR_INVALID_ARG);
+  p.n = 256;
+  p.block_m = 64;
+  expect("block_m 64", WC_ERR_INVALID_ARG);
+  p.block_m = 128;
+  p.out_dtype = WC_F16;
+  expect("f16 out", WC_ERR_UNSUPPORTED);
+  p.m = 0;
+  expect("m = 0", WC_OK);
+  if (emu::launches != launches) fail("a refused call launched");
+}
+
+int main(int argc, char** argv) {
+  const char* filter = argc > 1 ? argv[1] : nullptr;
+  // Every supported scale pair (scaling_mode), partial m tiles, one and several k-steps (the
+  // two-stage pipeline wraps at k = 384), two n-tiles, padded strides, transposed scales.
+  std::vector<Case> cases = {
+      {17, 128, 128, TENSOR, TENSOR, false, false},
+      {130, 256, 384, ROW, ROW, true, true, 1},
+      {1, 128, 256, ROW, TENSOR, false, true},
+      {17, 256, 256, TENSOR, ROW, true, false, 0, true},
+      {130, 256, 384, GROUP, BLOCK, true, true, 1},
+      {17, 128, 384, GROUP, BLOCK, false, false, 0, true},
+      {1, 256, 128, GROUP, BLOCK, true, false},
+      {130, 128, 256, TENSOR, BLOCK, false, true, 2},
+      {17, 256, 128, ROW, BLOCK, true, true, 0, true},
+      {130, 128, 256, GROUP, TENSOR, false, false, 1, true},
+      {1, 128, 384, GROUP, TENSOR, true, true},
+      // Two tile groups (9 m-tiles > group_m = 8), the last one short.
+      {9 * 128 + 5, 256, 128, ROW, BLOCK, true, false},
+  };
+  uint64_t seed = 1;
+  for (const Case& c : cases)
+    for (int out = 0; out < 2; ++out) {
+      ++seed;
+      char name[64];
+      snprintf(name, sizeof name, "%s m=%d ", out ? "bf16" : "f32", c.m);
+      if (filter && !strstr(name, filter)) continue;
+      if (out) run_case<__nv_bfloat16>(c, seed);
+      else run_case<float>(c, seed);
+    }
+  refusals();
+  printf("matmul_fp8: f32 max |err| / (Σ|a·b| + |bias| + |res|) %.3g (%.3g of the bound), bf16 max |err| - f32 "
+         "bound %.3g ulp, %ld launches, max dynamic smem %zu B\n", max_rel32, max_tol32, max_ulp16, emu::launches,
+         emu::max_smem_attr);
+  return finish("matmul_fp8");
+}
