@@ -29,6 +29,9 @@ TARGETS = {
     "attention": ["common.cuh", "attention_gqa.cu"],
     "elementwise": ["common.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
+    "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu"],
+    "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
+    "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8.cu"],
 }
 
 # Deliberate bugs, one at a time: name -> (target, file, old, new). `old` must occur exactly once.
@@ -66,10 +69,21 @@ SEEDS = {
     # Combine sums the top-k in reverse order (no longer bit-reproducible).
     "combine_order": ("moe_routing", "moe_routing/permute.cuh", "for (int k = 0; k < a.top_k; ++k) {  // fixed order",
                       "for (int k = a.top_k - 1; k >= 0; --k) {  // fixed order"),
+    # Fused add, loop path: the second pass normalises x instead of the stored (rounded) residual.
+    "norm_src": ("rms_norm", "rms_norm.cu", "const T* src = ADD ? rr : xr;", "const T* src = xr;"),
+    # Quantize: the 128x128 block scale goes to the transposed block.
+    "block_scale": ("quant_fp8", "quant_fp8.cu", "scale[blockIdx.y * ss_row + blockIdx.x * ss_col] = s;",
+                    "scale[blockIdx.x * ss_row + blockIdx.y * ss_col] = s;"),
     # Gather writes padding rows past num_rows.
     "gather_pad": ("moe_routing", "moe_routing/permute.cuh",
                    "min(static_cast<int64_t>(a.expert_offsets[e + 1]), a.num_rows)",
                    "static_cast<int64_t>(a.expert_offsets[e + 1])"),
+    # FP8 GEMM block scales: rows g + 8 of each m16 tile promote with row g's A scale.
+    "fp8_srow": ("matmul_fp8", "matmul_fp8_sm80.cu", "min64(m0 + wm * 64 + i * 16 + g + 8 * h, p.m - 1)",
+                 "min64(m0 + wm * 64 + i * 16 + g, p.m - 1)"),
+    # FP8 GEMM: A's second k16 fragment takes its two k halves swapped (B's not): a wrong k pairing.
+    "fp8_kperm": ("matmul_fp8", "matmul_fp8_sm80.cu", "e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);",
+                  "e4m3x4_to_f16x2_scaled(lo.y, a1[2], a1[0]);"),
 }
 
 

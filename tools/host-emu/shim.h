@@ -209,6 +209,11 @@ inline unsigned __match_any_sync(unsigned m, int v) {
 // ------------------------------------------------------------------ math, bits, atomics
 inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline int atomicMax(int* p, int v) {
+  int cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+  return cur;
+}
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T max(T a, T b) { return a > b ? a : b; }
@@ -217,6 +222,7 @@ template <typename T> inline T min(T a, T b) { return a < b ? a : b; }
 inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
 inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+inline int __float_as_int(float f) { int u; memcpy(&u, &f, 4); return u; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
@@ -224,6 +230,7 @@ inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 inline int __float2int_rn(float f) { return std::isnan(f) ? 0 : static_cast<int>(std::nearbyintf(f)); }
 inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
 inline float __logf(float x) { return logf(x); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // rsqrt.approx (2 ulp) is not modelled
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
   const uint64_t v = (static_cast<uint64_t>(y) << 32) | x;
   unsigned r = 0;
@@ -343,6 +350,10 @@ template <typename K>
 inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
   emu::max_smem_attr = std::max(emu::max_smem_attr, static_cast<size_t>(value));
   if (value > 232448) return cudaErrorInvalidValue;  // sm_90 opt-in maximum (227 KiB)
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
+  memset(p, v, n);
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() {

@@ -1,0 +1,267 @@
+// Emulated runs of cuda/quant_fp8.cu against an independent e4m3 reference (src/reference/
+// quant.rs semantics): quantize_fp8 (per tensor, per row, 1x128 groups, 128x128 blocks) bit for
+// bit, codes and scales; dequantize_fp8 within one rounding of the output type; the fused
+// (add +) RMSNorm -> FP8 within half an e4m3 step of the exact f64 normalised value, with the
+// stored residual bit for bit.
+#include "harness.h"
+
+#include <algorithm>
+
+static double g_max_norm_err = 0.0;  // fused norm: largest error / half-step bound
+
+// e4m3 (bias 7, 3 mantissa bits, max 448, no inf), round to nearest even, saturating.
+static uint8_t e4m3_ref(float v) {
+  const uint8_t sign = std::signbit(v) ? 0x80 : 0;
+  double a = std::min(std::fabs(static_cast<double>(v)), 448.0);
+  const int e = std::max(std::ilogb(a == 0 ? 1.0 : a), -6);
+  const double step = std::ldexp(1.0, e - 3);
+  const double q = std::nearbyint(a / step) * step;  // ties to even (default rounding mode)
+  if (q == 0) return sign;
+  if (q < std::ldexp(1.0, -6)) return sign | static_cast<uint8_t>(q / std::ldexp(1.0, -9));
+  const int qe = std::ilogb(q);
+  return sign | static_cast<uint8_t>(((qe + 7) << 3) | (static_cast<int>(q / std::ldexp(1.0, qe - 3)) - 8));
+}
+static double e4m3_value(uint8_t b) {
+  const int ex = (b >> 3) & 15, m = b & 7;
+  const double mag = ex == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, ex - 10);
+  return (b & 0x80) ? -mag : mag;
+}
+
+struct Layout {  // block shape and scale storage
+  int64_t br, bc, sr, sc, ss_row, ss_col;
+};
+static Layout layout_of(wc_scale_granularity g, int64_t rows, int64_t cols, bool col_major) {
+  Layout l{};
+  switch (g) {
+    case WC_SCALE_TENSOR: l.br = rows; l.bc = cols; break;
+    case WC_SCALE_ROW: l.br = 1; l.bc = cols; break;
+    case WC_SCALE_GROUP128: l.br = 1; l.bc = 128; break;
+    default: l.br = 128; l.bc = 128; break;
+  }
+  l.sr = (rows + l.br - 1) / l.br;
+  l.sc = (cols + l.bc - 1) / l.bc;
+  if (col_major) {
+    l.ss_row = 1;
+    l.ss_col = l.sr + 3;  // a gap after each column of scales
+  } else {
+    l.ss_row = l.sc;
+    l.ss_col = 1;
+  }
+  return l;
+}
+static size_t scale_count(const Layout& l) { return (l.sr - 1) * l.ss_row + (l.sc - 1) * l.ss_col + 1; }
+static const char* gname(wc_scale_granularity g) {
+  return g == WC_SCALE_TENSOR ? "tensor" : g == WC_SCALE_ROW ? "row" : g == WC_SCALE_GROUP128 ? "group128" : "block128";
+}
+
+template <typename T>
+static void fill(Buf& b, int rows, int cols, int64_t stride, Rng& r) {
+  for (int i = 0; i < rows; ++i)
+    for (int c = 0; c < cols; ++c) {
+      // Per-row magnitudes differ (row scales differ); a few zero rows and tiny values.
+      const double mag = i % 5 == 3 ? 0.0 : std::ldexp(1.0, (i * 7) % 9 - 4);
+      T v = fromf<T>(static_cast<float>(r.uni(-1, 1) * mag * (r.below(16) == 0 ? 1e-4 : 1.0)));
+      b.set(&v, sizeof(T), (i * stride + c) * sizeof(T));
+    }
+}
+
+static bool gaps_untouched(const Buf& b, int rows, int cols, int64_t stride, size_t E) {
+  for (int i = 0; i + 1 < rows; ++i)
+    for (int64_t k = cols * E; k < stride * static_cast<int64_t>(E); ++k)
+      if (b.as<uint8_t>()[i * stride * E + k] != b.before(i * stride * E + k)) return false;
+  return b.guard_intact();
+}
+
+// Dequantizes (q, scale) with the kernel into D and checks each value against code · scale.
+template <typename D>
+static void dequant_check(const Buf& qb, const Buf& sb, const Layout& l, wc_scale_granularity g, int rows, int cols,
+                          int64_t qs, int off, Rng& r) {
+  const int64_t os = cols + (off ? 3 : 0);
+  Buf ob(((rows - 1) * os + cols) * sizeof(D), off * sizeof(D), r);
+  wc_dequantize_fp8_params p{qb.p(), sb.as<float>(), ob.p(), rows, cols, qs, os, l.ss_row, l.ss_col, g, tag<D>()};
+  if (wc_dequantize_fp8(&p, nullptr) != WC_OK) return fail("dequantize %s: status not OK", tname<D>());
+  for (int i = 0; i < rows; ++i)
+    for (int c = 0; c < cols; ++c) {
+      const double want = e4m3_value(qb.as<uint8_t>()[i * qs + c]) *
+                          sb.as<float>()[(i / l.br) * l.ss_row + (c / l.bc) * l.ss_col];
+      const double got = tof(ob.as<D>()[i * os + c]);
+      ++g_checks;
+      if (!(std::fabs(got - want) <= ulp<D>(want)))
+        return fail("dequantize %s (%d, %d): got %.9g want %.9g", tname<D>(), i, c, got, want);
+    }
+  if (!gaps_untouched(ob, rows, cols, os, sizeof(D))) fail("dequantize %s: gap or guard written", tname<D>());
+}
+
+// ------------------------------------------------------------------ quantize_fp8 (+ dequantize)
+template <typename T>
+static void quant_case(wc_scale_granularity g, int rows, int cols, int xpad, int opad, int off, bool col_major,
+                       uint64_t seed, wc_status want_st = WC_OK) {
+  ctx("quantize_fp8 %s %s rows=%d cols=%d xpad=%d opad=%d off=%d scale_col_major=%d", tname<T>(), gname(g), rows,
+      cols, xpad, opad, off, col_major);
+  Rng r(seed);
+  const int64_t xs = cols + xpad, os = cols + opad;
+  const Layout l = layout_of(g, rows, cols, col_major);
+  Buf xb(((rows - 1) * xs + cols) * sizeof(T), off * sizeof(T), r);
+  fill<T>(xb, rows, cols, xs, r);
+  Buf qb((rows - 1) * os + cols, off, r);
+  Buf sb(scale_count(l) * 4, 0, r);
+  wc_quantize_fp8_params p{xb.p(), qb.p(), sb.as<float>(), rows, cols, xs, os, l.ss_row, l.ss_col, g, tag<T>()};
+  const wc_status st = wc_quantize_fp8(&p, nullptr);
+  ++g_checks;
+  if (st != want_st) return fail("status %d, want %d", st, want_st);
+  if (st != WC_OK) return;
+  // Reference: f32 amax per block, scale = max(amax, floor) / 448, code = e4m3(x · (1 / scale)).
+  std::vector<float> amax(l.sr * l.sc, 0.0f);
+  const T* x = xb.as<T>();
+  for (int i = 0; i < rows; ++i)
+    for (int c = 0; c < cols; ++c) {
+      float& a = amax[(i / l.br) * l.sc + c / l.bc];
+      a = std::max(a, std::fabs(tof(x[i * xs + c])));
+    }
+  std::vector<float> scale(amax.size());
+  for (size_t k = 0; k < amax.size(); ++k) scale[k] = std::max(amax[k], WC_FP8_AMAX_FLOOR) / WC_FP8_MAX;
+  std::vector<bool> used(scale_count(l), false);
+  for (int64_t i = 0; i < l.sr; ++i)
+    for (int64_t j = 0; j < l.sc; ++j) {
+      const size_t at = i * l.ss_row + j * l.ss_col;
+      used[at] = true;
+      ++g_checks;
+      if (memcmp(&sb.as<float>()[at], &scale[i * l.sc + j], 4) != 0)
+        return fail("scale (%lld, %lld): got %.9g want %.9g", (long long)i, (long long)j, sb.as<float>()[at],
+                    scale[i * l.sc + j]);
+    }
+  for (size_t k = 0; k < used.size(); ++k)
+    if (!used[k] && memcmp(sb.as<uint8_t>() + 4 * k, sb.init.data() + 4 * k, 4) != 0)
+      return fail("scale gap %zu written", k);
+  for (int i = 0; i < rows; ++i)
+    for (int c = 0; c < cols; ++c) {
+      const float s = scale[(i / l.br) * l.sc + c / l.bc];
+      const uint8_t want = e4m3_ref(tof(x[i * xs + c]) * (1.0f / s));
+      const uint8_t got = qb.as<uint8_t>()[i * os + c];
+      ++g_checks;
+      if (got != want) return fail("code (%d, %d): x=%.9g scale=%.9g got %02x want %02x", i, c, tof(x[i * xs + c]), s, got, want);
+    }
+  if (!gaps_untouched(qb, rows, cols, os, 1)) fail("out gap or guard written");
+  if (memcmp(xb.base, xb.init.data(), xb.init.size()) != 0) fail("x written");
+  if (rows <= 3) {
+    dequant_check<__nv_bfloat16>(qb, sb, l, g, rows, cols, os, off, r);
+    dequant_check<__half>(qb, sb, l, g, rows, cols, os, off, r);
+  }
+  dequant_check<float>(qb, sb, l, g, rows, cols, os, off, r);
+}
+
+// ------------------------------------------------------------------ (fused_add_)rms_norm_quant_fp8
+template <typename T>
+static void norm_case(wc_scale_granularity g, bool add, int rows, int hidden, int pad, int off, bool gemma,
+                      uint64_t seed, wc_status want_st = WC_OK) {
+  ctx("%s %s %s rows=%d hidden=%d pad=%d off=%d gemma=%d", add ? "fused_add_rms_norm_quant_fp8" : "rms_norm_quant_fp8",
+      tname<T>(), gname(g), rows, hidden, pad, off, gemma);
+  Rng r(seed);
+  const size_t E = sizeof(T);
+  const int64_t xs = hidden + pad, rs = hidden + 2 * pad, os = hidden + (pad ? 16 : 0);
+  const float eps = 1e-6f, w_off = gemma ? 1.0f : 0.0f;
+  const Layout l = layout_of(g, rows, hidden, false);
+  Buf xb(((rows - 1) * xs + hidden) * E, off * E, r);
+  fill<T>(xb, rows, hidden, xs, r);
+  Buf rb(add ? ((rows - 1) * rs + hidden) * E : 0, off * E, r);
+  if (add) fill<T>(rb, rows, hidden, rs, r);
+  Buf wb(hidden * E, off * E, r);
+  for (int c = 0; c < hidden; ++c) {
+    T v = fromf<T>(static_cast<float>(r.uni(-2, 2) * (gemma ? 0.1 : 1.0)));
+    wb.set(&v, E, c * E);
+  }
+  Buf qb((rows - 1) * os + hidden, off, r);
+  Buf sb(scale_count(l) * 4, 0, r);
+  wc_rms_norm_quant_fp8_params p{xb.p(), add ? rb.p() : nullptr, wb.p(), qb.p(), sb.as<float>(), rows, hidden, xs, rs,
+                                 os, l.ss_row, l.ss_col, eps, w_off, g, tag<T>()};
+  const wc_status st = wc_rms_norm_quant_fp8(&p, nullptr);
+  ++g_checks;
+  if (st != want_st) return fail("status %d, want %d", st, want_st);
+  if (st != WC_OK) return;
+  const T* x = xb.as<T>();
+  const T* rin = reinterpret_cast<const T*>(rb.init.data() + rb.off);
+  const T* w = wb.as<T>();
+  for (int i = 0; i < rows; ++i) {
+    std::vector<double> v(hidden), y(hidden);
+    double ss = 0.0;
+    for (int c = 0; c < hidden; ++c) {
+      if (add) {
+        const T sum = fromf<T>(tof(x[i * xs + c]) + tof(rin[i * rs + c]));  // f32 add, one rounding
+        ++g_checks;
+        if (memcmp(&sum, &rb.as<T>()[i * rs + c], E) != 0)
+          return fail("residual (%d, %d): got %.9g want %.9g", i, c, tof(rb.as<T>()[i * rs + c]), tof(sum));
+        v[c] = tof(sum);
+      } else {
+        v[c] = tof(x[i * xs + c]);
+      }
+      ss += v[c] * v[c];
+    }
+    const double rstd = 1.0 / std::sqrt(ss / hidden + eps);
+    for (int c = 0; c < hidden; ++c) y[c] = v[c] * rstd * (w_off + tof(w[c]));
+    for (int64_t j = 0; j < l.sc; ++j) {
+      double amax = 0.0;
+      for (int64_t c = j * l.bc; c < std::min<int64_t>(hidden, (j + 1) * l.bc); ++c) amax = std::max(amax, std::fabs(y[c]));
+      const double want_s = std::max(amax, 1e-12) / 448.0;
+      const double s = sb.as<float>()[i * l.ss_row + j * l.ss_col];
+      ++g_checks;
+      if (!(std::fabs(s - want_s) <= 2e-6 * want_s)) return fail("scale (%d, %lld): got %.9g want %.9g", i, (long long)j, s, want_s);
+      for (int64_t c = j * l.bc; c < std::min<int64_t>(hidden, (j + 1) * l.bc); ++c) {
+        const double got = e4m3_value(qb.as<uint8_t>()[i * os + c]) * s;
+        // Half an e4m3 step (2^-4 |y| among normals, 2^-10 scale among subnormals) + f32 slack.
+        const double bound = std::ldexp(std::fabs(y[c]), -4) + std::ldexp(s, -10) + 4e-6 * std::fabs(y[c]);
+        ++g_checks;
+        g_max_norm_err = std::max(g_max_norm_err, std::fabs(got - y[c]) / bound);
+        if (!(std::fabs(got - y[c]) <= bound)) return fail("value (%d, %lld): got %.9g want %.9g", i, (long long)c, got, y[c]);
+      }
+    }
+  }
+  if (!gaps_untouched(qb, rows, hidden, os, 1)) fail("out gap or guard written");
+  if (add && !gaps_untouched(rb, rows, hidden, rs, E)) fail("residual gap or guard written");
+  if (memcmp(xb.base, xb.init.data(), xb.init.size()) != 0) fail("x written");
+}
+
+template <typename T>
+static void all_cases(uint64_t& seed) {
+  // (rows, cols): one row, odd cols, partial 128-blocks in both directions, whole blocks.
+  const int shapes[][2] = {{1, 7}, {3, 129}, {130, 140}, {130, 144}, {2, 256}, {2, 4096}};
+  for (const auto& shape : shapes)
+    for (int lay = 0; lay < 3; ++lay) {  // 0 dense, 1 padded strides (vector path if cols allow), 2 misaligned
+      const int rows = shape[0], cols = shape[1];
+      const int xpad = lay == 1 ? 8 : 0, opad = lay == 1 ? 16 : 0, off = lay == 2 ? 1 : 0;
+      for (auto g : {WC_SCALE_TENSOR, WC_SCALE_ROW, WC_SCALE_BLOCK128}) {
+        if (rows > 3 && (g == WC_SCALE_ROW || lay == 1)) continue;  // one block per row: keep the run short
+        quant_case<T>(g, rows, cols, xpad, opad, off, false, seed++);
+      }
+      if (rows > 3) continue;
+      const bool group_ok = cols % 128 == 0 && lay != 2;
+      quant_case<T>(WC_SCALE_GROUP128, rows, cols, xpad, opad, off, lay == 1, seed++,
+                    group_ok ? WC_OK : WC_ERR_UNSUPPORTED);
+    }
+  quant_case<T>(WC_SCALE_GROUP128, 1, 32768 + 128, 0, 0, 0, true, seed++);  // loop path (1024 threads)
+  quant_case<T>(WC_SCALE_ROW, 1, 32768 + 128, 0, 0, 0, false, seed++);
+  for (bool add : {false, true})
+    for (int hidden : {7, 128, 1000, 4096}) {
+      const int rows = 2;
+      norm_case<T>(WC_SCALE_ROW, add, rows, hidden, 0, 0, false, seed++);
+      norm_case<T>(WC_SCALE_ROW, add, rows, hidden, 8, 1, true, seed++);  // misaligned: scalar path
+      norm_case<T>(WC_SCALE_GROUP128, add, rows, hidden, 8, 0, hidden % 2 == 0, seed++,
+                   hidden % 128 == 0 ? WC_OK : WC_ERR_UNSUPPORTED);
+    }
+  norm_case<T>(WC_SCALE_GROUP128, true, 1, 32768 + 128, 0, 0, true, seed++);  // loop path
+}
+
+int main() {
+  uint64_t seed = 1;
+  all_cases<__nv_bfloat16>(seed);
+  all_cases<__half>(seed);
+  {
+    ctx("e4m3 reference self-check");
+    const float v[] = {0.0f, 448.0f, 500.0f, -1e9f, 1.0f, 1.0625f, 1.1875f, std::ldexp(1.0f, -9), std::ldexp(1.0f, -10),
+                       std::ldexp(3.0f, -10), 464.0f};
+    const uint8_t want[] = {0x00, 0x7E, 0x7E, 0xFE, 0x38, 0x38, 0x3A, 0x01, 0x00, 0x02, 0x7E};
+    for (int i = 0; i < 11; ++i)
+      if (e4m3_ref(v[i]) != want[i]) fail("e4m3_ref(%g) = %02x, want %02x", v[i], e4m3_ref(v[i]), want[i]);
+  }
+  printf("quant_fp8: fused norm max error / half-step bound = %.3f\n", g_max_norm_err);
+  return finish("quant_fp8");
+}
