@@ -1,5 +1,5 @@
 //! The thin reference model: Hugging Face checkpoints on a CPU oracle path (built only from
-//! `crate::reference` functions) and a GPU path (warpcore's kernels + cuBLAS, gpu.rs).
+//! `crate::reference` functions) and a GPU path (warpcore's kernels + cuBLAS, gpu/).
 
 pub mod config;
 pub mod cpu;

@@ -41,12 +41,14 @@
 //! biases, head dims the attention kernels do not take ([`crate::ops::attention::HEAD_DIMS`]),
 //! activations outside [`GluActivation`].
 
+mod moe;
+
 use super::gemm::Gemm;
 use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView, PageAllocator, SeqId};
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
 use crate::ops::elementwise::{glu, select_rows};
-use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes, MoeGateConfig};
+use moe::MoeBuffers;
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
 use crate::reference::mlp::GluActivation;
@@ -109,7 +111,7 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
         return Err(Error::Unsupported { op: OP, what: "GQA ratio", value: format!("{} / {}", c.num_q_heads, c.num_kv_heads) });
     }
     if let Some(m) = &c.moe {
-        MoeGateConfig::softmax_topk(m.renormalize).validate(m.num_experts, m.top_k)?;
+        m.gate().validate(m.num_experts, m.top_k)?;
     }
     c.rope(c.max_position_embeddings)?;
     GluActivation::from_hf(&c.hidden_act).ok_or_else(|| Error::Unsupported { op: OP, what: "hidden_act", value: c.hidden_act.clone() })
@@ -149,22 +151,6 @@ fn glu_rows(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, act: &mut
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {
     v.iter().map(|&x| bf16::from_f32(x)).collect()
-}
-
-/// MoE scratch for `max_tokens` tokens.
-struct MoeBuffers {
-    logits: CudaSlice<f32>,
-    topk_ids: CudaSlice<i32>,
-    topk_weights: CudaSlice<f32>,
-    sorted_ids: CudaSlice<i32>,
-    block_expert_ids: CudaSlice<i32>,
-    expert_offsets: CudaSlice<i32>,
-    expert_counts: CudaSlice<i32>,
-    token_positions: CudaSlice<i32>,
-    align_workspace: CudaSlice<i32>,
-    /// `[max_tokens · top_k, hidden]`: token rows in expert order, then the experts' outputs.
-    gathered: CudaSlice<bf16>,
-    expert_out: CudaSlice<bf16>,
 }
 
 /// Activations of one step of up to `max_tokens` tokens (the first rows are used).
@@ -317,25 +303,7 @@ impl GpuModel {
         let dense_inter = if self.layers.iter().any(|l| matches!(l.mlp, GpuMlp::Dense { .. })) { c.intermediate_size } else { 0 };
         let moe_rows_inter = c.moe.as_ref().map_or(0, |m| m.top_k * m.intermediate_size);
         let mlp_elems = t * dense_inter.max(moe_rows_inter);
-        let moe = match &c.moe {
-            Some(m) => {
-                let sizes = MoeAlignSizes::new(t, m.top_k, m.num_experts, 1)?;
-                Some(MoeBuffers {
-                    logits: alloc(dev, t * m.num_experts)?,
-                    topk_ids: alloc(dev, t * m.top_k)?,
-                    topk_weights: alloc(dev, t * m.top_k)?,
-                    sorted_ids: alloc(dev, sizes.sorted_len)?,
-                    block_expert_ids: alloc(dev, sizes.blocks_len)?,
-                    expert_offsets: alloc(dev, m.num_experts + 1)?,
-                    expert_counts: alloc(dev, m.num_experts)?,
-                    token_positions: alloc(dev, t * m.top_k)?,
-                    align_workspace: alloc(dev, sizes.workspace_len)?,
-                    gathered: alloc(dev, sizes.sorted_len * h)?,
-                    expert_out: alloc(dev, sizes.sorted_len * h)?,
-                })
-            }
-            None => None,
-        };
+        let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h)).transpose()?;
         Ok(Buffers {
             max_tokens: t,
             residual: alloc(dev, t * h)?,
@@ -582,65 +550,6 @@ impl GpuModel {
         self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(gate_up, 2 * inter, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
         self.gemm.linear(dev, &rows(&bufs.act, t, inter)?, &rows(down, h, inter)?, &mut rows_mut(&mut bufs.x, t, h)?)
-    }
-
-    /// x `[t, hidden]` → x through the routed experts.
-    fn moe_mlp(
-        &self,
-        bufs: &mut Buffers,
-        t: usize,
-        router: &CudaSlice<bf16>,
-        gate_up: &CudaSlice<bf16>,
-        down: &CudaSlice<bf16>,
-        inter: usize,
-    ) -> Result<()> {
-        let (dev, h) = (&self.dev, self.config.hidden_size);
-        let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
-        let (ne, k) = (m.num_experts, m.top_k);
-        let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
-        self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(router, ne, h)?, &mut rows_mut(&mut mb.logits, t, ne)?)?;
-        let gate_cfg = MoeGateConfig::softmax_topk(m.renormalize);
-        moe_gate(dev, &rows(&mb.logits, t, ne)?, None, &mut rows_mut(&mut mb.topk_ids, t, k)?, &mut rows_mut(&mut mb.topk_weights, t, k)?, None, &gate_cfg)?;
-        let sizes = MoeAlignSizes::new(t, k, ne, 1)?;
-        let n = sizes.sorted_len; // = t · k: block_m 1 pads nothing
-        moe_align(
-            dev,
-            &rows(&mb.topk_ids, t, k)?,
-            ne,
-            1,
-            MoeAlignOutputs {
-                sorted_ids: &mut vector_mut(&mut mb.sorted_ids, n)?,
-                block_expert_ids: &mut vector_mut(&mut mb.block_expert_ids, sizes.blocks_len)?,
-                expert_offsets: &mut vector_mut(&mut mb.expert_offsets, ne + 1)?,
-                expert_counts: &mut vector_mut(&mut mb.expert_counts, ne)?,
-                token_positions: &mut rows_mut(&mut mb.token_positions, t, k)?,
-                workspace: &mut vector_mut(&mut mb.align_workspace, sizes.workspace_len)?,
-            },
-        )?;
-        moe_gather(
-            dev,
-            &rows(&bufs.x, t, h)?,
-            &rows(&mb.token_positions, t, k)?,
-            &vector(&mb.expert_offsets, ne + 1)?,
-            &vector(&mb.expert_counts, ne)?,
-            &mut rows_mut(&mut mb.gathered, n, h)?,
-        )?;
-        // The per-expert row ranges, on the host (waits for the queued work).
-        let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
-        let ranges: Vec<(usize, usize, usize)> = (0..ne)
-            .map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize))
-            .filter(|&(_, _, count)| count > 0)
-            .collect();
-        for &(e, first, count) in &ranges {
-            let w = rows_at(gate_up, e * 2 * inter, 2 * inter, h)?; // expert e's [2 · inter, hidden]
-            self.gemm.linear(dev, &rows_at(&mb.gathered, first, count, h)?, &w, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
-        }
-        glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
-        for &(e, first, count) in &ranges {
-            let w = rows_at(down, e * h, h, inter)?; // expert e's [hidden, inter]
-            self.gemm.linear(dev, &rows_at(&bufs.act, first, count, inter)?, &w, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
-        }
-        moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)
     }
 }
 
