@@ -3,9 +3,9 @@
 //! `rope_theta` + `rope_scaling`: both are read. Keys a DeepSeek-V3 config.json leaves out take
 //! `DeepseekV3Config`'s defaults (transformers 5.17), as transformers would.
 
+mod rope;
+
 use crate::ops::moe_routing::{MoeGateConfig, MoeScoring};
-use crate::ops::rope::config::yarn_get_mscale;
-use crate::ops::rope::{RopeConfig, RopeScaling, RopeStyle, Yarn};
 use crate::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -261,7 +261,7 @@ impl ModelConfig {
             .unwrap_or(10000.0);
         if let Some(Value::Object(m)) = &mut scaling {
             m.remove("rope_theta");
-            let kind = m.get("rope_type").or_else(|| m.get("type")).and_then(Value::as_str).unwrap_or("default");
+            let kind = rope::rope_type(|k| m.get(k));
             if kind == "default" && m.len() <= 1 {
                 scaling = None;
             }
@@ -401,72 +401,10 @@ fn bitnet_quant(q: &Value) -> Result<BitNetQuant> {
     Ok(BitNetQuant { linear_class, offline, use_rms_norm: q.get("use_rms_norm").and_then(Value::as_bool).unwrap_or(false) })
 }
 
-impl ModelConfig {
-    /// The RoPE of every attention layer, from `rope_theta` and the scaling dict: default,
-    /// linear, dynamic (NTK, at `seq_len` tokens), llama3, yarn. GQA: NeoX style over the whole
-    /// head. MLA: over the `qk_rope_head_dim` rotary part alone (the config is validated against
-    /// that part as its head), GPT-J style when `rope_interleave` — transformers rotates the
-    /// interleaved pairs and writes them out de-interleaved, the same permutation for q and k,
-    /// so every q·k (all MLA uses them for) equals the in-place GPT-J rotation's.
-    pub fn rope(&self, seq_len: usize) -> Result<RopeConfig> {
-        let (dim, style) = match &self.mla {
-            Some(m) => (m.qk_rope_head_dim, if m.rope_interleave { RopeStyle::GptJ } else { RopeStyle::NeoX }),
-            None => (self.head_dim, RopeStyle::NeoX),
-        };
-        let base = RopeConfig::new(dim, self.rope_theta).with_style(style);
-        let Some(sc) = &self.rope_scaling else { return Ok(base) };
-        let num = |k: &str| sc.get(k).and_then(Value::as_f64);
-        let need = |k: &'static str| num(k).ok_or_else(|| bad(Path::new("config.json"), format!("rope scaling without `{k}`")));
-        let original = sc
-            .get("original_max_position_embeddings")
-            .and_then(Value::as_u64)
-            .map_or(self.max_position_embeddings, |v| v as usize);
-        let kind = sc.get("rope_type").or_else(|| sc.get("type")).and_then(Value::as_str).unwrap_or("default");
-        let scaling = match kind {
-            "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: need("factor")? },
-            "dynamic" => RopeScaling::DynamicNtk { factor: need("factor")?, original_max_positions: self.max_position_embeddings, seq_len },
-            "llama3" => RopeScaling::Llama3 {
-                factor: need("factor")?,
-                low_freq_factor: need("low_freq_factor")?,
-                high_freq_factor: need("high_freq_factor")?,
-                original_max_positions: original,
-            },
-            "yarn" => RopeScaling::Yarn(Yarn {
-                beta_fast: num("beta_fast").unwrap_or(32.0),
-                beta_slow: num("beta_slow").unwrap_or(1.0),
-                mscale: num("mscale"),
-                mscale_all_dim: num("mscale_all_dim"),
-                attention_factor: num("attention_factor"),
-                truncate: sc.get("truncate").and_then(Value::as_bool).unwrap_or(true),
-                ..Yarn::new(need("factor")?, original)
-            }),
-            other => return Err(Error::Unsupported { op: "ModelConfig::rope", what: "rope_type", value: other.to_string() }),
-        };
-        let cfg = base.with_scaling(scaling);
-        cfg.validate("ModelConfig::rope", dim)?;
-        Ok(cfg)
-    }
-
-    /// The attention softmax scale: 1/√head_dim; for MLA with a scaled RoPE that has
-    /// `mscale_all_dim` also times mscale(factor, mscale_all_dim)² (HF `yarn_apply_mscale`).
-    pub fn softmax_scale(&self) -> Result<f64> {
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let Some(sc) = self.rope_scaling.as_ref().filter(|_| self.mla.is_some()) else { return Ok(scale) };
-        let kind = sc.get("rope_type").or_else(|| sc.get("type")).and_then(Value::as_str).unwrap_or("default");
-        let all_dim = sc.get("mscale_all_dim").and_then(Value::as_f64).unwrap_or(0.0);
-        if kind == "default" || all_dim == 0.0 {
-            return Ok(scale);
-        }
-        let factor = sc.get("factor").and_then(Value::as_f64).ok_or_else(|| bad(Path::new("config.json"), "rope scaling without `factor`"))?;
-        let m = yarn_get_mscale(factor, all_dim);
-        Ok(scale * m * m)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::rope::{RopeScaling, RopeStyle};
 
     #[test]
     fn reads_transformers_5_and_legacy_rope_fields() {
