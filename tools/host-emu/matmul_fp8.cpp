@@ -1,10 +1,39 @@
-// Emulated runs of cuda/matmul_fp8_sm80.cu (wc_matmul_fp8_sm80, the portable mma.sync FP8 GEMM):
-// params filled as src/ops/matmul_fp8.rs does (plan_sm80's one tile, scale strides with 0 for a
-// size-1 dimension), random e4m3 codes and scales, poisoned outputs, compared with an f64 GEMM on
-// the dequantized inputs (src/reference/matmul_fp8.rs semantics). Usage: matmul_fp8 [name-filter]
+// Emulated runs of both FP8 GEMM kernels: cuda/matmul_fp8_sm80.cu (wc_matmul_fp8_sm80, the
+// portable mma.sync path) and cuda/matmul_fp8_sm90.cu (wc_matmul_fp8_sm90: TMA, mbarriers, wgmma,
+// warp specialisation, persistent CTAs; shim_sm90.h), with params filled as src/ops/matmul_fp8.rs
+// does (plan_sm80's tile; for sm_90a every tile configuration the launcher builds, tensor maps
+// as tma_box / encode_tma describe them, and few CTAs so that each walks several tiles), scale
+// strides with 0 for a size-1 dimension, random e4m3 codes and scales, poisoned outputs,
+// compared with an f64 GEMM on the dequantized inputs (src/reference/matmul_fp8.rs semantics).
+// Usage: matmul_fp8 [name-filter], e.g. "sm90 bf16 m=17 ".
 #include "harness.h"
 
 extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
+extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
+
+// Which kernel runs a case: sm_80 with plan_sm80's one tile, or sm_90a with one of the tile
+// configurations matmul_fp8_sm90.cu builds (SM90_TILES in src/ops/matmul_fp8.rs) and `ctas`
+// persistent CTAs (0: one per tile).
+struct Path {
+  bool sm90;
+  int block_m, block_n;
+  bool fast;
+  int ctas;
+};
+static const char* pname(const Path& t) {
+  static char b[64];
+  if (!t.sm90) return "sm80";
+  snprintf(b, sizeof b, "sm90 %dx%d %s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted", t.ctas);
+  return b;
+}
+
+// tma_box + encode_tma (src/ops/matmul_fp8.rs): uint8 {k, rows}, the row stride, boxes of
+// {128, box_rows} bytes, 128-byte swizzle.
+static bool encode_tma(wc_tensor_map* map, const void* ptr, int64_t rows, int64_t k, int64_t row_stride, int box_rows) {
+  const uint64_t dims[2] = {static_cast<uint64_t>(k), static_cast<uint64_t>(rows)};
+  const uint32_t box[2] = {128, static_cast<uint32_t>(box_rows)};
+  return emu::sm90::encode_tensor_map_2d(map, ptr, dims, static_cast<uint64_t>(row_stride), box, 128);
+}
 
 // ------------------------------------------------------------------ scales
 // ScaleGranularity (src/ops/quant.rs): A per tensor / row / 1×128 group, B per tensor / row /
@@ -69,8 +98,8 @@ struct Case {
 static double max_rel32 = 0, max_tol32 = 0, max_ulp16 = 0;
 
 template <typename O>
-static void run_case(const Case& c, uint64_t seed) {
-  ctx("%s m=%d n=%d k=%d a:%s b:%s%s%s pad=%d%s", tname<O>(), c.m, c.n, c.k, gname(c.ga), gname(c.gb),
+static void run_case(const Case& c, const Path& path, uint64_t seed) {
+  ctx("%s %s m=%d n=%d k=%d a:%s b:%s%s%s pad=%d%s", pname(path), tname<O>(), c.m, c.n, c.k, gname(c.ga), gname(c.gb),
       c.bias ? " bias" : "", c.residual ? " residual" : "", c.pad, c.scale_t ? " scales-transposed" : "");
   Rng r(seed);
   const int64_t m = c.m, n = c.n, k = c.k, E = sizeof(O), V = 16 / E;
@@ -121,7 +150,7 @@ static void run_case(const Case& c, uint64_t seed) {
   Buf* res = c.residual ? vals(m, ldr) : nullptr;
   Buf d(((m - 1) * ldd + n) * E, 0, r);  // random bytes: every unwritten element is noticed
 
-  // As matmul_fp8 (src/ops/matmul_fp8.rs) fills them for the mma.sync kernel.
+  // As matmul_fp8 (src/ops/matmul_fp8.rs) fills them.
   wc_matmul_fp8_params p{};
   p.a = a->p();
   p.b = b->p();
@@ -142,13 +171,22 @@ static void run_case(const Case& c, uint64_t seed) {
   p.b_scale_stride_n = sb.c_stride(0);
   p.b_scale_stride_k = sb.c_stride(1);
   p.block_scaled = block_scaled(c.ga, c.gb);
-  p.fast_accum = 0;
-  p.block_m = 128;  // plan_sm80: SM80_TILE, GROUP_M, one CTA per tile
-  p.block_n = 128;
-  p.group_m = 8;
-  p.num_ctas = static_cast<int32_t>((m + 127) / 128 * (n / 128));
+  p.fast_accum = path.fast;
+  p.block_m = path.block_m;  // plan_sm80: SM80_TILE; plan_sm90: one of SM90_TILES
+  p.block_n = path.block_n;
+  p.group_m = 8;  // GROUP_M
+  const int64_t tiles = (m + path.block_m - 1) / path.block_m * (n / path.block_n);
+  p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, tiles) : tiles);
   p.out_dtype = tag<O>();
-  const wc_status st = wc_matmul_fp8_sm80(&p, nullptr);
+  wc_status st = WC_OK;
+  if (!path.sm90) {
+    st = wc_matmul_fp8_sm80(&p, nullptr);
+  } else if (!encode_tma(&p.tma_a, p.a, m, k, lda, path.block_m) || !encode_tma(&p.tma_b, p.b, n, k, ldb, path.block_n)) {
+    fail("tensor map refused");
+    st = WC_ERR_INVALID_ARG;
+  } else {
+    st = wc_matmul_fp8_sm90(&p, nullptr);
+  }
   if (st != WC_OK) fail("status %d", st);
 
   // f32: one rounding per mma.sync (16 products summed exactly by the shim) and per promotion,
@@ -186,9 +224,10 @@ static void run_case(const Case& c, uint64_t seed) {
   delete res;
 }
 
-// The launcher's own refusals (it checks what the planner sends) and m = 0: nothing launched.
-static void refusals() {
-  ctx("refusals");
+// The launchers' own refusals (they check what the planner sends) and m = 0: nothing launched.
+static void refusals(bool sm90) {
+  ctx("%s refusals", sm90 ? "sm90" : "sm80");
+  auto kernel = sm90 ? wc_matmul_fp8_sm90 : wc_matmul_fp8_sm80;
   wc_matmul_fp8_params p{};
   p.m = 128;
   p.n = 256;
@@ -200,7 +239,7 @@ static void refusals() {
   const long launches = emu::launches;
   auto expect = [&](const char* what, wc_status want) {
     ++g_checks;
-    const wc_status got = wc_matmul_fp8_sm80(&p, nullptr);
+    const wc_status got = kernel(&p, nullptr);
     if (got != want) fail("%s: status %d, want %d", what, got, want);
   };
   p.k = 200;
@@ -209,8 +248,22 @@ static void refusals() {
   p.n = 192;
   expect("n % 128", WC_ERR_INVALID_ARG);
   p.n = 256;
-  p.block_m = 64;
-  expect("block_m 64", WC_ERR_INVALID_ARG);
+  if (sm90) {
+    p.block_m = 96;
+    expect("block_m 96", WC_ERR_UNSUPPORTED);
+    p.block_m = 64;
+    p.block_n = 256;
+    expect("64x256 (not built)", WC_ERR_UNSUPPORTED);
+    p.block_n = 128;
+    p.block_scaled = 1;
+    p.block_n = 256;
+    expect("block-scaled 128x256 (not built)", WC_ERR_UNSUPPORTED);
+    p.block_n = 128;
+    p.block_scaled = 0;
+  } else {
+    p.block_m = 64;
+    expect("block_m 64", WC_ERR_INVALID_ARG);
+  }
   p.block_m = 128;
   p.out_dtype = WC_F16;
   expect("f16 out", WC_ERR_UNSUPPORTED);
@@ -238,17 +291,36 @@ int main(int argc, char** argv) {
       // Two tile groups (9 m-tiles > group_m = 8), the last one short.
       {9 * 128 + 5, 256, 128, ROW, BLOCK, true, false},
   };
+  // sm_90a: long k (the stage ring wraps inside a tile) and CTAs walking many tiles.
+  cases.push_back({64, 256, 1280, ROW, ROW, true, false, 1});
+  cases.push_back({200, 256, 1152, GROUP, BLOCK, false, true, 0, true});
   uint64_t seed = 1;
-  for (const Case& c : cases)
-    for (int out = 0; out < 2; ++out) {
-      ++seed;
-      char name[64];
-      snprintf(name, sizeof name, "%s m=%d ", out ? "bf16" : "f32", c.m);
-      if (filter && !strstr(name, filter)) continue;
-      if (out) run_case<__nv_bfloat16>(c, seed);
-      else run_case<float>(c, seed);
+  for (const Case& c : cases) {
+    // sm_80 once; sm_90a in every configuration its launcher builds for the case's mode
+    // (SM90_TILES), with 1, 2 or 3 persistent CTAs or one per tile.
+    std::vector<Path> paths = {{false, 128, 128, false, 0}};
+    if (c.m * c.n * static_cast<int64_t>(c.k) < 1 << 27) {  // the 1157-row case stays sm_80 only (time)
+      const bool blk = block_scaled(c.ga, c.gb);
+      const int v = static_cast<int>(paths.size() + c.m + c.k / 128);
+      auto ctas = [&](int i) { return (v + i) % 4 == 3 ? 0 : 1 + (v + i) % 3; };
+      if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(0)});
+      if (!blk) paths.push_back({true, 128, 128, true, ctas(1)});
+      if (!blk) paths.push_back({true, 64, 128, true, ctas(2)});
+      paths.push_back({true, 128, 128, false, ctas(3)});
+      paths.push_back({true, 64, 128, false, ctas(4)});
     }
-  refusals();
+    for (const Path& path : paths)
+      for (int out = 0; out < 2; ++out) {
+        ++seed;
+        char name[96];
+        snprintf(name, sizeof name, "%s %s m=%d ", pname(path), out ? "bf16" : "f32", c.m);
+        if (filter && !strstr(name, filter)) continue;
+        if (out) run_case<__nv_bfloat16>(c, path, seed);
+        else run_case<float>(c, path, seed);
+      }
+  }
+  refusals(false);
+  refusals(true);
   printf("matmul_fp8: f32 max |err| / (Σ|a·b| + |bias| + |res|) %.3g (%.3g of the bound), bf16 max |err| - f32 "
          "bound %.3g ulp, %ld launches, max dynamic smem %zu B\n", max_rel32, max_tol32, max_ulp16, emu::launches,
          emu::max_smem_attr);

@@ -7,8 +7,9 @@ Writes OUT_DIR/<file> for every cuda/ file of TARGET (same relative paths, so th
 #include "..." lines still work), plus verbatim copies of shim.h, harness.h and the target's
 test <target>.cpp. The rules, applied to every cuda/ file:
   * `#include <cuda_runtime.h>`           -> `#include "shim.h"`
-  * the bodies of the PTX wrappers in common.cuh (cp.async, ldmatrix, mma.sync) -> shim calls,
-    signatures kept; the `st.global.v4` asm statement -> a shim call
+  * the bodies of the PTX wrappers in common.cuh (cp.async, ldmatrix, mma.sync) and sm90.cuh
+    (mbarrier, TMA, wgmma, named barriers) -> shim calls, signatures kept; sm90.cuh's sm_90a
+    feature test -> 1 (the Hopper path is built); the `st.global.v4` asm statement -> a shim call
   * `extern __shared__ T name[];`         -> `T* name = reinterpret_cast<T*>(::emu::dyn_smem());`
   * `__shared__ T name[..];`              -> a static array poisoned per block (::emu::shared_init)
   * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch(kernel<...>, grid, block, smem, args);`
@@ -29,7 +30,7 @@ TARGETS = {
     "attention": ["common.cuh", "attention_gqa.cu"],
     "elementwise": ["common.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
-    "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu"],
+    "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8.cu"],
 }
@@ -84,6 +85,16 @@ SEEDS = {
     # FP8 GEMM: A's second k16 fragment takes its two k halves swapped (B's not): a wrong k pairing.
     "fp8_kperm": ("matmul_fp8", "matmul_fp8_sm80.cu", "e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);",
                   "e4m3x4_to_f16x2_scaled(lo.y, a1[2], a1[0]);"),
+    # sm_90a wgmma descriptors: the 8-row stride of the 128B-swizzle atoms halved.
+    "sm90_sbo": ("matmul_fp8", "sm90.cuh", "(uint64_t(1024 >> 4) << 32)", "(uint64_t(512 >> 4) << 32)"),
+    # sm_90a consumers wait for the full barrier's previous phase: they read a stage before its TMA lands.
+    "sm90_phase": ("matmul_fp8", "matmul_fp8_sm90.cu", "mbar_wait(&full[s], phase);", "mbar_wait(&full[s], phase ^ 1);"),
+    # sm_90a promoted accumulation releases a stage before its wgmmas retire.
+    "sm90_release": ("matmul_fp8", "matmul_fp8_sm90.cu",
+                     "wgmma_wait<0>();\n#pragma unroll\n          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);\n"
+                     "          if (lane == 0) mbar_arrive(&empty[s]);",
+                     "if (lane == 0) mbar_arrive(&empty[s]);\n          wgmma_wait<0>();\n#pragma unroll\n"
+                     "          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);"),
 }
 
 
@@ -123,7 +134,29 @@ PTX_BODIES = [
      "::emu::mma(c, a, b0, b1, true);"),
     (r"void mma<__half>\(float \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
      "::emu::mma(c, a, b0, b1, false);"),
+    # sm90.cuh (shim_sm90.h)
+    (r"void mbar_init\(uint64_t\* bar, uint32_t count\)", "::emu::sm90::mbar_init(bar, count);"),
+    (r"void fence_barrier_init\(\)", ""),
+    (r"void mbar_arrive_expect_tx\(uint64_t\* bar, uint32_t bytes\)", "::emu::sm90::mbar_arrive(bar, bytes);"),
+    (r"void mbar_arrive\(uint64_t\* bar\)", "::emu::sm90::mbar_arrive(bar, 0);"),
+    (r"void mbar_wait\(uint64_t\* bar, uint32_t parity\)", "::emu::sm90::mbar_wait(bar, parity);"),
+    (r"void prefetch_tensor_map\(const void\* map\)", "(void)map;"),
+    (r"void tma_load_2d\(void\* dst, const void\* map, uint64_t\* bar, int32_t c0, int32_t c1\)",
+     "::emu::sm90::tma_load_2d(dst, map, bar, c0, c1);"),
+    (r"void wgmma_fence\(\)", "::emu::sm90::wgmma_fence();"),
+    (r"void wgmma_commit\(\)", "::emu::sm90::wgmma_commit();"),
+    (r"void wgmma_wait\(\)", "::emu::sm90::wgmma_wait(N);"),
+    (r"void fence_operand\(float& r\)", "(void)r;"),
+    (r"void setmaxnreg_inc\(\)", ""),
+    (r"void setmaxnreg_dec\(\)", ""),
+    (r"void named_barrier_sync\(int id, int threads\)", "::emu::sm90::named_barrier_sync(id, threads);"),
+    (r"void wgmma_m64n128k32_e4m3\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_e4m3(d, 128, desc_a, desc_b, scale_d);"),
+    (r"void wgmma_m64n256k32_e4m3\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_e4m3(d, 256, desc_a, desc_b, scale_d);"),
 ]
+# The sm_90a feature test of sm90.cuh: the emulation builds the Hopper path.
+SM90A_TEST = "defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)"
 ST_GLOBAL_V4 = re.compile(r'asm volatile\("st\.global\.v4\.b32.*?\);', re.S)
 DYN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)\[\]\s*;")
 SHARED = re.compile(r"__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)((?:\[[^\]]*\])+)\s*;")
@@ -181,6 +214,7 @@ def rewrite_launches(s):
 
 def rewrite(text):
     text = text.replace("#include <cuda_runtime.h>", '#include "shim.h"')
+    text = text.replace(SM90A_TEST, "1  /* host-emu: the sm_90a path */")
     text = replace_bodies(text)
     text = DYN_SHARED.sub(lambda m: f"{m[1]}* {m[2]} = reinterpret_cast<{m[1]}*>(::emu::dyn_smem());", text)
     text = SHARED.sub(lambda m: f"static {m[1]} {m[2]}{m[3]}; ::emu::shared_init({m[2]}, sizeof({m[2]}));", text)
@@ -196,7 +230,7 @@ def prepare(target, out, seed=None):
     sources = {f: (CUDA / f).read_text() for f in TARGETS[target]}
     # The shim and the test are copied too, so that every translation unit includes the same
     # (possibly seeded) shim.h: a quoted include looks next to the including file first.
-    own = ["shim.h", "harness.h", f"{target}.cpp"]
+    own = ["shim.h", "shim_sm90.h", "harness.h", f"{target}.cpp"]
     sources.update({f: (HERE / f).read_text() for f in own})
     if seed:
         seed_target, f, old, new = SEEDS[seed]

@@ -12,6 +12,7 @@
 //     at issue with EMU_CP_EAGER=1; a kernel correct on the GPU passes both ways.
 //   * mma.sync m16n8k16 (bf16/f16 -> f32) and ldmatrix x4 (.trans) follow the PTX ISA fragment
 //     layouts; the products are summed in f64 (tensor-core rounding is not modelled).
+//   * Hopper: mbarriers, TMA, wgmma and named barriers are in shim_sm90.h (included at the end).
 // Errors are counted (emu::errors) and the first 20 printed; tests fail on a non-zero count.
 #pragma once
 #include <cuda_bf16.h>
@@ -44,6 +45,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 // ------------------------------------------------------------------ failure reporting
 namespace emu {
@@ -101,6 +103,10 @@ inline unsigned linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + 
 inline int lane() { return static_cast<int>(linear_tid() & 31); }
 
 inline unsigned char* dyn_smem() { return block->smem; }
+
+// Hooks of shim_sm90.h (mbarriers, warpgroups): per block and per exiting thread.
+void sm90_block_begin(unsigned threads);
+void sm90_thread_exit();
 
 inline bool in_dyn_smem(const void* p, size_t bytes) {
   auto a = reinterpret_cast<const unsigned char*>(p);
@@ -247,6 +253,11 @@ inline size_t __cvta_generic_to_shared(const void* p) {
   return static_cast<size_t>(reinterpret_cast<const unsigned char*>(p) - emu::block->smem);
 }
 using std::isnan;
+inline void __trap() {
+  EMU_FAIL("__trap() in thread %u of block %u", emu::linear_tid(), blockIdx.x);
+  fflush(stderr);
+  std::_Exit(4);
+}
 
 // ------------------------------------------------------------------ PTX: cp.async, ldmatrix, mma, st.global.v4
 namespace emu {
@@ -388,10 +399,13 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
         Block b(n);
         for (unsigned w = 0; w < (n + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>(std::min(32u, n - 32 * w)));
         b.smem_bytes = smem;
-        if (smem) {
-          b.smem = static_cast<unsigned char*>(malloc(smem));
+        if (smem) {  // 1024-byte aligned, as the 128B-swizzle atoms of TMA and wgmma need
+          void* p = nullptr;
+          if (posix_memalign(&p, 1024, smem) != 0) abort();
+          b.smem = static_cast<unsigned char*>(p);
           memset(b.smem, kPoison, smem);
         }
+        sm90_block_begin(n);
         block = &b;
         std::vector<std::thread> ts;
         ts.reserve(n);
@@ -407,6 +421,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
             // Copies still in flight at exit land eventually; the kernel must not depend on them.
             cp_commit();
             cp_wait(0);
+            sm90_thread_exit();
             // An exited thread no longer takes part in barriers.
             my_warp->bar.arrive_and_drop();
             b.bar.arrive_and_drop();
@@ -417,3 +432,5 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
       }
 }
 }  // namespace emu
+
+#include "shim_sm90.h"

@@ -1,0 +1,371 @@
+// shim_sm90.h — host emulation of the Hopper pieces of cuda/sm90.cuh (included at the end of
+// shim.h; prep.py turns the bodies of sm90.cuh's wrappers into calls to emu::sm90):
+//   * mbarriers: expected count, arrivals, transaction bytes (expect_tx / complete_tx), phases;
+//     try_wait.parity P returns once the current phase's parity differs from P.
+//   * TMA: 2-D uint8 tensor maps (encode_tensor_map_2d takes cuTensorMapEncodeTiled's arguments
+//     and applies its documented checks) and cp.async.bulk.tensor loads with 128-byte swizzle and
+//     zero fill outside the tensor, completing bytes on an mbarrier. A load lands only when a
+//     thread waits on its barrier (EMU_CP_EAGER=1: at issue).
+//   * wgmma m64nNk32 e4m3 -> f32 from K-major, 128B-swizzled shared-memory descriptors decoded
+//     as the PTX ISA defines them, results in the ISA's accumulator layout. The 128 threads of a
+//     warpgroup meet at every wgmma instruction and must agree on it (operation, descriptors,
+//     scale-d). Operations run at the wgmma.wait_group that retires their group (EMU_CP_EAGER=1:
+//     at issue); each instruction's 32 products are summed in f64 and added with one f32
+//     rounding (the tensor core's truncating accumulation is not modelled).
+//   * Hazards reported: a TMA overwriting shared memory that a wgmma was still reading when its
+//     thread arrived on the barrier the TMA's issuer waited for (a stage released too early); a
+//     wgmma reading shared memory that a TMA has not landed in (no wait on its barrier); wgmma
+//     without wgmma.fence since the last wait; wgmma still in flight when its thread exits.
+//   * Named barriers (bar.sync id, threads). setmaxnreg, fences and prefetches do nothing.
+// A wait with no progress for 60 s is reported as a deadlock and ends the process.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+
+namespace emu {
+namespace sm90 {
+
+struct Range {  // dynamic shared memory bytes [lo, hi)
+  size_t lo, hi;
+};
+inline bool overlaps(const Range& a, const Range& b) { return a.lo < b.hi && b.lo < a.hi; }
+inline size_t swizzle128(size_t offset) { return offset ^ (((offset >> 7) & 7) << 4); }
+
+// ------------------------------------------------------------------ tensor maps
+constexpr uint64_t kMapMagic = 0x74656E736F726D70ull;
+struct TensorMap2d {
+  uint64_t magic;
+  const uint8_t* base;
+  uint64_t dims[2];     // {inner (bytes), rows}
+  uint64_t row_stride;  // bytes
+  uint32_t box[2];      // {inner (bytes), rows}
+  uint32_t swizzle;     // bytes: 0 or 128
+};
+static_assert(sizeof(TensorMap2d) <= 128, "fits in a CUtensorMap");
+
+// cuTensorMapEncodeTiled(UINT8, rank 2, ptr, dims, {row_stride}, box, {1, 1}, INTERLEAVE_NONE,
+// swizzle 0 / 128B, ...): false (nothing written) where the driver documents an invalid value.
+inline bool encode_tensor_map_2d(void* map, const void* ptr, const uint64_t dims[2], uint64_t row_stride,
+                                 const uint32_t box[2], uint32_t swizzle) {
+  const bool ok = map != nullptr && (reinterpret_cast<uintptr_t>(map) & 63) == 0 &&
+                  (reinterpret_cast<uintptr_t>(ptr) & 15) == 0 && dims[0] >= 1 && dims[1] >= 1 &&
+                  dims[0] <= (uint64_t{1} << 32) && dims[1] <= (uint64_t{1} << 32) && row_stride % 16 == 0 &&
+                  row_stride >= dims[0] && row_stride < (uint64_t{1} << 40) && box[0] >= 1 && box[1] >= 1 &&
+                  box[0] <= 256 && box[1] <= 256 && box[0] % 16 == 0 &&
+                  (swizzle == 0 || (swizzle == 128 && box[0] <= 128));
+  if (!ok) return false;
+  const TensorMap2d m{kMapMagic, static_cast<const uint8_t*>(ptr), {dims[0], dims[1]}, row_stride, {box[0], box[1]},
+                      swizzle};
+  memset(map, 0, 128);
+  memcpy(map, &m, sizeof m);
+  return true;
+}
+
+// ------------------------------------------------------------------ block state
+struct Tma {
+  TensorMap2d map;
+  size_t dst;
+  int32_t c0, c1;
+  Range range() const { return {dst, dst + size_t{map.box[0]} * map.box[1]}; }
+};
+struct MBar {
+  uint32_t count = 0, pending = 0, phase = 0;
+  int64_t tx = 0;
+  std::vector<Tma> queued;        // loads of this phase that have not landed
+  std::vector<Range> arriving;    // reads still in flight when their threads arrived (this phase)
+  std::vector<Range> done[2];     // ... of the last completed phase of each parity
+};
+struct NamedBar {
+  int expected = 0, arrived = 0;
+  uint64_t gen = 0;
+};
+enum WgOp { WG_FENCE = 1, WG_MMA, WG_COMMIT, WG_WAIT };
+struct WarpGroup {
+  explicit WarpGroup(int n) : bar(n), threads(n), live(n) {}
+  std::barrier<> bar;
+  int threads;
+  std::atomic<int> live;
+  int op[128];
+  uint64_t seq[128], arg[128][3];
+};
+struct State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<size_t, MBar> bars;  // by shared-memory offset
+  std::map<int, NamedBar> named;
+  std::vector<std::unique_ptr<WarpGroup>> groups;
+};
+inline std::unique_ptr<State> state;
+
+struct Wgmma {
+  float* d;
+  int n;
+  uint64_t desc_a, desc_b;
+  int scale_d;
+  Range ra, rb;
+};
+inline thread_local std::vector<std::vector<Wgmma>> t_groups;  // committed, oldest first
+inline thread_local std::vector<Wgmma> t_open;                 // not yet committed
+inline thread_local bool t_fenced = false;
+inline thread_local std::vector<Range> t_released;  // from the phase this thread last waited for
+inline thread_local uint64_t t_wg_seq = 0;
+
+inline size_t smem_offset(const void* p, size_t bytes, const char* what) {
+  if (!in_dyn_smem(p, bytes)) EMU_FAIL("%s: %p (+%zu bytes) outside dynamic shared memory", what, p, bytes);
+  return static_cast<size_t>(static_cast<const unsigned char*>(p) - block->smem);
+}
+
+// Waits on state->cv until ready() (called with the lock held); a deadlock ends the process.
+template <typename F>
+inline void wait_until(std::unique_lock<std::mutex>& lk, F ready, const char* what) {
+  const auto start = std::chrono::steady_clock::now();
+  while (!ready()) {
+    state->cv.wait_for(lk, std::chrono::milliseconds(20));
+    if (std::chrono::steady_clock::now() - start > std::chrono::seconds(60)) {
+      fprintf(stderr, "EMU ERROR: deadlock: thread %u of block %u waited 60 s in %s\n", linear_tid(), blockIdx.x, what);
+      fflush(stderr);
+      std::_Exit(3);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ mbarriers and TMA
+inline MBar& bar_at(const void* bar, const char* what) {
+  const size_t o = smem_offset(bar, 8, what);
+  auto it = state->bars.find(o);
+  if (it != state->bars.end()) return it->second;
+  EMU_FAIL("%s on an uninitialised mbarrier at smem+%zu", what, o);
+  MBar& b = state->bars[o];
+  b.count = b.pending = 1;
+  return b;
+}
+
+inline void complete_if_done(MBar& b) {
+  if (b.pending != 0 || b.tx != 0) return;
+  b.done[b.phase & 1] = std::move(b.arriving);
+  b.arriving.clear();
+  ++b.phase;
+  b.pending = b.count;
+  state->cv.notify_all();
+}
+
+inline void tma_copy(const Tma& t) {
+  const TensorMap2d& m = t.map;
+  for (uint32_t r = 0; r < m.box[1]; ++r)
+    for (uint32_t c = 0; c < m.box[0]; ++c) {
+      const int64_t gr = int64_t{t.c1} + r, gc = int64_t{t.c0} + c;
+      const bool in = gr >= 0 && gc >= 0 && uint64_t(gr) < m.dims[1] && uint64_t(gc) < m.dims[0];
+      const size_t o = t.dst + size_t{r} * m.box[0] + c;
+      block->smem[m.swizzle ? swizzle128(o) : o] = in ? m.base[gr * m.row_stride + gc] : 0;
+    }
+}
+
+inline void mbar_init(uint64_t* bar, uint32_t count) {
+  std::lock_guard<std::mutex> lk(state->mu);
+  const size_t o = smem_offset(bar, 8, "mbarrier.init");
+  if (o % 8) EMU_FAIL("mbarrier at smem+%zu not 8-byte aligned", o);
+  if (count == 0) EMU_FAIL("mbarrier.init with count 0");
+  MBar& b = state->bars[o];
+  b = MBar{};
+  b.count = b.pending = count;
+}
+
+// mbarrier.arrive (tx = 0) or mbarrier.arrive.expect_tx (tx bytes).
+inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
+  std::lock_guard<std::mutex> lk(state->mu);
+  MBar& b = bar_at(bar, "mbarrier.arrive");
+  if (b.pending == 0) {
+    EMU_FAIL("mbarrier.arrive beyond the expected count %u", b.count);
+    return;
+  }
+  b.tx += tx;
+  --b.pending;
+  for (const auto& g : t_groups)
+    for (const Wgmma& w : g) b.arriving.insert(b.arriving.end(), {w.ra, w.rb});
+  for (const Wgmma& w : t_open) b.arriving.insert(b.arriving.end(), {w.ra, w.rb});
+  complete_if_done(b);
+}
+
+inline void mbar_wait(uint64_t* bar, uint32_t parity) {
+  std::unique_lock<std::mutex> lk(state->mu);
+  MBar& b = bar_at(bar, "mbarrier.try_wait");
+  wait_until(lk, [&] {
+    if (!b.queued.empty()) {  // deferred loads land now
+      for (const Tma& t : b.queued) {
+        tma_copy(t);
+        b.tx -= int64_t{t.map.box[0]} * t.map.box[1];
+      }
+      b.queued.clear();
+      complete_if_done(b);
+    }
+    return (b.phase & 1) != parity;
+  }, "mbarrier.try_wait.parity");
+  t_released = b.done[parity & 1];
+}
+
+inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1) {
+  Tma t{};
+  memcpy(&t.map, map, sizeof t.map);
+  if (t.map.magic != kMapMagic) {
+    EMU_FAIL("TMA load with a tensor map not made by encode_tensor_map_2d");
+    return;
+  }
+  if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
+  const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];
+  t.dst = smem_offset(dst, bytes, "TMA destination");
+  t.c0 = c0;
+  t.c1 = c1;
+  if (t.dst % 128) EMU_FAIL("TMA destination smem+%zu not 128-byte aligned", t.dst);
+  for (const Range& r : t_released)
+    if (overlaps(r, t.range()))
+      EMU_FAIL("TMA into smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the barrier "
+               "this thread waited for before the wgmma retired",
+               t.dst, t.dst + bytes, r.lo, r.hi);
+  std::lock_guard<std::mutex> lk(state->mu);
+  MBar& b = bar_at(bar, "TMA completion");
+  if (cp_eager) {
+    tma_copy(t);
+    b.tx -= static_cast<int64_t>(bytes);
+    complete_if_done(b);
+  } else {
+    b.queued.push_back(t);
+  }
+}
+
+// ------------------------------------------------------------------ named barriers
+inline void named_barrier_sync(int id, int threads) {
+  if (id < 0 || id > 15 || threads <= 0 || threads % 32) EMU_FAIL("bar.sync %d, %d: bad id or thread count", id, threads);
+  std::unique_lock<std::mutex> lk(state->mu);
+  NamedBar& b = state->named[id];
+  if (b.arrived == 0) b.expected = threads;
+  else if (b.expected != threads) EMU_FAIL("bar.sync %d with %d threads while others expect %d", id, threads, b.expected);
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    ++b.gen;
+    state->cv.notify_all();
+    return;
+  }
+  const uint64_t gen = b.gen;
+  wait_until(lk, [&] { return b.gen != gen; }, "bar.sync");
+}
+
+// ------------------------------------------------------------------ wgmma
+// All threads of the warpgroup meet; thread 0 checks that they are at the same instruction.
+inline void rendezvous(int op, uint64_t a0, uint64_t a1, uint64_t a2) {
+  const unsigned t = linear_tid();
+  WarpGroup& g = *state->groups[t / 128];
+  const int i = static_cast<int>(t % 128);
+  if (g.threads != 128 || g.live != 128) EMU_FAIL("warpgroup instruction %d with %d of 128 threads", op, g.live.load());
+  g.op[i] = op;
+  g.seq[i] = ++t_wg_seq;
+  g.arg[i][0] = a0;
+  g.arg[i][1] = a1;
+  g.arg[i][2] = a2;
+  g.bar.arrive_and_wait();
+  if (i == 0)
+    for (int j = 1; j < g.threads; ++j)
+      if (g.op[j] != op || g.seq[j] != g.seq[0] || memcmp(g.arg[j], g.arg[0], sizeof g.arg[0]) != 0)
+        EMU_FAIL("warpgroup: thread %d at (op %d, #%llu) differs from thread 0 at (op %d, #%llu) or its operands", j,
+                 g.op[j], static_cast<unsigned long long>(g.seq[j]), op, static_cast<unsigned long long>(g.seq[0]));
+  g.bar.arrive_and_wait();
+}
+
+// A shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): start address >> 4 in
+// bits [0, 14), leading byte offset >> 4 in [16, 30), stride byte offset >> 4 in [32, 46), base
+// offset in [49, 52), swizzle mode in [62, 64) (1 = 128B). Only K-major 128B swizzle is built:
+// byte k of row r (k < 32, the k32 of an e4m3 instruction) is at
+// swizzle128(start + (r / 8) · SBO + (r % 8) · 128 + k).
+inline size_t operand_offset(uint64_t desc, int row, int k) {
+  const size_t start = (desc & 0x3FFF) << 4, sbo = ((desc >> 32) & 0x3FFF) << 4;
+  return swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + k);
+}
+inline Range footprint(uint64_t desc, int rows) {
+  if ((desc >> 62) != 1) EMU_FAIL("wgmma descriptor %016llx: only 128B swizzle is emulated", (unsigned long long)desc);
+  if (((desc >> 49) & 7) != 0) EMU_FAIL("wgmma descriptor %016llx: non-zero base offset", (unsigned long long)desc);
+  Range r{SIZE_MAX, 0};
+  for (int row = 0; row < rows; ++row)
+    for (int k = 0; k < 32; k += 16) {
+      const size_t o = operand_offset(desc, row, k) & ~size_t{15};
+      r.lo = std::min(r.lo, o);
+      r.hi = std::max(r.hi, o + 16);
+    }
+  if (r.hi > block->smem_bytes) EMU_FAIL("wgmma descriptor %016llx reads past shared memory", (unsigned long long)desc);
+  return r;
+}
+
+inline double e4m3(uint8_t b) {
+  __nv_fp8_e4m3 v;
+  v.__x = b;
+  return static_cast<float>(v);
+}
+
+// This thread's part of D (+)= A · Bᵀ: accumulator layout of m64nN f32 (PTX ISA, wgmma "Register
+// fragments"): warp w of the warpgroup, lane l, n8 block i: d[4i + e] at row 16w + l/4, column
+// 8i + 2(l%4) + e; d[4i + 2 + e] at row 16w + l/4 + 8, same column (e = 0, 1).
+inline void execute(const Wgmma& w) {
+  {
+    std::lock_guard<std::mutex> lk(state->mu);
+    for (const auto& [o, b] : state->bars)
+      for (const Tma& t : b.queued)
+        if (overlaps(t.range(), w.ra) || overlaps(t.range(), w.rb))
+          EMU_FAIL("wgmma reads smem [%zu, %zu) that a TMA has not landed in (no wait on its mbarrier)",
+                   t.range().lo, t.range().hi);
+  }
+  if (w.rb.hi > block->smem_bytes || w.ra.hi > block->smem_bytes) return;
+  const unsigned t = linear_tid() % 128;
+  const int warp = static_cast<int>(t / 32), l = static_cast<int>(t % 32);
+  for (int i = 0; i < w.n / 8; ++i)
+    for (int h = 0; h < 2; ++h)
+      for (int e = 0; e < 2; ++e) {
+        const int row = 16 * warp + l / 4 + 8 * h, col = 8 * i + 2 * (l % 4) + e;
+        double s = 0.0;
+        for (int k = 0; k < 32; ++k)
+          s += e4m3(block->smem[operand_offset(w.desc_a, row, k)]) * e4m3(block->smem[operand_offset(w.desc_b, col, k)]);
+        float& d = w.d[4 * i + 2 * h + e];
+        d = static_cast<float>((w.scale_d ? static_cast<double>(d) : 0.0) + s);
+      }
+}
+
+inline void wgmma_fence() {
+  rendezvous(WG_FENCE, 0, 0, 0);
+  t_fenced = true;
+}
+inline void wgmma_e4m3(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  rendezvous(WG_MMA + 16 * n, desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+  if (!t_fenced) EMU_FAIL("wgmma.mma_async without wgmma.fence since the last wgmma.wait_group");
+  const Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)};
+  if (cp_eager) execute(w);
+  else t_open.push_back(w);
+}
+inline void wgmma_commit() {
+  rendezvous(WG_COMMIT, 0, 0, 0);
+  t_groups.push_back(std::move(t_open));
+  t_open.clear();
+}
+// A retired wgmma is complete for the whole warpgroup (its shared-memory reads included): every
+// thread computes its part of the retired groups, then they meet once more.
+inline void wgmma_wait(int n) {
+  rendezvous(WG_WAIT, static_cast<uint64_t>(n), 0, 0);
+  while (static_cast<int>(t_groups.size()) > n) {
+    for (const Wgmma& w : t_groups.front()) execute(w);
+    t_groups.erase(t_groups.begin());
+  }
+  t_fenced = false;
+  state->groups[linear_tid() / 128]->bar.arrive_and_wait();
+}
+
+}  // namespace sm90
+
+inline void sm90_block_begin(unsigned threads) {
+  sm90::state = std::make_unique<sm90::State>();
+  for (unsigned first = 0; first < threads; first += 128)
+    sm90::state->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
+}
+inline void sm90_thread_exit() {
+  if (!sm90::t_open.empty() || !sm90::t_groups.empty()) EMU_FAIL("thread %u exits with wgmma in flight", linear_tid());
+  sm90::WarpGroup& g = *sm90::state->groups[linear_tid() / 128];
+  --g.live;
+  g.bar.arrive_and_drop();
+}
+
+}  // namespace emu
