@@ -36,14 +36,52 @@ struct TileGrid {
   }
 };
 
+// The epilogue's per-column factors for this thread's 8 columns of a 32-column chunk, the
+// accumulator fragment's columns n_first + 8j + 2(lane % 4) + {0, 1} (j < 4): B's scales (not
+// needed when block-scaled: they were applied per k-block) and the bias, loaded ahead of use
+// so that their latency hides under other work (ScaledChunk applies them).
+template <typename OutT>
+struct ChunkFactors {
+  float sb[8];
+  Pack<OutT, 2> bias[4];
+
+  __device__ __forceinline__ void load(const wc_matmul_fp8_params& p, int64_t n_first, int lane) {
+    const OutT* b = static_cast<const OutT*>(p.bias);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t col = n_first + 8 * j + 2 * (lane & 3);
+      if (!p.block_scaled) {
+        sb[2 * j] = p.b_scale[col * p.b_scale_stride_n];
+        sb[2 * j + 1] = p.b_scale[(col + 1) * p.b_scale_stride_n];
+      }
+      if (b != nullptr) bias[j] = load_pack<OutT, 2>(b + col);
+    }
+  }
+  // acc (columns 8j + 2(lane % 4) + e of a row whose A scale is sa) · sa · sb + bias: the same
+  // operations, in the same order, as store_tile applies when the staging carries raw sums.
+  __device__ __forceinline__ float2 apply(const wc_matmul_fp8_params& p, float2 acc, float sa, int j) const {
+    if (!p.block_scaled) {
+      acc.x *= sa * sb[2 * j];
+      acc.y *= sa * sb[2 * j + 1];
+    }
+    if (p.bias != nullptr) {
+      acc.x += to_float(bias[j].v[0]);
+      acc.y += to_float(bias[j].v[1]);
+    }
+    return acc;
+  }
+};
+
 // Stores rows × cols of D from a staged f32 tile: stage[r · pitch + c] is the accumulator of
 // D[m0 + r, n0 + c], already multiplied by its block scales when p.block_scaled. Otherwise it
 // is multiplied here by a_scale[m · a_scale_stride_m] · b_scale[n · b_scale_stride_n]; then
 // + bias[n] + residual[m, n], one rounding to OutT, 16-byte stores (rows past m are skipped).
-// `extra` is an exact power of two the staging left out (the sm_80 path's 2^16).
+// `extra` is an exact power of two the staging left out (the sm_80 path's 2^16). `applied`:
+// the staging already carries the scales and the bias (ChunkFactors), only the residual is left.
 template <typename OutT>
 __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const float* stage, int pitch, int rows,
-                                           int cols, int64_t m0, int64_t n0, float extra, int tid, int nthreads) {
+                                           int cols, int64_t m0, int64_t n0, float extra, int tid, int nthreads,
+                                           bool applied = false) {
   constexpr int V = 16 / sizeof(OutT);
   const int per_row = cols / V;
   const OutT* bias = static_cast<const OutT*>(p.bias);
@@ -63,12 +101,12 @@ __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const 
       v[e + 2] = f.z * extra;
       v[e + 3] = f.w * extra;
     }
-    if (!p.block_scaled) {
+    if (!applied && !p.block_scaled) {
       const float sa = p.a_scale[gm * p.a_scale_stride_m];
 #pragma unroll
       for (int e = 0; e < V; ++e) v[e] *= sa * p.b_scale[(gn + e) * p.b_scale_stride_n];
     }
-    if (bias != nullptr) {
+    if (!applied && bias != nullptr) {
       const Pack<OutT, V> b = load_pack<OutT, V>(bias + gn);
 #pragma unroll
       for (int e = 0; e < V; ++e) v[e] += to_float(b.v[e]);

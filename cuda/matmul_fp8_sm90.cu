@@ -26,10 +26,13 @@
 //                  consumers' wgmma streams interleave on the tensor core, which hides the
 //                  promotion FMAs. kFast (fast_accum = 1): one accumulator over all of k
 //                  (wait_group 1 keeps a k-step in flight), 128-column tiles grow to 256.
-//   epilogue       per consumer, in 32-column chunks: fragments -> padded f32 staging in shared
-//                  memory (conflict-free float2 stores) -> named barrier -> store_tile
-//                  (matmul_fp8.cuh): scales, bias, residual, 16-byte coalesced stores. The
-//                  producer keeps loading the next tile's stages meanwhile.
+//   epilogue       per consumer, in 32-column chunks: fragments · scales + bias in registers
+//                  (ChunkFactors, matmul_fp8.cuh: the row scales load at the tile's start, the
+//                  first chunk's column factors before the last wait, each next chunk's during
+//                  the current one)
+//                  -> padded f32 staging in shared memory (conflict-free float2 stores) ->
+//                  named barrier -> store_tile: residual, one rounding, 16-byte coalesced
+//                  stores. The producer keeps loading the next tile's stages meanwhile.
 // Stage and phase bookkeeping: producer and consumers walk the same (tile, k-step) sequence;
 // stage s = step % stages and phase bit flips each time s wraps; consumers wait full[s] with
 // the phase bit, the producer waits empty[s] with its complement.
@@ -144,6 +147,15 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       grid.coords(t, mt, nt);
       const int64_t m0 = mt * BM + cw * 64, n0 = nt * BN;
       const int64_t row_lo = min64(m0 + r0, p.m - 1), row_hi = min64(m0 + r0 + 8, p.m - 1);
+      // Epilogue scales and bias are applied in registers, unless 128 accumulators leave no room
+      // for the factors (128×256 with f32 out: ptxas spills): that configuration stages raw sums
+      // and store_tile applies them. The row scales load now: the mainloop hides their latency.
+      constexpr bool kRegFactors = !(BN == 256 && sizeof(OutT) == 4);
+      float ea_lo = 1.0f, ea_hi = 1.0f;
+      if (kRegFactors && !p.block_scaled) {
+        ea_lo = p.a_scale[row_lo * p.a_scale_stride_m];
+        ea_hi = p.a_scale[row_hi * p.a_scale_stride_m];
+      }
       if constexpr (kPromotes) {
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fin[i] = 0.0f;
@@ -198,6 +210,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           phase ^= 1;
         }
       }
+      // The first chunk's column factors load while the last wgmmas finish (fast mode).
+      ChunkFactors<OutT> f;
+      if (kRegFactors) f.load(p, n0, lane);
       if constexpr (!kPromotes) {
         wgmma_wait<0>();
 #pragma unroll
@@ -205,9 +220,12 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         if (lane == 0) mbar_arrive(&empty[prev]);
       }
 
-      // Epilogue: 32 columns at a time through the staging buffer.
+      // Epilogue: 32 columns at a time, scales and bias applied in registers (the next chunk's
+      // factors load meanwhile), then through the staging buffer to 16-byte row stores.
 #pragma unroll
       for (int c = 0; c < BN / C::kEpiCols; ++c) {
+        ChunkFactors<OutT> next;
+        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, n0 + (c + 1) * C::kEpiCols, lane);
         named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
 #pragma unroll
         for (int j = 0; j < C::kEpiCols / 8; ++j) {
@@ -221,11 +239,17 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
             lo = make_float2(acc[4 * i], acc[4 * i + 1]);
             hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
           }
+          if (kRegFactors) {
+            lo = f.apply(p, lo, ea_lo, j);
+            hi = f.apply(p, hi, ea_hi, j);
+          }
           *reinterpret_cast<float2*>(stage + r0 * C::kEpiPitch + col) = lo;
           *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
         }
         named_barrier_sync(1 + cw, 128);
-        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, n0 + c * C::kEpiCols, 1.0f, tid, 128);
+        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, n0 + c * C::kEpiCols, 1.0f, tid, 128,
+                         kRegFactors);
+        if (kRegFactors) f = next;
       }
     }
   }
