@@ -1,12 +1,13 @@
 //! The CPU model path against Hugging Face transformers (tests/fixtures, made by
 //! scripts/make_fixtures): teacher-forced logits at every position within 1e-4 relative error,
-//! and the same greedy continuation. No GPU involved.
+//! and the same greedy continuation; generation stops right after an end-of-sequence token. No
+//! GPU involved.
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use warpcore::model::{CpuModel, Weights};
+use warpcore::model::{CpuModel, ModelConfig, Sampler, Sampling, Weights};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -67,6 +68,59 @@ fn deepseek_v3_without_q_compression_or_interleave_matches_transformers() {
 #[test]
 fn bitnet_matches_transformers() {
     check("bitnet");
+}
+
+#[test]
+fn generation_stops_right_after_an_eos_token_unless_there_is_none() {
+    let model = CpuModel::load(&fixture("llama")).unwrap();
+    let (ids, greedy, _) = expected("llama");
+    let n = greedy.len();
+    let generate = |eos: &[u32]| model.generate(&ids, n, &mut Sampler::new(Sampling::greedy()), eos).unwrap();
+    // No EOS ids: all n tokens (transformers' continuation).
+    assert_eq!(generate(&[]), greedy);
+    // EOS = the token greedy decoding produces at step 2: the output ends with its first
+    // occurrence, included.
+    let eos = greedy[2];
+    let stop = greedy.iter().position(|&t| t == eos).unwrap();
+    assert!(stop + 1 < n, "the fixture's continuation must stop early for this test to mean anything");
+    assert_eq!(generate(&[eos]), greedy[..=stop]);
+    // Any id of a list counts; ids never produced change nothing.
+    assert_eq!(generate(&[255, eos]), greedy[..=stop]);
+    let never: Vec<u32> = (0..model.config.vocab_size as u32).filter(|t| !greedy.contains(t)).take(3).collect();
+    assert_eq!(generate(&never), greedy);
+    // The tokens reach the callback as they are chosen, the EOS token last.
+    let mut seen = Vec::new();
+    let out = model.generate_with(&ids, n, &mut Sampler::new(Sampling::greedy()), &[eos], |t| seen.push(t)).unwrap();
+    assert_eq!(seen, out);
+    // Sampling stops by the same rule: with every id but 0 as EOS, a seeded run ends at its
+    // first non-zero token.
+    let all_but_0: Vec<u32> = (1..model.config.vocab_size as u32).collect();
+    let sampled = model.generate(&ids, n, &mut Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 5 }), &all_but_0).unwrap();
+    let (last, before) = sampled.split_last().unwrap();
+    assert!(*last != 0 && before.iter().all(|&t| t == 0) && sampled.len() < n, "{sampled:?}");
+}
+
+#[test]
+fn eos_ids_come_from_config_json_unless_generation_config_json_decides() {
+    assert_eq!(ModelConfig::from_dir(&fixture("llama")).unwrap().eos_token_ids, vec![2]);
+    let dir = std::env::temp_dir().join(format!("warpcore-generation-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("llama").join("config.json"), dir.join("config.json")).unwrap();
+    let eos_with = |generation_config: &str| {
+        std::fs::write(dir.join("generation_config.json"), generation_config).unwrap();
+        ModelConfig::from_dir(&dir).map(|c| c.eos_token_ids)
+    };
+    let list = eos_with(r#"{"bos_token_id": 1, "eos_token_id": [2, 7]}"#);
+    let single = eos_with(r#"{"eos_token_id": 9}"#);
+    // transformers takes generation_config.json whole: without eos_token_id there is none.
+    let absent = eos_with(r#"{"bos_token_id": 1, "do_sample": false}"#);
+    let broken = eos_with("{");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(list.unwrap(), vec![2, 7]);
+    assert_eq!(single.unwrap(), vec![9]);
+    assert_eq!(absent.unwrap(), Vec::<u32>::new());
+    let e = broken.unwrap_err();
+    assert!(e.to_string().contains("generation_config.json"), "{e}");
 }
 
 #[test]

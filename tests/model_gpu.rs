@@ -155,9 +155,9 @@ fn decode_matches_prefill(name: &'static str) {
         errors.add(&format!("sequence {s} alone vs in the batch"), &alone[0], &full[s], v);
     }
     errors.check();
-    let batched = gpu.generate(&ps, 6, Sampling::greedy()).unwrap();
+    let batched = gpu.generate(&ps, 6, Sampling::greedy(), &[]).unwrap();
     for (s, p) in ps.iter().enumerate() {
-        let alone = gpu.generate(std::slice::from_ref(p), 6, Sampling::greedy()).unwrap();
+        let alone = gpu.generate(std::slice::from_ref(p), 6, Sampling::greedy(), &[]).unwrap();
         // Different batch shapes may pick different split-KV factors and GEMM algorithms (other
         // summation orders): a flip is allowed only at a near tie.
         report_or_assert_tokens(name, &format!("greedy, sequence {s}: batched vs alone"), &batched[s], &alone[0], (&cpu, p));
@@ -169,7 +169,7 @@ fn greedy_matches_cpu(name: &'static str) {
     let Some((gpu, cpu)) = load(name) else { return };
     let ids = input_ids(name);
     let n = 8;
-    let got = gpu.generate(std::slice::from_ref(&ids), n, Sampling::greedy()).unwrap().remove(0);
+    let got = gpu.generate(std::slice::from_ref(&ids), n, Sampling::greedy(), &[]).unwrap().remove(0);
     let want = cpu.generate_greedy(&ids, n).unwrap();
     report_or_assert_tokens(name, "greedy continuation GPU vs CPU", &got, &want, (&cpu, &ids));
 }
@@ -230,6 +230,36 @@ fn every_fixture_is_covered() {
     for name in FIXTURES {
         assert!(fixture(name).join("config.json").exists(), "fixture {name} not found at {:?}", fixture(name));
     }
+}
+
+/// A batch with an EOS id: each sequence's output is the same batch's fixed-length output cut
+/// right after its first EOS token (the others keep going; a finished sequence still decodes
+/// but records nothing), and the step callback sees `None` for finished sequences.
+#[test]
+fn each_sequence_of_a_batch_stops_at_its_eos_token() {
+    let Some((gpu, _)) = load("llama") else { return };
+    let ps = prompts(&input_ids("llama"));
+    let n = 8;
+    let full = gpu.generate(&ps, n, Sampling::greedy(), &[]).unwrap();
+    assert!(full.iter().all(|o| o.len() == n));
+    let eos = full[0][2];
+    let mut seen = vec![Vec::new(); ps.len()];
+    let got = gpu
+        .generate_with(&ps, n, Sampling::greedy(), &[eos], |step| {
+            for (s, t) in step.iter().enumerate() {
+                seen[s].extend(*t);
+            }
+        })
+        .unwrap();
+    assert_eq!(seen, got, "the callback saw every recorded token and nothing else");
+    for (s, (g, f)) in got.iter().zip(&full).enumerate() {
+        let want = match f.iter().position(|&t| t == eos) {
+            Some(i) => &f[..=i],
+            None => &f[..],
+        };
+        assert_eq!(g, want, "sequence {s} (EOS {eos})");
+    }
+    assert!(got[0].len() < n);
 }
 
 #[test]

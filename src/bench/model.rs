@@ -5,7 +5,8 @@
 //!   last position's logits to the host); median of 5 after a warm-up.
 //! - `decode b1`, `decode b32`: B prompts of 128 tokens prefilled, 3 warm-up steps, then 128
 //!   timed decode steps, each ending with the logits on the host and a greedy token per
-//!   sequence: B · 128 / time.
+//!   sequence: B · 128 / time. Exactly that many: the benchmark drives `prefill` / `decode`
+//!   itself, with no end-of-sequence stop.
 //!
 //! Every timed region ends with a device-to-host copy of logits, so wall-clock time is
 //! CUDA-synchronised.

@@ -5,7 +5,7 @@
 //! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load; BitNet's
 //! projections are ternary AutoBitLinear layers (`reference::ternary`) with sub-norms.
 
-use super::{Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
+use super::{is_finished, Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::ops::rope::RopeConfig;
@@ -399,23 +399,33 @@ impl CpuModel {
         }
     }
 
-    /// Greedy continuation: `new_tokens` argmax tokens after `prompt` (ties to the lower id).
+    /// Greedy continuation: `new_tokens` argmax tokens after `prompt` (ties to the lower id),
+    /// all of them (no EOS stop: transformers' fixtures are generated the same way).
     pub fn generate_greedy(&self, prompt: &[u32], new_tokens: usize) -> Result<Vec<u32>> {
-        self.generate(prompt, new_tokens, &mut Sampler::new(Sampling::greedy()))
+        self.generate(prompt, new_tokens, &mut Sampler::new(Sampling::greedy()), &[])
     }
 
-    /// `new_tokens` tokens after `prompt`, each drawn by `sampler` from the last position's
-    /// logits (the CPU path recomputes the whole sequence per token: it is the oracle).
-    pub fn generate(&self, prompt: &[u32], new_tokens: usize, sampler: &mut Sampler) -> Result<Vec<u32>> {
+    /// Up to `max_new_tokens` tokens after `prompt`, each drawn by `sampler` from the last
+    /// position's logits, stopping right after a token in `eos` ([`is_finished`]; pass
+    /// `&self.config.eos_token_ids`, or `&[]` for exactly `max_new_tokens`). The CPU path
+    /// recomputes the whole sequence per token: it is the oracle.
+    pub fn generate(&self, prompt: &[u32], max_new_tokens: usize, sampler: &mut Sampler, eos: &[u32]) -> Result<Vec<u32>> {
+        self.generate_with(prompt, max_new_tokens, sampler, eos, |_| {})
+    }
+
+    /// [`CpuModel::generate`], calling `on_token(token)` as each token is chosen.
+    pub fn generate_with(&self, prompt: &[u32], max_new_tokens: usize, sampler: &mut Sampler, eos: &[u32], mut on_token: impl FnMut(u32)) -> Result<Vec<u32>> {
         if prompt.is_empty() {
             return Err(Error::Empty { op: "CpuModel::generate", arg: "prompt", shape: "[0]".into() });
         }
         let v = self.config.vocab_size;
         let mut ids = prompt.to_vec();
-        for _ in 0..new_tokens {
+        while !is_finished(&ids[prompt.len()..], max_new_tokens, eos) {
             let logits = self.forward(&ids)?;
-            ids.push(sampler.sample(&logits[(ids.len() - 1) * v..]));
+            let token = sampler.sample(&logits[(ids.len() - 1) * v..]);
+            ids.push(token);
+            on_token(token);
         }
-        Ok(ids[prompt.len()..].to_vec())
+        Ok(ids.split_off(prompt.len()))
     }
 }

@@ -13,7 +13,7 @@ pub mod weights;
 pub use config::{Architecture, BitLinearClass, BitNetQuant, MlaConfig, ModelConfig, MoeConfig};
 pub use cpu::CpuModel;
 pub use gpu::{Batch, GpuModel};
-pub use sampling::{Sampler, Sampling};
+pub use sampling::{is_finished, Sampler, Sampling};
 #[cfg(feature = "tokenizer")]
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{TextStream, Tokenizer};
 pub use weights::Weights;

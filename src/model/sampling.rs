@@ -1,4 +1,5 @@
-//! Token sampling from logits: greedy, or temperature / top-k / top-p with a seed.
+//! Token sampling from logits: greedy, or temperature / top-k / top-p with a seed; and when a
+//! sequence's generation ends ([`is_finished`], the rule both model paths share).
 
 use crate::check::Rng;
 
@@ -69,9 +70,27 @@ impl Sampler {
     }
 }
 
+/// Whether a sequence that has generated `generated` (after its prompt) is done: it reached
+/// `max_new_tokens`, or its last token is one of `eos` (the EOS token stays in the output, as
+/// in transformers). Empty `eos`: always exactly `max_new_tokens` tokens.
+pub fn is_finished(generated: &[u32], max_new_tokens: usize, eos: &[u32]) -> bool {
+    generated.len() >= max_new_tokens || generated.last().is_some_and(|t| eos.contains(t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_ends_at_max_new_tokens_or_right_after_an_eos_token() {
+        assert!(!is_finished(&[], 3, &[7]));
+        assert!(!is_finished(&[5, 6], 3, &[7]));
+        assert!(is_finished(&[5, 7], 3, &[2, 7]));
+        assert!(is_finished(&[5, 6, 8], 3, &[7]));
+        assert!(!is_finished(&[7, 5], 3, &[7]), "only the last token counts");
+        assert!(!is_finished(&[7, 7], 3, &[]), "no EOS ids: fixed length");
+        assert!(is_finished(&[], 0, &[]));
+    }
 
     #[test]
     fn greedy_takes_the_argmax_and_ties_go_low() {

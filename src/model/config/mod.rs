@@ -149,6 +149,10 @@ pub struct ModelConfig {
     /// RMSNorm before o_proj and before down_proj (BitNet's `attn_sub_norm`, `ffn_sub_norm`).
     pub sub_norms: bool,
     pub bitnet_quant: Option<BitNetQuant>,
+    /// The end-of-sequence token ids generation stops at (empty: none). config.json's
+    /// `eos_token_id` (an id or a list of ids); [`ModelConfig::from_dir`] lets a
+    /// generation_config.json beside it decide instead, as transformers does.
+    pub eos_token_ids: Vec<u32>,
 }
 
 /// Deserializes a key that may be present as null: missing → None, null → Some(None).
@@ -226,21 +230,43 @@ struct Raw {
     rope_interleave: Option<bool>,
     #[serde(default)]
     quantization_config: Option<Value>,
+    #[serde(default)]
+    eos_token_id: Option<Value>,
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Load { path: path.display().to_string(), reason: reason.to_string() }
 }
 
+/// `eos_token_id`: absent or null → none, an id → [id], a list of ids → the list.
+fn eos_token_ids(v: Option<&Value>, path: &Path) -> Result<Vec<u32>> {
+    let id = |x: &Value| x.as_u64().and_then(|i| u32::try_from(i).ok());
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(ids)) => ids.iter().map(|x| id(x).ok_or(())).collect::<std::result::Result<_, _>>(),
+        Some(x) => id(x).map(|i| vec![i]).ok_or(()),
+    }
+    .map_err(|()| bad(path, format!("eos_token_id {} is not a token id or a list of token ids", v.unwrap_or(&Value::Null))))
+}
+
 impl ModelConfig {
-    /// Reads `dir/config.json`.
+    /// Reads `dir/config.json`. A `dir/generation_config.json`, when present, decides the EOS
+    /// ids instead (its `eos_token_id`, or none when it has no such key): transformers replaces
+    /// the config.json-derived generation settings with that file whole.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| bad(&path, e))?;
-        Self::from_json(&text).map_err(|e| match e {
+        let mut config = Self::from_json(&text).map_err(|e| match e {
             Error::Load { reason, .. } => bad(&path, reason),
             other => other,
-        })
+        })?;
+        let generation = dir.join("generation_config.json");
+        if generation.exists() {
+            let text = std::fs::read_to_string(&generation).map_err(|e| bad(&generation, e))?;
+            let raw: Value = serde_json::from_str(&text).map_err(|e| bad(&generation, e))?;
+            config.eos_token_ids = eos_token_ids(raw.get("eos_token_id"), &generation)?;
+        }
+        Ok(config)
     }
 
     /// Parses config.json text.
@@ -355,6 +381,7 @@ impl ModelConfig {
             Some(q) if q.get("quant_method").and_then(Value::as_str) == Some("bitnet") => Some(bitnet_quant(q)?),
             _ => None,
         };
+        let eos_token_ids = eos_token_ids(raw.eos_token_id.as_ref(), here)?;
         Ok(Self {
             architecture,
             vocab_size: raw.vocab_size,
@@ -380,6 +407,7 @@ impl ModelConfig {
             fp8_weight_block,
             sub_norms: architecture == Architecture::BitNet,
             bitnet_quant,
+            eos_token_ids,
         })
     }
 }
@@ -563,5 +591,19 @@ mod tests {
         // Other quantization methods are not this field's business.
         let other = DEEPSEEK_V3.replace("\"quant_method\":\"fp8\"", "\"quant_method\":\"bitnet\"");
         assert_eq!(ModelConfig::from_json(&other).unwrap().fp8_weight_block, None);
+    }
+
+    #[test]
+    fn eos_token_id_is_an_id_a_list_or_none() {
+        let base = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2"#;
+        let with = |extra: &str| ModelConfig::from_json(&format!("{base}{extra}}}"));
+        assert_eq!(with("").unwrap().eos_token_ids, Vec::<u32>::new());
+        assert_eq!(with(r#","eos_token_id":null"#).unwrap().eos_token_ids, Vec::<u32>::new());
+        assert_eq!(with(r#","eos_token_id":2"#).unwrap().eos_token_ids, vec![2]);
+        assert_eq!(with(r#","eos_token_id":[128001,128008,128009]"#).unwrap().eos_token_ids, vec![128001, 128008, 128009]);
+        for bad in [r#","eos_token_id":-1"#, r#","eos_token_id":"</s>""#, r#","eos_token_id":[2,null]"#] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().contains("eos_token_id"), "{bad}: {e}");
+        }
     }
 }

@@ -44,7 +44,7 @@
 mod moe;
 
 use super::gemm::Gemm;
-use super::{Architecture, ModelConfig, Sampler, Sampling, Weights};
+use super::{is_finished, Architecture, ModelConfig, Sampler, Sampling, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView, PageAllocator, SeqId};
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
 use crate::ops::elementwise::{glu, select_rows};
@@ -422,15 +422,29 @@ impl GpuModel {
         self.run(batch, &step)
     }
 
-    /// `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode steps
-    /// on the paged cache; sequence s samples with its own [`Sampler`] seeded `sampling.seed + s`
-    /// (greedy ignores the seed).
-    pub fn generate(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling) -> Result<Vec<Vec<u32>>> {
-        self.generate_with(prompts, max_new_tokens, sampling, |_, _| {})
+    /// Up to `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode
+    /// steps on the paged cache; sequence s samples with its own [`Sampler`] seeded
+    /// `sampling.seed + s` (greedy ignores the seed) and stops right after a token in `eos`
+    /// ([`is_finished`], the CPU path's rule; `&[]`: exactly `max_new_tokens` each).
+    ///
+    /// A finished sequence stays in the batch until every sequence is done: it keeps decoding
+    /// its last token, whose logits are dropped, and records nothing. The batch keeps its shape
+    /// and its pages (allocated for `max_new_tokens` per sequence) suffice; the cost is that
+    /// sequence's share of each later step.
+    pub fn generate(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling, eos: &[u32]) -> Result<Vec<Vec<u32>>> {
+        self.generate_with(prompts, max_new_tokens, sampling, eos, |_| {})
     }
 
-    /// [`GpuModel::generate`], calling `progress(tokens_done, max_new_tokens)` after each step.
-    pub fn generate_with(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling, mut progress: impl FnMut(usize, usize)) -> Result<Vec<Vec<u32>>> {
+    /// [`GpuModel::generate`], calling `on_step(tokens)` after each step with each sequence's
+    /// new token (`None` for a sequence already finished).
+    pub fn generate_with(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        sampling: Sampling,
+        eos: &[u32],
+        mut on_step: impl FnMut(&[Option<u32>]),
+    ) -> Result<Vec<Vec<u32>>> {
         let v = self.config.vocab_size;
         let mut samplers: Vec<Sampler> =
             (0..prompts.len()).map(|s| Sampler::new(Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling })).collect();
@@ -439,17 +453,27 @@ impl GpuModel {
             return Ok(out);
         }
         let (mut batch, mut logits) = self.prefill(prompts, max_new_tokens)?;
-        for step in 0..max_new_tokens {
-            let next: Vec<u32> = samplers.iter_mut().zip(logits.chunks_exact(v)).map(|(s, row)| s.sample(row)).collect();
-            for (o, &t) in out.iter_mut().zip(&next) {
-                o.push(t);
+        loop {
+            let next: Vec<Option<u32>> = out
+                .iter_mut()
+                .zip(&mut samplers)
+                .zip(logits.chunks_exact(v))
+                .map(|((o, s), row)| {
+                    (!is_finished(o, max_new_tokens, eos)).then(|| {
+                        let t = s.sample(row);
+                        o.push(t);
+                        t
+                    })
+                })
+                .collect();
+            on_step(&next);
+            if out.iter().all(|o| is_finished(o, max_new_tokens, eos)) {
+                return Ok(out);
             }
-            progress(step + 1, max_new_tokens);
-            if step + 1 < max_new_tokens {
-                logits = self.decode(&mut batch, &next)?;
-            }
+            // Every sequence has a token by now (the first step samples them all).
+            let tokens: Vec<u32> = out.iter().map(|o| o[o.len() - 1]).collect();
+            logits = self.decode(&mut batch, &tokens)?;
         }
-        Ok(out)
     }
 
     /// Runs one step through every layer and returns the logits of `step.logit_rows`.

@@ -1,0 +1,49 @@
+//! `warpcore run` end to end on the CPU: the llama fixture with the tokenizer fixture beside it
+//! (its ids below 256 fit the model's vocabulary). The streamed text equals the decode of the
+//! printed ids, generation stops at the folder's EOS id (generation_config.json here), and
+//! `--ignore-eos` runs to `--max-new-tokens`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use warpcore::model::Tokenizer;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// stdout of `warpcore run --model dir --prompt Hello <extra>`, as (text, ids).
+fn run(dir: &Path, extra: &[&str]) -> (String, Vec<u32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warpcore"))
+        .args(["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--temperature", "1", "--seed", "2"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (text, ids) = stdout.strip_suffix('\n').unwrap().rsplit_once('\n').unwrap();
+    (text.to_string(), ids.split(',').map(|t| t.parse().unwrap()).collect())
+}
+
+#[test]
+fn run_streams_the_text_of_its_ids_and_stops_at_eos() {
+    let dir = std::env::temp_dir().join(format!("warpcore-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, file) in [("llama", "config.json"), ("llama", "model.safetensors"), ("tokenizer", "tokenizer.json")] {
+        std::fs::copy(fixtures().join(from).join(file), dir.join(file)).unwrap();
+    }
+    let tok = Tokenizer::from_dir(&dir).unwrap().unwrap();
+    // Sampled ids: byte-level tokens, some splitting characters; EOS (2) not sampled with this seed.
+    let (text, ids) = run(&dir, &["--max-new-tokens", "24"]);
+    assert_eq!(ids.len(), 24);
+    assert_eq!(text, tok.decode(&ids).unwrap());
+    // EOS = the fourth token: the output ends right after it; --ignore-eos runs past it.
+    let eos = ids[3];
+    let stop = ids.iter().position(|&t| t == eos).unwrap();
+    std::fs::write(dir.join("generation_config.json"), format!("{{\"eos_token_id\": [{eos}]}}")).unwrap();
+    let stopped = run(&dir, &["--max-new-tokens", "24"]);
+    let ignored = run(&dir, &["--max-new-tokens", "24", "--ignore-eos"]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(stopped.1, ids[..=stop]);
+    assert_eq!(stopped.0, tok.decode(&ids[..=stop]).unwrap());
+    assert_eq!(ignored, (text, ids));
+}
