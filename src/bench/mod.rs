@@ -7,6 +7,8 @@
 
 #[cfg(feature = "attention")]
 pub mod attention;
+/// The issues' performance bars, checked against a run.
+pub mod bars;
 #[cfg(feature = "elementwise")]
 pub mod elementwise;
 #[cfg(feature = "model")]

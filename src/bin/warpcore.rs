@@ -308,8 +308,19 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
             }
         }
     }
-    let json = to_json(&dev, &ceilings, &records);
-    let md = to_markdown(&dev, &ceilings, &records);
+    let mut json = to_json(&dev, &ceilings, &records);
+    let mut md = to_markdown(&dev, &ceilings, &records);
+    if filter.is_none() {
+        // The issues' bars, judged on this (full) run.
+        let verdicts = bench::bars::check(&records);
+        md += "\n";
+        md += &bench::bars::to_markdown(&verdicts);
+        json["bars"] = verdicts
+            .iter()
+            .map(|v| json!({"issue": v.bar.issue, "op": v.bar.op, "dtype": v.bar.dtype, "shape": v.bar.shape, "measured": v.measured, "ratio": v.ratio, "met": v.met()}))
+            .collect::<Vec<_>>()
+            .into();
+    }
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
@@ -572,6 +583,16 @@ fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&
     for r in &records {
         let alts: Vec<String> = alts_of(&r.case).iter().map(|a| format!("{} {:.0} ({:.2}×)", a.1, a.2, r.tokens_per_s / a.2)).collect();
         md += &format!("| {} | {:.0} | {} |\n", r.case, r.tokens_per_s, if alts.is_empty() { "-".into() } else { alts.join("; ") });
+    }
+    // Issue 7's bar: decode at batch 1 ≥ 3× transformers, against the faster of its back-ends.
+    if let Some(r) = records.iter().find(|r| r.case == "decode b1") {
+        let best = alts_of(&r.case).iter().map(|a| a.2).fold(f64::NAN, f64::max);
+        md += &if best.is_nan() {
+            "\nBar (issue 7, decode b1 ≥ 3× transformers): not measured (no transformers timing).\n".to_string()
+        } else {
+            let x = r.tokens_per_s / best;
+            format!("\nBar (issue 7, decode b1 ≥ 3× transformers' faster back-end): {:.2}× — {}.\n", x, if x >= 3.0 { "met" } else { "missed" })
+        };
     }
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir)?;
