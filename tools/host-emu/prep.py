@@ -32,6 +32,7 @@ TARGETS = {
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8.cu"],
+    "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
 }
 
 # Deliberate bugs, one at a time: name -> (target, file, old, new). `old` must occur exactly once.
