@@ -99,6 +99,9 @@ static Table table(const Rope& r) {
 constexpr double kRot = 6e-7, kNorm = 4e-6;
 
 static double g_max_err[5] = {};  // per op: largest |got - want| / tolerance
+// Per output dtype (bf16, f16, f32): largest |got - want| relative to the magnitude it can be
+// measured against: (|x1| + |x2|) · af for a rotated element, |want| for one only normalised.
+static double g_max_rel[3] = {};
 static long g_fp8_codes = 0, g_skipped = 0, g_padding = 0;
 
 enum Op { ROPE, APPEND, ROPE_APPEND, QKN, QKN_APPEND };
@@ -107,19 +110,23 @@ static bool appends(Op op) { return op == APPEND || op == ROPE_APPEND || op == Q
 static bool norms(Op op) { return op == QKN || op == QKN_APPEND; }
 
 template <typename T>
-static void check_val(Op op, double got, double want, double slack, const char* what, int t, int h, int e) {
+static void check_val(Op op, double got, double want, double slack, double mag, const char* what, int t, int h,
+                      int e) {
   const double tol = ulp<T>(want) + slack + 1e-30;
   ++g_checks;
   g_max_err[op] = std::max(g_max_err[op], std::fabs(got - want) / tol);
+  double& m = g_max_rel[std::is_same_v<T, float> ? 2 : std::is_same_v<T, __half> ? 1 : 0];
+  m = std::max(m, std::fabs(got - want) / (mag + 1e-300));
   if (!(std::fabs(got - want) <= tol))
     fail("%s token %d head %d elem %d: got %.9g want %.9g (tol %.3g)", what, t, h, e, got, want, tol);
 }
 
 // The reference rotation of one head (f64 values, long double angles), in place; slack[e] gets
-// the rotated elements' tolerance beyond the output rounding. norm_rel: the relative error the
-// inputs already carry (kNorm after the f32 RMSNorm, 0 for rope).
-static void rotate_ref(std::vector<double>& x, std::vector<double>& slack, int64_t pos, const Rope& r, const Table& tb,
-                       double norm_rel) {
+// the rotated elements' tolerance beyond the output rounding, mag[e] their pair's magnitude
+// (|x1| + |x2|) · af. norm_rel: the relative error the inputs already carry (kNorm after the f32
+// RMSNorm, 0 for rope).
+static void rotate_ref(std::vector<double>& x, std::vector<double>& slack, std::vector<double>& mag, int64_t pos,
+                       const Rope& r, const Table& tb, double norm_rel) {
   const int half = r.rotary_dim / 2;
   for (int i = 0; i < half; ++i) {
     const int a = r.rot_off + (r.neox ? i : 2 * i), b = r.rot_off + (r.neox ? i + half : 2 * i + 1);
@@ -128,8 +135,8 @@ static void rotate_ref(std::vector<double>& x, std::vector<double>& slack, int64
     const double x1 = x[a], x2 = x[b];
     x[a] = x1 * c - x2 * s;
     x[b] = x2 * c + x1 * s;
-    slack[a] = slack[b] = (std::fabs(x1) + std::fabs(x2)) * tb.af *
-                          (kRot + norm_rel + static_cast<double>(fabsl(angle)) * 0x1p-51);
+    mag[a] = mag[b] = (std::fabs(x1) + std::fabs(x2)) * tb.af;
+    slack[a] = slack[b] = mag[a] * (kRot + norm_rel + static_cast<double>(fabsl(angle)) * 0x1p-51);
   }
 }
 
@@ -429,7 +436,7 @@ static void run_case(const Case& c, uint64_t seed) {
     for (const Role* role : {&w.q, &w.k})
       for (int t = 0; t < c.tokens; ++t)
         for (int h = 0; h < role->heads; ++h) {
-          std::vector<double> x(c.hd), slack(c.hd, 0.0);
+          std::vector<double> x(c.hd), slack(c.hd, 0.0), mag(c.hd, 0.0);
           for (int e = 0; e < c.hd; ++e) x[e] = tof(w.in(*role, t, h, e));
           if (norms(c.op)) {
             const T* wt = (role == &w.q ? w.qw : w.kw)->template as<T>();
@@ -438,15 +445,16 @@ static void run_case(const Case& c, uint64_t seed) {
             const double rstd = 1.0 / std::sqrt(ss / c.hd + kEps);
             for (int e = 0; e < c.hd; ++e) {
               x[e] = x[e] * rstd * ((c.gemma ? 1.0 : 0.0) + tof(wt[e]));
-              slack[e] = kNorm * std::fabs(x[e]);
+              mag[e] = std::fabs(x[e]);
+              slack[e] = kNorm * mag[e];
             }
           }
-          rotate_ref(x, slack, w.positions[t], rp, tb, norms(c.op) ? kNorm : 0.0);
+          rotate_ref(x, slack, mag, w.positions[t], rp, tb, norms(c.op) ? kNorm : 0.0);
           for (int e = 0; e < c.hd; ++e) {
             const bool rotated = e >= rp.rot_off && e < rp.rot_off + rp.rotary_dim;
             if (!rotated && !norms(c.op)) continue;  // stays as it was (checked bytewise below)
             mark(*role, t, h, e);
-            check_val<T>(c.op, tof(w.out(*role, t, h, e)), x[e], slack[e], role == &w.q ? "q" : "k", t, h, e);
+            check_val<T>(c.op, tof(w.out(*role, t, h, e)), x[e], slack[e], mag[e], role == &w.q ? "q" : "k", t, h, e);
           }
         }
   }
@@ -651,7 +659,8 @@ static void suite(uint64_t& seed) {
   }
 }
 
-// Many tokens (one block each): rope, rope_append_kv into an e4m3 cache, qk_norm_rope.
+// Many tokens (one block each): rope, rope_append_kv into an e4m3 cache, qk_norm_rope, and
+// qk_norm_rope_append_kv into a misaligned cache (VEC must not follow the cache's alignment).
 static void many_tokens(uint64_t& seed) {
   Case c;
   c.tokens = 1000, c.nq = 2, c.nk = 1, c.hd = 64, c.rope = {64, 0, true, NONE}, c.max_pos = 1 << 24;
@@ -659,6 +668,10 @@ static void many_tokens(uint64_t& seed) {
   c.op = ROPE_APPEND, c.tokens = 600, c.fp8 = true, c.page_size = 16, c.slots64 = true, c.rope.neox = false;
   run<__half>(c, seed);
   c.op = QKN, c.tokens = 300, c.nq = 4, c.hd = 128, c.rope = {128, 0, true, YARN};
+  run<__nv_bfloat16>(c, seed);
+  c.op = QKN_APPEND, c.tokens = 150, c.nq = 8, c.nk = 2, c.hd = 256, c.c_off = 1, c.c_spad = 1, c.rope.neox = false;
+  run<__half>(c, seed);
+  c.fp8 = false;
   run<__nv_bfloat16>(c, seed);
 }
 
@@ -760,8 +773,9 @@ int main() {
   for (int op = 0; op < 5; ++op) fprintf(stderr, " %s %.3f", kOpName[op], g_max_err[op]);
   fprintf(stderr, "\n");
   printf("rope: max |got - want| / tolerance: rope %.3f, rope_append_kv %.3f, qk_norm_rope %.3f, "
-         "qk_norm_rope_append_kv %.3f; %ld e4m3 codes bit-exact; %ld skipped slots counted, %ld padding slots\n",
-         g_max_err[ROPE], g_max_err[ROPE_APPEND], g_max_err[QKN], g_max_err[QKN_APPEND], g_fp8_codes, g_skipped,
-         g_padding);
+         "qk_norm_rope_append_kv %.3f; worst |got - want| / magnitude: bf16 %.2e, f16 %.2e, f32 %.2e; %ld "
+         "e4m3 codes bit-exact; %ld skipped slots counted, %ld padding slots\n",
+         g_max_err[ROPE], g_max_err[ROPE_APPEND], g_max_err[QKN], g_max_err[QKN_APPEND], g_max_rel[0], g_max_rel[1],
+         g_max_rel[2], g_fp8_codes, g_skipped, g_padding);
   return finish("rope");
 }
