@@ -71,6 +71,7 @@ struct Args {
   const void* q_weight;   // [head_dim] (qk_norm_rope)
   const void* k_weight;
   float eps, w_off;
+  bool cache_vec;         // qk_norm_rope: v and the cache take VEC-wide accesses (else element-wise)
   double inv_freq[WC_ROPE_MAX_PAIRS];
 };
 
@@ -343,8 +344,10 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
       const int hv = h - qk_heads;
       const T* src = static_cast<const T*>(a.v) + t * a.v_ts + hv * a.v_hs;
       C* dst = rows.v + hv * a.c_head_stride;
-      for (int i = lane; i < nvec; i += 32)
-        store_cache<T, C, VEC, true>(dst + i * VEC, load_pack<T, VEC>(src + i * VEC), a.v_scale);
+      for (int i = lane; i < nvec; i += 32) {
+        if (a.cache_vec) store_cache<T, C, VEC, true>(dst + i * VEC, load_elems<T, VEC, true>(src + i * VEC), a.v_scale);
+        else store_cache<T, C, VEC, false>(dst + i * VEC, load_elems<T, VEC, false>(src + i * VEC), a.v_scale);
+      }
       continue;
     }
     const bool is_q = h < a.nq;
@@ -395,7 +398,11 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
         o.v[k] = from_float<T>(y);
       }
       store_pack<T, VEC>(x + i * VEC, o);
-      if (!is_q && rows.k != nullptr) store_cache<T, C, VEC, true>(rows.k + hh * a.c_head_stride + i * VEC, o, a.k_scale);
+      if (!is_q && rows.k != nullptr) {
+        C* dst = rows.k + hh * a.c_head_stride + i * VEC;
+        if (a.cache_vec) store_cache<T, C, VEC, true>(dst, o, a.k_scale);
+        else store_cache<T, C, VEC, false>(dst, o, a.k_scale);
+      }
     }
     __syncwarp();  // the next head overwrites st
   }
@@ -406,23 +413,28 @@ wc_status launch_norm(const Args& a, int64_t num_tokens, cudaStream_t s) {
   if (a.head_dim > WC_QK_NORM_ROPE_MAX_HEAD_DIM || a.half <= 0) return WC_ERR_INVALID_ARG;
   const bool append = a.k_pages != nullptr;
   // Widest vector that divides the head, keeps >= 32 vectors per head when it can (no idle
-  // lanes), and matches every stride's and pointer's alignment.
+  // lanes), and matches q's, k's and the weights' strides and pointers. VEC sets the order of
+  // the sum of squares, so it must not depend on v or the cache: appending must not change the
+  // rounding (qk_norm_rope_append_kv equals qk_norm_rope then append_kv bit for bit). v and the
+  // cache are accessed VEC-wide when their strides and pointers allow, else element-wise.
   auto fits = [&](int vec) {
     const int tb = vec * static_cast<int>(sizeof(T));
     return a.head_dim % vec == 0 && a.head_dim / vec >= 32 && a.q_ts % vec == 0 && a.q_hs % vec == 0 &&
-           a.k_ts % vec == 0 && a.k_hs % vec == 0 && aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight) &&
-           (!append || (a.v_ts % vec == 0 && a.v_hs % vec == 0 && aligned_to(tb, a.v) && a.page_stride % vec == 0 &&
-                        a.slot_stride % vec == 0 && a.c_head_stride % vec == 0 &&
-                        aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages)));
+           a.k_ts % vec == 0 && a.k_hs % vec == 0 && aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight);
   };
   int vec = kVec16<T>;
   while (vec > 1 && !fits(vec)) vec /= 2;
+  Args b = a;
+  b.cache_vec = append && a.v_ts % vec == 0 && a.v_hs % vec == 0 &&
+                aligned_to(vec * static_cast<int>(sizeof(T)), a.v) && a.page_stride % vec == 0 &&
+                a.slot_stride % vec == 0 && a.c_head_stride % vec == 0 &&
+                aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages);
   const dim3 grid(static_cast<unsigned>(num_tokens));
   switch (vec) {
-    case 8: if constexpr (kVec16<T> >= 8) qk_norm_rope_kernel<T, C, 8><<<grid, kNormWarps * 32, 0, s>>>(a); break;
-    case 4: qk_norm_rope_kernel<T, C, 4><<<grid, kNormWarps * 32, 0, s>>>(a); break;
-    case 2: qk_norm_rope_kernel<T, C, 2><<<grid, kNormWarps * 32, 0, s>>>(a); break;
-    default: qk_norm_rope_kernel<T, C, 1><<<grid, kNormWarps * 32, 0, s>>>(a); break;
+    case 8: if constexpr (kVec16<T> >= 8) qk_norm_rope_kernel<T, C, 8><<<grid, kNormWarps * 32, 0, s>>>(b); break;
+    case 4: qk_norm_rope_kernel<T, C, 4><<<grid, kNormWarps * 32, 0, s>>>(b); break;
+    case 2: qk_norm_rope_kernel<T, C, 2><<<grid, kNormWarps * 32, 0, s>>>(b); break;
+    default: qk_norm_rope_kernel<T, C, 1><<<grid, kNormWarps * 32, 0, s>>>(b); break;
   }
   return launch_status();
 }

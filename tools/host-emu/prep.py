@@ -33,6 +33,7 @@ TARGETS = {
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8.cu"],
+    "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
 }
 
 # Deliberate bugs, one at a time: name -> (target, file, old, new). `old` must occur exactly once.
@@ -95,6 +96,23 @@ SEEDS = {
                      "          if (lane == 0) mbar_arrive(&empty[s]);",
                      "if (lane == 0) mbar_arrive(&empty[s]);\n          wgmma_wait<0>();\n#pragma unroll\n"
                      "          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);"),
+    # RoPE, GPT-J on the items path: a rotary item loads from pair index instead of element
+    # index 2 * pair (wrong pairs).
+    "gptj_pair": ("rope", "rope.cu", "load_elems<T, 2 * N, W::kVector>(w.src + 2 * w.at)",
+                  "load_elems<T, 2 * N, W::kVector>(w.src + w.at)"),
+    # Cache append: slot == num_slots passes the range check (writes one page past the cache).
+    "slot_range": ("rope", "rope.cu", "if (slot >= a.num_slots) {", "if (slot > a.num_slots) {"),
+    # Angle reduction modulo one half-turn instead of two (flips cos and sin on odd half-turns).
+    "angle_reduce": ("rope", "rope.cu", "t -= 2.0 * rint(0.5 * t);", "t -= rint(t);"),
+    # FP8 cache: v quantized with k's scale.
+    "v_scale": ("rope", "rope.cu", "is_k ? a.k_scale : a.v_scale", "a.k_scale"),
+    # qk_norm_rope, GPT-J: the pair partner of element r is r ^ 3 instead of r ^ 1.
+    "qkn_partner": ("rope", "rope.cu", ": r ^ 1]", ": r ^ 3]"),
+    # qk_norm_rope's VEC chosen from the cache's alignment too (the bug this target found): a
+    # misaligned cache makes the appending op sum the squares in another order than qk_norm_rope.
+    "qkn_vec": ("rope", "rope.cu", "aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight);",
+                "aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight) &&\n"
+                "           (!append || aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages));"),
 }
 
 

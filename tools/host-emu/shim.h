@@ -40,6 +40,7 @@
 #undef __host__
 #undef __shared__
 #undef __forceinline__
+#undef __grid_constant__
 #define __device__
 #define __global__
 #define __host__
@@ -237,6 +238,13 @@ inline int __float2int_rn(float f) { return std::isnan(f) ? 0 : static_cast<int>
 inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // rsqrt.approx (2 ulp) is not modelled
+// sin(pi x), cos(pi x) from the f64 functions, rounded once to f32 (the GPU's is within 1 ulp;
+// sin(pi) etc. come out as ~1e-16 rather than 0).
+inline void sincospif(float x, float* s, float* c) {
+  const double a = 3.14159265358979323846 * static_cast<double>(x);
+  *s = static_cast<float>(std::sin(a));
+  *c = static_cast<float>(std::cos(a));
+}
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
   const uint64_t v = (static_cast<uint64_t>(y) << 32) | x;
   unsigned r = 0;

@@ -2,7 +2,7 @@
 // contents built from the PTX ISA's fragment formulas (forward maps: lane, i -> row, col);
 // shuffles and votes against their definitions; and the checks that must fire (a lane that
 // exited before a collective, a partial mask, shared memory poisoned per block, cp.async
-// deferred to its wait_group unless EMU_CP_EAGER is set).
+// deferred to its wait_group unless EMU_CP_EAGER is set); sincospif against sinl / cosl.
 #include "shim.h"
 
 static uint16_t bf(float x) { __nv_bfloat16 b = __float2bfloat16_rn(x); uint16_t u; memcpy(&u, &b, 2); return u; }
@@ -133,6 +133,24 @@ void cp_kernel() {
   }
 }
 
+// sincospif against sinl / cosl of pi x: within one f32 ulp of the result (plus 1e-15 absolute:
+// at whole x the shim gives sin(pi) ~ 1e-16, not 0).
+static int sincospi_errors() {
+  int bad = 0;
+  for (int i = -4096; i <= 4096; ++i) {
+    const float x = i / 2048.0f + (i % 7) * 1e-5f;
+    float s, c;
+    sincospif(x, &s, &c);
+    const long double a = 3.14159265358979323846264338327950288L * x;
+    for (auto [got, want] : {std::pair{s, sinl(a)}, std::pair{c, cosl(a)}}) {
+      const double w = static_cast<double>(want);
+      const double ulp = std::ldexp(1.0, std::max(std::ilogb(w == 0 ? 1e-30 : w), -126) - 23);
+      if (!(std::fabs(got - w) <= ulp + 1e-15)) ++bad;
+    }
+  }
+  return bad;
+}
+
 // Runs a kernel that must make the shim report an error; returns whether it did.
 template <typename K>
 static bool reports_error(K kernel, dim3 block) {
@@ -174,12 +192,13 @@ int main() {
   emu::launch(poison_kernel, dim3(3), dim3(32), 64);
   for (auto& b : cp_src) b = static_cast<unsigned char>(rand() % 200 + 1);
   emu::launch(cp_kernel, dim3(1), dim3(32), 32);
+  const int sincospi_bad = sincospi_errors();
   const bool ok = maxerr < 1e-4 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
-                  poison_errors == 0 && cp_errors == 0 && emu::errors == 0;
+                  poison_errors == 0 && cp_errors == 0 && sincospi_bad == 0 && emu::errors == 0;
   printf("unit %s: mma/ldmatrix max |D - A.B| %.3g, fragment mismatches %d, shuffle mismatches %d, "
          "checks fire (exited lane %d, partial mask %d, partial warp %d), poison errors %d, cp.async (%s) errors %d, "
-         "emu errors %ld\n",
+         "sincospif errors %d, emu errors %ld\n",
          ok ? "PASS" : "FAIL", maxerr, frag_errors.load(), shfl_errors.load(), exited, partial, partial_warp,
-         poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), emu::errors.load());
+         poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), sincospi_bad, emu::errors.load());
   return ok ? 0 : 1;
 }
