@@ -233,6 +233,12 @@ attention_kernel(const wc_attention_params p) {
   for (int i = 0; i < HDV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
+  // Prefill config (one warp column) with head_dim <= 192: this warp's Q fragments are read
+  // from shared memory once, at the first key tile (Q arrives with it), and kept in registers
+  // (HD / 4 of them); otherwise they are re-read at every tile.
+  constexpr bool kQInRegs = WARPS_N == 1 && HD <= 192;
+  uint32_t qf[kQInRegs ? HD / 16 : 1][4];
+
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
   load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
@@ -268,7 +274,14 @@ attention_kernel(const wc_attention_params p) {
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       uint32_t a[4];
-      ldmatrix_x4(a, sq + (wm * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8);
+      const T* q_frag = sq + (wm * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8;
+      if constexpr (kQInRegs) {
+        if (it == 0) ldmatrix_x4(qf[kk], q_frag);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[r] = qf[kk][r];
+      } else {
+        ldmatrix_x4(a, q_frag);
+      }
 #pragma unroll
       for (int nn = 0; nn < KW / 16; ++nn) {
         uint32_t b[4];

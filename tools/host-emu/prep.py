@@ -47,6 +47,9 @@ SEEDS = {
     "vaddr": ("attention", "attention_gqa.cu",
               "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;",
               "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 4) & 1) * 8;"),
+    # Prefill keeps Q fragments in registers: only the first k16 slice is ever loaded.
+    "qregs": ("attention", "attention_gqa.cu", "if (it == 0) ldmatrix_x4(qf[kk], q_frag);",
+              "if (it == 0 && kk == 0) ldmatrix_x4(qf[kk], q_frag);"),
     # Causal mask off by one.
     "causal": ("attention", "attention_gqa.cu", "(!p.causal || j <= row_pos[h])", "(!p.causal || j < row_pos[h])"),
     # Split-KV partial row index with the wrong split stride.
