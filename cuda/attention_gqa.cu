@@ -9,8 +9,8 @@
 // cp.async into a raw stage and are converted to T in shared memory before the mma; the
 // scales fold into the softmax scale (k_scale) and the output (v_scale).
 //
-// Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = blockIdx.y,
-// split = blockIdx.z). The m dimension is the
+// Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = gridDim.y - 1 -
+// blockIdx.y (heaviest causal tiles first), split = blockIdx.z). The m dimension is the
 // flattened (query token, query head in the kv head's group) index — GQA packing: every query
 // head that shares the kv head is in the same tile, so each K/V tile loaded into shared
 // memory serves the whole group (decode reads each K/V byte from memory once).
@@ -93,7 +93,9 @@ __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int 
     w.kv_len = w.kv_start < 0 ? 0 : static_cast<int>(max64(0, kv_end - w.kv_start));
   }
   w.rows = w.q_len * w.group;
-  w.row0 = blockIdx.y * bm;
+  // m-tiles in reverse launch order: the hardware dispatches y = 0 first, and with a causal
+  // mask the last m-tiles carry the most keys — heaviest first keeps them out of the tail.
+  w.row0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * bm;
   if (w.row0 >= w.rows) return false;  // the whole CTA leaves together
   const int last = min(w.row0 + bm, w.rows) - 1;
   int kv_hi = w.kv_len;
