@@ -254,9 +254,8 @@ static void refusals(bool sm90) {
     p.block_m = 64;
     p.block_n = 256;
     expect("64x256 (not built)", WC_ERR_UNSUPPORTED);
-    p.block_n = 128;
+    p.block_m = 128;
     p.block_scaled = 1;
-    p.block_n = 256;
     expect("block-scaled 128x256 (not built)", WC_ERR_UNSUPPORTED);
     p.block_n = 128;
     p.block_scaled = 0;

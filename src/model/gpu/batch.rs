@@ -1,0 +1,189 @@
+//! Batches on the paged KV cache: [`Batch`], started by a varlen prefill over all prompts,
+//! extended one token per sequence by decode steps; generation with per-sequence samplers and
+//! the end-of-sequence rule; teacher-forced logits. Each step is a `Step` that `GpuModel::run`
+//! (mod.rs) executes through the layer stack.
+
+use super::{alloc, Buffers, GpuModel, Step, PAGE_SIZE};
+use crate::kv_cache::{PageAllocator, SeqId};
+use crate::model::{is_finished, Sampler, Sampling};
+use crate::{Error, Result};
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+/// A batch of sequences in the paged KV cache: started by [`GpuModel::prefill`], extended by
+/// [`GpuModel::decode`].
+pub struct Batch {
+    pub(super) pages: PageAllocator,
+    pub(super) seqs: Vec<SeqId>,
+    /// Per layer: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`.
+    pub(super) cache: Vec<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    pub(super) bufs: Buffers,
+}
+
+impl Batch {
+    pub fn num_seqs(&self) -> usize {
+        self.seqs.len()
+    }
+    /// Tokens of sequence `s` in the cache.
+    pub fn seq_len(&self, s: usize) -> Result<usize> {
+        self.pages.seq_len(self.seqs[s])
+    }
+}
+
+impl GpuModel {
+    fn check_ids(&self, op: &'static str, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(id) => Err(Error::Unsupported { op, what: "token id (>= vocab_size)", value: id.to_string() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a batch: allocates the paged cache for each prompt plus `max_new_tokens`, runs one
+    /// varlen prefill over all prompts and returns the batch and the logits of each prompt's
+    /// last position, `[num_seqs, vocab_size]` f32.
+    pub fn prefill(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<(Batch, Vec<f32>)> {
+        self.start(prompts, max_new_tokens, false)
+    }
+
+    /// Teacher-forced logits of every position of every prompt (`[len, vocab_size]` each), from
+    /// one varlen prefill over the paged cache.
+    pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (_, logits) = self.start(prompts, 0, true)?;
+        let v = self.config.vocab_size;
+        let mut at = 0;
+        Ok(prompts
+            .iter()
+            .map(|p| {
+                let rows = logits[at * v..(at + p.len()) * v].to_vec();
+                at += p.len();
+                rows
+            })
+            .collect())
+    }
+
+    fn start(&self, prompts: &[Vec<u32>], max_new_tokens: usize, all_rows: bool) -> Result<(Batch, Vec<f32>)> {
+        const OP: &str = "GpuModel::prefill";
+        if prompts.is_empty() {
+            return Err(Error::Empty { op: OP, arg: "prompts", shape: "[0]".into() });
+        }
+        if let Some(s) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::Empty { op: OP, arg: "prompt", shape: format!("sequence {s}: [0]") });
+        }
+        for p in prompts {
+            self.check_ids(OP, p)?;
+        }
+        let c = &self.config;
+        let total: usize = prompts.iter().map(Vec::len).sum();
+        let num_pages: usize = prompts.iter().map(|p| (p.len() + max_new_tokens).div_ceil(PAGE_SIZE)).sum();
+        let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
+        let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
+        let cache_len = num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim;
+        let cache = (0..c.num_layers).map(|_| Ok((alloc(&self.dev, cache_len)?, alloc(&self.dev, cache_len)?))).collect::<Result<Vec<_>>>()?;
+        let logit_rows = if all_rows { total } else { prompts.len() };
+        let bufs = self.buffers(total.max(prompts.len()), logit_rows.max(prompts.len()))?;
+        let mut batch = Batch { pages, seqs, cache, bufs };
+        let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::new());
+        for (p, &seq) in prompts.iter().zip(&batch.seqs) {
+            let first = ids.len() as i32;
+            ids.extend(p.iter().map(|&t| t as i32));
+            positions.extend(0..p.len() as i32);
+            slots.extend(batch.pages.append(seq, p.len())?);
+            if all_rows {
+                logit_rows.extend(first..first + p.len() as i32);
+            } else {
+                logit_rows.push(first + p.len() as i32 - 1);
+            }
+        }
+        let table = batch.pages.block_table(&batch.seqs)?;
+        let step = Step { ids, positions, slots, q_lens: prompts.iter().map(Vec::len).collect(), table, logit_rows };
+        let logits = self.run(&mut batch, &step)?;
+        Ok((batch, logits))
+    }
+
+    /// One decode step: `tokens[s]` is appended to sequence s (at position `seq_len(s)`);
+    /// returns the logits of the new positions, `[num_seqs, vocab_size]` f32.
+    pub fn decode(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<f32>> {
+        const OP: &str = "GpuModel::decode";
+        if tokens.len() != batch.seqs.len() {
+            return Err(Error::ShapeMismatch { op: OP, arg: "tokens", expected: format!("[{}] (one per sequence)", batch.seqs.len()), got: format!("[{}]", tokens.len()) });
+        }
+        self.check_ids(OP, tokens)?;
+        let n = tokens.len();
+        let mut positions = Vec::with_capacity(n);
+        for &seq in &batch.seqs {
+            positions.push(batch.pages.seq_len(seq)? as i32);
+        }
+        // All appends checked first: running out of pages leaves the batch as it was.
+        let needed: usize = batch.seqs.iter().map(|&s| batch.pages.seq_len(s).map(|l| usize::from(l % PAGE_SIZE == 0))).sum::<Result<usize>>()?;
+        if needed > batch.pages.free_pages() {
+            return Err(Error::OutOfPages { op: OP, needed, free: batch.pages.free_pages() });
+        }
+        let mut slots = Vec::with_capacity(n);
+        for &seq in &batch.seqs {
+            slots.extend(batch.pages.append(seq, 1)?);
+        }
+        let step = Step {
+            ids: tokens.iter().map(|&t| t as i32).collect(),
+            positions,
+            slots,
+            q_lens: vec![1; n],
+            table: batch.pages.block_table(&batch.seqs)?,
+            logit_rows: (0..n as i32).collect(),
+        };
+        self.run(batch, &step)
+    }
+
+    /// Up to `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode
+    /// steps on the paged cache; sequence s samples with its own [`Sampler`] seeded
+    /// `sampling.seed + s` (greedy ignores the seed) and stops right after a token in `eos`
+    /// ([`is_finished`], the CPU path's rule; `&[]`: exactly `max_new_tokens` each).
+    ///
+    /// A finished sequence stays in the batch until every sequence is done: it keeps decoding
+    /// its last token, whose logits are dropped, and records nothing. The batch keeps its shape
+    /// and its pages (allocated for `max_new_tokens` per sequence) suffice; the cost is that
+    /// sequence's share of each later step.
+    pub fn generate(&self, prompts: &[Vec<u32>], max_new_tokens: usize, sampling: Sampling, eos: &[u32]) -> Result<Vec<Vec<u32>>> {
+        self.generate_with(prompts, max_new_tokens, sampling, eos, |_| {})
+    }
+
+    /// [`GpuModel::generate`], calling `on_step(tokens)` after each step with each sequence's
+    /// new token (`None` for a sequence already finished).
+    pub fn generate_with(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        sampling: Sampling,
+        eos: &[u32],
+        mut on_step: impl FnMut(&[Option<u32>]),
+    ) -> Result<Vec<Vec<u32>>> {
+        let v = self.config.vocab_size;
+        let mut samplers: Vec<Sampler> =
+            (0..prompts.len()).map(|s| Sampler::new(Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling })).collect();
+        let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
+        if max_new_tokens == 0 {
+            return Ok(out);
+        }
+        let (mut batch, mut logits) = self.prefill(prompts, max_new_tokens)?;
+        loop {
+            let next: Vec<Option<u32>> = out
+                .iter_mut()
+                .zip(&mut samplers)
+                .zip(logits.chunks_exact(v))
+                .map(|((o, s), row)| {
+                    (!is_finished(o, max_new_tokens, eos)).then(|| {
+                        let t = s.sample(row);
+                        o.push(t);
+                        t
+                    })
+                })
+                .collect();
+            on_step(&next);
+            if out.iter().all(|o| is_finished(o, max_new_tokens, eos)) {
+                return Ok(out);
+            }
+            // Every sequence has a token by now (the first step samples them all).
+            let tokens: Vec<u32> = out.iter().map(|o| o[o.len() - 1]).collect();
+            logits = self.decode(&mut batch, &tokens)?;
+        }
+    }
+}
