@@ -14,6 +14,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("rms-norm", "rms_norm"),
     ("rope", "rope"),
     ("attention", "attention_gqa"),
+    ("attention", "attention_sm90"),
     ("moe-routing", "moe_routing"),
     ("elementwise", "elementwise"),
     ("quant-fp8", "quant_fp8"),

@@ -33,13 +33,10 @@
 
 #include <type_traits>
 
-#include "common.cuh"
+#include "attention.cuh"
 
 namespace wc {
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // ------------------------------------------------------------------ configuration
 template <int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
@@ -64,52 +61,6 @@ struct Cfg {
   static constexpr int kSmem = kQ + kK + kV + 2 * kBN * 4 + kStats + kRawK + kRawV;
 };
 
-struct Work {
-  int seq, kv_head, group, rows, row0;
-  int64_t q_start, kv_start;  // kv_start: first key row (contiguous K/V only)
-  int q_len, kv_len;
-  int kv_lo, tile_begin, tile_end;  // key tiles [tile_begin, tile_end) of BN keys from kv_lo
-};
-
-// Position of flattened row r of this (sequence, kv head): its query token's position.
-__device__ __forceinline__ int row_position(const Work& w, int r) { return w.kv_len - w.q_len + r / w.group; }
-
-template <int BN>
-__device__ __forceinline__ bool describe_work(const wc_attention_params& p, int bm, Work& w) {
-  w.seq = blockIdx.x / p.num_kv_heads;
-  w.kv_head = blockIdx.x % p.num_kv_heads;
-  w.group = p.num_q_heads / p.num_kv_heads;
-  w.q_start = p.cu_seqlens_q[w.seq];
-  const int64_t q_end = p.cu_seqlens_q[w.seq + 1];
-  // Clamp everything that comes from device data so no access leaves the tensors.
-  w.q_len = static_cast<int>(max64(0, min64(min64(q_end, p.total_q) - w.q_start, p.max_q_len)));
-  if (w.q_start < 0) w.q_len = 0;
-  if (p.page_size > 0) {
-    w.kv_start = 0;
-    w.kv_len = static_cast<int>(min64(max64(p.seq_lens[w.seq], 0), p.block_table_stride * p.page_size));
-  } else {
-    w.kv_start = p.cu_seqlens_kv[w.seq];
-    const int64_t kv_end = min64(p.cu_seqlens_kv[w.seq + 1], p.total_kv);
-    w.kv_len = w.kv_start < 0 ? 0 : static_cast<int>(max64(0, kv_end - w.kv_start));
-  }
-  w.rows = w.q_len * w.group;
-  // m-tiles in reverse launch order: the hardware dispatches y = 0 first, and with a causal
-  // mask the last m-tiles carry the most keys — heaviest first keeps them out of the tail.
-  w.row0 = static_cast<int>(gridDim.y - 1 - blockIdx.y) * bm;
-  if (w.row0 >= w.rows) return false;  // the whole CTA leaves together
-  const int last = min(w.row0 + bm, w.rows) - 1;
-  int kv_hi = w.kv_len;
-  if (p.causal) kv_hi = min(kv_hi, row_position(w, last) + 1);
-  int kv_lo = 0;
-  if (p.window_left >= 0) kv_lo = max(0, row_position(w, w.row0) - p.window_left);
-  w.kv_lo = kv_lo;
-  const int tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
-  const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
-  w.tile_begin = min(tiles, static_cast<int>(blockIdx.z) * per_split);
-  w.tile_end = min(tiles, w.tile_begin + per_split);
-  return true;
-}
-
 template <typename T, int HD, int BM, int THREADS>
 __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work& w, T* sq, int pitch) {
   constexpr int kChunks = HD / 8;
@@ -123,23 +74,6 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
     const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + c * 8;
     cp_async16(sq + r * pitch + c * 8, valid ? src : q, valid);
   }
-}
-
-// Element offset of key j's row (head 0) in K or V (`stride`: token stride, or slot stride in
-// a page), or false when the key does not exist (past kv_hi, or a block-table entry outside
-// [0, num_pages)).
-__device__ __forceinline__ bool key_offset(const wc_attention_params& p, const Work& w, int j, int kv_hi,
-                                           int64_t stride, int64_t& off) {
-  off = 0;
-  if (j >= kv_hi) return false;
-  if (p.page_size <= 0) {
-    off = (w.kv_start + j) * stride;
-    return true;
-  }
-  const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
-  if (page < 0 || page >= p.num_pages) return false;
-  off = page * p.page_stride + (j % p.page_size) * stride;
-  return true;
 }
 
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
@@ -303,12 +237,8 @@ attention_kernel(const wc_attention_params p) {
         const int h = e >> 1;
         const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
         const int j = n0 + col;
-        float x = s[i][e] * qk_scale;
-        if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-        x *= kLog2e;
-        const bool keep = row_ok[h] && ok[col] && j < kv_hi && (!p.causal || j <= row_pos[h]) &&
-                          (p.window_left < 0 || j >= row_pos[h] - p.window_left);
-        s[i][e] = keep ? x : -INFINITY;
+        const bool keep = row_ok[h] && ok[col] && key_visible(p, row_pos[h], j, kv_hi);
+        s[i][e] = keep ? score_log2(p, qk_scale, s[i][e]) : -INFINITY;
         tile_max[h] = fmaxf(tile_max[h], s[i][e]);
       }
     }
@@ -469,8 +399,12 @@ wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
   if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
   const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
   kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
-  wc_status st = launch_status();
-  if (st != WC_OK || p.num_splits == 1) return st;
+  return launch_status();
+}
+
+// After an attention launch with num_splits > 1: the merge of the splits' partials.
+template <typename T, int HDV>
+wc_status launch_merge(const wc_attention_params& p, cudaStream_t s) {
   const int64_t rows = p.total_q * p.num_q_heads;
   merge_splits_kernel<T, HDV><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(p);
   return launch_status();
@@ -503,13 +437,25 @@ wc_status launch_attention(const wc_attention_params& p, cudaStream_t s) {
   if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.num_splits < 1) return WC_ERR_INVALID_ARG;
   if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
   if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;
-  const int dims = p.head_dim * 1000 + p.head_dim_v;
-  switch (dims) {
-    case 64064: return launch_head_dims<T, 64, 64>(p, s);
-    case 96096: return launch_head_dims<T, 96, 96>(p, s);
-    case 128128: return launch_head_dims<T, 128, 128>(p, s);
-    case 256256: return launch_head_dims<T, 256, 256>(p, s);
-    case 192128: return launch_head_dims<T, 192, 128>(p, s);
+  wc_status st = WC_ERR_UNSUPPORTED;
+  if (p.kernel == WC_ATTENTION_WGMMA) {
+    st = launch_attention_sm90(p, s);
+  } else if (p.kernel == WC_ATTENTION_MMA) {
+    switch (p.head_dim * 1000 + p.head_dim_v) {
+      case 64064: st = launch_head_dims<T, 64, 64>(p, s); break;
+      case 96096: st = launch_head_dims<T, 96, 96>(p, s); break;
+      case 128128: st = launch_head_dims<T, 128, 128>(p, s); break;
+      case 256256: st = launch_head_dims<T, 256, 256>(p, s); break;
+      case 192128: st = launch_head_dims<T, 192, 128>(p, s); break;
+      default: break;
+    }
+  }
+  if (st != WC_OK || p.num_splits == 1) return st;
+  switch (p.head_dim_v) {
+    case 64: return launch_merge<T, 64>(p, s);
+    case 96: return launch_merge<T, 96>(p, s);
+    case 128: return launch_merge<T, 128>(p, s);
+    case 256: return launch_merge<T, 256>(p, s);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

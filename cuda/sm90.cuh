@@ -7,6 +7,8 @@
 // "mbarrier".
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -75,6 +77,19 @@ __device__ __forceinline__ uint64_t desc_k_major_sw128(const void* tile) {
   const uint64_t addr = smem_addr(tile);
   return ((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
+// Descriptor of an MN-major ("transposed") operand with 128-byte swizzle: 128-byte rows run
+// along N (64 16-bit elements), one row per k, 8-row atoms of 1024 bytes (stride byte offset:
+// the next 8 k), `lbo` bytes from one 64-element block of N to the next (leading byte
+// offset), the tile 1024-byte aligned. PTX ISA canonical layout, MN-major SW128:
+// ((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO)).
+__device__ __forceinline__ uint64_t desc_mn_major_sw128(const void* tile, uint32_t lbo) {
+  const uint64_t addr = smem_addr(tile);
+  return ((addr & 0x3FFFF) >> 4) | (uint64_t((lbo & 0x3FFFF) >> 4) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+// Makes this thread's generic-proxy writes to shared memory (st.shared, cp.async after its
+// wait) visible to the async proxy (wgmma operand reads); a barrier then publishes them.
+__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -83,6 +98,8 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 // Keeps the compiler from moving accesses of an accumulator across wgmma fences and waits.
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+// ... and a register A operand, which the tensor core reads until its wgmma retires.
+__device__ __forceinline__ void fence_operand_u32(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // ------------------------------------------------------------------ warpgroup control
 template <int R>
@@ -166,6 +183,85 @@ __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, u
   static_assert(N == 128 || N == 256, "FP8 wgmma widths built: 128, 256");
   if constexpr (N == 128) wgmma_m64n128k32_e4m3(d, desc_a, desc_b, scale_d);
   else wgmma_m64n256k32_e4m3(d, desc_a, desc_b, scale_d);
+}
+
+// Output operand lists of the 16-bit wrappers: one "+f" per accumulator register.
+#define WC_WGMMA_D32(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define WC_WGMMA_D64(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+// ------------------------------------------------------------------ 16-bit wgmma instructions
+// bf16 / f16 inputs, f32 accumulators (the accumulator layout above); T picks the input type.
+// "ss": A and B from K-major shared-memory descriptors (D = A · Bᵀ, B stored [n][k]).
+// "rs": A from registers — per warp a 16 × 16 tile in mma.sync m16n8k16's A layout (a[0]: row
+// l/4, k 2(l%4) + 0..1; a[1]: row + 8; a[2]: k + 8; a[3]: both) — and B from an MN-major
+// descriptor (B stored [k][n]: imm-trans-b = 1). The tensor core reads the A registers until
+// the wgmma retires: keep them alive (fence_operand_u32) past the wait.
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_SS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+      : WC_WGMMA_D64(d) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
+  else WC_WGMMA_SS("f16");
+#undef WC_WGMMA_SS
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_RS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"  \
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n" \
+      : WC_WGMMA_D32(d) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_RS("bf16");
+  else WC_WGMMA_RS("f16");
+#undef WC_WGMMA_RS
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_RS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
+      : WC_WGMMA_D64(d) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_RS("bf16");
+  else WC_WGMMA_RS("f16");
+#undef WC_WGMMA_RS
+}
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+  static_assert(N == 64 || N == 128, "16-bit rs wgmma widths built: 64, 128");
+  if constexpr (N == 64) wgmma_m64n64k16_rs<T>(d, a, desc_b, scale_d);
+  else wgmma_m64n128k16_rs<T>(d, a, desc_b, scale_d);
 }
 
 }  // namespace sm90

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::attention::{check_attention, check_merge_states, AttentionCase};
 use warpcore::check::{compare, tolerance, Rng};
-use warpcore::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
+use warpcore::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
 use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use warpcore::kv_cache::{BlockTableView, KvCacheView};
 use warpcore::{Error, TensorView, TensorViewMut};
@@ -31,9 +31,11 @@ fn case() -> impl Strategy<Value = AttentionCase> {
         prop_oneof![3 => Just(None), 1 => Just(Some(20.0f32))],
         prop_oneof![Just(None), proptest::sample::select(&[1usize, 8, 16, 32, 64, 128, 256][..]).prop_map(Some)],
         prop_oneof![2 => Just(None), 1 => (2usize..6).prop_map(Some)],
+        // Auto: wgmma for prefill at head dims 64 / 128 on an H100/H200, mma.sync otherwise.
+        prop_oneof![2 => Just(AttentionKernel::Auto), 1 => Just(AttentionKernel::MmaSync)],
         any::<u64>(),
     )
-        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, seed)| AttentionCase {
+        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, kernel, seed)| AttentionCase {
             q_lens: seqs.iter().map(|s| s.0).collect(),
             kv_lens: seqs.iter().map(|s| s.1).collect(),
             num_q_heads: group * num_kv_heads,
@@ -47,6 +49,7 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             page_size: if head_dim == head_dim_v { page_size } else { None },
             num_splits,
             fp8_scales: None,
+            kernel,
             seed,
         })
 }
@@ -92,6 +95,26 @@ fn long_decode_uses_split_kv() {
     assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
     let c = AttentionCase::new(vec![1, 1], vec![30000, 5], 3);
     assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
+}
+
+/// The plan picks wgmma exactly for Hopper prefill at head dims 64 / 128, refuses to force it
+/// elsewhere, and both kernels agree with the reference on a long causal prefill.
+#[test]
+fn kernel_choice() {
+    let Some(dev) = device() else { return };
+    let hopper = dev.info().compute_capability == (9, 0);
+    let prefill = AttentionPlan::new(&dev, &[300], &[300], 32, 8, 128, 128).unwrap();
+    assert_eq!(prefill.kernel, if hopper { AttentionKernel::Wgmma } else { AttentionKernel::MmaSync });
+    let decode = AttentionPlan::new(&dev, &[1], &[300], 32, 8, 128, 128).unwrap();
+    assert_eq!(decode.kernel, AttentionKernel::MmaSync);
+    for (q, hd) in [(1usize, 128usize), (300, 96), (300, 256)] {
+        let e = AttentionPlan::with_kernel(&dev, &[q], &[300], 32, 8, hd, hd, AttentionKernel::Wgmma).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    }
+    for kernel in [AttentionKernel::Auto, AttentionKernel::MmaSync] {
+        let c = AttentionCase { kernel, page_size: None, ..AttentionCase::new(vec![1000, 333], vec![1000, 700], 21) };
+        assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
+    }
 }
 
 #[test]

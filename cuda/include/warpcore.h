@@ -104,6 +104,13 @@ wc_status wc_qk_rms_norm(const wc_qk_rms_norm_params* p, wc_stream stream);
  * keys (never read).
  * Split-KV (num_splits > 1): each split writes f32 partials to the workspace, then a merge
  * kernel combines them by log-sum-exp into out (and lse). */
+/* Which attention kernel runs a launch. */
+typedef enum wc_attention_kernel {
+  WC_ATTENTION_MMA = 0,    /* mma.sync (attention_gqa.cu): every GPU, every supported shape */
+  WC_ATTENTION_WGMMA = 1,  /* wgmma (attention_sm90.cu): sm_90a only; K/V in q's dtype, head dims
+                              (64, 64) or (128, 128); 128-row m-tiles (the grid's y dimension) */
+} wc_attention_kernel;
+
 typedef struct wc_attention_params {
   const void* q;                /* [total_q, num_q_heads, head_dim], token stride q_stride */
   const void* k;                /* contiguous: [total_kv, num_kv_heads, head_dim];
@@ -144,6 +151,7 @@ typedef struct wc_attention_params {
   float v_scale;                /* V = stored value · v_scale */
   wc_dtype dtype;               /* q and out: WC_BF16 or WC_F16 */
   wc_dtype kv_dtype;            /* = dtype, or WC_E4M3 (paged decode: max_q_len · group <= 16) */
+  wc_attention_kernel kernel;   /* WC_ATTENTION_MMA unless the caller knows the GPU is sm_90 */
 } wc_attention_params;
 wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
 

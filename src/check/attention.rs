@@ -5,7 +5,7 @@
 
 use super::{compare, tolerance, CheckResult, Comparison, Rng, Tolerance};
 use crate::kv_cache::{BlockTableView, KvCacheView, KvScales};
-use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionPlan, KvInput};
+use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
 use crate::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::{bf16, f16};
@@ -30,6 +30,8 @@ pub struct AttentionCase {
     /// FP8 e4m3 paged cache with these (k_scale, v_scale): K/V are quantized on the host
     /// (stored = round(x / scale)) and the reference reads the dequantized values.
     pub fp8_scales: Option<(f32, f32)>,
+    /// The kernel to plan for (`Auto`: the plan's choice).
+    pub kernel: AttentionKernel,
     pub seed: u64,
 }
 
@@ -50,6 +52,7 @@ impl AttentionCase {
             page_size: Some(16),
             num_splits: None,
             fp8_scales: None,
+            kernel: AttentionKernel::Auto,
             seed,
         }
     }
@@ -69,6 +72,7 @@ impl AttentionCase {
             self.page_size.map_or(" contiguous".into(), |p| format!(" page {p}")),
             self.num_splits.map_or(String::new(), |s| format!(" splits {s}")),
         ) + &self.fp8_scales.map_or(String::new(), |(k, v)| format!(" e4m3 scales {k}/{v}"))
+
     }
 }
 
@@ -126,7 +130,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
     let total_q: usize = c.q_lens.iter().sum();
 
-    let mut plan = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd, hdv)?;
+    let mut plan = AttentionPlan::with_kernel(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd, hdv, c.kernel)?;
     if let Some(s) = c.num_splits {
         plan.num_splits = s;
     }
@@ -191,7 +195,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     Ok(CheckResult {
         op: "attention",
         dtype: T::NAME,
-        shape: c.describe(),
+        shape: format!("{} {}", c.describe(), if plan.kernel == AttentionKernel::Wgmma { "wgmma" } else { "mma.sync" }),
         comparisons: vec![
             compare("out", &got[..total_q * nq * hdv], &want, tolerance::<T>()),
             compare("lse", &got_lse[..total_q * nq], &want_lse, LSE_TOL),
@@ -242,6 +246,7 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![33], kv_lens: vec![90], num_q_heads: 16, num_kv_heads: 2, head_dim: 96, head_dim_v: 96, causal: false, seed: 7, ..base.clone() },
         AttentionCase { q_lens: vec![1, 40], kv_lens: vec![500, 40], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, head_dim_v: 256, num_splits: Some(3), seed: 8, ..base.clone() },
         AttentionCase { q_lens: vec![100, 7], kv_lens: vec![100, 300], num_q_heads: 16, num_kv_heads: 16, head_dim: 192, head_dim_v: 128, page_size: None, seed: 14, ..base.clone() },
+        AttentionCase { q_lens: vec![200, 1], kv_lens: vec![1000, 50], num_q_heads: 8, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, num_splits: Some(3), seed: 15, ..base.clone() },
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
         AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
     ];
@@ -249,6 +254,11 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     for c in &cases {
         out.push(check_attention::<bf16>(dev, c)?);
         out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, ..c.clone() })?);
+        // Where the plan picks the wgmma kernel (Hopper prefill), the mma.sync kernel too.
+        let auto = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v)?;
+        if auto.kernel == AttentionKernel::Wgmma {
+            out.push(check_attention::<bf16>(dev, &AttentionCase { kernel: AttentionKernel::MmaSync, seed: c.seed + 200, ..c.clone() })?);
+        }
     }
     out.push(check_merge_states::<bf16>(dev, 1000, 128, 9)?);
     out.push(check_merge_states::<f32>(dev, 33, 64, 10)?);

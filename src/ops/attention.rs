@@ -1,4 +1,5 @@
-//! GQA attention (cuda/attention_gqa.cu): varlen prefill / append and paged decode with
+//! GQA attention (cuda/attention_gqa.cu, mma.sync; cuda/attention_sm90.cu, wgmma prefill on
+//! Hopper): varlen prefill / append and paged decode with
 //! split-KV, causal (bottom-right aligned), sliding window, soft-capping, optional LSE, and
 //! `merge_states`.
 //!
@@ -47,6 +48,20 @@ pub enum KvInput<'v, 'a, C: DType> {
     Paged { cache: &'v KvCacheView<'a, C>, table: &'v BlockTableView<'a> },
 }
 
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
+    /// with head dims (64, 64) or (128, 128), mma.sync otherwise.
+    #[default]
+    Auto,
+    /// The Hopper prefill kernel (cuda/attention_sm90.cu; sm_90a only): K/V in the query dtype,
+    /// head dims (64, 64) or (128, 128), 128-row query tiles.
+    Wgmma,
+    /// The portable kernel (cuda/attention_gqa.cu; any sm_80+ GPU, every supported shape).
+    MmaSync,
+}
+
 /// The launch shape of one batch: computed on the host from the sequence lengths, once per
 /// batch, and reused by every layer (the workspace size is fixed by it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +75,8 @@ pub struct AttentionPlan {
     pub head_dim_v: usize,
     /// Key splits per (sequence, kv head, query tile); 1 = no split, no workspace.
     pub num_splits: usize,
+    /// The kernel the batch runs on: `Wgmma` or `MmaSync` (never `Auto`).
+    pub kernel: AttentionKernel,
 }
 
 /// Keys per tile in the kernels (head dims ≤ 192: 64; 256: 32).
@@ -72,11 +89,13 @@ fn keys_per_tile(head_dim: usize, head_dim_v: usize) -> usize {
 }
 
 impl AttentionPlan {
-    /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys.
+    /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys, on the
+    /// kernel [`AttentionKernel::Auto`] picks.
     ///
-    /// Split-KV: when the batch has fewer CTAs than two per SM, each (sequence, kv head, query
-    /// tile) is split along the keys so that every SM has work, keeping at least 4 key tiles
-    /// (256 keys at head_dim 128) per split, at most 64 splits.
+    /// Split-KV: when the batch has fewer CTAs than the GPU holds at once (two per SM on
+    /// mma.sync, one on wgmma), each (sequence, kv head, query tile) is split along the keys so
+    /// that every SM has work, keeping at least 4 key tiles (256 keys at head_dim 128) per
+    /// split, at most 64 splits.
     pub fn new(
         dev: &Device,
         q_lens: &[usize],
@@ -85,6 +104,23 @@ impl AttentionPlan {
         num_kv_heads: usize,
         head_dim: usize,
         head_dim_v: usize,
+    ) -> Result<Self> {
+        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, AttentionKernel::Auto)
+    }
+
+    /// [`AttentionPlan::new`] on a chosen kernel: `Error::Unsupported` when `Wgmma` cannot run
+    /// this batch here (not compute capability 9.0, other head dims, or a decode batch —
+    /// `max_q_len · group ≤ 16` — which the mma.sync kernel's decode configuration serves).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_kernel(
+        dev: &Device,
+        q_lens: &[usize],
+        kv_lens: &[usize],
+        num_q_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        kernel: AttentionKernel,
     ) -> Result<Self> {
         const OP: &str = "AttentionPlan::new";
         if q_lens.len() != kv_lens.len() {
@@ -99,13 +135,32 @@ impl AttentionPlan {
         let group = num_q_heads / num_kv_heads;
         let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
         let total_q = q_lens.iter().sum();
-        let bm = if head_dim == head_dim_v && max_q_len * group <= 16 { 16 } else { 64 };
+        let decode = head_dim == head_dim_v && max_q_len * group <= 16;
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode;
+        let kernel = match kernel {
+            AttentionKernel::Auto if wgmma_fits => AttentionKernel::Wgmma,
+            AttentionKernel::Auto => AttentionKernel::MmaSync,
+            AttentionKernel::Wgmma if !wgmma_fits => {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: "wgmma attention (compute capability 9.0, head dims (64, 64) or (128, 128), max_q_len · group > 16)",
+                    value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}", dev.info().compute_capability),
+                })
+            }
+            k => k,
+        };
+        // Query rows per CTA and CTAs resident per SM of each kernel configuration.
+        let (bm, per_sm, keys) = match kernel {
+            AttentionKernel::Wgmma => (128, 1, 128),
+            _ if decode => (16, 2, keys_per_tile(head_dim, head_dim_v)),
+            _ => (64, 2, keys_per_tile(head_dim, head_dim_v)),
+        };
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
-        let target = 2 * dev.info().sm_count as usize;
-        let max_splits = (max_kv / (4 * keys_per_tile(head_dim, head_dim_v))).clamp(1, 64);
+        let target = per_sm * dev.info().sm_count as usize;
+        let max_splits = (max_kv / (4 * keys)).clamp(1, 64);
         let num_splits = if base_ctas == 0 || base_ctas >= target { 1 } else { target.div_ceil(base_ctas).min(max_splits) };
-        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits })
+        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
     }
 
     /// f32 elements of workspace the batch needs (0 without split-KV).
@@ -115,6 +170,11 @@ impl AttentionPlan {
         }
         self.num_splits * self.total_q * self.num_q_heads * (self.head_dim_v + 1)
     }
+}
+
+/// Whether the wgmma kernel is built for these head dims and the GPU can run it.
+fn wgmma_supports(dev: &Device, head_dim: usize, head_dim_v: usize) -> bool {
+    dev.info().compute_capability == (9, 0) && head_dim == head_dim_v && matches!(head_dim, 64 | 128)
 }
 
 fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_dim: usize, head_dim_v: usize) -> Result<()> {
@@ -196,6 +256,17 @@ pub fn attention<T: DType, C: DType>(
     let num_seqs = plan.num_seqs;
     let decode = head_dim == head_dim_v && plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
+    let wgmma = match plan.kernel {
+        AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v) && !fp8 => true,
+        AttentionKernel::MmaSync => false,
+        k => {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64) or (128, 128) and K/V in the query dtype; Auto is resolved by AttentionPlan)",
+                value: format!("{k:?}, cc {:?}, head dims ({head_dim}, {head_dim_v}), K/V {}", dev.info().compute_capability, C::NAME),
+            })
+        }
+    };
     if C::TAG != T::TAG && !(fp8 && decode && matches!(kv, KvInput::Paged { .. })) {
         return Err(Error::Unsupported {
             op: OP,
@@ -349,6 +420,7 @@ pub fn attention<T: DType, C: DType>(
     p.softcap = cfg.softcap.unwrap_or(0.0);
     p.dtype = T::TAG;
     p.kv_dtype = C::TAG;
+    p.kernel = if wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA };
     // SAFETY: shapes, strides, alignment, dtype, contexts and the workspace size were
     // validated above; device-side lengths and page ids are clamped by the kernel. The
     // guards (`_g*`, guards_kv, lse_guard, ws_guard) live until the launch is queued.

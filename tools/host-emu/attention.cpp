@@ -1,7 +1,8 @@
-// Emulated runs of cuda/attention_gqa.cu (wc_attention, wc_merge_states): builds
+// Emulated runs of cuda/attention_gqa.cu and cuda/attention_sm90.cu (wc_attention,
+// wc_merge_states; the wgmma kernel where a case sets `wgmma`): builds
 // wc_attention_params as src/ops/attention.rs does (plan: num_splits, workspace), random inputs,
 // NaN-poisoned outputs, compares with an independent f64 attention (src/reference/attention.rs
-// semantics). Usage: attention [all|quick] [name-filter]
+// semantics). Usage: attention [all|quick] [name-filter] | attention name-filter
 #include <map>
 #include <random>
 #include <string>
@@ -51,6 +52,7 @@ struct Case {
   int bad_pages = 0;           // invalid page ids injected inside the sequences' ranges
   int q_pad = 0, out_pad = 0, kv_pad = 0;  // extra elements in token strides (multiples of 8)
   float qmag = 3.0f;
+  bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
 };
 
 // AttentionPlan::new (src/ops/attention.rs), sm_count = 132 (H200).
@@ -59,11 +61,11 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   int max_q = 0, max_kv = 0;
   for (int q : c.q_lens) max_q = std::max(max_q, q);
   for (int k : c.kv_lens) max_kv = std::max(max_kv, k);
-  const int bm = (c.hd == c.hdv && max_q * group <= 16) ? 16 : 64;
+  const int bm = c.wgmma ? 128 : (c.hd == c.hdv && max_q * group <= 16) ? 16 : 64;
   long base = 0;
   for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
-  const int target = 2 * sm_count;
-  const int kpt = std::max(c.hd, c.hdv) <= 192 ? 64 : 32;
+  const int target = (c.wgmma ? 1 : 2) * sm_count;
+  const int kpt = c.wgmma ? 128 : std::max(c.hd, c.hdv) <= 192 ? 64 : 32;
   const int max_splits = std::clamp(max_kv / (4 * kpt), 1, 64);
   return (base == 0 || base >= target) ? 1 : std::min<int>((target + base - 1) / base, max_splits);
 }
@@ -247,6 +249,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   p.softcap = c.softcap;
   p.dtype = c.bf16 ? WC_BF16 : WC_F16;
   p.kv_dtype = c.fp8 ? WC_E4M3 : p.dtype;
+  p.kernel = c.wgmma ? WC_ATTENTION_WGMMA : WC_ATTENTION_MMA;
   const long errs_before = emu::errors.load();
   const wc_status st = wc_attention(&p, nullptr);
 
@@ -379,6 +382,27 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.window = 40; add(c); }
   { Case c; c.name = "prefill f16 hd64 g8 q>kv rows"; c.bf16 = false; c.nkv = 1; c.nq = 8; c.q_lens = {9};
     c.kv_lens = {4}; add(c); }
+  // ---- the sm_90a wgmma prefill kernel (head dims 64 / 128): 128-row m-tiles, 128-key tiles
+  { Case c; c.name = "wgmma contig hd64 g4"; c.wgmma = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33, 0};
+    c.kv_lens = {1, 40, 33, 5}; add(c); }
+  { Case c; c.name = "wgmma contig hd128 g1 strides padded"; c.wgmma = true; c.nkv = 2; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33, 1}; c.kv_lens = {17, 90, 70}; c.q_pad = 8; c.out_pad = 16; c.kv_pad = 8; add(c); }
+  { Case c; c.name = "wgmma paged ps16 hd64 g4"; c.wgmma = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
+    c.kv_lens = {5, 17, 80}; c.page_size = 16; add(c); }
+  { Case c; c.name = "wgmma paged ps1 hd128 g2 split 2"; c.wgmma = true; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33}; c.kv_lens = {30, 100}; c.page_size = 1; c.force_splits = 2; add(c); }
+  { Case c; c.name = "wgmma hd128 g4 2 m-tiles 3 key tiles ps64"; c.wgmma = true; c.nkv = 1; c.nq = 4;
+    c.hd = c.hdv = 128; c.q_lens = {40}; c.kv_lens = {300}; c.page_size = 64; add(c); }
+  { Case c; c.name = "wgmma hd64 bad pages + split 2"; c.wgmma = true; c.nkv = 2; c.nq = 4; c.q_lens = {20, 3};
+    c.kv_lens = {300, 40}; c.page_size = 16; c.bad_pages = 3; c.force_splits = 2; add(c); }
+  { Case c; c.name = "wgmma window 7 softcap 1.5"; c.wgmma = true; c.nkv = 2; c.nq = 4; c.q_lens = {17, 33};
+    c.kv_lens = {40, 200}; c.window = 7; c.softcap = 1.5f; c.qmag = 8; add(c); }
+  { Case c; c.name = "wgmma non-causal no-lse"; c.wgmma = true; c.causal = false; c.nkv = 1; c.nq = 4;
+    c.q_lens = {17, 3}; c.kv_lens = {140, 70}; c.lse = false; add(c); }
+  { Case c; c.name = "wgmma f16 hd64 g8 q>kv rows"; c.wgmma = true; c.bf16 = false; c.nkv = 1; c.nq = 8;
+    c.q_lens = {9}; c.kv_lens = {4}; add(c); }
+  { Case c; c.name = "wgmma f16 hd128 g1 130 rows"; c.wgmma = true; c.bf16 = false; c.nkv = 1; c.nq = 1;
+    c.hd = c.hdv = 128; c.q_lens = {130}; c.kv_lens = {260}; add(c); }
   if (set == "quick") v.resize(3);
   return v;
 }
@@ -419,8 +443,9 @@ static bool merge_test(std::mt19937& rng, bool bf16) {
 }
 
 int main(int argc, char** argv) {
-  const std::string set = argc > 1 ? argv[1] : "all";
-  const std::string only = argc > 2 ? argv[2] : "";
+  // attention [all|quick] [filter], or attention FILTER (what `run --filter` passes).
+  std::string set = argc > 1 ? argv[1] : "all", only = argc > 2 ? argv[2] : "";
+  if (set != "all" && set != "quick") only = set, set = "all";
   std::mt19937 rng(1234);
   int fails = 0, n = 0;
   for (const Case& c : cases(set)) {

@@ -27,7 +27,7 @@ CUDA = HERE.parent.parent / "cuda"
 # Per target: the cuda/ files it copies (the .cu ones are compiled) and its test, HERE/<target>.cpp.
 TARGETS = {
     "unit": [],
-    "attention": ["common.cuh", "attention_gqa.cu"],
+    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu"],
     "elementwise": ["common.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
@@ -51,7 +51,7 @@ SEEDS = {
     "qregs": ("attention", "attention_gqa.cu", "if (it == 0) ldmatrix_x4(qf[kk], q_frag);",
               "if (it == 0 && kk == 0) ldmatrix_x4(qf[kk], q_frag);"),
     # Causal mask off by one.
-    "causal": ("attention", "attention_gqa.cu", "(!p.causal || j <= row_pos[h])", "(!p.causal || j < row_pos[h])"),
+    "causal": ("attention", "attention.cuh", "(!p.causal || j <= pos)", "(!p.causal || j < pos)"),
     # Split-KV partial row index with the wrong split stride.
     "split": ("attention", "attention_gqa.cu", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
               "(static_cast<int64_t>(blockIdx.z) * (p.total_q - 1) + tok)"),
@@ -61,6 +61,17 @@ SEEDS = {
     "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<1>();\n    __syncthreads();", "__syncthreads();"),
     # FP8 convert: swap the two 8-element halves.
     "fp8": ("attention", "attention_gqa.cu", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
+    # wgmma attention: V's descriptor steps half a column block to the next 64 columns (LBO).
+    "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
+                   "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),
+    # wgmma attention: the cp.async writes are not fenced to the async proxy before the wgmmas read them.
+    "sm90_proxy": ("attention", "attention_sm90.cu", "cp_async_wait<1>();\n    fence_proxy_async_smem();",
+                   "cp_async_wait<1>();"),
+    # wgmma attention: P's register A fragment with its k halves swapped (a[1] <-> a[2]).
+    "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);",
+                   "a[ks][1] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);"),
+    # wgmma attention: Q·Kᵀ k16 slices 16 bytes apart instead of 32.
+    "sm90_kslice": ("attention", "attention_sm90.cu", "const int col = (kk % 4) * 32;", "const int col = (kk % 4) * 16;"),
     # select_rows accepts index == src_rows.
     "select_oob": ("elementwise", "elementwise.cu", "r >= a.src_rows", "r > a.src_rows"),
     # glu reads up with the gate's stride.
@@ -171,6 +182,14 @@ PTX_BODIES = [
     (r"void setmaxnreg_inc\(\)", ""),
     (r"void setmaxnreg_dec\(\)", ""),
     (r"void named_barrier_sync\(int id, int threads\)", "::emu::sm90::named_barrier_sync(id, threads);"),
+    (r"void fence_proxy_async_smem\(\)", "::emu::sm90::fence_proxy_async();"),
+    (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
+    (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n64k16_rs\(float \(&d\)\[32\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_rs(d, 64, a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n128k16_rs\(float \(&d\)\[64\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_rs(d, 128, a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n128k32_e4m3\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_e4m3(d, 128, desc_a, desc_b, scale_d);"),
     (r"void wgmma_m64n256k32_e4m3\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",

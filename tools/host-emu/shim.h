@@ -108,6 +108,7 @@ inline unsigned char* dyn_smem() { return block->smem; }
 // Hooks of shim_sm90.h (mbarriers, warpgroups): per block and per exiting thread.
 void sm90_block_begin(unsigned threads);
 void sm90_thread_exit();
+void sm90_generic_write(const void* dst, size_t bytes);  // for the missing-proxy-fence check
 
 inline bool in_dyn_smem(const void* p, size_t bytes) {
   auto a = reinterpret_cast<const unsigned char*>(p);
@@ -276,6 +277,7 @@ inline thread_local std::vector<Copy> t_cp_open;                 // not yet comm
 inline void cp_do(const Copy& c) {
   if (c.valid) memcpy(c.dst, c.src, 16);
   else memset(c.dst, 0, 16);
+  sm90_generic_write(c.dst, 16);
 }
 inline void cp_async16(void* dst, const void* src, bool valid) {
   if (!in_dyn_smem(dst, 16) || (reinterpret_cast<uintptr_t>(dst) & 15)) EMU_FAIL("cp.async dst %p not 16B in smem", dst);
@@ -413,8 +415,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
           b.smem = static_cast<unsigned char*>(p);
           memset(b.smem, kPoison, smem);
         }
-        sm90_block_begin(n);
         block = &b;
+        sm90_block_begin(n);
         std::vector<std::thread> ts;
         ts.reserve(n);
         for (unsigned t = 0; t < n; ++t)

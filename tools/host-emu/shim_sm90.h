@@ -7,7 +7,9 @@
 //     zero fill outside the tensor, completing bytes on an mbarrier. A load lands only when a
 //     thread waits on its barrier (EMU_CP_EAGER=1: at issue).
 //   * wgmma m64nNk32 e4m3 -> f32 from K-major, 128B-swizzled shared-memory descriptors decoded
-//     as the PTX ISA defines them, results in the ISA's accumulator layout. The 128 threads of a
+//     as the PTX ISA defines them, results in the ISA's accumulator layout; and m64nNk16 bf16 /
+//     f16 with A and B K-major in shared memory ("ss"), or A in registers (the ISA's A fragment
+//     layout) and B MN-major in shared memory ("rs", imm-trans-b = 1). The 128 threads of a
 //     warpgroup meet at every wgmma instruction and must agree on it (operation, descriptors,
 //     scale-d). Operations run at the wgmma.wait_group that retires their group (EMU_CP_EAGER=1:
 //     at issue); each instruction's 32 products are summed in f64 and added with one f32
@@ -16,7 +18,9 @@
 //     thread arrived on the barrier the TMA's issuer waited for (a stage released too early); a
 //     wgmma reading shared memory that a TMA has not landed in (no wait on its barrier); wgmma
 //     without wgmma.fence since the last wait; wgmma still in flight when its thread exits.
-//   * Named barriers (bar.sync id, threads). setmaxnreg, fences and prefetches do nothing.
+//     A wgmma reading shared memory that a thread wrote through the generic proxy (cp.async)
+//     without a fence.proxy.async since is reported too.
+//   * Named barriers (bar.sync id, threads). setmaxnreg, other fences and prefetches do nothing.
 // A wait with no progress for 60 s is reported as a deadlock and ends the process.
 #pragma once
 #include <chrono>
@@ -87,9 +91,14 @@ struct WarpGroup {
   std::atomic<int> live;
   int op[128];
   uint64_t seq[128], arg[128][3];
+  uint32_t regs[128][4];
 };
 struct State {
   std::mutex mu;
+  // Per 16-byte unit of shared memory: 1 + the thread whose generic write the async proxy cannot
+  // see yet (no fence.proxy.async since), or 0.
+  std::unique_ptr<std::atomic<int>[]> unfenced;
+  size_t units = 0;
   std::condition_variable cv;
   std::map<size_t, MBar> bars;  // by shared-memory offset
   std::map<int, NamedBar> named;
@@ -97,18 +106,23 @@ struct State {
 };
 inline std::unique_ptr<State> state;
 
+enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS };
 struct Wgmma {
   float* d;
   int n;
   uint64_t desc_a, desc_b;
   int scale_d;
   Range ra, rb;
+  int kind = WG_E4M3_SS;
+  bool bf16 = false;
+  std::shared_ptr<const std::vector<uint32_t>> a_regs;  // WG_16_RS: the warpgroup's A fragments [128][4]
 };
 inline thread_local std::vector<std::vector<Wgmma>> t_groups;  // committed, oldest first
 inline thread_local std::vector<Wgmma> t_open;                 // not yet committed
 inline thread_local bool t_fenced = false;
 inline thread_local std::vector<Range> t_released;  // from the phase this thread last waited for
 inline thread_local uint64_t t_wg_seq = 0;
+inline thread_local std::vector<size_t> t_unfenced;  // units this thread wrote since its last proxy fence
 
 inline size_t smem_offset(const void* p, size_t bytes, const char* what) {
   if (!in_dyn_smem(p, bytes)) EMU_FAIL("%s: %p (+%zu bytes) outside dynamic shared memory", what, p, bytes);
@@ -251,7 +265,9 @@ inline void named_barrier_sync(int id, int threads) {
 
 // ------------------------------------------------------------------ wgmma
 // All threads of the warpgroup meet; thread 0 checks that they are at the same instruction.
-inline void rendezvous(int op, uint64_t a0, uint64_t a1, uint64_t a2) {
+// `regs` (register A operands): every thread's four registers, gathered for all of them.
+inline std::shared_ptr<const std::vector<uint32_t>> rendezvous(int op, uint64_t a0, uint64_t a1, uint64_t a2,
+                                                               const uint32_t* regs = nullptr) {
   const unsigned t = linear_tid();
   WarpGroup& g = *state->groups[t / 128];
   const int i = static_cast<int>(t % 128);
@@ -261,36 +277,65 @@ inline void rendezvous(int op, uint64_t a0, uint64_t a1, uint64_t a2) {
   g.arg[i][0] = a0;
   g.arg[i][1] = a1;
   g.arg[i][2] = a2;
+  if (regs) memcpy(g.regs[i], regs, sizeof g.regs[i]);
   g.bar.arrive_and_wait();
   if (i == 0)
     for (int j = 1; j < g.threads; ++j)
       if (g.op[j] != op || g.seq[j] != g.seq[0] || memcmp(g.arg[j], g.arg[0], sizeof g.arg[0]) != 0)
         EMU_FAIL("warpgroup: thread %d at (op %d, #%llu) differs from thread 0 at (op %d, #%llu) or its operands", j,
                  g.op[j], static_cast<unsigned long long>(g.seq[j]), op, static_cast<unsigned long long>(g.seq[0]));
+  std::shared_ptr<const std::vector<uint32_t>> all;
+  if (regs) all = std::make_shared<const std::vector<uint32_t>>(&g.regs[0][0], &g.regs[0][0] + 128 * 4);
   g.bar.arrive_and_wait();
+  return all;
 }
 
 // A shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): start address >> 4 in
 // bits [0, 14), leading byte offset >> 4 in [16, 30), stride byte offset >> 4 in [32, 46), base
-// offset in [49, 52), swizzle mode in [62, 64) (1 = 128B). Only K-major 128B swizzle is built:
-// byte k of row r (k < 32, the k32 of an e4m3 instruction) is at
+// offset in [49, 52), swizzle mode in [62, 64) (1 = 128B). Only 128B swizzle is built.
+// K-major: byte k of row r (k < 32: the k32 of e4m3, the k16 of 16-bit types) is at
 // swizzle128(start + (r / 8) · SBO + (r % 8) · 128 + k).
 inline size_t operand_offset(uint64_t desc, int row, int k) {
   const size_t start = (desc & 0x3FFF) << 4, sbo = ((desc >> 32) & 0x3FFF) << 4;
   return swizzle128(start + (row / 8) * sbo + (row % 8) * 128 + k);
 }
-inline Range footprint(uint64_t desc, int rows) {
+// MN-major, 16-bit elements (canonical ((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO))): element (n, k) is
+// at swizzle128(start + (n / 64) · LBO + (k / 8) · SBO + (k % 8) · 128 + (n % 64) · 2).
+inline size_t mn_offset(uint64_t desc, int n, int k) {
+  const size_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4, sbo = ((desc >> 32) & 0x3FFF) << 4;
+  return swizzle128(start + (n / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + (n % 64) * 2);
+}
+inline void check_desc(uint64_t desc) {
   if ((desc >> 62) != 1) EMU_FAIL("wgmma descriptor %016llx: only 128B swizzle is emulated", (unsigned long long)desc);
   if (((desc >> 49) & 7) != 0) EMU_FAIL("wgmma descriptor %016llx: non-zero base offset", (unsigned long long)desc);
-  Range r{SIZE_MAX, 0};
+}
+inline Range footprint_of(uint64_t desc, size_t lo, size_t hi) {
+  if (hi > block->smem_bytes) EMU_FAIL("wgmma descriptor %016llx reads past shared memory", (unsigned long long)desc);
+  return {lo, hi};
+}
+// K-major operand of `rows` rows (32 bytes of k each).
+inline Range footprint(uint64_t desc, int rows) {
+  check_desc(desc);
+  size_t lo = SIZE_MAX, hi = 0;
   for (int row = 0; row < rows; ++row)
     for (int k = 0; k < 32; k += 16) {
       const size_t o = operand_offset(desc, row, k) & ~size_t{15};
-      r.lo = std::min(r.lo, o);
-      r.hi = std::max(r.hi, o + 16);
+      lo = std::min(lo, o);
+      hi = std::max(hi, o + 16);
     }
-  if (r.hi > block->smem_bytes) EMU_FAIL("wgmma descriptor %016llx reads past shared memory", (unsigned long long)desc);
-  return r;
+  return footprint_of(desc, lo, hi);
+}
+// MN-major 16-bit operand: n columns, k16.
+inline Range footprint_mn(uint64_t desc, int n) {
+  check_desc(desc);
+  size_t lo = SIZE_MAX, hi = 0;
+  for (int k = 0; k < 16; ++k)
+    for (int c = 0; c < n; c += 8) {
+      const size_t o = mn_offset(desc, c, k) & ~size_t{15};
+      lo = std::min(lo, o);
+      hi = std::max(hi, o + 16);
+    }
+  return footprint_of(desc, lo, hi);
 }
 
 inline double e4m3(uint8_t b) {
@@ -298,10 +343,41 @@ inline double e4m3(uint8_t b) {
   v.__x = b;
   return static_cast<float>(v);
 }
+inline double half16(uint16_t u, bool bf16) {
+  if (bf16) return __uint_as_float(static_cast<uint32_t>(u) << 16);
+  __half_raw r;
+  r.x = u;
+  return __half2float(__half(r));
+}
+inline uint16_t smem16(size_t offset) {
+  uint16_t u;
+  memcpy(&u, block->smem + offset, 2);
+  return u;
+}
 
-// This thread's part of D (+)= A · Bᵀ: accumulator layout of m64nN f32 (PTX ISA, wgmma "Register
+// A generic-proxy write (cp.async landing) the async proxy must not see before a proxy fence.
+inline void generic_write(const void* dst, size_t bytes) {
+  if (!state || state->units == 0 || !in_dyn_smem(dst, bytes)) return;
+  const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
+  for (size_t u = o / 16; u < (o + bytes + 15) / 16; ++u) {
+    state->unfenced[u].store(static_cast<int>(linear_tid()) + 1);
+    t_unfenced.push_back(u);
+  }
+}
+inline void fence_proxy_async() {
+  const int me = static_cast<int>(linear_tid()) + 1;
+  for (size_t u : t_unfenced) {
+    int expected = me;
+    state->unfenced[u].compare_exchange_strong(expected, 0);
+  }
+  t_unfenced.clear();
+}
+
+// This thread's part of D (+)= A · B: accumulator layout of m64nN f32 (PTX ISA, wgmma "Register
 // fragments"): warp w of the warpgroup, lane l, n8 block i: d[4i + e] at row 16w + l/4, column
 // 8i + 2(l%4) + e; d[4i + 2 + e] at row 16w + l/4 + 8, same column (e = 0, 1).
+// Register A (16-bit, per warp a 16 × 16 tile): element (row 16w + r, k) is half (k % 2) of
+// register (r / 8) + 2 (k / 8) of lane 4 (r % 8) + (k % 8) / 2.
 inline void execute(const Wgmma& w) {
   {
     std::lock_guard<std::mutex> lk(state->mu);
@@ -310,6 +386,13 @@ inline void execute(const Wgmma& w) {
         if (overlaps(t.range(), w.ra) || overlaps(t.range(), w.rb))
           EMU_FAIL("wgmma reads smem [%zu, %zu) that a TMA has not landed in (no wait on its mbarrier)",
                    t.range().lo, t.range().hi);
+    for (const Range& r : {w.ra, w.rb})
+      for (size_t u = r.lo / 16; u < r.hi / 16 && u < state->units; ++u)
+        if (const int who = state->unfenced[u].load(); who != 0) {
+          EMU_FAIL("wgmma reads smem+%zu, written by thread %d through the generic proxy with no fence.proxy.async "
+                   "since", u * 16, who - 1);
+          return;
+        }
   }
   if (w.rb.hi > block->smem_bytes || w.ra.hi > block->smem_bytes) return;
   const unsigned t = linear_tid() % 128;
@@ -319,8 +402,24 @@ inline void execute(const Wgmma& w) {
       for (int e = 0; e < 2; ++e) {
         const int row = 16 * warp + l / 4 + 8 * h, col = 8 * i + 2 * (l % 4) + e;
         double s = 0.0;
-        for (int k = 0; k < 32; ++k)
-          s += e4m3(block->smem[operand_offset(w.desc_a, row, k)]) * e4m3(block->smem[operand_offset(w.desc_b, col, k)]);
+        if (w.kind == WG_E4M3_SS) {
+          for (int k = 0; k < 32; ++k)
+            s += e4m3(block->smem[operand_offset(w.desc_a, row, k)]) * e4m3(block->smem[operand_offset(w.desc_b, col, k)]);
+        } else {
+          for (int k = 0; k < 16; ++k) {
+            double a;
+            if (w.kind == WG_16_SS) {
+              a = half16(smem16(operand_offset(w.desc_a, row, 2 * k)), w.bf16);
+            } else {
+              const int r = row % 16, lane = 4 * (r % 8) + (k % 8) / 2, reg = r / 8 + 2 * (k / 8);
+              const uint32_t word = (*w.a_regs)[((row / 16) * 32 + lane) * 4 + reg];
+              a = half16(static_cast<uint16_t>(word >> (16 * (k % 2))), w.bf16);
+            }
+            const double b = w.kind == WG_16_SS ? half16(smem16(operand_offset(w.desc_b, col, 2 * k)), w.bf16)
+                                                : half16(smem16(mn_offset(w.desc_b, col, k)), w.bf16);
+            s += a * b;
+          }
+        }
         float& d = w.d[4 * i + 2 * h + e];
         d = static_cast<float>((w.scale_d ? static_cast<double>(d) : 0.0) + s);
       }
@@ -330,12 +429,31 @@ inline void wgmma_fence() {
   rendezvous(WG_FENCE, 0, 0, 0);
   t_fenced = true;
 }
-inline void wgmma_e4m3(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  rendezvous(WG_MMA + 16 * n, desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+inline void issue(const Wgmma& w) {
   if (!t_fenced) EMU_FAIL("wgmma.mma_async without wgmma.fence since the last wgmma.wait_group");
-  const Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)};
   if (cp_eager) execute(w);
   else t_open.push_back(w);
+}
+inline void wgmma_e4m3(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  rendezvous(WG_MMA + 16 * n, desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+  issue(Wgmma{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)});
+}
+// 16-bit ss: A [64][k16] and B [n][k16] K-major (imm-trans-a = imm-trans-b = 0).
+inline void wgmma_16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16) {
+  rendezvous(WG_MMA + 16 * n + 4096 * (1 + bf16), desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+  Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)};
+  w.kind = WG_16_SS;
+  w.bf16 = bf16;
+  issue(w);
+}
+// 16-bit rs: A from the warpgroup's registers, B [k16][n] MN-major (imm-trans-b = 1).
+inline void wgmma_16_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, int scale_d, bool bf16) {
+  auto regs = rendezvous(WG_MMA + 16 * n + 4096 * (3 + bf16), 0, desc_b, static_cast<uint64_t>(scale_d != 0), a);
+  Wgmma w{d, n, 0, desc_b, scale_d, Range{0, 0}, footprint_mn(desc_b, n)};
+  w.kind = WG_16_RS;
+  w.bf16 = bf16;
+  w.a_regs = std::move(regs);
+  issue(w);
 }
 inline void wgmma_commit() {
   rendezvous(WG_COMMIT, 0, 0, 0);
@@ -356,8 +474,11 @@ inline void wgmma_wait(int n) {
 
 }  // namespace sm90
 
+inline void sm90_generic_write(const void* dst, size_t bytes) { sm90::generic_write(dst, bytes); }
 inline void sm90_block_begin(unsigned threads) {
   sm90::state = std::make_unique<sm90::State>();
+  sm90::state->units = (block->smem_bytes + 15) / 16;
+  sm90::state->unfenced = std::make_unique<std::atomic<int>[]>(sm90::state->units);  // value-initialised: 0
   for (unsigned first = 0; first < threads; first += 128)
     sm90::state->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
 }

@@ -1,0 +1,270 @@
+// attention_sm90.cu — prefill attention on Hopper's warpgroup tensor cores (wgmma): the same
+// contract and work split as attention_gqa.cu's prefill configuration (varlen, contiguous or
+// paged K/V, GQA packing, bottom-right causal, sliding window, soft-cap, split-KV partials,
+// LSE), for bf16 / f16 with (head_dim, head_dim_v) = (64, 64) or (128, 128) and K/V in the
+// query dtype. sm_90a only (other targets get a trapping stub; ops/attention.rs chooses this
+// kernel only on compute capability 9.0, through wc_attention_params.kernel).
+//
+// CTA: 256 threads = 2 warpgroups, 128 query rows (64 per warpgroup: one m64 wgmma row block),
+// key tiles of 128. Per key tile, each warpgroup:
+//   S = Q Kᵀ   HD / 16 × wgmma m64n128k16, A = Q and B = K from shared memory (K-major);
+//   softmax    mask, online max / sum in the log2 domain on the S accumulators (each thread
+//              holds 2 rows × 32 keys, the mma.sync layout: a quad shares a row);
+//   O += P V   8 × wgmma m64nHDk16 with P straight from the S accumulators as the register A
+//              operand (the accumulator layout of a k16 column pair is the A fragment layout)
+//              and V from shared memory as an MN-major B operand (V rows [key][d] are N-major).
+// Loads: cp.async by all 256 threads into a 128-byte-swizzled layout (the one TMA writes and
+// the descriptors read: 64-element column blocks of rows × 128 bytes, 16-byte unit u of row r
+// at u ^ (r % 8)), two stages; paged K/V go row by row through the block table (TMA cannot
+// follow it). After its cp.async wait, each thread fences its writes to the async proxy
+// (fence.proxy.async) before the barrier that lets the wgmmas read them.
+//
+// Shared memory (HD 128): Q 32 KB + 2 × (K 32 KB + V 32 KB) + key flags 1 KB = 161 KB: 1 CTA
+// per SM (HD 64: 81 KB, 2 CTAs). Registers: S 64 + O HD / 2 + P 32 per thread.
+//
+// Floor (H200, 989 TFLOP/s dense bf16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12 FLOP ->
+// 2.2 ms. This version does not overlap a warpgroup's softmax with its own wgmmas (the other
+// warpgroup's wgmmas fill some of that time); see docs/attention.md for the prediction.
+#include "attention.cuh"
+#include "sm90.cuh"
+
+namespace wc {
+namespace {
+
+template <int HD>
+struct Sm90Attn {
+  static constexpr int kBM = 128;  // query rows per CTA: 64 per warpgroup
+  static constexpr int kBN = 128;  // keys per tile
+  static constexpr int kThreads = 256;
+  static constexpr int kQ = kBM * HD * 2;      // bytes
+  static constexpr int kTile = kBN * HD * 2;   // one K or V stage
+  static constexpr int kSmem = kQ + 4 * kTile + 2 * kBN * 4;  // Q, 2 K + 2 V stages, key flags
+  static_assert(HD == 64 || HD == 128, "head dims built: 64, 128");
+  static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+};
+
+// Byte offset of 16-byte unit u of row r in a [ROWS][HD] 16-bit tile, 128-byte swizzle: column
+// block u / 8 (64 elements) of ROWS × 128 bytes, row r at r · 128, unit (u % 8) ^ (r % 8).
+template <int ROWS>
+__device__ __forceinline__ int swizzled(int r, int u) {
+  return (u / 8) * ROWS * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kernel(const wc_attention_params p) {
+#if WC_SM90A
+  using C = Sm90Attn<HD>;
+  using namespace sm90;
+  constexpr int BM = C::kBM, BN = C::kBN, U = HD / 8;  // U: 16-byte units per row
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* sq = smem;
+  uint8_t* sk = smem + C::kQ;        // stage s at sk + s · kTile
+  uint8_t* sv = sk + 2 * C::kTile;
+  int* s_ok = reinterpret_cast<int*>(sv + 2 * C::kTile);
+  if (threadIdx.x == 0 && (smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
+
+  Work w;
+  if (!describe_work<BN>(p, BM, w)) return;
+  int kv_hi = w.kv_len;
+  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+
+  const T* q = static_cast<const T*>(p.q);
+  for (int i = threadIdx.x; i < BM * U; i += C::kThreads) {
+    const int r = i / U, u = i % U;
+    const int gr = w.row0 + r;
+    const bool valid = gr < w.rows;
+    const int t = valid ? gr / w.group : 0;
+    const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
+    const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + u * 8;
+    cp_async16(sq + swizzled<BM>(r, u), valid ? src : q, valid);
+  }
+  const T* kg = static_cast<const T*>(p.k);
+  const T* vg = static_cast<const T*>(p.v);
+  auto load_tile = [&](int tile, int stage) {
+    const int n0 = w.kv_lo + tile * BN;
+    for (int i = threadIdx.x; i < BN * U; i += C::kThreads) {
+      const int r = i / U, u = i % U;
+      int64_t ko, vo;
+      const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
+      key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
+      const int at = stage * C::kTile + swizzled<BN>(r, u);
+      cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
+      cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
+      if (u == 0) s_ok[stage * BN + r] = valid;
+    }
+  };
+
+  const int wg = threadIdx.x / 128;               // warpgroup: rows 64 wg .. 64 wg + 63
+  const int lane = threadIdx.x & 31, wq = (threadIdx.x / 32) % 4;
+  const int g = lane >> 2, t4 = lane & 3;
+  int row_pos[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int gr = w.row0 + wg * 64 + wq * 16 + g + 8 * h;
+    row_ok[h] = gr < w.rows;
+    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
+  }
+
+  float o[HD / 2], s[BN / 2];
+#pragma unroll
+  for (int i = 0; i < HD / 2; ++i) o[i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float qk_scale = p.scale * p.k_scale;
+  const int n_iter = w.tile_end - w.tile_begin;
+  if (n_iter > 0) load_tile(w.tile_begin, 0);
+  cp_async_commit();
+
+  for (int it = 0; it < n_iter; ++it) {
+    const int st = it & 1;
+    if (it + 1 < n_iter) load_tile(w.tile_begin + it + 1, st ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async_smem();
+    __syncthreads();
+    const uint8_t* k_t = sk + st * C::kTile;
+    const uint8_t* v_t = sv + st * C::kTile;
+
+    // S = Q Kᵀ: k16 slice kk is 32 bytes into 128-byte row block kk / 4.
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      const int col = (kk % 4) * 32;
+      const uint64_t da = desc_k_major_sw128(sq + (kk / 4) * BM * 128 + wg * 64 * 128 + col);
+      const uint64_t db = desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + col);
+      wgmma_m64n128k16_ss<T>(s, da, db, kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+
+    // Scale, soft-cap, mask; online softmax (rows g and g + 8 of this warp's 16, a quad per row).
+    const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
+    const int* ok = s_ok + st * BN;
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < BN / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const int col = i * 8 + 2 * t4 + (e & 1);
+        const bool keep = row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi);
+        s[4 * i + e] = keep ? score_log2(p, qk_scale, s[4 * i + e]) : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], s[4 * i + e]);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m[h], tile_max[h]);
+      const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
+      corr[h] = exp2f(m[h] - base);
+      m[h] = m_new;
+      l[h] *= corr[h];
+#pragma unroll
+      for (int i = 0; i < BN / 8; ++i) {
+        s[4 * i + 2 * h] = exp2f(s[4 * i + 2 * h] - base);
+        s[4 * i + 2 * h + 1] = exp2f(s[4 * i + 2 * h + 1] - base);
+        l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < HD / 8; ++i) {
+      o[4 * i + 0] *= corr[0];
+      o[4 * i + 1] *= corr[0];
+      o[4 * i + 2] *= corr[1];
+      o[4 * i + 3] *= corr[1];
+    }
+
+    // O += P V: keys 16 ks .. 16 ks + 15 are S's n8 blocks 2 ks and 2 ks + 1; V's 16 rows from
+    // key 16 ks are 2048 bytes into each 64-column block (LBO: the next block, BN rows on).
+    uint32_t a[BN / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) {
+      a[ks][0] = pack2<T>(s[8 * ks + 0], s[8 * ks + 1]);
+      a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
+      a[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
+      a[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks)
+      wgmma_rs<T, HD>(o, a[ks], desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < HD / 2; ++i) fence_operand(o[i]);
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fence_operand_u32(a[ks][r]);
+    __syncthreads();  // the next iteration's loads overwrite this stage
+  }
+  cp_async_wait<0>();
+
+  // Epilogue from registers: thread holds rows g, g + 8, columns 8 i + 2 t4 + 0..1.
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    if (!row_ok[h]) continue;
+    const int gr = w.row0 + wg * 64 + wq * 16 + g + 8 * h;
+    const int64_t tok = w.q_start + gr / w.group;
+    const int head = w.kv_head * w.group + gr % w.group;
+    const float inv = l[h] > 0.0f ? p.v_scale / l[h] : 0.0f;
+    const float lse = l[h] > 0.0f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
+    if (p.num_splits > 1) {
+      const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
+      float* dst = p.partial_out + rowid * HD + 2 * t4;
+#pragma unroll
+      for (int i = 0; i < HD / 8; ++i)
+        *reinterpret_cast<float2*>(dst + 8 * i) = make_float2(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+      if (t4 == 0) p.partial_lse[rowid] = lse;
+    } else {
+      T* dst = out + tok * p.out_stride + static_cast<int64_t>(head) * HD + 2 * t4;
+#pragma unroll
+      for (int i = 0; i < HD / 8; ++i)
+        *reinterpret_cast<uint32_t*>(dst + 8 * i) = pack2<T>(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+      if (t4 == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+template <typename T, int HD>
+wc_status launch(const wc_attention_params& p, cudaStream_t s) {
+  using C = Sm90Attn<HD>;
+  auto kernel = attention_sm90_kernel<T, HD>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  const int64_t group = p.num_q_heads / p.num_kv_heads;
+  const int64_t m_tiles = (p.max_q_len * group + C::kBM - 1) / C::kBM;
+  const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
+  if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
+  const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
+  kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
+  return launch_status();
+}
+
+}  // namespace
+
+wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s) {
+  if (p.kv_dtype != p.dtype || p.head_dim != p.head_dim_v) return WC_ERR_UNSUPPORTED;
+  switch (p.dtype * 1000 + p.head_dim) {
+    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64>(p, s);
+    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128>(p, s);
+    case WC_F16 * 1000 + 64: return launch<__half, 64>(p, s);
+    case WC_F16 * 1000 + 128: return launch<__half, 128>(p, s);
+    default: return WC_ERR_UNSUPPORTED;
+  }
+}
+
+}  // namespace wc
