@@ -5,7 +5,7 @@
 use super::{random_buffer, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
 use crate::kv_cache::{BlockTableView, KvCacheView};
-use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
+use crate::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::bf16;
 
@@ -58,8 +58,9 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     Ok(r)
 }
 
-/// Causal prefill of `batch` sequences of `seq_len` tokens, K/V contiguous (varlen).
-pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize) -> Result<BenchRecord> {
+/// Causal prefill of `batch` sequences of `seq_len` tokens, K/V contiguous (varlen), on
+/// `kernel` (the label names a forced kernel: "mma.sync" / "wgmma").
+pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
     let total = batch * seq_len;
     let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 1)?;
     let k = random_buffer::<bf16>(dev, total * NKV * HD, -1.0, 1.0, 2)?;
@@ -67,7 +68,7 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
     let cu: Vec<i32> = (0..=batch).map(|s| (s * seq_len) as i32).collect();
     let cu = dev.upload(&cu)?;
-    let plan = AttentionPlan::new(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD)?;
+    let plan = AttentionPlan::with_kernel(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD, kernel)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
     let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
@@ -84,7 +85,12 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;
     let bytes = (2 * total * NQ * HD * 2 + 2 * total * NKV * HD * 2) as f64;
-    Ok(BenchRecord::compute("attention_prefill", "bf16", format!("b{batch} q{seq_len} causal"), t, bytes, flops, ceilings))
+    let forced = match kernel {
+        AttentionKernel::Auto => "",
+        AttentionKernel::Wgmma => " wgmma",
+        AttentionKernel::MmaSync => " mma.sync",
+    };
+    Ok(BenchRecord::compute("attention_prefill", "bf16", format!("b{batch} q{seq_len} causal{forced}"), t, bytes, flops, ceilings))
 }
 
 /// Every attention benchmark `warpcore bench` runs.
@@ -96,7 +102,12 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?);
     }
     out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?);
-    out.push(bench_prefill(dev, ceilings, 1, 16384)?);
-    out.push(bench_prefill(dev, ceilings, 4, 4096)?);
+    for (batch, seq_len) in [(1, 16384), (4, 4096)] {
+        out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Auto)?);
+        // On Hopper the plan picks wgmma: the mma.sync kernel on the same shape, for comparison.
+        if AttentionPlan::new(dev, &[seq_len], &[seq_len], NQ, NKV, HD, HD)?.kernel == AttentionKernel::Wgmma {
+            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::MmaSync)?);
+        }
+    }
     Ok(out)
 }
