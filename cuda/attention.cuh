@@ -80,6 +80,20 @@ __device__ __forceinline__ bool key_offset(const wc_attention_params& p, const W
 __device__ __forceinline__ bool key_visible(const wc_attention_params& p, int pos, int j, int kv_hi) {
   return j < kv_hi && (!p.causal || j <= pos) && (p.window_left < 0 || j >= pos - p.window_left);
 }
+// Which key tiles every row of a CTA sees whole (no mask needed): keys below kv_hi, and, for
+// all rows at positions [pos_lo, pos_hi], inside the causal and window bounds. Rows past
+// w.rows hold zero queries and are never written, so they do not constrain it.
+struct Visibility {
+  int kv_hi, causal_hi, window_lo;  // keys [window_lo, min(kv_hi, causal_hi + 1)) are seen by all
+  __device__ __forceinline__ bool all_see(int n0, int bn) const {
+    return n0 >= window_lo && n0 + bn <= kv_hi && n0 + bn - 1 <= causal_hi;
+  }
+};
+__device__ __forceinline__ Visibility visibility(const wc_attention_params& p, const Work& w, int bm, int kv_hi) {
+  const int pos_lo = row_position(w, w.row0), pos_hi = row_position(w, min(w.row0 + bm, w.rows) - 1);
+  return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? pos_hi - p.window_left : INT32_MIN};
+}
+
 // A raw q·k product -> the softmax's exponent in the log2 domain (scale, soft-cap).
 __device__ __forceinline__ float score_log2(const wc_attention_params& p, float qk_scale, float qk) {
   float x = qk * qk_scale;

@@ -78,15 +78,16 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
 
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
 // tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
-// which keys exist.
+// which keys exist. Returns whether every key this thread loaded exists.
 template <typename KV, int D, int BN, int THREADS>
-__device__ __forceinline__ void load_rows(const wc_attention_params& p, const Work& w, const void* base,
+__device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Work& w, const void* base,
                                           int64_t stride, int64_t head_stride, int tile, int kv_hi, KV* dst,
                                           int pitch, int* ok) {
   constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
   constexpr int kChunks = D / kPer;
   const KV* src = static_cast<const KV*>(base);
   const int n0 = w.kv_lo + tile * BN;
+  bool all = true;
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
     int64_t off;
@@ -94,7 +95,9 @@ __device__ __forceinline__ void load_rows(const wc_attention_params& p, const Wo
     const KV* from = src + off + w.kv_head * head_stride + c * kPer;
     cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
     if (ok != nullptr && c == 0) ok[r] = valid;
+    all = all && valid;
   }
+  return all;
 }
 
 // FP8 e4m3 raw rows (HD bytes) -> T tiles (padded pitch), 16 bytes per step.
@@ -143,12 +146,15 @@ attention_kernel(const wc_attention_params p) {
   if (!describe_work<BN>(p, BM, w)) return;
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  // Loads a K/V tile into a stage; returns whether every key this thread loaded exists.
   auto load_tile = [&](int tile, int stage) {
-    load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
-                                       ld_k + stage * BN * ld_pitch_k, ld_pitch_k, s_ok + stage * BN);
+    const bool k_ok = load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
+                                                         ld_k + stage * BN * ld_pitch_k, ld_pitch_k, s_ok + stage * BN);
     load_rows<KV, HDV, BN, C::kThreads>(p, w, p.v, p.v_stride, p.v_head_stride, tile, kv_hi,
                                         ld_v + stage * BN * ld_pitch_v, ld_pitch_v, nullptr);
+    return k_ok;
   };
+  const Visibility vis = visibility(p, w, BM, kv_hi);
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
@@ -178,18 +184,16 @@ attention_kernel(const wc_attention_params p) {
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
   load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
-  if (n_iter > 0) load_tile(w.tile_begin, 0);
+  bool loaded_ok = n_iter > 0 && load_tile(w.tile_begin, 0);  // this thread's keys of the next tile exist
   cp_async_commit();
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it & 1;
-    if (it + 1 < n_iter) {
-      const int nx = st ^ 1;
-      load_tile(w.tile_begin + it + 1, nx);
-    }
+    const bool cur_ok = loaded_ok;
+    if (it + 1 < n_iter) loaded_ok = load_tile(w.tile_begin + it + 1, st ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
-    __syncthreads();
+    const bool keys_exist = __syncthreads_and(cur_ok);
     if constexpr (FP8) {
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
       const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HDV;
@@ -228,7 +232,9 @@ attention_kernel(const wc_attention_params p) {
       }
     }
 
-    // Scale, soft-cap, mask; row maxima over the quad that shares each row.
+    // Scale, soft-cap, mask (not needed when every row sees every key of the tile); row maxima
+    // over the quad that shares each row.
+    const bool unmasked = keys_exist && vis.all_see(n0, BN);
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < KW / 8; ++i) {
@@ -236,9 +242,8 @@ attention_kernel(const wc_attention_params p) {
       for (int e = 0; e < 4; ++e) {
         const int h = e >> 1;
         const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
-        const int j = n0 + col;
-        const bool keep = row_ok[h] && ok[col] && key_visible(p, row_pos[h], j, kv_hi);
-        s[i][e] = keep ? score_log2(p, qk_scale, s[i][e]) : -INFINITY;
+        const float x = score_log2(p, qk_scale, s[i][e]);
+        s[i][e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
         tile_max[h] = fmaxf(tile_max[h], s[i][e]);
       }
     }

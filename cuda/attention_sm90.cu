@@ -80,8 +80,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   }
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
+  // Loads a K/V tile into a stage; returns whether every key this thread loaded exists.
   auto load_tile = [&](int tile, int stage) {
     const int n0 = w.kv_lo + tile * BN;
+    bool all = true;
     for (int i = threadIdx.x; i < BN * U; i += C::kThreads) {
       const int r = i / U, u = i % U;
       int64_t ko, vo;
@@ -91,8 +93,11 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
       cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
       if (u == 0) s_ok[stage * BN + r] = valid;
+      all = all && valid;
     }
+    return all;
   };
+  const Visibility vis = visibility(p, w, BM, kv_hi);
 
   const int wg = threadIdx.x / 128;               // warpgroup: rows 64 wg .. 64 wg + 63
   const int lane = threadIdx.x & 31, wq = (threadIdx.x / 32) % 4;
@@ -114,16 +119,17 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
-  if (n_iter > 0) load_tile(w.tile_begin, 0);
+  bool loaded_ok = n_iter > 0 && load_tile(w.tile_begin, 0);  // this thread's keys of the next tile exist
   cp_async_commit();
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it & 1;
-    if (it + 1 < n_iter) load_tile(w.tile_begin + it + 1, st ^ 1);
+    const bool cur_ok = loaded_ok;
+    if (it + 1 < n_iter) loaded_ok = load_tile(w.tile_begin + it + 1, st ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     fence_proxy_async_smem();
-    __syncthreads();
+    const bool keys_exist = __syncthreads_and(cur_ok);
     const uint8_t* k_t = sk + st * C::kTile;
     const uint8_t* v_t = sv + st * C::kTile;
 
@@ -141,9 +147,11 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
 
-    // Scale, soft-cap, mask; online softmax (rows g and g + 8 of this warp's 16, a quad per row).
+    // Scale, soft-cap, mask (not needed when every row sees every key of the tile); online
+    // softmax (rows g and g + 8 of this warp's 16, a quad per row).
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
+    const bool unmasked = keys_exist && vis.all_see(n0, BN);
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < BN / 8; ++i) {
@@ -151,8 +159,8 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       for (int e = 0; e < 4; ++e) {
         const int h = e >> 1;
         const int col = i * 8 + 2 * t4 + (e & 1);
-        const bool keep = row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi);
-        s[4 * i + e] = keep ? score_log2(p, qk_scale, s[4 * i + e]) : -INFINITY;
+        const float x = score_log2(p, qk_scale, s[4 * i + e]);
+        s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
         tile_max[h] = fmaxf(tile_max[h], s[4 * i + e]);
       }
     }

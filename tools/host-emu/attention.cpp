@@ -382,6 +382,9 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.window = 40; add(c); }
   { Case c; c.name = "prefill f16 hd64 g8 q>kv rows"; c.bf16 = false; c.nkv = 1; c.nq = 8; c.q_lens = {9};
     c.kv_lens = {4}; add(c); }
+  // A key tile ending one past the first row's position: masked, though its neighbours are not.
+  { Case c; c.name = "prefill contig causal tile edge (q3 kv65)"; c.nkv = 1; c.nq = 2; c.q_lens = {3, 3};
+    c.kv_lens = {65, 66}; add(c); }
   // ---- the sm_90a wgmma prefill kernel (head dims 64 / 128): 128-row m-tiles, 128-key tiles
   { Case c; c.name = "wgmma contig hd64 g4"; c.wgmma = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33, 0};
     c.kv_lens = {1, 40, 33, 5}; add(c); }
@@ -403,6 +406,8 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {9}; c.kv_lens = {4}; add(c); }
   { Case c; c.name = "wgmma f16 hd128 g1 130 rows"; c.wgmma = true; c.bf16 = false; c.nkv = 1; c.nq = 1;
     c.hd = c.hdv = 128; c.q_lens = {130}; c.kv_lens = {260}; add(c); }
+  { Case c; c.name = "wgmma causal tile edge (q3 kv129)"; c.wgmma = true; c.nkv = 1; c.nq = 2; c.q_lens = {3, 3};
+    c.kv_lens = {129, 130}; add(c); }
   if (set == "quick") v.resize(3);
   return v;
 }

@@ -52,6 +52,8 @@ SEEDS = {
               "if (it == 0 && kk == 0) ldmatrix_x4(qf[kk], q_frag);"),
     # Causal mask off by one.
     "causal": ("attention", "attention.cuh", "(!p.causal || j <= pos)", "(!p.causal || j < pos)"),
+    # A key tile counts as seen whole by every row when its last key is one past the first row's position.
+    "unmasked_edge": ("attention", "attention.cuh", "n0 + bn - 1 <= causal_hi;", "n0 + bn - 2 <= causal_hi;"),
     # Split-KV partial row index with the wrong split stride.
     "split": ("attention", "attention_gqa.cu", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
               "(static_cast<int64_t>(blockIdx.z) * (p.total_q - 1) + tok)"),

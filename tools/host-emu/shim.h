@@ -86,11 +86,13 @@ struct Block {
   std::vector<std::unique_ptr<Warp>> warps;
   unsigned char* smem = nullptr;  // dynamic shared memory
   size_t smem_bytes = 0;
+  std::atomic<int> and_false[3] = {0, 0, 0};  // __syncthreads_and: call k uses slot k % 3
 };
 inline Block* block = nullptr;
 inline uint64_t block_gen = 0;  // bumped per block: static __shared__ arrays re-poison on it
 inline thread_local Warp* my_warp = nullptr;
 inline thread_local uint64_t my_seq = 0;
+inline thread_local uint64_t t_and_calls = 0;  // this thread's __syncthreads_and calls in the block
 
 inline const bool cp_eager = [] {
   const char* e = getenv("EMU_CP_EAGER");
@@ -161,6 +163,17 @@ inline void exchange(unsigned mask, T v, T (&all)[32]) {
 
 // ------------------------------------------------------------------ barriers and warp intrinsics
 inline void __syncthreads() { emu::block->bar.arrive_and_wait(); }
+// Every thread of the block calls it in the same order (call k): a false predicate marks slot
+// k % 3; after the barrier every thread reads it and clears slot (k + 2) % 3, last read in call
+// k - 1 (before this barrier) and next written in call k + 2 (after the next one).
+inline int __syncthreads_and(int pred) {
+  const uint64_t k = emu::t_and_calls++;
+  if (!pred) emu::block->and_false[k % 3].store(1);
+  emu::block->bar.arrive_and_wait();
+  const int all = emu::block->and_false[k % 3].load() == 0;
+  emu::block->and_false[(k + 2) % 3].store(0);
+  return all;
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   emu::enter(emu::OP_SYNCWARP, mask);
   emu::leave();
@@ -425,6 +438,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
             blockIdx = dim3(bx, by, bz);
             my_warp = b.warps[t / 32].get();
             my_seq = 0;
+            t_and_calls = 0;
             t_cp_groups.clear();
             t_cp_open.clear();
             std::apply(kernel, params);
