@@ -5,26 +5,34 @@
 // query dtype. sm_90a only (other targets get a trapping stub; ops/attention.rs chooses this
 // kernel only on compute capability 9.0, through wc_attention_params.kernel).
 //
-// CTA: 256 threads = 2 warpgroups, 128 query rows (64 per warpgroup: one m64 wgmma row block),
-// key tiles of 128. Per key tile, each warpgroup:
-//   S = Q Kᵀ   HD / 16 × wgmma m64n128k16, A = Q and B = K from shared memory (K-major);
-//   softmax    mask, online max / sum in the log2 domain on the S accumulators (each thread
-//              holds 2 rows × 32 keys, the mma.sync layout: a quad shares a row);
-//   O += P V   8 × wgmma m64nHDk16 with P straight from the S accumulators as the register A
-//              operand (the accumulator layout of a k16 column pair is the A fragment layout)
-//              and V from shared memory as an MN-major B operand (V rows [key][d] are N-major).
-// Loads: cp.async by all 256 threads into a 128-byte-swizzled layout (the one TMA writes and
-// the descriptors read: 64-element column blocks of rows × 128 bytes, 16-byte unit u of row r
-// at u ^ (r % 8)), two stages; paged K/V go row by row through the block table (TMA cannot
-// follow it). After its cp.async wait, each thread fences its writes to the async proxy
-// (fence.proxy.async) before the barrier that lets the wgmmas read them.
+// CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128, 2 stages.
+//   warpgroup 0    producer (setmaxnreg.dec 56): cp.async of Q (with tile 0) and of every K/V
+//                  tile straight into the 128-byte-swizzled layout the wgmma descriptors read
+//                  (64-element column blocks of rows × 128 bytes, 16-byte unit u of row r at
+//                  u ^ (r % 8)); paged K/V go row by row through the block table (TMA cannot
+//                  follow it). Per tile: wait for the previous tile's copies, fence them to the
+//                  async proxy (fence.proxy.async), arrive on its full barrier, then wait for a
+//                  free stage (empty barrier) and issue the next tile — one tile in flight while
+//                  the consumers work on the previous one. Key flags: s_ok per key, and s_bad =
+//                  the index of the last tile loaded into the stage with a missing key.
+//   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile:
+//     S = Q Kᵀ   HD / 16 × wgmma m64n128k16, A = Q and B = K from shared memory (K-major);
+//     softmax    mask (skipped for tiles every row sees whole), online max / sum in the log2
+//                domain on the S accumulators (each thread: 2 rows × 32 keys, the mma.sync
+//                layout: a quad shares a row);
+//     O += P V   8 × wgmma m64nHDk16 with P straight from the S accumulators as the register A
+//                operand (the accumulator layout of a k16 column pair is the A fragment
+//                layout) and V from shared memory as an MN-major B operand (V rows [key][d]
+//                are N-major); then lane 0 of each warp arrives on the stage's empty barrier.
+//   The consumer warpgroups are not kept in lockstep (no block barrier in the loop): one's
+//   softmax can overlap the other's wgmmas.
 //
-// Shared memory (HD 128): Q 32 KB + 2 × (K 32 KB + V 32 KB) + key flags 1 KB = 161 KB: 1 CTA
-// per SM (HD 64: 81 KB, 2 CTAs). Registers: S 64 + O HD / 2 + P 32 per thread.
+// Shared memory (HD 128): Q 32 KB + 2 × (K 32 KB + V 32 KB) + flags = 161 KB: 1 CTA per SM
+// (HD 64: 81 KB). Registers: consumers S 64 + O HD / 2 + P 32 per thread.
 //
 // Floor (H200, 989 TFLOP/s dense bf16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12 FLOP ->
-// 2.2 ms. This version does not overlap a warpgroup's softmax with its own wgmmas (the other
-// warpgroup's wgmmas fill some of that time); see docs/attention.md for the prediction.
+// 2.2 ms. A warpgroup does not yet overlap its own softmax with its next Q·Kᵀ (FlashAttention-3's
+// intra-warpgroup pipelining); see docs/attention.md for the prediction.
 #include "attention.cuh"
 #include "sm90.cuh"
 
@@ -33,12 +41,14 @@ namespace {
 
 template <int HD>
 struct Sm90Attn {
-  static constexpr int kBM = 128;  // query rows per CTA: 64 per warpgroup
+  static constexpr int kBM = 128;  // query rows per CTA: 64 per consumer warpgroup
   static constexpr int kBN = 128;  // keys per tile
-  static constexpr int kThreads = 256;
+  static constexpr int kStages = 2;
+  static constexpr int kThreads = 384;         // producer warpgroup + 2 consumer warpgroups
   static constexpr int kQ = kBM * HD * 2;      // bytes
   static constexpr int kTile = kBN * HD * 2;   // one K or V stage
-  static constexpr int kSmem = kQ + 4 * kTile + 2 * kBN * 4;  // Q, 2 K + 2 V stages, key flags
+  static constexpr int kFlags = kStages * (kBN + 1) * 4;  // per stage: key flags, bad-tile mark
+  static constexpr int kSmem = kQ + 2 * kStages * kTile + kFlags + 2 * kStages * 8;
   static_assert(HD == 64 || HD == 128, "head dims built: 64, 128");
   static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
 };
@@ -55,61 +65,96 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #if WC_SM90A
   using C = Sm90Attn<HD>;
   using namespace sm90;
-  constexpr int BM = C::kBM, BN = C::kBN, U = HD / 8;  // U: 16-byte units per row
+  constexpr int BM = C::kBM, BN = C::kBN, S = C::kStages, U = HD / 8;  // U: 16-byte units per row
   extern __shared__ __align__(1024) uint8_t smem[];
   uint8_t* sq = smem;
   uint8_t* sk = smem + C::kQ;        // stage s at sk + s · kTile
-  uint8_t* sv = sk + 2 * C::kTile;
-  int* s_ok = reinterpret_cast<int*>(sv + 2 * C::kTile);
-  if (threadIdx.x == 0 && (smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
+  uint8_t* sv = sk + S * C::kTile;
+  int* s_ok = reinterpret_cast<int*>(sv + S * C::kTile);  // [S][BN]: key exists
+  int* s_bad = s_ok + S * BN;        // [S]: index of the last tile loaded there with a missing key
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_bad + S);
+  uint64_t* empty = full + S;
 
   Work w;
-  if (!describe_work<BN>(p, BM, w)) return;
+  if (!describe_work<BN>(p, BM, w)) return;  // the whole CTA leaves together
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
-
-  const T* q = static_cast<const T*>(p.q);
-  for (int i = threadIdx.x; i < BM * U; i += C::kThreads) {
-    const int r = i / U, u = i % U;
-    const int gr = w.row0 + r;
-    const bool valid = gr < w.rows;
-    const int t = valid ? gr / w.group : 0;
-    const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
-    const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + u * 8;
-    cp_async16(sq + swizzled<BM>(r, u), valid ? src : q, valid);
-  }
-  const T* kg = static_cast<const T*>(p.k);
-  const T* vg = static_cast<const T*>(p.v);
-  // Loads a K/V tile into a stage; returns whether every key this thread loaded exists.
-  auto load_tile = [&](int tile, int stage) {
-    const int n0 = w.kv_lo + tile * BN;
-    bool all = true;
-    for (int i = threadIdx.x; i < BN * U; i += C::kThreads) {
-      const int r = i / U, u = i % U;
-      int64_t ko, vo;
-      const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
-      key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
-      const int at = stage * C::kTile + swizzled<BN>(r, u);
-      cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
-      cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
-      if (u == 0) s_ok[stage * BN + r] = valid;
-      all = all && valid;
+  const int n_iter = w.tile_end - w.tile_begin;
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    if ((smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
+    for (int st = 0; st < S; ++st) {
+      mbar_init(&full[st], 128);  // every producer thread, once its copies landed
+      mbar_init(&empty[st], 8);   // lane 0 of every consumer warp
+      s_bad[st] = -1;
     }
-    return all;
-  };
-  const Visibility vis = visibility(p, w, BM, kv_hi);
+    fence_barrier_init();
+  }
+  __syncthreads();
 
-  const int wg = threadIdx.x / 128;               // warpgroup: rows 64 wg .. 64 wg + 63
+  if (wg == 0) {
+    // ---------------------------------------------------------------- producer
+    // cp.async straight into the swizzled layout; per tile: wait for the previous tile's copies,
+    // fence them to the async proxy and arrive on its full barrier, then wait for a free stage
+    // and issue the next tile (one tile in flight while the consumers work on the previous one).
+    setmaxnreg_dec<56>();
+    const int tid = threadIdx.x;
+    const T* q = static_cast<const T*>(p.q);
+    const T* kg = static_cast<const T*>(p.k);
+    const T* vg = static_cast<const T*>(p.v);
+    auto load_tile = [&](int it) {
+      const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+      for (int i = tid; i < BN * U; i += 128) {
+        const int r = i / U, u = i % U;
+        int64_t ko, vo;
+        const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
+        key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
+        const int at = st * C::kTile + swizzled<BN>(r, u);
+        cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
+        cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
+        if (u == 0) s_ok[st * BN + r] = valid;
+        if (!valid) s_bad[st] = it;  // same value from every thread that sees one
+      }
+      cp_async_commit();
+    };
+    if (n_iter > 0) {
+      for (int i = tid; i < BM * U; i += 128) {  // Q travels with tile 0
+        const int r = i / U, u = i % U;
+        const int gr = w.row0 + r;
+        const bool valid = gr < w.rows;
+        const int t = valid ? gr / w.group : 0;
+        const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
+        const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + u * 8;
+        cp_async16(sq + swizzled<BM>(r, u), valid ? src : q, valid);
+      }
+      load_tile(0);
+    }
+    for (int it = 1; it <= n_iter; ++it) {
+      cp_async_wait<0>();
+      fence_proxy_async_smem();
+      mbar_arrive(&full[(it - 1) % S]);
+      if (it < n_iter) {
+        mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+        load_tile(it);
+      }
+    }
+    return;
+  }
+
+  // ------------------------------------------------------------------ consumers
+  setmaxnreg_inc<224>();
+  const int cw = wg - 1;                          // consumer warpgroup: rows 64 cw .. 64 cw + 63
   const int lane = threadIdx.x & 31, wq = (threadIdx.x / 32) % 4;
   const int g = lane >> 2, t4 = lane & 3;
   int row_pos[2];
   bool row_ok[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int gr = w.row0 + wg * 64 + wq * 16 + g + 8 * h;
+    const int gr = w.row0 + cw * 64 + wq * 16 + g + 8 * h;
     row_ok[h] = gr < w.rows;
     row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
   }
+  const Visibility vis = visibility(p, w, BM, kv_hi);
 
   float o[HD / 2], s[BN / 2];
 #pragma unroll
@@ -118,18 +163,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float qk_scale = p.scale * p.k_scale;
-  const int n_iter = w.tile_end - w.tile_begin;
-  bool loaded_ok = n_iter > 0 && load_tile(w.tile_begin, 0);  // this thread's keys of the next tile exist
-  cp_async_commit();
 
   for (int it = 0; it < n_iter; ++it) {
-    const int st = it & 1;
-    const bool cur_ok = loaded_ok;
-    if (it + 1 < n_iter) loaded_ok = load_tile(w.tile_begin + it + 1, st ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    fence_proxy_async_smem();
-    const bool keys_exist = __syncthreads_and(cur_ok);
+    const int st = it % S;
+    mbar_wait(&full[st], (it / S) & 1);
     const uint8_t* k_t = sk + st * C::kTile;
     const uint8_t* v_t = sv + st * C::kTile;
 
@@ -138,7 +175,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       const int col = (kk % 4) * 32;
-      const uint64_t da = desc_k_major_sw128(sq + (kk / 4) * BM * 128 + wg * 64 * 128 + col);
+      const uint64_t da = desc_k_major_sw128(sq + (kk / 4) * BM * 128 + cw * 64 * 128 + col);
       const uint64_t db = desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + col);
       wgmma_m64n128k16_ss<T>(s, da, db, kk > 0);
     }
@@ -151,7 +188,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     // softmax (rows g and g + 8 of this warp's 16, a quad per row).
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
-    const bool unmasked = keys_exist && vis.all_see(n0, BN);
+    const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < BN / 8; ++i) {
@@ -211,9 +248,8 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     for (int ks = 0; ks < BN / 16; ++ks)
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand_u32(a[ks][r]);
-    __syncthreads();  // the next iteration's loads overwrite this stage
+    if (lane == 0) mbar_arrive(&empty[st]);  // this warp is done with the stage
   }
-  cp_async_wait<0>();
 
   // Epilogue from registers: thread holds rows g, g + 8, columns 8 i + 2 t4 + 0..1.
   T* out = static_cast<T*>(p.out);
@@ -222,7 +258,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
     if (!row_ok[h]) continue;
-    const int gr = w.row0 + wg * 64 + wq * 16 + g + 8 * h;
+    const int gr = w.row0 + cw * 64 + wq * 16 + g + 8 * h;
     const int64_t tok = w.q_start + gr / w.group;
     const int head = w.kv_head * w.group + gr % w.group;
     const float inv = l[h] > 0.0f ? p.v_scale / l[h] : 0.0f;

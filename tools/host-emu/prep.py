@@ -67,8 +67,15 @@ SEEDS = {
     "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
                    "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),
     # wgmma attention: the cp.async writes are not fenced to the async proxy before the wgmmas read them.
-    "sm90_proxy": ("attention", "attention_sm90.cu", "cp_async_wait<1>();\n    fence_proxy_async_smem();",
-                   "cp_async_wait<1>();"),
+    "sm90_proxy": ("attention", "attention_sm90.cu", "cp_async_wait<0>();\n      fence_proxy_async_smem();",
+                   "cp_async_wait<0>();"),
+    # wgmma attention: the producer signals a tile full before its copies have landed.
+    "sm90_early_full": ("attention", "attention_sm90.cu",
+                        "cp_async_wait<0>();\n      fence_proxy_async_smem();\n      mbar_arrive(&full[(it - 1) % S]);",
+                        "mbar_arrive(&full[(it - 1) % S]);\n      cp_async_wait<0>();\n      fence_proxy_async_smem();"),
+    # wgmma attention: the producer's first wait on a stage's empty barrier expects a completed phase (deadlock).
+    "sm90_empty_phase": ("attention", "attention_sm90.cu", "mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);",
+                         "mbar_wait(&empty[it % S], (it / S) & 1);"),
     # wgmma attention: P's register A fragment with its k halves swapped (a[1] <-> a[2]).
     "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);",
                    "a[ks][1] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);"),

@@ -19,7 +19,8 @@
 //     wgmma reading shared memory that a TMA has not landed in (no wait on its barrier); wgmma
 //     without wgmma.fence since the last wait; wgmma still in flight when its thread exits.
 //     A wgmma reading shared memory that a thread wrote through the generic proxy (cp.async)
-//     without a fence.proxy.async since is reported too.
+//     without a fence.proxy.async since is reported too, and one reading shared memory that a
+//     cp.async had not landed in when its thread arrived on the mbarrier the reader waited for.
 //   * Named barriers (bar.sync id, threads). setmaxnreg, other fences and prefetches do nothing.
 // A wait with no progress for 60 s is reported as a deadlock and ends the process.
 #pragma once
@@ -78,6 +79,8 @@ struct MBar {
   std::vector<Tma> queued;        // loads of this phase that have not landed
   std::vector<Range> arriving;    // reads still in flight when their threads arrived (this phase)
   std::vector<Range> done[2];     // ... of the last completed phase of each parity
+  std::vector<Range> unlanded;    // cp.async writes still in flight when their threads arrived (this phase)
+  std::vector<Range> unlanded_done[2];
 };
 struct NamedBar {
   int expected = 0, arrived = 0;
@@ -121,6 +124,7 @@ inline thread_local std::vector<std::vector<Wgmma>> t_groups;  // committed, old
 inline thread_local std::vector<Wgmma> t_open;                 // not yet committed
 inline thread_local bool t_fenced = false;
 inline thread_local std::vector<Range> t_released;  // from the phase this thread last waited for
+inline thread_local std::vector<Range> t_unlanded;  // ditto: cp.async writes not landed at their arrival
 inline thread_local uint64_t t_wg_seq = 0;
 inline thread_local std::vector<size_t> t_unfenced;  // units this thread wrote since its last proxy fence
 
@@ -158,6 +162,8 @@ inline void complete_if_done(MBar& b) {
   if (b.pending != 0 || b.tx != 0) return;
   b.done[b.phase & 1] = std::move(b.arriving);
   b.arriving.clear();
+  b.unlanded_done[b.phase & 1] = std::move(b.unlanded);
+  b.unlanded.clear();
   ++b.phase;
   b.pending = b.count;
   state->cv.notify_all();
@@ -197,6 +203,12 @@ inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
   for (const auto& g : t_groups)
     for (const Wgmma& w : g) b.arriving.insert(b.arriving.end(), {w.ra, w.rb});
   for (const Wgmma& w : t_open) b.arriving.insert(b.arriving.end(), {w.ra, w.rb});
+  auto unlanded = [&](const Copy& c) {
+    const size_t o = static_cast<size_t>(static_cast<unsigned char*>(c.dst) - block->smem);
+    b.unlanded.push_back({o, o + 16});
+  };
+  for (const auto& g : t_cp_groups) for (const Copy& c : g) unlanded(c);
+  for (const Copy& c : t_cp_open) unlanded(c);
   complete_if_done(b);
 }
 
@@ -215,6 +227,7 @@ inline void mbar_wait(uint64_t* bar, uint32_t parity) {
     return (b.phase & 1) != parity;
   }, "mbarrier.try_wait.parity");
   t_released = b.done[parity & 1];
+  t_unlanded = b.unlanded_done[parity & 1];
 }
 
 inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1) {
@@ -431,6 +444,12 @@ inline void wgmma_fence() {
 }
 inline void issue(const Wgmma& w) {
   if (!t_fenced) EMU_FAIL("wgmma.mma_async without wgmma.fence since the last wgmma.wait_group");
+  for (const Range& r : t_unlanded)
+    if (overlaps(r, w.ra) || overlaps(r, w.rb)) {
+      EMU_FAIL("wgmma reads smem [%zu, %zu), which a cp.async had not landed in when its thread arrived on the "
+               "mbarrier this thread waited for", r.lo, r.hi);
+      break;
+    }
   if (cp_eager) execute(w);
   else t_open.push_back(w);
 }
