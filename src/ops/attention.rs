@@ -90,7 +90,9 @@ fn keys_per_tile(head_dim: usize, head_dim_v: usize) -> usize {
 
 impl AttentionPlan {
     /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys, on the
-    /// kernel [`AttentionKernel::Auto`] picks.
+    /// kernel [`AttentionKernel::Auto`] picks — or the one the environment variable
+    /// `WARPCORE_ATTENTION_KERNEL` names (`mma.sync` or `wgmma`), which lets a whole program
+    /// (the model, the bench) run on one kernel without a rebuild.
     ///
     /// Split-KV: when the batch has fewer CTAs than the GPU holds at once (two per SM on
     /// mma.sync, one on wgmma), each (sequence, kv head, query tile) is split along the keys so
@@ -105,7 +107,12 @@ impl AttentionPlan {
         head_dim: usize,
         head_dim_v: usize,
     ) -> Result<Self> {
-        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, AttentionKernel::Auto)
+        let kernel = match std::env::var("WARPCORE_ATTENTION_KERNEL").as_deref() {
+            Ok("mma.sync") => AttentionKernel::MmaSync,
+            Ok("wgmma") => AttentionKernel::Wgmma,
+            _ => AttentionKernel::Auto,
+        };
+        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, kernel)
     }
 
     /// [`AttentionPlan::new`] on a chosen kernel: `Error::Unsupported` when `Wgmma` cannot run
