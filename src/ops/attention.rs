@@ -52,7 +52,8 @@ pub enum KvInput<'v, 'a, C: DType> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionKernel {
     /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
-    /// with head dims (64, 64) or (128, 128), mma.sync otherwise.
+    /// with head dims (64, 64) or (128, 128), mma.sync otherwise — and everywhere when the
+    /// environment variable `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
     #[default]
     Auto,
     /// The Hopper prefill kernel (cuda/attention_sm90.cu; sm_90a only): K/V in the query dtype,
@@ -90,9 +91,9 @@ fn keys_per_tile(head_dim: usize, head_dim_v: usize) -> usize {
 
 impl AttentionPlan {
     /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys, on the
-    /// kernel [`AttentionKernel::Auto`] picks — or the one the environment variable
-    /// `WARPCORE_ATTENTION_KERNEL` names (`mma.sync` or `wgmma`), which lets a whole program
-    /// (the model, the bench) run on one kernel without a rebuild.
+    /// kernel [`AttentionKernel::Auto`] picks — or on mma.sync when the environment variable
+    /// `WARPCORE_ATTENTION_KERNEL` is `mma.sync`, which moves a whole program (the model, the
+    /// bench) to the portable kernel without a rebuild.
     ///
     /// Split-KV: when the batch has fewer CTAs than the GPU holds at once (two per SM on
     /// mma.sync, one on wgmma), each (sequence, kv head, query tile) is split along the keys so
@@ -107,12 +108,7 @@ impl AttentionPlan {
         head_dim: usize,
         head_dim_v: usize,
     ) -> Result<Self> {
-        let kernel = match std::env::var("WARPCORE_ATTENTION_KERNEL").as_deref() {
-            Ok("mma.sync") => AttentionKernel::MmaSync,
-            Ok("wgmma") => AttentionKernel::Wgmma,
-            _ => AttentionKernel::Auto,
-        };
-        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, kernel)
+        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, AttentionKernel::Auto)
     }
 
     /// [`AttentionPlan::new`] on a chosen kernel: `Error::Unsupported` when `Wgmma` cannot run
@@ -144,8 +140,9 @@ impl AttentionPlan {
         let total_q = q_lens.iter().sum();
         let decode = head_dim == head_dim_v && max_q_len * group <= 16;
         let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode;
+        let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
         let kernel = match kernel {
-            AttentionKernel::Auto if wgmma_fits => AttentionKernel::Wgmma,
+            AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
             AttentionKernel::Auto => AttentionKernel::MmaSync,
             AttentionKernel::Wgmma if !wgmma_fits => {
                 return Err(Error::Unsupported {
