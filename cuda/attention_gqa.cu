@@ -39,10 +39,12 @@ namespace wc {
 namespace {
 
 // ------------------------------------------------------------------ configuration
-template <int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
+template <int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
 struct Cfg {
-  static constexpr int kBM = 16 * WARPS_M;                          // query rows per CTA
-  static constexpr int kBN = (HD <= 192 && HDV <= 192) ? 64 : 32;   // keys per tile
+  static constexpr int kBM = 16 * WARPS_M * MT;                     // query rows per CTA
+  // keys per tile: 64; 32 at head_dim 256, and with two 16-row tiles per warp at head_dim > 64
+  // (registers: the S accumulators double)
+  static constexpr int kBN = (HD <= 192 && HDV <= 192 && (MT == 1 || HD <= 64)) ? 64 : 32;
   static constexpr int kKW = kBN / WARPS_N;                         // keys per warp per tile
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
   static constexpr int kPitch = HD + 8;                             // smem row pitch of Q, K
@@ -54,7 +56,7 @@ struct Cfg {
   static constexpr int kK = 2 * kBN * kPitch * 2;
   static constexpr int kV = 2 * kBN * kPitchV * 2;
   static constexpr int kEpilogue = WARPS_N * kBM * HDV * 4;
-  static_assert(kEpilogue <= kK + kV, "epilogue reuses the K/V buffers");
+  static_assert(kEpilogue <= kQ + kK + kV, "epilogue reuses the Q and K/V buffers");
   static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
   static constexpr int kRawK = FP8 ? 2 * kBN * HD : 0;  // FP8 bytes, both stages
   static constexpr int kRawV = FP8 ? 2 * kBN * HDV : 0;
@@ -125,10 +127,10 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitc
   }
 }
 
-template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
-__global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>::kThreads)
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
+__global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>::kThreads)
 attention_kernel(const wc_attention_params p) {
-  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>;
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
   using KV = typename std::conditional<FP8, uint8_t, T>::type;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -160,25 +162,33 @@ attention_kernel(const wc_attention_params p) {
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
   const int g = lane >> 2, t4 = lane & 3;
 
-  // This thread's two rows (g, g + 8 of its warp): validity and query positions.
-  int row_pos[2];
-  bool row_ok[2];
+  // This thread's rows: g and g + 8 of each of its warp's MT 16-row tiles (rows
+  // (wm · MT + mt) · 16 ..): validity and query positions.
+  int row_pos[MT][2];
+  bool row_ok[MT][2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int gr = w.row0 + wm * 16 + g + 8 * h;
-    row_ok[h] = gr < w.rows;
-    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
-  }
-
-  float o[HDV / 8][4];
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int i = 0; i < HDV / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    for (int h = 0; h < 2; ++h) {
+      const int gr = w.row0 + (wm * MT + mt) * 16 + g + 8 * h;
+      row_ok[mt][h] = gr < w.rows;
+      row_pos[mt][h] = row_ok[mt][h] ? row_position(w, gr) : 0;
+    }
 
-  // Prefill config (one warp column) with head_dim <= 192: this warp's Q fragments are read
-  // from shared memory once, at the first key tile (Q arrives with it), and kept in registers
-  // (HD / 4 of them); otherwise they are re-read at every tile.
-  constexpr bool kQInRegs = WARPS_N == 1 && HD <= 192;
+  float o[MT][HDV / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < HDV / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+
+  // Prefill config with one 16-row tile per warp (head_dim 192 / 256 keep MT = 1) and head_dim
+  // <= 192: this warp's Q fragments are read from shared memory once, at the first key tile (Q
+  // arrives with it), and kept in registers (HD / 4 of them); otherwise they are re-read at
+  // every tile.
+  constexpr bool kQInRegs = WARPS_N == 1 && MT == 1 && HD <= 192;
   uint32_t qf[kQInRegs ? HD / 16 : 1][4];
 
   const float qk_scale = p.scale * p.k_scale;
@@ -207,86 +217,105 @@ attention_kernel(const wc_attention_params p) {
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
-    // S = Q Kᵀ for this warp's 16 rows and KW keys.
-    float s[KW / 8][4];
+    // S = Q Kᵀ for this warp's MT × 16 rows and KW keys: each K fragment serves every m-tile.
+    float s[MT][KW / 8][4];
 #pragma unroll
-    for (int i = 0; i < KW / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int i = 0; i < KW / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t a[4];
-      const T* q_frag = sq + (wm * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8;
-      if constexpr (kQInRegs) {
-        if (it == 0) ldmatrix_x4(qf[kk], q_frag);
+      uint32_t a[MT][4];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) a[r] = qf[kk][r];
-      } else {
-        ldmatrix_x4(a, q_frag);
+      for (int mt = 0; mt < MT; ++mt) {
+        const T* q_frag = sq + ((wm * MT + mt) * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8;
+        if constexpr (kQInRegs) {
+          if (it == 0) ldmatrix_x4(qf[kk], q_frag);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a[mt][r] = qf[kk][r];
+        } else {
+          ldmatrix_x4(a[mt], q_frag);
+        }
       }
 #pragma unroll
       for (int nn = 0; nn < KW / 16; ++nn) {
         uint32_t b[4];
         const int key = wn * KW + nn * 16 + (lane & 7) + ((lane >> 4) << 3);
         ldmatrix_x4(b, k_t + key * P + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma<T>(s[2 * nn], a, b[0], b[1]);
-        mma<T>(s[2 * nn + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma<T>(s[mt][2 * nn], a[mt], b[0], b[1]);
+          mma<T>(s[mt][2 * nn + 1], a[mt], b[2], b[3]);
+        }
       }
     }
 
     // Scale, soft-cap, mask (not needed when every row sees every key of the tile); row maxima
-    // over the quad that shares each row.
+    // over the quad that shares each row; online softmax.
     const bool unmasked = keys_exist && vis.all_see(n0, BN);
-    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int i = 0; i < KW / 8; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1;
-        const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
-        const float x = score_log2(p, qk_scale, s[i][e]);
-        s[i][e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], s[i][e]);
-      }
-    }
-    float corr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
-      corr[h] = exp2f(m[h] - base);
-      m[h] = m_new;
-      l[h] *= corr[h];
+    for (int mt = 0; mt < MT; ++mt) {
+      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int i = 0; i < KW / 8; ++i) {
-        s[i][2 * h] = exp2f(s[i][2 * h] - base);
-        s[i][2 * h + 1] = exp2f(s[i][2 * h + 1] - base);
-        l[h] += s[i][2 * h] + s[i][2 * h + 1];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int h = e >> 1;
+          const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
+          const float x = score_log2(p, qk_scale, s[mt][i][e]);
+          s[mt][i][e] =
+              (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
+          tile_max[h] = fmaxf(tile_max[h], s[mt][i][e]);
+        }
+      }
+      float corr[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        const float m_new = fmaxf(m[mt][h], tile_max[h]);
+        const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
+        corr[h] = exp2f(m[mt][h] - base);
+        m[mt][h] = m_new;
+        l[mt][h] *= corr[h];
+#pragma unroll
+        for (int i = 0; i < KW / 8; ++i) {
+          s[mt][i][2 * h] = exp2f(s[mt][i][2 * h] - base);
+          s[mt][i][2 * h + 1] = exp2f(s[mt][i][2 * h + 1] - base);
+          l[mt][h] += s[mt][i][2 * h] + s[mt][i][2 * h + 1];
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < HDV / 8; ++i) {
+        o[mt][i][0] *= corr[0];
+        o[mt][i][1] *= corr[0];
+        o[mt][i][2] *= corr[1];
+        o[mt][i][3] *= corr[1];
       }
     }
-#pragma unroll
-    for (int i = 0; i < HDV / 8; ++i) {
-      o[i][0] *= corr[0];
-      o[i][1] *= corr[0];
-      o[i][2] *= corr[1];
-      o[i][3] *= corr[1];
-    }
 
-    // O += P V: P from the S accumulators (two n-tiles make one 16-key A fragment).
+    // O += P V: P from the S accumulators (two n-tiles make one 16-key A fragment); each V
+    // fragment serves every m-tile.
 #pragma unroll
     for (int ks = 0; ks < KW / 16; ++ks) {
-      uint32_t a[4];
-      a[0] = pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-      a[1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-      a[2] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      a[3] = pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a[mt][0] = pack2<T>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+        a[mt][1] = pack2<T>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+        a[mt][2] = pack2<T>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+        a[mt][3] = pack2<T>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+      }
       const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int dn = 0; dn < HDV / 16; ++dn) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, v_t + key * PV + dn * 16 + (lane >> 4) * 8);
-        mma<T>(o[2 * dn], a, b[0], b[1]);
-        mma<T>(o[2 * dn + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma<T>(o[mt][2 * dn], a[mt], b[0], b[1]);
+          mma<T>(o[mt][2 * dn + 1], a[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's load overwrites this stage
@@ -295,25 +324,27 @@ attention_kernel(const wc_attention_params p) {
   __syncthreads();
 
   // Epilogue: per-warp (m, l, O) to shared memory, then combine the key-splitting warps.
-  float* s_o = reinterpret_cast<float*>(sk);  // [WARPS_N][BM][HDV]
+  float* s_o = reinterpret_cast<float*>(smem);  // [WARPS_N][BM][HDV], over Q, K and V
   float* s_m = s_stats;                       // [WARPS_N][BM]
   float* s_l = s_stats + WARPS_N * BM;        // [WARPS_N][BM]
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-    const int r = wm * 16 + g + 8 * h;
-    if (t4 == 0) {
-      s_m[wn * BM + r] = m[h];
-      s_l[wn * BM + r] = l[h];
-    }
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int i = 0; i < HDV / 8; ++i) {
-      float* dst = s_o + (wn * BM + r) * HDV + i * 8 + 2 * t4;
-      dst[0] = o[i][2 * h];
-      dst[1] = o[i][2 * h + 1];
+    for (int h = 0; h < 2; ++h) {
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 1);
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 2);
+      const int r = (wm * MT + mt) * 16 + g + 8 * h;
+      if (t4 == 0) {
+        s_m[wn * BM + r] = m[mt][h];
+        s_l[wn * BM + r] = l[mt][h];
+      }
+#pragma unroll
+      for (int i = 0; i < HDV / 8; ++i) {
+        float* dst = s_o + (wn * BM + r) * HDV + i * 8 + 2 * t4;
+        dst[0] = o[mt][i][2 * h];
+        dst[1] = o[mt][i][2 * h + 1];
+      }
     }
-  }
   __syncthreads();
 
   T* out = static_cast<T*>(p.out);
@@ -392,10 +423,10 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
   if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
 }
 
-template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, bool FP8>
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
 wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
-  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, FP8>;
-  auto kernel = attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, FP8>;
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
+  auto kernel = attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t group = p.num_q_heads / p.num_kv_heads;
@@ -415,6 +446,12 @@ wc_status launch_merge(const wc_attention_params& p, cudaStream_t s) {
   return launch_status();
 }
 
+// 16-row tiles per warp of the prefill configuration (src/ops/attention.rs plans 16 · 4 · this
+// rows per CTA): two up to head_dim 128, which halves the K and V fragment loads per FLOP; one
+// above (registers).
+template <int HD, int HDV>
+constexpr int kPrefillTiles = (HD <= 128 && HDV <= 128) ? 2 : 1;
+
 // Every (head_dim, head_dim_v) the kernels are built for: the supported set, listed once.
 template <typename T, int HD, int HDV>
 wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s) {
@@ -426,15 +463,16 @@ wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s) {
   const bool decode = HD == HDV && static_cast<int64_t>(p.max_q_len) * group <= 16;
   if (p.kv_dtype == WC_E4M3) {
     if constexpr (HD == HDV) {
-      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, true>(p, s);
+      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, true>(p, s);
     }
     return WC_ERR_UNSUPPORTED;
   }
   if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
   if constexpr (HD == HDV) {
-    if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, false>(p, s);
+    if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, false>(p, s);
   }
-  return launch_config<T, HD, HDV, 4, 1, false>(p, s);
+  // Prefill: 4 warps; two 16-row tiles per warp (128 rows) up to head_dim 128, one above.
+  return launch_config<T, HD, HDV, 4, 1, kPrefillTiles<HD, HDV>, false>(p, s);
 }
 
 template <typename T>

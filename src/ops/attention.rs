@@ -80,12 +80,24 @@ pub struct AttentionPlan {
     pub kernel: AttentionKernel,
 }
 
-/// Keys per tile in the kernels (head dims ≤ 192: 64; 256: 32).
-fn keys_per_tile(head_dim: usize, head_dim_v: usize) -> usize {
-    if head_dim.max(head_dim_v) <= 192 {
-        64
+/// Query rows per CTA of the mma.sync kernel's prefill configuration: 4 warps of two 16-row
+/// tiles up to head_dim 128, of one above (cuda/attention_gqa.cu, kPrefillTiles).
+fn prefill_rows(head_dim: usize, head_dim_v: usize) -> usize {
+    if head_dim.max(head_dim_v) <= 128 {
+        128
     } else {
+        64
+    }
+}
+
+/// Keys per tile of the mma.sync kernel (cuda/attention_gqa.cu, Cfg::kBN): 64; 32 at head_dim
+/// 256, and in the two-tile prefill configuration above head_dim 64.
+fn keys_per_tile(head_dim: usize, head_dim_v: usize, decode: bool) -> usize {
+    let d = head_dim.max(head_dim_v);
+    if d > 192 || (!decode && d > 64 && prefill_rows(head_dim, head_dim_v) == 128) {
         32
+    } else {
+        64
     }
 }
 
@@ -97,8 +109,7 @@ impl AttentionPlan {
     ///
     /// Split-KV: when the batch has fewer CTAs than the GPU holds at once (two per SM on
     /// mma.sync, one on wgmma), each (sequence, kv head, query tile) is split along the keys so
-    /// that every SM has work, keeping at least 4 key tiles (256 keys at head_dim 128) per
-    /// split, at most 64 splits.
+    /// that every SM has work, keeping at least 4 key tiles per split, at most 64 splits.
     pub fn new(
         dev: &Device,
         q_lens: &[usize],
@@ -156,8 +167,8 @@ impl AttentionPlan {
         // Query rows per CTA and CTAs resident per SM of each kernel configuration.
         let (bm, per_sm, keys) = match kernel {
             AttentionKernel::Wgmma => (128, 1, 128),
-            _ if decode => (16, 2, keys_per_tile(head_dim, head_dim_v)),
-            _ => (64, 2, keys_per_tile(head_dim, head_dim_v)),
+            _ if decode => (16, 2, keys_per_tile(head_dim, head_dim_v, true)),
+            _ => (prefill_rows(head_dim, head_dim_v), 2, keys_per_tile(head_dim, head_dim_v, false)),
         };
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);

@@ -61,11 +61,14 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   int max_q = 0, max_kv = 0;
   for (int q : c.q_lens) max_q = std::max(max_q, q);
   for (int k : c.kv_lens) max_kv = std::max(max_kv, k);
-  const int bm = c.wgmma ? 128 : (c.hd == c.hdv && max_q * group <= 16) ? 16 : 64;
+  const bool decode = c.hd == c.hdv && max_q * group <= 16;
+  const int d = std::max(c.hd, c.hdv);
+  const int prefill_rows = d <= 128 ? 128 : 64;
+  const int bm = c.wgmma ? 128 : decode ? 16 : prefill_rows;
   long base = 0;
   for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
   const int target = (c.wgmma ? 1 : 2) * sm_count;
-  const int kpt = c.wgmma ? 128 : std::max(c.hd, c.hdv) <= 192 ? 64 : 32;
+  const int kpt = c.wgmma ? 128 : (d > 192 || (!decode && d > 64 && prefill_rows == 128)) ? 32 : 64;
   const int max_splits = std::clamp(max_kv / (4 * kpt), 1, 64);
   return (base == 0 || base >= target) ? 1 : std::min<int>((target + base - 1) / base, max_splits);
 }

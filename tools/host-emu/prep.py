@@ -41,8 +41,8 @@ SEEDS = {
     # The shim's ldmatrix.trans reads the rows of the wrong matrix half.
     "ldm_trans": ("unit", "shim.h", "w.ptr[8 * i + 2 * (l & 3) + 1]", "w.ptr[8 * i + 2 * (l & 3)]"),
     # A fragment: swap the row halves of P (a[1] <-> a[2]) in O += P V.
-    "pfrag": ("attention", "attention_gqa.cu", "a[1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);",
-              "a[1] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);"),
+    "pfrag": ("attention", "attention_gqa.cu", "a[mt][1] = pack2<T>(s[mt][2 * ks][2], s[mt][2 * ks][3]);",
+              "a[mt][1] = pack2<T>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);"),
     # V ldmatrix.trans addressing: key half from the wrong lane bit.
     "vaddr": ("attention", "attention_gqa.cu",
               "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;",
@@ -50,6 +50,9 @@ SEEDS = {
     # Prefill keeps Q fragments in registers: only the first k16 slice is ever loaded.
     "qregs": ("attention", "attention_gqa.cu", "if (it == 0) ldmatrix_x4(qf[kk], q_frag);",
               "if (it == 0 && kk == 0) ldmatrix_x4(qf[kk], q_frag);"),
+    # Two-tile prefill: the second 16-row tile's S takes the first tile's Q fragment.
+    "mtile": ("attention", "attention_gqa.cu", "mma<T>(s[mt][2 * nn], a[mt], b[0], b[1]);",
+              "mma<T>(s[mt][2 * nn], a[0], b[0], b[1]);"),
     # Causal mask off by one.
     "causal": ("attention", "attention.cuh", "(!p.causal || j <= pos)", "(!p.causal || j < pos)"),
     # A key tile counts as seen whole by every row when its last key is one past the first row's position.
@@ -60,7 +63,7 @@ SEEDS = {
     # Page lookup without the range check on the page id.
     "pagecheck": ("attention", "attention_gqa.cu", "if (page < 0 || page >= p.num_pages) return false;", ""),
     # Missing wait: read a stage before its copy group completes (deferred cp.async only).
-    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<1>();\n    __syncthreads();", "__syncthreads();"),
+    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<1>();\n    const bool keys_exist", "const bool keys_exist"),
     # FP8 convert: swap the two 8-element halves.
     "fp8": ("attention", "attention_gqa.cu", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
     # wgmma attention: V's descriptor steps half a column block to the next 64 columns (LBO).

@@ -301,12 +301,15 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
     for path in compare {
         let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         for a in alt["results"].as_array().into_iter().flatten() {
-            let key = (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str());
-            if let (Some(r), Some(name), Some(t)) = (
-                records.iter_mut().find(|r| (Some(r.op), Some(r.dtype), Some(r.shape.as_str())) == key),
-                a["name"].as_str(),
-                a["time_us"].as_f64(),
-            ) {
+            let (Some(op), Some(dtype), Some(shape), Some(name), Some(t)) =
+                (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str(), a["name"].as_str(), a["time_us"].as_f64())
+            else {
+                continue;
+            };
+            // The record of that key and its Hopper-kernel variant ("<shape> wgmma", attention
+            // prefill) share the alternative.
+            let variant = |s: &str| s == shape || s.strip_suffix(" wgmma") == Some(shape);
+            for r in records.iter_mut().filter(|r| r.op == op && r.dtype == dtype && variant(&r.shape)) {
                 r.add_alternative(name, t);
             }
         }
