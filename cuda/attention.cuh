@@ -59,6 +59,24 @@ __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int 
   return true;
 }
 
+// cp.async of the CTA's BM query rows (GQA-packed: row r is token r / group, head
+// kv_head · group + r % group; rows past w.rows zero-filled), 16-byte unit u of row r to
+// dst(r, u), by threads tid, tid + threads, ...
+template <typename T, int HD, int BM, typename Dst>
+__device__ __forceinline__ void load_q(const wc_attention_params& p, const Work& w, int tid, int threads, Dst dst) {
+  constexpr int kUnits = HD / 8;
+  const T* q = static_cast<const T*>(p.q);
+  for (int i = tid; i < BM * kUnits; i += threads) {
+    const int r = i / kUnits, u = i % kUnits;
+    const int gr = w.row0 + r;
+    const bool valid = gr < w.rows;
+    const int t = valid ? gr / w.group : 0;
+    const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
+    const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + u * 8;
+    cp_async16(dst(r, u), valid ? src : q, valid);
+  }
+}
+
 // Element offset of key j's row (head 0) in K or V (`stride`: token stride, or slot stride in
 // a page), or false when the key does not exist (past kv_hi, or a block-table entry outside
 // [0, num_pages)).
@@ -99,6 +117,57 @@ __device__ __forceinline__ float score_log2(const wc_attention_params& p, float 
   float x = qk * qk_scale;
   if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
   return x * kLog2e;
+}
+
+// One key tile's online-softmax step for a thread's two rows (h = 0, 1) in the mma.sync /
+// wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
+// column 8i + 2 t4 + e (NS8 blocks of 8 columns), already in the log2 domain and −∞ where
+// masked, and the quad of lanes sharing t4's row holds the row's tile. Updates the running max m
+// and sum l, turns s into probabilities and rescales the output accumulators o (NO8 blocks,
+// same layout).
+template <int NS8, int NO8>
+__device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], float (&l)[2]) {
+  float corr[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NS8; ++i) tile_max = fmaxf(tile_max, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float m_new = fmaxf(m[h], tile_max);
+    const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
+    corr[h] = exp2f(m[h] - base);
+    m[h] = m_new;
+    l[h] *= corr[h];
+#pragma unroll
+    for (int i = 0; i < NS8; ++i) {
+      s[4 * i + 2 * h] = exp2f(s[4 * i + 2 * h] - base);
+      s[4 * i + 2 * h + 1] = exp2f(s[4 * i + 2 * h + 1] - base);
+      l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < NO8; ++i) {
+    o[4 * i + 0] *= corr[0];
+    o[4 * i + 1] *= corr[0];
+    o[4 * i + 2] *= corr[1];
+    o[4 * i + 3] *= corr[1];
+  }
+}
+
+// Launches an attention kernel on the (sequence · kv head, m-tile of bm rows, split) grid.
+template <typename Kernel>
+wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int threads, int smem, cudaStream_t s) {
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  const int64_t group = p.num_q_heads / p.num_kv_heads;
+  const int64_t m_tiles = (p.max_q_len * group + bm - 1) / bm;
+  const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
+  if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
+  const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
+  kernel<<<grid, threads, smem, s>>>(p);
+  return launch_status();
 }
 
 // The wgmma prefill kernel (attention_sm90.cu): WC_ERR_UNSUPPORTED where it is not built for

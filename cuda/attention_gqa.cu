@@ -63,21 +63,6 @@ struct Cfg {
   static constexpr int kSmem = kQ + kK + kV + 2 * kBN * 4 + kStats + kRawK + kRawV;
 };
 
-template <typename T, int HD, int BM, int THREADS>
-__device__ __forceinline__ void load_q(const wc_attention_params& p, const Work& w, T* sq, int pitch) {
-  constexpr int kChunks = HD / 8;
-  const T* q = static_cast<const T*>(p.q);
-  for (int i = threadIdx.x; i < BM * kChunks; i += THREADS) {
-    const int r = i / kChunks, c = i % kChunks;
-    const int gr = w.row0 + r;
-    const bool valid = gr < w.rows;
-    const int t = valid ? gr / w.group : 0;
-    const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
-    const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + c * 8;
-    cp_async16(sq + r * pitch + c * 8, valid ? src : q, valid);
-  }
-}
-
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
 // tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
 // which keys exist. Returns whether every key this thread loaded exists.
@@ -193,7 +178,7 @@ attention_kernel(const wc_attention_params p) {
 
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
-  load_q<T, HD, BM, C::kThreads>(p, w, sq, P);
+  load_q<T, HD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
   bool loaded_ok = n_iter > 0 && load_tile(w.tile_begin, 0);  // this thread's keys of the next tile exist
   cp_async_commit();
 
@@ -250,12 +235,11 @@ attention_kernel(const wc_attention_params p) {
       }
     }
 
-    // Scale, soft-cap, mask (not needed when every row sees every key of the tile); row maxima
-    // over the quad that shares each row; online softmax.
+    // Scale, soft-cap, mask (not needed when every row sees every key of the tile); online
+    // softmax.
     const bool unmasked = keys_exist && vis.all_see(n0, BN);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int i = 0; i < KW / 8; ++i) {
 #pragma unroll
@@ -265,33 +249,9 @@ attention_kernel(const wc_attention_params p) {
           const float x = score_log2(p, qk_scale, s[mt][i][e]);
           s[mt][i][e] =
               (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
-          tile_max[h] = fmaxf(tile_max[h], s[mt][i][e]);
         }
       }
-      float corr[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-        const float m_new = fmaxf(m[mt][h], tile_max[h]);
-        const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
-        corr[h] = exp2f(m[mt][h] - base);
-        m[mt][h] = m_new;
-        l[mt][h] *= corr[h];
-#pragma unroll
-        for (int i = 0; i < KW / 8; ++i) {
-          s[mt][i][2 * h] = exp2f(s[mt][i][2 * h] - base);
-          s[mt][i][2 * h + 1] = exp2f(s[mt][i][2 * h + 1] - base);
-          l[mt][h] += s[mt][i][2 * h] + s[mt][i][2 * h + 1];
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < HDV / 8; ++i) {
-        o[mt][i][0] *= corr[0];
-        o[mt][i][1] *= corr[0];
-        o[mt][i][2] *= corr[1];
-        o[mt][i][3] *= corr[1];
-      }
+      softmax_step<KW / 8, HDV / 8>(&s[mt][0][0], &o[mt][0][0], m[mt], l[mt]);
     }
 
     // O += P V: P from the S accumulators (two n-tiles make one 16-key A fragment); each V
@@ -426,16 +386,7 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
 template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
 wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
   using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
-  auto kernel = attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t group = p.num_q_heads / p.num_kv_heads;
-  const int64_t m_tiles = (p.max_q_len * group + C::kBM - 1) / C::kBM;
-  const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
-  if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
-  const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
-  kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
-  return launch_status();
+  return launch_grid(attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8>, p, C::kBM, C::kThreads, C::kSmem, s);
 }
 
 // After an attention launch with num_splits > 1: the merge of the splits' partials.

@@ -99,7 +99,6 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     // and issue the next tile (one tile in flight while the consumers work on the previous one).
     setmaxnreg_dec<56>();
     const int tid = threadIdx.x;
-    const T* q = static_cast<const T*>(p.q);
     const T* kg = static_cast<const T*>(p.k);
     const T* vg = static_cast<const T*>(p.v);
     auto load_tile = [&](int it) {
@@ -118,15 +117,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       cp_async_commit();
     };
     if (n_iter > 0) {
-      for (int i = tid; i < BM * U; i += 128) {  // Q travels with tile 0
-        const int r = i / U, u = i % U;
-        const int gr = w.row0 + r;
-        const bool valid = gr < w.rows;
-        const int t = valid ? gr / w.group : 0;
-        const int h = w.kv_head * w.group + (valid ? gr % w.group : 0);
-        const T* src = q + (w.q_start + t) * p.q_stride + static_cast<int64_t>(h) * HD + u * 8;
-        cp_async16(sq + swizzled<BM>(r, u), valid ? src : q, valid);
-      }
+      load_q<T, HD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
       load_tile(0);
     }
     for (int it = 1; it <= n_iter; ++it) {
@@ -189,7 +180,6 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
     const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
-    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < BN / 8; ++i) {
 #pragma unroll
@@ -198,33 +188,9 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
         const int col = i * 8 + 2 * t4 + (e & 1);
         const float x = score_log2(p, qk_scale, s[4 * i + e]);
         s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], s[4 * i + e]);
       }
     }
-    float corr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
-      corr[h] = exp2f(m[h] - base);
-      m[h] = m_new;
-      l[h] *= corr[h];
-#pragma unroll
-      for (int i = 0; i < BN / 8; ++i) {
-        s[4 * i + 2 * h] = exp2f(s[4 * i + 2 * h] - base);
-        s[4 * i + 2 * h + 1] = exp2f(s[4 * i + 2 * h + 1] - base);
-        l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < HD / 8; ++i) {
-      o[4 * i + 0] *= corr[0];
-      o[4 * i + 1] *= corr[0];
-      o[4 * i + 2] *= corr[1];
-      o[4 * i + 3] *= corr[1];
-    }
+    softmax_step<BN / 8, HD / 8>(s, o, m, l);
 
     // O += P V: keys 16 ks .. 16 ks + 15 are S's n8 blocks 2 ks and 2 ks + 1; V's 16 rows from
     // key 16 ks are 2048 bytes into each 64-column block (LBO: the next block, BN rows on).
@@ -286,16 +252,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 template <typename T, int HD>
 wc_status launch(const wc_attention_params& p, cudaStream_t s) {
   using C = Sm90Attn<HD>;
-  auto kernel = attention_sm90_kernel<T, HD>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t group = p.num_q_heads / p.num_kv_heads;
-  const int64_t m_tiles = (p.max_q_len * group + C::kBM - 1) / C::kBM;
-  const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
-  if (pairs > INT32_MAX || m_tiles > 65535 || p.num_splits > 65535) return WC_ERR_INVALID_ARG;
-  const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(m_tiles), static_cast<unsigned>(p.num_splits));
-  kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
-  return launch_status();
+  return launch_grid(attention_sm90_kernel<T, HD>, p, C::kBM, C::kThreads, C::kSmem, s);
 }
 
 }  // namespace
