@@ -14,12 +14,13 @@
 // flattened (query token, query head in the kv head's group) index — GQA packing: every query
 // head that shares the kv head is in the same tile, so each K/V tile loaded into shared
 // memory serves the whole group (decode reads each K/V byte from memory once).
-//   prefill config: 4 warps along m (BM = 64 rows), each warp 16 rows × all BN keys;
+//   prefill config: 4 warps along m, each warp MT 16-row tiles × all BN keys (MT = 2, BM = 128
+//                   up to head_dim 128; MT = 1, BM = 64 above: kPrefillTiles);
 //   decode config:  1 warp along m (BM = 16 rows), 4 (or 2) warps split each key tile,
 //                   combined in the epilogue. Chosen when max_q_len · group <= 16.
 // Pipeline: Q tile + K/V tile 0 via cp.async, then per key tile: issue the next K/V tile
-// (double buffer), wait for the current one, S = Q Kᵀ (ldmatrix + mma), mask, online softmax
-// in the log2 domain, O += P V with P taken straight from the S accumulators (ldmatrix.trans
+// (double buffer), wait for the current one, S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles
+// every row sees whole), online softmax in the log2 domain (attention.cuh's softmax_step), O += P V with P taken straight from the S accumulators (ldmatrix.trans
 // for V). Epilogue through shared memory: combine the key-splitting warps, normalise, write
 // out (and lse) or the split's f32 partials.
 //

@@ -94,7 +94,7 @@ fn prefill_rows(head_dim: usize, head_dim_v: usize) -> usize {
 /// 256, and in the two-tile prefill configuration above head_dim 64.
 fn keys_per_tile(head_dim: usize, head_dim_v: usize, decode: bool) -> usize {
     let d = head_dim.max(head_dim_v);
-    if d > 192 || (!decode && d > 64 && prefill_rows(head_dim, head_dim_v) == 128) {
+    if d > 192 || (!decode && d > 64 && d <= 128) {
         32
     } else {
         64
