@@ -156,11 +156,16 @@ __device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], 
   }
 }
 
-// Launches an attention kernel on the (sequence · kv head, m-tile of bm rows, split) grid.
+// Launches an attention kernel on the (sequence · kv head, m-tile of bm rows, split) grid; or,
+// with `occupancy` set, launches nothing and stores the CTAs per SM the occupancy calculator
+// gives for this kernel, block size and shared memory.
 template <typename Kernel>
-wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int threads, int smem, cudaStream_t s) {
+wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int threads, int smem, cudaStream_t s,
+                      int* occupancy) {
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
+  if (occupancy != nullptr)
+    return static_cast<wc_status>(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, threads, smem));
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   const int64_t m_tiles = (p.max_q_len * group + bm - 1) / bm;
   const int64_t pairs = static_cast<int64_t>(p.num_seqs) * p.num_kv_heads;
@@ -172,7 +177,7 @@ wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int t
 
 // The wgmma prefill kernel (attention_sm90.cu): WC_ERR_UNSUPPORTED where it is not built for
 // these parameters (dtype, head dims, FP8 K/V); launches the attention kernel only (the caller
-// merges splits).
-wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s);
+// merges splits), or reports its occupancy (launch_grid).
+wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy);
 
 }  // namespace wc

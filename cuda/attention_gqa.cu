@@ -18,10 +18,12 @@
 //                   up to head_dim 128; MT = 1, BM = 64 above: kPrefillTiles);
 //   decode config:  1 warp along m (BM = 16 rows), 4 (or 2) warps split each key tile,
 //                   combined in the epilogue. Chosen when max_q_len · group <= 16.
-// Pipeline: Q tile + K/V tile 0 via cp.async, then per key tile: issue the next K/V tile
-// (double buffer), wait for the current one, S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles
-// every row sees whole), online softmax in the log2 domain (attention.cuh's softmax_step), O += P V with P taken straight from the S accumulators (ldmatrix.trans
-// for V). Epilogue through shared memory: combine the key-splitting warps, normalise, write
+// Pipeline: a ring of kStages K/V tiles filled by cp.async (Cfg::kStages: 3 for decode and the
+// two-tile prefill, 4 raw stages for FP8 decode, 2 above head_dim 128), one barrier per key
+// tile: wait for the current tile, barrier, refill the stage the previous tile used, then
+// S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles every row sees whole), online softmax in
+// the log2 domain (attention.cuh's softmax_step), O += P V with P taken straight from the S
+// accumulators (ldmatrix.trans for V). Epilogue through shared memory: combine the key-splitting warps, normalise, write
 // out (and lse) or the split's f32 partials.
 //
 // Shared memory rows are padded by 16 bytes (pitch = head_dim + 8 elements), which makes the
@@ -40,7 +42,11 @@ namespace wc {
 namespace {
 
 // ------------------------------------------------------------------ configuration
-template <int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
+// HOPPER: sized for Hopper's 228 KB of shared memory per SM, else for sm_80's 164 KB (sm_86 /
+// sm_89: 100 KB). The sm_90a compilation builds the Hopper-sized kernels and every other target
+// the others (kHopperTarget); the launcher picks by the device's compute capability (9.0 runs
+// the sm_90a code), so each kernel body is compiled once per target.
+template <int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8, bool HOPPER>
 struct Cfg {
   static constexpr int kBM = 16 * WARPS_M * MT;                     // query rows per CTA
   // keys per tile: 64; 32 at head_dim 256, and with two 16-row tiles per warp at head_dim > 64
@@ -52,16 +58,28 @@ struct Cfg {
   static constexpr int kPitchV = HDV + 8;                           // and of V (elements)
   static_assert(kKW % 16 == 0, "each warp needs whole 16-key steps");
   static_assert(HD % 16 == 0 && HDV % 32 == 0, "head dims: multiples of 16 (q/k) and 32 (v)");
-  // Shared memory (bytes): Q, two K stages, two V stages, key validity, epilogue stats.
+  // K/V tiles in the cp.async ring (kStages - 1 in flight while one is computed on). Hopper:
+  // decode (memory-bound) 3 stages (FP8: 4 raw stages of half the bytes), 2 CTAs per SM at
+  // head_dim 96-256, 3 at 64 (FP8: 4); prefill 3 with two 16-row tiles per warp (registers
+  // hold those at 2 CTAs per SM anyway), 2 above head_dim 128, where a third stage would cost
+  // the second CTA. Elsewhere: 2, and 3 for the two-tile prefill up to head_dim 96 — what
+  // keeps 2 CTAs per SM in sm_80's 164 KB.
+  static constexpr int kStages = HOPPER ? (WARPS_M == 1 ? (FP8 ? 4 : 3) : (MT == 2 ? 3 : 2))
+                                        : (WARPS_M > 1 && MT == 2 && HD <= 96 ? 3 : 2);
+  // T-typed K/V buffers: one per stage, or (FP8) the single one each raw stage converts into.
+  static constexpr int kTStages = FP8 ? 1 : kStages;
+  // Shared memory (bytes): Q, the K and V buffers, key validity per stage, epilogue stats,
+  // (FP8) the raw stages.
   static constexpr int kQ = kBM * kPitch * 2;
-  static constexpr int kK = 2 * kBN * kPitch * 2;
-  static constexpr int kV = 2 * kBN * kPitchV * 2;
+  static constexpr int kK = kTStages * kBN * kPitch * 2;
+  static constexpr int kV = kTStages * kBN * kPitchV * 2;
   static constexpr int kEpilogue = WARPS_N * kBM * HDV * 4;
   static_assert(kEpilogue <= kQ + kK + kV, "epilogue reuses the Q and K/V buffers");
+  static constexpr int kOk = kStages * kBN * 4;
   static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
-  static constexpr int kRawK = FP8 ? 2 * kBN * HD : 0;  // FP8 bytes, both stages
-  static constexpr int kRawV = FP8 ? 2 * kBN * HDV : 0;
-  static constexpr int kSmem = kQ + kK + kV + 2 * kBN * 4 + kStats + kRawK + kRawV;
+  static constexpr int kRawK = FP8 ? kStages * kBN * HD : 0;
+  static constexpr int kRawV = FP8 ? kStages * kBN * HDV : 0;
+  static constexpr int kSmem = kQ + kK + kV + kOk + kStats + kRawK + kRawV;
 };
 
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
@@ -113,18 +131,17 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitc
   }
 }
 
-template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
-__global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>::kThreads)
-attention_kernel(const wc_attention_params p) {
-  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8, bool HOPPER>
+__device__ __forceinline__ void attention_body(const wc_attention_params& p) {
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>;
   using KV = typename std::conditional<FP8, uint8_t, T>::type;
-  constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV;
+  constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV, S = C::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem);
   T* sk = reinterpret_cast<T*>(smem + C::kQ);
   T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kK);
   int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK + C::kV);
-  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kV + 2 * BN * 4);
+  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kV + C::kOk);
   // Where cp.async lands K/V: the tiles themselves, or (FP8) the raw stages.
   KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawK - C::kRawV) : reinterpret_cast<KV*>(sk);
   KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawV) : reinterpret_cast<KV*>(sv);
@@ -179,27 +196,40 @@ attention_kernel(const wc_attention_params p) {
 
   const float qk_scale = p.scale * p.k_scale;
   const int n_iter = w.tile_end - w.tile_begin;
+  // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
+  // ok_bits bit s: every key this thread loaded into stage s exists.
   load_q<T, HD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
-  bool loaded_ok = n_iter > 0 && load_tile(w.tile_begin, 0);  // this thread's keys of the next tile exist
-  cp_async_commit();
+  uint32_t ok_bits = 0;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < n_iter && load_tile(w.tile_begin + s, s)) ok_bits |= 1u << s;
+    cp_async_commit();
+  }
 
   for (int it = 0; it < n_iter; ++it) {
-    const int st = it & 1;
-    const bool cur_ok = loaded_ok;
-    if (it + 1 < n_iter) loaded_ok = load_tile(w.tile_begin + it + 1, st ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    const bool keys_exist = __syncthreads_and(cur_ok);
+    const int st = it % S;
+    // Tile it has landed (this thread's copies: its group and all older ones), and after the
+    // barrier every thread's have, and every warp is done with tile it - 1, whose stage the
+    // next load refills: one barrier per tile.
+    cp_async_wait<S - 2>();
+    const bool keys_exist = __syncthreads_and((ok_bits >> st) & 1u);
+    {
+      const int next = it + S - 1, ns = next % S;
+      ok_bits &= ~(1u << ns);
+      if (next < n_iter && load_tile(w.tile_begin + next, ns)) ok_bits |= 1u << ns;
+      cp_async_commit();
+    }
     if constexpr (FP8) {
+      // Raw stage st -> the single T buffer (free: every warp is past tile it - 1).
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
       const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HDV;
-      convert_fp8<T, HD, BN, C::kThreads>(raw_k, sk + st * BN * P, P);
-      convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv + st * BN * PV, PV);
+      convert_fp8<T, HD, BN, C::kThreads>(raw_k, sk, P);
+      convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);
       __syncthreads();
     }
 
-    const T* k_t = sk + st * BN * P;
-    const T* v_t = sv + st * BN * PV;
+    const T* k_t = FP8 ? sk : sk + st * BN * P;
+    const T* v_t = FP8 ? sv : sv + st * BN * PV;
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
@@ -279,7 +309,6 @@ attention_kernel(const wc_attention_params p) {
         }
       }
     }
-    __syncthreads();  // the next iteration's load overwrites this stage
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -340,6 +369,24 @@ attention_kernel(const wc_attention_params p) {
   }
 }
 
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+constexpr bool kHopperTarget = true;
+#else
+constexpr bool kHopperTarget = false;
+#endif
+// Whether this compilation target builds the kernels sized for Hopper (or the others).
+__host__ __device__ constexpr bool builds(bool hopper) { return hopper == kHopperTarget; }
+
+template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8, bool HOPPER>
+__global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>::kThreads)
+attention_kernel(const wc_attention_params p) {
+  if constexpr (builds(HOPPER)) {
+    attention_body<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>(p);
+  } else {
+    __trap();  // the launcher never picks a configuration the running code was not built with
+  }
+}
+
 // Whether token `tok` is a query some attention CTA wrote partials for (the same clamping as
 // describe_work): the sequence holding it (binary search over cu_seqlens_q) covers it.
 __device__ __forceinline__ bool token_covered(const wc_attention_params& p, int64_t tok) {
@@ -384,10 +431,28 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
   if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
 }
 
+// Whether the current device is compute capability 9.0, where the sm_90a code runs.
+inline cudaError_t hopper_device(bool& hopper) {
+  int dev = 0, major = 0, minor = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  hopper = major == 9 && minor == 0;
+  return e;
+}
+
 template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>
-wc_status launch_config(const wc_attention_params& p, cudaStream_t s) {
-  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8>;
-  return launch_grid(attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8>, p, C::kBM, C::kThreads, C::kSmem, s);
+wc_status launch_config(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
+  bool hopper = false;
+  if (cudaError_t e = hopper_device(hopper); e != cudaSuccess) return static_cast<wc_status>(e);
+  if (hopper) {
+    using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, true>;
+    return launch_grid(attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8, true>, p, C::kBM, C::kThreads,
+                       C::kSmem, s, occupancy);
+  }
+  using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, false>;
+  return launch_grid(attention_kernel<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8, false>, p, C::kBM, C::kThreads,
+                     C::kSmem, s, occupancy);
 }
 
 // After an attention launch with num_splits > 1: the merge of the splits' partials.
@@ -406,7 +471,7 @@ constexpr int kPrefillTiles = (HD <= 128 && HDV <= 128) ? 2 : 1;
 
 // Every (head_dim, head_dim_v) the kernels are built for: the supported set, listed once.
 template <typename T, int HD, int HDV>
-wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s) {
+wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   constexpr int kDecodeWarpsN = HD <= 128 ? 4 : 2;
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   // Decode-like batches (every sequence's rows fit one 16-row tile): split each key tile
@@ -415,37 +480,41 @@ wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s) {
   const bool decode = HD == HDV && static_cast<int64_t>(p.max_q_len) * group <= 16;
   if (p.kv_dtype == WC_E4M3) {
     if constexpr (HD == HDV) {
-      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, true>(p, s);
+      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, true>(p, s, occupancy);
     }
     return WC_ERR_UNSUPPORTED;
   }
   if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
   if constexpr (HD == HDV) {
-    if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, false>(p, s);
+    if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, false>(p, s, occupancy);
   }
   // Prefill: 4 warps; two 16-row tiles per warp (128 rows) up to head_dim 128, one above.
-  return launch_config<T, HD, HDV, 4, 1, kPrefillTiles<HD, HDV>, false>(p, s);
+  return launch_config<T, HD, HDV, 4, 1, kPrefillTiles<HD, HDV>, false>(p, s, occupancy);
 }
 
+// Launches the attention (and, with num_splits > 1, the merge) for p; or, with `occupancy`
+// set, launches nothing and stores how many CTAs of the kernel p selects fit on one SM.
 template <typename T>
-wc_status launch_attention(const wc_attention_params& p, cudaStream_t s) {
+wc_status launch_attention(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.num_splits < 1) return WC_ERR_INVALID_ARG;
-  if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
-  if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;
+  if (occupancy == nullptr) {
+    if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
+    if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;
+  }
   wc_status st = WC_ERR_UNSUPPORTED;
   if (p.kernel == WC_ATTENTION_WGMMA) {
-    st = launch_attention_sm90(p, s);
+    st = launch_attention_sm90(p, s, occupancy);
   } else if (p.kernel == WC_ATTENTION_MMA) {
     switch (p.head_dim * 1000 + p.head_dim_v) {
-      case 64064: st = launch_head_dims<T, 64, 64>(p, s); break;
-      case 96096: st = launch_head_dims<T, 96, 96>(p, s); break;
-      case 128128: st = launch_head_dims<T, 128, 128>(p, s); break;
-      case 256256: st = launch_head_dims<T, 256, 256>(p, s); break;
-      case 192128: st = launch_head_dims<T, 192, 128>(p, s); break;
+      case 64064: st = launch_head_dims<T, 64, 64>(p, s, occupancy); break;
+      case 96096: st = launch_head_dims<T, 96, 96>(p, s, occupancy); break;
+      case 128128: st = launch_head_dims<T, 128, 128>(p, s, occupancy); break;
+      case 256256: st = launch_head_dims<T, 256, 256>(p, s, occupancy); break;
+      case 192128: st = launch_head_dims<T, 192, 128>(p, s, occupancy); break;
       default: break;
     }
   }
-  if (st != WC_OK || p.num_splits == 1) return st;
+  if (st != WC_OK || p.num_splits == 1 || occupancy != nullptr) return st;
   switch (p.head_dim_v) {
     case 64: return launch_merge<T, 64>(p, s);
     case 96: return launch_merge<T, 96>(p, s);
@@ -486,10 +555,23 @@ extern "C" wc_status wc_attention(const wc_attention_params* p, wc_stream stream
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   switch (p->dtype) {
-    case WC_BF16: return wc::launch_attention<__nv_bfloat16>(*p, s);
-    case WC_F16: return wc::launch_attention<__half>(*p, s);
+    case WC_BF16: return wc::launch_attention<__nv_bfloat16>(*p, s, nullptr);
+    case WC_F16: return wc::launch_attention<__half>(*p, s, nullptr);
     default: return WC_ERR_UNSUPPORTED;
   }
+}
+
+extern "C" wc_status wc_attention_ctas_per_sm(const wc_attention_params* p, int32_t* ctas_per_sm) {
+  if (p == nullptr || ctas_per_sm == nullptr) return WC_ERR_INVALID_ARG;
+  int n = 0;
+  wc_status st = WC_ERR_UNSUPPORTED;
+  switch (p->dtype) {
+    case WC_BF16: st = wc::launch_attention<__nv_bfloat16>(*p, nullptr, &n); break;
+    case WC_F16: st = wc::launch_attention<__half>(*p, nullptr, &n); break;
+    default: break;
+  }
+  if (st == WC_OK) *ctas_per_sm = n;
+  return st;
 }
 
 extern "C" wc_status wc_merge_states(const wc_merge_states_params* p, wc_stream stream) {

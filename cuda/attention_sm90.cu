@@ -250,20 +250,20 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 }
 
 template <typename T, int HD>
-wc_status launch(const wc_attention_params& p, cudaStream_t s) {
+wc_status launch(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   using C = Sm90Attn<HD>;
-  return launch_grid(attention_sm90_kernel<T, HD>, p, C::kBM, C::kThreads, C::kSmem, s);
+  return launch_grid(attention_sm90_kernel<T, HD>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
 }
 
 }  // namespace
 
-wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s) {
+wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   if (p.kv_dtype != p.dtype || p.head_dim != p.head_dim_v) return WC_ERR_UNSUPPORTED;
   switch (p.dtype * 1000 + p.head_dim) {
-    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64>(p, s);
-    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128>(p, s);
-    case WC_F16 * 1000 + 64: return launch<__half, 64>(p, s);
-    case WC_F16 * 1000 + 128: return launch<__half, 128>(p, s);
+    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64>(p, s, occupancy);
+    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128>(p, s, occupancy);
+    case WC_F16 * 1000 + 64: return launch<__half, 64>(p, s, occupancy);
+    case WC_F16 * 1000 + 128: return launch<__half, 128>(p, s, occupancy);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

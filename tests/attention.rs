@@ -93,6 +93,15 @@ fn long_decode_uses_split_kv() {
     let Some(dev) = device() else { return };
     let plan = AttentionPlan::new(&dev, &[1], &[131072], 32, 8, 128, 128).unwrap();
     assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
+    // On an H200 / H100 SXM (132 SMs) the head_dim-128 decode configuration holds 2 CTAs per SM
+    // (cuda/attention_gqa.cu, Cfg: 3 stages, 107.5 KB), so the occupancy query and the wave
+    // rule give these splits for the three decode bar shapes.
+    if dev.info().compute_capability == (9, 0) && dev.info().sm_count == 132 {
+        for (batch, kv, splits) in [(1usize, 131072usize, 32usize), (16, 32768, 2), (64, 4096, 1)] {
+            let plan = AttentionPlan::new(&dev, &vec![1; batch], &vec![kv; batch], 32, 8, 128, 128).unwrap();
+            assert_eq!(plan.num_splits, splits, "b{batch} × kv {kv}: {plan:?}");
+        }
+    }
     let c = AttentionCase::new(vec![1, 1], vec![30000, 5], 3);
     assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
 }

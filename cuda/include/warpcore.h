@@ -155,6 +155,13 @@ typedef struct wc_attention_params {
 } wc_attention_params;
 wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
 
+/* How many CTAs of the kernel wc_attention would launch for *p fit on one SM of the current
+ * device at once (the CUDA occupancy calculator; registers and shared memory). Reads only the
+ * fields that choose the kernel: dtype, kv_dtype, kernel, head_dim, head_dim_v, num_q_heads,
+ * num_kv_heads, max_q_len, page_size, num_splits. Launches nothing. The split-KV planner
+ * (AttentionPlan) sizes its splits with it. */
+wc_status wc_attention_ctas_per_sm(const wc_attention_params* p, int32_t* ctas_per_sm);
+
 /* Combines two partial attention results over disjoint keys by their log-sum-exp:
  * lse = log(e^lse_a + e^lse_b); out = out_a e^(lse_a - lse) + out_b e^(lse_b - lse). */
 typedef struct wc_merge_states_params {

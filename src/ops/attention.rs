@@ -9,7 +9,9 @@
 //! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
 //! split-KV factor and the workspace size, and is reused by every layer.
 
-use super::{check_aligned, check_contiguous, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
+use super::{
+    check_aligned, check_contiguous, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_shape, check_status, launch,
+};
 use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
@@ -107,9 +109,10 @@ impl AttentionPlan {
     /// `WARPCORE_ATTENTION_KERNEL` is `mma.sync`, which moves a whole program (the model, the
     /// bench) to the portable kernel without a rebuild.
     ///
-    /// Split-KV: when the batch has fewer CTAs than the GPU holds at once (two per SM on
-    /// mma.sync, one on wgmma), each (sequence, kv head, query tile) is split along the keys so
-    /// that every SM has work, keeping at least 4 key tiles per split, at most 64 splits.
+    /// Split-KV: each (sequence, kv head, query tile) may be split along the keys (at least 4
+    /// key tiles per split, at most 64 splits) so that the CTAs fill the GPU in whole waves;
+    /// the slots are the occupancy calculator's CTAs per SM of the kernel configuration
+    /// (`wc_attention_ctas_per_sm`) × SMs, and `choose_splits` has the rule.
     pub fn new(
         dev: &Device,
         q_lens: &[usize],
@@ -164,17 +167,21 @@ impl AttentionPlan {
             }
             k => k,
         };
-        // Query rows per CTA and CTAs resident per SM of each kernel configuration.
-        let (bm, per_sm, keys) = match kernel {
-            AttentionKernel::Wgmma => (128, 1, 128),
-            _ if decode => (16, 2, keys_per_tile(head_dim, head_dim_v, true)),
-            _ => (prefill_rows(head_dim, head_dim_v), 2, keys_per_tile(head_dim, head_dim_v, false)),
+        // Query rows and keys per tile of each kernel configuration.
+        let (bm, keys) = match kernel {
+            AttentionKernel::Wgmma => (128, 128),
+            _ if decode => (16, keys_per_tile(head_dim, head_dim_v, true)),
+            _ => (prefill_rows(head_dim, head_dim_v), keys_per_tile(head_dim, head_dim_v, false)),
         };
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
-        let target = per_sm * dev.info().sm_count as usize;
         let max_splits = (max_kv / (4 * keys)).clamp(1, 64);
-        let num_splits = if base_ctas == 0 || base_ctas >= target { 1 } else { target.div_ceil(base_ctas).min(max_splits) };
+        let num_splits = if base_ctas == 0 || max_splits == 1 {
+            1
+        } else {
+            let per_sm = ctas_per_sm(dev, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len)?;
+            choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, decode)
+        };
         Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
     }
 
@@ -185,6 +192,62 @@ impl AttentionPlan {
         }
         self.num_splits * self.total_q * self.num_q_heads * (self.head_dim_v + 1)
     }
+}
+
+/// Key splits for `base` CTAs on `slots` CTA slots (CTAs per SM × SMs), at most `max_splits`.
+///
+/// Decode: the wave model — `n = base · splits / slots` slot-fulls of equal CTAs run in ⌈n⌉
+/// waves, so the GPU is busy `n / ⌈n⌉` of the time; take the fewest splits within 95 % of the
+/// best any count up to `max_splits` reaches. Its partials (16 rows per CTA) are noise next to
+/// the K/V bytes. Prefill: its partials (up to 128 rows × head_dim f32 per CTA) and their
+/// merge cost real bandwidth, so only a batch that does not fill the GPU once is split, into as
+/// many as fit in that one wave.
+fn choose_splits(base: usize, slots: usize, max_splits: usize, decode: bool) -> usize {
+    if base == 0 || slots == 0 {
+        return 1;
+    }
+    if !decode {
+        return (slots / base).clamp(1, max_splits);
+    }
+    let busy = |s: usize| {
+        let n = (base * s) as f64 / slots as f64;
+        n / n.ceil()
+    };
+    let best = (1..=max_splits).map(busy).fold(0.0, f64::max);
+    (1..=max_splits).find(|&s| busy(s) >= 0.95 * best).unwrap_or(1)
+}
+
+/// CTAs per SM of the kernel configuration a batch runs on: `wc_attention_ctas_per_sm`, the
+/// occupancy calculator on this device. K/V are taken in q's dtype; the FP8 decode
+/// configuration is sized to the same occupancy (cuda/attention_gqa.cu, `Cfg::kStages`).
+fn ctas_per_sm(
+    dev: &Device,
+    kernel: AttentionKernel,
+    num_q_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    max_q_len: usize,
+) -> Result<usize> {
+    const OP: &str = "AttentionPlan::new";
+    check_fits_i32(OP, "max_q_len", max_q_len)?;
+    let p = ffi::wc_attention_params {
+        num_q_heads: num_q_heads as i32,
+        num_kv_heads: num_kv_heads as i32,
+        head_dim: head_dim as i32,
+        head_dim_v: head_dim_v as i32,
+        max_q_len: max_q_len as i32,
+        num_splits: 1,
+        dtype: ffi::wc_dtype_WC_BF16,
+        kv_dtype: ffi::wc_dtype_WC_BF16,
+        kernel: if kernel == AttentionKernel::Wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA },
+        ..Default::default()
+    };
+    dev.context().bind_to_thread()?;
+    let mut n = 0i32;
+    // SAFETY: p and n are valid for the call; it reads p's scalar fields only and launches nothing.
+    check_status(OP, unsafe { ffi::wc_attention_ctas_per_sm(&p, &mut n) })?;
+    Ok(n.max(1) as usize)
 }
 
 /// Whether the wgmma kernel is built for these head dims and the GPU can run it.
@@ -503,4 +566,36 @@ pub fn merge_states<T: DType>(
     };
     // SAFETY: all shapes equal and contiguous, dtype and contexts validated above.
     launch(OP, dev, |s| unsafe { ffi::wc_merge_states(&p, s) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_splits;
+
+    /// The decode bar shapes on the H200: 132 SMs, 2 CTAs per SM of the head_dim-128
+    /// decode configuration (264 slots), 64-key tiles.
+    #[test]
+    fn decode_splits_fill_whole_waves() {
+        // b64 × kv 4096: 512 CTAs are 1.94 waves (97 % busy): no split.
+        assert_eq!(choose_splits(512, 264, 16, true), 1);
+        // b16 × kv 32768: 128 CTAs fill 48 % of one wave; two splits fill 97 %.
+        assert_eq!(choose_splits(128, 264, 64, true), 2);
+        // b1 × kv 131072: 8 CTAs; 32 splits make 256 of 264 (33 would fill all 264: 32 is the
+        // fewest within 95 %).
+        assert_eq!(choose_splits(8, 264, 64, true), 32);
+        // At 3 CTAs per SM, 512 CTAs are 1.29 waves (65 % busy); 3 splits make 3.88 (97 %).
+        assert_eq!(choose_splits(512, 396, 16, true), 3);
+        // max_splits caps; no CTA, no split.
+        assert_eq!(choose_splits(8, 264, 4, true), 4);
+        assert_eq!(choose_splits(0, 264, 64, true), 1);
+    }
+
+    #[test]
+    fn prefill_splits_only_within_one_wave() {
+        assert_eq!(choose_splits(2048, 264, 64, false), 1);
+        assert_eq!(choose_splits(300, 264, 64, false), 1);
+        // 100 CTAs: 2 splits (200 of 264 slots), never a ragged second wave.
+        assert_eq!(choose_splits(100, 264, 64, false), 2);
+        assert_eq!(choose_splits(4, 264, 16, false), 16);
+    }
 }

@@ -11,6 +11,7 @@
 #include "warpcore.h"
 
 extern "C" wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
+extern "C" wc_status wc_attention_ctas_per_sm(const wc_attention_params* p, int32_t* ctas_per_sm);
 extern "C" wc_status wc_merge_states(const wc_merge_states_params* p, wc_stream stream);
 
 // ------------------------------------------------------------------ element helpers
@@ -55,7 +56,8 @@ struct Case {
   bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
 };
 
-// AttentionPlan::new (src/ops/attention.rs), sm_count = 132 (H200).
+// AttentionPlan::new and choose_splits (src/ops/attention.rs), sm_count = 132 (H200), CTAs per
+// SM from wc_attention_ctas_per_sm (the shim's occupancy calculator: shared memory only).
 static int plan_splits(const Case& c, int sm_count = 132) {
   const int group = c.nq / c.nkv;
   int max_q = 0, max_kv = 0;
@@ -67,10 +69,26 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   const int bm = c.wgmma ? 128 : decode ? 16 : prefill_rows;
   long base = 0;
   for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
-  const int target = (c.wgmma ? 1 : 2) * sm_count;
   const int kpt = c.wgmma ? 128 : (d > 192 || (!decode && d > 64 && prefill_rows == 128)) ? 32 : 64;
   const int max_splits = std::clamp(max_kv / (4 * kpt), 1, 64);
-  return (base == 0 || base >= target) ? 1 : std::min<int>((target + base - 1) / base, max_splits);
+  if (base == 0 || max_splits == 1) return 1;
+  wc_attention_params p{};
+  p.num_q_heads = c.nq, p.num_kv_heads = c.nkv, p.head_dim = c.hd, p.head_dim_v = c.hdv, p.max_q_len = max_q;
+  p.num_splits = 1, p.dtype = WC_BF16, p.kv_dtype = WC_BF16;
+  p.kernel = c.wgmma ? WC_ATTENTION_WGMMA : WC_ATTENTION_MMA;
+  int32_t per_sm = 0;
+  if (wc_attention_ctas_per_sm(&p, &per_sm) != WC_OK || per_sm < 1) {
+    fprintf(stderr, "wc_attention_ctas_per_sm failed for %s\n", c.name.c_str());
+    exit(1);
+  }
+  const long slots = (long)per_sm * sm_count;
+  if (!decode) return (int)std::clamp<long>(slots / base, 1, max_splits);
+  auto busy = [&](int s) { const double n = (double)(base * s) / slots; return n / std::ceil(n); };
+  double best = 0.0;
+  for (int s = 1; s <= max_splits; ++s) best = std::max(best, busy(s));
+  for (int s = 1; s <= max_splits; ++s)
+    if (busy(s) >= 0.95 * best) return s;
+  return 1;
 }
 
 struct Result { bool pass; double rel_fro, max_abs, max_lse; int splits; };

@@ -63,7 +63,10 @@ SEEDS = {
     # Page lookup without the range check on the page id.
     "pagecheck": ("attention", "attention_gqa.cu", "if (page < 0 || page >= p.num_pages) return false;", ""),
     # Missing wait: read a stage before its copy group completes (deferred cp.async only).
-    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<1>();\n    const bool keys_exist", "const bool keys_exist"),
+    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<S - 2>();\n    const bool keys_exist", "const bool keys_exist"),
+    # The K/V ring refills the stage being computed on instead of the one the previous tile used.
+    "ring": ("attention", "attention_gqa.cu", "const int next = it + S - 1, ns = next % S;",
+             "const int next = it + S - 1, ns = it % S;"),
     # FP8 convert: swap the two 8-element halves.
     "fp8": ("attention", "attention_gqa.cu", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
     # wgmma attention: V's descriptor steps half a column block to the next 64 columns (LBO).
@@ -267,6 +270,9 @@ def rewrite_launches(s):
 def rewrite(text):
     text = text.replace("#include <cuda_runtime.h>", '#include "shim.h"')
     text = text.replace(SM90A_TEST, "1  /* host-emu: the sm_90a path */")
+    # attention_gqa.cu: both shared-memory sizings are built; the shim's compute capability
+    # (EMU_CC, default 90) makes the launcher pick one.
+    text = text.replace("return hopper == kHopperTarget;", "return true;  /* host-emu: every target */")
     text = replace_bodies(text)
     text = DYN_SHARED.sub(lambda m: f"{m[1]}* {m[2]} = reinterpret_cast<{m[1]}*>(::emu::dyn_smem());", text)
     text = SHARED.sub(lambda m: f"static {m[1]} {m[2]}{m[3]}; ::emu::shared_init({m[2]}, sizeof({m[2]}));", text)

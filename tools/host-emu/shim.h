@@ -386,6 +386,31 @@ inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
   if (value > 232448) return cudaErrorInvalidValue;  // sm_90 opt-in maximum (227 KiB)
   return cudaSuccess;
 }
+// The emulated device's compute capability: EMU_CC (80, 86, 90, ...), 90 (the H200) when unset.
+inline int emu_cc() {
+  const char* env = getenv("EMU_CC");
+  return env != nullptr ? atoi(env) : 90;
+}
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  if (a == cudaDevAttrComputeCapabilityMajor) *v = emu_cc() / 10;
+  else if (a == cudaDevAttrComputeCapabilityMinor) *v = emu_cc() % 10;
+  else return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+// Shared memory per SM of the emulated device (228 KiB on sm_90, 164 on sm_80, 100 elsewhere,
+// 1 KiB reserved per CTA), 2048 threads and 32 CTAs; registers are not modelled (the build's
+// ptxas report has them).
+template <typename K>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K, int threads, size_t smem) {
+  const size_t per_sm = emu_cc() == 90 ? 233472 : emu_cc() == 80 ? 167936 : 102400;
+  const size_t by_smem = per_sm / (smem + 1024);
+  *n = static_cast<int>(std::min<size_t>({by_smem, static_cast<size_t>(2048 / threads), 32}));
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
   memset(p, v, n);
   return cudaSuccess;
