@@ -9,6 +9,9 @@
 //! [`AttentionPlan`], computed once per batch on the host from the sequence lengths, fixes the
 //! split-KV factor and the workspace size, and is reused by every layer.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use super::{
     check_aligned, check_contiguous, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_shape, check_status, launch,
 };
@@ -51,7 +54,7 @@ pub enum KvInput<'v, 'a, C: DType> {
 }
 
 /// Which attention kernel runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionKernel {
     /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
     /// with head dims (64, 64) or (128, 128), mma.sync otherwise — and everywhere when the
@@ -218,8 +221,9 @@ fn choose_splits(base: usize, slots: usize, max_splits: usize, decode: bool) -> 
 }
 
 /// CTAs per SM of the kernel configuration a batch runs on: `wc_attention_ctas_per_sm`, the
-/// occupancy calculator on this device. K/V are taken in q's dtype; the FP8 decode
-/// configuration is sized to the same occupancy (cuda/attention_gqa.cu, `Cfg::kStages`).
+/// occupancy calculator on this device, asked once per distinct argument set (a decode loop
+/// plans every step). K/V are taken in q's dtype; the FP8 decode configuration is sized to the
+/// same occupancy (cuda/attention_gqa.cu, `Cfg::kStages`).
 fn ctas_per_sm(
     dev: &Device,
     kernel: AttentionKernel,
@@ -230,6 +234,13 @@ fn ctas_per_sm(
     max_q_len: usize,
 ) -> Result<usize> {
     const OP: &str = "AttentionPlan::new";
+    type Key = (usize, AttentionKernel, usize, usize, usize, usize, usize);
+    static KNOWN: OnceLock<Mutex<HashMap<Key, usize>>> = OnceLock::new();
+    let key = (dev.info().ordinal, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len);
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(&n) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(n);
+    }
     check_fits_i32(OP, "max_q_len", max_q_len)?;
     let p = ffi::wc_attention_params {
         num_q_heads: num_q_heads as i32,
@@ -247,7 +258,9 @@ fn ctas_per_sm(
     let mut n = 0i32;
     // SAFETY: p and n are valid for the call; it reads p's scalar fields only and launches nothing.
     check_status(OP, unsafe { ffi::wc_attention_ctas_per_sm(&p, &mut n) })?;
-    Ok(n.max(1) as usize)
+    let n = n.max(1) as usize;
+    known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, n);
+    Ok(n)
 }
 
 /// Whether the wgmma kernel is built for these head dims and the GPU can run it.
