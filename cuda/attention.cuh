@@ -119,15 +119,14 @@ __device__ __forceinline__ float score_log2(const wc_attention_params& p, float 
   return x * kLog2e;
 }
 
-// One key tile's online-softmax step for a thread's two rows (h = 0, 1) in the mma.sync /
+// One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
 // wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
 // column 8i + 2 t4 + e (NS8 blocks of 8 columns), already in the log2 domain and −∞ where
 // masked, and the quad of lanes sharing t4's row holds the row's tile. Updates the running max m
-// and sum l, turns s into probabilities and rescales the output accumulators o (NO8 blocks,
-// same layout).
-template <int NS8, int NO8>
-__device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], float (&l)[2]) {
-  float corr[2];
+// and sum l, turns s into probabilities, and returns in corr the factor by which each row's
+// output accumulators must be rescaled (exp2 of the old max minus the new).
+template <int NS8>
+__device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l)[2], float (&corr)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float tile_max = -INFINITY;
@@ -147,6 +146,11 @@ __device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], 
       l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
     }
   }
+}
+
+// Rescales output accumulators o (NO8 blocks of 8 columns, the same layout) by corr.
+template <int NO8>
+__device__ __forceinline__ void rescale_rows(float* o, const float (&corr)[2]) {
 #pragma unroll
   for (int i = 0; i < NO8; ++i) {
     o[4 * i + 0] *= corr[0];
@@ -154,6 +158,14 @@ __device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], 
     o[4 * i + 2] *= corr[1];
     o[4 * i + 3] *= corr[1];
   }
+}
+
+// softmax_stats, then the output accumulators o (NO8 blocks) rescaled at once.
+template <int NS8, int NO8>
+__device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], float (&l)[2]) {
+  float corr[2];
+  softmax_stats<NS8>(s, m, l, corr);
+  rescale_rows<NO8>(o, corr);
 }
 
 // Launches an attention kernel on the (sequence · kv head, m-tile of bm rows, split) grid; or,

@@ -5,7 +5,7 @@
 // query dtype. sm_90a only (other targets get a trapping stub; ops/attention.rs chooses this
 // kernel only on compute capability 9.0, through wc_attention_params.kernel).
 //
-// CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128, 2 stages.
+// CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128, 3 stages (K + V each).
 //   warpgroup 0    producer (setmaxnreg.dec 56): cp.async of Q (with tile 0) and of every K/V
 //                  tile straight into the 128-byte-swizzled layout the wgmma descriptors read
 //                  (64-element column blocks of rows × 128 bytes, 16-byte unit u of row r at
@@ -13,9 +13,12 @@
 //                  follow it). Per tile: wait for the previous tile's copies, fence them to the
 //                  async proxy (fence.proxy.async), arrive on its full barrier, then wait for a
 //                  free stage (empty barrier) and issue the next tile — one tile in flight while
-//                  the consumers work on the previous one. Key flags: s_ok per key, and s_bad =
+//                  the consumers work on the two before it. Key flags: s_ok per key, and s_bad =
 //                  the index of the last tile loaded into the stage with a missing key.
-//   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile:
+//   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile,
+//   pipelined inside the warpgroup (FlashAttention-3): tile j's Q·Kᵀ is issued, then tile
+//   j − 1's P·V behind it; the softmax of tile j runs once its S is ready, while that P·V still
+//   runs; then O is rescaled by tile j's correction and tile j − 1's stage released.
 //     S = Q Kᵀ   HD / 16 × wgmma m64n128k16, A = Q and B = K from shared memory (K-major);
 //     softmax    mask (skipped for tiles every row sees whole), online max / sum in the log2
 //                domain on the S accumulators (each thread: 2 rows × 32 keys, the mma.sync
@@ -23,16 +26,17 @@
 //     O += P V   8 × wgmma m64nHDk16 with P straight from the S accumulators as the register A
 //                operand (the accumulator layout of a k16 column pair is the A fragment
 //                layout) and V from shared memory as an MN-major B operand (V rows [key][d]
-//                are N-major); then lane 0 of each warp arrives on the stage's empty barrier.
+//                are N-major); once it retires, lane 0 of each warp arrives on the stage's empty
+//                barrier.
 //   The consumer warpgroups are not kept in lockstep (no block barrier in the loop): one's
 //   softmax can overlap the other's wgmmas.
 //
-// Shared memory (HD 128): Q 32 KB + 2 × (K 32 KB + V 32 KB) + flags = 161 KB: 1 CTA per SM
-// (HD 64: 81 KB). Registers: consumers S 64 + O HD / 2 + P 32 per thread.
+// Shared memory (HD 128): Q 32 KB + 3 × (K 32 KB + V 32 KB) + flags = 225.6 KB of the 227 KB a
+// CTA may have: 1 CTA per SM (HD 64: 113 KB). Registers: consumers S 64 + O HD / 2 + P 32 per
+// thread, all live across the pipelined step.
 //
 // Floor (H200, 989 TFLOP/s dense bf16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12 FLOP ->
-// 2.2 ms. A warpgroup does not yet overlap its own softmax with its next Q·Kᵀ (FlashAttention-3's
-// intra-warpgroup pipelining); see docs/attention.md for the prediction.
+// 2.2 ms. See docs/attention.md for the prediction.
 #include "attention.cuh"
 #include "sm90.cuh"
 
@@ -43,12 +47,12 @@ template <int HD>
 struct Sm90Attn {
   static constexpr int kBM = 128;  // query rows per CTA: 64 per consumer warpgroup
   static constexpr int kBN = 128;  // keys per tile
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;  // the consumers hold two (tile it's K, tile it - 1's V)
   static constexpr int kThreads = 384;         // producer warpgroup + 2 consumer warpgroups
   static constexpr int kQ = kBM * HD * 2;      // bytes
   static constexpr int kTile = kBN * HD * 2;   // one K or V stage
   static constexpr int kFlags = kStages * (kBN + 1) * 4;  // per stage: key flags, bad-tile mark
-  static constexpr int kSmem = kQ + 2 * kStages * kTile + kFlags + 2 * kStages * 8;
+  static constexpr int kSmem = kQ + 2 * kStages * kTile + 2 * kStages * 8 + kFlags;  // barriers before flags
   static_assert(HD == 64 || HD == 128, "head dims built: 64, 128");
   static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
 };
@@ -70,10 +74,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   uint8_t* sq = smem;
   uint8_t* sk = smem + C::kQ;        // stage s at sk + s · kTile
   uint8_t* sv = sk + S * C::kTile;
-  int* s_ok = reinterpret_cast<int*>(sv + S * C::kTile);  // [S][BN]: key exists
-  int* s_bad = s_ok + S * BN;        // [S]: index of the last tile loaded there with a missing key
-  uint64_t* full = reinterpret_cast<uint64_t*>(s_bad + S);
+  uint64_t* full = reinterpret_cast<uint64_t*>(sv + S * C::kTile);  // mbarriers: 8-byte aligned
   uint64_t* empty = full + S;
+  int* s_ok = reinterpret_cast<int*>(empty + S);  // [S][BN]: key exists
+  int* s_bad = s_ok + S * BN;        // [S]: index of the last tile loaded there with a missing key
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;  // the whole CTA leaves together
@@ -148,6 +152,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   const Visibility vis = visibility(p, w, BM, kv_hi);
 
   float o[HD / 2], s[BN / 2];
+  uint32_t a[BN / 16][4];  // P of the previous tile, the register A operand of O += P V
 #pragma unroll
   for (int i = 0; i < HD / 2; ++i) o[i] = 0.0f;
 #pragma unroll
@@ -155,14 +160,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float qk_scale = p.scale * p.k_scale;
 
-  for (int it = 0; it < n_iter; ++it) {
-    const int st = it % S;
-    mbar_wait(&full[st], (it / S) & 1);
+  // S = Q Kᵀ of the tile in stage st, issued (not waited for): k16 slice kk is 32 bytes into
+  // 128-byte row block kk / 4.
+  auto issue_s = [&](int st) {
     const uint8_t* k_t = sk + st * C::kTile;
-    const uint8_t* v_t = sv + st * C::kTile;
-
-    // S = Q Kᵀ: k16 slice kk is 32 bytes into 128-byte row block kk / 4.
-    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < HD / 16; ++kk) {
       const int col = (kk % 4) * 32;
@@ -171,12 +172,21 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       wgmma_m64n128k16_ss<T>(s, da, db, kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+  };
+  // O += P V with the tile in stage st, issued: keys 16 ks .. 16 ks + 15 are S's n8 blocks 2 ks
+  // and 2 ks + 1; V's 16 rows from key 16 ks are 2048 bytes into each 64-column block (LBO: the
+  // next block, BN rows on).
+  auto issue_pv = [&](int st) {
+    const uint8_t* v_t = sv + st * C::kTile;
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
-
-    // Scale, soft-cap, mask (not needed when every row sees every key of the tile); online
-    // softmax (rows g and g + 8 of this warp's 16, a quad per row).
+    for (int ks = 0; ks < BN / 16; ++ks)
+      wgmma_rs<T, HD>(o, a[ks], desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128), 1);
+    wgmma_commit();
+  };
+  // Scale, soft-cap, mask (not needed when every row sees every key of the tile) and the online
+  // softmax statistics of tile `it` in stage st (rows g and g + 8 of this warp's 16, a quad per
+  // row): s becomes P; corr is the factor for O.
+  auto softmax = [&](int it, int st, float (&corr)[2]) {
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
     const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
@@ -190,11 +200,9 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
         s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
       }
     }
-    softmax_step<BN / 8, HD / 8>(s, o, m, l);
-
-    // O += P V: keys 16 ks .. 16 ks + 15 are S's n8 blocks 2 ks and 2 ks + 1; V's 16 rows from
-    // key 16 ks are 2048 bytes into each 64-column block (LBO: the next block, BN rows on).
-    uint32_t a[BN / 16][4];
+    softmax_stats<BN / 8>(s, m, l, corr);
+  };
+  auto pack_p = [&]() {
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks) {
       a[ks][0] = pack2<T>(s[8 * ks + 0], s[8 * ks + 1]);
@@ -202,19 +210,61 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       a[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
       a[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
     }
-    wgmma_fence();
+  };
+  auto fence_s = [&]() {
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks)
-      wgmma_rs<T, HD>(o, a[ks], desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128), 1);
-    wgmma_commit();
-    wgmma_wait<0>();
+    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+  };
+  auto fence_o_p = [&]() {
 #pragma unroll
     for (int i = 0; i < HD / 2; ++i) fence_operand(o[i]);
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks)
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand_u32(a[ks][r]);
-    if (lane == 0) mbar_arrive(&empty[st]);  // this warp is done with the stage
+  };
+
+  // Intra-warpgroup pipelining (FlashAttention-3): tile it's Q·Kᵀ runs on the tensor core while
+  // the previous tile's P·V is queued behind it, and the softmax of tile it runs while that P·V
+  // finishes. O is rescaled by tile it's correction only after the P·V of tile it − 1 (scaled
+  // to the old max) has landed in it. A stage is released when its P·V is done, so the
+  // consumers hold two stages and the producer fills the third.
+  if (n_iter > 0) {
+    mbar_wait(&full[0], 0);
+    wgmma_fence();
+    issue_s(0);
+    wgmma_wait<0>();
+    fence_s();
+    float corr[2];
+    softmax(0, 0, corr);  // O is zero: nothing to rescale
+    pack_p();
+  }
+  for (int it = 1; it < n_iter; ++it) {
+    const int st = it % S, prev = (it - 1) % S;
+    mbar_wait(&full[st], (it / S) & 1);
+    fence_s();
+    fence_o_p();
+    wgmma_fence();
+    issue_s(st);
+    issue_pv(prev);
+    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run
+    fence_s();
+    float corr[2];
+    softmax(it, st, corr);
+    wgmma_wait<0>();
+    fence_o_p();
+    if (lane == 0) mbar_arrive(&empty[prev]);  // this warp is done with tile it − 1's stage
+    rescale_rows<HD / 8>(o, corr);
+    pack_p();
+  }
+  if (n_iter > 0) {
+    const int last = (n_iter - 1) % S;
+    fence_o_p();
+    wgmma_fence();
+    issue_pv(last);
+    wgmma_wait<0>();
+    fence_o_p();
+    if (lane == 0) mbar_arrive(&empty[last]);
   }
 
   // Epilogue from registers: thread holds rows g, g + 8, columns 8 i + 2 t4 + 0..1.

@@ -85,6 +85,14 @@ SEEDS = {
     # wgmma attention: P's register A fragment with its k halves swapped (a[1] <-> a[2]).
     "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);",
                    "a[ks][1] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);"),
+    # wgmma attention, pipelined loop: a stage is released before the P·V reading its V retires.
+    "sm90_early_release": ("attention", "attention_sm90.cu",
+                           "    wgmma_wait<0>();\n    fence_o_p();\n    if (lane == 0) mbar_arrive(&empty[prev]);",
+                           "    if (lane == 0) mbar_arrive(&empty[prev]);\n    wgmma_wait<0>();\n    fence_o_p();"),
+    # wgmma attention, pipelined loop: O rescaled before the previous tile's P·V has landed in it.
+    "sm90_early_rescale": ("attention", "attention_sm90.cu",
+                           "    softmax(it, st, corr);\n    wgmma_wait<0>();",
+                           "    softmax(it, st, corr);\n    rescale_rows<HD / 8>(o, corr);\n    wgmma_wait<0>();"),
     # wgmma attention: Q·Kᵀ k16 slices 16 bytes apart instead of 32.
     "sm90_kslice": ("attention", "attention_sm90.cu", "const int col = (kk % 4) * 32;", "const int col = (kk % 4) * 16;"),
     # select_rows accepts index == src_rows.
