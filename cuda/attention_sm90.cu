@@ -10,10 +10,10 @@
 //                  tile straight into the 128-byte-swizzled layout the wgmma descriptors read
 //                  (64-element column blocks of rows × 128 bytes, 16-byte unit u of row r at
 //                  u ^ (r % 8)); paged K/V go row by row through the block table (TMA cannot
-//                  follow it). Per tile: wait for the previous tile's copies, fence them to the
-//                  async proxy (fence.proxy.async), arrive on its full barrier, then wait for a
-//                  free stage (empty barrier) and issue the next tile — one tile in flight while
-//                  the consumers work on the two before it. Key flags: s_ok per key, and s_bad =
+//                  follow it). Per tile: wait for a free stage (empty barrier) and issue the
+//                  tile, then wait for the previous tile's copies, fence them to the async
+//                  proxy (fence.proxy.async) and arrive on its full barrier — two tiles in
+//                  flight while the consumers hold the two before them. Key flags: s_ok per key, and s_bad =
 //                  the index of the last tile loaded into the stage with a missing key.
 //   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile,
 //   pipelined inside the warpgroup (FlashAttention-3): tile j's Q·Kᵀ is issued, then tile
@@ -28,8 +28,8 @@
 //                layout) and V from shared memory as an MN-major B operand (V rows [key][d]
 //                are N-major); once it retires, lane 0 of each warp arrives on the stage's empty
 //                barrier.
-//   The consumer warpgroups are not kept in lockstep (no block barrier in the loop): one's
-//   softmax can overlap the other's wgmmas.
+//   The two consumer warpgroups take turns issuing their wgmmas (ping-pong: named barriers 1
+//   and 2), so that one's softmax overlaps the other's tensor-core work.
 //
 // Shared memory (HD 128): Q 32 KB + 3 × (K 32 KB + V 32 KB) + flags = 225.6 KB of the 227 KB a
 // CTA may have: 1 CTA per SM (HD 64: 113 KB). Registers: consumers S 64 + O HD / 2 + P 32 per
@@ -98,9 +98,9 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
-    // cp.async straight into the swizzled layout; per tile: wait for the previous tile's copies,
-    // fence them to the async proxy and arrive on its full barrier, then wait for a free stage
-    // and issue the next tile (one tile in flight while the consumers work on the previous one).
+    // cp.async straight into the swizzled layout; per tile: wait for a free stage and issue the
+    // tile, then wait for the previous tile's copies, fence them to the async proxy and arrive
+    // on its full barrier (two tiles in flight).
     setmaxnreg_dec<56>();
     const int tid = threadIdx.x;
     const T* kg = static_cast<const T*>(p.k);
@@ -125,13 +125,18 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       load_tile(0);
     }
     for (int it = 1; it <= n_iter; ++it) {
-      cp_async_wait<0>();
-      fence_proxy_async_smem();
-      mbar_arrive(&full[(it - 1) % S]);
+      // Tile it goes out as soon as its stage is free, before tile it - 1 has landed: two tiles
+      // in flight. Waiting for that stage cannot block the consumers: its previous tile, it - 3,
+      // is released in their iteration it - 2, which needs only tiles up to it - 2 (signalled).
       if (it < n_iter) {
         mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
         load_tile(it);
+        cp_async_wait<1>();  // tile it - 1 has landed
+      } else {
+        cp_async_wait<0>();
       }
+      fence_proxy_async_smem();
+      mbar_arrive(&full[(it - 1) % S]);
     }
     return;
   }
@@ -229,10 +234,26 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   // finishes. O is rescaled by tile it's correction only after the P·V of tile it − 1 (scaled
   // to the old max) has landed in it. A stage is released when its P·V is done, so the
   // consumers hold two stages and the producer fills the third.
+  //
+  // Ping-pong between the two consumer warpgroups (FlashAttention-3's inter-warpgroup
+  // schedule): they take turns issuing their wgmmas — named barrier 1 + cw is this
+  // warpgroup's turn, given by the other arriving on it after issuing its own — so that one's
+  // softmax runs under the other's tensor-core work. There are n_iter + 1 issue phases (S of
+  // tile 0; S of tile it with P·V of tile it − 1; P·V of the last tile); warpgroup 1 opens the
+  // first turn of warpgroup 0 and skips its last hand-over, which leaves every barrier whole.
+  const int phases = n_iter > 0 ? n_iter + 1 : 0;
+  auto my_turn = [&]() { named_barrier_sync(1 + cw, 256); };
+  auto hand_over = [&](int phase) {
+    if (cw == 0 || phase + 1 < phases) named_barrier_arrive(2 - cw, 256);
+  };
+  if (cw == 1 && phases > 0) named_barrier_arrive(1, 256);
+
   if (n_iter > 0) {
     mbar_wait(&full[0], 0);
+    my_turn();
     wgmma_fence();
     issue_s(0);
+    hand_over(0);
     wgmma_wait<0>();
     fence_s();
     float corr[2];
@@ -244,9 +265,11 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     mbar_wait(&full[st], (it / S) & 1);
     fence_s();
     fence_o_p();
+    my_turn();
     wgmma_fence();
     issue_s(st);
     issue_pv(prev);
+    hand_over(it);
     wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run
     fence_s();
     float corr[2];
@@ -260,8 +283,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   if (n_iter > 0) {
     const int last = (n_iter - 1) % S;
     fence_o_p();
+    my_turn();
     wgmma_fence();
     issue_pv(last);
+    hand_over(n_iter);
     wgmma_wait<0>();
     fence_o_p();
     if (lane == 0) mbar_arrive(&empty[last]);

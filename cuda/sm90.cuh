@@ -114,6 +114,10 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// Arrives on barrier `id` without waiting (the producer side of a bar.sync by other threads).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // ------------------------------------------------------------------ FP8 wgmma instructions
 // Accumulator layout (m64nN, f32): warp w of the warpgroup owns rows 16w .. 16w + 15; lane l

@@ -73,12 +73,12 @@ SEEDS = {
     "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
                    "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),
     # wgmma attention: the cp.async writes are not fenced to the async proxy before the wgmmas read them.
-    "sm90_proxy": ("attention", "attention_sm90.cu", "cp_async_wait<0>();\n      fence_proxy_async_smem();",
-                   "cp_async_wait<0>();"),
+    "sm90_proxy": ("attention", "attention_sm90.cu", "      }\n      fence_proxy_async_smem();\n      mbar_arrive",
+                   "      }\n      mbar_arrive"),
     # wgmma attention: the producer signals a tile full before its copies have landed.
     "sm90_early_full": ("attention", "attention_sm90.cu",
-                        "cp_async_wait<0>();\n      fence_proxy_async_smem();\n      mbar_arrive(&full[(it - 1) % S]);",
-                        "mbar_arrive(&full[(it - 1) % S]);\n      cp_async_wait<0>();\n      fence_proxy_async_smem();"),
+                        "cp_async_wait<1>();  // tile it - 1 has landed",
+                        "cp_async_wait<2>();  // seeded: tile it - 1 may not have landed"),
     # wgmma attention: the producer's first wait on a stage's empty barrier expects a completed phase (deadlock).
     "sm90_empty_phase": ("attention", "attention_sm90.cu", "mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);",
                          "mbar_wait(&empty[it % S], (it / S) & 1);"),
@@ -93,6 +93,12 @@ SEEDS = {
     "sm90_early_rescale": ("attention", "attention_sm90.cu",
                            "    softmax(it, st, corr);\n    wgmma_wait<0>();",
                            "    softmax(it, st, corr);\n    rescale_rows<HD / 8>(o, corr);\n    wgmma_wait<0>();"),
+    # wgmma attention, ping-pong: warpgroup 1 hands over after its last phase too (a half-arrived barrier).
+    "sm90_turn_count": ("attention", "attention_sm90.cu",
+                        "if (cw == 0 || phase + 1 < phases) named_barrier_arrive(2 - cw, 256);",
+                        "named_barrier_arrive(2 - cw, 256);"),
+    # wgmma attention, ping-pong: nobody opens warpgroup 0's first turn (deadlock).
+    "sm90_turn_open": ("attention", "attention_sm90.cu", "if (cw == 1 && phases > 0) named_barrier_arrive(1, 256);", ""),
     # wgmma attention: Q·Kᵀ k16 slices 16 bytes apart instead of 32.
     "sm90_kslice": ("attention", "attention_sm90.cu", "const int col = (kk % 4) * 32;", "const int col = (kk % 4) * 16;"),
     # select_rows accepts index == src_rows.
@@ -205,6 +211,7 @@ PTX_BODIES = [
     (r"void setmaxnreg_inc\(\)", ""),
     (r"void setmaxnreg_dec\(\)", ""),
     (r"void named_barrier_sync\(int id, int threads\)", "::emu::sm90::named_barrier_sync(id, threads);"),
+    (r"void named_barrier_arrive\(int id, int threads\)", "::emu::sm90::named_barrier_arrive(id, threads);"),
     (r"void fence_proxy_async_smem\(\)", "::emu::sm90::fence_proxy_async();"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",

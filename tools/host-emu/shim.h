@@ -110,6 +110,7 @@ inline unsigned char* dyn_smem() { return block->smem; }
 // Hooks of shim_sm90.h (mbarriers, warpgroups): per block and per exiting thread.
 void sm90_block_begin(unsigned threads);
 void sm90_thread_exit();
+void sm90_block_end();  // after every thread exited: no named barrier left half-arrived
 void sm90_generic_write(const void* dst, size_t bytes);  // for the missing-proxy-fence check
 
 inline bool in_dyn_smem(const void* p, size_t bytes) {
@@ -476,6 +477,7 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args)
             b.bar.arrive_and_drop();
           });
         for (auto& th : ts) th.join();
+        sm90_block_end();
         free(b.smem);
         block = nullptr;
       }

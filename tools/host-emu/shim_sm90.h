@@ -276,6 +276,20 @@ inline void named_barrier_sync(int id, int threads) {
   wait_until(lk, [&] { return b.gen != gen; }, "bar.sync");
 }
 
+// bar.arrive: counts towards the barrier's current generation without waiting for it.
+inline void named_barrier_arrive(int id, int threads) {
+  if (id < 0 || id > 15 || threads <= 0 || threads % 32) EMU_FAIL("bar.arrive %d, %d: bad id or thread count", id, threads);
+  std::lock_guard<std::mutex> lk(state->mu);
+  NamedBar& b = state->named[id];
+  if (b.arrived == 0) b.expected = threads;
+  else if (b.expected != threads) EMU_FAIL("bar.arrive %d with %d threads while others expect %d", id, threads, b.expected);
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    ++b.gen;
+    state->cv.notify_all();
+  }
+}
+
 // ------------------------------------------------------------------ wgmma
 // All threads of the warpgroup meet; thread 0 checks that they are at the same instruction.
 // `regs` (register A operands): every thread's four registers, gathered for all of them.
@@ -500,6 +514,10 @@ inline void sm90_block_begin(unsigned threads) {
   sm90::state->unfenced = std::make_unique<std::atomic<int>[]>(sm90::state->units);  // value-initialised: 0
   for (unsigned first = 0; first < threads; first += 128)
     sm90::state->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
+}
+inline void sm90_block_end() {
+  for (const auto& [id, b] : sm90::state->named)
+    if (b.arrived != 0) EMU_FAIL("a block ends with %d of %d arrivals on named barrier %d", b.arrived, b.expected, id);
 }
 inline void sm90_thread_exit() {
   if (!sm90::t_open.empty() || !sm90::t_groups.empty()) EMU_FAIL("thread %u exits with wgmma in flight", linear_tid());
