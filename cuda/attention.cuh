@@ -112,12 +112,19 @@ __device__ __forceinline__ Visibility visibility(const wc_attention_params& p, c
   return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? pos_hi - p.window_left : INT32_MIN};
 }
 
-// A raw q·k product -> the softmax's exponent in the log2 domain (scale, soft-cap).
-__device__ __forceinline__ float score_log2(const wc_attention_params& p, float qk_scale, float qk) {
-  float x = qk * qk_scale;
-  if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
-  return x * kLog2e;
-}
+// A raw q·k product -> the softmax's exponent in the log2 domain: qk · scale · log2(e), or with
+// a soft-cap c: c · tanh(qk · scale / c) · log2(e) (scale = p.scale · p.k_scale). The factors
+// are folded once per CTA, so a score costs one multiply without a soft-cap.
+struct ScoreMap {
+  float pre, post;
+  bool capped;
+  __device__ __forceinline__ static ScoreMap of(const wc_attention_params& p) {
+    const float scale = p.scale * p.k_scale;
+    const bool capped = p.softcap > 0.0f;
+    return {capped ? scale / p.softcap : scale * kLog2e, capped ? p.softcap * kLog2e : 1.0f, capped};
+  }
+  __device__ __forceinline__ float operator()(float qk) const { return capped ? tanhf(qk * pre) * post : qk * pre; }
+};
 
 // One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
 // wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at

@@ -18,12 +18,13 @@
 //                   up to head_dim 128; MT = 1, BM = 64 above: kPrefillTiles);
 //   decode config:  1 warp along m (BM = 16 rows), 4 (or 2) warps split each key tile,
 //                   combined in the epilogue. Chosen when max_q_len · group <= 16.
-// Pipeline: a ring of kStages K/V tiles filled by cp.async (Cfg::kStages: 3 for decode and the
-// two-tile prefill, 4 raw stages for FP8 decode, 2 above head_dim 128), one barrier per key
-// tile: wait for the current tile, barrier, refill the stage the previous tile used, then
-// S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles every row sees whole), online softmax in
-// the log2 domain (attention.cuh's softmax_step), O += P V with P taken straight from the S
-// accumulators (ldmatrix.trans for V). Epilogue through shared memory: combine the key-splitting warps, normalise, write
+// Pipeline: a ring of Cfg::kStages K/V tiles filled by cp.async (on Hopper 3 for decode and the
+// two-tile prefill, 4 raw stages for FP8 decode, 2 above head_dim 128; fewer where shared
+// memory is smaller), one barrier per key tile: wait for the current tile, barrier, refill the
+// stage the previous tile used, then S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles every
+// row sees whole), online softmax in the log2 domain (attention.cuh's softmax_step), O += P V
+// with P taken straight from the S accumulators (ldmatrix.trans for V). Epilogue through
+// shared memory: combine the key-splitting warps, normalise, write
 // out (and lse) or the split's f32 partials.
 //
 // Shared memory rows are padded by 16 bytes (pitch = head_dim + 8 elements), which makes the
@@ -194,7 +195,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   constexpr bool kQInRegs = WARPS_N == 1 && MT == 1 && HD <= 192;
   uint32_t qf[kQInRegs ? HD / 16 : 1][4];
 
-  const float qk_scale = p.scale * p.k_scale;
+  const ScoreMap score = ScoreMap::of(p);
   const int n_iter = w.tile_end - w.tile_begin;
   // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
   // ok_bits bit s: every key this thread loaded into stage s exists.
@@ -277,7 +278,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
         for (int e = 0; e < 4; ++e) {
           const int h = e >> 1;
           const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
-          const float x = score_log2(p, qk_scale, s[mt][i][e]);
+          const float x = score(s[mt][i][e]);
           s[mt][i][e] =
               (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
         }

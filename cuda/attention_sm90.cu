@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const float qk_scale = p.scale * p.k_scale;
+  const ScoreMap score = ScoreMap::of(p);
 
   // S = Q Kᵀ of the tile in stage st, issued (not waited for): k16 slice kk is 32 bytes into
   // 128-byte row block kk / 4.
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       for (int e = 0; e < 4; ++e) {
         const int h = e >> 1;
         const int col = i * 8 + 2 * t4 + (e & 1);
-        const float x = score_log2(p, qk_scale, s[4 * i + e]);
+        const float x = score(s[4 * i + e]);
         s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
       }
     }

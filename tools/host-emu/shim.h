@@ -112,6 +112,7 @@ void sm90_block_begin(unsigned threads);
 void sm90_thread_exit();
 void sm90_block_end();  // after every thread exited: no named barrier left half-arrived
 void sm90_generic_write(const void* dst, size_t bytes);  // for the missing-proxy-fence check
+void sm90_async_write(const void* dst, size_t bytes);    // cp.async into a stage a wgmma may still read
 
 inline bool in_dyn_smem(const void* p, size_t bytes) {
   auto a = reinterpret_cast<const unsigned char*>(p);
@@ -296,6 +297,7 @@ inline void cp_do(const Copy& c) {
 inline void cp_async16(void* dst, const void* src, bool valid) {
   if (!in_dyn_smem(dst, 16) || (reinterpret_cast<uintptr_t>(dst) & 15)) EMU_FAIL("cp.async dst %p not 16B in smem", dst);
   if (valid && (reinterpret_cast<uintptr_t>(src) & 15)) EMU_FAIL("cp.async src %p misaligned", src);
+  sm90_async_write(dst, 16);
   const Copy c{dst, src, valid};
   if (cp_eager) cp_do(c);
   else t_cp_open.push_back(c);

@@ -508,6 +508,17 @@ inline void wgmma_wait(int n) {
 }  // namespace sm90
 
 inline void sm90_generic_write(const void* dst, size_t bytes) { sm90::generic_write(dst, bytes); }
+// A cp.async issued into shared memory that a wgmma may still read: its thread arrived on the
+// barrier this thread last waited for before the wgmma retired (the TMA check's counterpart).
+inline void sm90_async_write(const void* dst, size_t bytes) {
+  if (!sm90::state) return;
+  const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
+  for (const sm90::Range& r : sm90::t_released)
+    if (sm90::overlaps(r, {o, o + bytes}))
+      EMU_FAIL("cp.async into smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the "
+               "barrier this thread waited for before the wgmma retired",
+               o, o + bytes, r.lo, r.hi);
+}
 inline void sm90_block_begin(unsigned threads) {
   sm90::state = std::make_unique<sm90::State>();
   sm90::state->units = (block->smem_bytes + 15) / 16;
