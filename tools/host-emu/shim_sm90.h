@@ -260,34 +260,30 @@ inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, i
 }
 
 // ------------------------------------------------------------------ named barriers
-inline void named_barrier_sync(int id, int threads) {
-  if (id < 0 || id > 15 || threads <= 0 || threads % 32) EMU_FAIL("bar.sync %d, %d: bad id or thread count", id, threads);
-  std::unique_lock<std::mutex> lk(state->mu);
+// Counts the calling thread towards barrier `id`'s current generation (state->mu held); true
+// when that completed the generation.
+inline bool named_count(int id, int threads, const char* op) {
+  if (id < 0 || id > 15 || threads <= 0 || threads % 32) EMU_FAIL("%s %d, %d: bad id or thread count", op, id, threads);
   NamedBar& b = state->named[id];
   if (b.arrived == 0) b.expected = threads;
-  else if (b.expected != threads) EMU_FAIL("bar.sync %d with %d threads while others expect %d", id, threads, b.expected);
-  if (++b.arrived == b.expected) {
-    b.arrived = 0;
-    ++b.gen;
-    state->cv.notify_all();
-    return;
-  }
+  else if (b.expected != threads) EMU_FAIL("%s %d with %d threads while others expect %d", op, id, threads, b.expected);
+  if (++b.arrived < b.expected) return false;
+  b.arrived = 0;
+  ++b.gen;
+  state->cv.notify_all();
+  return true;
+}
+inline void named_barrier_sync(int id, int threads) {
+  std::unique_lock<std::mutex> lk(state->mu);
+  NamedBar& b = state->named[id & 15];
   const uint64_t gen = b.gen;
+  if (named_count(id, threads, "bar.sync")) return;
   wait_until(lk, [&] { return b.gen != gen; }, "bar.sync");
 }
-
 // bar.arrive: counts towards the barrier's current generation without waiting for it.
 inline void named_barrier_arrive(int id, int threads) {
-  if (id < 0 || id > 15 || threads <= 0 || threads % 32) EMU_FAIL("bar.arrive %d, %d: bad id or thread count", id, threads);
   std::lock_guard<std::mutex> lk(state->mu);
-  NamedBar& b = state->named[id];
-  if (b.arrived == 0) b.expected = threads;
-  else if (b.expected != threads) EMU_FAIL("bar.arrive %d with %d threads while others expect %d", id, threads, b.expected);
-  if (++b.arrived == b.expected) {
-    b.arrived = 0;
-    ++b.gen;
-    state->cv.notify_all();
-  }
+  named_count(id, threads, "bar.arrive");
 }
 
 // ------------------------------------------------------------------ wgmma
