@@ -112,28 +112,48 @@ __device__ __forceinline__ Visibility visibility(const wc_attention_params& p, c
   return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? pos_hi - p.window_left : INT32_MIN};
 }
 
-// A raw q·k product -> the softmax's exponent in the log2 domain: qk · scale · log2(e), or with
-// a soft-cap c: c · tanh(qk · scale / c) · log2(e) (scale = p.scale · p.k_scale). The factors
-// are folded once per CTA, so a score costs one multiply without a soft-cap.
+// 2^x as MUFU.EX2 alone (ex2.approx.ftz): exp2f adds a range test and two predicated multiplies
+// per call to keep results below 2^-126 subnormal; a probability that small is 0 to the
+// softmax's f32 sums (the GPU's ex2 is within 2 ulp either way).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// How a raw q·k product becomes the softmax's exponent in the log2 domain: qk · scale · log2(e),
+// or with a soft-cap c: c · tanh(qk · scale / c) · log2(e) (scale = p.scale · p.k_scale). Without
+// a soft-cap (and with a positive scale) the scores stay raw (`folded`): the tile max of the raw
+// scores times `unit` is the max of the exponents, and the softmax applies `unit` in the same
+// FFMA that subtracts the max. Otherwise `operator()` maps each score and `unit` is 1.
 struct ScoreMap {
-  float pre, post;
-  bool capped;
+  float pre, post, unit;
+  bool capped, folded;
   __device__ __forceinline__ static ScoreMap of(const wc_attention_params& p) {
     const float scale = p.scale * p.k_scale;
-    const bool capped = p.softcap > 0.0f;
-    return {capped ? scale / p.softcap : scale * kLog2e, capped ? p.softcap * kLog2e : 1.0f, capped};
+    ScoreMap m;
+    m.capped = p.softcap > 0.0f;
+    m.folded = !m.capped && scale * kLog2e > 0.0f;
+    m.pre = m.capped ? scale / p.softcap : scale * kLog2e;
+    m.post = m.capped ? p.softcap * kLog2e : 1.0f;
+    m.unit = m.folded ? scale * kLog2e : 1.0f;
+    return m;
   }
-  __device__ __forceinline__ float operator()(float qk) const { return capped ? tanhf(qk * pre) * post : qk * pre; }
+  // The score softmax_stats takes for a raw product (the raw product itself when folded).
+  __device__ __forceinline__ float operator()(float qk) const {
+    return folded ? qk : capped ? tanhf(qk * pre) * post : qk * pre;
+  }
 };
 
 // One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
 // wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
-// column 8i + 2 t4 + e (NS8 blocks of 8 columns), already in the log2 domain and −∞ where
-// masked, and the quad of lanes sharing t4's row holds the row's tile. Updates the running max m
-// and sum l, turns s into probabilities, and returns in corr the factor by which each row's
-// output accumulators must be rescaled (exp2 of the old max minus the new).
+// column 8i + 2 t4 + e (NS8 blocks of 8 columns), −∞ where masked, and the quad of lanes sharing
+// t4's row holds the row's tile. The exponent of a score is s · unit in the log2 domain
+// (ScoreMap; unit > 0). Updates the running max m and sum l (in exponent units), turns s into
+// probabilities, and returns in corr the factor by which each row's output accumulators must be
+// rescaled (exp2 of the old max minus the new).
 template <int NS8>
-__device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l)[2], float (&corr)[2]) {
+__device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l)[2], float (&corr)[2], float unit) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float tile_max = -INFINITY;
@@ -141,15 +161,15 @@ __device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l
     for (int i = 0; i < NS8; ++i) tile_max = fmaxf(tile_max, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    const float m_new = fmaxf(m[h], tile_max);
+    const float m_new = fmaxf(m[h], tile_max * unit);
     const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
-    corr[h] = exp2f(m[h] - base);
+    corr[h] = exp2_ftz(m[h] - base);
     m[h] = m_new;
     l[h] *= corr[h];
 #pragma unroll
     for (int i = 0; i < NS8; ++i) {
-      s[4 * i + 2 * h] = exp2f(s[4 * i + 2 * h] - base);
-      s[4 * i + 2 * h + 1] = exp2f(s[4 * i + 2 * h + 1] - base);
+      s[4 * i + 2 * h] = exp2_ftz(fmaf(s[4 * i + 2 * h], unit, -base));
+      s[4 * i + 2 * h + 1] = exp2_ftz(fmaf(s[4 * i + 2 * h + 1], unit, -base));
       l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
     }
   }
@@ -169,9 +189,9 @@ __device__ __forceinline__ void rescale_rows(float* o, const float (&corr)[2]) {
 
 // softmax_stats, then the output accumulators o (NO8 blocks) rescaled at once.
 template <int NS8, int NO8>
-__device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], float (&l)[2]) {
+__device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], float (&l)[2], float unit) {
   float corr[2];
-  softmax_stats<NS8>(s, m, l, corr);
+  softmax_stats<NS8>(s, m, l, corr, unit);
   rescale_rows<NO8>(o, corr);
 }
 

@@ -269,22 +269,25 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
 
     // Scale, soft-cap, mask (not needed when every row sees every key of the tile); online
     // softmax.
+    // (The common case, a tile every row sees whole without a soft-cap, leaves the raw scores
+    // as they are: the softmax's FFMA applies the scale.)
     const bool unmasked = keys_exist && vis.all_see(n0, BN);
+    if (!(unmasked && score.folded)) {
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int i = 0; i < KW / 8; ++i) {
+        for (int i = 0; i < KW / 8; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
-          const float x = score(s[mt][i][e]);
-          s[mt][i][e] =
-              (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
-        }
-      }
-      softmax_step<KW / 8, HDV / 8>(&s[mt][0][0], &o[mt][0][0], m[mt], l[mt]);
+          for (int e = 0; e < 4; ++e) {
+            const int h = e >> 1;
+            const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
+            const float x = score(s[mt][i][e]);
+            s[mt][i][e] =
+                (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
+          }
     }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) softmax_step<KW / 8, HDV / 8>(&s[mt][0][0], &o[mt][0][0], m[mt], l[mt], score.unit);
 
     // O += P V: P from the S accumulators (two n-tiles make one 16-key A fragment); each V
     // fragment serves every m-tile.
@@ -464,7 +467,7 @@ wc_status launch_merge(const wc_attention_params& p, cudaStream_t s) {
   return launch_status();
 }
 
-// 16-row tiles per warp of the prefill configuration (src/ops/attention.rs plans 16 · 4 · this
+// 16-row tiles per warp of the prefill configuration (src/ops/attention/plan.rs plans 16 · 4 · this
 // rows per CTA): two up to head_dim 128, which halves the K and V fragment loads per FLOP; one
 // above (registers).
 template <int HD, int HDV>

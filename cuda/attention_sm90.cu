@@ -2,7 +2,7 @@
 // contract and work split as attention_gqa.cu's prefill configuration (varlen, contiguous or
 // paged K/V, GQA packing, bottom-right causal, sliding window, soft-cap, split-KV partials,
 // LSE), for bf16 / f16 with (head_dim, head_dim_v) = (64, 64) or (128, 128) and K/V in the
-// query dtype. sm_90a only (other targets get a trapping stub; ops/attention.rs chooses this
+// query dtype. sm_90a only (other targets get a trapping stub; ops/attention/plan.rs chooses this
 // kernel only on compute capability 9.0, through wc_attention_params.kernel).
 //
 // CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128, 3 stages (K + V each).
@@ -13,8 +13,9 @@
 //                  follow it). Per tile: wait for a free stage (empty barrier) and issue the
 //                  tile, then wait for the previous tile's copies, fence them to the async
 //                  proxy (fence.proxy.async) and arrive on its full barrier — two tiles in
-//                  flight while the consumers hold the two before them. Key flags: s_ok per key, and s_bad =
-//                  the index of the last tile loaded into the stage with a missing key.
+//                  flight while the consumers hold the two before them. Key flags: s_ok per
+//                  key, and s_bad = the index of the last tile loaded into the stage with a
+//                  missing key.
 //   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile,
 //   pipelined inside the warpgroup (FlashAttention-3): tile j's Q·Kᵀ is issued, then tile
 //   j − 1's P·V behind it; the softmax of tile j runs once its S is ready, while that P·V still
@@ -195,17 +196,19 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
     const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
+    if (!(unmasked && score.folded)) {  // else the raw scores go to the softmax as they are
 #pragma unroll
-    for (int i = 0; i < BN / 8; ++i) {
+      for (int i = 0; i < BN / 8; ++i) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1;
-        const int col = i * 8 + 2 * t4 + (e & 1);
-        const float x = score(s[4 * i + e]);
-        s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
+        for (int e = 0; e < 4; ++e) {
+          const int h = e >> 1;
+          const int col = i * 8 + 2 * t4 + (e & 1);
+          const float x = score(s[4 * i + e]);
+          s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
+        }
       }
     }
-    softmax_stats<BN / 8>(s, m, l, corr);
+    softmax_stats<BN / 8>(s, m, l, corr, score.unit);
   };
   auto pack_p = [&]() {
 #pragma unroll

@@ -1,6 +1,6 @@
 // Emulated runs of cuda/attention_gqa.cu and cuda/attention_sm90.cu (wc_attention,
 // wc_merge_states; the wgmma kernel where a case sets `wgmma`): builds
-// wc_attention_params as src/ops/attention.rs does (plan: num_splits, workspace), random inputs,
+// wc_attention_params as src/ops/attention/ does (plan: num_splits, workspace), random inputs,
 // NaN-poisoned outputs, compares with an independent f64 attention (src/reference/attention.rs
 // semantics). Usage: attention [all|quick] [name-filter] | attention name-filter
 #include <map>
@@ -56,7 +56,7 @@ struct Case {
   bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
 };
 
-// AttentionPlan::new and choose_splits (src/ops/attention.rs), sm_count = 132 (H200), CTAs per
+// AttentionPlan::new and choose_splits (src/ops/attention/plan.rs), sm_count = 132 (H200), CTAs per
 // SM from wc_attention_ctas_per_sm (the shim's occupancy calculator: shared memory only).
 static int plan_splits(const Case& c, int sm_count = 132) {
   const int group = c.nq / c.nkv;
@@ -225,7 +225,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   int32_t* cukv = nullptr;
   if (c.page_size == 0) { cukv = alloc<int32_t>(S + 1); memcpy(cukv, cu_kv.data(), (S + 1) * 4); }
 
-  // Params as src/ops/attention.rs fills them.
+  // Params as src/ops/attention/mod.rs fills them.
   wc_attention_params p{};
   p.k_scale = k_scale;
   p.v_scale = v_scale;

@@ -188,6 +188,7 @@ def matching_paren(text, i):
 PTX_BODIES = [
     (r"void cp_async16\(void\* dst, const void\* src, bool valid\)", "::emu::cp_async16(dst, src, valid);"),
     (r"void cp_async_commit\(\)", "::emu::cp_commit();"),
+    (r"float exp2_ftz\(float x\)", "const float y = std::exp2(x); return std::fpclassify(y) == FP_SUBNORMAL ? 0.0f : y;"),
     (r"void cp_async_wait\(\)", "::emu::cp_wait(N);"),
     (r"void ldmatrix_x4\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, false);"),
     (r"void ldmatrix_x4_trans\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, true);"),

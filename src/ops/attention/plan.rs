@@ -1,0 +1,251 @@
+//! The attention launch plan: which kernel a batch runs on, and its split-KV factor, from the
+//! sequence lengths and the device's occupancy (cuda/attention_gqa.cu, cuda/attention_sm90.cu).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use super::{check_heads, wgmma_supports};
+use crate::ops::{check_fits_i32, check_status};
+use crate::{ffi, Device, Error, Result};
+
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionKernel {
+    /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
+    /// with head dims (64, 64) or (128, 128), mma.sync otherwise — and everywhere when the
+    /// environment variable `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
+    #[default]
+    Auto,
+    /// The Hopper prefill kernel (cuda/attention_sm90.cu; sm_90a only): K/V in the query dtype,
+    /// head dims (64, 64) or (128, 128), 128-row query tiles.
+    Wgmma,
+    /// The portable kernel (cuda/attention_gqa.cu; any sm_80+ GPU, every supported shape).
+    MmaSync,
+}
+
+/// The launch shape of one batch: computed on the host from the sequence lengths, once per
+/// batch, and reused by every layer (the workspace size is fixed by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    pub num_seqs: usize,
+    pub total_q: usize,
+    pub max_q_len: usize,
+    pub num_q_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Key splits per (sequence, kv head, query tile); 1 = no split, no workspace.
+    pub num_splits: usize,
+    /// The kernel the batch runs on: `Wgmma` or `MmaSync` (never `Auto`).
+    pub kernel: AttentionKernel,
+}
+
+/// Query rows per CTA of the mma.sync kernel's prefill configuration: 4 warps of two 16-row
+/// tiles up to head_dim 128, of one above (cuda/attention_gqa.cu, kPrefillTiles).
+fn prefill_rows(head_dim: usize, head_dim_v: usize) -> usize {
+    if head_dim.max(head_dim_v) <= 128 {
+        128
+    } else {
+        64
+    }
+}
+
+/// Keys per tile of the mma.sync kernel (cuda/attention_gqa.cu, Cfg::kBN): 64; 32 at head_dim
+/// 256, and in the two-tile prefill configuration above head_dim 64.
+fn keys_per_tile(head_dim: usize, head_dim_v: usize, decode: bool) -> usize {
+    let d = head_dim.max(head_dim_v);
+    if d > 192 || (!decode && d > 64 && d <= 128) {
+        32
+    } else {
+        64
+    }
+}
+
+impl AttentionPlan {
+    /// Plans a batch of sequences with `q_lens[s]` queries and `kv_lens[s]` keys, on the
+    /// kernel [`AttentionKernel::Auto`] picks — or on mma.sync when the environment variable
+    /// `WARPCORE_ATTENTION_KERNEL` is `mma.sync`, which moves a whole program (the model, the
+    /// bench) to the portable kernel without a rebuild.
+    ///
+    /// Split-KV: each (sequence, kv head, query tile) may be split along the keys (at least 4
+    /// key tiles per split, at most 64 splits) so that the CTAs fill the GPU in whole waves;
+    /// the slots are the occupancy calculator's CTAs per SM of the kernel configuration
+    /// (`wc_attention_ctas_per_sm`) × SMs, and `choose_splits` has the rule.
+    pub fn new(
+        dev: &Device,
+        q_lens: &[usize],
+        kv_lens: &[usize],
+        num_q_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+    ) -> Result<Self> {
+        Self::with_kernel(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, AttentionKernel::Auto)
+    }
+
+    /// [`AttentionPlan::new`] on a chosen kernel: `Error::Unsupported` when `Wgmma` cannot run
+    /// this batch here (not compute capability 9.0, other head dims, or a decode batch —
+    /// `max_q_len · group ≤ 16` — which the mma.sync kernel's decode configuration serves).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_kernel(
+        dev: &Device,
+        q_lens: &[usize],
+        kv_lens: &[usize],
+        num_q_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        const OP: &str = "AttentionPlan::new";
+        if q_lens.len() != kv_lens.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                arg: "kv_lens",
+                expected: format!("{} lengths (one per sequence)", q_lens.len()),
+                got: format!("{}", kv_lens.len()),
+            });
+        }
+        check_heads(OP, num_q_heads, num_kv_heads, head_dim, head_dim_v)?;
+        let group = num_q_heads / num_kv_heads;
+        let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
+        let total_q = q_lens.iter().sum();
+        let decode = head_dim == head_dim_v && max_q_len * group <= 16;
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode;
+        let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
+        let kernel = match kernel {
+            AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
+            AttentionKernel::Auto => AttentionKernel::MmaSync,
+            AttentionKernel::Wgmma if !wgmma_fits => {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: "wgmma attention (compute capability 9.0, head dims (64, 64) or (128, 128), max_q_len · group > 16)",
+                    value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}", dev.info().compute_capability),
+                })
+            }
+            k => k,
+        };
+        // Query rows and keys per tile of each kernel configuration.
+        let (bm, keys) = match kernel {
+            AttentionKernel::Wgmma => (128, 128),
+            _ if decode => (16, keys_per_tile(head_dim, head_dim_v, true)),
+            _ => (prefill_rows(head_dim, head_dim_v), keys_per_tile(head_dim, head_dim_v, false)),
+        };
+        let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
+        let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
+        let max_splits = (max_kv / (4 * keys)).clamp(1, 64);
+        let num_splits = if base_ctas == 0 || max_splits == 1 {
+            1
+        } else {
+            let per_sm = ctas_per_sm(dev, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len)?;
+            choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, decode)
+        };
+        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
+    }
+
+    /// f32 elements of workspace the batch needs (0 without split-KV).
+    pub fn workspace_len(&self) -> usize {
+        if self.num_splits <= 1 {
+            return 0;
+        }
+        self.num_splits * self.total_q * self.num_q_heads * (self.head_dim_v + 1)
+    }
+}
+
+/// Key splits for `base` CTAs on `slots` CTA slots (CTAs per SM × SMs), at most `max_splits`.
+///
+/// Decode: the wave model — `n = base · splits / slots` slot-fulls of equal CTAs run in ⌈n⌉
+/// waves, so the GPU is busy `n / ⌈n⌉` of the time; take the fewest splits within 95 % of the
+/// best any count up to `max_splits` reaches. Its partials (16 rows per CTA) are noise next to
+/// the K/V bytes. Prefill: its partials (up to 128 rows × head_dim f32 per CTA) and their
+/// merge cost real bandwidth, so only a batch that does not fill the GPU once is split, into as
+/// many as fit in that one wave.
+fn choose_splits(base: usize, slots: usize, max_splits: usize, decode: bool) -> usize {
+    if base == 0 || slots == 0 {
+        return 1;
+    }
+    if !decode {
+        return (slots / base).clamp(1, max_splits);
+    }
+    let busy = |s: usize| {
+        let n = (base * s) as f64 / slots as f64;
+        n / n.ceil()
+    };
+    let best = (1..=max_splits).map(busy).fold(0.0, f64::max);
+    (1..=max_splits).find(|&s| busy(s) >= 0.95 * best).unwrap_or(1)
+}
+
+/// CTAs per SM of the kernel configuration a batch runs on: `wc_attention_ctas_per_sm`, the
+/// occupancy calculator on this device, asked once per distinct argument set (a decode loop
+/// plans every step). K/V are taken in q's dtype; the FP8 decode configuration is sized to the
+/// same occupancy (cuda/attention_gqa.cu, `Cfg::kStages`).
+fn ctas_per_sm(
+    dev: &Device,
+    kernel: AttentionKernel,
+    num_q_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    max_q_len: usize,
+) -> Result<usize> {
+    const OP: &str = "AttentionPlan::new";
+    type Key = (usize, AttentionKernel, usize, usize, usize, usize, usize);
+    static KNOWN: OnceLock<Mutex<HashMap<Key, usize>>> = OnceLock::new();
+    let key = (dev.info().ordinal, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len);
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(&n) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(n);
+    }
+    check_fits_i32(OP, "max_q_len", max_q_len)?;
+    let p = ffi::wc_attention_params {
+        num_q_heads: num_q_heads as i32,
+        num_kv_heads: num_kv_heads as i32,
+        head_dim: head_dim as i32,
+        head_dim_v: head_dim_v as i32,
+        max_q_len: max_q_len as i32,
+        num_splits: 1,
+        dtype: ffi::wc_dtype_WC_BF16,
+        kv_dtype: ffi::wc_dtype_WC_BF16,
+        kernel: if kernel == AttentionKernel::Wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA },
+        ..Default::default()
+    };
+    dev.context().bind_to_thread()?;
+    let mut n = 0i32;
+    // SAFETY: p and n are valid for the call; it reads p's scalar fields only and launches nothing.
+    check_status(OP, unsafe { ffi::wc_attention_ctas_per_sm(&p, &mut n) })?;
+    let n = n.max(1) as usize;
+    known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, n);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_splits;
+
+    /// The decode bar shapes on the H200: 132 SMs, 2 CTAs per SM of the head_dim-128
+    /// decode configuration (264 slots), 64-key tiles.
+    #[test]
+    fn decode_splits_fill_whole_waves() {
+        // b64 × kv 4096: 512 CTAs are 1.94 waves (97 % busy): no split.
+        assert_eq!(choose_splits(512, 264, 16, true), 1);
+        // b16 × kv 32768: 128 CTAs fill 48 % of one wave; two splits fill 97 %.
+        assert_eq!(choose_splits(128, 264, 64, true), 2);
+        // b1 × kv 131072: 8 CTAs; 32 splits make 256 of 264 (33 would fill all 264: 32 is the
+        // fewest within 95 %).
+        assert_eq!(choose_splits(8, 264, 64, true), 32);
+        // At 3 CTAs per SM, 512 CTAs are 1.29 waves (65 % busy); 3 splits make 3.88 (97 %).
+        assert_eq!(choose_splits(512, 396, 16, true), 3);
+        // max_splits caps; no CTA, no split.
+        assert_eq!(choose_splits(8, 264, 4, true), 4);
+        assert_eq!(choose_splits(0, 264, 64, true), 1);
+    }
+
+    #[test]
+    fn prefill_splits_only_within_one_wave() {
+        assert_eq!(choose_splits(2048, 264, 64, false), 1);
+        assert_eq!(choose_splits(300, 264, 64, false), 1);
+        // 100 CTAs: 2 splits (200 of 264 slots), never a ragged second wave.
+        assert_eq!(choose_splits(100, 264, 64, false), 2);
+        assert_eq!(choose_splits(4, 264, 16, false), 16);
+    }
+}
