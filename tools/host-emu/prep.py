@@ -61,7 +61,7 @@ SEEDS = {
     "split": ("attention", "attention_gqa.cu", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
               "(static_cast<int64_t>(blockIdx.z) * (p.total_q - 1) + tok)"),
     # Page lookup without the range check on the page id.
-    "pagecheck": ("attention", "attention_gqa.cu", "if (page < 0 || page >= p.num_pages) return false;", ""),
+    "pagecheck": ("attention", "attention.cuh", "if (page < 0 || page >= p.num_pages) return false;", ""),
     # Missing wait: read a stage before its copy group completes (deferred cp.async only).
     "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<S - 2>();\n    const bool keys_exist", "const bool keys_exist"),
     # The K/V ring refills the stage being computed on instead of the one the previous tile used.
