@@ -148,7 +148,7 @@ fn open_device() -> Result<Result<Device, String>, String> {
 }
 
 fn info(kernels: bool) -> CliResult {
-    println!("warpcore {} ({} kernels built for sm_80 + sm_90a)", env!("CARGO_PKG_VERSION"), resources::KERNELS.len());
+    println!("warpcore {} ({} kernels built for sm_80 + sm_90a)", env!("CARGO_PKG_VERSION"), resources::KERNELS.iter().filter(|k| k.arch == "sm_90a").count());
     match open_device()? {
         Err(why) => println!("no CUDA device: {why}"),
         Ok(dev) => {
