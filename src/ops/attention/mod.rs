@@ -337,8 +337,6 @@ pub fn merge_states<T: DType>(
     }
     if let Some(l) = &lse {
         check_contiguous(OP, "lse", &l.shape(), &l.strides())?;
-    }
-    if let Some(l) = &lse {
         check_shape(OP, "lse", &l.shape(), &[rows])?;
         check_device(OP, "lse", dev, l.stream())?;
     }
