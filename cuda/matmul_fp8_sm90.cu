@@ -33,6 +33,13 @@
 //                  -> padded f32 staging in shared memory (conflict-free float2 stores) ->
 //                  named barrier -> store_tile: residual, one rounding, 16-byte coalesced
 //                  stores. The producer keeps loading the next tile's stages meanwhile.
+//   clusters       (CM = 2, 128-row tiles) a pair of CTAs takes m-tiles 2u, 2u + 1 of one n-tile
+//                  and shares its B tile: each CTA's producer loads half of B by TMA multicast
+//                  into both CTAs' stage (and its own A); each full barrier expects A plus all of
+//                  B; the empty barriers count the consumer warps of both CTAs, which release a
+//                  stage in their own CTA and in the peer's (mbar_arrive_cluster). A cluster
+//                  barrier after the barrier setup and one before exit. Units (tiles or pairs)
+//                  are scheduled per cluster: cluster c takes units c, c + clusters, ...
 // Stage and phase bookkeeping: producer and consumers walk the same (tile, k-step) sequence;
 // stage s = step % stages and phase bit flips each time s wraps; consumers wait full[s] with
 // the phase bit, the producer waits empty[s] with its complement.
@@ -157,9 +164,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     int s = 0;
     uint32_t phase = 0;
     // Frees stage s in every CTA of the cluster: each of them multicasts into it.
-    auto release = [&](int s) {
-      mbar_arrive(&empty[s]);
-      if constexpr (CM == 2) mbar_arrive_cluster(&empty[s], rank ^ 1);
+    auto release = [&](int stage) {
+      mbar_arrive(&empty[stage]);
+      if constexpr (CM == 2) mbar_arrive_cluster(&empty[stage], rank ^ 1);
     };
     for (int64_t u = first_unit; u < units; u += unit_stride) {
       int64_t mu, nt;
