@@ -272,19 +272,23 @@ inline void cluster_wait() {
   block->cluster->bar.wait(std::move(*t_cluster_token));
   t_cluster_token.reset();
 }
-// mbarrier.arrive.release.cluster.shared::cluster on the barrier at bar's offset in CTA `rank`.
+// The mbarrier at shared-memory offset o of a cluster CTA's state (its mutex held), or null
+// after reporting an uninitialised one.
+inline MBar* cluster_bar(State& st, size_t o, uint32_t rank, const char* what) {
+  auto it = st.bars.find(o);
+  if (it != st.bars.end()) return &it->second;
+  EMU_FAIL("%s on an uninitialised mbarrier at smem+%zu of CTA %u", what, o, rank);
+  return nullptr;
+}
+// mbarrier.arrive.shared::cluster on the barrier at bar's offset in CTA `rank`.
 inline void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-  const size_t o = smem_offset(bar, 8, "mbarrier.arrive.shared::cluster");
-  Block* b = cluster_block(rank, "mbarrier.arrive.shared::cluster");
+  const char* what = "mbarrier.arrive.shared::cluster";
+  const size_t o = smem_offset(bar, 8, what);
+  Block* b = cluster_block(rank, what);
   if (b == nullptr) return;
   State& st = state_of(b);
   std::lock_guard<std::mutex> lk(st.mu);
-  auto it = st.bars.find(o);
-  if (it == st.bars.end()) {
-    EMU_FAIL("mbarrier.arrive.shared::cluster on an uninitialised mbarrier at smem+%zu of CTA %u", o, rank);
-    return;
-  }
-  arrive_on(st, it->second, 0, b == block);
+  if (MBar* m = cluster_bar(st, o, rank, what)) arrive_on(st, *m, 0, b == block);
 }
 
 // A TMA 2-D load of `map`'s box at (c0, c1) to dst's offset in each CTA of `mask` (bit r: CTA
@@ -315,18 +319,15 @@ inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int
     if (b == nullptr) continue;
     State& st = state_of(b);
     std::lock_guard<std::mutex> lk(st.mu);
-    auto it = st.bars.find(bar_o);
-    if (it == st.bars.end()) {
-      EMU_FAIL("TMA completion on an uninitialised mbarrier at smem+%zu of CTA %u", bar_o, r);
-      continue;
-    }
+    MBar* m = cluster_bar(st, bar_o, r, "TMA completion");
+    if (m == nullptr) continue;
     t.smem = b->smem;
     if (cp_eager) {
       tma_copy(st, t);
-      it->second.tx -= static_cast<int64_t>(bytes);
-      complete_if_done(st, it->second);
+      m->tx -= static_cast<int64_t>(bytes);
+      complete_if_done(st, *m);
     } else {
-      it->second.queued.push_back(t);
+      m->queued.push_back(t);
     }
   }
 }
