@@ -9,17 +9,19 @@ namespace wc {
 // K per pipeline stage and per scaling block: one 128-byte swizzle row of e4m3.
 constexpr int kFp8BlockK = WC_FP8_BLOCK;
 
-// The tile grid of a problem: ceil(m / block_m) × (n / block_n) tiles, walked in groups of
-// group_m m-tiles; inside a group the m-tile changes fastest, so the CTAs running together
-// share B tiles (weights) and a band of A rows in L2. A grouped (MoE) GEMM would extend this
-// with an expert index per tile and per-expert row offsets; the kernels only ever ask for
-// (m_tile, n_tile) of tile t.
+// The tile grid of a problem: ceil(m / (cluster · block_m)) × (n / block_n) tiles, walked in
+// groups of group_m m-tiles; inside a group the m-tile changes fastest, so the CTAs running
+// together share B tiles (weights) and a band of A rows in L2. With clusters (sm_90a) a tile of
+// this grid is a cluster's: `cluster` block_m-row tiles side by side, one per CTA. A grouped
+// (MoE) GEMM would extend this with an expert index per tile and per-expert row offsets; the
+// kernels only ever ask for (m_tile, n_tile) of tile t.
 struct TileGrid {
   int64_t m_tiles, n_tiles, group_m;
 
-  __host__ __device__ static TileGrid of(const wc_matmul_fp8_params& p) {
+  __host__ __device__ static TileGrid of(const wc_matmul_fp8_params& p, int cluster = 1) {
     TileGrid g;
-    g.m_tiles = (p.m + p.block_m - 1) / p.block_m;
+    const int64_t rows = int64_t{p.block_m} * cluster;
+    g.m_tiles = (p.m + rows - 1) / rows;
     g.n_tiles = p.n / p.block_n;
     g.group_m = p.group_m < 1 ? 1 : p.group_m;
     return g;

@@ -195,7 +195,7 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
 
 extern "C" wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile) {
   if (p == nullptr || m_tile == nullptr || n_tile == nullptr || p->block_m <= 0 || p->block_n <= 0) return WC_ERR_INVALID_ARG;
-  const wc::TileGrid grid = wc::TileGrid::of(*p);
+  const wc::TileGrid grid = wc::TileGrid::of(*p, p->cluster_m > 1 ? p->cluster_m : 1);
   if (t < 0 || t >= grid.tiles()) return WC_ERR_INVALID_ARG;
   grid.coords(t, *m_tile, *n_tile);
   return WC_OK;

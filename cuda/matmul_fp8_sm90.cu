@@ -54,12 +54,13 @@ constexpr int kFast = 0;     // the wgmma accumulator runs over all of k; scales
 constexpr int kPromote = 1;  // each k-step's wgmma result is added into f32 registers
 constexpr int kBlock = 2;    // ... multiplied by the k-block's scales (block_scaled)
 
-template <int BM, int BN, int ACC>
+template <int BM, int BN, int ACC, int CM>
 struct Sm90Tile {
   static constexpr int kConsumers = BM / 64;
   static constexpr int kThreads = 128 * (1 + kConsumers);
   static constexpr int kStageA = BM * kFp8BlockK;  // bytes
   static constexpr int kStageB = BN * kFp8BlockK;
+  static constexpr int kSliceB = kStageB / CM;     // the part of B each CTA of a cluster loads
   static constexpr int kStage = kStageA + kStageB;
   static constexpr int kEpiCols = 32;
   static constexpr int kEpiPitch = kEpiCols + 8;  // floats: rows 8 banks apart
@@ -72,14 +73,15 @@ struct Sm90Tile {
   static_assert(BN == 128 || BN == 256, "wgmma widths built");
   static_assert(ACC == kFast || BN == WC_FP8_BLOCK, "promotion keeps two accumulator sets: 128 columns");
   static_assert(kStages >= 3 && kSmem <= kSmemMax, "pipeline depth");
-  static_assert(kStageA % 1024 == 0 && kStageB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+  static_assert(kStageA % 1024 == 0 && kSliceB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+  static_assert(CM == 1 || (CM == 2 && BM == 128), "clusters of two 128-row tiles");
 };
 
-template <int BM, int BN, int ACC, typename OutT>
-__global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC>::kThreads, 1)
+template <int BM, int BN, int ACC, int CM, typename OutT>
+__global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC, CM>::kThreads, 1)
 matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #if WC_SM90A
-  using C = Sm90Tile<BM, BN, ACC>;
+  using C = Sm90Tile<BM, BN, ACC, CM>;
   constexpr bool kPromotes = ACC != kFast;
   using namespace sm90;
   constexpr int S = C::kStages;
@@ -90,23 +92,30 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + S * C::kStage + C::kEpi);
   uint64_t* empty = full + S;
 
-  const TileGrid grid = TileGrid::of(p);
-  const int64_t tiles = grid.tiles();
+  // The grid's units are cluster tiles: CM m-tiles side by side (same n-tile); CTA `rank` of a
+  // cluster takes m-tile CM · unit_m + rank. Cluster c walks units c, c + clusters, ...
+  const TileGrid grid = TileGrid::of(p, CM);
+  const int64_t units = grid.tiles();
   const int64_t k_steps = p.k / kFp8BlockK;
   const int wg = threadIdx.x / 128;
+  // %cluster_ctarank of a (CM, 1, 1) cluster: blockIdx.x % CM (cheaper for ptxas to keep).
+  const uint32_t rank = blockIdx.x % CM;
+  const int64_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
 
   if (threadIdx.x == 0) {
     if ((smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
 #pragma unroll
     for (int s = 0; s < S; ++s) {
-      mbar_init(&full[s], 1);                      // the producer's arrive.expect_tx
-      mbar_init(&empty[s], 4 * C::kConsumers);     // lane 0 of every consumer warp
+      mbar_init(&full[s], 1);                       // the producer's arrive.expect_tx
+      mbar_init(&empty[s], 4 * C::kConsumers * CM);  // lane 0 of every consumer warp of the cluster
     }
     fence_barrier_init();
     prefetch_tensor_map(&p.tma_a);
     prefetch_tensor_map(&p.tma_b);
   }
-  __syncthreads();
+  // With clusters, the peers' barriers must be initialised before anyone multicasts into them.
+  if constexpr (CM > 1) cluster_sync();
+  else __syncthreads();
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
@@ -114,16 +123,21 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t phase = 0;
-      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-        int64_t mt, nt;
-        grid.coords(t, mt, nt);
-        const int32_t row_a = static_cast<int32_t>(mt * BM), row_b = static_cast<int32_t>(nt * BN);
+      for (int64_t u = first_unit; u < units; u += unit_stride) {
+        int64_t mu, nt;
+        grid.coords(u, mu, nt);
+        const int32_t row_a = static_cast<int32_t>((mu * CM + rank) * BM);
+        const int32_t row_b = static_cast<int32_t>(nt * BN + rank * (BN / CM));
         for (int64_t kb = 0; kb < k_steps; ++kb) {
+          // The stage is free in every CTA of the cluster (the empty barrier counts them all):
+          // this CTA's slice of B lands in all of them.
           mbar_wait(&empty[s], phase ^ 1);
-          mbar_arrive_expect_tx(&full[s], C::kStage);
+          mbar_arrive_expect_tx(&full[s], C::kStage);  // A, and B whole: CM slices from CM CTAs
           const int32_t k0 = static_cast<int32_t>(kb * kFp8BlockK);
           tma_load_2d(stage_a + s * C::kStageA, &p.tma_a, &full[s], k0, row_a);
-          tma_load_2d(stage_b + s * C::kStageB, &p.tma_b, &full[s], k0, row_b);
+          uint8_t* slice = stage_b + s * C::kStageB + rank * C::kSliceB;
+          if constexpr (CM == 1) tma_load_2d(slice, &p.tma_b, &full[s], k0, row_b);
+          else tma_load_2d_multicast(slice, &p.tma_b, &full[s], k0, row_b, (1u << CM) - 1);
           if (++s == S) {
             s = 0;
             phase ^= 1;
@@ -142,10 +156,15 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     float fin[kPromotes ? BN / 2 : 1];
     int s = 0;
     uint32_t phase = 0;
-    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-      int64_t mt, nt;
-      grid.coords(t, mt, nt);
-      const int64_t m0 = mt * BM + cw * 64, n0 = nt * BN;
+    // Frees stage s in every CTA of the cluster: each of them multicasts into it.
+    auto release = [&](int s) {
+      mbar_arrive(&empty[s]);
+      if constexpr (CM == 2) mbar_arrive_cluster(&empty[s], rank ^ 1);
+    };
+    for (int64_t u = first_unit; u < units; u += unit_stride) {
+      int64_t mu, nt;
+      grid.coords(u, mu, nt);
+      const int64_t m0 = (mu * CM + rank) * BM + cw * 64, n0 = nt * BN;
       const int64_t row_lo = min64(m0 + r0, p.m - 1), row_hi = min64(m0 + r0 + 8, p.m - 1);
       // Epilogue scales and bias are applied in registers, unless 128 accumulators leave no room
       // for the factors (128×256 with f32 out: ptxas spills): that configuration stages raw sums
@@ -186,7 +205,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           wgmma_wait<0>();
 #pragma unroll
           for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-          if (lane == 0) mbar_arrive(&empty[s]);
+          if (lane == 0) release(s);
           if constexpr (ACC == kBlock) {
             const float s_lo = sa_lo * sb, s_hi = sa_hi * sb;
 #pragma unroll
@@ -202,7 +221,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           }
         } else {
           wgmma_wait<1>();  // the previous k-step's wgmmas are done: its stage is free
-          if (kb > 0 && lane == 0) mbar_arrive(&empty[prev]);
+          if (kb > 0 && lane == 0) release(prev);
         }
         prev = s;
         if (++s == S) {
@@ -217,7 +236,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-        if (lane == 0) mbar_arrive(&empty[prev]);
+        if (lane == 0) release(prev);
       }
 
       // Epilogue: 32 columns at a time, scales and bias applied in registers (the next chunk's
@@ -253,36 +272,67 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       }
     }
   }
+  // A CTA's shared memory must outlive its peers' last arrivals on its barriers.
+  if constexpr (CM > 1) cluster_sync();
 #else
   __trap();  // sm_90a only
 #endif
 }
 
-template <int BM, int BN, int ACC, typename OutT>
+// The persistent grid: p.num_ctas rounded down to whole clusters, at most one cluster per unit
+// and, with clusters, at most as many as the GPU co-schedules (GPCs hold whole clusters; asked
+// once per device).
+template <int BM, int BN, int ACC, int CM, typename OutT>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
-  using C = Sm90Tile<BM, BN, ACC>;
-  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, OutT>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  using C = Sm90Tile<BM, BN, ACC, CM>;
+  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, OutT>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t tiles = TileGrid::of(p).tiles();
-  const int64_t ctas = max64(1, min64(p.num_ctas, tiles));
-  kernel<<<static_cast<unsigned>(ctas), C::kThreads, C::kSmem, s>>>(p);
+  const int64_t units = TileGrid::of(p, CM).tiles();
+  int64_t clusters = max64(1, min64(p.num_ctas / CM, units));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CM;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.blockDim = dim3(C::kThreads);
+  cfg.dynamicSmemBytes = C::kSmem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = CM > 1 ? 1 : 0;
+  if constexpr (CM > 1) {
+    static int co_scheduled[64] = {};  // per device; 0: not asked yet
+    int dev = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess) return static_cast<wc_status>(e);
+    int& fit = co_scheduled[dev & 63];
+    if (fit == 0) {
+      cfg.gridDim = dim3(static_cast<unsigned>(clusters * CM));
+      if ((e = cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg)) != cudaSuccess) return static_cast<wc_status>(e);
+      if (fit < 1) return WC_ERR_UNSUPPORTED;
+    }
+    clusters = min64(clusters, fit);
+  }
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * CM));
+  if ((e = cudaLaunchKernelEx(&cfg, kernel, p)) != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }
 
 template <typename OutT>
 wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
+  const bool pair = p.cluster_m == 2;
+  if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
   if (p.block_scaled) {
-    if (bm == 128 && bn == 128) return launch<128, 128, kBlock, OutT>(p, s);
-    if (bm == 64 && bn == 128) return launch<64, 128, kBlock, OutT>(p, s);
+    if (bm == 128 && bn == 128) return pair ? launch<128, 128, kBlock, 2, OutT>(p, s) : launch<128, 128, kBlock, 1, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kBlock, 1, OutT>(p, s);
   } else if (p.fast_accum) {
-    if (bm == 128 && bn == 256) return launch<128, 256, kFast, OutT>(p, s);
-    if (bm == 128 && bn == 128) return launch<128, 128, kFast, OutT>(p, s);
-    if (bm == 64 && bn == 128) return launch<64, 128, kFast, OutT>(p, s);
+    if (bm == 128 && bn == 256) return pair ? launch<128, 256, kFast, 2, OutT>(p, s) : launch<128, 256, kFast, 1, OutT>(p, s);
+    if (bm == 128 && bn == 128 && !pair) return launch<128, 128, kFast, 1, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT>(p, s);
   } else {
-    if (bm == 128 && bn == 128) return launch<128, 128, kPromote, OutT>(p, s);
-    if (bm == 64 && bn == 128) return launch<64, 128, kPromote, OutT>(p, s);
+    if (bm == 128 && bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT>(p, s) : launch<128, 128, kPromote, 1, OutT>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kPromote, 1, OutT>(p, s);
   }
   return WC_ERR_UNSUPPORTED;
 }
@@ -294,7 +344,8 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   if (p->m <= 0) return WC_OK;
   if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 || p->n % p->block_n != 0 ||
-      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX || p->n > INT32_MAX || p->k > INT32_MAX)
+      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX || p->n > INT32_MAX || p->k > INT32_MAX ||
+      p->cluster_m < 0 || p->cluster_m > 2)
     return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });

@@ -1,5 +1,6 @@
-// sm90.cuh — Hopper (sm_90a) building blocks: mbarriers, TMA tile loads, wgmma (shared-memory
-// descriptors, fences, FP8 m64nNk32), register reallocation, named barriers.
+// sm90.cuh — Hopper (sm_90a) building blocks: mbarriers, TMA tile loads (and multicast across a
+// thread block cluster), wgmma (shared-memory descriptors, fences, FP8 m64nNk32), register
+// reallocation, named barriers.
 //
 // Only for code compiled under WC_SM90A (sm_90a); every helper is an inline function, so
 // including this header costs other targets nothing. PTX references: "Asynchronous
@@ -64,6 +65,40 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, uint64_t
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(
           smem_addr(dst)),
       "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1)
+      : "memory");
+}
+
+// ------------------------------------------------------------------ thread block clusters
+// A (C, 1, 1) cluster's CTA ranks are blockIdx.x % C (%cluster_ctarank).
+// barrier.cluster: every thread of every CTA of the cluster arrives (release) and waits
+// (acquire). After barrier initialisation it makes the CTAs' mbarriers visible to their peers;
+// before exit it keeps a CTA's shared memory alive while a peer may still arrive on its barriers.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// Arrives (count 1) on the mbarrier at bar's offset in CTA `cta` of the cluster (mapa: the same
+// shared-memory offset in the peer's window). Default semantics, as CUTLASS's
+// ClusterBarrier::arrive(cta_id): `.release.cluster` would put a GPU-wide MEMBAR before every
+// arrival (seen in the SASS), and what a consumer's release orders — its wgmma reads of the
+// stage, retired by wgmma.wait_group — needs no memory fence.
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(cta)
+      : "memory");
+}
+// tma_load_2d to the same offset in every CTA of `mask` (bit r: cluster rank r), each counting
+// the bytes on its own mbarrier at bar's offset: one L2 read feeds several SMs.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1,
+                                                      uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4}], [%2], %5;\n" ::"r"(smem_addr(dst)),
+      "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask)
       : "memory");
 }
 

@@ -7,7 +7,7 @@ use common::{assert_passed, device};
 use common::proptest_config as config;
 use half::bf16;
 use proptest::prelude::*;
-use warpcore::check::matmul_fp8::{check_matmul_fp8, MatmulCase};
+use warpcore::check::matmul_fp8::{check_matmul_fp8, kernel_variants, MatmulCase};
 use warpcore::check::quant::ScaleLayout;
 use warpcore::ops::matmul_fp8::{matmul_fp8, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
 use warpcore::ops::quant::ScaleGranularity::{self, *};
@@ -48,6 +48,7 @@ fn case() -> impl Strategy<Value = MatmulCase> {
                 residual,
                 kernel: Fp8GemmKernel::Auto,
                 fast_accumulation: fast,
+                cluster: None,
                 pad,
                 spread,
                 seed,
@@ -55,29 +56,21 @@ fn case() -> impl Strategy<Value = MatmulCase> {
         })
 }
 
-/// The kernels this GPU can run: both on compute capability 9.0, mma.sync elsewhere.
-fn kernels(dev: &warpcore::Device) -> Vec<Fp8GemmKernel> {
-    if dev.info().compute_capability == (9, 0) {
-        vec![Fp8GemmKernel::Wgmma, Fp8GemmKernel::MmaSync]
-    } else {
-        vec![Fp8GemmKernel::MmaSync]
-    }
-}
 
 proptest! {
     #![proptest_config(config())]
     #[test]
     fn bf16_out_matches_reference(case in case()) {
         let Some(dev) = device() else { return Ok(()) };
-        for kernel in kernels(&dev) {
-            assert_passed(&check_matmul_fp8::<bf16>(&dev, &MatmulCase { kernel, ..case }).unwrap());
+        for (kernel, cluster) in kernel_variants(&dev) {
+            assert_passed(&check_matmul_fp8::<bf16>(&dev, &MatmulCase { kernel, cluster, ..case }).unwrap());
         }
     }
     #[test]
     fn f32_out_matches_reference(case in case()) {
         let Some(dev) = device() else { return Ok(()) };
-        for kernel in kernels(&dev) {
-            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { kernel, ..case }).unwrap());
+        for (kernel, cluster) in kernel_variants(&dev) {
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { kernel, cluster, ..case }).unwrap());
         }
     }
 }
@@ -85,9 +78,9 @@ proptest! {
 #[test]
 fn long_k_with_scales_over_many_decades() {
     let Some(dev) = device() else { return };
-    for kernel in kernels(&dev) {
+    for (kernel, cluster) in kernel_variants(&dev) {
         for &(a, b) in PAIRS {
-            let case = MatmulCase { kernel, spread: 8, bias: true, residual: true, ..MatmulCase::new(129, 256, 16384, a, b, 1) };
+            let case = MatmulCase { kernel, cluster, spread: 8, bias: true, residual: true, ..MatmulCase::new(129, 256, 16384, a, b, 1) };
             assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
         }
     }
@@ -96,11 +89,11 @@ fn long_k_with_scales_over_many_decades() {
 #[test]
 fn every_m_tail_of_the_tiles() {
     let Some(dev) = device() else { return };
-    for kernel in kernels(&dev) {
+    for (kernel, cluster) in kernel_variants(&dev) {
         for m in [1, 63, 64, 65, 127, 128, 129, 191, 255, 257] {
             for (a, b) in [(PerRow, PerRow), (Group128, Block128)] {
                 for fast in [false, true] {
-                    let case = MatmulCase { kernel, fast_accumulation: fast, residual: true, ..MatmulCase::new(m, 768, 512, a, b, m as u64) };
+                    let case = MatmulCase { kernel, cluster, fast_accumulation: fast, residual: true, ..MatmulCase::new(m, 768, 512, a, b, m as u64) };
                     assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
                 }
             }
@@ -207,6 +200,12 @@ fn unsupported_scale_pairs_and_shapes_are_rejected() {
         let cfg = MatmulFp8Config { kernel: Fp8GemmKernel::Wgmma, ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "wgmma kernel (compute capability 9.0 only)", .. }), "{e}");
+    }
+    // Clusters of two at most.
+    if dev.info().compute_capability == (9, 0) {
+        let cfg = MatmulFp8Config { kernel: Fp8GemmKernel::Wgmma, cluster: Some(3), ..Default::default() };
+        let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "cluster (1, or 2 where the plan has 128-row tiles)", .. }), "{e}");
     }
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
 }

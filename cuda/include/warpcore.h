@@ -560,14 +560,18 @@ typedef struct wc_matmul_fp8_params {
   int32_t block_n;            /* columns of D per tile */
   int32_t group_m;            /* tile order: groups of group_m m-tiles, m fastest inside a group */
   int32_t num_ctas;           /* sm90: persistent CTAs (<= tiles); sm80: ignored (one CTA per tile) */
+  int32_t cluster_m;          /* sm90: CTAs per thread block cluster, side by side along m (0 or 1:
+                                 none; 2: block_m 128, the pair shares its B tile, each CTA loading
+                                 half of it by TMA multicast; tma_b's box is block_n / 2 rows).
+                                 num_ctas is rounded down to whole clusters. sm80: ignored */
   wc_dtype out_dtype;         /* d, bias, residual: WC_BF16 or WC_F32 */
 } wc_matmul_fp8_params;
 wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
 
-/* Tile t of a problem with the params' tile shape and group_m: its (m-tile, n-tile), as the
- * kernels' scheduler computes it (host-side, for tests). Returns WC_ERR_INVALID_ARG for t
- * outside [0, tiles). */
+/* Tile t of a problem with the params' tile shape, group_m and cluster_m: its (m-tile, n-tile),
+ * as the kernels' scheduler computes it (host-side, for tests); with cluster_m = 2 a tile is a
+ * cluster's pair and m-tile counts pairs. Returns WC_ERR_INVALID_ARG for t outside [0, tiles). */
 wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile);
 
 /* ---------------------------------------------------------------- element-wise family */

@@ -28,8 +28,11 @@ pub fn shape_key(m: usize, n: usize, k: usize, s: Scaling, fast: bool) -> String
     format!("{m}x{n}x{k} {}{}", s.name, if fast { " fast" } else { "" })
 }
 
-/// `matmul_fp8` (bf16 out) at m × n × k with `scaling` (inputs rotated past L2).
-pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<BenchRecord> {
+/// `matmul_fp8` (bf16 out) at m × n × k with `scaling` (inputs rotated past L2). `cluster`:
+/// the planner's choice (None: the bar's record, timed against cuBLASLt) or forced (Some(c):
+/// key suffix " cluster{c}", no alternative), so one run measures what the pairs gain.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool, cluster: Option<usize>) -> Result<BenchRecord> {
     let sa_shape = scaling.a.scale_shape(m, k);
     let sb_shape = scaling.b.scale_shape(n, k);
     let scales = sa_shape[0] * sa_shape[1] + sb_shape[0] * sb_shape[1];
@@ -42,7 +45,7 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
     let sav = TensorView::contiguous(sa.as_view(), sa_shape)?;
     let sbv = TensorView::contiguous(sb.as_view(), sb_shape)?;
-    let cfg = MatmulFp8Config { fast_accumulation: fast, ..Default::default() };
+    let cfg = MatmulFp8Config { fast_accumulation: fast, cluster, ..Default::default() };
     let t = time_calls(dev, SAMPLES, |i| {
         let j = i % copies;
         let av = TensorView::contiguous(a[j].as_view(), [m, k])?;
@@ -59,10 +62,14 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
         )
     })?;
     let flops = 2.0 * (m * n) as f64 * k as f64;
-    let record = BenchRecord::compute("matmul_fp8", "e4m3", shape_key(m, n, k, scaling, fast), t, bytes as f64, flops, ceilings);
+    let key = shape_key(m, n, k, scaling, fast) + &cluster.map_or(String::new(), |c| format!(" cluster{c}"));
+    let record = BenchRecord::compute("matmul_fp8", "e4m3", key, t, bytes as f64, flops, ceilings);
     #[cfg(feature = "cublaslt")]
     let record = {
         let mut r = record;
+        if cluster.is_some() {
+            return Ok(r);
+        }
         if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &a, &b, &mut d)? {
             r.add_alternative(if fast { "cuBLASLt FP8 (fast accum)" } else { "cuBLASLt FP8" }, us);
         }
@@ -72,15 +79,20 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
 }
 
 /// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
-/// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation.
+/// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; the large
+/// shapes (where the planner runs cluster pairs) again without pairs (" cluster1").
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for fast in [false, true] {
-        out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
-        out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
-        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
+        for cluster in [None, Some(1)] {
+            out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast, cluster)?);
+            out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast, cluster)?);
+        }
+        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast, None)?);
     }
-    out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
+    for cluster in [None, Some(1)] {
+        out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false, cluster)?);
+    }
     Ok(out)
 }
 

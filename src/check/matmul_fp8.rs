@@ -37,6 +37,8 @@ pub struct MatmulCase {
     pub residual: bool,
     pub kernel: Fp8GemmKernel,
     pub fast_accumulation: bool,
+    /// The wgmma kernel's clusters (`MatmulFp8Config::cluster`): None = the planner's choice.
+    pub cluster: Option<usize>,
     /// Pad every row stride (a, b: 16 · pad bytes; out and residual: 8 · pad elements).
     pub pad: usize,
     /// Decades of magnitude either side of 1 across rows and 128-wide k-blocks.
@@ -57,6 +59,7 @@ impl MatmulCase {
             residual: false,
             kernel: Fp8GemmKernel::Auto,
             fast_accumulation: false,
+            cluster: None,
             pad: 0,
             spread: 2,
             seed,
@@ -64,7 +67,7 @@ impl MatmulCase {
     }
     fn describe(&self) -> String {
         format!(
-            "{}x{}x{} a {} b {}{}{}{}{}{} ±{} decades",
+            "{}x{}x{} a {} b {}{}{}{}{}{}{} ±{} decades",
             self.m,
             self.n,
             self.k,
@@ -78,6 +81,10 @@ impl MatmulCase {
                 Fp8GemmKernel::MmaSync => " mma.sync",
             },
             if self.fast_accumulation { " fast-accum" } else { "" },
+            match self.cluster {
+                None => String::new(),
+                Some(c) => format!(" cluster {c}"),
+            },
             if self.pad > 0 { " padded" } else { "" },
             self.spread
         )
@@ -151,7 +158,7 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
             c.bias.then_some(&biasv),
             c.residual.then_some(&resv),
             &mut ov,
-            MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation },
+            MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation, cluster: c.cluster },
         )?;
     }
     let got = dev.download(&out)?;
@@ -186,25 +193,34 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
     })
 }
 
-/// The cases `warpcore check` runs: every scale pair, both kernels where the GPU has both,
-/// tails in m, bias and residual, bf16 and f32 out.
+/// The (kernel, cluster) variants a GPU runs: on compute capability 9.0 the wgmma kernel alone
+/// and in cluster pairs (forced, so that small shapes run pairs too) and the mma.sync kernel;
+/// elsewhere the mma.sync kernel.
+pub fn kernel_variants(dev: &Device) -> Vec<(Fp8GemmKernel, Option<usize>)> {
+    if dev.info().compute_capability == (9, 0) {
+        vec![(Fp8GemmKernel::Wgmma, Some(1)), (Fp8GemmKernel::Wgmma, Some(2)), (Fp8GemmKernel::MmaSync, None)]
+    } else {
+        vec![(Fp8GemmKernel::MmaSync, None)]
+    }
+}
+
+/// The cases `warpcore check` runs: every scale pair, every kernel variant the GPU has, tails
+/// in m, bias and residual, bf16 and f32 out.
 pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     use ScaleGranularity::*;
-    let kernels: &[Fp8GemmKernel] =
-        if dev.info().compute_capability == (9, 0) { &[Fp8GemmKernel::Wgmma, Fp8GemmKernel::MmaSync] } else { &[Fp8GemmKernel::MmaSync] };
     let pairs = [(PerTensor, PerTensor), (PerRow, PerRow), (PerRow, PerTensor), (Group128, Block128), (PerRow, Block128), (Group128, PerTensor)];
     let mut out = Vec::new();
-    for &kernel in kernels {
+    for (kernel, cluster) in kernel_variants(dev) {
         for (i, &(ga, gb)) in pairs.iter().enumerate() {
             for &(m, n, k) in &[(129usize, 384usize, 2048usize), (1, 7168, 1024), (1000, 256, 7168)] {
-                let case = MatmulCase { kernel, pad: i % 2, bias: i % 3 == 0, residual: i % 2 == 1, ..MatmulCase::new(m, n, k, ga, gb, (i * 10 + m) as u64) };
+                let case = MatmulCase { kernel, cluster, pad: i % 2, bias: i % 3 == 0, residual: i % 2 == 1, ..MatmulCase::new(m, n, k, ga, gb, (i * 10 + m) as u64) };
                 out.push(check_matmul_fp8::<bf16>(dev, &case)?);
             }
-            out.push(check_matmul_fp8::<f32>(dev, &MatmulCase { kernel, spread: 6, ..MatmulCase::new(64, 256, 16384, ga, gb, 90 + i as u64) })?);
+            out.push(check_matmul_fp8::<f32>(dev, &MatmulCase { kernel, cluster, spread: 6, ..MatmulCase::new(64, 256, 16384, ga, gb, 90 + i as u64) })?);
         }
         // Fast accumulation (wgmma, per tensor / per row): the 128×256 tile.
         for (m, n, k) in [(300usize, 512usize, 4096usize), (7, 7168, 2048)] {
-            let case = MatmulCase { kernel, fast_accumulation: true, bias: true, ..MatmulCase::new(m, n, k, PerRow, PerRow, 7) };
+            let case = MatmulCase { kernel, cluster, fast_accumulation: true, bias: true, ..MatmulCase::new(m, n, k, PerRow, PerRow, 7) };
             out.push(check_matmul_fp8::<bf16>(dev, &case)?);
         }
     }

@@ -54,6 +54,11 @@ pub struct MatmulFp8Config {
     /// product is added into f32 registers. Ignored with block scales (always promoted) and
     /// by the mma.sync kernel (true f32 accumulation).
     pub fast_accumulation: bool,
+    /// CTAs per thread block cluster on the wgmma kernel (pairs along m share their B tile by
+    /// TMA multicast): `None` lets [`plan_sm90`] choose; `Some(1)` forces none, `Some(2)`
+    /// pairs (128-row tiles only; `Error::Unsupported` where the plan has 64-row tiles or for
+    /// other sizes). Ignored by the mma.sync kernel.
+    pub cluster: Option<usize>,
 }
 
 /// How the wgmma kernel accumulates over k.
@@ -83,8 +88,11 @@ pub struct TileConfig {
     pub block_n: usize,
     /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
     pub group_m: usize,
-    /// CTAs launched (the wgmma kernel is persistent: at most one per SM).
+    /// CTAs launched (the wgmma kernel is persistent: at most one per SM), whole clusters.
     pub num_ctas: usize,
+    /// CTAs per cluster along m (wgmma kernel): 1, or 2 for a pair of 128-row tiles sharing
+    /// one B tile, each CTA loading half of it by TMA multicast (half the L2→SM traffic for B).
+    pub cluster_m: usize,
 }
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
@@ -115,31 +123,52 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
     }
 }
 
+/// The gain the planner assumes for a cluster pair over two lone CTAs: a pair reads its B tile
+/// from L2 once instead of twice (32 instead of 48 KB per 128×256 stage and CTA), which matters
+/// where L2→SM bandwidth limits the large shapes. A prediction (docs/matmul_fp8.md), to be
+/// replaced by the H200's number: `warpcore bench` times the bar shapes with and without pairs.
+const PAIR_GAIN: f64 = 1.1;
+
 /// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
 /// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
-/// ceil(tiles / SMs) (so small-m problems take 64-row tiles and more CTAs, large ones the
-/// 128×256 tile). Ties go to the larger tile (listed first).
-pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize) -> TileConfig {
+/// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
+/// 128×256 tile). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
+/// slots, efficiency × [`PAIR_GAIN`]): pairs win unless they cost a wave (an odd m-tile count
+/// leaves half a pair idle). `cluster` forces the pair choice (see [`MatmulFp8Config`]); None
+/// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
+pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
     let mut best: Option<(f64, TileConfig)> = None;
     for &(bm, bn, acc) in SM90_TILES {
         if acc != p.accumulation || p.n % bn != 0 {
             continue;
         }
-        let tiles = p.m.div_ceil(bm).max(1) * (p.n / bn).max(1);
-        let cost = tiles.div_ceil(sms) as f64 * (bm * bn) as f64 / tile_efficiency(bm, bn);
-        if best.is_none_or(|(c, _)| cost < c) {
-            best = Some((cost, TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: tiles.min(sms) }));
+        let m_tiles = p.m.div_ceil(bm).max(1);
+        for cm in [1, 2] {
+            let allowed = match cluster {
+                Some(c) => c == cm,
+                None => cm == 1 || m_tiles >= 2,
+            };
+            if !allowed || (cm == 2 && (bm != 128 || sms < 2)) {
+                continue;
+            }
+            let units = m_tiles.div_ceil(cm) * (p.n / bn).max(1);
+            let slots = sms / cm;
+            let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
+            let cost = units.div_ceil(slots) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
+            if best.is_none_or(|(c, _)| cost < c) {
+                let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: units.min(slots) * cm, cluster_m: cm };
+                best = Some((cost, t));
+            }
         }
     }
-    // n % 128 == 0 is validated before planning, and every mode has a 128-wide tile.
-    best.map(|(_, t)| t).unwrap_or(TileConfig { block_m: 128, block_n: 128, group_m: GROUP_M, num_ctas: 1 })
+    best.map(|(_, t)| t)
 }
 
 /// The mma.sync kernel's plan: its one tile, one CTA per tile.
 pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m.div_ceil(bm) * (p.n / bn) }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m.div_ceil(bm) * (p.n / bn), cluster_m: 1 }
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -274,7 +303,15 @@ pub fn matmul_fp8<O: DType>(
         (false, false) => Accumulation::Promoted,
     };
     let problem = MatmulFp8Problem { m, n, k, accumulation };
-    let tiles = if sm90 { plan_sm90(&problem, dev.info().sm_count as usize) } else { plan_sm80(&problem) };
+    let tiles = if sm90 {
+        plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
+            op: OP,
+            what: "cluster (1, or 2 where the plan has 128-row tiles)",
+            value: format!("{:?}", cfg.cluster),
+        })?
+    } else {
+        plan_sm80(&problem)
+    };
 
     let stream = dev.stream();
     let (a_ptr, _ga) = a.data.device_ptr(stream);
@@ -322,13 +359,15 @@ pub fn matmul_fp8<O: DType>(
         block_n: tiles.block_n as i32,
         group_m: tiles.group_m as i32,
         num_ctas: tiles.num_ctas.min(i32::MAX as usize) as i32,
+        cluster_m: tiles.cluster_m as i32,
         out_dtype: O::TAG,
         ..Default::default()
     };
     if sm90 {
         dev.context().bind_to_thread()?;
         p.tma_a = encode_tma(a_ptr, &tma_box(m, k, lda, tiles.block_m))?;
-        p.tma_b = encode_tma(b_ptr, &tma_box(n, k, ldb, tiles.block_n))?;
+        // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
+        p.tma_b = encode_tma(b_ptr, &tma_box(n, k, ldb, tiles.block_n / tiles.cluster_m))?;
     }
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
     // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,
@@ -355,21 +394,42 @@ mod tests {
     }
     use Accumulation::*;
 
+    fn plan(m: usize, n: usize, k: usize, acc: Accumulation) -> TileConfig {
+        plan_sm90(&problem(m, n, k, acc), 132, None).unwrap()
+    }
+
     #[test]
     fn the_planner_picks_the_expected_tiles_for_the_bench_shapes() {
-        let t = plan_sm90(&problem(4096, 7168, 2048, Fast), 132);
-        assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 256, 132));
-        let t = plan_sm90(&problem(8192, 8192, 8192, Fast), 132);
-        assert_eq!((t.block_m, t.block_n), (128, 256));
-        let t = plan_sm90(&problem(4096, 7168, 2048, Promoted), 132);
-        assert_eq!((t.block_m, t.block_n), (128, 128));
-        // Small m: 64-row tiles fill more SMs (2 × 56 = 112 CTAs).
-        let t = plan_sm90(&problem(128, 7168, 2048, Fast), 132);
-        assert_eq!((t.block_m, t.block_n, t.num_ctas), (64, 128, 112));
-        let t = plan_sm90(&problem(1, 7168, 2048, Promoted), 132);
-        assert_eq!((t.block_m, t.block_n), (64, 128));
-        let t = plan_sm90(&problem(4096, 7168, 16384, BlockScaled), 132);
-        assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 128, 132));
+        // 4096×7168: 32 × 28 = 896 tiles of 128×256; as pairs 448 units over 66 slots: 6.8
+        // waves either way, so pairs.
+        let t = plan(4096, 7168, 2048, Fast);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m, t.group_m), (128, 256, 132, 2, 4));
+        let t = plan(8192, 8192, 8192, Fast);
+        assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 256, 2));
+        let t = plan(4096, 7168, 2048, Promoted);
+        assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 128, 2));
+        // Small m: 64-row tiles fill more SMs (2 × 56 = 112 CTAs), no clusters.
+        let t = plan(128, 7168, 2048, Fast);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m), (64, 128, 112, 1));
+        let t = plan(1, 7168, 2048, Promoted);
+        assert_eq!((t.block_m, t.block_n, t.cluster_m), (64, 128, 1));
+        let t = plan(4096, 7168, 16384, BlockScaled);
+        assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m), (128, 128, 132, 2));
+        // Forced: no pairs, or pairs where the plan would not have them.
+        let t = plan_sm90(&problem(4096, 7168, 2048, Fast), 132, Some(1)).unwrap();
+        assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m, t.group_m), (128, 256, 132, 1, 8));
+        let t = plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(2)).unwrap();
+        assert_eq!((t.block_m, t.cluster_m), (128, 2));
+        assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(3)), None);
+        assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 1, Some(2)), None);
+    }
+
+    #[test]
+    fn pairs_are_dropped_where_they_cost_a_wave() {
+        // 3 m-tiles × 44 n-tiles = 132 tiles: one wave alone; as pairs 2 × 44 = 88 units over
+        // 66 slots: two waves.
+        let t = plan(384, 44 * 128, 4096, Promoted);
+        assert_eq!((t.block_m, t.cluster_m, t.num_ctas), (128, 1, 132));
     }
 
     #[test]
@@ -378,12 +438,20 @@ mod tests {
             for n in [128, 384, 1024, 7168, 18432] {
                 for acc in [Fast, Promoted, BlockScaled] {
                     for sms in [1, 8, 78, 132] {
-                        let t = plan_sm90(&problem(m, n, 4096, acc), sms);
-                        assert!(SM90_TILES.contains(&(t.block_m, t.block_n, acc)), "{m} {n} {acc:?}: {t:?}");
-                        assert_eq!(n % t.block_n, 0);
-                        let tiles = m.div_ceil(t.block_m) * (n / t.block_n);
-                        assert!(t.num_ctas >= 1 && t.num_ctas <= tiles.min(sms), "{t:?}");
-                        assert!(acc == Fast || t.block_n == 128);
+                        for cluster in [None, Some(1), Some(2)] {
+                            let Some(t) = plan_sm90(&problem(m, n, 4096, acc), sms, cluster) else {
+                                assert_eq!((cluster, sms), (Some(2), 1), "{m} {n} {acc:?}");
+                                continue;
+                            };
+                            assert!(SM90_TILES.contains(&(t.block_m, t.block_n, acc)), "{m} {n} {acc:?}: {t:?}");
+                            assert_eq!(n % t.block_n, 0);
+                            assert!(t.cluster_m == 1 || (t.cluster_m == 2 && t.block_m == 128), "{t:?}");
+                            assert!(cluster.is_none_or(|c| c == t.cluster_m));
+                            let units = m.div_ceil(t.block_m).div_ceil(t.cluster_m) * (n / t.block_n);
+                            assert_eq!(t.num_ctas % t.cluster_m, 0);
+                            assert!(t.num_ctas >= t.cluster_m && t.num_ctas / t.cluster_m <= units.min(sms / t.cluster_m), "{t:?}");
+                            assert!(acc == Fast || t.block_n == 128);
+                        }
                     }
                 }
                 let t = plan_sm80(&problem(m, n, 256, Promoted));
@@ -395,9 +463,13 @@ mod tests {
     #[test]
     fn the_tile_order_is_a_permutation_grouped_along_m() {
         // Through the C side (wc_matmul_fp8_tile): the function the kernels run.
-        for (m, n, bm, bn, group) in [(1000, 7168, 128, 256, 8), (129, 384, 64, 128, 8), (4096, 1024, 128, 128, 3), (1, 128, 64, 128, 8)] {
-            let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, ..Default::default() };
-            let (mt, nt) = ((m + bm as i64 - 1) / bm as i64, n / bn as i64);
+        // With cluster_m = 2 the tiles are the pairs' (m counts pairs of block_m rows).
+        for (m, n, bm, bn, group, cluster) in
+            [(1000, 7168, 128, 256, 8, 1), (129, 384, 64, 128, 8, 0), (4096, 1024, 128, 128, 3, 1), (1, 128, 64, 128, 8, 1), (1000, 7168, 128, 256, 4, 2), (129, 384, 128, 128, 4, 2)]
+        {
+            let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, cluster_m: cluster, ..Default::default() };
+            let rows = bm as i64 * cluster.max(1) as i64;
+            let (mt, nt) = ((m + rows - 1) / rows, n / bn as i64);
             let mut seen = vec![false; (mt * nt) as usize];
             for t in 0..mt * nt {
                 let (mut a, mut b) = (-1i64, -1i64);
@@ -437,6 +509,12 @@ mod tests {
             p.k = 256;
             p.block_n = 128;
             assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+            p.out_dtype = ffi::wc_dtype_WC_BF16;
+            p.cluster_m = 3; // pairs at most
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+            p.cluster_m = 2;
+            p.block_m = 64; // pairs of 128-row tiles only
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
             p.m = 0; // nothing to do
             assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
             assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);

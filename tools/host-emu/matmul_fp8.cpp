@@ -5,25 +5,29 @@
 // as tma_box / encode_tma describe them, and few CTAs so that each walks several tiles), scale
 // strides with 0 for a size-1 dimension, random e4m3 codes and scales, poisoned outputs,
 // compared with an f64 GEMM on the dequantized inputs (src/reference/matmul_fp8.rs semantics).
-// Usage: matmul_fp8 [name-filter], e.g. "sm90 bf16 m=17 ".
+// Usage: matmul_fp8 [name-filter], e.g. "sm90 bf16 m=17 " or " pair".
 #include "harness.h"
 
 extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
 extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 
 // Which kernel runs a case: sm_80 with plan_sm80's one tile, or sm_90a with one of the tile
-// configurations matmul_fp8_sm90.cu builds (SM90_TILES in src/ops/matmul_fp8.rs) and `ctas`
-// persistent CTAs (0: one per tile).
+// configurations matmul_fp8_sm90.cu builds (SM90_TILES in src/ops/matmul_fp8.rs), alone or in
+// cluster pairs (128-row tiles sharing B by TMA multicast), and `ctas` persistent CTAs (0: one
+// per tile or pair; the launcher caps pairs at what cudaOccupancyMaxActiveClusters reports,
+// EMU_SMS / 2 here).
 struct Path {
   bool sm90;
   int block_m, block_n;
   bool fast;
   int ctas;
+  int cluster = 1;
 };
 static const char* pname(const Path& t) {
   static char b[64];
   if (!t.sm90) return "sm80";
-  snprintf(b, sizeof b, "sm90 %dx%d %s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted", t.ctas);
+  snprintf(b, sizeof b, "sm90 %dx%d %s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
+           t.cluster > 1 ? " pair" : "", t.ctas);
   return b;
 }
 
@@ -174,14 +178,16 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   p.fast_accum = path.fast;
   p.block_m = path.block_m;  // plan_sm80: SM80_TILE; plan_sm90: one of SM90_TILES
   p.block_n = path.block_n;
-  p.group_m = 8;  // GROUP_M
-  const int64_t tiles = (m + path.block_m - 1) / path.block_m * (n / path.block_n);
-  p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, tiles) : tiles);
+  p.group_m = 8 / path.cluster;  // GROUP_M / cluster_m
+  p.cluster_m = path.cluster;
+  const int64_t rows = int64_t{path.block_m} * path.cluster, units = (m + rows - 1) / rows * (n / path.block_n);
+  p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, units * path.cluster) : units * path.cluster);
   p.out_dtype = tag<O>();
   wc_status st = WC_OK;
   if (!path.sm90) {
     st = wc_matmul_fp8_sm80(&p, nullptr);
-  } else if (!encode_tma(&p.tma_a, p.a, m, k, lda, path.block_m) || !encode_tma(&p.tma_b, p.b, n, k, ldb, path.block_n)) {
+  } else if (!encode_tma(&p.tma_a, p.a, m, k, lda, path.block_m) ||
+             !encode_tma(&p.tma_b, p.b, n, k, ldb, path.block_n / path.cluster)) {
     fail("tensor map refused");
     st = WC_ERR_INVALID_ARG;
   } else {
@@ -259,6 +265,16 @@ static void refusals(bool sm90) {
     expect("block-scaled 128x256 (not built)", WC_ERR_UNSUPPORTED);
     p.block_n = 128;
     p.block_scaled = 0;
+    p.cluster_m = 3;
+    expect("cluster 3", WC_ERR_INVALID_ARG);
+    p.cluster_m = 2;
+    p.block_m = 64;
+    expect("pair of 64-row tiles (not built)", WC_ERR_UNSUPPORTED);
+    p.block_m = 128;
+    p.fast_accum = 1;
+    expect("fast 128x128 pair (not built)", WC_ERR_UNSUPPORTED);
+    p.fast_accum = 0;
+    p.cluster_m = 0;
   } else {
     p.block_m = 64;
     expect("block_m 64", WC_ERR_INVALID_ARG);
@@ -293,6 +309,9 @@ int main(int argc, char** argv) {
   // sm_90a: long k (the stage ring wraps inside a tile) and CTAs walking many tiles.
   cases.push_back({64, 256, 1280, ROW, ROW, true, false, 1});
   cases.push_back({200, 256, 1152, GROUP, BLOCK, false, true, 0, true});
+  // Pairs: an odd m-tile count (the last pair's second CTA has no rows), several pairs per CTA.
+  cases.push_back({300, 256, 512, ROW, ROW, true, false});
+  cases.push_back({300, 256, 640, GROUP, BLOCK, false, true, 1});
   uint64_t seed = 1;
   for (const Case& c : cases) {
     // sm_80 once; sm_90a in every configuration its launcher builds for the case's mode
@@ -302,11 +321,14 @@ int main(int argc, char** argv) {
       const bool blk = block_scaled(c.ga, c.gb);
       const int v = static_cast<int>(paths.size() + c.m + c.k / 128);
       auto ctas = [&](int i) { return (v + i) % 4 == 3 ? 0 : 1 + (v + i) % 3; };
+      auto pair_ctas = [&](int i) { return (v + i) % 3 == 2 ? 0 : 2 + 2 * ((v + i) % 3); };
       if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(0)});
       if (!blk) paths.push_back({true, 128, 128, true, ctas(1)});
       if (!blk) paths.push_back({true, 64, 128, true, ctas(2)});
       paths.push_back({true, 128, 128, false, ctas(3)});
       paths.push_back({true, 64, 128, false, ctas(4)});
+      if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
+      paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
     }
     for (const Path& path : paths)
       for (int out = 0; out < 2; ++out) {

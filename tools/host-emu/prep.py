@@ -139,6 +139,19 @@ SEEDS = {
                      "          if (lane == 0) mbar_arrive(&empty[s]);",
                      "if (lane == 0) mbar_arrive(&empty[s]);\n          wgmma_wait<0>();\n#pragma unroll\n"
                      "          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);"),
+    # sm_90a cluster pairs: consumers release a stage in their own CTA only (and the empty
+    # barriers count them alone), so a peer multicasts into a stage this CTA still reads.
+    "sm90_pair_local": ("matmul_fp8", "matmul_fp8_sm90.cu",
+                        [("      if constexpr (CM == 2) mbar_arrive_cluster(&empty[s], rank ^ 1);\n", ""),
+                         ("4 * C::kConsumers * CM);", "4 * C::kConsumers);")]),
+    # ... no cluster barrier before exit: a CTA may leave while its peer still arrives on its barriers.
+    "sm90_pair_exit": ("matmul_fp8", "matmul_fp8_sm90.cu",
+                       "  if constexpr (CM > 1) cluster_sync();\n#else", "#else"),
+    # ... both CTAs load the same half of the shared B tile into the same place.
+    "sm90_pair_slice": ("matmul_fp8", "matmul_fp8_sm90.cu", "nt * BN + rank * (BN / CM)", "nt * BN"),
+    # ... the full barrier expects only this CTA's own bytes (A and its B slice).
+    "sm90_pair_expect": ("matmul_fp8", "matmul_fp8_sm90.cu", "mbar_arrive_expect_tx(&full[s], C::kStage);",
+                         "mbar_arrive_expect_tx(&full[s], C::kStageA + C::kSliceB);"),
     # RoPE, GPT-J on the items path: a rotary item loads from pair index instead of element
     # index 2 * pair (wrong pairs).
     "gptj_pair": ("rope", "rope.cu", "load_elems<T, 2 * N, W::kVector>(w.src + 2 * w.at)",
@@ -205,6 +218,10 @@ PTX_BODIES = [
     (r"void prefetch_tensor_map\(const void\* map\)", "(void)map;"),
     (r"void tma_load_2d\(void\* dst, const void\* map, uint64_t\* bar, int32_t c0, int32_t c1\)",
      "::emu::sm90::tma_load_2d(dst, map, bar, c0, c1);"),
+    (r"void cluster_sync\(\)", "::emu::sm90::cluster_arrive(); ::emu::sm90::cluster_wait();"),
+    (r"void mbar_arrive_cluster\(uint64_t\* bar, uint32_t cta\)", "::emu::sm90::mbar_arrive_cluster(bar, cta);"),
+    (r"void tma_load_2d_multicast\(void\* dst, const void\* map, uint64_t\* bar, int32_t c0, int32_t c1,\s*uint16_t mask\)",
+     "::emu::sm90::tma_load_2d_multicast(dst, map, bar, c0, c1, mask);"),
     (r"void wgmma_fence\(\)", "::emu::sm90::wgmma_fence();"),
     (r"void wgmma_commit\(\)", "::emu::sm90::wgmma_commit();"),
     (r"void wgmma_wait\(\)", "::emu::sm90::wgmma_wait(N);"),
@@ -291,7 +308,11 @@ def rewrite(text):
     text = text.replace("return hopper == kHopperTarget;", "return true;  /* host-emu: every target */")
     text = replace_bodies(text)
     text = DYN_SHARED.sub(lambda m: f"{m[1]}* {m[2]} = reinterpret_cast<{m[1]}*>(::emu::dyn_smem());", text)
-    text = SHARED.sub(lambda m: f"static {m[1]} {m[2]}{m[3]}; ::emu::shared_init({m[2]}, sizeof({m[2]}));", text)
+    # A static __shared__ array: a reference to the calling block's copy (blocks of a cluster or a
+    # cooperative grid run at the same time), keyed by a function-local static.
+    text = SHARED.sub(lambda m: f"static char {m[2]}_emu_key; {m[1]} (&{m[2]}){m[3]} = "
+                      f"*reinterpret_cast<{m[1]} (*){m[3]}>(::emu::static_shared(&{m[2]}_emu_key, sizeof({m[1]}{m[3]})));",
+                      text)
     text = rewrite_launches(text)
     for leftover in (r"\basm\b", r"__shared__", r"<<<"):
         m = re.search(leftover, text)
@@ -307,10 +328,11 @@ def prepare(target, out, seed=None):
     own = ["shim.h", "shim_sm90.h", "harness.h", f"{target}.cpp"]
     sources.update({f: (HERE / f).read_text() for f in own})
     if seed:
-        seed_target, f, old, new = SEEDS[seed]
+        seed_target, f, *change = SEEDS[seed]  # (old, new), or a list of (old, new) pairs
         assert seed_target == target, f"seed {seed} is for {seed_target}, not {target}"
-        assert sources[f].count(old) == 1, f"seed {seed}: the text to replace is not in {f} exactly once"
-        sources[f] = sources[f].replace(old, new)
+        for old, new in change[0] if len(change) == 1 else [change]:
+            assert sources[f].count(old) == 1, f"seed {seed}: the text to replace is not in {f} exactly once"
+            sources[f] = sources[f].replace(old, new)
     units = []
     for f, text in sources.items():
         dst = out / f

@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -80,17 +81,32 @@ struct Warp {
   const void* ptr[32];      // ldmatrix row addresses
 };
 
+struct Cluster;
 struct Block {
-  explicit Block(unsigned n) : bar(n) {}
+  explicit Block(unsigned n) : bar(n), live(static_cast<int>(n)) {}
   std::barrier<> bar;
   std::vector<std::unique_ptr<Warp>> warps;
   unsigned char* smem = nullptr;  // dynamic shared memory
   size_t smem_bytes = 0;
   std::atomic<int> and_false[3] = {0, 0, 0};  // __syncthreads_and: call k uses slot k % 3
+  std::atomic<int> live;                      // threads that have not exited
+  Cluster* cluster = nullptr;                 // the CTAs launched as one cluster (1 without clusters)
+  unsigned rank = 0;                          // %cluster_ctarank
+  void* sm90 = nullptr;                       // shim_sm90.h's state of this block (owned there)
+  std::mutex statics_mu;                      // static __shared__ arrays, by declaration
+  std::map<const void*, std::unique_ptr<unsigned char, void (*)(void*)>> statics;
 };
-inline Block* block = nullptr;
-inline uint64_t block_gen = 0;  // bumped per block: static __shared__ arrays re-poison on it
+// A thread block cluster: barrier.cluster over all its threads; its CTAs by rank.
+struct Cluster {
+  explicit Cluster(ptrdiff_t threads) : bar(threads) {}
+  std::barrier<> bar;
+  std::vector<Block*> blocks;
+};
+// The calling thread's block. Blocks of one cluster (or of a cooperative grid) run at the same
+// time, each thread knowing its own.
+inline thread_local Block* block = nullptr;
 inline thread_local Warp* my_warp = nullptr;
+inline thread_local std::optional<std::barrier<>::arrival_token> t_cluster_token;  // barrier.cluster.arrive
 inline thread_local uint64_t my_seq = 0;
 inline thread_local uint64_t t_and_calls = 0;  // this thread's __syncthreads_and calls in the block
 
@@ -107,10 +123,11 @@ inline int lane() { return static_cast<int>(linear_tid() & 31); }
 
 inline unsigned char* dyn_smem() { return block->smem; }
 
-// Hooks of shim_sm90.h (mbarriers, warpgroups): per block and per exiting thread.
-void sm90_block_begin(unsigned threads);
+// Hooks of shim_sm90.h (mbarriers, warpgroups): per block, per starting and exiting thread.
+void sm90_block_begin(Block& b, unsigned threads);
+void sm90_thread_begin();
 void sm90_thread_exit();
-void sm90_block_end();  // after every thread exited: no named barrier left half-arrived
+void sm90_block_end(Block& b);  // after every thread exited: no named barrier left half-arrived
 void sm90_generic_write(const void* dst, size_t bytes);  // for the missing-proxy-fence check
 void sm90_async_write(const void* dst, size_t bytes);    // cp.async into a stage a wgmma may still read
 
@@ -119,17 +136,18 @@ inline bool in_dyn_smem(const void* p, size_t bytes) {
   return block->smem != nullptr && a >= block->smem && a + bytes <= block->smem + block->smem_bytes;
 }
 
-// A static __shared__ array (prep.py adds the call after its declaration): the first thread of
-// each block to reach it poisons it.
-inline std::mutex shared_mu;
-inline std::map<void*, uint64_t> shared_gen;
-inline void shared_init(void* p, size_t n) {
-  std::lock_guard<std::mutex> lk(shared_mu);
-  uint64_t& g = shared_gen[p];
-  if (g != block_gen) {
+// A static __shared__ array (prep.py rewrites the declaration into a reference to this): the
+// calling block's copy of the array declared at `key`, allocated and poisoned on first use.
+inline void* static_shared(const void* key, size_t n) {
+  std::lock_guard<std::mutex> lk(block->statics_mu);
+  auto it = block->statics.find(key);
+  if (it == block->statics.end()) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 128, n) != 0) abort();
     memset(p, kPoison, n);
-    g = block_gen;
+    it = block->statics.emplace(key, std::unique_ptr<unsigned char, void (*)(void*)>(static_cast<unsigned char*>(p), free)).first;
   }
+  return it->second.get();
 }
 
 // Enter a warp collective: check the mask, publish (op, sequence), meet the warp, check that all
@@ -394,6 +412,12 @@ inline int emu_cc() {
   const char* env = getenv("EMU_CC");
   return env != nullptr ? atoi(env) : 90;
 }
+// The emulated device's SM count: EMU_SMS, 4 when unset (a cooperative grid of SMs × CTAs per SM
+// runs as that many OS threads per CTA at once).
+inline int emu_sms() {
+  const char* env = getenv("EMU_SMS");
+  return env != nullptr ? std::max(1, atoi(env)) : 4;
+}
 inline cudaError_t cudaGetDevice(int* d) {
   *d = 0;
   return cudaSuccess;
@@ -401,6 +425,7 @@ inline cudaError_t cudaGetDevice(int* d) {
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   if (a == cudaDevAttrComputeCapabilityMajor) *v = emu_cc() / 10;
   else if (a == cudaDevAttrComputeCapabilityMinor) *v = emu_cc() % 10;
+  else if (a == cudaDevAttrMultiProcessorCount) *v = emu_sms();
   else return cudaErrorInvalidValue;
   return cudaSuccess;
 }
@@ -425,65 +450,140 @@ inline cudaError_t cudaGetLastError() {
 }
 
 namespace emu {
-// kernel<<<grid, block, smem, stream>>>(args) as prep.py rewrites it: every block of the grid,
-// one after another, each on blockDim OS threads.
+// Runs `blocks` (linear block indices, consecutive in x) at the same time: one OS thread per CUDA
+// thread, clusters of `cluster` consecutive blocks sharing a barrier.cluster and each other's
+// shared memory (shim_sm90.h).
+template <typename Params, typename K>
+void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, unsigned first, unsigned count,
+                  unsigned cluster) {
+  const unsigned n = blk.x * blk.y * blk.z;
+  std::vector<std::unique_ptr<Block>> blocks;
+  std::vector<std::unique_ptr<Cluster>> clusters;
+  for (unsigned i = 0; i < count; ++i) {
+    auto b = std::make_unique<Block>(n);
+    for (unsigned w = 0; w < (n + 31) / 32; ++w) b->warps.push_back(std::make_unique<Warp>(std::min(32u, n - 32 * w)));
+    b->smem_bytes = smem;
+    if (smem) {  // 1024-byte aligned, as the 128B-swizzle atoms of TMA and wgmma need
+      void* p = nullptr;
+      if (posix_memalign(&p, 1024, smem) != 0) abort();
+      b->smem = static_cast<unsigned char*>(p);
+      memset(b->smem, kPoison, smem);
+    }
+    if (i % cluster == 0) clusters.push_back(std::make_unique<Cluster>(static_cast<ptrdiff_t>(n) * cluster));
+    b->cluster = clusters.back().get();
+    b->rank = i % cluster;
+    b->cluster->blocks.push_back(b.get());
+    sm90_block_begin(*b, n);
+    blocks.push_back(std::move(b));
+  }
+  std::vector<std::thread> ts;
+  ts.reserve(size_t{n} * count);
+  for (unsigned i = 0; i < count; ++i) {
+    const unsigned lin = first + i;
+    const dim3 bid(lin % grid.x, (lin / grid.x) % grid.y, lin / (grid.x * grid.y));
+    Block* b = blocks[i].get();
+    for (unsigned t = 0; t < n; ++t)
+      ts.emplace_back([&, b, t, bid] {
+        threadIdx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
+        blockIdx = bid;
+        block = b;
+        my_warp = b->warps[t / 32].get();
+        my_seq = 0;
+        t_and_calls = 0;
+        t_cp_groups.clear();
+        t_cp_open.clear();
+        t_cluster_token.reset();
+        sm90_thread_begin();
+        std::apply(kernel, params);
+        // Copies still in flight at exit land eventually; the kernel must not depend on them.
+        cp_commit();
+        cp_wait(0);
+        sm90_thread_exit();
+        if (t_cluster_token) EMU_FAIL("thread %u of block %u exits between barrier.cluster.arrive and wait", t, bid.x);
+        // An exited thread no longer takes part in barriers.
+        --b->live;
+        my_warp->bar.arrive_and_drop();
+        b->bar.arrive_and_drop();
+        (void)b->cluster->bar.arrive_and_drop();
+      });
+  }
+  for (auto& th : ts) th.join();
+  for (auto& b : blocks) {
+    sm90_block_end(*b);
+    free(b->smem);
+  }
+}
+
+// kernel<<<grid, block, smem, stream>>>(args) as prep.py rewrites it, and cudaLaunchKernelEx:
+// blocks one after another, or `cluster` at a time (thread block clusters along x), or the whole
+// grid at once (`cooperative`: co-resident blocks, as a grid-wide barrier needs).
 template <typename... P, typename... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args) {
+cudaError_t launch_with(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, unsigned cluster, bool cooperative,
+                        A&&... args) {
   ++launches;
   const unsigned n = blk.x * blk.y * blk.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || n == 0 || n > 1024 ||
-      blk.z > 64) {
+      blk.z > 64 || cluster == 0 || cluster > 8 || grid.x % cluster != 0 || (cluster > 1 && cooperative)) {
     last_error = cudaErrorInvalidConfiguration;
-    return;
+    return last_error;
   }
   if (smem > 232448) {
     last_error = cudaErrorInvalidValue;
-    return;
+    return last_error;
   }
   std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(args)...);
   gridDim = grid;
   blockDim = blk;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        ++block_gen;
-        Block b(n);
-        for (unsigned w = 0; w < (n + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>(std::min(32u, n - 32 * w)));
-        b.smem_bytes = smem;
-        if (smem) {  // 1024-byte aligned, as the 128B-swizzle atoms of TMA and wgmma need
-          void* p = nullptr;
-          if (posix_memalign(&p, 1024, smem) != 0) abort();
-          b.smem = static_cast<unsigned char*>(p);
-          memset(b.smem, kPoison, smem);
-        }
-        block = &b;
-        sm90_block_begin(n);
-        std::vector<std::thread> ts;
-        ts.reserve(n);
-        for (unsigned t = 0; t < n; ++t)
-          ts.emplace_back([&, t, bx, by, bz] {
-            threadIdx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
-            blockIdx = dim3(bx, by, bz);
-            my_warp = b.warps[t / 32].get();
-            my_seq = 0;
-            t_and_calls = 0;
-            t_cp_groups.clear();
-            t_cp_open.clear();
-            std::apply(kernel, params);
-            // Copies still in flight at exit land eventually; the kernel must not depend on them.
-            cp_commit();
-            cp_wait(0);
-            sm90_thread_exit();
-            // An exited thread no longer takes part in barriers.
-            my_warp->bar.arrive_and_drop();
-            b.bar.arrive_and_drop();
-          });
-        for (auto& th : ts) th.join();
-        sm90_block_end();
-        free(b.smem);
-        block = nullptr;
-      }
+  const unsigned total = grid.x * grid.y * grid.z;
+  const unsigned together = cooperative ? total : cluster;
+  for (unsigned first = 0; first < total; first += together)
+    run_together(kernel, params, grid, blk, smem, first, together, cluster);
+  return cudaSuccess;
+}
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args) {
+  launch_with(kernel, grid, blk, smem, 1, false, std::forward<A>(args)...);
 }
 }  // namespace emu
+
+// cudaLaunchKernelEx (cuda_runtime.h's typed form): the attributes emulated are a cluster
+// dimension (x only) and cooperative; others are refused.
+template <typename... P, typename... A>
+inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*kernel)(P...), A&&... args) {
+  unsigned cluster = 1;
+  bool cooperative = false;
+  for (unsigned i = 0; i < cfg->numAttrs; ++i) {
+    const cudaLaunchAttribute& a = cfg->attrs[i];
+    if (a.id == cudaLaunchAttributeClusterDimension) {
+      if (a.val.clusterDim.y != 1 || a.val.clusterDim.z != 1) return cudaErrorInvalidValue;
+      cluster = a.val.clusterDim.x;
+    } else if (a.id == cudaLaunchAttributeCooperative) {
+      cooperative = a.val.cooperative != 0;
+    } else {
+      return cudaErrorInvalidValue;
+    }
+  }
+  if (cooperative) {  // every block must be co-resident
+    int per_sm = 0;
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg->blockDim.x * cfg->blockDim.y * cfg->blockDim.z,
+                                                  cfg->dynamicSmemBytes);
+    if (static_cast<long>(cfg->gridDim.x) * cfg->gridDim.y * cfg->gridDim.z > static_cast<long>(per_sm) * emu_sms())
+      return cudaErrorCooperativeLaunchTooLarge;
+  }
+  return emu::launch_with(kernel, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cluster, cooperative,
+                          std::forward<A>(args)...);
+}
+// Clusters of the configuration's size that fit at once: whole clusters of the SMs' CTA slots.
+template <typename K>
+inline cudaError_t cudaOccupancyMaxActiveClusters(int* n, K kernel, const cudaLaunchConfig_t* cfg) {
+  unsigned cluster = 1;
+  for (unsigned i = 0; i < cfg->numAttrs; ++i)
+    if (cfg->attrs[i].id == cudaLaunchAttributeClusterDimension) cluster = cfg->attrs[i].val.clusterDim.x;
+  int per_sm = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, cfg->blockDim.x * cfg->blockDim.y * cfg->blockDim.z,
+                                                cfg->dynamicSmemBytes);
+  *n = per_sm * emu_sms() / static_cast<int>(cluster);
+  return cudaSuccess;
+}
 
 #include "shim_sm90.h"

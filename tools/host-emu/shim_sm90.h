@@ -69,6 +69,7 @@ inline bool encode_tensor_map_2d(void* map, const void* ptr, const uint64_t dims
 // ------------------------------------------------------------------ block state
 struct Tma {
   TensorMap2d map;
+  unsigned char* smem;  // the destination CTA's shared memory (multicast: one Tma per CTA)
   size_t dst;
   int32_t c0, c1;
   Range range() const { return {dst, dst + size_t{map.box[0]} * map.box[1]}; }
@@ -106,8 +107,12 @@ struct State {
   std::map<size_t, MBar> bars;  // by shared-memory offset
   std::map<int, NamedBar> named;
   std::vector<std::unique_ptr<WarpGroup>> groups;
+  // Operand ranges of wgmmas issued and not yet executed, one count per issuing thread: a TMA
+  // landing there (from this CTA or a peer's multicast) overwrites what a wgmma still reads.
+  std::map<std::pair<size_t, size_t>, int> reading;
 };
-inline std::unique_ptr<State> state;
+inline thread_local State* state = nullptr;  // the calling thread's block's (sm90_thread_begin)
+inline State& state_of(const Block* b) { return *static_cast<State*>(b->sm90); }
 
 enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS };
 struct Wgmma {
@@ -158,7 +163,7 @@ inline MBar& bar_at(const void* bar, const char* what) {
   return b;
 }
 
-inline void complete_if_done(MBar& b) {
+inline void complete_if_done(State& st, MBar& b) {
   if (b.pending != 0 || b.tx != 0) return;
   b.done[b.phase & 1] = std::move(b.arriving);
   b.arriving.clear();
@@ -166,17 +171,21 @@ inline void complete_if_done(MBar& b) {
   b.unlanded.clear();
   ++b.phase;
   b.pending = b.count;
-  state->cv.notify_all();
+  st.cv.notify_all();
 }
 
-inline void tma_copy(const Tma& t) {
+inline void tma_copy(State& st, const Tma& t) {
+  for (const auto& [r, count] : st.reading)
+    if (count > 0 && overlaps(t.range(), {r.first, r.second}))
+      EMU_FAIL("TMA lands in smem [%zu, %zu) while an issued wgmma has not finished reading [%zu, %zu)", t.range().lo,
+               t.range().hi, r.first, r.second);
   const TensorMap2d& m = t.map;
   for (uint32_t r = 0; r < m.box[1]; ++r)
     for (uint32_t c = 0; c < m.box[0]; ++c) {
       const int64_t gr = int64_t{t.c1} + r, gc = int64_t{t.c0} + c;
       const bool in = gr >= 0 && gc >= 0 && uint64_t(gr) < m.dims[1] && uint64_t(gc) < m.dims[0];
       const size_t o = t.dst + size_t{r} * m.box[0] + c;
-      block->smem[m.swizzle ? swizzle128(o) : o] = in ? m.base[gr * m.row_stride + gc] : 0;
+      t.smem[m.swizzle ? swizzle128(o) : o] = in ? m.base[gr * m.row_stride + gc] : 0;
     }
 }
 
@@ -190,10 +199,10 @@ inline void mbar_init(uint64_t* bar, uint32_t count) {
   b.count = b.pending = count;
 }
 
-// mbarrier.arrive (tx = 0) or mbarrier.arrive.expect_tx (tx bytes).
-inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
-  std::lock_guard<std::mutex> lk(state->mu);
-  MBar& b = bar_at(bar, "mbarrier.arrive");
+// One arrival (count 1, plus tx transaction bytes) on barrier b of state st (its mutex held),
+// recording the calling thread's wgmmas still in flight (and, on its own CTA's barriers, its
+// cp.async copies not yet landed).
+inline void arrive_on(State& st, MBar& b, uint32_t tx, bool own) {
   if (b.pending == 0) {
     EMU_FAIL("mbarrier.arrive beyond the expected count %u", b.count);
     return;
@@ -207,9 +216,16 @@ inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
     const size_t o = static_cast<size_t>(static_cast<unsigned char*>(c.dst) - block->smem);
     b.unlanded.push_back({o, o + 16});
   };
-  for (const auto& g : t_cp_groups) for (const Copy& c : g) unlanded(c);
-  for (const Copy& c : t_cp_open) unlanded(c);
-  complete_if_done(b);
+  if (own) {
+    for (const auto& g : t_cp_groups) for (const Copy& c : g) unlanded(c);
+    for (const Copy& c : t_cp_open) unlanded(c);
+  }
+  complete_if_done(st, b);
+}
+// mbarrier.arrive (tx = 0) or mbarrier.arrive.expect_tx (tx bytes).
+inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
+  std::lock_guard<std::mutex> lk(state->mu);
+  arrive_on(*state, bar_at(bar, "mbarrier.arrive"), tx, true);
 }
 
 inline void mbar_wait(uint64_t* bar, uint32_t parity) {
@@ -218,11 +234,11 @@ inline void mbar_wait(uint64_t* bar, uint32_t parity) {
   wait_until(lk, [&] {
     if (!b.queued.empty()) {  // deferred loads land now
       for (const Tma& t : b.queued) {
-        tma_copy(t);
+        tma_copy(*state, t);
         b.tx -= int64_t{t.map.box[0]} * t.map.box[1];
       }
       b.queued.clear();
-      complete_if_done(b);
+      complete_if_done(*state, b);
     }
     return (b.phase & 1) != parity;
   }, "mbarrier.try_wait.parity");
@@ -230,7 +246,50 @@ inline void mbar_wait(uint64_t* bar, uint32_t parity) {
   t_unlanded = b.unlanded_done[parity & 1];
 }
 
-inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1) {
+// ------------------------------------------------------------------ clusters
+// CTA `rank` of the calling thread's cluster (a launch without clusters is a cluster of one).
+inline Block* cluster_block(unsigned rank, const char* what) {
+  const Cluster& c = *block->cluster;
+  if (rank >= c.blocks.size()) {
+    EMU_FAIL("%s: CTA rank %u outside a cluster of %zu", what, rank, c.blocks.size());
+    return nullptr;
+  }
+  Block* b = c.blocks[rank];
+  if (b != block && b->live.load() == 0) EMU_FAIL("%s: CTA %u of the cluster has exited (its shared memory is gone)", what, rank);
+  return b;
+}
+inline uint32_t cluster_ctarank() { return block->rank; }
+inline uint32_t cluster_nctarank() { return static_cast<uint32_t>(block->cluster->blocks.size()); }
+inline void cluster_arrive() {
+  if (t_cluster_token) EMU_FAIL("barrier.cluster.arrive twice without a wait");
+  t_cluster_token = block->cluster->bar.arrive();
+}
+inline void cluster_wait() {
+  if (!t_cluster_token) {
+    EMU_FAIL("barrier.cluster.wait without an arrive");
+    return;
+  }
+  block->cluster->bar.wait(std::move(*t_cluster_token));
+  t_cluster_token.reset();
+}
+// mbarrier.arrive.release.cluster.shared::cluster on the barrier at bar's offset in CTA `rank`.
+inline void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+  const size_t o = smem_offset(bar, 8, "mbarrier.arrive.shared::cluster");
+  Block* b = cluster_block(rank, "mbarrier.arrive.shared::cluster");
+  if (b == nullptr) return;
+  State& st = state_of(b);
+  std::lock_guard<std::mutex> lk(st.mu);
+  auto it = st.bars.find(o);
+  if (it == st.bars.end()) {
+    EMU_FAIL("mbarrier.arrive.shared::cluster on an uninitialised mbarrier at smem+%zu of CTA %u", o, rank);
+    return;
+  }
+  arrive_on(st, it->second, 0, b == block);
+}
+
+// A TMA 2-D load of `map`'s box at (c0, c1) to dst's offset in each CTA of `mask` (bit r: CTA
+// rank r; a plain load: the calling CTA only), counted on the mbarrier at bar's offset there.
+inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1, uint32_t mask) {
   Tma t{};
   memcpy(&t.map, map, sizeof t.map);
   if (t.map.magic != kMapMagic) {
@@ -240,6 +299,7 @@ inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, i
   if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
   const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];
   t.dst = smem_offset(dst, bytes, "TMA destination");
+  const size_t bar_o = smem_offset(bar, 8, "TMA completion");
   t.c0 = c0;
   t.c1 = c1;
   if (t.dst % 128) EMU_FAIL("TMA destination smem+%zu not 128-byte aligned", t.dst);
@@ -248,15 +308,33 @@ inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, i
       EMU_FAIL("TMA into smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the barrier "
                "this thread waited for before the wgmma retired",
                t.dst, t.dst + bytes, r.lo, r.hi);
-  std::lock_guard<std::mutex> lk(state->mu);
-  MBar& b = bar_at(bar, "TMA completion");
-  if (cp_eager) {
-    tma_copy(t);
-    b.tx -= static_cast<int64_t>(bytes);
-    complete_if_done(b);
-  } else {
-    b.queued.push_back(t);
+  if (mask == 0 || mask >> cluster_nctarank()) EMU_FAIL("TMA multicast mask %x for a cluster of %u", mask, cluster_nctarank());
+  for (uint32_t r = 0; r < cluster_nctarank(); ++r) {
+    if (!(mask >> r & 1)) continue;
+    Block* b = cluster_block(r, "TMA multicast");
+    if (b == nullptr) continue;
+    State& st = state_of(b);
+    std::lock_guard<std::mutex> lk(st.mu);
+    auto it = st.bars.find(bar_o);
+    if (it == st.bars.end()) {
+      EMU_FAIL("TMA completion on an uninitialised mbarrier at smem+%zu of CTA %u", bar_o, r);
+      continue;
+    }
+    t.smem = b->smem;
+    if (cp_eager) {
+      tma_copy(st, t);
+      it->second.tx -= static_cast<int64_t>(bytes);
+      complete_if_done(st, it->second);
+    } else {
+      it->second.queued.push_back(t);
+    }
   }
+}
+inline void tma_load_2d(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1) {
+  tma_issue(dst, map, bar, c0, c1, 1u << cluster_ctarank());
+}
+inline void tma_load_2d_multicast(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1, uint16_t mask) {
+  tma_issue(dst, map, bar, c0, c1, mask);
 }
 
 // ------------------------------------------------------------------ named barriers
@@ -404,6 +482,8 @@ inline void fence_proxy_async() {
 inline void execute(const Wgmma& w) {
   {
     std::lock_guard<std::mutex> lk(state->mu);
+    for (const Range& r : {w.ra, w.rb})
+      if (r.hi > r.lo) --state->reading[{r.lo, r.hi}];
     for (const auto& [o, b] : state->bars)
       for (const Tma& t : b.queued)
         if (overlaps(t.range(), w.ra) || overlaps(t.range(), w.rb))
@@ -460,6 +540,11 @@ inline void issue(const Wgmma& w) {
                "mbarrier this thread waited for", r.lo, r.hi);
       break;
     }
+  {
+    std::lock_guard<std::mutex> lk(state->mu);
+    for (const Range& r : {w.ra, w.rb})
+      if (r.hi > r.lo) ++state->reading[{r.lo, r.hi}];
+  }
   if (cp_eager) execute(w);
   else t_open.push_back(w);
 }
@@ -515,16 +600,21 @@ inline void sm90_async_write(const void* dst, size_t bytes) {
                "barrier this thread waited for before the wgmma retired",
                o, o + bytes, r.lo, r.hi);
 }
-inline void sm90_block_begin(unsigned threads) {
-  sm90::state = std::make_unique<sm90::State>();
-  sm90::state->units = (block->smem_bytes + 15) / 16;
-  sm90::state->unfenced = std::make_unique<std::atomic<int>[]>(sm90::state->units);  // value-initialised: 0
+inline void sm90_block_begin(Block& b, unsigned threads) {
+  auto* st = new sm90::State;
+  st->units = (b.smem_bytes + 15) / 16;
+  st->unfenced = std::make_unique<std::atomic<int>[]>(st->units);  // value-initialised: 0
   for (unsigned first = 0; first < threads; first += 128)
-    sm90::state->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
+    st->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
+  b.sm90 = st;
 }
-inline void sm90_block_end() {
-  for (const auto& [id, b] : sm90::state->named)
+inline void sm90_thread_begin() { sm90::state = &sm90::state_of(block); }
+inline void sm90_block_end(Block& blk) {
+  auto* st = &sm90::state_of(&blk);
+  for (const auto& [id, b] : st->named)
     if (b.arrived != 0) EMU_FAIL("a block ends with %d of %d arrivals on named barrier %d", b.arrived, b.expected, id);
+  delete st;
+  blk.sm90 = nullptr;
 }
 inline void sm90_thread_exit() {
   if (!sm90::t_open.empty() || !sm90::t_groups.empty()) EMU_FAIL("thread %u exits with wgmma in flight", linear_tid());

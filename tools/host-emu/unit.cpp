@@ -2,7 +2,10 @@
 // contents built from the PTX ISA's fragment formulas (forward maps: lane, i -> row, col);
 // shuffles and votes against their definitions; and the checks that must fire (a lane that
 // exited before a collective, a partial mask, shared memory poisoned per block, cp.async
-// deferred to its wait_group unless EMU_CP_EAGER is set); sincospif against sinl / cosl.
+// deferred to its wait_group unless EMU_CP_EAGER is set); sincospif against sinl / cosl;
+// cudaLaunchKernelEx: a cooperative grid runs at once (a spin barrier completes, static shared
+// memory stays per block, an oversized grid is refused), a cluster pair's remote mbarrier
+// arrivals, and the report of an arrival at a peer CTA that has exited.
 #include "shim.h"
 
 static uint16_t bf(float x) { __nv_bfloat16 b = __float2bfloat16_rn(x); uint16_t u; memcpy(&u, &b, 2); return u; }
@@ -104,10 +107,10 @@ void partial_mask_kernel() { (void)__shfl_sync(0x0000ffffu, 1, 0); }
 
 // Block b reads its static shared word and dynamic smem before writing them: both must be
 // poisoned, whatever the previous block wrote.
-static int static_smem_word[1];
+static char static_smem_key;
 static std::atomic<int> poison_errors{0};
 void poison_kernel() {
-  emu::shared_init(static_smem_word, sizeof static_smem_word);
+  int* static_smem_word = static_cast<int*>(emu::static_shared(&static_smem_key, sizeof(int)));
   if (threadIdx.x == 0) {
     if (static_smem_word[0] != -1 || emu::dyn_smem()[63] != 0xFF) ++poison_errors;
     static_smem_word[0] = 7;
@@ -131,6 +134,72 @@ void cp_kernel() {
     emu::cp_wait(0);
     if (s[16] != 0) ++cp_errors;
   }
+}
+
+// A cooperative grid runs all its blocks at once: a grid-wide spin barrier completes, and each
+// block keeps its own static __shared__ word across it.
+static int grid_arrived = 0;
+static char grid_word_key;
+static std::atomic<int> grid_errors{0};
+void grid_barrier_kernel() {
+  int* word = static_cast<int*>(emu::static_shared(&grid_word_key, sizeof(int)));
+  if (threadIdx.x == 0) *word = static_cast<int>(blockIdx.x);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    atomicAdd(&grid_arrived, 1);
+    while (__atomic_load_n(&grid_arrived, __ATOMIC_ACQUIRE) < static_cast<int>(gridDim.x)) std::this_thread::yield();
+  }
+  __syncthreads();
+  if (*word != static_cast<int>(blockIdx.x)) ++grid_errors;
+}
+
+// A cluster pair: each CTA's thread 0 arrives on its peer's mbarrier and waits on its own.
+static std::atomic<int> cluster_errors{0};
+void cluster_kernel() {
+  uint64_t* bar = reinterpret_cast<uint64_t*>(emu::dyn_smem());
+  const uint32_t rank = blockIdx.x % 2;
+  if (threadIdx.x == 0) emu::sm90::mbar_init(bar, 1);
+  emu::sm90::cluster_arrive();
+  emu::sm90::cluster_wait();
+  if (emu::sm90::cluster_ctarank() != rank) ++cluster_errors;
+  if (threadIdx.x == 0) {
+    emu::sm90::mbar_arrive_cluster(bar, rank ^ 1);
+    emu::sm90::mbar_wait(bar, 0);
+  }
+  emu::sm90::cluster_arrive();
+  emu::sm90::cluster_wait();
+}
+// ... and one that leaves without the final cluster barrier while its peer still arrives.
+void cluster_exit_kernel() {
+  uint64_t* bar = reinterpret_cast<uint64_t*>(emu::dyn_smem());
+  if (threadIdx.x == 0) emu::sm90::mbar_init(bar, 1);
+  emu::sm90::cluster_arrive();
+  emu::sm90::cluster_wait();
+  if (blockIdx.x % 2 == 0) return;
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (threadIdx.x == 0) emu::sm90::mbar_arrive_cluster(bar, 0);
+}
+
+template <typename... P>
+static cudaError_t launch_ex(void (*kernel)(P...), unsigned grid, unsigned block, size_t smem, unsigned cluster,
+                             bool cooperative) {
+  cudaLaunchAttribute attr[1];
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(block);
+  cfg.dynamicSmemBytes = smem;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (cooperative) {
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+  } else {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = cluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel);
 }
 
 // sincospif against sinl / cosl of pi x: within one f32 ulp of the result (plus 1e-15 absolute:
@@ -193,12 +262,26 @@ int main() {
   for (auto& b : cp_src) b = static_cast<unsigned char>(rand() % 200 + 1);
   emu::launch(cp_kernel, dim3(1), dim3(32), 32);
   const int sincospi_bad = sincospi_errors();
+  // Cooperative: 4 SMs × 32 CTAs of 64 threads fit; one more CTA is refused.
+  if (launch_ex(grid_barrier_kernel, 8, 64, 0, 1, true) != cudaSuccess || grid_arrived != 8) ++grid_errors;
+  int per_sm = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, grid_barrier_kernel, 64, 0);
+  if (launch_ex(grid_barrier_kernel, per_sm * emu_sms() + 1, 64, 0, 1, true) != cudaErrorCooperativeLaunchTooLarge)
+    ++grid_errors;
+  if (launch_ex(cluster_kernel, 4, 64, 8, 2, false) != cudaSuccess) ++cluster_errors;
+  const long before_exit = emu::errors.load();
+  launch_ex(cluster_exit_kernel, 2, 32, 8, 2, false);
+  const bool exit_reported = emu::errors.load() > before_exit;
+  emu::errors = before_exit;
   const bool ok = maxerr < 1e-4 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
-                  poison_errors == 0 && cp_errors == 0 && sincospi_bad == 0 && emu::errors == 0;
+                  poison_errors == 0 && cp_errors == 0 && sincospi_bad == 0 && grid_errors == 0 &&
+                  cluster_errors == 0 && exit_reported && emu::errors == 0;
   printf("unit %s: mma/ldmatrix max |D - A.B| %.3g, fragment mismatches %d, shuffle mismatches %d, "
          "checks fire (exited lane %d, partial mask %d, partial warp %d), poison errors %d, cp.async (%s) errors %d, "
-         "sincospif errors %d, emu errors %ld\n",
+         "sincospif errors %d, cooperative grid errors %d, cluster errors %d, exited-peer check fires %d, "
+         "emu errors %ld\n",
          ok ? "PASS" : "FAIL", maxerr, frag_errors.load(), shfl_errors.load(), exited, partial, partial_warp,
-         poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), sincospi_bad, emu::errors.load());
+         poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), sincospi_bad,
+         grid_errors.load(), cluster_errors.load(), exit_reported, emu::errors.load());
   return ok ? 0 : 1;
 }
