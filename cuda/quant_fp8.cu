@@ -400,7 +400,7 @@ __device__ __forceinline__ void grid_barrier(unsigned* arrived) {
 }
 
 // Maximum of non-negative floats' bit patterns over the block (unsigned order = float order; a
-// slot that was never written, e.g. 0xFFFFFFFF, wins and shows as a NaN scale).
+// slot that was never written, e.g. the emulator's 0xFFFFFFFF, wins: a NaN amax, a floor scale).
 __device__ __forceinline__ unsigned block_max_bits(unsigned v, unsigned* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   v = __reduce_max_sync(0xffffffffu, v);
