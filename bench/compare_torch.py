@@ -425,7 +425,7 @@ def quant_cases(compile_too):
         out.append({"op": op, "dtype": "bf16", "shape": shape, "name": name, "time_us": t})
 
     compiled = torch.compile(quantize_torch) if compile_too else None
-    for rows, cols, g in [(4096, 7168, "tensor"), (4096, 7168, "row"), (4096, 7168, "group128"), (128, 7168, "group128"),
+    for rows, cols, g in [(4096, 7168, "tensor"), (64, 4096, "tensor"), (4096, 7168, "row"), (4096, 7168, "group128"), (128, 7168, "group128"),
                           (7168, 2048, "block128"), (18432, 7168, "block128")]:
         copies = copies_for(3 * rows * cols)
         xs = rand((rows, cols), torch.bfloat16, copies)

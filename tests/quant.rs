@@ -6,8 +6,10 @@ use common::{assert_passed, device};
 use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
-use warpcore::ops::quant::{dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, check_quantize_tensor, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
+use warpcore::ops::quant::{
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity, TensorQuantLimits, TensorQuantPlan,
+};
 use warpcore::ops::rms_norm::RmsNormConfig;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -50,6 +52,44 @@ fn dequant_case() -> impl Strategy<Value = DequantCase> {
         .prop_map(|(rows, cols, granularity, layout, spread, seed)| DequantCase { rows, cols, granularity, layout, spread, seed })
 }
 
+/// A per-tensor case and how to run it: `None` = planned; `Some((c, h))` = forced single pass
+/// on a fraction c of the device's CTAs (at least one) holding a fraction h of its shared memory.
+#[derive(Clone, Copy, Debug)]
+struct TensorCase {
+    quant: QuantCase,
+    forced: Option<(f64, f64)>,
+    calls: usize,
+}
+
+fn tensor_case() -> impl Strategy<Value = TensorCase> {
+    let shape = prop_oneof![(1usize..8, 1usize..600), (1usize..300, proptest::sample::select(COLS))];
+    let forced = prop_oneof![Just(None), (0.0f64..1.0, 0.0f64..1.0).prop_map(Some), (0.0f64..0.05, 0.0f64..0.01).prop_map(Some)];
+    (shape, 0usize..3, 0usize..3, any::<bool>(), forced, 1usize..4, any::<u64>()).prop_map(|((rows, cols), gap, offset, odd, forced, calls, seed)| {
+        // Mostly the 16-byte layout (whole 16-element chunks, gaps and offsets in 16-byte
+        // steps); `odd` keeps the columns as drawn and offsets by an element (two kernels).
+        let cols = if odd { cols } else { cols.div_ceil(16) * 16 };
+        let (x_gap, out_gap, offset) = if odd { (gap, 3 * gap, offset) } else { (8 * gap, 16 * gap, 16 * offset) };
+        let quant = QuantCase {
+            rows,
+            cols,
+            x_stride: cols + x_gap,
+            out_stride: cols + out_gap,
+            offset,
+            granularity: ScaleGranularity::PerTensor,
+            layout: ScaleLayout::RowMajor,
+            spread: 6,
+            seed,
+        };
+        TensorCase { quant, forced: if odd { None } else { forced }, calls }
+    })
+}
+
+/// The forced plan of a case on this device.
+fn forced_plan(limits: &TensorQuantLimits, (c, h): (f64, f64)) -> TensorQuantPlan {
+    let ctas = 1 + (c * limits.max_ctas() as f64) as usize;
+    TensorQuantPlan::SinglePass { ctas: ctas.min(limits.max_ctas()), held: (h * limits.max_held as f64) as usize / 16 * 16 }
+}
+
 macro_rules! dtype_tests {
     ($m:ident, $t:ty) => {
         mod $m {
@@ -60,6 +100,14 @@ macro_rules! dtype_tests {
                 fn quantize_matches_reference_bit_for_bit(case in quant_case()) {
                     let Some(dev) = device() else { return Ok(()) };
                     assert_passed(&check_quantize::<$t>(&dev, &case).unwrap());
+                }
+                #[test]
+                fn single_pass_per_tensor_matches_reference_bit_for_bit(case in tensor_case()) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    let limits = TensorQuantLimits::query::<$t>(&dev).unwrap();
+                    let plan = case.forced.filter(|_| limits.cooperative).map(|f| forced_plan(&limits, f));
+                    let mut ws = QuantWorkspace::new(&dev).unwrap();
+                    assert_passed(&check_quantize_tensor::<$t>(&dev, &case.quant, &mut ws, plan, case.calls).unwrap());
                 }
                 #[test]
                 fn fused_norm_quant_is_within_one_step(case in norm_case()) {
@@ -100,6 +148,70 @@ macro_rules! dtype_tests {
 }
 dtype_tests!(bf16_tests, bf16);
 dtype_tests!(f16_tests, f16);
+
+/// One workspace through many grids: every CTA count from 1 up (and the device's maximum), held
+/// shares that fit, that do not, and none; tensors smaller than the grid; both dtypes; then the
+/// planner's choice at the bar's shape and a small one, twice each.
+#[test]
+fn single_pass_reuses_one_workspace_across_grids() {
+    let Some(dev) = device() else { return };
+    let limits = TensorQuantLimits::query::<bf16>(&dev).unwrap();
+    if !limits.cooperative {
+        eprintln!("SKIP single pass: the device does not launch cooperatively");
+        return;
+    }
+    let mut ws = QuantWorkspace::new(&dev).unwrap();
+    let max = limits.max_ctas();
+    let mut seed = 0;
+    for ctas in [1, 2, 3, 7, 64, max.saturating_sub(1), max].into_iter().filter(|&c| c >= 1 && c <= max) {
+        for held in [0, 16, 1024, limits.max_held] {
+            for &(rows, cols) in &[(1usize, 16usize), (3, 48), (257, 1040), (1024, 4096)] {
+                seed += 1;
+                let plan = Some(TensorQuantPlan::SinglePass { ctas, held });
+                let case = QuantCase::dense(rows, cols, ScaleGranularity::PerTensor, seed);
+                if seed % 2 == 0 {
+                    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, plan, 1).unwrap());
+                } else {
+                    assert_passed(&check_quantize_tensor::<f16>(&dev, &case, &mut ws, plan, 1).unwrap());
+                }
+            }
+        }
+    }
+    for &(rows, cols) in &[(4096usize, 7168usize), (64, 4096), (18432, 7168)] {
+        let case = QuantCase::dense(rows, cols, ScaleGranularity::PerTensor, 99);
+        assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, None, 2).unwrap());
+    }
+}
+
+#[test]
+fn single_pass_rejects_plans_the_device_or_layout_cannot_run() {
+    let Some(dev) = device() else { return };
+    let limits = TensorQuantLimits::query::<bf16>(&dev).unwrap();
+    let mut ws = QuantWorkspace::new(&dev).unwrap();
+    let bad = [
+        TensorQuantPlan::SinglePass { ctas: limits.max_ctas() + 1, held: 16 },
+        TensorQuantPlan::SinglePass { ctas: 0, held: 16 },
+        TensorQuantPlan::SinglePass { ctas: 1, held: limits.max_held + 16 },
+        TensorQuantPlan::SinglePass { ctas: 1, held: 8 },
+    ];
+    for plan in bad {
+        expect_quant_error(4, 256, [1, 1], 0, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, Some(plan)).map(|_| ()), |e| {
+            matches!(e, Error::Unsupported { op: "quantize_fp8", .. })
+        });
+    }
+    // The single pass needs the 16-byte layout: x one element in is refused when forced...
+    let ok = TensorQuantPlan::SinglePass { ctas: 1, held: 16 };
+    expect_quant_error(4, 256, [1, 1], 1, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, Some(ok)).map(|_| ()), |e| {
+        matches!(e, Error::Unsupported { what: "single pass layout (cols % 16 == 0, 16-byte aligned rows of x and out)", .. })
+    });
+    // ...and planned onto the two kernels.
+    let case = QuantCase { offset: 1, ..QuantCase::dense(4, 256, ScaleGranularity::PerTensor, 5) };
+    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, None, 1).unwrap());
+    // Per tensor only: another granularity's scale shape is a shape error.
+    expect_quant_error(4, 256, [4, 1], 0, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, None).map(|_| ()), |e| {
+        matches!(e, Error::ShapeMismatch { arg: "scale", .. })
+    });
+}
 
 #[test]
 fn dequantize_to_f32_is_exact_up_to_one_rounding() {

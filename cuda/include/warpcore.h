@@ -419,9 +419,24 @@ typedef enum wc_scale_granularity {
 /* amax is clamped to at least this before the scale is computed (scale >= 2.2e-15). */
 #define WC_FP8_AMAX_FLOOR 1e-12f
 
+/* Single-pass per-tensor quantization: at most this many CTAs, and the workspace they share
+ * (uint32 words: one arrival word for the grid barrier, then one amax slot per CTA). */
+#define WC_QUANT_TENSOR_MAX_CTAS 2048
+#define WC_QUANT_WORKSPACE_WORDS (32 + WC_QUANT_TENSOR_MAX_CTAS)
+
 /* Dynamic quantization of x (bf16 / f16) to e4m3 with scales computed on the GPU.
- * WC_SCALE_TENSOR: scale[0] is zeroed, reduced by atomicMax over blocks, then read by the
- * quantizing kernel (three stream-ordered steps, no host synchronisation). */
+ * WC_SCALE_TENSOR, two kernels (single_pass_ctas == 0): scale[0] is zeroed, reduced by
+ * atomicMax over blocks, then read by the quantizing kernel (three stream-ordered steps, no
+ * host synchronisation); x is read twice.
+ * WC_SCALE_TENSOR, single pass (single_pass_ctas > 0): one cooperative launch of
+ * single_pass_ctas co-resident CTAs (a launch that cannot be co-resident fails with the
+ * runtime's error, nothing written); each holds up to single_pass_held elements of its share of
+ * x in shared memory across a grid barrier, so x is read once (the rest is re-read, from L2
+ * when it fits). Needs the 16-byte vector layout (cols % 16 == 0, rows and pointers 16-byte
+ * aligned), single_pass_held a multiple of 16 within wc_quantize_fp8_tensor_limits' max_held,
+ * and `workspace`: WC_QUANT_WORKSPACE_WORDS uint32, zero-filled once before its first use and
+ * then left to the kernel (every launch leaves its arrival word as valid as it found it: no
+ * reset between calls or graph replays), used by one launch at a time. */
 typedef struct wc_quantize_fp8_params {
   const void* x;              /* [rows, cols], row stride x_stride */
   void* out;                  /* [rows, cols] e4m3, row stride out_stride */
@@ -434,8 +449,20 @@ typedef struct wc_quantize_fp8_params {
   int64_t scale_stride_col;
   wc_scale_granularity granularity;
   wc_dtype dtype;             /* x: WC_BF16 or WC_F16 */
+  void* workspace;            /* single pass: [WC_QUANT_WORKSPACE_WORDS] uint32 (see above) */
+  int64_t single_pass_ctas;   /* WC_SCALE_TENSOR: 0 = two kernels; else the single pass's CTAs */
+  int64_t single_pass_held;   /* single pass: elements of x each CTA holds in shared memory */
 } wc_quantize_fp8_params;
 wc_status wc_quantize_fp8(const wc_quantize_fp8_params* p, wc_stream stream);
+
+/* What the current device allows the single-pass per-tensor kernel for x of `dtype`. */
+typedef struct wc_quant_tensor_limits {
+  int64_t sm_count;
+  int64_t ctas_per_sm;        /* co-resident CTAs per SM at max_held (occupancy calculator) */
+  int64_t max_held;           /* elements per CTA that fit in shared memory (multiple of 16) */
+  int32_t cooperative;        /* the device supports cooperative launches */
+} wc_quant_tensor_limits;
+wc_status wc_quantize_fp8_tensor_limits(wc_dtype dtype, wc_quant_tensor_limits* out);
 
 /* Fused RMSNorm -> FP8 (granularity WC_SCALE_ROW or WC_SCALE_GROUP128): the normalised row
  * stays in f32 registers and is quantized directly (never stored in bf16).

@@ -1,10 +1,12 @@
 //! Benchmarks of FP8 quantization (bar: ≥ 85% of the copy bandwidth) and of the fused norm →
 //! FP8 ops against the unfused pair (rms_norm, then quantize_fp8) timed in the same run.
 //! Bytes counted: x read once (2 B/element), codes written once (1 B), scales written once;
-//! the fused add also reads and writes the residual; the weight is read once.
+//! the fused add also reads and writes the residual; the weight is read once. Per tensor, the
+//! record times `quantize_fp8_tensor` on the planner's choice (the single pass where it applies)
+//! and the two-kernel path (`quantize_fp8`) as the alternative "two kernels".
 
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::quant::{fused_add_rms_norm_quant_fp8, quantize_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -25,14 +27,31 @@ pub fn bench_quantize(dev: &Device, ceilings: &Ceilings, rows: usize, cols: usiz
     let mut outs: Vec<_> = (0..copies).map(|_| dev.zeros::<F8E4M3>(n)).collect::<Result<_>>()?;
     let mut scale = dev.zeros::<f32>(ns)?;
     let shape = g.scale_shape(rows, cols);
+    let mut two_kernels = |dev: &Device| {
+        time_calls(dev, SAMPLES, |i| {
+            let j = i % copies;
+            let x = TensorView::contiguous(xs[j].as_view(), [rows, cols])?;
+            let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, cols])?;
+            let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
+            quantize_fp8(dev, &x, &mut o, &mut s, g)
+        })
+    };
+    if g != ScaleGranularity::PerTensor {
+        let t = two_kernels(dev)?;
+        return Ok(BenchRecord::bandwidth("quantize_fp8", "bf16", format!("{rows}x{cols} {}", g.name()), t, bytes as f64, ceilings));
+    }
+    let old = two_kernels(dev)?;
+    let mut ws = QuantWorkspace::new(dev)?;
     let t = time_calls(dev, SAMPLES, |i| {
         let j = i % copies;
         let x = TensorView::contiguous(xs[j].as_view(), [rows, cols])?;
         let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, cols])?;
         let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
-        quantize_fp8(dev, &x, &mut o, &mut s, g)
+        quantize_fp8_tensor(dev, &x, &mut o, &mut s, &mut ws, None).map(|_| ())
     })?;
-    Ok(BenchRecord::bandwidth("quantize_fp8", "bf16", format!("{rows}x{cols} {}", g.name()), t, bytes as f64, ceilings))
+    let mut r = BenchRecord::bandwidth("quantize_fp8", "bf16", format!("{rows}x{cols} {}", g.name()), t, bytes as f64, ceilings);
+    r.add_alternative("two kernels", old.median_us);
+    Ok(r)
 }
 
 /// Fused (residual add +) RMSNorm → FP8 on `[tokens, hidden]`, with the unfused pair
@@ -94,6 +113,7 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     for g in [PerTensor, PerRow, Group128] {
         out.push(bench_quantize(dev, ceilings, 4096, 7168, g)?);
     }
+    out.push(bench_quantize(dev, ceilings, 64, 4096, PerTensor)?);
     out.push(bench_quantize(dev, ceilings, 128, 7168, Group128)?);
     out.push(bench_quantize(dev, ceilings, 7168, 2048, Block128)?);
     out.push(bench_quantize(dev, ceilings, 18432, 7168, Block128)?);

@@ -5,7 +5,10 @@
 //! reference and of norm-then-quant. Used by tests/quant.rs and `warpcore check`.
 
 use super::{compare, compare_bounded, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Comparison, Rng, Tolerance};
-use crate::ops::quant::{dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use crate::ops::quant::{
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity, TensorQuantLimits,
+    TensorQuantPlan,
+};
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::reference::quant::{self as reference, e4m3_error_bound, e4m3_ordinal, Quantized};
 use crate::{DType, Device, Result, TensorView, TensorViewMut, F8E4M3};
@@ -104,6 +107,56 @@ fn round_trip(what: &'static str, q: &Quantized, values: &[f64]) -> Comparison {
 
 /// `quantize_fp8` against the reference: codes and scales bit for bit.
 pub fn check_quantize<T: DType>(dev: &Device, case: &QuantCase) -> Result<CheckResult> {
+    let g = case.granularity;
+    check_quantize_with::<T>(dev, case, 1, String::new(), |x, out, scale| quantize_fp8(dev, x, out, scale, g).map(|_| None))
+}
+
+/// `quantize_fp8_tensor` (per tensor, one pass where the plan says so) against the reference,
+/// bit for bit, `calls` times in a row on the same `workspace` (outputs re-poisoned before each
+/// call; the last is compared). `plan`: forced, or `None` for the planner's choice, which the
+/// check also compares with [`TensorQuantPlan::choose`] on the device's limits.
+pub fn check_quantize_tensor<T: DType>(
+    dev: &Device,
+    case: &QuantCase,
+    workspace: &mut QuantWorkspace,
+    plan: Option<TensorQuantPlan>,
+    calls: usize,
+) -> Result<CheckResult> {
+    assert_eq!(case.granularity, ScaleGranularity::PerTensor, "check_quantize_tensor: per-tensor cases only");
+    let what = match plan {
+        Some(p) => format!(" {p:?}"),
+        None => " (planned)".to_string(),
+    };
+    // Buffers start 256-byte aligned; the views start `offset` elements in.
+    let size = std::mem::size_of::<T>();
+    let c = *case;
+    let vector = c.cols % 16 == 0 && (c.x_stride * size) % 16 == 0 && c.out_stride % 16 == 0 && (c.offset * size) % 16 == 0 && c.offset % 16 == 0;
+    let want = match plan {
+        Some(p) => p,
+        None => TensorQuantPlan::choose(c.rows, c.cols, vector, &TensorQuantLimits::query::<T>(dev)?),
+    };
+    check_quantize_with::<T>(dev, case, calls.max(1), what, |x, out, scale| {
+        Ok(Some((quantize_fp8_tensor(dev, x, out, scale, workspace, plan)?, want)))
+    })
+}
+
+/// The plan as numbers (kind, CTAs, held elements), for an exact comparison.
+fn plan_numbers(p: TensorQuantPlan) -> Vec<f32> {
+    match p {
+        TensorQuantPlan::TwoKernels => vec![0.0, 0.0, 0.0],
+        TensorQuantPlan::SinglePass { ctas, held } => vec![1.0, ctas as f32, held as f32],
+    }
+}
+
+type Ran = Option<(TensorQuantPlan, TensorQuantPlan)>;
+
+fn check_quantize_with<T: DType>(
+    dev: &Device,
+    case: &QuantCase,
+    calls: usize,
+    what: String,
+    mut run: impl FnMut(&TensorView<T, 2>, &mut TensorViewMut<F8E4M3, 2>, &mut TensorViewMut<f32, 2>) -> Result<Ran>,
+) -> Result<CheckResult> {
     let c = *case;
     let mut rng = Rng::new(c.seed);
     let spread = if T::NAME == "f16" { c.spread.min(4) } else { c.spread };
@@ -120,13 +173,18 @@ pub fn check_quantize<T: DType>(dev: &Device, case: &QuantCase) -> Result<CheckR
     let x = dev.upload(&x_host)?;
     let mut out = dev.upload(&out_host)?;
     let mut scale = dev.upload(&scale_host)?;
-    quantize_fp8(
-        dev,
-        &TensorView::new(x.slice(c.offset..), [c.rows, c.cols], [c.x_stride, 1])?,
-        &mut TensorViewMut::new(out.slice_mut(c.offset..), [c.rows, c.cols], [c.out_stride, 1])?,
-        &mut TensorViewMut::new(scale.as_view_mut(), shape, strides)?,
-        c.granularity,
-    )?;
+    let mut ran = None;
+    for k in 0..calls {
+        if k > 0 {
+            dev.stream().memcpy_htod(&out_host, &mut out)?;
+            dev.stream().memcpy_htod(&scale_host, &mut scale)?;
+        }
+        ran = run(
+            &TensorView::new(x.slice(c.offset..), [c.rows, c.cols], [c.x_stride, 1])?,
+            &mut TensorViewMut::new(out.slice_mut(c.offset..), [c.rows, c.cols], [c.out_stride, 1])?,
+            &mut TensorViewMut::new(scale.as_view_mut(), shape, strides)?,
+        )?;
+    }
     let (out_got, scale_got) = (dev.download(&out)?, dev.download(&scale)?);
     let x_dense = gather_rows(&x_host, c.offset, c.rows, c.cols, c.x_stride);
     let want = reference::quantize(&x_dense, c.rows, c.cols, c.granularity);
@@ -139,18 +197,22 @@ pub fn check_quantize<T: DType>(dev: &Device, case: &QuantCase) -> Result<CheckR
     };
     let x64: Vec<f64> = x_dense.iter().map(|v| v.to_f64()).collect();
     let rest = |b: &[F8E4M3]| outside_rows(b, c.offset, c.rows, c.cols, c.out_stride);
-    Ok(CheckResult {
-        op: "quantize_fp8",
-        dtype: T::NAME,
-        shape: c.describe(),
-        comparisons: vec![
-            compare_exact("codes (bit-exact)", &got.q, &want.q),
-            compare_exact("scales (bit-exact)", &got.scale, &want.scale),
-            round_trip("dequantize(quantize(x)) vs x", &got, &x64),
-            compare_exact("outside out (untouched)", &rest(&out_got), &rest(&out_host)),
-            compare_exact("outside scale (untouched)", &outside_scale(&scale_got, shape, strides), &outside_scale(&scale_host, shape, strides)),
-        ],
-    })
+    let mut comparisons = vec![
+        compare_exact("codes (bit-exact)", &got.q, &want.q),
+        compare_exact("scales (bit-exact)", &got.scale, &want.scale),
+        round_trip("dequantize(quantize(x)) vs x", &got, &x64),
+        compare_exact("outside out (untouched)", &rest(&out_got), &rest(&out_host)),
+        compare_exact("outside scale (untouched)", &outside_scale(&scale_got, shape, strides), &outside_scale(&scale_host, shape, strides)),
+    ];
+    let mut shape_text = c.describe() + &what;
+    if let Some((ran, planned)) = ran {
+        comparisons.push(compare_exact("plan that ran (kind, CTAs, held)", &plan_numbers(ran), &plan_numbers(planned)));
+        shape_text += &format!(" ran {ran:?}");
+    }
+    if calls > 1 {
+        shape_text += &format!(" ×{calls} calls");
+    }
+    Ok(CheckResult { op: "quantize_fp8", dtype: T::NAME, shape: shape_text, comparisons })
 }
 
 /// One fused norm → FP8 call: x (and the residual, with `add`) rows at `x_stride`.
@@ -311,6 +373,14 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     per_dtype::<bf16>(dev, &mut out)?;
     per_dtype::<f16>(dev, &mut out)?;
+    // Per tensor in one pass: planned, and forced onto few CTAs with little shared memory (most
+    // of each share re-read), one workspace for all of them.
+    let mut ws = QuantWorkspace::new(dev)?;
+    for &(rows, cols) in &[(4096usize, 7168usize), (64, 4096), (1, 16), (33, 2048)] {
+        out.push(check_quantize_tensor::<bf16>(dev, &QuantCase::dense(rows, cols, PerTensor, 10), &mut ws, None, 2)?);
+    }
+    let forced = TensorQuantPlan::SinglePass { ctas: 3, held: 1024 };
+    out.push(check_quantize_tensor::<f16>(dev, &QuantCase { x_stride: 2056, out_stride: 2064, offset: 8, ..QuantCase::dense(33, 2048, PerTensor, 11) }, &mut ws, Some(forced), 1)?);
     for g in ScaleGranularity::ALL {
         let case = DequantCase { rows: 130, cols: 384, granularity: g, layout: ColMajor, spread: 20, seed: 8 };
         out.push(check_dequantize::<f32>(dev, &case)?);

@@ -11,8 +11,13 @@
 //! so scales are never zero or subnormal, overflow saturates to ±448 (never NaN), and a plain
 //! quantization is reproduced bit for bit by `reference::quant`.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use cudarc::driver::{CudaSlice, DevicePtrMut};
+
 use super::rms_norm::RmsNormConfig;
-use super::{check_device, check_dtype, check_eps, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
+use super::{check_device, check_dtype, check_eps, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, check_status, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 
 /// Side of the fine-grained scaling blocks.
@@ -111,9 +116,10 @@ pub(crate) fn scale_strides(shape: [usize; 2], strides: [usize; 2]) -> (i64, i64
 ///
 /// x `[rows, cols]` (bf16 / f16, any row stride, dense rows), out `[rows, cols]`, scale of
 /// `granularity.scale_shape(rows, cols)`. [`ScaleGranularity::PerTensor`] reduces the
-/// tensor's amax on the GPU (no host synchronisation). [`ScaleGranularity::Group128`] needs
-/// `cols % 128 == 0` and 16-byte aligned rows of x and out (`Error::Misaligned`). Zero rows are
-/// a no-op.
+/// tensor's amax on the GPU (no host synchronisation) with two kernels that read x twice;
+/// [`quantize_fp8_tensor`] (with a [`QuantWorkspace`]) reads it once. [`ScaleGranularity::Group128`]
+/// needs `cols % 128 == 0` and 16-byte aligned rows of x and out (`Error::Misaligned`). Zero rows
+/// are a no-op.
 pub fn quantize_fp8<T: DType>(
     dev: &Device,
     x: &TensorView<T, 2>,
@@ -121,29 +127,213 @@ pub fn quantize_fp8<T: DType>(
     scale: &mut TensorViewMut<f32, 2>,
     granularity: ScaleGranularity,
 ) -> Result<()> {
-    const OP: &str = "quantize_fp8";
-    check_dtype::<T>(OP, HALF_DTYPES)?;
-    let [rows, cols] = x.shape();
-    check_nonempty(OP, "x (cols)", &[cols])?;
-    check_inner_dense(OP, "x", &x.strides())?;
-    check_device(OP, "x", dev, x.stream())?;
-    check_outputs(OP, dev, rows, cols, out, scale, granularity)?;
-    check_fits_i32(OP, "cols", cols)?;
-    if granularity == ScaleGranularity::Block128 && rows.div_ceil(FP8_BLOCK) > 65535 {
-        return Err(Error::Unsupported { op: OP, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
+    quantize("quantize_fp8", dev, x, out, scale, granularity, None).map(|_| ())
+}
+
+/// Per-tensor dynamic quantization in one pass over x: `out = e4m3(x / scale)`, scale `[1, 1]`,
+/// bit-identical to [`quantize_fp8`] with [`ScaleGranularity::PerTensor`].
+///
+/// `plan`: `None` runs [`TensorQuantPlan::choose`]'s choice for this layout on this device
+/// ([`TensorQuantLimits::query`]); `Some` forces one (tests, benchmarks) and is checked against
+/// the device's limits and the layout first (`Error::Unsupported`). The single pass is one
+/// cooperative launch whose CTAs keep their share of x in shared memory across a grid barrier
+/// in `workspace`; the two-kernel path ignores the workspace. Returns the plan that ran
+/// ([`TensorQuantPlan::TwoKernels`] for zero rows, where nothing runs). No host synchronisation.
+pub fn quantize_fp8_tensor<T: DType>(
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    out: &mut TensorViewMut<F8E4M3, 2>,
+    scale: &mut TensorViewMut<f32, 2>,
+    workspace: &mut QuantWorkspace,
+    plan: Option<TensorQuantPlan>,
+) -> Result<TensorQuantPlan> {
+    quantize("quantize_fp8", dev, x, out, scale, ScaleGranularity::PerTensor, Some((workspace, plan)))
+}
+
+/// The GPU-side state of single-pass per-tensor quantization: the grid barrier's arrival word
+/// and one amax slot per CTA (`WC_QUANT_WORKSPACE_WORDS` u32, 8.3 KB). Created zero-filled on
+/// the device's stream; every launch leaves the arrival word as it found it (no reset between
+/// calls or CUDA graph replays), so it is allocated once and reused. One launch at a time: keep
+/// one per stream (cudarc's event tracking orders uses across streams).
+#[derive(Debug)]
+pub struct QuantWorkspace {
+    buf: CudaSlice<u32>,
+}
+
+impl QuantWorkspace {
+    /// u32 words of the workspace.
+    pub const WORDS: usize = ffi::WC_QUANT_WORKSPACE_WORDS as usize;
+
+    pub fn new(dev: &Device) -> Result<Self> {
+        Ok(Self { buf: dev.zeros::<u32>(Self::WORDS)? })
     }
+}
+
+/// What the device allows the single-pass per-tensor kernel (`wc_quantize_fp8_tensor_limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorQuantLimits {
+    pub sm_count: usize,
+    /// Co-resident CTAs per SM when each holds `max_held` elements (occupancy calculator).
+    pub ctas_per_sm: usize,
+    /// Elements of x one CTA can hold in shared memory (a multiple of 16).
+    pub max_held: usize,
+    /// The device supports cooperative launches (co-residency guaranteed or the launch fails).
+    pub cooperative: bool,
+}
+
+impl TensorQuantLimits {
+    /// The limits on `dev` for x of dtype `T`, asked once per (device, dtype).
+    pub fn query<T: DType>(dev: &Device) -> Result<Self> {
+        const OP: &str = "TensorQuantLimits::query";
+        check_dtype::<T>(OP, HALF_DTYPES)?;
+        static KNOWN: OnceLock<Mutex<HashMap<(usize, ffi::wc_dtype), TensorQuantLimits>>> = OnceLock::new();
+        let key = (dev.info().ordinal, T::TAG);
+        let known = KNOWN.get_or_init(Default::default);
+        if let Some(&l) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(l);
+        }
+        dev.context().bind_to_thread()?;
+        let mut l = ffi::wc_quant_tensor_limits::default();
+        // SAFETY: l is valid for the call; it queries the current device and launches nothing.
+        check_status(OP, unsafe { ffi::wc_quantize_fp8_tensor_limits(T::TAG, &mut l) })?;
+        let l = Self {
+            sm_count: l.sm_count.max(0) as usize,
+            ctas_per_sm: l.ctas_per_sm.max(0) as usize,
+            max_held: l.max_held.max(0) as usize,
+            cooperative: l.cooperative != 0,
+        };
+        known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, l);
+        Ok(l)
+    }
+
+    /// CTAs the single pass may launch: all co-resident, at most `WC_QUANT_TENSOR_MAX_CTAS`.
+    pub fn max_ctas(&self) -> usize {
+        (self.sm_count * self.ctas_per_sm).min(TensorQuantPlan::MAX_CTAS)
+    }
+}
+
+/// How a per-tensor quantization runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorQuantPlan {
+    /// Memset, a grid-stride amax kernel, a grid-stride quantizing kernel: x read twice.
+    TwoKernels,
+    /// One cooperative launch of `ctas` co-resident CTAs of [`TensorQuantPlan::THREADS`]
+    /// threads; each holds up to `held` elements (a multiple of 16) of its contiguous share of
+    /// x in shared memory across a grid barrier and re-reads the rest.
+    SinglePass { ctas: usize, held: usize },
+}
+
+impl TensorQuantPlan {
+    /// Threads per CTA of the single pass (cuda/quant_fp8.cu, kTensorThreads).
+    pub const THREADS: usize = 512;
+    /// `WC_QUANT_TENSOR_MAX_CTAS`.
+    pub const MAX_CTAS: usize = ffi::WC_QUANT_TENSOR_MAX_CTAS as usize;
+
+    /// The planner: the single pass whenever it applies — the device launches cooperatively,
+    /// the layout takes 16-byte vectors (`vector_layout`: cols % 16 == 0, rows of x and out
+    /// 16-byte aligned) and a CTA fits — on `min(max_ctas, ⌈chunks / THREADS⌉)` CTAs (16-element
+    /// chunks; at least one per thread, so a small tensor has fewer arrivals at the barrier),
+    /// each holding `min(max_held, its share)`; the two kernels otherwise. By bytes the single
+    /// pass never loses (docs/quant_fp8.md): its held part is read once, the rest at most twice.
+    pub fn choose(rows: usize, cols: usize, vector_layout: bool, limits: &TensorQuantLimits) -> Self {
+        let chunks = rows.saturating_mul(cols) / 16;
+        if !limits.cooperative || !vector_layout || chunks == 0 || limits.max_ctas() == 0 {
+            return Self::TwoKernels;
+        }
+        let ctas = limits.max_ctas().min(chunks.div_ceil(Self::THREADS));
+        let held = (chunks.div_ceil(ctas) * 16).min(limits.max_held / 16 * 16);
+        Self::SinglePass { ctas, held }
+    }
+
+    /// A forced plan must fit the device and the layout.
+    fn check(&self, op: &'static str, vector_layout: bool, limits: &TensorQuantLimits) -> Result<()> {
+        let Self::SinglePass { ctas, held } = *self else { return Ok(()) };
+        let bad = |what, value: String| Err(Error::Unsupported { op, what, value });
+        if !limits.cooperative {
+            return bad("single pass (the device does not launch cooperatively)", format!("{self:?}"));
+        }
+        if !vector_layout {
+            return bad("single pass layout (cols % 16 == 0, 16-byte aligned rows of x and out)", format!("{self:?}"));
+        }
+        if ctas == 0 || ctas > limits.max_ctas() {
+            return bad("single-pass CTAs (1 ..= SMs × CTAs per SM)", format!("{ctas} (at most {})", limits.max_ctas()));
+        }
+        if held % 16 != 0 || held > limits.max_held {
+            return bad("single-pass held elements (a multiple of 16 within shared memory)", format!("{held} (at most {})", limits.max_held));
+        }
+        Ok(())
+    }
+}
+
+/// The 16-byte vector layout (cuda/quant_fp8.cu, rows_vectorizable): whole 16-element chunks,
+/// rows of x and out 16-byte aligned.
+fn vector_layout<T: DType>(cols: usize, x_ptr: u64, x_stride: usize, out_ptr: u64, out_stride: usize) -> bool {
+    let v = 16 / std::mem::size_of::<T>();
+    cols % 16 == 0 && x_stride % v == 0 && out_stride % 16 == 0 && x_ptr % 16 == 0 && out_ptr % 16 == 0
+}
+
+/// quantize_fp8 and quantize_fp8_tensor: validate, plan (per tensor with a workspace), launch.
+fn quantize<T: DType>(
+    op: &'static str,
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    out: &mut TensorViewMut<F8E4M3, 2>,
+    scale: &mut TensorViewMut<f32, 2>,
+    granularity: ScaleGranularity,
+    single: Option<(&mut QuantWorkspace, Option<TensorQuantPlan>)>,
+) -> Result<TensorQuantPlan> {
+    check_dtype::<T>(op, HALF_DTYPES)?;
+    let [rows, cols] = x.shape();
+    check_nonempty(op, "x (cols)", &[cols])?;
+    check_inner_dense(op, "x", &x.strides())?;
+    check_device(op, "x", dev, x.stream())?;
+    check_outputs(op, dev, rows, cols, out, scale, granularity)?;
+    check_fits_i32(op, "cols", cols)?;
+    if granularity == ScaleGranularity::Block128 && rows.div_ceil(FP8_BLOCK) > 65535 {
+        return Err(Error::Unsupported { op, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
+    }
+    let limits = match &single {
+        Some((ws, _)) => {
+            check_device(op, "workspace", dev, ws.buf.stream())?;
+            Some(TensorQuantLimits::query::<T>(dev)?)
+        }
+        None => None,
+    };
     if rows == 0 {
-        return Ok(());
+        return Ok(TensorQuantPlan::TwoKernels);
     }
     let stream = dev.stream();
     let (x_ptr, _gx) = x.device_ptr(stream);
     let (out_stride, (ss_row, ss_col)) = (out.strides()[0], scale_strides(scale.shape(), scale.strides()));
     let (out_ptr, _go) = out.device_ptr_mut(stream);
     if granularity == ScaleGranularity::Group128 {
-        check_rows_aligned::<T>(OP, "x", x_ptr, rows, x.strides()[0])?;
-        check_rows_aligned::<u8>(OP, "out", out_ptr, rows, out_stride)?;
+        check_rows_aligned::<T>(op, "x", x_ptr, rows, x.strides()[0])?;
+        check_rows_aligned::<u8>(op, "out", out_ptr, rows, out_stride)?;
     }
+    let vector = vector_layout::<T>(cols, x_ptr, x.strides()[0], out_ptr, out_stride);
+    let (plan, ws) = match single {
+        Some((ws, forced)) => {
+            let limits = limits.expect("queried with the workspace");
+            let plan = match forced {
+                Some(p) => {
+                    p.check(op, vector, &limits)?;
+                    p
+                }
+                None => TensorQuantPlan::choose(rows, cols, vector, &limits),
+            };
+            (plan, Some(ws))
+        }
+        None => (TensorQuantPlan::TwoKernels, None),
+    };
     let (scale_ptr, _gs) = scale.device_ptr_mut(stream);
+    let ws_guard = match (plan, ws) {
+        (TensorQuantPlan::SinglePass { .. }, Some(ws)) => Some(ws.buf.device_ptr_mut(stream)),
+        _ => None,
+    };
+    let (single_pass_ctas, single_pass_held) = match plan {
+        TensorQuantPlan::SinglePass { ctas, held } => (ctas as i64, held as i64),
+        TensorQuantPlan::TwoKernels => (0, 0),
+    };
     let params = ffi::wc_quantize_fp8_params {
         x: x_ptr as *const _,
         out: out_ptr as *mut _,
@@ -156,10 +346,17 @@ pub fn quantize_fp8<T: DType>(
         scale_stride_col: ss_col,
         granularity: granularity.tag(),
         dtype: T::TAG,
+        workspace: ws_guard.as_ref().map_or(std::ptr::null_mut(), |(p, _)| *p as *mut _),
+        single_pass_ctas,
+        single_pass_held,
     };
     // SAFETY: shapes, strides (inside each buffer by construction), alignment where the kernel
-    // needs it, dtype and contexts validated above; guards live until the launch is queued.
-    launch(OP, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) })
+    // needs it, dtype and contexts validated above; a single-pass plan was checked against the
+    // device's limits and the layout, and its workspace (zero-filled at creation, exclusively
+    // borrowed) has WC_QUANT_WORKSPACE_WORDS words; guards live until the launch is queued.
+    launch(op, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) })?;
+    drop(ws_guard);
+    Ok(plan)
 }
 
 /// The two fused norm → FP8 ops share everything but the residual.
@@ -366,6 +563,61 @@ mod tests {
             assert_eq!(ffi::wc_quantize_fp8(&f32_in, stream), ffi::WC_ERR_UNSUPPORTED);
             assert_eq!(ffi::wc_quantize_fp8(std::ptr::null(), stream), ffi::WC_ERR_INVALID_ARG);
         }
+    }
+
+    /// The H200: 132 SMs, one 512-thread CTA per SM holding (232448 − 256) / 32 · 16 bf16.
+    const H200: TensorQuantLimits = TensorQuantLimits { sm_count: 132, ctas_per_sm: 1, max_held: 116096, cooperative: true };
+
+    #[test]
+    fn the_planner_takes_the_single_pass_where_it_applies() {
+        use TensorQuantPlan::*;
+        // The bar's shape: every SM, each CTA holding as much as fits (52 % of x).
+        assert_eq!(TensorQuantPlan::choose(4096, 7168, true, &H200), SinglePass { ctas: 132, held: 116096 });
+        // Small: one chunk per thread (32 CTAs), all held.
+        assert_eq!(TensorQuantPlan::choose(64, 4096, true, &H200), SinglePass { ctas: 32, held: 8192 });
+        assert_eq!(TensorQuantPlan::choose(1, 16, true, &H200), SinglePass { ctas: 1, held: 16 });
+        // A share that just fits: 132 CTAs × 116096 elements.
+        assert_eq!(TensorQuantPlan::choose(132, 116096, true, &H200), SinglePass { ctas: 132, held: 116096 });
+        // Two kernels: no cooperative launch, a scalar layout, no CTA fits, nothing to do.
+        assert_eq!(TensorQuantPlan::choose(4096, 7168, true, &TensorQuantLimits { cooperative: false, ..H200 }), TwoKernels);
+        assert_eq!(TensorQuantPlan::choose(4096, 7168, false, &H200), TwoKernels);
+        assert_eq!(TensorQuantPlan::choose(4096, 7168, true, &TensorQuantLimits { ctas_per_sm: 0, ..H200 }), TwoKernels);
+        assert_eq!(TensorQuantPlan::choose(0, 7168, true, &H200), TwoKernels);
+        // At most WC_QUANT_TENSOR_MAX_CTAS, however many SMs; held rounded down to whole chunks.
+        let big = TensorQuantLimits { sm_count: 1000, ctas_per_sm: 4, max_held: 1000, cooperative: true };
+        assert_eq!(big.max_ctas(), TensorQuantPlan::MAX_CTAS);
+        assert_eq!(TensorQuantPlan::choose(16384, 7168, true, &big), SinglePass { ctas: 2048, held: 992 });
+        // A held size of zero streams everything (re-read) but is still one pass over the grid.
+        let none = TensorQuantLimits { max_held: 0, ..H200 };
+        assert_eq!(TensorQuantPlan::choose(4096, 7168, true, &none), SinglePass { ctas: 132, held: 0 });
+    }
+
+    #[test]
+    fn forced_plans_must_fit_the_device_and_the_layout() {
+        use TensorQuantPlan::*;
+        let ok = |p: TensorQuantPlan, v: bool, l: &TensorQuantLimits| p.check("quantize_fp8", v, l);
+        assert!(ok(TwoKernels, false, &TensorQuantLimits { cooperative: false, ..H200 }).is_ok());
+        assert!(ok(SinglePass { ctas: 132, held: 116096 }, true, &H200).is_ok());
+        assert!(ok(SinglePass { ctas: 7, held: 0 }, true, &H200).is_ok());
+        for (p, v, l) in [
+            (SinglePass { ctas: 133, held: 16 }, true, H200),
+            (SinglePass { ctas: 0, held: 16 }, true, H200),
+            (SinglePass { ctas: 4, held: 116096 + 16 }, true, H200),
+            (SinglePass { ctas: 4, held: 24 }, true, H200),
+            (SinglePass { ctas: 4, held: 16 }, false, H200),
+            (SinglePass { ctas: 4, held: 16 }, true, TensorQuantLimits { cooperative: false, ..H200 }),
+        ] {
+            assert!(matches!(ok(p, v, &l), Err(Error::Unsupported { op: "quantize_fp8", .. })), "{p:?} {v} {l:?}");
+        }
+    }
+
+    #[test]
+    fn the_vector_layout_matches_the_launcher() {
+        assert!(vector_layout::<half::bf16>(7168, 256, 7168, 512, 7168));
+        assert!(!vector_layout::<half::bf16>(7160, 256, 7160, 512, 7160)); // partial chunk
+        assert!(!vector_layout::<half::bf16>(7168, 258, 7168, 512, 7168)); // x misaligned
+        assert!(!vector_layout::<half::bf16>(7168, 256, 7172, 512, 7168)); // x rows misaligned
+        assert!(!vector_layout::<half::f16>(7168, 256, 7168, 512, 7176)); // out rows misaligned
     }
 
     #[test]

@@ -119,6 +119,12 @@ SEEDS = {
     # Quantize: the 128x128 block scale goes to the transposed block.
     "block_scale": ("quant_fp8", "quant_fp8.cu", "scale[blockIdx.y * ss_row + blockIdx.x * ss_col] = s;",
                     "scale[blockIdx.x * ss_row + blockIdx.y * ss_col] = s;"),
+    # Single-pass per tensor: the grid barrier does not wait (CTAs read amax slots not yet written).
+    "grid_nowait": ("quant_fp8", "quant_fp8.cu",
+                    "while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) __nanosleep(64);", ""),
+    # Single-pass per tensor: each CTA takes its own amax for the tensor's (no grid-wide maximum).
+    "own_amax": ("quant_fp8", "quant_fp8.cu", "bits = max(bits, load_volatile(slots + k));",
+                 "bits = max(bits, load_volatile(slots + blockIdx.x));"),
     # Gather writes padding rows past num_rows.
     "gather_pad": ("moe_routing", "moe_routing/permute.cuh",
                    "min(static_cast<int64_t>(a.expert_offsets[e + 1]), a.num_rows)",

@@ -92,12 +92,20 @@ static void dequant_check(const Buf& qb, const Buf& sb, const Layout& l, wc_scal
   if (!gaps_untouched(ob, rows, cols, os, sizeof(D))) fail("dequantize %s: gap or guard written", tname<D>());
 }
 
+// The single-pass per-tensor kernel's plan and workspace (one for the whole run: every launch
+// must leave its arrival word with the low 31 bits 0, bit 31 flipped).
+struct SinglePass {
+  Buf* ws;
+  int64_t ctas, held;
+};
+
 // ------------------------------------------------------------------ quantize_fp8 (+ dequantize)
 template <typename T>
 static void quant_case(wc_scale_granularity g, int rows, int cols, int xpad, int opad, int off, bool col_major,
-                       uint64_t seed, wc_status want_st = WC_OK) {
-  ctx("quantize_fp8 %s %s rows=%d cols=%d xpad=%d opad=%d off=%d scale_col_major=%d", tname<T>(), gname(g), rows,
-      cols, xpad, opad, off, col_major);
+                       uint64_t seed, wc_status want_st = WC_OK, const SinglePass* sp = nullptr) {
+  ctx("quantize_fp8 %s %s rows=%d cols=%d xpad=%d opad=%d off=%d scale_col_major=%d%s ctas=%lld held=%lld", tname<T>(),
+      gname(g), rows, cols, xpad, opad, off, col_major, sp ? " single-pass" : "", sp ? (long long)sp->ctas : 0LL,
+      sp ? (long long)sp->held : 0LL);
   Rng r(seed);
   const int64_t xs = cols + xpad, os = cols + opad;
   const Layout l = layout_of(g, rows, cols, col_major);
@@ -106,10 +114,31 @@ static void quant_case(wc_scale_granularity g, int rows, int cols, int xpad, int
   Buf qb((rows - 1) * os + cols, off, r);
   Buf sb(scale_count(l) * 4, 0, r);
   wc_quantize_fp8_params p{xb.p(), qb.p(), sb.as<float>(), rows, cols, xs, os, l.ss_row, l.ss_col, g, tag<T>()};
+  uint32_t arrivals = 0;
+  if (sp) {
+    p.workspace = sp->ws ? sp->ws->p() : nullptr;
+    p.single_pass_ctas = sp->ctas;
+    p.single_pass_held = sp->held;
+    if (sp->ws) {  // a slot read before this launch wrote it is a NaN amax: the floor scale
+      memset(sp->ws->as<uint32_t>() + 32, 0xFF, (WC_QUANT_WORKSPACE_WORDS - 32) * 4);
+      arrivals = sp->ws->as<uint32_t>()[0];
+    }
+  }
   const wc_status st = wc_quantize_fp8(&p, nullptr);
   ++g_checks;
   if (st != want_st) return fail("status %d, want %d", st, want_st);
-  if (st != WC_OK) return;
+  if (sp && sp->ws) {
+    const uint32_t now = sp->ws->as<uint32_t>()[0];
+    ++g_checks;
+    if ((now & 0x7FFFFFFFu) != 0 || now != (st == WC_OK ? arrivals ^ 0x80000000u : arrivals))
+      return fail("arrival word %08x after the launch, %08x before", now, arrivals);
+  }
+  if (st != WC_OK) {
+    ++g_checks;
+    if (memcmp(qb.base, qb.init.data(), qb.init.size()) != 0 || memcmp(sb.base, sb.init.data(), sb.init.size()) != 0)
+      fail("a refused launch wrote out or scale");
+    return;
+  }
   // Reference: f32 amax per block, scale = max(amax, floor) / 448, code = e4m3(x · (1 / scale)).
   std::vector<float> amax(l.sr * l.sc, 0.0f);
   const T* x = xb.as<T>();
@@ -220,6 +249,66 @@ static void norm_case(wc_scale_granularity g, bool add, int rows, int hidden, in
   if (memcmp(xb.base, xb.init.data(), xb.init.size()) != 0) fail("x written");
 }
 
+// Single pass: CTA counts from one to more than there are chunks, shares that fit in shared
+// memory, that do not and nothing held, dense (one collapsed row) and padded (per-chunk division)
+// layouts, odd chunk counts per row, both loop bodies run several rounds; refusals.
+template <typename T>
+static void single_pass_cases(Buf& ws, uint64_t& seed, bool full) {
+  struct C {
+    int rows, cols, xpad, opad, off;
+    int64_t ctas, held;
+  };
+  const C ok[] = {
+      {1, 16, 0, 0, 0, 1, 16},            // one chunk, held
+      {1, 32, 0, 0, 0, 5, 16},            // 2 chunks on 5 CTAs: three with empty shares
+      {3, 48, 0, 0, 0, 4, 0},             // nothing held: every chunk re-read
+      {130, 144, 0, 0, 0, 3, 390 * 16},   // shares of 390 chunks, all held
+      {130, 144, 0, 0, 0, 3, 64},         // 4 of 390 held
+      {130, 144, 8, 16, 0, 4, 1600},      // padded rows: chunk -> (row, col) by division
+      {7, 4112, 0, 0, 0, 6, 592},         // 257 chunks per row, 1799 chunks over 6 CTAs
+      {64, 4096, 0, 0, 0, 2, 65536},      // 4096 held chunks per CTA: two rounds of 4 per thread
+      {64, 4096, 0, 0, 0, 2, 0},          // 8192 streamed chunks per CTA: four rounds
+      {64, 4096, 8, 16, 0, 8, 16384},     // 8 CTAs, padded, half held
+  };
+  for (const C& c : ok) {
+    if (!full && c.rows * c.cols > 130 * 144) continue;
+    const SinglePass sp{&ws, c.ctas, c.held};
+    quant_case<T>(WC_SCALE_TENSOR, c.rows, c.cols, c.xpad, c.opad, c.off, false, seed++, WC_OK, &sp);
+  }
+  if (!full) return;
+  for (int k = 0; k < 3; ++k) {  // the same launch again and again on the same workspace
+    const SinglePass sp{&ws, 3, 64};
+    quant_case<T>(WC_SCALE_TENSOR, 130, 144, 0, 0, 0, false, seed++, WC_OK, &sp);
+  }
+  // Refusals, nothing written, the arrival word untouched.
+  wc_quant_tensor_limits lim{};
+  if (wc_quantize_fp8_tensor_limits(tag<T>(), &lim) != WC_OK || lim.cooperative != 1 || lim.max_held % 16 != 0 ||
+      lim.sm_count < 1 || lim.ctas_per_sm < 1)
+    fail("tensor limits: status or values (sms %lld, per SM %lld, held %lld)", (long long)lim.sm_count,
+         (long long)lim.ctas_per_sm, (long long)lim.max_held);
+  const struct {
+    int cols, off;
+    int64_t ctas, held;
+    bool with_ws;
+    wc_status want;
+  } bad[] = {
+      {129, 0, 2, 16, true, WC_ERR_INVALID_ARG},  // cols % 16: no vector layout
+      {256, 1, 2, 16, true, WC_ERR_INVALID_ARG},  // x and out one element in
+      {256, 0, 2, 24, true, WC_ERR_INVALID_ARG},  // held not whole chunks
+      {256, 0, 2, 16, false, WC_ERR_INVALID_ARG}, // no workspace
+      {256, 0, -1, 16, true, WC_ERR_INVALID_ARG},
+      {256, 0, WC_QUANT_TENSOR_MAX_CTAS + 1, 16, true, WC_ERR_INVALID_ARG},
+      // More CTAs than can be co-resident: the runtime refuses the cooperative launch.
+      {256, 0, lim.sm_count * lim.ctas_per_sm + 1, lim.max_held, true, static_cast<wc_status>(cudaErrorCooperativeLaunchTooLarge)},
+      // More shared memory than a CTA may have.
+      {256, 0, 1, lim.max_held + 64 * 1024, true, static_cast<wc_status>(cudaErrorInvalidValue)},
+  };
+  for (const auto& b : bad) {
+    const SinglePass sp{b.with_ws ? &ws : nullptr, b.ctas, b.held};
+    quant_case<T>(WC_SCALE_TENSOR, 4, b.cols, 0, 0, b.off, false, seed++, b.want, &sp);
+  }
+}
+
 template <typename T>
 static void all_cases(uint64_t& seed) {
   // (rows, cols): one row, odd cols, partial 128-blocks in both directions, whole blocks.
@@ -250,8 +339,20 @@ static void all_cases(uint64_t& seed) {
   norm_case<T>(WC_SCALE_GROUP128, true, 1, 32768 + 128, 0, 0, true, seed++);  // loop path
 }
 
-int main() {
+int main(int argc, char** argv) {
   uint64_t seed = 1;
+  Rng r(7);
+  Buf ws(WC_QUANT_WORKSPACE_WORDS * 4, 0, r);
+  const uint32_t zero = 0;
+  ws.set(&zero, 4);  // zero-filled once (the arrival word); the slots start as garbage
+  // "single": only the single-pass configurations (quick), as the seeds need.
+  const bool only_single = argc > 1 && strstr(argv[1], "single") != nullptr;
+  single_pass_cases<__nv_bfloat16>(ws, seed, true);
+  single_pass_cases<__half>(ws, seed, !only_single);
+  if (only_single) {
+    printf("quant_fp8: single-pass configurations only\n");
+    return finish("quant_fp8");
+  }
   all_cases<__nv_bfloat16>(seed);
   all_cases<__half>(seed);
   {

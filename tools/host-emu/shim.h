@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -255,6 +256,20 @@ inline int atomicMax(int* p, int v) {
   while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
   return cur;
 }
+// Inter-block communication (a grid barrier of a cooperative launch): __threadfence is a
+// sequentially consistent fence; __nanosleep, the back-off of a polling loop, sleeps the OS thread
+// so the blocks it waits for get the cores, and ends the run as a deadlock once the thread has
+// polled for 60 s (a barrier short of arrivals would otherwise hang the test).
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __nanosleep(unsigned) {
+  static thread_local const auto first = std::chrono::steady_clock::now();  // each CUDA thread is a new OS thread
+  if (std::chrono::steady_clock::now() - first > std::chrono::seconds(60)) {
+    fprintf(stderr, "EMU ERROR: deadlock: thread %u of block %u polled (__nanosleep) for 60 s\n", threadIdx.x, blockIdx.x);
+    fflush(stderr);
+    std::_Exit(3);
+  }
+  std::this_thread::sleep_for(std::chrono::microseconds(50));
+}
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T max(T a, T b) { return a > b ? a : b; }
@@ -426,7 +441,17 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
   if (a == cudaDevAttrComputeCapabilityMajor) *v = emu_cc() / 10;
   else if (a == cudaDevAttrComputeCapabilityMinor) *v = emu_cc() % 10;
   else if (a == cudaDevAttrMultiProcessorCount) *v = emu_sms();
+  else if (a == cudaDevAttrCooperativeLaunch) *v = 1;
+  else if (a == cudaDevAttrMaxSharedMemoryPerBlockOptin) *v = emu_cc() == 90 ? 232448 : emu_cc() == 80 ? 166912 : 101376;
   else return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+// Static __shared__ sizes are not tracked: sharedSizeBytes is 0 (the build's ptxas report has
+// the real figure), registers likewise.
+template <typename K>
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, K) {
+  *a = cudaFuncAttributes{};
+  a->maxThreadsPerBlock = 1024;
   return cudaSuccess;
 }
 // Shared memory per SM of the emulated device (228 KiB on sm_90, 164 on sm_80, 100 elsewhere,

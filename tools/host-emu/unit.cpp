@@ -146,8 +146,10 @@ void grid_barrier_kernel() {
   if (threadIdx.x == 0) *word = static_cast<int>(blockIdx.x);
   __syncthreads();
   if (threadIdx.x == 0) {
+    __threadfence();
     atomicAdd(&grid_arrived, 1);
-    while (__atomic_load_n(&grid_arrived, __ATOMIC_ACQUIRE) < static_cast<int>(gridDim.x)) std::this_thread::yield();
+    while (*reinterpret_cast<volatile int*>(&grid_arrived) < static_cast<int>(gridDim.x)) __nanosleep(100);
+    __threadfence();
   }
   __syncthreads();
   if (*word != static_cast<int>(blockIdx.x)) ++grid_errors;
