@@ -32,7 +32,7 @@ TARGETS = {
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
-    "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8.cu"],
+    "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
 }
 
@@ -120,10 +120,10 @@ SEEDS = {
     "block_scale": ("quant_fp8", "quant_fp8.cu", "scale[blockIdx.y * ss_row + blockIdx.x * ss_col] = s;",
                     "scale[blockIdx.x * ss_row + blockIdx.y * ss_col] = s;"),
     # Single-pass per tensor: the grid barrier does not wait (CTAs read amax slots not yet written).
-    "grid_nowait": ("quant_fp8", "quant_fp8.cu",
+    "grid_nowait": ("quant_fp8", "quant_fp8/tensor.cuh",
                     "while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) __nanosleep(64);", ""),
     # Single-pass per tensor: each CTA takes its own amax for the tensor's (no grid-wide maximum).
-    "own_amax": ("quant_fp8", "quant_fp8.cu", "bits = max(bits, load_volatile(slots + k));",
+    "own_amax": ("quant_fp8", "quant_fp8/tensor.cuh", "bits = max(bits, load_volatile(slots + k));",
                  "bits = max(bits, load_volatile(slots + blockIdx.x));"),
     # Gather writes padding rows past num_rows.
     "gather_pad": ("moe_routing", "moe_routing/permute.cuh",
