@@ -79,41 +79,60 @@ fn main() {
         .get_compiler();
 
     let jobs = env::var("NUM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(2usize).max(1);
-    let mut objects = Vec::new();
-    let mut reports = Vec::new();
-    for chunk in stems.chunks(jobs) {
-        let handles: Vec<_> = chunk
-            .iter()
-            .map(|stem| {
-                let mut cmd = compiler.to_command();
-                let src = root.join("cuda").join(format!("{stem}.cu"));
-                let obj = out.join(format!("{stem}.o"));
-                cmd.arg("-c")
-                    .arg("-std=c++17")
-                    .arg("--threads=2")
-                    .arg("-Xptxas=-v")
-                    .arg("-Werror=all-warnings")
-                    .arg(format!("-I{}", root.join("cuda/include").display()))
-                    .arg(format!("-I{}", root.join("cuda").display()))
-                    .args(GENCODE)
-                    .arg("-o")
-                    .arg(&obj)
-                    .arg(&src);
-                let stem = stem.to_string();
-                std::thread::spawn(move || (stem, obj, cmd.output()))
+    // A work queue, largest source first (a proxy for nvcc time: attention_gqa.cu takes about a
+    // minute), so that no worker waits on another's slow file while files are left.
+    let mut queue: Vec<(usize, String)> = stems.iter().map(|s| s.to_string()).enumerate().collect();
+    let size = |stem: &str| std::fs::metadata(root.join("cuda").join(format!("{stem}.cu"))).map_or(0, |m| m.len());
+    queue.sort_by_key(|(_, stem)| std::cmp::Reverse(size(stem)));
+    let queue = std::sync::Mutex::new(queue);
+    let compile = |stem: &str| {
+        let mut cmd = compiler.to_command();
+        let src = root.join("cuda").join(format!("{stem}.cu"));
+        let obj = out.join(format!("{stem}.o"));
+        cmd.arg("-c")
+            .arg("-std=c++17")
+            .arg("--threads=2")
+            .arg("-Xptxas=-v")
+            .arg("-Werror=all-warnings")
+            .arg(format!("-I{}", root.join("cuda/include").display()))
+            .arg(format!("-I{}", root.join("cuda").display()))
+            .args(GENCODE)
+            .arg("-o")
+            .arg(&obj)
+            .arg(&src);
+        (obj, cmd.output())
+    };
+    let mut done: Vec<(usize, String, PathBuf, std::io::Result<std::process::Output>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let next = || {
+                        let mut q = queue.lock().unwrap();
+                        (!q.is_empty()).then(|| q.remove(0))
+                    };
+                    let mut mine = Vec::new();
+                    while let Some((i, stem)) = next() {
+                        let (obj, output) = compile(&stem);
+                        mine.push((i, stem, obj, output));
+                    }
+                    mine
+                })
             })
             .collect();
-        for h in handles {
-            let (stem, obj, output) = h.join().unwrap();
-            let output = output.unwrap_or_else(|e| panic!("warpcore: could not run nvcc: {e}"));
-            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            if !output.status.success() {
-                eprintln!("{stderr}");
-                panic!("warpcore: nvcc failed on cuda/{stem}.cu");
-            }
-            reports.extend(parse_ptxas(&stem, &stderr));
-            objects.push(obj);
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    done.sort_by_key(|(i, ..)| *i); // the objects and reports in the families' order
+    let mut objects = Vec::new();
+    let mut reports = Vec::new();
+    for (_, stem, obj, output) in done {
+        let output = output.unwrap_or_else(|e| panic!("warpcore: could not run nvcc: {e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() {
+            eprintln!("{stderr}");
+            panic!("warpcore: nvcc failed on cuda/{stem}.cu");
         }
+        reports.extend(parse_ptxas(&stem, &stderr));
+        objects.push(obj);
     }
 
     cc::Build::new().objects(&objects).cargo_warnings(false).compile("warpcore_kernels");
