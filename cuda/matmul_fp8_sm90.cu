@@ -335,7 +335,7 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kBlock, 1, OutT>(p, s);
   } else if (p.fast_accum) {
     if (bm == 128 && bn == 256) return pair ? launch<128, 256, kFast, 2, OutT>(p, s) : launch<128, 256, kFast, 1, OutT>(p, s);
-    if (bm == 128 && bn == 128 && !pair) return launch<128, 128, kFast, 1, OutT>(p, s);
+    if (bm == 128 && bn == 128) return pair ? launch<128, 128, kFast, 2, OutT>(p, s) : launch<128, 128, kFast, 1, OutT>(p, s);
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT>(p, s);
   } else {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT>(p, s) : launch<128, 128, kPromote, 1, OutT>(p, s);

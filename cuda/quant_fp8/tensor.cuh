@@ -138,6 +138,30 @@ __global__ void __launch_bounds__(kTensorThreads, 1) tensor_quant_kernel(const T
   }
 }
 
+// Elements of x one CTA may hold on device `dev`: the opt-in shared memory less the kernel's
+// static shared memory, in whole chunks. That maximum is granted to the kernel once per device
+// (one fixed value: launches with different held sizes, from any host thread, never lower it
+// for each other, and no launch pays for the attribute call again).
+template <typename T>
+cudaError_t tensor_capacity(int dev, int64_t* held) {
+  static int64_t granted[64] = {};  // elements + 1 per device; 0: not asked yet
+  int64_t& g = granted[dev & 63];
+  if (g == 0) {
+    auto kernel = tensor_quant_kernel<T>;
+    int optin = 0;
+    cudaFuncAttributes fa = {};
+    cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, kernel);
+    const int64_t chunk_bytes = 16 * sizeof(T);
+    const int64_t h = max64(0, (static_cast<int64_t>(optin) - static_cast<int64_t>(fa.sharedSizeBytes)) / chunk_bytes) * 16;
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(h * sizeof(T)));
+    if (e != cudaSuccess) return e;
+    g = h + 1;
+  }
+  *held = g - 1;
+  return cudaSuccess;
+}
+
 template <typename T>
 wc_status launch_tensor_single_pass(const wc_quantize_fp8_params& p, bool vec, cudaStream_t s) {
   if (!vec || p.workspace == nullptr || p.single_pass_ctas < 1 || p.single_pass_ctas > WC_QUANT_TENSOR_MAX_CTAS || p.single_pass_held < 0 ||
@@ -149,13 +173,16 @@ wc_status launch_tensor_single_pass(const wc_quantize_fp8_params& p, bool vec, c
     a.cols *= a.rows;
     a.rows = 1;
   }
-  const size_t smem = static_cast<size_t>(p.single_pass_held) * sizeof(T);
-  auto kernel = tensor_quant_kernel<T>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  int dev = 0;
+  int64_t capacity = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = tensor_capacity<T>(dev, &capacity);
+  if (e == cudaSuccess && p.single_pass_held > capacity) e = cudaErrorInvalidValue;  // what the runtime says
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     return static_cast<wc_status>(e);
   }
+  const size_t smem = static_cast<size_t>(p.single_pass_held) * sizeof(T);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeCooperative;
   attr[0].val.cooperative = 1;
@@ -166,26 +193,21 @@ wc_status launch_tensor_single_pass(const wc_quantize_fp8_params& p, bool vec, c
   cfg.stream = s;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  e = cudaLaunchKernelEx(&cfg, kernel, a);
+  e = cudaLaunchKernelEx(&cfg, tensor_quant_kernel<T>, a);
   const wc_status st = launch_status();
   return e != cudaSuccess ? static_cast<wc_status>(e) : st;
 }
 
 template <typename T>
 wc_status tensor_limits(wc_quant_tensor_limits* out) {
-  int dev = 0, sms = 0, coop = 0, optin = 0;
+  int dev = 0, sms = 0, coop = 0, per_sm = 0;
+  int64_t held = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  auto kernel = tensor_quant_kernel<T>;
-  cudaFuncAttributes fa = {};
-  if (e == cudaSuccess) e = cudaFuncGetAttributes(&fa, kernel);
-  const int64_t chunk_bytes = 16 * sizeof(T);
-  const int64_t held = max64(0, (static_cast<int64_t>(optin) - static_cast<int64_t>(fa.sharedSizeBytes)) / chunk_bytes) * 16;
-  int per_sm = 0;
-  if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(held * sizeof(T)));
-  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kTensorThreads, held * sizeof(T));
+  if (e == cudaSuccess) e = tensor_capacity<T>(dev, &held);
+  if (e == cudaSuccess)
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tensor_quant_kernel<T>, kTensorThreads, held * sizeof(T));
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     return static_cast<wc_status>(e);

@@ -96,7 +96,8 @@ pub struct TileConfig {
 }
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
-/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles.
+/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles. Every
+/// 128-row configuration is also built as cluster pairs.
 pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 256, Accumulation::Fast),
     (128, 128, Accumulation::Fast),
@@ -422,6 +423,13 @@ mod tests {
         assert_eq!((t.block_m, t.cluster_m), (128, 2));
         assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(3)), None);
         assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 1, Some(2)), None);
+    }
+
+    #[test]
+    fn fast_accumulation_pairs_128_wide_tiles_where_256_does_not_divide_n() {
+        // n = 3 · 128: no 128×256 tile; the 128×128 fast tile runs as pairs (built).
+        let t = plan(4096, 384, 2048, Fast);
+        assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 128, 2));
     }
 
     #[test]

@@ -271,9 +271,6 @@ static void refusals(bool sm90) {
     p.block_m = 64;
     expect("pair of 64-row tiles (not built)", WC_ERR_UNSUPPORTED);
     p.block_m = 128;
-    p.fast_accum = 1;
-    expect("fast 128x128 pair (not built)", WC_ERR_UNSUPPORTED);
-    p.fast_accum = 0;
     p.cluster_m = 0;
   } else {
     p.block_m = 64;
@@ -328,6 +325,7 @@ int main(int argc, char** argv) {
       paths.push_back({true, 128, 128, false, ctas(3)});
       paths.push_back({true, 64, 128, false, ctas(4)});
       if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
+      if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
       paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
     }
     for (const Path& path : paths)
