@@ -37,8 +37,23 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=cuda");
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"] {
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "WARPCORE_HOST_EMU"] {
         println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    // Host emulation (tools/host-emu/cargo-test): the kernels, rewritten to run on the CPU, and a
+    // stand-in libcuda / libcublas come from one shared library instead of this build; no nvcc.
+    if let Some(dir) = env::var_os("WARPCORE_HOST_EMU") {
+        let dir = PathBuf::from(dir);
+        let lib = dir.join("libwarpcore_emu.so");
+        assert!(lib.exists(), "warpcore: WARPCORE_HOST_EMU is set but {} does not exist (tools/host-emu/run lib)", lib.display());
+        println!("cargo:rerun-if-changed={}", lib.display());
+        println!("cargo:rustc-link-search=native={}", dir.display());
+        println!("cargo:rustc-link-lib=dylib=warpcore_emu");
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        write_resources(&out.join("kernel_resources.rs"), &[]);
+        bindgen_header(&root, &out);
+        return;
     }
 
     let nvcc = find_nvcc(&root).unwrap_or_else(|| {
@@ -148,7 +163,11 @@ fn main() {
     }
 
     write_resources(&out.join("kernel_resources.rs"), &reports);
+    bindgen_header(&root, &out);
+}
 
+/// `ffi.rs`: the C ABI of cuda/include/warpcore.h.
+fn bindgen_header(root: &Path, out: &Path) {
     bindgen::Builder::default()
         .header(root.join("cuda/include/warpcore.h").to_string_lossy())
         .allowlist_item("wc_.*")

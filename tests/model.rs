@@ -70,6 +70,21 @@ fn bitnet_matches_transformers() {
     check("bitnet");
 }
 
+/// The router margins against transformers' own router logits (f32, hooked on each layer's
+/// `mlp.gate`, 2026-11-29): qwen3_moe's prompt at position 3 has its 2nd and 3rd experts
+/// 5.41e-2 apart in layer 0 and 6.05e-2 in layer 1; position 0's smallest gap is 7.90e-1
+/// (layer 1). Dense models have no router.
+#[test]
+fn router_margins_match_transformers_router_logits() {
+    let (ids, _, _) = expected("qwen3_moe");
+    let m = CpuModel::load(&fixture("qwen3_moe")).unwrap().router_margins(&ids).unwrap();
+    assert_eq!(m.len(), ids.len());
+    assert!((m[3] - 5.41e-2).abs() < 1e-3, "position 3: {}", m[3]);
+    assert!((m[0] - 7.90e-1).abs() < 1e-3, "position 0: {}", m[0]);
+    let (ids, _, _) = expected("llama");
+    assert!(CpuModel::load(&fixture("llama")).unwrap().router_margins(&ids).unwrap().iter().all(|m| m.is_infinite()));
+}
+
 #[test]
 fn generation_stops_right_after_an_eos_token_unless_there_is_none() {
     let model = CpuModel::load(&fixture("llama")).unwrap();

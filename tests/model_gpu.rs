@@ -1,6 +1,11 @@
 //! The GPU model path against the CPU oracle path on the fixtures (tests/fixtures; skip
 //! without a GPU). bf16 weights and activations against f32: the tolerance is a relative
-//! Frobenius error of 2e-2 per position's logits.
+//! Frobenius error of 2e-2 over each compared group of logits (a sequence's teacher-forced
+//! logits, one decode step's), and 4e-2 for any single position. transformers itself in bf16
+//! against f32 on these fixtures (measured 2026-11-29, torch 2.11 on the CPU): dense models
+//! 0.92–1.32e-2 per sequence, up to 2.2e-2 at single positions (llama: one of 27 over 2e-2),
+//! so a per-position 2e-2 would fail bf16 inference as such. Our GPU path under host emulation:
+//! llama median 1.06e-2, max 2.14e-2 per position.
 //!
 //! Greedy continuations are compared position by position and mismatches are reported: bf16
 //! rounding can flip an argmax between two near-equal logits, after which the continuations
@@ -51,16 +56,37 @@ fn rel_frobenius(got: &[f32], want: &[f32]) -> f64 {
 struct Errors {
     name: &'static str,
     moe: bool,
+    /// Per position.
     all: Vec<(String, f64)>,
+    /// Per `add` call (a group of positions, as a whole).
+    groups: Vec<(String, f64)>,
+    /// Positions at or after a router near tie (MoE, `add_until_tie`): sanity only.
+    after_tie: Vec<(String, f64)>,
 }
+
+/// Dense models: the bound for any single position (see the module doc).
+const POSITION_BOUND: f64 = 2.0 * TOLERANCE;
 
 /// A routing flip changes one token's MLP output by a fraction of itself, not the logits
 /// wholesale: larger errors mean a bug.
 const MOE_FLIP_BOUND: f64 = 0.5;
 
+/// A router gap (k-th vs (k+1)-th expert score, `CpuModel::router_margins`) under which bf16
+/// rounding may pick the other expert. Measured under host emulation on qwen3_moe: the GPU
+/// path's router logits differ from the f32 path's by up to 0.067 (logits of about 3), and it
+/// flips the layer-0 choice at a gap of 0.054 (transformers' own f32 gap there: 5.41e-2);
+/// about twice the largest deviation.
+const NEAR_TIE: f32 = 0.15;
+
+/// A position at or after a router near tie of its sequence (in any layer, so every later
+/// position sees the changed token through attention) is compared only for sanity: finite
+/// logits, error below this. In a 2-layer model a layer-0 flip moves that position's logits by
+/// up to about 60 % (measured: 0.61) and the later ones by 6–16 %.
+const AFTER_TIE_BOUND: f64 = 1.0;
+
 impl Errors {
     fn new(name: &'static str, gpu: &GpuModel) -> Self {
-        Self { name, moe: gpu.config.moe.is_some(), all: Vec::new() }
+        Self { name, moe: gpu.config.moe.is_some(), all: Vec::new(), groups: Vec::new(), after_tie: Vec::new() }
     }
     /// Records every position of `got` vs `want` (`[positions, vocab]`).
     fn add(&mut self, what: &str, got: &[f32], want: &[f32], vocab: usize) {
@@ -68,20 +94,46 @@ impl Errors {
         for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
             self.all.push((format!("{what}, position {pos}"), rel_frobenius(g, w)));
         }
+        self.groups.push((what.to_string(), rel_frobenius(got, want)));
+    }
+    /// As `add` for the positions before `first_tie`; those from it on go to `after_tie`.
+    fn add_until_tie(&mut self, what: &str, got: &[f32], want: &[f32], vocab: usize, first_tie: usize) {
+        let cut = first_tie.min(want.len() / vocab) * vocab;
+        if cut > 0 {
+            self.add(what, &got[..cut], &want[..cut], vocab);
+        }
+        for (i, (g, w)) in got[cut..].chunks(vocab).zip(want[cut..].chunks(vocab)).enumerate() {
+            self.after_tie.push((format!("{what}, position {} (at or after a router near tie)", first_tie + i), rel_frobenius(g, w)));
+        }
     }
     fn check(self) {
         let name = self.name;
+        if !self.after_tie.is_empty() {
+            let max = self.after_tie.iter().map(|(_, e)| *e).fold(0.0, f64::max);
+            eprintln!("{name}: {} positions at or after a router near tie (< {NEAR_TIE}): sanity only, max error {max:.3e}", self.after_tie.len());
+            for (what, e) in &self.after_tie {
+                assert!(*e <= AFTER_TIE_BOUND, "{name}: {what}: relative Frobenius error {e:.3e} > {AFTER_TIE_BOUND:e}");
+            }
+        }
         let over: Vec<&(String, f64)> = self.all.iter().filter(|(_, e)| !(*e <= TOLERANCE)).collect();
         for (what, e) in &over {
             eprintln!("{name}: {what}: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
         }
-        if !self.moe {
-            assert!(over.is_empty(), "{name}: {} of {} positions over {TOLERANCE:e} (listed above)", over.len(), self.all.len());
-            return;
-        }
         let mut errs: Vec<f64> = self.all.iter().map(|(_, e)| *e).collect();
         errs.sort_by(f64::total_cmp);
         let median = errs[errs.len() / 2];
+        // The distribution, for the logs (how close the passing positions sit to the tolerance).
+        eprintln!("{name}: {} positions, relative Frobenius error median {median:.3e}, max {:.3e}", errs.len(), errs[errs.len() - 1]);
+        if !self.moe {
+            let groups_over: Vec<&(String, f64)> = self.groups.iter().filter(|(_, e)| !(*e <= TOLERANCE)).collect();
+            for (what, e) in &groups_over {
+                eprintln!("{name}: {what}, as a whole: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
+            }
+            assert!(groups_over.is_empty(), "{name}: {} of {} groups over {TOLERANCE:e} (listed above)", groups_over.len(), self.groups.len());
+            let far = over.iter().filter(|(_, e)| !(*e <= POSITION_BOUND)).count();
+            assert!(far == 0, "{name}: {far} positions over {POSITION_BOUND:e} (listed above)");
+            return;
+        }
         let allowed = 2usize.max(self.all.len() * 15 / 100);
         assert!(median <= TOLERANCE, "{name}: median relative error {median:.3e} > {TOLERANCE:e}");
         assert!(over.len() <= allowed, "{name}: {} of {} positions over {TOLERANCE:e} (at most {allowed} routing flips allowed)", over.len(), self.all.len());
@@ -115,7 +167,8 @@ fn prefill_matches_cpu(name: &'static str) {
     let got = gpu.forward_logits(&ps).unwrap();
     let mut errors = Errors::new(name, &gpu);
     for (s, p) in ps.iter().enumerate() {
-        errors.add(&format!("prefill, sequence {s} of {}", ps.len()), &got[s], &cpu.forward(p).unwrap(), v);
+        let first_tie = cpu.router_margins(p).unwrap().iter().position(|&m| m < NEAR_TIE).unwrap_or(p.len());
+        errors.add_until_tie(&format!("prefill, sequence {s} of {}", ps.len()), &got[s], &cpu.forward(p).unwrap(), v, first_tie);
     }
     errors.check();
 }

@@ -278,6 +278,21 @@ impl CpuModel {
     /// Teacher-forced logits `[ids.len(), vocab_size]` (every position attends to the ones
     /// before it).
     pub fn forward(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.run(ids, None)
+    }
+
+    /// Per position of a teacher-forced `ids`, the smallest gap over the MoE layers between the
+    /// router's k-th and (k+1)-th expert scores (logits plus the correction bias, if any): how
+    /// close the token came to a different expert choice, which rounding elsewhere (a bf16 GPU
+    /// path) can flip. For grouped routing (DeepSeek-V3) the score gap is a proxy: groups are
+    /// chosen first. `f32::INFINITY` everywhere for a model without MoE layers.
+    pub fn router_margins(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut margins = vec![f32::INFINITY; ids.len()];
+        self.run(ids, Some(&mut margins))?;
+        Ok(margins)
+    }
+
+    fn run(&self, ids: &[u32], mut margins: Option<&mut [f32]>) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, hd, n) = (c.hidden_size, c.head_dim, ids.len());
         let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
@@ -322,7 +337,7 @@ impl CpuModel {
             };
             x.iter_mut().zip(&o).for_each(|(r, d)| *r += d);
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.post_norm, norm));
-            let m = self.mlp(&layer.mlp, &a)?;
+            let m = self.mlp(&layer.mlp, &a, margins.as_deref_mut())?;
             x.iter_mut().zip(&m).for_each(|(r, d)| *r += d);
         }
         let x = f64_to_f32(rms_norm::rms_norm(&x, &self.norm, norm));
@@ -372,7 +387,7 @@ impl CpuModel {
         e.down.apply(&act, None, e.intermediate_size)
     }
 
-    fn mlp(&self, mlp: &Mlp, x: &[f32]) -> Result<Vec<f32>> {
+    fn mlp(&self, mlp: &Mlp, x: &[f32], margins: Option<&mut [f32]>) -> Result<Vec<f32>> {
         let h = self.config.hidden_size;
         match mlp {
             Mlp::Dense(e) => Ok(self.expert(e, x)),
@@ -380,6 +395,18 @@ impl CpuModel {
                 let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
                 let logits = linear(x, router, None, h);
                 let gate = moe_routing::moe_gate(&logits, m.num_experts, m.top_k, correction_bias.as_deref(), &m.gate());
+                if let Some(margins) = margins {
+                    for (t, row) in logits.chunks_exact(m.num_experts).enumerate().filter(|_| m.num_experts > m.top_k) {
+                        // The selection value: the logit (softmax is monotonic), or sigmoid plus bias.
+                        let value = |(e, &l): (usize, &f32)| match m.scoring {
+                            MoeScoring::Softmax => l,
+                            MoeScoring::Sigmoid => 1.0 / (1.0 + (-l).exp()) + correction_bias.as_ref().map_or(0.0, |b| b[e]),
+                        };
+                        let mut scores: Vec<f32> = row.iter().enumerate().map(value).collect();
+                        scores.sort_by(|a, b| b.total_cmp(a));
+                        margins[t] = margins[t].min(scores[m.top_k - 1] - scores[m.top_k]);
+                    }
+                }
                 let mut out = shared.as_ref().map_or_else(|| vec![0.0f32; x.len()], |e| self.expert(e, x));
                 for (t, row) in x.chunks_exact(h).enumerate() {
                     let mut acc = vec![0.0f64; h];

@@ -35,6 +35,10 @@ TARGETS = {
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
 }
+# Not a test: every kernel file and driver.cpp (a stand-in libcuda / libcublas) in one shared
+# library, libwarpcore_emu.so, that the Rust crate links instead of the nvcc build (cargo-test).
+LIB_FILES = sorted({f for files in TARGETS.values() for f in files} | {"status.cu"})
+TARGETS["lib"] = LIB_FILES
 
 # Deliberate bugs, one at a time: name -> (target, file, old, new). `old` must occur exactly once.
 SEEDS = {
@@ -331,7 +335,7 @@ def prepare(target, out, seed=None):
     sources = {f: (CUDA / f).read_text() for f in TARGETS[target]}
     # The shim and the test are copied too, so that every translation unit includes the same
     # (possibly seeded) shim.h: a quoted include looks next to the including file first.
-    own = ["shim.h", "shim_sm90.h", "harness.h", f"{target}.cpp"]
+    own = ["shim.h", "shim_sm90.h", "harness.h", "driver.cpp" if target == "lib" else f"{target}.cpp"]
     sources.update({f: (HERE / f).read_text() for f in own})
     if seed:
         seed_target, f, *change = SEEDS[seed]  # (old, new), or a list of (old, new) pairs

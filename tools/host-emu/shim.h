@@ -545,6 +545,10 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
 template <typename... P, typename... A>
 cudaError_t launch_with(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, unsigned cluster, bool cooperative,
                         A&&... args) {
+  // One launch at a time: gridDim / blockDim and the error state are process-wide (the Rust tests
+  // run through driver.cpp may launch from several threads).
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
   ++launches;
   const unsigned n = blk.x * blk.y * blk.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || n == 0 || n > 1024 ||
