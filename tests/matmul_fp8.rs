@@ -101,6 +101,23 @@ fn every_m_tail_of_the_tiles() {
     }
 }
 
+/// Every scale pair, both accumulation modes and both outputs on every kernel variant, at a
+/// shape small enough for the host emulation (tools/host-emu/cargo-test) to run in a minute:
+/// two m-tiles with a tail (pairs get an odd m-tile count), two n-tiles, three k-blocks.
+#[test]
+fn every_scale_pair_on_a_small_shape() {
+    let Some(dev) = device() else { return };
+    for (kernel, cluster) in kernel_variants(&dev) {
+        for (i, &(a, b)) in PAIRS.iter().enumerate() {
+            for fast in [false, true] {
+                let case = MatmulCase { kernel, cluster, fast_accumulation: fast, bias: i % 2 == 0, residual: i % 3 == 0, pad: i % 2, ..MatmulCase::new(130, 256, 384, a, b, i as u64) };
+                assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
+                assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { seed: 100 + i as u64, ..case }).unwrap());
+            }
+        }
+    }
+}
+
 /// Codes [m, k] and [n, k], per-tensor scales, out [m, n] bf16 poisoned; `f` gets the views.
 #[allow(clippy::type_complexity)]
 fn with_operands(

@@ -151,7 +151,7 @@ CUresult cuDeviceGetAttribute(int* v, CUdevice_attribute a, CUdevice) {
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = emu_cc() / 10; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = emu_cc() % 10; break;
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = emu_sms(); break;
-    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: *v = 0; break;  // cudarc then uses cuMemAlloc
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: *v = 1; break;  // cudarc allocates with cuMemAllocAsync
     case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: *v = 1; break;
     case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
     case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
@@ -238,7 +238,16 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
 
 // ------------------------------------------------------------------ memory
 CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) { return alloc(p, bytes); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return alloc(p, bytes); }
+// cuMemAlloc refuses 0 bytes (documented); the stream-ordered allocator, which cudarc uses on
+// GPUs with memory pools (every sm_80+ GPU under Linux), accepts them (cudarc issue #194 and
+// dfdx #870: zero-length allocations fail only where pools are missing). Null pointer here.
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) {
+  if (p != nullptr && bytes == 0) {
+    *p = 0;
+    return CUDA_SUCCESS;
+  }
+  return alloc(p, bytes);
+}
 CUresult cuMemFree(CUdeviceptr p) { return release(p); }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
 CUresult cuMemGetInfo(size_t* free_bytes, size_t* total) {
