@@ -92,7 +92,11 @@ proptest! {
 fn long_decode_uses_split_kv() {
     let Some(dev) = device() else { return };
     let plan = AttentionPlan::new(&dev, &[1], &[131072], 32, 8, 128, 128).unwrap();
-    assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
+    // One CTA per kv head (8) fills a device of a few SMs unsplit (the host emulation's default
+    // 4 SMs hold 8); beyond 8 SMs it cannot.
+    if dev.info().sm_count > 8 {
+        assert!(plan.num_splits > 1, "batch 1 × 131072 keys must split: {plan:?}");
+    }
     // On an H200 / H100 SXM (132 SMs) the head_dim-128 decode configuration holds 2 CTAs per SM
     // (cuda/attention_gqa.cu, Cfg: 3 stages, 107.5 KB), so the occupancy query and the wave
     // rule give these splits for the three decode bar shapes.
