@@ -189,9 +189,10 @@ fn bad_configs_and_shapes_are_rejected_before_any_write() {
     let e = run(RopeConfig::new(64, 1e4), &short);
     assert!(matches!(e, Error::ShapeMismatch { arg: "positions", .. }), "{e}");
     assert!(unchanged(&dev, &b));
-    // A fused view whose head count is not q + k (+ v).
+    // A fused view whose head count (4) is neither q + k (5) nor q + k + v (7). (2 q and 1 kv
+    // head would be a valid q + k + v layout of 4.)
     let mut qkv = TensorViewMut::contiguous(b.q.as_view_mut(), [2, 4, 64]).unwrap();
-    let e = rope(&dev, Qkv::fused(&mut qkv, 2, 1), &TensorView::contiguous(b.pos.as_view(), [2]).unwrap(), &RopeConfig::new(64, 1e4)).unwrap_err();
+    let e = rope(&dev, Qkv::fused(&mut qkv, 3, 2), &TensorView::contiguous(b.pos.as_view(), [2]).unwrap(), &RopeConfig::new(64, 1e4)).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { arg: "qkv", .. }), "{e}");
     assert!(unchanged(&dev, &b));
 }
