@@ -282,7 +282,7 @@ impl CpuModel {
     }
 
     /// Per position of a teacher-forced `ids`, the smallest gap over the MoE layers between the
-    /// router's k-th and (k+1)-th expert scores (logits plus the correction bias, if any): how
+    /// router's k-th and (k+1)-th selection values (`reference::moe_routing::selection_values`): how
     /// close the token came to a different expert choice, which rounding elsewhere (a bf16 GPU
     /// path) can flip. For grouped routing (DeepSeek-V3) the score gap is a proxy: groups are
     /// chosen first. `f32::INFINITY` everywhere for a model without MoE layers.
@@ -397,12 +397,7 @@ impl CpuModel {
                 let gate = moe_routing::moe_gate(&logits, m.num_experts, m.top_k, correction_bias.as_deref(), &m.gate());
                 if let Some(margins) = margins {
                     for (t, row) in logits.chunks_exact(m.num_experts).enumerate().filter(|_| m.num_experts > m.top_k) {
-                        // The selection value: the logit (softmax is monotonic), or sigmoid plus bias.
-                        let value = |(e, &l): (usize, &f32)| match m.scoring {
-                            MoeScoring::Softmax => l,
-                            MoeScoring::Sigmoid => 1.0 / (1.0 + (-l).exp()) + correction_bias.as_ref().map_or(0.0, |b| b[e]),
-                        };
-                        let mut scores: Vec<f32> = row.iter().enumerate().map(value).collect();
+                        let mut scores = moe_routing::selection_values(row, m.scoring, correction_bias.as_deref());
                         scores.sort_by(|a, b| b.total_cmp(a));
                         margins[t] = margins[t].min(scores[m.top_k - 1] - scores[m.top_k]);
                     }

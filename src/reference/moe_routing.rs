@@ -69,6 +69,15 @@ pub struct GateOutput {
     pub expert_counts: Vec<i32>,
 }
 
+/// One token's f32 selection values, exactly as the kernel forms them: the logits (softmax is
+/// monotonic), or `sigmoid(logit) + correction_bias`.
+pub fn selection_values(logits: &[f32], scoring: MoeScoring, correction_bias: Option<&[f32]>) -> Vec<f32> {
+    match scoring {
+        MoeScoring::Softmax => logits.to_vec(),
+        MoeScoring::Sigmoid => logits.iter().enumerate().map(|(e, &v)| sigmoid_f32(v) + correction_bias.map_or(0.0, |b| b[e])).collect(),
+    }
+}
+
 /// The gate on dense logits `[num_tokens, num_experts]`; `top_k` experts per token.
 /// Panics on a configuration that `MoeGateConfig::validate` rejects.
 pub fn moe_gate<T: DType>(
@@ -93,13 +102,7 @@ pub fn moe_gate<T: DType>(
     };
     for row in logits.chunks_exact(num_experts) {
         let x: Vec<f32> = row.iter().map(|v| v.to_f32()).collect();
-        // The f32 selection values, exactly as the kernel forms them.
-        let sel: Vec<f32> = match cfg.scoring {
-            MoeScoring::Softmax => x.clone(),
-            MoeScoring::Sigmoid => {
-                x.iter().enumerate().map(|(e, &v)| sigmoid_f32(v) + correction_bias.map_or(0.0, |b| b[e])).collect()
-            }
-        };
+        let sel = selection_values(&x, cfg.scoring, correction_bias);
         let key: Vec<u32> = sel.iter().map(|&v| selection_key(v)).collect();
         // Groups kept: by the sum of each group's top two values, ties to the lower group.
         let mut kept = vec![true; groups];

@@ -146,26 +146,23 @@ CUresult cuDeviceTotalMem(size_t* bytes, CUdevice) {
   *bytes = size_t{16} << 30;
   return CUDA_SUCCESS;
 }
+// The attributes the kernels' launchers also ask the runtime for are answered by the shim's
+// cudaDeviceGetAttribute (one emulated device); memory pools and warp size here.
 CUresult cuDeviceGetAttribute(int* v, CUdevice_attribute a, CUdevice) {
+  cudaDeviceAttr r;
   switch (a) {
-    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = emu_cc() / 10; break;
-    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = emu_cc() % 10; break;
-    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = emu_sms(); break;
-    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: *v = 1; break;  // cudarc allocates with cuMemAllocAsync
-    case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: *v = 1; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *v = 1024; break;
-    case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: {
-      int s = 0;
-      cudaDeviceGetAttribute(&s, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
-      *v = s;
-      break;
-    }
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: r = cudaDevAttrComputeCapabilityMajor; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: r = cudaDevAttrComputeCapabilityMinor; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: r = cudaDevAttrMultiProcessorCount; break;
+    case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH: r = cudaDevAttrCooperativeLaunch; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: r = cudaDevAttrMaxSharedMemoryPerBlockOptin; break;
+    case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: *v = 1; return CUDA_SUCCESS;  // cudarc allocates with cuMemAllocAsync
+    case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *v = 32; return CUDA_SUCCESS;
     default:
       fprintf(stderr, "host-emu driver: cuDeviceGetAttribute(%d) is not emulated\n", static_cast<int>(a));
       return CUDA_ERROR_INVALID_VALUE;
   }
-  return CUDA_SUCCESS;
+  return cudaDeviceGetAttribute(v, r, 0) == cudaSuccess ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 // ------------------------------------------------------------------ contexts
