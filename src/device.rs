@@ -3,7 +3,8 @@
 
 use crate::{Error, Result};
 use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
-use std::sync::Arc;
+use std::collections::hash_map::{Entry, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// What warpcore knows about a GPU.
 #[derive(Clone, Debug)]
@@ -24,11 +25,17 @@ pub struct DeviceInfo {
 /// Buffers are cudarc `CudaSlice`s; wrap them in [`crate::TensorView`] / [`crate::TensorViewMut`]
 /// to pass them to ops. Ops are asynchronous: call [`Device::synchronize`] (or copy the result
 /// back, which synchronizes) before reading results on the host.
+///
+/// A `Device` (and its clones) also owns the small GPU state some ops keep between launches on
+/// its stream (e.g. per-tensor FP8 quantization's grid barrier, 8 KB), allocated by the first
+/// call that needs it. When capturing a CUDA graph, make one such call before the capture.
 #[derive(Clone, Debug)]
 pub struct Device {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     info: DeviceInfo,
+    /// Zero-filled at allocation, one buffer per op name; each op keeps its own invariant.
+    scratch: Arc<Mutex<HashMap<&'static str, CudaSlice<u32>>>>,
 }
 
 /// The oldest architecture the kernels are built for (sm_80, Ampere).
@@ -77,7 +84,7 @@ impl Device {
             driver_version,
             total_memory: ctx.total_mem()?,
         };
-        Ok(Self { ctx, stream, info })
+        Ok(Self { ctx, stream, info, scratch: Arc::default() })
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -93,6 +100,19 @@ impl Device {
     /// Waits for everything queued on the stream; reports asynchronous kernel errors.
     pub fn synchronize(&self) -> Result<()> {
         Ok(self.stream.synchronize()?)
+    }
+
+    /// Runs `f` on the op's persistent scratch buffer (`words` u32, zero-filled when this
+    /// `Device` first hands it out), holding it exclusively: one launch at a time queues on it,
+    /// and the stream orders those launches on the GPU.
+    pub(crate) fn with_scratch<R>(&self, op: &'static str, words: usize, f: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>) -> Result<R> {
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = match scratch.entry(op) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.zeros::<u32>(words)?),
+        };
+        debug_assert!(buf.len() >= words, "{op}: scratch of {} words, {words} asked", buf.len());
+        f(buf)
     }
 
     /// Copies a host slice to a new device buffer.

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, check_quantize_tensor, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
 use warpcore::ops::quant::{
-    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity, TensorQuantLimits, TensorQuantPlan,
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits, TensorQuantPlan,
 };
 use warpcore::ops::rms_norm::RmsNormConfig;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
@@ -106,8 +106,7 @@ macro_rules! dtype_tests {
                     let Some(dev) = device() else { return Ok(()) };
                     let limits = TensorQuantLimits::query::<$t>(&dev).unwrap();
                     let plan = case.forced.filter(|_| limits.cooperative).map(|f| forced_plan(&limits, f));
-                    let mut ws = QuantWorkspace::new(&dev).unwrap();
-                    assert_passed(&check_quantize_tensor::<$t>(&dev, &case.quant, &mut ws, plan, case.calls).unwrap());
+                    assert_passed(&check_quantize_tensor::<$t>(&dev, &case.quant, plan, case.calls).unwrap());
                 }
                 #[test]
                 fn fused_norm_quant_is_within_one_step(case in norm_case()) {
@@ -149,7 +148,7 @@ macro_rules! dtype_tests {
 dtype_tests!(bf16_tests, bf16);
 dtype_tests!(f16_tests, f16);
 
-/// One workspace through many grids: every CTA count from 1 up (and the device's maximum), held
+/// The device's one workspace through many grids: every CTA count from 1 up (and the device's maximum), held
 /// shares that fit, that do not, and none; tensors smaller than the grid; both dtypes; then the
 /// planner's choice at the bar's shape and a small one, twice each.
 #[test]
@@ -160,7 +159,6 @@ fn single_pass_reuses_one_workspace_across_grids() {
         eprintln!("SKIP single pass: the device does not launch cooperatively");
         return;
     }
-    let mut ws = QuantWorkspace::new(&dev).unwrap();
     let max = limits.max_ctas();
     let mut seed = 0;
     for ctas in [1, 2, 3, 7, 64, max.saturating_sub(1), max].into_iter().filter(|&c| c >= 1 && c <= max) {
@@ -170,16 +168,16 @@ fn single_pass_reuses_one_workspace_across_grids() {
                 let plan = Some(TensorQuantPlan::SinglePass { ctas, held });
                 let case = QuantCase::dense(rows, cols, ScaleGranularity::PerTensor, seed);
                 if seed % 2 == 0 {
-                    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, plan, 1).unwrap());
+                    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, plan, 1).unwrap());
                 } else {
-                    assert_passed(&check_quantize_tensor::<f16>(&dev, &case, &mut ws, plan, 1).unwrap());
+                    assert_passed(&check_quantize_tensor::<f16>(&dev, &case, plan, 1).unwrap());
                 }
             }
         }
     }
     for &(rows, cols) in &[(4096usize, 7168usize), (64, 4096), (18432, 7168)] {
         let case = QuantCase::dense(rows, cols, ScaleGranularity::PerTensor, 99);
-        assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, None, 2).unwrap());
+        assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, None, 2).unwrap());
     }
 }
 
@@ -187,7 +185,6 @@ fn single_pass_reuses_one_workspace_across_grids() {
 fn single_pass_rejects_plans_the_device_or_layout_cannot_run() {
     let Some(dev) = device() else { return };
     let limits = TensorQuantLimits::query::<bf16>(&dev).unwrap();
-    let mut ws = QuantWorkspace::new(&dev).unwrap();
     let bad = [
         TensorQuantPlan::SinglePass { ctas: limits.max_ctas() + 1, held: 16 },
         TensorQuantPlan::SinglePass { ctas: 0, held: 16 },
@@ -195,20 +192,20 @@ fn single_pass_rejects_plans_the_device_or_layout_cannot_run() {
         TensorQuantPlan::SinglePass { ctas: 1, held: 8 },
     ];
     for plan in bad {
-        expect_quant_error(4, 256, [1, 1], 0, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, Some(plan)).map(|_| ()), |e| {
+        expect_quant_error(4, 256, [1, 1], 0, |d, x, mut o, mut s| quantize_fp8_with_plan(d, &x, &mut o, &mut s, plan), |e| {
             matches!(e, Error::Unsupported { op: "quantize_fp8", .. })
         });
     }
     // The single pass needs the 16-byte layout: x one element in is refused when forced...
     let ok = TensorQuantPlan::SinglePass { ctas: 1, held: 16 };
-    expect_quant_error(4, 256, [1, 1], 1, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, Some(ok)).map(|_| ()), |e| {
+    expect_quant_error(4, 256, [1, 1], 1, |d, x, mut o, mut s| quantize_fp8_with_plan(d, &x, &mut o, &mut s, ok), |e| {
         matches!(e, Error::Unsupported { what: "single pass layout (cols % 16 == 0, 16-byte aligned rows of x and out)", .. })
     });
     // ...and planned onto the two kernels.
     let case = QuantCase { offset: 1, ..QuantCase::dense(4, 256, ScaleGranularity::PerTensor, 5) };
-    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, &mut ws, None, 1).unwrap());
+    assert_passed(&check_quantize_tensor::<bf16>(&dev, &case, None, 1).unwrap());
     // Per tensor only: another granularity's scale shape is a shape error.
-    expect_quant_error(4, 256, [4, 1], 0, |d, x, mut o, mut s| quantize_fp8_tensor(d, &x, &mut o, &mut s, &mut ws, None).map(|_| ()), |e| {
+    expect_quant_error(4, 256, [4, 1], 0, |d, x, mut o, mut s| quantize_fp8_with_plan(d, &x, &mut o, &mut s, TensorQuantPlan::TwoKernels), |e| {
         matches!(e, Error::ShapeMismatch { arg: "scale", .. })
     });
 }

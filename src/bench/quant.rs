@@ -2,11 +2,11 @@
 //! FP8 ops against the unfused pair (rms_norm, then quantize_fp8) timed in the same run.
 //! Bytes counted: x read once (2 B/element), codes written once (1 B), scales written once;
 //! the fused add also reads and writes the residual; the weight is read once. Per tensor, the
-//! record times `quantize_fp8_tensor` on the planner's choice (the single pass where it applies)
-//! and the two-kernel path (`quantize_fp8`) as the alternative "two kernels".
+//! record times `quantize_fp8` on the planner's choice (the single pass where it applies) and
+//! the two-kernel plan (`quantize_fp8_with_plan`) as the alternative "two kernels".
 
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::quant::{fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantPlan};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -27,30 +27,24 @@ pub fn bench_quantize(dev: &Device, ceilings: &Ceilings, rows: usize, cols: usiz
     let mut outs: Vec<_> = (0..copies).map(|_| dev.zeros::<F8E4M3>(n)).collect::<Result<_>>()?;
     let mut scale = dev.zeros::<f32>(ns)?;
     let shape = g.scale_shape(rows, cols);
-    let mut two_kernels = |dev: &Device| {
+    // `plan`: None runs quantize_fp8 (the planner's choice per tensor), Some a forced plan.
+    let mut time = |plan: Option<TensorQuantPlan>| {
         time_calls(dev, SAMPLES, |i| {
             let j = i % copies;
             let x = TensorView::contiguous(xs[j].as_view(), [rows, cols])?;
             let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, cols])?;
             let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
-            quantize_fp8(dev, &x, &mut o, &mut s, g)
+            match plan {
+                None => quantize_fp8(dev, &x, &mut o, &mut s, g),
+                Some(p) => quantize_fp8_with_plan(dev, &x, &mut o, &mut s, p),
+            }
         })
     };
-    if g != ScaleGranularity::PerTensor {
-        let t = two_kernels(dev)?;
-        return Ok(BenchRecord::bandwidth("quantize_fp8", "bf16", format!("{rows}x{cols} {}", g.name()), t, bytes as f64, ceilings));
-    }
-    let old = two_kernels(dev)?;
-    let mut ws = QuantWorkspace::new(dev)?;
-    let t = time_calls(dev, SAMPLES, |i| {
-        let j = i % copies;
-        let x = TensorView::contiguous(xs[j].as_view(), [rows, cols])?;
-        let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, cols])?;
-        let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
-        quantize_fp8_tensor(dev, &x, &mut o, &mut s, &mut ws, None).map(|_| ())
-    })?;
+    let t = time(None)?;
     let mut r = BenchRecord::bandwidth("quantize_fp8", "bf16", format!("{rows}x{cols} {}", g.name()), t, bytes as f64, ceilings);
-    r.add_alternative("two kernels", old.median_us);
+    if g == ScaleGranularity::PerTensor {
+        r.add_alternative("two kernels", time(Some(TensorQuantPlan::TwoKernels))?.median_us);
+    }
     Ok(r)
 }
 

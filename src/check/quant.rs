@@ -6,7 +6,7 @@
 
 use super::{compare, compare_bounded, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Comparison, Rng, Tolerance};
 use crate::ops::quant::{
-    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_tensor, rms_norm_quant_fp8, QuantWorkspace, ScaleGranularity, TensorQuantLimits,
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits,
     TensorQuantPlan,
 };
 use crate::ops::rms_norm::RmsNormConfig;
@@ -111,17 +111,12 @@ pub fn check_quantize<T: DType>(dev: &Device, case: &QuantCase) -> Result<CheckR
     check_quantize_with::<T>(dev, case, 1, String::new(), |x, out, scale| quantize_fp8(dev, x, out, scale, g).map(|_| None))
 }
 
-/// `quantize_fp8_tensor` (per tensor, one pass where the plan says so) against the reference,
-/// bit for bit, `calls` times in a row on the same `workspace` (outputs re-poisoned before each
-/// call; the last is compared). `plan`: forced, or `None` for the planner's choice, which the
-/// check also compares with [`TensorQuantPlan::choose`] on the device's limits.
-pub fn check_quantize_tensor<T: DType>(
-    dev: &Device,
-    case: &QuantCase,
-    workspace: &mut QuantWorkspace,
-    plan: Option<TensorQuantPlan>,
-    calls: usize,
-) -> Result<CheckResult> {
+/// Per-tensor quantization against the reference, bit for bit, `calls` times in a row on the
+/// device's one workspace (outputs re-poisoned before each call; the last is compared). `plan`:
+/// forced ([`quantize_fp8_with_plan`]), or `None` for [`quantize_fp8`], whose plan
+/// ([`TensorQuantPlan::planned`]) the check compares with [`TensorQuantPlan::choose`] on the
+/// device's limits and the layout rule worked out here.
+pub fn check_quantize_tensor<T: DType>(dev: &Device, case: &QuantCase, plan: Option<TensorQuantPlan>, calls: usize) -> Result<CheckResult> {
     assert_eq!(case.granularity, ScaleGranularity::PerTensor, "check_quantize_tensor: per-tensor cases only");
     let what = match plan {
         Some(p) => format!(" {p:?}"),
@@ -136,7 +131,15 @@ pub fn check_quantize_tensor<T: DType>(
         None => TensorQuantPlan::choose(c.rows, c.cols, vector, &TensorQuantLimits::query::<T>(dev)?),
     };
     check_quantize_with::<T>(dev, case, calls.max(1), what, |x, out, scale| {
-        Ok(Some((quantize_fp8_tensor(dev, x, out, scale, workspace, plan)?, want)))
+        let ran = match plan {
+            Some(p) => p,
+            None => TensorQuantPlan::planned(dev, x, out)?,
+        };
+        match plan {
+            Some(p) => quantize_fp8_with_plan(dev, x, out, scale, p)?,
+            None => quantize_fp8(dev, x, out, scale, ScaleGranularity::PerTensor)?,
+        }
+        Ok(Some((ran, want)))
     })
 }
 
@@ -374,13 +377,12 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     per_dtype::<bf16>(dev, &mut out)?;
     per_dtype::<f16>(dev, &mut out)?;
     // Per tensor in one pass: planned, and forced onto few CTAs with little shared memory (most
-    // of each share re-read), one workspace for all of them.
-    let mut ws = QuantWorkspace::new(dev)?;
+    // of each share re-read), all on the device's one workspace.
     for &(rows, cols) in &[(4096usize, 7168usize), (64, 4096), (1, 16), (33, 2048)] {
-        out.push(check_quantize_tensor::<bf16>(dev, &QuantCase::dense(rows, cols, PerTensor, 10), &mut ws, None, 2)?);
+        out.push(check_quantize_tensor::<bf16>(dev, &QuantCase::dense(rows, cols, PerTensor, 10), None, 2)?);
     }
     let forced = TensorQuantPlan::SinglePass { ctas: 3, held: 1024 };
-    out.push(check_quantize_tensor::<f16>(dev, &QuantCase { x_stride: 2056, out_stride: 2064, offset: 8, ..QuantCase::dense(33, 2048, PerTensor, 11) }, &mut ws, Some(forced), 1)?);
+    out.push(check_quantize_tensor::<f16>(dev, &QuantCase { x_stride: 2056, out_stride: 2064, offset: 8, ..QuantCase::dense(33, 2048, PerTensor, 11) }, Some(forced), 1)?);
     for g in ScaleGranularity::ALL {
         let case = DequantCase { rows: 130, cols: 384, granularity: g, layout: ColMajor, spread: 20, seed: 8 };
         out.push(check_dequantize::<f32>(dev, &case)?);

@@ -13,8 +13,8 @@
 
 mod tensor;
 
-pub use tensor::{QuantWorkspace, TensorQuantLimits, TensorQuantPlan};
-use tensor::vector_layout;
+pub use tensor::{TensorQuantLimits, TensorQuantPlan};
+use tensor::{vector_layout, WORKSPACE_WORDS};
 
 use cudarc::driver::DevicePtrMut;
 
@@ -118,10 +118,11 @@ pub(crate) fn scale_strides(shape: [usize; 2], strides: [usize; 2]) -> (i64, i64
 ///
 /// x `[rows, cols]` (bf16 / f16, any row stride, dense rows), out `[rows, cols]`, scale of
 /// `granularity.scale_shape(rows, cols)`. [`ScaleGranularity::PerTensor`] reduces the
-/// tensor's amax on the GPU (no host synchronisation) with two kernels that read x twice;
-/// [`quantize_fp8_tensor`] (with a [`QuantWorkspace`]) reads it once. [`ScaleGranularity::Group128`]
-/// needs `cols % 128 == 0` and 16-byte aligned rows of x and out (`Error::Misaligned`). Zero rows
-/// are a no-op.
+/// tensor's amax on the GPU (no host synchronisation) on [`TensorQuantPlan::planned`]'s plan:
+/// one cooperative pass over x where the device and layout allow it (its grid barrier lives in
+/// 8 KB the `Device` keeps, allocated by the first such call), two kernels otherwise.
+/// [`ScaleGranularity::Group128`] needs `cols % 128 == 0` and 16-byte aligned rows of x and out
+/// (`Error::Misaligned`). Zero rows are a no-op.
 pub fn quantize_fp8<T: DType>(
     dev: &Device,
     x: &TensorView<T, 2>,
@@ -129,92 +130,80 @@ pub fn quantize_fp8<T: DType>(
     scale: &mut TensorViewMut<f32, 2>,
     granularity: ScaleGranularity,
 ) -> Result<()> {
-    quantize("quantize_fp8", dev, x, out, scale, granularity, None).map(|_| ())
+    quantize(dev, x, out, scale, granularity, None)
 }
 
-/// Per-tensor dynamic quantization in one pass over x: `out = e4m3(x / scale)`, scale `[1, 1]`,
-/// bit-identical to [`quantize_fp8`] with [`ScaleGranularity::PerTensor`].
-///
-/// `plan`: `None` runs [`TensorQuantPlan::choose`]'s choice for this layout on this device
-/// ([`TensorQuantLimits::query`]); `Some` forces one (tests, benchmarks) and is checked against
-/// the device's limits and the layout first (`Error::Unsupported`). The single pass is one
-/// cooperative launch whose CTAs keep their share of x in shared memory across a grid barrier
-/// in `workspace`; the two-kernel path ignores the workspace. Returns the plan that ran
-/// ([`TensorQuantPlan::TwoKernels`] for zero rows, where nothing runs). No host synchronisation.
-pub fn quantize_fp8_tensor<T: DType>(
+/// Per-tensor quantization on a forced plan (tests, benchmarks): bit-identical to
+/// [`quantize_fp8`] with [`ScaleGranularity::PerTensor`], whichever plan runs. The plan is
+/// checked against the device's limits ([`TensorQuantLimits::query`]) and the layout first
+/// (`Error::Unsupported`).
+pub fn quantize_fp8_with_plan<T: DType>(
     dev: &Device,
     x: &TensorView<T, 2>,
     out: &mut TensorViewMut<F8E4M3, 2>,
     scale: &mut TensorViewMut<f32, 2>,
-    workspace: &mut QuantWorkspace,
-    plan: Option<TensorQuantPlan>,
-) -> Result<TensorQuantPlan> {
-    quantize("quantize_fp8", dev, x, out, scale, ScaleGranularity::PerTensor, Some((workspace, plan)))
+    plan: TensorQuantPlan,
+) -> Result<()> {
+    quantize(dev, x, out, scale, ScaleGranularity::PerTensor, Some(plan))
 }
 
-/// quantize_fp8 and quantize_fp8_tensor: validate, plan (per tensor with a workspace), launch.
+impl TensorQuantPlan {
+    /// The plan [`quantize_fp8`] runs per tensor for these views on this device: the
+    /// planner's choice ([`TensorQuantPlan::choose`]) for their layout and the device's limits.
+    pub fn planned<T: DType>(dev: &Device, x: &TensorView<T, 2>, out: &TensorViewMut<F8E4M3, 2>) -> Result<Self> {
+        let (x_ptr, out_ptr) = (x.device_ptr(dev.stream()).0, out.as_view().device_ptr(dev.stream()).0);
+        let [rows, cols] = x.shape();
+        let vector = vector_layout::<T>(cols, x_ptr, x.strides()[0], out_ptr, out.strides()[0]);
+        Ok(Self::choose(rows, cols, vector, &TensorQuantLimits::query::<T>(dev)?))
+    }
+}
+
+/// quantize_fp8 and quantize_fp8_with_plan: validate, plan (per tensor), launch.
 fn quantize<T: DType>(
-    op: &'static str,
     dev: &Device,
     x: &TensorView<T, 2>,
     out: &mut TensorViewMut<F8E4M3, 2>,
     scale: &mut TensorViewMut<f32, 2>,
     granularity: ScaleGranularity,
-    single: Option<(&mut QuantWorkspace, Option<TensorQuantPlan>)>,
-) -> Result<TensorQuantPlan> {
-    check_dtype::<T>(op, HALF_DTYPES)?;
+    forced: Option<TensorQuantPlan>,
+) -> Result<()> {
+    const OP: &str = "quantize_fp8";
+    check_dtype::<T>(OP, HALF_DTYPES)?;
     let [rows, cols] = x.shape();
-    check_nonempty(op, "x (cols)", &[cols])?;
-    check_inner_dense(op, "x", &x.strides())?;
-    check_device(op, "x", dev, x.stream())?;
-    check_outputs(op, dev, rows, cols, out, scale, granularity)?;
-    check_fits_i32(op, "cols", cols)?;
+    check_nonempty(OP, "x (cols)", &[cols])?;
+    check_inner_dense(OP, "x", &x.strides())?;
+    check_device(OP, "x", dev, x.stream())?;
+    check_outputs(OP, dev, rows, cols, out, scale, granularity)?;
+    check_fits_i32(OP, "cols", cols)?;
     if granularity == ScaleGranularity::Block128 && rows.div_ceil(FP8_BLOCK) > 65535 {
-        return Err(Error::Unsupported { op, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
+        return Err(Error::Unsupported { op: OP, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
     }
-    let limits = match &single {
-        Some((ws, _)) => {
-            check_device(op, "workspace", dev, ws.buf.stream())?;
-            Some(TensorQuantLimits::query::<T>(dev)?)
-        }
-        None => None,
+    let limits = match granularity {
+        ScaleGranularity::PerTensor => Some(TensorQuantLimits::query::<T>(dev)?),
+        _ => None,
     };
-    if rows == 0 {
-        return Ok(TensorQuantPlan::TwoKernels);
-    }
     let stream = dev.stream();
     let (x_ptr, _gx) = x.device_ptr(stream);
     let (out_stride, (ss_row, ss_col)) = (out.strides()[0], scale_strides(scale.shape(), scale.strides()));
     let (out_ptr, _go) = out.device_ptr_mut(stream);
-    if granularity == ScaleGranularity::Group128 {
-        check_rows_aligned::<T>(op, "x", x_ptr, rows, x.strides()[0])?;
-        check_rows_aligned::<u8>(op, "out", out_ptr, rows, out_stride)?;
-    }
     let vector = vector_layout::<T>(cols, x_ptr, x.strides()[0], out_ptr, out_stride);
-    let (plan, ws) = match single {
-        Some((ws, forced)) => {
-            let limits = limits.expect("queried with the workspace");
-            let plan = match forced {
-                Some(p) => {
-                    p.check(op, vector, &limits)?;
-                    p
-                }
-                None => TensorQuantPlan::choose(rows, cols, vector, &limits),
-            };
-            (plan, Some(ws))
+    let plan = match (limits, forced) {
+        (Some(limits), Some(p)) => {
+            p.check(OP, vector, &limits)?;
+            p
         }
-        None => (TensorQuantPlan::TwoKernels, None),
+        (Some(limits), None) => TensorQuantPlan::choose(rows, cols, vector, &limits),
+        (None, _) => TensorQuantPlan::TwoKernels, // not per tensor: the plan does not apply
     };
+    if rows == 0 {
+        return Ok(());
+    }
+    if granularity == ScaleGranularity::Group128 {
+        check_rows_aligned::<T>(OP, "x", x_ptr, rows, x.strides()[0])?;
+        check_rows_aligned::<u8>(OP, "out", out_ptr, rows, out_stride)?;
+    }
     let (scale_ptr, _gs) = scale.device_ptr_mut(stream);
-    let ws_guard = match (plan, ws) {
-        (TensorQuantPlan::SinglePass { .. }, Some(ws)) => Some(ws.buf.device_ptr_mut(stream)),
-        _ => None,
-    };
-    let (single_pass_ctas, single_pass_held) = match plan {
-        TensorQuantPlan::SinglePass { ctas, held } => (ctas as i64, held as i64),
-        TensorQuantPlan::TwoKernels => (0, 0),
-    };
-    let params = ffi::wc_quantize_fp8_params {
+    let mut params = ffi::wc_quantize_fp8_params {
         x: x_ptr as *const _,
         out: out_ptr as *mut _,
         scale: scale_ptr as *mut f32,
@@ -226,17 +215,27 @@ fn quantize<T: DType>(
         scale_stride_col: ss_col,
         granularity: granularity.tag(),
         dtype: T::TAG,
-        workspace: ws_guard.as_ref().map_or(std::ptr::null_mut(), |(p, _)| *p as *mut _),
-        single_pass_ctas,
-        single_pass_held,
+        workspace: std::ptr::null_mut(),
+        single_pass_ctas: 0,
+        single_pass_held: 0,
     };
-    // SAFETY: shapes, strides (inside each buffer by construction), alignment where the kernel
-    // needs it, dtype and contexts validated above; a single-pass plan was checked against the
-    // device's limits and the layout, and its workspace (zero-filled at creation, exclusively
-    // borrowed) has WC_QUANT_WORKSPACE_WORDS words; guards live until the launch is queued.
-    launch(op, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) })?;
-    drop(ws_guard);
-    Ok(plan)
+    let TensorQuantPlan::SinglePass { ctas, held } = plan else {
+        // SAFETY: shapes, strides (inside each buffer by construction), alignment where the
+        // kernel needs it, dtype and contexts validated above; the guards live until the
+        // launch is queued.
+        return launch(OP, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) });
+    };
+    dev.with_scratch(OP, WORKSPACE_WORDS, |buf| {
+        let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+        params.workspace = ws_ptr as *mut _;
+        params.single_pass_ctas = ctas as i64;
+        params.single_pass_held = held as i64;
+        // SAFETY: as above; the single-pass plan was checked against the device's limits and
+        // the layout, and its workspace (the Device's, zero-filled at allocation, held
+        // exclusively while the launch is queued, left as found by every launch) has
+        // WC_QUANT_WORKSPACE_WORDS words.
+        launch(OP, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) })
+    })
 }
 
 /// The two fused norm → FP8 ops share everything but the residual.

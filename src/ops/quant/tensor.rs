@@ -1,33 +1,19 @@
-//! Single-pass per-tensor quantization's host side (cuda/quant_fp8/tensor.cuh): the workspace
-//! its grid barrier lives in, what the device allows it, and the pure planner that picks it.
+//! Single-pass per-tensor quantization's host side (cuda/quant_fp8/tensor.cuh): the size of
+//! the workspace its grid barrier lives in, what the device allows it, and the pure planner
+//! that picks it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-
-use cudarc::driver::CudaSlice;
 
 use super::HALF_DTYPES;
 use crate::ops::{check_dtype, check_status};
 use crate::{ffi, DType, Device, Error, Result};
 
-/// The GPU-side state of single-pass per-tensor quantization: the grid barrier's arrival word
-/// and one amax slot per CTA (`WC_QUANT_WORKSPACE_WORDS` u32, 8.3 KB). Created zero-filled on
-/// the device's stream; every launch leaves the arrival word as it found it (no reset between
-/// calls or CUDA graph replays), so it is allocated once and reused. One launch at a time: keep
-/// one per stream (cudarc's event tracking orders uses across streams).
-#[derive(Debug)]
-pub struct QuantWorkspace {
-    pub(super) buf: CudaSlice<u32>,
-}
-
-impl QuantWorkspace {
-    /// u32 words of the workspace.
-    pub const WORDS: usize = ffi::WC_QUANT_WORKSPACE_WORDS as usize;
-
-    pub fn new(dev: &Device) -> Result<Self> {
-        Ok(Self { buf: dev.zeros::<u32>(Self::WORDS)? })
-    }
-}
+/// u32 words of the single pass's GPU state, kept by the `Device` (`Device::with_scratch`):
+/// the grid barrier's arrival word and one amax slot per CTA (8.3 KB). Zero-filled at
+/// allocation; every launch leaves the arrival word as it found it (no reset between calls or
+/// CUDA graph replays).
+pub(super) const WORKSPACE_WORDS: usize = ffi::WC_QUANT_WORKSPACE_WORDS as usize;
 
 /// What the device allows the single-pass per-tensor kernel (`wc_quantize_fp8_tensor_limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

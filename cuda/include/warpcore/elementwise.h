@@ -1,0 +1,53 @@
+/*
+ * warpcore/elementwise.h — element-wise family: glu, select_rows (cuda/elementwise.cu).
+ * Part of the C ABI (cuda/include/warpcore.h); conventions there.
+ */
+#ifndef WARPCORE_ELEMENTWISE_H
+#define WARPCORE_ELEMENTWISE_H
+
+#include "core.h"
+
+WC_EXTERN_C_BEGIN
+
+/* The gate activation of a gated MLP (reference::mlp::GluActivation). */
+typedef enum wc_glu_activation {
+  WC_GLU_SILU = 0,       /* x * sigmoid(x): SwiGLU (Llama, Qwen, Mixtral, DeepSeek) */
+  WC_GLU_GELU_TANH = 1,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GeGLU (Gemma) */
+  WC_GLU_RELU2 = 2,      /* max(x, 0)^2: squared-ReLU GLU (BitNet b1.58) */
+} wc_glu_activation;
+
+/* out[r, :] = act(gate[r, :]) * up[r, :], f32 math, one rounding at the store. gate and up are
+ * typically the two halves of one fused gate_up GEMM output (row stride 2 * cols). */
+typedef struct wc_glu_params {
+  const void* gate;     /* [rows, cols], row stride gate_stride */
+  const void* up;       /* [rows, cols], row stride up_stride */
+  void* out;            /* [rows, cols], row stride out_stride; does not overlap gate / up */
+  int64_t rows;
+  int64_t cols;
+  int64_t gate_stride;
+  int64_t up_stride;
+  int64_t out_stride;
+  wc_glu_activation activation;
+  wc_dtype dtype;       /* bf16, f16 or f32 */
+} wc_glu_params;
+wc_status wc_glu(const wc_glu_params* p, wc_stream stream);
+
+/* out[i, :] = src[indices[i], :] (an embedding lookup; the last token of each sequence). A copy:
+ * any dtype, FP8 included. An index outside [0, src_rows) skips its row (out untouched). */
+typedef struct wc_select_rows_params {
+  const void* src;      /* [src_rows, cols], row stride src_stride */
+  const void* indices;  /* [num_rows] int32 or int64 (indices_int64) */
+  void* out;            /* [num_rows, cols], row stride out_stride */
+  int64_t src_rows;
+  int64_t num_rows;
+  int64_t cols;
+  int64_t src_stride;
+  int64_t out_stride;
+  int32_t indices_int64;
+  wc_dtype dtype;
+} wc_select_rows_params;
+wc_status wc_select_rows(const wc_select_rows_params* p, wc_stream stream);
+
+WC_EXTERN_C_END
+
+#endif /* WARPCORE_ELEMENTWISE_H */

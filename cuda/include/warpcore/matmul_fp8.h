@@ -1,0 +1,81 @@
+/*
+ * warpcore/matmul_fp8.h — FP8 GEMM: matmul_fp8_sm90, matmul_fp8_sm80 (cuda/matmul_fp8_sm90.cu, cuda/matmul_fp8_sm80.cu).
+ * Part of the C ABI (cuda/include/warpcore.h); conventions there.
+ */
+#ifndef WARPCORE_MATMUL_FP8_H
+#define WARPCORE_MATMUL_FP8_H
+
+#include "core.h"
+
+WC_EXTERN_C_BEGIN
+
+#ifdef __cplusplus
+#define WC_ALIGNAS(n) alignas(n)
+#else
+#define WC_ALIGNAS(n) _Alignas(n)
+#endif
+
+/* A TMA descriptor (CUtensorMap, built on the host by cuTensorMapEncodeTiled). */
+typedef struct wc_tensor_map {
+  WC_ALIGNAS(128) uint64_t opaque[16];
+} wc_tensor_map;
+
+/* D[m, n] = Σ_k (a[m, k] · sa) (b[n, k] · sb) (+ bias[n]) (+ residual[m, n]), e4m3 inputs, both
+ * K-major, f32 accumulation, one rounding at the store. Any m; n and k multiples of 128.
+ * Scales (f32) are read through strides, so broadcasting is a zero stride:
+ *   block_scaled = 0: sa = a_scale[m · a_scale_stride_m], sb = b_scale[n · b_scale_stride_n]
+ *                     applied once in the epilogue (per tensor: both strides 0; per row ×
+ *                     per column: 1 and 1). sm90: fast_accum = 1 runs the wgmma accumulator
+ *                     over all of K (its additions keep ~13 mantissa bits: error grows with
+ *                     K); fast_accum = 0 adds each 128-K partial into f32 registers.
+ *   block_scaled = 1: for each 128-wide k-block kb, the partial product over that block is
+ *                     multiplied by a_scale[m · a_scale_stride_m + kb · a_scale_stride_k] ·
+ *                     b_scale[(n / 128) · b_scale_stride_n + kb · b_scale_stride_k] and added
+ *                     into an f32 register accumulator (A 1×128 groups, B 128×128 blocks).
+ * Two launchers: wc_matmul_fp8_sm90 (wgmma + TMA; needs tma_a / tma_b) and
+ * wc_matmul_fp8_sm80 (mma.sync; runs on every sm_80+ GPU). The tile configuration (block_m,
+ * block_n, group_m, num_ctas) comes from the host planner; each launcher lists what it has. */
+typedef struct wc_matmul_fp8_params {
+  wc_tensor_map tma_a;        /* sm90: a as [m, k] bytes, box [block_m rows, 128], 128B swizzle */
+  wc_tensor_map tma_b;        /* sm90: b as [n, k] bytes, box [block_n rows, 128], 128B swizzle */
+  const void* a;              /* [m, k] e4m3, row stride lda (bytes, multiple of 16) */
+  const void* b;              /* [n, k] e4m3, row stride ldb */
+  const float* a_scale;
+  const float* b_scale;
+  const void* bias;           /* NULL or [n], the output dtype */
+  const void* residual;       /* NULL or [m, n], the output dtype, row stride ldr */
+  void* d;                    /* [m, n], row stride ldd */
+  int64_t m;
+  int64_t n;
+  int64_t k;
+  int64_t lda;
+  int64_t ldb;
+  int64_t ldr;
+  int64_t ldd;
+  int64_t a_scale_stride_m;
+  int64_t a_scale_stride_k;
+  int64_t b_scale_stride_n;
+  int64_t b_scale_stride_k;
+  int32_t block_scaled;
+  int32_t fast_accum;         /* sm90 with block_scaled = 0 only; see above */
+  int32_t block_m;            /* rows of D per tile */
+  int32_t block_n;            /* columns of D per tile */
+  int32_t group_m;            /* tile order: groups of group_m m-tiles, m fastest inside a group */
+  int32_t num_ctas;           /* sm90: persistent CTAs (<= tiles); sm80: ignored (one CTA per tile) */
+  int32_t cluster_m;          /* sm90: CTAs per thread block cluster, side by side along m (0 or 1:
+                                 none; 2: block_m 128, the pair shares its B tile, each CTA loading
+                                 half of it by TMA multicast; tma_b's box is block_n / 2 rows).
+                                 num_ctas is rounded down to whole clusters. sm80: ignored */
+  wc_dtype out_dtype;         /* d, bias, residual: WC_BF16 or WC_F32 */
+} wc_matmul_fp8_params;
+wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
+wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
+
+/* Tile t of a problem with the params' tile shape, group_m and cluster_m: its (m-tile, n-tile),
+ * as the kernels' scheduler computes it (host-side, for tests); with cluster_m = 2 a tile is a
+ * cluster's pair and m-tile counts pairs. Returns WC_ERR_INVALID_ARG for t outside [0, tiles). */
+wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile);
+
+WC_EXTERN_C_END
+
+#endif /* WARPCORE_MATMUL_FP8_H */
