@@ -2,12 +2,12 @@
 // varlen prefill / append and paged decode, causal (bottom-right), sliding window, softcap,
 // split-KV with a log-sum-exp merge, merge_states. Runs on sm_80 and sm_90.
 //
-// Contract: see wc_attention_params in warpcore.h. bf16 / f16; (head_dim, head_dim_v) in
-// {(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)} — 192/128 is MLA prefill: a
-// different value head dim is one more instantiation of the same kernel;
-// f32 softmax statistics and accumulators. FP8 e4m3 K/V (decode): the bytes arrive by
-// cp.async into a raw stage and are converted to T in shared memory before the mma; the
-// scales fold into the softmax scale (k_scale) and the output (v_scale).
+// Contract: wc_attention_params (warpcore/attention.h). bf16 / f16; (head_dim, head_dim_v) in
+// {(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)} — 192/128 is MLA prefill: a different
+// value head dim is one more instantiation of the same kernel; f32 softmax statistics and
+// accumulators. FP8 e4m3 K/V (decode): the bytes arrive by cp.async into a raw stage and are
+// converted to T in shared memory before the mma; the scales fold into the softmax scale
+// (k_scale) and the output (v_scale).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = gridDim.y - 1 -
 // blockIdx.y (heaviest causal tiles first), split = blockIdx.z). The m dimension is the
@@ -24,8 +24,7 @@
 // stage the previous tile used, then S = Q Kᵀ (ldmatrix + mma), mask (skipped for tiles every
 // row sees whole), online softmax in the log2 domain (attention.cuh's softmax_step), O += P V
 // with P taken straight from the S accumulators (ldmatrix.trans for V). Epilogue through
-// shared memory: combine the key-splitting warps, normalise, write
-// out (and lse) or the split's f32 partials.
+// shared memory: combine the key-splitting warps, normalise, write out and lse, or f32 partials.
 //
 // Shared memory rows are padded by 16 bytes (pitch = head_dim + 8 elements), which makes the
 // 8 rows of every ldmatrix hit distinct bank groups for all supported head dims.

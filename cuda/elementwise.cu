@@ -2,7 +2,7 @@
 //   glu          out = act(gate) * up (SwiGLU, GeGLU, squared-ReLU GLU), f32 math, one rounding
 //   select_rows  out[i, :] = src[indices[i], :] (embedding lookup; last token of each sequence)
 //
-// Contract (see warpcore.h): rows of `cols` elements, any row strides (innermost dense). glu
+// Contract (see warpcore/elementwise.h): rows of `cols` elements, any row strides (innermost dense). glu
 // takes bf16 / f16 / f32; select_rows is a copy of any dtype. An index of select_rows outside
 // [0, src_rows) skips its row (the Rust wrapper's callers validate token ids on the host).
 //

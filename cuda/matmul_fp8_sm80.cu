@@ -2,7 +2,7 @@
 // later GPU through the compute_80 PTX): correct for every scaling mode, slower than the
 // Hopper kernel (matmul_fp8_sm90.cu), so that the API works everywhere.
 //
-// Contract: wc_matmul_fp8_params (warpcore.h). D = A · Bᵀ, A [m, k] and B [n, k] e4m3, both
+// Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h). D = A · Bᵀ, A [m, k] and B [n, k] e4m3, both
 // K-major with 16-byte aligned rows; n, k multiples of 128; any m (rows past m are zero-filled
 // on load and not stored).
 //

@@ -3,7 +3,7 @@
 // tile scheduler. sm_90a only (other targets get a trapping stub; the host never calls it
 // there: ops/matmul_fp8.rs dispatches on the compute capability).
 //
-// Contract: wc_matmul_fp8_params (warpcore.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
+// Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
 // K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
 // the rows past m; the epilogue does not store them). tma_a / tma_b are built by the host
 // (cuTensorMapEncodeTiled: uint8, dims {k, rows}, box {128, block_m | block_n}, 128B swizzle)

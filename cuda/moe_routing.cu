@@ -1,6 +1,6 @@
 // moe_routing.cu — the MoE routing family: moe_gate, moe_align, moe_gather, moe_combine.
 //
-// Contract (warpcore.h, docs/moe_routing.md):
+// Contract (warpcore/moe_routing.h, docs/moe_routing.md):
 //   moe_gate     logits [num_tokens, num_experts] (f32 / f16 / bf16) -> topk_ids int32,
 //                topk_weights f32 [num_tokens, top_k], optional per-expert selection counts.
 //   moe_align    topk_ids -> expert-contiguous order padded to block_m (sorted_ids,

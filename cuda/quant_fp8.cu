@@ -1,7 +1,7 @@
 // quant_fp8.cu — FP8 e4m3 quantization: dynamic per-tensor, per-row, 1×128-group and 128×128
 // block scales, fused RMSNorm (and residual add + RMSNorm) -> FP8, and dequantization.
 //
-// Contract (warpcore.h, wc_scale_granularity): bf16 / f16 in, e4m3 out, f32 scales with
+// Contract (warpcore/quant_fp8.h, wc_scale_granularity): bf16 / f16 in, e4m3 out, f32 scales with
 // value = fp8 · scale. For each scaling block: scale = max(amax, WC_FP8_AMAX_FLOOR) / 448 and
 // fp8 = e4m3_rn_satfinite(y · (1 / scale)), all in f32 with IEEE division, so a plain
 // quantization is reproducible bit for bit on the host (reference/quant.rs). The fused norm

@@ -1,6 +1,6 @@
 // rms_norm.cu — the RMSNorm family: rms_norm, fused_add_rms_norm, qk_rms_norm.
 //
-// Contract (see warpcore.h): rows of `hidden` elements (bf16 / f16 / f32), any row stride,
+// Contract (see warpcore/rms_norm.h): rows of `hidden` elements (bf16 / f16 / f32), any row stride,
 // f32 accumulation, one rounding at each store. out = x * rsqrt(mean(x^2) + eps) * (w_off + w).
 // fused_add_rms_norm first stores residual = round(x + residual) and normalises that rounded
 // value, so the stored residual and the output agree exactly with the reference.

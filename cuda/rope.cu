@@ -1,7 +1,7 @@
 // rope.cu — the RoPE family and the paged-KV-cache write: rope, append_kv, rope_append_kv,
 // qk_norm_rope (with or without the append).
 //
-// Contract (warpcore.h; src/ops/rope/ and src/kv_cache.rs for the full text):
+// Contract (warpcore/rope.h; src/ops/rope/ and src/kv_cache.rs for the full text):
 //   q [num_tokens, num_q_heads, head_dim], k [num_tokens, num_kv_heads, head_dim], any token and
 //   head strides, head_dim dense; rotated in place. The rotary part of a head is
 //   [rotary_offset, rotary_offset + rotary_dim); NeoX pairs (r[i], r[i + rotary_dim/2]), GPT-J

@@ -29,10 +29,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <semaphore>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -261,9 +264,11 @@ inline int atomicMax(int* p, int v) {
 // so the blocks it waits for get the cores, and ends the run as a deadlock once the thread has
 // polled for 60 s (a barrier short of arrivals would otherwise hang the test).
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+namespace emu {
+inline thread_local std::chrono::steady_clock::time_point t_started;  // when this CUDA thread began
+}
 inline void __nanosleep(unsigned) {
-  static thread_local const auto first = std::chrono::steady_clock::now();  // each CUDA thread is a new OS thread
-  if (std::chrono::steady_clock::now() - first > std::chrono::seconds(60)) {
+  if (std::chrono::steady_clock::now() - emu::t_started > std::chrono::seconds(60)) {
     fprintf(stderr, "EMU ERROR: deadlock: thread %u of block %u polled (__nanosleep) for 60 s\n", threadIdx.x, blockIdx.x);
     fflush(stderr);
     std::_Exit(3);
@@ -475,9 +480,49 @@ inline cudaError_t cudaGetLastError() {
 }
 
 namespace emu {
+// OS threads reused from block to block: creating and joining 512 threads costs about 50 ms on
+// a 2-core machine, more than most blocks' work. run_all starts every task at once (they may
+// wait for each other at barriers) on idle workers, adding workers as needed, and returns when
+// all have finished. Workers never exit (the pool is never destroyed).
+class ThreadPool {
+ public:
+  void run_all(std::vector<std::function<void()>>& tasks) {
+    std::latch done(static_cast<ptrdiff_t>(tasks.size()));
+    while (workers_.size() < tasks.size()) workers_.push_back(std::make_unique<Worker>());
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      workers_[i]->task = std::move(tasks[i]);
+      workers_[i]->done = &done;
+      workers_[i]->go.release();
+    }
+    done.wait();
+  }
+
+ private:
+  struct Worker {
+    std::binary_semaphore go{0};
+    std::function<void()> task;
+    std::latch* done = nullptr;
+    Worker() {
+      std::thread([this] {
+        for (;;) {
+          go.acquire();
+          task();
+          task = nullptr;
+          done->count_down();
+        }
+      }).detach();
+    }
+  };
+  std::vector<std::unique_ptr<Worker>> workers_;  // used by one launch at a time (launch_with's lock)
+};
+inline ThreadPool& thread_pool() {
+  static ThreadPool* pool = new ThreadPool;  // never destroyed: its workers outlive main
+  return *pool;
+}
+
 // Runs `blocks` (linear block indices, consecutive in x) at the same time: one OS thread per CUDA
-// thread, clusters of `cluster` consecutive blocks sharing a barrier.cluster and each other's
-// shared memory (shim_sm90.h).
+// thread (from the pool), clusters of `cluster` consecutive blocks sharing a barrier.cluster and
+// each other's shared memory (shim_sm90.h).
 template <typename Params, typename K>
 void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, unsigned first, unsigned count,
                   unsigned cluster) {
@@ -501,7 +546,7 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
     sm90_block_begin(*b, n);
     blocks.push_back(std::move(b));
   }
-  std::vector<std::thread> ts;
+  std::vector<std::function<void()>> ts;
   ts.reserve(size_t{n} * count);
   for (unsigned i = 0; i < count; ++i) {
     const unsigned lin = first + i;
@@ -509,6 +554,8 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
     Block* b = blocks[i].get();
     for (unsigned t = 0; t < n; ++t)
       ts.emplace_back([&, b, t, bid] {
+        // A pooled OS thread starts each CUDA thread with every thread_local reset.
+        t_started = std::chrono::steady_clock::now();
         threadIdx = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
         blockIdx = bid;
         block = b;
@@ -532,7 +579,7 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
         (void)b->cluster->bar.arrive_and_drop();
       });
   }
-  for (auto& th : ts) th.join();
+  thread_pool().run_all(ts);
   for (auto& b : blocks) {
     sm90_block_end(*b);
     free(b->smem);

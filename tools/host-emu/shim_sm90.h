@@ -609,7 +609,16 @@ inline void sm90_block_begin(Block& b, unsigned threads) {
     st->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
   b.sm90 = st;
 }
-inline void sm90_thread_begin() { sm90::state = &sm90::state_of(block); }
+inline void sm90_thread_begin() {  // on a pooled OS thread: every thread_local reset
+  sm90::state = &sm90::state_of(block);
+  sm90::t_groups.clear();
+  sm90::t_open.clear();
+  sm90::t_fenced = false;
+  sm90::t_released.clear();
+  sm90::t_unlanded.clear();
+  sm90::t_wg_seq = 0;
+  sm90::t_unfenced.clear();
+}
 inline void sm90_block_end(Block& blk) {
   auto* st = &sm90::state_of(&blk);
   for (const auto& [id, b] : st->named)
