@@ -4,8 +4,8 @@
   prep.py TARGET OUT_DIR [--seed NAME]
 
 Writes OUT_DIR/<file> for every cuda/ file of TARGET (same relative paths, so the sources' own
-#include "..." lines still work), plus verbatim copies of shim.h, harness.h and the target's
-test <target>.cpp. The rules, applied to every cuda/ file:
+#include "..." lines still work), plus verbatim copies of shim.h (with shim_sm90.h and
+thread_pool.h), harness.h and the target's test <target>.cpp. The rules, applied to every cuda/ file:
   * `#include <cuda_runtime.h>`           -> `#include "shim.h"`
   * the bodies of the PTX wrappers in common.cuh (cp.async, ldmatrix, mma.sync) and sm90.cuh
     (mbarrier, TMA, wgmma, named barriers) -> shim calls, signatures kept; sm90.cuh's sm_90a
@@ -335,7 +335,7 @@ def prepare(target, out, seed=None):
     sources = {f: (CUDA / f).read_text() for f in TARGETS[target]}
     # The shim and the test are copied too, so that every translation unit includes the same
     # (possibly seeded) shim.h: a quoted include looks next to the including file first.
-    own = ["shim.h", "shim_sm90.h", "harness.h", "driver.cpp" if target == "lib" else f"{target}.cpp"]
+    own = ["shim.h", "shim_sm90.h", "thread_pool.h", "harness.h", "driver.cpp" if target == "lib" else f"{target}.cpp"]
     sources.update({f: (HERE / f).read_text() for f in own})
     if seed:
         seed_target, f, *change = SEEDS[seed]  # (old, new), or a list of (old, new) pairs
