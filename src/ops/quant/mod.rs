@@ -151,11 +151,15 @@ impl TensorQuantPlan {
     /// The plan [`quantize_fp8`] runs per tensor for these views on this device: the
     /// planner's choice ([`TensorQuantPlan::choose`]) for their layout and the device's limits.
     pub fn planned<T: DType>(dev: &Device, x: &TensorView<T, 2>, out: &TensorViewMut<F8E4M3, 2>) -> Result<Self> {
-        let (x_ptr, out_ptr) = (x.device_ptr(dev.stream()).0, out.as_view().device_ptr(dev.stream()).0);
         let [rows, cols] = x.shape();
-        let vector = vector_layout::<T>(cols, x_ptr, x.strides()[0], out_ptr, out.strides()[0]);
-        Ok(Self::choose(rows, cols, vector, &TensorQuantLimits::query::<T>(dev)?))
+        Ok(Self::choose(rows, cols, views_vector_layout(dev, x, out), &TensorQuantLimits::query::<T>(dev)?))
     }
+}
+
+/// `vector_layout` of the views' rows and start addresses.
+fn views_vector_layout<T: DType>(dev: &Device, x: &TensorView<T, 2>, out: &TensorViewMut<F8E4M3, 2>) -> bool {
+    let (x_ptr, out_ptr) = (x.device_ptr(dev.stream()).0, out.as_view().device_ptr(dev.stream()).0);
+    vector_layout::<T>(x.shape()[1], x_ptr, x.strides()[0], out_ptr, out.strides()[0])
 }
 
 /// quantize_fp8 and quantize_fp8_with_plan: validate, plan (per tensor), launch.
@@ -178,23 +182,19 @@ fn quantize<T: DType>(
     if granularity == ScaleGranularity::Block128 && rows.div_ceil(FP8_BLOCK) > 65535 {
         return Err(Error::Unsupported { op: OP, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
     }
-    let limits = match granularity {
-        ScaleGranularity::PerTensor => Some(TensorQuantLimits::query::<T>(dev)?),
-        _ => None,
+    // Per tensor: the plan `planned` reports, or the forced one if the device and layout allow it.
+    let plan = match (granularity, forced) {
+        (ScaleGranularity::PerTensor, None) => TensorQuantPlan::planned(dev, x, out)?,
+        (ScaleGranularity::PerTensor, Some(p)) => {
+            p.check(OP, views_vector_layout(dev, x, out), &TensorQuantLimits::query::<T>(dev)?)?;
+            p
+        }
+        _ => TensorQuantPlan::TwoKernels, // not per tensor: the plan does not apply
     };
     let stream = dev.stream();
     let (x_ptr, _gx) = x.device_ptr(stream);
     let (out_stride, (ss_row, ss_col)) = (out.strides()[0], scale_strides(scale.shape(), scale.strides()));
     let (out_ptr, _go) = out.device_ptr_mut(stream);
-    let vector = vector_layout::<T>(cols, x_ptr, x.strides()[0], out_ptr, out_stride);
-    let plan = match (limits, forced) {
-        (Some(limits), Some(p)) => {
-            p.check(OP, vector, &limits)?;
-            p
-        }
-        (Some(limits), None) => TensorQuantPlan::choose(rows, cols, vector, &limits),
-        (None, _) => TensorQuantPlan::TwoKernels, // not per tensor: the plan does not apply
-    };
     if rows == 0 {
         return Ok(());
     }
