@@ -37,7 +37,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=cuda");
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "WARPCORE_HOST_EMU"] {
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "WARPCORE_HOST_EMU", "WARPCORE_WAIT_LIMIT_NS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -100,6 +100,15 @@ fn main() {
     let size = |stem: &str| std::fs::metadata(root.join("cuda").join(format!("{stem}.cu"))).map_or(0, |m| m.len());
     queue.sort_by_key(|(_, stem)| std::cmp::Reverse(size(stem)));
     let queue = std::sync::Mutex::new(queue);
+    // The spin-wait watchdog's limit (cuda/common.cuh: WC_WAIT_LIMIT_NS; 0 turns it off, e.g.
+    // under a debugger).
+    let wait_limit = env::var("WARPCORE_WAIT_LIMIT_NS").ok().map(|v| {
+        let ns: u64 = v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("\nwarpcore: WARPCORE_WAIT_LIMIT_NS must be a number of nanoseconds (0: no watchdog), not {v:?}\n");
+            std::process::exit(1);
+        });
+        format!("-DWC_WAIT_LIMIT_NS={ns}ull")
+    });
     let compile = |stem: &str| {
         let mut cmd = compiler.to_command();
         let src = root.join("cuda").join(format!("{stem}.cu"));
@@ -109,6 +118,7 @@ fn main() {
             .arg("--threads=2")
             .arg("-Xptxas=-v")
             .arg("-Werror=all-warnings")
+            .args(&wait_limit)
             .arg(format!("-I{}", root.join("cuda/include").display()))
             .arg(format!("-I{}", root.join("cuda").display()))
             .args(GENCODE)

@@ -199,6 +199,31 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return v;
 }
 
+// ------------------------------------------------------------------ spin-wait watchdog
+// Every spin wait of the kernels traps once it has waited WC_WAIT_LIMIT_NS nanoseconds of
+// %globaltimer (default 20 s, far beyond any wait of a correct launch; 0 turns it off; the
+// build passes the environment's WARPCORE_WAIT_LIMIT_NS through): the per-tensor quantizer's
+// grid barrier through SpinWatch, sm90.cuh's mbar_wait in its own PTX. A deadlock — a pipeline bug, a
+// transaction count the hardware never delivers, a grid that is not co-resident — then fails
+// the launch (a sticky launch failure the caller sees at its next synchronisation) instead of
+// hanging the GPU. The timer is read only after a poll fails (the wait goes on anyway).
+#ifndef WC_WAIT_LIMIT_NS
+#define WC_WAIT_LIMIT_NS 20000000000ull
+#endif
+__device__ __forceinline__ uint64_t globaltimer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+struct SpinWatch {
+  uint64_t start = 0;  // the timer at the first failed poll
+  __device__ __forceinline__ void poll() {  // after each failed poll
+    const uint64_t now = globaltimer_ns();
+    if (start == 0) start = now;
+    else if (WC_WAIT_LIMIT_NS > 0 && now - start > WC_WAIT_LIMIT_NS) __trap();
+  }
+};
+
 // ------------------------------------------------------------------ async copies and mma.sync (sm_80+)
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

@@ -41,8 +41,32 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 }
 // Waits until the phase with this parity has completed. A fresh barrier is in phase 0, and
 // waiting for parity 1 (the phase "before" it) returns at once: that is how a producer's
-// first pass over the empty barriers goes through.
+// first pass over the empty barriers goes through. The spin-wait watchdog (common.cuh): a
+// wait that never completes traps after WC_WAIT_LIMIT_NS instead of hanging.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if WC_WAIT_LIMIT_NS > 0
+  // One asm block: the watchdog's registers live only on the slow path (a C++ loop kept one
+  // across the wait and made the attention consumers spill).
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      ".reg .u64 t0, t1;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@done bra WC_MBAR_DONE;\n"
+      "mov.u64 t0, %%globaltimer;\n"
+      "WC_MBAR_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@done bra WC_MBAR_DONE;\n"
+      "mov.u64 t1, %%globaltimer;\n"
+      "sub.u64 t1, t1, t0;\n"
+      "setp.gt.u64 done, t1, %2;\n"
+      "@done trap;\n"
+      "bra WC_MBAR_WAIT;\n"
+      "WC_MBAR_DONE:\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(parity), "n"(WC_WAIT_LIMIT_NS)
+      : "memory");
+#else
   asm volatile(
       "{\n"
       ".reg .pred done;\n"
@@ -52,6 +76,7 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
       "}\n" ::"r"(smem_addr(bar)),
       "r"(parity)
       : "memory");
+#endif
 }
 
 // ------------------------------------------------------------------ TMA

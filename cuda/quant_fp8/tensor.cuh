@@ -53,7 +53,11 @@ __device__ __forceinline__ void grid_barrier(unsigned* arrived) {
     const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
     __threadfence();
     const unsigned old = atomicAdd(arrived, add);
-    while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) __nanosleep(64);
+    SpinWatch watch;  // a grid that is not co-resident would wait forever: trap instead
+    while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) {
+      __nanosleep(64);
+      watch.poll();
+    }
     __threadfence();
   }
   __syncthreads();

@@ -194,8 +194,8 @@ mod tests {
 
     fn record(op: &'static str, dtype: &'static str, shape: &str) -> BenchRecord {
         BenchRecord {
-            op,
-            dtype,
+            op: op.to_string(),
+            dtype: dtype.to_string(),
             shape: shape.to_string(),
             time_us: 8.0,
             bytes: 0.0,

@@ -150,8 +150,8 @@ pub struct Alternative {
 /// One measured (op, dtype, shape).
 #[derive(Clone, Debug)]
 pub struct BenchRecord {
-    pub op: &'static str,
-    pub dtype: &'static str,
+    pub op: String,
+    pub dtype: String,
     /// The shape key, e.g. "16384x4096"; bench/compare_torch.py writes the same keys.
     pub shape: String,
     pub time_us: f64,
@@ -173,8 +173,8 @@ impl BenchRecord {
     pub fn bandwidth(op: &'static str, dtype: &'static str, shape: String, t: Timing, bytes: f64, ceilings: &Ceilings) -> Self {
         let gbps = bytes / (t.median_us * 1e-6) / 1e9;
         Self {
-            op,
-            dtype,
+            op: op.to_string(),
+            dtype: dtype.to_string(),
             shape,
             time_us: t.median_us,
             bytes,
@@ -191,8 +191,8 @@ impl BenchRecord {
     pub fn compute(op: &'static str, dtype: &'static str, shape: String, t: Timing, bytes: f64, flops: f64, ceilings: &Ceilings) -> Self {
         let tflops = flops / (t.median_us * 1e-6) / 1e12;
         Self {
-            op,
-            dtype,
+            op: op.to_string(),
+            dtype: dtype.to_string(),
             shape,
             time_us: t.median_us,
             bytes,

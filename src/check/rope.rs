@@ -326,21 +326,11 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         per_dtype::<f32>(dev, out)
     }
     rope_cases(&mut out, dev)?;
-    let qwen3 = RopeConfig::new(128, 1e6);
-    let next = RopeConfig::new(64, 1e7);
-    for (case, gemma) in [
-        (RopeCase::new(65, 32, 8, 128, qwen3, 1), false),
-        (RopeCase::new(7, 16, 2, 256, next, 2), true),
-        (RopeCase { layout: QkvLayout::Split { head_gap: 3, token_gap: 1 }, offset: 1, ..RopeCase::new(5, 3, 1, 64, qwen3.with_style(RopeStyle::GptJ), 3) }, false),
-    ] {
+    for (case, gemma) in qk_norm_cases() {
         out.push(check_qk_norm_rope::<bf16>(dev, &case, gemma)?);
         out.push(check_qk_norm_rope::<f32>(dev, &case, gemma)?);
     }
-    let cache = CacheCase { padding: 4, out_of_range: 5, ..CacheCase::for_tokens(100, 16, 4) };
-    let big = RopeCase::new(100, 32, 8, 128, qwen3, 4);
-    let odd = RopeCase { layout: QkvLayout::Split { head_gap: 2, token_gap: 3 }, offset: 1, ..RopeCase::new(33, 4, 2, 80, RopeConfig::new(32, 1e4), 5) };
-    let odd_cache = CacheCase { page_pad: 3, slots64: true, out_of_range: 2, ..CacheCase::for_tokens(33, 1, 5) };
-    for (case, cc) in [(big, cache), (odd, odd_cache)] {
+    for (case, cc) in append_cases() {
         out.push(check_rope_append_kv::<bf16, bf16>(dev, &case, &cc)?);
         out.push(check_rope_append_kv::<bf16, F8E4M3>(dev, &case, &cc)?);
         out.push(check_rope_append_kv::<f16, f16>(dev, &case, &cc)?);
@@ -348,6 +338,29 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         out.push(check_qk_norm_rope_append_kv::<f16, F8E4M3>(dev, &case, &cc, true)?);
     }
     Ok(out)
+}
+
+/// `check_all`'s qk_norm_rope cases (with `gemma`): Qwen3, Qwen3-Next's partial rotary with
+/// Gemma-style weights, and a split layout with GPT-J pairs.
+fn qk_norm_cases() -> Vec<(RopeCase, bool)> {
+    let qwen3 = RopeConfig::new(128, 1e6);
+    let next = RopeConfig::new(64, 1e7);
+    let gptj64 = RopeConfig::new(64, 1e6).with_style(RopeStyle::GptJ);
+    vec![
+        (RopeCase::new(65, 32, 8, 128, qwen3, 1), false),
+        (RopeCase::new(7, 16, 2, 256, next, 2), true),
+        (RopeCase { layout: QkvLayout::Split { head_gap: 3, token_gap: 1 }, offset: 1, ..RopeCase::new(5, 3, 1, 64, gptj64, 3) }, false),
+    ]
+}
+
+/// `check_all`'s fused-append cases: a prefill-sized batch with padding and out-of-range slots,
+/// and an odd split layout with partial rotary, padded pages and i64 slots.
+fn append_cases() -> Vec<(RopeCase, CacheCase)> {
+    let cache = CacheCase { padding: 4, out_of_range: 5, ..CacheCase::for_tokens(100, 16, 4) };
+    let big = RopeCase::new(100, 32, 8, 128, RopeConfig::new(128, 1e6), 4);
+    let odd = RopeCase { layout: QkvLayout::Split { head_gap: 2, token_gap: 3 }, offset: 1, ..RopeCase::new(33, 4, 2, 80, RopeConfig::new(32, 1e4), 5) };
+    let odd_cache = CacheCase { page_pad: 3, slots64: true, out_of_range: 2, ..CacheCase::for_tokens(33, 1, 5) };
+    vec![(big, cache), (odd, odd_cache)]
 }
 
 /// Without a GPU: the reference's invariants at model configs — each pair keeps its norm (times
@@ -415,6 +428,19 @@ mod tests {
             }
         }
         bufs
+    }
+
+    /// `warpcore check` runs these on a GPU only: an invalid one would stop the whole family
+    /// there (the reference panicked on a rotary part wider than the head, never run before
+    /// the CLI ran under host emulation).
+    #[test]
+    fn every_check_all_case_is_a_valid_configuration() {
+        let mut cases: Vec<(usize, RopeConfig)> = model_configs().into_iter().map(|(_, hd, cfg)| (hd, cfg)).collect();
+        cases.extend(qk_norm_cases().iter().map(|(c, _)| (c.head_dim, c.cfg)));
+        cases.extend(append_cases().iter().map(|(c, _)| (c.head_dim, c.cfg)));
+        for (hd, cfg) in cases {
+            cfg.validate("rope", hd).unwrap_or_else(|e| panic!("head_dim {hd}, {cfg:?}: {e}"));
+        }
     }
 
     #[test]

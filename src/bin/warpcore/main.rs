@@ -8,6 +8,7 @@ use warpcore::bench::{self, BenchRecord, Ceilings};
 use warpcore::check::CheckResult;
 use warpcore::{resources, Device};
 
+mod families;
 mod run;
 use run::{run_model, Generation};
 
@@ -32,6 +33,14 @@ enum Command {
         /// Only ops whose name contains this.
         #[arg(long)]
         op: Option<String>,
+        /// Only this kernel family (rms_norm, attention, rope, ...), in this process. Without it,
+        /// on a GPU each family runs in a child process of its own (a faulting or hanging
+        /// kernel costs its family's results only; WARPCORE_FAMILY_SECONDS caps each, 900).
+        #[arg(long)]
+        family: Option<String>,
+        /// (For the parent of a per-family run) write the results as JSON here, no table.
+        #[arg(long, hide = true)]
+        records: Option<PathBuf>,
     },
     /// Time every op: time, GB/s or TFLOP/s, % of the ceiling measured in this run, and the
     /// speed-up over each alternative given with --compare.
@@ -50,8 +59,19 @@ enum Command {
         out: Option<PathBuf>,
         /// Instead of the ops: time the GPU model on this Hugging Face folder (prefill of 2048
         /// tokens, decode at batch 1 and 32); --compare takes bench/model_torch.py's JSON.
-        #[arg(long, conflicts_with_all = ["op", "json"])]
+        #[arg(long, conflicts_with_all = ["op", "json", "family"])]
         model: Option<PathBuf>,
+        /// Only this kernel family, in this process (as for `check`; without it, on a GPU, one
+        /// child process per family).
+        #[arg(long)]
+        family: Option<String>,
+        /// (For the parent of a per-family run) write the records as JSON here, no table.
+        #[arg(long, hide = true)]
+        records: Option<PathBuf>,
+        /// (From the parent of a per-family run) the ceilings it measured: COPY_GBPS,GEMM_TFLOPS
+        /// (GEMM `-` when cuBLAS is not available).
+        #[arg(long, hide = true)]
+        ceilings: Option<String>,
     },
     /// Run a Hugging Face model folder (config.json + *.safetensors): prompt token ids (or text,
     /// through the folder's tokenizer.json) in, generated ids (and text) out, with prefill /
@@ -100,9 +120,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { kernels } => info(kernels),
-        Command::Check { op } => check(op.as_deref()),
+        Command::Check { op, family, records } => check(op.as_deref(), family.as_deref(), records.as_ref()),
         Command::Bench { compare, out, model: Some(dir), .. } => bench_model_cmd(&dir, &compare, out.as_deref()),
-        Command::Bench { op, json, compare, out, model: None } => bench_cmd(op.as_deref(), json, &compare, out.as_deref()),
+        Command::Bench { op, json, compare, out, model: None, family, records, ceilings } => {
+            let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, records, ceilings };
+            bench_cmd(&opts)
+        }
         Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
             let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
@@ -182,113 +205,112 @@ fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
     Ok(Ceilings { copy_gbps: bench::measure_copy_gbps(dev)?, gemm_bf16_tflops: bench::measure_gemm_bf16_tflops(dev)? })
 }
 
-fn check(filter: Option<&str>) -> CliResult {
-    let keep = |r: &CheckResult| filter.is_none_or(|f| r.op.contains(f));
-    let results: Vec<CheckResult> = match open_device()? {
+/// One row of `warpcore check`'s table (from this process's checks or a child's JSON).
+struct CheckRow {
+    op: String,
+    dtype: String,
+    shape: String,
+    worst_abs: f64,
+    rel_frobenius: f64,
+    passed: bool,
+    /// The full comparison text (printed for failures).
+    text: String,
+}
+
+impl CheckRow {
+    fn of(r: &CheckResult) -> Self {
+        CheckRow {
+            op: r.op.to_string(),
+            dtype: r.dtype.to_string(),
+            shape: r.shape.clone(),
+            worst_abs: r.comparisons.iter().map(|c| c.max_abs_err).fold(0.0, f64::max),
+            rel_frobenius: r.comparisons.iter().map(|c| c.rel_frobenius).fold(0.0, f64::max),
+            passed: r.passed(),
+            text: r.to_string(),
+        }
+    }
+    fn to_json(&self) -> Value {
+        json!({"op": self.op, "dtype": self.dtype, "shape": self.shape, "worst_abs": self.worst_abs,
+               "rel_frobenius": self.rel_frobenius, "passed": self.passed, "text": self.text})
+    }
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(CheckRow {
+            op: v["op"].as_str()?.into(),
+            dtype: v["dtype"].as_str()?.into(),
+            shape: v["shape"].as_str()?.into(),
+            worst_abs: v["worst_abs"].as_f64().unwrap_or(f64::NAN),
+            rel_frobenius: v["rel_frobenius"].as_f64().unwrap_or(f64::NAN),
+            passed: v["passed"].as_bool()?,
+            text: v["text"].as_str()?.into(),
+        })
+    }
+}
+
+fn check(filter: Option<&str>, family: Option<&str>, records: Option<&PathBuf>) -> CliResult {
+    let keep = |r: &CheckRow| filter.is_none_or(|f| r.op.contains(f));
+    let fams = families::select(family)?;
+    let mut rows: Vec<CheckRow> = Vec::new();
+    let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no results
+    match open_device()? {
         Err(why) => {
             println!("no CUDA device ({why}): checking the CPU references only");
-            all_reference_checks().into_iter().filter(keep).collect()
+            rows = fams.iter().flat_map(|f| (f.references)()).map(|r| CheckRow::of(&r)).collect();
+        }
+        Ok(dev) if family.is_some() => {
+            for f in &fams {
+                rows.extend((f.check)(&dev)?.iter().map(CheckRow::of));
+            }
         }
         Ok(dev) => {
-            println!("checking every op on {} against its CPU reference", dev.info().name);
-            all_gpu_checks(&dev)?.into_iter().filter(keep).collect()
+            println!("checking every op on {} against its CPU reference (one process per family)", dev.info().name);
+            drop(dev);
+            let args: Vec<String> = filter.map(|f| vec!["--op".to_string(), f.to_string()]).unwrap_or_default();
+            for f in &fams {
+                match families::run_child("check", f.name, &args, families::time_limit()) {
+                    Ok(v) => rows.extend(v.as_array().into_iter().flatten().filter_map(CheckRow::from_json)),
+                    Err(why) => broken.push((f.name, why)),
+                }
+            }
         }
-    };
+    }
+    rows.retain(keep);
+    if let Some(path) = records {
+        families::write_records(path, &Value::Array(rows.iter().map(CheckRow::to_json).collect()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("\n| op | dtype | shape | worst max abs err | rel Frobenius | result |\n|---|---|---|---:|---:|---|");
-    for r in &results {
-        let worst = r.comparisons.iter().map(|c| c.max_abs_err).fold(0.0, f64::max);
-        let frob = r.comparisons.iter().map(|c| c.rel_frobenius).fold(0.0, f64::max);
-        println!("| {} | {} | {} | {:.2e} | {:.2e} | {} |", r.op, r.dtype, r.shape, worst, frob, if r.passed() { "PASS" } else { "FAIL" });
+    for r in &rows {
+        println!("| {} | {} | {} | {:.2e} | {:.2e} | {} |", r.op, r.dtype, r.shape, r.worst_abs, r.rel_frobenius, if r.passed { "PASS" } else { "FAIL" });
     }
-    let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.passed()).collect();
+    for (name, why) in &broken {
+        println!("| family {name} | - | - | - | - | FAIL: {why} |");
+    }
+    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.passed).collect();
     for r in &failed {
-        eprintln!("\n{r}");
+        eprintln!("\n{}", r.text);
     }
-    println!("\n{} passed, {} failed", results.len() - failed.len(), failed.len());
-    Ok(if failed.is_empty() && !results.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!("\n{} passed, {} failed{}", rows.len() - failed.len(), failed.len(),
+             if broken.is_empty() { String::new() } else { format!(", {} families did not finish", broken.len()) });
+    Ok(if failed.is_empty() && broken.is_empty() && !rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Every family's GPU checks (a new family adds its line here).
-fn all_gpu_checks(dev: &Device) -> warpcore::Result<Vec<CheckResult>> {
-    let mut out = Vec::new();
-    #[cfg(feature = "rms-norm")]
-    out.extend(warpcore::check::rms_norm::check_all(dev)?);
-    #[cfg(feature = "attention")]
-    out.extend(warpcore::check::attention::check_all(dev)?);
-    #[cfg(feature = "rope")]
-    out.extend(warpcore::check::rope::check_all(dev)?);
-    #[cfg(feature = "rope")]
-    out.extend(warpcore::check::kv_cache::check_all(dev)?);
-    #[cfg(feature = "moe-routing")]
-    out.extend(warpcore::check::moe_routing::check_all(dev)?);
-    #[cfg(feature = "quant-fp8")]
-    out.extend(warpcore::check::quant::check_all(dev)?);
-    #[cfg(feature = "matmul-fp8")]
-    out.extend(warpcore::check::matmul_fp8::check_all(dev)?);
-    #[cfg(feature = "elementwise")]
-    out.extend(warpcore::check::elementwise::check_all(dev)?);
-    let _ = dev;
-    Ok(out)
+struct BenchOpts {
+    filter: Option<String>,
+    as_json: bool,
+    compare: Vec<PathBuf>,
+    out_dir: Option<PathBuf>,
+    family: Option<String>,
+    records: Option<PathBuf>,
+    ceilings: Option<String>,
 }
 
-/// Every family's reference self-checks (no GPU).
-fn all_reference_checks() -> Vec<CheckResult> {
-    let mut out = Vec::new();
-    #[cfg(feature = "rms-norm")]
-    out.extend(warpcore::check::rms_norm::check_references());
-    #[cfg(feature = "attention")]
-    out.extend(warpcore::check::attention::check_references());
-    #[cfg(feature = "rope")]
-    out.extend(warpcore::check::rope::check_references());
-    #[cfg(feature = "rope")]
-    out.extend(warpcore::check::kv_cache::check_references());
-    #[cfg(feature = "moe-routing")]
-    out.extend(warpcore::check::moe_routing::check_references());
-    #[cfg(feature = "quant-fp8")]
-    out.extend(warpcore::check::quant::check_references());
-    #[cfg(feature = "matmul-fp8")]
-    out.extend(warpcore::check::matmul_fp8::check_references());
-    #[cfg(feature = "elementwise")]
-    out.extend(warpcore::check::elementwise::check_references());
-    out
-}
-
-/// Every family's benchmarks (a new family adds its line here).
-fn all_benches(dev: &Device, ceilings: &Ceilings, filter: Option<&str>) -> warpcore::Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
-    #[cfg(feature = "rms-norm")]
-    if filter.is_none_or(|f| "rms_norm fused_add_rms_norm qk_rms_norm".contains(f)) {
-        out.extend(bench::rms_norm::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "attention")]
-    if filter.is_none_or(|f| "attention_decode attention_prefill".contains(f)) {
-        out.extend(bench::attention::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "rope")]
-    if filter.is_none_or(|f| "rope append_kv rope_append_kv qk_norm_rope".contains(f)) {
-        out.extend(bench::rope::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "moe-routing")]
-    if filter.is_none_or(|f| "moe_gate moe_align moe_gather moe_combine".contains(f)) {
-        out.extend(bench::moe_routing::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "quant-fp8")]
-    if filter.is_none_or(|f| "quantize_fp8 rms_norm_quant_fp8 fused_add_rms_norm_quant_fp8".contains(f)) {
-        out.extend(bench::quant::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "matmul-fp8")]
-    if filter.is_none_or(|f| "matmul_fp8".contains(f)) {
-        out.extend(bench::matmul_fp8::bench_all(dev, ceilings)?);
-    }
-    #[cfg(feature = "elementwise")]
-    if filter.is_none_or(|f| "glu select_rows".contains(f)) {
-        out.extend(bench::elementwise::bench_all(dev, ceilings)?);
-    }
-    out.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
-    Ok(out)
-}
-
-fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
+fn bench_cmd(o: &BenchOpts) -> CliResult {
+    let filter = o.filter.as_deref();
+    // A family runs when one of its ops contains the filter.
+    let fams: Vec<families::Family> = families::select(o.family.as_deref())?
+        .into_iter()
+        .filter(|f| filter.is_none_or(|x| f.ops.split(' ').any(|op| op.contains(x))))
+        .collect();
     let dev = match open_device()? {
         Ok(d) => d,
         Err(why) => {
@@ -296,9 +318,37 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let ceilings = measure_ceilings(&dev)?;
-    let mut records = all_benches(&dev, &ceilings, filter)?;
-    for path in compare {
+    let ceilings = match &o.ceilings {
+        Some(c) => parse_ceilings(c)?,
+        None => measure_ceilings(&dev)?,
+    };
+    let mut records: Vec<BenchRecord> = Vec::new();
+    let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no records
+    if o.family.is_some() {
+        for f in &fams {
+            records.extend((f.bench)(&dev, &ceilings)?);
+        }
+    } else {
+        let mut args = vec!["--ceilings".to_string(), format!("{},{}", ceilings.copy_gbps, ceilings.gemm_bf16_tflops.map_or("-".to_string(), |t| t.to_string()))];
+        if let Some(f) = filter {
+            args.extend(["--op".to_string(), f.to_string()]);
+        }
+        for f in &fams {
+            match families::run_child("bench", f.name, &args, families::time_limit()) {
+                Ok(v) => records.extend(v.as_array().into_iter().flatten().filter_map(record_from_json)),
+                Err(why) => {
+                    eprintln!("warpcore bench: family {}: {why}", f.name);
+                    broken.push((f.name, why));
+                }
+            }
+        }
+    }
+    records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
+    if let Some(path) = &o.records {
+        families::write_records(path, &Value::Array(records.iter().map(record_to_json).collect()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for path in &o.compare {
         let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
         for a in alt["results"].as_array().into_iter().flatten() {
             let (Some(op), Some(dtype), Some(shape), Some(name), Some(t)) =
@@ -316,7 +366,14 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
     }
     let mut json = to_json(&dev, &ceilings, &records);
     let mut md = to_markdown(&dev, &ceilings, &records);
-    if filter.is_none() {
+    if !broken.is_empty() {
+        md += "\nFamilies that did not finish (their records are missing above):\n\n";
+        for (name, why) in &broken {
+            md += &format!("- {name}: {why}\n");
+        }
+        json["failed_families"] = broken.iter().map(|(name, why)| json!({"family": name, "why": why})).collect::<Vec<_>>().into();
+    }
+    if filter.is_none() && o.family.is_none() {
         // The issues' bars, judged on this (full) run.
         let verdicts = bench::bars::check(&records);
         md += "\n";
@@ -327,17 +384,58 @@ fn bench_cmd(filter: Option<&str>, as_json: bool, compare: &[PathBuf], out_dir: 
             .collect::<Vec<_>>()
             .into();
     }
-    if let Some(dir) = out_dir {
+    if let Some(dir) = &o.out_dir {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
         std::fs::write(dir.join("bench.md"), &md)?;
     }
-    if as_json {
+    if o.as_json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{md}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `--ceilings COPY_GBPS,GEMM_TFLOPS` (GEMM `-`: none).
+fn parse_ceilings(s: &str) -> Result<Ceilings, String> {
+    let bad = || format!("--ceilings {s:?}: expected COPY_GBPS,GEMM_TFLOPS (GEMM may be -)");
+    let (copy, gemm) = s.split_once(',').ok_or_else(bad)?;
+    Ok(Ceilings {
+        copy_gbps: copy.trim().parse().map_err(|_| bad())?,
+        gemm_bf16_tflops: match gemm.trim() {
+            "-" => None,
+            g => Some(g.parse().map_err(|_| bad())?),
+        },
+    })
+}
+
+fn record_to_json(r: &BenchRecord) -> Value {
+    json!({
+        "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us,
+        "bytes": r.bytes, "flops": r.flops, "gbps": r.gbps, "tflops": r.tflops,
+        "fraction_of_ceiling": r.fraction_of_ceiling,
+        "alternatives": r.alternatives.iter().map(|a| json!({
+            "name": a.name, "time_us": a.time_us, "speedup": a.speedup,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A record as record_to_json wrote it (a child's); alternatives are added by the parent.
+fn record_from_json(v: &Value) -> Option<BenchRecord> {
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN); // serde_json writes NaN as null
+    Some(BenchRecord {
+        op: v["op"].as_str()?.into(),
+        dtype: v["dtype"].as_str()?.into(),
+        shape: v["shape"].as_str()?.into(),
+        time_us: v["time_us"].as_f64()?,
+        bytes: f("bytes"),
+        flops: f("flops"),
+        gbps: f("gbps"),
+        tflops: f("tflops"),
+        fraction_of_ceiling: f("fraction_of_ceiling"),
+        alternatives: Vec::new(),
+    })
 }
 
 /// `warpcore bench --model DIR`: the model's prefill / decode tokens per second, the decode
@@ -421,14 +519,7 @@ fn to_json(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> Value {
         "commit": option_env!("WARPCORE_COMMIT").map(str::to_string).or_else(|| std::env::var("WARPCORE_COMMIT").ok()),
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "ceilings": { "copy_gbps": c.copy_gbps, "cublas_bf16_tflops": c.gemm_bf16_tflops },
-        "records": records.iter().map(|r| json!({
-            "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us,
-            "bytes": r.bytes, "flops": r.flops, "gbps": r.gbps, "tflops": r.tflops,
-            "fraction_of_ceiling": r.fraction_of_ceiling,
-            "alternatives": r.alternatives.iter().map(|a| json!({
-                "name": a.name, "time_us": a.time_us, "speedup": a.speedup,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "records": records.iter().map(record_to_json).collect::<Vec<_>>(),
     })
 }
 
