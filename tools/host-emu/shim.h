@@ -566,6 +566,10 @@ cudaError_t launch_with(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, 
     last_error = cudaErrorInvalidValue;
     return last_error;
   }
+  // EMU_SKIP_KERNELS=1: validated, counted, not run (a dry run of the host code around the
+  // kernels, e.g. every benchmark of `warpcore bench`; results are garbage).
+  static const bool skip = getenv("EMU_SKIP_KERNELS") != nullptr;
+  if (skip) return cudaSuccess;
   std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(args)...);
   gridDim = grid;
   blockDim = blk;

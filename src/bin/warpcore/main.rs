@@ -421,9 +421,16 @@ fn record_to_json(r: &BenchRecord) -> Value {
     })
 }
 
-/// A record as record_to_json wrote it (a child's); alternatives are added by the parent.
+/// A record as record_to_json wrote it (a child's), with the alternatives its bench timed (the
+/// parent adds --compare's).
 fn record_from_json(v: &Value) -> Option<BenchRecord> {
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN); // serde_json writes NaN as null
+    let alternatives = v["alternatives"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some(bench::Alternative { name: a["name"].as_str()?.into(), time_us: a["time_us"].as_f64()?, speedup: a["speedup"].as_f64()? }))
+        .collect();
     Some(BenchRecord {
         op: v["op"].as_str()?.into(),
         dtype: v["dtype"].as_str()?.into(),
@@ -434,7 +441,7 @@ fn record_from_json(v: &Value) -> Option<BenchRecord> {
         gbps: f("gbps"),
         tflops: f("tflops"),
         fraction_of_ceiling: f("fraction_of_ceiling"),
-        alternatives: Vec::new(),
+        alternatives,
     })
 }
 
@@ -508,6 +515,39 @@ fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&
     }
     print!("{md}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child's records reach the parent whole: the alternatives its bench timed (the fused
+    /// norm + quant bars are judged on one) and a NaN fraction (no cuBLAS) included.
+    #[test]
+    fn bench_records_survive_the_trip_from_a_child() {
+        let mut r = BenchRecord {
+            op: "rms_norm_quant_fp8".into(),
+            dtype: "bf16".into(),
+            shape: "4096x7168 row".into(),
+            time_us: 21.5,
+            bytes: 1e8,
+            flops: 0.0,
+            gbps: 3100.0,
+            tflops: 0.0,
+            fraction_of_ceiling: f64::NAN,
+            alternatives: Vec::new(),
+        };
+        r.add_alternative("rms_norm + quantize_fp8", 30.0);
+        let back = record_from_json(&serde_json::from_str(&serde_json::to_string(&record_to_json(&r)).unwrap()).unwrap()).unwrap();
+        assert_eq!((back.op.as_str(), back.dtype.as_str(), back.shape.as_str()), (r.op.as_str(), r.dtype.as_str(), r.shape.as_str()));
+        assert_eq!((back.time_us, back.bytes, back.gbps), (r.time_us, r.bytes, r.gbps));
+        assert!(back.fraction_of_ceiling.is_nan());
+        assert_eq!(back.alternatives, r.alternatives);
+        let parsed = parse_ceilings(&format!("{},{}", 4061.25, "-")).unwrap();
+        assert_eq!((parsed.copy_gbps, parsed.gemm_bf16_tflops), (4061.25, None));
+        assert_eq!(parse_ceilings("4061.25,712.5").unwrap().gemm_bf16_tflops, Some(712.5));
+        assert!(parse_ceilings("4061").is_err());
+    }
 }
 
 fn to_json(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> Value {
