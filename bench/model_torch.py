@@ -17,6 +17,9 @@ each with attn_implementation "eager" and "sdpa".
 Usage (the GPU machine has no internet: the model is built here, not downloaded):
     python3 bench/model_torch.py build DIR            # random init on the GPU, saved as bf16
     python3 bench/model_torch.py time DIR --out model_torch.json
+A dry run without a GPU (the same code on a 2-layer, 64-wide model of the same shape family):
+    python3 bench/model_torch.py build DIR --tiny --device cpu
+    python3 bench/model_torch.py time DIR --out F --device cpu
 """
 import argparse
 import json
@@ -29,6 +32,7 @@ PROMPT_LEN = 128
 DECODE_STEPS = 128
 WARMUP_STEPS = 3
 PREFILL_RUNS = 5
+DEVICE = "cuda"  # "cpu" for a dry run (--device cpu)
 
 
 def llama_3_2_1b_config():
@@ -53,12 +57,16 @@ def llama_3_2_1b_config():
     )
 
 
-def build(out_dir):
+def build(out_dir, tiny=False):
     import transformers
     config = llama_3_2_1b_config()
+    if tiny:  # the dry run's model: Llama-3.2-1B's layout at 2 layers, 64 wide, 256 tokens
+        for k, v in dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=1, bos_token_id=1, eos_token_id=2).items():
+            setattr(config, k, v)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
+    with torch.device(DEVICE):
         model = transformers.LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -66,17 +74,22 @@ def build(out_dir):
     print(f"built {out_dir}: {n} parameters ({2 * n / 1e9:.3f} GB bf16)")
 
 
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def sync_time(fn):
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0
 
 
 def time_prefill(model, vocab):
-    g = torch.Generator(device="cuda").manual_seed(1)
-    ids = torch.randint(0, vocab, (1, PREFILL_LEN), device="cuda", generator=g)
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    ids = torch.randint(0, vocab, (1, PREFILL_LEN), device=DEVICE, generator=g)
 
     def run():
         model(ids, use_cache=True, logits_to_keep=1)
@@ -88,8 +101,8 @@ def time_prefill(model, vocab):
 
 
 def time_decode(model, vocab, batch):
-    g = torch.Generator(device="cuda").manual_seed(2)
-    ids = torch.randint(0, vocab, (batch, PROMPT_LEN), device="cuda", generator=g)
+    g = torch.Generator(device=DEVICE).manual_seed(2)
+    ids = torch.randint(0, vocab, (batch, PROMPT_LEN), device=DEVICE, generator=g)
     out = model(ids, use_cache=True, logits_to_keep=1)
     state = {"pkv": out.past_key_values, "next": out.logits[:, -1].argmax(-1, keepdim=True)}
 
@@ -110,7 +123,7 @@ def time_model(model_dir, out_path):
     results = []
     for impl in ["eager", "sdpa"]:
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
-                                                                  attn_implementation=impl).cuda().eval()
+                                                                  attn_implementation=impl).to(DEVICE).eval()
         vocab = model.config.vocab_size
         name = f"transformers {impl}"
         with torch.no_grad():
@@ -125,8 +138,10 @@ def time_model(model_dir, out_path):
                 results.append(r)
                 print(f"{r['case']:>16} {name:>20} {r['tokens_per_s']:10.1f} tok/s")
         del model
-        torch.cuda.empty_cache()
-    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    doc = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__,
            "results": results}
     with open(out_path, "w") as f:
         json.dump(doc, f, indent=1)
@@ -137,12 +152,17 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="random-init the Llama-3.2-1B-shaped model and save it (bf16)")
     b.add_argument("dir")
+    b.add_argument("--tiny", action="store_true", help="2 layers, 64 wide (a dry run)")
     t = sub.add_parser("time", help="time transformers on a saved model folder")
     t.add_argument("dir")
     t.add_argument("--out", required=True)
+    for p in (b, t):
+        p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.cmd == "build":
-        build(args.dir)
+        build(args.dir, args.tiny)
     else:
         time_model(args.dir, args.out)
 

@@ -306,6 +306,12 @@ struct BenchOpts {
 
 fn bench_cmd(o: &BenchOpts) -> CliResult {
     let filter = o.filter.as_deref();
+    // The alternatives' files are read first: a bad one fails before minutes of measuring.
+    let mut alternatives: Vec<Value> = Vec::new();
+    for path in &o.compare {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
+        alternatives.push(serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))?);
+    }
     // A family runs when one of its ops contains the filter.
     let fams: Vec<families::Family> = families::select(o.family.as_deref())?
         .into_iter()
@@ -348,8 +354,7 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         families::write_records(path, &Value::Array(records.iter().map(record_to_json).collect()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    for path in &o.compare {
-        let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    for alt in &alternatives {
         for a in alt["results"].as_array().into_iter().flatten() {
             let (Some(op), Some(dtype), Some(shape), Some(name), Some(t)) =
                 (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str(), a["name"].as_str(), a["time_us"].as_f64())
@@ -449,6 +454,11 @@ fn record_from_json(v: &Value) -> Option<BenchRecord> {
 /// roofline, and the alternatives' numbers from --compare (bench/model_torch.py).
 fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
     use warpcore::bench::model as mb;
+    let mut alt_docs: Vec<Value> = Vec::new(); // read first: a bad file fails before the timing
+    for path in compare {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
+        alt_docs.push(serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))?);
+    }
     let dev = match open_device()? {
         Ok(d) => d,
         Err(why) => {
@@ -462,8 +472,7 @@ fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&
     let records = mb::bench_all(&model)?;
     let roofline = mb::decode_roofline_tokens_per_s(weight_bytes, copy_gbps);
     let mut alternatives: Vec<(String, String, f64)> = Vec::new(); // (case, name, tokens/s)
-    for path in compare {
-        let alt: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    for alt in &alt_docs {
         for a in alt["results"].as_array().into_iter().flatten() {
             if let (Some(case), Some(name), Some(tps)) = (a["case"].as_str(), a["name"].as_str(), a["tokens_per_s"].as_f64()) {
                 alternatives.push((case.into(), name.into(), tps));
