@@ -5,11 +5,12 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warpcore::bench::{self, BenchRecord, Ceilings};
-use warpcore::check::CheckResult;
 use warpcore::{resources, Device};
 
 mod families;
+mod records;
 mod run;
+use records::{ceilings_arg, parse_ceilings, record_from_json, record_to_json, CheckRow};
 use run::{run_model, Generation};
 
 #[derive(Parser)]
@@ -205,47 +206,6 @@ fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
     Ok(Ceilings { copy_gbps: bench::measure_copy_gbps(dev)?, gemm_bf16_tflops: bench::measure_gemm_bf16_tflops(dev)? })
 }
 
-/// One row of `warpcore check`'s table (from this process's checks or a child's JSON).
-struct CheckRow {
-    op: String,
-    dtype: String,
-    shape: String,
-    worst_abs: f64,
-    rel_frobenius: f64,
-    passed: bool,
-    /// The full comparison text (printed for failures).
-    text: String,
-}
-
-impl CheckRow {
-    fn of(r: &CheckResult) -> Self {
-        CheckRow {
-            op: r.op.to_string(),
-            dtype: r.dtype.to_string(),
-            shape: r.shape.clone(),
-            worst_abs: r.comparisons.iter().map(|c| c.max_abs_err).fold(0.0, f64::max),
-            rel_frobenius: r.comparisons.iter().map(|c| c.rel_frobenius).fold(0.0, f64::max),
-            passed: r.passed(),
-            text: r.to_string(),
-        }
-    }
-    fn to_json(&self) -> Value {
-        json!({"op": self.op, "dtype": self.dtype, "shape": self.shape, "worst_abs": self.worst_abs,
-               "rel_frobenius": self.rel_frobenius, "passed": self.passed, "text": self.text})
-    }
-    fn from_json(v: &Value) -> Option<Self> {
-        Some(CheckRow {
-            op: v["op"].as_str()?.into(),
-            dtype: v["dtype"].as_str()?.into(),
-            shape: v["shape"].as_str()?.into(),
-            worst_abs: v["worst_abs"].as_f64().unwrap_or(f64::NAN),
-            rel_frobenius: v["rel_frobenius"].as_f64().unwrap_or(f64::NAN),
-            passed: v["passed"].as_bool()?,
-            text: v["text"].as_str()?.into(),
-        })
-    }
-}
-
 fn check(filter: Option<&str>, family: Option<&str>, records: Option<&PathBuf>) -> CliResult {
     let keep = |r: &CheckRow| filter.is_none_or(|f| r.op.contains(f));
     let fams = families::select(family)?;
@@ -335,7 +295,7 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
             records.extend((f.bench)(&dev, &ceilings)?);
         }
     } else {
-        let mut args = vec!["--ceilings".to_string(), format!("{},{}", ceilings.copy_gbps, ceilings.gemm_bf16_tflops.map_or("-".to_string(), |t| t.to_string()))];
+        let mut args = vec!["--ceilings".to_string(), ceilings_arg(&ceilings)];
         if let Some(f) = filter {
             args.extend(["--op".to_string(), f.to_string()]);
         }
@@ -400,54 +360,6 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         print!("{md}");
     }
     Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// `--ceilings COPY_GBPS,GEMM_TFLOPS` (GEMM `-`: none).
-fn parse_ceilings(s: &str) -> Result<Ceilings, String> {
-    let bad = || format!("--ceilings {s:?}: expected COPY_GBPS,GEMM_TFLOPS (GEMM may be -)");
-    let (copy, gemm) = s.split_once(',').ok_or_else(bad)?;
-    Ok(Ceilings {
-        copy_gbps: copy.trim().parse().map_err(|_| bad())?,
-        gemm_bf16_tflops: match gemm.trim() {
-            "-" => None,
-            g => Some(g.parse().map_err(|_| bad())?),
-        },
-    })
-}
-
-fn record_to_json(r: &BenchRecord) -> Value {
-    json!({
-        "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us,
-        "bytes": r.bytes, "flops": r.flops, "gbps": r.gbps, "tflops": r.tflops,
-        "fraction_of_ceiling": r.fraction_of_ceiling,
-        "alternatives": r.alternatives.iter().map(|a| json!({
-            "name": a.name, "time_us": a.time_us, "speedup": a.speedup,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A record as record_to_json wrote it (a child's), with the alternatives its bench timed (the
-/// parent adds --compare's).
-fn record_from_json(v: &Value) -> Option<BenchRecord> {
-    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN); // serde_json writes NaN as null
-    let alternatives = v["alternatives"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| Some(bench::Alternative { name: a["name"].as_str()?.into(), time_us: a["time_us"].as_f64()?, speedup: a["speedup"].as_f64()? }))
-        .collect();
-    Some(BenchRecord {
-        op: v["op"].as_str()?.into(),
-        dtype: v["dtype"].as_str()?.into(),
-        shape: v["shape"].as_str()?.into(),
-        time_us: v["time_us"].as_f64()?,
-        bytes: f("bytes"),
-        flops: f("flops"),
-        gbps: f("gbps"),
-        tflops: f("tflops"),
-        fraction_of_ceiling: f("fraction_of_ceiling"),
-        alternatives,
-    })
 }
 
 /// `warpcore bench --model DIR`: the model's prefill / decode tokens per second, the decode
@@ -524,39 +436,6 @@ fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&
     }
     print!("{md}");
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A child's records reach the parent whole: the alternatives its bench timed (the fused
-    /// norm + quant bars are judged on one) and a NaN fraction (no cuBLAS) included.
-    #[test]
-    fn bench_records_survive_the_trip_from_a_child() {
-        let mut r = BenchRecord {
-            op: "rms_norm_quant_fp8".into(),
-            dtype: "bf16".into(),
-            shape: "4096x7168 row".into(),
-            time_us: 21.5,
-            bytes: 1e8,
-            flops: 0.0,
-            gbps: 3100.0,
-            tflops: 0.0,
-            fraction_of_ceiling: f64::NAN,
-            alternatives: Vec::new(),
-        };
-        r.add_alternative("rms_norm + quantize_fp8", 30.0);
-        let back = record_from_json(&serde_json::from_str(&serde_json::to_string(&record_to_json(&r)).unwrap()).unwrap()).unwrap();
-        assert_eq!((back.op.as_str(), back.dtype.as_str(), back.shape.as_str()), (r.op.as_str(), r.dtype.as_str(), r.shape.as_str()));
-        assert_eq!((back.time_us, back.bytes, back.gbps), (r.time_us, r.bytes, r.gbps));
-        assert!(back.fraction_of_ceiling.is_nan());
-        assert_eq!(back.alternatives, r.alternatives);
-        let parsed = parse_ceilings(&format!("{},{}", 4061.25, "-")).unwrap();
-        assert_eq!((parsed.copy_gbps, parsed.gemm_bf16_tflops), (4061.25, None));
-        assert_eq!(parse_ceilings("4061.25,712.5").unwrap().gemm_bf16_tflops, Some(712.5));
-        assert!(parse_ceilings("4061").is_err());
-    }
 }
 
 fn to_json(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> Value {
