@@ -47,3 +47,23 @@ fn run_streams_the_text_of_its_ids_and_stops_at_eos() {
     assert_eq!(stopped.0, tok.decode(&ids[..=stop]).unwrap());
     assert_eq!(ignored, (text, ids));
 }
+
+/// `warpcore check --family`: one family's rows (here, without a GPU, its CPU references' self-
+/// checks), and an unknown family refused with the known ones named.
+#[test]
+fn check_takes_one_family_by_name() {
+    if warpcore::driver_present() {
+        return; // with a GPU, check runs the kernels: the GPU suite's business, not this file's
+    }
+    let check = |family: &str| Command::new(env!("CARGO_BIN_EXE_warpcore")).args(["check", "--family", family]).output().unwrap();
+    let out = check("rope");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ") && l.ends_with("| PASS |")).collect();
+    assert!(!rows.is_empty(), "{stdout}");
+    assert!(rows.iter().all(|r| r.starts_with("| reference::rope ") || r.starts_with("| reference::kv_cache ")), "{stdout}");
+    let out = check("rms");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a family") && stderr.contains("rms_norm") && stderr.contains("matmul_fp8"), "{stderr}");
+}
