@@ -5,7 +5,7 @@
 //! family's results only; the other families' numbers still come back.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use warpcore::bench::{BenchRecord, Ceilings};
@@ -155,13 +155,14 @@ pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration) -> Res
 }
 
 /// Writes a child's records (the parent reads them with run_child).
-pub fn write_records(path: &PathBuf, value: &Value) -> std::io::Result<()> {
+pub fn write_records(path: &Path, value: &Value) -> std::io::Result<()> {
     std::fs::write(path, serde_json::to_string(value)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn sh(script: &str) -> Command {
         let mut c = Command::new("sh");

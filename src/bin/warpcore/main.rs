@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warpcore::bench::{self, BenchRecord, Ceilings};
 use warpcore::{resources, Device};
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { kernels } => info(kernels),
-        Command::Check { op, family, records } => check(op.as_deref(), family.as_deref(), records.as_ref()),
+        Command::Check { op, family, records } => check(op.as_deref(), family.as_deref(), records.as_deref()),
         Command::Bench { compare, out, model: Some(dir), .. } => bench_model_cmd(&dir, &compare, out.as_deref()),
         Command::Bench { op, json, compare, out, model: None, family, records, ceilings } => {
             let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, records, ceilings };
@@ -206,7 +206,7 @@ fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
     Ok(Ceilings { copy_gbps: bench::measure_copy_gbps(dev)?, gemm_bf16_tflops: bench::measure_gemm_bf16_tflops(dev)? })
 }
 
-fn check(filter: Option<&str>, family: Option<&str>, records: Option<&PathBuf>) -> CliResult {
+fn check(filter: Option<&str>, family: Option<&str>, records: Option<&Path>) -> CliResult {
     let keep = |r: &CheckRow| filter.is_none_or(|f| r.op.contains(f));
     let fams = families::select(family)?;
     let mut rows: Vec<CheckRow> = Vec::new();
@@ -266,12 +266,7 @@ struct BenchOpts {
 
 fn bench_cmd(o: &BenchOpts) -> CliResult {
     let filter = o.filter.as_deref();
-    // The alternatives' files are read first: a bad one fails before minutes of measuring.
-    let mut alternatives: Vec<Value> = Vec::new();
-    for path in &o.compare {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
-        alternatives.push(serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))?);
-    }
+    let alternatives = read_compare(&o.compare)?;
     // A family runs when one of its ops contains the filter.
     let fams: Vec<families::Family> = families::select(o.family.as_deref())?
         .into_iter()
@@ -362,15 +357,23 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
     Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The `--compare` files (the alternatives' JSON), read before any measuring: a bad one fails
+/// in a second, not after minutes of timing.
+fn read_compare(paths: &[PathBuf]) -> Result<Vec<Value>, String> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))
+        })
+        .collect()
+}
+
 /// `warpcore bench --model DIR`: the model's prefill / decode tokens per second, the decode
 /// roofline, and the alternatives' numbers from --compare (bench/model_torch.py).
-fn bench_model_cmd(dir: &std::path::Path, compare: &[PathBuf], out_dir: Option<&std::path::Path>) -> CliResult {
+fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> CliResult {
     use warpcore::bench::model as mb;
-    let mut alt_docs: Vec<Value> = Vec::new(); // read first: a bad file fails before the timing
-    for path in compare {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
-        alt_docs.push(serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))?);
-    }
+    let alt_docs = read_compare(compare)?;
     let dev = match open_device()? {
         Ok(d) => d,
         Err(why) => {
