@@ -20,6 +20,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("quant-fp8", "quant_fp8"),
     ("matmul-fp8", "matmul_fp8_sm80"),
     ("matmul-fp8", "matmul_fp8_sm90"),
+    ("matmul-ternary", "matmul_ternary"),
 ];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];

@@ -269,6 +269,18 @@ __device__ __forceinline__ void mma<__half>(float (&c)[4], const uint32_t (&a)[4
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// c += a · b, m16n8k32, a signed int8 (A row-major: reg0 = (g, 4t..4t+3), reg1 = (g+8, 4t..),
+// reg2 = (g, 16+4t..), reg3 = (g+8, 16+4t..)), b unsigned int8 (B column: b0 = (k 4t..4t+3,
+// n g), b1 = (k 16+4t.., n g)), int32 accumulators (c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, ..)),
+// wrapping on overflow.
+__device__ __forceinline__ void mma_s8u8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // Two floats as one register of two T (lo in the low half), rounded to nearest.
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {

@@ -59,6 +59,8 @@ mod tests {
         assert!(KERNELS.iter().any(|k| k.file == "rope"), "no ptxas report for rope");
         #[cfg(feature = "elementwise")]
         assert!(KERNELS.iter().any(|k| k.file == "elementwise"), "no ptxas report for elementwise");
+        #[cfg(feature = "matmul-ternary")]
+        assert!(KERNELS.iter().any(|k| k.file == "matmul_ternary"), "no ptxas report for matmul_ternary");
     }
 
     #[test]

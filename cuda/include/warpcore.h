@@ -18,5 +18,6 @@
 #include "warpcore/quant_fp8.h"
 #include "warpcore/matmul_fp8.h"
 #include "warpcore/elementwise.h"
+#include "warpcore/matmul_ternary.h"
 
 #endif /* WARPCORE_H */

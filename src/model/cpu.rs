@@ -3,7 +3,7 @@
 //! in f64). It exists to be right, not fast: tests compare it with transformers' logits.
 //! Attention is GQA or MLA (DeepSeek: latent keys and values expanded per head,
 //! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load; BitNet's
-//! projections are ternary AutoBitLinear layers (`reference::ternary`) with sub-norms.
+//! projections are ternary AutoBitLinear layers (`reference::matmul_ternary`) with sub-norms.
 
 use super::{is_finished, Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeScoring;
@@ -13,7 +13,7 @@ use crate::reference::attention::{attention, AttentionMask, AttentionShape};
 use crate::reference::linear::linear;
 use crate::reference::mla::{mla_naive, MlaShape};
 use crate::reference::mlp::{glu, GluActivation};
-use crate::reference::ternary::{self, TernaryWeights};
+use crate::reference::matmul_ternary::{self as ternary, TernaryWeights};
 use crate::reference::{moe_routing, rms_norm, rope};
 use crate::{Error, Result};
 use std::path::Path;

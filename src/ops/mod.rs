@@ -10,6 +10,8 @@ pub mod kv_cache;
 pub mod moe_routing;
 #[cfg(feature = "matmul-fp8")]
 pub mod matmul_fp8;
+#[cfg(feature = "matmul-ternary")]
+pub mod matmul_ternary;
 #[cfg(feature = "quant-fp8")]
 pub mod quant;
 #[cfg(feature = "rms-norm")]
@@ -108,7 +110,7 @@ pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
 }
 
 /// A device pointer the kernels load or store 16 bytes at a time must be 16-byte aligned.
-#[cfg_attr(not(any(feature = "attention", feature = "quant-fp8")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "attention", feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
 pub(crate) fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Result<()> {
     if ptr % 16 != 0 {
         return Err(Error::Misaligned { op, arg, align: 16 });
@@ -118,7 +120,7 @@ pub(crate) fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Re
 
 /// Rows of `T` starting at `ptr`, `row_stride` elements apart, that kernels move in 16-byte
 /// vectors: the first row and every row stride must be 16-byte aligned (one row: any stride).
-#[cfg_attr(not(feature = "quant-fp8"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
 pub(crate) fn check_rows_aligned<T>(op: &'static str, arg: &'static str, ptr: u64, rows: usize, row_stride: usize) -> Result<()> {
     check_aligned(op, arg, ptr)?;
     if rows > 1 && (row_stride * std::mem::size_of::<T>()) % 16 != 0 {

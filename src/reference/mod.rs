@@ -8,6 +8,7 @@ pub mod kv_cache;
 pub mod linear;
 #[cfg(feature = "matmul-fp8")]
 pub mod matmul_fp8;
+pub mod matmul_ternary;
 #[cfg(feature = "attention")]
 pub mod mla;
 pub mod mlp;
@@ -19,4 +20,3 @@ pub mod quant;
 pub mod rms_norm;
 #[cfg(feature = "rope")]
 pub mod rope;
-pub mod ternary;

@@ -123,6 +123,25 @@ pub fn bit_linear(x: &[f32], weights: &TernaryWeights, bias: Option<&[f32]>, k: 
     out
 }
 
+/// What warpcore's `matmul_ternary` computes from quantized activations `act` (`[m, k]`):
+/// `out[r, j] = ((Σ_c q[r, c] · v[j, c]) / scale[r] + bias[j]) · w_scale`, the integer sum exact,
+/// the rest in f64 → `[m, n]`. Equal to [`bit_linear`] after [`quantize_activations`] up to the
+/// f32 rounding of transformers' dequantized activations.
+pub fn matmul_ternary(act: &QuantizedActivations, weights: &TernaryWeights, bias: Option<&[f64]>, k: usize) -> Vec<f64> {
+    assert!(k > 0 && act.q.len() == act.scale.len() * k, "q must be [m, {k}]");
+    assert!(weights.values.len() % k == 0, "weights must be [n, {k}]");
+    let n = weights.values.len() / k;
+    assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
+    let mut out = Vec::with_capacity(act.scale.len() * n);
+    for (row, &s) in act.q.chunks_exact(k).zip(&act.scale) {
+        for (j, w) in weights.values.chunks_exact(k).enumerate() {
+            let dot: i64 = row.iter().zip(w).map(|(&q, &v)| q as i64 * v as i64).sum();
+            out.push((dot as f64 / s as f64 + bias.map_or(0.0, |b| b[j])) * weights.scale as f64);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +220,25 @@ mod tests {
                 assert!((v as f64 - back[r * k + j] as f64).abs() <= (0.5 + 1e-4) / s, "row {r} col {j}");
             }
         }
+    }
+
+    #[test]
+    fn matmul_ternary_is_bit_linear_on_the_quantized_activations() {
+        let mut rng = Rng::new(13);
+        let (m, n, k) = (3, 8, 64);
+        let x: Vec<f32> = (0..m * k).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();
+        let w = quantize_weights(&(0..n * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<_>>());
+        let bias: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let want = bit_linear(&x, &w, Some(&bias), k);
+        let bias64: Vec<f64> = bias.iter().map(|&b| b as f64).collect();
+        let got = matmul_ternary(&quantize_activations(&x, k), &w, Some(&bias64), k);
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - *e as f64).abs() <= 1e-6 * (1.0 + e.abs() as f64), "{g} vs {e}");
+        }
+        // By hand: q = [64, −127, 32, 0] (scale 63.5) against [0, −1, 1, −1]: 159 / 63.5 · 0.5.
+        let act = quantize_activations(&[1.0, -2.0, 0.5, 0.0], 4);
+        let w = TernaryWeights { values: vec![0, -1, 1, -1], scale: 0.5 };
+        assert_eq!(matmul_ternary(&act, &w, None, 4), vec![159.0 / 63.5 * 0.5]);
     }
 
     #[test]

@@ -1,0 +1,62 @@
+/*
+ * warpcore/matmul_ternary.h — ternary (BitNet b1.58) family: quantize_activations, matmul_ternary
+ * (cuda/matmul_ternary.cu). Part of the C ABI (cuda/include/warpcore.h); conventions there.
+ */
+#ifndef WARPCORE_MATMUL_TERNARY_H
+#define WARPCORE_MATMUL_TERNARY_H
+
+#include "core.h"
+
+WC_EXTERN_C_BEGIN
+
+/* Largest k matmul_ternary takes: its int32 accumulators hold Σ q · code · 4^plane exactly up
+ * to here (|q| <= 128, code · 4^plane <= 128: 2^14 · 2^16 = 2^30). */
+#define WC_TERNARY_MAX_K 65536
+
+/* BitNet b1.58's per-token activation quantization (transformers' ActQuant), in its f32
+ * arithmetic: scale[r] = (1 / max(absmax(x[r, :]), 1e-5)) · 127 (reciprocal, then product,
+ * both rounded to nearest), q[r, c] = clamp(rint(x[r, c] · scale[r]), -128, 127) with ties to
+ * even; x ≈ q / scale. k a multiple of 16, rows 16-byte aligned (x and q). NaN in x: unspecified
+ * codes for that row. */
+typedef struct wc_quantize_activations_params {
+  const void* x;   /* [m, k], row stride ldx (elements), dtype */
+  int8_t* q;       /* [m, k], row stride ldq (bytes) */
+  float* scale;    /* [m] */
+  int64_t m;
+  int64_t k;
+  int64_t ldx;
+  int64_t ldq;
+  wc_dtype dtype;  /* x: WC_BF16, WC_F16 or WC_F32 */
+} wc_quantize_activations_params;
+wc_status wc_quantize_activations(const wc_quantize_activations_params* p, wc_stream stream);
+
+/* out[r, j] = ((Σ_c q[r, c] · v[j, c]) / q_scale[r] (+ bias[j])) · w_scale: int8 activations
+ * times ternary weights v ∈ {-1, 0, 1}, exact int32 accumulation, f32 epilogue, one rounding at
+ * the store (AutoBitLinear: transformers adds the bias before the weight scale).
+ * Weights in the checkpoint's packed layout (transformers' pack_weights): w [n / 4, k] bytes;
+ * column j = plane · (n / 4) + row is bits 2 · plane, 2 · plane + 1 of w[row, :], stored as
+ * v + 1 (0b00 = -1, 0b01 = 0, 0b10 = 1; 0b11 is no ternary value and reads as 2).
+ * Any m; n a multiple of 4; k a multiple of 16, at most WC_TERNARY_MAX_K; q and w 16-byte
+ * aligned with row strides multiples of 16 bytes. block_m comes from the host planner: 16 (one
+ * 16-row tile, eight warps splitting k: decode) or 128 (128 × 128 tiles: prefill). */
+typedef struct wc_matmul_ternary_params {
+  const int8_t* q;        /* [m, k], row stride ldq (bytes) */
+  const float* q_scale;   /* [m]: x ≈ q / q_scale (wc_quantize_activations' scale) */
+  const uint8_t* w;       /* [n / 4, k] packed, row stride ldw (bytes) */
+  float w_scale;          /* the checkpoint's weight_scale */
+  const void* bias;       /* NULL or [n], out_dtype */
+  void* out;              /* [m, n], row stride ldo (elements), out_dtype */
+  int64_t m;
+  int64_t n;
+  int64_t k;
+  int64_t ldq;
+  int64_t ldw;
+  int64_t ldo;
+  int32_t block_m;        /* 16 or 128 */
+  wc_dtype out_dtype;     /* WC_BF16, WC_F16 or WC_F32 */
+} wc_matmul_ternary_params;
+wc_status wc_matmul_ternary(const wc_matmul_ternary_params* p, wc_stream stream);
+
+WC_EXTERN_C_END
+
+#endif /* WARPCORE_MATMUL_TERNARY_H */

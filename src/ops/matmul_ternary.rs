@@ -1,0 +1,221 @@
+//! The ternary family (cuda/matmul_ternary.cu): BitNet b1.58's linear layers,
+//! `quantize_activations` then `matmul_ternary`.
+//!
+//! - [`quantize_activations`]: x `[m, k]` (bf16 / f16 / f32) → int8 codes q `[m, k]` and one f32
+//!   scale per row (token), `x ≈ q / scale`, exactly as transformers' `ActQuant` computes them
+//!   (`reference::matmul_ternary::quantize_activations`, bit for bit).
+//! - [`matmul_ternary`]: `out[m, n] = ((q · vᵀ) / scale (+ bias)) · w_scale` with ternary weights
+//!   v `[n, k]` in the checkpoint's packed layout (`[n / 4, k]` bytes, transformers'
+//!   `pack_weights`: see `reference::matmul_ternary::pack`), exact int32 accumulation on the int8
+//!   tensor cores (mma.sync: every sm_80+ GPU), one rounding at the store.
+//!
+//! k a multiple of 16 (at most [`MAX_K`]), rows 16-byte aligned; any m; n a multiple of 4.
+//! The tile is chosen per shape by [`plan`], a pure host function.
+
+use super::{check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
+use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
+
+/// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
+pub const MAX_K: usize = ffi::WC_TERNARY_MAX_K as usize;
+/// Ternary values per packed byte.
+pub const VALUES_PER_BYTE: usize = crate::reference::matmul_ternary::VALUES_PER_BYTE;
+/// The tile heights the kernel is built for: 16 rows with eight warps splitting k (decode:
+/// `n / 32` CTAs stream the weights), and 128 × 128 tiles (prefill).
+pub const BLOCK_M: [usize; 2] = [16, 128];
+
+/// Packed ternary weights `[n / 4, k]` (u8, transformers' layout) and their scale (the
+/// checkpoint's `weight_scale`): `w[j, c] = v[j, c] · scale`.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedTernary<'v, 'a> {
+    pub packed: &'v TensorView<'a, u8, 2>,
+    pub scale: f32,
+}
+
+/// The tile height for an `[m, k] × [n, k]ᵀ` problem on `sm_count` SMs: 16-row tiles up to
+/// 64 rows, or while 128-row tiles would leave SMs idle (fewer CTAs than SMs); 128 otherwise.
+/// A choice the H200 must confirm (docs/matmul_ternary.md).
+pub fn plan(m: usize, n: usize, sm_count: usize) -> usize {
+    let prefill_ctas = m.div_ceil(128) * (n / VALUES_PER_BYTE).div_ceil(32);
+    if m <= 64 || prefill_ctas < sm_count {
+        BLOCK_M[0]
+    } else {
+        BLOCK_M[1]
+    }
+}
+
+fn check_k(op: &'static str, k: usize) -> Result<()> {
+    check_nonempty(op, "k", &[k])?;
+    if k % 16 != 0 {
+        return Err(Error::Unsupported { op, what: "k (a multiple of 16)", value: k.to_string() });
+    }
+    check_fits_i32(op, "k", k)
+}
+
+/// `q[r, :] = clamp(rint(x[r, :] · scale[r]), −128, 127)`, `scale[r] = (1 / max(absmax(x[r, :]),
+/// 1e-5)) · 127` in f32 (transformers' `ActQuant`).
+///
+/// x `[m, k]`, q `[m, k]` (any row strides, rows 16-byte aligned), scale `[m]` (stride 1).
+/// Errors before any launch: shapes, k = 0 (`Empty`), k not a multiple of 16 (`Unsupported`),
+/// misaligned rows (`Misaligned`). m = 0 is a no-op.
+pub fn quantize_activations<T: DType>(
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    q: &mut TensorViewMut<i8, 2>,
+    scale: &mut TensorViewMut<f32, 1>,
+) -> Result<()> {
+    const OP: &str = "quantize_activations";
+    check_dtype::<T>(OP, FLOAT_DTYPES)?;
+    let [m, k] = x.shape();
+    check_k(OP, k)?;
+    check_fits_i32(OP, "m", m)?;
+    check_inner_dense(OP, "x", &x.strides())?;
+    check_shape(OP, "q", &q.shape(), &[m, k])?;
+    check_inner_dense(OP, "q", &q.strides())?;
+    check_no_overlap(OP, "q", &q.shape(), &q.strides())?;
+    check_shape(OP, "scale", &scale.shape(), &[m])?;
+    check_inner_dense(OP, "scale", &scale.strides())?;
+    for (arg, s) in [("x", x.stream()), ("q", q.stream()), ("scale", scale.stream())] {
+        check_device(OP, arg, dev, s)?;
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (x_ptr, _gx) = x.device_ptr(stream);
+    let (ldx, ldq) = (x.strides()[0], q.strides()[0]);
+    let (q_ptr, _gq) = q.device_ptr_mut(stream);
+    let (s_ptr, _gs) = scale.device_ptr_mut(stream);
+    check_rows_aligned::<T>(OP, "x", x_ptr, m, ldx)?;
+    check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
+    let params = ffi::wc_quantize_activations_params {
+        x: x_ptr as *const _,
+        q: q_ptr as *mut _,
+        scale: s_ptr as *mut _,
+        m: m as i64,
+        k: k as i64,
+        ldx: if m > 1 { ldx as i64 } else { k as i64 },
+        ldq: if m > 1 { ldq as i64 } else { k as i64 },
+        dtype: T::TAG,
+    };
+    // SAFETY: x, q and scale were checked for shape, strides, alignment and device above; the
+    // guards keep the buffers alive until the launch is queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_quantize_activations(&params, s) })
+}
+
+/// `out[r, j] = ((Σ_c q[r, c] · v[j, c]) / q_scale[r] (+ bias[j])) · w.scale` — the
+/// AutoBitLinear product of BitNet b1.58 (transformers adds the bias before the weight scale).
+///
+/// q `[m, k]` int8 and q_scale `[m]` ([`quantize_activations`]' outputs), w.packed `[n / 4, k]`,
+/// bias `[n]` and out `[m, n]` in `O` (bf16, f16 or f32). Rows of q and w.packed 16-byte aligned.
+/// Errors before any launch: shapes (`ShapeMismatch`), k = 0 or n = 0 (`Empty`), k not a multiple
+/// of 16 or above [`MAX_K`], a non-finite weight scale (`Unsupported`), misaligned rows
+/// (`Misaligned`). m = 0 is a no-op.
+pub fn matmul_ternary<O: DType>(
+    dev: &Device,
+    q: &TensorView<i8, 2>,
+    q_scale: &TensorView<f32, 1>,
+    w: PackedTernary,
+    bias: Option<&TensorView<O, 1>>,
+    out: &mut TensorViewMut<O, 2>,
+) -> Result<()> {
+    matmul_ternary_with_tile(dev, q, q_scale, w, bias, out, None)
+}
+
+/// [`matmul_ternary`] with the tile height forced to `block_m` (one of [`BLOCK_M`]; None: the
+/// [`plan`]'s): the tests run both tiles on every shape, the bench times both.
+pub fn matmul_ternary_with_tile<O: DType>(
+    dev: &Device,
+    q: &TensorView<i8, 2>,
+    q_scale: &TensorView<f32, 1>,
+    w: PackedTernary,
+    bias: Option<&TensorView<O, 1>>,
+    out: &mut TensorViewMut<O, 2>,
+    block_m: Option<usize>,
+) -> Result<()> {
+    const OP: &str = "matmul_ternary";
+    if let Some(b) = block_m.filter(|b| !BLOCK_M.contains(b)) {
+        return Err(Error::Unsupported { op: OP, what: "block_m (16 or 128)", value: b.to_string() });
+    }
+    check_dtype::<O>(OP, FLOAT_DTYPES)?;
+    let [m, k] = q.shape();
+    check_k(OP, k)?;
+    if k > MAX_K {
+        return Err(Error::Unsupported { op: OP, what: "k (at most 65536)", value: k.to_string() });
+    }
+    if !w.scale.is_finite() {
+        return Err(Error::Unsupported { op: OP, what: "weight scale", value: w.scale.to_string() });
+    }
+    let [packed_rows, wk] = w.packed.shape();
+    check_nonempty(OP, "w.packed (n / 4)", &[packed_rows])?;
+    check_shape(OP, "w.packed", &[packed_rows, wk], &[packed_rows, k])?;
+    let n = packed_rows * VALUES_PER_BYTE;
+    for (what, v) in [("m", m), ("n", n)] {
+        check_fits_i32(OP, what, v)?;
+    }
+    check_inner_dense(OP, "q", &q.strides())?;
+    check_inner_dense(OP, "w.packed", &w.packed.strides())?;
+    check_shape(OP, "q_scale", &q_scale.shape(), &[m])?;
+    check_inner_dense(OP, "q_scale", &q_scale.strides())?;
+    check_shape(OP, "out", &out.shape(), &[m, n])?;
+    check_inner_dense(OP, "out", &out.strides())?;
+    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
+    if let Some(b) = bias {
+        check_shape(OP, "bias", &b.shape(), &[n])?;
+        check_inner_dense(OP, "bias", &b.strides())?;
+        check_device(OP, "bias", dev, b.stream())?;
+    }
+    for (arg, s) in [("q", q.stream()), ("q_scale", q_scale.stream()), ("w.packed", w.packed.stream()), ("out", out.stream())] {
+        check_device(OP, arg, dev, s)?;
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (q_ptr, _gq) = q.device_ptr(stream);
+    let (qs_ptr, _gqs) = q_scale.device_ptr(stream);
+    let (w_ptr, _gw) = w.packed.device_ptr(stream);
+    let bias_guard = bias.map(|b| b.device_ptr(stream));
+    let (ldq, ldw, ldo) = (q.strides()[0], w.packed.strides()[0], out.strides()[0]);
+    let (o_ptr, _go) = out.device_ptr_mut(stream);
+    check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
+    check_rows_aligned::<u8>(OP, "w.packed", w_ptr, packed_rows, ldw)?;
+    check_aligned(OP, "w.packed", w_ptr)?;
+    let params = ffi::wc_matmul_ternary_params {
+        q: q_ptr as *const _,
+        q_scale: qs_ptr as *const _,
+        w: w_ptr as *const _,
+        w_scale: w.scale,
+        bias: bias_guard.as_ref().map_or(std::ptr::null(), |(p, _)| *p as *const _),
+        out: o_ptr as *mut _,
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        // One row: any stride works (the kernel only needs the rows it reads to be aligned).
+        ldq: if m > 1 { ldq as i64 } else { k.next_multiple_of(16) as i64 },
+        ldw: if packed_rows > 1 { ldw as i64 } else { k.next_multiple_of(16) as i64 },
+        ldo: if m > 1 { ldo as i64 } else { n as i64 },
+        block_m: block_m.unwrap_or_else(|| plan(m, n, dev.info().sm_count as usize)) as i32,
+        out_dtype: O::TAG,
+    };
+    // SAFETY: every view was checked for shape, strides, alignment and device above, k is within
+    // the kernel's exact range, and block_m is one the kernel is built for; the guards keep the
+    // buffers alive until the launch is queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_matmul_ternary(&params, s) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_takes_small_tiles_for_decode_and_thin_grids() {
+        for m in [1, 7, 16, 17, 64] {
+            assert_eq!(plan(m, 2560, 132), 16, "m = {m}");
+        }
+        // 128-row tiles once they fill the SMs: 1024 × 2560 is 8 · 20 = 160 CTAs.
+        assert_eq!(plan(1024, 2560, 132), 128);
+        // 256 × 2560 is 2 · 20 = 40 CTAs of 128 rows: keep 16-row tiles (16 · 80 CTAs).
+        assert_eq!(plan(256, 2560, 132), 16);
+        assert!(BLOCK_M.contains(&plan(100_000, 4, 132)));
+    }
+}
