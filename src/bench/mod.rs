@@ -11,6 +11,8 @@ pub mod attention;
 pub mod bars;
 #[cfg(feature = "elementwise")]
 pub mod elementwise;
+#[cfg(feature = "matmul-ternary")]
+pub mod matmul_ternary;
 #[cfg(feature = "model")]
 pub mod model;
 #[cfg(feature = "moe-routing")]

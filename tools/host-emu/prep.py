@@ -34,6 +34,7 @@ TARGETS = {
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
+    "matmul_ternary": ["common.cuh", "matmul_ternary.cu"],
 }
 # Not a test: every kernel file and driver.cpp (a stand-in libcuda / libcublas) in one shared
 # library, libwarpcore_emu.so, that the Rust crate links instead of the nvcc build (cargo-test).
@@ -179,6 +180,22 @@ SEEDS = {
     "qkn_vec": ("rope", "rope.cu", "aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight);",
                 "aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight) &&\n"
                 "           (!append || aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages));"),
+    # Ternary GEMM: planes 2 and 3 masked with planes 1 and 0 (columns from the wrong plane).
+    "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
+    # ... the row sum misses the second k half of rows g + 8.
+    "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",
+                    "        rsum[i][1] = __dp4a(static_cast<int>(a[i][3]), 0x01010101, rsum[i][1]);\n", ""),
+    # ... the A fragment read without the swizzle its stage was written with.
+    "tern_swz": ("matmul_ternary", "matmul_ternary.cu", "swz<C>(r, 4 * wk + 2 * ks + (lane >> 4)) * 16",
+                 "(4 * wk + 2 * ks + (lane >> 4)) * 16"),
+    # ... activation chunks past k are loaded (reads past the row; garbage in the k tail).
+    "tern_ktail": ("matmul_ternary", "matmul_ternary.cu", "ok = m0 + r < p.m && kk < p.k;", "ok = m0 + r < p.m;"),
+    # ... split-k partials read before every warp has added its own.
+    "tern_reduce": ("matmul_ternary", "matmul_ternary.cu", "  if constexpr (C::WK > 1) {\n    __syncthreads();\n",
+                    "  if constexpr (C::WK > 1) {\n"),
+    # Activation scale as the quotient 127 / absmax instead of transformers' reciprocal product.
+    "tern_recip": ("matmul_ternary", "matmul_ternary.cu", "__fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax)",
+                   "__fdiv_rn(kActMax, fmaxf(amax, kScaleFloor))"),
 }
 
 
@@ -221,6 +238,8 @@ PTX_BODIES = [
      "::emu::mma(c, a, b0, b1, true);"),
     (r"void mma<__half>\(float \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
      "::emu::mma(c, a, b0, b1, false);"),
+    (r"void mma_s8u8\(int \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
+     "::emu::mma_s8u8(c, a, b0, b1);"),
     # sm90.cuh (shim_sm90.h)
     (r"void mbar_init\(uint64_t\* bar, uint32_t count\)", "::emu::sm90::mbar_init(bar, count);"),
     (r"void fence_barrier_init\(\)", ""),

@@ -72,7 +72,7 @@ inline dim3 blockDim, gridDim;
 namespace emu {
 constexpr uint8_t kPoison = 0xFF;
 
-enum Op { OP_SHFL = 1, OP_VOTE, OP_SYNCWARP, OP_LDM, OP_LDMT, OP_MMA_BF16, OP_MMA_F16 };
+enum Op { OP_SHFL = 1, OP_VOTE, OP_SYNCWARP, OP_LDM, OP_LDMT, OP_MMA_BF16, OP_MMA_F16, OP_MMA_S8U8 };
 
 struct Warp {
   explicit Warp(int n) : bar(n), lanes(n) {}
@@ -288,6 +288,14 @@ inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
 inline int __float2int_rn(float f) { return std::isnan(f) ? 0 : static_cast<int>(std::nearbyintf(f)); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+// Four signed byte products of a and b, summed into c (wrapping).
+inline int __dp4a(int a, int b, int c) {
+  uint32_t acc = static_cast<uint32_t>(c);
+  for (int i = 0; i < 4; ++i)
+    acc += static_cast<uint32_t>(static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i)));
+  return static_cast<int>(acc);
+}
 inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // rsqrt.approx (2 ulp) is not modelled
@@ -414,6 +422,33 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
     double acc = 0.0;
     for (int k = 0; k < 16; ++k) acc += static_cast<double>(mma_a(w, row, k, bf16)) * mma_b(w, k, col, bf16);
     c[e] = static_cast<float>(c[e] + acc);
+  }
+  leave();
+}
+
+// mma.sync m16n8k32 row.col, s8 (A) x u8 (B) -> s32, wrapping. PTX ISA fragments:
+//   A (16x32): reg0 = (g, 4t..4t+3), reg1 = (g+8, 4t..), reg2 = (g, 16+4t..), reg3 = (g+8, 16+4t..)
+//   B (32x8):  reg0 = (k = 4t..4t+3, n = g), reg1 = (k = 16+4t.., n = g); byte i holds k + i
+//   C (16x8):  c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..2t+1)
+inline void mma_s8u8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  Warp& w = *my_warp;
+  const int l = lane();
+  for (int i = 0; i < 4; ++i) w.val[l][i] = a[i];
+  w.val[l][4] = b0;
+  w.val[l][5] = b1;
+  enter(OP_MMA_S8U8, 0xffffffffu);
+  const int g = l >> 2, t = l & 3;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    uint32_t acc = static_cast<uint32_t>(c[e]);
+    for (int k = 0; k < 32; ++k) {
+      const uint32_t ra = w.val[(row & 7) * 4 + ((k & 15) >> 2)][(row >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0)];
+      const uint32_t rb = w.val[col * 4 + ((k & 15) >> 2)][4 + (k >= 16 ? 1 : 0)];
+      const int av = static_cast<int8_t>(ra >> (8 * (k & 3)));
+      const int bv = static_cast<uint8_t>(rb >> (8 * (k & 3)));
+      acc += static_cast<uint32_t>(av * bv);
+    }
+    c[e] = static_cast<int>(acc);
   }
   leave();
 }

@@ -90,6 +90,14 @@ pub fn all() -> Vec<Family> {
         references: warpcore::check::elementwise::check_references,
         bench: warpcore::bench::elementwise::bench_all,
     });
+    #[cfg(feature = "matmul-ternary")]
+    out.push(Family {
+        name: "matmul_ternary",
+        ops: "quantize_activations matmul_ternary",
+        check: warpcore::check::matmul_ternary::check_all,
+        references: warpcore::check::matmul_ternary::check_references,
+        bench: warpcore::bench::matmul_ternary::bench_all,
+    });
     out
 }
 
