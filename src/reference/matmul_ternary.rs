@@ -132,10 +132,12 @@ pub fn matmul_ternary(act: &QuantizedActivations, weights: &TernaryWeights, bias
     assert!(weights.values.len() % k == 0, "weights must be [n, {k}]");
     let n = weights.values.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
+    // |q · v| <= 128: an i32 sum is exact below 2^24 terms (and vectorises).
+    assert!(k < 1 << 24, "k must be below 2^24");
     let mut out = Vec::with_capacity(act.scale.len() * n);
     for (row, &s) in act.q.chunks_exact(k).zip(&act.scale) {
         for (j, w) in weights.values.chunks_exact(k).enumerate() {
-            let dot: i64 = row.iter().zip(w).map(|(&q, &v)| q as i64 * v as i64).sum();
+            let dot: i32 = row.iter().zip(w).map(|(&q, &v)| q as i32 * v as i32).sum();
             out.push((dot as f64 / s as f64 + bias.map_or(0.0, |b| b[j])) * weights.scale as f64);
         }
     }

@@ -1,6 +1,6 @@
-//! The GPU path: the same decoder as [`super::CpuModel`] (Llama, Qwen3, Mixtral, Qwen3-MoE) on
-//! warpcore's kernels and cuBLAS, bf16 weights and activations, batched generation on the paged
-//! KV cache.
+//! The GPU path: the same decoder as [`super::CpuModel`] (Llama, Qwen3, Mixtral, Qwen3-MoE,
+//! BitNet b1.58) on warpcore's kernels and cuBLAS, bf16 weights and activations (BitNet: packed
+//! ternary weights and int8 activations), batched generation on the paged KV cache.
 //!
 //! # Data flow
 //!
@@ -14,13 +14,17 @@
 //!   l = 0: x = rms_norm(residual)                      (input_layernorm)
 //!   l > 0: residual += x (rounded once); x = rms_norm(residual)   fused_add_rms_norm
 //!   qkv = x · W_qkvᵀ                                   cuBLAS; W_qkv = [q; k; v] rows, fused at load
+//!                                                      (BitNet: quantize_activations once, then
+//!                                                      matmul_ternary per projection into its columns)
 //!   Qwen3: qk_norm_rope_append_kv (per-head q/k RMSNorm, RoPE, k and v into the cache of l)
 //!   else:  rope_append_kv                              (RoPE, k and v into the cache of l)
 //!   attn = attention(q heads of qkv, paged cache of l)  causal, bottom-right; one AttentionPlan
 //!                                                      per step shared by every layer
-//!   x = attn · W_oᵀ                                    cuBLAS
+//!   BitNet: attn = rms_norm(attn)                      (attn_sub_norm)
+//!   x = attn · W_oᵀ                                    cuBLAS (BitNet: quantize + matmul_ternary)
 //!   residual += x; x = rms_norm(residual)              fused_add_rms_norm (post_attention_layernorm)
 //!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
+//!              (BitNet: ternary projections, act = rms_norm(act) before down: ffn_sub_norm)
 //!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
 //!              config) → moe_align (block_m 1) → moe_gather (rows in expert order) → per
 //!              expert: gate_up GEMM on its rows → one glu over all rows → per expert: down
@@ -37,15 +41,17 @@
 //! Precision: bf16 weights (converted from the checkpoint's f32 / f16 at upload), bf16
 //! activations rounded at each op's store, f32 accumulation everywhere (GEMMs, norms,
 //! attention, GLU, MoE combine), f32 router and vocabulary logits. Unsupported here, rejected
-//! with `Error::Unsupported` before anything is allocated: DeepSeek-V3 and BitNet, attention
-//! biases, head dims the attention kernels do not take ([`crate::ops::attention::HEAD_DIMS`]),
-//! activations outside [`GluActivation`].
+//! with `Error::Unsupported` before anything is allocated: DeepSeek-V3, BitNet checkpoints other
+//! than offline AutoBitLinear (BitNet b1.58 2B4T's format), attention biases, head dims the
+//! attention kernels do not take ([`crate::ops::attention::HEAD_DIMS`]), activations outside
+//! [`GluActivation`].
 
 mod batch;
+mod linear;
 mod moe;
 
 use super::gemm::Gemm;
-use super::{Architecture, ModelConfig, Weights};
+use super::{Architecture, BitLinearClass, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView};
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
 use crate::ops::elementwise::{glu, select_rows};
@@ -58,6 +64,7 @@ use half::bf16;
 use std::path::Path;
 
 pub use batch::Batch;
+use linear::{GpuLinear, Int8Scratch};
 use moe::MoeBuffers;
 
 /// Tokens per page of the KV cache the model allocates.
@@ -66,8 +73,9 @@ pub const PAGE_SIZE: usize = 16;
 const OP: &str = "GpuModel";
 
 enum GpuMlp {
-    /// gate_up `[2 · inter, hidden]` (gate rows, then up rows), down `[hidden, inter]`.
-    Dense { gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize },
+    /// gate_up `[2 · inter, hidden]` (gate rows, then up rows), down `[hidden, inter]`;
+    /// sub_norm `[inter]`: BitNet's ffn_sub_norm before down.
+    Dense { gate_up: GpuLinear, down: GpuLinear, inter: usize, sub_norm: Option<CudaSlice<bf16>> },
     /// router `[num_experts, hidden]`; gate_up `[num_experts, 2 · inter, hidden]`; down
     /// `[num_experts, hidden, inter]`.
     Moe { router: CudaSlice<bf16>, gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize },
@@ -77,9 +85,11 @@ struct GpuLayer {
     input_norm: CudaSlice<bf16>,
     post_norm: CudaSlice<bf16>,
     /// `[(num_q_heads + 2 · num_kv_heads) · head_dim, hidden]`: q, k, v projections stacked.
-    qkv: CudaSlice<bf16>,
+    qkv: GpuLinear,
     /// `[hidden, num_q_heads · head_dim]`.
-    o: CudaSlice<bf16>,
+    o: GpuLinear,
+    /// BitNet's attn_sub_norm `[num_q_heads · head_dim]`, before o.
+    attn_sub_norm: Option<CudaSlice<bf16>>,
     /// Per-head q/k RMSNorm weights `[head_dim]` (Qwen3).
     qk_norm: Option<(CudaSlice<bf16>, CudaSlice<bf16>)>,
     mlp: GpuMlp,
@@ -101,8 +111,19 @@ pub struct GpuModel {
 
 /// Everything the GPU path does not run, found from the config alone (before any allocation).
 pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
-    if matches!(c.architecture, Architecture::DeepseekV3 | Architecture::BitNet) {
+    if c.architecture == Architecture::DeepseekV3 {
         return Err(Error::Unsupported { op: OP, what: "architecture (not on the GPU path)", value: format!("{:?}", c.architecture) });
+    }
+    if let Some(q) = &c.bitnet_quant {
+        if q.linear_class != BitLinearClass::AutoBitLinear || !q.offline || q.use_rms_norm || c.moe.is_some() {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "BitNet quantization (offline autobitlinear without use_rms_norm, dense MLP)",
+                value: format!("{q:?}, MoE {}", c.moe.is_some()),
+            });
+        }
+    } else if c.architecture == Architecture::BitNet {
+        return Err(Error::Unsupported { op: OP, what: "BitNet without its quantization_config", value: "none".into() });
     }
     if c.attention_bias {
         return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
@@ -166,6 +187,10 @@ struct Buffers {
     /// `[rows, 2 · inter]` (rows: tokens, or tokens · top_k in a MoE layer).
     gate_up: CudaSlice<bf16>,
     act: CudaSlice<bf16>,
+    /// BitNet: sub-normed activations `[max_tokens, max(q dim, inter)]`, and the int8
+    /// activations of the ternary projections.
+    sub: CudaSlice<bf16>,
+    int8: Int8Scratch,
     /// Split-KV partials of the attention (grown to the largest plan seen).
     workspace: CudaSlice<f32>,
     /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
@@ -208,9 +233,7 @@ impl GpuModel {
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}.");
             let at = |n: &str| format!("{p}self_attn.{n}");
-            let mut qkv = get(&at("q_proj.weight"), &[qd, h])?;
-            qkv.extend(get(&at("k_proj.weight"), &[kvd, h])?);
-            qkv.extend(get(&at("v_proj.weight"), &[kvd, h])?);
+            let qkv = GpuLinear::load(dev, w, c, &[(at("q_proj"), qd), (at("k_proj"), kvd), (at("v_proj"), kvd)], h)?;
             let qk_norm = if c.qk_norm { Some((up(get(&at("q_norm.weight"), &[hd])?)?, up(get(&at("k_norm.weight"), &[hd])?)?)) } else { None };
             // gate rows then up rows, and down, of one expert (or the dense MLP).
             let expert = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<(Vec<f32>, Vec<f32>)> {
@@ -239,15 +262,21 @@ impl GpuModel {
                     }
                 }
                 _ => {
-                    let (gate_up, down) = expert(&format!("{p}mlp."), c.intermediate_size, ["gate_proj", "up_proj", "down_proj"])?;
-                    GpuMlp::Dense { gate_up: up(gate_up)?, down: up(down)?, inter: c.intermediate_size }
+                    let (m, inter) = (format!("{p}mlp."), c.intermediate_size);
+                    GpuMlp::Dense {
+                        gate_up: GpuLinear::load(dev, w, c, &[(format!("{m}gate_proj"), inter), (format!("{m}up_proj"), inter)], h)?,
+                        down: GpuLinear::load(dev, w, c, &[(format!("{m}down_proj"), h)], inter)?,
+                        inter,
+                        sub_norm: if c.sub_norms { Some(up(get(&format!("{m}ffn_sub_norm.weight"), &[inter])?)?) } else { None },
+                    }
                 }
             };
             layers.push(GpuLayer {
                 input_norm: up(get(&format!("{p}input_layernorm.weight"), &[h])?)?,
                 post_norm: up(get(&format!("{p}post_attention_layernorm.weight"), &[h])?)?,
-                qkv: up(qkv)?,
-                o: up(get(&at("o_proj.weight"), &[h, qd])?)?,
+                qkv,
+                o: GpuLinear::load(dev, w, c, &[(at("o_proj"), h)], qd)?,
+                attn_sub_norm: if c.sub_norms { Some(up(get(&at("attn_sub_norm.weight"), &[qd])?)?) } else { None },
                 qk_norm,
                 mlp,
             });
@@ -267,13 +296,21 @@ impl GpuModel {
     pub fn weight_bytes(&self) -> usize {
         let mut n = self.embed.len() + self.norm.len() + self.lm_head.as_ref().map_or(0, |l| l.len());
         for l in &self.layers {
-            n += l.input_norm.len() + l.post_norm.len() + l.qkv.len() + l.o.len() + l.qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len());
+            n += l.input_norm.len() + l.post_norm.len() + l.qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len());
+            n += l.attn_sub_norm.as_ref().map_or(0, |w| w.len());
             n += match &l.mlp {
-                GpuMlp::Dense { gate_up, down, .. } => gate_up.len() + down.len(),
+                GpuMlp::Dense { sub_norm, .. } => sub_norm.as_ref().map_or(0, |w| w.len()),
                 GpuMlp::Moe { router, gate_up, down, .. } => router.len() + gate_up.len() + down.len(),
             };
         }
-        n * std::mem::size_of::<bf16>()
+        let linear: usize = self.layers.iter().map(|l| {
+            let mlp = match &l.mlp {
+                GpuMlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
+                GpuMlp::Moe { .. } => 0,
+            };
+            l.qkv.bytes() + l.o.bytes() + mlp
+        }).sum();
+        n * std::mem::size_of::<bf16>() + linear
     }
 
     fn qkv_dim(&self) -> usize {
@@ -293,6 +330,8 @@ impl GpuModel {
             x: alloc(dev, t * h)?,
             qkv: alloc(dev, t * self.qkv_dim())?,
             attn: alloc(dev, t * c.num_q_heads * c.head_dim)?,
+            sub: alloc(dev, if c.sub_norms { t * (c.num_q_heads * c.head_dim).max(dense_inter) } else { 0 })?,
+            int8: Int8Scratch::new(dev, if c.bitnet_quant.is_some() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
             workspace: alloc(dev, 1)?,
@@ -348,7 +387,7 @@ impl GpuModel {
             } else {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
             }
-            self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(&layer.qkv, qkv_dim, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
+            layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv, &mut bufs.int8)?;
             {
                 let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
                 let (k_pages, v_pages) = &mut batch.cache[l];
@@ -374,10 +413,17 @@ impl GpuModel {
                 let kv = KvInput::Paged { cache: &cache, table: &table };
                 attention(dev, &q, &cu_seqlens_q, kv, &plan, &attn_cfg, &mut out, None, Some(&mut ws))?;
             }
-            self.gemm.linear(dev, &rows(&bufs.attn, t, nq * hd)?, &rows(&layer.o, h, nq * hd)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
+            let attn = match &layer.attn_sub_norm {
+                Some(w) => {
+                    rms_norm(dev, &rows(&bufs.attn, t, nq * hd)?, &vector(w, nq * hd)?, &mut rows_mut(&mut bufs.sub, t, nq * hd)?, norm)?;
+                    &bufs.sub
+                }
+                None => &bufs.attn,
+            };
+            layer.o.forward(dev, &self.gemm, &rows(attn, t, nq * hd)?, &mut bufs.x, &mut bufs.int8)?;
             fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &vector(&layer.post_norm, h)?, norm)?;
             match &layer.mlp {
-                GpuMlp::Dense { gate_up, down, inter } => self.dense_mlp(bufs, t, gate_up, down, *inter)?,
+                GpuMlp::Dense { gate_up, down, inter, sub_norm } => self.dense_mlp(bufs, t, gate_up, down, *inter, sub_norm.as_ref(), norm)?,
                 GpuMlp::Moe { router, gate_up, down, inter } => self.moe_mlp(bufs, t, router, gate_up, down, *inter)?,
             }
         }
@@ -395,12 +441,29 @@ impl GpuModel {
         dev.download(&bufs.logits.slice(..r * v))
     }
 
-    /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM.
-    fn dense_mlp(&self, bufs: &mut Buffers, t: usize, gate_up: &CudaSlice<bf16>, down: &CudaSlice<bf16>, inter: usize) -> Result<()> {
+    /// x `[t, hidden]` → x: gate_up GEMM, glu, (BitNet: ffn_sub_norm,) down GEMM.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_mlp(
+        &self,
+        bufs: &mut Buffers,
+        t: usize,
+        gate_up: &GpuLinear,
+        down: &GpuLinear,
+        inter: usize,
+        sub_norm: Option<&CudaSlice<bf16>>,
+        norm: RmsNormConfig,
+    ) -> Result<()> {
         let (dev, h) = (&self.dev, self.config.hidden_size);
-        self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(gate_up, 2 * inter, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
+        gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up, &mut bufs.int8)?;
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
-        self.gemm.linear(dev, &rows(&bufs.act, t, inter)?, &rows(down, h, inter)?, &mut rows_mut(&mut bufs.x, t, h)?)
+        let act = match sub_norm {
+            Some(w) => {
+                rms_norm(dev, &rows(&bufs.act, t, inter)?, &vector(w, inter)?, &mut rows_mut(&mut bufs.sub, t, inter)?, norm)?;
+                &bufs.sub
+            }
+            None => &bufs.act,
+        };
+        down.forward(dev, &self.gemm, &rows(act, t, inter)?, &mut bufs.x, &mut bufs.int8)
     }
 }
 
@@ -430,8 +493,20 @@ mod tests {
         let mut ds = config("");
         ds.architecture = Architecture::DeepseekV3;
         assert!(matches!(check_supported(&ds).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("architecture")));
+        // BitNet: only the offline AutoBitLinear format (BitNet b1.58 2B4T's), with a dense MLP.
         let mut bitnet = config("");
         bitnet.architecture = Architecture::BitNet;
-        assert!(check_supported(&bitnet).is_err());
+        assert!(matches!(check_supported(&bitnet).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("BitNet without")));
+        let offline = crate::model::BitNetQuant { linear_class: BitLinearClass::AutoBitLinear, offline: true, use_rms_norm: false };
+        bitnet.bitnet_quant = Some(offline.clone());
+        assert!(check_supported(&bitnet).is_ok());
+        for q in [
+            crate::model::BitNetQuant { linear_class: BitLinearClass::BitLinear, ..offline.clone() },
+            crate::model::BitNetQuant { offline: false, ..offline.clone() },
+            crate::model::BitNetQuant { use_rms_norm: true, ..offline },
+        ] {
+            bitnet.bitnet_quant = Some(q);
+            assert!(matches!(check_supported(&bitnet).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("BitNet quantization")));
+        }
     }
 }
