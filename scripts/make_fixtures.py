@@ -101,8 +101,9 @@ def models():
         num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     ), t.DeepseekV3ForCausalLM
     bitnet = dict(COMMON)
-    # attn_sub_norm is [hidden]: heads · head_dim = hidden (GQA ratio 4).
-    bitnet.update(num_attention_heads=8, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5)
+    # attn_sub_norm is [hidden]: heads · head_dim = hidden; head_dim 64 (GQA ratio 4) so that the
+    # GPU path's attention kernels take it.
+    bitnet.update(hidden_size=256, num_attention_heads=4, num_key_value_heads=1, head_dim=64, rms_norm_eps=1e-5)
     yield "bitnet", t.BitNetConfig(
         **bitnet, hidden_act="relu2", rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
     ), t.BitNetForCausalLM

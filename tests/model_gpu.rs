@@ -5,7 +5,8 @@
 //! against f32 on these fixtures (measured 2026-11-29, torch 2.11 on the CPU): dense models
 //! 0.92–1.32e-2 per sequence, up to 2.2e-2 at single positions (llama: one of 27 over 2e-2),
 //! so a per-position 2e-2 would fail bf16 inference as such. Our GPU path under host emulation:
-//! llama median 1.06e-2, max 2.14e-2 per position.
+//! llama median 1.06e-2, max 2.14e-2 per position. BitNet b1.58 has twice that tolerance
+//! (`BITNET_TOLERANCE`: its int8 activation quantization amplifies bf16 rounding).
 //!
 //! Greedy continuations are compared position by position and mismatches are reported: bf16
 //! rounding can flip an argmax between two near-equal logits, after which the continuations
@@ -24,8 +25,23 @@ use common::device;
 use std::path::PathBuf;
 use warpcore::model::{CpuModel, GpuModel, Sampling};
 
-const FIXTURES: &[&str] = &["llama", "qwen3", "mixtral", "qwen3_moe"];
+const FIXTURES: &[&str] = &["llama", "qwen3", "mixtral", "qwen3_moe", "bitnet"];
 const TOLERANCE: f64 = 2e-2;
+/// BitNet b1.58: the int8 quantization of every projection's input amplifies bf16 rounding (a
+/// code moves by one wherever x · scale sits near a half). transformers itself in bf16 against
+/// f32 on the bitnet fixture (measured 2026-11-29, torch 2.11 on the CPU): 2.75e-2 as a whole,
+/// per position median 2.69e-2 and max 3.46e-2. Our GPU path under host emulation: per
+/// sequence 2.3–3.2e-2, per position median 2.86e-2, max 4.0e-2.
+const BITNET_TOLERANCE: f64 = 4e-2;
+
+/// The tolerance of a model: bf16 inference's own error on its architecture.
+fn tolerance(config: &warpcore::model::ModelConfig) -> f64 {
+    if config.bitnet_quant.is_some() {
+        BITNET_TOLERANCE
+    } else {
+        TOLERANCE
+    }
+}
 
 fn fixture(name: &str) -> PathBuf {
     let root = std::env::var_os("WARPCORE_FIXTURES")
@@ -47,15 +63,18 @@ fn rel_frobenius(got: &[f32], want: &[f32]) -> f64 {
 
 /// Per-position logit errors of one test, judged together at the end.
 ///
-/// Dense models: every position within TOLERANCE. MoE models: a token whose router logits
+/// Tolerances are the model's (`tolerance`: TOLERANCE, BitNet's BITNET_TOLERANCE). Dense models:
+/// every group within it, every position within POSITION_BOUND of it. MoE models: a token whose router logits
 /// have a near tie between its k-th and (k+1)-th expert can pick the other expert under bf16
 /// rounding (a few percent of tokens per layer at these sizes), which moves that position's
 /// logits (and a little the later ones) well past bf16 noise. There, at most
-/// `max(2, 15%)` positions may exceed TOLERANCE, none may exceed MOE_FLIP_BOUND, and the
-/// median must be within TOLERANCE; every outlier is printed.
+/// `max(2, 15%)` positions may exceed the tolerance, none may exceed MOE_FLIP_BOUND, and the
+/// median must be within it; every outlier is printed.
 struct Errors {
     name: &'static str,
     moe: bool,
+    /// The model's tolerance (`tolerance`).
+    tol: f64,
     /// Per position.
     all: Vec<(String, f64)>,
     /// Per `add` call (a group of positions, as a whole).
@@ -64,8 +83,8 @@ struct Errors {
     after_tie: Vec<(String, f64)>,
 }
 
-/// Dense models: the bound for any single position (see the module doc).
-const POSITION_BOUND: f64 = 2.0 * TOLERANCE;
+/// Dense models: the bound for any single position, in tolerances (see the module doc).
+const POSITION_BOUND: f64 = 2.0;
 
 /// A routing flip changes one token's MLP output by a fraction of itself, not the logits
 /// wholesale: larger errors mean a bug.
@@ -86,7 +105,7 @@ const AFTER_TIE_BOUND: f64 = 1.0;
 
 impl Errors {
     fn new(name: &'static str, gpu: &GpuModel) -> Self {
-        Self { name, moe: gpu.config.moe.is_some(), all: Vec::new(), groups: Vec::new(), after_tie: Vec::new() }
+        Self { name, moe: gpu.config.moe.is_some(), tol: tolerance(&gpu.config), all: Vec::new(), groups: Vec::new(), after_tie: Vec::new() }
     }
     /// Records every position of `got` vs `want` (`[positions, vocab]`).
     fn add(&mut self, what: &str, got: &[f32], want: &[f32], vocab: usize) {
@@ -107,7 +126,8 @@ impl Errors {
         }
     }
     fn check(self) {
-        let name = self.name;
+        let (name, tol) = (self.name, self.tol);
+        let position_bound = POSITION_BOUND * tol;
         if !self.after_tie.is_empty() {
             let max = self.after_tie.iter().map(|(_, e)| *e).fold(0.0, f64::max);
             eprintln!("{name}: {} positions at or after a router near tie (< {NEAR_TIE}): sanity only, max error {max:.3e}", self.after_tie.len());
@@ -115,9 +135,9 @@ impl Errors {
                 assert!(*e <= AFTER_TIE_BOUND, "{name}: {what}: relative Frobenius error {e:.3e} > {AFTER_TIE_BOUND:e}");
             }
         }
-        let over: Vec<&(String, f64)> = self.all.iter().filter(|(_, e)| !(*e <= TOLERANCE)).collect();
+        let over: Vec<&(String, f64)> = self.all.iter().filter(|(_, e)| !(*e <= tol)).collect();
         for (what, e) in &over {
-            eprintln!("{name}: {what}: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
+            eprintln!("{name}: {what}: relative Frobenius error {e:.3e} > {tol:e}");
         }
         let mut errs: Vec<f64> = self.all.iter().map(|(_, e)| *e).collect();
         errs.sort_by(f64::total_cmp);
@@ -125,18 +145,18 @@ impl Errors {
         // The distribution, for the logs (how close the passing positions sit to the tolerance).
         eprintln!("{name}: {} positions, relative Frobenius error median {median:.3e}, max {:.3e}", errs.len(), errs[errs.len() - 1]);
         if !self.moe {
-            let groups_over: Vec<&(String, f64)> = self.groups.iter().filter(|(_, e)| !(*e <= TOLERANCE)).collect();
+            let groups_over: Vec<&(String, f64)> = self.groups.iter().filter(|(_, e)| !(*e <= tol)).collect();
             for (what, e) in &groups_over {
-                eprintln!("{name}: {what}, as a whole: relative Frobenius error {e:.3e} > {TOLERANCE:e}");
+                eprintln!("{name}: {what}, as a whole: relative Frobenius error {e:.3e} > {tol:e}");
             }
-            assert!(groups_over.is_empty(), "{name}: {} of {} groups over {TOLERANCE:e} (listed above)", groups_over.len(), self.groups.len());
-            let far = over.iter().filter(|(_, e)| !(*e <= POSITION_BOUND)).count();
-            assert!(far == 0, "{name}: {far} positions over {POSITION_BOUND:e} (listed above)");
+            assert!(groups_over.is_empty(), "{name}: {} of {} groups over {tol:e} (listed above)", groups_over.len(), self.groups.len());
+            let far = over.iter().filter(|(_, e)| !(*e <= position_bound)).count();
+            assert!(far == 0, "{name}: {far} positions over {position_bound:e} (listed above)");
             return;
         }
         let allowed = 2usize.max(self.all.len() * 15 / 100);
-        assert!(median <= TOLERANCE, "{name}: median relative error {median:.3e} > {TOLERANCE:e}");
-        assert!(over.len() <= allowed, "{name}: {} of {} positions over {TOLERANCE:e} (at most {allowed} routing flips allowed)", over.len(), self.all.len());
+        assert!(median <= tol, "{name}: median relative error {median:.3e} > {tol:e}");
+        assert!(over.len() <= allowed, "{name}: {} of {} positions over {tol:e} (at most {allowed} routing flips allowed)", over.len(), self.all.len());
         assert!(over.iter().all(|(_, e)| *e <= MOE_FLIP_BOUND), "{name}: an error above {MOE_FLIP_BOUND} is not a routing flip");
     }
 }
@@ -229,7 +249,7 @@ fn greedy_matches_cpu(name: &'static str) {
 
 /// Equal sequences pass. At the first mismatch the CPU's logits at that position (after the
 /// prompt and `want`'s tokens before it) must have a near tie between the two tokens (a gap
-/// within 4 × the tolerance times the logits' RMS), else it fails; mismatches are printed.
+/// within 4 × the model's tolerance times the logits' RMS), else it fails; mismatches are printed.
 fn report_or_assert_tokens(name: &str, what: &str, got: &[u32], want: &[u32], (cpu, prompt): (&CpuModel, &[u32])) {
     assert_eq!(got.len(), want.len(), "{name}: {what}: lengths");
     let Some(first) = got.iter().zip(want).position(|(a, b)| a != b) else { return };
@@ -248,7 +268,7 @@ fn report_or_assert_tokens(name: &str, what: &str, got: &[u32], want: &[u32], (c
     let scale = (row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v as f64).sqrt();
     let gap = (row[want[first] as usize] - row[got[first] as usize]) as f64;
     assert!(
-        gap <= 4.0 * TOLERANCE * scale,
+        gap <= 4.0 * tolerance(&cpu.config) * scale,
         "{name}: {what}: position {first}: GPU chose {} over the CPU's {} with a CPU logit gap of {gap:.4} (logit RMS {scale:.4}): not a near tie",
         got[first],
         want[first]
@@ -277,6 +297,7 @@ fixture_tests!(llama, "llama");
 fixture_tests!(qwen3, "qwen3");
 fixture_tests!(mixtral, "mixtral");
 fixture_tests!(qwen3_moe, "qwen3_moe");
+fixture_tests!(bitnet, "bitnet");
 
 #[test]
 fn every_fixture_is_covered() {
