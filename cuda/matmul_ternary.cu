@@ -1,6 +1,10 @@
 // matmul_ternary.cu — BitNet b1.58 linear layers: int8 activations times ternary weights.
 //   quantize_activations: x [m, k] (bf16 / f16 / f32) -> q [m, k] int8 + scale [m] f32, the
 //     per-token absmax quantization transformers' ActQuant computes, bit for bit.
+//   rms_norm_quantize_activations: the same codes and scales of rms_norm(x) (optionally of
+//     residual = x + residual first, stored), computed from the f32 normalised values: BitNet's
+//     four norms per layer each feed a ternary projection, so the normalised row never needs
+//     to exist in memory.
 //   matmul_ternary: out [m, n] = ((q · vᵀ) / scale (+ bias)) · w_scale with v [n, k] in
 //     {-1, 0, 1}, read in the checkpoint's packed layout (four values to a byte, 2 bits each).
 // Contracts: warpcore/matmul_ternary.h. No sm_90a-only code: mma.sync runs on every sm_80+ GPU.
@@ -31,7 +35,7 @@
 //   Prefill (block_m 128): 128 × 128, 4 × 2 warps of 32 × 64, k 64 per stage.
 // Roofline: weights n·k/4 bytes + activations m·k bytes + out; 2·m·n·k int8 ops on the tensor
 // cores (H200 mma.sync int8: about twice its bf16 rate).
-#include "common.cuh"
+#include "rms_norm.cuh"
 
 namespace wc {
 namespace {
@@ -56,6 +60,34 @@ __device__ __forceinline__ void load8(const T* p, float (&v)[8]) {
   }
 }
 
+// residual[0, 8) = round(x + residual), stored; v = those rounded sums.
+template <typename T>
+__device__ __forceinline__ void add8(const T* x, T* residual, float (&v)[8]) {
+  constexpr int V = kVec16<T> < 8 ? kVec16<T> : 8;
+#pragma unroll
+  for (int h = 0; h < 8 / V; ++h) {
+    const Pack<T, V> sum = add_residual<T, V>(load_pack<T, V>(x + h * V), residual + h * V);
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[h * V + i] = to_float(sum.v[i]);
+  }
+}
+
+// The scale of a row whose largest magnitude is amax: (1 / max(amax, 1e-5)) · 127.
+__device__ __forceinline__ float act_scale(float amax) {
+  return __fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax);
+}
+
+// 8 codes clamp(rint(v · s), -128, 127), byte i = code i, stored at q (8-byte aligned).
+__device__ __forceinline__ void store_codes8(int8_t* q, const float (&v)[8], float s) {
+  uint32_t w[2] = {0u, 0u};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int code = max(-128, min(127, __float2int_rn(__fmul_rn(v[i], s))));
+    w[i / 4] |= (static_cast<uint32_t>(code) & 0xFFu) << (8 * (i % 4));
+  }
+  *reinterpret_cast<uint2*>(q) = make_uint2(w[0], w[1]);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kQuantThreads) quantize_activations_kernel(const wc_quantize_activations_params p) {
   const int lane = threadIdx.x & 31;
@@ -69,19 +101,57 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_activations_kernel(con
 #pragma unroll
     for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(v[i]));
   }
-  amax = warp_max(amax);
-  const float s = __fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax);
+  const float s = act_scale(warp_max(amax));
   int8_t* q = p.q + row * p.ldq;
   for (int64_t c = lane * 8; c < p.k; c += 32 * 8) {
     float v[8];
     load8(x + c, v);
-    uint32_t w[2] = {0u, 0u};
+    store_codes8(q + c, v, s);
+  }
+  if (lane == 0) p.scale[row] = s;
+}
+
+// rms_norm_quantize_activations: one warp per row, three passes (the row to normalise and its
+// sum of squares; the normalised row's absmax; the codes), the later two from L1 / L2. The
+// normalised values are rms_norm.cuh's, in f32, recomputed identically in passes 2 and 3.
+template <typename T, bool ADD>
+__global__ void __launch_bounds__(kQuantThreads) rms_norm_quantize_kernel(const wc_rms_norm_quantize_activations_params p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kQuantThreads / 32) + (threadIdx.x >> 5);
+  if (row >= p.m) return;  // whole warps leave
+  const T* x = static_cast<const T*>(p.x) + row * p.ldx;
+  T* res = ADD ? static_cast<T*>(p.residual) + row * p.ldr : nullptr;
+  const T* w = static_cast<const T*>(p.weight);
+  float ss = 0.0f;
+  for (int64_t c = lane * 8; c < p.k; c += 32 * 8) {
+    float v[8];
+    if constexpr (ADD) add8(x + c, res + c, v);
+    else load8(x + c, v);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int code = max(-128, min(127, __float2int_rn(__fmul_rn(v[i], s))));
-      w[i / 4] |= (static_cast<uint32_t>(code) & 0xFFu) << (8 * (i % 4));
-    }
-    *reinterpret_cast<uint2*>(q + c) = make_uint2(w[0], w[1]);
+    for (int i = 0; i < 8; ++i) ss = fmaf(v[i], v[i], ss);
+  }
+  const float rstd = rms_rstd(warp_sum(ss), static_cast<int>(p.k), p.eps);
+  const T* src = ADD ? res : x;  // this lane's own stores of pass 1 when ADD
+  auto normed8 = [&](int64_t c, float (&y)[8]) {
+    float v[8], wv[8];
+    load8(src + c, v);
+    load8(w + c, wv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) y[i] = rms_normed(v[i], rstd, p.weight_offset, wv[i]);
+  };
+  float amax = 0.0f;
+  for (int64_t c = lane * 8; c < p.k; c += 32 * 8) {
+    float y[8];
+    normed8(c, y);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(y[i]));
+  }
+  const float s = act_scale(warp_max(amax));
+  int8_t* q = p.q + row * p.ldq;
+  for (int64_t c = lane * 8; c < p.k; c += 32 * 8) {
+    float y[8];
+    normed8(c, y);
+    store_codes8(q + c, y, s);
   }
   if (lane == 0) p.scale[row] = s;
 }
@@ -288,6 +358,26 @@ extern "C" wc_status wc_quantize_activations(const wc_quantize_activations_param
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_DTYPE(p->dtype, T, {
     wc::quantize_activations_kernel<T><<<static_cast<unsigned>(blocks), wc::kQuantThreads, 0, s>>>(*p);
+    return wc::launch_status();
+  });
+}
+
+extern "C" wc_status wc_rms_norm_quantize_activations(const wc_rms_norm_quantize_activations_params* p,
+                                                     wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  if (p->m <= 0) return WC_OK;
+  const int64_t es = wc::dtype_bytes(p->dtype);
+  const bool add = p->residual != nullptr;
+  if (es == 0 || p->k <= 0 || p->k % 16 != 0 || p->k > INT32_MAX || p->ldx < p->k || p->ldq < p->k ||
+      !wc::aligned16(p->x, p->ldx * es) || !wc::aligned16(p->weight, 0) || !wc::aligned16(p->q, p->ldq) ||
+      (add && (p->ldr < p->k || !wc::aligned16(p->residual, p->ldr * es))))
+    return WC_ERR_INVALID_ARG;
+  const int64_t blocks = (p->m + wc::kQuantThreads / 32 - 1) / (wc::kQuantThreads / 32);
+  if (blocks > INT32_MAX) return WC_ERR_INVALID_ARG;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  WC_DISPATCH_DTYPE(p->dtype, T, {
+    if (add) wc::rms_norm_quantize_kernel<T, true><<<static_cast<unsigned>(blocks), wc::kQuantThreads, 0, s>>>(*p);
+    else wc::rms_norm_quantize_kernel<T, false><<<static_cast<unsigned>(blocks), wc::kQuantThreads, 0, s>>>(*p);
     return wc::launch_status();
   });
 }

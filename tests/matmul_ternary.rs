@@ -7,7 +7,9 @@ use common::proptest_config as config;
 use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::matmul_ternary::{check_matmul_ternary, check_quantize_activations, QuantizeCase, TernaryCase};
+use warpcore::check::matmul_ternary::{
+    check_matmul_ternary, check_quantize_activations, check_rms_norm_quantize_activations, NormQuantizeCase, QuantizeCase, TernaryCase,
+};
 use warpcore::ops::matmul_ternary::{matmul_ternary, quantize_activations, PackedTernary, BLOCK_M, MAX_K};
 use warpcore::{Error, TensorView, TensorViewMut};
 
@@ -64,6 +66,18 @@ macro_rules! dtype_tests {
                 fn quantize_activations_bit_exact(case in quantize_case()) {
                     let Some(dev) = device() else { return Ok(()) };
                     assert_passed(&check_quantize_activations::<$t>(&dev, &case).unwrap());
+                }
+                #[test]
+                fn rms_norm_quantize_activations_matches_reference(
+                    m in prop_oneof![proptest::sample::select(AWKWARD_M), 1usize..300],
+                    k16 in 1usize..300,
+                    add in any::<bool>(),
+                    gemma in any::<bool>(),
+                    seed in any::<u64>(),
+                ) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    let case = NormQuantizeCase { m, k: 16 * k16, add, gemma, seed };
+                    assert_passed(&check_rms_norm_quantize_activations::<$t>(&dev, &case).unwrap());
                 }
                 #[test]
                 fn matmul_ternary_matches_reference(case in ternary_case()) {

@@ -73,6 +73,71 @@ pub fn check_quantize_activations<T: DType>(dev: &Device, case: &QuantizeCase) -
     })
 }
 
+/// `rms_norm_quantize_activations` (or, with `add`, the fused-add form) on x `[m, k]` with rows
+/// of different magnitudes, a random weight around 1 (Gemma-style `1 + weight` with `gemma`).
+#[derive(Clone, Copy, Debug)]
+pub struct NormQuantizeCase {
+    pub m: usize,
+    pub k: usize,
+    pub add: bool,
+    pub gemma: bool,
+    pub seed: u64,
+}
+
+/// The residual bit-exact (`round(x + residual)`); each code within half a step (+1e-3) of the
+/// f64 value `rms_norm(x) · scale` (so equal to its rounding except within 1e-3 of a boundary,
+/// where the kernel's f32 normalisation may land on either side); the scale within 1e-5
+/// relative of the f64 one.
+pub fn check_rms_norm_quantize_activations<T: DType>(dev: &Device, case: &NormQuantizeCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let x_host: Vec<T> = (0..c.m * c.k).map(|i| T::from_f64(rng.uniform(-2.0, 2.0) * (1 + (i / c.k) % 4) as f64)).collect();
+    let r_host: Vec<T> = rng.vec(c.m * c.k, -1.0, 1.0);
+    let w_host: Vec<T> = (0..c.k).map(|_| T::from_f64(rng.uniform(0.5, 1.5) - if c.gemma { 1.0 } else { 0.0 })).collect();
+    let cfg = if c.gemma { crate::ops::rms_norm::RmsNormConfig::gemma(1e-5) } else { crate::ops::rms_norm::RmsNormConfig::new(1e-5) };
+    let (x, w) = (dev.upload(&x_host)?, dev.upload(&w_host)?);
+    let mut res = dev.upload(&r_host)?;
+    let mut q = dev.upload(&vec![0x5Ai8; c.m * c.k])?;
+    let mut scale = dev.upload(&vec![f32::NAN; c.m])?;
+    {
+        let xv = TensorView::contiguous(x.as_view(), [c.m, c.k])?;
+        let wv = TensorView::contiguous(w.as_view(), [c.k])?;
+        let mut qv = TensorViewMut::contiguous(q.slice_mut(..), [c.m, c.k])?;
+        let mut sv = TensorViewMut::contiguous(scale.slice_mut(..), [c.m])?;
+        if c.add {
+            let mut rv = TensorViewMut::contiguous(res.slice_mut(..), [c.m, c.k])?;
+            ops::fused_add_rms_norm_quantize_activations(dev, &xv, &mut rv, &wv, cfg, &mut qv, &mut sv)?;
+        } else {
+            ops::rms_norm_quantize_activations(dev, &xv, &wv, cfg, &mut qv, &mut sv)?;
+        }
+    }
+    let (got_q, got_s, got_r) = (dev.download(&q)?, dev.download(&scale)?, dev.download(&res)?);
+    let (want_r, normed) = if c.add {
+        crate::reference::rms_norm::fused_add_rms_norm(&x_host, &r_host, &w_host, cfg)
+    } else {
+        (r_host.clone(), crate::reference::rms_norm::rms_norm(&x_host, &w_host, cfg))
+    };
+    let mut want_s = Vec::with_capacity(c.m);
+    let mut want_q = Vec::with_capacity(c.m * c.k);
+    for row in normed.chunks_exact(c.k) {
+        let s = 127.0 / row.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-5);
+        want_s.push(s);
+        want_q.extend(row.iter().map(|v| (v * s).clamp(-128.0, 127.0)));
+    }
+    let codes: Vec<f32> = got_q.iter().map(|&v| v as f32).collect();
+    let what = if c.add { "fused_add_rms_norm_quantize_activations" } else { "rms_norm_quantize_activations" };
+    Ok(CheckResult {
+        op: what,
+        dtype: T::NAME,
+        shape: format!("[{}, {}] gemma {}", c.m, c.k, c.gemma),
+        comparisons: vec![
+            compare_bounded("q (within half a step of the f64 value)", &codes, &want_q, &vec![0.501; want_q.len()], f64::INFINITY),
+            compare_bounded("scale", &got_s, &want_s, &want_s.iter().map(|s| 1e-5 * s).collect::<Vec<_>>(), f64::INFINITY),
+            compare_exact("residual (round(x + residual); untouched without add)", &got_r, &want_r),
+        ],
+    })
+}
+
 /// `matmul_ternary` on random int8 codes (the whole range, −128 included) `[m, k]` with row
 /// scales over several decades, random ternary weights `[n, k]` packed into `[n / 4, k]` (row
 /// stride `w_stride` bytes), out `[m, n]` at row stride `out_stride`, optional bias; the tile
@@ -169,6 +234,11 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
             dev,
             &QuantizeCase { m: 7, k: 208, x_stride: 240, q_stride: 224, offset: 16 / std::mem::size_of::<T>(), special_rows: true, seed: 3 },
         )?);
+        for (i, (m, k)) in [(1, 2560), (300, 6912), (5, 208)].into_iter().enumerate() {
+            for add in [false, true] {
+                out.push(check_rms_norm_quantize_activations::<T>(dev, &NormQuantizeCase { m, k, add, gemma: i == 2, seed: 4 + i as u64 })?);
+            }
+        }
         // The last two: 16-row tiles at m = 300 (40 CTAs of 128 rows would leave SMs idle), 128-row
         // tiles at m = 1024 (160 CTAs); short k keeps the f64 reference quick.
         for (i, (m, n, k)) in [(1, 2560, 2560), (1, 640, 2560), (8, 13824, 2560), (1, 2560, 6912), (300, 2560, 512), (1024, 2560, 256)].into_iter().enumerate() {

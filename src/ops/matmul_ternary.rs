@@ -4,6 +4,9 @@
 //! - [`quantize_activations`]: x `[m, k]` (bf16 / f16 / f32) → int8 codes q `[m, k]` and one f32
 //!   scale per row (token), `x ≈ q / scale`, exactly as transformers' `ActQuant` computes them
 //!   (`reference::matmul_ternary::quantize_activations`, bit for bit).
+//! - [`rms_norm_quantize_activations`], [`fused_add_rms_norm_quantize_activations`]: the same
+//!   codes of `rms_norm(x)` (after `residual += x`), from the f32 normalised values — BitNet's
+//!   norms each feed a ternary projection, so the normalised row is never stored.
 //! - [`matmul_ternary`]: `out[m, n] = ((q · vᵀ) / scale (+ bias)) · w_scale` with ternary weights
 //!   v `[n, k]` in the checkpoint's packed layout (`[n / 4, k]` bytes, transformers'
 //!   `pack_weights`: see `reference::matmul_ternary::pack`), exact int32 accumulation on the int8
@@ -12,7 +15,8 @@
 //! k a multiple of 16 (at most [`MAX_K`]), rows 16-byte aligned; any m; n a multiple of 4.
 //! The tile is chosen per shape by [`plan`], a pure host function.
 
-use super::{check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
+use super::rms_norm::RmsNormConfig;
+use super::{check_eps, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
@@ -100,6 +104,115 @@ pub fn quantize_activations<T: DType>(
     // SAFETY: x, q and scale were checked for shape, strides, alignment and device above; the
     // guards keep the buffers alive until the launch is queued.
     launch(OP, dev, |s| unsafe { ffi::wc_quantize_activations(&params, s) })
+}
+
+/// Shared by the two fused ops: x `[m, k]`, residual (fused add) `[m, k]`, weight `[k]`.
+#[allow(clippy::too_many_arguments)]
+fn norm_quantize<T: DType>(
+    op: &'static str,
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    residual: Option<&mut TensorViewMut<T, 2>>,
+    weight: &TensorView<T, 1>,
+    cfg: RmsNormConfig,
+    q: &mut TensorViewMut<i8, 2>,
+    scale: &mut TensorViewMut<f32, 1>,
+) -> Result<()> {
+    check_dtype::<T>(op, FLOAT_DTYPES)?;
+    check_eps(op, cfg.eps)?;
+    if !cfg.weight_offset.is_finite() {
+        return Err(Error::Unsupported { op, what: "weight_offset", value: cfg.weight_offset.to_string() });
+    }
+    let [m, k] = x.shape();
+    check_k(op, k)?;
+    check_fits_i32(op, "m", m)?;
+    check_inner_dense(op, "x", &x.strides())?;
+    check_shape(op, "weight", &weight.shape(), &[k])?;
+    check_inner_dense(op, "weight", &weight.strides())?;
+    check_shape(op, "q", &q.shape(), &[m, k])?;
+    check_inner_dense(op, "q", &q.strides())?;
+    check_no_overlap(op, "q", &q.shape(), &q.strides())?;
+    check_shape(op, "scale", &scale.shape(), &[m])?;
+    check_inner_dense(op, "scale", &scale.strides())?;
+    if let Some(r) = &residual {
+        check_shape(op, "residual", &r.shape(), &[m, k])?;
+        check_inner_dense(op, "residual", &r.strides())?;
+        check_no_overlap(op, "residual", &r.shape(), &r.strides())?;
+        check_device(op, "residual", dev, r.stream())?;
+    }
+    for (arg, s) in [("x", x.stream()), ("weight", weight.stream()), ("q", q.stream()), ("scale", scale.stream())] {
+        check_device(op, arg, dev, s)?;
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (x_ptr, _gx) = x.device_ptr(stream);
+    let (w_ptr, _gw) = weight.device_ptr(stream);
+    let (ldx, ldq) = (x.strides()[0], q.strides()[0]);
+    let ldr = residual.as_ref().map_or(0, |r| r.strides()[0]);
+    let mut res_guard = residual.map(|r| r.device_ptr_mut(stream));
+    let (q_ptr, _gq) = q.device_ptr_mut(stream);
+    let (s_ptr, _gs) = scale.device_ptr_mut(stream);
+    check_rows_aligned::<T>(op, "x", x_ptr, m, ldx)?;
+    check_aligned(op, "weight", w_ptr)?;
+    check_rows_aligned::<i8>(op, "q", q_ptr, m, ldq)?;
+    let res_ptr = match res_guard.as_mut() {
+        Some((p, _)) => {
+            check_rows_aligned::<T>(op, "residual", *p, m, ldr)?;
+            *p as *mut std::ffi::c_void
+        }
+        None => std::ptr::null_mut(),
+    };
+    let one = |ld: usize| if m > 1 { ld as i64 } else { k as i64 };
+    let params = ffi::wc_rms_norm_quantize_activations_params {
+        x: x_ptr as *const _,
+        residual: res_ptr,
+        weight: w_ptr as *const _,
+        q: q_ptr as *mut _,
+        scale: s_ptr as *mut _,
+        m: m as i64,
+        k: k as i64,
+        ldx: one(ldx),
+        ldr: one(ldr),
+        ldq: one(ldq),
+        eps: cfg.eps,
+        weight_offset: cfg.weight_offset,
+        dtype: T::TAG,
+    };
+    // SAFETY: x, residual, weight, q and scale were checked for shape, strides, alignment and
+    // device above; the guards keep the buffers alive until the launch is queued.
+    launch(op, dev, |s| unsafe { ffi::wc_rms_norm_quantize_activations(&params, s) })
+}
+
+/// `q, scale = quantize_activations(rms_norm(x) · (weight_offset + weight))` with the normalised
+/// values kept in f32 (never rounded to T). x `[m, k]`, weight `[k]`, q `[m, k]`, scale `[m]`;
+/// rows 16-byte aligned, k a multiple of 16. Errors as [`quantize_activations`], plus a bad
+/// eps or weight offset (`Unsupported`).
+pub fn rms_norm_quantize_activations<T: DType>(
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    weight: &TensorView<T, 1>,
+    cfg: RmsNormConfig,
+    q: &mut TensorViewMut<i8, 2>,
+    scale: &mut TensorViewMut<f32, 1>,
+) -> Result<()> {
+    norm_quantize("rms_norm_quantize_activations", dev, x, None, weight, cfg, q, scale)
+}
+
+/// `residual = round(x + residual)` (stored, in T), then [`rms_norm_quantize_activations`] of
+/// the new residual: a decoder's "add the sublayer's output, normalise, project" with the
+/// normalised row never stored.
+pub fn fused_add_rms_norm_quantize_activations<T: DType>(
+    dev: &Device,
+    x: &TensorView<T, 2>,
+    residual: &mut TensorViewMut<T, 2>,
+    weight: &TensorView<T, 1>,
+    cfg: RmsNormConfig,
+    q: &mut TensorViewMut<i8, 2>,
+    scale: &mut TensorViewMut<f32, 1>,
+) -> Result<()> {
+    norm_quantize("fused_add_rms_norm_quantize_activations", dev, x, Some(residual), weight, cfg, q, scale)
 }
 
 /// `out[r, j] = ((Σ_c q[r, c] · v[j, c]) / q_scale[r] (+ bias[j])) · w.scale` — the

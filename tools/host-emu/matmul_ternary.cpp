@@ -1,4 +1,5 @@
-// Emulated runs of cuda/matmul_ternary.cu (quantize_activations, matmul_ternary) against
+// Emulated runs of cuda/matmul_ternary.cu (quantize_activations, rms_norm_quantize_activations,
+// matmul_ternary) against
 // independent references: the activation codes and scales bit for bit (transformers' f32
 // arithmetic), the GEMM against exact int64 sums of the unpacked ternary values with an f64
 // epilogue; guards and row gaps untouched.
@@ -59,6 +60,93 @@ static void quant_case(int m, int k, int xpad, int qpad, int off, uint64_t seed,
       if (qb.as<uint8_t>()[i * qs + c] != qb.before(i * qs + c)) fail("q row gap written at row %d col %lld", i, (long long)c);
   }
   if (!qb.guard_intact() || !sb.guard_intact()) fail("guard written");
+}
+
+// ------------------------------------------------------------------ rms_norm_quantize_activations
+// Against an f64 RMSNorm: the scale within 1e-5 relative of the f64 one, every code within one of
+// the f64 code, and equal wherever the f64 value of y · scale is more than 1e-3 from a rounding
+// boundary (the kernel's f32 normalisation differs from f64 by a few ulps); the residual
+// (fused add) bit-exact: round(x + residual) in T.
+template <typename T>
+static void norm_quant_case(bool add, int m, int k, int xpad, int qpad, float w_off, uint64_t seed,
+                            wc_status want_status = WC_OK) {
+  ctx("rms_norm_quantize_activations %s add=%d m=%d k=%d xpad=%d qpad=%d w_off=%g", tname<T>(), add, m, k, xpad, qpad, w_off);
+  Rng r(seed);
+  const size_t E = sizeof(T);
+  const int64_t xs = k + xpad, qs = k + qpad;
+  auto matrix = [&](double mag) {
+    Buf* b = new Buf(m > 0 ? ((m - 1) * xs + k) * E : 0, 0, r);
+    for (int i = 0; i < m; ++i)
+      for (int c = 0; c < k; ++c) {
+        T t = fromf<T>(static_cast<float>(r.uni(-mag, mag) * (1 + i % 3)));
+        b->set(&t, E, (i * xs + c) * E);
+      }
+    return b;
+  };
+  Buf* xb = matrix(2.0);
+  Buf* rb = add ? matrix(1.0) : nullptr;
+  const std::vector<uint8_t> r_before = rb ? rb->init : std::vector<uint8_t>();
+  Buf wb(k * E, 0, r);
+  for (int c = 0; c < k; ++c) {
+    T t = fromf<T>(static_cast<float>(r.uni(0.5, 1.5) - w_off));
+    wb.set(&t, E, c * E);
+  }
+  Buf qb(m > 0 ? (m - 1) * qs + k : 0, 16, r);
+  Buf sb(m * 4, 16, r);
+  const float eps = 1e-5f;
+  wc_rms_norm_quantize_activations_params p{xb->p(), rb ? rb->p() : nullptr, wb.p(), qb.as<int8_t>(), sb.as<float>(),
+                                            m, k, xs, xs, qs, eps, w_off, tag<T>()};
+  const wc_status st = wc_rms_norm_quantize_activations(&p, nullptr);
+  if (st != want_status) {
+    fail("status %d, want %d", st, want_status);
+  } else if (st == WC_OK) {
+    int exact_misses = 0;
+    for (int i = 0; i < m; ++i) {
+      std::vector<double> v(k), y(k);
+      double ss = 0.0, amax = 0.0;
+      for (int c = 0; c < k; ++c) {
+        const T* x0 = reinterpret_cast<const T*>(xb->init.data() + xb->off) + i * xs + c;
+        if (add) {
+          const T* r0 = reinterpret_cast<const T*>(r_before.data() + rb->off) + i * xs + c;
+          const T sum = fromf<T>(tof(*x0) + tof(*r0));
+          ++g_checks;
+          if (memcmp(&sum, rb->as<T>() + i * xs + c, E) != 0) {
+            fail("row %d col %d: residual not round(x + residual)", i, c);
+            return;
+          }
+          v[c] = tof(sum);
+        } else {
+          v[c] = tof(*x0);
+        }
+        ss += v[c] * v[c];
+      }
+      const double rstd = 1.0 / std::sqrt(ss / k + eps);
+      for (int c = 0; c < k; ++c) {
+        y[c] = v[c] * rstd * (w_off + tof(wb.as<T>()[c]));
+        amax = std::max(amax, std::fabs(y[c]));
+      }
+      const double s = 127.0 / std::max(amax, 1e-5);
+      ++g_checks;
+      if (!(std::fabs(sb.as<float>()[i] - s) <= 1e-5 * s)) fail("row %d scale %.9g want %.9g", i, sb.as<float>()[i], s);
+      for (int c = 0; c < k; ++c) {
+        const double want = std::min(127.0, std::max(-128.0, y[c] * s));
+        const int got = qb.as<int8_t>()[i * qs + c];
+        const double frac = std::fabs(want - std::floor(want) - 0.5);
+        ++g_checks;
+        if (std::fabs(got - want) > 1.0 || (frac > 1e-3 && got != static_cast<int>(std::nearbyint(want)))) {
+          fail("row %d col %d: code %d want %.4f", i, c, got, want);
+          return;
+        }
+        if (got != static_cast<int>(std::nearbyint(want))) ++exact_misses;
+      }
+    }
+    if (exact_misses) fprintf(stderr, "  [%s] %d codes at a rounding boundary differ from f64\n", g_ctx.c_str(), exact_misses);
+  } else if (memcmp(qb.base, qb.init.data(), qb.init.size()) != 0 || (rb && memcmp(rb->base, r_before.data(), r_before.size()) != 0)) {
+    fail("a refused launch wrote");
+  }
+  if (!qb.guard_intact() || !sb.guard_intact()) fail("guard written");
+  delete xb;
+  delete rb;
 }
 
 // ------------------------------------------------------------------ matmul_ternary
@@ -159,6 +247,16 @@ int main() {
   quant_case<__nv_bfloat16>(2, 32, 0, 0, 1, seed++, WC_ERR_INVALID_ARG);         // misaligned x
   quant_case<float>(2, 32, 1, 0, 0, seed++, WC_ERR_INVALID_ARG);                 // x row stride not 16 bytes
   fprintf(stderr, "quantize_activations done: %ld configs, %ld failures\n", g_configs, g_fail);
+  for (bool add : {false, true})
+    for (int m : {1, 4, 33})
+      for (int k : {16, 272, 2560}) {
+        norm_quant_case<__nv_bfloat16>(add, m, k, m % 2 ? 16 : 0, 16, 0.0f, seed++);
+        norm_quant_case<__half>(add, m, k, 0, 0, 1.0f, seed++);
+        norm_quant_case<float>(add, m, k, 4, 0, 0.0f, seed++);
+      }
+  norm_quant_case<__nv_bfloat16>(true, 2, 24, 0, 0, 0.0f, seed++, WC_ERR_INVALID_ARG);  // k % 16
+  norm_quant_case<__nv_bfloat16>(false, 2, 32, 3, 0, 0.0f, seed++, WC_ERR_INVALID_ARG);  // x row stride
+  fprintf(stderr, "rms_norm_quantize_activations done: %ld configs, %ld failures\n", g_configs, g_fail);
 
   for (int block_m : {16, 128}) {
     for (int m : {1, 5, 16, 17, 130})

@@ -34,7 +34,7 @@ TARGETS = {
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
-    "matmul_ternary": ["common.cuh", "matmul_ternary.cu"],
+    "matmul_ternary": ["common.cuh", "rms_norm.cuh", "matmul_ternary.cu"],
 }
 # Not a test: every kernel file and driver.cpp (a stand-in libcuda / libcublas) in one shared
 # library, libwarpcore_emu.so, that the Rust crate links instead of the nvcc build (cargo-test).
@@ -193,6 +193,8 @@ SEEDS = {
     # ... split-k partials read before every warp has added its own.
     "tern_reduce": ("matmul_ternary", "matmul_ternary.cu", "  if constexpr (C::WK > 1) {\n    __syncthreads();\n",
                     "  if constexpr (C::WK > 1) {\n"),
+    # Fused add + norm -> int8: x normalised instead of the sum x + residual it stored.
+    "tern_norm_src": ("matmul_ternary", "matmul_ternary.cu", "const T* src = ADD ? res : x;", "const T* src = x;"),
     # Activation scale as the quotient 127 / absmax instead of transformers' reciprocal product.
     "tern_recip": ("matmul_ternary", "matmul_ternary.cu", "__fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax)",
                    "__fdiv_rn(kActMax, fmaxf(amax, kScaleFloor))"),

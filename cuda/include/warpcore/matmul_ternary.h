@@ -1,5 +1,6 @@
 /*
- * warpcore/matmul_ternary.h — ternary (BitNet b1.58) family: quantize_activations, matmul_ternary
+ * warpcore/matmul_ternary.h — ternary (BitNet b1.58) family: quantize_activations,
+ * rms_norm_quantize_activations, matmul_ternary
  * (cuda/matmul_ternary.cu). Part of the C ABI (cuda/include/warpcore.h); conventions there.
  */
 #ifndef WARPCORE_MATMUL_TERNARY_H
@@ -29,6 +30,28 @@ typedef struct wc_quantize_activations_params {
   wc_dtype dtype;  /* x: WC_BF16, WC_F16 or WC_F32 */
 } wc_quantize_activations_params;
 wc_status wc_quantize_activations(const wc_quantize_activations_params* p, wc_stream stream);
+
+/* RMSNorm straight into BitNet's activation codes: y = x̂ · rstd · (weight_offset + weight) in
+ * f32 (rms_norm's formula, never rounded to the input dtype), then quantize_activations'
+ * arithmetic on y. With residual != NULL first residual = round(x + residual) (stored, in the
+ * input dtype), and that sum is what gets normalised (fused_add_rms_norm). k a multiple of 16;
+ * x, residual, weight and q 16-byte aligned with row strides multiples of 16 bytes. */
+typedef struct wc_rms_norm_quantize_activations_params {
+  const void* x;         /* [m, k], row stride ldx (elements), dtype */
+  void* residual;        /* NULL, or [m, k] in and out, row stride ldr (elements) */
+  const void* weight;    /* [k], dtype */
+  int8_t* q;             /* [m, k], row stride ldq (bytes) */
+  float* scale;          /* [m] */
+  int64_t m;
+  int64_t k;
+  int64_t ldx;
+  int64_t ldr;
+  int64_t ldq;
+  float eps;
+  float weight_offset;   /* 0: weight (Llama, BitNet); 1: 1 + weight (Gemma) */
+  wc_dtype dtype;        /* WC_BF16, WC_F16 or WC_F32 */
+} wc_rms_norm_quantize_activations_params;
+wc_status wc_rms_norm_quantize_activations(const wc_rms_norm_quantize_activations_params* p, wc_stream stream);
 
 /* out[r, j] = ((Σ_c q[r, c] · v[j, c]) / q_scale[r] (+ bias[j])) · w_scale: int8 activations
  * times ternary weights v ∈ {-1, 0, 1}, exact int32 accumulation, f32 epilogue, one rounding at
