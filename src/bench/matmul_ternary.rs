@@ -6,7 +6,8 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, PackedTernary, BLOCK_M};
+use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, rms_norm_quantize_activations, PackedTernary, BLOCK_M};
+use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut};
 use half::bf16;
 
@@ -90,6 +91,35 @@ pub fn bench_quantize_activations(dev: &Device, ceilings: &Ceilings, m: usize, k
     Ok(BenchRecord::bandwidth("quantize_activations", "bf16", format!("{m}x{k}"), t, bytes as f64, ceilings))
 }
 
+/// rms_norm_quantize_activations of bf16 `[m, k]` (bytes 2·m·k read + m·k written + 4·m), with
+/// rms_norm then quantize_activations (the bf16 row written and read back) as the alternative.
+pub fn bench_rms_norm_quantize(dev: &Device, ceilings: &Ceilings, m: usize, k: usize) -> Result<BenchRecord> {
+    let bytes = 3 * m * k + 4 * m;
+    let copies = rotation_copies(bytes);
+    let xs = (0..copies).map(|i| super::random_buffer::<bf16>(dev, m * k, -4.0, 4.0, 30 + i as u64)).collect::<Result<Vec<_>>>()?;
+    let w = super::random_buffer::<bf16>(dev, k, 0.5, 1.5, 3)?;
+    let mut normed = dev.zeros::<bf16>(m * k)?;
+    let mut q = dev.zeros::<i8>(m * k)?;
+    let mut s = dev.zeros::<f32>(m)?;
+    let cfg = RmsNormConfig::new(1e-5);
+    let fused = time_calls(dev, SAMPLES, |i| {
+        let xv = TensorView::contiguous(xs[i % copies].as_view(), [m, k])?;
+        let mut qv = TensorViewMut::contiguous(q.as_view_mut(), [m, k])?;
+        let mut sv = TensorViewMut::contiguous(s.as_view_mut(), [m])?;
+        rms_norm_quantize_activations(dev, &xv, &TensorView::contiguous(w.as_view(), [k])?, cfg, &mut qv, &mut sv)
+    })?;
+    let unfused = time_calls(dev, SAMPLES, |i| {
+        let xv = TensorView::contiguous(xs[i % copies].as_view(), [m, k])?;
+        rms_norm(dev, &xv, &TensorView::contiguous(w.as_view(), [k])?, &mut TensorViewMut::contiguous(normed.as_view_mut(), [m, k])?, cfg)?;
+        let mut qv = TensorViewMut::contiguous(q.as_view_mut(), [m, k])?;
+        let mut sv = TensorViewMut::contiguous(s.as_view_mut(), [m])?;
+        quantize_activations(dev, &TensorView::contiguous(normed.as_view(), [m, k])?, &mut qv, &mut sv)
+    })?;
+    let mut r = BenchRecord::bandwidth("rms_norm_quantize_activations", "bf16", format!("{m}x{k}"), fused, bytes as f64, ceilings);
+    r.add_alternative("rms_norm then quantize_activations", unfused.median_us);
+    Ok(r)
+}
+
 /// Every ternary benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
@@ -100,6 +130,7 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     }
     for &(m, k) in &[(1, 2560), (2048, 2560), (2048, 6912)] {
         out.push(bench_quantize_activations(dev, ceilings, m, k)?);
+        out.push(bench_rms_norm_quantize(dev, ceilings, m, k)?);
     }
     Ok(out)
 }

@@ -93,7 +93,7 @@ pub fn all() -> Vec<Family> {
     #[cfg(feature = "matmul-ternary")]
     out.push(Family {
         name: "matmul_ternary",
-        ops: "quantize_activations matmul_ternary",
+        ops: "quantize_activations rms_norm_quantize_activations fused_add_rms_norm_quantize_activations matmul_ternary",
         check: warpcore::check::matmul_ternary::check_all,
         references: warpcore::check::matmul_ternary::check_references,
         bench: warpcore::bench::matmul_ternary::bench_all,

@@ -36,6 +36,10 @@ impl Int8Scratch {
     pub(super) fn new(dev: &Device, max_tokens: usize, max_k: usize) -> Result<Self> {
         Ok(Self { q: alloc(dev, max_tokens * max_k)?, scale: alloc(dev, max_tokens)? })
     }
+    /// The codes `[t, k]` and scales `[t]` for an op that writes them.
+    pub(super) fn views_mut(&mut self, t: usize, k: usize) -> Result<(TensorViewMut<'_, i8, 2>, TensorViewMut<'_, f32, 1>)> {
+        Ok((TensorViewMut::contiguous(self.q.slice_mut(..t * k), [t, k])?, TensorViewMut::contiguous(self.scale.slice_mut(..t), [t])?))
+    }
 }
 
 impl GpuLinear {
@@ -75,7 +79,8 @@ impl GpuLinear {
         }
     }
 
-    /// `y[:t, :n] = x[:t, :k] · Wᵀ` (y `[t, n]` dense, n = the stacked projections' total).
+    /// `y[:t, :n] = x[:t, :k] · Wᵀ` (y `[t, n]` dense, n = the stacked projections' total);
+    /// ternary projections quantize x into `int8` first.
     pub(super) fn forward(&self, dev: &Device, gemm: &Gemm, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>, int8: &mut Int8Scratch) -> Result<()> {
         let [t, k] = x.shape();
         if t == 0 {
@@ -83,26 +88,34 @@ impl GpuLinear {
         }
         match self {
             Self::Dense { w, n } => gemm.linear(dev, x, &rows(w, *n, k)?, &mut TensorViewMut::contiguous(y.slice_mut(..t * n), [t, *n])?),
-            Self::Ternary(parts) => {
-                let total: usize = parts.iter().map(|p| p.n).sum();
-                quantize_activations(
-                    dev,
-                    x,
-                    &mut TensorViewMut::contiguous(int8.q.slice_mut(..t * k), [t, k])?,
-                    &mut TensorViewMut::contiguous(int8.scale.slice_mut(..t), [t])?,
-                )?;
-                let q = TensorView::contiguous(int8.q.slice(..t * k), [t, k])?;
-                let scale = TensorView::contiguous(int8.scale.slice(..t), [t])?;
-                let mut col = 0;
-                for p in parts {
-                    let packed = rows(&p.packed, p.n / VALUES_PER_BYTE, k)?;
-                    let span = (t - 1) * total + p.n;
-                    let mut out = TensorViewMut::new(y.slice_mut(col..col + span), [t, p.n], [total, 1])?;
-                    matmul_ternary(dev, &q, &scale, PackedTernary { packed: &packed, scale: p.scale }, None, &mut out)?;
-                    col += p.n;
-                }
-                Ok(())
+            Self::Ternary(_) => {
+                let (mut q, mut scale) = int8.views_mut(t, k)?;
+                quantize_activations(dev, x, &mut q, &mut scale)?;
+                self.forward_quantized(dev, int8, t, k, y)
             }
         }
+    }
+
+    /// Ternary projections of activations already in `int8` (`[t, k]` codes and their scales,
+    /// e.g. from `rms_norm_quantize_activations`) into `y` `[t, n]`, each into its columns.
+    pub(super) fn forward_quantized(&self, dev: &Device, int8: &Int8Scratch, t: usize, k: usize, y: &mut CudaSlice<bf16>) -> Result<()> {
+        let Self::Ternary(parts) = self else {
+            return Err(Error::Unsupported { op: OP, what: "int8 activations into a bf16 projection", value: "dense".into() });
+        };
+        if t == 0 {
+            return Ok(());
+        }
+        let total: usize = parts.iter().map(|p| p.n).sum();
+        let q = TensorView::contiguous(int8.q.slice(..t * k), [t, k])?;
+        let scale = TensorView::contiguous(int8.scale.slice(..t), [t])?;
+        let mut col = 0;
+        for p in parts {
+            let packed = rows(&p.packed, p.n / VALUES_PER_BYTE, k)?;
+            let span = (t - 1) * total + p.n;
+            let mut out = TensorViewMut::new(y.slice_mut(col..col + span), [t, p.n], [total, 1])?;
+            matmul_ternary(dev, &q, &scale, PackedTernary { packed: &packed, scale: p.scale }, None, &mut out)?;
+            col += p.n;
+        }
+        Ok(())
     }
 }

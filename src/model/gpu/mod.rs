@@ -14,17 +14,19 @@
 //!   l = 0: x = rms_norm(residual)                      (input_layernorm)
 //!   l > 0: residual += x (rounded once); x = rms_norm(residual)   fused_add_rms_norm
 //!   qkv = x · W_qkvᵀ                                   cuBLAS; W_qkv = [q; k; v] rows, fused at load
-//!                                                      (BitNet: quantize_activations once, then
-//!                                                      matmul_ternary per projection into its columns)
+//!                                                      (BitNet: every norm here writes int8 codes,
+//!                                                      (fused_add_)rms_norm_quantize_activations,
+//!                                                      and each projection is matmul_ternary per
+//!                                                      stacked projection into its columns)
 //!   Qwen3: qk_norm_rope_append_kv (per-head q/k RMSNorm, RoPE, k and v into the cache of l)
 //!   else:  rope_append_kv                              (RoPE, k and v into the cache of l)
 //!   attn = attention(q heads of qkv, paged cache of l)  causal, bottom-right; one AttentionPlan
 //!                                                      per step shared by every layer
-//!   BitNet: attn = rms_norm(attn)                      (attn_sub_norm)
-//!   x = attn · W_oᵀ                                    cuBLAS (BitNet: quantize + matmul_ternary)
+//!   BitNet: attn_sub_norm(attn) → int8
+//!   x = attn · W_oᵀ                                    cuBLAS (BitNet: matmul_ternary)
 //!   residual += x; x = rms_norm(residual)              fused_add_rms_norm (post_attention_layernorm)
 //!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
-//!              (BitNet: ternary projections, act = rms_norm(act) before down: ffn_sub_norm)
+//!              (BitNet: ternary projections, ffn_sub_norm(act) → int8 before down)
 //!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
 //!              config) → moe_align (block_m 1) → moe_gather (rows in expert order) → per
 //!              expert: gate_up GEMM on its rows → one glu over all rows → per expert: down
@@ -55,6 +57,7 @@ use super::{Architecture, BitLinearClass, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView};
 use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
 use crate::ops::elementwise::{glu, select_rows};
+use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
 use crate::reference::mlp::GluActivation;
@@ -101,6 +104,9 @@ pub struct GpuModel {
     dev: Device,
     gemm: Gemm,
     act: GluActivation,
+    /// BitNet: every norm before a projection writes that projection's int8 codes
+    /// (`rms_norm_quantize_activations`), never a bf16 normalised row.
+    int8_norms: bool,
     /// `[vocab_size, hidden]`.
     embed: CudaSlice<bf16>,
     layers: Vec<GpuLayer>,
@@ -187,9 +193,7 @@ struct Buffers {
     /// `[rows, 2 · inter]` (rows: tokens, or tokens · top_k in a MoE layer).
     gate_up: CudaSlice<bf16>,
     act: CudaSlice<bf16>,
-    /// BitNet: sub-normed activations `[max_tokens, max(q dim, inter)]`, and the int8
-    /// activations of the ternary projections.
-    sub: CudaSlice<bf16>,
+    /// BitNet: the int8 activations of the ternary projections (written by the norms before them).
     int8: Int8Scratch,
     /// Split-KV partials of the attention (grown to the largest plan seen).
     workspace: CudaSlice<f32>,
@@ -285,7 +289,8 @@ impl GpuModel {
         let lm_head =
             if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
         let norm = up(get("model.norm.weight", &[h])?)?;
-        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head })
+        let int8_norms = config.bitnet_quant.is_some();
+        Ok(Self { config, dev: dev.clone(), gemm, act, int8_norms, embed, layers, norm, lm_head })
     }
 
     pub fn device(&self) -> &Device {
@@ -330,7 +335,6 @@ impl GpuModel {
             x: alloc(dev, t * h)?,
             qkv: alloc(dev, t * self.qkv_dim())?,
             attn: alloc(dev, t * c.num_q_heads * c.head_dim)?,
-            sub: alloc(dev, if c.sub_norms { t * (c.num_q_heads * c.head_dim).max(dense_inter) } else { 0 })?,
             int8: Int8Scratch::new(dev, if c.bitnet_quant.is_some() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
@@ -382,12 +386,25 @@ impl GpuModel {
         select_rows(dev, &rows(&self.embed, v, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let w_in = vector(&layer.input_norm, h)?;
-            if l == 0 {
-                rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
+            if self.int8_norms {
+                {
+                    let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
+                    if l == 0 {
+                        rms_norm_quantize_activations(dev, &rows(&bufs.residual, t, h)?, &w_in, norm, &mut q8, &mut s8)?;
+                    } else {
+                        let mut residual = rows_mut(&mut bufs.residual, t, h)?;
+                        fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_in, norm, &mut q8, &mut s8)?;
+                    }
+                }
+                layer.qkv.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.qkv)?;
             } else {
-                fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
+                if l == 0 {
+                    rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
+                } else {
+                    fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
+                }
+                layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv, &mut bufs.int8)?;
             }
-            layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv, &mut bufs.int8)?;
             {
                 let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
                 let (k_pages, v_pages) = &mut batch.cache[l];
@@ -413,15 +430,25 @@ impl GpuModel {
                 let kv = KvInput::Paged { cache: &cache, table: &table };
                 attention(dev, &q, &cu_seqlens_q, kv, &plan, &attn_cfg, &mut out, None, Some(&mut ws))?;
             }
-            let attn = match &layer.attn_sub_norm {
+            match &layer.attn_sub_norm {
+                // BitNet's attn_sub_norm, straight into o_proj's int8 codes.
                 Some(w) => {
-                    rms_norm(dev, &rows(&bufs.attn, t, nq * hd)?, &vector(w, nq * hd)?, &mut rows_mut(&mut bufs.sub, t, nq * hd)?, norm)?;
-                    &bufs.sub
+                    {
+                        let (mut q8, mut s8) = bufs.int8.views_mut(t, nq * hd)?;
+                        rms_norm_quantize_activations(dev, &rows(&bufs.attn, t, nq * hd)?, &vector(w, nq * hd)?, norm, &mut q8, &mut s8)?;
+                    }
+                    layer.o.forward_quantized(dev, &bufs.int8, t, nq * hd, &mut bufs.x)?;
                 }
-                None => &bufs.attn,
-            };
-            layer.o.forward(dev, &self.gemm, &rows(attn, t, nq * hd)?, &mut bufs.x, &mut bufs.int8)?;
-            fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &vector(&layer.post_norm, h)?, norm)?;
+                None => layer.o.forward(dev, &self.gemm, &rows(&bufs.attn, t, nq * hd)?, &mut bufs.x, &mut bufs.int8)?,
+            }
+            let w_post = vector(&layer.post_norm, h)?;
+            if self.int8_norms {
+                let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
+                let mut residual = rows_mut(&mut bufs.residual, t, h)?;
+                fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_post, norm, &mut q8, &mut s8)?;
+            } else {
+                fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_post, norm)?;
+            }
             match &layer.mlp {
                 GpuMlp::Dense { gate_up, down, inter, sub_norm } => self.dense_mlp(bufs, t, gate_up, down, *inter, sub_norm.as_ref(), norm)?,
                 GpuMlp::Moe { router, gate_up, down, inter } => self.moe_mlp(bufs, t, router, gate_up, down, *inter)?,
@@ -441,7 +468,8 @@ impl GpuModel {
         dev.download(&bufs.logits.slice(..r * v))
     }
 
-    /// x `[t, hidden]` → x: gate_up GEMM, glu, (BitNet: ffn_sub_norm,) down GEMM.
+    /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM. BitNet: the gate_up projection reads the
+    /// int8 codes the post-attention norm wrote, and ffn_sub_norm writes down's.
     #[allow(clippy::too_many_arguments)]
     fn dense_mlp(
         &self,
@@ -454,16 +482,22 @@ impl GpuModel {
         norm: RmsNormConfig,
     ) -> Result<()> {
         let (dev, h) = (&self.dev, self.config.hidden_size);
-        gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up, &mut bufs.int8)?;
+        if self.int8_norms {
+            gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
+        } else {
+            gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up, &mut bufs.int8)?;
+        }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
-        let act = match sub_norm {
+        match sub_norm {
             Some(w) => {
-                rms_norm(dev, &rows(&bufs.act, t, inter)?, &vector(w, inter)?, &mut rows_mut(&mut bufs.sub, t, inter)?, norm)?;
-                &bufs.sub
+                {
+                    let (mut q8, mut s8) = bufs.int8.views_mut(t, inter)?;
+                    rms_norm_quantize_activations(dev, &rows(&bufs.act, t, inter)?, &vector(w, inter)?, norm, &mut q8, &mut s8)?;
+                }
+                down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
             }
-            None => &bufs.act,
-        };
-        down.forward(dev, &self.gemm, &rows(act, t, inter)?, &mut bufs.x, &mut bufs.int8)
+            None => down.forward(dev, &self.gemm, &rows(&bufs.act, t, inter)?, &mut bufs.x, &mut bufs.int8),
+        }
     }
 }
 
