@@ -15,8 +15,8 @@
 //! k a multiple of 16 (at most [`MAX_K`]), rows 16-byte aligned; any m; n a multiple of 4.
 //! The tile is chosen per shape by [`plan`], a pure host function.
 
-use super::rms_norm::RmsNormConfig;
-use super::{check_eps, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
+use super::rms_norm::{check_config, RmsNormConfig};
+use super::{check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
@@ -47,6 +47,17 @@ pub fn plan(m: usize, n: usize, sm_count: usize) -> usize {
     }
 }
 
+/// The codes `[m, k]` and scales `[m]` an activation quantizer writes.
+fn check_codes(op: &'static str, dev: &Device, q: &TensorViewMut<i8, 2>, scale: &TensorViewMut<f32, 1>, m: usize, k: usize) -> Result<()> {
+    check_shape(op, "q", &q.shape(), &[m, k])?;
+    check_inner_dense(op, "q", &q.strides())?;
+    check_no_overlap(op, "q", &q.shape(), &q.strides())?;
+    check_shape(op, "scale", &scale.shape(), &[m])?;
+    check_inner_dense(op, "scale", &scale.strides())?;
+    check_device(op, "q", dev, q.stream())?;
+    check_device(op, "scale", dev, scale.stream())
+}
+
 fn check_k(op: &'static str, k: usize) -> Result<()> {
     check_nonempty(op, "k", &[k])?;
     if k % 16 != 0 {
@@ -73,14 +84,8 @@ pub fn quantize_activations<T: DType>(
     check_k(OP, k)?;
     check_fits_i32(OP, "m", m)?;
     check_inner_dense(OP, "x", &x.strides())?;
-    check_shape(OP, "q", &q.shape(), &[m, k])?;
-    check_inner_dense(OP, "q", &q.strides())?;
-    check_no_overlap(OP, "q", &q.shape(), &q.strides())?;
-    check_shape(OP, "scale", &scale.shape(), &[m])?;
-    check_inner_dense(OP, "scale", &scale.strides())?;
-    for (arg, s) in [("x", x.stream()), ("q", q.stream()), ("scale", scale.stream())] {
-        check_device(OP, arg, dev, s)?;
-    }
+    check_device(OP, "x", dev, x.stream())?;
+    check_codes(OP, dev, q, scale, m, k)?;
     if m == 0 {
         return Ok(());
     }
@@ -119,30 +124,22 @@ fn norm_quantize<T: DType>(
     scale: &mut TensorViewMut<f32, 1>,
 ) -> Result<()> {
     check_dtype::<T>(op, FLOAT_DTYPES)?;
-    check_eps(op, cfg.eps)?;
-    if !cfg.weight_offset.is_finite() {
-        return Err(Error::Unsupported { op, what: "weight_offset", value: cfg.weight_offset.to_string() });
-    }
+    check_config(op, cfg)?;
     let [m, k] = x.shape();
     check_k(op, k)?;
     check_fits_i32(op, "m", m)?;
     check_inner_dense(op, "x", &x.strides())?;
     check_shape(op, "weight", &weight.shape(), &[k])?;
     check_inner_dense(op, "weight", &weight.strides())?;
-    check_shape(op, "q", &q.shape(), &[m, k])?;
-    check_inner_dense(op, "q", &q.strides())?;
-    check_no_overlap(op, "q", &q.shape(), &q.strides())?;
-    check_shape(op, "scale", &scale.shape(), &[m])?;
-    check_inner_dense(op, "scale", &scale.strides())?;
+    check_codes(op, dev, q, scale, m, k)?;
     if let Some(r) = &residual {
         check_shape(op, "residual", &r.shape(), &[m, k])?;
         check_inner_dense(op, "residual", &r.strides())?;
         check_no_overlap(op, "residual", &r.shape(), &r.strides())?;
         check_device(op, "residual", dev, r.stream())?;
     }
-    for (arg, s) in [("x", x.stream()), ("weight", weight.stream()), ("q", q.stream()), ("scale", scale.stream())] {
-        check_device(op, arg, dev, s)?;
-    }
+    check_device(op, "x", dev, x.stream())?;
+    check_device(op, "weight", dev, weight.stream())?;
     if m == 0 {
         return Ok(());
     }

@@ -30,13 +30,19 @@ impl RmsNormConfig {
 /// Largest head_dim [`qk_rms_norm`] takes.
 pub const QK_NORM_MAX_HEAD_DIM: usize = ffi::WC_QK_NORM_MAX_HEAD_DIM as usize;
 
-/// Checks shared by the row ops: x is [num_tokens, hidden] with a dense row, weight is [hidden].
-fn check_rows<T: DType>(op: &'static str, dev: &Device, x: [usize; 2], x_strides: [usize; 2], weight: &TensorView<T, 1>, cfg: RmsNormConfig) -> Result<()> {
-    check_dtype::<T>(op, FLOAT_DTYPES)?;
+/// eps finite and non-negative, weight_offset finite (every op that normalises, fused ones too).
+pub(crate) fn check_config(op: &'static str, cfg: RmsNormConfig) -> Result<()> {
     check_eps(op, cfg.eps)?;
     if !cfg.weight_offset.is_finite() {
         return Err(Error::Unsupported { op, what: "weight_offset", value: cfg.weight_offset.to_string() });
     }
+    Ok(())
+}
+
+/// Checks shared by the row ops: x is [num_tokens, hidden] with a dense row, weight is [hidden].
+fn check_rows<T: DType>(op: &'static str, dev: &Device, x: [usize; 2], x_strides: [usize; 2], weight: &TensorView<T, 1>, cfg: RmsNormConfig) -> Result<()> {
+    check_dtype::<T>(op, FLOAT_DTYPES)?;
+    check_config(op, cfg)?;
     check_nonempty(op, "x (hidden)", &x[1..])?;
     check_inner_dense(op, "x", &x_strides)?;
     check_shape(op, "weight", &weight.shape(), &[x[1]])?;
@@ -147,7 +153,7 @@ pub fn qk_rms_norm<T: DType>(
 ) -> Result<()> {
     const OP: &str = "qk_rms_norm";
     check_dtype::<T>(OP, FLOAT_DTYPES)?;
-    check_eps(OP, cfg.eps)?;
+    check_config(OP, cfg)?;
     let [num_tokens, heads, head_dim] = qk.shape();
     check_nonempty(OP, "qk (head_dim)", &[head_dim])?;
     if head_dim > QK_NORM_MAX_HEAD_DIM {

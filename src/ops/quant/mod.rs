@@ -19,7 +19,7 @@ use tensor::{vector_layout, WORKSPACE_WORDS};
 use cudarc::driver::DevicePtrMut;
 
 use super::rms_norm::RmsNormConfig;
-use super::{check_device, check_dtype, check_eps, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 
 /// Side of the fine-grained scaling blocks.
@@ -252,10 +252,7 @@ fn norm_quant<T: DType>(
     cfg: RmsNormConfig,
 ) -> Result<()> {
     check_dtype::<T>(op, HALF_DTYPES)?;
-    check_eps(op, cfg.eps)?;
-    if !cfg.weight_offset.is_finite() {
-        return Err(Error::Unsupported { op, what: "weight_offset", value: cfg.weight_offset.to_string() });
-    }
+    super::rms_norm::check_config(op, cfg)?;
     if !matches!(granularity, ScaleGranularity::PerRow | ScaleGranularity::Group128) {
         return Err(Error::Unsupported { op, what: "granularity (per row or 1×128 groups)", value: granularity.name().to_string() });
     }

@@ -17,7 +17,7 @@ pub use heads::Qkv;
 
 use super::kv_cache::{check_cache_for, check_slot_mapping, launch_appending};
 use super::rms_norm::RmsNormConfig;
-use super::{check_device, check_dtype, check_eps, check_inner_dense, check_shape, launch, FLOAT_DTYPES};
+use super::{check_device, check_dtype, check_inner_dense, check_shape, launch, FLOAT_DTYPES};
 use crate::kv_cache::KvCacheMut;
 use crate::{ffi, DType, Device, Error, IndexType, Result, TensorView};
 use heads::HeadsLayout;
@@ -75,10 +75,7 @@ fn check_common<T: DType, P: IndexType>(
 }
 
 fn check_norm<T: DType>(op: &'static str, dev: &Device, norm: &QkNorm<'_, '_, T>, head_dim: usize) -> Result<()> {
-    check_eps(op, norm.cfg.eps)?;
-    if !norm.cfg.weight_offset.is_finite() {
-        return Err(Error::Unsupported { op, what: "weight_offset", value: norm.cfg.weight_offset.to_string() });
-    }
+    super::rms_norm::check_config(op, norm.cfg)?;
     if head_dim > QK_NORM_ROPE_MAX_HEAD_DIM {
         return Err(Error::Unsupported { op, what: "head_dim (at most 512)", value: head_dim.to_string() });
     }
