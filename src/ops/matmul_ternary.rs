@@ -289,7 +289,6 @@ pub fn matmul_ternary_with_tile<O: DType>(
     let (o_ptr, _go) = out.device_ptr_mut(stream);
     check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
     check_rows_aligned::<u8>(OP, "w.packed", w_ptr, packed_rows, ldw)?;
-    check_aligned(OP, "w.packed", w_ptr)?;
     let params = ffi::wc_matmul_ternary_params {
         q: q_ptr as *const _,
         q_scale: qs_ptr as *const _,
