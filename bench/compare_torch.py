@@ -557,6 +557,44 @@ def elementwise_cases(compile_too):
     return out
 
 
+def ternary_cases(compile_too):
+    """Keys of src/bench/matmul_ternary.rs, against transformers' BitNet b1.58 path in eager torch
+    (AutoBitLinear, offline: weights unpacked to bf16 at load): ActQuant (quantize-dequantize in
+    bf16) and F.linear on the unpacked weights times weight_scale; RMSNorm then ActQuant."""
+    out = []
+
+    def add(op, shape, name, t):
+        out.append({"op": op, "dtype": "i8" if op == "matmul_ternary" else "bf16", "shape": shape, "name": name, "time_us": t})
+
+    def act_quant(x):
+        s = 127 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+        return (x * s).round().clamp(-128, 127) / s
+
+    def norm_act_quant(x, w):
+        return act_quant(F.rms_norm(x, (x.shape[-1],), w, 1e-5))
+
+    compiled = torch.compile(act_quant) if compile_too else None
+    for m in [1, 32, 2048]:
+        for n, k in [(3840, 2560), (13824, 2560), (2560, 6912)]:
+            copies = copies_for(2 * n * k)
+            ws = rand((n, k), torch.bfloat16, copies)
+            x = torch.empty(m, k, dtype=torch.bfloat16, device=DEVICE).uniform_(-2, 2)
+            add("matmul_ternary", f"{m}x{n}x{k}", "torch F.linear bf16 (unpacked) * weight_scale",
+                time_calls(lambda i: F.linear(x, ws[i]) * 0.5, copies))
+            del ws, x
+    for m, k in [(1, 2560), (2048, 2560), (2048, 6912)]:
+        copies = copies_for(3 * m * k)
+        xs = rand((m, k), torch.bfloat16, copies)
+        w = torch.empty(k, dtype=torch.bfloat16, device=DEVICE).uniform_(0.5, 1.5)
+        add("quantize_activations", f"{m}x{k}", "torch ActQuant (transformers, eager)", time_calls(lambda i: act_quant(xs[i]), copies))
+        if compiled is not None:
+            add("quantize_activations", f"{m}x{k}", "torch.compile", time_calls(lambda i: compiled(xs[i]), copies))
+        add("rms_norm_quantize_activations", f"{m}x{k}", "torch rms_norm + ActQuant (eager)",
+            time_calls(lambda i: norm_act_quant(xs[i], w), copies))
+        del xs
+    return out
+
+
 def main():
     global DEVICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -573,7 +611,8 @@ def main():
     families = [("rms_norm", lambda: rms_norm_cases(args.compile)), ("rope", lambda: rope_cases(args.compile)),
                 ("attention", attention_cases), ("moe_routing", moe_routing_cases),
                 ("quant", lambda: quant_cases(args.compile)), ("scaled_mm", scaled_mm_cases),
-                ("elementwise", lambda: elementwise_cases(args.compile))]
+                ("elementwise", lambda: elementwise_cases(args.compile)),
+                ("ternary", lambda: ternary_cases(args.compile))]
     for name, cases in families:
         try:
             results += cases()
