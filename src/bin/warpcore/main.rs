@@ -409,7 +409,7 @@ fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> C
         })).collect::<Vec<_>>(),
     });
     let mut md = format!(
-        "Model: {} ({:?}, {:.3} GB of bf16 weights) on {}; copy {:.0} GB/s → decode roofline at batch 1: {:.0} tok/s\n\n",
+        "Model: {} ({:?}, {:.3} GB of weights) on {}; copy {:.0} GB/s → decode roofline at batch 1: {:.0} tok/s\n\n",
         dir.display(),
         model.config.architecture,
         weight_bytes as f64 / 1e9,

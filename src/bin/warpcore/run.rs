@@ -133,7 +133,7 @@ pub(crate) fn run_model(
             let model = warpcore::model::GpuModel::load(&dev, dir)?;
             dev.synchronize()?;
             eprintln!(
-                "loaded {:?} ({} layers, {:.2} GB of bf16 weights) on {} in {:.2} s",
+                "loaded {:?} ({} layers, {:.2} GB of weights) on {} in {:.2} s",
                 model.config.architecture,
                 model.config.num_layers,
                 model.weight_bytes() as f64 / 1e9,
