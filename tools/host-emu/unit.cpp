@@ -1,4 +1,4 @@
-// Self-test of shim.h: mma.sync / ldmatrix against a plain matrix product, with register
+// Self-test of shim.h: mma.sync (bf16 and int8) / ldmatrix against a plain matrix product, with register
 // contents built from the PTX ISA's fragment formulas (forward maps: lane, i -> row, col);
 // shuffles and votes against their definitions; and the checks that must fire (a lane that
 // exited before a collective, a partial mask, shared memory poisoned per block, cp.async
@@ -75,6 +75,34 @@ void unit_kernel() {
     D_ldm[g + 8 * (i >> 1)][2 * t + (i & 1)] = c2[i];
     D_ldmt[g + 8 * (i >> 1)][2 * t + (i & 1)] = c3[i];
   }
+}
+
+// mma.sync m16n8k32 s8 x u8 -> s32 (the ternary GEMM's): registers from the PTX ISA's int8
+// fragment formulas (A: element i of reg i/4 at row g (+8 for odd regs), col 4t + i%4 (+16 from
+// reg 2); B: k = 4t + i%4 (+16 for reg 1), n = g), against an exact integer product; and the
+// ldmatrix.x4 (.b16) addressing the kernel uses on int8 rows gives the same A registers.
+static int8_t A8[16][32];
+static uint8_t B8[32][8];
+static int D8[16][8];
+void int8_kernel() {
+  unsigned char* smem = emu::dyn_smem();
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) memcpy(smem, A8, sizeof A8);  // 16 rows of 32 bytes
+  __syncthreads();
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  for (int i = 0; i < 16; ++i) {
+    const int row = g + ((i / 4) % 2) * 8, col = 4 * t + (i % 4) + (i >= 8 ? 16 : 0);
+    a[i / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(A8[row][col])) << (8 * (i % 4));
+  }
+  for (int i = 0; i < 8; ++i) b[i / 4] |= static_cast<uint32_t>(B8[4 * t + (i % 4) + (i >= 4 ? 16 : 0)][g]) << (8 * (i % 4));
+  uint32_t la[4];
+  emu::ldmatrix_x4(la, smem + ((lane & 7) + ((lane >> 3) & 1) * 8) * 32 + (lane >> 4) * 16, false);
+  for (int i = 0; i < 4; ++i)
+    if (la[i] != a[i]) ++frag_errors;
+  int c[4] = {0, 0, 0, 0};
+  emu::mma_s8u8(c, a, b[0], b[1]);
+  for (int i = 0; i < 4; ++i) D8[g + 8 * (i >> 1)][2 * t + (i & 1)] = c[i];
 }
 
 // Shuffles (full and 16-lane segments), ballot, match, reduce against their definitions.
@@ -253,6 +281,18 @@ int main() {
       for (int k = 0; k < 16; ++k) ref += static_cast<double>(A[r][k]) * B[k][n];
       maxerr = std::max({maxerr, std::fabs(D_mma[r][n] - ref), std::fabs(D_ldm[r][n] - ref), std::fabs(D_ldmt[r][n] - ref)});
     }
+  for (auto& row : A8)
+    for (auto& v : row) v = static_cast<int8_t>(rand() % 256 - 128);
+  for (auto& row : B8)
+    for (auto& v : row) v = static_cast<uint8_t>(rand() % 256);
+  emu::launch(int8_kernel, dim3(1), dim3(32), sizeof A8);
+  int int8_errors = 0;
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      int ref = 0;
+      for (int k = 0; k < 32; ++k) ref += A8[r][k] * B8[k][n];
+      if (D8[r][n] != ref) ++int8_errors;
+    }
   emu::launch(shuffle_kernel, dim3(1), dim3(64), 0);
   fprintf(stderr, "expected: EMU ERROR lines from kernels that must trip the checks\n");
   const bool exited = reports_error(exited_lane_kernel, dim3(32));
@@ -275,14 +315,14 @@ int main() {
   launch_ex(cluster_exit_kernel, 2, 32, 8, 2, false);
   const bool exit_reported = emu::errors.load() > before_exit;
   emu::errors = before_exit;
-  const bool ok = maxerr < 1e-4 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
+  const bool ok = maxerr < 1e-4 && int8_errors == 0 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
                   poison_errors == 0 && cp_errors == 0 && sincospi_bad == 0 && grid_errors == 0 &&
                   cluster_errors == 0 && exit_reported && emu::errors == 0;
-  printf("unit %s: mma/ldmatrix max |D - A.B| %.3g, fragment mismatches %d, shuffle mismatches %d, "
+  printf("unit %s: mma/ldmatrix max |D - A.B| %.3g, int8 mma mismatches %d, fragment mismatches %d, shuffle mismatches %d, "
          "checks fire (exited lane %d, partial mask %d, partial warp %d), poison errors %d, cp.async (%s) errors %d, "
          "sincospif errors %d, cooperative grid errors %d, cluster errors %d, exited-peer check fires %d, "
          "emu errors %ld\n",
-         ok ? "PASS" : "FAIL", maxerr, frag_errors.load(), shfl_errors.load(), exited, partial, partial_warp,
+         ok ? "PASS" : "FAIL", maxerr, int8_errors, frag_errors.load(), shfl_errors.load(), exited, partial, partial_warp,
          poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), sincospi_bad,
          grid_errors.load(), cluster_errors.load(), exit_reported, emu::errors.load());
   return ok ? 0 : 1;
