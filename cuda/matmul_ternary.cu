@@ -26,7 +26,8 @@
 // ldmatrix.x4 of eight packed rows (64 bytes of k) feeds 4 planes × 2 k-steps of mma.
 // Tiles (host planner: block_m): a CTA holds rows [m0, m0 + BM) and packed rows [p0, p0 + BP)
 // (4 · BP columns); warps WM × WN over the tile, and WK warps splitting each stage's k (64 bytes
-// each), reduced through shared memory at the end. cp.async stages of raw bytes, four deep,
+// each), whose partial sums are added in a fixed order through the stages' shared memory at the
+// end. Both tiles stay within 48 KB of shared memory, so a launch needs no opt-in call. cp.async stages of raw bytes, four deep,
 // 16-byte chunks XOR-swizzled per row so that ldmatrix's eight rows hit distinct banks. Rows
 // past m, packed rows past n/4 and k past k are zero-filled (zero codes, zero row sums) and never
 // stored.
@@ -169,10 +170,12 @@ struct TernaryTile {
   static constexpr int kChunks = BK / 16;  // 16-byte chunks per staged row
   static constexpr int kStages = 4;
   static constexpr int kStageBytes = (BM + BP) * BK;
-  static constexpr int kRedBytes = WK > 1 ? BM * 4 * BP * 4 : 0;  // int32 [BM][4 · BP]
-  static constexpr int kSmem = kStages * kStageBytes + kRedBytes;
+  // Split-k partials, int32 [WK][BM][4 · BP], in the stages' memory once the loop is done.
+  static constexpr int kRedBytes = WK > 1 ? WK * BM * 4 * BP * 4 : 0;
+  static constexpr int kSmem = kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes;
   static_assert(kChunks == 4 || kChunks % 8 == 0, "swizzle: 4 or a multiple of 8 chunks per row");
-  static_assert(kThreads <= 1024 && kSmem <= 99 * 1024, "fits every sm_80+ GPU");
+  // Within the default 48 KB: no per-launch opt-in (cudaFuncSetAttribute) on the decode path.
+  static_assert(kThreads <= 1024 && kSmem <= 48 * 1024, "fits without a dynamic shared memory opt-in");
 };
 using DecodeTile = TernaryTile<1, 1, 1, 1, 8>;   // 16 × 32, 256 threads, 512 bytes of k per stage
 using PrefillTile = TernaryTile<2, 2, 4, 2, 1>;  // 128 × 128, 256 threads, 64 bytes of k per stage
@@ -224,10 +227,6 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
   const int g = lane >> 2, t = lane & 3;
   const int wk = warp % C::WK, wn = (warp / C::WK) % C::WN, wm = warp / (C::WK * C::WN);
   const int64_t k_tiles = (p.k + C::BK - 1) / C::BK;
-
-  int32_t* red = reinterpret_cast<int32_t*>(smem + C::kStages * C::kStageBytes);
-  if constexpr (C::WK > 1)
-    for (int i = threadIdx.x; i < C::BM * 4 * C::BP; i += C::kThreads) red[i] = 0;  // before the loop's barriers
 
   // Issue the first stages before anything else.
 #pragma unroll
@@ -289,6 +288,8 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
     }
   }
   cp_async_wait<0>();  // only empty groups can be pending; leave none behind
+  int32_t* red = reinterpret_cast<int32_t*>(smem);  // [WK][BM][4 · BP] split-k partials
+  if constexpr (C::WK > 1) __syncthreads();          // every warp has read its last stage
 
   // Row sums over the quad's k (each thread saw 4 of every 16 bytes); the rows' scales.
   float qs[MI][2];
@@ -314,7 +315,7 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
           const int pr = (wn * NG + j) * 8 + 2 * t + (e & 1);     // packed row in the tile
           const int32_t v = (acc[i][j][pl][e] >> (2 * pl)) - rsum[i][e >> 1];
           if constexpr (C::WK > 1) {
-            atomicAdd(&red[rl * 4 * C::BP + pl * C::BP + pr], v);
+            red[(wk * C::BM + rl) * 4 * C::BP + pl * C::BP + pr] = v;
           } else if (m0 + rl < p.m && p0 + pr < prows) {
             store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, v, qs[i][e >> 1]);
           }
@@ -323,7 +324,10 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
     __syncthreads();
     for (int i = threadIdx.x; i < C::BM * 4 * C::BP; i += C::kThreads) {
       const int rl = i / (4 * C::BP), pl = (i / C::BP) % 4, pr = i % C::BP;
-      if (m0 + rl < p.m && p0 + pr < prows) store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, red[i], p.q_scale[m0 + rl]);
+      int32_t sum = 0;  // the warps' partials in a fixed order
+#pragma unroll
+      for (int w = 0; w < C::WK; ++w) sum += red[w * C::BM * 4 * C::BP + i];
+      if (m0 + rl < p.m && p0 + pr < prows) store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, sum, p.q_scale[m0 + rl]);
     }
   }
 }
@@ -331,8 +335,6 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
 template <class C, typename OutT>
 wc_status launch_matmul(const wc_matmul_ternary_params& p, cudaStream_t s) {
   auto kernel = matmul_ternary_kernel<C, OutT>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
-  if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t gx = (p.n / 4 + C::BP - 1) / C::BP, gy = (p.m + C::BM - 1) / C::BM;
   if (gx > INT32_MAX || gy > 65535) return WC_ERR_INVALID_ARG;
   kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), C::kThreads, C::kSmem, s>>>(p);

@@ -2,7 +2,7 @@
 //! checkpoint's weight layout w `[n, k]` (out_features × in_features), bf16 inputs, f32
 //! accumulation, y bf16 (activations) or f32 (router and vocabulary logits).
 
-use crate::ops::{check_device, check_inner_dense, check_shape};
+use crate::ops::{check_device, check_inner_dense, check_shape, row_stride};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 use cudarc::cublas::{result, sys, CudaBlas};
 use half::bf16;
@@ -51,9 +51,8 @@ impl Gemm {
         if k == 0 {
             return Err(Error::Empty { op: OP, arg: "x (k)", shape: format!("{:?}", x.shape()) });
         }
-        // Leading dimensions: a row stride of 0 or 1 (one row) is stated as the row length.
-        let ld = |stride: usize, rows: usize, len: usize| if rows > 1 { stride } else { len };
-        let (ldx, ldw, ldy) = (ld(x.strides()[0], m, k), ld(w.strides()[0], n, k), ld(y.strides()[0], m, n));
+        // Leading dimensions (a one-row view's stride is stated as the row length).
+        let (ldx, ldw, ldy) = (row_stride(m, x.strides()[0], k), row_stride(n, w.strides()[0], k), row_stride(m, y.strides()[0], n));
         for (what, v) in [("m", m), ("n", n), ("k", k), ("x row stride", ldx), ("w row stride", ldw), ("y row stride", ldy)] {
             crate::ops::check_fits_i32(OP, what, v)?;
         }

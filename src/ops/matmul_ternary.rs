@@ -16,7 +16,7 @@
 //! The tile is chosen per shape by [`plan`], a pure host function.
 
 use super::rms_norm::{check_config, RmsNormConfig};
-use super::{check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
+use super::{row_stride, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
@@ -102,8 +102,8 @@ pub fn quantize_activations<T: DType>(
         scale: s_ptr as *mut _,
         m: m as i64,
         k: k as i64,
-        ldx: if m > 1 { ldx as i64 } else { k as i64 },
-        ldq: if m > 1 { ldq as i64 } else { k as i64 },
+        ldx: row_stride(m, ldx, k) as i64,
+        ldq: row_stride(m, ldq, k) as i64,
         dtype: T::TAG,
     };
     // SAFETY: x, q and scale were checked for shape, strides, alignment and device above; the
@@ -161,7 +161,6 @@ fn norm_quantize<T: DType>(
         }
         None => std::ptr::null_mut(),
     };
-    let one = |ld: usize| if m > 1 { ld as i64 } else { k as i64 };
     let params = ffi::wc_rms_norm_quantize_activations_params {
         x: x_ptr as *const _,
         residual: res_ptr,
@@ -170,9 +169,9 @@ fn norm_quantize<T: DType>(
         scale: s_ptr as *mut _,
         m: m as i64,
         k: k as i64,
-        ldx: one(ldx),
-        ldr: one(ldr),
-        ldq: one(ldq),
+        ldx: row_stride(m, ldx, k) as i64,
+        ldr: row_stride(m, ldr, k) as i64,
+        ldq: row_stride(m, ldq, k) as i64,
         eps: cfg.eps,
         weight_offset: cfg.weight_offset,
         dtype: T::TAG,
@@ -299,10 +298,9 @@ pub fn matmul_ternary_with_tile<O: DType>(
         m: m as i64,
         n: n as i64,
         k: k as i64,
-        // One row: any stride works (the kernel only needs the rows it reads to be aligned).
-        ldq: if m > 1 { ldq as i64 } else { k.next_multiple_of(16) as i64 },
-        ldw: if packed_rows > 1 { ldw as i64 } else { k.next_multiple_of(16) as i64 },
-        ldo: if m > 1 { ldo as i64 } else { n as i64 },
+        ldq: row_stride(m, ldq, k) as i64,
+        ldw: row_stride(packed_rows, ldw, k) as i64,
+        ldo: row_stride(m, ldo, n) as i64,
         block_m: block_m.unwrap_or_else(|| plan(m, n, dev.info().sm_count as usize)) as i32,
         out_dtype: O::TAG,
     };

@@ -93,6 +93,16 @@ pub(crate) fn check_no_overlap(op: &'static str, arg: &'static str, shape: &[usi
     Ok(())
 }
 
+/// The row stride a kernel is given for `rows` rows of `len` elements: a one-row view's stride
+/// is never used (it may be anything, even 0), so it is stated as the row length.
+pub(crate) fn row_stride(rows: usize, stride: usize, len: usize) -> usize {
+    if rows > 1 {
+        stride
+    } else {
+        len
+    }
+}
+
 /// `value` must fit the kernels' index type (`i32` for sizes that index within a block/grid).
 pub(crate) fn check_fits_i32(op: &'static str, what: &'static str, value: usize) -> Result<()> {
     if value > i32::MAX as usize {

@@ -190,7 +190,7 @@ SEEDS = {
                  "(4 * wk + 2 * ks + (lane >> 4)) * 16"),
     # ... activation chunks past k are loaded (reads past the row; garbage in the k tail).
     "tern_ktail": ("matmul_ternary", "matmul_ternary.cu", "ok = m0 + r < p.m && kk < p.k;", "ok = m0 + r < p.m;"),
-    # ... split-k partials read before every warp has added its own.
+    # ... split-k partials summed before every warp has written its own.
     "tern_reduce": ("matmul_ternary", "matmul_ternary.cu", "  if constexpr (C::WK > 1) {\n    __syncthreads();\n",
                     "  if constexpr (C::WK > 1) {\n"),
     # Fused add + norm -> int8: x normalised instead of the sum x + residual it stored.

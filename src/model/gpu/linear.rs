@@ -1,11 +1,11 @@
 //! A projection of the GPU path: bf16 weights on cuBLAS, or BitNet b1.58's packed ternary
-//! weights on `matmul_ternary` (int8 activations from `quantize_activations`, as transformers'
-//! AutoBitLinear computes them).
+//! weights on `matmul_ternary` (int8 activations written by the norm before it,
+//! `rms_norm_quantize_activations`, as transformers' AutoBitLinear quantizes them).
 
 use super::super::gemm::Gemm;
 use super::super::{ModelConfig, Weights};
 use super::{alloc, rows, to_bf16, OP};
-use crate::ops::matmul_ternary::{matmul_ternary, quantize_activations, PackedTernary, VALUES_PER_BYTE};
+use crate::ops::matmul_ternary::{matmul_ternary, PackedTernary, VALUES_PER_BYTE};
 use crate::{Device, Error, Result, TensorView, TensorViewMut};
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -79,21 +79,14 @@ impl GpuLinear {
         }
     }
 
-    /// `y[:t, :n] = x[:t, :k] · Wᵀ` (y `[t, n]` dense, n = the stacked projections' total);
-    /// ternary projections quantize x into `int8` first.
-    pub(super) fn forward(&self, dev: &Device, gemm: &Gemm, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>, int8: &mut Int8Scratch) -> Result<()> {
+    /// bf16 projections: `y[:t, :n] = x[:t, :k] · Wᵀ` (y `[t, n]` dense, n = the stacked
+    /// projections' total) on cuBLAS.
+    pub(super) fn forward(&self, dev: &Device, gemm: &Gemm, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>) -> Result<()> {
+        let Self::Dense { w, n } = self else {
+            return Err(Error::Unsupported { op: OP, what: "bf16 activations into a ternary projection (its norm writes int8 codes)", value: "ternary".into() });
+        };
         let [t, k] = x.shape();
-        if t == 0 {
-            return Ok(());
-        }
-        match self {
-            Self::Dense { w, n } => gemm.linear(dev, x, &rows(w, *n, k)?, &mut TensorViewMut::contiguous(y.slice_mut(..t * n), [t, *n])?),
-            Self::Ternary(_) => {
-                let (mut q, mut scale) = int8.views_mut(t, k)?;
-                quantize_activations(dev, x, &mut q, &mut scale)?;
-                self.forward_quantized(dev, int8, t, k, y)
-            }
-        }
+        gemm.linear(dev, x, &rows(w, *n, k)?, &mut TensorViewMut::contiguous(y.slice_mut(..t * n), [t, *n])?)
     }
 
     /// Ternary projections of activations already in `int8` (`[t, k]` codes and their scales,

@@ -104,9 +104,6 @@ pub struct GpuModel {
     dev: Device,
     gemm: Gemm,
     act: GluActivation,
-    /// BitNet: every norm before a projection writes that projection's int8 codes
-    /// (`rms_norm_quantize_activations`), never a bf16 normalised row.
-    int8_norms: bool,
     /// `[vocab_size, hidden]`.
     embed: CudaSlice<bf16>,
     layers: Vec<GpuLayer>,
@@ -289,8 +286,7 @@ impl GpuModel {
         let lm_head =
             if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
         let norm = up(get("model.norm.weight", &[h])?)?;
-        let int8_norms = config.bitnet_quant.is_some();
-        Ok(Self { config, dev: dev.clone(), gemm, act, int8_norms, embed, layers, norm, lm_head })
+        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head })
     }
 
     pub fn device(&self) -> &Device {
@@ -318,6 +314,12 @@ impl GpuModel {
         n * std::mem::size_of::<bf16>() + linear
     }
 
+    /// BitNet: every norm before a projection writes that projection's int8 codes
+    /// (`rms_norm_quantize_activations`), never a bf16 normalised row.
+    fn int8_norms(&self) -> bool {
+        self.config.bitnet_quant.is_some()
+    }
+
     fn qkv_dim(&self) -> usize {
         (self.config.num_q_heads + 2 * self.config.num_kv_heads) * self.config.head_dim
     }
@@ -335,7 +337,7 @@ impl GpuModel {
             x: alloc(dev, t * h)?,
             qkv: alloc(dev, t * self.qkv_dim())?,
             attn: alloc(dev, t * c.num_q_heads * c.head_dim)?,
-            int8: Int8Scratch::new(dev, if c.bitnet_quant.is_some() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
+            int8: Int8Scratch::new(dev, if self.int8_norms() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
             workspace: alloc(dev, 1)?,
@@ -386,7 +388,7 @@ impl GpuModel {
         select_rows(dev, &rows(&self.embed, v, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let w_in = vector(&layer.input_norm, h)?;
-            if self.int8_norms {
+            if self.int8_norms() {
                 {
                     let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
                     if l == 0 {
@@ -403,7 +405,7 @@ impl GpuModel {
                 } else {
                     fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
                 }
-                layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv, &mut bufs.int8)?;
+                layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv)?;
             }
             {
                 let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
@@ -439,10 +441,10 @@ impl GpuModel {
                     }
                     layer.o.forward_quantized(dev, &bufs.int8, t, nq * hd, &mut bufs.x)?;
                 }
-                None => layer.o.forward(dev, &self.gemm, &rows(&bufs.attn, t, nq * hd)?, &mut bufs.x, &mut bufs.int8)?,
+                None => layer.o.forward(dev, &self.gemm, &rows(&bufs.attn, t, nq * hd)?, &mut bufs.x)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
-            if self.int8_norms {
+            if self.int8_norms() {
                 let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
                 let mut residual = rows_mut(&mut bufs.residual, t, h)?;
                 fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_post, norm, &mut q8, &mut s8)?;
@@ -482,10 +484,10 @@ impl GpuModel {
         norm: RmsNormConfig,
     ) -> Result<()> {
         let (dev, h) = (&self.dev, self.config.hidden_size);
-        if self.int8_norms {
+        if self.int8_norms() {
             gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
         } else {
-            gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up, &mut bufs.int8)?;
+            gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up)?;
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
         match sub_norm {
@@ -496,7 +498,7 @@ impl GpuModel {
                 }
                 down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
             }
-            None => down.forward(dev, &self.gemm, &rows(&bufs.act, t, inter)?, &mut bufs.x, &mut bufs.int8),
+            None => down.forward(dev, &self.gemm, &rows(&bufs.act, t, inter)?, &mut bufs.x),
         }
     }
 }

@@ -229,7 +229,7 @@ pub fn attention<T: DType, C: DType>(
             p.num_pages = layout.num_pages as i64;
             p.total_kv = layout.num_slots() as i64;
             let bt = table.block_table();
-            p.block_table_stride = if bt.shape()[0] > 1 { bt.strides()[0] as i64 } else { bt.shape()[1] as i64 };
+            p.block_table_stride = crate::ops::row_stride(bt.shape()[0], bt.strides()[0], bt.shape()[1]) as i64;
             p.page_stride = layout.strides[0] as i64;
             p.k_stride = layout.strides[1] as i64;
             p.v_stride = layout.strides[1] as i64;
