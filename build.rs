@@ -15,6 +15,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("rope", "rope"),
     ("attention", "attention_gqa"),
     ("attention", "attention_sm90"),
+    ("attention", "attention_mla"),
     ("moe-routing", "moe_routing"),
     ("elementwise", "elementwise"),
     ("quant-fp8", "quant_fp8"),

@@ -317,6 +317,40 @@ def attention_cases():
         del q, k, v
     return out
 
+def attention_mla_cases():
+    """MLA decode, bf16, DeepSeek-V3's latent cache (576 = 512 + 64) with 16 or 128 heads
+    (src/bench/attention.rs bench_mla_decode keys). PyTorch has no paged cache or MLA kernel:
+    timed on a contiguous latent cache, as DeepSeek's own reference code computes it (absorbed
+    form: two batched matmuls and a softmax) and as SDPA's multi-query form (the heads as query
+    rows of one head, non-causal) on the back-ends that take head dim 576."""
+    out = []
+    hd, hdv = 576, 512
+    scale = 1.87 / 192 ** 0.5
+    for heads in (16, 128):
+        for batch, kv_len in [(64, 4096), (128, 8192)]:
+            key = {"op": "attention_mla_decode", "dtype": "bf16", "shape": f"b{batch} kv{kv_len} h{heads} page64"}
+            q = torch.randn(batch, heads, hd, dtype=torch.bfloat16, device=DEVICE)
+            lat = torch.randn(batch, kv_len, hd, dtype=torch.bfloat16, device=DEVICE)
+
+            def absorbed(_i):
+                s = torch.bmm(q, lat.transpose(1, 2)).float() * scale
+                return torch.bmm(torch.softmax(s, dim=-1).to(torch.bfloat16), lat[:, :, :hdv])
+            out.append({**key, "name": "torch bmm (absorbed)", "time_us": time_calls(absorbed, 1)})
+            q4, k4, v4 = q.unsqueeze(1), lat.unsqueeze(1), lat[:, :, :hdv].unsqueeze(1)
+            for name, ctx in sdpa_backends():
+                def call(_i, ctx=ctx):
+                    with ctx():
+                        return F.scaled_dot_product_attention(q4, k4, v4, scale=scale)
+                try:
+                    call(0)
+                    sync()
+                except Exception as e:  # back-end unavailable for head dim 576
+                    print(f"  {name} (MLA): unavailable ({type(e).__name__}: {str(e)[:80]})")
+                    continue
+                out.append({**key, "name": name, "time_us": time_calls(call, 1)})
+            del q, lat, q4, k4, v4
+    return out
+
 def moe_routing_cases():
     """Same keys as src/bench/moe_routing.rs."""
     out = []
@@ -609,7 +643,7 @@ def main():
     # others are still written, and the failure is listed under "failed".
     results, failed = [], []
     families = [("rms_norm", lambda: rms_norm_cases(args.compile)), ("rope", lambda: rope_cases(args.compile)),
-                ("attention", attention_cases), ("moe_routing", moe_routing_cases),
+                ("attention", attention_cases), ("attention_mla", attention_mla_cases), ("moe_routing", moe_routing_cases),
                 ("quant", lambda: quant_cases(args.compile)), ("scaled_mm", scaled_mm_cases),
                 ("elementwise", lambda: elementwise_cases(args.compile)),
                 ("ternary", lambda: ternary_cases(args.compile))]

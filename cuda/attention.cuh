@@ -1,7 +1,8 @@
-// attention.cuh — what the two attention kernels share (attention_gqa.cu: mma.sync, every
-// GPU; attention_sm90.cu: wgmma, sm_90a prefill): the work of one CTA (sequence · kv head,
-// m-tile, split) derived from the params with every device-side length clamped, the query
-// position of a flattened row, and the location of a key's row in contiguous or paged K/V.
+// attention.cuh — what the attention kernels share (attention_gqa.cu: mma.sync, every GPU;
+// attention_sm90.cu: wgmma, sm_90a prefill; attention_mla.cu: MLA decode, mma.sync): the work
+// of one CTA (sequence · kv head, m-tile, split) derived from the params with every device-side
+// length clamped, the query position of a flattened row, the location of a key's row in
+// contiguous or paged K/V, the online softmax, and the key-split epilogue.
 // GQA packing: row r of a (sequence, kv head) is query token r / group, query head
 // kv_head · group + r % group.
 #pragma once
@@ -195,6 +196,69 @@ __device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], 
   rescale_rows<NO8>(o, corr);
 }
 
+// Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
+// tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
+// which keys exist. Returns whether every key this thread loaded exists.
+template <typename KV, int D, int BN, int THREADS>
+__device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Work& w, const void* base,
+                                          int64_t stride, int64_t head_stride, int tile, int kv_hi, KV* dst,
+                                          int pitch, int* ok) {
+  constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
+  constexpr int kChunks = D / kPer;
+  const KV* src = static_cast<const KV*>(base);
+  const int n0 = w.kv_lo + tile * BN;
+  bool all = true;
+  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
+    const int r = i / kChunks, c = i % kChunks;
+    int64_t off;
+    const bool valid = key_offset(p, w, n0 + r, kv_hi, stride, off);
+    const KV* from = src + off + w.kv_head * head_stride + c * kPer;
+    cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
+    if (ok != nullptr && c == 0) ok[r] = valid;
+    all = all && valid;
+  }
+  return all;
+}
+
+// The epilogue both mma.sync kernels share: WK warps (or warp groups) split the keys, and each
+// left its rows' (m, l) in s_m / s_l [WK][BM] and unnormalised outputs in s_o [WK][BM][HDV]
+// (f32, log2 domain). Combines them, normalises, and writes out (T) and lse, or with split-KV
+// the f32 partials of this split.
+template <typename T, int HDV, int BM, int WK, int THREADS>
+__device__ __forceinline__ void store_rows(const wc_attention_params& p, const Work& w, const float* s_o,
+                                           const float* s_m, const float* s_l) {
+  T* out = static_cast<T*>(p.out);
+  for (int idx = threadIdx.x; idx < BM * HDV; idx += THREADS) {
+    const int r = idx / HDV, d = idx % HDV;
+    const int gr = w.row0 + r;
+    if (gr >= w.rows) continue;
+    float mt = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < WK; ++c) mt = fmaxf(mt, s_m[c * BM + r]);
+    float lt = 0.0f, ot = 0.0f;
+    if (mt != -INFINITY) {
+#pragma unroll
+      for (int c = 0; c < WK; ++c) {
+        const float f = exp2f(s_m[c * BM + r] - mt);
+        lt += s_l[c * BM + r] * f;
+        ot += s_o[(c * BM + r) * HDV + d] * f;
+      }
+    }
+    const float val = lt > 0.0f ? ot / lt * p.v_scale : 0.0f;
+    const float lse = lt > 0.0f ? (mt + log2f(lt)) * kLn2 : -INFINITY;
+    const int64_t tok = w.q_start + gr / w.group;
+    const int head = w.kv_head * w.group + gr % w.group;
+    if (p.num_splits > 1) {
+      const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
+      p.partial_out[rowid * HDV + d] = val;
+      if (d == 0) p.partial_lse[rowid] = lse;
+    } else {
+      out[tok * p.out_stride + static_cast<int64_t>(head) * HDV + d] = from_float<T>(val);
+      if (d == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
+    }
+  }
+}
+
 // Launches an attention kernel on the (sequence · kv head, m-tile of bm rows, split) grid; or,
 // with `occupancy` set, launches nothing and stores the CTAs per SM the occupancy calculator
 // gives for this kernel, block size and shared memory.
@@ -218,5 +282,9 @@ wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int t
 // these parameters (dtype, head dims, FP8 K/V); launches the attention kernel only (the caller
 // merges splits), or reports its occupancy (launch_grid).
 wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy);
+
+// The MLA decode kernel (attention_mla.cu; head dims (576, 512), V = K's first 512 elements):
+// launches the attention kernel only (the caller merges splits), or reports its occupancy.
+wc_status launch_attention_mla(const wc_attention_params& p, cudaStream_t s, int* occupancy);
 
 }  // namespace wc

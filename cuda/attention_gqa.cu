@@ -4,7 +4,8 @@
 //
 // Contract: wc_attention_params (warpcore/attention.h). bf16 / f16; (head_dim, head_dim_v) in
 // {(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)} — 192/128 is MLA prefill: a different
-// value head dim is one more instantiation of the same kernel; f32 softmax statistics and
+// value head dim is one more instantiation of the same kernel; (576, 512), MLA decode over the
+// latent cache, is dispatched from here to attention_mla.cu; f32 softmax statistics and
 // accumulators. FP8 e4m3 K/V (decode): the bytes arrive by cp.async into a raw stage and are
 // converted to T in shared memory before the mma; the scales fold into the softmax scale
 // (k_scale) and the output (v_scale).
@@ -82,30 +83,6 @@ struct Cfg {
   static constexpr int kRawV = FP8 ? kStages * kBN * HDV : 0;
   static constexpr int kSmem = kQ + kK + kV + kOk + kStats + kRawK + kRawV;
 };
-
-// Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
-// tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
-// which keys exist. Returns whether every key this thread loaded exists.
-template <typename KV, int D, int BN, int THREADS>
-__device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Work& w, const void* base,
-                                          int64_t stride, int64_t head_stride, int tile, int kv_hi, KV* dst,
-                                          int pitch, int* ok) {
-  constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
-  constexpr int kChunks = D / kPer;
-  const KV* src = static_cast<const KV*>(base);
-  const int n0 = w.kv_lo + tile * BN;
-  bool all = true;
-  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
-    const int r = i / kChunks, c = i % kChunks;
-    int64_t off;
-    const bool valid = key_offset(p, w, n0 + r, kv_hi, stride, off);
-    const KV* from = src + off + w.kv_head * head_stride + c * kPer;
-    cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
-    if (ok != nullptr && c == 0) ok[r] = valid;
-    all = all && valid;
-  }
-  return all;
-}
 
 // FP8 e4m3 raw rows (HD bytes) -> T tiles (padded pitch), 16 bytes per step.
 template <typename T, int HD, int BN, int THREADS>
@@ -341,36 +318,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     }
   __syncthreads();
 
-  T* out = static_cast<T*>(p.out);
-  for (int idx = threadIdx.x; idx < BM * HDV; idx += C::kThreads) {
-    const int r = idx / HDV, d = idx % HDV;
-    const int gr = w.row0 + r;
-    if (gr >= w.rows) continue;
-    float mt = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < WARPS_N; ++c) mt = fmaxf(mt, s_m[c * BM + r]);
-    float lt = 0.0f, ot = 0.0f;
-    if (mt != -INFINITY) {
-#pragma unroll
-      for (int c = 0; c < WARPS_N; ++c) {
-        const float f = exp2f(s_m[c * BM + r] - mt);
-        lt += s_l[c * BM + r] * f;
-        ot += s_o[(c * BM + r) * HDV + d] * f;
-      }
-    }
-    const float val = lt > 0.0f ? ot / lt * p.v_scale : 0.0f;
-    const float lse = lt > 0.0f ? (mt + log2f(lt)) * kLn2 : -INFINITY;
-    const int64_t tok = w.q_start + gr / w.group;
-    const int head = w.kv_head * w.group + gr % w.group;
-    if (p.num_splits > 1) {
-      const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
-      p.partial_out[rowid * HDV + d] = val;
-      if (d == 0) p.partial_lse[rowid] = lse;
-    } else {
-      out[tok * p.out_stride + static_cast<int64_t>(head) * HDV + d] = from_float<T>(val);
-      if (d == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
-    }
-  }
+  store_rows<T, HDV, BM, WARPS_N, C::kThreads>(p, w, s_o, s_m, s_l);
 }
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -525,6 +473,7 @@ wc_status launch_attention(const wc_attention_params& p, cudaStream_t s, int* oc
       case 128128: st = launch_head_dims<T, 128, 128>(p, s, occupancy); break;
       case 256256: st = launch_head_dims<T, 256, 256>(p, s, occupancy); break;
       case 192128: st = launch_head_dims<T, 192, 128>(p, s, occupancy); break;
+      case 576512: st = launch_attention_mla(p, s, occupancy); break;
       default: break;
     }
   }
@@ -534,6 +483,7 @@ wc_status launch_attention(const wc_attention_params& p, cudaStream_t s, int* oc
     case 96: return launch_merge<T, 96>(p, s);
     case 128: return launch_merge<T, 128>(p, s);
     case 256: return launch_merge<T, 256>(p, s);
+    case 512: return launch_merge<T, 512>(p, s);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

@@ -33,6 +33,11 @@
 //!   ([`KvCacheMut::count_errors_in`]); with the `debug-sync` feature the op then returns
 //!   [`crate::Error::IndexOutOfRange`]. Two tokens with the same slot race (the caller's bug).
 //!
+//! - MLA (DeepSeek-V2/V3) caches one latent row per token instead of K and V: pages
+//!   `[num_pages, page_size, 1, kv_lora_rank + rope_dim]`, rows `[c_kv | k_pe]`, the same page
+//!   and slot rules; [`KvCacheView::latent`] reads it as K = the row, V = its first
+//!   `kv_lora_rank` elements (one read serves both in the MLA decode kernel).
+//!
 //! [`KvCacheView`] (read: attention) and [`KvCacheMut`] (write: append) carry the K and V page
 //! views, the layout and the scales, so an op takes "a paged KV cache" as one argument;
 //! [`BlockTableView`] carries the block table and sequence lengths of one batch (shared by every
@@ -198,6 +203,20 @@ impl<'a, C: DType> KvCacheView<'a, C> {
         check_cache_dtype::<C>(OP)?;
         let layout = KvCacheLayout::of_views(OP, (k.shape(), k.strides()), (v.shape(), v.strides()))?;
         Ok(Self { k, v, layout, scales: KvScales::ONE })
+    }
+    /// MLA's latent cache (DeepSeek-V2/V3): one tensor of pages `[num_pages, page_size,
+    /// num_kv_heads (1), kv_lora_rank + rope_dim]` whose rows are `[c_kv | k_pe]`. K is the whole
+    /// row and V its first `kv_lora_rank` elements — the same memory, read once by the MLA
+    /// decode kernel (attention with head dims (576, 512)).
+    pub fn latent(pages: TensorView<'a, C, 4>, kv_lora_rank: usize) -> Result<Self> {
+        const OP: &str = "KvCacheView::latent";
+        check_cache_dtype::<C>(OP)?;
+        let layout = KvCacheLayout::new(OP, pages.shape(), pages.strides())?;
+        if kv_lora_rank == 0 || kv_lora_rank > layout.head_dim {
+            return Err(Error::Unsupported { op: OP, what: "kv_lora_rank (1 ..= the row width)", value: format!("{kv_lora_rank} of {}", layout.head_dim) });
+        }
+        let v = pages.narrow(3, 0, kv_lora_rank)?;
+        Ok(Self { k: pages, v, layout, scales: KvScales::ONE })
     }
     /// Sets the FP8 scales (only an FP8 cache may have scales other than 1).
     pub fn with_scales(mut self, scales: KvScales) -> Result<Self> {

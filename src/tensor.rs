@@ -86,6 +86,19 @@ impl<'a, T, const R: usize> TensorView<'a, T, R> {
         Self::new(data, shape, contiguous_strides(shape))
     }
     view_common!();
+    /// Elements `start..start + len` of dimension `dim` (the same strides): a slice of a fused
+    /// buffer, or the first 512 elements of MLA's latent-cache rows.
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<TensorView<'a, T, R>> {
+        const OP: &str = "TensorView::narrow";
+        if dim >= R || !matches!(start.checked_add(len), Some(end) if end <= self.shape[dim]) {
+            return Err(Error::ShapeMismatch { op: OP, arg: "range", expected: format!("within {:?} (dim {dim})", self.shape), got: format!("{start}..+{len}") });
+        }
+        let mut shape = self.shape;
+        shape[dim] = len;
+        // An empty result starts at 0: its offset may be the buffer's end.
+        let offset = if shape.contains(&0) { 0 } else { start * self.strides[dim] };
+        Self::new(self.data.slice(offset..), shape, self.strides)
+    }
     /// The device pointer for a launch; keep the guard alive until the launch is queued.
     pub(crate) fn device_ptr<'s>(&'s self, stream: &'s CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'s>) {
         self.data.device_ptr(stream)

@@ -1,4 +1,5 @@
-//! GPU tests of GQA attention against `reference::attention` (skip without a GPU).
+//! GPU tests of GQA attention and MLA decode against `reference::attention` (skip without a
+//! GPU).
 
 mod common;
 
@@ -68,8 +69,32 @@ fn fp8_case() -> impl Strategy<Value = AttentionCase> {
     })
 }
 
+/// MLA decode (head dims 576/512, one latent head, V = K's first 512 elements): decode and
+/// speculative decode at 16-128 heads (both kernel configurations), paged or contiguous.
+fn mla_case() -> impl Strategy<Value = AttentionCase> {
+    (case(), proptest::collection::vec((1usize..5, proptest::sample::select(LENS)), 1..4), proptest::sample::select(&[1usize, 3, 16, 32, 128][..]))
+        .prop_map(|(c, seqs, heads)| AttentionCase {
+            q_lens: seqs.iter().map(|s| s.0).collect(),
+            kv_lens: seqs.iter().map(|s| s.1).collect(),
+            num_q_heads: heads,
+            num_kv_heads: 1,
+            head_dim: 576,
+            head_dim_v: 512,
+            // case() leaves 192/128 contiguous; here any page size or contiguous.
+            page_size: c.page_size.or(if c.seed % 2 == 0 { Some(64) } else { None }),
+            kernel: AttentionKernel::Auto,
+            ..c
+        })
+}
+
 proptest! {
     #![proptest_config(config())]
+    #[test]
+    fn mla_decode_matches_reference(c in mla_case(), bf in any::<bool>()) {
+        let Some(dev) = device() else { return Ok(()) };
+        let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
+        assert_passed(&r.unwrap());
+    }
     #[test]
     fn bf16_matches_reference(c in case()) {
         let Some(dev) = device() else { return Ok(()) };
@@ -246,4 +271,42 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+}
+
+/// MLA decode reads V from K's rows: a V that is not K's first 512 elements is refused (not
+/// silently replaced by K's), and so is an FP8 latent cache (not built).
+#[test]
+fn mla_decode_needs_v_inside_k() {
+    let Some(dev) = device() else { return };
+    let (hd, hdv, heads) = (576, 512, 16);
+    let q = dev.upload(&vec![bf16::ONE; 4 * heads * hd]).unwrap();
+    let k = dev.upload(&vec![bf16::ONE; 4 * hd]).unwrap();
+    let v = dev.upload(&vec![bf16::ONE; 4 * hdv]).unwrap();
+    let cu = dev.upload(&[0i32, 4]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; 4 * heads * hdv]).unwrap();
+    let plan = AttentionPlan::new(&dev, &[4], &[4], heads, 1, hd, hdv).unwrap();
+    let cfg = AttentionConfig::causal(hd);
+    let cuv = TensorView::contiguous(cu.as_view(), [2]).unwrap();
+    let qv = TensorView::contiguous(q.as_view(), [4, heads, hd]).unwrap();
+    let kt = TensorView::contiguous(k.as_view(), [4, 1, hd]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [4, heads, hdv]).unwrap();
+    // A separate V tensor (dense 512-element rows: other strides).
+    let vt = TensorView::contiguous(v.as_view(), [4, 1, hdv]).unwrap();
+    let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &vt, cu_seqlens_kv: &cuv }, &plan, &cfg, &mut ov, None, None).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // K's strides but another buffer.
+    let k2 = dev.upload(&vec![bf16::ONE; 4 * hd]).unwrap();
+    let v2 = TensorView::contiguous(k2.as_view(), [4, 1, hd]).unwrap().narrow(2, 0, hdv).unwrap();
+    let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &v2, cu_seqlens_kv: &cuv }, &plan, &cfg, &mut ov, None, None).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // K's prefix 64 elements in: not the first 512.
+    let v3 = kt.narrow(2, 64, hdv).unwrap();
+    let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &v3, cu_seqlens_kv: &cuv }, &plan, &cfg, &mut ov, None, None).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    drop(ov);
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+    // kv_lora_rank past the row.
+    let pages = dev.upload(&vec![bf16::ONE; 2 * 16 * hd]).unwrap();
+    let e = KvCacheView::latent(TensorView::contiguous(pages.as_view(), [2, 16, 1, hd]).unwrap(), hd + 1).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
 }

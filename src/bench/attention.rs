@@ -1,11 +1,14 @@
 //! Attention benchmarks at the shapes the GQA issue sets bars for (bf16, 32 q / 8 kv heads,
-//! head_dim 128). Decode counts the K/V bytes it must read (q and out are negligible);
-//! causal prefill counts 4 · (causal pairs) · num_q_heads · head_dim FLOPs.
+//! head_dim 128), and MLA decode at DeepSeek-V3's (FlashMLA's benchmark shapes: 16 heads, one
+//! GPU's share under 8-way tensor parallelism, and all 128). Decode counts the K/V bytes it
+//! must read (q and out are negligible); causal prefill counts 4 · (causal pairs) ·
+//! num_q_heads · head_dim FLOPs; MLA decode counts the latent rows (576 · 2 bytes per key) and
+//! 2 · (576 + 512) FLOPs per key per head.
 
 use super::{random_buffer, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
 use crate::kv_cache::{BlockTableView, KvCacheView};
-use crate::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
+use crate::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput, MLA_DECODE};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::bf16;
 
@@ -58,6 +61,56 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     Ok(r)
 }
 
+/// MLA decode (DeepSeek-V3: one query per sequence, `heads` query heads over the latent cache
+/// of `kv_len` keys, pages of 64 shuffled). 16 heads are memory-bound (30 FLOP per byte): the
+/// record's fraction is of the copy bandwidth; 128 heads (242 FLOP per byte) compute-bound:
+/// of the cuBLAS bf16 rate.
+pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, heads: usize) -> Result<BenchRecord> {
+    let (hd, hdv) = MLA_DECODE;
+    let page_size = 64;
+    let pages_per_seq = kv_len.div_ceil(page_size);
+    let num_pages = batch * pages_per_seq;
+    let pages = random_buffer::<bf16>(dev, num_pages * page_size * hd, -1.0, 1.0, 1)?;
+    let mut ids: Vec<i32> = (0..num_pages as i32).collect();
+    let mut rng = Rng::new(3);
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let bt = dev.upload(&ids)?;
+    let lens = dev.upload(&vec![kv_len as i32; batch])?;
+    let cu = dev.upload(&(0..=batch as i32).collect::<Vec<_>>())?;
+    let q = random_buffer::<bf16>(dev, batch * heads * hd, -1.0, 1.0, 4)?;
+    let mut out = dev.zeros::<bf16>(batch * heads * hdv)?;
+    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], heads, 1, hd, hdv)?;
+    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    // DeepSeek-V3's softmax scale: 1/√192 (the naive head dim), times YaRN's mscale² (1.0 at
+    // factor 40 with mscale_all_dim 1: 0.1·ln 40 + 1 squared ≈ 1.87; the value does not change
+    // the work).
+    let cfg = AttentionConfig { scale: 1.87 / (192f32).sqrt(), ..AttentionConfig::causal(hd) };
+    let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), [num_pages, page_size, 1, hd])?, hdv)?;
+    let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
+    let qv = TensorView::contiguous(q.as_view(), [batch, heads, hd])?;
+    let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
+    let wlen = ws.len();
+    let t = time_calls(dev, SAMPLES, |_| {
+        let kv = KvInput::Paged { cache: &cache, table: &table };
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [batch, heads, hdv])?;
+        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
+    })?;
+    let bytes = (batch * kv_len * hd * 2) as f64;
+    let flops = (2 * batch * kv_len * heads * (hd + hdv)) as f64;
+    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}");
+    Ok(if heads <= 32 {
+        let mut r = BenchRecord::bandwidth("attention_mla_decode", "bf16", shape, t, bytes, ceilings);
+        r.flops = flops;
+        r.tflops = flops / (t.median_us * 1e-6) / 1e12;
+        r
+    } else {
+        BenchRecord::compute("attention_mla_decode", "bf16", shape, t, bytes, flops, ceilings)
+    })
+}
+
 /// The prefill record's shape key: the portable kernel's is the issue's bar ("b1 q16384
 /// causal"); the Hopper kernel's adds " wgmma".
 pub fn prefill_shape(batch: usize, seq_len: usize, kernel: AttentionKernel) -> String {
@@ -104,6 +157,11 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?);
     }
     out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?);
+    for heads in [16, 128] {
+        for (batch, kv_len) in [(64, 4096), (128, 8192)] {
+            out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads)?);
+        }
+    }
     // The portable kernel (the issue's 350 TFLOP/s bar), then on Hopper the wgmma kernel (the
     // issue's goal for it: 700).
     let hopper = AttentionPlan::with_kernel(dev, &[4096], &[4096], NQ, NKV, HD, HD, AttentionKernel::Wgmma).is_ok();

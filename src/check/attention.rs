@@ -5,7 +5,7 @@
 
 use super::{compare, tolerance, CheckResult, Comparison, Rng, Tolerance};
 use crate::kv_cache::{BlockTableView, KvCacheView, KvScales};
-use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
+use crate::ops::attention::{attention, merge_states, AttentionConfig, AttentionKernel, AttentionPlan, KvInput, MLA_DECODE};
 use crate::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 use half::{bf16, f16};
@@ -18,7 +18,8 @@ pub struct AttentionCase {
     pub num_q_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-    /// Value head dim (= head_dim except 192/128, MLA prefill).
+    /// Value head dim (= head_dim except 192/128, MLA prefill, and 576/512, MLA decode: V is
+    /// the first 512 elements of K's rows, the latent cache).
     pub head_dim_v: usize,
     pub causal: bool,
     pub window_left: Option<u32>,
@@ -126,7 +127,12 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -1.0, 1.0)).collect();
     // Stored values: for FP8 the quantized x / scale of x in [-1, 1).
     let ks: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / k_scale as f64, 1.0 / k_scale as f64)).collect();
-    let vs: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row_v, -1.0 / v_scale as f64, 1.0 / v_scale as f64)).collect();
+    let mla = (hd, hdv) == MLA_DECODE;
+    let vs: Vec<Vec<C>> = if mla {
+        ks.iter().map(|k| k.chunks(hd).flat_map(|r| r[..hdv].to_vec()).collect()).collect()
+    } else {
+        c.kv_lens.iter().map(|&l| rng.vec(l * row_v, -1.0 / v_scale as f64, 1.0 / v_scale as f64)).collect()
+    };
     let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
     let total_q: usize = c.q_lens.iter().sum();
 
@@ -155,7 +161,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
             let cu_kv = dev.upload(&cu(&c.kv_lens))?;
             let total_kv: usize = c.kv_lens.iter().sum();
             let kt = TensorView::contiguous(k.as_view(), [total_kv, nkv, hd])?;
-            let vt = TensorView::contiguous(v.as_view(), [total_kv, nkv, hdv])?;
+            let vt = if mla { kt.narrow(2, 0, hdv)? } else { TensorView::contiguous(v.as_view(), [total_kv, nkv, hdv])? };
             let ct = TensorView::contiguous(cu_kv.as_view(), [c.kv_lens.len() + 1])?;
             let kv = KvInput::Contiguous { k: &kt, v: &vt, cu_seqlens_kv: &ct };
             attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
@@ -167,10 +173,12 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
             let bt = dev.upload(&table)?;
             let lens: Vec<i32> = c.kv_lens.iter().map(|&l| l as i32).collect();
             let sl = dev.upload(&lens)?;
-            let mut cache = KvCacheView::new(
-                TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?,
-                TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hdv])?,
-            )?;
+            let k_pages = TensorView::contiguous(k.as_view(), [num_pages, page, nkv, hd])?;
+            let mut cache = if mla {
+                KvCacheView::latent(k_pages, hdv)?
+            } else {
+                KvCacheView::new(k_pages, TensorView::contiguous(v.as_view(), [num_pages, page, nkv, hdv])?)?
+            };
             if c.fp8_scales.is_some() {
                 cache = cache.with_scales(KvScales::new(k_scale, v_scale))?;
             }
@@ -233,7 +241,8 @@ pub fn check_merge_states<T: DType>(dev: &Device, rows: usize, head_dim: usize, 
     })
 }
 
-/// The cases `warpcore check` runs: decode, speculative decode, prefill, every head dim.
+/// The cases `warpcore check` runs: decode, speculative decode, prefill, every head dim (MLA
+/// decode's included).
 pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     let base = AttentionCase::new(vec![], vec![], 1);
     let cases = vec![
@@ -249,6 +258,11 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![200, 1], kv_lens: vec![1000, 50], num_q_heads: 8, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, num_splits: Some(3), seed: 15, ..base.clone() },
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
         AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
+        // MLA decode over the latent cache: 16 heads (tensor-parallel DeepSeek, the 16-row
+        // configuration), 128 heads (the 64-row one), speculative decode, split-KV, contiguous.
+        AttentionCase { q_lens: vec![1; 3], kv_lens: vec![1, 300, 2000], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), seed: 16, ..base.clone() },
+        AttentionCase { q_lens: vec![1, 2], kv_lens: vec![500, 129], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, num_splits: Some(3), seed: 17, ..base.clone() },
+        AttentionCase { q_lens: vec![3], kv_lens: vec![40], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: None, seed: 18, ..base.clone() },
     ];
     let mut out = Vec::new();
     for c in &cases {

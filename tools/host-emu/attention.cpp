@@ -1,5 +1,6 @@
-// Emulated runs of cuda/attention_gqa.cu and cuda/attention_sm90.cu (wc_attention,
-// wc_merge_states; the wgmma kernel where a case sets `wgmma`): builds
+// Emulated runs of cuda/attention_gqa.cu, cuda/attention_sm90.cu and cuda/attention_mla.cu
+// (wc_attention, wc_merge_states; the wgmma kernel where a case sets `wgmma`, MLA decode at head
+// dims 576/512 with V = K's first 512 elements where it sets `mla`): builds
 // wc_attention_params as src/ops/attention/ does (plan: num_splits, workspace), random inputs,
 // NaN-poisoned outputs, compares with an independent f64 attention (src/reference/attention.rs
 // semantics). Usage: attention [all|quick] [name-filter] | attention name-filter
@@ -54,6 +55,7 @@ struct Case {
   int q_pad = 0, out_pad = 0, kv_pad = 0;  // extra elements in token strides (multiples of 8)
   float qmag = 3.0f;
   bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
+  bool mla = false;            // hd 576 / hdv 512, V = K's first 512 elements (p.v = p.k)
 };
 
 // AttentionPlan::new and choose_splits (src/ops/attention/plan.rs), sm_count = 132 (H200), CTAs per
@@ -66,7 +68,8 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   const bool decode = c.hd == c.hdv && max_q * group <= 16;
   const int d = std::max(c.hd, c.hdv);
   const int prefill_rows = d <= 128 ? 128 : 64;
-  const int bm = c.wgmma ? 128 : decode ? 16 : prefill_rows;
+  const int bm = c.wgmma ? 128 : c.mla ? (max_q * group <= 16 ? 16 : 64) : decode ? 16 : prefill_rows;
+  const bool wave_model = decode || (c.mla && max_q <= 8);
   long base = 0;
   for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
   const int kpt = c.wgmma ? 128 : (d > 192 || (!decode && d > 64 && prefill_rows == 128)) ? 32 : 64;
@@ -82,7 +85,7 @@ static int plan_splits(const Case& c, int sm_count = 132) {
     exit(1);
   }
   const long slots = (long)per_sm * sm_count;
-  if (!decode) return (int)std::clamp<long>(slots / base, 1, max_splits);
+  if (!wave_model) return (int)std::clamp<long>(slots / base, 1, max_splits);
   auto busy = [&](int s) { const double n = (double)(base * s) / slots; return n / std::ceil(n); };
   double best = 0.0;
   for (int s = 1; s <= max_splits; ++s) best = std::max(best, busy(s));
@@ -206,12 +209,24 @@ static Result run_case(const Case& c, std::mt19937& rng) {
           for (int d = 0; d < c.hd; ++d) {
             const long i = page * page_stride + (j % P) * slot_stride + h * c.hd + d;
             Kl[s][((size_t)j * c.nkv + h) * c.hd + d] = klog[i];
-            Vl[s][((size_t)j * c.nkv + h) * c.hdv + d] = vlog[i];
+            if (d < c.hdv) Vl[s][((size_t)j * c.nkv + h) * c.hdv + d] = vlog[i];
           }
       }
     }
   }
 
+  if (c.mla) {
+    // The latent cache: V is the first hdv elements of K's rows, in the same buffer.
+    free(vbuf);
+    vbuf = kbuf;
+    v_stride = k_stride;
+    v_head_stride = k_head_stride;
+    for (int s = 0; s < S; ++s)
+      for (int j = 0; j < c.kv_lens[s]; ++j)
+        for (int h = 0; h < c.nkv; ++h)
+          for (int d = 0; d < c.hdv; ++d)
+            Vl[s][((size_t)j * c.nkv + h) * c.hdv + d] = Kl[s][((size_t)j * c.nkv + h) * c.hd + d];
+  }
   const long out_stride = (long)c.nq * c.hdv + c.out_pad;
   uint16_t* out = alloc<uint16_t>(total_q * out_stride);
   for (long i = 0; i < total_q * out_stride; ++i) out[i] = 0xFFFF;  // NaN
@@ -336,7 +351,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
   const bool pass = st == WC_OK && bad == 0 && rel <= 1e-2 && emu::errors.load() == errs_before;
   if (st != WC_OK) fprintf(stderr, "status %d\n", st);
-  free(q); free(kbuf); free(vbuf); free(out); free(lse); free(ws); free(cuq); free(cukv); free(block_table); free(seq_lens);
+  free(q); free(kbuf); if (vbuf != kbuf) free(vbuf); free(out); free(lse); free(ws); free(cuq); free(cukv); free(block_table); free(seq_lens);
   return {pass, rel, max_abs, max_lse, splits};
 }
 
@@ -433,6 +448,17 @@ static std::vector<Case> cases(const std::string& set) {
   // running max keeps moving, so every rescale of O matters) in both m-tiles.
   { Case c; c.name = "wgmma hd64 6 key tiles non-causal qmag 8"; c.wgmma = true; c.causal = false; c.nkv = 1;
     c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.qmag = 8; add(c); }
+  // ---- MLA decode (576/512, one latent head): the 16-row configuration (16 heads, q_len 1)
+  // and the 64-row one (more rows per sequence), paged and contiguous, splits, masks.
+  { Case c; c.name = "mla decode h16 ps16"; c.mla = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 16;
+    c.q_lens = {1, 1, 1}; c.kv_lens = {1, 70, 0}; c.page_size = 16; add(c); }
+  { Case c; c.name = "mla decode h16 ps64 split 2 bad pages"; c.mla = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
+    c.nq = 16; c.q_lens = {1, 1}; c.kv_lens = {130, 33}; c.page_size = 64; c.force_splits = 2; c.bad_pages = 1; add(c); }
+  { Case c; c.name = "mla spec q2 h32 contig (64-row)"; c.mla = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 32;
+    c.q_lens = {2, 1}; c.kv_lens = {45, 3}; c.q_pad = 8; c.out_pad = 8; c.kv_pad = 8; add(c); }
+  { Case c; c.name = "mla f16 h3 q5 ps1 window softcap"; c.mla = true; c.bf16 = false; c.hd = 576; c.hdv = 512;
+    c.nkv = 1; c.nq = 3; c.q_lens = {5}; c.kv_lens = {40}; c.page_size = 1; c.window = 20; c.softcap = 2.0f;
+    c.qmag = 8; add(c); }
   if (set == "quick") v.resize(3);
   return v;
 }

@@ -27,7 +27,7 @@ CUDA = HERE.parent.parent / "cuda"
 # Per target: the cuda/ files it copies (the .cu ones are compiled) and its test, HERE/<target>.cpp.
 TARGETS = {
     "unit": [],
-    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu"],
+    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu"],
     "elementwise": ["common.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
@@ -181,6 +181,13 @@ SEEDS = {
                 "aligned_to(tb, a.q, a.k, a.q_weight, a.k_weight) &&\n"
                 "           (!append || aligned_to(vec * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages));"),
     # Ternary GEMM: planes 2 and 3 masked with planes 1 and 0 (columns from the wrong plane).
+    # MLA decode: both column groups store their outputs into the first 256 columns.
+    "mla_cols": ("attention", "attention_mla.cu", "kMlaDV + wc * COLS + i * 8 + 2 * t4;", "kMlaDV + i * 8 + 2 * t4;"),
+    # MLA decode: the second key group multiplies its probabilities by the first group's values.
+    "mla_vkeys": ("attention", "attention_mla.cu", "const int key = wk * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;",
+                  "const int key = ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;"),
+    # MLA decode: S = Q Kᵀ stops at the latent (the 64 rope dims never enter the scores).
+    "mla_rope": ("attention", "attention_mla.cu", "for (int kk = 0; kk < kMlaD / 16; ++kk) {", "for (int kk = 0; kk < kMlaDV / 16; ++kk) {"),
     "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
     # ... the row sum misses the second k half of rows g + 8.
     "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",

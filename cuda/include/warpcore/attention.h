@@ -1,5 +1,6 @@
 /*
- * warpcore/attention.h — GQA attention: attention, merge_states (cuda/attention_gqa.cu, cuda/attention_sm90.cu).
+ * warpcore/attention.h — GQA and MLA attention: attention, merge_states (cuda/attention_gqa.cu,
+ * cuda/attention_sm90.cu, cuda/attention_mla.cu).
  * Part of the C ABI (cuda/include/warpcore.h); conventions there.
  */
 #ifndef WARPCORE_ATTENTION_H
@@ -18,11 +19,15 @@ WC_EXTERN_C_BEGIN
  * from the paged cache (page_size > 0, src/kv_cache.rs): key j of sequence s is row j % page_size
  * of page block_table[s][j / page_size]. Block-table entries outside [0, num_pages) mask their
  * keys (never read).
+ * MLA decode (DeepSeek-V2/V3, absorbed form) is head dims (576, 512): q̃ = [W_ukᵀ q_nope | q_pe],
+ * K = the latent cache rows [c_kv | k_pe], and V = the first 512 elements of the same rows (v must
+ * be k: the kernel reads k only); out is the attention-weighted latent (the caller applies W_uv).
  * Split-KV (num_splits > 1): each split writes f32 partials to the workspace, then a merge
  * kernel combines them by log-sum-exp into out (and lse). */
 /* Which attention kernel runs a launch. */
 typedef enum wc_attention_kernel {
-  WC_ATTENTION_MMA = 0,    /* mma.sync (attention_gqa.cu): every GPU, every supported shape */
+  WC_ATTENTION_MMA = 0,    /* mma.sync (attention_gqa.cu; attention_mla.cu for (576, 512)): every
+                              GPU, every supported shape */
   WC_ATTENTION_WGMMA = 1,  /* wgmma (attention_sm90.cu): sm_90a only; K/V in q's dtype, head dims
                               (64, 64) or (128, 128); 128-row m-tiles (the grid's y dimension) */
 } wc_attention_kernel;

@@ -1,5 +1,6 @@
 //! GQA attention (cuda/attention_gqa.cu, mma.sync; cuda/attention_sm90.cu, wgmma prefill on
-//! Hopper): varlen prefill / append and paged decode with
+//! Hopper) and MLA decode over the latent cache (cuda/attention_mla.cu, head dims (576, 512)):
+//! varlen prefill / append and paged decode with
 //! split-KV, causal (bottom-right aligned), sliding window, soft-capping, optional LSE, and
 //! `merge_states`.
 //!
@@ -17,8 +18,16 @@ use super::{check_aligned, check_contiguous, check_device, check_dtype, check_in
 use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
-/// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill.
-pub const HEAD_DIMS: &[(usize, usize)] = &[(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)];
+/// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill (naive form)
+/// and [`MLA_DECODE`] MLA decode (absorbed form).
+pub const HEAD_DIMS: &[(usize, usize)] = &[(64, 64), (96, 96), (128, 128), (256, 256), (192, 128), MLA_DECODE];
+
+/// MLA decode's head dims (DeepSeek-V2/V3, absorbed form): queries `[W_ukᵀ q_nope | q_pe]` of
+/// kv_lora_rank + rope_dim = 512 + 64, keys the latent cache rows `[c_kv | k_pe]`, values their
+/// first 512 elements — the same memory ([`KvCacheView::latent`]; contiguous K/V: `v` must be a
+/// view of `k`'s first 512 columns). The output is the attention-weighted latent per head; the
+/// caller applies W_uv.
+pub const MLA_DECODE: (usize, usize) = (576, 512);
 
 /// Masking and scaling.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,11 +66,14 @@ fn wgmma_supports(dev: &Device, head_dim: usize, head_dim_v: usize) -> bool {
     dev.info().compute_capability == (9, 0) && head_dim == head_dim_v && matches!(head_dim, 64 | 128)
 }
 
+/// What MLA decode requires of V.
+const MLA_V: &str = "MLA decode's V (head dims (576, 512)): the first 512 elements of K's rows, the same memory (KvCacheView::latent)";
+
 fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_dim: usize, head_dim_v: usize) -> Result<()> {
     if !HEAD_DIMS.contains(&(head_dim, head_dim_v)) {
         return Err(Error::Unsupported {
             op,
-            what: "(head_dim, head_dim_v): (64, 64), (96, 96), (128, 128), (256, 256), (192, 128)",
+            what: "(head_dim, head_dim_v): (64, 64), (96, 96), (128, 128), (256, 256), (192, 128), (576, 512)",
             value: format!("({head_dim}, {head_dim_v})"),
         });
     }
@@ -134,6 +146,7 @@ pub fn attention<T: DType, C: DType>(
     }
     let num_kv_heads = plan.num_kv_heads;
     let num_seqs = plan.num_seqs;
+    let mla = (head_dim, head_dim_v) == MLA_DECODE;
     let decode = head_dim == head_dim_v && plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     let wgmma = match plan.kernel {
@@ -201,6 +214,9 @@ pub fn attention<T: DType, C: DType>(
             check_shape(OP, "v", &v.shape(), &[k.shape()[0], num_kv_heads, head_dim_v])?;
             check_kv_strides::<C>(OP, "k", &k.strides())?;
             check_kv_strides::<C>(OP, "v", &v.strides())?;
+            if mla && v.strides() != k.strides() {
+                return Err(Error::Unsupported { op: OP, what: MLA_V, value: format!("k strides {:?}, v strides {:?}", k.strides(), v.strides()) });
+            }
             check_i32_vec(OP, "cu_seqlens_kv", dev, cu_seqlens_kv, num_seqs + 1)?;
             check_device(OP, "k", dev, k.stream())?;
             check_device(OP, "v", dev, v.stream())?;
@@ -212,8 +228,11 @@ pub fn attention<T: DType, C: DType>(
         }
         KvInput::Paged { cache, table } => {
             let layout = cache.layout();
-            if head_dim != head_dim_v {
-                return Err(Error::Unsupported { op: OP, what: "paged cache with head_dim ≠ head_dim_v", value: format!("({head_dim}, {head_dim_v})") });
+            if head_dim != head_dim_v && !mla {
+                return Err(Error::Unsupported { op: OP, what: "paged cache with head_dim ≠ head_dim_v (other than MLA decode's latent cache)", value: format!("({head_dim}, {head_dim_v})") });
+            }
+            if mla && (cache.v().shape()[3] != head_dim_v || cache.v().strides() != layout.strides) {
+                return Err(Error::Unsupported { op: OP, what: MLA_V, value: format!("v pages {:?} strides {:?}", cache.v().shape(), cache.v().strides()) });
             }
             check_shape(OP, "cache (num_kv_heads, head_dim)", &[layout.num_kv_heads, layout.head_dim], &[num_kv_heads, head_dim])?;
             check_kv_strides::<C>(OP, "cache", &layout.strides)?;
@@ -268,6 +287,9 @@ pub fn attention<T: DType, C: DType>(
     }
     for (arg, ptr) in [("q", q_ptr), ("k", k_ptr), ("v", v_ptr)] {
         check_aligned(OP, arg, ptr)?;
+    }
+    if mla && k_ptr != v_ptr {
+        return Err(Error::Unsupported { op: OP, what: MLA_V, value: format!("k at {k_ptr:#x}, v at {v_ptr:#x}") });
     }
     let out_stride = out.strides()[0];
     let (out_ptr, _go) = out.device_ptr_mut(stream);

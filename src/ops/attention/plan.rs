@@ -19,7 +19,8 @@ pub enum AttentionKernel {
     /// The Hopper prefill kernel (cuda/attention_sm90.cu; sm_90a only): K/V in the query dtype,
     /// head dims (64, 64) or (128, 128), 128-row query tiles.
     Wgmma,
-    /// The portable kernel (cuda/attention_gqa.cu; any sm_80+ GPU, every supported shape).
+    /// The portable kernels (cuda/attention_gqa.cu, and cuda/attention_mla.cu for MLA decode's
+    /// head dims (576, 512); any sm_80+ GPU, every supported shape).
     MmaSync,
 }
 
@@ -125,12 +126,18 @@ impl AttentionPlan {
             }
             k => k,
         };
-        // Query rows and keys per tile of each kernel configuration.
+        // Query rows and keys per tile of each kernel configuration (MLA decode,
+        // cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles).
+        let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
         let (bm, keys) = match kernel {
             AttentionKernel::Wgmma => (128, 128),
+            _ if mla => (if max_q_len * group <= 16 { 16 } else { 64 }, 32),
             _ if decode => (16, keys_per_tile(head_dim, head_dim_v, true)),
             _ => (prefill_rows(head_dim, head_dim_v), keys_per_tile(head_dim, head_dim_v, false)),
         };
+        // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
+        // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
+        let wave_model = decode || (mla && max_q_len <= 8);
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
         let max_splits = (max_kv / (4 * keys)).clamp(1, 64);
@@ -138,7 +145,7 @@ impl AttentionPlan {
             1
         } else {
             let per_sm = ctas_per_sm(dev, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len)?;
-            choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, decode)
+            choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, wave_model)
         };
         Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
     }
