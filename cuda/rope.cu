@@ -117,7 +117,7 @@ __device__ __forceinline__ CacheRows<C> cache_rows(const Args& a, int64_t t) {
   const int64_t row = slot & ((int64_t{1} << a.log2_page) - 1);
   const int64_t off = page * a.page_stride + row * a.slot_stride;
   r.k = static_cast<C*>(a.k_pages) + off;
-  r.v = static_cast<C*>(a.v_pages) + off;
+  r.v = a.v_pages != nullptr ? static_cast<C*>(a.v_pages) + off : nullptr;  // none: a latent cache
   return r;
 }
 
@@ -169,7 +169,7 @@ __device__ __forceinline__ void decode(const Args& a, int64_t t, int i, Work<T, 
   const int whole = a.head_dim / W::M;                  // v's chunks per head
   const bool append = a.k_pages != nullptr;
   const int pass_end = rot_end + (append ? a.nk * pass : 0);
-  const int end = pass_end + (append ? a.nk * whole : 0);
+  const int end = pass_end + (append && a.v_pages != nullptr ? a.nk * whole : 0);
   w.kind = W::kNone;
   if (i >= end) return;
   if (i < rot_end) {
@@ -303,8 +303,9 @@ wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
                    aligned_to(W * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages)));
   const int n = vector ? (a.neox ? W : W / 2) : 1;
   const int m = vector ? W : 1;
+  const int64_t v_items = a.v_pages != nullptr ? a.head_dim / m : 0;  // a latent cache has no V
   const int64_t items = static_cast<int64_t>(a.nq + a.nk) * (a.half / n) +
-                        (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m + a.head_dim / m) : 0);
+                        (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m + v_items) : 0);
   if (items <= 0) return WC_OK;
   if (items > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
   const int64_t per_round = static_cast<int64_t>(kRound) * kItemThreads;
@@ -337,7 +338,7 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
   const int lane = threadIdx.x & 31;
   const int nvec = a.head_dim / VEC;
   const int qk_heads = a.nq + a.nk;
-  const int heads = qk_heads + (rows.k != nullptr ? a.nk : 0);
+  const int heads = qk_heads + (rows.v != nullptr ? a.nk : 0);
   float* st = stage[warp];
   for (int h = warp; h < heads; h += kNormWarps) {  // warp-uniform loop: shuffles see full warps
     if (h >= qk_heads) {  // a v head: into the cache as it is
@@ -497,7 +498,8 @@ bool set_rotary(Args& a, const wc_rotary& r) {
 bool set_append(Args& a, const wc_kv_append& p) {
   const wc_paged_kv_cache& c = p.cache;
   const int64_t ps = c.page_size;
-  if (p.v == nullptr || p.slot_mapping == nullptr || c.k_pages == nullptr || c.v_pages == nullptr ||
+  // v and v_pages are both absent for a latent (K-only) cache, MLA's.
+  if ((p.v == nullptr) != (c.v_pages == nullptr) || p.slot_mapping == nullptr || c.k_pages == nullptr ||
       c.num_pages < 0 || ps < 1 || ps > 256 || (ps & (ps - 1)) != 0 || c.num_pages > INT64_MAX / ps)
     return false;
   a.v = p.v;

@@ -242,7 +242,9 @@ impl<'a, C: DType> KvCacheView<'a, C> {
 #[derive(Debug)]
 pub struct KvCacheMut<'a, C: DType> {
     k: TensorViewMut<'a, C, 4>,
-    v: TensorViewMut<'a, C, 4>,
+    /// None: MLA's latent cache (K pages only; V is the first `kv_lora_rank` of each row).
+    v: Option<TensorViewMut<'a, C, 4>>,
+    kv_lora_rank: usize,
     layout: KvCacheLayout,
     scales: KvScales,
     errors: Option<&'a mut SlotErrors>,
@@ -265,7 +267,23 @@ impl<'a, C: DType> KvCacheMut<'a, C> {
         if k.stream().context().cu_ctx() != v.stream().context().cu_ctx() {
             return Err(Error::WrongDevice { op: OP, arg: "v_pages" });
         }
-        Ok(Self { k, v, layout, scales: KvScales::ONE, errors: None })
+        Ok(Self { k, v: Some(v), kv_lora_rank: 0, layout, scales: KvScales::ONE, errors: None })
+    }
+    /// MLA's latent cache for writing ([`KvCacheView::latent`] reads it): pages `[num_pages,
+    /// page_size, num_kv_heads (1), kv_lora_rank + rope_dim]`. Appending ops write each token's
+    /// whole row `[c_kv | k_pe]` as its K and take no V.
+    pub fn latent(pages: TensorViewMut<'a, C, 4>, kv_lora_rank: usize) -> Result<Self> {
+        const OP: &str = "KvCacheMut::latent";
+        check_cache_dtype::<C>(OP)?;
+        let layout = KvCacheLayout::new(OP, pages.shape(), pages.strides())?;
+        if kv_lora_rank == 0 || kv_lora_rank > layout.head_dim {
+            return Err(Error::Unsupported { op: OP, what: "kv_lora_rank (1 ..= the row width)", value: format!("{kv_lora_rank} of {}", layout.head_dim) });
+        }
+        Ok(Self { k: pages, v: None, kv_lora_rank, layout, scales: KvScales::ONE, errors: None })
+    }
+    /// Whether this is MLA's latent cache (no V pages).
+    pub fn is_latent(&self) -> bool {
+        self.v.is_none()
     }
     /// Sets the FP8 scales (only an FP8 cache may have scales other than 1).
     pub fn with_scales(mut self, scales: KvScales) -> Result<Self> {
@@ -286,7 +304,13 @@ impl<'a, C: DType> KvCacheMut<'a, C> {
     }
     /// A read-only view of the same cache.
     pub fn as_view(&self) -> KvCacheView<'_, C> {
-        KvCacheView { k: self.k.as_view(), v: self.v.as_view(), layout: self.layout, scales: self.scales }
+        let k = self.k.as_view();
+        let v = match &self.v {
+            Some(v) => v.as_view(),
+            // Inside the row: kv_lora_rank <= head_dim was checked by `latent`.
+            None => k.narrow(3, 0, self.kv_lora_rank).expect("kv_lora_rank is within the row (checked by KvCacheMut::latent)"),
+        };
+        KvCacheView { k, v, layout: self.layout, scales: self.scales }
     }
 }
 
@@ -324,8 +348,12 @@ impl<C: DType> KvCacheMut<'_, C> {
     /// counter is attached.
     pub(crate) fn raw<'s>(&'s mut self, stream: &'s CudaStream, extra: Option<&'s mut SlotErrors>) -> RawCache<'s> {
         let (kp, gk) = self.k.device_ptr_mut(stream);
-        let (vp, gv) = self.v.device_ptr_mut(stream);
-        let mut guards = vec![gk, gv];
+        let mut guards = vec![gk];
+        let vp = self.v.as_mut().map_or(0, |v| {
+            let (p, g) = v.device_ptr_mut(stream);
+            guards.push(g);
+            p
+        });
         let counter = self.errors.as_deref_mut().or(extra);
         let error_count = counter.map(|c| {
             let (p, g) = c.count.device_ptr_mut(stream);

@@ -7,7 +7,7 @@ use common::{assert_passed, device};
 use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::kv_cache::{check_append_kv, AppendCase, CacheCase};
+use warpcore::check::kv_cache::{check_append_kv, check_append_latent, AppendCase, CacheCase};
 use warpcore::kv_cache::{KvCacheMut, SlotErrors, PAGE_SIZES};
 use warpcore::ops::kv_cache::append_kv;
 use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
@@ -33,6 +33,13 @@ fn append_case() -> impl Strategy<Value = AppendCase> {
 
 proptest! {
     #![proptest_config(config())]
+    /// MLA's latent cache: K rows only (V pages never written), any width.
+    #[test]
+    fn latent_cache(case in append_case(), fp8 in any::<bool>()) {
+        let Some(dev) = device() else { return Ok(()) };
+        let r = if fp8 { check_append_latent::<bf16, F8E4M3>(&dev, &case) } else { check_append_latent::<f16, f16>(&dev, &case) };
+        assert_passed(&r.unwrap());
+    }
     #[test]
     fn bf16_cache(case in append_case()) {
         let Some(dev) = device() else { return Ok(()) };

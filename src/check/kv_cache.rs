@@ -1,11 +1,12 @@
-//! Paged KV cache: `append_kv` on the GPU against `reference::kv_cache`. The whole cache — and
+//! Paged KV cache: `append_kv` (and `append_latent`, MLA's K-only latent cache) on the GPU
+//! against `reference::kv_cache`. The whole cache — and
 //! guard regions before and after the pages — is poisoned, so a write anywhere but the
 //! addressed rows (padding or out-of-range slots included) fails the check. Also the cache
 //! plumbing the fused RoPE checks use (check/rope.rs).
 
 use super::{compare, compare_exact, gather_rows, tolerance, CheckResult, Comparison, Rng};
 use crate::kv_cache::{KvCacheLayout, KvCacheMut, KvScales, PageAllocator, SlotErrors};
-use crate::ops::kv_cache::append_kv;
+use crate::ops::kv_cache::{append_kv, append_latent};
 use crate::reference::kv_cache as reference;
 use crate::{contiguous_strides, DType, Device, Error, IndexType, Result, TensorView, TensorViewMut, F8E4M3};
 use half::{bf16, f16};
@@ -103,6 +104,17 @@ impl<C: DType> HostCache<C> {
     /// reports out-of-range slots as an error: that error, with the count `expected_oob`, is the
     /// expected outcome and is read as the count.
     pub fn run(&self, dev: &Device, scales: KvScales, expected_oob: usize, f: impl FnOnce(&mut KvCacheMut<C>) -> Result<()>) -> Result<(Vec<C>, Vec<C>, u64)> {
+        self.run_as(dev, scales, expected_oob, None, f)
+    }
+
+    /// [`HostCache::run`] on the K pages alone as MLA's latent cache ([`KvCacheMut::latent`]
+    /// with this `kv_lora_rank`): the V pages are never on the device and come back as they
+    /// were (poison).
+    pub fn run_latent(&self, dev: &Device, scales: KvScales, expected_oob: usize, kv_lora_rank: usize, f: impl FnOnce(&mut KvCacheMut<C>) -> Result<()>) -> Result<(Vec<C>, Vec<C>, u64)> {
+        self.run_as(dev, scales, expected_oob, Some(kv_lora_rank), f)
+    }
+
+    fn run_as(&self, dev: &Device, scales: KvScales, expected_oob: usize, latent: Option<usize>, f: impl FnOnce(&mut KvCacheMut<C>) -> Result<()>) -> Result<(Vec<C>, Vec<C>, u64)> {
         let mut kb = dev.upload(&self.k)?;
         let mut vb = dev.upload(&self.v)?;
         let mut errors = SlotErrors::new(dev)?;
@@ -110,8 +122,11 @@ impl<C: DType> HostCache<C> {
         let mut reported = None;
         {
             let kv = TensorViewMut::new(kb.slice_mut(GUARD..), shape, strides)?;
-            let vv = TensorViewMut::new(vb.slice_mut(GUARD..), shape, strides)?;
-            let mut cache = KvCacheMut::new(kv, vv)?.with_scales(scales)?.count_errors_in(&mut errors);
+            let cache = match latent {
+                Some(rank) => KvCacheMut::latent(kv, rank)?,
+                None => KvCacheMut::new(kv, TensorViewMut::new(vb.slice_mut(GUARD..), shape, strides)?)?,
+            };
+            let mut cache = cache.with_scales(scales)?.count_errors_in(&mut errors);
             match f(&mut cache) {
                 Err(Error::IndexOutOfRange { count, .. }) if cfg!(feature = "debug-sync") && count == expected_oob as u64 => reported = Some(count),
                 other => other?,
@@ -203,13 +218,23 @@ pub struct AppendCase {
 /// `append_kv` against the reference.
 pub fn check_append_kv<T: DType, C: DType>(dev: &Device, case: &AppendCase) -> Result<CheckResult> {
     if case.cache.slots64 {
-        run_append::<T, C, i64>(dev, case)
+        run_append::<T, C, i64>(dev, case, false)
     } else {
-        run_append::<T, C, i32>(dev, case)
+        run_append::<T, C, i32>(dev, case, false)
     }
 }
 
-fn run_append<T: DType, C: DType, S: IndexType>(dev: &Device, c: &AppendCase) -> Result<CheckResult> {
+/// `append_latent` against the reference: the case's k rows into a latent cache (K pages only;
+/// kv_lora_rank 8/9 of head_dim, which only the read side uses). The V pages must stay poison.
+pub fn check_append_latent<T: DType, C: DType>(dev: &Device, case: &AppendCase) -> Result<CheckResult> {
+    if case.cache.slots64 {
+        run_append::<T, C, i64>(dev, case, true)
+    } else {
+        run_append::<T, C, i32>(dev, case, true)
+    }
+}
+
+fn run_append<T: DType, C: DType, S: IndexType>(dev: &Device, c: &AppendCase, latent: bool) -> Result<CheckResult> {
     let (row, nt) = (c.num_kv_heads * c.head_dim, c.num_tokens);
     let ts = row + c.token_gap;
     let mut rng = Rng::new(c.seed);
@@ -223,17 +248,28 @@ fn run_append<T: DType, C: DType, S: IndexType>(dev: &Device, c: &AppendCase) ->
     let host = HostCache::<C>::new(&c.cache, c.num_kv_heads, c.head_dim)?;
     let expected_oob = slots.iter().filter(|&&s| s >= host.layout.num_slots() as i64).count();
     let (k, v, s) = (dev.upload(&k_host)?, dev.upload(&v_host)?, dev.upload(&slots_s)?);
-    let got = host.run(dev, scales, expected_oob, |cache| {
-        let strides = [ts, c.head_dim, 1];
-        let kv = TensorView::new(k.slice(c.offset..), [nt, c.num_kv_heads, c.head_dim], strides)?;
-        let vv = TensorView::new(v.slice(c.offset..), [nt, c.num_kv_heads, c.head_dim], strides)?;
-        append_kv(dev, &kv, &vv, &TensorView::contiguous(s.as_view(), [nt])?, cache)
-    })?;
+    let strides = [ts, c.head_dim, 1];
+    let kv = TensorView::new(k.slice(c.offset..), [nt, c.num_kv_heads, c.head_dim], strides)?;
+    let sv = TensorView::contiguous(s.as_view(), [nt])?;
+    let comparisons = if latent {
+        let rank = (c.head_dim * 8 / 9).max(1);
+        let got = host.run_latent(dev, KvScales::new(scales.k, scales.k), expected_oob, rank, |cache| append_latent(dev, &kv, &sv, cache))?;
+        // The reference writes k into both pages: keep K and the count; V must be untouched.
+        let mut cmp = host.compare(&got, &k_rows, &k_rows, &slots, KvScales::new(scales.k, scales.k));
+        cmp[1] = compare_exact("V pages untouched (a latent cache has none)", &got.1, &host.v);
+        cmp
+    } else {
+        let got = host.run(dev, scales, expected_oob, |cache| {
+            let vv = TensorView::new(v.slice(c.offset..), [nt, c.num_kv_heads, c.head_dim], strides)?;
+            append_kv(dev, &kv, &vv, &sv, cache)
+        })?;
+        host.compare(&got, &k_rows, &v_rows, &slots, scales)
+    };
     Ok(CheckResult {
-        op: "append_kv",
+        op: if latent { "append_latent" } else { "append_kv" },
         dtype: cache_dtype_name::<T, C>(),
         shape: format!("tokens {nt} kv heads {} head_dim {}, gap {}, {}", c.num_kv_heads, c.head_dim, c.token_gap, c.cache.describe()),
-        comparisons: host.compare(&got, &k_rows, &v_rows, &slots, scales),
+        comparisons,
     })
 }
 
@@ -265,6 +301,17 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
             out.push(check_append_kv::<T, T>(dev, c)?);
             out.push(check_append_kv::<T, F8E4M3>(dev, c)?);
         }
+        // MLA's latent rows (512 + 64), page 64, with padding and out-of-range slots.
+        let mla = AppendCase {
+            num_tokens: 150,
+            num_kv_heads: 1,
+            head_dim: 576,
+            token_gap: 0,
+            offset: 0,
+            cache: CacheCase { padding: 3, out_of_range: 2, ..CacheCase::for_tokens(150, 64, 4) },
+            seed: 4,
+        };
+        out.push(check_append_latent::<T, T>(dev, &mla)?);
         Ok(())
     }
     let mut out = Vec::new();

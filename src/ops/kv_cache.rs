@@ -1,5 +1,6 @@
 //! Writing the paged KV cache (src/kv_cache.rs has the layout): `append_kv` (what engines call
-//! reshape_and_cache), and the launch path every appending op shares. The kernel is the RoPE
+//! reshape_and_cache), `append_latent` (MLA's latent cache: concat_and_cache_mla), and the
+//! launch path every appending op shares. The kernel is the RoPE
 //! family's (cuda/rope.cu) with nothing to rotate, so it is built with the `rope` feature.
 
 use super::{check_device, check_dtype, check_inner_dense, check_shape, launch};
@@ -67,24 +68,55 @@ pub fn append_kv<T: DType, C: DType, S: IndexType>(
     slot_mapping: &TensorView<S, 1>,
     cache: &mut KvCacheMut<C>,
 ) -> Result<()> {
-    const OP: &str = "append_kv";
-    check_cache_for::<T, C>(OP)?;
+    append("append_kv", dev, k, Some(v), slot_mapping, cache)
+}
+
+/// MLA's cache write (what engines call concat_and_cache_mla): each token's latent row `[c_kv |
+/// k_pe]` of `latent` `[num_tokens, 1, kv_lora_rank + rope_dim]` into the latent cache
+/// ([`KvCacheMut::latent`]) at `slot_mapping[num_tokens]`, with [`append_kv`]'s slot rules and
+/// dtypes. (`rope_append_kv` does the same after rotating k_pe, in one launch.)
+pub fn append_latent<T: DType, C: DType, S: IndexType>(
+    dev: &Device,
+    latent: &TensorView<T, 3>,
+    slot_mapping: &TensorView<S, 1>,
+    cache: &mut KvCacheMut<C>,
+) -> Result<()> {
+    append("append_latent", dev, latent, None, slot_mapping, cache)
+}
+
+/// k (and v, unless the cache is latent) rows into the cache.
+fn append<T: DType, C: DType, S: IndexType>(
+    op: &'static str,
+    dev: &Device,
+    k: &TensorView<T, 3>,
+    v: Option<&TensorView<T, 3>>,
+    slot_mapping: &TensorView<S, 1>,
+    cache: &mut KvCacheMut<C>,
+) -> Result<()> {
+    check_cache_for::<T, C>(op)?;
+    if v.is_some() == cache.is_latent() {
+        let what = if cache.is_latent() { "cache (append_kv writes K and V: a latent cache takes append_latent)" } else { "cache (append_latent needs a latent cache, KvCacheMut::latent)" };
+        return Err(Error::Unsupported { op, what, value: format!("{:?}", cache.layout().shape()) });
+    }
     let [num_tokens, num_kv_heads, head_dim] = k.shape();
-    check_shape(OP, "v", &v.shape(), &k.shape())?;
-    check_inner_dense(OP, "k", &k.strides())?;
-    check_inner_dense(OP, "v", &v.strides())?;
-    check_device(OP, "k", dev, k.stream())?;
-    check_device(OP, "v", dev, v.stream())?;
-    check_slot_mapping(OP, dev, slot_mapping, num_tokens)?;
-    cache.check_for(OP, dev, num_kv_heads, head_dim)?;
-    crate::ops::check_fits_i32(OP, "num_tokens", num_tokens)?;
-    crate::ops::check_fits_i32(OP, "2 · num_kv_heads · head_dim", num_kv_heads * head_dim * 2)?;
+    check_inner_dense(op, "k", &k.strides())?;
+    check_device(op, "k", dev, k.stream())?;
+    if let Some(v) = v {
+        check_shape(op, "v", &v.shape(), &k.shape())?;
+        check_inner_dense(op, "v", &v.strides())?;
+        check_device(op, "v", dev, v.stream())?;
+    }
+    check_slot_mapping(op, dev, slot_mapping, num_tokens)?;
+    cache.check_for(op, dev, num_kv_heads, head_dim)?;
+    crate::ops::check_fits_i32(op, "num_tokens", num_tokens)?;
+    crate::ops::check_fits_i32(op, "2 · num_kv_heads · head_dim", num_kv_heads * head_dim * 2)?;
     if num_tokens == 0 {
         return Ok(());
     }
     let stream = dev.stream();
     let (kp, _gk) = k.device_ptr(stream);
-    let (vp, _gv) = v.device_ptr(stream);
+    let v_guard = v.map(|v| v.device_ptr(stream));
+    let vp = v_guard.as_ref().map_or(0, |(p, _)| *p);
     let (sp, _gs) = slot_mapping.device_ptr(stream);
     let heads = ffi::wc_qk_heads {
         q: std::ptr::null_mut(),
@@ -100,8 +132,8 @@ pub fn append_kv<T: DType, C: DType, S: IndexType>(
         k_head_stride: k.strides()[1] as i64,
         dtype: T::TAG,
     };
-    let (v_token_stride, v_head_stride) = (v.strides()[0] as i64, v.strides()[1] as i64);
-    launch_appending(OP, dev, cache, |cache, s| {
+    let (v_token_stride, v_head_stride) = v.map_or((0, 0), |v| (v.strides()[0] as i64, v.strides()[1] as i64));
+    launch_appending(op, dev, cache, |cache, s| {
         let params = ffi::wc_append_kv_params {
             heads,
             append: ffi::wc_kv_append {
@@ -113,8 +145,9 @@ pub fn append_kv<T: DType, C: DType, S: IndexType>(
                 cache,
             },
         };
-        // SAFETY: k, v, slot_mapping and the cache were validated above (shapes, strides inside
-        // their buffers, dtypes, device); the kernel bounds-checks every slot against the cache.
+        // SAFETY: k, v (absent exactly for a latent cache, whose v_pages are null), slot_mapping
+        // and the cache were validated above (shapes, strides inside their buffers, dtypes,
+        // device); the kernel bounds-checks every slot against the cache.
         unsafe { ffi::wc_append_kv(&params, s) }
     })
 }

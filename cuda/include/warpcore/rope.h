@@ -51,10 +51,11 @@ typedef struct wc_rotary {
 } wc_rotary;
 
 /* A paged KV cache (see src/kv_cache.rs): token slot s lives in page s / page_size at row
- * s % page_size. K and V share one shape and one set of strides. */
+ * s % page_size. K and V share one shape and one set of strides. MLA's latent cache has K
+ * pages only (v_pages = NULL, and the append's v = NULL): rows [c_kv | k_pe]. */
 typedef struct wc_paged_kv_cache {
   void* k_pages;          /* [num_pages, page_size, num_kv_heads, head_dim] */
-  void* v_pages;          /* [num_pages, page_size, num_kv_heads, head_dim] */
+  void* v_pages;          /* [num_pages, page_size, num_kv_heads, head_dim]; NULL: latent cache */
   int64_t num_pages;
   int64_t page_size;      /* a power of two, 1 ... 256 */
   int64_t page_stride;
@@ -69,7 +70,8 @@ typedef struct wc_paged_kv_cache {
 /* Where the new tokens' K/V rows go: token t to slot slot_mapping[t]; a negative slot is padding
  * (skipped); a slot past the cache is skipped and counted in cache.error_count. */
 typedef struct wc_kv_append {
-  const void* v;          /* [num_tokens, num_kv_heads, head_dim], strides v_token_stride, v_head_stride */
+  const void* v;          /* [num_tokens, num_kv_heads, head_dim], strides v_token_stride, v_head_stride;
+                             NULL exactly when cache.v_pages is */
   int64_t v_token_stride;
   int64_t v_head_stride;
   const void* slot_mapping; /* [num_tokens], int32 or int64 */

@@ -62,11 +62,16 @@ fn check_common<T: DType, P: IndexType>(
     positions: &TensorView<P, 1>,
     cfg: &RopeConfig,
     appending: bool,
+    latent: bool,
 ) -> Result<HeadsLayout> {
     if !appending {
         check_dtype::<T>(op, FLOAT_DTYPES)?;
     }
-    let layout = qkv.layout(op, dev, appending)?;
+    // A latent (MLA) cache takes the k rows only: no v.
+    let layout = qkv.layout(op, dev, appending && !latent)?;
+    if latent && layout.v_strides.is_some() {
+        return Err(Error::Unsupported { op, what: "v heads with a latent (MLA) cache, which stores k rows only", value: "v given".into() });
+    }
     cfg.validate(op, layout.head_dim)?;
     check_shape(op, "positions", &positions.shape(), &[layout.num_tokens])?;
     check_inner_dense(op, "positions", &positions.strides())?;
@@ -94,7 +99,7 @@ fn check_norm<T: DType>(op: &'static str, dev: &Device, norm: &QkNorm<'_, '_, T>
 /// is an angle, not an index). Zero tokens is a no-op.
 pub fn rope<T: DType, P: IndexType>(dev: &Device, mut qkv: Qkv<'_, '_, T>, positions: &TensorView<P, 1>, cfg: &RopeConfig) -> Result<()> {
     const OP: &str = "rope";
-    let layout = check_common(OP, dev, &qkv, positions, cfg, false)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, false, false)?;
     if layout.num_tokens == 0 {
         return Ok(());
     }
@@ -111,6 +116,11 @@ pub fn rope<T: DType, P: IndexType>(dev: &Device, mut qkv: Qkv<'_, '_, T>, posit
 /// cache at `slot_mapping` — one launch; equal bit for bit to [`rope`] then
 /// [`super::kv_cache::append_kv`]. `qkv` must include v ([`Qkv::fused`] with the v heads, or
 /// [`Qkv::split_with_v`]); inputs bf16 / f16; the cache the same dtype or FP8 e4m3.
+///
+/// MLA (DeepSeek): with a latent cache ([`KvCacheMut::latent`]) k is the latent rows `[c_kv |
+/// k_pe]` `[num_tokens, 1, 576]` and there is no v ([`Qkv::split`]); with q the absorbed queries
+/// `[num_tokens, heads, 576]` and `cfg.rotary_offset` 512, one launch rotates both rope parts
+/// and writes each token's whole latent row.
 pub fn rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
     dev: &Device,
     mut qkv: Qkv<'_, '_, T>,
@@ -121,7 +131,7 @@ pub fn rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
 ) -> Result<()> {
     const OP: &str = "rope_append_kv";
     check_cache_for::<T, C>(OP)?;
-    let layout = check_common(OP, dev, &qkv, positions, cfg, true)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, true, cache.is_latent())?;
     check_slot_mapping(OP, dev, slot_mapping, layout.num_tokens)?;
     cache.check_for(OP, dev, layout.num_kv_heads, layout.head_dim)?;
     if layout.num_tokens == 0 {
@@ -133,7 +143,7 @@ pub fn rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
     let (sp, _gs) = slot_mapping.device_ptr(stream);
     let heads = layout.ffi(&raw, T::TAG);
     let rotary = rotary_params::<P>(cfg, pp);
-    let [v_ts, v_hs] = layout.v_strides.expect("validated: appending ops have v");
+    let [v_ts, v_hs] = layout.v_strides.unwrap_or([0, 0]); // none: a latent cache (raw.v is 0)
     launch_appending(OP, dev, cache, |cache, s| {
         let append = ffi::wc_kv_append {
             v: raw.v as *const _,
@@ -161,7 +171,7 @@ pub fn qk_norm_rope<T: DType, P: IndexType>(
     norm: QkNorm<'_, '_, T>,
 ) -> Result<()> {
     const OP: &str = "qk_norm_rope";
-    let layout = check_common(OP, dev, &qkv, positions, cfg, false)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, false, false)?;
     check_norm(OP, dev, &norm, layout.head_dim)?;
     if layout.num_tokens == 0 {
         return Ok(());
@@ -198,7 +208,7 @@ pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
 ) -> Result<()> {
     const OP: &str = "qk_norm_rope_append_kv";
     check_cache_for::<T, C>(OP)?;
-    let layout = check_common(OP, dev, &qkv, positions, cfg, true)?;
+    let layout = check_common(OP, dev, &qkv, positions, cfg, true, cache.is_latent())?;
     check_norm(OP, dev, &norm, layout.head_dim)?;
     check_slot_mapping(OP, dev, slot_mapping, layout.num_tokens)?;
     cache.check_for(OP, dev, layout.num_kv_heads, layout.head_dim)?;
@@ -213,7 +223,7 @@ pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
     let (kw, _gk) = norm.k_weight.device_ptr(stream);
     let heads = layout.ffi(&raw, T::TAG);
     let rotary = rotary_params::<P>(cfg, pp);
-    let [v_ts, v_hs] = layout.v_strides.expect("validated: appending ops have v");
+    let [v_ts, v_hs] = layout.v_strides.unwrap_or([0, 0]); // none: a latent cache (raw.v is 0)
     launch_appending(OP, dev, cache, |cache, s| {
         let params = ffi::wc_qk_norm_rope_params {
             heads,
