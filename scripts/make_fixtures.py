@@ -85,8 +85,10 @@ def models():
     ds = dict(COMMON)
     ds.update(intermediate_size=160, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=6)
     del ds["head_dim"]  # MLA: q/k heads are qk_nope + qk_rope, v heads v_head_dim
+    # kv_lora_rank 512 and qk_rope_head_dim 64: DeepSeek-V3's own, what the GPU path's MLA decode
+    # kernel (attention at head dims 576 / 512) is built for.
     yield "deepseek_v3", t.DeepseekV3Config(
-        **ds, moe_intermediate_size=32, q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        **ds, moe_intermediate_size=32, q_lora_rank=48, kv_lora_rank=512, qk_nope_head_dim=16, qk_rope_head_dim=64,
         v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
         routed_scaling_factor=2.5, first_k_dense_replace=1, norm_topk_prob=True, rope_interleave=True,
         num_mtp_layers=0, tie_word_embeddings=False,
@@ -95,7 +97,7 @@ def models():
     ), t.DeepseekV3ForCausalLM
     ds.update(num_hidden_layers=2)
     yield "deepseek_v3_q_proj", t.DeepseekV3Config(
-        **ds, moe_intermediate_size=32, q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        **ds, moe_intermediate_size=32, q_lora_rank=None, kv_lora_rank=512, qk_nope_head_dim=16, qk_rope_head_dim=64,
         v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
         routed_scaling_factor=1.5, first_k_dense_replace=1, norm_topk_prob=False, rope_interleave=False,
         num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
