@@ -219,12 +219,16 @@ def build(name, config, cls):
             if "norm" in pname:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif "router" in pname or "gate.weight" in pname and "proj" not in pname:
-                p.copy_(0.5 * torch.randn_like(p))
+                # Sigmoid routers (DeepSeek-V3): logits of about unit size, where the sigmoid
+                # still separates the experts (0.5 · randn saturates it: every top score ~1 and
+                # each token's k-th and (k+1)-th expert a near tie).
+                sigmoid = getattr(config, "scoring_func", "softmax") == "sigmoid" or "deepseek" in name
+                p.copy_((0.12 if sigmoid else 0.5) * torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
         for bname, b in model.named_buffers():
             if "e_score_correction_bias" in bname:  # DeepSeek-V3: steers the selection only
-                b.copy_(0.1 * torch.randn_like(b))
+                b.copy_(0.3 * torch.randn_like(b))
     ids = torch.randint(0, config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)

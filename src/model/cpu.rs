@@ -18,10 +18,6 @@ use crate::reference::{moe_routing, rms_norm, rope};
 use crate::{Error, Result};
 use std::path::Path;
 
-/// The RMSNorms inside MLA (`q_a_layernorm`, `kv_a_layernorm`): transformers builds them with
-/// the default eps, not `rms_norm_eps`.
-const MLA_LATENT_NORM_EPS: f32 = 1e-6;
-
 /// A projection `[n, k]`: dense, or BitNet's ternary AutoBitLinear (int8 activations).
 enum Linear {
     Dense(Vec<f32>),
@@ -352,7 +348,7 @@ impl CpuModel {
     #[allow(clippy::too_many_arguments)]
     fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &[f32], kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], rope_cfg: &RopeConfig, scale: f64) -> Vec<f32> {
         let (h, heads, n) = (self.config.hidden_size, self.config.num_q_heads, positions.len());
-        let latent_norm = RmsNormConfig::new(MLA_LATENT_NORM_EPS);
+        let latent_norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let q = match q {
             MlaQuery::Full(w) => linear(a, w, None, h),
             MlaQuery::LowRank { a: qa, norm, b } => {

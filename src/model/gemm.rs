@@ -29,42 +29,52 @@ impl Gemm {
     /// `y[m, n] = x[m, k] · w[n, k]ᵀ`. x and w: bf16, rows dense (any row stride ≥ k); y: bf16
     /// or f32, rows dense (row stride ≥ n). Zero rows is a no-op.
     pub fn linear<Y: DType>(&self, dev: &Device, x: &TensorView<bf16, 2>, w: &TensorView<bf16, 2>, y: &mut TensorViewMut<Y, 2>) -> Result<()> {
-        const OP: &str = "linear";
+        self.gemm("linear", dev, x, w, y, 0.0)
+    }
+
+    /// `y[m, n] += x[m, k] · w[n, k]ᵀ` (f32 accumulation, one rounding of the sum into y), as
+    /// [`Gemm::linear`] otherwise: a second branch added into the first's output (DeepSeek's
+    /// shared experts onto the routed ones).
+    pub fn linear_add<Y: DType>(&self, dev: &Device, x: &TensorView<bf16, 2>, w: &TensorView<bf16, 2>, y: &mut TensorViewMut<Y, 2>) -> Result<()> {
+        self.gemm("linear_add", dev, x, w, y, 1.0)
+    }
+
+    fn gemm<Y: DType>(&self, op: &'static str, dev: &Device, x: &TensorView<bf16, 2>, w: &TensorView<bf16, 2>, y: &mut TensorViewMut<Y, 2>, beta: f32) -> Result<()> {
         let [m, k] = x.shape();
         let [n, wk] = w.shape();
-        check_shape(OP, "w", &[wk], &[k])?;
-        check_shape(OP, "y", &y.shape(), &[m, n])?;
+        check_shape(op, "w", &[wk], &[k])?;
+        check_shape(op, "y", &y.shape(), &[m, n])?;
         for (arg, strides) in [("x", x.strides()), ("w", w.strides()), ("y", y.strides())] {
-            check_inner_dense(OP, arg, &strides)?;
+            check_inner_dense(op, arg, &strides)?;
         }
         let y_type = match Y::TAG {
             ffi::wc_dtype_WC_BF16 => sys::cudaDataType_t::CUDA_R_16BF,
             ffi::wc_dtype_WC_F32 => sys::cudaDataType_t::CUDA_R_32F,
-            _ => return Err(Error::Unsupported { op: OP, what: "output dtype (bf16 or f32)", value: Y::NAME.into() }),
+            _ => return Err(Error::Unsupported { op, what: "output dtype (bf16 or f32)", value: Y::NAME.into() }),
         };
         for (arg, s) in [("x", x.stream()), ("w", w.stream()), ("y", y.stream())] {
-            check_device(OP, arg, dev, s)?;
+            check_device(op, arg, dev, s)?;
         }
         if m == 0 || n == 0 {
             return Ok(());
         }
         if k == 0 {
-            return Err(Error::Empty { op: OP, arg: "x (k)", shape: format!("{:?}", x.shape()) });
+            return Err(Error::Empty { op, arg: "x (k)", shape: format!("{:?}", x.shape()) });
         }
         // Leading dimensions (a one-row view's stride is stated as the row length).
         let (ldx, ldw, ldy) = (row_stride(m, x.strides()[0], k), row_stride(n, w.strides()[0], k), row_stride(m, y.strides()[0], n));
         for (what, v) in [("m", m), ("n", n), ("k", k), ("x row stride", ldx), ("w row stride", ldw), ("y row stride", ldy)] {
-            crate::ops::check_fits_i32(OP, what, v)?;
+            crate::ops::check_fits_i32(op, what, v)?;
         }
         if ldx < k || ldw < k || ldy < n {
-            return Err(Error::Unsupported { op: OP, what: "row strides (overlapping rows)", value: format!("x {ldx}, w {ldw}, y {ldy}") });
+            return Err(Error::Unsupported { op, what: "row strides (overlapping rows)", value: format!("x {ldx}, w {ldw}, y {ldy}") });
         }
         dev.context().bind_to_thread()?;
         let stream = dev.stream();
         let (xp, _gx) = x.device_ptr(stream);
         let (wp, _gw) = w.device_ptr(stream);
         let (yp, _gy) = y.device_ptr_mut(stream);
-        let (alpha, beta) = (1.0f32, 0.0f32);
+        let alpha = 1.0f32;
         // Column-major view: yᵀ [n, m] = w [n, k] (stored as wᵀ, k × n, so op T) · xᵀ [k, m].
         // SAFETY: shapes, dense rows, leading dimensions ≥ the row lengths and the context were
         // checked above; the views lie inside their buffers (checked when they were made); the

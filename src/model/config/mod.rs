@@ -94,6 +94,12 @@ pub struct MlaConfig {
     pub rope_interleave: bool,
 }
 
+impl MlaConfig {
+    /// The RMSNorms inside MLA (`q_a_layernorm`, `kv_a_layernorm`): transformers builds them
+    /// with the default eps, not `rms_norm_eps`.
+    pub const LATENT_NORM_EPS: f32 = 1e-6;
+}
+
 /// transformers' `linear_class` for BitNet quantization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BitLinearClass {

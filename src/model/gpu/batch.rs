@@ -15,8 +15,9 @@ use half::bf16;
 pub struct Batch {
     pub(super) pages: PageAllocator,
     pub(super) seqs: Vec<SeqId>,
-    /// Per layer: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`.
-    pub(super) cache: Vec<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    /// Per layer: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`; MLA: the
+    /// latent pages `[num_pages, PAGE_SIZE, 1, 576]` and no V.
+    pub(super) cache: Vec<(CudaSlice<bf16>, Option<CudaSlice<bf16>>)>,
     pub(super) bufs: Buffers,
 }
 
@@ -77,8 +78,15 @@ impl GpuModel {
         let num_pages: usize = prompts.iter().map(|p| (p.len() + max_new_tokens).div_ceil(PAGE_SIZE)).sum();
         let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
         let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
-        let cache_len = num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim;
-        let cache = (0..c.num_layers).map(|_| Ok((alloc(&self.dev, cache_len)?, alloc(&self.dev, cache_len)?))).collect::<Result<Vec<_>>>()?;
+        let cache = (0..c.num_layers)
+            .map(|_| match c.mla {
+                Some(_) => Ok((alloc(&self.dev, num_pages * PAGE_SIZE * super::mla::ROW)?, None)),
+                None => {
+                    let len = num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim;
+                    Ok((alloc(&self.dev, len)?, Some(alloc(&self.dev, len)?)))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
         let logit_rows = if all_rows { total } else { prompts.len() };
         let bufs = self.buffers(total.max(prompts.len()), logit_rows.max(prompts.len()))?;
         let mut batch = Batch { pages, seqs, cache, bufs };

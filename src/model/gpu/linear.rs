@@ -89,6 +89,15 @@ impl GpuLinear {
         gemm.linear(dev, x, &rows(w, *n, k)?, &mut TensorViewMut::contiguous(y.slice_mut(..t * n), [t, *n])?)
     }
 
+    /// [`GpuLinear::forward`] added into `y` (bf16 weights only): y += x · wᵀ.
+    pub(super) fn forward_add(&self, dev: &Device, gemm: &Gemm, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>) -> Result<()> {
+        let Self::Dense { w, n } = self else {
+            return Err(Error::Unsupported { op: OP, what: "an accumulating ternary projection", value: "ternary".into() });
+        };
+        let [t, k] = x.shape();
+        gemm.linear_add(dev, x, &rows(w, *n, k)?, &mut TensorViewMut::contiguous(y.slice_mut(..t * n), [t, *n])?)
+    }
+
     /// Ternary projections of activations already in `int8` (`[t, k]` codes and their scales,
     /// e.g. from `rms_norm_quantize_activations`) into `y` `[t, n]`, each into its columns.
     pub(super) fn forward_quantized(&self, dev: &Device, int8: &Int8Scratch, t: usize, k: usize, y: &mut CudaSlice<bf16>) -> Result<()> {

@@ -1,6 +1,8 @@
 //! The GPU path: the same decoder as [`super::CpuModel`] (Llama, Qwen3, Mixtral, Qwen3-MoE,
-//! BitNet b1.58) on warpcore's kernels and cuBLAS, bf16 weights and activations (BitNet: packed
-//! ternary weights and int8 activations), batched generation on the paged KV cache.
+//! DeepSeek-V3, BitNet b1.58) on warpcore's kernels and cuBLAS, bf16 weights and activations
+//! (BitNet: packed ternary weights and int8 activations; DeepSeek-V3: FP8 block weights
+//! dequantized to bf16 at load), batched generation on the paged KV cache (DeepSeek-V3: MLA's
+//! latent cache, mla.rs).
 //!
 //! # Data flow
 //!
@@ -18,6 +20,7 @@
 //!                                                      (fused_add_)rms_norm_quantize_activations,
 //!                                                      and each projection is matmul_ternary per
 //!                                                      stacked projection into its columns)
+//!   DeepSeek-V3: the MLA layer instead, up to x = attention · W_o (mla.rs has its data flow)
 //!   Qwen3: qk_norm_rope_append_kv (per-head q/k RMSNorm, RoPE, k and v into the cache of l)
 //!   else:  rope_append_kv                              (RoPE, k and v into the cache of l)
 //!   attn = attention(q heads of qkv, paged cache of l)  causal, bottom-right; one AttentionPlan
@@ -28,9 +31,11 @@
 //!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
 //!              (BitNet: ternary projections, ffn_sub_norm(act) → int8 before down)
 //!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
-//!              config) → moe_align (block_m 1) → moe_gather (rows in expert order) → per
-//!              expert: gate_up GEMM on its rows → one glu over all rows → per expert: down
-//!              GEMM → moe_combine (weighted sum per token) → x
+//!              config; DeepSeek-V3: sigmoid + selection bias, grouped) → moe_align (block_m 1)
+//!              → moe_gather (rows in expert order) → per expert: gate_up GEMM on its rows →
+//!              one glu over all rows → per expert: down GEMM → moe_combine (weighted sum per
+//!              token) → x; DeepSeek-V3's shared experts: gate_up and glu on x first, their
+//!              down GEMM added into x (beta 1)
 //! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
 //! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
 //!                                 W_lm_head = embed when tied) → host → one Sampler per sequence
@@ -43,23 +48,26 @@
 //! Precision: bf16 weights (converted from the checkpoint's f32 / f16 at upload), bf16
 //! activations rounded at each op's store, f32 accumulation everywhere (GEMMs, norms,
 //! attention, GLU, MoE combine), f32 router and vocabulary logits. Unsupported here, rejected
-//! with `Error::Unsupported` before anything is allocated: DeepSeek-V3, BitNet checkpoints other
+//! with `Error::Unsupported` before anything is allocated: MLA dims other than DeepSeek's
+//! (kv_lora_rank 512, qk_rope_head_dim 64: the MLA decode kernel's), BitNet checkpoints other
 //! than offline AutoBitLinear (BitNet b1.58 2B4T's format), attention biases, head dims the
 //! attention kernels do not take ([`crate::ops::attention::HEAD_DIMS`]), activations outside
 //! [`GluActivation`].
 
 mod batch;
+mod gqa;
 mod linear;
+mod mla;
 mod moe;
 
 use super::gemm::Gemm;
 use super::{Architecture, BitLinearClass, ModelConfig, Weights};
-use crate::kv_cache::{BlockTable, BlockTableView, KvCacheMut, KvCacheView};
-use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, HEAD_DIMS};
+use crate::kv_cache::{BlockTable, BlockTableView};
+use crate::ops::attention::{AttentionConfig, AttentionPlan, HEAD_DIMS, MLA_DECODE};
 use crate::ops::elementwise::{glu, select_rows};
+use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
-use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
 use crate::reference::mlp::GluActivation;
 use crate::{Device, Error, Result, TensorView, TensorViewMut};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
@@ -68,6 +76,8 @@ use std::path::Path;
 
 pub use batch::Batch;
 use linear::{GpuLinear, Int8Scratch};
+use gqa::GqaStep;
+use mla::{GpuMla, MlaBuffers, MlaStep};
 use moe::MoeBuffers;
 
 /// Tokens per page of the KV cache the model allocates.
@@ -80,21 +90,37 @@ enum GpuMlp {
     /// sub_norm `[inter]`: BitNet's ffn_sub_norm before down.
     Dense { gate_up: GpuLinear, down: GpuLinear, inter: usize, sub_norm: Option<CudaSlice<bf16>> },
     /// router `[num_experts, hidden]`; gate_up `[num_experts, 2 · inter, hidden]`; down
-    /// `[num_experts, hidden, inter]`.
-    Moe { router: CudaSlice<bf16>, gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize },
+    /// `[num_experts, hidden, inter]`; DeepSeek-V3's selection bias `[num_experts]` (f32) and
+    /// shared experts (one dense MLP, added to the routed sum).
+    Moe { router: CudaSlice<bf16>, gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize, bias: Option<CudaSlice<f32>>, shared: Option<SharedExpert> },
+}
+
+/// DeepSeek-V3's shared experts as one MLP: gate_up `[2 · inter, hidden]`, down `[hidden, inter]`.
+struct SharedExpert {
+    gate_up: GpuLinear,
+    down: GpuLinear,
+    inter: usize,
+}
+
+/// A layer's attention: GQA on the KV cache, or DeepSeek's MLA on the latent cache.
+enum GpuAttention {
+    Gqa {
+        /// `[(num_q_heads + 2 · num_kv_heads) · head_dim, hidden]`: q, k, v projections stacked.
+        qkv: GpuLinear,
+        /// `[hidden, num_q_heads · head_dim]`.
+        o: GpuLinear,
+        /// BitNet's attn_sub_norm `[num_q_heads · head_dim]`, before o.
+        attn_sub_norm: Option<CudaSlice<bf16>>,
+        /// Per-head q/k RMSNorm weights `[head_dim]` (Qwen3).
+        qk_norm: Option<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    },
+    Mla(Box<GpuMla>),
 }
 
 struct GpuLayer {
     input_norm: CudaSlice<bf16>,
     post_norm: CudaSlice<bf16>,
-    /// `[(num_q_heads + 2 · num_kv_heads) · head_dim, hidden]`: q, k, v projections stacked.
-    qkv: GpuLinear,
-    /// `[hidden, num_q_heads · head_dim]`.
-    o: GpuLinear,
-    /// BitNet's attn_sub_norm `[num_q_heads · head_dim]`, before o.
-    attn_sub_norm: Option<CudaSlice<bf16>>,
-    /// Per-head q/k RMSNorm weights `[head_dim]` (Qwen3).
-    qk_norm: Option<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    attn: GpuAttention,
     mlp: GpuMlp,
 }
 
@@ -114,8 +140,11 @@ pub struct GpuModel {
 
 /// Everything the GPU path does not run, found from the config alone (before any allocation).
 pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
-    if c.architecture == Architecture::DeepseekV3 {
-        return Err(Error::Unsupported { op: OP, what: "architecture (not on the GPU path)", value: format!("{:?}", c.architecture) });
+    if let Some(m) = &c.mla {
+        // The MLA decode kernel's dims (DeepSeek-V2/V3's own).
+        if (m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank) != MLA_DECODE {
+            return Err(Error::Unsupported { op: OP, what: "MLA dims (kv_lora_rank 512, qk_rope_head_dim 64)", value: format!("{}, {}", m.kv_lora_rank, m.qk_rope_head_dim) });
+        }
     }
     if let Some(q) = &c.bitnet_quant {
         if q.linear_class != BitLinearClass::AutoBitLinear || !q.offline || q.use_rms_norm || c.moe.is_some() {
@@ -131,7 +160,7 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
     if c.attention_bias {
         return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
     }
-    if !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
+    if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
         return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
     }
     if c.num_kv_heads == 0 || c.num_q_heads % c.num_kv_heads != 0 {
@@ -192,6 +221,8 @@ struct Buffers {
     act: CudaSlice<bf16>,
     /// BitNet: the int8 activations of the ternary projections (written by the norms before them).
     int8: Int8Scratch,
+    /// DeepSeek-V3: the MLA layers' activations.
+    mla: Option<MlaBuffers>,
     /// Split-KV partials of the attention (grown to the largest plan seen).
     workspace: CudaSlice<f32>,
     /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
@@ -234,8 +265,15 @@ impl GpuModel {
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}.");
             let at = |n: &str| format!("{p}self_attn.{n}");
-            let qkv = GpuLinear::load(dev, w, c, &[(at("q_proj"), qd), (at("k_proj"), kvd), (at("v_proj"), kvd)], h)?;
-            let qk_norm = if c.qk_norm { Some((up(get(&at("q_norm.weight"), &[hd])?)?, up(get(&at("k_norm.weight"), &[hd])?)?)) } else { None };
+            let attn = match &c.mla {
+                Some(m) => GpuAttention::Mla(Box::new(GpuMla::load(dev, w, c, m, &p)?)),
+                None => GpuAttention::Gqa {
+                    qkv: GpuLinear::load(dev, w, c, &[(at("q_proj"), qd), (at("k_proj"), kvd), (at("v_proj"), kvd)], h)?,
+                    o: GpuLinear::load(dev, w, c, &[(at("o_proj"), h)], qd)?,
+                    attn_sub_norm: if c.sub_norms { Some(up(get(&at("attn_sub_norm.weight"), &[qd])?)?) } else { None },
+                    qk_norm: if c.qk_norm { Some((up(get(&at("q_norm.weight"), &[hd])?)?, up(get(&at("k_norm.weight"), &[hd])?)?)) } else { None },
+                },
+            };
             // gate rows then up rows, and down, of one expert (or the dense MLP).
             let expert = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<(Vec<f32>, Vec<f32>)> {
                 let mut gate_up = get(&format!("{prefix}{}.weight", names[0]), &[inter, h])?;
@@ -255,11 +293,24 @@ impl GpuModel {
                         gate_up.extend(gu);
                         down.extend(d);
                     }
+                    let sigmoid = m.scoring == MoeScoring::Sigmoid;
+                    let shared_inter = m.intermediate_size * m.num_shared_experts;
+                    let shared_prefix = format!("{block}shared_experts.");
                     GpuMlp::Moe {
                         router: up(get(&format!("{block}gate.weight"), &[m.num_experts, h])?)?,
                         gate_up: up(gate_up)?,
                         down: up(down)?,
                         inter: m.intermediate_size,
+                        bias: if sigmoid { Some(dev.upload(&get(&format!("{block}gate.e_score_correction_bias"), &[m.num_experts])?)?) } else { None },
+                        shared: if m.num_shared_experts > 0 {
+                            Some(SharedExpert {
+                                gate_up: GpuLinear::load(dev, w, c, &[(format!("{shared_prefix}gate_proj"), shared_inter), (format!("{shared_prefix}up_proj"), shared_inter)], h)?,
+                                down: GpuLinear::load(dev, w, c, &[(format!("{shared_prefix}down_proj"), h)], shared_inter)?,
+                                inter: shared_inter,
+                            })
+                        } else {
+                            None
+                        },
                     }
                 }
                 _ => {
@@ -275,10 +326,7 @@ impl GpuModel {
             layers.push(GpuLayer {
                 input_norm: up(get(&format!("{p}input_layernorm.weight"), &[h])?)?,
                 post_norm: up(get(&format!("{p}post_attention_layernorm.weight"), &[h])?)?,
-                qkv,
-                o: GpuLinear::load(dev, w, c, &[(at("o_proj"), h)], qd)?,
-                attn_sub_norm: if c.sub_norms { Some(up(get(&at("attn_sub_norm.weight"), &[qd])?)?) } else { None },
-                qk_norm,
+                attn,
                 mlp,
             });
         }
@@ -296,21 +344,27 @@ impl GpuModel {
     /// Bytes of weights on the GPU (what a decode step must read at least once).
     pub fn weight_bytes(&self) -> usize {
         let mut n = self.embed.len() + self.norm.len() + self.lm_head.as_ref().map_or(0, |l| l.len());
+        let mut linear = 0;
         for l in &self.layers {
-            n += l.input_norm.len() + l.post_norm.len() + l.qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len());
-            n += l.attn_sub_norm.as_ref().map_or(0, |w| w.len());
-            n += match &l.mlp {
-                GpuMlp::Dense { sub_norm, .. } => sub_norm.as_ref().map_or(0, |w| w.len()),
-                GpuMlp::Moe { router, gate_up, down, .. } => router.len() + gate_up.len() + down.len(),
-            };
+            n += l.input_norm.len() + l.post_norm.len();
+            match &l.attn {
+                GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm } => {
+                    n += qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len()) + attn_sub_norm.as_ref().map_or(0, |w| w.len());
+                    linear += qkv.bytes() + o.bytes();
+                }
+                GpuAttention::Mla(m) => n += m.len(),
+            }
+            match &l.mlp {
+                GpuMlp::Dense { gate_up, down, sub_norm, .. } => {
+                    n += sub_norm.as_ref().map_or(0, |w| w.len());
+                    linear += gate_up.bytes() + down.bytes();
+                }
+                GpuMlp::Moe { router, gate_up, down, bias, shared, .. } => {
+                    n += router.len() + gate_up.len() + down.len() + 2 * bias.as_ref().map_or(0, |b| b.len());
+                    linear += shared.as_ref().map_or(0, |s| s.gate_up.bytes() + s.down.bytes());
+                }
+            }
         }
-        let linear: usize = self.layers.iter().map(|l| {
-            let mlp = match &l.mlp {
-                GpuMlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
-                GpuMlp::Moe { .. } => 0,
-            };
-            l.qkv.bytes() + l.o.bytes() + mlp
-        }).sum();
         n * std::mem::size_of::<bf16>() + linear
     }
 
@@ -328,15 +382,19 @@ impl GpuModel {
         let c = &self.config;
         let (dev, h, t) = (&self.dev, c.hidden_size, max_tokens);
         let dense_inter = if self.layers.iter().any(|l| matches!(l.mlp, GpuMlp::Dense { .. })) { c.intermediate_size } else { 0 };
-        let moe_rows_inter = c.moe.as_ref().map_or(0, |m| m.top_k * m.intermediate_size);
+        // MoE rows: every token's top_k experts, or (DeepSeek) its shared experts' MLP.
+        let moe_rows_inter = c.moe.as_ref().map_or(0, |m| (m.top_k * m.intermediate_size).max(m.num_shared_experts * m.intermediate_size));
         let mlp_elems = t * dense_inter.max(moe_rows_inter);
         let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h)).transpose()?;
+        // GQA's fused qkv and attention output; MLA keeps its own.
+        let gqa_t = if c.mla.is_none() { t } else { 0 };
         Ok(Buffers {
             max_tokens: t,
             residual: alloc(dev, t * h)?,
             x: alloc(dev, t * h)?,
-            qkv: alloc(dev, t * self.qkv_dim())?,
-            attn: alloc(dev, t * c.num_q_heads * c.head_dim)?,
+            qkv: alloc(dev, gqa_t * self.qkv_dim())?,
+            attn: alloc(dev, gqa_t * c.num_q_heads * c.head_dim)?,
+            mla: c.mla.as_ref().map(|m| MlaBuffers::new(dev, t, c, m)).transpose()?,
             int8: Int8Scratch::new(dev, if self.int8_norms() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
@@ -352,18 +410,23 @@ impl GpuModel {
     fn run(&self, batch: &mut Batch, step: &Step) -> Result<Vec<f32>> {
         let c = &self.config;
         let dev = &self.dev;
-        let (h, hd, nq, nkv, v) = (c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads, c.vocab_size);
+        let (h, hd, nq, nkv) = (c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);
         let t = step.ids.len();
         let num_seqs = batch.seqs.len();
-        let qkv_dim = self.qkv_dim();
         let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
         let kv_lens: Vec<usize> = step.table.seq_lens.iter().map(|&l| l as usize).collect();
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
         let rope = c.rope(max_kv)?;
-        let plan = AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, hd, hd)?;
-        let attn_cfg = AttentionConfig::causal(hd);
         let num_pages = batch.pages.num_pages();
-        let page_shape = [num_pages, PAGE_SIZE, nkv, hd];
+        // MLA: one latent head of 576 (queries absorbed), DeepSeek's softmax scale.
+        let (plan, attn_cfg, page_shape) = match &c.mla {
+            Some(_) => {
+                let (d, dv) = MLA_DECODE;
+                let plan = AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, 1, d, dv)?;
+                (plan, AttentionConfig { scale: c.softmax_scale()? as f32, ..AttentionConfig::causal(d) }, [num_pages, PAGE_SIZE, 1, d])
+            }
+            None => (AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, hd, hd)?, AttentionConfig::causal(hd), [num_pages, PAGE_SIZE, nkv, hd]),
+        };
         let bufs = &mut batch.bufs;
         debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
         if bufs.workspace.len() < plan.workspace_len() {
@@ -384,64 +447,33 @@ impl GpuModel {
         let slots = vector(&slots_d, t)?;
         let cu_seqlens_q = vector(&cu_q_d, num_seqs + 1)?;
         let table = BlockTableView::new(rows(&table_d, num_seqs, step.table.max_pages_per_seq)?, vector(&lens_d, num_seqs)?)?;
+        let gqa = GqaStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
+        let mla = MlaStep { plan: &plan, cfg: attn_cfg, rope: rope.with_offset(mla::LATENT), positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table };
 
-        select_rows(dev, &rows(&self.embed, v, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
+        select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let w_in = vector(&layer.input_norm, h)?;
             if self.int8_norms() {
-                {
-                    let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
-                    if l == 0 {
-                        rms_norm_quantize_activations(dev, &rows(&bufs.residual, t, h)?, &w_in, norm, &mut q8, &mut s8)?;
-                    } else {
-                        let mut residual = rows_mut(&mut bufs.residual, t, h)?;
-                        fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_in, norm, &mut q8, &mut s8)?;
-                    }
-                }
-                layer.qkv.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.qkv)?;
-            } else {
+                // BitNet: the norm writes the qkv projection's int8 codes.
+                let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
                 if l == 0 {
-                    rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
+                    rms_norm_quantize_activations(dev, &rows(&bufs.residual, t, h)?, &w_in, norm, &mut q8, &mut s8)?;
                 } else {
-                    fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
+                    let mut residual = rows_mut(&mut bufs.residual, t, h)?;
+                    fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_in, norm, &mut q8, &mut s8)?;
                 }
-                layer.qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv)?;
+            } else if l == 0 {
+                rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
+            } else {
+                fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
             }
-            {
-                let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
-                let (k_pages, v_pages) = &mut batch.cache[l];
-                let mut cache = KvCacheMut::new(TensorViewMut::contiguous(k_pages.as_view_mut(), page_shape)?, TensorViewMut::contiguous(v_pages.as_view_mut(), page_shape)?)?;
-                let heads = Qkv::fused(&mut qkv, nq, nkv);
-                match &layer.qk_norm {
-                    Some((qw, kw)) => {
-                        let (q_weight, k_weight) = (vector(qw, hd)?, vector(kw, hd)?);
-                        let qk = QkNorm { q_weight: &q_weight, k_weight: &k_weight, cfg: norm };
-                        qk_norm_rope_append_kv(dev, heads, &positions, &rope, qk, &slots, &mut cache)?;
-                    }
-                    None => rope_append_kv(dev, heads, &positions, &rope, &slots, &mut cache)?,
+            let cache = &mut batch.cache[l];
+            match &layer.attn {
+                GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm } => {
+                    let v_pages = cache.1.as_mut().expect("a GQA layer's cache has V pages");
+                    self.gqa_attention(bufs, t, (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref()), (&mut cache.0, v_pages), &gqa)?
                 }
-            }
-            {
-                // q: the first num_q_heads heads of each qkv row.
-                let q = TensorView::new(bufs.qkv.slice(..t * qkv_dim), [t, nq, hd], [qkv_dim, hd, 1])?;
-                let (k_pages, v_pages) = &batch.cache[l];
-                let cache = KvCacheView::new(TensorView::contiguous(k_pages.as_view(), page_shape)?, TensorView::contiguous(v_pages.as_view(), page_shape)?)?;
-                let mut out = TensorViewMut::contiguous(bufs.attn.slice_mut(..t * nq * hd), [t, nq, hd])?;
-                let ws_len = bufs.workspace.len();
-                let mut ws = vector_mut(&mut bufs.workspace, ws_len)?;
-                let kv = KvInput::Paged { cache: &cache, table: &table };
-                attention(dev, &q, &cu_seqlens_q, kv, &plan, &attn_cfg, &mut out, None, Some(&mut ws))?;
-            }
-            match &layer.attn_sub_norm {
-                // BitNet's attn_sub_norm, straight into o_proj's int8 codes.
-                Some(w) => {
-                    {
-                        let (mut q8, mut s8) = bufs.int8.views_mut(t, nq * hd)?;
-                        rms_norm_quantize_activations(dev, &rows(&bufs.attn, t, nq * hd)?, &vector(w, nq * hd)?, norm, &mut q8, &mut s8)?;
-                    }
-                    layer.o.forward_quantized(dev, &bufs.int8, t, nq * hd, &mut bufs.x)?;
-                }
-                None => layer.o.forward(dev, &self.gemm, &rows(&bufs.attn, t, nq * hd)?, &mut bufs.x)?,
+                GpuAttention::Mla(m) => self.mla_attention(bufs, t, m, &mut cache.0, page_shape, &mla)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
@@ -453,9 +485,10 @@ impl GpuModel {
             }
             match &layer.mlp {
                 GpuMlp::Dense { gate_up, down, inter, sub_norm } => self.dense_mlp(bufs, t, gate_up, down, *inter, sub_norm.as_ref(), norm)?,
-                GpuMlp::Moe { router, gate_up, down, inter } => self.moe_mlp(bufs, t, router, gate_up, down, *inter)?,
+                GpuMlp::Moe { router, gate_up, down, inter, bias, shared } => self.moe_mlp(bufs, t, router, bias.as_ref(), (gate_up, down, *inter), shared.as_ref())?,
             }
         }
+        let v = c.vocab_size;
         fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &vector(&self.norm, h)?, norm)?;
         let r = step.logit_rows.len();
         let lm_head = rows(self.lm_head.as_ref().unwrap_or(&self.embed), v, h)?;
@@ -526,9 +559,15 @@ mod tests {
         assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
         let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "rope_type", .. }), "{e}");
+        // DeepSeek-V3 runs at DeepSeek's MLA dims only (the MLA decode kernel's).
         let mut ds = config("");
         ds.architecture = Architecture::DeepseekV3;
-        assert!(matches!(check_supported(&ds).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("architecture")));
+        let mla = crate::model::MlaConfig { q_lora_rank: None, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, rope_interleave: true };
+        ds.mla = Some(mla.clone());
+        ds.head_dim = 192;
+        assert!(check_supported(&ds).is_ok());
+        ds.mla = Some(crate::model::MlaConfig { kv_lora_rank: 32, qk_rope_head_dim: 8, ..mla });
+        assert!(matches!(check_supported(&ds).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("MLA dims")));
         // BitNet: only the offline AutoBitLinear format (BitNet b1.58 2B4T's), with a dense MLP.
         let mut bitnet = config("");
         bitnet.architecture = Architecture::BitNet;

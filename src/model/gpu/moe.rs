@@ -1,10 +1,12 @@
-//! The GPU path's MoE layer: router GEMM → `moe_gate` → `moe_align` (block_m 1) →
-//! `moe_gather` → per-expert cuBLAS GEMMs over each expert's rows → one `glu` → per-expert down
-//! GEMMs → `moe_combine`. The per-expert row offsets are read back to the host once per layer
+//! The GPU path's MoE layer: router GEMM → `moe_gate` (softmax top-k, or DeepSeek-V3's sigmoid
+//! grouped top-k with its selection bias) → `moe_align` (block_m 1) → `moe_gather` → per-expert
+//! cuBLAS GEMMs over each expert's rows → one `glu` → per-expert down GEMMs → `moe_combine`;
+//! DeepSeek-V3's shared experts run on the same input first and their down GEMM adds into the
+//! combined output. The per-expert row offsets are read back to the host once per layer
 //! (a wait on the queued work) to size the GEMMs; a grouped GEMM reading them on the device
 //! would remove it.
 
-use super::{alloc, glu_rows, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel};
+use super::{alloc, glu_rows, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
 use crate::{Device, Result};
@@ -25,6 +27,8 @@ pub(super) struct MoeBuffers {
     /// `[max_tokens · top_k, hidden]`: token rows in expert order, then the experts' outputs.
     gathered: CudaSlice<bf16>,
     expert_out: CudaSlice<bf16>,
+    /// `[max_tokens, shared inter]`: the shared experts' activations.
+    shared_act: CudaSlice<bf16>,
 }
 
 impl MoeBuffers {
@@ -42,28 +46,37 @@ impl MoeBuffers {
             align_workspace: alloc(dev, sizes.workspace_len)?,
             gathered: alloc(dev, sizes.sorted_len * h)?,
             expert_out: alloc(dev, sizes.sorted_len * h)?,
+            shared_act: alloc(dev, t * m.num_shared_experts * m.intermediate_size)?,
         })
     }
 }
 
 impl GpuModel {
-    /// x `[t, hidden]` → x through the routed experts.
+    /// x `[t, hidden]` → x through the routed experts (`experts`: stacked gate_up, down, and
+    /// their intermediate size), plus the shared experts when there are.
     pub(super) fn moe_mlp(
         &self,
         bufs: &mut Buffers,
         t: usize,
         router: &CudaSlice<bf16>,
-        gate_up: &CudaSlice<bf16>,
-        down: &CudaSlice<bf16>,
-        inter: usize,
+        bias: Option<&CudaSlice<f32>>,
+        (gate_up, down, inter): (&CudaSlice<bf16>, &CudaSlice<bf16>, usize),
+        shared: Option<&SharedExpert>,
     ) -> Result<()> {
         let (dev, h) = (&self.dev, self.config.hidden_size);
         let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
         let (ne, k) = (m.num_experts, m.top_k);
+        // The shared experts' activations, before the routed experts reuse gate_up.
+        if let Some(s) = shared {
+            s.gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up)?;
+            let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
+            glu_rows(dev, self.act, &bufs.gate_up, &mut mb.shared_act, t, s.inter)?;
+        }
         let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
         self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(router, ne, h)?, &mut rows_mut(&mut mb.logits, t, ne)?)?;
         let gate_cfg = m.gate();
-        moe_gate(dev, &rows(&mb.logits, t, ne)?, None, &mut rows_mut(&mut mb.topk_ids, t, k)?, &mut rows_mut(&mut mb.topk_weights, t, k)?, None, &gate_cfg)?;
+        let bias = bias.map(|b| vector(b, ne)).transpose()?;
+        moe_gate(dev, &rows(&mb.logits, t, ne)?, bias.as_ref(), &mut rows_mut(&mut mb.topk_ids, t, k)?, &mut rows_mut(&mut mb.topk_weights, t, k)?, None, &gate_cfg)?;
         let sizes = MoeAlignSizes::new(t, k, ne, 1)?;
         let n = sizes.sorted_len; // = t · k: block_m 1 pads nothing
         moe_align(
@@ -103,6 +116,10 @@ impl GpuModel {
             let w = rows_at(down, e * h, h, inter)?; // expert e's [hidden, inter]
             self.gemm.linear(dev, &rows_at(&bufs.act, first, count, inter)?, &w, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
         }
-        moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)
+        moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
+        match shared {
+            Some(s) => s.down.forward_add(dev, &self.gemm, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
+            None => Ok(()),
+        }
     }
 }
