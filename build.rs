@@ -16,6 +16,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("attention", "attention_gqa"),
     ("attention", "attention_sm90"),
     ("attention", "attention_mla"),
+    ("attention", "attention_mla_sm90"),
     ("moe-routing", "moe_routing"),
     ("elementwise", "elementwise"),
     ("quant-fp8", "quant_fp8"),

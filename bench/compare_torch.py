@@ -319,7 +319,8 @@ def attention_cases():
 
 def attention_mla_cases():
     """MLA decode, bf16, DeepSeek-V3's latent cache (576 = 512 + 64) with 16 or 128 heads
-    (src/bench/attention.rs bench_mla_decode keys). PyTorch has no paged cache or MLA kernel:
+    (src/bench/attention.rs bench_mla_decode keys: both kernels' at 128 heads). PyTorch has no
+    paged cache or MLA kernel:
     timed on a contiguous latent cache, as DeepSeek's own reference code computes it (absorbed
     form: two batched matmuls and a softmax) and as SDPA's multi-query form (the heads as query
     rows of one head, non-causal) on the back-ends that take head dim 576."""
@@ -328,14 +329,15 @@ def attention_mla_cases():
     scale = 1.87 / 192 ** 0.5
     for heads in (16, 128):
         for batch, kv_len in [(64, 4096), (128, 8192)]:
-            key = {"op": "attention_mla_decode", "dtype": "bf16", "shape": f"b{batch} kv{kv_len} h{heads} page64"}
+            shapes = [f"b{batch} kv{kv_len} h{heads} page64"] + ([f"b{batch} kv{kv_len} h{heads} page64 wgmma"] if heads == 128 else [])
             q = torch.randn(batch, heads, hd, dtype=torch.bfloat16, device=DEVICE)
             lat = torch.randn(batch, kv_len, hd, dtype=torch.bfloat16, device=DEVICE)
 
             def absorbed(_i):
                 s = torch.bmm(q, lat.transpose(1, 2)).float() * scale
                 return torch.bmm(torch.softmax(s, dim=-1).to(torch.bfloat16), lat[:, :, :hdv])
-            out.append({**key, "name": "torch bmm (absorbed)", "time_us": time_calls(absorbed, 1)})
+            t_bmm = time_calls(absorbed, 1)
+            out += [{"op": "attention_mla_decode", "dtype": "bf16", "shape": sh, "name": "torch bmm (absorbed)", "time_us": t_bmm} for sh in shapes]
             q4, k4, v4 = q.unsqueeze(1), lat.unsqueeze(1), lat[:, :, :hdv].unsqueeze(1)
             for name, ctx in sdpa_backends():
                 def call(_i, ctx=ctx):
@@ -347,7 +349,8 @@ def attention_mla_cases():
                 except Exception as e:  # back-end unavailable for head dim 576
                     print(f"  {name} (MLA): unavailable ({type(e).__name__}: {str(e)[:80]})")
                     continue
-                out.append({**key, "name": name, "time_us": time_calls(call, 1)})
+                t = time_calls(call, 1)
+                out += [{"op": "attention_mla_decode", "dtype": "bf16", "shape": sh, "name": name, "time_us": t} for sh in shapes]
             del q, lat, q4, k4, v4
     return out
 

@@ -1,5 +1,6 @@
 // attention.cuh — what the attention kernels share (attention_gqa.cu: mma.sync, every GPU;
-// attention_sm90.cu: wgmma, sm_90a prefill; attention_mla.cu: MLA decode, mma.sync): the work
+// attention_sm90.cu: wgmma, sm_90a prefill; attention_mla.cu / attention_mla_sm90.cu: MLA
+// decode on mma.sync / wgmma): the work
 // of one CTA (sequence · kv head, m-tile, split) derived from the params with every device-side
 // length clamped, the query position of a flattened row, the location of a key's row in
 // contiguous or paged K/V, the online softmax, and the key-split epilogue.
@@ -286,5 +287,7 @@ wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, in
 // The MLA decode kernel (attention_mla.cu; head dims (576, 512), V = K's first 512 elements):
 // launches the attention kernel only (the caller merges splits), or reports its occupancy.
 wc_status launch_attention_mla(const wc_attention_params& p, cudaStream_t s, int* occupancy);
+// Its Hopper kernel (attention_mla_sm90.cu; sm_90a, 64-row tiles): the same contract.
+wc_status launch_attention_mla_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy);
 
 }  // namespace wc

@@ -465,7 +465,8 @@ wc_status launch_attention(const wc_attention_params& p, cudaStream_t s, int* oc
   }
   wc_status st = WC_ERR_UNSUPPORTED;
   if (p.kernel == WC_ATTENTION_WGMMA) {
-    st = launch_attention_sm90(p, s, occupancy);
+    const bool mla = p.head_dim == 576 && p.head_dim_v == 512;
+    st = mla ? launch_attention_mla_sm90(p, s, occupancy) : launch_attention_sm90(p, s, occupancy);
   } else if (p.kernel == WC_ATTENTION_MMA) {
     switch (p.head_dim * 1000 + p.head_dim_v) {
       case 64064: st = launch_head_dims<T, 64, 64>(p, s, occupancy); break;

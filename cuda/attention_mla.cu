@@ -14,8 +14,8 @@
 // hold for 16 rows next to everything else. So each 16-row tile is served by two warps that own
 // 256 output columns each (kWC = 2) and both compute the tile's scores S = Q Kᵀ (the same values,
 // so no exchange and no extra barrier). That repeats the q·k half of the FLOPs (×1.53 tensor
-// work); a Hopper wgmma kernel (64-row warpgroup tiles reading K from shared memory once per 64
-// rows) is the way past it, and past the shared-memory traffic below.
+// work). On Hopper, batches above 16 rows per sequence run attention_mla_sm90.cu instead (wgmma
+// reads K from shared memory once per 64 rows: past the shared-memory bound below).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile, split) exactly as the
 // GQA kernels (GQA packing: row r is query token r / group, head r % group — group = num_q_heads

@@ -290,6 +290,21 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
 #undef WC_WGMMA_SS
 }
 template <typename T>
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_SS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"  \
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
+      : WC_WGMMA_D32(d) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
+  else WC_WGMMA_SS("f16");
+#undef WC_WGMMA_SS
+}
+template <typename T>
 __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
 #define WC_WGMMA_RS(TY) \
   asm volatile( \

@@ -82,7 +82,7 @@ fn mla_case() -> impl Strategy<Value = AttentionCase> {
             head_dim_v: 512,
             // case() leaves 192/128 contiguous; here any page size or contiguous.
             page_size: c.page_size.or(if c.seed % 2 == 0 { Some(64) } else { None }),
-            kernel: AttentionKernel::Auto,
+            // Auto: the wgmma kernel on an H100/H200 above 16 rows per sequence; or mma.sync.
             ..c
         })
 }
@@ -135,8 +135,9 @@ fn long_decode_uses_split_kv() {
     assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
 }
 
-/// The plan picks wgmma exactly for Hopper prefill at head dims 64 / 128, refuses to force it
-/// elsewhere, and both kernels agree with the reference on a long causal prefill.
+/// The plan picks wgmma exactly for Hopper prefill at head dims 64 / 128 and Hopper MLA decode
+/// above 16 rows per sequence, refuses to force it elsewhere, and both kernels agree with the
+/// reference on a long causal prefill and on MLA decode.
 #[test]
 fn kernel_choice() {
     let Some(dev) = device() else { return };
@@ -151,6 +152,18 @@ fn kernel_choice() {
     }
     for kernel in [AttentionKernel::Auto, AttentionKernel::MmaSync] {
         let c = AttentionCase { kernel, page_size: None, ..AttentionCase::new(vec![1000, 333], vec![1000, 700], 21) };
+        assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
+    }
+    // MLA decode: wgmma above 16 rows per sequence on Hopper (128 heads), mma.sync at 16 heads;
+    // forcing wgmma where its 64-row tiles would run a quarter full is refused.
+    let mla128 = AttentionPlan::new(&dev, &[1, 1], &[500, 70], 128, 1, 576, 512).unwrap();
+    assert_eq!(mla128.kernel, if hopper { AttentionKernel::Wgmma } else { AttentionKernel::MmaSync });
+    let mla16 = AttentionPlan::new(&dev, &[1], &[500], 16, 1, 576, 512).unwrap();
+    assert_eq!(mla16.kernel, AttentionKernel::MmaSync);
+    let e = AttentionPlan::with_kernel(&dev, &[1], &[500], 16, 1, 576, 512, AttentionKernel::Wgmma).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    for kernel in [AttentionKernel::Auto, AttentionKernel::MmaSync] {
+        let c = AttentionCase { kernel, num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), ..AttentionCase::new(vec![1, 2], vec![300, 77], 22) };
         assert_passed(&check_attention::<bf16>(&dev, &c).unwrap());
     }
 }

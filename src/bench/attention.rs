@@ -65,7 +65,9 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
 /// of `kv_len` keys, pages of 64 shuffled). 16 heads are memory-bound (30 FLOP per byte): the
 /// record's fraction is of the copy bandwidth; 128 heads (242 FLOP per byte) compute-bound:
 /// of the cuBLAS bf16 rate.
-pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, heads: usize) -> Result<BenchRecord> {
+/// `kernel`: `MmaSync` (the portable kernel; the record's plain shape key) or `Wgmma` (the
+/// Hopper kernel, 128 heads; key suffix " wgmma").
+pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, heads: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
     let (hd, hdv) = MLA_DECODE;
     let page_size = 64;
     let pages_per_seq = kv_len.div_ceil(page_size);
@@ -81,7 +83,7 @@ pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len:
     let cu = dev.upload(&(0..=batch as i32).collect::<Vec<_>>())?;
     let q = random_buffer::<bf16>(dev, batch * heads * hd, -1.0, 1.0, 4)?;
     let mut out = dev.zeros::<bf16>(batch * heads * hdv)?;
-    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], heads, 1, hd, hdv)?;
+    let plan = AttentionPlan::with_kernel(dev, &vec![1; batch], &vec![kv_len; batch], heads, 1, hd, hdv, kernel)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     // DeepSeek-V3's softmax scale: 1/√192 (the naive head dim), times YaRN's mscale² (1.0 at
     // factor 40 with mscale_all_dim 1: 0.1·ln 40 + 1 squared ≈ 1.87; the value does not change
@@ -100,7 +102,8 @@ pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len:
     })?;
     let bytes = (batch * kv_len * hd * 2) as f64;
     let flops = (2 * batch * kv_len * heads * (hd + hdv)) as f64;
-    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}");
+    let suffix = if plan.kernel == AttentionKernel::Wgmma { " wgmma" } else { "" };
+    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}{suffix}");
     Ok(if heads <= 32 {
         let mut r = BenchRecord::bandwidth("attention_mla_decode", "bf16", shape, t, bytes, ceilings);
         r.flops = flops;
@@ -157,9 +160,15 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?);
     }
     out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?);
+    // MLA decode: the portable kernel at 16 and 128 heads, and on Hopper the wgmma kernel at
+    // 128 (its regime: more than 16 rows per sequence).
+    let mla_hopper = AttentionPlan::with_kernel(dev, &[1], &[4096], 128, 1, MLA_DECODE.0, MLA_DECODE.1, AttentionKernel::Wgmma).is_ok();
     for heads in [16, 128] {
         for (batch, kv_len) in [(64, 4096), (128, 8192)] {
-            out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads)?);
+            out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads, AttentionKernel::MmaSync)?);
+            if heads == 128 && mla_hopper {
+                out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads, AttentionKernel::Wgmma)?);
+            }
         }
     }
     // The portable kernel (the 350 TFLOP/s bar), then on Hopper the wgmma kernel (the

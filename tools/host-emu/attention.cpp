@@ -68,11 +68,11 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   const bool decode = c.hd == c.hdv && max_q * group <= 16;
   const int d = std::max(c.hd, c.hdv);
   const int prefill_rows = d <= 128 ? 128 : 64;
-  const int bm = c.wgmma ? 128 : c.mla ? (max_q * group <= 16 ? 16 : 64) : decode ? 16 : prefill_rows;
+  const int bm = c.wgmma ? (c.mla ? 64 : 128) : c.mla ? (max_q * group <= 16 ? 16 : 64) : decode ? 16 : prefill_rows;
   const bool wave_model = decode || (c.mla && max_q <= 8);
   long base = 0;
   for (int q : c.q_lens) base += (long)((q * group + bm - 1) / bm) * c.nkv;
-  const int kpt = c.wgmma ? 128 : (d > 192 || (!decode && d > 64 && prefill_rows == 128)) ? 32 : 64;
+  const int kpt = c.wgmma ? (c.mla ? 64 : 128) : (d > 192 || (!decode && d > 64 && prefill_rows == 128)) ? 32 : 64;
   const int max_splits = std::clamp(max_kv / (4 * kpt), 1, 64);
   if (base == 0 || max_splits == 1) return 1;
   wc_attention_params p{};
@@ -459,6 +459,14 @@ static std::vector<Case> cases(const std::string& set) {
   { Case c; c.name = "mla f16 h3 q5 ps1 window softcap"; c.mla = true; c.bf16 = false; c.hd = 576; c.hdv = 512;
     c.nkv = 1; c.nq = 3; c.q_lens = {5}; c.kv_lens = {40}; c.page_size = 1; c.window = 20; c.softcap = 2.0f;
     c.qmag = 8; add(c); }
+  // ---- MLA decode on the Hopper kernel (attention_mla_sm90.cu: 64 rows, 64-key tiles)
+  { Case c; c.name = "mla wgmma h64 ps16"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 64;
+    c.q_lens = {1, 1}; c.kv_lens = {130, 1}; c.page_size = 16; add(c); }
+  { Case c; c.name = "mla wgmma h128 ps64 split 2 bad pages"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
+    c.nq = 128; c.q_lens = {1, 1, 1}; c.kv_lens = {150, 0, 70}; c.page_size = 64; c.force_splits = 2; c.bad_pages = 1; add(c); }
+  { Case c; c.name = "mla wgmma f16 h20 q3 contig window softcap"; c.mla = c.wgmma = true; c.bf16 = false; c.hd = 576;
+    c.hdv = 512; c.nkv = 1; c.nq = 20; c.q_lens = {3}; c.kv_lens = {140}; c.window = 70; c.softcap = 2.0f; c.qmag = 8;
+    c.q_pad = 8; c.out_pad = 8; c.kv_pad = 8; add(c); }
   if (set == "quick") v.resize(3);
   return v;
 }

@@ -27,7 +27,7 @@ CUDA = HERE.parent.parent / "cuda"
 # Per target: the cuda/ files it copies (the .cu ones are compiled) and its test, HERE/<target>.cpp.
 TARGETS = {
     "unit": [],
-    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu"],
+    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu", "attention_mla_sm90.cu"],
     "elementwise": ["common.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
@@ -188,6 +188,13 @@ SEEDS = {
                   "const int key = ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;"),
     # MLA decode: S = Q Kᵀ stops at the latent (the 64 rope dims never enter the scores).
     "mla_rope": ("attention", "attention_mla.cu", "for (int kk = 0; kk < kMlaD / 16; ++kk) {", "for (int kk = 0; kk < kMlaDV / 16; ++kk) {"),
+    # Hopper MLA decode: both consumer warpgroups multiply P by the first 256 value columns.
+    "mla90_vblock": ("attention", "attention_mla_sm90.cu", "(k_t + (4 * cw + 2 * nh) * BN * 128", "(k_t + (2 * nh) * BN * 128"),
+    # Hopper MLA decode: a stage released before the P·V reading its values retires.
+    "mla90_release": ("attention", "attention_mla_sm90.cu", "    wgmma_commit();\n    wgmma_wait<0>();\n    fence_o_p();\n    if (lane == 0) mbar_arrive(&empty[st]);",
+                      "    wgmma_commit();\n    if (lane == 0) mbar_arrive(&empty[st]);\n    wgmma_wait<0>();\n    fence_o_p();"),
+    # Hopper MLA decode: the second n128 half of O is never rescaled by the running max.
+    "mla90_rescale": ("attention", "attention_mla_sm90.cu", "      rescale_rows<16>(o[1], corr);\n", ""),
     "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
     # ... the row sum misses the second k half of rows g + 8.
     "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",
@@ -274,6 +281,8 @@ PTX_BODIES = [
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n64k16_ss\(float \(&d\)\[32\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_ss(d, 64, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n64k16_rs\(float \(&d\)\[32\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_rs(d, 64, a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n128k16_rs\(float \(&d\)\[64\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",

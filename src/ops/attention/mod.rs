@@ -61,9 +61,10 @@ pub enum KvInput<'v, 'a, C: DType> {
     Paged { cache: &'v KvCacheView<'a, C>, table: &'v BlockTableView<'a> },
 }
 
-/// Whether the wgmma kernel is built for these head dims and the GPU can run it.
+/// Whether a wgmma kernel is built for these head dims (attention_sm90.cu: (64, 64), (128,
+/// 128); attention_mla_sm90.cu: MLA decode's) and the GPU can run it.
 fn wgmma_supports(dev: &Device, head_dim: usize, head_dim_v: usize) -> bool {
-    dev.info().compute_capability == (9, 0) && head_dim == head_dim_v && matches!(head_dim, 64 | 128)
+    dev.info().compute_capability == (9, 0) && ((head_dim == head_dim_v && matches!(head_dim, 64 | 128)) || (head_dim, head_dim_v) == MLA_DECODE)
 }
 
 /// What MLA decode requires of V.
@@ -155,7 +156,7 @@ pub fn attention<T: DType, C: DType>(
         k => {
             return Err(Error::Unsupported {
                 op: OP,
-                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64) or (128, 128) and K/V in the query dtype; Auto is resolved by AttentionPlan)",
+                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512) and K/V in the query dtype; Auto is resolved by AttentionPlan)",
                 value: format!("{k:?}, cc {:?}, head dims ({head_dim}, {head_dim_v}), K/V {}", dev.info().compute_capability, C::NAME),
             })
         }

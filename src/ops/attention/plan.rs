@@ -12,12 +12,14 @@ use crate::{ffi, Device, Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionKernel {
     /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
-    /// with head dims (64, 64) or (128, 128), mma.sync otherwise — and everywhere when the
+    /// with head dims (64, 64) or (128, 128) and for MLA decode with more than 16 query rows per
+    /// sequence (max_q_len · heads), mma.sync otherwise — and everywhere when the
     /// environment variable `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
     #[default]
     Auto,
-    /// The Hopper prefill kernel (cuda/attention_sm90.cu; sm_90a only): K/V in the query dtype,
-    /// head dims (64, 64) or (128, 128), 128-row query tiles.
+    /// The Hopper kernels (sm_90a only; K/V in the query dtype): prefill at head dims (64, 64)
+    /// or (128, 128), 128-row query tiles (cuda/attention_sm90.cu); MLA decode at (576, 512),
+    /// 64-row tiles (cuda/attention_mla_sm90.cu).
     Wgmma,
     /// The portable kernels (cuda/attention_gqa.cu, and cuda/attention_mla.cu for MLA decode's
     /// head dims (576, 512); any sm_80+ GPU, every supported shape).
@@ -112,7 +114,9 @@ impl AttentionPlan {
         let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
         let total_q = q_lens.iter().sum();
         let decode = head_dim == head_dim_v && max_q_len * group <= 16;
-        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode;
+        // MLA decode: the wgmma kernel's 64-row tiles for more than 16 rows per sequence.
+        let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode && !(mla && max_q_len * group <= 16);
         let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
         let kernel = match kernel {
             AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
@@ -120,16 +124,17 @@ impl AttentionPlan {
             AttentionKernel::Wgmma if !wgmma_fits => {
                 return Err(Error::Unsupported {
                     op: OP,
-                    what: "wgmma attention (compute capability 9.0, head dims (64, 64) or (128, 128), max_q_len · group > 16)",
+                    what: "wgmma attention (compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), max_q_len · group > 16)",
                     value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}", dev.info().compute_capability),
                 })
             }
             k => k,
         };
         // Query rows and keys per tile of each kernel configuration (MLA decode,
-        // cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles).
-        let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
+        // cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles;
+        // attention_mla_sm90.cu: 64 rows, 64-key tiles).
         let (bm, keys) = match kernel {
+            AttentionKernel::Wgmma if mla => (64, 64),
             AttentionKernel::Wgmma => (128, 128),
             _ if mla => (if max_q_len * group <= 16 { 16 } else { 64 }, 32),
             _ if decode => (16, keys_per_tile(head_dim, head_dim_v, true)),

@@ -1,0 +1,280 @@
+// attention_mla_sm90.cu — MLA decode (head dims (576, 512), attention_mla.cu's contract) on
+// Hopper's warpgroup tensor cores (wgmma), for batches with more than 16 query rows per
+// sequence (128 heads, or speculative decode): the compute-bound regime, where the mma.sync
+// kernel is bound by shared-memory traffic (each 16-row warp re-reads the whole K tile; a
+// wgmma reads it once per 64 rows). bf16 / f16, K/V in the query dtype. sm_90a only (other
+// targets get a trapping stub; ops/attention/plan.rs picks it only on compute capability 9.0).
+//
+// CTA: 384 threads = 3 warpgroups, 64 query rows (GQA packing as attention.cuh), 64-key tiles
+// of 576-element latent rows, 2 stages.
+//   warpgroup 0    producer (setmaxnreg.dec 40): cp.async of Q (with tile 0) and of every K
+//                  tile, row by row through the block table, straight into the 128-byte-
+//                  swizzled layout the descriptors read (9 column blocks of 64 elements, each
+//                  rows × 128 bytes, unit u of row r at u ^ (r % 8)); per tile: wait for a free
+//                  stage, issue the tile, wait for the previous tile's copies, fence them to the
+//                  async proxy and arrive on its full barrier (one tile in flight while the
+//                  consumers work on the other).
+//   warpgroups 1-2 consumers (setmaxnreg.inc 232), the same 64 rows; warpgroup c owns output
+//                  columns 256 c .. 256 c + 255. Per tile:
+//     S = Q Kᵀ   36 × wgmma m64n64k16, A = Q and B = K from shared memory (K-major) — both
+//                consumers compute the same S (no exchange, no barrier between them; the
+//                price is the q·k half of the tensor work twice, ×1.53 in all);
+//     softmax    mask (skipped for tiles every row sees whole) and online max / sum in the log2
+//                domain on the accumulators (attention.cuh);
+//     O += P V   2 × 4 wgmma m64n128k16, P from the S accumulators as the register A operand,
+//                V = the K tile's first 512 columns as an MN-major B operand (the same shared
+//                memory: each latent row is read from global memory once, as key and value);
+//                then lane 0 of each warp arrives on the stage's empty barrier.
+//
+// Shared memory: Q 72 KB + 2 × K 72 KB + flags = 216.6 KB (of 227): 1 CTA per SM. Registers
+// (consumer): O 128 + S 32 + P 16 per thread.
+//
+// Floor (H200): 128 heads, b64 × kv 4096 = 73 TFLOP useful -> 110 µs at 660 TF/s (FlashMLA's
+// reported rate). With the doubled q·k work the tensor cores run 1.53 × that: at ~70 % of the
+// 989 TF/s dense peak, ~450 TF/s useful (docs/attention.md has the prediction).
+#include "attention.cuh"
+#include "sm90.cuh"
+
+namespace wc {
+namespace {
+
+struct MlaSm90 {
+  static constexpr int kD = 576, kDV = 512;
+  static constexpr int kBM = 64;     // query rows per CTA (both consumers)
+  static constexpr int kBN = 64;     // keys per tile
+  static constexpr int kStages = 2;
+  static constexpr int kThreads = 384;
+  static constexpr int kCols = kDV / 2;       // output columns per consumer warpgroup
+  static constexpr int kQ = kBM * kD * 2;     // bytes
+  static constexpr int kTile = kBN * kD * 2;  // one K stage
+  static constexpr int kFlags = kStages * (kBN + 1) * 4;
+  static constexpr int kSmem = kQ + kStages * kTile + 2 * kStages * 8 + kFlags;
+  static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+  static_assert(kCols % 128 == 0, "a warpgroup's columns are whole n128 wgmmas");
+};
+
+// Byte offset of 16-byte unit u of row r in a [ROWS][576] 16-bit tile, 128-byte swizzle (as
+// attention_sm90.cu): column block u / 8 of ROWS × 128 bytes, unit (u % 8) ^ (r % 8).
+template <int ROWS>
+__device__ __forceinline__ int swizzled(int r, int u) {
+  return (u / 8) * ROWS * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kernel(const wc_attention_params p) {
+#if WC_SM90A
+  using C = MlaSm90;
+  using namespace sm90;
+  constexpr int BM = C::kBM, BN = C::kBN, S = C::kStages, U = C::kD / 8;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* sq = smem;
+  uint8_t* sk = smem + C::kQ;  // stage s at sk + s · kTile
+  uint64_t* full = reinterpret_cast<uint64_t*>(sk + S * C::kTile);
+  uint64_t* empty = full + S;
+  int* s_ok = reinterpret_cast<int*>(empty + S);  // [S][BN]: key exists
+  int* s_bad = s_ok + S * BN;  // [S]: index of the last tile loaded there with a missing key
+
+  Work w;
+  if (!describe_work<BN>(p, BM, w)) return;
+  int kv_hi = w.kv_len;
+  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  const int n_iter = w.tile_end - w.tile_begin;
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    if ((smem_addr(smem) & 1023) != 0) __trap();
+    for (int st = 0; st < S; ++st) {
+      mbar_init(&full[st], 128);  // every producer thread, once its copies landed
+      mbar_init(&empty[st], 8);   // lane 0 of every consumer warp
+      s_bad[st] = -1;
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---------------------------------------------------------------- producer
+    setmaxnreg_dec<40>();
+    const int tid = threadIdx.x;
+    const T* kg = static_cast<const T*>(p.k);
+    auto load_tile = [&](int it) {
+      const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+      for (int i = tid; i < BN * U; i += 128) {
+        const int r = i / U, u = i % U;
+        int64_t ko;
+        const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
+        cp_async16(sk + st * C::kTile + swizzled<BN>(r, u), valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
+        if (u == 0) s_ok[st * BN + r] = valid;
+        if (!valid) s_bad[st] = it;
+      }
+      cp_async_commit();
+    };
+    if (n_iter > 0) {
+      load_q<T, C::kD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
+      load_tile(0);
+    }
+    for (int it = 1; it <= n_iter; ++it) {
+      // Tile it goes out once its stage is free (the consumers released tile it - 2, which
+      // needs only tiles up to it - 2, all signalled), before tile it - 1 is signalled.
+      if (it < n_iter) {
+        mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+        load_tile(it);
+        cp_async_wait<1>();  // tile it - 1 has landed
+      } else {
+        cp_async_wait<0>();
+      }
+      fence_proxy_async_smem();
+      mbar_arrive(&full[(it - 1) % S]);
+    }
+    return;
+  }
+
+  // ------------------------------------------------------------------ consumers
+  setmaxnreg_inc<232>();
+  const int cw = wg - 1;  // output columns 256 cw ..
+  const int lane = threadIdx.x & 31, wq = (threadIdx.x / 32) % 4;
+  const int g = lane >> 2, t4 = lane & 3;
+  int row_pos[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int gr = w.row0 + wq * 16 + g + 8 * h;
+    row_ok[h] = gr < w.rows;
+    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
+  }
+  const Visibility vis = visibility(p, w, BM, kv_hi);
+
+  float o[2][64], s[BN / 2];
+  uint32_t a[BN / 16][4];
+#pragma unroll
+  for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[nh][i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const ScoreMap score = ScoreMap::of(p);
+
+  auto fence_s = [&]() {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+  };
+  auto fence_o_p = [&]() {
+#pragma unroll
+    for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+      for (int i = 0; i < 64; ++i) fence_operand(o[nh][i]);
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fence_operand_u32(a[ks][r]);
+  };
+
+  for (int it = 0; it < n_iter; ++it) {
+    const int st = it % S;
+    const uint8_t* k_t = sk + st * C::kTile;
+    mbar_wait(&full[st], (it / S) & 1);
+    // S = Q Kᵀ: k16 slice kk is 32 bytes into 128-byte column block kk / 4.
+    fence_s();
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < C::kD / 16; ++kk) {
+      const int col = (kk % 4) * 32;
+      wgmma_m64n64k16_ss<T>(s, desc_k_major_sw128(sq + (kk / 4) * BM * 128 + col), desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + col), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_s();
+    // Scale, soft-cap, mask; online softmax; O rescaled (its previous P·V has retired).
+    {
+      const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
+      const int* ok = s_ok + st * BN;
+      const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
+      if (!(unmasked && score.folded)) {
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int h = e >> 1;
+            const int col = i * 8 + 2 * t4 + (e & 1);
+            const float x = score(s[4 * i + e]);
+            s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
+          }
+      }
+      float corr[2];
+      softmax_stats<BN / 8>(s, m, l, corr, score.unit);
+      rescale_rows<16>(o[0], corr);
+      rescale_rows<16>(o[1], corr);
+    }
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) {
+      a[ks][0] = pack2<T>(s[8 * ks + 0], s[8 * ks + 1]);
+      a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
+      a[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
+      a[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
+    }
+    // O += P V: this warpgroup's 256 columns are column blocks 4 cw .. 4 cw + 3 of the tile; an
+    // n128 wgmma spans two (LBO: the next block, BN rows on); keys 16 ks .. are 2048 bytes down.
+    fence_o_p();
+    wgmma_fence();
+#pragma unroll
+    for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks)
+        wgmma_m64n128k16_rs<T>(o[nh], a[ks], desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_o_p();
+    if (lane == 0) mbar_arrive(&empty[st]);
+  }
+
+  // Epilogue from registers: rows g, g + 8 of this warp's 16; columns 256 cw + 128 nh + 8 i +
+  // 2 t4 + 0..1. Warpgroup 0 writes the lse.
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    if (!row_ok[h]) continue;
+    const int gr = w.row0 + wq * 16 + g + 8 * h;
+    const int64_t tok = w.q_start + gr / w.group;
+    const int head = w.kv_head * w.group + gr % w.group;
+    const float inv = l[h] > 0.0f ? p.v_scale / l[h] : 0.0f;
+    const float lse = l[h] > 0.0f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
+    const int col0 = cw * C::kCols + 2 * t4;
+    if (p.num_splits > 1) {
+      const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
+      float* dst = p.partial_out + rowid * C::kDV + col0;
+#pragma unroll
+      for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+          *reinterpret_cast<float2*>(dst + 128 * nh + 8 * i) = make_float2(o[nh][4 * i + 2 * h] * inv, o[nh][4 * i + 2 * h + 1] * inv);
+      if (t4 == 0 && cw == 0) p.partial_lse[rowid] = lse;
+    } else {
+      T* dst = out + tok * p.out_stride + static_cast<int64_t>(head) * C::kDV + col0;
+#pragma unroll
+      for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+          *reinterpret_cast<uint32_t*>(dst + 128 * nh + 8 * i) = pack2<T>(o[nh][4 * i + 2 * h] * inv, o[nh][4 * i + 2 * h + 1] * inv);
+      if (t4 == 0 && cw == 0 && p.lse != nullptr) p.lse[tok * p.num_q_heads + head] = lse;
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+}  // namespace
+
+wc_status launch_attention_mla_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
+  if (p.kv_dtype != p.dtype || p.head_dim != MlaSm90::kD || p.head_dim_v != MlaSm90::kDV) return WC_ERR_UNSUPPORTED;
+  using C = MlaSm90;
+  switch (p.dtype) {
+    case WC_BF16: return launch_grid(attention_mla_sm90_kernel<__nv_bfloat16>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
+    case WC_F16: return launch_grid(attention_mla_sm90_kernel<__half>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
+    default: return WC_ERR_UNSUPPORTED;
+  }
+}
+
+}  // namespace wc
