@@ -84,31 +84,6 @@ struct Cfg {
   static constexpr int kSmem = kQ + kK + kV + kOk + kStats + kRawK + kRawV;
 };
 
-// FP8 e4m3 raw rows (HD bytes) -> T tiles (padded pitch), 16 bytes per step.
-template <typename T, int HD, int BN, int THREADS>
-__device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitch) {
-  constexpr int kChunks = HD / 16;
-  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
-    const int r = i / kChunks, c = i % kChunks;
-    const uint4 bytes = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);
-    const uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    Pack<T, 8> lo, hi;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const __nv_fp8x2_storage_t two = static_cast<__nv_fp8x2_storage_t>(words[q] >> (16 * half));
-        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3)));
-        Pack<T, 8>& dstp = q < 2 ? lo : hi;
-        dstp.v[(q % 2) * 4 + half * 2] = from_float<T>(f.x);
-        dstp.v[(q % 2) * 4 + half * 2 + 1] = from_float<T>(f.y);
-      }
-    }
-    store_pack<T, 8>(dst + r * pitch + c * 16, lo);
-    store_pack<T, 8>(dst + r * pitch + c * 16 + 8, hi);
-  }
-}
-
 template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8, bool HOPPER>
 __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>;

@@ -8,7 +8,10 @@
 // kernel reads each row once and uses it as key and value (p.v is not read; the Rust wrapper
 // requires v to be that prefix of k). Out `[total_q, num_q_heads, 512]` is the attention-
 // weighted latent; the caller applies W_uv. Same masks, split-KV, lse and merge as the GQA
-// kernels (attention.cuh); f32 softmax statistics and accumulators.
+// kernels (attention.cuh); f32 softmax statistics and accumulators. An FP8 e4m3 latent cache
+// (one scale: k_scale = v_scale) arrives by cp.async in raw stages of 576-byte rows, each tile
+// converted into one T tile in shared memory before the mma; the scale folds into the softmax
+// scale and the output (half the bytes of the memory-bound 16-head decode).
 //
 // Why its own kernel: a row's output is 512 f32 accumulators, twice what one warp's registers
 // hold for 16 rows next to everything else. So each 16-row tile is served by two warps that own
@@ -49,7 +52,7 @@ namespace {
 constexpr int kMlaD = 576;   // kv_lora_rank 512 + qk_rope_head_dim 64
 constexpr int kMlaDV = 512;  // kv_lora_rank
 
-template <int WM, int WK>
+template <int WM, int WK, bool FP8>
 struct MlaCfg {
   static constexpr int kWC = 2;                    // column groups (warps sharing a row tile)
   static constexpr int kCols = kMlaDV / kWC;       // output columns per warp
@@ -60,32 +63,40 @@ struct MlaCfg {
   static constexpr int kPitch = kMlaD + 8;         // smem row pitch of Q and K (elements)
   static constexpr int kStages = 2;
   static_assert(kKW % 16 == 0, "each warp needs whole 16-key steps");
+  // Shared memory (bytes), in this order: Q, the T-typed K tiles (one per stage, or for FP8 the
+  // single one each raw stage converts into), the raw FP8 stages, key validity, statistics.
   static constexpr int kQ = kBM * kPitch * 2;
-  static constexpr int kK = kStages * kBN * kPitch * 2;
+  static constexpr int kK = (FP8 ? 1 : kStages) * kBN * kPitch * 2;
+  static constexpr int kRaw = FP8 ? kStages * kBN * kMlaD : 0;
   static constexpr int kOk = kStages * kBN * 4;
   static constexpr int kStats = 2 * WK * kBM * 4;  // m and l per key group
   static constexpr int kEpilogue = WK * kBM * kMlaDV * 4;
-  static_assert(kEpilogue <= kQ + kK, "epilogue reuses the Q and K buffers");
-  static constexpr int kSmem = kQ + kK + kOk + kStats;
+  static_assert(kEpilogue <= kQ + kK + kRaw, "epilogue reuses the Q, K and raw buffers");
+  static constexpr int kSmem = kQ + kK + kRaw + kOk + kStats;
 };
 
-template <typename T, int WM, int WK>
-__global__ void __launch_bounds__(MlaCfg<WM, WK>::kThreads) attention_mla_kernel(const wc_attention_params p) {
-  using C = MlaCfg<WM, WK>;
+template <typename T, int WM, int WK, bool FP8>
+__global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_kernel(const wc_attention_params p) {
+  using C = MlaCfg<WM, WK, FP8>;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, S = C::kStages, COLS = C::kCols;
   extern __shared__ __align__(16) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem);
   T* sk = reinterpret_cast<T*>(smem + C::kQ);
-  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK);
-  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kOk);
+  uint8_t* raw = smem + C::kQ + C::kK;  // FP8: the cp.async stages (rows of 576 bytes)
+  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK + C::kRaw);
+  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kRaw + C::kOk);
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
   auto load_tile = [&](int tile, int stage) {
-    return load_rows<T, kMlaD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
-                                                sk + stage * BN * P, P, s_ok + stage * BN);
+    if constexpr (FP8)
+      return load_rows<uint8_t, kMlaD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
+                                                        raw + stage * BN * kMlaD, kMlaD, s_ok + stage * BN);
+    else
+      return load_rows<T, kMlaD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,
+                                                  sk + stage * BN * P, P, s_ok + stage * BN);
   };
   const Visibility vis = visibility(p, w, BM, kv_hi);
 
@@ -127,7 +138,12 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK>::kThreads) attention_mla_kernel
       if (next < n_iter && load_tile(w.tile_begin + next, ns)) ok_bits |= 1u << ns;
       cp_async_commit();
     }
-    const T* k_t = sk + st * BN * P;
+    if constexpr (FP8) {
+      // Raw stage st -> the single T tile (free: every warp is past tile it - 1).
+      convert_fp8<T, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);
+      __syncthreads();
+    }
+    const T* k_t = FP8 ? sk : sk + st * BN * P;
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
@@ -187,7 +203,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK>::kThreads) attention_mla_kernel
 
   // Epilogue: each warp's (m, l) (column group 0's; group 1 holds the same) and its 256 output
   // columns to shared memory, then combine the key groups (attention.cuh's store_rows).
-  float* s_o = reinterpret_cast<float*>(smem);  // [WK][BM][512], over Q and K
+  float* s_o = reinterpret_cast<float*>(smem);  // [WK][BM][512], over Q, K and the raw stages
   float* s_m = s_stats;                       // [WK][BM]
   float* s_l = s_stats + WK * BM;             // [WK][BM]
 #pragma unroll
@@ -224,25 +240,26 @@ cudaError_t smem_optin(int& bytes) {
   return e;
 }
 
-template <typename T>
+template <typename T, bool FP8>
 wc_status launch_mla(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
-  using Decode = MlaCfg<1, 2>;
-  using Wide = MlaCfg<4, 1>;
+  using Decode = MlaCfg<1, 2, FP8>;
+  using Wide = MlaCfg<4, 1, FP8>;
   int smem = 0;
   if (cudaError_t e = smem_optin(smem); e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t group = p.num_q_heads / p.num_kv_heads;
   if (static_cast<int64_t>(p.max_q_len) * group > Decode::kBM && smem >= Wide::kSmem)
-    return launch_grid(attention_mla_kernel<T, 4, 1>, p, Wide::kBM, Wide::kThreads, Wide::kSmem, s, occupancy);
-  return launch_grid(attention_mla_kernel<T, 1, 2>, p, Decode::kBM, Decode::kThreads, Decode::kSmem, s, occupancy);
+    return launch_grid(attention_mla_kernel<T, 4, 1, FP8>, p, Wide::kBM, Wide::kThreads, Wide::kSmem, s, occupancy);
+  return launch_grid(attention_mla_kernel<T, 1, 2, FP8>, p, Decode::kBM, Decode::kThreads, Decode::kSmem, s, occupancy);
 }
 
 }  // namespace
 
 wc_status launch_attention_mla(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
-  if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
+  const bool fp8 = p.kv_dtype == WC_E4M3;
+  if (p.kv_dtype != p.dtype && !fp8) return WC_ERR_UNSUPPORTED;
   switch (p.dtype) {
-    case WC_BF16: return launch_mla<__nv_bfloat16>(p, s, occupancy);
-    case WC_F16: return launch_mla<__half>(p, s, occupancy);
+    case WC_BF16: return fp8 ? launch_mla<__nv_bfloat16, true>(p, s, occupancy) : launch_mla<__nv_bfloat16, false>(p, s, occupancy);
+    case WC_F16: return fp8 ? launch_mla<__half, true>(p, s, occupancy) : launch_mla<__half, false>(p, s, occupancy);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

@@ -95,6 +95,15 @@ proptest! {
         let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
         assert_passed(&r.unwrap());
     }
+    /// An FP8 e4m3 latent cache (one scale for K and V, which are the same rows), paged, on the
+    /// portable kernel.
+    #[test]
+    fn mla_decode_fp8_latent_cache_matches_reference(c in mla_case(), page in proptest::sample::select(&[1usize, 16, 64][..]), scale in 0.005f32..1.0, bf in any::<bool>()) {
+        let Some(dev) = device() else { return Ok(()) };
+        let c = AttentionCase { page_size: Some(page), fp8_scales: Some((scale, scale)), kernel: AttentionKernel::MmaSync, ..c };
+        let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
+        assert_passed(&r.unwrap());
+    }
     #[test]
     fn bf16_matches_reference(c in case()) {
         let Some(dev) = device() else { return Ok(()) };
@@ -287,7 +296,7 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
 }
 
 /// MLA decode reads V from K's rows: a V that is not K's first 512 elements is refused (not
-/// silently replaced by K's), and so is an FP8 latent cache (not built).
+/// silently replaced by K's), and so is an FP8 latent cache with two scales.
 #[test]
 fn mla_decode_needs_v_inside_k() {
     let Some(dev) = device() else { return };
@@ -315,6 +324,18 @@ fn mla_decode_needs_v_inside_k() {
     // K's prefix 64 elements in: not the first 512.
     let v3 = kt.narrow(2, 64, hdv).unwrap();
     let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &v3, cu_seqlens_kv: &cuv }, &plan, &cfg, &mut ov, None, None).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    drop(ov);
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+    // An FP8 latent cache with two scales (V is K: one scale).
+    let pages8 = dev.upload(&vec![warpcore::F8E4M3::from_f64_sat(0.5); 2 * 16 * hd]).unwrap();
+    let cache = KvCacheView::latent(TensorView::contiguous(pages8.as_view(), [2, 16, 1, hd]).unwrap(), hdv).unwrap().with_scales(warpcore::kv_cache::KvScales::new(0.5, 0.25)).unwrap();
+    let bt = dev.upload(&[0i32, 1]).unwrap();
+    let lens = dev.upload(&[4i32]).unwrap();
+    let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [1, 2]).unwrap(), TensorView::contiguous(lens.as_view(), [1]).unwrap()).unwrap();
+    let plan8 = AttentionPlan::with_kernel(&dev, &[4], &[4], heads, 1, hd, hdv, AttentionKernel::MmaSync).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [4, heads, hdv]).unwrap();
+    let e = attention(&dev, &qv, &cuv, KvInput::Paged { cache: &cache, table: &table }, &plan8, &cfg, &mut ov, None, None).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
     drop(ov);
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));

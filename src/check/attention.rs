@@ -263,6 +263,9 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![1, 300, 2000], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), seed: 16, ..base.clone() },
         AttentionCase { q_lens: vec![1, 2], kv_lens: vec![500, 129], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, num_splits: Some(3), seed: 17, ..base.clone() },
         AttentionCase { q_lens: vec![3], kv_lens: vec![40], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: None, seed: 18, ..base.clone() },
+        // An FP8 latent cache (one scale) on the portable kernel, at 16 and 128 heads.
+        AttentionCase { q_lens: vec![1; 3], kv_lens: vec![40, 700, 1500], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), fp8_scales: Some((0.01, 0.01)), kernel: AttentionKernel::MmaSync, seed: 19, ..base.clone() },
+        AttentionCase { q_lens: vec![1, 1], kv_lens: vec![300, 33], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(16), fp8_scales: Some((0.03, 0.03)), kernel: AttentionKernel::MmaSync, seed: 20, ..base.clone() },
     ];
     let mut out = Vec::new();
     for c in &cases {

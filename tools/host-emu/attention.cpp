@@ -120,7 +120,8 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   std::vector<std::vector<double>> Kl(S), Vl(S);
   std::vector<std::vector<char>> exists(S);
   const int esz = c.fp8 ? 1 : 2;
-  const float k_scale = c.fp8 ? 1.0f / 64 : 1.0f, v_scale = c.fp8 ? 1.0f / 32 : 1.0f;
+  // MLA: V is K (the same latent rows), one scale.
+  const float k_scale = c.fp8 ? 1.0f / 64 : 1.0f, v_scale = c.fp8 ? (c.mla ? k_scale : 1.0f / 32) : 1.0f;
   auto gen = [&](double scale, void* dst, long idx, double& logical) {
     const float x = U(rng);
     if (c.fp8) {
@@ -459,6 +460,10 @@ static std::vector<Case> cases(const std::string& set) {
   { Case c; c.name = "mla f16 h3 q5 ps1 window softcap"; c.mla = true; c.bf16 = false; c.hd = 576; c.hdv = 512;
     c.nkv = 1; c.nq = 3; c.q_lens = {5}; c.kv_lens = {40}; c.page_size = 1; c.window = 20; c.softcap = 2.0f;
     c.qmag = 8; add(c); }
+  { Case c; c.name = "mla fp8 h16 ps16 split 2"; c.mla = c.fp8 = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 16;
+    c.q_lens = {1, 1}; c.kv_lens = {100, 17}; c.page_size = 16; c.force_splits = 2; add(c); }
+  { Case c; c.name = "mla fp8 f16 h40 ps1 (64-row)"; c.mla = c.fp8 = true; c.bf16 = false; c.hd = 576; c.hdv = 512;
+    c.nkv = 1; c.nq = 40; c.q_lens = {1, 1}; c.kv_lens = {70, 0}; c.page_size = 1; add(c); }
   // ---- MLA decode on the Hopper kernel (attention_mla_sm90.cu: 64 rows, 64-key tiles)
   { Case c; c.name = "mla wgmma h64 ps16"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 64;
     c.q_lens = {1, 1}; c.kv_lens = {130, 1}; c.page_size = 16; add(c); }

@@ -195,6 +195,9 @@ SEEDS = {
                       "    wgmma_commit();\n    if (lane == 0) mbar_arrive(&empty[st]);\n    wgmma_wait<0>();\n    fence_o_p();"),
     # Hopper MLA decode: the second n128 half of O is never rescaled by the running max.
     "mla90_rescale": ("attention", "attention_mla_sm90.cu", "      rescale_rows<16>(o[1], corr);\n", ""),
+    # MLA decode, FP8 latent cache: every tile converted from the first raw stage.
+    "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<T, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
+                      "convert_fp8<T, kMlaD, BN, C::kThreads>(raw, sk, P);"),
     "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
     # ... the row sum misses the second k half of rows g + 8.
     "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",

@@ -26,7 +26,9 @@ pub const HEAD_DIMS: &[(usize, usize)] = &[(64, 64), (96, 96), (128, 128), (256,
 /// kv_lora_rank + rope_dim = 512 + 64, keys the latent cache rows `[c_kv | k_pe]`, values their
 /// first 512 elements — the same memory ([`KvCacheView::latent`]; contiguous K/V: `v` must be a
 /// view of `k`'s first 512 columns). The output is the attention-weighted latent per head; the
-/// caller applies W_uv.
+/// caller applies W_uv. The latent cache may be FP8 e4m3 with one scale (k = v) on the portable
+/// kernel: plan such batches with [`AttentionKernel::MmaSync`] (the Hopper kernel, which
+/// [`AttentionPlan::new`] picks above 16 rows per sequence, reads bf16 / f16 only).
 pub const MLA_DECODE: (usize, usize) = (576, 512);
 
 /// Masking and scaling.
@@ -161,10 +163,10 @@ pub fn attention<T: DType, C: DType>(
             })
         }
     };
-    if C::TAG != T::TAG && !(fp8 && decode && matches!(kv, KvInput::Paged { .. })) {
+    if C::TAG != T::TAG && !(fp8 && (decode || mla) && matches!(kv, KvInput::Paged { .. })) {
         return Err(Error::Unsupported {
             op: OP,
-            what: "K/V dtype (the query dtype, or e4m3 for a paged cache in decode: max_q_len · group ≤ 16)",
+            what: "K/V dtype (the query dtype, or e4m3 for a paged cache in decode: max_q_len · group ≤ 16, or MLA's latent cache)",
             value: format!("{} with {} queries", C::NAME, T::NAME),
         });
     }
@@ -243,6 +245,9 @@ pub fn attention<T: DType, C: DType>(
             check_device(OP, "block_table", dev, table.block_table().stream())?;
             check_device(OP, "seq_lens", dev, table.seq_lens().stream())?;
             let scales = cache.scales();
+            if mla && scales.k != scales.v {
+                return Err(Error::Unsupported { op: OP, what: "MLA latent cache scales (V is K: one scale, k = v)", value: format!("{scales:?}") });
+            }
             p.k_scale = scales.k;
             p.v_scale = scales.v;
             p.page_size = layout.page_size as i32;
