@@ -147,6 +147,26 @@ struct ScoreMap {
   }
 };
 
+// Scale, soft-cap and mask one key tile's scores for a thread's two rows, in the accumulator
+// layout (s[4i + e]: row h = e >> 1, column col0 + 8i + 2 t4 + (e & 1) of the tile, NS8 blocks
+// of 8 columns; ok[col]: the key exists; n0: the tile's first key). A tile every row sees whole
+// (`unmasked`) with raw scores (ScoreMap::folded) is left as it is: the softmax's FFMA scales it.
+template <int NS8>
+__device__ __forceinline__ void mask_tile(float* s, const wc_attention_params& p, const ScoreMap& score, bool unmasked,
+                                          const int* ok, int n0, int col0, int t4, const bool (&row_ok)[2],
+                                          const int (&row_pos)[2], int kv_hi) {
+  if (unmasked && score.folded) return;
+#pragma unroll
+  for (int i = 0; i < NS8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int h = e >> 1;
+      const int col = col0 + i * 8 + 2 * t4 + (e & 1);
+      const float x = score(s[4 * i + e]);
+      s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
+    }
+}
+
 // One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
 // wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
 // column 8i + 2 t4 + e (NS8 blocks of 8 columns), −∞ where masked, and the quad of lanes sharing

@@ -224,20 +224,9 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     // (The common case, a tile every row sees whole without a soft-cap, leaves the raw scores
     // as they are: the softmax's FFMA applies the scale.)
     const bool unmasked = keys_exist && vis.all_see(n0, BN);
-    if (!(unmasked && score.folded)) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int i = 0; i < KW / 8; ++i)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e >> 1;
-            const int col = wn * KW + i * 8 + 2 * t4 + (e & 1);
-            const float x = score(s[mt][i][e]);
-            s[mt][i][e] =
-                (unmasked || (row_ok[mt][h] && ok[col] && key_visible(p, row_pos[mt][h], n0 + col, kv_hi))) ? x : -INFINITY;
-          }
-    }
+    for (int mt = 0; mt < MT; ++mt)
+      mask_tile<KW / 8>(&s[mt][0][0], p, score, unmasked, ok, n0, wn * KW, t4, row_ok[mt], row_pos[mt], kv_hi);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) softmax_step<KW / 8, HDV / 8>(&s[mt][0][0], &o[mt][0][0], m[mt], l[mt], score.unit);
 

@@ -166,17 +166,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     }
 
     const bool unmasked = keys_exist && vis.all_see(n0, BN);
-    if (!(unmasked && score.folded)) {
-#pragma unroll
-      for (int i = 0; i < KW / 8; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const int col = wk * KW + i * 8 + 2 * t4 + (e & 1);
-          const float x = score(s[i][e]);
-          s[i][e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
-        }
-    }
+    mask_tile<KW / 8>(&s[0][0], p, score, unmasked, ok, n0, wk * KW, t4, row_ok, row_pos, kv_hi);
     softmax_step<KW / 8, COLS / 8>(&s[0][0], &o[0][0], m, l, score.unit);
 
     // O += P V over this warp's 256 columns: V = the K tile's first 512 columns.

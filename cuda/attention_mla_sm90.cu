@@ -189,17 +189,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
       const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
       const int* ok = s_ok + st * BN;
       const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
-      if (!(unmasked && score.folded)) {
-#pragma unroll
-        for (int i = 0; i < BN / 8; ++i)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e >> 1;
-            const int col = i * 8 + 2 * t4 + (e & 1);
-            const float x = score(s[4 * i + e]);
-            s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
-          }
-      }
+      mask_tile<BN / 8>(s, p, score, unmasked, ok, n0, 0, t4, row_ok, row_pos, kv_hi);
       float corr[2];
       softmax_stats<BN / 8>(s, m, l, corr, score.unit);
       rescale_rows<16>(o[0], corr);

@@ -196,18 +196,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
     const int* ok = s_ok + st * BN;
     const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
-    if (!(unmasked && score.folded)) {  // else the raw scores go to the softmax as they are
-#pragma unroll
-      for (int i = 0; i < BN / 8; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const int col = i * 8 + 2 * t4 + (e & 1);
-          const float x = score(s[4 * i + e]);
-          s[4 * i + e] = (unmasked || (row_ok[h] && ok[col] && key_visible(p, row_pos[h], n0 + col, kv_hi))) ? x : -INFINITY;
-        }
-      }
-    }
+    mask_tile<BN / 8>(s, p, score, unmasked, ok, n0, 0, t4, row_ok, row_pos, kv_hi);
     softmax_stats<BN / 8>(s, m, l, corr, score.unit);
   };
   auto pack_p = [&]() {

@@ -17,6 +17,16 @@ const NQ: usize = 32;
 const NKV: usize = 8;
 const HD: usize = 128;
 
+/// Page ids 0..num_pages in a scrambled order, as an engine's allocator leaves them.
+fn shuffled_pages(num_pages: usize) -> Vec<i32> {
+    let mut ids: Vec<i32> = (0..num_pages as i32).collect();
+    let mut rng = Rng::new(3);
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    ids
+}
+
 /// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
 /// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
 pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
@@ -25,12 +35,7 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     let cache_len = num_pages * page_size * NKV * HD;
     let k = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 1)?;
     let v = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 2)?;
-    let mut ids: Vec<i32> = (0..num_pages as i32).collect();
-    let mut rng = Rng::new(3);
-    for i in (1..ids.len()).rev() {
-        ids.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
-    let bt = dev.upload(&ids)?;
+    let bt = dev.upload(&shuffled_pages(num_pages))?;
     let lens = dev.upload(&vec![kv_len as i32; batch])?;
     let cu: Vec<i32> = (0..=batch as i32).collect();
     let cu = dev.upload(&cu)?;
@@ -73,12 +78,7 @@ pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len:
     let pages_per_seq = kv_len.div_ceil(page_size);
     let num_pages = batch * pages_per_seq;
     let pages = random_buffer::<bf16>(dev, num_pages * page_size * hd, -1.0, 1.0, 1)?;
-    let mut ids: Vec<i32> = (0..num_pages as i32).collect();
-    let mut rng = Rng::new(3);
-    for i in (1..ids.len()).rev() {
-        ids.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
-    let bt = dev.upload(&ids)?;
+    let bt = dev.upload(&shuffled_pages(num_pages))?;
     let lens = dev.upload(&vec![kv_len as i32; batch])?;
     let cu = dev.upload(&(0..=batch as i32).collect::<Vec<_>>())?;
     let q = random_buffer::<bf16>(dev, batch * heads * hd, -1.0, 1.0, 4)?;

@@ -2,29 +2,14 @@
 //! projection, RoPE (Qwen3: with per-head q/k RMSNorm) and the K/V append in one launch,
 //! attention over the paged cache, o_proj (BitNet: attn_sub_norm into int8 codes first).
 
-use super::{rows, vector, vector_mut, Buffers, GpuLinear, GpuModel};
-use crate::kv_cache::{BlockTableView, KvCacheMut, KvCacheView};
-use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput};
+use super::{rows, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
+use crate::kv_cache::{KvCacheMut, KvCacheView};
+use crate::ops::attention::{attention, KvInput};
 use crate::ops::matmul_ternary::rms_norm_quantize_activations;
-use crate::ops::rms_norm::RmsNormConfig;
-use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv, RopeConfig};
+use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
 use crate::{Result, TensorView, TensorViewMut};
 use cudarc::driver::CudaSlice;
 use half::bf16;
-
-/// What one step's GQA layers share.
-pub(super) struct GqaStep<'s, 'a> {
-    pub plan: &'s AttentionPlan,
-    pub cfg: AttentionConfig,
-    pub rope: RopeConfig,
-    pub positions: &'s TensorView<'a, i32, 1>,
-    pub slots: &'s TensorView<'a, i64, 1>,
-    pub cu_seqlens_q: &'s TensorView<'a, i32, 1>,
-    pub table: &'s BlockTableView<'a>,
-    /// `[num_pages, page_size, num_kv_heads, head_dim]`.
-    pub page_shape: [usize; 4],
-    pub norm: RmsNormConfig,
-}
 
 /// A GQA layer's weights: qkv, o, BitNet's attn_sub_norm, Qwen3's q/k norms.
 pub(super) type GqaWeights<'l> = (&'l GpuLinear, &'l GpuLinear, Option<&'l CudaSlice<bf16>>, Option<&'l (CudaSlice<bf16>, CudaSlice<bf16>)>);
@@ -37,7 +22,7 @@ impl GpuModel {
         t: usize,
         (qkv, o, attn_sub_norm, qk_norm): GqaWeights,
         (k_pages, v_pages): (&mut CudaSlice<bf16>, &mut CudaSlice<bf16>),
-        s: &GqaStep,
+        s: &LayerStep,
     ) -> Result<()> {
         let c = &self.config;
         let (dev, h, hd, nq, nkv) = (&self.dev, c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);

@@ -24,11 +24,11 @@
 //! expanded per head: one path for both keeps the layer simple.
 
 use super::super::{MlaConfig, ModelConfig, Weights};
-use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuModel};
-use crate::kv_cache::{BlockTableView, KvCacheMut, KvCacheView};
-use crate::ops::attention::{attention, AttentionConfig, AttentionPlan, KvInput, MLA_DECODE};
+use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuModel, LayerStep};
+use crate::kv_cache::{KvCacheMut, KvCacheView};
+use crate::ops::attention::{attention, KvInput, MLA_DECODE};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
-use crate::ops::rope::{rope_append_kv, Qkv, RopeConfig};
+use crate::ops::rope::{rope_append_kv, Qkv};
 use crate::{Device, Result, TensorView, TensorViewMut};
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -160,22 +160,11 @@ impl GpuMla {
     }
 }
 
-/// What one step's MLA layers share: the plan, scale, rope and batch index views.
-pub(super) struct MlaStep<'s, 'a> {
-    pub plan: &'s AttentionPlan,
-    pub cfg: AttentionConfig,
-    /// The model's RoPE over the rope part at offset 512 of each 576-wide head.
-    pub rope: RopeConfig,
-    pub positions: &'s TensorView<'a, i32, 1>,
-    pub slots: &'s TensorView<'a, i64, 1>,
-    pub cu_seqlens_q: &'s TensorView<'a, i32, 1>,
-    pub table: &'s BlockTableView<'a>,
-}
-
 impl GpuModel {
     /// x `[t, hidden]` (normalised) → x: the MLA layer of the module docs; writes the step's
-    /// latent rows into `pages` (`[num_pages, page_size, 1, 576]`).
-    pub(super) fn mla_attention(&self, bufs: &mut Buffers, t: usize, layer: &GpuMla, pages: &mut CudaSlice<bf16>, page_shape: [usize; 4], s: &MlaStep) -> Result<()> {
+    /// latent rows into `pages` (`s.page_shape`: `[num_pages, page_size, 1, 576]`; `s.rope` over the
+    /// rope part at offset 512 of each 576-wide head).
+    pub(super) fn mla_attention(&self, bufs: &mut Buffers, t: usize, layer: &GpuMla, pages: &mut CudaSlice<bf16>, s: &LayerStep) -> Result<()> {
         let (dev, h, heads) = (&self.dev, self.config.hidden_size, self.config.num_q_heads);
         let norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let mb = bufs.mla.as_mut().expect("MLA buffers are allocated for MLA models");
@@ -202,13 +191,13 @@ impl GpuModel {
         {
             let mut q = TensorViewMut::contiguous(mb.q.slice_mut(..t * heads * ROW), [t, heads, ROW])?;
             let mut k = TensorViewMut::contiguous(mb.latent.slice_mut(..t * ROW), [t, 1, ROW])?;
-            let mut cache = KvCacheMut::latent(TensorViewMut::contiguous(pages.as_view_mut(), page_shape)?, LATENT)?;
+            let mut cache = KvCacheMut::latent(TensorViewMut::contiguous(pages.as_view_mut(), s.page_shape)?, LATENT)?;
             rope_append_kv(dev, Qkv::split(&mut q, &mut k), s.positions, &s.rope, s.slots, &mut cache)?;
         }
         // Attention over the latent cache, then W_õ.
         {
             let q = TensorView::contiguous(mb.q.slice(..t * heads * ROW), [t, heads, ROW])?;
-            let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), page_shape)?, LATENT)?;
+            let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), s.page_shape)?, LATENT)?;
             let mut out = TensorViewMut::contiguous(mb.o.slice_mut(..t * heads * LATENT), [t, heads, LATENT])?;
             let ws_len = bufs.workspace.len();
             let mut ws = vector_mut(&mut bufs.workspace, ws_len)?;

@@ -63,6 +63,7 @@ mod moe;
 use super::gemm::Gemm;
 use super::{Architecture, BitLinearClass, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView};
+use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionPlan, HEAD_DIMS, MLA_DECODE};
 use crate::ops::elementwise::{glu, select_rows};
 use crate::ops::moe_routing::MoeScoring;
@@ -76,8 +77,7 @@ use std::path::Path;
 
 pub use batch::Batch;
 use linear::{GpuLinear, Int8Scratch};
-use gqa::GqaStep;
-use mla::{GpuMla, MlaBuffers, MlaStep};
+use mla::{GpuMla, MlaBuffers};
 use moe::MoeBuffers;
 
 /// Tokens per page of the KV cache the model allocates.
@@ -230,6 +230,22 @@ struct Buffers {
     logits: CudaSlice<f32>,
     max_logit_rows: usize,
     moe: Option<MoeBuffers>,
+}
+
+/// What every attention layer of one step shares: the plan, masks and scale, RoPE, the batch's
+/// index views, the cache pages' shape, the norm eps.
+struct LayerStep<'s, 'a> {
+    plan: &'s AttentionPlan,
+    cfg: AttentionConfig,
+    /// MLA: over the rope part at offset 512 of each 576-wide head.
+    rope: RopeConfig,
+    positions: &'s TensorView<'a, i32, 1>,
+    slots: &'s TensorView<'a, i64, 1>,
+    cu_seqlens_q: &'s TensorView<'a, i32, 1>,
+    table: &'s BlockTableView<'a>,
+    /// `[num_pages, page_size, num_kv_heads, head_dim]` (MLA: `[.., 1, 576]`).
+    page_shape: [usize; 4],
+    norm: RmsNormConfig,
 }
 
 /// One step's inputs, on the host.
@@ -447,8 +463,8 @@ impl GpuModel {
         let slots = vector(&slots_d, t)?;
         let cu_seqlens_q = vector(&cu_q_d, num_seqs + 1)?;
         let table = BlockTableView::new(rows(&table_d, num_seqs, step.table.max_pages_per_seq)?, vector(&lens_d, num_seqs)?)?;
-        let gqa = GqaStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
-        let mla = MlaStep { plan: &plan, cfg: attn_cfg, rope: rope.with_offset(mla::LATENT), positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table };
+        let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
+        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
 
         select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -471,9 +487,9 @@ impl GpuModel {
             match &layer.attn {
                 GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm } => {
                     let v_pages = cache.1.as_mut().expect("a GQA layer's cache has V pages");
-                    self.gqa_attention(bufs, t, (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref()), (&mut cache.0, v_pages), &gqa)?
+                    self.gqa_attention(bufs, t, (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref()), (&mut cache.0, v_pages), &ls)?
                 }
-                GpuAttention::Mla(m) => self.mla_attention(bufs, t, m, &mut cache.0, page_shape, &mla)?,
+                GpuAttention::Mla(m) => self.mla_attention(bufs, t, m, &mut cache.0, &ls)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
