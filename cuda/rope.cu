@@ -57,6 +57,7 @@ struct Args {
   const void* v;          // [num_tokens, nk, head_dim] (appending ops)
   int64_t q_ts, q_hs, k_ts, k_hs, v_ts, v_hs;
   int nq, nk, head_dim;
+  int nv;                 // v heads an append writes: nk, or 0 (a latent cache, or no append)
   const void* positions;  // [num_tokens] int32 / int64
   const void* slots;      // [num_tokens] int32 / int64 (appending ops)
   bool pos64, slots64, neox;
@@ -117,7 +118,9 @@ __device__ __forceinline__ CacheRows<C> cache_rows(const Args& a, int64_t t) {
   const int64_t row = slot & ((int64_t{1} << a.log2_page) - 1);
   const int64_t off = page * a.page_stride + row * a.slot_stride;
   r.k = static_cast<C*>(a.k_pages) + off;
-  r.v = a.v_pages != nullptr ? static_cast<C*>(a.v_pages) + off : nullptr;  // none: a latent cache
+  // A latent cache has no V pages (v_pages null): r.v is then never used, and is formed by
+  // integer arithmetic (an offset from a null pointer would be undefined).
+  r.v = reinterpret_cast<C*>(reinterpret_cast<uintptr_t>(a.v_pages) + static_cast<uintptr_t>(off) * sizeof(C));
   return r;
 }
 
@@ -169,7 +172,7 @@ __device__ __forceinline__ void decode(const Args& a, int64_t t, int i, Work<T, 
   const int whole = a.head_dim / W::M;                  // v's chunks per head
   const bool append = a.k_pages != nullptr;
   const int pass_end = rot_end + (append ? a.nk * pass : 0);
-  const int end = pass_end + (append && a.v_pages != nullptr ? a.nk * whole : 0);
+  const int end = pass_end + a.nv * whole;
   w.kind = W::kNone;
   if (i >= end) return;
   if (i < rot_end) {
@@ -303,9 +306,8 @@ wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
                    aligned_to(W * static_cast<int>(sizeof(C)), a.k_pages, a.v_pages)));
   const int n = vector ? (a.neox ? W : W / 2) : 1;
   const int m = vector ? W : 1;
-  const int64_t v_items = a.v_pages != nullptr ? a.head_dim / m : 0;  // a latent cache has no V
   const int64_t items = static_cast<int64_t>(a.nq + a.nk) * (a.half / n) +
-                        (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m + v_items) : 0);
+                        (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m) + static_cast<int64_t>(a.nv) * (a.head_dim / m) : 0);
   if (items <= 0) return WC_OK;
   if (items > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
   const int64_t per_round = static_cast<int64_t>(kRound) * kItemThreads;
@@ -338,7 +340,7 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
   const int lane = threadIdx.x & 31;
   const int nvec = a.head_dim / VEC;
   const int qk_heads = a.nq + a.nk;
-  const int heads = qk_heads + (rows.v != nullptr ? a.nk : 0);
+  const int heads = qk_heads + (rows.k != nullptr ? a.nk : 0);  // (a latent cache is refused at launch)
   float* st = stage[warp];
   for (int h = warp; h < heads; h += kNormWarps) {  // warp-uniform loop: shuffles see full warps
     if (h >= qk_heads) {  // a v head: into the cache as it is
@@ -509,6 +511,7 @@ bool set_append(Args& a, const wc_kv_append& p) {
   a.slots64 = p.slots_int64 != 0;
   a.k_pages = c.k_pages;
   a.v_pages = c.v_pages;
+  a.nv = c.v_pages != nullptr ? a.nk : 0;
   a.page_stride = c.page_stride;
   a.slot_stride = c.slot_stride;
   a.c_head_stride = c.head_stride;
@@ -566,7 +569,8 @@ extern "C" wc_status wc_qk_norm_rope(const wc_qk_norm_rope_params* p, wc_stream 
   wc::Args a{};
   if (!wc::set_heads(a, p->heads) || !wc::set_rotary(a, p->rotary)) return WC_ERR_INVALID_ARG;
   const bool append = p->append_kv != 0;
-  if (append && !wc::set_append(a, p->append)) return WC_ERR_INVALID_ARG;
+  // Qwen3's prologue: no latent (K-only) cache.
+  if (append && (!wc::set_append(a, p->append) || a.nv == 0)) return WC_ERR_INVALID_ARG;
   a.q_weight = p->q_weight;
   a.k_weight = p->k_weight;
   a.eps = p->eps;

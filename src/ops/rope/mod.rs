@@ -208,7 +208,10 @@ pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
 ) -> Result<()> {
     const OP: &str = "qk_norm_rope_append_kv";
     check_cache_for::<T, C>(OP)?;
-    let layout = check_common(OP, dev, &qkv, positions, cfg, true, cache.is_latent())?;
+    if cache.is_latent() {
+        return Err(Error::Unsupported { op: OP, what: "cache (a latent MLA cache: Qwen3's prologue appends K and V)", value: "latent".into() });
+    }
+    let layout = check_common(OP, dev, &qkv, positions, cfg, true, false)?;
     check_norm(OP, dev, &norm, layout.head_dim)?;
     check_slot_mapping(OP, dev, slot_mapping, layout.num_tokens)?;
     cache.check_for(OP, dev, layout.num_kv_heads, layout.head_dim)?;
