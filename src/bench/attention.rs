@@ -71,13 +71,14 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
 /// record's fraction is of the copy bandwidth; 128 heads (242 FLOP per byte) compute-bound:
 /// of the cuBLAS bf16 rate.
 /// `kernel`: `MmaSync` (the portable kernel; the record's plain shape key) or `Wgmma` (the
-/// Hopper kernel, 128 heads; key suffix " wgmma").
-pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, heads: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
+/// Hopper kernel, 128 heads; key suffix " wgmma"). `C`: the latent cache's dtype (bf16, or e4m3
+/// with one scale on the portable kernel: key suffix " kv-e4m3", half the bytes).
+pub fn bench_mla_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, heads: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
     let (hd, hdv) = MLA_DECODE;
     let page_size = 64;
     let pages_per_seq = kv_len.div_ceil(page_size);
     let num_pages = batch * pages_per_seq;
-    let pages = random_buffer::<bf16>(dev, num_pages * page_size * hd, -1.0, 1.0, 1)?;
+    let pages = random_buffer::<C>(dev, num_pages * page_size * hd, -1.0, 1.0, 1)?;
     let bt = dev.upload(&shuffled_pages(num_pages))?;
     let lens = dev.upload(&vec![kv_len as i32; batch])?;
     let cu = dev.upload(&(0..=batch as i32).collect::<Vec<_>>())?;
@@ -89,7 +90,10 @@ pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len:
     // factor 40 with mscale_all_dim 1: 0.1·ln 40 + 1 squared ≈ 1.87; the value does not change
     // the work).
     let cfg = AttentionConfig { scale: 1.87 / (192f32).sqrt(), ..AttentionConfig::causal(hd) };
-    let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), [num_pages, page_size, 1, hd])?, hdv)?;
+    let mut cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), [num_pages, page_size, 1, hd])?, hdv)?;
+    if C::NAME != "bf16" {
+        cache = cache.with_scales(crate::kv_cache::KvScales::new(0.01, 0.01))?;
+    }
     let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
     let qv = TensorView::contiguous(q.as_view(), [batch, heads, hd])?;
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
@@ -100,10 +104,11 @@ pub fn bench_mla_decode(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len:
         let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
         attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
     })?;
-    let bytes = (batch * kv_len * hd * 2) as f64;
+    let bytes = (batch * kv_len * hd * std::mem::size_of::<C>()) as f64;
     let flops = (2 * batch * kv_len * heads * (hd + hdv)) as f64;
     let suffix = if plan.kernel == AttentionKernel::Wgmma { " wgmma" } else { "" };
-    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}{suffix}");
+    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
+    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}{suffix}{kv_name}");
     Ok(if heads <= 32 {
         let mut r = BenchRecord::bandwidth("attention_mla_decode", "bf16", shape, t, bytes, ceilings);
         r.flops = flops;
@@ -165,12 +170,14 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     let mla_hopper = AttentionPlan::with_kernel(dev, &[1], &[4096], 128, 1, MLA_DECODE.0, MLA_DECODE.1, AttentionKernel::Wgmma).is_ok();
     for heads in [16, 128] {
         for (batch, kv_len) in [(64, 4096), (128, 8192)] {
-            out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads, AttentionKernel::MmaSync)?);
+            out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::MmaSync)?);
             if heads == 128 && mla_hopper {
-                out.push(bench_mla_decode(dev, ceilings, batch, kv_len, heads, AttentionKernel::Wgmma)?);
+                out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::Wgmma)?);
             }
         }
     }
+    // The FP8 latent cache where bytes decide: 16 heads.
+    out.push(bench_mla_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16, AttentionKernel::MmaSync)?);
     // The portable kernel (the 350 TFLOP/s bar), then on Hopper the wgmma kernel (the
     // issue's goal for it: 700).
     let hopper = AttentionPlan::with_kernel(dev, &[4096], &[4096], NQ, NKV, HD, HD, AttentionKernel::Wgmma).is_ok();

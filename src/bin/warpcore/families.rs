@@ -37,7 +37,7 @@ pub fn all() -> Vec<Family> {
     #[cfg(feature = "attention")]
     out.push(Family {
         name: "attention",
-        ops: "attention_decode attention_prefill",
+        ops: "attention_decode attention_prefill attention_mla_decode",
         check: warpcore::check::attention::check_all,
         references: warpcore::check::attention::check_references,
         bench: warpcore::bench::attention::bench_all,
