@@ -112,19 +112,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
       load_q<T, C::kD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
       load_tile(0);
     }
-    for (int it = 1; it <= n_iter; ++it) {
-      // Tile it goes out once its stage is free (the consumers released tile it - 2, which
-      // needs only tiles up to it - 2, all signalled), before tile it - 1 is signalled.
-      if (it < n_iter) {
-        mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
-        load_tile(it);
-        cp_async_wait<1>();  // tile it - 1 has landed
-      } else {
-        cp_async_wait<0>();
-      }
-      fence_proxy_async_smem();
-      mbar_arrive(&full[(it - 1) % S]);
-    }
+    produce_cp_async<S>(n_iter, full, empty, load_tile);
     return;
   }
 

@@ -125,20 +125,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       load_q<T, HD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
       load_tile(0);
     }
-    for (int it = 1; it <= n_iter; ++it) {
-      // Tile it goes out as soon as its stage is free, before tile it - 1 has landed: two tiles
-      // in flight. Waiting for that stage cannot block the consumers: its previous tile, it - 3,
-      // is released in their iteration it - 2, which needs only tiles up to it - 2 (signalled).
-      if (it < n_iter) {
-        mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
-        load_tile(it);
-        cp_async_wait<1>();  // tile it - 1 has landed
-      } else {
-        cp_async_wait<0>();
-      }
-      fence_proxy_async_smem();
-      mbar_arrive(&full[(it - 1) % S]);
-    }
+    produce_cp_async<S>(n_iter, full, empty, load_tile);
     return;
   }
 

@@ -161,6 +161,29 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
 // ... and a register A operand, which the tensor core reads until its wgmma retires.
 __device__ __forceinline__ void fence_operand_u32(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
+// ------------------------------------------------------------------ cp.async producer ring
+// The producer warpgroup's side of a ring of S stages that it fills with cp.async (tile 0 already
+// issued; load_tile(it) issues tile it as one commit group), for consumer warpgroups that wait
+// on full[stage] and arrive on empty[stage] when done with it. Tile it goes out as soon as its
+// stage is free, before tile it - 1 has landed, so two tiles are in flight: waiting for that
+// stage cannot block the consumers, since its previous tile, it - S, is released once they are
+// done with it, which needs only tiles up to it - S + 1 — all signalled. Each landed tile's
+// copies are fenced to the async proxy (the wgmmas read them) before its full barrier.
+template <int S, typename Load>
+__device__ __forceinline__ void produce_cp_async(int n_iter, uint64_t* full, uint64_t* empty, Load&& load_tile) {
+  for (int it = 1; it <= n_iter; ++it) {
+    if (it < n_iter) {
+      mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+      load_tile(it);
+      cp_async_wait<1>();  // tile it - 1 has landed
+    } else {
+      cp_async_wait<0>();
+    }
+    fence_proxy_async_smem();
+    mbar_arrive(&full[(it - 1) % S]);
+  }
+}
+
 // ------------------------------------------------------------------ warpgroup control
 template <int R>
 __device__ __forceinline__ void setmaxnreg_inc() {

@@ -78,14 +78,14 @@ SEEDS = {
     "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
                    "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),
     # wgmma attention: the cp.async writes are not fenced to the async proxy before the wgmmas read them.
-    "sm90_proxy": ("attention", "attention_sm90.cu", "      }\n      fence_proxy_async_smem();\n      mbar_arrive",
-                   "      }\n      mbar_arrive"),
+    "sm90_proxy": ("attention", "sm90.cuh", "    }\n    fence_proxy_async_smem();\n    mbar_arrive(&full",
+                   "    }\n    mbar_arrive(&full"),
     # wgmma attention: the producer signals a tile full before its copies have landed.
-    "sm90_early_full": ("attention", "attention_sm90.cu",
+    "sm90_early_full": ("attention", "sm90.cuh",
                         "cp_async_wait<1>();  // tile it - 1 has landed",
                         "cp_async_wait<2>();  // seeded: tile it - 1 may not have landed"),
     # wgmma attention: the producer's first wait on a stage's empty barrier expects a completed phase (deadlock).
-    "sm90_empty_phase": ("attention", "attention_sm90.cu", "mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);",
+    "sm90_empty_phase": ("attention", "sm90.cuh", "mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);",
                          "mbar_wait(&empty[it % S], (it / S) & 1);"),
     # wgmma attention: P's register A fragment with its k halves swapped (a[1] <-> a[2]).
     "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);",
