@@ -96,6 +96,17 @@ __device__ __forceinline__ bool key_offset(const wc_attention_params& p, const W
   return true;
 }
 
+// A thread's two rows of a 16-row tile starting at CTA row r0 (the accumulator layout: rows
+// r0 + g and r0 + g + 8, g = lane / 4): whether each holds a query, and its position.
+__device__ __forceinline__ void tile_rows(const Work& w, int r0, int g, bool (&ok)[2], int (&pos)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int gr = w.row0 + r0 + g + 8 * h;
+    ok[h] = gr < w.rows;
+    pos[h] = ok[h] ? row_position(w, gr) : 0;
+  }
+}
+
 // Whether a query at position `pos` sees key j (below kv_hi; the causal and window masks).
 __device__ __forceinline__ bool key_visible(const wc_attention_params& p, int pos, int j, int kv_hi) {
   return j < kv_hi && (!p.causal || j <= pos) && (p.window_left < 0 || j >= pos - p.window_left);

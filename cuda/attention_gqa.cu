@@ -123,13 +123,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   int row_pos[MT][2];
   bool row_ok[MT][2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int gr = w.row0 + (wm * MT + mt) * 16 + g + 8 * h;
-      row_ok[mt][h] = gr < w.rows;
-      row_pos[mt][h] = row_ok[mt][h] ? row_position(w, gr) : 0;
-    }
+  for (int mt = 0; mt < MT; ++mt) tile_rows(w, (wm * MT + mt) * 16, g, row_ok[mt], row_pos[mt]);
 
   float o[MT][HDV / 8][4];
 #pragma unroll

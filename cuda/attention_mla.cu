@@ -106,12 +106,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
 
   int row_pos[2];
   bool row_ok[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int gr = w.row0 + wm * 16 + g + 8 * h;
-    row_ok[h] = gr < w.rows;
-    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
-  }
+  tile_rows(w, wm * 16, g, row_ok, row_pos);
 
   float o[COLS / 8][4];
 #pragma unroll

@@ -123,12 +123,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
   const int g = lane >> 2, t4 = lane & 3;
   int row_pos[2];
   bool row_ok[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int gr = w.row0 + wq * 16 + g + 8 * h;
-    row_ok[h] = gr < w.rows;
-    row_pos[h] = row_ok[h] ? row_position(w, gr) : 0;
-  }
+  tile_rows(w, wq * 16, g, row_ok, row_pos);
   const Visibility vis = visibility(p, w, BM, kv_hi);
 
   float o[2][64], s[BN / 2];

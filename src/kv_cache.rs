@@ -152,6 +152,16 @@ fn check_cache_dtype<C: DType>(op: &'static str) -> Result<()> {
     crate::ops::check_dtype::<C>(op, CACHE_DTYPES)
 }
 
+/// A latent cache's pages: a cache dtype, a valid layout, and kv_lora_rank inside the row.
+fn latent_layout<C: DType>(op: &'static str, shape: [usize; 4], strides: [usize; 4], kv_lora_rank: usize) -> Result<KvCacheLayout> {
+    check_cache_dtype::<C>(op)?;
+    let layout = KvCacheLayout::new(op, shape, strides)?;
+    if kv_lora_rank == 0 || kv_lora_rank > layout.head_dim {
+        return Err(Error::Unsupported { op, what: "kv_lora_rank (1 ..= the row width)", value: format!("{kv_lora_rank} of {}", layout.head_dim) });
+    }
+    Ok(layout)
+}
+
 fn check_scales<C: DType>(op: &'static str, s: KvScales) -> Result<()> {
     for v in [s.k, s.v] {
         if !(v.is_finite() && v > 0.0) {
@@ -209,12 +219,7 @@ impl<'a, C: DType> KvCacheView<'a, C> {
     /// row and V its first `kv_lora_rank` elements — the same memory, read once by the MLA
     /// decode kernel (attention with head dims (576, 512)).
     pub fn latent(pages: TensorView<'a, C, 4>, kv_lora_rank: usize) -> Result<Self> {
-        const OP: &str = "KvCacheView::latent";
-        check_cache_dtype::<C>(OP)?;
-        let layout = KvCacheLayout::new(OP, pages.shape(), pages.strides())?;
-        if kv_lora_rank == 0 || kv_lora_rank > layout.head_dim {
-            return Err(Error::Unsupported { op: OP, what: "kv_lora_rank (1 ..= the row width)", value: format!("{kv_lora_rank} of {}", layout.head_dim) });
-        }
+        let layout = latent_layout::<C>("KvCacheView::latent", pages.shape(), pages.strides(), kv_lora_rank)?;
         let v = pages.narrow(3, 0, kv_lora_rank)?;
         Ok(Self { k: pages, v, layout, scales: KvScales::ONE })
     }
@@ -273,12 +278,7 @@ impl<'a, C: DType> KvCacheMut<'a, C> {
     /// page_size, num_kv_heads (1), kv_lora_rank + rope_dim]`. Appending ops write each token's
     /// whole row `[c_kv | k_pe]` as its K and take no V.
     pub fn latent(pages: TensorViewMut<'a, C, 4>, kv_lora_rank: usize) -> Result<Self> {
-        const OP: &str = "KvCacheMut::latent";
-        check_cache_dtype::<C>(OP)?;
-        let layout = KvCacheLayout::new(OP, pages.shape(), pages.strides())?;
-        if kv_lora_rank == 0 || kv_lora_rank > layout.head_dim {
-            return Err(Error::Unsupported { op: OP, what: "kv_lora_rank (1 ..= the row width)", value: format!("{kv_lora_rank} of {}", layout.head_dim) });
-        }
+        let layout = latent_layout::<C>("KvCacheMut::latent", pages.shape(), pages.strides(), kv_lora_rank)?;
         Ok(Self { k: pages, v: None, kv_lora_rank, layout, scales: KvScales::ONE, errors: None })
     }
     /// Whether this is MLA's latent cache (no V pages).

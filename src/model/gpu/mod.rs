@@ -59,23 +59,25 @@ mod gqa;
 mod linear;
 mod mla;
 mod moe;
+mod supported;
 
 use super::gemm::Gemm;
-use super::{Architecture, BitLinearClass, ModelConfig, Weights};
+use super::{Architecture, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView};
 use crate::ops::rope::RopeConfig;
-use crate::ops::attention::{AttentionConfig, AttentionPlan, HEAD_DIMS, MLA_DECODE};
+use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
 use crate::ops::elementwise::{glu, select_rows};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
-use crate::{Device, Error, Result, TensorView, TensorViewMut};
+use crate::{Device, Result, TensorView, TensorViewMut};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::bf16;
 use std::path::Path;
 
 pub use batch::Batch;
+pub use supported::check_supported;
 use linear::{GpuLinear, Int8Scratch};
 use mla::{GpuMla, MlaBuffers};
 use moe::MoeBuffers;
@@ -136,41 +138,6 @@ pub struct GpuModel {
     norm: CudaSlice<bf16>,
     /// `[vocab_size, hidden]`; None: tied to `embed`.
     lm_head: Option<CudaSlice<bf16>>,
-}
-
-/// Everything the GPU path does not run, found from the config alone (before any allocation).
-pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
-    if let Some(m) = &c.mla {
-        // The MLA decode kernel's dims (DeepSeek-V2/V3's own).
-        if (m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank) != MLA_DECODE {
-            return Err(Error::Unsupported { op: OP, what: "MLA dims (kv_lora_rank 512, qk_rope_head_dim 64)", value: format!("{}, {}", m.kv_lora_rank, m.qk_rope_head_dim) });
-        }
-    }
-    if let Some(q) = &c.bitnet_quant {
-        if q.linear_class != BitLinearClass::AutoBitLinear || !q.offline || q.use_rms_norm || c.moe.is_some() {
-            return Err(Error::Unsupported {
-                op: OP,
-                what: "BitNet quantization (offline autobitlinear without use_rms_norm, dense MLP)",
-                value: format!("{q:?}, MoE {}", c.moe.is_some()),
-            });
-        }
-    } else if c.architecture == Architecture::BitNet {
-        return Err(Error::Unsupported { op: OP, what: "BitNet without its quantization_config", value: "none".into() });
-    }
-    if c.attention_bias {
-        return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
-    }
-    if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
-        return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
-    }
-    if c.num_kv_heads == 0 || c.num_q_heads % c.num_kv_heads != 0 {
-        return Err(Error::Unsupported { op: OP, what: "GQA ratio", value: format!("{} / {}", c.num_q_heads, c.num_kv_heads) });
-    }
-    if let Some(m) = &c.moe {
-        m.gate().validate(m.num_experts, m.top_k)?;
-    }
-    c.rope(c.max_position_embeddings)?;
-    GluActivation::from_hf(&c.hidden_act).ok_or_else(|| Error::Unsupported { op: OP, what: "hidden_act", value: c.hidden_act.clone() })
 }
 
 /// `[rows, cols]` dense view of the first rows of a buffer.
@@ -548,56 +515,6 @@ impl GpuModel {
                 down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
             }
             None => down.forward(dev, &self.gemm, &rows(&bufs.act, t, inter)?, &mut bufs.x),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(extra: &str) -> ModelConfig {
-        let j = format!(
-            r#"{{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":128,"num_hidden_layers":1,
-            "num_attention_heads":2,"num_key_value_heads":1{extra}}}"#
-        );
-        ModelConfig::from_json(&j).unwrap()
-    }
-
-    #[test]
-    fn unsupported_configs_are_rejected_from_the_config_alone() {
-        assert_eq!(check_supported(&config("")).unwrap(), GluActivation::Silu);
-        let e = check_supported(&config(r#","attention_bias":true"#)).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("attention_bias")), "{e}");
-        let e = check_supported(&config(r#","head_dim":16"#)).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("head_dim")), "{e}");
-        let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
-        let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { what: "rope_type", .. }), "{e}");
-        // DeepSeek-V3 runs at DeepSeek's MLA dims only (the MLA decode kernel's).
-        let mut ds = config("");
-        ds.architecture = Architecture::DeepseekV3;
-        let mla = crate::model::MlaConfig { q_lora_rank: None, kv_lora_rank: 512, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, rope_interleave: true };
-        ds.mla = Some(mla.clone());
-        ds.head_dim = 192;
-        assert!(check_supported(&ds).is_ok());
-        ds.mla = Some(crate::model::MlaConfig { kv_lora_rank: 32, qk_rope_head_dim: 8, ..mla });
-        assert!(matches!(check_supported(&ds).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("MLA dims")));
-        // BitNet: only the offline AutoBitLinear format (BitNet b1.58 2B4T's), with a dense MLP.
-        let mut bitnet = config("");
-        bitnet.architecture = Architecture::BitNet;
-        assert!(matches!(check_supported(&bitnet).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("BitNet without")));
-        let offline = crate::model::BitNetQuant { linear_class: BitLinearClass::AutoBitLinear, offline: true, use_rms_norm: false };
-        bitnet.bitnet_quant = Some(offline.clone());
-        assert!(check_supported(&bitnet).is_ok());
-        for q in [
-            crate::model::BitNetQuant { linear_class: BitLinearClass::BitLinear, ..offline.clone() },
-            crate::model::BitNetQuant { offline: false, ..offline.clone() },
-            crate::model::BitNetQuant { use_rms_norm: true, ..offline },
-        ] {
-            bitnet.bitnet_quant = Some(q);
-            assert!(matches!(check_supported(&bitnet).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("BitNet quantization")));
         }
     }
 }
