@@ -28,8 +28,11 @@ expert projection (not the embeddings, norms, router or lm_head, which DeepSeek 
 precision) becomes e4m3 with one scale per 128×128 block (scale = amax / 448). The expected
 logits come from transformers' own forward on exactly what the checkpoint encodes: the model is
 reloaded with `from_pretrained` from a copy whose weights are dequantize(quantize(w)) in f32
-(without the quantization_config). The dense MLP (intermediate 160) and the q_b / kv_b
-projections (144 and 168 rows) span two blocks with a partial one. DeepSeek-V3 q_proj (f32): the
+(without the quantization_config). q_b / kv_b / kv_a_proj_with_mqa (480, 168 and 576 rows) end in
+a partial block; hidden (128), the MLPs (256, experts 128) and q_lora_rank (128) are whole blocks,
+which the GPU path keeps in FP8 (its FP8 GEMM takes whole 128-blocks). Qwen3-MoE FP8
+(qwen3_moe_fp8, Qwen3-30B-A3B-FP8's format): the same FP8 conversion, every projection in whole
+blocks, a dense first layer (mlp_only_layers). DeepSeek-V3 q_proj (f32): the
 other switches — no q compression (q_proj), NeoX RoPE (rope_interleave false) without scaling,
 no grouping, two shared experts, weights not renormalised.
 """
@@ -47,7 +50,7 @@ SEQ = 12          # prompt length (teacher-forced logits at every position)
 NEW_TOKENS = 8    # greedy continuation length
 FP8_BLOCK = 128   # weight_block_size of the FP8 checkpoints (DeepSeek-V3's)
 FP8_MAX = 448.0   # largest finite float8_e4m3fn
-FP8_MODELS = {"deepseek_v3"}
+FP8_MODELS = {"deepseek_v3", "qwen3_moe_fp8"}
 
 COMMON = dict(
     vocab_size=256,
@@ -83,25 +86,36 @@ def models():
         rope_theta=1000000.0, tie_word_embeddings=False,
     ), t.Qwen3MoeForCausalLM
     ds = dict(COMMON)
-    ds.update(intermediate_size=160, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=6)
+    # hidden, the MLPs' widths and q_lora_rank whole 128-blocks: the FP8 GEMM's shapes (the GPU path keeps
+    # those projections FP8).
+    ds.update(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=6)
     del ds["head_dim"]  # MLA: q/k heads are qk_nope + qk_rope, v heads v_head_dim
     # kv_lora_rank 512 and qk_rope_head_dim 64: DeepSeek-V3's own, what the GPU path's MLA decode
     # kernel (attention at head dims 576 / 512) is built for.
     yield "deepseek_v3", t.DeepseekV3Config(
-        **ds, moe_intermediate_size=32, q_lora_rank=48, kv_lora_rank=512, qk_nope_head_dim=16, qk_rope_head_dim=64,
+        **ds, moe_intermediate_size=128, q_lora_rank=128, kv_lora_rank=512, qk_nope_head_dim=16, qk_rope_head_dim=64,
         v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
         routed_scaling_factor=2.5, first_k_dense_replace=1, norm_topk_prob=True, rope_interleave=True,
         num_mtp_layers=0, tie_word_embeddings=False,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
                          "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 32.0, "beta_slow": 1.0},
     ), t.DeepseekV3ForCausalLM
-    ds.update(num_hidden_layers=2)
+    ds.update(hidden_size=64, intermediate_size=160, num_hidden_layers=2)
     yield "deepseek_v3_q_proj", t.DeepseekV3Config(
         **ds, moe_intermediate_size=32, q_lora_rank=None, kv_lora_rank=512, qk_nope_head_dim=16, qk_rope_head_dim=64,
         v_head_dim=12, n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
         routed_scaling_factor=1.5, first_k_dense_replace=1, norm_topk_prob=False, rope_interleave=False,
         num_mtp_layers=0, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     ), t.DeepseekV3ForCausalLM
+    # Qwen3-MoE in FP8 (Qwen3-30B-A3B-FP8's format: block FP8 projections, a dense first layer via
+    # mlp_only_layers): every projection in whole 128-blocks, so the GPU path runs all of them on
+    # the FP8 GEMM.
+    fp8 = dict(COMMON)
+    fp8.update(hidden_size=128, intermediate_size=256, num_key_value_heads=2, moe_intermediate_size=128)
+    yield "qwen3_moe_fp8", t.Qwen3MoeConfig(
+        **fp8, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
+        rope_theta=1000000.0, tie_word_embeddings=False,
+    ), t.Qwen3MoeForCausalLM
     bitnet = dict(COMMON)
     # attn_sub_norm is [hidden]: heads · head_dim = hidden; head_dim 64 (GQA ratio 4) so that the
     # GPU path's attention kernels take it.

@@ -66,6 +66,11 @@ fn deepseek_v3_without_q_compression_or_interleave_matches_transformers() {
 }
 
 #[test]
+fn qwen3_moe_fp8_matches_transformers() {
+    check("qwen3_moe_fp8");
+}
+
+#[test]
 fn bitnet_matches_transformers() {
     check("bitnet");
 }
@@ -174,7 +179,7 @@ fn fused_experts_load_like_per_expert_ones() {
     // transformers 5 holds routed experts as [E, 2·inter, hidden] gate_up and [E, hidden, inter]
     // down tensors; a checkpoint in that layout gives the same model, bit for bit.
     let w = Weights::open(&fixture("deepseek_v3")).unwrap();
-    let (experts, inter, hidden) = (8, 32, 64);
+    let (experts, inter, hidden) = (8, 128, 128);
     let dir = edited_copy("deepseek_v3", "fused-experts", |t| {
         for layer in [1, 2] {
             let block = format!("model.layers.{layer}.mlp.experts.");

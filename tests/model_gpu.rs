@@ -25,7 +25,7 @@ use common::device;
 use std::path::PathBuf;
 use warpcore::model::{CpuModel, GpuModel, Sampling};
 
-const FIXTURES: &[&str] = &["llama", "qwen3", "mixtral", "qwen3_moe", "bitnet", "deepseek_v3", "deepseek_v3_q_proj"];
+const FIXTURES: &[&str] = &["llama", "qwen3", "mixtral", "qwen3_moe", "bitnet", "deepseek_v3", "deepseek_v3_q_proj", "qwen3_moe_fp8"];
 const TOLERANCE: f64 = 2e-2;
 /// BitNet b1.58: the int8 quantization of every projection's input amplifies bf16 rounding (a
 /// code moves by one wherever x · scale sits near a half). transformers itself in bf16 against
@@ -311,6 +311,7 @@ fixture_tests!(qwen3_moe, "qwen3_moe");
 fixture_tests!(bitnet, "bitnet");
 fixture_tests!(deepseek_v3, "deepseek_v3");
 fixture_tests!(deepseek_v3_q_proj, "deepseek_v3_q_proj");
+fixture_tests!(qwen3_moe_fp8, "qwen3_moe_fp8");
 
 #[test]
 fn every_fixture_is_covered() {

@@ -13,6 +13,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// A block-FP8 weight as stored: e4m3 codes `[rows, cols]` and one f32 scale per 128 × 128
+/// block (`[ceil(rows/128), ceil(cols/128)]`, row-major; value = code · scale).
+pub struct BlockFp8 {
+    pub codes: Vec<F8E4M3>,
+    pub shape: [usize; 2],
+    pub scale: Vec<f32>,
+}
+
 /// The tensors of a model folder. Files stay mapped for the lifetime of the value.
 pub struct Weights {
     maps: Vec<(PathBuf, Mmap)>,
@@ -91,6 +99,23 @@ impl Weights {
             Dtype::U8 => Ok((t.data().to_vec(), t.shape().to_vec())),
             other => Err(load_err(path, format!("tensor {name}: dtype {other:?} is not u8"))),
         })
+    }
+
+    /// The e4m3 codes of `name` (`[rows, cols]`, as stored) and its `<name>_scale_inv`
+    /// (`[ceil(rows/128), ceil(cols/128)]`, f32) for a GPU path that keeps FP8 weights; None when
+    /// `name` is stored in another dtype.
+    pub fn get_block_fp8(&self, name: &str) -> Result<Option<BlockFp8>> {
+        let codes = self.with_tensor(name, |_, t| {
+            Ok(match (t.dtype(), t.shape()) {
+                (Dtype::F8_E4M3, &[rows, cols]) => Some((t.data().iter().map(|&b| F8E4M3(b)).collect::<Vec<_>>(), [rows, cols])),
+                _ => None,
+            })
+        })?;
+        let Some((codes, shape)) = codes else { return Ok(None) };
+        let scale_name = format!("{name}_scale_inv");
+        let want = ScaleGranularity::Block128.scale_shape(shape[0], shape[1]);
+        let scale = self.get_shaped(&scale_name, &want)?;
+        Ok(Some(BlockFp8 { codes, shape, scale }))
     }
 
     /// A 2-D e4m3 tensor and its `<name>_scale_inv` (`[ceil(rows/128), ceil(cols/128)]`), as

@@ -2,7 +2,7 @@
 //! projection, RoPE (Qwen3: with per-head q/k RMSNorm) and the K/V append in one launch,
 //! attention over the paged cache, o_proj (BitNet: attn_sub_norm into int8 codes first).
 
-use super::{rows, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
+use super::{rows, rows_mut, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
 use crate::kv_cache::{KvCacheMut, KvCacheView};
 use crate::ops::attention::{attention, KvInput};
 use crate::ops::matmul_ternary::rms_norm_quantize_activations;
@@ -30,7 +30,7 @@ impl GpuModel {
         if self.int8_norms() {
             qkv.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.qkv)?;
         } else {
-            qkv.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.qkv)?;
+            qkv.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
         }
         {
             let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
@@ -64,7 +64,7 @@ impl GpuModel {
                 }
                 o.forward_quantized(dev, &bufs.int8, t, nq * hd, &mut bufs.x)
             }
-            None => o.forward(dev, &self.gemm, &rows(&bufs.attn, t, nq * hd)?, &mut bufs.x),
+            None => o.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.attn, t, nq * hd)?, &mut rows_mut(&mut bufs.x, t, h)?),
         }
     }
 }

@@ -24,7 +24,7 @@
 //! expanded per head: one path for both keeps the layer simple.
 
 use super::super::{MlaConfig, ModelConfig, Weights};
-use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuModel, LayerStep};
+use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
 use crate::kv_cache::{KvCacheMut, KvCacheView};
 use crate::ops::attention::{attention, KvInput, MLA_DECODE};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
@@ -37,18 +37,21 @@ use half::bf16;
 pub(super) const LATENT: usize = MLA_DECODE.1;
 pub(super) const ROW: usize = MLA_DECODE.0;
 
-/// One MLA layer's weights, bf16 (dequantized from FP8 blocks where the checkpoint has them).
+/// One MLA layer's weights. The folded projections are bf16; q_a_proj and the latent rows of
+/// kv_a_proj_with_mqa stay FP8 where the checkpoint has FP8 blocks (see linear.rs), k_pe's 64
+/// rows are dequantized.
 pub(super) struct GpuMla {
     /// `q_a_proj` `[q_lora_rank, hidden]` and `q_a_layernorm` `[q_lora_rank]`; None: q_proj.
-    q_a: Option<(CudaSlice<bf16>, CudaSlice<bf16>)>,
+    q_a: Option<(GpuLinear, CudaSlice<bf16>)>,
     /// `[heads · 576, q_in]`: per head W_ukᵀ · W_q_nope (512 rows) then W_q_pe (64 rows).
-    q_abs: CudaSlice<bf16>,
-    /// `kv_a_proj_with_mqa` `[576, hidden]`: latent rows, then k_pe rows.
-    kv_a: CudaSlice<bf16>,
+    q_abs: GpuLinear,
+    /// `kv_a_proj_with_mqa` `[576, hidden]`: its 512 latent rows, and its 64 k_pe rows.
+    kv_a_latent: GpuLinear,
+    kv_a_pe: GpuLinear,
     /// `kv_a_layernorm` `[512]`.
     kv_a_norm: CudaSlice<bf16>,
     /// `[hidden, heads · 512]`: o_proj with W_uv folded in.
-    o_abs: CudaSlice<bf16>,
+    o_abs: GpuLinear,
     /// q_abs's input width: hidden or q_lora_rank.
     q_in: usize,
 }
@@ -138,25 +141,34 @@ impl GpuMla {
         let (q_a, w_q, q_in) = match m.q_lora_rank {
             None => (None, get(&at("q_proj.weight"), &[qd, h])?, h),
             Some(rank) => {
-                let a = up(get(&at("q_a_proj.weight"), &[rank, h])?)?;
+                let a = GpuLinear::load(dev, w, c, &[(at("q_a_proj"), rank)], h)?;
                 let norm = up(get(&at("q_a_layernorm.weight"), &[rank])?)?;
                 (Some((a, norm)), get(&at("q_b_proj.weight"), &[qd, rank])?, rank)
             }
         };
         let w_o = get(&at("o_proj.weight"), &[h, heads * m.v_head_dim])?;
+        let kv_a = at("kv_a_proj_with_mqa.weight");
         Ok(Self {
             q_a,
-            q_abs: up(fold_query(m, heads, &w_q, &kv_b, q_in))?,
-            kv_a: up(get(&at("kv_a_proj_with_mqa.weight"), &[ROW, h])?)?,
+            q_abs: GpuLinear::dense(dev, &fold_query(m, heads, &w_q, &kv_b, q_in), heads * ROW, q_in)?,
+            kv_a_latent: GpuLinear::load_rows(dev, w, c, &kv_a, ROW, 0..LATENT, h)?,
+            kv_a_pe: GpuLinear::load_rows(dev, w, c, &kv_a, ROW, LATENT..ROW, h)?,
             kv_a_norm: up(get(&at("kv_a_layernorm.weight"), &[LATENT])?)?,
-            o_abs: up(fold_output(m, heads, h, &w_o, &kv_b))?,
+            o_abs: GpuLinear::dense(dev, &fold_output(m, heads, h, &w_o, &kv_b), h, heads * LATENT)?,
             q_in,
         })
     }
 
-    /// Elements of bf16 weights.
-    pub(super) fn len(&self) -> usize {
-        self.q_a.as_ref().map_or(0, |(a, n)| a.len() + n.len()) + self.q_abs.len() + self.kv_a.len() + self.kv_a_norm.len() + self.o_abs.len()
+    /// Elements of the norms' weights (bf16).
+    pub(super) fn norms_len(&self) -> usize {
+        self.q_a.as_ref().map_or(0, |(_, n)| n.len()) + self.kv_a_norm.len()
+    }
+
+    /// Every projection of the layer.
+    pub(super) fn linears(&self) -> Vec<&GpuLinear> {
+        let mut v: Vec<&GpuLinear> = self.q_a.iter().map(|(a, _)| a).collect();
+        v.extend([&self.q_abs, &self.kv_a_latent, &self.kv_a_pe, &self.o_abs]);
+        v
     }
 }
 
@@ -173,18 +185,17 @@ impl GpuModel {
         let q_in = match &layer.q_a {
             Some((a, n)) => {
                 let r = layer.q_in;
-                self.gemm.linear(dev, &x, &rows(a, r, h)?, &mut rows_mut(&mut mb.qa, t, r)?)?;
+                a.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.qa, t, r)?)?;
                 rms_norm(dev, &rows(&mb.qa, t, r)?, &vector(n, r)?, &mut rows_mut(&mut mb.qa_norm, t, r)?, norm)?;
                 rows(&mb.qa_norm, t, r)?
             }
             None => rows(&bufs.x, t, h)?,
         };
-        self.gemm.linear(dev, &q_in, &rows(&layer.q_abs, heads * ROW, layer.q_in)?, &mut rows_mut(&mut mb.q, t, heads * ROW)?)?;
+        layer.q_abs.forward(dev, &self.gemm, &mut bufs.fp8, &q_in, &mut rows_mut(&mut mb.q, t, heads * ROW)?)?;
         // The latent rows: k_pe straight into columns 512.., the normalised latent before it.
-        let kv_a_pe = TensorView::contiguous(layer.kv_a.slice(LATENT * h..ROW * h), [ROW - LATENT, h])?;
         let mut k_pe = TensorViewMut::new(mb.latent.slice_mut(LATENT..t * ROW), [t, ROW - LATENT], [ROW, 1])?;
-        self.gemm.linear(dev, &x, &kv_a_pe, &mut k_pe)?;
-        self.gemm.linear(dev, &x, &rows(&layer.kv_a, LATENT, h)?, &mut rows_mut(&mut mb.c_kv, t, LATENT)?)?;
+        layer.kv_a_pe.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut k_pe)?;
+        layer.kv_a_latent.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.c_kv, t, LATENT)?)?;
         let mut c_kv = TensorViewMut::new(mb.latent.slice_mut(..t * ROW), [t, LATENT], [ROW, 1])?;
         rms_norm(dev, &rows(&mb.c_kv, t, LATENT)?, &vector(&layer.kv_a_norm, LATENT)?, &mut c_kv, norm)?;
         // RoPE on both rope parts, the latent rows into the cache.
@@ -204,7 +215,7 @@ impl GpuModel {
             let kv = KvInput::Paged { cache: &cache, table: s.table };
             attention(dev, &q, s.cu_seqlens_q, kv, s.plan, &s.cfg, &mut out, None, Some(&mut ws))?;
         }
-        self.gemm.linear(dev, &rows(&mb.o, t, heads * LATENT)?, &rows(&layer.o_abs, h, heads * LATENT)?, &mut rows_mut(&mut bufs.x, t, h)?)
+        layer.o_abs.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.o, t, heads * LATENT)?, &mut rows_mut(&mut bufs.x, t, h)?)
     }
 }
 

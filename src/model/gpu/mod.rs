@@ -78,7 +78,7 @@ use std::path::Path;
 
 pub use batch::Batch;
 pub use supported::check_supported;
-use linear::{GpuLinear, Int8Scratch};
+use linear::{Fp8Scratch, GpuLinear, Int8Scratch};
 use mla::{GpuMla, MlaBuffers};
 use moe::MoeBuffers;
 
@@ -94,7 +94,7 @@ enum GpuMlp {
     /// router `[num_experts, hidden]`; gate_up `[num_experts, 2 · inter, hidden]`; down
     /// `[num_experts, hidden, inter]`; DeepSeek-V3's selection bias `[num_experts]` (f32) and
     /// shared experts (one dense MLP, added to the routed sum).
-    Moe { router: CudaSlice<bf16>, gate_up: CudaSlice<bf16>, down: CudaSlice<bf16>, inter: usize, bias: Option<CudaSlice<f32>>, shared: Option<SharedExpert> },
+    Moe { router: CudaSlice<bf16>, gate_up: GpuLinear, down: GpuLinear, inter: usize, bias: Option<CudaSlice<f32>>, shared: Option<SharedExpert> },
 }
 
 /// DeepSeek-V3's shared experts as one MLP: gate_up `[2 · inter, hidden]`, down `[hidden, inter]`.
@@ -124,6 +124,24 @@ struct GpuLayer {
     post_norm: CudaSlice<bf16>,
     attn: GpuAttention,
     mlp: GpuMlp,
+}
+
+impl GpuLayer {
+    /// Every projection of the layer.
+    fn linears(&self) -> Vec<&GpuLinear> {
+        let mut v = match &self.attn {
+            GpuAttention::Gqa { qkv, o, .. } => vec![qkv, o],
+            GpuAttention::Mla(m) => m.linears(),
+        };
+        match &self.mlp {
+            GpuMlp::Dense { gate_up, down, .. } => v.extend([gate_up, down]),
+            GpuMlp::Moe { gate_up, down, shared, .. } => {
+                v.extend([gate_up, down]);
+                v.extend(shared.iter().flat_map(|s| [&s.gate_up, &s.down]));
+            }
+        }
+        v
+    }
 }
 
 /// A model loaded onto the GPU (bf16).
@@ -188,6 +206,8 @@ struct Buffers {
     act: CudaSlice<bf16>,
     /// BitNet: the int8 activations of the ternary projections (written by the norms before them).
     int8: Int8Scratch,
+    /// FP8 checkpoints: the e4m3 activations of the FP8 projections.
+    fp8: Fp8Scratch,
     /// DeepSeek-V3: the MLA layers' activations.
     mla: Option<MlaBuffers>,
     /// Split-KV partials of the attention (grown to the largest plan seen).
@@ -257,12 +277,6 @@ impl GpuModel {
                     qk_norm: if c.qk_norm { Some((up(get(&at("q_norm.weight"), &[hd])?)?, up(get(&at("k_norm.weight"), &[hd])?)?)) } else { None },
                 },
             };
-            // gate rows then up rows, and down, of one expert (or the dense MLP).
-            let expert = |prefix: &str, inter: usize, names: [&str; 3]| -> Result<(Vec<f32>, Vec<f32>)> {
-                let mut gate_up = get(&format!("{prefix}{}.weight", names[0]), &[inter, h])?;
-                gate_up.extend(get(&format!("{prefix}{}.weight", names[1]), &[inter, h])?);
-                Ok((gate_up, get(&format!("{prefix}{}.weight", names[2]), &[h, inter])?))
-            };
             let mlp = match (&c.moe, c.architecture) {
                 (Some(m), arch) if !m.dense_layers.contains(&l) => {
                     let (block, names) = if arch == Architecture::Mixtral {
@@ -270,20 +284,20 @@ impl GpuModel {
                     } else {
                         (format!("{p}mlp."), ["gate_proj", "up_proj", "down_proj"])
                     };
-                    let (mut gate_up, mut down) = (Vec::new(), Vec::new());
-                    for e in 0..m.num_experts {
-                        let (gu, d) = expert(&format!("{block}experts.{e}."), m.intermediate_size, names)?;
-                        gate_up.extend(gu);
-                        down.extend(d);
-                    }
+                    let inter = m.intermediate_size;
+                    let expert_parts = |i: usize, n: usize| -> Vec<(String, usize)> {
+                        (0..m.num_experts).map(|e| (format!("{block}experts.{e}.{}", names[i]), n)).collect()
+                    };
+                    // Every expert's gate rows then up rows, stacked: [E · 2 · inter, hidden].
+                    let gate_up_parts: Vec<(String, usize)> = expert_parts(0, inter).into_iter().zip(expert_parts(1, inter)).flat_map(|(g, u)| [g, u]).collect();
                     let sigmoid = m.scoring == MoeScoring::Sigmoid;
                     let shared_inter = m.intermediate_size * m.num_shared_experts;
                     let shared_prefix = format!("{block}shared_experts.");
                     GpuMlp::Moe {
                         router: up(get(&format!("{block}gate.weight"), &[m.num_experts, h])?)?,
-                        gate_up: up(gate_up)?,
-                        down: up(down)?,
-                        inter: m.intermediate_size,
+                        gate_up: GpuLinear::load(dev, w, c, &gate_up_parts, h)?,
+                        down: GpuLinear::load(dev, w, c, &expert_parts(2, h), inter)?,
+                        inter,
                         bias: if sigmoid { Some(dev.upload(&get(&format!("{block}gate.e_score_correction_bias"), &[m.num_experts])?)?) } else { None },
                         shared: if m.num_shared_experts > 0 {
                             Some(SharedExpert {
@@ -327,27 +341,20 @@ impl GpuModel {
     /// Bytes of weights on the GPU (what a decode step must read at least once).
     pub fn weight_bytes(&self) -> usize {
         let mut n = self.embed.len() + self.norm.len() + self.lm_head.as_ref().map_or(0, |l| l.len());
-        let mut linear = 0;
         for l in &self.layers {
             n += l.input_norm.len() + l.post_norm.len();
             match &l.attn {
-                GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm } => {
+                GpuAttention::Gqa { attn_sub_norm, qk_norm, .. } => {
                     n += qk_norm.as_ref().map_or(0, |(q, k)| q.len() + k.len()) + attn_sub_norm.as_ref().map_or(0, |w| w.len());
-                    linear += qkv.bytes() + o.bytes();
                 }
-                GpuAttention::Mla(m) => n += m.len(),
+                GpuAttention::Mla(m) => n += m.norms_len(),
             }
             match &l.mlp {
-                GpuMlp::Dense { gate_up, down, sub_norm, .. } => {
-                    n += sub_norm.as_ref().map_or(0, |w| w.len());
-                    linear += gate_up.bytes() + down.bytes();
-                }
-                GpuMlp::Moe { router, gate_up, down, bias, shared, .. } => {
-                    n += router.len() + gate_up.len() + down.len() + 2 * bias.as_ref().map_or(0, |b| b.len());
-                    linear += shared.as_ref().map_or(0, |s| s.gate_up.bytes() + s.down.bytes());
-                }
+                GpuMlp::Dense { sub_norm, .. } => n += sub_norm.as_ref().map_or(0, |w| w.len()),
+                GpuMlp::Moe { router, bias, .. } => n += router.len() + 2 * bias.as_ref().map_or(0, |b| b.len()),
             }
         }
+        let linear: usize = self.layers.iter().flat_map(GpuLayer::linears).map(GpuLinear::bytes).sum();
         n * std::mem::size_of::<bf16>() + linear
     }
 
@@ -369,6 +376,11 @@ impl GpuModel {
         let moe_rows_inter = c.moe.as_ref().map_or(0, |m| (m.top_k * m.intermediate_size).max(m.num_shared_experts * m.intermediate_size));
         let mlp_elems = t * dense_inter.max(moe_rows_inter);
         let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h)).transpose()?;
+        // FP8 projections' activations: every token's (MoE: every token's top_k rows), as wide as
+        // the widest FP8 projection's input; the accumulating ones (shared experts' down) write
+        // [t, hidden].
+        let fp8_k = self.layers.iter().flat_map(GpuLayer::linears).filter_map(GpuLinear::fp8_k).max().unwrap_or(0);
+        let moe_top_k = c.moe.as_ref().map_or(1, |m| m.top_k.max(1));
         // GQA's fused qkv and attention output; MLA keeps its own.
         let gqa_t = if c.mla.is_none() { t } else { 0 };
         Ok(Buffers {
@@ -379,6 +391,7 @@ impl GpuModel {
             attn: alloc(dev, gqa_t * c.num_q_heads * c.head_dim)?,
             mla: c.mla.as_ref().map(|m| MlaBuffers::new(dev, t, c, m)).transpose()?,
             int8: Int8Scratch::new(dev, if self.int8_norms() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
+            fp8: Fp8Scratch::new(dev, if fp8_k > 0 { t * moe_top_k } else { 0 }, fp8_k, if fp8_k > 0 { t * h } else { 0 })?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
             workspace: alloc(dev, 1)?,
@@ -503,7 +516,7 @@ impl GpuModel {
         if self.int8_norms() {
             gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
         } else {
-            gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up)?;
+            gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
         match sub_norm {
@@ -514,7 +527,7 @@ impl GpuModel {
                 }
                 down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
             }
-            None => down.forward(dev, &self.gemm, &rows(&bufs.act, t, inter)?, &mut bufs.x),
+            None => down.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.act, t, inter)?, &mut rows_mut(&mut bufs.x, t, h)?),
         }
     }
 }

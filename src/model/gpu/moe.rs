@@ -6,7 +6,7 @@
 //! (a wait on the queued work) to size the GEMMs; a grouped GEMM reading them on the device
 //! would remove it.
 
-use super::{alloc, glu_rows, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
 use crate::{Device, Result};
@@ -60,7 +60,7 @@ impl GpuModel {
         t: usize,
         router: &CudaSlice<bf16>,
         bias: Option<&CudaSlice<f32>>,
-        (gate_up, down, inter): (&CudaSlice<bf16>, &CudaSlice<bf16>, usize),
+        (gate_up, down, inter): (&GpuLinear, &GpuLinear, usize),
         shared: Option<&SharedExpert>,
     ) -> Result<()> {
         let (dev, h) = (&self.dev, self.config.hidden_size);
@@ -68,7 +68,7 @@ impl GpuModel {
         let (ne, k) = (m.num_experts, m.top_k);
         // The shared experts' activations, before the routed experts reuse gate_up.
         if let Some(s) = shared {
-            s.gate_up.forward(dev, &self.gemm, &rows(&bufs.x, t, h)?, &mut bufs.gate_up)?;
+            s.gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * s.inter)?)?;
             let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
             glu_rows(dev, self.act, &bufs.gate_up, &mut mb.shared_act, t, s.inter)?;
         }
@@ -107,18 +107,29 @@ impl GpuModel {
             .map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize))
             .filter(|&(_, _, count)| count > 0)
             .collect();
+        // FP8 experts: every gathered row quantized once, each expert's GEMM on its rows.
+        let fp8 = gate_up.fp8_k().is_some();
+        if fp8 {
+            bufs.fp8.quantize(dev, &rows(&mb.gathered, n, h)?)?;
+        }
         for &(e, first, count) in &ranges {
-            let w = rows_at(gate_up, e * 2 * inter, 2 * inter, h)?; // expert e's [2 · inter, hidden]
-            self.gemm.linear(dev, &rows_at(&mb.gathered, first, count, h)?, &w, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
+            let x8 = if fp8 { Some(bufs.fp8.rows(first, count, h)?) } else { None };
+            let w = gate_up.rows(e * 2 * inter, 2 * inter)?; // expert e's [2 · inter, hidden]
+            w.forward(dev, &self.gemm, &rows_at(&mb.gathered, first, count, h)?, x8.as_ref(), None, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
+        let fp8 = down.fp8_k().is_some();
+        if fp8 {
+            bufs.fp8.quantize(dev, &rows(&bufs.act, n, inter)?)?;
+        }
         for &(e, first, count) in &ranges {
-            let w = rows_at(down, e * h, h, inter)?; // expert e's [hidden, inter]
-            self.gemm.linear(dev, &rows_at(&bufs.act, first, count, inter)?, &w, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
+            let x8 = if fp8 { Some(bufs.fp8.rows(first, count, inter)?) } else { None };
+            let w = down.rows(e * h, h)?; // expert e's [hidden, inter]
+            w.forward(dev, &self.gemm, &rows_at(&bufs.act, first, count, inter)?, x8.as_ref(), None, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
         }
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
-            Some(s) => s.down.forward_add(dev, &self.gemm, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
+            Some(s) => s.down.forward_add(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
             None => Ok(()),
         }
     }
