@@ -232,3 +232,22 @@ fn bitnet_quantization_it_does_not_run_is_refused() {
         assert!(matches!(err, warpcore::Error::Unsupported { .. }), "{to}: {err}");
     }
 }
+
+/// `with_fp8_inputs` rounds the input of every FP8 projection to e4m3 (1×128 groups), as FP8
+/// inference does: on FP8 checkpoints the logits move from transformers' (dequantized weights,
+/// f32 activations) by about the e4m3 rounding of the activations; elsewhere nothing changes.
+#[test]
+fn fp8_inputs_round_the_fp8_projections_inputs_only() {
+    for (name, fp8) in [("qwen3_moe_fp8", true), ("deepseek_v3", true), ("qwen3", false), ("deepseek_v3_q_proj", false)] {
+        let (ids, _, want) = expected(name);
+        let got = CpuModel::load(&fixture(name)).unwrap().with_fp8_inputs().forward(&ids).unwrap();
+        let err: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+        eprintln!("{name}: FP8 inputs move the logits by {:.3e} (relative Frobenius)", err / norm);
+        if fp8 {
+            assert!((1e-2..0.2).contains(&(err / norm)), "{name}: {:.3e}", err / norm);
+        } else {
+            assert!(err / norm <= 1e-4, "{name}: {:.3e}", err / norm);
+        }
+    }
+}

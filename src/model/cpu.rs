@@ -15,12 +15,18 @@ use crate::reference::mla::{mla_naive, MlaShape};
 use crate::reference::mlp::{glu, GluActivation};
 use crate::reference::matmul_ternary::{self as ternary, TernaryWeights};
 use crate::reference::{moe_routing, rms_norm, rope};
+use crate::ops::quant::{ScaleGranularity, FP8_BLOCK};
 use crate::{Error, Result};
 use std::path::Path;
 
-/// A projection `[n, k]`: dense, or BitNet's ternary AutoBitLinear (int8 activations).
+/// A projection `[n, k]`: dense, FP8, or BitNet's ternary AutoBitLinear (int8 activations).
 enum Linear {
     Dense(Vec<f32>),
+    /// An FP8 checkpoint's projection in whole 128 × 128 blocks (n and k multiples of 128: the
+    /// projections the GPU path runs on its FP8 GEMM), dequantized. `quantize_input`
+    /// ([`CpuModel::with_fp8_inputs`]): x is first rounded to e4m3 per token per 128 columns
+    /// (`reference::quant`, dynamic 1×128 group scales), as FP8 inference computes.
+    Fp8 { w: Vec<f32>, quantize_input: bool },
     BitLinear(TernaryWeights),
 }
 
@@ -28,9 +34,47 @@ impl Linear {
     /// x `[m, k]` → `[m, n]`.
     fn apply(&self, x: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
         match self {
-            Self::Dense(w) => linear(x, w, bias, k),
+            Self::Dense(w) | Self::Fp8 { w, quantize_input: false } => linear(x, w, bias, k),
+            Self::Fp8 { w, quantize_input: true } => {
+                let q = crate::reference::quant::quantize_f32(x, x.len() / k, k, ScaleGranularity::Group128);
+                linear(&f64_to_f32(q.dequantize()), w, bias, k)
+            }
             Self::BitLinear(w) => ternary::bit_linear(x, w, bias, k),
         }
+    }
+
+    /// `w` (rows `rows` of the checkpoint's `name`, `k` columns) as [`Linear::Fp8`] where the
+    /// checkpoint stores `name` in block FP8 and the rows and k are whole 128-blocks, else dense.
+    fn from_checkpoint(wts: &Weights, c: &ModelConfig, name: &str, w: Vec<f32>, rows: std::ops::Range<usize>, k: usize) -> Result<Self> {
+        let whole = |v: usize| v % FP8_BLOCK == 0;
+        let fp8 = c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK])
+            && whole(rows.start)
+            && whole(rows.len())
+            && whole(k)
+            && wts.get_block_fp8(name)?.is_some();
+        Ok(if fp8 { Self::Fp8 { w, quantize_input: false } } else { Self::Dense(w) })
+    }
+
+    fn is_fp8(&self) -> bool {
+        matches!(self, Self::Fp8 { .. })
+    }
+
+    /// Dense, for projections the GPU path stacks with a non-FP8 one (it keeps a stack FP8
+    /// only when every part is).
+    fn into_dense(self) -> Self {
+        match self {
+            Self::Fp8 { w, .. } => Self::Dense(w),
+            other => other,
+        }
+    }
+}
+
+/// Stacked projections (q, k, v; gate, up) stay FP8 only together, as on the GPU path.
+fn fp8_together<const N: usize>(parts: [Linear; N]) -> [Linear; N] {
+    if parts.iter().all(Linear::is_fp8) {
+        parts
+    } else {
+        parts.map(Linear::into_dense)
     }
 }
 
@@ -60,7 +104,7 @@ enum MlaQuery {
     /// `q_proj` `[heads · qk_head_dim, hidden]` (q_lora_rank null).
     Full(Vec<f32>),
     /// `q_a_proj` `[q_lora_rank, hidden]` → `q_a_layernorm` → `q_b_proj` `[heads · qk_head_dim, q_lora_rank]`.
-    LowRank { a: Vec<f32>, norm: Vec<f32>, b: Vec<f32> },
+    LowRank { a: Linear, norm: Vec<f32>, b: Vec<f32> },
 }
 
 enum Attention {
@@ -78,8 +122,9 @@ enum Attention {
     },
     Mla {
         q: MlaQuery,
-        /// `kv_a_proj_with_mqa` `[kv_lora_rank + qk_rope_head_dim, hidden]`: the latent, then the shared rotary key.
-        kv_a: Vec<f32>,
+        /// `kv_a_proj_with_mqa` `[kv_lora_rank + qk_rope_head_dim, hidden]`: its latent rows, and
+        /// the shared rotary key's.
+        kv_a: (Linear, Linear),
         /// `kv_a_layernorm` `[kv_lora_rank]`.
         kv_a_norm: Vec<f32>,
         /// `kv_b_proj` `[heads · (qk_nope_head_dim + v_head_dim), kv_lora_rank]`.
@@ -149,21 +194,22 @@ fn load_experts(w: &Weights, c: &ModelConfig, block: &str, names: [&str; 3], num
 
 /// A gated MLP `{prefix}{gate, up, down}` (+ BitNet's `ffn_sub_norm`).
 fn load_mlp(w: &Weights, c: &ModelConfig, prefix: &str, names: [&str; 3], inter: usize, h: usize) -> Result<Expert> {
+    let [gate, up] = fp8_together([load_linear(w, c, &format!("{prefix}{}", names[0]), inter, h)?, load_linear(w, c, &format!("{prefix}{}", names[1]), inter, h)?]);
     Ok(Expert {
-        gate: load_linear(w, c, &format!("{prefix}{}", names[0]), inter, h)?,
-        up: load_linear(w, c, &format!("{prefix}{}", names[1]), inter, h)?,
+        gate,
+        up,
         down: load_linear(w, c, &format!("{prefix}{}", names[2]), h, inter)?,
         intermediate_size: inter,
         sub_norm: if c.sub_norms { Some(w.get_shaped(&format!("{prefix}ffn_sub_norm.weight"), &[inter])?) } else { None },
     })
 }
 
-/// `{prefix}.weight` `[n, k]`: dense, or (BitNet) packed ternary `[n / 4, k]` u8 +
-/// `{prefix}.weight_scale` `[1]`.
+/// `{prefix}.weight` `[n, k]`: dense or FP8 ([`Linear::from_checkpoint`]), or (BitNet) packed
+/// ternary `[n / 4, k]` u8 + `{prefix}.weight_scale` `[1]`.
 fn load_linear(w: &Weights, c: &ModelConfig, prefix: &str, n: usize, k: usize) -> Result<Linear> {
     let name = format!("{prefix}.weight");
     if c.bitnet_quant.is_none() {
-        return Ok(Linear::Dense(w.get_shaped(&name, &[n, k])?));
+        return Linear::from_checkpoint(w, c, &name, w.get_shaped(&name, &[n, k])?, 0..n, k);
     }
     let (packed, shape) = w.get_u8(&name)?;
     if n % ternary::VALUES_PER_BYTE != 0 || shape != [n / ternary::VALUES_PER_BYTE, k] {
@@ -209,31 +255,39 @@ impl CpuModel {
             let p = format!("model.layers.{l}.");
             let at = |n: &str| format!("{p}self_attn.{n}");
             let attention = match &c.mla {
-                None => Attention::Gqa {
-                    q: load_linear(w, c, &at("q_proj"), qd, h)?,
-                    k: load_linear(w, c, &at("k_proj"), kvd, h)?,
-                    v: load_linear(w, c, &at("v_proj"), kvd, h)?,
-                    o: load_linear(w, c, &at("o_proj"), h, qd)?,
-                    sub_norm: if c.sub_norms { Some(get(&at("attn_sub_norm.weight"), &[qd])?) } else { None },
-                    bias: if c.attention_bias {
-                        Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
-                    } else {
-                        None
-                    },
-                    qk_norm: if c.qk_norm { Some((get(&at("q_norm.weight"), &[hd])?, get(&at("k_norm.weight"), &[hd])?)) } else { None },
-                },
+                None => {
+                    let [q, k, v] = fp8_together([load_linear(w, c, &at("q_proj"), qd, h)?, load_linear(w, c, &at("k_proj"), kvd, h)?, load_linear(w, c, &at("v_proj"), kvd, h)?]);
+                    Attention::Gqa {
+                        q,
+                        k,
+                        v,
+                        o: load_linear(w, c, &at("o_proj"), h, qd)?,
+                        sub_norm: if c.sub_norms { Some(get(&at("attn_sub_norm.weight"), &[qd])?) } else { None },
+                        bias: if c.attention_bias {
+                            Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
+                        } else {
+                            None
+                        },
+                        qk_norm: if c.qk_norm { Some((get(&at("q_norm.weight"), &[hd])?, get(&at("k_norm.weight"), &[hd])?)) } else { None },
+                    }
+                }
                 Some(m) => {
                     let heads = c.num_q_heads;
                     Attention::Mla {
                         q: match m.q_lora_rank {
                             None => MlaQuery::Full(get(&at("q_proj.weight"), &[qd, h])?),
                             Some(rank) => MlaQuery::LowRank {
-                                a: get(&at("q_a_proj.weight"), &[rank, h])?,
+                                a: load_linear(w, c, &at("q_a_proj"), rank, h)?,
                                 norm: get(&at("q_a_layernorm.weight"), &[rank])?,
                                 b: get(&at("q_b_proj.weight"), &[qd, rank])?,
                             },
                         },
-                        kv_a: get(&at("kv_a_proj_with_mqa.weight"), &[m.kv_lora_rank + m.qk_rope_head_dim, h])?,
+                        kv_a: {
+                            let (name, lora) = (at("kv_a_proj_with_mqa.weight"), m.kv_lora_rank);
+                            let mut latent = get(&name, &[lora + m.qk_rope_head_dim, h])?;
+                            let pe = latent.split_off(lora * h);
+                            (Linear::from_checkpoint(w, c, &name, latent, 0..lora, h)?, Linear::from_checkpoint(w, c, &name, pe, lora..lora + m.qk_rope_head_dim, h)?)
+                        },
                         kv_a_norm: get(&at("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
                         kv_b: get(&at("kv_b_proj.weight"), &[heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank])?,
                         o: get(&at("o_proj.weight"), &[h, heads * m.v_head_dim])?,
@@ -269,6 +323,37 @@ impl CpuModel {
         let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(get("lm_head.weight", &[c.vocab_size, h])?) };
         Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config })
+    }
+
+    /// FP8 checkpoints: the model with every FP8 projection's input rounded to e4m3 per token
+    /// per 128 columns first ([`Linear::Fp8`]), as FP8 inference (the checkpoints'
+    /// `activation_scheme: dynamic`, and the GPU path) computes; without it, the CPU path
+    /// computes on the dequantized weights in f32, as transformers does on a CPU. No effect on
+    /// other checkpoints.
+    pub fn with_fp8_inputs(mut self) -> Self {
+        for layer in &mut self.layers {
+            let mut linears: Vec<&mut Linear> = match &mut layer.attention {
+                Attention::Gqa { q, k, v, o, .. } => vec![q, k, v, o],
+                Attention::Mla { q, kv_a, .. } => {
+                    let mut v = vec![&mut kv_a.0, &mut kv_a.1];
+                    if let MlaQuery::LowRank { a, .. } = q {
+                        v.push(a);
+                    }
+                    v
+                }
+            };
+            let experts: Vec<&mut Expert> = match &mut layer.mlp {
+                Mlp::Dense(e) => vec![e],
+                Mlp::Moe { experts, shared, .. } => experts.iter_mut().chain(shared.as_mut()).collect(),
+            };
+            linears.extend(experts.into_iter().flat_map(|e| [&mut e.gate, &mut e.up, &mut e.down]));
+            for l in linears {
+                if let Linear::Fp8 { quantize_input, .. } = l {
+                    *quantize_input = true;
+                }
+            }
+        }
+        self
     }
 
     /// Teacher-forced logits `[ids.len(), vocab_size]` (every position attends to the ones
@@ -346,18 +431,18 @@ impl CpuModel {
     /// RoPE on the rotary parts; attention with keys `[W_uk c_kv | k_pe]` and values `W_uv c_kv`
     /// per head (`mla_naive`); `o_proj`.
     #[allow(clippy::too_many_arguments)]
-    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &[f32], kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], rope_cfg: &RopeConfig, scale: f64) -> Vec<f32> {
+    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &(Linear, Linear), kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], rope_cfg: &RopeConfig, scale: f64) -> Vec<f32> {
         let (h, heads, n) = (self.config.hidden_size, self.config.num_q_heads, positions.len());
         let latent_norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let q = match q {
             MlaQuery::Full(w) => linear(a, w, None, h),
             MlaQuery::LowRank { a: qa, norm, b } => {
-                let c = f64_to_f32(rms_norm::rms_norm(&linear(a, qa, None, h), norm, latent_norm));
+                let c = f64_to_f32(rms_norm::rms_norm(&qa.apply(a, None, h), norm, latent_norm));
                 linear(&c, b, None, norm.len())
             }
         };
         let (q_nope, q_pe) = split_rows(&q, m.qk_nope_head_dim, m.qk_rope_head_dim);
-        let (c_kv, k_pe) = split_rows(&linear(a, kv_a, None, h), m.kv_lora_rank, m.qk_rope_head_dim);
+        let (c_kv, k_pe) = (kv_a.0.apply(a, None, h), kv_a.1.apply(a, None, h));
         let c_kv = f64_to_f32(rms_norm::rms_norm(&c_kv, kv_a_norm, latent_norm));
         let (q_pe, k_pe) = rope::rope(&q_pe, &k_pe, m.qk_rope_head_dim, positions, rope_cfg);
         let (q_pe, k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));

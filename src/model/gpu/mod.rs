@@ -247,9 +247,15 @@ struct Step {
 }
 
 impl GpuModel {
-    /// Loads `dir` (config.json + *.safetensors) onto GPU 0's device `dev`.
+    /// Loads `dir` (config.json + *.safetensors) onto GPU 0's device `dev`. FP8 block
+    /// checkpoints keep their projections in e4m3 (linear.rs) unless `WARPCORE_MODEL_FP8` is
+    /// `dequantize` (then every weight is bf16, as for a config without the FP8
+    /// quantization_config: what [`GpuModel::from_weights`] does with `fp8_weight_block` None).
     pub fn load(dev: &Device, dir: &Path) -> Result<Self> {
-        let config = ModelConfig::from_dir(dir)?;
+        let mut config = ModelConfig::from_dir(dir)?;
+        if std::env::var("WARPCORE_MODEL_FP8").as_deref() == Ok("dequantize") {
+            config.fp8_weight_block = None;
+        }
         check_supported(&config)?;
         let w = Weights::open(dir)?;
         Self::from_weights(dev, config, &w)
