@@ -29,6 +29,9 @@ impl GpuModel {
         let qkv_dim = self.qkv_dim();
         if self.int8_norms() {
             qkv.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.qkv)?;
+        } else if qkv.fp8_k().is_some() {
+            // The input norm wrote its e4m3 codes (GpuLayer::fp8_input_norm).
+            qkv.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
         } else {
             qkv.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
         }

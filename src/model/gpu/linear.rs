@@ -88,6 +88,13 @@ impl Fp8Scratch {
         quantize_fp8(dev, x, &mut q, &mut s, ScaleGranularity::Group128)
     }
 
+    /// The first `t` rows of `[.., k]` codes and group scales, for an op that writes them
+    /// (`(fused_add_)rms_norm_quant_fp8`: a norm straight into its projection's input).
+    pub(super) fn views_mut(&mut self, t: usize, k: usize) -> Result<(TensorViewMut<'_, F8E4M3, 2>, TensorViewMut<'_, f32, 2>)> {
+        let g = k / FP8_BLOCK;
+        Ok((TensorViewMut::contiguous(self.q.slice_mut(..t * k), [t, k])?, TensorViewMut::contiguous(self.scale.slice_mut(..t * g), [t, g])?))
+    }
+
     /// Rows `first..first + n` of the quantized `[.., k]` activations: codes and scales.
     pub(super) fn rows(&self, first: usize, n: usize, k: usize) -> Result<(TensorView<'_, F8E4M3, 2>, TensorView<'_, f32, 2>)> {
         let g = k / FP8_BLOCK;
@@ -224,9 +231,18 @@ impl GpuLinear {
         let [t, k] = x.shape();
         if let LinearRows::Fp8 { .. } = w {
             fp8.quantize(dev, x)?;
-            return w.forward(dev, gemm, x, Some(&fp8.rows(0, t, k)?), None, y);
+            return w.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, k)?), None, y);
         }
-        w.forward(dev, gemm, x, None, None, y)
+        w.forward(dev, gemm, Input::Bf16(x), None, y)
+    }
+
+    /// An FP8 projection of activations already in `fp8` (`[t, k]`, written by the norm before
+    /// it): `y = x · Wᵀ`.
+    pub(super) fn forward_fp8(&self, dev: &Device, gemm: &Gemm, fp8: &Fp8Scratch, t: usize, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
+        let Self::Fp8 { k, .. } = self else {
+            return Err(Error::Unsupported { op: OP, what: "e4m3 activations into a projection that is not FP8", value: String::new() });
+        };
+        self.all()?.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, *k)?), None, y)
     }
 
     /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
@@ -247,7 +263,7 @@ impl GpuLinear {
         }
         dev.stream().memcpy_dtod(&y.slice(..t * n), &mut fp8.copy.slice_mut(..t * n))?;
         let residual = TensorView::contiguous(fp8.copy.slice(..t * n), [t, n])?;
-        w.forward(dev, gemm, x, Some(&fp8.rows(0, t, k)?), Some(&residual), &mut rows_mut(y, t, n)?)
+        w.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, k)?), Some(&residual), &mut rows_mut(y, t, n)?)
     }
 
     /// Ternary projections of activations already in `int8` (`[t, k]` codes and their scales,
@@ -274,21 +290,19 @@ impl GpuLinear {
     }
 }
 
+/// A projection's input: bf16 rows (for bf16 weights), or e4m3 codes and their 1×128 group
+/// scales (rows of an [`Fp8Scratch`], for FP8 weights).
+pub(super) enum Input<'v, 'a> {
+    Bf16(&'v TensorView<'a, bf16, 2>),
+    Fp8(&'v (TensorView<'a, F8E4M3, 2>, TensorView<'a, f32, 2>)),
+}
+
 impl LinearRows<'_> {
-    /// `y = x · Wᵀ (+ residual)`: bf16 x on cuBLAS (no residual), or (FP8) x's e4m3 codes and
-    /// group scales `x8` (rows of an [`Fp8Scratch`]) on `matmul_fp8`.
-    pub(super) fn forward(
-        &self,
-        dev: &Device,
-        gemm: &Gemm,
-        x: &TensorView<bf16, 2>,
-        x8: Option<&(TensorView<F8E4M3, 2>, TensorView<f32, 2>)>,
-        residual: Option<&TensorView<bf16, 2>>,
-        y: &mut TensorViewMut<bf16, 2>,
-    ) -> Result<()> {
-        match (self, x8) {
-            (Self::Dense(w), _) if residual.is_none() => gemm.linear(dev, x, w, y),
-            (Self::Fp8 { w, scale }, Some((q, s))) => {
+    /// `y = x · Wᵀ (+ residual)`: bf16 x on cuBLAS (no residual), or e4m3 x on `matmul_fp8`.
+    pub(super) fn forward(&self, dev: &Device, gemm: &Gemm, x: Input, residual: Option<&TensorView<bf16, 2>>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
+        match (self, x) {
+            (Self::Dense(w), Input::Bf16(x)) if residual.is_none() => gemm.linear(dev, x, w, y),
+            (Self::Fp8 { w, scale }, Input::Fp8((q, s))) => {
                 let a = Fp8Operand { data: q, scale: s, granularity: ScaleGranularity::Group128 };
                 let b = Fp8Operand { data: w, scale, granularity: ScaleGranularity::Block128 };
                 matmul_fp8(dev, a, b, None, residual, y, MatmulFp8Config::default())

@@ -1,7 +1,7 @@
 //! The GPU path: the same decoder as [`super::CpuModel`] (Llama, Qwen3, Mixtral, Qwen3-MoE,
 //! DeepSeek-V3, BitNet b1.58) on warpcore's kernels and cuBLAS, bf16 weights and activations
-//! (BitNet: packed ternary weights and int8 activations; DeepSeek-V3: FP8 block weights
-//! dequantized to bf16 at load), batched generation on the paged KV cache (DeepSeek-V3: MLA's
+//! (BitNet: packed ternary weights and int8 activations; FP8 block checkpoints — DeepSeek-V3,
+//! Qwen3-FP8 — e4m3 projections on `matmul_fp8`, linear.rs), batched generation on the paged KV cache (DeepSeek-V3: MLA's
 //! latent cache, mla.rs).
 //!
 //! # Data flow
@@ -19,7 +19,10 @@
 //!                                                      (BitNet: every norm here writes int8 codes,
 //!                                                      (fused_add_)rms_norm_quantize_activations,
 //!                                                      and each projection is matmul_ternary per
-//!                                                      stacked projection into its columns)
+//!                                                      stacked projection into its columns;
+//!                                                      FP8 checkpoints: the norm writes the FP8
+//!                                                      qkv's e4m3 codes, (fused_add_)rms_norm_
+//!                                                      quant_fp8, and qkv is one matmul_fp8)
 //!   DeepSeek-V3: the MLA layer instead, up to x = attention · W_o (mla.rs has its data flow)
 //!   Qwen3: qk_norm_rope_append_kv (per-head q/k RMSNorm, RoPE, k and v into the cache of l)
 //!   else:  rope_append_kv                              (RoPE, k and v into the cache of l)
@@ -29,6 +32,7 @@
 //!   x = attn · W_oᵀ                                    cuBLAS (BitNet: matmul_ternary)
 //!   residual += x; x = rms_norm(residual)              fused_add_rms_norm (post_attention_layernorm)
 //!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
+//!              (FP8: the norm writes gate_up's e4m3 codes; down quantizes act, quantize_fp8)
 //!              (BitNet: ternary projections, ffn_sub_norm(act) → int8 before down)
 //!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
 //!              config; DeepSeek-V3: sigmoid + selection bias, grouped) → moe_align (block_m 1)
@@ -69,6 +73,7 @@ use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
 use crate::ops::elementwise::{glu, select_rows};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
 use crate::{Device, Result, TensorView, TensorViewMut};
@@ -127,6 +132,17 @@ struct GpuLayer {
 }
 
 impl GpuLayer {
+    /// The input norm writes e4m3 codes (FP8 checkpoints: the GQA layer's qkv is FP8, its only
+    /// reader; MLA's k_pe rows and a MoE router read bf16).
+    fn fp8_input_norm(&self) -> bool {
+        matches!(&self.attn, GpuAttention::Gqa { qkv, .. } if qkv.fp8_k().is_some())
+    }
+
+    /// The post-attention norm writes e4m3 codes (a dense MLP whose gate_up is FP8).
+    fn fp8_post_norm(&self) -> bool {
+        matches!(&self.mlp, GpuMlp::Dense { gate_up, .. } if gate_up.fp8_k().is_some())
+    }
+
     /// Every projection of the layer.
     fn linears(&self) -> Vec<&GpuLinear> {
         let mut v = match &self.attn {
@@ -464,6 +480,15 @@ impl GpuModel {
                     let mut residual = rows_mut(&mut bufs.residual, t, h)?;
                     fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_in, norm, &mut q8, &mut s8)?;
                 }
+            } else if layer.fp8_input_norm() {
+                // FP8 checkpoints: the norm writes the qkv projection's e4m3 codes.
+                let (mut q8, mut s8) = bufs.fp8.views_mut(t, h)?;
+                if l == 0 {
+                    rms_norm_quant_fp8(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut q8, &mut s8, ScaleGranularity::Group128, norm)?;
+                } else {
+                    let mut residual = rows_mut(&mut bufs.residual, t, h)?;
+                    fused_add_rms_norm_quant_fp8(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_in, &mut q8, &mut s8, ScaleGranularity::Group128, norm)?;
+                }
             } else if l == 0 {
                 rms_norm(dev, &rows(&bufs.residual, t, h)?, &w_in, &mut rows_mut(&mut bufs.x, t, h)?, norm)?;
             } else {
@@ -482,6 +507,10 @@ impl GpuModel {
                 let (mut q8, mut s8) = bufs.int8.views_mut(t, h)?;
                 let mut residual = rows_mut(&mut bufs.residual, t, h)?;
                 fused_add_rms_norm_quantize_activations(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_post, norm, &mut q8, &mut s8)?;
+            } else if layer.fp8_post_norm() {
+                let (mut q8, mut s8) = bufs.fp8.views_mut(t, h)?;
+                let mut residual = rows_mut(&mut bufs.residual, t, h)?;
+                fused_add_rms_norm_quant_fp8(dev, &rows(&bufs.x, t, h)?, &mut residual, &w_post, &mut q8, &mut s8, ScaleGranularity::Group128, norm)?;
             } else {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_post, norm)?;
             }
@@ -521,6 +550,9 @@ impl GpuModel {
         let (dev, h) = (&self.dev, self.config.hidden_size);
         if self.int8_norms() {
             gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
+        } else if gate_up.fp8_k().is_some() {
+            // The post-attention norm wrote its e4m3 codes (GpuLayer::fp8_post_norm).
+            gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         } else {
             gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         }

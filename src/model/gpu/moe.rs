@@ -6,6 +6,7 @@
 //! (a wait on the queued work) to size the GEMMs; a grouped GEMM reading them on the device
 //! would remove it.
 
+use super::linear::Input;
 use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
@@ -115,7 +116,9 @@ impl GpuModel {
         for &(e, first, count) in &ranges {
             let x8 = if fp8 { Some(bufs.fp8.rows(first, count, h)?) } else { None };
             let w = gate_up.rows(e * 2 * inter, 2 * inter)?; // expert e's [2 · inter, hidden]
-            w.forward(dev, &self.gemm, &rows_at(&mb.gathered, first, count, h)?, x8.as_ref(), None, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
+            let x = rows_at(&mb.gathered, first, count, h)?;
+            let x = x8.as_ref().map_or(Input::Bf16(&x), Input::Fp8);
+            w.forward(dev, &self.gemm, x, None, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
         let fp8 = down.fp8_k().is_some();
@@ -125,7 +128,9 @@ impl GpuModel {
         for &(e, first, count) in &ranges {
             let x8 = if fp8 { Some(bufs.fp8.rows(first, count, inter)?) } else { None };
             let w = down.rows(e * h, h)?; // expert e's [hidden, inter]
-            w.forward(dev, &self.gemm, &rows_at(&bufs.act, first, count, inter)?, x8.as_ref(), None, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
+            let x = rows_at(&bufs.act, first, count, inter)?;
+            let x = x8.as_ref().map_or(Input::Bf16(&x), Input::Fp8);
+            w.forward(dev, &self.gemm, x, None, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
         }
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
