@@ -14,12 +14,22 @@ Cases (the same keys and method as src/bench/model.rs):
                      greedy steps (KV cache, argmax on the GPU): B * 128 / time
 each with attn_implementation "eager" and "sdpa".
 
+FP8: `fp8 SRC DST` writes SRC's model as an FP8 block checkpoint (DeepSeek-V3 / Qwen3-FP8's
+format: every projection weight e4m3 with one f32 `weight_scale_inv` per 128 × 128 block, scale =
+block amax / 448; embeddings and norms as they are; quantization_config fp8 with
+weight_block_size [128, 128] and dynamic activations), which `time` then runs through
+transformers' own FP8 path (FineGrainedFP8: e4m3 weights, activations quantized per token per
+128 columns) and `warpcore bench --model` on matmul_fp8.
+
 Usage (the GPU machine has no internet: the model is built here, not downloaded):
     python3 bench/model_torch.py build DIR            # random init on the GPU, saved as bf16
     python3 bench/model_torch.py time DIR --out model_torch.json
-A dry run without a GPU (the same code on a 2-layer, 64-wide model of the same shape family):
+    python3 bench/model_torch.py fp8 DIR DIR_FP8      # the same model as an FP8 checkpoint
+A dry run without a GPU (the same code on a 2-layer, 128-wide model of the same shape family):
     python3 bench/model_torch.py build DIR --tiny --device cpu
     python3 bench/model_torch.py time DIR --out F --device cpu
+    python3 bench/model_torch.py fp8 DIR DIR_FP8 --device cpu   (transformers' FP8 needs a GPU:
+                                                                 `time` then records the failure)
 """
 import argparse
 import json
@@ -60,9 +70,9 @@ def llama_3_2_1b_config():
 def build(out_dir, tiny=False):
     import transformers
     config = llama_3_2_1b_config()
-    if tiny:  # the dry run's model: Llama-3.2-1B's layout at 2 layers, 64 wide, 256 tokens
-        for k, v in dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=1, bos_token_id=1, eos_token_id=2).items():
+    if tiny:  # the dry run's model: Llama-3.2-1B's layout at 2 layers, 128 wide (whole FP8 blocks), 256 tokens
+        for k, v in dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, bos_token_id=1, eos_token_id=2).items():
             setattr(config, k, v)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
@@ -72,6 +82,50 @@ def build(out_dir, tiny=False):
     model.save_pretrained(out_dir, safe_serialization=True)
     n = sum(p.numel() for p in model.parameters())
     print(f"built {out_dir}: {n} parameters ({2 * n / 1e9:.3f} GB bf16)")
+
+
+FP8_BLOCK = 128
+FP8_MAX = 448.0
+
+
+def quantize_block_fp8(w):
+    """w [rows, cols] -> (e4m3 codes [rows, cols], scale_inv [ceil(rows/128), ceil(cols/128)] f32):
+    weight = codes * scale_inv per 128 x 128 block, scale = block amax / 448, round to nearest even."""
+    rows, cols = w.shape
+    rp, cp = -(-rows // FP8_BLOCK) * FP8_BLOCK, -(-cols // FP8_BLOCK) * FP8_BLOCK
+    padded = torch.zeros(rp, cp, dtype=torch.float32, device=w.device)
+    padded[:rows, :cols] = w.float()
+    blocks = padded.view(rp // FP8_BLOCK, FP8_BLOCK, cp // FP8_BLOCK, FP8_BLOCK)
+    scale = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-12) / FP8_MAX
+    q = (blocks / scale[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q.view(rp, cp)[:rows, :cols].contiguous(), scale.contiguous()
+
+
+def to_fp8(src, dst):
+    """src (a model folder with one model.safetensors) -> dst: the FP8 block checkpoint."""
+    import os
+    import shutil
+    from safetensors.torch import load_file, save_file
+    os.makedirs(dst, exist_ok=True)
+    state = load_file(os.path.join(src, "model.safetensors"), device=DEVICE)
+    out, n_fp8 = {}, 0
+    for key, w in state.items():
+        if w.dim() == 2 and key.endswith("_proj.weight"):
+            out[key], out[key + "_scale_inv"] = quantize_block_fp8(w)
+            n_fp8 += w.numel()
+        else:
+            out[key] = w
+    save_file({k: v.cpu() for k, v in out.items()}, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(src, "config.json")) as f:
+        config = json.load(f)
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [FP8_BLOCK, FP8_BLOCK]}
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    for extra in ("generation_config.json",):
+        if os.path.exists(os.path.join(src, extra)):
+            shutil.copy(os.path.join(src, extra), dst)
+    print(f"wrote {dst}: {n_fp8} parameters in e4m3 with 128x128 block scales")
 
 
 def sync():
@@ -122,8 +176,12 @@ def time_model(model_dir, out_path):
     import transformers
     results = []
     for impl in ["eager", "sdpa"]:
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
-                                                                  attn_implementation=impl).to(DEVICE).eval()
+        try:  # an FP8 checkpoint needs transformers' FP8 path (a GPU, its kernels)
+            model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16,
+                                                                      attn_implementation=impl).to(DEVICE).eval()
+        except Exception as e:
+            print(f"  transformers {impl}: load failed: {type(e).__name__}: {str(e)[:160]}")
+            continue
         vocab = model.config.vocab_size
         name = f"transformers {impl}"
         with torch.no_grad():
@@ -152,17 +210,22 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="random-init the Llama-3.2-1B-shaped model and save it (bf16)")
     b.add_argument("dir")
-    b.add_argument("--tiny", action="store_true", help="2 layers, 64 wide (a dry run)")
+    b.add_argument("--tiny", action="store_true", help="2 layers, 128 wide (a dry run)")
     t = sub.add_parser("time", help="time transformers on a saved model folder")
     t.add_argument("dir")
     t.add_argument("--out", required=True)
-    for p in (b, t):
+    q = sub.add_parser("fp8", help="write a saved model folder as an FP8 block checkpoint")
+    q.add_argument("src")
+    q.add_argument("dst")
+    for p in (b, t, q):
         p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
     args = ap.parse_args()
     global DEVICE
     DEVICE = args.device
     if args.cmd == "build":
         build(args.dir, args.tiny)
+    elif args.cmd == "fp8":
+        to_fp8(args.src, args.dst)
     else:
         time_model(args.dir, args.out)
 
