@@ -1,5 +1,5 @@
-//! GPU tests of the element-wise family (`glu`, `select_rows`) against the references (skip
-//! without a GPU).
+//! GPU tests of the element-wise family (`glu`, `select_rows`, `argmax_rows`) against the
+//! references (skip without a GPU).
 
 mod common;
 
@@ -7,8 +7,8 @@ use common::proptest_config as config;
 use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::elementwise::{check_glu, check_select_rows, GluCase, SelectCase};
-use warpcore::ops::elementwise::{glu, select_rows};
+use warpcore::check::elementwise::{check_argmax_rows, check_glu, check_select_rows, ArgmaxCase, GluCase, SelectCase};
+use warpcore::ops::elementwise::{argmax_rows, glu, select_rows};
 use warpcore::reference::mlp::GluActivation;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -134,4 +134,32 @@ fn glu_rejects_fp8_and_select_rows_rejects_bad_shapes() {
     let e = select_rows(&dev, &sv, &iv, &mut TensorViewMut::contiguous(out.as_view_mut(), [3, 15]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { op: "select_rows", arg: "out", .. }), "{e}");
     assert!(dev.download(&out).unwrap().iter().all(|v| v.to_f32().is_nan()), "a rejected call wrote its output");
+}
+
+fn argmax_case() -> impl Strategy<Value = ArgmaxCase> {
+    (1usize..40, prop_oneof![proptest::sample::select(&[1usize, 31, 32, 1023, 1024, 1025, 32000, 128256][..]), 1usize..5000], 0usize..9, 0usize..3, any::<bool>(), any::<u64>())
+        .prop_map(|(rows, cols, gap, offset, special, seed)| ArgmaxCase { rows, cols, stride: cols + gap, offset, special, seed })
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn argmax_rows_matches_the_reference(case in argmax_case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        assert_passed(&check_argmax_rows(&dev, &case).unwrap());
+    }
+}
+
+#[test]
+fn argmax_rows_rejects_bad_shapes_and_writes_nothing() {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&[1.0f32; 64]).unwrap();
+    let mut out = dev.upload(&[-7i32; 8]).unwrap();
+    let x_view = TensorView::contiguous(x.slice(..), [8, 8]).unwrap();
+    let err = argmax_rows(&dev, &x_view, &mut TensorViewMut::contiguous(out.slice_mut(..7), [7]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let empty = TensorView::contiguous(x.slice(..0), [8, 0]).unwrap();
+    let err = argmax_rows(&dev, &empty, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Empty { .. }), "{err}");
+    assert_eq!(dev.download(&out).unwrap(), vec![-7; 8]);
 }

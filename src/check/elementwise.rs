@@ -1,8 +1,9 @@
-//! Element-wise family: `glu` against [`crate::reference::mlp`]'s activation formula and
-//! `select_rows` against [`crate::reference::elementwise::select_rows`], on fresh random inputs
-//! with NaN-poisoned outputs. Used by tests/elementwise.rs and `warpcore check`.
+//! Element-wise family: `glu` against [`crate::reference::mlp`]'s activation formula,
+//! `select_rows` against [`crate::reference::elementwise::select_rows`] and `argmax_rows`
+//! against [`crate::reference::elementwise::argmax`], on fresh random inputs with poisoned
+//! outputs. Used by tests/elementwise.rs and `warpcore check`.
 
-use super::{compare, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Rng};
+use super::{compare, compare_exact, compare_ints, gather_rows, outside_rows, tolerance, CheckResult, Rng};
 use crate::ops::elementwise as ops;
 use crate::reference::elementwise as reference;
 use crate::reference::mlp::GluActivation;
@@ -145,6 +146,77 @@ pub fn check_select_rows<T: DType, I: IndexType + TryFrom<i64>>(dev: &Device, ca
     })
 }
 
+/// `rows` rows of `cols` logits at row stride `stride` (from `offset`); `special` plants ties,
+/// NaN, ±inf and all-NaN / all--inf rows (rows cycle through them), else plain random values.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgmaxCase {
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+    pub offset: usize,
+    pub special: bool,
+    pub seed: u64,
+}
+
+impl ArgmaxCase {
+    pub fn dense(rows: usize, cols: usize, special: bool, seed: u64) -> Self {
+        Self { rows, cols, stride: cols, offset: 0, special, seed }
+    }
+}
+
+/// `argmax_rows` against [`reference::argmax`], exact; the output's guard element (after the
+/// rows) untouched.
+pub fn check_argmax_rows(dev: &Device, case: &ArgmaxCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    let mut host: Vec<f32> = rng.vec(c.offset + c.rows * c.stride, -30.0, 30.0);
+    if c.special {
+        for r in 0..c.rows {
+            let row = &mut host[c.offset + r * c.stride..][..c.cols];
+            let pick = |rng: &mut Rng| (rng.next_u64() % c.cols as u64) as usize;
+            match r % 6 {
+                // A tie for the maximum: the lower index must win.
+                0 => {
+                    let (a, b) = (pick(&mut rng), pick(&mut rng));
+                    row[a] = 1e30;
+                    row[b] = 1e30;
+                }
+                // NaN everywhere but one value.
+                1 => {
+                    let keep = pick(&mut rng);
+                    row.iter_mut().enumerate().for_each(|(i, v)| if i != keep { *v = f32::NAN });
+                }
+                2 => row.fill(f32::NAN),
+                3 => row.fill(f32::NEG_INFINITY),
+                // +inf twice among NaNs and ordinary values.
+                4 => {
+                    for _ in 0..3 {
+                        let i = pick(&mut rng);
+                        row[i] = f32::NAN;
+                    }
+                    let (a, b) = (pick(&mut rng), pick(&mut rng));
+                    row[a] = f32::INFINITY;
+                    row[b] = f32::INFINITY;
+                }
+                // The maximum in the last column.
+                _ => row[c.cols - 1] = 1e30,
+            }
+        }
+    }
+    let x = dev.upload(&host)?;
+    let poison = -7i32;
+    let mut out = dev.upload(&vec![poison; c.rows + 1])?;
+    ops::argmax_rows(dev, &TensorView::new(x.slice(c.offset..), [c.rows, c.cols], [c.stride, 1])?, &mut TensorViewMut::contiguous(out.slice_mut(..c.rows), [c.rows])?)?;
+    let got = dev.download(&out)?;
+    let want: Vec<i32> = (0..c.rows).map(|r| reference::argmax(&host[c.offset + r * c.stride..][..c.cols]) as i32).collect();
+    Ok(CheckResult {
+        op: "argmax_rows",
+        dtype: "f32",
+        shape: format!("[{}, {}] stride {} offset {}{}", c.rows, c.cols, c.stride, c.offset, if c.special { " ties/NaN/inf" } else { "" }),
+        comparisons: vec![compare_ints("out", &got[..c.rows], &want), compare_ints("guard after out (untouched)", &got[c.rows..], &[poison])],
+    })
+}
+
 /// The cases `warpcore check` runs: model shapes and awkward ones, every activation and dtype.
 pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     fn per_dtype<T: DType>(dev: &Device, out: &mut Vec<CheckResult>) -> Result<()> {
@@ -171,6 +243,11 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         dev,
         &SelectCase { src_rows: 20, num_rows: 9, cols: 61, src_stride: 67, out_stride: 61, offset: 3, bad_every: 5, seed: 8 },
     )?);
+    // Greedy tokens: Llama 3's vocabulary at batch 1 and 32, and awkward rows.
+    out.push(check_argmax_rows(dev, &ArgmaxCase::dense(1, 128256, false, 9))?);
+    out.push(check_argmax_rows(dev, &ArgmaxCase::dense(32, 128256, true, 10))?);
+    out.push(check_argmax_rows(dev, &ArgmaxCase { rows: 13, cols: 1025, stride: 1031, offset: 3, special: true, seed: 11 })?);
+    out.push(check_argmax_rows(dev, &ArgmaxCase::dense(6, 1, true, 12))?);
     Ok(out)
 }
 

@@ -33,7 +33,7 @@ impl Sampler {
 
     /// The next token from one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
+        let argmax = || crate::reference::elementwise::argmax(logits);
         if self.cfg.temperature <= 0.0 {
             return argmax();
         }

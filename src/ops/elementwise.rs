@@ -1,6 +1,7 @@
-//! The element-wise family (cuda/elementwise.cu): `glu` (a gated MLP's `act(gate) · up`) and
+//! The element-wise family (cuda/elementwise.cu): `glu` (a gated MLP's `act(gate) · up`),
 //! `select_rows` (rows of a table by index: an embedding lookup, the last token of each
-//! sequence). The ops a decoder needs between its GEMMs.
+//! sequence) and `argmax_rows` (greedy tokens from logits on the GPU). The ops a decoder needs
+//! between its GEMMs.
 
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_shape, launch, FLOAT_DTYPES};
 use crate::reference::mlp::GluActivation;
@@ -70,6 +71,36 @@ pub fn glu<T: DType>(
     // SAFETY: shapes, strides (inside each buffer: checked when the views were made), dtype and
     // context validated above; the guards keep the buffers' sync events until queued.
     launch(OP, dev, |s| unsafe { ffi::wc_glu(&params, s) })
+}
+
+/// `out[r]` = the index of row r's largest value ([`crate::reference::elementwise::argmax`]:
+/// ties to the lower index, NaN never wins, 0 when nothing is above -inf): greedy decoding
+/// without copying the logits to the host.
+///
+/// x `[rows, cols]` f32 (any row stride, innermost dense), out `[rows]` i32 dense. Zero rows is
+/// a no-op; zero columns, or more than `i32::MAX`, is an error.
+pub fn argmax_rows(dev: &Device, x: &TensorView<f32, 2>, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
+    const OP: &str = "argmax_rows";
+    let [rows, cols] = x.shape();
+    check_nonempty(OP, "x (cols)", &[cols])?;
+    check_shape(OP, "out", &out.shape(), &[rows])?;
+    check_inner_dense(OP, "x", &x.strides())?;
+    check_inner_dense(OP, "out", &out.strides())?;
+    check_fits_i32(OP, "rows", rows)?;
+    check_fits_i32(OP, "cols", cols)?;
+    check_device(OP, "x", dev, x.stream())?;
+    check_device(OP, "out", dev, out.stream())?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let x_stride = super::row_stride(rows, x.strides()[0], cols);
+    let (xp, _gx) = x.device_ptr(stream);
+    let (op, _go) = out.device_ptr_mut(stream);
+    let params = ffi::wc_argmax_rows_params { x: xp as *const f32, out: op as *mut i32, rows: rows as i64, cols: cols as i64, x_stride: x_stride as i64 };
+    // SAFETY: shapes, strides (inside each buffer: checked when the views were made) and context
+    // validated above; the guards keep the buffers' sync events until queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_argmax_rows(&params, s) })
 }
 
 /// `out[i, :] = src[indices[i], :]`: a copy, any dtype (FP8 included).

@@ -1,4 +1,4 @@
-//! References of the element-wise family: `select_rows` here; `glu`'s is
+//! References of the element-wise family: `select_rows` and `argmax` here; `glu`'s is
 //! [`super::mlp::glu`] (the formula [`super::mlp::GluActivation::apply`] defines, in f64).
 
 /// `out[i, :] = src[indices[i], :]` over dense rows of `cols`; an index outside
@@ -11,9 +11,24 @@ pub fn select_rows<T: Copy>(src: &[T], cols: usize, indices: &[i64]) -> Vec<Opti
         .collect()
 }
 
+/// The index of the largest value (greedy decoding; `argmax_rows` per row): strictly greater
+/// wins, so ties go to the lower index; NaN never wins; no value above -inf gives 0.
+pub fn argmax(row: &[f32]) -> u32 {
+    row.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_ties_nan_and_infinities() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0, f32::NAN, 0.5]), 1);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -1e30, f32::INFINITY, f32::INFINITY]), 2);
+    }
 
     #[test]
     fn selects_repeats_and_skips_out_of_range() {

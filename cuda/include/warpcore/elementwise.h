@@ -1,5 +1,5 @@
 /*
- * warpcore/elementwise.h — element-wise family: glu, select_rows (cuda/elementwise.cu).
+ * warpcore/elementwise.h — element-wise family: glu, select_rows, argmax_rows (cuda/elementwise.cu).
  * Part of the C ABI (cuda/include/warpcore.h); conventions there.
  */
 #ifndef WARPCORE_ELEMENTWISE_H
@@ -47,6 +47,19 @@ typedef struct wc_select_rows_params {
   wc_dtype dtype;
 } wc_select_rows_params;
 wc_status wc_select_rows(const wc_select_rows_params* p, wc_stream stream);
+
+/* out[r] = the index of the largest finite-or-infinite value of row r of x (f32 logits: greedy
+ * decoding on the GPU): strictly greater wins, so ties go to the lower index; NaN never wins;
+ * a row with no value above -inf gives 0 (reference::elementwise::argmax_rows, the model's
+ * Sampler). */
+typedef struct wc_argmax_rows_params {
+  const float* x;       /* [rows, cols], row stride x_stride */
+  int32_t* out;         /* [rows] */
+  int64_t rows;
+  int64_t cols;         /* at most INT32_MAX */
+  int64_t x_stride;
+} wc_argmax_rows_params;
+wc_status wc_argmax_rows(const wc_argmax_rows_params* p, wc_stream stream);
 
 WC_EXTERN_C_END
 
