@@ -567,11 +567,12 @@ def scaled_mm_cases():
 
 def elementwise_cases(compile_too):
     """Keys of src/bench/elementwise.rs: glu (SiLU, fused gate_up [rows, 2*cols] -> [rows, cols])
-    and select_rows (an embedding lookup of `rows` ids from [vocab, cols])."""
+    and select_rows (an embedding lookup of `rows` ids from [vocab, cols]); argmax_rows (f32
+    logits [rows, vocab] -> the greedy token of each row)."""
     out = []
 
-    def add(op, shape, name, t):
-        out.append({"op": op, "dtype": "bf16", "shape": shape, "name": name, "time_us": t})
+    def add(op, shape, name, t, dtype="bf16"):
+        out.append({"op": op, "dtype": dtype, "shape": shape, "name": name, "time_us": t})
 
     def swiglu(x):
         gate, up = x.chunk(2, dim=-1)
@@ -591,6 +592,10 @@ def elementwise_cases(compile_too):
         ids = torch.randint(0, vocab, (rows,), device=DEVICE, dtype=torch.int32)
         add("select_rows", f"{rows}of{vocab}x{cols}", "torch F.embedding", time_calls(lambda i: F.embedding(ids, table), 1))
     del table
+    for rows in [1, 32]:
+        logits = torch.empty(rows, vocab, dtype=torch.float32, device=DEVICE).uniform_(-30, 30)
+        add("argmax_rows", f"{rows}x{vocab}", "torch argmax", time_calls(lambda i: logits.argmax(-1), 1), "f32")
+        del logits
     return out
 
 

@@ -356,6 +356,25 @@ fn every_fixture_is_covered() {
     }
 }
 
+/// The greedy steps (`prefill_greedy`, `decode_greedy`: the argmax on the GPU) return the
+/// argmax of the logits the plain steps return, ties to the lower id (the Sampler's rule).
+#[test]
+fn greedy_steps_return_the_argmax_of_the_logits() {
+    let Some((gpu, _)) = load("qwen3_moe_fp8") else { return };
+    let v = gpu.config.vocab_size;
+    let ps = prompts(&input_ids("qwen3_moe_fp8"));
+    let argmax = |logits: &[f32]| logits.chunks_exact(v).map(warpcore::reference::elementwise::argmax).collect::<Vec<u32>>();
+    let (mut a, logits) = gpu.prefill(&ps, 4).unwrap();
+    let (mut b, mut tokens) = gpu.prefill_greedy(&ps, 4).unwrap();
+    assert_eq!(tokens, argmax(&logits), "prefill");
+    for step in 0..4 {
+        let logits = gpu.decode(&mut a, &tokens).unwrap();
+        let next = gpu.decode_greedy(&mut b, &tokens).unwrap();
+        assert_eq!(next, argmax(&logits), "decode step {step}");
+        tokens = next;
+    }
+}
+
 /// A batch with an EOS id: each sequence's output is the same batch's fixed-length output cut
 /// right after its first EOS token (the others keep going; a finished sequence still decodes
 /// but records nothing), and the step callback sees `None` for finished sequences.

@@ -4,7 +4,7 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::elementwise::{glu, select_rows};
+use crate::ops::elementwise::{argmax_rows, glu, select_rows};
 use crate::reference::mlp::GluActivation;
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 
@@ -44,6 +44,18 @@ pub fn bench_select_rows<T: DType>(dev: &Device, ceilings: &Ceilings, vocab: usi
     Ok(BenchRecord::bandwidth("select_rows", T::NAME, format!("{rows}of{vocab}x{cols}"), t, bytes as f64, ceilings))
 }
 
+/// argmax_rows over `rows` rows of `vocab` f32 logits (greedy decoding's token choice).
+pub fn bench_argmax_rows(dev: &Device, ceilings: &Ceilings, rows: usize, vocab: usize) -> Result<BenchRecord> {
+    let bytes = rows * vocab * 4 + rows * 4;
+    let logits = super::random_buffer::<f32>(dev, rows * vocab, -30.0, 30.0, 4)?;
+    let mut out = dev.zeros::<i32>(rows)?;
+    let t = time_calls(dev, SAMPLES, |_| {
+        let x = TensorView::contiguous(logits.as_view(), [rows, vocab])?;
+        argmax_rows(dev, &x, &mut TensorViewMut::contiguous(out.as_view_mut(), [rows])?)
+    })?;
+    Ok(BenchRecord::bandwidth("argmax_rows", "f32", format!("{rows}x{vocab}"), t, bytes as f64, ceilings))
+}
+
 /// Every element-wise benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     use half::bf16;
@@ -53,6 +65,9 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     }
     for &rows in &[2048, 32] {
         out.push(bench_select_rows::<bf16>(dev, ceilings, 128256, rows, 2048)?);
+    }
+    for &rows in &[1, 32] {
+        out.push(bench_argmax_rows(dev, ceilings, rows, 128256)?);
     }
     Ok(out)
 }

@@ -4,15 +4,15 @@
 //! - `prefill 1x2048`: one prompt of 2048 tokens (cache allocation, one varlen prefill, the
 //!   last position's logits to the host); median of 5 after a warm-up.
 //! - `decode b1`, `decode b32`: B prompts of 128 tokens prefilled, 3 warm-up steps, then 128
-//!   timed decode steps, each ending with the logits on the host and a greedy token per
-//!   sequence: B · 128 / time. Exactly that many: the benchmark drives `prefill` / `decode`
+//!   timed decode steps, each ending with a greedy token per sequence on the host (chosen on
+//!   the GPU, `decode_greedy`, as transformers' argmax on its logits tensor): B · 128 / time. Exactly that many: the benchmark drives `prefill` / `decode`
 //!   itself, with no end-of-sequence stop.
 //!
-//! Every timed region ends with a device-to-host copy of logits, so wall-clock time is
-//! CUDA-synchronised.
+//! Every timed region ends with a device-to-host copy (logits, or the greedy tokens), so
+//! wall-clock time is CUDA-synchronised.
 
 use crate::check::Rng;
-use crate::model::{GpuModel, Sampler, Sampling};
+use crate::model::GpuModel;
 use crate::Result;
 use std::time::Instant;
 
@@ -58,17 +58,13 @@ pub fn bench_decode(model: &GpuModel, batch: usize) -> Result<ModelRecord> {
     let v = model.config.vocab_size;
     let mut rng = Rng::new(2);
     let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_prompt(&mut rng, PROMPT_LEN, v)).collect();
-    let (mut state, mut logits) = model.prefill(&prompts, WARMUP_STEPS + DECODE_STEPS)?;
-    let mut samplers: Vec<Sampler> = (0..batch).map(|_| Sampler::new(Sampling::greedy())).collect();
-    let mut step = |logits: &[f32]| -> Vec<u32> { samplers.iter_mut().zip(logits.chunks_exact(v)).map(|(s, row)| s.sample(row)).collect() };
+    let (mut state, mut next) = model.prefill_greedy(&prompts, WARMUP_STEPS + DECODE_STEPS)?;
     for _ in 0..WARMUP_STEPS {
-        let next = step(&logits);
-        logits = model.decode(&mut state, &next)?;
+        next = model.decode_greedy(&mut state, &next)?;
     }
     let t0 = Instant::now();
     for _ in 0..DECODE_STEPS {
-        let next = step(&logits);
-        logits = model.decode(&mut state, &next)?;
+        next = model.decode_greedy(&mut state, &next)?;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let tokens = batch * DECODE_STEPS;

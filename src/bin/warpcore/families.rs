@@ -85,7 +85,7 @@ pub fn all() -> Vec<Family> {
     #[cfg(feature = "elementwise")]
     out.push(Family {
         name: "elementwise",
-        ops: "glu select_rows",
+        ops: "glu select_rows argmax_rows",
         check: warpcore::check::elementwise::check_all,
         references: warpcore::check::elementwise::check_references,
         bench: warpcore::bench::elementwise::bench_all,

@@ -43,13 +43,25 @@ impl GpuModel {
     /// varlen prefill over all prompts and returns the batch and the logits of each prompt's
     /// last position, `[num_seqs, vocab_size]` f32.
     pub fn prefill(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<(Batch, Vec<f32>)> {
-        self.start(prompts, max_new_tokens, false)
+        let batch = self.start(prompts, max_new_tokens, false)?;
+        let logits = self.logits_to_host(&batch.bufs, prompts.len())?;
+        Ok((batch, logits))
+    }
+
+    /// [`GpuModel::prefill`] returning each prompt's greedy next token instead of its logits
+    /// (the argmax runs on the GPU; ties to the lower id, as [`Sampler`]'s greedy choice).
+    pub fn prefill_greedy(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<(Batch, Vec<u32>)> {
+        let mut batch = self.start(prompts, max_new_tokens, false)?;
+        let tokens = self.greedy_to_host(&mut batch.bufs, prompts.len())?;
+        Ok((batch, tokens))
     }
 
     /// Teacher-forced logits of every position of every prompt (`[len, vocab_size]` each), from
     /// one varlen prefill over the paged cache.
     pub fn forward_logits(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let (_, logits) = self.start(prompts, 0, true)?;
+        let batch = self.start(prompts, 0, true)?;
+        let total = prompts.iter().map(Vec::len).sum();
+        let logits = self.logits_to_host(&batch.bufs, total)?;
         let v = self.config.vocab_size;
         let mut at = 0;
         Ok(prompts
@@ -62,7 +74,9 @@ impl GpuModel {
             .collect())
     }
 
-    fn start(&self, prompts: &[Vec<u32>], max_new_tokens: usize, all_rows: bool) -> Result<(Batch, Vec<f32>)> {
+    /// Allocates the batch and runs the prefill; the logits of every position (`all_rows`) or of
+    /// each prompt's last stay on the device.
+    fn start(&self, prompts: &[Vec<u32>], max_new_tokens: usize, all_rows: bool) -> Result<Batch> {
         const OP: &str = "GpuModel::prefill";
         if prompts.is_empty() {
             return Err(Error::Empty { op: OP, arg: "prompts", shape: "[0]".into() });
@@ -104,13 +118,25 @@ impl GpuModel {
         }
         let table = batch.pages.block_table(&batch.seqs)?;
         let step = Step { ids, positions, slots, q_lens: prompts.iter().map(Vec::len).collect(), table, logit_rows };
-        let logits = self.run(&mut batch, &step)?;
-        Ok((batch, logits))
+        self.run(&mut batch, &step)?;
+        Ok(batch)
     }
 
     /// One decode step: `tokens[s]` is appended to sequence s (at position `seq_len(s)`);
     /// returns the logits of the new positions, `[num_seqs, vocab_size]` f32.
     pub fn decode(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode_step(batch, tokens)?;
+        self.logits_to_host(&batch.bufs, tokens.len())
+    }
+
+    /// [`GpuModel::decode`] returning each sequence's greedy next token instead of its logits
+    /// (the argmax on the GPU: the host copies one id per sequence, not vocab_size logits).
+    pub fn decode_greedy(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<u32>> {
+        self.decode_step(batch, tokens)?;
+        self.greedy_to_host(&mut batch.bufs, tokens.len())
+    }
+
+    fn decode_step(&self, batch: &mut Batch, tokens: &[u32]) -> Result<()> {
         const OP: &str = "GpuModel::decode";
         if tokens.len() != batch.seqs.len() {
             return Err(Error::ShapeMismatch { op: OP, arg: "tokens", expected: format!("[{}] (one per sequence)", batch.seqs.len()), got: format!("[{}]", tokens.len()) });
@@ -171,15 +197,27 @@ impl GpuModel {
         if max_new_tokens == 0 {
             return Ok(out);
         }
-        let (mut batch, mut logits) = self.prefill(prompts, max_new_tokens)?;
+        // Greedy: each step's argmax on the GPU (prefill_greedy / decode_greedy), the same
+        // choice as the Sampler's; otherwise the logits come to the host for the samplers.
+        let greedy = sampling.temperature <= 0.0;
+        let (mut batch, mut chosen) = if greedy {
+            let (b, t) = self.prefill_greedy(prompts, max_new_tokens)?;
+            (b, Chosen::Tokens(t))
+        } else {
+            let (b, l) = self.prefill(prompts, max_new_tokens)?;
+            (b, Chosen::Logits(l))
+        };
         loop {
             let next: Vec<Option<u32>> = out
                 .iter_mut()
                 .zip(&mut samplers)
-                .zip(logits.chunks_exact(v))
-                .map(|((o, s), row)| {
+                .enumerate()
+                .map(|(s, (o, sampler))| {
                     (!is_finished(o, max_new_tokens, eos)).then(|| {
-                        let t = s.sample(row);
+                        let t = match &chosen {
+                            Chosen::Tokens(t) => t[s],
+                            Chosen::Logits(l) => sampler.sample(&l[s * v..(s + 1) * v]),
+                        };
                         o.push(t);
                         t
                     })
@@ -191,7 +229,14 @@ impl GpuModel {
             }
             // Every sequence has a token by now (the first step samples them all).
             let tokens: Vec<u32> = out.iter().map(|o| o[o.len() - 1]).collect();
-            logits = self.decode(&mut batch, &tokens)?;
+            chosen = if greedy { Chosen::Tokens(self.decode_greedy(&mut batch, &tokens)?) } else { Chosen::Logits(self.decode(&mut batch, &tokens)?) };
         }
     }
+}
+
+/// A step's result for [`GpuModel::generate_with`]: greedy tokens chosen on the GPU, or the
+/// logits for the host's samplers.
+enum Chosen {
+    Tokens(Vec<u32>),
+    Logits(Vec<f32>),
 }

@@ -70,7 +70,7 @@ use super::{Architecture, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView};
 use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
-use crate::ops::elementwise::{glu, select_rows};
+use crate::ops::elementwise::{argmax_rows, glu, select_rows};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
@@ -231,6 +231,8 @@ struct Buffers {
     /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
     selected: CudaSlice<bf16>,
     logits: CudaSlice<f32>,
+    /// `[max_logit_rows]`: the greedy tokens of the logit rows.
+    greedy: CudaSlice<i32>,
     max_logit_rows: usize,
     moe: Option<MoeBuffers>,
 }
@@ -419,13 +421,28 @@ impl GpuModel {
             workspace: alloc(dev, 1)?,
             selected: alloc(dev, max_logit_rows * h)?,
             logits: alloc(dev, max_logit_rows * c.vocab_size)?,
+            greedy: alloc(dev, max_logit_rows)?,
             max_logit_rows,
             moe,
         })
     }
 
-    /// Runs one step through every layer and returns the logits of `step.logit_rows`.
-    fn run(&self, batch: &mut Batch, step: &Step) -> Result<Vec<f32>> {
+    /// The logits of the last step's `r` logit rows, `[r, vocab_size]`, on the host.
+    fn logits_to_host(&self, bufs: &Buffers, r: usize) -> Result<Vec<f32>> {
+        self.dev.download(&bufs.logits.slice(..r * self.config.vocab_size))
+    }
+
+    /// The greedy token of each of the last step's `r` logit rows (`argmax_rows` on the GPU: the
+    /// host gets r ids, not r · vocab_size logits).
+    fn greedy_to_host(&self, bufs: &mut Buffers, r: usize) -> Result<Vec<u32>> {
+        let v = self.config.vocab_size;
+        argmax_rows(&self.dev, &rows(&bufs.logits, r, v)?, &mut vector_mut(&mut bufs.greedy, r)?)?;
+        Ok(self.dev.download(&bufs.greedy.slice(..r))?.into_iter().map(|t| t as u32).collect())
+    }
+
+    /// Runs one step through every layer; the logits of `step.logit_rows` are left in
+    /// `bufs.logits` (`logits_to_host`, `greedy_to_host`).
+    fn run(&self, batch: &mut Batch, step: &Step) -> Result<()> {
         let c = &self.config;
         let dev = &self.dev;
         let (h, hd, nq, nkv) = (c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);
@@ -531,7 +548,7 @@ impl GpuModel {
             select_rows(dev, &rows(&bufs.x, t, h)?, &vector(&rows_d, r)?, &mut rows_mut(&mut bufs.selected, r, h)?)?;
             self.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         }
-        dev.download(&bufs.logits.slice(..r * v))
+        Ok(())
     }
 
     /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM. BitNet: the gate_up projection reads the
