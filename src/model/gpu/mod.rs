@@ -472,20 +472,25 @@ impl GpuModel {
         for (s, &q) in step.q_lens.iter().enumerate() {
             cu_q[s + 1] = cu_q[s] + q as i32;
         }
-        let ids_d = dev.upload(&step.ids)?;
-        let pos_d = dev.upload(&step.positions)?;
+        // The i32 arrays in one upload (ids, positions, cu_seqlens_q, block table, sequence
+        // lengths, logit rows), the i64 slots in another: two host-to-device copies per step.
+        let i32_parts: [&[i32]; 6] = [&step.ids, &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows];
+        let packed = dev.upload(&i32_parts.concat())?;
+        let mut offsets = [0usize; 7];
+        for (i, p) in i32_parts.iter().enumerate() {
+            offsets[i + 1] = offsets[i] + p.len();
+        }
+        let span = |i: usize| packed.slice(offsets[i]..offsets[i + 1]);
+        let (ids, positions) = (TensorView::contiguous(span(0), [t])?, TensorView::contiguous(span(1), [t])?);
+        let cu_seqlens_q = TensorView::contiguous(span(2), [num_seqs + 1])?;
+        let table = BlockTableView::new(TensorView::contiguous(span(3), [num_seqs, step.table.max_pages_per_seq])?, TensorView::contiguous(span(4), [num_seqs])?)?;
+        let logit_rows = TensorView::contiguous(span(5), [step.logit_rows.len()])?;
         let slots_d = dev.upload(&step.slots)?;
-        let cu_q_d = dev.upload(&cu_q)?;
-        let table_d = dev.upload(&step.table.table)?;
-        let lens_d = dev.upload(&step.table.seq_lens)?;
-        let positions = vector(&pos_d, t)?;
         let slots = vector(&slots_d, t)?;
-        let cu_seqlens_q = vector(&cu_q_d, num_seqs + 1)?;
-        let table = BlockTableView::new(rows(&table_d, num_seqs, step.table.max_pages_per_seq)?, vector(&lens_d, num_seqs)?)?;
         let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
         let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
 
-        select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &vector(&ids_d, t)?, &mut rows_mut(&mut bufs.residual, t, h)?)?;
+        select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &ids, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let w_in = vector(&layer.input_norm, h)?;
             if self.int8_norms() {
@@ -544,8 +549,7 @@ impl GpuModel {
         if all_rows {
             self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         } else {
-            let rows_d = dev.upload(&step.logit_rows)?;
-            select_rows(dev, &rows(&bufs.x, t, h)?, &vector(&rows_d, r)?, &mut rows_mut(&mut bufs.selected, r, h)?)?;
+            select_rows(dev, &rows(&bufs.x, t, h)?, &logit_rows, &mut rows_mut(&mut bufs.selected, r, h)?)?;
             self.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         }
         Ok(())
