@@ -107,7 +107,7 @@ impl Fp8Scratch {
 
 /// The parts of a stacked projection: `(name, rows of it)`, each `name.weight` having
 /// `total rows` rows.
-type Part<'p> = (&'p str, usize, Range<usize>);
+pub(super) type Part<'p> = (&'p str, usize, Range<usize>);
 
 impl GpuLinear {
     /// `{prefix}.weight` of each `(prefix, n)`, all with `k` columns, stacked: bf16 (converted or
@@ -123,19 +123,17 @@ impl GpuLinear {
         Self::load_stacked(dev, w, c, &parts, k)
     }
 
-    /// Rows `range` of the `[total, k]` weight `name` (a projection whose outputs go to
-    /// different places, e.g. kv_a_proj_with_mqa's latent and k_pe rows).
-    pub(super) fn load_rows(dev: &Device, w: &Weights, c: &ModelConfig, name: &str, total: usize, range: Range<usize>, k: usize) -> Result<Self> {
-        Self::load_stacked(dev, w, c, &[(name, total, range)], k)
-    }
-
     /// bf16 weights `[n, k]` computed at load (f32, rounded once).
     pub(super) fn dense(dev: &Device, w: &[f32], n: usize, k: usize) -> Result<Self> {
         debug_assert_eq!(w.len(), n * k);
         Ok(Self::Dense { w: dev.upload(&to_bf16(w))?, n, k })
     }
 
-    fn load_stacked(dev: &Device, w: &Weights, c: &ModelConfig, parts: &[Part], k: usize) -> Result<Self> {
+    /// Parts `(name, total rows, rows taken)` of weights with `k` columns, stacked in order
+    /// (several projections of one input, or the rows of one whose outputs go to different
+    /// places: kv_a_proj_with_mqa's latent and k_pe rows): FP8 when every part is whole 128-row
+    /// blocks of an e4m3 tensor and k a multiple of 128, else bf16.
+    pub(super) fn load_stacked(dev: &Device, w: &Weights, c: &ModelConfig, parts: &[Part], k: usize) -> Result<Self> {
         let n: usize = parts.iter().map(|p| p.2.len()).sum();
         let blocks = |r: &Range<usize>| r.start % FP8_BLOCK == 0 && r.len() % FP8_BLOCK == 0;
         if c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK]) && k % FP8_BLOCK == 0 && parts.iter().all(|p| blocks(&p.2)) {

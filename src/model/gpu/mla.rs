@@ -2,10 +2,11 @@
 //! decode alike — over the paged latent cache:
 //!
 //! ```text
-//! q_in = x, or rms_norm(x · W_q_aᵀ) (q_a_layernorm)               [T, hidden or q_lora_rank]
+//! [q_a | c] = x · [W_q_a; W_kv_a[:512]]ᵀ                          one GEMM (FP8: one x quantization)
+//! q_in = x, or rms_norm(q_a) (q_a_layernorm)                        [T, hidden or q_lora_rank]
 //! q̃ = q_in · W_q̃ᵀ                                                  [T, heads, 512 + 64]
 //!     W_q̃ per head: W_ukᵀ · W_q_nope (512 rows), then W_q_pe (64)   folded at load
-//! latent[:, 512:] = x · W_kv_a[512:]ᵀ (k_pe);  c = x · W_kv_a[:512]ᵀ
+//! latent[:, 512:] = x · W_kv_a[512:]ᵀ (k_pe)                        bf16 (64 rows: no FP8 block)
 //! latent[:, :512] = rms_norm(c) (kv_a_layernorm)                    [T, 576] = [c_kv | k_pe]
 //! rope_append_kv: RoPE on q̃[.., 512:] and latent[.., 512:] (rotary_offset 512), each
 //!                 token's latent row into the latent cache             one launch
@@ -41,12 +42,15 @@ pub(super) const ROW: usize = MLA_DECODE.0;
 /// kv_a_proj_with_mqa stay FP8 where the checkpoint has FP8 blocks (see linear.rs), k_pe's 64
 /// rows are dequantized.
 pub(super) struct GpuMla {
-    /// `q_a_proj` `[q_lora_rank, hidden]` and `q_a_layernorm` `[q_lora_rank]`; None: q_proj.
-    q_a: Option<(GpuLinear, CudaSlice<bf16>)>,
+    /// The projections of x into the low-rank spaces, stacked: `q_a_proj` `[q_lora_rank,
+    /// hidden]` (when there is one) and the 512 latent rows of `kv_a_proj_with_mqa`, one GEMM
+    /// (FP8: one quantization of x) for both.
+    qkv_a: GpuLinear,
+    /// `q_a_layernorm` `[q_lora_rank]`; None: q_proj (no q compression).
+    q_a_norm: Option<CudaSlice<bf16>>,
     /// `[heads · 576, q_in]`: per head W_ukᵀ · W_q_nope (512 rows) then W_q_pe (64 rows).
     q_abs: GpuLinear,
-    /// `kv_a_proj_with_mqa` `[576, hidden]`: its 512 latent rows, and its 64 k_pe rows.
-    kv_a_latent: GpuLinear,
+    /// `kv_a_proj_with_mqa`'s 64 k_pe rows (never whole FP8 blocks: bf16).
     kv_a_pe: GpuLinear,
     /// `kv_a_layernorm` `[512]`.
     kv_a_norm: CudaSlice<bf16>,
@@ -58,11 +62,10 @@ pub(super) struct GpuMla {
 
 /// The MLA layers' activations for `t` tokens.
 pub(super) struct MlaBuffers {
-    /// `[t, q_lora_rank]`: q_a_proj's output, then its norm.
-    qa: CudaSlice<bf16>,
+    /// `[t, q_lora_rank + 512]`: q_a_proj's output and the latent before kv_a_layernorm.
+    qkv_a: CudaSlice<bf16>,
+    /// `[t, q_lora_rank]`: q_a_proj's output normalised.
     qa_norm: CudaSlice<bf16>,
-    /// `[t, 512]`: the latent before kv_a_layernorm.
-    c_kv: CudaSlice<bf16>,
     /// `[t, 576]`: the latent rows `[c_kv | k_pe]` as the cache stores them.
     latent: CudaSlice<bf16>,
     /// `[t, heads, 576]` absorbed queries and `[t, heads, 512]` attention output.
@@ -74,9 +77,8 @@ impl MlaBuffers {
     pub(super) fn new(dev: &Device, t: usize, c: &ModelConfig, m: &MlaConfig) -> Result<Self> {
         let (heads, q_lora) = (c.num_q_heads, m.q_lora_rank.unwrap_or(0));
         Ok(Self {
-            qa: alloc(dev, t * q_lora)?,
+            qkv_a: alloc(dev, t * (q_lora + LATENT))?,
             qa_norm: alloc(dev, t * q_lora)?,
-            c_kv: alloc(dev, t * LATENT)?,
             latent: alloc(dev, t * ROW)?,
             q: alloc(dev, t * heads * ROW)?,
             o: alloc(dev, t * heads * LATENT)?,
@@ -138,21 +140,23 @@ impl GpuMla {
         let up = |v: Vec<f32>| dev.upload(&to_bf16(&v));
         let qd = heads * (m.qk_nope_head_dim + m.qk_rope_head_dim);
         let kv_b = get(&at("kv_b_proj.weight"), &[heads * (m.qk_nope_head_dim + m.v_head_dim), LATENT])?;
-        let (q_a, w_q, q_in) = match m.q_lora_rank {
+        let (q_a_norm, w_q, q_in) = match m.q_lora_rank {
             None => (None, get(&at("q_proj.weight"), &[qd, h])?, h),
-            Some(rank) => {
-                let a = GpuLinear::load(dev, w, c, &[(at("q_a_proj"), rank)], h)?;
-                let norm = up(get(&at("q_a_layernorm.weight"), &[rank])?)?;
-                (Some((a, norm)), get(&at("q_b_proj.weight"), &[qd, rank])?, rank)
-            }
+            Some(rank) => (Some(up(get(&at("q_a_layernorm.weight"), &[rank])?)?), get(&at("q_b_proj.weight"), &[qd, rank])?, rank),
         };
         let w_o = get(&at("o_proj.weight"), &[h, heads * m.v_head_dim])?;
         let kv_a = at("kv_a_proj_with_mqa.weight");
+        let q_a = at("q_a_proj.weight");
+        let mut parts = Vec::new();
+        if let Some(rank) = m.q_lora_rank {
+            parts.push((q_a.as_str(), rank, 0..rank));
+        }
+        parts.push((kv_a.as_str(), ROW, 0..LATENT));
         Ok(Self {
-            q_a,
+            qkv_a: GpuLinear::load_stacked(dev, w, c, &parts, h)?,
+            q_a_norm,
             q_abs: GpuLinear::dense(dev, &fold_query(m, heads, &w_q, &kv_b, q_in), heads * ROW, q_in)?,
-            kv_a_latent: GpuLinear::load_rows(dev, w, c, &kv_a, ROW, 0..LATENT, h)?,
-            kv_a_pe: GpuLinear::load_rows(dev, w, c, &kv_a, ROW, LATENT..ROW, h)?,
+            kv_a_pe: GpuLinear::load_stacked(dev, w, c, &[(kv_a.as_str(), ROW, LATENT..ROW)], h)?,
             kv_a_norm: up(get(&at("kv_a_layernorm.weight"), &[LATENT])?)?,
             o_abs: GpuLinear::dense(dev, &fold_output(m, heads, h, &w_o, &kv_b), h, heads * LATENT)?,
             q_in,
@@ -161,14 +165,12 @@ impl GpuMla {
 
     /// Elements of the norms' weights (bf16).
     pub(super) fn norms_len(&self) -> usize {
-        self.q_a.as_ref().map_or(0, |(_, n)| n.len()) + self.kv_a_norm.len()
+        self.q_a_norm.as_ref().map_or(0, CudaSlice::len) + self.kv_a_norm.len()
     }
 
     /// Every projection of the layer.
     pub(super) fn linears(&self) -> Vec<&GpuLinear> {
-        let mut v: Vec<&GpuLinear> = self.q_a.iter().map(|(a, _)| a).collect();
-        v.extend([&self.q_abs, &self.kv_a_latent, &self.kv_a_pe, &self.o_abs]);
-        v
+        vec![&self.qkv_a, &self.q_abs, &self.kv_a_pe, &self.o_abs]
     }
 }
 
@@ -181,13 +183,16 @@ impl GpuModel {
         let norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let mb = bufs.mla.as_mut().expect("MLA buffers are allocated for MLA models");
         let x = rows(&bufs.x, t, h)?;
+        // [q_a | c] = x · [W_q_a; W_kv_a[:512]]ᵀ: one GEMM. Row r of qkv_a: q_lora then 512.
+        let q_lora = layer.q_a_norm.as_ref().map_or(0, |_| layer.q_in);
+        let width = q_lora + LATENT;
+        layer.qkv_a.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.qkv_a, t, width)?)?;
         // q̃ = q_in · W_q̃ᵀ.
-        let q_in = match &layer.q_a {
-            Some((a, n)) => {
-                let r = layer.q_in;
-                a.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.qa, t, r)?)?;
-                rms_norm(dev, &rows(&mb.qa, t, r)?, &vector(n, r)?, &mut rows_mut(&mut mb.qa_norm, t, r)?, norm)?;
-                rows(&mb.qa_norm, t, r)?
+        let q_in = match &layer.q_a_norm {
+            Some(n) => {
+                let qa = TensorView::new(mb.qkv_a.slice(..t * width), [t, q_lora], [width, 1])?;
+                rms_norm(dev, &qa, &vector(n, q_lora)?, &mut rows_mut(&mut mb.qa_norm, t, q_lora)?, norm)?;
+                rows(&mb.qa_norm, t, q_lora)?
             }
             None => rows(&bufs.x, t, h)?,
         };
@@ -195,9 +200,9 @@ impl GpuModel {
         // The latent rows: k_pe straight into columns 512.., the normalised latent before it.
         let mut k_pe = TensorViewMut::new(mb.latent.slice_mut(LATENT..t * ROW), [t, ROW - LATENT], [ROW, 1])?;
         layer.kv_a_pe.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut k_pe)?;
-        layer.kv_a_latent.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.c_kv, t, LATENT)?)?;
+        let c = TensorView::new(mb.qkv_a.slice(q_lora..t * width), [t, LATENT], [width, 1])?;
         let mut c_kv = TensorViewMut::new(mb.latent.slice_mut(..t * ROW), [t, LATENT], [ROW, 1])?;
-        rms_norm(dev, &rows(&mb.c_kv, t, LATENT)?, &vector(&layer.kv_a_norm, LATENT)?, &mut c_kv, norm)?;
+        rms_norm(dev, &c, &vector(&layer.kv_a_norm, LATENT)?, &mut c_kv, norm)?;
         // RoPE on both rope parts, the latent rows into the cache.
         {
             let mut q = TensorViewMut::contiguous(mb.q.slice_mut(..t * heads * ROW), [t, heads, ROW])?;
