@@ -1,4 +1,5 @@
-// Emulated runs of cuda/elementwise.cu (glu, select_rows) against independent f64 / byte references.
+// Emulated runs of cuda/elementwise.cu (glu, select_rows, argmax_rows) against independent f64 / byte
+// / index references.
 #include "harness.h"
 
 #include <algorithm>
@@ -130,6 +131,52 @@ static void select_case(int esize, int cols, int src_rows, int num_rows, int src
   if (!sb.init.empty() && memcmp(sb.base, sb.init.data(), sb.init.size()) != 0) fail("src written");
 }
 
+// ------------------------------------------------------------------ argmax_rows
+// kind: 0 random, 1 ties for the maximum, 2 NaNs around one value, 3 all NaN, 4 all -inf,
+// 5 +inf twice, 6 maximum in the last column. The reference scans each row once (first strict
+// maximum, NaN skipped, 0 when nothing is above -inf).
+static void argmax_case(int rows, int cols, int pad, int kind, uint64_t seed) {
+  ctx("argmax_rows rows=%d cols=%d pad=%d kind=%d", rows, cols, pad, kind);
+  Rng r(seed);
+  const int64_t xs = cols + pad;
+  std::vector<float> x(static_cast<size_t>((rows - 1) * xs + cols));
+  for (auto& v : x) v = static_cast<float>(r.uni(-30, 30));
+  for (int i = 0; i < rows; ++i) {
+    float* row = x.data() + i * xs;
+    const int a = static_cast<int>(r.below(cols)), b = static_cast<int>(r.below(cols));
+    switch (kind) {
+      case 1: row[a] = row[b] = 1e30f; break;
+      case 2: for (int c = 0; c < cols; ++c) if (c != a) row[c] = NAN; break;
+      case 3: for (int c = 0; c < cols; ++c) row[c] = NAN; break;
+      case 4: for (int c = 0; c < cols; ++c) row[c] = -INFINITY; break;
+      case 5: row[r.below(cols)] = NAN; row[a] = row[b] = INFINITY; break;
+      case 6: row[cols - 1] = 1e30f; break;
+      default: break;
+    }
+  }
+  Buf xb(x.size() * 4, 0, r);
+  xb.set(x.data(), x.size() * 4);
+  Buf ob(static_cast<size_t>(rows) * 4, 4, r);  // a 4-byte guard before out
+  wc_argmax_rows_params p{xb.as<float>(), ob.as<int32_t>(), rows, cols, xs};
+  ++g_checks;
+  if (wc_argmax_rows(&p, nullptr) != WC_OK) fail("status");
+  for (int i = 0; i < rows; ++i) {
+    const float* row = x.data() + i * xs;
+    int want = 0;
+    float best = -INFINITY;
+    for (int c = 0; c < cols; ++c)
+      if (row[c] > best) {
+        best = row[c];
+        want = c;
+      }
+    if (ob.as<int32_t>()[i] != want) {
+      fail("row %d: got %d want %d", i, ob.as<int32_t>()[i], want);
+      break;
+    }
+  }
+  if (!ob.guard_intact()) fail("out guard written");
+}
+
 int main() {
   uint64_t seed = 1;
   const int cols_list[] = {1, 7, 8, 9, 16, 4095, 4096, 8200};
@@ -178,6 +225,20 @@ int main() {
     int32_t i = 0;
     wc_select_rows_params p{nullptr, &i, nullptr, 1, 1, 65535 * 256 + 1, 65535 * 256 + 1, 65535 * 256 + 1, 0, WC_E4M3};
     if (wc_select_rows(&p, nullptr) != WC_ERR_INVALID_ARG) fail("too-wide row accepted");
+  }
+  for (int cols : {1, 2, 31, 32, 33, 1023, 1024, 1025, 2049, 32000, 128256})
+    for (int kind = 0; kind < 7; ++kind)
+      for (int pad : {0, 3}) argmax_case(cols >= 32000 ? 2 : 5, cols, pad, kind, seed++);
+  {
+    ctx("argmax_rows guards");
+    wc_argmax_rows_params p{nullptr, nullptr, 0, 8, 8};
+    if (wc_argmax_rows(&p, nullptr) != WC_OK) fail("rows=0 not OK");
+    float x[4] = {};
+    int32_t o[2] = {};
+    p = {x, o, 2, 0, 2};
+    if (wc_argmax_rows(&p, nullptr) != WC_ERR_INVALID_ARG) fail("cols=0 accepted");
+    p = {x, o, 2, 2, 1};
+    if (wc_argmax_rows(&p, nullptr) != WC_ERR_INVALID_ARG) fail("stride < cols accepted");
   }
   return finish("elementwise");
 }

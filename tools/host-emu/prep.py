@@ -108,6 +108,10 @@ SEEDS = {
     "sm90_kslice": ("attention", "attention_sm90.cu", "const int col = (kk % 4) * 32;", "const int col = (kk % 4) * 16;"),
     # select_rows accepts index == src_rows.
     "select_oob": ("elementwise", "elementwise.cu", "r >= a.src_rows", "r > a.src_rows"),
+    # argmax_rows: ties between threads go to the higher index.
+    "argmax_tie": ("elementwise", "elementwise.cu", "(ov == v && oi < i)", "(ov == v && oi > i)"),
+    # argmax_rows: within a thread's scan, a later equal value wins (and a NaN compare slips by).
+    "argmax_scan": ("elementwise", "elementwise.cu", "if (y > v) {", "if (y >= v) {"),
     # glu reads up with the gate's stride.
     "glu_stride": ("elementwise", "elementwise.cu", "const T* u = up + row * up_stride;",
                    "const T* u = up + row * gate_stride;"),

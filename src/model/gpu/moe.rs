@@ -6,7 +6,8 @@
 //! (a wait on the queued work) to size the GEMMs; a grouped GEMM reading them on the device
 //! would remove it.
 
-use super::linear::Input;
+use super::linear::{Fp8Scratch, Input};
+use super::super::gemm::Gemm;
 use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
@@ -50,6 +51,32 @@ impl MoeBuffers {
             shared_act: alloc(dev, t * m.num_shared_experts * m.intermediate_size)?,
         })
     }
+}
+
+/// Each expert's rows `first..first + count` of x (`[.., k]`, in expert order) through expert
+/// e's `n` rows of the stacked weights `w` into the same rows of y (`[.., n]`). FP8 experts:
+/// every row of x is quantized once first, and each GEMM takes its rows of the codes.
+fn expert_gemms(
+    dev: &Device,
+    gemm: &Gemm,
+    fp8: &mut Fp8Scratch,
+    (w, n): (&GpuLinear, usize),
+    (x, k): (&CudaSlice<bf16>, usize),
+    ranges: &[(usize, usize, usize)],
+    y: &mut CudaSlice<bf16>,
+) -> Result<()> {
+    let quantized = w.fp8_k().is_some();
+    if quantized {
+        let rows_total = ranges.iter().map(|&(_, first, count)| first + count).max().unwrap_or(0);
+        fp8.quantize(dev, &rows(x, rows_total, k)?)?;
+    }
+    for &(e, first, count) in ranges {
+        let x8 = if quantized { Some(fp8.rows(first, count, k)?) } else { None };
+        let xr = rows_at(x, first, count, k)?;
+        let input = x8.as_ref().map_or(Input::Bf16(&xr), Input::Fp8);
+        w.rows(e * n, n)?.forward(dev, gemm, input, None, &mut rows_at_mut(y, first, count, n)?)?;
+    }
+    Ok(())
 }
 
 impl GpuModel {
@@ -108,30 +135,9 @@ impl GpuModel {
             .map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize))
             .filter(|&(_, _, count)| count > 0)
             .collect();
-        // FP8 experts: every gathered row quantized once, each expert's GEMM on its rows.
-        let fp8 = gate_up.fp8_k().is_some();
-        if fp8 {
-            bufs.fp8.quantize(dev, &rows(&mb.gathered, n, h)?)?;
-        }
-        for &(e, first, count) in &ranges {
-            let x8 = if fp8 { Some(bufs.fp8.rows(first, count, h)?) } else { None };
-            let w = gate_up.rows(e * 2 * inter, 2 * inter)?; // expert e's [2 · inter, hidden]
-            let x = rows_at(&mb.gathered, first, count, h)?;
-            let x = x8.as_ref().map_or(Input::Bf16(&x), Input::Fp8);
-            w.forward(dev, &self.gemm, x, None, &mut rows_at_mut(&mut bufs.gate_up, first, count, 2 * inter)?)?;
-        }
+        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), &ranges, &mut bufs.gate_up)?;
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
-        let fp8 = down.fp8_k().is_some();
-        if fp8 {
-            bufs.fp8.quantize(dev, &rows(&bufs.act, n, inter)?)?;
-        }
-        for &(e, first, count) in &ranges {
-            let x8 = if fp8 { Some(bufs.fp8.rows(first, count, inter)?) } else { None };
-            let w = down.rows(e * h, h)?; // expert e's [hidden, inter]
-            let x = rows_at(&bufs.act, first, count, inter)?;
-            let x = x8.as_ref().map_or(Input::Bf16(&x), Input::Fp8);
-            w.forward(dev, &self.gemm, x, None, &mut rows_at_mut(&mut mb.expert_out, first, count, h)?)?;
-        }
+        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (down, h), (&bufs.act, inter), &ranges, &mut mb.expert_out)?;
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
             Some(s) => s.down.forward_add(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
