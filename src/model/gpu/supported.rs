@@ -4,6 +4,7 @@
 use super::super::{Architecture, BitLinearClass, ModelConfig};
 use super::OP;
 use crate::ops::attention::{HEAD_DIMS, MLA_DECODE};
+use crate::ops::quant::FP8_BLOCK;
 use crate::reference::mlp::GluActivation;
 use crate::{Error, Result};
 
@@ -28,6 +29,9 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
     }
     if c.attention_bias {
         return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
+    }
+    if let Some(block) = c.fp8_weight_block.filter(|b| *b != [FP8_BLOCK, FP8_BLOCK]) {
+        return Err(Error::Unsupported { op: OP, what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") });
     }
     if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
         return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
@@ -61,6 +65,11 @@ mod tests {
         assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("attention_bias")), "{e}");
         let e = check_supported(&config(r#","head_dim":16"#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("head_dim")), "{e}");
+        let mut fp8 = config("");
+        fp8.fp8_weight_block = Some([128, 128]);
+        assert!(check_supported(&fp8).is_ok());
+        fp8.fp8_weight_block = Some([64, 128]);
+        assert!(matches!(check_supported(&fp8).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("FP8 weight_block_size")));
         let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
         let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
