@@ -42,7 +42,8 @@
 //!              down GEMM added into x (beta 1)
 //! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
 //! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
-//!                                 W_lm_head = embed when tied) → host → one Sampler per sequence
+//!                                 W_lm_head = embed when tied) → host → one Sampler per sequence;
+//!                                 greedy: argmax_rows on the GPU → one id per sequence to the host
 //! ```
 //!
 //! The MoE layer reads the per-expert row offsets back to the host (one `num_experts + 1` i32
