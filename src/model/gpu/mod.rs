@@ -77,7 +77,7 @@ use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_no
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
-use crate::{Device, Result, TensorView, TensorViewMut};
+use crate::{Device, Error, Result, TensorView, TensorViewMut};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::bf16;
 use std::path::Path;
@@ -246,7 +246,7 @@ struct LayerStep<'s, 'a> {
     /// MLA: over the rope part at offset 512 of each 576-wide head.
     rope: RopeConfig,
     positions: &'s TensorView<'a, i32, 1>,
-    slots: &'s TensorView<'a, i64, 1>,
+    slots: &'s TensorView<'a, i32, 1>,
     cu_seqlens_q: &'s TensorView<'a, i32, 1>,
     table: &'s BlockTableView<'a>,
     /// `[num_pages, page_size, num_kv_heads, head_dim]` (MLA: `[.., 1, 576]`).
@@ -473,11 +473,17 @@ impl GpuModel {
         for (s, &q) in step.q_lens.iter().enumerate() {
             cu_q[s + 1] = cu_q[s] + q as i32;
         }
-        // The i32 arrays in one upload (ids, positions, cu_seqlens_q, block table, sequence
-        // lengths, logit rows), the i64 slots in another: two host-to-device copies per step.
-        let i32_parts: [&[i32]; 6] = [&step.ids, &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows];
+        // The step's index arrays in one upload (ids, positions, cu_seqlens_q, block table,
+        // sequence lengths, logit rows, cache slots): one host-to-device copy per step. Slots
+        // fit i32: the cache's pages were allocated (num_pages · page_size slots).
+        let slots: Vec<i32> = step.slots.iter().map(|&s| i32::try_from(s)).collect::<std::result::Result<_, _>>().map_err(|_| Error::Unsupported {
+            op: OP,
+            what: "KV cache slots (fewer than 2^31)",
+            value: format!("{num_pages} pages of {PAGE_SIZE}"),
+        })?;
+        let i32_parts: [&[i32]; 7] = [&step.ids, &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows, &slots];
         let packed = dev.upload(&i32_parts.concat())?;
-        let mut offsets = [0usize; 7];
+        let mut offsets = [0usize; 8];
         for (i, p) in i32_parts.iter().enumerate() {
             offsets[i + 1] = offsets[i] + p.len();
         }
@@ -486,8 +492,7 @@ impl GpuModel {
         let cu_seqlens_q = TensorView::contiguous(span(2), [num_seqs + 1])?;
         let table = BlockTableView::new(TensorView::contiguous(span(3), [num_seqs, step.table.max_pages_per_seq])?, TensorView::contiguous(span(4), [num_seqs])?)?;
         let logit_rows = TensorView::contiguous(span(5), [step.logit_rows.len()])?;
-        let slots_d = dev.upload(&step.slots)?;
-        let slots = vector(&slots_d, t)?;
+        let slots = TensorView::contiguous(span(6), [t])?;
         let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
         let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
 
