@@ -20,6 +20,7 @@ struct Work {
   int64_t q_start, kv_start;  // kv_start: first key row (contiguous K/V only)
   int q_len, kv_len;
   int kv_lo, tile_begin, tile_end;  // key tiles [tile_begin, tile_end) of BN keys from kv_lo
+  int kv_hi;                        // keys past this are never seen (kv_len, or the causal bound)
 };
 
 // Position of flattened row r of this (sequence, kv head): its query token's position.
@@ -54,6 +55,7 @@ __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int 
   int kv_lo = 0;
   if (p.window_left >= 0) kv_lo = max(0, row_position(w, w.row0) - p.window_left);
   w.kv_lo = kv_lo;
+  w.kv_hi = kv_hi;
   const int tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
   const int per_split = (tiles + p.num_splits - 1) / p.num_splits;
   w.tile_begin = min(tiles, static_cast<int>(blockIdx.z) * per_split);

@@ -102,8 +102,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
-  int kv_hi = w.kv_len;
-  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  const int kv_hi = w.kv_hi;
   // Loads a K/V tile into a stage; returns whether every key this thread loaded exists.
   auto load_tile = [&](int tile, int stage) {
     const bool k_ok = load_rows<KV, HD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,

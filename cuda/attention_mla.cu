@@ -88,8 +88,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
-  int kv_hi = w.kv_len;
-  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  const int kv_hi = w.kv_hi;
   auto load_tile = [&](int tile, int stage) {
     if constexpr (FP8)
       return load_rows<uint8_t, kMlaD, BN, C::kThreads>(p, w, p.k, p.k_stride, p.k_head_stride, tile, kv_hi,

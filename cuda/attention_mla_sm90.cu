@@ -76,20 +76,10 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
-  int kv_hi = w.kv_len;
-  if (p.causal) kv_hi = min(kv_hi, row_position(w, min(w.row0 + BM, w.rows) - 1) + 1);
+  const int kv_hi = w.kv_hi;
   const int n_iter = w.tile_end - w.tile_begin;
   const int wg = threadIdx.x / 128;
-  if (threadIdx.x == 0) {
-    if ((smem_addr(smem) & 1023) != 0) __trap();
-    for (int st = 0; st < S; ++st) {
-      mbar_init(&full[st], 128);  // every producer thread, once its copies landed
-      mbar_init(&empty[st], 8);   // lane 0 of every consumer warp
-      s_bad[st] = -1;
-    }
-    fence_barrier_init();
-  }
-  __syncthreads();
+  init_kv_ring<S>(smem, full, empty, s_bad);
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer

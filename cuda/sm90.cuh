@@ -162,6 +162,24 @@ __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"
 __device__ __forceinline__ void fence_operand_u32(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // ------------------------------------------------------------------ cp.async producer ring
+// The ring's set-up, by the whole CTA (thread 0 initialises, then a CTA barrier): full[stage]
+// counts the 128 producer threads (each arrives once its copies landed), empty[stage] lane 0 of
+// each of the 8 consumer warps; s_bad[stage] (the last tile loaded there with a missing key)
+// starts at -1. The dynamic shared memory must be 1024-byte aligned (the swizzle atoms).
+template <int S>
+__device__ __forceinline__ void init_kv_ring(const void* smem, uint64_t* full, uint64_t* empty, int* s_bad) {
+  if (threadIdx.x == 0) {
+    if ((smem_addr(smem) & 1023) != 0) __trap();
+    for (int st = 0; st < S; ++st) {
+      mbar_init(&full[st], 128);
+      mbar_init(&empty[st], 8);
+      s_bad[st] = -1;
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+}
+
 // The producer warpgroup's side of a ring of S stages that it fills with cp.async (tile 0 already
 // issued; load_tile(it) issues tile it as one commit group), for consumer warpgroups that wait
 // on full[stage] and arrive on empty[stage] when done with it. Tile it goes out as soon as its

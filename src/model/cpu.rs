@@ -51,7 +51,7 @@ impl Linear {
             && whole(rows.start)
             && whole(rows.len())
             && whole(k)
-            && wts.get_block_fp8(name)?.is_some();
+            && wts.is_e4m3(name)?;
         Ok(if fp8 { Self::Fp8 { w, quantize_input: false } } else { Self::Dense(w) })
     }
 
@@ -239,9 +239,7 @@ impl CpuModel {
                 });
             }
         }
-        if let Some(block) = c.fp8_weight_block.filter(|b| *b != [128, 128]) {
-            return Err(Error::Unsupported { op: "CpuModel", what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") });
-        }
+        c.check_fp8_block("CpuModel")?;
         if c.mla.is_some() && c.attention_bias {
             return Err(Error::Unsupported { op: "CpuModel", what: "attention_bias with MLA", value: "true".into() });
         }

@@ -86,7 +86,7 @@ impl Weights {
                 Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::F8_E4M3 => self.dequantize_block_fp8(name, t.shape(), bytes)?,
+                Dtype::F8_E4M3 => self.dequantize_block_fp8(name, t.shape())?,
                 other => return Err(load_err(path, format!("tensor {name}: dtype {other:?} is not f32, bf16, f16 or e4m3 with block scales"))),
             };
             Ok((data, t.shape().to_vec()))
@@ -99,6 +99,11 @@ impl Weights {
             Dtype::U8 => Ok((t.data().to_vec(), t.shape().to_vec())),
             other => Err(load_err(path, format!("tensor {name}: dtype {other:?} is not u8"))),
         })
+    }
+
+    /// True when `name` is stored as e4m3 (an FP8 block weight; `Error::MissingTensor` when absent).
+    pub fn is_e4m3(&self, name: &str) -> Result<bool> {
+        self.with_tensor(name, |_, t| Ok(t.dtype() == Dtype::F8_E4M3))
     }
 
     /// The e4m3 codes of `name` (`[rows, cols]`, as stored) and its `<name>_scale_inv`
@@ -118,28 +123,15 @@ impl Weights {
         Ok(Some(BlockFp8 { codes, shape, scale }))
     }
 
-    /// A 2-D e4m3 tensor and its `<name>_scale_inv` (`[ceil(rows/128), ceil(cols/128)]`), as
-    /// f32: each value is exact in f64 and rounded once, like transformers' f32 dequantization.
-    fn dequantize_block_fp8(&self, name: &str, shape: &[usize], bytes: &[u8]) -> Result<Vec<f32>> {
-        let scale_name = format!("{name}_scale_inv");
-        let &[rows, cols] = shape else {
+    /// A 2-D e4m3 tensor ([`Weights::get_block_fp8`]) as f32: each value is exact in f64 and
+    /// rounded once, like transformers' f32 dequantization.
+    fn dequantize_block_fp8(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let Some(b) = self.get_block_fp8(name)? else {
             return Err(Error::Unsupported { op: "Weights::get", what: "e4m3 tensor rank (2, with block scales)", value: format!("{name}: {shape:?}") });
         };
-        if !self.contains(&scale_name) {
-            return Err(Error::MissingTensor { name: scale_name });
-        }
-        let (scale, scale_shape) = self.get(&scale_name)?;
-        let scale_shape: [usize; 2] = scale_shape.try_into().map_err(|s: Vec<usize>| Error::ShapeMismatch {
-            op: "Weights::get",
-            arg: "scale_inv",
-            expected: format!("{scale_name}: 2-D"),
-            got: format!("{s:?}"),
-        })?;
-        let q = bytes.iter().map(|&b| F8E4M3(b)).collect();
-        let q = Quantized::from_parts(rows, cols, ScaleGranularity::Block128, q, scale, scale_shape).map_err(|e| match e {
-            Error::ShapeMismatch { op, arg, expected, got } => Error::ShapeMismatch { op, arg, expected: format!("{name}: {expected}"), got },
-            other => other,
-        })?;
+        let [rows, cols] = b.shape;
+        let scale_shape = ScaleGranularity::Block128.scale_shape(rows, cols);
+        let q = Quantized::from_parts(rows, cols, ScaleGranularity::Block128, b.codes, b.scale, scale_shape)?;
         Ok(q.dequantize().into_iter().map(|v| v as f32).collect())
     }
 

@@ -6,6 +6,7 @@
 mod rope;
 
 use crate::ops::moe_routing::{MoeGateConfig, MoeScoring};
+use crate::ops::quant::FP8_BLOCK;
 use crate::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -256,6 +257,15 @@ fn eos_token_ids(v: Option<&Value>, path: &Path) -> Result<Vec<u32>> {
 }
 
 impl ModelConfig {
+    /// Both model paths take FP8 block weights in 128 × 128 blocks only (DeepSeek-V3's and
+    /// Qwen3-FP8's; what `reference::quant` dequantizes and the FP8 GEMM reads).
+    pub fn check_fp8_block(&self, op: &'static str) -> Result<()> {
+        match self.fp8_weight_block {
+            Some(block) if block != [FP8_BLOCK, FP8_BLOCK] => Err(Error::Unsupported { op, what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads `dir/config.json`. A `dir/generation_config.json`, when present, decides the EOS
     /// ids instead (its `eos_token_id`, or none when it has no such key): transformers replaces
     /// the config.json-derived generation settings with that file whole.

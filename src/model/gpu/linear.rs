@@ -248,10 +248,7 @@ impl GpuLinear {
     pub(super) fn forward_add(&self, dev: &Device, gemm: &Gemm, fp8: &mut Fp8Scratch, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>) -> Result<()> {
         let [t, k] = x.shape();
         let w = self.all()?;
-        let n = match self {
-            Self::Dense { n, .. } | Self::Fp8 { n, .. } => *n,
-            Self::Ternary(_) => unreachable!("all() refuses ternary projections"),
-        };
+        let n = w.n();
         if let LinearRows::Dense(w) = &w {
             return gemm.linear_add(dev, x, w, &mut rows_mut(y, t, n)?);
         }
@@ -296,6 +293,14 @@ pub(super) enum Input<'v, 'a> {
 }
 
 impl LinearRows<'_> {
+    /// Output columns (the weight rows).
+    fn n(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.shape()[0],
+            Self::Fp8 { w, .. } => w.shape()[0],
+        }
+    }
+
     /// `y = x · Wᵀ (+ residual)`: bf16 x on cuBLAS (no residual), or e4m3 x on `matmul_fp8`.
     pub(super) fn forward(&self, dev: &Device, gemm: &Gemm, x: Input, residual: Option<&TensorView<bf16, 2>>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
         match (self, x) {

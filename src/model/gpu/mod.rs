@@ -402,10 +402,11 @@ impl GpuModel {
         let mlp_elems = t * dense_inter.max(moe_rows_inter);
         let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h)).transpose()?;
         // FP8 projections' activations: every token's (MoE: every token's top_k rows), as wide as
-        // the widest FP8 projection's input; the accumulating ones (shared experts' down) write
-        // [t, hidden].
+        // the widest FP8 projection's input; the accumulating ones (FP8 shared experts' down)
+        // write [t, hidden].
         let fp8_k = self.layers.iter().flat_map(GpuLayer::linears).filter_map(GpuLinear::fp8_k).max().unwrap_or(0);
-        let moe_top_k = c.moe.as_ref().map_or(1, |m| m.top_k.max(1));
+        let fp8_rows = if fp8_k > 0 { t * c.moe.as_ref().map_or(1, |m| m.top_k.max(1)) } else { 0 };
+        let fp8_add = self.layers.iter().any(|l| matches!(&l.mlp, GpuMlp::Moe { shared: Some(s), .. } if s.down.fp8_k().is_some()));
         // GQA's fused qkv and attention output; MLA keeps its own.
         let gqa_t = if c.mla.is_none() { t } else { 0 };
         Ok(Buffers {
@@ -416,7 +417,7 @@ impl GpuModel {
             attn: alloc(dev, gqa_t * c.num_q_heads * c.head_dim)?,
             mla: c.mla.as_ref().map(|m| MlaBuffers::new(dev, t, c, m)).transpose()?,
             int8: Int8Scratch::new(dev, if self.int8_norms() { t } else { 0 }, h.max(c.num_q_heads * c.head_dim).max(dense_inter))?,
-            fp8: Fp8Scratch::new(dev, if fp8_k > 0 { t * moe_top_k } else { 0 }, fp8_k, if fp8_k > 0 { t * h } else { 0 })?,
+            fp8: Fp8Scratch::new(dev, fp8_rows, fp8_k, if fp8_add { t * h } else { 0 })?,
             gate_up: alloc(dev, 2 * mlp_elems)?,
             act: alloc(dev, mlp_elems)?,
             workspace: alloc(dev, 1)?,

@@ -4,7 +4,6 @@
 use super::super::{Architecture, BitLinearClass, ModelConfig};
 use super::OP;
 use crate::ops::attention::{HEAD_DIMS, MLA_DECODE};
-use crate::ops::quant::FP8_BLOCK;
 use crate::reference::mlp::GluActivation;
 use crate::{Error, Result};
 
@@ -30,9 +29,7 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
     if c.attention_bias {
         return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
     }
-    if let Some(block) = c.fp8_weight_block.filter(|b| *b != [FP8_BLOCK, FP8_BLOCK]) {
-        return Err(Error::Unsupported { op: OP, what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") });
-    }
+    c.check_fp8_block(OP)?;
     if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
         return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
     }
