@@ -126,6 +126,8 @@ bool with_copy_unit(int64_t esize, int64_t row_bytes, int64_t stride_a_bytes, in
 // ------------------------------------------------------------------ 64-bit index arithmetic
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+__host__ __device__ __forceinline__ int32_t min32(int32_t a, int32_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int32_t max32(int32_t a, int32_t b) { return a > b ? a : b; }
 
 // ------------------------------------------------------------------ reductions
 __device__ __forceinline__ float warp_sum(float v) {

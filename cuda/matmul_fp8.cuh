@@ -9,37 +9,104 @@ namespace wc {
 // K per pipeline stage and per scaling block: one 128-byte swizzle row of e4m3.
 constexpr int kFp8BlockK = WC_FP8_BLOCK;
 
-// The tile grid of a problem: ceil(m / (cluster · block_m)) × (n / block_n) tiles, walked in
-// groups of group_m m-tiles; inside a group the m-tile changes fastest, so the CTAs running
-// together share B tiles (weights) and a band of A rows in L2. With clusters (sm_90a) a tile of
-// this grid is a cluster's: `cluster` block_m-row tiles side by side, one per CTA. A grouped
-// (MoE) GEMM would extend this with an expert index per tile and per-expert row offsets; the
-// kernels only ever ask for (m_tile, n_tile) of tile t.
+// The tile grid of one group of rows: ceil(rows / (cluster · block_m)) × (n / block_n) tiles,
+// walked in groups of group_m m-tiles; inside a group the m-tile changes fastest, so the CTAs
+// running together share B tiles (weights) and a band of A rows in L2. With clusters (sm_90a) a
+// tile of this grid is a cluster's: `cluster` block_m-row tiles side by side, one per CTA.
 struct TileGrid {
-  int64_t m_tiles, n_tiles, group_m;
+  int32_t m_tiles, n_tiles, group_m;  // 32-bit: the launchers refuse more than INT32_MAX units
 
-  __host__ __device__ static TileGrid of(const wc_matmul_fp8_params& p, int cluster = 1) {
+  __host__ __device__ static TileGrid of(const wc_matmul_fp8_params& p, int32_t rows, int cluster = 1) {
     TileGrid g;
-    const int64_t rows = int64_t{p.block_m} * cluster;
-    g.m_tiles = (p.m + rows - 1) / rows;
-    g.n_tiles = p.n / p.block_n;
+    const int32_t tile_rows = p.block_m * cluster;
+    g.m_tiles = (rows + tile_rows - 1) / tile_rows;
+    g.n_tiles = static_cast<int32_t>(p.n / p.block_n);
     g.group_m = p.group_m < 1 ? 1 : p.group_m;
     return g;
   }
-  __host__ __device__ int64_t tiles() const { return m_tiles * n_tiles; }
-  __host__ __device__ void coords(int64_t t, int64_t& m_tile, int64_t& n_tile) const {
-    const int64_t per_group = group_m * n_tiles;
-    const int64_t group = t / per_group;
-    const int64_t first_m = group * group_m;
-    const int64_t rows = min64(group_m, m_tiles - first_m);  // the last group may be short
-    const int64_t r = t - group * per_group;
+  __host__ __device__ int32_t tiles() const { return m_tiles * n_tiles; }
+  __host__ __device__ void coords(int32_t t, int32_t& m_tile, int32_t& n_tile) const {
+    const int32_t per_group = group_m * n_tiles;
+    const int32_t group = t / per_group;
+    const int32_t first_m = group * group_m;
+    const int32_t rows = min32(group_m, m_tiles - first_m);  // the last group may be short
+    const int32_t r = t - group * per_group;
     m_tile = first_m + r % rows;
     n_tile = r / rows;
   }
 };
 
+// One CTA's tile: rows [m0, min(m0 + block_m, m_end)) of A, D and the residual (rows from m_end
+// on belong to the next group or to nobody: loaded at most, never stored), D's columns
+// [n0, n0 + block_n), and B's rows (with their scales and bias) [b0, b0 + block_n). m_end and
+// b0 are 32-bit (the launchers check m and B's rows against INT32_MAX): registers are tight
+// in the Hopper kernel's consumers.
+struct Tile {
+  int64_t m0, n0;
+  int32_t m_end, b0;
+};
+
+// The units (tiles, or clusters' tiles) of a problem in the kernels' order. A plain GEMM is one
+// group, rows [0, m). A grouped GEMM (p.group_offsets, p.num_groups) is one per group: group g
+// multiplies its rows of A, [offsets[g], offsets[g + 1]), by B's rows [g · n, (g + 1) · n).
+// The offsets are read here, on the device, so no host ever waits for them (num_groups >= 1:
+// the launchers check); they are clamped into [0, m] and made non-decreasing
+// (lo_g = max(offsets[g], hi_(g-1))), so that offsets out of range or out of order never reach
+// memory outside A or D nor let two groups write one row. Units are numbered group by group,
+// each group's in TileGrid's order. A walk only moves forward (persistent CTAs take increasing
+// units), reading each offset once. It keeps only what changes (the group, its first unit and
+// rows) and reads the rest from the params (the kernels' are __grid_constant__).
+struct TileWalk {
+  const wc_matmul_fp8_params& p;
+  int cluster;
+  int32_t g = 0, lo = 0, hi = 0;  // the current group and its rows
+  int32_t base = 0;               // its first unit
+
+  __host__ __device__ TileWalk(const wc_matmul_fp8_params& params, int cluster_m = 1) : p(params), cluster(cluster_m) {
+    load();
+  }
+  __host__ __device__ void load() {
+    if (p.group_offsets == nullptr) {
+      hi = static_cast<int32_t>(p.m);
+      return;
+    }
+    const int32_t m = static_cast<int32_t>(p.m);
+    lo = max32(hi, min32(max32(p.group_offsets[g], 0), m));
+    hi = max32(lo, min32(p.group_offsets[g + 1], m));
+  }
+  __host__ __device__ TileGrid grid() const { return TileGrid::of(p, hi - lo, cluster); }
+  // Unit u's tile for the CTA of cluster rank `rank`; false when u is past the last unit.
+  __host__ __device__ bool seek(int32_t u, int rank, Tile& t) {
+    const int64_t groups = p.group_offsets == nullptr ? 1 : p.num_groups;
+    while (u - base >= grid().tiles()) {
+      if (g + 1 >= groups) return false;
+      base += grid().tiles();
+      ++g;
+      load();
+    }
+    int32_t m_tile, n_tile;
+    grid().coords(u - base, m_tile, n_tile);
+    t.m0 = lo + (int64_t{m_tile} * cluster + rank) * p.block_m;
+    t.n0 = int64_t{n_tile} * p.block_n;
+    t.m_end = hi;
+    t.b0 = static_cast<int32_t>(g * p.n + t.n0);
+    return true;
+  }
+};
+
+// An upper bound on a problem's units without reading the offsets: a group of c rows has
+// ceil(c / rows) m-tiles, and Σ_g ceil(c_g / r) <= ceil(m / r) + (nonempty groups - 1). The
+// launchers refuse problems where it exceeds INT32_MAX (the walk counts in 32 bits; a D that
+// large would not fit in memory).
+__host__ __device__ inline int64_t max_units(const wc_matmul_fp8_params& p, int cluster = 1) {
+  const int64_t tile_rows = int64_t{p.block_m} * cluster;
+  int64_t m_tiles = (p.m + tile_rows - 1) / tile_rows;
+  if (p.group_offsets != nullptr) m_tiles += min64(p.num_groups, p.m) - 1;
+  return m_tiles * (p.n / p.block_n);
+}
+
 // The epilogue's per-column factors for this thread's 8 columns of a 32-column chunk, the
-// accumulator fragment's columns n_first + 8j + 2(lane % 4) + {0, 1} (j < 4): B's scales (not
+// accumulator fragment's columns 8j + 2(lane % 4) + {0, 1} (j < 4) from B's row b_first: B's scales (not
 // needed when block-scaled: they were applied per k-block) and the bias, loaded ahead of use
 // so that their latency hides under other work (ScaledChunk applies them).
 template <typename OutT>
@@ -47,11 +114,11 @@ struct ChunkFactors {
   float sb[8];
   Pack<OutT, 2> bias[4];
 
-  __device__ __forceinline__ void load(const wc_matmul_fp8_params& p, int64_t n_first, int lane) {
+  __device__ __forceinline__ void load(const wc_matmul_fp8_params& p, int64_t b_first, int lane) {
     const OutT* b = static_cast<const OutT*>(p.bias);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int64_t col = n_first + 8 * j + 2 * (lane & 3);
+      const int64_t col = b_first + 8 * j + 2 * (lane & 3);
       if (!p.block_scaled) {
         sb[2 * j] = p.b_scale[col * p.b_scale_stride_n];
         sb[2 * j + 1] = p.b_scale[(col + 1) * p.b_scale_stride_n];
@@ -76,14 +143,15 @@ struct ChunkFactors {
 
 // Stores rows × cols of D from a staged f32 tile: stage[r · pitch + c] is the accumulator of
 // D[m0 + r, n0 + c], already multiplied by its block scales when p.block_scaled. Otherwise it
-// is multiplied here by a_scale[m · a_scale_stride_m] · b_scale[n · b_scale_stride_n]; then
-// + bias[n] + residual[m, n], one rounding to OutT, 16-byte stores (rows past m are skipped).
+// is multiplied here by a_scale[m · a_scale_stride_m] · b_scale[nb · b_scale_stride_n], where
+// nb = n + b_shift is B's row (the group's, grouped); then + bias[nb] + residual[m, n], one
+// rounding to OutT, 16-byte stores (rows from m_end on are skipped).
 // `extra` is an exact power of two the staging left out (the sm_80 path's 2^16). `applied`:
 // the staging already carries the scales and the bias (ChunkFactors), only the residual is left.
 template <typename OutT>
 __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const float* stage, int pitch, int rows,
-                                           int cols, int64_t m0, int64_t n0, float extra, int tid, int nthreads,
-                                           bool applied = false) {
+                                           int cols, int64_t m0, int64_t m_end, int64_t n0, int64_t b_shift,
+                                           float extra, int tid, int nthreads, bool applied = false) {
   constexpr int V = 16 / sizeof(OutT);
   const int per_row = cols / V;
   const OutT* bias = static_cast<const OutT*>(p.bias);
@@ -92,8 +160,8 @@ __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const 
   for (int idx = tid; idx < rows * per_row; idx += nthreads) {
     const int r = idx / per_row, q = idx % per_row;
     const int64_t gm = m0 + r;
-    if (gm >= p.m) continue;
-    const int64_t gn = n0 + q * V;
+    if (gm >= m_end) continue;
+    const int64_t gn = n0 + q * V, gb = gn + b_shift;
     float v[V];
 #pragma unroll
     for (int e = 0; e < V; e += 4) {
@@ -106,10 +174,10 @@ __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const 
     if (!applied && !p.block_scaled) {
       const float sa = p.a_scale[gm * p.a_scale_stride_m];
 #pragma unroll
-      for (int e = 0; e < V; ++e) v[e] *= sa * p.b_scale[(gn + e) * p.b_scale_stride_n];
+      for (int e = 0; e < V; ++e) v[e] *= sa * p.b_scale[(gb + e) * p.b_scale_stride_n];
     }
     if (!applied && bias != nullptr) {
-      const Pack<OutT, V> b = load_pack<OutT, V>(bias + gn);
+      const Pack<OutT, V> b = load_pack<OutT, V>(bias + gb);
 #pragma unroll
       for (int e = 0; e < V; ++e) v[e] += to_float(b.v[e]);
     }

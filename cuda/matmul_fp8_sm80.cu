@@ -42,31 +42,30 @@ constexpr int kSmemEpi = kBM * kEpiPitch * 4;
 constexpr int kSmem = kSmemMain > kSmemEpi ? kSmemMain : kSmemEpi;
 static_assert(kSmem <= 99 * 1024, "fits sm_86 / sm_89 (99 KB per block)");
 
-// One k-step of A (rows m0..m0+127) and B (rows n0..n0+127) into a stage by cp.async.
-__device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_t* st, int64_t m0, int64_t n0,
-                                           int64_t kb) {
+// One k-step of A (the tile's rows m0..m0+127, zeros from m_end on) and B (rows b0..b0+127) into a
+// stage by cp.async.
+__device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_t* st, const Tile& t, int64_t kb) {
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   const uint8_t* b = static_cast<const uint8_t*>(p.b);
   constexpr int kChunks = kBK / 16;
   for (int i = threadIdx.x; i < kBM * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
-    const bool ok = m0 + r < p.m;
-    cp_async16(st + r * kPitch + c * 16, ok ? a + (m0 + r) * p.lda + kb * kBK + c * 16 : a, ok);
+    const bool ok = t.m0 + r < t.m_end;
+    cp_async16(st + r * kPitch + c * 16, ok ? a + (t.m0 + r) * p.lda + kb * kBK + c * 16 : a, ok);
   }
   uint8_t* sb = st + kBM * kPitch;
   for (int i = threadIdx.x; i < kBN * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
-    cp_async16(sb + r * kPitch + c * 16, b + (n0 + r) * p.ldb + kb * kBK + c * 16, true);
+    cp_async16(sb + r * kPitch + c * 16, b + (t.b0 + r) * p.ldb + kb * kBK + c * 16, true);
   }
 }
 
 template <bool BLOCK, typename OutT>
-__global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const wc_matmul_fp8_params p) {
+__global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  const TileGrid grid = TileGrid::of(p);
-  int64_t mt, nt;
-  grid.coords(blockIdx.x, mt, nt);
-  const int64_t m0 = mt * kBM, n0 = nt * kBN;
+  Tile tile;
+  if (!TileWalk(p).seek(blockIdx.x, 0, tile)) return;  // past the last unit (grouped: the grid is a bound)
+  const int64_t m0 = tile.m0;
   const int64_t k_steps = p.k / kBK;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -90,11 +89,11 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const wc_matm
         for (int e = 0; e < 4; ++e) fin[i][j][e] = 0.0f;
   }
 
-  load_stage(p, smem, m0, n0, 0);
+  load_stage(p, smem, tile, 0);
   cp_async_commit();
   for (int64_t kb = 0; kb < k_steps; ++kb) {
     const int st = static_cast<int>(kb & 1);
-    if (kb + 1 < k_steps) load_stage(p, smem + (st ^ 1) * kStageBytes, m0, n0, kb + 1);
+    if (kb + 1 < k_steps) load_stage(p, smem + (st ^ 1) * kStageBytes, tile, kb + 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -128,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const wc_matm
     }
     if constexpr (BLOCK) {
       // Promote this k-block: its scales, times 2^16 for the operands' 2^-8.
-      const float sbk = p.b_scale[(n0 / kBK) * p.b_scale_stride_n + kb * p.b_scale_stride_k] * 65536.0f;
+      const float sbk = p.b_scale[(tile.b0 / kBK) * p.b_scale_stride_n + kb * p.b_scale_stride_k] * 65536.0f;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
 #pragma unroll
@@ -163,7 +162,8 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const wc_matm
         *reinterpret_cast<float2*>(stage + r * kEpiPitch + c) = v;
       }
   __syncthreads();
-  store_tile<OutT>(p, stage, kEpiPitch, kBM, kBN, m0, n0, BLOCK ? 1.0f : 65536.0f, threadIdx.x, kThreads);
+  store_tile<OutT>(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, tile.b0 - tile.n0, BLOCK ? 1.0f : 65536.0f,
+                   threadIdx.x, kThreads);
 }
 
 template <bool BLOCK, typename OutT>
@@ -171,7 +171,7 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm80_kernel<BLOCK, OutT>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t tiles = TileGrid::of(p).tiles();
+  const int64_t tiles = max_units(p);
   if (tiles > INT32_MAX) return WC_ERR_INVALID_ARG;
   kernel<<<static_cast<unsigned>(tiles), kThreads, kSmem, s>>>(p);
   return launch_status();
@@ -185,7 +185,8 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   if (p->m <= 0) return WC_OK;
   // The one configuration this path has; the planner sends exactly it.
   if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 || p->n % wc::kBN != 0 ||
-      p->k % wc::kBK != 0)
+      p->k % wc::kBK != 0 || (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 ||
+      (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, {
@@ -193,10 +194,16 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   });
 }
 
-extern "C" wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile) {
-  if (p == nullptr || m_tile == nullptr || n_tile == nullptr || p->block_m <= 0 || p->block_n <= 0) return WC_ERR_INVALID_ARG;
-  const wc::TileGrid grid = wc::TileGrid::of(*p, p->cluster_m > 1 ? p->cluster_m : 1);
-  if (t < 0 || t >= grid.tiles()) return WC_ERR_INVALID_ARG;
-  grid.coords(t, *m_tile, *n_tile);
+extern "C" wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m0, int64_t* m_end, int64_t* n0,
+                                        int64_t* b0) {
+  if (p == nullptr || m0 == nullptr || m_end == nullptr || n0 == nullptr || b0 == nullptr || p->block_m <= 0 ||
+      p->block_n <= 0 || t < 0 || t > INT32_MAX || (p->group_offsets != nullptr && p->num_groups < 1))
+    return WC_ERR_INVALID_ARG;
+  wc::Tile tile;
+  if (!wc::TileWalk(*p, p->cluster_m > 1 ? p->cluster_m : 1).seek(static_cast<int32_t>(t), 0, tile)) return WC_ERR_INVALID_ARG;
+  *m0 = tile.m0;
+  *m_end = tile.m_end;
+  *n0 = tile.n0;
+  *b0 = tile.b0;
   return WC_OK;
 }

@@ -5,7 +5,8 @@
 //
 // Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
 // K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
-// the rows past m; the epilogue does not store them). tma_a / tma_b are built by the host
+// the rows past m; the epilogue does not store them). Grouped: B [groups · n, k]; a tile's
+// rows past its group's end are the next group's (loaded, not stored). tma_a / tma_b are built by the host
 // (cuTensorMapEncodeTiled: uint8, dims {k, rows}, box {128, block_m | block_n}, 128B swizzle)
 // and reach the kernel inside the __grid_constant__ params.
 //
@@ -100,14 +101,13 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   uint64_t* empty = full + S;
 
   // The grid's units are cluster tiles: CM m-tiles side by side (same n-tile); CTA `rank` of a
-  // cluster takes m-tile CM · unit_m + rank. Cluster c walks units c, c + clusters, ...
-  const TileGrid grid = TileGrid::of(p, CM);
-  const int64_t units = grid.tiles();
+  // cluster takes m-tile CM · unit_m + rank. Cluster c walks units c, c + clusters, ... (TileWalk:
+  // group by group when grouped).
   const int64_t k_steps = p.k / kFp8BlockK;
   const int wg = threadIdx.x / 128;
   // %cluster_ctarank of a (CM, 1, 1) cluster: blockIdx.x % CM (cheaper for ptxas to keep).
   const uint32_t rank = blockIdx.x % CM;
-  const int64_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
+  const int32_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
 
   if (threadIdx.x == 0) {
     if ((smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
@@ -130,11 +130,11 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t phase = 0;
-      for (int64_t u = first_unit; u < units; u += unit_stride) {
-        int64_t mu, nt;
-        grid.coords(u, mu, nt);
-        const int32_t row_a = static_cast<int32_t>((mu * CM + rank) * BM);
-        const int32_t row_b = static_cast<int32_t>(nt * BN + rank * (BN / CM));
+      TileWalk walk(p, CM);
+      Tile t;
+      for (int32_t u = first_unit; walk.seek(u, rank, t); u += unit_stride) {
+        const int32_t row_a = static_cast<int32_t>(t.m0);
+        const int32_t row_b = static_cast<int32_t>(t.b0 + rank * (BN / CM));
         for (int64_t kb = 0; kb < k_steps; ++kb) {
           // The stage is free in every CTA of the cluster (the empty barrier counts them all):
           // this CTA's slice of B lands in all of them.
@@ -168,10 +168,10 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       mbar_arrive(&empty[stage]);
       if constexpr (CM == 2) mbar_arrive_cluster(&empty[stage], rank ^ 1);
     };
-    for (int64_t u = first_unit; u < units; u += unit_stride) {
-      int64_t mu, nt;
-      grid.coords(u, mu, nt);
-      const int64_t m0 = (mu * CM + rank) * BM + cw * 64, n0 = nt * BN;
+    TileWalk walk(p, CM);
+    Tile t;
+    for (int32_t u = first_unit; walk.seek(u, rank, t); u += unit_stride) {
+      const int64_t m0 = t.m0 + cw * 64, n0 = t.n0;
       const int64_t row_lo = min64(m0 + r0, p.m - 1), row_hi = min64(m0 + r0 + 8, p.m - 1);
       // Epilogue scales and bias are applied in registers, unless 128 accumulators leave no room
       // for the factors (128×256 with f32 out: ptxas spills): that configuration stages raw sums
@@ -190,7 +190,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       for (int64_t kb = 0; kb < k_steps; ++kb) {
         float sa_lo = 0.0f, sa_hi = 0.0f, sb = 0.0f;
         if constexpr (ACC == kBlock) {  // issued before the wait: the loads overlap it
-          sb = p.b_scale[(n0 / WC_FP8_BLOCK) * p.b_scale_stride_n + kb * p.b_scale_stride_k];
+          sb = p.b_scale[(t.b0 / WC_FP8_BLOCK) * p.b_scale_stride_n + kb * p.b_scale_stride_k];
           sa_lo = p.a_scale[row_lo * p.a_scale_stride_m + kb * p.a_scale_stride_k];
           sa_hi = p.a_scale[row_hi * p.a_scale_stride_m + kb * p.a_scale_stride_k];
         }
@@ -238,7 +238,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       }
       // The first chunk's column factors load while the last wgmmas finish (fast mode).
       ChunkFactors<OutT> f;
-      if (kRegFactors) f.load(p, n0, lane);
+      if (kRegFactors) f.load(p, t.b0, lane);
       if constexpr (!kPromotes) {
         wgmma_wait<0>();
 #pragma unroll
@@ -251,7 +251,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #pragma unroll
       for (int c = 0; c < BN / C::kEpiCols; ++c) {
         ChunkFactors<OutT> next;
-        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, n0 + (c + 1) * C::kEpiCols, lane);
+        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, lane);
         named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
 #pragma unroll
         for (int j = 0; j < C::kEpiCols / 8; ++j) {
@@ -273,8 +273,8 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
         }
         named_barrier_sync(1 + cw, 128);
-        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, n0 + c * C::kEpiCols, 1.0f, tid, 128,
-                         kRegFactors);
+        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
+                         1.0f, tid, 128, kRegFactors);
         if (kRegFactors) f = next;
       }
     }
@@ -295,8 +295,7 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, OutT>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t units = TileGrid::of(p, CM).tiles();
-  int64_t clusters = max64(1, min64(p.num_ctas / CM, units));
+  int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM)));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = CM;
@@ -351,9 +350,12 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   if (p->m <= 0) return WC_OK;
   if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 || p->n % p->block_n != 0 ||
-      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX || p->n > INT32_MAX || p->k > INT32_MAX ||
-      p->cluster_m < 0 || p->cluster_m > 2)
+      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX - 256 || p->n > INT32_MAX || p->k > INT32_MAX ||
+      p->cluster_m < 0 || p->cluster_m > 2 || (p->group_offsets != nullptr && p->num_groups < 1) ||
+      (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
+  if (p->group_offsets != nullptr && p->cluster_m == 2) return WC_ERR_UNSUPPORTED;  // a pair shares one B tile
+  if (wc::max_units(*p) > INT32_MAX) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });
 }

@@ -75,10 +75,26 @@ pub enum Accumulation {
 /// The problem, independent of how it is tiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulFp8Problem {
+    /// Rows of A (all groups together when grouped).
     pub m: usize,
+    /// Columns of D (per group).
     pub n: usize,
     pub k: usize,
     pub accumulation: Accumulation,
+    /// 1 for one GEMM; the number of groups of a grouped GEMM, whose sizes the host does not know.
+    pub groups: usize,
+}
+
+impl MatmulFp8Problem {
+    /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
+    /// groups (each group's last tile may be partial): ceil(m / block_m) + min(groups, m) − 1,
+    /// exact for one group. The kernels use the same bound (`max_units`, matmul_fp8.cuh).
+    pub fn m_tiles(&self, block_m: usize) -> usize {
+        if self.m == 0 {
+            return 0;
+        }
+        self.m.div_ceil(block_m) + self.groups.max(1).min(self.m) - 1
+    }
 }
 
 /// How a problem is tiled and scheduled (the kernels' template choice plus the schedule).
@@ -128,6 +144,7 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
 /// from L2 once instead of twice (32 instead of 48 KB per 128×256 stage and CTA), which matters
 /// where L2→SM bandwidth limits the large shapes. A prediction (docs/matmul_fp8.md), to be
 /// replaced by the H200's number: `warpcore bench` times the bar shapes with and without pairs.
+/// Grouped GEMMs have no pairs (a pair's tiles could belong to different groups).
 const PAIR_GAIN: f64 = 1.1;
 
 /// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
@@ -144,13 +161,13 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
         if acc != p.accumulation || p.n % bn != 0 {
             continue;
         }
-        let m_tiles = p.m.div_ceil(bm).max(1);
+        let m_tiles = p.m_tiles(bm).max(1);
         for cm in [1, 2] {
             let allowed = match cluster {
                 Some(c) => c == cm,
                 None => cm == 1 || m_tiles >= 2,
             };
-            if !allowed || (cm == 2 && (bm != 128 || sms < 2)) {
+            if !allowed || (cm == 2 && (bm != 128 || sms < 2 || p.groups > 1)) {
                 continue;
             }
             let units = m_tiles.div_ceil(cm) * (p.n / bn).max(1);
@@ -166,10 +183,11 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
     best.map(|(_, t)| t)
 }
 
-/// The mma.sync kernel's plan: its one tile, one CTA per tile.
+/// The mma.sync kernel's plan: its one tile, one CTA per tile (grouped: per tile of the bound,
+/// the CTAs past the groups' tiles exit at once).
 pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m.div_ceil(bm) * (p.n / bn), cluster_m: 1 }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * (p.n / bn), cluster_m: 1 }
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -251,40 +269,94 @@ pub fn matmul_fp8<O: DType>(
     out: &mut TensorViewMut<O, 2>,
     cfg: MatmulFp8Config,
 ) -> Result<()> {
-    const OP: &str = "matmul_fp8";
-    check_dtype::<O>(OP, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F32])?;
+    gemm("matmul_fp8", dev, a, b, None, bias, residual, out, cfg)
+}
+
+/// Grouped (MoE) FP8 GEMM: `groups = group_offsets.len() − 1` GEMMs in one launch. Group g
+/// multiplies a's rows `group_offsets[g]..group_offsets[g + 1]` by b's rows `g·n..(g + 1)·n`
+/// into the same rows of out (+ bias, + residual's same rows).
+///
+/// a: `[m, k]`, every group's rows in group order (moe_gather's output); b: `[groups · n, k]`,
+/// the experts' weights stacked, with scales of that shape; group_offsets: `[groups + 1]` i32
+/// on the device (moe_align's expert_offsets), read by the kernel, so nothing waits for them on
+/// the host; bias: `[groups · n]`; residual and out: `[m, n]`. Rows of out outside every group
+/// are not written. The offsets are only trusted as far as memory safety allows: the kernels
+/// clamp them into `[0, m]` and make them non-decreasing. No cluster pairs
+/// (`cfg.cluster = Some(2)` is `Unsupported`). Errors as [`matmul_fp8`], plus b's rows not a
+/// multiple of n (`ShapeMismatch`) and an empty group_offsets (`Empty`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8_grouped<O: DType>(
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    group_offsets: &TensorView<i32, 1>,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    gemm("matmul_fp8_grouped", dev, a, b, Some(group_offsets), bias, residual, out, cfg)
+}
+
+/// Both ops: one GEMM (`groups` None) or a grouped one.
+#[allow(clippy::too_many_arguments)]
+fn gemm<O: DType>(
+    op: &'static str,
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    groups: Option<&TensorView<i32, 1>>,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    check_dtype::<O>(op, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F32])?;
     let [m, k] = a.data.shape();
-    let n = b.data.shape()[0];
-    super::check_nonempty(OP, "a (k)", &[k])?;
-    super::check_nonempty(OP, "b (n)", &[n])?;
+    let b_rows = b.data.shape()[0];
+    // Grouped: n comes from out, and b stacks one [n, k] per group.
+    let (n, num_groups) = match groups {
+        None => (b_rows, 1),
+        Some(g) => {
+            let num_groups = g.shape()[0].saturating_sub(1);
+            super::check_nonempty(op, "group_offsets (groups + 1, at least 2)", &[num_groups])?;
+            check_inner_dense(op, "group_offsets", &g.strides())?;
+            check_device(op, "group_offsets", dev, g.stream())?;
+            let n = out.shape()[1];
+            check_shape(op, "b", &[b_rows, k], &[num_groups * n, k])?;
+            (n, num_groups)
+        }
+    };
+    super::check_nonempty(op, "a (k)", &[k])?;
+    super::check_nonempty(op, "b (n)", &[n])?;
     for (what, v) in [("k (a multiple of 128)", k), ("n (a multiple of 128)", n)] {
         if v % FP8_BLOCK != 0 {
-            return Err(Error::Unsupported { op: OP, what, value: v.to_string() });
+            return Err(Error::Unsupported { op, what, value: v.to_string() });
         }
     }
     let block_scaled = scaling_mode(a.granularity, b.granularity).ok_or_else(|| Error::Unsupported {
-        op: OP,
+        op,
         what: "scale granularities (a: tensor/row/group128, b: tensor/row/block128; b per row only without groups)",
         value: format!("a {}, b {}", a.granularity.name(), b.granularity.name()),
     })?;
-    let (sa_m, sa_k) = check_operand(OP, "a", "a_scale", dev, &a, m, k)?;
-    let (sb_n, sb_k) = check_operand(OP, "b", "b_scale", dev, &b, n, k)?;
-    check_shape(OP, "out", &out.shape(), &[m, n])?;
-    check_inner_dense(OP, "out", &out.strides())?;
-    check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
-    check_device(OP, "out", dev, out.stream())?;
+    let (sa_m, sa_k) = check_operand(op, "a", "a_scale", dev, &a, m, k)?;
+    let (sb_n, sb_k) = check_operand(op, "b", "b_scale", dev, &b, b_rows, k)?;
+    check_shape(op, "out", &out.shape(), &[m, n])?;
+    check_inner_dense(op, "out", &out.strides())?;
+    check_no_overlap(op, "out", &out.shape(), &out.strides())?;
+    check_device(op, "out", dev, out.stream())?;
     if let Some(v) = bias {
-        check_shape(OP, "bias", &v.shape(), &[n])?;
-        check_inner_dense(OP, "bias", &v.strides())?;
-        check_device(OP, "bias", dev, v.stream())?;
+        check_shape(op, "bias", &v.shape(), &[b_rows])?;
+        check_inner_dense(op, "bias", &v.strides())?;
+        check_device(op, "bias", dev, v.stream())?;
     }
     if let Some(v) = residual {
-        check_shape(OP, "residual", &v.shape(), &[m, n])?;
-        check_inner_dense(OP, "residual", &v.strides())?;
-        check_device(OP, "residual", dev, v.stream())?;
+        check_shape(op, "residual", &v.shape(), &[m, n])?;
+        check_inner_dense(op, "residual", &v.strides())?;
+        check_device(op, "residual", dev, v.stream())?;
     }
-    for (what, v) in [("m", m), ("n", n), ("k", k)] {
-        check_fits_i32(OP, what, v)?;
+    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n", n), ("k", k), ("b rows (groups · n)", b_rows)] {
+        check_fits_i32(op, what, v)?;
     }
     let sm90 = match cfg.kernel {
         Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
@@ -292,7 +364,7 @@ pub fn matmul_fp8<O: DType>(
         Fp8GemmKernel::Wgmma if dev.info().compute_capability == (9, 0) => true,
         Fp8GemmKernel::Wgmma => {
             let (maj, min) = dev.info().compute_capability;
-            return Err(Error::Unsupported { op: OP, what: "wgmma kernel (compute capability 9.0 only)", value: format!("sm_{maj}{min}") });
+            return Err(Error::Unsupported { op, what: "wgmma kernel (compute capability 9.0 only)", value: format!("sm_{maj}{min}") });
         }
     };
     if m == 0 {
@@ -303,10 +375,13 @@ pub fn matmul_fp8<O: DType>(
         (false, true) => Accumulation::Fast,
         (false, false) => Accumulation::Promoted,
     };
-    let problem = MatmulFp8Problem { m, n, k, accumulation };
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: num_groups };
+    if groups.is_some() && cfg.cluster.is_some_and(|c| c != 1) {
+        return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
+    }
     let tiles = if sm90 {
         plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
-            op: OP,
+            op,
             what: "cluster (1, or 2 where the plan has 128-row tiles)",
             value: format!("{:?}", cfg.cluster),
         })?
@@ -319,21 +394,22 @@ pub fn matmul_fp8<O: DType>(
     let (b_ptr, _gb) = b.data.device_ptr(stream);
     let (sa_ptr, _gsa) = a.scale.device_ptr(stream);
     let (sb_ptr, _gsb) = b.scale.device_ptr(stream);
+    let offsets_guard = groups.map(|v| v.device_ptr(stream));
     let bias_guard = bias.map(|v| v.device_ptr(stream));
     let res_guard = residual.map(|v| v.device_ptr(stream));
     let (lda, ldb, ldd) = (a.data.strides()[0], b.data.strides()[0], out.strides()[0]);
     let ldr = residual.map_or(0, |v| v.strides()[0]);
     let (d_ptr, _gd) = out.device_ptr_mut(stream);
-    check_rows_aligned::<u8>(OP, "a", a_ptr, m, lda)?;
-    check_rows_aligned::<u8>(OP, "b", b_ptr, n, ldb)?;
-    check_rows_aligned::<O>(OP, "out", d_ptr, m, ldd)?;
+    check_rows_aligned::<u8>(op, "a", a_ptr, m, lda)?;
+    check_rows_aligned::<u8>(op, "b", b_ptr, b_rows, ldb)?;
+    check_rows_aligned::<O>(op, "out", d_ptr, m, ldd)?;
     let bias_ptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
     let res_ptr = res_guard.as_ref().map_or(0, |(p, _)| *p);
     if bias_guard.is_some() {
-        check_rows_aligned::<O>(OP, "bias", bias_ptr, 1, 0)?;
+        check_rows_aligned::<O>(op, "bias", bias_ptr, 1, 0)?;
     }
     if res_guard.is_some() {
-        check_rows_aligned::<O>(OP, "residual", res_ptr, m, ldr)?;
+        check_rows_aligned::<O>(op, "residual", res_ptr, m, ldr)?;
     }
     let mut p = ffi::wc_matmul_fp8_params {
         a: a_ptr as *const _,
@@ -343,6 +419,8 @@ pub fn matmul_fp8<O: DType>(
         bias: bias_ptr as *const _,
         residual: res_ptr as *const _,
         d: d_ptr as *mut _,
+        group_offsets: offsets_guard.as_ref().map_or(0, |(p, _)| *p) as *const i32,
+        num_groups: num_groups as i64,
         m: m as i64,
         n: n as i64,
         k: k as i64,
@@ -368,20 +446,22 @@ pub fn matmul_fp8<O: DType>(
         dev.context().bind_to_thread()?;
         p.tma_a = encode_tma(a_ptr, &tma_box(m, k, lda, tiles.block_m))?;
         // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
-        p.tma_b = encode_tma(b_ptr, &tma_box(n, k, ldb, tiles.block_n / tiles.cluster_m))?;
+        p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k, ldb, tiles.block_n / tiles.cluster_m))?;
     }
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
     // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,
     // contexts and the i32 limits were validated above; the tile config comes from the
-    // planner (a configuration the launcher has). Guards live until the launch is queued.
-    let r = launch(OP, dev, |s| unsafe {
+    // planner (a configuration the launcher has). The kernels clamp the group offsets into
+    // [0, m], so any offset values stay inside a, out and residual. Guards live until the
+    // launch is queued.
+    let r = launch(op, dev, |s| unsafe {
         if sm90 {
             ffi::wc_matmul_fp8_sm90(&p, s)
         } else {
             ffi::wc_matmul_fp8_sm80(&p, s)
         }
     });
-    drop((bias_guard, res_guard));
+    drop((offsets_guard, bias_guard, res_guard));
     r
 }
 
@@ -391,7 +471,7 @@ mod tests {
     use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
 
     fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
-        MatmulFp8Problem { m, n, k, accumulation }
+        MatmulFp8Problem { m, n, k, accumulation, groups: 1 }
     }
     use Accumulation::*;
 
@@ -468,31 +548,101 @@ mod tests {
         }
     }
 
+    /// Every unit through the C side (wc_matmul_fp8_tile: the walk the kernels run), as
+    /// (m0, m_end, n0, b0), until it reports the end.
+    fn walk(p: &ffi::wc_matmul_fp8_params) -> Vec<[i64; 4]> {
+        let mut units = Vec::new();
+        loop {
+            let mut t = [0i64; 4];
+            let [a, b, c, d] = &mut t;
+            // SAFETY: p is a valid params struct whose group_offsets (if any) are host memory
+            // of num_groups + 1 values; the outputs are writable.
+            if unsafe { ffi::wc_matmul_fp8_tile(p, units.len() as i64, a, b, c, d) } != 0 {
+                return units;
+            }
+            units.push(t);
+        }
+    }
+
     #[test]
     fn the_tile_order_is_a_permutation_grouped_along_m() {
-        // Through the C side (wc_matmul_fp8_tile): the function the kernels run.
-        // With cluster_m = 2 the tiles are the pairs' (m counts pairs of block_m rows).
+        // With cluster_m = 2 the units are the pairs' (m counts pairs of block_m rows).
         for (m, n, bm, bn, group, cluster) in
             [(1000, 7168, 128, 256, 8, 1), (129, 384, 64, 128, 8, 0), (4096, 1024, 128, 128, 3, 1), (1, 128, 64, 128, 8, 1), (1000, 7168, 128, 256, 4, 2), (129, 384, 128, 128, 4, 2)]
         {
             let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, cluster_m: cluster, ..Default::default() };
             let rows = bm as i64 * cluster.max(1) as i64;
             let (mt, nt) = ((m + rows - 1) / rows, n / bn as i64);
+            let units = walk(&p);
+            assert_eq!(units.len() as i64, mt * nt);
             let mut seen = vec![false; (mt * nt) as usize];
-            for t in 0..mt * nt {
-                let (mut a, mut b) = (-1i64, -1i64);
-                // SAFETY: p is a valid params struct; a and b are writable.
-                assert_eq!(unsafe { ffi::wc_matmul_fp8_tile(&p, t, &mut a, &mut b) }, 0);
-                assert!((0..mt).contains(&a) && (0..nt).contains(&b), "tile {t} -> ({a}, {b})");
+            for (t, &[m0, m_end, n0, b0]) in units.iter().enumerate() {
+                let (a, b) = (m0 / rows, n0 / bn as i64);
+                assert_eq!((m0 % rows, n0 % bn as i64, m_end, b0), (0, 0, m, n0), "unit {t}");
+                assert!((0..mt).contains(&a) && (0..nt).contains(&b), "unit {t} -> ({a}, {b})");
                 assert!(!std::mem::replace(&mut seen[(a * nt + b) as usize], true), "tile ({a}, {b}) twice");
-                if t < group.min(mt as i32) as i64 {
-                    assert_eq!((a, b), (t, 0), "the first tiles walk m inside a group");
+                if (t as i64) < group.min(mt as i32) as i64 {
+                    assert_eq!((a, b), (t as i64, 0), "the first tiles walk m inside a group");
                 }
             }
             assert!(seen.iter().all(|&s| s));
-            let (mut a, mut b) = (0, 0);
-            // SAFETY: as above.
-            assert_ne!(unsafe { ffi::wc_matmul_fp8_tile(&p, mt * nt, &mut a, &mut b) }, 0);
+        }
+    }
+
+    #[test]
+    fn a_grouped_walk_covers_each_groups_rows_with_its_b_rows_once() {
+        let (n, bm, bn) = (384i64, 64, 128);
+        // Empty groups, a group of one row, one of exactly a tile, one across three tiles, rows
+        // before the first group and after the last.
+        let offsets = [3i32, 3, 4, 68, 68, 200, 200, 251];
+        let p = ffi::wc_matmul_fp8_params { m: 260, n, block_m: bm, block_n: bn, group_m: 2, group_offsets: offsets.as_ptr(), num_groups: 7, ..Default::default() };
+        let units = walk(&p);
+        let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7 };
+        assert!(units.len() <= problem.m_tiles(bm as usize) * 3);
+        let mut written = vec![0u32; 260 * 3];
+        for &[m0, m_end, n0, b0] in &units {
+            let g = offsets.windows(2).position(|w| (w[0] as i64..w[1] as i64).contains(&m0)).expect("a tile starts inside a group");
+            assert_eq!((m_end, b0), (offsets[g + 1] as i64, g as i64 * n + n0));
+            for r in m0..(m0 + bm as i64).min(m_end) {
+                written[r as usize * 3 + (n0 / bn as i64) as usize] += 1;
+            }
+        }
+        for r in 0..260 {
+            let inside = (3..251).contains(&r);
+            assert!(written[r * 3..][..3].iter().all(|&w| w == inside as u32), "row {r}: {:?}", &written[r * 3..][..3]);
+        }
+        // 1 + 1 + 3 + 1 m-tiles of the four non-empty groups, 3 n-tiles each.
+        assert_eq!(units.len(), 6 * 3);
+    }
+
+    #[test]
+    fn bad_group_offsets_are_clamped_into_the_rows_and_never_overlap() {
+        // Negative, decreasing and past-m offsets: groups become [0, 0), [0, 50), [50, 50),
+        // [50, 100) — every row written at most once, nothing outside [0, m).
+        let offsets = [-5i32, -1, 50, 20, 1000];
+        let p = ffi::wc_matmul_fp8_params { m: 100, n: 128, block_m: 64, block_n: 128, group_m: 8, group_offsets: offsets.as_ptr(), num_groups: 4, ..Default::default() };
+        let units = walk(&p);
+        let got: Vec<(i64, i64, i64)> = units.iter().map(|&[m0, m_end, _, b0]| (m0, m_end, b0)).collect();
+        assert_eq!(got, [(0, 50, 128), (50, 100, 3 * 128)]);
+        let p = ffi::wc_matmul_fp8_params { num_groups: 0, ..p };
+        assert!(walk(&p).is_empty(), "no groups is refused");
+    }
+
+    #[test]
+    fn the_m_tile_bound_holds_for_every_split() {
+        // Σ ceil(c_g / b) over splits of m rows into g groups never exceeds the bound, and a
+        // split reaching it exists (the planner and the sm80 grid size by it).
+        for (m, g, b) in [(1usize, 256usize, 64usize), (8, 256, 64), (1000, 8, 128), (128, 1, 128), (129, 2, 64), (64, 64, 64)] {
+            let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g }.m_tiles(b);
+            let groups = g.min(m);
+            // Worst split: groups − 1 groups of one row, the rest in one group.
+            let worst = (groups - 1) + (m - (groups - 1)).div_ceil(b);
+            assert!(worst <= bound, "{m} {g} {b}: {worst} > {bound}");
+            let even: usize = (0..groups).map(|i| (m * (i + 1) / groups - m * i / groups).div_ceil(b)).sum();
+            assert!(even <= bound, "{m} {g} {b}");
+            if g == 1 {
+                assert_eq!(bound, m.div_ceil(b));
+            }
         }
     }
 

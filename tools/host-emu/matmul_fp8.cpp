@@ -96,17 +96,35 @@ struct Case {
   bool bias, residual;
   int pad = 0;              // extra row-stride: 16·pad bytes of A / B, pad 16-byte units of D / R
   bool scale_t = false;     // scales stored transposed
+  // Grouped (MoE): num_groups + 1 row offsets (B then has num_groups · n rows); empty: one GEMM.
+  std::vector<int32_t> offsets = {};
 };
+
+// The rows [lo, hi) of each group as the header specifies them: offsets clamped into [0, m] and
+// made non-decreasing, lo_g = max(offsets[g], hi_(g-1)), hi_g = max(lo_g, offsets[g + 1]).
+static std::vector<int> group_of_rows(const Case& c) {
+  std::vector<int> g(c.m, c.offsets.empty() ? 0 : -1);
+  int64_t hi = 0;
+  for (size_t i = 0; i + 1 < c.offsets.size(); ++i) {
+    const int64_t lo = std::max<int64_t>(hi, std::min<int64_t>(std::max(c.offsets[i], 0), c.m));
+    hi = std::max<int64_t>(lo, std::min<int64_t>(c.offsets[i + 1], c.m));
+    for (int64_t r = lo; r < hi; ++r) g[r] = static_cast<int>(i);
+  }
+  return g;
+}
 
 // Worst f32 |err| / (Σ|a·b| + |bias| + |res|) and |err| / bound; worst bf16 (|err| - f32 bound) in ulps.
 static double max_rel32 = 0, max_tol32 = 0, max_ulp16 = 0;
 
 template <typename O>
 static void run_case(const Case& c, const Path& path, uint64_t seed) {
-  ctx("%s %s m=%d n=%d k=%d a:%s b:%s%s%s pad=%d%s", pname(path), tname<O>(), c.m, c.n, c.k, gname(c.ga), gname(c.gb),
-      c.bias ? " bias" : "", c.residual ? " residual" : "", c.pad, c.scale_t ? " scales-transposed" : "");
+  ctx("%s %s m=%d n=%d k=%d a:%s b:%s%s%s pad=%d%s groups=%d", pname(path), tname<O>(), c.m, c.n, c.k, gname(c.ga),
+      gname(c.gb), c.bias ? " bias" : "", c.residual ? " residual" : "", c.pad, c.scale_t ? " scales-transposed" : "",
+      c.offsets.empty() ? 1 : static_cast<int>(c.offsets.size()) - 1);
   Rng r(seed);
   const int64_t m = c.m, n = c.n, k = c.k, E = sizeof(O), V = 16 / E;
+  const int64_t groups = c.offsets.empty() ? 1 : static_cast<int64_t>(c.offsets.size()) - 1, nb = groups * n;
+  const std::vector<int> group = group_of_rows(c);
   const int64_t lda = k + 16 * c.pad, ldb = k + 32 * c.pad, ldd = n + V * c.pad, ldr = n + 2 * V * c.pad;
   auto codes = [&](int64_t rows, int64_t ld) {
     Buf* b = new Buf(((rows - 1) * ld + k), 0, r);
@@ -119,20 +137,21 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
     return b;
   };
   Buf* a = codes(m, lda);
-  Buf* b = codes(n, ldb);
-  Scales sa(c.ga, m, k, c.scale_t, r), sb(c.gb, n, k, c.scale_t, r);
+  Buf* b = codes(nb, ldb);
+  Scales sa(c.ga, m, k, c.scale_t, r), sb(c.gb, nb, k, c.scale_t, r);
   // Dequantized operands, then the f64 GEMM and Σ|a·b| (the accumulation error's scale).
-  std::vector<double> da(m * k), db(n * k), want(m * n), mag(m * n);
+  std::vector<double> da(m * k), db(nb * k), want(m * n), mag(m * n);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t l = 0; l < k; ++l) da[i * k + l] = e4m3(a->as<uint8_t>()[i * lda + l]) * sa.at(i, l);
-  for (int64_t j = 0; j < n; ++j)
+  for (int64_t j = 0; j < nb; ++j)
     for (int64_t l = 0; l < k; ++l) db[j * k + l] = e4m3(b->as<uint8_t>()[j * ldb + l]) * sb.at(j, l);
   double typical = 0;
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
+    for (int64_t j = 0; j < n && group[i] >= 0; ++j) {
+      const int64_t jb = group[i] * n + j;  // B's row
       double s = 0, g = 0;
       for (int64_t l = 0; l < k; ++l) {
-        const double p = da[i * k + l] * db[j * k + l];
+        const double p = da[i * k + l] * db[jb * k + l];
         s += p;
         g += std::fabs(p);
       }
@@ -141,17 +160,22 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
       typical = std::max(typical, std::fabs(s));
     }
   // Bias and residual of the output's size, in its dtype.
-  auto vals = [&](int64_t rows, int64_t ld) {
-    Buf* v = new Buf(((rows - 1) * ld + n) * E, 0, r);
+  auto vals = [&](int64_t rows, int64_t cols, int64_t ld) {
+    Buf* v = new Buf(((rows - 1) * ld + cols) * E, 0, r);
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = 0; j < cols; ++j) {
         const O x = fromf<O>(static_cast<float>(r.uni(-1, 1) * typical));
         v->set(&x, E, (i * ld + j) * E);
       }
     return v;
   };
-  Buf* bias = c.bias ? vals(1, n) : nullptr;
-  Buf* res = c.residual ? vals(m, ldr) : nullptr;
+  Buf* bias = c.bias ? vals(1, nb, nb) : nullptr;
+  Buf* res = c.residual ? vals(m, n, ldr) : nullptr;
+  Buf* offsets = nullptr;
+  if (!c.offsets.empty()) {
+    offsets = new Buf(c.offsets.size() * sizeof(int32_t), 0, r);
+    offsets->set(c.offsets.data(), c.offsets.size() * sizeof(int32_t), 0);
+  }
   Buf d(((m - 1) * ldd + n) * E, 0, r);  // random bytes: every unwritten element is noticed
 
   // As matmul_fp8 (src/ops/matmul_fp8.rs) fills them.
@@ -163,6 +187,8 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   p.bias = bias ? bias->p() : nullptr;
   p.residual = res ? res->p() : nullptr;
   p.d = d.p();
+  p.group_offsets = offsets ? offsets->as<int32_t>() : nullptr;
+  p.num_groups = offsets ? groups : 0;
   p.m = m;
   p.n = n;
   p.k = k;
@@ -180,14 +206,16 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   p.block_n = path.block_n;
   p.group_m = 8 / path.cluster;  // GROUP_M / cluster_m
   p.cluster_m = path.cluster;
-  const int64_t rows = int64_t{path.block_m} * path.cluster, units = (m + rows - 1) / rows * (n / path.block_n);
+  // MatmulFp8Problem::m_tiles: the bound over every split of the rows into the groups.
+  const int64_t rows = int64_t{path.block_m} * path.cluster,
+                units = ((m + rows - 1) / rows + (offsets ? std::min(groups, m) - 1 : 0)) * (n / path.block_n);
   p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, units * path.cluster) : units * path.cluster);
   p.out_dtype = tag<O>();
   wc_status st = WC_OK;
   if (!path.sm90) {
     st = wc_matmul_fp8_sm80(&p, nullptr);
   } else if (!encode_tma(&p.tma_a, p.a, m, k, lda, path.block_m) ||
-             !encode_tma(&p.tma_b, p.b, n, k, ldb, path.block_n / path.cluster)) {
+             !encode_tma(&p.tma_b, p.b, nb, k, ldb, path.block_n / path.cluster)) {
     fail("tensor map refused");
     st = WC_ERR_INVALID_ARG;
   } else {
@@ -200,8 +228,12 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   const O* out = d.as<O>();
   const double u = std::ldexp(1.0, -24);
   for (int64_t i = 0; i < m && st == WC_OK; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      const double bv = bias ? tof(bias->as<O>()[j]) : 0.0, rv = res ? tof(res->as<O>()[i * ldr + j]) : 0.0;
+    for (int64_t j = 0; j < n && group[i] < 0; ++j)  // in no group: untouched
+      for (int64_t e = 0; e < E; ++e)
+        if (d.base[(i * ldd + j) * E + e] != d.before((i * ldd + j) * E + e))
+          fail("(%lld, %lld) written: the row is in no group", (long long)i, (long long)j);
+    for (int64_t j = 0; j < n && group[i] >= 0; ++j) {
+      const double bv = bias ? tof(bias->as<O>()[group[i] * n + j]) : 0.0, rv = res ? tof(res->as<O>()[i * ldr + j]) : 0.0;
       const double ref = want[i * n + j] + bv + rv;
       const double scale = mag[i * n + j] + std::fabs(bv) + std::fabs(rv);
       const double tol32 = u * ((k / 16 + k / 32 + 8) * mag[i * n + j] + 4 * (std::fabs(bv) + std::fabs(rv)));
@@ -222,8 +254,9 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
       for (int64_t e = 0; e < E; ++e)
         if (d.base[(i * ldd + j) * E + e] != d.before((i * ldd + j) * E + e)) fail("row gap written at (%lld, %lld)", (long long)i, (long long)j);
   }
-  for (Buf* x : {a, b, sa.buf, sb.buf, bias, res})
+  for (Buf* x : {a, b, sa.buf, sb.buf, bias, res, offsets})
     if (x && memcmp(x->base, x->init.data(), x->init.size()) != 0) fail("an input was written");
+  delete offsets;
   delete a;
   delete b;
   delete bias;
@@ -272,7 +305,19 @@ static void refusals(bool sm90) {
     expect("pair of 64-row tiles (not built)", WC_ERR_UNSUPPORTED);
     p.block_m = 128;
     p.cluster_m = 0;
-  } else {
+  }
+  int32_t offsets[2] = {0, 128};
+  p.group_offsets = offsets;
+  p.num_groups = 0;
+  expect("grouped with no groups", WC_ERR_INVALID_ARG);
+  p.num_groups = 1;
+  if (sm90) {
+    p.cluster_m = 2;
+    expect("grouped pairs (a pair shares one B tile)", WC_ERR_UNSUPPORTED);
+    p.cluster_m = 0;
+  }
+  p.group_offsets = nullptr;
+  if (!sm90) {
     p.block_m = 64;
     expect("block_m 64", WC_ERR_INVALID_ARG);
   }
@@ -309,6 +354,13 @@ int main(int argc, char** argv) {
   // Pairs: an odd m-tile count (the last pair's second CTA has no rows), several pairs per CTA.
   cases.push_back({300, 256, 512, ROW, ROW, true, false});
   cases.push_back({300, 256, 640, GROUP, BLOCK, false, true, 1});
+  // Grouped (MoE experts): empty groups, a group of one row, one of exactly 64 rows, one across
+  // tiles; rows before the first group and after the last; offsets out of range and out of
+  // order (clamped); per-group B rows, block scales and bias.
+  cases.push_back({200, 256, 384, GROUP, BLOCK, true, true, 1, false, {0, 0, 1, 65, 65, 130, 190, 200}});
+  cases.push_back({150, 128, 256, ROW, ROW, true, false, 0, true, {5, 40, 40, 140}});
+  cases.push_back({70, 256, 128, TENSOR, BLOCK, false, true, 0, false, {3, -7, 30, 20, 500}});
+  cases.push_back({9, 128, 256, GROUP, TENSOR, true, true, 2, true, {0, 2, 3, 3, 4, 7, 9}});
   uint64_t seed = 1;
   for (const Case& c : cases) {
     // sm_80 once; sm_90a in every configuration its launcher builds for the case's mode
@@ -324,15 +376,18 @@ int main(int argc, char** argv) {
       if (!blk) paths.push_back({true, 64, 128, true, ctas(2)});
       paths.push_back({true, 128, 128, false, ctas(3)});
       paths.push_back({true, 64, 128, false, ctas(4)});
-      if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
-      if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
-      paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
+      if (c.offsets.empty()) {  // grouped GEMMs have no pairs
+        if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
+        if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
+        paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
+      }
     }
     for (const Path& path : paths)
       for (int out = 0; out < 2; ++out) {
         ++seed;
         char name[96];
-        snprintf(name, sizeof name, "%s %s m=%d ", pname(path), out ? "bf16" : "f32", c.m);
+        snprintf(name, sizeof name, "%s %s m=%d %s", pname(path), out ? "bf16" : "f32", c.m,
+                 c.offsets.empty() ? "" : "grouped ");
         if (filter && !strstr(name, filter)) continue;
         if (out) run_case<__nv_bfloat16>(c, path, seed);
         else run_case<float>(c, path, seed);

@@ -15,6 +15,7 @@ thread_pool.h), harness.h and the target's test <target>.cpp. The rules, applied
   * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch(kernel<...>, grid, block, smem, args);`
 Anything left over (inline asm, __shared__, <<<) is an error: extend the rules, never the copies.
 --seed NAME applies one deliberate bug (SEEDS) to show that the target's test catches it.
+prep.py --check-seeds fails if a seed's text is no longer in its file exactly once (scripts/test).
 """
 import argparse
 import re
@@ -63,7 +64,7 @@ SEEDS = {
     # A key tile counts as seen whole by every row when its last key is one past the first row's position.
     "unmasked_edge": ("attention", "attention.cuh", "n0 + bn - 1 <= causal_hi;", "n0 + bn - 2 <= causal_hi;"),
     # Split-KV partial row index with the wrong split stride.
-    "split": ("attention", "attention_gqa.cu", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
+    "split": ("attention", "attention.cuh", "(static_cast<int64_t>(blockIdx.z) * p.total_q + tok)",
               "(static_cast<int64_t>(blockIdx.z) * (p.total_q - 1) + tok)"),
     # Page lookup without the range check on the page id.
     "pagecheck": ("attention", "attention.cuh", "if (page < 0 || page >= p.num_pages) return false;", ""),
@@ -73,7 +74,7 @@ SEEDS = {
     "ring": ("attention", "attention_gqa.cu", "const int next = it + S - 1, ns = next % S;",
              "const int next = it + S - 1, ns = it % S;"),
     # FP8 convert: swap the two 8-element halves.
-    "fp8": ("attention", "attention_gqa.cu", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
+    "fp8": ("attention", "attention.cuh", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
     # wgmma attention: V's descriptor steps half a column block to the next 64 columns (LBO).
     "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
                    "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),
@@ -130,7 +131,8 @@ SEEDS = {
                     "scale[blockIdx.x * ss_row + blockIdx.y * ss_col] = s;"),
     # Single-pass per tensor: the grid barrier does not wait (CTAs read amax slots not yet written).
     "grid_nowait": ("quant_fp8", "quant_fp8/tensor.cuh",
-                    "while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) __nanosleep(64);", ""),
+                    "while (((old ^ load_volatile(arrived)) & 0x80000000u) == 0) {",
+                    "while (false) {"),
     # Single-pass per tensor: each CTA takes its own amax for the tensor's (no grid-wide maximum).
     "own_amax": ("quant_fp8", "quant_fp8/tensor.cuh", "bits = max(bits, load_volatile(slots + k));",
                  "bits = max(bits, load_volatile(slots + blockIdx.x));"),
@@ -145,25 +147,34 @@ SEEDS = {
     "fp8_kperm": ("matmul_fp8", "matmul_fp8_sm80.cu", "e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);",
                   "e4m3x4_to_f16x2_scaled(lo.y, a1[2], a1[0]);"),
     # sm_90a wgmma descriptors: the 8-row stride of the 128B-swizzle atoms halved.
-    "sm90_sbo": ("matmul_fp8", "sm90.cuh", "(uint64_t(1024 >> 4) << 32)", "(uint64_t(512 >> 4) << 32)"),
+    "sm90_sbo": ("matmul_fp8", "sm90.cuh", "(uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32)",
+                 "(uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32)"),
     # sm_90a consumers wait for the full barrier's previous phase: they read a stage before its TMA lands.
     "sm90_phase": ("matmul_fp8", "matmul_fp8_sm90.cu", "mbar_wait(&full[s], phase);", "mbar_wait(&full[s], phase ^ 1);"),
     # sm_90a promoted accumulation releases a stage before its wgmmas retire.
     "sm90_release": ("matmul_fp8", "matmul_fp8_sm90.cu",
                      "wgmma_wait<0>();\n#pragma unroll\n          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);\n"
-                     "          if (lane == 0) mbar_arrive(&empty[s]);",
-                     "if (lane == 0) mbar_arrive(&empty[s]);\n          wgmma_wait<0>();\n#pragma unroll\n"
+                     "          if (lane == 0) release(s);",
+                     "if (lane == 0) release(s);\n          wgmma_wait<0>();\n#pragma unroll\n"
                      "          for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);"),
     # sm_90a cluster pairs: consumers release a stage in their own CTA only (and the empty
     # barriers count them alone), so a peer multicasts into a stage this CTA still reads.
     "sm90_pair_local": ("matmul_fp8", "matmul_fp8_sm90.cu",
-                        [("      if constexpr (CM == 2) mbar_arrive_cluster(&empty[s], rank ^ 1);\n", ""),
+                        [("      if constexpr (CM == 2) mbar_arrive_cluster(&empty[stage], rank ^ 1);\n", ""),
                          ("4 * C::kConsumers * CM);", "4 * C::kConsumers);")]),
     # ... no cluster barrier before exit: a CTA may leave while its peer still arrives on its barriers.
     "sm90_pair_exit": ("matmul_fp8", "matmul_fp8_sm90.cu",
                        "  if constexpr (CM > 1) cluster_sync();\n#else", "#else"),
     # ... both CTAs load the same half of the shared B tile into the same place.
-    "sm90_pair_slice": ("matmul_fp8", "matmul_fp8_sm90.cu", "nt * BN + rank * (BN / CM)", "nt * BN"),
+    "sm90_pair_slice": ("matmul_fp8", "matmul_fp8_sm90.cu", "t.b0 + rank * (BN / CM)", "t.b0"),
+    # Grouped FP8 GEMM: every group multiplies B's first n rows (the group's B offset lost).
+    "grouped_b": ("matmul_fp8", "matmul_fp8.cuh", "t.b0 = static_cast<int32_t>(g * p.n + t.n0);",
+                  "t.b0 = static_cast<int32_t>(t.n0);"),
+    # ... a tile stores its rows past its group's end (the next group's rows, or rows in none).
+    "grouped_end": ("matmul_fp8", "matmul_fp8.cuh", "if (gm >= m_end) continue;", "if (gm >= p.m) continue;"),
+    # ... offsets are not made non-decreasing (a group before a smaller offset overlaps the last).
+    "grouped_order": ("matmul_fp8", "matmul_fp8.cuh", "lo = max32(hi, min32(max32(p.group_offsets[g], 0), m));",
+                      "lo = min32(max32(p.group_offsets[g], 0), m);"),
     # ... the full barrier expects only this CTA's own bytes (A and its B slice).
     "sm90_pair_expect": ("matmul_fp8", "matmul_fp8_sm90.cu", "mbar_arrive_expect_tx(&full[s], C::kStage);",
                          "mbar_arrive_expect_tx(&full[s], C::kStageA + C::kSliceB);"),
@@ -401,7 +412,24 @@ def prepare(target, out, seed=None):
     return units
 
 
+def stale_seeds():
+    """The seeds whose text to replace is no longer in their file exactly once (the kernels moved
+    on): each must be retargeted, or it would fail to build instead of showing a caught bug."""
+    stale = []
+    for seed, (target, f, *change) in SEEDS.items():
+        text = ((CUDA if f in TARGETS[target] else HERE) / f).read_text()
+        for old, _ in change[0] if len(change) == 1 else [change]:
+            if text.count(old) != 1:
+                stale.append(f"{seed} ({f}: found {text.count(old)} times)")
+    return stale
+
+
 def main():
+    if sys.argv[1:] == ["--check-seeds"]:  # scripts/test: no target, no output folder
+        stale = stale_seeds()
+        for s in stale:
+            print(f"prep.py: stale seed {s}", file=sys.stderr)
+        return 1 if stale else 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target", choices=TARGETS)
     ap.add_argument("out", type=Path)

@@ -32,6 +32,13 @@ typedef struct wc_tensor_map {
  *                     multiplied by a_scale[m · a_scale_stride_m + kb · a_scale_stride_k] ·
  *                     b_scale[(n / 128) · b_scale_stride_n + kb · b_scale_stride_k] and added
  *                     into an f32 register accumulator (A 1×128 groups, B 128×128 blocks).
+ * Grouped (MoE experts): group_offsets non-NULL makes num_groups GEMMs in one launch. Group g
+ * multiplies a's rows [group_offsets[g], group_offsets[g + 1]) by b's rows [g · n, (g + 1) · n)
+ * into the same rows of d (residual alike); b is [num_groups · n, k] and its scales, and the
+ * bias ([num_groups · n]), are indexed by that stacked b row. The offsets (num_groups + 1
+ * int32 in device memory, e.g. moe_align's expert_offsets) are read by the kernels, never by
+ * the host; they are clamped into [0, m] and made non-decreasing there, and rows of d outside
+ * every group are not written. m is a's (and d's) row count. Not with cluster_m = 2.
  * Two launchers: wc_matmul_fp8_sm90 (wgmma + TMA; needs tma_a / tma_b) and
  * wc_matmul_fp8_sm80 (mma.sync; runs on every sm_80+ GPU). The tile configuration (block_m,
  * block_n, group_m, num_ctas) comes from the host planner; each launcher lists what it has. */
@@ -45,6 +52,8 @@ typedef struct wc_matmul_fp8_params {
   const void* bias;           /* NULL or [n], the output dtype */
   const void* residual;       /* NULL or [m, n], the output dtype, row stride ldr */
   void* d;                    /* [m, n], row stride ldd */
+  const int32_t* group_offsets; /* NULL, or [num_groups + 1] on the device: grouped (see above) */
+  int64_t num_groups;         /* >= 1 when grouped */
   int64_t m;
   int64_t n;
   int64_t k;
@@ -71,10 +80,12 @@ typedef struct wc_matmul_fp8_params {
 wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
 
-/* Tile t of a problem with the params' tile shape, group_m and cluster_m: its (m-tile, n-tile),
- * as the kernels' scheduler computes it (host-side, for tests); with cluster_m = 2 a tile is a
- * cluster's pair and m-tile counts pairs. Returns WC_ERR_INVALID_ARG for t outside [0, tiles). */
-wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m_tile, int64_t* n_tile);
+/* Unit t of a problem as the kernels' scheduler walks it (host-side, for tests; with
+ * group_offsets, they must be host memory in this call): the first row of its tile (its
+ * cluster's first CTA), the end of its group's rows, its first column of d and first row of b.
+ * Returns WC_ERR_INVALID_ARG for t past the last unit. */
+wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m0, int64_t* m_end, int64_t* n0,
+                             int64_t* b0);
 
 WC_EXTERN_C_END
 
