@@ -9,7 +9,7 @@ use half::bf16;
 use proptest::prelude::*;
 use warpcore::check::matmul_fp8::{check_matmul_fp8, kernel_variants, MatmulCase};
 use warpcore::check::quant::ScaleLayout;
-use warpcore::ops::matmul_fp8::{matmul_fp8, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use warpcore::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
 use warpcore::ops::quant::ScaleGranularity::{self, *};
 use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -51,9 +51,25 @@ fn case() -> impl Strategy<Value = MatmulCase> {
                 cluster: None,
                 pad,
                 spread,
+                groups: 0,
                 seed,
             }
         })
+}
+
+/// Grouped GEMMs: 1 to 256 groups (MoE experts) over any m, with B's rows (groups · n) kept
+/// under 2^26 bytes and the reference cheap.
+fn grouped_case() -> impl Strategy<Value = MatmulCase> {
+    (case(), proptest::sample::select(&[1usize, 2, 3, 8, 64, 256][..])).prop_map(|(c, groups)| {
+        let n = c.n.min(((1 << 26) / (groups * c.k)).max(128) / 128 * 128);
+        let k = if groups * n * c.k > 1 << 26 { 128 } else { c.k };
+        MatmulCase { n, k, groups, ..c }
+    })
+}
+
+/// The kernel variants of a grouped GEMM: the GPU's, without cluster pairs.
+fn grouped_variants(dev: &warpcore::Device) -> Vec<(Fp8GemmKernel, Option<usize>)> {
+    kernel_variants(dev).into_iter().filter(|&(_, c)| c != Some(2)).collect()
 }
 
 
@@ -63,6 +79,13 @@ proptest! {
     fn bf16_out_matches_reference(case in case()) {
         let Some(dev) = device() else { return Ok(()) };
         for (kernel, cluster) in kernel_variants(&dev) {
+            assert_passed(&check_matmul_fp8::<bf16>(&dev, &MatmulCase { kernel, cluster, ..case }).unwrap());
+        }
+    }
+    #[test]
+    fn grouped_matches_reference(case in grouped_case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        for (kernel, cluster) in grouped_variants(&dev) {
             assert_passed(&check_matmul_fp8::<bf16>(&dev, &MatmulCase { kernel, cluster, ..case }).unwrap());
         }
     }
@@ -116,6 +139,82 @@ fn every_scale_pair_on_a_small_shape() {
             }
         }
     }
+}
+
+/// Grouped GEMMs at shapes the host emulation runs in a minute or two: every scale pair, 1 to
+/// 9 groups with empty groups and rows outside every group, both accumulation modes.
+#[test]
+fn grouped_every_scale_pair_on_a_small_shape() {
+    let Some(dev) = device() else { return };
+    for (kernel, cluster) in grouped_variants(&dev) {
+        for (i, &(a, b)) in PAIRS.iter().enumerate() {
+            let case = MatmulCase { kernel, cluster, groups: 1 + i, fast_accumulation: i % 2 == 1, bias: i % 2 == 0, residual: i % 3 == 0, pad: i % 2, ..MatmulCase::new(150, 128, 256, a, b, 3 * i as u64) };
+            assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
+        }
+        // Many groups over few rows (MoE decode), f32 out.
+        let case = MatmulCase { kernel, cluster, groups: 40, ..MatmulCase::new(12, 256, 384, Group128, Block128, 77) };
+        assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
+    }
+}
+
+/// Offsets out of range and out of order are clamped on the device (rows [0, m), never two
+/// groups on one row), and a grouped GEMM's bad input is refused with nothing written.
+#[test]
+fn grouped_offsets_are_clamped_and_bad_input_refused() {
+    let Some(dev) = device() else { return };
+    let (m, n, k, groups) = (70usize, 128usize, 128usize, 4usize);
+    let a = dev.upload(&(0..m * k).map(|i| F8E4M3(0x30 + (i % 7) as u8)).collect::<Vec<_>>()).unwrap();
+    let b = dev.upload(&(0..groups * n * k).map(|i| F8E4M3(0x28 + (i % 11) as u8)).collect::<Vec<_>>()).unwrap();
+    let s = dev.upload(&[1.0f32]).unwrap();
+    let offsets = dev.upload(&[3i32, -7, 30, 20, 500]).unwrap();
+    let av = TensorView::contiguous(a.as_view(), [m, k]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [groups * n, k]).unwrap();
+    let sv = TensorView::contiguous(s.as_view(), [1, 1]).unwrap();
+    let ofs = TensorView::contiguous(offsets.as_view(), [groups + 1]).unwrap();
+    for (kernel, _) in grouped_variants(&dev) {
+        let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+        let cfg = MatmulFp8Config { kernel, ..Default::default() };
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+        matmul_fp8_grouped(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), &ofs, None, None, &mut ov, cfg).unwrap();
+        let got = dev.download(&out).unwrap();
+        // Groups [3, 3), [3, 30), [30, 30), [30, 70): rows 0..3 untouched, the rest from groups 1 and 3.
+        let ah: Vec<f64> = (0..m * k).map(|i| F8E4M3(0x30 + (i % 7) as u8).to_f64()).collect();
+        let bh: Vec<f64> = (0..groups * n * k).map(|i| F8E4M3(0x28 + (i % 11) as u8).to_f64()).collect();
+        for i in 0..m {
+            let g = if i < 3 { None } else if i < 30 { Some(1) } else { Some(3) };
+            for j in 0..n {
+                let v = got[i * n + j].to_f64();
+                match g {
+                    None => assert!(v.is_nan(), "{kernel:?}: row {i} is in no group but was written"),
+                    Some(g) => {
+                        let want: f64 = (0..k).map(|l| ah[i * k + l] * bh[(g * n + j) * k + l]).sum();
+                        assert!((v - want).abs() <= want.abs() * 2f64.powi(-8), "{kernel:?} ({i}, {j}): {v} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+    let untouched = |out: &cudarc::driver::CudaSlice<bf16>| dev.download(out).unwrap().iter().all(|v| v.is_nan());
+    let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+    // b must stack groups · n rows.
+    let short = TensorView::contiguous(b.slice(..(groups * n - 128) * k), [groups * n - 128, k]).unwrap();
+    let e = matmul_fp8_grouped(&dev, per_tensor(&av, &sv), per_tensor(&short, &sv), &ofs, None, None, &mut ov, MatmulFp8Config::default()).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "matmul_fp8_grouped", arg: "b", .. }), "{e}");
+    // At least one group.
+    let none = TensorView::contiguous(offsets.slice(..1), [1]).unwrap();
+    let e = matmul_fp8_grouped(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), &none, None, None, &mut ov, MatmulFp8Config::default()).unwrap_err();
+    assert!(matches!(e, Error::Empty { .. }), "{e}");
+    // A bias per stacked b row, not per column of out.
+    let bias = dev.upload(&vec![bf16::ONE; n]).unwrap();
+    let bias_v = TensorView::contiguous(bias.as_view(), [n]).unwrap();
+    let e = matmul_fp8_grouped(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), &ofs, Some(&bias_v), None, &mut ov, MatmulFp8Config::default()).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "bias", .. }), "{e}");
+    // No cluster pairs.
+    let cfg = MatmulFp8Config { cluster: Some(2), ..Default::default() };
+    let e = matmul_fp8_grouped(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), &ofs, None, None, &mut ov, cfg).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "cluster (grouped GEMMs have no pairs)", .. }), "{e}");
+    assert!(untouched(&out), "a refused grouped GEMM wrote its output");
 }
 
 /// Codes [m, k] and [n, k], per-tensor scales, out [m, n] bf16 poisoned; `f` gets the views.

@@ -16,7 +16,7 @@
 
 use super::quant::{gather_scale, scale_storage, ScaleLayout};
 use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
-use crate::ops::matmul_fp8::{matmul_fp8, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::matmul_fp8 as reference;
 use crate::reference::quant::{quantize_f32, Quantized};
@@ -43,6 +43,10 @@ pub struct MatmulCase {
     pub pad: usize,
     /// Decades of magnitude either side of 1 across rows and 128-wide k-blocks.
     pub spread: i32,
+    /// 0: one GEMM. Otherwise `matmul_fp8_grouped` with this many groups of n columns: B has
+    /// groups · n rows, and the m rows are split at random offsets ([`group_offsets`]; empty
+    /// groups, and rows before the first or after the last group, which stay untouched).
+    pub groups: usize,
     pub seed: u64,
 }
 
@@ -62,15 +66,17 @@ impl MatmulCase {
             cluster: None,
             pad: 0,
             spread: 2,
+            groups: 0,
             seed,
         }
     }
     fn describe(&self) -> String {
         format!(
-            "{}x{}x{} a {} b {}{}{}{}{}{}{} ±{} decades",
+            "{}x{}x{}{} a {} b {}{}{}{}{}{}{} ±{} decades",
             self.m,
             self.n,
             self.k,
+            if self.groups > 0 { format!(" in {} groups", self.groups) } else { String::new() },
             self.a_granularity.name(),
             self.b_granularity.name(),
             if self.bias { " +bias" } else { "" },
@@ -124,46 +130,77 @@ fn upload_codes(dev: &Device, q: &Quantized, stride: usize) -> Result<cudarc::dr
     dev.upload(&host)
 }
 
-/// `matmul_fp8` against the reference, for one case; `O` is the output dtype (bf16 or f32).
+/// A grouped case's offsets (groups + 1, non-decreasing, in [0, m]) from its seed: cut points
+/// drawn uniformly, so that groups of every size occur, empty ones included; every third seed
+/// starts the first group after row 0 and ends the last before m.
+pub fn group_offsets(m: usize, groups: usize, seed: u64) -> Vec<i32> {
+    let mut rng = Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15);
+    let edges = seed % 3 == 0;
+    let mut cuts: Vec<i32> = (0..=groups).map(|_| (rng.next_u64() % (m as u64 + 1)) as i32).collect();
+    cuts.sort_unstable();
+    if !edges {
+        cuts[0] = 0;
+        cuts[groups] = m as i32;
+    }
+    cuts
+}
+
+/// `matmul_fp8` (or `matmul_fp8_grouped`) against the reference, for one case; `O` is the output
+/// dtype (bf16 or f32).
 pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<CheckResult> {
     let c = *case;
     let (m, n, k) = (c.m, c.n, c.k);
     let mut rng = Rng::new(c.seed);
+    let b_rows = n * c.groups.max(1);
     let qa = operand(&mut rng, m, k, c.spread, c.a_granularity, 0);
-    let qb = operand(&mut rng, n, k, c.spread, c.b_granularity, 1);
+    let qb = operand(&mut rng, b_rows, k, c.spread, c.b_granularity, 1);
     let (lda, ldb) = (k + 16 * c.pad, k + 16 * c.pad);
     let (ldd, ldr) = (n + 8 * c.pad, n + 8 * c.pad);
     let a = upload_codes(dev, &qa, lda)?;
     let b = upload_codes(dev, &qb, ldb)?;
     let (sa, sa_strides) = upload_scale(dev, &qa, c.a_scale_layout)?;
     let (sb, sb_strides) = upload_scale(dev, &qb, ScaleLayout::RowMajor)?;
-    let bias_host: Vec<O> = rng.vec(n, -1.0, 1.0);
+    let bias_host: Vec<O> = rng.vec(b_rows, -1.0, 1.0);
     let res_host: Vec<O> = rng.vec(m.max(1) * ldr, -1.0, 1.0);
     let out_host = vec![O::NAN; m.max(1) * ldd];
     let bias = dev.upload(&bias_host)?;
     let res = dev.upload(&res_host)?;
     let mut out = dev.upload(&out_host)?;
+    let offsets = (c.groups > 0).then(|| group_offsets(m, c.groups, c.seed));
+    let offsets_dev = offsets.as_ref().map(|o| dev.upload(o)).transpose()?;
     {
         let av = TensorView::new(a.as_view(), [m, k], [lda, 1])?;
-        let bv = TensorView::new(b.as_view(), [n, k], [ldb, 1])?;
+        let bv = TensorView::new(b.as_view(), [b_rows, k], [ldb, 1])?;
         let sav = TensorView::new(sa.as_view(), qa.scale_shape(), sa_strides)?;
         let sbv = TensorView::new(sb.as_view(), qb.scale_shape(), sb_strides)?;
-        let biasv = TensorView::contiguous(bias.as_view(), [n])?;
+        let biasv = TensorView::contiguous(bias.as_view(), [b_rows])?;
         let resv = TensorView::new(res.as_view(), [m, n], [ldr, 1])?;
         let mut ov = TensorViewMut::new(out.as_view_mut(), [m, n], [ldd, 1])?;
-        matmul_fp8(
-            dev,
-            Fp8Operand { data: &av, scale: &sav, granularity: c.a_granularity },
-            Fp8Operand { data: &bv, scale: &sbv, granularity: c.b_granularity },
-            c.bias.then_some(&biasv),
-            c.residual.then_some(&resv),
-            &mut ov,
-            MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation, cluster: c.cluster },
-        )?;
+        let a_op = Fp8Operand { data: &av, scale: &sav, granularity: c.a_granularity };
+        let b_op = Fp8Operand { data: &bv, scale: &sbv, granularity: c.b_granularity };
+        let cfg = MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation, cluster: c.cluster };
+        match &offsets_dev {
+            None => matmul_fp8(dev, a_op, b_op, c.bias.then_some(&biasv), c.residual.then_some(&resv), &mut ov, cfg)?,
+            Some(o) => {
+                let ov_offsets = TensorView::contiguous(o.as_view(), [c.groups + 1])?;
+                matmul_fp8_grouped(dev, a_op, b_op, &ov_offsets, c.bias.then_some(&biasv), c.residual.then_some(&resv), &mut ov, cfg)?
+            }
+        }
     }
     let got = dev.download(&out)?;
     let res_dense = gather_rows(&res_host, 0, m, n, ldr);
-    let want = reference::matmul_fp8(&qa, &qb, c.bias.then_some(&bias_host[..]), c.residual.then_some(&res_dense[..]));
+    let (bias_ref, res_ref) = (c.bias.then_some(&bias_host[..]), c.residual.then_some(&res_dense[..]));
+    // Grouped: rows in no group must keep their poison (compared exactly below, not here).
+    let (want, group_of) = match &offsets {
+        None => (reference::matmul_fp8(&qa, &qb, bias_ref, res_ref), vec![Some(0); m]),
+        Some(o) => reference::matmul_fp8_grouped(&qa, &qb, o, bias_ref, res_ref),
+    };
+    let written: Vec<usize> = (0..m).filter(|&i| group_of[i].is_some()).collect();
+    let pick = |v: &[f64]| written.iter().flat_map(|&i| v[i * n..(i + 1) * n].iter().copied()).collect::<Vec<f64>>();
+    let got_dense = gather_rows(&got, 0, m, n, ldd);
+    let got_written: Vec<O> = written.iter().flat_map(|&i| got_dense[i * n..(i + 1) * n].iter().copied()).collect();
+    let untouched: Vec<usize> = (0..m).filter(|&i| group_of[i].is_none()).collect();
+    let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
 
     let sm90 = match c.kernel {
         Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
@@ -178,19 +215,19 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
     let frob = if fast { out_frob.max(steps * 2f64.powi(-14)) } else { out_frob };
     let bound: Vec<f64> = (0..m * n)
         .map(|i| {
-            let added = if c.bias { bias_host[i % n].to_f64().abs() } else { 0.0 } + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 };
+            let bias_row = group_of[i / n].unwrap_or(0) * n + i % n;
+            let added = if c.bias { bias_host[bias_row].to_f64().abs() } else { 0.0 } + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 };
             rtol * want.out[i].abs() + u * want.magnitude[i] + 2f64.powi(-22) * added
         })
         .collect();
-    Ok(CheckResult {
-        op: "matmul_fp8",
-        dtype: O::NAME,
-        shape: c.describe(),
-        comparisons: vec![
-            compare_bounded("out", &gather_rows(&got, 0, m, n, ldd), &want.out, &bound, frob),
-            compare_exact("outside out (untouched)", &outside_rows(&got, 0, m, n, ldd), &outside_rows(&out_host, 0, m, n, ldd)),
-        ],
-    })
+    let mut comparisons = vec![
+        compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob),
+        compare_exact("outside out (untouched)", &outside_rows(&got, 0, m, n, ldd), &outside_rows(&out_host, 0, m, n, ldd)),
+    ];
+    if c.groups > 0 {
+        comparisons.push(compare_exact("rows in no group (untouched)", &rows_of(&got), &rows_of(&out_host)));
+    }
+    Ok(CheckResult { op: if c.groups > 0 { "matmul_fp8_grouped" } else { "matmul_fp8" }, dtype: O::NAME, shape: c.describe(), comparisons })
 }
 
 /// The (kernel, cluster) variants a GPU runs: on compute capability 9.0 the wgmma kernel alone
@@ -222,6 +259,23 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         for (m, n, k) in [(300usize, 512usize, 4096usize), (7, 7168, 2048)] {
             let case = MatmulCase { kernel, cluster, fast_accumulation: true, bias: true, ..MatmulCase::new(m, n, k, PerRow, PerRow, 7) };
             out.push(check_matmul_fp8::<bf16>(dev, &case)?);
+        }        // Grouped (MoE experts; no cluster pairs): decode-like (few rows over many groups, most
+        // empty), prefill-like (hundreds of rows per group), per-row scales with fast accumulation.
+        if cluster != Some(2) {
+            for (i, &(m, n, k, groups, ga, gb, fast)) in [
+                (24usize, 512usize, 2048usize, 64usize, Group128, Block128, false),
+                (1000, 256, 1024, 4, Group128, Block128, false),
+                (300, 384, 768, 8, PerRow, PerRow, true),
+                (129, 256, 512, 3, Group128, PerTensor, false),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let case = MatmulCase { kernel, cluster, groups, fast_accumulation: fast, bias: i % 2 == 1, residual: i % 2 == 0, pad: i % 2, ..MatmulCase::new(m, n, k, ga, gb, 40 + i as u64) };
+                out.push(check_matmul_fp8::<bf16>(dev, &case)?);
+            }
+            let case = MatmulCase { kernel, cluster, groups: 5, spread: 6, ..MatmulCase::new(200, 128, 4096, Group128, Block128, 48) };
+            out.push(check_matmul_fp8::<f32>(dev, &case)?);
         }
     }
     Ok(out)

@@ -69,6 +69,50 @@ pub fn matmul_fp8<O: DType>(a: &Quantized, b: &Quantized, bias: Option<&[O]>, re
     MatmulRef { out, magnitude }
 }
 
+/// Each group's rows of a grouped GEMM (ops::matmul_fp8::matmul_fp8_grouped) with `m` rows:
+/// the offsets clamped into `[0, m]` and made non-decreasing, as the kernels read them
+/// (`lo_g = max(offsets[g], hi_(g−1))`, `hi_g = max(lo_g, offsets[g + 1])`).
+pub fn group_rows(offsets: &[i32], m: usize) -> Vec<std::ops::Range<usize>> {
+    let clamp = |v: i32| (v.max(0) as usize).min(m);
+    let mut hi = 0;
+    offsets
+        .windows(2)
+        .map(|w| {
+            let lo = clamp(w[0]).max(hi);
+            hi = clamp(w[1]).max(lo);
+            lo..hi
+        })
+        .collect()
+}
+
+/// The grouped GEMM: group g's rows of a (`group_rows`) times b's rows `g·n..(g + 1)·n`
+/// (+ bias `[groups · n]`'s same rows, + residual `[m, n]`). Rows in no group are 0 in the
+/// result and `None` in the returned row → group map (the kernels leave them untouched).
+pub fn matmul_fp8_grouped<O: DType>(a: &Quantized, b: &Quantized, offsets: &[i32], bias: Option<&[O]>, residual: Option<&[O]>) -> (MatmulRef, Vec<Option<usize>>) {
+    let m = a.rows;
+    let groups = offsets.len().saturating_sub(1);
+    assert!(groups > 0 && b.rows % groups == 0, "b is [groups · n, k]");
+    let n = b.rows / groups;
+    assert!(bias.is_none_or(|v| v.len() == groups * n) && residual.is_none_or(|v| v.len() == m * n));
+    let mut result = MatmulRef { out: vec![0.0; m * n], magnitude: vec![0.0; m * n] };
+    let mut group_of = vec![None; m];
+    for (g, rows) in group_rows(offsets, m).into_iter().enumerate() {
+        if rows.is_empty() {
+            continue;
+        }
+        let part = matmul_fp8(
+            &a.rows(rows.start, rows.end),
+            &b.rows(g * n, (g + 1) * n),
+            bias.map(|v| &v[g * n..(g + 1) * n]),
+            residual.map(|v| &v[rows.start * n..rows.end * n]),
+        );
+        result.out[rows.start * n..rows.end * n].copy_from_slice(&part.out);
+        result.magnitude[rows.start * n..rows.end * n].copy_from_slice(&part.magnitude);
+        group_of[rows].fill(Some(g));
+    }
+    (result, group_of)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +171,39 @@ mod tests {
         let x = matmul_fp8::<f32>(&qa, &qb, None, None).out;
         let y = matmul_fp8::<f32>(&qa, &qb_rows, None, None).out;
         assert_eq!(x, y);
+    }
+
+    #[test]
+    fn group_rows_clamp_and_order_the_offsets() {
+        assert_eq!(group_rows(&[0, 3, 3, 10], 10), [0..3, 3..3, 3..10]);
+        // Negative, decreasing and past-m offsets, as the kernels read them.
+        assert_eq!(group_rows(&[-5, -1, 50, 20, 1000], 100), [0..0, 0..50, 50..50, 50..100]);
+        assert_eq!(group_rows(&[4, 9], 6), [4..6]);
+    }
+
+    #[test]
+    fn a_grouped_gemm_takes_each_groups_b_rows_and_bias() {
+        let (m, n, k) = (11, 128, 256);
+        let mut rng = Rng::new(9);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let b: Vec<f32> = (0..3 * n * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let (qa, qb) = (quantize_f32(&a, m, k, Group128), quantize_f32(&b, 3 * n, k, Block128));
+        let bias: Vec<f32> = (0..3 * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let residual: Vec<f32> = (0..m * n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        // Rows 0 and 10 in no group; group 1 empty.
+        let offsets = [1, 4, 4, 10];
+        let (got, group_of) = matmul_fp8_grouped(&qa, &qb, &offsets, Some(&bias), Some(&residual));
+        let (da, db) = (qa.dequantize(), qb.dequantize());
+        for i in 0..m {
+            let g = [None, Some(0), Some(0), Some(0), Some(2), Some(2), Some(2), Some(2), Some(2), Some(2), None][i];
+            assert_eq!(group_of[i], g, "row {i}");
+            for j in 0..n {
+                let want = g.map_or(0.0, |g| {
+                    (0..k).map(|l| da[i * k + l] * db[(g * n + j) * k + l]).sum::<f64>() + bias[g * n + j] as f64 + residual[i * n + j] as f64
+                });
+                assert!((got.out[i * n + j] - want).abs() <= 1e-12 * want.abs().max(1.0), "({i}, {j})");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::super::gemm::Gemm;
 use super::super::weights::BlockFp8;
 use super::super::{ModelConfig, Weights};
 use super::{alloc, rows, rows_mut, to_bf16, OP};
-use crate::ops::matmul_fp8::{matmul_fp8, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, MatmulFp8Config};
 use crate::ops::matmul_ternary::{matmul_ternary, PackedTernary, VALUES_PER_BYTE};
 use crate::ops::quant::{quantize_fp8, ScaleGranularity, FP8_BLOCK};
 use crate::{Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
@@ -245,6 +245,21 @@ impl GpuLinear {
 
     /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
     /// rounding of the sum).
+    /// Stacked FP8 experts (`[experts · n, k]`, `offsets`: `[experts + 1]` row offsets on the
+    /// device) over the first `t` quantized rows of `fp8`, into y `[t, n]`: one grouped GEMM,
+    /// which reads the offsets itself (no host synchronisation).
+    pub(super) fn forward_grouped(&self, dev: &Device, fp8: &Fp8Scratch, t: usize, offsets: &TensorView<i32, 1>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
+        let Self::Fp8 { w, scale, n, k } = self else {
+            return Err(Error::Unsupported { op: OP, what: "grouped expert GEMMs of a projection that is not FP8", value: String::new() });
+        };
+        let (q, s) = fp8.rows(0, t, *k)?;
+        let w = TensorView::contiguous(w.as_view(), [*n, *k])?;
+        let scale = TensorView::contiguous(scale.as_view(), [n / FP8_BLOCK, k / FP8_BLOCK])?;
+        let a = Fp8Operand { data: &q, scale: &s, granularity: ScaleGranularity::Group128 };
+        let b = Fp8Operand { data: &w, scale: &scale, granularity: ScaleGranularity::Block128 };
+        matmul_fp8_grouped(dev, a, b, offsets, None, None, y, MatmulFp8Config::default())
+    }
+
     pub(super) fn forward_add(&self, dev: &Device, gemm: &Gemm, fp8: &mut Fp8Scratch, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>) -> Result<()> {
         let [t, k] = x.shape();
         let w = self.all()?;

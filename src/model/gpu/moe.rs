@@ -1,14 +1,16 @@
 //! The GPU path's MoE layer: router GEMM → `moe_gate` (softmax top-k, or DeepSeek-V3's sigmoid
-//! grouped top-k with its selection bias) → `moe_align` (block_m 1) → `moe_gather` → per-expert
-//! cuBLAS GEMMs over each expert's rows → one `glu` → per-expert down GEMMs → `moe_combine`;
-//! DeepSeek-V3's shared experts run on the same input first and their down GEMM adds into the
-//! combined output. The per-expert row offsets are read back to the host once per layer
-//! (a wait on the queued work) to size the GEMMs; a grouped GEMM reading them on the device
-//! would remove it.
+//! grouped top-k with its selection bias) → `moe_align` (block_m 1) → `moe_gather` → the
+//! experts' gate_up GEMMs over each expert's rows → one `glu` → the experts' down GEMMs →
+//! `moe_combine`; DeepSeek-V3's shared experts run on the same input first and their down GEMM
+//! adds into the combined output. FP8 experts run as one grouped GEMM per projection
+//! (`matmul_fp8_grouped`), which reads the experts' row offsets on the device: the layer never
+//! waits for the GPU. bf16 experts run one cuBLAS GEMM per expert, sized by the offsets read back
+//! to the host once per layer (a wait on the queued work).
 
 use super::linear::{Fp8Scratch, Input};
 use super::super::gemm::Gemm;
 use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use crate::TensorView;
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
 use crate::{Device, Result};
@@ -53,28 +55,28 @@ impl MoeBuffers {
     }
 }
 
-/// Each expert's rows `first..first + count` of x (`[.., k]`, in expert order) through expert
-/// e's `n` rows of the stacked weights `w` into the same rows of y (`[.., n]`). FP8 experts:
-/// every row of x is quantized once first, and each GEMM takes its rows of the codes.
+/// The experts' rows of x (`[t_rows, k]`, in expert order) through their `n` rows of the
+/// stacked weights `w` into the same rows of y (`[.., n]`). FP8 experts: every row of x is
+/// quantized once, then one grouped GEMM reads `offsets` (`[experts + 1]`, on the device).
+/// bf16 experts: one cuBLAS GEMM per expert over its rows `first..first + count` of `ranges`
+/// (`(expert, first, count)`, read back to the host).
+#[allow(clippy::too_many_arguments)]
 fn expert_gemms(
     dev: &Device,
     gemm: &Gemm,
     fp8: &mut Fp8Scratch,
     (w, n): (&GpuLinear, usize),
     (x, k): (&CudaSlice<bf16>, usize),
-    ranges: &[(usize, usize, usize)],
+    (t_rows, offsets, ranges): (usize, &TensorView<i32, 1>, &[(usize, usize, usize)]),
     y: &mut CudaSlice<bf16>,
 ) -> Result<()> {
-    let quantized = w.fp8_k().is_some();
-    if quantized {
-        let rows_total = ranges.iter().map(|&(_, first, count)| first + count).max().unwrap_or(0);
-        fp8.quantize(dev, &rows(x, rows_total, k)?)?;
+    if w.fp8_k().is_some() {
+        fp8.quantize(dev, &rows(x, t_rows, k)?)?;
+        return w.forward_grouped(dev, fp8, t_rows, offsets, &mut rows_mut(y, t_rows, n)?);
     }
     for &(e, first, count) in ranges {
-        let x8 = if quantized { Some(fp8.rows(first, count, k)?) } else { None };
         let xr = rows_at(x, first, count, k)?;
-        let input = x8.as_ref().map_or(Input::Bf16(&xr), Input::Fp8);
-        w.rows(e * n, n)?.forward(dev, gemm, input, None, &mut rows_at_mut(y, first, count, n)?)?;
+        w.rows(e * n, n)?.forward(dev, gemm, Input::Bf16(&xr), None, &mut rows_at_mut(y, first, count, n)?)?;
     }
     Ok(())
 }
@@ -129,15 +131,17 @@ impl GpuModel {
             &vector(&mb.expert_counts, ne)?,
             &mut rows_mut(&mut mb.gathered, n, h)?,
         )?;
-        // The per-expert row ranges, on the host (waits for the queued work).
-        let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
-        let ranges: Vec<(usize, usize, usize)> = (0..ne)
-            .map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize))
-            .filter(|&(_, _, count)| count > 0)
-            .collect();
-        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), &ranges, &mut bufs.gate_up)?;
+        // bf16 experts: the per-expert row ranges, on the host (waits for the queued work).
+        let ranges: Vec<(usize, usize, usize)> = if gate_up.fp8_k().is_some() && down.fp8_k().is_some() {
+            Vec::new()
+        } else {
+            let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
+            (0..ne).map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize)).filter(|&(_, _, count)| count > 0).collect()
+        };
+        let offsets = vector(&mb.expert_offsets, ne + 1)?;
+        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), (n, &offsets, &ranges), &mut bufs.gate_up)?;
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
-        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (down, h), (&bufs.act, inter), &ranges, &mut mb.expert_out)?;
+        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (down, h), (&bufs.act, inter), (n, &offsets, &ranges), &mut mb.expert_out)?;
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
             Some(s) => s.down.forward_add(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
