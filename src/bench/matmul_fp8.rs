@@ -4,7 +4,7 @@
 //! same keys for torch._scaled_mm).
 
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::matmul_fp8::{matmul_fp8, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, MatmulFp8Config};
 use crate::ops::quant::ScaleGranularity;
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -78,9 +78,61 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     Ok(record)
 }
 
+/// The grouped GEMM of one MoE projection: `rows` routed token rows (tokens × top-k, each
+/// sent to an expert drawn uniformly; seeded) over `experts` experts of `[n, k]`, block scales
+/// (the FP8 MoE checkpoints' format), bf16 out. Bytes: every expert's weights that get rows,
+/// plus a, D and scales; FLOPs 2·rows·n·k. The alternative in the same run is what the model did
+/// before the grouped kernel: one `matmul_fp8` per expert, its rows known on the host.
+pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
+    let mut rng = crate::check::Rng::new(7);
+    let mut counts = vec![0usize; experts];
+    for _ in 0..rows {
+        counts[(rng.next_u64() % experts as u64) as usize] += 1;
+    }
+    let offsets: Vec<i32> = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| { *acc += c; Some(*acc as i32) })).collect();
+    let used = counts.iter().filter(|&&c| c > 0).count();
+    let (g, sa_shape, sb_shape) = (k / 128, BLOCK.a.scale_shape(rows, k), BLOCK.b.scale_shape(experts * n, k));
+    let bytes = used * n * (k + 4 * g / 128) + rows * (k + 4 * g) + 2 * rows * n;
+    let a = random_buffer::<F8E4M3>(dev, rows * k, -2.0, 2.0, 1)?;
+    let b = random_buffer::<F8E4M3>(dev, experts * n * k, -2.0, 2.0, 2)?;
+    let mut d = dev.zeros::<bf16>(rows * n)?;
+    let sa = dev.upload(&vec![1.0f32; sa_shape[0] * sa_shape[1]])?;
+    let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
+    let offsets_dev = dev.upload(&offsets)?;
+    let av = TensorView::contiguous(a.as_view(), [rows, k])?;
+    let bv = TensorView::contiguous(b.as_view(), [experts * n, k])?;
+    let sav = TensorView::contiguous(sa.as_view(), sa_shape)?;
+    let sbv = TensorView::contiguous(sb.as_view(), sb_shape)?;
+    let ov = TensorView::contiguous(offsets_dev.as_view(), [experts + 1])?;
+    let t = time_calls(dev, SAMPLES, |_| {
+        let mut dv = TensorViewMut::contiguous(d.as_view_mut(), [rows, n])?;
+        let (a, b) = (Fp8Operand { data: &av, scale: &sav, granularity: BLOCK.a }, Fp8Operand { data: &bv, scale: &sbv, granularity: BLOCK.b });
+        matmul_fp8_grouped(dev, a, b, &ov, None, None, &mut dv, MatmulFp8Config::default())
+    })?;
+    let flops = 2.0 * (rows * n) as f64 * k as f64;
+    let key = format!("grouped {experts}x[{n}x{k}] {rows} rows block");
+    let mut record = BenchRecord::compute("matmul_fp8_grouped", "e4m3", key, t, bytes as f64, flops, ceilings);
+    let per_expert = time_calls(dev, SAMPLES, |_| {
+        for e in (0..experts).filter(|&e| counts[e] > 0) {
+            let (lo, c) = (offsets[e] as usize, counts[e]);
+            let a = TensorView::contiguous(a.slice(lo * k..(lo + c) * k), [c, k])?;
+            let sa = TensorView::contiguous(sa.slice(lo * g..(lo + c) * g), [c, g])?;
+            let b = TensorView::contiguous(b.slice(e * n * k..(e + 1) * n * k), [n, k])?;
+            let sb = TensorView::contiguous(sb.slice(e * (n / 128) * g..(e + 1) * (n / 128) * g), [n / 128, g])?;
+            let mut dv = TensorViewMut::contiguous(d.slice_mut(lo * n..(lo + c) * n), [c, n])?;
+            let (a, b) = (Fp8Operand { data: &a, scale: &sa, granularity: BLOCK.a }, Fp8Operand { data: &b, scale: &sb, granularity: BLOCK.b });
+            matmul_fp8(dev, a, b, None, None, &mut dv, MatmulFp8Config::default())?;
+        }
+        Ok(())
+    })?;
+    record.add_alternative("matmul_fp8 per expert (host offsets)", per_expert.median_us);
+    Ok(record)
+}
+
 /// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
 /// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; the large
-/// shapes (where the planner runs cluster pairs) again without pairs (" cluster1").
+/// shapes (where the planner runs cluster pairs) again without pairs (" cluster1"); grouped
+/// GEMMs at a MoE model's expert shapes.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for fast in [false, true] {
@@ -92,6 +144,12 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     }
     for cluster in [None, Some(1)] {
         out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false, cluster)?);
+    }
+    // Grouped: Qwen3-30B-A3B-FP8's experts (128 of gate_up [1536, 2048] and down [2048, 768]),
+    // at decode (32 tokens × top-8 rows) and prefill (2048 tokens × 8).
+    for rows in [256, 16384] {
+        out.push(bench_grouped(dev, ceilings, 128, 1536, 2048, rows)?);
+        out.push(bench_grouped(dev, ceilings, 128, 2048, 768, rows)?);
     }
     Ok(out)
 }
