@@ -77,7 +77,7 @@ pub fn all() -> Vec<Family> {
     #[cfg(feature = "matmul-fp8")]
     out.push(Family {
         name: "matmul_fp8",
-        ops: "matmul_fp8",
+        ops: "matmul_fp8 matmul_fp8_grouped",
         check: warpcore::check::matmul_fp8::check_all,
         references: warpcore::check::matmul_fp8::check_references,
         bench: warpcore::bench::matmul_fp8::bench_all,
