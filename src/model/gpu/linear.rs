@@ -246,16 +246,16 @@ impl GpuLinear {
     /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
     /// rounding of the sum).
     /// Stacked FP8 experts (`[experts · n, k]`, `offsets`: `[experts + 1]` row offsets on the
-    /// device) over the first `t` quantized rows of `fp8`, into y `[t, n]`: one grouped GEMM,
-    /// which reads the offsets itself (no host synchronisation).
-    pub(super) fn forward_grouped(&self, dev: &Device, fp8: &Fp8Scratch, t: usize, offsets: &TensorView<i32, 1>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
+    /// device) over quantized rows `(q, s)` (`[t, k]` codes in expert order, `[t, k / 128]`
+    /// scales), into y `[t, n]`: one grouped GEMM, which reads the offsets itself (no host
+    /// synchronisation).
+    pub(super) fn forward_grouped(&self, dev: &Device, (q, s): &(TensorView<F8E4M3, 2>, TensorView<f32, 2>), offsets: &TensorView<i32, 1>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
         let Self::Fp8 { w, scale, n, k } = self else {
             return Err(Error::Unsupported { op: OP, what: "grouped expert GEMMs of a projection that is not FP8", value: String::new() });
         };
-        let (q, s) = fp8.rows(0, t, *k)?;
         let w = TensorView::contiguous(w.as_view(), [*n, *k])?;
         let scale = TensorView::contiguous(scale.as_view(), [n / FP8_BLOCK, k / FP8_BLOCK])?;
-        let a = Fp8Operand { data: &q, scale: &s, granularity: ScaleGranularity::Group128 };
+        let a = Fp8Operand { data: q, scale: s, granularity: ScaleGranularity::Group128 };
         let b = Fp8Operand { data: &w, scale: &scale, granularity: ScaleGranularity::Block128 };
         matmul_fp8_grouped(dev, a, b, offsets, None, None, y, MatmulFp8Config::default())
     }

@@ -400,7 +400,8 @@ impl GpuModel {
         // MoE rows: every token's top_k experts, or (DeepSeek) its shared experts' MLP.
         let moe_rows_inter = c.moe.as_ref().map_or(0, |m| (m.top_k * m.intermediate_size).max(m.num_shared_experts * m.intermediate_size));
         let mlp_elems = t * dense_inter.max(moe_rows_inter);
-        let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h)).transpose()?;
+        let fp8_experts = self.layers.iter().any(|l| matches!(&l.mlp, GpuMlp::Moe { gate_up, .. } if gate_up.fp8_k().is_some()));
+        let moe = c.moe.as_ref().map(|m| MoeBuffers::new(dev, t, m, h, fp8_experts)).transpose()?;
         // FP8 projections' activations: every token's (MoE: every token's top_k rows), as wide as
         // the widest FP8 projection's input; the accumulating ones (FP8 shared experts' down)
         // write [t, hidden].

@@ -4,13 +4,16 @@
 //! `moe_combine`; DeepSeek-V3's shared experts run on the same input first and their down GEMM
 //! adds into the combined output. FP8 experts run as one grouped GEMM per projection
 //! (`matmul_fp8_grouped`), which reads the experts' row offsets on the device: the layer never
-//! waits for the GPU. bf16 experts run one cuBLAS GEMM per expert, sized by the offsets read back
+//! waits for the GPU. Their input is quantized before the gather (t token rows instead of
+//! t · top_k expert rows; the gather then moves e4m3 codes and their 1×128 scales: the same
+//! bytes the GEMM would have read, per row, bit for bit). bf16 experts run one cuBLAS GEMM per expert, sized by the offsets read back
 //! to the host once per layer (a wait on the queued work).
 
 use super::linear::{Fp8Scratch, Input};
 use super::super::gemm::Gemm;
 use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
-use crate::TensorView;
+use crate::ops::quant::FP8_BLOCK;
+use crate::{TensorView, F8E4M3};
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
 use crate::{Device, Result};
@@ -28,16 +31,23 @@ pub(super) struct MoeBuffers {
     expert_counts: CudaSlice<i32>,
     token_positions: CudaSlice<i32>,
     align_workspace: CudaSlice<i32>,
-    /// `[max_tokens · top_k, hidden]`: token rows in expert order, then the experts' outputs.
+    /// `[max_tokens · top_k, hidden]`: token rows in expert order (bf16 experts), then the
+    /// experts' outputs.
     gathered: CudaSlice<bf16>,
+    /// FP8 experts: the token rows' e4m3 codes `[max_tokens · top_k, hidden]` and 1×128 scales
+    /// `[max_tokens · top_k, hidden / 128]` in expert order.
+    gathered_q: CudaSlice<F8E4M3>,
+    gathered_s: CudaSlice<f32>,
     expert_out: CudaSlice<bf16>,
     /// `[max_tokens, shared inter]`: the shared experts' activations.
     shared_act: CudaSlice<bf16>,
 }
 
 impl MoeBuffers {
-    pub(super) fn new(dev: &Device, t: usize, m: &MoeConfig, h: usize) -> Result<Self> {
+    /// `fp8_experts`: some MoE layer's gate_up is FP8 (its rows are gathered as codes).
+    pub(super) fn new(dev: &Device, t: usize, m: &MoeConfig, h: usize, fp8_experts: bool) -> Result<Self> {
         let sizes = MoeAlignSizes::new(t, m.top_k, m.num_experts, 1)?;
+        let fp8_rows = if fp8_experts { sizes.sorted_len } else { 0 };
         Ok(Self {
             logits: alloc(dev, t * m.num_experts)?,
             topk_ids: alloc(dev, t * m.top_k)?,
@@ -49,6 +59,8 @@ impl MoeBuffers {
             token_positions: alloc(dev, t * m.top_k)?,
             align_workspace: alloc(dev, sizes.workspace_len)?,
             gathered: alloc(dev, sizes.sorted_len * h)?,
+            gathered_q: alloc(dev, fp8_rows * h)?,
+            gathered_s: alloc(dev, fp8_rows * h.div_ceil(FP8_BLOCK))?,
             expert_out: alloc(dev, sizes.sorted_len * h)?,
             shared_act: alloc(dev, t * m.num_shared_experts * m.intermediate_size)?,
         })
@@ -59,7 +71,8 @@ impl MoeBuffers {
 /// stacked weights `w` into the same rows of y (`[.., n]`). FP8 experts: every row of x is
 /// quantized once, then one grouped GEMM reads `offsets` (`[experts + 1]`, on the device).
 /// bf16 experts: one cuBLAS GEMM per expert over its rows `first..first + count` of `ranges`
-/// (`(expert, first, count)`, read back to the host).
+/// (`(expert, first, count)`, read back to the host). (FP8 gate_up skips this: its rows are
+/// gathered as codes, see `moe_mlp`.)
 #[allow(clippy::too_many_arguments)]
 fn expert_gemms(
     dev: &Device,
@@ -72,7 +85,7 @@ fn expert_gemms(
 ) -> Result<()> {
     if w.fp8_k().is_some() {
         fp8.quantize(dev, &rows(x, t_rows, k)?)?;
-        return w.forward_grouped(dev, fp8, t_rows, offsets, &mut rows_mut(y, t_rows, n)?);
+        return w.forward_grouped(dev, &fp8.rows(0, t_rows, k)?, offsets, &mut rows_mut(y, t_rows, n)?);
     }
     for &(e, first, count) in ranges {
         let xr = rows_at(x, first, count, k)?;
@@ -96,9 +109,20 @@ impl GpuModel {
         let (dev, h) = (&self.dev, self.config.hidden_size);
         let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
         let (ne, k) = (m.num_experts, m.top_k);
+        // FP8 experts: x's codes and 1×128 scales, once for the t token rows; the gathers (and an
+        // FP8 shared expert's gate_up) read them.
+        let fp8_in = gate_up.fp8_k().is_some();
+        if fp8_in {
+            bufs.fp8.quantize(dev, &rows(&bufs.x, t, h)?)?;
+        }
         // The shared experts' activations, before the routed experts reuse gate_up.
         if let Some(s) = shared {
-            s.gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * s.inter)?)?;
+            let y = &mut rows_mut(&mut bufs.gate_up, t, 2 * s.inter)?;
+            if fp8_in && s.gate_up.fp8_k().is_some() {
+                s.gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, y)?;
+            } else {
+                s.gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, y)?;
+            }
             let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
             glu_rows(dev, self.act, &bufs.gate_up, &mut mb.shared_act, t, s.inter)?;
         }
@@ -123,14 +147,15 @@ impl GpuModel {
                 workspace: &mut vector_mut(&mut mb.align_workspace, sizes.workspace_len)?,
             },
         )?;
-        moe_gather(
-            dev,
-            &rows(&bufs.x, t, h)?,
-            &rows(&mb.token_positions, t, k)?,
-            &vector(&mb.expert_offsets, ne + 1)?,
-            &vector(&mb.expert_counts, ne)?,
-            &mut rows_mut(&mut mb.gathered, n, h)?,
-        )?;
+        let (positions, offsets, counts) = (rows(&mb.token_positions, t, k)?, vector(&mb.expert_offsets, ne + 1)?, vector(&mb.expert_counts, ne)?);
+        if fp8_in {
+            let (q, s) = bufs.fp8.rows(0, t, h)?;
+            moe_gather(dev, &q, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered_q, n, h)?)?;
+            moe_gather(dev, &s, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered_s, n, h / FP8_BLOCK)?)?;
+        } else {
+            moe_gather(dev, &rows(&bufs.x, t, h)?, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered, n, h)?)?;
+        }
+        drop((positions, counts));
         // bf16 experts: the per-expert row ranges, on the host (waits for the queued work).
         let ranges: Vec<(usize, usize, usize)> = if gate_up.fp8_k().is_some() && down.fp8_k().is_some() {
             Vec::new()
@@ -138,8 +163,12 @@ impl GpuModel {
             let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
             (0..ne).map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize)).filter(|&(_, _, count)| count > 0).collect()
         };
-        let offsets = vector(&mb.expert_offsets, ne + 1)?;
-        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), (n, &offsets, &ranges), &mut bufs.gate_up)?;
+        if fp8_in {
+            let codes = (rows(&mb.gathered_q, n, h)?, rows(&mb.gathered_s, n, h / FP8_BLOCK)?);
+            gate_up.forward_grouped(dev, &codes, &offsets, &mut rows_mut(&mut bufs.gate_up, n, 2 * inter)?)?;
+        } else {
+            expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), (n, &offsets, &ranges), &mut bufs.gate_up)?;
+        }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
         expert_gemms(dev, &self.gemm, &mut bufs.fp8, (down, h), (&bufs.act, inter), (n, &offsets, &ranges), &mut mb.expert_out)?;
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
