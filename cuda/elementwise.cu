@@ -26,6 +26,7 @@
 //                decode step's argmax costs its launch; the win is the host not copying 0.5 MB
 //                per sequence and scanning it.
 #include "common.cuh"
+#include "glu.cuh"
 
 namespace wc {
 namespace {
@@ -33,21 +34,6 @@ namespace {
 constexpr int kGluThreads = 256;
 // Vectors per thread held in registers before the math (loads in flight together).
 constexpr int kGluUnroll = 4;
-
-__device__ __forceinline__ float activate(float x, wc_glu_activation act) {
-  switch (act) {
-    case WC_GLU_GELU_TANH: {
-      const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-      return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-    }
-    case WC_GLU_RELU2: {
-      const float r = fmaxf(x, 0.0f);
-      return r * r;
-    }
-    default:  // WC_GLU_SILU; expf (not __expf): the reference computes in f64.
-      return x / (1.0f + expf(-x));
-  }
-}
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kGluThreads)
@@ -73,7 +59,7 @@ glu_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__
       if (i < nvec) {
         Pack<T, VEC> r;
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) r.v[k] = from_float<T>(activate(to_float(gv[j].v[k]), act) * to_float(uv[j].v[k]));
+        for (int k = 0; k < VEC; ++k) r.v[k] = from_float<T>(glu_activate(to_float(gv[j].v[k]), act) * to_float(uv[j].v[k]));
         store_pack<T, VEC>(o + static_cast<int64_t>(i) * VEC, r);
       }
     }
@@ -95,8 +81,7 @@ template <typename T>
 wc_status launch_glu(const wc_glu_params& p, cudaStream_t s) {
   if (p.rows <= 0) return WC_OK;
   if (p.cols <= 0 || p.cols > INT32_MAX || p.rows > INT32_MAX) return WC_ERR_INVALID_ARG;
-  if (p.activation != WC_GLU_SILU && p.activation != WC_GLU_GELU_TANH && p.activation != WC_GLU_RELU2)
-    return WC_ERR_UNSUPPORTED;
+  if (!glu_activation_known(p.activation)) return WC_ERR_UNSUPPORTED;
   constexpr int V = kVec16<T>;
   const bool vec = p.cols % V == 0 && p.gate_stride % V == 0 && p.up_stride % V == 0 && p.out_stride % V == 0 &&
                    aligned_to(16, p.gate, p.up, p.out);

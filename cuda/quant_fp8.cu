@@ -1,5 +1,6 @@
 // quant_fp8.cu — FP8 e4m3 quantization: dynamic per-tensor, per-row, 1×128-group and 128×128
-// block scales, fused RMSNorm (and residual add + RMSNorm) -> FP8, and dequantization.
+// block scales, fused RMSNorm (and residual add + RMSNorm) -> FP8, fused GLU -> FP8, and
+// dequantization.
 //
 // Contract (warpcore/quant_fp8.h, wc_scale_granularity): bf16 / f16 in, e4m3 out, f32 scales with
 // value = fp8 · scale. For each scaling block: scale = max(amax, WC_FP8_AMAX_FLOOR) / 448 and
@@ -19,6 +20,9 @@
 //               re-reads it from L1/L2 (long rows, and CH = 1, the scalar path for unaligned
 //               or odd layouts). A 128-group is 8 chunks = 8 adjacent lanes: its amax is three
 //               xor-shuffles. Row amax and the RMS are block reductions.
+//   glu         one block per row, 16-element chunks of gate and up -> act(gate) · up in f32 ->
+//               codes; a loop with a uniform trip count (groups: 8 adjacent lanes, values
+//               computed once; per row: a first pass for the amax, values recomputed).
 //   block128    one block of 256 threads per 128×128 tile (weights), tile in registers.
 //   tensor      (1) cudaMemsetAsync(scale, 0); (2) grid-stride amax, one atomicMax per block
 //               of fl(max(amax_block, floor) / 448) (division by a positive constant is
@@ -28,6 +32,7 @@
 #include "common.cuh"
 #include "quant_fp8/chunk.cuh"   // chunks, scale formula, e4m3 store
 #include "quant_fp8/tensor.cuh"  // the single-pass per-tensor kernel
+#include "glu.cuh"
 #include "rms_norm.cuh"
 
 namespace wc {
@@ -183,6 +188,81 @@ wc_status launch_rows(const RowsArgs& a, int64_t rows, cudaStream_t s) {
   } else {
     rows_quant_kernel<T, 1, 0><<<grid, kRowThreadsMax, 0, s>>>(a);
   }
+  return launch_status();
+}
+
+// ------------------------------------------------------------------ fused GLU -> FP8
+struct GluArgs {
+  const void* gate;
+  const void* up;
+  uint8_t* out;
+  float* scale;
+  int64_t gate_stride, up_stride, out_stride, ss_row, ss_col;
+  int cols;
+  wc_glu_activation act;
+  bool group;
+};
+
+// A chunk of act(gate) · up, in f32 (glu.cuh's formula, as wc_glu computes before its rounding).
+template <typename T, int CH>
+__device__ __forceinline__ void glu_chunk(const GluArgs& a, const T* g, const T* u, float (&v)[CH]) {
+  const Chunk<T, CH> gc = load_chunk<T, CH>(g), uc = load_chunk<T, CH>(u);
+#pragma unroll
+  for (int e = 0; e < CH; ++e) v[e] = glu_activate(gc.at(e), a.act) * uc.at(e);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kRowThreadsMax) glu_quant_kernel(const GluArgs a) {
+  __shared__ float scratch[32];
+  constexpr int CH = 16, kGroupChunks = WC_FP8_BLOCK / CH;
+  const int64_t row = blockIdx.x;
+  const T* g = static_cast<const T*>(a.gate) + row * a.gate_stride;
+  const T* u = static_cast<const T*>(a.up) + row * a.up_stride;
+  uint8_t* outr = a.out + row * a.out_stride;
+  float* scale_row = a.scale + row * a.ss_row;
+  const int nchunks = a.cols / CH, tid = threadIdx.x, nt = blockDim.x;
+  float row_amax = 0.0f;
+  if (!a.group) {  // pass 1: the row's amax
+    for (int i = tid; i < nchunks; i += nt) {
+      float v[CH];
+      glu_chunk<T, CH>(a, g + i * CH, u + i * CH, v);
+#pragma unroll
+      for (int e = 0; e < CH; ++e) row_amax = fmaxf(row_amax, fabsf(v[e]));
+    }
+    row_amax = block_max(row_amax, scratch);
+    if (tid == 0) scale_row[0] = scale_of(row_amax);
+  }
+  // Quantize. Uniform trip count so that every lane takes part in the group shuffles.
+  for (int base = 0; base < nchunks; base += nt) {
+    const int i = base + tid;
+    const bool active = i < nchunks;
+    float v[CH] = {};
+    if (active) glu_chunk<T, CH>(a, g + i * CH, u + i * CH, v);
+    float s = scale_of(row_amax);
+    if (a.group) {
+      float m = 0.0f;
+#pragma unroll
+      for (int e = 0; e < CH; ++e) m = fmaxf(m, fabsf(v[e]));
+      s = scale_of(group8_max(m));
+    }
+    if (active) {
+      store_e4m3<CH>(outr + i * CH, 1.0f / s, [&](int e) { return v[e]; });
+      if (a.group && i % kGroupChunks == 0) scale_row[(i / kGroupChunks) * a.ss_col] = s;
+    }
+  }
+}
+
+template <typename T>
+wc_status launch_glu_quant(const GluArgs& a, int64_t rows, cudaStream_t s) {
+  if (rows <= 0) return WC_OK;
+  if (a.cols <= 0 || rows > INT32_MAX) return WC_ERR_INVALID_ARG;
+  if (!glu_activation_known(a.act)) return WC_ERR_UNSUPPORTED;
+  constexpr int V = kVec16<T>;
+  const bool vec = a.cols % 16 == 0 && a.gate_stride % V == 0 && a.up_stride % V == 0 && a.out_stride % 16 == 0 &&
+                   aligned_to(16, a.gate, a.up, a.out);
+  if (!vec || (a.group && a.cols % WC_FP8_BLOCK != 0)) return WC_ERR_UNSUPPORTED;
+  const int threads = static_cast<int>(min64(kRowThreadsMax, round_up_warp(a.cols / 16)));
+  glu_quant_kernel<T><<<static_cast<unsigned>(rows), threads, 0, s>>>(a);
   return launch_status();
 }
 
@@ -392,6 +472,17 @@ extern "C" wc_status wc_rms_norm_quant_fp8(const wc_rms_norm_quant_fp8_params* p
                  p->residual_stride, p->out_stride, p->scale_stride_row, p->scale_stride_col,
                  static_cast<int>(p->hidden), p->eps, p->weight_offset, p->granularity == WC_SCALE_GROUP128};
   WC_DISPATCH_HALF_DTYPE(p->dtype, T, { return wc::launch_rows<T>(a, p->num_tokens, s); });
+}
+
+extern "C" wc_status wc_glu_quant_fp8(const wc_glu_quant_fp8_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  if (p->granularity != WC_SCALE_ROW && p->granularity != WC_SCALE_GROUP128) return WC_ERR_UNSUPPORTED;
+  if (p->cols > INT32_MAX) return WC_ERR_INVALID_ARG;
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  wc::GluArgs a{p->gate, p->up, static_cast<uint8_t*>(p->out), p->scale, p->gate_stride, p->up_stride, p->out_stride,
+                p->scale_stride_row, p->scale_stride_col, static_cast<int>(p->cols), p->activation,
+                p->granularity == WC_SCALE_GROUP128};
+  WC_DISPATCH_HALF_DTYPE(p->dtype, T, { return wc::launch_glu_quant<T>(a, p->rows, s); });
 }
 
 extern "C" wc_status wc_dequantize_fp8(const wc_dequantize_fp8_params* p, wc_stream stream) {

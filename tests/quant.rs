@@ -6,11 +6,12 @@ use common::{assert_passed, device};
 use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::quant::{check_dequantize, check_norm_quant, check_quantize, check_quantize_tensor, DequantCase, NormQuantCase, QuantCase, ScaleLayout};
+use warpcore::check::quant::{check_dequantize, check_glu_quant, check_norm_quant, check_quantize, check_quantize_tensor, DequantCase, GluQuantCase, NormQuantCase, QuantCase, ScaleLayout};
 use warpcore::ops::quant::{
-    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits, TensorQuantPlan,
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, glu_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits, TensorQuantPlan,
 };
 use warpcore::ops::rms_norm::RmsNormConfig;
+use warpcore::reference::mlp::GluActivation;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
 
 /// Column counts: tiny, odd (scalar path), DeepSeek/Llama hidden sizes, past the register path.
@@ -43,6 +44,18 @@ fn norm_case() -> impl Strategy<Value = NormQuantCase> {
             let granularity = if group { ScaleGranularity::Group128 } else { ScaleGranularity::PerRow };
             let hidden = if group { hidden.div_ceil(128) * 128 } else { hidden };
             NormQuantCase { num_tokens, hidden, x_stride: hidden + 8 * gap, add, granularity, layout, gemma, seed }
+        },
+    )
+}
+
+fn glu_case() -> impl Strategy<Value = GluQuantCase> {
+    const ACTS: &[GluActivation] = &[GluActivation::Silu, GluActivation::GeluTanh, GluActivation::SquaredRelu];
+    (1usize..40, proptest::sample::select(COLS), any::<bool>(), proptest::sample::select(ACTS), layout(), 0usize..3, any::<u64>()).prop_map(
+        |(rows, cols, group, act, layout, gap, seed)| {
+            // Whole 16-element chunks (whole groups for 1×128) on 16-byte aligned rows.
+            let granularity = if group { ScaleGranularity::Group128 } else { ScaleGranularity::PerRow };
+            let cols = cols.div_ceil(if group { 128 } else { 16 }) * if group { 128 } else { 16 };
+            GluQuantCase { rows, cols, pad: 8 * gap, act, granularity, layout, seed }
         },
     )
 }
@@ -112,6 +125,11 @@ macro_rules! dtype_tests {
                 fn fused_norm_quant_is_within_one_step(case in norm_case()) {
                     let Some(dev) = device() else { return Ok(()) };
                     assert_passed(&check_norm_quant::<$t>(&dev, &case).unwrap());
+                }
+                #[test]
+                fn fused_glu_quant_is_within_one_step(case in glu_case()) {
+                    let Some(dev) = device() else { return Ok(()) };
+                    assert_passed(&check_glu_quant::<$t>(&dev, &case).unwrap());
                 }
                 #[test]
                 fn dequantize_matches_reference(case in dequant_case()) {
@@ -294,6 +312,34 @@ fn quantize_rejects_bad_input_before_launching() {
         },
         |e| matches!(e, Error::Unsupported { what: "eps", .. }),
     );
+}
+
+#[test]
+fn glu_quant_rejects_bad_input_before_launching() {
+    use ScaleGranularity::*;
+    let Some(dev) = device() else { return };
+    let (rows, cols) = (4usize, 256usize);
+    // gate and up: halves of one [rows, 2 · cols] gate_up buffer (one spare element at the end).
+    let gu = dev.upload(&vec![bf16::ONE; rows * 2 * cols + 1]).unwrap();
+    let mut out = dev.upload(&vec![F8E4M3::NAN; rows * cols]).unwrap();
+    let mut scale = dev.upload(&vec![f32::NAN; rows * 2]).unwrap();
+    let mut run = |gate_at: usize, width: usize, up_width: usize, g: ScaleGranularity| -> Error {
+        let gate = TensorView::new(gu.slice(gate_at..), [rows, width], [2 * cols, 1]).unwrap();
+        let up = TensorView::new(gu.slice(cols..), [rows, up_width], [2 * cols, 1]).unwrap();
+        let mut o = TensorViewMut::contiguous(out.slice_mut(..rows * width), [rows, width]).unwrap();
+        let mut s = TensorViewMut::contiguous(scale.as_view_mut(), [rows, if g == Group128 { width / 128 } else { 1 }]).unwrap();
+        glu_quant_fp8(&dev, &gate, &up, GluActivation::Silu, &mut o, &mut s, g).expect_err("bad input must be rejected")
+    };
+    let e = run(0, cols, cols - 128, Group128);
+    assert!(matches!(e, Error::ShapeMismatch { op: "glu_quant_fp8", arg: "up", .. }), "{e}");
+    let e = run(1, cols, cols, Group128);
+    assert!(matches!(e, Error::Misaligned { arg: "gate", align: 16, .. }), "{e}");
+    let e = run(0, cols, cols, PerTensor);
+    assert!(matches!(e, Error::Unsupported { what: "granularity (per row or 1×128 groups)", .. }), "{e}");
+    let e = run(0, 8, 8, PerRow);
+    assert!(matches!(e, Error::Unsupported { what: "cols (a multiple of 16; of 128 with 1×128 groups)", .. }), "{e}");
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.0 == 0x7F), "a failed op wrote codes");
+    assert!(dev.download(&scale).unwrap().iter().all(|v| v.is_nan()), "a failed op wrote scales");
 }
 
 #[test]

@@ -6,10 +6,11 @@
 
 use super::{compare, compare_bounded, compare_exact, gather_rows, outside_rows, tolerance, CheckResult, Comparison, Rng, Tolerance};
 use crate::ops::quant::{
-    dequantize_fp8, fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits,
+    dequantize_fp8, fused_add_rms_norm_quant_fp8, glu_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantLimits,
     TensorQuantPlan,
 };
 use crate::ops::rms_norm::RmsNormConfig;
+use crate::reference::mlp::GluActivation;
 use crate::reference::quant::{self as reference, e4m3_error_bound, e4m3_ordinal, Quantized};
 use crate::{DType, Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::{bf16, f16};
@@ -315,6 +316,77 @@ pub fn check_norm_quant<T: DType>(dev: &Device, case: &NormQuantCase) -> Result<
     })
 }
 
+/// One fused GLU → FP8 call: gate and up are the two halves of one gate_up buffer (row stride
+/// `2 · cols + pad`, as a gate_up GEMM writes them), values over ±4 (SiLU / GELU saturate and
+/// vanish there).
+#[derive(Clone, Copy, Debug)]
+pub struct GluQuantCase {
+    pub rows: usize,
+    pub cols: usize,
+    /// Extra elements per gate_up row (a multiple of 8 keeps rows 16-byte aligned).
+    pub pad: usize,
+    pub act: GluActivation,
+    pub granularity: ScaleGranularity,
+    pub layout: ScaleLayout,
+    pub seed: u64,
+}
+
+/// `glu_quant_fp8` against the reference: scales within f32 slack, codes within one e4m3 step
+/// of the reference and of glu-then-quantize (the bf16 round trip it saves), dequantized values
+/// within half a step of the exact f64 GLU (plus the f32 activation's few ulps).
+pub fn check_glu_quant<T: DType>(dev: &Device, case: &GluQuantCase) -> Result<CheckResult> {
+    let c = *case;
+    let (rows, cols, stride) = (c.rows, c.cols, 2 * c.cols + c.pad);
+    let mut rng = Rng::new(c.seed);
+    let gate_up: Vec<T> = rng.vec(rows.max(1) * stride, -4.0, 4.0);
+    let out_host = vec![F8E4M3::NAN; rows * cols];
+    let shape = c.granularity.scale_shape(rows, cols);
+    let (len, strides) = scale_storage(shape, c.layout);
+    let scale_host = vec![f32::NAN; len];
+    let gu = dev.upload(&gate_up)?;
+    let mut out = dev.upload(&out_host)?;
+    let mut scale = dev.upload(&scale_host)?;
+    {
+        let gv = TensorView::new(gu.as_view(), [rows, cols], [stride, 1])?;
+        let uv = TensorView::new(gu.slice(cols..), [rows, cols], [stride, 1])?;
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [rows, cols])?;
+        let mut sv = TensorViewMut::new(scale.as_view_mut(), shape, strides)?;
+        glu_quant_fp8(dev, &gv, &uv, c.act, &mut ov, &mut sv, c.granularity)?;
+    }
+    let (out_got, scale_got) = (dev.download(&out)?, dev.download(&scale)?);
+    let gate = gather_rows(&gate_up, 0, rows, cols, stride);
+    let up = gather_rows(&gate_up, cols, rows, cols, stride);
+    let (want, exact) = reference::glu_quant(&gate, &up, cols, c.act, c.granularity);
+    let got = Quantized { rows, cols, granularity: c.granularity, q: out_got, scale: gather_scale(&scale_got, shape, strides) };
+    // The unfused path: glu rounded to T, then quantized.
+    let glu_t: Vec<T> = crate::reference::mlp::glu(&gate.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), &up.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), c.act)
+        .into_iter()
+        .map(|v| T::from_f64(v as f64))
+        .collect();
+    let unfused = reference::quantize(&glu_t, rows, cols, c.granularity);
+    let one_step = vec![1.0; rows * cols];
+    let scale_tol = Tolerance { atol: 0.0, rtol: 2f64.powi(-16), frobenius: 2f64.powi(-16) };
+    let deq: Vec<f32> = got.dequantize().iter().map(|&v| v as f32).collect();
+    let half_step: Vec<f64> = exact
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| e4m3_error_bound(v, got.scale_at(i / cols, i % cols) as f64) * (1.0 + 2f64.powi(-10)) + v.abs() * 2f64.powi(-20))
+        .collect();
+    let ords = |q: &Quantized| ordinals(&q.q).iter().map(|&v| v as f64).collect::<Vec<_>>();
+    Ok(CheckResult {
+        op: "glu_quant_fp8",
+        dtype: T::NAME,
+        shape: format!("[{rows}, {cols}] gate_up stride {stride} {:?} {} scales {:?}", c.act, c.granularity.name(), c.layout),
+        comparisons: vec![
+            compare("scales (f32 activation vs f64)", &got.scale, &want.scale.iter().map(|&s| s as f64).collect::<Vec<_>>(), scale_tol),
+            compare_bounded("codes within one e4m3 step of the reference", &ordinals(&got.q), &ords(&want), &one_step, f64::INFINITY),
+            compare_bounded("codes within one step of glu-then-quant", &ordinals(&got.q), &ords(&unfused), &one_step, f64::INFINITY),
+            compare_bounded("dequantized vs the exact f64 GLU", &deq, &exact, &half_step, 2f64.powi(-4)),
+            compare_exact("outside scale (untouched)", &outside_scale(&scale_got, shape, strides), &outside_scale(&scale_host, shape, strides)),
+        ],
+    })
+}
+
 /// One dequantization: random codes (no NaN codes) and scales over `±spread` decades.
 #[derive(Clone, Copy, Debug)]
 pub struct DequantCase {
@@ -383,6 +455,18 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
                 let case = NormQuantCase { num_tokens: tokens, hidden, x_stride: hidden + 64, add, granularity: g, layout, gemma: tokens == 3, seed: 7 };
                 out.push(check_norm_quant::<T>(dev, &case)?);
             }
+        }
+        // Fused GLU -> FP8 at DeepSeek-V3's / Qwen3-MoE's intermediate sizes.
+        for (i, &(rows, cols, act, g, layout)) in [
+            (64usize, 2048usize, GluActivation::Silu, Group128, ColMajor),
+            (3, 18432, GluActivation::GeluTanh, PerRow, RowMajor),
+            (1, 128, GluActivation::SquaredRelu, Group128, RowMajor),
+            (256, 768, GluActivation::Silu, PerRow, ColMajor),
+        ]
+        .iter()
+        .enumerate()
+        {
+            out.push(check_glu_quant::<T>(dev, &GluQuantCase { rows, cols, pad: 8 * i, act, granularity: g, layout, seed: 20 + i as u64 })?);
         }
         Ok(())
     }

@@ -10,14 +10,6 @@ use crate::{ffi, DType, Device, Error, IndexType, Result, TensorView, TensorView
 /// Most bytes in one row of [`select_rows`] (the grid's y extent: 65535 chunks of 256 units).
 pub const MAX_ROW_BYTES: usize = 65535 * 256;
 
-fn activation_tag(act: GluActivation) -> ffi::wc_glu_activation {
-    match act {
-        GluActivation::Silu => ffi::wc_glu_activation_WC_GLU_SILU,
-        GluActivation::GeluTanh => ffi::wc_glu_activation_WC_GLU_GELU_TANH,
-        GluActivation::SquaredRelu => ffi::wc_glu_activation_WC_GLU_RELU2,
-    }
-}
-
 /// `out[r, :] = act(gate[r, :]) · up[r, :]` with `act` as [`GluActivation::apply`] defines it,
 /// f32 math, one rounding at the store.
 ///
@@ -65,7 +57,7 @@ pub fn glu<T: DType>(
         gate_stride: gate.strides()[0] as i64,
         up_stride: up.strides()[0] as i64,
         out_stride: out_stride as i64,
-        activation: activation_tag(act),
+        activation: super::glu_activation_tag(act),
         dtype: T::TAG,
     };
     // SAFETY: shapes, strides (inside each buffer: checked when the views were made), dtype and

@@ -23,6 +23,17 @@ use crate::{ffi, DType, Device, Error, Result};
 use cudarc::driver::CudaStream;
 use std::sync::Arc;
 
+/// The C ABI's tag of a GLU activation (elementwise's `glu`, quant's `glu_quant_fp8`).
+#[allow(dead_code)] // single-family builds without either
+pub(crate) fn glu_activation_tag(act: crate::reference::mlp::GluActivation) -> ffi::wc_glu_activation {
+    use crate::reference::mlp::GluActivation;
+    match act {
+        GluActivation::Silu => ffi::wc_glu_activation_WC_GLU_SILU,
+        GluActivation::GeluTanh => ffi::wc_glu_activation_WC_GLU_GELU_TANH,
+        GluActivation::SquaredRelu => ffi::wc_glu_activation_WC_GLU_RELU2,
+    }
+}
+
 /// `arg`'s shape must equal `expected`.
 pub(crate) fn check_shape(op: &'static str, arg: &'static str, got: &[usize], expected: &[usize]) -> Result<()> {
     if got == expected {

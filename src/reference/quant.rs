@@ -4,6 +4,7 @@
 //! kernel but with an f64 reciprocal square root (the GPU uses `rsqrtf`), so a few bytes may
 //! land one e4m3 step away: their checks bound the error instead (see `e4m3_error_bound`).
 
+use super::mlp::GluActivation;
 use crate::ops::quant::{ScaleGranularity, AMAX_FLOOR, FP8_MAX};
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::{DType, Error, Result, F8E4M3};
@@ -120,6 +121,17 @@ pub fn rms_norm_quant<T: DType>(x: &[T], weight: &[T], cfg: RmsNormConfig, granu
     let hidden = weight.len();
     let q = quantize_f32(&normalised_f32(x, weight, cfg), x.len() / hidden, hidden, granularity);
     (q, super::rms_norm::rms_norm(x, weight, cfg))
+}
+
+/// `glu_quant_fp8` on dense gate and up `[rows, cols]`: (the quantized `act(gate) · up` as the
+/// kernel computes it in f32, the exact f64 values). The f32 values take f32 rounding of the
+/// activation (the kernel's `expf` / `tanhf` are within a few ulps of it), so codes next to a
+/// rounding boundary may differ by one step; check::quant bounds that.
+pub fn glu_quant<T: DType>(gate: &[T], up: &[T], cols: usize, act: GluActivation, granularity: ScaleGranularity) -> (Quantized, Vec<f64>) {
+    assert_eq!(gate.len(), up.len(), "gate and up have the same shape");
+    let exact: Vec<f64> = gate.iter().zip(up).map(|(g, u)| act.apply(g.to_f64()) * u.to_f64()).collect();
+    let y: Vec<f32> = gate.iter().zip(up).map(|(g, u)| act.apply(g.to_f64()) as f32 * u.to_f32()).collect();
+    (quantize_f32(&y, gate.len() / cols.max(1), cols, granularity), exact)
 }
 
 /// `fused_add_rms_norm_quant_fp8`: (the stored residual `round(x + residual)`, the quantized

@@ -29,11 +29,11 @@ CUDA = HERE.parent.parent / "cuda"
 TARGETS = {
     "unit": [],
     "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu", "attention_mla_sm90.cu"],
-    "elementwise": ["common.cuh", "elementwise.cu"],
+    "elementwise": ["common.cuh", "glu.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
-    "quant_fp8": ["common.cuh", "rms_norm.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
+    "quant_fp8": ["common.cuh", "rms_norm.cuh", "glu.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
     "matmul_ternary": ["common.cuh", "rms_norm.cuh", "matmul_ternary.cu"],
 }

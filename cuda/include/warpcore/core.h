@@ -1,5 +1,6 @@
 /*
- * warpcore/core.h — what every family's header shares: element types, the stream, status codes.
+ * warpcore/core.h — what every family's header shares: element types, the stream, status codes
+ * (and the GLU activations, which two families take).
  * Part of the C ABI (cuda/include/warpcore.h includes every family's header).
  */
 #ifndef WARPCORE_CORE_H
@@ -14,6 +15,14 @@ typedef enum wc_dtype {
   WC_BF16 = 2,
   WC_E4M3 = 3,   /* FP8 e4m3 (OCP "e4m3fn": no infinities, NaN = 0x7F/0xFF, max 448) */
 } wc_dtype;
+
+/* The gate activation of a gated MLP (reference::mlp::GluActivation): wc_glu (elementwise.h)
+ * and wc_glu_quant_fp8 (quant_fp8.h). */
+typedef enum wc_glu_activation {
+  WC_GLU_SILU = 0,       /* x * sigmoid(x): SwiGLU (Llama, Qwen, Mixtral, DeepSeek) */
+  WC_GLU_GELU_TANH = 1,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GeGLU (Gemma) */
+  WC_GLU_RELU2 = 2,      /* max(x, 0)^2: squared-ReLU GLU (BitNet b1.58) */
+} wc_glu_activation;
 
 /* A CUDA stream (CUstream / cudaStream_t; cudarc's CudaStream::cu_stream()). NULL = legacy default. */
 typedef struct wc_stream_opaque* wc_stream;

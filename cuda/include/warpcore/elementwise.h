@@ -9,13 +9,6 @@
 
 WC_EXTERN_C_BEGIN
 
-/* The gate activation of a gated MLP (reference::mlp::GluActivation). */
-typedef enum wc_glu_activation {
-  WC_GLU_SILU = 0,       /* x * sigmoid(x): SwiGLU (Llama, Qwen, Mixtral, DeepSeek) */
-  WC_GLU_GELU_TANH = 1,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GeGLU (Gemma) */
-  WC_GLU_RELU2 = 2,      /* max(x, 0)^2: squared-ReLU GLU (BitNet b1.58) */
-} wc_glu_activation;
-
 /* out[r, :] = act(gate[r, :]) * up[r, :], f32 math, one rounding at the store. gate and up are
  * typically the two halves of one fused gate_up GEMM output (row stride 2 * cols). */
 typedef struct wc_glu_params {

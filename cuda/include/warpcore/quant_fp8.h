@@ -106,6 +106,28 @@ typedef struct wc_rms_norm_quant_fp8_params {
 } wc_rms_norm_quant_fp8_params;
 wc_status wc_rms_norm_quant_fp8(const wc_rms_norm_quant_fp8_params* p, wc_stream stream);
 
+/* Fused GLU -> FP8 (granularity WC_SCALE_ROW or WC_SCALE_GROUP128): y = act(gate) * up in f32
+ * registers (wc_glu's formula), quantized directly, never stored in bf16: what a gated MLP's
+ * down projection reads when it is an FP8 GEMM. Rows 16-byte aligned with cols % 16 == 0 (groups:
+ * cols % 128 == 0); anything else is WC_ERR_UNSUPPORTED. */
+typedef struct wc_glu_quant_fp8_params {
+  const void* gate;           /* [rows, cols], row stride gate_stride */
+  const void* up;             /* [rows, cols], row stride up_stride */
+  void* out;                  /* [rows, cols] e4m3, row stride out_stride */
+  float* scale;               /* [rows, 1] or [rows, cols / 128] */
+  int64_t rows;
+  int64_t cols;
+  int64_t gate_stride;
+  int64_t up_stride;
+  int64_t out_stride;
+  int64_t scale_stride_row;
+  int64_t scale_stride_col;
+  wc_glu_activation activation;
+  wc_scale_granularity granularity;
+  wc_dtype dtype;             /* gate, up: WC_BF16 or WC_F16 */
+} wc_glu_quant_fp8_params;
+wc_status wc_glu_quant_fp8(const wc_glu_quant_fp8_params* p, wc_stream stream);
+
 /* out = fp8 · scale (tests and debugging), any granularity. */
 typedef struct wc_dequantize_fp8_params {
   const void* q;              /* [rows, cols] e4m3, row stride q_stride */

@@ -20,6 +20,7 @@ use cudarc::driver::DevicePtrMut;
 
 use super::rms_norm::RmsNormConfig;
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
+use crate::reference::mlp::GluActivation;
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 
 /// Side of the fine-grained scaling blocks.
@@ -315,6 +316,78 @@ fn norm_quant<T: DType>(
     let r = launch(op, dev, |s| unsafe { ffi::wc_rms_norm_quant_fp8(&params, s) });
     drop(res_guard);
     r
+}
+
+/// Fused GLU → FP8: `out = e4m3(act(gate) · up / scale)` with per-row or 1×128-group scales,
+/// `act` as [`GluActivation::apply`] defines it, computed in f32 and quantized from registers
+/// (never rounded to bf16: what a gated MLP's FP8 down projection reads).
+///
+/// gate, up `[rows, cols]` (bf16 / f16; typically the two halves of one gate_up GEMM output),
+/// out `[rows, cols]` e4m3, scale `[rows, 1]` or `[rows, cols / 128]` (any strides). Rows must
+/// be 16-byte aligned with cols a multiple of 16 (groups: of 128); `Misaligned` / `Unsupported`
+/// otherwise. Zero rows is a no-op.
+#[allow(clippy::too_many_arguments)]
+pub fn glu_quant_fp8<T: DType>(
+    dev: &Device,
+    gate: &TensorView<T, 2>,
+    up: &TensorView<T, 2>,
+    act: GluActivation,
+    out: &mut TensorViewMut<F8E4M3, 2>,
+    scale: &mut TensorViewMut<f32, 2>,
+    granularity: ScaleGranularity,
+) -> Result<()> {
+    const OP: &str = "glu_quant_fp8";
+    check_dtype::<T>(OP, HALF_DTYPES)?;
+    if !matches!(granularity, ScaleGranularity::PerRow | ScaleGranularity::Group128) {
+        return Err(Error::Unsupported { op: OP, what: "granularity (per row or 1×128 groups)", value: granularity.name().to_string() });
+    }
+    let [rows, cols] = gate.shape();
+    check_nonempty(OP, "gate (cols)", &[cols])?;
+    check_shape(OP, "up", &up.shape(), &[rows, cols])?;
+    for (arg, strides) in [("gate", gate.strides()), ("up", up.strides())] {
+        check_inner_dense(OP, arg, &strides)?;
+    }
+    check_device(OP, "gate", dev, gate.stream())?;
+    check_device(OP, "up", dev, up.stream())?;
+    check_fits_i32(OP, "cols", cols)?;
+    check_fits_i32(OP, "rows", rows)?;
+    let multiple = if granularity == ScaleGranularity::Group128 { FP8_BLOCK } else { 16 };
+    if cols % multiple != 0 {
+        return Err(Error::Unsupported { op: OP, what: "cols (a multiple of 16; of 128 with 1×128 groups)", value: cols.to_string() });
+    }
+    check_outputs(OP, dev, rows, cols, out, scale, granularity)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let (g_ptr, _gg) = gate.device_ptr(stream);
+    let (u_ptr, _gu) = up.device_ptr(stream);
+    let (out_stride, (ss_row, ss_col)) = (out.strides()[0], scale_strides(scale.shape(), scale.strides()));
+    let (out_ptr, _go) = out.device_ptr_mut(stream);
+    check_rows_aligned::<T>(OP, "gate", g_ptr, rows, gate.strides()[0])?;
+    check_rows_aligned::<T>(OP, "up", u_ptr, rows, up.strides()[0])?;
+    check_rows_aligned::<u8>(OP, "out", out_ptr, rows, out_stride)?;
+    let (scale_ptr, _gs) = scale.device_ptr_mut(stream);
+    let params = ffi::wc_glu_quant_fp8_params {
+        gate: g_ptr as *const _,
+        up: u_ptr as *const _,
+        out: out_ptr as *mut _,
+        scale: scale_ptr as *mut f32,
+        rows: rows as i64,
+        cols: cols as i64,
+        gate_stride: gate.strides()[0] as i64,
+        up_stride: up.strides()[0] as i64,
+        out_stride: out_stride as i64,
+        scale_stride_row: ss_row,
+        scale_stride_col: ss_col,
+        activation: super::glu_activation_tag(act),
+        granularity: granularity.tag(),
+        dtype: T::TAG,
+    };
+    // SAFETY: shapes, strides, 16-byte alignment of every row, cols' multiple, dtype and
+    // contexts validated above; out and scale are &mut views (distinct from gate and up); the
+    // guards outlive the launch.
+    launch(OP, dev, |s| unsafe { ffi::wc_glu_quant_fp8(&params, s) })
 }
 
 /// Fused RMSNorm → FP8: `out = e4m3(rms_norm(x) · (weight_offset + weight) / scale)` with
