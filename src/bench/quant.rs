@@ -1,12 +1,14 @@
 //! Benchmarks of FP8 quantization (bar: ≥ 85% of the copy bandwidth) and of the fused norm →
-//! FP8 ops against the unfused pair (rms_norm, then quantize_fp8) timed in the same run.
+//! FP8 ops against the unfused pair (rms_norm, then quantize_fp8) timed in the same run; the
+//! fused GLU → FP8 against glu, then quantize_fp8.
 //! Bytes counted: x read once (2 B/element), codes written once (1 B), scales written once;
 //! the fused add also reads and writes the residual; the weight is read once. Per tensor, the
 //! record times `quantize_fp8` on the planner's choice (the single pass where it applies) and
 //! the two-kernel plan (`quantize_fp8_with_plan`) as the alternative "two kernels".
 
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::quant::{fused_add_rms_norm_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantPlan};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, glu_quant_fp8, quantize_fp8, quantize_fp8_with_plan, rms_norm_quant_fp8, ScaleGranularity, TensorQuantPlan};
+use crate::reference::mlp::GluActivation;
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -99,6 +101,47 @@ pub fn bench_norm_quant(dev: &Device, ceilings: &Ceilings, tokens: usize, hidden
     Ok(r)
 }
 
+/// Fused SwiGLU → FP8 on `rows` rows of a `[rows, 2 · inter]` gate_up buffer (bytes: gate_up
+/// read, codes and scales written), with `glu` into bf16 then `quantize_fp8` as the alternative
+/// (when the elementwise family is built).
+pub fn bench_glu_quant(dev: &Device, ceilings: &Ceilings, rows: usize, inter: usize, g: ScaleGranularity) -> Result<BenchRecord> {
+    let n = rows * inter;
+    let ns = scale_count(g, rows, inter);
+    let bytes = 2 * 2 * n + n + 4 * ns;
+    let copies = rotation_copies(bytes);
+    let gus: Vec<_> = (0..copies).map(|i| random_buffer::<bf16>(dev, 2 * n, -4.0, 4.0, i as u64)).collect::<Result<_>>()?;
+    let mut outs: Vec<_> = (0..copies).map(|_| dev.zeros::<F8E4M3>(n)).collect::<Result<_>>()?;
+    let mut scale = dev.zeros::<f32>(ns)?;
+    let shape = g.scale_shape(rows, inter);
+    fn halves(gu: &cudarc::driver::CudaSlice<bf16>, rows: usize, inter: usize) -> Result<(TensorView<'_, bf16, 2>, TensorView<'_, bf16, 2>)> {
+        Ok((TensorView::new(gu.as_view(), [rows, inter], [2 * inter, 1])?, TensorView::new(gu.slice(inter..), [rows, inter], [2 * inter, 1])?))
+    }
+    let t = time_calls(dev, SAMPLES, |i| {
+        let j = i % copies;
+        let (gate, up) = halves(&gus[j], rows, inter)?;
+        let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, inter])?;
+        let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
+        glu_quant_fp8(dev, &gate, &up, GluActivation::Silu, &mut o, &mut s, g)
+    })?;
+    #[allow(unused_mut)]
+    let mut r = BenchRecord::bandwidth("glu_quant_fp8", "bf16", format!("{rows}x{inter} {}", g.name()), t, bytes as f64, ceilings);
+    #[cfg(feature = "elementwise")]
+    {
+        let mut tmp: Vec<_> = (0..copies).map(|_| dev.zeros::<bf16>(n)).collect::<Result<_>>()?;
+        let unfused = time_calls(dev, SAMPLES, |i| {
+            let j = i % copies;
+            let (gate, up) = halves(&gus[j], rows, inter)?;
+            crate::ops::elementwise::glu(dev, &gate, &up, &mut TensorViewMut::contiguous(tmp[j].as_view_mut(), [rows, inter])?, GluActivation::Silu)?;
+            let y = TensorView::contiguous(tmp[j].as_view(), [rows, inter])?;
+            let mut o = TensorViewMut::contiguous(outs[j].as_view_mut(), [rows, inter])?;
+            let mut s = TensorViewMut::contiguous(scale.as_view_mut(), shape)?;
+            quantize_fp8(dev, &y, &mut o, &mut s, g)
+        })?;
+        r.add_alternative("glu + quantize_fp8", unfused.median_us);
+    }
+    Ok(r)
+}
+
 /// Every quantization benchmark `warpcore bench` runs: DeepSeek-V3 shapes (hidden 7168;
 /// weights 7168 × 2048 and 18432 × 7168 in 128×128 blocks).
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
@@ -117,5 +160,9 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         }
     }
     out.push(bench_norm_quant(dev, ceilings, 128, 7168, Group128, true)?);
+    // DeepSeek-V3's experts (inter 2048) at 2048 prefill tokens × top-8, and its dense MLP
+    // (18432) at 128 tokens.
+    out.push(bench_glu_quant(dev, ceilings, 16384, 2048, Group128)?);
+    out.push(bench_glu_quant(dev, ceilings, 128, 18432, Group128)?);
     Ok(out)
 }

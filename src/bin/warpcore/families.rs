@@ -69,7 +69,7 @@ pub fn all() -> Vec<Family> {
     #[cfg(feature = "quant-fp8")]
     out.push(Family {
         name: "quant_fp8",
-        ops: "quantize_fp8 rms_norm_quant_fp8 fused_add_rms_norm_quant_fp8",
+        ops: "quantize_fp8 rms_norm_quant_fp8 fused_add_rms_norm_quant_fp8 glu_quant_fp8",
         check: warpcore::check::quant::check_all,
         references: warpcore::check::quant::check_references,
         bench: warpcore::bench::quant::bench_all,

@@ -74,7 +74,7 @@ use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
 use crate::ops::elementwise::{argmax_rows, glu, select_rows};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
-use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, glu_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
 use crate::{Device, Error, Result, TensorView, TensorViewMut};
@@ -205,6 +205,15 @@ fn glu_rows(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, act: &mut
     let gate = TensorView::new(gate_up.slice(..n * 2 * inter), [n, inter], [2 * inter, 1])?;
     let up = TensorView::new(gate_up.slice(inter..n * 2 * inter), [n, inter], [2 * inter, 1])?;
     glu(dev, &gate, &up, &mut rows_mut(act, n, inter)?, f)
+}
+
+/// The GLU of `n` gate_up rows as an FP8 down projection reads it: e4m3 codes and 1×128
+/// scales in the FP8 scratch, quantized from f32 (`glu_quant_fp8`: no bf16 row in between).
+fn glu_rows_fp8(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, fp8: &mut Fp8Scratch, n: usize, inter: usize) -> Result<()> {
+    let gate = TensorView::new(gate_up.slice(..n * 2 * inter), [n, inter], [2 * inter, 1])?;
+    let up = TensorView::new(gate_up.slice(inter..n * 2 * inter), [n, inter], [2 * inter, 1])?;
+    let (mut q, mut s) = fp8.views_mut(n, inter)?;
+    glu_quant_fp8(dev, &gate, &up, f, &mut q, &mut s, ScaleGranularity::Group128)
 }
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {
@@ -564,7 +573,8 @@ impl GpuModel {
     }
 
     /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM. BitNet: the gate_up projection reads the
-    /// int8 codes the post-attention norm wrote, and ffn_sub_norm writes down's.
+    /// int8 codes the post-attention norm wrote, and ffn_sub_norm writes down's. FP8 down: the
+    /// GLU writes its e4m3 codes (glu_quant_fp8).
     #[allow(clippy::too_many_arguments)]
     fn dense_mlp(
         &self,
@@ -584,6 +594,10 @@ impl GpuModel {
             gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         } else {
             gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
+        }
+        if sub_norm.is_none() && down.fp8_k().is_some() {
+            glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, t, inter)?;
+            return down.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.x, t, h)?);
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
         match sub_norm {

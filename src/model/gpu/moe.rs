@@ -9,11 +9,11 @@
 //! bytes the GEMM would have read, per row, bit for bit). bf16 experts run one cuBLAS GEMM per expert, sized by the offsets read back
 //! to the host once per layer (a wait on the queued work).
 
-use super::linear::{Fp8Scratch, Input};
+use super::linear::Input;
 use super::super::gemm::Gemm;
-use super::{alloc, glu_rows, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use super::{alloc, glu_rows, glu_rows_fp8, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::ops::quant::FP8_BLOCK;
-use crate::{TensorView, F8E4M3};
+use crate::F8E4M3;
 use crate::model::MoeConfig;
 use crate::ops::moe_routing::{moe_align, moe_combine, moe_gate, moe_gather, MoeAlignOutputs, MoeAlignSizes};
 use crate::{Device, Result};
@@ -67,26 +67,18 @@ impl MoeBuffers {
     }
 }
 
-/// The experts' rows of x (`[t_rows, k]`, in expert order) through their `n` rows of the
-/// stacked weights `w` into the same rows of y (`[.., n]`). FP8 experts: every row of x is
-/// quantized once, then one grouped GEMM reads `offsets` (`[experts + 1]`, on the device).
-/// bf16 experts: one cuBLAS GEMM per expert over its rows `first..first + count` of `ranges`
-/// (`(expert, first, count)`, read back to the host). (FP8 gate_up skips this: its rows are
-/// gathered as codes, see `moe_mlp`.)
-#[allow(clippy::too_many_arguments)]
+/// bf16 experts: each expert's rows `first..first + count` of x (`[.., k]`, in expert order;
+/// `ranges`: `(expert, first, count)`, read back to the host) through its `n` rows of the
+/// stacked weights `w` into the same rows of y (`[.., n]`), one cuBLAS GEMM per expert. (FP8
+/// experts run one grouped GEMM instead, on codes the gather or the GLU wrote: `moe_mlp`.)
 fn expert_gemms(
     dev: &Device,
     gemm: &Gemm,
-    fp8: &mut Fp8Scratch,
     (w, n): (&GpuLinear, usize),
     (x, k): (&CudaSlice<bf16>, usize),
-    (t_rows, offsets, ranges): (usize, &TensorView<i32, 1>, &[(usize, usize, usize)]),
+    ranges: &[(usize, usize, usize)],
     y: &mut CudaSlice<bf16>,
 ) -> Result<()> {
-    if w.fp8_k().is_some() {
-        fp8.quantize(dev, &rows(x, t_rows, k)?)?;
-        return w.forward_grouped(dev, &fp8.rows(0, t_rows, k)?, offsets, &mut rows_mut(y, t_rows, n)?);
-    }
     for &(e, first, count) in ranges {
         let xr = rows_at(x, first, count, k)?;
         w.rows(e * n, n)?.forward(dev, gemm, Input::Bf16(&xr), None, &mut rows_at_mut(y, first, count, n)?)?;
@@ -167,10 +159,16 @@ impl GpuModel {
             let codes = (rows(&mb.gathered_q, n, h)?, rows(&mb.gathered_s, n, h / FP8_BLOCK)?);
             gate_up.forward_grouped(dev, &codes, &offsets, &mut rows_mut(&mut bufs.gate_up, n, 2 * inter)?)?;
         } else {
-            expert_gemms(dev, &self.gemm, &mut bufs.fp8, (gate_up, 2 * inter), (&mb.gathered, h), (n, &offsets, &ranges), &mut bufs.gate_up)?;
+            expert_gemms(dev, &self.gemm, (gate_up, 2 * inter), (&mb.gathered, h), &ranges, &mut bufs.gate_up)?;
         }
-        glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
-        expert_gemms(dev, &self.gemm, &mut bufs.fp8, (down, h), (&bufs.act, inter), (n, &offsets, &ranges), &mut mb.expert_out)?;
+        if down.fp8_k().is_some() {
+            // The GLU writes the down projection's e4m3 codes: no bf16 activation row.
+            glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, n, inter)?;
+            down.forward_grouped(dev, &bufs.fp8.rows(0, n, inter)?, &offsets, &mut rows_mut(&mut mb.expert_out, n, h)?)?;
+        } else {
+            glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
+            expert_gemms(dev, &self.gemm, (down, h), (&bufs.act, inter), &ranges, &mut mb.expert_out)?;
+        }
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
             Some(s) => s.down.forward_add(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
