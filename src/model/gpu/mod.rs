@@ -32,23 +32,25 @@
 //!   x = attn · W_oᵀ                                    cuBLAS (BitNet: matmul_ternary)
 //!   residual += x; x = rms_norm(residual)              fused_add_rms_norm (post_attention_layernorm)
 //!   dense MLP: gate_up = x · [W_gate; W_up]ᵀ, act = glu(gate, up), x = act · W_downᵀ
-//!              (FP8: the norm writes gate_up's e4m3 codes; down quantizes act, quantize_fp8)
+//!              (FP8: the norm writes gate_up's e4m3 codes, glu_quant_fp8 writes down's)
 //!              (BitNet: ternary projections, ffn_sub_norm(act) → int8 before down)
 //!   MoE:       logits = x · W_routerᵀ (f32) → moe_gate (softmax top-k, renormalised per
 //!              config; DeepSeek-V3: sigmoid + selection bias, grouped) → moe_align (block_m 1)
-//!              → moe_gather (rows in expert order) → per expert: gate_up GEMM on its rows →
-//!              one glu over all rows → per expert: down GEMM → moe_combine (weighted sum per
-//!              token) → x; DeepSeek-V3's shared experts: gate_up and glu on x first, their
-//!              down GEMM added into x (beta 1)
+//!              → moe_gather (rows in expert order) → the experts' gate_up GEMMs on their rows
+//!              → one glu over all rows → the experts' down GEMMs → moe_combine (weighted sum
+//!              per token) → x; DeepSeek-V3's shared experts: gate_up and glu on x first,
+//!              their down GEMM added into x (beta 1). bf16 experts: one cuBLAS GEMM per
+//!              expert; FP8 experts: x quantized before the gather, one matmul_fp8_grouped per
+//!              projection, glu_quant_fp8 between them (moe.rs)
 //! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
 //! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
 //!                                 W_lm_head = embed when tied) → host → one Sampler per sequence;
 //!                                 greedy: argmax_rows on the GPU → one id per sequence to the host
 //! ```
 //!
-//! The MoE layer reads the per-expert row offsets back to the host (one `num_experts + 1` i32
-//! copy, which waits for the queued work) to size the per-expert cuBLAS GEMMs; a grouped GEMM
-//! reading the offsets on the device would remove that wait.
+//! With bf16 experts the MoE layer reads the per-expert row offsets back to the host (one
+//! `num_experts + 1` i32 copy, which waits for the queued work) to size the per-expert cuBLAS
+//! GEMMs; FP8 experts' grouped GEMMs read them on the device.
 //!
 //! Precision: bf16 weights (converted from the checkpoint's f32 / f16 at upload), bf16
 //! activations rounded at each op's store, f32 accumulation everywhere (GEMMs, norms,
@@ -63,6 +65,7 @@ mod batch;
 mod gqa;
 mod linear;
 mod mla;
+mod mlp;
 mod moe;
 mod supported;
 
@@ -71,10 +74,10 @@ use super::{Architecture, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView};
 use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
-use crate::ops::elementwise::{argmax_rows, glu, select_rows};
+use crate::ops::elementwise::{argmax_rows, select_rows};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
-use crate::ops::quant::{fused_add_rms_norm_quant_fp8, glu_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
+use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
 use crate::{Device, Error, Result, TensorView, TensorViewMut};
@@ -198,22 +201,6 @@ fn vector_mut<T>(buf: &mut CudaSlice<T>, len: usize) -> Result<TensorViewMut<'_,
 /// A device buffer of at least one element (cudarc does not allocate zero bytes).
 fn alloc<T: DeviceRepr + ValidAsZeroBits>(dev: &Device, len: usize) -> Result<CudaSlice<T>> {
     dev.zeros(len.max(1))
-}
-
-/// act `[n, inter]` = glu(gate, up) over gate_up `[n, 2 · inter]` (gate columns, then up).
-fn glu_rows(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, act: &mut CudaSlice<bf16>, n: usize, inter: usize) -> Result<()> {
-    let gate = TensorView::new(gate_up.slice(..n * 2 * inter), [n, inter], [2 * inter, 1])?;
-    let up = TensorView::new(gate_up.slice(inter..n * 2 * inter), [n, inter], [2 * inter, 1])?;
-    glu(dev, &gate, &up, &mut rows_mut(act, n, inter)?, f)
-}
-
-/// The GLU of `n` gate_up rows as an FP8 down projection reads it: e4m3 codes and 1×128
-/// scales in the FP8 scratch, quantized from f32 (`glu_quant_fp8`: no bf16 row in between).
-fn glu_rows_fp8(dev: &Device, f: GluActivation, gate_up: &CudaSlice<bf16>, fp8: &mut Fp8Scratch, n: usize, inter: usize) -> Result<()> {
-    let gate = TensorView::new(gate_up.slice(..n * 2 * inter), [n, inter], [2 * inter, 1])?;
-    let up = TensorView::new(gate_up.slice(inter..n * 2 * inter), [n, inter], [2 * inter, 1])?;
-    let (mut q, mut s) = fp8.views_mut(n, inter)?;
-    glu_quant_fp8(dev, &gate, &up, f, &mut q, &mut s, ScaleGranularity::Group128)
 }
 
 fn to_bf16(v: &[f32]) -> Vec<bf16> {
@@ -570,45 +557,5 @@ impl GpuModel {
             self.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         }
         Ok(())
-    }
-
-    /// x `[t, hidden]` → x: gate_up GEMM, glu, down GEMM. BitNet: the gate_up projection reads the
-    /// int8 codes the post-attention norm wrote, and ffn_sub_norm writes down's. FP8 down: the
-    /// GLU writes its e4m3 codes (glu_quant_fp8).
-    #[allow(clippy::too_many_arguments)]
-    fn dense_mlp(
-        &self,
-        bufs: &mut Buffers,
-        t: usize,
-        gate_up: &GpuLinear,
-        down: &GpuLinear,
-        inter: usize,
-        sub_norm: Option<&CudaSlice<bf16>>,
-        norm: RmsNormConfig,
-    ) -> Result<()> {
-        let (dev, h) = (&self.dev, self.config.hidden_size);
-        if self.int8_norms() {
-            gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
-        } else if gate_up.fp8_k().is_some() {
-            // The post-attention norm wrote its e4m3 codes (GpuLayer::fp8_post_norm).
-            gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
-        } else {
-            gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
-        }
-        if sub_norm.is_none() && down.fp8_k().is_some() {
-            glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, t, inter)?;
-            return down.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.x, t, h)?);
-        }
-        glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
-        match sub_norm {
-            Some(w) => {
-                {
-                    let (mut q8, mut s8) = bufs.int8.views_mut(t, inter)?;
-                    rms_norm_quantize_activations(dev, &rows(&bufs.act, t, inter)?, &vector(w, inter)?, norm, &mut q8, &mut s8)?;
-                }
-                down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
-            }
-            None => down.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.act, t, inter)?, &mut rows_mut(&mut bufs.x, t, h)?),
-        }
     }
 }

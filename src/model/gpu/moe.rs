@@ -11,7 +11,8 @@
 
 use super::linear::Input;
 use super::super::gemm::Gemm;
-use super::{alloc, glu_rows, glu_rows_fp8, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use super::mlp::{glu_rows, glu_rows_fp8};
+use super::{alloc, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::ops::quant::FP8_BLOCK;
 use crate::F8E4M3;
 use crate::model::MoeConfig;
