@@ -17,6 +17,8 @@ import traceback
 import torch
 import torch.nn.functional as F
 
+import compare_torch_fp8
+
 # "cuda", or "meta" for a dry run (--device meta): every case's calls on PyTorch's meta device,
 # shapes and arguments checked, nothing computed or timed (times are 0). It finds the API errors
 # of a new torch without a GPU.
@@ -69,6 +71,18 @@ def bincount(x, minlength):
 
 def rand(shape, dtype, copies):
     return [torch.empty(shape, dtype=dtype, device=DEVICE).uniform_(-2, 2) for _ in range(copies)]
+
+
+class Env:
+    """What compare_torch_fp8.py's cases use from here: the device and the timing helpers."""
+    device = DEVICE
+    copies_for = staticmethod(lambda b: copies_for(b))
+    time_calls = staticmethod(lambda fn, copies: time_calls(fn, copies))
+    sync = staticmethod(lambda: sync())
+    rand = staticmethod(lambda shape, dtype, copies: rand(shape, dtype, copies))
+
+
+ENV = Env()
 
 
 def rms_norm_cases(compile_too):
@@ -447,124 +461,6 @@ def moe_routing_cases():
     return out
 
 
-FP8_MAX = 448.0
-AMAX_FLOOR = 1e-12
-
-
-def quantize_torch(x, granularity):
-    """PyTorch's best eager equivalent of warpcore's dynamic quantization (same scale rule:
-    scale = max(amax, floor) / 448, codes saturated to +-448 before the cast)."""
-    rows, cols = x.shape
-    xf = x.float()
-    if granularity == "tensor":
-        scale = xf.abs().amax().clamp(min=AMAX_FLOOR) / FP8_MAX
-        q = (xf / scale).clamp(-FP8_MAX, FP8_MAX)
-    elif granularity == "row":
-        scale = xf.abs().amax(dim=1, keepdim=True).clamp(min=AMAX_FLOOR) / FP8_MAX
-        q = (xf / scale).clamp(-FP8_MAX, FP8_MAX)
-    elif granularity == "group128":
-        g = xf.view(rows, cols // 128, 128)
-        scale = g.abs().amax(dim=2, keepdim=True).clamp(min=AMAX_FLOOR) / FP8_MAX
-        q = (g / scale).clamp(-FP8_MAX, FP8_MAX).view(rows, cols)
-    else:  # block128
-        g = xf.view(rows // 128, 128, cols // 128, 128)
-        scale = g.abs().amax(dim=(1, 3), keepdim=True).clamp(min=AMAX_FLOOR) / FP8_MAX
-        q = (g / scale).clamp(-FP8_MAX, FP8_MAX).view(rows, cols)
-    return q.to(torch.float8_e4m3fn), scale
-
-
-def quant_cases(compile_too):
-    """Keys of src/bench/quant.rs: quantize_fp8 / rms_norm_quant_fp8 / fused_add_rms_norm_quant_fp8."""
-    out = []
-    if not hasattr(torch, "float8_e4m3fn"):
-        print("  torch has no float8_e4m3fn: FP8 quantization comparisons skipped")
-        return out
-
-    def add(op, shape, name, t):
-        out.append({"op": op, "dtype": "bf16", "shape": shape, "name": name, "time_us": t})
-
-    compiled = torch.compile(quantize_torch) if compile_too else None
-    for rows, cols, g in [(4096, 7168, "tensor"), (64, 4096, "tensor"), (4096, 7168, "row"), (4096, 7168, "group128"), (128, 7168, "group128"),
-                          (7168, 2048, "block128"), (18432, 7168, "block128")]:
-        copies = copies_for(3 * rows * cols)
-        xs = rand((rows, cols), torch.bfloat16, copies)
-        shape = f"{rows}x{cols} {g}"
-        add("quantize_fp8", shape, "torch eager", time_calls(lambda i: quantize_torch(xs[i], g), copies))
-        if compiled is not None:
-            add("quantize_fp8", shape, "torch.compile", time_calls(lambda i: compiled(xs[i], g), copies))
-        del xs
-
-    def norm_quant(x, w, g):
-        return quantize_torch(F.rms_norm(x, (x.shape[-1],), w, 1e-6), g)
-
-    def add_norm_quant(r, x, w, g):
-        r.add_(x)
-        return quantize_torch(F.rms_norm(r, (r.shape[-1],), w, 1e-6), g)
-
-    compiled_norm = torch.compile(norm_quant) if compile_too else None
-    compiled_add = torch.compile(add_norm_quant) if compile_too else None
-    for tokens, hidden, g, fused_add in [(4096, 7168, "row", False), (4096, 7168, "row", True),
-                                         (4096, 7168, "group128", False), (4096, 7168, "group128", True),
-                                         (128, 7168, "group128", True)]:
-        copies = copies_for((5 if fused_add else 3) * tokens * hidden)
-        xs = rand((tokens, hidden), torch.bfloat16, copies)
-        rs = rand((tokens, hidden), torch.bfloat16, copies)
-        w = torch.empty(hidden, dtype=torch.bfloat16, device=DEVICE).uniform_(-1, 1)
-        shape = f"{tokens}x{hidden} {g}"
-        if fused_add:
-            op = "fused_add_rms_norm_quant_fp8"
-            add(op, shape, "torch add_ + rms_norm + quant", time_calls(lambda i: add_norm_quant(rs[i], xs[i], w, g), copies))
-            if compiled_add is not None:
-                add(op, shape, "torch.compile", time_calls(lambda i: compiled_add(rs[i], xs[i], w, g), copies))
-        else:
-            op = "rms_norm_quant_fp8"
-            add(op, shape, "torch rms_norm + quant", time_calls(lambda i: norm_quant(xs[i], w, g), copies))
-            if compiled_norm is not None:
-                add(op, shape, "torch.compile", time_calls(lambda i: compiled_norm(xs[i], w, g), copies))
-        del xs, rs
-    return out
-
-
-def scaled_mm_cases():
-    """torch._scaled_mm (cuBLASLt) at the keys of src/bench/matmul_fp8.rs:
-    op matmul_fp8, dtype e4m3, shape "m x n x k <tensor|row|block>[ fast]"."""
-    out = []
-    if not hasattr(torch, "_scaled_mm") or not hasattr(torch, "float8_e4m3fn"):
-        print("  torch has no _scaled_mm: FP8 GEMM comparisons skipped")
-        return out
-    cases = [(4096, 7168, 2048, "row", False), (8192, 8192, 8192, "tensor", False), (128, 7168, 2048, "row", False),
-             (4096, 7168, 2048, "row", True), (8192, 8192, 8192, "tensor", True), (128, 7168, 2048, "row", True),
-             (4096, 7168, 16384, "block", False)]
-    for m, n, k, scaling, fast in cases:
-        copies = copies_for(m * k + n * k + 2 * m * n)
-        a = [torch.randn(m, k, device=DEVICE).to(torch.float8_e4m3fn) for _ in range(copies)]
-        b = [torch.randn(n, k, device=DEVICE).to(torch.float8_e4m3fn) for _ in range(copies)]
-        if scaling == "tensor":
-            sa = torch.ones((), device=DEVICE)
-            sb = torch.ones((), device=DEVICE)
-        elif scaling == "row":
-            sa = torch.ones(m, 1, device=DEVICE)
-            sb = torch.ones(1, n, device=DEVICE)
-        else:  # DeepSeek-style blocks: A 1x128 (m, k/128), B 128x128 (k/128, n/128) for b.t()
-            sa = torch.ones(m, k // 128, device=DEVICE)
-            sb = torch.ones(k // 128, n // 128, device=DEVICE).t().contiguous().t()
-
-        def call(i):
-            return torch._scaled_mm(a[i], b[i].t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16,
-                                    use_fast_accum=fast)
-        try:
-            call(0)
-            sync()
-        except Exception as e:  # this torch / cuBLASLt does not take the scaling
-            print(f"  torch._scaled_mm {m}x{n}x{k} {scaling}: unavailable ({type(e).__name__}: {str(e)[:80]})")
-            continue
-        name = "torch._scaled_mm" + (" (fast accum)" if fast else "")
-        out.append({"op": "matmul_fp8", "dtype": "e4m3", "shape": f"{m}x{n}x{k} {scaling}" + (" fast" if fast else ""),
-                    "name": name, "time_us": time_calls(call, copies)})
-        del a, b
-    return out
-
-
 def elementwise_cases(compile_too):
     """Keys of src/bench/elementwise.rs: glu (SiLU, fused gate_up [rows, 2*cols] -> [rows, cols])
     and select_rows (an embedding lookup of `rows` ids from [vocab, cols]); argmax_rows (f32
@@ -646,13 +542,16 @@ def main():
                     help="meta: a dry run without a GPU (arguments and shapes checked, times 0)")
     args = ap.parse_args()
     DEVICE = args.device
+    ENV.device = DEVICE
     torch.manual_seed(0)
     # One family's failure (an API a new torch changed) costs that family's timings only: the
     # others are still written, and the failure is listed under "failed".
     results, failed = [], []
     families = [("rms_norm", lambda: rms_norm_cases(args.compile)), ("rope", lambda: rope_cases(args.compile)),
                 ("attention", attention_cases), ("attention_mla", attention_mla_cases), ("moe_routing", moe_routing_cases),
-                ("quant", lambda: quant_cases(args.compile)), ("scaled_mm", scaled_mm_cases),
+                ("quant", lambda: compare_torch_fp8.quant_cases(ENV, args.compile)),
+                ("scaled_mm", lambda: compare_torch_fp8.scaled_mm_cases(ENV)),
+                ("grouped_mm", lambda: compare_torch_fp8.grouped_mm_cases(ENV)),
                 ("elementwise", lambda: elementwise_cases(args.compile)),
                 ("ternary", lambda: ternary_cases(args.compile))]
     for name, cases in families:
