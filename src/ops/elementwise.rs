@@ -27,19 +27,11 @@ pub fn glu<T: DType>(
 ) -> Result<()> {
     const OP: &str = "glu";
     check_dtype::<T>(OP, FLOAT_DTYPES)?;
-    let [rows, cols] = gate.shape();
-    check_nonempty(OP, "gate (cols)", &[cols])?;
-    check_shape(OP, "up", &up.shape(), &[rows, cols])?;
+    let [rows, cols] = super::check_glu_operands(OP, dev, gate, up)?;
     check_shape(OP, "out", &out.shape(), &[rows, cols])?;
-    for (arg, strides) in [("gate", gate.strides()), ("up", up.strides()), ("out", out.strides())] {
-        check_inner_dense(OP, arg, &strides)?;
-    }
+    check_inner_dense(OP, "out", &out.strides())?;
     check_no_overlap(OP, "out", &out.shape(), &out.strides())?;
-    check_fits_i32(OP, "rows", rows)?;
-    check_fits_i32(OP, "cols", cols)?;
-    for (arg, s) in [("gate", gate.stream()), ("up", up.stream()), ("out", out.stream())] {
-        check_device(OP, arg, dev, s)?;
-    }
+    check_device(OP, "out", dev, out.stream())?;
     if rows == 0 {
         return Ok(());
     }

@@ -34,6 +34,23 @@ pub(crate) fn glu_activation_tag(act: crate::reference::mlp::GluActivation) -> f
     }
 }
 
+/// The gate and up operands of a GLU (elementwise's `glu`, quant's `glu_quant_fp8`): equal
+/// `[rows, cols]` shapes, cols > 0, innermost dense, on `dev`, both sizes within i32. Returns
+/// `[rows, cols]`.
+#[allow(dead_code)] // single-family builds without either
+pub(crate) fn check_glu_operands<T: DType>(op: &'static str, dev: &Device, gate: &crate::TensorView<T, 2>, up: &crate::TensorView<T, 2>) -> Result<[usize; 2]> {
+    let [rows, cols] = gate.shape();
+    check_nonempty(op, "gate (cols)", &[cols])?;
+    check_shape(op, "up", &up.shape(), &[rows, cols])?;
+    for (arg, strides, stream) in [("gate", gate.strides(), gate.stream()), ("up", up.strides(), up.stream())] {
+        check_inner_dense(op, arg, &strides)?;
+        check_device(op, arg, dev, stream)?;
+    }
+    check_fits_i32(op, "rows", rows)?;
+    check_fits_i32(op, "cols", cols)?;
+    Ok([rows, cols])
+}
+
 /// `arg`'s shape must equal `expected`.
 pub(crate) fn check_shape(op: &'static str, arg: &'static str, got: &[usize], expected: &[usize]) -> Result<()> {
     if got == expected {

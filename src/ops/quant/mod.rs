@@ -341,16 +341,7 @@ pub fn glu_quant_fp8<T: DType>(
     if !matches!(granularity, ScaleGranularity::PerRow | ScaleGranularity::Group128) {
         return Err(Error::Unsupported { op: OP, what: "granularity (per row or 1×128 groups)", value: granularity.name().to_string() });
     }
-    let [rows, cols] = gate.shape();
-    check_nonempty(OP, "gate (cols)", &[cols])?;
-    check_shape(OP, "up", &up.shape(), &[rows, cols])?;
-    for (arg, strides) in [("gate", gate.strides()), ("up", up.strides())] {
-        check_inner_dense(OP, arg, &strides)?;
-    }
-    check_device(OP, "gate", dev, gate.stream())?;
-    check_device(OP, "up", dev, up.stream())?;
-    check_fits_i32(OP, "cols", cols)?;
-    check_fits_i32(OP, "rows", rows)?;
+    let [rows, cols] = super::check_glu_operands(OP, dev, gate, up)?;
     let multiple = if granularity == ScaleGranularity::Group128 { FP8_BLOCK } else { 16 };
     if cols % multiple != 0 {
         return Err(Error::Unsupported { op: OP, what: "cols (a multiple of 16; of 128 with 1×128 groups)", value: cols.to_string() });
