@@ -1,7 +1,7 @@
 // matmul_fp8_sm90.cu — the Hopper FP8 GEMM: wgmma (QGMMA) on TMA-loaded, 128B-swizzled tiles,
 // a multi-stage mbarrier pipeline, producer/consumer warp specialisation and a persistent
 // tile scheduler. sm_90a only (other targets get a trapping stub; the host never calls it
-// there: ops/matmul_fp8.rs dispatches on the compute capability).
+// there: ops/matmul_fp8/ dispatches on the compute capability).
 //
 // Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
 // K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
@@ -46,7 +46,7 @@
 // the phase bit, the producer waits empty[s] with its complement.
 //
 // Tile configurations (block_m, block_n, accumulation) built here — the host planner
-// (ops/matmul_fp8.rs, plan_sm90) picks one per shape:
+// (ops/matmul_fp8/plan.rs, plan_sm90) picks one per shape:
 //   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128)
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer):
 //   128×256: 4 stages (212 KB); 128×128: 6 (212 KB); 64×128: 8 (202 KB). Registers: 168 at

@@ -1,6 +1,6 @@
 // Emulated runs of both FP8 GEMM kernels: cuda/matmul_fp8_sm80.cu (wc_matmul_fp8_sm80, the
 // portable mma.sync path) and cuda/matmul_fp8_sm90.cu (wc_matmul_fp8_sm90: TMA, mbarriers, wgmma,
-// warp specialisation, persistent CTAs; shim_sm90.h), with params filled as src/ops/matmul_fp8.rs
+// warp specialisation, persistent CTAs; shim_sm90.h), with params filled as src/ops/matmul_fp8/
 // does (plan_sm80's tile; for sm_90a every tile configuration the launcher builds, tensor maps
 // as tma_box / encode_tma describe them, and few CTAs so that each walks several tiles), scale
 // strides with 0 for a size-1 dimension, random e4m3 codes and scales, poisoned outputs,
@@ -12,7 +12,7 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
 extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 
 // Which kernel runs a case: sm_80 with plan_sm80's one tile, or sm_90a with one of the tile
-// configurations matmul_fp8_sm90.cu builds (SM90_TILES in src/ops/matmul_fp8.rs), alone or in
+// configurations matmul_fp8_sm90.cu builds (SM90_TILES in src/ops/matmul_fp8/plan.rs), alone or in
 // cluster pairs (128-row tiles sharing B by TMA multicast), and `ctas` persistent CTAs (0: one
 // per tile or pair; the launcher caps pairs at what cudaOccupancyMaxActiveClusters reports,
 // EMU_SMS / 2 here).
@@ -31,7 +31,7 @@ static const char* pname(const Path& t) {
   return b;
 }
 
-// tma_box + encode_tma (src/ops/matmul_fp8.rs): uint8 {k, rows}, the row stride, boxes of
+// tma_box + encode_tma (src/ops/matmul_fp8/): uint8 {k, rows}, the row stride, boxes of
 // {128, box_rows} bytes, 128-byte swizzle.
 static bool encode_tma(wc_tensor_map* map, const void* ptr, int64_t rows, int64_t k, int64_t row_stride, int box_rows) {
   const uint64_t dims[2] = {static_cast<uint64_t>(k), static_cast<uint64_t>(rows)};
@@ -48,7 +48,7 @@ static const char* gname(Gran g) {
   return n[g];
 }
 
-// scaling_mode (src/ops/matmul_fp8.rs): whether the pair is block-scaled (the pairs tested are
+// scaling_mode (src/ops/matmul_fp8/): whether the pair is block-scaled (the pairs tested are
 // the supported ones).
 static bool block_scaled(Gran a, Gran b) { return !((a == TENSOR || a == ROW) && (b == TENSOR || b == ROW)); }
 
@@ -178,7 +178,7 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   }
   Buf d(((m - 1) * ldd + n) * E, 0, r);  // random bytes: every unwritten element is noticed
 
-  // As matmul_fp8 (src/ops/matmul_fp8.rs) fills them.
+  // As matmul_fp8 (src/ops/matmul_fp8/) fills them.
   wc_matmul_fp8_params p{};
   p.a = a->p();
   p.b = b->p();

@@ -1,0 +1,343 @@
+//! FP8 GEMM (cuda/matmul_fp8_sm90.cu, cuda/matmul_fp8_sm80.cu):
+//! `D[m, n] = Σ_k (a[m, k] · sa) (b[n, k] · sb) (+ bias[n]) (+ residual[m, n])`.
+//!
+//! a `[m, k]` and b `[n, k]` are e4m3, both K-major (the checkpoint layout: b is the weight
+//! `[out_features, in_features]`), rows 16-byte aligned; f32 accumulation; D in bf16 or f32
+//! (bias and residual in D's dtype). Any m; n and k multiples of 128.
+//!
+//! Scales (see [`ScaleGranularity`]): A per tensor, per row (token) or 1×128 groups; B per
+//! tensor, per row (output channel) or 128×128 blocks. Per-tensor / per-row scales are applied
+//! once in the epilogue. As soon as one operand is fine-grained (A 1×128 or B 128×128) the
+//! kernels promote: each 128-wide k-block's partial product is scaled by its two scales and
+//! added into an f32 register accumulator (DeepSeek-V3 / DeepGEMM). B per-row with A 1×128 is
+//! not a supported pair (B's scale must be constant over each 128-column block).
+//!
+//! Dispatch on the device: compute capability 9.0 runs the wgmma kernel (TMA descriptors are
+//! encoded here with `cuTensorMapEncodeTiled` and passed inside the params); everything else
+//! runs the mma.sync kernel. [`MatmulFp8Config::kernel`] forces one (tests run both on an H200).
+//! The tile configuration is chosen per shape by [`plan_sm90`] / [`plan_sm80`]: pure host
+//! functions of the problem ([`MatmulFp8Problem`]) returning a [`TileConfig`].
+
+use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
+use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
+use cudarc::driver::sys;
+
+mod plan;
+pub use plan::{plan_sm80, plan_sm90, Accumulation, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES};
+
+#[cfg(test)]
+mod tests;
+
+/// One GEMM operand: e4m3 codes `[rows, k]` (K-major) and their scales, a `[.., ..]` view of
+/// `granularity.scale_shape(rows, k)` with any strides (a size-1 dimension broadcasts).
+#[derive(Clone, Copy, Debug)]
+pub struct Fp8Operand<'v, 'a> {
+    pub data: &'v TensorView<'a, F8E4M3, 2>,
+    pub scale: &'v TensorView<'a, f32, 2>,
+    pub granularity: ScaleGranularity,
+}
+
+/// Which kernel runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fp8GemmKernel {
+    /// wgmma on compute capability 9.0, mma.sync elsewhere.
+    #[default]
+    Auto,
+    /// The Hopper kernel (sm_90a only; `Error::Unsupported` elsewhere).
+    Wgmma,
+    /// The portable kernel (any sm_80+ GPU).
+    MmaSync,
+}
+
+/// Options of [`matmul_fp8`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatmulFp8Config {
+    pub kernel: Fp8GemmKernel,
+    /// Per-tensor / per-row scales on the wgmma kernel: accumulate all of k in the tensor
+    /// core's accumulator (faster, allows 128×256 tiles; its additions keep ~13 mantissa bits,
+    /// so the error grows with k — cuBLASLt's `FAST_ACCUM`). Default off: every 128-k partial
+    /// product is added into f32 registers. Ignored with block scales (always promoted) and
+    /// by the mma.sync kernel (true f32 accumulation).
+    pub fast_accumulation: bool,
+    /// CTAs per thread block cluster on the wgmma kernel (pairs along m share their B tile by
+    /// TMA multicast): `None` lets [`plan_sm90`] choose; `Some(1)` forces none, `Some(2)`
+    /// pairs (128-row tiles only; `Error::Unsupported` where the plan has 64-row tiles or for
+    /// other sizes). Ignored by the mma.sync kernel.
+    pub cluster: Option<usize>,
+}
+
+/// Whether a pair of granularities is supported, and if so whether it is block-scaled.
+pub fn scaling_mode(a: ScaleGranularity, b: ScaleGranularity) -> Option<bool> {
+    use ScaleGranularity::*;
+    match (a, b) {
+        (PerTensor | PerRow, PerTensor | PerRow) => Some(false),
+        (PerTensor | PerRow | Group128, Block128) | (Group128, PerTensor) => Some(true),
+        _ => None,
+    }
+}
+
+/// What `cuTensorMapEncodeTiled` gets for one operand: a 2-D uint8 tensor `{k, rows}` (inner
+/// dimension first) with the given row stride in bytes, boxes of `{128, box_rows}` bytes,
+/// 128-byte swizzle (the layout the wgmma descriptors assume), zero fill out of bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmaBox {
+    pub dims: [u64; 2],
+    pub row_stride_bytes: u64,
+    pub box_dims: [u32; 2],
+}
+
+pub fn tma_box(rows: usize, k: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
+    TmaBox { dims: [k as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
+}
+
+/// Encodes a tensor map (driver API through cudarc; needs a context on this thread).
+fn encode_tma(ptr: u64, b: &TmaBox) -> Result<ffi::wc_tensor_map> {
+    use sys::{CUtensorMapDataType as D, CUtensorMapFloatOOBfill as F, CUtensorMapInterleave as I, CUtensorMapL2promotion as L, CUtensorMapSwizzle as S};
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    let strides = [b.row_stride_bytes];
+    let element_strides = [1u32, 1];
+    // SAFETY: every array has the rank's length (2; strides 1), `map` is a writable
+    // CUtensorMap, the address and stride were checked 16-byte aligned and the dims to fit.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            D::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2,
+            ptr as *mut std::ffi::c_void,
+            b.dims.as_ptr(),
+            strides.as_ptr(),
+            b.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            I::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            S::CU_TENSOR_MAP_SWIZZLE_128B,
+            L::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            F::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    }
+    .result()?;
+    Ok(ffi::wc_tensor_map { opaque: map.opaque })
+}
+
+/// Checks an operand against `[rows, k]` and returns its scale strides (along rows, along k).
+fn check_operand(op: &'static str, arg: &'static str, scale_arg: &'static str, dev: &Device, x: &Fp8Operand, rows: usize, k: usize) -> Result<(i64, i64)> {
+    check_shape(op, arg, &x.data.shape(), &[rows, k])?;
+    check_inner_dense(op, arg, &x.data.strides())?;
+    check_shape(op, scale_arg, &x.scale.shape(), &x.granularity.scale_shape(rows, k))?;
+    check_device(op, arg, dev, x.data.stream())?;
+    check_device(op, scale_arg, dev, x.scale.stream())?;
+    Ok(scale_strides(x.scale.shape(), x.scale.strides()))
+}
+
+/// `out = A · Bᵀ` with FP8 inputs, plus optional bias `[n]` and residual `[m, n]`.
+///
+/// a: `[m, k]` codes with scales per tensor / row / 1×128 group; b: `[n, k]` with scales per
+/// tensor / row / 128×128 block; out `[m, n]` (bf16 or f32; bias and residual the same dtype).
+/// Errors before any launch: shapes (`ShapeMismatch`), n or k not multiples of 128 or an
+/// unsupported scale pair (`Unsupported`), rows not 16-byte aligned (`Misaligned`), k = 0 or
+/// n = 0 (`Empty`). m = 0 is a no-op.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8<O: DType>(
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    gemm("matmul_fp8", dev, a, b, None, bias, residual, out, cfg)
+}
+
+/// Grouped (MoE) FP8 GEMM: `groups = group_offsets.len() − 1` GEMMs in one launch. Group g
+/// multiplies a's rows `group_offsets[g]..group_offsets[g + 1]` by b's rows `g·n..(g + 1)·n`
+/// into the same rows of out (+ bias, + residual's same rows).
+///
+/// a: `[m, k]`, every group's rows in group order (moe_gather's output); b: `[groups · n, k]`,
+/// the experts' weights stacked, with scales of that shape; group_offsets: `[groups + 1]` i32
+/// on the device (moe_align's expert_offsets), read by the kernel, so nothing waits for them on
+/// the host; bias: `[groups · n]`; residual and out: `[m, n]`. Rows of out outside every group
+/// are not written. The offsets are only trusted as far as memory safety allows: the kernels
+/// clamp them into `[0, m]` and make them non-decreasing. No cluster pairs
+/// (`cfg.cluster = Some(2)` is `Unsupported`). Errors as [`matmul_fp8`], plus b's rows not a
+/// multiple of n (`ShapeMismatch`) and an empty group_offsets (`Empty`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_fp8_grouped<O: DType>(
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    group_offsets: &TensorView<i32, 1>,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    gemm("matmul_fp8_grouped", dev, a, b, Some(group_offsets), bias, residual, out, cfg)
+}
+
+/// Both ops: one GEMM (`groups` None) or a grouped one.
+#[allow(clippy::too_many_arguments)]
+fn gemm<O: DType>(
+    op: &'static str,
+    dev: &Device,
+    a: Fp8Operand,
+    b: Fp8Operand,
+    groups: Option<&TensorView<i32, 1>>,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    cfg: MatmulFp8Config,
+) -> Result<()> {
+    check_dtype::<O>(op, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F32])?;
+    let [m, k] = a.data.shape();
+    let b_rows = b.data.shape()[0];
+    // Grouped: n comes from out, and b stacks one [n, k] per group.
+    let (n, num_groups) = match groups {
+        None => (b_rows, 1),
+        Some(g) => {
+            let num_groups = g.shape()[0].saturating_sub(1);
+            super::check_nonempty(op, "group_offsets (groups + 1, at least 2)", &[num_groups])?;
+            check_inner_dense(op, "group_offsets", &g.strides())?;
+            check_device(op, "group_offsets", dev, g.stream())?;
+            let n = out.shape()[1];
+            check_shape(op, "b", &[b_rows, k], &[num_groups * n, k])?;
+            (n, num_groups)
+        }
+    };
+    super::check_nonempty(op, "a (k)", &[k])?;
+    super::check_nonempty(op, "b (n)", &[n])?;
+    for (what, v) in [("k (a multiple of 128)", k), ("n (a multiple of 128)", n)] {
+        if v % FP8_BLOCK != 0 {
+            return Err(Error::Unsupported { op, what, value: v.to_string() });
+        }
+    }
+    let block_scaled = scaling_mode(a.granularity, b.granularity).ok_or_else(|| Error::Unsupported {
+        op,
+        what: "scale granularities (a: tensor/row/group128, b: tensor/row/block128; b per row only without groups)",
+        value: format!("a {}, b {}", a.granularity.name(), b.granularity.name()),
+    })?;
+    let (sa_m, sa_k) = check_operand(op, "a", "a_scale", dev, &a, m, k)?;
+    let (sb_n, sb_k) = check_operand(op, "b", "b_scale", dev, &b, b_rows, k)?;
+    check_shape(op, "out", &out.shape(), &[m, n])?;
+    check_inner_dense(op, "out", &out.strides())?;
+    check_no_overlap(op, "out", &out.shape(), &out.strides())?;
+    check_device(op, "out", dev, out.stream())?;
+    if let Some(v) = bias {
+        check_shape(op, "bias", &v.shape(), &[b_rows])?;
+        check_inner_dense(op, "bias", &v.strides())?;
+        check_device(op, "bias", dev, v.stream())?;
+    }
+    if let Some(v) = residual {
+        check_shape(op, "residual", &v.shape(), &[m, n])?;
+        check_inner_dense(op, "residual", &v.strides())?;
+        check_device(op, "residual", dev, v.stream())?;
+    }
+    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n", n), ("k", k), ("b rows (groups · n)", b_rows)] {
+        check_fits_i32(op, what, v)?;
+    }
+    let sm90 = match cfg.kernel {
+        Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
+        Fp8GemmKernel::MmaSync => false,
+        Fp8GemmKernel::Wgmma if dev.info().compute_capability == (9, 0) => true,
+        Fp8GemmKernel::Wgmma => {
+            let (maj, min) = dev.info().compute_capability;
+            return Err(Error::Unsupported { op, what: "wgmma kernel (compute capability 9.0 only)", value: format!("sm_{maj}{min}") });
+        }
+    };
+    if m == 0 {
+        return Ok(());
+    }
+    let accumulation = match (block_scaled, cfg.fast_accumulation) {
+        (true, _) => Accumulation::BlockScaled,
+        (false, true) => Accumulation::Fast,
+        (false, false) => Accumulation::Promoted,
+    };
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: num_groups };
+    if groups.is_some() && cfg.cluster.is_some_and(|c| c != 1) {
+        return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
+    }
+    let tiles = if sm90 {
+        plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
+            op,
+            what: "cluster (1, or 2 where the plan has 128-row tiles)",
+            value: format!("{:?}", cfg.cluster),
+        })?
+    } else {
+        plan_sm80(&problem)
+    };
+
+    let stream = dev.stream();
+    let (a_ptr, _ga) = a.data.device_ptr(stream);
+    let (b_ptr, _gb) = b.data.device_ptr(stream);
+    let (sa_ptr, _gsa) = a.scale.device_ptr(stream);
+    let (sb_ptr, _gsb) = b.scale.device_ptr(stream);
+    let offsets_guard = groups.map(|v| v.device_ptr(stream));
+    let bias_guard = bias.map(|v| v.device_ptr(stream));
+    let res_guard = residual.map(|v| v.device_ptr(stream));
+    let (lda, ldb, ldd) = (a.data.strides()[0], b.data.strides()[0], out.strides()[0]);
+    let ldr = residual.map_or(0, |v| v.strides()[0]);
+    let (d_ptr, _gd) = out.device_ptr_mut(stream);
+    check_rows_aligned::<u8>(op, "a", a_ptr, m, lda)?;
+    check_rows_aligned::<u8>(op, "b", b_ptr, b_rows, ldb)?;
+    check_rows_aligned::<O>(op, "out", d_ptr, m, ldd)?;
+    let bias_ptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
+    let res_ptr = res_guard.as_ref().map_or(0, |(p, _)| *p);
+    if bias_guard.is_some() {
+        check_rows_aligned::<O>(op, "bias", bias_ptr, 1, 0)?;
+    }
+    if res_guard.is_some() {
+        check_rows_aligned::<O>(op, "residual", res_ptr, m, ldr)?;
+    }
+    let mut p = ffi::wc_matmul_fp8_params {
+        a: a_ptr as *const _,
+        b: b_ptr as *const _,
+        a_scale: sa_ptr as *const f32,
+        b_scale: sb_ptr as *const f32,
+        bias: bias_ptr as *const _,
+        residual: res_ptr as *const _,
+        d: d_ptr as *mut _,
+        group_offsets: offsets_guard.as_ref().map_or(0, |(p, _)| *p) as *const i32,
+        num_groups: num_groups as i64,
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        lda: lda as i64,
+        ldb: ldb as i64,
+        ldr: ldr as i64,
+        ldd: ldd as i64,
+        a_scale_stride_m: sa_m,
+        a_scale_stride_k: sa_k,
+        b_scale_stride_n: sb_n,
+        b_scale_stride_k: sb_k,
+        block_scaled: block_scaled as i32,
+        fast_accum: (accumulation == Accumulation::Fast) as i32,
+        block_m: tiles.block_m as i32,
+        block_n: tiles.block_n as i32,
+        group_m: tiles.group_m as i32,
+        num_ctas: tiles.num_ctas.min(i32::MAX as usize) as i32,
+        cluster_m: tiles.cluster_m as i32,
+        out_dtype: O::TAG,
+        ..Default::default()
+    };
+    if sm90 {
+        dev.context().bind_to_thread()?;
+        p.tma_a = encode_tma(a_ptr, &tma_box(m, k, lda, tiles.block_m))?;
+        // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
+        p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k, ldb, tiles.block_n / tiles.cluster_m))?;
+    }
+    // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
+    // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,
+    // contexts and the i32 limits were validated above; the tile config comes from the
+    // planner (a configuration the launcher has). The kernels clamp the group offsets into
+    // [0, m], so any offset values stay inside a, out and residual. Guards live until the
+    // launch is queued.
+    let r = launch(op, dev, |s| unsafe {
+        if sm90 {
+            ffi::wc_matmul_fp8_sm90(&p, s)
+        } else {
+            ffi::wc_matmul_fp8_sm80(&p, s)
+        }
+    });
+    drop((offsets_guard, bias_guard, res_guard));
+    r
+}

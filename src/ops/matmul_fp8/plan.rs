@@ -1,0 +1,131 @@
+//! The FP8 GEMM's planner: the problem (`MatmulFp8Problem`), the tile configurations the
+//! kernels are built for, and the pure host functions that pick one per shape.
+
+/// How the wgmma kernel accumulates over k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Accumulation {
+    /// One tensor-core accumulator over all of k; scales in the epilogue.
+    Fast,
+    /// Each 128-k partial product added into f32 registers; scales in the epilogue.
+    Promoted,
+    /// Each 128-k partial product times its block scales, added into f32 registers.
+    BlockScaled,
+}
+
+/// The problem, independent of how it is tiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulFp8Problem {
+    /// Rows of A (all groups together when grouped).
+    pub m: usize,
+    /// Columns of D (per group).
+    pub n: usize,
+    pub k: usize,
+    pub accumulation: Accumulation,
+    /// 1 for one GEMM; the number of groups of a grouped GEMM, whose sizes the host does not know.
+    pub groups: usize,
+}
+
+impl MatmulFp8Problem {
+    /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
+    /// groups (each group's last tile may be partial): ceil(m / block_m) + min(groups, m) − 1,
+    /// exact for one group. The kernels use the same bound (`max_units`, matmul_fp8.cuh).
+    pub fn m_tiles(&self, block_m: usize) -> usize {
+        if self.m == 0 {
+            return 0;
+        }
+        self.m.div_ceil(block_m) + self.groups.max(1).min(self.m) - 1
+    }
+}
+
+/// How a problem is tiled and scheduled (the kernels' template choice plus the schedule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileConfig {
+    pub block_m: usize,
+    pub block_n: usize,
+    /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
+    pub group_m: usize,
+    /// CTAs launched (the wgmma kernel is persistent: at most one per SM), whole clusters.
+    pub num_ctas: usize,
+    /// CTAs per cluster along m (wgmma kernel): 1, or 2 for a pair of 128-row tiles sharing
+    /// one B tile, each CTA loading half of it by TMA multicast (half the L2→SM traffic for B).
+    pub cluster_m: usize,
+}
+
+/// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
+/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles. Every
+/// 128-row configuration is also built as cluster pairs.
+pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
+    (128, 256, Accumulation::Fast),
+    (128, 128, Accumulation::Fast),
+    (64, 128, Accumulation::Fast),
+    (128, 128, Accumulation::Promoted),
+    (64, 128, Accumulation::Promoted),
+    (128, 128, Accumulation::BlockScaled),
+    (64, 128, Accumulation::BlockScaled),
+];
+/// The mma.sync kernel's one tile.
+pub const SM80_TILE: (usize, usize) = (128, 128);
+/// m-tiles per group in the tile order.
+const GROUP_M: usize = 8;
+
+/// Relative tensor-core efficiency the planner assumes per tile shape: 128×256 (two consumer
+/// warpgroups of m64n256) is the reference; 128×128 loses to the smaller wgmma N and more B
+/// traffic per FLOP; a 64-row tile has one consumer warpgroup, which cannot keep the tensor
+/// cores busy on its own. Predictions to check on the H200 (docs/matmul_fp8.md).
+fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
+    match (block_m, block_n) {
+        (128, 256) => 1.0,
+        (128, 128) => 0.9,
+        _ => 0.6,
+    }
+}
+
+/// The gain the planner assumes for a cluster pair over two lone CTAs: a pair reads its B tile
+/// from L2 once instead of twice (32 instead of 48 KB per 128×256 stage and CTA), which matters
+/// where L2→SM bandwidth limits the large shapes. A prediction (docs/matmul_fp8.md), to be
+/// replaced by the H200's number: `warpcore bench` times the bar shapes with and without pairs.
+/// Grouped GEMMs have no pairs (a pair's tiles could belong to different groups).
+const PAIR_GAIN: f64 = 1.1;
+
+/// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
+/// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
+/// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
+/// 128×256 tile). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
+/// slots, efficiency × [`PAIR_GAIN`]): pairs win unless they cost a wave (an odd m-tile count
+/// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
+/// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
+pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
+    let sms = sm_count.max(1);
+    let mut best: Option<(f64, TileConfig)> = None;
+    for &(bm, bn, acc) in SM90_TILES {
+        if acc != p.accumulation || p.n % bn != 0 {
+            continue;
+        }
+        let m_tiles = p.m_tiles(bm).max(1);
+        for cm in [1, 2] {
+            let allowed = match cluster {
+                Some(c) => c == cm,
+                None => cm == 1 || m_tiles >= 2,
+            };
+            if !allowed || (cm == 2 && (bm != 128 || sms < 2 || p.groups > 1)) {
+                continue;
+            }
+            let units = m_tiles.div_ceil(cm) * (p.n / bn).max(1);
+            let slots = sms / cm;
+            let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
+            let cost = units.div_ceil(slots) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
+            if best.is_none_or(|(c, _)| cost < c) {
+                let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: units.min(slots) * cm, cluster_m: cm };
+                best = Some((cost, t));
+            }
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
+/// The mma.sync kernel's plan: its one tile, one CTA per tile (grouped: per tile of the bound,
+/// the CTAs past the groups' tiles exit at once).
+pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
+    let (bm, bn) = SM80_TILE;
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * (p.n / bn), cluster_m: 1 }
+}

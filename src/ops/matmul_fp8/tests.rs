@@ -1,0 +1,239 @@
+//! Unit tests of the FP8 GEMM's host side: the planner, the tile walk (through the C side),
+//! the launchers' refusals, scale pairs and TMA boxes.
+
+use super::*;
+use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
+
+fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
+    MatmulFp8Problem { m, n, k, accumulation, groups: 1 }
+}
+use Accumulation::*;
+
+fn plan(m: usize, n: usize, k: usize, acc: Accumulation) -> TileConfig {
+    plan_sm90(&problem(m, n, k, acc), 132, None).unwrap()
+}
+
+#[test]
+fn the_planner_picks_the_expected_tiles_for_the_bench_shapes() {
+    // 4096×7168: 32 × 28 = 896 tiles of 128×256; as pairs 448 units over 66 slots: 6.8
+    // waves either way, so pairs.
+    let t = plan(4096, 7168, 2048, Fast);
+    assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m, t.group_m), (128, 256, 132, 2, 4));
+    let t = plan(8192, 8192, 8192, Fast);
+    assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 256, 2));
+    let t = plan(4096, 7168, 2048, Promoted);
+    assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 128, 2));
+    // Small m: 64-row tiles fill more SMs (2 × 56 = 112 CTAs), no clusters.
+    let t = plan(128, 7168, 2048, Fast);
+    assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m), (64, 128, 112, 1));
+    let t = plan(1, 7168, 2048, Promoted);
+    assert_eq!((t.block_m, t.block_n, t.cluster_m), (64, 128, 1));
+    let t = plan(4096, 7168, 16384, BlockScaled);
+    assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m), (128, 128, 132, 2));
+    // Forced: no pairs, or pairs where the plan would not have them.
+    let t = plan_sm90(&problem(4096, 7168, 2048, Fast), 132, Some(1)).unwrap();
+    assert_eq!((t.block_m, t.block_n, t.num_ctas, t.cluster_m, t.group_m), (128, 256, 132, 1, 8));
+    let t = plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(2)).unwrap();
+    assert_eq!((t.block_m, t.cluster_m), (128, 2));
+    assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(3)), None);
+    assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 1, Some(2)), None);
+}
+
+#[test]
+fn fast_accumulation_pairs_128_wide_tiles_where_256_does_not_divide_n() {
+    // n = 3 · 128: no 128×256 tile; the 128×128 fast tile runs as pairs (built).
+    let t = plan(4096, 384, 2048, Fast);
+    assert_eq!((t.block_m, t.block_n, t.cluster_m), (128, 128, 2));
+}
+
+#[test]
+fn pairs_are_dropped_where_they_cost_a_wave() {
+    // 3 m-tiles × 44 n-tiles = 132 tiles: one wave alone; as pairs 2 × 44 = 88 units over
+    // 66 slots: two waves.
+    let t = plan(384, 44 * 128, 4096, Promoted);
+    assert_eq!((t.block_m, t.cluster_m, t.num_ctas), (128, 1, 132));
+}
+
+#[test]
+fn every_plan_is_a_built_configuration_that_divides_n() {
+    for m in [1, 7, 64, 128, 129, 1000, 4096, 100_000] {
+        for n in [128, 384, 1024, 7168, 18432] {
+            for acc in [Fast, Promoted, BlockScaled] {
+                for sms in [1, 8, 78, 132] {
+                    for cluster in [None, Some(1), Some(2)] {
+                        let Some(t) = plan_sm90(&problem(m, n, 4096, acc), sms, cluster) else {
+                            assert_eq!((cluster, sms), (Some(2), 1), "{m} {n} {acc:?}");
+                            continue;
+                        };
+                        assert!(SM90_TILES.contains(&(t.block_m, t.block_n, acc)), "{m} {n} {acc:?}: {t:?}");
+                        assert_eq!(n % t.block_n, 0);
+                        assert!(t.cluster_m == 1 || (t.cluster_m == 2 && t.block_m == 128), "{t:?}");
+                        assert!(cluster.is_none_or(|c| c == t.cluster_m));
+                        let units = m.div_ceil(t.block_m).div_ceil(t.cluster_m) * (n / t.block_n);
+                        assert_eq!(t.num_ctas % t.cluster_m, 0);
+                        assert!(t.num_ctas >= t.cluster_m && t.num_ctas / t.cluster_m <= units.min(sms / t.cluster_m), "{t:?}");
+                        assert!(acc == Fast || t.block_n == 128);
+                    }
+                }
+            }
+            let t = plan_sm80(&problem(m, n, 256, Promoted));
+            assert_eq!((t.block_m, t.block_n, t.num_ctas), (128, 128, m.div_ceil(128) * (n / 128)));
+        }
+    }
+}
+
+/// Every unit through the C side (wc_matmul_fp8_tile: the walk the kernels run), as
+/// (m0, m_end, n0, b0), until it reports the end.
+fn walk(p: &ffi::wc_matmul_fp8_params) -> Vec<[i64; 4]> {
+    let mut units = Vec::new();
+    loop {
+        let mut t = [0i64; 4];
+        let [a, b, c, d] = &mut t;
+        // SAFETY: p is a valid params struct whose group_offsets (if any) are host memory
+        // of num_groups + 1 values; the outputs are writable.
+        if unsafe { ffi::wc_matmul_fp8_tile(p, units.len() as i64, a, b, c, d) } != 0 {
+            return units;
+        }
+        units.push(t);
+    }
+}
+
+#[test]
+fn the_tile_order_is_a_permutation_grouped_along_m() {
+    // With cluster_m = 2 the units are the pairs' (m counts pairs of block_m rows).
+    for (m, n, bm, bn, group, cluster) in
+        [(1000, 7168, 128, 256, 8, 1), (129, 384, 64, 128, 8, 0), (4096, 1024, 128, 128, 3, 1), (1, 128, 64, 128, 8, 1), (1000, 7168, 128, 256, 4, 2), (129, 384, 128, 128, 4, 2)]
+    {
+        let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, cluster_m: cluster, ..Default::default() };
+        let rows = bm as i64 * cluster.max(1) as i64;
+        let (mt, nt) = ((m + rows - 1) / rows, n / bn as i64);
+        let units = walk(&p);
+        assert_eq!(units.len() as i64, mt * nt);
+        let mut seen = vec![false; (mt * nt) as usize];
+        for (t, &[m0, m_end, n0, b0]) in units.iter().enumerate() {
+            let (a, b) = (m0 / rows, n0 / bn as i64);
+            assert_eq!((m0 % rows, n0 % bn as i64, m_end, b0), (0, 0, m, n0), "unit {t}");
+            assert!((0..mt).contains(&a) && (0..nt).contains(&b), "unit {t} -> ({a}, {b})");
+            assert!(!std::mem::replace(&mut seen[(a * nt + b) as usize], true), "tile ({a}, {b}) twice");
+            if (t as i64) < group.min(mt as i32) as i64 {
+                assert_eq!((a, b), (t as i64, 0), "the first tiles walk m inside a group");
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+}
+
+#[test]
+fn a_grouped_walk_covers_each_groups_rows_with_its_b_rows_once() {
+    let (n, bm, bn) = (384i64, 64, 128);
+    // Empty groups, a group of one row, one of exactly a tile, one across three tiles, rows
+    // before the first group and after the last.
+    let offsets = [3i32, 3, 4, 68, 68, 200, 200, 251];
+    let p = ffi::wc_matmul_fp8_params { m: 260, n, block_m: bm, block_n: bn, group_m: 2, group_offsets: offsets.as_ptr(), num_groups: 7, ..Default::default() };
+    let units = walk(&p);
+    let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7 };
+    assert!(units.len() <= problem.m_tiles(bm as usize) * 3);
+    let mut written = vec![0u32; 260 * 3];
+    for &[m0, m_end, n0, b0] in &units {
+        let g = offsets.windows(2).position(|w| (w[0] as i64..w[1] as i64).contains(&m0)).expect("a tile starts inside a group");
+        assert_eq!((m_end, b0), (offsets[g + 1] as i64, g as i64 * n + n0));
+        for r in m0..(m0 + bm as i64).min(m_end) {
+            written[r as usize * 3 + (n0 / bn as i64) as usize] += 1;
+        }
+    }
+    for r in 0..260 {
+        let inside = (3..251).contains(&r);
+        assert!(written[r * 3..][..3].iter().all(|&w| w == inside as u32), "row {r}: {:?}", &written[r * 3..][..3]);
+    }
+    // 1 + 1 + 3 + 1 m-tiles of the four non-empty groups, 3 n-tiles each.
+    assert_eq!(units.len(), 6 * 3);
+}
+
+#[test]
+fn bad_group_offsets_are_clamped_into_the_rows_and_never_overlap() {
+    // Negative, decreasing and past-m offsets: groups become [0, 0), [0, 50), [50, 50),
+    // [50, 100) — every row written at most once, nothing outside [0, m).
+    let offsets = [-5i32, -1, 50, 20, 1000];
+    let p = ffi::wc_matmul_fp8_params { m: 100, n: 128, block_m: 64, block_n: 128, group_m: 8, group_offsets: offsets.as_ptr(), num_groups: 4, ..Default::default() };
+    let units = walk(&p);
+    let got: Vec<(i64, i64, i64)> = units.iter().map(|&[m0, m_end, _, b0]| (m0, m_end, b0)).collect();
+    assert_eq!(got, [(0, 50, 128), (50, 100, 3 * 128)]);
+    let p = ffi::wc_matmul_fp8_params { num_groups: 0, ..p };
+    assert!(walk(&p).is_empty(), "no groups is refused");
+}
+
+#[test]
+fn the_m_tile_bound_holds_for_every_split() {
+    // Σ ceil(c_g / b) over splits of m rows into g groups never exceeds the bound, and a
+    // split reaching it exists (the planner and the sm80 grid size by it).
+    for (m, g, b) in [(1usize, 256usize, 64usize), (8, 256, 64), (1000, 8, 128), (128, 1, 128), (129, 2, 64), (64, 64, 64)] {
+        let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g }.m_tiles(b);
+        let groups = g.min(m);
+        // Worst split: groups − 1 groups of one row, the rest in one group.
+        let worst = (groups - 1) + (m - (groups - 1)).div_ceil(b);
+        assert!(worst <= bound, "{m} {g} {b}: {worst} > {bound}");
+        let even: usize = (0..groups).map(|i| (m * (i + 1) / groups - m * i / groups).div_ceil(b)).sum();
+        assert!(even <= bound, "{m} {g} {b}");
+        if g == 1 {
+            assert_eq!(bound, m.div_ceil(b));
+        }
+    }
+}
+
+#[test]
+fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu() {
+    let mut p = ffi::wc_matmul_fp8_params { m: 128, n: 256, k: 256, block_m: 96, block_n: 128, group_m: 8, num_ctas: 1, out_dtype: ffi::wc_dtype_WC_BF16, ..Default::default() };
+    let stream = std::ptr::null_mut();
+    // SAFETY: every call below returns from its argument checks before any CUDA call.
+    unsafe {
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        p.block_m = 128;
+        p.block_n = 256;
+        p.block_scaled = 1; // block scales have no 256-wide tile
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        p.fast_accum = 0;
+        p.block_scaled = 0; // nor does promoted accumulation
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        p.k = 200;
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        p.out_dtype = ffi::wc_dtype_WC_F16;
+        p.k = 256;
+        p.block_n = 128;
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        p.out_dtype = ffi::wc_dtype_WC_BF16;
+        p.cluster_m = 3; // pairs at most
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        p.cluster_m = 2;
+        p.block_m = 64; // pairs of 128-row tiles only
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        p.m = 0; // nothing to do
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);
+    }
+}
+
+#[test]
+fn scale_pairs() {
+    assert_eq!(scaling_mode(PerTensor, PerTensor), Some(false));
+    assert_eq!(scaling_mode(PerRow, PerRow), Some(false));
+    assert_eq!(scaling_mode(PerRow, PerTensor), Some(false));
+    assert_eq!(scaling_mode(Group128, Block128), Some(true));
+    assert_eq!(scaling_mode(PerRow, Block128), Some(true));
+    assert_eq!(scaling_mode(Group128, PerTensor), Some(true));
+    assert_eq!(scaling_mode(Group128, PerRow), None);
+    assert_eq!(scaling_mode(Block128, Block128), None);
+    assert_eq!(scaling_mode(PerTensor, Group128), None);
+}
+
+#[test]
+fn tma_boxes_cover_one_swizzle_row_of_k() {
+    let b = tma_box(1000, 7168, 7168, 128);
+    assert_eq!(b, TmaBox { dims: [7168, 1000], row_stride_bytes: 7168, box_dims: [128, 128] });
+    // 128 bytes of e4m3 per box row: exactly the 128-byte swizzle span, and one k-block.
+    assert_eq!(b.box_dims[0] as usize, FP8_BLOCK);
+    assert_eq!(tma_box(1, 256, 512, 64).box_dims, [128, 64]);
+    // The params struct carries 128-byte aligned tensor maps (CUtensorMap's alignment).
+    assert_eq!(std::mem::align_of::<ffi::wc_tensor_map>(), 128);
+    assert_eq!(std::mem::size_of::<ffi::wc_tensor_map>(), std::mem::size_of::<sys::CUtensorMap>());
+}
