@@ -217,6 +217,52 @@ fn grouped_offsets_are_clamped_and_bad_input_refused() {
     assert!(untouched(&out), "a refused grouped GEMM wrote its output");
 }
 
+/// The grouped walk against the plain one, bit for bit (each output element is the same sum in
+/// the same k order, whatever the tiling): one group over every row equals `matmul_fp8`, and
+/// groups that all use the same weights (b stacked three times) equal it too.
+#[test]
+fn grouped_gemms_with_one_weight_equal_the_plain_gemm_bit_for_bit() {
+    let Some(dev) = device() else { return };
+    let (m, n, k) = (200usize, 256usize, 384usize);
+    let code = |i: usize, salt: usize| F8E4M3((((i * 7 + salt) % 200) as u8).wrapping_add(0x20) & 0x7E);
+    let a_host: Vec<F8E4M3> = (0..m * k).map(|i| code(i, 1)).collect();
+    let b_host: Vec<F8E4M3> = (0..n * k).map(|i| code(i, 3)).collect();
+    let b3_host: Vec<F8E4M3> = (0..3).flat_map(|_| b_host.iter().copied()).collect();
+    let sa_host: Vec<f32> = (0..m * (k / 128)).map(|i| 2f32.powi((i % 5) as i32 - 2)).collect();
+    let sb_host: Vec<f32> = (0..(n / 128) * (k / 128)).map(|i| 2f32.powi((i % 3) as i32 - 1)).collect();
+    let sb3_host: Vec<f32> = (0..3).flat_map(|_| sb_host.iter().copied()).collect();
+    let (a, b, b3) = (dev.upload(&a_host).unwrap(), dev.upload(&b_host).unwrap(), dev.upload(&b3_host).unwrap());
+    let (sa, sb, sb3) = (dev.upload(&sa_host).unwrap(), dev.upload(&sb_host).unwrap(), dev.upload(&sb3_host).unwrap());
+    let av = TensorView::contiguous(a.as_view(), [m, k]).unwrap();
+    let sav = TensorView::contiguous(sa.as_view(), [m, k / 128]).unwrap();
+    let a_op = Fp8Operand { data: &av, scale: &sav, granularity: Group128 };
+    for (kernel, _) in grouped_variants(&dev) {
+        let cfg = MatmulFp8Config { kernel, cluster: Some(1).filter(|_| kernel == Fp8GemmKernel::Wgmma), ..Default::default() };
+        let run = |b: &cudarc::driver::CudaSlice<F8E4M3>, sb: &cudarc::driver::CudaSlice<f32>, offsets: Option<&[i32]>| -> Vec<bf16> {
+            let groups = offsets.map_or(1, |o| o.len() - 1);
+            let bv = TensorView::contiguous(b.as_view(), [groups * n, k]).unwrap();
+            let sbv = TensorView::contiguous(sb.as_view(), [groups * n / 128, k / 128]).unwrap();
+            let b_op = Fp8Operand { data: &bv, scale: &sbv, granularity: Block128 };
+            let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+            let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+            match offsets {
+                None => matmul_fp8(&dev, a_op, b_op, None, None, &mut ov, cfg).unwrap(),
+                Some(o) => {
+                    let od = dev.upload(o).unwrap();
+                    let ofs = TensorView::contiguous(od.as_view(), [o.len()]).unwrap();
+                    matmul_fp8_grouped(&dev, a_op, b_op, &ofs, None, None, &mut ov, cfg).unwrap();
+                }
+            }
+            dev.download(&out).unwrap()
+        };
+        let plain = run(&b, &sb, None);
+        assert!(plain.iter().all(|v| v.is_finite()), "{kernel:?}: the plain GEMM left poison");
+        let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&run(&b, &sb, Some(&[0, m as i32]))), bits(&plain), "{kernel:?}: one group");
+        assert_eq!(bits(&run(&b3, &sb3, Some(&[0, 1, 130, m as i32]))), bits(&plain), "{kernel:?}: three groups, one weight");
+    }
+}
+
 /// Codes [m, k] and [n, k], per-tensor scales, out [m, n] bf16 poisoned; `f` gets the views.
 #[allow(clippy::type_complexity)]
 fn with_operands(
