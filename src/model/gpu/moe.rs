@@ -148,7 +148,6 @@ impl GpuModel {
         } else {
             moe_gather(dev, &rows(&bufs.x, t, h)?, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered, n, h)?)?;
         }
-        drop((positions, counts));
         // bf16 experts: the per-expert row ranges, on the host (waits for the queued work).
         let ranges: Vec<(usize, usize, usize)> = if gate_up.fp8_k().is_some() && down.fp8_k().is_some() {
             Vec::new()
