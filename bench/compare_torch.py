@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import traceback
+import types
 
 import torch
 import torch.nn.functional as F
@@ -71,18 +72,6 @@ def bincount(x, minlength):
 
 def rand(shape, dtype, copies):
     return [torch.empty(shape, dtype=dtype, device=DEVICE).uniform_(-2, 2) for _ in range(copies)]
-
-
-class Env:
-    """What compare_torch_fp8.py's cases use from here: the device and the timing helpers."""
-    device = DEVICE
-    copies_for = staticmethod(lambda b: copies_for(b))
-    time_calls = staticmethod(lambda fn, copies: time_calls(fn, copies))
-    sync = staticmethod(lambda: sync())
-    rand = staticmethod(lambda shape, dtype, copies: rand(shape, dtype, copies))
-
-
-ENV = Env()
 
 
 def rms_norm_cases(compile_too):
@@ -542,16 +531,17 @@ def main():
                     help="meta: a dry run without a GPU (arguments and shapes checked, times 0)")
     args = ap.parse_args()
     DEVICE = args.device
-    ENV.device = DEVICE
+    # What compare_torch_fp8.py's cases use from here: the device and the timing helpers.
+    env = types.SimpleNamespace(device=DEVICE, copies_for=copies_for, time_calls=time_calls, sync=sync, rand=rand)
     torch.manual_seed(0)
     # One family's failure (an API a new torch changed) costs that family's timings only: the
     # others are still written, and the failure is listed under "failed".
     results, failed = [], []
     families = [("rms_norm", lambda: rms_norm_cases(args.compile)), ("rope", lambda: rope_cases(args.compile)),
                 ("attention", attention_cases), ("attention_mla", attention_mla_cases), ("moe_routing", moe_routing_cases),
-                ("quant", lambda: compare_torch_fp8.quant_cases(ENV, args.compile)),
-                ("scaled_mm", lambda: compare_torch_fp8.scaled_mm_cases(ENV)),
-                ("grouped_mm", lambda: compare_torch_fp8.grouped_mm_cases(ENV)),
+                ("quant", lambda: compare_torch_fp8.quant_cases(env, args.compile)),
+                ("scaled_mm", lambda: compare_torch_fp8.scaled_mm_cases(env)),
+                ("grouped_mm", lambda: compare_torch_fp8.grouped_mm_cases(env)),
                 ("elementwise", lambda: elementwise_cases(args.compile)),
                 ("ternary", lambda: ternary_cases(args.compile))]
     for name, cases in families:

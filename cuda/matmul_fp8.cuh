@@ -78,14 +78,16 @@ struct TileWalk {
   // Unit u's tile for the CTA of cluster rank `rank`; false when u is past the last unit.
   __host__ __device__ bool seek(int32_t u, int rank, Tile& t) {
     const int64_t groups = p.group_offsets == nullptr ? 1 : p.num_groups;
-    while (u - base >= grid().tiles()) {
+    TileGrid grid = this->grid();
+    while (u - base >= grid.tiles()) {
       if (g + 1 >= groups) return false;
-      base += grid().tiles();
+      base += grid.tiles();
       ++g;
       load();
+      grid = this->grid();
     }
     int32_t m_tile, n_tile;
-    grid().coords(u - base, m_tile, n_tile);
+    grid.coords(u - base, m_tile, n_tile);
     t.m0 = lo + (int64_t{m_tile} * cluster + rank) * p.block_m;
     t.n0 = int64_t{n_tile} * p.block_n;
     t.m_end = hi;

@@ -24,7 +24,7 @@ use cudarc::driver::CudaStream;
 use std::sync::Arc;
 
 /// The C ABI's tag of a GLU activation (elementwise's `glu`, quant's `glu_quant_fp8`).
-#[allow(dead_code)] // single-family builds without either
+#[cfg(any(feature = "elementwise", feature = "quant-fp8"))]
 pub(crate) fn glu_activation_tag(act: crate::reference::mlp::GluActivation) -> ffi::wc_glu_activation {
     use crate::reference::mlp::GluActivation;
     match act {
@@ -37,7 +37,7 @@ pub(crate) fn glu_activation_tag(act: crate::reference::mlp::GluActivation) -> f
 /// The gate and up operands of a GLU (elementwise's `glu`, quant's `glu_quant_fp8`): equal
 /// `[rows, cols]` shapes, cols > 0, innermost dense, on `dev`, both sizes within i32. Returns
 /// `[rows, cols]`.
-#[allow(dead_code)] // single-family builds without either
+#[cfg(any(feature = "elementwise", feature = "quant-fp8"))]
 pub(crate) fn check_glu_operands<T: DType>(op: &'static str, dev: &Device, gate: &crate::TensorView<T, 2>, up: &crate::TensorView<T, 2>) -> Result<[usize; 2]> {
     let [rows, cols] = gate.shape();
     check_nonempty(op, "gate (cols)", &[cols])?;

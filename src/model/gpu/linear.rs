@@ -95,13 +95,10 @@ impl Fp8Scratch {
         Ok((TensorViewMut::contiguous(self.q.slice_mut(..t * k), [t, k])?, TensorViewMut::contiguous(self.scale.slice_mut(..t * g), [t, g])?))
     }
 
-    /// Rows `first..first + n` of the quantized `[.., k]` activations: codes and scales.
-    pub(super) fn rows(&self, first: usize, n: usize, k: usize) -> Result<(TensorView<'_, F8E4M3, 2>, TensorView<'_, f32, 2>)> {
+    /// The first `n` rows of the quantized `[.., k]` activations: codes and scales.
+    pub(super) fn rows(&self, n: usize, k: usize) -> Result<(TensorView<'_, F8E4M3, 2>, TensorView<'_, f32, 2>)> {
         let g = k / FP8_BLOCK;
-        Ok((
-            TensorView::contiguous(self.q.slice(first * k..(first + n) * k), [n, k])?,
-            TensorView::contiguous(self.scale.slice(first * g..(first + n) * g), [n, g])?,
-        ))
+        Ok((TensorView::contiguous(self.q.slice(..n * k), [n, k])?, TensorView::contiguous(self.scale.slice(..n * g), [n, g])?))
     }
 }
 
@@ -229,7 +226,7 @@ impl GpuLinear {
         let [t, k] = x.shape();
         if let LinearRows::Fp8 { .. } = w {
             fp8.quantize(dev, x)?;
-            return w.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, k)?), None, y);
+            return w.forward(dev, gemm, Input::Fp8(&fp8.rows(t, k)?), None, y);
         }
         w.forward(dev, gemm, Input::Bf16(x), None, y)
     }
@@ -240,7 +237,7 @@ impl GpuLinear {
         let Self::Fp8 { k, .. } = self else {
             return Err(Error::Unsupported { op: OP, what: "e4m3 activations into a projection that is not FP8", value: String::new() });
         };
-        self.all()?.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, *k)?), None, y)
+        self.all()?.forward(dev, gemm, Input::Fp8(&fp8.rows(t, *k)?), None, y)
     }
 
     /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
@@ -273,7 +270,7 @@ impl GpuLinear {
         }
         dev.stream().memcpy_dtod(&y.slice(..t * n), &mut fp8.copy.slice_mut(..t * n))?;
         let residual = TensorView::contiguous(fp8.copy.slice(..t * n), [t, n])?;
-        w.forward(dev, gemm, Input::Fp8(&fp8.rows(0, t, k)?), Some(&residual), &mut rows_mut(y, t, n)?)
+        w.forward(dev, gemm, Input::Fp8(&fp8.rows(t, k)?), Some(&residual), &mut rows_mut(y, t, n)?)
     }
 
     /// Ternary projections of activations already in `int8` (`[t, k]` codes and their scales,

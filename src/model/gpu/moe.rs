@@ -142,14 +142,14 @@ impl GpuModel {
         )?;
         let (positions, offsets, counts) = (rows(&mb.token_positions, t, k)?, vector(&mb.expert_offsets, ne + 1)?, vector(&mb.expert_counts, ne)?);
         if fp8_in {
-            let (q, s) = bufs.fp8.rows(0, t, h)?;
+            let (q, s) = bufs.fp8.rows(t, h)?;
             moe_gather(dev, &q, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered_q, n, h)?)?;
             moe_gather(dev, &s, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered_s, n, h / FP8_BLOCK)?)?;
         } else {
             moe_gather(dev, &rows(&bufs.x, t, h)?, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered, n, h)?)?;
         }
         // bf16 experts: the per-expert row ranges, on the host (waits for the queued work).
-        let ranges: Vec<(usize, usize, usize)> = if gate_up.fp8_k().is_some() && down.fp8_k().is_some() {
+        let ranges: Vec<(usize, usize, usize)> = if fp8_in && down.fp8_k().is_some() {
             Vec::new()
         } else {
             let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
@@ -164,7 +164,7 @@ impl GpuModel {
         if down.fp8_k().is_some() {
             // The GLU writes the down projection's e4m3 codes: no bf16 activation row.
             glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, n, inter)?;
-            down.forward_grouped(dev, &bufs.fp8.rows(0, n, inter)?, &offsets, &mut rows_mut(&mut mb.expert_out, n, h)?)?;
+            down.forward_grouped(dev, &bufs.fp8.rows(n, inter)?, &offsets, &mut rows_mut(&mut mb.expert_out, n, h)?)?;
         } else {
             glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
             expert_gemms(dev, &self.gemm, (down, h), (&bufs.act, inter), &ranges, &mut mb.expert_out)?;
