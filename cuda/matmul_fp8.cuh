@@ -1,5 +1,8 @@
 // matmul_fp8.cuh — what the FP8 GEMM kernels (matmul_fp8_sm90.cu, matmul_fp8_sm80.cu) share:
 // the tile order and the epilogue's store of a staged f32 tile (scales, bias, residual).
+// Both kernels are written over bytes: a stage holds 128 bytes of k per row, whatever the
+// operand type (InT: uint8_t for e4m3, __nv_bfloat16), so one pipeline serves both; only the
+// tensor-core instruction and the scales (e4m3 only: kScaled<InT>) differ.
 #pragma once
 
 #include "common.cuh"
@@ -8,8 +11,19 @@ namespace wc {
 
 // K per pipeline stage and per scaling block: one 128-byte swizzle row of e4m3.
 constexpr int kFp8BlockK = WC_FP8_BLOCK;
+constexpr int kStageBytesK = 128;  // bytes of k per stage and row (64 bf16)
 
-// The tile grid of one group of rows: ceil(rows / (cluster · block_m)) × (n / block_n) tiles,
+// e4m3 operands carry scales; bf16 ones do not.
+template <typename InT>
+constexpr bool kScaled = sizeof(InT) == 1;
+
+// The k-steps of a problem: 128-byte stages, the last one zero-filled past k (bf16: k % 64).
+template <typename InT>
+__host__ __device__ inline int64_t k_steps_of(const wc_matmul_fp8_params& p) {
+  return (p.k * static_cast<int64_t>(sizeof(InT)) + kStageBytesK - 1) / kStageBytesK;
+}
+
+// The tile grid of one group of rows: ceil(rows / (cluster · block_m)) × ceil(n / block_n) tiles,
 // walked in groups of group_m m-tiles; inside a group the m-tile changes fastest, so the CTAs
 // running together share B tiles (weights) and a band of A rows in L2. With clusters (sm_90a) a
 // tile of this grid is a cluster's: `cluster` block_m-row tiles side by side, one per CTA.
@@ -20,7 +34,7 @@ struct TileGrid {
     TileGrid g;
     const int32_t tile_rows = p.block_m * cluster;
     g.m_tiles = (rows + tile_rows - 1) / tile_rows;
-    g.n_tiles = static_cast<int32_t>(p.n / p.block_n);
+    g.n_tiles = static_cast<int32_t>((p.n + p.block_n - 1) / p.block_n);
     g.group_m = p.group_m < 1 ? 1 : p.group_m;
     return g;
   }
@@ -104,34 +118,35 @@ __host__ __device__ inline int64_t max_units(const wc_matmul_fp8_params& p, int 
   const int64_t tile_rows = int64_t{p.block_m} * cluster;
   int64_t m_tiles = (p.m + tile_rows - 1) / tile_rows;
   if (p.group_offsets != nullptr) m_tiles += min64(p.num_groups, p.m) - 1;
-  return m_tiles * (p.n / p.block_n);
+  return m_tiles * ((p.n + p.block_n - 1) / p.block_n);
 }
 
 // The epilogue's per-column factors for this thread's 8 columns of a 32-column chunk, the
 // accumulator fragment's columns 8j + 2(lane % 4) + {0, 1} (j < 4) from B's row b_first: B's scales (not
 // needed when block-scaled: they were applied per k-block) and the bias, loaded ahead of use
-// so that their latency hides under other work (ScaledChunk applies them).
-template <typename OutT>
+// so that their latency hides under other work (apply). Columns from b_end on (past the
+// group's n: bf16 operands' n % 8 tails) load no bias; their results are not stored.
+template <typename OutT, bool Scaled>
 struct ChunkFactors {
-  float sb[8];
+  float sb[Scaled ? 8 : 1];
   Pack<OutT, 2> bias[4];
 
-  __device__ __forceinline__ void load(const wc_matmul_fp8_params& p, int64_t b_first, int lane) {
+  __device__ __forceinline__ void load(const wc_matmul_fp8_params& p, int64_t b_first, int64_t b_end, int lane) {
     const OutT* b = static_cast<const OutT*>(p.bias);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t col = b_first + 8 * j + 2 * (lane & 3);
-      if (!p.block_scaled) {
+      if (Scaled && !p.block_scaled) {  // e4m3: n % block_n == 0, every column exists
         sb[2 * j] = p.b_scale[col * p.b_scale_stride_n];
         sb[2 * j + 1] = p.b_scale[(col + 1) * p.b_scale_stride_n];
       }
-      if (b != nullptr) bias[j] = load_pack<OutT, 2>(b + col);
+      if (b != nullptr && col < b_end) bias[j] = load_pack<OutT, 2>(b + col);  // n % 8: col + 1 < b_end too
     }
   }
   // acc (columns 8j + 2(lane % 4) + e of a row whose A scale is sa) · sa · sb + bias: the same
   // operations, in the same order, as store_tile applies when the staging carries raw sums.
   __device__ __forceinline__ float2 apply(const wc_matmul_fp8_params& p, float2 acc, float sa, int j) const {
-    if (!p.block_scaled) {
+    if (Scaled && !p.block_scaled) {
       acc.x *= sa * sb[2 * j];
       acc.y *= sa * sb[2 * j + 1];
     }
@@ -144,13 +159,14 @@ struct ChunkFactors {
 };
 
 // Stores rows × cols of D from a staged f32 tile: stage[r · pitch + c] is the accumulator of
-// D[m0 + r, n0 + c], already multiplied by its block scales when p.block_scaled. Otherwise it
-// is multiplied here by a_scale[m · a_scale_stride_m] · b_scale[nb · b_scale_stride_n], where
-// nb = n + b_shift is B's row (the group's, grouped); then + bias[nb] + residual[m, n], one
-// rounding to OutT, 16-byte stores (rows from m_end on are skipped).
+// D[m0 + r, n0 + c], already multiplied by its block scales when p.block_scaled. Otherwise (and
+// Scaled: e4m3 operands) it is multiplied here by a_scale[m · a_scale_stride_m] ·
+// b_scale[nb · b_scale_stride_n], where nb = n + b_shift is B's row (the group's, grouped);
+// then + bias[nb] + residual[m, n], one rounding to OutT, 16-byte stores (rows from m_end on
+// and columns from p.n on are skipped; n % 8 == 0 keeps the vectors whole).
 // `extra` is an exact power of two the staging left out (the sm_80 path's 2^16). `applied`:
 // the staging already carries the scales and the bias (ChunkFactors), only the residual is left.
-template <typename OutT>
+template <typename OutT, bool Scaled>
 __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const float* stage, int pitch, int rows,
                                            int cols, int64_t m0, int64_t m_end, int64_t n0, int64_t b_shift,
                                            float extra, int tid, int nthreads, bool applied = false) {
@@ -164,6 +180,7 @@ __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const 
     const int64_t gm = m0 + r;
     if (gm >= m_end) continue;
     const int64_t gn = n0 + q * V, gb = gn + b_shift;
+    if (gn >= p.n) continue;
     float v[V];
 #pragma unroll
     for (int e = 0; e < V; e += 4) {
@@ -173,7 +190,7 @@ __device__ __forceinline__ void store_tile(const wc_matmul_fp8_params& p, const 
       v[e + 2] = f.z * extra;
       v[e + 3] = f.w * extra;
     }
-    if (!applied && !p.block_scaled) {
+    if (Scaled && !applied && !p.block_scaled) {
       const float sa = p.a_scale[gm * p.a_scale_stride_m];
 #pragma unroll
       for (int e = 0; e < V; ++e) v[e] *= sa * p.b_scale[(gb + e) * p.b_scale_stride_n];

@@ -2,9 +2,9 @@
 // later GPU through the compute_80 PTX): correct for every scaling mode, slower than the
 // Hopper kernel (matmul_fp8_sm90.cu), so that the API works everywhere.
 //
-// Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h). D = A · Bᵀ, A [m, k] and B [n, k] e4m3, both
-// K-major with 16-byte aligned rows; n, k multiples of 128; any m (rows past m are zero-filled
-// on load and not stored).
+// Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h). D = A · Bᵀ, A [m, k] and B [n, k] e4m3
+// (n, k multiples of 128) or bf16 (n, k multiples of 8), both K-major with 16-byte aligned rows;
+// any m (rows past m are zero-filled on load and not stored).
 //
 // Design. 128×128 tile per CTA (one CTA per tile, grouped tile order), 8 warps as 2 (m) × 4 (n),
 // each warp 64 × 32 = 4 × 4 mma.sync m16n8k16 tiles. K steps of 128 (one scaling block), two
@@ -24,6 +24,11 @@
 // Epilogue: the f32 tile is staged in shared memory (reusing the stages) and stored by
 // store_tile (matmul_fp8.cuh): scales, bias, residual, 16-byte stores.
 //
+// bf16 operands (in_dtype WC_BF16, unscaled): the same stages, 128 bytes = 64 k per step; a
+// thread's 8 bytes are 4 bf16 (k 4t .. 4t+3 of a 16-wide k chunk) and feed one m16n8k16
+// directly under the same kind of k permutation (logical 2t+{0,1} <- 4t+{0,1}, 2t+8+{0,1} <-
+// 4t+{2,3}, on A and B alike). Chunks past k and B rows past the stacked b are zero-filled.
+//
 // Roofline: this path is for correctness and portability; on an A100 it runs the f16 tensor
 // cores (312 TFLOP/s peak) with the conversion in the issue slots between mma.sync.
 #include "matmul_fp8.cuh"
@@ -42,31 +47,87 @@ constexpr int kSmemEpi = kBM * kEpiPitch * 4;
 constexpr int kSmem = kSmemMain > kSmemEpi ? kSmemMain : kSmemEpi;
 static_assert(kSmem <= 99 * 1024, "fits sm_86 / sm_89 (99 KB per block)");
 
-// One k-step of A (the tile's rows m0..m0+127, zeros from m_end on) and B (rows b0..b0+127) into a
-// stage by cp.async.
-__device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_t* st, const Tile& t, int64_t kb) {
+// One k-step (128 bytes of k) of A (the tile's rows m0..m0+127, zeros from m_end on) and B (rows
+// b0..b0+127, zeros from b_rows on) into a stage by cp.async; 16-byte chunks past k are zeros.
+template <typename InT>
+__device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_t* st, const Tile& t, int64_t b_rows,
+                                           int64_t kb) {
+  constexpr int64_t E = sizeof(InT);
   const uint8_t* a = static_cast<const uint8_t*>(p.a);
   const uint8_t* b = static_cast<const uint8_t*>(p.b);
+  const int64_t k_bytes = p.k * E;
   constexpr int kChunks = kBK / 16;
   for (int i = threadIdx.x; i < kBM * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
-    const bool ok = t.m0 + r < t.m_end;
-    cp_async16(st + r * kPitch + c * 16, ok ? a + (t.m0 + r) * p.lda + kb * kBK + c * 16 : a, ok);
+    const int64_t kc = kb * kBK + c * 16;
+    const bool ok = t.m0 + r < t.m_end && kc < k_bytes;
+    cp_async16(st + r * kPitch + c * 16, ok ? a + (t.m0 + r) * p.lda * E + kc : a, ok);
   }
   uint8_t* sb = st + kBM * kPitch;
   for (int i = threadIdx.x; i < kBN * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
-    cp_async16(sb + r * kPitch + c * 16, b + (t.b0 + r) * p.ldb + kb * kBK + c * 16, true);
+    const int64_t kc = kb * kBK + c * 16;
+    const bool ok = t.b0 + r < b_rows && kc < k_bytes;
+    cp_async16(sb + r * kPitch + c * 16, ok ? b + (t.b0 + r) * p.ldb * E + kc : b, ok);
   }
 }
 
-template <bool BLOCK, typename OutT>
+// One 32-byte k chunk of a stage into the warp's 64 × 32 accumulators (sa, sb: the chunk's
+// first byte in row 0 of A and of B). e4m3: 32 k, two m16n8k16 per tile, dequantized to f16 · 2^-8.
+__device__ __forceinline__ void mma_chunk_e4m3(float (&acc)[4][4][4], const uint8_t* sa, const uint8_t* sb, int wm,
+                                               int wn, int g, int t) {
+  uint32_t bf[4][4];  // per n8 tile: {mma0 b0b1, mma0 b2b3, mma1 b0b1, mma1 b2b3}
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint2 w = *reinterpret_cast<const uint2*>(sb + (wn * 32 + j * 8 + g) * kPitch + t * 8);
+    e4m3x4_to_f16x2_scaled(w.x, bf[j][0], bf[j][1]);
+    e4m3x4_to_f16x2_scaled(w.y, bf[j][2], bf[j][3]);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* row = sa + (wm * 64 + i * 16 + g) * kPitch + t * 8;
+    const uint2 lo = *reinterpret_cast<const uint2*>(row);               // row g
+    const uint2 hi = *reinterpret_cast<const uint2*>(row + 8 * kPitch);  // row g + 8
+    uint32_t a0[4], a1[4];  // m16n8k16 A fragments: {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi}
+    e4m3x4_to_f16x2_scaled(lo.x, a0[0], a0[2]);
+    e4m3x4_to_f16x2_scaled(hi.x, a0[1], a0[3]);
+    e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);
+    e4m3x4_to_f16x2_scaled(hi.y, a1[1], a1[3]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      mma<__half>(acc[i][j], a0, bf[j][0], bf[j][1]);
+      mma<__half>(acc[i][j], a1, bf[j][2], bf[j][3]);
+    }
+  }
+}
+
+// bf16: 16 k, one m16n8k16 per tile; a thread's 8 bytes (k 4t .. 4t+3) are its fragment words
+// as they lie: {k 4t, 4t+1} in the k-lo slot, {4t+2, 4t+3} in the k-hi slot, on A and B alike.
+__device__ __forceinline__ void mma_chunk_bf16(float (&acc)[4][4][4], const uint8_t* sa, const uint8_t* sb, int wm,
+                                               int wn, int g, int t) {
+  uint2 bw[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) bw[j] = *reinterpret_cast<const uint2*>(sb + (wn * 32 + j * 8 + g) * kPitch + t * 8);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* row = sa + (wm * 64 + i * 16 + g) * kPitch + t * 8;
+    const uint2 lo = *reinterpret_cast<const uint2*>(row);
+    const uint2 hi = *reinterpret_cast<const uint2*>(row + 8 * kPitch);
+    const uint32_t af[4] = {lo.x, hi.x, lo.y, hi.y};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) mma<__nv_bfloat16>(acc[i][j], af, bw[j].x, bw[j].y);
+  }
+}
+
+template <bool BLOCK, typename InT, typename OutT>
 __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
+  constexpr bool kFp8 = kScaled<InT>;
   extern __shared__ __align__(16) uint8_t smem[];
   Tile tile;
   if (!TileWalk(p).seek(blockIdx.x, 0, tile)) return;  // past the last unit (grouped: the grid is a bound)
   const int64_t m0 = tile.m0;
-  const int64_t k_steps = p.k / kBK;
+  const int64_t k_steps = k_steps_of<InT>(p);
+  const int64_t b_rows = (p.group_offsets != nullptr ? p.num_groups : 1) * p.n;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -89,11 +150,11 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
         for (int e = 0; e < 4; ++e) fin[i][j][e] = 0.0f;
   }
 
-  load_stage(p, smem, tile, 0);
+  load_stage<InT>(p, smem, tile, b_rows, 0);
   cp_async_commit();
   for (int64_t kb = 0; kb < k_steps; ++kb) {
     const int st = static_cast<int>(kb & 1);
-    if (kb + 1 < k_steps) load_stage(p, smem + (st ^ 1) * kStageBytes, tile, kb + 1);
+    if (kb + 1 < k_steps) load_stage<InT>(p, smem + (st ^ 1) * kStageBytes, tile, b_rows, kb + 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -101,29 +162,8 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
     const uint8_t* sb = sa + kBM * kPitch;
 #pragma unroll
     for (int kc = 0; kc < kBK / 32; ++kc) {
-      uint32_t bf[4][4];  // per n8 tile: {mma0 b0b1, mma0 b2b3, mma1 b0b1, mma1 b2b3}
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint2 w = *reinterpret_cast<const uint2*>(sb + (wn * 32 + j * 8 + g) * kPitch + kc * 32 + t * 8);
-        e4m3x4_to_f16x2_scaled(w.x, bf[j][0], bf[j][1]);
-        e4m3x4_to_f16x2_scaled(w.y, bf[j][2], bf[j][3]);
-      }
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint8_t* row = sa + (wm * 64 + i * 16 + g) * kPitch + kc * 32 + t * 8;
-        const uint2 lo = *reinterpret_cast<const uint2*>(row);               // row g
-        const uint2 hi = *reinterpret_cast<const uint2*>(row + 8 * kPitch);  // row g + 8
-        uint32_t a0[4], a1[4];  // m16n8k16 A fragments: {row g k-lo, row g+8 k-lo, row g k-hi, row g+8 k-hi}
-        e4m3x4_to_f16x2_scaled(lo.x, a0[0], a0[2]);
-        e4m3x4_to_f16x2_scaled(hi.x, a0[1], a0[3]);
-        e4m3x4_to_f16x2_scaled(lo.y, a1[0], a1[2]);
-        e4m3x4_to_f16x2_scaled(hi.y, a1[1], a1[3]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          mma<__half>(acc[i][j], a0, bf[j][0], bf[j][1]);
-          mma<__half>(acc[i][j], a1, bf[j][2], bf[j][3]);
-        }
-      }
+      if constexpr (kFp8) mma_chunk_e4m3(acc, sa + kc * 32, sb + kc * 32, wm, wn, g, t);
+      else mma_chunk_bf16(acc, sa + kc * 32, sb + kc * 32, wm, wn, g, t);
     }
     if constexpr (BLOCK) {
       // Promote this k-block: its scales, times 2^16 for the operands' 2^-8.
@@ -162,13 +202,13 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
         *reinterpret_cast<float2*>(stage + r * kEpiPitch + c) = v;
       }
   __syncthreads();
-  store_tile<OutT>(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, tile.b0 - tile.n0, BLOCK ? 1.0f : 65536.0f,
-                   threadIdx.x, kThreads);
+  store_tile<OutT, kFp8>(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, tile.b0 - tile.n0,
+                         BLOCK || !kFp8 ? 1.0f : 65536.0f, threadIdx.x, kThreads);
 }
 
-template <bool BLOCK, typename OutT>
+template <bool BLOCK, typename InT, typename OutT>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
-  auto kernel = matmul_fp8_sm80_kernel<BLOCK, OutT>;
+  auto kernel = matmul_fp8_sm80_kernel<BLOCK, InT, OutT>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t tiles = max_units(p);
@@ -184,13 +224,17 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   if (p->m <= 0) return WC_OK;
   // The one configuration this path has; the planner sends exactly it.
-  if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 || p->n % wc::kBN != 0 ||
-      p->k % wc::kBK != 0 || (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 ||
+  if (p->in_dtype != WC_E4M3 && p->in_dtype != WC_BF16) return WC_ERR_UNSUPPORTED;
+  const bool fp8 = p->in_dtype == WC_E4M3;
+  if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
+      (fp8 ? p->n % wc::kBN != 0 || p->k % wc::kBK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
+      (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 || p->k > INT32_MAX / 2 ||
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, {
-    return p->block_scaled ? wc::launch<true, OutT>(*p, s) : wc::launch<false, OutT>(*p, s);
+    if (!fp8) return wc::launch<false, __nv_bfloat16, OutT>(*p, s);
+    return p->block_scaled ? wc::launch<true, uint8_t, OutT>(*p, s) : wc::launch<false, uint8_t, OutT>(*p, s);
   });
 }
 

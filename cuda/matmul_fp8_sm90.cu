@@ -5,7 +5,11 @@
 //
 // Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
 // K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
-// the rows past m; the epilogue does not store them). Grouped: B [groups · n, k]; a tile's
+// the rows past m; the epilogue does not store them). bf16 operands (in_dtype): the same
+// byte-level pipeline (a stage is 128 bytes = 64 k; TMA zero-fills k past the end and B's rows
+// past the stacked b), 4 × wgmma m64nBNk16 bf16 per stage, one f32 accumulator over all of k
+// (kFast: bf16 products are exact and the sums f32), no scales; n and k multiples of 8 (the
+// columns past n are not stored). Grouped: B [groups · n, k]; a tile's
 // rows past its group's end are the next group's (loaded, not stored). tma_a / tma_b are built by the host
 // (cuTensorMapEncodeTiled: uint8, dims {k, rows}, box {128, block_m | block_n}, 128B swizzle)
 // and reach the kernel inside the __grid_constant__ params.
@@ -47,7 +51,8 @@
 //
 // Tile configurations (block_m, block_n, accumulation) built here — the host planner
 // (ops/matmul_fp8/plan.rs, plan_sm90) picks one per shape:
-//   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128)
+//   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128);
+//   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128)
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer):
 //   128×256: 4 stages (212 KB); 128×128: 6 (212 KB); 64×128: 8 (202 KB). Registers: 168 at
 //   launch (384 threads, 1 CTA/SM) then 40 / 232 after setmaxnreg; 64-row tiles: 256 threads.
@@ -66,8 +71,8 @@ template <int BM, int BN, int ACC, int CM>
 struct Sm90Tile {
   static constexpr int kConsumers = BM / 64;
   static constexpr int kThreads = 128 * (1 + kConsumers);
-  static constexpr int kStageA = BM * kFp8BlockK;  // bytes
-  static constexpr int kStageB = BN * kFp8BlockK;
+  static constexpr int kStageA = BM * kStageBytesK;  // bytes
+  static constexpr int kStageB = BN * kStageBytesK;
   static constexpr int kSliceB = kStageB / CM;     // the part of B each CTA of a cluster loads
   static constexpr int kStage = kStageA + kStageB;
   static constexpr int kEpiCols = 32;
@@ -85,12 +90,14 @@ struct Sm90Tile {
   static_assert(CM == 1 || (CM == 2 && BM == 128), "clusters of two 128-row tiles");
 };
 
-template <int BM, int BN, int ACC, int CM, typename OutT>
+template <int BM, int BN, int ACC, int CM, typename InT, typename OutT>
 __global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC, CM>::kThreads, 1)
 matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #if WC_SM90A
   using C = Sm90Tile<BM, BN, ACC, CM>;
   constexpr bool kPromotes = ACC != kFast;
+  constexpr bool kFp8 = kScaled<InT>;
+  static_assert(kFp8 || (ACC == kFast && CM == 1), "bf16: one accumulator, no pairs");
   using namespace sm90;
   constexpr int S = C::kStages;
   extern __shared__ __align__(1024) uint8_t smem[];
@@ -103,7 +110,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   // The grid's units are cluster tiles: CM m-tiles side by side (same n-tile); CTA `rank` of a
   // cluster takes m-tile CM · unit_m + rank. Cluster c walks units c, c + clusters, ... (TileWalk:
   // group by group when grouped).
-  const int64_t k_steps = p.k / kFp8BlockK;
+  const int64_t k_steps = k_steps_of<InT>(p);
   const int wg = threadIdx.x / 128;
   // %cluster_ctarank of a (CM, 1, 1) cluster: blockIdx.x % CM (cheaper for ptxas to keep).
   const uint32_t rank = blockIdx.x % CM;
@@ -140,7 +147,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           // this CTA's slice of B lands in all of them.
           mbar_wait(&empty[s], phase ^ 1);
           mbar_arrive_expect_tx(&full[s], C::kStage);  // A, and B whole: CM slices from CM CTAs
-          const int32_t k0 = static_cast<int32_t>(kb * kFp8BlockK);
+          const int32_t k0 = static_cast<int32_t>(kb * kStageBytesK);  // bytes: the maps are uint8
           tma_load_2d(stage_a + s * C::kStageA, &p.tma_a, &full[s], k0, row_a);
           uint8_t* slice = stage_b + s * C::kStageB + rank * C::kSliceB;
           if constexpr (CM == 1) tma_load_2d(slice, &p.tma_b, &full[s], k0, row_b);
@@ -178,7 +185,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       // and store_tile applies them. The row scales load now: the mainloop hides their latency.
       constexpr bool kRegFactors = !(BN == 256 && sizeof(OutT) == 4);
       float ea_lo = 1.0f, ea_hi = 1.0f;
-      if (kRegFactors && !p.block_scaled) {
+      if (kFp8 && kRegFactors && !p.block_scaled) {
         ea_lo = p.a_scale[row_lo * p.a_scale_stride_m];
         ea_hi = p.a_scale[row_hi * p.a_scale_stride_m];
       }
@@ -195,7 +202,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           sa_hi = p.a_scale[row_hi * p.a_scale_stride_m + kb * p.a_scale_stride_k];
         }
         mbar_wait(&full[s], phase);
-        const uint8_t* ta = stage_a + s * C::kStageA + cw * 64 * kFp8BlockK;
+        const uint8_t* ta = stage_a + s * C::kStageA + cw * 64 * kStageBytesK;
         const uint8_t* tb = stage_b + s * C::kStageB;
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
@@ -203,7 +210,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #pragma unroll
         for (int kk = 0; kk < kFp8BlockK / 32; ++kk) {
           const int accumulate = kPromotes ? kk > 0 : (kb > 0 || kk > 0);
-          wgmma_e4m3<BN>(acc, desc_k_major_sw128(ta + 32 * kk), desc_k_major_sw128(tb + 32 * kk), accumulate);
+          const uint64_t da = desc_k_major_sw128(ta + 32 * kk), db = desc_k_major_sw128(tb + 32 * kk);
+          if constexpr (kFp8) wgmma_e4m3<BN>(acc, da, db, accumulate);  // k32
+          else wgmma_ss<__nv_bfloat16, BN>(acc, da, db, accumulate);    // k16
         }
         wgmma_commit();
 #pragma unroll
@@ -237,8 +246,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         }
       }
       // The first chunk's column factors load while the last wgmmas finish (fast mode).
-      ChunkFactors<OutT> f;
-      if (kRegFactors) f.load(p, t.b0, lane);
+      const int64_t b_end = t.b0 - n0 + p.n;  // the group's last row of B, plus one
+      ChunkFactors<OutT, kFp8> f;
+      if (kRegFactors) f.load(p, t.b0, b_end, lane);
       if constexpr (!kPromotes) {
         wgmma_wait<0>();
 #pragma unroll
@@ -250,8 +260,8 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       // factors load meanwhile), then through the staging buffer to 16-byte row stores.
 #pragma unroll
       for (int c = 0; c < BN / C::kEpiCols; ++c) {
-        ChunkFactors<OutT> next;
-        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, lane);
+        ChunkFactors<OutT, kFp8> next;
+        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
         named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
 #pragma unroll
         for (int j = 0; j < C::kEpiCols / 8; ++j) {
@@ -273,7 +283,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
         }
         named_barrier_sync(1 + cw, 128);
-        store_tile<OutT>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
+        store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
                          1.0f, tid, 128, kRegFactors);
         if (kRegFactors) f = next;
       }
@@ -289,10 +299,10 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 // The persistent grid: p.num_ctas rounded down to whole clusters, at most one cluster per unit
 // and, with clusters, at most as many as the GPU co-schedules (GPCs hold whole clusters; asked
 // once per device).
-template <int BM, int BN, int ACC, int CM, typename OutT>
+template <int BM, int BN, int ACC, int CM, typename OutT, typename InT = uint8_t>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   using C = Sm90Tile<BM, BN, ACC, CM>;
-  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, OutT>;
+  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, InT, OutT>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM)));
@@ -329,7 +339,13 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
   const bool pair = p.cluster_m == 2;
   if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
-  if (p.block_scaled) {
+  if (p.in_dtype == WC_BF16) {
+    using B16 = __nv_bfloat16;
+    if (pair) return WC_ERR_UNSUPPORTED;
+    if (bm == 128 && bn == 256) return launch<128, 256, kFast, 1, OutT, B16>(p, s);
+    if (bm == 128 && bn == 128) return launch<128, 128, kFast, 1, OutT, B16>(p, s);
+    if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT, B16>(p, s);
+  } else if (p.block_scaled) {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kBlock, 2, OutT>(p, s) : launch<128, 128, kBlock, 1, OutT>(p, s);
     if (bm == 64 && bn == 128) return launch<64, 128, kBlock, 1, OutT>(p, s);
   } else if (p.fast_accum) {
@@ -349,8 +365,11 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
 extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream) {
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   if (p->m <= 0) return WC_OK;
-  if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 || p->n % p->block_n != 0 ||
-      p->k % wc::kFp8BlockK != 0 || p->m > INT32_MAX - 256 || p->n > INT32_MAX || p->k > INT32_MAX ||
+  if (p->in_dtype != WC_E4M3 && p->in_dtype != WC_BF16) return WC_ERR_UNSUPPORTED;
+  const bool fp8 = p->in_dtype == WC_E4M3;
+  if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 ||
+      (fp8 ? p->n % p->block_n != 0 || p->k % wc::kFp8BlockK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
+      p->m > INT32_MAX - 256 || p->n > INT32_MAX || p->k > INT32_MAX / 2 ||
       p->cluster_m < 0 || p->cluster_m > 2 || (p->group_offsets != nullptr && p->num_groups < 1) ||
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;

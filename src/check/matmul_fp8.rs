@@ -16,7 +16,7 @@
 
 use super::quant::{gather_scale, scale_storage, ScaleLayout};
 use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
-use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, GemmKernel, Fp8Operand, MatmulFp8Config};
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::matmul_fp8 as reference;
 use crate::reference::quant::{quantize_f32, Quantized};
@@ -35,7 +35,7 @@ pub struct MatmulCase {
     pub a_scale_layout: ScaleLayout,
     pub bias: bool,
     pub residual: bool,
-    pub kernel: Fp8GemmKernel,
+    pub kernel: GemmKernel,
     pub fast_accumulation: bool,
     /// The wgmma kernel's clusters (`MatmulFp8Config::cluster`): None = the planner's choice.
     pub cluster: Option<usize>,
@@ -61,7 +61,7 @@ impl MatmulCase {
             a_scale_layout: ScaleLayout::ColMajor,
             bias: false,
             residual: false,
-            kernel: Fp8GemmKernel::Auto,
+            kernel: GemmKernel::Auto,
             fast_accumulation: false,
             cluster: None,
             pad: 0,
@@ -82,9 +82,9 @@ impl MatmulCase {
             if self.bias { " +bias" } else { "" },
             if self.residual { " +residual" } else { "" },
             match self.kernel {
-                Fp8GemmKernel::Auto => "",
-                Fp8GemmKernel::Wgmma => " wgmma",
-                Fp8GemmKernel::MmaSync => " mma.sync",
+                GemmKernel::Auto => "",
+                GemmKernel::Wgmma => " wgmma",
+                GemmKernel::MmaSync => " mma.sync",
             },
             if self.fast_accumulation { " fast-accum" } else { "" },
             match self.cluster {
@@ -203,9 +203,9 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
     let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
 
     let sm90 = match c.kernel {
-        Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
-        Fp8GemmKernel::Wgmma => true,
-        Fp8GemmKernel::MmaSync => false,
+        GemmKernel::Auto => dev.info().compute_capability == (9, 0),
+        GemmKernel::Wgmma => true,
+        GemmKernel::MmaSync => false,
     };
     let block_scaled = matches!(c.a_granularity, ScaleGranularity::Group128) || matches!(c.b_granularity, ScaleGranularity::Block128);
     let fast = sm90 && c.fast_accumulation && !block_scaled;
@@ -233,11 +233,11 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
 /// The (kernel, cluster) variants a GPU runs: on compute capability 9.0 the wgmma kernel alone
 /// and in cluster pairs (forced, so that small shapes run pairs too) and the mma.sync kernel;
 /// elsewhere the mma.sync kernel.
-pub fn kernel_variants(dev: &Device) -> Vec<(Fp8GemmKernel, Option<usize>)> {
+pub fn kernel_variants(dev: &Device) -> Vec<(GemmKernel, Option<usize>)> {
     if dev.info().compute_capability == (9, 0) {
-        vec![(Fp8GemmKernel::Wgmma, Some(1)), (Fp8GemmKernel::Wgmma, Some(2)), (Fp8GemmKernel::MmaSync, None)]
+        vec![(GemmKernel::Wgmma, Some(1)), (GemmKernel::Wgmma, Some(2)), (GemmKernel::MmaSync, None)]
     } else {
-        vec![(Fp8GemmKernel::MmaSync, None)]
+        vec![(GemmKernel::MmaSync, None)]
     }
 }
 

@@ -1,5 +1,6 @@
 /*
- * warpcore/matmul_fp8.h — FP8 GEMM: matmul_fp8_sm90, matmul_fp8_sm80 (cuda/matmul_fp8_sm90.cu, cuda/matmul_fp8_sm80.cu).
+ * warpcore/matmul_fp8.h — FP8 GEMM: matmul_fp8_sm90, matmul_fp8_sm80 (cuda/matmul_fp8_sm90.cu, cuda/matmul_fp8_sm80.cu),
+ * whose kernels also take bf16 operands (in_dtype; the grouped bf16 GEMM of MoE experts).
  * Part of the C ABI (cuda/include/warpcore.h); conventions there.
  */
 #ifndef WARPCORE_MATMUL_FP8_H
@@ -39,14 +40,19 @@ typedef struct wc_tensor_map {
  * int32 in device memory, e.g. moe_align's expert_offsets) are read by the kernels, never by
  * the host; they are clamped into [0, m] and made non-decreasing there, and rows of d outside
  * every group are not written. m is a's (and d's) row count. Not with cluster_m = 2.
+ * bf16 operands (in_dtype = WC_BF16): a and b are bf16 and unscaled (a_scale, b_scale,
+ * block_scaled and fast_accum are ignored; the f32 accumulation is exact products with f32
+ * sums on both kernels); n and k need only be multiples of 8 (the k tail of the last 128-byte
+ * stage is zero-filled, the columns past n are computed from the next group's rows, or zeros,
+ * and not stored). Plain or grouped; not with cluster_m = 2.
  * Two launchers: wc_matmul_fp8_sm90 (wgmma + TMA; needs tma_a / tma_b) and
  * wc_matmul_fp8_sm80 (mma.sync; runs on every sm_80+ GPU). The tile configuration (block_m,
  * block_n, group_m, num_ctas) comes from the host planner; each launcher lists what it has. */
 typedef struct wc_matmul_fp8_params {
-  wc_tensor_map tma_a;        /* sm90: a as [m, k] bytes, box [block_m rows, 128], 128B swizzle */
-  wc_tensor_map tma_b;        /* sm90: b as [n, k] bytes, box [block_n rows, 128], 128B swizzle */
-  const void* a;              /* [m, k] e4m3, row stride lda (bytes, multiple of 16) */
-  const void* b;              /* [n, k] e4m3, row stride ldb */
+  wc_tensor_map tma_a;        /* sm90: a as [m, k · element size] bytes, box [block_m rows, 128 bytes], 128B swizzle */
+  wc_tensor_map tma_b;        /* sm90: b as [n, k · element size] bytes, box [block_n rows, 128 bytes], 128B swizzle */
+  const void* a;              /* [m, k] in_dtype, row stride lda (elements; rows 16-byte aligned) */
+  const void* b;              /* [n, k] in_dtype, row stride ldb */
   const float* a_scale;
   const float* b_scale;
   const void* bias;           /* NULL or [n], the output dtype */
@@ -76,6 +82,7 @@ typedef struct wc_matmul_fp8_params {
                                  half of it by TMA multicast; tma_b's box is block_n / 2 rows).
                                  num_ctas is rounded down to whole clusters. sm80: ignored */
   wc_dtype out_dtype;         /* d, bias, residual: WC_BF16 or WC_F32 */
+  wc_dtype in_dtype;          /* a, b: WC_E4M3 (scaled, as above) or WC_BF16 (unscaled) */
 } wc_matmul_fp8_params;
 wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);

@@ -17,14 +17,18 @@
 //! runs the mma.sync kernel. [`MatmulFp8Config::kernel`] forces one (tests run both on an H200).
 //! The tile configuration is chosen per shape by [`plan_sm90`] / [`plan_sm80`]: pure host
 //! functions of the problem ([`MatmulFp8Problem`]) returning a [`TileConfig`].
+//!
+//! The same kernels take bf16 operands ([`matmul_grouped`]: the grouped GEMM of MoE experts
+//! whose weights are bf16): unscaled, f32 accumulation, n and k multiples of 8.
 
 use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 use cudarc::driver::sys;
+use half::bf16;
 
 mod plan;
-pub use plan::{plan_sm80, plan_sm90, Accumulation, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES};
+pub use plan::{plan_sm80, plan_sm90, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES};
 
 #[cfg(test)]
 mod tests;
@@ -38,9 +42,9 @@ pub struct Fp8Operand<'v, 'a> {
     pub granularity: ScaleGranularity,
 }
 
-/// Which kernel runs.
+/// Which kernel runs (both take e4m3 and bf16 operands).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Fp8GemmKernel {
+pub enum GemmKernel {
     /// wgmma on compute capability 9.0, mma.sync elsewhere.
     #[default]
     Auto,
@@ -53,7 +57,7 @@ pub enum Fp8GemmKernel {
 /// Options of [`matmul_fp8`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulFp8Config {
-    pub kernel: Fp8GemmKernel,
+    pub kernel: GemmKernel,
     /// Per-tensor / per-row scales on the wgmma kernel: accumulate all of k in the tensor
     /// core's accumulator (faster, allows 128×256 tiles; its additions keep ~13 mantissa bits,
     /// so the error grows with k — cuBLASLt's `FAST_ACCUM`). Default off: every 128-k partial
@@ -77,9 +81,10 @@ pub fn scaling_mode(a: ScaleGranularity, b: ScaleGranularity) -> Option<bool> {
     }
 }
 
-/// What `cuTensorMapEncodeTiled` gets for one operand: a 2-D uint8 tensor `{k, rows}` (inner
-/// dimension first) with the given row stride in bytes, boxes of `{128, box_rows}` bytes,
-/// 128-byte swizzle (the layout the wgmma descriptors assume), zero fill out of bounds.
+/// What `cuTensorMapEncodeTiled` gets for one operand: a 2-D uint8 tensor `{k bytes, rows}`
+/// (inner dimension first; bf16 operands are mapped as their bytes too) with the given row
+/// stride in bytes, boxes of `{128, box_rows}` bytes, 128-byte swizzle (the layout the wgmma
+/// descriptors assume), zero fill out of bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TmaBox {
     pub dims: [u64; 2],
@@ -87,8 +92,8 @@ pub struct TmaBox {
     pub box_dims: [u32; 2],
 }
 
-pub fn tma_box(rows: usize, k: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
-    TmaBox { dims: [k as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
+pub fn tma_box(rows: usize, k_bytes: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
+    TmaBox { dims: [k_bytes as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
 }
 
 /// Encodes a tensor map (driver API through cudarc; needs a context on this thread).
@@ -146,7 +151,7 @@ pub fn matmul_fp8<O: DType>(
     out: &mut TensorViewMut<O, 2>,
     cfg: MatmulFp8Config,
 ) -> Result<()> {
-    gemm("matmul_fp8", dev, a, b, None, bias, residual, out, cfg)
+    gemm("matmul_fp8", dev, Operands::Fp8(a, b), None, bias, residual, out, cfg)
 }
 
 /// Grouped (MoE) FP8 GEMM: `groups = group_offsets.len() − 1` GEMMs in one launch. Group g
@@ -172,16 +177,46 @@ pub fn matmul_fp8_grouped<O: DType>(
     out: &mut TensorViewMut<O, 2>,
     cfg: MatmulFp8Config,
 ) -> Result<()> {
-    gemm("matmul_fp8_grouped", dev, a, b, Some(group_offsets), bias, residual, out, cfg)
+    gemm("matmul_fp8_grouped", dev, Operands::Fp8(a, b), Some(group_offsets), bias, residual, out, cfg)
 }
 
-/// Both ops: one GEMM (`groups` None) or a grouped one.
+/// Grouped (MoE) GEMM of bf16 operands: [`matmul_fp8_grouped`] without scales. Group g
+/// multiplies a's rows `group_offsets[g]..group_offsets[g + 1]` by b's rows `g·n..(g + 1)·n`
+/// (the experts' stacked `[out_features, in_features]` weights) into the same rows of out
+/// (+ bias `[groups · n]`'s rows of the group, + residual's same rows).
+///
+/// a `[m, k]` and b `[groups · n, k]` bf16, K-major, rows 16-byte aligned; out `[m, n]` bf16 or
+/// f32 (bias and residual alike); f32 accumulation of the exact bf16 products. n and k need
+/// only be multiples of 8. The offsets are read by the kernels, clamped into `[0, m]` and made
+/// non-decreasing there; rows of out outside every group are not written. Errors before any
+/// launch as [`matmul_fp8_grouped`] (n or k not a multiple of 8: `Unsupported`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped<O: DType>(
+    dev: &Device,
+    a: &TensorView<bf16, 2>,
+    b: &TensorView<bf16, 2>,
+    group_offsets: &TensorView<i32, 1>,
+    bias: Option<&TensorView<O, 1>>,
+    residual: Option<&TensorView<O, 2>>,
+    out: &mut TensorViewMut<O, 2>,
+    kernel: GemmKernel,
+) -> Result<()> {
+    let cfg = MatmulFp8Config { kernel, fast_accumulation: true, cluster: None };
+    gemm("matmul_grouped", dev, Operands::Bf16(a, b), Some(group_offsets), bias, residual, out, cfg)
+}
+
+/// The two operand kinds the kernels take.
+enum Operands<'v, 'a> {
+    Fp8(Fp8Operand<'v, 'a>, Fp8Operand<'v, 'a>),
+    Bf16(&'v TensorView<'a, bf16, 2>, &'v TensorView<'a, bf16, 2>),
+}
+
+/// Every op: one GEMM (`groups` None) or a grouped one, of e4m3 or bf16 operands.
 #[allow(clippy::too_many_arguments)]
 fn gemm<O: DType>(
     op: &'static str,
     dev: &Device,
-    a: Fp8Operand,
-    b: Fp8Operand,
+    operands: Operands,
     groups: Option<&TensorView<i32, 1>>,
     bias: Option<&TensorView<O, 1>>,
     residual: Option<&TensorView<O, 2>>,
@@ -189,8 +224,14 @@ fn gemm<O: DType>(
     cfg: MatmulFp8Config,
 ) -> Result<()> {
     check_dtype::<O>(op, &[ffi::wc_dtype_WC_BF16, ffi::wc_dtype_WC_F32])?;
-    let [m, k] = a.data.shape();
-    let b_rows = b.data.shape()[0];
+    let ((a_shape, a_strides, a_stream), (b_shape, b_strides, b_stream)) = match &operands {
+        Operands::Fp8(a, b) => ((a.data.shape(), a.data.strides(), a.data.stream()), (b.data.shape(), b.data.strides(), b.data.stream())),
+        Operands::Bf16(a, b) => ((a.shape(), a.strides(), a.stream()), (b.shape(), b.strides(), b.stream())),
+    };
+    let fp8 = matches!(operands, Operands::Fp8(..));
+    let elem = if fp8 { 1 } else { 2 };
+    let [m, k] = a_shape;
+    let b_rows = b_shape[0];
     // Grouped: n comes from out, and b stacks one [n, k] per group.
     let (n, num_groups) = match groups {
         None => (b_rows, 1),
@@ -206,18 +247,31 @@ fn gemm<O: DType>(
     };
     super::check_nonempty(op, "a (k)", &[k])?;
     super::check_nonempty(op, "b (n)", &[n])?;
-    for (what, v) in [("k (a multiple of 128)", k), ("n (a multiple of 128)", n)] {
-        if v % FP8_BLOCK != 0 {
+    let dims = if fp8 { [("k (a multiple of 128)", k, FP8_BLOCK), ("n (a multiple of 128)", n, FP8_BLOCK)] } else { [("k (a multiple of 8)", k, 8), ("n (a multiple of 8)", n, 8)] };
+    for (what, v, multiple) in dims {
+        if v % multiple != 0 {
             return Err(Error::Unsupported { op, what, value: v.to_string() });
         }
     }
-    let block_scaled = scaling_mode(a.granularity, b.granularity).ok_or_else(|| Error::Unsupported {
-        op,
-        what: "scale granularities (a: tensor/row/group128, b: tensor/row/block128; b per row only without groups)",
-        value: format!("a {}, b {}", a.granularity.name(), b.granularity.name()),
-    })?;
-    let (sa_m, sa_k) = check_operand(op, "a", "a_scale", dev, &a, m, k)?;
-    let (sb_n, sb_k) = check_operand(op, "b", "b_scale", dev, &b, b_rows, k)?;
+    // e4m3: the scale pair and each scale's strides; bf16: unscaled.
+    let (block_scaled, (sa_m, sa_k), (sb_n, sb_k)) = match &operands {
+        Operands::Fp8(a, b) => {
+            let block_scaled = scaling_mode(a.granularity, b.granularity).ok_or_else(|| Error::Unsupported {
+                op,
+                what: "scale granularities (a: tensor/row/group128, b: tensor/row/block128; b per row only without groups)",
+                value: format!("a {}, b {}", a.granularity.name(), b.granularity.name()),
+            })?;
+            (block_scaled, check_operand(op, "a", "a_scale", dev, a, m, k)?, check_operand(op, "b", "b_scale", dev, b, b_rows, k)?)
+        }
+        Operands::Bf16(..) => {
+            check_shape(op, "b", &b_shape, &[b_rows, k])?;
+            for (arg, strides, stream) in [("a", a_strides, a_stream), ("b", b_strides, b_stream)] {
+                check_inner_dense(op, arg, &strides)?;
+                check_device(op, arg, dev, stream)?;
+            }
+            (false, (0, 0), (0, 0))
+        }
+    };
     check_shape(op, "out", &out.shape(), &[m, n])?;
     check_inner_dense(op, "out", &out.strides())?;
     check_no_overlap(op, "out", &out.shape(), &out.strides())?;
@@ -232,14 +286,14 @@ fn gemm<O: DType>(
         check_inner_dense(op, "residual", &v.strides())?;
         check_device(op, "residual", dev, v.stream())?;
     }
-    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n", n), ("k", k), ("b rows (groups · n)", b_rows)] {
+    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n", n), ("k (bytes)", k * 2), ("b rows (groups · n)", b_rows)] {
         check_fits_i32(op, what, v)?;
     }
     let sm90 = match cfg.kernel {
-        Fp8GemmKernel::Auto => dev.info().compute_capability == (9, 0),
-        Fp8GemmKernel::MmaSync => false,
-        Fp8GemmKernel::Wgmma if dev.info().compute_capability == (9, 0) => true,
-        Fp8GemmKernel::Wgmma => {
+        GemmKernel::Auto => dev.info().compute_capability == (9, 0),
+        GemmKernel::MmaSync => false,
+        GemmKernel::Wgmma if dev.info().compute_capability == (9, 0) => true,
+        GemmKernel::Wgmma => {
             let (maj, min) = dev.info().compute_capability;
             return Err(Error::Unsupported { op, what: "wgmma kernel (compute capability 9.0 only)", value: format!("sm_{maj}{min}") });
         }
@@ -247,12 +301,14 @@ fn gemm<O: DType>(
     if m == 0 {
         return Ok(());
     }
-    let accumulation = match (block_scaled, cfg.fast_accumulation) {
+    // bf16 operands: one f32 accumulator over all of k (their products are exact).
+    let accumulation = match (block_scaled, cfg.fast_accumulation || !fp8) {
         (true, _) => Accumulation::BlockScaled,
         (false, true) => Accumulation::Fast,
         (false, false) => Accumulation::Promoted,
     };
-    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: num_groups };
+    let input = if fp8 { GemmInput::E4m3 } else { GemmInput::Bf16 };
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: num_groups, input };
     if groups.is_some() && cfg.cluster.is_some_and(|c| c != 1) {
         return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
     }
@@ -267,18 +323,30 @@ fn gemm<O: DType>(
     };
 
     let stream = dev.stream();
-    let (a_ptr, _ga) = a.data.device_ptr(stream);
-    let (b_ptr, _gb) = b.data.device_ptr(stream);
-    let (sa_ptr, _gsa) = a.scale.device_ptr(stream);
-    let (sb_ptr, _gsb) = b.scale.device_ptr(stream);
+    // Operand pointers (scales: 0 for bf16) and their guards.
+    let ((a_ptr, b_ptr, sa_ptr, sb_ptr), _guards) = match &operands {
+        Operands::Fp8(a, b) => {
+            let (ga, gb, gsa, gsb) = (a.data.device_ptr(stream), b.data.device_ptr(stream), a.scale.device_ptr(stream), b.scale.device_ptr(stream));
+            ((ga.0, gb.0, gsa.0, gsb.0), (Some((ga.1, gb.1)), Some((gsa.1, gsb.1)), None))
+        }
+        Operands::Bf16(a, b) => {
+            let (ga, gb) = (a.device_ptr(stream), b.device_ptr(stream));
+            ((ga.0, gb.0, 0, 0), (None, None, Some((ga.1, gb.1))))
+        }
+    };
     let offsets_guard = groups.map(|v| v.device_ptr(stream));
     let bias_guard = bias.map(|v| v.device_ptr(stream));
     let res_guard = residual.map(|v| v.device_ptr(stream));
-    let (lda, ldb, ldd) = (a.data.strides()[0], b.data.strides()[0], out.strides()[0]);
+    let (lda, ldb, ldd) = (a_strides[0], b_strides[0], out.strides()[0]);
     let ldr = residual.map_or(0, |v| v.strides()[0]);
     let (d_ptr, _gd) = out.device_ptr_mut(stream);
-    check_rows_aligned::<u8>(op, "a", a_ptr, m, lda)?;
-    check_rows_aligned::<u8>(op, "b", b_ptr, b_rows, ldb)?;
+    if fp8 {
+        check_rows_aligned::<u8>(op, "a", a_ptr, m, lda)?;
+        check_rows_aligned::<u8>(op, "b", b_ptr, b_rows, ldb)?;
+    } else {
+        check_rows_aligned::<bf16>(op, "a", a_ptr, m, lda)?;
+        check_rows_aligned::<bf16>(op, "b", b_ptr, b_rows, ldb)?;
+    }
     check_rows_aligned::<O>(op, "out", d_ptr, m, ldd)?;
     let bias_ptr = bias_guard.as_ref().map_or(0, |(p, _)| *p);
     let res_ptr = res_guard.as_ref().map_or(0, |(p, _)| *p);
@@ -317,13 +385,14 @@ fn gemm<O: DType>(
         num_ctas: tiles.num_ctas.min(i32::MAX as usize) as i32,
         cluster_m: tiles.cluster_m as i32,
         out_dtype: O::TAG,
+        in_dtype: if fp8 { ffi::wc_dtype_WC_E4M3 } else { ffi::wc_dtype_WC_BF16 },
         ..Default::default()
     };
     if sm90 {
         dev.context().bind_to_thread()?;
-        p.tma_a = encode_tma(a_ptr, &tma_box(m, k, lda, tiles.block_m))?;
+        p.tma_a = encode_tma(a_ptr, &tma_box(m, k * elem, lda * elem, tiles.block_m))?;
         // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
-        p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k, ldb, tiles.block_n / tiles.cluster_m))?;
+        p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k * elem, ldb * elem, tiles.block_n / tiles.cluster_m))?;
     }
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
     // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,

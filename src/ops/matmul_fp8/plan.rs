@@ -12,6 +12,16 @@ pub enum Accumulation {
     BlockScaled,
 }
 
+/// The operands' element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmInput {
+    /// FP8 e4m3 with scales: n a multiple of the tile's block_n.
+    E4m3,
+    /// bf16, unscaled (fast accumulation, no cluster pairs): any n (a multiple of 8); the last
+    /// n-tile's columns past n are computed and not stored.
+    Bf16,
+}
+
 /// The problem, independent of how it is tiled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulFp8Problem {
@@ -23,6 +33,7 @@ pub struct MatmulFp8Problem {
     pub accumulation: Accumulation,
     /// 1 for one GEMM; the number of groups of a grouped GEMM, whose sizes the host does not know.
     pub groups: usize,
+    pub input: GemmInput,
 }
 
 impl MatmulFp8Problem {
@@ -53,7 +64,8 @@ pub struct TileConfig {
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
 /// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles. Every
-/// 128-row configuration is also built as cluster pairs.
+/// 128-row e4m3 configuration is also built as cluster pairs; bf16 operands have the fast
+/// configurations, without pairs.
 pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 256, Accumulation::Fast),
     (128, 128, Accumulation::Fast),
@@ -90,15 +102,16 @@ const PAIR_GAIN: f64 = 1.1;
 /// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
 /// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
 /// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
-/// 128×256 tile). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
+/// 128×256 tile; bf16 n tails count as whole tiles). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
 /// slots, efficiency × [`PAIR_GAIN`]): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
     let mut best: Option<(f64, TileConfig)> = None;
+    let bf16 = p.input == GemmInput::Bf16;
     for &(bm, bn, acc) in SM90_TILES {
-        if acc != p.accumulation || p.n % bn != 0 {
+        if acc != p.accumulation || (!bf16 && p.n % bn != 0) {
             continue;
         }
         let m_tiles = p.m_tiles(bm).max(1);
@@ -107,10 +120,10 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
                 Some(c) => c == cm,
                 None => cm == 1 || m_tiles >= 2,
             };
-            if !allowed || (cm == 2 && (bm != 128 || sms < 2 || p.groups > 1)) {
+            if !allowed || (cm == 2 && (bm != 128 || sms < 2 || p.groups > 1 || bf16)) {
                 continue;
             }
-            let units = m_tiles.div_ceil(cm) * (p.n / bn).max(1);
+            let units = m_tiles.div_ceil(cm) * p.n.div_ceil(bn).max(1);
             let slots = sms / cm;
             let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
             let cost = units.div_ceil(slots) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
@@ -127,5 +140,5 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
 /// the CTAs past the groups' tiles exit at once).
 pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * (p.n / bn), cluster_m: 1 }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1 }
 }

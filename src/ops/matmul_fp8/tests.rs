@@ -5,7 +5,7 @@ use super::*;
 use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
 
 fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
-    MatmulFp8Problem { m, n, k, accumulation, groups: 1 }
+    MatmulFp8Problem { m, n, k, accumulation, groups: 1, input: GemmInput::E4m3 }
 }
 use Accumulation::*;
 
@@ -131,7 +131,7 @@ fn a_grouped_walk_covers_each_groups_rows_with_its_b_rows_once() {
     let offsets = [3i32, 3, 4, 68, 68, 200, 200, 251];
     let p = ffi::wc_matmul_fp8_params { m: 260, n, block_m: bm, block_n: bn, group_m: 2, group_offsets: offsets.as_ptr(), num_groups: 7, ..Default::default() };
     let units = walk(&p);
-    let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7 };
+    let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7, input: GemmInput::E4m3 };
     assert!(units.len() <= problem.m_tiles(bm as usize) * 3);
     let mut written = vec![0u32; 260 * 3];
     for &[m0, m_end, n0, b0] in &units {
@@ -167,7 +167,7 @@ fn the_m_tile_bound_holds_for_every_split() {
     // Σ ceil(c_g / b) over splits of m rows into g groups never exceeds the bound, and a
     // split reaching it exists (the planner and the sm80 grid size by it).
     for (m, g, b) in [(1usize, 256usize, 64usize), (8, 256, 64), (1000, 8, 128), (128, 1, 128), (129, 2, 64), (64, 64, 64)] {
-        let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g }.m_tiles(b);
+        let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g, input: GemmInput::E4m3 }.m_tiles(b);
         let groups = g.min(m);
         // Worst split: groups − 1 groups of one row, the rest in one group.
         let worst = (groups - 1) + (m - (groups - 1)).div_ceil(b);
@@ -182,7 +182,7 @@ fn the_m_tile_bound_holds_for_every_split() {
 
 #[test]
 fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu() {
-    let mut p = ffi::wc_matmul_fp8_params { m: 128, n: 256, k: 256, block_m: 96, block_n: 128, group_m: 8, num_ctas: 1, out_dtype: ffi::wc_dtype_WC_BF16, ..Default::default() };
+    let mut p = ffi::wc_matmul_fp8_params { m: 128, n: 256, k: 256, block_m: 96, block_n: 128, group_m: 8, num_ctas: 1, out_dtype: ffi::wc_dtype_WC_BF16, in_dtype: ffi::wc_dtype_WC_E4M3, ..Default::default() };
     let stream = std::ptr::null_mut();
     // SAFETY: every call below returns from its argument checks before any CUDA call.
     unsafe {
@@ -207,10 +207,42 @@ fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu(
         p.cluster_m = 2;
         p.block_m = 64; // pairs of 128-row tiles only
         assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        // bf16 operands: n and k multiples of 8, no pairs, no other input types.
+        p.in_dtype = ffi::wc_dtype_WC_BF16;
+        p.block_m = 128;
+        p.k = 200;
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED); // the pair
+        p.cluster_m = 1;
+        p.n = 132;
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        p.n = 136;
+        p.k = 204;
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_INVALID_ARG);
+        p.in_dtype = ffi::wc_dtype_WC_F16;
+        assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_ERR_UNSUPPORTED);
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_ERR_UNSUPPORTED);
         p.m = 0; // nothing to do
         assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
         assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);
     }
+}
+
+#[test]
+fn bf16_plans_take_any_n_without_pairs() {
+    let bf16 = |m, n, groups| MatmulFp8Problem { m, n, k: 2048, accumulation: Fast, groups, input: GemmInput::Bf16 };
+    for (m, n, groups) in [(1, 72, 1), (256, 1536, 128), (16384, 1536, 128), (16384, 2048, 128), (300, 200, 8), (4096, 4096, 1)] {
+        let p = bf16(m, n, groups);
+        let t = plan_sm90(&p, 132, None).expect("a bf16 plan");
+        assert_eq!(t.cluster_m, 1, "{p:?}");
+        assert!(SM90_TILES.contains(&(t.block_m, t.block_n, Fast)));
+        assert_eq!(t.num_ctas, (p.m_tiles(t.block_m) * n.div_ceil(t.block_n)).min(132), "{p:?}");
+        assert!(plan_sm90(&p, 132, Some(2)).is_none(), "no pairs for bf16: {p:?}");
+        assert_eq!(plan_sm80(&p).num_ctas, p.m_tiles(128) * n.div_ceil(128));
+    }
+    // n % 128 != 0 is planned for bf16 only.
+    assert!(plan_sm90(&MatmulFp8Problem { input: GemmInput::E4m3, ..bf16(64, 200, 1) }, 132, None).is_none());
 }
 
 #[test]
