@@ -1,5 +1,6 @@
-//! GPU tests of the FP8 GEMM against `reference::matmul_fp8` (skip without a GPU). On an H200
-//! every case runs on both kernels (wgmma and mma.sync).
+//! GPU tests of the FP8 GEMM against `reference::matmul_fp8`, and of the same kernels on bf16
+//! operands (`matmul_grouped`) against `reference::matmul_grouped` (skip without a GPU). On an
+//! H200 every case runs on both kernels (wgmma and mma.sync).
 
 mod common;
 
@@ -8,8 +9,9 @@ use common::proptest_config as config;
 use half::bf16;
 use proptest::prelude::*;
 use warpcore::check::matmul_fp8::{check_matmul_fp8, kernel_variants, MatmulCase};
+use warpcore::check::matmul_grouped::{check_matmul_grouped, GroupedCase};
 use warpcore::check::quant::ScaleLayout;
-use warpcore::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8GemmKernel, Fp8Operand, MatmulFp8Config};
+use warpcore::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, matmul_grouped, Fp8Operand, GemmKernel, MatmulFp8Config};
 use warpcore::ops::quant::ScaleGranularity::{self, *};
 use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -46,7 +48,7 @@ fn case() -> impl Strategy<Value = MatmulCase> {
                 a_scale_layout: if col_major { ScaleLayout::ColMajor } else { ScaleLayout::RowMajor },
                 bias,
                 residual,
-                kernel: Fp8GemmKernel::Auto,
+                kernel: GemmKernel::Auto,
                 fast_accumulation: fast,
                 cluster: None,
                 pad,
@@ -68,7 +70,7 @@ fn grouped_case() -> impl Strategy<Value = MatmulCase> {
 }
 
 /// The kernel variants of a grouped GEMM: the GPU's, without cluster pairs.
-fn grouped_variants(dev: &warpcore::Device) -> Vec<(Fp8GemmKernel, Option<usize>)> {
+fn grouped_variants(dev: &warpcore::Device) -> Vec<(GemmKernel, Option<usize>)> {
     kernel_variants(dev).into_iter().filter(|&(_, c)| c != Some(2)).collect()
 }
 
@@ -237,7 +239,7 @@ fn grouped_gemms_with_one_weight_equal_the_plain_gemm_bit_for_bit() {
     let sav = TensorView::contiguous(sa.as_view(), [m, k / 128]).unwrap();
     let a_op = Fp8Operand { data: &av, scale: &sav, granularity: Group128 };
     for (kernel, _) in grouped_variants(&dev) {
-        let cfg = MatmulFp8Config { kernel, cluster: Some(1).filter(|_| kernel == Fp8GemmKernel::Wgmma), ..Default::default() };
+        let cfg = MatmulFp8Config { kernel, cluster: Some(1).filter(|_| kernel == GemmKernel::Wgmma), ..Default::default() };
         let run = |b: &cudarc::driver::CudaSlice<F8E4M3>, sb: &cudarc::driver::CudaSlice<f32>, offsets: Option<&[i32]>| -> Vec<bf16> {
             let groups = offsets.map_or(1, |o| o.len() - 1);
             let bv = TensorView::contiguous(b.as_view(), [groups * n, k]).unwrap();
@@ -359,13 +361,13 @@ fn unsupported_scale_pairs_and_shapes_are_rejected() {
     assert!(matches!(e, Error::ShapeMismatch { arg: "bias", .. }), "{e}");
     // The wgmma kernel only on compute capability 9.0.
     if dev.info().compute_capability != (9, 0) {
-        let cfg = MatmulFp8Config { kernel: Fp8GemmKernel::Wgmma, ..Default::default() };
+        let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "wgmma kernel (compute capability 9.0 only)", .. }), "{e}");
     }
     // Clusters of two at most.
     if dev.info().compute_capability == (9, 0) {
-        let cfg = MatmulFp8Config { kernel: Fp8GemmKernel::Wgmma, cluster: Some(3), ..Default::default() };
+        let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, cluster: Some(3), ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "cluster (1, or 2 where the plan has 128-row tiles)", .. }), "{e}");
     }
@@ -405,4 +407,81 @@ fn zero_rows_is_a_no_op() {
     matmul_fp8(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), None, None, &mut TensorViewMut::contiguous(out.slice_mut(..0), [0, 128]).unwrap(), MatmulFp8Config::default())
         .unwrap();
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
+}
+
+// ---------------------------------------------------------------- bf16 operands (matmul_grouped)
+
+/// bf16 grouped GEMMs of awkward shapes: n and k any multiple of 8 (tails in both), 1 to 64
+/// groups over any m (empty groups, rows outside every group), padded strides, bias, residual.
+fn bf16_grouped_case() -> impl Strategy<Value = GroupedCase> {
+    (0usize..=300, 1usize..=50, 1usize..=80, proptest::sample::select(&[1usize, 2, 3, 8, 64][..]), (any::<bool>(), any::<bool>(), 0usize..3, any::<u64>())).prop_map(
+        |(m, n8, k8, groups, (bias, residual, pad, seed))| GroupedCase { bias, residual, pad, ..GroupedCase::new(m, 8 * n8, 8 * k8, groups, seed) },
+    )
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn grouped_bf16_matches_reference(case in bf16_grouped_case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        for (kernel, _) in grouped_variants(&dev) {
+            assert_passed(&check_matmul_grouped::<bf16>(&dev, &GroupedCase { kernel, ..case }).unwrap());
+            assert_passed(&check_matmul_grouped::<f32>(&dev, &GroupedCase { kernel, ..case }).unwrap());
+        }
+    }
+}
+
+/// The check cases (Qwen3-30B-A3B's experts at decode, prefill, the test models' widths) on
+/// every kernel.
+#[test]
+fn grouped_bf16_check_cases() {
+    let Some(dev) = device() else { return };
+    for (kernel, _) in grouped_variants(&dev) {
+        for r in warpcore::check::matmul_grouped::check_all(&dev, kernel).unwrap() {
+            assert_passed(&r);
+        }
+    }
+}
+
+#[test]
+fn grouped_bf16_refuses_bad_input_and_writes_nothing() {
+    let Some(dev) = device() else { return };
+    let (m, n, k, groups) = (40usize, 72usize, 48usize, 3usize);
+    let a = dev.upload(&vec![bf16::ONE; m * k + 8]).unwrap();
+    let b = dev.upload(&vec![bf16::ONE; groups * n * k]).unwrap();
+    let offsets = dev.upload(&[0i32, 10, 20, 40]).unwrap();
+    let av = TensorView::contiguous(a.slice(..m * k), [m, k]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [groups * n, k]).unwrap();
+    let ofs = TensorView::contiguous(offsets.as_view(), [groups + 1]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+    let auto = GemmKernel::Auto;
+    // k and n: multiples of 8.
+    let k_odd = TensorView::contiguous(a.slice(..m * 44), [m, 44]).unwrap();
+    let b_odd = TensorView::contiguous(b.slice(..groups * n * 44), [groups * n, 44]).unwrap();
+    let e = matmul_grouped::<bf16>(&dev, &k_odd, &b_odd, &ofs, None, None, &mut ov, auto).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { op: "matmul_grouped", what: "k (a multiple of 8)", .. }), "{e}");
+    let mut out_odd = dev.upload(&vec![bf16::NAN; m * 68]).unwrap();
+    let b68 = TensorView::contiguous(b.slice(..groups * 68 * k), [groups * 68, k]).unwrap();
+    let e = matmul_grouped::<bf16>(&dev, &av, &b68, &ofs, None, None, &mut TensorViewMut::contiguous(out_odd.as_view_mut(), [m, 68]).unwrap(), auto).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "n (a multiple of 8)", .. }), "{e}");
+    // Rows 16-byte aligned: a starting one element in.
+    let shifted = TensorView::contiguous(a.slice(1..1 + m * k), [m, k]).unwrap();
+    let e = matmul_grouped::<bf16>(&dev, &shifted, &bv, &ofs, None, None, &mut ov, auto).unwrap_err();
+    assert!(matches!(e, Error::Misaligned { .. }), "{e}");
+    // b must stack groups · n rows; a's k must be b's.
+    let short = TensorView::contiguous(b.slice(..(groups * n - 8) * k), [groups * n - 8, k]).unwrap();
+    let e = matmul_grouped::<bf16>(&dev, &av, &short, &ofs, None, None, &mut ov, auto).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "b", .. }), "{e}");
+    let narrow = TensorView::contiguous(b.slice(..groups * n * 40), [groups * n, 40]).unwrap();
+    let e = matmul_grouped::<bf16>(&dev, &av, &narrow, &ofs, None, None, &mut ov, auto).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { arg: "b", .. }), "{e}");
+    // f16 out.
+    let mut out16 = dev.upload(&vec![half::f16::NAN; m * n]).unwrap();
+    let e = matmul_grouped::<half::f16>(&dev, &av, &bv, &ofs, None, None, &mut TensorViewMut::contiguous(out16.as_view_mut(), [m, n]).unwrap(), auto).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+    drop(ov);
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()), "a refused GEMM wrote its output");
+    assert!(dev.download(&out_odd).unwrap().iter().all(|v| v.is_nan()));
+    assert!(dev.download(&out16).unwrap().iter().all(|v| v.is_nan()));
 }

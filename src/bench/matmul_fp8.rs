@@ -4,7 +4,7 @@
 //! same keys for torch._scaled_mm).
 
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, matmul_grouped, Fp8Operand, GemmKernel, MatmulFp8Config};
 use crate::ops::quant::ScaleGranularity;
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -129,10 +129,54 @@ pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize
     Ok(record)
 }
 
+/// The same experts with bf16 weights (`matmul_grouped`, e.g. Qwen3-30B-A3B in bf16), against one
+/// cuBLAS GEMM per expert sized by host offsets (what the model ran before, and what an engine
+/// without a grouped kernel runs).
+pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
+    let mut rng = crate::check::Rng::new(7);
+    let mut counts = vec![0usize; experts];
+    for _ in 0..rows {
+        counts[(rng.next_u64() % experts as u64) as usize] += 1;
+    }
+    let offsets: Vec<i32> = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| { *acc += c; Some(*acc as i32) })).collect();
+    let used = counts.iter().filter(|&&c| c > 0).count();
+    let bytes = 2 * (used * n * k + rows * k + rows * n);
+    let a = random_buffer::<bf16>(dev, rows * k, -1.0, 1.0, 1)?;
+    let b = random_buffer::<bf16>(dev, experts * n * k, -1.0, 1.0, 2)?;
+    let mut d = dev.zeros::<bf16>(rows * n)?;
+    let offsets_dev = dev.upload(&offsets)?;
+    let av = TensorView::contiguous(a.as_view(), [rows, k])?;
+    let bv = TensorView::contiguous(b.as_view(), [experts * n, k])?;
+    let ov = TensorView::contiguous(offsets_dev.as_view(), [experts + 1])?;
+    let t = time_calls(dev, SAMPLES, |_| {
+        let mut dv = TensorViewMut::contiguous(d.as_view_mut(), [rows, n])?;
+        matmul_grouped(dev, &av, &bv, &ov, None, None, &mut dv, GemmKernel::Auto)
+    })?;
+    let flops = 2.0 * (rows * n) as f64 * k as f64;
+    let key = format!("grouped {experts}x[{n}x{k}] {rows} rows bf16");
+    #[allow(unused_mut)]
+    let mut record = BenchRecord::compute("matmul_grouped", "bf16", key, t, bytes as f64, flops, ceilings);
+    #[cfg(feature = "model")]
+    {
+        let gemm = crate::model::gemm::Gemm::new(dev)?;
+        let per_expert = time_calls(dev, SAMPLES, |_| {
+            for e in (0..experts).filter(|&e| counts[e] > 0) {
+                let (lo, c) = (offsets[e] as usize, counts[e]);
+                let x = TensorView::contiguous(a.slice(lo * k..(lo + c) * k), [c, k])?;
+                let w = TensorView::contiguous(b.slice(e * n * k..(e + 1) * n * k), [n, k])?;
+                gemm.linear(dev, &x, &w, &mut TensorViewMut::contiguous(d.slice_mut(lo * n..(lo + c) * n), [c, n])?)?;
+            }
+            Ok(())
+        })?;
+        record.add_alternative("cuBLAS per expert (host offsets)", per_expert.median_us);
+    }
+    Ok(record)
+}
+
 /// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
 /// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; the large
 /// shapes (where the planner runs cluster pairs) again without pairs (" cluster1"); grouped
-/// GEMMs at a MoE model's expert shapes.
+/// GEMMs at a MoE model's expert shapes, in FP8 and (the same kernels' bf16 operands) bf16.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for fast in [false, true] {
@@ -150,6 +194,8 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     for rows in [256, 16384] {
         out.push(bench_grouped(dev, ceilings, 128, 1536, 2048, rows)?);
         out.push(bench_grouped(dev, ceilings, 128, 2048, 768, rows)?);
+        out.push(bench_grouped_bf16(dev, ceilings, 128, 1536, 2048, rows)?);
+        out.push(bench_grouped_bf16(dev, ceilings, 128, 2048, 768, rows)?);
     }
     Ok(out)
 }

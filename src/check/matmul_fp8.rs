@@ -259,7 +259,8 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         for (m, n, k) in [(300usize, 512usize, 4096usize), (7, 7168, 2048)] {
             let case = MatmulCase { kernel, cluster, fast_accumulation: true, bias: true, ..MatmulCase::new(m, n, k, PerRow, PerRow, 7) };
             out.push(check_matmul_fp8::<bf16>(dev, &case)?);
-        }        // Grouped (MoE experts; no cluster pairs): decode-like (few rows over many groups, most
+        }
+        // Grouped (MoE experts; no cluster pairs): decode-like (few rows over many groups, most
         // empty), prefill-like (hundreds of rows per group), per-row scales with fast accumulation.
         if cluster != Some(2) {
             for (i, &(m, n, k, groups, ga, gb, fast)) in [
@@ -276,6 +277,8 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
             }
             let case = MatmulCase { kernel, cluster, groups: 5, spread: 6, ..MatmulCase::new(200, 128, 4096, Group128, Block128, 48) };
             out.push(check_matmul_fp8::<f32>(dev, &case)?);
+            // The same kernels on bf16 operands (matmul_grouped).
+            out.extend(super::matmul_grouped::check_all(dev, kernel)?);
         }
     }
     Ok(out)

@@ -14,6 +14,8 @@ pub mod kv_cache;
 pub mod moe_routing;
 #[cfg(feature = "matmul-fp8")]
 pub mod matmul_fp8;
+#[cfg(feature = "matmul-fp8")]
+pub mod matmul_grouped;
 #[cfg(feature = "matmul-ternary")]
 pub mod matmul_ternary;
 #[cfg(feature = "quant-fp8")]

@@ -1,4 +1,5 @@
-//! CPU oracle for the FP8 GEMM: f64 on the dequantized inputs.
+//! CPU oracle for the FP8 GEMM (and the same kernels' bf16 grouped GEMM): f64 on the
+//! dequantized (or widened) inputs.
 //!
 //! `out[i, j] = Σ_k deq(a)[i, k] · deq(b)[j, k] (+ bias[j]) (+ residual[i, j])`, where
 //! `deq = fp8 · scale` with each operand's own scale layout (reference::quant::Quantized).
@@ -19,13 +20,18 @@ pub struct MatmulRef {
 }
 
 /// `D = A · Bᵀ (+ bias) (+ residual)`: a `[m, k]`, b `[n, k]` (both K-major, as quantized),
-/// bias `[n]`, residual `[m, n]` in the output dtype. Rows are split across threads.
+/// bias `[n]`, residual `[m, n]` in the output dtype.
 pub fn matmul_fp8<O: DType>(a: &Quantized, b: &Quantized, bias: Option<&[O]>, residual: Option<&[O]>) -> MatmulRef {
-    let (m, n, k) = (a.rows, b.rows, a.cols);
-    assert_eq!(b.cols, k, "a is [m, k] and b is [n, k]");
+    assert_eq!(b.cols, a.cols, "a is [m, k] and b is [n, k]");
+    matmul_f64(&a.dequantize(), &b.dequantize(), a.cols, bias, residual)
+}
+
+/// The GEMM of f64 operands (dequantized e4m3, or widened bf16): a `[m, k]`, b `[n, k]`,
+/// bias `[n]`, residual `[m, n]`. Rows are split across threads.
+pub fn matmul_f64<O: DType>(da: &[f64], db: &[f64], k: usize, bias: Option<&[O]>, residual: Option<&[O]>) -> MatmulRef {
+    let (m, n) = (da.len().checked_div(k).unwrap_or(0), db.len().checked_div(k).unwrap_or(0));
+    assert!(da.len() == m * k && db.len() == n * k, "a is [m, k] and b is [n, k]");
     assert!(bias.is_none_or(|v| v.len() == n) && residual.is_none_or(|v| v.len() == m * n));
-    let da = a.dequantize();
-    let db = b.dequantize();
     let mut out = vec![0.0; m * n];
     let mut magnitude = vec![0.0; m * n];
     if m == 0 || n == 0 {
@@ -35,7 +41,6 @@ pub fn matmul_fp8<O: DType>(a: &Quantized, b: &Quantized, bias: Option<&[O]>, re
     let rows_per = m.div_ceil(threads);
     std::thread::scope(|scope| {
         for (c, (o, g)) in out.chunks_mut(rows_per * n).zip(magnitude.chunks_mut(rows_per * n)).enumerate() {
-            let (da, db) = (&da, &db);
             scope.spawn(move || {
                 for (r, (orow, grow)) in o.chunks_mut(n).zip(g.chunks_mut(n)).enumerate() {
                     let i = c * rows_per + r;
@@ -85,14 +90,23 @@ pub fn group_rows(offsets: &[i32], m: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// The grouped GEMM: group g's rows of a (`group_rows`) times b's rows `g·n..(g + 1)·n`
-/// (+ bias `[groups · n]`'s same rows, + residual `[m, n]`). Rows in no group are 0 in the
-/// result and `None` in the returned row → group map (the kernels leave them untouched).
+/// The grouped FP8 GEMM: `matmul_grouped` on the dequantized operands.
 pub fn matmul_fp8_grouped<O: DType>(a: &Quantized, b: &Quantized, offsets: &[i32], bias: Option<&[O]>, residual: Option<&[O]>) -> (MatmulRef, Vec<Option<usize>>) {
-    let m = a.rows;
+    assert_eq!(b.cols, a.cols, "a is [m, k] and b is [groups · n, k]");
+    matmul_grouped(&a.dequantize(), &b.dequantize(), a.cols, offsets, bias, residual)
+}
+
+/// The grouped GEMM (ops::matmul_fp8::matmul_grouped; the FP8 one through
+/// `matmul_fp8_grouped`): group g's rows of a `[m, k]` (`group_rows`) times b's rows
+/// `g·n..(g + 1)·n` of `[groups · n, k]` (+ bias `[groups · n]`'s same rows, + residual `[m, n]`).
+/// Rows in no group are 0 in the result and `None` in the returned row → group map (the kernels
+/// leave them untouched).
+pub fn matmul_grouped<O: DType>(a: &[f64], b: &[f64], k: usize, offsets: &[i32], bias: Option<&[O]>, residual: Option<&[O]>) -> (MatmulRef, Vec<Option<usize>>) {
+    let m = a.len().checked_div(k).unwrap_or(0);
     let groups = offsets.len().saturating_sub(1);
-    assert!(groups > 0 && b.rows % groups == 0, "b is [groups · n, k]");
-    let n = b.rows / groups;
+    let b_rows = b.len().checked_div(k).unwrap_or(0);
+    assert!(groups > 0 && b_rows % groups == 0 && a.len() == m * k && b.len() == b_rows * k, "a is [m, k] and b is [groups · n, k]");
+    let n = b_rows / groups;
     assert!(bias.is_none_or(|v| v.len() == groups * n) && residual.is_none_or(|v| v.len() == m * n));
     let mut result = MatmulRef { out: vec![0.0; m * n], magnitude: vec![0.0; m * n] };
     let mut group_of = vec![None; m];
@@ -100,9 +114,10 @@ pub fn matmul_fp8_grouped<O: DType>(a: &Quantized, b: &Quantized, offsets: &[i32
         if rows.is_empty() {
             continue;
         }
-        let part = matmul_fp8(
-            &a.rows(rows.start, rows.end),
-            &b.rows(g * n, (g + 1) * n),
+        let part = matmul_f64(
+            &a[rows.start * k..rows.end * k],
+            &b[g * n * k..(g + 1) * n * k],
+            k,
             bias.map(|v| &v[g * n..(g + 1) * n]),
             residual.map(|v| &v[rows.start * n..rows.end * n]),
         );

@@ -61,20 +61,6 @@ impl Quantized {
         }
         Ok(Self { rows, cols, granularity, q, scale })
     }
-    /// Rows `lo..hi` with their scales. Block-scaled tensors split only at block boundaries
-    /// (`lo` a multiple of the block's rows; `hi` too, or the end).
-    pub fn rows(&self, lo: usize, hi: usize) -> Quantized {
-        assert!(lo <= hi && hi <= self.rows, "rows {lo}..{hi} of {}", self.rows);
-        let (br, _) = self.granularity.block(self.rows, self.cols);
-        let [srows, scols] = self.scale_shape();
-        let scale = if srows == 1 {
-            self.scale.clone()
-        } else {
-            assert!(lo % br == 0 && (hi % br == 0 || hi == self.rows), "rows {lo}..{hi} split a {br}-row scale block");
-            self.scale[lo / br * scols..hi.div_ceil(br) * scols].to_vec()
-        };
-        Quantized { rows: hi - lo, cols: self.cols, granularity: self.granularity, q: self.q[lo * self.cols..hi * self.cols].to_vec(), scale }
-    }
     /// `q · scale`, exact in f64.
     pub fn dequantize(&self) -> Vec<f64> {
         (0..self.rows * self.cols).map(|i| self.q[i].to_f64() * self.scale_at(i / self.cols, i % self.cols) as f64).collect()

@@ -178,6 +178,15 @@ SEEDS = {
     # ... the full barrier expects only this CTA's own bytes (A and its B slice).
     "sm90_pair_expect": ("matmul_fp8", "matmul_fp8_sm90.cu", "mbar_arrive_expect_tx(&full[s], C::kStage);",
                          "mbar_arrive_expect_tx(&full[s], C::kStageA + C::kSliceB);"),
+    # bf16 operands, sm_80: the A fragment's words in the wrong slots (rows g + 8 take row g's k-hi).
+    "bf16_afrag": ("matmul_fp8", "matmul_fp8_sm80.cu", "const uint32_t af[4] = {lo.x, hi.x, lo.y, hi.y};",
+                   "const uint32_t af[4] = {lo.x, lo.y, hi.x, hi.y};"),
+    # bf16 operands: the store writes the columns past n of a partial last n-tile.
+    "bf16_ntail": ("matmul_fp8", "matmul_fp8.cuh", "    if (gn >= p.n) continue;\n", ""),
+    # bf16 operands: the k-steps rounded down (a k tail short of a 128-byte stage is dropped).
+    "bf16_ktail": ("matmul_fp8", "matmul_fp8.cuh",
+                   "return (p.k * static_cast<int64_t>(sizeof(InT)) + kStageBytesK - 1) / kStageBytesK;",
+                   "return (p.k * static_cast<int64_t>(sizeof(InT))) / kStageBytesK;"),
     # RoPE, GPT-J on the items path: a rotary item loads from pair index instead of element
     # index 2 * pair (wrong pairs).
     "gptj_pair": ("rope", "rope.cu", "load_elems<T, 2 * N, W::kVector>(w.src + 2 * w.at)",
@@ -299,6 +308,8 @@ PTX_BODIES = [
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n256k16_ss\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_ss(d, 256, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n64k16_ss\(float \(&d\)\[32\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 64, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n64k16_rs\(float \(&d\)\[32\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",

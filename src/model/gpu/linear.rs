@@ -13,7 +13,7 @@ use super::super::gemm::Gemm;
 use super::super::weights::BlockFp8;
 use super::super::{ModelConfig, Weights};
 use super::{alloc, rows, rows_mut, to_bf16, OP};
-use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, matmul_grouped, Fp8Operand, GemmKernel, MatmulFp8Config};
 use crate::ops::matmul_ternary::{matmul_ternary, PackedTernary, VALUES_PER_BYTE};
 use crate::ops::quant::{quantize_fp8, ScaleGranularity, FP8_BLOCK};
 use crate::{Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
@@ -40,7 +40,7 @@ pub(super) enum GpuLinear {
     Ternary(Vec<TernaryPart>),
 }
 
-/// Rows `first..first + n` of a [`GpuLinear`] (one expert's weights of the stacked experts).
+/// A bf16 or FP8 [`GpuLinear`] as GEMM operands.
 pub(super) enum LinearRows<'a> {
     Dense(TensorView<'a, bf16, 2>),
     Fp8 { w: TensorView<'a, F8E4M3, 2>, scale: TensorView<'a, f32, 2> },
@@ -194,27 +194,14 @@ impl GpuLinear {
         }
     }
 
-    /// Rows `first..first + n` (FP8: whole 128-row blocks), e.g. one expert of stacked experts.
-    pub(super) fn rows(&self, first: usize, n: usize) -> Result<LinearRows<'_>> {
-        match self {
-            Self::Dense { w, k, .. } => Ok(LinearRows::Dense(TensorView::contiguous(w.slice(first * k..(first + n) * k), [n, *k])?)),
-            Self::Fp8 { w, scale, k, .. } => {
-                if first % FP8_BLOCK != 0 || n % FP8_BLOCK != 0 {
-                    return Err(Error::Unsupported { op: OP, what: "FP8 weight rows (whole 128-row blocks)", value: format!("{first}..{}", first + n) });
-                }
-                let g = k / FP8_BLOCK;
-                Ok(LinearRows::Fp8 {
-                    w: TensorView::contiguous(w.slice(first * k..(first + n) * k), [n, *k])?,
-                    scale: TensorView::contiguous(scale.slice(first / FP8_BLOCK * g..(first + n) / FP8_BLOCK * g), [n / FP8_BLOCK, g])?,
-                })
-            }
-            Self::Ternary(_) => Err(Error::Unsupported { op: OP, what: "row ranges of a ternary projection", value: "ternary".into() }),
-        }
-    }
-
+    /// The whole projection as GEMM operands.
     fn all(&self) -> Result<LinearRows<'_>> {
         match self {
-            Self::Dense { n, .. } | Self::Fp8 { n, .. } => self.rows(0, *n),
+            Self::Dense { w, n, k } => Ok(LinearRows::Dense(TensorView::contiguous(w.as_view(), [*n, *k])?)),
+            Self::Fp8 { w, scale, n, k } => Ok(LinearRows::Fp8 {
+                w: TensorView::contiguous(w.as_view(), [*n, *k])?,
+                scale: TensorView::contiguous(scale.as_view(), [n / FP8_BLOCK, k / FP8_BLOCK])?,
+            }),
             Self::Ternary(_) => Err(Error::Unsupported { op: OP, what: "bf16 activations into a ternary projection (its norm writes int8 codes)", value: "ternary".into() }),
         }
     }
@@ -240,23 +227,30 @@ impl GpuLinear {
         self.all()?.forward(dev, gemm, Input::Fp8(&fp8.rows(t, *k)?), None, y)
     }
 
-    /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
-    /// rounding of the sum).
-    /// Stacked FP8 experts (`[experts · n, k]`, `offsets`: `[experts + 1]` row offsets on the
-    /// device) over quantized rows `(q, s)` (`[t, k]` codes in expert order, `[t, k / 128]`
-    /// scales), into y `[t, n]`: one grouped GEMM, which reads the offsets itself (no host
-    /// synchronisation).
-    pub(super) fn forward_grouped(&self, dev: &Device, (q, s): &(TensorView<F8E4M3, 2>, TensorView<f32, 2>), offsets: &TensorView<i32, 1>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
-        let Self::Fp8 { w, scale, n, k } = self else {
-            return Err(Error::Unsupported { op: OP, what: "grouped expert GEMMs of a projection that is not FP8", value: String::new() });
-        };
-        let w = TensorView::contiguous(w.as_view(), [*n, *k])?;
-        let scale = TensorView::contiguous(scale.as_view(), [n / FP8_BLOCK, k / FP8_BLOCK])?;
-        let a = Fp8Operand { data: q, scale: s, granularity: ScaleGranularity::Group128 };
-        let b = Fp8Operand { data: &w, scale: &scale, granularity: ScaleGranularity::Block128 };
-        matmul_fp8_grouped(dev, a, b, offsets, None, None, y, MatmulFp8Config::default())
+    /// The experts' projections (this one stacks `groups` experts' `[n / groups, k]` weights) of
+    /// x's rows in expert order, `offsets` `[groups + 1]` on the device (moe_align's): one grouped
+    /// GEMM into y `[rows, n / groups]`, the offsets never read on the host. bf16 weights take
+    /// bf16 rows (`matmul_grouped`); FP8 weights take e4m3 rows with 1×128 scales
+    /// (`matmul_fp8_grouped`).
+    pub(super) fn forward_grouped(&self, dev: &Device, x: Input, offsets: &TensorView<i32, 1>, y: &mut TensorViewMut<bf16, 2>) -> Result<()> {
+        match (self, x) {
+            (Self::Dense { w, n, k }, Input::Bf16(x)) => {
+                let w = TensorView::contiguous(w.as_view(), [*n, *k])?;
+                matmul_grouped(dev, x, &w, offsets, None, None, y, GemmKernel::Auto)
+            }
+            (Self::Fp8 { w, scale, n, k }, Input::Fp8((q, s))) => {
+                let w = TensorView::contiguous(w.as_view(), [*n, *k])?;
+                let scale = TensorView::contiguous(scale.as_view(), [n / FP8_BLOCK, k / FP8_BLOCK])?;
+                let a = Fp8Operand { data: q, scale: s, granularity: ScaleGranularity::Group128 };
+                let b = Fp8Operand { data: &w, scale: &scale, granularity: ScaleGranularity::Block128 };
+                matmul_fp8_grouped(dev, a, b, offsets, None, None, y, MatmulFp8Config::default())
+            }
+            _ => Err(Error::Unsupported { op: OP, what: "grouped expert GEMMs (bf16 weights of bf16 rows, FP8 weights of e4m3 rows)", value: String::new() }),
+        }
     }
 
+    /// [`GpuLinear::forward`] added into the dense `[t, n]` rows of `y`: y += x · Wᵀ (one
+    /// rounding of the sum).
     pub(super) fn forward_add(&self, dev: &Device, gemm: &Gemm, fp8: &mut Fp8Scratch, x: &TensorView<bf16, 2>, y: &mut CudaSlice<bf16>) -> Result<()> {
         let [t, k] = x.shape();
         let w = self.all()?;

@@ -185,13 +185,6 @@ fn rows<T>(buf: &CudaSlice<T>, rows: usize, cols: usize) -> Result<TensorView<'_
 fn rows_mut<T>(buf: &mut CudaSlice<T>, rows: usize, cols: usize) -> Result<TensorViewMut<'_, T, 2>> {
     TensorViewMut::contiguous(buf.slice_mut(..rows * cols), [rows, cols])
 }
-/// `[n, cols]` dense view of rows `first..first + n`.
-fn rows_at<T>(buf: &CudaSlice<T>, first: usize, n: usize, cols: usize) -> Result<TensorView<'_, T, 2>> {
-    TensorView::contiguous(buf.slice(first * cols..(first + n) * cols), [n, cols])
-}
-fn rows_at_mut<T>(buf: &mut CudaSlice<T>, first: usize, n: usize, cols: usize) -> Result<TensorViewMut<'_, T, 2>> {
-    TensorViewMut::contiguous(buf.slice_mut(first * cols..(first + n) * cols), [n, cols])
-}
 fn vector<T>(buf: &CudaSlice<T>, len: usize) -> Result<TensorView<'_, T, 1>> {
     TensorView::contiguous(buf.slice(..len), [len])
 }

@@ -2,17 +2,16 @@
 //! grouped top-k with its selection bias) → `moe_align` (block_m 1) → `moe_gather` → the
 //! experts' gate_up GEMMs over each expert's rows → one `glu` → the experts' down GEMMs →
 //! `moe_combine`; DeepSeek-V3's shared experts run on the same input first and their down GEMM
-//! adds into the combined output. FP8 experts run as one grouped GEMM per projection
-//! (`matmul_fp8_grouped`), which reads the experts' row offsets on the device: the layer never
-//! waits for the GPU. Their input is quantized before the gather (t token rows instead of
-//! t · top_k expert rows; the gather then moves e4m3 codes and their 1×128 scales: the same
-//! bytes the GEMM would have read, per row, bit for bit). bf16 experts run one cuBLAS GEMM per expert, sized by the offsets read back
-//! to the host once per layer (a wait on the queued work).
+//! adds into the combined output. The experts run as one grouped GEMM per projection
+//! (`matmul_grouped` for bf16 weights, `matmul_fp8_grouped` for FP8 ones), which reads the
+//! experts' row offsets on the device: the layer never waits for the GPU. FP8 experts' input is
+//! quantized before the gather (t token rows instead of t · top_k expert rows; the gather then
+//! moves e4m3 codes and their 1×128 scales: the same bytes the GEMM would have read, per row,
+//! bit for bit).
 
 use super::linear::Input;
-use super::super::gemm::Gemm;
 use super::mlp::{glu_rows, glu_rows_fp8};
-use super::{alloc, GpuLinear, rows, rows_at, rows_at_mut, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use super::{alloc, GpuLinear, rows, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
 use crate::ops::quant::FP8_BLOCK;
 use crate::F8E4M3;
 use crate::model::MoeConfig;
@@ -66,25 +65,6 @@ impl MoeBuffers {
             shared_act: alloc(dev, t * m.num_shared_experts * m.intermediate_size)?,
         })
     }
-}
-
-/// bf16 experts: each expert's rows `first..first + count` of x (`[.., k]`, in expert order;
-/// `ranges`: `(expert, first, count)`, read back to the host) through its `n` rows of the
-/// stacked weights `w` into the same rows of y (`[.., n]`), one cuBLAS GEMM per expert. (FP8
-/// experts run one grouped GEMM instead, on codes the gather or the GLU wrote: `moe_mlp`.)
-fn expert_gemms(
-    dev: &Device,
-    gemm: &Gemm,
-    (w, n): (&GpuLinear, usize),
-    (x, k): (&CudaSlice<bf16>, usize),
-    ranges: &[(usize, usize, usize)],
-    y: &mut CudaSlice<bf16>,
-) -> Result<()> {
-    for &(e, first, count) in ranges {
-        let xr = rows_at(x, first, count, k)?;
-        w.rows(e * n, n)?.forward(dev, gemm, Input::Bf16(&xr), None, &mut rows_at_mut(y, first, count, n)?)?;
-    }
-    Ok(())
 }
 
 impl GpuModel {
@@ -148,26 +128,21 @@ impl GpuModel {
         } else {
             moe_gather(dev, &rows(&bufs.x, t, h)?, &positions, &offsets, &counts, &mut rows_mut(&mut mb.gathered, n, h)?)?;
         }
-        // bf16 experts: the per-expert row ranges, on the host (waits for the queued work).
-        let ranges: Vec<(usize, usize, usize)> = if fp8_in && down.fp8_k().is_some() {
-            Vec::new()
-        } else {
-            let offsets = dev.download(&mb.expert_offsets.slice(..ne + 1))?;
-            (0..ne).map(|e| (e, offsets[e] as usize, (offsets[e + 1] - offsets[e]) as usize)).filter(|&(_, _, count)| count > 0).collect()
-        };
+        let gate_up_out = &mut rows_mut(&mut bufs.gate_up, n, 2 * inter)?;
         if fp8_in {
             let codes = (rows(&mb.gathered_q, n, h)?, rows(&mb.gathered_s, n, h / FP8_BLOCK)?);
-            gate_up.forward_grouped(dev, &codes, &offsets, &mut rows_mut(&mut bufs.gate_up, n, 2 * inter)?)?;
+            gate_up.forward_grouped(dev, Input::Fp8(&codes), &offsets, gate_up_out)?;
         } else {
-            expert_gemms(dev, &self.gemm, (gate_up, 2 * inter), (&mb.gathered, h), &ranges, &mut bufs.gate_up)?;
+            gate_up.forward_grouped(dev, Input::Bf16(&rows(&mb.gathered, n, h)?), &offsets, gate_up_out)?;
         }
+        let expert_out = &mut rows_mut(&mut mb.expert_out, n, h)?;
         if down.fp8_k().is_some() {
             // The GLU writes the down projection's e4m3 codes: no bf16 activation row.
             glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, n, inter)?;
-            down.forward_grouped(dev, &bufs.fp8.rows(n, inter)?, &offsets, &mut rows_mut(&mut mb.expert_out, n, h)?)?;
+            down.forward_grouped(dev, Input::Fp8(&bufs.fp8.rows(n, inter)?), &offsets, expert_out)?;
         } else {
             glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, n, inter)?;
-            expert_gemms(dev, &self.gemm, (down, h), (&bufs.act, inter), &ranges, &mut mb.expert_out)?;
+            down.forward_grouped(dev, Input::Bf16(&rows(&bufs.act, n, inter)?), &offsets, expert_out)?;
         }
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {

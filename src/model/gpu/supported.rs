@@ -38,6 +38,11 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
     }
     if let Some(m) = &c.moe {
         m.gate().validate(m.num_experts, m.top_k)?;
+        // The experts run as grouped GEMMs (matmul_grouped / matmul_fp8_grouped): bf16 operands
+        // need n and k multiples of 8 (every released MoE checkpoint's are).
+        if c.hidden_size % 8 != 0 || m.intermediate_size % 8 != 0 {
+            return Err(Error::Unsupported { op: OP, what: "MoE hidden and expert intermediate sizes (multiples of 8)", value: format!("{}, {}", c.hidden_size, m.intermediate_size) });
+        }
     }
     c.rope(c.max_position_embeddings)?;
     GluActivation::from_hf(&c.hidden_act).ok_or_else(|| Error::Unsupported { op: OP, what: "hidden_act", value: c.hidden_act.clone() })
@@ -67,6 +72,9 @@ mod tests {
         assert!(check_supported(&fp8).is_ok());
         fp8.fp8_weight_block = Some([64, 128]);
         assert!(matches!(check_supported(&fp8).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("FP8 weight_block_size")));
+        let mut moe = config("");
+        moe.moe = Some(crate::model::MoeConfig { num_experts: 8, top_k: 2, intermediate_size: 36, ..Default::default() });
+        assert!(matches!(check_supported(&moe).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("MoE hidden")));
         let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
         let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
