@@ -542,6 +542,7 @@ def main():
                 ("quant", lambda: compare_torch_fp8.quant_cases(env, args.compile)),
                 ("scaled_mm", lambda: compare_torch_fp8.scaled_mm_cases(env)),
                 ("grouped_mm", lambda: compare_torch_fp8.grouped_mm_cases(env)),
+                ("grouped_mm_bf16", lambda: compare_torch_fp8.grouped_mm_bf16_cases(env)),
                 ("elementwise", lambda: elementwise_cases(args.compile)),
                 ("ternary", lambda: ternary_cases(args.compile))]
     for name, cases in families:

@@ -1,7 +1,7 @@
 """The FP8 part of compare_torch.py (its helpers come in as `env`: device, copies_for,
 time_calls, sync, rand): PyTorch's quantization at the keys of src/bench/quant.rs,
-torch._scaled_mm (cuBLASLt) at those of src/bench/matmul_fp8.rs, and PyTorch's grouped FP8
-GEMM at matmul_fp8_grouped's."""
+torch._scaled_mm (cuBLASLt) at those of src/bench/matmul_fp8.rs, PyTorch's grouped FP8
+GEMM at matmul_fp8_grouped's and its grouped bf16 GEMM at matmul_grouped's."""
 import torch
 import torch.nn.functional as F
 
@@ -137,6 +137,20 @@ def scaled_mm_cases(env):
     return out
 
 
+# (experts, n, k, rows) of src/bench/matmul_fp8.rs's grouped benches: Qwen3-30B-A3B's experts
+# (gate_up [1536, 2048], down [2048, 768]) at decode (256 rows) and prefill (16384 rows).
+GROUPED_SHAPES = [(128, 1536, 2048, 256), (128, 2048, 768, 256), (128, 1536, 2048, 16384), (128, 2048, 768, 16384)]
+
+
+def routing(env, experts, rows):
+    """Rows per expert from a seeded uniform draw of each row's expert (drawn on the host, so the
+    meta device's dry run gets them too): the host counts and the device offsets (group ends,
+    int32 [experts], what torch's grouped GEMMs take)."""
+    g = torch.Generator().manual_seed(7)
+    counts = torch.bincount(torch.randint(0, experts, (rows,), generator=g), minlength=experts)
+    return counts.tolist(), torch.cumsum(counts, 0).to(torch.int32).to(env.device)
+
+
 def grouped_mm_cases(env):
     """PyTorch's grouped FP8 GEMM at the keys of src/bench/matmul_fp8.rs's bench_grouped (op
     matmul_fp8_grouped, shape "grouped E x[n x k] R rows block"): the same routing (R rows over E
@@ -146,10 +160,8 @@ def grouped_mm_cases(env):
     out = []
     if not hasattr(torch, "float8_e4m3fn"):
         return out
-    for experts, n, k, rows in [(128, 1536, 2048, 256), (128, 2048, 768, 256), (128, 1536, 2048, 16384), (128, 2048, 768, 16384)]:
-        g = torch.Generator().manual_seed(7)
-        counts = torch.bincount(torch.randint(0, experts, (rows,), generator=g), minlength=experts)
-        offs = torch.cumsum(counts, 0).to(torch.int32).to(env.device)  # group ends
+    for experts, n, k, rows in GROUPED_SHAPES:
+        _, offs = routing(env, experts, rows)
         a = torch.randn(rows, k, device=env.device).to(torch.float8_e4m3fn)
         w = torch.randn(experts, n, k, device=env.device).to(torch.float8_e4m3fn)
         b = w.transpose(-2, -1)  # [E, k, n], column-major: what the grouped kernels take
@@ -177,4 +189,50 @@ def grouped_mm_cases(env):
                         "time_us": env.time_calls(lambda i: call(), 1)})
             break
         del a, w, b
+    return out
+
+
+def grouped_mm_bf16_cases(env):
+    """PyTorch's grouped bf16 GEMM at the keys of src/bench/matmul_fp8.rs's bench_grouped_bf16 (op
+    matmul_grouped, shape "grouped E x[n x k] R rows bf16"): out[rows of e] = a[rows of e] @ w_e^T
+    with w [E, n, k] (nn.Linear layout) passed as w.transpose(-2, -1) ([E, k, n], K-major: our b's
+    layout), offsets the group ends. F.grouped_mm (or torch._grouped_mm, which it wraps) where this
+    torch and GPU take it, else a loop of one matmul per hit expert (host offsets), named so."""
+    out = []
+    for experts, n, k, rows in GROUPED_SHAPES:
+        counts, offs = routing(env, experts, rows)
+        a = torch.randn(rows, k, device=env.device, dtype=torch.bfloat16)
+        w = torch.randn(experts, n, k, device=env.device, dtype=torch.bfloat16)
+        b = w.transpose(-2, -1)
+        d = torch.empty(rows, n, device=env.device, dtype=torch.bfloat16)
+        spans, lo = [], 0
+        for e, c in enumerate(counts):
+            if c:
+                spans.append((e, lo, lo + c))
+            lo += c
+
+        def loop():
+            for e, lo, hi in spans:
+                torch.mm(a[lo:hi], w[e].t(), out=d[lo:hi])
+            return d
+        shape = f"grouped {experts}x[{n}x{k}] {rows} rows bf16"
+        attempts = []
+        if hasattr(F, "grouped_mm"):
+            attempts.append(("torch F.grouped_mm", lambda: F.grouped_mm(a, b, offs=offs)))
+        elif hasattr(torch, "_grouped_mm"):
+            attempts.append(("torch._grouped_mm", lambda: torch._grouped_mm(a, b, offs=offs)))
+        attempts.append(("torch per-expert matmul loop", loop))
+        for name, call in attempts:
+            try:
+                r = call()
+                env.sync()
+                if tuple(r.shape) != (rows, n) or r.dtype != torch.bfloat16:
+                    raise RuntimeError(f"returned {tuple(r.shape)} {r.dtype}, not ({rows}, {n}) bf16")
+            except Exception as e:  # this torch / GPU does not take it
+                print(f"  {name} {shape}: unavailable ({type(e).__name__}: {str(e)[:80]})")
+                continue
+            out.append({"op": "matmul_grouped", "dtype": "bf16", "shape": shape, "name": name,
+                        "time_us": env.time_calls(lambda i: call(), 1)})
+            break
+        del a, w, b, d
     return out
