@@ -73,7 +73,21 @@ mod tests {
         fp8.fp8_weight_block = Some([64, 128]);
         assert!(matches!(check_supported(&fp8).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("FP8 weight_block_size")));
         let mut moe = config("");
-        moe.moe = Some(crate::model::MoeConfig { num_experts: 8, top_k: 2, intermediate_size: 36, ..Default::default() });
+        let experts = crate::model::MoeConfig {
+            num_experts: 8,
+            top_k: 2,
+            intermediate_size: 64,
+            renormalize: true,
+            dense_layers: vec![],
+            scoring: crate::ops::moe_routing::MoeScoring::Softmax,
+            n_group: 1,
+            topk_group: 1,
+            routed_scaling_factor: 1.0,
+            num_shared_experts: 0,
+        };
+        moe.moe = Some(experts.clone());
+        assert!(check_supported(&moe).is_ok());
+        moe.moe = Some(crate::model::MoeConfig { intermediate_size: 36, ..experts });
         assert!(matches!(check_supported(&moe).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("MoE hidden")));
         let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
