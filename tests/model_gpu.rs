@@ -407,6 +407,21 @@ fn each_sequence_of_a_batch_stops_at_its_eos_token() {
     assert!(got[0].len() < n);
 }
 
+/// Sampled generation (the samplers run on several threads): seeded (the same seed draws the
+/// same tokens), and top_k = 1 is greedy.
+#[test]
+fn sampled_generation_is_seeded_and_top_k_1_is_greedy() {
+    let Some((gpu, _)) = load("llama") else { return };
+    let ps = prompts(&input_ids("llama"));
+    let n = 6;
+    let sampling = Sampling { temperature: 1.0, top_k: 0, top_p: 0.9, seed: 21 };
+    let once = gpu.generate(&ps, n, sampling, &[]).unwrap();
+    assert_eq!(gpu.generate(&ps, n, sampling, &[]).unwrap(), once);
+    assert!(once.iter().all(|o| o.len() == n));
+    let greedy = gpu.generate(&ps, n, Sampling::greedy(), &[]).unwrap();
+    assert_eq!(gpu.generate(&ps, n, Sampling { top_k: 1, ..sampling }, &[]).unwrap(), greedy);
+}
+
 #[test]
 fn bad_inputs_are_typed_errors() {
     let Some(dev) = device() else { return };

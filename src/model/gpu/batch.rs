@@ -208,21 +208,14 @@ impl GpuModel {
             (b, Chosen::Logits(l))
         };
         loop {
-            let next: Vec<Option<u32>> = out
-                .iter_mut()
-                .zip(&mut samplers)
-                .enumerate()
-                .map(|(s, (o, sampler))| {
-                    (!is_finished(o, max_new_tokens, eos)).then(|| {
-                        let t = match &chosen {
-                            Chosen::Tokens(t) => t[s],
-                            Chosen::Logits(l) => sampler.sample(&l[s * v..(s + 1) * v]),
-                        };
-                        o.push(t);
-                        t
-                    })
-                })
-                .collect();
+            let live: Vec<bool> = out.iter().map(|o| !is_finished(o, max_new_tokens, eos)).collect();
+            let next: Vec<Option<u32>> = match &chosen {
+                Chosen::Tokens(t) => live.iter().zip(t).map(|(&l, &t)| l.then_some(t)).collect(),
+                Chosen::Logits(l) => sample_rows(&mut samplers, &live, l, v),
+            };
+            for (o, t) in out.iter_mut().zip(&next) {
+                o.extend(*t);
+            }
             on_step(&next);
             if out.iter().all(|o| is_finished(o, max_new_tokens, eos)) {
                 return Ok(out);
@@ -234,9 +227,54 @@ impl GpuModel {
     }
 }
 
+/// Each live sequence's sampler on its row of `logits` (`[sequences, v]`), the sequences split
+/// across the host's cores (a 128k-vocabulary row takes about a millisecond; a batch of 32 one
+/// after another would outlast the GPU's decode step many times over).
+fn sample_rows(samplers: &mut [Sampler], live: &[bool], logits: &[f32], v: usize) -> Vec<Option<u32>> {
+    let mut next = vec![None; samplers.len()];
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(samplers.len()).max(1);
+    let per = samplers.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (c, (samplers, next)) in samplers.chunks_mut(per).zip(next.chunks_mut(per)).enumerate() {
+            scope.spawn(move || {
+                for (j, (sampler, t)) in samplers.iter_mut().zip(next.iter_mut()).enumerate() {
+                    let s = c * per + j;
+                    if live[s] {
+                        *t = Some(sampler.sample(&logits[s * v..(s + 1) * v]));
+                    }
+                }
+            });
+        }
+    });
+    next
+}
+
 /// A step's result for [`GpuModel::generate_with`]: greedy tokens chosen on the GPU, or the
 /// logits for the host's samplers.
 enum Chosen {
     Tokens(Vec<u32>),
     Logits(Vec<f32>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threaded samplers draw what each sampler would draw alone, in order, and skip the
+    /// finished sequences (their samplers do not advance).
+    #[test]
+    fn sample_rows_equals_each_sampler_alone() {
+        let (v, n) = (1000, 7);
+        let mut rng = crate::check::Rng::new(4);
+        let logits: Vec<f32> = (0..n * v).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();
+        let sampling = Sampling { temperature: 0.9, top_k: 0, top_p: 0.8, seed: 11 };
+        let fresh = || (0..n).map(|s| Sampler::new(Sampling { seed: 11 + s as u64, ..sampling })).collect::<Vec<_>>();
+        let (mut threaded, mut alone) = (fresh(), fresh());
+        let live: Vec<bool> = (0..n).map(|s| s % 3 != 1).collect();
+        for _ in 0..3 {
+            let got = sample_rows(&mut threaded, &live, &logits, v);
+            let want: Vec<Option<u32>> = (0..n).map(|s| live[s].then(|| alone[s].sample(&logits[s * v..(s + 1) * v]))).collect();
+            assert_eq!(got, want);
+        }
+    }
 }
