@@ -78,18 +78,25 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     Ok(record)
 }
 
+/// A seeded routing of `rows` rows to `experts` experts (each row to one, uniformly): the rows per
+/// expert and their offsets `[experts + 1]`.
+fn routing(experts: usize, rows: usize) -> (Vec<usize>, Vec<i32>) {
+    let mut rng = crate::check::Rng::new(7);
+    let mut counts = vec![0usize; experts];
+    for _ in 0..rows {
+        counts[(rng.next_u64() % experts as u64) as usize] += 1;
+    }
+    let offsets = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| { *acc += c; Some(*acc as i32) })).collect();
+    (counts, offsets)
+}
+
 /// The grouped GEMM of one MoE projection: `rows` routed token rows (tokens × top-k, each
 /// sent to an expert drawn uniformly; seeded) over `experts` experts of `[n, k]`, block scales
 /// (the FP8 MoE checkpoints' format), bf16 out. Bytes: every expert's weights that get rows,
 /// plus a, D and scales; FLOPs 2·rows·n·k. The alternative in the same run is what the model did
 /// before the grouped kernel: one `matmul_fp8` per expert, its rows known on the host.
 pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
-    let mut rng = crate::check::Rng::new(7);
-    let mut counts = vec![0usize; experts];
-    for _ in 0..rows {
-        counts[(rng.next_u64() % experts as u64) as usize] += 1;
-    }
-    let offsets: Vec<i32> = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| { *acc += c; Some(*acc as i32) })).collect();
+    let (counts, offsets) = routing(experts, rows);
     let used = counts.iter().filter(|&&c| c > 0).count();
     let (g, sa_shape, sb_shape) = (k / 128, BLOCK.a.scale_shape(rows, k), BLOCK.b.scale_shape(experts * n, k));
     let bytes = used * n * (k + 4 * g / 128) + rows * (k + 4 * g) + 2 * rows * n;
@@ -133,12 +140,7 @@ pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize
 /// cuBLAS GEMM per expert sized by host offsets (what the model ran before, and what an engine
 /// without a grouped kernel runs).
 pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
-    let mut rng = crate::check::Rng::new(7);
-    let mut counts = vec![0usize; experts];
-    for _ in 0..rows {
-        counts[(rng.next_u64() % experts as u64) as usize] += 1;
-    }
-    let offsets: Vec<i32> = std::iter::once(0).chain(counts.iter().scan(0, |acc, &c| { *acc += c; Some(*acc as i32) })).collect();
+    let (counts, offsets) = routing(experts, rows);
     let used = counts.iter().filter(|&&c| c > 0).count();
     let bytes = 2 * (used * n * k + rows * k + rows * n);
     let a = random_buffer::<bf16>(dev, rows * k, -1.0, 1.0, 1)?;

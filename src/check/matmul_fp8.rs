@@ -81,11 +81,7 @@ impl MatmulCase {
             self.b_granularity.name(),
             if self.bias { " +bias" } else { "" },
             if self.residual { " +residual" } else { "" },
-            match self.kernel {
-                GemmKernel::Auto => "",
-                GemmKernel::Wgmma => " wgmma",
-                GemmKernel::MmaSync => " mma.sync",
-            },
+            kernel_label(self.kernel),
             if self.fast_accumulation { " fast-accum" } else { "" },
             match self.cluster {
                 None => String::new(),
@@ -94,6 +90,15 @@ impl MatmulCase {
             if self.pad > 0 { " padded" } else { "" },
             self.spread
         )
+    }
+}
+
+/// How a case names its forced kernel (nothing for Auto).
+pub(super) fn kernel_label(kernel: GemmKernel) -> &'static str {
+    match kernel {
+        GemmKernel::Auto => "",
+        GemmKernel::Wgmma => " wgmma",
+        GemmKernel::MmaSync => " mma.sync",
     }
 }
 
@@ -195,13 +200,6 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
         None => (reference::matmul_fp8(&qa, &qb, bias_ref, res_ref), vec![Some(0); m]),
         Some(o) => reference::matmul_fp8_grouped(&qa, &qb, o, bias_ref, res_ref),
     };
-    let written: Vec<usize> = (0..m).filter(|&i| group_of[i].is_some()).collect();
-    let pick = |v: &[f64]| written.iter().flat_map(|&i| v[i * n..(i + 1) * n].iter().copied()).collect::<Vec<f64>>();
-    let got_dense = gather_rows(&got, 0, m, n, ldd);
-    let got_written: Vec<O> = written.iter().flat_map(|&i| got_dense[i * n..(i + 1) * n].iter().copied()).collect();
-    let untouched: Vec<usize> = (0..m).filter(|&i| group_of[i].is_none()).collect();
-    let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
-
     let sm90 = match c.kernel {
         GemmKernel::Auto => dev.info().compute_capability == (9, 0),
         GemmKernel::Wgmma => true,
@@ -213,21 +211,44 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
     let u = if fast { steps * 2f64.powi(-12) } else { 2f64.powi(-11).max(k as f64 * 2f64.powi(-24)) };
     let (rtol, out_frob) = if O::NAME == "bf16" { (2f64.powi(-8), 2f64.powi(-8)) } else { (2f64.powi(-22), 2f64.powi(-10)) };
     let frob = if fast { out_frob.max(steps * 2f64.powi(-14)) } else { out_frob };
-    let bound: Vec<f64> = (0..m * n)
-        .map(|i| {
-            let bias_row = group_of[i / n].unwrap_or(0) * n + i % n;
-            let added = if c.bias { bias_host[bias_row].to_f64().abs() } else { 0.0 } + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 };
-            rtol * want.out[i].abs() + u * want.magnitude[i] + 2f64.powi(-22) * added
-        })
-        .collect();
+    let added = |i: usize| {
+        let bias_row = group_of[i / n].unwrap_or(0) * n + i % n;
+        let bias = if c.bias { bias_host[bias_row].to_f64().abs() } else { 0.0 };
+        bias + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 }
+    };
+    let comparisons = compare_gemm(&got, &out_host, (m, n, ldd), &want, &group_of, added, (rtol, u, frob));
+    Ok(CheckResult { op: if c.groups > 0 { "matmul_fp8_grouped" } else { "matmul_fp8" }, dtype: O::NAME, shape: c.describe(), comparisons })
+}
+
+/// The comparisons of a GEMM's output `got` (`[m, n]` in rows of `ldd`, poisoned as `poison`
+/// before the run): each row some group wrote (`group_of`; every row for a plain GEMM) against
+/// the reference within `rtol·|ref| + u·Σ|a·b| + 2⁻²²·added(i)` (`added`: the bias and residual
+/// terms' magnitude) and the relative Frobenius limit `frob`; everything outside `[m, n]`, and
+/// the rows in no group, untouched.
+pub(super) fn compare_gemm<O: DType>(
+    got: &[O],
+    poison: &[O],
+    (m, n, ldd): (usize, usize, usize),
+    want: &reference::MatmulRef,
+    group_of: &[Option<usize>],
+    added: impl Fn(usize) -> f64,
+    (rtol, u, frob): (f64, f64, f64),
+) -> Vec<super::Comparison> {
+    let written: Vec<usize> = (0..m).filter(|&i| group_of[i].is_some()).collect();
+    let pick = |v: &[f64]| written.iter().flat_map(|&i| v[i * n..(i + 1) * n].iter().copied()).collect::<Vec<f64>>();
+    let got_dense = gather_rows(got, 0, m, n, ldd);
+    let got_written: Vec<O> = written.iter().flat_map(|&i| got_dense[i * n..(i + 1) * n].iter().copied()).collect();
+    let bound: Vec<f64> = (0..m * n).map(|i| rtol * want.out[i].abs() + u * want.magnitude[i] + 2f64.powi(-22) * added(i)).collect();
+    let untouched: Vec<usize> = (0..m).filter(|&i| group_of[i].is_none()).collect();
+    let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
     let mut comparisons = vec![
         compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob),
-        compare_exact("outside out (untouched)", &outside_rows(&got, 0, m, n, ldd), &outside_rows(&out_host, 0, m, n, ldd)),
+        compare_exact("outside out (untouched)", &outside_rows(got, 0, m, n, ldd), &outside_rows(poison, 0, m, n, ldd)),
     ];
-    if c.groups > 0 {
-        comparisons.push(compare_exact("rows in no group (untouched)", &rows_of(&got), &rows_of(&out_host)));
+    if !untouched.is_empty() {
+        comparisons.push(compare_exact("rows in no group (untouched)", &rows_of(got), &rows_of(poison)));
     }
-    Ok(CheckResult { op: if c.groups > 0 { "matmul_fp8_grouped" } else { "matmul_fp8" }, dtype: O::NAME, shape: c.describe(), comparisons })
+    comparisons
 }
 
 /// The (kernel, cluster) variants a GPU runs: on compute capability 9.0 the wgmma kernel alone

@@ -10,8 +10,8 @@
 //! margin. Plus the output rounding (`2⁻⁸·|ref|` for bf16, `2⁻²²·|ref|` for f32) and the added
 //! bias / residual's rounding. Relative Frobenius limits: bf16 2⁻⁸, f32 2⁻¹².
 
-use super::matmul_fp8::group_offsets;
-use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
+use super::matmul_fp8::{compare_gemm, group_offsets, kernel_label};
+use super::{gather_rows, CheckResult, Rng};
 use crate::ops::matmul_fp8::{matmul_grouped, GemmKernel};
 use crate::reference::matmul_fp8 as reference;
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
@@ -45,11 +45,7 @@ impl GroupedCase {
             self.groups,
             if self.bias { " +bias" } else { "" },
             if self.residual { " +residual" } else { "" },
-            match self.kernel {
-                GemmKernel::Auto => "",
-                GemmKernel::Wgmma => " wgmma",
-                GemmKernel::MmaSync => " mma.sync",
-            },
+            kernel_label(self.kernel),
             if self.pad > 0 { " padded" } else { "" },
         )
     }
@@ -98,27 +94,14 @@ pub fn check_matmul_grouped<O: DType>(dev: &Device, case: &GroupedCase) -> Resul
     let (bias_ref, res_ref) = (c.bias.then_some(&bias_host[..]), c.residual.then_some(&res_dense[..]));
     let (want, group_of) = reference::matmul_grouped(&widen(&a_host, m, lda), &widen(&b_host, b_rows, ldb), k, &offsets, bias_ref, res_ref);
 
-    let written: Vec<usize> = (0..m).filter(|&i| group_of[i].is_some()).collect();
-    let pick = |v: &[f64]| written.iter().flat_map(|&i| v[i * n..(i + 1) * n].iter().copied()).collect::<Vec<f64>>();
-    let got_dense = gather_rows(&got, 0, m, n, ldd);
-    let got_written: Vec<O> = written.iter().flat_map(|&i| got_dense[i * n..(i + 1) * n].iter().copied()).collect();
-    let untouched: Vec<usize> = (0..m).filter(|&i| group_of[i].is_none()).collect();
-    let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
-
     let u = k as f64 * 2f64.powi(-22);
     let (rtol, frob) = if O::NAME == "bf16" { (2f64.powi(-8), 2f64.powi(-8)) } else { (2f64.powi(-22), 2f64.powi(-12)) };
-    let bound: Vec<f64> = (0..m * n)
-        .map(|i| {
-            let bias_row = group_of[i / n].unwrap_or(0) * n + i % n;
-            let added = if c.bias { bias_host[bias_row].to_f64().abs() } else { 0.0 } + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 };
-            rtol * want.out[i].abs() + u * want.magnitude[i] + 2f64.powi(-22) * added
-        })
-        .collect();
-    let comparisons = vec![
-        compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob),
-        compare_exact("outside out (untouched)", &outside_rows(&got, 0, m, n, ldd), &outside_rows(&out_host, 0, m, n, ldd)),
-        compare_exact("rows in no group (untouched)", &rows_of(&got), &rows_of(&out_host)),
-    ];
+    let added = |i: usize| {
+        let bias_row = group_of[i / n].unwrap_or(0) * n + i % n;
+        let bias = if c.bias { bias_host[bias_row].to_f64().abs() } else { 0.0 };
+        bias + if c.residual { res_dense[i].to_f64().abs() } else { 0.0 }
+    };
+    let comparisons = compare_gemm(&got, &out_host, (m, n, ldd), &want, &group_of, added, (rtol, u, frob));
     Ok(CheckResult { op: "matmul_grouped", dtype: O::NAME, shape: c.describe(), comparisons })
 }
 
