@@ -3,6 +3,8 @@
 //   select_rows  out[i, :] = src[indices[i], :] (embedding lookup; last token of each sequence)
 //   argmax_rows  out[r] = argmax of row r of f32 logits (greedy decoding without the logits'
 //                trip to the host)
+//   sample_rows  out[r] = a token drawn from row r of f32 logits with temperature, top-k and
+//                top-p, given one uniform number per row (sampled decoding, same: no trip)
 //
 // Contract (see warpcore/elementwise.h): rows of `cols` elements, any row strides (innermost dense). glu
 // takes bf16 / f16 / f32; select_rows is a copy of any dtype. An index of select_rows outside
@@ -25,6 +27,14 @@
 //                128256 f32 logits is 0.5 MB per row: 0.13 us of bandwidth at 4.06 TB/s, so a
 //                decode step's argmax costs its launch; the win is the host not copying 0.5 MB
 //                per sequence and scanning it.
+//   sample_rows  one block of 1024 threads per row, no sort: top-k and top-p are thresholds on
+//                the logits' rank keys found by radix descent (four 8-bit digit passes over the
+//                row each: counts for top-k, weights for top-p), then one scan in id order finds
+//                the drawn token. Weights are fixed point (exp((v − max) / T) · 2^40, truncated,
+//                summed in u64; exp from fixed fmaf steps the host repeats bit for bit), so every
+//                sum is exact and order-free: the draw is deterministic and the host's reference
+//                (reference::elementwise::sample_row) makes the same choice from the same row. About 11 passes over the row (0.5 MB of f32 at
+//                128256 tokens), from L2 after the first.
 #include "common.cuh"
 #include "glu.cuh"
 
@@ -194,12 +204,277 @@ wc_status launch_argmax_rows(const wc_argmax_rows_params& p, cudaStream_t s) {
   return launch_status();
 }
 
+// ------------------------------------------------------------------ sample_rows
+constexpr int kSampleThreads = 1024;
+constexpr int kSampleWarps = kSampleThreads / 32;
+constexpr int kSampleRun = 8;  // consecutive ids per thread in the final scan
+
+// The rank key of a finite logit: larger values have larger keys (the sign-magnitude bits made
+// unsigned-ordered; −0 ranks below +0, as Rust's total_cmp). key_value inverts it.
+__device__ __forceinline__ uint32_t rank_key(float v) {
+  const uint32_t b = __float_as_uint(v);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float key_value(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+// exp(x) for x <= 0 from a fixed sequence of correctly rounded f32 operations (fmaf, exact
+// power-of-two scaling), so that the host (reference::elementwise::sample_exp) computes the
+// same bits: x = n·ln2 + r (two-part ln2, |r| <= ln2/2), e^r by its degree-6 Taylor polynomial
+// (Horner), times 2^n. Within ~2 ulp of exp; 0 below −30 (a weight under 2^-40 truncates to 0).
+__device__ __forceinline__ float sample_exp(float x) {
+  if (!(x >= -30.0f)) return 0.0f;
+  const float n = rintf(x * 1.44269504f);
+  float r = fmaf(n, -0.693145752f, x);
+  r = fmaf(n, -1.42860677e-6f, r);
+  float q = 1.38888889e-3f;
+  q = fmaf(q, r, 8.33333333e-3f);
+  q = fmaf(q, r, 4.16666667e-2f);
+  q = fmaf(q, r, 1.66666667e-1f);
+  q = fmaf(q, r, 0.5f);
+  q = fmaf(q, r, 1.0f);
+  q = fmaf(q, r, 1.0f);
+  return q * __uint_as_float(static_cast<uint32_t>(127 + static_cast<int>(n)) << 23);
+}
+// The fixed-point weight of a finite logit: sample_exp((v − max) / T) times 2^40, truncated
+// (the largest logit weighs exactly 2^40; 2^23 of them sum below 2^63).
+__device__ __forceinline__ uint64_t sample_weight(float v, float max, float t) {
+  return static_cast<uint64_t>(sample_exp((v - max) / t) * 1099511627776.0f);
+}
+
+struct SampleShared {
+  uint64_t hist[256];  // per digit: weight (top-p)
+  uint32_t cnt[256];   // per digit: count
+  uint64_t red64[kSampleWarps];
+  uint32_t red32[kSampleWarps];
+  float redf[kSampleWarps];
+  uint32_t digit;
+  uint64_t acc;
+};
+
+// Block-wide reductions and an exclusive scan: every thread gets the result, combined in warp
+// order (deterministic).
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, Op op, T* scratch) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
+  __syncthreads();  // scratch is free
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = scratch[0];
+  for (int w = 1; w < kSampleWarps; ++w) v = op(v, scratch[w]);
+  return v;
+}
+template <typename T>
+__device__ __forceinline__ T block_exclusive_scan(T v, T& total, T* scratch) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  T inc = v;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const T o = __shfl_up_sync(0xffffffffu, inc, off);
+    if (lane >= off) inc += o;
+  }
+  __syncthreads();
+  if (lane == 31) scratch[warp] = inc;
+  __syncthreads();
+  T base = 0;
+  total = 0;
+  for (int w = 0; w < kSampleWarps; ++w) {
+    if (w < warp) base += scratch[w];
+    total += scratch[w];
+  }
+  return base + inc - v;
+}
+
+// Radix descent over the finite logits' rank keys, largest first: the key at which the running
+// total in rank order (a count, or WEIGHTED the fixed-point weight) first reaches `need`
+// (need <= the total over the row). On return `need` is what is left to take at that key
+// (>= 1), `above` the total of the larger keys, `ties` how many logits have that key.
+template <bool WEIGHTED>
+__device__ uint32_t descend(const float* row, int cols, float max, float t, uint64_t& need, uint64_t& above, uint32_t& ties,
+                            SampleShared& sh) {
+  uint32_t prefix = 0, mask = 0;
+  above = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += kSampleThreads) {
+      sh.hist[d] = 0;
+      sh.cnt[d] = 0;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
+      const float v = row[c];
+      if (!isfinite(v)) continue;
+      const uint32_t k = rank_key(v);
+      if ((k & mask) != prefix) continue;
+      const uint32_t d = (k >> shift) & 255u;
+      if (WEIGHTED) atomicAdd(reinterpret_cast<unsigned long long*>(&sh.hist[d]), static_cast<unsigned long long>(sample_weight(v, max, t)));
+      atomicAdd(&sh.cnt[d], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint64_t acc = 0;
+      uint32_t digit = 0;
+      for (int d = 255; d >= 0; --d) {
+        const uint64_t here = WEIGHTED ? sh.hist[d] : sh.cnt[d];
+        if (here > 0 && acc + here >= need) {
+          digit = static_cast<uint32_t>(d);
+          break;
+        }
+        acc += here;
+      }
+      sh.digit = digit;
+      sh.acc = acc;
+    }
+    __syncthreads();
+    need -= sh.acc;
+    above += sh.acc;
+    prefix |= sh.digit << shift;
+    mask |= 255u << shift;
+    ties = sh.cnt[sh.digit];
+    __syncthreads();  // everyone has read this pass's counts
+  }
+  return prefix;
+}
+
+__global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sample_rows_params p) {
+  __shared__ SampleShared sh;
+  const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.logits_stride;
+  const int cols = static_cast<int>(p.cols);
+  const float t = p.temperature;
+
+  // 1. The finite logits' max and count; the first +inf (a row with nothing finite takes
+  //    argmax's choice: the first +inf, else 0).
+  float mx = -INFINITY;
+  uint32_t finite = 0, first_inf = UINT32_MAX;
+  for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
+    const float v = row[c];
+    if (isfinite(v)) {
+      mx = fmaxf(mx, v);
+      ++finite;
+    } else if (v == INFINITY && static_cast<uint32_t>(c) < first_inf) {
+      first_inf = static_cast<uint32_t>(c);
+    }
+  }
+  mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.redf);
+  finite = block_reduce(finite, [](uint32_t a, uint32_t b) { return a + b; }, sh.red32);
+  first_inf = block_reduce(first_inf, [](uint32_t a, uint32_t b) { return a < b ? a : b; }, sh.red32);
+  if (finite == 0) {
+    if (threadIdx.x == 0) p.out[blockIdx.x] = first_inf == UINT32_MAX ? 0 : static_cast<int32_t>(first_inf);
+    return;
+  }
+
+  // 2. Top-k: the k-th largest key and how many of its ties are kept (the lowest ids).
+  const bool has_k = p.top_k > 0 && static_cast<uint64_t>(p.top_k) < finite;
+  uint32_t key_k = 0, ties = 0;
+  uint64_t c_k = 0, above = 0;
+  if (has_k) {
+    c_k = static_cast<uint64_t>(p.top_k);
+    key_k = descend<false>(row, cols, mx, t, c_k, above, ties, sh);
+  }
+  // 3. The kept set's weight: the top-k set's (its keys above key_k and c_k ties) or the row's.
+  uint64_t w = 0;
+  for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
+    const float v = row[c];
+    if (isfinite(v) && (!has_k || rank_key(v) > key_k)) w += sample_weight(v, mx, t);
+  }
+  const uint64_t w_above_k = block_reduce(w, [](uint64_t a, uint64_t b) { return a + b; }, sh.red64);
+  const uint64_t total = has_k ? w_above_k + c_k * sample_weight(key_value(key_k), mx, t) : w_above_k;
+
+  // 4. Top-p: the shortest rank prefix whose weight reaches ceil(top_p · total). It ends at or
+  //    before the top-k boundary (the two sets share their rank order); the earlier one wins.
+  //    The kept set is every key above `key` plus its first `keep` ties (all: every finite).
+  bool all = !has_k;
+  uint32_t key = key_k;
+  uint64_t keep = c_k, mass = total;
+  if (p.top_p < 1.0f) {
+    uint64_t need = static_cast<uint64_t>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
+    need = need < 1 ? 1 : need;
+    uint64_t above_p = 0;
+    const uint32_t key_p = descend<true>(row, cols, mx, t, need, above_p, ties, sh);
+    const uint64_t w_p = sample_weight(key_value(key_p), mx, t);  // > 0: its digit held the need
+    uint64_t c_p = (need + w_p - 1) / w_p;
+    c_p = c_p < ties ? c_p : ties;
+    if (all || key_p > key_k || (key_p == key_k && c_p < c_k)) {
+      all = false;
+      key = key_p;
+      keep = c_p;
+      mass = above_p + c_p * w_p;
+    }
+  }
+
+  // 5. The draw: the first id whose inclusive prefix of kept weight, in id order, exceeds
+  //    floor(u · mass).
+  // (u outside [0, 1), NaN included, is clamped into it.)
+  const double x = fmin(fmax(floor(static_cast<double>(p.uniforms[blockIdx.x]) * static_cast<double>(mass)), 0.0), static_cast<double>(mass - 1));
+  const uint64_t target = static_cast<uint64_t>(x);
+  uint64_t base_w = 0;
+  uint32_t base_t = 0;
+  __shared__ uint32_t s_found;
+  if (threadIdx.x == 0) s_found = UINT32_MAX;
+  for (int start = 0; start < cols; start += kSampleThreads * kSampleRun) {
+    const int first = start + static_cast<int>(threadIdx.x) * kSampleRun;
+    uint32_t my_ties = 0;
+    float v[kSampleRun];
+#pragma unroll
+    for (int j = 0; j < kSampleRun; ++j) {
+      v[j] = first + j < cols ? row[first + j] : NAN;
+      if (!all && isfinite(v[j]) && rank_key(v[j]) == key) ++my_ties;
+    }
+    uint32_t ties_total;
+    uint32_t tie = base_t + block_exclusive_scan(my_ties, ties_total, sh.red32);
+    uint64_t weight[kSampleRun];
+    uint64_t my_w = 0;
+#pragma unroll
+    for (int j = 0; j < kSampleRun; ++j) {
+      bool kept = isfinite(v[j]);
+      if (kept && !all) {
+        const uint32_t k = rank_key(v[j]);
+        kept = k > key || (k == key && tie++ < keep);
+      }
+      weight[j] = kept ? sample_weight(v[j], mx, t) : 0;
+      my_w += weight[j];
+    }
+    uint64_t w_total;
+    uint64_t pre = base_w + block_exclusive_scan(my_w, w_total, sh.red64);
+    if (pre <= target && target < pre + my_w) {  // the crossing is in this thread's run
+#pragma unroll
+      for (int j = 0; j < kSampleRun; ++j) {
+        pre += weight[j];
+        if (weight[j] > 0 && pre > target) {
+          s_found = static_cast<uint32_t>(first + j);  // one thread: the prefix crosses once
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    if (s_found != UINT32_MAX) break;
+    base_w += w_total;
+    base_t += ties_total;
+  }
+  if (threadIdx.x == 0) p.out[blockIdx.x] = static_cast<int32_t>(s_found);  // target < mass: found
+}
+
+wc_status launch_sample_rows(const wc_sample_rows_params& p, cudaStream_t s) {
+  if (p.rows <= 0) return WC_OK;
+  if (p.logits == nullptr || p.uniforms == nullptr || p.out == nullptr || p.cols <= 0 || p.cols > (int64_t{1} << 23) ||
+      p.rows > INT32_MAX || p.logits_stride < p.cols || !(p.temperature > 0.0f) || !(p.top_p > 0.0f && p.top_p <= 1.0f) ||
+      p.top_k < 0)
+    return WC_ERR_INVALID_ARG;
+  sample_rows_kernel<<<static_cast<unsigned>(p.rows), kSampleThreads, 0, s>>>(p);
+  return launch_status();
+}
+
 }  // namespace
 }  // namespace wc
 
 extern "C" wc_status wc_argmax_rows(const wc_argmax_rows_params* p, wc_stream stream) {
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   return wc::launch_argmax_rows(*p, reinterpret_cast<cudaStream_t>(stream));
+}
+
+extern "C" wc_status wc_sample_rows(const wc_sample_rows_params* p, wc_stream stream) {
+  if (p == nullptr) return WC_ERR_INVALID_ARG;
+  return wc::launch_sample_rows(*p, reinterpret_cast<cudaStream_t>(stream));
 }
 
 extern "C" wc_status wc_glu(const wc_glu_params* p, wc_stream stream) {

@@ -1,7 +1,7 @@
 //! The element-wise family (cuda/elementwise.cu): `glu` (a gated MLP's `act(gate) · up`),
 //! `select_rows` (rows of a table by index: an embedding lookup, the last token of each
-//! sequence) and `argmax_rows` (greedy tokens from logits on the GPU). The ops a decoder needs
-//! between its GEMMs.
+//! sequence), `argmax_rows` (greedy tokens from logits on the GPU) and `sample_rows` (sampled
+//! tokens: temperature, top-k, top-p). The ops a decoder needs between its GEMMs.
 
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_shape, launch, FLOAT_DTYPES};
 use crate::reference::mlp::GluActivation;
@@ -85,6 +85,71 @@ pub fn argmax_rows(dev: &Device, x: &TensorView<f32, 2>, out: &mut TensorViewMut
     // SAFETY: shapes, strides (inside each buffer: checked when the views were made) and context
     // validated above; the guards keep the buffers' sync events until queued.
     launch(OP, dev, |s| unsafe { ffi::wc_argmax_rows(&params, s) })
+}
+
+/// The sampling settings of [`sample_rows`] (every row's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleConfig {
+    /// > 0 (greedy decoding is [`argmax_rows`]).
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the shortest run of the most likely tokens whose probability reaches top_p, in
+    /// (0, 1] (1: all).
+    pub top_p: f32,
+}
+
+/// `out[r]` = a token drawn from row r of `logits` with `uniforms[r]` (in [0, 1)), as
+/// [`crate::reference::elementwise::sample_row`] defines it (the model's `Sampler` runs that on
+/// the host: the same choice from the same logits, up to the last bit of f32 `exp`).
+///
+/// logits `[rows, cols]` f32 (any row stride, innermost dense; cols at most 2^23); uniforms and
+/// out `[rows]`. Errors before any launch: temperature not > 0 or top_p outside (0, 1]
+/// (`Unsupported`), zero columns (`Empty`), shapes. Zero rows is a no-op.
+pub fn sample_rows(dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorView<f32, 1>, cfg: SampleConfig, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
+    const OP: &str = "sample_rows";
+    let [rows, cols] = logits.shape();
+    check_nonempty(OP, "logits (cols)", &[cols])?;
+    check_shape(OP, "uniforms", &uniforms.shape(), &[rows])?;
+    check_shape(OP, "out", &out.shape(), &[rows])?;
+    for (arg, strides) in [("logits", &logits.strides()[..]), ("uniforms", &uniforms.strides()[..]), ("out", &out.strides()[..])] {
+        check_inner_dense(OP, arg, strides)?;
+    }
+    check_fits_i32(OP, "rows", rows)?;
+    if cols > crate::reference::elementwise::MAX_SAMPLE_COLS {
+        return Err(Error::Unsupported { op: OP, what: "cols (at most 2^23)", value: cols.to_string() });
+    }
+    if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
+        return Err(Error::Unsupported { op: OP, what: "temperature (> 0; greedy is argmax_rows)", value: cfg.temperature.to_string() });
+    }
+    if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        return Err(Error::Unsupported { op: OP, what: "top_p (in (0, 1])", value: cfg.top_p.to_string() });
+    }
+    check_device(OP, "logits", dev, logits.stream())?;
+    check_device(OP, "uniforms", dev, uniforms.stream())?;
+    check_device(OP, "out", dev, out.stream())?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let stream = dev.stream();
+    let logits_stride = super::row_stride(rows, logits.strides()[0], cols);
+    let (lp, _gl) = logits.device_ptr(stream);
+    let (up, _gu) = uniforms.device_ptr(stream);
+    let (op, _go) = out.device_ptr_mut(stream);
+    let params = ffi::wc_sample_rows_params {
+        logits: lp as *const f32,
+        uniforms: up as *const f32,
+        out: op as *mut i32,
+        rows: rows as i64,
+        cols: cols as i64,
+        logits_stride: logits_stride as i64,
+        temperature: cfg.temperature,
+        top_k: cfg.top_k.min(i32::MAX as usize) as i32,
+        top_p: cfg.top_p,
+    };
+    // SAFETY: shapes, strides (inside each buffer: checked when the views were made), settings
+    // and context validated above; the guards keep the buffers' sync events until queued.
+    launch(OP, dev, |s| unsafe { ffi::wc_sample_rows(&params, s) })
 }
 
 /// `out[i, :] = src[indices[i], :]`: a copy, any dtype (FP8 included).

@@ -1,5 +1,5 @@
 /*
- * warpcore/elementwise.h — element-wise family: glu, select_rows, argmax_rows (cuda/elementwise.cu).
+ * warpcore/elementwise.h — element-wise family: glu, select_rows, argmax_rows, sample_rows (cuda/elementwise.cu).
  * Part of the C ABI (cuda/include/warpcore.h); conventions there.
  */
 #ifndef WARPCORE_ELEMENTWISE_H
@@ -53,6 +53,27 @@ typedef struct wc_argmax_rows_params {
   int64_t x_stride;
 } wc_argmax_rows_params;
 wc_status wc_argmax_rows(const wc_argmax_rows_params* p, wc_stream stream);
+
+/* out[r] = a token drawn from row r of f32 logits (reference::elementwise::sample_row, which the
+ * model's Sampler runs on the host): the finite logits (a row with none: argmax_rows' choice) at
+ * temperature T, weighted w_i = trunc(exp((l_i − max) / T) · 2^40) (an f32 exp of fixed fmaf
+ * steps, the host's bit for bit; integer sums);
+ * ranked by logit, ties to the lower id; top_k > 0 keeps the k best; top_p < 1 then keeps the
+ * shortest rank prefix whose weight reaches ceil(top_p · total); the token is the first id, in
+ * ascending id order, whose inclusive prefix of kept weight exceeds floor(u_r · mass), u_r =
+ * uniforms[r] in [0, 1). T > 0 and top_p in (0, 1]. */
+typedef struct wc_sample_rows_params {
+  const float* logits;    /* [rows, cols], row stride logits_stride */
+  const float* uniforms;  /* [rows], each in [0, 1) */
+  int32_t* out;           /* [rows] */
+  int64_t rows;
+  int64_t cols;
+  int64_t logits_stride;
+  float temperature;
+  int32_t top_k;          /* 0: all */
+  float top_p;            /* 1: all */
+} wc_sample_rows_params;
+wc_status wc_sample_rows(const wc_sample_rows_params* p, wc_stream stream);
 
 WC_EXTERN_C_END
 
