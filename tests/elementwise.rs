@@ -1,4 +1,4 @@
-//! GPU tests of the element-wise family (`glu`, `select_rows`, `argmax_rows`) against the
+//! GPU tests of the element-wise family (`glu`, `select_rows`, `argmax_rows`, `sample_rows`) against the
 //! references (skip without a GPU).
 
 mod common;
@@ -7,8 +7,8 @@ use common::proptest_config as config;
 use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::elementwise::{check_argmax_rows, check_glu, check_select_rows, ArgmaxCase, GluCase, SelectCase};
-use warpcore::ops::elementwise::{argmax_rows, glu, select_rows};
+use warpcore::check::elementwise::{check_argmax_rows, check_glu, check_sample_rows, check_select_rows, ArgmaxCase, GluCase, SampleCase, SelectCase};
+use warpcore::ops::elementwise::{argmax_rows, glu, sample_rows, select_rows, SampleConfig};
 use warpcore::reference::mlp::GluActivation;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -160,6 +160,48 @@ fn argmax_rows_rejects_bad_shapes_and_writes_nothing() {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
     let empty = TensorView::contiguous(x.slice(..0), [8, 0]).unwrap();
     let err = argmax_rows(&dev, &empty, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Empty { .. }), "{err}");
+    assert_eq!(dev.download(&out).unwrap(), vec![-7; 8]);
+}
+
+fn sample_case() -> impl Strategy<Value = SampleCase> {
+    (
+        1usize..12,
+        prop_oneof![proptest::sample::select(&[1usize, 2, 7, 8191, 8192, 8193, 50000, 128256][..]), 1usize..20000],
+        0usize..9,
+        (proptest::sample::select(&[0.05f32, 0.5, 1.0, 2.0][..]), prop_oneof![Just(0usize), 1usize..300], proptest::sample::select(&[1.0f32, 0.999, 0.9, 0.5, 1e-6][..])),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(rows, cols, gap, (temperature, top_k, top_p), special, seed)| SampleCase { rows, cols, stride: cols + gap, temperature, top_k, top_p, special, seed })
+}
+
+proptest! {
+    #![proptest_config(config())]
+    #[test]
+    fn sample_rows_matches_the_reference(case in sample_case()) {
+        let Some(dev) = device() else { return Ok(()) };
+        assert_passed(&check_sample_rows(&dev, &case).unwrap());
+    }
+}
+
+#[test]
+fn sample_rows_refuses_bad_settings_and_writes_nothing() {
+    let Some(dev) = device() else { return };
+    let x = dev.upload(&[1.0f32; 64]).unwrap();
+    let u = dev.upload(&[0.5f32; 8]).unwrap();
+    let mut out = dev.upload(&[-7i32; 8]).unwrap();
+    let xv = TensorView::contiguous(x.slice(..), [8, 8]).unwrap();
+    let uv = TensorView::contiguous(u.slice(..), [8]).unwrap();
+    let ok = SampleConfig { temperature: 1.0, top_k: 0, top_p: 1.0 };
+    for cfg in [SampleConfig { temperature: 0.0, ..ok }, SampleConfig { temperature: f32::NAN, ..ok }, SampleConfig { top_p: 0.0, ..ok }, SampleConfig { top_p: 1.5, ..ok }] {
+        let err = sample_rows(&dev, &xv, &uv, cfg, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { op: "sample_rows", .. }), "{err}");
+    }
+    let err = sample_rows(&dev, &xv, &TensorView::contiguous(u.slice(..7), [7]).unwrap(), ok, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let empty = TensorView::contiguous(x.slice(..0), [8, 0]).unwrap();
+    let err = sample_rows(&dev, &empty, &uv, ok, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Empty { .. }), "{err}");
     assert_eq!(dev.download(&out).unwrap(), vec![-7; 8]);
 }

@@ -28,7 +28,7 @@ mod common;
 
 use common::device;
 use std::path::PathBuf;
-use warpcore::model::{CpuModel, GpuModel, ModelConfig, Sampling, Weights};
+use warpcore::model::{CpuModel, GpuModel, ModelConfig, Sampler, Sampling, Weights};
 
 const FIXTURES: &[&str] = &["llama", "qwen3", "mixtral", "qwen3_moe", "bitnet", "deepseek_v3", "deepseek_v3_q_proj", "qwen3_moe_fp8"];
 const TOLERANCE: f64 = 2e-2;
@@ -407,8 +407,30 @@ fn each_sequence_of_a_batch_stops_at_its_eos_token() {
     assert!(got[0].len() < n);
 }
 
-/// Sampled generation (the samplers run on several threads): seeded (the same seed draws the
-/// same tokens), and top_k = 1 is greedy.
+/// The GPU's draw (`sample_rows` in prefill_sampled / decode_sampled) is the host Sampler's
+/// draw from the same logits, token for token, at several settings.
+#[test]
+fn gpu_sampling_draws_what_the_host_sampler_draws() {
+    let Some((gpu, _)) = load("llama") else { return };
+    let ps = prompts(&input_ids("llama"));
+    let v = gpu.config.vocab_size;
+    for (temperature, top_k, top_p) in [(1.0f32, 0usize, 1.0f32), (0.7, 0, 0.9), (1.5, 20, 0.8), (1.0, 3, 1.0)] {
+        let sampling = Sampling { temperature, top_k, top_p, seed: 40 };
+        let fresh = || ps.iter().enumerate().map(|(s, _)| Sampler::new(Sampling { seed: 40 + s as u64, ..sampling })).collect::<Vec<_>>();
+        let (mut on_gpu, mut on_host) = (fresh(), fresh());
+        let (mut b_gpu, t_gpu) = gpu.prefill_sampled(&ps, 4, &mut on_gpu).unwrap();
+        let (mut b_host, logits) = gpu.prefill(&ps, 4).unwrap();
+        let t_host: Vec<u32> = on_host.iter_mut().enumerate().map(|(s, h)| h.sample(&logits[s * v..(s + 1) * v])).collect();
+        assert_eq!(t_gpu, t_host, "prefill, {sampling:?}");
+        let d_gpu = gpu.decode_sampled(&mut b_gpu, &t_gpu, &mut on_gpu).unwrap();
+        let logits = gpu.decode(&mut b_host, &t_host).unwrap();
+        let d_host: Vec<u32> = on_host.iter_mut().enumerate().map(|(s, h)| h.sample(&logits[s * v..(s + 1) * v])).collect();
+        assert_eq!(d_gpu, d_host, "decode, {sampling:?}");
+    }
+}
+
+/// Sampled generation (tokens drawn on the GPU): seeded (the same seed draws the same tokens),
+/// and top_k = 1 is greedy.
 #[test]
 fn sampled_generation_is_seeded_and_top_k_1_is_greedy() {
     let Some((gpu, _)) = load("llama") else { return };

@@ -4,7 +4,7 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::elementwise::{argmax_rows, glu, select_rows};
+use crate::ops::elementwise::{argmax_rows, glu, sample_rows, select_rows, SampleConfig};
 use crate::reference::mlp::GluActivation;
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 
@@ -56,6 +56,37 @@ pub fn bench_argmax_rows(dev: &Device, ceilings: &Ceilings, rows: usize, vocab: 
     Ok(BenchRecord::bandwidth("argmax_rows", "f32", format!("{rows}x{vocab}"), t, bytes as f64, ceilings))
 }
 
+/// sample_rows over `rows` rows of `vocab` f32 logits (sampled decoding's token choice) at
+/// temperature 0.8 with top-k `top_k` and top-p `top_p`, against copying the logits to the host
+/// and running the model's host Sampler on each row (what a step did before).
+pub fn bench_sample_rows(dev: &Device, ceilings: &Ceilings, rows: usize, vocab: usize, top_k: usize, top_p: f32) -> Result<BenchRecord> {
+    let bytes = rows * vocab * 4 + rows * 8;
+    let mut rng = Rng::new(5);
+    // LM-like rows: a few plausible tokens well above a wide tail.
+    let host: Vec<f32> = (0..rows * vocab).map(|i| if i % 97 == 0 { rng.uniform(8.0, 14.0) as f32 } else { rng.uniform(-4.0, 4.0) as f32 }).collect();
+    let logits = dev.upload(&host)?;
+    let uniforms = dev.upload(&(0..rows).map(|r| (r as f32 + 0.5) / rows as f32).collect::<Vec<f32>>())?;
+    let mut out = dev.zeros::<i32>(rows)?;
+    let cfg = SampleConfig { temperature: 0.8, top_k, top_p };
+    let t = time_calls(dev, SAMPLES, |_| {
+        let x = TensorView::contiguous(logits.as_view(), [rows, vocab])?;
+        let u = TensorView::contiguous(uniforms.as_view(), [rows])?;
+        sample_rows(dev, &x, &u, cfg, &mut TensorViewMut::contiguous(out.as_view_mut(), [rows])?)
+    })?;
+    let key = format!("{rows}x{vocab} top_k {top_k} top_p {top_p}");
+    let mut record = BenchRecord::bandwidth("sample_rows", "f32", key, t, bytes as f64, ceilings);
+    let start = std::time::Instant::now();
+    const HOST_REPS: usize = 3;
+    for _ in 0..HOST_REPS {
+        let l = dev.download(&logits)?;
+        for r in 0..rows {
+            std::hint::black_box(crate::reference::elementwise::sample_row(&l[r * vocab..(r + 1) * vocab], 0.8, top_k, top_p, 0.5));
+        }
+    }
+    record.add_alternative("logits to the host + host sampler", start.elapsed().as_secs_f64() * 1e6 / HOST_REPS as f64);
+    Ok(record)
+}
+
 /// Every element-wise benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     use half::bf16;
@@ -68,6 +99,8 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     }
     for &rows in &[1, 32] {
         out.push(bench_argmax_rows(dev, ceilings, rows, 128256)?);
+        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 0, 0.9)?);
+        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 50, 1.0)?);
     }
     Ok(out)
 }

@@ -1,6 +1,7 @@
 //! Element-wise family: `glu` against [`crate::reference::mlp`]'s activation formula,
-//! `select_rows` against [`crate::reference::elementwise::select_rows`] and `argmax_rows`
-//! against [`crate::reference::elementwise::argmax`], on fresh random inputs with poisoned
+//! `select_rows` against [`crate::reference::elementwise::select_rows`], `argmax_rows`
+//! against [`crate::reference::elementwise::argmax`] and `sample_rows` against
+//! [`crate::reference::elementwise::sample_row`], on fresh random inputs with poisoned
 //! outputs. Used by tests/elementwise.rs and `warpcore check`.
 
 use super::{compare, compare_exact, compare_ints, gather_rows, outside_rows, tolerance, CheckResult, Rng};
@@ -217,6 +218,65 @@ pub fn check_argmax_rows(dev: &Device, case: &ArgmaxCase) -> Result<CheckResult>
     })
 }
 
+/// `sample_rows`: `rows` rows of `cols` logits (row stride `stride`), settings, and uniforms
+/// (drawn from the seed; row r's is 0 or just below 1 for r % 7 == 0 or 1). `special` makes the
+/// rows awkward: ties on a 1/8 grid, NaN / ±inf / ±0, all-equal and nothing-finite rows.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleCase {
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub special: bool,
+    pub seed: u64,
+}
+
+impl SampleCase {
+    pub fn new(rows: usize, cols: usize, (temperature, top_k, top_p): (f32, usize, f32), seed: u64) -> Self {
+        Self { rows, cols, stride: cols, temperature, top_k, top_p, special: false, seed }
+    }
+}
+
+/// `sample_rows` against [`reference::sample_row`], exact (the same token: the weights are the
+/// same bits on both sides); the output's guard element untouched.
+pub fn check_sample_rows(dev: &Device, case: &SampleCase) -> Result<CheckResult> {
+    let c = *case;
+    let mut rng = Rng::new(c.seed);
+    // LM-like rows: a few plausible tokens well above a wide tail.
+    let mut host: Vec<f32> = (0..c.rows * c.stride).map(|i| if i % 97 == 0 { rng.uniform(8.0, 14.0) as f32 } else { rng.uniform(-4.0, 4.0) as f32 }).collect();
+    if c.special {
+        for r in 0..c.rows {
+            let row = &mut host[r * c.stride..][..c.cols];
+            match r % 4 {
+                0 => row.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 8.0),
+                1 => {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 0.125][i % 6];
+                    }
+                }
+                2 => row.fill(1.5),
+                _ => row.fill(f32::NAN),
+            }
+        }
+    }
+    let uniforms: Vec<f32> = (0..c.rows).map(|r| match r % 7 { 0 => 0.0, 1 => 1.0 - f32::EPSILON / 2.0, _ => rng.uniform(0.0, 1.0) as f32 }).collect();
+    let (x, u) = (dev.upload(&host)?, dev.upload(&uniforms)?);
+    let poison = -7i32;
+    let mut out = dev.upload(&vec![poison; c.rows + 1])?;
+    let cfg = ops::SampleConfig { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p };
+    ops::sample_rows(dev, &TensorView::new(x.as_view(), [c.rows, c.cols], [c.stride, 1])?, &TensorView::contiguous(u.as_view(), [c.rows])?, cfg, &mut TensorViewMut::contiguous(out.slice_mut(..c.rows), [c.rows])?)?;
+    let got = dev.download(&out)?;
+    let want: Vec<i32> = (0..c.rows).map(|r| reference::sample_row(&host[r * c.stride..][..c.cols], c.temperature, c.top_k, c.top_p, uniforms[r]) as i32).collect();
+    Ok(CheckResult {
+        op: "sample_rows",
+        dtype: "f32",
+        shape: format!("[{}, {}] stride {} T {} top_k {} top_p {}{}", c.rows, c.cols, c.stride, c.temperature, c.top_k, c.top_p, if c.special { " ties/NaN/inf" } else { "" }),
+        comparisons: vec![compare_ints("out", &got[..c.rows], &want), compare_ints("guard after out (untouched)", &got[c.rows..], &[poison])],
+    })
+}
+
 /// The cases `warpcore check` runs: model shapes and awkward ones, every activation and dtype.
 pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     fn per_dtype<T: DType>(dev: &Device, out: &mut Vec<CheckResult>) -> Result<()> {
@@ -248,6 +308,12 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     out.push(check_argmax_rows(dev, &ArgmaxCase::dense(32, 128256, true, 10))?);
     out.push(check_argmax_rows(dev, &ArgmaxCase { rows: 13, cols: 1025, stride: 1031, offset: 3, special: true, seed: 11 })?);
     out.push(check_argmax_rows(dev, &ArgmaxCase::dense(6, 1, true, 12))?);
+    // Sampled tokens: Llama 3's vocabulary at batch 1 and 32 with common settings, and awkward rows.
+    for (i, settings) in [(1.0f32, 0usize, 1.0f32), (0.7, 0, 0.9), (0.8, 50, 0.95), (1.0, 1, 1.0)].into_iter().enumerate() {
+        out.push(check_sample_rows(dev, &SampleCase::new(32, 128256, settings, 20 + i as u64))?);
+    }
+    out.push(check_sample_rows(dev, &SampleCase::new(1, 128256, (0.6, 40, 0.9), 24))?);
+    out.push(check_sample_rows(dev, &SampleCase { stride: 8200, special: true, ..SampleCase::new(12, 8193, (1.3, 100, 0.5), 25) })?);
     Ok(out)
 }
 

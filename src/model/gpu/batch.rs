@@ -52,7 +52,17 @@ impl GpuModel {
     /// (the argmax runs on the GPU; ties to the lower id, as [`Sampler`]'s greedy choice).
     pub fn prefill_greedy(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<(Batch, Vec<u32>)> {
         let mut batch = self.start(prompts, max_new_tokens, false)?;
-        let tokens = self.greedy_to_host(&mut batch.bufs, prompts.len())?;
+        let tokens = self.tokens_to_host(&mut batch.bufs, prompts.len(), None)?;
+        Ok((batch, tokens))
+    }
+
+    /// [`GpuModel::prefill`] returning each prompt's next token drawn by `samplers[s]` (one per
+    /// prompt, all with the same settings), on the GPU (`sample_rows`): the token
+    /// [`Sampler::sample`] would draw from the same logits, without their copy to the host.
+    pub fn prefill_sampled(&self, prompts: &[Vec<u32>], max_new_tokens: usize, samplers: &mut [Sampler]) -> Result<(Batch, Vec<u32>)> {
+        check_samplers(samplers, prompts.len())?;
+        let mut batch = self.start(prompts, max_new_tokens, false)?;
+        let tokens = self.tokens_to_host(&mut batch.bufs, prompts.len(), Some(samplers))?;
         Ok((batch, tokens))
     }
 
@@ -133,7 +143,15 @@ impl GpuModel {
     /// (the argmax on the GPU: the host copies one id per sequence, not vocab_size logits).
     pub fn decode_greedy(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<u32>> {
         self.decode_step(batch, tokens)?;
-        self.greedy_to_host(&mut batch.bufs, tokens.len())
+        self.tokens_to_host(&mut batch.bufs, tokens.len(), None)
+    }
+
+    /// [`GpuModel::decode`] returning each sequence's next token drawn by `samplers[s]` on the
+    /// GPU ([`GpuModel::prefill_sampled`]).
+    pub fn decode_sampled(&self, batch: &mut Batch, tokens: &[u32], samplers: &mut [Sampler]) -> Result<Vec<u32>> {
+        check_samplers(samplers, tokens.len())?;
+        self.decode_step(batch, tokens)?;
+        self.tokens_to_host(&mut batch.bufs, tokens.len(), Some(samplers))
     }
 
     fn decode_step(&self, batch: &mut Batch, tokens: &[u32]) -> Result<()> {
@@ -190,29 +208,19 @@ impl GpuModel {
         eos: &[u32],
         mut on_step: impl FnMut(&[Option<u32>]),
     ) -> Result<Vec<Vec<u32>>> {
-        let v = self.config.vocab_size;
         let mut samplers: Vec<Sampler> =
             (0..prompts.len()).map(|s| Sampler::new(Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling })).collect();
         let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
         if max_new_tokens == 0 {
             return Ok(out);
         }
-        // Greedy: each step's argmax on the GPU (prefill_greedy / decode_greedy), the same
-        // choice as the Sampler's; otherwise the logits come to the host for the samplers.
+        // Each step's tokens are chosen on the GPU: argmax_rows (greedy) or sample_rows with each
+        // sequence's Sampler's next uniform number (the Sampler's own choice from those logits).
+        // A finished sequence's draw is dropped.
         let greedy = sampling.temperature <= 0.0;
-        let (mut batch, mut chosen) = if greedy {
-            let (b, t) = self.prefill_greedy(prompts, max_new_tokens)?;
-            (b, Chosen::Tokens(t))
-        } else {
-            let (b, l) = self.prefill(prompts, max_new_tokens)?;
-            (b, Chosen::Logits(l))
-        };
+        let (mut batch, mut chosen) = if greedy { self.prefill_greedy(prompts, max_new_tokens)? } else { self.prefill_sampled(prompts, max_new_tokens, &mut samplers)? };
         loop {
-            let live: Vec<bool> = out.iter().map(|o| !is_finished(o, max_new_tokens, eos)).collect();
-            let next: Vec<Option<u32>> = match &chosen {
-                Chosen::Tokens(t) => live.iter().zip(t).map(|(&l, &t)| l.then_some(t)).collect(),
-                Chosen::Logits(l) => sample_rows(&mut samplers, &live, l, v),
-            };
+            let next: Vec<Option<u32>> = out.iter().zip(&chosen).map(|(o, &t)| (!is_finished(o, max_new_tokens, eos)).then_some(t)).collect();
             for (o, t) in out.iter_mut().zip(&next) {
                 o.extend(*t);
             }
@@ -222,59 +230,36 @@ impl GpuModel {
             }
             // Every sequence has a token by now (the first step samples them all).
             let tokens: Vec<u32> = out.iter().map(|o| o[o.len() - 1]).collect();
-            chosen = if greedy { Chosen::Tokens(self.decode_greedy(&mut batch, &tokens)?) } else { Chosen::Logits(self.decode(&mut batch, &tokens)?) };
+            chosen = if greedy { self.decode_greedy(&mut batch, &tokens)? } else { self.decode_sampled(&mut batch, &tokens, &mut samplers)? };
         }
     }
 }
 
-/// Each live sequence's sampler on its row of `logits` (`[sequences, v]`), the sequences split
-/// across the host's cores (a 128k-vocabulary row takes about a millisecond; a batch of 32 one
-/// after another would outlast the GPU's decode step many times over).
-fn sample_rows(samplers: &mut [Sampler], live: &[bool], logits: &[f32], v: usize) -> Vec<Option<u32>> {
-    let mut next = vec![None; samplers.len()];
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(samplers.len()).max(1);
-    let per = samplers.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for (c, (samplers, next)) in samplers.chunks_mut(per).zip(next.chunks_mut(per)).enumerate() {
-            scope.spawn(move || {
-                for (j, (sampler, t)) in samplers.iter_mut().zip(next.iter_mut()).enumerate() {
-                    let s = c * per + j;
-                    if live[s] {
-                        *t = Some(sampler.sample(&logits[s * v..(s + 1) * v]));
-                    }
-                }
-            });
-        }
-    });
-    next
-}
-
-/// A step's result for [`GpuModel::generate_with`]: greedy tokens chosen on the GPU, or the
-/// logits for the host's samplers.
-enum Chosen {
-    Tokens(Vec<u32>),
-    Logits(Vec<f32>),
+/// One sampler per sequence, all with the same settings (`sample_rows` takes one setting for
+/// every row).
+fn check_samplers(samplers: &[Sampler], n: usize) -> Result<()> {
+    const OP: &str = "GpuModel::decode_sampled";
+    if samplers.len() != n {
+        return Err(Error::ShapeMismatch { op: OP, arg: "samplers", expected: format!("[{n}] (one per sequence)"), got: format!("[{}]", samplers.len()) });
+    }
+    if samplers.windows(2).any(|w| {
+        let (a, b) = (w[0].settings(), w[1].settings());
+        (a.temperature, a.top_k, a.top_p) != (b.temperature, b.top_k, b.top_p)
+    }) {
+        return Err(Error::Unsupported { op: OP, what: "samplers with different settings (sample_rows takes one for every row)", value: String::new() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The threaded samplers draw what each sampler would draw alone, in order, and skip the
-    /// finished sequences (their samplers do not advance).
     #[test]
-    fn sample_rows_equals_each_sampler_alone() {
-        let (v, n) = (1000, 7);
-        let mut rng = crate::check::Rng::new(4);
-        let logits: Vec<f32> = (0..n * v).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();
-        let sampling = Sampling { temperature: 0.9, top_k: 0, top_p: 0.8, seed: 11 };
-        let fresh = || (0..n).map(|s| Sampler::new(Sampling { seed: 11 + s as u64, ..sampling })).collect::<Vec<_>>();
-        let (mut threaded, mut alone) = (fresh(), fresh());
-        let live: Vec<bool> = (0..n).map(|s| s % 3 != 1).collect();
-        for _ in 0..3 {
-            let got = sample_rows(&mut threaded, &live, &logits, v);
-            let want: Vec<Option<u32>> = (0..n).map(|s| live[s].then(|| alone[s].sample(&logits[s * v..(s + 1) * v]))).collect();
-            assert_eq!(got, want);
-        }
+    fn samplers_are_one_per_sequence_with_one_setting() {
+        let s = |top_k| Sampler::new(Sampling { temperature: 1.0, top_k, top_p: 1.0, seed: 3 });
+        assert!(check_samplers(&[s(5), s(5)], 2).is_ok());
+        assert!(matches!(check_samplers(&[s(5)], 2), Err(Error::ShapeMismatch { arg: "samplers", .. })));
+        assert!(matches!(check_samplers(&[s(5), s(6)], 2), Err(Error::Unsupported { .. })));
     }
 }

@@ -39,18 +39,18 @@
 //!              → moe_gather (rows in expert order) → the experts' gate_up GEMMs on their rows
 //!              → one glu over all rows → the experts' down GEMMs → moe_combine (weighted sum
 //!              per token) → x; DeepSeek-V3's shared experts: gate_up and glu on x first,
-//!              their down GEMM added into x (beta 1). bf16 experts: one cuBLAS GEMM per
-//!              expert; FP8 experts: x quantized before the gather, one matmul_fp8_grouped per
-//!              projection, glu_quant_fp8 between them (moe.rs)
+//!              their down GEMM added into x (beta 1). bf16 experts: one matmul_grouped per
+//!              projection; FP8 experts: x quantized before the gather, one
+//!              matmul_fp8_grouped per projection, glu_quant_fp8 between them (moe.rs)
 //! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
 //! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
-//!                                 W_lm_head = embed when tied) → host → one Sampler per sequence;
-//!                                 greedy: argmax_rows on the GPU → one id per sequence to the host
+//!                                 W_lm_head = embed when tied) → argmax_rows (greedy) or
+//!                                 sample_rows (each sequence's Sampler's next uniform) on the
+//!                                 GPU → one id per sequence to the host
 //! ```
 //!
-//! With bf16 experts the MoE layer reads the per-expert row offsets back to the host (one
-//! `num_experts + 1` i32 copy, which waits for the queued work) to size the per-expert cuBLAS
-//! GEMMs; FP8 experts' grouped GEMMs read them on the device.
+//! The MoE layers' grouped GEMMs read the per-expert row offsets on the device: no step waits
+//! for the GPU before its token ids come back.
 //!
 //! Precision: bf16 weights (converted from the checkpoint's f32 / f16 at upload), bf16
 //! activations rounded at each op's store, f32 accumulation everywhere (GEMMs, norms,
@@ -70,11 +70,11 @@ mod moe;
 mod supported;
 
 use super::gemm::Gemm;
-use super::{Architecture, ModelConfig, Weights};
+use super::{Architecture, ModelConfig, Sampler, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView};
 use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
-use crate::ops::elementwise::{argmax_rows, select_rows};
+use crate::ops::elementwise::{argmax_rows, sample_rows, select_rows, SampleConfig};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
@@ -221,8 +221,10 @@ struct Buffers {
     /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
     selected: CudaSlice<bf16>,
     logits: CudaSlice<f32>,
-    /// `[max_logit_rows]`: the greedy tokens of the logit rows.
-    greedy: CudaSlice<i32>,
+    /// `[max_logit_rows]`: the tokens chosen from the logit rows (greedy or sampled), and the
+    /// samplers' uniform numbers.
+    tokens: CudaSlice<i32>,
+    uniforms: CudaSlice<f32>,
     max_logit_rows: usize,
     moe: Option<MoeBuffers>,
 }
@@ -413,7 +415,8 @@ impl GpuModel {
             workspace: alloc(dev, 1)?,
             selected: alloc(dev, max_logit_rows * h)?,
             logits: alloc(dev, max_logit_rows * c.vocab_size)?,
-            greedy: alloc(dev, max_logit_rows)?,
+            tokens: alloc(dev, max_logit_rows)?,
+            uniforms: alloc(dev, max_logit_rows)?,
             max_logit_rows,
             moe,
         })
@@ -424,16 +427,29 @@ impl GpuModel {
         self.dev.download(&bufs.logits.slice(..r * self.config.vocab_size))
     }
 
-    /// The greedy token of each of the last step's `r` logit rows (`argmax_rows` on the GPU: the
-    /// host gets r ids, not r · vocab_size logits).
-    fn greedy_to_host(&self, bufs: &mut Buffers, r: usize) -> Result<Vec<u32>> {
+    /// The token chosen from each of the last step's `r` logit rows, on the GPU (the host gets
+    /// r ids, not r · vocab_size logits): greedy (`samplers` None: `argmax_rows`), or row i
+    /// drawn by `sample_rows` with the next uniform number of `samplers[i]` (the choice
+    /// `Sampler::sample` makes from the same logits). All samplers share their settings.
+    fn tokens_to_host(&self, bufs: &mut Buffers, r: usize, samplers: Option<&mut [Sampler]>) -> Result<Vec<u32>> {
         let v = self.config.vocab_size;
-        argmax_rows(&self.dev, &rows(&bufs.logits, r, v)?, &mut vector_mut(&mut bufs.greedy, r)?)?;
-        Ok(self.dev.download(&bufs.greedy.slice(..r))?.into_iter().map(|t| t as u32).collect())
+        let logits = rows(&bufs.logits, r, v)?;
+        match samplers {
+            Some(s) if s.first().is_some_and(|s| s.settings().temperature > 0.0) => {
+                assert_eq!(s.len(), r, "one sampler per logit row");
+                let u: Vec<f32> = s.iter_mut().map(Sampler::uniform).collect();
+                self.dev.stream().memcpy_htod(&u, &mut bufs.uniforms.slice_mut(..r))?;
+                let c = s[0].settings();
+                let cfg = SampleConfig { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p };
+                sample_rows(&self.dev, &logits, &vector(&bufs.uniforms, r)?, cfg, &mut vector_mut(&mut bufs.tokens, r)?)?;
+            }
+            _ => argmax_rows(&self.dev, &logits, &mut vector_mut(&mut bufs.tokens, r)?)?,
+        }
+        Ok(self.dev.download(&bufs.tokens.slice(..r))?.into_iter().map(|t| t as u32).collect())
     }
 
     /// Runs one step through every layer; the logits of `step.logit_rows` are left in
-    /// `bufs.logits` (`logits_to_host`, `greedy_to_host`).
+    /// `bufs.logits` (`logits_to_host`, `tokens_to_host`).
     fn run(&self, batch: &mut Batch, step: &Step) -> Result<()> {
         let c = &self.config;
         let dev = &self.dev;
