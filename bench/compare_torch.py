@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import compare_torch_fp8
+import compare_torch_sampling
 
 # "cuda", or "meta" for a dry run (--device meta): every case's calls on PyTorch's meta device,
 # shapes and arguments checked, nothing computed or timed (times are 0). It finds the API errors
@@ -453,7 +454,7 @@ def moe_routing_cases():
 def elementwise_cases(compile_too):
     """Keys of src/bench/elementwise.rs: glu (SiLU, fused gate_up [rows, 2*cols] -> [rows, cols])
     and select_rows (an embedding lookup of `rows` ids from [vocab, cols]); argmax_rows (f32
-    logits [rows, vocab] -> the greedy token of each row)."""
+    logits [rows, vocab] -> the greedy token of each row); sample_rows is compare_torch_sampling.py's."""
     out = []
 
     def add(op, shape, name, t, dtype="bf16"):
@@ -531,7 +532,7 @@ def main():
                     help="meta: a dry run without a GPU (arguments and shapes checked, times 0)")
     args = ap.parse_args()
     DEVICE = args.device
-    # What compare_torch_fp8.py's cases use from here: the device and the timing helpers.
+    # What compare_torch_fp8.py's and compare_torch_sampling.py's cases use from here: the device and the timing helpers.
     env = types.SimpleNamespace(device=DEVICE, copies_for=copies_for, time_calls=time_calls, sync=sync, rand=rand)
     torch.manual_seed(0)
     # One family's failure (an API a new torch changed) costs that family's timings only: the
@@ -544,6 +545,7 @@ def main():
                 ("grouped_mm", lambda: compare_torch_fp8.grouped_mm_cases(env)),
                 ("grouped_mm_bf16", lambda: compare_torch_fp8.grouped_mm_bf16_cases(env)),
                 ("elementwise", lambda: elementwise_cases(args.compile)),
+                ("sample_rows", lambda: compare_torch_sampling.sample_rows_cases(env)),
                 ("ternary", lambda: ternary_cases(args.compile))]
     for name, cases in families:
         try:
