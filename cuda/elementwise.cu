@@ -404,9 +404,11 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
 
   // 5. The draw: the first id whose inclusive prefix of kept weight, in id order, exceeds
   //    floor(u · mass).
-  // (u outside [0, 1), NaN included, is clamped into it.)
-  const double x = fmin(fmax(floor(static_cast<double>(p.uniforms[blockIdx.x]) * static_cast<double>(mass)), 0.0), static_cast<double>(mass - 1));
-  const uint64_t target = static_cast<uint64_t>(x);
+  // u outside [0, 1) (NaN included) is clamped into it; the clamp to mass − 1 is in integers
+  // (above 2^53, mass − 1 as a double rounds up to mass).
+  const double x = fmax(floor(static_cast<double>(p.uniforms[blockIdx.x]) * static_cast<double>(mass)), 0.0);
+  uint64_t target = x >= 18446744073709551616.0 ? UINT64_MAX : static_cast<uint64_t>(x);
+  target = target < mass ? target : mass - 1;
   uint64_t base_w = 0;
   uint32_t base_t = 0;
   __shared__ uint32_t s_found;

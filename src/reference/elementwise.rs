@@ -53,7 +53,7 @@ pub fn sample_weight(v: f32, max: f32, t: f32) -> u64 {
 /// - `top_k` > 0 keeps the k best; `top_p` < 1 then keeps the shortest rank prefix whose weight
 ///   reaches `ceil(top_p · total)` (at least one token);
 /// - the token is the first id, in ascending id order, whose inclusive prefix of kept weight
-///   exceeds `floor(u · mass)` (`u` in [0, 1); clamped into `[0, mass − 1]`).
+///   exceeds `floor(u · mass)` (`u` in [0, 1); the target is clamped into `[0, mass − 1]`).
 ///
 /// O(row) plus a sort of the tokens kept: top-k is a selection; top-p ranks the best k
 /// candidates, k doubling from 64, until their prefix reaches its target.
@@ -76,7 +76,8 @@ pub fn sample_row(row: &[f32], t: f32, top_k: usize, top_p: f32, u: f32) -> u32 
     }
     kept.sort_unstable();
     let mass: u64 = kept.iter().map(|&i| w(i)).sum();
-    let target = (u as f64 * mass as f64).floor().clamp(0.0, mass.saturating_sub(1) as f64) as u64;
+    // In integers: above 2^53, (mass − 1) as f64 rounds up to mass. (NaN → 0, ±inf saturate.)
+    let target = ((u as f64 * mass as f64).floor() as u64).min(mass - 1);
     let mut prefix = 0;
     for &i in &kept {
         prefix += w(i);
@@ -175,6 +176,11 @@ mod tests {
         assert_eq!(sample_weight(2.5, 2.5, 0.7), 1 << 40);
         assert_eq!(sample_row(&[0.0, 0.0, 0.0], 1.0, 0, 1.0, 1.5), 2);
         assert_eq!(sample_row(&[0.0, 0.0, 0.0], 1.0, 0, 1.0, f32::NAN), 0);
+        // A mass above 2^53 (8192 equal logits: 2^53 exactly, then more): u just below 1 and
+        // beyond it take the last token, not none.
+        let flat = vec![0.25f32; 8193];
+        assert_eq!(sample_row(&flat, 1.0, 0, 1.0, 1.0 - f32::EPSILON / 2.0), 8192);
+        assert_eq!(sample_row(&flat, 1.0, 0, 1.0, f32::INFINITY), 8192);
     }
 
     #[test]
