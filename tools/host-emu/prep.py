@@ -11,7 +11,8 @@ thread_pool.h), harness.h and the target's test <target>.cpp. The rules, applied
     (mbarrier, TMA, wgmma, named barriers) -> shim calls, signatures kept; sm90.cuh's sm_90a
     feature test -> 1 (the Hopper path is built); the `st.global.v4` asm statement -> a shim call
   * `extern __shared__ T name[];`         -> `T* name = reinterpret_cast<T*>(::emu::dyn_smem());`
-  * `__shared__ T name[..];`              -> a static array poisoned per block (::emu::shared_init)
+  * `__shared__ T name[..];`, `__shared__ T name;` -> the calling block's copy, poisoned per
+    block (::emu::static_shared)
   * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch(kernel<...>, grid, block, smem, args);`
 Anything left over (inline asm, __shared__, <<<) is an error: extend the rules, never the copies.
 --seed NAME applies one deliberate bug (SEEDS) to show that the target's test catches it.
@@ -113,6 +114,20 @@ SEEDS = {
     "argmax_tie": ("elementwise", "elementwise.cu", "(ov == v && oi < i)", "(ov == v && oi > i)"),
     # argmax_rows: within a thread's scan, a later equal value wins (and a NaN compare slips by).
     "argmax_scan": ("elementwise", "elementwise.cu", "if (y > v) {", "if (y >= v) {"),
+    # sample_rows, final scan: one tie of the boundary key more than its share is kept.
+    "sample_tie": ("elementwise", "elementwise.cu", "tie++ < keep", "tie++ <= keep"),
+    # sample_rows: top-p ending at the top-k key with fewer ties than top-k loses to top-k.
+    "sample_topp_k": ("elementwise", "elementwise.cu", "(key_p == key_k && c_p < c_k)", "(key_p == key_k && c_p > c_k)"),
+    # sample_rows, radix descent: the need is not reduced by the larger digits' total (a lower key).
+    # (Not `acc + here > need`: passing over a digit that reaches the need exactly ends at the next
+    # lower key with none of its ties taken, the same kept set: an equivalent mutant.)
+    "sample_need": ("elementwise", "elementwise.cu", "    need -= sh.acc;\n", ""),
+    # sample_rows: the draw's target clamped to mass − 1 in f64 (the bug this target found: above
+    # 2^53 mass − 1 rounds up to mass, and a uniform >= 1 found no token: -1).
+    "sample_clamp": ("elementwise", "elementwise.cu", "  target = target < mass ? target : mass - 1;\n",
+                     "  target = static_cast<uint64_t>(fmin(static_cast<double>(target), static_cast<double>(mass - 1)));\n"),
+    # sample_rows, final scan: each 8192-id chunk restarts the kept-weight prefix at 0.
+    "sample_chunk": ("elementwise", "elementwise.cu", "    base_w += w_total;\n", ""),
     # glu reads up with the gate's stride.
     "glu_stride": ("elementwise", "elementwise.cu", "const T* u = up + row * up_stride;",
                    "const T* u = up + row * gate_stride;"),
@@ -326,6 +341,7 @@ SM90A_TEST = "defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)"
 ST_GLOBAL_V4 = re.compile(r'asm volatile\("st\.global\.v4\.b32.*?\);', re.S)
 DYN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)\[\]\s*;")
 SHARED = re.compile(r"__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)((?:\[[^\]]*\])+)\s*;")
+SHARED_SCALAR = re.compile(r"__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w:<>, ]*?)\s+(\w+)\s*;")
 
 
 def replace_bodies(text):
@@ -391,6 +407,10 @@ def rewrite(text):
     text = SHARED.sub(lambda m: f"static char {m[2]}_emu_key; {m[1]} (&{m[2]}){m[3]} = "
                       f"*reinterpret_cast<{m[1]} (*){m[3]}>(::emu::static_shared(&{m[2]}_emu_key, sizeof({m[1]}{m[3]})));",
                       text)
+    # A static __shared__ scalar or struct: likewise, a reference to the calling block's copy.
+    text = SHARED_SCALAR.sub(lambda m: f"static char {m[2]}_emu_key; {m[1]}& {m[2]} = "
+                             f"*reinterpret_cast<{m[1]}*>(::emu::static_shared(&{m[2]}_emu_key, sizeof({m[1]})));",
+                             text)
     text = rewrite_launches(text)
     for leftover in (r"\basm\b", r"__shared__", r"<<<"):
         m = re.search(leftover, text)

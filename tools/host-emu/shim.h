@@ -253,6 +253,9 @@ inline unsigned __match_any_sync(unsigned m, int v) {
 // ------------------------------------------------------------------ math, bits, atomics
 inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
 inline int atomicMax(int* p, int v) {
   int cur = __atomic_load_n(p, __ATOMIC_RELAXED);
   while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
@@ -321,6 +324,10 @@ inline size_t __cvta_generic_to_shared(const void* p) {
   if (!emu::in_dyn_smem(p, 1)) EMU_FAIL("cvta of %p outside dynamic shared memory", p);
   return static_cast<size_t>(reinterpret_cast<const unsigned char*>(p) - emu::block->smem);
 }
+// Device math that CUDA declares globally; rintf, fmaf, fminf / fmaxf, fmin / fmax, floor, ceil
+// come from <math.h> (correctly rounded, round-to-nearest-even as on the GPU).
+using std::isfinite;
+using std::isinf;
 using std::isnan;
 inline void __trap() {
   EMU_FAIL("__trap() in thread %u of block %u", emu::linear_tid(), blockIdx.x);
