@@ -105,8 +105,10 @@ void int8_kernel() {
   for (int i = 0; i < 4; ++i) D8[g + 8 * (i >> 1)][2 * t + (i & 1)] = c[i];
 }
 
-// Shuffles (full and 16-lane segments), ballot, match, reduce against their definitions.
+// Shuffles (full and 16-lane segments, 32- and 64-bit), ballot, match, reduce against their
+// definitions; isfinite; 64-bit atomicAdd (sample_rows' weight histograms) summed by every thread.
 static std::atomic<int> shfl_errors{0};
+static unsigned long long atomic_sum = 0;
 void shuffle_kernel() {
   const int lane = threadIdx.x & 31;
   const unsigned all = 0xffffffffu;
@@ -124,6 +126,10 @@ void shuffle_kernel() {
   expect(__match_any_sync(all, lane & 1) == ((lane & 1) ? 0xAAAAAAAAu : 0x55555555u));
   expect(__reduce_max_sync(all, static_cast<unsigned>(lane * 7 % 32)) == 31u);
   expect(__reduce_min_sync(all, static_cast<unsigned>(lane + 4)) == 4u);
+  const uint64_t wide = (uint64_t{lane} << 40) + 3;
+  expect(__shfl_up_sync(all, wide, 1) == (lane >= 1 ? wide - (uint64_t{1} << 40) : wide));
+  expect(isfinite(x) && !isfinite(INFINITY) && !isfinite(-INFINITY) && !isfinite(NAN));
+  atomicAdd(&atomic_sum, (1ull << 40) + static_cast<unsigned long long>(threadIdx.x));
 }
 
 // Lane 5 exits before the shuffle: the rendezvous must report it.
@@ -294,6 +300,7 @@ int main() {
       if (D8[r][n] != ref) ++int8_errors;
     }
   emu::launch(shuffle_kernel, dim3(1), dim3(64), 0);
+  if (atomic_sum != (64ull << 40) + 64 * 63 / 2) ++shfl_errors;  // every thread's add, no carry lost
   fprintf(stderr, "expected: EMU ERROR lines from kernels that must trip the checks\n");
   const bool exited = reports_error(exited_lane_kernel, dim3(32));
   const bool partial = reports_error(partial_mask_kernel, dim3(32));
