@@ -300,7 +300,7 @@ int main() {
       if (D8[r][n] != ref) ++int8_errors;
     }
   emu::launch(shuffle_kernel, dim3(1), dim3(64), 0);
-  if (atomic_sum != (64ull << 40) + 64 * 63 / 2) ++shfl_errors;  // every thread's add, no carry lost
+  const bool atomic_ok = atomic_sum == (64ull << 40) + 64 * 63 / 2;  // every thread's add, no carry lost
   fprintf(stderr, "expected: EMU ERROR lines from kernels that must trip the checks\n");
   const bool exited = reports_error(exited_lane_kernel, dim3(32));
   const bool partial = reports_error(partial_mask_kernel, dim3(32));
@@ -322,14 +322,14 @@ int main() {
   launch_ex(cluster_exit_kernel, 2, 32, 8, 2, false);
   const bool exit_reported = emu::errors.load() > before_exit;
   emu::errors = before_exit;
-  const bool ok = maxerr < 1e-4 && int8_errors == 0 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
+  const bool ok = atomic_ok && maxerr < 1e-4 && int8_errors == 0 && frag_errors == 0 && shfl_errors == 0 && exited && partial && partial_warp &&
                   poison_errors == 0 && cp_errors == 0 && sincospi_bad == 0 && grid_errors == 0 &&
                   cluster_errors == 0 && exit_reported && emu::errors == 0;
   printf("unit %s: mma/ldmatrix max |D - A.B| %.3g, int8 mma mismatches %d, fragment mismatches %d, shuffle mismatches %d, "
-         "checks fire (exited lane %d, partial mask %d, partial warp %d), poison errors %d, cp.async (%s) errors %d, "
+         "64-bit atomicAdd %s, checks fire (exited lane %d, partial mask %d, partial warp %d), poison errors %d, cp.async (%s) errors %d, "
          "sincospif errors %d, cooperative grid errors %d, cluster errors %d, exited-peer check fires %d, "
          "emu errors %ld\n",
-         ok ? "PASS" : "FAIL", maxerr, int8_errors, frag_errors.load(), shfl_errors.load(), exited, partial, partial_warp,
+         ok ? "PASS" : "FAIL", maxerr, int8_errors, frag_errors.load(), shfl_errors.load(), atomic_ok ? "exact" : "WRONG", exited, partial, partial_warp,
          poison_errors.load(), emu::cp_eager ? "eager" : "deferred", cp_errors.load(), sincospi_bad,
          grid_errors.load(), cluster_errors.load(), exit_reported, emu::errors.load());
   return ok ? 0 : 1;
