@@ -26,6 +26,9 @@ pub const MAX_SAMPLE_COLS: usize = 1 << 23;
 /// same bits as `sample_exp` in cuda/elementwise.cu): x = n·ln2 + r with a two-part ln2, e^r by
 /// its degree-6 Taylor polynomial (Horner, fused multiply-adds), times 2^n exactly. Within ~2
 /// ulp of exp; 0 below −30.
+// The constants are written as cuda/elementwise.cu writes them (the same decimal strings parse
+// to the same f32 bits in both compilers), hence the allowances; `!(x >= -30)` takes NaN too.
+#[allow(clippy::approx_constant, clippy::excessive_precision, clippy::neg_cmp_op_on_partial_ord)]
 pub fn sample_exp(x: f32) -> f32 {
     if !(x >= -30.0) {
         return 0.0;
