@@ -151,31 +151,52 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return v;
 }
 
+// Any associative `op` (integer sums, min, max) over the whole block, combined in a fixed order
+// (deterministic); every thread gets the result. `identity` fills the missing warps. As
+// block_sum: blockDim.x a multiple of 32, `scratch` 32 T of shared memory, reusable after.
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, Op op, T identity, T* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int num_warps = blockDim.x >> 5;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < num_warps ? scratch[lane] : identity;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+  __syncthreads();
+  return v;
+}
+
 // ------------------------------------------------------------------ prefix sums
-// Inclusive prefix sum over the warp's lanes (all 32 lanes take part).
-__device__ __forceinline__ int warp_inclusive_scan(int v) {
+// Inclusive prefix sum over the warp's lanes (all 32 lanes take part); T an integer type.
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_scan(T v) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int off = 1; off < 32; off <<= 1) {
-    const int n = __shfl_up_sync(0xffffffffu, v, off);
+    const T n = __shfl_up_sync(0xffffffffu, v, off);
     if (lane >= off) v += n;
   }
   return v;
 }
 
 // Exclusive prefix sum over the block in thread order; *total gets the block's sum (every
-// thread). blockDim.x is a multiple of 32; `scratch` is 32 ints of shared memory; the trailing
+// thread). blockDim.x is a multiple of 32; `scratch` is 32 T of shared memory; the trailing
 // barrier makes it reusable.
-__device__ __forceinline__ int block_exclusive_scan(int v, int* scratch, int* total) {
+template <typename T>
+__device__ __forceinline__ T block_exclusive_scan(T v, T* scratch, T* total) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int num_warps = blockDim.x >> 5;
-  const int inc = warp_inclusive_scan(v);
+  const T inc = warp_inclusive_scan(v);
   if (lane == 31) scratch[warp] = inc;
   __syncthreads();
-  const int w = lane < num_warps ? scratch[lane] : 0;
-  const int winc = warp_inclusive_scan(w);
-  const int warp_prefix = __shfl_sync(0xffffffffu, winc - w, warp);
+  const T w = lane < num_warps ? scratch[lane] : T{0};
+  const T winc = warp_inclusive_scan(w);
+  const T warp_prefix = __shfl_sync(0xffffffffu, winc - w, warp);
   *total = __shfl_sync(0xffffffffu, winc, 31);
   __syncthreads();
   return warp_prefix + inc - v;
@@ -199,6 +220,42 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   v = warp_max(v);
   __syncthreads();
   return v;
+}
+
+// ------------------------------------------------------------------ order keys, deterministic exp
+// Monotone map from floats to uint32 (larger value -> larger key; −0 below +0, NaN outside the
+// order: callers map or skip it). Every float >= -inf maps to a key >= order_key(-inf) =
+// 0x007FFFFF, so 0 is free to mean "no candidate". key_value inverts it. Used by moe_gate's
+// selection (on canonical values) and sample_rows' ranks.
+__device__ __forceinline__ uint32_t order_key(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_value(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
+}
+
+// exp(y) for y clamped to [-87, 88] (NaN stays NaN), from correctly rounded operations only:
+// n = rint(y * log2e); r = y - n*ln2 (two fmas, Cody-Waite); degree-7 Taylor polynomial in
+// Horner form with fmas; times 2^n built from bits. The constants are given as bits and the
+// Rust reference (reference::det_exp) uses the same bits and the same operation order, so both
+// produce identical floats. Accuracy: a few ulp (the reference's tests measure it).
+__device__ __forceinline__ float det_exp(float y) {
+  y = y < -87.0f ? -87.0f : y;
+  y = y > 88.0f ? 88.0f : y;
+  const float n = rintf(__fmul_rn(y, __uint_as_float(0x3FB8AA3Bu)));  // log2(e)
+  float r = __fmaf_rn(n, -__uint_as_float(0x3F317200u), y);           // ln2 high part
+  r = __fmaf_rn(n, -__uint_as_float(0x35BFBE8Eu), r);                 // ln2 low part
+  float p = __uint_as_float(0x39500D01u);                             // 1/5040
+  p = __fmaf_rn(p, r, __uint_as_float(0x3AB60B61u));                  // 1/720
+  p = __fmaf_rn(p, r, __uint_as_float(0x3C088889u));                  // 1/120
+  p = __fmaf_rn(p, r, __uint_as_float(0x3D2AAAABu));                  // 1/24
+  p = __fmaf_rn(p, r, __uint_as_float(0x3E2AAAABu));                  // 1/6
+  p = __fmaf_rn(p, r, 0.5f);
+  p = __fmaf_rn(p, r, 1.0f);
+  p = __fmaf_rn(p, r, 1.0f);
+  // n is in [-126, 127] (NaN converts to 0): 2^n is a normal float.
+  return __fmul_rn(p, __int_as_float((__float2int_rn(n) + 127) << 23));
 }
 
 // ------------------------------------------------------------------ spin-wait watchdog

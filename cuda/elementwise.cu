@@ -31,7 +31,7 @@
 //                the logits' rank keys found by radix descent (four 8-bit digit passes over the
 //                row each: counts for top-k, weights for top-p), then one scan in id order finds
 //                the drawn token. Weights are fixed point (exp((v − max) / T) · 2^40, truncated,
-//                summed in u64; exp from fixed fmaf steps the host repeats bit for bit), so every
+//                summed in u64; common.cuh's det_exp, which the host repeats bit for bit), so every
 //                sum is exact and order-free: the draw is deterministic and the host's reference
 //                (reference::elementwise::sample_row) makes the same choice from the same row. About 11 passes over the row (0.5 MB of f32 at
 //                128256 tokens), from L2 after the first.
@@ -209,37 +209,11 @@ constexpr int kSampleThreads = 1024;
 constexpr int kSampleWarps = kSampleThreads / 32;
 constexpr int kSampleRun = 8;  // consecutive ids per thread in the final scan
 
-// The rank key of a finite logit: larger values have larger keys (the sign-magnitude bits made
-// unsigned-ordered; −0 ranks below +0, as Rust's total_cmp). key_value inverts it.
-__device__ __forceinline__ uint32_t rank_key(float v) {
-  const uint32_t b = __float_as_uint(v);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-__device__ __forceinline__ float key_value(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
-// exp(x) for x <= 0 from a fixed sequence of correctly rounded f32 operations (fmaf, exact
-// power-of-two scaling), so that the host (reference::elementwise::sample_exp) computes the
-// same bits: x = n·ln2 + r (two-part ln2, |r| <= ln2/2), e^r by its degree-6 Taylor polynomial
-// (Horner), times 2^n. Within ~2 ulp of exp; 0 below −30 (a weight under 2^-40 truncates to 0).
-__device__ __forceinline__ float sample_exp(float x) {
-  if (!(x >= -30.0f)) return 0.0f;
-  const float n = rintf(x * 1.44269504f);
-  float r = fmaf(n, -0.693145752f, x);
-  r = fmaf(n, -1.42860677e-6f, r);
-  float q = 1.38888889e-3f;
-  q = fmaf(q, r, 8.33333333e-3f);
-  q = fmaf(q, r, 4.16666667e-2f);
-  q = fmaf(q, r, 1.66666667e-1f);
-  q = fmaf(q, r, 0.5f);
-  q = fmaf(q, r, 1.0f);
-  q = fmaf(q, r, 1.0f);
-  return q * __uint_as_float(static_cast<uint32_t>(127 + static_cast<int>(n)) << 23);
-}
-// The fixed-point weight of a finite logit: sample_exp((v − max) / T) times 2^40, truncated
-// (the largest logit weighs exactly 2^40; 2^23 of them sum below 2^63).
+// The fixed-point weight of a finite logit: det_exp((v − max) / T) (common.cuh; the host's
+// reference::det_exp computes the same bits) times 2^40, truncated. The largest logit weighs
+// exactly 2^40, 2^23 of them sum below 2^63, and below (v − max) / T ≈ −27.7 the weight is 0.
 __device__ __forceinline__ uint64_t sample_weight(float v, float max, float t) {
-  return static_cast<uint64_t>(sample_exp((v - max) / t) * 1099511627776.0f);
+  return static_cast<uint64_t>(det_exp((v - max) / t) * 1099511627776.0f);
 }
 
 struct SampleShared {
@@ -251,40 +225,6 @@ struct SampleShared {
   uint32_t digit;
   uint64_t acc;
 };
-
-// Block-wide reductions and an exclusive scan: every thread gets the result, combined in warp
-// order (deterministic).
-template <typename T, typename Op>
-__device__ __forceinline__ T block_reduce(T v, Op op, T* scratch) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
-  __syncthreads();  // scratch is free
-  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
-  __syncthreads();
-  v = scratch[0];
-  for (int w = 1; w < kSampleWarps; ++w) v = op(v, scratch[w]);
-  return v;
-}
-template <typename T>
-__device__ __forceinline__ T block_exclusive_scan(T v, T& total, T* scratch) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  T inc = v;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const T o = __shfl_up_sync(0xffffffffu, inc, off);
-    if (lane >= off) inc += o;
-  }
-  __syncthreads();
-  if (lane == 31) scratch[warp] = inc;
-  __syncthreads();
-  T base = 0;
-  total = 0;
-  for (int w = 0; w < kSampleWarps; ++w) {
-    if (w < warp) base += scratch[w];
-    total += scratch[w];
-  }
-  return base + inc - v;
-}
 
 // Radix descent over the finite logits' rank keys, largest first: the key at which the running
 // total in rank order (a count, or WEIGHTED the fixed-point weight) first reaches `need`
@@ -304,7 +244,7 @@ __device__ uint32_t descend(const float* row, int cols, float max, float t, uint
     for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
       const float v = row[c];
       if (!isfinite(v)) continue;
-      const uint32_t k = rank_key(v);
+      const uint32_t k = order_key(v);
       if ((k & mask) != prefix) continue;
       const uint32_t d = (k >> shift) & 255u;
       if (WEIGHTED) atomicAdd(reinterpret_cast<unsigned long long*>(&sh.hist[d]), static_cast<unsigned long long>(sample_weight(v, max, t)));
@@ -355,9 +295,9 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
       first_inf = static_cast<uint32_t>(c);
     }
   }
-  mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.redf);
-  finite = block_reduce(finite, [](uint32_t a, uint32_t b) { return a + b; }, sh.red32);
-  first_inf = block_reduce(first_inf, [](uint32_t a, uint32_t b) { return a < b ? a : b; }, sh.red32);
+  mx = block_max(mx, sh.redf);
+  finite = block_reduce(finite, [](uint32_t a, uint32_t b) { return a + b; }, 0u, sh.red32);
+  first_inf = block_reduce(first_inf, [](uint32_t a, uint32_t b) { return a < b ? a : b; }, UINT32_MAX, sh.red32);
   if (finite == 0) {
     if (threadIdx.x == 0) p.out[blockIdx.x] = first_inf == UINT32_MAX ? 0 : static_cast<int32_t>(first_inf);
     return;
@@ -375,9 +315,9 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
   uint64_t w = 0;
   for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
     const float v = row[c];
-    if (isfinite(v) && (!has_k || rank_key(v) > key_k)) w += sample_weight(v, mx, t);
+    if (isfinite(v) && (!has_k || order_key(v) > key_k)) w += sample_weight(v, mx, t);
   }
-  const uint64_t w_above_k = block_reduce(w, [](uint64_t a, uint64_t b) { return a + b; }, sh.red64);
+  const uint64_t w_above_k = block_reduce(w, [](uint64_t a, uint64_t b) { return a + b; }, uint64_t{0}, sh.red64);
   const uint64_t total = has_k ? w_above_k + c_k * sample_weight(key_value(key_k), mx, t) : w_above_k;
 
   // 4. Top-p: the shortest rank prefix whose weight reaches ceil(top_p · total). It ends at or
@@ -420,24 +360,24 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
 #pragma unroll
     for (int j = 0; j < kSampleRun; ++j) {
       v[j] = first + j < cols ? row[first + j] : NAN;
-      if (!all && isfinite(v[j]) && rank_key(v[j]) == key) ++my_ties;
+      if (!all && isfinite(v[j]) && order_key(v[j]) == key) ++my_ties;
     }
     uint32_t ties_total;
-    uint32_t tie = base_t + block_exclusive_scan(my_ties, ties_total, sh.red32);
+    uint32_t tie = base_t + block_exclusive_scan(my_ties, sh.red32, &ties_total);
     uint64_t weight[kSampleRun];
     uint64_t my_w = 0;
 #pragma unroll
     for (int j = 0; j < kSampleRun; ++j) {
       bool kept = isfinite(v[j]);
       if (kept && !all) {
-        const uint32_t k = rank_key(v[j]);
+        const uint32_t k = order_key(v[j]);
         kept = k > key || (k == key && tie++ < keep);
       }
       weight[j] = kept ? sample_weight(v[j], mx, t) : 0;
       my_w += weight[j];
     }
     uint64_t w_total;
-    uint64_t pre = base_w + block_exclusive_scan(my_w, w_total, sh.red64);
+    uint64_t pre = base_w + block_exclusive_scan(my_w, sh.red64, &w_total);
     if (pre <= target && target < pre + my_w) {  // the crossing is in this thread's run
 #pragma unroll
       for (int j = 0; j < kSampleRun; ++j) {

@@ -50,38 +50,7 @@ constexpr unsigned kFull = 0xffffffffu;
 // The selection order: NaN ranks as -inf, -0 equals +0 (the CPU reference has the same two rules).
 __device__ __forceinline__ float canon(float v) { return isnan(v) ? -INFINITY : (v == 0.0f ? 0.0f : v); }
 
-// Monotone map from canonical floats to uint32 (larger value -> larger key). Every canonical
-// float maps to a key >= order_key(-inf) = 0x007FFFFF, so 0 is free to mean "no candidate".
-__device__ __forceinline__ uint32_t order_key(float v) {
-  const uint32_t u = __float_as_uint(v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-__device__ __forceinline__ float key_value(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
-}
-
-// exp(y) for y clamped to [-87, 88] (NaN stays NaN), from correctly rounded operations only:
-// n = rint(y * log2e); r = y - n*ln2 (two fmas, Cody-Waite); degree-7 Taylor polynomial in
-// Horner form with fmas; times 2^n built from bits. The constants are given as bits and the
-// Rust reference uses the same bits and the same operation order, so both produce identical
-// floats. Accuracy: a few ulp (the reference's tests measure it).
-__device__ __forceinline__ float det_exp(float y) {
-  y = y < -87.0f ? -87.0f : y;
-  y = y > 88.0f ? 88.0f : y;
-  const float n = rintf(__fmul_rn(y, __uint_as_float(0x3FB8AA3Bu)));  // log2(e)
-  float r = __fmaf_rn(n, -__uint_as_float(0x3F317200u), y);           // ln2 high part
-  r = __fmaf_rn(n, -__uint_as_float(0x35BFBE8Eu), r);                 // ln2 low part
-  float p = __uint_as_float(0x39500D01u);                             // 1/5040
-  p = __fmaf_rn(p, r, __uint_as_float(0x3AB60B61u));                  // 1/720
-  p = __fmaf_rn(p, r, __uint_as_float(0x3C088889u));                  // 1/120
-  p = __fmaf_rn(p, r, __uint_as_float(0x3D2AAAABu));                  // 1/24
-  p = __fmaf_rn(p, r, __uint_as_float(0x3E2AAAABu));                  // 1/6
-  p = __fmaf_rn(p, r, 0.5f);
-  p = __fmaf_rn(p, r, 1.0f);
-  p = __fmaf_rn(p, r, 1.0f);
-  // n is in [-126, 127] (NaN converts to 0): 2^n is a normal float.
-  return __fmul_rn(p, __int_as_float((__float2int_rn(n) + 127) << 23));
-}
+// order_key / key_value (the keys below) and det_exp are common.cuh's.
 
 // 1 / (1 + exp(-x)), deterministic (see det_exp).
 __device__ __forceinline__ float det_sigmoid(float x) {

@@ -22,32 +22,11 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// weights (at most 2^40 each) sum below 2^63.
 pub const MAX_SAMPLE_COLS: usize = 1 << 23;
 
-/// exp(x) for x <= 0 by the kernel's fixed sequence of correctly rounded f32 operations (the
-/// same bits as `sample_exp` in cuda/elementwise.cu): x = n·ln2 + r with a two-part ln2, e^r by
-/// its degree-6 Taylor polynomial (Horner, fused multiply-adds), times 2^n exactly. Within ~2
-/// ulp of exp; 0 below −30.
-// The constants are written as cuda/elementwise.cu writes them (the same decimal strings parse
-// to the same f32 bits in both compilers), hence the allowances; `!(x >= -30)` takes NaN too.
-#[allow(clippy::approx_constant, clippy::excessive_precision, clippy::neg_cmp_op_on_partial_ord)]
-pub fn sample_exp(x: f32) -> f32 {
-    if !(x >= -30.0) {
-        return 0.0;
-    }
-    let n = (x * 1.442_695_04f32).round_ties_even();
-    let r = n.mul_add(-0.693_145_752f32, x);
-    let r = n.mul_add(-1.428_606_77e-6f32, r);
-    let mut q = 1.388_888_89e-3f32;
-    for c in [8.333_333_33e-3f32, 4.166_666_67e-2, 1.666_666_67e-1, 0.5, 1.0, 1.0] {
-        q = q.mul_add(r, c);
-    }
-    q * f32::from_bits(((127 + n as i32) as u32) << 23)
-}
-
 /// The fixed-point weight of a finite logit `v` in a row whose largest is `max`:
-/// `trunc(sample_exp((v − max) / t) · 2^40)` (the largest logit weighs exactly 2^40). Integer
-/// weights make every sum exact and order-free.
+/// `trunc(det_exp((v − max) / t) · 2^40)` ([`super::det_exp`]: the kernel's bits; the largest
+/// logit weighs exactly 2^40). Integer weights make every sum exact and order-free.
 pub fn sample_weight(v: f32, max: f32, t: f32) -> u64 {
-    (sample_exp((v - max) / t) * 1_099_511_627_776.0f32) as u64
+    (super::det_exp((v - max) / t) * 1_099_511_627_776.0f32) as u64
 }
 
 /// A token drawn from one row of logits (`sample_rows` per row; the model's `Sampler`):
@@ -167,13 +146,7 @@ mod tests {
             }
         }
         // Nothing finite: argmax's choice; the largest logit weighs 2^40; u out of range is clamped.
-        for i in 0..=30_000 {
-            let x = -(i as f32) / 1000.0;
-            let (got, want) = (sample_exp(x) as f64, (x as f64).exp());
-            assert!((got - want).abs() <= want * 3.0 * f32::EPSILON as f64, "exp({x}): {got} vs {want}");
-        }
-        assert_eq!(sample_exp(-30.5), 0.0);
-        assert_eq!(sample_exp(f32::NAN), 0.0);
+        assert_eq!(sample_weight(-30.0, 0.0, 1.0), 0, "below e^-27.7 a weight truncates to 0");
         assert_eq!(sample_row(&[f32::NAN, f32::INFINITY, f32::INFINITY], 1.0, 0, 1.0, 0.3), 1);
         assert_eq!(sample_row(&[f32::NAN, f32::NEG_INFINITY], 1.0, 0, 1.0, 0.3), 0);
         assert_eq!(sample_weight(2.5, 2.5, 0.7), 1 << 40);

@@ -32,30 +32,10 @@ pub fn key_value(k: u32) -> f32 {
     f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7FFF_FFFF } else { !k })
 }
 
-/// exp(y) for y clamped to [−87, 88], from correctly rounded operations only — the kernel's
-/// `det_exp`, operation for operation and constant for constant (as bits), so both give the
-/// same float. NaN stays NaN.
-fn exp_f32(y: f32) -> f32 {
-    let y = if y < -87.0 { -87.0 } else { y };
-    let y = if y > 88.0 { 88.0 } else { y };
-    let n = (y * f32::from_bits(0x3FB8_AA3B)).round_ties_even(); // log2(e)
-    let r = n.mul_add(-f32::from_bits(0x3F31_7200), y); // ln2 high part
-    let r = n.mul_add(-f32::from_bits(0x35BF_BE8E), r); // ln2 low part
-    let mut p = f32::from_bits(0x3950_0D01); // 1/5040
-    for c in [0x3AB6_0B61, 0x3C08_8889, 0x3D2A_AAAB, 0x3E2A_AAAB] {
-        p = p.mul_add(r, f32::from_bits(c)); // 1/720, 1/120, 1/24, 1/6
-    }
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
-    // n ∈ [−126, 127] (NaN → 0, as the kernel's __float2int_rn): 2^n is a normal float.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 /// 1 / (1 + exp(−x)) in f32, bit-identical to the kernel's `det_sigmoid` (a few ulp from the
 /// exact value; for x < −88 it returns sigmoid(−88) ≈ 6e−39).
 pub fn sigmoid_f32(x: f32) -> f32 {
-    1.0 / (1.0 + exp_f32(-x))
+    1.0 / (1.0 + super::det_exp(-x))
 }
 
 /// What [`moe_gate`] computes for a batch.

@@ -183,7 +183,7 @@ static void argmax_case(int rows, int cols, int pad, int kind, uint64_t seed) {
 // ------------------------------------------------------------------ sample_rows
 // The rule (reference::elementwise::sample_row's doc), restated from scratch with a full sort:
 // the finite logits, ranked by descending value (−0 below +0), ties to the lower id; weights
-// trunc(e · 2^40) with e the fixed fmaf sequence below at (v − max) / T; top_k (0 < k < #finite)
+// trunc(e · 2^40) with e = det_exp_ref((v − max) / T) (harness.h); top_k (0 < k < #finite)
 // keeps the k best; top_p < 1 keeps the shortest rank prefix whose weight reaches
 // max(1, ceil(top_p · total)) (in f64); the token is the first id, in ascending order, whose
 // inclusive prefix of kept weight exceeds floor(u · mass) (f64) clamped into [0, mass − 1] (the
@@ -191,17 +191,8 @@ static void argmax_case(int rows, int cols, int pad, int kind, uint64_t seed) {
 // the first +inf, else 0.
 static const char* g_filter = "";
 
-static float sr_exp(float x) {  // the kernel's and the host's exp, step for step
-  if (!(x >= -30.0f)) return 0.0f;
-  const float n = std::nearbyint(x * 1.44269504f);  // ties to even (default rounding mode)
-  const float r = std::fma(n, -1.42860677e-6f, std::fma(n, -0.693145752f, x));
-  const float c[] = {8.33333333e-3f, 4.16666667e-2f, 1.66666667e-1f, 0.5f, 1.0f, 1.0f};
-  float q = 1.38888889e-3f;
-  for (float ci : c) q = std::fma(q, r, ci);
-  return q * std::ldexp(1.0f, static_cast<int>(n));
-}
 static uint64_t sr_weight(float v, float mx, float t) {
-  return static_cast<uint64_t>(std::trunc(static_cast<double>(sr_exp((v - mx) / t)) * 1099511627776.0));
+  return static_cast<uint64_t>(std::trunc(static_cast<double>(det_exp_ref((v - mx) / t)) * 1099511627776.0));
 }
 // a ranks before b: larger value, +0 before −0, then the lower id.
 static bool sr_before(const float* row, int a, int b) {

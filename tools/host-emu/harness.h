@@ -110,3 +110,23 @@ static int finish(const char* name) {
          g_configs, g_checks, g_fail, emu::errors.load());
   return ok ? 0 : 1;
 }
+
+// The documented deterministic exp (common.cuh's det_exp, reference::det_exp), restated: fixed
+// correctly rounded f32 operations, constants as bits. moe_gate's sigmoid and sample_rows'
+// weights are built on it.
+inline float det_exp_ref(float y) {
+  auto bits = [](uint32_t u) { float f; memcpy(&f, &u, 4); return f; };
+  y = y < -87.0f ? -87.0f : y;
+  y = y > 88.0f ? 88.0f : y;
+  const float n = std::nearbyintf(y * bits(0x3FB8AA3Bu));
+  float r = std::fmaf(n, -bits(0x3F317200u), y);
+  r = std::fmaf(n, -bits(0x35BFBE8Eu), r);
+  float p = bits(0x39500D01u);
+  for (uint32_t c : {0x3AB60B61u, 0x3C088889u, 0x3D2AAAABu, 0x3E2AAAABu}) p = std::fmaf(p, r, bits(c));
+  p = std::fmaf(p, r, 0.5f);
+  p = std::fmaf(p, r, 1.0f);
+  p = std::fmaf(p, r, 1.0f);
+  const int ni = std::isnan(n) ? 0 : static_cast<int>(n);
+  const int32_t e = (ni + 127) << 23;
+  return p * bits(static_cast<uint32_t>(e));
+}

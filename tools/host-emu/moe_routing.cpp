@@ -7,26 +7,8 @@
 
 // ------------------------------------------------------------------ gate reference
 static float canonical(float v) { return std::isnan(v) ? -INFINITY : (v == 0.0f ? 0.0f : v); }
-static float bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-// The documented deterministic sigmoid (fixed correctly rounded f32 ops, constants as bits).
-static float det_sigmoid(float x) {
-  float y = -x;
-  y = y < -87.0f ? -87.0f : y;
-  y = y > 88.0f ? 88.0f : y;
-  const float n = std::nearbyintf(y * bits(0x3FB8AA3Bu));
-  float r = std::fmaf(n, -bits(0x3F317200u), y);
-  r = std::fmaf(n, -bits(0x35BFBE8Eu), r);
-  float p = bits(0x39500D01u);
-  for (uint32_t c : {0x3AB60B61u, 0x3C088889u, 0x3D2AAAABu, 0x3E2AAAABu}) p = std::fmaf(p, r, bits(c));
-  p = std::fmaf(p, r, 0.5f);
-  p = std::fmaf(p, r, 1.0f);
-  p = std::fmaf(p, r, 1.0f);
-  const int ni = std::isnan(n) ? 0 : static_cast<int>(n);
-  int32_t e = (ni + 127) << 23;
-  float s;
-  memcpy(&s, &e, 4);
-  return 1.0f / (1.0f + p * s);
-}
+// The documented deterministic sigmoid: 1 / (1 + det_exp(−x)) (harness.h).
+static float det_sigmoid(float x) { return 1.0f / (1.0f + det_exp_ref(-x)); }
 
 struct GateCfg {
   int E, n_group, topk_group, top_k;

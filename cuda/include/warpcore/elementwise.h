@@ -56,8 +56,8 @@ wc_status wc_argmax_rows(const wc_argmax_rows_params* p, wc_stream stream);
 
 /* out[r] = a token drawn from row r of f32 logits (reference::elementwise::sample_row, which the
  * model's Sampler runs on the host): the finite logits (a row with none: argmax_rows' choice) at
- * temperature T, weighted w_i = trunc(exp((l_i − max) / T) · 2^40) (an f32 exp of fixed fmaf
- * steps, the host's bit for bit; integer sums);
+ * temperature T, weighted w_i = trunc(exp((l_i − max) / T) · 2^40) (common.cuh's det_exp, the
+ * host's bit for bit; integer sums);
  * ranked by logit, ties to the lower id; top_k > 0 keeps the k best; top_p < 1 then keeps the
  * shortest rank prefix whose weight reaches ceil(top_p · total); the token is the first id, in
  * ascending id order, whose inclusive prefix of kept weight exceeds floor(u_r · mass), u_r =

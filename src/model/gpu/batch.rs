@@ -60,7 +60,7 @@ impl GpuModel {
     /// prompt, all with the same settings), on the GPU (`sample_rows`): the token
     /// [`Sampler::sample`] would draw from the same logits, without their copy to the host.
     pub fn prefill_sampled(&self, prompts: &[Vec<u32>], max_new_tokens: usize, samplers: &mut [Sampler]) -> Result<(Batch, Vec<u32>)> {
-        check_samplers(samplers, prompts.len())?;
+        check_samplers("GpuModel::prefill_sampled", samplers, prompts.len())?;
         let mut batch = self.start(prompts, max_new_tokens, false)?;
         let tokens = self.tokens_to_host(&mut batch.bufs, prompts.len(), Some(samplers))?;
         Ok((batch, tokens))
@@ -149,7 +149,7 @@ impl GpuModel {
     /// [`GpuModel::decode`] returning each sequence's next token drawn by `samplers[s]` on the
     /// GPU ([`GpuModel::prefill_sampled`]).
     pub fn decode_sampled(&self, batch: &mut Batch, tokens: &[u32], samplers: &mut [Sampler]) -> Result<Vec<u32>> {
-        check_samplers(samplers, tokens.len())?;
+        check_samplers("GpuModel::decode_sampled", samplers, tokens.len())?;
         self.decode_step(batch, tokens)?;
         self.tokens_to_host(&mut batch.bufs, tokens.len(), Some(samplers))
     }
@@ -237,16 +237,15 @@ impl GpuModel {
 
 /// One sampler per sequence, all with the same settings (`sample_rows` takes one setting for
 /// every row).
-fn check_samplers(samplers: &[Sampler], n: usize) -> Result<()> {
-    const OP: &str = "GpuModel::decode_sampled";
+fn check_samplers(op: &'static str, samplers: &[Sampler], n: usize) -> Result<()> {
     if samplers.len() != n {
-        return Err(Error::ShapeMismatch { op: OP, arg: "samplers", expected: format!("[{n}] (one per sequence)"), got: format!("[{}]", samplers.len()) });
+        return Err(Error::ShapeMismatch { op, arg: "samplers", expected: format!("[{n}] (one per sequence)"), got: format!("[{}]", samplers.len()) });
     }
     if samplers.windows(2).any(|w| {
         let (a, b) = (w[0].settings(), w[1].settings());
         (a.temperature, a.top_k, a.top_p) != (b.temperature, b.top_k, b.top_p)
     }) {
-        return Err(Error::Unsupported { op: OP, what: "samplers with different settings (sample_rows takes one for every row)", value: String::new() });
+        return Err(Error::Unsupported { op, what: "samplers with different settings (sample_rows takes one for every row)", value: String::new() });
     }
     Ok(())
 }
@@ -258,8 +257,8 @@ mod tests {
     #[test]
     fn samplers_are_one_per_sequence_with_one_setting() {
         let s = |top_k| Sampler::new(Sampling { temperature: 1.0, top_k, top_p: 1.0, seed: 3 });
-        assert!(check_samplers(&[s(5), s(5)], 2).is_ok());
-        assert!(matches!(check_samplers(&[s(5)], 2), Err(Error::ShapeMismatch { arg: "samplers", .. })));
-        assert!(matches!(check_samplers(&[s(5), s(6)], 2), Err(Error::Unsupported { .. })));
+        assert!(check_samplers("t", &[s(5), s(5)], 2).is_ok());
+        assert!(matches!(check_samplers("t", &[s(5)], 2), Err(Error::ShapeMismatch { arg: "samplers", .. })));
+        assert!(matches!(check_samplers("t", &[s(5), s(6)], 2), Err(Error::Unsupported { .. })));
     }
 }
