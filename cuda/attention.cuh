@@ -258,6 +258,7 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
 template <typename T, int HD, int BN, int THREADS>
 __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitch) {
   constexpr int kChunks = HD / 16;
+#pragma unroll 1
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
     const uint4 bytes = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);

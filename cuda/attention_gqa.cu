@@ -6,9 +6,9 @@
 // {(64, 64), (96, 96), (128, 128), (256, 256), (192, 128)} — 192/128 is MLA prefill: a different
 // value head dim is one more instantiation of the same kernel; (576, 512), MLA decode over the
 // latent cache, is dispatched from here to attention_mla.cu; f32 softmax statistics and
-// accumulators. FP8 e4m3 K/V (decode): the bytes arrive by cp.async into a raw stage and are
-// converted to T in shared memory before the mma; the scales fold into the softmax scale
-// (k_scale) and the output (v_scale).
+// accumulators. FP8 e4m3 K/V (the paged cache; decode and prefill configurations): the bytes
+// arrive by cp.async into a raw stage and are converted to T in shared memory before the mma;
+// the scales fold into the softmax scale (k_scale) and the output (v_scale).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = gridDim.y - 1 -
 // blockIdx.y (heaviest causal tiles first), split = blockIdx.z). The m dimension is the
@@ -70,18 +70,20 @@ struct Cfg {
                                         : (WARPS_M > 1 && MT == 2 && HD <= 96 ? 3 : 2);
   // T-typed K/V buffers: one per stage, or (FP8) the single one each raw stage converts into.
   static constexpr int kTStages = FP8 ? 1 : kStages;
-  // Shared memory (bytes): Q, the K and V buffers, key validity per stage, epilogue stats,
-  // (FP8) the raw stages.
+  // Shared memory (bytes): Q, the K and V buffers, (FP8) the raw stages, key validity per
+  // stage, epilogue stats.
   static constexpr int kQ = kBM * kPitch * 2;
   static constexpr int kK = kTStages * kBN * kPitch * 2;
   static constexpr int kV = kTStages * kBN * kPitchV * 2;
-  static constexpr int kEpilogue = WARPS_N * kBM * HDV * 4;
-  static_assert(kEpilogue <= kQ + kK + kV, "epilogue reuses the Q and K/V buffers");
-  static constexpr int kOk = kStages * kBN * 4;
-  static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
   static constexpr int kRawK = FP8 ? kStages * kBN * HD : 0;
   static constexpr int kRawV = FP8 ? kStages * kBN * HDV : 0;
-  static constexpr int kSmem = kQ + kK + kV + kOk + kStats + kRawK + kRawV;
+  // Q, the T tiles and the raw stages lie first, in that order; the epilogue reuses them.
+  static constexpr int kTiles = kQ + kK + kV + kRawK + kRawV;
+  static constexpr int kEpilogue = WARPS_N * kBM * HDV * 4;
+  static_assert(kEpilogue <= kTiles, "epilogue reuses the Q, K/V and raw buffers");
+  static constexpr int kOk = kStages * kBN * 4;
+  static constexpr int kStats = 2 * WARPS_N * kBM * 4;  // m and l per warp column
+  static constexpr int kSmem = kTiles + kOk + kStats;
 };
 
 template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8, bool HOPPER>
@@ -93,11 +95,11 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   T* sq = reinterpret_cast<T*>(smem);
   T* sk = reinterpret_cast<T*>(smem + C::kQ);
   T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kK);
-  int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK + C::kV);
-  float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kV + C::kOk);
+  int* s_ok = reinterpret_cast<int*>(smem + C::kTiles);
+  float* s_stats = reinterpret_cast<float*>(smem + C::kTiles + C::kOk);
   // Where cp.async lands K/V: the tiles themselves, or (FP8) the raw stages.
-  KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawK - C::kRawV) : reinterpret_cast<KV*>(sk);
-  KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kSmem - C::kRawV) : reinterpret_cast<KV*>(sv);
+  KV* ld_k = FP8 ? reinterpret_cast<KV*>(smem + C::kQ + C::kK + C::kV) : reinterpret_cast<KV*>(sk);
+  KV* ld_v = FP8 ? reinterpret_cast<KV*>(smem + C::kQ + C::kK + C::kV + C::kRawK) : reinterpret_cast<KV*>(sv);
   const int ld_pitch_k = FP8 ? HD : P, ld_pitch_v = FP8 ? HDV : PV;
 
   Work w;
@@ -398,8 +400,11 @@ wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s, int* oc
   // the prefill configuration.
   const bool decode = HD == HDV && static_cast<int64_t>(p.max_q_len) * group <= 16;
   if (p.kv_dtype == WC_E4M3) {
+    // The paged cache only (its scales); an occupancy query has no cache.
     if constexpr (HD == HDV) {
-      if (decode && p.page_size > 0) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, true>(p, s, occupancy);
+      if (p.page_size <= 0 && occupancy == nullptr) return WC_ERR_UNSUPPORTED;
+      if (decode) return launch_config<T, HD, HDV, 1, kDecodeWarpsN, 1, true>(p, s, occupancy);
+      return launch_config<T, HD, HDV, 4, 1, kPrefillTiles<HD, HDV>, true>(p, s, occupancy);
     }
     return WC_ERR_UNSUPPORTED;
   }

@@ -55,11 +55,14 @@ fn case() -> impl Strategy<Value = AttentionCase> {
         })
 }
 
-/// Decode batches (max_q_len · group ≤ 16) over an FP8 e4m3 paged cache.
+/// Batches over an FP8 e4m3 paged cache: half of them decode (max_q_len · group ≤ 16, the
+/// decode configuration), half as case() made them (prefill / append chunks, the prefill
+/// configuration). Auto plans them on the portable kernel (AttentionPlan::with_kv).
 fn fp8_case() -> impl Strategy<Value = AttentionCase> {
-    (case().prop_filter("FP8 decode needs head_dim = head_dim_v", |c| c.head_dim == c.head_dim_v), proptest::sample::select(&[1usize, 8, 16, 64][..]), (0.005f32..2.0, 0.005f32..2.0)).prop_map(|(c, page, scales)| {
+    let pages = proptest::sample::select(&[1usize, 8, 16, 64][..]);
+    (case().prop_filter("the paged cache has one head_dim", |c| c.head_dim == c.head_dim_v), pages, (0.005f32..2.0, 0.005f32..2.0), any::<bool>()).prop_map(|(c, page, scales, decode)| {
         let group = c.num_q_heads / c.num_kv_heads;
-        let q_max = (16 / group).max(1);
+        let q_max = if decode { (16 / group).max(1) } else { usize::MAX };
         AttentionCase {
             q_lens: c.q_lens.iter().map(|&q| q.min(q_max)).collect(),
             page_size: Some(page),
@@ -100,7 +103,7 @@ proptest! {
     #[test]
     fn mla_decode_fp8_latent_cache_matches_reference(c in mla_case(), page in proptest::sample::select(&[1usize, 16, 64][..]), scale in 0.005f32..1.0, bf in any::<bool>()) {
         let Some(dev) = device() else { return Ok(()) };
-        let c = AttentionCase { page_size: Some(page), fp8_scales: Some((scale, scale)), kernel: AttentionKernel::MmaSync, ..c };
+        let c = AttentionCase { page_size: Some(page), fp8_scales: Some((scale, scale)), ..c };
         let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
         assert_passed(&r.unwrap());
     }
@@ -293,6 +296,38 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+}
+
+/// An FP8 cache's batches plan on the portable kernel (the Hopper kernels read K/V in the
+/// query dtype), prefill included; FP8 K/V outside the paged cache (no scales) are refused and
+/// nothing is written.
+#[test]
+fn fp8_cache_plans_on_the_portable_kernel() {
+    let Some(dev) = device() else { return };
+    use warpcore::F8E4M3;
+    let (hd, nq, nkv) = (128, 8, 2);
+    for (q, kv) in [(1usize, 100usize), (300, 300), (64, 4096)] {
+        let plan = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Auto).unwrap();
+        assert_eq!(plan.kernel, AttentionKernel::MmaSync, "q {q} kv {kv}");
+        let e = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Wgmma).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        // K/V in the query dtype: with_kv plans as with_kernel.
+        assert_eq!(AttentionPlan::with_kv::<bf16>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Auto).unwrap(), AttentionPlan::new(&dev, &[q], &[kv], nq, nkv, hd, hd).unwrap());
+    }
+    let q = dev.upload(&vec![bf16::ONE; 8 * nq * hd]).unwrap();
+    let k8 = dev.upload(&vec![F8E4M3::from_f64_sat(0.5); 8 * nkv * hd]).unwrap();
+    let cu = dev.upload(&[0i32, 8]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; 8 * nq * hd]).unwrap();
+    let plan = AttentionPlan::with_kv::<F8E4M3>(&dev, &[8], &[8], nq, nkv, hd, hd, AttentionKernel::Auto).unwrap();
+    let cuv = TensorView::contiguous(cu.as_view(), [2]).unwrap();
+    let kt = TensorView::contiguous(k8.as_view(), [8, nkv, hd]).unwrap();
+    let qv = TensorView::contiguous(q.as_view(), [8, nq, hd]).unwrap();
+    {
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [8, nq, hd]).unwrap();
+        let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &kt, cu_seqlens_kv: &cuv }, &plan, &AttentionConfig::causal(hd), &mut ov, None, None).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
 }
 
 /// MLA decode reads V from K's rows: a V that is not K's first 512 elements is refused (not

@@ -41,7 +41,7 @@ pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, k
     let cu = dev.upload(&cu)?;
     let q = random_buffer::<bf16>(dev, batch * NQ * HD, -1.0, 1.0, 4)?;
     let mut out = dev.zeros::<bf16>(batch * NQ * HD)?;
-    let plan = AttentionPlan::new(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD)?;
+    let plan = AttentionPlan::with_kv::<C>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
     let cache = KvCacheView::new(
@@ -84,7 +84,7 @@ pub fn bench_mla_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usiz
     let cu = dev.upload(&(0..=batch as i32).collect::<Vec<_>>())?;
     let q = random_buffer::<bf16>(dev, batch * heads * hd, -1.0, 1.0, 4)?;
     let mut out = dev.zeros::<bf16>(batch * heads * hdv)?;
-    let plan = AttentionPlan::with_kernel(dev, &vec![1; batch], &vec![kv_len; batch], heads, 1, hd, hdv, kernel)?;
+    let plan = AttentionPlan::with_kv::<C>(dev, &vec![1; batch], &vec![kv_len; batch], heads, 1, hd, hdv, kernel)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     // DeepSeek-V3's softmax scale: 1/√192 (the naive head dim), times YaRN's mscale² (1.0 at
     // factor 40 with mscale_all_dim 1: 0.1·ln 40 + 1 squared ≈ 1.87; the value does not change
@@ -156,6 +156,51 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     Ok(BenchRecord::compute("attention_prefill", "bf16", prefill_shape(batch, seq_len, plan.kernel), t, bytes, flops, ceilings))
 }
 
+/// Causal prefill of `batch` sequences of `seq_len` tokens whose K/V are already in the paged
+/// cache (pages of `page_size`, shuffled) of type `C` — what a chunked prefill or an append
+/// reads; bf16 on the kernel [`AttentionPlan::new`] picks, e4m3 (scales 1/64, 1/32) on the
+/// portable one. Key "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
+pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize) -> Result<BenchRecord> {
+    let total = batch * seq_len;
+    let pages_per_seq = seq_len.div_ceil(page_size);
+    let num_pages = batch * pages_per_seq;
+    let cache_len = num_pages * page_size * NKV * HD;
+    let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 1)?;
+    let k = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 2)?;
+    let v = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 3)?;
+    let bt = dev.upload(&shuffled_pages(num_pages))?;
+    let lens = dev.upload(&vec![seq_len as i32; batch])?;
+    let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
+    let cu = dev.upload(&(0..=batch).map(|s| (s * seq_len) as i32).collect::<Vec<_>>())?;
+    let plan = AttentionPlan::with_kv::<C>(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
+    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    let cfg = AttentionConfig::causal(HD);
+    let mut cache = KvCacheView::new(
+        TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
+        TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?,
+    )?;
+    if C::NAME != "bf16" {
+        cache = cache.with_scales(crate::kv_cache::KvScales::new(1.0 / 64.0, 1.0 / 32.0))?;
+    }
+    let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
+    let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
+    let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
+    let wlen = ws.len();
+    let t = time_calls(dev, SAMPLES, |_| {
+        let kv = KvInput::Paged { cache: &cache, table: &table };
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total, NQ, HD])?;
+        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
+    })?;
+    let pairs = batch * seq_len * (seq_len + 1) / 2;
+    let flops = (4 * pairs * NQ * HD) as f64;
+    let bytes = (2 * total * NQ * HD * 2 + 2 * total * NKV * HD * std::mem::size_of::<C>()) as f64;
+    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
+    let shape = format!("{} page{page_size}{kv_name}", prefill_shape(batch, seq_len, AttentionKernel::MmaSync));
+    let suffix = if plan.kernel == AttentionKernel::Wgmma { " wgmma" } else { "" };
+    Ok(BenchRecord::compute("attention_prefill", "bf16", format!("{shape}{suffix}"), t, bytes, flops, ceilings))
+}
+
 /// Every attention benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
@@ -187,5 +232,9 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
             out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma)?);
         }
     }
+    // Prefill over the paged cache (chunked prefill, append): bf16, and the FP8 cache the
+    // portable kernel converts in shared memory.
+    out.push(bench_prefill_paged::<bf16>(dev, ceilings, 4, 4096, 16)?);
+    out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16)?);
     Ok(out)
 }

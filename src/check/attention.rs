@@ -136,7 +136,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     let cu = |lens: &[usize]| -> Vec<i32> { std::iter::once(0).chain(lens.iter().scan(0, |a, &l| { *a += l as i32; Some(*a) })).collect() };
     let total_q: usize = c.q_lens.iter().sum();
 
-    let mut plan = AttentionPlan::with_kernel(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd, hdv, c.kernel)?;
+    let mut plan = AttentionPlan::with_kv::<C>(dev, &c.q_lens, &c.kv_lens, nq, nkv, hd, hdv, c.kernel)?;
     if let Some(s) = c.num_splits {
         plan.num_splits = s;
     }
@@ -258,14 +258,20 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![200, 1], kv_lens: vec![1000, 50], num_q_heads: 8, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, num_splits: Some(3), seed: 15, ..base.clone() },
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
         AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
+        // Prefill / append chunks over an FP8 cache (the portable kernel's prefill
+        // configuration): a whole prompt next to a chunk, page 1 at head_dim 64, and head_dim
+        // 256 with a window, a soft-cap and splits.
+        AttentionCase { q_lens: vec![300, 17], kv_lens: vec![300, 100], fp8_scales: Some((0.02, 0.05)), seed: 21, ..base.clone() },
+        AttentionCase { q_lens: vec![65], kv_lens: vec![200], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(1), fp8_scales: Some((1.0, 0.5)), seed: 22, ..base.clone() },
+        AttentionCase { q_lens: vec![40, 70], kv_lens: vec![40, 500], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, head_dim_v: 256, page_size: Some(64), window_left: Some(100), softcap: Some(30.0), num_splits: Some(2), fp8_scales: Some((0.5, 0.25)), seed: 23, ..base.clone() },
         // MLA decode over the latent cache: 16 heads (tensor-parallel DeepSeek, the 16-row
         // configuration), 128 heads (the 64-row one), speculative decode, split-KV, contiguous.
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![1, 300, 2000], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), seed: 16, ..base.clone() },
         AttentionCase { q_lens: vec![1, 2], kv_lens: vec![500, 129], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, num_splits: Some(3), seed: 17, ..base.clone() },
         AttentionCase { q_lens: vec![3], kv_lens: vec![40], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: None, seed: 18, ..base.clone() },
         // An FP8 latent cache (one scale) on the portable kernel, at 16 and 128 heads.
-        AttentionCase { q_lens: vec![1; 3], kv_lens: vec![40, 700, 1500], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), fp8_scales: Some((0.01, 0.01)), kernel: AttentionKernel::MmaSync, seed: 19, ..base.clone() },
-        AttentionCase { q_lens: vec![1, 1], kv_lens: vec![300, 33], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(16), fp8_scales: Some((0.03, 0.03)), kernel: AttentionKernel::MmaSync, seed: 20, ..base.clone() },
+        AttentionCase { q_lens: vec![1; 3], kv_lens: vec![40, 700, 1500], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), fp8_scales: Some((0.01, 0.01)), seed: 19, ..base.clone() },
+        AttentionCase { q_lens: vec![1, 1], kv_lens: vec![300, 33], num_q_heads: 128, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(16), fp8_scales: Some((0.03, 0.03)), seed: 20, ..base.clone() },
     ];
     let mut out = Vec::new();
     for c in &cases {
@@ -273,7 +279,7 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, ..c.clone() })?);
         // Where the plan picks the wgmma kernel (Hopper prefill), the mma.sync kernel too.
         let auto = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v)?;
-        if auto.kernel == AttentionKernel::Wgmma {
+        if auto.kernel == AttentionKernel::Wgmma && c.fp8_scales.is_none() {
             out.push(check_attention::<bf16>(dev, &AttentionCase { kernel: AttentionKernel::MmaSync, seed: c.seed + 200, ..c.clone() })?);
         }
     }

@@ -398,6 +398,16 @@ static std::vector<Case> cases(const std::string& set) {
     c.kv_lens = {100, 17, 0, 1}; c.page_size = 16; add(c); }
   { Case c; c.name = "fp8 decode hd128 g8 ps1 split 2"; c.fp8 = true; c.nkv = 1; c.nq = 8; c.hd = c.hdv = 128;
     c.q_lens = {1, 1}; c.kv_lens = {80, 15}; c.page_size = 1; c.force_splits = 2; add(c); }
+  // ---- FP8 cache prefill / append (the prefill configuration, raw stages converted in smem)
+  { Case c; c.name = "fp8 prefill hd64 g4 ps16"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
+    c.kv_lens = {5, 17, 80}; c.page_size = 16; add(c); }
+  { Case c; c.name = "fp8 prefill hd128 g2 ps1 split 2"; c.fp8 = true; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33}; c.kv_lens = {30, 100}; c.page_size = 1; c.force_splits = 2; add(c); }
+  { Case c; c.name = "fp8 prefill hd96 g4 ps8 3 key tiles"; c.fp8 = true; c.nkv = 1; c.nq = 4; c.hd = c.hdv = 96;
+    c.q_lens = {20}; c.kv_lens = {150}; c.page_size = 8; add(c); }
+  { Case c; c.name = "fp8 prefill f16 hd256 window softcap bad pages"; c.fp8 = true; c.bf16 = false; c.nkv = 1;
+    c.nq = 2; c.hd = c.hdv = 256; c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.page_size = 16; c.window = 40;
+    c.softcap = 2.0f; c.qmag = 8; c.bad_pages = 2; add(c); }
   // ---- prefill varlen (ragged 1, 17, 33), causal bottom-right, contiguous and paged
   { Case c; c.name = "prefill contig hd64 g4"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33, 0};
     c.kv_lens = {1, 40, 33, 5}; add(c); }

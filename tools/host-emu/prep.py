@@ -76,6 +76,14 @@ SEEDS = {
              "const int next = it + S - 1, ns = it % S;"),
     # FP8 convert: swap the two 8-element halves.
     "fp8": ("attention", "attention.cuh", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
+    # FP8 K/V: no barrier between the conversion into the T tiles and the mma reading them
+    # (caught with EMU_CP_EAGER=1: the OS threads' timing decides it otherwise).
+    "fp8_convert_sync": ("attention", "attention_gqa.cu", "convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);\n      __syncthreads();",
+                         "convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);"),
+    # FP8 K/V: V's raw stages land on K's (the raw buffers' layout after the T tiles; caught
+    # with EMU_CP_EAGER=1: deferred copies land after the stage they overwrite was converted).
+    "fp8_raw_layout": ("attention", "attention_gqa.cu", "smem + C::kQ + C::kK + C::kV + C::kRawK) : reinterpret_cast<KV*>(sv);",
+                       "smem + C::kQ + C::kK + C::kV + C::kRawK / 2) : reinterpret_cast<KV*>(sv);"),
     # wgmma attention: V's descriptor steps half a column block to the next 64 columns (LBO).
     "sm90_vdesc": ("attention", "attention_sm90.cu", "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128)",
                    "desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 64)"),

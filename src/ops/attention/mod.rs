@@ -27,7 +27,7 @@ pub const HEAD_DIMS: &[(usize, usize)] = &[(64, 64), (96, 96), (128, 128), (256,
 /// first 512 elements — the same memory ([`KvCacheView::latent`]; contiguous K/V: `v` must be a
 /// view of `k`'s first 512 columns). The output is the attention-weighted latent per head; the
 /// caller applies W_uv. The latent cache may be FP8 e4m3 with one scale (k = v) on the portable
-/// kernel: plan such batches with [`AttentionKernel::MmaSync`] (the Hopper kernel, which
+/// kernel: plan such batches with [`AttentionPlan::with_kv`] (the Hopper kernel, which
 /// [`AttentionPlan::new`] picks above 16 rows per sequence, reads bf16 / f16 only).
 pub const MLA_DECODE: (usize, usize) = (576, 512);
 
@@ -52,8 +52,9 @@ impl AttentionConfig {
 }
 
 /// Where K and V come from. `C` is the K/V element type: the query dtype, or
-/// [`crate::F8E4M3`] for an FP8 paged cache in decode (K ≈ stored · k_scale, V ≈ stored ·
-/// v_scale, the cache's [`crate::kv_cache::KvScales`]).
+/// [`crate::F8E4M3`] for an FP8 paged cache (K ≈ stored · k_scale, V ≈ stored · v_scale, the
+/// cache's [`crate::kv_cache::KvScales`]; decode and prefill / append, on the portable kernel:
+/// plan with [`AttentionPlan::with_kv`]).
 pub enum KvInput<'v, 'a, C: DType> {
     /// k, v `[total_kv, num_kv_heads, head_dim]`; sequence s owns rows
     /// `cu_seqlens_kv[s]..cu_seqlens_kv[s+1]`.
@@ -150,7 +151,6 @@ pub fn attention<T: DType, C: DType>(
     let num_kv_heads = plan.num_kv_heads;
     let num_seqs = plan.num_seqs;
     let mla = (head_dim, head_dim_v) == MLA_DECODE;
-    let decode = head_dim == head_dim_v && plan.max_q_len * (num_q_heads / num_kv_heads) <= 16;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     let wgmma = match plan.kernel {
         AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v) && !fp8 => true,
@@ -158,15 +158,15 @@ pub fn attention<T: DType, C: DType>(
         k => {
             return Err(Error::Unsupported {
                 op: OP,
-                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512) and K/V in the query dtype; Auto is resolved by AttentionPlan)",
+                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512) and K/V in the query dtype; Auto is resolved by AttentionPlan: plan an FP8 cache's batches with AttentionPlan::with_kv::<F8E4M3>)",
                 value: format!("{k:?}, cc {:?}, head dims ({head_dim}, {head_dim_v}), K/V {}", dev.info().compute_capability, C::NAME),
             })
         }
     };
-    if C::TAG != T::TAG && !(fp8 && (decode || mla) && matches!(kv, KvInput::Paged { .. })) {
+    if C::TAG != T::TAG && !(fp8 && matches!(kv, KvInput::Paged { .. })) {
         return Err(Error::Unsupported {
             op: OP,
-            what: "K/V dtype (the query dtype, or e4m3 for a paged cache in decode: max_q_len · group ≤ 16, or MLA's latent cache)",
+            what: "K/V dtype (the query dtype, or e4m3 for a paged cache: its scales)",
             value: format!("{} with {} queries", C::NAME, T::NAME),
         });
     }

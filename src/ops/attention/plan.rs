@@ -6,18 +6,19 @@ use std::sync::{Mutex, OnceLock};
 
 use super::{check_heads, wgmma_supports};
 use crate::ops::{check_fits_i32, check_status};
-use crate::{ffi, Device, Error, Result};
+use crate::{ffi, DType, Device, Error, Result};
 
 /// Which attention kernel runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionKernel {
     /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
     /// with head dims (64, 64) or (128, 128) and for MLA decode with more than 16 query rows per
-    /// sequence (max_q_len · heads), mma.sync otherwise — and everywhere when the
-    /// environment variable `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
+    /// sequence (max_q_len · heads), K/V in the query dtype; mma.sync otherwise (an FP8 cache:
+    /// [`AttentionPlan::with_kv`]) — and everywhere when the environment variable
+    /// `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
     #[default]
     Auto,
-    /// The Hopper kernels (sm_90a only; K/V in the query dtype): prefill at head dims (64, 64)
+    /// The Hopper kernels (sm_90a only; K/V in the query dtype, not FP8): prefill at head dims (64, 64)
     /// or (128, 128), 128-row query tiles (cuda/attention_sm90.cu); MLA decode at (576, 512),
     /// 64-row tiles (cuda/attention_mla_sm90.cu).
     Wgmma,
@@ -89,6 +90,7 @@ impl AttentionPlan {
     /// [`AttentionPlan::new`] on a chosen kernel: `Error::Unsupported` when `Wgmma` cannot run
     /// this batch here (not compute capability 9.0, other head dims, or a decode batch —
     /// `max_q_len · group ≤ 16` — which the mma.sync kernel's decode configuration serves).
+    /// K/V are taken in the query dtype.
     #[allow(clippy::too_many_arguments)]
     pub fn with_kernel(
         dev: &Device,
@@ -100,7 +102,34 @@ impl AttentionPlan {
         head_dim_v: usize,
         kernel: AttentionKernel,
     ) -> Result<Self> {
+        Self::plan(dev, q_lens, kv_lens, [num_q_heads, num_kv_heads, head_dim, head_dim_v], kernel, ffi::wc_dtype_WC_BF16)
+    }
+
+    /// [`AttentionPlan::with_kernel`] for K/V of type `C`, the cache the batch will read: with
+    /// [`crate::F8E4M3`] (an FP8 paged cache) `Auto` picks the portable kernel, whose
+    /// occupancy sizes the splits, and `Wgmma` is `Error::Unsupported` (the Hopper kernels read
+    /// K/V in the query dtype). Any other `C` plans as `with_kernel`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_kv<C: DType>(
+        dev: &Device,
+        q_lens: &[usize],
+        kv_lens: &[usize],
+        num_q_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        head_dim_v: usize,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        let kv_dtype = if C::TAG == ffi::wc_dtype_WC_E4M3 { C::TAG } else { ffi::wc_dtype_WC_BF16 };
+        Self::plan(dev, q_lens, kv_lens, [num_q_heads, num_kv_heads, head_dim, head_dim_v], kernel, kv_dtype)
+    }
+
+    /// The planner behind the constructors; `kv_dtype`: WC_E4M3 (an FP8 cache) or WC_BF16 (K/V
+    /// in the query dtype).
+    fn plan(dev: &Device, q_lens: &[usize], kv_lens: &[usize], heads: [usize; 4], kernel: AttentionKernel, kv_dtype: ffi::wc_dtype) -> Result<Self> {
         const OP: &str = "AttentionPlan::new";
+        let [num_q_heads, num_kv_heads, head_dim, head_dim_v] = heads;
+        let fp8 = kv_dtype == ffi::wc_dtype_WC_E4M3;
         if q_lens.len() != kv_lens.len() {
             return Err(Error::ShapeMismatch {
                 op: OP,
@@ -116,7 +145,8 @@ impl AttentionPlan {
         let decode = head_dim == head_dim_v && max_q_len * group <= 16;
         // MLA decode: the wgmma kernel's 64-row tiles for more than 16 rows per sequence.
         let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
-        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !decode && !(mla && max_q_len * group <= 16);
+        let mla_decode_rows = mla && max_q_len * group <= 16;
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !(decode || mla_decode_rows || fp8);
         let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
         let kernel = match kernel {
             AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
@@ -124,8 +154,8 @@ impl AttentionPlan {
             AttentionKernel::Wgmma if !wgmma_fits => {
                 return Err(Error::Unsupported {
                     op: OP,
-                    what: "wgmma attention (compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), max_q_len · group > 16)",
-                    value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}", dev.info().compute_capability),
+                    what: "wgmma attention (compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), max_q_len · group > 16, K/V in the query dtype)",
+                    value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}, K/V e4m3: {fp8}", dev.info().compute_capability),
                 })
             }
             k => k,
@@ -149,7 +179,7 @@ impl AttentionPlan {
         let num_splits = if base_ctas == 0 || max_splits == 1 {
             1
         } else {
-            let per_sm = ctas_per_sm(dev, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len)?;
+            let per_sm = ctas_per_sm(dev, kernel, [num_q_heads, num_kv_heads, head_dim, head_dim_v], max_q_len, kv_dtype)?;
             choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, wave_model)
         };
         Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
@@ -189,21 +219,14 @@ fn choose_splits(base: usize, slots: usize, max_splits: usize, decode: bool) -> 
 
 /// CTAs per SM of the kernel configuration a batch runs on: `wc_attention_ctas_per_sm`, the
 /// occupancy calculator on this device, asked once per distinct argument set (a decode loop
-/// plans every step). K/V are taken in q's dtype; the FP8 decode configuration is sized to the
-/// same occupancy (cuda/attention_gqa.cu, `Cfg::kStages`).
-fn ctas_per_sm(
-    dev: &Device,
-    kernel: AttentionKernel,
-    num_q_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-    head_dim_v: usize,
-    max_q_len: usize,
-) -> Result<usize> {
+/// plans every step). `heads`: (num_q_heads, num_kv_heads, head_dim, head_dim_v); `kv_dtype`:
+/// WC_E4M3 for an FP8 cache's configurations, else WC_BF16 (the query dtype's).
+fn ctas_per_sm(dev: &Device, kernel: AttentionKernel, heads: [usize; 4], max_q_len: usize, kv_dtype: ffi::wc_dtype) -> Result<usize> {
     const OP: &str = "AttentionPlan::new";
-    type Key = (usize, AttentionKernel, usize, usize, usize, usize, usize);
+    type Key = (usize, AttentionKernel, [usize; 4], usize, ffi::wc_dtype);
     static KNOWN: OnceLock<Mutex<HashMap<Key, usize>>> = OnceLock::new();
-    let key = (dev.info().ordinal, kernel, num_q_heads, num_kv_heads, head_dim, head_dim_v, max_q_len);
+    let [num_q_heads, num_kv_heads, head_dim, head_dim_v] = heads;
+    let key = (dev.info().ordinal, kernel, heads, max_q_len, kv_dtype);
     let known = KNOWN.get_or_init(Default::default);
     if let Some(&n) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(n);
@@ -217,7 +240,7 @@ fn ctas_per_sm(
         max_q_len: max_q_len as i32,
         num_splits: 1,
         dtype: ffi::wc_dtype_WC_BF16,
-        kv_dtype: ffi::wc_dtype_WC_BF16,
+        kv_dtype,
         kernel: if kernel == AttentionKernel::Wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA },
         ..Default::default()
     };
