@@ -253,3 +253,34 @@ fn fp8_inputs_round_the_fp8_projections_inputs_only() {
         }
     }
 }
+
+/// An FP8 KV cache on the CPU path (`set_fp8_kv_cache`: K and V rounded to e4m3 as the cache
+/// stores them) moves the logits by what e4m3's 3 mantissa bits cost, no more; `None` restores
+/// the exact path; MLA's latent cache refuses two scales, and no model takes a scale that is
+/// not finite and positive.
+#[test]
+fn an_fp8_kv_cache_rounds_keys_and_values() {
+    use warpcore::kv_cache::KvScales;
+    // (fixture, scales, the largest move allowed: DeepSeek-V3's sigmoid routers flip experts)
+    let cases = [("llama", KvScales::new(1.0 / 64.0, 1.0 / 128.0), 0.1), ("qwen3", KvScales::ONE, 0.1), ("deepseek_v3_q_proj", KvScales::new(1.0 / 64.0, 1.0 / 64.0), 0.5)];
+    for (name, scales, most) in cases {
+        let (ids, _, want) = expected(name);
+        let mut model = CpuModel::load(&fixture(name)).unwrap();
+        model.set_fp8_kv_cache(Some(scales)).unwrap();
+        let got = model.forward(&ids).unwrap();
+        let err: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+        eprintln!("{name}: an FP8 KV cache (scales {scales:?}) moves the logits by {:.3e} (relative Frobenius)", err / norm);
+        assert!((1e-2..most).contains(&(err / norm)), "{name}: {:.3e}", err / norm);
+        model.set_fp8_kv_cache(None).unwrap();
+        let exact = model.forward(&ids).unwrap();
+        assert!(exact.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs())), "{name}: None restores the exact path");
+    }
+    let mut mla = CpuModel::load(&fixture("deepseek_v3_q_proj")).unwrap();
+    assert!(matches!(mla.set_fp8_kv_cache(Some(KvScales::new(0.5, 0.25))), Err(warpcore::Error::Unsupported { .. })));
+    let mut gqa = CpuModel::load(&fixture("llama")).unwrap();
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(matches!(gqa.set_fp8_kv_cache(Some(KvScales::new(bad, 1.0))), Err(warpcore::Error::Unsupported { .. })), "{bad}");
+    }
+    assert!(gqa.fp8_kv_cache().is_none(), "a refused scale leaves the cache as it was");
+}

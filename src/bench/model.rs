@@ -7,6 +7,10 @@
 //!   timed decode steps, each ending with a greedy token per sequence on the host (chosen on
 //!   the GPU, `decode_greedy`, as transformers' argmax on its logits tensor): B · 128 / time. Exactly that many: the benchmark drives `prefill` / `decode`
 //!   itself, with no end-of-sequence stop.
+//! - `decode b32 ctx2048`, `decode b32 ctx2048 kv-e4m3`: the same after prompts of 2048 tokens,
+//!   where the KV cache's bytes are a large share of a step's (Llama-3.2-1B: 32 KB per token
+//!   in bf16, 2.1 GB at 32 × 2048 against 2.5 GB of weights), with a bf16 and an FP8 cache
+//!   (`GpuModel::set_fp8_kv_cache`, scales 1). No transformers counterpart.
 //!
 //! Every timed region ends with a device-to-host copy (logits, or the greedy tokens), so
 //! wall-clock time is CUDA-synchronised.
@@ -53,11 +57,13 @@ pub fn bench_prefill(model: &GpuModel, len: usize) -> Result<ModelRecord> {
     Ok(ModelRecord { case: format!("prefill 1x{len}"), tokens: len, seconds, tokens_per_s: len as f64 / seconds })
 }
 
-/// Decode tokens per second at batch `batch` (prompts of PROMPT_LEN, DECODE_STEPS steps).
-pub fn bench_decode(model: &GpuModel, batch: usize) -> Result<ModelRecord> {
+/// Decode tokens per second at batch `batch` after prompts of `prompt_len` (DECODE_STEPS
+/// steps), on the model's KV cache dtype. Case "decode b{batch}" at PROMPT_LEN, else with
+/// " ctx{prompt_len}"; " kv-e4m3" with an FP8 cache.
+pub fn bench_decode(model: &GpuModel, batch: usize, prompt_len: usize) -> Result<ModelRecord> {
     let v = model.config.vocab_size;
     let mut rng = Rng::new(2);
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_prompt(&mut rng, PROMPT_LEN, v)).collect();
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| random_prompt(&mut rng, prompt_len, v)).collect();
     let (mut state, mut next) = model.prefill_greedy(&prompts, WARMUP_STEPS + DECODE_STEPS)?;
     for _ in 0..WARMUP_STEPS {
         next = model.decode_greedy(&mut state, &next)?;
@@ -68,12 +74,21 @@ pub fn bench_decode(model: &GpuModel, batch: usize) -> Result<ModelRecord> {
     }
     let seconds = t0.elapsed().as_secs_f64();
     let tokens = batch * DECODE_STEPS;
-    Ok(ModelRecord { case: format!("decode b{batch}"), tokens, seconds, tokens_per_s: tokens as f64 / seconds })
+    let ctx = if prompt_len == PROMPT_LEN { String::new() } else { format!(" ctx{prompt_len}") };
+    let kv = if model.fp8_kv_cache().is_some() { " kv-e4m3" } else { "" };
+    Ok(ModelRecord { case: format!("decode b{batch}{ctx}{kv}"), tokens, seconds, tokens_per_s: tokens as f64 / seconds })
 }
 
-/// The three cases: prefill of 2048 tokens, decode at batch 1 and 32.
-pub fn bench_all(model: &GpuModel) -> Result<Vec<ModelRecord>> {
-    Ok(vec![bench_prefill(model, PREFILL_LEN)?, bench_decode(model, 1)?, bench_decode(model, 32)?])
+/// The cases: prefill of 2048 tokens, decode at batch 1 and 32, and decode at batch 32 after
+/// 2048-token prompts with a bf16 and an FP8 KV cache (the model's cache is bf16 again after).
+pub fn bench_all(model: &mut GpuModel) -> Result<Vec<ModelRecord>> {
+    let mut out = vec![bench_prefill(model, PREFILL_LEN)?, bench_decode(model, 1, PROMPT_LEN)?, bench_decode(model, 32, PROMPT_LEN)?];
+    out.push(bench_decode(model, 32, PREFILL_LEN)?);
+    model.set_fp8_kv_cache(Some(crate::kv_cache::KvScales::ONE))?;
+    let fp8 = bench_decode(model, 32, PREFILL_LEN);
+    model.set_fp8_kv_cache(None)?;
+    out.push(fp8?);
+    Ok(out)
 }
 
 /// Decode tokens per second at batch 1 if a step did nothing but read every weight once at

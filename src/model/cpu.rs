@@ -16,7 +16,9 @@ use crate::reference::mlp::{glu, GluActivation};
 use crate::reference::matmul_ternary::{self as ternary, TernaryWeights};
 use crate::reference::{moe_routing, rms_norm, rope};
 use crate::ops::quant::{ScaleGranularity, FP8_BLOCK};
-use crate::{Error, Result};
+use crate::kv_cache::KvScales;
+use crate::reference::kv_cache;
+use crate::{Error, Result, F8E4M3};
 use std::path::Path;
 
 /// A projection `[n, k]`: dense, FP8, or BitNet's ternary AutoBitLinear (int8 activations).
@@ -150,6 +152,14 @@ pub struct CpuModel {
     /// None: tied to the embedding.
     lm_head: Option<Vec<f32>>,
     act: GluActivation,
+    /// [`CpuModel::set_fp8_kv_cache`]'s scales; None: K and V as computed.
+    kv_fp8: Option<KvScales>,
+}
+
+/// What an FP8 KV cache holds for each of `x` and reads back: round_e4m3(bf16(x) / scale) ·
+/// scale (`reference::kv_cache::quantize` of the bf16 value the GPU path appends).
+fn fp8_cache_round(x: &[f32], scale: f32) -> Vec<f32> {
+    x.iter().map(|&v| kv_cache::dequantize(kv_cache::quantize::<half::bf16, F8E4M3>(half::bf16::from_f32(v), scale), scale) as f32).collect()
 }
 
 fn f64_to_f32(v: Vec<f64>) -> Vec<f32> {
@@ -320,7 +330,7 @@ impl CpuModel {
         }
         let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(get("lm_head.weight", &[c.vocab_size, h])?) };
-        Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config })
+        Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config, kv_fp8: None })
     }
 
     /// FP8 checkpoints: the model with every FP8 projection's input rounded to e4m3 per token
@@ -352,6 +362,24 @@ impl CpuModel {
             }
         }
         self
+    }
+
+    /// `Some(scales)`: K and V rounded as an FP8 e4m3 KV cache with these scales stores them,
+    /// what [`super::GpuModel::set_fp8_kv_cache`] computes: every key and value (MLA: the
+    /// latent row `[c_kv | k_pe]`, one scale) becomes round_e4m3(bf16(x) / scale) · scale after
+    /// RoPE, before attention reads it. `None`: as computed (the default). Errors as
+    /// `GpuModel::set_fp8_kv_cache`.
+    pub fn set_fp8_kv_cache(&mut self, scales: Option<KvScales>) -> Result<()> {
+        if let Some(s) = scales {
+            self.config.check_fp8_kv_scales("CpuModel::set_fp8_kv_cache", s)?;
+        }
+        self.kv_fp8 = scales;
+        Ok(())
+    }
+
+    /// The FP8 KV cache's scales, if [`CpuModel::set_fp8_kv_cache`] set them.
+    pub fn fp8_kv_cache(&self) -> Option<KvScales> {
+        self.kv_fp8
     }
 
     /// Teacher-forced logits `[ids.len(), vocab_size]` (every position attends to the ones
@@ -401,7 +429,11 @@ impl CpuModel {
                         k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
                     }
                     let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
-                    let (q, k) = (f64_to_f32(q), f64_to_f32(k));
+                    let (q, mut k) = (f64_to_f32(q), f64_to_f32(k));
+                    let mut v = v;
+                    if let Some(s) = self.kv_fp8 {
+                        (k, v) = (fp8_cache_round(&k, s.k), fp8_cache_round(&v, s.v));
+                    }
                     let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
                     let mut att = f64_to_f32(att);
                     if let Some(w) = sub_norm {
@@ -443,7 +475,12 @@ impl CpuModel {
         let (c_kv, k_pe) = (kv_a.0.apply(a, None, h), kv_a.1.apply(a, None, h));
         let c_kv = f64_to_f32(rms_norm::rms_norm(&c_kv, kv_a_norm, latent_norm));
         let (q_pe, k_pe) = rope::rope(&q_pe, &k_pe, m.qk_rope_head_dim, positions, rope_cfg);
-        let (q_pe, k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
+        let (q_pe, mut k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
+        let mut c_kv = c_kv;
+        if let Some(s) = self.kv_fp8 {
+            // The latent cache's rows, one scale.
+            (c_kv, k_pe) = (fp8_cache_round(&c_kv, s.k), fp8_cache_round(&k_pe, s.k));
+        }
         let shape = MlaShape {
             q_len: n,
             kv_len: n,

@@ -114,6 +114,13 @@ enum Command {
         /// with --batch, every sequence's in order), computed on the chosen device.
         #[arg(long)]
         logits_out: Option<PathBuf>,
+        /// The KV cache's dtype: bf16, or fp8 (e4m3 with the scale --kv-scale, half the bytes;
+        /// on the CPU, K and V are rounded as that cache stores them).
+        #[arg(long, default_value = "bf16", value_parser = ["bf16", "fp8"])]
+        kv_cache: String,
+        /// The FP8 KV cache's per-tensor scale for K and V (stored = e4m3(x / scale)).
+        #[arg(long, default_value_t = 1.0)]
+        kv_scale: f32,
     },
 }
 
@@ -127,12 +134,13 @@ fn main() -> ExitCode {
             let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, records, ceilings };
             bench_cmd(&opts)
         }
-        Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out } => {
+        Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
+            let kv_fp8 = (kv_cache == "fp8").then(|| warpcore::kv_cache::KvScales::new(kv_scale, kv_scale));
             let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
                 let prompts = vec![prompt_ids; batch.max(1)];
                 let gen = Generation { max_new_tokens, ignore_eos, sampling };
-                run_model(&model, &prompts, gen, &device, logits_out.as_deref(), tokenizer)
+                run_model(&model, &prompts, gen, (&device, kv_fp8), logits_out.as_deref(), tokenizer)
             };
             match prompt {
                 None => run(prompt_ids, None),
@@ -382,9 +390,9 @@ fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> C
         }
     };
     let copy_gbps = bench::measure_copy_gbps(&dev)?;
-    let model = warpcore::model::GpuModel::load(&dev, dir)?;
+    let mut model = warpcore::model::GpuModel::load(&dev, dir)?;
     let weight_bytes = model.weight_bytes();
-    let records = mb::bench_all(&model)?;
+    let records = mb::bench_all(&mut model)?;
     let roofline = mb::decode_roofline_tokens_per_s(weight_bytes, copy_gbps);
     let mut alternatives: Vec<(String, String, f64)> = Vec::new(); // (case, name, tokens/s)
     for alt in &alt_docs {

@@ -75,7 +75,7 @@ pub(crate) fn run_model(
     dir: &std::path::Path,
     prompts: &[Vec<u32>],
     gen: Generation,
-    device: &str,
+    (device, kv_fp8): (&str, Option<warpcore::kv_cache::KvScales>),
     logits_out: Option<&std::path::Path>,
     tokenizer: Option<&warpcore::model::Tokenizer>,
 ) -> CliResult {
@@ -83,12 +83,16 @@ pub(crate) fn run_model(
     let Generation { max_new_tokens, ignore_eos, sampling } = gen;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let print_ids = |o: &[u32]| println!("{}", o.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    if let Some(s) = kv_fp8 {
+        eprintln!("KV cache: FP8 e4m3, scale {} for K and V", s.k);
+    }
     let t0 = Instant::now();
     // (outputs, whether their text was streamed, prefill seconds, decode seconds, teacher-forced
     // logits of prompt + output)
     let (outputs, streamed, prefill, decode, logits) = match device {
         "cpu" => {
-            let model = warpcore::model::CpuModel::load(dir)?;
+            let mut model = warpcore::model::CpuModel::load(dir)?;
+            model.set_fp8_kv_cache(kv_fp8)?;
             eprintln!("loaded {:?} ({} layers) in {:.2} s (CPU)", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
             let eos = if ignore_eos { &[][..] } else { &model.config.eos_token_ids[..] };
             let t1 = Instant::now();
@@ -130,7 +134,8 @@ pub(crate) fn run_model(
                 Ok(d) => d,
                 Err(why) => return Err(format!("--device cuda: {why}").into()),
             };
-            let model = warpcore::model::GpuModel::load(&dev, dir)?;
+            let mut model = warpcore::model::GpuModel::load(&dev, dir)?;
+            model.set_fp8_kv_cache(kv_fp8)?;
             dev.synchronize()?;
             eprintln!(
                 "loaded {:?} ({} layers, {:.2} GB of weights) on {} in {:.2} s",

@@ -6,6 +6,7 @@
 mod rope;
 
 use crate::ops::moe_routing::{MoeGateConfig, MoeScoring};
+use crate::kv_cache::KvScales;
 use crate::ops::quant::FP8_BLOCK;
 use crate::{Error, Result};
 use serde::Deserialize;
@@ -264,6 +265,20 @@ impl ModelConfig {
             Some(block) if block != [FP8_BLOCK, FP8_BLOCK] => Err(Error::Unsupported { op, what: "FP8 weight_block_size (128 × 128)", value: format!("{block:?}") }),
             _ => Ok(()),
         }
+    }
+
+    /// The FP8 KV cache scales both model paths take (`set_fp8_kv_cache`): finite and
+    /// positive; one scale (k = v) for MLA's latent cache, whose rows hold K and V together.
+    pub fn check_fp8_kv_scales(&self, op: &'static str, scales: KvScales) -> Result<()> {
+        for v in [scales.k, scales.v] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::Unsupported { op, what: "FP8 KV cache scale (finite, > 0)", value: v.to_string() });
+            }
+        }
+        if self.mla.is_some() && scales.k != scales.v {
+            return Err(Error::Unsupported { op, what: "FP8 KV cache scales of MLA's latent cache (one scale: k = v)", value: format!("{scales:?}") });
+        }
+        Ok(())
     }
 
     /// Reads `dir/config.json`. A `dir/generation_config.json`, when present, decides the EOS

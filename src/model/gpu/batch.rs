@@ -6,7 +6,7 @@
 use super::{alloc, Buffers, GpuModel, Step, PAGE_SIZE};
 use crate::kv_cache::{PageAllocator, SeqId};
 use crate::model::{is_finished, Sampler, Sampling};
-use crate::{Error, Result};
+use crate::{Error, Result, F8E4M3};
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
@@ -15,10 +15,28 @@ use half::bf16;
 pub struct Batch {
     pub(super) pages: PageAllocator,
     pub(super) seqs: Vec<SeqId>,
-    /// Per layer: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`; MLA: the
-    /// latent pages `[num_pages, PAGE_SIZE, 1, 576]` and no V.
-    pub(super) cache: Vec<(CudaSlice<bf16>, Option<CudaSlice<bf16>>)>,
+    /// Per layer, its pages.
+    pub(super) cache: Vec<LayerCache>,
     pub(super) bufs: Buffers,
+}
+
+/// One layer's KV cache: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`; MLA:
+/// the latent pages `[num_pages, PAGE_SIZE, 1, 576]` and no V. bf16, or e4m3
+/// ([`GpuModel::set_fp8_kv_cache`]).
+pub(super) enum LayerCache {
+    Bf16(CudaSlice<bf16>, Option<CudaSlice<bf16>>),
+    Fp8(CudaSlice<F8E4M3>, Option<CudaSlice<F8E4M3>>),
+}
+
+impl LayerCache {
+    /// `len` elements of K (and of V unless `latent`), in the model's cache dtype.
+    fn new(model: &GpuModel, len: usize, latent: bool) -> Result<Self> {
+        let dev = &model.dev;
+        Ok(match model.kv_fp8 {
+            Some(_) => Self::Fp8(alloc(dev, len)?, if latent { None } else { Some(alloc(dev, len)?) }),
+            None => Self::Bf16(alloc(dev, len)?, if latent { None } else { Some(alloc(dev, len)?) }),
+        })
+    }
 }
 
 impl Batch {
@@ -104,11 +122,8 @@ impl GpuModel {
         let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
         let cache = (0..c.num_layers)
             .map(|_| match c.mla {
-                Some(_) => Ok((alloc(&self.dev, num_pages * PAGE_SIZE * super::mla::ROW)?, None)),
-                None => {
-                    let len = num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim;
-                    Ok((alloc(&self.dev, len)?, Some(alloc(&self.dev, len)?)))
-                }
+                Some(_) => LayerCache::new(self, num_pages * PAGE_SIZE * super::mla::ROW, true),
+                None => LayerCache::new(self, num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim, false),
             })
             .collect::<Result<Vec<_>>>()?;
         let logit_rows = if all_rows { total } else { prompts.len() };

@@ -71,21 +71,22 @@ mod supported;
 
 use super::gemm::Gemm;
 use super::{Architecture, ModelConfig, Sampler, Weights};
-use crate::kv_cache::{BlockTable, BlockTableView};
+use crate::kv_cache::{BlockTable, BlockTableView, KvScales};
 use crate::ops::rope::RopeConfig;
-use crate::ops::attention::{AttentionConfig, AttentionPlan, MLA_DECODE};
+use crate::ops::attention::{AttentionConfig, AttentionKernel, AttentionPlan, MLA_DECODE};
 use crate::ops::elementwise::{argmax_rows, sample_rows, select_rows, SampleConfig};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
 use crate::ops::rms_norm::{fused_add_rms_norm, rms_norm, RmsNormConfig};
 use crate::reference::mlp::GluActivation;
-use crate::{Device, Error, Result, TensorView, TensorViewMut};
+use crate::{Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::bf16;
 use std::path::Path;
 
 pub use batch::Batch;
+use batch::LayerCache;
 pub use supported::check_supported;
 use linear::{Fp8Scratch, GpuLinear, Int8Scratch};
 use mla::{GpuMla, MlaBuffers};
@@ -176,6 +177,8 @@ pub struct GpuModel {
     norm: CudaSlice<bf16>,
     /// `[vocab_size, hidden]`; None: tied to `embed`.
     lm_head: Option<CudaSlice<bf16>>,
+    /// The KV cache's FP8 scales ([`GpuModel::set_fp8_kv_cache`]); None: a bf16 cache.
+    kv_fp8: Option<KvScales>,
 }
 
 /// `[rows, cols]` dense view of the first rows of a buffer.
@@ -242,6 +245,8 @@ struct LayerStep<'s, 'a> {
     table: &'s BlockTableView<'a>,
     /// `[num_pages, page_size, num_kv_heads, head_dim]` (MLA: `[.., 1, 576]`).
     page_shape: [usize; 4],
+    /// The cache's FP8 scales ([`KvScales::ONE`] for a bf16 cache).
+    kv_scales: KvScales,
     norm: RmsNormConfig,
 }
 
@@ -347,7 +352,27 @@ impl GpuModel {
         let lm_head =
             if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
         let norm = up(get("model.norm.weight", &[h])?)?;
-        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head })
+        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None })
+    }
+
+    /// `Some(scales)`: batches started from now on keep their paged KV cache in FP8 e4m3 with
+    /// these per-tensor scales, the same for every layer (stored = e4m3(x / scale), saturating;
+    /// attention reads stored · scale): half the cache's bytes, so twice the tokens in the same
+    /// memory and half the bytes a decode step reads from it. The usual uncalibrated choice is
+    /// [`KvScales::ONE`] (e4m3 spans ±448). DeepSeek-V3's latent cache holds K and V in one row
+    /// and takes one scale (k = v). `None`: bf16 (the default).
+    /// [`super::CpuModel::set_fp8_kv_cache`] rounds K and V the same way.
+    pub fn set_fp8_kv_cache(&mut self, scales: Option<KvScales>) -> Result<()> {
+        if let Some(s) = scales {
+            self.config.check_fp8_kv_scales("GpuModel::set_fp8_kv_cache", s)?;
+        }
+        self.kv_fp8 = scales;
+        Ok(())
+    }
+
+    /// The FP8 KV cache's scales, if the cache is FP8.
+    pub fn fp8_kv_cache(&self) -> Option<KvScales> {
+        self.kv_fp8
     }
 
     pub fn device(&self) -> &Device {
@@ -461,14 +486,18 @@ impl GpuModel {
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
         let rope = c.rope(max_kv)?;
         let num_pages = batch.pages.num_pages();
+        // The plan for the cache's dtype (an FP8 cache: the portable attention kernel).
+        let plan_for = |nkv: usize, d: usize, dv: usize| match self.kv_fp8 {
+            Some(_) => AttentionPlan::with_kv::<F8E4M3>(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv, AttentionKernel::Auto),
+            None => AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv),
+        };
         // MLA: one latent head of 576 (queries absorbed), DeepSeek's softmax scale.
         let (plan, attn_cfg, page_shape) = match &c.mla {
             Some(_) => {
                 let (d, dv) = MLA_DECODE;
-                let plan = AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, 1, d, dv)?;
-                (plan, AttentionConfig { scale: c.softmax_scale()? as f32, ..AttentionConfig::causal(d) }, [num_pages, PAGE_SIZE, 1, d])
+                (plan_for(1, d, dv)?, AttentionConfig { scale: c.softmax_scale()? as f32, ..AttentionConfig::causal(d) }, [num_pages, PAGE_SIZE, 1, d])
             }
-            None => (AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, hd, hd)?, AttentionConfig::causal(hd), [num_pages, PAGE_SIZE, nkv, hd]),
+            None => (plan_for(nkv, hd, hd)?, AttentionConfig::causal(hd), [num_pages, PAGE_SIZE, nkv, hd]),
         };
         let bufs = &mut batch.bufs;
         debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
@@ -501,7 +530,8 @@ impl GpuModel {
         let logit_rows = TensorView::contiguous(span(5), [step.logit_rows.len()])?;
         let slots = TensorView::contiguous(span(6), [t])?;
         let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
-        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
+        let kv_scales = self.kv_fp8.unwrap_or(KvScales::ONE);
+        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, kv_scales, norm };
 
         select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &ids, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -529,13 +559,17 @@ impl GpuModel {
             } else {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
             }
-            let cache = &mut batch.cache[l];
-            match &layer.attn {
-                GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm } => {
-                    let v_pages = cache.1.as_mut().expect("a GQA layer's cache has V pages");
-                    self.gqa_attention(bufs, t, (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref()), (&mut cache.0, v_pages), &ls)?
+            match (&layer.attn, &mut batch.cache[l]) {
+                (GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm }, cache) => {
+                    let w = (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref());
+                    match cache {
+                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v), &ls)?,
+                        LayerCache::Fp8(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v), &ls)?,
+                        _ => unreachable!("a GQA layer's cache has V pages"),
+                    }
                 }
-                GpuAttention::Mla(m) => self.mla_attention(bufs, t, m, &mut cache.0, &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, pages, &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _)) => self.mla_attention(bufs, t, m, pages, &ls)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
