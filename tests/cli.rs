@@ -67,3 +67,25 @@ fn check_takes_one_family_by_name() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("not a family") && stderr.contains("rms_norm") && stderr.contains("matmul_fp8"), "{stderr}");
 }
+
+/// `--kv-cache fp8`: on the CPU the keys and values are rounded as an FP8 cache stores them (the
+/// run says so and completes); a scale that is not positive is refused before anything runs.
+#[test]
+fn run_takes_an_fp8_kv_cache() {
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_warpcore"))
+            .args(["run", "--model", fixtures().join("llama").to_str().unwrap(), "--prompt-ids", "1,5,9,3", "--max-new-tokens", "6", "--ignore-eos"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--kv-cache", "fp8", "--kv-scale", "0.05"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KV cache: FP8 e4m3, scale 0.05"));
+    let ids = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(ids.trim().split(',').count(), 6, "{ids}");
+    let out = run(&["--kv-cache", "fp8", "--kv-scale", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FP8 KV cache scale"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!run(&["--kv-cache", "int8"]).status.success());
+}
