@@ -266,7 +266,7 @@ fn an_fp8_kv_cache_rounds_keys_and_values() {
     for (name, scales, most) in cases {
         let (ids, _, want) = expected(name);
         let mut model = CpuModel::load(&fixture(name)).unwrap();
-        model.set_fp8_kv_cache(Some(scales)).unwrap();
+        model.set_fp8_kv_cache(Some(&[scales])).unwrap();
         let got = model.forward(&ids).unwrap();
         let err: f64 = got.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
         let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
@@ -277,10 +277,59 @@ fn an_fp8_kv_cache_rounds_keys_and_values() {
         assert!(exact.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs())), "{name}: None restores the exact path");
     }
     let mut mla = CpuModel::load(&fixture("deepseek_v3_q_proj")).unwrap();
-    assert!(matches!(mla.set_fp8_kv_cache(Some(KvScales::new(0.5, 0.25))), Err(warpcore::Error::Unsupported { .. })));
+    assert!(matches!(mla.set_fp8_kv_cache(Some(&[KvScales::new(0.5, 0.25)])), Err(warpcore::Error::Unsupported { .. })));
     let mut gqa = CpuModel::load(&fixture("llama")).unwrap();
     for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert!(matches!(gqa.set_fp8_kv_cache(Some(KvScales::new(bad, 1.0))), Err(warpcore::Error::Unsupported { .. })), "{bad}");
+        assert!(matches!(gqa.set_fp8_kv_cache(Some(&[KvScales::new(bad, 1.0)])), Err(warpcore::Error::Unsupported { .. })), "{bad}");
     }
     assert!(gqa.fp8_kv_cache().is_none(), "a refused scale leaves the cache as it was");
+}
+
+/// A checkpoint's own FP8 KV cache scales (llm-compressor's scalars `self_attn.k_scale` /
+/// `v_scale`, or the older `kv_scale` for both) are read per layer; a layer without them when
+/// others have them is an error naming the tensor; the model uses each layer's own.
+#[test]
+fn checkpoint_kv_scales_are_read_per_layer() {
+    use warpcore::kv_cache::KvScales;
+    let scalar = |v: f32| (Dtype::F32, vec![], f32_bytes(&[v]));
+    let dir = edited_copy("llama", "kv-scales", |t| {
+        t.insert("model.layers.0.self_attn.k_scale".into(), scalar(0.02));
+        t.insert("model.layers.0.self_attn.v_scale".into(), scalar(0.01));
+        t.insert("model.layers.1.self_attn.kv_scale".into(), (Dtype::BF16, vec![1], half::bf16::from_f32(0.03125).to_le_bytes().to_vec()));
+    });
+    let model = CpuModel::load(&dir);
+    let partial = edited_copy("llama", "kv-scales-partial", |t| {
+        t.insert("model.layers.1.self_attn.k_scale".into(), scalar(0.02));
+    });
+    let missing = CpuModel::load(&partial).err().map(|e| e.to_string());
+    let vector = edited_copy("llama", "kv-scales-vector", |t| {
+        for l in 0..2 {
+            t.insert(format!("model.layers.{l}.self_attn.k_scale"), (Dtype::F32, vec![2], f32_bytes(&[0.1, 0.2])));
+            t.insert(format!("model.layers.{l}.self_attn.v_scale"), scalar(0.1));
+        }
+    });
+    let non_scalar = CpuModel::load(&vector).err();
+    for d in [&dir, &partial, &vector] {
+        std::fs::remove_dir_all(d).ok();
+    }
+    let mut model = model.unwrap();
+    let want = [KvScales::new(0.02, 0.01), KvScales::new(0.03125, 0.03125)];
+    assert_eq!(model.checkpoint_kv_scales(), Some(&want[..]));
+    assert_eq!(CpuModel::load(&fixture("llama")).unwrap().checkpoint_kv_scales(), None);
+    // Layer 1 has k_scale only, layer 0 nothing: the first tensor missing is named.
+    let missing = missing.expect("layers without their scales");
+    assert!(missing.contains("model.layers.0.self_attn.k_scale"), "{missing}");
+    assert!(matches!(non_scalar, Some(warpcore::Error::Unsupported { .. })), "{non_scalar:?}");
+    // Each layer rounds with its own scales: the per-layer pair differs from either one alone.
+    let (ids, _, _) = expected("llama");
+    let mut run = |s: &[KvScales]| {
+        model.set_fp8_kv_cache(Some(s)).unwrap();
+        model.forward(&ids).unwrap()
+    };
+    let per_layer = run(&want);
+    assert_ne!(per_layer, run(&want[..1]));
+    assert_ne!(per_layer, run(&want[1..]));
+    assert_eq!(per_layer, run(&want));
+    // Neither one pair nor one per layer.
+    assert!(matches!(model.set_fp8_kv_cache(Some(&[want[0]; 3])), Err(warpcore::Error::ShapeMismatch { .. })));
 }

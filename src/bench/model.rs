@@ -10,7 +10,8 @@
 //! - `decode b32 ctx2048`, `decode b32 ctx2048 kv-e4m3`: the same after prompts of 2048 tokens,
 //!   where the KV cache's bytes are a large share of a step's (Llama-3.2-1B: 32 KB per token
 //!   in bf16, 2.1 GB at 32 × 2048 against 2.5 GB of weights), with a bf16 and an FP8 cache
-//!   (`GpuModel::set_fp8_kv_cache`, scales 1). No transformers counterpart.
+//!   (`GpuModel::set_fp8_kv_cache`: the checkpoint's scales, else 1). No transformers
+//!   counterpart.
 //!
 //! Every timed region ends with a device-to-host copy (logits, or the greedy tokens), so
 //! wall-clock time is CUDA-synchronised.
@@ -84,7 +85,9 @@ pub fn bench_decode(model: &GpuModel, batch: usize, prompt_len: usize) -> Result
 pub fn bench_all(model: &mut GpuModel) -> Result<Vec<ModelRecord>> {
     let mut out = vec![bench_prefill(model, PREFILL_LEN)?, bench_decode(model, 1, PROMPT_LEN)?, bench_decode(model, 32, PROMPT_LEN)?];
     out.push(bench_decode(model, 32, PREFILL_LEN)?);
-    model.set_fp8_kv_cache(Some(crate::kv_cache::KvScales::ONE))?;
+    // The checkpoint's scales if it has them, else 1 (the uncalibrated default).
+    let scales = model.checkpoint_kv_scales().map_or_else(|| vec![crate::kv_cache::KvScales::ONE], <[_]>::to_vec);
+    model.set_fp8_kv_cache(Some(&scales))?;
     let fp8 = bench_decode(model, 32, PREFILL_LEN);
     model.set_fp8_kv_cache(None)?;
     out.push(fp8?);

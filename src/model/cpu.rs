@@ -152,8 +152,10 @@ pub struct CpuModel {
     /// None: tied to the embedding.
     lm_head: Option<Vec<f32>>,
     act: GluActivation,
-    /// [`CpuModel::set_fp8_kv_cache`]'s scales; None: K and V as computed.
-    kv_fp8: Option<KvScales>,
+    /// [`CpuModel::set_fp8_kv_cache`]'s scales per layer; None: K and V as computed.
+    kv_fp8: Option<Vec<KvScales>>,
+    /// The checkpoint's own FP8 KV cache scales per layer (`Weights::kv_scales`), if any.
+    checkpoint_kv_scales: Option<Vec<KvScales>>,
 }
 
 /// What an FP8 KV cache holds for each of `x` and reads back: round_e4m3(bf16(x) / scale) ·
@@ -330,7 +332,8 @@ impl CpuModel {
         }
         let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(get("lm_head.weight", &[c.vocab_size, h])?) };
-        Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config, kv_fp8: None })
+        let checkpoint_kv_scales = w.kv_scales(c.num_layers)?;
+        Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config, kv_fp8: None, checkpoint_kv_scales })
     }
 
     /// FP8 checkpoints: the model with every FP8 projection's input rounded to e4m3 per token
@@ -364,22 +367,25 @@ impl CpuModel {
         self
     }
 
-    /// `Some(scales)`: K and V rounded as an FP8 e4m3 KV cache with these scales stores them,
-    /// what [`super::GpuModel::set_fp8_kv_cache`] computes: every key and value (MLA: the
-    /// latent row `[c_kv | k_pe]`, one scale) becomes round_e4m3(bf16(x) / scale) · scale after
-    /// RoPE, before attention reads it. `None`: as computed (the default). Errors as
-    /// `GpuModel::set_fp8_kv_cache`.
-    pub fn set_fp8_kv_cache(&mut self, scales: Option<KvScales>) -> Result<()> {
-        if let Some(s) = scales {
-            self.config.check_fp8_kv_scales("CpuModel::set_fp8_kv_cache", s)?;
-        }
-        self.kv_fp8 = scales;
+    /// `Some(scales)`: K and V rounded as an FP8 e4m3 KV cache with these scales (one pair, or
+    /// one per layer) stores them, what [`super::GpuModel::set_fp8_kv_cache`] computes: every
+    /// key and value (MLA: the latent row `[c_kv | k_pe]`, one scale) becomes
+    /// round_e4m3(bf16(x) / scale) · scale after RoPE, before attention reads it. `None`: as
+    /// computed (the default). Errors as `GpuModel::set_fp8_kv_cache`.
+    pub fn set_fp8_kv_cache(&mut self, scales: Option<&[KvScales]>) -> Result<()> {
+        self.kv_fp8 = scales.map(|s| self.config.fp8_kv_scales_per_layer("CpuModel::set_fp8_kv_cache", s)).transpose()?;
         Ok(())
     }
 
-    /// The FP8 KV cache's scales, if [`CpuModel::set_fp8_kv_cache`] set them.
-    pub fn fp8_kv_cache(&self) -> Option<KvScales> {
-        self.kv_fp8
+    /// The FP8 KV cache's scales per layer, if [`CpuModel::set_fp8_kv_cache`] set them.
+    pub fn fp8_kv_cache(&self) -> Option<&[KvScales]> {
+        self.kv_fp8.as_deref()
+    }
+
+    /// The FP8 KV cache scales the checkpoint carries per layer, if any
+    /// ([`super::GpuModel::checkpoint_kv_scales`]).
+    pub fn checkpoint_kv_scales(&self) -> Option<&[KvScales]> {
+        self.checkpoint_kv_scales.as_deref()
     }
 
     /// Teacher-forced logits `[ids.len(), vocab_size]` (every position attends to the ones
@@ -414,7 +420,8 @@ impl CpuModel {
             x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
         }
         let scale = c.softmax_scale()?;
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let kv_fp8 = self.kv_fp8.as_ref().map(|s| s[l]);
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.input_norm, norm));
             let o = match &layer.attention {
                 Attention::Gqa { q, k, v, o, sub_norm, bias, qk_norm } => {
@@ -431,7 +438,7 @@ impl CpuModel {
                     let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
                     let (q, mut k) = (f64_to_f32(q), f64_to_f32(k));
                     let mut v = v;
-                    if let Some(s) = self.kv_fp8 {
+                    if let Some(s) = kv_fp8 {
                         (k, v) = (fp8_cache_round(&k, s.k), fp8_cache_round(&v, s.v));
                     }
                     let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
@@ -443,7 +450,7 @@ impl CpuModel {
                 }
                 Attention::Mla { q, kv_a, kv_a_norm, kv_b, o } => {
                     let m = c.mla.as_ref().expect("an MLA layer has an MLA config");
-                    self.mla(m, &a, q, kv_a, kv_a_norm, kv_b, o, &positions, &rope_cfg, scale)
+                    self.mla(m, &a, q, kv_a, kv_a_norm, kv_b, o, &positions, (&rope_cfg, kv_fp8), scale)
                 }
             };
             x.iter_mut().zip(&o).for_each(|(r, d)| *r += d);
@@ -461,7 +468,7 @@ impl CpuModel {
     /// RoPE on the rotary parts; attention with keys `[W_uk c_kv | k_pe]` and values `W_uv c_kv`
     /// per head (`mla_naive`); `o_proj`.
     #[allow(clippy::too_many_arguments)]
-    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &(Linear, Linear), kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], rope_cfg: &RopeConfig, scale: f64) -> Vec<f32> {
+    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &(Linear, Linear), kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], (rope_cfg, kv_fp8): (&RopeConfig, Option<KvScales>), scale: f64) -> Vec<f32> {
         let (h, heads, n) = (self.config.hidden_size, self.config.num_q_heads, positions.len());
         let latent_norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let q = match q {
@@ -477,7 +484,7 @@ impl CpuModel {
         let (q_pe, k_pe) = rope::rope(&q_pe, &k_pe, m.qk_rope_head_dim, positions, rope_cfg);
         let (q_pe, mut k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
         let mut c_kv = c_kv;
-        if let Some(s) = self.kv_fp8 {
+        if let Some(s) = kv_fp8 {
             // The latent cache's rows, one scale.
             (c_kv, k_pe) = (fp8_cache_round(&c_kv, s.k), fp8_cache_round(&k_pe, s.k));
         }

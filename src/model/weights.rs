@@ -4,6 +4,7 @@
 //! block, value = fp8 · scale_inv), dequantized by `reference::quant`; packed codes (BitNet's
 //! ternary weights) as u8.
 
+use crate::kv_cache::KvScales;
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::quant::Quantized;
 use crate::{Error, Result, F8E4M3};
@@ -133,6 +134,37 @@ impl Weights {
         let scale_shape = ScaleGranularity::Block128.scale_shape(rows, cols);
         let q = Quantized::from_parts(rows, cols, ScaleGranularity::Block128, b.codes, b.scale, scale_shape)?;
         Ok(q.dequantize().into_iter().map(|v| v as f32).collect())
+    }
+
+    /// The FP8 KV cache scales a checkpoint carries, one pair per layer, as llm-compressor /
+    /// compressed-tensors write them and vLLM reads them: scalars `model.layers.{l}.self_attn.
+    /// k_scale` and `v_scale`, or the older single `kv_scale` for both (x ≈ stored · scale).
+    /// None when no layer has any; `Error::MissingTensor` names the first one missing when only
+    /// some layers do.
+    pub fn kv_scales(&self, num_layers: usize) -> Result<Option<Vec<KvScales>>> {
+        let at = |l: usize, n: &str| format!("model.layers.{l}.self_attn.{n}");
+        let any = (0..num_layers).any(|l| ["k_scale", "v_scale", "kv_scale"].iter().any(|n| self.contains(&at(l, n))));
+        if !any {
+            return Ok(None);
+        }
+        let scalar = |name: String| -> Result<f32> {
+            let (v, shape) = self.get(&name)?;
+            match v[..] {
+                [x] => Ok(x),
+                _ => Err(Error::Unsupported { op: "Weights::kv_scales", what: "KV cache scale (a scalar)", value: format!("{name}: {shape:?}") }),
+            }
+        };
+        (0..num_layers)
+            .map(|l| {
+                if self.contains(&at(l, "kv_scale")) && !self.contains(&at(l, "k_scale")) {
+                    let s = scalar(at(l, "kv_scale"))?;
+                    Ok(KvScales::new(s, s))
+                } else {
+                    Ok(KvScales::new(scalar(at(l, "k_scale"))?, scalar(at(l, "v_scale"))?))
+                }
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// The tensor `name`, which must have shape `shape`.

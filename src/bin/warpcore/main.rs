@@ -114,13 +114,15 @@ enum Command {
         /// with --batch, every sequence's in order), computed on the chosen device.
         #[arg(long)]
         logits_out: Option<PathBuf>,
-        /// The KV cache's dtype: bf16, or fp8 (e4m3 with the scale --kv-scale, half the bytes;
-        /// on the CPU, K and V are rounded as that cache stores them).
+        /// The KV cache's dtype: bf16, or fp8 (e4m3, half the bytes, with the checkpoint's
+        /// per-layer scales — self_attn.k_scale / v_scale — else --kv-scale; on the CPU, K and
+        /// V are rounded as that cache stores them).
         #[arg(long, default_value = "bf16", value_parser = ["bf16", "fp8"])]
         kv_cache: String,
-        /// The FP8 KV cache's per-tensor scale for K and V (stored = e4m3(x / scale)).
-        #[arg(long, default_value_t = 1.0)]
-        kv_scale: f32,
+        /// The FP8 KV cache's per-tensor scale for K and V (stored = e4m3(x / scale)) in every
+        /// layer: instead of the checkpoint's when given, else when it has none (then 1).
+        #[arg(long)]
+        kv_scale: Option<f32>,
     },
 }
 
@@ -136,7 +138,7 @@ fn main() -> ExitCode {
         }
         Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
-            let kv_fp8 = (kv_cache == "fp8").then(|| warpcore::kv_cache::KvScales::new(kv_scale, kv_scale));
+            let kv_fp8 = (kv_cache == "fp8").then_some(kv_scale.map(|s| warpcore::kv_cache::KvScales::new(s, s)));
             let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
                 let prompts = vec![prompt_ids; batch.max(1)];
                 let gen = Generation { max_new_tokens, ignore_eos, sampling };

@@ -75,7 +75,9 @@ pub(crate) fn run_model(
     dir: &std::path::Path,
     prompts: &[Vec<u32>],
     gen: Generation,
-    (device, kv_fp8): (&str, Option<warpcore::kv_cache::KvScales>),
+    // kv_fp8: None for a bf16 cache; Some(scale): FP8 with that scale in every layer, or
+    // (None) the checkpoint's, else 1.
+    (device, kv_fp8): (&str, Option<Option<warpcore::kv_cache::KvScales>>),
     logits_out: Option<&std::path::Path>,
     tokenizer: Option<&warpcore::model::Tokenizer>,
 ) -> CliResult {
@@ -83,16 +85,24 @@ pub(crate) fn run_model(
     let Generation { max_new_tokens, ignore_eos, sampling } = gen;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let print_ids = |o: &[u32]| println!("{}", o.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
-    if let Some(s) = kv_fp8 {
-        eprintln!("KV cache: FP8 e4m3, scale {} for K and V", s.k);
-    }
+    // The FP8 cache's scales, given the checkpoint's; and what to say of them.
+    let fp8_scales = |checkpoint: Option<&[warpcore::kv_cache::KvScales]>| -> Option<Vec<warpcore::kv_cache::KvScales>> {
+        let given = kv_fp8?;
+        let (scales, what) = match (given, checkpoint) {
+            (Some(s), _) => (vec![s], format!("scale {} for K and V in every layer", s.k)),
+            (None, Some(c)) => (c.to_vec(), "the checkpoint's per-layer scales".to_string()),
+            (None, None) => (vec![warpcore::kv_cache::KvScales::ONE], "scale 1 for K and V in every layer".to_string()),
+        };
+        eprintln!("KV cache: FP8 e4m3, {what}");
+        Some(scales)
+    };
     let t0 = Instant::now();
     // (outputs, whether their text was streamed, prefill seconds, decode seconds, teacher-forced
     // logits of prompt + output)
     let (outputs, streamed, prefill, decode, logits) = match device {
         "cpu" => {
             let mut model = warpcore::model::CpuModel::load(dir)?;
-            model.set_fp8_kv_cache(kv_fp8)?;
+            model.set_fp8_kv_cache(fp8_scales(model.checkpoint_kv_scales()).as_deref())?;
             eprintln!("loaded {:?} ({} layers) in {:.2} s (CPU)", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
             let eos = if ignore_eos { &[][..] } else { &model.config.eos_token_ids[..] };
             let t1 = Instant::now();
@@ -135,7 +145,7 @@ pub(crate) fn run_model(
                 Err(why) => return Err(format!("--device cuda: {why}").into()),
             };
             let mut model = warpcore::model::GpuModel::load(&dev, dir)?;
-            model.set_fp8_kv_cache(kv_fp8)?;
+            model.set_fp8_kv_cache(fp8_scales(model.checkpoint_kv_scales()).as_deref())?;
             dev.synchronize()?;
             eprintln!(
                 "loaded {:?} ({} layers, {:.2} GB of weights) on {} in {:.2} s",

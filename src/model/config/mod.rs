@@ -267,18 +267,26 @@ impl ModelConfig {
         }
     }
 
-    /// The FP8 KV cache scales both model paths take (`set_fp8_kv_cache`): finite and
-    /// positive; one scale (k = v) for MLA's latent cache, whose rows hold K and V together.
-    pub fn check_fp8_kv_scales(&self, op: &'static str, scales: KvScales) -> Result<()> {
-        for v in [scales.k, scales.v] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(Error::Unsupported { op, what: "FP8 KV cache scale (finite, > 0)", value: v.to_string() });
+    /// The FP8 KV cache scales both model paths take (`set_fp8_kv_cache`), one pair per layer:
+    /// `scales` holds one pair (every layer's) or one per layer. Each scale finite and positive;
+    /// one scale (k = v) for MLA's latent cache, whose rows hold K and V together.
+    pub fn fp8_kv_scales_per_layer(&self, op: &'static str, scales: &[KvScales]) -> Result<Vec<KvScales>> {
+        let per_layer = match scales.len() {
+            1 => vec![scales[0]; self.num_layers],
+            n if n == self.num_layers => scales.to_vec(),
+            n => return Err(Error::ShapeMismatch { op, arg: "scales", expected: format!("[1] or [{}] (one pair, or one per layer)", self.num_layers), got: format!("[{n}]") }),
+        };
+        for s in &per_layer {
+            for v in [s.k, s.v] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::Unsupported { op, what: "FP8 KV cache scale (finite, > 0)", value: v.to_string() });
+                }
+            }
+            if self.mla.is_some() && s.k != s.v {
+                return Err(Error::Unsupported { op, what: "FP8 KV cache scales of MLA's latent cache (one scale: k = v)", value: format!("{s:?}") });
             }
         }
-        if self.mla.is_some() && scales.k != scales.v {
-            return Err(Error::Unsupported { op, what: "FP8 KV cache scales of MLA's latent cache (one scale: k = v)", value: format!("{scales:?}") });
-        }
-        Ok(())
+        Ok(per_layer)
     }
 
     /// Reads `dir/config.json`. A `dir/generation_config.json`, when present, decides the EOS

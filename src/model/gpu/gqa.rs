@@ -3,7 +3,7 @@
 //! attention over the paged cache, o_proj (BitNet: attn_sub_norm into int8 codes first).
 
 use super::{rows, rows_mut, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
-use crate::kv_cache::{KvCacheMut, KvCacheView};
+use crate::kv_cache::{KvCacheMut, KvCacheView, KvScales};
 use crate::ops::attention::{attention, KvInput};
 use crate::ops::matmul_ternary::rms_norm_quantize_activations;
 use crate::ops::rope::{qk_norm_rope_append_kv, rope_append_kv, QkNorm, Qkv};
@@ -16,13 +16,13 @@ pub(super) type GqaWeights<'l> = (&'l GpuLinear, &'l GpuLinear, Option<&'l CudaS
 
 impl GpuModel {
     /// x `[t, hidden]` (normalised; BitNet: the int8 codes the norm wrote) → x. The layer's
-    /// K and V pages are bf16, or e4m3 with the scales `s.kv_scales`.
+    /// K and V pages are bf16 (scales 1), or e4m3 with its scales.
     pub(super) fn gqa_attention<C: DType>(
         &self,
         bufs: &mut Buffers,
         t: usize,
         (qkv, o, attn_sub_norm, qk_norm): GqaWeights,
-        (k_pages, v_pages): (&mut CudaSlice<C>, &mut CudaSlice<C>),
+        (k_pages, v_pages, scales): (&mut CudaSlice<C>, &mut CudaSlice<C>, KvScales),
         s: &LayerStep,
     ) -> Result<()> {
         let c = &self.config;
@@ -38,7 +38,7 @@ impl GpuModel {
         }
         {
             let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
-            let mut cache = KvCacheMut::new(TensorViewMut::contiguous(k_pages.as_view_mut(), s.page_shape)?, TensorViewMut::contiguous(v_pages.as_view_mut(), s.page_shape)?)?.with_scales(s.kv_scales)?;
+            let mut cache = KvCacheMut::new(TensorViewMut::contiguous(k_pages.as_view_mut(), s.page_shape)?, TensorViewMut::contiguous(v_pages.as_view_mut(), s.page_shape)?)?.with_scales(scales)?;
             let heads = Qkv::fused(&mut qkv, nq, nkv);
             match qk_norm {
                 Some((qw, kw)) => {
@@ -52,7 +52,7 @@ impl GpuModel {
         {
             // q: the first num_q_heads heads of each qkv row.
             let q = TensorView::new(bufs.qkv.slice(..t * qkv_dim), [t, nq, hd], [qkv_dim, hd, 1])?;
-            let cache = KvCacheView::new(TensorView::contiguous(k_pages.as_view(), s.page_shape)?, TensorView::contiguous(v_pages.as_view(), s.page_shape)?)?.with_scales(s.kv_scales)?;
+            let cache = KvCacheView::new(TensorView::contiguous(k_pages.as_view(), s.page_shape)?, TensorView::contiguous(v_pages.as_view(), s.page_shape)?)?.with_scales(scales)?;
             let mut out = TensorViewMut::contiguous(bufs.attn.slice_mut(..t * nq * hd), [t, nq, hd])?;
             let ws_len = bufs.workspace.len();
             let mut ws = vector_mut(&mut bufs.workspace, ws_len)?;

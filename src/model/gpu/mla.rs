@@ -26,7 +26,7 @@
 
 use super::super::{MlaConfig, ModelConfig, Weights};
 use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
-use crate::kv_cache::{KvCacheMut, KvCacheView};
+use crate::kv_cache::{KvCacheMut, KvCacheView, KvScales};
 use crate::ops::attention::{attention, KvInput, MLA_DECODE};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
 use crate::ops::rope::{rope_append_kv, Qkv};
@@ -177,9 +177,9 @@ impl GpuMla {
 impl GpuModel {
     /// x `[t, hidden]` (normalised) → x: the MLA layer of the module docs; writes the step's
     /// latent rows into `pages` (`s.page_shape`: `[num_pages, page_size, 1, 576]`; `s.rope` over the
-    /// rope part at offset 512 of each 576-wide head); bf16 pages, or e4m3 with the one scale
-    /// `s.kv_scales` (k = v).
-    pub(super) fn mla_attention<C: DType>(&self, bufs: &mut Buffers, t: usize, layer: &GpuMla, pages: &mut CudaSlice<C>, s: &LayerStep) -> Result<()> {
+    /// rope part at offset 512 of each 576-wide head); bf16 pages (scales 1), or e4m3 with
+    /// their one scale (k = v).
+    pub(super) fn mla_attention<C: DType>(&self, bufs: &mut Buffers, t: usize, layer: &GpuMla, (pages, scales): (&mut CudaSlice<C>, KvScales), s: &LayerStep) -> Result<()> {
         let (dev, h, heads) = (&self.dev, self.config.hidden_size, self.config.num_q_heads);
         let norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let mb = bufs.mla.as_mut().expect("MLA buffers are allocated for MLA models");
@@ -208,13 +208,13 @@ impl GpuModel {
         {
             let mut q = TensorViewMut::contiguous(mb.q.slice_mut(..t * heads * ROW), [t, heads, ROW])?;
             let mut k = TensorViewMut::contiguous(mb.latent.slice_mut(..t * ROW), [t, 1, ROW])?;
-            let mut cache = KvCacheMut::latent(TensorViewMut::contiguous(pages.as_view_mut(), s.page_shape)?, LATENT)?.with_scales(s.kv_scales)?;
+            let mut cache = KvCacheMut::latent(TensorViewMut::contiguous(pages.as_view_mut(), s.page_shape)?, LATENT)?.with_scales(scales)?;
             rope_append_kv(dev, Qkv::split(&mut q, &mut k), s.positions, &s.rope, s.slots, &mut cache)?;
         }
         // Attention over the latent cache, then W_õ.
         {
             let q = TensorView::contiguous(mb.q.slice(..t * heads * ROW), [t, heads, ROW])?;
-            let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), s.page_shape)?, LATENT)?.with_scales(s.kv_scales)?;
+            let cache = KvCacheView::latent(TensorView::contiguous(pages.as_view(), s.page_shape)?, LATENT)?.with_scales(scales)?;
             let mut out = TensorViewMut::contiguous(mb.o.slice_mut(..t * heads * LATENT), [t, heads, LATENT])?;
             let ws_len = bufs.workspace.len();
             let mut ws = vector_mut(&mut bufs.workspace, ws_len)?;

@@ -177,8 +177,11 @@ pub struct GpuModel {
     norm: CudaSlice<bf16>,
     /// `[vocab_size, hidden]`; None: tied to `embed`.
     lm_head: Option<CudaSlice<bf16>>,
-    /// The KV cache's FP8 scales ([`GpuModel::set_fp8_kv_cache`]); None: a bf16 cache.
-    kv_fp8: Option<KvScales>,
+    /// The KV cache's FP8 scales per layer ([`GpuModel::set_fp8_kv_cache`]); None: a bf16
+    /// cache.
+    kv_fp8: Option<Vec<KvScales>>,
+    /// The checkpoint's own FP8 KV cache scales per layer (`Weights::kv_scales`), if it has them.
+    checkpoint_kv_scales: Option<Vec<KvScales>>,
 }
 
 /// `[rows, cols]` dense view of the first rows of a buffer.
@@ -245,8 +248,6 @@ struct LayerStep<'s, 'a> {
     table: &'s BlockTableView<'a>,
     /// `[num_pages, page_size, num_kv_heads, head_dim]` (MLA: `[.., 1, 576]`).
     page_shape: [usize; 4],
-    /// The cache's FP8 scales ([`KvScales::ONE`] for a bf16 cache).
-    kv_scales: KvScales,
     norm: RmsNormConfig,
 }
 
@@ -352,27 +353,33 @@ impl GpuModel {
         let lm_head =
             if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
         let norm = up(get("model.norm.weight", &[h])?)?;
-        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None })
+        let checkpoint_kv_scales = w.kv_scales(c.num_layers)?;
+        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None, checkpoint_kv_scales })
     }
 
     /// `Some(scales)`: batches started from now on keep their paged KV cache in FP8 e4m3 with
-    /// these per-tensor scales, the same for every layer (stored = e4m3(x / scale), saturating;
-    /// attention reads stored · scale): half the cache's bytes, so twice the tokens in the same
-    /// memory and half the bytes a decode step reads from it. The usual uncalibrated choice is
-    /// [`KvScales::ONE`] (e4m3 spans ±448). DeepSeek-V3's latent cache holds K and V in one row
-    /// and takes one scale (k = v). `None`: bf16 (the default).
+    /// per-tensor scales (stored = e4m3(x / scale), saturating; attention reads stored ·
+    /// scale): half the cache's bytes, so twice the tokens in the same memory and half the
+    /// bytes a decode step reads from it. `scales`: one pair for every layer, or one per layer —
+    /// a checkpoint's own ([`GpuModel::checkpoint_kv_scales`]); the usual uncalibrated choice
+    /// is `[KvScales::ONE]` (e4m3 spans ±448). DeepSeek-V3's latent cache holds K and V in one
+    /// row and takes one scale (k = v). `None`: bf16 (the default).
     /// [`super::CpuModel::set_fp8_kv_cache`] rounds K and V the same way.
-    pub fn set_fp8_kv_cache(&mut self, scales: Option<KvScales>) -> Result<()> {
-        if let Some(s) = scales {
-            self.config.check_fp8_kv_scales("GpuModel::set_fp8_kv_cache", s)?;
-        }
-        self.kv_fp8 = scales;
+    pub fn set_fp8_kv_cache(&mut self, scales: Option<&[KvScales]>) -> Result<()> {
+        self.kv_fp8 = scales.map(|s| self.config.fp8_kv_scales_per_layer("GpuModel::set_fp8_kv_cache", s)).transpose()?;
         Ok(())
     }
 
-    /// The FP8 KV cache's scales, if the cache is FP8.
-    pub fn fp8_kv_cache(&self) -> Option<KvScales> {
-        self.kv_fp8
+    /// The FP8 KV cache's scales per layer, if the cache is FP8.
+    pub fn fp8_kv_cache(&self) -> Option<&[KvScales]> {
+        self.kv_fp8.as_deref()
+    }
+
+    /// The FP8 KV cache scales the checkpoint carries per layer (`self_attn.k_scale` /
+    /// `v_scale`, or `kv_scale`), if any: what [`GpuModel::set_fp8_kv_cache`] should be given
+    /// for it.
+    pub fn checkpoint_kv_scales(&self) -> Option<&[KvScales]> {
+        self.checkpoint_kv_scales.as_deref()
     }
 
     pub fn device(&self) -> &Device {
@@ -530,8 +537,7 @@ impl GpuModel {
         let logit_rows = TensorView::contiguous(span(5), [step.logit_rows.len()])?;
         let slots = TensorView::contiguous(span(6), [t])?;
         let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
-        let kv_scales = self.kv_fp8.unwrap_or(KvScales::ONE);
-        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, kv_scales, norm };
+        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
 
         select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &ids, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -559,17 +565,19 @@ impl GpuModel {
             } else {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
             }
+            // The layer's cache scales (1 for a bf16 cache).
+            let scales = self.kv_fp8.as_ref().map_or(KvScales::ONE, |s| s[l]);
             match (&layer.attn, &mut batch.cache[l]) {
                 (GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm }, cache) => {
                     let w = (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref());
                     match cache {
-                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v), &ls)?,
-                        LayerCache::Fp8(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v), &ls)?,
+                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, scales), &ls)?,
+                        LayerCache::Fp8(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, scales), &ls)?,
                         _ => unreachable!("a GQA layer's cache has V pages"),
                     }
                 }
-                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, pages, &ls)?,
-                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _)) => self.mla_attention(bufs, t, m, pages, &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, (pages, scales), &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _)) => self.mla_attention(bufs, t, m, (pages, scales), &ls)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
