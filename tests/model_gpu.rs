@@ -355,6 +355,7 @@ fn report_or_assert_tokens(name: &str, what: &str, got: &[u32], want: &[u32], (c
     let row = &logits[(ctx.len() - 1) * v..];
     let scale = (row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v as f64).sqrt();
     let gap = (row[want[first] as usize] - row[got[first] as usize]) as f64;
+    eprintln!("{name}: {what}: first mismatch at position {first}: CPU logit gap {gap:.4} = {:.3} of the logit RMS", gap / scale);
     assert!(
         gap <= 4.0 * tolerance(&cpu.config, cpu.fp8_kv_cache().is_some()) * scale,
         "{name}: {what}: position {first}: GPU chose {} over the CPU's {} with a CPU logit gap of {gap:.4} (logit RMS {scale:.4}): not a near tie",
