@@ -5,7 +5,7 @@
 //! num_q_heads · head_dim FLOPs; MLA decode counts the latent rows (576 · 2 bytes per key) and
 //! 2 · (576 + 512) FLOPs per key per head.
 
-use super::{random_buffer, time_calls, BenchRecord, Ceilings};
+use super::{random_buffer, time_calls, BenchRecord, Ceilings, Timing};
 use crate::check::Rng;
 use crate::kv_cache::{BlockTableView, KvCacheView};
 use crate::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput, MLA_DECODE};
@@ -27,40 +27,59 @@ fn shuffled_pages(num_pages: usize) -> Vec<i32> {
     ids
 }
 
-/// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
-/// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
-pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let pages_per_seq = kv_len.div_ceil(page_size);
+/// Times causal attention of `batch` sequences of `q_len` queries over `kv_len` keys each,
+/// all in the paged cache of type `C` (bf16, or e4m3 with scales 1/64, 1/32) in pages of
+/// `page_size`, shuffled as an engine's allocator leaves them; the 32 / 8-head, head_dim-128
+/// shape, on the kernel `AttentionPlan::with_kv::<C>` picks. Returns the timing and the plan.
+fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize) -> Result<(Timing, AttentionPlan)> {
+    let (total, pages_per_seq) = (batch * q_len, kv_len.div_ceil(page_size));
     let num_pages = batch * pages_per_seq;
     let cache_len = num_pages * page_size * NKV * HD;
     let k = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 1)?;
     let v = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 2)?;
     let bt = dev.upload(&shuffled_pages(num_pages))?;
     let lens = dev.upload(&vec![kv_len as i32; batch])?;
-    let cu: Vec<i32> = (0..=batch as i32).collect();
-    let cu = dev.upload(&cu)?;
-    let q = random_buffer::<bf16>(dev, batch * NQ * HD, -1.0, 1.0, 4)?;
-    let mut out = dev.zeros::<bf16>(batch * NQ * HD)?;
-    let plan = AttentionPlan::with_kv::<C>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
+    let cu = dev.upload(&(0..=batch).map(|s| (s * q_len) as i32).collect::<Vec<_>>())?;
+    let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 4)?;
+    let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
+    let plan = AttentionPlan::with_kv::<C>(dev, &vec![q_len; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
-    let cache = KvCacheView::new(
+    let mut cache = KvCacheView::new(
         TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
         TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?,
     )?;
+    if C::NAME != "bf16" {
+        cache = cache.with_scales(crate::kv_cache::KvScales::new(1.0 / 64.0, 1.0 / 32.0))?;
+    }
     let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
-    let qv = TensorView::contiguous(q.as_view(), [batch, NQ, HD])?;
+    let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
     let wlen = ws.len();
     let t = time_calls(dev, SAMPLES, |_| {
         let kv = KvInput::Paged { cache: &cache, table: &table };
-        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [batch, NQ, HD])?;
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total, NQ, HD])?;
         let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
         attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
     })?;
+    Ok((t, plan))
+}
+
+/// " kv-e4m3" for an FP8 cache's records, nothing for bf16.
+fn kv_suffix<C: DType>() -> String {
+    if C::NAME == "bf16" {
+        String::new()
+    } else {
+        format!(" kv-{}", C::NAME)
+    }
+}
+
+/// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
+/// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
+pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
+    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size)?;
     let bytes = (2 * batch * kv_len * NKV * HD * std::mem::size_of::<C>()) as f64;
-    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
-    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}{kv_name}"), t, bytes, ceilings);
+    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}{}", kv_suffix::<C>()), t, bytes, ceilings);
     r.flops = (4 * batch * kv_len * NQ * HD) as f64;
     r.tflops = r.flops / (t.median_us * 1e-6) / 1e12;
     Ok(r)
@@ -107,8 +126,7 @@ pub fn bench_mla_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usiz
     let bytes = (batch * kv_len * hd * std::mem::size_of::<C>()) as f64;
     let flops = (2 * batch * kv_len * heads * (hd + hdv)) as f64;
     let suffix = if plan.kernel == AttentionKernel::Wgmma { " wgmma" } else { "" };
-    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
-    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}{suffix}{kv_name}");
+    let shape = format!("b{batch} kv{kv_len} h{heads} page{page_size}{suffix}{}", kv_suffix::<C>());
     Ok(if heads <= 32 {
         let mut r = BenchRecord::bandwidth("attention_mla_decode", "bf16", shape, t, bytes, ceilings);
         r.flops = flops;
@@ -158,47 +176,17 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 
 /// Causal prefill of `batch` sequences of `seq_len` tokens whose K/V are already in the paged
 /// cache (pages of `page_size`, shuffled) of type `C` — what a chunked prefill or an append
-/// reads; bf16 on the kernel [`AttentionPlan::new`] picks, e4m3 (scales 1/64, 1/32) on the
-/// portable one. Key "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
+/// reads; bf16 on the kernel [`AttentionPlan::new`] picks, e4m3 on the portable one. Key
+/// "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
 pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize) -> Result<BenchRecord> {
+    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size)?;
     let total = batch * seq_len;
-    let pages_per_seq = seq_len.div_ceil(page_size);
-    let num_pages = batch * pages_per_seq;
-    let cache_len = num_pages * page_size * NKV * HD;
-    let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 1)?;
-    let k = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 2)?;
-    let v = random_buffer::<C>(dev, cache_len, -1.0, 1.0, 3)?;
-    let bt = dev.upload(&shuffled_pages(num_pages))?;
-    let lens = dev.upload(&vec![seq_len as i32; batch])?;
-    let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
-    let cu = dev.upload(&(0..=batch).map(|s| (s * seq_len) as i32).collect::<Vec<_>>())?;
-    let plan = AttentionPlan::with_kv::<C>(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
-    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
-    let cfg = AttentionConfig::causal(HD);
-    let mut cache = KvCacheView::new(
-        TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
-        TensorView::contiguous(v.as_view(), [num_pages, page_size, NKV, HD])?,
-    )?;
-    if C::NAME != "bf16" {
-        cache = cache.with_scales(crate::kv_cache::KvScales::new(1.0 / 64.0, 1.0 / 32.0))?;
-    }
-    let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
-    let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
-    let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
-    let wlen = ws.len();
-    let t = time_calls(dev, SAMPLES, |_| {
-        let kv = KvInput::Paged { cache: &cache, table: &table };
-        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total, NQ, HD])?;
-        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
-        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
-    })?;
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;
     let bytes = (2 * total * NQ * HD * 2 + 2 * total * NKV * HD * std::mem::size_of::<C>()) as f64;
-    let kv_name = if C::NAME == "bf16" { String::new() } else { format!(" kv-{}", C::NAME) };
-    let shape = format!("{} page{page_size}{kv_name}", prefill_shape(batch, seq_len, AttentionKernel::MmaSync));
     let suffix = if plan.kernel == AttentionKernel::Wgmma { " wgmma" } else { "" };
-    Ok(BenchRecord::compute("attention_prefill", "bf16", format!("{shape}{suffix}"), t, bytes, flops, ceilings))
+    let shape = format!("{} page{page_size}{}{suffix}", prefill_shape(batch, seq_len, AttentionKernel::MmaSync), kv_suffix::<C>());
+    Ok(BenchRecord::compute("attention_prefill", "bf16", shape, t, bytes, flops, ceilings))
 }
 
 /// Every attention benchmark `warpcore bench` runs.
