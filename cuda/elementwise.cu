@@ -34,7 +34,9 @@
 //                summed in u64; common.cuh's det_exp, which the host repeats bit for bit), so every
 //                sum is exact and order-free: the draw is deterministic and the host's reference
 //                (reference::elementwise::sample_row) makes the same choice from the same row. About 11 passes over the row (0.5 MB of f32 at
-//                128256 tokens), from L2 after the first.
+//                128256 tokens), from L2 after the first. Settings for all rows, or per row
+//                (an engine's batch of requests: a row with temperature not > 0 is greedy,
+//                argmax_rows' block_argmax, so greedy and sampled requests share one launch).
 #include "common.cuh"
 #include "glu.cuh"
 
@@ -164,9 +166,9 @@ __device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi)
   }
 }
 
-__global__ void __launch_bounds__(kArgmaxThreads)
-argmax_rows_kernel(const float* __restrict__ x, int32_t* __restrict__ out, int cols, int64_t x_stride) {
-  const float* row = x + static_cast<int64_t>(blockIdx.x) * x_stride;
+// The greedy token of one row, by a block of kArgmaxThreads threads (argmax_rows, and
+// sample_rows' rows whose temperature is not > 0): valid in thread 0.
+__device__ __forceinline__ int32_t block_argmax(const float* row, int cols) {
   // No candidate yet: value -inf, index INT32_MAX (loses every tie).
   float v = -INFINITY;
   int i = INT32_MAX;
@@ -192,8 +194,14 @@ argmax_rows_kernel(const float* __restrict__ x, int32_t* __restrict__ out, int c
     i = si[lane];
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) argmax_merge(v, i, __shfl_down_sync(0xffffffffu, v, off), __shfl_down_sync(0xffffffffu, i, off));
-    if (lane == 0) out[blockIdx.x] = i == INT32_MAX ? 0 : i;  // nothing above -inf: index 0
   }
+  return i == INT32_MAX ? 0 : i;  // nothing above -inf: index 0
+}
+
+__global__ void __launch_bounds__(kArgmaxThreads)
+argmax_rows_kernel(const float* __restrict__ x, int32_t* __restrict__ out, int cols, int64_t x_stride) {
+  const int32_t i = block_argmax(x + static_cast<int64_t>(blockIdx.x) * x_stride, cols);
+  if (threadIdx.x == 0) out[blockIdx.x] = i;
 }
 
 wc_status launch_argmax_rows(const wc_argmax_rows_params& p, cudaStream_t s) {
@@ -206,6 +214,7 @@ wc_status launch_argmax_rows(const wc_argmax_rows_params& p, cudaStream_t s) {
 
 // ------------------------------------------------------------------ sample_rows
 constexpr int kSampleThreads = 1024;
+static_assert(kSampleThreads == kArgmaxThreads, "greedy rows run block_argmax with the sampling block");
 constexpr int kSampleWarps = kSampleThreads / 32;
 constexpr int kSampleRun = 8;  // consecutive ids per thread in the final scan
 
@@ -280,7 +289,15 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
   __shared__ SampleShared sh;
   const float* row = p.logits + static_cast<int64_t>(blockIdx.x) * p.logits_stride;
   const int cols = static_cast<int>(p.cols);
-  const float t = p.temperature;
+  // 0. This row's settings (per-row ones sanitized: see warpcore/elementwise.h).
+  const float t = p.temperatures != nullptr ? p.temperatures[blockIdx.x] : p.temperature;
+  const int32_t top_k = p.top_ks != nullptr ? p.top_ks[blockIdx.x] : p.top_k;
+  const float top_p = p.top_ps != nullptr ? p.top_ps[blockIdx.x] : p.top_p;
+  if (!(t > 0.0f)) {  // greedy
+    const int32_t i = block_argmax(row, cols);
+    if (threadIdx.x == 0) p.out[blockIdx.x] = i;
+    return;
+  }
 
   // 1. The finite logits' max and count; the first +inf (a row with nothing finite takes
   //    argmax's choice: the first +inf, else 0).
@@ -304,11 +321,11 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
   }
 
   // 2. Top-k: the k-th largest key and how many of its ties are kept (the lowest ids).
-  const bool has_k = p.top_k > 0 && static_cast<uint64_t>(p.top_k) < finite;
+  const bool has_k = top_k > 0 && static_cast<uint64_t>(top_k) < finite;
   uint32_t key_k = 0, ties = 0;
   uint64_t c_k = 0, above = 0;
   if (has_k) {
-    c_k = static_cast<uint64_t>(p.top_k);
+    c_k = static_cast<uint64_t>(top_k);
     key_k = descend<false>(row, cols, mx, t, c_k, above, ties, sh);
   }
   // 3. The kept set's weight: the top-k set's (its keys above key_k and c_k ties) or the row's.
@@ -326,9 +343,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
   bool all = !has_k;
   uint32_t key = key_k;
   uint64_t keep = c_k, mass = total;
-  if (p.top_p < 1.0f) {
-    uint64_t need = static_cast<uint64_t>(ceil(static_cast<double>(p.top_p) * static_cast<double>(total)));
-    need = need < 1 ? 1 : need;
+  if (top_p < 1.0f) {  // NaN: all
+    // At least 1 (top_p <= 0: the best-ranked token); no more than total (top_p < 1).
+    const double need_f = ceil(static_cast<double>(top_p) * static_cast<double>(total));
+    uint64_t need = need_f < 1.0 ? 1 : static_cast<uint64_t>(need_f);
     uint64_t above_p = 0;
     const uint32_t key_p = descend<true>(row, cols, mx, t, need, above_p, ties, sh);
     const uint64_t w_p = sample_weight(key_value(key_p), mx, t);  // > 0: its digit held the need
@@ -398,9 +416,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
 
 wc_status launch_sample_rows(const wc_sample_rows_params& p, cudaStream_t s) {
   if (p.rows <= 0) return WC_OK;
+  // The scalar settings are checked where a row takes them (per-row ones are sanitized).
   if (p.logits == nullptr || p.uniforms == nullptr || p.out == nullptr || p.cols <= 0 || p.cols > (int64_t{1} << 23) ||
-      p.rows > INT32_MAX || p.logits_stride < p.cols || !(p.temperature > 0.0f) || !(p.top_p > 0.0f && p.top_p <= 1.0f) ||
-      p.top_k < 0)
+      p.rows > INT32_MAX || p.logits_stride < p.cols || (p.temperatures == nullptr && !(p.temperature > 0.0f)) ||
+      (p.top_ps == nullptr && !(p.top_p > 0.0f && p.top_p <= 1.0f)) || (p.top_ks == nullptr && p.top_k < 0))
     return WC_ERR_INVALID_ARG;
   sample_rows_kernel<<<static_cast<unsigned>(p.rows), kSampleThreads, 0, s>>>(p);
   return launch_status();

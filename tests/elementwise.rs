@@ -8,7 +8,7 @@ use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::elementwise::{check_argmax_rows, check_glu, check_sample_rows, check_select_rows, ArgmaxCase, GluCase, SampleCase, SelectCase};
-use warpcore::ops::elementwise::{argmax_rows, glu, sample_rows, select_rows, SampleConfig};
+use warpcore::ops::elementwise::{argmax_rows, glu, sample_rows, sample_rows_each, select_rows, RowSampleConfig, SampleConfig};
 use warpcore::reference::mlp::GluActivation;
 use warpcore::{DType, Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -171,9 +171,11 @@ fn sample_case() -> impl Strategy<Value = SampleCase> {
         0usize..9,
         (proptest::sample::select(&[0.05f32, 0.5, 1.0, 2.0][..]), prop_oneof![Just(0usize), 1usize..300], proptest::sample::select(&[1.0f32, 0.999, 0.9, 0.5, 1e-6][..])),
         any::<bool>(),
+        // a third of the cases: each row its own settings (sample_rows_each)
+        prop_oneof![2 => Just(false), 1 => Just(true)],
         any::<u64>(),
     )
-        .prop_map(|(rows, cols, gap, (temperature, top_k, top_p), special, seed)| SampleCase { rows, cols, stride: cols + gap, temperature, top_k, top_p, special, seed })
+        .prop_map(|(rows, cols, gap, (temperature, top_k, top_p), special, per_row, seed)| SampleCase { rows, cols, stride: cols + gap, temperature, top_k, top_p, special, per_row, seed })
 }
 
 proptest! {
@@ -203,5 +205,11 @@ fn sample_rows_refuses_bad_settings_and_writes_nothing() {
     let empty = TensorView::contiguous(x.slice(..0), [8, 0]).unwrap();
     let err = sample_rows(&dev, &empty, &uv, ok, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Empty { .. }), "{err}");
+    // Per-row settings of the wrong length.
+    let (t, k) = (dev.upload(&[1.0f32; 8]).unwrap(), dev.upload(&[0i32; 8]).unwrap());
+    let (tv, kv) = (TensorView::contiguous(t.slice(..), [8]).unwrap(), TensorView::contiguous(k.slice(..), [8]).unwrap());
+    let short = TensorView::contiguous(t.slice(..7), [7]).unwrap();
+    let err = sample_rows_each(&dev, &xv, &uv, RowSampleConfig { temperature: &tv, top_k: &kv, top_p: &short }, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { arg: "top_p", .. }), "{err}");
     assert_eq!(dev.download(&out).unwrap(), vec![-7; 8]);
 }

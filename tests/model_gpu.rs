@@ -469,16 +469,25 @@ fn each_sequence_of_a_batch_stops_at_its_eos_token() {
     assert!(got[0].len() < n);
 }
 
-/// The GPU's draw (`sample_rows` in prefill_sampled / decode_sampled) is the host Sampler's
-/// draw from the same logits, token for token, at several settings.
+/// The GPU's draw (`sample_rows_each` in prefill_sampled / decode_sampled) is the host
+/// Sampler's draw from the same logits, token for token, at several settings, and with each
+/// sequence its own (greedy ones included).
 #[test]
 fn gpu_sampling_draws_what_the_host_sampler_draws() {
     let Some((gpu, _)) = load("llama") else { return };
     let ps = prompts(&input_ids("llama"));
     let v = gpu.config.vocab_size;
-    for (temperature, top_k, top_p) in [(1.0f32, 0usize, 1.0f32), (0.7, 0, 0.9), (1.5, 20, 0.8), (1.0, 3, 1.0)] {
-        let sampling = Sampling { temperature, top_k, top_p, seed: 40 };
-        let fresh = || ps.iter().enumerate().map(|(s, _)| Sampler::new(Sampling { seed: 40 + s as u64, ..sampling })).collect::<Vec<_>>();
+    // Every sequence the same settings, then (the last two) each its own — an engine's batch of
+    // requests, greedy ones among them.
+    let mixed = [(1.0f32, 0usize, 1.0f32), (0.0, 0, 1.0), (0.7, 20, 0.9), (1.5, 3, 0.5)];
+    let settings: Vec<Vec<(f32, usize, f32)>> = [(1.0f32, 0usize, 1.0f32), (0.7, 0, 0.9), (1.5, 20, 0.8), (1.0, 3, 1.0)]
+        .into_iter()
+        .map(|c| vec![c; ps.len()])
+        .chain([mixed.to_vec(), mixed.iter().rev().copied().collect()])
+        .collect();
+    for per_seq in settings {
+        let sampling = per_seq.clone();
+        let fresh = || per_seq.iter().enumerate().map(|(s, &(temperature, top_k, top_p))| Sampler::new(Sampling { temperature, top_k, top_p, seed: 40 + s as u64 })).collect::<Vec<_>>();
         let (mut on_gpu, mut on_host) = (fresh(), fresh());
         let (mut b_gpu, t_gpu) = gpu.prefill_sampled(&ps, 4, &mut on_gpu).unwrap();
         let (mut b_host, logits) = gpu.prefill(&ps, 4).unwrap();

@@ -230,14 +230,26 @@ pub struct SampleCase {
     pub top_k: usize,
     pub top_p: f32,
     pub special: bool,
+    /// Each row its own settings (`sample_rows_each`), drawn from [`ROW_SETTINGS`] (the case's
+    /// temperature, top_k and top_p are not used).
+    pub per_row: bool,
     pub seed: u64,
 }
 
 impl SampleCase {
     pub fn new(rows: usize, cols: usize, (temperature, top_k, top_p): (f32, usize, f32), seed: u64) -> Self {
-        Self { rows, cols, stride: cols, temperature, top_k, top_p, special: false, seed }
+        Self { rows, cols, stride: cols, temperature, top_k, top_p, special: false, per_row: false, seed }
     }
 }
+
+/// Per-row settings a batch of requests may hold, sanitized on the device: greedy rows
+/// (temperature 0, negative, NaN), temperatures 0.05–2 and +inf (equal weights), top_k
+/// negative / 0 / small / large, top_p NaN, <= 0, tiny, usual, 1 and above 1.
+pub const ROW_SETTINGS: ([f32; 8], [i32; 6], [f32; 8]) = (
+    [0.0, -1.0, f32::NAN, 0.05, 0.7, 1.0, 2.0, f32::INFINITY],
+    [-3, 0, 1, 5, 300, i32::MAX],
+    [f32::NAN, -0.5, 0.0, 1e-6, 0.5, 0.9, 1.0, 1.5],
+);
 
 /// `sample_rows` against [`reference::sample_row`], exact (the same token: the weights are the
 /// same bits on both sides); the output's guard element untouched.
@@ -265,14 +277,39 @@ pub fn check_sample_rows(dev: &Device, case: &SampleCase) -> Result<CheckResult>
     let (x, u) = (dev.upload(&host)?, dev.upload(&uniforms)?);
     let poison = -7i32;
     let mut out = dev.upload(&vec![poison; c.rows + 1])?;
-    let cfg = ops::SampleConfig { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p };
-    ops::sample_rows(dev, &TensorView::new(x.as_view(), [c.rows, c.cols], [c.stride, 1])?, &TensorView::contiguous(u.as_view(), [c.rows])?, cfg, &mut TensorViewMut::contiguous(out.slice_mut(..c.rows), [c.rows])?)?;
+    let xv = TensorView::new(x.as_view(), [c.rows, c.cols], [c.stride, 1])?;
+    let uv = TensorView::contiguous(u.as_view(), [c.rows])?;
+    let mut ov = TensorViewMut::contiguous(out.slice_mut(..c.rows), [c.rows])?;
+    // Each row's (temperature, top_k, top_p).
+    let settings: Vec<(f32, i32, f32)> = if c.per_row {
+        let (ts, ks, ps) = ROW_SETTINGS;
+        let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n as u64) as usize;
+        (0..c.rows).map(|_| (ts[pick(&mut rng, ts.len())], ks[pick(&mut rng, ks.len())], ps[pick(&mut rng, ps.len())])).collect()
+    } else {
+        vec![(c.temperature, c.top_k.min(i32::MAX as usize) as i32, c.top_p); c.rows]
+    };
+    if c.per_row {
+        let t = dev.upload(&settings.iter().map(|s| s.0).collect::<Vec<_>>())?;
+        let k = dev.upload(&settings.iter().map(|s| s.1).collect::<Vec<_>>())?;
+        let p = dev.upload(&settings.iter().map(|s| s.2).collect::<Vec<_>>())?;
+        let (tv, kv, pv) = (TensorView::contiguous(t.as_view(), [c.rows])?, TensorView::contiguous(k.as_view(), [c.rows])?, TensorView::contiguous(p.as_view(), [c.rows])?);
+        ops::sample_rows_each(dev, &xv, &uv, ops::RowSampleConfig { temperature: &tv, top_k: &kv, top_p: &pv }, &mut ov)?;
+    } else {
+        let cfg = ops::SampleConfig { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p };
+        ops::sample_rows(dev, &xv, &uv, cfg, &mut ov)?;
+    }
     let got = dev.download(&out)?;
-    let want: Vec<i32> = (0..c.rows).map(|r| reference::sample_row(&host[r * c.stride..][..c.cols], c.temperature, c.top_k, c.top_p, uniforms[r]) as i32).collect();
+    let want: Vec<i32> = (0..c.rows)
+        .map(|r| {
+            let (t, k, p) = settings[r];
+            reference::sample_row(&host[r * c.stride..][..c.cols], t, k.max(0) as usize, p, uniforms[r]) as i32
+        })
+        .collect();
+    let what = if c.per_row { "settings per row".to_string() } else { format!("T {} top_k {} top_p {}", c.temperature, c.top_k, c.top_p) };
     Ok(CheckResult {
-        op: "sample_rows",
+        op: if c.per_row { "sample_rows_each" } else { "sample_rows" },
         dtype: "f32",
-        shape: format!("[{}, {}] stride {} T {} top_k {} top_p {}{}", c.rows, c.cols, c.stride, c.temperature, c.top_k, c.top_p, if c.special { " ties/NaN/inf" } else { "" }),
+        shape: format!("[{}, {}] stride {} {what}{}", c.rows, c.cols, c.stride, if c.special { " ties/NaN/inf" } else { "" }),
         comparisons: vec![compare_ints("out", &got[..c.rows], &want), compare_ints("guard after out (untouched)", &got[c.rows..], &[poison])],
     })
 }
@@ -314,6 +351,9 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     }
     out.push(check_sample_rows(dev, &SampleCase::new(1, 128256, (0.6, 40, 0.9), 24))?);
     out.push(check_sample_rows(dev, &SampleCase { stride: 8200, special: true, ..SampleCase::new(12, 8193, (1.3, 100, 0.5), 25) })?);
+    // An engine's batch: every row its own settings, greedy rows among them.
+    out.push(check_sample_rows(dev, &SampleCase { per_row: true, ..SampleCase::new(32, 128256, (1.0, 0, 1.0), 26) })?);
+    out.push(check_sample_rows(dev, &SampleCase { stride: 8200, special: true, per_row: true, ..SampleCase::new(24, 8193, (1.0, 0, 1.0), 27) })?);
     Ok(out)
 }
 

@@ -99,6 +99,17 @@ pub struct SampleConfig {
     pub top_p: f32,
 }
 
+/// Per-row settings of [`sample_rows_each`] (an engine's batch of requests): row r draws with
+/// `temperature[r]`, `top_k[r]`, `top_p[r]`, `[rows]` each. Read on the device as they are:
+/// a temperature not > 0 (NaN included) makes the row greedy ([`argmax_rows`]' token, no
+/// draw); top_k <= 0 keeps all; top_p NaN or above 1 keeps all, and <= 0 the best-ranked token.
+#[derive(Clone, Copy)]
+pub struct RowSampleConfig<'v, 'a> {
+    pub temperature: &'v TensorView<'a, f32, 1>,
+    pub top_k: &'v TensorView<'a, i32, 1>,
+    pub top_p: &'v TensorView<'a, f32, 1>,
+}
+
 /// `out[r]` = a token drawn from row r of `logits` with `uniforms[r]` (in [0, 1)), as
 /// [`crate::reference::elementwise::sample_row`] defines it (the model's `Sampler` runs that on
 /// the host: the same choice from the same logits, up to the last bit of f32 `exp`).
@@ -108,26 +119,56 @@ pub struct SampleConfig {
 /// (`Unsupported`), zero columns (`Empty`), shapes. Zero rows is a no-op.
 pub fn sample_rows(dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorView<f32, 1>, cfg: SampleConfig, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
     const OP: &str = "sample_rows";
-    let [rows, cols] = logits.shape();
-    check_nonempty(OP, "logits (cols)", &[cols])?;
-    check_shape(OP, "uniforms", &uniforms.shape(), &[rows])?;
-    check_shape(OP, "out", &out.shape(), &[rows])?;
-    for (arg, strides) in [("logits", &logits.strides()[..]), ("uniforms", &uniforms.strides()[..]), ("out", &out.strides()[..])] {
-        check_inner_dense(OP, arg, strides)?;
-    }
-    check_fits_i32(OP, "rows", rows)?;
-    if cols > crate::reference::elementwise::MAX_SAMPLE_COLS {
-        return Err(Error::Unsupported { op: OP, what: "cols (at most 2^23)", value: cols.to_string() });
-    }
     if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
         return Err(Error::Unsupported { op: OP, what: "temperature (> 0; greedy is argmax_rows)", value: cfg.temperature.to_string() });
     }
     if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
         return Err(Error::Unsupported { op: OP, what: "top_p (in (0, 1])", value: cfg.top_p.to_string() });
     }
-    check_device(OP, "logits", dev, logits.stream())?;
-    check_device(OP, "uniforms", dev, uniforms.stream())?;
-    check_device(OP, "out", dev, out.stream())?;
+    launch_sample(OP, dev, logits, uniforms, Settings::All(cfg), out)
+}
+
+/// [`sample_rows`] with each row's own settings ([`RowSampleConfig`]): greedy and sampled
+/// requests, and requests with different temperatures, top-k and top-p, in one launch; row r's
+/// token is `reference::elementwise::sample_row(row, temperature[r], max(top_k[r], 0),
+/// top_p[r], uniforms[r])`. Errors as [`sample_rows`] (no settings to refuse on the host: the
+/// device reads them as documented), and the settings' shapes.
+pub fn sample_rows_each(dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorView<f32, 1>, cfg: RowSampleConfig, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
+    launch_sample("sample_rows_each", dev, logits, uniforms, Settings::PerRow(cfg), out)
+}
+
+/// Every row's settings, or each row's.
+enum Settings<'v, 'a> {
+    All(SampleConfig),
+    PerRow(RowSampleConfig<'v, 'a>),
+}
+
+fn launch_sample(op: &'static str, dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorView<f32, 1>, settings: Settings, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
+    let [rows, cols] = logits.shape();
+    check_nonempty(op, "logits (cols)", &[cols])?;
+    check_shape(op, "uniforms", &uniforms.shape(), &[rows])?;
+    check_shape(op, "out", &out.shape(), &[rows])?;
+    for (arg, strides) in [("logits", &logits.strides()[..]), ("uniforms", &uniforms.strides()[..]), ("out", &out.strides()[..])] {
+        check_inner_dense(op, arg, strides)?;
+    }
+    if let Settings::PerRow(c) = &settings {
+        for (arg, shape, strides, stream) in [
+            ("temperature", c.temperature.shape(), c.temperature.strides(), c.temperature.stream()),
+            ("top_k", c.top_k.shape(), c.top_k.strides(), c.top_k.stream()),
+            ("top_p", c.top_p.shape(), c.top_p.strides(), c.top_p.stream()),
+        ] {
+            check_shape(op, arg, &shape, &[rows])?;
+            check_inner_dense(op, arg, &strides)?;
+            check_device(op, arg, dev, stream)?;
+        }
+    }
+    check_fits_i32(op, "rows", rows)?;
+    if cols > crate::reference::elementwise::MAX_SAMPLE_COLS {
+        return Err(Error::Unsupported { op, what: "cols (at most 2^23)", value: cols.to_string() });
+    }
+    check_device(op, "logits", dev, logits.stream())?;
+    check_device(op, "uniforms", dev, uniforms.stream())?;
+    check_device(op, "out", dev, out.stream())?;
     if rows == 0 {
         return Ok(());
     }
@@ -135,21 +176,35 @@ pub fn sample_rows(dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorV
     let logits_stride = super::row_stride(rows, logits.strides()[0], cols);
     let (lp, _gl) = logits.device_ptr(stream);
     let (up, _gu) = uniforms.device_ptr(stream);
-    let (op, _go) = out.device_ptr_mut(stream);
-    let params = ffi::wc_sample_rows_params {
+    let (op_ptr, _go) = out.device_ptr_mut(stream);
+    let mut params = ffi::wc_sample_rows_params {
         logits: lp as *const f32,
         uniforms: up as *const f32,
-        out: op as *mut i32,
+        out: op_ptr as *mut i32,
         rows: rows as i64,
         cols: cols as i64,
         logits_stride: logits_stride as i64,
-        temperature: cfg.temperature,
-        top_k: cfg.top_k.min(i32::MAX as usize) as i32,
-        top_p: cfg.top_p,
+        ..Default::default()
     };
+    // The per-row settings' guards live until the launch is queued.
+    let mut guards = Vec::new();
+    match settings {
+        Settings::All(cfg) => {
+            params.temperature = cfg.temperature;
+            params.top_k = cfg.top_k.min(i32::MAX as usize) as i32;
+            params.top_p = cfg.top_p;
+        }
+        Settings::PerRow(c) => {
+            let (t, gt) = c.temperature.device_ptr(stream);
+            let (k, gk) = c.top_k.device_ptr(stream);
+            let (p, gp) = c.top_p.device_ptr(stream);
+            (params.temperatures, params.top_ks, params.top_ps) = (t as *const f32, k as *const i32, p as *const f32);
+            guards.extend([gt, gk, gp]);
+        }
+    }
     // SAFETY: shapes, strides (inside each buffer: checked when the views were made), settings
     // and context validated above; the guards keep the buffers' sync events until queued.
-    launch(OP, dev, |s| unsafe { ffi::wc_sample_rows(&params, s) })
+    launch(op, dev, |s| unsafe { ffi::wc_sample_rows(&params, s) })
 }
 
 /// `out[i, :] = src[indices[i], :]`: a copy, any dtype (FP8 included).

@@ -30,16 +30,21 @@ pub fn sample_weight(v: f32, max: f32, t: f32) -> u64 {
 }
 
 /// A token drawn from one row of logits (`sample_rows` per row; the model's `Sampler`):
+/// - `t` not > 0 (NaN included): no draw, the greedy token ([`argmax`]);
 /// - the finite logits (a row with none: [`argmax`]), at temperature `t` > 0, weighted by
 ///   [`sample_weight`], ranked by descending logit (ties: lower id first);
 /// - `top_k` > 0 keeps the k best; `top_p` < 1 then keeps the shortest rank prefix whose weight
-///   reaches `ceil(top_p · total)` (at least one token);
+///   reaches `ceil(top_p · total)` (at least one token: `top_p` <= 0 keeps the best-ranked; NaN
+///   keeps all);
 /// - the token is the first id, in ascending id order, whose inclusive prefix of kept weight
 ///   exceeds `floor(u · mass)` (`u` in [0, 1); the target is clamped into `[0, mass − 1]`).
 ///
 /// O(row) plus a sort of the tokens kept: top-k is a selection; top-p ranks the best k
 /// candidates, k doubling from 64, until their prefix reaches its target.
 pub fn sample_row(row: &[f32], t: f32, top_k: usize, top_p: f32, u: f32) -> u32 {
+    if !(t > 0.0) {
+        return argmax(row);
+    }
     let mut kept: Vec<usize> = (0..row.len()).filter(|&i| row[i].is_finite()).collect();
     if kept.is_empty() {
         return argmax(row);
@@ -157,6 +162,19 @@ mod tests {
         let flat = vec![0.25f32; 8193];
         assert_eq!(sample_row(&flat, 1.0, 0, 1.0, 1.0 - f32::EPSILON / 2.0), 8192);
         assert_eq!(sample_row(&flat, 1.0, 0, 1.0, f32::INFINITY), 8192);
+        // Per-row settings as sample_rows sanitizes them: temperature not > 0 is greedy (argmax,
+        // +inf and all); top_p <= 0 keeps the best-ranked finite logit (ties: the lower id);
+        // top_p NaN keeps all.
+        let row = [0.5f32, 2.0, f32::NAN, 2.0, f32::INFINITY, -1.0];
+        for t in [0.0f32, -0.0, -2.0, f32::NAN, f32::NEG_INFINITY] {
+            assert_eq!(sample_row(&row, t, 3, 0.5, 0.9), argmax(&row), "t {t}");
+        }
+        for (p, u) in [(0.0f32, 0.99f32), (-1.0, 0.5), (f32::NEG_INFINITY, 0.0)] {
+            assert_eq!(sample_row(&row, 1.0, 0, p, u), 1, "top_p {p}");
+        }
+        for u in [0.1f32, 0.5, 0.9] {
+            assert_eq!(sample_row(&row, 1.0, 0, f32::NAN, u), sample_row(&row, 1.0, 0, 1.0, u));
+        }
     }
 
     #[test]

@@ -220,7 +220,8 @@ static SampleRef sample_ref(const float* row, int cols, float t, int top_k, floa
   if (top_p < 1.0f) {
     uint64_t total = 0;
     for (int c : ids) total += sr_weight(row[c], mx, t);
-    const uint64_t need = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(static_cast<double>(top_p) * static_cast<double>(total))));
+    const double need_f = std::ceil(static_cast<double>(top_p) * static_cast<double>(total));  // < 1 for top_p <= 0
+    const uint64_t need = need_f < 1.0 ? 1 : static_cast<uint64_t>(need_f);
     uint64_t acc = 0;
     for (size_t j = 0; j < ids.size(); ++j)
       if ((acc += sr_weight(row[ids[j]], mx, t)) >= need) {
@@ -239,6 +240,21 @@ static SampleRef sample_ref(const float* row, int cols, float t, int top_k, floa
   for (int c : ids)
     if ((pre += sr_weight(row[c], mx, t)) > target) return {c, f64_clamp_short};
   abort();  // target < mass
+}
+
+// Per-row settings (warpcore/elementwise.h): temperature not > 0 (NaN included) is greedy — the
+// first index of the largest value (NaN never; nothing above −inf: 0) —, top_k < 0 is 0, top_p
+// NaN or above 1 keeps all, top_p <= 0 keeps the best-ranked token (need 1).
+static int32_t greedy_ref(const float* row, int cols) {
+  int32_t best = 0;
+  float v = -INFINITY;
+  for (int c = 0; c < cols; ++c)
+    if (row[c] > v) v = row[c], best = c;
+  return best;
+}
+static SampleRef sample_ref_row(const float* row, int cols, float t, int top_k, float top_p, float u) {
+  if (!(t > 0.0f)) return {greedy_ref(row, cols), false};
+  return sample_ref(row, cols, t, top_k < 0 ? 0 : top_k, top_p > 1.0f ? 1.0f : top_p, u);
 }
 
 // Logit rows. kind: ties (values on a 1/8 grid: many exact ties), peaked (LM-like: a few large
@@ -332,6 +348,51 @@ static void sample_case(int cols, int rows, int pad, int kind, float t, int top_
   if (memcmp(xb.base, xb.init.data(), xb.init.size()) != 0) fail("logits written");
 }
 
+// One launch with per-row settings (each row's from the lists below, by a seeded pick); the
+// scalar settings are invalid (T = 0, top_p = 2, top_k = -1): per-row ones replace them.
+static void sample_case_per_row(int cols, int rows, int kind, uint64_t seed) {
+  char name[256];
+  snprintf(name, sizeof name, "sample_rows per-row vocab=%d rows=%d kind=%s seed=%llu ", cols, rows, sk_name(kind),
+           static_cast<unsigned long long>(seed));
+  if (!strstr(name, g_filter) && !strstr("sample_rows", g_filter)) return;
+  ctx("%s", name);
+  static const float ts[] = {0.0f, -0.0f, -1.0f, NAN, 0.01f, 0.7f, 1.0f, 2.0f, INFINITY};
+  static const int ks[] = {-5, 0, 1, 2, 50, INT32_MAX};
+  static const float ps[] = {NAN, -1.0f, 0.0f, 1e-6f, 0.5f, 0.9f, 1.0f, 1.5f, INFINITY};
+  Rng r(seed);
+  std::vector<float> x(static_cast<size_t>(rows) * cols), u(rows), t(rows), p(rows);
+  std::vector<int32_t> k(rows);
+  for (int i = 0; i < rows; ++i) {
+    sample_fill(x.data() + static_cast<size_t>(i) * cols, cols, kind, i, r);
+    u[i] = static_cast<float>(r.uni(0, 1));
+    t[i] = ts[static_cast<size_t>(r.uni(0, 1) * 9) % 9];
+    k[i] = ks[static_cast<size_t>(r.uni(0, 1) * 6) % 6];
+    p[i] = ps[static_cast<size_t>(r.uni(0, 1) * 9) % 9];
+  }
+  Buf xb(x.size() * 4, 0, r), ub(u.size() * 4, 0, r), tb(t.size() * 4, 0, r), kb(k.size() * 4, 0, r), pb(p.size() * 4, 0, r),
+      ob(static_cast<size_t>(rows) * 4, 4, r);
+  xb.set(x.data(), x.size() * 4);
+  ub.set(u.data(), u.size() * 4);
+  tb.set(t.data(), t.size() * 4);
+  kb.set(k.data(), k.size() * 4);
+  pb.set(p.data(), p.size() * 4);
+  wc_sample_rows_params q{xb.as<float>(), ub.as<float>(), ob.as<int32_t>(), rows, cols, cols, 0.0f, -1, 2.0f,
+                          tb.as<float>(), kb.as<int32_t>(), pb.as<float>()};
+  const wc_status st = wc_sample_rows(&q, nullptr);
+  ++g_checks;
+  if (st != WC_OK) {
+    fail("status %d", st);
+    return;
+  }
+  for (int i = 0; i < rows; ++i) {
+    const SampleRef want = sample_ref_row(x.data() + static_cast<size_t>(i) * cols, cols, t[i], k[i], p[i], u[i]);
+    const int32_t got = ob.as<int32_t>()[i];
+    ++g_checks;
+    if (got != want.token) fail("row %d T=%g k=%d p=%g u=%.9g: got %d want %d", i, t[i], k[i], p[i], u[i], got, want.token);
+  }
+  if (!ob.guard_intact()) fail("out guard written");
+}
+
 // A refused launch: WC_ERR_INVALID_ARG and nothing written (out poisoned).
 static void sample_refused(const char* what, wc_sample_rows_params p) {
   char name[256];
@@ -377,6 +438,12 @@ static void sample_all(uint64_t& seed) {
       if (cols > 8193 && kind == SK_SPECIAL) continue;
       sample_case(cols, 5, 0, kind, 1.0f, 0, 1.0f, {1.5f, -0.2f, NAN, 1.0f, INFINITY}, seed++);
       if (cols >= 1000) sample_case(cols, 3, 0, kind, 2.0f, 0, 1.0f, {1.5f, -INFINITY, NAN}, seed++);
+    }
+  // Per-row settings: every kind, small and vocabulary-sized rows.
+  for (int cols : {1, 7, 1000, 8193, 32000})
+    for (int kind : {SK_TIES, SK_PEAKED, SK_SPECIAL, SK_EQUAL, SK_NONFINITE, SK_WIDE}) {
+      if (cols > 8193 && kind != SK_PEAKED && kind != SK_TIES) continue;
+      sample_case_per_row(cols, cols > 1000 ? 6 : 12, kind, seed++);
     }
   fprintf(stderr, "sample_rows draws done: %ld configs, %ld failures\n", g_configs, g_fail);
 

@@ -136,6 +136,11 @@ SEEDS = {
                      "  target = static_cast<uint64_t>(fmin(static_cast<double>(target), static_cast<double>(mass - 1)));\n"),
     # sample_rows, final scan: each 8192-id chunk restarts the kept-weight prefix at 0.
     "sample_chunk": ("elementwise", "elementwise.cu", "    base_w += w_total;\n", ""),
+    # sample_rows, per-row settings: the scalar top_k read instead of the row's.
+    "sample_row_k": ("elementwise", "elementwise.cu", "p.top_ks != nullptr ? p.top_ks[blockIdx.x] : p.top_k;", "p.top_k;"),
+    # sample_rows, per-row settings: a negative top_p not clamped to a need of 1 (wraps around).
+    "sample_neg_p": ("elementwise", "elementwise.cu", "uint64_t need = need_f < 1.0 ? 1 : static_cast<uint64_t>(need_f);",
+                     "uint64_t need = static_cast<uint64_t>(static_cast<int64_t>(need_f)); need = need < 1 ? 1 : need;"),
     # glu reads up with the gate's stride.
     "glu_stride": ("elementwise", "elementwise.cu", "const T* u = up + row * up_stride;",
                    "const T* u = up + row * gate_stride;"),

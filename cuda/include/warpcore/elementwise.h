@@ -61,7 +61,11 @@ wc_status wc_argmax_rows(const wc_argmax_rows_params* p, wc_stream stream);
  * ranked by logit, ties to the lower id; top_k > 0 keeps the k best; top_p < 1 then keeps the
  * shortest rank prefix whose weight reaches ceil(top_p · total); the token is the first id, in
  * ascending id order, whose inclusive prefix of kept weight exceeds floor(u_r · mass), u_r =
- * uniforms[r] in [0, 1). T > 0 and top_p in (0, 1]. */
+ * uniforms[r] in [0, 1). T > 0 and top_p in (0, 1].
+ * Per-row settings: where temperatures / top_ks / top_ps is set, row r takes its element instead
+ * of the scalar, sanitized on the device: T not > 0 (NaN included) draws nothing — the row's
+ * token is argmax_rows' (greedy) —, top_k < 0 is 0, top_p NaN or above 1 is 1, and top_p <= 0
+ * keeps the best-ranked token only. */
 typedef struct wc_sample_rows_params {
   const float* logits;    /* [rows, cols], row stride logits_stride */
   const float* uniforms;  /* [rows], each in [0, 1) */
@@ -72,6 +76,9 @@ typedef struct wc_sample_rows_params {
   float temperature;
   int32_t top_k;          /* 0: all */
   float top_p;            /* 1: all */
+  const float* temperatures;  /* [rows] or NULL (the scalar) */
+  const int32_t* top_ks;      /* [rows] or NULL */
+  const float* top_ps;        /* [rows] or NULL */
 } wc_sample_rows_params;
 wc_status wc_sample_rows(const wc_sample_rows_params* p, wc_stream stream);
 

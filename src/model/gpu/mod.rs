@@ -45,8 +45,8 @@
 //! residual += x; x = rms_norm(residual)                fused_add_rms_norm (final norm)
 //! logits = x[rows] · W_lm_headᵀ  (f32; rows = every position, or the last of each sequence;
 //!                                 W_lm_head = embed when tied) → argmax_rows (greedy) or
-//!                                 sample_rows (each sequence's Sampler's next uniform) on the
-//!                                 GPU → one id per sequence to the host
+//!                                 sample_rows_each (each sequence's Sampler's settings and
+//!                                 next uniform) on the GPU → one id per sequence to the host
 //! ```
 //!
 //! The MoE layers' grouped GEMMs read the per-expert row offsets on the device: no step waits
@@ -74,7 +74,7 @@ use super::{Architecture, ModelConfig, Sampler, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvScales};
 use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionKernel, AttentionPlan, MLA_DECODE};
-use crate::ops::elementwise::{argmax_rows, sample_rows, select_rows, SampleConfig};
+use crate::ops::elementwise::{argmax_rows, sample_rows_each, select_rows, RowSampleConfig};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
@@ -227,10 +227,11 @@ struct Buffers {
     /// Rows whose logits are computed `[max_logit_rows, hidden]`, and their logits (f32).
     selected: CudaSlice<bf16>,
     logits: CudaSlice<f32>,
-    /// `[max_logit_rows]`: the tokens chosen from the logit rows (greedy or sampled), and the
-    /// samplers' uniform numbers.
+    /// `[max_logit_rows]`: the tokens chosen from the logit rows (greedy or sampled); the
+    /// samplers' uniform numbers, temperatures and top_p (`[3, max_logit_rows]`) and top_k.
     tokens: CudaSlice<i32>,
-    uniforms: CudaSlice<f32>,
+    sample_f32: CudaSlice<f32>,
+    sample_k: CudaSlice<i32>,
     max_logit_rows: usize,
     moe: Option<MoeBuffers>,
 }
@@ -448,7 +449,8 @@ impl GpuModel {
             selected: alloc(dev, max_logit_rows * h)?,
             logits: alloc(dev, max_logit_rows * c.vocab_size)?,
             tokens: alloc(dev, max_logit_rows)?,
-            uniforms: alloc(dev, max_logit_rows)?,
+            sample_f32: alloc(dev, 3 * max_logit_rows)?,
+            sample_k: alloc(dev, max_logit_rows)?,
             max_logit_rows,
             moe,
         })
@@ -460,20 +462,31 @@ impl GpuModel {
     }
 
     /// The token chosen from each of the last step's `r` logit rows, on the GPU (the host gets
-    /// r ids, not r · vocab_size logits): greedy (`samplers` None: `argmax_rows`), or row i
-    /// drawn by `sample_rows` with the next uniform number of `samplers[i]` (the choice
-    /// `Sampler::sample` makes from the same logits). All samplers share their settings.
+    /// r ids, not r · vocab_size logits): greedy (`samplers` None, or all greedy:
+    /// `argmax_rows`), or row i by `sample_rows_each` with `samplers[i]`'s settings and next
+    /// uniform number — the choice `Sampler::sample` makes from the same logits; a greedy
+    /// sampler's row is its argmax and draws no number, as on the host.
     fn tokens_to_host(&self, bufs: &mut Buffers, r: usize, samplers: Option<&mut [Sampler]>) -> Result<Vec<u32>> {
         let v = self.config.vocab_size;
         let logits = rows(&bufs.logits, r, v)?;
         match samplers {
-            Some(s) if s.first().is_some_and(|s| s.settings().temperature > 0.0) => {
+            Some(s) if s.iter().any(|s| s.settings().temperature > 0.0) => {
                 assert_eq!(s.len(), r, "one sampler per logit row");
-                let u: Vec<f32> = s.iter_mut().map(Sampler::uniform).collect();
-                self.dev.stream().memcpy_htod(&u, &mut bufs.uniforms.slice_mut(..r))?;
-                let c = s[0].settings();
-                let cfg = SampleConfig { temperature: c.temperature, top_k: c.top_k, top_p: c.top_p };
-                sample_rows(&self.dev, &logits, &vector(&bufs.uniforms, r)?, cfg, &mut vector_mut(&mut bufs.tokens, r)?)?;
+                // [uniforms | temperatures | top_p], then top_k: two uploads.
+                let mut f = vec![0.0f32; 3 * r];
+                let mut k = vec![0i32; r];
+                for (i, s) in s.iter_mut().enumerate() {
+                    let c = s.settings();
+                    f[i] = if c.temperature > 0.0 { s.uniform() } else { 0.0 };
+                    (f[r + i], f[2 * r + i], k[i]) = (c.temperature, c.top_p, c.top_k.min(i32::MAX as usize) as i32);
+                }
+                let stream = self.dev.stream();
+                stream.memcpy_htod(&f, &mut bufs.sample_f32.slice_mut(..3 * r))?;
+                stream.memcpy_htod(&k, &mut bufs.sample_k.slice_mut(..r))?;
+                let span = |i: usize| TensorView::contiguous(bufs.sample_f32.slice(i * r..(i + 1) * r), [r]);
+                let (u, t, p) = (span(0)?, span(1)?, span(2)?);
+                let cfg = RowSampleConfig { temperature: &t, top_k: &vector(&bufs.sample_k, r)?, top_p: &p };
+                sample_rows_each(&self.dev, &logits, &u, cfg, &mut vector_mut(&mut bufs.tokens, r)?)?;
             }
             _ => argmax_rows(&self.dev, &logits, &mut vector_mut(&mut bufs.tokens, r)?)?,
         }
