@@ -31,6 +31,19 @@ const GENCODE: &[&str] = &[
     "-gencode=arch=compute_80,code=[sm_80,compute_80]",
     "-gencode=arch=compute_90a,code=sm_90a",
 ];
+/// `WARPCORE_CUDA_ARCHS=sm_90a` builds the sm_90a target alone: what an H100 / H200 runs, at
+/// half the kernels' bytes (scripts/gpu-bundle, whose binaries must fit the device machine's
+/// 64 MiB). Unset (or `sm_80,sm_90a`): both.
+fn gencode() -> &'static [&'static str] {
+    match env::var("WARPCORE_CUDA_ARCHS").as_deref() {
+        Ok("sm_90a") => &GENCODE[1..],
+        Ok("sm_80,sm_90a") | Ok("") | Err(_) => GENCODE,
+        Ok(other) => {
+            eprintln!("\nwarpcore: WARPCORE_CUDA_ARCHS must be sm_90a or sm_80,sm_90a, not {other:?}\n");
+            std::process::exit(1);
+        }
+    }
+}
 /// The targets whose ptxas report is recorded: both, since a kernel may build a different body
 /// for each (attention_gqa.cu sizes its pipelines per target).
 const REPORT_ARCHES: &[&str] = &["sm_80", "sm_90a"];
@@ -40,7 +53,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed=cuda");
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "WARPCORE_HOST_EMU", "WARPCORE_WAIT_LIMIT_NS"] {
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "WARPCORE_HOST_EMU", "WARPCORE_WAIT_LIMIT_NS", "WARPCORE_CUDA_ARCHS"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -124,7 +137,7 @@ fn main() {
             .args(&wait_limit)
             .arg(format!("-I{}", root.join("cuda/include").display()))
             .arg(format!("-I{}", root.join("cuda").display()))
-            .args(GENCODE)
+            .args(gencode())
             .arg("-o")
             .arg(&obj)
             .arg(&src);

@@ -182,7 +182,9 @@ fn open_device() -> Result<Result<Device, String>, String> {
 }
 
 fn info(kernels: bool) -> CliResult {
-    println!("warpcore {} ({} kernels built for sm_80 + sm_90a)", env!("CARGO_PKG_VERSION"), resources::KERNELS.iter().filter(|k| k.arch == "sm_90a").count());
+    // Both targets, or sm_90a alone (WARPCORE_CUDA_ARCHS=sm_90a, the GPU bundle's build).
+    let targets = if resources::KERNELS.iter().any(|k| k.arch == "sm_80") { "sm_80 + sm_90a" } else { "sm_90a" };
+    println!("warpcore {} ({} kernels built for {targets})", env!("CARGO_PKG_VERSION"), resources::KERNELS.iter().filter(|k| k.arch == "sm_90a").count());
     match open_device()? {
         Err(why) => println!("no CUDA device: {why}"),
         Ok(dev) => {
