@@ -70,11 +70,11 @@ mod moe;
 mod supported;
 
 use super::gemm::Gemm;
-use super::{Architecture, ModelConfig, Sampler, Weights};
+use super::{Architecture, ModelConfig, Weights};
 use crate::kv_cache::{BlockTable, BlockTableView, KvScales};
 use crate::ops::rope::RopeConfig;
 use crate::ops::attention::{AttentionConfig, AttentionKernel, AttentionPlan, MLA_DECODE};
-use crate::ops::elementwise::{argmax_rows, sample_rows_each, select_rows, RowSampleConfig};
+use crate::ops::elementwise::select_rows;
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::matmul_ternary::{fused_add_rms_norm_quantize_activations, rms_norm_quantize_activations};
 use crate::ops::quant::{fused_add_rms_norm_quant_fp8, rms_norm_quant_fp8, ScaleGranularity};
@@ -358,31 +358,6 @@ impl GpuModel {
         Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None, checkpoint_kv_scales })
     }
 
-    /// `Some(scales)`: batches started from now on keep their paged KV cache in FP8 e4m3 with
-    /// per-tensor scales (stored = e4m3(x / scale), saturating; attention reads stored ·
-    /// scale): half the cache's bytes, so twice the tokens in the same memory and half the
-    /// bytes a decode step reads from it. `scales`: one pair for every layer, or one per layer —
-    /// a checkpoint's own ([`GpuModel::checkpoint_kv_scales`]); the usual uncalibrated choice
-    /// is `[KvScales::ONE]` (e4m3 spans ±448). DeepSeek-V3's latent cache holds K and V in one
-    /// row and takes one scale (k = v). `None`: bf16 (the default).
-    /// [`super::CpuModel::set_fp8_kv_cache`] rounds K and V the same way.
-    pub fn set_fp8_kv_cache(&mut self, scales: Option<&[KvScales]>) -> Result<()> {
-        self.kv_fp8 = scales.map(|s| self.config.fp8_kv_scales_per_layer("GpuModel::set_fp8_kv_cache", s)).transpose()?;
-        Ok(())
-    }
-
-    /// The FP8 KV cache's scales per layer, if the cache is FP8.
-    pub fn fp8_kv_cache(&self) -> Option<&[KvScales]> {
-        self.kv_fp8.as_deref()
-    }
-
-    /// The FP8 KV cache scales the checkpoint carries per layer (`self_attn.k_scale` /
-    /// `v_scale`, or `kv_scale`), if any: what [`GpuModel::set_fp8_kv_cache`] should be given
-    /// for it.
-    pub fn checkpoint_kv_scales(&self) -> Option<&[KvScales]> {
-        self.checkpoint_kv_scales.as_deref()
-    }
-
     pub fn device(&self) -> &Device {
         &self.dev
     }
@@ -454,43 +429,6 @@ impl GpuModel {
             max_logit_rows,
             moe,
         })
-    }
-
-    /// The logits of the last step's `r` logit rows, `[r, vocab_size]`, on the host.
-    fn logits_to_host(&self, bufs: &Buffers, r: usize) -> Result<Vec<f32>> {
-        self.dev.download(&bufs.logits.slice(..r * self.config.vocab_size))
-    }
-
-    /// The token chosen from each of the last step's `r` logit rows, on the GPU (the host gets
-    /// r ids, not r · vocab_size logits): greedy (`samplers` None, or all greedy:
-    /// `argmax_rows`), or row i by `sample_rows_each` with `samplers[i]`'s settings and next
-    /// uniform number — the choice `Sampler::sample` makes from the same logits; a greedy
-    /// sampler's row is its argmax and draws no number, as on the host.
-    fn tokens_to_host(&self, bufs: &mut Buffers, r: usize, samplers: Option<&mut [Sampler]>) -> Result<Vec<u32>> {
-        let v = self.config.vocab_size;
-        let logits = rows(&bufs.logits, r, v)?;
-        match samplers {
-            Some(s) if s.iter().any(|s| s.settings().temperature > 0.0) => {
-                assert_eq!(s.len(), r, "one sampler per logit row");
-                // [uniforms | temperatures | top_p], then top_k: two uploads.
-                let mut f = vec![0.0f32; 3 * r];
-                let mut k = vec![0i32; r];
-                for (i, s) in s.iter_mut().enumerate() {
-                    let c = s.settings();
-                    f[i] = if c.temperature > 0.0 { s.uniform() } else { 0.0 };
-                    (f[r + i], f[2 * r + i], k[i]) = (c.temperature, c.top_p, c.top_k.min(i32::MAX as usize) as i32);
-                }
-                let stream = self.dev.stream();
-                stream.memcpy_htod(&f, &mut bufs.sample_f32.slice_mut(..3 * r))?;
-                stream.memcpy_htod(&k, &mut bufs.sample_k.slice_mut(..r))?;
-                let span = |i: usize| TensorView::contiguous(bufs.sample_f32.slice(i * r..(i + 1) * r), [r]);
-                let (u, t, p) = (span(0)?, span(1)?, span(2)?);
-                let cfg = RowSampleConfig { temperature: &t, top_k: &vector(&bufs.sample_k, r)?, top_p: &p };
-                sample_rows_each(&self.dev, &logits, &u, cfg, &mut vector_mut(&mut bufs.tokens, r)?)?;
-            }
-            _ => argmax_rows(&self.dev, &logits, &mut vector_mut(&mut bufs.tokens, r)?)?,
-        }
-        Ok(self.dev.download(&bufs.tokens.slice(..r))?.into_iter().map(|t| t as u32).collect())
     }
 
     /// Runs one step through every layer; the logits of `step.logit_rows` are left in
