@@ -4,7 +4,7 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::elementwise::{argmax_rows, glu, sample_rows, select_rows, SampleConfig};
+use crate::ops::elementwise::{argmax_rows, glu, sample_rows, sample_rows_each, select_rows, RowSampleConfig, SampleConfig};
 use crate::reference::mlp::GluActivation;
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
 
@@ -87,6 +87,30 @@ pub fn bench_sample_rows(dev: &Device, ceilings: &Ceilings, rows: usize, vocab: 
     Ok(record)
 }
 
+/// `sample_rows_each` on `rows` LM-like rows of `vocab` logits, the rows' settings cycling
+/// through top-p 0.9, top-k 50, greedy and (T 1.2, top-k 20, top-p 0.95): an engine's mixed
+/// batch. Key "{rows}x{vocab} per-row settings"; expected to cost what `sample_rows` does.
+pub fn bench_sample_rows_each(dev: &Device, ceilings: &Ceilings, rows: usize, vocab: usize) -> Result<BenchRecord> {
+    let bytes = rows * vocab * 4 + rows * 20;
+    let mut rng = Rng::new(6);
+    let host: Vec<f32> = (0..rows * vocab).map(|i| if i % 97 == 0 { rng.uniform(8.0, 14.0) as f32 } else { rng.uniform(-4.0, 4.0) as f32 }).collect();
+    let settings = [(0.8f32, 0i32, 0.9f32), (0.8, 50, 1.0), (0.0, 0, 1.0), (1.2, 20, 0.95)];
+    let row = |r: usize| settings[r % settings.len()];
+    let logits = dev.upload(&host)?;
+    let uniforms = dev.upload(&(0..rows).map(|r| (r as f32 + 0.5) / rows as f32).collect::<Vec<f32>>())?;
+    let temperature = dev.upload(&(0..rows).map(|r| row(r).0).collect::<Vec<_>>())?;
+    let top_k = dev.upload(&(0..rows).map(|r| row(r).1).collect::<Vec<_>>())?;
+    let top_p = dev.upload(&(0..rows).map(|r| row(r).2).collect::<Vec<_>>())?;
+    let mut out = dev.zeros::<i32>(rows)?;
+    let t = time_calls(dev, SAMPLES, |_| {
+        let x = TensorView::contiguous(logits.as_view(), [rows, vocab])?;
+        let u = TensorView::contiguous(uniforms.as_view(), [rows])?;
+        let (tv, kv, pv) = (TensorView::contiguous(temperature.as_view(), [rows])?, TensorView::contiguous(top_k.as_view(), [rows])?, TensorView::contiguous(top_p.as_view(), [rows])?);
+        sample_rows_each(dev, &x, &u, RowSampleConfig { temperature: &tv, top_k: &kv, top_p: &pv }, &mut TensorViewMut::contiguous(out.as_view_mut(), [rows])?)
+    })?;
+    Ok(BenchRecord::bandwidth("sample_rows", "f32", format!("{rows}x{vocab} per-row settings"), t, bytes as f64, ceilings))
+}
+
 /// Every element-wise benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     use half::bf16;
@@ -102,5 +126,6 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_sample_rows(dev, ceilings, rows, 128256, 0, 0.9)?);
         out.push(bench_sample_rows(dev, ceilings, rows, 128256, 50, 1.0)?);
     }
+    out.push(bench_sample_rows_each(dev, ceilings, 32, 128256)?);
     Ok(out)
 }
