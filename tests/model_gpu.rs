@@ -469,6 +469,29 @@ fn each_sequence_of_a_batch_stops_at_its_eos_token() {
     assert!(got[0].len() < n);
 }
 
+/// A batch keeps the KV cache it started with: changing the model's setting afterwards changes
+/// nothing for it (an FP8 batch decodes as before, a bf16 batch too), only for later batches.
+#[test]
+fn a_batch_keeps_the_kv_cache_it_started_with() {
+    let Some((mut gpu, _)) = load("llama") else { return };
+    let ps = prompts(&input_ids("llama"));
+    let scales = kv_fp8_scales(&gpu.config);
+    let tokens: Vec<u32> = ps.iter().map(|p| p[0]).collect();
+    for start_fp8 in [true, false] {
+        let setting = |fp8: bool| if fp8 { Some(&scales[..]) } else { None };
+        gpu.set_fp8_kv_cache(setting(start_fp8)).unwrap();
+        let (mut kept, first) = gpu.prefill(&ps, 2).unwrap();
+        let want = gpu.decode(&mut kept, &tokens).unwrap();
+        let (mut switched, again) = gpu.prefill(&ps, 2).unwrap();
+        assert_eq!(first, again, "prefill is deterministic");
+        gpu.set_fp8_kv_cache(setting(!start_fp8)).unwrap();
+        assert_eq!(gpu.decode(&mut switched, &tokens).unwrap(), want, "started with FP8: {start_fp8}");
+        // A batch started now takes the new setting: other logits.
+        let (_, other) = gpu.prefill(&ps, 2).unwrap();
+        assert_ne!(other, first, "a new batch takes the new cache (FP8: {})", !start_fp8);
+    }
+}
+
 /// The GPU's draw (`sample_rows_each` in prefill_sampled / decode_sampled) is the host
 /// Sampler's draw from the same logits, token for token, at several settings, and with each
 /// sequence its own (greedy ones included).

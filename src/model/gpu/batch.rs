@@ -23,25 +23,29 @@ pub struct Batch {
 }
 
 /// One layer's KV cache: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`; MLA:
-/// the latent pages `[num_pages, PAGE_SIZE, 1, 576]` and no V. bf16, or e4m3
-/// ([`GpuModel::set_fp8_kv_cache`]).
+/// the latent pages `[num_pages, PAGE_SIZE, 1, 576]` and no V. bf16, or e4m3 with the layer's
+/// scales ([`GpuModel::set_fp8_kv_cache`] when the batch started: the batch keeps them).
 pub(super) enum LayerCache {
     Bf16(CudaSlice<bf16>, Option<CudaSlice<bf16>>),
-    Fp8(CudaSlice<F8E4M3>, Option<CudaSlice<F8E4M3>>),
+    Fp8(CudaSlice<F8E4M3>, Option<CudaSlice<F8E4M3>>, KvScales),
 }
 
 impl LayerCache {
-    /// `len` elements of K (and of V unless `latent`), in the model's cache dtype.
-    fn new(model: &GpuModel, len: usize, latent: bool) -> Result<Self> {
-        let dev = &model.dev;
-        Ok(match model.kv_fp8 {
-            Some(_) => Self::Fp8(alloc(dev, len)?, if latent { None } else { Some(alloc(dev, len)?) }),
+    /// `len` elements of K (and of V unless `latent`): bf16, or e4m3 with `fp8` scales.
+    fn new(dev: &crate::Device, len: usize, latent: bool, fp8: Option<KvScales>) -> Result<Self> {
+        Ok(match fp8 {
+            Some(scales) => Self::Fp8(alloc(dev, len)?, if latent { None } else { Some(alloc(dev, len)?) }, scales),
             None => Self::Bf16(alloc(dev, len)?, if latent { None } else { Some(alloc(dev, len)?) }),
         })
     }
 }
 
 impl Batch {
+    /// Whether the batch's cache is FP8 (its attention runs on the portable kernel).
+    pub(super) fn fp8_cache(&self) -> bool {
+        matches!(self.cache.first(), Some(LayerCache::Fp8(..)))
+    }
+
     pub fn num_seqs(&self) -> usize {
         self.seqs.len()
     }
@@ -185,9 +189,12 @@ impl GpuModel {
         let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
         let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
         let cache = (0..c.num_layers)
-            .map(|_| match c.mla {
-                Some(_) => LayerCache::new(self, num_pages * PAGE_SIZE * super::mla::ROW, true),
-                None => LayerCache::new(self, num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim, false),
+            .map(|l| {
+                let fp8 = self.kv_fp8.as_ref().map(|s| s[l]);
+                match c.mla {
+                    Some(_) => LayerCache::new(&self.dev, num_pages * PAGE_SIZE * super::mla::ROW, true, fp8),
+                    None => LayerCache::new(&self.dev, num_pages * PAGE_SIZE * c.num_kv_heads * c.head_dim, false, fp8),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let logit_rows = if all_rows { total } else { prompts.len() };

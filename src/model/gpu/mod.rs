@@ -444,10 +444,14 @@ impl GpuModel {
         let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
         let rope = c.rope(max_kv)?;
         let num_pages = batch.pages.num_pages();
-        // The plan for the cache's dtype (an FP8 cache: the portable attention kernel).
-        let plan_for = |nkv: usize, d: usize, dv: usize| match self.kv_fp8 {
-            Some(_) => AttentionPlan::with_kv::<F8E4M3>(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv, AttentionKernel::Auto),
-            None => AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv),
+        // The plan for the batch's cache (an FP8 cache: the portable attention kernel).
+        let fp8 = batch.fp8_cache();
+        let plan_for = |nkv: usize, d: usize, dv: usize| {
+            if fp8 {
+                AttentionPlan::with_kv::<F8E4M3>(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv, AttentionKernel::Auto)
+            } else {
+                AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv)
+            }
         };
         // MLA: one latent head of 576 (queries absorbed), DeepSeek's softmax scale.
         let (plan, attn_cfg, page_shape) = match &c.mla {
@@ -516,19 +520,18 @@ impl GpuModel {
             } else {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_in, norm)?;
             }
-            // The layer's cache scales (1 for a bf16 cache).
-            let scales = self.kv_fp8.as_ref().map_or(KvScales::ONE, |s| s[l]);
+            // The layer's cache, with its scales (1 for bf16).
             match (&layer.attn, &mut batch.cache[l]) {
                 (GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm }, cache) => {
                     let w = (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref());
                     match cache {
-                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, scales), &ls)?,
-                        LayerCache::Fp8(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, scales), &ls)?,
+                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, KvScales::ONE), &ls)?,
+                        LayerCache::Fp8(k, Some(v), scales) => self.gqa_attention(bufs, t, w, (k, v, *scales), &ls)?,
                         _ => unreachable!("a GQA layer's cache has V pages"),
                     }
                 }
-                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, (pages, scales), &ls)?,
-                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _)) => self.mla_attention(bufs, t, m, (pages, scales), &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, (pages, KvScales::ONE), &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _, scales)) => self.mla_attention(bufs, t, m, (pages, *scales), &ls)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
