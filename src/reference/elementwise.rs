@@ -42,7 +42,7 @@ pub fn sample_weight(v: f32, max: f32, t: f32) -> u64 {
 /// O(row) plus a sort of the tokens kept: top-k is a selection; top-p ranks the best k
 /// candidates, k doubling from 64, until their prefix reaches its target.
 pub fn sample_row(row: &[f32], t: f32, top_k: usize, top_p: f32, u: f32) -> u32 {
-    if !(t > 0.0) {
+    if t.is_nan() || t <= 0.0 {
         return argmax(row);
     }
     let mut kept: Vec<usize> = (0..row.len()).filter(|&i| row[i].is_finite()).collect();
