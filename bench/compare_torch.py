@@ -281,8 +281,13 @@ def attention_cases():
     out = []
     nq, nkv, hd = 32, 8, 128
 
-    def run_backend(name, ctx, q, k, v, causal):
+    def run_backend(name, ctx, q, k, v, causal, load=None):
+        # load: for an FP8 cache, K and V from their e4m3 codes (timed with the attention).
         def call(_i):
+            k_, v_ = load() if load else (k, v)
+            return attend(k_, v_)
+
+        def attend(k, v):
             with ctx():
                 try:
                     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
@@ -298,6 +303,13 @@ def attention_cases():
             return None
         return time_calls(call, 1)
 
+    # An FP8 e4m3 cache (the " kv-e4m3" records): SDPA reads bf16 only, so its caller first
+    # dequantizes the codes (x · scale, scales 1/64 and 1/32 as src/bench/attention.rs) — timed
+    # together with the attention, under the name "<back-end> + e4m3 dequantize".
+    def fp8_loader(k, v):
+        k8, v8 = (k * 64).to(torch.float8_e4m3fn), (v * 32).to(torch.float8_e4m3fn)
+        return lambda: (k8.to(torch.bfloat16) * (1 / 64), v8.to(torch.bfloat16) * (1 / 32))
+
     for batch, kv_len in [(64, 4096), (16, 32768), (1, 131072)]:
         q = torch.randn(batch, nq, 1, hd, dtype=torch.bfloat16, device=DEVICE)
         k = torch.randn(batch, nkv, kv_len, hd, dtype=torch.bfloat16, device=DEVICE)
@@ -308,6 +320,11 @@ def attention_cases():
                 for page in (16, 64):
                     out.append({"op": "attention_decode", "dtype": "bf16", "shape": f"b{batch} kv{kv_len} page{page}",
                                 "name": name, "time_us": t})
+            if batch == 64:
+                t = run_backend(name, ctx, q, k, v, False, fp8_loader(k, v))
+                if t is not None:
+                    out.append({"op": "attention_decode", "dtype": "bf16", "shape": f"b{batch} kv{kv_len} page16 kv-e4m3",
+                                "name": f"{name} + e4m3 dequantize", "time_us": t})
         del q, k, v
     for batch, seq in [(1, 16384), (4, 4096)]:
         q = torch.randn(batch, nq, seq, hd, dtype=torch.bfloat16, device=DEVICE)
@@ -318,6 +335,14 @@ def attention_cases():
             if t is not None:
                 out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal",
                             "name": name, "time_us": t})
+                if batch == 4:  # K/V from the paged cache: PyTorch's contiguous best case
+                    out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal page16",
+                                "name": name, "time_us": t})
+            if batch == 4:
+                t = run_backend(name, ctx, q, k, v, True, fp8_loader(k, v))
+                if t is not None:
+                    out.append({"op": "attention_prefill", "dtype": "bf16", "shape": f"b{batch} q{seq} causal page16 kv-e4m3",
+                                "name": f"{name} + e4m3 dequantize", "time_us": t})
         del q, k, v
     return out
 
