@@ -469,6 +469,27 @@ fn each_sequence_of_a_batch_stops_at_its_eos_token() {
     assert!(got[0].len() < n);
 }
 
+/// `generate_each`: with every sequence's settings those `generate` derives (seed + s), the
+/// same tokens; with each sequence its own (greedy ones among them), each sequence generates
+/// what it generates in a batch whose rows all share its settings (rows are independent: same
+/// batch shape, same kernels, each row's own logits and sampler).
+#[test]
+fn generate_each_gives_each_sequence_its_own_settings() {
+    let Some((gpu, _)) = load("llama") else { return };
+    let ps = prompts(&input_ids("llama"));
+    let n = 4;
+    let base = Sampling { temperature: 0.9, top_k: 0, top_p: 0.95, seed: 11 };
+    let derived: Vec<Sampling> = (0..ps.len()).map(|s| Sampling { seed: base.seed + s as u64, ..base }).collect();
+    assert_eq!(gpu.generate_each(&ps, n, &derived, &[]).unwrap(), gpu.generate(&ps, n, base, &[]).unwrap());
+    let mixed = [Sampling::greedy(), Sampling { temperature: 0.7, top_k: 20, top_p: 1.0, seed: 3 }, Sampling { temperature: 1.3, top_k: 0, top_p: 0.8, seed: 4 }, Sampling::greedy()];
+    let got = gpu.generate_each(&ps, n, &mixed, &[]).unwrap();
+    for (s, m) in mixed.iter().enumerate() {
+        let alike = gpu.generate_each(&ps, n, &vec![*m; ps.len()], &[]).unwrap();
+        assert_eq!(got[s], alike[s], "sequence {s}, {m:?}");
+    }
+    assert!(matches!(gpu.generate_each(&ps, n, &mixed[..3], &[]), Err(warpcore::Error::ShapeMismatch { .. })));
+}
+
 /// A batch keeps the KV cache it started with: changing the model's setting afterwards changes
 /// nothing for it (an FP8 batch decodes as before, a bf16 batch too), only for later batches.
 #[test]

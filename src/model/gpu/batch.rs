@@ -294,16 +294,37 @@ impl GpuModel {
         eos: &[u32],
         mut on_step: impl FnMut(&[Option<u32>]),
     ) -> Result<Vec<Vec<u32>>> {
-        let mut samplers: Vec<Sampler> =
+        let samplers: Vec<Sampler> =
             (0..prompts.len()).map(|s| Sampler::new(Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling })).collect();
+        self.generate_sampled(prompts, max_new_tokens, samplers, eos, &mut on_step)
+    }
+
+    /// [`GpuModel::generate`] with each sequence's own settings and seed, `samplings[s]` (an
+    /// engine's requests: greedy and sampled ones, different temperatures, top-k and top-p, in
+    /// one batch; the tokens are drawn by `sample_rows_each`).
+    pub fn generate_each(&self, prompts: &[Vec<u32>], max_new_tokens: usize, samplings: &[Sampling], eos: &[u32]) -> Result<Vec<Vec<u32>>> {
+        let samplers: Vec<Sampler> = samplings.iter().map(|&s| Sampler::new(s)).collect();
+        check_samplers("GpuModel::generate_each", &samplers, prompts.len())?;
+        self.generate_sampled(prompts, max_new_tokens, samplers, eos, &mut |_| {})
+    }
+
+    /// Generation with one sampler per sequence (see [`GpuModel::generate`]).
+    fn generate_sampled(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new_tokens: usize,
+        mut samplers: Vec<Sampler>,
+        eos: &[u32],
+        on_step: &mut dyn FnMut(&[Option<u32>]),
+    ) -> Result<Vec<Vec<u32>>> {
         let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
         if max_new_tokens == 0 {
             return Ok(out);
         }
-        // Each step's tokens are chosen on the GPU: argmax_rows (greedy) or sample_rows with each
-        // sequence's Sampler's next uniform number (the Sampler's own choice from those logits).
-        // A finished sequence's draw is dropped.
-        let greedy = sampling.temperature <= 0.0;
+        // Each step's tokens are chosen on the GPU: argmax_rows (every sequence greedy) or
+        // sample_rows_each with each sequence's Sampler's settings and next uniform number (the
+        // Sampler's own choice from those logits). A finished sequence's draw is dropped.
+        let greedy = samplers.iter().all(|s| s.settings().temperature <= 0.0);
         let (mut batch, mut chosen) = if greedy { self.prefill_greedy(prompts, max_new_tokens)? } else { self.prefill_sampled(prompts, max_new_tokens, &mut samplers)? };
         loop {
             let next: Vec<Option<u32>> = out.iter().zip(&chosen).map(|(o, &t)| (!is_finished(o, max_new_tokens, eos)).then_some(t)).collect();
