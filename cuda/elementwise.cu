@@ -299,24 +299,21 @@ __global__ void __launch_bounds__(kSampleThreads) sample_rows_kernel(const wc_sa
     return;
   }
 
-  // 1. The finite logits' max and count; the first +inf (a row with nothing finite takes
-  //    argmax's choice: the first +inf, else 0).
+  // 1. The finite logits' max and count (a row with nothing finite takes argmax's choice).
   float mx = -INFINITY;
-  uint32_t finite = 0, first_inf = UINT32_MAX;
+  uint32_t finite = 0;
   for (int c = threadIdx.x; c < cols; c += kSampleThreads) {
     const float v = row[c];
     if (isfinite(v)) {
       mx = fmaxf(mx, v);
       ++finite;
-    } else if (v == INFINITY && static_cast<uint32_t>(c) < first_inf) {
-      first_inf = static_cast<uint32_t>(c);
     }
   }
   mx = block_max(mx, sh.redf);
   finite = block_reduce(finite, [](uint32_t a, uint32_t b) { return a + b; }, 0u, sh.red32);
-  first_inf = block_reduce(first_inf, [](uint32_t a, uint32_t b) { return a < b ? a : b; }, UINT32_MAX, sh.red32);
   if (finite == 0) {
-    if (threadIdx.x == 0) p.out[blockIdx.x] = first_inf == UINT32_MAX ? 0 : static_cast<int32_t>(first_inf);
+    const int32_t i = block_argmax(row, cols);
+    if (threadIdx.x == 0) p.out[blockIdx.x] = i;
     return;
   }
 

@@ -162,7 +162,8 @@ fn latent_layout<C: DType>(op: &'static str, shape: [usize; 4], strides: [usize;
     Ok(layout)
 }
 
-fn check_scales<C: DType>(op: &'static str, s: KvScales) -> Result<()> {
+/// The scales a cache of `C` may have: finite and positive, and 1 unless the cache is FP8.
+pub(crate) fn check_scales<C: DType>(op: &'static str, s: KvScales) -> Result<()> {
     for v in [s.k, s.v] {
         if !(v.is_finite() && v > 0.0) {
             return Err(Error::Unsupported { op, what: "KV cache scale (finite, > 0)", value: v.to_string() });

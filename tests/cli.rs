@@ -86,6 +86,6 @@ fn run_takes_an_fp8_kv_cache() {
     assert_eq!(ids.trim().split(',').count(), 6, "{ids}");
     let out = run(&["--kv-cache", "fp8", "--kv-scale", "0"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("FP8 KV cache scale"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KV cache scale (finite, > 0)"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!run(&["--kv-cache", "int8"]).status.success());
 }

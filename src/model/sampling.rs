@@ -32,14 +32,20 @@ impl Sampler {
     }
 
     /// The next token from one row of logits: greedy ([`crate::reference::elementwise::argmax`])
-    /// at temperature 0, else [`crate::reference::elementwise::sample_row`] (temperature, top-k,
+    /// ([`Sampler::is_greedy`]), else [`crate::reference::elementwise::sample_row`] (temperature, top-k,
     /// top-p, then a draw) with this sampler's next uniform number.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.cfg.temperature <= 0.0 {
+        if self.is_greedy() {
             return crate::reference::elementwise::argmax(logits);
         }
         let u = self.uniform();
         crate::reference::elementwise::sample_row(logits, self.cfg.temperature, self.cfg.top_k, self.cfg.top_p, u)
+    }
+
+    /// Whether this sampler takes the greedy token and draws no number: temperature not > 0
+    /// (NaN included), the rule `sample_rows_each` applies per row.
+    pub fn is_greedy(&self) -> bool {
+        self.cfg.temperature.is_nan() || self.cfg.temperature <= 0.0
     }
 
     /// The next uniform number in [0, 1) of the seeded stream (what [`Sampler::sample`] draws

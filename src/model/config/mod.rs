@@ -277,11 +277,7 @@ impl ModelConfig {
             n => return Err(Error::ShapeMismatch { op, arg: "scales", expected: format!("[1] or [{}] (one pair, or one per layer)", self.num_layers), got: format!("[{n}]") }),
         };
         for s in &per_layer {
-            for v in [s.k, s.v] {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(Error::Unsupported { op, what: "FP8 KV cache scale (finite, > 0)", value: v.to_string() });
-                }
-            }
+            crate::kv_cache::check_scales::<crate::F8E4M3>(op, *s)?;
             if self.mla.is_some() && s.k != s.v {
                 return Err(Error::Unsupported { op, what: "FP8 KV cache scales of MLA's latent cache (one scale: k = v)", value: format!("{s:?}") });
             }

@@ -95,14 +95,14 @@ impl GpuModel {
         let v = self.config.vocab_size;
         let logits = rows(&bufs.logits, r, v)?;
         match samplers {
-            Some(s) if s.iter().any(|s| s.settings().temperature > 0.0) => {
+            Some(s) if !s.iter().all(Sampler::is_greedy) => {
                 assert_eq!(s.len(), r, "one sampler per logit row");
                 // [uniforms | temperatures | top_p], then top_k: two uploads.
                 let mut f = vec![0.0f32; 3 * r];
                 let mut k = vec![0i32; r];
                 for (i, s) in s.iter_mut().enumerate() {
                     let c = s.settings();
-                    f[i] = if c.temperature > 0.0 { s.uniform() } else { 0.0 };
+                    f[i] = if s.is_greedy() { 0.0 } else { s.uniform() };
                     (f[r + i], f[2 * r + i], k[i]) = (c.temperature, c.top_p, c.top_k.min(i32::MAX as usize) as i32);
                 }
                 let stream = self.dev.stream();
@@ -324,7 +324,7 @@ impl GpuModel {
         // Each step's tokens are chosen on the GPU: argmax_rows (every sequence greedy) or
         // sample_rows_each with each sequence's Sampler's settings and next uniform number (the
         // Sampler's own choice from those logits). A finished sequence's draw is dropped.
-        let greedy = samplers.iter().all(|s| s.settings().temperature <= 0.0);
+        let greedy = samplers.iter().all(Sampler::is_greedy);
         let (mut batch, mut chosen) = if greedy { self.prefill_greedy(prompts, max_new_tokens)? } else { self.prefill_sampled(prompts, max_new_tokens, &mut samplers)? };
         loop {
             let next: Vec<Option<u32>> = out.iter().zip(&chosen).map(|(o, &t)| (!is_finished(o, max_new_tokens, eos)).then_some(t)).collect();

@@ -102,7 +102,7 @@ impl AttentionPlan {
         head_dim_v: usize,
         kernel: AttentionKernel,
     ) -> Result<Self> {
-        Self::plan(dev, q_lens, kv_lens, [num_q_heads, num_kv_heads, head_dim, head_dim_v], kernel, ffi::wc_dtype_WC_BF16)
+        Self::with_kv::<half::bf16>(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, kernel)
     }
 
     /// [`AttentionPlan::with_kernel`] for K/V of type `C`, the cache the batch will read: with
@@ -120,16 +120,10 @@ impl AttentionPlan {
         head_dim_v: usize,
         kernel: AttentionKernel,
     ) -> Result<Self> {
-        let kv_dtype = if C::TAG == ffi::wc_dtype_WC_E4M3 { C::TAG } else { ffi::wc_dtype_WC_BF16 };
-        Self::plan(dev, q_lens, kv_lens, [num_q_heads, num_kv_heads, head_dim, head_dim_v], kernel, kv_dtype)
-    }
-
-    /// The planner behind the constructors; `kv_dtype`: WC_E4M3 (an FP8 cache) or WC_BF16 (K/V
-    /// in the query dtype).
-    fn plan(dev: &Device, q_lens: &[usize], kv_lens: &[usize], heads: [usize; 4], kernel: AttentionKernel, kv_dtype: ffi::wc_dtype) -> Result<Self> {
         const OP: &str = "AttentionPlan::new";
-        let [num_q_heads, num_kv_heads, head_dim, head_dim_v] = heads;
-        let fp8 = kv_dtype == ffi::wc_dtype_WC_E4M3;
+        // The occupancy query's K/V dtype: e4m3 for an FP8 cache, else the query dtype's (bf16).
+        let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
+        let kv_dtype = if fp8 { C::TAG } else { ffi::wc_dtype_WC_BF16 };
         if q_lens.len() != kv_lens.len() {
             return Err(Error::ShapeMismatch {
                 op: OP,
