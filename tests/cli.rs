@@ -89,3 +89,15 @@ fn run_takes_an_fp8_kv_cache() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KV cache scale (finite, > 0)"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!run(&["--kv-cache", "int8"]).status.success());
 }
+
+/// `--cuda-graphs` belongs to the GPU path: with `--device cpu` it is refused with a message
+/// naming `--device cuda`, before any model is loaded.
+#[test]
+fn cuda_graphs_need_the_gpu_path() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warpcore"))
+        .args(["run", "--model", fixtures().join("llama").to_str().unwrap(), "--prompt-ids", "1,5", "--max-new-tokens", "2", "--cuda-graphs"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cuda-graphs needs --device cuda"), "{}", String::from_utf8_lossy(&out.stderr));
+}

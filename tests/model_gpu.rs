@@ -513,6 +513,70 @@ fn a_batch_keeps_the_kv_cache_it_started_with() {
     }
 }
 
+/// Decode steps replayed as CUDA graphs (`set_decode_graphs`) give the logits and tokens the
+/// same steps give launched op by op, step after step: the index arrays, cache pages and
+/// sequence lengths a replay reads are the current step's, not the captured one's. One long
+/// prompt grows past 512 keys while decoding (the attention plan's split count may change:
+/// a new graph) and the pages fill up across several page boundaries. Architectures covering
+/// every op the decode step uses: GQA (llama), q/k norm + MoE + FP8 projections
+/// (qwen3_moe_fp8), MLA (deepseek_v3), ternary projections (bitnet).
+fn decode_graphs_replay_the_eager_steps(name: &'static str) {
+    let Some((eager, _)) = load(name) else { return };
+    let (mut graphed, _) = load(name).unwrap();
+    graphed.set_decode_graphs(true).unwrap();
+    assert!(graphed.decode_graphs() && !eager.decode_graphs());
+    let v = eager.config.vocab_size;
+    let ids = input_ids(name);
+    let long: Vec<u32> = (0..500).map(|i| ids[(i * 7 + i / 3) % ids.len()]).collect();
+    let ps = vec![long, ids[..5].to_vec(), ids.clone()];
+    let steps = 24;
+    let (mut a, first) = eager.prefill(&ps, steps).unwrap();
+    let (mut b, again) = graphed.prefill(&ps, steps).unwrap();
+    assert_eq!(first, again, "{name}: prefill");
+    let argmax = |logits: &[f32]| logits.chunks_exact(v).map(warpcore::reference::elementwise::argmax).collect::<Vec<u32>>();
+    let mut tokens = argmax(&first);
+    let mut worst = 0.0f64;
+    for step in 0..steps {
+        let want = eager.decode(&mut a, &tokens).unwrap();
+        let got = graphed.decode(&mut b, &tokens).unwrap();
+        // Replays run the eager launches on the same inputs: equal up to a GEMM algorithm cuBLAS
+        // may pick differently on the capture's handle.
+        let e = rel_frobenius(&got, &want);
+        worst = worst.max(e);
+        assert!(e <= 2e-3, "{name}: decode step {step}: graph vs eager logits {e:.3e}");
+        tokens = argmax(&want);
+    }
+    let (captures, replays) = b.graph_counts();
+    eprintln!("{name}: {steps} decode steps, {captures} graph(s) captured, {replays} replays, worst {worst:.2e}");
+    assert_eq!(a.graph_counts(), (0, 0), "{name}: the eager model captured");
+    // Each key's first step runs eagerly and its second is captured and replayed.
+    assert!(captures >= 1 && replays >= steps - 2 * captures, "{name}: {captures} captures, {replays} replays in {steps} steps");
+    // Generation with greedy tokens on the GPU (argmax after each replay) and with sampling.
+    for sampling in [Sampling::greedy(), Sampling { temperature: 0.8, top_k: 20, top_p: 0.9, seed: 11 }] {
+        let want = eager.generate(&ps[1..], 20, sampling, &[]).unwrap();
+        assert_eq!(graphed.generate(&ps[1..], 20, sampling, &[]).unwrap(), want, "{name}: generate, {sampling:?}");
+    }
+}
+
+mod decode_graphs {
+    #[test]
+    fn llama() {
+        super::decode_graphs_replay_the_eager_steps("llama");
+    }
+    #[test]
+    fn qwen3_moe_fp8() {
+        super::decode_graphs_replay_the_eager_steps("qwen3_moe_fp8");
+    }
+    #[test]
+    fn deepseek_v3() {
+        super::decode_graphs_replay_the_eager_steps("deepseek_v3");
+    }
+    #[test]
+    fn bitnet() {
+        super::decode_graphs_replay_the_eager_steps("bitnet");
+    }
+}
+
 /// The GPU's draw (`sample_rows_each` in prefill_sampled / decode_sampled) is the host
 /// Sampler's draw from the same logits, token for token, at several settings, and with each
 /// sequence its own (greedy ones included).

@@ -7,6 +7,8 @@
 //!   timed decode steps, each ending with a greedy token per sequence on the host (chosen on
 //!   the GPU, `decode_greedy`, as transformers' argmax on its logits tensor): B · 128 / time. Exactly that many: the benchmark drives `prefill` / `decode`
 //!   itself, with no end-of-sequence stop.
+//! - `decode b1 graph`, `decode b32 graph`: the same with every decode step replayed as a CUDA
+//!   graph (`GpuModel::set_decode_graphs`); transformers' numbers are its eager ones.
 //! - `decode b32 ctx2048`, `decode b32 ctx2048 kv-e4m3`: the same after prompts of 2048 tokens,
 //!   where the KV cache's bytes are a large share of a step's (Llama-3.2-1B: 32 KB per token
 //!   in bf16, 2.1 GB at 32 × 2048 against 2.5 GB of weights), with a bf16 and an FP8 cache
@@ -60,7 +62,7 @@ pub fn bench_prefill(model: &GpuModel, len: usize) -> Result<ModelRecord> {
 
 /// Decode tokens per second at batch `batch` after prompts of `prompt_len` (DECODE_STEPS
 /// steps), on the model's KV cache dtype. Case "decode b{batch}" at PROMPT_LEN, else with
-/// " ctx{prompt_len}"; " kv-e4m3" with an FP8 cache.
+/// " ctx{prompt_len}"; " kv-e4m3" with an FP8 cache; " graph" with decode graphs on.
 pub fn bench_decode(model: &GpuModel, batch: usize, prompt_len: usize) -> Result<ModelRecord> {
     let v = model.config.vocab_size;
     let mut rng = Rng::new(2);
@@ -77,13 +79,21 @@ pub fn bench_decode(model: &GpuModel, batch: usize, prompt_len: usize) -> Result
     let tokens = batch * DECODE_STEPS;
     let ctx = if prompt_len == PROMPT_LEN { String::new() } else { format!(" ctx{prompt_len}") };
     let kv = if model.fp8_kv_cache().is_some() { " kv-e4m3" } else { "" };
-    Ok(ModelRecord { case: format!("decode b{batch}{ctx}{kv}"), tokens, seconds, tokens_per_s: tokens as f64 / seconds })
+    let graph = if model.decode_graphs() { " graph" } else { "" };
+    Ok(ModelRecord { case: format!("decode b{batch}{ctx}{kv}{graph}"), tokens, seconds, tokens_per_s: tokens as f64 / seconds })
 }
 
-/// The cases: prefill of 2048 tokens, decode at batch 1 and 32, and decode at batch 32 after
-/// 2048-token prompts with a bf16 and an FP8 KV cache (the model's cache is bf16 again after).
+/// The cases: prefill of 2048 tokens, decode at batch 1 and 32 (launched op by op, then as
+/// CUDA graphs), and decode at batch 32 after 2048-token prompts with a bf16 and an FP8 KV cache
+/// (the model's cache is bf16 again after, its graphs off).
 pub fn bench_all(model: &mut GpuModel) -> Result<Vec<ModelRecord>> {
     let mut out = vec![bench_prefill(model, PREFILL_LEN)?, bench_decode(model, 1, PROMPT_LEN)?, bench_decode(model, 32, PROMPT_LEN)?];
+    model.set_decode_graphs(true)?;
+    let graphed = [1, 32].map(|b| bench_decode(model, b, PROMPT_LEN));
+    model.set_decode_graphs(false)?;
+    for r in graphed {
+        out.push(r?);
+    }
     out.push(bench_decode(model, 32, PREFILL_LEN)?);
     // The checkpoint's scales if it has them, else 1 (the uncalibrated default).
     let scales = model.checkpoint_kv_scales().map_or_else(|| vec![crate::kv_cache::KvScales::ONE], <[_]>::to_vec);

@@ -134,6 +134,23 @@ impl PageAllocator {
     }
 }
 
+impl BlockTable {
+    /// The same table with at least `stride` columns (the new ones −1): a fixed shape from step
+    /// to step, as a CUDA graph that reads the table from one buffer needs (kernels read only
+    /// the first ⌈len / page_size⌉ entries of a row). A stride below the current one keeps
+    /// the current one.
+    pub fn padded(self, stride: usize) -> BlockTable {
+        if stride <= self.max_pages_per_seq {
+            return self;
+        }
+        let mut table = vec![-1i32; self.seq_lens.len() * stride];
+        for (r, row) in self.table.chunks(self.max_pages_per_seq).enumerate() {
+            table[r * stride..][..row.len()].copy_from_slice(row);
+        }
+        BlockTable { table, max_pages_per_seq: stride, seq_lens: self.seq_lens }
+    }
+}
+
 fn unknown(op: &'static str, id: SeqId) -> Error {
     Error::Unsupported { op, what: "sequence id (freed or never added)", value: id.0.to_string() }
 }
@@ -142,6 +159,19 @@ fn unknown(op: &'static str, id: SeqId) -> Error {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn padded_tables_keep_every_row() {
+        let mut a = PageAllocator::new(8, 16).unwrap();
+        let (s, t) = (a.add_sequence(), a.add_sequence());
+        a.append(s, 20).unwrap();
+        a.append(t, 5).unwrap();
+        let bt = a.block_table(&[s, t]).unwrap();
+        assert_eq!(bt.table, [0, 1, 2, -1]);
+        let p = bt.clone().padded(4);
+        assert_eq!((p.max_pages_per_seq, &p.table[..], &p.seq_lens[..]), (4, &[0, 1, -1, -1, 2, -1, -1, -1][..], &[20, 5][..]));
+        assert_eq!(bt.clone().padded(1), bt);
+    }
 
     #[test]
     fn append_allocates_pages_at_page_boundaries() {

@@ -26,6 +26,17 @@ impl Gemm {
         Ok(Self { blas: CudaBlas::new(dev.stream().clone()).map_err(cublas_err)? })
     }
 
+    /// Gives cuBLAS `workspace` (on `dev`) for every later call on this handle instead of its
+    /// own pool: what a CUDA graph capture needs so that the captured GEMMs allocate nothing.
+    /// The buffer must outlive the handle's use.
+    pub fn set_workspace(&self, dev: &Device, workspace: &cudarc::driver::CudaSlice<u8>) -> Result<()> {
+        dev.context().bind_to_thread()?;
+        let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(workspace, dev.stream());
+        // SAFETY: the handle is live; the buffer is a device allocation of workspace.len() bytes
+        // in this context, which the caller keeps alive while the handle is used.
+        unsafe { sys::cublasSetWorkspace_v2(*self.blas.handle(), ptr as *mut _, workspace.len()) }.result().map_err(cublas_err)
+    }
+
     /// `y[m, n] = x[m, k] · w[n, k]ᵀ`. x and w: bf16, rows dense (any row stride ≥ k); y: bf16
     /// or f32, rows dense (row stride ≥ n). Zero rows is a no-op.
     pub fn linear<Y: DType>(&self, dev: &Device, x: &TensorView<bf16, 2>, w: &TensorView<bf16, 2>, y: &mut TensorViewMut<Y, 2>) -> Result<()> {

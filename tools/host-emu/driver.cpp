@@ -16,7 +16,13 @@
 //     synchronize, device-to-host copy), as an asynchronous kernel error would be;
 //   * events record a host timestamp (cuEventElapsedTime works, and measures the emulation);
 //   * cuTensorMapEncodeTiled takes the 2-D uint8 maps the FP8 GEMM uses (shim_sm90.h's format);
-//   * cuBLAS: cublasGemmEx in f32 / bf16 / f16 with f32 compute, column-major as documented.
+//   * cuBLAS: cublasGemmEx in f32 / bf16 / f16 with f32 compute, column-major as documented;
+//   * stream capture into graphs (cuStreamBeginCapture … cuGraphLaunch): while a thread captures
+//     a stream, kernels, memsets, device-to-device copies and GEMMs queued on that stream are
+//     recorded (shim.h's emu::captured) and a graph launch runs them in order. What CUDA refuses
+//     in a capture (THREAD_LOCAL mode) is refused here too and invalidates it: allocation and
+//     freeing, copies to or from the host, synchronizing, waiting on an event; capturing the
+//     legacy default stream is refused.
 // Anything else cudarc asks for is missing on purpose: cudarc panics naming the symbol.
 #include "shim.h"
 
@@ -119,6 +125,27 @@ CUresult memset8(CUdeviceptr dst, unsigned char v, size_t n) {
   return CUDA_SUCCESS;
 }
 
+
+// A call CUDA refuses while this thread captures (THREAD_LOCAL mode): reported, and the capture
+// is invalidated (cuStreamEndCapture then fails).
+bool t_capture_invalid = false;
+bool refused_in_capture(const char* what) {
+  if (emu::captured == nullptr) return false;
+  fprintf(stderr, "host-emu driver: %s during a stream capture (refused; the capture is invalidated)\n", what);
+  t_capture_invalid = true;
+  return true;
+}
+
+}  // namespace
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> nodes;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> nodes;
+};
+
+namespace {
 }  // namespace
 
 extern "C" {
@@ -194,7 +221,10 @@ CUresult cuCtxGetDevice(CUdevice* d) {
   *d = 0;
   return CUDA_SUCCESS;
 }
-CUresult cuCtxSynchronize() { return sync_result(); }
+CUresult cuCtxSynchronize() {
+  if (refused_in_capture("cuCtxSynchronize")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return sync_result();
+}
 
 // ------------------------------------------------------------------ streams and events
 CUresult cuStreamCreate(CUstream* s, unsigned int) {
@@ -206,9 +236,16 @@ CUresult cuStreamDestroy(CUstream s) {
   delete reinterpret_cast<Stream*>(s);
   return CUDA_SUCCESS;
 }
-CUresult cuStreamSynchronize(CUstream) { return sync_result(); }
+CUresult cuStreamSynchronize(CUstream) {
+  if (refused_in_capture("cuStreamSynchronize")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return sync_result();
+}
 CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) { return CUDA_SUCCESS; }
+// Events recorded in the capture are not modelled: a capture waits on none.
+CUresult cuStreamWaitEvent(CUstream s, CUevent, unsigned int) {
+  if (emu::capturing(s) && refused_in_capture("cuStreamWaitEvent")) return CUDA_ERROR_STREAM_CAPTURE_ISOLATION;
+  return CUDA_SUCCESS;
+}
 CUresult cuEventCreate(CUevent* e, unsigned int) {
   *e = reinterpret_cast<CUevent>(new Event{});
   return CUDA_SUCCESS;
@@ -223,7 +260,10 @@ CUresult cuEventRecord(CUevent e, CUstream) {
   ev->recorded = true;
   return CUDA_SUCCESS;
 }
-CUresult cuEventSynchronize(CUevent) { return sync_result(); }
+CUresult cuEventSynchronize(CUevent) {
+  if (refused_in_capture("cuEventSynchronize")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return sync_result();
+}
 CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
 CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
   const auto* a = reinterpret_cast<Event*>(start);
@@ -234,19 +274,29 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
 }
 
 // ------------------------------------------------------------------ memory
-CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) { return alloc(p, bytes); }
+CUresult cuMemAlloc(CUdeviceptr* p, size_t bytes) {
+  if (refused_in_capture("cuMemAlloc")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return alloc(p, bytes);
+}
 // cuMemAlloc refuses 0 bytes (documented); the stream-ordered allocator, which cudarc uses on
 // GPUs with memory pools (every sm_80+ GPU under Linux), accepts them (cudarc issue #194 and
 // dfdx #870: zero-length allocations fail only where pools are missing). Null pointer here.
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) {
+  if (refused_in_capture("cuMemAllocAsync")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   if (p != nullptr && bytes == 0) {
     *p = 0;
     return CUDA_SUCCESS;
   }
   return alloc(p, bytes);
 }
-CUresult cuMemFree(CUdeviceptr p) { return release(p); }
-CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
+CUresult cuMemFree(CUdeviceptr p) {
+  if (refused_in_capture("cuMemFree")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return release(p);
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) {
+  if (refused_in_capture("cuMemFreeAsync")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return release(p);
+}
 CUresult cuMemGetInfo(size_t* free_bytes, size_t* total) {
   *total = size_t{16} << 30;
   std::lock_guard<std::mutex> g(g_mutex);
@@ -255,14 +305,85 @@ CUresult cuMemGetInfo(size_t* free_bytes, size_t* total) {
   *free_bytes = used < *total ? *total - used : 0;
   return CUDA_SUCCESS;
 }
-CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) { return htod(dst, src, n); }
-CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream) { return htod(dst, src, n); }
-CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) { return dtoh(dst, src, n); }
-CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) { return dtoh(dst, src, n); }
-CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) { return dtod(dst, src, n); }
-CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) { return dtod(dst, src, n); }
-CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) { return memset8(dst, v, n); }
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) { return memset8(dst, v, n); }
+CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
+  if (refused_in_capture("cuMemcpyHtoD")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return htod(dst, src, n);
+}
+CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream) {
+  if (refused_in_capture("a host-to-device copy")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return htod(dst, src, n);
+}
+CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
+  if (refused_in_capture("cuMemcpyDtoH")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return dtoh(dst, src, n);
+}
+CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) {
+  if (refused_in_capture("a device-to-host copy")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return dtoh(dst, src, n);
+}
+CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+  if (refused_in_capture("cuMemcpyDtoD")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return dtod(dst, src, n);
+}
+CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+  if (!emu::capturing(s)) return dtod(dst, src, n);
+  emu::captured->push_back([=] { dtod(dst, src, n); });
+  return CUDA_SUCCESS;
+}
+CUresult cuMemsetD8(CUdeviceptr dst, unsigned char v, size_t n) {
+  if (refused_in_capture("cuMemsetD8")) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  return memset8(dst, v, n);
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
+  if (!emu::capturing(s)) return memset8(dst, v, n);
+  emu::captured->push_back([=] { memset8(dst, v, n); });
+  return CUDA_SUCCESS;
+}
+
+// ------------------------------------------------------------------ stream capture and graphs
+CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode) {
+  if (s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (emu::captured != nullptr) return CUDA_ERROR_ILLEGAL_STATE;
+  emu::captured = new std::vector<std::function<void()>>();
+  emu::capture_stream = s;
+  t_capture_invalid = false;
+  return CUDA_SUCCESS;
+}
+CUresult cuStreamEndCapture(CUstream s, CUgraph* g) {
+  if (emu::captured == nullptr || s != emu::capture_stream) return CUDA_ERROR_ILLEGAL_STATE;
+  std::unique_ptr<std::vector<std::function<void()>>> nodes(emu::captured);
+  emu::captured = nullptr;
+  emu::capture_stream = nullptr;
+  *g = nullptr;
+  if (t_capture_invalid) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  *g = new CUgraph_st{std::move(*nodes)};
+  return CUDA_SUCCESS;
+}
+CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus* status) {
+  *status = !emu::capturing(s) ? CU_STREAM_CAPTURE_STATUS_NONE
+            : t_capture_invalid ? CU_STREAM_CAPTURE_STATUS_INVALIDATED
+                                : CU_STREAM_CAPTURE_STATUS_ACTIVE;
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long long) {
+  if (g == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *e = new CUgraphExec_st{g->nodes};
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphLaunch(CUgraphExec e, CUstream s) {
+  if (e == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (emu::capturing(s)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;  // graphs in graphs: not modelled
+  for (auto& node : e->nodes) node();
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphExecDestroy(CUgraphExec e) {
+  delete e;
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphDestroy(CUgraph g) {
+  delete g;
+  return CUDA_SUCCESS;
+}
 
 // ------------------------------------------------------------------ errors
 CUresult cuGetErrorName(CUresult e, const char** s) {
@@ -314,25 +435,46 @@ CUresult cuTensorMapEncodeTiled(CUtensorMap* map, CUtensorMapDataType type, cuui
 enum { kOpN = 0, kOpT = 1, kR32F = 0, kR16F = 2, kR16BF = 14, kCompute32F = 68 };
 enum { kBlasOk = 0, kBlasInvalid = 7, kBlasNotSupported = 15 };
 
+// A handle is the stream its calls queue on (a capture records the GEMMs on that stream).
+struct BlasHandle {
+  CUstream stream = nullptr;
+};
 int cublasCreate_v2(void** handle) {
-  *handle = new int(0);
+  *handle = new BlasHandle{};
   return kBlasOk;
 }
 int cublasDestroy_v2(void* handle) {
-  delete static_cast<int*>(handle);
+  delete static_cast<BlasHandle*>(handle);
   return kBlasOk;
 }
-int cublasSetStream_v2(void*, void*) { return kBlasOk; }
+int cublasSetStream_v2(void* handle, void* stream) {
+  static_cast<BlasHandle*>(handle)->stream = static_cast<CUstream>(stream);
+  return kBlasOk;
+}
+// The workspace is not used by the emulated GEMM; it must lie in one allocation.
+int cublasSetWorkspace_v2(void*, void* workspace, size_t bytes) {
+  if (bytes > 0 && !inside(reinterpret_cast<CUdeviceptr>(workspace), bytes, "cuBLAS workspace")) return kBlasInvalid;
+  return kBlasOk;
+}
 
 // C = alpha · op(A) · op(B) + beta · C, column-major, f32 compute (products summed in f64).
-int cublasGemmEx(void*, int transa, int transb, int m, int n, int k, const void* alpha, const void* a, int atype,
-                 int lda, const void* b, int btype, int ldb, const void* beta, void* c, int ctype, int ldc,
-                 int compute, int) {
+int cublasGemmEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* a,
+                 int atype, int lda, const void* b, int btype, int ldb, const void* beta, void* c, int ctype, int ldc,
+                 int compute, int algo) {
   const auto ok_type = [](int t) { return t == kR32F || t == kR16F || t == kR16BF; };
   if (!ok_type(atype) || !ok_type(btype) || !ok_type(ctype) || compute != kCompute32F) return kBlasNotSupported;
   if (m < 0 || n < 0 || k < 0 || (transa != kOpN && transa != kOpT) || (transb != kOpN && transb != kOpT) ||
       lda < std::max(1, transa == kOpN ? m : k) || ldb < std::max(1, transb == kOpN ? k : n) || ldc < std::max(1, m))
     return kBlasInvalid;
+  // Captured: alpha and beta are read now (host pointer mode, as cuBLAS does in a capture).
+  if (emu::capturing(static_cast<BlasHandle*>(handle)->stream)) {
+    const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+    emu::captured->push_back([=] {
+      BlasHandle now{};
+      cublasGemmEx(&now, transa, transb, m, n, k, &al, a, atype, lda, b, btype, ldb, &be, c, ctype, ldc, compute, algo);
+    });
+    return kBlasOk;
+  }
   const auto load = [](const void* p, int t, size_t i) -> double {
     if (t == kR32F) return static_cast<const float*>(p)[i];
     if (t == kR16F) return __half2float(static_cast<const __half*>(p)[i]);

@@ -13,7 +13,7 @@ thread_pool.h), harness.h and the target's test <target>.cpp. The rules, applied
   * `extern __shared__ T name[];`         -> `T* name = reinterpret_cast<T*>(::emu::dyn_smem());`
   * `__shared__ T name[..];`, `__shared__ T name;` -> the calling block's copy, poisoned per
     block (::emu::static_shared)
-  * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch(kernel<...>, grid, block, smem, args);`
+  * `kernel<...><<<grid, block, smem, stream>>>(args);` -> `::emu::launch_on(stream, kernel<...>, grid, block, smem, args);`
 Anything left over (inline asm, __shared__, <<<) is an error: extend the rules, never the copies.
 --seed NAME applies one deliberate bug (SEEDS) to show that the target's test catches it.
 prep.py --check-seeds fails if a seed's text is no longer in its file exactly once (scripts/test).
@@ -401,7 +401,8 @@ def rewrite_launches(s):
         smem = cfg[2] if len(cfg) > 2 else "0"
         args = s[e + 4:p]
         out.append(s[i:k])
-        out.append(f"::emu::launch({s[k:j]}, dim3({cfg[0]}), dim3({cfg[1]}), static_cast<size_t>({smem})"
+        stream = cfg[3] if len(cfg) > 3 else "nullptr"
+        out.append(f"::emu::launch_on({stream}, {s[k:j]}, dim3({cfg[0]}), dim3({cfg[1]}), static_cast<size_t>({smem})"
                    + (f", {args})" if args.strip() else ")"))
         i = p + 1
     return "".join(out) + s[i:]

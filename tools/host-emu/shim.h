@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -118,6 +119,13 @@ inline const bool cp_eager = [] {
   return e != nullptr && strcmp(e, "0") != 0;
 }();
 inline long launches = 0;
+// Stream capture (driver.cpp's cuStreamBeginCapture): while this thread captures
+// `capture_stream`, what is queued on that stream (kernels, memsets, copies between device
+// buffers, cuBLAS calls) is appended to `captured` instead of run; cuGraphLaunch runs the list in
+// order. Work on other streams runs as usual, as on the GPU.
+inline thread_local cudaStream_t capture_stream = nullptr;
+inline thread_local std::vector<std::function<void()>>* captured = nullptr;
+inline bool capturing(cudaStream_t s) { return captured != nullptr && s == capture_stream; }
 inline size_t max_smem_attr = 0;  // largest cudaFuncAttributeMaxDynamicSharedMemorySize asked for
 inline cudaError_t last_error = cudaSuccess;
 
@@ -510,8 +518,9 @@ inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, K, int 
   *n = static_cast<int>(std::min<size_t>({by_smem, static_cast<size_t>(2048 / threads), 32}));
   return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) {
-  memset(p, v, n);
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
+  if (emu::capturing(s)) emu::captured->push_back([=] { memset(p, v, n); });
+  else memset(p, v, n);
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() {
@@ -591,12 +600,12 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
 // blocks one after another, or `cluster` at a time (thread block clusters along x), or the whole
 // grid at once (`cooperative`: co-resident blocks, as a grid-wide barrier needs).
 template <typename... P, typename... A>
-cudaError_t launch_with(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, unsigned cluster, bool cooperative,
-                        A&&... args) {
+cudaError_t launch_with(cudaStream_t stream, void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, unsigned cluster,
+                        bool cooperative, A&&... args) {
   // One launch at a time: gridDim / blockDim and the error state are process-wide (the Rust tests
   // run through driver.cpp may launch from several threads).
   static std::mutex one_at_a_time;
-  std::lock_guard<std::mutex> lock(one_at_a_time);
+  std::unique_lock<std::mutex> lock(one_at_a_time);
   ++launches;
   const unsigned n = blk.x * blk.y * blk.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || n == 0 || n > 1024 ||
@@ -611,19 +620,36 @@ cudaError_t launch_with(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, 
   // EMU_SKIP_KERNELS=1: validated, counted, not run (a dry run of the host code around the
   // kernels, e.g. every benchmark of `warpcore bench`; results are garbage).
   static const bool skip = getenv("EMU_SKIP_KERNELS") != nullptr;
-  if (skip) return cudaSuccess;
   std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(args)...);
-  gridDim = grid;
-  blockDim = blk;
-  const unsigned total = grid.x * grid.y * grid.z;
-  const unsigned together = cooperative ? total : cluster;
-  for (unsigned first = 0; first < total; first += together)
-    run_together(kernel, params, grid, blk, smem, first, together, cluster);
+  // The kernel's run, with its arguments as they are now (a graph replays those, as CUDA's
+  // kernel nodes keep the launch's argument values).
+  auto run = [=]() mutable {
+    if (skip) return;
+    gridDim = grid;
+    blockDim = blk;
+    const unsigned total = grid.x * grid.y * grid.z;
+    const unsigned together = cooperative ? total : cluster;
+    for (unsigned first = 0; first < total; first += together)
+      run_together(kernel, params, grid, blk, smem, first, together, cluster);
+  };
+  if (capturing(stream)) {
+    captured->push_back([run]() mutable {
+      std::lock_guard<std::mutex> replay_lock(one_at_a_time);
+      ++launches;
+      run();
+    });
+    return cudaSuccess;
+  }
+  run();
   return cudaSuccess;
 }
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args) {
-  launch_with(kernel, grid, blk, smem, 1, false, std::forward<A>(args)...);
+  launch_with(nullptr, kernel, grid, blk, smem, 1, false, std::forward<A>(args)...);
+}
+template <typename... P, typename... A>
+void launch_on(cudaStream_t stream, void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, A&&... args) {
+  launch_with(stream, kernel, grid, blk, smem, 1, false, std::forward<A>(args)...);
 }
 }  // namespace emu
 
@@ -651,7 +677,7 @@ inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*kern
     if (static_cast<long>(cfg->gridDim.x) * cfg->gridDim.y * cfg->gridDim.z > static_cast<long>(per_sm) * emu_sms())
       return cudaErrorCooperativeLaunchTooLarge;
   }
-  return emu::launch_with(kernel, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cluster, cooperative,
+  return emu::launch_with(cfg->stream, kernel, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes, cluster, cooperative,
                           std::forward<A>(args)...);
 }
 // Clusters of the configuration's size that fit at once: whole clusters of the SMs' CTA slots.

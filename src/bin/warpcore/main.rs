@@ -123,6 +123,10 @@ enum Command {
         /// layer: instead of the checkpoint's when given, else when it has none (then 1).
         #[arg(long)]
         kv_scale: Option<f32>,
+        /// --device cuda: replay each decode step as a CUDA graph (one launch instead of ~10 per
+        /// layer; the same tokens).
+        #[arg(long)]
+        cuda_graphs: bool,
     },
 }
 
@@ -136,12 +140,12 @@ fn main() -> ExitCode {
             let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, records, ceilings };
             bench_cmd(&opts)
         }
-        Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale } => {
+        Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale, cuda_graphs } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
             let kv_fp8 = (kv_cache == "fp8").then_some(kv_scale.map(|s| warpcore::kv_cache::KvScales::new(s, s)));
             let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
                 let prompts = vec![prompt_ids; batch.max(1)];
-                let gen = Generation { max_new_tokens, ignore_eos, sampling };
+                let gen = Generation { max_new_tokens, ignore_eos, sampling, decode_graphs: cuda_graphs };
                 run_model(&model, &prompts, gen, (&device, kv_fp8), logits_out.as_deref(), tokenizer)
             };
             match prompt {
@@ -406,7 +410,11 @@ fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> C
             }
         }
     }
-    let alts_of = |case: &str| alternatives.iter().filter(|a| a.0 == case).cloned().collect::<Vec<_>>();
+    // A graph case's alternatives are its eager case's (transformers runs eagerly).
+    let alts_of = |case: &str| {
+        let case = case.strip_suffix(" graph").unwrap_or(case);
+        alternatives.iter().filter(|a| a.0 == case).cloned().collect::<Vec<_>>()
+    };
     let json = json!({
         "gpu": dev.info().name,
         "model": dir.display().to_string(),
@@ -437,7 +445,9 @@ fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> C
         md += &format!("| {} | {:.0} | {} |\n", r.case, r.tokens_per_s, if alts.is_empty() { "-".into() } else { alts.join("; ") });
     }
     // Issue 7's bar: decode at batch 1 ≥ 3× transformers, against the faster of its back-ends.
-    if let Some(r) = records.iter().find(|r| r.case == "decode b1") {
+    // Our faster way of decoding (op by op, or CUDA graphs) is the one judged; both are listed.
+    let b1 = records.iter().filter(|r| r.case == "decode b1" || r.case == "decode b1 graph").max_by(|a, b| a.tokens_per_s.total_cmp(&b.tokens_per_s));
+    if let Some(r) = b1 {
         let best = alts_of(&r.case).iter().map(|a| a.2).fold(f64::NAN, f64::max);
         md += &if fp8 {
             "\nIssue 7's bar is judged on the bf16 model; the alternatives above are the ones --compare gave (bench/model_torch.py times transformers on the bf16 checkpoint: its FP8 path needs the Hub's kernels).\n".to_string()
@@ -445,7 +455,7 @@ fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> C
             "\nBar (issue 7, decode b1 ≥ 3× transformers): not measured (no transformers timing).\n".to_string()
         } else {
             let x = r.tokens_per_s / best;
-            format!("\nBar (issue 7, decode b1 ≥ 3× transformers' faster back-end): {:.2}× — {}.\n", x, if x >= 3.0 { "met" } else { "missed" })
+            format!("\nBar (issue 7, decode b1 ≥ 3× transformers' faster back-end): {:.2}× ({}) — {}.\n", x, r.case, if x >= 3.0 { "met" } else { "missed" })
         };
     }
     if let Some(dir) = out_dir {

@@ -10,6 +10,8 @@ pub(crate) struct Generation {
     pub(crate) max_new_tokens: usize,
     pub(crate) ignore_eos: bool,
     pub(crate) sampling: warpcore::model::Sampling,
+    /// --device cuda: decode steps replayed as CUDA graphs.
+    pub(crate) decode_graphs: bool,
 }
 
 /// Where generated tokens go while a run is in progress: one sequence's text to stdout, piece by
@@ -82,7 +84,7 @@ pub(crate) fn run_model(
     tokenizer: Option<&warpcore::model::Tokenizer>,
 ) -> CliResult {
     use std::time::Instant;
-    let Generation { max_new_tokens, ignore_eos, sampling } = gen;
+    let Generation { max_new_tokens, ignore_eos, sampling, decode_graphs } = gen;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let print_ids = |o: &[u32]| println!("{}", o.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
     // The FP8 cache's scales, given the checkpoint's; and what to say of them.
@@ -101,6 +103,9 @@ pub(crate) fn run_model(
     // logits of prompt + output)
     let (outputs, streamed, prefill, decode, logits) = match device {
         "cpu" => {
+            if decode_graphs {
+                return Err("--cuda-graphs needs --device cuda".into());
+            }
             let mut model = warpcore::model::CpuModel::load(dir)?;
             model.set_fp8_kv_cache(fp8_scales(model.checkpoint_kv_scales()).as_deref())?;
             eprintln!("loaded {:?} ({} layers) in {:.2} s (CPU)", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
@@ -146,6 +151,7 @@ pub(crate) fn run_model(
             };
             let mut model = warpcore::model::GpuModel::load(&dev, dir)?;
             model.set_fp8_kv_cache(fp8_scales(model.checkpoint_kv_scales()).as_deref())?;
+            model.set_decode_graphs(decode_graphs)?;
             dev.synchronize()?;
             eprintln!(
                 "loaded {:?} ({} layers, {:.2} GB of weights) on {} in {:.2} s",

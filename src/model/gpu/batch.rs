@@ -4,6 +4,7 @@
 //! rule; teacher-forced logits. Each step is a `Step` that `GpuModel::run`
 //! (mod.rs) executes through the layer stack.
 
+use super::graph::DecodeGraphs;
 use super::{alloc, rows, vector, vector_mut, Buffers, GpuModel, Step, PAGE_SIZE};
 use crate::kv_cache::{KvScales, PageAllocator, SeqId};
 use crate::model::{is_finished, Sampler, Sampling};
@@ -20,6 +21,15 @@ pub struct Batch {
     /// Per layer, its pages.
     pub(super) cache: Vec<LayerCache>,
     pub(super) bufs: Buffers,
+    /// The current step's index arrays (`GpuModel::stage`).
+    pub(super) index: CudaSlice<i32>,
+    /// Bumped whenever `index` or the attention workspace is reallocated.
+    pub(super) generation: u64,
+    /// Decode steps' block-table stride: the most pages any sequence was given room for
+    /// (prompt + max_new_tokens), so the table keeps its shape from step to step.
+    pub(super) table_stride: usize,
+    /// Decode steps as CUDA graphs (graph.rs), when the model has them on.
+    pub(super) graphs: DecodeGraphs,
 }
 
 /// One layer's KV cache: K and V pages `[num_pages, PAGE_SIZE, num_kv_heads, head_dim]`; MLA:
@@ -199,7 +209,8 @@ impl GpuModel {
             .collect::<Result<Vec<_>>>()?;
         let logit_rows = if all_rows { total } else { prompts.len() };
         let bufs = self.buffers(total.max(prompts.len()), logit_rows.max(prompts.len()))?;
-        let mut batch = Batch { pages, seqs, cache, bufs };
+        let table_stride = prompts.iter().map(|p| (p.len() + max_new_tokens).div_ceil(PAGE_SIZE)).max().unwrap_or(1);
+        let mut batch = Batch { pages, seqs, cache, bufs, index: alloc(&self.dev, 1)?, generation: 0, table_stride, graphs: DecodeGraphs::default() };
         let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total), Vec::new());
         for (p, &seq) in prompts.iter().zip(&batch.seqs) {
             let first = ids.len() as i32;
@@ -265,10 +276,13 @@ impl GpuModel {
             positions,
             slots,
             q_lens: vec![1; n],
-            table: batch.pages.block_table(&batch.seqs)?,
+            table: batch.pages.block_table(&batch.seqs)?.padded(batch.table_stride),
             logit_rows: (0..n as i32).collect(),
         };
-        self.run(batch, &step)
+        match &self.capture {
+            Some(capture) => self.run_decode_graph(capture, batch, &step),
+            None => self.run(batch, &step),
+        }
     }
 
     /// Up to `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode

@@ -2,7 +2,7 @@
 //! projection, RoPE (Qwen3: with per-head q/k RMSNorm) and the K/V append in one launch,
 //! attention over the paged cache, o_proj (BitNet: attn_sub_norm into int8 codes first).
 
-use super::{rows, rows_mut, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
+use super::{rows, rows_mut, vector, vector_mut, Buffers, Exec, GpuLinear, GpuModel, LayerStep};
 use crate::kv_cache::{KvCacheMut, KvCacheView, KvScales};
 use crate::ops::attention::{attention, KvInput};
 use crate::ops::matmul_ternary::rms_norm_quantize_activations;
@@ -19,6 +19,7 @@ impl GpuModel {
     /// K and V pages are bf16 (scales 1), or e4m3 with its scales.
     pub(super) fn gqa_attention<C: DType>(
         &self,
+        ex: Exec,
         bufs: &mut Buffers,
         t: usize,
         (qkv, o, attn_sub_norm, qk_norm): GqaWeights,
@@ -26,15 +27,15 @@ impl GpuModel {
         s: &LayerStep,
     ) -> Result<()> {
         let c = &self.config;
-        let (dev, h, hd, nq, nkv) = (&self.dev, c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);
+        let (dev, h, hd, nq, nkv) = (ex.dev, c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);
         let qkv_dim = self.qkv_dim();
         if self.int8_norms() {
             qkv.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.qkv)?;
         } else if qkv.fp8_k().is_some() {
             // The input norm wrote its e4m3 codes (GpuLayer::fp8_input_norm).
-            qkv.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
+            qkv.forward_fp8(dev, ex.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
         } else {
-            qkv.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
+            qkv.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.qkv, t, qkv_dim)?)?;
         }
         {
             let mut qkv = TensorViewMut::contiguous(bufs.qkv.slice_mut(..t * qkv_dim), [t, nq + 2 * nkv, hd])?;
@@ -68,7 +69,7 @@ impl GpuModel {
                 }
                 o.forward_quantized(dev, &bufs.int8, t, nq * hd, &mut bufs.x)
             }
-            None => o.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.attn, t, nq * hd)?, &mut rows_mut(&mut bufs.x, t, h)?),
+            None => o.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&bufs.attn, t, nq * hd)?, &mut rows_mut(&mut bufs.x, t, h)?),
         }
     }
 }

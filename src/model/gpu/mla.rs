@@ -25,7 +25,7 @@
 //! expanded per head: one path for both keeps the layer simple.
 
 use super::super::{MlaConfig, ModelConfig, Weights};
-use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, GpuLinear, GpuModel, LayerStep};
+use super::{alloc, rows, rows_mut, to_bf16, vector, vector_mut, Buffers, Exec, GpuLinear, GpuModel, LayerStep};
 use crate::kv_cache::{KvCacheMut, KvCacheView, KvScales};
 use crate::ops::attention::{attention, KvInput, MLA_DECODE};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
@@ -179,15 +179,15 @@ impl GpuModel {
     /// latent rows into `pages` (`s.page_shape`: `[num_pages, page_size, 1, 576]`; `s.rope` over the
     /// rope part at offset 512 of each 576-wide head); bf16 pages (scales 1), or e4m3 with
     /// their one scale (k = v).
-    pub(super) fn mla_attention<C: DType>(&self, bufs: &mut Buffers, t: usize, layer: &GpuMla, (pages, scales): (&mut CudaSlice<C>, KvScales), s: &LayerStep) -> Result<()> {
-        let (dev, h, heads) = (&self.dev, self.config.hidden_size, self.config.num_q_heads);
+    pub(super) fn mla_attention<C: DType>(&self, ex: Exec, bufs: &mut Buffers, t: usize, layer: &GpuMla, (pages, scales): (&mut CudaSlice<C>, KvScales), s: &LayerStep) -> Result<()> {
+        let (dev, h, heads) = (ex.dev, self.config.hidden_size, self.config.num_q_heads);
         let norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let mb = bufs.mla.as_mut().expect("MLA buffers are allocated for MLA models");
         let x = rows(&bufs.x, t, h)?;
         // [q_a | c] = x · [W_q_a; W_kv_a[:512]]ᵀ: one GEMM. Row r of qkv_a: q_lora then 512.
         let q_lora = layer.q_a_norm.as_ref().map_or(0, |_| layer.q_in);
         let width = q_lora + LATENT;
-        layer.qkv_a.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.qkv_a, t, width)?)?;
+        layer.qkv_a.forward(dev, ex.gemm, &mut bufs.fp8, &x, &mut rows_mut(&mut mb.qkv_a, t, width)?)?;
         // q̃ = q_in · W_q̃ᵀ.
         let q_in = match &layer.q_a_norm {
             Some(n) => {
@@ -197,10 +197,10 @@ impl GpuModel {
             }
             None => rows(&bufs.x, t, h)?,
         };
-        layer.q_abs.forward(dev, &self.gemm, &mut bufs.fp8, &q_in, &mut rows_mut(&mut mb.q, t, heads * ROW)?)?;
+        layer.q_abs.forward(dev, ex.gemm, &mut bufs.fp8, &q_in, &mut rows_mut(&mut mb.q, t, heads * ROW)?)?;
         // The latent rows: k_pe straight into columns 512.., the normalised latent before it.
         let mut k_pe = TensorViewMut::new(mb.latent.slice_mut(LATENT..t * ROW), [t, ROW - LATENT], [ROW, 1])?;
-        layer.kv_a_pe.forward(dev, &self.gemm, &mut bufs.fp8, &x, &mut k_pe)?;
+        layer.kv_a_pe.forward(dev, ex.gemm, &mut bufs.fp8, &x, &mut k_pe)?;
         let c = TensorView::new(mb.qkv_a.slice(q_lora..t * width), [t, LATENT], [width, 1])?;
         let mut c_kv = TensorViewMut::new(mb.latent.slice_mut(..t * ROW), [t, LATENT], [ROW, 1])?;
         rms_norm(dev, &c, &vector(&layer.kv_a_norm, LATENT)?, &mut c_kv, norm)?;
@@ -221,7 +221,7 @@ impl GpuModel {
             let kv = KvInput::Paged { cache: &cache, table: s.table };
             attention(dev, &q, s.cu_seqlens_q, kv, s.plan, &s.cfg, &mut out, None, Some(&mut ws))?;
         }
-        layer.o_abs.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.o, t, heads * LATENT)?, &mut rows_mut(&mut bufs.x, t, h)?)
+        layer.o_abs.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&mb.o, t, heads * LATENT)?, &mut rows_mut(&mut bufs.x, t, h)?)
     }
 }
 

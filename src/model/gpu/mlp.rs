@@ -1,7 +1,7 @@
 //! The GPU path's MLP pieces: the GLU over a gate_up GEMM's rows (bf16, or e4m3 codes for an
 //! FP8 down projection) and the dense MLP (the MoE layer is moe.rs).
 
-use super::{rows, rows_mut, vector, Buffers, Fp8Scratch, GpuLinear, GpuModel};
+use super::{rows, rows_mut, vector, Buffers, Exec, Fp8Scratch, GpuLinear, GpuModel};
 use crate::ops::elementwise::glu;
 use crate::ops::matmul_ternary::rms_norm_quantize_activations;
 use crate::ops::quant::{glu_quant_fp8, ScaleGranularity};
@@ -40,6 +40,7 @@ impl GpuModel {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dense_mlp(
         &self,
+        ex: Exec,
         bufs: &mut Buffers,
         t: usize,
         gate_up: &GpuLinear,
@@ -48,18 +49,18 @@ impl GpuModel {
         sub_norm: Option<&CudaSlice<bf16>>,
         norm: RmsNormConfig,
     ) -> Result<()> {
-        let (dev, h) = (&self.dev, self.config.hidden_size);
+        let (dev, h) = (ex.dev, self.config.hidden_size);
         if self.int8_norms() {
             gate_up.forward_quantized(dev, &bufs.int8, t, h, &mut bufs.gate_up)?;
         } else if gate_up.fp8_k().is_some() {
             // The post-attention norm wrote its e4m3 codes (GpuLayer::fp8_post_norm).
-            gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
+            gate_up.forward_fp8(dev, ex.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         } else {
-            gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
+            gate_up.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, &mut rows_mut(&mut bufs.gate_up, t, 2 * inter)?)?;
         }
         if sub_norm.is_none() && down.fp8_k().is_some() {
             glu_rows_fp8(dev, self.act, &bufs.gate_up, &mut bufs.fp8, t, inter)?;
-            return down.forward_fp8(dev, &self.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.x, t, h)?);
+            return down.forward_fp8(dev, ex.gemm, &bufs.fp8, t, &mut rows_mut(&mut bufs.x, t, h)?);
         }
         glu_rows(dev, self.act, &bufs.gate_up, &mut bufs.act, t, inter)?;
         match sub_norm {
@@ -70,7 +71,7 @@ impl GpuModel {
                 }
                 down.forward_quantized(dev, &bufs.int8, t, inter, &mut bufs.x)
             }
-            None => down.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.act, t, inter)?, &mut rows_mut(&mut bufs.x, t, h)?),
+            None => down.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&bufs.act, t, inter)?, &mut rows_mut(&mut bufs.x, t, h)?),
         }
     }
 }

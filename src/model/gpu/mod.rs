@@ -63,6 +63,7 @@
 
 mod batch;
 mod gqa;
+mod graph;
 mod linear;
 mod mla;
 mod mlp;
@@ -182,6 +183,8 @@ pub struct GpuModel {
     kv_fp8: Option<Vec<KvScales>>,
     /// The checkpoint's own FP8 KV cache scales per layer (`Weights::kv_scales`), if it has them.
     checkpoint_kv_scales: Option<Vec<KvScales>>,
+    /// Decode steps as CUDA graphs ([`GpuModel::set_decode_graphs`]): the capture stream.
+    capture: Option<std::sync::Mutex<graph::GraphCapture>>,
 }
 
 /// `[rows, cols]` dense view of the first rows of a buffer.
@@ -234,6 +237,14 @@ struct Buffers {
     sample_k: CudaSlice<i32>,
     max_logit_rows: usize,
     moe: Option<MoeBuffers>,
+}
+
+/// Where a step's launches queue: the model's stream and cuBLAS handle, or, while a decode step
+/// is captured into a CUDA graph, the capture stream's (graph.rs).
+#[derive(Clone, Copy)]
+struct Exec<'m> {
+    dev: &'m Device,
+    gemm: &'m Gemm,
 }
 
 /// What every attention layer of one step shares: the plan, masks and scale, RoPE, the batch's
@@ -355,7 +366,7 @@ impl GpuModel {
             if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(up(get("lm_head.weight", &[c.vocab_size, h])?)?) };
         let norm = up(get("model.norm.weight", &[h])?)?;
         let checkpoint_kv_scales = w.kv_scales(c.num_layers)?;
-        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None, checkpoint_kv_scales })
+        Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None, checkpoint_kv_scales, capture: None })
     }
 
     pub fn device(&self) -> &Device {
@@ -431,68 +442,109 @@ impl GpuModel {
         })
     }
 
-    /// Runs one step through every layer; the logits of `step.logit_rows` are left in
-    /// `bufs.logits` (`logits_to_host`, `tokens_to_host`).
-    fn run(&self, batch: &mut Batch, step: &Step) -> Result<()> {
+    /// Where the model's launches queue outside a graph capture.
+    fn exec(&self) -> Exec<'_> {
+        Exec { dev: &self.dev, gemm: &self.gemm }
+    }
+
+    /// The step's attention plan, from its lengths on the host (an FP8 cache: the portable
+    /// kernel's).
+    fn plan(&self, batch: &Batch, step: &Step) -> Result<AttentionPlan> {
         let c = &self.config;
-        let dev = &self.dev;
-        let (h, hd, nq, nkv) = (c.hidden_size, c.head_dim, c.num_q_heads, c.num_kv_heads);
-        let t = step.ids.len();
-        let num_seqs = batch.seqs.len();
-        let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
         let kv_lens: Vec<usize> = step.table.seq_lens.iter().map(|&l| l as usize).collect();
-        let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
-        let rope = c.rope(max_kv)?;
+        // MLA: one latent head of 576 (queries absorbed).
+        let (nkv, d, dv) = match &c.mla {
+            Some(_) => (1, MLA_DECODE.0, MLA_DECODE.1),
+            None => (c.num_kv_heads, c.head_dim, c.head_dim),
+        };
+        if batch.fp8_cache() {
+            AttentionPlan::with_kv::<F8E4M3>(&self.dev, &step.q_lens, &kv_lens, c.num_q_heads, nkv, d, dv, AttentionKernel::Auto)
+        } else {
+            AttentionPlan::new(&self.dev, &step.q_lens, &kv_lens, c.num_q_heads, nkv, d, dv)
+        }
+    }
+
+    /// The step's RoPE (its table spans the longest sequence; MLA: over the rope part at offset
+    /// 512 of each 576-wide head).
+    fn step_rope(&self, step: &Step) -> Result<RopeConfig> {
+        let max_kv = step.table.seq_lens.iter().map(|&l| l.max(0) as usize).max().unwrap_or(0);
+        let rope = self.config.rope(max_kv)?;
+        Ok(if self.config.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope })
+    }
+
+    /// Puts the step's inputs where its launches read them: the index arrays (ids, positions,
+    /// cu_seqlens_q, block table, sequence lengths, logit rows, cache slots; i32) in one
+    /// host-to-device copy into `batch.index`, and a split-KV workspace for `plan`. Either
+    /// buffer is reallocated only when it is too small (`batch.generation` counts that: a
+    /// decode graph reads both by address).
+    fn stage(&self, batch: &mut Batch, step: &Step, plan: &AttentionPlan) -> Result<()> {
         let num_pages = batch.pages.num_pages();
-        // The plan for the batch's cache (an FP8 cache: the portable attention kernel).
-        let fp8 = batch.fp8_cache();
-        let plan_for = |nkv: usize, d: usize, dv: usize| {
-            if fp8 {
-                AttentionPlan::with_kv::<F8E4M3>(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv, AttentionKernel::Auto)
-            } else {
-                AttentionPlan::new(dev, &step.q_lens, &kv_lens, nq, nkv, d, dv)
-            }
-        };
-        // MLA: one latent head of 576 (queries absorbed), DeepSeek's softmax scale.
-        let (plan, attn_cfg, page_shape) = match &c.mla {
-            Some(_) => {
-                let (d, dv) = MLA_DECODE;
-                (plan_for(1, d, dv)?, AttentionConfig { scale: c.softmax_scale()? as f32, ..AttentionConfig::causal(d) }, [num_pages, PAGE_SIZE, 1, d])
-            }
-            None => (plan_for(nkv, hd, hd)?, AttentionConfig::causal(hd), [num_pages, PAGE_SIZE, nkv, hd]),
-        };
-        let bufs = &mut batch.bufs;
-        debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
-        if bufs.workspace.len() < plan.workspace_len() {
-            bufs.workspace = alloc(dev, plan.workspace_len())?;
-        }
-        // The step's index arrays.
-        let mut cu_q = vec![0i32; num_seqs + 1];
-        for (s, &q) in step.q_lens.iter().enumerate() {
-            cu_q[s + 1] = cu_q[s] + q as i32;
-        }
-        // The step's index arrays in one upload (ids, positions, cu_seqlens_q, block table,
-        // sequence lengths, logit rows, cache slots): one host-to-device copy per step. Slots
-        // fit i32: the cache's pages were allocated (num_pages · page_size slots).
+        // Slots fit i32: the cache's pages were allocated (num_pages · page_size slots).
         let slots: Vec<i32> = step.slots.iter().map(|&s| i32::try_from(s)).collect::<std::result::Result<_, _>>().map_err(|_| Error::Unsupported {
             op: OP,
             what: "KV cache slots (fewer than 2^31)",
             value: format!("{num_pages} pages of {PAGE_SIZE}"),
         })?;
-        let i32_parts: [&[i32]; 7] = [&step.ids, &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows, &slots];
-        let packed = dev.upload(&i32_parts.concat())?;
-        let mut offsets = [0usize; 8];
-        for (i, p) in i32_parts.iter().enumerate() {
-            offsets[i + 1] = offsets[i] + p.len();
+        let mut cu_q = vec![0i32; step.q_lens.len() + 1];
+        for (s, &q) in step.q_lens.iter().enumerate() {
+            cu_q[s + 1] = cu_q[s] + q as i32;
         }
+        let packed = [&step.ids[..], &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows, &slots].concat();
+        if batch.index.len() < packed.len() {
+            batch.index = alloc(&self.dev, packed.len())?;
+            batch.generation += 1;
+        }
+        if batch.bufs.workspace.len() < plan.workspace_len() {
+            batch.bufs.workspace = alloc(&self.dev, plan.workspace_len())?;
+            batch.generation += 1;
+        }
+        self.dev.stream().memcpy_htod(&packed, &mut batch.index.slice_mut(..packed.len()))?;
+        Ok(())
+    }
+
+    /// Runs one step through every layer on the model's stream; the logits of
+    /// `step.logit_rows` are left in `bufs.logits` (`logits_to_host`, `tokens_to_host`).
+    fn run(&self, batch: &mut Batch, step: &Step) -> Result<()> {
+        let plan = self.plan(batch, step)?;
+        self.stage(batch, step, &plan)?;
+        self.launch_step(self.exec(), batch, step, &plan)
+    }
+
+    /// Queues one step's launches on `ex` (the model's stream, or a decode graph's capture),
+    /// reading the index arrays and workspace [`GpuModel::stage`] put in place.
+    fn launch_step(&self, ex: Exec, batch: &mut Batch, step: &Step, plan: &AttentionPlan) -> Result<()> {
+        let c = &self.config;
+        let dev = ex.dev;
+        let h = c.hidden_size;
+        let t = step.ids.len();
+        let num_seqs = step.q_lens.len();
+        let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
+        let num_pages = batch.pages.num_pages();
+        // MLA: one latent head of 576 (queries absorbed), DeepSeek's softmax scale.
+        let (attn_cfg, page_shape) = match &c.mla {
+            Some(_) => {
+                let d = MLA_DECODE.0;
+                (AttentionConfig { scale: c.softmax_scale()? as f32, ..AttentionConfig::causal(d) }, [num_pages, PAGE_SIZE, 1, d])
+            }
+            None => (AttentionConfig::causal(c.head_dim), [num_pages, PAGE_SIZE, c.num_kv_heads, c.head_dim]),
+        };
+        let rope = self.step_rope(step)?;
+        let bufs = &mut batch.bufs;
+        debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
+        // The index arrays' spans in batch.index, in stage's order.
+        let lens = [t, t, num_seqs + 1, step.table.table.len(), num_seqs, step.logit_rows.len(), t];
+        let mut offsets = [0usize; 8];
+        for (i, n) in lens.iter().enumerate() {
+            offsets[i + 1] = offsets[i] + n;
+        }
+        let packed = &batch.index;
         let span = |i: usize| packed.slice(offsets[i]..offsets[i + 1]);
         let (ids, positions) = (TensorView::contiguous(span(0), [t])?, TensorView::contiguous(span(1), [t])?);
         let cu_seqlens_q = TensorView::contiguous(span(2), [num_seqs + 1])?;
         let table = BlockTableView::new(TensorView::contiguous(span(3), [num_seqs, step.table.max_pages_per_seq])?, TensorView::contiguous(span(4), [num_seqs])?)?;
         let logit_rows = TensorView::contiguous(span(5), [step.logit_rows.len()])?;
         let slots = TensorView::contiguous(span(6), [t])?;
-        let rope = if c.mla.is_some() { rope.with_offset(mla::LATENT) } else { rope };
-        let ls = LayerStep { plan: &plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
+        let ls = LayerStep { plan, cfg: attn_cfg, rope, positions: &positions, slots: &slots, cu_seqlens_q: &cu_seqlens_q, table: &table, page_shape, norm };
 
         select_rows(dev, &rows(&self.embed, c.vocab_size, h)?, &ids, &mut rows_mut(&mut bufs.residual, t, h)?)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -525,13 +577,13 @@ impl GpuModel {
                 (GpuAttention::Gqa { qkv, o, attn_sub_norm, qk_norm }, cache) => {
                     let w = (qkv, o, attn_sub_norm.as_ref(), qk_norm.as_ref());
                     match cache {
-                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(bufs, t, w, (k, v, KvScales::ONE), &ls)?,
-                        LayerCache::Fp8(k, Some(v), scales) => self.gqa_attention(bufs, t, w, (k, v, *scales), &ls)?,
+                        LayerCache::Bf16(k, Some(v)) => self.gqa_attention(ex, bufs, t, w, (k, v, KvScales::ONE), &ls)?,
+                        LayerCache::Fp8(k, Some(v), scales) => self.gqa_attention(ex, bufs, t, w, (k, v, *scales), &ls)?,
                         _ => unreachable!("a GQA layer's cache has V pages"),
                     }
                 }
-                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(bufs, t, m, (pages, KvScales::ONE), &ls)?,
-                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _, scales)) => self.mla_attention(bufs, t, m, (pages, *scales), &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Bf16(pages, _)) => self.mla_attention(ex, bufs, t, m, (pages, KvScales::ONE), &ls)?,
+                (GpuAttention::Mla(m), LayerCache::Fp8(pages, _, scales)) => self.mla_attention(ex, bufs, t, m, (pages, *scales), &ls)?,
             }
             let w_post = vector(&layer.post_norm, h)?;
             if self.int8_norms() {
@@ -546,8 +598,8 @@ impl GpuModel {
                 fused_add_rms_norm(dev, &mut rows_mut(&mut bufs.x, t, h)?, &mut rows_mut(&mut bufs.residual, t, h)?, &w_post, norm)?;
             }
             match &layer.mlp {
-                GpuMlp::Dense { gate_up, down, inter, sub_norm } => self.dense_mlp(bufs, t, gate_up, down, *inter, sub_norm.as_ref(), norm)?,
-                GpuMlp::Moe { router, gate_up, down, inter, bias, shared } => self.moe_mlp(bufs, t, router, bias.as_ref(), (gate_up, down, *inter), shared.as_ref())?,
+                GpuMlp::Dense { gate_up, down, inter, sub_norm } => self.dense_mlp(ex, bufs, t, gate_up, down, *inter, sub_norm.as_ref(), norm)?,
+                GpuMlp::Moe { router, gate_up, down, inter, bias, shared } => self.moe_mlp(ex, bufs, t, router, bias.as_ref(), (gate_up, down, *inter), shared.as_ref())?,
             }
         }
         let v = c.vocab_size;
@@ -556,10 +608,10 @@ impl GpuModel {
         let lm_head = rows(self.lm_head.as_ref().unwrap_or(&self.embed), v, h)?;
         let all_rows = r == t && step.logit_rows.iter().enumerate().all(|(i, &row)| row as usize == i);
         if all_rows {
-            self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
+            ex.gemm.linear(dev, &rows(&bufs.x, t, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         } else {
             select_rows(dev, &rows(&bufs.x, t, h)?, &logit_rows, &mut rows_mut(&mut bufs.selected, r, h)?)?;
-            self.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
+            ex.gemm.linear(dev, &rows(&bufs.selected, r, h)?, &lm_head, &mut rows_mut(&mut bufs.logits, r, v)?)?;
         }
         Ok(())
     }

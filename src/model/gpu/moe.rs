@@ -11,7 +11,7 @@
 
 use super::linear::Input;
 use super::mlp::{glu_rows, glu_rows_fp8};
-use super::{alloc, GpuLinear, rows, rows_mut, vector, vector_mut, Buffers, GpuModel, SharedExpert};
+use super::{alloc, rows, rows_mut, vector, vector_mut, Buffers, Exec, GpuLinear, GpuModel, SharedExpert};
 use crate::ops::quant::FP8_BLOCK;
 use crate::F8E4M3;
 use crate::model::MoeConfig;
@@ -72,6 +72,7 @@ impl GpuModel {
     /// their intermediate size), plus the shared experts when there are.
     pub(super) fn moe_mlp(
         &self,
+        ex: Exec,
         bufs: &mut Buffers,
         t: usize,
         router: &CudaSlice<bf16>,
@@ -79,7 +80,7 @@ impl GpuModel {
         (gate_up, down, inter): (&GpuLinear, &GpuLinear, usize),
         shared: Option<&SharedExpert>,
     ) -> Result<()> {
-        let (dev, h) = (&self.dev, self.config.hidden_size);
+        let (dev, h) = (ex.dev, self.config.hidden_size);
         let m = self.config.moe.as_ref().expect("a MoE layer has a MoE config");
         let (ne, k) = (m.num_experts, m.top_k);
         // FP8 experts: x's codes and 1×128 scales, once for the t token rows; the gathers (and an
@@ -92,15 +93,15 @@ impl GpuModel {
         if let Some(s) = shared {
             let y = &mut rows_mut(&mut bufs.gate_up, t, 2 * s.inter)?;
             if fp8_in && s.gate_up.fp8_k().is_some() {
-                s.gate_up.forward_fp8(dev, &self.gemm, &bufs.fp8, t, y)?;
+                s.gate_up.forward_fp8(dev, ex.gemm, &bufs.fp8, t, y)?;
             } else {
-                s.gate_up.forward(dev, &self.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, y)?;
+                s.gate_up.forward(dev, ex.gemm, &mut bufs.fp8, &rows(&bufs.x, t, h)?, y)?;
             }
             let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
             glu_rows(dev, self.act, &bufs.gate_up, &mut mb.shared_act, t, s.inter)?;
         }
         let mb = bufs.moe.as_mut().expect("MoE buffers are allocated for MoE models");
-        self.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(router, ne, h)?, &mut rows_mut(&mut mb.logits, t, ne)?)?;
+        ex.gemm.linear(dev, &rows(&bufs.x, t, h)?, &rows(router, ne, h)?, &mut rows_mut(&mut mb.logits, t, ne)?)?;
         let gate_cfg = m.gate();
         let bias = bias.map(|b| vector(b, ne)).transpose()?;
         moe_gate(dev, &rows(&mb.logits, t, ne)?, bias.as_ref(), &mut rows_mut(&mut mb.topk_ids, t, k)?, &mut rows_mut(&mut mb.topk_weights, t, k)?, None, &gate_cfg)?;
@@ -146,7 +147,7 @@ impl GpuModel {
         }
         moe_combine(dev, &rows(&mb.expert_out, n, h)?, &rows(&mb.token_positions, t, k)?, &rows(&mb.topk_weights, t, k)?, &mut rows_mut(&mut bufs.x, t, h)?)?;
         match shared {
-            Some(s) => s.down.forward_add(dev, &self.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
+            Some(s) => s.down.forward_add(dev, ex.gemm, &mut bufs.fp8, &rows(&mb.shared_act, t, s.inter)?, &mut bufs.x),
             None => Ok(()),
         }
     }
