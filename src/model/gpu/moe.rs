@@ -70,6 +70,7 @@ impl MoeBuffers {
 impl GpuModel {
     /// x `[t, hidden]` → x through the routed experts (`experts`: stacked gate_up, down, and
     /// their intermediate size), plus the shared experts when there are.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn moe_mlp(
         &self,
         ex: Exec,
