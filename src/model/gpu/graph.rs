@@ -10,10 +10,10 @@
 //! (its split count grows with the contexts), the RoPE configuration (dynamic NTK depends on
 //! the longest sequence), the block table's stride, and the generation of the index and
 //! workspace buffers (their addresses). A step whose key equals the held graph's replays it
-//! (after `GpuModel::stage` copied its index arrays); a key seen on two steps in a row is
-//! captured after the second one's eager run (the eager run first: the kernels' modules are
-//! loaded and cuBLAS has planned the shapes before the capture), so a key that changes every
-//! step never costs a capture.
+//! (after `GpuModel::stage` copied its index arrays). A step with a new key runs eagerly (which
+//! loads the kernels' modules and lets cuBLAS plan the shapes before any capture); the next
+//! step, if its key is the same, is captured and replayed. A key that changes every step
+//! never costs a capture.
 //!
 //! The capture runs on a stream of its own (the legacy default stream, which `Device::new`
 //! uses, cannot be captured), through a `Device` and cuBLAS handle on that stream; capturing
@@ -114,8 +114,9 @@ impl GpuModel {
         self.capture.is_some()
     }
 
-    /// One decode step through the batch's graph: replayed if its key matches, else run
-    /// eagerly, and captured when the same key ran eagerly on the step before.
+    /// One decode step through the batch's graph: replayed if its key matches the graph's;
+    /// captured and replayed if it matches the step before's (which ran eagerly); else run
+    /// eagerly.
     pub(super) fn run_decode_graph(&self, capture: &Mutex<GraphCapture>, batch: &mut Batch, step: &Step) -> Result<()> {
         let plan = self.plan(batch, step)?;
         self.stage(batch, step, &plan)?;
