@@ -513,6 +513,65 @@ fn a_batch_keeps_the_kv_cache_it_started_with() {
     }
 }
 
+/// Chunked prefill and multi-token steps (`extend`): a batch started from each prompt's first
+/// two tokens and extended by chunks of 3, 1, 0 and 7 tokens (a different size per sequence in
+/// each step) gives, at every appended position, the logits the whole prompts' prefill gives
+/// there — each chunk's queries attend causally, bottom-right aligned, to the whole cache; a
+/// sequence without tokens in a step is an empty sequence of that step. Then out of pages is
+/// an error that leaves the batch as it was, and wrong shapes are refused.
+fn extend_matches_prefill(name: &'static str) {
+    let Some((gpu, _)) = load(name) else { return };
+    let v = gpu.config.vocab_size;
+    let ps = prompts(&input_ids(name));
+    let full = gpu.forward_logits(&ps).unwrap();
+    let mut at: Vec<usize> = ps.iter().map(|p| p.len().min(2)).collect();
+    let heads: Vec<Vec<u32>> = ps.iter().zip(&at).map(|(p, &n)| p[..n].to_vec()).collect();
+    let rest = ps.iter().zip(&at).map(|(p, &n)| p.len() - n).max().unwrap();
+    let (mut batch, _) = gpu.prefill(&heads, rest).unwrap();
+    let mut errors = Errors::new(name, &gpu);
+    let mut step = 0;
+    while at.iter().zip(&ps).any(|(&a, p)| a < p.len()) {
+        let chunks: Vec<Vec<u32>> = ps.iter().zip(&at).enumerate().map(|(s, (p, &a))| p[a..(a + [3, 1, 0, 7][(step + s) % 4]).min(p.len())].to_vec()).collect();
+        let logits = gpu.extend(&mut batch, &chunks).unwrap();
+        for (s, (c, &a)) in chunks.iter().zip(&at).enumerate() {
+            assert_eq!(logits[s].len(), c.len() * v, "{name}: step {step}, sequence {s}: one row per token");
+            if !c.is_empty() {
+                errors.add(&format!("extend step {step}, sequence {s}, positions {a}..{}", a + c.len()), &logits[s], &full[s][a * v..(a + c.len()) * v], v);
+            }
+        }
+        for (a, c) in at.iter_mut().zip(&chunks) {
+            *a += c.len();
+        }
+        step += 1;
+    }
+    errors.check();
+    for (s, p) in ps.iter().enumerate() {
+        assert_eq!(batch.seq_len(s).unwrap(), p.len(), "{name}: sequence {s}'s length");
+    }
+    // The pages were for the prompts: one more token each does not fit, and changes nothing.
+    let more: Vec<Vec<u32>> = ps.iter().map(|p| vec![p[0]; 17]).collect();
+    assert!(matches!(gpu.extend(&mut batch, &more), Err(warpcore::Error::OutOfPages { .. })), "{name}: out of pages");
+    assert!(matches!(gpu.extend(&mut batch, &more[1..]), Err(warpcore::Error::ShapeMismatch { .. })), "{name}: one entry per sequence");
+    for (s, p) in ps.iter().enumerate() {
+        assert_eq!(batch.seq_len(s).unwrap(), p.len(), "{name}: sequence {s} after the refused steps");
+    }
+}
+
+mod extend {
+    #[test]
+    fn llama() {
+        super::extend_matches_prefill("llama");
+    }
+    #[test]
+    fn qwen3() {
+        super::extend_matches_prefill("qwen3");
+    }
+    #[test]
+    fn deepseek_v3() {
+        super::extend_matches_prefill("deepseek_v3");
+    }
+}
+
 /// Decode steps replayed as CUDA graphs (`set_decode_graphs`) give the logits and tokens the
 /// same steps give launched op by op, step after step: the index arrays, cache pages and
 /// sequence lengths a replay reads are the current step's, not the captured one's. One long

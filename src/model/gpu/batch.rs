@@ -252,37 +252,75 @@ impl GpuModel {
     }
 
     fn decode_step(&self, batch: &mut Batch, tokens: &[u32]) -> Result<()> {
-        const OP: &str = "GpuModel::decode";
-        if tokens.len() != batch.seqs.len() {
-            return Err(Error::ShapeMismatch { op: OP, arg: "tokens", expected: format!("[{}] (one per sequence)", batch.seqs.len()), got: format!("[{}]", tokens.len()) });
-        }
-        self.check_ids(OP, tokens)?;
-        let n = tokens.len();
-        let mut positions = Vec::with_capacity(n);
-        for &seq in &batch.seqs {
-            positions.push(batch.pages.seq_len(seq)? as i32);
-        }
-        // All appends checked first: running out of pages leaves the batch as it was.
-        let needed: usize = batch.seqs.iter().map(|&s| batch.pages.seq_len(s).map(|l| usize::from(l % PAGE_SIZE == 0))).sum::<Result<usize>>()?;
-        if needed > batch.pages.free_pages() {
-            return Err(Error::OutOfPages { op: OP, needed, free: batch.pages.free_pages() });
-        }
-        let mut slots = Vec::with_capacity(n);
-        for &seq in &batch.seqs {
-            slots.extend(batch.pages.append(seq, 1)?);
-        }
-        let step = Step {
-            ids: tokens.iter().map(|&t| t as i32).collect(),
-            positions,
-            slots,
-            q_lens: vec![1; n],
-            table: batch.pages.block_table(&batch.seqs)?.padded(batch.table_stride),
-            logit_rows: (0..n as i32).collect(),
-        };
+        let one: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
+        let step = self.append_step("GpuModel::decode", batch, &one)?;
         match &self.capture {
             Some(capture) => self.run_decode_graph(capture, batch, &step),
             None => self.run(batch, &step),
         }
+    }
+
+    /// Appends `tokens[s]` (any number, none included) to sequence s in one varlen step —
+    /// chunked prefill, or the verification step of speculative decoding — and returns the
+    /// logits of every appended position, `[tokens[s].len(), vocab_size]` per sequence. The
+    /// attention is causal and bottom-right aligned over each sequence's whole cache. Out of
+    /// pages (the batch has room for each prompt plus its `max_new_tokens`): `Error::OutOfPages`,
+    /// the batch unchanged.
+    pub fn extend(&self, batch: &mut Batch, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let parts: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+        let step = self.append_step("GpuModel::extend", batch, &parts)?;
+        let t = step.ids.len();
+        if t == 0 {
+            return Ok(vec![Vec::new(); tokens.len()]);
+        }
+        if t > batch.bufs.max_tokens || t > batch.bufs.max_logit_rows {
+            batch.bufs = self.buffers(t, t)?;
+            batch.generation += 1;
+        }
+        self.run(batch, &step)?;
+        let logits = self.logits_to_host(&batch.bufs, t)?;
+        let v = self.config.vocab_size;
+        let mut at = 0;
+        Ok(tokens
+            .iter()
+            .map(|p| {
+                let rows = logits[at * v..(at + p.len()) * v].to_vec();
+                at += p.len();
+                rows
+            })
+            .collect())
+    }
+
+    /// The step that appends `tokens[s]` to sequence s (positions from its current length, every
+    /// new row's logits): ids checked, and the pages of every sequence allocated only once all
+    /// are known to fit (out of pages: the batch unchanged).
+    fn append_step(&self, op: &'static str, batch: &mut Batch, tokens: &[&[u32]]) -> Result<Step> {
+        if tokens.len() != batch.seqs.len() {
+            return Err(Error::ShapeMismatch { op, arg: "tokens", expected: format!("[{}] (one entry per sequence)", batch.seqs.len()), got: format!("[{}]", tokens.len()) });
+        }
+        let lens: Vec<usize> = batch.seqs.iter().map(|&s| batch.pages.seq_len(s)).collect::<Result<_>>()?;
+        for t in tokens {
+            self.check_ids(op, t)?;
+        }
+        let needed: usize = lens.iter().zip(tokens).map(|(&l, t)| (l + t.len()).div_ceil(PAGE_SIZE) - l.div_ceil(PAGE_SIZE)).sum();
+        if needed > batch.pages.free_pages() {
+            return Err(Error::OutOfPages { op, needed, free: batch.pages.free_pages() });
+        }
+        let (mut ids, mut positions, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+        for ((&seq, &l), t) in batch.seqs.iter().zip(&lens).zip(tokens) {
+            ids.extend(t.iter().map(|&id| id as i32));
+            positions.extend((l..l + t.len()).map(|p| p as i32));
+            slots.extend(batch.pages.append(seq, t.len())?);
+        }
+        let n = ids.len() as i32;
+        Ok(Step {
+            ids,
+            positions,
+            slots,
+            q_lens: tokens.iter().map(|t| t.len()).collect(),
+            table: batch.pages.block_table(&batch.seqs)?.padded(batch.table_stride),
+            logit_rows: (0..n).collect(),
+        })
     }
 
     /// Up to `max_new_tokens` tokens after each prompt: one varlen prefill, then batched decode
