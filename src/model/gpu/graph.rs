@@ -30,7 +30,7 @@ use crate::ops::attention::AttentionPlan;
 use crate::ops::rope::RopeConfig;
 use crate::{Device, Result};
 use cudarc::driver::{result, sys, CudaGraph, CudaSlice};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// cuBLAS's workspace on the capture handle (NVIDIA's advice for Hopper; any size works).
 const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
@@ -60,7 +60,7 @@ pub(super) struct GraphCapture {
 }
 
 impl GraphCapture {
-    pub(super) fn new(model_dev: &Device) -> Result<Mutex<Self>> {
+    pub(super) fn new(model_dev: &Device) -> Result<Arc<Mutex<Self>>> {
         let ctx = model_dev.context();
         ctx.bind_to_thread()?;
         let raw = result::stream::create(result::stream::StreamKind::NonBlocking)?;
@@ -72,7 +72,7 @@ impl GraphCapture {
         let gemm = Gemm::new(&dev)?;
         let workspace = model_dev.zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
         gemm.set_workspace(&dev, &workspace)?;
-        Ok(Mutex::new(Self { dev, gemm, _blas_workspace: workspace, _stream: stream }))
+        Ok(Arc::new(Mutex::new(Self { dev, gemm, _blas_workspace: workspace, _stream: stream })))
     }
 
     fn exec(&self) -> Exec<'_> {
@@ -89,10 +89,23 @@ struct GraphKey {
     generation: u64,
 }
 
+/// An instantiated graph, owned by one batch. It keeps the capture side it was recorded
+/// through alive: its GEMM nodes use that cuBLAS handle's workspace.
+struct Graph {
+    graph: CudaGraph,
+    _capture: Arc<Mutex<GraphCapture>>,
+}
+
+// SAFETY: CUDA graph objects may be used from any thread as long as calls on one are
+// serialised: a batch launches its graph only through `&mut Batch`, and `&Batch` reaches
+// nothing of it.
+unsafe impl Send for Graph {}
+unsafe impl Sync for Graph {}
+
 /// A batch's decode graph and its counts.
 #[derive(Default)]
 pub(super) struct DecodeGraphs {
-    graph: Option<(GraphKey, CudaGraph)>,
+    graph: Option<(GraphKey, Graph)>,
     /// The key of the last step that ran eagerly.
     last_eager: Option<GraphKey>,
     pub(super) captures: usize,
@@ -100,10 +113,9 @@ pub(super) struct DecodeGraphs {
 }
 
 impl GpuModel {
-    /// Decode steps replayed as CUDA graphs (true) or launched op by op (false, the default).
-    /// The tokens and logits are the same either way (the graph runs the same launches);
-    /// only host time and the launch gaps differ. Batches started before keep their graphs
-    /// but capture no more once it is off.
+    /// Decode steps replayed as CUDA graphs (true) or launched op by op (false, the default),
+    /// from the next step of every batch on. The tokens and logits are the same either way
+    /// (the graph runs the same launches); only host time and the launch gaps differ.
     pub fn set_decode_graphs(&mut self, on: bool) -> Result<()> {
         self.capture = if on { Some(GraphCapture::new(&self.dev)?) } else { None };
         Ok(())
@@ -117,7 +129,7 @@ impl GpuModel {
     /// One decode step through the batch's graph: replayed if its key matches the graph's;
     /// captured and replayed if it matches the step before's (which ran eagerly); else run
     /// eagerly.
-    pub(super) fn run_decode_graph(&self, capture: &Mutex<GraphCapture>, batch: &mut Batch, step: &Step) -> Result<()> {
+    pub(super) fn run_decode_graph(&self, capture: &Arc<Mutex<GraphCapture>>, batch: &mut Batch, step: &Step) -> Result<()> {
         let plan = self.plan(batch, step)?;
         self.stage(batch, step, &plan)?;
         let key = GraphKey { plan, rope: self.step_rope(step)?, table_stride: step.table.max_pages_per_seq, generation: batch.generation };
@@ -131,7 +143,7 @@ impl GpuModel {
             }
             let cap = capture.lock().unwrap_or_else(|e| e.into_inner());
             let graph = capture_step(&cap, |ex| self.launch_step(ex, batch, step, &key.plan))?;
-            batch.graphs.graph = Some((key, graph));
+            batch.graphs.graph = Some((key, Graph { graph, _capture: capture.clone() }));
             batch.graphs.last_eager = None;
             batch.graphs.captures += 1;
         }
@@ -140,7 +152,7 @@ impl GpuModel {
         // SAFETY: the graph belongs to this context; every buffer it reads or writes is owned by
         // the batch or the model (the key's generation changes whenever the batch reallocates
         // one), both alive for this call.
-        unsafe { result::graph::launch(graph.cu_graph_exec(), self.dev.stream().cu_stream()) }?;
+        unsafe { result::graph::launch(graph.graph.cu_graph_exec(), self.dev.stream().cu_stream()) }?;
         batch.graphs.replays += 1;
         if cfg!(feature = "debug-sync") {
             self.dev.synchronize()?;
@@ -159,6 +171,13 @@ fn capture_step(cap: &GraphCapture, f: impl FnOnce(Exec) -> Result<()>) -> Resul
     queued?;
     ended?.ok_or_else(|| crate::Error::Unsupported { op: "GpuModel::decode (CUDA graph)", what: "captured step", value: "empty".into() })
 }
+
+// A model and its batches may move to (and a model be shared with) other threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<GpuModel>();
+    send_sync::<Batch>();
+};
 
 impl Batch {
     /// Decode graphs this batch captured and replayed ([`GpuModel::set_decode_graphs`]).

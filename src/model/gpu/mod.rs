@@ -184,7 +184,7 @@ pub struct GpuModel {
     /// The checkpoint's own FP8 KV cache scales per layer (`Weights::kv_scales`), if it has them.
     checkpoint_kv_scales: Option<Vec<KvScales>>,
     /// Decode steps as CUDA graphs ([`GpuModel::set_decode_graphs`]): the capture stream.
-    capture: Option<std::sync::Mutex<graph::GraphCapture>>,
+    capture: Option<std::sync::Arc<std::sync::Mutex<graph::GraphCapture>>>,
 }
 
 /// `[rows, cols]` dense view of the first rows of a buffer.
