@@ -168,16 +168,7 @@ impl GpuModel {
         let batch = self.start(prompts, 0, true)?;
         let total = prompts.iter().map(Vec::len).sum();
         let logits = self.logits_to_host(&batch.bufs, total)?;
-        let v = self.config.vocab_size;
-        let mut at = 0;
-        Ok(prompts
-            .iter()
-            .map(|p| {
-                let rows = logits[at * v..(at + p.len()) * v].to_vec();
-                at += p.len();
-                rows
-            })
-            .collect())
+        Ok(split_rows(&logits, prompts.iter().map(Vec::len), self.config.vocab_size))
     }
 
     /// Allocates the batch and runs the prefill; the logits of every position (`all_rows`) or of
@@ -274,21 +265,12 @@ impl GpuModel {
             return Ok(vec![Vec::new(); tokens.len()]);
         }
         if t > batch.bufs.max_tokens || t > batch.bufs.max_logit_rows {
-            batch.bufs = self.buffers(t, t)?;
+            batch.bufs = self.buffers(t.max(batch.bufs.max_tokens), t.max(batch.bufs.max_logit_rows))?;
             batch.generation += 1;
         }
         self.run(batch, &step)?;
         let logits = self.logits_to_host(&batch.bufs, t)?;
-        let v = self.config.vocab_size;
-        let mut at = 0;
-        Ok(tokens
-            .iter()
-            .map(|p| {
-                let rows = logits[at * v..(at + p.len()) * v].to_vec();
-                at += p.len();
-                rows
-            })
-            .collect())
+        Ok(split_rows(&logits, tokens.iter().map(Vec::len), self.config.vocab_size))
     }
 
     /// The step that appends `tokens[s]` to sequence s (positions from its current length, every
@@ -392,6 +374,17 @@ impl GpuModel {
             chosen = if greedy { self.decode_greedy(&mut batch, &tokens)? } else { self.decode_sampled(&mut batch, &tokens, &mut samplers)? };
         }
     }
+}
+
+/// Consecutive `[len, vocab]` runs of `logits` (rows of `vocab`), one per length.
+fn split_rows(logits: &[f32], lens: impl Iterator<Item = usize>, vocab: usize) -> Vec<Vec<f32>> {
+    let mut at = 0;
+    lens.map(|n| {
+        let rows = logits[at * vocab..(at + n) * vocab].to_vec();
+        at += n;
+        rows
+    })
+    .collect()
 }
 
 /// One sampler per sequence (each with its own settings: `sample_rows_each`).
