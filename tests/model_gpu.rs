@@ -589,8 +589,8 @@ fn decode_graphs_replay_the_eager_steps(name: &'static str) {
     let long: Vec<u32> = (0..500).map(|i| ids[(i * 7 + i / 3) % ids.len()]).collect();
     let ps = vec![long, ids[..5].to_vec(), ids.clone()];
     let steps = 24;
-    let (mut a, first) = eager.prefill(&ps, steps).unwrap();
-    let (mut b, again) = graphed.prefill(&ps, steps).unwrap();
+    let (mut a, first) = eager.prefill(&ps, steps + 2).unwrap();
+    let (mut b, again) = graphed.prefill(&ps, steps + 2).unwrap();
     assert_eq!(first, again, "{name}: prefill");
     let argmax = |logits: &[f32]| logits.chunks_exact(v).map(warpcore::reference::elementwise::argmax).collect::<Vec<u32>>();
     let mut tokens = argmax(&first);
@@ -610,6 +610,16 @@ fn decode_graphs_replay_the_eager_steps(name: &'static str) {
     assert_eq!(a.graph_counts(), (0, 0), "{name}: the eager model captured");
     // Each key's first step runs eagerly and its second is captured and replayed.
     assert!(captures >= 1 && replays >= steps - 2 * captures, "{name}: {captures} captures, {replays} replays in {steps} steps");
+    // Graphs off (an eager step), then on again: the batch's graph — and the cuBLAS handle and
+    // workspace it was recorded through, which the new setting replaced — still serves.
+    for on in [false, true] {
+        graphed.set_decode_graphs(on).unwrap();
+        let want = eager.decode(&mut a, &tokens).unwrap();
+        let e = rel_frobenius(&graphed.decode(&mut b, &tokens).unwrap(), &want);
+        assert!(e <= 2e-3, "{name}: graphs {on}: {e:.3e}");
+        tokens = argmax(&want);
+    }
+    assert_eq!(b.graph_counts(), (captures, replays + 1), "{name}: the step after turning graphs on again replays the held graph");
     // Generation with greedy tokens on the GPU (argmax after each replay) and with sampling.
     for sampling in [Sampling::greedy(), Sampling { temperature: 0.8, top_k: 20, top_p: 0.9, seed: 11 }] {
         let want = eager.generate(&ps[1..], 20, sampling, &[]).unwrap();
