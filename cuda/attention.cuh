@@ -180,22 +180,29 @@ __device__ __forceinline__ void mask_tile(float* s, const wc_attention_params& p
     }
 }
 
-// One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
-// wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
-// column 8i + 2 t4 + e (NS8 blocks of 8 columns), −∞ where masked, and the quad of lanes sharing
-// t4's row holds the row's tile. The exponent of a score is s · unit in the log2 domain
-// (ScoreMap; unit > 0). Updates the running max m and sum l (in exponent units), turns s into
-// probabilities, and returns in corr the factor by which each row's output accumulators must be
-// rescaled (exp2 of the old max minus the new).
+// Each of a thread's two rows' largest score in the tile (the quad of lanes sharing the row
+// agrees), in softmax_stats's layout.
 template <int NS8>
-__device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l)[2], float (&corr)[2], float unit) {
+__device__ __forceinline__ void row_max(const float* s, float (&tile_max)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float tile_max = -INFINITY;
+    float t = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < NS8; ++i) tile_max = fmaxf(tile_max, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    for (int i = 0; i < NS8; ++i) t = fmaxf(t, fmaxf(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+    t = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 1));
+    tile_max[h] = fmaxf(t, __shfl_xor_sync(0xffffffffu, t, 2));
+  }
+}
+
+// softmax_stats with each row's tile max given: a tile whose columns are spread over several
+// warps (MLA's Hopper kernel: two warpgroups, half the keys each) takes the max over all of
+// them; l then sums this thread's columns only.
+template <int NS8>
+__device__ __forceinline__ void softmax_stats_given_max(float* s, float (&m)[2], float (&l)[2], float (&corr)[2],
+                                                        float unit, const float (&tile_max_of)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float tile_max = tile_max_of[h];
     const float m_new = fmaxf(m[h], tile_max * unit);
     const float base = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: p = 0
     corr[h] = exp2_ftz(m[h] - base);
@@ -208,6 +215,20 @@ __device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l
       l[h] += s[4 * i + 2 * h] + s[4 * i + 2 * h + 1];
     }
   }
+}
+
+// One key tile's online-softmax statistics for a thread's two rows (h = 0, 1) in the mma.sync /
+// wgmma accumulator layout, which both kernels share: s[4i + 2h + e] is row h's score at
+// column 8i + 2 t4 + e (NS8 blocks of 8 columns), −∞ where masked, and the quad of lanes sharing
+// t4's row holds the row's tile. The exponent of a score is s · unit in the log2 domain
+// (ScoreMap; unit > 0). Updates the running max m and sum l (in exponent units), turns s into
+// probabilities, and returns in corr the factor by which each row's output accumulators must be
+// rescaled (exp2 of the old max minus the new).
+template <int NS8>
+__device__ __forceinline__ void softmax_stats(float* s, float (&m)[2], float (&l)[2], float (&corr)[2], float unit) {
+  float tile_max[2];
+  row_max<NS8>(s, tile_max);
+  softmax_stats_given_max<NS8>(s, m, l, corr, unit, tile_max);
 }
 
 // Rescales output accumulators o (NO8 blocks of 8 columns, the same layout) by corr.

@@ -14,24 +14,31 @@
 //                  stage, issue the tile, wait for the previous tile's copies, fence them to the
 //                  async proxy and arrive on its full barrier (one tile in flight while the
 //                  consumers work on the other).
-//   warpgroups 1-2 consumers (setmaxnreg.inc 232), the same 64 rows; warpgroup c owns output
-//                  columns 256 c .. 256 c + 255. Per tile:
-//     S = Q Kᵀ   36 × wgmma m64n64k16, A = Q and B = K from shared memory (K-major) — both
-//                consumers compute the same S (no exchange, no barrier between them; the
-//                price is the q·k half of the tensor work twice, ×1.53 in all);
-//     softmax    mask (skipped for tiles every row sees whole) and online max / sum in the log2
-//                domain on the accumulators (attention.cuh);
-//     O += P V   2 × 4 wgmma m64n128k16, P from the S accumulators as the register A operand,
-//                V = the K tile's first 512 columns as an MN-major B operand (the same shared
-//                memory: each latent row is read from global memory once, as key and value);
-//                then lane 0 of each warp arrives on the stage's empty barrier.
+//   warpgroups 1-2 consumers (setmaxnreg.inc 232), the same 64 rows; consumer c computes the
+//                  scores of keys 32 c .. 32 c + 31 of each tile and owns output columns
+//                  256 c .. 256 c + 255. Per tile:
+//     S half     36 × wgmma m64n32k16, A = Q and B = its 32 keys of K from shared memory
+//                (K-major): each score is computed once (FlashMLA's split);
+//     softmax    mask (skipped for tiles every row sees whole); each row's max over both
+//                halves (posted in shared memory, named barrier 1); online softmax in the log2
+//                domain on this half (attention.cuh, softmax_stats_given_max): both consumers
+//                keep the same running max, each its own half's running sum; O rescaled;
+//     P          this half as 16-bit values into a shared 64 × 64 tile (K-major, 128-byte
+//                swizzled), fenced to the async proxy; named barrier 2;
+//     O += P V   2 × 4 wgmma m64n128k16, A = all of P from shared memory, B = V = the K tile's
+//                first 512 columns as an MN-major operand (the same shared memory: each latent
+//                row is read from global memory once, as key and value); then lane 0 of each
+//                warp arrives on the stage's empty barrier.
+//   The row sums of the two halves are added through shared memory once, after the last tile.
+//   The exchanges need no double buffers: a consumer posts tile j + 1's row max after barrier
+//   2 of tile j (the other read tile j's before reaching it) and writes tile j + 1's P after
+//   barrier 1 of tile j + 1 (the other's P·V of tile j retired before it reached that).
 //
-// Shared memory: Q 72 KB + 2 × K 72 KB + flags = 216.6 KB (of 227): 1 CTA per SM. Registers
-// (consumer): O 128 + S 32 + P 16 per thread.
+// Shared memory: Q 72 KB + 2 × K 72 KB + P 8 KB + flags and row statistics = 225.5 KB (of
+// 227): 1 CTA per SM. Registers (consumer): O 128 + S 16 per thread.
 //
 // Floor (H200): 128 heads, b64 × kv 4096 = 73 TFLOP useful -> 110 µs at 660 TF/s (FlashMLA's
-// reported rate). With the doubled q·k work the tensor cores run 1.53 × that: at ~70 % of the
-// 989 TF/s dense peak, ~450 TF/s useful (docs/attention.md has the prediction).
+// reported rate); docs/attention.md has the prediction.
 #include "attention.cuh"
 #include "sm90.cuh"
 
@@ -47,8 +54,10 @@ struct MlaSm90 {
   static constexpr int kCols = kDV / 2;       // output columns per consumer warpgroup
   static constexpr int kQ = kBM * kD * 2;     // bytes
   static constexpr int kTile = kBN * kD * 2;  // one K stage
+  static constexpr int kP = kBM * kBN * 2;    // the tile's probabilities, both halves
   static constexpr int kFlags = kStages * (kBN + 1) * 4;
-  static constexpr int kSmem = kQ + kStages * kTile + 2 * kStages * 8 + kFlags;
+  static constexpr int kRowStats = 2 * 2 * kBM * 4;  // per consumer: row max of its half, row sum
+  static constexpr int kSmem = kQ + kStages * kTile + kP + 2 * kStages * 8 + kFlags + kRowStats;
   static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
   static_assert(kCols % 128 == 0, "a warpgroup's columns are whole n128 wgmmas");
 };
@@ -69,10 +78,13 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
   extern __shared__ __align__(1024) uint8_t smem[];
   uint8_t* sq = smem;
   uint8_t* sk = smem + C::kQ;  // stage s at sk + s · kTile
-  uint64_t* full = reinterpret_cast<uint64_t*>(sk + S * C::kTile);
+  uint8_t* sp = sk + S * C::kTile;  // P [BM][BN], 128-byte swizzled (one column block)
+  uint64_t* full = reinterpret_cast<uint64_t*>(sp + C::kP);
   uint64_t* empty = full + S;
   int* s_ok = reinterpret_cast<int*>(empty + S);  // [S][BN]: key exists
   int* s_bad = s_ok + S * BN;  // [S]: index of the last tile loaded there with a missing key
+  float* x_max = reinterpret_cast<float*>(s_bad + S);  // [2][BM]: each consumer's row max of its keys
+  float* x_sum = x_max + 2 * BM;                      // [2][BM]: each consumer's row sums, at the end
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;
@@ -108,95 +120,117 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
 
   // ------------------------------------------------------------------ consumers
   setmaxnreg_inc<232>();
-  const int cw = wg - 1;  // output columns 256 cw ..
+  const int cw = wg - 1;  // keys 32 cw .. 32 cw + 31 of each tile; output columns 256 cw ..
   const int lane = threadIdx.x & 31, wq = (threadIdx.x / 32) % 4;
   const int g = lane >> 2, t4 = lane & 3;
   int row_pos[2];
   bool row_ok[2];
   tile_rows(w, wq * 16, g, row_ok, row_pos);
   const Visibility vis = visibility(p, w, BM, kv_hi);
+  constexpr int kHalf = BN / 2;  // keys per consumer
 
-  float o[2][64], s[BN / 2];
-  uint32_t a[BN / 16][4];
+  float o[2][64], s[kHalf / 2];
 #pragma unroll
   for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
     for (int i = 0; i < 64; ++i) o[nh][i] = 0.0f;
 #pragma unroll
-  for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
+  for (int i = 0; i < kHalf / 2; ++i) s[i] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const ScoreMap score = ScoreMap::of(p);
+  // The consumers' exchanges: named barrier 1 (row maxima posted), 2 (P complete).
+  auto both = [](int id) { named_barrier_sync(id, 256); };
 
   auto fence_s = [&]() {
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+    for (int i = 0; i < kHalf / 2; ++i) fence_operand(s[i]);
   };
-  auto fence_o_p = [&]() {
+  auto fence_o = [&]() {
 #pragma unroll
     for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
       for (int i = 0; i < 64; ++i) fence_operand(o[nh][i]);
-#pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) fence_operand_u32(a[ks][r]);
   };
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it % S;
     const uint8_t* k_t = sk + st * C::kTile;
     mbar_wait(&full[st], (it / S) & 1);
-    // S = Q Kᵀ: k16 slice kk is 32 bytes into 128-byte column block kk / 4.
+    // This consumer's half of S = Q Kᵀ: keys 32 cw .. (rows 32 cw .. of every K column block);
+    // k16 slice kk is 32 bytes into 128-byte column block kk / 4.
     fence_s();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < C::kD / 16; ++kk) {
       const int col = (kk % 4) * 32;
-      wgmma_m64n64k16_ss<T>(s, desc_k_major_sw128(sq + (kk / 4) * BM * 128 + col), desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + col), kk > 0);
+      wgmma_m64n32k16_ss<T>(s, desc_k_major_sw128(sq + (kk / 4) * BM * 128 + col),
+                            desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + cw * kHalf * 128 + col), kk > 0);
     }
     wgmma_commit();
     wgmma_wait<0>();
     fence_s();
-    // Scale, soft-cap, mask; online softmax; O rescaled (its previous P·V has retired).
-    {
-      const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
-      const int* ok = s_ok + st * BN;
-      const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
-      mask_tile<BN / 8>(s, p, score, unmasked, ok, n0, 0, t4, row_ok, row_pos, kv_hi);
-      float corr[2];
-      softmax_stats<BN / 8>(s, m, l, corr, score.unit);
-      rescale_rows<16>(o[0], corr);
-      rescale_rows<16>(o[1], corr);
+    // Scale, soft-cap, mask; the row maxima over both halves (posted, barrier 1); online softmax
+    // on this half; O rescaled (its previous P·V has retired).
+    const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
+    const bool unmasked = s_bad[st] != it && vis.all_see(n0, BN);
+    mask_tile<kHalf / 8>(s, p, score, unmasked, s_ok + st * BN, n0, cw * kHalf, t4, row_ok, row_pos, kv_hi);
+    float tile_max[2];
+    row_max<kHalf / 8>(s, tile_max);
+    if (t4 == 0) {
+      x_max[cw * BM + wq * 16 + g] = tile_max[0];
+      x_max[cw * BM + wq * 16 + g + 8] = tile_max[1];
     }
+    both(1);
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
-      a[ks][0] = pack2<T>(s[8 * ks + 0], s[8 * ks + 1]);
-      a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
-      a[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
-      a[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
-    }
-    // O += P V: this warpgroup's 256 columns are column blocks 4 cw .. 4 cw + 3 of the tile; an
-    // n128 wgmma spans two (LBO: the next block, BN rows on); keys 16 ks .. are 2048 bytes down.
-    fence_o_p();
+    for (int h = 0; h < 2; ++h) tile_max[h] = fmaxf(tile_max[h], x_max[(1 - cw) * BM + wq * 16 + g + 8 * h]);
+    float corr[2];
+    softmax_stats_given_max<kHalf / 8>(s, m, l, corr, score.unit, tile_max);
+    rescale_rows<16>(o[0], corr);
+    rescale_rows<16>(o[1], corr);
+    // P (this half's columns) into shared memory in the K-major, 128-byte-swizzled layout the
+    // A descriptor reads: row r, key c at unit c / 8 of row r, swizzled. The other consumer's
+    // P·V of the previous tile has retired (it waited before reaching barrier 1).
+#pragma unroll
+    for (int i = 0; i < kHalf / 8; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wq * 16 + g + 8 * h, c = cw * kHalf + 8 * i + 2 * t4;
+        st_shared_for_wgmma(sp + swizzled<BM>(r, c / 8) + (c % 8) * 2, pack2<T>(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+      }
+    fence_proxy_async_smem();  // the generic-proxy stores, before the wgmma (async proxy) reads them
+    both(2);
+    // O += P V over all 64 keys: P from shared memory (K-major), V = this warpgroup's 256
+    // columns, column blocks 4 cw .. 4 cw + 3 of the tile (an n128 wgmma spans two: LBO the next
+    // block, BN rows on); keys 16 ks .. are 2048 bytes down.
+    fence_o();
     wgmma_fence();
 #pragma unroll
     for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
       for (int ks = 0; ks < BN / 16; ++ks)
-        wgmma_m64n128k16_rs<T>(o[nh], a[ks], desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);
+        wgmma_m64n128k16_ss_mn<T>(o[nh], desc_k_major_sw128(sp + ks * 32),
+                               desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);
     wgmma_commit();
     wgmma_wait<0>();
-    fence_o_p();
+    fence_o();
     if (lane == 0) mbar_arrive(&empty[st]);
   }
+  // Each row's sum over both halves.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    if (t4 == 0) x_sum[cw * BM + wq * 16 + g + 8 * h] = l[h];
+  }
+  both(1);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) l[h] += x_sum[(1 - cw) * BM + wq * 16 + g + 8 * h];
 
   // Epilogue from registers: rows g, g + 8 of this warp's 16; columns 256 cw + 128 nh + 8 i +
   // 2 t4 + 0..1. Warpgroup 0 writes the lse.
   T* out = static_cast<T*>(p.out);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
     if (!row_ok[h]) continue;
     const int gr = w.row0 + wq * 16 + g + 8 * h;
     const int64_t tok = w.q_start + gr / w.group;

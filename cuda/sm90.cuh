@@ -149,6 +149,10 @@ __device__ __forceinline__ uint64_t desc_mn_major_sw128(const void* tile, uint32
 }
 // Makes this thread's generic-proxy writes to shared memory (st.shared, cp.async after its
 // wait) visible to the async proxy (wgmma operand reads); a barrier then publishes them.
+// A 32-bit store of a thread's data into shared memory that a wgmma will read (the async
+// proxy): the writer must fence_proxy_async_smem() before the barrier that hands it over. (The
+// host emulation tracks these stores for that check.)
+__device__ __forceinline__ void st_shared_for_wgmma(void* p, uint32_t v) { *static_cast<uint32_t*>(p) = v; }
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -291,6 +295,9 @@ __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, u
 }
 
 // Output operand lists of the 16-bit wrappers: one "+f" per accumulator register.
+#define WC_WGMMA_D16(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
 #define WC_WGMMA_D32(d) \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
@@ -342,6 +349,39 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
       "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
       : WC_WGMMA_D64(d) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
+  else WC_WGMMA_SS("f16");
+#undef WC_WGMMA_SS
+}
+// "ss" with B MN-major (B stored [k][n]: imm-trans-b = 1), A K-major from shared memory:
+// P · V with P staged in shared memory.
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16_ss_mn(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_SS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
+      "}, %64, %65, p, 1, 1, 0, 1;\n}\n" \
+      : WC_WGMMA_D64(d) \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
+  else WC_WGMMA_SS("f16");
+#undef WC_WGMMA_SS
+}
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+#define WC_WGMMA_SS(TY) \
+  asm volatile( \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n" \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"  \
+      "}, %16, %17, p, 1, 1, 0, 0;\n}\n" \
+      : WC_WGMMA_D16(d) \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
   if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
   else WC_WGMMA_SS("f16");

@@ -243,10 +243,18 @@ SEEDS = {
     # Hopper MLA decode: both consumer warpgroups multiply P by the first 256 value columns.
     "mla90_vblock": ("attention", "attention_mla_sm90.cu", "(k_t + (4 * cw + 2 * nh) * BN * 128", "(k_t + (2 * nh) * BN * 128"),
     # Hopper MLA decode: a stage released before the P·V reading its values retires.
-    "mla90_release": ("attention", "attention_mla_sm90.cu", "    wgmma_commit();\n    wgmma_wait<0>();\n    fence_o_p();\n    if (lane == 0) mbar_arrive(&empty[st]);",
-                      "    wgmma_commit();\n    if (lane == 0) mbar_arrive(&empty[st]);\n    wgmma_wait<0>();\n    fence_o_p();"),
+    "mla90_release": ("attention", "attention_mla_sm90.cu", "    wgmma_commit();\n    wgmma_wait<0>();\n    fence_o();\n    if (lane == 0) mbar_arrive(&empty[st]);",
+                      "    wgmma_commit();\n    if (lane == 0) mbar_arrive(&empty[st]);\n    wgmma_wait<0>();\n    fence_o();"),
     # Hopper MLA decode: the second n128 half of O is never rescaled by the running max.
-    "mla90_rescale": ("attention", "attention_mla_sm90.cu", "      rescale_rows<16>(o[1], corr);\n", ""),
+    "mla90_rescale": ("attention", "attention_mla_sm90.cu", "    rescale_rows<16>(o[1], corr);\n", ""),
+    # Hopper MLA decode: each consumer takes its own half's row max (the two halves of P on
+    # different scales).
+    "mla90_own_max": ("attention", "attention_mla_sm90.cu",
+                      "    for (int h = 0; h < 2; ++h) tile_max[h] = fmaxf(tile_max[h], x_max[(1 - cw) * BM + wq * 16 + g + 8 * h]);\n", ""),
+    # Hopper MLA decode: P stored through the generic proxy and read by wgmma with no proxy fence.
+    "mla90_no_fence": ("attention", "attention_mla_sm90.cu", "    fence_proxy_async_smem();  // the generic-proxy stores", "    // the generic-proxy stores"),
+    # Hopper MLA decode: each row normalised by its own half's sum.
+    "mla90_half_sum": ("attention", "attention_mla_sm90.cu", "  for (int h = 0; h < 2; ++h) l[h] += x_sum[(1 - cw) * BM + wq * 16 + g + 8 * h];\n", ""),
     # MLA decode, FP8 latent cache: every tile converted from the first raw stage.
     "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<T, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
                       "convert_fp8<T, kMlaD, BN, C::kThreads>(raw, sk, P);"),
@@ -333,11 +341,16 @@ PTX_BODIES = [
     (r"void named_barrier_sync\(int id, int threads\)", "::emu::sm90::named_barrier_sync(id, threads);"),
     (r"void named_barrier_arrive\(int id, int threads\)", "::emu::sm90::named_barrier_arrive(id, threads);"),
     (r"void fence_proxy_async_smem\(\)", "::emu::sm90::fence_proxy_async();"),
+    (r"void st_shared_for_wgmma\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n256k16_ss\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 256, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n128k16_ss_mn\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_ss_mn(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+    (r"void wgmma_m64n32k16_ss\(float \(&d\)\[16\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_16_ss(d, 32, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n64k16_ss\(float \(&d\)\[32\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 64, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n64k16_rs\(float \(&d\)\[32\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",

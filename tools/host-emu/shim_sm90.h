@@ -9,7 +9,8 @@
 //   * wgmma m64nNk32 e4m3 -> f32 from K-major, 128B-swizzled shared-memory descriptors decoded
 //     as the PTX ISA defines them, results in the ISA's accumulator layout; and m64nNk16 bf16 /
 //     f16 with A and B K-major in shared memory ("ss"), or A in registers (the ISA's A fragment
-//     layout) and B MN-major in shared memory ("rs", imm-trans-b = 1). The 128 threads of a
+//     layout) and B MN-major in shared memory ("rs", imm-trans-b = 1), or A K-major in shared
+//     memory and B MN-major ("ss" with imm-trans-b = 1). The 128 threads of a
 //     warpgroup meet at every wgmma instruction and must agree on it (operation, descriptors,
 //     scale-d). Operations run at the wgmma.wait_group that retires their group (EMU_CP_EAGER=1:
 //     at issue); each instruction's 32 products are summed in f64 and added with one f32
@@ -114,7 +115,7 @@ struct State {
 inline thread_local State* state = nullptr;  // the calling thread's block's (sm90_thread_begin)
 inline State& state_of(const Block* b) { return *static_cast<State*>(b->sm90); }
 
-enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS };
+enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS, WG_16_SS_MN };
 struct Wgmma {
   float* d;
   int n;
@@ -512,7 +513,7 @@ inline void execute(const Wgmma& w) {
         } else {
           for (int k = 0; k < 16; ++k) {
             double a;
-            if (w.kind == WG_16_SS) {
+            if (w.kind == WG_16_SS || w.kind == WG_16_SS_MN) {
               a = half16(smem16(operand_offset(w.desc_a, row, 2 * k)), w.bf16);
             } else {
               const int r = row % 16, lane = 4 * (r % 8) + (k % 8) / 2, reg = r / 8 + 2 * (k / 8);
@@ -562,6 +563,14 @@ inline void wgmma_16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, int s
   issue(w);
 }
 // 16-bit rs: A from the warpgroup's registers, B [k16][n] MN-major (imm-trans-b = 1).
+// 16-bit ss with B MN-major: A [64][k16] K-major, B [k16][n] MN-major (imm-trans-b = 1).
+inline void wgmma_16_ss_mn(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16) {
+  rendezvous(WG_MMA + 16 * n + 4096 * (5 + bf16), desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+  Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint_mn(desc_b, n)};
+  w.kind = WG_16_SS_MN;
+  w.bf16 = bf16;
+  issue(w);
+}
 inline void wgmma_16_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, int scale_d, bool bf16) {
   auto regs = rendezvous(WG_MMA + 16 * n + 4096 * (3 + bf16), 0, desc_b, static_cast<uint64_t>(scale_d != 0), a);
   Wgmma w{d, n, 0, desc_b, scale_d, Range{0, 0}, footprint_mn(desc_b, n)};
