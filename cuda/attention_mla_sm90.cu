@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
     for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
       for (int ks = 0; ks < BN / 16; ++ks)
-        wgmma_m64n128k16_ss_mn<T>(o[nh], desc_k_major_sw128(sp + ks * 32),
+        wgmma_m64n128k16_ss<T, 1>(o[nh], desc_k_major_sw128(sp + ks * 32),
                                desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);
     wgmma_commit();
     wgmma_wait<0>();

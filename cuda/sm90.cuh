@@ -337,8 +337,11 @@ __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, u
 // l/4, k 2(l%4) + 0..1; a[1]: row + 8; a[2]: k + 8; a[3]: both) — and B from an MN-major
 // descriptor (B stored [k][n]: imm-trans-b = 1). The tensor core reads the A registers until
 // the wgmma retires: keep them alive (fence_operand_u32) past the wait.
-template <typename T>
+// TRANS_B = 1: B MN-major instead (stored [k][n], imm-trans-b = 1) — P · V with P staged in
+// shared memory.
+template <typename T, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  static_assert(TRANS_B == 0 || TRANS_B == 1, "imm-trans-b is 0 or 1");
 #define WC_WGMMA_SS(TY) \
   asm volatile( \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
@@ -347,28 +350,9 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
-      "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
+      "}, %64, %65, p, 1, 1, 0, %67;\n}\n" \
       : WC_WGMMA_D64(d) \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
-  else WC_WGMMA_SS("f16");
-#undef WC_WGMMA_SS
-}
-// "ss" with B MN-major (B stored [k][n]: imm-trans-b = 1), A K-major from shared memory:
-// P · V with P staged in shared memory.
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16_ss_mn(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d) {
-#define WC_WGMMA_SS(TY) \
-  asm volatile( \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "  \
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "  \
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "  \
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"  \
-      "}, %64, %65, p, 1, 1, 0, 1;\n}\n" \
-      : WC_WGMMA_D64(d) \
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(TRANS_B))
   if constexpr (std::is_same<T, __nv_bfloat16>::value) WC_WGMMA_SS("bf16");
   else WC_WGMMA_SS("f16");
 #undef WC_WGMMA_SS
