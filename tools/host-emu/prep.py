@@ -344,8 +344,7 @@ PTX_BODIES = [
     (r"void st_shared_for_wgmma\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
-     "if (TRANS_B) ::emu::sm90::wgmma_16_ss_mn(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);\n"
-     "  else ::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
+     "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value, TRANS_B != 0);"),
     (r"void wgmma_m64n256k16_ss\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 256, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n32k16_ss\(float \(&d\)\[16\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",

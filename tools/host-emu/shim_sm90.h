@@ -554,23 +554,16 @@ inline void wgmma_e4m3(float* d, int n, uint64_t desc_a, uint64_t desc_b, int sc
   rendezvous(WG_MMA + 16 * n, desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
   issue(Wgmma{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)});
 }
-// 16-bit ss: A [64][k16] and B [n][k16] K-major (imm-trans-a = imm-trans-b = 0).
-inline void wgmma_16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16) {
-  rendezvous(WG_MMA + 16 * n + 4096 * (1 + bf16), desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
-  Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint(desc_b, n)};
-  w.kind = WG_16_SS;
+// 16-bit ss: A [64][k16] K-major; B [n][k16] K-major (imm-trans-b = 0), or with `b_mn_major`
+// B [k16][n] MN-major (imm-trans-b = 1).
+inline void wgmma_16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16, bool b_mn_major = false) {
+  rendezvous(WG_MMA + 16 * n + 4096 * (1 + bf16 + 4 * b_mn_major), desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
+  Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), b_mn_major ? footprint_mn(desc_b, n) : footprint(desc_b, n)};
+  w.kind = b_mn_major ? WG_16_SS_MN : WG_16_SS;
   w.bf16 = bf16;
   issue(w);
 }
 // 16-bit rs: A from the warpgroup's registers, B [k16][n] MN-major (imm-trans-b = 1).
-// 16-bit ss with B MN-major: A [64][k16] K-major, B [k16][n] MN-major (imm-trans-b = 1).
-inline void wgmma_16_ss_mn(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16) {
-  rendezvous(WG_MMA + 16 * n + 4096 * (5 + bf16), desc_a, desc_b, static_cast<uint64_t>(scale_d != 0));
-  Wgmma w{d, n, desc_a, desc_b, scale_d, footprint(desc_a, 64), footprint_mn(desc_b, n)};
-  w.kind = WG_16_SS_MN;
-  w.bf16 = bf16;
-  issue(w);
-}
 inline void wgmma_16_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, int scale_d, bool bf16) {
   auto regs = rendezvous(WG_MMA + 16 * n + 4096 * (3 + bf16), 0, desc_b, static_cast<uint64_t>(scale_d != 0), a);
   Wgmma w{d, n, 0, desc_b, scale_d, Range{0, 0}, footprint_mn(desc_b, n)};

@@ -115,9 +115,14 @@ pub(super) struct DecodeGraphs {
 impl GpuModel {
     /// Decode steps replayed as CUDA graphs (true) or launched op by op (false, the default),
     /// from the next step of every batch on. The tokens and logits are the same either way
-    /// (the graph runs the same launches); only host time and the launch gaps differ.
+    /// (the graph runs the same launches); only host time and the launch gaps differ. Turning
+    /// it on when it is on keeps the capture side (stream, cuBLAS handle and workspace) there is.
     pub fn set_decode_graphs(&mut self, on: bool) -> Result<()> {
-        self.capture = if on { Some(GraphCapture::new(&self.dev)?) } else { None };
+        if !on {
+            self.capture = None;
+        } else if self.capture.is_none() {
+            self.capture = Some(GraphCapture::new(&self.dev)?);
+        }
         Ok(())
     }
 
@@ -131,18 +136,18 @@ impl GpuModel {
     /// eagerly.
     pub(super) fn run_decode_graph(&self, capture: &Arc<Mutex<GraphCapture>>, batch: &mut Batch, step: &Step) -> Result<()> {
         let plan = self.plan(batch, step)?;
-        self.stage(batch, step, &plan)?;
+        let spans = self.stage(batch, step, &plan)?;
         let key = GraphKey { plan, rope: self.step_rope(step)?, table_stride: step.table.max_pages_per_seq, generation: batch.generation };
         let replay = matches!(&batch.graphs.graph, Some((k, _)) if *k == key);
         if !replay {
             let tracked = self.dev.context().is_managing_stream_synchronization();
             if tracked || batch.graphs.last_eager.as_ref() != Some(&key) {
-                self.launch_step(self.exec(), batch, step, &key.plan)?;
+                self.launch_step(self.exec(), batch, step, &key.plan, &spans)?;
                 batch.graphs.last_eager = Some(key);
                 return Ok(());
             }
             let cap = capture.lock().unwrap_or_else(|e| e.into_inner());
-            let graph = capture_step(&cap, |ex| self.launch_step(ex, batch, step, &key.plan))?;
+            let graph = capture_step(&cap, |ex| self.launch_step(ex, batch, step, &key.plan, &spans))?;
             batch.graphs.graph = Some((key, Graph { graph, _capture: capture.clone() }));
             batch.graphs.last_eager = None;
             batch.graphs.captures += 1;

@@ -83,8 +83,9 @@ impl GpuModel {
     /// cu_seqlens_q, block table, sequence lengths, logit rows, cache slots; i32) in one
     /// host-to-device copy into `batch.index`, and a split-KV workspace for `plan`. Either
     /// buffer is reallocated only when it is too small (`batch.generation` counts that: a
-    /// decode graph reads both by address).
-    pub(super) fn stage(&self, batch: &mut Batch, step: &Step, plan: &AttentionPlan) -> Result<()> {
+    /// decode graph reads both by address). Returns where each array starts in `batch.index`
+    /// (and where the last ends), in that order: what [`GpuModel::launch_step`] reads.
+    pub(super) fn stage(&self, batch: &mut Batch, step: &Step, plan: &AttentionPlan) -> Result<[usize; 8]> {
         let num_pages = batch.pages.num_pages();
         // Slots fit i32: the cache's pages were allocated (num_pages · page_size slots).
         let slots: Vec<i32> = step.slots.iter().map(|&s| i32::try_from(s)).collect::<std::result::Result<_, _>>().map_err(|_| Error::Unsupported {
@@ -96,7 +97,12 @@ impl GpuModel {
         for (s, &q) in step.q_lens.iter().enumerate() {
             cu_q[s + 1] = cu_q[s] + q as i32;
         }
-        let packed = [&step.ids[..], &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows, &slots].concat();
+        let parts: [&[i32]; 7] = [&step.ids, &step.positions, &cu_q, &step.table.table, &step.table.seq_lens, &step.logit_rows, &slots];
+        let mut spans = [0usize; 8];
+        for (i, part) in parts.iter().enumerate() {
+            spans[i + 1] = spans[i] + part.len();
+        }
+        let packed = parts.concat();
         if batch.index.len() < packed.len() {
             batch.index = alloc(&self.dev, packed.len())?;
             batch.generation += 1;
@@ -106,20 +112,20 @@ impl GpuModel {
             batch.generation += 1;
         }
         self.dev.stream().memcpy_htod(&packed, &mut batch.index.slice_mut(..packed.len()))?;
-        Ok(())
+        Ok(spans)
     }
 
     /// Runs one step through every layer on the model's stream; the logits of
     /// `step.logit_rows` are left in `bufs.logits` (`logits_to_host`, `tokens_to_host`).
     pub(super) fn run(&self, batch: &mut Batch, step: &Step) -> Result<()> {
         let plan = self.plan(batch, step)?;
-        self.stage(batch, step, &plan)?;
-        self.launch_step(self.exec(), batch, step, &plan)
+        let spans = self.stage(batch, step, &plan)?;
+        self.launch_step(self.exec(), batch, step, &plan, &spans)
     }
 
     /// Queues one step's launches on `ex` (the model's stream, or a decode graph's capture),
-    /// reading the index arrays and workspace [`GpuModel::stage`] put in place.
-    pub(super) fn launch_step(&self, ex: Exec, batch: &mut Batch, step: &Step, plan: &AttentionPlan) -> Result<()> {
+    /// reading the index arrays (at `spans`) and workspace [`GpuModel::stage`] put in place.
+    pub(super) fn launch_step(&self, ex: Exec, batch: &mut Batch, step: &Step, plan: &AttentionPlan, spans: &[usize; 8]) -> Result<()> {
         let c = &self.config;
         let dev = ex.dev;
         let h = c.hidden_size;
@@ -138,14 +144,8 @@ impl GpuModel {
         let rope = self.step_rope(step)?;
         let bufs = &mut batch.bufs;
         debug_assert!(t <= bufs.max_tokens && step.logit_rows.len() <= bufs.max_logit_rows);
-        // The index arrays' spans in batch.index, in stage's order.
-        let lens = [t, t, num_seqs + 1, step.table.table.len(), num_seqs, step.logit_rows.len(), t];
-        let mut offsets = [0usize; 8];
-        for (i, n) in lens.iter().enumerate() {
-            offsets[i + 1] = offsets[i] + n;
-        }
         let packed = &batch.index;
-        let span = |i: usize| packed.slice(offsets[i]..offsets[i + 1]);
+        let span = |i: usize| packed.slice(spans[i]..spans[i + 1]);
         let (ids, positions) = (TensorView::contiguous(span(0), [t])?, TensorView::contiguous(span(1), [t])?);
         let cu_seqlens_q = TensorView::contiguous(span(2), [num_seqs + 1])?;
         let table = BlockTableView::new(TensorView::contiguous(span(3), [num_seqs, step.table.max_pages_per_seq])?, TensorView::contiguous(span(4), [num_seqs])?)?;
