@@ -11,7 +11,9 @@ use proptest::prelude::*;
 use warpcore::check::matmul_fp8::{check_matmul_fp8, kernel_variants, MatmulCase};
 use warpcore::check::matmul_grouped::{check_matmul_grouped, GroupedCase};
 use warpcore::check::quant::ScaleLayout;
-use warpcore::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, matmul_grouped, Fp8Operand, GemmKernel, MatmulFp8Config};
+use warpcore::ops::matmul_fp8::{
+    matmul_fp8, matmul_fp8_grouped, matmul_grouped, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config, MatmulFp8Problem, TileConfig,
+};
 use warpcore::ops::quant::ScaleGranularity::{self, *};
 use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
 
@@ -51,6 +53,7 @@ fn case() -> impl Strategy<Value = MatmulCase> {
                 kernel: GemmKernel::Auto,
                 fast_accumulation: fast,
                 cluster: None,
+                tile: None,
                 pad,
                 spread,
                 groups: 0,
@@ -370,6 +373,14 @@ fn unsupported_scale_pairs_and_shapes_are_rejected() {
         let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, cluster: Some(3), ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "cluster (1, or 2 where the plan has 128-row tiles)", .. }), "{e}");
+        // A caller's tile: one the kernel is not built for, one whose pairs contradict `cluster`.
+        let tile = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 2, cluster_m: 1 };
+        let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, tile: Some(tile), ..Default::default() };
+        let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "tile (block_m × block_n not built for this accumulation: see SM90_TILES)", .. }), "{e}");
+        let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, cluster: Some(2), tile: Some(TileConfig { block_n: 128, ..tile }), ..Default::default() };
+        let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "cluster (must agree with tile.cluster_m)", .. }), "{e}");
     }
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
 }
@@ -483,4 +494,30 @@ fn grouped_bf16_refuses_bad_input_and_writes_nothing() {
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()), "a refused GEMM wrote its output");
     assert!(dev.download(&out_odd).unwrap().iter().all(|v| v.is_nan()));
     assert!(dev.download(&out16).unwrap().iter().all(|v| v.is_nan()));
+}
+
+/// Every configuration `warpcore bench --tune` may time (and a caller may force) computes the
+/// same GEMM: each of `sm90_candidates` (tiles, pairs, tile orders) and, for each shape, a
+/// grid of 3 CTAs walking many tiles each — per accumulation mode, with tails in m.
+#[test]
+fn every_tuner_candidate_is_correct() {
+    let Some(dev) = device() else { return };
+    if dev.info().compute_capability != (9, 0) {
+        return;
+    }
+    let sms = dev.info().sm_count as usize;
+    for (m, n, k, a, b, fast, accumulation) in [
+        (300usize, 512usize, 512usize, PerRow, PerRow, true, Accumulation::Fast),
+        (129, 256, 1024, PerTensor, PerTensor, false, Accumulation::Promoted),
+        (200, 256, 768, Group128, Block128, false, Accumulation::BlockScaled),
+    ] {
+        let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 };
+        let mut tiles = sm90_candidates(&problem, sms);
+        let few: Vec<TileConfig> = tiles.iter().filter(|t| t.group_m == 8 / t.cluster_m).map(|&t| TileConfig { num_ctas: 3 * t.cluster_m, ..t }).collect();
+        tiles.extend(few);
+        for (i, tile) in tiles.into_iter().enumerate() {
+            let case = MatmulCase { kernel: GemmKernel::Wgmma, tile: Some(tile), fast_accumulation: fast, bias: i % 2 == 0, residual: i % 3 == 0, ..MatmulCase::new(m, n, k, a, b, 500 + i as u64) };
+            assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
+        }
+    }
 }

@@ -30,8 +30,9 @@ fn shuffled_pages(num_pages: usize) -> Vec<i32> {
 /// Times causal attention of `batch` sequences of `q_len` queries over `kv_len` keys each,
 /// all in the paged cache of type `C` (bf16, or e4m3 with scales 1/64, 1/32) in pages of
 /// `page_size`, shuffled as an engine's allocator leaves them; the 32 / 8-head, head_dim-128
-/// shape, on the kernel `AttentionPlan::with_kv::<C>` picks. Returns the timing and the plan.
-fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize) -> Result<(Timing, AttentionPlan)> {
+/// shape, on the kernel `AttentionPlan::with_kv::<C>` picks, once per entry of `splits`: with
+/// the plan's key splits (None) or that many. Returns each timing with its plan.
+fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize, splits: &[Option<usize>]) -> Result<Vec<(Timing, AttentionPlan)>> {
     let (total, pages_per_seq) = (batch * q_len, kv_len.div_ceil(page_size));
     let num_pages = batch * pages_per_seq;
     let cache_len = num_pages * page_size * NKV * HD;
@@ -41,9 +42,8 @@ fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize,
     let lens = dev.upload(&vec![kv_len as i32; batch])?;
     let cu = dev.upload(&(0..=batch).map(|s| (s * q_len) as i32).collect::<Vec<_>>())?;
     let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 4)?;
-    let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
-    let plan = AttentionPlan::with_kv::<C>(dev, &vec![q_len; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
-    let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+    let mut out_buf = dev.zeros::<bf16>(total * NQ * HD)?;
+    let planned = AttentionPlan::with_kv::<C>(dev, &vec![q_len; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
     let cfg = AttentionConfig::causal(HD);
     let mut cache = KvCacheView::new(
         TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
@@ -55,14 +55,20 @@ fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize,
     let table = BlockTableView::new(TensorView::contiguous(bt.as_view(), [batch, pages_per_seq])?, TensorView::contiguous(lens.as_view(), [batch])?)?;
     let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
-    let wlen = ws.len();
-    let t = time_calls(dev, SAMPLES, |_| {
-        let kv = KvInput::Paged { cache: &cache, table: &table };
-        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [total, NQ, HD])?;
-        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
-        attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
-    })?;
-    Ok((t, plan))
+    let mut out = Vec::new();
+    for &s in splits {
+        let plan = AttentionPlan { num_splits: s.unwrap_or(planned.num_splits), ..planned };
+        let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
+        let wlen = ws.len();
+        let t = time_calls(dev, SAMPLES, |_| {
+            let kv = KvInput::Paged { cache: &cache, table: &table };
+            let mut ov = TensorViewMut::contiguous(out_buf.as_view_mut(), [total, NQ, HD])?;
+            let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [wlen])?;
+            attention(dev, &qv, &cv, kv, &plan, &cfg, &mut ov, None, Some(&mut wv))
+        })?;
+        out.push((t, plan));
+    }
+    Ok(out)
 }
 
 /// " kv-e4m3" for an FP8 cache's records, nothing for bf16.
@@ -77,12 +83,39 @@ fn kv_suffix<C: DType>() -> String {
 /// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
 /// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
 pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size)?;
+    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size, &[None])?[0];
+    Ok(decode_record::<C>(format!("b{batch} kv{kv_len} page{page_size}{}", kv_suffix::<C>()), t, batch, kv_len, ceilings))
+}
+
+/// A decode record: the K/V bytes per second (and the FLOPs, for reference).
+fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize, ceilings: &Ceilings) -> BenchRecord {
     let bytes = (2 * batch * kv_len * NKV * HD * std::mem::size_of::<C>()) as f64;
-    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", format!("b{batch} kv{kv_len} page{page_size}{}", kv_suffix::<C>()), t, bytes, ceilings);
+    let mut r = BenchRecord::bandwidth("attention_decode", "bf16", shape, t, bytes, ceilings);
     r.flops = (4 * batch * kv_len * NQ * HD) as f64;
     r.tflops = r.flops / (t.median_us * 1e-6) / 1e12;
-    Ok(r)
+    r
+}
+
+/// `warpcore bench --tune` for attention: the decode bar shapes (bf16, pages of 16) at every
+/// key split count the plan may choose (1 to 64, at least 4 key tiles per split), keyed
+/// "<shape key> | splits S", the plan's pick marked " (plan)" — what checks `choose_splits`'
+/// wave model against the H200.
+pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+    let mut out = Vec::new();
+    for (batch, kv_len) in [(64, 4096), (16, 32768), (1, 131072)] {
+        let planned = AttentionPlan::with_kv::<bf16>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?.num_splits;
+        let cap = (kv_len / (4 * 64)).clamp(1, 64);
+        let mut counts: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64].into_iter().filter(|&s| s <= cap).collect();
+        if !counts.contains(&planned) {
+            counts.push(planned);
+        }
+        let forced: Vec<Option<usize>> = counts.iter().map(|&s| Some(s)).collect();
+        for (t, plan) in time_paged::<bf16>(dev, batch, 1, kv_len, 16, &forced)? {
+            let (splits, mark) = (plan.num_splits, if plan.num_splits == planned { " (plan)" } else { "" });
+            out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}"), t, batch, kv_len, ceilings));
+        }
+    }
+    Ok(out)
 }
 
 /// MLA decode (DeepSeek-V3: one query per sequence, `heads` query heads over the latent cache
@@ -179,7 +212,7 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 /// reads; bf16 on the kernel [`AttentionPlan::new`] picks, e4m3 on the portable one. Key
 /// "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
 pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size)?;
+    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, &[None])?[0];
     let total = batch * seq_len;
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;

@@ -3,8 +3,12 @@
 //! scales. Records are keyed `m x n x k <scales>[ fast]` (bench/compare_torch.py writes the
 //! same keys for torch._scaled_mm).
 
-use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings};
-use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, matmul_grouped, Fp8Operand, GemmKernel, MatmulFp8Config};
+use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings, Timing};
+use cudarc::driver::CudaSlice;
+use crate::ops::matmul_fp8::{
+    matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, scaling_mode, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config, MatmulFp8Problem,
+    TileConfig,
+};
 use crate::ops::quant::ScaleGranularity;
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
@@ -28,54 +32,103 @@ pub fn shape_key(m: usize, n: usize, k: usize, s: Scaling, fast: bool) -> String
     format!("{m}x{n}x{k} {}{}", s.name, if fast { " fast" } else { "" })
 }
 
-/// `matmul_fp8` (bf16 out) at m × n × k with `scaling` (inputs rotated past L2). `cluster`:
-/// the planner's choice (None: the bar's record, timed against cuBLASLt) or forced (Some(c):
-/// key suffix " cluster{c}", no alternative), so one run measures what the pairs gain.
-#[allow(clippy::too_many_arguments)]
-pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool, cluster: Option<usize>) -> Result<BenchRecord> {
-    let sa_shape = scaling.a.scale_shape(m, k);
-    let sb_shape = scaling.b.scale_shape(n, k);
-    let scales = sa_shape[0] * sa_shape[1] + sb_shape[0] * sb_shape[1];
-    let bytes = m * k + n * k + 2 * m * n + 4 * scales;
-    let copies = rotation_copies(bytes);
-    let a: Vec<_> = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, m * k, -2.0, 2.0, i as u64)).collect::<Result<_>>()?;
-    let b: Vec<_> = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, n * k, -2.0, 2.0, 50 + i as u64)).collect::<Result<_>>()?;
-    let mut d: Vec<_> = (0..copies).map(|_| dev.zeros::<bf16>(m * n)).collect::<Result<_>>()?;
-    let sa = dev.upload(&vec![1.0f32; sa_shape[0] * sa_shape[1]])?;
-    let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
-    let sav = TensorView::contiguous(sa.as_view(), sa_shape)?;
-    let sbv = TensorView::contiguous(sb.as_view(), sb_shape)?;
-    let cfg = MatmulFp8Config { fast_accumulation: fast, cluster, ..Default::default() };
-    let t = time_calls(dev, SAMPLES, |i| {
-        let j = i % copies;
-        let av = TensorView::contiguous(a[j].as_view(), [m, k])?;
-        let bv = TensorView::contiguous(b[j].as_view(), [n, k])?;
-        let mut dv = TensorViewMut::contiguous(d[j].as_view_mut(), [m, n])?;
-        matmul_fp8(
-            dev,
-            Fp8Operand { data: &av, scale: &sav, granularity: scaling.a },
-            Fp8Operand { data: &bv, scale: &sbv, granularity: scaling.b },
-            None,
-            None,
-            &mut dv,
-            cfg,
-        )
-    })?;
-    let flops = 2.0 * (m * n) as f64 * k as f64;
-    let key = shape_key(m, n, k, scaling, fast) + &cluster.map_or(String::new(), |c| format!(" cluster{c}"));
-    let record = BenchRecord::compute("matmul_fp8", "e4m3", key, t, bytes as f64, flops, ceilings);
+/// The operands of one benchmark shape, allocated once (rotated past L2) and timed under any
+/// configuration.
+struct Operands {
+    m: usize,
+    n: usize,
+    k: usize,
+    scaling: Scaling,
+    a: Vec<CudaSlice<F8E4M3>>,
+    b: Vec<CudaSlice<F8E4M3>>,
+    d: Vec<CudaSlice<bf16>>,
+    sa: CudaSlice<f32>,
+    sb: CudaSlice<f32>,
+    /// Bytes per call: a + b (1 B/element) + D (bf16) + scales.
+    bytes: usize,
+}
+
+impl Operands {
+    fn new(dev: &Device, m: usize, n: usize, k: usize, scaling: Scaling) -> Result<Self> {
+        let (sa_shape, sb_shape) = (scaling.a.scale_shape(m, k), scaling.b.scale_shape(n, k));
+        let scales = sa_shape[0] * sa_shape[1] + sb_shape[0] * sb_shape[1];
+        let bytes = m * k + n * k + 2 * m * n + 4 * scales;
+        let copies = rotation_copies(bytes);
+        let a = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, m * k, -2.0, 2.0, i as u64)).collect::<Result<_>>()?;
+        let b = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, n * k, -2.0, 2.0, 50 + i as u64)).collect::<Result<_>>()?;
+        let d = (0..copies).map(|_| dev.zeros::<bf16>(m * n)).collect::<Result<_>>()?;
+        let sa = dev.upload(&vec![1.0f32; sa_shape[0] * sa_shape[1]])?;
+        let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
+        Ok(Self { m, n, k, scaling, a, b, d, sa, sb, bytes })
+    }
+
+    /// `matmul_fp8` (bf16 out) under `cfg`, rotating through the copies.
+    fn time(&mut self, dev: &Device, cfg: MatmulFp8Config) -> Result<Timing> {
+        let (m, n, k, s) = (self.m, self.n, self.k, self.scaling);
+        let sav = TensorView::contiguous(self.sa.as_view(), s.a.scale_shape(m, k))?;
+        let sbv = TensorView::contiguous(self.sb.as_view(), s.b.scale_shape(n, k))?;
+        let (a, b, d) = (&self.a, &self.b, &mut self.d);
+        time_calls(dev, SAMPLES, |i| {
+            let j = i % a.len();
+            let av = TensorView::contiguous(a[j].as_view(), [m, k])?;
+            let bv = TensorView::contiguous(b[j].as_view(), [n, k])?;
+            let mut dv = TensorViewMut::contiguous(d[j].as_view_mut(), [m, n])?;
+            matmul_fp8(dev, Fp8Operand { data: &av, scale: &sav, granularity: s.a }, Fp8Operand { data: &bv, scale: &sbv, granularity: s.b }, None, None, &mut dv, cfg)
+        })
+    }
+
+    fn record(&self, shape: String, t: Timing, ceilings: &Ceilings) -> BenchRecord {
+        let flops = 2.0 * (self.m * self.n) as f64 * self.k as f64;
+        BenchRecord::compute("matmul_fp8", "e4m3", shape, t, self.bytes as f64, flops, ceilings)
+    }
+}
+
+/// `matmul_fp8` (bf16 out) at m × n × k with `scaling` on the planner's configuration (inputs
+/// rotated past L2), with cuBLASLt FP8 timed on the same buffers as the alternative.
+pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<BenchRecord> {
+    let mut ops = Operands::new(dev, m, n, k, scaling)?;
+    let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, ..Default::default() })?;
+    let record = ops.record(shape_key(m, n, k, scaling, fast), t, ceilings);
     #[cfg(feature = "cublaslt")]
     let record = {
         let mut r = record;
-        if cluster.is_some() {
-            return Ok(r);
-        }
-        if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &a, &b, &mut d)? {
+        if let Some(us) = cublaslt::time_fp8(dev, m, n, k, scaling, fast, &ops.a, &ops.b, &mut ops.d)? {
             r.add_alternative(if fast { "cuBLASLt FP8 (fast accum)" } else { "cuBLASLt FP8" }, us);
         }
         r
     };
     Ok(record)
+}
+
+/// A configuration's name in a tuning record: "128x256 c2 g4 ctas132".
+pub fn tile_label(t: &TileConfig) -> String {
+    format!("{}x{} c{} g{} ctas{}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas)
+}
+
+/// The wgmma kernel at m × n × k with `scaling` under every configuration of
+/// [`sm90_candidates`] (nothing off compute capability 9.0): one record each, keyed
+/// "<shape key> | <tile_label>", the planner's pick marked " (plan)".
+pub fn tune_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<Vec<BenchRecord>> {
+    if dev.info().compute_capability != (9, 0) {
+        return Ok(Vec::new());
+    }
+    let accumulation = match (scaling_mode(scaling.a, scaling.b), fast) {
+        (Some(true), _) => Accumulation::BlockScaled,
+        (_, true) => Accumulation::Fast,
+        _ => Accumulation::Promoted,
+    };
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 };
+    let sms = dev.info().sm_count as usize;
+    let plan = plan_sm90(&problem, sms, None);
+    let mut ops = Operands::new(dev, m, n, k, scaling)?;
+    let mut out = Vec::new();
+    for tile in sm90_candidates(&problem, sms) {
+        let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, fast_accumulation: fast, tile: Some(tile), ..Default::default() };
+        let t = ops.time(dev, cfg)?;
+        let mark = if plan == Some(tile) { " (plan)" } else { "" };
+        out.push(ops.record(format!("{} | {}{mark}", shape_key(m, n, k, scaling, fast), tile_label(&tile)), t, ceilings));
+    }
+    Ok(out)
 }
 
 /// A seeded routing of `rows` rows to `experts` experts (each row to one, uniformly): the rows per
@@ -176,21 +229,17 @@ pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: 
 }
 
 /// Every FP8 GEMM benchmark `warpcore bench` runs: the four bars, each in the default
-/// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; the large
-/// shapes (where the planner runs cluster pairs) again without pairs (" cluster1"); grouped
+/// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; grouped
 /// GEMMs at a MoE model's expert shapes, in FP8 and (the same kernels' bf16 operands) bf16.
+/// (`warpcore bench --tune` times the bar shapes under every tile configuration: [`tune_all`].)
 pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for fast in [false, true] {
-        for cluster in [None, Some(1)] {
-            out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast, cluster)?);
-            out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast, cluster)?);
-        }
-        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast, None)?);
+        out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
+        out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
+        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
     }
-    for cluster in [None, Some(1)] {
-        out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false, cluster)?);
-    }
+    out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
     // Grouped: Qwen3-30B-A3B-FP8's experts (128 of gate_up [1536, 2048] and down [2048, 768]),
     // at decode (32 tokens × top-8 rows) and prefill (2048 tokens × 8).
     for rows in [256, 16384] {
@@ -198,6 +247,26 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_grouped(dev, ceilings, 128, 2048, 768, rows)?);
         out.push(bench_grouped_bf16(dev, ceilings, 128, 1536, 2048, rows)?);
         out.push(bench_grouped_bf16(dev, ceilings, 128, 2048, 768, rows)?);
+    }
+    Ok(out)
+}
+
+/// `warpcore bench --tune` for the FP8 GEMM: every wgmma configuration ([`tune_matmul`]) at the
+/// issue's bar shapes (both accumulations) and at the projections of the Llama-3.2-1B-shaped
+/// FP8 block checkpoint the model bench runs (qkv, o, gate_up, down; prefill of 2048 tokens
+/// and decode at batch 32), so that the planner's model can be checked against the H200.
+pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+    let mut out = Vec::new();
+    for fast in [false, true] {
+        out.extend(tune_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
+        out.extend(tune_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
+        out.extend(tune_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
+    }
+    out.extend(tune_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
+    for m in [2048, 32] {
+        for (n, k) in [(3072, 2048), (2048, 2048), (16384, 2048), (2048, 8192)] {
+            out.extend(tune_matmul(dev, ceilings, m, n, k, BLOCK, false)?);
+        }
     }
     Ok(out)
 }

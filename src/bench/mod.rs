@@ -212,6 +212,39 @@ impl BenchRecord {
     }
 }
 
+/// `warpcore bench --tune`'s report from tuning records (keyed "<shape> | <configuration>",
+/// the planner's pick ending in " (plan)"): per (op, shape), its configurations fastest first
+/// with time, rate and speed-up over the plan, then what the best gains over the plan.
+pub fn tune_report(records: &[BenchRecord]) -> String {
+    let shape_of = |r: &BenchRecord| r.shape.split(" | ").next().unwrap_or("").to_string();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in records {
+        let k = (r.op.clone(), shape_of(r));
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut s = String::new();
+    for (op, shape) in keys {
+        let mut rows: Vec<&BenchRecord> = records.iter().filter(|r| r.op == op && shape_of(r) == shape).collect();
+        rows.sort_by(|a, b| a.time_us.total_cmp(&b.time_us));
+        let config = |r: &BenchRecord| r.shape.split(" | ").nth(1).unwrap_or("").to_string();
+        let plan = rows.iter().find(|r| r.shape.ends_with(" (plan)")).map(|r| r.time_us);
+        s += &format!("\n### {op} {shape}\n\n| configuration | time µs | GB/s | TFLOP/s | vs plan |\n|---|---:|---:|---:|---:|\n");
+        for r in &rows {
+            let tflops = if r.flops > 0.0 { format!("{:.0}", r.tflops) } else { "-".into() };
+            let vs = plan.map_or("-".into(), |p| format!("{:.3}×", p / r.time_us));
+            s += &format!("| {} | {:.2} | {:.0} | {tflops} | {vs} |\n", config(r), r.time_us, r.gbps);
+        }
+        s += &match (plan, rows.first()) {
+            (Some(p), Some(best)) if best.time_us < p => format!("\nBest: {} ({:.1}% faster than the plan).\n", config(best), 100.0 * (p / best.time_us - 1.0)),
+            (Some(_), _) => "\nBest: the plan.\n".to_string(),
+            (None, _) => "\nNo record of the plan's configuration.\n".to_string(),
+        };
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +254,22 @@ mod tests {
         assert_eq!(rotation_copies(1 << 20), 120);
         assert_eq!(rotation_copies(512 << 20), 1);
         assert_eq!(rotation_copies(1), 256);
+    }
+
+    #[test]
+    fn the_tune_report_groups_by_shape_fastest_first() {
+        let t = |us| Timing { median_us: us, min_us: us, samples: 1, calls_per_sample: 1 };
+        let c = Ceilings { copy_gbps: 4000.0, gemm_bf16_tflops: None };
+        let rec = |shape: &str, us| BenchRecord::compute("matmul_fp8", "e4m3", shape.to_string(), t(us), 1e6, 2e9, &c);
+        let records = [rec("s1 | a (plan)", 10.0), rec("s1 | b", 8.0), rec("s2 | a", 5.0), rec("s2 | b (plan)", 4.0), rec("s1 | c", 12.0)];
+        let r = tune_report(&records);
+        let s1 = r.find("### matmul_fp8 s1").unwrap();
+        let s2 = r.find("### matmul_fp8 s2").unwrap();
+        assert!(s1 < s2, "{r}");
+        let (b, a, cc) = (r.find("| b | 8.00").unwrap(), r.find("| a (plan) | 10.00").unwrap(), r.find("| c | 12.00").unwrap());
+        assert!(s1 < b && b < a && a < cc && cc < s2, "{r}");
+        assert!(r.contains("| b | 8.00 | 125 | 250 | 1.250× |"), "{r}");
+        assert!(r.contains("Best: b (25.0% faster than the plan)."), "{r}");
+        assert!(r[s2..].contains("Best: the plan."), "{r}");
     }
 }

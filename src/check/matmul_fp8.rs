@@ -16,7 +16,7 @@
 
 use super::quant::{gather_scale, scale_storage, ScaleLayout};
 use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
-use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, GemmKernel, Fp8Operand, MatmulFp8Config};
+use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, GemmKernel, MatmulFp8Config, TileConfig};
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::matmul_fp8 as reference;
 use crate::reference::quant::{quantize_f32, Quantized};
@@ -39,6 +39,8 @@ pub struct MatmulCase {
     pub fast_accumulation: bool,
     /// The wgmma kernel's clusters (`MatmulFp8Config::cluster`): None = the planner's choice.
     pub cluster: Option<usize>,
+    /// The wgmma kernel's whole configuration (`MatmulFp8Config::tile`): None = the planner's.
+    pub tile: Option<TileConfig>,
     /// Pad every row stride (a, b: 16 · pad bytes; out and residual: 8 · pad elements).
     pub pad: usize,
     /// Decades of magnitude either side of 1 across rows and 128-wide k-blocks.
@@ -64,6 +66,7 @@ impl MatmulCase {
             kernel: GemmKernel::Auto,
             fast_accumulation: false,
             cluster: None,
+            tile: None,
             pad: 0,
             spread: 2,
             groups: 0,
@@ -72,7 +75,7 @@ impl MatmulCase {
     }
     fn describe(&self) -> String {
         format!(
-            "{}x{}x{}{} a {} b {}{}{}{}{}{}{} ±{} decades",
+            "{}x{}x{}{} a {} b {}{}{}{}{}{}{}{} ±{} decades",
             self.m,
             self.n,
             self.k,
@@ -86,6 +89,10 @@ impl MatmulCase {
             match self.cluster {
                 None => String::new(),
                 Some(c) => format!(" cluster {c}"),
+            },
+            match self.tile {
+                None => String::new(),
+                Some(t) => format!(" tile {}x{} c{} g{} ctas {}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas),
             },
             if self.pad > 0 { " padded" } else { "" },
             self.spread
@@ -183,7 +190,7 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
         let mut ov = TensorViewMut::new(out.as_view_mut(), [m, n], [ldd, 1])?;
         let a_op = Fp8Operand { data: &av, scale: &sav, granularity: c.a_granularity };
         let b_op = Fp8Operand { data: &bv, scale: &sbv, granularity: c.b_granularity };
-        let cfg = MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation, cluster: c.cluster };
+        let cfg = MatmulFp8Config { kernel: c.kernel, fast_accumulation: c.fast_accumulation, cluster: c.cluster, tile: c.tile };
         match &offsets_dev {
             None => matmul_fp8(dev, a_op, b_op, c.bias.then_some(&biasv), c.residual.then_some(&resv), &mut ov, cfg)?,
             Some(o) => {

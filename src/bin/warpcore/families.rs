@@ -12,6 +12,9 @@ use warpcore::bench::{BenchRecord, Ceilings};
 use warpcore::check::CheckResult;
 use warpcore::Device;
 
+/// A family's benchmarks (or tuning sweep): its records on this GPU.
+pub type BenchFn = fn(&Device, &Ceilings) -> warpcore::Result<Vec<BenchRecord>>;
+
 /// One kernel family: its GPU checks, its CPU references' self-checks and its benchmarks.
 pub struct Family {
     pub name: &'static str,
@@ -19,7 +22,10 @@ pub struct Family {
     pub ops: &'static str,
     pub check: fn(&Device) -> warpcore::Result<Vec<CheckResult>>,
     pub references: fn() -> Vec<CheckResult>,
-    pub bench: fn(&Device, &Ceilings) -> warpcore::Result<Vec<BenchRecord>>,
+    pub bench: BenchFn,
+    /// `bench --tune`: its planner's choices against every alternative configuration, for the
+    /// families whose kernels are planned per shape (records keyed "<shape> | <config>").
+    pub tune: Option<BenchFn>,
 }
 
 /// The families built into this binary, in the order they run (a new family adds its entry).
@@ -33,6 +39,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::rms_norm::check_all,
         references: warpcore::check::rms_norm::check_references,
         bench: warpcore::bench::rms_norm::bench_all,
+        tune: None,
     });
     #[cfg(feature = "attention")]
     out.push(Family {
@@ -41,6 +48,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::attention::check_all,
         references: warpcore::check::attention::check_references,
         bench: warpcore::bench::attention::bench_all,
+        tune: Some(warpcore::bench::attention::tune_all),
     });
     #[cfg(feature = "rope")]
     out.push(Family {
@@ -57,6 +65,7 @@ pub fn all() -> Vec<Family> {
             v
         },
         bench: warpcore::bench::rope::bench_all,
+        tune: None,
     });
     #[cfg(feature = "moe-routing")]
     out.push(Family {
@@ -65,6 +74,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::moe_routing::check_all,
         references: warpcore::check::moe_routing::check_references,
         bench: warpcore::bench::moe_routing::bench_all,
+        tune: None,
     });
     #[cfg(feature = "quant-fp8")]
     out.push(Family {
@@ -73,6 +83,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::quant::check_all,
         references: warpcore::check::quant::check_references,
         bench: warpcore::bench::quant::bench_all,
+        tune: None,
     });
     #[cfg(feature = "matmul-fp8")]
     out.push(Family {
@@ -81,6 +92,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::matmul_fp8::check_all,
         references: warpcore::check::matmul_fp8::check_references,
         bench: warpcore::bench::matmul_fp8::bench_all,
+        tune: Some(warpcore::bench::matmul_fp8::tune_all),
     });
     #[cfg(feature = "elementwise")]
     out.push(Family {
@@ -89,6 +101,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::elementwise::check_all,
         references: warpcore::check::elementwise::check_references,
         bench: warpcore::bench::elementwise::bench_all,
+        tune: None,
     });
     #[cfg(feature = "matmul-ternary")]
     out.push(Family {
@@ -97,6 +110,7 @@ pub fn all() -> Vec<Family> {
         check: warpcore::check::matmul_ternary::check_all,
         references: warpcore::check::matmul_ternary::check_references,
         bench: warpcore::bench::matmul_ternary::bench_all,
+        tune: None,
     });
     out
 }

@@ -66,6 +66,11 @@ enum Command {
         /// child process per family).
         #[arg(long)]
         family: Option<String>,
+        /// Instead of the bars' records: the planned kernels (FP8 GEMM tiles, attention decode
+        /// splits) under every configuration their planner chooses among, per shape, fastest
+        /// first, the planner's pick marked (tune.md / tune.json with --out).
+        #[arg(long, conflicts_with_all = ["model", "compare"])]
+        tune: bool,
         /// (For the parent of a per-family run) write the records as JSON here, no table.
         #[arg(long, hide = true)]
         records: Option<PathBuf>,
@@ -136,8 +141,8 @@ fn main() -> ExitCode {
         Command::Info { kernels } => info(kernels),
         Command::Check { op, family, records } => check(op.as_deref(), family.as_deref(), records.as_deref()),
         Command::Bench { compare, out, model: Some(dir), .. } => bench_model_cmd(&dir, &compare, out.as_deref()),
-        Command::Bench { op, json, compare, out, model: None, family, records, ceilings } => {
-            let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, records, ceilings };
+        Command::Bench { op, json, compare, out, model: None, family, tune, records, ceilings } => {
+            let opts = BenchOpts { filter: op, as_json: json, compare, out_dir: out, family, tune, records, ceilings };
             bench_cmd(&opts)
         }
         Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale, cuda_graphs } => {
@@ -276,6 +281,7 @@ struct BenchOpts {
     compare: Vec<PathBuf>,
     out_dir: Option<PathBuf>,
     family: Option<String>,
+    tune: bool,
     records: Option<PathBuf>,
     ceilings: Option<String>,
 }
@@ -283,10 +289,11 @@ struct BenchOpts {
 fn bench_cmd(o: &BenchOpts) -> CliResult {
     let filter = o.filter.as_deref();
     let alternatives = read_compare(&o.compare)?;
-    // A family runs when one of its ops contains the filter.
+    // A family runs when one of its ops contains the filter (and, tuning, when it has a planner).
     let fams: Vec<families::Family> = families::select(o.family.as_deref())?
         .into_iter()
         .filter(|f| filter.is_none_or(|x| f.ops.split(' ').any(|op| op.contains(x))))
+        .filter(|f| !o.tune || f.tune.is_some())
         .collect();
     let dev = match open_device()? {
         Ok(d) => d,
@@ -303,12 +310,18 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
     let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no records
     if o.family.is_some() {
         for f in &fams {
-            records.extend((f.bench)(&dev, &ceilings)?);
+            records.extend(match (o.tune, f.tune) {
+                (true, Some(tune)) => tune(&dev, &ceilings)?,
+                _ => (f.bench)(&dev, &ceilings)?,
+            });
         }
     } else {
         let mut args = vec!["--ceilings".to_string(), ceilings_arg(&ceilings)];
         if let Some(f) = filter {
             args.extend(["--op".to_string(), f.to_string()]);
+        }
+        if o.tune {
+            args.push("--tune".to_string());
         }
         for f in &fams {
             match families::run_child("bench", f.name, &args, families::time_limit()) {
@@ -341,7 +354,12 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         }
     }
     let mut json = to_json(&dev, &ceilings, &records);
-    let mut md = to_markdown(&dev, &ceilings, &records);
+    let mut md = if o.tune {
+        let d = dev.info();
+        format!("GPU: {} ({} SMs), driver CUDA {}; copy {:.0} GB/s\n", d.name, d.sm_count, d.driver_version, ceilings.copy_gbps) + &bench::tune_report(&records)
+    } else {
+        to_markdown(&dev, &ceilings, &records)
+    };
     if !broken.is_empty() {
         md += "\nFamilies that did not finish (their records are missing above):\n\n";
         for (name, why) in &broken {
@@ -349,7 +367,7 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         }
         json["failed_families"] = broken.iter().map(|(name, why)| json!({"family": name, "why": why})).collect::<Vec<_>>().into();
     }
-    if filter.is_none() && o.family.is_none() {
+    if filter.is_none() && o.family.is_none() && !o.tune {
         // The issues' bars, judged on this (full) run.
         let verdicts = bench::bars::check(&records);
         md += "\n";
@@ -362,8 +380,9 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
     }
     if let Some(dir) = &o.out_dir {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
-        std::fs::write(dir.join("bench.md"), &md)?;
+        let name = if o.tune { "tune" } else { "bench" };
+        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(dir.join(format!("{name}.md")), &md)?;
     }
     if o.as_json {
         println!("{}", serde_json::to_string_pretty(&json)?);

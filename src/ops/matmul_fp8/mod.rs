@@ -28,7 +28,7 @@ use cudarc::driver::sys;
 use half::bf16;
 
 mod plan;
-pub use plan::{plan_sm80, plan_sm90, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES};
+pub use plan::{check_sm90_tile, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES};
 
 #[cfg(test)]
 mod tests;
@@ -69,6 +69,11 @@ pub struct MatmulFp8Config {
     /// pairs (128-row tiles only; `Error::Unsupported` where the plan has 64-row tiles or for
     /// other sizes). Ignored by the mma.sync kernel.
     pub cluster: Option<usize>,
+    /// The wgmma kernel's whole configuration instead of [`plan_sm90`]'s (an autotuner's pick:
+    /// `warpcore bench --tune` times every one of [`sm90_candidates`]); checked by
+    /// [`check_sm90_tile`] (`Error::Unsupported` naming what is wrong), and `cluster`, when
+    /// also given, must agree with its `cluster_m`. Ignored by the mma.sync kernel (one tiling).
+    pub tile: Option<TileConfig>,
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -163,8 +168,8 @@ pub fn matmul_fp8<O: DType>(
 /// on the device (moe_align's expert_offsets), read by the kernel, so nothing waits for them on
 /// the host; bias: `[groups · n]`; residual and out: `[m, n]`. Rows of out outside every group
 /// are not written. The offsets are only trusted as far as memory safety allows: the kernels
-/// clamp them into `[0, m]` and make them non-decreasing. No cluster pairs
-/// (`cfg.cluster = Some(2)` is `Unsupported`). Errors as [`matmul_fp8`], plus b's rows not a
+/// clamp them into `[0, m]` and make them non-decreasing. No cluster pairs, even for one group
+/// (`cfg.cluster = Some(2)`, or a `cfg.tile` with pairs, is `Unsupported`). Errors as [`matmul_fp8`], plus b's rows not a
 /// multiple of n (`ShapeMismatch`) and an empty group_offsets (`Empty`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_fp8_grouped<O: DType>(
@@ -201,7 +206,7 @@ pub fn matmul_grouped<O: DType>(
     out: &mut TensorViewMut<O, 2>,
     kernel: GemmKernel,
 ) -> Result<()> {
-    let cfg = MatmulFp8Config { kernel, fast_accumulation: true, cluster: None };
+    let cfg = MatmulFp8Config { kernel, fast_accumulation: true, ..Default::default() };
     gemm("matmul_grouped", dev, Operands::Bf16(a, b), Some(group_offsets), bias, residual, out, cfg)
 }
 
@@ -308,18 +313,25 @@ fn gemm<O: DType>(
         (false, false) => Accumulation::Promoted,
     };
     let input = if fp8 { GemmInput::E4m3 } else { GemmInput::Bf16 };
-    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: num_groups, input };
+    // A grouped GEMM counts its groups (one included: no pairs); one GEMM has none.
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: if groups.is_some() { num_groups } else { 0 }, input };
     if groups.is_some() && cfg.cluster.is_some_and(|c| c != 1) {
         return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
     }
-    let tiles = if sm90 {
-        plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
+    let tiles = match (sm90, cfg.tile) {
+        (false, _) => plan_sm80(&problem),
+        (true, Some(t)) => {
+            if cfg.cluster.is_some_and(|c| c != t.cluster_m) {
+                return Err(Error::Unsupported { op, what: "cluster (must agree with tile.cluster_m)", value: format!("{:?} with {t:?}", cfg.cluster) });
+            }
+            check_sm90_tile(&problem, &t).map_err(|what| Error::Unsupported { op, what, value: format!("{t:?}") })?;
+            t
+        }
+        (true, None) => plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
             op,
             what: "cluster (1, or 2 where the plan has 128-row tiles)",
             value: format!("{:?}", cfg.cluster),
-        })?
-    } else {
-        plan_sm80(&problem)
+        })?,
     };
 
     let stream = dev.stream();
@@ -397,9 +409,9 @@ fn gemm<O: DType>(
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
     // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,
     // contexts and the i32 limits were validated above; the tile config comes from the
-    // planner (a configuration the launcher has). The kernels clamp the group offsets into
-    // [0, m], so any offset values stay inside a, out and residual. Guards live until the
-    // launch is queued.
+    // planner or passed check_sm90_tile (a configuration the launcher has; it refuses
+    // others). The kernels clamp the group offsets into [0, m], so any offset values stay
+    // inside a, out and residual. Guards live until the launch is queued.
     let r = launch(op, dev, |s| unsafe {
         if sm90 {
             ffi::wc_matmul_fp8_sm90(&p, s)

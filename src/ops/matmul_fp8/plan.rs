@@ -31,7 +31,8 @@ pub struct MatmulFp8Problem {
     pub n: usize,
     pub k: usize,
     pub accumulation: Accumulation,
-    /// 1 for one GEMM; the number of groups of a grouped GEMM, whose sizes the host does not know.
+    /// 0 for one GEMM; the number of groups of a grouped GEMM (1 or more), whose sizes the host
+    /// does not know.
     pub groups: usize,
     pub input: GemmInput,
 }
@@ -39,7 +40,7 @@ pub struct MatmulFp8Problem {
 impl MatmulFp8Problem {
     /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
     /// groups (each group's last tile may be partial): ceil(m / block_m) + min(groups, m) − 1,
-    /// exact for one group. The kernels use the same bound (`max_units`, matmul_fp8.cuh).
+    /// exact for one GEMM or one group. The kernels use the same bound (`max_units`, matmul_fp8.cuh).
     pub fn m_tiles(&self, block_m: usize) -> usize {
         if self.m == 0 {
             return 0;
@@ -99,6 +100,24 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
 /// Grouped GEMMs have no pairs (a pair's tiles could belong to different groups).
 const PAIR_GAIN: f64 = 1.1;
 
+/// The built (block_m, block_n, cluster_m) shapes that can run `p` on `sm_count` SMs: the
+/// accumulation's tiles, block_n dividing n (e4m3), pairs only of 128-row e4m3 tiles of one
+/// GEMM (a grouped GEMM's pair could straddle two groups) on at least 2 SMs.
+fn sm90_shapes(p: &MatmulFp8Problem, sm_count: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let bf16 = p.input == GemmInput::Bf16;
+    SM90_TILES
+        .iter()
+        .filter(move |&&(_, bn, acc)| acc == p.accumulation && (bf16 || p.n % bn == 0))
+        .flat_map(|&(bm, bn, _)| [(bm, bn, 1), (bm, bn, 2)])
+        .filter(move |&(bm, _, cm)| cm == 1 || (bm == 128 && sm_count >= 2 && p.groups == 0 && !bf16))
+}
+
+/// The persistent grid of a shape: one CTA per unit up to one per SM, in whole clusters.
+fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usize) -> usize {
+    let units = p.m_tiles(bm).max(1).div_ceil(cm) * p.n.div_ceil(bn).max(1);
+    units.min(sm_count.max(1) / cm) * cm
+}
+
 /// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
 /// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
 /// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
@@ -106,34 +125,66 @@ const PAIR_GAIN: f64 = 1.1;
 /// slots, efficiency × [`PAIR_GAIN`]): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
+/// `warpcore bench --tune` times every configuration of [`sm90_candidates`] against this pick.
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
     let mut best: Option<(f64, TileConfig)> = None;
-    let bf16 = p.input == GemmInput::Bf16;
-    for &(bm, bn, acc) in SM90_TILES {
-        if acc != p.accumulation || (!bf16 && p.n % bn != 0) {
+    for (bm, bn, cm) in sm90_shapes(p, sms) {
+        let m_tiles = p.m_tiles(bm).max(1);
+        let allowed = match cluster {
+            Some(c) => c == cm,
+            None => cm == 1 || m_tiles >= 2,
+        };
+        if !allowed {
             continue;
         }
-        let m_tiles = p.m_tiles(bm).max(1);
-        for cm in [1, 2] {
-            let allowed = match cluster {
-                Some(c) => c == cm,
-                None => cm == 1 || m_tiles >= 2,
-            };
-            if !allowed || (cm == 2 && (bm != 128 || sms < 2 || p.groups > 1 || bf16)) {
-                continue;
-            }
-            let units = m_tiles.div_ceil(cm) * p.n.div_ceil(bn).max(1);
-            let slots = sms / cm;
-            let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
-            let cost = units.div_ceil(slots) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
-            if best.is_none_or(|(c, _)| cost < c) {
-                let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: units.min(slots) * cm, cluster_m: cm };
-                best = Some((cost, t));
-            }
+        let units = m_tiles.div_ceil(cm) * p.n.div_ceil(bn).max(1);
+        let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
+        let cost = units.div_ceil(sms / cm) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
+        if best.is_none_or(|(c, _)| cost < c) {
+            let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm };
+            best = Some((cost, t));
         }
     }
     best.map(|(_, t)| t)
+}
+
+/// Every configuration the wgmma kernel can run `p` with on `sm_count` SMs, for a tuner to time
+/// (`warpcore bench --tune`): each built shape of [`sm90_shapes`] with m-tile groups of half,
+/// once and twice the planner's (in units: a pair's group counts pairs), on the planner's grid.
+/// [`plan_sm90`]'s choice is among them.
+pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig> {
+    let sms = sm_count.max(1);
+    let mut out = Vec::new();
+    for (bm, bn, cm) in sm90_shapes(p, sms) {
+        for group_m in [GROUP_M / 2 / cm, GROUP_M / cm, 2 * GROUP_M / cm] {
+            out.push(TileConfig { block_m: bm, block_n: bn, group_m, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm });
+        }
+    }
+    out
+}
+
+/// Whether the wgmma kernel can run `p` with a configuration given by the caller
+/// ([`super::MatmulFp8Config::tile`]) instead of the planner: Err names what is wrong. Any
+/// `group_m` ≥ 1 and any grid of whole clusters (`num_ctas`; the launcher runs at most one CTA
+/// per unit and, with pairs, as many clusters as the GPU co-schedules) is accepted.
+pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'static str> {
+    if !SM90_TILES.contains(&(t.block_m, t.block_n, p.accumulation)) {
+        return Err("tile (block_m × block_n not built for this accumulation: see SM90_TILES)");
+    }
+    if p.input == GemmInput::E4m3 && p.n % t.block_n != 0 {
+        return Err("tile (block_n must divide n)");
+    }
+    if !(t.cluster_m == 1 || (t.cluster_m == 2 && sm90_shapes(p, 2).any(|s| s == (t.block_m, t.block_n, 2)))) {
+        return Err("tile (cluster_m: 1, or 2 with 128-row e4m3 tiles of one GEMM)");
+    }
+    if t.group_m < 1 || t.group_m > i32::MAX as usize {
+        return Err("tile (group_m: at least 1)");
+    }
+    if t.num_ctas < t.cluster_m || t.num_ctas % t.cluster_m != 0 || t.num_ctas > i32::MAX as usize {
+        return Err("tile (num_ctas: whole clusters, at least one)");
+    }
+    Ok(())
 }
 
 /// The mma.sync kernel's plan: its one tile, one CTA per tile (grouped: per tile of the bound,

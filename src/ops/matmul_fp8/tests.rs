@@ -5,7 +5,7 @@ use super::*;
 use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
 
 fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
-    MatmulFp8Problem { m, n, k, accumulation, groups: 1, input: GemmInput::E4m3 }
+    MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 }
 }
 use Accumulation::*;
 
@@ -37,6 +37,50 @@ fn the_planner_picks_the_expected_tiles_for_the_bench_shapes() {
     assert_eq!((t.block_m, t.cluster_m), (128, 2));
     assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 132, Some(3)), None);
     assert_eq!(plan_sm90(&problem(128, 7168, 2048, Fast), 1, Some(2)), None);
+}
+
+#[test]
+fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
+    for (m, n, acc) in [(4096, 7168, Fast), (8192, 8192, Fast), (128, 7168, Fast), (4096, 7168, Promoted), (4096, 7168, BlockScaled), (1, 384, Promoted)] {
+        let p = problem(m, n, 2048, acc);
+        let c = sm90_candidates(&p, 132);
+        assert!(c.contains(&plan_sm90(&p, 132, None).unwrap()), "{p:?}");
+        for t in &c {
+            assert_eq!(check_sm90_tile(&p, t), Ok(()), "{t:?}");
+        }
+        let shapes = if acc == Fast { 5 } else { 3 }; // 128×256, 128×128 alone and paired, 64×128
+        assert_eq!(c.len(), 3 * shapes, "{p:?}: {c:?}");
+    }
+    // One GEMM's pairs may be forced where the plan has none; a grouped GEMM (one group too)
+    // has none at all.
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2 };
+    assert_eq!(check_sm90_tile(&problem(128, 7168, 2048, Fast), &t), Ok(()));
+    let one_group = MatmulFp8Problem { groups: 1, ..problem(4096, 7168, 2048, Fast) };
+    assert!(check_sm90_tile(&one_group, &t).is_err());
+    assert_eq!(plan_sm90(&one_group, 132, None).unwrap().cluster_m, 1);
+    assert!(sm90_candidates(&one_group, 132).iter().all(|t| t.cluster_m == 1));
+}
+
+#[test]
+fn a_callers_tile_is_checked() {
+    let p = problem(4096, 7168, 2048, Promoted);
+    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 2 };
+    assert_eq!(check_sm90_tile(&p, &good), Ok(()));
+    for bad in [
+        TileConfig { block_n: 256, ..good },                  // promotion has no 256-wide tile
+        TileConfig { block_m: 64, ..good },                   // pairs of 64-row tiles
+        TileConfig { cluster_m: 3, ..good },                  // clusters of 3
+        TileConfig { group_m: 0, ..good },                    // no tile order
+        TileConfig { num_ctas: 131, ..good },                 // half a cluster
+        TileConfig { num_ctas: 0, cluster_m: 1, ..good },     // no CTA
+        TileConfig { block_m: 96, cluster_m: 1, ..good },     // not built
+    ] {
+        assert!(check_sm90_tile(&p, &bad).is_err(), "{bad:?}");
+    }
+    // block_n must divide an e4m3 n; bf16 operands take any n.
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1 };
+    assert!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t).is_err());
+    assert_eq!(check_sm90_tile(&MatmulFp8Problem { input: GemmInput::Bf16, ..problem(4096, 384, 2048, Fast) }, &t), Ok(()));
 }
 
 #[test]
