@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int r = wq * 16 + g + 8 * h, c = cw * kHalf + 8 * i + 2 * t4;
-        st_shared_for_wgmma(sp + swizzled<BM>(r, c / 8) + (c % 8) * 2, pack2<T>(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
+        st_shared_for_async(sp + swizzled<BM>(r, c / 8) + (c % 8) * 2, pack2<T>(s[4 * i + 2 * h], s[4 * i + 2 * h + 1]));
       }
     fence_proxy_async_smem();  // the generic-proxy stores, before the wgmma (async proxy) reads them
     both(2);

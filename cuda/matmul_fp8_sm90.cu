@@ -38,6 +38,9 @@
 //                  -> padded f32 staging in shared memory (conflict-free float2 stores) ->
 //                  named barrier -> store_tile: residual, one rounding, 16-byte coalesced
 //                  stores. The producer keeps loading the next tile's stages meanwhile.
+//                  TMA store (TS, p.tma_store): the rounded bf16 values go into 128B-swizzled
+//                  64 × 64 boxes (two per consumer, alternating), each stored by one TMA
+//                  (tma_d) that completes while the consumers go on to the next tile.
 //   clusters       (CM = 2, 128-row tiles) a pair of CTAs takes m-tiles 2u, 2u + 1 of one n-tile
 //                  and shares its B tile: each CTA's producer loads half of B by TMA multicast
 //                  into both CTAs' stage (and its own A); each full barrier expects A plus all of
@@ -52,9 +55,11 @@
 // Tile configurations (block_m, block_n, accumulation) built here — the host planner
 // (ops/matmul_fp8/plan.rs, plan_sm90) picks one per shape:
 //   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128);
-//   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128)
-// Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer):
-//   128×256: 4 stages (212 KB); 128×128: 6 (212 KB); 64×128: 8 (202 KB). Registers: 168 at
+//   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128); the e4m3 128-row ones with bf16 out
+//   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped)
+// Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
+//   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×128: 6 (212; 224 KB);
+//   64×128: 8 (202 KB). Registers: 168 at
 //   launch (384 threads, 1 CTA/SM) then 40 / 232 after setmaxnreg; 64-row tiles: 256 threads.
 #include "matmul_fp8.cuh"
 #include "sm90.cuh"
@@ -67,7 +72,7 @@ constexpr int kFast = 0;     // the wgmma accumulator runs over all of k; scales
 constexpr int kPromote = 1;  // each k-step's wgmma result is added into f32 registers
 constexpr int kBlock = 2;    // ... multiplied by the k-block's scales (block_scaled)
 
-template <int BM, int BN, int ACC, int CM>
+template <int BM, int BN, int ACC, int CM, bool TS>
 struct Sm90Tile {
   static constexpr int kConsumers = BM / 64;
   static constexpr int kThreads = 128 * (1 + kConsumers);
@@ -77,7 +82,10 @@ struct Sm90Tile {
   static constexpr int kStage = kStageA + kStageB;
   static constexpr int kEpiCols = 32;
   static constexpr int kEpiPitch = kEpiCols + 8;  // floats: rows 8 banks apart
-  static constexpr int kEpi = kConsumers * 64 * kEpiPitch * 4;
+  // TS (TMA store): per consumer two bf16 buffers of 64 rows × 64 columns (one 128B-swizzled
+  // TMA box each, 1024-byte aligned); otherwise the padded f32 staging of a 32-column chunk.
+  static constexpr int kStoreBox = 64 * 128;
+  static constexpr int kEpi = TS ? kConsumers * 2 * kStoreBox : kConsumers * 64 * kEpiPitch * 4;
   static constexpr int kSmemMax = 227 * 1024;
   static constexpr int kFit = (kSmemMax - kEpi - 256) / kStage;
   static constexpr int kStages = kFit < 8 ? kFit : 8;
@@ -88,15 +96,17 @@ struct Sm90Tile {
   static_assert(kStages >= 3 && kSmem <= kSmemMax, "pipeline depth");
   static_assert(kStageA % 1024 == 0 && kSliceB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
   static_assert(CM == 1 || (CM == 2 && BM == 128), "clusters of two 128-row tiles");
+  static_assert(!TS || BN % 64 == 0, "whole 64-column store boxes");
 };
 
-template <int BM, int BN, int ACC, int CM, typename InT, typename OutT>
-__global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC, CM>::kThreads, 1)
+template <int BM, int BN, int ACC, int CM, bool TS, typename InT, typename OutT>
+__global__ void __launch_bounds__(Sm90Tile<BM, BN, ACC, CM, TS>::kThreads, 1)
 matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #if WC_SM90A
-  using C = Sm90Tile<BM, BN, ACC, CM>;
+  using C = Sm90Tile<BM, BN, ACC, CM, TS>;
   constexpr bool kPromotes = ACC != kFast;
   constexpr bool kFp8 = kScaled<InT>;
+  static_assert(!TS || (kFp8 && sizeof(OutT) == 2), "TMA store: e4m3 operands, bf16 out");
   static_assert(kFp8 || (ACC == kFast && CM == 1), "bf16: one accumulator, no pairs");
   using namespace sm90;
   constexpr int S = C::kStages;
@@ -126,6 +136,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     fence_barrier_init();
     prefetch_tensor_map(&p.tma_a);
     prefetch_tensor_map(&p.tma_b);
+    if constexpr (TS) prefetch_tensor_map(&p.tma_d);
   }
   // With clusters, the peers' barriers must be initialised before anyone multicasts into them.
   if constexpr (CM > 1) cluster_sync();
@@ -166,6 +177,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
     const int r0 = warp * 16 + (lane >> 2);  // this thread's rows: r0 and r0 + 8
     float* stage = staging + cw * 64 * C::kEpiPitch;
+    uint8_t* boxes = smem + S * C::kStage + cw * 2 * C::kStoreBox;  // TS: this consumer's two store boxes
     float acc[BN / 2];
     float fin[kPromotes ? BN / 2 : 1];
     int s = 0;
@@ -256,37 +268,87 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         if (lane == 0) release(prev);
       }
 
-      // Epilogue: 32 columns at a time, scales and bias applied in registers (the next chunk's
-      // factors load meanwhile), then through the staging buffer to 16-byte row stores.
+      // TMA-store epilogue: 32 columns at a time, scales and bias applied in registers (the next
+      // chunk's factors load meanwhile) and rounded to bf16 pairs into a 128B-swizzled box of 64
+      // columns (row r's 16-byte unit u at r · 128 + 16 (u ^ r % 8): conflict-free); every other
+      // chunk fills a box, which one thread stores by TMA while everyone goes on — to the next
+      // box, then the next tile's mainloop. Before a box is refilled, that thread waits for the
+      // store issued from it two boxes ago to have read it (at most one other still reading).
+      if constexpr (TS) {
 #pragma unroll
-      for (int c = 0; c < BN / C::kEpiCols; ++c) {
-        ChunkFactors<OutT, kFp8> next;
-        if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
-        named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
-#pragma unroll
-        for (int j = 0; j < C::kEpiCols / 8; ++j) {
-          const int i = c * (C::kEpiCols / 8) + j;  // n8 block
-          const int col = 8 * j + 2 * (lane & 3);
-          float2 lo, hi;
-          if constexpr (kPromotes) {
-            lo = make_float2(fin[4 * i], fin[4 * i + 1]);
-            hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
-          } else {
-            lo = make_float2(acc[4 * i], acc[4 * i + 1]);
-            hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
+        for (int c = 0; c < BN / C::kEpiCols; ++c) {
+          ChunkFactors<OutT, kFp8> next;
+          if (c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
+          uint8_t* box = boxes + (c / 2 % 2) * C::kStoreBox;
+          if (c % 2 == 0) {
+            if (tid == 0) tma_store_wait_read<1>();
+            named_barrier_sync(1 + cw, 128);  // the box is free
           }
-          if (kRegFactors) {
+#pragma unroll
+          for (int j = 0; j < C::kEpiCols / 8; ++j) {
+            const int i = c * (C::kEpiCols / 8) + j;  // n8 block
+            const int unit = (c % 2) * 4 + j;         // 16-byte unit of the box row: 8 columns
+            float2 lo, hi;
+            if constexpr (kPromotes) {
+              lo = make_float2(fin[4 * i], fin[4 * i + 1]);
+              hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
+            } else {
+              lo = make_float2(acc[4 * i], acc[4 * i + 1]);
+              hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
+            }
             lo = f.apply(p, lo, ea_lo, j);
             hi = f.apply(p, hi, ea_hi, j);
+            const int byte = 4 * (lane & 3);
+            st_shared_for_async(box + r0 * 128 + 16 * (unit ^ (r0 % 8)) + byte, pack2<OutT>(lo.x, lo.y));
+            st_shared_for_async(box + (r0 + 8) * 128 + 16 * (unit ^ ((r0 + 8) % 8)) + byte, pack2<OutT>(hi.x, hi.y));
           }
-          *reinterpret_cast<float2*>(stage + r0 * C::kEpiPitch + col) = lo;
-          *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
+          if (c % 2 == 1) {
+            fence_proxy_async_smem();
+            named_barrier_sync(1 + cw, 128);  // the box is written
+            if (tid == 0) {
+              tma_store_2d(box, &p.tma_d, static_cast<int32_t>((n0 + (c / 2) * 64) * 2), static_cast<int32_t>(m0));
+              tma_store_commit();
+            }
+          }
+          f = next;
         }
-        named_barrier_sync(1 + cw, 128);
-        store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
-                         1.0f, tid, 128, kRegFactors);
-        if (kRegFactors) f = next;
+      } else {
+        // Epilogue: 32 columns at a time, scales and bias applied in registers (the next chunk's
+        // factors load meanwhile), then through the staging buffer to 16-byte row stores.
+#pragma unroll
+        for (int c = 0; c < BN / C::kEpiCols; ++c) {
+          ChunkFactors<OutT, kFp8> next;
+          if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
+          named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
+#pragma unroll
+          for (int j = 0; j < C::kEpiCols / 8; ++j) {
+            const int i = c * (C::kEpiCols / 8) + j;  // n8 block
+            const int col = 8 * j + 2 * (lane & 3);
+            float2 lo, hi;
+            if constexpr (kPromotes) {
+              lo = make_float2(fin[4 * i], fin[4 * i + 1]);
+              hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
+            } else {
+              lo = make_float2(acc[4 * i], acc[4 * i + 1]);
+              hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
+            }
+            if (kRegFactors) {
+              lo = f.apply(p, lo, ea_lo, j);
+              hi = f.apply(p, hi, ea_hi, j);
+            }
+            *reinterpret_cast<float2*>(stage + r0 * C::kEpiPitch + col) = lo;
+            *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
+          }
+          named_barrier_sync(1 + cw, 128);
+          store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
+                                 1.0f, tid, 128, kRegFactors);
+          if (kRegFactors) f = next;
+        }
       }
+    }
+    // The boxes must outlive the TMA stores reading them.
+    if constexpr (TS) {
+      if (tid == 0) tma_store_wait_read<0>();
     }
   }
   // A CTA's shared memory must outlive its peers' last arrivals on its barriers.
@@ -299,10 +361,10 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 // The persistent grid: p.num_ctas rounded down to whole clusters, at most one cluster per unit
 // and, with clusters, at most as many as the GPU co-schedules (GPCs hold whole clusters; asked
 // once per device).
-template <int BM, int BN, int ACC, int CM, typename OutT, typename InT = uint8_t>
+template <int BM, int BN, int ACC, int CM, typename OutT, typename InT = uint8_t, bool TS = false>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
-  using C = Sm90Tile<BM, BN, ACC, CM>;
-  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, InT, OutT>;
+  using C = Sm90Tile<BM, BN, ACC, CM, TS>;
+  auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, TS, InT, OutT>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM)));
@@ -334,11 +396,35 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   return launch_status();
 }
 
+// The TMA-store epilogue's configurations: e4m3 operands, bf16 out, 128-row tiles.
+template <typename OutT>
+wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  if constexpr (sizeof(OutT) != 2) {
+    return WC_ERR_UNSUPPORTED;
+  } else {
+    const int bn = p.block_n;
+    const bool pair = p.cluster_m == 2;
+    if (p.in_dtype != WC_E4M3 || p.residual != nullptr || p.group_offsets != nullptr || p.block_m != 128)
+      return WC_ERR_UNSUPPORTED;
+    using U = uint8_t;
+    if (p.block_scaled) {
+      if (bn == 128) return pair ? launch<128, 128, kBlock, 2, OutT, U, true>(p, s) : launch<128, 128, kBlock, 1, OutT, U, true>(p, s);
+    } else if (p.fast_accum) {
+      if (bn == 256) return pair ? launch<128, 256, kFast, 2, OutT, U, true>(p, s) : launch<128, 256, kFast, 1, OutT, U, true>(p, s);
+      if (bn == 128) return pair ? launch<128, 128, kFast, 2, OutT, U, true>(p, s) : launch<128, 128, kFast, 1, OutT, U, true>(p, s);
+    } else {
+      if (bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT, U, true>(p, s) : launch<128, 128, kPromote, 1, OutT, U, true>(p, s);
+    }
+    return WC_ERR_UNSUPPORTED;
+  }
+}
+
 template <typename OutT>
 wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
   const bool pair = p.cluster_m == 2;
   if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
+  if (p.tma_store) return dispatch_tma_store<OutT>(p, s);
   if (p.in_dtype == WC_BF16) {
     using B16 = __nv_bfloat16;
     if (pair) return WC_ERR_UNSUPPORTED;

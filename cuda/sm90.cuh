@@ -93,6 +93,24 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, uint64_t
       : "memory");
 }
 
+// The reverse: shared memory (the box, in the map's swizzle) to a 2-D tensor map's box at (c0, c1);
+// elements outside the tensor are not written. The issuing thread tracks its stores in bulk
+// groups: tma_store_commit closes one, tma_store_wait_read<N> returns once at most N of its
+// groups are still reading shared memory (their source may be overwritten then; the global
+// writes may still be in flight: kernel completion makes them visible). The source must have
+// been fenced to the async proxy (fence_proxy_async_smem) by every thread that wrote it, then
+// handed over by a barrier.
+__device__ __forceinline__ void tma_store_2d(const void* src, const void* map, int32_t c0, int32_t c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(map),
+               "r"(smem_addr(src)), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void tma_store_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+
 // ------------------------------------------------------------------ thread block clusters
 // A (C, 1, 1) cluster's CTA ranks are blockIdx.x % C (%cluster_ctarank).
 // barrier.cluster: every thread of every CTA of the cluster arrives (release) and waits
@@ -149,10 +167,10 @@ __device__ __forceinline__ uint64_t desc_mn_major_sw128(const void* tile, uint32
 }
 // Makes this thread's generic-proxy writes to shared memory (st.shared, cp.async after its
 // wait) visible to the async proxy (wgmma operand reads); a barrier then publishes them.
-// A 32-bit store of a thread's data into shared memory that a wgmma will read (the async
-// proxy): the writer must fence_proxy_async_smem() before the barrier that hands it over. (The
-// host emulation tracks these stores for that check.)
-__device__ __forceinline__ void st_shared_for_wgmma(void* p, uint32_t v) { *static_cast<uint32_t*>(p) = v; }
+// A 32-bit store of a thread's data into shared memory that the async proxy will read (a wgmma
+// operand, a TMA store's source): the writer must fence_proxy_async_smem() before the barrier
+// that hands it over. (The host emulation tracks these stores for that check.)
+__device__ __forceinline__ void st_shared_for_async(void* p, uint32_t v) { *static_cast<uint32_t*>(p) = v; }
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

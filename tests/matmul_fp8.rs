@@ -374,7 +374,7 @@ fn unsupported_scale_pairs_and_shapes_are_rejected() {
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "cluster (1, or 2 where the plan has 128-row tiles)", .. }), "{e}");
         // A caller's tile: one the kernel is not built for, one whose pairs contradict `cluster`.
-        let tile = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 2, cluster_m: 1 };
+        let tile = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 2, cluster_m: 1, tma_store: false };
         let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, tile: Some(tile), ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "tile (block_m × block_n not built for this accumulation: see SM90_TILES)", .. }), "{e}");
@@ -497,8 +497,9 @@ fn grouped_bf16_refuses_bad_input_and_writes_nothing() {
 }
 
 /// Every configuration `warpcore bench --tune` may time (and a caller may force) computes the
-/// same GEMM: each of `sm90_candidates` (tiles, pairs, tile orders) and, for each shape, a
-/// grid of 3 CTAs walking many tiles each — per accumulation mode, with tails in m.
+/// same GEMM: each of `sm90_candidates` (tiles, pairs, tile orders, the TMA-store epilogue)
+/// and, for each shape, a grid of 3 CTAs walking many tiles each — per accumulation mode, with
+/// tails in m (the TMA store clips the rows past m).
 #[test]
 fn every_tuner_candidate_is_correct() {
     let Some(dev) = device() else { return };
@@ -511,12 +512,14 @@ fn every_tuner_candidate_is_correct() {
         (129, 256, 1024, PerTensor, PerTensor, false, Accumulation::Promoted),
         (200, 256, 768, Group128, Block128, false, Accumulation::BlockScaled),
     ] {
-        let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 };
+        let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
         let mut tiles = sm90_candidates(&problem, sms);
         let few: Vec<TileConfig> = tiles.iter().filter(|t| t.group_m == 8 / t.cluster_m).map(|&t| TileConfig { num_ctas: 3 * t.cluster_m, ..t }).collect();
         tiles.extend(few);
         for (i, tile) in tiles.into_iter().enumerate() {
-            let case = MatmulCase { kernel: GemmKernel::Wgmma, tile: Some(tile), fast_accumulation: fast, bias: i % 2 == 0, residual: i % 3 == 0, ..MatmulCase::new(m, n, k, a, b, 500 + i as u64) };
+            // The TMA-store epilogue takes no residual.
+            let residual = i % 3 == 0 && !tile.tma_store;
+            let case = MatmulCase { kernel: GemmKernel::Wgmma, tile: Some(tile), fast_accumulation: fast, bias: i % 2 == 0, residual, ..MatmulCase::new(m, n, k, a, b, 500 + i as u64) };
             assert_passed(&check_matmul_fp8::<bf16>(&dev, &case).unwrap());
         }
     }

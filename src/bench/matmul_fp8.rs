@@ -100,9 +100,9 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     Ok(record)
 }
 
-/// A configuration's name in a tuning record: "128x256 c2 g4 ctas132".
+/// A configuration's name in a tuning record: "128x256 c2 g4 ctas132" (+ " tma-store").
 pub fn tile_label(t: &TileConfig) -> String {
-    format!("{}x{} c{} g{} ctas{}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas)
+    format!("{}x{} c{} g{} ctas{}{}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas, if t.tma_store { " tma-store" } else { "" })
 }
 
 /// The wgmma kernel at m × n × k with `scaling` under every configuration of
@@ -117,7 +117,7 @@ pub fn tune_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usi
         (_, true) => Accumulation::Fast,
         _ => Accumulation::Promoted,
     };
-    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 };
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
     let sms = dev.info().sm_count as usize;
     let plan = plan_sm90(&problem, sms, None);
     let mut ops = Operands::new(dev, m, n, k, scaling)?;

@@ -20,18 +20,20 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
 // cluster pairs (128-row tiles sharing B by TMA multicast), and `ctas` persistent CTAs (0: one
 // per tile or pair; the launcher caps pairs at what cudaOccupancyMaxActiveClusters reports,
 // EMU_SMS / 2 here).
+// `tma`: the TMA-store epilogue (tma_store = 1; bf16 out, no residual, one GEMM, 128-row tiles).
 struct Path {
   bool sm90;
   int block_m, block_n;
   bool fast;
   int ctas;
   int cluster = 1;
+  bool tma = false;
 };
 static const char* pname(const Path& t) {
-  static char b[64];
+  static char b[80];
   if (!t.sm90) return "sm80";
-  snprintf(b, sizeof b, "sm90 %dx%d %s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
-           t.cluster > 1 ? " pair" : "", t.ctas);
+  snprintf(b, sizeof b, "sm90 %dx%d %s%s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
+           t.cluster > 1 ? " pair" : "", t.tma ? " tma-store" : "", t.ctas);
   return b;
 }
 
@@ -270,11 +272,15 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, units * path.cluster) : units * path.cluster);
   p.out_dtype = tag<O>();
   p.in_dtype = b16 ? WC_BF16 : WC_E4M3;
+  p.tma_store = path.tma;
+  // encode_tma of D (src/ops/matmul_fp8/): {n · 2 bytes, m rows}, boxes of 64 rows; one row's
+  // stride is unused (any multiple of 16 covering it).
+  const bool d_map = !path.tma || encode_tma(&p.tma_d, p.d, m, n * 2, m == 1 ? (n * 2 + 15) / 16 * 16 : ldd * 2, 64);
   wc_status st = WC_OK;
   if (!path.sm90) {
     st = wc_matmul_fp8_sm80(&p, nullptr);
   } else if (!encode_tma(&p.tma_a, p.a, m, k * EI, lda * EI, path.block_m) ||
-             !encode_tma(&p.tma_b, p.b, nb, k * EI, ldb * EI, path.block_n / path.cluster)) {
+             !encode_tma(&p.tma_b, p.b, nb, k * EI, ldb * EI, path.block_n / path.cluster) || !d_map) {
     fail("tensor map refused");
     st = WC_ERR_INVALID_ARG;
   } else {
@@ -371,6 +377,24 @@ static void refusals(bool sm90) {
     expect("pair of 64-row tiles (not built)", WC_ERR_UNSUPPORTED);
     p.block_m = 128;
     p.cluster_m = 0;
+    // The TMA-store epilogue: 128-row e4m3 tiles, bf16 out, no residual, not grouped.
+    p.tma_store = 1;
+    p.block_m = 64;
+    expect("tma_store with 64-row tiles", WC_ERR_UNSUPPORTED);
+    p.block_m = 128;
+    p.out_dtype = WC_F32;
+    expect("tma_store with f32 out", WC_ERR_UNSUPPORTED);
+    p.out_dtype = WC_BF16;
+    p.residual = &p;  // any non-null pointer: refused before any launch
+    expect("tma_store with a residual", WC_ERR_UNSUPPORTED);
+    p.residual = nullptr;
+    int32_t one_group[2] = {0, 128};
+    p.group_offsets = one_group;
+    p.num_groups = 1;
+    expect("tma_store grouped", WC_ERR_UNSUPPORTED);
+    p.group_offsets = nullptr;
+    p.num_groups = 0;
+    p.tma_store = 0;
   }
   int32_t offsets[2] = {0, 128};
   p.group_offsets = offsets;
@@ -583,10 +607,17 @@ int main(int argc, char** argv) {
         if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
         paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
       }
+      if (c.offsets.empty() && !c.residual) {  // the TMA-store epilogue (bf16 out only, below)
+        if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(8), 1, true});
+        if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(9), 2, true});
+        paths.push_back({true, 128, 128, false, ctas(10), 1, true});
+        paths.push_back({true, 128, 128, false, pair_ctas(11), 2, true});
+      }
     }
     for (const Path& path : paths)
       for (int out = 0; out < 2; ++out) {
         ++seed;
+        if (path.tma && !out) continue;  // TMA store: bf16 out
         char name[96];
         snprintf(name, sizeof name, "%s %s %sm=%d %s", pname(path), out ? "bf16" : "f32", c.bf16 ? "in=bf16 " : "",
                  c.m, c.offsets.empty() ? "" : "grouped ");

@@ -195,6 +195,17 @@ SEEDS = {
                        "  if constexpr (CM > 1) cluster_sync();\n#else", "#else"),
     # ... both CTAs load the same half of the shared B tile into the same place.
     "sm90_pair_slice": ("matmul_fp8", "matmul_fp8_sm90.cu", "t.b0 + rank * (BN / CM)", "t.b0"),
+    # The TMA-store epilogue: a box refilled before the store issued from it two boxes ago has
+    # read it (no wait_group.read) ...
+    "tma_store_reuse": ("matmul_fp8", "matmul_fp8_sm90.cu", "if (tid == 0) tma_store_wait_read<1>();", ""),
+    # ... the box's writes not fenced to the async proxy before the store reads them ...
+    "tma_store_fence": ("matmul_fp8", "matmul_fp8_sm90.cu",
+                        "            fence_proxy_async_smem();\n            named_barrier_sync(1 + cw, 128);  // the box is written",
+                        "            named_barrier_sync(1 + cw, 128);  // the box is written"),
+    # ... the box written unswizzled (the TMA store reads it 128B-swizzled) ...
+    "tma_store_swizzle": ("matmul_fp8", "matmul_fp8_sm90.cu", "16 * (unit ^ (r0 % 8))", "16 * unit"),
+    # ... and a CTA that exits while its last stores may still read its shared memory.
+    "tma_store_exit": ("matmul_fp8", "matmul_fp8_sm90.cu", "if (tid == 0) tma_store_wait_read<0>();", ""),
     # Grouped FP8 GEMM: every group multiplies B's first n rows (the group's B offset lost).
     "grouped_b": ("matmul_fp8", "matmul_fp8.cuh", "t.b0 = static_cast<int32_t>(g * p.n + t.n0);",
                   "t.b0 = static_cast<int32_t>(t.n0);"),
@@ -328,6 +339,10 @@ PTX_BODIES = [
     (r"void prefetch_tensor_map\(const void\* map\)", "(void)map;"),
     (r"void tma_load_2d\(void\* dst, const void\* map, uint64_t\* bar, int32_t c0, int32_t c1\)",
      "::emu::sm90::tma_load_2d(dst, map, bar, c0, c1);"),
+    (r"void tma_store_2d\(const void\* src, const void\* map, int32_t c0, int32_t c1\)",
+     "::emu::sm90::tma_store_2d(src, map, c0, c1);"),
+    (r"void tma_store_commit\(\)", "::emu::sm90::tma_store_commit();"),
+    (r"void tma_store_wait_read\(\)", "::emu::sm90::tma_store_wait_read(N);"),
     (r"void cluster_sync\(\)", "::emu::sm90::cluster_arrive(); ::emu::sm90::cluster_wait();"),
     (r"void mbar_arrive_cluster\(uint64_t\* bar, uint32_t cta\)", "::emu::sm90::mbar_arrive_cluster(bar, cta);"),
     (r"void tma_load_2d_multicast\(void\* dst, const void\* map, uint64_t\* bar, int32_t c0, int32_t c1,\s*uint16_t mask\)",
@@ -341,7 +356,7 @@ PTX_BODIES = [
     (r"void named_barrier_sync\(int id, int threads\)", "::emu::sm90::named_barrier_sync(id, threads);"),
     (r"void named_barrier_arrive\(int id, int threads\)", "::emu::sm90::named_barrier_arrive(id, threads);"),
     (r"void fence_proxy_async_smem\(\)", "::emu::sm90::fence_proxy_async();"),
-    (r"void st_shared_for_wgmma\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
+    (r"void st_shared_for_async\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value, TRANS_B != 0);"),

@@ -5,7 +5,12 @@
 //   * TMA: 2-D uint8 tensor maps (encode_tensor_map_2d takes cuTensorMapEncodeTiled's arguments
 //     and applies its documented checks) and cp.async.bulk.tensor loads with 128-byte swizzle and
 //     zero fill outside the tensor, completing bytes on an mbarrier. A load lands only when a
-//     thread waits on its barrier (EMU_CP_EAGER=1: at issue).
+//     thread waits on its barrier (EMU_CP_EAGER=1: at issue). TMA stores (shared to global,
+//     bulk groups per issuing thread) read shared memory only when cp.async.bulk.wait_group.read
+//     retires their group (EMU_CP_EAGER=1: at issue), so a box refilled too early stores the new
+//     values; writing shared memory a pending store still reads, storing what was written
+//     through the generic proxy without fence.proxy.async since, and exiting with stores
+//     pending are reported.
 //   * wgmma m64nNk32 e4m3 -> f32 from K-major, 128B-swizzled shared-memory descriptors decoded
 //     as the PTX ISA defines them, results in the ISA's accumulator layout; and m64nNk16 bf16 /
 //     f16 with A and B K-major in shared memory ("ss"), or A in registers (the ISA's A fragment
@@ -111,6 +116,8 @@ struct State {
   // Operand ranges of wgmmas issued and not yet executed, one count per issuing thread: a TMA
   // landing there (from this CTA or a peer's multicast) overwrites what a wgmma still reads.
   std::map<std::pair<size_t, size_t>, int> reading;
+  // Per 16-byte unit of shared memory: the TMA stores issued from it that have not read it yet.
+  std::unique_ptr<std::atomic<int>[]> storing;
 };
 inline thread_local State* state = nullptr;  // the calling thread's block's (sm90_thread_begin)
 inline State& state_of(const Block* b) { return *static_cast<State*>(b->sm90); }
@@ -133,6 +140,8 @@ inline thread_local std::vector<Range> t_released;  // from the phase this threa
 inline thread_local std::vector<Range> t_unlanded;  // ditto: cp.async writes not landed at their arrival
 inline thread_local uint64_t t_wg_seq = 0;
 inline thread_local std::vector<size_t> t_unfenced;  // units this thread wrote since its last proxy fence
+inline thread_local std::vector<std::vector<Tma>> t_store_groups;  // TMA stores committed, oldest first
+inline thread_local std::vector<Tma> t_store_open;                 // ... not yet committed
 
 inline size_t smem_offset(const void* p, size_t bytes, const char* what) {
   if (!in_dyn_smem(p, bytes)) EMU_FAIL("%s: %p (+%zu bytes) outside dynamic shared memory", what, p, bytes);
@@ -339,6 +348,58 @@ inline void tma_load_2d_multicast(void* dst, const void* map, uint64_t* bar, int
   tma_issue(dst, map, bar, c0, c1, mask);
 }
 
+// A TMA store reads its box from shared memory (the map's swizzle) into global memory, skipping
+// the elements outside the tensor; its units are released for generic writes.
+inline void tma_store_run(const Tma& t) {
+  const TensorMap2d& m = t.map;
+  uint8_t* base = const_cast<uint8_t*>(m.base);
+  for (uint32_t r = 0; r < m.box[1]; ++r)
+    for (uint32_t c = 0; c < m.box[0]; ++c) {
+      const int64_t gr = int64_t{t.c1} + r, gc = int64_t{t.c0} + c;
+      if (gr < 0 || gc < 0 || uint64_t(gr) >= m.dims[1] || uint64_t(gc) >= m.dims[0]) continue;
+      const size_t o = t.dst + size_t{r} * m.box[0] + c;
+      base[gr * m.row_stride + gc] = t.smem[m.swizzle ? swizzle128(o) : o];
+    }
+  const Range rg = t.range();
+  for (size_t u = rg.lo / 16; u < rg.hi / 16; ++u) --state->storing[u];
+}
+inline void tma_store_2d(const void* src, const void* map, int32_t c0, int32_t c1) {
+  Tma t{};
+  memcpy(&t.map, map, sizeof t.map);
+  if (t.map.magic != kMapMagic) {
+    EMU_FAIL("TMA store with a tensor map not made by encode_tensor_map_2d");
+    return;
+  }
+  if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
+  const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];
+  t.dst = smem_offset(src, bytes, "TMA store source");
+  if (t.dst % 128) EMU_FAIL("TMA store source smem+%zu not 128-byte aligned", t.dst);
+  if (t.map.swizzle == 128 && t.dst % 1024) EMU_FAIL("TMA store source smem+%zu: a 128B-swizzled box needs 1024-byte alignment", t.dst);
+  t.smem = block->smem;
+  t.c0 = c0;
+  t.c1 = c1;
+  for (size_t u = t.dst / 16; u < (t.dst + bytes) / 16; ++u)
+    if (const int who = state->unfenced[u].load(); who != 0) {
+      EMU_FAIL("TMA store reads smem+%zu, written by thread %d through the generic proxy with no fence.proxy.async "
+               "since", u * 16, who - 1);
+      return;
+    }
+  for (size_t u = t.dst / 16; u < (t.dst + bytes) / 16; ++u) ++state->storing[u];
+  if (cp_eager) tma_store_run(t);
+  else t_store_open.push_back(t);
+}
+inline void tma_store_commit() {
+  t_store_groups.push_back(std::move(t_store_open));
+  t_store_open.clear();
+}
+inline void tma_store_wait_read(int n) {
+  if (!t_store_open.empty()) EMU_FAIL("cp.async.bulk.wait_group.read with TMA stores not committed");
+  while (static_cast<int>(t_store_groups.size()) > n) {
+    for (const Tma& t : t_store_groups.front()) tma_store_run(t);
+    t_store_groups.erase(t_store_groups.begin());
+  }
+}
+
 // ------------------------------------------------------------------ named barriers
 // Counts the calling thread towards barrier `id`'s current generation (state->mu held); true
 // when that completed the generation.
@@ -463,6 +524,9 @@ inline void generic_write(const void* dst, size_t bytes) {
   if (!state || state->units == 0 || !in_dyn_smem(dst, bytes)) return;
   const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
   for (size_t u = o / 16; u < (o + bytes + 15) / 16; ++u) {
+    if (state->storing[u].load() > 0)
+      EMU_FAIL("thread %u writes smem+%zu, which a TMA store has not read yet (no cp.async.bulk.wait_group.read "
+               "by its issuer since)", linear_tid(), u * 16);
     state->unfenced[u].store(static_cast<int>(linear_tid()) + 1);
     t_unfenced.push_back(u);
   }
@@ -607,6 +671,7 @@ inline void sm90_block_begin(Block& b, unsigned threads) {
   auto* st = new sm90::State;
   st->units = (b.smem_bytes + 15) / 16;
   st->unfenced = std::make_unique<std::atomic<int>[]>(st->units);  // value-initialised: 0
+  st->storing = std::make_unique<std::atomic<int>[]>(st->units);
   for (unsigned first = 0; first < threads; first += 128)
     st->groups.push_back(std::make_unique<sm90::WarpGroup>(static_cast<int>(std::min(128u, threads - first))));
   b.sm90 = st;
@@ -620,6 +685,8 @@ inline void sm90_thread_begin() {  // on a pooled OS thread: every thread_local 
   sm90::t_unlanded.clear();
   sm90::t_wg_seq = 0;
   sm90::t_unfenced.clear();
+  sm90::t_store_groups.clear();
+  sm90::t_store_open.clear();
 }
 inline void sm90_block_end(Block& blk) {
   auto* st = &sm90::state_of(&blk);
@@ -630,6 +697,8 @@ inline void sm90_block_end(Block& blk) {
 }
 inline void sm90_thread_exit() {
   if (!sm90::t_open.empty() || !sm90::t_groups.empty()) EMU_FAIL("thread %u exits with wgmma in flight", linear_tid());
+  if (!sm90::t_store_open.empty() || !sm90::t_store_groups.empty())
+    EMU_FAIL("thread %u exits with TMA stores that have not read shared memory (no wait_group.read 0)", linear_tid());
   sm90::WarpGroup& g = *sm90::state->groups[linear_tid() / 128];
   --g.live;
   g.bar.arrive_and_drop();

@@ -51,6 +51,7 @@ typedef struct wc_tensor_map {
 typedef struct wc_matmul_fp8_params {
   wc_tensor_map tma_a;        /* sm90: a as [m, k · element size] bytes, box [block_m rows, 128 bytes], 128B swizzle */
   wc_tensor_map tma_b;        /* sm90: b as [n, k · element size] bytes, box [block_n rows, 128 bytes], 128B swizzle */
+  wc_tensor_map tma_d;        /* sm90 with tma_store = 1: d as [m, n · 2] bytes, box [64 rows, 128 bytes], 128B swizzle */
   const void* a;              /* [m, k] in_dtype, row stride lda (elements; rows 16-byte aligned) */
   const void* b;              /* [n, k] in_dtype, row stride ldb */
   const float* a_scale;
@@ -83,6 +84,11 @@ typedef struct wc_matmul_fp8_params {
                                  num_ctas is rounded down to whole clusters. sm80: ignored */
   wc_dtype out_dtype;         /* d, bias, residual: WC_BF16 or WC_F32 */
   wc_dtype in_dtype;          /* a, b: WC_E4M3 (scaled, as above) or WC_BF16 (unscaled) */
+  int32_t tma_store;          /* sm90: 1 = the epilogue stages bf16 tiles in shared memory and
+                                 TMA-stores them (tma_d) while the consumers go on to the next
+                                 tile; e4m3 operands, bf16 d, no residual, not grouped, block_m
+                                 128 (WC_ERR_UNSUPPORTED otherwise). 0 = staged f32 and 16-byte
+                                 stores by the consumers. sm80: ignored */
 } wc_matmul_fp8_params;
 wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);

@@ -291,7 +291,7 @@ fn gemm<O: DType>(
         check_inner_dense(op, "residual", &v.strides())?;
         check_device(op, "residual", dev, v.stream())?;
     }
-    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n", n), ("k (bytes)", k * 2), ("b rows (groups · n)", b_rows)] {
+    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n (bytes)", n * 2), ("k (bytes)", k * 2), ("b rows (groups · n)", b_rows)] {
         check_fits_i32(op, what, v)?;
     }
     let sm90 = match cfg.kernel {
@@ -314,7 +314,8 @@ fn gemm<O: DType>(
     };
     let input = if fp8 { GemmInput::E4m3 } else { GemmInput::Bf16 };
     // A grouped GEMM counts its groups (one included: no pairs); one GEMM has none.
-    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: if groups.is_some() { num_groups } else { 0 }, input };
+    let (out_bf16, has_residual) = (O::TAG == ffi::wc_dtype_WC_BF16, residual.is_some());
+    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: if groups.is_some() { num_groups } else { 0 }, input, out_bf16, residual: has_residual };
     if groups.is_some() && cfg.cluster.is_some_and(|c| c != 1) {
         return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
     }
@@ -398,6 +399,7 @@ fn gemm<O: DType>(
         cluster_m: tiles.cluster_m as i32,
         out_dtype: O::TAG,
         in_dtype: if fp8 { ffi::wc_dtype_WC_E4M3 } else { ffi::wc_dtype_WC_BF16 },
+        tma_store: tiles.tma_store as i32,
         ..Default::default()
     };
     if sm90 {
@@ -405,6 +407,12 @@ fn gemm<O: DType>(
         p.tma_a = encode_tma(a_ptr, &tma_box(m, k * elem, lda * elem, tiles.block_m))?;
         // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
         p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k * elem, ldb * elem, tiles.block_n / tiles.cluster_m))?;
+        if tiles.tma_store {
+            // D as bytes, boxes of 64 bf16 columns × 64 rows (a consumer's half of a tile). One
+            // row's stride is never used: any multiple of 16 covering it will do.
+            let d_stride = if m == 1 { (n * 2).next_multiple_of(16) } else { ldd * 2 };
+            p.tma_d = encode_tma(d_ptr, &tma_box(m, n * 2, d_stride, 64))?;
+        }
     }
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or
     // by TMA, the scale shapes (so every strided scale read is inside its view), dtype,

@@ -35,9 +35,20 @@ pub struct MatmulFp8Problem {
     /// does not know.
     pub groups: usize,
     pub input: GemmInput,
+    /// D (and bias, residual) in bf16; false: f32.
+    pub out_bf16: bool,
+    /// A residual is added in the epilogue.
+    pub residual: bool,
 }
 
 impl MatmulFp8Problem {
+    /// Whether the TMA-store epilogue can write this problem with `block_m`-row tiles: e4m3
+    /// operands, bf16 out, no residual, one GEMM (a TMA box would write a grouped tile's rows
+    /// past its group), 128-row tiles (the configurations built).
+    pub fn tma_store_fits(&self, block_m: usize) -> bool {
+        self.input == GemmInput::E4m3 && self.out_bf16 && !self.residual && self.groups == 0 && block_m == 128
+    }
+
     /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
     /// groups (each group's last tile may be partial): ceil(m / block_m) + min(groups, m) − 1,
     /// exact for one GEMM or one group. The kernels use the same bound (`max_units`, matmul_fp8.cuh).
@@ -61,6 +72,10 @@ pub struct TileConfig {
     /// CTAs per cluster along m (wgmma kernel): 1, or 2 for a pair of 128-row tiles sharing
     /// one B tile, each CTA loading half of it by TMA multicast (half the L2→SM traffic for B).
     pub cluster_m: usize,
+    /// The wgmma kernel's TMA-store epilogue: bf16 results staged in shared memory and stored
+    /// by TMA while the consumers go on to the next tile ([`MatmulFp8Problem::tma_store_fits`]).
+    /// false: the consumers store through an f32 staging buffer themselves.
+    pub tma_store: bool,
 }
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
@@ -142,7 +157,7 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
         let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
         let cost = units.div_ceil(sms / cm) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
         if best.is_none_or(|(c, _)| cost < c) {
-            let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm };
+            let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false };
             best = Some((cost, t));
         }
     }
@@ -151,14 +166,19 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
 
 /// Every configuration the wgmma kernel can run `p` with on `sm_count` SMs, for a tuner to time
 /// (`warpcore bench --tune`): each built shape of [`sm90_shapes`] with m-tile groups of half,
-/// once and twice the planner's (in units: a pair's group counts pairs), on the planner's grid.
+/// once and twice the planner's (in units: a pair's group counts pairs), on the planner's grid;
+/// and, where it fits, the same shape with the TMA-store epilogue at the planner's group.
 /// [`plan_sm90`]'s choice is among them.
 pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig> {
     let sms = sm_count.max(1);
     let mut out = Vec::new();
     for (bm, bn, cm) in sm90_shapes(p, sms) {
+        let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false };
         for group_m in [GROUP_M / 2 / cm, GROUP_M / cm, 2 * GROUP_M / cm] {
-            out.push(TileConfig { block_m: bm, block_n: bn, group_m, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm });
+            out.push(TileConfig { group_m, ..t });
+        }
+        if p.tma_store_fits(bm) {
+            out.push(TileConfig { tma_store: true, ..t });
         }
     }
     out
@@ -184,6 +204,9 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     if t.num_ctas < t.cluster_m || t.num_ctas % t.cluster_m != 0 || t.num_ctas > i32::MAX as usize {
         return Err("tile (num_ctas: whole clusters, at least one)");
     }
+    if t.tma_store && !p.tma_store_fits(t.block_m) {
+        return Err("tile (tma_store: e4m3 operands, bf16 out, no residual, one GEMM, 128-row tiles)");
+    }
     Ok(())
 }
 
@@ -191,5 +214,5 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
 /// the CTAs past the groups' tiles exit at once).
 pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1 }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1, tma_store: false }
 }

@@ -5,7 +5,7 @@ use super::*;
 use ScaleGranularity::{Block128, Group128, PerRow, PerTensor};
 
 fn problem(m: usize, n: usize, k: usize, accumulation: Accumulation) -> MatmulFp8Problem {
-    MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3 }
+    MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false }
 }
 use Accumulation::*;
 
@@ -48,12 +48,20 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
         for t in &c {
             assert_eq!(check_sm90_tile(&p, t), Ok(()), "{t:?}");
         }
-        let shapes = if acc == Fast { 5 } else { 3 }; // 128×256, 128×128 alone and paired, 64×128
-        assert_eq!(c.len(), 3 * shapes, "{p:?}: {c:?}");
+        // 128×256 (fast), 128×128 alone and paired, 64×128, each at three groups; the 128-row
+        // ones with the TMA-store epilogue too.
+        let (shapes, tma) = if acc == Fast { (5, 4) } else { (3, 2) };
+        assert_eq!(c.len(), 3 * shapes + tma, "{p:?}: {c:?}");
+        assert_eq!(c.iter().filter(|t| t.tma_store).count(), tma);
+        assert!(c.iter().all(|t| !t.tma_store || t.block_m == 128));
+        // No TMA store with a residual or f32 out, nor for a grouped GEMM.
+        for q in [MatmulFp8Problem { residual: true, ..p }, MatmulFp8Problem { out_bf16: false, ..p }, MatmulFp8Problem { groups: 2, ..p }] {
+            assert!(sm90_candidates(&q, 132).iter().all(|t| !t.tma_store), "{q:?}");
+        }
     }
     // One GEMM's pairs may be forced where the plan has none; a grouped GEMM (one group too)
     // has none at all.
-    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2 };
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false };
     assert_eq!(check_sm90_tile(&problem(128, 7168, 2048, Fast), &t), Ok(()));
     let one_group = MatmulFp8Problem { groups: 1, ..problem(4096, 7168, 2048, Fast) };
     assert!(check_sm90_tile(&one_group, &t).is_err());
@@ -64,7 +72,7 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
 #[test]
 fn a_callers_tile_is_checked() {
     let p = problem(4096, 7168, 2048, Promoted);
-    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 2 };
+    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false };
     assert_eq!(check_sm90_tile(&p, &good), Ok(()));
     for bad in [
         TileConfig { block_n: 256, ..good },                  // promotion has no 256-wide tile
@@ -74,11 +82,16 @@ fn a_callers_tile_is_checked() {
         TileConfig { num_ctas: 131, ..good },                 // half a cluster
         TileConfig { num_ctas: 0, cluster_m: 1, ..good },     // no CTA
         TileConfig { block_m: 96, cluster_m: 1, ..good },     // not built
+        TileConfig { block_m: 64, cluster_m: 1, tma_store: true, ..good }, // TMA store: 128-row tiles
     ] {
         assert!(check_sm90_tile(&p, &bad).is_err(), "{bad:?}");
     }
+    let tma = TileConfig { tma_store: true, ..good };
+    assert_eq!(check_sm90_tile(&p, &tma), Ok(()));
+    assert!(check_sm90_tile(&MatmulFp8Problem { residual: true, ..p }, &tma).is_err());
+    assert!(check_sm90_tile(&MatmulFp8Problem { out_bf16: false, ..p }, &tma).is_err());
     // block_n must divide an e4m3 n; bf16 operands take any n.
-    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1 };
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false };
     assert!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t).is_err());
     assert_eq!(check_sm90_tile(&MatmulFp8Problem { input: GemmInput::Bf16, ..problem(4096, 384, 2048, Fast) }, &t), Ok(()));
 }
@@ -175,7 +188,7 @@ fn a_grouped_walk_covers_each_groups_rows_with_its_b_rows_once() {
     let offsets = [3i32, 3, 4, 68, 68, 200, 200, 251];
     let p = ffi::wc_matmul_fp8_params { m: 260, n, block_m: bm, block_n: bn, group_m: 2, group_offsets: offsets.as_ptr(), num_groups: 7, ..Default::default() };
     let units = walk(&p);
-    let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7, input: GemmInput::E4m3 };
+    let problem = MatmulFp8Problem { m: 260, n: n as usize, k: 128, accumulation: Accumulation::Promoted, groups: 7, input: GemmInput::E4m3, out_bf16: true, residual: false };
     assert!(units.len() <= problem.m_tiles(bm as usize) * 3);
     let mut written = vec![0u32; 260 * 3];
     for &[m0, m_end, n0, b0] in &units {
@@ -211,7 +224,7 @@ fn the_m_tile_bound_holds_for_every_split() {
     // Σ ceil(c_g / b) over splits of m rows into g groups never exceeds the bound, and a
     // split reaching it exists (the planner and the sm80 grid size by it).
     for (m, g, b) in [(1usize, 256usize, 64usize), (8, 256, 64), (1000, 8, 128), (128, 1, 128), (129, 2, 64), (64, 64, 64)] {
-        let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g, input: GemmInput::E4m3 }.m_tiles(b);
+        let bound = MatmulFp8Problem { m, n: 128, k: 128, accumulation: Accumulation::Fast, groups: g, input: GemmInput::E4m3, out_bf16: true, residual: false }.m_tiles(b);
         let groups = g.min(m);
         // Worst split: groups − 1 groups of one row, the rest in one group.
         let worst = (groups - 1) + (m - (groups - 1)).div_ceil(b);
@@ -275,7 +288,7 @@ fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu(
 
 #[test]
 fn bf16_plans_take_any_n_without_pairs() {
-    let bf16 = |m, n, groups| MatmulFp8Problem { m, n, k: 2048, accumulation: Fast, groups, input: GemmInput::Bf16 };
+    let bf16 = |m, n, groups| MatmulFp8Problem { m, n, k: 2048, accumulation: Fast, groups, input: GemmInput::Bf16, out_bf16: true, residual: false };
     for (m, n, groups) in [(1, 72, 1), (256, 1536, 128), (16384, 1536, 128), (16384, 2048, 128), (300, 200, 8), (4096, 4096, 1)] {
         let p = bf16(m, n, groups);
         let t = plan_sm90(&p, 132, None).expect("a bf16 plan");
