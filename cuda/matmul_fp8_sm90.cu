@@ -268,6 +268,17 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         if (lane == 0) release(prev);
       }
 
+      // The sums of n8 block i (promoted or not): rows r0 (lo) and r0 + 8 (hi), this thread's two
+      // columns 8i + 2(lane % 4) + {0, 1}.
+      auto sums = [&](int i, float2& lo, float2& hi) {
+        if constexpr (kPromotes) {
+          lo = make_float2(fin[4 * i], fin[4 * i + 1]);
+          hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
+        } else {
+          lo = make_float2(acc[4 * i], acc[4 * i + 1]);
+          hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
+        }
+      };
       // TMA-store epilogue: 32 columns at a time, scales and bias applied in registers (the next
       // chunk's factors load meanwhile) and rounded to bf16 pairs into a 128B-swizzled box of 64
       // columns (row r's 16-byte unit u at r · 128 + 16 (u ^ r % 8): conflict-free); every other
@@ -289,13 +300,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
             const int i = c * (C::kEpiCols / 8) + j;  // n8 block
             const int unit = (c % 2) * 4 + j;         // 16-byte unit of the box row: 8 columns
             float2 lo, hi;
-            if constexpr (kPromotes) {
-              lo = make_float2(fin[4 * i], fin[4 * i + 1]);
-              hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
-            } else {
-              lo = make_float2(acc[4 * i], acc[4 * i + 1]);
-              hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
-            }
+            sums(i, lo, hi);
             lo = f.apply(p, lo, ea_lo, j);
             hi = f.apply(p, hi, ea_hi, j);
             const int byte = 4 * (lane & 3);
@@ -325,13 +330,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
             const int i = c * (C::kEpiCols / 8) + j;  // n8 block
             const int col = 8 * j + 2 * (lane & 3);
             float2 lo, hi;
-            if constexpr (kPromotes) {
-              lo = make_float2(fin[4 * i], fin[4 * i + 1]);
-              hi = make_float2(fin[4 * i + 2], fin[4 * i + 3]);
-            } else {
-              lo = make_float2(acc[4 * i], acc[4 * i + 1]);
-              hi = make_float2(acc[4 * i + 2], acc[4 * i + 3]);
-            }
+            sums(i, lo, hi);
             if (kRegFactors) {
               lo = f.apply(p, lo, ea_lo, j);
               hi = f.apply(p, hi, ea_hi, j);

@@ -303,14 +303,20 @@ inline void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
 
 // A TMA 2-D load of `map`'s box at (c0, c1) to dst's offset in each CTA of `mask` (bit r: CTA
 // rank r; a plain load: the calling CTA only), counted on the mbarrier at bar's offset there.
-inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1, uint32_t mask) {
-  Tma t{};
+// A TMA's tensor map (copied from the kernel parameter); false after reporting one that
+// encode_tensor_map_2d did not make.
+inline bool read_map(Tma& t, const void* map, const char* what) {
   memcpy(&t.map, map, sizeof t.map);
   if (t.map.magic != kMapMagic) {
-    EMU_FAIL("TMA load with a tensor map not made by encode_tensor_map_2d");
-    return;
+    EMU_FAIL("%s with a tensor map not made by encode_tensor_map_2d", what);
+    return false;
   }
   if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
+  return true;
+}
+inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1, uint32_t mask) {
+  Tma t{};
+  if (!read_map(t, map, "TMA load")) return;
   const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];
   t.dst = smem_offset(dst, bytes, "TMA destination");
   const size_t bar_o = smem_offset(bar, 8, "TMA completion");
@@ -365,12 +371,7 @@ inline void tma_store_run(const Tma& t) {
 }
 inline void tma_store_2d(const void* src, const void* map, int32_t c0, int32_t c1) {
   Tma t{};
-  memcpy(&t.map, map, sizeof t.map);
-  if (t.map.magic != kMapMagic) {
-    EMU_FAIL("TMA store with a tensor map not made by encode_tensor_map_2d");
-    return;
-  }
-  if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
+  if (!read_map(t, map, "TMA store")) return;
   const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];
   t.dst = smem_offset(src, bytes, "TMA store source");
   if (t.dst % 128) EMU_FAIL("TMA store source smem+%zu not 128-byte aligned", t.dst);
