@@ -99,7 +99,7 @@ fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize
 /// `warpcore bench --tune` for attention: the decode bar shapes (bf16, pages of 16) at every
 /// key split count the plan may choose (1 to 64, at least 4 key tiles per split), keyed
 /// "<shape key> | splits S", the plan's pick marked " (plan)" — what checks `choose_splits`'
-/// wave model against the H200.
+/// wave model against the H200. A failed shape ends the sweep with what was timed before it.
 pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for (batch, kv_len) in [(64, 4096), (16, 32768), (1, 131072)] {
@@ -110,7 +110,14 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
             counts.push(planned);
         }
         let forced: Vec<Option<usize>> = counts.iter().map(|&s| Some(s)).collect();
-        for (t, plan) in time_paged::<bf16>(dev, batch, 1, kv_len, 16, &forced)? {
+        let timed = match time_paged::<bf16>(dev, batch, 1, kv_len, 16, &forced) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("warpcore bench --tune: attention_decode b{batch} kv{kv_len}: {e}; the sweep stops here");
+                return Ok(out);
+            }
+        };
+        for (t, plan) in timed {
             let (splits, mark) = (plan.num_splits, if plan.num_splits == planned { " (plan)" } else { "" });
             out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}"), t, batch, kv_len, ceilings));
         }
