@@ -169,8 +169,9 @@ pub fn matmul_fp8<O: DType>(
 /// the host; bias: `[groups · n]`; residual and out: `[m, n]`. Rows of out outside every group
 /// are not written. The offsets are only trusted as far as memory safety allows: the kernels
 /// clamp them into `[0, m]` and make them non-decreasing. No cluster pairs, even for one group
-/// (`cfg.cluster = Some(2)`, or a `cfg.tile` with pairs, is `Unsupported`). Errors as [`matmul_fp8`], plus b's rows not a
-/// multiple of n (`ShapeMismatch`) and an empty group_offsets (`Empty`).
+/// (`cfg.cluster = Some(2)`, or a `cfg.tile` with pairs, is `Unsupported`), and no TMA-store
+/// epilogue. Errors as [`matmul_fp8`], plus b's rows not a multiple of n (`ShapeMismatch`) and
+/// an empty group_offsets (`Empty`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_fp8_grouped<O: DType>(
     dev: &Device,
