@@ -73,7 +73,17 @@ pub struct MatmulFp8Config {
     /// `warpcore bench --tune` times every one of [`sm90_candidates`]); checked by
     /// [`check_sm90_tile`] (`Error::Unsupported` naming what is wrong), and `cluster`, when
     /// also given, must agree with its `cluster_m`. Ignored by the mma.sync kernel (one tiling).
+    /// Without it, the plan's epilogue is the staged one unless `WARPCORE_FP8_EPILOGUE` is
+    /// `tma-store`.
     pub tile: Option<TileConfig>,
+}
+
+/// `WARPCORE_FP8_EPILOGUE=tma-store`: planned configurations take the TMA-store epilogue where
+/// it fits (`MatmulFp8Problem::tma_store_fits`), which moves a whole program (the model, the
+/// bench) onto it without a rebuild — for a GPU run whose `bench --tune` found it faster, until
+/// the planner is refitted. Read at every call (cheap), as `WARPCORE_ATTENTION_KERNEL` is.
+fn tma_store_from_env() -> bool {
+    std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store")
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -329,11 +339,14 @@ fn gemm<O: DType>(
             check_sm90_tile(&problem, &t).map_err(|what| Error::Unsupported { op, what, value: format!("{t:?}") })?;
             t
         }
-        (true, None) => plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
-            op,
-            what: "cluster (1, or 2 where the plan has 128-row tiles)",
-            value: format!("{:?}", cfg.cluster),
-        })?,
+        (true, None) => {
+            let t = plan_sm90(&problem, dev.info().sm_count as usize, cfg.cluster).ok_or_else(|| Error::Unsupported {
+                op,
+                what: "cluster (1, or 2 where the plan has 128-row tiles)",
+                value: format!("{:?}", cfg.cluster),
+            })?;
+            TileConfig { tma_store: tma_store_from_env() && problem.tma_store_fits(t.block_m), ..t }
+        }
     };
 
     let stream = dev.stream();
