@@ -54,8 +54,16 @@ impl Operands {
         let scales = sa_shape[0] * sa_shape[1] + sb_shape[0] * sb_shape[1];
         let bytes = m * k + n * k + 2 * m * n + 4 * scales;
         let copies = rotation_copies(bytes);
-        let a = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, m * k, -2.0, 2.0, i as u64)).collect::<Result<_>>()?;
-        let b = (0..copies).map(|i| random_buffer::<F8E4M3>(dev, n * k, -2.0, 2.0, 50 + i as u64)).collect::<Result<_>>()?;
+        // One random operand, copied on the device for the rotation: the copies only keep the
+        // inputs out of L2, and generating each on the host cost seconds per shape (the tuner
+        // sets up dozens of shapes).
+        let rotated = |len: usize, seed: u64| -> Result<Vec<CudaSlice<F8E4M3>>> {
+            let first = random_buffer::<F8E4M3>(dev, len, -2.0, 2.0, seed)?;
+            let mut v = (1..copies).map(|_| Ok(dev.stream().clone_dtod(&first)?)).collect::<Result<Vec<_>>>()?;
+            v.push(first);
+            Ok(v)
+        };
+        let (a, b) = (rotated(m * k, 0)?, rotated(n * k, 50)?);
         let d = (0..copies).map(|_| dev.zeros::<bf16>(m * n)).collect::<Result<_>>()?;
         let sa = dev.upload(&vec![1.0f32; sa_shape[0] * sa_shape[1]])?;
         let sb = dev.upload(&vec![1.0f32; sb_shape[0] * sb_shape[1]])?;
