@@ -141,6 +141,8 @@ fn long_decode_uses_split_kv() {
         for (batch, kv, splits) in [(1usize, 131072usize, 32usize), (16, 32768, 2), (64, 4096, 1)] {
             let plan = AttentionPlan::new(&dev, &vec![1; batch], &vec![kv; batch], 32, 8, 128, 128).unwrap();
             assert_eq!(plan.num_splits, splits, "b{batch} × kv {kv}: {plan:?}");
+            // The cap a tuner sweeps to: 4 key tiles of 64 per split, at most 64 splits.
+            assert_eq!(plan.max_splits(kv), (kv / 256).min(64), "b{batch} × kv {kv}");
         }
     }
     let c = AttentionCase::new(vec![1, 1], vec![30000, 5], 3);

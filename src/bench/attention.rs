@@ -103,8 +103,8 @@ fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize
 pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
     for (batch, kv_len) in [(64, 4096), (16, 32768), (1, 131072)] {
-        let planned = AttentionPlan::with_kv::<bf16>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?.num_splits;
-        let cap = (kv_len / (4 * 64)).clamp(1, 64);
+        let plan = AttentionPlan::with_kv::<bf16>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
+        let (planned, cap) = (plan.num_splits, plan.max_splits(kv_len));
         let mut counts: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64].into_iter().filter(|&s| s <= cap).collect();
         if !counts.contains(&planned) {
             counts.push(planned);

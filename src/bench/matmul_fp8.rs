@@ -108,14 +108,9 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     Ok(record)
 }
 
-/// A configuration's name in a tuning record: "128x256 c2 g4 ctas132" (+ " tma-store").
-pub fn tile_label(t: &TileConfig) -> String {
-    format!("{}x{} c{} g{} ctas{}{}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas, if t.tma_store { " tma-store" } else { "" })
-}
-
 /// The wgmma kernel at m × n × k with `scaling` under the configurations of [`sm90_candidates`]
 /// that `pick` keeps (nothing off compute capability 9.0): one record each, keyed
-/// "<shape key> | <tile_label>", the planner's pick marked " (plan)".
+/// "<shape key> | <TileConfig's Display>", the planner's pick marked " (plan)".
 #[allow(clippy::too_many_arguments)]
 pub fn tune_matmul(
     dev: &Device,
@@ -130,11 +125,7 @@ pub fn tune_matmul(
     if dev.info().compute_capability != (9, 0) {
         return Ok(Vec::new());
     }
-    let accumulation = match (scaling_mode(scaling.a, scaling.b), fast) {
-        (Some(true), _) => Accumulation::BlockScaled,
-        (_, true) => Accumulation::Fast,
-        _ => Accumulation::Promoted,
-    };
+    let accumulation = Accumulation::of(scaling_mode(scaling.a, scaling.b) == Some(true), fast);
     let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
     let sms = dev.info().sm_count as usize;
     let plan = plan_sm90(&problem, sms, None);
@@ -144,7 +135,7 @@ pub fn tune_matmul(
         let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, fast_accumulation: fast, tile: Some(tile), ..Default::default() };
         let t = ops.time(dev, cfg)?;
         let mark = if plan == Some(tile) { " (plan)" } else { "" };
-        out.push(ops.record(format!("{} | {}{mark}", shape_key(m, n, k, scaling, fast), tile_label(&tile)), t, ceilings));
+        out.push(ops.record(format!("{} | {tile}{mark}", shape_key(m, n, k, scaling, fast)), t, ceilings));
     }
     Ok(out)
 }

@@ -92,7 +92,7 @@ impl MatmulCase {
             },
             match self.tile {
                 None => String::new(),
-                Some(t) => format!(" tile {}x{} c{} g{} ctas {}{}", t.block_m, t.block_n, t.cluster_m, t.group_m, t.num_ctas, if t.tma_store { " tma-store" } else { "" }),
+                Some(t) => format!(" tile {t}"),
             },
             if self.pad > 0 { " padded" } else { "" },
             self.spread

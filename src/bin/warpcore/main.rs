@@ -354,12 +354,7 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         }
     }
     let mut json = to_json(&dev, &ceilings, &records);
-    let mut md = if o.tune {
-        let d = dev.info();
-        format!("GPU: {} ({} SMs), driver CUDA {}; copy {:.0} GB/s\n", d.name, d.sm_count, d.driver_version, ceilings.copy_gbps) + &bench::tune_report(&records)
-    } else {
-        to_markdown(&dev, &ceilings, &records)
-    };
+    let mut md = header(&dev, &ceilings) + &if o.tune { bench::tune_report(&records) } else { to_markdown(&records) };
     if !broken.is_empty() {
         md += "\nFamilies that did not finish (their records are missing above):\n\n";
         for (name, why) in &broken {
@@ -503,15 +498,20 @@ fn to_json(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> Value {
     })
 }
 
-fn to_markdown(dev: &Device, c: &Ceilings, records: &[BenchRecord]) -> String {
-    let mut s = format!(
-        "GPU: {} ({} SMs), driver CUDA {}; copy {:.0} GB/s; cuBLAS bf16 {}\n\n",
+/// The first line of bench.md and tune.md: the GPU, the driver, the ceilings of this run.
+fn header(dev: &Device, c: &Ceilings) -> String {
+    format!(
+        "GPU: {} ({} SMs), driver CUDA {}; copy {:.0} GB/s; cuBLAS bf16 {}\n",
         dev.info().name,
         dev.info().sm_count,
         dev.info().driver_version,
         c.copy_gbps,
         c.gemm_bf16_tflops.map_or("n/a".to_string(), |t| format!("{t:.0} TFLOP/s"))
-    );
+    )
+}
+
+fn to_markdown(records: &[BenchRecord]) -> String {
+    let mut s = String::from("\n");
     s += "| op | dtype | shape | time µs | GB/s | TFLOP/s | % of ceiling | alternatives (µs, our speed-up) |\n";
     s += "|---|---|---|---:|---:|---:|---:|---|\n";
     for r in records {

@@ -154,29 +154,41 @@ impl AttentionPlan {
             }
             k => k,
         };
-        // Query rows and keys per tile of each kernel configuration (MLA decode,
-        // cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles;
-        // attention_mla_sm90.cu: 64 rows, 64-key tiles).
-        let (bm, keys) = match kernel {
-            AttentionKernel::Wgmma if mla => (64, 64),
-            AttentionKernel::Wgmma => (128, 128),
-            _ if mla => (if max_q_len * group <= 16 { 16 } else { 64 }, 32),
-            _ if decode => (16, keys_per_tile(head_dim, head_dim_v, true)),
-            _ => (prefill_rows(head_dim, head_dim_v), keys_per_tile(head_dim, head_dim_v, false)),
-        };
+        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel };
+        let (bm, _) = plan.tile_shape();
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
         // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
         let wave_model = decode || (mla && max_q_len <= 8);
         let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
-        let max_kv = kv_lens.iter().copied().max().unwrap_or(0);
-        let max_splits = (max_kv / (4 * keys)).clamp(1, 64);
-        let num_splits = if base_ctas == 0 || max_splits == 1 {
-            1
-        } else {
+        let max_splits = plan.max_splits(kv_lens.iter().copied().max().unwrap_or(0));
+        if base_ctas > 0 && max_splits > 1 {
             let per_sm = ctas_per_sm(dev, kernel, [num_q_heads, num_kv_heads, head_dim, head_dim_v], max_q_len, kv_dtype)?;
-            choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, wave_model)
-        };
-        Ok(Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits, kernel })
+            plan.num_splits = choose_splits(base_ctas, per_sm * dev.info().sm_count as usize, max_splits, wave_model);
+        }
+        Ok(plan)
+    }
+
+    /// Query rows and keys per tile of the plan's kernel configuration (MLA decode,
+    /// cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles;
+    /// attention_mla_sm90.cu: 64 rows, 64-key tiles).
+    fn tile_shape(&self) -> (usize, usize) {
+        let (hd, hdv) = (self.head_dim, self.head_dim_v);
+        let rows = self.max_q_len * (self.num_q_heads / self.num_kv_heads);
+        let mla = (hd, hdv) == super::MLA_DECODE;
+        match self.kernel {
+            AttentionKernel::Wgmma if mla => (64, 64),
+            AttentionKernel::Wgmma => (128, 128),
+            _ if mla => (if rows <= 16 { 16 } else { 64 }, 32),
+            _ if hd == hdv && rows <= 16 => (16, keys_per_tile(hd, hdv, true)),
+            _ => (prefill_rows(hd, hdv), keys_per_tile(hd, hdv, false)),
+        }
+    }
+
+    /// The most key splits this plan's kernel takes over `max_kv_len` keys: at least 4 key
+    /// tiles per split, at most 64 splits. (The plan's own `num_splits` is at most this; a
+    /// tuner may try any count up to it: `warpcore bench --tune`.)
+    pub fn max_splits(&self, max_kv_len: usize) -> usize {
+        (max_kv_len / (4 * self.tile_shape().1)).clamp(1, 64)
     }
 
     /// f32 elements of workspace the batch needs (0 without split-KV).

@@ -81,9 +81,10 @@ pub struct MatmulFp8Config {
 /// `WARPCORE_FP8_EPILOGUE=tma-store`: planned configurations take the TMA-store epilogue where
 /// it fits (`MatmulFp8Problem::tma_store_fits`), which moves a whole program (the model, the
 /// bench) onto it without a rebuild — for a GPU run whose `bench --tune` found it faster, until
-/// the planner is refitted. Read at every call (cheap), as `WARPCORE_ATTENTION_KERNEL` is.
+/// the planner is refitted. Read once per process (the GEMM is on every layer's hot path).
 fn tma_store_from_env() -> bool {
-    std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store"))
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -318,11 +319,7 @@ fn gemm<O: DType>(
         return Ok(());
     }
     // bf16 operands: one f32 accumulator over all of k (their products are exact).
-    let accumulation = match (block_scaled, cfg.fast_accumulation || !fp8) {
-        (true, _) => Accumulation::BlockScaled,
-        (false, true) => Accumulation::Fast,
-        (false, false) => Accumulation::Promoted,
-    };
+    let accumulation = Accumulation::of(block_scaled, cfg.fast_accumulation || !fp8);
     let input = if fp8 { GemmInput::E4m3 } else { GemmInput::Bf16 };
     // A grouped GEMM counts its groups (one included: no pairs); one GEMM has none.
     let (out_bf16, has_residual) = (O::TAG == ffi::wc_dtype_WC_BF16, residual.is_some());

@@ -12,6 +12,19 @@ pub enum Accumulation {
     BlockScaled,
 }
 
+impl Accumulation {
+    /// A problem's mode: block-scaled when a scale is fine-grained (A 1×128 or B 128×128), else
+    /// fast when `fast` (asked for; bf16 operands always, their products being exact), else
+    /// promoted.
+    pub fn of(block_scaled: bool, fast: bool) -> Self {
+        match (block_scaled, fast) {
+            (true, _) => Accumulation::BlockScaled,
+            (false, true) => Accumulation::Fast,
+            (false, false) => Accumulation::Promoted,
+        }
+    }
+}
+
 /// The operands' element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmInput {
@@ -76,6 +89,17 @@ pub struct TileConfig {
     /// by TMA while the consumers go on to the next tile ([`MatmulFp8Problem::tma_store_fits`]).
     /// false: the consumers store through an f32 staging buffer themselves.
     pub tma_store: bool,
+}
+
+/// "128x256 c2 g4 ctas132" (+ " tma-store"): tile, CTAs per cluster, tile-order group, grid.
+impl std::fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} c{} g{} ctas{}", self.block_m, self.block_n, self.cluster_m, self.group_m, self.num_ctas)?;
+        if self.tma_store {
+            f.write_str(" tma-store")?;
+        }
+        Ok(())
+    }
 }
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
