@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 /// What warpcore knows about a GPU.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
+    /// The CUDA device index (as in `Device::new(ordinal)` and `CUDA_VISIBLE_DEVICES` order).
     pub ordinal: usize,
+    /// The driver's product name, e.g. "NVIDIA H200".
     pub name: String,
     /// Streaming multiprocessors.
     pub sm_count: u32,
@@ -17,6 +19,7 @@ pub struct DeviceInfo {
     pub compute_capability: (u32, u32),
     /// The driver's CUDA version as an integer, e.g. 13000 for 13.0.
     pub driver_version: i32,
+    /// Global memory, in bytes.
     pub total_memory: usize,
 }
 
@@ -87,12 +90,15 @@ impl Device {
         Ok(Self { ctx, stream, info, scratch: Arc::default() })
     }
 
+    /// The GPU's properties, read once when the `Device` was made.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
+    /// The cudarc context; ops reject buffers from another context with [`Error::WrongDevice`].
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }
+    /// The stream every op is queued on; order your own work (copies, other kernels) on it.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

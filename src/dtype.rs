@@ -22,6 +22,7 @@ pub trait IndexType: sealed::SealedIndex + DeviceRepr + ValidAsZeroBits + Copy +
     const IS_I64: bool;
     /// Short name used in reports: "i32", "i64".
     const NAME: &'static str;
+    /// The value widened to `i64` (lossless).
     fn to_i64(self) -> i64;
     /// `v` if it fits, else None.
     fn from_i64(v: i64) -> Option<Self>;
@@ -64,9 +65,13 @@ pub trait DType:
     const NAME: &'static str;
     /// A NaN of this type: outputs are filled with it before a checked run.
     const NAN: Self;
+    /// The value as `f32` (exact).
     fn to_f32(self) -> f32;
+    /// The value as `f64` (exact).
     fn to_f64(self) -> f64;
+    /// `v` rounded to this type (nearest even; F8E4M3 saturates to ±448).
     fn from_f32(v: f32) -> Self;
+    /// `v` rounded to this type in one step, not via `f32` (nearest even; F8E4M3 saturates).
     fn from_f64(v: f64) -> Self;
 }
 
@@ -158,6 +163,7 @@ impl F8E4M3 {
         Self(sign | if bits > 0x7E { 0x7E } else { bits as u8 })
     }
 
+    /// The exact value (0x7F / 0xFF decode to NaN).
     pub fn to_f64(self) -> f64 {
         let sign = if self.0 & 0x80 != 0 { -1.0 } else { 1.0 };
         let (e, m) = ((self.0 >> 3) & 0xF, self.0 & 0x7);

@@ -61,13 +61,16 @@ pub const CACHE_DTYPES: &[ffi::wc_dtype] = &[ffi::wc_dtype_WC_BF16, ffi::wc_dtyp
 /// scale. Both 1 for bf16 / f16 caches.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KvScales {
+    /// The K pages' scale.
     pub k: f32,
+    /// The V pages' scale.
     pub v: f32,
 }
 
 impl KvScales {
     /// No scaling (bf16 / f16 caches).
     pub const ONE: Self = Self { k: 1.0, v: 1.0 };
+    /// The K and V scales (e.g. calibrated `amax / 448` each); checked when attached to a cache.
     pub fn new(k: f32, v: f32) -> Self {
         Self { k, v }
     }
@@ -83,9 +86,13 @@ impl Default for KvScales {
 /// strides (elements; the last is 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCacheLayout {
+    /// Pages in the cache (page ids are `0..num_pages`).
     pub num_pages: usize,
+    /// Tokens per page, one of [`PAGE_SIZES`].
     pub page_size: usize,
+    /// KV heads per token (1 for MLA's latent cache).
     pub num_kv_heads: usize,
+    /// Elements per head (for MLA's latent cache: `kv_lora_rank + rope_dim`).
     pub head_dim: usize,
     /// (page, slot within page, head, element) strides.
     pub strides: [usize; 4],
@@ -115,6 +122,7 @@ impl KvCacheLayout {
         Ok(Self { num_pages, page_size, num_kv_heads, head_dim, strides })
     }
 
+    /// `[num_pages, page_size, num_kv_heads, head_dim]`.
     pub fn shape(&self) -> [usize; 4] {
         [self.num_pages, self.page_size, self.num_kv_heads, self.head_dim]
     }
@@ -230,15 +238,19 @@ impl<'a, C: DType> KvCacheView<'a, C> {
         self.scales = scales;
         Ok(self)
     }
+    /// The K pages `[num_pages, page_size, num_kv_heads, head_dim]` (a latent cache: whole rows).
     pub fn k(&self) -> &TensorView<'a, C, 4> {
         &self.k
     }
+    /// The V pages, same layout as K (a latent cache: the first `kv_lora_rank` of each K row).
     pub fn v(&self) -> &TensorView<'a, C, 4> {
         &self.v
     }
+    /// The shape and strides K and V share.
     pub fn layout(&self) -> KvCacheLayout {
         self.layout
     }
+    /// The FP8 dequantization scales (1 for bf16 / f16).
     pub fn scales(&self) -> KvScales {
         self.scales
     }
@@ -297,9 +309,11 @@ impl<'a, C: DType> KvCacheMut<'a, C> {
         self.errors = Some(errors);
         self
     }
+    /// The shape and strides K and V share.
     pub fn layout(&self) -> KvCacheLayout {
         self.layout
     }
+    /// The FP8 quantization scales appends divide by (1 for bf16 / f16).
     pub fn scales(&self) -> KvScales {
         self.scales
     }
@@ -396,15 +410,19 @@ impl<'a> BlockTableView<'a> {
         check_inner_dense(OP, "seq_lens", &seq_lens.strides())?;
         Ok(Self { block_table, seq_lens })
     }
+    /// Sequences in the batch (rows of the block table).
     pub fn num_seqs(&self) -> usize {
         self.block_table.shape()[0]
     }
+    /// Columns of the block table: the most pages any sequence may use.
     pub fn max_pages_per_seq(&self) -> usize {
         self.block_table.shape()[1]
     }
+    /// Page ids `[num_seqs, max_pages_per_seq]` (i32; unused entries past a sequence's pages).
     pub fn block_table(&self) -> &TensorView<'a, i32, 2> {
         &self.block_table
     }
+    /// Tokens of each sequence in the cache `[num_seqs]` (i32).
     pub fn seq_lens(&self) -> &TensorView<'a, i32, 1> {
         &self.seq_lens
     }

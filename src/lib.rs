@@ -4,11 +4,15 @@
 //! See README.md for a usage example (compiled as a doc test) and docs/ARCHITECTURE.md for
 //! the layout.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod check;
 mod device;
 mod dtype;
 mod error;
+// bindgen output: cuda/include/warpcore.h and its family headers document each item.
+#[allow(missing_docs)]
 pub mod ffi;
 pub mod kv_cache;
 #[cfg(feature = "model")]

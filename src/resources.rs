@@ -9,10 +9,15 @@ pub struct KernelResources {
     pub arch: &'static str,
     /// The demangled kernel name (mangled when c++filt was not available at build time).
     pub name: &'static str,
+    /// Registers per thread.
     pub registers: u32,
+    /// Stack frame per thread, in bytes (local memory; [`STACK_ALLOWED`] lists the exceptions).
     pub stack_bytes: u32,
+    /// Register spill stores to local memory per thread, in bytes (must be 0).
     pub spill_store_bytes: u32,
+    /// Register spill loads from local memory per thread, in bytes (must be 0).
     pub spill_load_bytes: u32,
+    /// Static shared memory per block, in bytes (dynamic shared memory is not included).
     pub shared_bytes: u32,
 }
 

@@ -55,9 +55,11 @@ fn check_extent<const R: usize>(
 
 macro_rules! view_common {
     () => {
+        /// The size of each dimension, outermost first.
         pub fn shape(&self) -> [usize; R] {
             self.shape
         }
+        /// The step between neighbours along each dimension, in elements (not bytes).
         pub fn strides(&self) -> [usize; R] {
             self.strides
         }

@@ -20,16 +20,26 @@ pub enum Rule {
     MinTflops(f64),
     /// At least `factor` times faster than the alternative whose name is `alternative`
     /// (measured in the same run).
-    MinSpeedup { alternative: &'static str, factor: f64 },
+    MinSpeedup {
+        /// The [`super::Alternative`]'s name in the record.
+        alternative: &'static str,
+        /// The required speed-up: the alternative's time over ours.
+        factor: f64,
+    },
 }
 
 /// One bar of one issue.
 #[derive(Clone, Copy, Debug)]
 pub struct Bar {
+    /// The issue number that set the bar.
     pub issue: u32,
+    /// The record's op, as [`BenchRecord::op`].
     pub op: &'static str,
+    /// The record's dtype, as [`BenchRecord::dtype`].
     pub dtype: &'static str,
+    /// The record's shape key, as [`BenchRecord::shape`].
     pub shape: &'static str,
+    /// What the record must achieve.
     pub rule: Rule,
 }
 
@@ -100,6 +110,7 @@ pub const BARS: &[Bar] = &[
 /// A bar's outcome in one run.
 #[derive(Clone, Debug)]
 pub struct Verdict {
+    /// The bar judged.
     pub bar: Bar,
     /// The measured quantity in the rule's unit (fraction, µs, GB/s, TFLOP/s, or speed-up);
     /// `None` when the record (or the alternative) was not measured.
@@ -109,6 +120,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Whether the bar was met; `None` when it was not measured.
     pub fn met(&self) -> Option<bool> {
         self.ratio.map(|r| r >= 1.0)
     }

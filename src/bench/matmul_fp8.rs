@@ -18,13 +18,19 @@ const SAMPLES: usize = 15;
 /// The scaling of a benchmark: the A and B granularities and its name in the shape key.
 #[derive(Clone, Copy, Debug)]
 pub struct Scaling {
+    /// A's (the activations') scale granularity.
     pub a: ScaleGranularity,
+    /// B's (the weights') scale granularity.
     pub b: ScaleGranularity,
+    /// The name in the shape key: "tensor", "row" or "block".
     pub name: &'static str,
 }
 
+/// One scale per tensor for A and B.
 pub const PER_TENSOR: Scaling = Scaling { a: ScaleGranularity::PerTensor, b: ScaleGranularity::PerTensor, name: "tensor" };
+/// Per-row scales: per token for A, per output channel for B.
 pub const PER_ROW: Scaling = Scaling { a: ScaleGranularity::PerRow, b: ScaleGranularity::PerRow, name: "row" };
+/// DeepSeek-V3's block scaling: A per 1×128 group, B per 128×128 block.
 pub const BLOCK: Scaling = Scaling { a: ScaleGranularity::Group128, b: ScaleGranularity::Block128, name: "block" };
 
 /// The shape key of a record.

@@ -54,9 +54,13 @@ pub fn random_buffer<T: crate::DType>(dev: &Device, len: usize, lo: f64, hi: f64
 /// Per-call time from CUDA events.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
+    /// Median over the samples of the mean time per call, in µs.
     pub median_us: f64,
+    /// Fastest sample's mean time per call, in µs.
     pub min_us: f64,
+    /// Samples taken.
     pub samples: usize,
+    /// Back-to-back calls in each sample (sized to ~0.5 ms).
     pub calls_per_sample: usize,
 }
 
@@ -143,7 +147,9 @@ pub fn measure_gemm_bf16_tflops(dev: &Device) -> Result<Option<f64>> {
 /// Another implementation of the same op, timed in the same run (e.g. PyTorch).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alternative {
+    /// What was timed, e.g. "torch" or "cuBLASLt FP8".
     pub name: String,
+    /// Its time per call, in µs.
     pub time_us: f64,
     /// Alternative's time over ours (> 1: we are faster).
     pub speedup: f64,
@@ -152,10 +158,13 @@ pub struct Alternative {
 /// One measured (op, dtype, shape).
 #[derive(Clone, Debug)]
 pub struct BenchRecord {
+    /// The op's name, e.g. "rms_norm".
     pub op: String,
+    /// The element type's short name, e.g. "bf16".
     pub dtype: String,
     /// The shape key, e.g. "16384x4096"; bench/compare_torch.py writes the same keys.
     pub shape: String,
+    /// Median time per call, in µs.
     pub time_us: f64,
     /// Bytes the op must move (each input read once, each output written once).
     pub bytes: f64,
@@ -167,6 +176,7 @@ pub struct BenchRecord {
     pub tflops: f64,
     /// The achieved fraction of the binding ceiling (copy bandwidth or GEMM rate).
     pub fraction_of_ceiling: f64,
+    /// Other implementations timed against this one in the same run.
     pub alternatives: Vec<Alternative>,
 }
 

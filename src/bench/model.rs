@@ -23,8 +23,11 @@ use crate::model::GpuModel;
 use crate::Result;
 use std::time::Instant;
 
+/// Tokens of the prefill case's prompt (also the long-context decode cases' prompts).
 pub const PREFILL_LEN: usize = 2048;
+/// Tokens of each prompt before the decode cases (`decode b1`, `decode b32`).
 pub const PROMPT_LEN: usize = 128;
+/// Timed decode steps per decode case (after the warm-up steps).
 pub const DECODE_STEPS: usize = 128;
 const WARMUP_STEPS: usize = 3;
 const PREFILL_RUNS: usize = 5;
@@ -36,7 +39,9 @@ pub struct ModelRecord {
     pub case: String,
     /// Tokens processed in the timed region.
     pub tokens: usize,
+    /// Wall-clock time of the timed region (prefill: the median run), in seconds.
     pub seconds: f64,
+    /// `tokens / seconds`.
     pub tokens_per_s: f64,
 }
 

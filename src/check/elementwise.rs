@@ -16,12 +16,19 @@ use half::{bf16, f16};
 /// their buffers (an odd offset or gap exercises the scalar path).
 #[derive(Clone, Copy, Debug)]
 pub struct GluCase {
+    /// Rows (tokens).
     pub rows: usize,
+    /// Columns of gate, up and out (the MLP's intermediate size).
     pub cols: usize,
+    /// Elements after each fused `[gate | up]` row before the next.
     pub in_gap: usize,
+    /// Row stride of out, in elements (>= cols).
     pub out_stride: usize,
+    /// Elements before the first row of both views.
     pub offset: usize,
+    /// The gate activation.
     pub act: GluActivation,
+    /// Seed of the random inputs.
     pub seed: u64,
 }
 
@@ -72,17 +79,26 @@ pub fn check_glu<T: DType>(dev: &Device, case: &GluCase) -> Result<CheckResult> 
 /// out of range (−1 or src_rows), whose row must stay poison.
 #[derive(Clone, Copy, Debug)]
 pub struct SelectCase {
+    /// Rows in the source table.
     pub src_rows: usize,
+    /// Rows selected (indices, and rows of out).
     pub num_rows: usize,
+    /// Elements per row.
     pub cols: usize,
+    /// Row stride of the source, in elements.
     pub src_stride: usize,
+    /// Row stride of out, in elements.
     pub out_stride: usize,
+    /// Elements before the first row of both views.
     pub offset: usize,
+    /// Every `bad_every`-th index is out of range (0: none).
     pub bad_every: usize,
+    /// Seed of the random inputs.
     pub seed: u64,
 }
 
 impl SelectCase {
+    /// Dense rows, every index in range.
     pub fn dense(src_rows: usize, num_rows: usize, cols: usize, seed: u64) -> Self {
         Self { src_rows, num_rows, cols, src_stride: cols, out_stride: cols, offset: 0, bad_every: 0, seed }
     }
@@ -151,15 +167,22 @@ pub fn check_select_rows<T: DType, I: IndexType + TryFrom<i64>>(dev: &Device, ca
 /// NaN, ±inf and all-NaN / all--inf rows (rows cycle through them), else plain random values.
 #[derive(Clone, Copy, Debug)]
 pub struct ArgmaxCase {
+    /// Rows of logits.
     pub rows: usize,
+    /// Logits per row (the vocabulary size).
     pub cols: usize,
+    /// Row stride of the logits, in elements.
     pub stride: usize,
+    /// Elements before the first row.
     pub offset: usize,
+    /// Plant ties, NaN and ±inf (see above).
     pub special: bool,
+    /// Seed of the random inputs.
     pub seed: u64,
 }
 
 impl ArgmaxCase {
+    /// Dense rows at offset 0.
     pub fn dense(rows: usize, cols: usize, special: bool, seed: u64) -> Self {
         Self { rows, cols, stride: cols, offset: 0, special, seed }
     }
@@ -223,20 +246,29 @@ pub fn check_argmax_rows(dev: &Device, case: &ArgmaxCase) -> Result<CheckResult>
 /// rows awkward: ties on a 1/8 grid, NaN / ±inf / ±0, all-equal and nothing-finite rows.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleCase {
+    /// Rows of logits (sequences).
     pub rows: usize,
+    /// Logits per row (the vocabulary size).
     pub cols: usize,
+    /// Row stride of the logits, in elements.
     pub stride: usize,
+    /// Softmax temperature (> 0) for every row.
     pub temperature: f32,
+    /// Tokens kept per row (0: all).
     pub top_k: usize,
+    /// Nucleus threshold in (0, 1] (1: all).
     pub top_p: f32,
+    /// Awkward rows (see above).
     pub special: bool,
     /// Each row its own settings (`sample_rows_each`), drawn from [`ROW_SETTINGS`] (the case's
     /// temperature, top_k and top_p are not used).
     pub per_row: bool,
+    /// Seed of the logits and the uniforms.
     pub seed: u64,
 }
 
 impl SampleCase {
+    /// Dense ordinary rows, one setting `(temperature, top_k, top_p)` for all of them.
     pub fn new(rows: usize, cols: usize, (temperature, top_k, top_p): (f32, usize, f32), seed: u64) -> Self {
         Self { rows, cols, stride: cols, temperature, top_k, top_p, special: false, per_row: false, seed }
     }

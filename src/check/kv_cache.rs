@@ -18,7 +18,9 @@ pub const GUARD: usize = 64;
 /// The cache side of a check: geometry and which slots the tokens get.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheCase {
+    /// Tokens per page (one of `PAGE_SIZES`).
     pub page_size: usize,
+    /// Pages in the cache.
     pub num_pages: usize,
     /// Extra elements at the end of each page (a padded page stride).
     pub page_pad: usize,
@@ -28,6 +30,7 @@ pub struct CacheCase {
     pub out_of_range: usize,
     /// i64 slot mapping (else i32).
     pub slots64: bool,
+    /// Seed of the allocator's page order and the slot mapping.
     pub seed: u64,
 }
 
@@ -36,6 +39,7 @@ impl CacheCase {
     pub fn for_tokens(num_tokens: usize, page_size: usize, seed: u64) -> Self {
         Self { page_size, num_pages: 2 * num_tokens.div_ceil(page_size) + 8, page_pad: 0, padding: 0, out_of_range: 0, slots64: false, seed }
     }
+    /// The cache part of a report's shape line, e.g. "page 16 x 40 pages, 3 padding".
     pub fn describe(&self) -> String {
         format!(
             "page {} x {} pages{}{}{}{}",
@@ -85,12 +89,16 @@ impl CacheCase {
 /// The host copies of the K and V pages: `GUARD + layout.extent() + GUARD` elements, poisoned.
 #[derive(Clone, Debug)]
 pub struct HostCache<C> {
+    /// The pages' layout (dense but for `page_pad`), starting `GUARD` elements in.
     pub layout: KvCacheLayout,
+    /// The K buffer, NaN-poisoned.
     pub k: Vec<C>,
+    /// The V buffer, NaN-poisoned.
     pub v: Vec<C>,
 }
 
 impl<C: DType> HostCache<C> {
+    /// Poisoned buffers for `case`'s pages of `num_kv_heads` heads of `head_dim` elements.
     pub fn new(case: &CacheCase, num_kv_heads: usize, head_dim: usize) -> Result<Self> {
         let shape = [case.num_pages, case.page_size, num_kv_heads, head_dim];
         let d = contiguous_strides(shape);
@@ -206,12 +214,19 @@ pub fn cache_dtype_name<T: DType, C: DType>() -> &'static str {
 /// `num_kv_heads · head_dim + token_gap`, `offset` elements into their buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct AppendCase {
+    /// Tokens appended.
     pub num_tokens: usize,
+    /// KV heads per token.
     pub num_kv_heads: usize,
+    /// Elements per head.
     pub head_dim: usize,
+    /// Elements after each token's heads before the next token.
     pub token_gap: usize,
+    /// Elements before the first token of k and v.
     pub offset: usize,
+    /// The cache and the tokens' slots.
     pub cache: CacheCase,
+    /// Seed of the k and v values.
     pub seed: u64,
 }
 

@@ -26,16 +26,25 @@ use half::bf16;
 /// One GEMM.
 #[derive(Clone, Copy, Debug)]
 pub struct MatmulCase {
+    /// Rows of A and of the output (tokens).
     pub m: usize,
+    /// Columns of the output (rows of B per group).
     pub n: usize,
+    /// The reduction length.
     pub k: usize,
+    /// How A's scales tile it.
     pub a_granularity: ScaleGranularity,
+    /// How B's scales tile it.
     pub b_granularity: ScaleGranularity,
     /// Storage of A's scales (B's are row-major, the checkpoint layout).
     pub a_scale_layout: ScaleLayout,
+    /// Add a bias `[n]` (`[groups · n]` when grouped).
     pub bias: bool,
+    /// Add a residual `[m, n]`.
     pub residual: bool,
+    /// Which kernel runs.
     pub kernel: GemmKernel,
+    /// `MatmulFp8Config::fast_accumulation`.
     pub fast_accumulation: bool,
     /// The wgmma kernel's clusters (`MatmulFp8Config::cluster`): None = the planner's choice.
     pub cluster: Option<usize>,
@@ -49,10 +58,13 @@ pub struct MatmulCase {
     /// groups · n rows, and the m rows are split at random offsets ([`group_offsets`]; empty
     /// groups, and rows before the first or after the last group, which stay untouched).
     pub groups: usize,
+    /// Seed of the operands, scales and group offsets.
     pub seed: u64,
 }
 
 impl MatmulCase {
+    /// One GEMM with granularities `a` and `b`: dense, column-major A scales, no bias or
+    /// residual, the planner's kernel and tiles, magnitudes over ±2 decades.
     pub fn new(m: usize, n: usize, k: usize, a: ScaleGranularity, b: ScaleGranularity, seed: u64) -> Self {
         Self {
             m,

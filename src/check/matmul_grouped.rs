@@ -20,19 +20,28 @@ use half::bf16;
 /// One grouped GEMM of bf16 operands: a `[m, k]`, b `[groups · n, k]`, out `[m, n]`.
 #[derive(Clone, Copy, Debug)]
 pub struct GroupedCase {
+    /// Rows of a and of out (all groups together).
     pub m: usize,
+    /// Columns of out (rows of b per group).
     pub n: usize,
+    /// The reduction length.
     pub k: usize,
+    /// Groups (experts); the m rows are split between them at random offsets.
     pub groups: usize,
+    /// Add a bias `[groups · n]` (each group's own n).
     pub bias: bool,
+    /// Add a residual `[m, n]`.
     pub residual: bool,
+    /// Which kernel runs.
     pub kernel: GemmKernel,
     /// Pad every row stride by 8 · pad elements.
     pub pad: usize,
+    /// Seed of the operands and group offsets.
     pub seed: u64,
 }
 
 impl GroupedCase {
+    /// Dense operands, no bias or residual, the planner's kernel.
     pub fn new(m: usize, n: usize, k: usize, groups: usize, seed: u64) -> Self {
         Self { m, n, k, groups, bias: false, residual: false, kernel: GemmKernel::Auto, pad: 0, seed }
     }

@@ -15,16 +15,24 @@ use half::{bf16, f16};
 /// magnitudes; with `special_rows`, row 0 is all zeros and row 1 below the 1e-5 absmax floor.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantizeCase {
+    /// Rows (tokens).
     pub m: usize,
+    /// Elements per row.
     pub k: usize,
+    /// Row stride of x, in elements.
     pub x_stride: usize,
+    /// Row stride of q, in bytes (= int8 elements).
     pub q_stride: usize,
+    /// Elements before x's first row (16-byte multiple).
     pub offset: usize,
+    /// Make row 0 all zeros and row 1 tiny (see above).
     pub special_rows: bool,
+    /// Seed of the inputs.
     pub seed: u64,
 }
 
 impl QuantizeCase {
+    /// Dense x and q, ordinary rows.
     pub fn dense(m: usize, k: usize, seed: u64) -> Self {
         Self { m, k, x_stride: k, q_stride: k, offset: 0, special_rows: false, seed }
     }
@@ -77,10 +85,15 @@ pub fn check_quantize_activations<T: DType>(dev: &Device, case: &QuantizeCase) -
 /// of different magnitudes, a random weight around 1 (Gemma-style `1 + weight` with `gemma`).
 #[derive(Clone, Copy, Debug)]
 pub struct NormQuantizeCase {
+    /// Rows (tokens).
     pub m: usize,
+    /// Elements per row (hidden).
     pub k: usize,
+    /// Run the fused-add form (`residual += x` first).
     pub add: bool,
+    /// Gemma-style weight (`1 + weight`).
     pub gemma: bool,
+    /// Seed of x, residual and weight.
     pub seed: u64,
 }
 
@@ -144,18 +157,28 @@ pub fn check_rms_norm_quantize_activations<T: DType>(dev: &Device, case: &NormQu
 /// forced to `block_m` or planned (None).
 #[derive(Clone, Copy, Debug)]
 pub struct TernaryCase {
+    /// Rows of q and out (tokens).
     pub m: usize,
+    /// Output features (a multiple of 4).
     pub n: usize,
+    /// Input features (a multiple of 16).
     pub k: usize,
+    /// Row stride of q, in bytes.
     pub q_stride: usize,
+    /// Row stride of the packed weights, in bytes.
     pub w_stride: usize,
+    /// Row stride of out, in elements.
     pub out_stride: usize,
+    /// Add a bias `[n]`.
     pub bias: bool,
+    /// Force a tile height from `ops::matmul_ternary::BLOCK_M` (None: planned).
     pub block_m: Option<usize>,
+    /// Seed of the codes, scales, weights and bias.
     pub seed: u64,
 }
 
 impl TernaryCase {
+    /// Dense operands, no bias, the planned tile.
     pub fn dense(m: usize, n: usize, k: usize, seed: u64) -> Self {
         Self { m, n, k, q_stride: k, w_stride: k, out_stride: n, bias: false, block_m: None, seed }
     }

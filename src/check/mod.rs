@@ -32,8 +32,11 @@ use std::fmt;
 /// Frobenius error ‖got − want‖ / ‖want‖ over the whole output.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
+    /// Absolute part of the elementwise bound.
     pub atol: f64,
+    /// Relative part of the elementwise bound (times |want|).
     pub rtol: f64,
+    /// Bound on the relative Frobenius error of the whole output.
     pub frobenius: f64,
 }
 
@@ -54,9 +57,11 @@ pub fn tolerance<T: DType>() -> Tolerance {
 pub struct Comparison {
     /// What was compared ("out", "residual", "padding", ...).
     pub what: &'static str,
+    /// Elements compared.
     pub len: usize,
     /// Elements outside the bound (NaN counts).
     pub failures: usize,
+    /// Largest |got − want| over the elements.
     pub max_abs_err: f64,
     /// ‖got − want‖ / ‖want‖ over all elements (equal infinities count as no error).
     pub rel_frobenius: f64,
@@ -67,6 +72,7 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// No element outside the bound and the Frobenius error within its limit.
     pub fn passed(&self) -> bool {
         self.failures == 0 && self.rel_frobenius <= self.frobenius_limit
     }
@@ -157,9 +163,11 @@ pub fn compare_ints(what: &'static str, got: &[i32], want: &[i32]) -> Comparison
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator for `seed`; the same seed gives the same sequence (0 is fine).
     pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -185,13 +193,18 @@ impl Rng {
 /// The result of checking one op at one shape.
 #[derive(Clone, Debug)]
 pub struct CheckResult {
+    /// The op checked, e.g. "rms_norm".
     pub op: &'static str,
+    /// The element type's short name, e.g. "bf16".
     pub dtype: &'static str,
+    /// The case's description: shape and options.
     pub shape: String,
+    /// One per output compared (and per property checked: untouched memory, invariants).
     pub comparisons: Vec<Comparison>,
 }
 
 impl CheckResult {
+    /// Every comparison passed.
     pub fn passed(&self) -> bool {
         self.comparisons.iter().all(Comparison::passed)
     }

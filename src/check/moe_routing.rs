@@ -34,18 +34,27 @@ pub enum Ties {
 /// takes the scalar path), ids / weights rows at `top_k + out_gap`.
 #[derive(Clone, Debug)]
 pub struct GateCase {
+    /// Rows of logits (tokens).
     pub num_tokens: usize,
+    /// Logits per token.
     pub num_experts: usize,
+    /// Experts chosen per token.
     pub top_k: usize,
+    /// Scoring, grouping and scaling of the gate.
     pub cfg: MoeGateConfig,
     /// Pass a correction bias (sigmoid scoring).
     pub bias: bool,
     /// Pass expert_counts (prefilled with random counts that must be added to).
     pub counts: bool,
+    /// How the logits are drawn.
     pub ties: Ties,
+    /// Elements after each logits row before the next.
     pub logits_gap: usize,
+    /// Elements before the first logits row.
     pub offset: usize,
+    /// Elements after each topk_ids / topk_weights row before the next.
     pub out_gap: usize,
+    /// Seed of the logits, bias and counts.
     pub seed: u64,
 }
 
@@ -185,12 +194,19 @@ pub enum AlignIds {
 /// One `moe_align` run; topk_ids rows at `top_k + ids_gap`.
 #[derive(Clone, Copy, Debug)]
 pub struct AlignCase {
+    /// Rows of topk_ids (tokens).
     pub num_tokens: usize,
+    /// Assignments per token.
     pub top_k: usize,
+    /// Experts (valid ids are `0..num_experts`).
     pub num_experts: usize,
+    /// Rows each expert's share is padded to a multiple of.
     pub block_m: usize,
+    /// How the ids are drawn.
     pub ids: AlignIds,
+    /// Elements after each topk_ids row before the next.
     pub ids_gap: usize,
+    /// Seed of the ids.
     pub seed: u64,
 }
 

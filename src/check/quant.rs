@@ -64,19 +64,28 @@ fn spread_value(rng: &mut Rng, r: usize, c: usize, spread: i32) -> f64 {
 /// `offset` elements into their buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantCase {
+    /// Rows of x (tokens, or a weight's output channels).
     pub rows: usize,
+    /// Elements per row.
     pub cols: usize,
+    /// Row stride of x, in elements.
     pub x_stride: usize,
+    /// Row stride of the codes, in elements.
     pub out_stride: usize,
+    /// Elements before the first row of x and of the codes.
     pub offset: usize,
+    /// How the scales tile the tensor.
     pub granularity: ScaleGranularity,
+    /// How the scale tensor is stored.
     pub layout: ScaleLayout,
     /// Decades of magnitude either side of 1 (f16 inputs are limited to 4).
     pub spread: i32,
+    /// Seed of x.
     pub seed: u64,
 }
 
 impl QuantCase {
+    /// Dense x and codes, row-major scales, magnitudes over ±3 decades.
     pub fn dense(rows: usize, cols: usize, granularity: ScaleGranularity, seed: u64) -> Self {
         Self { rows, cols, x_stride: cols, out_stride: cols, offset: 0, granularity, layout: ScaleLayout::RowMajor, spread: 3, seed }
     }
@@ -235,13 +244,21 @@ fn check_quantize_with<T: DType>(
 /// One fused norm → FP8 call: x (and the residual, with `add`) rows at `x_stride`.
 #[derive(Clone, Copy, Debug)]
 pub struct NormQuantCase {
+    /// Rows (tokens).
     pub num_tokens: usize,
+    /// Elements per row.
     pub hidden: usize,
+    /// Row stride of x and the residual, in elements.
     pub x_stride: usize,
+    /// Run the fused-add form (`residual += x` first).
     pub add: bool,
+    /// How the scales tile the codes (per row or 1×128 groups).
     pub granularity: ScaleGranularity,
+    /// How the scale tensor is stored.
     pub layout: ScaleLayout,
+    /// Gemma-style weight (`1 + weight`).
     pub gemma: bool,
+    /// Seed of x, residual and weight.
     pub seed: u64,
 }
 
@@ -321,13 +338,19 @@ pub fn check_norm_quant<T: DType>(dev: &Device, case: &NormQuantCase) -> Result<
 /// vanish there).
 #[derive(Clone, Copy, Debug)]
 pub struct GluQuantCase {
+    /// Rows (tokens).
     pub rows: usize,
+    /// Columns of gate, up and the codes (the intermediate size).
     pub cols: usize,
     /// Extra elements per gate_up row (a multiple of 8 keeps rows 16-byte aligned).
     pub pad: usize,
+    /// The gate activation.
     pub act: GluActivation,
+    /// How the scales tile the tensor.
     pub granularity: ScaleGranularity,
+    /// How the scale tensor is stored.
     pub layout: ScaleLayout,
+    /// Seed of gate_up.
     pub seed: u64,
 }
 
@@ -390,11 +413,17 @@ pub fn check_glu_quant<T: DType>(dev: &Device, case: &GluQuantCase) -> Result<Ch
 /// One dequantization: random codes (no NaN codes) and scales over `±spread` decades.
 #[derive(Clone, Copy, Debug)]
 pub struct DequantCase {
+    /// Rows of codes.
     pub rows: usize,
+    /// Codes per row.
     pub cols: usize,
+    /// How the scales tile the tensor.
     pub granularity: ScaleGranularity,
+    /// How the scale tensor is stored.
     pub layout: ScaleLayout,
+    /// Decades of scale magnitude either side of 1.
     pub spread: i32,
+    /// Seed of the codes and scales.
     pub seed: u64,
 }
 

@@ -12,12 +12,19 @@ use half::{bf16, f16};
 /// into their buffers (an odd offset exercises the unaligned path).
 #[derive(Clone, Copy, Debug)]
 pub struct RowsCase {
+    /// Rows (tokens).
     pub num_tokens: usize,
+    /// Elements per row.
     pub hidden: usize,
+    /// Row stride of x, in elements.
     pub x_stride: usize,
+    /// Row stride of out (or the residual), in elements.
     pub out_stride: usize,
+    /// Elements before the first row of both views.
     pub offset: usize,
+    /// Gemma-style weight (`1 + weight`).
     pub gemma: bool,
+    /// Seed of the inputs and the weight.
     pub seed: u64,
 }
 
@@ -130,12 +137,19 @@ pub fn check_fused_add_rms_norm<T: DType>(dev: &Device, case: &RowsCase) -> Resu
 /// that are normalised, then `v_heads` heads that must stay untouched.
 #[derive(Clone, Copy, Debug)]
 pub struct QkCase {
+    /// Token rows of the fused buffer.
     pub num_tokens: usize,
+    /// q heads per token (normalised with the q weight).
     pub num_q_heads: usize,
+    /// k heads per token (normalised with the k weight).
     pub num_kv_heads: usize,
+    /// v heads after them (untouched).
     pub v_heads: usize,
+    /// Elements per head.
     pub head_dim: usize,
+    /// Gemma-style weights (`1 + weight`).
     pub gemma: bool,
+    /// Seed of the buffer and the weights.
     pub seed: u64,
 }
 

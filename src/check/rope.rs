@@ -15,20 +15,34 @@ use half::{bf16, f16};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QkvLayout {
     /// One buffer: per token the q heads, k heads, v heads, then `extra_heads` more (untouched).
-    Fused { extra_heads: usize },
+    Fused {
+        /// Heads after the v heads in each token row.
+        extra_heads: usize,
+    },
     /// Separate q, k, v buffers with `head_gap` elements between heads and `token_gap` between
     /// tokens (both untouched).
-    Split { head_gap: usize, token_gap: usize },
+    Split {
+        /// Elements after each head: the head stride is `head_dim + head_gap`.
+        head_gap: usize,
+        /// Extra elements per token: the token stride is `heads · head stride + token_gap`.
+        token_gap: usize,
+    },
 }
 
 /// One RoPE-family check: shapes, config, layout, positions.
 #[derive(Clone, Copy, Debug)]
 pub struct RopeCase {
+    /// Tokens rotated.
     pub num_tokens: usize,
+    /// q heads per token.
     pub num_q_heads: usize,
+    /// k (and v) heads per token.
     pub num_kv_heads: usize,
+    /// Elements per head.
     pub head_dim: usize,
+    /// The rotation (rotary part, theta, style, scaling).
     pub cfg: RopeConfig,
+    /// How q, k and v sit in memory.
     pub layout: QkvLayout,
     /// Elements before the views in their buffers (odd: the element-wise path).
     pub offset: usize,
@@ -36,6 +50,7 @@ pub struct RopeCase {
     pub pos64: bool,
     /// Positions are random in [0, max_position), in no particular order (ragged batches).
     pub max_position: i64,
+    /// Seed of q, k, v and the positions.
     pub seed: u64,
 }
 

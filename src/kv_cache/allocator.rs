@@ -31,6 +31,7 @@ pub struct PageAllocator {
 pub struct BlockTable {
     /// `[num_seqs, max_pages_per_seq]`, row-major; unused entries are −1.
     pub table: Vec<i32>,
+    /// Columns of `table`: the longest sequence's page count (at least 1), or more if padded.
     pub max_pages_per_seq: usize,
     /// `[num_seqs]`: tokens per sequence.
     pub seq_lens: Vec<i32>,
@@ -60,12 +61,15 @@ impl PageAllocator {
         Ok(a)
     }
 
+    /// Tokens per page.
     pub fn page_size(&self) -> usize {
         self.page_size
     }
+    /// Pages in the cache, free or not.
     pub fn num_pages(&self) -> usize {
         self.num_pages
     }
+    /// Pages not held by any sequence.
     pub fn free_pages(&self) -> usize {
         self.free.len()
     }

@@ -145,6 +145,7 @@ struct Layer {
 
 /// A model loaded for the CPU path.
 pub struct CpuModel {
+    /// The config.json it was built from.
     pub config: ModelConfig,
     embed: Vec<f32>,
     layers: Vec<Layer>,
@@ -240,6 +241,8 @@ impl CpuModel {
         Self::from_weights(config, &w)
     }
 
+    /// Builds the model from `config` and an opened checkpoint: what [`CpuModel::load`] does
+    /// after reading them.
     pub fn from_weights(config: ModelConfig, w: &Weights) -> Result<Self> {
         let c = &config;
         if let Some(q) = &c.bitnet_quant {

@@ -6,15 +6,18 @@ use crate::check::Rng;
 /// How the next token is chosen. `temperature == 0` is greedy (argmax, ties to the lower id).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
+    /// Softmax temperature; not > 0 (0, negative, NaN) is greedy.
     pub temperature: f32,
     /// Keep the k most likely tokens (0: all).
     pub top_k: usize,
     /// Keep the smallest set whose probability reaches p (1: all).
     pub top_p: f32,
+    /// Seed of the uniform numbers the draws use.
     pub seed: u64,
 }
 
 impl Sampling {
+    /// Argmax every step (temperature 0); no numbers are drawn.
     pub fn greedy() -> Self {
         Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
     }
@@ -27,6 +30,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler with `cfg`, its random stream started from `cfg.seed`.
     pub fn new(cfg: Sampling) -> Self {
         Self { cfg, rng: Rng::new(cfg.seed) }
     }
@@ -54,6 +58,7 @@ impl Sampler {
         (self.rng.uniform(0.0, 1.0) as f32).min(1.0 - f32::EPSILON / 2.0)
     }
 
+    /// The settings it was made with.
     pub fn settings(&self) -> Sampling {
         self.cfg
     }

@@ -22,6 +22,7 @@ impl Tokenizer {
         Self::from_file(&path).map(Some)
     }
 
+    /// Loads a tokenizer.json file; [`Error::Load`] when it cannot be read or parsed.
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Load { path: path.display().to_string(), reason: e.to_string() })?;
         Ok(Self { inner, path: path.to_path_buf() })

@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 /// A block-FP8 weight as stored: e4m3 codes `[rows, cols]` and one f32 scale per 128 × 128
 /// block (`[ceil(rows/128), ceil(cols/128)]`, row-major; value = code · scale).
 pub struct BlockFp8 {
+    /// The e4m3 codes `[rows, cols]`, row-major.
     pub codes: Vec<F8E4M3>,
+    /// `[rows, cols]`.
     pub shape: [usize; 2],
+    /// One scale per 128 × 128 block `[ceil(rows/128), ceil(cols/128)]`, row-major.
     pub scale: Vec<f32>,
 }
 

@@ -105,8 +105,11 @@ pub struct SampleConfig {
 /// draw); top_k <= 0 keeps all; top_p NaN or above 1 keeps all, and <= 0 the best-ranked token.
 #[derive(Clone, Copy)]
 pub struct RowSampleConfig<'v, 'a> {
+    /// Softmax temperature per row `[rows]` (not > 0: greedy).
     pub temperature: &'v TensorView<'a, f32, 1>,
+    /// Tokens kept per row `[rows]` (<= 0: all).
     pub top_k: &'v TensorView<'a, i32, 1>,
+    /// Nucleus threshold per row `[rows]` (NaN or > 1: all; <= 0: the best-ranked token).
     pub top_p: &'v TensorView<'a, f32, 1>,
 }
 

@@ -31,7 +31,9 @@ pub const BLOCK_M: [usize; 2] = [16, 128];
 /// checkpoint's `weight_scale`): `w[j, c] = v[j, c] · scale`.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedTernary<'v, 'a> {
+    /// The ternary weights, four per byte: `[n / 4, k]` (transformers' `pack_weights` layout).
     pub packed: &'v TensorView<'a, u8, 2>,
+    /// The per-tensor weight scale (the checkpoint's `weight_scale`).
     pub scale: f32,
 }
 

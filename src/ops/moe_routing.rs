@@ -51,6 +51,7 @@ pub enum MoeScoring {
 /// Options of [`moe_gate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeGateConfig {
+    /// How logits become selection values and weights.
     pub scoring: MoeScoring,
     /// Divide the chosen weights by their sum (see [`MoeScoring`]).
     pub renormalize: bool,
@@ -243,6 +244,9 @@ pub struct MoeAlignSizes {
 }
 
 impl MoeAlignSizes {
+    /// The lengths for `num_tokens × top_k` assignments to `num_experts` experts, each expert's
+    /// rows padded to a multiple of `block_m`. Errors: top_k 0, num_experts outside
+    /// 1..=[`MAX_EXPERTS`], block_m 0, or lengths past i32.
     pub fn new(num_tokens: usize, top_k: usize, num_experts: usize, block_m: usize) -> Result<Self> {
         const OP: &str = "moe_align";
         if top_k == 0 {

@@ -32,11 +32,17 @@ impl AttentionMask {
 /// Shapes of one sequence's attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
+    /// Queries: the sequence's last `q_len` positions.
     pub q_len: usize,
+    /// Keys and values: positions `0..kv_len`.
     pub kv_len: usize,
+    /// Query heads (a multiple of `num_kv_heads`).
     pub num_q_heads: usize,
+    /// Key/value heads.
     pub num_kv_heads: usize,
+    /// Elements per q and k head.
     pub head_dim: usize,
+    /// Elements per v head (and output head).
     pub head_dim_v: usize,
 }
 

@@ -54,7 +54,9 @@ pub fn unpack(packed: &[u8], cols: usize) -> Option<Vec<i8>> {
 /// A ternary weight tensor `[n, k]`: `w ≈ values · scale` (the checkpoint's `weight_scale`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TernaryWeights {
+    /// `[n, k]` row-major, each −1, 0 or 1.
     pub values: Vec<i8>,
+    /// The per-tensor scale γ (mean |w|, floored at 1e-5).
     pub scale: f32,
 }
 
@@ -75,6 +77,7 @@ pub fn quantize_weights(w: &[f32]) -> TernaryWeights {
 /// Activations `[m, k]` quantized per row (token): `x ≈ q / scale[row]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedActivations {
+    /// int8 codes `[m, k]` row-major, in [−128, 127].
     pub q: Vec<i8>,
     /// One per row: 127 / absmax.
     pub scale: Vec<f32>,

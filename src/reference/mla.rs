@@ -12,12 +12,19 @@
 /// Sizes of one MLA layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MlaShape {
+    /// Queries: the last `q_len` positions.
     pub q_len: usize,
+    /// Cached positions (latents): `0..kv_len`.
     pub kv_len: usize,
+    /// Attention heads.
     pub num_heads: usize,
+    /// Non-rotary part of each q/k head (DeepSeek-V3 `qk_nope_head_dim`: 128).
     pub d_nope: usize,
+    /// Rotary part of each q/k head, shared `k_pe` (DeepSeek-V3 `qk_rope_head_dim`: 64).
     pub d_rope: usize,
+    /// Elements per v head (DeepSeek-V3 `v_head_dim`: 128).
     pub d_v: usize,
+    /// Width of the latent `c_kv` (DeepSeek-V3: 512).
     pub kv_lora_rank: usize,
 }
 

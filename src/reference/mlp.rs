@@ -22,6 +22,7 @@ impl GluActivation {
         }
     }
 
+    /// The activation at `x` (applied to the gate half; the result multiplies the up half).
     pub fn apply(self, x: f64) -> f64 {
         match self {
             Self::Silu => x / (1.0 + (-x).exp()),

@@ -133,10 +133,16 @@ pub fn moe_gate<T: DType>(
 /// What [`moe_align`] computes (every output buffer, whole).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlignOutput {
+    /// `[sorted_len]`: each row's flat assignment index (token · top_k + k), in expert order;
+    /// padding rows hold num_tokens · top_k.
     pub sorted_ids: Vec<i32>,
+    /// `[blocks_len]`: the expert of each block of block_m rows; −1 past the padded total.
     pub block_expert_ids: Vec<i32>,
+    /// `[num_experts + 1]`: where each expert's rows start; the last entry is the padded total.
     pub expert_offsets: Vec<i32>,
+    /// `[num_experts]`: assignments per expert (unpadded).
     pub expert_counts: Vec<i32>,
+    /// `[num_tokens, top_k]`: each assignment's row; −1 for ids outside [0, num_experts).
     pub token_positions: Vec<i32>,
 }
 

@@ -30,10 +30,15 @@ pub fn e4m3_error_bound(v: f64, scale: f64) -> f64 {
 /// tensor of `granularity.scale_shape(rows, cols)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quantized {
+    /// Rows of the tensor (tokens, or a weight's output channels).
     pub rows: usize,
+    /// Columns of the tensor (the k dimension of a GEMM operand).
     pub cols: usize,
+    /// How the scales tile the tensor.
     pub granularity: ScaleGranularity,
+    /// The e4m3 codes `[rows, cols]`: value ≈ code · scale.
     pub q: Vec<F8E4M3>,
+    /// The scales, `granularity.scale_shape(rows, cols)`.
     pub scale: Vec<f32>,
 }
 

@@ -8,15 +8,23 @@ use super::*;
 /// local experts (the others' slots are −1 and skipped). Rows at `hidden + row_gap`.
 #[derive(Clone, Debug)]
 pub struct PermuteCase {
+    /// Tokens routed.
     pub num_tokens: usize,
+    /// Experts per token.
     pub top_k: usize,
+    /// Experts in the gate.
     pub num_experts: usize,
+    /// Elements per hidden-state row.
     pub hidden: usize,
+    /// Padding multiple of the aligned order.
     pub block_m: usize,
+    /// The experts this rank holds (None: all).
     pub local: Option<std::ops::Range<usize>>,
+    /// Elements after each row before the next (hidden states and expert rows).
     pub row_gap: usize,
     /// This expert's logit is raised by 8 for every token: it is every token's first choice.
     pub hot_expert: Option<usize>,
+    /// Seed of the logits and hidden states.
     pub seed: u64,
 }
 

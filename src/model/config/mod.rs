@@ -16,11 +16,17 @@ use std::path::Path;
 /// The architectures the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
+    /// `LlamaForCausalLM` (Llama 2/3 and checkpoints that share its layout).
     Llama,
+    /// `Qwen3ForCausalLM`: Llama with per-head q/k RMSNorm.
     Qwen3,
+    /// `MixtralForCausalLM`: Llama attention, softmax-routed MoE MLPs.
     Mixtral,
+    /// `Qwen3MoeForCausalLM`: Qwen3 attention, softmax-routed MoE MLPs.
     Qwen3Moe,
+    /// `DeepseekV3ForCausalLM`: MLA, sigmoid-routed grouped MoE with shared experts.
     DeepseekV3,
+    /// `BitNetForCausalLM` (BitNet b1.58): ternary projections, sub-norms, squared-ReLU GLU.
     BitNet,
 }
 
@@ -43,6 +49,7 @@ impl Architecture {
 pub struct MoeConfig {
     /// Routed experts (`num_local_experts`, `num_experts`, DeepSeek `n_routed_experts`).
     pub num_experts: usize,
+    /// Experts per token (`num_experts_per_tok`).
     pub top_k: usize,
     /// Each expert's hidden size.
     pub intermediate_size: usize,
@@ -58,6 +65,7 @@ pub struct MoeConfig {
     /// Grouped selection: experts only from the `topk_group` best of `n_group` groups (1 and 1:
     /// no grouping).
     pub n_group: usize,
+    /// Groups kept per token (see `n_group`).
     pub topk_group: usize,
     /// Every routed weight is multiplied by this (DeepSeek-V3; 1 otherwise).
     pub routed_scaling_factor: f32,
@@ -87,10 +95,13 @@ impl MoeConfig {
 pub struct MlaConfig {
     /// None: `q_proj`; Some(rank): `q_a_proj` → `q_a_layernorm` → `q_b_proj`.
     pub q_lora_rank: Option<usize>,
+    /// Width of the shared latent `c_kv` (the latent cache's V width; DeepSeek-V3: 512).
     pub kv_lora_rank: usize,
+    /// The non-rotary part of each q/k head (its first elements; DeepSeek-V3: 128).
     pub qk_nope_head_dim: usize,
     /// The rotary part of each q/k head (its last elements); RoPE's rotary_dim.
     pub qk_rope_head_dim: usize,
+    /// Elements per v head (DeepSeek-V3: 128).
     pub v_head_dim: usize,
     /// Rotary pairs are interleaved `(x0, x1), (x2, x3), …` (GPT-J style; DeepSeek's default).
     pub rope_interleave: bool,
@@ -116,6 +127,7 @@ pub enum BitLinearClass {
 /// output head becomes ternary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BitNetQuant {
+    /// How a ternary projection combines the scales.
     pub linear_class: BitLinearClass,
     /// `quantization_mode`: offline (true: the checkpoint holds packed ternary weights and
     /// `weight_scale`) or online (float weights, ternarized at every forward).
@@ -127,27 +139,40 @@ pub struct BitNetQuant {
 /// The decoder, as config.json describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// Which decoder (config.json `architectures[0]`).
     pub architecture: Architecture,
+    /// Tokens in the vocabulary (rows of the embedding, columns of the logits).
     pub vocab_size: usize,
+    /// The residual stream's width (`hidden`).
     pub hidden_size: usize,
     /// The dense MLP's hidden size.
     pub intermediate_size: usize,
+    /// Decoder layers (`num_hidden_layers`).
     pub num_layers: usize,
+    /// Query heads (`num_attention_heads`).
     pub num_q_heads: usize,
+    /// Key/value heads (`num_key_value_heads`; = num_q_heads without GQA).
     pub num_kv_heads: usize,
     /// The q/k head width (MLA: qk_nope_head_dim + qk_rope_head_dim; transformers' DeepSeek-V3
     /// config calls that `qk_head_dim` and sets its `head_dim` to the rotary part).
     pub head_dim: usize,
+    /// eps of the decoder's RMSNorms.
     pub rms_norm_eps: f64,
+    /// RoPE base theta.
     pub rope_theta: f64,
     /// `rope_parameters` / `rope_scaling` without the theta (`rope_type`, factor, ...).
     pub rope_scaling: Option<Value>,
+    /// The trained context length (some RoPE scalings read it).
     pub max_position_embeddings: usize,
+    /// The output head reuses the embedding matrix (when the checkpoint has no `lm_head.weight`).
     pub tie_word_embeddings: bool,
     /// Per-head q/k RMSNorm before RoPE (Qwen3, Qwen3-MoE).
     pub qk_norm: bool,
+    /// q_proj, k_proj and v_proj have biases.
     pub attention_bias: bool,
+    /// The MLP's gate activation as config.json names it (e.g. "silu").
     pub hidden_act: String,
+    /// Mixture-of-experts MLPs (None: dense).
     pub moe: Option<MoeConfig>,
     /// Multi-head latent attention instead of GQA (DeepSeek-V3).
     pub mla: Option<MlaConfig>,
@@ -156,6 +181,7 @@ pub struct ModelConfig {
     pub fp8_weight_block: Option<[usize; 2]>,
     /// RMSNorm before o_proj and before down_proj (BitNet's `attn_sub_norm`, `ffn_sub_norm`).
     pub sub_norms: bool,
+    /// BitNet ternary projections (None: ordinary linear layers).
     pub bitnet_quant: Option<BitNetQuant>,
     /// The end-of-sequence token ids generation stops at (empty: none). config.json's
     /// `eos_token_id` (an id or a list of ids); [`ModelConfig::from_dir`] lets a

@@ -164,6 +164,7 @@ impl GpuLayer {
 
 /// A model loaded onto the GPU (bf16).
 pub struct GpuModel {
+    /// The config.json it was built from.
     pub config: ModelConfig,
     dev: Device,
     gemm: Gemm,
@@ -330,6 +331,7 @@ impl GpuModel {
         Ok(Self { config, dev: dev.clone(), gemm, act, embed, layers, norm, lm_head, kv_fp8: None, checkpoint_kv_scales, capture: None })
     }
 
+    /// The device the weights live on and every step runs on.
     pub fn device(&self) -> &Device {
         &self.dev
     }

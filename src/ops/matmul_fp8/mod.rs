@@ -37,8 +37,11 @@ mod tests;
 /// `granularity.scale_shape(rows, k)` with any strides (a size-1 dimension broadcasts).
 #[derive(Clone, Copy, Debug)]
 pub struct Fp8Operand<'v, 'a> {
+    /// The e4m3 codes `[rows, k]` (a: `[m, k]`, b: `[n, k]`), rows 16-byte aligned.
     pub data: &'v TensorView<'a, F8E4M3, 2>,
+    /// The dequantization scales, `granularity.scale_shape(rows, k)`: value = code · scale.
     pub scale: &'v TensorView<'a, f32, 2>,
+    /// How the scales tile the operand.
     pub granularity: ScaleGranularity,
 }
 
@@ -57,6 +60,7 @@ pub enum GemmKernel {
 /// Options of [`matmul_fp8`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulFp8Config {
+    /// Which kernel runs (default: chosen by the device).
     pub kernel: GemmKernel,
     /// Per-tensor / per-row scales on the wgmma kernel: accumulate all of k in the tensor
     /// core's accumulator (faster, allows 128×256 tiles; its additions keep ~13 mantissa bits,
@@ -103,11 +107,16 @@ pub fn scaling_mode(a: ScaleGranularity, b: ScaleGranularity) -> Option<bool> {
 /// descriptors assume), zero fill out of bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TmaBox {
+    /// The tensor's size `{row bytes, rows}`, inner dimension first.
     pub dims: [u64; 2],
+    /// Bytes between the starts of consecutive rows.
     pub row_stride_bytes: u64,
+    /// The box one TMA copy moves, `{128 bytes, box_rows}`.
     pub box_dims: [u32; 2],
 }
 
+/// The [`TmaBox`] of an operand with `rows` rows of `k_bytes` bytes, `row_stride_bytes` apart,
+/// loaded `box_rows` rows at a time (a tile's rows of one 128-byte swizzle span).
 pub fn tma_box(rows: usize, k_bytes: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
     TmaBox { dims: [k_bytes as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
 }

@@ -42,11 +42,14 @@ pub struct MatmulFp8Problem {
     pub m: usize,
     /// Columns of D (per group).
     pub n: usize,
+    /// The reduction length (columns of A and B).
     pub k: usize,
+    /// How the wgmma kernel accumulates over k (decides which tiles exist).
     pub accumulation: Accumulation,
     /// 0 for one GEMM; the number of groups of a grouped GEMM (1 or more), whose sizes the host
     /// does not know.
     pub groups: usize,
+    /// The operands' element type.
     pub input: GemmInput,
     /// D (and bias, residual) in bf16; false: f32.
     pub out_bf16: bool,
@@ -76,7 +79,9 @@ impl MatmulFp8Problem {
 /// How a problem is tiled and scheduled (the kernels' template choice plus the schedule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TileConfig {
+    /// Rows of D per tile (64 or 128).
     pub block_m: usize,
+    /// Columns of D per tile (128 or 256).
     pub block_n: usize,
     /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
     pub group_m: usize,

@@ -18,6 +18,7 @@ pub(super) const WORKSPACE_WORDS: usize = ffi::WC_QUANT_WORKSPACE_WORDS as usize
 /// What the device allows the single-pass per-tensor kernel (`wc_quantize_fp8_tensor_limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorQuantLimits {
+    /// Streaming multiprocessors on the device.
     pub sm_count: usize,
     /// Co-resident CTAs per SM when each holds `max_held` elements (occupancy calculator).
     pub ctas_per_sm: usize,
@@ -66,7 +67,12 @@ pub enum TensorQuantPlan {
     /// One cooperative launch of `ctas` co-resident CTAs of [`TensorQuantPlan::THREADS`]
     /// threads; each holds up to `held` elements (a multiple of 16) of its contiguous share of
     /// x in shared memory across a grid barrier and re-reads the rest.
-    SinglePass { ctas: usize, held: usize },
+    SinglePass {
+        /// CTAs launched (all co-resident).
+        ctas: usize,
+        /// Most elements of x each CTA keeps in shared memory (a multiple of 16).
+        held: usize,
+    },
 }
 
 impl TensorQuantPlan {

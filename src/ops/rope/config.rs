@@ -30,12 +30,16 @@ pub struct Yarn {
     pub factor: f64,
     /// Pre-training context (DeepSeek-V3: 4096); sets the correction range.
     pub original_max_positions: usize,
-    /// Rotations below which a pair is interpolated / above which it is kept (32 and 1).
+    /// Pairs that turn more than `beta_fast` times over `original_max_positions` keep their
+    /// frequency (HF default 32).
     pub beta_fast: f64,
+    /// Pairs that turn fewer than `beta_slow` times are interpolated (divided by `factor`); a
+    /// linear ramp blends the pairs between the two (HF default 1).
     pub beta_slow: f64,
     /// With both set (and nonzero), attention_factor = mscale(factor, mscale) /
     /// mscale(factor, mscale_all_dim) (DeepSeek-V3: 1 and 1, so 1); otherwise mscale(factor, 1).
     pub mscale: Option<f64>,
+    /// The divisor's mscale in the rule above (`mscale_all_dim` in config.json).
     pub mscale_all_dim: Option<f64>,
     /// An explicit attention factor overrides the mscale rule (HF `attention_factor`).
     pub attention_factor: Option<f64>,
@@ -69,13 +73,32 @@ pub enum RopeScaling {
     /// `inv_freq[i] = theta^(−2i / rotary_dim)`.
     None,
     /// Position interpolation: every frequency divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        /// The divisor (> 0).
+        factor: f64,
+    },
     /// Dynamic NTK: theta grows with the current sequence length once it passes
     /// `original_max_positions` (HF's `max_position_embeddings`). `seq_len` is chosen by the
     /// caller: HF uses max(position) + 1 of the batch, vLLM `original_max_positions · factor`.
-    DynamicNtk { factor: f64, original_max_positions: usize, seq_len: usize },
+    DynamicNtk {
+        /// The scaling factor (>= 1).
+        factor: f64,
+        /// Pre-training context: theta is unchanged up to this length.
+        original_max_positions: usize,
+        /// The sequence length theta is computed for (see above).
+        seq_len: usize,
+    },
     /// Llama 3.1: long wavelengths divided by `factor`, short ones kept, a smooth ramp between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: usize },
+    Llama3 {
+        /// Divisor of the long wavelengths' frequencies (Llama 3.1: 8).
+        factor: f64,
+        /// Wavelengths above `original_max_positions / low_freq_factor` are long (Llama 3.1: 1).
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_positions / high_freq_factor` are short (Llama 3.1: 4).
+        high_freq_factor: f64,
+        /// Pre-training context (Llama 3.1: 8192).
+        original_max_positions: usize,
+    },
     /// YaRN (DeepSeek-V3, Qwen long-context, gpt-oss).
     Yarn(Yarn),
 }
@@ -90,7 +113,9 @@ pub struct RopeConfig {
     pub rotary_offset: usize,
     /// Base `rope_theta` (> 1).
     pub theta: f64,
+    /// Which elements form a rotated pair.
     pub style: RopeStyle,
+    /// How the base frequencies are scaled for long contexts.
     pub scaling: RopeScaling,
 }
 
@@ -99,12 +124,15 @@ impl RopeConfig {
     pub fn new(rotary_dim: usize, theta: f64) -> Self {
         Self { rotary_dim, rotary_offset: 0, theta, style: RopeStyle::NeoX, scaling: RopeScaling::None }
     }
+    /// The same config with another pairing style.
     pub fn with_style(self, style: RopeStyle) -> Self {
         Self { style, ..self }
     }
+    /// The same config with another frequency scaling.
     pub fn with_scaling(self, scaling: RopeScaling) -> Self {
         Self { scaling, ..self }
     }
+    /// The same config with the rotary part starting at element `rotary_offset` of each head.
     pub fn with_offset(self, rotary_offset: usize) -> Self {
         Self { rotary_offset, ..self }
     }

@@ -18,19 +18,36 @@ pub enum Qkv<'b, 'a, T> {
     /// `num_q_heads + 2 · num_kv_heads` (the appending ops need the v heads; the others leave
     /// them untouched). Typically the output of a fused QKV projection, so the token stride may
     /// exceed `heads · head_dim`.
-    Fused { qkv: &'b mut TensorViewMut<'a, T, 3>, num_q_heads: usize, num_kv_heads: usize },
+    Fused {
+        /// The fused view `[num_tokens, heads, head_dim]`.
+        qkv: &'b mut TensorViewMut<'a, T, 3>,
+        /// The q heads: the first `num_q_heads` heads of each token.
+        num_q_heads: usize,
+        /// The k heads (next) and, when present, the v heads (after them).
+        num_kv_heads: usize,
+    },
     /// Separate views: q `[num_tokens, num_q_heads, head_dim]`, k `[num_tokens, num_kv_heads,
     /// head_dim]`, v like k (read only; the appending ops need it).
-    Split { q: &'b mut TensorViewMut<'a, T, 3>, k: &'b mut TensorViewMut<'a, T, 3>, v: Option<&'b TensorView<'a, T, 3>> },
+    Split {
+        /// q `[num_tokens, num_q_heads, head_dim]`, rotated in place.
+        q: &'b mut TensorViewMut<'a, T, 3>,
+        /// k `[num_tokens, num_kv_heads, head_dim]`, rotated in place.
+        k: &'b mut TensorViewMut<'a, T, 3>,
+        /// v `[num_tokens, num_kv_heads, head_dim]`, for the appending ops; None otherwise.
+        v: Option<&'b TensorView<'a, T, 3>>,
+    },
 }
 
 impl<'b, 'a, T: DType> Qkv<'b, 'a, T> {
+    /// [`Qkv::Fused`]: one view `[num_tokens, heads, head_dim]` holding the q, k (and v) heads.
     pub fn fused(qkv: &'b mut TensorViewMut<'a, T, 3>, num_q_heads: usize, num_kv_heads: usize) -> Self {
         Self::Fused { qkv, num_q_heads, num_kv_heads }
     }
+    /// [`Qkv::Split`] without v: for the ops that do not append to a KV cache.
     pub fn split(q: &'b mut TensorViewMut<'a, T, 3>, k: &'b mut TensorViewMut<'a, T, 3>) -> Self {
         Self::Split { q, k, v: None }
     }
+    /// [`Qkv::Split`] with v: for the appending ops (`rope_append_kv`, `qk_norm_rope_append_kv`).
     pub fn split_with_v(q: &'b mut TensorViewMut<'a, T, 3>, k: &'b mut TensorViewMut<'a, T, 3>, v: &'b TensorView<'a, T, 3>) -> Self {
         Self::Split { q, k, v: Some(v) }
     }

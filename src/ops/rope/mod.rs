@@ -29,8 +29,11 @@ pub const QK_NORM_ROPE_MAX_HEAD_DIM: usize = ffi::WC_QK_NORM_ROPE_MAX_HEAD_DIM a
 /// k heads, both `[head_dim]`), applied before the rotation.
 #[derive(Clone, Copy, Debug)]
 pub struct QkNorm<'b, 'a, T> {
+    /// The q heads' norm weight `[head_dim]`.
     pub q_weight: &'b TensorView<'a, T, 1>,
+    /// The k heads' norm weight `[head_dim]`.
     pub k_weight: &'b TensorView<'a, T, 1>,
+    /// eps and weight offset, shared by the q and k norms.
     pub cfg: RmsNormConfig,
 }
 
