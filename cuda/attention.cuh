@@ -144,8 +144,9 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 struct ScoreMap {
   float pre, post, unit;
   bool capped, folded;
-  __device__ __forceinline__ static ScoreMap of(const wc_attention_params& p) {
-    const float scale = p.scale * p.k_scale;
+  // q_unscale: the factor by which the kernel divided its queries (a power of two; 1 if not).
+  __device__ __forceinline__ static ScoreMap of(const wc_attention_params& p, float q_unscale = 1.0f) {
+    const float scale = p.scale * p.k_scale * q_unscale;
     ScoreMap m;
     m.capped = p.softcap > 0.0f;
     m.folded = !m.capped && scale * kLog2e > 0.0f;

@@ -1,21 +1,32 @@
 // attention_sm90.cu — prefill attention on Hopper's warpgroup tensor cores (wgmma): the same
 // contract and work split as attention_gqa.cu's prefill configuration (varlen, contiguous or
 // paged K/V, GQA packing, bottom-right causal, sliding window, soft-cap, split-KV partials,
-// LSE), for bf16 / f16 with (head_dim, head_dim_v) = (64, 64) or (128, 128) and K/V in the
-// query dtype. sm_90a only (other targets get a trapping stub; ops/attention/plan.rs chooses this
-// kernel only on compute capability 9.0, through wc_attention_params.kernel).
+// LSE), for bf16 / f16 with (head_dim, head_dim_v) = (64, 64) or (128, 128), K/V in the query
+// dtype or FP8 e4m3 (a paged cache with per-tensor scales). sm_90a only (other targets get a
+// trapping stub; ops/attention/plan.rs chooses this kernel only on compute capability 9.0,
+// through wc_attention_params.kernel).
 //
-// CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128, 3 stages (K + V each).
-//   warpgroup 0    producer (setmaxnreg.dec 56): cp.async of Q (with tile 0) and of every K/V
-//                  tile straight into the 128-byte-swizzled layout the wgmma descriptors read
-//                  (64-element column blocks of rows × 128 bytes, 16-byte unit u of row r at
-//                  u ^ (r % 8)); paged K/V go row by row through the block table (TMA cannot
-//                  follow it). Per tile: wait for a free stage (empty barrier) and issue the
-//                  tile, then wait for the previous tile's copies, fence them to the async
-//                  proxy (fence.proxy.async) and arrive on its full barrier — two tiles in
-//                  flight while the consumers hold the two before them. Key flags: s_ok per
-//                  key, and s_bad = the index of the last tile loaded into the stage with a
-//                  missing key.
+// CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128.
+//   warpgroup 0    producer (setmaxnreg.dec 56). K/V in the query dtype: cp.async of Q (with
+//                  tile 0) and of every K/V tile straight into the 128-byte-swizzled layout the
+//                  wgmma descriptors read (64-element column blocks of rows × 128 bytes, 16-byte
+//                  unit u of row r at u ^ (r % 8)); paged K/V go row by row through the block
+//                  table (TMA cannot follow it). A ring of 3 stages (K and V together): per
+//                  tile, wait for a free stage (empty barrier) and issue the tile, then wait for
+//                  the previous tile's copies, fence them to the async proxy (fence.proxy.async)
+//                  and arrive on its full barrier — two tiles in flight while the consumers hold
+//                  the two before them. Key flags: s_ok per key, and s_bad = the index of the
+//                  last tile loaded into the stage with a missing key.
+//                  FP8 K/V: the wgmmas run in f16 (e4m3 → f16 is exact and one instruction per
+//                  pair; bf16 would take four), so a bf16 Q is converted once, in shared memory,
+//                  to f16 times 2^-e, with e chosen from the CTA's largest |q| so that it lands
+//                  in [2^14, 2^15) (no overflow, full f16 precision relative to it; the scores
+//                  take 2^e back in the softmax's scale). Raw e4m3 tiles arrive by cp.async in a
+//                  ring of 2 raw stages; each producer thread converts the 16-byte chunks it
+//                  copied itself (no barrier between copy and conversion) into 2 stages of f16
+//                  K and V, which have full and empty barriers of their own: a K stage is
+//                  released once its softmax has read the key flags, half a tile before its
+//                  V, so each conversion has about one tile of slack.
 //   warpgroups 1-2 consumers (setmaxnreg.inc 224), 64 rows each (one m64 row block). Per tile,
 //   pipelined inside the warpgroup (FlashAttention-3): tile j's Q·Kᵀ is issued, then tile
 //   j − 1's P·V behind it; the softmax of tile j runs once its S is ready, while that P·V still
@@ -33,29 +44,37 @@
 //   and 2), so that one's softmax overlaps the other's tensor-core work.
 //
 // Shared memory (HD 128): Q 32 KB + 3 × (K 32 KB + V 32 KB) + flags = 225.6 KB of the 227 KB a
-// CTA may have: 1 CTA per SM (HD 64: 113 KB). Registers: consumers S 64 + O HD / 2 + P 32 per
-// thread, all live across the pipelined step.
+// CTA may have; FP8: Q 32 KB + 2 × (K + V) 128 KB + 2 raw stages 64 KB + flags = 225.1 KB.
+// 1 CTA per SM (HD 64: half). Registers: consumers S 64 + O HD / 2 + P 32 per thread, all live
+// across the pipelined step.
 //
-// Floor (H200, 989 TFLOP/s dense bf16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12 FLOP ->
-// 2.2 ms. See docs/attention.md for the prediction.
+// Floor (H200, 989 TFLOP/s dense bf16 / f16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12
+// FLOP -> 2.2 ms. See docs/attention.md for the prediction.
 #include "attention.cuh"
 #include "sm90.cuh"
 
 namespace wc {
 namespace {
 
-template <int HD>
+template <int HD, bool FP8>
 struct Sm90Attn {
   static constexpr int kBM = 128;  // query rows per CTA: 64 per consumer warpgroup
   static constexpr int kBN = 128;  // keys per tile
-  static constexpr int kStages = 3;  // the consumers hold two (tile it's K, tile it - 1's V)
+  // 16-bit K/V stages. The consumers hold two (tile it's K, tile it - 1's V): with K and V on
+  // one barrier pair the producer fills the third; FP8's separate K and V barriers need two.
+  static constexpr int kStages = FP8 ? 2 : 3;
   static constexpr int kThreads = 384;         // producer warpgroup + 2 consumer warpgroups
   static constexpr int kQ = kBM * HD * 2;      // bytes
   static constexpr int kTile = kBN * HD * 2;   // one K or V stage
-  static constexpr int kFlags = kStages * (kBN + 1) * 4;  // per stage: key flags, bad-tile mark
-  static constexpr int kSmem = kQ + 2 * kStages * kTile + 2 * kStages * 8 + kFlags;  // barriers before flags
+  static constexpr int kRaw = FP8 ? 2 * kBN * HD : 0;  // one raw stage: K, then V (e4m3 rows)
+  static constexpr int kRawStages = FP8 ? 2 : 0;
+  static constexpr int kBarriers = (FP8 ? 4 : 2) * kStages;  // full / empty (FP8: of K and of V)
+  static constexpr int kFlags = kStages * (kBN + 1) * 4 + (FP8 ? 5 * 4 : 0);  // key flags, bad-tile
+                                                   // marks; FP8: the producer warps' |q| maxima, Q's scale
+  static constexpr int kSmem = kQ + 2 * kStages * kTile + kRawStages * kRaw + kBarriers * 8 + kFlags;  // barriers before flags
   static_assert(HD == 64 || HD == 128, "head dims built: 64, 128");
-  static_assert(kQ % 1024 == 0 && kTile % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+  static_assert(kQ % 1024 == 0 && kTile % 1024 == 0 && kRaw % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
+  static_assert(kSmem <= 227 * 1024, "a CTA may have 227 KB of shared memory");
 };
 
 // Byte offset of 16-byte unit u of row r in a [ROWS][HD] 16-bit tile, 128-byte swizzle: column
@@ -65,57 +84,207 @@ __device__ __forceinline__ int swizzled(int r, int u) {
   return (u / 8) * ROWS * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
 }
 
-template <typename T, int HD>
-__global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kernel(const wc_attention_params p) {
+// FP8 K/V: a producer thread's k-th 16-byte chunk of a raw [BN][HD] e4m3 tile: chunk column c
+// (the same for all k) of row r. The 8 threads of a shared-memory phase take 8 consecutive rows
+// at one c, so that (with raw_offset's swizzle and swizzled's) their raw loads and converted
+// stores each hit 8 distinct 16-byte bank groups.
+template <int HD>
+__device__ __forceinline__ void fp8_chunk(int tid, int k, int& r, int& c) {
+  constexpr int kCh = HD / 16;  // chunks per row
+  const int idx = k * 128 + tid;
+  c = (idx / 8) % kCh;
+  r = idx % 8 + 8 * (idx / (8 * kCh));
+}
+// Byte offset of chunk c of row r in a raw [BN][HD] e4m3 tile, XOR-swizzled so that 8
+// consecutive rows at one c fall in distinct 16-byte bank groups.
+template <int HD>
+__device__ __forceinline__ int raw_offset(int r, int c) {
+  constexpr int kCh = HD / 16;
+  return r * HD + ((c ^ ((r * kCh / 8) % kCh)) << 4);
+}
+
+// e4m3 pair (low byte first) -> f16 pair, exactly (cvt.rn.f16x2.e4m3x2). (A template: other
+// targets compile no kernel body that uses it.)
+template <int = 0>
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+
+template <typename T, int HD, bool FP8>
+__global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90_kernel(const wc_attention_params p) {
 #if WC_SM90A
-  using C = Sm90Attn<HD>;
+  using C = Sm90Attn<HD, FP8>;
   using namespace sm90;
+  // The wgmmas' operand type: the query dtype, or f16 over an FP8 cache (see the header).
+  using TC = typename std::conditional<FP8, __half, T>::type;
   constexpr int BM = C::kBM, BN = C::kBN, S = C::kStages, U = HD / 8;  // U: 16-byte units per row
   extern __shared__ __align__(1024) uint8_t smem[];
   uint8_t* sq = smem;
   uint8_t* sk = smem + C::kQ;        // stage s at sk + s · kTile
   uint8_t* sv = sk + S * C::kTile;
-  uint64_t* full = reinterpret_cast<uint64_t*>(sv + S * C::kTile);  // mbarriers: 8-byte aligned
-  uint64_t* empty = full + S;
-  int* s_ok = reinterpret_cast<int*>(empty + S);  // [S][BN]: key exists
+  uint8_t* raw = sv + S * C::kTile;  // FP8: raw stage s at raw + s · kRaw (K, then V)
+  uint64_t* bars = reinterpret_cast<uint64_t*>(raw + C::kRawStages * C::kRaw);  // mbarriers: 8-byte aligned
+  // K and V in the query dtype: full_k = full_v and empty_k = empty_v (one pair per stage).
+  uint64_t* full_k = bars;
+  uint64_t* empty_v = bars + S;
+  uint64_t* full_v = FP8 ? bars + 2 * S : full_k;
+  uint64_t* empty_k = FP8 ? bars + 3 * S : empty_v;
+  int* s_ok = reinterpret_cast<int*>(bars + C::kBarriers);  // [S][BN]: key exists
   int* s_bad = s_ok + S * BN;        // [S]: index of the last tile loaded there with a missing key
+  float* s_qmax = reinterpret_cast<float*>(s_bad + S);  // FP8: [4] producer warps' largest |q|
+  float* s_qscale = s_qmax + 4;      // FP8: 2^e, the factor by which Q was divided
 
   Work w;
   if (!describe_work<BN>(p, BM, w)) return;  // the whole CTA leaves together
   const int kv_hi = w.kv_hi;
   const int n_iter = w.tile_end - w.tile_begin;
   const int wg = threadIdx.x / 128;
-  init_kv_ring<S>(smem, full, empty, s_bad);
+  init_kv_ring<S>(smem, full_k, empty_v, s_bad);
+  if constexpr (FP8) init_kv_ring<S>(smem, full_v, empty_k, s_bad);
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
-    // cp.async straight into the swizzled layout; per tile: wait for a free stage and issue the
-    // tile, then wait for the previous tile's copies, fence them to the async proxy and arrive
-    // on its full barrier (two tiles in flight).
     setmaxnreg_dec<56>();
     const int tid = threadIdx.x;
-    const T* kg = static_cast<const T*>(p.k);
-    const T* vg = static_cast<const T*>(p.v);
-    auto load_tile = [&](int it) {
-      const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
-      for (int i = tid; i < BN * U; i += 128) {
-        const int r = i / U, u = i % U;
-        int64_t ko, vo;
-        const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
-        key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
-        const int at = st * C::kTile + swizzled<BN>(r, u);
-        cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
-        cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
-        if (u == 0) s_ok[st * BN + r] = valid;
-        if (!valid) s_bad[st] = it;  // same value from every thread that sees one
+    if constexpr (!FP8) {
+      // cp.async straight into the swizzled layout; per tile: wait for a free stage and issue
+      // the tile, then wait for the previous tile's copies, fence them to the async proxy and
+      // arrive on its full barrier (two tiles in flight).
+      const T* kg = static_cast<const T*>(p.k);
+      const T* vg = static_cast<const T*>(p.v);
+      auto load_tile = [&](int it) {
+        const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+        for (int i = tid; i < BN * U; i += 128) {
+          const int r = i / U, u = i % U;
+          int64_t ko, vo;
+          const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
+          key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
+          const int at = st * C::kTile + swizzled<BN>(r, u);
+          cp_async16(sk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + u * 8 : kg, valid);
+          cp_async16(sv + at, valid ? vg + vo + w.kv_head * p.v_head_stride + u * 8 : vg, valid);
+          if (u == 0) s_ok[st * BN + r] = valid;
+          if (!valid) s_bad[st] = it;  // same value from every thread that sees one
+        }
+        cp_async_commit();
+      };
+      if (n_iter > 0) {
+        load_q<T, HD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
+        load_tile(0);
       }
-      cp_async_commit();
-    };
-    if (n_iter > 0) {
-      load_q<T, HD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
-      load_tile(0);
+      produce_cp_async<S>(n_iter, full_k, empty_v, load_tile);
+    } else {
+      // FP8: raw tiles by cp.async (2 in flight), each thread converting the chunks it copied.
+      constexpr int kPer = BN * (HD / 16) / 128;  // a thread's chunks per K (or V) tile: 8 / 4
+      const uint8_t* kg = static_cast<const uint8_t*>(p.k);
+      const uint8_t* vg = static_cast<const uint8_t*>(p.v);
+      uint32_t ok_bits = 0;  // bit 8 · (tile % 2) + k: the key row of this thread's chunk k exists
+      auto issue_raw = [&](int it) {
+        const int rs = it % 2, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+        uint8_t* rk = raw + rs * C::kRaw;
+        uint32_t bits = 0;
+#pragma unroll 1
+        for (int k = 0; k < kPer; ++k) {
+          int r, c;
+          fp8_chunk<HD>(tid, k, r, c);
+          int64_t ko, vo;
+          const bool valid = key_offset(p, w, n0 + r, kv_hi, p.k_stride, ko);
+          key_offset(p, w, n0 + r, kv_hi, p.v_stride, vo);
+          const int at = raw_offset<HD>(r, c);
+          cp_async16(rk + at, valid ? kg + ko + w.kv_head * p.k_head_stride + c * 16 : kg, valid);
+          cp_async16(rk + BN * HD + at, valid ? vg + vo + w.kv_head * p.v_head_stride + c * 16 : vg, valid);
+          bits |= static_cast<uint32_t>(valid) << k;
+        }
+        cp_async_commit();
+        ok_bits = (ok_bits & ~(0xffu << (8 * rs))) | (bits << (8 * rs));
+      };
+      // Raw tile `it` (its copies landed) -> f16 K (v = 0) or V (v = 1) stage it % S; then fence
+      // the writes to the async proxy and arrive on the stage's full barrier. K also carries the
+      // key flags.
+      auto convert = [&](int it, int v) {
+        const int st = it % S;
+        const uint8_t* src = raw + (it % 2) * C::kRaw + v * BN * HD;
+        uint8_t* dst = (v ? sv : sk) + st * C::kTile;
+#pragma unroll 1
+        for (int k = 0; k < kPer; ++k) {
+          int r, c;
+          fp8_chunk<HD>(tid, k, r, c);
+          const uint4 b = *reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));
+          const uint32_t words[4] = {b.x, b.y, b.z, b.w};
+          uint32_t h[8];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            h[2 * q] = e4m3x2_to_f16x2<>(words[q] & 0xffffu);
+            h[2 * q + 1] = e4m3x2_to_f16x2<>(words[q] >> 16);
+          }
+          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c), make_uint4(h[0], h[1], h[2], h[3]));
+          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c + 1), make_uint4(h[4], h[5], h[6], h[7]));
+          if (!v) {
+            const bool ok = (ok_bits >> (8 * (it % 2) + k)) & 1u;
+            if (c == 0) s_ok[st * BN + r] = ok;
+            if (!ok) s_bad[st] = it;  // same value from every thread that sees one
+          }
+        }
+        fence_proxy_async_smem();
+        mbar_arrive(v ? &full_v[st] : &full_k[st]);
+      };
+      if (n_iter > 0) {
+        load_q<T, HD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });
+        cp_async_commit();
+        issue_raw(0);
+        if (n_iter > 1) {
+          issue_raw(1);
+          cp_async_wait<2>();  // Q has landed
+        } else {
+          cp_async_wait<1>();
+        }
+        if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+          // Q -> f16 · 2^-e, e = floor(log2 max |q|) - 14 over the CTA's tile (rows past w.rows
+          // are zeros). Each thread converts the units it copied, once the maximum is known.
+          float amax = 0.0f;
+          for (int i = tid; i < BM * U; i += 128) {
+            const uint4 b = *reinterpret_cast<const uint4*>(sq + swizzled<BM>(i / U, i % U));
+            const uint32_t words[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q)
+              amax = fmaxf(amax, fmaxf(fabsf(__uint_as_float(words[q] << 16)), fabsf(__uint_as_float(words[q] & 0xffff0000u))));
+          }
+#pragma unroll
+          for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+          if (tid % 32 == 0) s_qmax[tid / 32] = amax;
+          named_barrier_sync(3, 128);  // the producer warpgroup alone
+          amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
+          const int e = min(max(static_cast<int>((__float_as_uint(amax) >> 23) & 0xff) - 127 - 14, -100), 114);
+          const float down = __uint_as_float(static_cast<uint32_t>(127 - e) << 23);  // 2^-e
+          for (int i = tid; i < BM * U; i += 128) {
+            uint8_t* at = sq + swizzled<BM>(i / U, i % U);
+            const uint4 b = *reinterpret_cast<const uint4*>(at);
+            const uint32_t words[4] = {b.x, b.y, b.z, b.w};
+            uint32_t h[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const __half2 two = __floats2half2_rn(__uint_as_float(words[q] << 16) * down, __uint_as_float(words[q] & 0xffff0000u) * down);
+              h[q] = *reinterpret_cast<const uint32_t*>(&two);
+            }
+            st_shared_for_async16(at, make_uint4(h[0], h[1], h[2], h[3]));
+          }
+          if (tid == 0) *s_qscale = __uint_as_float(static_cast<uint32_t>(127 + e) << 23);  // 2^e
+        } else if (tid == 0) {
+          *s_qscale = 1.0f;  // f16 queries are used as they are
+        }
+      }
+      // Per tile: its raw copies landed, convert K once its stage is free, then V, then reuse
+      // the raw stage for tile it + 2 (each thread overwrites only the chunks it just read).
+      for (int it = 0; it < n_iter; ++it) {
+        if (it + 1 < n_iter) cp_async_wait<1>();
+        else cp_async_wait<0>();
+        mbar_wait(&empty_k[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+        convert(it, 0);
+        mbar_wait(&empty_v[it % S], ((it / S) & 1) ^ 1);
+        convert(it, 1);
+        if (it + 2 < n_iter) issue_raw(it + 2);
+      }
     }
-    produce_cp_async<S>(n_iter, full, empty, load_tile);
     return;
   }
 
@@ -136,7 +305,25 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) s[i] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const ScoreMap score = ScoreMap::of(p);
+  ScoreMap score = ScoreMap::of(p);
+
+  // The ring as the consumers see it: K of tile it is waited for before its Q·Kᵀ and V of tile
+  // it before its P·V (the same barrier when K and V share a stage; with FP8, K of tile it
+  // arrives after V of tile it − 1 — the producer converts in order — so only the last V's
+  // wait can block, but each wait states what its wgmma reads); K's stage is released once the
+  // softmax has read its key flags (a no-op when shared), V's once its P·V retired.
+  auto wait_k = [&](int it) { mbar_wait(&full_k[it % S], (it / S) & 1); };
+  auto wait_v = [&](int it) {
+    if constexpr (FP8) mbar_wait(&full_v[it % S], (it / S) & 1);
+  };
+  auto release_k = [&](int it) {
+    if constexpr (FP8) {
+      if (lane == 0) mbar_arrive(&empty_k[it % S]);
+    }
+  };
+  auto release_v = [&](int it) {
+    if (lane == 0) mbar_arrive(&empty_v[it % S]);
+  };
 
   // S = Q Kᵀ of the tile in stage st, issued (not waited for): k16 slice kk is 32 bytes into
   // 128-byte row block kk / 4.
@@ -147,7 +334,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
       const int col = (kk % 4) * 32;
       const uint64_t da = desc_k_major_sw128(sq + (kk / 4) * BM * 128 + cw * 64 * 128 + col);
       const uint64_t db = desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + col);
-      wgmma_m64n128k16_ss<T>(s, da, db, kk > 0);
+      wgmma_m64n128k16_ss<TC>(s, da, db, kk > 0);
     }
     wgmma_commit();
   };
@@ -158,7 +345,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     const uint8_t* v_t = sv + st * C::kTile;
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks)
-      wgmma_rs<T, HD>(o, a[ks], desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128), 1);
+      wgmma_rs<TC, HD>(o, a[ks], desc_mn_major_sw128(v_t + ks * 16 * 128, BN * 128), 1);
     wgmma_commit();
   };
   // Scale, soft-cap, mask (not needed when every row sees every key of the tile) and the online
@@ -174,10 +361,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   auto pack_p = [&]() {
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks) {
-      a[ks][0] = pack2<T>(s[8 * ks + 0], s[8 * ks + 1]);
-      a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
-      a[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
-      a[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
+      a[ks][0] = pack2<TC>(s[8 * ks + 0], s[8 * ks + 1]);
+      a[ks][1] = pack2<TC>(s[8 * ks + 2], s[8 * ks + 3]);
+      a[ks][2] = pack2<TC>(s[8 * ks + 4], s[8 * ks + 5]);
+      a[ks][3] = pack2<TC>(s[8 * ks + 6], s[8 * ks + 7]);
     }
   };
   auto fence_s = [&]() {
@@ -213,7 +400,8 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
   if (cw == 1 && phases > 0) named_barrier_arrive(1, 256);
 
   if (n_iter > 0) {
-    mbar_wait(&full[0], 0);
+    wait_k(0);
+    if constexpr (FP8) score = ScoreMap::of(p, *s_qscale);  // Q was divided by it (FP8: signalled with K 0)
     my_turn();
     wgmma_fence();
     issue_s(0);
@@ -222,11 +410,13 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     fence_s();
     float corr[2];
     softmax(0, 0, corr);  // O is zero: nothing to rescale
+    release_k(0);
     pack_p();
   }
   for (int it = 1; it < n_iter; ++it) {
     const int st = it % S, prev = (it - 1) % S;
-    mbar_wait(&full[st], (it / S) & 1);
+    wait_k(it);
+    wait_v(it - 1);
     fence_s();
     fence_o_p();
     my_turn();
@@ -238,14 +428,16 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     fence_s();
     float corr[2];
     softmax(it, st, corr);
+    release_k(it);
     wgmma_wait<0>();
     fence_o_p();
-    if (lane == 0) mbar_arrive(&empty[prev]);  // this warp is done with tile it − 1's stage
+    release_v(it - 1);  // this warp is done with tile it − 1's V
     rescale_rows<HD / 8>(o, corr);
     pack_p();
   }
   if (n_iter > 0) {
     const int last = (n_iter - 1) % S;
+    wait_v(n_iter - 1);
     fence_o_p();
     my_turn();
     wgmma_fence();
@@ -253,7 +445,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
     hand_over(n_iter);
     wgmma_wait<0>();
     fence_o_p();
-    if (lane == 0) mbar_arrive(&empty[last]);
+    release_v(n_iter - 1);
   }
 
   // Epilogue from registers: thread holds rows g, g + 8, columns 8 i + 2 t4 + 0..1.
@@ -288,21 +480,31 @@ __global__ void __launch_bounds__(Sm90Attn<HD>::kThreads, 1) attention_sm90_kern
 #endif
 }
 
-template <typename T, int HD>
+template <typename T, int HD, bool FP8>
 wc_status launch(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
-  using C = Sm90Attn<HD>;
-  return launch_grid(attention_sm90_kernel<T, HD>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
+  using C = Sm90Attn<HD, FP8>;
+  return launch_grid(attention_sm90_kernel<T, HD, FP8>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
 }
 
 }  // namespace
 
 wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
-  if (p.kv_dtype != p.dtype || p.head_dim != p.head_dim_v) return WC_ERR_UNSUPPORTED;
+  if (p.head_dim != p.head_dim_v) return WC_ERR_UNSUPPORTED;
+  if (p.kv_dtype == WC_E4M3) {
+    switch (p.dtype * 1000 + p.head_dim) {
+      case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64, true>(p, s, occupancy);
+      case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128, true>(p, s, occupancy);
+      case WC_F16 * 1000 + 64: return launch<__half, 64, true>(p, s, occupancy);
+      case WC_F16 * 1000 + 128: return launch<__half, 128, true>(p, s, occupancy);
+      default: return WC_ERR_UNSUPPORTED;
+    }
+  }
+  if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
   switch (p.dtype * 1000 + p.head_dim) {
-    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64>(p, s, occupancy);
-    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128>(p, s, occupancy);
-    case WC_F16 * 1000 + 64: return launch<__half, 64>(p, s, occupancy);
-    case WC_F16 * 1000 + 128: return launch<__half, 128>(p, s, occupancy);
+    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64, false>(p, s, occupancy);
+    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128, false>(p, s, occupancy);
+    case WC_F16 * 1000 + 64: return launch<__half, 64, false>(p, s, occupancy);
+    case WC_F16 * 1000 + 128: return launch<__half, 128, false>(p, s, occupancy);
     default: return WC_ERR_UNSUPPORTED;
   }
 }

@@ -167,10 +167,11 @@ __device__ __forceinline__ uint64_t desc_mn_major_sw128(const void* tile, uint32
 }
 // Makes this thread's generic-proxy writes to shared memory (st.shared, cp.async after its
 // wait) visible to the async proxy (wgmma operand reads); a barrier then publishes them.
-// A 32-bit store of a thread's data into shared memory that the async proxy will read (a wgmma
-// operand, a TMA store's source): the writer must fence_proxy_async_smem() before the barrier
-// that hands it over. (The host emulation tracks these stores for that check.)
+// A 32-bit (16-byte) store of a thread's data into shared memory that the async proxy will read
+// (a wgmma operand, a TMA store's source): the writer must fence_proxy_async_smem() before the
+// barrier that hands it over. (The host emulation tracks these stores for that check.)
 __device__ __forceinline__ void st_shared_for_async(void* p, uint32_t v) { *static_cast<uint32_t*>(p) = v; }
+__device__ __forceinline__ void st_shared_for_async16(void* p, uint4 v) { *static_cast<uint4*>(p) = v; }
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

@@ -57,7 +57,8 @@ fn case() -> impl Strategy<Value = AttentionCase> {
 
 /// Batches over an FP8 e4m3 paged cache: half of them decode (max_q_len · group ≤ 16, the
 /// decode configuration), half as case() made them (prefill / append chunks, the prefill
-/// configuration). Auto plans them on the portable kernel (AttentionPlan::with_kv).
+/// configuration). Auto plans them (AttentionPlan::with_kv): the prefill ones on the wgmma
+/// kernel on Hopper at head dims 64 and 128, the rest on the portable kernel.
 fn fp8_case() -> impl Strategy<Value = AttentionCase> {
     let pages = proptest::sample::select(&[1usize, 8, 16, 64][..]);
     (case().prop_filter("the paged cache has one head_dim", |c| c.head_dim == c.head_dim_v), pages, (0.005f32..2.0, 0.005f32..2.0), any::<bool>()).prop_map(|(c, page, scales, decode)| {
@@ -300,22 +301,30 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
 }
 
-/// An FP8 cache's batches plan on the portable kernel (the Hopper kernels read K/V in the
-/// query dtype), prefill included; FP8 K/V outside the paged cache (no scales) are refused and
-/// nothing is written.
+/// An FP8 cache's batches: prefill at head dims 64 / 128 plans on the wgmma kernel on Hopper
+/// (it converts the cache's tiles to f16), decode, MLA and other head dims on the portable
+/// kernel, and everything on the portable kernel elsewhere; FP8 K/V outside the paged cache (no
+/// scales) are refused and nothing is written.
 #[test]
-fn fp8_cache_plans_on_the_portable_kernel() {
+fn fp8_cache_plans() {
     let Some(dev) = device() else { return };
     use warpcore::F8E4M3;
-    let (hd, nq, nkv) = (128, 8, 2);
-    for (q, kv) in [(1usize, 100usize), (300, 300), (64, 4096)] {
-        let plan = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Auto).unwrap();
-        assert_eq!(plan.kernel, AttentionKernel::MmaSync, "q {q} kv {kv}");
-        let e = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Wgmma).unwrap_err();
-        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    let hopper = dev.info().compute_capability == (9, 0);
+    let (nq, nkv) = (8, 2);
+    for (hd, q, kv, wgmma) in [(128, 1usize, 100usize, false), (128, 300, 300, hopper), (64, 64, 4096, hopper), (96, 300, 300, false), (576, 4, 300, false)] {
+        let (hd, hdv, nkv) = if hd == 576 { (576, 512, 1) } else { (hd, hd, nkv) };
+        let plan = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hdv, AttentionKernel::Auto).unwrap();
+        let want = if wgmma { AttentionKernel::Wgmma } else { AttentionKernel::MmaSync };
+        assert_eq!(plan.kernel, want, "head dim {hd}, q {q} kv {kv}");
+        let forced = AttentionPlan::with_kv::<F8E4M3>(&dev, &[q], &[kv], nq, nkv, hd, hdv, AttentionKernel::Wgmma);
+        match forced {
+            Ok(p) => assert!(wgmma && p.kernel == AttentionKernel::Wgmma, "head dim {hd}, q {q} kv {kv}: {p:?}"),
+            Err(e) => assert!(!wgmma && matches!(e, Error::Unsupported { .. }), "head dim {hd}, q {q} kv {kv}: {e}"),
+        }
         // K/V in the query dtype: with_kv plans as with_kernel.
-        assert_eq!(AttentionPlan::with_kv::<bf16>(&dev, &[q], &[kv], nq, nkv, hd, hd, AttentionKernel::Auto).unwrap(), AttentionPlan::new(&dev, &[q], &[kv], nq, nkv, hd, hd).unwrap());
+        assert_eq!(AttentionPlan::with_kv::<bf16>(&dev, &[q], &[kv], nq, nkv, hd, hdv, AttentionKernel::Auto).unwrap(), AttentionPlan::new(&dev, &[q], &[kv], nq, nkv, hd, hdv).unwrap());
     }
+    let hd = 128;
     let q = dev.upload(&vec![bf16::ONE; 8 * nq * hd]).unwrap();
     let k8 = dev.upload(&vec![F8E4M3::from_f64_sat(0.5); 8 * nkv * hd]).unwrap();
     let cu = dev.upload(&[0i32, 8]).unwrap();

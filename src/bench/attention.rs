@@ -30,9 +30,10 @@ fn shuffled_pages(num_pages: usize) -> Vec<i32> {
 /// Times causal attention of `batch` sequences of `q_len` queries over `kv_len` keys each,
 /// all in the paged cache of type `C` (bf16, or e4m3 with scales 1/64, 1/32) in pages of
 /// `page_size`, shuffled as an engine's allocator leaves them; the 32 / 8-head, head_dim-128
-/// shape, on the kernel `AttentionPlan::with_kv::<C>` picks, once per entry of `splits`: with
-/// the plan's key splits (None) or that many. Returns each timing with its plan.
-fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize, splits: &[Option<usize>]) -> Result<Vec<(Timing, AttentionPlan)>> {
+/// shape, on `kernel` as `AttentionPlan::with_kv::<C>` resolves it, once per entry of `splits`:
+/// with the plan's key splits (None) or that many. Returns each timing with its plan.
+#[allow(clippy::too_many_arguments)]
+fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize, kernel: AttentionKernel, splits: &[Option<usize>]) -> Result<Vec<(Timing, AttentionPlan)>> {
     let (total, pages_per_seq) = (batch * q_len, kv_len.div_ceil(page_size));
     let num_pages = batch * pages_per_seq;
     let cache_len = num_pages * page_size * NKV * HD;
@@ -43,7 +44,7 @@ fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize,
     let cu = dev.upload(&(0..=batch).map(|s| (s * q_len) as i32).collect::<Vec<_>>())?;
     let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 4)?;
     let mut out_buf = dev.zeros::<bf16>(total * NQ * HD)?;
-    let planned = AttentionPlan::with_kv::<C>(dev, &vec![q_len; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
+    let planned = AttentionPlan::with_kv::<C>(dev, &vec![q_len; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, kernel)?;
     let cfg = AttentionConfig::causal(HD);
     let mut cache = KvCacheView::new(
         TensorView::contiguous(k.as_view(), [num_pages, page_size, NKV, HD])?,
@@ -83,7 +84,7 @@ fn kv_suffix<C: DType>() -> String {
 /// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
 /// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
 pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size, &[None])?[0];
+    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size, AttentionKernel::Auto, &[None])?[0];
     Ok(decode_record::<C>(format!("b{batch} kv{kv_len} page{page_size}{}", kv_suffix::<C>()), t, batch, kv_len, ceilings))
 }
 
@@ -110,7 +111,7 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
             counts.push(planned);
         }
         let forced: Vec<Option<usize>> = counts.iter().map(|&s| Some(s)).collect();
-        let timed = match time_paged::<bf16>(dev, batch, 1, kv_len, 16, &forced) {
+        let timed = match time_paged::<bf16>(dev, batch, 1, kv_len, 16, AttentionKernel::Auto, &forced) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("warpcore bench --tune: attention_decode b{batch} kv{kv_len}: {e}; the sweep stops here");
@@ -216,10 +217,10 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 
 /// Causal prefill of `batch` sequences of `seq_len` tokens whose K/V are already in the paged
 /// cache (pages of `page_size`, shuffled) of type `C` — what a chunked prefill or an append
-/// reads; bf16 on the kernel [`AttentionPlan::new`] picks, e4m3 on the portable one. Key
+/// reads; on `kernel` (`Auto`: the one [`AttentionPlan::with_kv`] picks). Key
 /// "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
-pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, &[None])?[0];
+pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
+    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, kernel, &[None])?[0];
     let total = batch * seq_len;
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;
@@ -260,9 +261,13 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
             out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma)?);
         }
     }
-    // Prefill over the paged cache (chunked prefill, append): bf16, and the FP8 cache the
-    // portable kernel converts in shared memory.
-    out.push(bench_prefill_paged::<bf16>(dev, ceilings, 4, 4096, 16)?);
-    out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16)?);
+    // Prefill over the paged cache (chunked prefill, append): bf16, and the FP8 cache, which the
+    // kernel Auto picks converts in shared memory (on Hopper the wgmma kernel; there the
+    // portable kernel's record too, for the ratio).
+    out.push(bench_prefill_paged::<bf16>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?);
+    out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?);
+    if hopper {
+        out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::MmaSync)?);
+    }
     Ok(out)
 }

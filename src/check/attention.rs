@@ -13,16 +13,24 @@ use half::{bf16, f16};
 /// One batch: per-sequence query and key counts, heads, mask options, K/V source.
 #[derive(Clone, Debug)]
 pub struct AttentionCase {
+    /// Queries of each sequence `[num_seqs]` (the last q_len of its kv_len positions).
     pub q_lens: Vec<usize>,
+    /// Keys of each sequence `[num_seqs]` (>= its q_len).
     pub kv_lens: Vec<usize>,
+    /// Query heads (a multiple of num_kv_heads).
     pub num_q_heads: usize,
+    /// Key/value heads.
     pub num_kv_heads: usize,
+    /// Elements per q and k head.
     pub head_dim: usize,
     /// Value head dim (= head_dim except 192/128, MLA prefill, and 576/512, MLA decode: V is
     /// the first 512 elements of K's rows, the latent cache).
     pub head_dim_v: usize,
+    /// Bottom-right aligned causal mask.
     pub causal: bool,
+    /// Sliding window: keys more than this many positions left of the query are masked.
     pub window_left: Option<u32>,
+    /// Logit soft-capping `cap · tanh(s / cap)`.
     pub softcap: Option<f32>,
     /// Some(page_size): K/V in the paged cache (pages shuffled); None: contiguous varlen.
     pub page_size: Option<usize>,
@@ -33,6 +41,7 @@ pub struct AttentionCase {
     pub fp8_scales: Option<(f32, f32)>,
     /// The kernel to plan for (`Auto`: the plan's choice).
     pub kernel: AttentionKernel,
+    /// Seed of q, k, v and the page order.
     pub seed: u64,
 }
 
@@ -258,9 +267,9 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![200, 1], kv_lens: vec![1000, 50], num_q_heads: 8, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, num_splits: Some(3), seed: 15, ..base.clone() },
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![5, 700, 3000], fp8_scales: Some((0.02, 0.05)), seed: 12, ..base.clone() },
         AttentionCase { q_lens: vec![2, 2], kv_lens: vec![90, 33], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(32), fp8_scales: Some((1.0, 1.0)), seed: 13, ..base.clone() },
-        // Prefill / append chunks over an FP8 cache (the portable kernel's prefill
-        // configuration): a whole prompt next to a chunk, page 1 at head_dim 64, and head_dim
-        // 256 with a window, a soft-cap and splits.
+        // Prefill / append chunks over an FP8 cache (on Hopper the wgmma kernel at head dims 64
+        // and 128, and the portable kernel's prefill configuration): a whole prompt next to a
+        // chunk, page 1 at head_dim 64, and head_dim 256 with a window, a soft-cap and splits.
         AttentionCase { q_lens: vec![300, 17], kv_lens: vec![300, 100], fp8_scales: Some((0.02, 0.05)), seed: 21, ..base.clone() },
         AttentionCase { q_lens: vec![65], kv_lens: vec![200], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(1), fp8_scales: Some((1.0, 0.5)), seed: 22, ..base.clone() },
         AttentionCase { q_lens: vec![40, 70], kv_lens: vec![40, 500], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, head_dim_v: 256, page_size: Some(64), window_left: Some(100), softcap: Some(30.0), num_splits: Some(2), fp8_scales: Some((0.5, 0.25)), seed: 23, ..base.clone() },
@@ -278,8 +287,12 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         out.push(check_attention::<bf16>(dev, c)?);
         out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, ..c.clone() })?);
         // Where the plan picks the wgmma kernel (Hopper prefill), the mma.sync kernel too.
-        let auto = AttentionPlan::new(dev, &c.q_lens, &c.kv_lens, c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v)?;
-        if auto.kernel == AttentionKernel::Wgmma && c.fp8_scales.is_none() {
+        let (q, kv, heads, dims) = (&c.q_lens, &c.kv_lens, (c.num_q_heads, c.num_kv_heads), (c.head_dim, c.head_dim_v));
+        let auto = match c.fp8_scales {
+            Some(_) => AttentionPlan::with_kv::<crate::F8E4M3>(dev, q, kv, heads.0, heads.1, dims.0, dims.1, AttentionKernel::Auto)?,
+            None => AttentionPlan::new(dev, q, kv, heads.0, heads.1, dims.0, dims.1)?,
+        };
+        if auto.kernel == AttentionKernel::Wgmma {
             out.push(check_attention::<bf16>(dev, &AttentionCase { kernel: AttentionKernel::MmaSync, seed: c.seed + 200, ..c.clone() })?);
         }
     }

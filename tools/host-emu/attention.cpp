@@ -77,7 +77,7 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   if (base == 0 || max_splits == 1) return 1;
   wc_attention_params p{};
   p.num_q_heads = c.nq, p.num_kv_heads = c.nkv, p.head_dim = c.hd, p.head_dim_v = c.hdv, p.max_q_len = max_q;
-  p.num_splits = 1, p.dtype = WC_BF16, p.kv_dtype = WC_BF16;
+  p.num_splits = 1, p.dtype = WC_BF16, p.kv_dtype = c.fp8 ? WC_E4M3 : WC_BF16;  // as ctas_per_sm (plan.rs)
   p.kernel = c.wgmma ? WC_ATTENTION_WGMMA : WC_ATTENTION_MMA;
   int32_t per_sm = 0;
   if (wc_attention_ctas_per_sm(&p, &per_sm) != WC_OK || per_sm < 1) {
@@ -459,6 +459,19 @@ static std::vector<Case> cases(const std::string& set) {
   // running max keeps moving, so every rescale of O matters) in both m-tiles.
   { Case c; c.name = "wgmma hd64 6 key tiles non-causal qmag 8"; c.wgmma = true; c.causal = false; c.nkv = 1;
     c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.qmag = 8; add(c); }
+  // ---- the wgmma kernel over an FP8 cache: raw tiles converted to f16 by the producer (two
+  // stages each, K and V on barriers of their own); bf16 queries scaled into f16's range.
+  { Case c; c.name = "wgmma fp8 hd64 g4 ps16"; c.wgmma = c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
+    c.kv_lens = {5, 17, 80}; c.page_size = 16; add(c); }
+  { Case c; c.name = "wgmma fp8 hd128 g2 ps1 split 2"; c.wgmma = c.fp8 = true; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {17, 33}; c.kv_lens = {30, 300}; c.page_size = 1; c.force_splits = 2; add(c); }
+  { Case c; c.name = "wgmma fp8 f16 hd128 2 m-tiles 5 key tiles ps64 bad pages"; c.wgmma = c.fp8 = true; c.bf16 = false;
+    c.nkv = 1; c.nq = 4; c.hd = c.hdv = 128; c.q_lens = {40}; c.kv_lens = {600}; c.page_size = 64; c.bad_pages = 2; add(c); }
+  { Case c; c.name = "wgmma fp8 hd64 6 key tiles non-causal window softcap qmag 1e5"; c.wgmma = c.fp8 = true;
+    c.causal = false; c.nkv = 1; c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.page_size = 8; c.window = 300;
+    c.softcap = 30.0f; c.qmag = 1e5f; add(c); }
+  { Case c; c.name = "wgmma fp8 hd128 tiny q (qmag 1e-6) ps32"; c.wgmma = c.fp8 = true; c.nkv = 2; c.nq = 4;
+    c.hd = c.hdv = 128; c.q_lens = {9, 130}; c.kv_lens = {9, 300}; c.page_size = 32; c.qmag = 1e-6f; add(c); }
   // ---- MLA decode (576/512, one latent head): the 16-row configuration (16 heads, q_len 1)
   // and the 64-row one (more rows per sequence), paged and contiguous, splits, masks.
   { Case c; c.name = "mla decode h16 ps16"; c.mla = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 16;

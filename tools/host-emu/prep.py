@@ -98,16 +98,16 @@ SEEDS = {
     "sm90_empty_phase": ("attention", "sm90.cuh", "mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);",
                          "mbar_wait(&empty[it % S], (it / S) & 1);"),
     # wgmma attention: P's register A fragment with its k halves swapped (a[1] <-> a[2]).
-    "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);",
-                   "a[ks][1] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);"),
+    "sm90_pfrag": ("attention", "attention_sm90.cu", "a[ks][1] = pack2<TC>(s[8 * ks + 2], s[8 * ks + 3]);",
+                   "a[ks][1] = pack2<TC>(s[8 * ks + 4], s[8 * ks + 5]);"),
     # wgmma attention, pipelined loop: a stage is released before the P·V reading its V retires.
     "sm90_early_release": ("attention", "attention_sm90.cu",
-                           "    wgmma_wait<0>();\n    fence_o_p();\n    if (lane == 0) mbar_arrive(&empty[prev]);",
-                           "    if (lane == 0) mbar_arrive(&empty[prev]);\n    wgmma_wait<0>();\n    fence_o_p();"),
+                           "    wgmma_wait<0>();\n    fence_o_p();\n    release_v(it - 1);",
+                           "    release_v(it - 1);\n    wgmma_wait<0>();\n    fence_o_p();"),
     # wgmma attention, pipelined loop: O rescaled before the previous tile's P·V has landed in it.
     "sm90_early_rescale": ("attention", "attention_sm90.cu",
-                           "    softmax(it, st, corr);\n    wgmma_wait<0>();",
-                           "    softmax(it, st, corr);\n    rescale_rows<HD / 8>(o, corr);\n    wgmma_wait<0>();"),
+                           "    release_k(it);\n    wgmma_wait<0>();",
+                           "    release_k(it);\n    rescale_rows<HD / 8>(o, corr);\n    wgmma_wait<0>();"),
     # wgmma attention, ping-pong: warpgroup 1 hands over after its last phase too (a half-arrived barrier).
     "sm90_turn_count": ("attention", "attention_sm90.cu",
                         "if (cw == 0 || phase + 1 < phases) named_barrier_arrive(2 - cw, 256);",
@@ -116,6 +116,20 @@ SEEDS = {
     "sm90_turn_open": ("attention", "attention_sm90.cu", "if (cw == 1 && phases > 0) named_barrier_arrive(1, 256);", ""),
     # wgmma attention: Q·Kᵀ k16 slices 16 bytes apart instead of 32.
     "sm90_kslice": ("attention", "attention_sm90.cu", "const int col = (kk % 4) * 32;", "const int col = (kk % 4) * 16;"),
+    # wgmma attention over an FP8 cache: the converted f16 tiles are not fenced to the async proxy.
+    "sm90_fp8_fence": ("attention", "attention_sm90.cu", "        fence_proxy_async_smem();\n        mbar_arrive(v ? &full_v[st] : &full_k[st]);",
+                       "        mbar_arrive(v ? &full_v[st] : &full_k[st]);"),
+    # wgmma attention over an FP8 cache: a K stage released before the Q·Kᵀ reading it retires.
+    "sm90_fp8_early_k": ("attention", "attention_sm90.cu",
+                         "    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);\n    release_k(it);",
+                         "    release_k(it);\n    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);"),
+    # wgmma attention over an FP8 cache: the conversion reads raw chunks unswizzled (not where they were copied).
+    "sm90_fp8_raw": ("attention", "attention_sm90.cu", "*reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));",
+                     "*reinterpret_cast<const uint4*>(src + r * HD + c * 16);"),
+    # wgmma attention over an FP8 cache: bf16 queries converted to f16 unscaled (|q| > 65504 overflows).
+    "sm90_fp8_qscale": ("attention", "attention_sm90.cu",
+                        "const int e = min(max(static_cast<int>((__float_as_uint(amax) >> 23) & 0xff) - 127 - 14, -100), 114);",
+                        "const int e = 0;"),
     # select_rows accepts index == src_rows.
     "select_oob": ("elementwise", "elementwise.cu", "r >= a.src_rows", "r > a.src_rows"),
     # argmax_rows: ties between threads go to the higher index.
@@ -357,6 +371,7 @@ PTX_BODIES = [
     (r"void named_barrier_arrive\(int id, int threads\)", "::emu::sm90::named_barrier_arrive(id, threads);"),
     (r"void fence_proxy_async_smem\(\)", "::emu::sm90::fence_proxy_async();"),
     (r"void st_shared_for_async\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
+    (r"void st_shared_for_async16\(void\* p, uint4 v\)", "memcpy(p, &v, 16);\n  ::emu::sm90_generic_write(p, 16);"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value, TRANS_B != 0);"),

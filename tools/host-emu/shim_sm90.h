@@ -520,10 +520,17 @@ inline uint16_t smem16(size_t offset) {
   return u;
 }
 
-// A generic-proxy write (cp.async landing) the async proxy must not see before a proxy fence.
+// A generic-proxy write (cp.async landing, st_shared_for_async) the async proxy must not see
+// before a proxy fence; and, like a cp.async or TMA, not into shared memory a wgmma may still
+// read.
 inline void generic_write(const void* dst, size_t bytes) {
   if (!state || state->units == 0 || !in_dyn_smem(dst, bytes)) return;
   const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
+  for (const Range& r : t_released)
+    if (overlaps(r, {o, o + bytes}))
+      EMU_FAIL("thread %u writes smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the "
+               "barrier this thread waited for before the wgmma retired",
+               linear_tid(), o, o + bytes, r.lo, r.hi);
   for (size_t u = o / 16; u < (o + bytes + 15) / 16; ++u) {
     if (state->storing[u].load() > 0)
       EMU_FAIL("thread %u writes smem+%zu, which a TMA store has not read yet (no cp.async.bulk.wait_group.read "

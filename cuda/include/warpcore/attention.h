@@ -28,8 +28,10 @@ WC_EXTERN_C_BEGIN
 typedef enum wc_attention_kernel {
   WC_ATTENTION_MMA = 0,    /* mma.sync (attention_gqa.cu; attention_mla.cu for (576, 512)): every
                               GPU, every supported shape */
-  WC_ATTENTION_WGMMA = 1,  /* wgmma (attention_sm90.cu): sm_90a only; K/V in q's dtype, head dims
-                              (64, 64) or (128, 128); 128-row m-tiles (the grid's y dimension) */
+  WC_ATTENTION_WGMMA = 1,  /* wgmma (attention_sm90.cu): sm_90a only; K/V in q's dtype or an
+                              e4m3 paged cache, head dims (64, 64) or (128, 128); 128-row m-tiles
+                              (the grid's y dimension). attention_mla_sm90.cu for (576, 512), K/V
+                              in q's dtype: 64-row m-tiles */
 } wc_attention_kernel;
 
 typedef struct wc_attention_params {
@@ -71,7 +73,7 @@ typedef struct wc_attention_params {
   float k_scale;                /* K = stored value · k_scale (FP8 cache; 1 otherwise) */
   float v_scale;                /* V = stored value · v_scale */
   wc_dtype dtype;               /* q and out: WC_BF16 or WC_F16 */
-  wc_dtype kv_dtype;            /* = dtype, or WC_E4M3 (paged decode: max_q_len · group <= 16) */
+  wc_dtype kv_dtype;            /* = dtype, or WC_E4M3 (a paged cache, scales k_scale / v_scale) */
   wc_attention_kernel kernel;   /* WC_ATTENTION_MMA unless the caller knows the GPU is sm_90 */
 } wc_attention_params;
 wc_status wc_attention(const wc_attention_params* p, wc_stream stream);

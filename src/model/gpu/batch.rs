@@ -51,11 +51,12 @@ impl LayerCache {
 }
 
 impl Batch {
-    /// Whether the batch's cache is FP8 (its attention runs on the portable kernel).
+    /// Whether the batch's cache is FP8 (its attention is planned with `AttentionPlan::with_kv`).
     pub(super) fn fp8_cache(&self) -> bool {
         matches!(self.cache.first(), Some(LayerCache::Fp8(..)))
     }
 
+    /// Sequences in the batch.
     pub fn num_seqs(&self) -> usize {
         self.seqs.len()
     }

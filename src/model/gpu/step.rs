@@ -54,8 +54,8 @@ impl GpuModel {
         Exec { dev: &self.dev, gemm: &self.gemm }
     }
 
-    /// The step's attention plan, from its lengths on the host (an FP8 cache: the portable
-    /// kernel's).
+    /// The step's attention plan, from its lengths on the host (an FP8 cache: planned for it,
+    /// `AttentionPlan::with_kv`).
     pub(super) fn plan(&self, batch: &Batch, step: &Step) -> Result<AttentionPlan> {
         let c = &self.config;
         let kv_lens: Vec<usize> = step.table.seq_lens.iter().map(|&l| l as usize).collect();

@@ -53,15 +53,26 @@ impl AttentionConfig {
 
 /// Where K and V come from. `C` is the K/V element type: the query dtype, or
 /// [`crate::F8E4M3`] for an FP8 paged cache (K ≈ stored · k_scale, V ≈ stored · v_scale, the
-/// cache's [`crate::kv_cache::KvScales`]; decode and prefill / append, on the portable kernel:
-/// plan with [`AttentionPlan::with_kv`]).
+/// cache's [`crate::kv_cache::KvScales`]; decode and prefill / append: plan with
+/// [`AttentionPlan::with_kv`], which picks the kernel).
 pub enum KvInput<'v, 'a, C: DType> {
-    /// k, v `[total_kv, num_kv_heads, head_dim]`; sequence s owns rows
-    /// `cu_seqlens_kv[s]..cu_seqlens_kv[s+1]`.
-    Contiguous { k: &'v TensorView<'a, C, 3>, v: &'v TensorView<'a, C, 3>, cu_seqlens_kv: &'v TensorView<'a, i32, 1> },
+    /// K and V as tensors of their own, sequence after sequence (the query dtype only).
+    Contiguous {
+        /// `[total_kv, num_kv_heads, head_dim]`, token-major (any token stride).
+        k: &'v TensorView<'a, C, 3>,
+        /// `[total_kv, num_kv_heads, head_dim_v]`; MLA decode: k's first 512 elements.
+        v: &'v TensorView<'a, C, 3>,
+        /// `[num_seqs + 1]`: sequence s owns rows `cu_seqlens_kv[s]..cu_seqlens_kv[s + 1]`.
+        cu_seqlens_kv: &'v TensorView<'a, i32, 1>,
+    },
     /// The paged cache (src/kv_cache.rs: key j of sequence s is row `j % page_size` of page
-    /// `block_table[s][j / page_size]`) and the batch's block table and sequence lengths.
-    Paged { cache: &'v KvCacheView<'a, C>, table: &'v BlockTableView<'a> },
+    /// `block_table[s][j / page_size]`).
+    Paged {
+        /// K and V pages `[num_pages, page_size, num_kv_heads, head_dim]`, with the FP8 scales.
+        cache: &'v KvCacheView<'a, C>,
+        /// The batch's block table `[num_seqs, max_pages_per_seq]` and sequence lengths (keys).
+        table: &'v BlockTableView<'a>,
+    },
 }
 
 /// Whether a wgmma kernel is built for these head dims (attention_sm90.cu: (64, 64), (128,
@@ -153,12 +164,12 @@ pub fn attention<T: DType, C: DType>(
     let mla = (head_dim, head_dim_v) == MLA_DECODE;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     let wgmma = match plan.kernel {
-        AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v) && !fp8 => true,
+        AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v) && !(fp8 && mla) => true,
         AttentionKernel::MmaSync => false,
         k => {
             return Err(Error::Unsupported {
                 op: OP,
-                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512) and K/V in the query dtype; Auto is resolved by AttentionPlan: plan an FP8 cache's batches with AttentionPlan::with_kv::<F8E4M3>)",
+                what: "plan.kernel (Wgmma needs compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), and K/V in the query dtype or, below (576, 512), an FP8 paged cache; Auto is resolved by AttentionPlan: plan an FP8 cache's batches with AttentionPlan::with_kv::<F8E4M3>)",
                 value: format!("{k:?}, cc {:?}, head dims ({head_dim}, {head_dim_v}), K/V {}", dev.info().compute_capability, C::NAME),
             })
         }

@@ -12,15 +12,15 @@ use crate::{ffi, DType, Device, Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionKernel {
     /// [`AttentionPlan::new`]'s choice: wgmma for prefill batches on compute capability 9.0
-    /// with head dims (64, 64) or (128, 128) and for MLA decode with more than 16 query rows per
-    /// sequence (max_q_len · heads), K/V in the query dtype; mma.sync otherwise (an FP8 cache:
-    /// [`AttentionPlan::with_kv`]) — and everywhere when the environment variable
-    /// `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
+    /// with head dims (64, 64) or (128, 128) (K/V in the query dtype, or an FP8 paged cache:
+    /// [`AttentionPlan::with_kv`]) and for MLA decode with more than 16 query rows per sequence
+    /// (max_q_len · heads; K/V in the query dtype); mma.sync otherwise — and everywhere when the
+    /// environment variable `WARPCORE_ATTENTION_KERNEL` is `mma.sync`.
     #[default]
     Auto,
-    /// The Hopper kernels (sm_90a only; K/V in the query dtype, not FP8): prefill at head dims (64, 64)
-    /// or (128, 128), 128-row query tiles (cuda/attention_sm90.cu); MLA decode at (576, 512),
-    /// 64-row tiles (cuda/attention_mla_sm90.cu).
+    /// The Hopper kernels (sm_90a only): prefill at head dims (64, 64) or (128, 128), K/V in
+    /// the query dtype or an FP8 paged cache, 128-row query tiles (cuda/attention_sm90.cu); MLA
+    /// decode at (576, 512), K/V in the query dtype, 64-row tiles (cuda/attention_mla_sm90.cu).
     Wgmma,
     /// The portable kernels (cuda/attention_gqa.cu, and cuda/attention_mla.cu for MLA decode's
     /// head dims (576, 512); any sm_80+ GPU, every supported shape).
@@ -31,12 +31,19 @@ pub enum AttentionKernel {
 /// batch, and reused by every layer (the workspace size is fixed by it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionPlan {
+    /// Sequences in the batch.
     pub num_seqs: usize,
+    /// Query tokens of all sequences (the rows of q and out).
     pub total_q: usize,
+    /// The longest sequence's queries: the grid covers this many per sequence.
     pub max_q_len: usize,
+    /// Query heads.
     pub num_q_heads: usize,
+    /// K/V heads (num_q_heads is a multiple: the GQA group).
     pub num_kv_heads: usize,
+    /// Head size of q and k.
     pub head_dim: usize,
+    /// Head size of v and out (differs from head_dim for MLA: (192, 128), (576, 512)).
     pub head_dim_v: usize,
     /// Key splits per (sequence, kv head, query tile); 1 = no split, no workspace.
     pub num_splits: usize,
@@ -105,10 +112,12 @@ impl AttentionPlan {
         Self::with_kv::<half::bf16>(dev, q_lens, kv_lens, num_q_heads, num_kv_heads, head_dim, head_dim_v, kernel)
     }
 
-    /// [`AttentionPlan::with_kernel`] for K/V of type `C`, the cache the batch will read: with
-    /// [`crate::F8E4M3`] (an FP8 paged cache) `Auto` picks the portable kernel, whose
-    /// occupancy sizes the splits, and `Wgmma` is `Error::Unsupported` (the Hopper kernels read
-    /// K/V in the query dtype). Any other `C` plans as `with_kernel`.
+    /// [`AttentionPlan::with_kernel`] for K/V of type `C`, the cache the batch will read. With
+    /// [`crate::F8E4M3`] (an FP8 paged cache) `Auto` picks the wgmma kernel for prefill on
+    /// compute capability 9.0 at head dims (64, 64) or (128, 128) (it converts the cache's
+    /// tiles to f16 in shared memory) and the portable kernel otherwise — decode, MLA, other
+    /// head dims and GPUs — whose occupancy then sizes the splits; `Wgmma` where it does not
+    /// apply is `Error::Unsupported`. Any other `C` plans as `with_kernel`.
     #[allow(clippy::too_many_arguments)]
     pub fn with_kv<C: DType>(
         dev: &Device,
@@ -140,7 +149,8 @@ impl AttentionPlan {
         // MLA decode: the wgmma kernel's 64-row tiles for more than 16 rows per sequence.
         let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
         let mla_decode_rows = mla && max_q_len * group <= 16;
-        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !(decode || mla_decode_rows || fp8);
+        // The Hopper MLA kernel reads K/V in the query dtype only.
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !(decode || mla_decode_rows || (fp8 && mla));
         let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
         let kernel = match kernel {
             AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
@@ -148,7 +158,7 @@ impl AttentionPlan {
             AttentionKernel::Wgmma if !wgmma_fits => {
                 return Err(Error::Unsupported {
                     op: OP,
-                    what: "wgmma attention (compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), max_q_len · group > 16, K/V in the query dtype)",
+                    what: "wgmma attention (compute capability 9.0, head dims (64, 64), (128, 128) or (576, 512), max_q_len · group > 16, K/V in the query dtype or (not at (576, 512)) an FP8 cache)",
                     value: format!("cc {:?}, head dims ({head_dim}, {head_dim_v}), max_q_len {max_q_len}, group {group}, K/V e4m3: {fp8}", dev.info().compute_capability),
                 })
             }
