@@ -99,7 +99,7 @@ fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize
 
 /// `warpcore bench --tune` for attention: the decode bar shapes (bf16, pages of 16) at every
 /// key split count the plan may choose (1 to 64, at least 4 key tiles per split), keyed
-/// "<shape key> | splits S", the plan's pick marked " (plan)" — what checks `choose_splits`'
+/// `"<shape key> | splits S"`, the plan's pick marked `" (plan)"` — what checks `choose_splits`'
 /// wave model against the H200. A failed shape ends the sweep with what was timed before it.
 pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut out = Vec::new();
@@ -218,7 +218,7 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 /// Causal prefill of `batch` sequences of `seq_len` tokens whose K/V are already in the paged
 /// cache (pages of `page_size`, shuffled) of type `C` — what a chunked prefill or an append
 /// reads; on `kernel` (`Auto`: the one [`AttentionPlan::with_kv`] picks). Key
-/// "b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]".
+/// `"b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]"`.
 pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
     let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, kernel, &[None])?[0];
     let total = batch * seq_len;

@@ -1,6 +1,6 @@
 //! The issues' performance bars as data, checked against one `warpcore bench` run. Each bar
 //! names the record it reads — op, dtype and shape key exactly as the family's `bench_all`
-//! writes them — and a rule; [`check`] gives one verdict per bar: met, missed (by how much), or
+//! writes them — and a rule; [`check`](crate::bench::bars::check) gives one verdict per bar: met, missed (by how much), or
 //! not measured (the record is absent: a filtered run, a failed benchmark, or a bar whose shape
 //! the bench does not run, which the unit test below rules out for the full run).
 //! `warpcore bench` appends the table to bench.md and the verdicts to bench.json.

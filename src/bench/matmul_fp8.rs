@@ -116,7 +116,7 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
 
 /// The wgmma kernel at m × n × k with `scaling` under the configurations of [`sm90_candidates`]
 /// that `pick` keeps (nothing off compute capability 9.0): one record each, keyed
-/// "<shape key> | <TileConfig's Display>", the planner's pick marked " (plan)".
+/// `"<shape key> | <TileConfig's Display>"`, the planner's pick marked `" (plan)"`.
 #[allow(clippy::too_many_arguments)]
 pub fn tune_matmul(
     dev: &Device,

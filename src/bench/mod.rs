@@ -222,7 +222,7 @@ impl BenchRecord {
     }
 }
 
-/// `warpcore bench --tune`'s report from tuning records (keyed "<shape> | <configuration>",
+/// `warpcore bench --tune`'s report from tuning records (keyed `"<shape> | <configuration>"`,
 /// the planner's pick ending in " (plan)"): per (op, shape), its configurations fastest first
 /// with time, rate and speed-up over the plan, then what the best gains over the plan.
 pub fn tune_report(records: &[BenchRecord]) -> String {

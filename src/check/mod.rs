@@ -98,7 +98,7 @@ pub fn compare<T: DType>(what: &'static str, got: &[T], want: &[f64], tol: Toler
     compare_bounded(what, got, want, &bound, tol.frobenius)
 }
 
-/// Compares `got` with `want` under a bound per element, |got − want| ≤ bound[i] (NaN never
+/// Compares `got` with `want` under a bound per element, |got − want| ≤ `bound[i]` (NaN never
 /// passes), and the relative Frobenius error under `frobenius`. For outputs whose error model
 /// is per element (a GEMM's accumulation error scales with Σ|a·b|, a quantized value's with its
 /// block scale).

@@ -340,7 +340,7 @@ impl CpuModel {
     }
 
     /// FP8 checkpoints: the model with every FP8 projection's input rounded to e4m3 per token
-    /// per 128 columns first ([`Linear::Fp8`]), as FP8 inference (the checkpoints'
+    /// per 128 columns first (`Linear::Fp8`), as FP8 inference (the checkpoints'
     /// `activation_scheme: dynamic`, and the GPU path) computes; without it, the CPU path
     /// computes on the dequantized weights in f32, as transformers does on a CPU. No effect on
     /// other checkpoints.

@@ -215,7 +215,7 @@ pub fn moe_gather<T: DType>(
     }
 }
 
-/// The combine in f64: `[num_tokens, hidden]`, out[t] = Σ_k w[t, k] · expert_out[pos[t, k]]
+/// The combine in f64: `[num_tokens, hidden]`, `out[t] = Σ_k w[t, k] · expert_out[pos[t, k]]`
 /// over positions inside [0, rows).
 pub fn moe_combine<T: DType>(expert_out: &[T], hidden: usize, token_positions: &[i32], topk_weights: &[f32], top_k: usize) -> Vec<f64> {
     let rows = expert_out.len() / hidden;

@@ -1,6 +1,6 @@
 //! CPU oracle for the RoPE family, in f64 on inputs already in the kernel's dtype. The
 //! frequency table is [`RopeConfig::inv_freq`] (the formulas live there, once); this module
-//! applies it: pair i of a head at position p turns by p · inv_freq[i], in f64.
+//! applies it: pair i of a head at position p turns by `p · inv_freq[i]`, in f64.
 
 use crate::ops::rms_norm::RmsNormConfig;
 use crate::ops::rope::{RopeConfig, RopeStyle};

@@ -74,7 +74,7 @@ impl GpuModel {
     /// a checkpoint's own ([`GpuModel::checkpoint_kv_scales`]); the usual uncalibrated choice
     /// is `[KvScales::ONE]` (e4m3 spans ±448). DeepSeek-V3's latent cache holds K and V in one
     /// row and takes one scale (k = v). `None`: bf16 (the default).
-    /// [`super::CpuModel::set_fp8_kv_cache`] rounds K and V the same way.
+    /// [`crate::model::CpuModel::set_fp8_kv_cache`] rounds K and V the same way.
     pub fn set_fp8_kv_cache(&mut self, scales: Option<&[KvScales]>) -> Result<()> {
         self.kv_fp8 = scales.map(|s| self.config.fp8_kv_scales_per_layer("GpuModel::set_fp8_kv_cache", s)).transpose()?;
         Ok(())

@@ -166,7 +166,7 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 /// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
 /// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
 /// 128×256 tile; bf16 n tails count as whole tiles). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
-/// slots, efficiency × [`PAIR_GAIN`]): pairs win unless they cost a wave (an odd m-tile count
+/// slots, efficiency × `PAIR_GAIN`): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
 /// `warpcore bench --tune` times every configuration of [`sm90_candidates`] against this pick.
@@ -194,7 +194,7 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
 }
 
 /// Every configuration the wgmma kernel can run `p` with on `sm_count` SMs, for a tuner to time
-/// (`warpcore bench --tune`): each built shape of [`sm90_shapes`] with m-tile groups of half,
+/// (`warpcore bench --tune`): each built shape of `sm90_shapes` with m-tile groups of half,
 /// once and twice the planner's (in units: a pair's group counts pairs), on the planner's grid;
 /// and, where it fits, the same shape with the TMA-store epilogue at the planner's group.
 /// [`plan_sm90`]'s choice is among them.
