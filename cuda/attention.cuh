@@ -8,6 +8,8 @@
 // kv_head · group + r % group.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace wc {
@@ -291,10 +293,16 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitc
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const __nv_fp8x2_storage_t two = static_cast<__nv_fp8x2_storage_t>(words[q] >> (16 * half));
-        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3)));
+        const __half2 h = __half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3));  // exact
         Pack<T, 8>& dstp = q < 2 ? lo : hi;
-        dstp.v[(q % 2) * 4 + half * 2] = from_float<T>(f.x);
-        dstp.v[(q % 2) * 4 + half * 2 + 1] = from_float<T>(f.y);
+        if constexpr (std::is_same<T, __half>::value) {  // f16 as it is: one instruction per pair
+          dstp.v[(q % 2) * 4 + half * 2] = __low2half(h);
+          dstp.v[(q % 2) * 4 + half * 2 + 1] = __high2half(h);
+        } else {  // bf16 through f32 (exact: e4m3 values are bf16 values)
+          const float2 f = __half22float2(h);
+          dstp.v[(q % 2) * 4 + half * 2] = from_float<T>(f.x);
+          dstp.v[(q % 2) * 4 + half * 2 + 1] = from_float<T>(f.y);
+        }
       }
     }
     store_pack<T, 8>(dst + r * pitch + c * 16, lo);

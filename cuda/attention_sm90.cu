@@ -486,27 +486,25 @@ wc_status launch(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   return launch_grid(attention_sm90_kernel<T, HD, FP8>, p, C::kBM, C::kThreads, C::kSmem, s, occupancy);
 }
 
+// The instantiation for p's dtype and head dim; FP8: K/V e4m3, else in the query dtype.
+template <bool FP8>
+wc_status dispatch(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
+  switch (p.dtype * 1000 + p.head_dim) {
+    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64, FP8>(p, s, occupancy);
+    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128, FP8>(p, s, occupancy);
+    case WC_F16 * 1000 + 64: return launch<__half, 64, FP8>(p, s, occupancy);
+    case WC_F16 * 1000 + 128: return launch<__half, 128, FP8>(p, s, occupancy);
+    default: return WC_ERR_UNSUPPORTED;
+  }
+}
+
 }  // namespace
 
 wc_status launch_attention_sm90(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   if (p.head_dim != p.head_dim_v) return WC_ERR_UNSUPPORTED;
-  if (p.kv_dtype == WC_E4M3) {
-    switch (p.dtype * 1000 + p.head_dim) {
-      case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64, true>(p, s, occupancy);
-      case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128, true>(p, s, occupancy);
-      case WC_F16 * 1000 + 64: return launch<__half, 64, true>(p, s, occupancy);
-      case WC_F16 * 1000 + 128: return launch<__half, 128, true>(p, s, occupancy);
-      default: return WC_ERR_UNSUPPORTED;
-    }
-  }
+  if (p.kv_dtype == WC_E4M3) return dispatch<true>(p, s, occupancy);
   if (p.kv_dtype != p.dtype) return WC_ERR_UNSUPPORTED;
-  switch (p.dtype * 1000 + p.head_dim) {
-    case WC_BF16 * 1000 + 64: return launch<__nv_bfloat16, 64, false>(p, s, occupancy);
-    case WC_BF16 * 1000 + 128: return launch<__nv_bfloat16, 128, false>(p, s, occupancy);
-    case WC_F16 * 1000 + 64: return launch<__half, 64, false>(p, s, occupancy);
-    case WC_F16 * 1000 + 128: return launch<__half, 128, false>(p, s, occupancy);
-    default: return WC_ERR_UNSUPPORTED;
-  }
+  return dispatch<false>(p, s, occupancy);
 }
 
 }  // namespace wc
