@@ -51,6 +51,7 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             num_splits,
             fp8_scales: None,
             kernel,
+            q_magnitude: 1.0,
             seed,
         })
 }
@@ -299,6 +300,23 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+}
+
+/// Prefill over an FP8 cache with queries far from 1 — up to 1e5 (past f16's range: the
+/// Hopper kernel computes in f16 and scales bf16 queries into it per CTA; a soft-cap keeps the
+/// softmax smooth) and below 1e-6 — on the kernel Auto picks and on the portable one.
+#[test]
+fn fp8_cache_prefill_at_extreme_query_magnitudes() {
+    let Some(dev) = device() else { return };
+    let base = AttentionCase { num_q_heads: 8, num_kv_heads: 2, fp8_scales: Some((0.02, 0.05)), ..AttentionCase::new(vec![130, 40], vec![600, 40], 31) };
+    for c in [
+        AttentionCase { softcap: Some(30.0), q_magnitude: 1e5, ..base.clone() },
+        AttentionCase { head_dim: 64, head_dim_v: 64, page_size: Some(8), q_magnitude: 1e-6, seed: 32, ..base.clone() },
+    ] {
+        for kernel in [AttentionKernel::Auto, AttentionKernel::MmaSync] {
+            assert_passed(&check_attention::<bf16>(&dev, &AttentionCase { kernel, ..c.clone() }).unwrap());
+        }
+    }
 }
 
 /// An FP8 cache's batches: prefill at head dims 64 / 128 plans on the wgmma kernel on Hopper

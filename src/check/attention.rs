@@ -41,6 +41,9 @@ pub struct AttentionCase {
     pub fp8_scales: Option<(f32, f32)>,
     /// The kernel to plan for (`Auto`: the plan's choice).
     pub kernel: AttentionKernel,
+    /// Queries are uniform in ±q_magnitude (1 by default; far from 1 it exercises a kernel's
+    /// range handling, e.g. the Hopper kernel's f16 queries over an FP8 cache).
+    pub q_magnitude: f32,
     /// Seed of q, k, v and the page order.
     pub seed: u64,
 }
@@ -63,6 +66,7 @@ impl AttentionCase {
             num_splits: None,
             fp8_scales: None,
             kernel: AttentionKernel::Auto,
+            q_magnitude: 1.0,
             seed,
         }
     }
@@ -82,6 +86,7 @@ impl AttentionCase {
             self.page_size.map_or(" contiguous".into(), |p| format!(" page {p}")),
             self.num_splits.map_or(String::new(), |s| format!(" splits {s}")),
         ) + &self.fp8_scales.map_or(String::new(), |(k, v)| format!(" e4m3 scales {k}/{v}"))
+            + &if self.q_magnitude == 1.0 { String::new() } else { format!(" |q| < {:e}", self.q_magnitude) }
 
     }
 }
@@ -133,7 +138,8 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     let (row, row_v) = (nkv * hd, nkv * hdv);
     let mut rng = Rng::new(c.seed);
     let (k_scale, v_scale) = c.fp8_scales.unwrap_or((1.0, 1.0));
-    let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -1.0, 1.0)).collect();
+    let qm = c.q_magnitude as f64;
+    let qs: Vec<Vec<T>> = c.q_lens.iter().map(|&l| rng.vec(l * nq * hd, -qm, qm)).collect();
     // Stored values: for FP8 the quantized x / scale of x in [-1, 1).
     let ks: Vec<Vec<C>> = c.kv_lens.iter().map(|&l| rng.vec(l * row, -1.0 / k_scale as f64, 1.0 / k_scale as f64)).collect();
     let mla = (hd, hdv) == MLA_DECODE;
@@ -273,6 +279,10 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         AttentionCase { q_lens: vec![300, 17], kv_lens: vec![300, 100], fp8_scales: Some((0.02, 0.05)), seed: 21, ..base.clone() },
         AttentionCase { q_lens: vec![65], kv_lens: vec![200], num_q_heads: 16, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, page_size: Some(1), fp8_scales: Some((1.0, 0.5)), seed: 22, ..base.clone() },
         AttentionCase { q_lens: vec![40, 70], kv_lens: vec![40, 500], num_q_heads: 8, num_kv_heads: 1, head_dim: 256, head_dim_v: 256, page_size: Some(64), window_left: Some(100), softcap: Some(30.0), num_splits: Some(2), fp8_scales: Some((0.5, 0.25)), seed: 23, ..base.clone() },
+        // Queries far outside [-1, 1] over an FP8 cache: past f16's range (the Hopper kernel
+        // scales bf16 queries into it; a soft-cap keeps the softmax smooth) and far below it.
+        AttentionCase { q_lens: vec![130, 40], kv_lens: vec![600, 40], num_q_heads: 8, num_kv_heads: 2, softcap: Some(30.0), fp8_scales: Some((0.02, 0.05)), q_magnitude: 1e5, seed: 24, ..base.clone() },
+        AttentionCase { q_lens: vec![33], kv_lens: vec![300], num_q_heads: 8, num_kv_heads: 2, head_dim: 64, head_dim_v: 64, fp8_scales: Some((0.02, 0.05)), q_magnitude: 1e-6, seed: 25, ..base.clone() },
         // MLA decode over the latent cache: 16 heads (tensor-parallel DeepSeek, the 16-row
         // configuration), 128 heads (the 64-row one), speculative decode, split-KV, contiguous.
         AttentionCase { q_lens: vec![1; 3], kv_lens: vec![1, 300, 2000], num_q_heads: 16, num_kv_heads: 1, head_dim: 576, head_dim_v: 512, page_size: Some(64), seed: 16, ..base.clone() },
@@ -285,7 +295,8 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     for c in &cases {
         out.push(check_attention::<bf16>(dev, c)?);
-        out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, ..c.clone() })?);
+        // (f16 queries stay within f16's range.)
+        out.push(check_attention::<f16>(dev, &AttentionCase { seed: c.seed + 100, q_magnitude: c.q_magnitude.min(6e4), ..c.clone() })?);
         // Where the plan picks the wgmma kernel (Hopper prefill), the mma.sync kernel too.
         let (q, kv, heads, dims) = (&c.q_lens, &c.kv_lens, (c.num_q_heads, c.num_kv_heads), (c.head_dim, c.head_dim_v));
         let auto = match c.fp8_scales {
