@@ -310,6 +310,46 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitc
   }
 }
 
+// FP8 K/V with bf16 queries: the kernels compute in f16, since e4m3 -> f16 is exact and one
+// instruction per pair (to bf16 it takes four). A CTA's bf16 Q tile in shared memory (16-byte unit
+// u of row r at at(r, u)) becomes f16 · 2^-e in place, e = floor(log2 max |q|) - 14 over the tile
+// (clamped to [-100, 114]): the largest lands in [2^14, 2^15), so nothing overflows and every
+// value keeps f16's 11 bits relative to it. Threads tid, tid + threads, ... convert the units
+// they copied (load_q's mapping) once their copies landed; sync() is a barrier over those
+// threads, scratch a float per warp of them, store(addr, v) the 16-byte shared-memory store.
+// Returns 2^e, the factor the scores take back (ScoreMap::of's q_unscale).
+template <int BM, int HD, typename At, typename Sync, typename Store>
+__device__ __forceinline__ float q_to_f16(int tid, int threads, At at, Sync sync, float* scratch, Store store) {
+  constexpr int U = HD / 8;
+  auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };  // the bf16 in the low half
+  auto hi = [](uint32_t w) { return __uint_as_float(w & 0xffff0000u); };
+  float amax = 0.0f;
+  for (int i = tid; i < BM * U; i += threads) {
+    const uint4 b = *reinterpret_cast<const uint4*>(at(i / U, i % U));
+    for (uint32_t w : {b.x, b.y, b.z, b.w}) amax = fmaxf(amax, fmaxf(fabsf(lo(w)), fabsf(hi(w))));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (tid % 32 == 0) scratch[tid / 32] = amax;
+  sync();
+  for (int w = 0; w < threads / 32; ++w) amax = fmaxf(amax, scratch[w]);
+  const int e = min(max(static_cast<int>((__float_as_uint(amax) >> 23) & 0xff) - 127 - 14, -100), 114);
+  const float down = __uint_as_float(static_cast<uint32_t>(127 - e) << 23);  // 2^-e
+  for (int i = tid; i < BM * U; i += threads) {
+    auto* a = at(i / U, i % U);
+    const uint4 b = *reinterpret_cast<const uint4*>(a);
+    uint32_t h[4];
+    const uint32_t words[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const __half2 two = __floats2half2_rn(lo(words[q]) * down, hi(words[q]) * down);
+      h[q] = *reinterpret_cast<const uint32_t*>(&two);
+    }
+    store(a, make_uint4(h[0], h[1], h[2], h[3]));
+  }
+  return __uint_as_float(static_cast<uint32_t>(127 + e) << 23);  // 2^e
+}
+
 // The epilogue both mma.sync kernels share: WK warps (or warp groups) split the keys, and each
 // left its rows' (m, l) in s_m / s_l [WK][BM] and unnormalised outputs in s_o [WK][BM][HDV]
 // (f32, log2 domain). Combines them, normalises, and writes out (T) and lse, or with split-KV

@@ -7,8 +7,10 @@
 // value head dim is one more instantiation of the same kernel; (576, 512), MLA decode over the
 // latent cache, is dispatched from here to attention_mla.cu; f32 softmax statistics and
 // accumulators. FP8 e4m3 K/V (the paged cache; decode and prefill configurations): the bytes
-// arrive by cp.async into a raw stage and are converted to T in shared memory before the mma;
-// the scales fold into the softmax scale (k_scale) and the output (v_scale).
+// arrive by cp.async into a raw stage and are converted to f16 in shared memory before the mma
+// (exact, one instruction per pair), which then runs in f16 — bf16 queries are scaled into f16's
+// range per CTA (q_to_f16, attention.cuh); the scales fold into the softmax scale (k_scale, and
+// Q's 2^e) and the output (v_scale).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = gridDim.y - 1 -
 // blockIdx.y (heaviest causal tiles first), split = blockIdx.z). The m dimension is the
@@ -90,11 +92,14 @@ template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP
 __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>;
   using KV = typename std::conditional<FP8, uint8_t, T>::type;
+  // The mma operand type: T, or f16 over an FP8 cache (q_to_f16, attention.cuh: e4m3 -> f16 is
+  // one instruction per pair; bf16 queries are scaled into f16's range per CTA).
+  using TC = typename std::conditional<FP8, __half, T>::type;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV, S = C::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* sq = reinterpret_cast<T*>(smem);
-  T* sk = reinterpret_cast<T*>(smem + C::kQ);
-  T* sv = reinterpret_cast<T*>(smem + C::kQ + C::kK);
+  TC* sq = reinterpret_cast<TC*>(smem);  // T as loaded, TC once converted (FP8 with bf16 queries)
+  TC* sk = reinterpret_cast<TC*>(smem + C::kQ);
+  TC* sv = reinterpret_cast<TC*>(smem + C::kQ + C::kK);
   int* s_ok = reinterpret_cast<int*>(smem + C::kTiles);
   float* s_stats = reinterpret_cast<float*>(smem + C::kTiles + C::kOk);
   // Where cp.async lands K/V: the tiles themselves, or (FP8) the raw stages.
@@ -142,16 +147,29 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   constexpr bool kQInRegs = WARPS_N == 1 && MT == 1 && HD <= 192;
   uint32_t qf[kQInRegs ? HD / 16 : 1][4];
 
-  const ScoreMap score = ScoreMap::of(p);
+  ScoreMap score = ScoreMap::of(p);
   const int n_iter = w.tile_end - w.tile_begin;
   // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
   // ok_bits bit s: every key this thread loaded into stage s exists.
+  // (bf16 queries over an FP8 cache: Q in a group of its own, converted to f16 · 2^-e once it
+  // landed — q_to_f16; s_stats is free until the epilogue — while the first tiles load.)
+  constexpr bool kQToF16 = FP8 && std::is_same<T, __nv_bfloat16>::value;
   load_q<T, HD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
+  if constexpr (kQToF16) cp_async_commit();
   uint32_t ok_bits = 0;
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
     if (s < n_iter && load_tile(w.tile_begin + s, s)) ok_bits |= 1u << s;
     cp_async_commit();
+  }
+  if constexpr (kQToF16) {
+    if (n_iter > 0) {
+      cp_async_wait<S - 1>();
+      const float up = q_to_f16<BM, HD>(
+          threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; }, [] { __syncthreads(); }, s_stats,
+          [](TC* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
+      score = ScoreMap::of(p, up);  // the loop's first barrier publishes the converted Q
+    }
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -168,16 +186,16 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
       cp_async_commit();
     }
     if constexpr (FP8) {
-      // Raw stage st -> the single T buffer (free: every warp is past tile it - 1).
+      // Raw stage st -> the single f16 buffer (free: every warp is past tile it - 1).
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
       const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HDV;
-      convert_fp8<T, HD, BN, C::kThreads>(raw_k, sk, P);
-      convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);
+      convert_fp8<TC, HD, BN, C::kThreads>(raw_k, sk, P);
+      convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);
       __syncthreads();
     }
 
-    const T* k_t = FP8 ? sk : sk + st * BN * P;
-    const T* v_t = FP8 ? sv : sv + st * BN * PV;
+    const TC* k_t = FP8 ? sk : sk + st * BN * P;
+    const TC* v_t = FP8 ? sv : sv + st * BN * PV;
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
@@ -192,7 +210,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
       uint32_t a[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        const T* q_frag = sq + ((wm * MT + mt) * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8;
+        const TC* q_frag = sq + ((wm * MT + mt) * 16 + (lane & 15)) * P + kk * 16 + (lane >> 4) * 8;
         if constexpr (kQInRegs) {
           if (it == 0) ldmatrix_x4(qf[kk], q_frag);
 #pragma unroll
@@ -208,8 +226,8 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
         ldmatrix_x4(b, k_t + key * P + kk * 16 + ((lane >> 3) & 1) * 8);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma<T>(s[mt][2 * nn], a[mt], b[0], b[1]);
-          mma<T>(s[mt][2 * nn + 1], a[mt], b[2], b[3]);
+          mma<TC>(s[mt][2 * nn], a[mt], b[0], b[1]);
+          mma<TC>(s[mt][2 * nn + 1], a[mt], b[2], b[3]);
         }
       }
     }
@@ -232,10 +250,10 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
       uint32_t a[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        a[mt][0] = pack2<T>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
-        a[mt][1] = pack2<T>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
-        a[mt][2] = pack2<T>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
-        a[mt][3] = pack2<T>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+        a[mt][0] = pack2<TC>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+        a[mt][1] = pack2<TC>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+        a[mt][2] = pack2<TC>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+        a[mt][3] = pack2<TC>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
       }
       const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
@@ -244,8 +262,8 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
         ldmatrix_x4_trans(b, v_t + key * PV + dn * 16 + (lane >> 4) * 8);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma<T>(o[mt][2 * dn], a[mt], b[0], b[1]);
-          mma<T>(o[mt][2 * dn + 1], a[mt], b[2], b[3]);
+          mma<TC>(o[mt][2 * dn], a[mt], b[0], b[1]);
+          mma<TC>(o[mt][2 * dn + 1], a[mt], b[2], b[3]);
         }
       }
     }

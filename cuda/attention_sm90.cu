@@ -239,36 +239,11 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
           cp_async_wait<1>();
         }
         if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-          // Q -> f16 · 2^-e, e = floor(log2 max |q|) - 14 over the CTA's tile (rows past w.rows
-          // are zeros). Each thread converts the units it copied, once the maximum is known.
-          float amax = 0.0f;
-          for (int i = tid; i < BM * U; i += 128) {
-            const uint4 b = *reinterpret_cast<const uint4*>(sq + swizzled<BM>(i / U, i % U));
-            const uint32_t words[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-            for (int q = 0; q < 4; ++q)
-              amax = fmaxf(amax, fmaxf(fabsf(__uint_as_float(words[q] << 16)), fabsf(__uint_as_float(words[q] & 0xffff0000u))));
-          }
-#pragma unroll
-          for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-          if (tid % 32 == 0) s_qmax[tid / 32] = amax;
-          named_barrier_sync(3, 128);  // the producer warpgroup alone
-          amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
-          const int e = min(max(static_cast<int>((__float_as_uint(amax) >> 23) & 0xff) - 127 - 14, -100), 114);
-          const float down = __uint_as_float(static_cast<uint32_t>(127 - e) << 23);  // 2^-e
-          for (int i = tid; i < BM * U; i += 128) {
-            uint8_t* at = sq + swizzled<BM>(i / U, i % U);
-            const uint4 b = *reinterpret_cast<const uint4*>(at);
-            const uint32_t words[4] = {b.x, b.y, b.z, b.w};
-            uint32_t h[4];
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const __half2 two = __floats2half2_rn(__uint_as_float(words[q] << 16) * down, __uint_as_float(words[q] & 0xffff0000u) * down);
-              h[q] = *reinterpret_cast<const uint32_t*>(&two);
-            }
-            st_shared_for_async16(at, make_uint4(h[0], h[1], h[2], h[3]));
-          }
-          if (tid == 0) *s_qscale = __uint_as_float(static_cast<uint32_t>(127 + e) << 23);  // 2^e
+          // Q -> f16 · 2^-e over the CTA's tile (attention.cuh), among the producer warps.
+          const float up = q_to_f16<BM, HD>(
+              tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); }, [] { named_barrier_sync(3, 128); },
+              s_qmax, [](uint8_t* a, uint4 v) { st_shared_for_async16(a, v); });
+          if (tid == 0) *s_qscale = up;
         } else if (tid == 0) {
           *s_qscale = 1.0f;  // f16 queries are used as they are
         }

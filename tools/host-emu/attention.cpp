@@ -408,6 +408,11 @@ static std::vector<Case> cases(const std::string& set) {
   { Case c; c.name = "fp8 prefill f16 hd256 window softcap bad pages"; c.fp8 = true; c.bf16 = false; c.nkv = 1;
     c.nq = 2; c.hd = c.hdv = 256; c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.page_size = 16; c.window = 40;
     c.softcap = 2.0f; c.qmag = 8; c.bad_pages = 2; add(c); }
+  // bf16 queries past f16's range (the mma runs in f16 over an FP8 cache: Q scaled per CTA).
+  { Case c; c.name = "fp8 prefill hd128 g2 ps16 softcap qmag 1e5"; c.fp8 = true; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
+    c.q_lens = {40, 9}; c.kv_lens = {200, 9}; c.page_size = 16; c.softcap = 30.0f; c.qmag = 1e5f; add(c); }
+  { Case c; c.name = "fp8 decode g4 ps16 qmag 1e-6"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1};
+    c.kv_lens = {100, 17}; c.page_size = 16; c.qmag = 1e-6f; add(c); }
   // ---- prefill varlen (ragged 1, 17, 33), causal bottom-right, contiguous and paged
   { Case c; c.name = "prefill contig hd64 g4"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33, 0};
     c.kv_lens = {1, 40, 33, 5}; add(c); }

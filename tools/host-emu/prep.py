@@ -48,8 +48,8 @@ SEEDS = {
     # The shim's ldmatrix.trans reads the rows of the wrong matrix half.
     "ldm_trans": ("unit", "shim.h", "w.ptr[8 * i + 2 * (l & 3) + 1]", "w.ptr[8 * i + 2 * (l & 3)]"),
     # A fragment: swap the row halves of P (a[1] <-> a[2]) in O += P V.
-    "pfrag": ("attention", "attention_gqa.cu", "a[mt][1] = pack2<T>(s[mt][2 * ks][2], s[mt][2 * ks][3]);",
-              "a[mt][1] = pack2<T>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);"),
+    "pfrag": ("attention", "attention_gqa.cu", "a[mt][1] = pack2<TC>(s[mt][2 * ks][2], s[mt][2 * ks][3]);",
+              "a[mt][1] = pack2<TC>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);"),
     # V ldmatrix.trans addressing: key half from the wrong lane bit.
     "vaddr": ("attention", "attention_gqa.cu",
               "const int key = wn * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;",
@@ -58,8 +58,8 @@ SEEDS = {
     "qregs": ("attention", "attention_gqa.cu", "if (it == 0) ldmatrix_x4(qf[kk], q_frag);",
               "if (it == 0 && kk == 0) ldmatrix_x4(qf[kk], q_frag);"),
     # Two-tile prefill: the second 16-row tile's S takes the first tile's Q fragment.
-    "mtile": ("attention", "attention_gqa.cu", "mma<T>(s[mt][2 * nn], a[mt], b[0], b[1]);",
-              "mma<T>(s[mt][2 * nn], a[0], b[0], b[1]);"),
+    "mtile": ("attention", "attention_gqa.cu", "mma<TC>(s[mt][2 * nn], a[mt], b[0], b[1]);",
+              "mma<TC>(s[mt][2 * nn], a[0], b[0], b[1]);"),
     # Causal mask off by one.
     "causal": ("attention", "attention.cuh", "(!p.causal || j <= pos)", "(!p.causal || j < pos)"),
     # A key tile counts as seen whole by every row when its last key is one past the first row's position.
@@ -78,8 +78,8 @@ SEEDS = {
     "fp8": ("attention", "attention.cuh", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
     # FP8 K/V: no barrier between the conversion into the T tiles and the mma reading them
     # (caught with EMU_CP_EAGER=1: the OS threads' timing decides it otherwise).
-    "fp8_convert_sync": ("attention", "attention_gqa.cu", "convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);\n      __syncthreads();",
-                         "convert_fp8<T, HDV, BN, C::kThreads>(raw_v, sv, PV);"),
+    "fp8_convert_sync": ("attention", "attention_gqa.cu", "convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);\n      __syncthreads();",
+                         "convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);"),
     # FP8 K/V: V's raw stages land on K's (the raw buffers' layout after the T tiles; caught
     # with EMU_CP_EAGER=1: deferred copies land after the stage they overwrite was converted).
     "fp8_raw_layout": ("attention", "attention_gqa.cu", "smem + C::kQ + C::kK + C::kV + C::kRawK) : reinterpret_cast<KV*>(sv);",
@@ -127,7 +127,7 @@ SEEDS = {
     "sm90_fp8_raw": ("attention", "attention_sm90.cu", "*reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));",
                      "*reinterpret_cast<const uint4*>(src + r * HD + c * 16);"),
     # wgmma attention over an FP8 cache: bf16 queries converted to f16 unscaled (|q| > 65504 overflows).
-    "sm90_fp8_qscale": ("attention", "attention_sm90.cu",
+    "sm90_fp8_qscale": ("attention", "attention.cuh",
                         "const int e = min(max(static_cast<int>((__float_as_uint(amax) >> 23) & 0xff) - 127 - 14, -100), 114);",
                         "const int e = 0;"),
     # select_rows accepts index == src_rows.
