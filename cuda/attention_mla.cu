@@ -10,8 +10,9 @@
 // weighted latent; the caller applies W_uv. Same masks, split-KV, lse and merge as the GQA
 // kernels (attention.cuh); f32 softmax statistics and accumulators. An FP8 e4m3 latent cache
 // (one scale: k_scale = v_scale) arrives by cp.async in raw stages of 576-byte rows, each tile
-// converted into one T tile in shared memory before the mma; the scale folds into the softmax
-// scale and the output (half the bytes of the memory-bound 16-head decode).
+// converted into one f16 tile in shared memory before the mma, which then runs in f16 (bf16
+// queries scaled into f16's range per CTA: q_to_f16, attention.cuh); the scale folds into the
+// softmax scale and the output (half the bytes of the memory-bound 16-head decode).
 //
 // Why its own kernel: a row's output is 512 f32 accumulators, twice what one warp's registers
 // hold for 16 rows next to everything else. So each 16-row tile is served by two warps that own
@@ -79,9 +80,11 @@ template <typename T, int WM, int WK, bool FP8>
 __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_kernel(const wc_attention_params p) {
   using C = MlaCfg<WM, WK, FP8>;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, S = C::kStages, COLS = C::kCols;
+  // The mma operand type: T, or f16 over an FP8 cache (as attention_gqa.cu: q_to_f16).
+  using TC = typename std::conditional<FP8, __half, T>::type;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* sq = reinterpret_cast<T*>(smem);
-  T* sk = reinterpret_cast<T*>(smem + C::kQ);
+  TC* sq = reinterpret_cast<TC*>(smem);  // T as loaded, TC once converted (FP8 with bf16 queries)
+  TC* sk = reinterpret_cast<TC*>(smem + C::kQ);
   uint8_t* raw = smem + C::kQ + C::kK;  // FP8: the cp.async stages (rows of 576 bytes)
   int* s_ok = reinterpret_cast<int*>(smem + C::kQ + C::kK + C::kRaw);
   float* s_stats = reinterpret_cast<float*>(smem + C::kQ + C::kK + C::kRaw + C::kOk);
@@ -112,14 +115,27 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
   for (int i = 0; i < COLS / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  const ScoreMap score = ScoreMap::of(p);
+  ScoreMap score = ScoreMap::of(p);
   const int n_iter = w.tile_end - w.tile_begin;
+  // bf16 queries over an FP8 cache: Q in a cp.async group of its own, converted to f16 · 2^-e
+  // (q_to_f16; s_stats is free until the epilogue) while the first tile loads.
+  constexpr bool kQToF16 = FP8 && std::is_same<T, __nv_bfloat16>::value;
   load_q<T, kMlaD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
+  if constexpr (kQToF16) cp_async_commit();
   uint32_t ok_bits = 0;
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {
     if (s < n_iter && load_tile(w.tile_begin + s, s)) ok_bits |= 1u << s;
     cp_async_commit();
+  }
+  if constexpr (kQToF16) {
+    if (n_iter > 0) {
+      cp_async_wait<S - 1>();
+      const float up = q_to_f16<BM, kMlaD>(
+          threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; }, [] { __syncthreads(); }, s_stats,
+          [](TC* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
+      score = ScoreMap::of(p, up);  // the loop's first barrier publishes the converted Q
+    }
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -133,11 +149,11 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
       cp_async_commit();
     }
     if constexpr (FP8) {
-      // Raw stage st -> the single T tile (free: every warp is past tile it - 1).
-      convert_fp8<T, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);
+      // Raw stage st -> the single f16 tile (free: every warp is past tile it - 1).
+      convert_fp8<TC, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);
       __syncthreads();
     }
-    const T* k_t = FP8 ? sk : sk + st * BN * P;
+    const TC* k_t = FP8 ? sk : sk + st * BN * P;
     const int* ok = s_ok + st * BN;
     const int n0 = w.kv_lo + (w.tile_begin + it) * BN;
 
@@ -154,8 +170,8 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
         uint32_t b[4];
         const int key = wk * KW + nn * 16 + (lane & 7) + ((lane >> 4) << 3);
         ldmatrix_x4(b, k_t + key * P + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma<T>(s[2 * nn], a, b[0], b[1]);
-        mma<T>(s[2 * nn + 1], a, b[2], b[3]);
+        mma<TC>(s[2 * nn], a, b[0], b[1]);
+        mma<TC>(s[2 * nn + 1], a, b[2], b[3]);
       }
     }
 
@@ -167,18 +183,18 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
 #pragma unroll
     for (int ks = 0; ks < KW / 16; ++ks) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-      a[1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-      a[2] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      a[3] = pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      a[0] = pack2<TC>(s[2 * ks][0], s[2 * ks][1]);
+      a[1] = pack2<TC>(s[2 * ks][2], s[2 * ks][3]);
+      a[2] = pack2<TC>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      a[3] = pack2<TC>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
       const int key = wk * KW + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-      const T* v_row = k_t + key * P + wc * COLS + (lane >> 4) * 8;
+      const TC* v_row = k_t + key * P + wc * COLS + (lane >> 4) * 8;
 #pragma unroll
       for (int dn = 0; dn < COLS / 16; ++dn) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, v_row + dn * 16);
-        mma<T>(o[2 * dn], a, b[0], b[1]);
-        mma<T>(o[2 * dn + 1], a, b[2], b[3]);
+        mma<TC>(o[2 * dn], a, b[0], b[1]);
+        mma<TC>(o[2 * dn + 1], a, b[2], b[3]);
       }
     }
   }

@@ -281,8 +281,8 @@ SEEDS = {
     # Hopper MLA decode: each row normalised by its own half's sum.
     "mla90_half_sum": ("attention", "attention_mla_sm90.cu", "  for (int h = 0; h < 2; ++h) l[h] += x_sum[(1 - cw) * BM + wq * 16 + g + 8 * h];\n", ""),
     # MLA decode, FP8 latent cache: every tile converted from the first raw stage.
-    "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<T, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
-                      "convert_fp8<T, kMlaD, BN, C::kThreads>(raw, sk, P);"),
+    "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<TC, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
+                      "convert_fp8<TC, kMlaD, BN, C::kThreads>(raw, sk, P);"),
     "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
     # ... the row sum misses the second k half of rows g + 8.
     "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",
