@@ -350,6 +350,19 @@ __device__ __forceinline__ float q_to_f16(int tid, int threads, At at, Sync sync
   return __uint_as_float(static_cast<uint32_t>(127 + e) << 23);  // 2^e
 }
 
+// q_to_f16 in the mma.sync kernels (every thread of the CTA; Q rows `pitch` elements apart, Q's
+// cp.async group followed by S - 1 tile groups; scratch a float per warp): waits for Q, converts
+// it, and returns the ScoreMap that takes 2^e back. The loop's first barrier publishes Q.
+template <int BM, int HD, int S>
+__device__ __forceinline__ ScoreMap q_to_f16_cta(const wc_attention_params& p, __half* sq, int pitch, int threads,
+                                                 float* scratch) {
+  cp_async_wait<S - 1>();
+  const float up = q_to_f16<BM, HD>(
+      threadIdx.x, threads, [&](int r, int u) { return sq + r * pitch + u * 8; }, [] { __syncthreads(); }, scratch,
+      [](__half* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
+  return ScoreMap::of(p, up);
+}
+
 // The epilogue both mma.sync kernels share: WK warps (or warp groups) split the keys, and each
 // left its rows' (m, l) in s_m / s_l [WK][BM] and unnormalised outputs in s_o [WK][BM][HDV]
 // (f32, log2 domain). Combines them, normalises, and writes out (T) and lse, or with split-KV

@@ -163,13 +163,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) {
-      cp_async_wait<S - 1>();
-      const float up = q_to_f16<BM, HD>(
-          threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; }, [] { __syncthreads(); }, s_stats,
-          [](TC* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
-      score = ScoreMap::of(p, up);  // the loop's first barrier publishes the converted Q
-    }
+    if (n_iter > 0) score = q_to_f16_cta<BM, HD, S>(p, sq, P, C::kThreads, s_stats);
   }
 
   for (int it = 0; it < n_iter; ++it) {

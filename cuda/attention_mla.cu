@@ -129,13 +129,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) {
-      cp_async_wait<S - 1>();
-      const float up = q_to_f16<BM, kMlaD>(
-          threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; }, [] { __syncthreads(); }, s_stats,
-          [](TC* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
-      score = ScoreMap::of(p, up);  // the loop's first barrier publishes the converted Q
-    }
+    if (n_iter > 0) score = q_to_f16_cta<BM, kMlaD, S>(p, sq, P, C::kThreads, s_stats);
   }
 
   for (int it = 0; it < n_iter; ++it) {
