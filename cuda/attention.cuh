@@ -278,35 +278,27 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
   return all;
 }
 
-// FP8 e4m3 raw rows (HD bytes) -> T tiles (padded pitch), 16 bytes per step.
-template <typename T, int HD, int BN, int THREADS>
-__device__ __forceinline__ void convert_fp8(const uint8_t* raw, T* dst, int pitch) {
+// FP8 K/V: the kernels run the tensor cores in f16 on tiles holding each e4m3 value · 2^-8
+// (e4m3x4_to_f16x2_scaled, common.cuh: exact, normals and subnormals alike, three integer ops
+// per four bytes); the scores and the outputs take the 2^8 back (ScoreMap::of's q_unscale, the
+// epilogue's v_scale).
+constexpr float kFp8Unscale = 256.0f;
+
+// FP8 e4m3 raw rows (HD bytes) -> f16 tiles of value · 2^-8 (padded pitch), 16 bytes per step.
+template <int HD, int BN, int THREADS>
+__device__ __forceinline__ void convert_fp8(const uint8_t* raw, __half* dst, int pitch) {
   constexpr int kChunks = HD / 16;
 #pragma unroll 1
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
-    const uint4 bytes = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);
-    const uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    Pack<T, 8> lo, hi;
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const __nv_fp8x2_storage_t two = static_cast<__nv_fp8x2_storage_t>(words[q] >> (16 * half));
-        const __half2 h = __half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3));  // exact
-        Pack<T, 8>& dstp = q < 2 ? lo : hi;
-        if constexpr (std::is_same<T, __half>::value) {  // f16 as it is: one instruction per pair
-          dstp.v[(q % 2) * 4 + half * 2] = __low2half(h);
-          dstp.v[(q % 2) * 4 + half * 2 + 1] = __high2half(h);
-        } else {  // bf16 through f32 (exact: e4m3 values are bf16 values)
-          const float2 f = __half22float2(h);
-          dstp.v[(q % 2) * 4 + half * 2] = from_float<T>(f.x);
-          dstp.v[(q % 2) * 4 + half * 2 + 1] = from_float<T>(f.y);
-        }
-      }
-    }
-    store_pack<T, 8>(dst + r * pitch + c * 16, lo);
-    store_pack<T, 8>(dst + r * pitch + c * 16 + 8, hi);
+    const uint4 b = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);
+    uint4 lo, hi;  // elements 0-7, 8-15
+    e4m3x4_to_f16x2_scaled(b.x, lo.x, lo.y);
+    e4m3x4_to_f16x2_scaled(b.y, lo.z, lo.w);
+    e4m3x4_to_f16x2_scaled(b.z, hi.x, hi.y);
+    e4m3x4_to_f16x2_scaled(b.w, hi.z, hi.w);
+    *reinterpret_cast<uint4*>(dst + r * pitch + c * 16) = lo;
+    *reinterpret_cast<uint4*>(dst + r * pitch + c * 16 + 8) = hi;
   }
 }
 
@@ -352,24 +344,22 @@ __device__ __forceinline__ float q_to_f16(int tid, int threads, At at, Sync sync
 
 // q_to_f16 in the mma.sync kernels (every thread of the CTA; Q rows `pitch` elements apart, Q's
 // cp.async group followed by S - 1 tile groups; scratch a float per warp): waits for Q, converts
-// it, and returns the ScoreMap that takes 2^e back. The loop's first barrier publishes Q.
+// it, and returns 2^e. The loop's first barrier publishes Q.
 template <int BM, int HD, int S>
-__device__ __forceinline__ ScoreMap q_to_f16_cta(const wc_attention_params& p, __half* sq, int pitch, int threads,
-                                                 float* scratch) {
+__device__ __forceinline__ float q_to_f16_cta(__half* sq, int pitch, int threads, float* scratch) {
   cp_async_wait<S - 1>();
-  const float up = q_to_f16<BM, HD>(
+  return q_to_f16<BM, HD>(
       threadIdx.x, threads, [&](int r, int u) { return sq + r * pitch + u * 8; }, [] { __syncthreads(); }, scratch,
       [](__half* a, uint4 v) { *reinterpret_cast<uint4*>(a) = v; });
-  return ScoreMap::of(p, up);
 }
 
 // The epilogue both mma.sync kernels share: WK warps (or warp groups) split the keys, and each
 // left its rows' (m, l) in s_m / s_l [WK][BM] and unnormalised outputs in s_o [WK][BM][HDV]
-// (f32, log2 domain). Combines them, normalises, and writes out (T) and lse, or with split-KV
-// the f32 partials of this split.
+// (f32, log2 domain). Combines them, normalises (times v_scale: p.v_scale, and 2^8 more over an
+// FP8 cache), and writes out (T) and lse, or with split-KV the f32 partials of this split.
 template <typename T, int HDV, int BM, int WK, int THREADS>
 __device__ __forceinline__ void store_rows(const wc_attention_params& p, const Work& w, const float* s_o,
-                                           const float* s_m, const float* s_l) {
+                                           const float* s_m, const float* s_l, float v_scale) {
   T* out = static_cast<T*>(p.out);
   for (int idx = threadIdx.x; idx < BM * HDV; idx += THREADS) {
     const int r = idx / HDV, d = idx % HDV;
@@ -387,7 +377,7 @@ __device__ __forceinline__ void store_rows(const wc_attention_params& p, const W
         ot += s_o[(c * BM + r) * HDV + d] * f;
       }
     }
-    const float val = lt > 0.0f ? ot / lt * p.v_scale : 0.0f;
+    const float val = lt > 0.0f ? ot / lt * v_scale : 0.0f;
     const float lse = lt > 0.0f ? (mt + log2f(lt)) * kLn2 : -INFINITY;
     const int64_t tok = w.q_start + gr / w.group;
     const int head = w.kv_head * w.group + gr % w.group;

@@ -7,10 +7,10 @@
 // value head dim is one more instantiation of the same kernel; (576, 512), MLA decode over the
 // latent cache, is dispatched from here to attention_mla.cu; f32 softmax statistics and
 // accumulators. FP8 e4m3 K/V (the paged cache; decode and prefill configurations): the bytes
-// arrive by cp.async into a raw stage and are converted to f16 in shared memory before the mma
-// (exact, one instruction per pair), which then runs in f16 — bf16 queries are scaled into f16's
-// range per CTA (q_to_f16, attention.cuh); the scales fold into the softmax scale (k_scale, and
-// Q's 2^e) and the output (v_scale).
+// arrive by cp.async into a raw stage and are converted in shared memory to f16 holding value ·
+// 2^-8 (convert_fp8, attention.cuh: exact, three integer ops per four bytes) before the mma,
+// which then runs in f16 — bf16 queries are scaled into f16's range per CTA (q_to_f16); the
+// scales fold into the softmax scale (k_scale, 2^8 and Q's 2^e) and the output (v_scale, 2^8).
 //
 // Thread mapping. A CTA owns one (sequence · kv head = blockIdx.x, m-tile = gridDim.y - 1 -
 // blockIdx.y (heaviest causal tiles first), split = blockIdx.z). The m dimension is the
@@ -92,8 +92,8 @@ template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP
 __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   using C = Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>;
   using KV = typename std::conditional<FP8, uint8_t, T>::type;
-  // The mma operand type: T, or f16 over an FP8 cache (q_to_f16, attention.cuh: e4m3 -> f16 is
-  // one instruction per pair; bf16 queries are scaled into f16's range per CTA).
+  // The mma operand type: T, or f16 over an FP8 cache (convert_fp8 and q_to_f16, attention.cuh:
+  // the tiles hold e4m3 values · 2^-8 exactly; bf16 queries are scaled into f16's range per CTA).
   using TC = typename std::conditional<FP8, __half, T>::type;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, PV = C::kPitchV, S = C::kStages;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -147,7 +147,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   constexpr bool kQInRegs = WARPS_N == 1 && MT == 1 && HD <= 192;
   uint32_t qf[kQInRegs ? HD / 16 : 1][4];
 
-  ScoreMap score = ScoreMap::of(p);
+  ScoreMap score = ScoreMap::of(p, FP8 ? kFp8Unscale : 1.0f);  // FP8: the tiles hold K · 2^-8
   const int n_iter = w.tile_end - w.tile_begin;
   // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
   // ok_bits bit s: every key this thread loaded into stage s exists.
@@ -163,7 +163,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) score = q_to_f16_cta<BM, HD, S>(p, sq, P, C::kThreads, s_stats);
+    if (n_iter > 0) score = ScoreMap::of(p, kFp8Unscale * q_to_f16_cta<BM, HD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -183,8 +183,8 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
       // Raw stage st -> the single f16 buffer (free: every warp is past tile it - 1).
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;
       const uint8_t* raw_v = reinterpret_cast<const uint8_t*>(ld_v) + st * BN * HDV;
-      convert_fp8<TC, HD, BN, C::kThreads>(raw_k, sk, P);
-      convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);
+      convert_fp8<HD, BN, C::kThreads>(raw_k, sk, P);
+      convert_fp8<HDV, BN, C::kThreads>(raw_v, sv, PV);
       __syncthreads();
     }
 
@@ -289,7 +289,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     }
   __syncthreads();
 
-  store_rows<T, HDV, BM, WARPS_N, C::kThreads>(p, w, s_o, s_m, s_l);
+  store_rows<T, HDV, BM, WARPS_N, C::kThreads>(p, w, s_o, s_m, s_l, FP8 ? p.v_scale * kFp8Unscale : p.v_scale);
 }
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)

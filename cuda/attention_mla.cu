@@ -10,9 +10,9 @@
 // weighted latent; the caller applies W_uv. Same masks, split-KV, lse and merge as the GQA
 // kernels (attention.cuh); f32 softmax statistics and accumulators. An FP8 e4m3 latent cache
 // (one scale: k_scale = v_scale) arrives by cp.async in raw stages of 576-byte rows, each tile
-// converted into one f16 tile in shared memory before the mma, which then runs in f16 (bf16
-// queries scaled into f16's range per CTA: q_to_f16, attention.cuh); the scale folds into the
-// softmax scale and the output (half the bytes of the memory-bound 16-head decode).
+// converted into one f16 tile of value · 2^-8 in shared memory before the mma, which then runs
+// in f16 (convert_fp8 and q_to_f16, attention.cuh; bf16 queries scaled into f16's range per
+// CTA); the scale (and the 2^8) folds into the softmax scale and the output (half the bytes of the memory-bound 16-head decode).
 //
 // Why its own kernel: a row's output is 512 f32 accumulators, twice what one warp's registers
 // hold for 16 rows next to everything else. So each 16-row tile is served by two warps that own
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
   for (int i = 0; i < COLS / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  ScoreMap score = ScoreMap::of(p);
+  ScoreMap score = ScoreMap::of(p, FP8 ? kFp8Unscale : 1.0f);  // FP8: the tile holds K · 2^-8
   const int n_iter = w.tile_end - w.tile_begin;
   // bf16 queries over an FP8 cache: Q in a cp.async group of its own, converted to f16 · 2^-e
   // (q_to_f16; s_stats is free until the epilogue) while the first tile loads.
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) score = q_to_f16_cta<BM, kMlaD, S>(p, sq, P, C::kThreads, s_stats);
+    if (n_iter > 0) score = ScoreMap::of(p, kFp8Unscale * q_to_f16_cta<BM, kMlaD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     }
     if constexpr (FP8) {
       // Raw stage st -> the single f16 tile (free: every warp is past tile it - 1).
-      convert_fp8<TC, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);
+      convert_fp8<kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);
       __syncthreads();
     }
     const TC* k_t = FP8 ? sk : sk + st * BN * P;
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     }
   }
   __syncthreads();
-  store_rows<T, kMlaDV, BM, WK, C::kThreads>(p, w, s_o, s_m, s_l);
+  store_rows<T, kMlaDV, BM, WK, C::kThreads>(p, w, s_o, s_m, s_l, FP8 ? p.v_scale * kFp8Unscale : p.v_scale);
 }
 
 // Opt-in shared memory per block of the current device, asked of the runtime once per device

@@ -17,8 +17,9 @@
 //                  and arrive on its full barrier — two tiles in flight while the consumers hold
 //                  the two before them. Key flags: s_ok per key, and s_bad = the index of the
 //                  last tile loaded into the stage with a missing key.
-//                  FP8 K/V: the wgmmas run in f16 (e4m3 → f16 is exact and one instruction per
-//                  pair; bf16 would take four), so a bf16 Q is converted once, in shared memory,
+//                  FP8 K/V: the wgmmas run in f16 (e4m3 → f16 · 2^-8 is exact and three integer
+//                  ops per four bytes, e4m3x4_to_f16x2_scaled; the 2^8 folds into the scales;
+//                  bf16 would take more), so a bf16 Q is converted once, in shared memory,
 //                  to f16 times 2^-e, with e chosen from the CTA's largest |q| so that it lands
 //                  in [2^14, 2^15) (no overflow, full f16 precision relative to it; the scores
 //                  take 2^e back in the softmax's scale). Raw e4m3 tiles arrive by cp.async in a
@@ -101,14 +102,6 @@ template <int HD>
 __device__ __forceinline__ int raw_offset(int r, int c) {
   constexpr int kCh = HD / 16;
   return r * HD + ((c ^ ((r * kCh / 8) % kCh)) << 4);
-}
-
-// e4m3 pair (low byte first) -> f16 pair, exactly (cvt.rn.f16x2.e4m3x2). (A template: other
-// targets compile no kernel body that uses it.)
-template <int = 0>
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
 }
 
 template <typename T, int HD, bool FP8>
@@ -210,15 +203,13 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
           int r, c;
           fp8_chunk<HD>(tid, k, r, c);
           const uint4 b = *reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));
-          const uint32_t words[4] = {b.x, b.y, b.z, b.w};
-          uint32_t h[8];
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            h[2 * q] = e4m3x2_to_f16x2<>(words[q] & 0xffffu);
-            h[2 * q + 1] = e4m3x2_to_f16x2<>(words[q] >> 16);
-          }
-          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c), make_uint4(h[0], h[1], h[2], h[3]));
-          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c + 1), make_uint4(h[4], h[5], h[6], h[7]));
+          uint4 lo, hi;  // elements 0-7, 8-15, as f16 of value · 2^-8 (kFp8Unscale)
+          e4m3x4_to_f16x2_scaled(b.x, lo.x, lo.y);
+          e4m3x4_to_f16x2_scaled(b.y, lo.z, lo.w);
+          e4m3x4_to_f16x2_scaled(b.z, hi.x, hi.y);
+          e4m3x4_to_f16x2_scaled(b.w, hi.z, hi.w);
+          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c), lo);
+          st_shared_for_async16(dst + swizzled<BN>(r, 2 * c + 1), hi);
           if (!v) {
             const bool ok = (ok_bits >> (8 * (it % 2) + k)) & 1u;
             if (c == 0) s_ok[st * BN + r] = ok;
@@ -376,7 +367,8 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
 
   if (n_iter > 0) {
     wait_k(0);
-    if constexpr (FP8) score = ScoreMap::of(p, *s_qscale);  // Q was divided by it (FP8: signalled with K 0)
+    // FP8: Q was divided by *s_qscale (signalled with K 0), K's tiles hold value · 2^-8.
+    if constexpr (FP8) score = ScoreMap::of(p, *s_qscale * kFp8Unscale);
     my_turn();
     wgmma_fence();
     issue_s(0);
@@ -433,7 +425,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
     const int gr = w.row0 + cw * 64 + wq * 16 + g + 8 * h;
     const int64_t tok = w.q_start + gr / w.group;
     const int head = w.kv_head * w.group + gr % w.group;
-    const float inv = l[h] > 0.0f ? p.v_scale / l[h] : 0.0f;
+    const float inv = l[h] > 0.0f ? (FP8 ? p.v_scale * kFp8Unscale : p.v_scale) / l[h] : 0.0f;
     const float lse = l[h] > 0.0f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
     if (p.num_splits > 1) {
       const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;

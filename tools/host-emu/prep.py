@@ -74,12 +74,13 @@ SEEDS = {
     # The K/V ring refills the stage being computed on instead of the one the previous tile used.
     "ring": ("attention", "attention_gqa.cu", "const int next = it + S - 1, ns = next % S;",
              "const int next = it + S - 1, ns = it % S;"),
-    # FP8 convert: swap the two 8-element halves.
-    "fp8": ("attention", "attention.cuh", "Pack<T, 8>& dstp = q < 2 ? lo : hi;", "Pack<T, 8>& dstp = q < 2 ? hi : lo;"),
+    # FP8 convert: the first 8-element half written with the second's values.
+    "fp8": ("attention", "attention.cuh", "*reinterpret_cast<uint4*>(dst + r * pitch + c * 16) = lo;",
+            "*reinterpret_cast<uint4*>(dst + r * pitch + c * 16) = hi;"),
     # FP8 K/V: no barrier between the conversion into the T tiles and the mma reading them
     # (caught with EMU_CP_EAGER=1: the OS threads' timing decides it otherwise).
-    "fp8_convert_sync": ("attention", "attention_gqa.cu", "convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);\n      __syncthreads();",
-                         "convert_fp8<TC, HDV, BN, C::kThreads>(raw_v, sv, PV);"),
+    "fp8_convert_sync": ("attention", "attention_gqa.cu", "convert_fp8<HDV, BN, C::kThreads>(raw_v, sv, PV);\n      __syncthreads();",
+                         "convert_fp8<HDV, BN, C::kThreads>(raw_v, sv, PV);"),
     # FP8 K/V: V's raw stages land on K's (the raw buffers' layout after the T tiles; caught
     # with EMU_CP_EAGER=1: deferred copies land after the stage they overwrite was converted).
     "fp8_raw_layout": ("attention", "attention_gqa.cu", "smem + C::kQ + C::kK + C::kV + C::kRawK) : reinterpret_cast<KV*>(sv);",
@@ -281,8 +282,8 @@ SEEDS = {
     # Hopper MLA decode: each row normalised by its own half's sum.
     "mla90_half_sum": ("attention", "attention_mla_sm90.cu", "  for (int h = 0; h < 2; ++h) l[h] += x_sum[(1 - cw) * BM + wq * 16 + g + 8 * h];\n", ""),
     # MLA decode, FP8 latent cache: every tile converted from the first raw stage.
-    "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<TC, kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
-                      "convert_fp8<TC, kMlaD, BN, C::kThreads>(raw, sk, P);"),
+    "mla_fp8_stage": ("attention", "attention_mla.cu", "convert_fp8<kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);",
+                      "convert_fp8<kMlaD, BN, C::kThreads>(raw, sk, P);"),
     "tern_plane": ("matmul_ternary", "matmul_ternary.cu", "0x03030303u << (2 * pl)", "0x03030303u << (2 * (pl ^ (pl >> 1 & 1 ? 3 : 0)))"),
     # ... the row sum misses the second k half of rows g + 8.
     "tern_rowsum": ("matmul_ternary", "matmul_ternary.cu",

@@ -143,6 +143,16 @@ inline thread_local std::vector<size_t> t_unfenced;  // units this thread wrote 
 inline thread_local std::vector<std::vector<Tma>> t_store_groups;  // TMA stores committed, oldest first
 inline thread_local std::vector<Tma> t_store_open;                 // ... not yet committed
 
+// A write (`what`: TMA, cp.async, st.shared) into shared memory that a wgmma may still read: the
+// wgmma's thread arrived on the barrier this thread last waited for before the wgmma retired.
+inline void check_released(const Range& w, const char* what) {
+  for (const Range& r : t_released)
+    if (overlaps(r, w))
+      EMU_FAIL("%s into smem [%zu, %zu) by thread %u while a wgmma may still read [%zu, %zu): its thread arrived on "
+               "the barrier this thread waited for before the wgmma retired",
+               what, w.lo, w.hi, linear_tid(), r.lo, r.hi);
+}
+
 inline size_t smem_offset(const void* p, size_t bytes, const char* what) {
   if (!in_dyn_smem(p, bytes)) EMU_FAIL("%s: %p (+%zu bytes) outside dynamic shared memory", what, p, bytes);
   return static_cast<size_t>(static_cast<const unsigned char*>(p) - block->smem);
@@ -323,11 +333,7 @@ inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int
   t.c0 = c0;
   t.c1 = c1;
   if (t.dst % 128) EMU_FAIL("TMA destination smem+%zu not 128-byte aligned", t.dst);
-  for (const Range& r : t_released)
-    if (overlaps(r, t.range()))
-      EMU_FAIL("TMA into smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the barrier "
-               "this thread waited for before the wgmma retired",
-               t.dst, t.dst + bytes, r.lo, r.hi);
+  check_released(t.range(), "TMA");
   if (mask == 0 || mask >> cluster_nctarank()) EMU_FAIL("TMA multicast mask %x for a cluster of %u", mask, cluster_nctarank());
   for (uint32_t r = 0; r < cluster_nctarank(); ++r) {
     if (!(mask >> r & 1)) continue;
@@ -526,11 +532,7 @@ inline uint16_t smem16(size_t offset) {
 inline void generic_write(const void* dst, size_t bytes) {
   if (!state || state->units == 0 || !in_dyn_smem(dst, bytes)) return;
   const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
-  for (const Range& r : t_released)
-    if (overlaps(r, {o, o + bytes}))
-      EMU_FAIL("thread %u writes smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the "
-               "barrier this thread waited for before the wgmma retired",
-               linear_tid(), o, o + bytes, r.lo, r.hi);
+  check_released({o, o + bytes}, "st.shared");
   for (size_t u = o / 16; u < (o + bytes + 15) / 16; ++u) {
     if (state->storing[u].load() > 0)
       EMU_FAIL("thread %u writes smem+%zu, which a TMA store has not read yet (no cp.async.bulk.wait_group.read "
@@ -669,11 +671,7 @@ inline void sm90_generic_write(const void* dst, size_t bytes) { sm90::generic_wr
 inline void sm90_async_write(const void* dst, size_t bytes) {
   if (!sm90::state) return;
   const size_t o = static_cast<size_t>(static_cast<const unsigned char*>(dst) - block->smem);
-  for (const sm90::Range& r : sm90::t_released)
-    if (sm90::overlaps(r, {o, o + bytes}))
-      EMU_FAIL("cp.async into smem [%zu, %zu) while a wgmma may still read [%zu, %zu): its thread arrived on the "
-               "barrier this thread waited for before the wgmma retired",
-               o, o + bytes, r.lo, r.hi);
+  sm90::check_released({o, o + bytes}, "cp.async");
 }
 inline void sm90_block_begin(Block& b, unsigned threads) {
   auto* st = new sm90::State;

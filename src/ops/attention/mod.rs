@@ -75,10 +75,11 @@ pub enum KvInput<'v, 'a, C: DType> {
     },
 }
 
-/// Whether a wgmma kernel is built for these head dims (attention_sm90.cu: (64, 64), (128,
-/// 128); attention_mla_sm90.cu: MLA decode's) and the GPU can run it.
-fn wgmma_supports(dev: &Device, head_dim: usize, head_dim_v: usize) -> bool {
-    dev.info().compute_capability == (9, 0) && ((head_dim == head_dim_v && matches!(head_dim, 64 | 128)) || (head_dim, head_dim_v) == MLA_DECODE)
+/// Whether a wgmma kernel is built for these head dims and K/V (attention_sm90.cu: (64, 64),
+/// (128, 128), K/V in the query dtype or FP8; attention_mla_sm90.cu: MLA decode's, not FP8) and
+/// the GPU can run it.
+fn wgmma_supports(dev: &Device, head_dim: usize, head_dim_v: usize, fp8: bool) -> bool {
+    dev.info().compute_capability == (9, 0) && ((head_dim == head_dim_v && matches!(head_dim, 64 | 128)) || ((head_dim, head_dim_v) == MLA_DECODE && !fp8))
 }
 
 /// What MLA decode requires of V.
@@ -164,7 +165,7 @@ pub fn attention<T: DType, C: DType>(
     let mla = (head_dim, head_dim_v) == MLA_DECODE;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     let wgmma = match plan.kernel {
-        AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v) && !(fp8 && mla) => true,
+        AttentionKernel::Wgmma if wgmma_supports(dev, head_dim, head_dim_v, fp8) => true,
         AttentionKernel::MmaSync => false,
         k => {
             return Err(Error::Unsupported {

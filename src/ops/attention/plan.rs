@@ -149,8 +149,7 @@ impl AttentionPlan {
         // MLA decode: the wgmma kernel's 64-row tiles for more than 16 rows per sequence.
         let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
         let mla_decode_rows = mla && max_q_len * group <= 16;
-        // The Hopper MLA kernel reads K/V in the query dtype only.
-        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v) && !(decode || mla_decode_rows || (fp8 && mla));
+        let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v, fp8) && !(decode || mla_decode_rows);
         let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
         let kernel = match kernel {
             AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
