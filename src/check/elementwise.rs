@@ -68,7 +68,7 @@ pub fn check_glu<T: DType>(dev: &Device, case: &GluCase) -> Result<CheckResult> 
         dtype: T::NAME,
         shape: format!("[{}, {}] {:?} gap {} out stride {} offset {}", c.rows, c.cols, c.act, c.in_gap, c.out_stride, c.offset),
         comparisons: vec![
-            compare("out", &gather_rows(&got, c.offset, c.rows, c.cols, c.out_stride), &want, tolerance::<T>()),
+            compare("out", &gather_rows(&got, c.offset, c.rows, c.cols, c.out_stride), &want, tolerance::<T>()).in_rows(c.cols),
             compare_exact("outside out (untouched)", &rest(&got), &rest(&out_host)),
         ],
     })

@@ -188,6 +188,7 @@ pub fn count_comparison(what: &'static str, got: u64, want: u64) -> Comparison {
         rel_frobenius: 0.0,
         frobenius_limit: f64::INFINITY,
         first_failure: bad.then_some((0, got as f64, want as f64)),
+        ..Default::default()
     }
 }
 

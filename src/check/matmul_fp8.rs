@@ -261,7 +261,7 @@ pub(super) fn compare_gemm<O: DType>(
     let untouched: Vec<usize> = (0..m).filter(|&i| group_of[i].is_none()).collect();
     let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
     let mut comparisons = vec![
-        compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob),
+        compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob).in_rows(n),
         compare_exact("outside out (untouched)", &outside_rows(got, 0, m, n, ldd), &outside_rows(poison, 0, m, n, ldd)),
     ];
     if !untouched.is_empty() {

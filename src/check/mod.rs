@@ -69,13 +69,72 @@ pub struct Comparison {
     pub frobenius_limit: f64,
     /// The first failing element: (index, got, want).
     pub first_failure: Option<(usize, f64, f64)>,
+    /// The indices of the first [`MAX_RECORDED`] failing elements, for the failure map.
+    pub failing: Vec<usize>,
+    /// Row length of the compared elements when they form rows (set by [`Comparison::in_rows`]):
+    /// a failing comparison then also prints which rows and which columns failed.
+    pub row_len: Option<usize>,
 }
+
+/// How many failing indices a [`Comparison`] keeps for its failure map.
+pub const MAX_RECORDED: usize = 1 << 16;
 
 impl Comparison {
     /// No element outside the bound and the Frobenius error within its limit.
     pub fn passed(&self) -> bool {
         self.failures == 0 && self.rel_frobenius <= self.frobenius_limit
     }
+
+    /// Marks the compared elements as rows of `cols` (row-major): a failure then reports the
+    /// failing rows and columns as ranges, which is where a layout bug shows its shape (a wrong
+    /// swizzle fails columns in a repeating pattern, a wrong tile offset whole row blocks).
+    pub fn in_rows(mut self, cols: usize) -> Self {
+        self.row_len = (cols > 0).then_some(cols);
+        self
+    }
+
+    fn record(&mut self, i: usize, got: f64, want: f64) {
+        self.failures += 1;
+        self.first_failure.get_or_insert((i, got, want));
+        if self.failing.len() < MAX_RECORDED {
+            self.failing.push(i);
+        }
+    }
+
+    /// The failing rows and columns as ranges (`None` without [`Comparison::in_rows`] or
+    /// failures), from the first [`MAX_RECORDED`] failures.
+    pub fn failure_map(&self) -> Option<String> {
+        let cols = self.row_len?;
+        if self.failing.is_empty() {
+            return None;
+        }
+        let rows: Vec<usize> = self.failing.iter().map(|&i| i / cols).collect();
+        let mut columns: Vec<usize> = self.failing.iter().map(|&i| i % cols).collect();
+        columns.sort_unstable();
+        let sample = if self.failures > self.failing.len() { format!(" (the first {} failures)", self.failing.len()) } else { String::new() };
+        Some(format!(
+            "failing rows (of {} columns each): {}; failing columns: {}{sample}",
+            cols,
+            ranges(&rows),
+            ranges(&columns)
+        ))
+    }
+}
+
+/// Sorted indices as ranges with their count: "3 in 0, 5–6"; the first 8 ranges, then the number
+/// of the rest.
+fn ranges(sorted: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &v in sorted {
+        match runs.last_mut() {
+            Some((_, hi)) if v <= *hi + 1 => *hi = (*hi).max(v),
+            _ => runs.push((v, v)),
+        }
+    }
+    let distinct: usize = runs.iter().map(|(lo, hi)| hi - lo + 1).sum();
+    let shown: Vec<String> = runs.iter().take(8).map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") }).collect();
+    let more = if runs.len() > 8 { format!(", … ({} more ranges, last ending at {})", runs.len() - 8, runs[runs.len() - 1].1) } else { String::new() };
+    format!("{distinct} in {}{more}", shown.join(", "))
 }
 
 impl fmt::Display for Comparison {
@@ -87,6 +146,9 @@ impl fmt::Display for Comparison {
         )?;
         if let Some((i, g, w)) = self.first_failure {
             write!(f, " (first at {i}: got {g}, want {w})")?;
+        }
+        if let Some(map) = self.failure_map() {
+            write!(f, "\n    {map}")?;
         }
         Ok(())
     }
@@ -117,8 +179,7 @@ pub fn compare_bounded<T: DType>(what: &'static str, got: &[T], want: &[f64], bo
         }
         let ok = err <= b; // false for NaN
         if !ok {
-            c.failures += 1;
-            c.first_failure.get_or_insert((i, g, w));
+            c.record(i, g, w);
         }
         if err.is_nan() || err > c.max_abs_err {
             c.max_abs_err = if err.is_nan() { f64::NAN } else { err };
@@ -136,8 +197,7 @@ pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Com
         // Compare bits through f64 (NaN poison must stay NaN: NaN == NaN here).
         let same = g == w || (g.to_f64().is_nan() && w.to_f64().is_nan());
         if !same {
-            c.failures += 1;
-            c.first_failure.get_or_insert((i, g.to_f64(), w.to_f64()));
+            c.record(i, g.to_f64(), w.to_f64());
             c.max_abs_err = c.max_abs_err.max((g.to_f64() - w.to_f64()).abs());
         }
     }
@@ -150,8 +210,7 @@ pub fn compare_ints(what: &'static str, got: &[i32], want: &[i32]) -> Comparison
     let mut c = Comparison { what, len: got.len(), ..Default::default() };
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         if g != w {
-            c.failures += 1;
-            c.first_failure.get_or_insert((i, g as f64, w as f64));
+            c.record(i, g as f64, w as f64);
             c.max_abs_err = c.max_abs_err.max((g as f64 - w as f64).abs());
         }
     }
@@ -277,6 +336,23 @@ mod tests {
         assert_eq!(c.first_failure.map(|f| f.0), Some(1));
         assert!(compare_bounded("x", &got[..2], &[1.1, 2.0], &[0.2, 0.6], 1.0).passed());
         assert!(!compare_bounded("x", &got[..2], &[1.1, 2.0], &[0.2, 0.6], 0.01).passed());
+    }
+
+    #[test]
+    fn failure_map_names_rows_and_columns() {
+        // 4 rows of 16: columns 8–15 wrong in rows 1 and 3 (a half-tile pattern).
+        let want = vec![0.0; 64];
+        let got: Vec<f32> = (0..64).map(|i| if (i / 16) % 2 == 1 && i % 16 >= 8 { 1.0 } else { 0.0 }).collect();
+        let c = compare("x", &got, &want, tolerance::<f32>()).in_rows(16);
+        assert_eq!(c.failures, 16);
+        assert_eq!(c.failure_map().as_deref(), Some("failing rows (of 16 columns each): 2 in 1, 3; failing columns: 8 in 8–15"));
+        assert!(c.to_string().contains("failing columns: 8 in 8–15"));
+        // No map without a row length or without failures.
+        assert_eq!(compare("x", &got, &want, tolerance::<f32>()).failure_map(), None);
+        assert_eq!(compare("x", &want.iter().map(|&v| v as f32).collect::<Vec<_>>(), &want, tolerance::<f32>()).in_rows(16).failure_map(), None);
+        // Many ranges are cut after 8.
+        let every_other: Vec<usize> = (0..40).step_by(2).collect();
+        assert_eq!(ranges(&every_other), "20 in 0, 2, 4, 6, 8, 10, 12, 14, … (12 more ranges, last ending at 38)");
     }
 
     #[test]
