@@ -136,9 +136,9 @@ struct ChunkFactors {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t col = b_first + 8 * j + 2 * (lane & 3);
-      if (Scaled && !p.block_scaled) {  // e4m3: n % block_n == 0, every column exists
-        sb[2 * j] = p.b_scale[col * p.b_scale_stride_n];
-        sb[2 * j + 1] = p.b_scale[(col + 1) * p.b_scale_stride_n];
+      if (Scaled && !p.block_scaled) {  // columns past the group's n (a tile wider than the rest): unused
+        sb[2 * j] = col < b_end ? p.b_scale[col * p.b_scale_stride_n] : 0.0f;
+        sb[2 * j + 1] = col < b_end ? p.b_scale[(col + 1) * p.b_scale_stride_n] : 0.0f;
       }
       if (b != nullptr && col < b_end) bias[j] = load_pack<OutT, 2>(b + col);  // n % 8: col + 1 < b_end too
     }

@@ -4,8 +4,10 @@
 // there: ops/matmul_fp8/ dispatches on the compute capability).
 //
 // Contract: wc_matmul_fp8_params (warpcore/matmul_fp8.h): D = A · Bᵀ, A [m, k] and B [n, k] e4m3,
-// K-major, rows 16-byte aligned (TMA); n % block_n == 0, k % 128 == 0, any m (TMA zero-fills
-// the rows past m; the epilogue does not store them). bf16 operands (in_dtype): the same
+// K-major, rows 16-byte aligned (TMA); n % 128 == 0, k % 128 == 0, any m (TMA zero-fills
+// the rows past m; the epilogue does not store them). block_n need not divide n: the last
+// n-tile's columns past n multiply B's zero-filled rows (or, grouped, the next group's) and are
+// not stored. bf16 operands (in_dtype): the same
 // byte-level pipeline (a stage is 128 bytes = 64 k; TMA zero-fills k past the end and B's rows
 // past the stacked b), 4 × wgmma m64nBNk16 bf16 per stage, one f32 accumulator over all of k
 // (kFast: bf16 products are exact and the sums f32), no scales; n and k multiples of 8 (the
@@ -54,11 +56,14 @@
 //
 // Tile configurations (block_m, block_n, accumulation) built here — the host planner
 // (ops/matmul_fp8/plan.rs, plan_sm90) picks one per shape:
-//   fast: (128, 256) (128, 128) (64, 128); promote and block: (128, 128) (64, 128);
+//   fast: (128, 256) (128, 128) (64, 128); promote: (128, 192) (128, 128) (64, 128) — 192
+//   columns: 96 + 96 accumulators, the widest promoted tile that fits 232 registers; block:
+//   (128, 128) (64, 128);
 //   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128); the e4m3 128-row ones with bf16 out
 //   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped)
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
-//   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×128: 6 (212; 224 KB);
+//   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×192: 5 (220 KB; 232 KB
+//   -> 4 stages with TMA store); 128×128: 6 (212; 224 KB);
 //   64×128: 8 (202 KB). Registers: 168 at
 //   launch (384 threads, 1 CTA/SM) then 40 / 232 after setmaxnreg; 64-row tiles: 256 threads.
 #include "matmul_fp8.cuh"
@@ -91,8 +96,9 @@ struct Sm90Tile {
   static constexpr int kStages = kFit < 8 ? kFit : 8;
   static constexpr int kSmem = kStages * kStage + kEpi + 2 * kStages * 8;
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
-  static_assert(BN == 128 || BN == 256, "wgmma widths built");
-  static_assert(ACC == kFast || BN == WC_FP8_BLOCK, "promotion keeps two accumulator sets: 128 columns");
+  static_assert(BN == 128 || BN == 192 || BN == 256, "wgmma widths built");
+  static_assert(ACC == kFast || BN <= 192, "promotion keeps two accumulator sets: at most 192 columns");
+  static_assert(ACC != kBlock || BN == WC_FP8_BLOCK, "block scales: one 128-column B block per tile");
   static_assert(kStages >= 3 && kSmem <= kSmemMax, "pipeline depth");
   static_assert(kStageA % 1024 == 0 && kSliceB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
   static_assert(CM == 1 || (CM == 2 && BM == 128), "clusters of two 128-row tiles");
@@ -178,6 +184,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     const int r0 = warp * 16 + (lane >> 2);  // this thread's rows: r0 and r0 + 8
     float* stage = staging + cw * 64 * C::kEpiPitch;
     uint8_t* boxes = smem + S * C::kStage + cw * 2 * C::kStoreBox;  // TS: this consumer's two store boxes
+    uint32_t box_seq = 0;  // TS: boxes filled so far (across tiles: a 192-column tile fills three)
     float acc[BN / 2];
     float fin[kPromotes ? BN / 2 : 1];
     int s = 0;
@@ -283,14 +290,16 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       // chunk's factors load meanwhile) and rounded to bf16 pairs into a 128B-swizzled box of 64
       // columns (row r's 16-byte unit u at r · 128 + 16 (u ^ r % 8): conflict-free); every other
       // chunk fills a box, which one thread stores by TMA while everyone goes on — to the next
-      // box, then the next tile's mainloop. Before a box is refilled, that thread waits for the
-      // store issued from it two boxes ago to have read it (at most one other still reading).
+      // box, then the next tile's mainloop. The boxes alternate over the consumer's whole sequence
+      // (not per tile: a 192-column tile fills three). Before a box is refilled, that thread
+      // waits for the store issued from it two boxes ago to have read it (at most one other
+      // still reading).
       if constexpr (TS) {
 #pragma unroll
         for (int c = 0; c < BN / C::kEpiCols; ++c) {
           ChunkFactors<OutT, kFp8> next;
           if (c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
-          uint8_t* box = boxes + (c / 2 % 2) * C::kStoreBox;
+          uint8_t* box = boxes + (box_seq % 2) * C::kStoreBox;
           if (c % 2 == 0) {
             if (tid == 0) tma_store_wait_read<1>();
             named_barrier_sync(1 + cw, 128);  // the box is free
@@ -314,6 +323,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
               tma_store_2d(box, &p.tma_d, static_cast<int32_t>((n0 + (c / 2) * 64) * 2), static_cast<int32_t>(m0));
               tma_store_commit();
             }
+            ++box_seq;
           }
           f = next;
         }
@@ -413,6 +423,7 @@ wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
       if (bn == 128) return pair ? launch<128, 128, kFast, 2, OutT, U, true>(p, s) : launch<128, 128, kFast, 1, OutT, U, true>(p, s);
     } else {
       if (bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT, U, true>(p, s) : launch<128, 128, kPromote, 1, OutT, U, true>(p, s);
+      if (bn == 192) return pair ? launch<128, 192, kPromote, 2, OutT, U, true>(p, s) : launch<128, 192, kPromote, 1, OutT, U, true>(p, s);
     }
     return WC_ERR_UNSUPPORTED;
   }
@@ -439,6 +450,7 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT>(p, s);
   } else {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT>(p, s) : launch<128, 128, kPromote, 1, OutT>(p, s);
+    if (bm == 128 && bn == 192) return pair ? launch<128, 192, kPromote, 2, OutT>(p, s) : launch<128, 192, kPromote, 1, OutT>(p, s);
     if (bm == 64 && bn == 128) return launch<64, 128, kPromote, 1, OutT>(p, s);
   }
   return WC_ERR_UNSUPPORTED;
@@ -453,7 +465,7 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
   if (p->in_dtype != WC_E4M3 && p->in_dtype != WC_BF16) return WC_ERR_UNSUPPORTED;
   const bool fp8 = p->in_dtype == WC_E4M3;
   if (p->block_m <= 0 || p->block_n <= 0 || p->n <= 0 || p->k <= 0 ||
-      (fp8 ? p->n % p->block_n != 0 || p->k % wc::kFp8BlockK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
+      (fp8 ? p->n % wc::kFp8BlockK != 0 || p->k % wc::kFp8BlockK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
       p->m > INT32_MAX - 256 || p->n > INT32_MAX || p->k > INT32_MAX / 2 ||
       p->cluster_m < 0 || p->cluster_m > 2 || (p->group_offsets != nullptr && p->num_groups < 1) ||
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)

@@ -499,7 +499,8 @@ fn grouped_bf16_refuses_bad_input_and_writes_nothing() {
 /// Every configuration `warpcore bench --tune` may time (and a caller may force) computes the
 /// same GEMM: each of `sm90_candidates` (tiles, pairs, tile orders, the TMA-store epilogue)
 /// and, for each shape, a grid of 3 CTAs walking many tiles each — per accumulation mode, with
-/// tails in m (the TMA store clips the rows past m).
+/// tails in m (the TMA store clips the rows past m) and in n (256-column fast tiles at n = 640,
+/// 192-column promoted ones at n = 256: the columns past n are not stored).
 #[test]
 fn every_tuner_candidate_is_correct() {
     let Some(dev) = device() else { return };
@@ -508,7 +509,7 @@ fn every_tuner_candidate_is_correct() {
     }
     let sms = dev.info().sm_count as usize;
     for (m, n, k, a, b, fast, accumulation) in [
-        (300usize, 512usize, 512usize, PerRow, PerRow, true, Accumulation::Fast),
+        (300usize, 640usize, 512usize, PerRow, PerRow, true, Accumulation::Fast),
         (129, 256, 1024, PerTensor, PerTensor, false, Accumulation::Promoted),
         (200, 256, 768, Group128, Block128, false, Accumulation::BlockScaled),
     ] {

@@ -597,21 +597,26 @@ int main(int argc, char** argv) {
       const int v = static_cast<int>(paths.size() + c.m + c.k / 128);
       auto ctas = [&](int i) { return (v + i) % 4 == 3 ? 0 : 1 + (v + i) % 3; };
       auto pair_ctas = [&](int i) { return (v + i) % 3 == 2 ? 0 : 2 + 2 * ((v + i) % 3); };
-      if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(0)});
+      // 256- and 192-column tiles where they do not divide n: the last n-tile's columns past n
+      // multiply zeros (or the next group's B rows) and are never stored.
+      if (!blk) paths.push_back({true, 128, 256, true, ctas(0)});
       if (!blk) paths.push_back({true, 128, 128, true, ctas(1)});
       if (!blk) paths.push_back({true, 64, 128, true, ctas(2)});
       paths.push_back({true, 128, 128, false, ctas(3)});
+      if (!blk) paths.push_back({true, 128, 192, false, ctas(12)});
       paths.push_back({true, 64, 128, false, ctas(4)});
       if (c.offsets.empty()) {  // grouped GEMMs have no pairs
         if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
         if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
         paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
+        if (!blk) paths.push_back({true, 128, 192, false, pair_ctas(13), 2});
       }
       if (c.offsets.empty() && !c.residual) {  // the TMA-store epilogue (bf16 out only, below)
         if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(8), 1, true});
         if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(9), 2, true});
         paths.push_back({true, 128, 128, false, ctas(10), 1, true});
         paths.push_back({true, 128, 128, false, pair_ctas(11), 2, true});
+        if (!blk) paths.push_back({true, 128, 192, false, pair_ctas(14), 2, true});
       }
     }
     for (const Path& path : paths)

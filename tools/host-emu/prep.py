@@ -219,8 +219,13 @@ SEEDS = {
                         "            named_barrier_sync(1 + cw, 128);  // the box is written"),
     # ... the box written unswizzled (the TMA store reads it 128B-swizzled) ...
     "tma_store_swizzle": ("matmul_fp8", "matmul_fp8_sm90.cu", "16 * (unit ^ (r0 % 8))", "16 * unit"),
+    # ... the boxes alternating per tile instead of over the whole sequence: a 192-column tile
+    # fills three, so the next tile's first box is the one whose store was just issued ...
+    "tma_store_box_parity": ("matmul_fp8", "matmul_fp8_sm90.cu", "boxes + (box_seq % 2) * C::kStoreBox", "boxes + (c / 2 % 2) * C::kStoreBox"),
     # ... and a CTA that exits while its last stores may still read its shared memory.
     "tma_store_exit": ("matmul_fp8", "matmul_fp8_sm90.cu", "if (tid == 0) tma_store_wait_read<0>();", ""),
+    # A tile wider than the rest of n (128×192 at n = 256): B's scales read past the group's n.
+    "tail_scales": ("matmul_fp8", "matmul_fp8.cuh", "col < b_end ? p.b_scale[col * p.b_scale_stride_n] : 0.0f", "p.b_scale[col * p.b_scale_stride_n]"),
     # Grouped FP8 GEMM: every group multiplies B's first n rows (the group's B offset lost).
     "grouped_b": ("matmul_fp8", "matmul_fp8.cuh", "t.b0 = static_cast<int32_t>(g * p.n + t.n0);",
                   "t.b0 = static_cast<int32_t>(t.n0);"),
@@ -388,6 +393,8 @@ PTX_BODIES = [
      "::emu::sm90::wgmma_16_rs(d, 128, a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n128k32_e4m3\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_e4m3(d, 128, desc_a, desc_b, scale_d);"),
+    (r"void wgmma_m64n192k32_e4m3\(float \(&d\)\[96\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_e4m3(d, 192, desc_a, desc_b, scale_d);"),
     (r"void wgmma_m64n256k32_e4m3\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_e4m3(d, 256, desc_a, desc_b, scale_d);"),
 ]

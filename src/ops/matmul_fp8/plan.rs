@@ -28,7 +28,9 @@ impl Accumulation {
 /// The operands' element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmInput {
-    /// FP8 e4m3 with scales: n a multiple of the tile's block_n.
+    /// FP8 e4m3 with scales: n a multiple of 128; a tile wider than the rest of n (256 or 192
+    /// columns) computes the columns past n from zeros (or the next group's B rows) and does
+    /// not store them.
     E4m3,
     /// bf16, unscaled (fast accumulation, no cluster pairs): any n (a multiple of 8); the last
     /// n-tile's columns past n are computed and not stored.
@@ -81,7 +83,7 @@ impl MatmulFp8Problem {
 pub struct TileConfig {
     /// Rows of D per tile (64 or 128).
     pub block_m: usize,
-    /// Columns of D per tile (128 or 256).
+    /// Columns of D per tile (128, 192 or 256).
     pub block_n: usize,
     /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
     pub group_m: usize,
@@ -108,18 +110,26 @@ impl std::fmt::Display for TileConfig {
 }
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
-/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles. Every
-/// 128-row e4m3 configuration is also built as cluster pairs; bf16 operands have the fast
-/// configurations, without pairs.
+/// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles (and
+/// promotion's widest is 192: 96 + 96 accumulators per thread). Every 128-row e4m3
+/// configuration is also built as cluster pairs; bf16 operands have the fast configurations,
+/// without pairs.
 pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 256, Accumulation::Fast),
     (128, 128, Accumulation::Fast),
     (64, 128, Accumulation::Fast),
+    (128, 192, Accumulation::Promoted),
     (128, 128, Accumulation::Promoted),
     (64, 128, Accumulation::Promoted),
     (128, 128, Accumulation::BlockScaled),
     (64, 128, Accumulation::BlockScaled),
 ];
+/// Built configurations that [`plan_sm90`] does not pick until an H200 run has timed them
+/// (`warpcore bench --tune` times them beside the plan's pick; docs/matmul_fp8.md has the
+/// prediction): the 128×192 promoted tile (2026-11-30). The planner also keeps to e4m3 tiles
+/// that divide n until tails are measured.
+const UNMEASURED: &[(usize, usize, Accumulation)] = &[(128, 192, Accumulation::Promoted)];
+
 /// The mma.sync kernel's one tile.
 pub const SM80_TILE: (usize, usize) = (128, 128);
 /// m-tiles per group in the tile order.
@@ -132,6 +142,7 @@ const GROUP_M: usize = 8;
 fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
     match (block_m, block_n) {
         (128, 256) => 1.0,
+        (128, 192) => 0.95,
         (128, 128) => 0.9,
         _ => 0.6,
     }
@@ -145,13 +156,13 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
 const PAIR_GAIN: f64 = 1.1;
 
 /// The built (block_m, block_n, cluster_m) shapes that can run `p` on `sm_count` SMs: the
-/// accumulation's tiles, block_n dividing n (e4m3), pairs only of 128-row e4m3 tiles of one
-/// GEMM (a grouped GEMM's pair could straddle two groups) on at least 2 SMs.
+/// accumulation's tiles (any block_n: the last n-tile may be partial), pairs only of 128-row
+/// e4m3 tiles of one GEMM (a grouped GEMM's pair could straddle two groups) on at least 2 SMs.
 fn sm90_shapes(p: &MatmulFp8Problem, sm_count: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     let bf16 = p.input == GemmInput::Bf16;
     SM90_TILES
         .iter()
-        .filter(move |&&(_, bn, acc)| acc == p.accumulation && (bf16 || p.n % bn == 0))
+        .filter(move |&&(_, _, acc)| acc == p.accumulation)
         .flat_map(|&(bm, bn, _)| [(bm, bn, 1), (bm, bn, 2)])
         .filter(move |&(bm, _, cm)| cm == 1 || (bm == 128 && sm_count >= 2 && p.groups == 0 && !bf16))
 }
@@ -165,7 +176,8 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 /// Picks the wgmma kernel's tile for a problem on a GPU with `sm_count` SMs: the configuration
 /// with the least modelled time `waves · block_m · block_n / efficiency`, where waves =
 /// ceil(units / slots) (so small-m problems take 64-row tiles and more CTAs, large ones the
-/// 128×256 tile; bf16 n tails count as whole tiles). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
+/// 128×256 tile; bf16 n tails count as whole tiles; e4m3 tiles must divide n, and the
+/// [`UNMEASURED`] ones are left to `bench --tune`). A 128-row tile may run as cluster pairs (units of two m-tiles, SMs / 2
 /// slots, efficiency × `PAIR_GAIN`): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
@@ -173,7 +185,8 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
     let mut best: Option<(f64, TileConfig)> = None;
-    for (bm, bn, cm) in sm90_shapes(p, sms) {
+    let planned = |bm: usize, bn: usize| !UNMEASURED.contains(&(bm, bn, p.accumulation)) && (p.input == GemmInput::Bf16 || p.n % bn == 0);
+    for (bm, bn, cm) in sm90_shapes(p, sms).filter(|&(bm, bn, _)| planned(bm, bn)) {
         let m_tiles = p.m_tiles(bm).max(1);
         let allowed = match cluster {
             Some(c) => c == cm,
@@ -220,9 +233,6 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
 pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'static str> {
     if !SM90_TILES.contains(&(t.block_m, t.block_n, p.accumulation)) {
         return Err("tile (block_m × block_n not built for this accumulation: see SM90_TILES)");
-    }
-    if p.input == GemmInput::E4m3 && p.n % t.block_n != 0 {
-        return Err("tile (block_n must divide n)");
     }
     if !(t.cluster_m == 1 || (t.cluster_m == 2 && sm90_shapes(p, 2).any(|s| s == (t.block_m, t.block_n, 2)))) {
         return Err("tile (cluster_m: 1, or 2 with 128-row e4m3 tiles of one GEMM)");

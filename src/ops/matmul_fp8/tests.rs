@@ -48,9 +48,9 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
         for t in &c {
             assert_eq!(check_sm90_tile(&p, t), Ok(()), "{t:?}");
         }
-        // 128×256 (fast), 128×128 alone and paired, 64×128, each at three groups; the 128-row
-        // ones with the TMA-store epilogue too.
-        let (shapes, tma) = if acc == Fast { (5, 4) } else { (3, 2) };
+        // 128×256 (fast) or 128×192 (promoted) and 128×128, alone and paired, and 64×128, each
+        // at three groups; the 128-row ones with the TMA-store epilogue too.
+        let (shapes, tma) = if acc == BlockScaled { (3, 2) } else { (5, 4) };
         assert_eq!(c.len(), 3 * shapes + tma, "{p:?}: {c:?}");
         assert_eq!(c.iter().filter(|t| t.tma_store).count(), tma);
         assert!(c.iter().all(|t| !t.tma_store || t.block_m == 128));
@@ -90,10 +90,32 @@ fn a_callers_tile_is_checked() {
     assert_eq!(check_sm90_tile(&p, &tma), Ok(()));
     assert!(check_sm90_tile(&MatmulFp8Problem { residual: true, ..p }, &tma).is_err());
     assert!(check_sm90_tile(&MatmulFp8Problem { out_bf16: false, ..p }, &tma).is_err());
-    // block_n must divide an e4m3 n; bf16 operands take any n.
+    // A caller's tile need not divide n (the last n-tile is partial), e4m3 or bf16.
     let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false };
-    assert!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t).is_err());
+    assert_eq!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t), Ok(()));
     assert_eq!(check_sm90_tile(&MatmulFp8Problem { input: GemmInput::Bf16, ..problem(4096, 384, 2048, Fast) }, &t), Ok(()));
+    // 128×192 promoted: built (alone, pairs, TMA store), fast and block-scaled have none.
+    let wide = TileConfig { block_n: 192, ..good };
+    assert_eq!(check_sm90_tile(&p, &wide), Ok(()));
+    assert_eq!(check_sm90_tile(&p, &TileConfig { tma_store: true, ..wide }), Ok(()));
+    assert!(check_sm90_tile(&problem(4096, 7168, 2048, Fast), &wide).is_err());
+    assert!(check_sm90_tile(&problem(4096, 7168, 2048, BlockScaled), &wide).is_err());
+}
+
+#[test]
+fn the_unmeasured_192_wide_tile_is_a_tune_candidate_and_never_planned() {
+    for (m, n) in [(4096, 7168), (8192, 8192), (128, 7168), (4096, 384)] {
+        let p = problem(m, n, 2048, Promoted);
+        let cands = sm90_candidates(&p, 132);
+        assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (192, 1, false)), "{m} {n}");
+        assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (192, 2, true)), "{m} {n}");
+        for cluster in [None, Some(1), Some(2)] {
+            assert_ne!(plan_sm90(&p, 132, cluster).map(|t| t.block_n), Some(192), "{m} {n} {cluster:?}");
+        }
+        // 7168 / 192 = 37.3: 38 n-tiles, the last one a third full; one CTA per unit at most.
+        let t = cands.iter().find(|t| t.block_n == 192 && t.cluster_m == 1).unwrap();
+        assert_eq!(t.num_ctas, (m.div_ceil(128) * n.div_ceil(192)).min(132));
+    }
 }
 
 #[test]
@@ -129,7 +151,7 @@ fn every_plan_is_a_built_configuration_that_divides_n() {
                         let units = m.div_ceil(t.block_m).div_ceil(t.cluster_m) * (n / t.block_n);
                         assert_eq!(t.num_ctas % t.cluster_m, 0);
                         assert!(t.num_ctas >= t.cluster_m && t.num_ctas / t.cluster_m <= units.min(sms / t.cluster_m), "{t:?}");
-                        assert!(acc == Fast || t.block_n == 128);
+                        assert!(acc == Fast || t.block_n == 128, "{t:?}");
                     }
                 }
             }
