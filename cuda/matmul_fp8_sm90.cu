@@ -56,11 +56,13 @@
 //
 // Tile configurations (block_m, block_n, accumulation) built here — the host planner
 // (ops/matmul_fp8/plan.rs, plan_sm90) picks one per shape:
-//   fast: (128, 256) (128, 128) (64, 128); promote: (128, 192) (128, 128) (64, 128) — 192
-//   columns: 96 + 96 accumulators, the widest promoted tile that fits 232 registers; block:
-//   (128, 128) (64, 128);
+//   fast: (128, 256) (128, 128) (64, 128); promote: (128, 192) (128, 160) (128, 128) (64, 128)
+//   — 192 columns: 96 + 96 accumulators, the widest promoted tile that fits 232 registers;
+//   block: (128, 160) (128, 128) (64, 128) — a 160-column tile spans two of B's 128-row scale
+//   blocks, each column promoted with its own (192 spilled);
 //   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128); the e4m3 128-row ones with bf16 out
-//   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped)
+//   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped; not 160: whole
+//   64-column boxes)
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
 //   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×192: 5 (220 KB; 232 KB
 //   -> 4 stages with TMA store); 128×128: 6 (212; 224 KB);
@@ -96,9 +98,12 @@ struct Sm90Tile {
   static constexpr int kStages = kFit < 8 ? kFit : 8;
   static constexpr int kSmem = kStages * kStage + kEpi + 2 * kStages * 8;
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
-  static_assert(BN == 128 || BN == 192 || BN == 256, "wgmma widths built");
+  static_assert(BN == 128 || BN == 160 || BN == 192 || BN == 256, "wgmma widths built");
   static_assert(ACC == kFast || BN <= 192, "promotion keeps two accumulator sets: at most 192 columns");
-  static_assert(ACC != kBlock || BN == WC_FP8_BLOCK, "block scales: one 128-column B block per tile");
+  // A tile starts at a multiple of BN: with BN 160 it reaches into at most two of B's 128-row
+  // scale blocks (the first ends at least 32 columns in, and the rest is at most 128). 192
+  // would too, but its second scale and selects made ptxas spill.
+  static_assert(ACC != kBlock || BN == 128 || BN == 160, "block scales: 128 or 160 columns");
   static_assert(kStages >= 3 && kSmem <= kSmemMax, "pipeline depth");
   static_assert(kStageA % 1024 == 0 && kSliceB % 1024 == 0, "tiles stay 1024-byte aligned (swizzle atoms)");
   static_assert(CM == 1 || (CM == 2 && BM == 128), "clusters of two 128-row tiles");
@@ -213,10 +218,18 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         for (int i = 0; i < BN / 2; ++i) fin[i] = 0.0f;
       }
       int prev = 0;
+      // Block scales: B's 128-row blocks under this tile's columns, the first one's and, for a
+      // tile that is not block-aligned (BN 160), the next one's from column `split` on
+      // (clamped to the group's last block: columns past n are not stored).
+      constexpr bool kStraddle = ACC == kBlock && BN % WC_FP8_BLOCK != 0;
+      const int32_t blk0 = t.b0 / WC_FP8_BLOCK;
+      const int32_t blk1 = kStraddle ? min32(blk0 + 1, static_cast<int32_t>((t.b0 - n0 + p.n - 1) / WC_FP8_BLOCK)) : blk0;
+      const int split = kStraddle ? WC_FP8_BLOCK - t.b0 % WC_FP8_BLOCK : BN;
       for (int64_t kb = 0; kb < k_steps; ++kb) {
-        float sa_lo = 0.0f, sa_hi = 0.0f, sb = 0.0f;
+        float sa_lo = 0.0f, sa_hi = 0.0f, sb0 = 0.0f, sb1 = 0.0f;
         if constexpr (ACC == kBlock) {  // issued before the wait: the loads overlap it
-          sb = p.b_scale[(t.b0 / WC_FP8_BLOCK) * p.b_scale_stride_n + kb * p.b_scale_stride_k];
+          sb0 = p.b_scale[blk0 * p.b_scale_stride_n + kb * p.b_scale_stride_k];
+          sb1 = kStraddle ? p.b_scale[blk1 * p.b_scale_stride_n + kb * p.b_scale_stride_k] : sb0;
           sa_lo = p.a_scale[row_lo * p.a_scale_stride_m + kb * p.a_scale_stride_k];
           sa_hi = p.a_scale[row_hi * p.a_scale_stride_m + kb * p.a_scale_stride_k];
         }
@@ -242,9 +255,11 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
           if (lane == 0) release(s);
           if constexpr (ACC == kBlock) {
-            const float s_lo = sa_lo * sb, s_hi = sa_hi * sb;
+            const float s_lo0 = sa_lo * sb0, s_hi0 = sa_hi * sb0, s_lo1 = sa_lo * sb1, s_hi1 = sa_hi * sb1;
 #pragma unroll
             for (int i = 0; i < BN / 8; ++i) {
+              const bool second = kStraddle && 8 * i >= split;  // n8 block i's columns: 8i ..
+              const float s_lo = second ? s_lo1 : s_lo0, s_hi = second ? s_hi1 : s_hi0;
               fin[4 * i + 0] += s_lo * acc[4 * i + 0];
               fin[4 * i + 1] += s_lo * acc[4 * i + 1];
               fin[4 * i + 2] += s_hi * acc[4 * i + 2];
@@ -443,6 +458,7 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT, B16>(p, s);
   } else if (p.block_scaled) {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kBlock, 2, OutT>(p, s) : launch<128, 128, kBlock, 1, OutT>(p, s);
+    if (bm == 128 && bn == 160) return pair ? launch<128, 160, kBlock, 2, OutT>(p, s) : launch<128, 160, kBlock, 1, OutT>(p, s);
     if (bm == 64 && bn == 128) return launch<64, 128, kBlock, 1, OutT>(p, s);
   } else if (p.fast_accum) {
     if (bm == 128 && bn == 256) return pair ? launch<128, 256, kFast, 2, OutT>(p, s) : launch<128, 256, kFast, 1, OutT>(p, s);
@@ -450,6 +466,7 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT>(p, s);
   } else {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT>(p, s) : launch<128, 128, kPromote, 1, OutT>(p, s);
+    if (bm == 128 && bn == 160) return pair ? launch<128, 160, kPromote, 2, OutT>(p, s) : launch<128, 160, kPromote, 1, OutT>(p, s);
     if (bm == 128 && bn == 192) return pair ? launch<128, 192, kPromote, 2, OutT>(p, s) : launch<128, 192, kPromote, 1, OutT>(p, s);
     if (bm == 64 && bn == 128) return launch<64, 128, kPromote, 1, OutT>(p, s);
   }

@@ -555,6 +555,9 @@ int main(int argc, char** argv) {
   // Pairs: an odd m-tile count (the last pair's second CTA has no rows), several pairs per CTA.
   cases.push_back({300, 256, 512, ROW, ROW, true, false});
   cases.push_back({300, 256, 640, GROUP, BLOCK, false, true, 1});
+  // 160-column tiles at n = 640 start 0, 32, 64 and 96 columns into one of B's 128-row scale
+  // blocks: every split between the two blocks a tile spans.
+  cases.push_back({130, 640, 384, ROW, BLOCK, true, false, 1});
   // Grouped (MoE experts): empty groups, a group of one row, one of exactly 64 rows, one across
   // tiles; rows before the first group and after the last; offsets out of range and out of
   // order (clamped); per-group B rows, block scales and bias.
@@ -604,12 +607,14 @@ int main(int argc, char** argv) {
       if (!blk) paths.push_back({true, 64, 128, true, ctas(2)});
       paths.push_back({true, 128, 128, false, ctas(3)});
       if (!blk) paths.push_back({true, 128, 192, false, ctas(12)});
+      paths.push_back({true, 128, 160, false, ctas(15)});
       paths.push_back({true, 64, 128, false, ctas(4)});
       if (c.offsets.empty()) {  // grouped GEMMs have no pairs
         if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, pair_ctas(5), 2});
         if (!blk) paths.push_back({true, 128, 128, true, pair_ctas(7), 2});
         paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
         if (!blk) paths.push_back({true, 128, 192, false, pair_ctas(13), 2});
+        paths.push_back({true, 128, 160, false, pair_ctas(16), 2});
       }
       if (c.offsets.empty() && !c.residual) {  // the TMA-store epilogue (bf16 out only, below)
         if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(8), 1, true});

@@ -224,6 +224,12 @@ SEEDS = {
     "tma_store_box_parity": ("matmul_fp8", "matmul_fp8_sm90.cu", "boxes + (box_seq % 2) * C::kStoreBox", "boxes + (c / 2 % 2) * C::kStoreBox"),
     # ... and a CTA that exits while its last stores may still read its shared memory.
     "tma_store_exit": ("matmul_fp8", "matmul_fp8_sm90.cu", "if (tid == 0) tma_store_wait_read<0>();", ""),
+    # A 160-column block-scaled tile promoting every column with its first B block's scale ...
+    "block_straddle": ("matmul_fp8", "matmul_fp8_sm90.cu", "const bool second = kStraddle && 8 * i >= split;", "const bool second = false;"),
+    # ... or with the split one n8 block late.
+    "block_split": ("matmul_fp8", "matmul_fp8_sm90.cu", "const bool second = kStraddle && 8 * i >= split;", "const bool second = kStraddle && 8 * i > split;"),
+    # ... or whose second block is past B's last one (the tail of the last n-tile) unclamped.
+    "block_clamp": ("matmul_fp8", "matmul_fp8_sm90.cu", "min32(blk0 + 1, static_cast<int32_t>((t.b0 - n0 + p.n - 1) / WC_FP8_BLOCK))", "blk0 + 1"),
     # A tile wider than the rest of n (128×192 at n = 256): B's scales read past the group's n.
     "tail_scales": ("matmul_fp8", "matmul_fp8.cuh", "col < b_end ? p.b_scale[col * p.b_scale_stride_n] : 0.0f", "p.b_scale[col * p.b_scale_stride_n]"),
     # Grouped FP8 GEMM: every group multiplies B's first n rows (the group's B offset lost).
@@ -393,6 +399,8 @@ PTX_BODIES = [
      "::emu::sm90::wgmma_16_rs(d, 128, a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);"),
     (r"void wgmma_m64n128k32_e4m3\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_e4m3(d, 128, desc_a, desc_b, scale_d);"),
+    (r"void wgmma_m64n160k32_e4m3\(float \(&d\)\[80\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_e4m3(d, 160, desc_a, desc_b, scale_d);"),
     (r"void wgmma_m64n192k32_e4m3\(float \(&d\)\[96\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_e4m3(d, 192, desc_a, desc_b, scale_d);"),
     (r"void wgmma_m64n256k32_e4m3\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",

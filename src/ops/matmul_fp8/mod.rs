@@ -351,7 +351,7 @@ fn gemm<O: DType>(
                 what: "cluster (1, or 2 where the plan has 128-row tiles)",
                 value: format!("{:?}", cfg.cluster),
             })?;
-            TileConfig { tma_store: tma_store_from_env() && problem.tma_store_fits(t.block_m), ..t }
+            TileConfig { tma_store: tma_store_from_env() && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };
 

@@ -60,11 +60,11 @@ pub struct MatmulFp8Problem {
 }
 
 impl MatmulFp8Problem {
-    /// Whether the TMA-store epilogue can write this problem with `block_m`-row tiles: e4m3
-    /// operands, bf16 out, no residual, one GEMM (a TMA box would write a grouped tile's rows
-    /// past its group), 128-row tiles (the configurations built).
-    pub fn tma_store_fits(&self, block_m: usize) -> bool {
-        self.input == GemmInput::E4m3 && self.out_bf16 && !self.residual && self.groups == 0 && block_m == 128
+    /// Whether the TMA-store epilogue can write this problem with `block_m` × `block_n` tiles:
+    /// e4m3 operands, bf16 out, no residual, one GEMM (a TMA box would write a grouped tile's
+    /// rows past its group), 128-row tiles of whole 64-column boxes (the configurations built).
+    pub fn tma_store_fits(&self, block_m: usize, block_n: usize) -> bool {
+        self.input == GemmInput::E4m3 && self.out_bf16 && !self.residual && self.groups == 0 && block_m == 128 && block_n % 64 == 0
     }
 
     /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
@@ -83,7 +83,7 @@ impl MatmulFp8Problem {
 pub struct TileConfig {
     /// Rows of D per tile (64 or 128).
     pub block_m: usize,
-    /// Columns of D per tile (128, 192 or 256).
+    /// Columns of D per tile (128, 160, 192 or 256).
     pub block_n: usize,
     /// Tile order: groups of `group_m` m-tiles, m fastest inside a group (L2 reuse).
     pub group_m: usize,
@@ -111,7 +111,8 @@ impl std::fmt::Display for TileConfig {
 
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
 /// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles (and
-/// promotion's widest is 192: 96 + 96 accumulators per thread). Every 128-row e4m3
+/// promotion's widest is 192: 96 + 96 accumulators per thread; block scales' 160, whose tiles
+/// span two of B's scale blocks). Every 128-row e4m3
 /// configuration is also built as cluster pairs; bf16 operands have the fast configurations,
 /// without pairs.
 pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
@@ -119,16 +120,19 @@ pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 128, Accumulation::Fast),
     (64, 128, Accumulation::Fast),
     (128, 192, Accumulation::Promoted),
+    (128, 160, Accumulation::Promoted),
     (128, 128, Accumulation::Promoted),
     (64, 128, Accumulation::Promoted),
+    (128, 160, Accumulation::BlockScaled),
     (128, 128, Accumulation::BlockScaled),
     (64, 128, Accumulation::BlockScaled),
 ];
 /// Built configurations that [`plan_sm90`] does not pick until an H200 run has timed them
 /// (`warpcore bench --tune` times them beside the plan's pick; docs/matmul_fp8.md has the
-/// prediction): the 128×192 promoted tile (2026-11-30). The planner also keeps to e4m3 tiles
-/// that divide n until tails are measured.
-const UNMEASURED: &[(usize, usize, Accumulation)] = &[(128, 192, Accumulation::Promoted)];
+/// prediction): the 128×192 and 128×160 promoted tiles and the 128×160 block-scaled one
+/// (2026-11-30). The planner also keeps to e4m3 tiles that divide n until tails are measured.
+const UNMEASURED: &[(usize, usize, Accumulation)] =
+    &[(128, 192, Accumulation::Promoted), (128, 160, Accumulation::Promoted), (128, 160, Accumulation::BlockScaled)];
 
 /// The mma.sync kernel's one tile.
 pub const SM80_TILE: (usize, usize) = (128, 128);
@@ -143,6 +147,7 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
     match (block_m, block_n) {
         (128, 256) => 1.0,
         (128, 192) => 0.95,
+        (128, 160) => 0.93,
         (128, 128) => 0.9,
         _ => 0.6,
     }
@@ -219,7 +224,7 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
         for group_m in [GROUP_M / 2 / cm, GROUP_M / cm, 2 * GROUP_M / cm] {
             out.push(TileConfig { group_m, ..t });
         }
-        if p.tma_store_fits(bm) {
+        if p.tma_store_fits(bm, bn) {
             out.push(TileConfig { tma_store: true, ..t });
         }
     }
@@ -243,8 +248,8 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     if t.num_ctas < t.cluster_m || t.num_ctas % t.cluster_m != 0 || t.num_ctas > i32::MAX as usize {
         return Err("tile (num_ctas: whole clusters, at least one)");
     }
-    if t.tma_store && !p.tma_store_fits(t.block_m) {
-        return Err("tile (tma_store: e4m3 operands, bf16 out, no residual, one GEMM, 128-row tiles)");
+    if t.tma_store && !p.tma_store_fits(t.block_m, t.block_n) {
+        return Err("tile (tma_store: e4m3 operands, bf16 out, no residual, one GEMM, 128-row tiles, block_n a multiple of 64)");
     }
     Ok(())
 }

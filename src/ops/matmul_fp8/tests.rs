@@ -48,9 +48,14 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
         for t in &c {
             assert_eq!(check_sm90_tile(&p, t), Ok(()), "{t:?}");
         }
-        // 128×256 (fast) or 128×192 (promoted) and 128×128, alone and paired, and 64×128, each
-        // at three groups; the 128-row ones with the TMA-store epilogue too.
-        let (shapes, tma) = if acc == BlockScaled { (3, 2) } else { (5, 4) };
+        // 128×256 (fast), 128×192 and 128×160 (promoted), 128×160 (block-scaled) and 128×128,
+        // alone and paired, and 64×128, each at three groups; the 128-row ones of whole 64-column
+        // boxes with the TMA-store epilogue too.
+        let (shapes, tma) = match acc {
+            Fast => (5, 4),
+            Promoted => (7, 4),
+            BlockScaled => (5, 2),
+        };
         assert_eq!(c.len(), 3 * shapes + tma, "{p:?}: {c:?}");
         assert_eq!(c.iter().filter(|t| t.tma_store).count(), tma);
         assert!(c.iter().all(|t| !t.tma_store || t.block_m == 128));
@@ -100,21 +105,30 @@ fn a_callers_tile_is_checked() {
     assert_eq!(check_sm90_tile(&p, &TileConfig { tma_store: true, ..wide }), Ok(()));
     assert!(check_sm90_tile(&problem(4096, 7168, 2048, Fast), &wide).is_err());
     assert!(check_sm90_tile(&problem(4096, 7168, 2048, BlockScaled), &wide).is_err());
+    // 128×160, promoted and block-scaled: no TMA store (two and a half 64-column boxes).
+    let w160 = TileConfig { block_n: 160, ..good };
+    for acc in [Promoted, BlockScaled] {
+        assert_eq!(check_sm90_tile(&problem(4096, 7168, 2048, acc), &w160), Ok(()));
+        assert!(check_sm90_tile(&problem(4096, 7168, 2048, acc), &TileConfig { tma_store: true, ..w160 }).is_err());
+    }
 }
 
 #[test]
-fn the_unmeasured_192_wide_tile_is_a_tune_candidate_and_never_planned() {
+fn the_unmeasured_wide_tiles_are_tune_candidates_and_never_planned() {
     for (m, n) in [(4096, 7168), (8192, 8192), (128, 7168), (4096, 384)] {
-        let p = problem(m, n, 2048, Promoted);
-        let cands = sm90_candidates(&p, 132);
-        assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (192, 1, false)), "{m} {n}");
-        assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (192, 2, true)), "{m} {n}");
-        for cluster in [None, Some(1), Some(2)] {
-            assert_ne!(plan_sm90(&p, 132, cluster).map(|t| t.block_n), Some(192), "{m} {n} {cluster:?}");
+        for (acc, bn) in [(Promoted, 192), (Promoted, 160), (BlockScaled, 160)] {
+            let p = problem(m, n, 2048, acc);
+            let cands = sm90_candidates(&p, 132);
+            assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (bn, 1, false)), "{m} {n} {acc:?}");
+            assert!(cands.iter().any(|t| (t.block_n, t.cluster_m, t.tma_store) == (bn, 2, false)), "{m} {n} {acc:?}");
+            assert_eq!(cands.iter().any(|t| t.block_n == bn && t.tma_store), bn % 64 == 0, "{m} {n} {acc:?}");
+            for cluster in [None, Some(1), Some(2)] {
+                assert_ne!(plan_sm90(&p, 132, cluster).map(|t| t.block_n), Some(bn), "{m} {n} {acc:?} {cluster:?}");
+            }
+            // 7168 / 192 = 37.3: 38 n-tiles, the last one a third full; one CTA per unit at most.
+            let t = cands.iter().find(|t| t.block_n == bn && t.cluster_m == 1).unwrap();
+            assert_eq!(t.num_ctas, (m.div_ceil(128) * n.div_ceil(bn)).min(132));
         }
-        // 7168 / 192 = 37.3: 38 n-tiles, the last one a third full; one CTA per unit at most.
-        let t = cands.iter().find(|t| t.block_n == 192 && t.cluster_m == 1).unwrap();
-        assert_eq!(t.num_ctas, (m.div_ceil(128) * n.div_ceil(192)).min(132));
     }
 }
 
