@@ -64,8 +64,8 @@
 //   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped; not 160: whole
 //   64-column boxes)
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
-//   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×192: 5 (220 KB; 232 KB
-//   -> 4 stages with TMA store); 128×128: 6 (212; 224 KB);
+//   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×192: 5 (220 KB; TMA
+//   store: 4, 192 KB); 128×160: 5 (200 KB); 128×128: 6 (212; 224 KB);
 //   64×128: 8 (202 KB). Registers: 168 at
 //   launch (384 threads, 1 CTA/SM) then 40 / 232 after setmaxnreg; 64-row tiles: 256 threads.
 #include "matmul_fp8.cuh"

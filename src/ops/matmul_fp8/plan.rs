@@ -28,9 +28,9 @@ impl Accumulation {
 /// The operands' element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmInput {
-    /// FP8 e4m3 with scales: n a multiple of 128; a tile wider than the rest of n (256 or 192
-    /// columns) computes the columns past n from zeros (or the next group's B rows) and does
-    /// not store them.
+    /// FP8 e4m3 with scales: n a multiple of 128; a tile wider than the rest of n (256, 192 or
+    /// 160 columns) computes the columns past n from zeros (or the next group's B rows) and
+    /// does not store them.
     E4m3,
     /// bf16, unscaled (fast accumulation, no cluster pairs): any n (a multiple of 8); the last
     /// n-tile's columns past n are computed and not stored.
@@ -112,9 +112,8 @@ impl std::fmt::Display for TileConfig {
 /// (block_m, block_n, accumulation) the wgmma kernel is built for (matmul_fp8_sm90.cu):
 /// promotion keeps a second accumulator set, so only the fast mode has 256-column tiles (and
 /// promotion's widest is 192: 96 + 96 accumulators per thread; block scales' 160, whose tiles
-/// span two of B's scale blocks). Every 128-row e4m3
-/// configuration is also built as cluster pairs; bf16 operands have the fast configurations,
-/// without pairs.
+/// span two of B's scale blocks). Every 128-row e4m3 configuration is also built as cluster
+/// pairs; bf16 operands have the fast configurations, without pairs.
 pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 256, Accumulation::Fast),
     (128, 128, Accumulation::Fast),
