@@ -130,7 +130,7 @@ pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
 /// (`warpcore bench --tune` times them beside the plan's pick; docs/matmul_fp8.md has the
 /// prediction): the 128×192 and 128×160 promoted tiles and the 128×160 block-scaled one
 /// (2026-11-30). The planner also keeps to e4m3 tiles that divide n until tails are measured.
-const UNMEASURED: &[(usize, usize, Accumulation)] =
+pub const UNMEASURED: &[(usize, usize, Accumulation)] =
     &[(128, 192, Accumulation::Promoted), (128, 160, Accumulation::Promoted), (128, 160, Accumulation::BlockScaled)];
 
 /// The mma.sync kernel's one tile.
