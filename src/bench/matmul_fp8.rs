@@ -6,8 +6,8 @@
 use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings, Timing};
 use cudarc::driver::CudaSlice;
 use crate::ops::matmul_fp8::{
-    matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, scaling_mode, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config, MatmulFp8Problem,
-    TileConfig,
+    is_unmeasured, matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, scaling_mode, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config,
+    MatmulFp8Problem, TileConfig,
 };
 use crate::ops::quant::ScaleGranularity;
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
@@ -126,7 +126,7 @@ pub fn tune_matmul(
     k: usize,
     scaling: Scaling,
     fast: bool,
-    pick: impl Fn(&TileConfig) -> bool,
+    pick: impl Fn(Accumulation, &TileConfig) -> bool,
 ) -> Result<Vec<BenchRecord>> {
     if dev.info().compute_capability != (9, 0) {
         return Ok(Vec::new());
@@ -137,7 +137,7 @@ pub fn tune_matmul(
     let plan = plan_sm90(&problem, sms, None);
     let mut ops = Operands::new(dev, m, n, k, scaling)?;
     let mut out = Vec::new();
-    for tile in sm90_candidates(&problem, sms).into_iter().filter(|t| pick(t)) {
+    for tile in sm90_candidates(&problem, sms).into_iter().filter(|t| pick(accumulation, t)) {
         let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, fast_accumulation: fast, tile: Some(tile), ..Default::default() };
         let t = ops.time(dev, cfg)?;
         let mark = if plan == Some(tile) { " (plan)" } else { "" };
@@ -270,10 +270,11 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
 /// issue's bar shapes (both accumulations) and at the projections of the Llama-3.2-1B-shaped
 /// FP8 block checkpoint the model bench runs (qkv, o, gate_up, down; prefill of 2048 tokens
 /// and decode at batch 32), so that the planner's model can be checked against the H200.
-/// Two passes: the configurations with the staged epilogue at every shape, then those with the
-/// TMA store (new, not run on a GPU before), so that a fault there cannot cost the first pass's
-/// records. A failed shape ends the sweep (a faulted context fails every later call) with what
-/// was timed before it, and says so on stderr.
+/// Three passes, each over every shape: the planner's tiles with the staged epilogue, then with
+/// the TMA store, then the `UNMEASURED` tiles (the last two new, not run on a GPU before), so
+/// that a fault in a later pass cannot cost an earlier pass's records. A failed shape ends the
+/// sweep (a faulted context fails every later call) with what was timed before it, and says so
+/// on stderr.
 pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     let mut shapes: Vec<(usize, usize, usize, Scaling, bool)> = Vec::new();
     for fast in [false, true] {
@@ -286,12 +287,18 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
         }
     }
     let mut out = Vec::new();
-    for tma_store in [false, true] {
+    // (pass name, which configurations it times)
+    let passes: [(&str, fn(Accumulation, &TileConfig) -> bool); 3] = [
+        ("staged", |acc, t| !is_unmeasured(acc, t) && !t.tma_store),
+        ("tma-store", |acc, t| !is_unmeasured(acc, t) && t.tma_store),
+        ("unmeasured tiles", is_unmeasured),
+    ];
+    for (pass, pick) in passes {
         for &(m, n, k, s, fast) in &shapes {
-            match tune_matmul(dev, ceilings, m, n, k, s, fast, |t| t.tma_store == tma_store) {
+            match tune_matmul(dev, ceilings, m, n, k, s, fast, pick) {
                 Ok(records) => out.extend(records),
                 Err(e) => {
-                    eprintln!("warpcore bench --tune: matmul_fp8 {} (tma_store {tma_store}): {e}; the sweep stops here", shape_key(m, n, k, s, fast));
+                    eprintln!("warpcore bench --tune: matmul_fp8 {} ({pass} pass): {e}; the sweep stops here", shape_key(m, n, k, s, fast));
                     return Ok(out);
                 }
             }

@@ -28,7 +28,7 @@ use cudarc::driver::sys;
 use half::bf16;
 
 mod plan;
-pub use plan::{check_sm90_tile, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, UNMEASURED};
+pub use plan::{check_sm90_tile, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, UNMEASURED, is_unmeasured};
 
 #[cfg(test)]
 mod tests;

@@ -133,6 +133,11 @@ pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
 pub const UNMEASURED: &[(usize, usize, Accumulation)] =
     &[(128, 192, Accumulation::Promoted), (128, 160, Accumulation::Promoted), (128, 160, Accumulation::BlockScaled)];
 
+/// Whether `t` is one of the [`UNMEASURED`] configurations for accumulation `acc`.
+pub fn is_unmeasured(acc: Accumulation, t: &TileConfig) -> bool {
+    UNMEASURED.contains(&(t.block_m, t.block_n, acc))
+}
+
 /// The mma.sync kernel's one tile.
 pub const SM80_TILE: (usize, usize) = (128, 128);
 /// m-tiles per group in the tile order.

@@ -125,6 +125,10 @@ fn the_unmeasured_wide_tiles_are_tune_candidates_and_never_planned() {
             for cluster in [None, Some(1), Some(2)] {
                 assert_ne!(plan_sm90(&p, 132, cluster).map(|t| t.block_n), Some(bn), "{m} {n} {acc:?} {cluster:?}");
             }
+            // bench --tune times these in a pass of their own, after the planner's tiles.
+            assert!(!is_unmeasured(acc, &plan_sm90(&p, 132, None).unwrap()));
+            let wide = cands.iter().filter(|t| t.block_n == 160 || t.block_n == 192).count();
+            assert_eq!(cands.iter().filter(|t| is_unmeasured(acc, t)).count(), wide, "{m} {n} {acc:?}");
             // 7168 / 192 = 37.3: 38 n-tiles, the last one a third full; one CTA per unit at most.
             let t = cands.iter().find(|t| t.block_n == bn && t.cluster_m == 1).unwrap();
             assert_eq!(t.num_ctas, (m.div_ceil(128) * n.div_ceil(bn)).min(132));
