@@ -288,7 +288,8 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     }
     let mut out = Vec::new();
     // (pass name, which configurations it times)
-    let passes: [(&str, fn(Accumulation, &TileConfig) -> bool); 3] = [
+    type Pick = fn(Accumulation, &TileConfig) -> bool;
+    let passes: [(&str, Pick); 3] = [
         ("staged", |acc, t| !is_unmeasured(acc, t) && !t.tma_store),
         ("tma-store", |acc, t| !is_unmeasured(acc, t) && t.tma_store),
         ("unmeasured tiles", is_unmeasured),
