@@ -281,8 +281,10 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
 // FP8 K/V: the kernels run the tensor cores in f16 on tiles holding each e4m3 value · 2^-8
 // (e4m3x4_to_f16x2_scaled, common.cuh: exact, normals and subnormals alike, three integer ops
 // per four bytes); the scores and the outputs take the 2^8 back (ScoreMap::of's q_unscale, the
-// epilogue's v_scale).
-constexpr float kFp8Unscale = 256.0f;
+// epilogue's v_scale). kKvUnscale<FP8>: the factor a kernel's K/V tiles were divided by (1 for
+// K/V in the query dtype).
+template <bool FP8>
+constexpr float kKvUnscale = FP8 ? 256.0f : 1.0f;
 
 // FP8 e4m3 raw rows (HD bytes) -> f16 tiles of value · 2^-8 (padded pitch), 16 bytes per step.
 template <int HD, int BN, int THREADS>

@@ -147,7 +147,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   constexpr bool kQInRegs = WARPS_N == 1 && MT == 1 && HD <= 192;
   uint32_t qf[kQInRegs ? HD / 16 : 1][4];
 
-  ScoreMap score = ScoreMap::of(p, FP8 ? kFp8Unscale : 1.0f);  // FP8: the tiles hold K · 2^-8
+  ScoreMap score = ScoreMap::of(p, kKvUnscale<FP8>);  // FP8: the tiles hold K · 2^-8
   const int n_iter = w.tile_end - w.tile_begin;
   // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
   // ok_bits bit s: every key this thread loaded into stage s exists.
@@ -163,7 +163,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) score = ScoreMap::of(p, kFp8Unscale * q_to_f16_cta<BM, HD, S>(sq, P, C::kThreads, s_stats));
+    if (n_iter > 0) score = ScoreMap::of(p, kKvUnscale<FP8> * q_to_f16_cta<BM, HD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -289,7 +289,7 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
     }
   __syncthreads();
 
-  store_rows<T, HDV, BM, WARPS_N, C::kThreads>(p, w, s_o, s_m, s_l, FP8 ? p.v_scale * kFp8Unscale : p.v_scale);
+  store_rows<T, HDV, BM, WARPS_N, C::kThreads>(p, w, s_o, s_m, s_l, p.v_scale * kKvUnscale<FP8>);
 }
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)

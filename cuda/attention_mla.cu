@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
   for (int i = 0; i < COLS / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-  ScoreMap score = ScoreMap::of(p, FP8 ? kFp8Unscale : 1.0f);  // FP8: the tile holds K · 2^-8
+  ScoreMap score = ScoreMap::of(p, kKvUnscale<FP8>);  // FP8: the tile holds K · 2^-8
   const int n_iter = w.tile_end - w.tile_begin;
   // bf16 queries over an FP8 cache: Q in a cp.async group of its own, converted to f16 · 2^-e
   // (q_to_f16; s_stats is free until the epilogue) while the first tile loads.
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     cp_async_commit();
   }
   if constexpr (kQToF16) {
-    if (n_iter > 0) score = ScoreMap::of(p, kFp8Unscale * q_to_f16_cta<BM, kMlaD, S>(sq, P, C::kThreads, s_stats));
+    if (n_iter > 0) score = ScoreMap::of(p, kKvUnscale<FP8> * q_to_f16_cta<BM, kMlaD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
     }
   }
   __syncthreads();
-  store_rows<T, kMlaDV, BM, WK, C::kThreads>(p, w, s_o, s_m, s_l, FP8 ? p.v_scale * kFp8Unscale : p.v_scale);
+  store_rows<T, kMlaDV, BM, WK, C::kThreads>(p, w, s_o, s_m, s_l, p.v_scale * kKvUnscale<FP8>);
 }
 
 // Opt-in shared memory per block of the current device, asked of the runtime once per device

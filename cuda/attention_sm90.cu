@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
           int r, c;
           fp8_chunk<HD>(tid, k, r, c);
           const uint4 b = *reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));
-          uint4 lo, hi;  // elements 0-7, 8-15, as f16 of value · 2^-8 (kFp8Unscale)
+          uint4 lo, hi;  // elements 0-7, 8-15, as f16 of value · 2^-8 (kKvUnscale)
           e4m3x4_to_f16x2_scaled(b.x, lo.x, lo.y);
           e4m3x4_to_f16x2_scaled(b.y, lo.z, lo.w);
           e4m3x4_to_f16x2_scaled(b.z, hi.x, hi.y);
@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
   if (n_iter > 0) {
     wait_k(0);
     // FP8: Q was divided by *s_qscale (signalled with K 0), K's tiles hold value · 2^-8.
-    if constexpr (FP8) score = ScoreMap::of(p, *s_qscale * kFp8Unscale);
+    if constexpr (FP8) score = ScoreMap::of(p, *s_qscale * kKvUnscale<FP8>);
     my_turn();
     wgmma_fence();
     issue_s(0);
@@ -425,7 +425,7 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
     const int gr = w.row0 + cw * 64 + wq * 16 + g + 8 * h;
     const int64_t tok = w.q_start + gr / w.group;
     const int head = w.kv_head * w.group + gr % w.group;
-    const float inv = l[h] > 0.0f ? (FP8 ? p.v_scale * kFp8Unscale : p.v_scale) / l[h] : 0.0f;
+    const float inv = l[h] > 0.0f ? p.v_scale * kKvUnscale<FP8> / l[h] : 0.0f;
     const float lse = l[h] > 0.0f ? (m[h] + log2f(l[h])) * kLn2 : -INFINITY;
     if (p.num_splits > 1) {
       const int64_t rowid = (static_cast<int64_t>(blockIdx.z) * p.total_q + tok) * p.num_q_heads + head;
