@@ -121,6 +121,32 @@ __host__ __device__ inline int64_t max_units(const wc_matmul_fp8_params& p, int 
   return m_tiles * ((p.n + p.block_n - 1) / p.block_n);
 }
 
+// Split-k (p.k_splits >= 2, sm90): a problem's unit u is k-slice u % s of tile u / s, so a
+// CTA's tiles still come in increasing order (TileWalk only moves forward). Slice j takes
+// the k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the problem's K (the launcher checks s <= K: none
+// is empty).
+__host__ __device__ inline int32_t k_splits_of(const wc_matmul_fp8_params& p) { return p.k_splits > 1 ? p.k_splits : 1; }
+__host__ __device__ inline int64_t k_slice_start(int64_t k_steps, int32_t splits, int32_t j) {
+  return k_steps * j / splits;
+}
+
+// Stores rows × cols of a split-k partial from a staged f32 tile (stage[r · pitch + c] holds the
+// sums of D[m0 + r, n0 + c] over k-slice `slice`: block scales applied, nothing else) into its
+// workspace slice, [m, n] dense at p.workspace + slice · m · n, in 16-byte stores (rows from m_end
+// on and columns from p.n on are skipped). The reduction (matmul_fp8_split_k_reduce) applies the rest.
+__device__ __forceinline__ void store_partial(const wc_matmul_fp8_params& p, const float* stage, int pitch, int rows,
+                                              int cols, int64_t m0, int64_t m_end, int64_t n0, int32_t slice, int tid,
+                                              int nthreads) {
+  const int per_row = cols / 4;
+  float* out = p.workspace + slice * p.m * p.n;
+  for (int idx = tid; idx < rows * per_row; idx += nthreads) {
+    const int r = idx / per_row, q = idx % per_row;
+    const int64_t gm = m0 + r, gn = n0 + 4 * q;
+    if (gm >= m_end || gn >= p.n) continue;
+    *reinterpret_cast<float4*>(out + gm * p.n + gn) = *reinterpret_cast<const float4*>(stage + r * pitch + 4 * q);
+  }
+}
+
 // The epilogue's per-column factors for this thread's 8 columns of a 32-column chunk, the
 // accumulator fragment's columns 8j + 2(lane % 4) + {0, 1} (j < 4) from B's row b_first: B's scales (not
 // needed when block-scaled: they were applied per k-block) and the bias, loaded ahead of use

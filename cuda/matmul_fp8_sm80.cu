@@ -225,8 +225,9 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   if (p->m <= 0) return WC_OK;
   // The one configuration this path has; the planner sends exactly it.
   if (p->in_dtype != WC_E4M3 && p->in_dtype != WC_BF16) return WC_ERR_UNSUPPORTED;
+  if (p->k_splits > 1) return WC_ERR_UNSUPPORTED;  // split-k: the wgmma kernel's
   const bool fp8 = p->in_dtype == WC_E4M3;
-  if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
+  if (p->k_splits < 0 || p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
       (fp8 ? p->n % wc::kBN != 0 || p->k % wc::kBK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
       (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 || p->k > INT32_MAX / 2 ||
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)

@@ -136,6 +136,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   // %cluster_ctarank of a (CM, 1, 1) cluster: blockIdx.x % CM (cheaper for ptxas to keep).
   const uint32_t rank = blockIdx.x % CM;
   const int32_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
+  const int32_t splits = k_splits_of(p);  // split-k: unit u is k-slice u % splits of tile u / splits
 
   if (threadIdx.x == 0) {
     if ((smem_addr(smem) & 1023) != 0) __trap();  // swizzle atoms need 1024-byte alignment
@@ -161,10 +162,12 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       uint32_t phase = 0;
       TileWalk walk(p, CM);
       Tile t;
-      for (int32_t u = first_unit; walk.seek(u, rank, t); u += unit_stride) {
+      for (int32_t u = first_unit; walk.seek(u / splits, rank, t); u += unit_stride) {
         const int32_t row_a = static_cast<int32_t>(t.m0);
         const int32_t row_b = static_cast<int32_t>(t.b0 + rank * (BN / CM));
-        for (int64_t kb = 0; kb < k_steps; ++kb) {
+        const int32_t slice = u % splits;
+        const int64_t kb_end = k_slice_start(k_steps, splits, slice + 1);
+        for (int64_t kb = k_slice_start(k_steps, splits, slice); kb < kb_end; ++kb) {
           // The stage is free in every CTA of the cluster (the empty barrier counts them all):
           // this CTA's slice of B lands in all of them.
           mbar_wait(&empty[s], phase ^ 1);
@@ -201,8 +204,10 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
     };
     TileWalk walk(p, CM);
     Tile t;
-    for (int32_t u = first_unit; walk.seek(u, rank, t); u += unit_stride) {
+    for (int32_t u = first_unit; walk.seek(u / splits, rank, t); u += unit_stride) {
       const int64_t m0 = t.m0 + cw * 64, n0 = t.n0;
+      const int32_t slice = u % splits;
+      const int64_t kb_begin = k_slice_start(k_steps, splits, slice), kb_end = k_slice_start(k_steps, splits, slice + 1);
       const int64_t row_lo = min64(m0 + r0, p.m - 1), row_hi = min64(m0 + r0 + 8, p.m - 1);
       // Epilogue scales and bias are applied in registers, unless 128 accumulators leave no room
       // for the factors (128×256 with f32 out: ptxas spills): that configuration stages raw sums
@@ -225,7 +230,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       const int32_t blk0 = t.b0 / WC_FP8_BLOCK;
       const int32_t blk1 = kStraddle ? min32(blk0 + 1, static_cast<int32_t>((t.b0 - n0 + p.n - 1) / WC_FP8_BLOCK)) : blk0;
       const int split = kStraddle ? WC_FP8_BLOCK - t.b0 % WC_FP8_BLOCK : BN;
-      for (int64_t kb = 0; kb < k_steps; ++kb) {
+      for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
         float sa_lo = 0.0f, sa_hi = 0.0f, sb0 = 0.0f, sb1 = 0.0f;
         if constexpr (ACC == kBlock) {  // issued before the wait: the loads overlap it
           sb0 = p.b_scale[blk0 * p.b_scale_stride_n + kb * p.b_scale_stride_k];
@@ -241,7 +246,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < kFp8BlockK / 32; ++kk) {
-          const int accumulate = kPromotes ? kk > 0 : (kb > 0 || kk > 0);
+          const int accumulate = kPromotes ? kk > 0 : (kb > kb_begin || kk > 0);
           const uint64_t da = desc_k_major_sw128(ta + 32 * kk), db = desc_k_major_sw128(tb + 32 * kk);
           if constexpr (kFp8) wgmma_e4m3<BN>(acc, da, db, accumulate);  // k32
           else wgmma_ss<__nv_bfloat16, BN>(acc, da, db, accumulate);    // k16
@@ -271,7 +276,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           }
         } else {
           wgmma_wait<1>();  // the previous k-step's wgmmas are done: its stage is free
-          if (kb > 0 && lane == 0) release(prev);
+          if (kb > kb_begin && lane == 0) release(prev);
         }
         prev = s;
         if (++s == S) {
@@ -281,8 +286,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
       }
       // The first chunk's column factors load while the last wgmmas finish (fast mode).
       const int64_t b_end = t.b0 - n0 + p.n;  // the group's last row of B, plus one
+      const bool partial = splits > 1;        // split-k: raw sums to the workspace, no factors
       ChunkFactors<OutT, kFp8> f;
-      if (kRegFactors) f.load(p, t.b0, b_end, lane);
+      if (kRegFactors && !partial) f.load(p, t.b0, b_end, lane);
       if constexpr (!kPromotes) {
         wgmma_wait<0>();
 #pragma unroll
@@ -344,11 +350,12 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         }
       } else {
         // Epilogue: 32 columns at a time, scales and bias applied in registers (the next chunk's
-        // factors load meanwhile), then through the staging buffer to 16-byte row stores.
+        // factors load meanwhile), then through the staging buffer to 16-byte row stores; with
+        // split-k, the raw sums to this k-slice's workspace slice instead.
 #pragma unroll
         for (int c = 0; c < BN / C::kEpiCols; ++c) {
           ChunkFactors<OutT, kFp8> next;
-          if (kRegFactors && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
+          if (kRegFactors && !partial && c + 1 < BN / C::kEpiCols) next.load(p, t.b0 + (c + 1) * C::kEpiCols, b_end, lane);
           named_barrier_sync(1 + cw, 128);  // the previous chunk (or tile) has been read
 #pragma unroll
           for (int j = 0; j < C::kEpiCols / 8; ++j) {
@@ -356,7 +363,7 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
             const int col = 8 * j + 2 * (lane & 3);
             float2 lo, hi;
             sums(i, lo, hi);
-            if (kRegFactors) {
+            if (kRegFactors && !partial) {
               lo = f.apply(p, lo, ea_lo, j);
               hi = f.apply(p, hi, ea_hi, j);
             }
@@ -364,8 +371,11 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
             *reinterpret_cast<float2*>(stage + (r0 + 8) * C::kEpiPitch + col) = hi;
           }
           named_barrier_sync(1 + cw, 128);
-          store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, t.b0 - n0,
-                                 1.0f, tid, 128, kRegFactors);
+          if (partial)
+            store_partial(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, slice, tid, 128);
+          else
+            store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols,
+                                   t.b0 - n0, 1.0f, tid, 128, kRegFactors);
           if (kRegFactors) f = next;
         }
       }
@@ -382,6 +392,52 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #endif
 }
 
+// Split-k's second pass: 32-row × 64-column blocks of D (grid-stride), each summed over the
+// workspace's k_splits slices in slice order into shared memory (rows past m as zeros, never
+// stored), then stored by store_tile as the one-pass epilogue stores a staged tile: the
+// per-tensor / per-row scales (Scaled, unless block-scaled: the slices carry those), bias,
+// residual, one rounding to OutT.
+constexpr int kReduceRows = 32, kReduceCols = 64, kReduceThreads = 256;
+
+template <typename OutT, bool Scaled>
+__global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(const __grid_constant__ wc_matmul_fp8_params p) {
+  constexpr int kPitch = kReduceCols + 4;  // floats: 16-byte rows, 4 banks apart
+  __shared__ __align__(16) float stage[kReduceRows * kPitch];
+  const int64_t row_blocks = (p.m + kReduceRows - 1) / kReduceRows, col_blocks = (p.n + kReduceCols - 1) / kReduceCols;
+  const int64_t slice_stride = p.m * p.n;
+  for (int64_t b = blockIdx.x; b < row_blocks * col_blocks; b += gridDim.x) {
+    const int64_t m0 = b / col_blocks * kReduceRows, n0 = b % col_blocks * kReduceCols;
+    __syncthreads();  // the previous block's stores have read the staging
+    for (int idx = threadIdx.x; idx < kReduceRows * kReduceCols / 4; idx += kReduceThreads) {
+      const int r = idx / (kReduceCols / 4), c = 4 * (idx % (kReduceCols / 4));
+      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (m0 + r < p.m && n0 + c < p.n) {  // bf16 operands: n % 8 == 0 keeps the float4 whole
+        const float* w = p.workspace + (m0 + r) * p.n + n0 + c;
+        for (int32_t j = 0; j < p.k_splits; ++j) {
+          const float4 v = *reinterpret_cast<const float4*>(w + j * slice_stride);
+          sum.x += v.x;
+          sum.y += v.y;
+          sum.z += v.z;
+          sum.w += v.w;
+        }
+      }
+      *reinterpret_cast<float4*>(stage + r * kPitch + c) = sum;
+    }
+    __syncthreads();
+    store_tile<OutT, Scaled>(p, stage, kPitch, kReduceRows, kReduceCols, m0, p.m, n0, 0, 1.0f, threadIdx.x,
+                             kReduceThreads);
+  }
+}
+
+template <typename OutT>
+wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
+  const unsigned grid = static_cast<unsigned>(min64(blocks, 1 << 16));
+  if (p.in_dtype == WC_E4M3) matmul_fp8_split_k_reduce<OutT, true><<<grid, kReduceThreads, 0, s>>>(p);
+  else matmul_fp8_split_k_reduce<OutT, false><<<grid, kReduceThreads, 0, s>>>(p);
+  return launch_status();
+}
+
 // The persistent grid: p.num_ctas rounded down to whole clusters, at most one cluster per unit
 // and, with clusters, at most as many as the GPU co-schedules (GPCs hold whole clusters; asked
 // once per device).
@@ -391,7 +447,7 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, TS, InT, OutT>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
-  int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM)));
+  int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM) * k_splits_of(p)));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = CM;
@@ -445,7 +501,7 @@ wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
 }
 
 template <typename OutT>
-wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
+wc_status dispatch_gemm(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
   const bool pair = p.cluster_m == 2;
   if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
@@ -473,6 +529,14 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   return WC_ERR_UNSUPPORTED;
 }
 
+// The GEMM and, with split-k, its reduction (queued behind it on the stream).
+template <typename OutT>
+wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  const wc_status st = dispatch_gemm<OutT>(p, s);
+  if (st != WC_OK || k_splits_of(p) == 1) return st;
+  return launch_split_k_reduce<OutT>(p, s);
+}
+
 }  // namespace
 }  // namespace wc
 
@@ -488,7 +552,17 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
   if (p->group_offsets != nullptr && p->cluster_m == 2) return WC_ERR_UNSUPPORTED;  // a pair shares one B tile
-  if (wc::max_units(*p) > INT32_MAX) return WC_ERR_INVALID_ARG;
+  const int32_t splits = wc::k_splits_of(*p);
+  if (p->k_splits < 0 || splits > (fp8 ? wc::k_steps_of<uint8_t>(*p) : wc::k_steps_of<__nv_bfloat16>(*p)))
+    return WC_ERR_INVALID_ARG;
+  if (splits > 1) {
+    if (p->cluster_m == 2 || p->tma_store || p->group_offsets != nullptr) return WC_ERR_UNSUPPORTED;
+    const int64_t slice_floats = p->n * splits;  // <= 2^61: no overflow below
+    if (p->workspace == nullptr || (reinterpret_cast<uintptr_t>(p->workspace) & 15) != 0 ||
+        slice_floats > p->workspace_floats || p->m > p->workspace_floats / slice_floats)
+      return WC_ERR_INVALID_ARG;
+  }
+  if (wc::max_units(*p) * splits > INT32_MAX) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });
 }

@@ -121,6 +121,13 @@ impl Device {
         f(buf)
     }
 
+    /// Makes this `Device` use `other`'s scratch buffers (the same context): for a `Device` on
+    /// a capture stream whose graphs replay on `other`'s stream, so that what the eager steps
+    /// allocated is there during a capture, where allocating is not allowed.
+    pub(crate) fn share_scratch(&mut self, other: &Device) {
+        self.scratch = other.scratch.clone();
+    }
+
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         Ok(self.stream.clone_htod(host)?)

@@ -374,7 +374,7 @@ fn unsupported_scale_pairs_and_shapes_are_rejected() {
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "cluster (1, or 2 where the plan has 128-row tiles)", .. }), "{e}");
         // A caller's tile: one the kernel is not built for, one whose pairs contradict `cluster`.
-        let tile = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 2, cluster_m: 1, tma_store: false };
+        let tile = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 2, cluster_m: 1, tma_store: false, k_splits: 1 };
         let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, tile: Some(tile), ..Default::default() };
         let e = matmul_fp8(&dev, per_tensor(&av, &one), per_tensor(&bv, &one), None, None, &mut ov, cfg).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "tile (block_m × block_n not built for this accumulation: see SM90_TILES)", .. }), "{e}");

@@ -89,12 +89,25 @@ typedef struct wc_matmul_fp8_params {
                                  tile; e4m3 operands, bf16 d, no residual, not grouped, block_m
                                  128 (WC_ERR_UNSUPPORTED otherwise). 0 = staged f32 and 16-byte
                                  stores by the consumers. sm80: ignored */
+  int32_t k_splits;           /* sm90: 0 or 1 = none. s >= 2 (split-k, for problems with too few
+                                 tiles to fill the GPU): unit u is k-slice u % s of tile u / s,
+                                 k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the K = ⌈k · element size / 128⌉
+                                 128-byte steps (s <= K); each writes its raw f32 sums (block
+                                 scales applied, per-tensor / per-row scales not) to workspace
+                                 slice j, then a second kernel on the stream sums the slices in
+                                 order and applies the scales, bias and residual, rounding once.
+                                 Not with cluster_m = 2, tma_store or group_offsets
+                                 (WC_ERR_UNSUPPORTED). sm80: must be 0 or 1 */
+  float* workspace;           /* k_splits >= 2: [k_splits, m, n] f32, dense (n apart), device
+                                 memory of at least workspace_floats; anything in it is overwritten */
+  int64_t workspace_floats;   /* its capacity; WC_ERR_INVALID_ARG below k_splits · m · n */
 } wc_matmul_fp8_params;
 wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream);
 wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream);
 
 /* Unit t of a problem as the kernels' scheduler walks it (host-side, for tests; with
- * group_offsets, they must be host memory in this call): the first row of its tile (its
+ * group_offsets, they must be host memory in this call; with k_splits >= 2 it is tile t, whose
+ * k-slices are units t · k_splits .. (t + 1) · k_splits − 1): the first row of its tile (its
  * cluster's first CTA), the end of its group's rows, its first column of d and first row of b.
  * Returns WC_ERR_INVALID_ARG for t past the last unit. */
 wc_status wc_matmul_fp8_tile(const wc_matmul_fp8_params* p, int64_t t, int64_t* m0, int64_t* m_end, int64_t* n0,

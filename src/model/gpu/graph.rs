@@ -68,7 +68,10 @@ impl GraphCapture {
         // SAFETY: `raw` belongs to this context and `stream` outlives every user of the wrapper
         // (the device and handle below; graphs keep the wrapper but never use its stream).
         let wrapped = unsafe { ctx.wrap_borrowed_stream(raw) };
-        let dev = Device::from_stream(wrapped)?;
+        let mut dev = Device::from_stream(wrapped)?;
+        // The graphs replay on the model's stream: ops' scratch (split-k's workspace) is the
+        // model device's, allocated by the eager step before a capture.
+        dev.share_scratch(model_dev);
         let gemm = Gemm::new(&dev)?;
         let workspace = model_dev.zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
         gemm.set_workspace(&dev, &workspace)?;

@@ -24,11 +24,11 @@
 use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
-use cudarc::driver::sys;
+use cudarc::driver::{sys, DevicePtrMut};
 use half::bf16;
 
 mod plan;
-pub use plan::{check_sm90_tile, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, UNMEASURED, is_unmeasured};
+pub use plan::{check_sm90_tile, is_unmeasured, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, SPLIT_K_WORKSPACE_FLOATS, UNMEASURED};
 
 #[cfg(test)]
 mod tests;
@@ -351,7 +351,7 @@ fn gemm<O: DType>(
                 what: "cluster (1, or 2 where the plan has 128-row tiles)",
                 value: format!("{:?}", cfg.cluster),
             })?;
-            TileConfig { tma_store: tma_store_from_env() && problem.tma_store_fits(t.block_m, t.block_n), ..t }
+            TileConfig { tma_store: tma_store_from_env() && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };
 
@@ -420,6 +420,7 @@ fn gemm<O: DType>(
         out_dtype: O::TAG,
         in_dtype: if fp8 { ffi::wc_dtype_WC_E4M3 } else { ffi::wc_dtype_WC_BF16 },
         tma_store: tiles.tma_store as i32,
+        k_splits: tiles.k_splits as i32,
         ..Default::default()
     };
     if sm90 {
@@ -440,13 +441,31 @@ fn gemm<O: DType>(
     // planner or passed check_sm90_tile (a configuration the launcher has; it refuses
     // others). The kernels clamp the group offsets into [0, m], so any offset values stay
     // inside a, out and residual. Guards live until the launch is queued.
-    let r = launch(op, dev, |s| unsafe {
-        if sm90 {
-            ffi::wc_matmul_fp8_sm90(&p, s)
-        } else {
-            ffi::wc_matmul_fp8_sm80(&p, s)
-        }
-    });
+    let run = |p: &ffi::wc_matmul_fp8_params| {
+        launch(op, dev, |s| unsafe {
+            if sm90 {
+                ffi::wc_matmul_fp8_sm90(p, s)
+            } else {
+                ffi::wc_matmul_fp8_sm80(p, s)
+            }
+        })
+    };
+    let r = if tiles.k_splits > 1 {
+        // Split-k's partials go to the Device's workspace (split_k_fits checked that they fit),
+        // held while both of its launches are queued; nothing in it is read before written.
+        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_FLOATS, |buf| {
+            let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+            p.workspace = ws_ptr as *mut f32;
+            p.workspace_floats = SPLIT_K_WORKSPACE_FLOATS as i64;
+            run(&p)
+        })
+    } else {
+        run(&p)
+    };
     drop((offsets_guard, bias_guard, res_guard));
     r
 }
+
+/// The name of split-k's workspace among a `Device`'s scratch buffers (f32 partials, kept as
+/// u32 words).
+const SPLIT_K_OP: &str = "matmul_fp8 split-k";

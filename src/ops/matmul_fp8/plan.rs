@@ -76,7 +76,37 @@ impl MatmulFp8Problem {
         }
         self.m.div_ceil(block_m) + self.groups.max(1).min(self.m) - 1
     }
+
+    /// The kernels' k-steps: 128 bytes of k each (128 e4m3 or 64 bf16 values; the last bf16
+    /// step zero-filled past k).
+    pub fn k_steps(&self) -> usize {
+        let bytes = if self.input == GemmInput::E4m3 { 1 } else { 2 };
+        (self.k * bytes).div_ceil(128)
+    }
+
+    /// Whether the wgmma kernel can run this problem in `splits` k-slices (split-k): one GEMM
+    /// (not grouped), at least one k-step per slice, and the f32 partials, `splits · m · n`,
+    /// within the [`SPLIT_K_WORKSPACE_FLOATS`] the device keeps for them. Pairs and the
+    /// TMA-store epilogue are the tile's business ([`check_sm90_tile`]).
+    pub fn split_k_fits(&self, splits: usize) -> bool {
+        splits >= 2
+            && self.groups == 0
+            && splits <= self.k_steps()
+            && splits.checked_mul(self.m).and_then(|v| v.checked_mul(self.n)).is_some_and(|v| v <= SPLIT_K_WORKSPACE_FLOATS)
+    }
 }
+
+/// The f32 partial sums split-k may use (16 MiB, allocated by a `Device` at its first split-k
+/// GEMM and kept): `k_splits · m · n` at most. The planner splits only problems with too few
+/// tiles to fill the GPU, whose `m · n` is small (at most 66 tiles of 64 × 128 on an H200:
+/// 0.54 M floats before splitting).
+pub const SPLIT_K_WORKSPACE_FLOATS: usize = 1 << 22;
+/// The most k-slices the planner makes of a tile (each slice's partials are written and read
+/// once more: past a few slices per SM that costs more than the idle SMs gain).
+const MAX_SPLITS: usize = 16;
+/// The fewest k-steps the planner gives a slice: a slice streams its operands through the
+/// CTA's TMA ring, and a slice of one step leaves it nothing to overlap.
+const MIN_SLICE_STEPS: usize = 2;
 
 /// How a problem is tiled and scheduled (the kernels' template choice plus the schedule).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,14 +126,24 @@ pub struct TileConfig {
     /// by TMA while the consumers go on to the next tile ([`MatmulFp8Problem::tma_store_fits`]).
     /// false: the consumers store through an f32 staging buffer themselves.
     pub tma_store: bool,
+    /// k-slices per tile (split-k, wgmma kernel): 1 = none. s ≥ 2 runs each tile as s units,
+    /// each over a contiguous 1/s of the k-steps (on s SMs where the tiles alone leave SMs
+    /// idle), writing f32 partials that a second kernel sums and finishes (scales, bias,
+    /// residual, one rounding). One GEMM only, no pairs, no TMA store
+    /// ([`MatmulFp8Problem::split_k_fits`]).
+    pub k_splits: usize,
 }
 
-/// "128x256 c2 g4 ctas132" (+ " tma-store"): tile, CTAs per cluster, tile-order group, grid.
+/// "128x256 c2 g4 ctas132" (+ " tma-store", + " k8"): tile, CTAs per cluster, tile-order group,
+/// grid, the TMA-store epilogue, k-slices per tile.
 impl std::fmt::Display for TileConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{} c{} g{} ctas{}", self.block_m, self.block_n, self.cluster_m, self.group_m, self.num_ctas)?;
         if self.tma_store {
             f.write_str(" tma-store")?;
+        }
+        if self.k_splits > 1 {
+            write!(f, " k{}", self.k_splits)?;
         }
         Ok(())
     }
@@ -190,6 +230,8 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 /// slots, efficiency × `PAIR_GAIN`): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
+/// Then, for one GEMM whose tiles fill at most half of the SMs, split-k (`k_splits`,
+/// `plan_splits`: slices on the idle SMs).
 /// `warpcore bench --tune` times every configuration of [`sm90_candidates`] against this pick.
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
@@ -208,11 +250,29 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
         let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
         let cost = units.div_ceil(sms / cm) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
         if best.is_none_or(|(c, _)| cost < c) {
-            let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false };
+            let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false, k_splits: 1 };
             best = Some((cost, t));
         }
     }
-    best.map(|(_, t)| t)
+    best.map(|(_, t)| {
+        let splits = if t.cluster_m == 1 { plan_splits(p, sms, t.block_m, t.block_n) } else { 1 };
+        TileConfig { k_splits: splits, num_ctas: t.num_ctas * splits, ..t }
+    })
+}
+
+/// Split-k for a tile of `bm` × `bn` (a pure function of the problem, like the rest of the plan):
+/// 1 unless the tiles fill at most half of the `sms` SMs; then as many k-slices per tile as
+/// fill them (tiles × slices ≤ sms), at most [`MAX_SPLITS`], each of at least
+/// [`MIN_SLICE_STEPS`] k-steps, and within the workspace. A decode-sized GEMM (m ≤ 64) with
+/// n = 2048 has 16 tiles of 64 × 128: its weights would stream through 16 SMs, each pulling
+/// what one CTA's TMA ring keeps in flight (docs/matmul_fp8.md, "Split-k").
+fn plan_splits(p: &MatmulFp8Problem, sms: usize, bm: usize, bn: usize) -> usize {
+    let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
+    if p.groups != 0 || 2 * tiles > sms {
+        return 1;
+    }
+    let most = (sms / tiles).min(MAX_SPLITS).min(p.k_steps() / MIN_SLICE_STEPS);
+    (2..=most).rev().find(|&s| p.split_k_fits(s)).unwrap_or(1)
 }
 
 /// Every configuration the wgmma kernel can run `p` with on `sm_count` SMs, for a tuner to time
@@ -224,16 +284,27 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
     let sms = sm_count.max(1);
     let mut out = Vec::new();
     for (bm, bn, cm) in sm90_shapes(p, sms) {
-        let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false };
+        let t = TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M / cm, num_ctas: num_ctas(p, sms, bm, bn, cm), cluster_m: cm, tma_store: false, k_splits: 1 };
         for group_m in [GROUP_M / 2 / cm, GROUP_M / cm, 2 * GROUP_M / cm] {
             out.push(TileConfig { group_m, ..t });
         }
         if p.tma_store_fits(bm, bn) {
             out.push(TileConfig { tma_store: true, ..t });
         }
+        // Split-k where the tiles leave SMs idle: every slice count up to two waves (the plan's
+        // pick among them), one CTA per unit up to one per SM.
+        let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
+        if cm == 1 && tiles < sms {
+            for splits in SPLIT_CANDIDATES.iter().copied().filter(|&s| tiles * s <= 2 * sms && p.split_k_fits(s)) {
+                out.push(TileConfig { k_splits: splits, num_ctas: (tiles * splits).min(sms), ..t });
+            }
+        }
     }
     out
 }
+
+/// The k-slice counts `bench --tune` times where a shape's tiles leave SMs idle.
+const SPLIT_CANDIDATES: &[usize] = &[2, 3, 4, 6, 8, 12, 16];
 
 /// Whether the wgmma kernel can run `p` with a configuration given by the caller
 /// ([`super::MatmulFp8Config::tile`]) instead of the planner: Err names what is wrong. Any
@@ -255,6 +326,12 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     if t.tma_store && !p.tma_store_fits(t.block_m, t.block_n) {
         return Err("tile (tma_store: e4m3 operands, bf16 out, no residual, one GEMM, 128-row tiles, block_n a multiple of 64)");
     }
+    if t.k_splits == 0 {
+        return Err("tile (k_splits: at least 1)");
+    }
+    if t.k_splits > 1 && (t.cluster_m != 1 || t.tma_store || !p.split_k_fits(t.k_splits)) {
+        return Err("tile (k_splits: one GEMM, no pairs, no TMA store, at most one slice per k-step, k_splits · m · n within SPLIT_K_WORKSPACE_FLOATS)");
+    }
     Ok(())
 }
 
@@ -262,5 +339,5 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
 /// the CTAs past the groups' tiles exit at once).
 pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1, tma_store: false }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1, tma_store: false, k_splits: 1 }
 }

@@ -56,7 +56,16 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
             Promoted => (7, 4),
             BlockScaled => (5, 2),
         };
-        assert_eq!(c.len(), 3 * shapes + tma, "{p:?}: {c:?}");
+        // Plus split-k for the lone tiles of shapes that leave SMs idle: 2–16 slices, up to two
+        // waves, at the planner's group.
+        let (split, whole): (Vec<&TileConfig>, Vec<&TileConfig>) = c.iter().partition(|t| t.k_splits > 1);
+        assert_eq!(whole.len(), 3 * shapes + tma, "{p:?}: {c:?}");
+        for t in &split {
+            let tiles = p.m_tiles(t.block_m) * p.n.div_ceil(t.block_n);
+            assert!(t.cluster_m == 1 && !t.tma_store && t.group_m == 8 && tiles < 132 && tiles * t.k_splits <= 264, "{t:?}");
+            assert_eq!(t.num_ctas, (tiles * t.k_splits).min(132), "{t:?}");
+        }
+        assert_eq!(split.is_empty(), m >= 4096, "{p:?}: {split:?}");
         assert_eq!(c.iter().filter(|t| t.tma_store).count(), tma);
         assert!(c.iter().all(|t| !t.tma_store || t.block_m == 128));
         // No TMA store with a residual or f32 out, nor for a grouped GEMM.
@@ -66,7 +75,7 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
     }
     // One GEMM's pairs may be forced where the plan has none; a grouped GEMM (one group too)
     // has none at all.
-    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false };
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false, k_splits: 1 };
     assert_eq!(check_sm90_tile(&problem(128, 7168, 2048, Fast), &t), Ok(()));
     let one_group = MatmulFp8Problem { groups: 1, ..problem(4096, 7168, 2048, Fast) };
     assert!(check_sm90_tile(&one_group, &t).is_err());
@@ -77,7 +86,7 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
 #[test]
 fn a_callers_tile_is_checked() {
     let p = problem(4096, 7168, 2048, Promoted);
-    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false };
+    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false, k_splits: 1 };
     assert_eq!(check_sm90_tile(&p, &good), Ok(()));
     for bad in [
         TileConfig { block_n: 256, ..good },                  // promotion has no 256-wide tile
@@ -96,7 +105,7 @@ fn a_callers_tile_is_checked() {
     assert!(check_sm90_tile(&MatmulFp8Problem { residual: true, ..p }, &tma).is_err());
     assert!(check_sm90_tile(&MatmulFp8Problem { out_bf16: false, ..p }, &tma).is_err());
     // A caller's tile need not divide n (the last n-tile is partial), e4m3 or bf16.
-    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false };
+    let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false, k_splits: 1 };
     assert_eq!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t), Ok(()));
     assert_eq!(check_sm90_tile(&MatmulFp8Problem { input: GemmInput::Bf16, ..problem(4096, 384, 2048, Fast) }, &t), Ok(()));
     // 128×192 promoted: built (alone, pairs, TMA store), fast and block-scaled have none.
@@ -152,6 +161,53 @@ fn pairs_are_dropped_where_they_cost_a_wave() {
 }
 
 #[test]
+fn small_problems_split_k_over_the_idle_sms() {
+    // A decode step's projections (m = 1 or 32) on 64×128 tiles: down / o_proj (n = 2048) are 16
+    // tiles, qkv (n = 3072) 24 — without splitting, their weights stream through 16–24 SMs.
+    for m in [1, 32] {
+        let t = plan(m, 2048, 8192, Promoted);
+        assert_eq!((t.block_m, t.block_n, t.k_splits, t.num_ctas), (64, 128, 8, 128), "{t}");
+        let t = plan(m, 2048, 2048, BlockScaled);
+        assert_eq!((t.k_splits, t.num_ctas), (8, 128), "{t}");
+        let t = plan(m, 3072, 2048, Fast);
+        assert_eq!((t.k_splits, t.num_ctas), (5, 120), "{t}");
+    }
+    // Slices of at least two k-steps: k = 512 has four.
+    assert_eq!(plan(1, 2048, 512, Promoted).k_splits, 2);
+    assert_eq!(plan(1, 2048, 256, Promoted).k_splits, 1);
+    // Tiles that fill more than half of the SMs, and the bars' large shapes: none.
+    assert_eq!(plan(128, 7168, 2048, Fast).k_splits, 1);
+    assert_eq!(plan(4096, 7168, 16384, BlockScaled).k_splits, 1);
+    // Grouped GEMMs and forced pairs: none.
+    let grouped = MatmulFp8Problem { groups: 8, ..problem(1, 2048, 8192, Promoted) };
+    assert_eq!(plan_sm90(&grouped, 132, None).unwrap().k_splits, 1);
+    assert_eq!(plan_sm90(&problem(256, 2048, 8192, Promoted), 132, Some(2)).unwrap().k_splits, 1);
+    // The workspace bounds the slices: 128×256 tiles of m = 128 at n = 512 (2 tiles) on a GPU
+    // of 132 SMs could take 16 slices; 16 · 128 · 512 floats fit, so they do.
+    let p = problem(128, 512, 8192, Fast);
+    assert!(p.split_k_fits(16) && !MatmulFp8Problem { m: 4096, ..p }.split_k_fits(16));
+    assert!(!p.split_k_fits(1) && !p.split_k_fits(65) && p.split_k_fits(64));
+    assert!(!MatmulFp8Problem { input: GemmInput::Bf16, k: 64, ..p }.split_k_fits(2));
+    // A caller's tile: k_splits checked.
+    let good = TileConfig { block_m: 64, block_n: 128, group_m: 8, num_ctas: 128, cluster_m: 1, tma_store: false, k_splits: 8 };
+    let p = problem(32, 2048, 2048, Promoted);
+    assert_eq!(check_sm90_tile(&p, &good), Ok(()));
+    let pair = TileConfig { block_m: 128, cluster_m: 2, ..good };
+    assert_eq!(check_sm90_tile(&p, &TileConfig { k_splits: 1, ..pair }), Ok(()));
+    for bad in [
+        TileConfig { k_splits: 0, ..good },
+        TileConfig { k_splits: 17, ..good }, // 16 k-steps
+        pair,
+        TileConfig { block_m: 128, tma_store: true, ..good },
+    ] {
+        assert!(check_sm90_tile(&p, &bad).is_err(), "{bad:?}");
+    }
+    assert!(check_sm90_tile(&MatmulFp8Problem { groups: 2, ..p }, &good).is_err());
+    assert!(check_sm90_tile(&MatmulFp8Problem { m: 2048, ..p }, &good).is_err()); // 8 · 2048 · 2048 floats
+    assert_eq!(good.to_string(), "64x128 c1 g8 ctas128 k8");
+}
+
+#[test]
 fn every_plan_is_a_built_configuration_that_divides_n() {
     for m in [1, 7, 64, 128, 129, 1000, 4096, 100_000] {
         for n in [128, 384, 1024, 7168, 18432] {
@@ -168,7 +224,13 @@ fn every_plan_is_a_built_configuration_that_divides_n() {
                         assert!(cluster.is_none_or(|c| c == t.cluster_m));
                         let units = m.div_ceil(t.block_m).div_ceil(t.cluster_m) * (n / t.block_n);
                         assert_eq!(t.num_ctas % t.cluster_m, 0);
-                        assert!(t.num_ctas >= t.cluster_m && t.num_ctas / t.cluster_m <= units.min(sms / t.cluster_m), "{t:?}");
+                        assert!(t.num_ctas >= t.cluster_m && t.num_ctas / t.cluster_m <= (units * t.k_splits).min(sms / t.cluster_m), "{t:?}");
+                        // Split-k only where the tiles fill at most half of the SMs, on all of them.
+                        if t.k_splits > 1 {
+                            assert!(t.cluster_m == 1 && 2 * units <= sms && problem(m, n, 4096, acc).split_k_fits(t.k_splits), "{t:?}");
+                            assert_eq!(t.num_ctas, units * t.k_splits);
+                        }
+                        assert_eq!(check_sm90_tile(&problem(m, n, 4096, acc), &t), Ok(()), "{t:?}");
                         assert!(acc == Fast || t.block_n == 128, "{t:?}");
                     }
                 }
@@ -323,6 +385,49 @@ fn the_launchers_reject_configurations_they_do_not_have_before_touching_the_gpu(
         p.m = 0; // nothing to do
         assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), ffi::WC_OK as i32);
         assert_eq!(ffi::wc_matmul_fp8_sm80(&p, stream), ffi::WC_OK as i32);
+    }
+}
+
+#[test]
+fn the_launchers_refuse_split_k_outside_its_contract_before_touching_the_gpu() {
+    // 2 k-steps (k = 256), 8 × 256 of D; a valid split needs 2 · 8 · 256 floats of workspace.
+    let mut ws = vec![0f32; 2 * 8 * 256 + 4];
+    let aligned = ws.as_mut_ptr().wrapping_add(ws.as_ptr().align_offset(16)); // elements
+    let good = ffi::wc_matmul_fp8_params {
+        m: 8,
+        n: 256,
+        k: 256,
+        block_m: 64,
+        block_n: 128,
+        group_m: 8,
+        num_ctas: 8,
+        out_dtype: ffi::wc_dtype_WC_BF16,
+        in_dtype: ffi::wc_dtype_WC_E4M3,
+        k_splits: 2,
+        workspace: aligned,
+        workspace_floats: 2 * 8 * 256,
+        ..Default::default()
+    };
+    let offsets = [0i32, 8];
+    let stream = std::ptr::null_mut();
+    let cases = [
+        (ffi::wc_matmul_fp8_params { k_splits: 3, ..good }, ffi::WC_ERR_INVALID_ARG), // 2 k-steps
+        (ffi::wc_matmul_fp8_params { k_splits: -1, ..good }, ffi::WC_ERR_INVALID_ARG),
+        (ffi::wc_matmul_fp8_params { workspace: std::ptr::null_mut(), ..good }, ffi::WC_ERR_INVALID_ARG),
+        (ffi::wc_matmul_fp8_params { workspace_floats: 2 * 8 * 256 - 1, ..good }, ffi::WC_ERR_INVALID_ARG),
+        (ffi::wc_matmul_fp8_params { workspace: aligned.wrapping_add(1), ..good }, ffi::WC_ERR_INVALID_ARG),
+        (ffi::wc_matmul_fp8_params { block_m: 128, cluster_m: 2, num_ctas: 2, ..good }, ffi::WC_ERR_UNSUPPORTED),
+        (ffi::wc_matmul_fp8_params { block_m: 128, tma_store: 1, ..good }, ffi::WC_ERR_UNSUPPORTED),
+        (ffi::wc_matmul_fp8_params { group_offsets: offsets.as_ptr(), num_groups: 1, ..good }, ffi::WC_ERR_UNSUPPORTED),
+    ];
+    // SAFETY: every call below returns from its argument checks before any CUDA call (the
+    // workspace is host memory: it is never touched).
+    unsafe {
+        for (p, want) in cases {
+            assert_eq!(ffi::wc_matmul_fp8_sm90(&p, stream), want, "k_splits {} ws {:?} {} cluster {} tma {} groups {}", p.k_splits, p.workspace, p.workspace_floats, p.cluster_m, p.tma_store, p.num_groups);
+        }
+        let sm80 = ffi::wc_matmul_fp8_params { block_m: 128, block_n: 128, ..good };
+        assert_eq!(ffi::wc_matmul_fp8_sm80(&sm80, stream), ffi::WC_ERR_UNSUPPORTED);
     }
 }
 
