@@ -106,7 +106,9 @@ def scaled_mm_cases(env):
         return out
     cases = [(4096, 7168, 2048, "row", False), (8192, 8192, 8192, "tensor", False), (128, 7168, 2048, "row", False),
              (4096, 7168, 2048, "row", True), (8192, 8192, 8192, "tensor", True), (128, 7168, 2048, "row", True),
-             (4096, 7168, 16384, "block", False)]
+             (4096, 7168, 16384, "block", False),
+             # decode-sized (warpcore splits k there)
+             (1, 2048, 8192, "block", False), (32, 2048, 8192, "block", False), (1, 7168, 2048, "row", False)]
     for m, n, k, scaling, fast in cases:
         copies = env.copies_for(m * k + n * k + 2 * m * n)
         a = [torch.randn(m, k, device=env.device).to(torch.float8_e4m3fn) for _ in range(copies)]

@@ -363,6 +363,23 @@ __device__ __forceinline__ void store_floats16(T* dst, const float* v) {
                : "memory");
 }
 
+// ------------------------------------------------------------------ programmatic dependent launch (sm_90+)
+// A kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization may start before the
+// kernel ahead of it on the stream has finished, once every CTA of that kernel has called
+// grid_dependents_launch() or exited. It must call grid_dependency_wait() before reading what
+// that kernel wrote: it returns once that kernel has completed and its writes are visible.
+// Both are no-ops below sm_90 and where no such launch is involved.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ------------------------------------------------------------------ FP8 e4m3
 // Two floats -> two e4m3 bytes (a in the low byte): round to nearest even, saturating to
 // ±448 (__NV_SATFINITE: overflow never makes NaN). One F2FP on sm_89+, emulated on sm_80.

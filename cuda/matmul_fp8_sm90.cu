@@ -153,6 +153,9 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   // With clusters, the peers' barriers must be initialised before anyone multicasts into them.
   if constexpr (CM > 1) cluster_sync();
   else __syncthreads();
+  // Split-k: the reduction, launched behind this kernel as a programmatic dependent, may be
+  // dispatched from now on (it waits for this grid's completion before reading anything).
+  if (splits > 1 && threadIdx.x == 0) grid_dependents_launch();
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
@@ -405,6 +408,7 @@ __global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(cons
   __shared__ __align__(16) float stage[kReduceRows * kPitch];
   const int64_t row_blocks = (p.m + kReduceRows - 1) / kReduceRows, col_blocks = (p.n + kReduceCols - 1) / kReduceCols;
   const int64_t slice_stride = p.m * p.n;
+  grid_dependency_wait();  // the GEMM (launched ahead, PDL) has completed: its partials are visible
   for (int64_t b = blockIdx.x; b < row_blocks * col_blocks; b += gridDim.x) {
     const int64_t m0 = b / col_blocks * kReduceRows, n0 = b % col_blocks * kReduceCols;
     __syncthreads();  // the previous block's stores have read the staging
@@ -429,12 +433,24 @@ __global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(cons
   }
 }
 
+// Launched as a programmatic dependent of the GEMM (PDL): its launch and CTA dispatch overlap
+// the GEMM's last tiles (the GEMM's CTAs allow it at their start), and each CTA waits in
+// grid_dependency_wait for the GEMM to complete before reading the workspace.
 template <typename OutT>
 wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
-  const unsigned grid = static_cast<unsigned>(min64(blocks, 1 << 16));
-  if (p.in_dtype == WC_E4M3) matmul_fp8_split_k_reduce<OutT, true><<<grid, kReduceThreads, 0, s>>>(p);
-  else matmul_fp8_split_k_reduce<OutT, false><<<grid, kReduceThreads, 0, s>>>(p);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(min64(blocks, 1 << 16)));
+  cfg.blockDim = dim3(kReduceThreads);
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  const cudaError_t e = p.in_dtype == WC_E4M3 ? cudaLaunchKernelEx(&cfg, matmul_fp8_split_k_reduce<OutT, true>, p)
+                                              : cudaLaunchKernelEx(&cfg, matmul_fp8_split_k_reduce<OutT, false>, p);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }
 

@@ -12,7 +12,7 @@ use warpcore::check::matmul_fp8::{check_matmul_fp8, kernel_variants, MatmulCase}
 use warpcore::check::matmul_grouped::{check_matmul_grouped, GroupedCase};
 use warpcore::check::quant::ScaleLayout;
 use warpcore::ops::matmul_fp8::{
-    matmul_fp8, matmul_fp8_grouped, matmul_grouped, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config, MatmulFp8Problem, TileConfig,
+    matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config, MatmulFp8Problem, TileConfig,
 };
 use warpcore::ops::quant::ScaleGranularity::{self, *};
 use warpcore::{Error, TensorView, TensorViewMut, F8E4M3};
@@ -110,6 +110,32 @@ fn long_k_with_scales_over_many_decades() {
         for &(a, b) in PAIRS {
             let case = MatmulCase { kernel, cluster, spread: 8, bias: true, residual: true, ..MatmulCase::new(129, 256, 16384, a, b, 1) };
             assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
+        }
+    }
+}
+
+/// Decode-sized GEMMs, whose tiles leave most SMs idle, run split-k on the H200 (the plan is
+/// asserted, so a planner change cannot quietly drop the path from this test): one and 32
+/// tokens through a 2048 × 8192 projection in every accumulation, scales over many decades,
+/// bias and residual; the same problems forced unsplit (a caller's tile) also match.
+#[test]
+fn decode_shapes_split_k_over_the_idle_sms() {
+    let Some(dev) = device() else { return };
+    if dev.info().compute_capability != (9, 0) {
+        return;
+    }
+    let sms = dev.info().sm_count as usize;
+    for (i, m) in [1usize, 32].into_iter().enumerate() {
+        for (j, (a, b, fast, accumulation)) in
+            [(PerRow, PerRow, true, Accumulation::Fast), (PerTensor, PerRow, false, Accumulation::Promoted), (Group128, Block128, false, Accumulation::BlockScaled)].into_iter().enumerate()
+        {
+            let problem = MatmulFp8Problem { m, n: 2048, k: 8192, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: false, residual: true };
+            let plan = plan_sm90(&problem, sms, None).unwrap();
+            assert!(plan.k_splits >= 4, "{problem:?}: {plan}");
+            let case = MatmulCase { kernel: GemmKernel::Wgmma, fast_accumulation: fast, spread: 4, bias: true, residual: true, ..MatmulCase::new(m, 2048, 8192, a, b, (10 * i + j) as u64) };
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
+            let whole = TileConfig { k_splits: 1, num_ctas: plan.num_ctas / plan.k_splits, ..plan };
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { tile: Some(whole), ..case }).unwrap());
         }
     }
 }

@@ -98,11 +98,21 @@ impl Operands {
 }
 
 /// `matmul_fp8` (bf16 out) at m × n × k with `scaling` on the planner's configuration (inputs
-/// rotated past L2), with cuBLASLt FP8 timed on the same buffers as the alternative.
+/// rotated past L2), with cuBLASLt FP8 timed on the same buffers as the alternative; where the
+/// plan splits k (wgmma kernel), also the plan's tile without split-k.
 pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<BenchRecord> {
     let mut ops = Operands::new(dev, m, n, k, scaling)?;
     let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, ..Default::default() })?;
-    let record = ops.record(shape_key(m, n, k, scaling, fast), t, ceilings);
+    let mut record = ops.record(shape_key(m, n, k, scaling, fast), t, ceilings);
+    if dev.info().compute_capability == (9, 0) {
+        let accumulation = Accumulation::of(scaling_mode(scaling.a, scaling.b) == Some(true), fast);
+        let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
+        if let Some(plan) = plan_sm90(&problem, dev.info().sm_count as usize, None).filter(|t| t.k_splits > 1) {
+            let whole = TileConfig { k_splits: 1, num_ctas: plan.num_ctas / plan.k_splits, ..plan };
+            let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, tile: Some(whole), ..Default::default() })?;
+            record.add_alternative(&format!("warpcore without split-k ({whole})"), t.median_us);
+        }
+    }
     #[cfg(feature = "cublaslt")]
     let record = {
         let mut r = record;
@@ -255,6 +265,11 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
     }
     out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
+    // Decode-sized: the 1B FP8 model's down_proj at batch 1 and 32 (16 tiles of 64 × 128: the
+    // plan splits k 8 ways), and one token through a 7168-wide projection (56 tiles: no split).
+    out.push(bench_matmul(dev, ceilings, 1, 2048, 8192, BLOCK, false)?);
+    out.push(bench_matmul(dev, ceilings, 32, 2048, 8192, BLOCK, false)?);
+    out.push(bench_matmul(dev, ceilings, 1, 7168, 2048, PER_ROW, false)?);
     // Grouped: Qwen3-30B-A3B-FP8's experts (128 of gate_up [1536, 2048] and down [2048, 768]),
     // at decode (32 tokens × top-8 rows) and prefill (2048 tokens × 8).
     for rows in [256, 16384] {
@@ -269,7 +284,8 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
 /// `warpcore bench --tune` for the FP8 GEMM: every wgmma configuration ([`tune_matmul`]) at the
 /// issue's bar shapes (both accumulations) and at the projections of the Llama-3.2-1B-shaped
 /// FP8 block checkpoint the model bench runs (qkv, o, gate_up, down; prefill of 2048 tokens
-/// and decode at batch 32), so that the planner's model can be checked against the H200.
+/// and decode at batch 32) and one token through n = 7168, so that the planner's model (tiles,
+/// pairs, split-k) can be checked against the H200.
 /// Three passes, each over every shape: the planner's tiles with the staged epilogue, then with
 /// the TMA store, then the `UNMEASURED` tiles (the last two new, not run on a GPU before), so
 /// that a fault in a later pass cannot cost an earlier pass's records. A failed shape ends the
@@ -286,6 +302,8 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
             shapes.push((m, n, k, BLOCK, false));
         }
     }
+    // One token through n = 7168 (56 tiles: the plan does not split k; the tuner times 2–4 slices).
+    shapes.push((1, 7168, 2048, PER_ROW, false));
     let mut out = Vec::new();
     // (pass name, which configurations it times)
     type Pick = fn(Accumulation, &TileConfig) -> bool;

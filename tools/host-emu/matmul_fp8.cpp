@@ -21,6 +21,8 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
 // per tile or pair; the launcher caps pairs at what cudaOccupancyMaxActiveClusters reports,
 // EMU_SMS / 2 here).
 // `tma`: the TMA-store epilogue (tma_store = 1; bf16 out, no residual, one GEMM, 128-row tiles).
+// `splits`: split-k (k_splits; one GEMM, no pairs, no TMA store), its workspace exactly
+// k_splits · m · n floats of random bytes.
 struct Path {
   bool sm90;
   int block_m, block_n;
@@ -28,12 +30,15 @@ struct Path {
   int ctas;
   int cluster = 1;
   bool tma = false;
+  int splits = 1;
 };
 static const char* pname(const Path& t) {
-  static char b[80];
+  static char b[96];
   if (!t.sm90) return "sm80";
-  snprintf(b, sizeof b, "sm90 %dx%d %s%s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
-           t.cluster > 1 ? " pair" : "", t.tma ? " tma-store" : "", t.ctas);
+  char k[16] = "";
+  if (t.splits > 1) snprintf(k, sizeof k, " k%d", t.splits);
+  snprintf(b, sizeof b, "sm90 %dx%d %s%s%s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
+           t.cluster > 1 ? " pair" : "", t.tma ? " tma-store" : "", k, t.ctas);
   return b;
 }
 
@@ -269,10 +274,18 @@ static void run_case(const Case& c, const Path& path, uint64_t seed) {
   const int64_t rows = int64_t{path.block_m} * path.cluster,
                 units = ((m + rows - 1) / rows + (offsets ? std::min(groups, m) - 1 : 0)) *
                         ((n + path.block_n - 1) / path.block_n);  // bf16: a partial last n-tile
-  p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, units * path.cluster) : units * path.cluster);
+  const int64_t all = units * path.cluster * path.splits;  // split-k: each tile's k-slices are units
+  p.num_ctas = static_cast<int32_t>(path.ctas > 0 ? std::min<int64_t>(path.ctas, all) : all);
   p.out_dtype = tag<O>();
   p.in_dtype = b16 ? WC_BF16 : WC_E4M3;
   p.tma_store = path.tma;
+  std::unique_ptr<Buf> ws;  // SPLIT_K_WORKSPACE_FLOATS in the crate; here exactly what the split needs
+  if (path.splits > 1) {
+    ws = std::make_unique<Buf>(static_cast<size_t>(path.splits * m * n) * 4, 0, r);
+    p.k_splits = path.splits;
+    p.workspace = ws->as<float>();
+    p.workspace_floats = path.splits * m * n;
+  }
   // encode_tma of D (src/ops/matmul_fp8/): {n · 2 bytes, m rows}, boxes of 64 rows; one row's
   // stride is unused (any multiple of 16 covering it).
   const bool d_map = !path.tma || encode_tma(&p.tma_d, p.d, m, n * 2, m == 1 ? (n * 2 + 15) / 16 * 16 : ldd * 2, 64);
@@ -595,6 +608,12 @@ int main(int argc, char** argv) {
       paths.push_back({true, 128, 256, true, ctas(0)});
       paths.push_back({true, 128, 128, true, ctas(1)});
       paths.push_back({true, 64, 128, true, ctas(2)});
+      // Split-k of one GEMM: 2–4 slices of the 64-k steps (the last one zero-filled past k).
+      const int steps = (c.k + 63) / 64;
+      if (c.offsets.empty() && steps >= 2) {
+        paths.push_back({true, 64, 128, true, ctas(3), 1, false, std::min(steps, 2 + v % 3)});
+        paths.push_back({true, 128, 256, true, ctas(4), 1, false, std::min(steps, 2 + (v + 1) % 3)});
+      }
     } else if (c.m * c.n * static_cast<int64_t>(c.k) < 1 << 27) {  // the 1157-row case stays sm_80 only (time)
       const bool blk = block_scaled(c.ga, c.gb);
       const int v = static_cast<int>(paths.size() + c.m + c.k / 128);
@@ -615,6 +634,18 @@ int main(int argc, char** argv) {
         paths.push_back({true, 128, 128, false, pair_ctas(6), 2});
         if (!blk) paths.push_back({true, 128, 192, false, pair_ctas(13), 2});
         paths.push_back({true, 128, 160, false, pair_ctas(16), 2});
+      }
+      // Split-k (one GEMM; 2–4 slices, fewer than the k-steps or all of them; a CTA walks
+      // several (tile, slice) units, its ring wrapping across them): every mode's 64×128 and
+      // 128×128 tiles, the 160-column block-scaled one (its scale-block straddle), fast 128×256.
+      const int steps = c.k / 128;
+      auto sp = [&](int i) { return std::min(steps, 2 + (v + i) % 3); };
+      if (c.offsets.empty() && steps >= 2) {
+        paths.push_back({true, 64, 128, false, ctas(17), 1, false, sp(0)});
+        paths.push_back({true, 128, 128, false, ctas(18), 1, false, sp(1)});
+        if (blk) paths.push_back({true, 128, 160, false, ctas(19), 1, false, sp(2)});
+        if (!blk) paths.push_back({true, 64, 128, true, ctas(20), 1, false, sp(3)});
+        if (!blk) paths.push_back({true, 128, 256, true, ctas(21), 1, false, sp(4)});
       }
       if (c.offsets.empty() && !c.residual) {  // the TMA-store epilogue (bf16 out only, below)
         if (!blk && c.n % 256 == 0) paths.push_back({true, 128, 256, true, ctas(8), 1, true});

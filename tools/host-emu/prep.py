@@ -224,6 +224,12 @@ SEEDS = {
     "tma_store_box_parity": ("matmul_fp8", "matmul_fp8_sm90.cu", "boxes + (box_seq % 2) * C::kStoreBox", "boxes + (c / 2 % 2) * C::kStoreBox"),
     # ... and a CTA that exits while its last stores may still read its shared memory.
     "tma_store_exit": ("matmul_fp8", "matmul_fp8_sm90.cu", "if (tid == 0) tma_store_wait_read<0>();", ""),
+    # Split-k: a k-slice after the first one adding onto the accumulator of the unit before
+    # (fast accumulation) ...
+    "split_accumulate": ("matmul_fp8", "matmul_fp8_sm90.cu", "const int accumulate = kPromotes ? kk > 0 : (kb > kb_begin || kk > 0);",
+                         "const int accumulate = kPromotes ? kk > 0 : (kb > 0 || kk > 0);"),
+    # ... and the reduction leaving out the last slice.
+    "split_reduce": ("matmul_fp8", "matmul_fp8_sm90.cu", "for (int32_t j = 0; j < p.k_splits; ++j) {", "for (int32_t j = 1; j < p.k_splits; ++j) {"),
     # A 160-column block-scaled tile promoting every column with its first B block's scale ...
     "block_straddle": ("matmul_fp8", "matmul_fp8_sm90.cu", "const bool second = kStraddle && 8 * i >= split;", "const bool second = false;"),
     # ... or with the split one n8 block late.
@@ -356,6 +362,9 @@ PTX_BODIES = [
      "::emu::mma(c, a, b0, b1, false);"),
     (r"void mma_s8u8\(int \(&c\)\[4\], const uint32_t \(&a\)\[4\], uint32_t b0, uint32_t b1\)",
      "::emu::mma_s8u8(c, a, b0, b1);"),
+    # programmatic dependent launch: the emulation runs a stream's kernels one after the other
+    (r"void grid_dependency_wait\(\)", ""),
+    (r"void grid_dependents_launch\(\)", ""),
     # sm90.cuh (shim_sm90.h)
     (r"void mbar_init\(uint64_t\* bar, uint32_t count\)", "::emu::sm90::mbar_init(bar, count);"),
     (r"void fence_barrier_init\(\)", ""),

@@ -654,7 +654,9 @@ void launch_on(cudaStream_t stream, void (*kernel)(P...), dim3 grid, dim3 blk, s
 }  // namespace emu
 
 // cudaLaunchKernelEx (cuda_runtime.h's typed form): the attributes emulated are a cluster
-// dimension (x only) and cooperative; others are refused.
+// dimension (x only), cooperative, and programmatic stream serialisation (a no-op: a stream's
+// kernels run one after the other here, so griddepcontrol.wait has nothing to wait for); others
+// are refused.
 template <typename... P, typename... A>
 inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*kernel)(P...), A&&... args) {
   unsigned cluster = 1;
@@ -666,7 +668,7 @@ inline cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*kern
       cluster = a.val.clusterDim.x;
     } else if (a.id == cudaLaunchAttributeCooperative) {
       cooperative = a.val.cooperative != 0;
-    } else {
+    } else if (a.id != cudaLaunchAttributeProgrammaticStreamSerialization) {
       return cudaErrorInvalidValue;
     }
   }

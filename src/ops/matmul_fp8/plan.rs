@@ -104,6 +104,11 @@ pub const SPLIT_K_WORKSPACE_FLOATS: usize = 1 << 22;
 /// The most k-slices the planner makes of a tile (each slice's partials are written and read
 /// once more: past a few slices per SM that costs more than the idle SMs gain).
 const MAX_SPLITS: usize = 16;
+/// The planner splits k only where the tiles fill at most 1/SPLIT_BELOW of the SMs: above that
+/// they already stream at near the GPU's bandwidth if one SM pulls 4.06 TB/s ÷ 33 ≈ 120 GB/s,
+/// and the reduction's launch (≈ 2 µs) would cost more than the idle SMs gain. A prediction
+/// (docs/matmul_fp8.md): `bench --tune` times every slice count wherever the tiles leave SMs idle.
+const SPLIT_BELOW: usize = 4;
 /// The fewest k-steps the planner gives a slice: a slice streams its operands through the
 /// CTA's TMA ring, and a slice of one step leaves it nothing to overlap.
 const MIN_SLICE_STEPS: usize = 2;
@@ -230,7 +235,7 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 /// slots, efficiency × `PAIR_GAIN`): pairs win unless they cost a wave (an odd m-tile count
 /// leaves half a pair idle). `cluster` forces the pair choice (see [`super::MatmulFp8Config`]); None
 /// when forcing pairs leaves no configuration. Ties go to the larger tile (listed first).
-/// Then, for one GEMM whose tiles fill at most half of the SMs, split-k (`k_splits`,
+/// Then, for one GEMM whose tiles fill at most a quarter of the SMs, split-k (`k_splits`,
 /// `plan_splits`: slices on the idle SMs).
 /// `warpcore bench --tune` times every configuration of [`sm90_candidates`] against this pick.
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
@@ -261,14 +266,14 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
 }
 
 /// Split-k for a tile of `bm` × `bn` (a pure function of the problem, like the rest of the plan):
-/// 1 unless the tiles fill at most half of the `sms` SMs; then as many k-slices per tile as
-/// fill them (tiles × slices ≤ sms), at most [`MAX_SPLITS`], each of at least
-/// [`MIN_SLICE_STEPS`] k-steps, and within the workspace. A decode-sized GEMM (m ≤ 64) with
-/// n = 2048 has 16 tiles of 64 × 128: its weights would stream through 16 SMs, each pulling
-/// what one CTA's TMA ring keeps in flight (docs/matmul_fp8.md, "Split-k").
+/// 1 unless the tiles fill at most a quarter of the `sms` SMs ([`SPLIT_BELOW`]); then as many
+/// k-slices per tile as fill them (tiles × slices ≤ sms), at most [`MAX_SPLITS`], each of at
+/// least [`MIN_SLICE_STEPS`] k-steps, and within the workspace. A decode-sized GEMM (m ≤ 64)
+/// with n = 2048 has 16 tiles of 64 × 128: its weights would stream through 16 SMs, each
+/// pulling what one CTA's TMA ring keeps in flight (docs/matmul_fp8.md, "Split-k").
 fn plan_splits(p: &MatmulFp8Problem, sms: usize, bm: usize, bn: usize) -> usize {
     let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
-    if p.groups != 0 || 2 * tiles > sms {
+    if p.groups != 0 || SPLIT_BELOW * tiles > sms {
         return 1;
     }
     let most = (sms / tiles).min(MAX_SPLITS).min(p.k_steps() / MIN_SLICE_STEPS);
