@@ -50,6 +50,11 @@
 //                  stage in their own CTA and in the peer's (mbar_arrive_cluster). A cluster
 //                  barrier after the barrier setup and one before exit. Units (tiles or pairs)
 //                  are scheduled per cluster: cluster c takes units c, c + clusters, ...
+//   split-k        (p.k_splits = s >= 2; one GEMM, no pairs, no TMA store) unit u is k-slice u % s of
+//                  tile u / s (k_slice_start, matmul_fp8.cuh); its epilogue stores the raw f32 sums
+//                  to workspace slice u % s (store_partial), and matmul_fp8_split_k_reduce, launched
+//                  behind it as a programmatic dependent, sums the slices and applies the rest
+//                  (store_tile). For decode-sized problems whose tiles leave most SMs idle.
 // Stage and phase bookkeeping: producer and consumers walk the same (tile, k-step) sequence;
 // stage s = step % stages and phase bit flips each time s wraps; consumers wait full[s] with
 // the phase bit, the producer waits empty[s] with its complement.

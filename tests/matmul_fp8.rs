@@ -117,7 +117,7 @@ fn long_k_with_scales_over_many_decades() {
 /// Decode-sized GEMMs, whose tiles leave most SMs idle, run split-k on the H200 (the plan is
 /// asserted, so a planner change cannot quietly drop the path from this test): one and 32
 /// tokens through a 2048 × 8192 projection in every accumulation, scales over many decades,
-/// bias and residual; the same problems forced unsplit (a caller's tile) also match.
+/// bias and residual; the same problems forced unsplit and split 8 ways (a caller's tile) also match.
 #[test]
 fn decode_shapes_split_k_over_the_idle_sms() {
     let Some(dev) = device() else { return };
@@ -131,11 +131,16 @@ fn decode_shapes_split_k_over_the_idle_sms() {
         {
             let problem = MatmulFp8Problem { m, n: 2048, k: 8192, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: false, residual: true };
             let plan = plan_sm90(&problem, sms, None).unwrap();
-            assert!(plan.k_splits >= 4, "{problem:?}: {plan}");
+            // 16 tiles of 64 × 128: split wherever they fill at most a quarter of the SMs.
+            assert_eq!(plan.k_splits > 1, sms >= 64, "{problem:?} on {sms} SMs: {plan}");
             let case = MatmulCase { kernel: GemmKernel::Wgmma, fast_accumulation: fast, spread: 4, bias: true, residual: true, ..MatmulCase::new(m, 2048, 8192, a, b, (10 * i + j) as u64) };
             assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
-            let whole = TileConfig { k_splits: 1, num_ctas: plan.num_ctas / plan.k_splits, ..plan };
-            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { tile: Some(whole), ..case }).unwrap());
+            // Unsplit, and split 8 ways on whatever the GPU has (a CTA may walk several slices).
+            let whole = TileConfig { k_splits: 1, num_ctas: (plan.num_ctas / plan.k_splits).max(1), ..plan };
+            let split = TileConfig { k_splits: 8, num_ctas: (16 * 8).min(sms), ..whole };
+            for tile in [whole, split] {
+                assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { tile: Some(tile), ..case }).unwrap());
+            }
         }
     }
 }
