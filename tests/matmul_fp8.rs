@@ -145,6 +145,72 @@ fn decode_shapes_split_k_over_the_idle_sms() {
     }
 }
 
+/// A split-k GEMM is two launches, the GEMM and its reduction (a programmatic dependent of it).
+/// Captured into a CUDA graph after an eager call on the same `Device` (which allocated the
+/// workspace: a capture may not allocate), the pair replays to the eager result bit for bit.
+/// The split is forced (4 slices of 16 tiles), so the test means the same on any sm_90 GPU.
+#[test]
+fn split_k_replays_from_a_cuda_graph() {
+    use cudarc::driver::{result, sys};
+    let Some(dev0) = device() else { return };
+    if dev0.info().compute_capability != (9, 0) {
+        return;
+    }
+    let ctx = dev0.context().clone();
+    ctx.bind_to_thread().unwrap();
+    // The legacy default stream cannot be captured: a stream of the test's own, wrapped without
+    // cudarc owning it (as the model's capture side does), destroyed at the end.
+    let raw = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
+    // SAFETY: `raw` belongs to this context and outlives every use of the wrapper (destroyed
+    // below, after a synchronize and after the buffers and graph that use it are dropped).
+    let dev = warpcore::Device::from_stream(unsafe { ctx.wrap_borrowed_stream(raw) }).unwrap();
+    let (m, n, k) = (3, 2048, 1024);
+    let mut state = 7u32;
+    let mut code = || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let c = (state >> 24) as u8;
+        F8E4M3(if c & 0x7f == 0x7f { c ^ 1 } else { c }) // no NaN codes
+    };
+    let a = dev.upload(&(0..m * k).map(|_| code()).collect::<Vec<_>>()).unwrap();
+    let b = dev.upload(&(0..n * k).map(|_| code()).collect::<Vec<_>>()).unwrap();
+    let sa = dev.upload(&[0.5f32]).unwrap();
+    let sb = dev.upload(&(0..n).map(|j| 1.0 + (j % 7) as f32 / 8.0).collect::<Vec<_>>()).unwrap();
+    let bias = dev.upload(&(0..n).map(|j| bf16::from_f32(j as f32 / 64.0)).collect::<Vec<_>>()).unwrap();
+    let mut eager = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let mut replayed = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+    let tile = TileConfig { block_m: 64, block_n: 128, group_m: 8, num_ctas: 64.min(dev.info().sm_count as usize), cluster_m: 1, tma_store: false, k_splits: 4 };
+    let cfg = MatmulFp8Config { kernel: GemmKernel::Wgmma, tile: Some(tile), ..Default::default() };
+    let gemm = |out: &mut cudarc::driver::CudaSlice<bf16>| {
+        let av = TensorView::contiguous(a.as_view(), [m, k]).unwrap();
+        let bv = TensorView::contiguous(b.as_view(), [n, k]).unwrap();
+        let sav = TensorView::contiguous(sa.as_view(), [1, 1]).unwrap();
+        let sbv = TensorView::contiguous(sb.as_view(), [n, 1]).unwrap();
+        let biasv = TensorView::contiguous(bias.as_view(), [n]).unwrap();
+        let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [m, n]).unwrap();
+        let (pa, pb) = (Fp8Operand { data: &av, scale: &sav, granularity: PerTensor }, Fp8Operand { data: &bv, scale: &sbv, granularity: PerRow });
+        matmul_fp8(&dev, pa, pb, Some(&biasv), None, &mut ov, cfg)
+    };
+    gemm(&mut eager).unwrap();
+    dev.synchronize().unwrap();
+    let stream = dev.stream().clone();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    let queued = gemm(&mut replayed);
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+    queued.unwrap();
+    let graph = graph.unwrap().expect("the capture recorded the GEMM and its reduction");
+    assert!(dev.download(&replayed).unwrap().iter().all(|v| v.is_nan()), "capturing ran something");
+    for _ in 0..2 {
+        graph.launch().unwrap();
+    }
+    dev.synchronize().unwrap();
+    let (e, r) = (dev.download(&eager).unwrap(), dev.download(&replayed).unwrap());
+    assert!(e.iter().all(|v| v.is_finite()), "the eager split-k GEMM left poison");
+    assert_eq!(e.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), r.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    drop((graph, a, b, sa, sb, bias, eager, replayed, dev));
+    // SAFETY: nothing runs on the stream any more (synchronized above) and its wrapper's users are gone.
+    unsafe { result::stream::destroy(raw) }.unwrap();
+}
+
 #[test]
 fn every_m_tail_of_the_tiles() {
     let Some(dev) = device() else { return };
