@@ -453,8 +453,15 @@ wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   cfg.stream = s;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  const cudaError_t e = p.in_dtype == WC_E4M3 ? cudaLaunchKernelEx(&cfg, matmul_fp8_split_k_reduce<OutT, true>, p)
-                                              : cudaLaunchKernelEx(&cfg, matmul_fp8_split_k_reduce<OutT, false>, p);
+  auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
+  if (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) {
+    // A driver or tool that refuses programmatic serialisation: clear the (non-sticky) launch
+    // error and launch in plain stream order (grid_dependency_wait is then a no-op).
+    (void)cudaGetLastError();
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, kernel, p);
+  }
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }

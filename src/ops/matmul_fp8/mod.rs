@@ -78,7 +78,8 @@ pub struct MatmulFp8Config {
     /// [`check_sm90_tile`] (`Error::Unsupported` naming what is wrong), and `cluster`, when
     /// also given, must agree with its `cluster_m`. Ignored by the mma.sync kernel (one tiling).
     /// Without it, the plan's epilogue is the staged one unless `WARPCORE_FP8_EPILOGUE` is
-    /// `tma-store`.
+    /// `tma-store`, and the plan's split-k (small problems) is dropped when
+    /// `WARPCORE_FP8_SPLIT_K` is `off`.
     pub tile: Option<TileConfig>,
 }
 
@@ -89,6 +90,14 @@ pub struct MatmulFp8Config {
 fn tma_store_from_env() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store"))
+}
+
+/// `WARPCORE_FP8_SPLIT_K=off`: planned configurations never split k (a fallback, should split-k
+/// or its programmatic-dependent reduction misbehave on some driver or tool, until fixed). Read
+/// once per process.
+fn split_k_off_from_env() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("WARPCORE_FP8_SPLIT_K").is_ok_and(|e| e == "off"))
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -351,6 +360,8 @@ fn gemm<O: DType>(
                 what: "cluster (1, or 2 where the plan has 128-row tiles)",
                 value: format!("{:?}", cfg.cluster),
             })?;
+            // WARPCORE_FP8_SPLIT_K=off: the plan's tile without its k-slices.
+            let t = if t.k_splits > 1 && split_k_off_from_env() { TileConfig { k_splits: 1, num_ctas: t.num_ctas / t.k_splits, ..t } } else { t };
             TileConfig { tma_store: tma_store_from_env() && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };
