@@ -160,7 +160,8 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
   else __syncthreads();
   // Split-k: the reduction, launched behind this kernel as a programmatic dependent, may be
   // dispatched from now on (it waits for this grid's completion before reading anything).
-  if (splits > 1 && threadIdx.x == 0) grid_dependents_launch();
+  // Every thread signals, as CUTLASS does: a CTA counts once all of its threads have.
+  if (splits > 1) grid_dependents_launch();
 
   if (wg == 0) {
     // ---------------------------------------------------------------- producer
