@@ -121,30 +121,55 @@ __host__ __device__ inline int64_t max_units(const wc_matmul_fp8_params& p, int 
   return m_tiles * ((p.n + p.block_n - 1) / p.block_n);
 }
 
-// Split-k (p.k_splits >= 2, sm90): a problem's unit u is k-slice u % s of tile u / s, so a
-// CTA's tiles still come in increasing order (TileWalk only moves forward). Slice j takes
-// the k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the problem's K (the launcher checks s <= K: none
-// is empty).
+// Split-k (p.k_splits >= 2; one GEMM, not grouped): a problem's unit u is k-slice u % s of tile
+// u / s, so a CTA's tiles still come in increasing order (TileWalk only moves forward). Slice j
+// takes the k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the problem's K (the launchers check s <= K: none
+// is empty). Each writes its sums to its workspace slice (store_partial) and split_k_reduce
+// finishes them.
 __host__ __device__ inline int32_t k_splits_of(const wc_matmul_fp8_params& p) { return p.k_splits > 1 ? p.k_splits : 1; }
 __host__ __device__ inline int64_t k_slice_start(int64_t k_steps, int32_t splits, int32_t j) {
   return k_steps * j / splits;
 }
 
-// Stores rows × cols of a split-k partial from a staged f32 tile (stage[r · pitch + c] holds the
-// sums of D[m0 + r, n0 + c] over k-slice `slice`: block scales applied, nothing else) into its
-// workspace slice, [m, n] dense at p.workspace + slice · m · n, in 16-byte stores (rows from m_end
-// on and columns from p.n on are skipped). The reduction (matmul_fp8_split_k_reduce) applies the rest.
+// Stores rows × cols of a split-k partial from a staged f32 tile (stage[r · pitch + c] · extra is
+// the sum of D[m0 + r, n0 + c] over k-slice `slice`: block scales applied, nothing else; extra as
+// store_tile's) into its workspace slice, [m, n] dense at p.workspace + slice · m · n, in 16-byte
+// stores (rows from m_end on and columns from p.n on are skipped). split_k_reduce applies the rest.
 __device__ __forceinline__ void store_partial(const wc_matmul_fp8_params& p, const float* stage, int pitch, int rows,
-                                              int cols, int64_t m0, int64_t m_end, int64_t n0, int32_t slice, int tid,
-                                              int nthreads) {
+                                              int cols, int64_t m0, int64_t m_end, int64_t n0, int32_t slice,
+                                              float extra, int tid, int nthreads) {
   const int per_row = cols / 4;
   float* out = p.workspace + slice * p.m * p.n;
   for (int idx = tid; idx < rows * per_row; idx += nthreads) {
     const int r = idx / per_row, q = idx % per_row;
     const int64_t gm = m0 + r, gn = n0 + 4 * q;
     if (gm >= m_end || gn >= p.n) continue;
-    *reinterpret_cast<float4*>(out + gm * p.n + gn) = *reinterpret_cast<const float4*>(stage + r * pitch + 4 * q);
+    float4 v = *reinterpret_cast<const float4*>(stage + r * pitch + 4 * q);
+    v.x *= extra;
+    v.y *= extra;
+    v.z *= extra;
+    v.w *= extra;
+    *reinterpret_cast<float4*>(out + gm * p.n + gn) = v;
   }
+}
+
+// Split-k's second pass, queued behind either GEMM kernel (matmul_fp8_sm90.cu defines it): sums
+// the workspace's slices and stores D as store_tile does (scales, bias, residual, one rounding).
+wc_status split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s);
+
+// The launchers' checks of a split-k problem (p.k_splits >= 2): WC_OK, WC_ERR_UNSUPPORTED (pairs,
+// the TMA store, groups) or WC_ERR_INVALID_ARG (more slices than k-steps, no room in the
+// workspace, a workspace not 16-byte aligned).
+template <typename InT>
+inline wc_status check_split_k(const wc_matmul_fp8_params& p) {
+  if (p.k_splits < 0 || k_splits_of(p) > k_steps_of<InT>(p)) return WC_ERR_INVALID_ARG;
+  if (p.k_splits < 2) return WC_OK;
+  if (p.cluster_m == 2 || p.tma_store || p.group_offsets != nullptr) return WC_ERR_UNSUPPORTED;
+  const int64_t slice_floats = p.n * p.k_splits;  // <= 2^61: no overflow below
+  if (p.workspace == nullptr || (reinterpret_cast<uintptr_t>(p.workspace) & 15) != 0 ||
+      slice_floats > p.workspace_floats || p.m > p.workspace_floats / slice_floats)
+    return WC_ERR_INVALID_ARG;
+  return WC_OK;
 }
 
 // The epilogue's per-column factors for this thread's 8 columns of a 32-column chunk, the

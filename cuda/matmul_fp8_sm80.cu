@@ -23,6 +23,8 @@
 // otherwise acc runs over all of k and the epilogue applies sa · sb · 2^16.
 // Epilogue: the f32 tile is staged in shared memory (reusing the stages) and stored by
 // store_tile (matmul_fp8.cuh): scales, bias, residual, 16-byte stores.
+// Split-k (p.k_splits = s >= 2, one GEMM): s CTAs per tile, each over its k-slice, store their
+// raw sums (store_partial) and split_k_reduce finishes them, as on the Hopper kernel.
 //
 // bf16 operands (in_dtype WC_BF16, unscaled): the same stages, 128 bytes = 64 k per step; a
 // thread's 8 bytes are 4 bf16 (k 4t .. 4t+3 of a 16-wide k chunk) and feed one m16n8k16
@@ -124,9 +126,13 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
   constexpr bool kFp8 = kScaled<InT>;
   extern __shared__ __align__(16) uint8_t smem[];
   Tile tile;
-  if (!TileWalk(p).seek(blockIdx.x, 0, tile)) return;  // past the last unit (grouped: the grid is a bound)
+  // Split-k: unit u (a CTA) is k-slice u % splits of tile u / splits (matmul_fp8.cuh).
+  const int32_t splits = k_splits_of(p), slice = static_cast<int32_t>(blockIdx.x % splits);
+  if (!TileWalk(p).seek(blockIdx.x / splits, 0, tile)) return;  // past the last unit (grouped: the grid is a bound)
   const int64_t m0 = tile.m0;
   const int64_t k_steps = k_steps_of<InT>(p);
+  // k-step kb uses stage kb % 2 (so that nothing but the end of the slice stays live).
+  const int64_t kb_begin = k_slice_start(k_steps, splits, slice), kb_end = k_slice_start(k_steps, splits, slice + 1);
   const int64_t b_rows = (p.group_offsets != nullptr ? p.num_groups : 1) * p.n;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -150,11 +156,11 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
         for (int e = 0; e < 4; ++e) fin[i][j][e] = 0.0f;
   }
 
-  load_stage<InT>(p, smem, tile, b_rows, 0);
+  load_stage<InT>(p, smem + (kb_begin & 1) * kStageBytes, tile, b_rows, kb_begin);
   cp_async_commit();
-  for (int64_t kb = 0; kb < k_steps; ++kb) {
+  for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
     const int st = static_cast<int>(kb & 1);
-    if (kb + 1 < k_steps) load_stage<InT>(p, smem + (st ^ 1) * kStageBytes, tile, b_rows, kb + 1);
+    if (kb + 1 < kb_end) load_stage<InT>(p, smem + (st ^ 1) * kStageBytes, tile, b_rows, kb + 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -202,8 +208,13 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
         *reinterpret_cast<float2*>(stage + r * kEpiPitch + c) = v;
       }
   __syncthreads();
-  store_tile<OutT, kFp8>(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, tile.b0 - tile.n0,
-                         BLOCK || !kFp8 ? 1.0f : 65536.0f, threadIdx.x, kThreads);
+  const float extra = BLOCK || !kFp8 ? 1.0f : 65536.0f;
+  if (p.k_splits > 1)  // the slice again from the block index: nothing of it stays live over the loop
+    store_partial(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, static_cast<int32_t>(blockIdx.x % p.k_splits),
+                  extra, threadIdx.x, kThreads);
+  else
+    store_tile<OutT, kFp8>(p, stage, kEpiPitch, kBM, kBN, m0, tile.m_end, tile.n0, tile.b0 - tile.n0, extra,
+                           threadIdx.x, kThreads);
 }
 
 template <bool BLOCK, typename InT, typename OutT>
@@ -211,10 +222,11 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm80_kernel<BLOCK, InT, OutT>;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
-  const int64_t tiles = max_units(p);
-  if (tiles > INT32_MAX) return WC_ERR_INVALID_ARG;
-  kernel<<<static_cast<unsigned>(tiles), kThreads, kSmem, s>>>(p);
-  return launch_status();
+  const int64_t units = max_units(p) * k_splits_of(p);  // one CTA per (tile, k-slice)
+  if (units > INT32_MAX) return WC_ERR_INVALID_ARG;
+  kernel<<<static_cast<unsigned>(units), kThreads, kSmem, s>>>(p);
+  if (const wc_status st = launch_status(); st != WC_OK || k_splits_of(p) == 1) return st;
+  return split_k_reduce(p, s);
 }
 
 }  // namespace
@@ -225,13 +237,14 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   if (p->m <= 0) return WC_OK;
   // The one configuration this path has; the planner sends exactly it.
   if (p->in_dtype != WC_E4M3 && p->in_dtype != WC_BF16) return WC_ERR_UNSUPPORTED;
-  if (p->k_splits > 1) return WC_ERR_UNSUPPORTED;  // split-k: the wgmma kernel's
   const bool fp8 = p->in_dtype == WC_E4M3;
-  if (p->k_splits < 0 || p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
+  if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
       (fp8 ? p->n % wc::kBN != 0 || p->k % wc::kBK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
       (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 || p->k > INT32_MAX / 2 ||
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
+  if (const wc_status st = fp8 ? wc::check_split_k<uint8_t>(*p) : wc::check_split_k<__nv_bfloat16>(*p); st != WC_OK)
+    return st;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, {
     if (!fp8) return wc::launch<false, __nv_bfloat16, OutT>(*p, s);

@@ -381,7 +381,8 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
           }
           named_barrier_sync(1 + cw, 128);
           if (partial)
-            store_partial(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, slice, tid, 128);
+            store_partial(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols, slice, 1.0f, tid,
+                          128);
           else
             store_tile<OutT, kFp8>(p, stage, C::kEpiPitch, 64, C::kEpiCols, m0, t.m_end, n0 + c * C::kEpiCols,
                                    t.b0 - n0, 1.0f, tid, 128, kRegFactors);
@@ -440,8 +441,8 @@ __global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(cons
 }
 
 // Launched as a programmatic dependent of the GEMM (PDL): its launch and CTA dispatch overlap
-// the GEMM's last tiles (the GEMM's CTAs allow it at their start), and each CTA waits in
-// grid_dependency_wait for the GEMM to complete before reading the workspace.
+// the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA waits
+// in grid_dependency_wait for the GEMM to complete before reading the workspace.
 template <typename OutT>
 wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
@@ -563,10 +564,15 @@ template <typename OutT>
 wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const wc_status st = dispatch_gemm<OutT>(p, s);
   if (st != WC_OK || k_splits_of(p) == 1) return st;
-  return launch_split_k_reduce<OutT>(p, s);
+  return split_k_reduce(p, s);
 }
 
 }  // namespace
+
+wc_status split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  WC_DISPATCH_FP8_OUT(p.out_dtype, OutT, { return launch_split_k_reduce<OutT>(p, s); });
+}
+
 }  // namespace wc
 
 extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream stream) {
@@ -581,17 +587,9 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
       (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
     return WC_ERR_INVALID_ARG;
   if (p->group_offsets != nullptr && p->cluster_m == 2) return WC_ERR_UNSUPPORTED;  // a pair shares one B tile
-  const int32_t splits = wc::k_splits_of(*p);
-  if (p->k_splits < 0 || splits > (fp8 ? wc::k_steps_of<uint8_t>(*p) : wc::k_steps_of<__nv_bfloat16>(*p)))
-    return WC_ERR_INVALID_ARG;
-  if (splits > 1) {
-    if (p->cluster_m == 2 || p->tma_store || p->group_offsets != nullptr) return WC_ERR_UNSUPPORTED;
-    const int64_t slice_floats = p->n * splits;  // <= 2^61: no overflow below
-    if (p->workspace == nullptr || (reinterpret_cast<uintptr_t>(p->workspace) & 15) != 0 ||
-        slice_floats > p->workspace_floats || p->m > p->workspace_floats / slice_floats)
-      return WC_ERR_INVALID_ARG;
-  }
-  if (wc::max_units(*p) * splits > INT32_MAX) return WC_ERR_INVALID_ARG;
+  if (const wc_status st = fp8 ? wc::check_split_k<uint8_t>(*p) : wc::check_split_k<__nv_bfloat16>(*p); st != WC_OK)
+    return st;
+  if (wc::max_units(*p) * wc::k_splits_of(*p) > INT32_MAX) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });
 }

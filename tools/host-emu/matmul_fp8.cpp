@@ -34,9 +34,12 @@ struct Path {
 };
 static const char* pname(const Path& t) {
   static char b[96];
-  if (!t.sm90) return "sm80";
   char k[16] = "";
   if (t.splits > 1) snprintf(k, sizeof k, " k%d", t.splits);
+  if (!t.sm90) {
+    snprintf(b, sizeof b, "sm80%s", k);
+    return b;
+  }
   snprintf(b, sizeof b, "sm90 %dx%d %s%s%s%s ctas=%d", t.block_m, t.block_n, t.fast ? "fast" : "promoted",
            t.cluster > 1 ? " pair" : "", t.tma ? " tma-store" : "", k, t.ctas);
   return b;
@@ -611,6 +614,7 @@ int main(int argc, char** argv) {
       // Split-k of one GEMM: 2–4 slices of the 64-k steps (the last one zero-filled past k).
       const int steps = (c.k + 63) / 64;
       if (c.offsets.empty() && steps >= 2) {
+        paths.push_back({false, 128, 128, false, 0, 1, false, std::min(steps, 2 + (v + 2) % 3)});
         paths.push_back({true, 64, 128, true, ctas(3), 1, false, std::min(steps, 2 + v % 3)});
         paths.push_back({true, 128, 256, true, ctas(4), 1, false, std::min(steps, 2 + (v + 1) % 3)});
       }
@@ -641,6 +645,7 @@ int main(int argc, char** argv) {
       const int steps = c.k / 128;
       auto sp = [&](int i) { return std::min(steps, 2 + (v + i) % 3); };
       if (c.offsets.empty() && steps >= 2) {
+        paths.push_back({false, 128, 128, false, 0, 1, false, sp(5)});
         paths.push_back({true, 64, 128, false, ctas(17), 1, false, sp(0)});
         paths.push_back({true, 128, 128, false, ctas(18), 1, false, sp(1)});
         if (blk) paths.push_back({true, 128, 160, false, ctas(19), 1, false, sp(2)});

@@ -89,15 +89,17 @@ typedef struct wc_matmul_fp8_params {
                                  tile; e4m3 operands, bf16 d, no residual, not grouped, block_m
                                  128 (WC_ERR_UNSUPPORTED otherwise). 0 = staged f32 and 16-byte
                                  stores by the consumers. sm80: ignored */
-  int32_t k_splits;           /* sm90: 0 or 1 = none. s >= 2 (split-k, for problems with too few
-                                 tiles to fill the GPU): unit u is k-slice u % s of tile u / s,
+  int32_t k_splits;           /* 0 or 1 = none. s >= 2 (split-k, for problems with too few
+                                 tiles to fill the GPU; both kernels): unit u (sm80: CTA u) is
+                                 k-slice u % s of tile u / s,
                                  k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the K = ⌈k · element size / 128⌉
                                  128-byte steps (s <= K); each writes its raw f32 sums (block
                                  scales applied, per-tensor / per-row scales not) to workspace
                                  slice j, then a second kernel on the stream sums the slices in
                                  order and applies the scales, bias and residual, rounding once.
-                                 Not with cluster_m = 2, tma_store or group_offsets
-                                 (WC_ERR_UNSUPPORTED). sm80: must be 0 or 1 */
+                                 sm90 launches the second kernel as a programmatic
+                                 dependent of the first. Not with cluster_m = 2, tma_store or
+                                 group_offsets (WC_ERR_UNSUPPORTED) */
   float* workspace;           /* k_splits >= 2: [k_splits, m, n] f32, dense (n apart), device
                                  memory of at least workspace_floats; anything in it is overwritten */
   int64_t workspace_floats;   /* its capacity; WC_ERR_INVALID_ARG below k_splits · m · n */

@@ -92,12 +92,17 @@ fn tma_store_from_env() -> bool {
     *ON.get_or_init(|| std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store"))
 }
 
-/// `WARPCORE_FP8_SPLIT_K=off`: planned configurations never split k (a fallback, should split-k
-/// or its programmatic-dependent reduction misbehave on some driver or tool, until fixed). Read
-/// once per process.
-fn split_k_off_from_env() -> bool {
+/// A planned configuration, without its k-slices when `WARPCORE_FP8_SPLIT_K=off` (a fallback,
+/// should split-k or its programmatic-dependent reduction misbehave on some driver or tool,
+/// until fixed). The variable is read once per process.
+fn split_k_from_env(t: TileConfig) -> TileConfig {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("WARPCORE_FP8_SPLIT_K").is_ok_and(|e| e == "off"))
+    let off = *OFF.get_or_init(|| std::env::var("WARPCORE_FP8_SPLIT_K").is_ok_and(|e| e == "off"));
+    if off && t.k_splits > 1 {
+        TileConfig { k_splits: 1, num_ctas: t.num_ctas / t.k_splits, ..t }
+    } else {
+        t
+    }
 }
 
 /// Whether a pair of granularities is supported, and if so whether it is block-scaled.
@@ -346,7 +351,7 @@ fn gemm<O: DType>(
         return Err(Error::Unsupported { op, what: "cluster (grouped GEMMs have no pairs)", value: format!("{:?}", cfg.cluster) });
     }
     let tiles = match (sm90, cfg.tile) {
-        (false, _) => plan_sm80(&problem),
+        (false, _) => split_k_from_env(plan_sm80(&problem, dev.info().sm_count as usize)),
         (true, Some(t)) => {
             if cfg.cluster.is_some_and(|c| c != t.cluster_m) {
                 return Err(Error::Unsupported { op, what: "cluster (must agree with tile.cluster_m)", value: format!("{:?} with {t:?}", cfg.cluster) });
@@ -360,8 +365,7 @@ fn gemm<O: DType>(
                 what: "cluster (1, or 2 where the plan has 128-row tiles)",
                 value: format!("{:?}", cfg.cluster),
             })?;
-            // WARPCORE_FP8_SPLIT_K=off: the plan's tile without its k-slices.
-            let t = if t.k_splits > 1 && split_k_off_from_env() { TileConfig { k_splits: 1, num_ctas: t.num_ctas / t.k_splits, ..t } } else { t };
+            let t = split_k_from_env(t);
             TileConfig { tma_store: tma_store_from_env() && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };

@@ -131,7 +131,7 @@ pub struct TileConfig {
     /// by TMA while the consumers go on to the next tile ([`MatmulFp8Problem::tma_store_fits`]).
     /// false: the consumers store through an f32 staging buffer themselves.
     pub tma_store: bool,
-    /// k-slices per tile (split-k, wgmma kernel): 1 = none. s ≥ 2 runs each tile as s units,
+    /// k-slices per tile (split-k, both kernels): 1 = none. s ≥ 2 runs each tile as s units,
     /// each over a contiguous 1/s of the k-steps (on s SMs where the tiles alone leave SMs
     /// idle), writing f32 partials that a second kernel sums and finishes (scales, bias,
     /// residual, one rounding). One GEMM only, no pairs, no TMA store
@@ -340,9 +340,12 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     Ok(())
 }
 
-/// The mma.sync kernel's plan: its one tile, one CTA per tile (grouped: per tile of the bound,
-/// the CTAs past the groups' tiles exit at once).
-pub fn plan_sm80(p: &MatmulFp8Problem) -> TileConfig {
+/// The mma.sync kernel's plan on a GPU with `sm_count` SMs: its one tile, one CTA per tile
+/// (grouped: per tile of the bound, the CTAs past the groups' tiles exit at once), and split-k
+/// by the same rule as [`plan_sm90`]'s (then one CTA per tile and k-slice).
+pub fn plan_sm80(p: &MatmulFp8Problem, sm_count: usize) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: p.m_tiles(bm) * p.n.div_ceil(bn), cluster_m: 1, tma_store: false, k_splits: 1 }
+    let tiles = p.m_tiles(bm) * p.n.div_ceil(bn);
+    let splits = plan_splits(p, sm_count.max(1), bm, bn);
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: tiles * splits, cluster_m: 1, tma_store: false, k_splits: splits }
 }
