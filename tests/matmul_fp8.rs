@@ -117,7 +117,8 @@ fn long_k_with_scales_over_many_decades() {
 /// Decode-sized GEMMs, whose tiles leave most SMs idle, run split-k on the H200 (the plan is
 /// asserted, so a planner change cannot quietly drop the path from this test): one and 16
 /// tokens through a 2048 × 8192 projection in every accumulation, scales over many decades,
-/// bias and residual; the same problems forced unsplit and split 8 ways (a caller's tile) also match.
+/// bias and residual; the same problems forced unsplit and split 8 ways (a caller's tile), and
+/// on the mma.sync kernel, also match.
 #[test]
 fn decode_shapes_split_k_over_the_idle_sms() {
     let Some(dev) = device() else { return };
@@ -141,6 +142,8 @@ fn decode_shapes_split_k_over_the_idle_sms() {
             for tile in [whole, split] {
                 assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { tile: Some(tile), ..case }).unwrap());
             }
+            // The mma.sync kernel plans split-k by the same rule (16 tiles of 128 × 128 here).
+            assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { kernel: GemmKernel::MmaSync, ..case }).unwrap());
         }
     }
 }
