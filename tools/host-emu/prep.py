@@ -228,7 +228,11 @@ SEEDS = {
     # (fast accumulation) ...
     "split_accumulate": ("matmul_fp8", "matmul_fp8_sm90.cu", "const int accumulate = kPromotes ? kk > 0 : (kb > kb_begin || kk > 0);",
                          "const int accumulate = kPromotes ? kk > 0 : (kb > 0 || kk > 0);"),
-    # ... and the reduction leaving out the last slice.
+    # ... the mma.sync kernel loading a slice's first k-step into stage 0 (its loop reads stage
+    # kb % 2: wrong for slices that start at an odd step) ...
+    "split80_stage": ("matmul_fp8", "matmul_fp8_sm80.cu", "load_stage<InT>(p, smem + (kb_begin & 1) * kStageBytes, tile, b_rows, kb_begin);",
+                      "load_stage<InT>(p, smem, tile, b_rows, kb_begin);"),
+    # ... and the reduction leaving out the first slice.
     "split_reduce": ("matmul_fp8", "matmul_fp8_sm90.cu", "for (int32_t j = 0; j < p.k_splits; ++j) {", "for (int32_t j = 1; j < p.k_splits; ++j) {"),
     # A 160-column block-scaled tile promoting every column with its first B block's scale ...
     "block_straddle": ("matmul_fp8", "matmul_fp8_sm90.cu", "const bool second = kStraddle && 8 * i >= split;", "const bool second = false;"),
