@@ -296,11 +296,17 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
         if p.tma_store_fits(bm, bn) {
             out.push(TileConfig { tma_store: true, ..t });
         }
-        // Split-k where the tiles leave SMs idle: every slice count up to two waves (the plan's
-        // pick among them), one CTA per unit up to one per SM.
+        // Split-k where the tiles leave SMs idle: the listed slice counts up to two waves and the
+        // plan's own count for this tile (e.g. 5 for 24 tiles on 132 SMs), one CTA per unit up
+        // to one per SM.
         let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
         if cm == 1 && tiles < sms {
-            for splits in SPLIT_CANDIDATES.iter().copied().filter(|&s| tiles * s <= 2 * sms && p.split_k_fits(s)) {
+            let planned = plan_splits(p, sms, bm, bn);
+            let listed = SPLIT_CANDIDATES.iter().copied().filter(|&s| tiles * s <= 2 * sms && p.split_k_fits(s));
+            let mut counts: Vec<usize> = listed.chain((planned > 1).then_some(planned)).collect();
+            counts.sort_unstable();
+            counts.dedup();
+            for splits in counts {
                 out.push(TileConfig { k_splits: splits, num_ctas: (tiles * splits).min(sms), ..t });
             }
         }

@@ -73,6 +73,15 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
             assert!(sm90_candidates(&q, 132).iter().all(|t| !t.tma_store), "{q:?}");
         }
     }
+    // The plan's pick is a candidate at every shape the tuner times, split or not (5 slices for
+    // the 24 tiles of n = 3072 is not one of the listed counts).
+    for (m, n, k, acc) in [(32, 3072, 2048, BlockScaled), (32, 2048, 2048, BlockScaled), (32, 16384, 2048, BlockScaled), (32, 2048, 8192, BlockScaled), (1, 7168, 2048, Promoted), (2048, 3072, 2048, BlockScaled)] {
+        let p = problem(m, n, k, acc);
+        let c = sm90_candidates(&p, 132);
+        let plan = plan_sm90(&p, 132, None).unwrap();
+        assert!(c.contains(&plan), "{p:?}: {plan}");
+        assert!(c.iter().all(|t| check_sm90_tile(&p, t).is_ok()), "{p:?}");
+    }
     // One GEMM's pairs may be forced where the plan has none; a grouped GEMM (one group too)
     // has none at all.
     let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 2, tma_store: false, k_splits: 1 };
