@@ -84,10 +84,10 @@ impl MatmulFp8Problem {
         (self.k * bytes).div_ceil(128)
     }
 
-    /// Whether the wgmma kernel can run this problem in `splits` k-slices (split-k): one GEMM
-    /// (not grouped), at least one k-step per slice, and the f32 partials, `splits · m · n`,
-    /// within the [`SPLIT_K_WORKSPACE_FLOATS`] the device keeps for them. Pairs and the
-    /// TMA-store epilogue are the tile's business ([`check_sm90_tile`]).
+    /// Whether the kernels can run this problem in `splits` k-slices (split-k): one GEMM (not
+    /// grouped), at least one k-step per slice, and the f32 partials, `splits · m · n`, within
+    /// the [`SPLIT_K_WORKSPACE_FLOATS`] the device keeps for them. Pairs and the TMA-store
+    /// epilogue are the tile's business ([`check_sm90_tile`]).
     pub fn split_k_fits(&self, splits: usize) -> bool {
         splits >= 2
             && self.groups == 0
@@ -98,8 +98,9 @@ impl MatmulFp8Problem {
 
 /// The f32 partial sums split-k may use (16 MiB, allocated by a `Device` at its first split-k
 /// GEMM and kept): `k_splits · m · n` at most. The planner splits only problems with too few
-/// tiles to fill the GPU, whose `m · n` is small (at most 66 tiles of 64 × 128 on an H200:
-/// 0.54 M floats before splitting).
+/// tiles to fill the GPU and keeps tiles × slices ≤ SMs, so `k_splits · m · n` ≤ SMs ×
+/// block_m × block_n: on an H200 at most 1.1 M floats with 64 × 128 tiles and 4.3 M with
+/// 128 × 256 ones (where that would not fit, it takes fewer slices).
 pub const SPLIT_K_WORKSPACE_FLOATS: usize = 1 << 22;
 /// The most k-slices the planner makes of a tile (each slice's partials are written and read
 /// once more: past a few slices per SM that costs more than the idle SMs gain).
