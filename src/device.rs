@@ -124,6 +124,7 @@ impl Device {
     /// Makes this `Device` use `other`'s scratch buffers (the same context): for a `Device` on
     /// a capture stream whose graphs replay on `other`'s stream, so that what the eager steps
     /// allocated is there during a capture, where allocating is not allowed.
+    #[cfg(feature = "model")]
     pub(crate) fn share_scratch(&mut self, other: &Device) {
         self.scratch = other.scratch.clone();
     }
