@@ -24,6 +24,12 @@ const M: &[usize] = &[1, 7, 64, 128, 129, 1000, 4096];
 /// Bound on m · n · k per case: keeps the f64 reference under a second or so.
 const MAX_MNK: usize = 1 << 29;
 
+/// The device when it runs the wgmma kernel (compute capability 9.0); None elsewhere (the
+/// Hopper-only tests then pass as skipped, as without a GPU).
+fn hopper() -> Option<warpcore::Device> {
+    device().filter(|d| d.info().compute_capability == (9, 0))
+}
+
 fn case() -> impl Strategy<Value = MatmulCase> {
     (
         proptest::sample::select(M),
@@ -121,10 +127,7 @@ fn long_k_with_scales_over_many_decades() {
 /// on the mma.sync kernel, also match.
 #[test]
 fn decode_shapes_split_k_over_the_idle_sms() {
-    let Some(dev) = device() else { return };
-    if dev.info().compute_capability != (9, 0) {
-        return;
-    }
+    let Some(dev) = hopper() else { return };
     let sms = dev.info().sm_count as usize;
     for (i, m) in [1usize, 16].into_iter().enumerate() {
         for (j, (a, b, fast, accumulation)) in
@@ -137,7 +140,7 @@ fn decode_shapes_split_k_over_the_idle_sms() {
             let case = MatmulCase { kernel: GemmKernel::Wgmma, fast_accumulation: fast, spread: 4, bias: true, residual: true, ..MatmulCase::new(m, 2048, 8192, a, b, (10 * i + j) as u64) };
             assert_passed(&check_matmul_fp8::<f32>(&dev, &case).unwrap());
             // Unsplit, and split 8 ways on whatever the GPU has (a CTA may walk several slices).
-            let whole = TileConfig { k_splits: 1, num_ctas: (plan.num_ctas / plan.k_splits).max(1), ..plan };
+            let whole = plan.unsplit();
             let split = TileConfig { k_splits: 8, num_ctas: (16 * 8).min(sms), ..whole };
             for tile in [whole, split] {
                 assert_passed(&check_matmul_fp8::<f32>(&dev, &MatmulCase { tile: Some(tile), ..case }).unwrap());
@@ -155,10 +158,7 @@ fn decode_shapes_split_k_over_the_idle_sms() {
 #[test]
 fn split_k_replays_from_a_cuda_graph() {
     use cudarc::driver::{result, sys};
-    let Some(dev0) = device() else { return };
-    if dev0.info().compute_capability != (9, 0) {
-        return;
-    }
+    let Some(dev0) = hopper() else { return };
     let ctx = dev0.context().clone();
     ctx.bind_to_thread().unwrap();
     // The legacy default stream cannot be captured: a stream of the test's own, wrapped without
@@ -603,10 +603,7 @@ fn grouped_bf16_refuses_bad_input_and_writes_nothing() {
 /// 192-column promoted ones at n = 256: the columns past n are not stored).
 #[test]
 fn every_tuner_candidate_is_correct() {
-    let Some(dev) = device() else { return };
-    if dev.info().compute_capability != (9, 0) {
-        return;
-    }
+    let Some(dev) = hopper() else { return };
     let sms = dev.info().sm_count as usize;
     for (m, n, k, a, b, fast, accumulation) in [
         (300usize, 640usize, 512usize, PerRow, PerRow, true, Accumulation::Fast),

@@ -97,6 +97,12 @@ impl Operands {
     }
 }
 
+/// The planner's view of a benchmark shape: one e4m3 GEMM, bf16 out, no residual.
+fn problem(m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> MatmulFp8Problem {
+    let accumulation = Accumulation::of(scaling_mode(scaling.a, scaling.b) == Some(true), fast);
+    MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false }
+}
+
 /// `matmul_fp8` (bf16 out) at m × n × k with `scaling` on the planner's configuration (inputs
 /// rotated past L2), with cuBLASLt FP8 timed on the same buffers as the alternative; where the
 /// plan splits k (wgmma kernel), also the plan's tile without split-k.
@@ -105,10 +111,8 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
     let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, ..Default::default() })?;
     let mut record = ops.record(shape_key(m, n, k, scaling, fast), t, ceilings);
     if dev.info().compute_capability == (9, 0) {
-        let accumulation = Accumulation::of(scaling_mode(scaling.a, scaling.b) == Some(true), fast);
-        let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
-        if let Some(plan) = plan_sm90(&problem, dev.info().sm_count as usize, None).filter(|t| t.k_splits > 1) {
-            let whole = TileConfig { k_splits: 1, num_ctas: plan.num_ctas / plan.k_splits, ..plan };
+        if let Some(plan) = plan_sm90(&problem(m, n, k, scaling, fast), dev.info().sm_count as usize, None).filter(|t| t.k_splits > 1) {
+            let whole = plan.unsplit();
             let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, tile: Some(whole), ..Default::default() })?;
             record.add_alternative(&format!("warpcore without split-k ({whole})"), t.median_us);
         }
@@ -141,8 +145,8 @@ pub fn tune_matmul(
     if dev.info().compute_capability != (9, 0) {
         return Ok(Vec::new());
     }
-    let accumulation = Accumulation::of(scaling_mode(scaling.a, scaling.b) == Some(true), fast);
-    let problem = MatmulFp8Problem { m, n, k, accumulation, groups: 0, input: GemmInput::E4m3, out_bf16: true, residual: false };
+    let problem = problem(m, n, k, scaling, fast);
+    let accumulation = problem.accumulation;
     let sms = dev.info().sm_count as usize;
     let plan = plan_sm90(&problem, sms, None);
     let mut ops = Operands::new(dev, m, n, k, scaling)?;

@@ -98,8 +98,8 @@ fn tma_store_from_env() -> bool {
 fn split_k_from_env(t: TileConfig) -> TileConfig {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("WARPCORE_FP8_SPLIT_K").is_ok_and(|e| e == "off"));
-    if off && t.k_splits > 1 {
-        TileConfig { k_splits: 1, num_ctas: t.num_ctas / t.k_splits, ..t }
+    if off {
+        t.unsplit()
     } else {
         t
     }

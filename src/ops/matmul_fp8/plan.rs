@@ -140,6 +140,14 @@ pub struct TileConfig {
     pub k_splits: usize,
 }
 
+impl TileConfig {
+    /// The same tiles without split-k: one unit per tile, on the split grid's CTAs divided by
+    /// its slices (at least one).
+    pub fn unsplit(self) -> TileConfig {
+        TileConfig { k_splits: 1, num_ctas: (self.num_ctas / self.k_splits.max(1)).max(1), ..self }
+    }
+}
+
 /// "128x256 c2 g4 ctas132" (+ " tma-store", + " k8"): tile, CTAs per cluster, tile-order group,
 /// grid, the TMA-store epilogue, k-slices per tile.
 impl std::fmt::Display for TileConfig {

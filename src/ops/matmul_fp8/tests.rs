@@ -216,6 +216,8 @@ fn small_problems_split_k_over_the_idle_sms() {
     assert!(check_sm90_tile(&MatmulFp8Problem { groups: 2, ..p }, &good).is_err());
     assert!(check_sm90_tile(&MatmulFp8Problem { m: 2048, ..p }, &good).is_err()); // 8 · 2048 · 2048 floats
     assert_eq!(good.to_string(), "64x128 c1 g8 ctas128 k8");
+    assert_eq!(good.unsplit(), TileConfig { k_splits: 1, num_ctas: 16, ..good });
+    assert_eq!(good.unsplit().unsplit(), good.unsplit());
 }
 
 #[test]
