@@ -32,7 +32,11 @@
 // past m, packed rows past n/4 and k past k are zero-filled (zero codes, zero row sums) and never
 // stored.
 //   Decode (block_m 16): 16 rows × 32 columns, eight warps splitting k: n/32 CTAs stream the
-//     weights (n · k / 4 bytes), so a 2560-wide layer still has 80 CTAs.
+//     weights (n · k / 4 bytes), so a 2560-wide layer has only 80 CTAs. Split-k (k_splits = s)
+//     gives each tile s CTAs over contiguous slices of the 512-byte k-steps; each adds its exact
+//     int32 sums into the tile's words of a zeroed workspace by atomics, and the last of the s
+//     to arrive (a counter after a fence) applies the epilogue and zeroes the words again: one
+//     launch, no second kernel, and bit-identical to s = 1 (integer sums).
 //   Prefill (block_m 128): 128 × 128, 4 × 2 warps of 32 × 64, k 64 per stage.
 // Roofline: weights n·k/4 bytes + activations m·k bytes + out; 2·m·n·k int8 ops on the tensor
 // cores (H200 mma.sync int8: about twice its bf16 rate).
@@ -179,6 +183,10 @@ struct TernaryTile {
 };
 using DecodeTile = TernaryTile<1, 1, 1, 1, 8>;   // 16 × 32, 256 threads, 512 bytes of k per stage
 using PrefillTile = TernaryTile<2, 2, 4, 2, 1>;  // 128 × 128, 256 threads, 64 bytes of k per stage
+// Split-k (decode tile only): a tile's int32 sums in the workspace, then its arrival counter.
+constexpr int kSplitTileSums = DecodeTile::BM * 4 * DecodeTile::BP;
+constexpr int kSplitTileWords = kSplitTileSums + 1;
+static_assert(kSplitTileWords == WC_TERNARY_SPLIT_K_TILE_WORDS, "the C ABI's workspace words per tile");
 
 // Physical 16-byte chunk of logical chunk c in staged row r: eight consecutive rows read by one
 // ldmatrix land in eight distinct bank groups (rows of 64 bytes: two per 128-byte line).
@@ -226,12 +234,14 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int wk = warp % C::WK, wn = (warp / C::WK) % C::WN, wm = warp / (C::WK * C::WN);
+  // This CTA's k-steps [kt0, kt1): all of them, or k-slice blockIdx.z of gridDim.z (split-k).
   const int64_t k_tiles = (p.k + C::BK - 1) / C::BK;
+  const int64_t kt0 = k_tiles * blockIdx.z / gridDim.z, kt1 = k_tiles * (blockIdx.z + 1) / gridDim.z;
 
   // Issue the first stages before anything else.
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < k_tiles) load_stage<C>(p, smem + s * C::kStageBytes, m0, p0, prows, s * C::BK);
+    if (kt0 + s < kt1) load_stage<C>(p, smem + s * C::kStageBytes, m0, p0, prows, (kt0 + s) * C::BK);
     cp_async_commit();
   }
 
@@ -248,14 +258,14 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
         for (int e = 0; e < 4; ++e) acc[i][j][pl][e] = 0;
   }
 
-  for (int64_t kt = 0; kt < k_tiles; ++kt) {
+  for (int64_t kt = kt0; kt < kt1; ++kt) {
     cp_async_wait<C::kStages - 2>();
     __syncthreads();  // stage kt landed for every thread; stage kt - 1 is free
     const int64_t next = kt + C::kStages - 1;
-    if (next < k_tiles) load_stage<C>(p, smem + (next % C::kStages) * C::kStageBytes, m0, p0, prows, next * C::BK);
+    if (next < kt1) load_stage<C>(p, smem + ((next - kt0) % C::kStages) * C::kStageBytes, m0, p0, prows, next * C::BK);
     cp_async_commit();
 
-    const uint8_t* st = smem + (kt % C::kStages) * C::kStageBytes;
+    const uint8_t* st = smem + ((kt - kt0) % C::kStages) * C::kStageBytes;
     // This warp's 64 bytes of k: chunks 4·wk .. 4·wk + 3. Weights: eight packed rows × 4 chunks
     // per ldmatrix.x4 (regs 0, 1: k-step 0's b0, b1; regs 2, 3: k-step 1's).
     uint32_t b[NG][4];
@@ -322,12 +332,35 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
         }
   if constexpr (C::WK > 1) {
     __syncthreads();
+    // Split-k: this tile's words of the workspace, its sums then its arrival counter.
+    const bool split = gridDim.z > 1;
+    int32_t* part = split ? p.workspace + (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * kSplitTileWords : nullptr;
     for (int i = threadIdx.x; i < C::BM * 4 * C::BP; i += C::kThreads) {
       const int rl = i / (4 * C::BP), pl = (i / C::BP) % 4, pr = i % C::BP;
       int32_t sum = 0;  // the warps' partials in a fixed order
 #pragma unroll
       for (int w = 0; w < C::WK; ++w) sum += red[w * C::BM * 4 * C::BP + i];
-      if (m0 + rl < p.m && p0 + pr < prows) store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, sum, p.q_scale[m0 + rl]);
+      if (m0 + rl < p.m && p0 + pr < prows) {
+        if (split) atomicAdd(part + i, sum);  // exact: any order gives the same total
+        else store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, sum, p.q_scale[m0 + rl]);
+      }
+    }
+    if (split) {
+      // Count this k-slice in once its sums are visible device-wide; the last to arrive finds
+      // every slice's sums there, stores the tile, and leaves its words zero for the next launch.
+      __shared__ int last;
+      __threadfence();
+      __syncthreads();
+      if (threadIdx.x == 0) last = atomicAdd(part + kSplitTileSums, 1) == static_cast<int>(gridDim.z) - 1;
+      __syncthreads();
+      if (!last) return;
+      __threadfence();
+      for (int i = threadIdx.x; i < C::BM * 4 * C::BP; i += C::kThreads) {
+        const int rl = i / (4 * C::BP), pl = (i / C::BP) % 4, pr = i % C::BP;
+        if (m0 + rl < p.m && p0 + pr < prows)
+          store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, atomicExch(part + i, 0), p.q_scale[m0 + rl]);
+      }
+      if (threadIdx.x == 0) atomicExch(part + kSplitTileSums, 0);
     }
   }
 }
@@ -336,8 +369,16 @@ template <class C, typename OutT>
 wc_status launch_matmul(const wc_matmul_ternary_params& p, cudaStream_t s) {
   auto kernel = matmul_ternary_kernel<C, OutT>;
   const int64_t gx = (p.n / 4 + C::BP - 1) / C::BP, gy = (p.m + C::BM - 1) / C::BM;
+  const int64_t splits = p.k_splits > 1 ? p.k_splits : 1;
   if (gx > INT32_MAX || gy > 65535) return WC_ERR_INVALID_ARG;
-  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), C::kThreads, C::kSmem, s>>>(p);
+  if (splits > 1) {
+    if (C::WK == 1) return WC_ERR_UNSUPPORTED;  // the decode tile only
+    if (splits > (p.k + C::BK - 1) / C::BK || splits > 65535 || p.workspace == nullptr || !aligned_to(4, p.workspace) ||
+        p.workspace_words < gx * gy * kSplitTileWords)
+      return WC_ERR_INVALID_ARG;
+  }
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(splits));
+  kernel<<<grid, C::kThreads, C::kSmem, s>>>(p);
   return launch_status();
 }
 

@@ -7,10 +7,13 @@ use common::proptest_config as config;
 use common::{assert_passed, device};
 use half::{bf16, f16};
 use proptest::prelude::*;
+use warpcore::check::Rng;
 use warpcore::check::matmul_ternary::{
     check_matmul_ternary, check_quantize_activations, check_rms_norm_quantize_activations, NormQuantizeCase, QuantizeCase, TernaryCase,
 };
-use warpcore::ops::matmul_ternary::{matmul_ternary, quantize_activations, PackedTernary, BLOCK_M, MAX_K};
+use warpcore::ops::matmul_ternary::{
+    matmul_ternary, matmul_ternary_with_tile, plan, quantize_activations, PackedTernary, TernaryTile, BLOCK_M, K_STEP_BYTES, MAX_K,
+};
 use warpcore::{Error, TensorView, TensorViewMut};
 
 const AWKWARD_M: &[usize] = &[1, 7, 16, 17, 64, 129, 1000];
@@ -47,10 +50,13 @@ fn ternary_case() -> impl Strategy<Value = TernaryCase> {
             w_stride: 16 * (k16 + wg),
             out_stride: 4 * n4 + og,
             bias: seed % 2 == 0,
-            block_m: match seed % 3 {
+            // The plan, either tile unsplit, or the 16-row tile split over 2 to 8 k-slices
+            // (unsplit where k is a single 512-byte step).
+            tile: match seed % 4 {
                 0 => None,
-                1 => Some(BLOCK_M[0]),
-                _ => Some(BLOCK_M[1]),
+                1 => Some(TernaryTile::unsplit(BLOCK_M[0])),
+                2 => Some(TernaryTile::unsplit(BLOCK_M[1])),
+                _ => Some(TernaryTile { block_m: BLOCK_M[0], k_splits: (2 + (seed / 4) as usize % 7).min((16 * k16).div_ceil(K_STEP_BYTES)) }),
             },
             seed,
         })
@@ -98,9 +104,54 @@ fn bitnet_layer_shapes_on_both_tiles() {
     // BitNet b1.58 2B4T: q/o 2560 × 2560, k/v 640 × 2560, gate_up 13824 × 2560, down 2560 × 6912.
     for (i, (n, k)) in [(2560, 2560), (640, 2560), (13824, 2560), (2560, 6912)].into_iter().enumerate() {
         for m in [1, 32, 160] {
-            for block_m in BLOCK_M {
-                let case = TernaryCase { bias: i % 2 == 0, block_m: Some(block_m), ..TernaryCase::dense(m, n, k, (i * 10 + m) as u64) };
+            // The plan (split-k at the decode sizes of the narrow layers), and both tiles unsplit.
+            for tile in [None, Some(TernaryTile::unsplit(BLOCK_M[0])), Some(TernaryTile::unsplit(BLOCK_M[1]))] {
+                let case = TernaryCase { bias: i % 2 == 0, tile, ..TernaryCase::dense(m, n, k, (i * 10 + m) as u64) };
                 assert_passed(&check_matmul_ternary::<bf16>(&dev, &case).unwrap());
+            }
+        }
+    }
+}
+
+/// Split-k sums exact integers, so every slice count gives the unsplit kernel's output bit for
+/// bit; and each launch leaves the shared workspace zero, so calls after it (other shapes,
+/// other slice counts, the same call again) are exact too.
+#[test]
+fn split_k_is_bit_identical_and_leaves_its_workspace_zero() {
+    let Some(dev) = device() else { return };
+    let sms = dev.info().sm_count as usize;
+    for (m, n, k) in [(1usize, 2560usize, 6912usize), (1, 3840, 2560), (16, 2560, 2560), (33, 640, 2560), (1, 4, 65536)] {
+        let steps = k.div_ceil(K_STEP_BYTES);
+        let mut rng = Rng::new(m as u64 * 7 + n as u64);
+        let q: Vec<i8> = (0..m * k).map(|_| rng.next_u64() as i8).collect();
+        let scale: Vec<f32> = (0..m).map(|_| rng.uniform(0.5, 200.0) as f32).collect();
+        let packed: Vec<u8> = (0..n / 4 * k).map(|_| (0..4).fold(0u8, |b, i| b | (((rng.next_u64() % 3) as u8) << (2 * i)))).collect();
+        let bias: Vec<bf16> = rng.vec(n, -2.0, 2.0);
+        let (qd, sd, wd, bd) = (dev.upload(&q).unwrap(), dev.upload(&scale).unwrap(), dev.upload(&packed).unwrap(), dev.upload(&bias).unwrap());
+        let mut out = dev.upload(&vec![bf16::NAN; m * n]).unwrap();
+        let mut run = |tile: TernaryTile| {
+            let qv = TensorView::contiguous(qd.as_view(), [m, k]).unwrap();
+            let sv = TensorView::contiguous(sd.as_view(), [m]).unwrap();
+            let wv = TensorView::contiguous(wd.as_view(), [n / 4, k]).unwrap();
+            let bv = TensorView::contiguous(bd.as_view(), [n]).unwrap();
+            let mut o = TensorViewMut::contiguous(out.slice_mut(..), [m, n]).unwrap();
+            matmul_ternary_with_tile(&dev, &qv, &sv, PackedTernary { packed: &wv, scale: 0.37 }, Some(&bv), &mut o, Some(tile)).unwrap();
+            dev.download(&out).unwrap()
+        };
+        let whole = run(TernaryTile::unsplit(16));
+        assert!(whole.iter().all(|v| v.is_finite()), "{m} × {n} × {k}: unsplit output not all written");
+        let planned = plan(m, n, k, sms);
+        // 2, 3, 7 and 16 slices where k has that many 512-byte steps, every step its own slice,
+        // and the plan's count.
+        let mut splits = vec![2, 3, 7, 16, steps, planned.k_splits];
+        splits.retain(|&s| (2..=steps.min(16)).contains(&s));
+        splits.sort_unstable();
+        splits.dedup();
+        for s in splits {
+            for call in 0..2 {
+                let got = run(TernaryTile { block_m: 16, k_splits: s });
+                let diff = got.iter().zip(&whole).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                assert_eq!(diff, 0, "{m} × {n} × {k}, {s} k-slices, call {call}: {diff} outputs differ from the unsplit kernel's");
             }
         }
     }
@@ -110,8 +161,8 @@ fn bitnet_layer_shapes_on_both_tiles() {
 fn longest_k_and_extreme_codes_stay_exact() {
     let Some(dev) = device() else { return };
     // k = MAX_K: the int32 sums of plane 3 reach 2^30 in magnitude (codes of −128 against 2 · 64).
-    for block_m in BLOCK_M {
-        let case = TernaryCase { block_m: Some(block_m), ..TernaryCase::dense(17, 64, MAX_K, 5) };
+    for tile in [TernaryTile::unsplit(BLOCK_M[0]), TernaryTile::unsplit(BLOCK_M[1]), TernaryTile { block_m: BLOCK_M[0], k_splits: 16 }] {
+        let case = TernaryCase { tile: Some(tile), ..TernaryCase::dense(17, 64, MAX_K, 5) };
         assert_passed(&check_matmul_ternary::<f32>(&dev, &case).unwrap());
     }
 }
@@ -155,6 +206,13 @@ fn bad_input_is_refused_and_writes_nothing() {
     let mut small = TensorViewMut::contiguous(out.slice_mut(..m * 4), [m, 4]).unwrap();
     let e = matmul_ternary::<bf16>(&dev, &qv, &qsv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut small).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { arg: "out", .. }), "{e}");
+    // Tiles the kernel cannot run this problem with: no such height, split-k on the 128-row
+    // tile, more k-slices than the one 512-byte k-step.
+    for tile in [TernaryTile::unsplit(32), TernaryTile { block_m: 128, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 0 }] {
+        let mut o = TensorViewMut::contiguous(out.slice_mut(..), [m, n]).unwrap();
+        let e = matmul_ternary_with_tile::<bf16>(&dev, &qv, &qsv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(tile)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{tile}: {e}");
+    }
     assert_eq!(dev.download(&out).unwrap().iter().filter(|v| !v.is_nan()).count(), 0, "a refused call wrote");
 
     // quantize_activations: k not a multiple of 16, misaligned x rows, q of the wrong shape.

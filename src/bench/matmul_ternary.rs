@@ -6,7 +6,7 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, rms_norm_quantize_activations, PackedTernary, BLOCK_M};
+use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, rms_norm_quantize_activations, PackedTernary, TernaryTile, BLOCK_M};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut};
 use half::bf16;
@@ -15,9 +15,11 @@ const SAMPLES: usize = 25;
 /// (n, k) of BitNet b1.58 2B4T's projections.
 const LAYERS: &[(usize, usize)] = &[(3840, 2560), (13824, 2560), (2560, 6912)];
 
-/// matmul_ternary on `[m, k] × [n, k]ᵀ` with the planned tile, and with the other tile as a
-/// second record (shape key suffix " block{b}") so that one run shows whether the plan chose
-/// well. Decode sizes (m ≤ 64) are bandwidth records (fraction of copy), prefill compute ones.
+/// matmul_ternary on `[m, k] × [n, k]ᵀ` with the planned tile, and with the other tile height
+/// as a second record (shape key suffix " block{b}") so that one run shows whether the plan
+/// chose well; where the plan splits k, the planned record also times its tile unsplit
+/// ("warpcore without split-k"). Decode sizes (m ≤ 64) are bandwidth records (fraction of
+/// copy), prefill compute ones.
 pub fn bench_matmul_ternary(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize) -> Result<Vec<BenchRecord>> {
     let w_bytes = n * k / 4;
     let bytes = (w_bytes + m * k + 4 * m + 2 * m * n) as f64;
@@ -33,23 +35,31 @@ pub fn bench_matmul_ternary(dev: &Device, ceilings: &Ceilings, m: usize, n: usiz
     let qs = (0..copies).map(|_| dev.upload(&q)).collect::<Result<Vec<_>, _>>()?;
     let scale = dev.upload(&vec![1.0f32; m])?;
     let mut out = dev.zeros::<bf16>(m * n)?;
-    let planned = plan(m, n, dev.info().sm_count as usize);
-    let mut records = Vec::new();
-    for block_m in std::iter::once(planned).chain(BLOCK_M.into_iter().filter(|&b| b != planned)) {
-        let t = time_calls(dev, SAMPLES, |i| {
+    let mut time = |tile: TernaryTile| {
+        time_calls(dev, SAMPLES, |i| {
             let j = i % copies;
             let wv = TensorView::contiguous(ws[j].as_view(), [n / 4, k])?;
             let qv = TensorView::contiguous(qs[j].as_view(), [m, k])?;
             let sv = TensorView::contiguous(scale.as_view(), [m])?;
             let mut o = TensorViewMut::contiguous(out.as_view_mut(), [m, n])?;
-            matmul_ternary_with_tile(dev, &qv, &sv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(block_m))
-        })?;
-        let shape = format!("{m}x{n}x{k}{}", if block_m == planned { String::new() } else { format!(" block{block_m}") });
-        records.push(if m <= 64 {
+            matmul_ternary_with_tile(dev, &qv, &sv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(tile))
+        })
+    };
+    let planned = plan(m, n, k, dev.info().sm_count as usize);
+    let record = |shape: String, t| {
+        if m <= 64 {
             BenchRecord::bandwidth("matmul_ternary", "i8", shape, t, bytes, ceilings)
         } else {
             BenchRecord::compute("matmul_ternary", "i8", shape, t, bytes, flops, ceilings)
-        });
+        }
+    };
+    let mut records = vec![record(format!("{m}x{n}x{k}"), time(planned)?)];
+    if planned.k_splits > 1 {
+        let whole = TernaryTile::unsplit(planned.block_m);
+        records[0].add_alternative(&format!("warpcore without split-k ({whole})"), time(whole)?.median_us);
+    }
+    for block_m in BLOCK_M.into_iter().filter(|&b| b != planned.block_m) {
+        records.push(record(format!("{m}x{n}x{k} block{block_m}"), time(TernaryTile::unsplit(block_m))?));
     }
     #[cfg(feature = "model")]
     if let Some(us) = time_cublas_bf16(dev, m, n, k)? {

@@ -171,8 +171,8 @@ pub struct TernaryCase {
     pub out_stride: usize,
     /// Add a bias `[n]`.
     pub bias: bool,
-    /// Force a tile height from `ops::matmul_ternary::BLOCK_M` (None: planned).
-    pub block_m: Option<usize>,
+    /// Force a tile (None: planned).
+    pub tile: Option<ops::TernaryTile>,
     /// Seed of the codes, scales, weights and bias.
     pub seed: u64,
 }
@@ -180,7 +180,7 @@ pub struct TernaryCase {
 impl TernaryCase {
     /// Dense operands, no bias, the planned tile.
     pub fn dense(m: usize, n: usize, k: usize, seed: u64) -> Self {
-        Self { m, n, k, q_stride: k, w_stride: k, out_stride: n, bias: false, block_m: None, seed }
+        Self { m, n, k, q_stride: k, w_stride: k, out_stride: n, bias: false, tile: None, seed }
     }
 }
 
@@ -213,7 +213,7 @@ pub fn check_matmul_ternary<O: DType>(dev: &Device, case: &TernaryCase) -> Resul
         ops::PackedTernary { packed: &packed_view, scale: w_scale },
         c.bias.then_some(&bias_view),
         &mut TensorViewMut::new(out.slice_mut(..), [c.m, c.n], [c.out_stride, 1])?,
-        c.block_m,
+        c.tile,
     )?;
     let got = dev.download(&out)?;
     let act = QuantizedActivations { q: gather_rows(&q_host, 0, c.m, c.k, c.q_stride), scale };
@@ -240,8 +240,8 @@ pub fn check_matmul_ternary<O: DType>(dev: &Device, case: &TernaryCase) -> Resul
         op: "matmul_ternary",
         dtype: O::NAME,
         shape: format!(
-            "[{}, {}] x [{}, {}]^T strides {}/{}/{} bias {} block_m {:?}",
-            c.m, c.k, c.n, c.k, c.q_stride, c.w_stride, c.out_stride, c.bias, c.block_m
+            "[{}, {}] x [{}, {}]^T strides {}/{}/{} bias {} tile {}",
+            c.m, c.k, c.n, c.k, c.q_stride, c.w_stride, c.out_stride, c.bias, c.tile.map_or("planned".into(), |t| t.to_string())
         ),
         comparisons,
     })
@@ -270,9 +270,24 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         for block_m in ops::BLOCK_M {
             out.push(check_matmul_ternary::<T>(
                 dev,
-                &TernaryCase { m: 129, n: 148, k: 208, q_stride: 224, w_stride: 240, out_stride: 150, bias: true, block_m: Some(block_m), seed: 20 },
+                &TernaryCase { m: 129, n: 148, k: 208, q_stride: 224, w_stride: 240, out_stride: 150, bias: true, tile: Some(ops::TernaryTile::unsplit(block_m)), seed: 20 },
             )?);
         }
+        // Split-k forced past the plan: 7 slices of 7 k-steps (one each), padded rows, bias.
+        out.push(check_matmul_ternary::<T>(
+            dev,
+            &TernaryCase {
+                m: 17,
+                n: 100,
+                k: 3344,
+                q_stride: 3360,
+                w_stride: 3376,
+                out_stride: 103,
+                bias: true,
+                tile: Some(ops::TernaryTile { block_m: 16, k_splits: 7 }),
+                seed: 21,
+            },
+        )?);
         Ok(())
     }
     let mut out = Vec::new();

@@ -18,6 +18,7 @@
 use super::rms_norm::{check_config, RmsNormConfig};
 use super::{row_stride, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
+use cudarc::driver::DevicePtrMut;
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
 pub const MAX_K: usize = ffi::WC_TERNARY_MAX_K as usize;
@@ -26,6 +27,21 @@ pub const VALUES_PER_BYTE: usize = crate::reference::matmul_ternary::VALUES_PER_
 /// The tile heights the kernel is built for: 16 rows with eight warps splitting k (decode:
 /// `n / 32` CTAs stream the weights), and 128 × 128 tiles (prefill).
 pub const BLOCK_M: [usize; 2] = [16, 128];
+/// Bytes of k one CTA of either tile consumes per pipeline step: split-k slices whole steps.
+pub const K_STEP_BYTES: usize = 512;
+/// Largest k-split the planner chooses.
+pub const MAX_K_SPLITS: usize = 16;
+/// Words (int32) of the split-k workspace, a `Device` scratch buffer zeroed once and left zero
+/// by every launch: [`ffi::WC_TERNARY_SPLIT_K_TILE_WORDS`] per 16 × 32 output tile, so up to
+/// 511 tiles split (the planner splits only grids below three CTAs per SM).
+pub const SPLIT_K_WORKSPACE_WORDS: usize = 1 << 18;
+/// The name of that workspace among a `Device`'s scratch buffers.
+const SPLIT_K_OP: &str = "matmul_ternary split-k";
+/// CTAs per SM the planner's split aims at: a 16-row CTA keeps at most three 4 KB weight
+/// stages in flight, and about three of them per SM cover the memory latency at the H200's
+/// bandwidth share of an SM (4.06 TB/s / 132 ≈ 31 GB/s, ~1 µs). Four fit (64 registers,
+/// 48 KB of shared memory each). A constant the H200 must confirm (docs/matmul_ternary.md).
+const SPLIT_CTAS_PER_SM: usize = 3;
 
 /// Packed ternary weights `[n / 4, k]` (u8, transformers' layout) and their scale (the
 /// checkpoint's `weight_scale`): `w[j, c] = v[j, c] · scale`.
@@ -37,16 +53,93 @@ pub struct PackedTernary<'v, 'a> {
     pub scale: f32,
 }
 
-/// The tile height for an `[m, k] × [n, k]ᵀ` problem on `sm_count` SMs: 16-row tiles up to
-/// 64 rows, or while 128-row tiles would leave SMs idle (fewer CTAs than SMs); 128 otherwise.
-/// A choice the H200 must confirm (docs/matmul_ternary.md).
-pub fn plan(m: usize, n: usize, sm_count: usize) -> usize {
-    let prefill_ctas = m.div_ceil(128) * (n / VALUES_PER_BYTE).div_ceil(32);
-    if m <= 64 || prefill_ctas < sm_count {
-        BLOCK_M[0]
-    } else {
-        BLOCK_M[1]
+/// The tile `matmul_ternary` runs a problem with: its height (one of [`BLOCK_M`]) and, for the
+/// 16-row tile, how many CTAs share each output tile's k (split-k, 1 = none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TernaryTile {
+    /// Rows of out per CTA: 16 or 128.
+    pub block_m: usize,
+    /// CTAs per output tile, each over a contiguous slice of the [`K_STEP_BYTES`] k-steps
+    /// (block_m 16 only; at most the number of k-steps).
+    pub k_splits: usize,
+}
+
+impl TernaryTile {
+    /// The tile of height `block_m`, k not split.
+    pub fn unsplit(block_m: usize) -> Self {
+        Self { block_m, k_splits: 1 }
     }
+
+    /// Output tiles (CTAs before any split) of an `[m, ·] × [n, ·]ᵀ` problem.
+    pub fn tiles(&self, m: usize, n: usize) -> usize {
+        let width = if self.block_m == BLOCK_M[0] { 32 } else { 128 };
+        m.div_ceil(self.block_m) * n.div_ceil(width)
+    }
+}
+
+impl std::fmt::Display for TernaryTile {
+    /// "block16", "block16 k4": the bench's key suffix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "block{}", self.block_m)?;
+        if self.k_splits > 1 {
+            write!(f, " k{}", self.k_splits)?;
+        }
+        Ok(())
+    }
+}
+
+/// The tile for an `[m, k] × [n, k]ᵀ` problem on `sm_count` SMs: 16-row tiles up to 64 rows, or
+/// while 128-row tiles would leave SMs idle (fewer CTAs than SMs); 128 otherwise. A 16-row
+/// grid below three CTAs per SM splits k over up to that many (at most the k-steps and
+/// [`MAX_K_SPLITS`]): BitNet 2B's 2560-wide projections (80 tiles) run as 4 × 80 CTAs.
+/// Choices the H200 must confirm (docs/matmul_ternary.md).
+pub fn plan(m: usize, n: usize, k: usize, sm_count: usize) -> TernaryTile {
+    let prefill_ctas = m.div_ceil(128) * (n / VALUES_PER_BYTE).div_ceil(32);
+    if !(m <= 64 || prefill_ctas < sm_count) {
+        return TernaryTile::unsplit(BLOCK_M[1]);
+    }
+    let tile = TernaryTile::unsplit(BLOCK_M[0]);
+    let tiles = tile.tiles(m, n).max(1);
+    let k_splits = (SPLIT_CTAS_PER_SM * sm_count / tiles).min(k.div_ceil(K_STEP_BYTES)).min(MAX_K_SPLITS).max(1);
+    let tile = TernaryTile { k_splits, ..tile };
+    if check_tile(m, n, k, tile).is_ok() {
+        split_k_from_env(tile)
+    } else {
+        TernaryTile::unsplit(BLOCK_M[0])
+    }
+}
+
+/// The plan's tile with k unsplit when `WARPCORE_TERNARY_SPLIT_K=off` (a fallback, should
+/// split-k misbehave on some GPU).
+fn split_k_from_env(t: TernaryTile) -> TernaryTile {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("WARPCORE_TERNARY_SPLIT_K").is_ok_and(|e| e == "off")) {
+        TernaryTile::unsplit(t.block_m)
+    } else {
+        t
+    }
+}
+
+/// Why `tile` cannot run an `[m, k] × [n, k]ᵀ` problem (the kernel's contract), if it cannot.
+fn check_tile(m: usize, n: usize, k: usize, tile: TernaryTile) -> std::result::Result<(), &'static str> {
+    if !BLOCK_M.contains(&tile.block_m) {
+        return Err("block_m (16 or 128)");
+    }
+    if tile.k_splits == 0 {
+        return Err("k_splits (at least 1)");
+    }
+    if tile.k_splits > 1 {
+        if tile.block_m != BLOCK_M[0] {
+            return Err("k_splits (split-k with the 16-row tile only)");
+        }
+        if tile.k_splits > k.div_ceil(K_STEP_BYTES) || tile.k_splits > 65535 {
+            return Err("k_splits (at most the 512-byte k-steps)");
+        }
+        if tile.tiles(m, n) * ffi::WC_TERNARY_SPLIT_K_TILE_WORDS as usize > SPLIT_K_WORKSPACE_WORDS {
+            return Err("k_splits (too many output tiles for the split-k workspace)");
+        }
+    }
+    Ok(())
 }
 
 /// The codes `[m, k]` and scales `[m]` an activation quantizer writes.
@@ -232,8 +325,9 @@ pub fn matmul_ternary<O: DType>(
     matmul_ternary_with_tile(dev, q, q_scale, w, bias, out, None)
 }
 
-/// [`matmul_ternary`] with the tile height forced to `block_m` (one of [`BLOCK_M`]; None: the
-/// [`plan`]'s): the tests run both tiles on every shape, the bench times both.
+/// [`matmul_ternary`] with the tile forced (None: the [`plan`]'s): the tests run both tiles and
+/// several k-splits on every shape, the bench times the alternatives to the plan. A tile the
+/// kernel cannot run the problem with is `Unsupported`.
 pub fn matmul_ternary_with_tile<O: DType>(
     dev: &Device,
     q: &TensorView<i8, 2>,
@@ -241,12 +335,9 @@ pub fn matmul_ternary_with_tile<O: DType>(
     w: PackedTernary,
     bias: Option<&TensorView<O, 1>>,
     out: &mut TensorViewMut<O, 2>,
-    block_m: Option<usize>,
+    tile: Option<TernaryTile>,
 ) -> Result<()> {
     const OP: &str = "matmul_ternary";
-    if let Some(b) = block_m.filter(|b| !BLOCK_M.contains(b)) {
-        return Err(Error::Unsupported { op: OP, what: "block_m (16 or 128)", value: b.to_string() });
-    }
     check_dtype::<O>(OP, FLOAT_DTYPES)?;
     let [m, k] = q.shape();
     check_k(OP, k)?;
@@ -278,6 +369,13 @@ pub fn matmul_ternary_with_tile<O: DType>(
     for (arg, s) in [("q", q.stream()), ("q_scale", q_scale.stream()), ("w.packed", w.packed.stream()), ("out", out.stream())] {
         check_device(OP, arg, dev, s)?;
     }
+    let tile = match tile {
+        Some(t) => {
+            check_tile(m, n, k, t).map_err(|what| Error::Unsupported { op: OP, what, value: t.to_string() })?;
+            t
+        }
+        None => plan(m, n, k, dev.info().sm_count as usize),
+    };
     if m == 0 {
         return Ok(());
     }
@@ -290,7 +388,7 @@ pub fn matmul_ternary_with_tile<O: DType>(
     let (o_ptr, _go) = out.device_ptr_mut(stream);
     check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
     check_rows_aligned::<u8>(OP, "w.packed", w_ptr, packed_rows, ldw)?;
-    let params = ffi::wc_matmul_ternary_params {
+    let mut params = ffi::wc_matmul_ternary_params {
         q: q_ptr as *const _,
         q_scale: qs_ptr as *const _,
         w: w_ptr as *const _,
@@ -303,13 +401,29 @@ pub fn matmul_ternary_with_tile<O: DType>(
         ldq: row_stride(m, ldq, k) as i64,
         ldw: row_stride(packed_rows, ldw, k) as i64,
         ldo: row_stride(m, ldo, n) as i64,
-        block_m: block_m.unwrap_or_else(|| plan(m, n, dev.info().sm_count as usize)) as i32,
+        block_m: tile.block_m as i32,
         out_dtype: O::TAG,
+        k_splits: tile.k_splits as i32,
+        workspace: std::ptr::null_mut(),
+        workspace_words: 0,
     };
     // SAFETY: every view was checked for shape, strides, alignment and device above, k is within
-    // the kernel's exact range, and block_m is one the kernel is built for; the guards keep the
-    // buffers alive until the launch is queued.
-    launch(OP, dev, |s| unsafe { ffi::wc_matmul_ternary(&params, s) })
+    // the kernel's exact range, and the tile is one the kernel runs this problem with
+    // (check_tile: its split-k tiles fit the workspace); the guards keep the buffers alive until
+    // the launch is queued.
+    let run = |p: &ffi::wc_matmul_ternary_params| launch(OP, dev, |s| unsafe { ffi::wc_matmul_ternary(p, s) });
+    if tile.k_splits > 1 {
+        // The Device's split-k workspace: zeroed when first handed out, and every launch leaves
+        // it zero (each tile's last CTA clears its words); held while the launch is queued.
+        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_WORDS, |buf| {
+            let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+            params.workspace = ws_ptr as *mut i32;
+            params.workspace_words = SPLIT_K_WORKSPACE_WORDS as i64;
+            run(&params)
+        })
+    } else {
+        run(&params)
+    }
 }
 
 #[cfg(test)]
@@ -319,12 +433,46 @@ mod tests {
     #[test]
     fn plan_takes_small_tiles_for_decode_and_thin_grids() {
         for m in [1, 7, 16, 17, 64] {
-            assert_eq!(plan(m, 2560, 132), 16, "m = {m}");
+            assert_eq!(plan(m, 2560, 2560, 132).block_m, 16, "m = {m}");
         }
         // 128-row tiles once they fill the SMs: 1024 × 2560 is 8 · 20 = 160 CTAs.
-        assert_eq!(plan(1024, 2560, 132), 128);
-        // 256 × 2560 is 2 · 20 = 40 CTAs of 128 rows: keep 16-row tiles (16 · 80 CTAs).
-        assert_eq!(plan(256, 2560, 132), 16);
-        assert!(BLOCK_M.contains(&plan(100_000, 4, 132)));
+        assert_eq!(plan(1024, 2560, 2560, 132), TernaryTile::unsplit(128));
+        // 256 × 2560 is 2 · 20 = 40 CTAs of 128 rows: keep 16-row tiles (16 · 80 CTAs, no split).
+        assert_eq!(plan(256, 2560, 2560, 132), TernaryTile::unsplit(16));
+        assert!(BLOCK_M.contains(&plan(100_000, 4, 16, 132).block_m));
+    }
+
+    #[test]
+    fn plan_splits_k_where_16_row_tiles_leave_the_sms_short() {
+        // BitNet b1.58 2B4T at decode on the H200: qkv 3840 × 2560 (120 tiles, 5 k-steps),
+        // o_proj 2560 × 2560 (80, 5), gate_up 13824 × 2560 (432), down 2560 × 6912 (80, 14).
+        assert_eq!(plan(1, 3840, 2560, 132), TernaryTile { block_m: 16, k_splits: 3 });
+        assert_eq!(plan(1, 2560, 2560, 132), TernaryTile { block_m: 16, k_splits: 4 });
+        assert_eq!(plan(1, 13824, 2560, 132), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 4 });
+        assert_eq!(plan(32, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 2 });
+        // Never more slices than k-steps: one step of k (k <= 512) never splits.
+        assert_eq!(plan(1, 64, 512, 132), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 64, 1040, 132).k_splits, 3);
+        assert_eq!(plan(1, 4, 65536, 132).k_splits, MAX_K_SPLITS);
+        for (m, n, k) in [(1, 3840, 2560), (64, 4, 16), (3, 1000, 20_000), (300, 2560, 512), (5000, 64, 4096)] {
+            let t = plan(m, n, k, 132);
+            assert_eq!(check_tile(m, n, k, t), Ok(()), "{m} × {n} × {k}: {t}");
+            assert!(t.k_splits == 1 || t.tiles(m, n) * t.k_splits <= SPLIT_CTAS_PER_SM * 132, "{t}");
+        }
+    }
+
+    #[test]
+    fn tiles_outside_the_kernels_contract_are_refused() {
+        assert!(check_tile(1, 2560, 2560, TernaryTile::unsplit(32)).is_err());
+        assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 0 }).is_err());
+        assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 128, k_splits: 2 }).is_err());
+        assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 6 }).is_err());
+        assert_eq!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 5 }), Ok(()));
+        // 512 tiles of 513 words are more than the workspace holds; 511 fit.
+        assert!(check_tile(16, 512 * 32, 2560, TernaryTile { block_m: 16, k_splits: 2 }).is_err());
+        assert_eq!(check_tile(16, 511 * 32, 2560, TernaryTile { block_m: 16, k_splits: 2 }), Ok(()));
+        assert_eq!(TernaryTile { block_m: 16, k_splits: 4 }.to_string(), "block16 k4");
+        assert_eq!(TernaryTile::unsplit(128).to_string(), "block128");
     }
 }

@@ -14,6 +14,10 @@ WC_EXTERN_C_BEGIN
  * to here (|q| <= 128, code · 4^plane <= 128: 2^14 · 2^16 = 2^30). */
 #define WC_TERNARY_MAX_K 65536
 
+/* Words of matmul_ternary's split-k workspace per output tile of the 16-row tile (block_m 16):
+ * the tile's 16 × 32 int32 sums, then its arrival counter. */
+#define WC_TERNARY_SPLIT_K_TILE_WORDS 513
+
 /* BitNet b1.58's per-token activation quantization (transformers' ActQuant), in its f32
  * arithmetic: scale[r] = (1 / max(absmax(x[r, :]), 1e-5)) · 127 (reciprocal, then product,
  * both rounded to nearest), q[r, c] = clamp(rint(x[r, c] · scale[r]), -128, 127) with ties to
@@ -61,7 +65,15 @@ wc_status wc_rms_norm_quantize_activations(const wc_rms_norm_quantize_activation
  * v + 1 (0b00 = -1, 0b01 = 0, 0b10 = 1; 0b11 is no ternary value and reads as 2).
  * Any m; n a multiple of 4; k a multiple of 16, at most WC_TERNARY_MAX_K; q and w 16-byte
  * aligned with row strides multiples of 16 bytes. block_m comes from the host planner: 16 (one
- * 16-row tile, eight warps splitting k: decode) or 128 (128 × 128 tiles: prefill). */
+ * 16-row tile, eight warps splitting k: decode) or 128 (128 × 128 tiles: prefill).
+ * Split-k (block_m 16 only, for layers with too few 16 × 32 tiles to fill the GPU): k_splits = s
+ * CTAs per tile, CTA j over the k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the K = ⌈k / 512⌉ 512-byte
+ * steps (2 <= s <= K). Each adds its exact int32 sums into the tile's words of workspace
+ * (atomics: integer sums, so the order does not matter and the result is bit-identical to
+ * k_splits = 1), then counts itself in; the tile's last CTA reads the totals, applies the
+ * epilogue, and sets the tile's words back to zero. So workspace must be all zero when the
+ * launch starts and is all zero again when it ends; launches sharing one must be ordered (one
+ * stream). */
 typedef struct wc_matmul_ternary_params {
   const int8_t* q;        /* [m, k], row stride ldq (bytes) */
   const float* q_scale;   /* [m]: x ≈ q / q_scale (wc_quantize_activations' scale) */
@@ -77,6 +89,11 @@ typedef struct wc_matmul_ternary_params {
   int64_t ldo;
   int32_t block_m;        /* 16 or 128 */
   wc_dtype out_dtype;     /* WC_BF16, WC_F16 or WC_F32 */
+  int32_t k_splits;       /* 0 or 1 = none; s >= 2: split-k as above (block_m 16, else
+                             WC_ERR_UNSUPPORTED; s > K: WC_ERR_INVALID_ARG) */
+  int32_t* workspace;     /* k_splits >= 2: tiles · WC_TERNARY_SPLIT_K_TILE_WORDS int32, all
+                             zero, 4-byte aligned device memory (tiles = ⌈n / 32⌉ · ⌈m / 16⌉) */
+  int64_t workspace_words; /* its capacity; WC_ERR_INVALID_ARG below what the grid needs */
 } wc_matmul_ternary_params;
 wc_status wc_matmul_ternary(const wc_matmul_ternary_params* p, wc_stream stream);
 
