@@ -1,6 +1,6 @@
-//! Ternary family benchmarks at BitNet b1.58 2B4T's layer shapes (hidden 2560: fused q/k/v
-//! 3840 × 2560, gate_up 13824 × 2560, down 2560 × 6912) at decode (m = 1, 32) and prefill
-//! (m = 2048) sizes. The alternative timed in the same run (feature `model`): cuBLAS bf16 on the
+//! Ternary family benchmarks at BitNet b1.58 2B4T's layer shapes (hidden 2560: q / o 2560 ×
+//! 2560, k / v 640 × 2560, gate / up 6912 × 2560, down 2560 × 6912) at decode (m = 1, 32) and
+//! prefill (m = 2048) sizes. The alternative timed in the same run (feature `model`): cuBLAS bf16 on the
 //! same weights unpacked to bf16 (what transformers runs for BitNet), with bf16 activations.
 //! Bytes: packed weights n·k/4 + codes m·k + scales + out m·n (bf16); FLOPs 2·m·n·k.
 
@@ -12,8 +12,9 @@ use crate::{Device, Result, TensorView, TensorViewMut};
 use half::bf16;
 
 const SAMPLES: usize = 25;
-/// (n, k) of BitNet b1.58 2B4T's projections.
-const LAYERS: &[(usize, usize)] = &[(3840, 2560), (13824, 2560), (2560, 6912)];
+/// (n, k) of BitNet b1.58 2B4T's projections as the model runs them, one GEMM each (every
+/// projection has its own weight scale): q and o, k and v, gate and up, down.
+const LAYERS: &[(usize, usize)] = &[(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)];
 
 /// matmul_ternary on `[m, k] × [n, k]ᵀ` with the planned tile, and with the other tile height
 /// as a second record (shape key suffix " block{b}") so that one run shows whether the plan

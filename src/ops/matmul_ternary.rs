@@ -444,12 +444,14 @@ mod tests {
 
     #[test]
     fn plan_splits_k_where_16_row_tiles_leave_the_sms_short() {
-        // BitNet b1.58 2B4T at decode on the H200: qkv 3840 × 2560 (120 tiles, 5 k-steps),
-        // o_proj 2560 × 2560 (80, 5), gate_up 13824 × 2560 (432), down 2560 × 6912 (80, 14).
-        assert_eq!(plan(1, 3840, 2560, 132), TernaryTile { block_m: 16, k_splits: 3 });
+        // BitNet b1.58 2B4T at decode on the H200, one GEMM per projection: q / o 2560 × 2560
+        // (80 tiles, 5 k-steps), k / v 640 × 2560 (20, 5), gate / up 6912 × 2560 (216), down
+        // 2560 × 6912 (80, 14); and a fused qkv 3840 × 2560 (120, 5) would split 3 ways.
         assert_eq!(plan(1, 2560, 2560, 132), TernaryTile { block_m: 16, k_splits: 4 });
-        assert_eq!(plan(1, 13824, 2560, 132), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 640, 2560, 132), TernaryTile { block_m: 16, k_splits: 5 });
+        assert_eq!(plan(1, 6912, 2560, 132), TernaryTile::unsplit(16));
         assert_eq!(plan(1, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 4 });
+        assert_eq!(plan(1, 3840, 2560, 132), TernaryTile { block_m: 16, k_splits: 3 });
         assert_eq!(plan(32, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 2 });
         // Never more slices than k-steps: one step of k (k <= 512) never splits.
         assert_eq!(plan(1, 64, 512, 132), TernaryTile::unsplit(16));

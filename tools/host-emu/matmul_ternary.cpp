@@ -150,12 +150,17 @@ static void norm_quant_case(bool add, int m, int k, int xpad, int qpad, float w_
 }
 
 // ------------------------------------------------------------------ matmul_ternary
+// Split-k's workspace, shared by every case as the Device's scratch is by every launch: zero
+// before the first, and each launch must leave it zero (checked after every case).
+static std::vector<int32_t> g_workspace(1 << 18, 0);
+
 // codes: 0 random, 1 the extremes (q = -128 against code 2 = +1 everywhere: the largest sums).
+// splits >= 2: split-k over that many CTAs per tile (workspace_words: its capacity; -1 = all).
 template <typename OutT>
 static void gemm_case(int block_m, int m, int n, int k, int qpad, int wpad, int opad, bool bias, int codes, uint64_t seed,
-                      wc_status want_status = WC_OK) {
-  ctx("matmul_ternary %s block_m=%d m=%d n=%d k=%d pads=%d/%d/%d bias=%d codes=%d", tname<OutT>(), block_m, m, n, k, qpad,
-      wpad, opad, bias, codes);
+                      wc_status want_status = WC_OK, int splits = 1, int64_t workspace_words = -1) {
+  ctx("matmul_ternary %s block_m=%d splits=%d m=%d n=%d k=%d pads=%d/%d/%d bias=%d codes=%d", tname<OutT>(), block_m, splits, m,
+      n, k, qpad, wpad, opad, bias, codes);
   Rng r(seed);
   const size_t E = sizeof(OutT);
   const int P = n / 4;
@@ -191,8 +196,13 @@ static void gemm_case(int block_m, int m, int n, int k, int qpad, int wpad, int 
   const float w_scale = static_cast<float>(r.uni(0.01, 2.0));
   Buf ob(m > 0 ? ((m - 1) * ldo + n) * E : 0, 16, r);
   wc_matmul_ternary_params p{qb.as<int8_t>(), sb.as<float>(), wb.as<uint8_t>(), w_scale, bias ? bb.p() : nullptr, ob.p(),
-                             m, n, k, ldq, ldw, ldo, block_m, tag<OutT>()};
+                             m, n, k, ldq, ldw, ldo, block_m, tag<OutT>(), splits, g_workspace.data(),
+                             workspace_words < 0 ? static_cast<int64_t>(g_workspace.size()) : workspace_words};
   const wc_status st = wc_matmul_ternary(&p, nullptr);
+  if (std::any_of(g_workspace.begin(), g_workspace.end(), [](int32_t w) { return w != 0; })) {
+    fail("the split-k workspace is not all zero after the launch");
+    std::fill(g_workspace.begin(), g_workspace.end(), 0);
+  }
   if (st != want_status) {
     fail("status %d, want %d", st, want_status);
     return;
@@ -277,5 +287,27 @@ int main() {
   }
   gemm_case<float>(32, 2, 8, 32, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG);  // no such tile
   gemm_case<float>(16, 17, 8, 65536, 0, 0, 0, false, 1, seed++);                 // k = max, the largest sums
+  fprintf(stderr, "matmul_ternary unsplit done: %ld configs, %ld failures\n", g_configs, g_fail);
+
+  // Split-k (16-row tile): every slice count up to the k-steps (512 bytes each), slices of one
+  // and of several steps, partial last steps, m past one tile, padded strides, bias.
+  for (int m : {1, 5, 16, 33})
+    for (int n : {4, 36, 132})
+      for (int k : {528, 1040, 2560}) {
+        const int steps = (k + 511) / 512;
+        for (int s = 2; s <= steps; ++s) {
+          const int variant = static_cast<int>(seed % 4);
+          gemm_case<__nv_bfloat16>(16, m, n, k, variant & 1 ? 16 : 0, variant & 2 ? 32 : 0, variant ? 3 : 0, variant != 1, 0, seed++,
+                                   WC_OK, s);
+        }
+      }
+  gemm_case<__half>(16, 17, 260, 3344, 16, 0, 1, true, 0, seed++, WC_OK, 7);
+  gemm_case<float>(16, 3, 8, 8192, 0, 0, 0, false, 1, seed++, WC_OK, 16);       // the largest sums, split 16 ways
+  gemm_case<float>(16, 2, 2560, 6912, 0, 0, 0, true, 0, seed++, WC_OK, 4);      // BitNet's down_proj at decode, the plan's split
+  gemm_case<__nv_bfloat16>(16, 0, 8, 1024, 0, 0, 0, false, 0, seed++, WC_OK, 2);                          // m = 0: no-op
+  gemm_case<__nv_bfloat16>(128, 2, 8, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_UNSUPPORTED, 2);            // split on the 128-row tile
+  gemm_case<__nv_bfloat16>(16, 2, 8, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG, 3);             // more slices than k-steps
+  gemm_case<__nv_bfloat16>(16, 17, 64, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG, 2, 4 * 513 - 1);  // workspace short
+  gemm_case<__nv_bfloat16>(16, 17, 64, 1024, 0, 0, 0, false, 0, seed++, WC_OK, 2, 4 * 513);                   // just enough
   return finish("matmul_ternary");
 }

@@ -319,6 +319,16 @@ SEEDS = {
                     "  if constexpr (C::WK > 1) {\n"),
     # Fused add + norm -> int8: x normalised instead of the sum x + residual it stored.
     "tern_norm_src": ("matmul_ternary", "matmul_ternary.cu", "const T* src = ADD ? res : x;", "const T* src = x;"),
+    # Split-k: a slice starts at ⌈K·j/s⌉ while the one before ends at ⌊K·j/s⌋ (steps skipped).
+    "tern_split_slice": ("matmul_ternary", "matmul_ternary.cu", "const int64_t kt0 = k_tiles * blockIdx.z / gridDim.z,",
+                         "const int64_t kt0 = (k_tiles * blockIdx.z + gridDim.z - 1) / gridDim.z,"),
+    # ... the first slice to arrive stores the tile (missing the later slices' sums).
+    "tern_split_last": ("matmul_ternary", "matmul_ternary.cu", "atomicAdd(part + kSplitTileSums, 1) == static_cast<int>(gridDim.z) - 1",
+                        "atomicAdd(part + kSplitTileSums, 1) == 0"),
+    # ... the tile's sums read but not cleared (the next launch adds onto them).
+    "tern_split_clear": ("matmul_ternary", "matmul_ternary.cu", "atomicExch(part + i, 0)", "atomicAdd(part + i, 0)"),
+    # ... the arrival counter not reset (the next launch's last CTA is never found).
+    "tern_split_counter": ("matmul_ternary", "matmul_ternary.cu", "      if (threadIdx.x == 0) atomicExch(part + kSplitTileSums, 0);\n", ""),
     # Activation scale as the quotient 127 / absmax instead of transformers' reciprocal product.
     "tern_recip": ("matmul_ternary", "matmul_ternary.cu", "__fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax)",
                    "__fdiv_rn(kActMax, fmaxf(amax, kScaleFloor))"),
