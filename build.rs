@@ -23,6 +23,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("matmul-fp8", "matmul_fp8_sm80"),
     ("matmul-fp8", "matmul_fp8_sm90"),
     ("matmul-ternary", "matmul_ternary"),
+    ("matmul-ternary", "matmul_ternary_sm90"),
 ];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];

@@ -40,6 +40,7 @@
 //   Prefill (block_m 128): 128 × 128, 4 × 2 warps of 32 × 64, k 64 per stage.
 // Roofline: weights n·k/4 bytes + activations m·k bytes + out; 2·m·n·k int8 ops on the tensor
 // cores (H200 mma.sync int8: about twice its bf16 rate).
+#include "matmul_ternary.cuh"
 #include "rms_norm.cuh"
 
 namespace wc {
@@ -220,9 +221,7 @@ __device__ __forceinline__ void load_stage(const wc_matmul_ternary_params& p, ui
 // out[row, col] from the exact sum v; qs = q_scale[row] (loaded once per row by the caller).
 template <typename OutT>
 __device__ __forceinline__ void store_out(const wc_matmul_ternary_params& p, int64_t row, int64_t col, int32_t v, float qs) {
-  float y = static_cast<float>(v) / qs;
-  if (p.bias != nullptr) y += to_float(static_cast<const OutT*>(p.bias)[col]);
-  static_cast<OutT*>(p.out)[row * p.ldo + col] = from_float<OutT>(y * p.w_scale);
+  ternary_store_out<OutT>(p, row, col, v, qs);
 }
 
 template <class C, typename OutT>
@@ -437,6 +436,7 @@ extern "C" wc_status wc_matmul_ternary(const wc_matmul_ternary_params* p, wc_str
     switch (p->block_m) {
       case wc::DecodeTile::BM: return wc::launch_matmul<wc::DecodeTile, OutT>(*p, s);
       case wc::PrefillTile::BM: return wc::launch_matmul<wc::PrefillTile, OutT>(*p, s);
+      case 64: return wc::launch_matmul_ternary_sm90(*p, s);
       default: return WC_ERR_INVALID_ARG;
     }
   });

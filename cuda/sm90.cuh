@@ -456,5 +456,29 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
   else wgmma_m64n128k16_rs<T>(d, a, desc_b, scale_d);
 }
 
+// ------------------------------------------------------------------ int8 wgmma instruction
+// d (+)= A · Bᵀ for one m64n64k32 step with int32 accumulators (the accumulator layout above,
+// integers): A u8 from registers — per warp a 16 × 32 tile in mma.sync m16n8k32's A layout
+// (a[0]: row l/4, k 4(l%4) + 0..3; a[1]: row + 8; a[2]: k + 16; a[3]: both), which is what
+// ldmatrix.x4 of the tile's four 8 × 16-byte quarters gives — and B s8 from a K-major
+// descriptor (B stored [n][k]; 8-bit operands are K-major only). Exact: no saturation. The
+// tensor core reads the A registers until the wgmma retires: keep them alive
+// (fence_operand_u32) past the wait.
+#define WC_WGMMA_I8(d, i) \
+  "+r"(d[i]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), "+r"(d[i + 4]), "+r"(d[i + 5]), "+r"(d[i + 6]), "+r"(d[i + 7])
+__device__ __forceinline__ void wgmma_m64n64k32_u8s8_rs(int32_t (&d)[32], const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.s32.u8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, {%32, %33, %34, %35}, %36, p;\n}\n"
+      : WC_WGMMA_I8(d, 0), WC_WGMMA_I8(d, 8), WC_WGMMA_I8(d, 16), WC_WGMMA_I8(d, 24)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+#undef WC_WGMMA_I8
+// Keeps the compiler from moving accesses of an int32 accumulator across wgmma fences and waits.
+__device__ __forceinline__ void fence_operand_i32(int32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+
 }  // namespace sm90
 }  // namespace wc

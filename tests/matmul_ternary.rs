@@ -12,7 +12,8 @@ use warpcore::check::matmul_ternary::{
     check_matmul_ternary, check_quantize_activations, check_rms_norm_quantize_activations, NormQuantizeCase, QuantizeCase, TernaryCase,
 };
 use warpcore::ops::matmul_ternary::{
-    matmul_ternary, matmul_ternary_with_tile, plan, quantize_activations, PackedTernary, TernaryTile, BLOCK_M, K_STEP_BYTES, MAX_K,
+    matmul_ternary, matmul_ternary_with_tile, plan, quantize_activations, PackedTernary, TernaryTile, BLOCK_M, HOPPER_BLOCK_M, K_STEP_BYTES,
+    MAX_K,
 };
 use warpcore::{Error, TensorView, TensorViewMut};
 
@@ -50,16 +51,34 @@ fn ternary_case() -> impl Strategy<Value = TernaryCase> {
             w_stride: 16 * (k16 + wg),
             out_stride: 4 * n4 + og,
             bias: seed % 2 == 0,
-            // The plan, either tile unsplit, or the 16-row tile split over 2 to 8 k-slices
-            // (unsplit where k is a single 512-byte step).
-            tile: match seed % 4 {
+            // The plan, each tile unsplit (the Hopper tile: where the GPU has it, see
+            // `on_this_gpu`), or the 16-row tile split over 2 to 8 k-slices (unsplit where k is a
+            // single 512-byte step).
+            tile: match seed % 5 {
                 0 => None,
                 1 => Some(TernaryTile::unsplit(BLOCK_M[0])),
                 2 => Some(TernaryTile::unsplit(BLOCK_M[1])),
-                _ => Some(TernaryTile { block_m: BLOCK_M[0], k_splits: (2 + (seed / 4) as usize % 7).min((16 * k16).div_ceil(K_STEP_BYTES)) }),
+                3 => Some(TernaryTile::unsplit(HOPPER_BLOCK_M)),
+                _ => Some(TernaryTile { block_m: BLOCK_M[0], k_splits: (2 + (seed / 5) as usize % 7).min((16 * k16).div_ceil(K_STEP_BYTES)) }),
             },
             seed,
         })
+}
+
+/// The case with the Hopper tile replaced by the plan on GPUs other than compute capability 9.0.
+fn on_this_gpu(dev: &warpcore::Device, case: TernaryCase) -> TernaryCase {
+    let hopper = dev.info().compute_capability == (9, 0);
+    match case.tile {
+        Some(t) if t.block_m == HOPPER_BLOCK_M && !hopper => TernaryCase { tile: None, ..case },
+        _ => case,
+    }
+}
+
+/// The tiles every shape runs on this GPU: both mma.sync heights unsplit, and the Hopper tile
+/// where there is one.
+fn unsplit_tiles(dev: &warpcore::Device) -> Vec<TernaryTile> {
+    let hopper = dev.info().compute_capability == (9, 0);
+    BLOCK_M.into_iter().chain(hopper.then_some(HOPPER_BLOCK_M)).map(TernaryTile::unsplit).collect()
 }
 
 macro_rules! dtype_tests {
@@ -88,7 +107,7 @@ macro_rules! dtype_tests {
                 #[test]
                 fn matmul_ternary_matches_reference(case in ternary_case()) {
                     let Some(dev) = device() else { return Ok(()) };
-                    assert_passed(&check_matmul_ternary::<$t>(&dev, &case).unwrap());
+                    assert_passed(&check_matmul_ternary::<$t>(&dev, &on_this_gpu(&dev, case)).unwrap());
                 }
             }
         }
@@ -104,8 +123,8 @@ fn bitnet_layer_shapes_on_both_tiles() {
     // BitNet b1.58 2B4T: q/o 2560 × 2560, k/v 640 × 2560, gate_up 13824 × 2560, down 2560 × 6912.
     for (i, (n, k)) in [(2560, 2560), (640, 2560), (13824, 2560), (2560, 6912)].into_iter().enumerate() {
         for m in [1, 32, 160] {
-            // The plan (split-k at the decode sizes of the narrow layers), and both tiles unsplit.
-            for tile in [None, Some(TernaryTile::unsplit(BLOCK_M[0])), Some(TernaryTile::unsplit(BLOCK_M[1]))] {
+            // The plan (split-k at the decode sizes of the narrow layers), and every tile unsplit.
+            for tile in std::iter::once(None).chain(unsplit_tiles(&dev).into_iter().map(Some)) {
                 let case = TernaryCase { bias: i % 2 == 0, tile, ..TernaryCase::dense(m, n, k, (i * 10 + m) as u64) };
                 assert_passed(&check_matmul_ternary::<bf16>(&dev, &case).unwrap());
             }
@@ -140,7 +159,7 @@ fn split_k_is_bit_identical_and_leaves_its_workspace_zero() {
         };
         let whole = run(TernaryTile::unsplit(16));
         assert!(whole.iter().all(|v| v.is_finite()), "{m} × {n} × {k}: unsplit output not all written");
-        let planned = plan(m, n, k, sms);
+        let planned = plan(m, n, k, sms, dev.info().compute_capability == (9, 0));
         // 2, 3, 7 and 16 slices where k has that many 512-byte steps, every step its own slice,
         // and the plan's count.
         let mut splits = vec![2, 3, 7, 16, steps, planned.k_splits];
@@ -161,7 +180,7 @@ fn split_k_is_bit_identical_and_leaves_its_workspace_zero() {
 fn longest_k_and_extreme_codes_stay_exact() {
     let Some(dev) = device() else { return };
     // k = MAX_K: the int32 sums of plane 3 reach 2^30 in magnitude (codes of −128 against 2 · 64).
-    for tile in [TernaryTile::unsplit(BLOCK_M[0]), TernaryTile::unsplit(BLOCK_M[1]), TernaryTile { block_m: BLOCK_M[0], k_splits: 16 }] {
+    for tile in unsplit_tiles(&dev).into_iter().chain([TernaryTile { block_m: BLOCK_M[0], k_splits: 16 }]) {
         let case = TernaryCase { tile: Some(tile), ..TernaryCase::dense(17, 64, MAX_K, 5) };
         assert_passed(&check_matmul_ternary::<f32>(&dev, &case).unwrap());
     }
@@ -207,8 +226,11 @@ fn bad_input_is_refused_and_writes_nothing() {
     let e = matmul_ternary::<bf16>(&dev, &qv, &qsv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut small).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { arg: "out", .. }), "{e}");
     // Tiles the kernel cannot run this problem with: no such height, split-k on the 128-row
-    // tile, more k-slices than the one 512-byte k-step.
-    for tile in [TernaryTile::unsplit(32), TernaryTile { block_m: 128, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 0 }] {
+    // and Hopper tiles, more k-slices than the one 512-byte k-step, k_splits 0, and the Hopper
+    // tile anywhere but on compute capability 9.0.
+    let hopper = dev.info().compute_capability == (9, 0);
+    let refused = [TernaryTile::unsplit(32), TernaryTile { block_m: 128, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 0 }, TernaryTile { block_m: HOPPER_BLOCK_M, k_splits: 2 }];
+    for tile in refused.into_iter().chain((!hopper).then_some(TernaryTile::unsplit(HOPPER_BLOCK_M))) {
         let mut o = TensorViewMut::contiguous(out.slice_mut(..), [m, n]).unwrap();
         let e = matmul_ternary_with_tile::<bf16>(&dev, &qv, &qsv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(tile)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { .. }), "{tile}: {e}");

@@ -6,7 +6,7 @@
 
 use super::{rotation_copies, time_calls, BenchRecord, Ceilings};
 use crate::check::Rng;
-use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, rms_norm_quantize_activations, PackedTernary, TernaryTile, BLOCK_M};
+use crate::ops::matmul_ternary::{matmul_ternary_with_tile, plan, quantize_activations, rms_norm_quantize_activations, PackedTernary, TernaryTile, BLOCK_M, HOPPER_BLOCK_M};
 use crate::ops::rms_norm::{rms_norm, RmsNormConfig};
 use crate::{Device, Result, TensorView, TensorViewMut};
 use half::bf16;
@@ -16,8 +16,8 @@ const SAMPLES: usize = 25;
 /// projection has its own weight scale): q and o, k and v, gate and up, down.
 const LAYERS: &[(usize, usize)] = &[(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)];
 
-/// matmul_ternary on `[m, k] × [n, k]ᵀ` with the planned tile, and with the other tile height
-/// as a second record (shape key suffix " block{b}") so that one run shows whether the plan
+/// matmul_ternary on `[m, k] × [n, k]ᵀ` with the planned tile, and with each other tile height
+/// (the Hopper tile on compute capability 9.0) as a record of its own (shape key suffix " block{b}") so that one run shows whether the plan
 /// chose well; where the plan splits k, the planned record also times its tile unsplit
 /// ("warpcore without split-k"). Decode sizes (m ≤ 64) are bandwidth records (fraction of
 /// copy), prefill compute ones.
@@ -46,7 +46,8 @@ pub fn bench_matmul_ternary(dev: &Device, ceilings: &Ceilings, m: usize, n: usiz
             matmul_ternary_with_tile(dev, &qv, &sv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(tile))
         })
     };
-    let planned = plan(m, n, k, dev.info().sm_count as usize);
+    let hopper = dev.info().compute_capability == (9, 0);
+    let planned = plan(m, n, k, dev.info().sm_count as usize, hopper);
     let record = |shape: String, t| {
         if m <= 64 {
             BenchRecord::bandwidth("matmul_ternary", "i8", shape, t, bytes, ceilings)
@@ -59,7 +60,8 @@ pub fn bench_matmul_ternary(dev: &Device, ceilings: &Ceilings, m: usize, n: usiz
         let whole = TernaryTile::unsplit(planned.block_m);
         records[0].add_alternative(&format!("warpcore without split-k ({whole})"), time(whole)?.median_us);
     }
-    for block_m in BLOCK_M.into_iter().filter(|&b| b != planned.block_m) {
+    let heights = BLOCK_M.into_iter().chain(hopper.then_some(HOPPER_BLOCK_M));
+    for block_m in heights.filter(|&b| b != planned.block_m) {
         records.push(record(format!("{m}x{n}x{k} block{block_m}"), time(TernaryTile::unsplit(block_m))?));
     }
     #[cfg(feature = "model")]

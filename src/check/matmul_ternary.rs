@@ -267,7 +267,8 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         for (i, (m, n, k)) in [(1, 2560, 2560), (1, 640, 2560), (8, 13824, 2560), (1, 2560, 6912), (300, 2560, 512), (1024, 2560, 256)].into_iter().enumerate() {
             out.push(check_matmul_ternary::<T>(dev, &TernaryCase { bias: i % 2 == 1, ..TernaryCase::dense(m, n, k, 10 + i as u64) })?);
         }
-        for block_m in ops::BLOCK_M {
+        let hopper = dev.info().compute_capability == (9, 0);
+        for block_m in ops::BLOCK_M.into_iter().chain(hopper.then_some(ops::HOPPER_BLOCK_M)) {
             out.push(check_matmul_ternary::<T>(
                 dev,
                 &TernaryCase { m: 129, n: 148, k: 208, q_stride: 224, w_stride: 240, out_stride: 150, bias: true, tile: Some(ops::TernaryTile::unsplit(block_m)), seed: 20 },

@@ -24,9 +24,12 @@ use cudarc::driver::DevicePtrMut;
 pub const MAX_K: usize = ffi::WC_TERNARY_MAX_K as usize;
 /// Ternary values per packed byte.
 pub const VALUES_PER_BYTE: usize = crate::reference::matmul_ternary::VALUES_PER_BYTE;
-/// The tile heights the kernel is built for: 16 rows with eight warps splitting k (decode:
-/// `n / 32` CTAs stream the weights), and 128 × 128 tiles (prefill).
+/// The tile heights of the mma.sync kernel (every sm_80+ GPU): 16 rows with eight warps
+/// splitting k (decode: `n / 32` CTAs stream the weights), and 128 × 128 tiles (prefill).
 pub const BLOCK_M: [usize; 2] = [16, 128];
+/// The Hopper prefill tile (compute capability 9.0 only): 64 rows × 512 columns on int8 wgmma
+/// (cuda/matmul_ternary_sm90.cu).
+pub const HOPPER_BLOCK_M: usize = 64;
 /// Bytes of k one CTA of either tile consumes per pipeline step: split-k slices whole steps.
 pub const K_STEP_BYTES: usize = 512;
 /// Largest k-split the planner chooses.
@@ -57,7 +60,7 @@ pub struct PackedTernary<'v, 'a> {
 /// 16-row tile, how many CTAs share each output tile's k (split-k, 1 = none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TernaryTile {
-    /// Rows of out per CTA: 16 or 128.
+    /// Rows of out per CTA: 16 or 128 (mma.sync), or [`HOPPER_BLOCK_M`] (wgmma, Hopper).
     pub block_m: usize,
     /// CTAs per output tile, each over a contiguous slice of the [`K_STEP_BYTES`] k-steps
     /// (block_m 16 only; at most the number of k-steps).
@@ -72,7 +75,11 @@ impl TernaryTile {
 
     /// Output tiles (CTAs before any split) of an `[m, ·] × [n, ·]ᵀ` problem.
     pub fn tiles(&self, m: usize, n: usize) -> usize {
-        let width = if self.block_m == BLOCK_M[0] { 32 } else { 128 };
+        let width = match self.block_m {
+            16 => 32,
+            HOPPER_BLOCK_M => 512,
+            _ => 128,
+        };
         m.div_ceil(self.block_m) * n.div_ceil(width)
     }
 }
@@ -89,31 +96,41 @@ impl std::fmt::Display for TernaryTile {
 }
 
 /// The tile for an `[m, k] × [n, k]ᵀ` problem on `sm_count` SMs: 16-row tiles up to 64 rows, or
-/// while 128-row tiles would leave SMs idle (fewer CTAs than SMs); 128 otherwise. A 16-row
-/// grid below three CTAs per SM splits k over up to that many (at most the k-steps and
-/// [`MAX_K_SPLITS`]): BitNet 2B's 2560-wide projections (80 tiles) run as 4 × 80 CTAs.
-/// Choices the H200 must confirm (docs/matmul_ternary.md).
-pub fn plan(m: usize, n: usize, k: usize, sm_count: usize) -> TernaryTile {
+/// while 128-row tiles would leave SMs idle (fewer CTAs than SMs); otherwise the Hopper tile on
+/// `hopper` GPUs (compute capability 9.0), 128-row tiles elsewhere. A 16-row grid below three
+/// CTAs per SM splits k over up to that many (at most the k-steps and [`MAX_K_SPLITS`]):
+/// BitNet 2B's 2560-wide projections (80 tiles) run as 4 × 80 CTAs. Choices the H200 must
+/// confirm (docs/matmul_ternary.md).
+pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> TernaryTile {
     let prefill_ctas = m.div_ceil(128) * (n / VALUES_PER_BYTE).div_ceil(32);
     if !(m <= 64 || prefill_ctas < sm_count) {
-        return TernaryTile::unsplit(BLOCK_M[1]);
+        return from_env(TernaryTile::unsplit(if hopper { HOPPER_BLOCK_M } else { BLOCK_M[1] }));
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
     let tiles = tile.tiles(m, n).max(1);
     let k_splits = (SPLIT_CTAS_PER_SM * sm_count / tiles).min(k.div_ceil(K_STEP_BYTES)).min(MAX_K_SPLITS).max(1);
     let tile = TernaryTile { k_splits, ..tile };
     if check_tile(m, n, k, tile).is_ok() {
-        split_k_from_env(tile)
+        from_env(tile)
     } else {
         TernaryTile::unsplit(BLOCK_M[0])
     }
 }
 
-/// The plan's tile with k unsplit when `WARPCORE_TERNARY_SPLIT_K=off` (a fallback, should
-/// split-k misbehave on some GPU).
-fn split_k_from_env(t: TernaryTile) -> TernaryTile {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *OFF.get_or_init(|| std::env::var("WARPCORE_TERNARY_SPLIT_K").is_ok_and(|e| e == "off")) {
+/// The plan's tile under the fallbacks (should a kernel misbehave on some GPU):
+/// `WARPCORE_TERNARY_SPLIT_K=off` leaves k unsplit, `WARPCORE_TERNARY_KERNEL=mma.sync` takes
+/// the 128-row mma.sync tile where the plan had the Hopper one.
+fn from_env(t: TernaryTile) -> TernaryTile {
+    static ENV: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    let (split_off, mma_sync) = *ENV.get_or_init(|| {
+        (
+            std::env::var("WARPCORE_TERNARY_SPLIT_K").is_ok_and(|e| e == "off"),
+            std::env::var("WARPCORE_TERNARY_KERNEL").is_ok_and(|e| e == "mma.sync"),
+        )
+    });
+    if t.block_m == HOPPER_BLOCK_M && mma_sync {
+        TernaryTile::unsplit(BLOCK_M[1])
+    } else if split_off {
         TernaryTile::unsplit(t.block_m)
     } else {
         t
@@ -122,8 +139,8 @@ fn split_k_from_env(t: TernaryTile) -> TernaryTile {
 
 /// Why `tile` cannot run an `[m, k] × [n, k]ᵀ` problem (the kernel's contract), if it cannot.
 fn check_tile(m: usize, n: usize, k: usize, tile: TernaryTile) -> std::result::Result<(), &'static str> {
-    if !BLOCK_M.contains(&tile.block_m) {
-        return Err("block_m (16 or 128)");
+    if !BLOCK_M.contains(&tile.block_m) && tile.block_m != HOPPER_BLOCK_M {
+        return Err("block_m (16, 128, or 64 on Hopper)");
     }
     if tile.k_splits == 0 {
         return Err("k_splits (at least 1)");
@@ -369,13 +386,17 @@ pub fn matmul_ternary_with_tile<O: DType>(
     for (arg, s) in [("q", q.stream()), ("q_scale", q_scale.stream()), ("w.packed", w.packed.stream()), ("out", out.stream())] {
         check_device(OP, arg, dev, s)?;
     }
+    let hopper = dev.info().compute_capability == (9, 0);
     let tile = match tile {
         Some(t) => {
             check_tile(m, n, k, t).map_err(|what| Error::Unsupported { op: OP, what, value: t.to_string() })?;
             t
         }
-        None => plan(m, n, k, dev.info().sm_count as usize),
+        None => plan(m, n, k, dev.info().sm_count as usize, hopper),
     };
+    if tile.block_m == HOPPER_BLOCK_M && !hopper {
+        return Err(Error::Unsupported { op: OP, what: "block_m 64 (the Hopper tile: compute capability 9.0)", value: format!("{:?}", dev.info().compute_capability) });
+    }
     if m == 0 {
         return Ok(());
     }
@@ -433,13 +454,18 @@ mod tests {
     #[test]
     fn plan_takes_small_tiles_for_decode_and_thin_grids() {
         for m in [1, 7, 16, 17, 64] {
-            assert_eq!(plan(m, 2560, 2560, 132).block_m, 16, "m = {m}");
+            assert_eq!(plan(m, 2560, 2560, 132, false).block_m, 16, "m = {m}");
         }
         // 128-row tiles once they fill the SMs: 1024 × 2560 is 8 · 20 = 160 CTAs.
-        assert_eq!(plan(1024, 2560, 2560, 132), TernaryTile::unsplit(128));
+        assert_eq!(plan(1024, 2560, 2560, 132, false), TernaryTile::unsplit(128));
         // 256 × 2560 is 2 · 20 = 40 CTAs of 128 rows: keep 16-row tiles (16 · 80 CTAs, no split).
-        assert_eq!(plan(256, 2560, 2560, 132), TernaryTile::unsplit(16));
-        assert!(BLOCK_M.contains(&plan(100_000, 4, 16, 132).block_m));
+        assert_eq!(plan(256, 2560, 2560, 132, false), TernaryTile::unsplit(16));
+        assert!(BLOCK_M.contains(&plan(100_000, 4, 16, 132, false).block_m));
+        // On Hopper the prefill tile is the wgmma one; decode tiles do not change.
+        assert_eq!(plan(1024, 2560, 2560, 132, true), TernaryTile::unsplit(HOPPER_BLOCK_M));
+        assert_eq!(plan(256, 2560, 2560, 132, true), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 2560, 2560, 132, true), plan(1, 2560, 2560, 132, false));
+        assert_eq!(TernaryTile::unsplit(HOPPER_BLOCK_M).tiles(2048, 2560), 32 * 5);
     }
 
     #[test]
@@ -447,18 +473,18 @@ mod tests {
         // BitNet b1.58 2B4T at decode on the H200, one GEMM per projection: q / o 2560 × 2560
         // (80 tiles, 5 k-steps), k / v 640 × 2560 (20, 5), gate / up 6912 × 2560 (216), down
         // 2560 × 6912 (80, 14); and a fused qkv 3840 × 2560 (120, 5) would split 3 ways.
-        assert_eq!(plan(1, 2560, 2560, 132), TernaryTile { block_m: 16, k_splits: 4 });
-        assert_eq!(plan(1, 640, 2560, 132), TernaryTile { block_m: 16, k_splits: 5 });
-        assert_eq!(plan(1, 6912, 2560, 132), TernaryTile::unsplit(16));
-        assert_eq!(plan(1, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 4 });
-        assert_eq!(plan(1, 3840, 2560, 132), TernaryTile { block_m: 16, k_splits: 3 });
-        assert_eq!(plan(32, 2560, 6912, 132), TernaryTile { block_m: 16, k_splits: 2 });
+        assert_eq!(plan(1, 2560, 2560, 132, false), TernaryTile { block_m: 16, k_splits: 4 });
+        assert_eq!(plan(1, 640, 2560, 132, false), TernaryTile { block_m: 16, k_splits: 5 });
+        assert_eq!(plan(1, 6912, 2560, 132, false), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 2560, 6912, 132, false), TernaryTile { block_m: 16, k_splits: 4 });
+        assert_eq!(plan(1, 3840, 2560, 132, false), TernaryTile { block_m: 16, k_splits: 3 });
+        assert_eq!(plan(32, 2560, 6912, 132, false), TernaryTile { block_m: 16, k_splits: 2 });
         // Never more slices than k-steps: one step of k (k <= 512) never splits.
-        assert_eq!(plan(1, 64, 512, 132), TernaryTile::unsplit(16));
-        assert_eq!(plan(1, 64, 1040, 132).k_splits, 3);
-        assert_eq!(plan(1, 4, 65536, 132).k_splits, MAX_K_SPLITS);
+        assert_eq!(plan(1, 64, 512, 132, false), TernaryTile::unsplit(16));
+        assert_eq!(plan(1, 64, 1040, 132, false).k_splits, 3);
+        assert_eq!(plan(1, 4, 65536, 132, false).k_splits, MAX_K_SPLITS);
         for (m, n, k) in [(1, 3840, 2560), (64, 4, 16), (3, 1000, 20_000), (300, 2560, 512), (5000, 64, 4096)] {
-            let t = plan(m, n, k, 132);
+            let t = plan(m, n, k, 132, false);
             assert_eq!(check_tile(m, n, k, t), Ok(()), "{m} × {n} × {k}: {t}");
             assert!(t.k_splits == 1 || t.tiles(m, n) * t.k_splits <= SPLIT_CTAS_PER_SM * 132, "{t}");
         }
@@ -469,6 +495,8 @@ mod tests {
         assert!(check_tile(1, 2560, 2560, TernaryTile::unsplit(32)).is_err());
         assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 0 }).is_err());
         assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 128, k_splits: 2 }).is_err());
+        assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: HOPPER_BLOCK_M, k_splits: 2 }).is_err());
+        assert_eq!(check_tile(1, 2560, 2560, TernaryTile::unsplit(HOPPER_BLOCK_M)), Ok(()));
         assert!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 6 }).is_err());
         assert_eq!(check_tile(1, 2560, 2560, TernaryTile { block_m: 16, k_splits: 5 }), Ok(()));
         // 512 tiles of 513 words are more than the workspace holds; 511 fit.

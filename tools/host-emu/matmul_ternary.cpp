@@ -268,7 +268,8 @@ int main() {
   norm_quant_case<__nv_bfloat16>(false, 2, 32, 3, 0, 0.0f, seed++, WC_ERR_INVALID_ARG);  // x row stride
   fprintf(stderr, "rms_norm_quantize_activations done: %ld configs, %ld failures\n", g_configs, g_fail);
 
-  for (int block_m : {16, 128}) {
+  // 16 and 128: the mma.sync tiles; 64: the Hopper tile (wgmma, sm_90a).
+  for (int block_m : {16, 128, 64}) {
     for (int m : {1, 5, 16, 17, 130})
       for (int n : {4, 36, 128, 132})
         for (int k : {16, 208, 512, 528}) {
@@ -287,6 +288,8 @@ int main() {
   }
   gemm_case<float>(32, 2, 8, 32, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG);  // no such tile
   gemm_case<float>(16, 17, 8, 65536, 0, 0, 0, false, 1, seed++);                 // k = max, the largest sums
+  gemm_case<float>(64, 17, 8, 65536, 0, 0, 0, false, 1, seed++);                 // ... on the Hopper tile
+  gemm_case<__nv_bfloat16>(64, 70, 1032, 2560, 16, 16, 8, true, 0, seed++);     // 3 × 2 CTAs, padded, bias
   fprintf(stderr, "matmul_ternary unsplit done: %ld configs, %ld failures\n", g_configs, g_fail);
 
   // Split-k (16-row tile): every slice count up to the k-steps (512 bytes each), slices of one
@@ -306,6 +309,7 @@ int main() {
   gemm_case<float>(16, 2, 2560, 6912, 0, 0, 0, true, 0, seed++, WC_OK, 4);      // BitNet's down_proj at decode, the plan's split
   gemm_case<__nv_bfloat16>(16, 0, 8, 1024, 0, 0, 0, false, 0, seed++, WC_OK, 2);                          // m = 0: no-op
   gemm_case<__nv_bfloat16>(128, 2, 8, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_UNSUPPORTED, 2);            // split on the 128-row tile
+  gemm_case<__nv_bfloat16>(64, 2, 8, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_UNSUPPORTED, 2);             // ... on the Hopper tile
   gemm_case<__nv_bfloat16>(16, 2, 8, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG, 3);             // more slices than k-steps
   gemm_case<__nv_bfloat16>(16, 17, 64, 1024, 0, 0, 0, false, 0, seed++, WC_ERR_INVALID_ARG, 2, 4 * 513 - 1);  // workspace short
   gemm_case<__nv_bfloat16>(16, 17, 64, 1024, 0, 0, 0, false, 0, seed++, WC_OK, 2, 4 * 513);                   // just enough

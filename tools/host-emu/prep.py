@@ -36,7 +36,7 @@ TARGETS = {
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "glu.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
     "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
-    "matmul_ternary": ["common.cuh", "rms_norm.cuh", "matmul_ternary.cu"],
+    "matmul_ternary": ["common.cuh", "sm90.cuh", "rms_norm.cuh", "matmul_ternary.cuh", "matmul_ternary.cu", "matmul_ternary_sm90.cu"],
 }
 # Not a test: every kernel file and driver.cpp (a stand-in libcuda / libcublas) in one shared
 # library, libwarpcore_emu.so, that the Rust crate links instead of the nvcc build (cargo-test).
@@ -329,6 +329,15 @@ SEEDS = {
     "tern_split_clear": ("matmul_ternary", "matmul_ternary.cu", "atomicExch(part + i, 0)", "atomicAdd(part + i, 0)"),
     # ... the arrival counter not reset (the next launch's last CTA is never found).
     "tern_split_counter": ("matmul_ternary", "matmul_ternary.cu", "      if (threadIdx.x == 0) atomicExch(part + kSplitTileSums, 0);\n", ""),
+    # Hopper ternary tile: the token sums Σ q left out of the epilogue.
+    "tern90_rowsum": ("matmul_ternary", "matmul_ternary_sm90.cu", " >> (2 * pl)) - s_rowsum[tok];", " >> (2 * pl));"),
+    # ... the A fragments read without the swizzle the stage was written with.
+    "tern90_afrag": ("matmul_ternary", "matmul_ternary_sm90.cu", "ldmatrix_x4(raw, wt + r * 128 + ((c ^ (r & 7)) * 16));",
+                     "ldmatrix_x4(raw, wt + r * 128 + c * 16);"),
+    # ... the previous stage released before its last group of wgmmas retires.
+    "tern90_release": ("matmul_ternary", "matmul_ternary_sm90.cu", "if (ks == 1 && it > 0 && lane == 0)", "if (ks == 0 && it > 0 && lane == 0)"),
+    # ... every plane's codes read through plane 0's mask.
+    "tern90_plane": ("matmul_ternary", "matmul_ternary_sm90.cu", "raw[j] & (0x03030303u << (2 * pl))", "raw[j] & 0x03030303u"),
     # Activation scale as the quotient 127 / absmax instead of transformers' reciprocal product.
     "tern_recip": ("matmul_ternary", "matmul_ternary.cu", "__fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax)",
                    "__fdiv_rn(kActMax, fmaxf(amax, kScaleFloor))"),
@@ -408,6 +417,9 @@ PTX_BODIES = [
     (r"void st_shared_for_async\(void\* p, uint32_t v\)", "memcpy(p, &v, 4);\n  ::emu::sm90_generic_write(p, 4);"),
     (r"void st_shared_for_async16\(void\* p, uint4 v\)", "memcpy(p, &v, 16);\n  ::emu::sm90_generic_write(p, 16);"),
     (r"void fence_operand_u32\(uint32_t& r\)", "(void)r;"),
+    (r"void fence_operand_i32\(int32_t& r\)", "(void)r;"),
+    (r"void wgmma_m64n64k32_u8s8_rs\(int32_t \(&d\)\[32\], const uint32_t \(&a\)\[4\], uint64_t desc_b, int scale_d\)",
+     "::emu::sm90::wgmma_u8s8_rs(d, 64, a, desc_b, scale_d);"),
     (r"void wgmma_m64n128k16_ss\(float \(&d\)\[64\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",
      "::emu::sm90::wgmma_16_ss(d, 128, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value, TRANS_B != 0);"),
     (r"void wgmma_m64n256k16_ss\(float \(&d\)\[128\], uint64_t desc_a, uint64_t desc_b, int scale_d\)",

@@ -122,7 +122,7 @@ struct State {
 inline thread_local State* state = nullptr;  // the calling thread's block's (sm90_thread_begin)
 inline State& state_of(const Block* b) { return *static_cast<State*>(b->sm90); }
 
-enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS, WG_16_SS_MN };
+enum WgKind { WG_E4M3_SS = 0, WG_16_SS, WG_16_RS, WG_16_SS_MN, WG_U8S8_RS };
 struct Wgmma {
   float* d;
   int n;
@@ -131,7 +131,8 @@ struct Wgmma {
   Range ra, rb;
   int kind = WG_E4M3_SS;
   bool bf16 = false;
-  std::shared_ptr<const std::vector<uint32_t>> a_regs;  // WG_16_RS: the warpgroup's A fragments [128][4]
+  std::shared_ptr<const std::vector<uint32_t>> a_regs;  // WG_16_RS, WG_U8S8_RS: the warpgroup's A fragments [128][4]
+  int32_t* di = nullptr;                                // WG_U8S8_RS: the int32 accumulators (d unused)
 };
 inline thread_local std::vector<std::vector<Wgmma>> t_groups;  // committed, oldest first
 inline thread_local std::vector<Wgmma> t_open;                 // not yet committed
@@ -576,6 +577,26 @@ inline void execute(const Wgmma& w) {
   if (w.rb.hi > block->smem_bytes || w.ra.hi > block->smem_bytes) return;
   const unsigned t = linear_tid() % 128;
   const int warp = static_cast<int>(t / 32), l = static_cast<int>(t % 32);
+  if (w.kind == WG_U8S8_RS) {
+    // Register A (8-bit, per warp a 16 × 32 tile): element (row 16w + r, k) is byte k % 4 of
+    // register (r / 8) + 2 (k / 16) of lane 4 (r % 8) + (k % 16) / 4. Exact int32 sums (wrapping).
+    for (int i = 0; i < w.n / 8; ++i)
+      for (int h = 0; h < 2; ++h)
+        for (int e = 0; e < 2; ++e) {
+          const int row = 16 * warp + l / 4 + 8 * h, col = 8 * i + 2 * (l % 4) + e;
+          int64_t s = 0;
+          for (int k = 0; k < 32; ++k) {
+            const int r = row % 16, lane = 4 * (r % 8) + (k % 16) / 4, reg = r / 8 + 2 * (k / 16);
+            const uint32_t word = (*w.a_regs)[((row / 16) * 32 + lane) * 4 + reg];
+            const int a = static_cast<int>((word >> (8 * (k % 4))) & 0xFFu);
+            const int b = static_cast<int8_t>(block->smem[operand_offset(w.desc_b, col, k)]);
+            s += static_cast<int64_t>(a) * b;
+          }
+          int32_t& d = w.di[4 * i + 2 * h + e];
+          d = static_cast<int32_t>(static_cast<uint32_t>(w.scale_d ? d : 0) + static_cast<uint32_t>(s));
+        }
+    return;
+  }
   for (int i = 0; i < w.n / 8; ++i)
     for (int h = 0; h < 2; ++h)
       for (int e = 0; e < 2; ++e) {
@@ -643,6 +664,15 @@ inline void wgmma_16_rs(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b
   Wgmma w{d, n, 0, desc_b, scale_d, Range{0, 0}, footprint_mn(desc_b, n)};
   w.kind = WG_16_RS;
   w.bf16 = bf16;
+  w.a_regs = std::move(regs);
+  issue(w);
+}
+// int8 rs: A u8 from the warpgroup's registers, B s8 [n][k32] K-major, int32 accumulators.
+inline void wgmma_u8s8_rs(int32_t* d, int n, const uint32_t (&a)[4], uint64_t desc_b, int scale_d) {
+  auto regs = rendezvous(WG_MMA + 16 * n + 4096 * 8, 0, desc_b, static_cast<uint64_t>(scale_d != 0), a);
+  Wgmma w{nullptr, n, 0, desc_b, scale_d, Range{0, 0}, footprint(desc_b, n)};
+  w.kind = WG_U8S8_RS;
+  w.di = d;
   w.a_regs = std::move(regs);
   issue(w);
 }
