@@ -108,7 +108,7 @@ pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> Tern
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
     let tiles = tile.tiles(m, n).max(1);
-    let k_splits = (SPLIT_CTAS_PER_SM * sm_count / tiles).min(k.div_ceil(K_STEP_BYTES)).min(MAX_K_SPLITS).max(1);
+    let k_splits = (SPLIT_CTAS_PER_SM * sm_count / tiles).min(k.div_ceil(K_STEP_BYTES)).clamp(1, MAX_K_SPLITS);
     let tile = TernaryTile { k_splits, ..tile };
     if check_tile(m, n, k, tile).is_ok() {
         from_env(tile)
