@@ -37,7 +37,6 @@
 // Causal prefill: FLOPs = 4 · q_len · kv_len/2 · num_q_heads · head_dim (halved by the mask).
 #include <cuda_fp8.h>
 
-#include <atomic>
 #include <type_traits>
 
 #include "attention.cuh"
@@ -352,26 +351,6 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
 #pragma unroll
   for (int i = 0; i < HD / 32; ++i) out[lane + 32 * i] = from_float<T>(wsum > 0.0f ? acc[i] / wsum : 0.0f);
   if (lane == 0 && p.lse != nullptr) p.lse[row] = wsum > 0.0f ? mt + __logf(wsum) : -INFINITY;
-}
-
-// Whether the current device is compute capability 9.0, where the sm_90a code runs. The
-// capability is asked of the runtime once per device (ordinals below 64), not per launch.
-inline cudaError_t hopper_device(bool& hopper) {
-  static std::atomic<int> known[64];  // 0: not asked yet, 1: Hopper, 2: not
-  int dev = 0, major = 0, minor = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  const bool cached = dev >= 0 && dev < 64;
-  if (cached && known[dev].load(std::memory_order_relaxed) != 0) {
-    hopper = known[dev].load(std::memory_order_relaxed) == 1;
-    return cudaSuccess;
-  }
-  e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  if (e != cudaSuccess) return e;
-  hopper = major == 9 && minor == 0;
-  if (cached) known[dev].store(hopper ? 1 : 2, std::memory_order_relaxed);
-  return cudaSuccess;
 }
 
 template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP8>

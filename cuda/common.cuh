@@ -9,6 +9,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "warpcore.h"
 
 namespace wc {
@@ -83,6 +85,26 @@ __device__ __forceinline__ void store_elems(T* p, const Pack<T, M>& v) {
 // (uniform across the grid), so one kernel serves both.
 __device__ __forceinline__ int64_t load_index(const void* p, bool is_int64, int64_t i) {
   return is_int64 ? static_cast<const int64_t*>(p)[i] : static_cast<int64_t>(static_cast<const int32_t*>(p)[i]);
+}
+
+// Whether the current device is compute capability 9.0, where the sm_90a code runs. The
+// capability is asked of the runtime once per device (ordinals below 64), not per launch.
+inline cudaError_t hopper_device(bool& hopper) {
+  static std::atomic<int> known[64];  // 0: not asked yet, 1: Hopper, 2: not
+  int dev = 0, major = 0, minor = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const bool cached = dev >= 0 && dev < 64;
+  if (cached && known[dev].load(std::memory_order_relaxed) != 0) {
+    hopper = known[dev].load(std::memory_order_relaxed) == 1;
+    return cudaSuccess;
+  }
+  e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (e != cudaSuccess) return e;
+  hopper = major == 9 && minor == 0;
+  if (cached) known[dev].store(hopper ? 1 : 2, std::memory_order_relaxed);
+  return cudaSuccess;
 }
 
 // True when every pointer is `bytes`-aligned (host side: choosing the vector width).

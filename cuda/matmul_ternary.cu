@@ -37,7 +37,8 @@
 //     int32 sums into the tile's words of a zeroed workspace by atomics, and the last of the s
 //     to arrive (a counter after a fence) applies the epilogue and zeroes the words again: one
 //     launch, no second kernel, and bit-identical to s = 1 (integer sums).
-//   Prefill (block_m 128): 128 × 128, 4 × 2 warps of 32 × 64, k 64 per stage.
+//   Prefill (block_m 128): 128 × 128, 4 × 2 warps of 32 × 64, k 64 per stage. On Hopper the
+//     plan takes block_m 64 instead: matmul_ternary_sm90.cu's int8 wgmma tile.
 // Roofline: weights n·k/4 bytes + activations m·k bytes + out; 2·m·n·k int8 ops on the tensor
 // cores (H200 mma.sync int8: about twice its bf16 rate).
 #include "matmul_ternary.cuh"
@@ -218,12 +219,6 @@ __device__ __forceinline__ void load_stage(const wc_matmul_ternary_params& p, ui
   }
 }
 
-// out[row, col] from the exact sum v; qs = q_scale[row] (loaded once per row by the caller).
-template <typename OutT>
-__device__ __forceinline__ void store_out(const wc_matmul_ternary_params& p, int64_t row, int64_t col, int32_t v, float qs) {
-  ternary_store_out<OutT>(p, row, col, v, qs);
-}
-
 template <class C, typename OutT>
 __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_matmul_ternary_params p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -326,7 +321,7 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
           if constexpr (C::WK > 1) {
             red[(wk * C::BM + rl) * 4 * C::BP + pl * C::BP + pr] = v;
           } else if (m0 + rl < p.m && p0 + pr < prows) {
-            store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, v, qs[i][e >> 1]);
+            ternary_store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, v, qs[i][e >> 1]);
           }
         }
   if constexpr (C::WK > 1) {
@@ -341,7 +336,7 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
       for (int w = 0; w < C::WK; ++w) sum += red[w * C::BM * 4 * C::BP + i];
       if (m0 + rl < p.m && p0 + pr < prows) {
         if (split) atomicAdd(part + i, sum);  // exact: any order gives the same total
-        else store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, sum, p.q_scale[m0 + rl]);
+        else ternary_store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, sum, p.q_scale[m0 + rl]);
       }
     }
     if (split) {
@@ -357,7 +352,7 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
       for (int i = threadIdx.x; i < C::BM * 4 * C::BP; i += C::kThreads) {
         const int rl = i / (4 * C::BP), pl = (i / C::BP) % 4, pr = i % C::BP;
         if (m0 + rl < p.m && p0 + pr < prows)
-          store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, atomicExch(part + i, 0), p.q_scale[m0 + rl]);
+          ternary_store_out<OutT>(p, m0 + rl, pl * prows + p0 + pr, atomicExch(part + i, 0), p.q_scale[m0 + rl]);
       }
       if (threadIdx.x == 0) atomicExch(part + kSplitTileSums, 0);
     }

@@ -17,7 +17,8 @@ __device__ __forceinline__ void ternary_store_out(const wc_matmul_ternary_params
 }
 
 // The Hopper prefill tile (block_m 64; matmul_ternary_sm90.cu, sm_90a): launches it for p
-// (checked by wc_matmul_ternary), WC_ERR_UNSUPPORTED with k_splits > 1.
+// (checked by wc_matmul_ternary); WC_ERR_UNSUPPORTED with k_splits > 1 or on a device other
+// than compute capability 9.0.
 wc_status launch_matmul_ternary_sm90(const wc_matmul_ternary_params& p, cudaStream_t s);
 
 }  // namespace wc

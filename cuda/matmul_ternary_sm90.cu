@@ -205,7 +205,9 @@ wc_status launch(const wc_matmul_ternary_params& p, cudaStream_t s) {
 }  // namespace
 
 wc_status launch_matmul_ternary_sm90(const wc_matmul_ternary_params& p, cudaStream_t s) {
-  if (p.k_splits > 1) return WC_ERR_UNSUPPORTED;
+  bool hopper = false;
+  if (const cudaError_t e = hopper_device(hopper); e != cudaSuccess) return static_cast<wc_status>(e);
+  if (!hopper || p.k_splits > 1) return WC_ERR_UNSUPPORTED;  // sm_80 builds only a trapping stub
   WC_DISPATCH_DTYPE(p.out_dtype, OutT, { return launch<OutT>(p, s); });
 }
 

@@ -65,7 +65,9 @@ wc_status wc_rms_norm_quantize_activations(const wc_rms_norm_quantize_activation
  * v + 1 (0b00 = -1, 0b01 = 0, 0b10 = 1; 0b11 is no ternary value and reads as 2).
  * Any m; n a multiple of 4; k a multiple of 16, at most WC_TERNARY_MAX_K; q and w 16-byte
  * aligned with row strides multiples of 16 bytes. block_m comes from the host planner: 16 (one
- * 16-row tile, eight warps splitting k: decode) or 128 (128 × 128 tiles: prefill).
+ * 16-row tile, eight warps splitting k: decode), 128 (128 × 128 tiles: prefill), or 64 (64 rows
+ * × 512 columns on int8 wgmma: prefill on compute capability 9.0 only, WC_ERR_UNSUPPORTED
+ * elsewhere). Every tile gives the same output bit for bit.
  * Split-k (block_m 16 only, for layers with too few 16 × 32 tiles to fill the GPU): k_splits = s
  * CTAs per tile, CTA j over the k-steps [⌊K·j/s⌋, ⌊K·(j+1)/s⌋) of the K = ⌈k / 512⌉ 512-byte
  * steps (2 <= s <= K). Each adds its exact int32 sums into the tile's words of workspace
@@ -87,7 +89,7 @@ typedef struct wc_matmul_ternary_params {
   int64_t ldq;
   int64_t ldw;
   int64_t ldo;
-  int32_t block_m;        /* 16 or 128 */
+  int32_t block_m;        /* 16, 128, or 64 (sm_90a) */
   wc_dtype out_dtype;     /* WC_BF16, WC_F16 or WC_F32 */
   int32_t k_splits;       /* 0 or 1 = none; s >= 2: split-k as above (block_m 16, else
                              WC_ERR_UNSUPPORTED; s > K: WC_ERR_INVALID_ARG) */
