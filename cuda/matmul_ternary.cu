@@ -431,7 +431,7 @@ extern "C" wc_status wc_matmul_ternary(const wc_matmul_ternary_params* p, wc_str
     switch (p->block_m) {
       case wc::DecodeTile::BM: return wc::launch_matmul<wc::DecodeTile, OutT>(*p, s);
       case wc::PrefillTile::BM: return wc::launch_matmul<wc::PrefillTile, OutT>(*p, s);
-      case 64: return wc::launch_matmul_ternary_sm90(*p, s);
+      case wc::kTernarySm90BlockM: return wc::launch_matmul_ternary_sm90(*p, s);
       default: return WC_ERR_INVALID_ARG;
     }
   });

@@ -16,7 +16,9 @@ __device__ __forceinline__ void ternary_store_out(const wc_matmul_ternary_params
   static_cast<OutT*>(p.out)[row * p.ldo + col] = from_float<OutT>(y * p.w_scale);
 }
 
-// The Hopper prefill tile (block_m 64; matmul_ternary_sm90.cu, sm_90a): launches it for p
+// The Hopper prefill tile's block_m: the tokens of one CTA (matmul_ternary_sm90.cu, sm_90a).
+constexpr int kTernarySm90BlockM = 64;
+// That tile's launcher: launches it for p
 // (checked by wc_matmul_ternary); WC_ERR_UNSUPPORTED with k_splits > 1 or on a device other
 // than compute capability 9.0.
 wc_status launch_matmul_ternary_sm90(const wc_matmul_ternary_params& p, cudaStream_t s);

@@ -37,7 +37,7 @@ using namespace sm90;
 struct TernarySm90 {
   static constexpr int kThreads = 384;
   static constexpr int BP = 128;  // packed weight rows per CTA (512 output columns), 64 per consumer
-  static constexpr int BN = 64;   // tokens per CTA
+  static constexpr int BN = kTernarySm90BlockM;  // tokens per CTA
   static constexpr int BK = 128;  // bytes of k per stage: one 128-byte swizzle row
   static constexpr int kStages = 6;
   static constexpr int kWBytes = BP * BK;                 // 16 KB of packed weights

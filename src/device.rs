@@ -2,7 +2,7 @@
 //! about the GPU.
 
 use crate::{Error, Result};
-use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -108,17 +108,19 @@ impl Device {
         Ok(self.stream.synchronize()?)
     }
 
-    /// Runs `f` on the op's persistent scratch buffer (`words` u32, zero-filled when this
-    /// `Device` first hands it out), holding it exclusively: one launch at a time queues on it,
-    /// and the stream orders those launches on the GPU.
-    pub(crate) fn with_scratch<R>(&self, op: &'static str, words: usize, f: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>) -> Result<R> {
+    /// Runs `f` with the device address of the op's persistent scratch buffer (`words` u32,
+    /// zero-filled when this `Device` first hands it out), holding it exclusively: one launch
+    /// at a time queues on it (what `f` queues on this `Device`'s stream), and the stream
+    /// orders those launches on the GPU.
+    pub(crate) fn with_scratch<R>(&self, op: &'static str, words: usize, f: impl FnOnce(sys::CUdeviceptr) -> Result<R>) -> Result<R> {
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let buf = match scratch.entry(op) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(self.zeros::<u32>(words)?),
         };
         debug_assert!(buf.len() >= words, "{op}: scratch of {} words, {words} asked", buf.len());
-        f(buf)
+        let (ptr, _guard) = buf.device_ptr_mut(&self.stream);
+        f(ptr)
     }
 
     /// Makes this `Device` use `other`'s scratch buffers (the same context): for a `Device` on

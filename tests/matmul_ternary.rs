@@ -65,11 +65,15 @@ fn ternary_case() -> impl Strategy<Value = TernaryCase> {
         })
 }
 
+/// Whether the GPU runs the Hopper tile (compute capability 9.0).
+fn hopper(dev: &warpcore::Device) -> bool {
+    dev.info().compute_capability == (9, 0)
+}
+
 /// The case with the Hopper tile replaced by the plan on GPUs other than compute capability 9.0.
 fn on_this_gpu(dev: &warpcore::Device, case: TernaryCase) -> TernaryCase {
-    let hopper = dev.info().compute_capability == (9, 0);
     match case.tile {
-        Some(t) if t.block_m == HOPPER_BLOCK_M && !hopper => TernaryCase { tile: None, ..case },
+        Some(t) if t.block_m == HOPPER_BLOCK_M && !hopper(dev) => TernaryCase { tile: None, ..case },
         _ => case,
     }
 }
@@ -77,8 +81,7 @@ fn on_this_gpu(dev: &warpcore::Device, case: TernaryCase) -> TernaryCase {
 /// The tiles every shape runs on this GPU: both mma.sync heights unsplit, and the Hopper tile
 /// where there is one.
 fn unsplit_tiles(dev: &warpcore::Device) -> Vec<TernaryTile> {
-    let hopper = dev.info().compute_capability == (9, 0);
-    BLOCK_M.into_iter().chain(hopper.then_some(HOPPER_BLOCK_M)).map(TernaryTile::unsplit).collect()
+    BLOCK_M.into_iter().chain(hopper(dev).then_some(HOPPER_BLOCK_M)).map(TernaryTile::unsplit).collect()
 }
 
 macro_rules! dtype_tests {
@@ -166,7 +169,7 @@ fn every_tile_and_split_k_give_the_same_bits() {
             let diff = got.iter().zip(&whole).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             assert_eq!(diff, 0, "{m} × {n} × {k}, {tile}: {diff} outputs differ from the 16-row tile's");
         }
-        let planned = plan(m, n, k, sms, dev.info().compute_capability == (9, 0));
+        let planned = plan(m, n, k, sms, hopper(&dev));
         // 2, 3, 7 and 16 slices where k has that many 512-byte steps, every step its own slice,
         // and the plan's count.
         let mut splits = vec![2, 3, 7, 16, steps, planned.k_splits];
@@ -235,9 +238,8 @@ fn bad_input_is_refused_and_writes_nothing() {
     // Tiles the kernel cannot run this problem with: no such height, split-k on the 128-row
     // and Hopper tiles, more k-slices than the one 512-byte k-step, k_splits 0, and the Hopper
     // tile anywhere but on compute capability 9.0.
-    let hopper = dev.info().compute_capability == (9, 0);
     let refused = [TernaryTile::unsplit(32), TernaryTile { block_m: 128, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 2 }, TernaryTile { block_m: 16, k_splits: 0 }, TernaryTile { block_m: HOPPER_BLOCK_M, k_splits: 2 }];
-    for tile in refused.into_iter().chain((!hopper).then_some(TernaryTile::unsplit(HOPPER_BLOCK_M))) {
+    for tile in refused.into_iter().chain((!hopper(&dev)).then_some(TernaryTile::unsplit(HOPPER_BLOCK_M))) {
         let mut o = TensorViewMut::contiguous(out.slice_mut(..), [m, n]).unwrap();
         let e = matmul_ternary_with_tile::<bf16>(&dev, &qv, &qsv, PackedTernary { packed: &wv, scale: 1.0 }, None, &mut o, Some(tile)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { .. }), "{tile}: {e}");

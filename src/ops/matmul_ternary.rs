@@ -18,7 +18,6 @@
 use super::rms_norm::{check_config, RmsNormConfig};
 use super::{row_stride, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
-use cudarc::driver::DevicePtrMut;
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
 pub const MAX_K: usize = ffi::WC_TERNARY_MAX_K as usize;
@@ -102,8 +101,7 @@ impl std::fmt::Display for TernaryTile {
 /// BitNet 2B's 2560-wide projections (80 tiles) run as 4 × 80 CTAs. Choices the H200 must
 /// confirm (docs/matmul_ternary.md).
 pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> TernaryTile {
-    let prefill_ctas = m.div_ceil(128) * (n / VALUES_PER_BYTE).div_ceil(32);
-    if !(m <= 64 || prefill_ctas < sm_count) {
+    if !(m <= 64 || TernaryTile::unsplit(BLOCK_M[1]).tiles(m, n) < sm_count) {
         return from_env(TernaryTile::unsplit(if hopper { HOPPER_BLOCK_M } else { BLOCK_M[1] }));
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
@@ -436,8 +434,7 @@ pub fn matmul_ternary_with_tile<O: DType>(
     if tile.k_splits > 1 {
         // The Device's split-k workspace: zeroed when first handed out, and every launch leaves
         // it zero (each tile's last CTA clears its words); held while the launch is queued.
-        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_WORDS, |buf| {
-            let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_WORDS, |ws_ptr| {
             params.workspace = ws_ptr as *mut i32;
             params.workspace_words = SPLIT_K_WORKSPACE_WORDS as i64;
             run(&params)

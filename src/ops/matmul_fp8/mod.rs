@@ -24,7 +24,7 @@
 use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
-use cudarc::driver::{sys, DevicePtrMut};
+use cudarc::driver::sys;
 use half::bf16;
 
 mod plan;
@@ -468,8 +468,7 @@ fn gemm<O: DType>(
     let r = if tiles.k_splits > 1 {
         // Split-k's partials go to the Device's workspace (split_k_fits checked that they fit),
         // held while both of its launches are queued; nothing in it is read before written.
-        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_FLOATS, |buf| {
-            let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+        dev.with_scratch(SPLIT_K_OP, SPLIT_K_WORKSPACE_FLOATS, |ws_ptr| {
             p.workspace = ws_ptr as *mut f32;
             p.workspace_floats = SPLIT_K_WORKSPACE_FLOATS as i64;
             run(&p)

@@ -16,7 +16,6 @@ mod tensor;
 pub use tensor::{TensorQuantLimits, TensorQuantPlan};
 use tensor::{vector_layout, WORKSPACE_WORDS};
 
-use cudarc::driver::DevicePtrMut;
 
 use super::rms_norm::RmsNormConfig;
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
@@ -226,8 +225,7 @@ fn quantize<T: DType>(
         // launch is queued.
         return launch(OP, dev, |s| unsafe { ffi::wc_quantize_fp8(&params, s) });
     };
-    dev.with_scratch(OP, WORKSPACE_WORDS, |buf| {
-        let (ws_ptr, _gw) = buf.device_ptr_mut(stream);
+    dev.with_scratch(OP, WORKSPACE_WORDS, |ws_ptr| {
         params.workspace = ws_ptr as *mut _;
         params.single_pass_ctas = ctas as i64;
         params.single_pass_held = held as i64;
