@@ -7,10 +7,12 @@
 //
 // CTA: 384 threads = 3 warpgroups, 64 query rows (GQA packing as attention.cuh), 64-key tiles
 // of 576-element latent rows, 2 stages.
-//   warpgroup 0    producer (setmaxnreg.dec 40): cp.async of Q (with tile 0) and of every K
-//                  tile, row by row through the block table, straight into the 128-byte-
-//                  swizzled layout the descriptors read (9 column blocks of 64 elements, each
-//                  rows × 128 bytes, unit u of row r at u ^ (r % 8)); per tile: wait for a free
+//   warpgroup 0    producer (setmaxnreg.dec 40): Q by cp.async (with tile 0); K tiles into
+//                  the 128-byte-swizzled layout the descriptors read (9 column blocks of 64
+//                  elements, each rows × 128 bytes, unit u of row r at u ^ (r % 8)) — by TMA
+//                  when the host mapped the cache (p.tma_rows > 0) and every key of the tile
+//                  exists (attention_sm90.cu's scheme: one box per page and column block), else
+//                  by cp.async, row by row through the block table; per tile: wait for a free
 //                  stage, issue the tile, wait for the previous tile's copies, fence them to the
 //                  async proxy and arrive on its full barrier (one tile in flight while the
 //                  consumers work on the other).
@@ -70,7 +72,7 @@ __device__ __forceinline__ int swizzled(int r, int u) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kernel(const wc_attention_params p) {
+__global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kernel(const __grid_constant__ wc_attention_params p) {
 #if WC_SM90A
   using C = MlaSm90;
   using namespace sm90;
@@ -98,8 +100,24 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
     setmaxnreg_dec<40>();
     const int tid = threadIdx.x;
     const T* kg = static_cast<const T*>(p.k);
+    const int lane = tid % 32;
     auto load_tile = [&](int it) {
       const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+      int page;
+      if (tma_tile<BN>(p, w, n0, kv_hi, lane, page)) {
+        // Every key exists: warp 0 marks them, adds the tile's bytes to the stage's full
+        // barrier (all 128 producer threads still arrive on it) and issues one TMA per box and
+        // 128-byte column block.
+        if (tid < 32) {
+          for (int r = lane; r < BN; r += 32) s_ok[st * BN + r] = 1;
+          if (lane == 0) mbar_expect_tx(&full[st], C::kTile);
+          uint64_t* bar = &full[st];
+          tma_tile_load<BN, C::kD / 64>(p, w, n0, page, lane, sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,
+                                        [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_k, bar, c0, c1); });
+        }
+        cp_async_commit();  // an empty group: produce_cp_async waits for one group per tile
+        return;
+      }
       for (int i = tid; i < BN * U; i += 128) {
         const int r = i / U, u = i % U;
         int64_t ko;

@@ -7,16 +7,21 @@
 // through wc_attention_params.kernel).
 //
 // CTA: 384 threads = 3 warpgroups, 128 query rows, key tiles of 128.
-//   warpgroup 0    producer (setmaxnreg.dec 56). K/V in the query dtype: cp.async of Q (with
-//                  tile 0) and of every K/V tile straight into the 128-byte-swizzled layout the
-//                  wgmma descriptors read (64-element column blocks of rows × 128 bytes, 16-byte
-//                  unit u of row r at u ^ (r % 8)); paged K/V go row by row through the block
-//                  table (TMA cannot follow it). A ring of 3 stages (K and V together): per
-//                  tile, wait for a free stage (empty barrier) and issue the tile, then wait for
-//                  the previous tile's copies, fence them to the async proxy (fence.proxy.async)
-//                  and arrive on its full barrier — two tiles in flight while the consumers hold
-//                  the two before them. Key flags: s_ok per key, and s_bad = the index of the
-//                  last tile loaded into the stage with a missing key.
+//   warpgroup 0    producer (setmaxnreg.dec 56). K/V in the query dtype: Q by cp.async (with
+//                  tile 0); K/V tiles into the 128-byte-swizzled layout the wgmma descriptors
+//                  read (64-element column blocks of rows × 128 bytes, 16-byte unit u of row r
+//                  at u ^ (r % 8)) — by TMA when the host mapped K and V (p.tma_rows > 0:
+//                  contiguous, or pages of >= 8 slots back to back) and every key of the tile
+//                  exists (one box per page and 128-byte column; warp 0 issues them and adds
+//                  their bytes to the stage's full barrier), else by cp.async, row by row
+//                  through the block table (a sequence's last tile, a paged window's first,
+//                  page ids out of range; and everything when unmapped). A ring of 3 stages
+//                  (K and V together): per tile, wait for a free stage (empty barrier) and
+//                  issue the tile, then wait for the previous tile's copies, fence them to the
+//                  async proxy (fence.proxy.async) and arrive on its full barrier — two tiles in
+//                  flight while the consumers hold the two before them. Key flags: s_ok per
+//                  key, and s_bad = the index of the last tile loaded into the stage with a
+//                  missing key.
 //                  FP8 K/V: the wgmmas run in f16 (e4m3 → f16 · 2^-8 is exact and three integer
 //                  ops per four bytes, e4m3x4_to_f16x2_scaled; the 2^8 folds into the scales;
 //                  bf16 would take more), so a bf16 Q is converted once, in shared memory,
@@ -105,7 +110,7 @@ __device__ __forceinline__ int raw_offset(int r, int c) {
 }
 
 template <typename T, int HD, bool FP8>
-__global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90_kernel(const wc_attention_params p) {
+__global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90_kernel(const __grid_constant__ wc_attention_params p) {
 #if WC_SM90A
   using C = Sm90Attn<HD, FP8>;
   using namespace sm90;
@@ -146,8 +151,26 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
       // arrive on its full barrier (two tiles in flight).
       const T* kg = static_cast<const T*>(p.k);
       const T* vg = static_cast<const T*>(p.v);
+      const int lane = tid % 32;
       auto load_tile = [&](int it) {
         const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
+        int page;
+        if (tma_tile<BN>(p, w, n0, kv_hi, lane, page)) {
+          // Every key exists: warp 0 marks them, adds the tile's bytes to the stage's full
+          // barrier (all 128 producer threads still arrive on it, in produce_cp_async) and
+          // issues one TMA per box and 128-byte column block of K and of V.
+          if (tid < 32) {
+            for (int r = lane; r < BN; r += 32) s_ok[st * BN + r] = 1;
+            if (lane == 0) mbar_expect_tx(&full_k[st], 2 * C::kTile);
+            uint64_t* bar = &full_k[st];
+            tma_tile_load<BN, HD / 64>(p, w, n0, page, lane, sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,
+                                       [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_k, bar, c0, c1); });
+            tma_tile_load<BN, HD / 64>(p, w, n0, page, lane, sv + st * C::kTile, w.kv_head * p.v_head_stride * 2,
+                                       [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_v, bar, c0, c1); });
+          }
+          cp_async_commit();  // an empty group: produce_cp_async waits for one group per tile
+          return;
+        }
         for (int i = tid; i < BN * U; i += 128) {
           const int r = i / U, u = i % U;
           int64_t ko, vo;

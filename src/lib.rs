@@ -21,6 +21,8 @@ pub mod ops;
 pub mod reference;
 pub mod resources;
 mod tensor;
+#[cfg(any(feature = "attention", feature = "matmul-fp8"))]
+mod tma;
 
 pub use device::{driver_present, Device, DeviceInfo, MIN_COMPUTE_CAPABILITY};
 pub use dtype::{DType, IndexType, F8E4M3};

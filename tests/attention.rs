@@ -7,7 +7,7 @@ use common::{assert_passed, device};
 use common::proptest_config as config;
 use half::{bf16, f16};
 use proptest::prelude::*;
-use warpcore::check::attention::{check_attention, check_merge_states, AttentionCase};
+use warpcore::check::attention::{attention_outputs, check_attention, check_merge_states, AttentionCase};
 use warpcore::check::{compare, tolerance, Rng};
 use warpcore::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
 use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
@@ -34,9 +34,10 @@ fn case() -> impl Strategy<Value = AttentionCase> {
         prop_oneof![2 => Just(None), 1 => (2usize..6).prop_map(Some)],
         // Auto: wgmma for prefill at head dims 64 / 128 on an H100/H200, mma.sync otherwise.
         prop_oneof![2 => Just(AttentionKernel::Auto), 1 => Just(AttentionKernel::MmaSync)],
-        any::<u64>(),
+        // The wgmma kernel's key tiles by TMA where it can (the default), or all by cp.async.
+        (any::<u64>(), prop_oneof![3 => Just(true), 1 => Just(false)]),
     )
-        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, kernel, seed)| AttentionCase {
+        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, kernel, (seed, tma))| AttentionCase {
             q_lens: seqs.iter().map(|s| s.0).collect(),
             kv_lens: seqs.iter().map(|s| s.1).collect(),
             num_q_heads: group * num_kv_heads,
@@ -53,6 +54,7 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             kernel,
             q_magnitude: 1.0,
             seed,
+            tma,
         })
 }
 
@@ -124,6 +126,38 @@ proptest! {
         let Some(dev) = device() else { return Ok(()) };
         let r = if bf { check_attention::<bf16>(&dev, &c) } else { check_attention::<f16>(&dev, &c) };
         assert_passed(&r.unwrap());
+    }
+}
+
+/// The wgmma prefill kernel's key tiles by TMA and by cp.async land the same bytes in the same
+/// layout, so the outputs agree bit for bit: contiguous K/V (several sequences, kv heads at
+/// their offsets), pages of 8 (16 boxes a tile), 16, 64 and 256 (tiles half a page in), a
+/// window (paged tiles then start mid-page: cp.async), split-KV. Hopper only.
+#[test]
+fn tma_and_cp_async_tiles_give_the_same_bits() {
+    let Some(dev) = device() else { return };
+    if dev.info().compute_capability != (9, 0) {
+        return;
+    }
+    let base = AttentionCase { num_q_heads: 8, num_kv_heads: 2, ..AttentionCase::new(vec![300, 17, 130], vec![1000, 400, 130], 31) };
+    let cases = [
+        AttentionCase { page_size: None, ..base.clone() },
+        AttentionCase { page_size: Some(8), num_q_heads: 12, num_kv_heads: 3, head_dim: 64, head_dim_v: 64, ..base.clone() },
+        AttentionCase { page_size: Some(16), num_splits: Some(3), ..base.clone() },
+        AttentionCase { page_size: Some(64), window_left: Some(200), softcap: Some(30.0), ..base.clone() },
+        AttentionCase { page_size: Some(256), causal: false, ..base.clone() },
+        AttentionCase { page_size: None, window_left: Some(333), num_q_heads: 4, num_kv_heads: 4, ..base.clone() },
+    ];
+    for c in &cases {
+        let plan = AttentionPlan::new(&dev, &c.q_lens, &c.kv_lens, c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v).unwrap();
+        assert_eq!(plan.kernel, AttentionKernel::Wgmma, "{c:?}");
+        let (tma_out, tma_lse) = attention_outputs::<bf16>(&dev, c).unwrap();
+        let (cp_out, cp_lse) = attention_outputs::<bf16>(&dev, &AttentionCase { tma: false, ..c.clone() }).unwrap();
+        let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&tma_out) == bits(&cp_out), "out differs: {c:?}");
+        assert!(tma_lse.iter().map(|x| x.to_bits()).eq(cp_lse.iter().map(|x| x.to_bits())), "lse differs: {c:?}");
+        // And both are right.
+        assert_passed(&check_attention::<bf16>(&dev, c).unwrap());
     }
 }
 

@@ -186,8 +186,9 @@ pub fn prefill_shape(batch: usize, seq_len: usize, kernel: AttentionKernel) -> S
 }
 
 /// Causal prefill of `batch` sequences of `seq_len` tokens, K/V contiguous (varlen), on
-/// `kernel` (`MmaSync` or `Wgmma`).
-pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
+/// `kernel` (`MmaSync` or `Wgmma`); `tma` false: the wgmma kernel's key tiles all by cp.async,
+/// the record's key gains " no-tma" (true: the plan's default, `WARPCORE_ATTENTION_TMA`).
+pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, kernel: AttentionKernel, tma: bool) -> Result<BenchRecord> {
     let total = batch * seq_len;
     let q = random_buffer::<bf16>(dev, total * NQ * HD, -1.0, 1.0, 1)?;
     let k = random_buffer::<bf16>(dev, total * NKV * HD, -1.0, 1.0, 2)?;
@@ -195,7 +196,8 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     let mut out = dev.zeros::<bf16>(total * NQ * HD)?;
     let cu: Vec<i32> = (0..=batch).map(|s| (s * seq_len) as i32).collect();
     let cu = dev.upload(&cu)?;
-    let plan = AttentionPlan::with_kernel(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD, kernel)?;
+    let planned = AttentionPlan::with_kernel(dev, &vec![seq_len; batch], &vec![seq_len; batch], NQ, NKV, HD, HD, kernel)?;
+    let plan = AttentionPlan { tma: tma && planned.tma, ..planned };
     let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
     let cfg = AttentionConfig::causal(HD);
     let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
@@ -212,7 +214,8 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;
     let bytes = (2 * total * NQ * HD * 2 + 2 * total * NKV * HD * 2) as f64;
-    Ok(BenchRecord::compute("attention_prefill", "bf16", prefill_shape(batch, seq_len, plan.kernel), t, bytes, flops, ceilings))
+    let shape = prefill_shape(batch, seq_len, plan.kernel) + if tma || plan.kernel != AttentionKernel::Wgmma { "" } else { " no-tma" };
+    Ok(BenchRecord::compute("attention_prefill", "bf16", shape, t, bytes, flops, ceilings))
 }
 
 /// Causal prefill of `batch` sequences of `seq_len` tokens whose K/V are already in the paged
@@ -256,9 +259,11 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     // issue's goal for it: 700).
     let hopper = AttentionPlan::with_kernel(dev, &[4096], &[4096], NQ, NKV, HD, HD, AttentionKernel::Wgmma).is_ok();
     for (batch, seq_len) in [(1, 16384), (4, 4096)] {
-        out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::MmaSync)?);
+        out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::MmaSync, true)?);
         if hopper {
-            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma)?);
+            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, true)?);
+            // The same with every key tile by cp.async (the measure of the TMA tiles).
+            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, false)?);
         }
     }
     // Prefill over the paged cache (chunked prefill, append): bf16, and the FP8 cache, which the

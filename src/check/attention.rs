@@ -46,6 +46,9 @@ pub struct AttentionCase {
     pub q_magnitude: f32,
     /// Seed of q, k, v and the page order.
     pub seed: u64,
+    /// The plan's `tma` (true by default): false sends every key tile of the wgmma prefill
+    /// kernel by cp.async.
+    pub tma: bool,
 }
 
 impl AttentionCase {
@@ -68,6 +71,7 @@ impl AttentionCase {
             kernel: AttentionKernel::Auto,
             q_magnitude: 1.0,
             seed,
+            tma: true,
         }
     }
 
@@ -87,6 +91,7 @@ impl AttentionCase {
             self.num_splits.map_or(String::new(), |s| format!(" splits {s}")),
         ) + &self.fp8_scales.map_or(String::new(), |(k, v)| format!(" e4m3 scales {k}/{v}"))
             + &if self.q_magnitude == 1.0 { String::new() } else { format!(" |q| < {:e}", self.q_magnitude) }
+            + if self.tma { "" } else { " no-tma" }
 
     }
 }
@@ -132,7 +137,51 @@ pub fn check_attention<T: DType>(dev: &Device, case: &AttentionCase) -> Result<C
     check_attention_kv::<T, T>(dev, case)
 }
 
+/// The op's outputs for one batch with K/V in the query dtype, as it wrote them (out, lse):
+/// for comparisons between kernel paths that must agree bit for bit (the wgmma kernel's TMA
+/// and cp.async tiles).
+pub fn attention_outputs<T: DType>(dev: &Device, case: &AttentionCase) -> Result<(Vec<T>, Vec<f32>)> {
+    let r = run_attention::<T, T>(dev, case)?;
+    Ok((r.out, r.lse))
+}
+
+/// One batch's inputs (per sequence, as stored) and what the op made of them.
+struct Run<T, C> {
+    qs: Vec<Vec<T>>,
+    ks: Vec<Vec<C>>,
+    vs: Vec<Vec<C>>,
+    plan: AttentionPlan,
+    cfg: AttentionConfig,
+    out: Vec<T>,
+    lse: Vec<f32>,
+}
+
 fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) -> Result<CheckResult> {
+    let c = case;
+    let (nq, nkv, hd, hdv) = (c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v);
+    let (k_scale, v_scale) = c.fp8_scales.unwrap_or((1.0, 1.0));
+    let total_q: usize = c.q_lens.iter().sum();
+    let Run { qs, ks, vs, plan, cfg, out: got, lse: got_lse } = run_attention::<T, C>(dev, case)?;
+    let mask = AttentionMask { scale: cfg.scale as f64, causal: c.causal, window_left: c.window_left.map(|w| w as usize), softcap: c.softcap.map(f64::from) };
+    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
+    for s in 0..c.q_lens.len() {
+        let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hdv };
+        let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, k_scale as f64, v_scale as f64);
+        want.extend(o);
+        want_lse.extend(l);
+    }
+    Ok(CheckResult {
+        op: "attention",
+        dtype: T::NAME,
+        shape: format!("{} {}", c.describe(), if plan.kernel == AttentionKernel::Wgmma { "wgmma" } else { "mma.sync" }),
+        comparisons: vec![
+            compare("out", &got[..total_q * nq * hdv], &want, tolerance::<T>()).in_rows(hdv),
+            compare("lse", &got_lse[..total_q * nq], &want_lse, LSE_TOL).in_rows(nq),
+        ],
+    })
+}
+
+fn run_attention<T: DType, C: DType>(dev: &Device, case: &AttentionCase) -> Result<Run<T, C>> {
     let c = case;
     let (nq, nkv, hd, hdv) = (c.num_q_heads, c.num_kv_heads, c.head_dim, c.head_dim_v);
     let (row, row_v) = (nkv * hd, nkv * hdv);
@@ -155,6 +204,7 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
     if let Some(s) = c.num_splits {
         plan.num_splits = s;
     }
+    plan.tma = c.tma;
     let cfg = AttentionConfig { scale: 1.0 / (hd as f32).sqrt(), causal: c.causal, window_left: c.window_left, softcap: c.softcap };
 
     let q = dev.upload(&qs.concat())?;
@@ -205,25 +255,8 @@ fn check_attention_kv<T: DType, C: DType>(dev: &Device, case: &AttentionCase) ->
             attention(dev, &qv, &cuq, kv, &plan, &cfg, &mut ov, Some(&mut lv), Some(&mut wv))?;
         }
     }
-    let (got, got_lse) = (dev.download(&out)?, dev.download(&lse)?);
-
-    let mask = AttentionMask { scale: cfg.scale as f64, causal: c.causal, window_left: c.window_left.map(|w| w as usize), softcap: c.softcap.map(f64::from) };
-    let (mut want, mut want_lse) = (Vec::new(), Vec::new());
-    for s in 0..c.q_lens.len() {
-        let shape = AttentionShape { q_len: c.q_lens[s], kv_len: c.kv_lens[s], num_q_heads: nq, num_kv_heads: nkv, head_dim: hd, head_dim_v: hdv };
-        let (o, l) = reference::attention(&qs[s], &ks[s], &vs[s], shape, &mask, k_scale as f64, v_scale as f64);
-        want.extend(o);
-        want_lse.extend(l);
-    }
-    Ok(CheckResult {
-        op: "attention",
-        dtype: T::NAME,
-        shape: format!("{} {}", c.describe(), if plan.kernel == AttentionKernel::Wgmma { "wgmma" } else { "mma.sync" }),
-        comparisons: vec![
-            compare("out", &got[..total_q * nq * hdv], &want, tolerance::<T>()).in_rows(hdv),
-            compare("lse", &got_lse[..total_q * nq], &want_lse, LSE_TOL).in_rows(nq),
-        ],
-    })
+    let (out, lse) = (dev.download(&out)?, dev.download(&lse)?);
+    Ok(Run { qs, ks, vs, plan, cfg, out, lse })
 }
 
 /// `merge_states` against `reference::merge_states` (including rows where one side is empty).
@@ -305,6 +338,10 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         };
         if auto.kernel == AttentionKernel::Wgmma {
             out.push(check_attention::<bf16>(dev, &AttentionCase { kernel: AttentionKernel::MmaSync, seed: c.seed + 200, ..c.clone() })?);
+            // And its key tiles all by cp.async (K/V in the query dtype: TMA otherwise).
+            if c.fp8_scales.is_none() {
+                out.push(check_attention::<bf16>(dev, &AttentionCase { tma: false, seed: c.seed + 300, ..c.clone() })?);
+            }
         }
     }
     out.push(check_merge_states::<bf16>(dev, 1000, 128, 9)?);

@@ -56,7 +56,27 @@ struct Case {
   float qmag = 3.0f;
   bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
   bool mla = false;            // hd 576 / hdv 512, V = K's first 512 elements (p.v = p.k)
+  bool tma = true;             // wgmma over K/V in the query dtype: TMA maps where kv_tma builds them
 };
+
+// TMA maps as src/ops/attention/mod.rs's kv_tma builds them for the wgmma kernels (key_tile
+// keys per tile: 128, MLA's 64; K/V in the query dtype, elem bytes each): none for pages under
+// 8 slots or not back to back, or a head span wider than the token stride.
+static void set_tma(wc_attention_params& p, int elem, long key_tile) {
+  const long ps = p.page_size;
+  const long box_rows = ps == 0 ? key_tile : std::min(ps, key_tile);
+  if (ps != 0 && (ps < 8 || ps % box_rows != 0 || p.page_stride != ps * p.k_stride || p.v_stride != p.k_stride)) return;
+  const long rows = ps == 0 ? p.total_kv : p.num_pages * ps;
+  if (rows <= 0 || rows > INT32_MAX) return;
+  auto map = [&](wc_tensor_map* m, const void* base, long stride, long head_stride) {
+    const long row_bytes = ((long)(p.num_kv_heads - 1) * head_stride + p.head_dim) * elem, stride_bytes = stride * elem;
+    const uint64_t dims[2] = {(uint64_t)row_bytes, (uint64_t)rows};
+    const uint32_t box[2] = {128, (uint32_t)box_rows};
+    return row_bytes <= stride_bytes && emu::sm90::encode_tensor_map_2d(m, base, dims, stride_bytes, box, 128);
+  };
+  if (map(&p.tma_k, p.k, p.k_stride, p.k_head_stride) && map(&p.tma_v, p.v, p.v_stride, p.v_head_stride))
+    p.tma_rows = static_cast<int32_t>(box_rows);
+}
 
 // AttentionPlan::new and choose_splits (src/ops/attention/plan.rs), sm_count = 132 (H200), CTAs per
 // SM from wc_attention_ctas_per_sm (the shim's occupancy calculator: shared memory only).
@@ -94,7 +114,7 @@ static int plan_splits(const Case& c, int sm_count = 132) {
   return 1;
 }
 
-struct Result { bool pass; double rel_fro, max_abs, max_lse; int splits; };
+struct Result { bool pass; double rel_fro, max_abs, max_lse; int splits; long tma_loads; };
 
 static Result run_case(const Case& c, std::mt19937& rng) {
   const int S = static_cast<int>(c.q_lens.size());
@@ -287,8 +307,11 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   p.dtype = c.bf16 ? WC_BF16 : WC_F16;
   p.kv_dtype = c.fp8 ? WC_E4M3 : p.dtype;
   p.kernel = c.wgmma ? WC_ATTENTION_WGMMA : WC_ATTENTION_MMA;
+  if (c.wgmma && c.tma && !c.fp8) set_tma(p, esz, c.mla ? 64 : 128);
   const long errs_before = emu::errors.load();
+  const long tma_before = emu::sm90::tma_loads.load();
   const wc_status st = wc_attention(&p, nullptr);
+  const long tma_loads = emu::sm90::tma_loads.load() - tma_before;
 
   // f64 reference, per sequence (bottom-right causal, window, softcap, scale, LSE).
   double num = 0, den = 0, max_abs = 0, max_lse = 0;
@@ -353,7 +376,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   const bool pass = st == WC_OK && bad == 0 && rel <= 1e-2 && emu::errors.load() == errs_before;
   if (st != WC_OK) fprintf(stderr, "status %d\n", st);
   free(q); free(kbuf); if (vbuf != kbuf) free(vbuf); free(out); free(lse); free(ws); free(cuq); free(cukv); free(block_table); free(seq_lens);
-  return {pass, rel, max_abs, max_lse, splits};
+  return {pass, rel, max_abs, max_lse, splits, tma_loads};
 }
 
 static std::vector<Case> cases(const std::string& set) {
@@ -464,6 +487,27 @@ static std::vector<Case> cases(const std::string& set) {
   // running max keeps moving, so every rescale of O matters) in both m-tiles.
   { Case c; c.name = "wgmma hd64 6 key tiles non-causal qmag 8"; c.wgmma = true; c.causal = false; c.nkv = 1;
     c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.qmag = 8; add(c); }
+  // ---- TMA key tiles (every wgmma case above maps K/V where kv_tma would; these stress it):
+  // contiguous rows at any offset, several kv heads in padded token strides; pages of 8 (16
+  // boxes per tile) and 256 (tiles half a page in); a window (paged tiles no longer start a
+  // page: cp.async) and bad pages (that tile by cp.async, its neighbours by TMA); and the same
+  // long tiles with the maps off (cp.async everywhere).
+  { Case c; c.name = "wgmma tma contig hd128 kv3 heads padded split 2"; c.wgmma = true; c.nkv = 3; c.nq = 6; c.hd = c.hdv = 128;
+    c.q_lens = {30, 1, 70}; c.kv_lens = {500, 37, 300}; c.kv_pad = 8; c.force_splits = 2; add(c); }
+  { Case c; c.name = "wgmma tma paged ps8 hd64 g4"; c.wgmma = true; c.nkv = 2; c.nq = 8; c.q_lens = {20, 5};
+    c.kv_lens = {400, 130}; c.page_size = 8; add(c); }
+  { Case c; c.name = "wgmma tma paged ps256 hd128 non-causal"; c.wgmma = true; c.causal = false; c.nkv = 1; c.nq = 2;
+    c.hd = c.hdv = 128; c.q_lens = {9, 3}; c.kv_lens = {700, 256}; c.page_size = 256; add(c); }
+  { Case c; c.name = "wgmma tma paged ps32 window 150 bad pages"; c.wgmma = true; c.nkv = 1; c.nq = 4; c.q_lens = {40};
+    c.kv_lens = {600}; c.page_size = 32; c.window = 150; c.bad_pages = 2; add(c); }
+  { Case c; c.name = "wgmma tma paged ps32 window 144 (aligned) bad pages"; c.wgmma = true; c.nkv = 1; c.nq = 4;
+    c.q_lens = {40}; c.kv_lens = {600}; c.page_size = 32; c.window = 144; c.bad_pages = 2; add(c); }
+  { Case c; c.name = "wgmma tma contig window 150 f16"; c.wgmma = true; c.bf16 = false; c.nkv = 2; c.nq = 4;
+    c.hd = c.hdv = 128; c.q_lens = {60, 7}; c.kv_lens = {520, 300}; c.window = 150; add(c); }
+  { Case c; c.name = "wgmma cp.async hd64 6 key tiles non-causal"; c.wgmma = true; c.tma = false; c.causal = false;
+    c.nkv = 1; c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.qmag = 8; add(c); }
+  { Case c; c.name = "wgmma cp.async paged ps16 hd128 4 key tiles"; c.wgmma = true; c.tma = false; c.nkv = 2; c.nq = 4;
+    c.hd = c.hdv = 128; c.q_lens = {33}; c.kv_lens = {520}; c.page_size = 16; add(c); }
   // ---- the wgmma kernel over an FP8 cache: raw tiles converted to f16 by the producer (two
   // stages each, K and V on barriers of their own); bf16 queries scaled into f16's range.
   { Case c; c.name = "wgmma fp8 hd64 g4 ps16"; c.wgmma = c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
@@ -497,6 +541,12 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {1, 1}; c.kv_lens = {130, 1}; c.page_size = 16; add(c); }
   { Case c; c.name = "mla wgmma h128 ps64 split 2 bad pages"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
     c.nq = 128; c.q_lens = {1, 1, 1}; c.kv_lens = {150, 0, 70}; c.page_size = 64; c.force_splits = 2; c.bad_pages = 1; add(c); }
+  { Case c; c.name = "mla wgmma tma ps8 h64 q2 split 2"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
+    c.nq = 64; c.q_lens = {2, 1}; c.kv_lens = {300, 129}; c.page_size = 8; c.force_splits = 2; add(c); }
+  { Case c; c.name = "mla wgmma tma ps256 h32 bad pages"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
+    c.nq = 32; c.q_lens = {1, 1}; c.kv_lens = {700, 300}; c.page_size = 256; c.bad_pages = 1; add(c); }
+  { Case c; c.name = "mla wgmma cp.async ps64 h64"; c.mla = c.wgmma = true; c.tma = false; c.hd = 576; c.hdv = 512;
+    c.nkv = 1; c.nq = 64; c.q_lens = {1}; c.kv_lens = {400}; c.page_size = 64; add(c); }
   { Case c; c.name = "mla wgmma f16 h20 q3 contig window softcap"; c.mla = c.wgmma = true; c.bf16 = false; c.hd = 576;
     c.hdv = 512; c.nkv = 1; c.nq = 20; c.q_lens = {3}; c.kv_lens = {140}; c.window = 70; c.softcap = 2.0f; c.qmag = 8;
     c.q_pad = 8; c.out_pad = 8; c.kv_pad = 8; add(c); }
@@ -549,8 +599,10 @@ int main(int argc, char** argv) {
     if (!only.empty() && c.name.find(only) == std::string::npos) continue;
     ++n;
     const Result r = run_case(c, rng);
-    printf("%-44s splits %2d  rel_fro %.2e  max_abs %.2e  max_lse_err %.2e  %s\n", c.name.c_str(), r.splits, r.rel_fro,
+    printf("%-44s splits %2d  rel_fro %.2e  max_abs %.2e  max_lse_err %.2e  %s", c.name.c_str(), r.splits, r.rel_fro,
            r.max_abs, r.max_lse, r.pass ? "ok" : "FAIL");
+    if (r.tma_loads) printf("  (%ld TMA boxes)", r.tma_loads);
+    printf("\n");
     fflush(stdout);
     fails += !r.pass;
   }

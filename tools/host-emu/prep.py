@@ -124,6 +124,16 @@ SEEDS = {
     "sm90_fp8_early_k": ("attention", "attention_sm90.cu",
                          "    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);\n    release_k(it);",
                          "    release_k(it);\n    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);"),
+    # wgmma attention, TMA key tiles: contiguous rows without the sequence's first row.
+    "tma_row": ("attention", "attention.cuh", ": w.kv_start + n0;", ": n0;"),
+    # TMA key tiles: a tile's pages looked up by box instead of by page (pages of 256: box 128).
+    "tma_page": ("attention", "attention.cuh", "n0 / p.page_size + lane];", "n0 / p.tma_rows + lane];"),
+    # TMA key tiles: a page id outside the cache taken as present (its box reads zeros, keys count).
+    "tma_pagecheck": ("attention", "attention.cuh", "    ok = page >= 0 && page < p.num_pages;\n", ""),
+    # TMA key tiles: every kv head reads head 0's K.
+    "tma_head": ("attention", "attention_sm90.cu", "sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,", "sk + st * C::kTile, 0,"),
+    # MLA's TMA key tiles land in the other stage (the one the consumers may still be reading).
+    "mla_tma_stage": ("attention", "attention_mla_sm90.cu", "lane, sk + st * C::kTile,", "lane, sk + (st ^ 1) * C::kTile,"),
     # wgmma attention over an FP8 cache: the conversion reads raw chunks unswizzled (not where they were copied).
     "sm90_fp8_raw": ("attention", "attention_sm90.cu", "*reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));",
                      "*reinterpret_cast<const uint4*>(src + r * HD + c * 16);"),
@@ -392,6 +402,7 @@ PTX_BODIES = [
     (r"void mbar_init\(uint64_t\* bar, uint32_t count\)", "::emu::sm90::mbar_init(bar, count);"),
     (r"void fence_barrier_init\(\)", ""),
     (r"void mbar_arrive_expect_tx\(uint64_t\* bar, uint32_t bytes\)", "::emu::sm90::mbar_arrive(bar, bytes);"),
+    (r"void mbar_expect_tx\(uint64_t\* bar, uint32_t bytes\)", "::emu::sm90::mbar_expect_tx(bar, bytes);"),
     (r"void mbar_arrive\(uint64_t\* bar\)", "::emu::sm90::mbar_arrive(bar, 0);"),
     (r"void mbar_wait\(uint64_t\* bar, uint32_t parity\)", "::emu::sm90::mbar_wait(bar, parity);"),
     (r"void prefetch_tensor_map\(const void\* map\)", "(void)map;"),

@@ -249,6 +249,13 @@ inline void mbar_arrive(uint64_t* bar, uint32_t tx) {
   arrive_on(*state, bar_at(bar, "mbarrier.arrive"), tx, true);
 }
 
+// mbarrier.expect_tx: tx more bytes for the current phase, no arrival.
+inline void mbar_expect_tx(uint64_t* bar, uint32_t tx) {
+  std::lock_guard<std::mutex> lk(state->mu);
+  MBar& b = bar_at(bar, "mbarrier.expect_tx");
+  b.tx += tx;
+}
+
 inline void mbar_wait(uint64_t* bar, uint32_t parity) {
   std::unique_lock<std::mutex> lk(state->mu);
   MBar& b = bar_at(bar, "mbarrier.try_wait");
@@ -325,7 +332,9 @@ inline bool read_map(Tma& t, const void* map, const char* what) {
   if (t.map.swizzle == 128 && t.map.box[0] != 128) EMU_FAIL("TMA: 128B swizzle with a %u-byte box row (not emulated)", t.map.box[0]);
   return true;
 }
+inline std::atomic<long> tma_loads{0};  // TMA loads issued (the tests report them)
 inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int32_t c1, uint32_t mask) {
+  ++tma_loads;
   Tma t{};
   if (!read_map(t, map, "TMA load")) return;
   const size_t bytes = size_t{t.map.box[0]} * t.map.box[1];

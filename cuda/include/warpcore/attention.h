@@ -75,6 +75,19 @@ typedef struct wc_attention_params {
   wc_dtype dtype;               /* q and out: WC_BF16 or WC_F16 */
   wc_dtype kv_dtype;            /* = dtype, or WC_E4M3 (a paged cache, scales k_scale / v_scale) */
   wc_attention_kernel kernel;   /* WC_ATTENTION_MMA unless the caller knows the GPU is sm_90 */
+  /* TMA for the wgmma kernels (WC_ATTENTION_WGMMA, K/V in q's dtype; ignored elsewhere).
+   * tma_rows = 0: every key tile by cp.async. Else tma_k / tma_v map k / v as 2-D bytes
+   * {row bytes, rows}: row bytes = ((num_kv_heads - 1) · head stride + head_dim) · element size,
+   * at most the token (slot) stride in bytes, which is a multiple of 16; rows = total_kv
+   * (contiguous) or num_pages · page_size (paged, page_stride = page_size · k_stride: slot s of
+   * page g is row g · page_size + s); box {128 bytes, tma_rows rows}, 128-byte swizzle;
+   * tma_rows = the kernel's keys per tile (128; MLA decode's kernel: 64) when contiguous, or
+   * min(page_size, keys per tile) with page_size >= 8 and a multiple of it (paged). A tile whose
+   * keys all exist (and, paged, that starts a box) is then one TMA per box and 128-byte column;
+   * the others go by cp.async. MLA decode reads tma_k only (V is K's rows). */
+  int32_t tma_rows;
+  wc_tensor_map tma_k;
+  wc_tensor_map tma_v;
 } wc_attention_params;
 wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
 

@@ -34,6 +34,18 @@ typedef int32_t wc_status;
 #define WC_ERR_INVALID_ARG (-2)    /* a size or pointer the Rust side should have rejected */
 
 #ifdef __cplusplus
+#define WC_ALIGNAS(n) alignas(n)
+#else
+#define WC_ALIGNAS(n) _Alignas(n)
+#endif
+
+/* A TMA descriptor (CUtensorMap, built on the host by cuTensorMapEncodeTiled): the Hopper
+ * kernels of matmul_fp8.h and attention.h read their tiles through them. */
+typedef struct wc_tensor_map {
+  WC_ALIGNAS(128) uint64_t opaque[16];
+} wc_tensor_map;
+
+#ifdef __cplusplus
 #define WC_EXTERN_C_BEGIN extern "C" {
 #define WC_EXTERN_C_END }
 #else

@@ -10,17 +10,6 @@
 
 WC_EXTERN_C_BEGIN
 
-#ifdef __cplusplus
-#define WC_ALIGNAS(n) alignas(n)
-#else
-#define WC_ALIGNAS(n) _Alignas(n)
-#endif
-
-/* A TMA descriptor (CUtensorMap, built on the host by cuTensorMapEncodeTiled). */
-typedef struct wc_tensor_map {
-  WC_ALIGNAS(128) uint64_t opaque[16];
-} wc_tensor_map;
-
 /* D[m, n] = Σ_k (a[m, k] · sa) (b[n, k] · sb) (+ bias[n]) (+ residual[m, n]), e4m3 inputs, both
  * K-major, f32 accumulation, one rounding at the store. Any m; n and k multiples of 128.
  * Scales (f32) are read through strides, so broadcasting is a zero stride:

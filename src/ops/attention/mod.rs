@@ -16,6 +16,7 @@ pub use plan::{AttentionKernel, AttentionPlan};
 
 use super::{check_aligned, check_contiguous, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::kv_cache::{BlockTableView, KvCacheView};
+use crate::tma::{encode_tma, tma_box, TmaBox};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// (head_dim, head_dim_v) pairs the kernels are built for; 192/128 is MLA prefill (naive form)
@@ -124,6 +125,40 @@ fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
+}
+
+/// The TMA boxes of the wgmma prefill kernel's key tiles (attention.h: tma_rows, tma_k, tma_v).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KvTma {
+    /// Rows per box: the kernel's keys per tile (contiguous) or min(page_size, keys per tile).
+    box_rows: usize,
+    k: TmaBox,
+    v: TmaBox,
+}
+
+/// K and V of `p` (strides and sizes filled in, elements of `elem` bytes) as 2-D byte tensors
+/// for TMA boxes of `key_tile` keys: `None` where the layout does not allow them — pages of
+/// fewer than 8 slots (a box would sit less than 1024 bytes into the stage's swizzle atoms),
+/// pages not back to back (slot s of page g must be row g · page_size + s of one map), a head
+/// span wider than the token stride (head-major layouts), or sizes past the kernel's int32
+/// coordinates.
+fn kv_tma(p: &ffi::wc_attention_params, key_tile: usize, elem: usize) -> Option<KvTma> {
+    let page_size = p.page_size as usize;
+    let box_rows = if page_size == 0 { key_tile } else { page_size.min(key_tile) };
+    if page_size != 0 && (page_size < 8 || page_size % box_rows != 0 || p.page_stride != page_size as i64 * p.k_stride || p.v_stride != p.k_stride) {
+        return None;
+    }
+    let rows = if page_size == 0 { p.total_kv } else { p.num_pages * page_size as i64 };
+    if rows <= 0 || rows > i32::MAX as i64 {
+        return None;
+    }
+    let map = |stride: i64, head_stride: i64| {
+        let row_bytes = ((p.num_kv_heads as i64 - 1) * head_stride + p.head_dim as i64) * elem as i64;
+        let stride_bytes = stride * elem as i64;
+        (row_bytes <= stride_bytes && row_bytes <= i32::MAX as i64 && stride_bytes % 16 == 0 && stride_bytes < 1 << 40)
+            .then(|| tma_box(rows as usize, row_bytes as usize, stride_bytes as usize, box_rows))
+    };
+    Some(KvTma { box_rows, k: map(p.k_stride, p.k_head_stride)?, v: map(p.v_stride, p.v_head_stride)? })
 }
 
 fn check_i32_vec(op: &'static str, arg: &'static str, dev: &Device, t: &TensorView<i32, 1>, len: usize) -> Result<()> {
@@ -341,6 +376,15 @@ pub fn attention<T: DType, C: DType>(
     p.dtype = T::TAG;
     p.kv_dtype = C::TAG;
     p.kernel = if wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA };
+    // The wgmma kernels read whole key tiles by TMA where the layout allows (K/V in the query
+    // dtype; MLA's reads only tma_k, V being K's rows).
+    if wgmma && plan.tma && C::TAG == T::TAG {
+        if let Some(t) = kv_tma(&p, plan.tile_shape().1, std::mem::size_of::<C>()) {
+            p.tma_k = encode_tma(k_ptr, &t.k)?;
+            p.tma_v = encode_tma(v_ptr, &t.v)?;
+            p.tma_rows = t.box_rows as i32;
+        }
+    }
     // SAFETY: shapes, strides, alignment, dtype, contexts and the workspace size were
     // validated above; device-side lengths and page ids are clamped by the kernel. The
     // guards (`_g*`, guards_kv, lse_guard, ws_guard) live until the launch is queued.
@@ -406,4 +450,62 @@ pub fn merge_states<T: DType>(
     };
     // SAFETY: all shapes equal and contiguous, dtype and contexts validated above.
     launch(OP, dev, |s| unsafe { ffi::wc_merge_states(&p, s) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Params of a bf16 K/V layout: `page_size` 0 = contiguous over `rows` tokens.
+    fn params(page_size: i32, num_kv_heads: i32, head_dim: i32, k_stride: i64, rows: i64) -> ffi::wc_attention_params {
+        let mut p = ffi::wc_attention_params { page_size, num_kv_heads, head_dim, k_stride, v_stride: k_stride, k_head_stride: head_dim as i64, v_head_stride: head_dim as i64, ..Default::default() };
+        if page_size == 0 {
+            p.total_kv = rows;
+        } else {
+            p.num_pages = rows / page_size as i64;
+            p.total_kv = rows;
+            p.page_stride = page_size as i64 * k_stride;
+        }
+        p
+    }
+
+    #[test]
+    fn tma_boxes_follow_the_layout() {
+        // Contiguous, 8 kv heads of 128 in a token stride of 1024 elements: rows of 2 KB, one
+        // box of 128 keys.
+        let t = kv_tma(&params(0, 8, 128, 1024, 5000), 128, 2).unwrap();
+        assert_eq!(t.box_rows, 128);
+        assert_eq!(t.k, tma_box(5000, 2048, 2048, 128));
+        assert_eq!(t.v, t.k);
+        // A padded token stride: the map covers the heads, the stride skips the padding.
+        assert_eq!(kv_tma(&params(0, 2, 64, 136, 10), 128, 2).unwrap().k, tma_box(10, 256, 272, 128));
+        // Paged: boxes of a page up to the tile, rows = every slot of the cache.
+        for (page, rows) in [(8, 8), (16, 16), (64, 64), (128, 128), (256, 128)] {
+            let t = kv_tma(&params(page, 1, 128, 128, 100 * page as i64), 128, 2).unwrap();
+            assert_eq!((t.box_rows, t.k.dims[1]), (rows, 100 * page as u64), "page {page}");
+        }
+        // MLA's 64-key tiles: pages of 256 load 64 rows a box.
+        assert_eq!(kv_tma(&params(256, 1, 576, 576, 2560), 64, 2).unwrap().box_rows, 64);
+    }
+
+    #[test]
+    fn tma_is_refused_where_the_layout_does_not_allow_it() {
+        // Pages under 8 slots (a box would start inside a 1024-byte swizzle atom).
+        assert_eq!(kv_tma(&params(1, 1, 128, 128, 100), 128, 2), None);
+        assert_eq!(kv_tma(&params(4, 1, 128, 128, 100), 128, 2), None);
+        // Pages not back to back (padded page stride), or K and V slot strides that differ.
+        let mut p = params(16, 1, 128, 128, 160);
+        p.page_stride += 8;
+        assert_eq!(kv_tma(&p, 128, 2), None);
+        let mut p = params(16, 1, 128, 128, 160);
+        p.v_stride = 256;
+        assert_eq!(kv_tma(&p, 128, 2), None);
+        // A head span wider than the token stride (heads outermost).
+        let mut p = params(0, 4, 128, 128, 100);
+        p.k_head_stride = 100 * 128;
+        assert_eq!(kv_tma(&p, 128, 2), None);
+        // No rows, or more than the kernel's int32 coordinates reach.
+        assert_eq!(kv_tma(&params(0, 1, 128, 128, 0), 128, 2), None);
+        assert_eq!(kv_tma(&params(0, 1, 128, 128, 1 << 31), 128, 2), None);
+    }
 }

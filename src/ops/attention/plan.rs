@@ -49,6 +49,11 @@ pub struct AttentionPlan {
     pub num_splits: usize,
     /// The kernel the batch runs on: `Wgmma` or `MmaSync` (never `Auto`).
     pub kernel: AttentionKernel,
+    /// Whether the wgmma prefill kernel loads a key tile by TMA where it can (K/V in the query
+    /// dtype, contiguous or paged with pages of at least 8 slots laid out back to back, every
+    /// key of the tile present): true unless the environment variable `WARPCORE_ATTENTION_TMA`
+    /// is `off`; false sends every tile by cp.async. The other kernels ignore it.
+    pub tma: bool,
 }
 
 /// Query rows per CTA of the mma.sync kernel's prefill configuration: 4 warps of two 16-row
@@ -163,7 +168,8 @@ impl AttentionPlan {
             }
             k => k,
         };
-        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel };
+        let tma = !std::env::var("WARPCORE_ATTENTION_TMA").is_ok_and(|t| t == "off");
+        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma };
         let (bm, _) = plan.tile_shape();
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
         // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
@@ -180,7 +186,7 @@ impl AttentionPlan {
     /// Query rows and keys per tile of the plan's kernel configuration (MLA decode,
     /// cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles;
     /// attention_mla_sm90.cu: 64 rows, 64-key tiles).
-    fn tile_shape(&self) -> (usize, usize) {
+    pub(super) fn tile_shape(&self) -> (usize, usize) {
         let (hd, hdv) = (self.head_dim, self.head_dim_v);
         let rows = self.max_q_len * (self.num_q_heads / self.num_kv_heads);
         let mla = (hd, hdv) == super::MLA_DECODE;

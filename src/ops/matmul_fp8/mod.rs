@@ -23,8 +23,9 @@
 
 use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
 use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
+pub use crate::tma::{tma_box, TmaBox};
+use crate::tma::encode_tma;
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
-use cudarc::driver::sys;
 use half::bf16;
 
 mod plan;
@@ -113,54 +114,6 @@ pub fn scaling_mode(a: ScaleGranularity, b: ScaleGranularity) -> Option<bool> {
         (PerTensor | PerRow | Group128, Block128) | (Group128, PerTensor) => Some(true),
         _ => None,
     }
-}
-
-/// What `cuTensorMapEncodeTiled` gets for one operand: a 2-D uint8 tensor `{k bytes, rows}`
-/// (inner dimension first; bf16 operands are mapped as their bytes too) with the given row
-/// stride in bytes, boxes of `{128, box_rows}` bytes, 128-byte swizzle (the layout the wgmma
-/// descriptors assume), zero fill out of bounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TmaBox {
-    /// The tensor's size `{row bytes, rows}`, inner dimension first.
-    pub dims: [u64; 2],
-    /// Bytes between the starts of consecutive rows.
-    pub row_stride_bytes: u64,
-    /// The box one TMA copy moves, `{128 bytes, box_rows}`.
-    pub box_dims: [u32; 2],
-}
-
-/// The [`TmaBox`] of an operand with `rows` rows of `k_bytes` bytes, `row_stride_bytes` apart,
-/// loaded `box_rows` rows at a time (a tile's rows of one 128-byte swizzle span).
-pub fn tma_box(rows: usize, k_bytes: usize, row_stride_bytes: usize, box_rows: usize) -> TmaBox {
-    TmaBox { dims: [k_bytes as u64, rows as u64], row_stride_bytes: row_stride_bytes as u64, box_dims: [FP8_BLOCK as u32, box_rows as u32] }
-}
-
-/// Encodes a tensor map (driver API through cudarc; needs a context on this thread).
-fn encode_tma(ptr: u64, b: &TmaBox) -> Result<ffi::wc_tensor_map> {
-    use sys::{CUtensorMapDataType as D, CUtensorMapFloatOOBfill as F, CUtensorMapInterleave as I, CUtensorMapL2promotion as L, CUtensorMapSwizzle as S};
-    let mut map = sys::CUtensorMap { opaque: [0; 16] };
-    let strides = [b.row_stride_bytes];
-    let element_strides = [1u32, 1];
-    // SAFETY: every array has the rank's length (2; strides 1), `map` is a writable
-    // CUtensorMap, the address and stride were checked 16-byte aligned and the dims to fit.
-    unsafe {
-        sys::cuTensorMapEncodeTiled(
-            &mut map,
-            D::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-            2,
-            ptr as *mut std::ffi::c_void,
-            b.dims.as_ptr(),
-            strides.as_ptr(),
-            b.box_dims.as_ptr(),
-            element_strides.as_ptr(),
-            I::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            S::CU_TENSOR_MAP_SWIZZLE_128B,
-            L::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            F::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-    }
-    .result()?;
-    Ok(ffi::wc_tensor_map { opaque: map.opaque })
 }
 
 /// Checks an operand against `[rows, k]` and returns its scale strides (along rows, along k).

@@ -477,14 +477,3 @@ fn scale_pairs() {
     assert_eq!(scaling_mode(PerTensor, Group128), None);
 }
 
-#[test]
-fn tma_boxes_cover_one_swizzle_row_of_k() {
-    let b = tma_box(1000, 7168, 7168, 128);
-    assert_eq!(b, TmaBox { dims: [7168, 1000], row_stride_bytes: 7168, box_dims: [128, 128] });
-    // 128 bytes of e4m3 per box row: exactly the 128-byte swizzle span, and one k-block.
-    assert_eq!(b.box_dims[0] as usize, FP8_BLOCK);
-    assert_eq!(tma_box(1, 256, 512, 64).box_dims, [128, 64]);
-    // The params struct carries 128-byte aligned tensor maps (CUtensorMap's alignment).
-    assert_eq!(std::mem::align_of::<ffi::wc_tensor_map>(), 128);
-    assert_eq!(std::mem::size_of::<ffi::wc_tensor_map>(), std::mem::size_of::<sys::CUtensorMap>());
-}
