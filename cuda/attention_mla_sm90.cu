@@ -12,10 +12,11 @@
 //                  elements, each rows × 128 bytes, unit u of row r at u ^ (r % 8)) — by TMA
 //                  when the host mapped the cache (p.tma_rows > 0) and every key of the tile
 //                  exists (attention_sm90.cu's scheme: one box per page and column block), else
-//                  by cp.async, row by row through the block table; per tile: wait for a free
-//                  stage, issue the tile, wait for the previous tile's copies, fence them to the
-//                  async proxy and arrive on its full barrier (one tile in flight while the
-//                  consumers work on the other).
+//                  by cp.async, row by row through the block table; per tile: wait for the
+//                  previous tile's copies, fence them to the async proxy and arrive on its full
+//                  barrier, then wait for a free stage and issue the tile (one tile in flight
+//                  while the consumers work on the other; sm90.cuh's produce_cp_async_in_order:
+//                  the consumers wait for tile j + 1 before they release tile j − 1).
 //   warpgroups 1-2 consumers (setmaxnreg.inc 232), the same 64 rows; consumer c computes the
 //                  scores of keys 32 c .. 32 c + 31 of each tile and owns output columns
 //                  256 c .. 256 c + 255. Per tile:
@@ -29,8 +30,9 @@
 //                swizzled), fenced to the async proxy; named barrier 2;
 //     O += P V   2 × 4 wgmma m64n128k16, A = all of P from shared memory, B = V = the K tile's
 //                first 512 columns as an MN-major operand (the same shared memory: each latent
-//                row is read from global memory once, as key and value); then lane 0 of each
-//                warp arrives on the stage's empty barrier.
+//                row is read from global memory once, as key and value), issued with the next
+//                tile's S half right behind it (the tensor core runs them back to back); once
+//                it retires, lane 0 of each warp arrives on the stage's empty barrier.
 //   The row sums of the two halves are added through shared memory once, after the last tile.
 //   The exchanges need no double buffers: a consumer posts tile j + 1's row max after barrier
 //   2 of tile j (the other read tile j's before reaching it) and writes tile j + 1's P after
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
       load_q<T, C::kD, BM>(p, w, tid, 128, [&](int r, int u) { return sq + swizzled<BM>(r, u); });  // with tile 0
       load_tile(0);
     }
-    produce_cp_async<S>(n_iter, full, empty, load_tile);
+    produce_cp_async_in_order<S>(n_iter, full, empty, load_tile);
     return;
   }
 
@@ -170,12 +172,13 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
       for (int i = 0; i < 64; ++i) fence_operand(o[nh][i]);
   };
 
-  for (int it = 0; it < n_iter; ++it) {
+  // This consumer's half of S = Q Kᵀ for tile it (waits for its stage, then issues and commits):
+  // keys 32 cw .. (rows 32 cw .. of every K column block); k16 slice kk is 32 bytes into
+  // 128-byte column block kk / 4.
+  auto issue_s = [&](int it) {
     const int st = it % S;
     const uint8_t* k_t = sk + st * C::kTile;
     mbar_wait(&full[st], (it / S) & 1);
-    // This consumer's half of S = Q Kᵀ: keys 32 cw .. (rows 32 cw .. of every K column block);
-    // k16 slice kk is 32 bytes into 128-byte column block kk / 4.
     fence_s();
     wgmma_fence();
 #pragma unroll
@@ -185,6 +188,20 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
                             desc_k_major_sw128(k_t + (kk / 4) * BN * 128 + cw * kHalf * 128 + col), kk > 0);
     }
     wgmma_commit();
+  };
+
+  // Per tile: [S of tile it was issued behind the P·V of tile it − 1] the P·V retires (its stage
+  // is released), then S; the softmax; P·V of tile it is issued, and right behind it S of tile
+  // it + 1, so the tensor core runs the two back to back instead of draining between tiles.
+  if (n_iter > 0) issue_s(0);
+  for (int it = 0; it < n_iter; ++it) {
+    const int st = it % S;
+    const uint8_t* k_t = sk + st * C::kTile;
+    if (it > 0) {
+      wgmma_wait<1>();  // P·V of tile it − 1 has retired (S of tile it may still run)
+      fence_o();
+      if (lane == 0) mbar_arrive(&empty[(it - 1) % S]);
+    }
     wgmma_wait<0>();
     fence_s();
     // Scale, soft-cap, mask; the row maxima over both halves (posted, barrier 1); online softmax
@@ -229,9 +246,12 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
         wgmma_m64n128k16_ss<T, 1>(o[nh], desc_k_major_sw128(sp + ks * 32),
                                desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);
     wgmma_commit();
+    if (it + 1 < n_iter) issue_s(it + 1);  // its S registers were read into P above
+  }
+  if (n_iter > 0) {
     wgmma_wait<0>();
     fence_o();
-    if (lane == 0) mbar_arrive(&empty[st]);
+    if (lane == 0) mbar_arrive(&empty[(n_iter - 1) % S]);
   }
   // Each row's sum over both halves.
 #pragma unroll

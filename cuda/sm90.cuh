@@ -230,6 +230,24 @@ __device__ __forceinline__ void produce_cp_async(int n_iter, uint64_t* full, uin
   }
 }
 
+// The same ring for consumers that wait for tile it + 1 before they release tile it − 1 (the
+// Hopper MLA kernel issues the next tile's S before its P·V retires): each tile is signalled as
+// soon as its copies land, before the producer waits for the next stage — with produce_cp_async
+// tile it + 1 would be signalled only once tile it − 1's stage is free again, and two stages
+// would deadlock. The next tile still goes out as soon as its stage is free.
+template <int S, typename Load>
+__device__ __forceinline__ void produce_cp_async_in_order(int n_iter, uint64_t* full, uint64_t* empty, Load&& load_tile) {
+  for (int it = 1; it <= n_iter; ++it) {
+    cp_async_wait<0>();  // tile it - 1 has landed
+    fence_proxy_async_smem();
+    mbar_arrive(&full[(it - 1) % S]);
+    if (it < n_iter) {
+      mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+      load_tile(it);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ warpgroup control
 template <int R>
 __device__ __forceinline__ void setmaxnreg_inc() {

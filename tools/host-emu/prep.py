@@ -300,8 +300,17 @@ SEEDS = {
     # Hopper MLA decode: both consumer warpgroups multiply P by the first 256 value columns.
     "mla90_vblock": ("attention", "attention_mla_sm90.cu", "(k_t + (4 * cw + 2 * nh) * BN * 128", "(k_t + (2 * nh) * BN * 128"),
     # Hopper MLA decode: a stage released before the P·V reading its values retires.
-    "mla90_release": ("attention", "attention_mla_sm90.cu", "    wgmma_commit();\n    wgmma_wait<0>();\n    fence_o();\n    if (lane == 0) mbar_arrive(&empty[st]);",
-                      "    wgmma_commit();\n    if (lane == 0) mbar_arrive(&empty[st]);\n    wgmma_wait<0>();\n    fence_o();"),
+    "mla90_release": ("attention", "attention_mla_sm90.cu", "      wgmma_wait<1>();  // P·V of tile it − 1 has retired (S of tile it may still run)\n      fence_o();\n      if (lane == 0) mbar_arrive(&empty[(it - 1) % S]);",
+                      "      if (lane == 0) mbar_arrive(&empty[(it - 1) % S]);\n      wgmma_wait<1>();\n      fence_o();"),
+    # Hopper MLA decode, back-to-back issue: tile it + 1's S issued before this tile's P·V, right
+    # after P is stored (S and P·V still both in flight, but the wait for P·V then waits for S).
+    "mla90_early_s": ("attention", "attention_mla_sm90.cu",
+                      "    fence_proxy_async_smem();  // the generic-proxy stores, before the wgmma (async proxy) reads them\n    both(2);\n    // O += P V over all 64 keys: P from shared memory (K-major), V = this warpgroup's 256\n    // columns, column blocks 4 cw .. 4 cw + 3 of the tile (an n128 wgmma spans two: LBO the next\n    // block, BN rows on); keys 16 ks .. are 2048 bytes down.\n    fence_o();\n    wgmma_fence();\n#pragma unroll\n    for (int nh = 0; nh < 2; ++nh)\n#pragma unroll\n      for (int ks = 0; ks < BN / 16; ++ks)\n        wgmma_m64n128k16_ss<T, 1>(o[nh], desc_k_major_sw128(sp + ks * 32),\n                               desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);\n    wgmma_commit();\n    if (it + 1 < n_iter) issue_s(it + 1);  // its S registers were read into P above\n",
+                      "    if (it + 1 < n_iter) issue_s(it + 1);\n    fence_proxy_async_smem();  // the generic-proxy stores, before the wgmma (async proxy) reads them\n    both(2);\n    // O += P V over all 64 keys: P from shared memory (K-major), V = this warpgroup's 256\n    // columns, column blocks 4 cw .. 4 cw + 3 of the tile (an n128 wgmma spans two: LBO the next\n    // block, BN rows on); keys 16 ks .. are 2048 bytes down.\n    fence_o();\n    wgmma_fence();\n#pragma unroll\n    for (int nh = 0; nh < 2; ++nh)\n#pragma unroll\n      for (int ks = 0; ks < BN / 16; ++ks)\n        wgmma_m64n128k16_ss<T, 1>(o[nh], desc_k_major_sw128(sp + ks * 32),\n                               desc_mn_major_sw128(k_t + (4 * cw + 2 * nh) * BN * 128 + ks * 16 * 128, BN * 128), 1);\n    wgmma_commit();\n"),
+    # Hopper MLA decode: the usual producer ring, which signals tile j + 1 only once tile j − 1's
+    # stage is free — which these consumers release only after waiting for tile j + 1 (deadlock).
+    "mla90_ring_order": ("attention", "attention_mla_sm90.cu", "produce_cp_async_in_order<S>(n_iter, full, empty, load_tile);",
+                         "produce_cp_async<S>(n_iter, full, empty, load_tile);"),
     # Hopper MLA decode: the second n128 half of O is never rescaled by the running max.
     "mla90_rescale": ("attention", "attention_mla_sm90.cu", "    rescale_rows<16>(o[1], corr);\n", ""),
     # Hopper MLA decode: each consumer takes its own half's row max (the two halves of P on

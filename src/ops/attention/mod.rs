@@ -377,12 +377,17 @@ pub fn attention<T: DType, C: DType>(
     p.kv_dtype = C::TAG;
     p.kernel = if wgmma { ffi::wc_attention_kernel_WC_ATTENTION_WGMMA } else { ffi::wc_attention_kernel_WC_ATTENTION_MMA };
     // The wgmma kernels read whole key tiles by TMA where the layout allows (K/V in the query
-    // dtype; MLA's reads only tma_k, V being K's rows).
+    // dtype; MLA's reads only tma_k, V being K's rows). TMA only speeds the loads up: a map the
+    // driver will not encode leaves every tile to cp.async.
     if wgmma && plan.tma && C::TAG == T::TAG {
         if let Some(t) = kv_tma(&p, plan.tile_shape().1, std::mem::size_of::<C>()) {
-            p.tma_k = encode_tma(k_ptr, &t.k)?;
-            p.tma_v = encode_tma(v_ptr, &t.v)?;
-            p.tma_rows = t.box_rows as i32;
+            match (encode_tma(k_ptr, &t.k), encode_tma(v_ptr, &t.v)) {
+                (Ok(k), Ok(v)) => (p.tma_k, p.tma_v, p.tma_rows) = (k, v, t.box_rows as i32),
+                (Err(e), _) | (_, Err(e)) => {
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| eprintln!("warpcore: attention's TMA maps refused ({e}; {t:?}): key tiles by cp.async"));
+                }
+            }
         }
     }
     // SAFETY: shapes, strides, alignment, dtype, contexts and the workspace size were
