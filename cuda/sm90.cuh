@@ -242,7 +242,8 @@ __device__ __forceinline__ void produce_cp_async_in_order(int n_iter, uint64_t* 
     fence_proxy_async_smem();
     mbar_arrive(&full[(it - 1) % S]);
     if (it < n_iter) {
-      mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
+      const int st = it % S;
+      mbar_wait(&empty[st], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round
       load_tile(it);
     }
   }
