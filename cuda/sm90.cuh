@@ -230,11 +230,11 @@ __device__ __forceinline__ void produce_cp_async(int n_iter, uint64_t* full, uin
   }
 }
 
-// The same ring for consumers that wait for tile it + 1 before they release tile it − 1 (the
-// Hopper MLA kernel issues the next tile's S before its P·V retires): each tile is signalled as
-// soon as its copies land, before the producer waits for the next stage — with produce_cp_async
-// tile it + 1 would be signalled only once tile it − 1's stage is free again, and two stages
-// would deadlock. The next tile still goes out as soon as its stage is free.
+// The same ring for consumers that release tile j only after waiting for tile j + 1 (the Hopper
+// MLA kernel issues tile j + 1's S behind tile j's P·V): each tile is signalled as soon as its
+// copies land, before the producer waits for the next stage. produce_cp_async signals tile
+// j + 1 only after issuing tile j + 2, i.e. once tile j's stage is free again: with two stages
+// and these consumers, a deadlock. The next tile still goes out as soon as its stage is free.
 template <int S, typename Load>
 __device__ __forceinline__ void produce_cp_async_in_order(int n_iter, uint64_t* full, uint64_t* empty, Load&& load_tile) {
   for (int it = 1; it <= n_iter; ++it) {
