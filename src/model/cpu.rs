@@ -1,6 +1,7 @@
 //! The CPU oracle path: one decoder for Llama, Qwen3, Mixtral, Qwen3-MoE, DeepSeek-V3 and BitNet,
 //! built only from `crate::reference` functions, activations in f32 between ops (each op computes
-//! in f64). It exists to be right, not fast: tests compare it with transformers' logits.
+//! in f64). It exists to be right, not fast: tests compare it with transformers' logits. Its
+//! projections (`reference::linear`) run on every core, so that a real checkpoint is usable.
 //! Attention is GQA or MLA (DeepSeek: latent keys and values expanded per head,
 //! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load; BitNet's
 //! projections are ternary AutoBitLinear layers (`reference::matmul_ternary`) with sub-norms.

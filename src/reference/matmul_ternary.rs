@@ -116,14 +116,7 @@ pub fn bit_linear(x: &[f32], weights: &TernaryWeights, bias: Option<&[f32]>, k: 
     let n = weights.values.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
     let xq = quantize_activations(x, k).dequantize();
-    let mut out = Vec::with_capacity(xq.len() / k * n);
-    for row in xq.chunks_exact(k) {
-        for (j, w) in weights.values.chunks_exact(k).enumerate() {
-            let dot: f64 = row.iter().zip(w).map(|(&a, &t)| a as f64 * t as f64).sum();
-            out.push(((dot + bias.map_or(0.0, |b| b[j] as f64)) * weights.scale as f64) as f32);
-        }
-    }
-    out
+    super::linear::products(&xq, &weights.values, k, |j, dot| ((dot + bias.map_or(0.0, |b| b[j] as f64)) * weights.scale as f64) as f32)
 }
 
 /// What warpcore's `matmul_ternary` computes from quantized activations `act` (`[m, k]`):
