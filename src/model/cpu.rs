@@ -9,7 +9,7 @@
 use super::{is_finished, Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::rms_norm::RmsNormConfig;
-use crate::ops::rope::RopeConfig;
+use crate::ops::rope::{RopeConfig, RopeScaling};
 use crate::reference::attention::{attention, AttentionMask, AttentionShape};
 use crate::reference::linear::linear;
 use crate::reference::mla::{mla_naive, MlaShape};
@@ -69,6 +69,21 @@ impl Linear {
             Self::Fp8 { w, .. } => Self::Dense(w),
             other => other,
         }
+    }
+}
+
+/// What attention reads of the positions run so far, per layer, as it reads it (after RoPE and
+/// an FP8 cache's rounding): GQA keys and values `[positions, kv_heads · head_dim]`; MLA the
+/// normalised latents and the rotary keys. Every op but attention works row by row, so running
+/// a sequence in pieces over a `Past` gives the bits of running it whole.
+struct Past {
+    len: usize,
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Past {
+    fn new(layers: usize) -> Self {
+        Self { len: 0, layers: vec![(Vec::new(), Vec::new()); layers] }
     }
 }
 
@@ -395,7 +410,7 @@ impl CpuModel {
     /// Teacher-forced logits `[ids.len(), vocab_size]` (every position attends to the ones
     /// before it).
     pub fn forward(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.run(ids, None)
+        self.run(ids, &mut Past::new(self.layers.len()), None, false)
     }
 
     /// Per position of a teacher-forced `ids`, the smallest gap over the MoE layers between the
@@ -405,16 +420,18 @@ impl CpuModel {
     /// chosen first. `f32::INFINITY` everywhere for a model without MoE layers.
     pub fn router_margins(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut margins = vec![f32::INFINITY; ids.len()];
-        self.run(ids, Some(&mut margins))?;
+        self.run(ids, &mut Past::new(self.layers.len()), Some(&mut margins), false)?;
         Ok(margins)
     }
 
-    fn run(&self, ids: &[u32], mut margins: Option<&mut [f32]>) -> Result<Vec<f32>> {
+    /// Runs `ids` at the positions after those in `past` (which it extends): logits `[ids.len(),
+    /// vocab_size]`, or with `last_only` those of the last position alone.
+    fn run(&self, ids: &[u32], past: &mut Past, mut margins: Option<&mut [f32]>, last_only: bool) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (h, hd, n) = (c.hidden_size, c.head_dim, ids.len());
+        let (h, hd, n, p0) = (c.hidden_size, c.head_dim, ids.len(), past.len);
         let norm = RmsNormConfig::new(c.rms_norm_eps as f32);
-        let rope_cfg = c.rope(n)?;
-        let positions: Vec<i64> = (0..n as i64).collect();
+        let rope_cfg = c.rope(p0 + n)?;
+        let positions: Vec<i64> = (p0 as i64..(p0 + n) as i64).collect();
         let mut x = Vec::with_capacity(n * h);
         for &id in ids {
             let id = id as usize;
@@ -424,12 +441,12 @@ impl CpuModel {
             x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
         }
         let scale = c.softmax_scale()?;
-        for (l, layer) in self.layers.iter().enumerate() {
+        for ((l, layer), (past_k, past_v)) in self.layers.iter().enumerate().zip(&mut past.layers) {
             let kv_fp8 = self.kv_fp8.as_ref().map(|s| s[l]);
             let a = f64_to_f32(rms_norm::rms_norm(&x, &layer.input_norm, norm));
             let o = match &layer.attention {
                 Attention::Gqa { q, k, v, o, sub_norm, bias, qk_norm } => {
-                    let shape = AttentionShape { q_len: n, kv_len: n, num_q_heads: c.num_q_heads, num_kv_heads: c.num_kv_heads, head_dim: hd, head_dim_v: hd };
+                    let shape = AttentionShape { q_len: n, kv_len: p0 + n, num_q_heads: c.num_q_heads, num_kv_heads: c.num_kv_heads, head_dim: hd, head_dim_v: hd };
                     let mask = AttentionMask { scale, causal: true, window_left: None, softcap: None };
                     let bias = |i: usize| bias.as_ref().map(|b| b[i].as_slice());
                     let mut q = q.apply(&a, bias(0), h);
@@ -445,7 +462,9 @@ impl CpuModel {
                     if let Some(s) = kv_fp8 {
                         (k, v) = (fp8_cache_round(&k, s.k), fp8_cache_round(&v, s.v));
                     }
-                    let (att, _) = attention(&q, &k, &v, shape, &mask, 1.0, 1.0);
+                    past_k.extend_from_slice(&k);
+                    past_v.extend_from_slice(&v);
+                    let (att, _) = attention(&q, past_k, past_v, shape, &mask, 1.0, 1.0);
                     let mut att = f64_to_f32(att);
                     if let Some(w) = sub_norm {
                         att = f64_to_f32(rms_norm::rms_norm(&att, w, norm));
@@ -454,7 +473,7 @@ impl CpuModel {
                 }
                 Attention::Mla { q, kv_a, kv_a_norm, kv_b, o } => {
                     let m = c.mla.as_ref().expect("an MLA layer has an MLA config");
-                    self.mla(m, &a, q, kv_a, kv_a_norm, kv_b, o, &positions, (&rope_cfg, kv_fp8), scale)
+                    self.mla(m, &a, q, kv_a, kv_a_norm, kv_b, o, &positions, (&rope_cfg, kv_fp8), scale, (past_k, past_v))
                 }
             };
             x.iter_mut().zip(&o).for_each(|(r, d)| *r += d);
@@ -462,7 +481,9 @@ impl CpuModel {
             let m = self.mlp(&layer.mlp, &a, margins.as_deref_mut())?;
             x.iter_mut().zip(&m).for_each(|(r, d)| *r += d);
         }
-        let x = f64_to_f32(rms_norm::rms_norm(&x, &self.norm, norm));
+        past.len += n;
+        let x = if last_only { &x[(n - 1) * h..] } else { &x[..] };
+        let x = f64_to_f32(rms_norm::rms_norm(x, &self.norm, norm));
         Ok(linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None, h))
     }
 
@@ -470,9 +491,10 @@ impl CpuModel {
     /// (optionally through its low-rank RMSNormed bottleneck) split per head into nope and rope
     /// parts; `kv_a_proj_with_mqa` split into the latent (RMSNormed) and the shared rotary key;
     /// RoPE on the rotary parts; attention with keys `[W_uk c_kv | k_pe]` and values `W_uv c_kv`
-    /// per head (`mla_naive`); `o_proj`.
+    /// per head (`mla_naive`) over `past`'s latents and rotary keys, which this layer's extend;
+    /// `o_proj`.
     #[allow(clippy::too_many_arguments)]
-    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &(Linear, Linear), kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], (rope_cfg, kv_fp8): (&RopeConfig, Option<KvScales>), scale: f64) -> Vec<f32> {
+    fn mla(&self, m: &MlaConfig, a: &[f32], q: &MlaQuery, kv_a: &(Linear, Linear), kv_a_norm: &[f32], kv_b: &[f32], o: &[f32], positions: &[i64], (rope_cfg, kv_fp8): (&RopeConfig, Option<KvScales>), scale: f64, (past_c, past_pe): (&mut Vec<f32>, &mut Vec<f32>)) -> Vec<f32> {
         let (h, heads, n) = (self.config.hidden_size, self.config.num_q_heads, positions.len());
         let latent_norm = RmsNormConfig::new(MlaConfig::LATENT_NORM_EPS);
         let q = match q {
@@ -492,16 +514,18 @@ impl CpuModel {
             // The latent cache's rows, one scale.
             (c_kv, k_pe) = (fp8_cache_round(&c_kv, s.k), fp8_cache_round(&k_pe, s.k));
         }
+        past_c.extend_from_slice(&c_kv);
+        past_pe.extend_from_slice(&k_pe);
         let shape = MlaShape {
             q_len: n,
-            kv_len: n,
+            kv_len: past_pe.len() / m.qk_rope_head_dim,
             num_heads: heads,
             d_nope: m.qk_nope_head_dim,
             d_rope: m.qk_rope_head_dim,
             d_v: m.v_head_dim,
             kv_lora_rank: m.kv_lora_rank,
         };
-        let att = mla_naive(shape, &q_nope, &q_pe, &c_kv, &k_pe, kv_b, scale, true);
+        let att = mla_naive(shape, &q_nope, &q_pe, past_c, past_pe, kv_b, scale, true);
         linear(&f64_to_f32(att), o, None, heads * m.v_head_dim)
     }
 
@@ -556,8 +580,11 @@ impl CpuModel {
 
     /// Up to `max_new_tokens` tokens after `prompt`, each drawn by `sampler` from the last
     /// position's logits, stopping right after a token in `eos` ([`is_finished`]; pass
-    /// `&self.config.eos_token_ids`, or `&[]` for exactly `max_new_tokens`). The CPU path
-    /// recomputes the whole sequence per token: it is the oracle.
+    /// `&self.config.eos_token_ids`, or `&[]` for exactly `max_new_tokens`). The prompt runs
+    /// first, then each new token alone over the keys and values of the positions before it
+    /// (the same bits as [`CpuModel::forward`] of the whole sequence: tests/model.rs); with
+    /// dynamic-NTK RoPE, which rotates every position by the sequence's length, each token
+    /// runs the whole sequence again.
     pub fn generate(&self, prompt: &[u32], max_new_tokens: usize, sampler: &mut Sampler, eos: &[u32]) -> Result<Vec<u32>> {
         self.generate_with(prompt, max_new_tokens, sampler, eos, |_| {})
     }
@@ -567,14 +594,57 @@ impl CpuModel {
         if prompt.is_empty() {
             return Err(Error::Empty { op: "CpuModel::generate", arg: "prompt", shape: "[0]".into() });
         }
-        let v = self.config.vocab_size;
         let mut ids = prompt.to_vec();
+        let rescaled = matches!(self.config.rope(ids.len())?.scaling, RopeScaling::DynamicNtk { .. });
+        let mut past = Past::new(self.layers.len());
         while !is_finished(&ids[prompt.len()..], max_new_tokens, eos) {
-            let logits = self.forward(&ids)?;
-            let token = sampler.sample(&logits[(ids.len() - 1) * v..]);
+            if rescaled {
+                past = Past::new(self.layers.len());
+            }
+            let logits = self.run(&ids[past.len..], &mut past, None, true)?;
+            let token = sampler.sample(&logits);
             ids.push(token);
             on_token(token);
         }
         Ok(ids.split_off(prompt.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sequence run in pieces over a `Past` (the prompt, then one token at a time, as
+    /// generation does) gives the bits of the teacher-forced forward of the whole: every fixture
+    /// architecture, with and without an FP8 KV cache.
+    #[test]
+    fn pieces_over_a_past_give_the_whole_sequences_logits() {
+        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for name in ["llama", "qwen3", "mixtral", "qwen3_moe", "qwen3_moe_fp8", "deepseek_v3", "deepseek_v3_q_proj", "bitnet"] {
+            for fp8_cache in [false, true] {
+                let mut model = CpuModel::load(&fixtures.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                if fp8_cache {
+                    model.set_fp8_kv_cache(Some(&[KvScales { k: 0.02, v: 0.02 }])).unwrap(); // MLA: one scale
+                }
+                let ids: Vec<u32> = (0..11).map(|i| (i * 37 + 5) % model.config.vocab_size as u32).collect();
+                let whole = model.forward(&ids).unwrap();
+                let v = model.config.vocab_size;
+                let mut past = Past::new(model.layers.len());
+                let mut at = 0;
+                for piece in [6, 1, 1, 3] {
+                    let got = model.run(&ids[at..at + piece], &mut past, None, false).unwrap();
+                    assert!(got == whole[at * v..(at + piece) * v], "{name} (FP8 cache {fp8_cache}): positions {at}..{}", at + piece);
+                    at += piece;
+                    if at < ids.len() {
+                        // The next two positions, only the last one's logits (what generation asks for).
+                        let mut fork = Past { len: past.len, layers: past.layers.clone() };
+                        let end = (at + 2).min(ids.len());
+                        let last = model.run(&ids[at..end], &mut fork, None, true).unwrap();
+                        assert!(last == whole[(end - 1) * v..end * v], "{name} (FP8 cache {fp8_cache}): last-only logits at {}", end - 1);
+                    }
+                }
+                assert_eq!(at, ids.len());
+            }
+        }
     }
 }

@@ -214,7 +214,7 @@ pub(crate) fn run_model(
         decode,
         decoded as f64 / decode.max(1e-9),
         if stopped > 0 { format!("; {stopped} of {} sequences stopped at end-of-sequence", outputs.len()) } else { String::new() },
-        if device == "cpu" { "; CPU reference: full recompute per token" } else { "" }
+        if device == "cpu" { "; CPU reference path" } else { "" }
     );
     if let Some(path) = logits_out {
         std::fs::write(path, logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
