@@ -100,42 +100,6 @@ __device__ __forceinline__ bool key_offset(const wc_attention_params& p, const W
   return true;
 }
 
-// ------------------------------------------------------------------ TMA key tiles (wgmma kernels)
-// Whether key tile [n0, n0 + BN) goes by TMA (p.tma_rows > 0: the host's maps of K and V as
-// rows of bytes, attention.h): every key exists — below kv_hi and, paged, on a page in range —
-// and, paged, the tile starts a box (a window can start it mid-page). Called by whole warps,
-// each getting the same answer; `page` is then lane b's page id, the one of box b.
-template <int BN>
-__device__ __forceinline__ bool tma_tile(const wc_attention_params& p, const Work& w, int n0, int kv_hi, int lane, int& page) {
-  page = 0;
-  if (p.tma_rows <= 0 || BN % p.tma_rows != 0 || n0 + BN > kv_hi) return false;
-  if (p.page_size <= 0) return p.tma_rows == BN;
-  if (n0 % p.tma_rows != 0 || p.page_size % p.tma_rows != 0) return false;  // boxes inside pages
-  bool ok = true;
-  if (lane < BN / p.tma_rows) {  // the tile's pages: n0 + BN <= kv_hi <= the table's span
-    page = p.block_table[w.seq * p.block_table_stride + n0 / p.page_size + lane];
-    ok = page >= 0 && page < p.num_pages;
-  }
-  return __ballot_sync(0xffffffffu, !ok) == 0;
-}
-
-// Warp-wide, lane 0 issuing: key tile [n0, n0 + BN) of `map` (tma_tile said yes; `page` its
-// answer) into stage `dst` — CB 128-byte column blocks of BN rows × 128 bytes, 128-byte
-// swizzled, as the wgmma descriptors read it — starting `head_bytes` into each row: one box of
-// p.tma_rows rows per page (contiguous: the whole tile) and column block, counted on `bar`.
-template <int BN, int CB, typename Load>
-__device__ __forceinline__ void tma_tile_load(const wc_attention_params& p, const Work& w, int n0, int page, int lane,
-                                              uint8_t* dst, int64_t head_bytes, Load&& load) {
-  const int boxes = p.page_size > 0 ? BN / p.tma_rows : 1;
-  for (int b = 0; b < boxes; ++b) {
-    const int pg = __shfl_sync(0xffffffffu, page, b);
-    const int64_t row = p.page_size > 0 ? static_cast<int64_t>(pg) * p.page_size + n0 % p.page_size : w.kv_start + n0;
-    if (lane == 0)
-      for (int cb = 0; cb < CB; ++cb)
-        load(dst + cb * BN * 128 + b * p.tma_rows * 128, static_cast<int32_t>(head_bytes + cb * 128), static_cast<int32_t>(row));
-  }
-}
-
 // A thread's two rows of a 16-row tile starting at CTA row r0 (the accumulator layout: rows
 // r0 + g and r0 + g + 8, g = lane / 4): whether each holds a query, and its position.
 __device__ __forceinline__ void tile_rows(const Work& w, int r0, int g, bool (&ok)[2], int (&pos)[2]) {
@@ -313,6 +277,40 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
   }
   return all;
 }
+
+// The mma.sync kernels' cp.async ring of S key-tile stages: one commit group per tile, one block
+// barrier per tile. `load(tile, stage)` issues a tile's copies (load_rows) and returns whether
+// every key the thread loaded exists.
+template <int S>
+struct CpAsyncRing {
+  uint32_t ok_bits = 0;  // bit s: every key this thread loaded into stage s exists
+
+  // Prologue: the CTA's first S - 1 tiles, one commit group each (whatever was issued before,
+  // e.g. Q, joins the first).
+  template <typename Load>
+  __device__ __forceinline__ void start(const Work& w, int n_iter, Load& load) {
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+      if (s < n_iter && load(w.tile_begin + s, s)) ok_bits |= 1u << s;
+      cp_async_commit();
+    }
+  }
+
+  // Before computing on tile `it` (stage it % S): it has landed (this thread's copies: its group
+  // and all older ones), and after the barrier every thread's have, and every warp is done with
+  // tile it - 1, whose stage the next load (tile it + S - 1) refills. Returns whether every key
+  // of tile it exists (no thread loaded a missing one).
+  template <typename Load>
+  __device__ __forceinline__ bool advance(const Work& w, int it, int n_iter, Load& load) {
+    cp_async_wait<S - 2>();
+    const bool keys_exist = __syncthreads_and((ok_bits >> (it % S)) & 1u);
+    const int next = it + S - 1, ns = next % S;
+    ok_bits &= ~(1u << ns);
+    if (next < n_iter && load(w.tile_begin + next, ns)) ok_bits |= 1u << ns;
+    cp_async_commit();
+    return keys_exist;
+  }
+};
 
 // FP8 K/V: the kernels run the tensor cores in f16 on tiles holding each e4m3 value · 2^-8
 // (e4m3x4_to_f16x2_scaled, common.cuh: exact, normals and subnormals alike, three integer ops

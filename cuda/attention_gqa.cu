@@ -149,35 +149,20 @@ __device__ __forceinline__ void attention_body(const wc_attention_params& p) {
   ScoreMap score = ScoreMap::of(p, kKvUnscale<FP8>);  // FP8: the tiles hold K · 2^-8
   const int n_iter = w.tile_end - w.tile_begin;
   // Prologue: Q and the first S - 1 key tiles, one commit group per tile (Q in the first).
-  // ok_bits bit s: every key this thread loaded into stage s exists.
   // (bf16 queries over an FP8 cache: Q in a group of its own, converted to f16 · 2^-e once it
   // landed — q_to_f16; s_stats is free until the epilogue — while the first tiles load.)
   constexpr bool kQToF16 = FP8 && std::is_same<T, __nv_bfloat16>::value;
   load_q<T, HD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
   if constexpr (kQToF16) cp_async_commit();
-  uint32_t ok_bits = 0;
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < n_iter && load_tile(w.tile_begin + s, s)) ok_bits |= 1u << s;
-    cp_async_commit();
-  }
+  CpAsyncRing<S> ring;
+  ring.start(w, n_iter, load_tile);
   if constexpr (kQToF16) {
     if (n_iter > 0) score = ScoreMap::of(p, kKvUnscale<FP8> * q_to_f16_cta<BM, HD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it % S;
-    // Tile it has landed (this thread's copies: its group and all older ones), and after the
-    // barrier every thread's have, and every warp is done with tile it - 1, whose stage the
-    // next load refills: one barrier per tile.
-    cp_async_wait<S - 2>();
-    const bool keys_exist = __syncthreads_and((ok_bits >> st) & 1u);
-    {
-      const int next = it + S - 1, ns = next % S;
-      ok_bits &= ~(1u << ns);
-      if (next < n_iter && load_tile(w.tile_begin + next, ns)) ok_bits |= 1u << ns;
-      cp_async_commit();
-    }
+    const bool keys_exist = ring.advance(w, it, n_iter, load_tile);
     if constexpr (FP8) {
       // Raw stage st -> the single f16 buffer (free: every warp is past tile it - 1).
       const uint8_t* raw_k = reinterpret_cast<const uint8_t*>(ld_k) + st * BN * HD;

@@ -122,26 +122,15 @@ __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_k
   constexpr bool kQToF16 = FP8 && std::is_same<T, __nv_bfloat16>::value;
   load_q<T, kMlaD, BM>(p, w, threadIdx.x, C::kThreads, [&](int r, int u) { return sq + r * P + u * 8; });
   if constexpr (kQToF16) cp_async_commit();
-  uint32_t ok_bits = 0;
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < n_iter && load_tile(w.tile_begin + s, s)) ok_bits |= 1u << s;
-    cp_async_commit();
-  }
+  CpAsyncRing<S> ring;  // attention.cuh
+  ring.start(w, n_iter, load_tile);
   if constexpr (kQToF16) {
     if (n_iter > 0) score = ScoreMap::of(p, kKvUnscale<FP8> * q_to_f16_cta<BM, kMlaD, S>(sq, P, C::kThreads, s_stats));
   }
 
   for (int it = 0; it < n_iter; ++it) {
     const int st = it % S;
-    cp_async_wait<S - 2>();
-    const bool keys_exist = __syncthreads_and((ok_bits >> st) & 1u);
-    {
-      const int next = it + S - 1, ns = next % S;
-      ok_bits &= ~(1u << ns);
-      if (next < n_iter && load_tile(w.tile_begin + next, ns)) ok_bits |= 1u << ns;
-      cp_async_commit();
-    }
+    const bool keys_exist = ring.advance(w, it, n_iter, load_tile);
     if constexpr (FP8) {
       // Raw stage st -> the single f16 tile (free: every warp is past tile it - 1).
       convert_fp8<kMlaD, BN, C::kThreads>(raw + st * BN * kMlaD, sk, P);

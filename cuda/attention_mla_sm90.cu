@@ -43,8 +43,7 @@
 //
 // Floor (H200): 128 heads, b64 × kv 4096 = 73 TFLOP useful -> 110 µs at 660 TF/s (FlashMLA's
 // reported rate); docs/attention.md has the prediction.
-#include "attention.cuh"
-#include "sm90.cuh"
+#include "attention_sm90.cuh"
 
 namespace wc {
 namespace {
@@ -107,17 +106,10 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
       const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
       int page;
       if (tma_tile<BN>(p, w, n0, kv_hi, lane, page)) {
-        // Every key exists: warp 0 marks them, adds the tile's bytes to the stage's full
-        // barrier (all 128 producer threads still arrive on it) and issues one TMA per box and
-        // 128-byte column block.
-        if (tid < 32) {
-          for (int r = lane; r < BN; r += 32) s_ok[st * BN + r] = 1;
-          if (lane == 0) mbar_expect_tx(&full[st], C::kTile);
-          uint64_t* bar = &full[st];
-          tma_tile_load<BN, C::kD / 64>(p, w, n0, page, lane, sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,
-                                        [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_k, bar, c0, c1); });
-        }
-        cp_async_commit();  // an empty group: produce_cp_async waits for one group per tile
+        // Every key exists: warp 0 marks them and issues the tile by TMA, counted on the stage's
+        // full barrier (all 128 producer threads still arrive on it).
+        if (tid < 32) tma_tile_load<BN, C::kD / 64>(p, w, n0, page, lane, s_ok + st * BN, &full[st], sk + st * C::kTile, nullptr);
+        cp_async_commit();  // an empty group: one commit group per tile, as by cp.async
         return;
       }
       for (int i = tid; i < BN * U; i += 128) {

@@ -56,8 +56,7 @@
 //
 // Floor (H200, 989 TFLOP/s dense bf16 / f16): causal b1 × 16384, 32 heads, HD 128 = 2.2e12
 // FLOP -> 2.2 ms. See docs/attention.md for the prediction.
-#include "attention.cuh"
-#include "sm90.cuh"
+#include "attention_sm90.cuh"
 
 namespace wc {
 namespace {
@@ -156,18 +155,10 @@ __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90
         const int st = it % S, n0 = w.kv_lo + (w.tile_begin + it) * BN;
         int page;
         if (tma_tile<BN>(p, w, n0, kv_hi, lane, page)) {
-          // Every key exists: warp 0 marks them, adds the tile's bytes to the stage's full
-          // barrier (all 128 producer threads still arrive on it, in produce_cp_async) and
-          // issues one TMA per box and 128-byte column block of K and of V.
-          if (tid < 32) {
-            for (int r = lane; r < BN; r += 32) s_ok[st * BN + r] = 1;
-            if (lane == 0) mbar_expect_tx(&full_k[st], 2 * C::kTile);
-            uint64_t* bar = &full_k[st];
-            tma_tile_load<BN, HD / 64>(p, w, n0, page, lane, sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,
-                                       [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_k, bar, c0, c1); });
-            tma_tile_load<BN, HD / 64>(p, w, n0, page, lane, sv + st * C::kTile, w.kv_head * p.v_head_stride * 2,
-                                       [&](uint8_t* d, int32_t c0, int32_t c1) { tma_load_2d(d, &p.tma_v, bar, c0, c1); });
-          }
+          // Every key exists: warp 0 marks them and issues the tile by TMA, counted on the
+          // stage's full barrier (all 128 producer threads still arrive on it, in produce_cp_async).
+          if (tid < 32)
+            tma_tile_load<BN, HD / 64>(p, w, n0, page, lane, s_ok + st * BN, &full_k[st], sk + st * C::kTile, sv + st * C::kTile);
           cp_async_commit();  // an empty group: produce_cp_async waits for one group per tile
           return;
         }

@@ -29,7 +29,7 @@ CUDA = HERE.parent.parent / "cuda"
 # Per target: the cuda/ files it copies (the .cu ones are compiled) and its test, HERE/<target>.cpp.
 TARGETS = {
     "unit": [],
-    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu", "attention_mla_sm90.cu"],
+    "attention": ["common.cuh", "sm90.cuh", "attention.cuh", "attention_sm90.cuh", "attention_gqa.cu", "attention_sm90.cu", "attention_mla.cu", "attention_mla_sm90.cu"],
     "elementwise": ["common.cuh", "glu.cuh", "elementwise.cu"],
     "moe_routing": ["common.cuh", "moe_routing.cu", "moe_routing/align.cuh", "moe_routing/permute.cuh"],
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
@@ -70,9 +70,9 @@ SEEDS = {
     # Page lookup without the range check on the page id.
     "pagecheck": ("attention", "attention.cuh", "if (page < 0 || page >= p.num_pages) return false;", ""),
     # Missing wait: read a stage before its copy group completes (deferred cp.async only).
-    "nowait": ("attention", "attention_gqa.cu", "cp_async_wait<S - 2>();\n    const bool keys_exist", "const bool keys_exist"),
+    "nowait": ("attention", "attention.cuh", "cp_async_wait<S - 2>();\n    const bool keys_exist", "const bool keys_exist"),
     # The K/V ring refills the stage being computed on instead of the one the previous tile used.
-    "ring": ("attention", "attention_gqa.cu", "const int next = it + S - 1, ns = next % S;",
+    "ring": ("attention", "attention.cuh", "const int next = it + S - 1, ns = next % S;",
              "const int next = it + S - 1, ns = it % S;"),
     # FP8 convert: the first 8-element half written with the second's values.
     "fp8": ("attention", "attention.cuh", "*reinterpret_cast<uint4*>(dst + r * pitch + c * 16) = lo;",
@@ -125,15 +125,15 @@ SEEDS = {
                          "    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);\n    release_k(it);",
                          "    release_k(it);\n    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);"),
     # wgmma attention, TMA key tiles: contiguous rows without the sequence's first row.
-    "tma_row": ("attention", "attention.cuh", ": w.kv_start + n0;", ": n0;"),
+    "tma_row": ("attention", "attention_sm90.cuh", ": w.kv_start + n0;", ": n0;"),
     # TMA key tiles: a tile's pages looked up by box instead of by page (pages of 256: box 128).
-    "tma_page": ("attention", "attention.cuh", "n0 / p.page_size + lane];", "n0 / p.tma_rows + lane];"),
+    "tma_page": ("attention", "attention_sm90.cuh", "n0 / p.page_size + lane];", "n0 / p.tma_rows + lane];"),
     # TMA key tiles: a page id outside the cache taken as present (its box reads zeros, keys count).
-    "tma_pagecheck": ("attention", "attention.cuh", "    ok = page >= 0 && page < p.num_pages;\n", ""),
+    "tma_pagecheck": ("attention", "attention_sm90.cuh", "    ok = page >= 0 && page < p.num_pages;\n", ""),
     # TMA key tiles: every kv head reads head 0's K.
-    "tma_head": ("attention", "attention_sm90.cu", "sk + st * C::kTile, w.kv_head * p.k_head_stride * 2,", "sk + st * C::kTile, 0,"),
+    "tma_head": ("attention", "attention_sm90.cuh", "k_head = w.kv_head * p.k_head_stride * 2,", "k_head = 0,"),
     # MLA's TMA key tiles land in the other stage (the one the consumers may still be reading).
-    "mla_tma_stage": ("attention", "attention_mla_sm90.cu", "lane, sk + st * C::kTile,", "lane, sk + (st ^ 1) * C::kTile,"),
+    "mla_tma_stage": ("attention", "attention_mla_sm90.cu", "&full[st], sk + st * C::kTile, nullptr);", "&full[st], sk + (st ^ 1) * C::kTile, nullptr);"),
     # wgmma attention over an FP8 cache: the conversion reads raw chunks unswizzled (not where they were copied).
     "sm90_fp8_raw": ("attention", "attention_sm90.cu", "*reinterpret_cast<const uint4*>(src + raw_offset<HD>(r, c));",
                      "*reinterpret_cast<const uint4*>(src + r * HD + c * 16);"),
