@@ -6,6 +6,7 @@
 //! `reference::mla::mla_naive`); FP8 block weights are dequantized to f32 on load; BitNet's
 //! projections are ternary AutoBitLinear layers (`reference::matmul_ternary`) with sub-norms.
 
+use super::weights::Matrix;
 use super::{is_finished, Architecture, BitLinearClass, MlaConfig, ModelConfig, Sampler, Sampling, Weights};
 use crate::ops::moe_routing::MoeScoring;
 use crate::ops::rms_norm::RmsNormConfig;
@@ -22,9 +23,10 @@ use crate::reference::kv_cache;
 use crate::{Error, Result, F8E4M3};
 use std::path::Path;
 
-/// A projection `[n, k]`: dense, FP8, or BitNet's ternary AutoBitLinear (int8 activations).
+/// A projection `[n, k]`: dense (as the checkpoint stores it), FP8, or BitNet's ternary
+/// AutoBitLinear (int8 activations).
 enum Linear {
-    Dense(Vec<f32>),
+    Dense(Matrix),
     /// An FP8 checkpoint's projection in whole 128 × 128 blocks (n and k multiples of 128: the
     /// projections the GPU path runs on its FP8 GEMM), dequantized. `quantize_input`
     /// ([`CpuModel::with_fp8_inputs`]): x is first rounded to e4m3 per token per 128 columns
@@ -37,7 +39,8 @@ impl Linear {
     /// x `[m, k]` → `[m, n]`.
     fn apply(&self, x: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
         match self {
-            Self::Dense(w) | Self::Fp8 { w, quantize_input: false } => linear(x, w, bias, k),
+            Self::Dense(w) => w.linear(x, bias, k),
+            Self::Fp8 { w, quantize_input: false } => linear(x, w, bias, k),
             Self::Fp8 { w, quantize_input: true } => {
                 let q = crate::reference::quant::quantize_f32(x, x.len() / k, k, ScaleGranularity::Group128);
                 linear(&f64_to_f32(q.dequantize()), w, bias, k)
@@ -46,16 +49,24 @@ impl Linear {
         }
     }
 
-    /// `w` (rows `rows` of the checkpoint's `name`, `k` columns) as [`Linear::Fp8`] where the
+    /// Rows `rows` of the checkpoint's `name` (`[total_rows, k]`): [`Linear::Fp8`] where the
     /// checkpoint stores `name` in block FP8 and the rows and k are whole 128-blocks, else dense.
-    fn from_checkpoint(wts: &Weights, c: &ModelConfig, name: &str, w: Vec<f32>, rows: std::ops::Range<usize>, k: usize) -> Result<Self> {
+    fn from_checkpoint(wts: &Weights, c: &ModelConfig, name: &str, total_rows: usize, rows: std::ops::Range<usize>, k: usize) -> Result<Self> {
         let whole = |v: usize| v % FP8_BLOCK == 0;
         let fp8 = c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK])
             && whole(rows.start)
             && whole(rows.len())
             && whole(k)
             && wts.is_e4m3(name)?;
-        Ok(if fp8 { Self::Fp8 { w, quantize_input: false } } else { Self::Dense(w) })
+        let all = rows == (0..total_rows);
+        let part = rows.start * k..rows.end * k;
+        Ok(if fp8 {
+            let w = wts.get_shaped(name, &[total_rows, k])?;
+            Self::Fp8 { w: if all { w } else { w[part].to_vec() }, quantize_input: false }
+        } else {
+            let w = wts.get_matrix(name, &[total_rows, k])?;
+            Self::Dense(if all { w } else { w.slice(part) })
+        })
     }
 
     fn is_fp8(&self) -> bool {
@@ -66,7 +77,7 @@ impl Linear {
     /// only when every part is).
     fn into_dense(self) -> Self {
         match self {
-            Self::Fp8 { w, .. } => Self::Dense(w),
+            Self::Fp8 { w, .. } => Self::Dense(Matrix::F32(w)),
             other => other,
         }
     }
@@ -163,11 +174,11 @@ struct Layer {
 pub struct CpuModel {
     /// The config.json it was built from.
     pub config: ModelConfig,
-    embed: Vec<f32>,
+    embed: Matrix,
     layers: Vec<Layer>,
     norm: Vec<f32>,
     /// None: tied to the embedding.
-    lm_head: Option<Vec<f32>>,
+    lm_head: Option<Matrix>,
     act: GluActivation,
     /// [`CpuModel::set_fp8_kv_cache`]'s scales per layer; None: K and V as computed.
     kv_fp8: Option<Vec<KvScales>>,
@@ -203,15 +214,15 @@ fn split_rows(x: &[f32], a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
 fn load_experts(w: &Weights, c: &ModelConfig, block: &str, names: [&str; 3], num_experts: usize, inter: usize, h: usize) -> Result<Vec<Expert>> {
     let fused = format!("{block}experts.gate_up_proj");
     if w.contains(&fused) {
-        let gate_up = w.get_shaped(&fused, &[num_experts, 2 * inter, h])?;
-        let down = w.get_shaped(&format!("{block}experts.down_proj"), &[num_experts, h, inter])?;
+        let gate_up = w.get_matrix(&fused, &[num_experts, 2 * inter, h])?;
+        let down = w.get_matrix(&format!("{block}experts.down_proj"), &[num_experts, h, inter])?;
         return Ok((0..num_experts)
             .map(|e| {
-                let gu = &gate_up[e * 2 * inter * h..(e + 1) * 2 * inter * h];
+                let gu = e * 2 * inter * h;
                 Expert {
-                    gate: Linear::Dense(gu[..inter * h].to_vec()),
-                    up: Linear::Dense(gu[inter * h..].to_vec()),
-                    down: Linear::Dense(down[e * h * inter..(e + 1) * h * inter].to_vec()),
+                    gate: Linear::Dense(gate_up.slice(gu..gu + inter * h)),
+                    up: Linear::Dense(gate_up.slice(gu + inter * h..gu + 2 * inter * h)),
+                    down: Linear::Dense(down.slice(e * h * inter..(e + 1) * h * inter)),
                     intermediate_size: inter,
                     sub_norm: None,
                 }
@@ -238,7 +249,7 @@ fn load_mlp(w: &Weights, c: &ModelConfig, prefix: &str, names: [&str; 3], inter:
 fn load_linear(w: &Weights, c: &ModelConfig, prefix: &str, n: usize, k: usize) -> Result<Linear> {
     let name = format!("{prefix}.weight");
     if c.bitnet_quant.is_none() {
-        return Linear::from_checkpoint(w, c, &name, w.get_shaped(&name, &[n, k])?, 0..n, k);
+        return Linear::from_checkpoint(w, c, &name, n, 0..n, k);
     }
     let (packed, shape) = w.get_u8(&name)?;
     if n % ternary::VALUES_PER_BYTE != 0 || shape != [n / ternary::VALUES_PER_BYTE, k] {
@@ -313,9 +324,8 @@ impl CpuModel {
                         },
                         kv_a: {
                             let (name, lora) = (at("kv_a_proj_with_mqa.weight"), m.kv_lora_rank);
-                            let mut latent = get(&name, &[lora + m.qk_rope_head_dim, h])?;
-                            let pe = latent.split_off(lora * h);
-                            (Linear::from_checkpoint(w, c, &name, latent, 0..lora, h)?, Linear::from_checkpoint(w, c, &name, pe, lora..lora + m.qk_rope_head_dim, h)?)
+                            let rows = lora + m.qk_rope_head_dim;
+                            (Linear::from_checkpoint(w, c, &name, rows, 0..lora, h)?, Linear::from_checkpoint(w, c, &name, rows, lora..rows, h)?)
                         },
                         kv_a_norm: get(&at("kv_a_layernorm.weight"), &[m.kv_lora_rank])?,
                         kv_b: get(&at("kv_b_proj.weight"), &[heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank])?,
@@ -349,8 +359,8 @@ impl CpuModel {
                 mlp,
             });
         }
-        let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(get("lm_head.weight", &[c.vocab_size, h])?) };
+        let embed = w.get_matrix("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") { None } else { Some(w.get_matrix("lm_head.weight", &[c.vocab_size, h])?) };
         let checkpoint_kv_scales = w.kv_scales(c.num_layers)?;
         Ok(Self { norm: get("model.norm.weight", &[h])?, embed, layers, lm_head, act, config, kv_fp8: None, checkpoint_kv_scales })
     }
@@ -438,7 +448,7 @@ impl CpuModel {
             if id >= c.vocab_size {
                 return Err(Error::Unsupported { op: "CpuModel::forward", what: "token id (>= vocab_size)", value: id.to_string() });
             }
-            x.extend_from_slice(&self.embed[id * h..(id + 1) * h]);
+            x.extend(self.embed.to_f32(id * h..(id + 1) * h));
         }
         let scale = c.softmax_scale()?;
         for ((l, layer), (past_k, past_v)) in self.layers.iter().enumerate().zip(&mut past.layers) {
@@ -484,7 +494,7 @@ impl CpuModel {
         past.len += n;
         let x = if last_only { &x[(n - 1) * h..] } else { &x[..] };
         let x = f64_to_f32(rms_norm::rms_norm(x, &self.norm, norm));
-        Ok(linear(&x, self.lm_head.as_ref().unwrap_or(&self.embed), None, h))
+        Ok(self.lm_head.as_ref().unwrap_or(&self.embed).linear(&x, None, h))
     }
 
     /// One MLA layer on the normalised rows `a` `[n, hidden]`, as transformers computes it: q
@@ -644,6 +654,52 @@ mod tests {
                     }
                 }
                 assert_eq!(at, ids.len());
+            }
+        }
+    }
+
+    /// A checkpoint's bf16 and f16 matrices, kept in 16 bits (`Matrix`), give the bits of the
+    /// same values stored as f32.
+    #[test]
+    fn sixteen_bit_matrices_give_the_bits_of_their_values_in_f32() {
+        use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let bf16 = |x: f32| half::bf16::from_f32(x).to_bits();
+        let f16 = |x: f32| half::f16::from_f32(x).to_bits();
+        let back = |dtype: Dtype, u: u16| if dtype == Dtype::BF16 { half::bf16::from_bits(u).to_f32() } else { half::f16::from_bits(u).to_f32() };
+        for name in ["llama", "mixtral", "qwen3_moe"] {
+            let src = fixtures.join(name);
+            let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            for (dtype, round) in [(Dtype::BF16, &bf16 as &dyn Fn(f32) -> u16), (Dtype::F16, &f16)] {
+                let dir = std::env::temp_dir().join(format!("warpcore-16bit-{name}-{dtype:?}-{}", std::process::id()));
+                let mut logits = Vec::new();
+                for sixteen in [true, false] {
+                    let d = dir.join(if sixteen { "16" } else { "32" });
+                    std::fs::create_dir_all(&d).unwrap();
+                    std::fs::copy(src.join("config.json"), d.join("config.json")).unwrap();
+                    let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+                        .tensors()
+                        .into_iter()
+                        .map(|(n, t)| {
+                            assert_eq!(t.dtype(), Dtype::F32, "{name}: {n}");
+                            let codes: Vec<u16> = t.data().chunks_exact(4).map(|b| round(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
+                            let data: Vec<u8> = if sixteen {
+                                codes.iter().flat_map(|u| u.to_le_bytes()).collect()
+                            } else {
+                                codes.iter().flat_map(|&u| back(dtype, u).to_le_bytes()).collect()
+                            };
+                            (n, if sixteen { dtype } else { Dtype::F32 }, t.shape().to_vec(), data)
+                        })
+                        .collect();
+                    let views = tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
+                    safetensors::serialize_to_file(views, None, &d.join("model.safetensors")).unwrap();
+                    let model = CpuModel::load(&d).unwrap();
+                    assert_eq!(matches!(model.embed, Matrix::F32(_)), !sixteen, "{name} {dtype:?}: the embedding's storage");
+                    logits.push(model.forward(&[1, 7, 3, 200, 5, 9]).unwrap());
+                }
+                std::fs::remove_dir_all(&dir).unwrap();
+                assert!(logits[0] == logits[1], "{name} {dtype:?}: 16-bit storage changed the logits");
             }
         }
     }

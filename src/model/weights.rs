@@ -1,8 +1,8 @@
 //! Weights: every `*.safetensors` file of a model folder, memory-mapped, read by name into
-//! f32 for the CPU path: from f32, bf16 or f16 storage, or from FP8 e4m3 with a
-//! `<name>_scale_inv` tensor beside it (DeepSeek-V3's block FP8: one f32 scale per 128 × 128
-//! block, value = fp8 · scale_inv), dequantized by `reference::quant`; packed codes (BitNet's
-//! ternary weights) as u8.
+//! f32 for the CPU path (its large matrices kept in 16 bits where the checkpoint has them:
+//! `Matrix`): from f32, bf16 or f16 storage, or from FP8 e4m3 with a `<name>_scale_inv` tensor
+//! beside it (DeepSeek-V3's block FP8: one f32 scale per 128 × 128 block, value = fp8 ·
+//! scale_inv), dequantized by `reference::quant`; packed codes (BitNet's ternary weights) as u8.
 
 use crate::kv_cache::KvScales;
 use crate::ops::quant::ScaleGranularity;
@@ -23,6 +23,46 @@ pub struct BlockFp8 {
     pub shape: [usize; 2],
     /// One scale per 128 × 128 block `[ceil(rows/128), ceil(cols/128)]`, row-major.
     pub scale: Vec<f32>,
+}
+
+/// A weight matrix for the CPU path, row-major: f32, bf16 and f16 checkpoints' tensors kept in
+/// their own type (every value is exactly an f64 either way; 16-bit storage halves the memory
+/// and the bytes a token streams), anything else (FP8 blocks) dequantized to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Matrix {
+    F32(Vec<f32>),
+    Bf16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
+}
+
+impl Matrix {
+    /// `x · selfᵀ (+ bias)` for x `[m, k]` and self `[n, k]` (`reference::linear`).
+    pub(crate) fn linear(&self, x: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
+        use crate::reference::linear::linear;
+        match self {
+            Self::F32(w) => linear(x, w, bias, k),
+            Self::Bf16(w) => linear(x, w, bias, k),
+            Self::F16(w) => linear(x, w, bias, k),
+        }
+    }
+
+    /// Elements [start, end) as f32 (e.g. an embedding row).
+    pub(crate) fn to_f32(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        match self {
+            Self::F32(w) => w[range].to_vec(),
+            Self::Bf16(w) => w[range].iter().map(|v| v.to_f32()).collect(),
+            Self::F16(w) => w[range].iter().map(|v| v.to_f32()).collect(),
+        }
+    }
+
+    /// Elements [start, end) as a matrix of their own.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Self::F32(w) => Self::F32(w[range].to_vec()),
+            Self::Bf16(w) => Self::Bf16(w[range].to_vec()),
+            Self::F16(w) => Self::F16(w[range].to_vec()),
+        }
+    }
 }
 
 /// The tensors of a model folder. Files stay mapped for the lifetime of the value.
@@ -168,6 +208,26 @@ impl Weights {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// The tensor `name` of `shape` as a [`Matrix`]: f32, bf16 and f16 as stored, others as
+    /// [`Weights::get`] reads them.
+    pub(crate) fn get_matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        let stored = self.with_tensor(name, |_, t| {
+            if t.shape() != shape {
+                return Ok(None);
+            }
+            let halves = |b: &[u8]| b.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect::<Vec<_>>();
+            Ok(match t.dtype() {
+                Dtype::BF16 => Some(Matrix::Bf16(halves(t.data()).into_iter().map(half::bf16::from_bits).collect())),
+                Dtype::F16 => Some(Matrix::F16(halves(t.data()).into_iter().map(half::f16::from_bits).collect())),
+                _ => None,
+            })
+        })?;
+        match stored {
+            Some(m) => Ok(m),
+            None => Ok(Matrix::F32(self.get_shaped(name, shape)?)), // f32, FP8, or the shape error
+        }
     }
 
     /// The tensor `name`, which must have shape `shape`.

@@ -1,8 +1,8 @@
 //! Dense projections for the CPU model path: `y = x · Wᵀ (+ b)`, f64 accumulation.
 
-/// x `[m, k]`, weight `[n, k]` (the checkpoint layout: out_features × in_features), optional
-/// bias `[n]` → `[m, n]`.
-pub fn linear(x: &[f32], weight: &[f32], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
+/// x `[m, k]`, weight `[n, k]` (the checkpoint layout: out_features × in_features; f32, or a
+/// 16-bit type as stored), optional bias `[n]` → `[m, n]`.
+pub fn linear<W: Copy + Into<f64> + Sync>(x: &[f32], weight: &[W], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
     assert!(k > 0 && x.len() % k == 0 && weight.len() % k == 0, "x [m, {k}] and weight [n, {k}]");
     let n = weight.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
