@@ -110,23 +110,29 @@ pub(crate) fn run_model(
             model.set_fp8_kv_cache(fp8_scales(model.checkpoint_kv_scales()).as_deref())?;
             eprintln!("loaded {:?} ({} layers) in {:.2} s (CPU)", model.config.architecture, model.config.num_layers, t0.elapsed().as_secs_f64());
             let eos = if ignore_eos { &[][..] } else { &model.config.eos_token_ids[..] };
-            let t1 = Instant::now();
-            for p in prompts {
-                model.forward(p)?;
-            }
-            let prefill = t1.elapsed().as_secs_f64();
-            // The sequences run one after another: each one's text streams, then its ids.
-            let t2 = Instant::now();
+            // The sequences run one after another: each one's text streams, then its ids. Its
+            // prefill is the time to its first token (the prompt's run), the rest is decode.
+            let (mut prefill, mut decode) = (0.0, 0.0);
             let mut outputs = Vec::new();
             for (s, p) in prompts.iter().enumerate() {
                 let cfg = warpcore::model::Sampling { seed: sampling.seed.wrapping_add(s as u64), ..sampling };
                 let mut live = Live::new(tokenizer, true, max_new_tokens);
                 let mut failed = None;
+                let t1 = Instant::now();
+                if max_new_tokens == 0 {
+                    model.forward(p)?; // no token to wait for: the prompt alone
+                }
+                let mut first = None;
                 let o = model.generate_with(p, max_new_tokens, &mut warpcore::model::Sampler::new(cfg), eos, |t| {
+                    first.get_or_insert_with(|| t1.elapsed().as_secs_f64());
                     if let Err(e) = live.step(Some(t)) {
                         failed.get_or_insert(e);
                     }
                 })?;
+                let total = t1.elapsed().as_secs_f64();
+                let to_first = first.unwrap_or(total);
+                prefill += to_first;
+                decode += total - to_first;
                 if let Some(e) = failed {
                     return Err(e.into());
                 }
@@ -135,7 +141,6 @@ pub(crate) fn run_model(
                 }
                 outputs.push(o);
             }
-            let decode = t2.elapsed().as_secs_f64();
             let mut logits = Vec::new();
             if logits_out.is_some() {
                 for (p, o) in prompts.iter().zip(&outputs) {
