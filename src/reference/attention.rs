@@ -64,10 +64,11 @@ pub fn attention<T: DType, C: DType>(
     assert_eq!(k.len(), s.kv_len * s.num_kv_heads * s.head_dim);
     assert_eq!(v.len(), s.kv_len * s.num_kv_heads * s.head_dim_v);
     let group = s.num_q_heads / s.num_kv_heads;
-    let mut out = vec![0.0; s.q_len * s.num_q_heads * s.head_dim_v];
-    let mut lse = vec![f64::NEG_INFINITY; s.q_len * s.num_q_heads];
-    let mut scores = vec![0.0; s.kv_len];
-    for i in 0..s.q_len {
+    let (out_w, lse_w) = (s.num_q_heads * s.head_dim_v, s.num_q_heads);
+    let mut out = vec![0.0; s.q_len * out_w];
+    let mut lse = vec![f64::NEG_INFINITY; s.q_len * lse_w];
+    // Query i's heads into its rows of out and lse.
+    let query = |i: usize, out: &mut [f64], lse: &mut [f64], scores: &mut [f64]| {
         let pos = (s.kv_len as i64) - (s.q_len as i64) + i as i64;
         for h in 0..s.num_q_heads {
             let kvh = h / group;
@@ -91,8 +92,8 @@ pub fn attention<T: DType, C: DType>(
                 continue; // nothing visible: zeros, lse = -inf
             }
             let sum: f64 = scores.iter().map(|&x| (x - max).exp()).sum();
-            lse[i * s.num_q_heads + h] = max + sum.ln();
-            let o = &mut out[(i * s.num_q_heads + h) * s.head_dim_v..][..s.head_dim_v];
+            lse[h] = max + sum.ln();
+            let o = &mut out[h * s.head_dim_v..][..s.head_dim_v];
             for (j, &x) in scores.iter().enumerate() {
                 if x == f64::NEG_INFINITY {
                     continue;
@@ -104,6 +105,33 @@ pub fn attention<T: DType, C: DType>(
                 }
             }
         }
+    };
+    // The queries split over the machine's threads when there is enough work (each query by
+    // itself: the result does not depend on the split).
+    let work = s.q_len * s.num_q_heads * s.kv_len * (s.head_dim + s.head_dim_v);
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(work.div_ceil(1 << 18)).min(s.q_len).max(1);
+    let per = s.q_len.div_ceil(threads).max(1);
+    // Queries i0 .. i0 + rows into their rows of out (o) and lse (l).
+    let run = |i0: usize, rows: usize, o: &mut [f64], l: &mut [f64]| {
+        let mut scores = vec![0.0; s.kv_len];
+        for r in 0..rows {
+            query(i0 + r, &mut o[r * out_w..(r + 1) * out_w], &mut l[r * lse_w..(r + 1) * lse_w], &mut scores);
+        }
+    };
+    if threads == 1 {
+        run(0, s.q_len, &mut out, &mut lse);
+    } else {
+        std::thread::scope(|scope| {
+            let (mut o_rest, mut l_rest) = (&mut out[..], &mut lse[..]);
+            for i0 in (0..s.q_len).step_by(per) {
+                let rows = per.min(s.q_len - i0);
+                let (o, o_next) = std::mem::take(&mut o_rest).split_at_mut(rows * out_w);
+                let (l, l_next) = std::mem::take(&mut l_rest).split_at_mut(rows * lse_w);
+                (o_rest, l_rest) = (o_next, l_next);
+                let run = &run;
+                scope.spawn(move || run(i0, rows, o, l));
+            }
+        });
     }
     (out, lse)
 }
@@ -162,6 +190,24 @@ mod tests {
         let (a, la) = attention(&q, &k, &v, shape(ql, kl, nkv * g, nkv, hd), &mask(true), 1.0, 1.0);
         let (b, lb) = attention(&q, &rep(&k), &rep(&v), shape(ql, kl, nkv * g, nkv * g, hd), &mask(true), 1.0, 1.0);
         assert!(close(&a, &b) && close(&la, &lb));
+    }
+
+    #[test]
+    fn a_long_causal_batch_split_over_threads_equals_each_query_alone() {
+        // 97 queries × 8 heads × 600 keys × 128: enough work for every thread the machine has.
+        let mut rng = Rng::new(4);
+        let (ql, kl, nq, nkv, hd) = (97, 600, 8, 2, 64);
+        let q: Vec<f32> = rng.vec(ql * nq * hd, -1.0, 1.0);
+        let k: Vec<f32> = rng.vec(kl * nkv * hd, -1.0, 1.0);
+        let v: Vec<f32> = rng.vec(kl * nkv * hd, -1.0, 1.0);
+        let (out, lse) = attention(&q, &k, &v, shape(ql, kl, nq, nkv, hd), &mask(true), 1.0, 1.0);
+        for i in 0..ql {
+            let pos = kl - ql + i; // its keys: 0 ..= pos
+            let row = &q[i * nq * hd..][..nq * hd];
+            let (o, l) = attention(row, &k[..(pos + 1) * nkv * hd], &v[..(pos + 1) * nkv * hd], shape(1, pos + 1, nq, nkv, hd), &mask(true), 1.0, 1.0);
+            assert_eq!(o, out[i * nq * hd..][..nq * hd], "query {i}");
+            assert_eq!(l, lse[i * nq..][..nq], "query {i}");
+        }
     }
 
     #[test]
