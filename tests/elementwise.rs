@@ -116,15 +116,15 @@ fn glu_rejects_bad_shapes_and_writes_nothing() {
 #[test]
 fn glu_rejects_fp8_and_select_rows_rejects_bad_shapes() {
     let Some(dev) = device() else { return };
-    let x = dev.upload(&vec![F8E4M3::from_f64_sat(1.0); 64]).unwrap();
-    let mut o = dev.upload(&vec![F8E4M3::NAN; 64]).unwrap();
+    let x = dev.upload(&[F8E4M3::from_f64_sat(1.0); 64]).unwrap();
+    let mut o = dev.upload(&[F8E4M3::NAN; 64]).unwrap();
     let v = TensorView::contiguous(x.as_view(), [4, 16]).unwrap();
     let e = glu(&dev, &v, &v, &mut TensorViewMut::contiguous(o.as_view_mut(), [4, 16]).unwrap(), GluActivation::Silu).unwrap_err();
     assert!(matches!(e, Error::Unsupported { op: "glu", what: "dtype", .. }), "{e}");
 
-    let src = dev.upload(&vec![f16::ONE; 64]).unwrap();
+    let src = dev.upload(&[f16::ONE; 64]).unwrap();
     let idx = dev.upload(&[0i32, 1, 2]).unwrap();
-    let mut out = dev.upload(&vec![f16::NAN; 64]).unwrap();
+    let mut out = dev.upload(&[f16::NAN; 64]).unwrap();
     let sv = TensorView::contiguous(src.as_view(), [4, 16]).unwrap();
     let iv = TensorView::contiguous(idx.as_view(), [3]).unwrap();
     // out [4, 16] for 3 indices.

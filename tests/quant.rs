@@ -347,7 +347,7 @@ fn unsupported_dtypes_are_rejected() {
     let Some(dev) = device() else { return };
     let x = dev.upload(&vec![1.0f32; 2 * 128]).unwrap();
     let mut out = dev.upload(&vec![F8E4M3::NAN; 2 * 128]).unwrap();
-    let mut scale = dev.upload(&vec![f32::NAN; 2]).unwrap();
+    let mut scale = dev.upload(&[f32::NAN; 2]).unwrap();
     let e = quantize_fp8(
         &dev,
         &TensorView::contiguous(x.as_view(), [2, 128]).unwrap(),
@@ -380,7 +380,7 @@ fn fused_add_rejects_a_residual_of_another_shape_and_writes_nothing() {
     let mut r = dev.upload(&vec![f16::ONE; 4 * 256]).unwrap();
     let w = dev.upload(&vec![f16::ONE; 256]).unwrap();
     let mut out = dev.upload(&vec![F8E4M3::NAN; 4 * 256]).unwrap();
-    let mut scale = dev.upload(&vec![f32::NAN; 8]).unwrap();
+    let mut scale = dev.upload(&[f32::NAN; 8]).unwrap();
     let e = fused_add_rms_norm_quant_fp8(
         &dev,
         &TensorView::contiguous(x.as_view(), [4, 256]).unwrap(),

@@ -161,7 +161,7 @@ fn bad_eps_is_unsupported() {
 fn out_shape_mismatch_and_strided_inner_dim_are_rejected() {
     let Some(dev) = device() else { return };
     let x = dev.upload(&vec![bf16::ONE; 8 * 32]).unwrap();
-    let w = dev.upload(&vec![bf16::ONE; 16]).unwrap();
+    let w = dev.upload(&[bf16::ONE; 16]).unwrap();
     let mut out = dev.upload(&vec![bf16::NAN; 8 * 32]).unwrap();
     let wv = TensorView::contiguous(w.as_view(), [16]).unwrap();
     // Inner stride 2 (every other element): rejected, not silently wrong.
@@ -184,7 +184,7 @@ fn out_shape_mismatch_and_strided_inner_dim_are_rejected() {
 #[test]
 fn views_past_their_buffer_are_out_of_bounds() {
     let Some(dev) = device() else { return };
-    let x = dev.upload(&vec![bf16::ONE; 100]).unwrap();
+    let x = dev.upload(&[bf16::ONE; 100]).unwrap();
     let e = TensorView::new(x.as_view(), [2, 64], [64, 1]).unwrap_err();
     assert!(matches!(e, Error::OutOfBounds { needed: 128, len: 100, .. }), "{e}");
     let e = TensorView::new(x.as_view(), [2, 50], [51, 1]).unwrap_err();
@@ -199,8 +199,8 @@ fn buffers_of_another_context_are_rejected() {
     let other = cudarc::driver::CudaContext::new_non_primary(0, 0).unwrap();
     let w = other.default_stream().clone_htod(&[bf16::ONE; 16]).unwrap();
     dev.context().bind_to_thread().unwrap();
-    let x = dev.upload(&vec![bf16::ONE; 32]).unwrap();
-    let mut out = dev.upload(&vec![bf16::NAN; 32]).unwrap();
+    let x = dev.upload(&[bf16::ONE; 32]).unwrap();
+    let mut out = dev.upload(&[bf16::NAN; 32]).unwrap();
     let e = rms_norm(
         &dev,
         &TensorView::contiguous(x.as_view(), [2, 16]).unwrap(),
@@ -233,8 +233,8 @@ fn zero_tokens_is_a_no_op() {
 #[test]
 fn fused_add_and_qk_reject_bad_shapes() {
     let Some(dev) = device() else { return };
-    let mut x = dev.upload(&vec![f16::ONE; 64]).unwrap();
-    let mut r = dev.upload(&vec![f16::ONE; 64]).unwrap();
+    let mut x = dev.upload(&[f16::ONE; 64]).unwrap();
+    let mut r = dev.upload(&[f16::ONE; 64]).unwrap();
     let w = dev.upload(&vec![f16::ONE; 600]).unwrap();
     let wv = TensorView::contiguous(w.slice(..16), [16]).unwrap();
     let e = fused_add_rms_norm(

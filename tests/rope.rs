@@ -158,8 +158,8 @@ struct Bufs<T: DType> {
 
 fn bufs<T: DType>(dev: &Device) -> Bufs<T> {
     Bufs {
-        q: dev.upload(&vec![T::from_f32(1.0); 2 * 4 * 64]).unwrap(),
-        k: dev.upload(&vec![T::from_f32(1.0); 2 * 2 * 64]).unwrap(),
+        q: dev.upload(&[T::from_f32(1.0); 2 * 4 * 64]).unwrap(),
+        k: dev.upload(&[T::from_f32(1.0); 2 * 2 * 64]).unwrap(),
         pos: dev.upload(&[3i32, 5]).unwrap(),
     }
 }

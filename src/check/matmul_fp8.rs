@@ -10,6 +10,7 @@
 //!   `(k/32)·2⁻¹²·Σ|a·b|` (twice the worst truncation of each step).
 //! * The mma.sync kernel multiplies exact f16 values with f32 accumulation: within the
 //!   promoted bound.
+//!
 //! Relative Frobenius limits: bf16 2⁻⁸, f32 2⁻¹⁰; fast accumulation `(k/32)·2⁻¹⁴` when larger
 //! (the expected systematic shrink of a truncating accumulator, DeepSeek-V3 §3.5.2). These are
 //! predictions; the H200 run confirms or tightens them (docs/matmul_fp8.md).
@@ -159,7 +160,7 @@ fn upload_codes(dev: &Device, q: &Quantized, stride: usize) -> Result<cudarc::dr
 /// starts the first group after row 0 and ends the last before m.
 pub fn group_offsets(m: usize, groups: usize, seed: u64) -> Vec<i32> {
     let mut rng = Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15);
-    let edges = seed % 3 == 0;
+    let edges = seed.is_multiple_of(3);
     let mut cuts: Vec<i32> = (0..=groups).map(|_| (rng.next_u64() % (m as u64 + 1)) as i32).collect();
     cuts.sort_unstable();
     if !edges {

@@ -107,7 +107,7 @@ pub fn gate_inputs<T: DType>(c: &GateCase) -> (Vec<T>, Vec<f32>) {
             let b: Vec<T> = rng.vec(n, -3.0, 3.0);
             for t in 0..c.num_tokens {
                 for e in 0..n {
-                    logits[c.offset + t * stride + e] = if rng.next_u64() % 4 != 0 { a[e] } else { b[e] };
+                    logits[c.offset + t * stride + e] = if !rng.next_u64().is_multiple_of(4) { a[e] } else { b[e] };
                 }
             }
             for e in 0..n {

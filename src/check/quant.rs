@@ -155,7 +155,7 @@ pub fn check_quantize_tensor<T: DType>(dev: &Device, case: &QuantCase, plan: Opt
 /// worked out here, on buffers that start 256-byte aligned with the views `offset` elements in.
 fn vector_layout_case<T: DType>(c: &QuantCase) -> bool {
     let size = std::mem::size_of::<T>();
-    c.cols % 16 == 0 && (c.x_stride * size) % 16 == 0 && c.out_stride % 16 == 0 && (c.offset * size) % 16 == 0 && c.offset % 16 == 0
+    c.cols.is_multiple_of(16) && (c.x_stride * size).is_multiple_of(16) && c.out_stride.is_multiple_of(16) && (c.offset * size).is_multiple_of(16) && c.offset.is_multiple_of(16)
 }
 
 /// `check_all`'s forced single pass: few CTAs holding little of their share in shared memory

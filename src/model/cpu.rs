@@ -52,7 +52,7 @@ impl Linear {
     /// Rows `rows` of the checkpoint's `name` (`[total_rows, k]`): [`Linear::Fp8`] where the
     /// checkpoint stores `name` in block FP8 and the rows and k are whole 128-blocks, else dense.
     fn from_checkpoint(wts: &Weights, c: &ModelConfig, name: &str, total_rows: usize, rows: std::ops::Range<usize>, k: usize) -> Result<Self> {
-        let whole = |v: usize| v % FP8_BLOCK == 0;
+        let whole = |v: usize| v.is_multiple_of(FP8_BLOCK);
         let fp8 = c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK])
             && whole(rows.start)
             && whole(rows.len())
@@ -252,7 +252,7 @@ fn load_linear(w: &Weights, c: &ModelConfig, prefix: &str, n: usize, k: usize) -
         return Linear::from_checkpoint(w, c, &name, n, 0..n, k);
     }
     let (packed, shape) = w.get_u8(&name)?;
-    if n % ternary::VALUES_PER_BYTE != 0 || shape != [n / ternary::VALUES_PER_BYTE, k] {
+    if !n.is_multiple_of(ternary::VALUES_PER_BYTE) || shape != [n / ternary::VALUES_PER_BYTE, k] {
         return Err(Error::ShapeMismatch { op: "CpuModel", arg: "packed ternary weight", expected: format!("{name}: [{n} / 4, {k}]"), got: format!("{shape:?}") });
     }
     let values = ternary::unpack(&packed, k).ok_or_else(|| Error::Load { path: name.clone(), reason: "a 2-bit code 0b11 (not ternary)".into() })?;

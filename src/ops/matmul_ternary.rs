@@ -170,7 +170,7 @@ fn check_codes(op: &'static str, dev: &Device, q: &TensorViewMut<i8, 2>, scale: 
 
 fn check_k(op: &'static str, k: usize) -> Result<()> {
     check_nonempty(op, "k", &[k])?;
-    if k % 16 != 0 {
+    if !k.is_multiple_of(16) {
         return Err(Error::Unsupported { op, what: "k (a multiple of 16)", value: k.to_string() });
     }
     check_fits_i32(op, "k", k)

@@ -150,7 +150,7 @@ pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
 /// A device pointer the kernels load or store 16 bytes at a time must be 16-byte aligned.
 #[cfg_attr(not(any(feature = "attention", feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
 pub(crate) fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Result<()> {
-    if ptr % 16 != 0 {
+    if !ptr.is_multiple_of(16) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -161,7 +161,7 @@ pub(crate) fn check_aligned(op: &'static str, arg: &'static str, ptr: u64) -> Re
 #[cfg_attr(not(any(feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
 pub(crate) fn check_rows_aligned<T>(op: &'static str, arg: &'static str, ptr: u64, rows: usize, row_stride: usize) -> Result<()> {
     check_aligned(op, arg, ptr)?;
-    if rows > 1 && (row_stride * std::mem::size_of::<T>()) % 16 != 0 {
+    if rows > 1 && !(row_stride * std::mem::size_of::<T>()).is_multiple_of(16) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())

@@ -117,7 +117,7 @@ impl MoeGateConfig {
             return bad("top_k (1 to min(32, num_experts))", top_k.to_string());
         }
         let (g, kg) = (self.n_group, self.topk_group);
-        if g == 0 || g > MAX_GROUPS || num_experts % g != 0 {
+        if g == 0 || g > MAX_GROUPS || !num_experts.is_multiple_of(g) {
             return bad("n_group (1 to 32, dividing num_experts)", format!("{g} for {num_experts} experts"));
         }
         if g > 1 && self.scoring != MoeScoring::Sigmoid {

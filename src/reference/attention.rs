@@ -59,7 +59,7 @@ pub fn attention<T: DType, C: DType>(
     k_scale: f64,
     v_scale: f64,
 ) -> (Vec<f64>, Vec<f64>) {
-    assert!(s.num_kv_heads > 0 && s.num_q_heads % s.num_kv_heads == 0, "num_q_heads must be a multiple of num_kv_heads");
+    assert!(s.num_kv_heads > 0 && s.num_q_heads.is_multiple_of(s.num_kv_heads), "num_q_heads must be a multiple of num_kv_heads");
     assert_eq!(q.len(), s.q_len * s.num_q_heads * s.head_dim);
     assert_eq!(k.len(), s.kv_len * s.num_kv_heads * s.head_dim);
     assert_eq!(v.len(), s.kv_len * s.num_kv_heads * s.head_dim_v);

@@ -3,7 +3,7 @@
 /// x `[m, k]`, weight `[n, k]` (the checkpoint layout: out_features × in_features; f32, or a
 /// 16-bit type as stored), optional bias `[n]` → `[m, n]`.
 pub fn linear<W: Weight>(x: &[f32], weight: &[W], bias: Option<&[f32]>, k: usize) -> Vec<f32> {
-    assert!(k > 0 && x.len() % k == 0 && weight.len() % k == 0, "x [m, {k}] and weight [n, {k}]");
+    assert!(k > 0 && x.len().is_multiple_of(k) && weight.len().is_multiple_of(k), "x [m, {k}] and weight [n, {k}]");
     let n = weight.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
     products(x, weight, k, |j, dot| (dot + bias.map_or(0.0, |b| b[j] as f64)) as f32)

@@ -105,7 +105,7 @@ pub fn matmul_grouped<O: DType>(a: &[f64], b: &[f64], k: usize, offsets: &[i32],
     let m = a.len().checked_div(k).unwrap_or(0);
     let groups = offsets.len().saturating_sub(1);
     let b_rows = b.len().checked_div(k).unwrap_or(0);
-    assert!(groups > 0 && b_rows % groups == 0 && a.len() == m * k && b.len() == b_rows * k, "a is [m, k] and b is [groups · n, k]");
+    assert!(groups > 0 && b_rows.is_multiple_of(groups) && a.len() == m * k && b.len() == b_rows * k, "a is [m, k] and b is [groups · n, k]");
     let n = b_rows / groups;
     assert!(bias.is_none_or(|v| v.len() == groups * n) && residual.is_none_or(|v| v.len() == m * n));
     let mut result = MatmulRef { out: vec![0.0; m * n], magnitude: vec![0.0; m * n] };

@@ -22,7 +22,7 @@ const SCALE_FLOOR: f32 = 1e-5;
 /// value + 1 (0b00 = −1, 0b01 = 0, 0b10 = 1). The packed rows are blocks of the original, not
 /// interleaved neighbours.
 pub fn pack(values: &[i8], cols: usize) -> Vec<u8> {
-    assert!(cols > 0 && values.len() % (VALUES_PER_BYTE * cols) == 0, "values must be [4·n, {cols}]");
+    assert!(cols > 0 && values.len().is_multiple_of(VALUES_PER_BYTE * cols), "values must be [4·n, {cols}]");
     let block = values.len() / VALUES_PER_BYTE;
     let mut packed = vec![0u8; block];
     for (i, part) in values.chunks_exact(block).enumerate() {
@@ -37,7 +37,7 @@ pub fn pack(values: &[i8], cols: usize) -> Vec<u8> {
 /// Unpacks transformers' layout (see [`pack`]): `packed` `[rows / 4, cols]` → `[rows, cols]`
 /// ternary values. None when a 2-bit code is 0b11, which encodes no ternary value.
 pub fn unpack(packed: &[u8], cols: usize) -> Option<Vec<i8>> {
-    assert!(cols > 0 && packed.len() % cols == 0, "packed must be [n, {cols}]");
+    assert!(cols > 0 && packed.len().is_multiple_of(cols), "packed must be [n, {cols}]");
     let mut values = Vec::with_capacity(packed.len() * VALUES_PER_BYTE);
     for i in 0..VALUES_PER_BYTE {
         for &byte in packed {
@@ -96,7 +96,7 @@ impl QuantizedActivations {
 /// a reciprocal and a product, which differs from the quotient in the last bit for some absmax
 /// (e.g. 3) — then `q = clamp(round(x · scale), −128, 127)`, rounding ties to even.
 pub fn quantize_activations(x: &[f32], k: usize) -> QuantizedActivations {
-    assert!(k > 0 && x.len() % k == 0, "x must be [m, {k}]");
+    assert!(k > 0 && x.len().is_multiple_of(k), "x must be [m, {k}]");
     let mut q = Vec::with_capacity(x.len());
     let mut scale = Vec::with_capacity(x.len() / k);
     for row in x.chunks_exact(k) {
@@ -112,7 +112,7 @@ pub fn quantize_activations(x: &[f32], k: usize) -> QuantizedActivations {
 /// `[m, k]`, weights `[n, k]`, optional bias `[n]` (scaled with the product, as transformers
 /// does) → `[m, n]`. Quantization in f32 as transformers computes it, the product in f64.
 pub fn bit_linear(x: &[f32], weights: &TernaryWeights, bias: Option<&[f32]>, k: usize) -> Vec<f32> {
-    assert!(k > 0 && weights.values.len() % k == 0, "weights must be [n, {k}]");
+    assert!(k > 0 && weights.values.len().is_multiple_of(k), "weights must be [n, {k}]");
     let n = weights.values.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
     let xq = quantize_activations(x, k).dequantize();
@@ -125,7 +125,7 @@ pub fn bit_linear(x: &[f32], weights: &TernaryWeights, bias: Option<&[f32]>, k: 
 /// f32 rounding of transformers' dequantized activations.
 pub fn matmul_ternary(act: &QuantizedActivations, weights: &TernaryWeights, bias: Option<&[f64]>, k: usize) -> Vec<f64> {
     assert!(k > 0 && act.q.len() == act.scale.len() * k, "q must be [m, {k}]");
-    assert!(weights.values.len() % k == 0, "weights must be [n, {k}]");
+    assert!(weights.values.len().is_multiple_of(k), "weights must be [n, {k}]");
     let n = weights.values.len() / k;
     assert!(bias.is_none_or(|b| b.len() == n), "bias must be [{n}]");
     // |q · v| <= 128: an i32 sum is exact below 2^24 terms (and vectorises).
@@ -172,7 +172,7 @@ mod tests {
         let w: Vec<f32> = (0..4096).map(|_| rng.uniform(-2.0, 2.0) as f32).collect();
         let t = quantize_weights(&w);
         assert!(t.values.iter().all(|v| (-1..=1).contains(v)));
-        assert!(t.values.iter().any(|&v| v == 0) && t.values.iter().any(|&v| v == 1) && t.values.iter().any(|&v| v == -1));
+        assert!(t.values.contains(&0) && t.values.contains(&1) && t.values.contains(&-1));
         let mean = w.iter().map(|x| x.abs() as f64).sum::<f64>() / w.len() as f64;
         assert!((t.scale as f64 - mean).abs() <= 1e-7 * mean);
         // Dequantization is the identity within half a step inside the range, the sign outside.

@@ -149,7 +149,7 @@ pub struct AlignOutput {
 /// The align on dense topk_ids `[num_tokens, top_k]`: stable counting sort by expert, each
 /// expert padded to a multiple of block_m; ids outside [0, num_experts) ignored.
 pub fn moe_align(topk_ids: &[i32], top_k: usize, num_experts: usize, block_m: usize) -> AlignOutput {
-    assert!(top_k > 0 && topk_ids.len() % top_k == 0);
+    assert!(top_k > 0 && topk_ids.len().is_multiple_of(top_k));
     let sizes = MoeAlignSizes::new(topk_ids.len() / top_k, top_k, num_experts, block_m).expect("reference::moe_align: sizes");
     let numel = sizes.num_assignments;
     let expert = |id: i32| usize::try_from(id).ok().filter(|&e| e < num_experts);

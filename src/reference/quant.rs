@@ -96,7 +96,7 @@ pub fn quantize<T: DType>(x: &[T], rows: usize, cols: usize, granularity: ScaleG
 /// with rstd from f64.
 fn normalised_f32<T: DType>(x: &[T], weight: &[T], cfg: RmsNormConfig) -> Vec<f32> {
     let hidden = weight.len();
-    assert!(hidden > 0 && x.len() % hidden == 0, "x must be [num_tokens, {hidden}]");
+    assert!(hidden > 0 && x.len().is_multiple_of(hidden), "x must be [num_tokens, {hidden}]");
     let mut y = Vec::with_capacity(x.len());
     for row in x.chunks_exact(hidden) {
         let ss = row.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();

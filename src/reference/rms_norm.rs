@@ -15,7 +15,7 @@ fn norm_row<T: DType>(x: &[T], weight: &[T], cfg: RmsNormConfig, out: &mut [f64]
 /// `rms_norm` on dense rows: x `[num_tokens, hidden]`, weight `[hidden]` → `[num_tokens, hidden]`.
 pub fn rms_norm<T: DType>(x: &[T], weight: &[T], cfg: RmsNormConfig) -> Vec<f64> {
     let hidden = weight.len();
-    assert!(hidden > 0 && x.len() % hidden == 0, "x must be [num_tokens, {hidden}]");
+    assert!(hidden > 0 && x.len().is_multiple_of(hidden), "x must be [num_tokens, {hidden}]");
     let mut out = vec![0.0; x.len()];
     for (xr, or) in x.chunks_exact(hidden).zip(out.chunks_exact_mut(hidden)) {
         norm_row(xr, weight, cfg, or);
@@ -46,7 +46,7 @@ pub fn qk_rms_norm<T: DType>(
 ) -> Vec<f64> {
     let head_dim = q_weight.len();
     let heads = num_q_heads + num_kv_heads;
-    assert!(head_dim > 0 && k_weight.len() == head_dim && heads > 0 && qk.len() % (heads * head_dim) == 0);
+    assert!(head_dim > 0 && k_weight.len() == head_dim && heads > 0 && qk.len().is_multiple_of(heads * head_dim));
     let mut out = vec![0.0; qk.len()];
     for (i, (xr, or)) in qk.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim)).enumerate() {
         let weight = if i % heads < num_q_heads { q_weight } else { k_weight };

@@ -18,7 +18,7 @@ pub fn gate_config(n: usize, seed: u64, sigmoid: bool) -> (MoeGateConfig, usize)
     let mut rng = Rng::new(seed);
     let mut pick = |hi: usize| (rng.next_u64() % hi as u64) as usize;
     let mut cfg = if sigmoid {
-        let divisors: Vec<usize> = (1..=32).filter(|g| n % g == 0).collect();
+        let divisors: Vec<usize> = (1..=32).filter(|g| n.is_multiple_of(*g)).collect();
         let g = divisors[pick(divisors.len())];
         let kept = 1 + pick(g);
         MoeGateConfig { n_group: g, topk_group: kept, ..MoeGateConfig::sigmoid(pick(2) == 0) }
@@ -110,7 +110,7 @@ pub fn permute_case() -> impl Strategy<Value = PermuteCase> {
                 num_experts,
                 hidden,
                 block_m,
-                local: (seed % 4 == 0).then(|| first..num_experts),
+                local: (seed % 4 == 0).then_some(first..num_experts),
                 row_gap: if seed % 2 == 0 { 0 } else { (seed % 9) as usize },
                 hot_expert: (seed % 7 == 0).then_some(first),
                 seed,

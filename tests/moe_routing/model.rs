@@ -51,7 +51,7 @@ fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &Moe
         shift += 1;
     }
     let p_lanes = 1usize << shift;
-    let vec = if vec_ok && epg % 4 == 0 { 4 } else { 1 };
+    let vec = if vec_ok && epg.is_multiple_of(4) { 4 } else { 1 };
     let chunks = epg.div_ceil(p_lanes * vec);
     let vpl = (chunks * vec).next_power_of_two();
     assert!(vpl <= 32, "VPL {vpl} for {n} experts, {groups} groups");

@@ -358,7 +358,7 @@ impl ModelConfig {
             return Err(bad(here, "zero-sized hidden_size, num_attention_heads, num_hidden_layers or vocab_size"));
         }
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(heads);
-        if num_kv_heads == 0 || heads % num_kv_heads != 0 {
+        if num_kv_heads == 0 || !heads.is_multiple_of(num_kv_heads) {
             return Err(bad(here, format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
         }
         let moe = match architecture {

@@ -132,8 +132,8 @@ impl GpuLinear {
     /// blocks of an e4m3 tensor and k a multiple of 128, else bf16.
     pub(super) fn load_stacked(dev: &Device, w: &Weights, c: &ModelConfig, parts: &[Part], k: usize) -> Result<Self> {
         let n: usize = parts.iter().map(|p| p.2.len()).sum();
-        let blocks = |r: &Range<usize>| r.start % FP8_BLOCK == 0 && r.len() % FP8_BLOCK == 0;
-        if c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK]) && k % FP8_BLOCK == 0 && parts.iter().all(|p| blocks(&p.2)) {
+        let blocks = |r: &Range<usize>| r.start.is_multiple_of(FP8_BLOCK) && r.len().is_multiple_of(FP8_BLOCK);
+        if c.fp8_weight_block == Some([FP8_BLOCK, FP8_BLOCK]) && k.is_multiple_of(FP8_BLOCK) && parts.iter().all(|p| blocks(&p.2)) {
             let mut fp8 = Vec::with_capacity(parts.len());
             for &(name, total, _) in parts {
                 match w.get_block_fp8(name)? {

@@ -33,14 +33,14 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
     if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
         return Err(Error::Unsupported { op: OP, what: "head_dim (the attention kernels take 64, 96, 128, 256)", value: c.head_dim.to_string() });
     }
-    if c.num_kv_heads == 0 || c.num_q_heads % c.num_kv_heads != 0 {
+    if c.num_kv_heads == 0 || !c.num_q_heads.is_multiple_of(c.num_kv_heads) {
         return Err(Error::Unsupported { op: OP, what: "GQA ratio", value: format!("{} / {}", c.num_q_heads, c.num_kv_heads) });
     }
     if let Some(m) = &c.moe {
         m.gate().validate(m.num_experts, m.top_k)?;
         // The experts run as grouped GEMMs (matmul_grouped / matmul_fp8_grouped): bf16 operands
         // need n and k multiples of 8 (every released MoE checkpoint's are).
-        if c.hidden_size % 8 != 0 || m.intermediate_size % 8 != 0 {
+        if !c.hidden_size.is_multiple_of(8) || !m.intermediate_size.is_multiple_of(8) {
             return Err(Error::Unsupported { op: OP, what: "MoE hidden and expert intermediate sizes (multiples of 8)", value: format!("{}, {}", c.hidden_size, m.intermediate_size) });
         }
     }

@@ -94,7 +94,7 @@ fn check_heads(op: &'static str, num_q_heads: usize, num_kv_heads: usize, head_d
             value: format!("({head_dim}, {head_dim_v})"),
         });
     }
-    if num_kv_heads == 0 || num_q_heads == 0 || num_q_heads % num_kv_heads != 0 {
+    if num_kv_heads == 0 || num_q_heads == 0 || !num_q_heads.is_multiple_of(num_kv_heads) {
         return Err(Error::Unsupported {
             op,
             what: "GQA ratio (num_q_heads must be a positive multiple of num_kv_heads)",
@@ -111,7 +111,7 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
     if view_shape[1] > 1 && strides[1] != view_shape[2] {
         return Err(Error::Unsupported { op, what: "head stride (heads must be packed)", value: format!("{arg}: {strides:?}") });
     }
-    if view_shape[0] > 1 && (strides[0] * std::mem::size_of::<T>()) % 16 != 0 {
+    if view_shape[0] > 1 && !(strides[0] * std::mem::size_of::<T>()).is_multiple_of(16) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -121,7 +121,7 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
 /// 16-byte units.
 fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -> Result<()> {
     check_inner_dense(op, arg, strides)?;
-    if strides[..strides.len() - 1].iter().any(|s| (s * std::mem::size_of::<C>()) % 16 != 0) {
+    if strides[..strides.len() - 1].iter().any(|s| !(s * std::mem::size_of::<C>()).is_multiple_of(16)) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -145,7 +145,7 @@ struct KvTma {
 fn kv_tma(p: &ffi::wc_attention_params, key_tile: usize, elem: usize) -> Option<KvTma> {
     let page_size = p.page_size as usize;
     let box_rows = if page_size == 0 { key_tile } else { page_size.min(key_tile) };
-    if page_size != 0 && (page_size < 8 || page_size % box_rows != 0 || p.page_stride != page_size as i64 * p.k_stride || p.v_stride != p.k_stride) {
+    if page_size != 0 && (page_size < 8 || !page_size.is_multiple_of(box_rows) || p.page_stride != page_size as i64 * p.k_stride || p.v_stride != p.k_stride) {
         return None;
     }
     let rows = if page_size == 0 { p.total_kv } else { p.num_pages * page_size as i64 };

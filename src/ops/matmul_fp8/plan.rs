@@ -64,7 +64,7 @@ impl MatmulFp8Problem {
     /// e4m3 operands, bf16 out, no residual, one GEMM (a TMA box would write a grouped tile's
     /// rows past its group), 128-row tiles of whole 64-column boxes (the configurations built).
     pub fn tma_store_fits(&self, block_m: usize, block_n: usize) -> bool {
-        self.input == GemmInput::E4m3 && self.out_bf16 && !self.residual && self.groups == 0 && block_m == 128 && block_n % 64 == 0
+        self.input == GemmInput::E4m3 && self.out_bf16 && !self.residual && self.groups == 0 && block_m == 128 && block_n.is_multiple_of(64)
     }
 
     /// An upper bound on the m-tiles of `block_m` rows, over every split of m rows into the
@@ -250,7 +250,7 @@ fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usi
 pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) -> Option<TileConfig> {
     let sms = sm_count.max(1);
     let mut best: Option<(f64, TileConfig)> = None;
-    let planned = |bm: usize, bn: usize| !UNMEASURED.contains(&(bm, bn, p.accumulation)) && (p.input == GemmInput::Bf16 || p.n % bn == 0);
+    let planned = |bm: usize, bn: usize| !UNMEASURED.contains(&(bm, bn, p.accumulation)) && (p.input == GemmInput::Bf16 || p.n.is_multiple_of(bn));
     for (bm, bn, cm) in sm90_shapes(p, sms).filter(|&(bm, bn, _)| planned(bm, bn)) {
         let m_tiles = p.m_tiles(bm).max(1);
         let allowed = match cluster {
@@ -340,7 +340,7 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     if t.group_m < 1 || t.group_m > i32::MAX as usize {
         return Err("tile (group_m: at least 1)");
     }
-    if t.num_ctas < t.cluster_m || t.num_ctas % t.cluster_m != 0 || t.num_ctas > i32::MAX as usize {
+    if t.num_ctas < t.cluster_m || !t.num_ctas.is_multiple_of(t.cluster_m) || t.num_ctas > i32::MAX as usize {
         return Err("tile (num_ctas: whole clusters, at least one)");
     }
     if t.tma_store && !p.tma_store_fits(t.block_m, t.block_n) {

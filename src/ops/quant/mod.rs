@@ -91,7 +91,7 @@ impl ScaleGranularity {
 
 /// A scale tensor's shape for a `[rows, cols]` tensor (and the 1×128 groups' column rule).
 fn check_scale(op: &'static str, arg: &'static str, shape: [usize; 2], granularity: ScaleGranularity, rows: usize, cols: usize) -> Result<()> {
-    if granularity == ScaleGranularity::Group128 && cols % FP8_BLOCK != 0 {
+    if granularity == ScaleGranularity::Group128 && !cols.is_multiple_of(FP8_BLOCK) {
         return Err(Error::Unsupported { op, what: "columns for 1×128 groups (a multiple of 128)", value: cols.to_string() });
     }
     check_shape(op, arg, &shape, &granularity.scale_shape(rows, cols))

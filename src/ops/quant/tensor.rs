@@ -121,7 +121,7 @@ impl TensorQuantPlan {
 /// rows of x and out 16-byte aligned.
 pub(super) fn vector_layout<T: DType>(cols: usize, x_ptr: u64, x_stride: usize, out_ptr: u64, out_stride: usize) -> bool {
     let v = 16 / std::mem::size_of::<T>();
-    cols % 16 == 0 && x_stride % v == 0 && out_stride % 16 == 0 && x_ptr % 16 == 0 && out_ptr % 16 == 0
+    cols.is_multiple_of(16) && x_stride.is_multiple_of(v) && out_stride.is_multiple_of(16) && x_ptr.is_multiple_of(16) && out_ptr.is_multiple_of(16)
 }
 
 #[cfg(test)]

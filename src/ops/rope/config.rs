@@ -141,7 +141,7 @@ impl RopeConfig {
     pub fn validate(&self, op: &'static str, head_dim: usize) -> Result<()> {
         let bad = |what: &'static str, value: String| Err(Error::Unsupported { op, what, value });
         let d = self.rotary_dim;
-        if d < 2 || d % 2 != 0 || d > ROPE_MAX_ROTARY_DIM {
+        if d < 2 || !d.is_multiple_of(2) || d > ROPE_MAX_ROTARY_DIM {
             return bad("rotary_dim (even, 2 ..= 512)", d.to_string());
         }
         if self.rotary_offset.checked_add(d).is_none_or(|end| end > head_dim) {
