@@ -40,6 +40,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 import torch
 import transformers
@@ -243,7 +244,6 @@ def build(name, config, cls):
         for bname, b in model.named_buffers():
             if "e_score_correction_bias" in bname:  # DeepSeek-V3: steers the selection only
                 b.copy_(0.3 * torch.randn_like(b))
-    ids = torch.randint(0, config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     if name == "bitnet":
@@ -252,23 +252,49 @@ def build(name, config, cls):
         model.save_pretrained(d, safe_serialization=True)
         if name in FP8_MODELS:
             model = to_fp8_checkpoint(d, cls)
-    with torch.no_grad():
-        logits = model(ids).logits[0].float().contiguous()
-        greedy = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, min_new_tokens=NEW_TOKENS,
-                                pad_token_id=0, eos_token_id=None)[0, SEQ:].tolist()
-    save_file({"logits": logits}, os.path.join(d, "expected.safetensors"))
-    with open(os.path.join(d, "expected.json"), "w") as f:
-        json.dump({"input_ids": ids[0].tolist(), "greedy": greedy, "torch": torch.__version__,
-                   "transformers": transformers.__version__}, f, indent=1)
     for extra in ("generation_config.json",):
         p = os.path.join(d, extra)
         if os.path.exists(p):
             os.remove(p)
+    greedy = write_expected(model, d, config.vocab_size, SEQ, NEW_TOKENS)
     print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, greedy {greedy}")
 
 
+def write_expected(model, d, vocab_size, seq, new_tokens):
+    """expected.safetensors (teacher-forced logits [seq, vocab] f32) and expected.json (input_ids:
+    seq random ids, seed 7; greedy: the model's greedy continuation) in d."""
+    ids = torch.randint(0, vocab_size, (1, seq), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = model(ids).logits[0].float().contiguous()
+        greedy = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens,
+                                pad_token_id=0, eos_token_id=None)[0, seq:].tolist()
+    save_file({"logits": logits}, os.path.join(d, "expected.safetensors"))
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump({"input_ids": ids[0].tolist(), "greedy": greedy, "torch": torch.__version__,
+                   "transformers": transformers.__version__}, f, indent=1)
+    return greedy
+
+
+def expect(d, seq, new_tokens):
+    """`--expect DIR`: transformers' outputs for a model folder made elsewhere (any size: the model
+    bench's Llama-3.2-1B-shaped checkpoint, a downloaded one), run in f32 on the checkpoint's own
+    values, written beside it for tests/model.rs's WARPCORE_PARITY_DIR test. bf16 / f16 / f32
+    checkpoints (transformers' FP8 path needs a GPU)."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    t0 = time.time()
+    greedy = write_expected(model, d, model.config.vocab_size, seq, new_tokens)
+    print(f"{d}: {sum(p.numel() for p in model.parameters())} parameters, {seq} + {new_tokens} tokens in "
+          f"{time.time() - t0:.1f} s, greedy {greedy}")
+
+
 def main():
-    only = set(sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--expect"]:
+        if len(args) not in (2, 4):
+            sys.exit("usage: make_fixtures.py --expect DIR [SEQ NEW_TOKENS]")
+        expect(args[1], *(map(int, args[2:]) if len(args) == 4 else (SEQ, NEW_TOKENS)))
+        return
+    only = set(args)
     for name, config, cls in models():
         if not only or name in only:
             build(name, config, cls)
