@@ -260,31 +260,44 @@ def build(name, config, cls):
     print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, greedy {greedy}")
 
 
-def write_expected(model, d, vocab_size, seq, new_tokens):
+def write_expected(model, d, vocab_size, seq, new_tokens, bf16_error=False):
     """expected.safetensors (teacher-forced logits [seq, vocab] f32) and expected.json (input_ids:
-    seq random ids, seed 7; greedy: the model's greedy continuation) in d."""
+    seq random ids, seed 7; greedy: the model's greedy continuation) in d. bf16_error: also the
+    same model's logits in bf16 against these (relative Frobenius: the sequence as a whole, and
+    the largest of any position), bf16 inference's own error on this checkpoint (then the model
+    is left in bf16)."""
     ids = torch.randint(0, vocab_size, (1, seq), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         logits = model(ids).logits[0].float().contiguous()
         greedy = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens,
                                 pad_token_id=0, eos_token_id=None)[0, seq:].tolist()
+    meta = {"input_ids": ids[0].tolist(), "greedy": greedy, "torch": torch.__version__,
+            "transformers": transformers.__version__}
+    if bf16_error:
+        with torch.no_grad():
+            got = model.to(torch.bfloat16)(ids).logits[0].double()
+        want = logits.double()
+        per = (got - want).norm(dim=1) / want.norm(dim=1)
+        meta["bf16_error"] = {"whole": ((got - want).norm() / want.norm()).item(), "position_max": per.max().item()}
     save_file({"logits": logits}, os.path.join(d, "expected.safetensors"))
     with open(os.path.join(d, "expected.json"), "w") as f:
-        json.dump({"input_ids": ids[0].tolist(), "greedy": greedy, "torch": torch.__version__,
-                   "transformers": transformers.__version__}, f, indent=1)
+        json.dump(meta, f, indent=1)
     return greedy
 
 
 def expect(d, seq, new_tokens):
     """`--expect DIR`: transformers' outputs for a model folder made elsewhere (any size: the model
     bench's Llama-3.2-1B-shaped checkpoint, a downloaded one), run in f32 on the checkpoint's own
-    values, written beside it for tests/model.rs's WARPCORE_PARITY_DIR test. bf16 / f16 / f32
-    checkpoints (transformers' FP8 path needs a GPU)."""
+    values, written beside it for the WARPCORE_PARITY_DIR tests (tests/model.rs: the CPU path
+    against these; tests/model_gpu.rs: the GPU path against the CPU path, within bf16 inference's
+    error measured here). bf16 / f16 / f32 checkpoints (transformers' FP8 path needs a GPU)."""
     model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    params = sum(p.numel() for p in model.parameters())
     t0 = time.time()
-    greedy = write_expected(model, d, model.config.vocab_size, seq, new_tokens)
-    print(f"{d}: {sum(p.numel() for p in model.parameters())} parameters, {seq} + {new_tokens} tokens in "
-          f"{time.time() - t0:.1f} s, greedy {greedy}")
+    greedy = write_expected(model, d, model.config.vocab_size, seq, new_tokens, bf16_error=True)
+    err = json.load(open(os.path.join(d, "expected.json")))["bf16_error"]
+    print(f"{d}: {params} parameters, {seq} + {new_tokens} tokens in {time.time() - t0:.1f} s, greedy {greedy}; "
+          f"bf16 against f32: {err['whole']:.3e} (position max {err['position_max']:.3e})")
 
 
 def main():
