@@ -256,7 +256,7 @@ def build(name, config, cls):
         p = os.path.join(d, extra)
         if os.path.exists(p):
             os.remove(p)
-    greedy = write_expected(model, d, config.vocab_size, SEQ, NEW_TOKENS)
+    greedy = write_expected(model, d, config.vocab_size, SEQ, NEW_TOKENS)["greedy"]
     print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, greedy {greedy}")
 
 
@@ -265,7 +265,7 @@ def write_expected(model, d, vocab_size, seq, new_tokens, bf16_error=False):
     seq random ids, seed 7; greedy: the model's greedy continuation) in d. bf16_error: also the
     same model's logits in bf16 against these (relative Frobenius: the sequence as a whole, and
     the largest of any position), bf16 inference's own error on this checkpoint (then the model
-    is left in bf16)."""
+    is left in bf16). Returns what expected.json holds."""
     ids = torch.randint(0, vocab_size, (1, seq), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         logits = model(ids).logits[0].float().contiguous()
@@ -282,7 +282,7 @@ def write_expected(model, d, vocab_size, seq, new_tokens, bf16_error=False):
     save_file({"logits": logits}, os.path.join(d, "expected.safetensors"))
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump(meta, f, indent=1)
-    return greedy
+    return meta
 
 
 def expect(d, seq, new_tokens):
@@ -294,9 +294,9 @@ def expect(d, seq, new_tokens):
     model = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     params = sum(p.numel() for p in model.parameters())
     t0 = time.time()
-    greedy = write_expected(model, d, model.config.vocab_size, seq, new_tokens, bf16_error=True)
-    err = json.load(open(os.path.join(d, "expected.json")))["bf16_error"]
-    print(f"{d}: {params} parameters, {seq} + {new_tokens} tokens in {time.time() - t0:.1f} s, greedy {greedy}; "
+    meta = write_expected(model, d, model.config.vocab_size, seq, new_tokens, bf16_error=True)
+    err = meta["bf16_error"]
+    print(f"{d}: {params} parameters, {seq} + {new_tokens} tokens in {time.time() - t0:.1f} s, greedy {meta['greedy']}; "
           f"bf16 against f32: {err['whole']:.3e} (position max {err['position_max']:.3e})")
 
 

@@ -3,6 +3,8 @@
 //! and the same greedy continuation; generation stops right after an end-of-sequence token. No
 //! GPU involved.
 
+mod common;
+
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -56,12 +58,9 @@ fn check_dir(name: &str, dir: &Path) {
 /// records the model bench's Llama-3.2-1B-shaped checkpoint).
 #[test]
 fn the_checkpoint_in_warpcore_parity_dir_matches_transformers() {
-    let Some(dir) = std::env::var_os("WARPCORE_PARITY_DIR") else {
-        println!("SKIP (WARPCORE_PARITY_DIR unset)");
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    check_dir(&dir.display().to_string(), &dir);
+    if let Some(dir) = common::parity_dir() {
+        check_dir(&dir.display().to_string(), &dir);
+    }
 }
 
 #[test]

@@ -102,19 +102,6 @@ const PARITY: &str = "parity-dir";
 /// the fixtures' 2e-2 (docs/model.md).
 const PARITY_MARGIN: f64 = 1.5;
 
-fn parity_dir() -> Option<PathBuf> {
-    std::env::var_os("WARPCORE_PARITY_DIR").map(PathBuf::from)
-}
-
-/// Whether WARPCORE_PARITY_DIR is set; says SKIP when not.
-fn parity_dir_set() -> bool {
-    let set = parity_dir().is_some();
-    if !set {
-        println!("SKIP (WARPCORE_PARITY_DIR unset)");
-    }
-    set
-}
-
 fn parity_bf16_error() -> f64 {
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(PARITY).join("expected.json")).unwrap()).unwrap();
     meta["bf16_error"]["whole"].as_f64().expect("WARPCORE_PARITY_DIR's expected.json has no bf16_error (scripts/make_fixtures --expect DIR)")
@@ -122,7 +109,7 @@ fn parity_bf16_error() -> f64 {
 
 fn fixture(name: &str) -> PathBuf {
     if name == PARITY {
-        return parity_dir().expect("WARPCORE_PARITY_DIR");
+        return common::parity_dir().expect("WARPCORE_PARITY_DIR");
     }
     // Without its variant suffixes (`load`).
     let name = name.split('+').next().unwrap();
@@ -473,7 +460,7 @@ mod deepseek_v3_kv_fp8 {
 }
 
 // The checkpoint in WARPCORE_PARITY_DIR (`PARITY`), when set.
-fixture_tests!(parity_dir, super::PARITY, super::parity_dir_set());
+fixture_tests!(parity_dir, super::PARITY, crate::common::parity_dir().is_some());
 
 #[test]
 fn every_fixture_is_covered() {

@@ -1,4 +1,4 @@
-//! Shared by the GPU test files: the device (or a loud skip) and result assertions.
+//! Shared by the test files: the device (or a loud skip), result assertions, the parity folder.
 #![allow(dead_code)]
 
 use warpcore::check::CheckResult;
@@ -30,4 +30,15 @@ pub fn assert_passed(r: &CheckResult) {
 pub fn proptest_config() -> proptest::prelude::ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
     proptest::prelude::ProptestConfig { cases, failure_persistence: None, ..Default::default() }
+}
+
+/// The model folder in WARPCORE_PARITY_DIR (a checkpoint of any size with the expected.json and
+/// expected.safetensors that `scripts/make_fixtures --expect DIR` writes), or None after printing
+/// `SKIP (WARPCORE_PARITY_DIR unset)`.
+pub fn parity_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("WARPCORE_PARITY_DIR").map(std::path::PathBuf::from);
+    if dir.is_none() {
+        println!("SKIP (WARPCORE_PARITY_DIR unset)");
+    }
+    dir
 }
