@@ -35,9 +35,13 @@ const GENCODE: &[&str] = &[
 /// `WARPCORE_CUDA_ARCHS=sm_90a` builds the sm_90a target alone: what an H100 / H200 runs, at
 /// half the kernels' bytes (scripts/gpu-bundle, whose binaries must fit the device machine's
 /// 64 MiB). Unset (or `sm_80,sm_90a`): both.
-fn gencode() -> &'static [&'static str] {
+/// A file named `*_sm90.cu` holds Hopper-only kernels (wgmma, TMA; a trapping stub on any other
+/// target), which the Rust side launches only on compute capability 9.0: it builds for sm_90a
+/// alone (on an sm_80 GPU its launcher reports no kernel image instead of trapping).
+fn gencode(stem: &str) -> &'static [&'static str] {
     match env::var("WARPCORE_CUDA_ARCHS").as_deref() {
         Ok("sm_90a") => &GENCODE[1..],
+        Ok("sm_80,sm_90a") | Ok("") | Err(_) if stem.ends_with("_sm90") => &GENCODE[1..],
         Ok("sm_80,sm_90a") | Ok("") | Err(_) => GENCODE,
         Ok(other) => {
             eprintln!("\nwarpcore: WARPCORE_CUDA_ARCHS must be sm_90a or sm_80,sm_90a, not {other:?}\n");
@@ -147,7 +151,7 @@ fn main() {
             .args(&wait_limit)
             .arg(format!("-I{}", root.join("cuda/include").display()))
             .arg(format!("-I{}", root.join("cuda").display()))
-            .args(gencode())
+            .args(gencode(stem))
             .arg("-o")
             .arg(&obj)
             .arg(&src);

@@ -1,10 +1,14 @@
 //! `warpcore run` end to end on the CPU: the llama fixture with the tokenizer fixture beside it
 //! (its ids below 256 fit the model's vocabulary). The streamed text equals the decode of the
 //! printed ids, generation stops at the folder's EOS id (generation_config.json here), and
-//! `--ignore-eos` runs to `--max-new-tokens`.
+//! `--ignore-eos` runs to `--max-new-tokens` (these need the `tokenizer` feature; without it,
+//! `--prompt` is refused with a message naming the feature).
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "tokenizer")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
+#[cfg(feature = "tokenizer")]
 use warpcore::model::Tokenizer;
 
 fn fixtures() -> PathBuf {
@@ -12,6 +16,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// stdout of `warpcore run --model dir --prompt Hello <extra>`, as (text, ids).
+#[cfg(feature = "tokenizer")]
 fn run(dir: &Path, extra: &[&str]) -> (String, Vec<u32>) {
     let out = Command::new(env!("CARGO_BIN_EXE_warpcore"))
         .args(["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--temperature", "1", "--seed", "2"])
@@ -25,6 +30,7 @@ fn run(dir: &Path, extra: &[&str]) -> (String, Vec<u32>) {
 }
 
 #[test]
+#[cfg(feature = "tokenizer")]
 fn run_streams_the_text_of_its_ids_and_stops_at_eos() {
     let dir = std::env::temp_dir().join(format!("warpcore-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -46,6 +52,20 @@ fn run_streams_the_text_of_its_ids_and_stops_at_eos() {
     assert_eq!(stopped.1, ids[..=stop]);
     assert_eq!(stopped.0, tok.decode(&ids[..=stop]).unwrap());
     assert_eq!(ignored, (text, ids));
+}
+
+/// Without the `tokenizer` feature, `--prompt TEXT` is refused before the model loads, naming
+/// the feature and `--prompt-ids`.
+#[test]
+#[cfg(not(feature = "tokenizer"))]
+fn prompt_text_needs_the_tokenizer_feature() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warpcore"))
+        .args(["run", "--model", fixtures().join("llama").to_str().unwrap(), "--prompt", "Hello"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--features tokenizer") && stderr.contains("--prompt-ids"), "{stderr}");
 }
 
 /// `warpcore check --family`: one family's rows (here, without a GPU, its CPU references' self-

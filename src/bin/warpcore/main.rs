@@ -11,7 +11,7 @@ mod families;
 mod records;
 mod run;
 use records::{ceilings_arg, parse_ceilings, record_from_json, record_to_json, CheckRow};
-use run::{run_model, Generation};
+use run::{run_model, Generation, Tokenizer};
 
 #[derive(Parser)]
 #[command(name = "warpcore", version, about = "warpcore's kernels: GPU info, checks against the CPU references, benchmarks")]
@@ -148,14 +148,14 @@ fn main() -> ExitCode {
         Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale, cuda_graphs } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
             let kv_fp8 = (kv_cache == "fp8").then_some(kv_scale.map(|s| warpcore::kv_cache::KvScales::new(s, s)));
-            let run = |prompt_ids: Vec<u32>, tokenizer: Option<&warpcore::model::Tokenizer>| {
+            let run = |prompt_ids: Vec<u32>, tokenizer: Option<&Tokenizer>| {
                 let prompts = vec![prompt_ids; batch.max(1)];
                 let gen = Generation { max_new_tokens, ignore_eos, sampling, decode_graphs: cuda_graphs };
                 run_model(&model, &prompts, gen, (&device, kv_fp8), logits_out.as_deref(), tokenizer)
             };
             match prompt {
                 None => run(prompt_ids, None),
-                Some(text) => match warpcore::model::Tokenizer::from_dir(&model) {
+                Some(text) => match Tokenizer::from_dir(&model) {
                     Ok(Some(tok)) => tok.encode(&text, true).map_err(Into::into).and_then(|ids| run(ids, Some(&tok))),
                     Ok(None) => Err(format!("--prompt: {} has no tokenizer.json (use --prompt-ids)", model.display()).into()),
                     Err(e) => Err(e.into()),

@@ -3,6 +3,43 @@
 
 use crate::{open_device, CliResult};
 use std::process::ExitCode;
+#[cfg(feature = "tokenizer")]
+pub(crate) use warpcore::model::{TextStream, Tokenizer};
+
+/// Built without the `tokenizer` feature: `--prompt TEXT` is refused (`Tokenizer::from_dir`), so
+/// no tokenizer can exist; these uninhabited stand-ins let the text paths compile unchanged.
+#[cfg(not(feature = "tokenizer"))]
+pub(crate) enum Tokenizer {}
+#[cfg(not(feature = "tokenizer"))]
+pub(crate) struct TextStream<'a>(&'a Tokenizer);
+#[cfg(not(feature = "tokenizer"))]
+impl Tokenizer {
+    pub(crate) fn from_dir(_: &std::path::Path) -> warpcore::Result<Option<Self>> {
+        Err(warpcore::Error::Unsupported {
+            op: "warpcore run",
+            what: "--prompt TEXT without the `tokenizer` feature",
+            value: "build with `--features tokenizer`, or give --prompt-ids".into(),
+        })
+    }
+    pub(crate) fn encode(&self, _: &str, _: bool) -> warpcore::Result<Vec<u32>> {
+        match *self {}
+    }
+    pub(crate) fn decode(&self, _: &[u32]) -> warpcore::Result<String> {
+        match *self {}
+    }
+    fn text_stream(&self) -> TextStream<'_> {
+        match *self {}
+    }
+}
+#[cfg(not(feature = "tokenizer"))]
+impl TextStream<'_> {
+    fn push(&mut self, _: u32) -> warpcore::Result<String> {
+        match *self.0 {}
+    }
+    fn finish(self) -> warpcore::Result<String> {
+        match *self.0 {}
+    }
+}
 
 /// `warpcore run`'s generation settings.
 #[derive(Clone, Copy)]
@@ -18,12 +55,12 @@ pub(crate) struct Generation {
 /// piece (flushed per token), or a progress line on stderr (when nothing is streamed, so the two
 /// never interleave on a terminal).
 enum Live<'a> {
-    Text(warpcore::model::TextStream<'a>),
+    Text(TextStream<'a>),
     Progress { done: usize, total: usize },
 }
 
 impl<'a> Live<'a> {
-    fn new(tokenizer: Option<&'a warpcore::model::Tokenizer>, stream: bool, total: usize) -> Self {
+    fn new(tokenizer: Option<&'a Tokenizer>, stream: bool, total: usize) -> Self {
         match tokenizer {
             Some(tok) if stream => Live::Text(tok.text_stream()),
             _ => Live::Progress { done: 0, total },
@@ -81,7 +118,7 @@ pub(crate) fn run_model(
     // (None) the checkpoint's, else 1.
     (device, kv_fp8): (&str, Option<Option<warpcore::kv_cache::KvScales>>),
     logits_out: Option<&std::path::Path>,
-    tokenizer: Option<&warpcore::model::Tokenizer>,
+    tokenizer: Option<&Tokenizer>,
 ) -> CliResult {
     use std::time::Instant;
     let Generation { max_new_tokens, ignore_eos, sampling, decode_graphs } = gen;
