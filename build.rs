@@ -118,7 +118,10 @@ fn main() {
     let compiler = cc::Build::new()
         .cuda(true)
         .cudart("none")
-        .opt_level(3)
+        // -O is nvcc's host-code level (the launchers); device code is optimized by cicc and
+        // ptxas whatever it says (the SASS is identical at -O1 and -O3), and -O1 compiles the
+        // host side of a file about a third faster.
+        .opt_level(1)
         .debug(false)
         .cargo_metadata(false)
         .get_compiler();
@@ -139,6 +142,7 @@ fn main() {
         });
         format!("-DWC_WAIT_LIMIT_NS={ns}ull")
     });
+    let started = std::time::Instant::now();
     let compile = |stem: &str| {
         let mut cmd = compiler.to_command();
         let src = root.join("cuda").join(format!("{stem}.cu"));
@@ -155,9 +159,12 @@ fn main() {
             .arg("-o")
             .arg(&obj)
             .arg(&src);
-        (obj, cmd.output())
+        let start = started.elapsed().as_secs_f64();
+        let output = cmd.output();
+        (obj, output, (start, started.elapsed().as_secs_f64()))
     };
-    let mut done: Vec<(usize, String, PathBuf, std::io::Result<std::process::Output>)> = std::thread::scope(|scope| {
+    type Compiled = (usize, String, PathBuf, std::io::Result<std::process::Output>, (f64, f64));
+    let mut done: Vec<Compiled> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 scope.spawn(|| {
@@ -167,8 +174,8 @@ fn main() {
                     };
                     let mut mine = Vec::new();
                     while let Some((i, stem)) = next() {
-                        let (obj, output) = compile(&stem);
-                        mine.push((i, stem, obj, output));
+                        let (obj, output, span) = compile(&stem);
+                        mine.push((i, stem, obj, output, span));
                     }
                     mine
                 })
@@ -177,9 +184,13 @@ fn main() {
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     });
     done.sort_by_key(|(i, ..)| *i); // the objects and reports in the families' order
+    // When each file's nvcc started and ended (seconds into this build script): where a clean
+    // build's time goes (docs/ARCHITECTURE.md, Build).
+    let times: String = done.iter().map(|(_, stem, _, _, (a, b))| format!("{stem} {a:.1} {b:.1} {:.1}\n", b - a)).collect();
+    std::fs::write(out.join("nvcc-times.txt"), times).expect("warpcore: could not write nvcc-times.txt");
     let mut objects = Vec::new();
     let mut reports = Vec::new();
-    for (_, stem, obj, output) in done {
+    for (_, stem, obj, output, _) in done {
         let output = output.unwrap_or_else(|e| panic!("warpcore: could not run nvcc: {e}"));
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if !output.status.success() {
