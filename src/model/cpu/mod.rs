@@ -193,6 +193,21 @@ fn fp8_cache_round(x: &[f32], scale: f32) -> Vec<f32> {
     x.iter().map(|&v| kv_cache::dequantize(kv_cache::quantize::<half::bf16, F8E4M3>(half::bf16::from_f32(v), scale), scale) as f32).collect()
 }
 
+/// Appends this step's cache rows to `past` (keys and values, or MLA's latents and rotary keys),
+/// rounded as an FP8 cache stores them when `fp8` gives its scales.
+fn append_past(past: (&mut Vec<f32>, &mut Vec<f32>), (k, v): (&[f32], &[f32]), fp8: Option<(f32, f32)>) {
+    match fp8 {
+        Some((sk, sv)) => {
+            past.0.extend(fp8_cache_round(k, sk));
+            past.1.extend(fp8_cache_round(v, sv));
+        }
+        None => {
+            past.0.extend_from_slice(k);
+            past.1.extend_from_slice(v);
+        }
+    }
+}
+
 fn f64_to_f32(v: Vec<f64>) -> Vec<f32> {
     v.into_iter().map(|x| x as f32).collect()
 }
@@ -280,13 +295,8 @@ impl CpuModel {
                         k = f64_to_f32(rms_norm::rms_norm(&k, kn, norm));
                     }
                     let (q, k) = rope::rope(&q, &k, hd, &positions, &rope_cfg);
-                    let (q, mut k) = (f64_to_f32(q), f64_to_f32(k));
-                    let mut v = v;
-                    if let Some(s) = kv_fp8 {
-                        (k, v) = (fp8_cache_round(&k, s.k), fp8_cache_round(&v, s.v));
-                    }
-                    past_k.extend_from_slice(&k);
-                    past_v.extend_from_slice(&v);
+                    let (q, k) = (f64_to_f32(q), f64_to_f32(k));
+                    append_past((past_k, past_v), (&k, &v), kv_fp8.map(|s| (s.k, s.v)));
                     let (att, _) = attention(&q, past_k, past_v, shape, &mask, 1.0, 1.0);
                     let mut att = f64_to_f32(att);
                     if let Some(w) = sub_norm {
@@ -331,14 +341,9 @@ impl CpuModel {
         let (c_kv, k_pe) = (kv_a.0.apply(a, None, h), kv_a.1.apply(a, None, h));
         let c_kv = f64_to_f32(rms_norm::rms_norm(&c_kv, kv_a_norm, latent_norm));
         let (q_pe, k_pe) = rope::rope(&q_pe, &k_pe, m.qk_rope_head_dim, positions, rope_cfg);
-        let (q_pe, mut k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
-        let mut c_kv = c_kv;
-        if let Some(s) = kv_fp8 {
-            // The latent cache's rows, one scale.
-            (c_kv, k_pe) = (fp8_cache_round(&c_kv, s.k), fp8_cache_round(&k_pe, s.k));
-        }
-        past_c.extend_from_slice(&c_kv);
-        past_pe.extend_from_slice(&k_pe);
+        let (q_pe, k_pe) = (f64_to_f32(q_pe), f64_to_f32(k_pe));
+        // The latent cache's rows, one scale.
+        append_past((past_c, past_pe), (&c_kv, &k_pe), kv_fp8.map(|s| (s.k, s.k)));
         let shape = MlaShape {
             q_len: n,
             kv_len: past_pe.len() / m.qk_rope_head_dim,
