@@ -25,6 +25,11 @@ const FAMILIES: &[(&str, &str)] = &[
     ("matmul-ternary", "matmul_ternary"),
     ("matmul-ternary", "matmul_ternary_sm90"),
 ];
+/// Defines a feature adds to one file's compile: (cargo feature, file stem, define).
+/// `matmul-fp8-tuning` builds the FP8 GEMM's tuning-only configurations (the UNMEASURED tiles
+/// and the TMA-store epilogue, which `warpcore bench --tune` times; about 40 % of that file's
+/// nvcc time), so the default build compiles only what the planner picks.
+const FEATURE_DEFINES: &[(&str, &str, &str)] = &[("matmul-fp8-tuning", "matmul_fp8_sm90", "-DWC_FP8_TUNING")];
 /// Built whatever features are on.
 const ALWAYS: &[&str] = &["status"];
 /// Targets: sm_80 SASS + PTX (runs on every sm_80+ GPU), sm_90a SASS (Hopper features).
@@ -104,10 +109,10 @@ fn main() {
         std::process::exit(1);
     });
 
+    let feature_on = |feature: &str| env::var_os(format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"))).is_some();
     let mut stems: Vec<&str> = ALWAYS.to_vec();
     for (feature, stem) in FAMILIES {
-        let var = format!("CARGO_FEATURE_{}", feature.to_uppercase().replace('-', "_"));
-        if env::var_os(var).is_some() {
+        if feature_on(feature) {
             stems.push(stem);
         }
     }
@@ -153,6 +158,7 @@ fn main() {
             .arg("-Xptxas=-v")
             .arg("-Werror=all-warnings")
             .args(&wait_limit)
+            .args(FEATURE_DEFINES.iter().filter(|&&(f, s, _)| s == stem && feature_on(f)).map(|&(_, _, d)| d))
             .arg(format!("-I{}", root.join("cuda/include").display()))
             .arg(format!("-I{}", root.join("cuda").display()))
             .args(gencode(stem))

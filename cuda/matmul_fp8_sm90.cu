@@ -68,6 +68,11 @@
 //   bf16 (fast, no pairs): (128, 256) (128, 128) (64, 128); the e4m3 128-row ones with bf16 out
 //   also with the TMA-store epilogue (tma_store = 1: no residual, not grouped; not 160: whole
 //   64-column boxes)
+//   Only with WC_FP8_TUNING (the `matmul-fp8-tuning` feature; build.rs defines it): the tiles the
+//   planner does not pick until an H200 run has timed them (UNMEASURED in plan.rs: promote
+//   (128, 192) (128, 160), block (128, 160)) and the TMA-store epilogue — 20 of the file's 54
+//   kernels, about 40 % of its compile time, which `warpcore bench --tune` times. Without it
+//   they return WC_ERR_UNSUPPORTED (the host refuses them first: check_sm90_tile).
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
 //   TMA store: two 8 KB boxes): 128×256: 4 stages (212 KB; 224 KB); 128×192: 5 (220 KB; TMA
 //   store: 4, 192 KB); 128×160: 5 (200 KB); 128×128: 6 (212; 224 KB);
@@ -506,6 +511,7 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   return launch_status();
 }
 
+#ifdef WC_FP8_TUNING
 // The TMA-store epilogue's configurations: e4m3 operands, bf16 out, 128-row tiles.
 template <typename OutT>
 wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
@@ -529,13 +535,18 @@ wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
     return WC_ERR_UNSUPPORTED;
   }
 }
+#endif
 
 template <typename OutT>
 wc_status dispatch_gemm(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
   const bool pair = p.cluster_m == 2;
   if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
+#ifdef WC_FP8_TUNING
   if (p.tma_store) return dispatch_tma_store<OutT>(p, s);
+#else
+  if (p.tma_store) return WC_ERR_UNSUPPORTED;
+#endif
   if (p.in_dtype == WC_BF16) {
     using B16 = __nv_bfloat16;
     if (pair) return WC_ERR_UNSUPPORTED;
@@ -544,7 +555,9 @@ wc_status dispatch_gemm(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT, B16>(p, s);
   } else if (p.block_scaled) {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kBlock, 2, OutT>(p, s) : launch<128, 128, kBlock, 1, OutT>(p, s);
+#ifdef WC_FP8_TUNING
     if (bm == 128 && bn == 160) return pair ? launch<128, 160, kBlock, 2, OutT>(p, s) : launch<128, 160, kBlock, 1, OutT>(p, s);
+#endif
     if (bm == 64 && bn == 128) return launch<64, 128, kBlock, 1, OutT>(p, s);
   } else if (p.fast_accum) {
     if (bm == 128 && bn == 256) return pair ? launch<128, 256, kFast, 2, OutT>(p, s) : launch<128, 256, kFast, 1, OutT>(p, s);
@@ -552,8 +565,10 @@ wc_status dispatch_gemm(const wc_matmul_fp8_params& p, cudaStream_t s) {
     if (bm == 64 && bn == 128) return launch<64, 128, kFast, 1, OutT>(p, s);
   } else {
     if (bm == 128 && bn == 128) return pair ? launch<128, 128, kPromote, 2, OutT>(p, s) : launch<128, 128, kPromote, 1, OutT>(p, s);
+#ifdef WC_FP8_TUNING
     if (bm == 128 && bn == 160) return pair ? launch<128, 160, kPromote, 2, OutT>(p, s) : launch<128, 160, kPromote, 1, OutT>(p, s);
     if (bm == 128 && bn == 192) return pair ? launch<128, 192, kPromote, 2, OutT>(p, s) : launch<128, 192, kPromote, 1, OutT>(p, s);
+#endif
     if (bm == 64 && bn == 128) return launch<64, 128, kPromote, 1, OutT>(p, s);
   }
   return WC_ERR_UNSUPPORTED;

@@ -7,7 +7,7 @@ use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings, T
 use cudarc::driver::CudaSlice;
 use crate::ops::matmul_fp8::{
     is_unmeasured, matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, scaling_mode, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config,
-    MatmulFp8Problem, TileConfig,
+    MatmulFp8Problem, TileConfig, TUNING_BUILT,
 };
 use crate::ops::quant::ScaleGranularity;
 use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
@@ -291,7 +291,8 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
 /// and decode at batch 32) and one token through n = 7168, so that the planner's model (tiles,
 /// pairs, split-k) can be checked against the H200.
 /// Three passes, each over every shape: the planner's tiles with the staged epilogue, then with
-/// the TMA store, then the `UNMEASURED` tiles (the last two new, not run on a GPU before), so
+/// the TMA store, then the `UNMEASURED` tiles (the last two new, not run on a GPU before, and
+/// built only with the `matmul-fp8-tuning` feature: without it, the first pass alone), so
 /// that a fault in a later pass cannot cost an earlier pass's records. A failed shape ends the
 /// sweep (a faulted context fails every later call) with what was timed before it, and says so
 /// on stderr.
@@ -316,7 +317,10 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
         ("tma-store", |acc, t| !is_unmeasured(acc, t) && t.tma_store),
         ("unmeasured tiles", is_unmeasured),
     ];
-    for (pass, pick) in passes {
+    if !TUNING_BUILT {
+        eprintln!("warpcore bench --tune: matmul_fp8's tma-store and unmeasured-tiles passes need a build with `--features matmul-fp8-tuning`; timing the staged pass alone");
+    }
+    for (pass, pick) in passes.into_iter().take(if TUNING_BUILT { 3 } else { 1 }) {
         for &(m, n, k, s, fast) in &shapes {
             match tune_matmul(dev, ceilings, m, n, k, s, fast, pick) {
                 Ok(records) => out.extend(records),

@@ -29,7 +29,7 @@ use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3
 use half::bf16;
 
 mod plan;
-pub use plan::{check_sm90_tile, is_unmeasured, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, SPLIT_K_WORKSPACE_FLOATS, UNMEASURED};
+pub use plan::{check_sm90_tile, is_unmeasured, plan_sm80, plan_sm90, sm90_candidates, Accumulation, GemmInput, MatmulFp8Problem, TileConfig, SM80_TILE, SM90_TILES, SPLIT_K_WORKSPACE_FLOATS, TUNING_BUILT, UNMEASURED};
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +88,8 @@ pub struct MatmulFp8Config {
 /// it fits (`MatmulFp8Problem::tma_store_fits`), which moves a whole program (the model, the
 /// bench) onto it without a rebuild — for a GPU run whose `bench --tune` found it faster, until
 /// the planner is refitted. Read once per process (the GEMM is on every layer's hot path).
+/// The epilogue is built only with the `matmul-fp8-tuning` feature: without it, asking for it
+/// here makes the planned wgmma GEMMs fail with `Error::Unsupported` rather than run without it.
 fn tma_store_from_env() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("WARPCORE_FP8_EPILOGUE").is_ok_and(|e| e == "tma-store"))
@@ -319,6 +321,9 @@ fn gemm<O: DType>(
                 value: format!("{:?}", cfg.cluster),
             })?;
             let t = split_k_from_env(t);
+            if tma_store_from_env() && !TUNING_BUILT {
+                return Err(Error::Unsupported { op, what: "WARPCORE_FP8_EPILOGUE (the TMA-store epilogue is built only with the `matmul-fp8-tuning` feature)", value: "tma-store".into() });
+            }
             TileConfig { tma_store: tma_store_from_env() && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };

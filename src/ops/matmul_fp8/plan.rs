@@ -180,12 +180,18 @@ pub const SM90_TILES: &[(usize, usize, Accumulation)] = &[
     (128, 128, Accumulation::BlockScaled),
     (64, 128, Accumulation::BlockScaled),
 ];
-/// Built configurations that [`plan_sm90`] does not pick until an H200 run has timed them
+/// Configurations that [`plan_sm90`] does not pick until an H200 run has timed them
 /// (`warpcore bench --tune` times them beside the plan's pick; docs/matmul_fp8.md has the
 /// prediction): the 128×192 and 128×160 promoted tiles and the 128×160 block-scaled one
 /// (2026-11-30). The planner also keeps to e4m3 tiles that divide n until tails are measured.
+/// Built only with [`TUNING_BUILT`].
 pub const UNMEASURED: &[(usize, usize, Accumulation)] =
     &[(128, 192, Accumulation::Promoted), (128, 160, Accumulation::Promoted), (128, 160, Accumulation::BlockScaled)];
+
+/// Whether this build has the configurations only a tuner runs (the `matmul-fp8-tuning`
+/// feature): the [`UNMEASURED`] tiles and the TMA-store epilogue ([`TileConfig::tma_store`]).
+/// Without it [`sm90_candidates`] leaves them out and [`check_sm90_tile`] refuses them.
+pub const TUNING_BUILT: bool = cfg!(feature = "matmul-fp8-tuning");
 
 /// Whether `t` is one of the [`UNMEASURED`] configurations for accumulation `acc`.
 pub fn is_unmeasured(acc: Accumulation, t: &TileConfig) -> bool {
@@ -219,13 +225,14 @@ fn tile_efficiency(block_m: usize, block_n: usize) -> f64 {
 const PAIR_GAIN: f64 = 1.1;
 
 /// The built (block_m, block_n, cluster_m) shapes that can run `p` on `sm_count` SMs: the
-/// accumulation's tiles (any block_n: the last n-tile may be partial), pairs only of 128-row
-/// e4m3 tiles of one GEMM (a grouped GEMM's pair could straddle two groups) on at least 2 SMs.
+/// accumulation's tiles (any block_n: the last n-tile may be partial; the [`UNMEASURED`] ones
+/// only if [`TUNING_BUILT`]), pairs only of 128-row e4m3 tiles of one GEMM (a grouped GEMM's
+/// pair could straddle two groups) on at least 2 SMs.
 fn sm90_shapes(p: &MatmulFp8Problem, sm_count: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
     let bf16 = p.input == GemmInput::Bf16;
     SM90_TILES
         .iter()
-        .filter(move |&&(_, _, acc)| acc == p.accumulation)
+        .filter(move |&&tile @ (_, _, acc)| acc == p.accumulation && (TUNING_BUILT || !UNMEASURED.contains(&tile)))
         .flat_map(|&(bm, bn, _)| [(bm, bn, 1), (bm, bn, 2)])
         .filter(move |&(bm, _, cm)| cm == 1 || (bm == 128 && sm_count >= 2 && p.groups == 0 && !bf16))
 }
@@ -292,7 +299,8 @@ fn plan_splits(p: &MatmulFp8Problem, sms: usize, bm: usize, bn: usize) -> usize 
 /// Every configuration the wgmma kernel can run `p` with on `sm_count` SMs, for a tuner to time
 /// (`warpcore bench --tune`): each built shape of `sm90_shapes` with m-tile groups of half,
 /// once and twice the planner's (in units: a pair's group counts pairs), on the planner's grid;
-/// and, where it fits, the same shape with the TMA-store epilogue at the planner's group.
+/// and, where it fits and [`TUNING_BUILT`], the same shape with the TMA-store epilogue at the
+/// planner's group.
 /// [`plan_sm90`]'s choice is among them.
 pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig> {
     let sms = sm_count.max(1);
@@ -302,7 +310,7 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
         for group_m in [GROUP_M / 2 / cm, GROUP_M / cm, 2 * GROUP_M / cm] {
             out.push(TileConfig { group_m, ..t });
         }
-        if p.tma_store_fits(bm, bn) {
+        if TUNING_BUILT && p.tma_store_fits(bm, bn) {
             out.push(TileConfig { tma_store: true, ..t });
         }
         // Split-k where the tiles leave SMs idle: the listed slice counts up to two waves and the
@@ -333,6 +341,9 @@ const SPLIT_CANDIDATES: &[usize] = &[2, 3, 4, 6, 8, 12, 16];
 pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'static str> {
     if !SM90_TILES.contains(&(t.block_m, t.block_n, p.accumulation)) {
         return Err("tile (block_m × block_n not built for this accumulation: see SM90_TILES)");
+    }
+    if !TUNING_BUILT && (UNMEASURED.contains(&(t.block_m, t.block_n, p.accumulation)) || t.tma_store) {
+        return Err("tile (the UNMEASURED tiles and tma_store are built only with the `matmul-fp8-tuning` feature)");
     }
     if !(t.cluster_m == 1 || (t.cluster_m == 2 && sm90_shapes(p, 2).any(|s| s == (t.block_m, t.block_n, 2)))) {
         return Err("tile (cluster_m: 1, or 2 with 128-row e4m3 tiles of one GEMM)");

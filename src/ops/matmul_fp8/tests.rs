@@ -50,11 +50,14 @@ fn the_tuners_candidates_hold_the_plan_and_pass_the_check() {
         }
         // 128×256 (fast), 128×192 and 128×160 (promoted), 128×160 (block-scaled) and 128×128,
         // alone and paired, and 64×128, each at three groups; the 128-row ones of whole 64-column
-        // boxes with the TMA-store epilogue too.
-        let (shapes, tma) = match acc {
-            Fast => (5, 4),
-            Promoted => (7, 4),
-            BlockScaled => (5, 2),
+        // boxes with the TMA-store epilogue too. Without the tuning feature, neither the
+        // UNMEASURED tiles nor the TMA store.
+        let (shapes, tma) = match (acc, TUNING_BUILT) {
+            (Fast, true) => (5, 4),
+            (Promoted, true) => (7, 4),
+            (BlockScaled, true) => (5, 2),
+            (Fast, false) => (5, 0),
+            (Promoted | BlockScaled, false) => (3, 0),
         };
         // Plus split-k for the lone tiles of shapes that leave SMs idle: 2–16 slices, up to two
         // waves, at the planner's group.
@@ -110,27 +113,45 @@ fn a_callers_tile_is_checked() {
         assert!(check_sm90_tile(&p, &bad).is_err(), "{bad:?}");
     }
     let tma = TileConfig { tma_store: true, ..good };
-    assert_eq!(check_sm90_tile(&p, &tma), Ok(()));
+    assert_eq!(check_sm90_tile(&p, &tma).is_ok(), TUNING_BUILT);
     assert!(check_sm90_tile(&MatmulFp8Problem { residual: true, ..p }, &tma).is_err());
     assert!(check_sm90_tile(&MatmulFp8Problem { out_bf16: false, ..p }, &tma).is_err());
     // A caller's tile need not divide n (the last n-tile is partial), e4m3 or bf16.
     let t = TileConfig { block_m: 128, block_n: 256, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false, k_splits: 1 };
     assert_eq!(check_sm90_tile(&problem(4096, 384, 2048, Fast), &t), Ok(()));
     assert_eq!(check_sm90_tile(&MatmulFp8Problem { input: GemmInput::Bf16, ..problem(4096, 384, 2048, Fast) }, &t), Ok(()));
-    // 128×192 promoted: built (alone, pairs, TMA store), fast and block-scaled have none.
+    // 128×192 promoted: built with the tuning feature (alone, pairs, TMA store), fast and
+    // block-scaled have none.
     let wide = TileConfig { block_n: 192, ..good };
-    assert_eq!(check_sm90_tile(&p, &wide), Ok(()));
-    assert_eq!(check_sm90_tile(&p, &TileConfig { tma_store: true, ..wide }), Ok(()));
+    assert_eq!(check_sm90_tile(&p, &wide).is_ok(), TUNING_BUILT);
+    assert_eq!(check_sm90_tile(&p, &TileConfig { tma_store: true, ..wide }).is_ok(), TUNING_BUILT);
     assert!(check_sm90_tile(&problem(4096, 7168, 2048, Fast), &wide).is_err());
     assert!(check_sm90_tile(&problem(4096, 7168, 2048, BlockScaled), &wide).is_err());
-    // 128×160, promoted and block-scaled: no TMA store (two and a half 64-column boxes).
+    // 128×160, promoted and block-scaled (with the tuning feature): no TMA store (two and a
+    // half 64-column boxes).
     let w160 = TileConfig { block_n: 160, ..good };
     for acc in [Promoted, BlockScaled] {
-        assert_eq!(check_sm90_tile(&problem(4096, 7168, 2048, acc), &w160), Ok(()));
+        assert_eq!(check_sm90_tile(&problem(4096, 7168, 2048, acc), &w160).is_ok(), TUNING_BUILT);
         assert!(check_sm90_tile(&problem(4096, 7168, 2048, acc), &TileConfig { tma_store: true, ..w160 }).is_err());
     }
+    // The planner's tiles are checked the same with or without the feature.
+    assert_eq!(check_sm90_tile(&p, &TileConfig { block_n: 128, ..good }), Ok(()));
 }
 
+#[cfg(not(feature = "matmul-fp8-tuning"))]
+#[test]
+fn without_the_tuning_feature_the_tuning_configurations_are_refused() {
+    let good = TileConfig { block_m: 128, block_n: 128, group_m: 8, num_ctas: 132, cluster_m: 1, tma_store: false, k_splits: 1 };
+    let why = Err("tile (the UNMEASURED tiles and tma_store are built only with the `matmul-fp8-tuning` feature)");
+    for &(bm, bn, acc) in UNMEASURED {
+        let p = problem(4096, 7680, 2048, acc); // 7680 = 40 · 192 = 48 · 160
+        assert_eq!(check_sm90_tile(&p, &TileConfig { block_m: bm, block_n: bn, ..good }), why);
+        assert!(sm90_candidates(&p, 132).iter().all(|t| !is_unmeasured(acc, t) && !t.tma_store));
+    }
+    assert_eq!(check_sm90_tile(&problem(4096, 7168, 2048, Fast), &TileConfig { tma_store: true, ..good }), why);
+}
+
+#[cfg(feature = "matmul-fp8-tuning")]
 #[test]
 fn the_unmeasured_wide_tiles_are_tune_candidates_and_never_planned() {
     for (m, n) in [(4096, 7168), (8192, 8192), (128, 7168), (4096, 384)] {
