@@ -70,7 +70,7 @@
 //   64-column boxes)
 //   Only with WC_FP8_TUNING (the `matmul-fp8-tuning` feature; build.rs defines it): the tiles the
 //   planner does not pick until an H200 run has timed them (UNMEASURED in plan.rs: promote
-//   (128, 192) (128, 160), block (128, 160)) and the TMA-store epilogue — 20 of the file's 54
+//   (128, 192) (128, 160), block (128, 160)) and the TMA-store epilogue — 22 of the file's 54
 //   kernels, about 40 % of its compile time, which `warpcore bench --tune` times. Without it
 //   they return WC_ERR_UNSUPPORTED (the host refuses them first: check_sm90_tile).
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
