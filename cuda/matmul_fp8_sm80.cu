@@ -24,7 +24,9 @@
 // Epilogue: the f32 tile is staged in shared memory (reusing the stages) and stored by
 // store_tile (matmul_fp8.cuh): scales, bias, residual, 16-byte stores.
 // Split-k (p.k_splits = s >= 2, one GEMM): s CTAs per tile, each over its k-slice, store their
-// raw sums (store_partial) and split_k_reduce finishes them, as on the Hopper kernel.
+// raw sums (store_partial) and split_k_reduce finishes them, as on the Hopper kernel; the
+// reduction (matmul_fp8_split_k_reduce) is defined here for both GEMMs, since this file is built
+// for every target and matmul_fp8_sm90.cu for sm_90a alone.
 //
 // bf16 operands (in_dtype WC_BF16, unscaled): the same stages, 128 bytes = 64 k per step; a
 // thread's 8 bytes are 4 bf16 (k 4t .. 4t+3 of a 16-wide k chunk) and feed one m16n8k16
@@ -217,6 +219,72 @@ __global__ void __launch_bounds__(kThreads) matmul_fp8_sm80_kernel(const __grid_
                            threadIdx.x, kThreads);
 }
 
+// Split-k's second pass: 32-row × 64-column blocks of D (grid-stride), each summed over the
+// workspace's k_splits slices in slice order into shared memory (rows past m as zeros, never
+// stored), then stored by store_tile as the one-pass epilogue stores a staged tile: the
+// per-tensor / per-row scales (Scaled, unless block-scaled: the slices carry those), bias,
+// residual, one rounding to OutT.
+constexpr int kReduceRows = 32, kReduceCols = 64, kReduceThreads = 256;
+
+template <typename OutT, bool Scaled>
+__global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(const __grid_constant__ wc_matmul_fp8_params p) {
+  constexpr int kPitch = kReduceCols + 4;  // floats: 16-byte rows, 4 banks apart
+  __shared__ __align__(16) float stage[kReduceRows * kPitch];
+  const int64_t row_blocks = (p.m + kReduceRows - 1) / kReduceRows, col_blocks = (p.n + kReduceCols - 1) / kReduceCols;
+  const int64_t slice_stride = p.m * p.n;
+  grid_dependency_wait();  // the GEMM (launched ahead, PDL) has completed: its partials are visible
+  for (int64_t b = blockIdx.x; b < row_blocks * col_blocks; b += gridDim.x) {
+    const int64_t m0 = b / col_blocks * kReduceRows, n0 = b % col_blocks * kReduceCols;
+    __syncthreads();  // the previous block's stores have read the staging
+    for (int idx = threadIdx.x; idx < kReduceRows * kReduceCols / 4; idx += kReduceThreads) {
+      const int r = idx / (kReduceCols / 4), c = 4 * (idx % (kReduceCols / 4));
+      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (m0 + r < p.m && n0 + c < p.n) {  // bf16 operands: n % 8 == 0 keeps the float4 whole
+        const float* w = p.workspace + (m0 + r) * p.n + n0 + c;
+        for (int32_t j = 0; j < p.k_splits; ++j) {
+          const float4 v = *reinterpret_cast<const float4*>(w + j * slice_stride);
+          sum.x += v.x;
+          sum.y += v.y;
+          sum.z += v.z;
+          sum.w += v.w;
+        }
+      }
+      *reinterpret_cast<float4*>(stage + r * kPitch + c) = sum;
+    }
+    __syncthreads();
+    store_tile<OutT, Scaled>(p, stage, kPitch, kReduceRows, kReduceCols, m0, p.m, n0, 0, 1.0f, threadIdx.x,
+                             kReduceThreads);
+  }
+}
+
+// Launched as a programmatic dependent of the GEMM (PDL): its launch and CTA dispatch overlap
+// the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA waits
+// in grid_dependency_wait for the GEMM to complete before reading the workspace.
+template <typename OutT>
+wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(min64(blocks, 1 << 16)));
+  cfg.blockDim = dim3(kReduceThreads);
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
+  if (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) {
+    // A driver or tool that refuses programmatic serialisation: clear the (non-sticky) launch
+    // error and launch in plain stream order (grid_dependency_wait is then a no-op).
+    (void)cudaGetLastError();
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, kernel, p);
+  }
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
+  return launch_status();
+}
+
 template <bool BLOCK, typename InT, typename OutT>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm80_kernel<BLOCK, InT, OutT>;
@@ -230,6 +298,13 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
 }
 
 }  // namespace
+
+// Split-k's reduction, for both GEMMs (declared in matmul_fp8.cuh): here, in the file built for
+// every target, so that the mma.sync kernel's split-k has it on every GPU.
+wc_status split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
+  WC_DISPATCH_FP8_OUT(p.out_dtype, OutT, { return launch_split_k_reduce<OutT>(p, s); });
+}
+
 }  // namespace wc
 
 extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream stream) {

@@ -54,7 +54,9 @@
 //                  tile u / s (k_slice_start, matmul_fp8.cuh); its epilogue stores the raw f32 sums
 //                  to workspace slice u % s (store_partial), and matmul_fp8_split_k_reduce, launched
 //                  behind it as a programmatic dependent, sums the slices and applies the rest
-//                  (store_tile). For decode-sized problems whose tiles leave most SMs idle.
+//                  (store_tile). For decode-sized problems whose tiles leave most SMs idle. The
+//                  reduction lives in matmul_fp8_sm80.cu, built for every target: the mma.sync
+//                  kernel's split-k needs it on GPUs this file has no code for.
 // Stage and phase bookkeeping: producer and consumers walk the same (tile, k-step) sequence;
 // stage s = step % stages and phase bit flips each time s wraps; consumers wait full[s] with
 // the phase bit, the producer waits empty[s] with its complement.
@@ -70,7 +72,7 @@
 //   64-column boxes)
 //   Only with WC_FP8_TUNING (the `matmul-fp8-tuning` feature; build.rs defines it): the tiles the
 //   planner does not pick until an H200 run has timed them (UNMEASURED in plan.rs: promote
-//   (128, 192) (128, 160), block (128, 160)) and the TMA-store epilogue — 22 of the file's 54
+//   (128, 192) (128, 160), block (128, 160)) and the TMA-store epilogue — 22 of the file's 50
 //   kernels, about 40 % of its compile time, which `warpcore bench --tune` times. Without it
 //   they return WC_ERR_UNSUPPORTED (the host refuses them first: check_sm90_tile).
 // Shared memory: stages × (block_m + block_n) × 128 B + staging (64 × 40 floats per consumer;
@@ -407,72 +409,6 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
 #endif
 }
 
-// Split-k's second pass: 32-row × 64-column blocks of D (grid-stride), each summed over the
-// workspace's k_splits slices in slice order into shared memory (rows past m as zeros, never
-// stored), then stored by store_tile as the one-pass epilogue stores a staged tile: the
-// per-tensor / per-row scales (Scaled, unless block-scaled: the slices carry those), bias,
-// residual, one rounding to OutT.
-constexpr int kReduceRows = 32, kReduceCols = 64, kReduceThreads = 256;
-
-template <typename OutT, bool Scaled>
-__global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(const __grid_constant__ wc_matmul_fp8_params p) {
-  constexpr int kPitch = kReduceCols + 4;  // floats: 16-byte rows, 4 banks apart
-  __shared__ __align__(16) float stage[kReduceRows * kPitch];
-  const int64_t row_blocks = (p.m + kReduceRows - 1) / kReduceRows, col_blocks = (p.n + kReduceCols - 1) / kReduceCols;
-  const int64_t slice_stride = p.m * p.n;
-  grid_dependency_wait();  // the GEMM (launched ahead, PDL) has completed: its partials are visible
-  for (int64_t b = blockIdx.x; b < row_blocks * col_blocks; b += gridDim.x) {
-    const int64_t m0 = b / col_blocks * kReduceRows, n0 = b % col_blocks * kReduceCols;
-    __syncthreads();  // the previous block's stores have read the staging
-    for (int idx = threadIdx.x; idx < kReduceRows * kReduceCols / 4; idx += kReduceThreads) {
-      const int r = idx / (kReduceCols / 4), c = 4 * (idx % (kReduceCols / 4));
-      float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (m0 + r < p.m && n0 + c < p.n) {  // bf16 operands: n % 8 == 0 keeps the float4 whole
-        const float* w = p.workspace + (m0 + r) * p.n + n0 + c;
-        for (int32_t j = 0; j < p.k_splits; ++j) {
-          const float4 v = *reinterpret_cast<const float4*>(w + j * slice_stride);
-          sum.x += v.x;
-          sum.y += v.y;
-          sum.z += v.z;
-          sum.w += v.w;
-        }
-      }
-      *reinterpret_cast<float4*>(stage + r * kPitch + c) = sum;
-    }
-    __syncthreads();
-    store_tile<OutT, Scaled>(p, stage, kPitch, kReduceRows, kReduceCols, m0, p.m, n0, 0, 1.0f, threadIdx.x,
-                             kReduceThreads);
-  }
-}
-
-// Launched as a programmatic dependent of the GEMM (PDL): its launch and CTA dispatch overlap
-// the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA waits
-// in grid_dependency_wait for the GEMM to complete before reading the workspace.
-template <typename OutT>
-wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
-  const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(min64(blocks, 1 << 16)));
-  cfg.blockDim = dim3(kReduceThreads);
-  cfg.stream = s;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
-  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
-  if (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) {
-    // A driver or tool that refuses programmatic serialisation: clear the (non-sticky) launch
-    // error and launch in plain stream order (grid_dependency_wait is then a no-op).
-    (void)cudaGetLastError();
-    cfg.numAttrs = 0;
-    e = cudaLaunchKernelEx(&cfg, kernel, p);
-  }
-  if (e != cudaSuccess) return static_cast<wc_status>(e);
-  return launch_status();
-}
-
 // The persistent grid: p.num_ctas rounded down to whole clusters, at most one cluster per unit
 // and, with clusters, at most as many as the GPU co-schedules (GPCs hold whole clusters; asked
 // once per device).
@@ -511,10 +447,14 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   return launch_status();
 }
 
-#ifdef WC_FP8_TUNING
-// The TMA-store epilogue's configurations: e4m3 operands, bf16 out, 128-row tiles.
+// The TMA-store epilogue's configurations: e4m3 operands, bf16 out, 128-row tiles; built only
+// with WC_FP8_TUNING.
 template <typename OutT>
 wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
+#ifndef WC_FP8_TUNING
+  (void)p, (void)s;
+  return WC_ERR_UNSUPPORTED;
+#else
   if constexpr (sizeof(OutT) != 2) {
     return WC_ERR_UNSUPPORTED;
   } else {
@@ -534,19 +474,15 @@ wc_status dispatch_tma_store(const wc_matmul_fp8_params& p, cudaStream_t s) {
     }
     return WC_ERR_UNSUPPORTED;
   }
-}
 #endif
+}
 
 template <typename OutT>
 wc_status dispatch_gemm(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int bm = p.block_m, bn = p.block_n;
   const bool pair = p.cluster_m == 2;
   if (pair && bm != 128) return WC_ERR_UNSUPPORTED;
-#ifdef WC_FP8_TUNING
   if (p.tma_store) return dispatch_tma_store<OutT>(p, s);
-#else
-  if (p.tma_store) return WC_ERR_UNSUPPORTED;
-#endif
   if (p.in_dtype == WC_BF16) {
     using B16 = __nv_bfloat16;
     if (pair) return WC_ERR_UNSUPPORTED;
@@ -583,10 +519,6 @@ wc_status dispatch(const wc_matmul_fp8_params& p, cudaStream_t s) {
 }
 
 }  // namespace
-
-wc_status split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
-  WC_DISPATCH_FP8_OUT(p.out_dtype, OutT, { return launch_split_k_reduce<OutT>(p, s); });
-}
 
 }  // namespace wc
 

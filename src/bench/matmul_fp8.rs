@@ -320,7 +320,8 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     if !TUNING_BUILT {
         eprintln!("warpcore bench --tune: matmul_fp8's tma-store and unmeasured-tiles passes need a build with `--features matmul-fp8-tuning`; timing the staged pass alone");
     }
-    for (pass, pick) in passes.into_iter().take(if TUNING_BUILT { 3 } else { 1 }) {
+    let built = if TUNING_BUILT { &passes[..] } else { &passes[..1] };
+    for &(pass, pick) in built {
         for &(m, n, k, s, fast) in &shapes {
             match tune_matmul(dev, ceilings, m, n, k, s, fast, pick) {
                 Ok(records) => out.extend(records),

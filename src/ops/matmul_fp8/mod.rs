@@ -321,10 +321,11 @@ fn gemm<O: DType>(
                 value: format!("{:?}", cfg.cluster),
             })?;
             let t = split_k_from_env(t);
-            if tma_store_from_env() && !TUNING_BUILT {
+            let tma_store = tma_store_from_env();
+            if tma_store && !TUNING_BUILT {
                 return Err(Error::Unsupported { op, what: "WARPCORE_FP8_EPILOGUE (the TMA-store epilogue is built only with the `matmul-fp8-tuning` feature)", value: "tma-store".into() });
             }
-            TileConfig { tma_store: tma_store_from_env() && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
+            TileConfig { tma_store: tma_store && t.k_splits == 1 && problem.tma_store_fits(t.block_m, t.block_n), ..t }
         }
     };
 

@@ -342,7 +342,7 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
     if !SM90_TILES.contains(&(t.block_m, t.block_n, p.accumulation)) {
         return Err("tile (block_m × block_n not built for this accumulation: see SM90_TILES)");
     }
-    if !TUNING_BUILT && (UNMEASURED.contains(&(t.block_m, t.block_n, p.accumulation)) || t.tma_store) {
+    if !TUNING_BUILT && (is_unmeasured(p.accumulation, t) || t.tma_store) {
         return Err("tile (the UNMEASURED tiles and tma_store are built only with the `matmul-fp8-tuning` feature)");
     }
     if !(t.cluster_m == 1 || (t.cluster_m == 2 && sm90_shapes(p, 2).any(|s| s == (t.block_m, t.block_n, 2)))) {

@@ -138,6 +138,20 @@ fn a_callers_tile_is_checked() {
     assert_eq!(check_sm90_tile(&p, &TileConfig { block_n: 128, ..good }), Ok(()));
 }
 
+/// The split-k reduction finishes the mma.sync kernel's k-slices as well as the wgmma kernel's,
+/// so it must be built for every target the build has, not only with the sm_90a-only file (an
+/// sm_80 GPU would otherwise fail every split GEMM with no kernel image after its first launch).
+#[test]
+fn the_split_k_reduction_is_built_for_every_target() {
+    use crate::resources::KERNELS;
+    let mut archs: Vec<&str> = KERNELS.iter().map(|k| k.arch).collect();
+    archs.sort_unstable();
+    archs.dedup();
+    for arch in archs {
+        assert!(KERNELS.iter().any(|k| k.arch == arch && k.name.contains("matmul_fp8_split_k_reduce")), "no split-k reduction for {arch}");
+    }
+}
+
 #[cfg(not(feature = "matmul-fp8-tuning"))]
 #[test]
 fn without_the_tuning_feature_the_tuning_configurations_are_refused() {
