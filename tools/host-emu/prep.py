@@ -243,7 +243,7 @@ SEEDS = {
     "split80_stage": ("matmul_fp8", "matmul_fp8_sm80.cu", "load_stage<InT>(p, smem + (kb_begin & 1) * kStageBytes, tile, b_rows, kb_begin);",
                       "load_stage<InT>(p, smem, tile, b_rows, kb_begin);"),
     # ... and the reduction leaving out the first slice.
-    "split_reduce": ("matmul_fp8", "matmul_fp8_sm90.cu", "for (int32_t j = 0; j < p.k_splits; ++j) {", "for (int32_t j = 1; j < p.k_splits; ++j) {"),
+    "split_reduce": ("matmul_fp8", "matmul_fp8_sm80.cu", "for (int32_t j = 0; j < p.k_splits; ++j) {", "for (int32_t j = 1; j < p.k_splits; ++j) {"),
     # A 160-column block-scaled tile promoting every column with its first B block's scale ...
     "block_straddle": ("matmul_fp8", "matmul_fp8_sm90.cu", "const bool second = kStraddle && 8 * i >= split;", "const bool second = false;"),
     # ... or with the split one n8 block late.
