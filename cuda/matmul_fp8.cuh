@@ -35,7 +35,10 @@ struct TileGrid {
     const int32_t tile_rows = p.block_m * cluster;
     g.m_tiles = (rows + tile_rows - 1) / tile_rows;
     g.n_tiles = static_cast<int32_t>((p.n + p.block_n - 1) / p.block_n);
-    g.group_m = p.group_m < 1 ? 1 : p.group_m;
+    // At most the m-tiles (a larger group is one group of them all), so that group_m · n_tiles
+    // stays within tiles() <= INT32_MAX: a caller's group_m of INT32_MAX ("no grouping") once
+    // wrapped it negative, and the walk then stored tiles at negative rows.
+    g.group_m = max32(1, min32(p.group_m, g.m_tiles));
     return g;
   }
   __host__ __device__ int32_t tiles() const { return m_tiles * n_tiles; }

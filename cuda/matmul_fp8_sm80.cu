@@ -71,8 +71,8 @@ __device__ __forceinline__ void load_stage(const wc_matmul_fp8_params& p, uint8_
   for (int i = threadIdx.x; i < kBN * kChunks; i += kThreads) {
     const int r = i / kChunks, c = i % kChunks;
     const int64_t kc = kb * kBK + c * 16;
-    const bool ok = t.b0 + r < b_rows && kc < k_bytes;
-    cp_async16(sb + r * kPitch + c * 16, ok ? b + (t.b0 + r) * p.ldb * E + kc : b, ok);
+    const bool ok = int64_t{t.b0} + r < b_rows && kc < k_bytes;
+    cp_async16(sb + r * kPitch + c * 16, ok ? b + (int64_t{t.b0} + r) * p.ldb * E + kc : b, ok);
   }
 }
 

@@ -536,7 +536,8 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
   if (p->group_offsets != nullptr && p->cluster_m == 2) return WC_ERR_UNSUPPORTED;  // a pair shares one B tile
   if (const wc_status st = fp8 ? wc::check_split_k<uint8_t>(*p) : wc::check_split_k<__nv_bfloat16>(*p); st != WC_OK)
     return st;
-  if (wc::max_units(*p) * wc::k_splits_of(*p) > INT32_MAX) return WC_ERR_INVALID_ARG;
+  // The persistent loops count units in 32 bits and step past the last by up to the grid.
+  if (wc::max_units(*p) * wc::k_splits_of(*p) > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_FP8_OUT(p->out_dtype, OutT, { return wc::dispatch<OutT>(*p, s); });
 }

@@ -47,7 +47,7 @@ mod allocator;
 
 pub use allocator::{BlockTable, PageAllocator, SeqId};
 
-use crate::ops::{check_inner_dense, check_no_overlap, check_nonempty, check_shape};
+use crate::ops::{check_contiguous, check_inner_dense, check_no_overlap, check_nonempty, check_shape};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut, SyncOnDrop};
 
@@ -402,11 +402,14 @@ pub struct BlockTableView<'a> {
 }
 
 impl<'a> BlockTableView<'a> {
-    /// Checks the shapes agree and both are dense in their last dimension.
+    /// Checks the shapes agree, the block table is contiguous and `seq_lens` dense. The kernels
+    /// clamp a sequence's length to the table's row stride · page_size (the lengths are device
+    /// data no host check sees), so a table with rows wider than its columns — a column slice —
+    /// would let a length past its width read page ids beyond the view.
     pub fn new(block_table: TensorView<'a, i32, 2>, seq_lens: TensorView<'a, i32, 1>) -> Result<Self> {
         const OP: &str = "BlockTableView::new";
         check_shape(OP, "seq_lens", &seq_lens.shape(), &[block_table.shape()[0]])?;
-        check_inner_dense(OP, "block_table", &block_table.strides())?;
+        check_contiguous(OP, "block_table", &block_table.shape(), &block_table.strides())?;
         check_inner_dense(OP, "seq_lens", &seq_lens.strides())?;
         Ok(Self { block_table, seq_lens })
     }

@@ -334,6 +334,14 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::Unsupported { what: "dtype", .. }), "{e}");
+    // A block table whose rows are wider than its columns (a column slice): the kernels clamp a
+    // length (device data) to the row stride, so it could reach page ids past the view.
+    let bt = dev.upload(&[0i32; 8]).unwrap();
+    let sl = dev.upload(&[8i32, 8]).unwrap();
+    let slv = || TensorView::contiguous(sl.as_view(), [2]).unwrap();
+    let e = BlockTableView::new(TensorView::new(bt.as_view(), [2, 2], [4, 1]).unwrap(), slv()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what: "strides (must be contiguous)", .. }), "{e}");
+    assert!(BlockTableView::new(TensorView::new(bt.as_view(), [2, 4], [4, 1]).unwrap(), slv()).is_ok());
 }
 
 /// Prefill over an FP8 cache with queries far from 1 — up to 1e5 (past f16's range: the

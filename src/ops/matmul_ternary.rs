@@ -33,6 +33,8 @@ pub const HOPPER_BLOCK_M: usize = 64;
 pub const K_STEP_BYTES: usize = 512;
 /// Largest k-split the planner chooses.
 pub const MAX_K_SPLITS: usize = 16;
+/// Most row tiles one launch holds (the grid's y dimension): m ≤ 65535 · block_m.
+pub const MAX_ROW_TILES: usize = 65535;
 /// Words (int32) of the split-k workspace, a `Device` scratch buffer zeroed once and left zero
 /// by every launch: [`ffi::WC_TERNARY_SPLIT_K_TILE_WORDS`] per 16 × 32 output tile, so up to
 /// 511 tiles split (the planner splits only grids below three CTAs per SM).
@@ -102,6 +104,7 @@ impl std::fmt::Display for TernaryTile {
 /// confirm (docs/matmul_ternary.md).
 pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> TernaryTile {
     if !(m <= 64 || TernaryTile::unsplit(BLOCK_M[1]).tiles(m, n) < sm_count) {
+        let hopper = hopper && m.div_ceil(HOPPER_BLOCK_M) <= MAX_ROW_TILES;
         return from_env(TernaryTile::unsplit(if hopper { HOPPER_BLOCK_M } else { BLOCK_M[1] }));
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
@@ -139,6 +142,9 @@ fn from_env(t: TernaryTile) -> TernaryTile {
 fn check_tile(m: usize, n: usize, k: usize, tile: TernaryTile) -> std::result::Result<(), &'static str> {
     if !BLOCK_M.contains(&tile.block_m) && tile.block_m != HOPPER_BLOCK_M {
         return Err("block_m (16, 128, or 64 on Hopper)");
+    }
+    if m.div_ceil(tile.block_m) > MAX_ROW_TILES {
+        return Err("block_m (at most 65535 row tiles: m ≤ 65535 · block_m)");
     }
     if tile.k_splits == 0 {
         return Err("k_splits (at least 1)");
@@ -385,13 +391,9 @@ pub fn matmul_ternary_with_tile<O: DType>(
         check_device(OP, arg, dev, s)?;
     }
     let hopper = dev.info().compute_capability == (9, 0);
-    let tile = match tile {
-        Some(t) => {
-            check_tile(m, n, k, t).map_err(|what| Error::Unsupported { op: OP, what, value: t.to_string() })?;
-            t
-        }
-        None => plan(m, n, k, dev.info().sm_count as usize, hopper),
-    };
+    // The planner's tile too: past 65535 · 128 rows no tile fits one launch.
+    let tile = tile.unwrap_or_else(|| plan(m, n, k, dev.info().sm_count as usize, hopper));
+    check_tile(m, n, k, tile).map_err(|what| Error::Unsupported { op: OP, what, value: tile.to_string() })?;
     if tile.block_m == HOPPER_BLOCK_M && !hopper {
         return Err(Error::Unsupported { op: OP, what: "block_m 64 (the Hopper tile: compute capability 9.0)", value: format!("{:?}", dev.info().compute_capability) });
     }
@@ -501,5 +503,18 @@ mod tests {
         assert_eq!(check_tile(16, 511 * 32, 2560, TernaryTile { block_m: 16, k_splits: 2 }), Ok(()));
         assert_eq!(TernaryTile { block_m: 16, k_splits: 4 }.to_string(), "block16 k4");
         assert_eq!(TernaryTile::unsplit(128).to_string(), "block128");
+        // The grid's y dimension holds 65535 row tiles (it failed at launch, untyped, before).
+        assert_eq!(check_tile(65535 * 64, 2560, 2560, TernaryTile::unsplit(HOPPER_BLOCK_M)), Ok(()));
+        assert!(check_tile(65535 * 64 + 1, 2560, 2560, TernaryTile::unsplit(HOPPER_BLOCK_M)).is_err());
+        assert!(check_tile(65535 * 16 + 1, 4, 2560, TernaryTile::unsplit(16)).is_err());
+        assert!(check_tile(65535 * 128 + 1, 2560, 2560, TernaryTile::unsplit(128)).is_err());
+    }
+
+    #[test]
+    fn plan_keeps_the_row_tiles_within_one_grid() {
+        // Past 65535 Hopper tiles of 64 rows the 128-row tile takes over (4.2 M tokens).
+        assert_eq!(plan(65535 * 64, 2560, 2560, 132, true), TernaryTile::unsplit(HOPPER_BLOCK_M));
+        assert_eq!(plan(65535 * 64 + 1, 2560, 2560, 132, true), TernaryTile::unsplit(128));
+        assert_eq!(check_tile(65535 * 128, 2560, 2560, plan(65535 * 128, 2560, 2560, 132, true)), Ok(()));
     }
 }

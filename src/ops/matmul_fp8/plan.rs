@@ -336,7 +336,7 @@ const SPLIT_CANDIDATES: &[usize] = &[2, 3, 4, 6, 8, 12, 16];
 
 /// Whether the wgmma kernel can run `p` with a configuration given by the caller
 /// ([`super::MatmulFp8Config::tile`]) instead of the planner: Err names what is wrong. Any
-/// `group_m` ≥ 1 and any grid of whole clusters (`num_ctas`; the launcher runs at most one CTA
+/// `group_m` ≥ 1 (more than the m-tiles: one group of them all) and any grid of whole clusters (`num_ctas`; the launcher runs at most one CTA
 /// per unit and, with pairs, as many clusters as the GPU co-schedules) is accepted.
 pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'static str> {
     if !SM90_TILES.contains(&(t.block_m, t.block_n, p.accumulation)) {

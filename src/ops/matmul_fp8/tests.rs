@@ -311,6 +311,10 @@ fn the_tile_order_is_a_permutation_grouped_along_m() {
     // With cluster_m = 2 the units are the pairs' (m counts pairs of block_m rows).
     for (m, n, bm, bn, group, cluster) in
         [(1000, 7168, 128, 256, 8, 1), (129, 384, 64, 128, 8, 0), (4096, 1024, 128, 128, 3, 1), (1, 128, 64, 128, 8, 1), (1000, 7168, 128, 256, 4, 2), (129, 384, 128, 128, 4, 2)]
+            .into_iter()
+            // group_m beyond the m-tiles is one group of them all: i32::MAX once wrapped
+            // group_m · n_tiles negative (tiles at negative rows), 2^30 with 4 n-tiles to 0.
+            .chain([(512, 256, 128, 128, i32::MAX, 1), (512, 512, 128, 128, 1 << 30, 1), (1000, 7168, 128, 256, i32::MAX, 2), (300, 384, 64, 128, 5, 1)])
     {
         let p = ffi::wc_matmul_fp8_params { m, n, block_m: bm, block_n: bn, group_m: group, cluster_m: cluster, ..Default::default() };
         let rows = bm as i64 * cluster.max(1) as i64;
