@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use proptest::prelude::*;
 use warpcore::check::attention::{attention_outputs, check_attention, check_merge_states, AttentionCase};
 use warpcore::check::{compare, tolerance, Rng};
-use warpcore::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput};
+use warpcore::ops::attention::{attention, AttentionConfig, AttentionKernel, AttentionPlan, KvInput, MAX_SPLITS};
 use warpcore::reference::attention::{self as reference, AttentionMask, AttentionShape};
 use warpcore::kv_cache::{BlockTableView, KvCacheView};
 use warpcore::{Error, TensorView, TensorViewMut};
@@ -314,6 +314,28 @@ fn bad_inputs_are_typed_errors_and_write_nothing() {
     // Non-finite softcap.
     let e = run(&qv, &plan, &mut ov, &AttentionConfig { softcap: Some(f32::NAN), ..cfg }).unwrap_err();
     assert!(matches!(e, Error::Unsupported { what: "softcap", .. }), "{e}");
+    // A hand-built plan's split count outside 1..=MAX_SPLITS (a huge one once sized the
+    // workspace check by a wrapped product and wrote past the workspace).
+    let mut ws = dev.upload(&vec![f32::NAN; 1 << 16]).unwrap();
+    for n in [0, MAX_SPLITS + 1, usize::MAX / 3] {
+        let bad = AttentionPlan { num_splits: n, ..plan };
+        let mut wv = TensorViewMut::contiguous(ws.as_view_mut(), [1 << 16]).unwrap();
+        let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &kt, cu_seqlens_kv: &cuv }, &bad, &cfg, &mut ov, None, Some(&mut wv)).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { what: "plan.num_splits (1 to MAX_SPLITS, 64)", .. }), "{n}: {e}");
+    }
+    assert_eq!(AttentionPlan { num_splits: usize::MAX / 3, ..plan }.workspace_len(), usize::MAX);
+    // out or the workspace one element past a 16-byte boundary (the Hopper kernels store
+    // element pairs: a misaligned pointer would fault the context).
+    let mut out2 = dev.upload(&vec![bf16::NAN; 8 * 4 * hd + 1]).unwrap();
+    {
+        let mut o1 = TensorViewMut::new(out2.slice_mut(1..), [8, 4, hd], [4 * hd, hd, 1]).unwrap();
+        let e = run(&qv, &plan, &mut o1, &cfg).unwrap_err();
+        assert!(matches!(e, Error::Misaligned { arg: "out", .. }), "{e}");
+        let mut w1 = TensorViewMut::new(ws.slice_mut(1..), [(1 << 16) - 1], [1]).unwrap();
+        let e = attention(&dev, &qv, &cuv, KvInput::Contiguous { k: &kt, v: &kt, cu_seqlens_kv: &cuv }, &split, &cfg, &mut ov, None, Some(&mut w1)).unwrap_err();
+        assert!(matches!(e, Error::Misaligned { arg: "workspace", .. }), "{e}");
+    }
+    assert!(dev.download(&out2).unwrap().iter().all(|v| v.is_nan()));
     drop(ov);
     assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
     // f32 is not an attention dtype.
@@ -449,4 +471,17 @@ fn mla_decode_needs_v_inside_k() {
     let pages = dev.upload(&vec![bf16::ONE; 2 * 16 * hd]).unwrap();
     let e = KvCacheView::latent(TensorView::contiguous(pages.as_view(), [2, 16, 1, hd]).unwrap(), hd + 1).unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    // A latent cache at other head dims: V (its first 64 columns) is narrower than the 128 the
+    // kernel would read; refused (it once ran with V silently the whole K row).
+    let lat = dev.upload(&vec![bf16::ONE; 2 * 16 * 128]).unwrap();
+    let cache = KvCacheView::latent(TensorView::contiguous(lat.as_view(), [2, 16, 1, 128]).unwrap(), 64).unwrap();
+    let plan = AttentionPlan::new(&dev, &[4], &[4], 8, 1, 128, 128).unwrap();
+    let q = dev.upload(&vec![bf16::ONE; 4 * 8 * 128]).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; 4 * 8 * 128]).unwrap();
+    let mut ov = TensorViewMut::contiguous(out.as_view_mut(), [4, 8, 128]).unwrap();
+    let qv = TensorView::contiguous(q.as_view(), [4, 8, 128]).unwrap();
+    let e = attention(&dev, &qv, &cuv, KvInput::Paged { cache: &cache, table: &table }, &plan, &AttentionConfig::causal(128), &mut ov, None, None).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    drop(ov);
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.is_nan()));
 }

@@ -161,6 +161,10 @@ fn argmax_rows_rejects_bad_shapes_and_writes_nothing() {
     let empty = TensorView::contiguous(x.slice(..0), [8, 0]).unwrap();
     let err = argmax_rows(&dev, &empty, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
     assert!(matches!(err, Error::Empty { .. }), "{err}");
+    // Rows that overlap (a stride below cols): refused by name (the launcher refused it untyped).
+    let overlap = TensorView::new(x.slice(..), [8, 8], [4, 1]).unwrap();
+    let err = argmax_rows(&dev, &overlap, &mut TensorViewMut::contiguous(out.slice_mut(..), [8]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { what, .. } if what.starts_with("row stride")), "{err}");
     assert_eq!(dev.download(&out).unwrap(), vec![-7; 8]);
 }
 

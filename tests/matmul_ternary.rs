@@ -227,6 +227,11 @@ fn bad_input_is_refused_and_writes_nothing() {
     assert!(matches!(run(&q1, &wv, 1.0), Err(Error::Misaligned { arg: "q", .. })));
     let w40 = TensorView::new(w.slice(..), [n / 4, k], [40, 1]).unwrap();
     assert!(matches!(run(&qv, &w40, 1.0), Err(Error::Misaligned { arg: "w.packed", .. })));
+    // Rows that overlap (a row stride below k): refused by name (the launcher refused it untyped).
+    let q16 = TensorView::new(q.slice(..), [m, k], [16, 1]).unwrap();
+    assert!(matches!(run(&q16, &wv, 1.0), Err(Error::Unsupported { what, .. }) if what.starts_with("row stride")));
+    let w16 = TensorView::new(w.slice(..), [n / 4, k], [16, 1]).unwrap();
+    assert!(matches!(run(&qv, &w16, 1.0), Err(Error::Unsupported { what, .. }) if what.starts_with("row stride")));
     // Empty k.
     let q0 = TensorView::contiguous(q.slice(..0), [m, 0]).unwrap();
     let w0 = TensorView::contiguous(w.slice(..0), [n / 4, 0]).unwrap();

@@ -314,6 +314,41 @@ fn quantize_rejects_bad_input_before_launching() {
     );
 }
 
+/// One row takes any row stride, as every other op's one-row view does: the wrappers hand the
+/// launchers the row's length (before 2026-12-02 a one-row x with stride 1 reached the group
+/// path's stride check and failed untyped). Codes and scales equal the dense view's.
+#[test]
+fn one_row_takes_any_row_stride() {
+    let Some(dev) = device() else { return };
+    let xs: Vec<bf16> = (0..256).map(|i| bf16::from_f32((i as f32 * 0.37).sin() * 3.0)).collect();
+    let x = dev.upload(&xs).unwrap();
+    let w = dev.upload(&vec![bf16::ONE; 256]).unwrap();
+    let wv = TensorView::contiguous(w.as_view(), [256]).unwrap();
+    for g in [ScaleGranularity::PerRow, ScaleGranularity::Group128] {
+        for fused in [false, true] {
+            let run = |x_stride: usize, out_stride: usize| {
+                let mut out = dev.upload(&vec![F8E4M3::NAN; 256 + out_stride]).unwrap();
+                let mut scale = dev.upload(&vec![f32::NAN; 2]).unwrap();
+                let xv = TensorView::new(x.as_view(), [1, 256], [x_stride, 1]).unwrap();
+                let mut ov = TensorViewMut::new(out.as_view_mut(), [1, 256], [out_stride, 1]).unwrap();
+                let shape = if g == ScaleGranularity::PerRow { [1, 1] } else { [1, 2] };
+                let mut sv = TensorViewMut::contiguous(scale.slice_mut(..shape[1]), shape).unwrap();
+                if fused {
+                    rms_norm_quant_fp8(&dev, &xv, &wv, &mut ov, &mut sv, g, RmsNormConfig::new(1e-6)).unwrap();
+                } else {
+                    quantize_fp8(&dev, &xv, &mut ov, &mut sv, g).unwrap();
+                }
+                (dev.download(&out).unwrap()[..256].iter().map(|c| c.0).collect::<Vec<u8>>(), dev.download(&scale).unwrap()[..shape[1]].to_vec())
+            };
+            let dense = run(256, 256);
+            assert!(dense.0.iter().all(|&c| c != 0x7F) && dense.1.iter().all(|s| s.is_finite()), "{g:?}");
+            for (xs, os) in [(1, 5), (3, 256), (256, 1)] {
+                assert_eq!(run(xs, os), dense, "{g:?} fused {fused}: x stride {xs}, out stride {os}");
+            }
+        }
+    }
+}
+
 #[test]
 fn glu_quant_rejects_bad_input_before_launching() {
     use ScaleGranularity::*;

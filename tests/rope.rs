@@ -265,6 +265,18 @@ fn appending_ops_reject_bad_dtypes_caches_and_missing_v() {
     assert!(matches!(e, Error::ShapeMismatch { arg: "slot_mapping", .. }), "{e}");
     drop(cache);
     assert!(dev.download(&bf_pages.0).unwrap().iter().all(|v| *v == bf16::ZERO));
+    // A latent (MLA) cache stores k rows only: a v given with it is refused by name (a split
+    // v once slipped past this check to the launcher, which refused it untyped).
+    let mut lat = dev.zeros::<bf16>(4 * 8 * 64).unwrap();
+    let mut latent = KvCacheMut::latent(TensorViewMut::contiguous(lat.as_view_mut(), [4, 8, 1, 64]).unwrap(), 32).unwrap();
+    drop((q, k));
+    let mut q = TensorViewMut::contiguous(b.q.as_view_mut(), [2, 4, 64]).unwrap();
+    let mut k1 = TensorViewMut::contiguous(b.k.slice_mut(..2 * 64), [2, 1, 64]).unwrap();
+    let v1 = TensorView::contiguous(v.slice(..2 * 64), [2, 1, 64]).unwrap();
+    let e = rope_append_kv(&dev, Qkv::split_with_v(&mut q, &mut k1, &v1), &pos, &cfg, &sv, &mut latent).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { what, .. } if what.starts_with("v heads with a latent")), "{e}");
+    drop(latent);
+    assert!(dev.download(&lat).unwrap().iter().all(|v| *v == bf16::ZERO));
 }
 
 #[test]

@@ -79,6 +79,7 @@ pub fn argmax_rows(dev: &Device, x: &TensorView<f32, 2>, out: &mut TensorViewMut
     }
     let stream = dev.stream();
     let x_stride = super::row_stride(rows, x.strides()[0], cols);
+    super::check_rows_apart(OP, "x", rows, x_stride, cols)?;
     let (xp, _gx) = x.device_ptr(stream);
     let (op, _go) = out.device_ptr_mut(stream);
     let params = ffi::wc_argmax_rows_params { x: xp as *const f32, out: op as *mut i32, rows: rows as i64, cols: cols as i64, x_stride: x_stride as i64 };
@@ -177,6 +178,7 @@ fn launch_sample(op: &'static str, dev: &Device, logits: &TensorView<f32, 2>, un
     }
     let stream = dev.stream();
     let logits_stride = super::row_stride(rows, logits.strides()[0], cols);
+    super::check_rows_apart(op, "logits", rows, logits_stride, cols)?;
     let (lp, _gl) = logits.device_ptr(stream);
     let (up, _gu) = uniforms.device_ptr(stream);
     let (op_ptr, _go) = out.device_ptr_mut(stream);

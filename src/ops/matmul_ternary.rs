@@ -16,7 +16,7 @@
 //! The tile is chosen per shape by [`plan`], a pure host function.
 
 use super::rms_norm::{check_config, RmsNormConfig};
-use super::{row_stride, check_aligned, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
+use super::{row_stride, check_aligned, check_rows_apart, check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, FLOAT_DTYPES};
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut};
 
 /// Largest k [`matmul_ternary`] takes (its int32 sums stay exact up to here).
@@ -211,6 +211,7 @@ pub fn quantize_activations<T: DType>(
     let (q_ptr, _gq) = q.device_ptr_mut(stream);
     let (s_ptr, _gs) = scale.device_ptr_mut(stream);
     check_rows_aligned::<T>(OP, "x", x_ptr, m, ldx)?;
+    check_rows_apart(OP, "x", m, ldx, k)?;
     check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
     let params = ffi::wc_quantize_activations_params {
         x: x_ptr as *const _,
@@ -268,11 +269,13 @@ fn norm_quantize<T: DType>(
     let (q_ptr, _gq) = q.device_ptr_mut(stream);
     let (s_ptr, _gs) = scale.device_ptr_mut(stream);
     check_rows_aligned::<T>(op, "x", x_ptr, m, ldx)?;
+    check_rows_apart(op, "x", m, ldx, k)?;
     check_aligned(op, "weight", w_ptr)?;
     check_rows_aligned::<i8>(op, "q", q_ptr, m, ldq)?;
     let res_ptr = match res_guard.as_mut() {
         Some((p, _)) => {
             check_rows_aligned::<T>(op, "residual", *p, m, ldr)?;
+            check_rows_apart(op, "residual", m, ldr, k)?;
             *p as *mut std::ffi::c_void
         }
         None => std::ptr::null_mut(),
@@ -371,7 +374,7 @@ pub fn matmul_ternary_with_tile<O: DType>(
     let [packed_rows, wk] = w.packed.shape();
     check_nonempty(OP, "w.packed (n / 4)", &[packed_rows])?;
     check_shape(OP, "w.packed", &[packed_rows, wk], &[packed_rows, k])?;
-    let n = packed_rows * VALUES_PER_BYTE;
+    let n = packed_rows.saturating_mul(VALUES_PER_BYTE); // saturated: refused by check_fits_i32
     for (what, v) in [("m", m), ("n", n)] {
         check_fits_i32(OP, what, v)?;
     }
@@ -408,7 +411,9 @@ pub fn matmul_ternary_with_tile<O: DType>(
     let (ldq, ldw, ldo) = (q.strides()[0], w.packed.strides()[0], out.strides()[0]);
     let (o_ptr, _go) = out.device_ptr_mut(stream);
     check_rows_aligned::<i8>(OP, "q", q_ptr, m, ldq)?;
+    check_rows_apart(OP, "q", m, ldq, k)?;
     check_rows_aligned::<u8>(OP, "w.packed", w_ptr, packed_rows, ldw)?;
+    check_rows_apart(OP, "w.packed", packed_rows, ldw, k)?;
     let mut params = ffi::wc_matmul_ternary_params {
         q: q_ptr as *const _,
         q_scale: qs_ptr as *const _,

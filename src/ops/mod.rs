@@ -131,6 +131,17 @@ pub(crate) fn row_stride(rows: usize, stride: usize, len: usize) -> usize {
     }
 }
 
+/// Rows of an input, `stride` elements apart and `len` long, that a kernel reads as separate
+/// rows: the launchers refuse a stride below the row (overlapping or broadcast rows), so it is
+/// refused here by name (one row: any stride).
+#[cfg_attr(not(any(feature = "elementwise", feature = "matmul-ternary")), allow(dead_code))]
+pub(crate) fn check_rows_apart(op: &'static str, arg: &'static str, rows: usize, stride: usize, len: usize) -> Result<()> {
+    if rows > 1 && stride < len {
+        return Err(Error::Unsupported { op, what: "row stride (at least the row's length: rows may not overlap)", value: format!("{arg}: {stride} < {len}") });
+    }
+    Ok(())
+}
+
 /// `value` must fit the kernels' index type (`i32` for sizes that index within a block/grid).
 pub(crate) fn check_fits_i32(op: &'static str, what: &'static str, value: usize) -> Result<()> {
     if value > i32::MAX as usize {

@@ -12,7 +12,7 @@
 
 mod plan;
 
-pub use plan::{AttentionKernel, AttentionPlan};
+pub use plan::{AttentionKernel, AttentionPlan, MAX_SPLITS};
 
 use super::{check_aligned, check_contiguous, check_device, check_dtype, check_inner_dense, check_no_overlap, check_shape, launch};
 use crate::kv_cache::{BlockTableView, KvCacheView};
@@ -235,6 +235,9 @@ pub fn attention<T: DType, C: DType>(
     if cfg.window_left.is_some_and(|w| w > i32::MAX as u32) {
         return Err(Error::Unsupported { op: OP, what: "window_left", value: format!("{:?}", cfg.window_left) });
     }
+    if !(1..=MAX_SPLITS).contains(&plan.num_splits) {
+        return Err(Error::Unsupported { op: OP, what: "plan.num_splits (1 to MAX_SPLITS, 64)", value: plan.num_splits.to_string() });
+    }
     if plan.max_q_len > i32::MAX as usize || plan.max_q_len * (num_q_heads / num_kv_heads) > 16 * 65535 {
         return Err(Error::Unsupported { op: OP, what: "max_q_len", value: plan.max_q_len.to_string() });
     }
@@ -281,8 +284,11 @@ pub fn attention<T: DType, C: DType>(
             if head_dim != head_dim_v && !mla {
                 return Err(Error::Unsupported { op: OP, what: "paged cache with head_dim ≠ head_dim_v (other than MLA decode's latent cache)", value: format!("({head_dim}, {head_dim_v})") });
             }
-            if mla && (cache.v().shape()[3] != head_dim_v || cache.v().strides() != layout.strides) {
-                return Err(Error::Unsupported { op: OP, what: MLA_V, value: format!("v pages {:?} strides {:?}", cache.v().shape(), cache.v().strides()) });
+            // The kernels read V with K's strides and head_dim_v columns: a latent cache's V (its
+            // first kv_lora_rank columns) serves MLA decode only.
+            if cache.v().shape()[3] != head_dim_v || cache.v().strides() != layout.strides {
+                let what = if mla { MLA_V } else { "V pages (head_dim_v wide, in K's layout: a latent cache serves MLA decode only)" };
+                return Err(Error::Unsupported { op: OP, what, value: format!("v pages {:?} strides {:?}", cache.v().shape(), cache.v().strides()) });
             }
             check_shape(OP, "cache (num_kv_heads, head_dim)", &[layout.num_kv_heads, layout.head_dim], &[num_kv_heads, head_dim])?;
             check_kv_strides::<C>(OP, "cache", &layout.strides)?;
@@ -346,9 +352,13 @@ pub fn attention<T: DType, C: DType>(
     }
     let out_stride = out.strides()[0];
     let (out_ptr, _go) = out.device_ptr_mut(stream);
+    // The Hopper kernels store out in 4-byte pairs and the partials in 8-byte ones; out's token
+    // stride is 16-byte whole (check_token_major), so its first row must be too.
+    check_aligned(OP, "out", out_ptr)?;
     let lse_guard = lse.map(|l| l.device_ptr_mut(stream));
     let ws_guard = workspace.filter(|_| plan.num_splits > 1).map(|w| w.device_ptr_mut(stream));
     if let Some((ws, _)) = &ws_guard {
+        check_aligned(OP, "workspace", *ws)?;
         let n = (plan.num_splits * plan.total_q * num_q_heads) as u64;
         p.partial_out = *ws as *mut f32;
         p.partial_lse = (*ws + n * head_dim_v as u64 * 4) as *mut f32;

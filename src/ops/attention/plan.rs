@@ -56,6 +56,9 @@ pub struct AttentionPlan {
     pub tma: bool,
 }
 
+/// Most key splits a plan has (the planner's bound; [`super::attention`] refuses more).
+pub const MAX_SPLITS: usize = 64;
+
 /// Query rows per CTA of the mma.sync kernel's prefill configuration: 4 warps of two 16-row
 /// tiles up to head_dim 128, of one above (cuda/attention_gqa.cu, kPrefillTiles).
 fn prefill_rows(head_dim: usize, head_dim_v: usize) -> usize {
@@ -188,7 +191,7 @@ impl AttentionPlan {
     /// attention_mla_sm90.cu: 64 rows, 64-key tiles).
     pub(super) fn tile_shape(&self) -> (usize, usize) {
         let (hd, hdv) = (self.head_dim, self.head_dim_v);
-        let rows = self.max_q_len * (self.num_q_heads / self.num_kv_heads);
+        let rows = self.max_q_len.saturating_mul(self.num_q_heads / self.num_kv_heads.max(1));
         let mla = (hd, hdv) == super::MLA_DECODE;
         match self.kernel {
             AttentionKernel::Wgmma if mla => (64, 64),
@@ -203,15 +206,16 @@ impl AttentionPlan {
     /// tiles per split, at most 64 splits. (The plan's own `num_splits` is at most this; a
     /// tuner may try any count up to it: `warpcore bench --tune`.)
     pub fn max_splits(&self, max_kv_len: usize) -> usize {
-        (max_kv_len / (4 * self.tile_shape().1)).clamp(1, 64)
+        (max_kv_len / (4 * self.tile_shape().1)).clamp(1, MAX_SPLITS)
     }
 
-    /// f32 elements of workspace the batch needs (0 without split-KV).
+    /// f32 elements of workspace the batch needs (0 without split-KV; `usize::MAX`, which no
+    /// workspace holds, for a hand-built plan whose product overflows).
     pub fn workspace_len(&self) -> usize {
         if self.num_splits <= 1 {
             return 0;
         }
-        self.num_splits * self.total_q * self.num_q_heads * (self.head_dim_v + 1)
+        [self.total_q, self.num_q_heads, self.head_dim_v.saturating_add(1)].iter().fold(self.num_splits, |a, &b| a.saturating_mul(b))
     }
 }
 

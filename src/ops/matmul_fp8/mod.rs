@@ -22,7 +22,7 @@
 //! whose weights are bf16): unscaled, f32 accumulation, n and k multiples of 8.
 
 use super::quant::{scale_strides, ScaleGranularity, FP8_BLOCK};
-use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch};
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_rows_aligned, check_shape, launch, row_stride};
 pub use crate::tma::{tma_box, TmaBox};
 use crate::tma::encode_tma;
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
@@ -344,8 +344,10 @@ fn gemm<O: DType>(
     let offsets_guard = groups.map(|v| v.device_ptr(stream));
     let bias_guard = bias.map(|v| v.device_ptr(stream));
     let res_guard = residual.map(|v| v.device_ptr(stream));
-    let (lda, ldb, ldd) = (a_strides[0], b_strides[0], out.strides()[0]);
-    let ldr = residual.map_or(0, |v| v.strides()[0]);
+    // One row's stride is never used: the row's length stands in (a whole number of 16-byte
+    // units, as the TMA maps need; the raw stride of a one-row view may be anything).
+    let (lda, ldb, ldd) = (row_stride(m, a_strides[0], k), row_stride(b_rows, b_strides[0], k), row_stride(m, out.strides()[0], n));
+    let ldr = residual.map_or(0, |v| row_stride(m, v.strides()[0], n));
     let (d_ptr, _gd) = out.device_ptr_mut(stream);
     if fp8 {
         check_rows_aligned::<u8>(op, "a", a_ptr, m, lda)?;
@@ -403,10 +405,8 @@ fn gemm<O: DType>(
         // A cluster's CTAs each load block_n / cluster_m rows of the shared B tile.
         p.tma_b = encode_tma(b_ptr, &tma_box(b_rows, k * elem, ldb * elem, tiles.block_n / tiles.cluster_m))?;
         if tiles.tma_store {
-            // D as bytes, boxes of 64 bf16 columns × 64 rows (a consumer's half of a tile). One
-            // row's stride is never used: any multiple of 16 covering it will do.
-            let d_stride = if m == 1 { (n * 2).next_multiple_of(16) } else { ldd * 2 };
-            p.tma_d = encode_tma(d_ptr, &tma_box(m, n * 2, d_stride, 64))?;
+            // D as bytes, boxes of 64 bf16 columns × 64 rows (a consumer's half of a tile).
+            p.tma_d = encode_tma(d_ptr, &tma_box(m, n * 2, ldd * 2, 64))?;
         }
     }
     // SAFETY: shapes, strides, 16-byte alignment of every row the kernels move in vectors or

@@ -18,7 +18,7 @@ use tensor::{vector_layout, WORKSPACE_WORDS};
 
 
 use super::rms_norm::RmsNormConfig;
-use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch};
+use super::{check_device, check_dtype, check_fits_i32, check_inner_dense, check_no_overlap, check_nonempty, check_rows_aligned, check_shape, launch, row_stride};
 use crate::reference::mlp::GluActivation;
 use crate::{ffi, DType, Device, Error, Result, TensorView, TensorViewMut, F8E4M3};
 
@@ -209,8 +209,8 @@ fn quantize<T: DType>(
         scale: scale_ptr as *mut f32,
         rows: rows as i64,
         cols: cols as i64,
-        x_stride: x.strides()[0] as i64,
-        out_stride: out_stride as i64,
+        x_stride: row_stride(rows, x.strides()[0], cols) as i64,
+        out_stride: row_stride(rows, out_stride, cols) as i64,
         scale_stride_row: ss_row,
         scale_stride_col: ss_col,
         granularity: granularity.tag(),
@@ -299,9 +299,9 @@ fn norm_quant<T: DType>(
         scale: scale_ptr as *mut f32,
         num_tokens: num_tokens as i64,
         hidden: hidden as i64,
-        x_stride: x.strides()[0] as i64,
-        residual_stride: res_stride as i64,
-        out_stride: out_stride as i64,
+        x_stride: row_stride(num_tokens, x.strides()[0], hidden) as i64,
+        residual_stride: row_stride(num_tokens, res_stride, hidden) as i64,
+        out_stride: row_stride(num_tokens, out_stride, hidden) as i64,
         scale_stride_row: ss_row,
         scale_stride_col: ss_col,
         eps: cfg.eps,
@@ -364,9 +364,9 @@ pub fn glu_quant_fp8<T: DType>(
         scale: scale_ptr as *mut f32,
         rows: rows as i64,
         cols: cols as i64,
-        gate_stride: gate.strides()[0] as i64,
-        up_stride: up.strides()[0] as i64,
-        out_stride: out_stride as i64,
+        gate_stride: row_stride(rows, gate.strides()[0], cols) as i64,
+        up_stride: row_stride(rows, up.strides()[0], cols) as i64,
+        out_stride: row_stride(rows, out_stride, cols) as i64,
         scale_stride_row: ss_row,
         scale_stride_col: ss_col,
         activation: super::glu_activation_tag(act),

@@ -72,7 +72,8 @@ fn check_common<T: DType, P: IndexType>(
     }
     // A latent (MLA) cache takes the k rows only: no v.
     let layout = qkv.layout(op, dev, appending && !latent)?;
-    if latent && layout.v_strides.is_some() {
+    // (A split v given with a latent cache has no v_strides, need_v being false: ask directly.)
+    if latent && (layout.v_strides.is_some() || matches!(qkv, Qkv::Split { v: Some(_), .. })) {
         return Err(Error::Unsupported { op, what: "v heads with a latent (MLA) cache, which stores k rows only", value: "v given".into() });
     }
     cfg.validate(op, layout.head_dim)?;
