@@ -257,12 +257,16 @@ __global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(cons
   }
 }
 
-// Launched as a programmatic dependent of the GEMM (PDL): its launch and CTA dispatch overlap
-// the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA waits
-// in grid_dependency_wait for the GEMM to complete before reading the workspace.
+// Launched as a programmatic dependent of the GEMM (PDL) on Hopper: its launch and CTA dispatch
+// overlap the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA
+// waits in grid_dependency_wait for the GEMM to complete before reading the workspace. Elsewhere
+// in plain stream order: the wait exists only in the sm_90a code, and a newer GPU running the
+// compute_80 PTX would honour PDL with no wait, reading partials not yet written.
 template <typename OutT>
 wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
+  bool hopper = false;
+  if (const cudaError_t e = hopper_device(hopper); e != cudaSuccess) return static_cast<wc_status>(e);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -271,7 +275,7 @@ wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   cfg.blockDim = dim3(kReduceThreads);
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = hopper ? 1 : 0;
   auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
   cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
   if (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) {

@@ -181,7 +181,12 @@ struct TernaryTile {
   static constexpr int kSmem = kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes;
   static_assert(kChunks == 4 || kChunks % 8 == 0, "swizzle: 4 or a multiple of 8 chunks per row");
   // Within the default 48 KB: no per-launch opt-in (cudaFuncSetAttribute) on the decode path.
+  // The default bounds static + dynamic shared memory together, so the kernel declares no
+  // static shared variable (the split-k arrival flag lives past the partials; until 2026-12-02
+  // it was a static int, and 4 + 49,152 bytes failed every decode launch on a real GPU).
+  static constexpr int kFlagOffset = kRedBytes;
   static_assert(kThreads <= 1024 && kSmem <= 48 * 1024, "fits without a dynamic shared memory opt-in");
+  static_assert(WK == 1 || kFlagOffset + 16 <= kSmem, "the split-k flag fits past the partials");
 };
 using DecodeTile = TernaryTile<1, 1, 1, 1, 8>;   // 16 × 32, 256 threads, 512 bytes of k per stage
 using PrefillTile = TernaryTile<2, 2, 4, 2, 1>;  // 128 × 128, 256 threads, 64 bytes of k per stage
@@ -342,7 +347,7 @@ __global__ void __launch_bounds__(C::kThreads) matmul_ternary_kernel(const wc_ma
     if (split) {
       // Count this k-slice in once its sums are visible device-wide; the last to arrive finds
       // every slice's sums there, stores the tile, and leaves its words zero for the next launch.
-      __shared__ int last;
+      int& last = *reinterpret_cast<int*>(smem + C::kFlagOffset);  // the stages are dead here
       __threadfence();
       __syncthreads();
       if (threadIdx.x == 0) last = atomicAdd(part + kSplitTileSums, 1) == static_cast<int>(gridDim.z) - 1;

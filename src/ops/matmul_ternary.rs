@@ -516,6 +516,19 @@ mod tests {
     }
 
     #[test]
+    fn the_decode_tile_declares_no_static_shared_memory() {
+        // Its 48 KB of dynamic shared memory fill the default a launch may use without the
+        // opt-in, and that default counts static shared memory too (a static split-k flag once
+        // failed every decode launch). An empty table (host emulation) has nothing to check.
+        use crate::resources::KERNELS;
+        let decode: Vec<_> = KERNELS.iter().filter(|k| k.name.contains("matmul_ternary_kernel<wc::TernaryTile<1, 1, 1, 1, 8>")).collect();
+        assert!(KERNELS.is_empty() || !decode.is_empty(), "no decode tile in the ptxas table");
+        for k in decode {
+            assert_eq!(k.shared_bytes, 0, "{} on {}", k.name, k.arch);
+        }
+    }
+
+    #[test]
     fn plan_keeps_the_row_tiles_within_one_grid() {
         // Past 65535 Hopper tiles of 64 rows the 128-row tile takes over (4.2 M tokens).
         assert_eq!(plan(65535 * 64, 2560, 2560, 132, true), TernaryTile::unsplit(HOPPER_BLOCK_M));

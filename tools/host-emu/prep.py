@@ -361,6 +361,10 @@ SEEDS = {
     # Activation scale as the quotient 127 / absmax instead of transformers' reciprocal product.
     "tern_recip": ("matmul_ternary", "matmul_ternary.cu", "__fmul_rn(__frcp_rn(fmaxf(amax, kScaleFloor)), kActMax)",
                    "__fdiv_rn(kActMax, fmaxf(amax, kScaleFloor))"),
+    # The split-k arrival flag back in static shared memory: 4 B on top of the decode tile's 48 KB
+    # of dynamic, past the default a launch may use without the opt-in (the shim's launch check).
+    "tern_static_flag": ("matmul_ternary", "matmul_ternary.cu", "int& last = *reinterpret_cast<int*>(smem + C::kFlagOffset);",
+                         "__shared__ int last;"),
 }
 
 

@@ -98,6 +98,7 @@ struct Block {
   unsigned rank = 0;                          // %cluster_ctarank
   void* sm90 = nullptr;                       // shim_sm90.h's state of this block (owned there)
   std::mutex statics_mu;                      // static __shared__ arrays, by declaration
+  size_t static_bytes = 0;                    // their bytes (under statics_mu)
   std::map<const void*, std::unique_ptr<unsigned char, void (*)(void*)>> statics;
 };
 // A thread block cluster: barrier.cluster over all its threads; its CTAs by rank.
@@ -127,6 +128,12 @@ inline thread_local cudaStream_t capture_stream = nullptr;
 inline thread_local std::vector<std::function<void()>>* captured = nullptr;
 inline bool capturing(cudaStream_t s) { return captured != nullptr && s == capture_stream; }
 inline size_t max_smem_attr = 0;  // largest cudaFuncAttributeMaxDynamicSharedMemorySize asked for
+// Each kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (absent: the default, 48 KB for static
+// and dynamic shared memory together), as the GPU checks a launch against it.
+inline std::mutex smem_opt_in_mu;
+inline std::map<const void*, size_t> smem_opt_in;
+constexpr size_t kDefaultSmem = 48 * 1024;
+constexpr size_t kOptInSmem = 232448;  // sm_90's opt-in maximum per block (227 KiB)
 inline cudaError_t last_error = cudaSuccess;
 
 inline unsigned linear_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
@@ -156,6 +163,7 @@ inline void* static_shared(const void* key, size_t n) {
     void* p = nullptr;
     if (posix_memalign(&p, 128, n) != 0) abort();
     memset(p, kPoison, n);
+    block->static_bytes += n;
     it = block->statics.emplace(key, std::unique_ptr<unsigned char, void (*)(void*)>(static_cast<unsigned char*>(p), free)).first;
   }
   return it->second.get();
@@ -472,9 +480,12 @@ inline void mma_s8u8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t 
 
 // ------------------------------------------------------------------ runtime API and launches
 template <typename K>
-inline cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
+inline cudaError_t cudaFuncSetAttribute(K kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || static_cast<size_t>(value) > emu::kOptInSmem) return cudaErrorInvalidValue;
   emu::max_smem_attr = std::max(emu::max_smem_attr, static_cast<size_t>(value));
-  if (value > 232448) return cudaErrorInvalidValue;  // sm_90 opt-in maximum (227 KiB)
+  std::lock_guard<std::mutex> lk(emu::smem_opt_in_mu);
+  emu::smem_opt_in[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
   return cudaSuccess;
 }
 // The emulated device's compute capability: EMU_CC (80, 86, 90, ...), 90 (the H200) when unset.
@@ -536,7 +547,7 @@ namespace emu {
 // each other's shared memory (shim_sm90.h).
 template <typename Params, typename K>
 void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, unsigned first, unsigned count,
-                  unsigned cluster) {
+                  unsigned cluster, size_t opt_in) {
   const unsigned n = blk.x * blk.y * blk.z;
   std::vector<std::unique_ptr<Block>> blocks;
   std::vector<std::unique_ptr<Cluster>> clusters;
@@ -592,6 +603,12 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
   }
   thread_pool().run_all(ts);
   for (auto& b : blocks) {
+    // The GPU counts every static __shared__ declaration of the kernel, reached or not; here only
+    // those the block reached: a lower bound, checked as the launch would be.
+    const size_t limit = opt_in != 0 ? kOptInSmem : kDefaultSmem;
+    if (smem + b->static_bytes > limit)
+      EMU_FAIL("%zu B of static + %zu B of dynamic shared memory: above the %zu B a launch %s", b->static_bytes, smem,
+               limit, opt_in != 0 ? "may use" : "may use without cudaFuncAttributeMaxDynamicSharedMemorySize");
     sm90_block_end(*b);
     free(b->smem);
   }
@@ -614,7 +631,14 @@ cudaError_t launch_with(cudaStream_t stream, void (*kernel)(P...), dim3 grid, di
     last_error = cudaErrorInvalidConfiguration;
     return last_error;
   }
-  if (smem > 232448) {
+  // Dynamic shared memory above the kernel's attribute (48 KB unless raised) fails the launch.
+  size_t opt_in = 0;
+  {
+    std::lock_guard<std::mutex> lk(smem_opt_in_mu);
+    const auto it = smem_opt_in.find(reinterpret_cast<const void*>(kernel));
+    if (it != smem_opt_in.end()) opt_in = it->second;
+  }
+  if (smem > (opt_in != 0 ? opt_in : kDefaultSmem)) {
     last_error = cudaErrorInvalidValue;
     return last_error;
   }
@@ -631,7 +655,7 @@ cudaError_t launch_with(cudaStream_t stream, void (*kernel)(P...), dim3 grid, di
     const unsigned total = grid.x * grid.y * grid.z;
     const unsigned together = cooperative ? total : cluster;
     for (unsigned first = 0; first < total; first += together)
-      run_together(kernel, params, grid, blk, smem, first, together, cluster);
+      run_together(kernel, params, grid, blk, smem, first, together, cluster, opt_in);
   };
   if (capturing(stream)) {
     captured->push_back([run]() mutable {
