@@ -328,7 +328,7 @@ fn one_row_takes_any_row_stride() {
         for fused in [false, true] {
             let run = |x_stride: usize, out_stride: usize| {
                 let mut out = dev.upload(&vec![F8E4M3::NAN; 256 + out_stride]).unwrap();
-                let mut scale = dev.upload(&vec![f32::NAN; 2]).unwrap();
+                let mut scale = dev.upload(&[f32::NAN; 2]).unwrap();
                 let xv = TensorView::new(x.as_view(), [1, 256], [x_stride, 1]).unwrap();
                 let mut ov = TensorViewMut::new(out.as_view_mut(), [1, 256], [out_stride, 1]).unwrap();
                 let shape = if g == ScaleGranularity::PerRow { [1, 1] } else { [1, 2] };

@@ -269,7 +269,6 @@ fn appending_ops_reject_bad_dtypes_caches_and_missing_v() {
     // v once slipped past this check to the launcher, which refused it untyped).
     let mut lat = dev.zeros::<bf16>(4 * 8 * 64).unwrap();
     let mut latent = KvCacheMut::latent(TensorViewMut::contiguous(lat.as_view_mut(), [4, 8, 1, 64]).unwrap(), 32).unwrap();
-    drop((q, k));
     let mut q = TensorViewMut::contiguous(b.q.as_view_mut(), [2, 4, 64]).unwrap();
     let mut k1 = TensorViewMut::contiguous(b.k.slice_mut(..2 * 64), [2, 1, 64]).unwrap();
     let v1 = TensorView::contiguous(v.slice(..2 * 64), [2, 1, 64]).unwrap();
