@@ -406,6 +406,39 @@ fn n_and_k_must_be_multiples_of_128() {
     with_operands(4, 128, 0, 0, run, |e| matches!(e, Error::Empty { .. }));
 }
 
+/// One row takes any row stride: the wrapper gives the kernels and the TMA maps the row's
+/// length (before 2026-12-02 a one-row A with an odd stride reached the TMA encoder as given).
+/// A `[1, k]` A and `[1, n]` out and residual with odd, zero or padded strides give the dense
+/// views' bits, on every unpaired kernel the GPU has (pairs need 128-row tiles).
+#[test]
+fn one_row_takes_any_row_stride() {
+    let Some(dev) = device() else { return };
+    let (n, k) = (256usize, 256usize);
+    let a_codes: Vec<F8E4M3> = (0..k).map(|i| F8E4M3::from_f64_sat(((i * 7 % 13) as f64 - 6.0) / 4.0)).collect();
+    let b_codes: Vec<F8E4M3> = (0..n * k).map(|i| F8E4M3::from_f64_sat(((i * 5 % 11) as f64 - 5.0) / 8.0)).collect();
+    let res: Vec<bf16> = (0..n).map(|i| bf16::from_f32(i as f32 / 64.0)).collect();
+    let (a, b, r) = (dev.upload(&a_codes).unwrap(), dev.upload(&b_codes).unwrap(), dev.upload(&res).unwrap());
+    let s = dev.upload(&[0.5f32]).unwrap();
+    let sv = TensorView::contiguous(s.as_view(), [1, 1]).unwrap();
+    let bv = TensorView::contiguous(b.as_view(), [n, k]).unwrap();
+    for (kernel, cluster) in kernel_variants(&dev).into_iter().filter(|&(_, c)| c != Some(2)) {
+        let cfg = MatmulFp8Config { kernel, cluster, ..MatmulFp8Config::default() };
+        let run = |a_stride: usize, o_stride: usize| {
+            let mut out = dev.upload(&vec![bf16::NAN; n]).unwrap();
+            let av = TensorView::new(a.as_view(), [1, k], [a_stride, 1]).unwrap();
+            let rv = TensorView::new(r.as_view(), [1, n], [o_stride, 1]).unwrap();
+            let mut ov = TensorViewMut::new(out.as_view_mut(), [1, n], [o_stride, 1]).unwrap();
+            matmul_fp8(&dev, per_tensor(&av, &sv), per_tensor(&bv, &sv), None, Some(&rv), &mut ov, cfg).unwrap();
+            dev.download(&out).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u16>>()
+        };
+        let dense = run(k, n);
+        assert!(dense.iter().all(|&v| !bf16::from_bits(v).is_nan()), "{kernel:?}");
+        for (sa, so) in [(3, 5), (0, 0), (k + 16, n + 8)] {
+            assert_eq!(run(sa, so), dense, "{kernel:?}: a stride {sa}, out stride {so}");
+        }
+    }
+}
+
 #[test]
 fn rows_must_be_16_byte_aligned() {
     with_operands(
