@@ -83,9 +83,7 @@ mod tests {
             assert_eq!(k.registers, 168, "{}", k.name);
             checked += 1;
         }
-        #[cfg(feature = "attention")]
-        assert!(KERNELS.is_empty() || checked > 0, "no warp-specialised kernel in the table");
-        let _ = checked;
+        assert!(KERNELS.is_empty() || !cfg!(feature = "attention") || checked > 0, "no warp-specialised kernel in the table");
     }
 
     #[test]

@@ -104,8 +104,8 @@ impl std::fmt::Display for TernaryTile {
 /// confirm (docs/matmul_ternary.md).
 pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> TernaryTile {
     if !(m <= 64 || TernaryTile::unsplit(BLOCK_M[1]).tiles(m, n) < sm_count) {
-        let hopper = hopper && m.div_ceil(HOPPER_BLOCK_M) <= MAX_ROW_TILES;
-        return from_env(TernaryTile::unsplit(if hopper { HOPPER_BLOCK_M } else { BLOCK_M[1] }));
+        let wgmma = TernaryTile::unsplit(HOPPER_BLOCK_M);
+        return from_env(if hopper && check_tile(m, n, k, wgmma).is_ok() { wgmma } else { TernaryTile::unsplit(BLOCK_M[1]) });
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
     let tiles = tile.tiles(m, n).max(1);

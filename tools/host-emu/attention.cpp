@@ -608,6 +608,6 @@ int main(int argc, char** argv) {
   }
   if (only.empty()) for (bool bf : {true, false}) { ++n; fails += !merge_test(rng, bf); }
   printf("attention %s: %d/%d configurations passed (cp.async %s, max dynamic smem %zu B, %ld launches)\n",
-         fails ? "FAIL" : "PASS", n - fails, n, emu::cp_eager ? "eager" : "deferred", emu::max_smem_attr, emu::launches);
+         fails ? "FAIL" : "PASS", n - fails, n, emu::cp_eager ? "eager" : "deferred", emu::max_smem_attr(), emu::launches);
   return fails ? 1 : 0;
 }

@@ -679,6 +679,6 @@ int main(int argc, char** argv) {
   for (int kind = 0; kind < 2; ++kind)
     printf("matmul_fp8: %s operands: f32 max |err| / (Σ|a·b| + |bias| + |res|) %.3g (%.3g of the bound), bf16 max "
            "|err| - f32 bound %.3g ulp\n", kind ? "bf16" : "e4m3", max_rel32[kind], max_tol32[kind], max_ulp16[kind]);
-  printf("matmul_fp8: %ld launches, max dynamic smem %zu B\n", emu::launches, emu::max_smem_attr);
+  printf("matmul_fp8: %ld launches, max dynamic smem %zu B\n", emu::launches, emu::max_smem_attr());
   return finish("matmul_fp8");
 }

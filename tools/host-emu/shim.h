@@ -127,11 +127,17 @@ inline long launches = 0;
 inline thread_local cudaStream_t capture_stream = nullptr;
 inline thread_local std::vector<std::function<void()>>* captured = nullptr;
 inline bool capturing(cudaStream_t s) { return captured != nullptr && s == capture_stream; }
-inline size_t max_smem_attr = 0;  // largest cudaFuncAttributeMaxDynamicSharedMemorySize asked for
 // Each kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (absent: the default, 48 KB for static
 // and dynamic shared memory together), as the GPU checks a launch against it.
 inline std::mutex smem_opt_in_mu;
 inline std::map<const void*, size_t> smem_opt_in;
+// The largest of them (the targets' summary lines).
+inline size_t max_smem_attr() {
+  std::lock_guard<std::mutex> lk(smem_opt_in_mu);
+  size_t m = 0;
+  for (const auto& [kernel, bytes] : smem_opt_in) m = std::max(m, bytes);
+  return m;
+}
 constexpr size_t kDefaultSmem = 48 * 1024;
 constexpr size_t kOptInSmem = 232448;  // sm_90's opt-in maximum per block (227 KiB)
 inline cudaError_t last_error = cudaSuccess;
@@ -483,7 +489,6 @@ template <typename K>
 inline cudaError_t cudaFuncSetAttribute(K kernel, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
   if (value < 0 || static_cast<size_t>(value) > emu::kOptInSmem) return cudaErrorInvalidValue;
-  emu::max_smem_attr = std::max(emu::max_smem_attr, static_cast<size_t>(value));
   std::lock_guard<std::mutex> lk(emu::smem_opt_in_mu);
   emu::smem_opt_in[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
   return cudaSuccess;

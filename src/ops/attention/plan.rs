@@ -215,7 +215,7 @@ impl AttentionPlan {
         if self.num_splits <= 1 {
             return 0;
         }
-        [self.total_q, self.num_q_heads, self.head_dim_v.saturating_add(1)].iter().fold(self.num_splits, |a, &b| a.saturating_mul(b))
+        self.num_splits.saturating_mul(self.total_q).saturating_mul(self.num_q_heads).saturating_mul(self.head_dim_v.saturating_add(1))
     }
 }
 
