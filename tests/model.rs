@@ -5,9 +5,8 @@
 
 mod common;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use std::collections::BTreeMap;
+use common::f32_bytes;
+use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 use warpcore::model::{CpuModel, ModelConfig, Sampler, Sampling, Weights};
 
@@ -182,24 +181,9 @@ fn a_missing_tensor_is_named() {
     assert!(err.to_string().starts_with("missing tensor `model.layers.0."), "{err}");
 }
 
-/// A copy of fixture `name` in a fresh temporary folder whose model.safetensors is the
-/// fixture's tensors passed through `edit` (name → (dtype, shape, bytes)).
-fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warpcore-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixture(name).join("config.json"), dir.join("config.json")).unwrap();
-    let bytes = std::fs::read(fixture(name).join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect();
-    edit(&mut tensors);
-    let views: Vec<(String, TensorView)> = tensors.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
-    dir
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// [`common::edited_copy`] of fixture `name`.
+fn edited_copy(name: &str, tag: &str, edit: impl FnOnce(&mut common::Tensors)) -> PathBuf {
+    common::edited_copy(&fixture(name), tag, edit)
 }
 
 #[test]
@@ -210,19 +194,7 @@ fn fused_experts_load_like_per_expert_ones() {
     let (experts, inter, hidden) = (8, 128, 128);
     let dir = edited_copy("deepseek_v3", "fused-experts", |t| {
         for layer in [1, 2] {
-            let block = format!("model.layers.{layer}.mlp.experts.");
-            let (mut gate_up, mut down) = (Vec::new(), Vec::new());
-            for e in 0..experts {
-                for part in ["gate_proj", "up_proj", "down_proj"] {
-                    let name = format!("{block}{e}.{part}.weight");
-                    let out = if part == "down_proj" { &mut down } else { &mut gate_up };
-                    out.extend(w.get(&name).unwrap().0);
-                    t.remove(&name).unwrap();
-                    t.remove(&format!("{name}_scale_inv")).unwrap();
-                }
-            }
-            t.insert(format!("{block}gate_up_proj"), (Dtype::F32, vec![experts, 2 * inter, hidden], f32_bytes(&gate_up)));
-            t.insert(format!("{block}down_proj"), (Dtype::F32, vec![experts, hidden, inter], f32_bytes(&down)));
+            common::fuse_experts(&w, t, &format!("model.layers.{layer}.mlp.experts."), ["gate_proj", "up_proj", "down_proj"], experts, inter, hidden);
         }
     });
     let fused = CpuModel::load(&dir);

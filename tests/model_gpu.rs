@@ -469,6 +469,28 @@ fn every_fixture_is_covered() {
     }
 }
 
+/// transformers 5's fused expert tensors (`experts.gate_up_proj` `[E, 2·inter, hidden]`,
+/// `experts.down_proj`) load into the same GPU model as per-expert ones: the same logits, bit
+/// for bit (the CPU path's `fused_experts_load_like_per_expert_ones`, tests/model.rs).
+#[test]
+fn fused_experts_load_like_per_expert_ones() {
+    let Some(dev) = device() else { return };
+    let src = fixture("qwen3_moe");
+    let (w, c) = (Weights::open(&src).unwrap(), ModelConfig::from_dir(&src).unwrap());
+    let m = c.moe.clone().unwrap();
+    let dir = common::edited_copy(&src, "gpu-fused-experts", |t| {
+        for l in (0..c.num_layers).filter(|l| !m.dense_layers.contains(l)) {
+            let block = format!("model.layers.{l}.mlp.experts.");
+            common::fuse_experts(&w, t, &block, ["gate_proj", "up_proj", "down_proj"], m.num_experts, m.intermediate_size, c.hidden_size);
+        }
+    });
+    let fused = GpuModel::from_weights(&dev, ModelConfig::from_dir(&dir).unwrap(), &Weights::open(&dir).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+    let per_expert = GpuModel::from_weights(&dev, c, &w).unwrap();
+    let ps = prompts(&input_ids("qwen3_moe"));
+    assert_eq!(fused.unwrap().forward_logits(&ps).unwrap(), per_expert.forward_logits(&ps).unwrap());
+}
+
 /// The greedy steps (`prefill_greedy`, `decode_greedy`: the argmax on the GPU) return the
 /// argmax of the logits the plain steps return, ties to the lower id (the Sampler's rule).
 #[test]

@@ -62,7 +62,7 @@ pub fn glu<T: DType>(
 /// without copying the logits to the host.
 ///
 /// x `[rows, cols]` f32 (any row stride, innermost dense), out `[rows]` i32 dense. Zero rows is
-/// a no-op; zero columns, or more than `i32::MAX`, is an error.
+/// a no-op; zero columns, or more than `i32::MAX` − 65,535, is an error.
 pub fn argmax_rows(dev: &Device, x: &TensorView<f32, 2>, out: &mut TensorViewMut<i32, 1>) -> Result<()> {
     const OP: &str = "argmax_rows";
     let [rows, cols] = x.shape();

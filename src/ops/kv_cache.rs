@@ -109,7 +109,7 @@ fn append<T: DType, C: DType, S: IndexType>(
     check_slot_mapping(op, dev, slot_mapping, num_tokens)?;
     cache.check_for(op, dev, num_kv_heads, head_dim)?;
     crate::ops::check_fits_i32(op, "num_tokens", num_tokens)?;
-    crate::ops::check_fits_i32(op, "2 · num_kv_heads · head_dim", num_kv_heads * head_dim * 2)?;
+    crate::ops::rope::check_token_items(op, "2 · num_kv_heads · head_dim", num_kv_heads.saturating_mul(head_dim).saturating_mul(2))?;
     if num_tokens == 0 {
         return Ok(());
     }

@@ -142,10 +142,16 @@ pub(crate) fn check_rows_apart(op: &'static str, arg: &'static str, rows: usize,
     Ok(())
 }
 
-/// `value` must fit the kernels' index type (`i32` for sizes that index within a block/grid).
+/// The largest size the kernels index with `int`: `i32::MAX` less a margin, because their loops
+/// step a counter past the last index (`c += blockDim.x · unroll`: a few thousand at most) and
+/// that step must not wrap (a row of `i32::MAX` columns once could, in argmax_rows and glu).
+pub(crate) const MAX_I32_SIZE: usize = i32::MAX as usize - 65_535;
+
+/// `value` must fit the kernels' index type (`i32` for sizes that index within a block/grid),
+/// with the loops' margin (`MAX_I32_SIZE`).
 pub(crate) fn check_fits_i32(op: &'static str, what: &'static str, value: usize) -> Result<()> {
-    if value > i32::MAX as usize {
-        return Err(Error::Unsupported { op, what, value: format!("{value} (> {})", i32::MAX) });
+    if value > MAX_I32_SIZE {
+        return Err(Error::Unsupported { op, what, value: format!("{value} (> {MAX_I32_SIZE})") });
     }
     Ok(())
 }
@@ -232,6 +238,14 @@ mod tests {
         assert!(check_contiguous("op", "t", &[1, 8], &[100, 1]).is_ok());
         assert!(check_contiguous("op", "t", &[0, 8], &[3, 1]).is_ok());
         assert!(check_contiguous("op", "t", &[5], &[1]).is_ok());
+    }
+
+    #[test]
+    fn int_sizes_keep_the_loops_margin() {
+        assert!(check_fits_i32("op", "cols", MAX_I32_SIZE).is_ok());
+        // A loop stepping 1,024 past the last column of an i32::MAX-wide row would wrap.
+        assert!(check_fits_i32("op", "cols", MAX_I32_SIZE + 1).is_err());
+        assert!(check_fits_i32("op", "cols", i32::MAX as usize).is_err());
     }
 
     #[test]

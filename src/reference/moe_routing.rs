@@ -339,8 +339,9 @@ mod tests {
         }
     }
 
-    /// DeepSeek-V3 routing written the HF way (mask other groups to −∞, sort), on the same f32
-    /// scores: an independent formulation of the grouped selection.
+    /// DeepSeek-V3 routing written the way transformers 5 does it (mask other groups to −∞,
+    /// sort; transformers 4 masked them to 0.0), on the same f32 scores: an independent
+    /// formulation of the grouped selection.
     fn naive_grouped(x: &[f32], bias: &[f32], n_group: usize, topk_group: usize, top_k: usize) -> Vec<i32> {
         let n = bias.len();
         let epg = n / n_group;
@@ -402,6 +403,18 @@ mod tests {
         let g = moe_gate(&x, 4, 2, Some(&bias), &MoeGateConfig::sigmoid(false));
         assert_eq!(g.topk_ids, vec![0, 3]);
         assert!((g.topk_weights[0] - 0.5).abs() < 1e-15); // sigmoid(0), unbiased
+    }
+
+    #[test]
+    fn dropped_groups_stay_dropped_when_biased_scores_are_negative() {
+        // Group 0 (biased scores −0.5) is kept over group 1 (−0.7). transformers 5, vLLM and
+        // DeepSeek's code mask the dropped group to −∞: experts 0 and 1. transformers 4's
+        // `masked_fill(…, 0.0)` would rank the dropped experts (0.0) above them and pick 4 and 5.
+        let x = [0.0f32; 8];
+        let bias = [-1.0f32, -1.0, -1.0, -1.0, -1.2, -1.2, -1.2, -1.2];
+        let g = moe_gate(&x, 8, 2, Some(&bias), &MoeGateConfig::deepseek_v3(2, 1, 1.0));
+        assert_eq!(g.topk_ids, vec![0, 1]);
+        assert_eq!(naive_grouped(&x, &bias, 2, 1, 2), vec![0, 1]);
     }
 
     fn check_align_invariants(ids: &[i32], top_k: usize, n: usize, bm: usize) {

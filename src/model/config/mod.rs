@@ -364,7 +364,9 @@ impl ModelConfig {
         let moe = match architecture {
             Architecture::Mixtral | Architecture::Qwen3Moe => {
                 let num_experts = raw.num_local_experts.ok_or_else(|| bad(here, "MoE config without num_local_experts / num_experts"))?;
-                let top_k = raw.num_experts_per_tok.unwrap_or(2);
+                // transformers' defaults when a key is missing: Mixtral 2 of 8 experts of
+                // 14,336; Qwen3-MoE 8 (of 128).
+                let top_k = raw.num_experts_per_tok.unwrap_or(if architecture == Architecture::Mixtral { 2 } else { 8 });
                 let step = raw.decoder_sparse_step.unwrap_or(1).max(1);
                 let mut dense_layers = raw.mlp_only_layers.clone().unwrap_or_default();
                 dense_layers.extend((0..raw.num_hidden_layers).filter(|l| (l + 1) % step != 0));
@@ -374,7 +376,7 @@ impl ModelConfig {
                     num_experts,
                     top_k,
                     intermediate_size: if architecture == Architecture::Mixtral {
-                        raw.intermediate_size.unwrap_or(0)
+                        raw.intermediate_size.unwrap_or(14_336)
                     } else {
                         raw.moe_intermediate_size.ok_or_else(|| bad(here, "Qwen3-MoE config without moe_intermediate_size"))?
                     },

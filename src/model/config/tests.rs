@@ -83,6 +83,17 @@ fn qwen3_moe_dense_layers_come_from_mlp_only_layers_and_sparse_step() {
     assert_eq!((m.num_experts, m.renormalize, m.dense_layers), (8, false, vec![0, 2]));
 }
 
+#[test]
+fn moe_keys_left_out_take_transformers_defaults() {
+    let base = r#""vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"num_experts":16"#;
+    let qwen = format!(r#"{{"architectures":["Qwen3MoeForCausalLM"],{base},"moe_intermediate_size":4}}"#);
+    let m = ModelConfig::from_json(&qwen).unwrap().moe.unwrap();
+    assert_eq!((m.top_k, m.renormalize), (8, false)); // Qwen3MoeConfig: num_experts_per_tok 8, norm_topk_prob false
+    let mixtral = format!(r#"{{"architectures":["MixtralForCausalLM"],{}}}"#, base.replace("num_experts", "num_local_experts"));
+    let m = ModelConfig::from_json(&mixtral).unwrap().moe.unwrap();
+    assert_eq!((m.top_k, m.renormalize, m.intermediate_size), (2, true, 14_336)); // MixtralConfig
+}
+
 /// The DeepSeek-V3 fixture's config.json as transformers 5.17 writes it, plus the FP8 block
 /// quantization_config of the Hub checkpoints.
 const DEEPSEEK_V3: &str = r#"{"architectures":["DeepseekV3ForCausalLM"],"attention_bias":false,"first_k_dense_replace":1,

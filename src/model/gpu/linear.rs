@@ -120,6 +120,14 @@ impl GpuLinear {
         Self::load_stacked(dev, w, c, &parts, k)
     }
 
+    /// The tensor `name` of `shape` (`[…, k]`) as one bf16 projection of all its rows (transformers
+    /// 5's fused expert tensors, `[E, rows per expert, k]`).
+    pub(super) fn load_whole(dev: &Device, w: &Weights, name: &str, shape: &[usize]) -> Result<Self> {
+        let all = w.get_shaped(name, shape)?;
+        let k = shape.last().copied().unwrap_or(1);
+        Self::dense(dev, &all, all.len() / k.max(1), k)
+    }
+
     /// bf16 weights `[n, k]` computed at load (f32, rounded once).
     pub(super) fn dense(dev: &Device, w: &[f32], n: usize, k: usize) -> Result<Self> {
         debug_assert_eq!(w.len(), n * k);

@@ -289,10 +289,18 @@ impl GpuModel {
                     let sigmoid = m.scoring == MoeScoring::Sigmoid;
                     let shared_inter = m.intermediate_size * m.num_shared_experts;
                     let shared_prefix = format!("{block}shared_experts.");
+                    // Per-expert tensors, or transformers 5's fused ones (as the CPU path reads).
+                    let fused = format!("{block}experts.gate_up_proj");
+                    let (gate_up, down) = if w.contains(&fused) {
+                        let e = m.num_experts;
+                        (GpuLinear::load_whole(dev, w, &fused, &[e, 2 * inter, h])?, GpuLinear::load_whole(dev, w, &format!("{block}experts.down_proj"), &[e, h, inter])?)
+                    } else {
+                        (GpuLinear::load(dev, w, c, &gate_up_parts, h)?, GpuLinear::load(dev, w, c, &expert_parts(2, h), inter)?)
+                    };
                     GpuMlp::Moe {
                         router: up(get(&format!("{block}gate.weight"), &[m.num_experts, h])?)?,
-                        gate_up: GpuLinear::load(dev, w, c, &gate_up_parts, h)?,
-                        down: GpuLinear::load(dev, w, c, &expert_parts(2, h), inter)?,
+                        gate_up,
+                        down,
                         inter,
                         bias: if sigmoid { Some(dev.upload(&get(&format!("{block}gate.e_score_correction_bias"), &[m.num_experts])?)?) } else { None },
                         shared: if m.num_shared_experts > 0 {

@@ -185,11 +185,12 @@ impl HeadsLayout {
     }
 
     /// The kernels index tokens (grid) and a token's heads · head_dim (items, and q, k, v of
-    /// one token) with i32.
+    /// one token) with i32; a token's items (at most (q + 3 k heads) · head_dim) within
+    /// [`check_token_items`]'s bound.
     fn check_sizes(&self, op: &'static str) -> Result<()> {
         check_fits_i32(op, "num_tokens", self.num_tokens)?;
         let per_token = (self.num_q_heads.saturating_add(self.num_kv_heads.saturating_mul(3))).saturating_mul(self.head_dim);
-        check_fits_i32(op, "(num_q_heads + 3 · num_kv_heads) · head_dim", per_token)
+        check_token_items(op, "(num_q_heads + 3 · num_kv_heads) · head_dim", per_token)
     }
 
     /// The C description of the heads (pointers from [`Qkv::raw`]).
@@ -208,6 +209,17 @@ impl HeadsLayout {
             dtype,
         }
     }
+}
+
+/// rope.cu's items kernel (rope, append_kv and their fusions) refuses a token of more than
+/// `i32::MAX / 2` items (an item: one rotated pair or one copied element, or a vector of them),
+/// which its loops' counters need as margin; `bound` (elements per token that bound its items)
+/// is held to it here so that the caller gets this error instead of the launcher's.
+pub(crate) fn check_token_items(op: &'static str, what: &'static str, bound: usize) -> Result<()> {
+    if bound > i32::MAX as usize / 2 {
+        return Err(Error::Unsupported { op, what, value: format!("{bound} (> {})", i32::MAX / 2) });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,6 +248,12 @@ mod tests {
         assert!(matches!(HeadsLayout::fused("t", ([5, 48, 0], st), 32, 8, true).unwrap_err(), Error::Empty { .. }));
         // Overflowing head counts do not panic.
         assert!(HeadsLayout::fused("t", (s, st), usize::MAX, usize::MAX, true).is_err());
+        // A token of 2^30 + 1024 elements: past the items kernel's bound, named here rather
+        // than refused by the launcher (1,024 q + 1 k + 1 v heads of 2^20; 1,020 q heads fit).
+        let d = 1 << 20;
+        let big = |nq: usize| HeadsLayout::fused("t", ([1, nq + 2, d], [(nq + 2) * d, d, 1]), nq, 1, true);
+        assert!(matches!(big(1024).unwrap_err(), Error::Unsupported { .. }));
+        assert!(big(1020).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod heads;
 
 pub use config::{RopeConfig, RopeScaling, RopeStyle, Yarn, ROPE_MAX_ROTARY_DIM};
 pub use heads::Qkv;
+pub(crate) use heads::check_token_items;
 
 use super::kv_cache::{check_cache_for, check_slot_mapping, launch_appending};
 use super::rms_norm::RmsNormConfig;
