@@ -11,6 +11,7 @@ The (op, dtype, shape) keys must match src/bench/<family>.rs. Usage:
 import argparse
 import json
 import math
+import os
 import sys
 import traceback
 import types
@@ -54,6 +55,9 @@ def time_calls(fn, copies):
     run(3)
     one = max(run(1), 0.5)
     per = max(1, min(2000, math.ceil(500.0 / one)))
+    warm = 0.0  # at least 20 ms of calls first, as src/bench/mod.rs's time_calls
+    while warm < 20_000.0:
+        warm += max(run(per), 1.0)
     times = sorted(run(per) / per for _ in range(SAMPLES))
     return times[len(times) // 2]
 
@@ -572,16 +576,24 @@ def main():
                 ("elementwise", lambda: elementwise_cases(args.compile)),
                 ("sample_rows", lambda: compare_torch_sampling.sample_rows_cases(env)),
                 ("ternary", lambda: ternary_cases(args.compile))]
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+
+    def write():
+        # Finite times only (the Rust side's JSON parser refuses NaN and infinities), after
+        # every family: a run stopped at its time cap keeps the families it finished.
+        doc = {"device": device, "torch": torch.__version__,
+               "results": [r for r in results if math.isfinite(r.get("time_us", 0.0))], "failed": failed}
+        with open(args.out + ".part", "w") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+        os.replace(args.out + ".part", args.out)
+
     for name, cases in families:
         try:
             results += cases()
         except Exception as e:
             traceback.print_exc()
             failed.append({"family": name, "error": f"{type(e).__name__}: {e}"[:300]})
-    device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    doc = {"device": device, "torch": torch.__version__, "results": results, "failed": failed}
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
+        write()
     for r in results:
         print(f"{r['op']:>28} {r['dtype']:>5} {r['shape']:>26} {r['name']:>30} {r['time_us']:9.2f} us")
     for fl in failed:

@@ -101,8 +101,7 @@ fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize
 /// key split count the plan may choose (1 to 64, at least 4 key tiles per split), keyed
 /// `"<shape key> | splits S"`, the plan's pick marked `" (plan)"` — what checks `choose_splits`'
 /// wave model against the H200. A failed shape ends the sweep with what was timed before it.
-pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
+pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for (batch, kv_len) in [(64, 4096), (16, 32768), (1, 131072)] {
         let plan = AttentionPlan::with_kv::<bf16>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
         let (planned, cap) = (plan.num_splits, plan.max_splits(kv_len));
@@ -115,7 +114,7 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("warpcore bench --tune: attention_decode b{batch} kv{kv_len}: {e}; the sweep stops here");
-                return Ok(out);
+                return Ok(());
             }
         };
         for (t, plan) in timed {
@@ -123,7 +122,7 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
             out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}"), t, batch, kv_len, ceilings));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// MLA decode (DeepSeek-V3: one query per sequence, `heads` query heads over the latent cache
@@ -234,8 +233,7 @@ pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: u
 }
 
 /// Every attention benchmark `warpcore bench` runs.
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for page in [16, 64] {
         out.push(bench_decode::<bf16>(dev, ceilings, 64, 4096, page)?);
         out.push(bench_decode::<bf16>(dev, ceilings, 16, 32768, page)?);
@@ -274,5 +272,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     if hopper {
         out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::MmaSync)?);
     }
-    Ok(out)
+    Ok(())
 }

@@ -112,9 +112,8 @@ pub fn bench_sample_rows_each(dev: &Device, ceilings: &Ceilings, rows: usize, vo
 }
 
 /// Every element-wise benchmark `warpcore bench` runs.
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use half::bf16;
-    let mut out = Vec::new();
     for &(rows, cols) in &[(2048, 8192), (32, 8192), (1, 8192), (4096, 14336)] {
         out.push(bench_glu::<bf16>(dev, ceilings, rows, cols)?);
     }
@@ -127,5 +126,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_sample_rows(dev, ceilings, rows, 128256, 50, 1.0)?);
     }
     out.push(bench_sample_rows_each(dev, ceilings, 32, 128256)?);
-    Ok(out)
+    Ok(())
 }

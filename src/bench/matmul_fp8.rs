@@ -261,8 +261,7 @@ pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: 
 /// (promoted) accumulation and, for per-tensor / per-row scales, fast accumulation; grouped
 /// GEMMs at a MoE model's expert shapes, in FP8 and (the same kernels' bf16 operands) bf16.
 /// (`warpcore bench --tune` times the bar shapes under every tile configuration: [`tune_all`].)
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for fast in [false, true] {
         out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
         out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
@@ -282,7 +281,7 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_grouped_bf16(dev, ceilings, 128, 1536, 2048, rows)?);
         out.push(bench_grouped_bf16(dev, ceilings, 128, 2048, 768, rows)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `warpcore bench --tune` for the FP8 GEMM: every wgmma configuration ([`tune_matmul`]) at the
@@ -296,7 +295,7 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
 /// that a fault in a later pass cannot cost an earlier pass's records. A failed shape ends the
 /// sweep (a faulted context fails every later call) with what was timed before it, and says so
 /// on stderr.
-pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     let mut shapes: Vec<(usize, usize, usize, Scaling, bool)> = Vec::new();
     for fast in [false, true] {
         shapes.extend([(4096, 7168, 2048, PER_ROW, fast), (8192, 8192, 8192, PER_TENSOR, fast), (128, 7168, 2048, PER_ROW, fast)]);
@@ -309,7 +308,6 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
     }
     // One token through n = 7168 (56 tiles: the plan does not split k; the tuner times 2–4 slices).
     shapes.push((1, 7168, 2048, PER_ROW, false));
-    let mut out = Vec::new();
     // (pass name, which configurations it times)
     type Pick = fn(Accumulation, &TileConfig) -> bool;
     let passes: [(&str, Pick); 3] = [
@@ -327,12 +325,12 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
                 Ok(records) => out.extend(records),
                 Err(e) => {
                     eprintln!("warpcore bench --tune: matmul_fp8 {} ({pass} pass): {e}; the sweep stops here", shape_key(m, n, k, s, fast));
-                    return Ok(out);
+                    return Ok(());
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// cuBLASLt FP8 through cudarc's raw bindings (its safe wrapper has no FP8): D (n × m column-

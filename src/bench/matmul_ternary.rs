@@ -134,8 +134,7 @@ pub fn bench_rms_norm_quantize(dev: &Device, ceilings: &Ceilings, m: usize, k: u
 }
 
 /// Every ternary benchmark `warpcore bench` runs.
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for &m in &[1, 32, 2048] {
         for &(n, k) in LAYERS {
             out.extend(bench_matmul_ternary(dev, ceilings, m, n, k)?);
@@ -145,5 +144,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_quantize_activations(dev, ceilings, m, k)?);
         out.push(bench_rms_norm_quantize(dev, ceilings, m, k)?);
     }
-    Ok(out)
+    Ok(())
 }

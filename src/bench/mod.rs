@@ -65,8 +65,9 @@ pub struct Timing {
 }
 
 /// Times `f` (which queues one call on the device's stream; its argument counts calls, for
-/// rotating buffers). Three warm-up calls, then `samples` samples of back-to-back calls sized
-/// to ~0.5 ms each, timed with CUDA events; returns the median and minimum per call.
+/// rotating buffers). Warm-up (at least 20 ms of calls), then `samples` samples of
+/// back-to-back calls sized to ~0.5 ms each, timed with CUDA events; returns the median and
+/// minimum per call.
 pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
     let stream = dev.stream();
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
@@ -84,6 +85,12 @@ pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Resu
     run(3)?;
     let one = run(1)?.max(0.5);
     let per_sample = ((500.0 / one).ceil() as usize).clamp(1, 2000);
+    // At least 20 ms of calls before the samples, so that microsecond-scale ops are not timed
+    // while the clocks still rise from idle (a few samples' worth for the long ones).
+    let mut warm = 0.0;
+    while warm < 20_000.0 {
+        warm += run(per_sample)?.max(1.0);
+    }
     let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     Ok(Timing { median_us: times[times.len() / 2], min_us: times[0], samples: times.len(), calls_per_sample: per_sample })

@@ -202,9 +202,8 @@ pub fn bench_moe_combine<T: DType>(
 }
 
 /// Every MoE routing benchmark `warpcore bench` runs.
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use half::bf16;
-    let mut out = Vec::new();
     let softmax = MoeGateConfig::softmax_topk(true);
     let ds = MoeGateConfig::deepseek_v3(8, 4, 2.5);
     // Bars: softmax top-8 of 256 for 16384 tokens <= 10 us; DeepSeek-V3 <= 12 us (16384) and
@@ -226,5 +225,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
         out.push(bench_moe_gather::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?);
         out.push(bench_moe_combine::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?);
     }
-    Ok(out)
+    Ok(())
 }

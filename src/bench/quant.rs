@@ -144,9 +144,8 @@ pub fn bench_glu_quant(dev: &Device, ceilings: &Ceilings, rows: usize, inter: us
 
 /// Every quantization benchmark `warpcore bench` runs: DeepSeek-V3 shapes (hidden 7168;
 /// weights 7168 × 2048 and 18432 × 7168 in 128×128 blocks).
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use ScaleGranularity::*;
-    let mut out = Vec::new();
     for g in [PerTensor, PerRow, Group128] {
         out.push(bench_quantize(dev, ceilings, 4096, 7168, g)?);
     }
@@ -164,5 +163,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     // (18432) at 128 tokens.
     out.push(bench_glu_quant(dev, ceilings, 16384, 2048, Group128)?);
     out.push(bench_glu_quant(dev, ceilings, 128, 18432, Group128)?);
-    Ok(out)
+    Ok(())
 }

@@ -76,9 +76,8 @@ pub fn bench_qk_rms_norm<T: DType>(
 }
 
 /// Every RMSNorm benchmark `warpcore bench` runs (bf16, the shapes, plus f16/f32 at one).
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use half::{bf16, f16};
-    let mut out = Vec::new();
     for &(t, h) in &[(16384, 4096), (16384, 8192), (64, 4096), (1, 4096)] {
         out.push(bench_rms_norm::<bf16>(dev, ceilings, t, h)?);
     }
@@ -89,5 +88,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     out.push(bench_rms_norm::<f32>(dev, ceilings, 16384, 4096)?);
     out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 16384, 32, 8, 128)?);
     out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 64, 32, 8, 128)?);
-    Ok(out)
+    Ok(())
 }

@@ -158,8 +158,7 @@ pub fn bench_rope_append_kv<T: DType, C: DType>(
 
 /// Every benchmark of the family `warpcore bench` runs: the shapes (bf16), a decode
 /// batch, the FP8 cache.
-pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> {
-    let mut out = Vec::new();
+pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for &tokens in &[16384usize, 64] {
         out.push(bench_rope::<bf16>(dev, ceilings, tokens, 32, 8, 128)?);
     }
@@ -172,5 +171,5 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings) -> Result<Vec<BenchRecord>> 
     out.push(bench_rope_append_kv::<bf16, bf16>(dev, ceilings, 64, 32, 8, 128, 16)?);
     out.push(bench_rope_append_kv::<bf16, F8E4M3>(dev, ceilings, 16384, 32, 8, 128, 16)?);
     out.push(bench_qk_norm_rope::<bf16>(dev, ceilings, 16384, 32, 8, 128)?);
-    Ok(out)
+    Ok(())
 }

@@ -12,8 +12,10 @@ use warpcore::bench::{BenchRecord, Ceilings};
 use warpcore::check::CheckResult;
 use warpcore::Device;
 
-/// A family's benchmarks (or tuning sweep): its records on this GPU.
-pub type BenchFn = fn(&Device, &Ceilings) -> warpcore::Result<Vec<BenchRecord>>;
+/// A family's benchmarks (or tuning sweep): its records on this GPU, pushed as they are
+/// measured, so that those measured before an error (a kernel fault ends the family: its
+/// context is gone) are still reported.
+pub type BenchFn = fn(&Device, &Ceilings, &mut Vec<BenchRecord>) -> warpcore::Result<()>;
 
 /// One kernel family: its GPU checks, its CPU references' self-checks and its benchmarks.
 pub struct Family {
@@ -139,11 +141,23 @@ pub fn time_limit() -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
+/// What a family's child process gave back.
+pub struct ChildRun {
+    /// The JSON it wrote (None: nothing readable). A child that fails after some of its work
+    /// writes what it had done before the failure: those records are as good as any.
+    pub records: Option<Value>,
+    /// Why it did not finish cleanly (a failed exit status, the time limit, no records).
+    pub failure: Option<String>,
+}
+
 /// Runs this program again as `warpcore SUBCOMMAND --family NAME --records FILE ARGS...` and
-/// returns the JSON the child wrote to FILE; Err says why there is none (exit status, killed
-/// at the time limit, nothing written). The child's stdout and stderr pass through.
-pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duration) -> Result<Value, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program to rerun it: {e}"))?;
+/// returns what the child wrote to FILE and, if it did not finish cleanly, why. The child's
+/// stdout and stderr pass through.
+pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duration) -> ChildRun {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return ChildRun { records: None, failure: Some(format!("cannot find this program to rerun it: {e}")) },
+    };
     let records = std::env::temp_dir().join(format!("warpcore-{}-{}-{family}.json", std::process::id(), subcommand));
     let mut cmd = Command::new(exe);
     cmd.arg(subcommand).arg("--family").arg(family).arg("--records").arg(&records).args(args);
@@ -153,9 +167,13 @@ pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duratio
 }
 
 /// Runs `cmd` with a time limit (killed past it) and parses the JSON it leaves in `records`.
-pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration) -> Result<Value, String> {
+pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration) -> ChildRun {
     let _ = std::fs::remove_file(records);
-    let mut child = cmd.stdin(Stdio::null()).spawn().map_err(|e| format!("cannot start the child process: {e}"))?;
+    let fail = |why: String| ChildRun { records: None, failure: Some(why) };
+    let mut child = match cmd.stdin(Stdio::null()).spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start the child process: {e}")),
+    };
     let t0 = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -163,17 +181,21 @@ pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration) -> Res
             Ok(None) if t0.elapsed() >= limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("killed after {} s (the time limit, WARPCORE_FAMILY_SECONDS): hung or too slow", limit.as_secs()));
+                return fail(format!("killed after {} s (the time limit, WARPCORE_FAMILY_SECONDS): hung or too slow", limit.as_secs()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("waiting for the child process: {e}")),
+            Err(e) => return fail(format!("waiting for the child process: {e}")),
         }
     };
-    if !status.success() {
-        return Err(format!("the child process failed ({status}); its output is above"));
+    let parsed = std::fs::read_to_string(records)
+        .map_err(|e| format!("the child process wrote no records ({e})"))
+        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| format!("the child process's records are not JSON: {e}")));
+    match (status.success(), parsed) {
+        (true, Ok(v)) => ChildRun { records: Some(v), failure: None },
+        (true, Err(why)) => fail(why),
+        (false, Ok(v)) => ChildRun { records: Some(v), failure: Some(format!("the child process failed ({status}) after the records it gave; its output is above")) },
+        (false, Err(_)) => fail(format!("the child process failed ({status}); its output is above")),
     }
-    let text = std::fs::read_to_string(records).map_err(|e| format!("the child process wrote no records ({e})"))?;
-    serde_json::from_str(&text).map_err(|e| format!("the child process's records are not JSON: {e}"))
 }
 
 /// Writes a child's records (the parent reads them with run_child).
@@ -199,23 +221,28 @@ mod tests {
     #[test]
     fn a_childs_records_come_back() {
         let p = path("ok");
-        let v = run_for_records(sh(&format!("echo '[1, 2]' > {}", p.display())), &p, Duration::from_secs(20)).unwrap();
-        assert_eq!(v, serde_json::json!([1, 2]));
+        let r = run_for_records(sh(&format!("echo '[1, 2]' > {}", p.display())), &p, Duration::from_secs(20));
+        assert_eq!((r.records, r.failure), (Some(serde_json::json!([1, 2])), None));
         let _ = std::fs::remove_file(&p);
     }
 
     #[test]
     fn a_failed_hung_or_silent_child_is_an_error() {
         let p = path("bad");
-        // Records written, then a failure (a fault after some output): not trusted.
-        let e = run_for_records(sh(&format!("echo '[]' > {}; exit 3", p.display())), &p, Duration::from_secs(20)).unwrap_err();
-        assert!(e.contains("failed"), "{e}");
-        let e = run_for_records(sh("exit 0"), &p, Duration::from_secs(20)).unwrap_err();
+        let failure = |r: ChildRun| r.failure.expect("a failure");
+        // Records written, then a failure (a fault after some benchmarks): the records come
+        // back, and so does the failure.
+        let r = run_for_records(sh(&format!("echo '[3]' > {}; exit 3", p.display())), &p, Duration::from_secs(20));
+        assert_eq!(r.records, Some(serde_json::json!([3])));
+        assert!(failure(r).contains("failed"));
+        let r = run_for_records(sh("exit 3"), &p, Duration::from_secs(20));
+        assert!(r.records.is_none() && failure(r).contains("failed"));
+        let e = failure(run_for_records(sh("exit 0"), &p, Duration::from_secs(20)));
         assert!(e.contains("wrote no records"), "{e}");
-        let e = run_for_records(sh(&format!("echo 'not json' > {}", p.display())), &p, Duration::from_secs(20)).unwrap_err();
+        let e = failure(run_for_records(sh(&format!("echo 'not json' > {}", p.display())), &p, Duration::from_secs(20)));
         assert!(e.contains("not JSON"), "{e}");
         let t0 = Instant::now();
-        let e = run_for_records(sh("sleep 30"), &p, Duration::from_secs(1)).unwrap_err();
+        let e = failure(run_for_records(sh("sleep 30"), &p, Duration::from_secs(1)));
         assert!(e.contains("killed after 1 s"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10));
         let _ = std::fs::remove_file(&p);

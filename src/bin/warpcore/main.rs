@@ -247,9 +247,10 @@ fn check(filter: Option<&str>, family: Option<&str>, records: Option<&Path>) -> 
             drop(dev);
             let args: Vec<String> = filter.map(|f| vec!["--op".to_string(), f.to_string()]).unwrap_or_default();
             for f in &fams {
-                match families::run_child("check", f.name, &args, families::time_limit()) {
-                    Ok(v) => rows.extend(v.as_array().into_iter().flatten().filter_map(CheckRow::from_json)),
-                    Err(why) => broken.push((f.name, why)),
+                let run = families::run_child("check", f.name, &args, families::time_limit());
+                rows.extend(run.records.iter().filter_map(Value::as_array).flatten().filter_map(CheckRow::from_json));
+                if let Some(why) = run.failure {
+                    broken.push((f.name, why));
                 }
             }
         }
@@ -288,7 +289,7 @@ struct BenchOpts {
 
 fn bench_cmd(o: &BenchOpts) -> CliResult {
     let filter = o.filter.as_deref();
-    let alternatives = read_compare(&o.compare)?;
+    let alternatives = read_compare(&o.compare);
     // A family runs when one of its ops contains the filter (and, tuning, when it has a planner).
     let fams: Vec<families::Family> = families::select(o.family.as_deref())?
         .into_iter()
@@ -307,13 +308,24 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         None => measure_ceilings(&dev)?,
     };
     let mut records: Vec<BenchRecord> = Vec::new();
-    let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no records
+    let mut broken: Vec<(&str, String)> = Vec::new(); // families that did not finish
     if o.family.is_some() {
+        // In this process (a family's child, or --family by hand): an error ends the family
+        // with the records measured before it.
         for f in &fams {
-            records.extend(match (o.tune, f.tune) {
-                (true, Some(tune)) => tune(&dev, &ceilings)?,
-                _ => (f.bench)(&dev, &ceilings)?,
-            });
+            let run = match (o.tune, f.tune) {
+                (true, Some(tune)) => tune(&dev, &ceilings, &mut records),
+                _ => (f.bench)(&dev, &ceilings, &mut records),
+            };
+            if let Err(e) = run {
+                eprintln!("warpcore bench: family {}: stopped at an error: {e}", f.name);
+                broken.push((f.name, format!("stopped at an error: {e}")));
+            }
+        }
+        records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
+        if let Some(path) = &o.records {
+            families::write_records(path, &Value::Array(records.iter().map(record_to_json).collect()))?;
+            return Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
     } else {
         let mut args = vec!["--ceilings".to_string(), ceilings_arg(&ceilings)];
@@ -324,45 +336,70 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
             args.push("--tune".to_string());
         }
         for f in &fams {
-            match families::run_child("bench", f.name, &args, families::time_limit()) {
-                Ok(v) => records.extend(v.as_array().into_iter().flatten().filter_map(record_from_json)),
-                Err(why) => {
-                    eprintln!("warpcore bench: family {}: {why}", f.name);
-                    broken.push((f.name, why));
-                }
+            let run = families::run_child("bench", f.name, &args, families::time_limit());
+            records.extend(run.records.iter().filter_map(Value::as_array).flatten().filter_map(record_from_json));
+            if let Some(why) = run.failure {
+                eprintln!("warpcore bench: family {}: {why}", f.name);
+                broken.push((f.name, why));
+            }
+            records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
+            // The report so far, rewritten after each family: a run cut short (its time cap)
+            // keeps the families that finished.
+            if let Some(dir) = &o.out_dir {
+                write_bench_report(dir, &bench_report(&dev, &ceilings, &records, &broken, &alternatives, o))?;
             }
         }
     }
-    records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
-    if let Some(path) = &o.records {
-        families::write_records(path, &Value::Array(records.iter().map(record_to_json).collect()))?;
-        return Ok(ExitCode::SUCCESS);
+    let report = bench_report(&dev, &ceilings, &records, &broken, &alternatives, o);
+    if let Some(dir) = &o.out_dir {
+        write_bench_report(dir, &report)?;
     }
-    for alt in &alternatives {
-        for a in alt["results"].as_array().into_iter().flatten() {
-            let (Some(op), Some(dtype), Some(shape), Some(name), Some(t)) =
-                (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str(), a["name"].as_str(), a["time_us"].as_f64())
-            else {
-                continue;
-            };
-            // The record of that key and its Hopper-kernel variant ("<shape> wgmma", attention
-            // prefill) share the alternative.
-            let variant = |s: &str| s == shape || s.strip_suffix(" wgmma") == Some(shape);
-            for r in records.iter_mut().filter(|r| r.op == op && r.dtype == dtype && variant(&r.shape)) {
-                r.add_alternative(name, t);
-            }
+    if o.as_json {
+        println!("{}", serde_json::to_string_pretty(&report.json)?);
+    } else {
+        print!("{}", report.md);
+    }
+    Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// bench.json / bench.md (tune.json / tune.md with --tune).
+struct BenchReport {
+    name: &'static str,
+    json: Value,
+    md: String,
+}
+
+/// The report of `records` (with the alternatives that match them, and for a full run the
+/// issues' bars judged); `broken` lists the families that did not finish.
+fn bench_report(dev: &Device, ceilings: &Ceilings, records: &[BenchRecord], broken: &[(&str, String)], alternatives: &[Value], o: &BenchOpts) -> BenchReport {
+    let mut records = records.to_vec();
+    let entries: Vec<&Value> = alternatives.iter().flat_map(|alt| alt["results"].as_array().into_iter().flatten()).collect();
+    let key = |a: &Value| (a["op"].as_str().map(str::to_string), a["dtype"].as_str().map(str::to_string), a["shape"].as_str().map(str::to_string));
+    let exact: std::collections::HashSet<_> = entries.iter().map(|a| key(a)).collect();
+    for a in entries {
+        let (Some(op), Some(dtype), Some(shape), Some(name), Some(t)) =
+            (a["op"].as_str(), a["dtype"].as_str(), a["shape"].as_str(), a["name"].as_str(), a["time_us"].as_f64())
+        else {
+            continue;
+        };
+        // A record's own key, else (none of its own in the file) that of the record it is the
+        // Hopper-kernel variant of ("<shape> wgmma": attention prefill and MLA decode).
+        let own = |r: &BenchRecord| exact.contains(&(Some(r.op.clone()), Some(r.dtype.clone()), Some(r.shape.clone())));
+        let matches = |r: &BenchRecord| r.shape == shape || (r.shape.strip_suffix(" wgmma") == Some(shape) && !own(r));
+        for r in records.iter_mut().filter(|r| r.op == op && r.dtype == dtype && matches(r)) {
+            r.add_alternative(name, t);
         }
     }
-    let mut json = to_json(&dev, &ceilings, &records);
-    let mut md = header(&dev, &ceilings) + &if o.tune { bench::tune_report(&records) } else { to_markdown(&records) };
+    let mut json = to_json(dev, ceilings, &records);
+    let mut md = header(dev, ceilings) + &if o.tune { bench::tune_report(&records) } else { to_markdown(&records) };
     if !broken.is_empty() {
-        md += "\nFamilies that did not finish (their records are missing above):\n\n";
-        for (name, why) in &broken {
+        md += "\nFamilies that did not finish (the records they gave before that are above):\n\n";
+        for (name, why) in broken {
             md += &format!("- {name}: {why}\n");
         }
         json["failed_families"] = broken.iter().map(|(name, why)| json!({"family": name, "why": why})).collect::<Vec<_>>().into();
     }
-    if filter.is_none() && o.family.is_none() && !o.tune {
+    if o.filter.is_none() && o.family.is_none() && !o.tune {
         // The issues' bars, judged on this (full) run.
         let verdicts = bench::bars::check(&records);
         md += "\n";
@@ -373,28 +410,25 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
             .collect::<Vec<_>>()
             .into();
     }
-    if let Some(dir) = &o.out_dir {
-        std::fs::create_dir_all(dir)?;
-        let name = if o.tune { "tune" } else { "bench" };
-        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&json)?)?;
-        std::fs::write(dir.join(format!("{name}.md")), &md)?;
-    }
-    if o.as_json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        print!("{md}");
-    }
-    Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    BenchReport { name: if o.tune { "tune" } else { "bench" }, json, md }
 }
 
-/// The `--compare` files (the alternatives' JSON), read before any measuring: a bad one fails
-/// in a second, not after minutes of timing.
-fn read_compare(paths: &[PathBuf]) -> Result<Vec<Value>, String> {
+fn write_bench_report(dir: &Path, r: &BenchReport) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(format!("{}.json", r.name)), serde_json::to_string_pretty(&r.json)?)?;
+    std::fs::write(dir.join(format!("{}.md", r.name)), &r.md)
+}
+
+/// The `--compare` files (the alternatives' JSON), read before any measuring. One that cannot
+/// be read or parsed is reported and left out: the run goes on without its numbers.
+fn read_compare(paths: &[PathBuf]) -> Vec<Value> {
     paths
         .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--compare {}: {e}", path.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("--compare {}: {e}", path.display()))
+        .filter_map(|path| {
+            let parsed = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+            parsed.map_err(|e| eprintln!("warpcore bench: --compare {}: {e}; left out", path.display())).ok()
         })
         .collect()
 }
@@ -403,7 +437,7 @@ fn read_compare(paths: &[PathBuf]) -> Result<Vec<Value>, String> {
 /// roofline, and the alternatives' numbers from --compare (bench/model_torch.py).
 fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> CliResult {
     use warpcore::bench::model as mb;
-    let alt_docs = read_compare(compare)?;
+    let alt_docs = read_compare(compare);
     let dev = match open_device()? {
         Ok(d) => d,
         Err(why) => {

@@ -1,11 +1,19 @@
 use super::*;
 
+/// tests/fixtures, or WARPCORE_FIXTURES (where scripts/gpu-run puts the bundle's copy: this
+/// binary also runs on the GPU machine, away from the source tree).
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("WARPCORE_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
 /// A sequence run in pieces over a `Past` (the prompt, then one token at a time, as
 /// generation does) gives the bits of the teacher-forced forward of the whole: every fixture
 /// architecture, with and without an FP8 KV cache.
 #[test]
 fn pieces_over_a_past_give_the_whole_sequences_logits() {
-    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fixtures = fixtures();
     for name in ["llama", "qwen3", "mixtral", "qwen3_moe", "qwen3_moe_fp8", "deepseek_v3", "deepseek_v3_q_proj", "bitnet"] {
         for fp8_cache in [false, true] {
             let mut model = CpuModel::load(&fixtures.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -39,7 +47,7 @@ fn pieces_over_a_past_give_the_whole_sequences_logits() {
 #[test]
 fn sixteen_bit_matrices_give_the_bits_of_their_values_in_f32() {
     use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fixtures = fixtures();
     let bf16 = |x: f32| half::bf16::from_f32(x).to_bits();
     let f16 = |x: f32| half::f16::from_f32(x).to_bits();
     let back = |dtype: Dtype, u: u16| if dtype == Dtype::BF16 { half::bf16::from_bits(u).to_f32() } else { half::f16::from_bits(u).to_f32() };
