@@ -647,6 +647,8 @@ fn bad_inputs_are_typed_errors() {
     let e = gpu.decode(&mut small, &[1]).unwrap_err();
     assert!(matches!(e, warpcore::Error::OutOfPages { .. }), "{e}");
     assert_eq!(small.seq_len(0).unwrap(), 16, "a failed decode leaves the batch as it was");
+    assert!(matches!(small.seq_len(1).unwrap_err(), warpcore::Error::Unsupported { .. }));
+    assert!(matches!(gpu.prefill(&[vec![1]], usize::MAX).err(), Some(warpcore::Error::Unsupported { .. })));
 }
 
 #[test]

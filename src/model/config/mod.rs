@@ -266,6 +266,12 @@ struct Raw {
     quantization_config: Option<Value>,
     #[serde(default)]
     eos_token_id: Option<Value>,
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> Error {
@@ -340,12 +346,28 @@ impl ModelConfig {
             what: "architecture (Llama, Qwen3, Mixtral, Qwen3-MoE, DeepSeek-V3, BitNet)",
             value: if name.is_empty() { "none given".into() } else { name.clone() },
         })?;
+        // Sliding-window attention (transformers: Mixtral whenever sliding_window is set; Qwen3
+        // and Qwen3-MoE with use_sliding_window, on the layers layer_types marks) is not built
+        // into the model: refused, not run as full attention. Released checkpoints of these
+        // architectures leave it off.
+        let windowed = match architecture {
+            Architecture::Mixtral => raw.sliding_window.is_some(),
+            Architecture::Qwen3 | Architecture::Qwen3Moe => raw.use_sliding_window == Some(true),
+            _ => false,
+        } || raw.layer_types.iter().flatten().any(|t| t == "sliding_attention");
+        if windowed {
+            return Err(Error::Unsupported {
+                op: "ModelConfig",
+                what: "sliding-window attention (sliding_window, use_sliding_window, layer_types)",
+                value: format!("sliding_window {:?}, use_sliding_window {:?}", raw.sliding_window, raw.use_sliding_window),
+            });
+        }
         // RoPE: theta and the scaling dict, wherever this version of transformers put them.
         let mut scaling = raw.rope_parameters.clone().or(raw.rope_scaling.clone());
         let theta = raw
             .rope_theta
             .or_else(|| raw.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(Value::as_f64))
-            .unwrap_or(10000.0);
+            .unwrap_or(if architecture == Architecture::Mixtral { 1e6 } else { 10000.0 }); // transformers' defaults
         if let Some(Value::Object(m)) = &mut scaling {
             m.remove("rope_theta");
             let kind = rope::rope_type(|k| m.get(k));
@@ -457,7 +479,7 @@ impl ModelConfig {
                 Some(m) => m.qk_nope_head_dim + m.qk_rope_head_dim,
                 None => raw.head_dim.unwrap_or(raw.hidden_size / heads),
             },
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(if architecture == Architecture::Mixtral { 1e-5 } else { 1e-6 }),
             rope_theta: theta,
             rope_scaling: scaling,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),

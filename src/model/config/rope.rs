@@ -38,7 +38,9 @@ impl ModelConfig {
         let scaling = match kind {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear { factor: need("factor")? },
-            "dynamic" => RopeScaling::DynamicNtk { factor: need("factor")?, original_max_positions: self.max_position_embeddings, seq_len },
+            // Lengths up to the trained one give the unscaled frequencies: held there, so that
+            // steps at those lengths share one RopeConfig (and one decode graph).
+            "dynamic" => RopeScaling::DynamicNtk { factor: need("factor")?, original_max_positions: self.max_position_embeddings, seq_len: seq_len.max(self.max_position_embeddings) },
             "llama3" => RopeScaling::Llama3 {
                 factor: need("factor")?,
                 low_freq_factor: need("low_freq_factor")?,

@@ -92,6 +92,8 @@ fn moe_keys_left_out_take_transformers_defaults() {
     let mixtral = format!(r#"{{"architectures":["MixtralForCausalLM"],{}}}"#, base.replace("num_experts", "num_local_experts"));
     let m = ModelConfig::from_json(&mixtral).unwrap().moe.unwrap();
     assert_eq!((m.top_k, m.renormalize, m.intermediate_size), (2, true, 14_336)); // MixtralConfig
+    let c = ModelConfig::from_json(&mixtral).unwrap();
+    assert_eq!((c.rope_theta, c.rms_norm_eps), (1e6, 1e-5));
 }
 
 /// The DeepSeek-V3 fixture's config.json as transformers 5.17 writes it, plus the FP8 block
@@ -184,5 +186,24 @@ fn eos_token_id_is_an_id_a_list_or_none() {
     for bad in [r#","eos_token_id":-1"#, r#","eos_token_id":"</s>""#, r#","eos_token_id":[2,null]"#] {
         let e = with(bad).unwrap_err();
         assert!(e.to_string().contains("eos_token_id"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn sliding_window_attention_is_refused_not_ignored() {
+    let base = r#""vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2"#;
+    let parse = |arch: &str, extra: &str| ModelConfig::from_json(&format!(r#"{{"architectures":["{arch}"],{base},"num_experts":4,"moe_intermediate_size":4{extra}}}"#));
+    // Off as released checkpoints have it: accepted.
+    assert!(parse("MixtralForCausalLM", r#","sliding_window":null"#).is_ok());
+    assert!(parse("Qwen3ForCausalLM", r#","sliding_window":4096,"use_sliding_window":false,"layer_types":["full_attention","full_attention"]"#).is_ok());
+    // On: refused by name.
+    for (arch, extra) in [
+        ("MixtralForCausalLM", r#","sliding_window":4096"#),
+        ("Qwen3ForCausalLM", r#","sliding_window":4096,"use_sliding_window":true"#),
+        ("Qwen3MoeForCausalLM", r#","use_sliding_window":true"#),
+        ("LlamaForCausalLM", r#","layer_types":["full_attention","sliding_attention"]"#),
+    ] {
+        let e = parse(arch, extra).unwrap_err();
+        assert!(e.to_string().contains("sliding-window"), "{arch}: {e}");
     }
 }

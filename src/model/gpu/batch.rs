@@ -62,7 +62,20 @@ impl Batch {
     }
     /// Tokens of sequence `s` in the cache.
     pub fn seq_len(&self, s: usize) -> Result<usize> {
-        self.pages.seq_len(self.seqs[s])
+        let seq = self.seqs.get(s).ok_or_else(|| Error::Unsupported { op: "Batch::seq_len", what: "sequence index", value: format!("{s} (the batch has {})", self.seqs.len()) })?;
+        self.pages.seq_len(*seq)
+    }
+
+    /// Runs one step `f` on the batch; when it fails, the sequences' lengths and pages are as
+    /// before it (rows it may have written to the cache lie past them: the next step
+    /// overwrites them), so the caller can retry, e.g. with decode graphs off.
+    fn or_unchanged<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let pages = self.pages.clone();
+        let result = f(self);
+        if result.is_err() {
+            self.pages = pages;
+        }
+        result
     }
 }
 
@@ -187,7 +200,8 @@ impl GpuModel {
         }
         let c = &self.config;
         let total: usize = prompts.iter().map(Vec::len).sum();
-        let num_pages: usize = prompts.iter().map(|p| (p.len() + max_new_tokens).div_ceil(PAGE_SIZE)).sum();
+        let too_long = || Error::Unsupported { op: OP, what: "prompt length + max_new_tokens", value: format!("max_new_tokens {max_new_tokens}") };
+        let num_pages = prompts.iter().try_fold(0usize, |n, p| p.len().checked_add(max_new_tokens).and_then(|l| n.checked_add(l.div_ceil(PAGE_SIZE)))).ok_or_else(too_long)?;
         let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
         let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
         let cache = (0..c.num_layers)
@@ -243,35 +257,40 @@ impl GpuModel {
         self.tokens_to_host(&mut batch.bufs, tokens.len(), Some(samplers))
     }
 
+    /// A decode step; failed, the batch unchanged ([`Batch::or_unchanged`]).
     fn decode_step(&self, batch: &mut Batch, tokens: &[u32]) -> Result<()> {
         let one: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
-        let step = self.append_step("GpuModel::decode", batch, &one)?;
-        match &self.capture {
-            Some(capture) => self.run_decode_graph(capture, batch, &step),
-            None => self.run(batch, &step),
-        }
+        batch.or_unchanged(|batch| {
+            let step = self.append_step("GpuModel::decode", batch, &one)?;
+            match &self.capture {
+                Some(capture) => self.run_decode_graph(capture, batch, &step),
+                None => self.run(batch, &step),
+            }
+        })
     }
 
     /// Appends `tokens[s]` (any number, none included) to sequence s in one varlen step —
     /// chunked prefill, or the verification step of speculative decoding — and returns the
     /// logits of every appended position, `[tokens[s].len(), vocab_size]` per sequence. The
     /// attention is causal and bottom-right aligned over each sequence's whole cache. Out of
-    /// pages (the batch has room for each prompt plus its `max_new_tokens`): `Error::OutOfPages`,
-    /// the batch unchanged.
+    /// pages (the batch has room for each prompt plus its `max_new_tokens`): `Error::OutOfPages`;
+    /// on that or any other error, the batch unchanged.
     pub fn extend(&self, batch: &mut Batch, tokens: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let parts: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
-        let step = self.append_step("GpuModel::extend", batch, &parts)?;
-        let t = step.ids.len();
-        if t == 0 {
-            return Ok(vec![Vec::new(); tokens.len()]);
-        }
-        if t > batch.bufs.max_tokens || t > batch.bufs.max_logit_rows {
-            batch.bufs = self.buffers(t.max(batch.bufs.max_tokens), t.max(batch.bufs.max_logit_rows))?;
-            batch.generation += 1;
-        }
-        self.run(batch, &step)?;
-        let logits = self.logits_to_host(&batch.bufs, t)?;
-        Ok(split_rows(&logits, tokens.iter().map(Vec::len), self.config.vocab_size))
+        batch.or_unchanged(|batch| {
+            let step = self.append_step("GpuModel::extend", batch, &parts)?;
+            let t = step.ids.len();
+            if t == 0 {
+                return Ok(vec![Vec::new(); tokens.len()]);
+            }
+            if t > batch.bufs.max_tokens || t > batch.bufs.max_logit_rows {
+                batch.bufs = self.buffers(t.max(batch.bufs.max_tokens), t.max(batch.bufs.max_logit_rows))?;
+                batch.generation += 1;
+            }
+            self.run(batch, &step)?;
+            let logits = self.logits_to_host(&batch.bufs, t)?;
+            Ok(split_rows(&logits, tokens.iter().map(Vec::len), self.config.vocab_size))
+        })
     }
 
     /// The step that appends `tokens[s]` to sequence s (positions from its current length, every

@@ -120,6 +120,7 @@ impl GpuModel {
     /// from the next step of every batch on. The tokens and logits are the same either way
     /// (the graph runs the same launches); only host time and the launch gaps differ. Turning
     /// it on when it is on keeps the capture side (stream, cuBLAS handle and workspace) there is.
+    /// With the `debug-sync` feature every step runs eagerly (its checks cannot be captured).
     pub fn set_decode_graphs(&mut self, on: bool) -> Result<()> {
         if !on {
             self.capture = None;
@@ -143,8 +144,11 @@ impl GpuModel {
         let key = GraphKey { plan, rope: self.step_rope(step)?, table_stride: step.table.max_pages_per_seq, generation: batch.generation };
         let replay = matches!(&batch.graphs.graph, Some((k, _)) if *k == key);
         if !replay {
-            let tracked = self.dev.context().is_managing_stream_synchronization();
-            if tracked || batch.graphs.last_eager.as_ref() != Some(&key) {
+            // Eager always where a capture would fail: a tracked context, or debug-sync (its
+            // synchronize after every op, and append_kv's read-back of its error count, are
+            // refused inside a capture).
+            let eager_only = self.dev.context().is_managing_stream_synchronization() || cfg!(feature = "debug-sync");
+            if eager_only || batch.graphs.last_eager.as_ref() != Some(&key) {
                 self.launch_step(self.exec(), batch, step, &key.plan, &spans)?;
                 batch.graphs.last_eager = Some(key);
                 return Ok(());
@@ -162,9 +166,6 @@ impl GpuModel {
         // one), both alive for this call.
         unsafe { result::graph::launch(graph.graph.cu_graph_exec(), self.dev.stream().cu_stream()) }?;
         batch.graphs.replays += 1;
-        if cfg!(feature = "debug-sync") {
-            self.dev.synchronize()?;
-        }
         Ok(())
     }
 }
