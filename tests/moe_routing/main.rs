@@ -294,6 +294,68 @@ fn align_rejects_bad_sizes() {
     assert!(outs.iter().flatten().all(|&v| v == INT_POISON));
 }
 
+/// Tables that are not moe_align's — positions anywhere in i32, offsets and counts out of
+/// order, negative or past the rows — never make gather or combine write outside their
+/// outputs (guard rows after each stay poisoned); combine skips the positions outside
+/// [0, rows) and sums the others in k order (the f32 fma chain, bit for bit).
+#[test]
+fn garbage_tables_never_write_outside_the_outputs() {
+    let Some(dev) = device() else { return };
+    let (t, k, n, h, rows, guard) = (37usize, 4usize, 6usize, 72usize, 50usize, 8usize);
+    let mut rng = warpcore::check::Rng::new(7);
+    let r = rows as i32;
+    let wild = [i32::MIN, -7, -1, 0, r - 1, r, r + 1, i32::MAX];
+    let pos: Vec<i32> = (0..t * k)
+        .map(|i| if i % 3 == 0 { wild[(rng.next_u64() % 8) as usize] } else { (rng.next_u64() % rows as u64) as i32 })
+        .collect();
+    let offsets = [i32::MIN, 40, -5, 60, 10, i32::MAX, 3];
+    let counts = [5, i32::MAX, -3, 0, i32::MIN, 2];
+    assert_eq!((offsets.len(), counts.len()), (n + 1, n));
+    let poisoned = |v: &[bf16], from: usize| v[from..].iter().all(|x| x.to_bits() == bf16::NAN.to_bits());
+
+    let x: Vec<bf16> = rng.vec(t * h, -3.0, 3.0);
+    let (xb, pb) = (dev.upload(&x).unwrap(), dev.upload(&pos).unwrap());
+    let (ob, cb) = (dev.upload(&offsets).unwrap(), dev.upload(&counts).unwrap());
+    let mut out = dev.upload(&vec![bf16::NAN; (rows + guard) * h]).unwrap();
+    moe_gather(
+        &dev,
+        &TensorView::contiguous(xb.as_view(), [t, h]).unwrap(),
+        &TensorView::contiguous(pb.as_view(), [t, k]).unwrap(),
+        &TensorView::contiguous(ob.as_view(), [n + 1]).unwrap(),
+        &TensorView::contiguous(cb.as_view(), [n]).unwrap(),
+        &mut TensorViewMut::contiguous(out.slice_mut(..rows * h), [rows, h]).unwrap(),
+    )
+    .unwrap();
+    assert!(poisoned(&dev.download(&out).unwrap(), rows * h), "moe_gather wrote past its rows");
+
+    let y: Vec<bf16> = rng.vec(rows * h, -3.0, 3.0);
+    let w: Vec<f32> = rng.vec(t * k, 0.0, 1.0);
+    let (yb, wb) = (dev.upload(&y).unwrap(), dev.upload(&w).unwrap());
+    let mut combined = dev.upload(&vec![bf16::NAN; (t + guard) * h]).unwrap();
+    moe_combine(
+        &dev,
+        &TensorView::contiguous(yb.as_view(), [rows, h]).unwrap(),
+        &TensorView::contiguous(pb.as_view(), [t, k]).unwrap(),
+        &TensorView::contiguous(wb.as_view(), [t, k]).unwrap(),
+        &mut TensorViewMut::contiguous(combined.slice_mut(..t * h), [t, h]).unwrap(),
+    )
+    .unwrap();
+    let got = dev.download(&combined).unwrap();
+    assert!(poisoned(&got, t * h), "moe_combine wrote past its tokens");
+    for tok in 0..t {
+        for c in 0..h {
+            let mut acc = 0.0f32;
+            for j in 0..k {
+                let p = pos[tok * k + j];
+                if (0..r).contains(&p) {
+                    acc = w[tok * k + j].mul_add(y[p as usize * h + c].to_f32(), acc);
+                }
+            }
+            assert_eq!(got[tok * h + c].to_bits(), bf16::from_f32(acc).to_bits(), "token {tok}, column {c}");
+        }
+    }
+}
+
 #[test]
 fn gather_and_combine_reject_bad_shapes() {
     let Some(dev) = device() else { return };
