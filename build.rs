@@ -286,10 +286,15 @@ struct Resources {
     spill_stores: u32,
     spill_loads: u32,
     shared: u32,
+    /// ptxas said it serialized the kernel's wgmma (C7514 / C7515: an instruction touches an
+    /// in-flight wgmma's accumulators, so every wgmma waits for the one before).
+    wgmma_serialized: bool,
 }
 
 /// Parses `ptxas info` lines: "Compiling entry function 'X' for 'sm_90a'", then "N bytes stack
-/// frame, N bytes spill stores, N bytes spill loads", then "Used N registers, ... N bytes smem".
+/// frame, N bytes spill stores, N bytes spill loads", then "Used N registers, ... N bytes smem";
+/// and "(C7514) / (C7515) Potential Performance Loss: wgmma.mma_async instructions are
+/// serialized ... in the function 'X'".
 fn parse_ptxas(file: &str, stderr: &str) -> Vec<Resources> {
     let mut rows = Vec::new();
     let mut cur: Option<Resources> = None;
@@ -324,6 +329,15 @@ fn parse_ptxas(file: &str, stderr: &str) -> Vec<Resources> {
         }
     }
     rows.extend(cur);
+    // The serialization notes come before the entry functions' reports (wgmma: sm_90a only).
+    let serialized: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("wgmma.mma_async instructions are serialized"))
+        .filter_map(|l| l.split("in the function '").nth(1).and_then(|r| r.split('\'').next()))
+        .collect();
+    for r in rows.iter_mut().filter(|r| r.arch == "sm_90a") {
+        r.wgmma_serialized = serialized.contains(&r.symbol.as_str());
+    }
     rows
 }
 
@@ -338,8 +352,8 @@ fn write_resources(path: &Path, rows: &[Resources]) {
     for (r, name) in rows.iter().zip(names) {
         s += &format!(
             "    KernelResources {{ file: {:?}, arch: {:?}, name: {:?}, registers: {}, stack_bytes: {}, \
-             spill_store_bytes: {}, spill_load_bytes: {}, shared_bytes: {} }},\n",
-            r.file, r.arch, name, r.registers, r.stack, r.spill_stores, r.spill_loads, r.shared
+             spill_store_bytes: {}, spill_load_bytes: {}, shared_bytes: {}, wgmma_serialized: {} }},\n",
+            r.file, r.arch, name, r.registers, r.stack, r.spill_stores, r.spill_loads, r.shared, r.wgmma_serialized
         );
     }
     s += "];\n";

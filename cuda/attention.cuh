@@ -85,7 +85,8 @@ __device__ __forceinline__ void load_q(const wc_attention_params& p, const Work&
 
 // Element offset of key j's row (head 0) in K or V (`stride`: token stride, or slot stride in
 // a page), or false when the key does not exist (past kv_hi, or a block-table entry outside
-// [0, num_pages)).
+// [0, num_pages)). Pages are a power of two in size (the launcher refuses others): page and row
+// by shift and mask, not a division per 16-byte copy (the decode loaders call this for each).
 __device__ __forceinline__ bool key_offset(const wc_attention_params& p, const Work& w, int j, int kv_hi,
                                            int64_t stride, int64_t& off) {
   off = 0;
@@ -94,9 +95,10 @@ __device__ __forceinline__ bool key_offset(const wc_attention_params& p, const W
     off = (w.kv_start + j) * stride;
     return true;
   }
-  const int64_t page = p.block_table[w.seq * p.block_table_stride + j / p.page_size];
+  const int shift = __ffs(p.page_size) - 1;  // j >= 0
+  const int64_t page = p.block_table[w.seq * p.block_table_stride + (j >> shift)];
   if (page < 0 || page >= p.num_pages) return false;
-  off = page * p.page_stride + (j % p.page_size) * stride;
+  off = page * p.page_stride + (j & (p.page_size - 1)) * stride;
   return true;
 }
 
@@ -263,16 +265,26 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
                                           int pitch, int* ok) {
   constexpr int kPer = 16 / sizeof(KV);  // elements per 16-byte chunk
   constexpr int kChunks = D / kPer;
+  // kLanes threads share a row: each works out the row's offset (a block-table read and 64-bit
+  // math, some 60 instructions) once and copies kEach of its chunks, kLanes apart (a warp's copy
+  // instruction covers 16 rows × 32 bytes: whole sectors), rather than once per 16-byte chunk,
+  // which made the decode loaders issue-bound (2026-12-02, from the SASS).
+  constexpr int kLanes = kChunks % 2 == 0 ? 2 : 1;
+  constexpr int kEach = kChunks / kLanes;
   const KV* src = static_cast<const KV*>(base);
   const int n0 = w.kv_lo + tile * BN;
   bool all = true;
-  for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
-    const int r = i / kChunks, c = i % kChunks;
+  for (int i = threadIdx.x; i < BN * kLanes; i += THREADS) {
+    const int r = i / kLanes, c0 = i % kLanes;
     int64_t off;
     const bool valid = key_offset(p, w, n0 + r, kv_hi, stride, off);
-    const KV* from = src + off + w.kv_head * head_stride + c * kPer;
-    cp_async16(dst + r * pitch + c * kPer, valid ? from : src, valid);
-    if (ok != nullptr && c == 0) ok[r] = valid;
+    const KV* from = src + off + w.kv_head * head_stride;
+#pragma unroll
+    for (int e = 0; e < kEach; ++e) {
+      const int c = c0 + e * kLanes;
+      cp_async16(dst + r * pitch + c * kPer, valid ? from + c * kPer : src, valid);
+    }
+    if (ok != nullptr && c0 == 0) ok[r] = valid;
     all = all && valid;
   }
   return all;

@@ -397,6 +397,9 @@ wc_status launch_head_dims(const wc_attention_params& p, cudaStream_t s, int* oc
 template <typename T>
 wc_status launch_attention(const wc_attention_params& p, cudaStream_t s, int* occupancy) {
   if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 || p.num_splits < 1) return WC_ERR_INVALID_ARG;
+  // Pages of a power-of-two size (src/kv_cache.rs PAGE_SIZES): key_offset splits a key index
+  // into page and row by shift and mask.
+  if (p.page_size > 0 && (p.page_size & (p.page_size - 1)) != 0) return WC_ERR_INVALID_ARG;
   if (occupancy == nullptr) {
     if (p.num_seqs == 0 || p.max_q_len == 0 || p.total_q == 0) return WC_OK;
     if (p.num_splits > 1 && (p.partial_out == nullptr || p.partial_lse == nullptr)) return WC_ERR_INVALID_ARG;

@@ -240,11 +240,12 @@ __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kerne
     wgmma_commit();
     if (it + 1 < n_iter) issue_s(it + 1);  // its S registers were read into P above
   }
-  if (n_iter > 0) {
-    wgmma_wait<0>();
-    fence_o();
-    if (lane == 0) mbar_arrive(&empty[(n_iter - 1) % S]);
-  }
+  // Unconditional (a wait with nothing in flight is free): with the wait inside `if (n_iter >
+  // 0)`, ptxas saw a path from the loop's wgmmas to the epilogue's reads of O without one, and
+  // serialized every wgmma of the kernel (C7514: each waited for the one before).
+  wgmma_wait<0>();
+  fence_o();
+  if (n_iter > 0 && lane == 0) mbar_arrive(&empty[(n_iter - 1) % S]);
   // Each row's sum over both halves.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {

@@ -49,18 +49,21 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
   const T* xr = x + row * x_stride;
   T* rr = ADD ? residual + row * res_stride : nullptr;
 
-  Pack<T, VEC> v[VPT];
+  Pack<T, VEC> v[VPT], r[ADD ? VPT : 1];
 #pragma unroll
-  for (int j = 0; j < VPT; ++j) {  // all loads first: VPT independent 16-byte loads in flight
+  for (int j = 0; j < VPT; ++j) {  // all loads first (x and residual): independent 16-byte loads in flight
     const int i = threadIdx.x + j * blockDim.x;
-    if (i < nvec) v[j] = load_pack<T, VEC>(xr + i * VEC);
+    if (i < nvec) {
+      v[j] = load_pack<T, VEC>(xr + i * VEC);
+      if constexpr (ADD) r[j] = load_pack<T, VEC>(rr + i * VEC);
+    }
   }
   float ss = 0.0f;
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < nvec) {
-      if constexpr (ADD) v[j] = add_residual<T, VEC>(v[j], rr + i * VEC);
+      if constexpr (ADD) v[j] = add_residual<T, VEC>(v[j], r[j], rr + i * VEC);
       ss += sum_squares<T, VEC>(v[j]);
     }
   }

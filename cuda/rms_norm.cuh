@@ -37,15 +37,22 @@ __device__ __forceinline__ void rms_normalize(const Pack<T, VEC>& v, const T* we
   for (int k = 0; k < VEC; ++k) out[k] = rms_normed(to_float(v.v[k]), rstd, w_off, to_float(w.v[k]));
 }
 
-// residual = round(x + residual), stored; returns the rounded sum (what gets normalised).
+// residual = round(x + r), stored (r: the residual's pack, loaded by the caller); returns the
+// rounded sum (what gets normalised).
 template <typename T, int VEC>
-__device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, T* residual) {
-  const Pack<T, VEC> r = load_pack<T, VEC>(residual);
+__device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, const Pack<T, VEC>& r, T* residual) {
   Pack<T, VEC> s;
 #pragma unroll
   for (int k = 0; k < VEC; ++k) s.v[k] = from_float<T>(to_float(x.v[k]) + to_float(r.v[k]));
   store_pack<T, VEC>(residual, s);
   return s;
+}
+
+// The same, loading the residual's pack here (one more dependent load: the register-resident
+// kernels load it beside x instead).
+template <typename T, int VEC>
+__device__ __forceinline__ Pack<T, VEC> add_residual(const Pack<T, VEC>& x, T* residual) {
+  return add_residual<T, VEC>(x, load_pack<T, VEC>(residual), residual);
 }
 
 }  // namespace wc

@@ -19,6 +19,10 @@ pub struct KernelResources {
     pub spill_load_bytes: u32,
     /// Static shared memory per block, in bytes (dynamic shared memory is not included).
     pub shared_bytes: u32,
+    /// ptxas serialized the kernel's wgmma instructions (its C7514 / C7515 "Potential
+    /// Performance Loss": an instruction reads or writes an in-flight wgmma's accumulators, so
+    /// each wgmma waits for the one before; must be false).
+    pub wgmma_serialized: bool,
 }
 
 include!(concat!(env!("OUT_DIR"), "/kernel_resources.rs"));
@@ -27,24 +31,33 @@ include!(concat!(env!("OUT_DIR"), "/kernel_resources.rs"));
 /// Empty: no kernel needs one. A new entry needs a reason beside it.
 pub const STACK_ALLOWED: &[(&str, u32)] = &[];
 
-/// The kernels that break the rules: any spill, or a stack frame beyond `STACK_ALLOWED`.
+/// The kernels that break the rules: any spill, a stack frame beyond `STACK_ALLOWED`, or
+/// wgmma instructions ptxas serialized.
 pub fn violations() -> Vec<&'static KernelResources> {
     KERNELS
         .iter()
         .filter(|k| {
             let allowed = STACK_ALLOWED.iter().find(|(n, _)| k.name.contains(n)).map_or(0, |a| a.1);
-            k.spill_store_bytes > 0 || k.spill_load_bytes > 0 || k.stack_bytes > allowed
+            k.spill_store_bytes > 0 || k.spill_load_bytes > 0 || k.stack_bytes > allowed || k.wgmma_serialized
         })
         .collect()
 }
 
 /// The table as markdown (`warpcore info --kernels`).
 pub fn table() -> String {
-    let mut s = String::from("| file | target | kernel | regs | stack B | spill st/ld B | smem B |\n|---|---|---|---:|---:|---:|---:|\n");
+    let mut s = String::from("| file | target | kernel | regs | stack B | spill st/ld B | smem B | wgmma |\n|---|---|---|---:|---:|---:|---:|---|\n");
     for k in KERNELS {
         s += &format!(
-            "| {} | {} | `{}` | {} | {} | {}/{} | {} |\n",
-            k.file, k.arch, k.name, k.registers, k.stack_bytes, k.spill_store_bytes, k.spill_load_bytes, k.shared_bytes
+            "| {} | {} | `{}` | {} | {} | {}/{} | {} | {} |\n",
+            k.file,
+            k.arch,
+            k.name,
+            k.registers,
+            k.stack_bytes,
+            k.spill_store_bytes,
+            k.spill_load_bytes,
+            k.shared_bytes,
+            if k.wgmma_serialized { "serialized" } else { "" }
         );
     }
     s
@@ -89,6 +102,6 @@ mod tests {
     #[test]
     fn no_kernel_spills_or_uses_an_unallowed_stack_frame() {
         let bad = violations();
-        assert!(bad.is_empty(), "kernels that spill or use a stack frame (sm_80 or sm_90a):\n{bad:#?}");
+        assert!(bad.is_empty(), "kernels that spill, use a stack frame or have their wgmma serialized (sm_80 or sm_90a):\n{bad:#?}");
     }
 }

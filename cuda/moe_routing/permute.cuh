@@ -100,15 +100,27 @@ __global__ void __launch_bounds__(kRowThreads) combine_kernel(const CombineArgs 
   float acc[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) acc[v] = 0.0f;
-#pragma unroll 4
-  for (int k = 0; k < a.top_k; ++k) {  // fixed order: deterministic sums
-    const int64_t r = pos[k];
-    if (r >= 0 && r < a.num_rows) {
-      const float wk = w[k];
-      const Pack<T, VEC> x = load_pack<T, VEC>(src + r * a.expert_out_stride + i * VEC);
+  // kGroup positions at a time: their rows are all loaded before any is summed (several 16-byte
+  // loads in flight per thread, not one: the sum consumed each load before the next was issued),
+  // then summed in k order (fixed order: deterministic sums).
+  constexpr int kGroup = 4;
+  for (int k0 = 0; k0 < a.top_k; k0 += kGroup) {
+    Pack<T, VEC> x[kGroup];
+    float wk[kGroup];
+    bool ok[kGroup];
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) acc[v] = __fmaf_rn(wk, to_float(x.v[v]), acc[v]);
+    for (int j = 0; j < kGroup; ++j) {
+      const int k = k0 + j;
+      const int64_t r = k < a.top_k ? pos[k] : -1;
+      ok[j] = r >= 0 && r < a.num_rows;
+      wk[j] = k < a.top_k ? w[k] : 0.0f;
+      if (ok[j]) x[j] = load_pack<T, VEC>(src + r * a.expert_out_stride + i * VEC);
     }
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j)
+      if (ok[j])
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) acc[v] = __fmaf_rn(wk[j], to_float(x[j].v[v]), acc[v]);
   }
   Pack<T, VEC> o;
 #pragma unroll

@@ -124,6 +124,11 @@ SEEDS = {
     "sm90_fp8_early_k": ("attention", "attention_sm90.cu",
                          "    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);\n    release_k(it);",
                          "    release_k(it);\n    wgmma_wait<1>();  // S of tile it is ready; P·V of tile it − 1 may still run\n    fence_s();\n    float corr[2];\n    softmax(it, st, corr);"),
+    # The mma.sync loaders' rows (load_rows): a thread's chunks of its row taken consecutively
+    # instead of kLanes apart (chunks duplicated and others never loaded).
+    "rows_lanes": ("attention", "attention.cuh", "      const int c = c0 + e * kLanes;\n", "      const int c = c0 + e;\n"),
+    # key_offset: the row within a page masked with the page size instead of page size − 1.
+    "page_mask": ("attention", "attention.cuh", "(j & (p.page_size - 1))", "(j & p.page_size)"),
     # wgmma attention, TMA key tiles: contiguous rows without the sequence's first row.
     "tma_row": ("attention", "attention_sm90.cuh", ": w.kv_start + n0;", ": n0;"),
     # TMA key tiles: a tile's pages looked up by box instead of by page (pages of 256: box 128).

@@ -301,6 +301,7 @@ inline void __nanosleep(unsigned) {
   std::this_thread::sleep_for(std::chrono::microseconds(50));
 }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __ffs(int v) { return __builtin_ffs(v); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
 template <typename T> inline T max(T a, T b) { return a > b ? a : b; }
 template <typename T> inline T min(T a, T b) { return a < b ? a : b; }
