@@ -51,6 +51,9 @@ pub fn random_buffer<T: crate::DType>(dev: &Device, len: usize, lo: f64, hi: f64
     Ok(buf)
 }
 
+/// When the last [`time_calls`] ended (its warm-up is skipped right after another).
+static LAST_TIMED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
 /// Per-call time from CUDA events.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -65,9 +68,9 @@ pub struct Timing {
 }
 
 /// Times `f` (which queues one call on the device's stream; its argument counts calls, for
-/// rotating buffers). Warm-up (at least 20 ms of calls), then `samples` samples of
-/// back-to-back calls sized to ~0.5 ms each, timed with CUDA events; returns the median and
-/// minimum per call.
+/// rotating buffers). Warm-up (at least 20 ms of calls, unless another timing just ended),
+/// then `samples` samples of back-to-back calls sized to ~0.5 ms each, timed with CUDA events;
+/// returns the median and minimum per call.
 pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
     let stream = dev.stream();
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
@@ -86,13 +89,18 @@ pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Resu
     let one = run(1)?.max(0.5);
     let per_sample = ((500.0 / one).ceil() as usize).clamp(1, 2000);
     // At least 20 ms of calls before the samples, so that microsecond-scale ops are not timed
-    // while the clocks still rise from idle (a few samples' worth for the long ones).
-    let mut warm = 0.0;
+    // while the clocks still rise from idle (a few samples' worth for the long ones); skipped
+    // when the last timing ended under 50 ms ago (a tuning sweep's configurations, back to back).
+    let warm_already = LAST_TIMED.lock().map(|t| t.is_some_and(|t| t.elapsed().as_millis() < 50)).unwrap_or(false);
+    let mut warm = if warm_already { 20_000.0 } else { 0.0 };
     while warm < 20_000.0 {
         warm += run(per_sample)?.max(1.0);
     }
     let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
+    if let Ok(mut t) = LAST_TIMED.lock() {
+        *t = Some(std::time::Instant::now());
+    }
     Ok(Timing { median_us: times[times.len() / 2], min_us: times[0], samples: times.len(), calls_per_sample: per_sample })
 }
 

@@ -72,6 +72,10 @@ mod extend {
 /// every op the decode step uses: GQA (llama), q/k norm + MoE + FP8 projections
 /// (qwen3_moe_fp8), MLA (deepseek_v3), ternary projections (bitnet).
 fn decode_graphs_replay_the_eager_steps(name: &'static str) {
+    if cfg!(feature = "debug-sync") {
+        eprintln!("{name}: skipped (debug-sync runs every decode step eagerly: nothing is captured)");
+        return;
+    }
     let Some((eager, _)) = load(name) else { return };
     let (mut graphed, _) = load(name).unwrap();
     graphed.set_decode_graphs(true).unwrap();

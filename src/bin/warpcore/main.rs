@@ -344,9 +344,15 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
             }
             records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
             // The report so far, rewritten after each family: a run cut short (its time cap)
-            // keeps the families that finished.
+            // keeps the families that finished, and says which did not run.
             if let Some(dir) = &o.out_dir {
-                write_bench_report(dir, &bench_report(&dev, &ceilings, &records, &broken, &alternatives, o))?;
+                let mut partial = bench_report(&dev, &ceilings, &records, &broken, &alternatives, o);
+                let pending: Vec<&str> = fams.iter().skip_while(|g| g.name != f.name).skip(1).map(|g| g.name).collect();
+                if !pending.is_empty() {
+                    partial.md += &format!("\nIncomplete: the run is still going (or was stopped) before the families {}.\n", pending.join(", "));
+                    partial.json["pending_families"] = pending.into();
+                }
+                write_bench_report(dir, &partial)?;
             }
         }
     }
@@ -413,10 +419,17 @@ fn bench_report(dev: &Device, ceilings: &Ceilings, records: &[BenchRecord], brok
     BenchReport { name: if o.tune { "tune" } else { "bench" }, json, md }
 }
 
+/// Writes the report's two files, each whole or not at all (a run stopped mid-write keeps the
+/// previous family's).
 fn write_bench_report(dir: &Path, r: &BenchReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(format!("{}.json", r.name)), serde_json::to_string_pretty(&r.json)?)?;
-    std::fs::write(dir.join(format!("{}.md", r.name)), &r.md)
+    for (ext, text) in [("json", serde_json::to_string_pretty(&r.json)?), ("md", r.md.clone())] {
+        let path = dir.join(format!("{}.{ext}", r.name));
+        let part = dir.join(format!("{}.{ext}.part", r.name));
+        std::fs::write(&part, text)?;
+        std::fs::rename(&part, &path)?;
+    }
+    Ok(())
 }
 
 /// The `--compare` files (the alternatives' JSON), read before any measuring. One that cannot

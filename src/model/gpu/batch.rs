@@ -238,34 +238,33 @@ impl GpuModel {
     /// One decode step: `tokens[s]` is appended to sequence s (at position `seq_len(s)`);
     /// returns the logits of the new positions, `[num_seqs, vocab_size]` f32.
     pub fn decode(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.decode_step(batch, tokens)?;
-        self.logits_to_host(&batch.bufs, tokens.len())
+        self.decode_step(batch, tokens, |batch| self.logits_to_host(&batch.bufs, tokens.len()))
     }
 
     /// [`GpuModel::decode`] returning each sequence's greedy next token instead of its logits
     /// (the argmax on the GPU: the host copies one id per sequence, not vocab_size logits).
     pub fn decode_greedy(&self, batch: &mut Batch, tokens: &[u32]) -> Result<Vec<u32>> {
-        self.decode_step(batch, tokens)?;
-        self.tokens_to_host(&mut batch.bufs, tokens.len(), None)
+        self.decode_step(batch, tokens, |batch| self.tokens_to_host(&mut batch.bufs, tokens.len(), None))
     }
 
     /// [`GpuModel::decode`] returning each sequence's next token drawn by `samplers[s]` on the
     /// GPU ([`GpuModel::prefill_sampled`]).
     pub fn decode_sampled(&self, batch: &mut Batch, tokens: &[u32], samplers: &mut [Sampler]) -> Result<Vec<u32>> {
         check_samplers("GpuModel::decode_sampled", samplers, tokens.len())?;
-        self.decode_step(batch, tokens)?;
-        self.tokens_to_host(&mut batch.bufs, tokens.len(), Some(samplers))
+        self.decode_step(batch, tokens, |batch| self.tokens_to_host(&mut batch.bufs, tokens.len(), Some(samplers)))
     }
 
-    /// A decode step; failed, the batch unchanged ([`Batch::or_unchanged`]).
-    fn decode_step(&self, batch: &mut Batch, tokens: &[u32]) -> Result<()> {
+    /// A decode step, then `read` (its results to the host); either failed, the batch unchanged
+    /// ([`Batch::or_unchanged`]).
+    fn decode_step<T>(&self, batch: &mut Batch, tokens: &[u32], read: impl FnOnce(&mut Batch) -> Result<T>) -> Result<T> {
         let one: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
         batch.or_unchanged(|batch| {
             let step = self.append_step("GpuModel::decode", batch, &one)?;
             match &self.capture {
-                Some(capture) => self.run_decode_graph(capture, batch, &step),
-                None => self.run(batch, &step),
+                Some(capture) => self.run_decode_graph(capture, batch, &step)?,
+                None => self.run(batch, &step)?,
             }
+            read(batch)
         })
     }
 
