@@ -256,6 +256,14 @@ __device__ __forceinline__ void softmax_step(float* s, float* o, float (&m)[2], 
   rescale_rows<NO8>(o, corr);
 }
 
+// Threads per key row in load_rows: THREADS / rows (every thread copies), at least 2, halved
+// until it divides the row's chunks.
+__host__ __device__ constexpr int lanes_per_row(int chunks, int threads, int rows) {
+  int lanes = threads / rows > 2 ? threads / rows : 2;
+  while (lanes > 1 && chunks % lanes != 0) lanes /= 2;
+  return lanes;
+}
+
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
 // tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
 // which keys exist. Returns whether every key this thread loaded exists.
@@ -267,9 +275,12 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
   constexpr int kChunks = D / kPer;
   // kLanes threads share a row: each works out the row's offset (a block-table read and 64-bit
   // math, some 60 instructions) once and copies kEach of its chunks, kLanes apart (a warp's copy
-  // instruction covers 16 rows × 32 bytes: whole sectors), rather than once per 16-byte chunk,
-  // which made the decode loaders issue-bound (2026-12-02, from the SASS).
-  constexpr int kLanes = kChunks % 2 == 0 ? 2 : 1;
+  // instruction covers whole 32-byte sectors), rather than once per 16-byte chunk, which made
+  // the decode loaders issue-bound (2026-12-02, from the SASS). kLanes: at least 2, and enough
+  // that every thread copies (BN · kLanes ≥ THREADS; with fewer, the copying warps' schedulers
+  // carried the whole load while the others waited at the tile's barrier: the prefill tiles of
+  // 32 keys), a power of two dividing kChunks.
+  constexpr int kLanes = lanes_per_row(kChunks, THREADS, BN);
   constexpr int kEach = kChunks / kLanes;
   const KV* src = static_cast<const KV*>(base);
   const int n0 = w.kv_lo + tile * BN;
@@ -278,11 +289,12 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
     const int r = i / kLanes, c0 = i % kLanes;
     int64_t off;
     const bool valid = key_offset(p, w, n0 + r, kv_hi, stride, off);
-    const KV* from = src + off + w.kv_head * head_stride;
+    // A missing key copies nothing (size 0) from an address inside the first row.
+    const KV* from = valid ? src + off + w.kv_head * head_stride : src;
 #pragma unroll
     for (int e = 0; e < kEach; ++e) {
       const int c = c0 + e * kLanes;
-      cp_async16(dst + r * pitch + c * kPer, valid ? from + c * kPer : src, valid);
+      cp_async16(dst + r * pitch + c * kPer, from + c * kPer, valid);
     }
     if (ok != nullptr && c0 == 0) ok[r] = valid;
     all = all && valid;

@@ -117,8 +117,11 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
   const int epg = a.experts_per_group;
   const int lane_base = g * epg + p * VEC;  // expert of slot 0
   const int chunk_stride = P * VEC;         // experts between consecutive chunks of a lane
-  // Chunks of this lane inside its group: chunk c is valid iff c < valid_chunks.
-  const int valid_chunks = active && p * VEC < epg ? (epg - p * VEC + chunk_stride - 1) / chunk_stride : 0;
+  // Chunks of this lane inside its group: chunk c is valid iff c < valid_chunks (chunk_stride
+  // is a power of two: a shift, not a ~30-instruction division per token).
+  constexpr int kVecShift = VEC == 4 ? 2 : VEC == 2 ? 1 : 0;
+  static_assert(VEC == 1 << kVecShift, "VEC must be 1, 2 or 4");
+  const int valid_chunks = active && p * VEC < epg ? (epg - p * VEC + chunk_stride - 1) >> (a.group_shift + kVecShift) : 0;
   const T* row = static_cast<const T*>(a.logits) + token * a.logits_stride;
 
   uint32_t key[VPL];  // selection keys; 0 = no candidate
