@@ -179,9 +179,9 @@ SEEDS = {
     # Align: wrong rank of a token among its expert's peers in the warp.
     "align_rank": ("moe_routing", "moe_routing/align.cuh", "const int rank = __popc(peers & lower);",
                    "const int rank = __popc(peers & ~lower) - 1;"),
-    # Combine sums the top-k in reverse order (no longer bit-reproducible).
-    "combine_order": ("moe_routing", "moe_routing/permute.cuh", "for (int k = 0; k < a.top_k; ++k) {  // fixed order",
-                      "for (int k = a.top_k - 1; k >= 0; --k) {  // fixed order"),
+    # Combine sums each group of 4 choices in reverse order (no longer the fixed k-order chain).
+    "combine_order": ("moe_routing", "moe_routing/permute.cuh", "    for (int j = 0; j < kGroup; ++j)\n      if (ok[j])",
+                      "    for (int j = kGroup - 1; j >= 0; --j)\n      if (ok[j])"),
     # Fused add, loop path: the second pass normalises x instead of the stored (rounded) residual.
     "norm_src": ("rms_norm", "rms_norm.cu", "const T* src = ADD ? rr : xr;", "const T* src = xr;"),
     # Quantize: the 128x128 block scale goes to the transposed block.
