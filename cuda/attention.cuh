@@ -14,7 +14,6 @@
 
 namespace wc {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 struct Work {
@@ -129,15 +128,6 @@ struct Visibility {
 __device__ __forceinline__ Visibility visibility(const wc_attention_params& p, const Work& w, int bm, int kv_hi) {
   const int pos_lo = row_position(w, w.row0), pos_hi = row_position(w, min(w.row0 + bm, w.rows) - 1);
   return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? pos_hi - p.window_left : INT32_MIN};
-}
-
-// 2^x as MUFU.EX2 alone (ex2.approx.ftz): exp2f adds a range test and two predicated multiplies
-// per call to keep results below 2^-126 subnormal; a probability that small is 0 to the
-// softmax's f32 sums (the GPU's ex2 is within 2 ulp either way).
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // How a raw q·k product becomes the softmax's exponent in the log2 domain: qk · scale · log2(e),

@@ -251,10 +251,21 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // selection (on canonical values) and sample_rows' ranks.
 __device__ __forceinline__ uint32_t order_key(float v) {
   const uint32_t u = __float_as_uint(v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);  // negative: ~u
+
 }
 __device__ __forceinline__ float key_value(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
+}
+
+// 2^x as MUFU.EX2 alone (ex2.approx.ftz): exp2f adds a range test and two predicated multiplies
+// per call to keep results below 2^-126 subnormal; a probability that small is 0 to the
+// softmax's f32 sums (the GPU's ex2 is within 2 ulp either way).
+constexpr float kLog2e = 1.4426950408889634f;  // e^x = 2^(x log2 e)
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // exp(y) for y clamped to [-87, 88] (NaN stays NaN), from correctly rounded operations only:

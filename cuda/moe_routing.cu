@@ -13,8 +13,8 @@
 //     equal keys go to the lower expert (group) index.
 //   * Softmax selects on the logits themselves (softmax is monotone), never on rounded
 //     probabilities. Sigmoid selects on det_sigmoid(x) + bias, where det_sigmoid uses only
-//     correctly rounded IEEE operations (explicit _rn intrinsics, fma, rint), which the Rust
-//     reference (reference::moe_routing::sigmoid_f32) repeats operation for operation. A group's
+//     correctly rounded IEEE operations (explicit _rn intrinsics, fma, rint) and bit operations,
+//     which the Rust reference (reference::moe_routing::sigmoid_f32) repeats one for one. A group's
 //     score is the f32 sum of its top two selection values.
 //   * moe_align places each expert's assignments in increasing flat index (token * top_k + k):
 //     per-tile counts, a column scan over tiles, warp-ordered ranks (__match_any_sync).
@@ -24,8 +24,10 @@
 //   gate     one warp per token; the token's logits live in registers, VPL values per lane.
 //            Experts are split into n_group groups of P lanes each (P = 32 without grouping);
 //            lane (g, p) holds group g's experts g*epg + (c*P + p)*VEC + v. Each of the top_k
-//            rounds is two warp reductions (__reduce_max_sync on the key, __reduce_min_sync on
-//            the index among lanes holding the max) plus a register rescan in the winning lane.
+//            rounds is one warp reduction on keys packed with the expert id (distinct keys),
+//            plus a register rescan in the winning lane on every second win; a near tie in the
+//            packed keys' truncated bits sends the token to the exact path (two reductions a
+//            round: the key, then the lowest expert holding it). See gate_kernel.
 //            16384 x 256 f32 logits = 16.8 MB -> 4.1 us floor; the bar (10 us) is about
 //            instruction count and launch latency, not bytes.
 //   align    tiles of WC_MOE_ALIGN_TILE assignments: count (one block per tile) -> scan (one
@@ -47,14 +49,30 @@ namespace {
 constexpr unsigned kFull = 0xffffffffu;
 
 // ------------------------------------------------------------------ selection keys
-// The selection order: NaN ranks as -inf, -0 equals +0 (the CPU reference has the same two rules).
-__device__ __forceinline__ float canon(float v) { return isnan(v) ? -INFINITY : (v == 0.0f ? 0.0f : v); }
+// The selection order: NaN ranks as -inf, -0 equals +0 (the CPU reference has the same two rules):
+// select_key below.
 
 // order_key / key_value (the keys below) and det_exp are common.cuh's.
 
-// 1 / (1 + exp(-x)), deterministic (see det_exp).
-__device__ __forceinline__ float det_sigmoid(float x) {
-  return __fdiv_rn(1.0f, __fadd_rn(1.0f, det_exp(-x)));
+// 1 / d for d in [1, 2^125), else 0: a seed from the bits (0x7EF311C3 - bits(d), within 12 %)
+// and three Newton steps y += y * (1 - d * y), each two fmas. Within 1 ulp of the correctly
+// rounded 1 / d everywhere in that range (checked on the CPU over every significand in [1, 4)
+// and every 97th float above), deterministic, and repeated operation for operation by the
+// Rust reference (reference::moe_routing::det_recip): no MUFU.RCP, no division's slow path.
+__device__ __forceinline__ float det_recip(float d) {
+  float y = __uint_as_float(0x7EF311C3u - __float_as_uint(d));
+#pragma unroll
+  for (int i = 0; i < 3; ++i) y = __fmaf_rn(y, __fmaf_rn(-d, y, 1.0f), y);
+  return d < 0x1p125f ? y : (isnan(d) ? d : 0.0f);
+}
+
+// 1 / (1 + exp(-x)), deterministic (see det_exp, det_recip): 0 for x below about -86.6.
+__device__ __forceinline__ float det_sigmoid(float x) { return det_recip(__fadd_rn(1.0f, det_exp(-x))); }
+
+// The selection key of a value: canon (NaN ranks as -inf, -0 = +0) then order_key, branch-free
+// (fmaxf returns the non-NaN operand; -0 + 0 = +0).
+__device__ __forceinline__ uint32_t select_key(float v) {
+  return order_key(__fadd_rn(fmaxf(v, -INFINITY), 0.0f));
 }
 
 // ------------------------------------------------------------------ gate
@@ -70,42 +88,59 @@ struct GateArgs {
   int64_t logits_stride, ids_stride, weights_stride;
   int num_tokens, top_k, n_group, topk_group, experts_per_group, group_shift;  // P = 1 << group_shift
   int first_expert, last_expert;
+  uint32_t id_mask;  // 2^b - 1 with 2^b >= num_experts: the expert id's bits in a packed key
   float scale;
   int renormalize, sigmoid;
 };
 
 // The lane's best two candidates not in `consumed` (a slot bitmask), by key descending then
-// slot ascending (= expert ascending within a lane). Key 0 = none.
+// slot ascending (= expert ascending within a lane). Key 0 = none. The exact path's.
 template <int VPL>
-__device__ __forceinline__ void lane_top2(const uint32_t (&key)[VPL], const float (&val)[VPL], uint32_t consumed,
-                                          uint32_t& k1, int& s1, float& v1, uint32_t& k2, int& s2, float& v2) {
+__device__ __forceinline__ void lane_top2(const uint32_t (&key)[VPL], uint32_t consumed, uint32_t& k1, int& s1,
+                                          uint32_t& k2, int& s2) {
   k1 = k2 = 0;
   s1 = s2 = 0;
-  v1 = v2 = 0.0f;
 #pragma unroll
   for (int s = 0; s < VPL; ++s) {
     const uint32_t k = ((consumed >> s) & 1u) ? 0u : key[s];
     if (k > k1) {
       k2 = k1;
       s2 = s1;
-      v2 = v1;
       k1 = k;
       s1 = s;
-      v1 = val[s];
     } else if (k > k2) {
       k2 = k;
       s2 = s;
-      v2 = val[s];
     }
+  }
+}
+
+// The best two packed keys below `below` (packed keys are distinct: max / min suffice).
+template <int VPL>
+__device__ __forceinline__ void packed_top2(const uint32_t (&pk)[VPL], uint32_t below, uint32_t& k1, uint32_t& k2) {
+  k1 = k2 = 0;
+#pragma unroll
+  for (int s = 0; s < VPL; ++s) {
+    const uint32_t k = pk[s] < below ? pk[s] : 0u;
+    k2 = max(k2, min(k1, k));
+    k1 = max(k1, k);
   }
 }
 
 // One warp per token (see the header). VEC: elements per load; VPL: values per lane (a
 // multiple of VEC; slots past the group's end hold no candidate).
+//
+// Selection, fast path: each candidate's key with its low bits replaced by the expert id
+// (`packed`, distinct keys), so each of the top_k rounds is one __reduce_max_sync, and the
+// winner is the one lane holding the max. That order is the exact one (key descending, lowest
+// expert among equal keys) unless two of the chosen, or the last chosen and the best left,
+// share their truncated keys: the warp checks that once, and on such a near-tie (≈ 0.5 % of
+// random f32 rows; every row with exact ties) redoes the rounds on the full keys (the exact
+// path: reduce-max on the key, reduce-min on the expert among equals).
 template <typename T, int VEC, int VPL>
 __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a) {
   static_assert(VPL % VEC == 0 && VPL <= 32, "VPL must be a multiple of VEC, at most 32");
-  __shared__ float chosen_val[kGateWarps][32];  // the r-th choice's weight input, by its owner
+  __shared__ __align__(16) float vals[kGateWarps][WC_MOE_MAX_EXPERTS];  // each expert's weight input
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int token = blockIdx.x * kGateWarps + warp;
@@ -123,9 +158,11 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
   static_assert(VEC == 1 << kVecShift, "VEC must be 1, 2 or 4");
   const int valid_chunks = active && p * VEC < epg ? (epg - p * VEC + chunk_stride - 1) >> (a.group_shift + kVecShift) : 0;
   const T* row = static_cast<const T*>(a.logits) + token * a.logits_stride;
+  auto expert_of = [&](int s) { return lane_base + (s / VEC) * chunk_stride + (s % VEC); };
 
-  uint32_t key[VPL];  // selection keys; 0 = no candidate
-  float val[VPL];     // the weight's input: the logit (softmax) or the unbiased sigmoid
+  // val: the selection value (the logit, or sigmoid + bias); the weight's input (the logit,
+  // or the unbiased sigmoid) goes to shared memory, by expert, for the winners to read.
+  float val[VPL];
 #pragma unroll
   for (int c = 0; c < VPL / VEC; ++c) {
     Pack<T, VEC> x = {};
@@ -141,23 +178,39 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
       for (int v = 0; v < VEC; ++v)
         bias[c * VEC + v] = (a.bias != nullptr && c < valid_chunks) ? __ldg(a.bias + lane_base + c * chunk_stride + v) : 0.0f;
 #pragma unroll
-    for (int s = 0; s < VPL; ++s) {
-      val[s] = det_sigmoid(val[s]);
-      key[s] = s / VEC < valid_chunks ? order_key(canon(__fadd_rn(val[s], bias[s]))) : 0u;
+    for (int c = 0; c < VPL / VEC; ++c) {
+      Pack<float, VEC> w;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const int s = c * VEC + v;
+        w.v[v] = det_sigmoid(val[s]);
+        val[s] = __fadd_rn(w.v[v], bias[s]);
+      }
+      if (c < valid_chunks) store_pack<float, VEC>(&vals[warp][lane_base + c * chunk_stride], w);
     }
   } else {
 #pragma unroll
-    for (int s = 0; s < VPL; ++s) key[s] = s / VEC < valid_chunks ? order_key(canon(val[s])) : 0u;
+    for (int c = 0; c < VPL / VEC; ++c) {
+      Pack<float, VEC> w;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) w.v[v] = val[c * VEC + v];
+      if (c < valid_chunks) store_pack<float, VEC>(&vals[warp][lane_base + c * chunk_stride], w);
+    }
   }
+  __syncwarp();
+  // The full selection key of slot s (0 = no candidate).
+  auto key_of = [&](int s) { return s / VEC < valid_chunks ? select_key(val[s]) : 0u; };
 
-  uint32_t k1, k2;
-  int s1, s2;
-  float v1, v2;
-  lane_top2<VPL>(key, val, 0u, k1, s1, v1, k2, s2, v2);
-
-  // Grouped selection: keep the topk_group groups whose top-two sum is largest.
+  // Grouped selection: keep the topk_group groups whose top-two sum is largest (full keys).
+  bool kept = active;
   if (a.topk_group < a.n_group) {
-    uint32_t t1 = k1, t2 = k2;
+    uint32_t t1 = 0, t2 = 0;
+#pragma unroll
+    for (int s = 0; s < VPL; ++s) {
+      const uint32_t k = key_of(s);
+      t2 = max(t2, min(t1, k));
+      t1 = max(t1, k);
+    }
     for (int off = 1; off < P; off <<= 1) {  // merge the top two over the group's P lanes
       const uint32_t o1 = __shfl_xor_sync(kFull, t1, off);
       const uint32_t o2 = __shfl_xor_sync(kFull, t2, off);
@@ -166,7 +219,7 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
     }
     // Groups of one expert score that expert alone.
     const float score = t2 != 0 ? __fadd_rn(key_value(t1), key_value(t2)) : key_value(t1);
-    uint32_t gkey = (active && p == 0) ? order_key(canon(score)) : 0u;
+    uint32_t gkey = (active && p == 0) ? select_key(score) : 0u;
     uint32_t chosen = 0;
     for (int r = 0; r < a.topk_group; ++r) {
       const uint32_t m = __reduce_max_sync(kFull, gkey);
@@ -174,48 +227,84 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
       if (wg < 32) chosen |= 1u << wg;
       if (static_cast<uint32_t>(g) == wg) gkey = 0;
     }
-    if (!active || !((chosen >> g) & 1u)) k1 = k2 = 0;  // never chosen below
+    kept = active && ((chosen >> g) & 1u);
   }
 
-  // top_k rounds (top_k <= 32): the largest key, the lowest expert among equals. Only the
-  // winning lane changes: it promotes its second best, and rescans on every second win.
-  auto expert_of = [&](int s) { return lane_base + (s / VEC) * chunk_stride + (s % VEC); };
-  int i1 = expert_of(s1), i2 = expert_of(s2);
-  bool have2 = true;
-  uint32_t consumed = 0;
+  // Fast path: packed keys, one reduction a round; the winner promotes its second best and
+  // rescans (below its last win) on every second win. Lane r keeps the r-th choice.
   int res_idx = 0;
-  for (int r = 0; r < a.top_k; ++r) {
-    const uint32_t m = __reduce_max_sync(kFull, k1);
-    const uint32_t win = __reduce_min_sync(kFull, k1 == m ? static_cast<uint32_t>(i1) : kFull);
-    if (lane == r) res_idx = static_cast<int>(win);
-    if (k1 == m && static_cast<uint32_t>(i1) == win) {
-      chosen_val[warp][r] = v1;
-      consumed |= 1u << s1;
-      if (have2) {
-        k1 = k2;
-        s1 = s2;
-        v1 = v2;
-        i1 = i2;
-        have2 = false;
-      } else {
-        lane_top2<VPL>(key, val, consumed, k1, s1, v1, k2, s2, v2);
-        i1 = expert_of(s1);
-        i2 = expert_of(s2);
-        have2 = true;
+  {
+    uint32_t pk[VPL];
+#pragma unroll
+    for (int s = 0; s < VPL; ++s)  // a valid key is >= order_key(-inf) = 0x007FFFFF: never 0 packed
+      pk[s] = s / VEC < valid_chunks ? (select_key(val[s]) & ~a.id_mask) | static_cast<uint32_t>(expert_of(s)) : 0u;
+    uint32_t k1 = 0, k2 = 0;
+    if (kept) packed_top2<VPL>(pk, 0xFFFFFFFFu, k1, k2);
+    bool have2 = true;
+    uint32_t res = 0;
+    for (int r = 0; r < a.top_k; ++r) {
+      const uint32_t m = __reduce_max_sync(kFull, k1);
+      if (lane == r) res = m;
+      if (k1 == m) {  // the winner: packed keys are distinct
+        if (have2) {
+          k1 = k2;
+          have2 = false;
+        } else {
+          packed_top2<VPL>(pk, m, k1, k2);
+          have2 = true;
+        }
+      }
+    }
+    // Exact iff the truncated keys of the chosen, then of the best left, strictly decrease.
+    const uint32_t left = __reduce_max_sync(kFull, k1);
+    uint32_t next = __shfl_down_sync(kFull, res, 1);
+    if (lane == a.top_k - 1) next = left;
+    const bool near_tie = lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u;
+    res_idx = static_cast<int>(res & a.id_mask);
+    if (__any_sync(kFull, near_tie)) {
+      // The exact path: top_k rounds on the full keys, the lowest expert among equals. Only
+      // the winning lane changes: it promotes its second best, and rescans on every second win.
+      uint32_t key[VPL];
+#pragma unroll
+      for (int s = 0; s < VPL; ++s) key[s] = key_of(s);
+      uint32_t k1, k2;
+      int s1, s2;
+      lane_top2<VPL>(key, 0u, k1, s1, k2, s2);
+      if (!kept) k1 = k2 = 0;  // never chosen below
+      int i1 = expert_of(s1), i2 = expert_of(s2);
+      bool have2 = true;
+      uint32_t consumed = 0;
+      for (int r = 0; r < a.top_k; ++r) {
+        const uint32_t m = __reduce_max_sync(kFull, k1);
+        const uint32_t win = __reduce_min_sync(kFull, k1 == m ? static_cast<uint32_t>(i1) : kFull);
+        if (lane == r) res_idx = static_cast<int>(win);
+        if (k1 == m && static_cast<uint32_t>(i1) == win) {
+          consumed |= 1u << s1;
+          if (have2) {
+            k1 = k2;
+            s1 = s2;
+            i1 = i2;
+            have2 = false;
+          } else {
+            lane_top2<VPL>(key, consumed, k1, s1, k2, s2);
+            i1 = expert_of(s1);
+            i2 = expert_of(s2);
+            have2 = true;
+          }
+        }
       }
     }
   }
-  __syncwarp();
   const bool has = lane < a.top_k;
-  const float res_val = has ? chosen_val[warp][lane] : 0.0f;
+  const float res_val = has ? vals[warp][res_idx] : 0.0f;
 
   float w;
   if (a.sigmoid) {
     w = res_val;
-    if (a.renormalize) w = w / (warp_sum(has ? w : 0.0f) + 1e-20f);
+    if (a.renormalize) w = __fdividef(w, warp_sum(has ? w : 0.0f) + 1e-20f);  // the sum is below 2^126
   } else {
     const float mx = __shfl_sync(kFull, res_val, 0);  // the first choice is the largest logit
-    const float e = has ? __expf(res_val - mx) : 0.0f;
+    const float e = has ? exp2_ftz(__fmul_rn(res_val - mx, kLog2e)) : 0.0f;
     float denom;
     if (a.renormalize) {
       denom = warp_sum(e);
@@ -223,10 +312,10 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
       float part = 0.0f;
 #pragma unroll
       for (int s = 0; s < VPL; ++s)
-        if (s / VEC < valid_chunks) part += __expf(val[s] - mx);
+        if (s / VEC < valid_chunks) part += exp2_ftz(__fmul_rn(val[s] - mx, kLog2e));
       denom = warp_sum(part);
     }
-    w = e / denom;
+    w = __fdividef(e, denom);  // denom >= 1 (the first choice contributes e^0)
   }
   if (has) {
     const bool local = res_idx >= a.first_expert && res_idx < a.last_expert;
@@ -289,6 +378,8 @@ wc_status launch_gate(const wc_moe_gate_params& p, cudaStream_t s) {
   while ((groups << (a.group_shift + 1)) <= 32) ++a.group_shift;  // P = largest power of 2 with groups * P <= 32
   a.first_expert = static_cast<int>(p.first_expert);
   a.last_expert = static_cast<int>(p.last_expert);
+  a.id_mask = 1;
+  while (a.id_mask + 1 < static_cast<uint32_t>(n)) a.id_mask = a.id_mask << 1 | 1u;
   a.scale = p.routed_scaling_factor;
   a.renormalize = p.renormalize != 0;
   a.sigmoid = p.scoring == WC_MOE_SIGMOID;

@@ -33,9 +33,26 @@ pub fn key_value(k: u32) -> f32 {
 }
 
 /// 1 / (1 + exp(−x)) in f32, bit-identical to the kernel's `det_sigmoid` (a few ulp from the
-/// exact value; for x < −88 it returns sigmoid(−88) ≈ 6e−39).
+/// exact value; 0 for x below about −86.6, where 1 + exp(−x) ≥ 2¹²⁵).
 pub fn sigmoid_f32(x: f32) -> f32 {
-    1.0 / (1.0 + super::det_exp(-x))
+    det_recip(1.0 + super::det_exp(-x))
+}
+
+/// 1 / d for d ∈ [1, 2¹²⁵), else 0 (NaN stays NaN), bit-identical to the kernel's `det_recip`:
+/// a seed from the bits (0x7EF311C3 − bits(d)) and three Newton steps y += y · (1 − d · y),
+/// each two fmas. Within 1 ulp of the correctly rounded 1 / d (the test below).
+pub fn det_recip(d: f32) -> f32 {
+    let mut y = f32::from_bits(0x7EF3_11C3u32.wrapping_sub(d.to_bits()));
+    for _ in 0..3 {
+        y = y.mul_add((-d).mul_add(y, 1.0), y);
+    }
+    if d < f32::from_bits(0x7E00_0000) {
+        y
+    } else if d.is_nan() {
+        d
+    } else {
+        0.0
+    }
 }
 
 /// What [`moe_gate`] computes for a batch.
@@ -261,7 +278,10 @@ mod tests {
     fn deterministic_sigmoid_is_accurate_and_monotone() {
         let mut worst = 0.0f64;
         let mut prev = 0.0f32;
-        let mut x = -88.0f32;
+        // Below about −86.64 (1 + e^−x ≥ 2¹²⁵) the value is 0, less than 2.5e−38 from the exact one.
+        assert_eq!(sigmoid_f32(-86.65), 0.0);
+        assert!((1.0 / (1.0 + 86.65f64.exp())) < 2.5e-38);
+        let mut x = -86.5f32;
         while x <= 88.0 {
             let s = sigmoid_f32(x);
             let exact = 1.0 / (1.0 + (-(x as f64)).exp());
@@ -280,8 +300,26 @@ mod tests {
         }
         assert_eq!(sigmoid_f32(0.0), 0.5);
         assert_eq!(sigmoid_f32(100.0), 1.0);
-        assert!(sigmoid_f32(-1000.0) > 0.0 && sigmoid_f32(-1000.0) < 1e-38);
+        assert_eq!(sigmoid_f32(-1000.0), 0.0);
+        assert!(sigmoid_f32(-86.0) > 0.0);
         assert!(sigmoid_f32(f32::NAN).is_nan());
+    }
+
+    /// det_recip within 1 ulp of the correctly rounded 1 / d: every significand in [1, 2), then
+    /// every 4099th float up to 2¹²⁵; 0 from there on (0x7E00_0000 = 2¹²⁵).
+    #[test]
+    fn det_recip_is_within_one_ulp() {
+        let mut u = 1.0f32.to_bits();
+        while u < 0x7E00_0000 {
+            let d = f32::from_bits(u);
+            let want = (1.0 / d as f64) as f32;
+            let ulps = (det_recip(d).to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulps <= 1, "1/{d}: {} vs {want}", det_recip(d));
+            u += if u < 2.0f32.to_bits() { 1 } else { 4099 };
+        }
+        assert_eq!(det_recip(f32::from_bits(0x7E00_0000)), 0.0);
+        assert_eq!(det_recip(1.0), 1.0);
+        assert!(det_recip(f32::NAN).is_nan());
     }
 
     fn softmax_rows(n: usize, tokens: usize, seed: u64) -> Vec<f32> {

@@ -39,11 +39,13 @@ fn cases_are_valid_on_the_cpu() {
 
 
 /// A lane-by-lane model of cuda/moe_routing.cu's gate_kernel and its launch configuration
-/// (group lanes P, VEC, VPL, the slot layout, best-two promotion with rescans on every second
-/// win, the butterfly merge of group top-twos, the reduce-max / reduce-min rounds). Returns
-/// the chosen experts in order. Not the kernel itself, but the same algorithm step for step:
-/// checked against the reference on the CPU so that the GPU session tests the code, not the idea.
-fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &MoeGateConfig, vec_ok: bool) -> Vec<usize> {
+/// (group lanes P, VEC, VPL, the slot layout, the butterfly merge of group top-twos; the fast
+/// path's packed keys — the key's low bits replaced by the expert id — with one reduce-max a
+/// round, best-two promotion and rescans below the last win, and its near-tie check; the exact
+/// path's reduce-max / reduce-min rounds). Returns the chosen experts in order and whether the
+/// exact path ran. Not the kernel itself, but the same algorithm step for step: checked against
+/// the reference on the CPU so that the GPU session tests the code, not the idea.
+fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &MoeGateConfig, vec_ok: bool) -> (Vec<usize>, bool) {
     let groups = cfg.n_group;
     let epg = n / groups;
     let mut shift = 0;
@@ -145,6 +147,47 @@ fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &Moe
             }
         }
     }
+    // The fast path. id_mask as the launcher's: 2^b − 1 ≥ n − 1.
+    let mut id_mask = 1u32;
+    while id_mask + 1 < n as u32 {
+        id_mask = id_mask << 1 | 1;
+    }
+    let packed: Vec<Vec<u32>> = (0..32)
+        .map(|lane| {
+            let l = &lanes[lane];
+            (0..vpl).map(|s| if l.key[s] != 0 { (l.key[s] & !id_mask) | expert_of(lane, s) as u32 } else { 0 }).collect()
+        })
+        .collect();
+    let top2_below = |pk: &[u32], below: u32| {
+        let (mut k1, mut k2) = (0u32, 0u32);
+        for &k in pk {
+            let k = if k < below { k } else { 0 };
+            k2 = k2.max(k1.min(k));
+            k1 = k1.max(k);
+        }
+        (k1, k2)
+    };
+    // Lanes of groups left out (k1 = 0 after the group phase) take no part.
+    let mut fast: Vec<(u32, u32, bool)> =
+        (0..32).map(|lane| if lanes[lane].k1 != 0 { let (a, b) = top2_below(&packed[lane], u32::MAX); (a, b, true) } else { (0, 0, true) }).collect();
+    let mut res = Vec::new();
+    for _ in 0..top_k {
+        let m = fast.iter().map(|f| f.0).max().unwrap();
+        res.push(m);
+        let lane = (0..32).find(|&l| fast[l].0 == m).unwrap();
+        let f = &mut fast[lane];
+        if f.2 {
+            *f = (f.1, f.1, false);
+        } else {
+            let (a, b) = top2_below(&packed[lane], m);
+            *f = (a, b, true);
+        }
+    }
+    res.push(fast.iter().map(|f| f.0).max().unwrap());
+    if res.windows(2).all(|w| (w[0] ^ w[1]) & !id_mask != 0) {
+        return (res[..top_k].iter().map(|&m| (m & id_mask) as usize).collect(), false);
+    }
+    // The exact path.
     let mut out = Vec::new();
     for _ in 0..top_k {
         let m = lanes.iter().map(|l| l.k1).max().unwrap();
@@ -163,13 +206,13 @@ fn model_gate(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg: &Moe
         }
         let _ = &l.val;
     }
-    out
+    (out, true)
 }
 
 #[test]
 fn gate_algorithm_model_matches_the_reference() {
     let mut runner = TestRunner::deterministic();
-    let mut checked = 0;
+    let (mut checked, mut exact_runs) = (0, 0);
     for i in 0..3000 {
         let c = gate_case().new_tree(&mut runner).unwrap().current();
         let c = GateCase { num_tokens: c.num_tokens.min(4), cfg: MoeGateConfig { local_experts: None, ..c.cfg }, ..c };
@@ -178,11 +221,45 @@ fn gate_algorithm_model_matches_the_reference() {
         let dense = warpcore::check::gather_rows(&logits, c.offset, c.num_tokens, c.num_experts, stride);
         let want = reference::moe_gate(&dense, c.num_experts, c.top_k, c.bias.then_some(&bias[..]), &c.cfg).topk_ids;
         for (t, row) in dense.chunks(c.num_experts).enumerate() {
-            let got = model_gate(row, c.bias.then_some(&bias[..]), c.num_experts, c.top_k, &c.cfg, i % 2 == 0);
+            let (got, exact) = model_gate(row, c.bias.then_some(&bias[..]), c.num_experts, c.top_k, &c.cfg, i % 2 == 0);
+            exact_runs += exact as usize;
             let got: Vec<i32> = got.iter().map(|&e| e as i32).collect();
             assert_eq!(got, want[t * c.top_k..][..c.top_k], "case {c:?}, token {t}");
             checked += 1;
         }
     }
     assert!(checked > 1000);
+    // Both paths ran (the cases have heavy ties as well as random rows).
+    assert!(exact_runs > 0 && exact_runs < checked, "exact path in {exact_runs} of {checked} rows");
+}
+
+/// How often the fast path falls back to the exact one on random rows, for the two bar shapes
+/// (docs/moe_routing.md records the rates): f32 softmax logits N(0, 1) over 256 experts, top 8;
+/// DeepSeek-V3's sigmoid + bias, 256 experts in 8 groups, top 4 groups, top 8 (logits N(0, 2),
+/// bias uniform in ±0.1). bf16 logits never fall back without exact ties.
+#[test]
+fn the_exact_path_is_rare_on_random_rows() {
+    let mut rng = warpcore::check::Rng::new(11);
+    let normal = |rng: &mut warpcore::check::Rng, sd: f64| {
+        let (u, v) = (rng.uniform(1e-12, 1.0), rng.uniform(0.0, 1.0));
+        (sd * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let softmax = MoeGateConfig::softmax_topk(true);
+    let grouped = MoeGateConfig::deepseek_v3(8, 4, 2.5);
+    let bias: Vec<f32> = (0..256).map(|_| rng.uniform(-0.1, 0.1) as f32).collect();
+    let rows = 4000;
+    let mut rates = Vec::new();
+    for (cfg, sd, b) in [(&softmax, 1.0, None), (&grouped, 2.0, Some(&bias[..]))] {
+        let mut exact = 0;
+        for _ in 0..rows {
+            let x: Vec<f32> = (0..256).map(|_| normal(&mut rng, sd)).collect();
+            let (got, ran_exact) = model_gate(&x, b, 256, 8, cfg, true);
+            let want = reference::moe_gate(&x, 256, 8, b, cfg).topk_ids;
+            assert_eq!(got.iter().map(|&e| e as i32).collect::<Vec<_>>(), want);
+            exact += ran_exact as usize;
+        }
+        rates.push(exact as f64 / rows as f64);
+    }
+    eprintln!("exact-path rate: softmax f32 {:.2} %, DeepSeek-V3 grouped {:.2} %", 100.0 * rates[0], 100.0 * rates[1]);
+    assert!(rates[0] < 0.02 && rates[1] < 0.05, "{rates:?}");
 }

@@ -7,8 +7,19 @@
 
 // ------------------------------------------------------------------ gate reference
 static float canonical(float v) { return std::isnan(v) ? -INFINITY : (v == 0.0f ? 0.0f : v); }
-// The documented deterministic sigmoid: 1 / (1 + det_exp(−x)) (harness.h).
-static float det_sigmoid(float x) { return 1.0f / (1.0f + det_exp_ref(-x)); }
+// The documented deterministic sigmoid: recip(1 + det_exp(−x)) (harness.h), where recip(d) is
+// the bit-trick seed 0x7EF311C3 − bits(d) and three Newton steps y = fma(y, fma(−d, y, 1), y)
+// for d < 2^125, else 0 (docs/moe_routing.md).
+static float det_recip_ref(float d) {
+  uint32_t u;
+  memcpy(&u, &d, 4);
+  u = 0x7EF311C3u - u;
+  float y;
+  memcpy(&y, &u, 4);
+  for (int i = 0; i < 3; ++i) y = std::fma(y, std::fma(-d, y, 1.0f), y);
+  return d < 0x1p125f ? y : (std::isnan(d) ? d : 0.0f);
+}
+static float det_sigmoid(float x) { return det_recip_ref(1.0f + det_exp_ref(-x)); }
 
 struct GateCfg {
   int E, n_group, topk_group, top_k;
@@ -68,7 +79,8 @@ static void gate_ref(const std::vector<float>& x, const std::vector<float>& bias
   }
 }
 
-// value mode: 0 random, 1 heavy ties (few values), 2 specials (NaN, -inf, +-0 mixed with ties)
+// value mode: 0 random, 1 heavy ties (few values), 2 specials (NaN, -inf, +-0 mixed with ties),
+// 3 near ties (a few values, each moved by up to 2^12 ulp: the packed keys' truncated bits)
 template <typename T>
 static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, int ptr_off, int out_pad, uint64_t seed) {
   ctx("gate %s E=%d groups=%d/%d k=%d %s renorm=%d bias=%d scale=%g local=[%d,%d) tokens=%d mode=%d stride+%d off=%d outpad=%d",
@@ -84,6 +96,14 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
       float v;
       if (mode == 0) v = static_cast<float>(r.uni(-4, 4));
       else if (mode == 1) v = 0.5f * r.below(3) - 0.5f;
+      else if (mode == 3) {
+        static const float base[] = {1.5f, -0.75f, 0.375f};
+        v = base[r.below(3)];
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        u += r.below(1u << (1 + r.below(12)));
+        memcpy(&v, &u, 4);
+      }
       else {
         static const float sp[] = {NAN, -INFINITY, 0.0f, -0.0f, 1.0f, 1.0f, -2.0f, INFINITY};
         v = sp[r.below(t % 3 == 0 ? 7 : 8)];  // some rows without +inf
@@ -353,6 +373,7 @@ int main(int argc, char** argv) {
       }
       gate_case<__nv_bfloat16>(c, 9, 1, (n + 1) % 2, 0, 0, seed++);  // heavy ties
       if (!c.sigmoid || c.n_group == 1) gate_case<float>(c, 9, 2, 0, n % 2, 1, seed++);  // NaN / inf / ±0
+      gate_case<float>(c, 9, 3, n % 3, 0, 0, seed++);  // near ties: the exact path
       ++n;
     }
     fprintf(stderr, "gate: %ld configs, %ld failures\n", g_configs, g_fail);

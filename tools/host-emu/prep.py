@@ -176,6 +176,12 @@ SEEDS = {
                    "const T* u = up + row * gate_stride;"),
     # Gate top-k: ties broken towards the higher expert id.
     "gate_tie": ("moe_routing", "moe_routing.cu", "if (k > k1) {", "if (k >= k1) {"),
+    # Gate fast path: the near-tie check dropped (truncated keys decide; never the exact path).
+    "gate_near_tie": ("moe_routing", "moe_routing.cu", "if (__any_sync(kFull, near_tie)) {", "if (false && near_tie) {"),
+    # Gate fast path: a first win drops the lane's second best instead of promoting it. (A rescan
+    # that keeps the win itself is no seed: the repeated choice trips the near-tie check.)
+    "gate_promote": ("moe_routing", "moe_routing.cu", "          k1 = k2;\n          have2 = false;",
+                     "          k1 = 0;\n          have2 = false;"),
     # Align: wrong rank of a token among its expert's peers in the warp.
     "align_rank": ("moe_routing", "moe_routing/align.cuh", "const int rank = __popc(peers & lower);",
                    "const int rank = __popc(peers & ~lower) - 1;"),
