@@ -91,6 +91,7 @@ struct GateArgs {
   uint32_t id_mask;  // 2^b - 1 with 2^b >= num_experts: the expert id's bits in a packed key
   float scale;
   int renormalize, sigmoid;
+  int bias_vec;  // bias is 4 * VEC-byte aligned: vector loads
 };
 
 // The lane's best two candidates not in `consumed` (a slot bitmask), by key descending then
@@ -173,10 +174,20 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
   if (a.sigmoid) {
     float bias[VPL];
 #pragma unroll
-    for (int c = 0; c < VPL / VEC; ++c)
+    for (int c = 0; c < VPL / VEC; ++c) {
+      Pack<float, VEC> b = {};
+      if (a.bias != nullptr && c < valid_chunks) {
+        const float* src = a.bias + lane_base + c * chunk_stride;
+        if (a.bias_vec) {
+          b = load_pack<float, VEC>(src);  // VEC floats, 4 * VEC-byte aligned (the launcher checked)
+        } else {
 #pragma unroll
-      for (int v = 0; v < VEC; ++v)
-        bias[c * VEC + v] = (a.bias != nullptr && c < valid_chunks) ? __ldg(a.bias + lane_base + c * chunk_stride + v) : 0.0f;
+          for (int v = 0; v < VEC; ++v) b.v[v] = __ldg(src + v);
+        }
+      }
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) bias[c * VEC + v] = b.v[v];
+    }
 #pragma unroll
     for (int c = 0; c < VPL / VEC; ++c) {
       Pack<float, VEC> w;
@@ -388,6 +399,7 @@ wc_status launch_gate(const wc_moe_gate_params& p, cudaStream_t s) {
   const bool vec = epg % kGateVec == 0 && p.logits_stride % kGateVec == 0 &&
                    aligned_to(kGateVec * static_cast<int>(sizeof(T)), p.logits);
   const int v = vec ? kGateVec : 1;
+  a.bias_vec = p.bias != nullptr && aligned_to(v * static_cast<int>(sizeof(float)), p.bias);
   const int chunks = (epg + lanes * v - 1) / (lanes * v);
   const int vpl = next_pow2(chunks * v);  // <= 32: epg / lanes < 32 for every valid n_group
   if (vpl > 32) return WC_ERR_UNSUPPORTED;

@@ -114,7 +114,7 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
     }
   std::vector<float> bias(E);
   for (auto& b : bias) b = mode == 1 ? 0.25f * r.below(2) : static_cast<float>(r.uni(-0.3, 0.3));
-  Buf bb(E * 4, 0, r);
+  Buf bb(E * 4, 4 * static_cast<int>(seed % 2), r);  // odd seeds: a bias 4 bytes past 16-byte alignment (scalar loads)
   bb.set(bias.data(), E * 4);
   const int64_t is = c.top_k + out_pad, ws = c.top_k + 2 * out_pad;
   Buf ib(((tokens - 1) * is + c.top_k) * 4, 0, r), wb(((tokens - 1) * ws + c.top_k) * 4, 0, r);
