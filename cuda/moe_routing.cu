@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
       Pack<float, VEC> b = {};
       if (a.bias != nullptr && c < valid_chunks) {
         const float* src = a.bias + lane_base + c * chunk_stride;
-        if (a.bias_vec) {
+        if (VEC > 1 && a.bias_vec) {
           b = load_pack<float, VEC>(src);  // VEC floats, 4 * VEC-byte aligned (the launcher checked)
         } else {
 #pragma unroll
