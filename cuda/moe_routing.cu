@@ -49,15 +49,12 @@ namespace {
 constexpr unsigned kFull = 0xffffffffu;
 
 // ------------------------------------------------------------------ selection keys
-// The selection order: NaN ranks as -inf, -0 equals +0 (the CPU reference has the same two rules):
-// select_key below.
-
-// order_key / key_value (the keys below) and det_exp are common.cuh's.
+// order_key / key_value and det_exp are common.cuh's.
 
 // 1 / d for d in [1, 2^125), else 0: a seed from the bits (0x7EF311C3 - bits(d), within 12 %)
 // and three Newton steps y += y * (1 - d * y), each two fmas. Within 1 ulp of the correctly
-// rounded 1 / d everywhere in that range (checked on the CPU over every significand in [1, 4)
-// and every 97th float above), deterministic, and repeated operation for operation by the
+// rounded 1 / d in that range (the Rust test det_recip_is_within_one_ulp: every significand in
+// [1, 2), every 4099th float above), deterministic, and repeated operation for operation by the
 // Rust reference (reference::moe_routing::det_recip): no MUFU.RCP, no division's slow path.
 __device__ __forceinline__ float det_recip(float d) {
   float y = __uint_as_float(0x7EF311C3u - __float_as_uint(d));
@@ -69,8 +66,8 @@ __device__ __forceinline__ float det_recip(float d) {
 // 1 / (1 + exp(-x)), deterministic (see det_exp, det_recip): 0 for x below about -86.6.
 __device__ __forceinline__ float det_sigmoid(float x) { return det_recip(__fadd_rn(1.0f, det_exp(-x))); }
 
-// The selection key of a value: canon (NaN ranks as -inf, -0 = +0) then order_key, branch-free
-// (fmaxf returns the non-NaN operand; -0 + 0 = +0).
+// The selection key of a value, in the selection order (NaN ranks as -inf, -0 = +0, as in the CPU
+// reference), branch-free: fmaxf returns the non-NaN operand; -0 + 0 = +0; then order_key.
 __device__ __forceinline__ uint32_t select_key(float v) {
   return order_key(__fadd_rn(fmaxf(v, -INFINITY), 0.0f));
 }
@@ -135,9 +132,10 @@ __device__ __forceinline__ void packed_top2(const uint32_t (&pk)[VPL], uint32_t 
 // (`packed`, distinct keys), so each of the top_k rounds is one __reduce_max_sync, and the
 // winner is the one lane holding the max. That order is the exact one (key descending, lowest
 // expert among equal keys) unless two of the chosen, or the last chosen and the best left,
-// share their truncated keys: the warp checks that once, and on such a near-tie (≈ 0.5 % of
-// random f32 rows; every row with exact ties) redoes the rounds on the full keys (the exact
-// path: reduce-max on the key, reduce-min on the expert among equals).
+// share their truncated keys: the warp checks that once, and on such a near-tie (0.25 % of
+// random f32 softmax rows, 0.95 % of DeepSeek-V3-like sigmoid rows in the CPU model; every row
+// with exact ties among the chosen) redoes the rounds on the full keys (the exact path:
+// reduce-max on the key, reduce-min on the expert among equals).
 template <typename T, int VEC, int VPL>
 __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a) {
   static_assert(VPL % VEC == 0 && VPL <= 32, "VPL must be a multiple of VEC, at most 32");
@@ -172,7 +170,6 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
     for (int v = 0; v < VEC; ++v) val[c * VEC + v] = to_float(x.v[v]);
   }
   if (a.sigmoid) {
-    float bias[VPL];
 #pragma unroll
     for (int c = 0; c < VPL / VEC; ++c) {
       Pack<float, VEC> b = {};
@@ -185,17 +182,12 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
           for (int v = 0; v < VEC; ++v) b.v[v] = __ldg(src + v);
         }
       }
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) bias[c * VEC + v] = b.v[v];
-    }
-#pragma unroll
-    for (int c = 0; c < VPL / VEC; ++c) {
       Pack<float, VEC> w;
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         const int s = c * VEC + v;
         w.v[v] = det_sigmoid(val[s]);
-        val[s] = __fadd_rn(w.v[v], bias[s]);
+        val[s] = __fadd_rn(w.v[v], b.v[v]);
       }
       if (c < valid_chunks) store_pack<float, VEC>(&vals[warp][lane_base + c * chunk_stride], w);
     }

@@ -324,8 +324,8 @@ inline int __dp4a(int a, int b, int c) {
     acc += static_cast<uint32_t>(static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i)));
   return static_cast<int>(acc);
 }
-inline float __expf(float x) { return expf(x); }
-inline float __fdividef(float a, float b) { return a / b; }  // the GPU's 2-ulp approximation is not modelled  // the GPU's ex2.approx is not modelled
+inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
+inline float __fdividef(float a, float b) { return a / b; }  // the GPU's 2-ulp approximation is not modelled
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // rsqrt.approx (2 ulp) is not modelled
 // sin(pi x), cos(pi x) from the f64 functions, rounded once to f32 (the GPU's is within 1 ulp;
