@@ -66,6 +66,14 @@ __device__ __forceinline__ float det_recip(float d) {
 // 1 / (1 + exp(-x)), deterministic (see det_exp, det_recip): 0 for x below about -86.6.
 __device__ __forceinline__ float det_sigmoid(float x) { return det_recip(__fadd_rn(1.0f, det_exp(-x))); }
 
+// 1 / (1 + exp(-x)) from MUFU.EX2 and MUFU.RCP (ex2.approx.ftz: 2 ulp; __fdividef's rcp.approx:
+// 1 ulp; the argument's rounding moves the result by at most 0.23 x 2^-23): within 2^-21 of the
+// true sigmoid, so within 2^-20 of det_sigmoid. The pre-filter budgets 2^-18 (kPrefilterTol).
+// 0 for x below about -88 (1 + e overflows to +inf or passes 2^126), 1 above about 88.
+__device__ __forceinline__ float approx_sigmoid(float x) {
+  return __fdividef(1.0f, 1.0f + exp2_ftz(x * -kLog2e));
+}
+
 // The selection key of a value, in the selection order (NaN ranks as -inf, -0 = +0, as in the CPU
 // reference), branch-free: fmaxf returns the non-NaN operand; -0 + 0 = +0; then order_key.
 __device__ __forceinline__ uint32_t select_key(float v) {
@@ -75,6 +83,9 @@ __device__ __forceinline__ uint32_t select_key(float v) {
 // ------------------------------------------------------------------ gate
 constexpr int kGateWarps = 8;
 constexpr int kGateVec = 4;  // elements per vector load (16 B of f32, 8 B of f16 / bf16)
+// The pre-filter's tolerance per unit of (1 + max |bias|): a bound on |approximate - exact|
+// selection value, with 8x margin over approx_sigmoid's error, plus the two additions' rounding.
+constexpr float kPrefilterTol = 0x1p-17f;
 
 struct GateArgs {
   const void* logits;  // [num_tokens, num_experts]
@@ -89,6 +100,7 @@ struct GateArgs {
   float scale;
   int renormalize, sigmoid;
   int bias_vec;  // bias is 4 * VEC-byte aligned: vector loads
+  int prefilter;  // sigmoid, grouped, top_k <= 2 * topk_group, >= 2 experts a group (see gate_kernel)
 };
 
 // The lane's best two candidates not in `consumed` (a slot bitmask), by key descending then
@@ -140,10 +152,12 @@ template <typename T, int VEC, int VPL>
 __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a) {
   static_assert(VPL % VEC == 0 && VPL <= 32, "VPL must be a multiple of VEC, at most 32");
   __shared__ __align__(16) float vals[kGateWarps][WC_MOE_MAX_EXPERTS];  // each expert's weight input
+  __shared__ int cands[kGateWarps][32];  // the pre-filter's candidates, one a lane
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int token = blockIdx.x * kGateWarps + warp;
   if (token >= a.num_tokens) return;  // whole warps leave together; no block barriers below
+  const bool prefilter = VPL <= 16 && a.prefilter;  // not built for 32 values a lane (registers)
   const int P = 1 << a.group_shift;
   const int g = lane >> a.group_shift;
   const int p = lane & (P - 1);
@@ -159,8 +173,8 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
   const T* row = static_cast<const T*>(a.logits) + token * a.logits_stride;
   auto expert_of = [&](int s) { return lane_base + (s / VEC) * chunk_stride + (s % VEC); };
 
-  // val: the selection value (the logit, or sigmoid + bias); the weight's input (the logit,
-  // or the unbiased sigmoid) goes to shared memory, by expert, for the winners to read.
+  // val: the logits; later the selection values (the logit, or sigmoid + bias). The weights'
+  // inputs (the logit, or the unbiased sigmoid) go to shared memory, by expert, for the winners.
   float val[VPL];
 #pragma unroll
   for (int c = 0; c < VPL / VEC; ++c) {
@@ -169,19 +183,25 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
 #pragma unroll
     for (int v = 0; v < VEC; ++v) val[c * VEC + v] = to_float(x.v[v]);
   }
-  if (a.sigmoid) {
+  // The bias of chunk c (zeros past the group's end or without a bias).
+  auto bias_pack = [&](int c) {
+    Pack<float, VEC> b = {};
+    if (a.bias != nullptr && c < valid_chunks) {
+      const float* src = a.bias + lane_base + c * chunk_stride;
+      if (VEC > 1 && a.bias_vec) {
+        b = load_pack<float, VEC>(src);  // VEC floats, 4 * VEC-byte aligned (the launcher checked)
+      } else {
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) b.v[v] = __ldg(src + v);
+      }
+    }
+    return b;
+  };
+  // Every expert's sigmoid into shared memory, and val = sigmoid + bias (the exact selection).
+  auto sigmoid_stage = [&]() {
 #pragma unroll
     for (int c = 0; c < VPL / VEC; ++c) {
-      Pack<float, VEC> b = {};
-      if (a.bias != nullptr && c < valid_chunks) {
-        const float* src = a.bias + lane_base + c * chunk_stride;
-        if (VEC > 1 && a.bias_vec) {
-          b = load_pack<float, VEC>(src);  // VEC floats, 4 * VEC-byte aligned (the launcher checked)
-        } else {
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) b.v[v] = __ldg(src + v);
-        }
-      }
+      const Pack<float, VEC> b = bias_pack(c);
       Pack<float, VEC> w;
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
@@ -191,7 +211,10 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
       }
       if (c < valid_chunks) store_pack<float, VEC>(&vals[warp][lane_base + c * chunk_stride], w);
     }
-  } else {
+  };
+  if (a.sigmoid && !prefilter) {
+    sigmoid_stage();
+  } else {  // the logits themselves (the pre-filter's candidates read theirs back)
 #pragma unroll
     for (int c = 0; c < VPL / VEC; ++c) {
       Pack<float, VEC> w;
@@ -201,98 +224,204 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
     }
   }
   __syncwarp();
-  // The full selection key of slot s (0 = no candidate).
-  auto key_of = [&](int s) { return s / VEC < valid_chunks ? select_key(val[s]) : 0u; };
 
-  // Grouped selection: keep the topk_group groups whose top-two sum is largest (full keys).
-  bool kept = active;
-  if (a.topk_group < a.n_group) {
-    uint32_t t1 = 0, t2 = 0;
-#pragma unroll
-    for (int s = 0; s < VPL; ++s) {
-      const uint32_t k = key_of(s);
-      t2 = max(t2, min(t1, k));
-      t1 = max(t1, k);
-    }
-    for (int off = 1; off < P; off <<= 1) {  // merge the top two over the group's P lanes
-      const uint32_t o1 = __shfl_xor_sync(kFull, t1, off);
-      const uint32_t o2 = __shfl_xor_sync(kFull, t2, off);
-      t2 = max(min(t1, o1), max(t2, o2));
-      t1 = max(t1, o1);
-    }
-    // Groups of one expert score that expert alone.
-    const float score = t2 != 0 ? __fadd_rn(key_value(t1), key_value(t2)) : key_value(t1);
-    uint32_t gkey = (active && p == 0) ? select_key(score) : 0u;
-    uint32_t chosen = 0;
-    for (int r = 0; r < a.topk_group; ++r) {
-      const uint32_t m = __reduce_max_sync(kFull, gkey);
-      const uint32_t wg = __reduce_min_sync(kFull, (gkey == m && m != 0) ? static_cast<uint32_t>(g) : kFull);
-      if (wg < 32) chosen |= 1u << wg;
-      if (static_cast<uint32_t>(g) == wg) gkey = 0;
-    }
-    kept = active && ((chosen >> g) & 1u);
-  }
-
-  // Fast path: packed keys, one reduction a round; the winner promotes its second best and
-  // rescans (below its last win) on every second win. Lane r keeps the r-th choice.
   int res_idx = 0;
-  {
-    uint32_t pk[VPL];
+  bool selected = false;
+  if (prefilter) {
+    // The pre-filter (DeepSeek-V3's grouped sigmoid): approximate selection values ak from
+    // approx_sigmoid, each within tol of the exact one (tol = kPrefilterTol (1 + max |bias|)).
+    // (1) The groups by approximate top-two sums; when the last kept group's sum is more than
+    // 8 tol above the best left out, the exact sums (each within 2 tol + rounding) keep the same
+    // groups. (2) T = the lowest second-best approximate value among the kept groups: at least
+    // 2 topk_group >= top_k experts have ak >= T, so exact values above T - tol; an expert with
+    // ak < T - 2 tol is below T - tol exactly, never chosen. (3) The others (the candidates,
+    // typically 10-20) are compacted one a lane, their exact sigmoids computed, and top_k
+    // rounds pick the exact order. A bias that is not finite, a near tie between groups or
+    // more than 32 candidates fall back to the exact selection below.
+    float ak[VPL];
+    uint32_t babs = 0;
 #pragma unroll
-    for (int s = 0; s < VPL; ++s)  // a valid key is >= order_key(-inf) = 0x007FFFFF: never 0 packed
-      pk[s] = s / VEC < valid_chunks ? (select_key(val[s]) & ~a.id_mask) | static_cast<uint32_t>(expert_of(s)) : 0u;
-    uint32_t k1 = 0, k2 = 0;
-    if (kept) packed_top2<VPL>(pk, 0xFFFFFFFFu, k1, k2);
-    bool have2 = true;
-    uint32_t res = 0;
-    for (int r = 0; r < a.top_k; ++r) {
-      const uint32_t m = __reduce_max_sync(kFull, k1);
-      if (lane == r) res = m;
-      if (k1 == m) {  // the winner: packed keys are distinct
-        if (have2) {
-          k1 = k2;
-          have2 = false;
-        } else {
-          packed_top2<VPL>(pk, m, k1, k2);
-          have2 = true;
-        }
+    for (int c = 0; c < VPL / VEC; ++c) {
+      const Pack<float, VEC> b = bias_pack(c);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const int s = c * VEC + v;
+        const float k = __fadd_rn(approx_sigmoid(val[s]), b.v[v]);
+        ak[s] = c < valid_chunks ? fmaxf(k, -INFINITY) : -INFINITY;  // NaN (a NaN logit) ranks as -inf
+        babs = max(babs, __float_as_uint(fabsf(b.v[v])));             // NaN's bits rank above inf's
       }
     }
-    // Exact iff the truncated keys of the chosen, then of the best left, strictly decrease.
-    const uint32_t left = __reduce_max_sync(kFull, k1);
-    uint32_t next = __shfl_down_sync(kFull, res, 1);
-    if (lane == a.top_k - 1) next = left;
-    const bool near_tie = lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u;
-    res_idx = static_cast<int>(res & a.id_mask);
-    if (__any_sync(kFull, near_tie)) {
-      // The exact path: top_k rounds on the full keys, the lowest expert among equals. Only
-      // the winning lane changes: it promotes its second best, and rescans on every second win.
-      uint32_t key[VPL];
+    const float tol = kPrefilterTol * (__uint_as_float(__reduce_max_sync(kFull, babs)) + 1.0f);
+    float t1 = -INFINITY, t2 = -INFINITY;  // the group's approximate top two
 #pragma unroll
-      for (int s = 0; s < VPL; ++s) key[s] = key_of(s);
-      uint32_t k1, k2;
-      int s1, s2;
-      lane_top2<VPL>(key, 0u, k1, s1, k2, s2);
-      if (!kept) k1 = k2 = 0;  // never chosen below
-      int i1 = expert_of(s1), i2 = expert_of(s2);
+    for (int s = 0; s < VPL; ++s) {
+      t2 = fmaxf(t2, fminf(t1, ak[s]));
+      t1 = fmaxf(t1, ak[s]);
+    }
+    for (int off = 1; off < P; off <<= 1) {
+      const float o1 = __shfl_xor_sync(kFull, t1, off);
+      const float o2 = __shfl_xor_sync(kFull, t2, off);
+      t2 = fmaxf(fminf(t1, o1), fmaxf(t2, o2));
+      t1 = fmaxf(t1, o1);
+    }
+    // Group keys packed with 31 - g (distinct; the truncation is within tol, see the check).
+    uint32_t gkey = active && p == 0 ? (select_key(t1 + t2) & ~31u) | (31u - g) : 0u;
+    uint32_t chosen = 0, last = 0;
+    for (int r = 0; r < a.topk_group; ++r) {
+      last = __reduce_max_sync(kFull, gkey);
+      chosen |= 1u << (31u - (last & 31u));
+      if (gkey == last) gkey = 0;
+    }
+    const uint32_t best_left = __reduce_max_sync(kFull, gkey);
+    const bool kept = active && ((chosen >> g) & 1u);
+    const float thr = key_value(__reduce_min_sync(kFull, kept && p == 0 ? select_key(t2) : kFull)) - 2.0f * tol;
+    uint32_t cand = 0;
+#pragma unroll
+    for (int s = 0; s < VPL; ++s)
+      if (kept && s / VEC < valid_chunks && ak[s] >= thr) cand |= 1u << s;
+    const int count = __popc(cand);
+    int incl = count;  // inclusive prefix sum of the candidate counts over the warp
+    for (int off = 1; off < 32; off <<= 1) {
+      const int o = __shfl_up_sync(kFull, incl, off);
+      if (lane >= off) incl += o;
+    }
+    const int total = __shfl_sync(kFull, incl, 31);
+    // Warp-uniform: tol finite (a finite bias), the groups apart, the candidates one a lane.
+    if (tol < INFINITY && key_value(last) - key_value(best_left) > 8.0f * tol && total <= 32) {
+      int* dst = &cands[warp][incl - count];
+#pragma unroll
+      for (int s = 0; s < VPL; ++s)
+        if ((cand >> s) & 1u) *dst++ = expert_of(s);
+      __syncwarp();
+      uint32_t key = 0, e = kFull;
+      if (lane < total) {
+        e = static_cast<uint32_t>(cands[warp][lane]);
+        const float w = det_sigmoid(vals[warp][e]);
+        key = select_key(__fadd_rn(w, a.bias != nullptr ? __ldg(a.bias + e) : 0.0f));
+        vals[warp][e] = w;  // the weight's input
+      }
+      __syncwarp();
+      // top_k rounds on the keys packed with the expert id, one reduction a round; as in the fast
+      // path below, exact unless the truncated keys of two chosen, or of the last chosen and
+      // the best left, are equal: then rounds on the full keys (key, then the lowest expert).
+      uint32_t pk = key != 0 ? (key & ~a.id_mask) | e : 0u, res = 0;
+      for (int r = 0; r < a.top_k; ++r) {
+        const uint32_t m = __reduce_max_sync(kFull, pk);
+        if (lane == r) res = m;
+        if (pk == m) pk = 0;
+      }
+      const uint32_t left = __reduce_max_sync(kFull, pk);
+      uint32_t next = __shfl_down_sync(kFull, res, 1);
+      if (lane == a.top_k - 1) next = left;
+      res_idx = static_cast<int>(res & a.id_mask);
+      if (__any_sync(kFull, lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u)) {
+        for (int r = 0; r < a.top_k; ++r) {
+          const uint32_t m = __reduce_max_sync(kFull, key);
+          const uint32_t win = __reduce_min_sync(kFull, key == m ? e : kFull);
+          if (lane == r) res_idx = static_cast<int>(win);
+          if (e == win) key = 0;
+        }
+      }
+      selected = true;
+    }
+  }
+  if (!selected) {
+    if (prefilter) {
+      sigmoid_stage();
+      __syncwarp();
+    }
+    // The full selection key of slot s (0 = no candidate).
+    auto key_of = [&](int s) { return s / VEC < valid_chunks ? select_key(val[s]) : 0u; };
+
+    // Grouped selection: keep the topk_group groups whose top-two sum is largest (full keys).
+    bool kept = active;
+    if (a.topk_group < a.n_group) {
+      uint32_t t1 = 0, t2 = 0;
+#pragma unroll
+      for (int s = 0; s < VPL; ++s) {
+        const uint32_t k = key_of(s);
+        t2 = max(t2, min(t1, k));
+        t1 = max(t1, k);
+      }
+      for (int off = 1; off < P; off <<= 1) {  // merge the top two over the group's P lanes
+        const uint32_t o1 = __shfl_xor_sync(kFull, t1, off);
+        const uint32_t o2 = __shfl_xor_sync(kFull, t2, off);
+        t2 = max(min(t1, o1), max(t2, o2));
+        t1 = max(t1, o1);
+      }
+      // Groups of one expert score that expert alone.
+      const float score = t2 != 0 ? __fadd_rn(key_value(t1), key_value(t2)) : key_value(t1);
+      uint32_t gkey = (active && p == 0) ? select_key(score) : 0u;
+      uint32_t chosen = 0;
+      for (int r = 0; r < a.topk_group; ++r) {
+        const uint32_t m = __reduce_max_sync(kFull, gkey);
+        const uint32_t wg = __reduce_min_sync(kFull, (gkey == m && m != 0) ? static_cast<uint32_t>(g) : kFull);
+        if (wg < 32) chosen |= 1u << wg;
+        if (static_cast<uint32_t>(g) == wg) gkey = 0;
+      }
+      kept = active && ((chosen >> g) & 1u);
+    }
+
+    // Fast path: packed keys, one reduction a round; the winner promotes its second best and
+    // rescans (below its last win) on every second win. Lane r keeps the r-th choice.
+    {
+      uint32_t pk[VPL];
+#pragma unroll
+      for (int s = 0; s < VPL; ++s)  // a valid key is >= order_key(-inf) = 0x007FFFFF: never 0 packed
+        pk[s] = s / VEC < valid_chunks ? (select_key(val[s]) & ~a.id_mask) | static_cast<uint32_t>(expert_of(s)) : 0u;
+      uint32_t k1 = 0, k2 = 0;
+      if (kept) packed_top2<VPL>(pk, 0xFFFFFFFFu, k1, k2);
       bool have2 = true;
-      uint32_t consumed = 0;
+      uint32_t res = 0;
       for (int r = 0; r < a.top_k; ++r) {
         const uint32_t m = __reduce_max_sync(kFull, k1);
-        const uint32_t win = __reduce_min_sync(kFull, k1 == m ? static_cast<uint32_t>(i1) : kFull);
-        if (lane == r) res_idx = static_cast<int>(win);
-        if (k1 == m && static_cast<uint32_t>(i1) == win) {
-          consumed |= 1u << s1;
+        if (lane == r) res = m;
+        if (k1 == m) {  // the winner: packed keys are distinct
           if (have2) {
             k1 = k2;
-            s1 = s2;
-            i1 = i2;
             have2 = false;
           } else {
-            lane_top2<VPL>(key, consumed, k1, s1, k2, s2);
-            i1 = expert_of(s1);
-            i2 = expert_of(s2);
+            packed_top2<VPL>(pk, m, k1, k2);
             have2 = true;
+          }
+        }
+      }
+      // Exact iff the truncated keys of the chosen, then of the best left, strictly decrease.
+      const uint32_t left = __reduce_max_sync(kFull, k1);
+      uint32_t next = __shfl_down_sync(kFull, res, 1);
+      if (lane == a.top_k - 1) next = left;
+      const bool near_tie = lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u;
+      res_idx = static_cast<int>(res & a.id_mask);
+      if (__any_sync(kFull, near_tie)) {
+        // The exact path: top_k rounds on the full keys, the lowest expert among equals. Only
+        // the winning lane changes: it promotes its second best, and rescans on every second win.
+        uint32_t key[VPL];
+#pragma unroll
+        for (int s = 0; s < VPL; ++s) key[s] = key_of(s);
+        uint32_t k1, k2;
+        int s1, s2;
+        lane_top2<VPL>(key, 0u, k1, s1, k2, s2);
+        if (!kept) k1 = k2 = 0;  // never chosen below
+        int i1 = expert_of(s1), i2 = expert_of(s2);
+        bool have2 = true;
+        uint32_t consumed = 0;
+        for (int r = 0; r < a.top_k; ++r) {
+          const uint32_t m = __reduce_max_sync(kFull, k1);
+          const uint32_t win = __reduce_min_sync(kFull, k1 == m ? static_cast<uint32_t>(i1) : kFull);
+          if (lane == r) res_idx = static_cast<int>(win);
+          if (k1 == m && static_cast<uint32_t>(i1) == win) {
+            consumed |= 1u << s1;
+            if (have2) {
+              k1 = k2;
+              s1 = s2;
+              i1 = i2;
+              have2 = false;
+            } else {
+              lane_top2<VPL>(key, consumed, k1, s1, k2, s2);
+              i1 = expert_of(s1);
+              i2 = expert_of(s2);
+              have2 = true;
+            }
           }
         }
       }
@@ -386,6 +515,7 @@ wc_status launch_gate(const wc_moe_gate_params& p, cudaStream_t s) {
   a.scale = p.routed_scaling_factor;
   a.renormalize = p.renormalize != 0;
   a.sigmoid = p.scoring == WC_MOE_SIGMOID;
+  a.prefilter = a.sigmoid && a.topk_group < a.n_group && k <= 2 * p.topk_group && a.experts_per_group >= 2;
   const int lanes = 1 << a.group_shift;
   const int epg = a.experts_per_group;
   const bool vec = epg % kGateVec == 0 && p.logits_stride % kGateVec == 0 &&

@@ -80,7 +80,11 @@ static void gate_ref(const std::vector<float>& x, const std::vector<float>& bias
 }
 
 // value mode: 0 random, 1 heavy ties (few values), 2 specials (NaN, -inf, +-0 mixed with ties),
-// 3 near ties (a few values, each moved by up to 2^12 ulp: the packed keys' truncated bits)
+// 3 near ties (a few values, each moved by up to 2^12 ulp: the packed keys' truncated bits),
+// 4 near ties of the selection values sigmoid + bias (f32, with a bias; the pre-filter's
+// tolerances): per group a cluster of 2-3 experts within 64 ulp of 0.5 + the group's offset
+// (0.1 * rank / n_group; on every other token two groups share an offset, so that their sums
+// are near ties), the others in [0.35, 0.45]; the logits solved from the bias.
 template <typename T>
 static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, int ptr_off, int out_pad, uint64_t seed) {
   ctx("gate %s E=%d groups=%d/%d k=%d %s renorm=%d bias=%d scale=%g local=[%d,%d) tokens=%d mode=%d stride+%d off=%d outpad=%d",
@@ -91,10 +95,34 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
   const int64_t ls = E + stride_pad;
   Buf lb(((tokens - 1) * ls + E) * sizeof(T), ptr_off * sizeof(T), r);
   std::vector<float> x(static_cast<size_t>(tokens) * E);
+  std::vector<float> bias4(E);  // mode 4: the bias, drawn first (the logits depend on it)
+  std::vector<float> target;    // mode 4: the token's selection values
+  Rng r4(seed ^ 0x5bd1e995u);
+  for (auto& b : bias4) b = static_cast<float>(r4.uni(-0.3, 0.3));
   for (int t = 0; t < tokens; ++t)
     for (int e = 0; e < E; ++e) {
       float v;
-      if (mode == 0) v = static_cast<float>(r.uni(-4, 4));
+      if (mode == 4 && e == 0) {
+        const int G = c.n_group, epg = E / G;
+        std::vector<int> rank(G);
+        std::iota(rank.begin(), rank.end(), 0);
+        for (int i = G - 1; i > 0; --i) std::swap(rank[i], rank[r4.below(i + 1)]);
+        if (G > 1 && t % 2 == 1) rank[r4.below(G)] = rank[r4.below(G)];  // two groups share a rank
+        target.assign(E, 0.0f);
+        for (int g = 0; g < G; ++g) {
+          std::vector<int> m(epg);
+          std::iota(m.begin(), m.end(), g * epg);
+          for (int i = epg - 1; i > 0; --i) std::swap(m[i], m[r4.below(i + 1)]);
+          const int cs = std::min(epg, 2 + static_cast<int>(r4.below(2)));
+          for (int i = 0; i < epg; ++i)
+            target[m[i]] = i < cs ? (0.5f + 0.1f * rank[g] / G) + r4.below(64) * 0x1p-24f
+                                  : static_cast<float>(r4.uni(0.35, 0.45));
+        }
+      }
+      if (mode == 4) {
+        const double y = static_cast<double>(target[e]) - bias4[e];
+        v = static_cast<float>(std::log(y / (1.0 - y)));
+      } else if (mode == 0) v = static_cast<float>(r.uni(-4, 4));
       else if (mode == 1) v = 0.5f * r.below(3) - 0.5f;
       else if (mode == 3) {
         static const float base[] = {1.5f, -0.75f, 0.375f};
@@ -114,6 +142,7 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
     }
   std::vector<float> bias(E);
   for (auto& b : bias) b = mode == 1 ? 0.25f * r.below(2) : static_cast<float>(r.uni(-0.3, 0.3));
+  if (mode == 4) bias = bias4;
   Buf bb(E * 4, 4 * static_cast<int>(seed % 2), r);  // odd seeds: a bias 4 bytes past 16-byte alignment (scalar loads)
   bb.set(bias.data(), E * 4);
   const int64_t is = c.top_k + out_pad, ws = c.top_k + 2 * out_pad;
@@ -359,6 +388,13 @@ int main(int argc, char** argv) {
     cfgs.push_back({504, 9, 4, 8, true, true, true, 1.0f, 0, 504});    // VPL 32, vector
     cfgs.push_back({8, 8, 3, 3, true, true, false, 1.0f, 0, 8});        // groups of one expert
     cfgs.push_back({160, 5, 2, 6, true, true, true, 2.5f, 0, 160});
+    // The pre-filter's shapes (top_k <= 2 topk_group, >= 2 experts a group, VPL <= 16).
+    cfgs.push_back({160, 5, 2, 4, true, true, true, 1.0f, 0, 160});    // P 4, VPL 8
+    cfgs.push_back({384, 12, 5, 10, true, false, true, 1.0f, 0, 384}); // P 2, VPL 16
+    cfgs.push_back({60, 4, 3, 6, true, true, true, 1.0f, 0, 60});      // 15 a group: scalar, VPL 2
+    cfgs.push_back({512, 32, 4, 8, true, true, true, 1.0f, 0, 512});   // P 1, VPL 16
+    cfgs.push_back({96, 3, 2, 3, true, true, false, 1.0f, 0, 96});     // no bias, VPL 4
+    cfgs.push_back({64, 32, 31, 2, true, true, true, 1.0f, 0, 64});    // groups of two
     cfgs.push_back({64, 8, 8, 6, true, true, true, 1.0f, 0, 64});       // topk_group = n_group
     cfgs.push_back({64, 1, 1, 8, false, true, false, 1.0f, 0, 0});      // empty local range
     cfgs.push_back({512, 1, 1, 32, false, true, false, 1.0f, 100, 300});
@@ -372,8 +408,9 @@ int main(int argc, char** argv) {
         default: gate_case<__half>(c, 19, 0, sp, po, op, seed++);
       }
       gate_case<__nv_bfloat16>(c, 9, 1, (n + 1) % 2, 0, 0, seed++);  // heavy ties
-      if (!c.sigmoid || c.n_group == 1) gate_case<float>(c, 9, 2, 0, n % 2, 1, seed++);  // NaN / inf / ±0
+      gate_case<float>(c, 9, 2, 0, n % 2, 1, seed++);  // NaN / inf / ±0
       gate_case<float>(c, 9, 3, n % 3, 0, 0, seed++);  // near ties: the exact path
+      if (c.sigmoid && c.bias) gate_case<float>(c, 33, 4, 0, 0, 0, seed++);  // near ties of sigmoid + bias
       ++n;
     }
     fprintf(stderr, "gate: %ld configs, %ld failures\n", g_configs, g_fail);

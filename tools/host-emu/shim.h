@@ -326,6 +326,23 @@ inline int __dp4a(int a, int b, int c) {
 }
 inline float __expf(float x) { return expf(x); }  // the GPU's ex2.approx is not modelled
 inline float __fdividef(float a, float b) { return a / b; }  // the GPU's 2-ulp approximation is not modelled
+namespace emu {
+// moe_routing's approx_sigmoid (MUFU.EX2 + MUFU.RCP on the GPU, within 2^-20 of det_sigmoid): the
+// f64 sigmoid moved by a pseudo-random amount (a hash of x) of up to the pre-filter's budget,
+// 2^-18, so that the tests exercise its tolerances at their edge rather than at their best.
+inline float approx_sigmoid(float x) {
+  if (std::isnan(x)) return x;
+  uint32_t h;
+  memcpy(&h, &x, 4);
+  h *= 0x9E3779B1u;
+  h ^= h >> 15;
+  h *= 0x85EBCA77u;
+  h ^= h >> 13;
+  const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(x)));
+  const double d = (static_cast<double>(h) / 4294967295.0 * 2.0 - 1.0) * 0x1p-18;
+  return static_cast<float>(std::min(1.0, std::max(0.0, s + d)));
+}
+}  // namespace emu
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }  // rsqrt.approx (2 ulp) is not modelled
 // sin(pi x), cos(pi x) from the f64 functions, rounded once to f32 (the GPU's is within 1 ulp;
