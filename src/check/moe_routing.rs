@@ -28,6 +28,12 @@ pub enum Ties {
     /// 0.5 − sigmoid_f32(a_e), so every expert showing a_e scores 0.5 up to one rounding: the
     /// kernel's f32 sigmoid must equal the reference's bit for bit or ties break differently.
     BiasCancels,
+    /// Sigmoid with groups: near ties of the selection values sigmoid + bias, where the gate's
+    /// pre-filter must widen its candidate set (docs/moe_routing.md). Per token and group, 2–3
+    /// experts score within 64 ulp of 0.5 + 0.1 · rank / n_group (on odd tokens two groups
+    /// share a rank, so that their sums nearly tie), the others in [0.35, 0.45]; the bias is
+    /// scaled into ±0.3 and the logits are solved from it. Meant for f32 logits.
+    NearSelection,
 }
 
 /// One `moe_gate` run: logits rows at `num_experts + logits_gap` from `offset` (an odd offset
@@ -112,6 +118,40 @@ pub fn gate_inputs<T: DType>(c: &GateCase) -> (Vec<T>, Vec<f32>) {
             }
             for e in 0..n {
                 bias[e] = 0.5 - reference::sigmoid_f32(a[e].to_f32());
+            }
+        }
+        Ties::NearSelection => {
+            let below = |rng: &mut Rng, m: usize| (rng.next_u64() % m as u64) as usize;
+            let shuffle = |rng: &mut Rng, v: &mut Vec<usize>| {
+                for i in (1..v.len()).rev() {
+                    let j = below(rng, i + 1);
+                    v.swap(i, j);
+                }
+            };
+            bias.iter_mut().for_each(|b| *b *= 0.6);
+            let groups = c.cfg.n_group;
+            let epg = n / groups;
+            for t in 0..c.num_tokens {
+                let mut rank: Vec<usize> = (0..groups).collect();
+                shuffle(&mut rng, &mut rank);
+                if groups > 1 && t % 2 == 1 {
+                    let (i, j) = (below(&mut rng, groups), below(&mut rng, groups));
+                    rank[i] = rank[j];
+                }
+                for (g, &r) in rank.iter().enumerate() {
+                    let mut members: Vec<usize> = (g * epg..(g + 1) * epg).collect();
+                    shuffle(&mut rng, &mut members);
+                    let cluster = epg.min(2 + below(&mut rng, 2));
+                    for (i, &e) in members.iter().enumerate() {
+                        let target = if i < cluster {
+                            (0.5 + 0.1 * r as f32 / groups as f32) + below(&mut rng, 64) as f32 * 2f32.powi(-24)
+                        } else {
+                            rng.uniform(0.35, 0.45) as f32
+                        };
+                        let y = f64::from(target) - f64::from(bias[e]);
+                        logits[c.offset + t * stride + e] = T::from_f64((y / (1.0 - y)).ln());
+                    }
+                }
             }
         }
     }
@@ -303,6 +343,7 @@ pub fn check_all(dev: &Device) -> Result<Vec<CheckResult>> {
         GateCase { counts: true, ..GateCase::new(333, 256, 8, MoeGateConfig::softmax_topk(false), 2) },
         GateCase { bias: true, counts: true, ..GateCase::new(1000, 256, 8, ds.clone(), 3) },
         GateCase { bias: true, ties: Ties::BiasCancels, ..GateCase::new(200, 256, 8, ds.clone(), 4) },
+        GateCase { bias: true, ties: Ties::NearSelection, ..GateCase::new(500, 256, 8, ds.clone(), 12) },
         GateCase { bias: true, ties: Ties::Heavy, ..GateCase::new(200, 160, 6, MoeGateConfig::deepseek_v3(5, 2, 1.0), 5) },
         GateCase { ties: Ties::Heavy, ..GateCase::new(129, 60, 4, MoeGateConfig::softmax_topk(true), 6) },
         GateCase { ties: Ties::AllEqual, ..GateCase::new(17, 8, 8, MoeGateConfig::softmax_topk(false), 7) },

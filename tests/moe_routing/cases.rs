@@ -44,7 +44,7 @@ pub fn gate_case() -> impl Strategy<Value = GateCase> {
         prop_oneof![proptest::sample::select(EXPERT_COUNTS), 1usize..=512],
         prop_oneof![Just(0usize), Just(1usize), 1usize..300],
         any::<bool>(),
-        0usize..4,
+        0usize..5,
         any::<u64>(),
     )
         .prop_map(|(n, num_tokens, sigmoid, ties, seed)| {
@@ -53,7 +53,8 @@ pub fn gate_case() -> impl Strategy<Value = GateCase> {
                 0 => Ties::None,
                 1 => Ties::Heavy,
                 2 => Ties::AllEqual,
-                _ if sigmoid => Ties::BiasCancels,
+                3 if sigmoid => Ties::BiasCancels,
+                _ if sigmoid => Ties::NearSelection,
                 _ => Ties::Heavy,
             };
             GateCase {
@@ -158,6 +159,19 @@ pub fn cancelling_bias_cases() -> Vec<GateCase> {
             let kept = 2.max(k.div_ceil(n / g));
             let cfg = MoeGateConfig::deepseek_v3(g, kept, 2.5);
             GateCase { bias: true, counts: true, ties: Ties::BiasCancels, ..GateCase::new(257, n, k, cfg, n as u64) }
+        })
+        .collect()
+}
+
+/// Near ties of sigmoid + bias on the shapes the gate's pre-filter takes (top_k ≤ 2 ·
+/// topk_group, at least 2 experts a group, at most 16 values a lane): DeepSeek-V3's 256 / 8 / 4,
+/// and P = 4, 2, 1 lanes a group, scalar loads, no bias.
+pub fn near_selection_cases() -> Vec<GateCase> {
+    [(256, 8, 4, 8, true), (160, 5, 2, 4, true), (384, 12, 5, 10, true), (60, 4, 3, 6, true), (512, 32, 4, 8, true), (96, 3, 2, 3, false)]
+        .iter()
+        .map(|&(n, g, kept, k, bias)| {
+            let cfg = MoeGateConfig::deepseek_v3(g, kept, 2.5);
+            GateCase { bias, counts: true, ties: Ties::NearSelection, ..GateCase::new(257, n, k, cfg, n as u64 + 7) }
         })
         .collect()
 }

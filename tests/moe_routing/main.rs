@@ -57,6 +57,14 @@ macro_rules! gate_tests {
             }
 
             #[test]
+            fn grouped_sigmoid_near_ties_of_the_selection_values() {
+                let Some(dev) = device() else { return };
+                for c in near_selection_cases() {
+                    assert_passed(&check_moe_gate::<$t>(&dev, &c).unwrap());
+                }
+            }
+
+            #[test]
             fn many_tokens() {
                 let Some(dev) = device() else { return };
                 let c = GateCase { counts: true, ..GateCase::new(16384, 256, 8, MoeGateConfig::softmax_topk(true), 1) };
