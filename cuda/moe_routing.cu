@@ -27,7 +27,10 @@
 //            rounds is one warp reduction on keys packed with the expert id (distinct keys),
 //            plus a register rescan in the winning lane on every second win; a near tie in the
 //            packed keys' truncated bits sends the token to the exact path (two reductions a
-//            round: the key, then the lowest expert holding it). See gate_kernel.
+//            round: the key, then the lowest expert holding it). DeepSeek-V3's grouped sigmoid
+//            takes a pre-filter first: approximate sigmoids (MUFU) choose the groups and a
+//            threshold with proven tolerances, and only the ~10-20 candidates left get the
+//            exact sigmoid, one a lane. See gate_kernel.
 //            16384 x 256 f32 logits = 16.8 MB -> 4.1 us floor; the bar (10 us) is about
 //            instruction count and launch latency, not bytes.
 //   align    tiles of WC_MOE_ALIGN_TILE assignments: count (one block per tile) -> scan (one
