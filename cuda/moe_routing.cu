@@ -71,7 +71,8 @@ __device__ __forceinline__ float det_sigmoid(float x) { return det_recip(__fadd_
 
 // 1 / (1 + exp(-x)) from MUFU.EX2 and MUFU.RCP (ex2.approx.ftz: 2 ulp; __fdividef's rcp.approx:
 // 1 ulp; the argument's rounding moves the result by at most 0.23 x 2^-23): within 2^-21 of the
-// true sigmoid, so within 2^-20 of det_sigmoid. The pre-filter budgets 2^-18 (kPrefilterTol).
+// true sigmoid, so within 2^-20 of det_sigmoid (the GPU test approx_sigmoid_is_within_its_budget;
+// kPrefilterTol allows 8x that).
 // 0 for x below about -88 (1 + e overflows to +inf or passes 2^126), 1 above about 88.
 __device__ __forceinline__ float approx_sigmoid(float x) {
   return __fdividef(1.0f, 1.0f + exp2_ftz(x * -kLog2e));
@@ -460,6 +461,20 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
   }
 }
 
+// wc_moe_sigmoid_error's kernel: a grid-stride sweep, a warp max, one atomicMax a warp on the
+// error's bits (non-negative floats order as their bits).
+__global__ void sigmoid_error_kernel(float* max_err, uint32_t step, uint32_t count) {
+  float worst = 0.0f;
+  for (uint64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) {
+    const float x = __uint_as_float(static_cast<uint32_t>(i * step));
+    if (isnan(x)) continue;
+    worst = fmaxf(worst, fabsf(approx_sigmoid(x) - det_sigmoid(x)));
+    worst = fmaxf(worst, fabsf(approx_sigmoid(-x) - det_sigmoid(-x)));
+  }
+  const uint32_t m = __reduce_max_sync(kFull, __float_as_uint(worst));
+  if ((threadIdx.x & 31) == 0) atomicMax(reinterpret_cast<unsigned int*>(max_err), m);
+}
+
 int next_pow2(int v) {
   int p = 1;
   while (p < v) p <<= 1;
@@ -541,6 +556,15 @@ extern "C" wc_status wc_moe_gate(const wc_moe_gate_params* p, wc_stream stream) 
   if (p == nullptr) return WC_ERR_INVALID_ARG;
   auto s = reinterpret_cast<cudaStream_t>(stream);
   WC_DISPATCH_DTYPE(p->dtype, T, { return wc::launch_gate<T>(*p, s); });
+}
+
+extern "C" wc_status wc_moe_sigmoid_error(float* max_err, uint32_t step, uint32_t count, wc_stream stream) {
+  if (max_err == nullptr || step == 0 || static_cast<uint64_t>(count > 0 ? count - 1 : 0) * step > 0xFFFFFFFFull)
+    return WC_ERR_INVALID_ARG;  // i * step must not wrap
+  if (count == 0) return WC_OK;
+  const uint32_t blocks = count / 256 + 1 < 1024 ? count / 256 + 1 : 1024;
+  wc::sigmoid_error_kernel<<<blocks, 256, 0, reinterpret_cast<cudaStream_t>(stream)>>>(max_err, step, count);
+  return wc::launch_status();
 }
 
 extern "C" wc_status wc_moe_align(const wc_moe_align_params* p, wc_stream stream) {

@@ -7,6 +7,7 @@ use super::{compare, compare_exact, compare_ints, gather_rows, outside_rows, tol
 use crate::ops::moe_routing::{self as ops, MoeAlignOutputs, MoeAlignSizes, MoeGateConfig, MoeScoring};
 use crate::reference::moe_routing as reference;
 use crate::{DType, Device, Result, TensorView, TensorViewMut};
+use cudarc::driver::DevicePtrMut;
 use half::{bf16, f16};
 
 mod permute;
@@ -156,6 +157,19 @@ pub fn gate_inputs<T: DType>(c: &GateCase) -> (Vec<T>, Vec<f32>) {
         }
     }
     (logits, bias)
+}
+
+/// The largest |approx_sigmoid(x) − det_sigmoid(x)| on the device (cuda/moe_routing.cu; the
+/// gate's pre-filter assumes ≤ 2⁻²⁰), over x = ±(the f32 with bits i · step), i < count
+/// (`(count − 1) · step` must fit in 32 bits). A test hook, not an inference op.
+pub fn approx_sigmoid_error(dev: &Device, step: u32, count: u32) -> Result<f32> {
+    let mut worst = dev.zeros::<f32>(1)?;
+    {
+        let (ptr, _guard) = worst.device_ptr_mut(dev.stream());
+        // SAFETY: one f32 of device memory, zeroed; the launcher checks step and count.
+        crate::ops::launch("moe_sigmoid_error", dev, |s| unsafe { crate::ffi::wc_moe_sigmoid_error(ptr as *mut f32, step, count, s) })?;
+    }
+    Ok(dev.download(&worst)?[0])
 }
 
 /// `moe_gate` against the reference.

@@ -165,9 +165,17 @@ pub fn cancelling_bias_cases() -> Vec<GateCase> {
 
 /// Near ties of sigmoid + bias on the shapes the gate's pre-filter takes (top_k ≤ 2 ·
 /// topk_group, at least 2 experts a group, at most 16 values a lane): DeepSeek-V3's 256 / 8 / 4,
-/// and P = 4, 2, 1 lanes a group, scalar loads, no bias.
+/// and P = 4, 2, 1 lanes a group, scalar loads, groups of two, no bias.
 pub fn near_selection_cases() -> Vec<GateCase> {
-    [(256, 8, 4, 8, true), (160, 5, 2, 4, true), (384, 12, 5, 10, true), (60, 4, 3, 6, true), (512, 32, 4, 8, true), (96, 3, 2, 3, false)]
+    [
+        (256, 8, 4, 8, true),
+        (160, 5, 2, 4, true),
+        (384, 12, 5, 10, true),
+        (60, 4, 3, 6, true),
+        (512, 32, 4, 8, true),
+        (64, 32, 4, 8, true),
+        (96, 3, 2, 3, false),
+    ]
         .iter()
         .map(|&(n, g, kept, k, bias)| {
             let cfg = MoeGateConfig::deepseek_v3(g, kept, 2.5);

@@ -84,7 +84,9 @@ static void gate_ref(const std::vector<float>& x, const std::vector<float>& bias
 // 4 near ties of the selection values sigmoid + bias (f32, with a bias; the pre-filter's
 // tolerances): per group a cluster of 2-3 experts within 64 ulp of 0.5 + the group's offset
 // (0.1 * rank / n_group; on every other token two groups share an offset, so that their sums
-// are near ties), the others in [0.35, 0.45]; the logits solved from the bias.
+// are near ties), the others in [0.35, 0.45]; the logits solved from the bias;
+// 5 random logits, bias in +-900 (the pre-filter's tolerance scales with max |bias|);
+// 6 random logits, one bias entry NaN, +inf or -inf (the pre-filter falls back).
 template <typename T>
 static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, int ptr_off, int out_pad, uint64_t seed) {
   ctx("gate %s E=%d groups=%d/%d k=%d %s renorm=%d bias=%d scale=%g local=[%d,%d) tokens=%d mode=%d stride+%d off=%d outpad=%d",
@@ -122,7 +124,7 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
       if (mode == 4) {
         const double y = static_cast<double>(target[e]) - bias4[e];
         v = static_cast<float>(std::log(y / (1.0 - y)));
-      } else if (mode == 0) v = static_cast<float>(r.uni(-4, 4));
+      } else if (mode == 0 || mode >= 5) v = static_cast<float>(r.uni(-4, 4));
       else if (mode == 1) v = 0.5f * r.below(3) - 0.5f;
       else if (mode == 3) {
         static const float base[] = {1.5f, -0.75f, 0.375f};
@@ -143,6 +145,9 @@ static void gate_case(const GateCfg& c, int tokens, int mode, int stride_pad, in
   std::vector<float> bias(E);
   for (auto& b : bias) b = mode == 1 ? 0.25f * r.below(2) : static_cast<float>(r.uni(-0.3, 0.3));
   if (mode == 4) bias = bias4;
+  if (mode == 5)
+    for (auto& b : bias) b *= 3000.0f;
+  if (mode == 6) bias[r.below(E)] = seed % 3 == 0 ? NAN : (seed % 3 == 1 ? INFINITY : -INFINITY);
   Buf bb(E * 4, 4 * static_cast<int>(seed % 2), r);  // odd seeds: a bias 4 bytes past 16-byte alignment (scalar loads)
   bb.set(bias.data(), E * 4);
   const int64_t is = c.top_k + out_pad, ws = c.top_k + 2 * out_pad;
@@ -394,7 +399,9 @@ int main(int argc, char** argv) {
     cfgs.push_back({60, 4, 3, 6, true, true, true, 1.0f, 0, 60});      // 15 a group: scalar, VPL 2
     cfgs.push_back({512, 32, 4, 8, true, true, true, 1.0f, 0, 512});   // P 1, VPL 16
     cfgs.push_back({96, 3, 2, 3, true, true, false, 1.0f, 0, 96});     // no bias, VPL 4
-    cfgs.push_back({64, 32, 31, 2, true, true, true, 1.0f, 0, 64});    // groups of two
+    cfgs.push_back({64, 32, 31, 2, true, true, true, 1.0f, 0, 64});    // groups of two: falls back
+    cfgs.push_back({64, 32, 4, 8, true, true, true, 1.0f, 0, 64});     // groups of two, P 1, VPL 2
+    cfgs.push_back({32, 16, 4, 8, true, false, true, 1.0f, 0, 32});    // groups of two, P 2, VPL 1
     cfgs.push_back({64, 8, 8, 6, true, true, true, 1.0f, 0, 64});       // topk_group = n_group
     cfgs.push_back({64, 1, 1, 8, false, true, false, 1.0f, 0, 0});      // empty local range
     cfgs.push_back({512, 1, 1, 32, false, true, false, 1.0f, 100, 300});
@@ -410,7 +417,11 @@ int main(int argc, char** argv) {
       gate_case<__nv_bfloat16>(c, 9, 1, (n + 1) % 2, 0, 0, seed++);  // heavy ties
       gate_case<float>(c, 9, 2, 0, n % 2, 1, seed++);  // NaN / inf / ±0
       gate_case<float>(c, 9, 3, n % 3, 0, 0, seed++);  // near ties: the exact path
-      if (c.sigmoid && c.bias) gate_case<float>(c, 33, 4, 0, 0, 0, seed++);  // near ties of sigmoid + bias
+      if (c.sigmoid && c.bias) {
+        gate_case<float>(c, 33, 4, 0, 0, 0, seed++);  // near ties of sigmoid + bias
+        gate_case<float>(c, 17, 5, 0, 0, 0, seed++);  // a large bias
+        gate_case<float>(c, 9, 6, 0, 0, 0, seed++);   // a bias that is not finite
+      }
       ++n;
     }
     fprintf(stderr, "gate: %ld configs, %ld failures\n", g_configs, g_fail);

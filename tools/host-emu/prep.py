@@ -184,7 +184,7 @@ SEEDS = {
                      "            k1 = 0;\n            have2 = false;"),
     # Gate pre-filter: a tolerance below approx_sigmoid's (emulated) error: candidates lost.
     "prefilter_tol": ("moe_routing", "moe_routing.cu", "constexpr float kPrefilterTol = 0x1p-17f;",
-                      "constexpr float kPrefilterTol = 0x1p-21f;"),
+                      "constexpr float kPrefilterTol = 0x1p-23f;"),
     # Gate pre-filter: no margin between the kept groups' approximate sums and the rest.
     "prefilter_margin": ("moe_routing", "moe_routing.cu", "> 8.0f * tol &&", "> 0.0f * tol &&"),
     # Gate pre-filter: the candidates' threshold without its slack (T instead of T - 2 tol).
@@ -192,6 +192,9 @@ SEEDS = {
     # Gate pre-filter: equal exact keys go to the higher expert (in its exact rounds).
     "prefilter_tie": ("moe_routing", "moe_routing.cu", "__reduce_min_sync(kFull, key == m ? e : kFull)",
                       "__reduce_max_sync(kFull, key == m ? e : 0u)"),
+    # Gate pre-filter: no __syncwarp between writing the candidates and reading them.
+    "prefilter_sync": ("moe_routing", "moe_routing.cu", "*dst++ = expert_of(s);\n      __syncwarp();",
+                       "*dst++ = expert_of(s);\n"),
     # Gate pre-filter: the packed rounds' near-tie check dropped (truncated keys decide).
     "prefilter_near_tie": ("moe_routing", "moe_routing.cu",
                            "if (__any_sync(kFull, lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u)) {",
@@ -425,7 +428,7 @@ PTX_BODIES = [
     (r"void cp_async16\(void\* dst, const void\* src, bool valid\)", "::emu::cp_async16(dst, src, valid);"),
     (r"void cp_async_commit\(\)", "::emu::cp_commit();"),
     (r"float exp2_ftz\(float x\)", "const float y = std::exp2(x); return std::fpclassify(y) == FP_SUBNORMAL ? 0.0f : y;"),
-    (r"float approx_sigmoid\(float x\)", "return ::emu::approx_sigmoid(x);"),
+    (r"float approx_sigmoid\(float x\)", "return ::emu::approx_sigmoid(x, det_sigmoid(x));"),
     (r"void cp_async_wait\(\)", "::emu::cp_wait(N);"),
     (r"void ldmatrix_x4\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, false);"),
     (r"void ldmatrix_x4_trans\(uint32_t \(&r\)\[4\], const void\* p\)", "::emu::ldmatrix_x4(r, p, true);"),

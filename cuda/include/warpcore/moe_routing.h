@@ -51,6 +51,12 @@ typedef struct wc_moe_gate_params {
 } wc_moe_gate_params;
 wc_status wc_moe_gate(const wc_moe_gate_params* p, wc_stream stream);
 
+/* Test hook (not an inference op): the largest |approx_sigmoid(x) - det_sigmoid(x)| over
+ * x = +/- (the float with bits i * step) for i in [0, count), folded into *max_err (device
+ * memory, one float, >= 0 on entry; the caller zeroes it). moe_gate's pre-filter assumes at most
+ * 2^-20 (docs/moe_routing.md); tests/moe_routing checks it on the device. NaN x are skipped. */
+wc_status wc_moe_sigmoid_error(float* max_err, uint32_t step, uint32_t count, wc_stream stream);
+
 /* Align for grouped GEMM (vLLM's moe_align_block_size), stable: expert e's assignments occupy
  * rows [expert_offsets[e], expert_offsets[e] + expert_counts[e]) in increasing flat index
  * (token * top_k + k), then padding up to the next multiple of block_m. Ids outside
