@@ -646,15 +646,19 @@ void run_together(K kernel, Params& params, dim3 grid, dim3 blk, size_t smem, un
   }
 }
 
+inline std::mutex one_at_a_time;  // launch_with's: one kernel runs at a time, whatever kernel
+
 // kernel<<<grid, block, smem, stream>>>(args) as prep.py rewrites it, and cudaLaunchKernelEx:
 // blocks one after another, or `cluster` at a time (thread block clusters along x), or the whole
 // grid at once (`cooperative`: co-resident blocks, as a grid-wide barrier needs).
 template <typename... P, typename... A>
 cudaError_t launch_with(cudaStream_t stream, void (*kernel)(P...), dim3 grid, dim3 blk, size_t smem, unsigned cluster,
                         bool cooperative, A&&... args) {
-  // One launch at a time: gridDim / blockDim and the error state are process-wide (the Rust tests
-  // run through driver.cpp may launch from several threads).
-  static std::mutex one_at_a_time;
+  // One launch at a time: gridDim / blockDim, the error state and the thread pool are
+  // process-wide (the Rust tests run through driver.cpp may launch from several threads). One
+  // mutex for every kernel: a function-local static here would be one per template instance, so
+  // two different kernels could run at once (2026-12-03: bad_function_call in the pool when
+  // two test threads launched different kernels together).
   std::unique_lock<std::mutex> lock(one_at_a_time);
   ++launches;
   const unsigned n = blk.x * blk.y * blk.z;
