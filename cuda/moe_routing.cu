@@ -141,6 +141,17 @@ __device__ __forceinline__ void packed_top2(const uint32_t (&pk)[VPL], uint32_t 
   }
 }
 
+// After top_k rounds on packed keys (lane r < top_k holds the r-th choice in `res`; `left` is
+// the best packed key not chosen): whether the order may be wrong. It is the exact one iff the
+// truncated keys of the chosen, then of the best left, strictly decrease. Warp-uniform; every
+// lane calls it.
+__device__ __forceinline__ bool packed_near_tie(uint32_t res, uint32_t left, int top_k, uint32_t id_mask) {
+  const int lane = threadIdx.x & 31;
+  uint32_t next = __shfl_down_sync(kFull, res, 1);
+  if (lane == top_k - 1) next = left;
+  return __any_sync(kFull, lane < top_k && ((res ^ next) & ~id_mask) == 0u);
+}
+
 // One warp per token (see the header). VEC: elements per load; VPL: values per lane (a
 // multiple of VEC; slots past the group's end hold no candidate).
 //
@@ -284,14 +295,11 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
     for (int s = 0; s < VPL; ++s)
       if (kept && s / VEC < valid_chunks && ak[s] >= thr) cand |= 1u << s;
     const int count = __popc(cand);
-    int incl = count;  // inclusive prefix sum of the candidate counts over the warp
-    for (int off = 1; off < 32; off <<= 1) {
-      const int o = __shfl_up_sync(kFull, incl, off);
-      if (lane >= off) incl += o;
-    }
+    const int incl = warp_inclusive_scan(count);
     const int total = __shfl_sync(kFull, incl, 31);
-    // Warp-uniform: tol finite (a finite bias), the groups apart, the candidates one a lane.
-    if (tol < INFINITY && key_value(last) - key_value(best_left) > 8.0f * tol && total <= 32) {
+    // Warp-uniform: the groups apart (false as well for a bias that is not finite: tol is then
+    // inf or NaN), the candidates one a lane.
+    if (key_value(last) - key_value(best_left) > 8.0f * tol && total <= 32) {
       int* dst = &cands[warp][incl - count];
 #pragma unroll
       for (int s = 0; s < VPL; ++s)
@@ -314,11 +322,8 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
         if (lane == r) res = m;
         if (pk == m) pk = 0;
       }
-      const uint32_t left = __reduce_max_sync(kFull, pk);
-      uint32_t next = __shfl_down_sync(kFull, res, 1);
-      if (lane == a.top_k - 1) next = left;
       res_idx = static_cast<int>(res & a.id_mask);
-      if (__any_sync(kFull, lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u)) {
+      if (packed_near_tie(res, __reduce_max_sync(kFull, pk), a.top_k, a.id_mask)) {
         for (int r = 0; r < a.top_k; ++r) {
           const uint32_t m = __reduce_max_sync(kFull, key);
           const uint32_t win = __reduce_min_sync(kFull, key == m ? e : kFull);
@@ -390,13 +395,8 @@ __global__ void __launch_bounds__(kGateWarps * 32) gate_kernel(const GateArgs a)
           }
         }
       }
-      // Exact iff the truncated keys of the chosen, then of the best left, strictly decrease.
-      const uint32_t left = __reduce_max_sync(kFull, k1);
-      uint32_t next = __shfl_down_sync(kFull, res, 1);
-      if (lane == a.top_k - 1) next = left;
-      const bool near_tie = lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u;
       res_idx = static_cast<int>(res & a.id_mask);
-      if (__any_sync(kFull, near_tie)) {
+      if (packed_near_tie(res, __reduce_max_sync(kFull, k1), a.top_k, a.id_mask)) {
         // The exact path: top_k rounds on the full keys, the lowest expert among equals. Only
         // the winning lane changes: it promotes its second best, and rescans on every second win.
         uint32_t key[VPL];

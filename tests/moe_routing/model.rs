@@ -96,7 +96,7 @@ fn model_prefilter(x: &[f32], bias: Option<&[f32]>, n: usize, top_k: usize, cfg:
     let tmin = (0..groups).filter(|&g| chosen[g]).map(|g| reference::selection_key(top2[g].1)).min().unwrap();
     let thr = reference::key_value(tmin) - 2.0 * tol;
     let cands: Vec<usize> = (0..n).filter(|&e| chosen[e / epg] && ak[e] >= thr).collect();
-    if !(tol < f32::INFINITY && reference::key_value(last) - reference::key_value(best_left) > 8.0 * tol && cands.len() <= 32) {
+    if !(reference::key_value(last) - reference::key_value(best_left) > 8.0 * tol && cands.len() <= 32) {
         return (None, Prefilter::NotTaken);
     }
     let keys: Vec<(u32, usize)> = cands.iter().map(|&e| (reference::selection_key(reference::sigmoid_f32(x[e]) + b(e)), e)).collect();

@@ -176,8 +176,8 @@ SEEDS = {
                    "const T* u = up + row * gate_stride;"),
     # Gate top-k: ties broken towards the higher expert id.
     "gate_tie": ("moe_routing", "moe_routing.cu", "if (k > k1) {", "if (k >= k1) {"),
-    # Gate fast path: the near-tie check dropped (truncated keys decide; never the exact path).
-    "gate_near_tie": ("moe_routing", "moe_routing.cu", "if (__any_sync(kFull, near_tie)) {", "if (false && near_tie) {"),
+    # Gate packed rounds (fast path and pre-filter): the near-tie check dropped (truncated keys decide).
+    "gate_near_tie": ("moe_routing", "moe_routing.cu", "return __any_sync(kFull, lane < top_k &&", "return false && __any_sync(kFull, lane < top_k &&"),
     # Gate fast path: a first win drops the lane's second best instead of promoting it. (A rescan
     # that keeps the win itself is no seed: the repeated choice trips the near-tie check.)
     "gate_promote": ("moe_routing", "moe_routing.cu", "            k1 = k2;\n            have2 = false;",
@@ -195,10 +195,6 @@ SEEDS = {
     # Gate pre-filter: no __syncwarp between writing the candidates and reading them.
     "prefilter_sync": ("moe_routing", "moe_routing.cu", "*dst++ = expert_of(s);\n      __syncwarp();",
                        "*dst++ = expert_of(s);\n"),
-    # Gate pre-filter: the packed rounds' near-tie check dropped (truncated keys decide).
-    "prefilter_near_tie": ("moe_routing", "moe_routing.cu",
-                           "if (__any_sync(kFull, lane < a.top_k && ((res ^ next) & ~a.id_mask) == 0u)) {",
-                           "if (false) {"),
     # Align: wrong rank of a token among its expert's peers in the warp.
     "align_rank": ("moe_routing", "moe_routing/align.cuh", "const int rank = __popc(peers & lower);",
                    "const int rank = __popc(peers & ~lower) - 1;"),
