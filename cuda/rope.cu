@@ -78,7 +78,16 @@ struct Args {
 
 // ------------------------------------------------------------------ shared device pieces
 
-// (cos, sin) * attention_factor of every pair at position `pos`, into cs[0, half). The angle is
+// The cos/sin table in shared memory: pair p at cs[cs_slot(p)], one float2 of padding after
+// every 16 pairs. A vector item reads its N (<= 8) consecutive pairs; unpadded, the items a
+// warp reads at once start 8 N bytes apart and their LDS.64s fall into the same few banks:
+// 4 wavefronts a warp-instruction at head_dim 128 (bf16 NeoX, N = 8), 16 at head_dim 256.
+// Padded: 1 and 2, and at most 2 for every N and rotary_dim (a bank model of every warp's
+// addresses, docs/rope.md).
+constexpr int kTableSlots = WC_ROPE_MAX_PAIRS + WC_ROPE_MAX_PAIRS / 16;
+__device__ __forceinline__ int cs_slot(int pair) { return pair + (pair >> 4); }
+
+// (cos, sin) * attention_factor of every pair at position `pos`, into the table. The angle is
 // formed and reduced in f64 (pos * inv_freq / pi half-turns, minus the nearest even integer),
 // then sincospif in f32 on an argument in [-1, 1]: |error| ~2e-7 for positions below 2^27,
 // growing with the f64 rounding of pos * inv_freq beyond (~1e-6 rad at 2^32).
@@ -88,7 +97,7 @@ __device__ __forceinline__ void rope_table(const Args& a, int64_t pos, float2* c
     t -= 2.0 * rint(0.5 * t);
     float s, c;
     sincospif(static_cast<float>(t), &s, &c);
-    cs[i] = make_float2(c * a.attention_factor, s * a.attention_factor);
+    cs[cs_slot(i)] = make_float2(c * a.attention_factor, s * a.attention_factor);
   }
 }
 
@@ -225,11 +234,15 @@ __device__ __forceinline__ void finish(const Args& a, const float2* cs, const Ca
   if (w.kind == W::kRotQ || w.kind == W::kRotK) {
     T* x = const_cast<T*>(w.src);
     C* crow = (w.kind == W::kRotK && rows.k != nullptr) ? rows.k + w.head * a.c_head_stride + a.rot_off : nullptr;
+    // The item's pairs [at, at + N) lie in one padded group of 16 (N divides 16, at is a
+    // multiple of N): consecutive slots.
+    static_assert(16 % N == 0, "an item's pairs stay inside one group of 16 table slots");
+    const float2* tab = cs + cs_slot(w.at);
     if constexpr (NEOX) {
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const float x1 = to_float(w.a.v[k]), x2 = to_float(w.b.v[k]);
-        const float2 c = cs[w.at + k];
+        const float2 c = tab[k];
         w.a.v[k] = from_float<T>(rot_first(x1, x2, c));
         w.b.v[k] = from_float<T>(rot_second(x2, x1, c));
       }
@@ -243,7 +256,7 @@ __device__ __forceinline__ void finish(const Args& a, const float2* cs, const Ca
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         const float x1 = to_float(w.a.v[2 * k]), x2 = to_float(w.a.v[2 * k + 1]);
-        const float2 c = cs[w.at + k];
+        const float2 c = tab[k];
         w.a.v[2 * k] = from_float<T>(rot_first(x1, x2, c));
         w.a.v[2 * k + 1] = from_float<T>(rot_second(x2, x1, c));
       }
@@ -266,7 +279,7 @@ __device__ __forceinline__ void finish(const Args& a, const float2* cs, const Ca
 // token has more than kRound * blockDim items) load, then finish.
 template <typename T, typename C, int N, bool NEOX>
 __global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_constant__ Args a) {
-  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
+  __shared__ float2 cs[kTableSlots];
   const int64_t t = blockIdx.x;
   Work<T, N, NEOX> w[kRound];
   int base = threadIdx.x;
@@ -329,7 +342,7 @@ wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
 template <typename T, typename C, int VEC>
 __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __grid_constant__ Args a) {
   constexpr int kIters = (WC_QK_NORM_ROPE_MAX_HEAD_DIM / VEC + 31) / 32;
-  __shared__ float2 cs[WC_ROPE_MAX_PAIRS];
+  __shared__ float2 cs[kTableSlots];
   __shared__ float stage[kNormWarps][WC_QK_NORM_ROPE_MAX_HEAD_DIM];  // each warp's rotary part
   const int64_t t = blockIdx.x;
   rope_table(a, load_index(a.positions, a.pos64, t), cs);
@@ -396,7 +409,8 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
           const bool second = a.neox ? r >= a.half : (r & 1) != 0;
           const int pair = a.neox ? (second ? r - a.half : r) : r >> 1;
           const float partner = st[a.neox ? (second ? r - a.half : r + a.half) : r ^ 1];
-          y = second ? rot_second(y, partner, cs[pair]) : rot_first(y, partner, cs[pair]);
+          const float2 c = cs[cs_slot(pair)];
+          y = second ? rot_second(y, partner, c) : rot_first(y, partner, c);
         }
         o.v[k] = from_float<T>(y);
       }

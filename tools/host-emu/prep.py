@@ -300,6 +300,9 @@ SEEDS = {
     # index 2 * pair (wrong pairs).
     "gptj_pair": ("rope", "rope.cu", "load_elems<T, 2 * N, W::kVector>(w.src + 2 * w.at)",
                   "load_elems<T, 2 * N, W::kVector>(w.src + w.at)"),
+    # The padded cos/sin table read unpadded on the vector path (pairs 8 and up take the
+    # previous group's slots).
+    "table_slot": ("rope", "rope.cu", "const float2* tab = cs + cs_slot(w.at);", "const float2* tab = cs + w.at;"),
     # Cache append: slot == num_slots passes the range check (writes one page past the cache).
     "slot_range": ("rope", "rope.cu", "if (slot >= a.num_slots) {", "if (slot > a.num_slots) {"),
     # Angle reduction modulo one half-turn instead of two (flips cos and sin on odd half-turns).

@@ -89,7 +89,7 @@ wc_status wc_quantize_fp8_tensor_limits(wc_dtype dtype, wc_quant_tensor_limits* 
 typedef struct wc_rms_norm_quant_fp8_params {
   const void* x;              /* [num_tokens, hidden], row stride x_stride */
   void* residual;             /* NULL, or [num_tokens, hidden], row stride residual_stride */
-  const void* weight;         /* [hidden] */
+  const void* weight;         /* [hidden], required (NULL: WC_ERR_INVALID_ARG) */
   void* out;                  /* [num_tokens, hidden] e4m3, row stride out_stride */
   float* scale;               /* [num_tokens, 1] or [num_tokens, hidden / 128] */
   int64_t num_tokens;

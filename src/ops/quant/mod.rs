@@ -495,8 +495,16 @@ mod tests {
         unsafe {
             assert_eq!(ffi::wc_rms_norm_quant_fp8(&p, stream), ffi::WC_ERR_UNSUPPORTED);
             // 1×128 groups over a misaligned row (x at address 2): refused, not run unaligned.
-            let g = ffi::wc_rms_norm_quant_fp8_params { granularity: ScaleGranularity::Group128.tag(), x: 2 as *const _, ..p };
+            let g = ffi::wc_rms_norm_quant_fp8_params {
+                granularity: ScaleGranularity::Group128.tag(),
+                x: 2 as *const _,
+                weight: 16 as *const _,
+                ..p
+            };
             assert_eq!(ffi::wc_rms_norm_quant_fp8(&g, stream), ffi::WC_ERR_UNSUPPORTED);
+            // A norm without a weight: refused (the register path would quantize x unnormalised).
+            let no_weight = ffi::wc_rms_norm_quant_fp8_params { x: 16 as *const _, weight: std::ptr::null(), ..g };
+            assert_eq!(ffi::wc_rms_norm_quant_fp8(&no_weight, stream), ffi::WC_ERR_INVALID_ARG);
             let f32_in = ffi::wc_quantize_fp8_params { rows: 1, cols: 16, dtype: ffi::wc_dtype_WC_F32, ..Default::default() };
             assert_eq!(ffi::wc_quantize_fp8(&f32_in, stream), ffi::WC_ERR_UNSUPPORTED);
             assert_eq!(ffi::wc_quantize_fp8(std::ptr::null(), stream), ffi::WC_ERR_INVALID_ARG);
