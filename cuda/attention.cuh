@@ -254,8 +254,30 @@ __host__ __device__ constexpr int lanes_per_row(int chunks, int threads, int row
   return lanes;
 }
 
+// The 16-byte chunk slot that chunk c of row r takes in a dense raw FP8 tile of D-byte rows
+// (load_rows writes it, convert_fp8 reads it): XOR-swizzled inside the row's 128-byte lines so
+// that the rows a warp copies at once fall into distinct bank groups. Unswizzled, the decode
+// loader's 16 rows of 128 bytes (two lanes a row) put all 32 lanes' 16-byte writes into 2 of
+// the 8 bank groups: 16 wavefronts an instruction instead of 4, with the decode over an FP8
+// cache shared-memory-bound. With the swizzle every loader and convert_fp8 configuration (head
+// dims 64–256, decode and prefill, whole-warp and quarter-warp models) is at 4 (docs/attention.md,
+// 2026-12-03). Rows of 96 bytes (6 chunks) and MLA's 576 are already spread, and stay as they
+// are. (attention_sm90.cu's producer maps threads to chunks differently: its raw_offset.)
+template <int D>
+__device__ __forceinline__ int raw_chunk(int r, int c) {
+  constexpr int kChunks = D / 16;
+  if constexpr (kChunks % 8 == 0) {
+    const int b = r & 7;
+    return c ^ (((b & 1) << 2) | (b & 2) | (b >> 2));  // the row's low 3 bits reversed
+  } else if constexpr (kChunks == 4) {
+    return c ^ (r & 2);  // two rows a line: rows r and r + 2 share its half
+  } else {
+    return c;
+  }
+}
+
 // Rows of key tile `tile` of one of K or V (D elements per head) into one stage: the padded
-// tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8). `ok`, when given, records
+// tile (KV = T) or dense raw rows of D bytes (KV = uint8_t, FP8; chunks at raw_chunk). `ok`, when given, records
 // which keys exist. Returns whether every key this thread loaded exists.
 template <typename KV, int D, int BN, int THREADS>
 __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Work& w, const void* base,
@@ -284,7 +306,8 @@ __device__ __forceinline__ bool load_rows(const wc_attention_params& p, const Wo
 #pragma unroll
     for (int e = 0; e < kEach; ++e) {
       const int c = c0 + e * kLanes;
-      cp_async16(dst + r * pitch + c * kPer, from + c * kPer, valid);
+      const int slot = std::is_same<KV, uint8_t>::value ? raw_chunk<D>(r, c) : c;
+      cp_async16(dst + r * pitch + slot * kPer, from + c * kPer, valid);
     }
     if (ok != nullptr && c0 == 0) ok[r] = valid;
     all = all && valid;
@@ -341,7 +364,7 @@ __device__ __forceinline__ void convert_fp8(const uint8_t* raw, __half* dst, int
 #pragma unroll 1
   for (int i = threadIdx.x; i < BN * kChunks; i += THREADS) {
     const int r = i / kChunks, c = i % kChunks;
-    const uint4 b = *reinterpret_cast<const uint4*>(raw + r * HD + c * 16);
+    const uint4 b = *reinterpret_cast<const uint4*>(raw + r * HD + raw_chunk<HD>(r, c) * 16);
     uint4 lo, hi;  // elements 0-7, 8-15
     e4m3x4_to_f16x2_scaled(b.x, lo.x, lo.y);
     e4m3x4_to_f16x2_scaled(b.y, lo.z, lo.w);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "warpcore.h"
 
@@ -381,16 +382,53 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
+// The two T (2-byte types) of one register as floats, exactly: pack2's inverse. Kernels that
+// hold 16-byte vectors as four words (uint4) rather than as Pack<T, 8> use it: ptxas gives each
+// 16-bit element of a Pack its own register, which doubled some kernels' registers and made
+// them consume a load before issuing the next (2026-12-03, from the SASS).
+template <typename T>
+__device__ __forceinline__ float2 unpack2(uint32_t w) {
+  static_assert(sizeof(T) == 2, "two T a word");
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+  } else {
+    return __half22float2(*reinterpret_cast<const __half2*>(&w));
+  }
+}
+
+// A 16-byte vector of T held as four words: word q, and element k (< kVec16<T>) as a float,
+// exactly (k a compile-time constant after unrolling: no selects remain).
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int q) {
+  return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w;
+}
+template <typename T>
+__device__ __forceinline__ float elem_of(const uint4& v, int k) {
+  if constexpr (sizeof(T) == 4) {
+    return __uint_as_float(word_of(v, k));
+  } else {
+    const float2 f = unpack2<T>(word_of(v, k / 2));
+    return k % 2 ? f.y : f.x;
+  }
+}
+
+// kVec16<T> floats rounded to T, as four words.
+template <typename T>
+__device__ __forceinline__ uint4 floats_to_words(const float* f) {
+  uint32_t w[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    if constexpr (sizeof(T) == 4) w[q] = __float_as_uint(f[q]);
+    else w[q] = pack2<T>(f[2 * q], f[2 * q + 1]);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 // kVec16<T> floats rounded to T and stored to global memory as one 16-byte store (PTX, so
 // that the compiler cannot split it into element stores). dst is 16-byte aligned.
 template <typename T>
 __device__ __forceinline__ void store_floats16(T* dst, const float* v) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    if constexpr (sizeof(T) == 4) w[i] = __float_as_uint(v[i]);
-    else w[i] = pack2<T>(v[2 * i], v[2 * i + 1]);
-  }
+  const uint4 u = floats_to_words<T>(v);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
                : "memory");
 }

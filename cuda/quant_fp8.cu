@@ -297,9 +297,6 @@ block_quant_kernel(const T* __restrict__ x, uint8_t* __restrict__ out, float* __
   __shared__ float scratch[32];
   constexpr int kPerRow = WC_FP8_BLOCK / CH;
   constexpr int kPer = WC_FP8_BLOCK * kPerRow / kBlockThreads;  // chunks per thread
-  // CH = 16: the tile stays in registers (4 chunks). CH = 1 (scalar path): 64 values would not
-  // fit, so the second pass re-reads them (L1).
-  constexpr int kKeep = CH == 16 ? kPer : 1;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * WC_FP8_BLOCK, c0 = static_cast<int64_t>(blockIdx.x) * WC_FP8_BLOCK;
   auto where = [&](int j, int64_t& r, int64_t& c) {
     const int i = threadIdx.x + j * kBlockThreads;
@@ -307,28 +304,49 @@ block_quant_kernel(const T* __restrict__ x, uint8_t* __restrict__ out, float* __
     c = c0 + (i % kPerRow) * CH;
     return r < rows && c < cols;  // CH = 16 only when cols % 16 == 0: chunks are whole
   };
-  const Chunk<T, CH> none{};
-  Chunk<T, CH> v[kKeep];
+  // CH = 16: the tile's 4 chunks a thread as 16-byte words, every load issued before the first
+  // use (held as Chunk<T, 16>, 16-bit elements took a register each: 100 registers, 2 blocks an
+  // SM, and each chunk's loads consumed before the next chunk's were issued). CH = 1 (scalar
+  // path): 64 values a thread would not fit, so the second pass re-reads them (L1).
+  uint4 v[CH == 16 ? kPer : 1][2];
+  bool ok[kPer];
+  auto at = [&](int j, int e) { return elem_of<T>(v[j][e / 8], e % 8); };  // element e of chunk j
   float amax = 0.0f;
-#pragma unroll(kKeep == kPer ? kPer : 4)
-  for (int j = 0; j < kPer; ++j) {
-    int64_t r, c;
-    if (where(j, r, c)) {
-      const Chunk<T, CH> t = load_chunk<T, CH>(x + r * xs + c);
-      amax = fmaxf(amax, chunk_amax<T, CH>(t, none, false, 1.0f, 0.0f));
-      if constexpr (kKeep == kPer) v[j] = t;
+  if constexpr (CH == 16) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      int64_t r, c;
+      ok[j] = where(j, r, c);
+      if (ok[j]) {
+        v[j][0] = *reinterpret_cast<const uint4*>(x + r * xs + c);
+        v[j][1] = *reinterpret_cast<const uint4*>(x + r * xs + c + 8);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j)
+      if (ok[j])
+#pragma unroll
+        for (int e = 0; e < 16; ++e) amax = fmaxf(amax, fabsf(at(j, e)));
+  } else {
+    const Chunk<T, CH> none{};
+#pragma unroll 4
+    for (int j = 0; j < kPer; ++j) {
+      int64_t r, c;
+      if (where(j, r, c)) amax = fmaxf(amax, chunk_amax<T, CH>(load_chunk<T, CH>(x + r * xs + c), none, false, 1.0f, 0.0f));
     }
   }
   const float s = scale_of(block_max(amax, scratch));
   if (threadIdx.x == 0) scale[blockIdx.y * ss_row + blockIdx.x * ss_col] = s;
   const float inv = 1.0f / s;
-#pragma unroll(kKeep == kPer ? kPer : 4)
+#pragma unroll(CH == 16 ? kPer : 4)
   for (int j = 0; j < kPer; ++j) {
     int64_t r, c;
-    if (where(j, r, c)) {
-      Chunk<T, CH> t;
-      if constexpr (kKeep == kPer) t = v[j];
-      else t = load_chunk<T, CH>(x + r * xs + c);
+    const bool in = where(j, r, c);
+    if (!(CH == 16 ? ok[j] : in)) continue;
+    if constexpr (CH == 16) {
+      store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return at(j, e); });
+    } else {
+      const Chunk<T, CH> t = load_chunk<T, CH>(x + r * xs + c);
       store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return t.at(e); });
     }
   }

@@ -49,13 +49,18 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
   const T* xr = x + row * x_stride;
   T* rr = ADD ? residual + row * res_stride : nullptr;
 
-  Pack<T, VEC> v[VPT], r[ADD ? VPT : 1];
+  // The vectors as 16-byte words (VEC = kVec16<T>): held as Pack<T, 8>, each 16-bit element took
+  // a register, and at VPT 2 the bf16 fused add went to 42 registers (2 blocks an SM instead of
+  // 4) with the second vector's loads issued only after the first was consumed (2026-12-03,
+  // from the SASS). Same arithmetic, in the same order, as add_residual and sum_squares.
+  static_assert(VEC * sizeof(T) == 16, "the register kernel moves 16-byte vectors");
+  uint4 v[VPT], r[ADD ? VPT : 1];
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {  // all loads first (x and residual): independent 16-byte loads in flight
     const int i = threadIdx.x + j * blockDim.x;
     if (i < nvec) {
-      v[j] = load_pack<T, VEC>(xr + i * VEC);
-      if constexpr (ADD) r[j] = load_pack<T, VEC>(rr + i * VEC);
+      v[j] = *reinterpret_cast<const uint4*>(xr + i * VEC);
+      if constexpr (ADD) r[j] = *reinterpret_cast<const uint4*>(rr + i * VEC);
     }
   }
   float ss = 0.0f;
@@ -63,8 +68,20 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
   for (int j = 0; j < VPT; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < nvec) {
-      if constexpr (ADD) v[j] = add_residual<T, VEC>(v[j], r[j], rr + i * VEC);
-      ss += sum_squares<T, VEC>(v[j]);
+      if constexpr (ADD) {  // residual = round(x + residual), stored; v becomes it
+        float f[VEC];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) f[k] = elem_of<T>(v[j], k) + elem_of<T>(r[j], k);
+        v[j] = floats_to_words<T>(f);
+        *reinterpret_cast<uint4*>(rr + i * VEC) = v[j];
+      }
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const float e = elem_of<T>(v[j], k);
+        s = fmaf(e, e, s);
+      }
+      ss += s;
     }
   }
   const float rstd = rms_rstd(block_sum(ss, scratch), hidden, eps);
@@ -72,7 +89,7 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
-    if (i < nvec) store_normed<T, VEC>(outr + i * VEC, v[j], weight + i * VEC, rstd, w_off);
+    if (i < nvec) store_normed<T, VEC>(outr + i * VEC, *reinterpret_cast<const Pack<T, VEC>*>(&v[j]), weight + i * VEC, rstd, w_off);
   }
 }
 

@@ -81,9 +81,8 @@ struct Args {
 // The cos/sin table in shared memory: pair p at cs[cs_slot(p)], one float2 of padding after
 // every 16 pairs. A vector item reads its N (<= 8) consecutive pairs; unpadded, the items a
 // warp reads at once start 8 N bytes apart and their LDS.64s fall into the same few banks:
-// 4 wavefronts a warp-instruction at head_dim 128 (bf16 NeoX, N = 8), 16 at head_dim 256.
-// Padded: 1 and 2, and at most 2 for every N and rotary_dim (a bank model of every warp's
-// addresses, docs/rope.md).
+// 4 wavefronts a warp-instruction at head_dim 128 (bf16 NeoX, N = 8), 8 at head_dim 256.
+// Padded: 1 at both, and at most 2 for every N and rotary_dim up to 512 (tools/banks.py rope).
 constexpr int kTableSlots = WC_ROPE_MAX_PAIRS + WC_ROPE_MAX_PAIRS / 16;
 __device__ __forceinline__ int cs_slot(int pair) { return pair + (pair >> 4); }
 

@@ -421,6 +421,10 @@ static std::vector<Case> cases(const std::string& set) {
     c.kv_lens = {100, 17, 0, 1}; c.page_size = 16; add(c); }
   { Case c; c.name = "fp8 decode hd128 g8 ps1 split 2"; c.fp8 = true; c.nkv = 1; c.nq = 8; c.hd = c.hdv = 128;
     c.q_lens = {1, 1}; c.kv_lens = {80, 15}; c.page_size = 1; c.force_splits = 2; add(c); }
+  // head_dim 256 decode: 2 warps, 32-key tiles, 16 raw chunks a row (raw_chunk's swizzle spans
+  // two 128-byte lines a row).
+  { Case c; c.name = "fp8 decode hd256 g4 ps32 split 2"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.hd = c.hdv = 256;
+    c.q_lens = {1, 1, 1}; c.kv_lens = {150, 33, 7}; c.page_size = 32; c.force_splits = 2; add(c); }
   // ---- FP8 cache prefill / append (the prefill configuration, raw stages converted in smem)
   { Case c; c.name = "fp8 prefill hd64 g4 ps16"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 17, 33};
     c.kv_lens = {5, 17, 80}; c.page_size = 16; add(c); }

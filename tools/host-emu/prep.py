@@ -303,6 +303,10 @@ SEEDS = {
     # The padded cos/sin table read unpadded on the vector path (pairs 8 and up take the
     # previous group's slots).
     "table_slot": ("rope", "rope.cu", "const float2* tab = cs + cs_slot(w.at);", "const float2* tab = cs + w.at;"),
+    # A 16-byte vector held as words: every element read from its word's low half.
+    "elem_half": ("quant_fp8", "common.cuh", "return k % 2 ? f.y : f.x;", "return f.x;"),
+    # The FP8 raw tiles written swizzled and read back unswizzled (mma.sync kernels).
+    "raw_chunk": ("attention", "attention.cuh", "raw + r * HD + raw_chunk<HD>(r, c) * 16", "raw + r * HD + c * 16"),
     # Cache append: slot == num_slots passes the range check (writes one page past the cache).
     "slot_range": ("rope", "rope.cu", "if (slot >= a.num_slots) {", "if (slot > a.num_slots) {"),
     # Angle reduction modulo one half-turn instead of two (flips cos and sin on odd half-turns).
