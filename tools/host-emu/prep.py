@@ -305,6 +305,8 @@ SEEDS = {
     "table_slot": ("rope", "rope.cu", "const float2* tab = cs + cs_slot(w.at);", "const float2* tab = cs + w.at;"),
     # A 16-byte vector held as words: every element read from its word's low half.
     "elem_half": ("quant_fp8", "common.cuh", "return k % 2 ? f.y : f.x;", "return f.x;"),
+    # The attention epilogue's fourth column summed from the third's values.
+    "epilogue_cols": ("attention", "attention.cuh", "ot[3] += o.w * f;", "ot[3] += o.z * f;"),
     # The FP8 raw tiles written swizzled and read back unswizzled (mma.sync kernels).
     "raw_chunk": ("attention", "attention.cuh", "raw + r * HD + raw_chunk<HD>(r, c) * 16", "raw + r * HD + c * 16"),
     # Cache append: slot == num_slots passes the range check (writes one page past the cache).
