@@ -428,6 +428,7 @@ __device__ __forceinline__ uint4 floats_to_words(const float* f) {
 template <typename T>
 __device__ __forceinline__ void store_floats16(T* dst, const float* v) {
   const uint4 u = floats_to_words<T>(v);
+  // An array w: the host emulation's prep.py rewrites the store below into a call taking it.
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
   asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
                : "memory");

@@ -175,19 +175,12 @@ bool rows_vectorizable(const void* x, const void* residual, const void* weight, 
          aligned_to(16, x, residual, weight, out);
 }
 
-// The register path with VPT chunks a thread; with the norms built in only when a row is
-// normalised.
+// The register path with VPT chunks a thread (NORM: built with the fused norms).
 template <typename T, bool NORM>
 void launch_rows_reg(const RowsArgs& a, int vpt, dim3 grid, int threads, cudaStream_t s) {
   if (vpt == 1) rows_quant_kernel<T, 16, 1, NORM><<<grid, threads, 0, s>>>(a);
   else if (vpt == 2) rows_quant_kernel<T, 16, 2, NORM><<<grid, threads, 0, s>>>(a);
   else rows_quant_kernel<T, 16, 4, NORM><<<grid, threads, 0, s>>>(a);
-}
-
-template <typename T>
-void launch_rows_reg(const RowsArgs& a, int vpt, bool norm, dim3 grid, int threads, cudaStream_t s) {
-  if (norm) launch_rows_reg<T, true>(a, vpt, grid, threads, s);
-  else launch_rows_reg<T, false>(a, vpt, grid, threads, s);
 }
 
 template <typename T>
@@ -204,7 +197,8 @@ wc_status launch_rows(const RowsArgs& a, int64_t rows, cudaStream_t s) {
       rows_quant_kernel<T, 16, 0, true><<<grid, kRowThreadsMax, 0, s>>>(a);
     } else {
       const int vpt = threads(1) <= kRowRegThreads ? 1 : threads(2) <= kRowRegThreads ? 2 : 4;
-      launch_rows_reg<T>(a, vpt, a.weight != nullptr, grid, threads(vpt), s);
+      if (a.weight != nullptr) launch_rows_reg<T, true>(a, vpt, grid, threads(vpt), s);
+      else launch_rows_reg<T, false>(a, vpt, grid, threads(vpt), s);
     }
   } else {
     rows_quant_kernel<T, 1, 0, true><<<grid, kRowThreadsMax, 0, s>>>(a);
@@ -342,7 +336,7 @@ block_quant_kernel(const T* __restrict__ x, uint8_t* __restrict__ out, float* __
   for (int j = 0; j < kPer; ++j) {
     int64_t r, c;
     const bool in = where(j, r, c);
-    if (!(CH == 16 ? ok[j] : in)) continue;
+    if (!(CH == 16 ? ok[j] : in)) continue;  // the same test; ok[j] keeps 48 registers, not 64
     if constexpr (CH == 16) {
       store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return at(j, e); });
     } else {

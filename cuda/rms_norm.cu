@@ -52,7 +52,8 @@ rows_regs_kernel(const T* x, T* out, T* residual, const T* __restrict__ weight, 
   // The vectors as 16-byte words (VEC = kVec16<T>): held as Pack<T, 8>, each 16-bit element took
   // a register, and at VPT 2 the bf16 fused add went to 42 registers (2 blocks an SM instead of
   // 4) with the second vector's loads issued only after the first was consumed (2026-12-03,
-  // from the SASS). Same arithmetic, in the same order, as add_residual and sum_squares.
+  // from the SASS). Same arithmetic, in the same order, as add_residual and sum_squares
+  // (calling them on the words reinterpreted as a Pack gives 36 registers: 3 blocks an SM).
   static_assert(VEC * sizeof(T) == 16, "the register kernel moves 16-byte vectors");
   uint4 v[VPT], r[ADD ? VPT : 1];
 #pragma unroll
