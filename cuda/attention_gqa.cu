@@ -288,6 +288,7 @@ template <typename T, int HD, int HDV, int WARPS_M, int WARPS_N, int MT, bool FP
 __global__ void __launch_bounds__(Cfg<HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>::kThreads)
 attention_kernel(const wc_attention_params p) {
   if constexpr (builds(HOPPER)) {
+    grid_dependents_launch();  // the split merge may be dispatched (it waits for this grid)
     attention_body<T, HD, HDV, WARPS_M, WARPS_N, MT, FP8, HOPPER>(p);
   } else {
     __trap();  // the launcher never picks a configuration the running code was not built with
@@ -309,13 +310,16 @@ __device__ __forceinline__ bool token_covered(const wc_attention_params& p, int6
 }
 
 // Split-KV merge: one warp per (token, head) row, f32 partials -> T out (+ lse). Rows no CTA
-// covered (inconsistent cu_seqlens_q) are left unwritten, as without split-KV.
+// covered (inconsistent cu_seqlens_q) are left unwritten, as without split-KV. Launched as a
+// programmatic dependent of the attention kernel (launch_merge): everything before
+// grid_dependency_wait reads only what was written before the attention kernel started.
 template <typename T, int HD>
 __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_params p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   const int64_t rows = p.total_q * p.num_q_heads;
   if (row >= rows || !token_covered(p, row / p.num_q_heads)) return;
+  grid_dependency_wait();  // the attention kernel has completed: its partials are visible
   float mt = -INFINITY;
   for (int s = 0; s < p.num_splits; ++s) mt = fmaxf(mt, p.partial_lse[s * rows + row]);
   float wsum = 0.0f;
@@ -352,11 +356,19 @@ wc_status launch_config(const wc_attention_params& p, cudaStream_t s, int* occup
                      C::kSmem, s, occupancy);
 }
 
-// After an attention launch with num_splits > 1: the merge of the splits' partials.
+// After an attention launch with num_splits > 1: the merge of the splits' partials; with
+// p.merge_pdl as a programmatic dependent of the attention kernel (whose CTAs allow it at their
+// start): its launch overlaps the attention's last CTAs instead of following its completion.
 template <typename T, int HDV>
 wc_status launch_merge(const wc_attention_params& p, cudaStream_t s) {
   const int64_t rows = p.total_q * p.num_q_heads;
-  merge_splits_kernel<T, HDV><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(p);
+  const dim3 grid(static_cast<unsigned>((rows + 7) / 8));
+  if (!p.merge_pdl) {
+    merge_splits_kernel<T, HDV><<<grid, 256, 0, s>>>(p);  // its wait is then a no-op
+    return launch_status();
+  }
+  const cudaError_t e = launch_dependent(merge_splits_kernel<T, HDV>, grid, dim3(256), s, p);
+  if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }
 

@@ -78,6 +78,7 @@ struct MlaCfg {
 
 template <typename T, int WM, int WK, bool FP8>
 __global__ void __launch_bounds__(MlaCfg<WM, WK, FP8>::kThreads) attention_mla_kernel(const wc_attention_params p) {
+  grid_dependents_launch();  // the split merge may be dispatched (it waits for this grid)
   using C = MlaCfg<WM, WK, FP8>;
   constexpr int BM = C::kBM, BN = C::kBN, KW = C::kKW, P = C::kPitch, S = C::kStages, COLS = C::kCols;
   // The mma operand type: T, or f16 over an FP8 cache (as attention_gqa.cu: q_to_f16).

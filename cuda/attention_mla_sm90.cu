@@ -75,6 +75,7 @@ __device__ __forceinline__ int swizzled(int r, int u) {
 template <typename T>
 __global__ void __launch_bounds__(MlaSm90::kThreads, 1) attention_mla_sm90_kernel(const __grid_constant__ wc_attention_params p) {
 #if WC_SM90A
+  grid_dependents_launch();  // the split merge may be dispatched (it waits for this grid)
   using C = MlaSm90;
   using namespace sm90;
   constexpr int BM = C::kBM, BN = C::kBN, S = C::kStages, U = C::kD / 8;

@@ -111,6 +111,7 @@ __device__ __forceinline__ int raw_offset(int r, int c) {
 template <typename T, int HD, bool FP8>
 __global__ void __launch_bounds__(Sm90Attn<HD, FP8>::kThreads, 1) attention_sm90_kernel(const __grid_constant__ wc_attention_params p) {
 #if WC_SM90A
+  grid_dependents_launch();  // the split merge may be dispatched (it waits for this grid)
   using C = Sm90Attn<HD, FP8>;
   using namespace sm90;
   // The wgmmas' operand type: the query dtype, or f16 over an FP8 cache (see the header).

@@ -451,6 +451,34 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #endif
 }
 
+// Launches `kernel` as a programmatic dependent of the kernel ahead of it on the stream (PDL) on
+// Hopper: its launch and CTA dispatch overlap that kernel's end (from when each of its CTAs has
+// called grid_dependents_launch() or exited), and `kernel` calls grid_dependency_wait() before
+// reading what that kernel wrote. Elsewhere in plain stream order: the wait exists only in the
+// sm_90a code, and a newer GPU running the compute_80 PTX would honour PDL with no wait. A
+// driver or tool that refuses the attribute gets the plain launch.
+template <typename... P, typename... A>
+cudaError_t launch_dependent(void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t s, A&&... args) {
+  bool hopper = false;
+  if (const cudaError_t e = hopper_device(hopper); e != cudaSuccess) return e;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = hopper ? 1 : 0;
+  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
+  if (hopper && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue)) {
+    (void)cudaGetLastError();  // not sticky: clear it, launch in plain order
+    cfg.numAttrs = 0;
+    e = cudaLaunchKernelEx(&cfg, kernel, args...);
+  }
+  return e;
+}
+
 // ------------------------------------------------------------------ FP8 e4m3
 // Two floats -> two e4m3 bytes (a in the low byte): round to nearest even, saturating to
 // ±448 (__NV_SATFINITE: overflow never makes NaN). One F2FP on sm_89+, emulated on sm_80.

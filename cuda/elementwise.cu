@@ -47,46 +47,69 @@ constexpr int kGluThreads = 256;
 // Vectors per thread held in registers before the math (loads in flight together).
 constexpr int kGluUnroll = 4;
 
+// What a glu thread loads at once: one element (VEC 1) or a 16-byte vector, held as four words
+// (ptxas gives each 16-bit element of a Pack<T, 8> its own register: bf16 took 96 registers).
 template <typename T, int VEC>
+using GluUnit = typename std::conditional<VEC == 1, T, uint4>::type;
+
+template <typename T, int VEC>
+__device__ __forceinline__ float glu_elem(const GluUnit<T, VEC>& v, int k) {
+  if constexpr (VEC == 1) return to_float(v);
+  else return elem_of<T>(v, k);
+}
+
+template <typename T, int VEC, wc_glu_activation ACT>
 __global__ void __launch_bounds__(kGluThreads)
 glu_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out, int64_t gate_stride,
-           int64_t up_stride, int64_t out_stride, int nvec, wc_glu_activation act) {
+           int64_t up_stride, int64_t out_stride, int nvec) {
+  static_assert(VEC == 1 || VEC == kVec16<T>, "one element or one 16-byte vector");
+  using U = GluUnit<T, VEC>;
   const int64_t row = blockIdx.x;
   const T* g = gate + row * gate_stride;
   const T* u = up + row * up_stride;
   T* o = out + row * out_stride;
   for (int base = threadIdx.x; base < nvec; base += kGluUnroll * blockDim.x) {
-    Pack<T, VEC> gv[kGluUnroll], uv[kGluUnroll];
+    U gv[kGluUnroll], uv[kGluUnroll];
 #pragma unroll
     for (int j = 0; j < kGluUnroll; ++j) {
       const int i = base + j * blockDim.x;
       if (i < nvec) {
-        gv[j] = load_pack<T, VEC>(g + static_cast<int64_t>(i) * VEC);
-        uv[j] = load_pack<T, VEC>(u + static_cast<int64_t>(i) * VEC);
+        gv[j] = *reinterpret_cast<const U*>(g + static_cast<int64_t>(i) * VEC);
+        uv[j] = *reinterpret_cast<const U*>(u + static_cast<int64_t>(i) * VEC);
       }
     }
 #pragma unroll
     for (int j = 0; j < kGluUnroll; ++j) {
       const int i = base + j * blockDim.x;
       if (i < nvec) {
-        Pack<T, VEC> r;
+        float r[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) r.v[k] = from_float<T>(glu_activate(to_float(gv[j].v[k]), act) * to_float(uv[j].v[k]));
-        store_pack<T, VEC>(o + static_cast<int64_t>(i) * VEC, r);
+        for (int k = 0; k < VEC; ++k) r[k] = glu_activate<ACT>(glu_elem<T, VEC>(gv[j], k)) * glu_elem<T, VEC>(uv[j], k);
+        if constexpr (VEC == 1) o[i] = from_float<T>(r[0]);
+        else store_floats16<T>(o + static_cast<int64_t>(i) * VEC, r);
       }
     }
   }
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, wc_glu_activation ACT>
 void launch_glu_vec(const wc_glu_params& p, cudaStream_t s) {
   const int nvec = static_cast<int>(p.cols / VEC);
   // Enough threads that each holds at most kGluUnroll vectors, whole warps, at most 256.
   const int64_t want = (nvec + kGluUnroll - 1) / kGluUnroll;
   const int threads = static_cast<int>(min64(kGluThreads, (want + 31) / 32 * 32));
-  glu_kernel<T, VEC><<<static_cast<unsigned>(p.rows), threads, 0, s>>>(
+  glu_kernel<T, VEC, ACT><<<static_cast<unsigned>(p.rows), threads, 0, s>>>(
       static_cast<const T*>(p.gate), static_cast<const T*>(p.up), static_cast<T*>(p.out), p.gate_stride,
-      p.up_stride, p.out_stride, nvec, p.activation);
+      p.up_stride, p.out_stride, nvec);
+}
+
+template <typename T, int VEC>
+void launch_glu_act(const wc_glu_params& p, cudaStream_t s) {
+  switch (p.activation) {
+    case WC_GLU_GELU_TANH: return launch_glu_vec<T, VEC, WC_GLU_GELU_TANH>(p, s);
+    case WC_GLU_RELU2: return launch_glu_vec<T, VEC, WC_GLU_RELU2>(p, s);
+    default: return launch_glu_vec<T, VEC, WC_GLU_SILU>(p, s);  // known: checked by the caller
+  }
 }
 
 template <typename T>
@@ -97,8 +120,8 @@ wc_status launch_glu(const wc_glu_params& p, cudaStream_t s) {
   constexpr int V = kVec16<T>;
   const bool vec = p.cols % V == 0 && p.gate_stride % V == 0 && p.up_stride % V == 0 && p.out_stride % V == 0 &&
                    aligned_to(16, p.gate, p.up, p.out);
-  if (vec) launch_glu_vec<T, V>(p, s);
-  else launch_glu_vec<T, 1>(p, s);
+  if (vec) launch_glu_act<T, V>(p, s);
+  else launch_glu_act<T, 1>(p, s);
   return launch_status();
 }
 

@@ -257,34 +257,15 @@ __global__ void __launch_bounds__(kReduceThreads) matmul_fp8_split_k_reduce(cons
   }
 }
 
-// Launched as a programmatic dependent of the GEMM (PDL) on Hopper: its launch and CTA dispatch
-// overlap the GEMM's last tiles (the wgmma kernel's CTAs allow it at their start), and each CTA
-// waits in grid_dependency_wait for the GEMM to complete before reading the workspace. Elsewhere
-// in plain stream order: the wait exists only in the sm_90a code, and a newer GPU running the
-// compute_80 PTX would honour PDL with no wait, reading partials not yet written.
+// Launched as a programmatic dependent of the GEMM (common.cuh's launch_dependent): its launch
+// and CTA dispatch overlap the GEMM's last tiles (the wgmma kernel's CTAs allow it at their
+// start), and each CTA waits in grid_dependency_wait for the GEMM to complete before reading the
+// workspace.
 template <typename OutT>
 wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
-  bool hopper = false;
-  if (const cudaError_t e = hopper_device(hopper); e != cudaSuccess) return static_cast<wc_status>(e);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(min64(blocks, 1 << 16)));
-  cfg.blockDim = dim3(kReduceThreads);
-  cfg.stream = s;
-  cfg.attrs = attr;
-  cfg.numAttrs = hopper ? 1 : 0;
   auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
-  cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p);
-  if (e == cudaErrorNotSupported || e == cudaErrorInvalidValue) {
-    // A driver or tool that refuses programmatic serialisation: clear the (non-sticky) launch
-    // error and launch in plain stream order (grid_dependency_wait is then a no-op).
-    (void)cudaGetLastError();
-    cfg.numAttrs = 0;
-    e = cudaLaunchKernelEx(&cfg, kernel, p);
-  }
+  const cudaError_t e = launch_dependent(kernel, dim3(static_cast<unsigned>(min64(blocks, 1 << 16))), dim3(kReduceThreads), s, p);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }

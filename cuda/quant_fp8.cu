@@ -298,29 +298,23 @@ block_quant_kernel(const T* __restrict__ x, uint8_t* __restrict__ out, float* __
     c = c0 + (i % kPerRow) * CH;
     return r < rows && c < cols;  // CH = 16 only when cols % 16 == 0: chunks are whole
   };
-  // CH = 16: the tile's 4 chunks a thread as 16-byte words, every load issued before the first
-  // use (held as Chunk<T, 16>, 16-bit elements took a register each: 100 registers, 2 blocks an
-  // SM, and each chunk's loads consumed before the next chunk's were issued). CH = 1 (scalar
-  // path): 64 values a thread would not fit, so the second pass re-reads them (L1).
-  uint4 v[CH == 16 ? kPer : 1][2];
+  // CH = 16: the tile's 4 chunks a thread in registers, every load issued before the first use.
+  // CH = 1 (scalar path): 64 values a thread would not fit, so the second pass re-reads them (L1).
+  Chunk<T, 16> v[CH == 16 ? kPer : 1];
   bool ok[kPer];
-  auto at = [&](int j, int e) { return elem_of<T>(v[j][e / 8], e % 8); };  // element e of chunk j
   float amax = 0.0f;
   if constexpr (CH == 16) {
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       int64_t r, c;
       ok[j] = where(j, r, c);
-      if (ok[j]) {
-        v[j][0] = *reinterpret_cast<const uint4*>(x + r * xs + c);
-        v[j][1] = *reinterpret_cast<const uint4*>(x + r * xs + c + 8);
-      }
+      if (ok[j]) v[j] = load_chunk<T, 16>(x + r * xs + c);
     }
 #pragma unroll
     for (int j = 0; j < kPer; ++j)
       if (ok[j])
 #pragma unroll
-        for (int e = 0; e < 16; ++e) amax = fmaxf(amax, fabsf(at(j, e)));
+        for (int e = 0; e < 16; ++e) amax = fmaxf(amax, fabsf(v[j].at(e)));
   } else {
     const Chunk<T, CH> none{};
 #pragma unroll 4
@@ -338,7 +332,7 @@ block_quant_kernel(const T* __restrict__ x, uint8_t* __restrict__ out, float* __
     const bool in = where(j, r, c);
     if (!(CH == 16 ? ok[j] : in)) continue;  // the same test; ok[j] keeps 48 registers, not 64
     if constexpr (CH == 16) {
-      store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return at(j, e); });
+      store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return v[j].at(e); });
     } else {
       const Chunk<T, CH> t = load_chunk<T, CH>(x + r * xs + c);
       store_e4m3<CH>(out + r * os + c, inv, [&](int e) { return t.at(e); });

@@ -33,9 +33,10 @@
 //                       path. Serves rope, rope_append_kv, append_kv (rotary_dim = 0: copy
 //                       items only).
 //   qk_norm_rope_kernel one block per token, one warp per head (head <= 512 elements held in
-//                       registers): warp-sum of squares, normalise, stage the rotary part in the
-//                       warp's shared memory so each lane reads its pair partner, rotate, store;
-//                       then (when appending) warps copy the v heads into the cache.
+//                       registers; the warp's next head's first 32 vectors load while it works
+//                       on this one): warp-sum of squares, normalise, stage the rotary part in
+//                       the warp's shared memory so each lane reads its pair partner, rotate,
+//                       store; then (when appending) warps copy the v heads into the cache.
 #include <cstring>
 #include <type_traits>
 
@@ -344,14 +345,28 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
   __shared__ float2 cs[kTableSlots];
   __shared__ float stage[kNormWarps][WC_QK_NORM_ROPE_MAX_HEAD_DIM];  // each warp's rotary part
   const int64_t t = blockIdx.x;
-  rope_table(a, load_index(a.positions, a.pos64, t), cs);
-  const CacheRows<C> rows = cache_rows<C>(a, t);
-  __syncthreads();
-
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int nvec = a.head_dim / VEC;
   const int qk_heads = a.nq + a.nk;
+  // Head h (< qk_heads) of this token: a q head, then the k heads.
+  auto head_at = [&](int h) -> T* {
+    return h < a.nq ? static_cast<T*>(a.q) + t * a.q_ts + h * a.q_hs
+                    : static_cast<T*>(a.k) + t * a.k_ts + (h - a.nq) * a.k_hs;
+  };
+  // A warp's q/k heads go one after the other. The first 32 vectors of each (the whole head up
+  // to head_dim 32 · VEC: 128 at the usual VEC) load while the head before is reduced,
+  // normalised and rotated, the first head's while the block builds its cos/sin table. Only
+  // those are carried across (registers: kIters is sized for head_dim 512).
+  Pack<T, VEC> v[kIters], next;
+  auto load_first = [&](int h, Pack<T, VEC>& dst) {
+    if (lane < nvec) dst = load_pack<T, VEC>(head_at(h) + lane * VEC);
+  };
+  if (warp < qk_heads) load_first(warp, next);
+  rope_table(a, load_index(a.positions, a.pos64, t), cs);
+  const CacheRows<C> rows = cache_rows<C>(a, t);
+  __syncthreads();
+
   const int heads = qk_heads + (rows.k != nullptr ? a.nk : 0);  // (a latent cache is refused at launch)
   float* st = stage[warp];
   for (int h = warp; h < heads; h += kNormWarps) {  // warp-uniform loop: shuffles see full warps
@@ -367,15 +382,16 @@ __global__ void __launch_bounds__(kNormWarps * 32) qk_norm_rope_kernel(const __g
     }
     const bool is_q = h < a.nq;
     const int hh = is_q ? h : h - a.nq;
-    T* x = is_q ? static_cast<T*>(a.q) + t * a.q_ts + hh * a.q_hs : static_cast<T*>(a.k) + t * a.k_ts + hh * a.k_hs;
+    T* x = head_at(h);
     const T* w = static_cast<const T*>(is_q ? a.q_weight : a.k_weight);
-
-    Pack<T, VEC> v[kIters];
+    v[0] = next;
 #pragma unroll
-    for (int j = 0; j < kIters; ++j) {  // all loads first
+    for (int j = 1; j < kIters; ++j) {  // the rest of the head (head_dim > 32 · VEC)
       const int i = lane + 32 * j;
       if (i < nvec) v[j] = load_pack<T, VEC>(x + i * VEC);
     }
+    if (h + kNormWarps < qk_heads) load_first(h + kNormWarps, next);
+
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < kIters; ++j)

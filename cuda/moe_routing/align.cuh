@@ -158,9 +158,15 @@ __global__ void __launch_bounds__(kAlignThreads) align_fused_kernel(const AlignA
   place_warp(a, ids, flat0, base[warp], off);
 }
 
-// Several tiles, 1/3: each tile's per-expert counts -> workspace[tile, :].
+// Several tiles, three kernels in a chain: the scan and the place kernels are launched as
+// programmatic dependents of the kernel before them (launch_align), each waiting in
+// grid_dependency_wait before it reads what that kernel wrote; the kernels before them allow
+// their dispatch at their start.
+
+// 1/3: each tile's per-expert counts -> workspace[tile, :].
 __global__ void __launch_bounds__(kAlignThreads) align_count_kernel(const AlignArgs a) {
   __shared__ int hist[WC_MOE_MAX_EXPERTS];
+  grid_dependents_launch();
   for (int e = threadIdx.x; e < a.num_experts; e += blockDim.x) hist[e] = 0;
   __syncthreads();
   const int flat0 = blockIdx.x * WC_MOE_ALIGN_TILE + (threadIdx.x >> 5) * 32 * kAlignItems;
@@ -181,6 +187,8 @@ __global__ void __launch_bounds__(kScanThreads) align_scan_kernel(const AlignArg
   __shared__ int off[WC_MOE_MAX_EXPERTS + 1];
   __shared__ int scratch[32];
   constexpr int kBatch = 16;  // loads in flight per thread: all loads of a batch before its stores
+  grid_dependents_launch();
+  grid_dependency_wait();  // the counts are written
   for (int e = threadIdx.x; e < a.num_experts; e += blockDim.x) {
     int run = 0;
     int32_t* col = a.workspace + e;
@@ -208,8 +216,9 @@ __global__ void __launch_bounds__(kAlignThreads) align_place_kernel(const AlignA
   const int warp = threadIdx.x >> 5;
   const int flat0 = blockIdx.x * WC_MOE_ALIGN_TILE + warp * 32 * kAlignItems;
   int ids[kAlignItems];
-  load_warp_ids(a, flat0, ids);
+  load_warp_ids(a, flat0, ids);  // topk_ids: written before the chain started
   warp_histogram(a, ids, base[warp]);
+  grid_dependency_wait();  // the scan is complete: tile bases and expert offsets are written
   __syncthreads();
   const int32_t* tile_base = a.workspace + static_cast<int64_t>(blockIdx.x) * a.num_experts;
   for (int e = threadIdx.x; e < a.num_experts; e += blockDim.x) {
@@ -256,8 +265,10 @@ wc_status launch_align(const wc_moe_align_params& p, cudaStream_t s) {
     align_fused_kernel<<<1, kAlignThreads, 0, s>>>(a);
   } else {
     align_count_kernel<<<static_cast<unsigned>(tiles), kAlignThreads, 0, s>>>(a);
-    align_scan_kernel<<<1, kScanThreads, 0, s>>>(a);
-    align_place_kernel<<<static_cast<unsigned>(tiles), kAlignThreads, 0, s>>>(a);
+    if (const wc_status st = launch_status(); st != WC_OK) return st;
+    cudaError_t e = launch_dependent(align_scan_kernel, dim3(1), dim3(kScanThreads), s, a);
+    if (e == cudaSuccess) e = launch_dependent(align_place_kernel, dim3(static_cast<unsigned>(tiles)), dim3(kAlignThreads), s, a);
+    if (e != cudaSuccess) return static_cast<wc_status>(e);
   }
   return launch_status();
 }

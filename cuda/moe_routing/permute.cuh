@@ -30,8 +30,11 @@ __global__ void __launch_bounds__(kRowThreads) gather_kernel(const GatherArgs a)
   if (b < a.num_tokens) {
     const U v = static_cast<const U*>(a.hidden_states)[b * a.hidden_stride + i];
     const int32_t* pos = a.token_positions + static_cast<int64_t>(b) * a.top_k;
+    // __ldg: the positions are read-only here, so the next ones load before this store lands
+    // (plain loads were reissued after each store: out might alias them).
+#pragma unroll 4
     for (int k = 0; k < a.top_k; ++k) {
-      const int64_t r = pos[k];
+      const int64_t r = __ldg(pos + k);
       if (r >= 0 && r < a.num_rows) out[r * a.out_stride + i] = v;
     }
   } else {  // expert e's padding rows, clamped to the output

@@ -9,35 +9,71 @@
 namespace wc {
 namespace {
 
-// A thread's unit of work: CH consecutive elements, moved as packs of up to 8 (16 bytes).
+// A thread's unit of work: CH consecutive elements of a 2-byte T. CH = 1 (the scalar path): one
+// element. CH a multiple of 8: CH / 8 16-byte vectors, each held as four words (ptxas gives each
+// 16-bit element of a Pack<T, 8> its own register: bf16 rows_quant <16, 4> took 106 registers).
 template <typename T, int CH>
 struct Chunk {
-  static constexpr int kV = CH < 8 ? CH : 8;
-  Pack<T, kV> p[CH / kV];
-  __device__ __forceinline__ float at(int e) const { return to_float(p[e / kV].v[e % kV]); }
+  static_assert(sizeof(T) == 2 && CH % kVec16<T> == 0, "16-byte vectors of a 2-byte type");
+  static constexpr int kQ = CH / kVec16<T>;
+  uint4 q[kQ];
+  __device__ __forceinline__ float at(int e) const { return elem_of<T>(q[e / kVec16<T>], e % kVec16<T>); }
+};
+template <typename T>
+struct Chunk<T, 1> {
+  T v;
+  __device__ __forceinline__ float at(int) const { return to_float(v); }
 };
 
 template <typename T, int CH>
 __device__ __forceinline__ Chunk<T, CH> load_chunk(const T* src) {
   Chunk<T, CH> c;
+  if constexpr (CH == 1) {
+    c.v = *src;
+  } else {
 #pragma unroll
-  for (int i = 0; i < CH / Chunk<T, CH>::kV; ++i) c.p[i] = load_pack<T, Chunk<T, CH>::kV>(src + i * Chunk<T, CH>::kV);
+    for (int i = 0; i < Chunk<T, CH>::kQ; ++i) c.q[i] = *reinterpret_cast<const uint4*>(src + i * kVec16<T>);
+  }
   return c;
 }
 
-// residual = round(x + residual), stored; the chunk becomes the rounded sum.
+// residual = round(x + residual), stored; the chunk becomes the rounded sum (rms_norm.cuh's
+// add_residual, element for element).
 template <typename T, int CH>
 __device__ __forceinline__ void add_residual_chunk(Chunk<T, CH>& c, T* residual) {
+  if constexpr (CH == 1) {
+    c.v = from_float<T>(to_float(c.v) + to_float(*residual));
+    *residual = c.v;
+  } else {
+    constexpr int V = kVec16<T>;
 #pragma unroll
-  for (int i = 0; i < CH / Chunk<T, CH>::kV; ++i)
-    c.p[i] = add_residual<T, Chunk<T, CH>::kV>(c.p[i], residual + i * Chunk<T, CH>::kV);
+    for (int i = 0; i < Chunk<T, CH>::kQ; ++i) {
+      const uint4 r = *reinterpret_cast<const uint4*>(residual + i * V);
+      float s[V];
+#pragma unroll
+      for (int k = 0; k < V; ++k) s[k] = elem_of<T>(c.q[i], k) + elem_of<T>(r, k);
+      c.q[i] = floats_to_words<T>(s);
+      *reinterpret_cast<uint4*>(residual + i * V) = c.q[i];
+    }
+  }
 }
 
+// The sum of squares in rms_norm.cuh's order: an fma chain per 16-byte vector, the vectors'
+// sums added in turn.
 template <typename T, int CH>
 __device__ __forceinline__ float chunk_sum_squares(const Chunk<T, CH>& c) {
+  constexpr int V = CH == 1 ? 1 : kVec16<T>;
   float s = 0.0f;
 #pragma unroll
-  for (int i = 0; i < CH / Chunk<T, CH>::kV; ++i) s += sum_squares<T, Chunk<T, CH>::kV>(c.p[i]);
+  for (int i = 0; i < CH / V; ++i) {
+    float t = 0.0f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float f = c.at(i * V + k);
+      t = fmaf(f, f, t);
+    }
+    s += t;
+  }
   return s;
 }
 

@@ -99,12 +99,11 @@ __global__ void __launch_bounds__(kTensorThreads, 1) tensor_quant_kernel(const T
   extern __shared__ __align__(16) unsigned char tensor_smem[];
   __shared__ float scratch[32];
   __shared__ unsigned scratch_bits[32];
-  using P = Pack<T, 8>;
   const int64_t per_row = a.cols / 16, total = a.rows * per_row, grid = gridDim.x;
   const int64_t begin = total * blockIdx.x / grid, n = total * (blockIdx.x + 1) / grid - begin;
   const int64_t h = min64(n, a.held);
-  P* plane0 = reinterpret_cast<P*>(tensor_smem);  // chunk i: elements 0..7 at plane0[i],
-  P* plane1 = plane0 + a.held;                    // 8..15 at plane1[i]
+  uint4* plane0 = reinterpret_cast<uint4*>(tensor_smem);  // chunk i: elements 0..7 at plane0[i],
+  uint4* plane1 = plane0 + a.held;                        // 8..15 at plane1[i]
   const int tid = threadIdx.x, nt = blockDim.x;
   const Chunk<T, 16> none{};
 
@@ -112,8 +111,8 @@ __global__ void __launch_bounds__(kTensorThreads, 1) tensor_quant_kernel(const T
   float amax = 0.0f;
   each_chunk<T>(a, per_row, begin, 0, h, [&](int64_t i, const Chunk<T, 16>& v) {
     amax = fmaxf(amax, chunk_amax<T, 16>(v, none, false, 1.0f, 0.0f));
-    plane0[i] = v.p[0];
-    plane1[i] = v.p[1];
+    plane0[i] = v.q[0];
+    plane1[i] = v.q[1];
   });
   each_chunk<T>(a, per_row, begin, h, n, [&](int64_t, const Chunk<T, 16>& v) {
     amax = fmaxf(amax, chunk_amax<T, 16>(v, none, false, 1.0f, 0.0f));
@@ -136,8 +135,8 @@ __global__ void __launch_bounds__(kTensorThreads, 1) tensor_quant_kernel(const T
   });
   for (int64_t i = tid; i < h; i += nt) {
     Chunk<T, 16> v;
-    v.p[0] = plane0[i];
-    v.p[1] = plane1[i];
+    v.q[0] = plane0[i];
+    v.q[1] = plane1[i];
     store_e4m3<16>(a.out + chunk_at(a, per_row, begin + i).out, inv, [&](int e) { return v.at(e); });
   }
 }

@@ -31,9 +31,11 @@ fn shuffled_pages(num_pages: usize) -> Vec<i32> {
 /// all in the paged cache of type `C` (bf16, or e4m3 with scales 1/64, 1/32) in pages of
 /// `page_size`, shuffled as an engine's allocator leaves them; the 32 / 8-head, head_dim-128
 /// shape, on `kernel` as `AttentionPlan::with_kv::<C>` resolves it, once per entry of `splits`:
-/// with the plan's key splits (None) or that many. Returns each timing with its plan.
+/// with the plan's key splits (None) or that many, and the split merge launched as the plan has
+/// it (true) or in plain stream order (false: `AttentionPlan::merge_pdl`). Returns each timing
+/// with its plan.
 #[allow(clippy::too_many_arguments)]
-fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize, kernel: AttentionKernel, splits: &[Option<usize>]) -> Result<Vec<(Timing, AttentionPlan)>> {
+fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize, page_size: usize, kernel: AttentionKernel, splits: &[(Option<usize>, bool)]) -> Result<Vec<(Timing, AttentionPlan)>> {
     let (total, pages_per_seq) = (batch * q_len, kv_len.div_ceil(page_size));
     let num_pages = batch * pages_per_seq;
     let cache_len = num_pages * page_size * NKV * HD;
@@ -57,8 +59,8 @@ fn time_paged<C: DType>(dev: &Device, batch: usize, q_len: usize, kv_len: usize,
     let qv = TensorView::contiguous(q.as_view(), [total, NQ, HD])?;
     let cv = TensorView::contiguous(cu.as_view(), [batch + 1])?;
     let mut out = Vec::new();
-    for &s in splits {
-        let plan = AttentionPlan { num_splits: s.unwrap_or(planned.num_splits), ..planned };
+    for &(s, pdl) in splits {
+        let plan = AttentionPlan { num_splits: s.unwrap_or(planned.num_splits), merge_pdl: pdl && planned.merge_pdl, ..planned };
         let mut ws = dev.zeros::<f32>(plan.workspace_len().max(1))?;
         let wlen = ws.len();
         let t = time_calls(dev, SAMPLES, |_| {
@@ -84,7 +86,7 @@ fn kv_suffix<C: DType>() -> String {
 /// Decode: `batch` sequences of one query over `kv_len` cached keys of type `C` (bf16, or
 /// e4m3) in pages of `page_size` (pages shuffled, as an engine's allocator leaves them).
 pub fn bench_decode<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, kv_len: usize, page_size: usize) -> Result<BenchRecord> {
-    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size, AttentionKernel::Auto, &[None])?[0];
+    let (t, _) = time_paged::<C>(dev, batch, 1, kv_len, page_size, AttentionKernel::Auto, &[(None, true)])?[0];
     Ok(decode_record::<C>(format!("b{batch} kv{kv_len} page{page_size}{}", kv_suffix::<C>()), t, batch, kv_len, ceilings))
 }
 
@@ -100,7 +102,9 @@ fn decode_record<C: DType>(shape: String, t: Timing, batch: usize, kv_len: usize
 /// `warpcore bench --tune` for attention: the decode bar shapes (bf16, pages of 16) at every
 /// key split count the plan may choose (1 to 64, at least 4 key tiles per split), keyed
 /// `"<shape key> | splits S"`, the plan's pick marked `" (plan)"` — what checks `choose_splits`'
-/// wave model against the H200. A failed shape ends the sweep with what was timed before it.
+/// wave model against the H200. When the plan splits and launches its merge by PDL, the plan
+/// once more with the merge in plain stream order (`" (plan) merge without PDL"`): what the
+/// programmatic launch gains. A failed shape ends the sweep with what was timed before it.
 pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for (batch, kv_len) in [(64, 4096), (16, 32768), (1, 131072)] {
         let plan = AttentionPlan::with_kv::<bf16>(dev, &vec![1; batch], &vec![kv_len; batch], NQ, NKV, HD, HD, AttentionKernel::Auto)?;
@@ -109,7 +113,10 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -
         if !counts.contains(&planned) {
             counts.push(planned);
         }
-        let forced: Vec<Option<usize>> = counts.iter().map(|&s| Some(s)).collect();
+        let mut forced: Vec<(Option<usize>, bool)> = counts.iter().map(|&s| (Some(s), true)).collect();
+        if planned > 1 && plan.merge_pdl {
+            forced.push((Some(planned), false));
+        }
         let timed = match time_paged::<bf16>(dev, batch, 1, kv_len, 16, AttentionKernel::Auto, &forced) {
             Ok(t) => t,
             Err(e) => {
@@ -117,9 +124,10 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -
                 return Ok(());
             }
         };
-        for (t, plan) in timed {
-            let (splits, mark) = (plan.num_splits, if plan.num_splits == planned { " (plan)" } else { "" });
-            out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}"), t, batch, kv_len, ceilings));
+        for (t, p) in timed {
+            let (splits, mark) = (p.num_splits, if p.num_splits == planned { " (plan)" } else { "" });
+            let pdl = if p.merge_pdl == plan.merge_pdl { "" } else { " merge without PDL" };
+            out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}{pdl}"), t, batch, kv_len, ceilings));
         }
     }
     Ok(())
@@ -222,7 +230,7 @@ pub fn bench_prefill(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: u
 /// reads; on `kernel` (`Auto`: the one [`AttentionPlan::with_kv`] picks). Key
 /// `"b{batch} q{seq_len} causal page{page_size}[ kv-e4m3][ wgmma]"`.
 pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: usize, seq_len: usize, page_size: usize, kernel: AttentionKernel) -> Result<BenchRecord> {
-    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, kernel, &[None])?[0];
+    let (t, plan) = time_paged::<C>(dev, batch, seq_len, seq_len, page_size, kernel, &[(None, true)])?[0];
     let total = batch * seq_len;
     let pairs = batch * seq_len * (seq_len + 1) / 2;
     let flops = (4 * pairs * NQ * HD) as f64;

@@ -302,6 +302,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   p.causal = c.causal;
   p.window_left = c.window;
   p.num_splits = splits;
+  p.merge_pdl = splits % 2 == 0;  // both merge launches: PDL (the plan's default) and plain
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
   p.softcap = c.softcap;
   p.dtype = c.bf16 ? WC_BF16 : WC_F16;

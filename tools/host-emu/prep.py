@@ -305,6 +305,15 @@ SEEDS = {
     "table_slot": ("rope", "rope.cu", "const float2* tab = cs + cs_slot(w.at);", "const float2* tab = cs + w.at;"),
     # A 16-byte vector held as words: every element read from its word's low half.
     "elem_half": ("quant_fp8", "common.cuh", "return k % 2 ? f.y : f.x;", "return f.x;"),
+    # Fused add + norm -> FP8, chunks held as words: the residual's old vector stored back
+    # instead of the rounded sum.
+    "chunk_residual": ("quant_fp8", "quant_fp8/chunk.cuh", "*reinterpret_cast<uint4*>(residual + i * V) = c.q[i];",
+                       "*reinterpret_cast<uint4*>(residual + i * V) = r;"),
+    # glu: SiLU's quotient taken as x · (1 + e^-x) (the activation templated per kernel).
+    "glu_silu": ("elementwise", "glu.cuh", "return __fdividef(x, 1.0f + expf(-x));", "return x * (1.0f + expf(-x));"),
+    # qk_norm_rope: a warp's next head prefetched from the head it is working on.
+    "qkn_prefetch": ("rope", "rope.cu", "if (h + kNormWarps < qk_heads) load_first(h + kNormWarps, next);",
+                     "if (h + kNormWarps < qk_heads) load_first(h, next);"),
     # The attention epilogue's fourth column summed from the third's values.
     "epilogue_cols": ("attention", "attention.cuh", "ot[3] += o.w * f;", "ot[3] += o.z * f;"),
     # The FP8 raw tiles written swizzled and read back unswizzled (mma.sync kernels).

@@ -601,7 +601,8 @@ static void suite(uint64_t& seed) {
 
   // qk_norm_rope: head_dim 32 .. 512 (VEC 1 .. 8), NeoX / GPT-J, plain / Gemma weights; layout 0
   // fused and padded (the widest VEC), layout 1 split and misaligned (VEC 1) with a partial
-  // rotary part at an odd offset.
+  // rotary part at an odd offset. Layout 0 has more q/k heads than the block's 8 warps, so a
+  // warp loads its next head while it works on the current one (qk_norm_rope_kernel).
   for (int hd : {32, 64, 128, 256, 512})
     for (bool neox : {true, false})
       for (int layout = 0; layout < 2; ++layout, ++k) {
@@ -609,7 +610,7 @@ static void suite(uint64_t& seed) {
         c.op = QKN;
         c.hd = hd;
         c.tokens = 4 + k % 3;
-        c.nq = hd == 512 ? 3 : 5;
+        c.nq = layout == 0 ? (hd == 512 ? 9 : 19) : (hd == 512 ? 3 : 5);
         c.nk = 2;
         c.gemma = k % 2;
         c.pos64 = k % 3 == 0;

@@ -68,6 +68,9 @@ typedef struct wc_attention_params {
   int32_t causal;
   int32_t window_left;          /* < 0: no window */
   int32_t num_splits;           /* >= 1 */
+  int32_t merge_pdl;            /* num_splits > 1, compute capability 9.0: nonzero launches the merge
+                                   as a programmatic dependent of the attention kernel (PDL: its
+                                   launch overlaps the attention's end); 0: plain stream order */
   float scale;
   float softcap;                /* <= 0: off */
   float k_scale;                /* K = stored value · k_scale (FP8 cache; 1 otherwise) */

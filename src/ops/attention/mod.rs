@@ -381,6 +381,7 @@ pub fn attention<T: DType, C: DType>(
     p.causal = cfg.causal as i32;
     p.window_left = cfg.window_left.map_or(-1, |w| w as i32);
     p.num_splits = plan.num_splits as i32;
+    p.merge_pdl = plan.merge_pdl as i32;
     p.scale = cfg.scale;
     p.softcap = cfg.softcap.unwrap_or(0.0);
     p.dtype = T::TAG;

@@ -54,6 +54,12 @@ pub struct AttentionPlan {
     /// key of the tile present): true unless the environment variable `WARPCORE_ATTENTION_TMA`
     /// is `off`; false sends every tile by cp.async. The other kernels ignore it.
     pub tma: bool,
+    /// Whether a split plan's merge launches as a programmatic dependent of the attention
+    /// kernel on compute capability 9.0 (PDL: the merge's launch overlaps the attention's
+    /// last CTAs; it waits for the attention to complete before reading the partials): true
+    /// unless the environment variable `WARPCORE_PDL` is `off`. Elsewhere, and when false, the
+    /// merge follows in plain stream order.
+    pub merge_pdl: bool,
 }
 
 /// Most key splits a plan has (the planner's bound; [`super::attention`] refuses more).
@@ -172,7 +178,8 @@ impl AttentionPlan {
             k => k,
         };
         let tma = !std::env::var("WARPCORE_ATTENTION_TMA").is_ok_and(|t| t == "off");
-        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma };
+        let merge_pdl = !std::env::var("WARPCORE_PDL").is_ok_and(|t| t == "off");
+        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma, merge_pdl };
         let (bm, _) = plan.tile_shape();
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
         // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
