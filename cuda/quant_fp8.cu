@@ -219,14 +219,15 @@ struct GluArgs {
 };
 
 // A chunk of act(gate) · up, in f32 (glu.cuh's formula, as wc_glu computes before its rounding).
-template <typename T, int CH>
-__device__ __forceinline__ void glu_chunk(const GluArgs& a, const T* g, const T* u, float (&v)[CH]) {
+template <typename T, int CH, wc_glu_activation ACT>
+__device__ __forceinline__ void glu_chunk(const T* g, const T* u, float (&v)[CH]) {
   const Chunk<T, CH> gc = load_chunk<T, CH>(g), uc = load_chunk<T, CH>(u);
 #pragma unroll
-  for (int e = 0; e < CH; ++e) v[e] = glu_activate(gc.at(e), a.act) * uc.at(e);
+  for (int e = 0; e < CH; ++e) v[e] = glu_activate<ACT>(gc.at(e)) * uc.at(e);
 }
 
-template <typename T>
+// ACT a template parameter, as glu_kernel's (elementwise.cu): no switch per element.
+template <typename T, wc_glu_activation ACT>
 __global__ void __launch_bounds__(kRowThreadsMax) glu_quant_kernel(const GluArgs a) {
   __shared__ float scratch[32];
   constexpr int CH = 16, kGroupChunks = WC_FP8_BLOCK / CH;
@@ -240,7 +241,7 @@ __global__ void __launch_bounds__(kRowThreadsMax) glu_quant_kernel(const GluArgs
   if (!a.group) {  // pass 1: the row's amax
     for (int i = tid; i < nchunks; i += nt) {
       float v[CH];
-      glu_chunk<T, CH>(a, g + i * CH, u + i * CH, v);
+      glu_chunk<T, CH, ACT>(g + i * CH, u + i * CH, v);
 #pragma unroll
       for (int e = 0; e < CH; ++e) row_amax = fmaxf(row_amax, fabsf(v[e]));
     }
@@ -252,7 +253,7 @@ __global__ void __launch_bounds__(kRowThreadsMax) glu_quant_kernel(const GluArgs
     const int i = base + tid;
     const bool active = i < nchunks;
     float v[CH] = {};
-    if (active) glu_chunk<T, CH>(a, g + i * CH, u + i * CH, v);
+    if (active) glu_chunk<T, CH, ACT>(g + i * CH, u + i * CH, v);
     float s = scale_of(row_amax);
     if (a.group) {
       float m = 0.0f;
@@ -277,7 +278,12 @@ wc_status launch_glu_quant(const GluArgs& a, int64_t rows, cudaStream_t s) {
                    aligned_to(16, a.gate, a.up, a.out);
   if (!vec || (a.group && a.cols % WC_FP8_BLOCK != 0)) return WC_ERR_UNSUPPORTED;
   const int threads = static_cast<int>(min64(kRowThreadsMax, round_up_warp(a.cols / 16)));
-  glu_quant_kernel<T><<<static_cast<unsigned>(rows), threads, 0, s>>>(a);
+  const dim3 grid(static_cast<unsigned>(rows));
+  switch (a.act) {
+    case WC_GLU_GELU_TANH: glu_quant_kernel<T, WC_GLU_GELU_TANH><<<grid, threads, 0, s>>>(a); break;
+    case WC_GLU_RELU2: glu_quant_kernel<T, WC_GLU_RELU2><<<grid, threads, 0, s>>>(a); break;
+    default: glu_quant_kernel<T, WC_GLU_SILU><<<grid, threads, 0, s>>>(a); break;  // known: checked above
+  }
   return launch_status();
 }
 
