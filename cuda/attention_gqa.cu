@@ -320,18 +320,44 @@ __global__ void __launch_bounds__(256) merge_splits_kernel(const wc_attention_pa
   const int64_t rows = p.total_q * p.num_q_heads;
   if (row >= rows || !token_covered(p, row / p.num_q_heads)) return;
   grid_dependency_wait();  // the attention kernel has completed: its partials are visible
+  // The splits' lse spread over the lanes (lane l: splits l, l + 32, ...): one round of loads
+  // for up to 32 splits, then the warp's maximum. Each weight f_s = e^(lse_s - max) is computed
+  // by one lane and handed to the others by a shuffle, so the weighted sum's loop loads only
+  // partial_out, kBatch splits' rows at once. The sums run over s in order, as before (one lane
+  // looping over every split): bit for bit the same.
   float mt = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) mt = fmaxf(mt, p.partial_lse[s * rows + row]);
+  for (int s = lane; s < p.num_splits; s += 32) mt = fmaxf(mt, p.partial_lse[s * rows + row]);
+  mt = warp_max(mt);
   float wsum = 0.0f;
   float acc[HD / 32];
 #pragma unroll
   for (int i = 0; i < HD / 32; ++i) acc[i] = 0.0f;
+  // Splits whose partial rows are loaded together: 32 values a lane (16 at head_dim <= 64).
+  constexpr int kCols = HD / 32, kBatch = kCols <= 4 ? 8 : 32 / kCols;
   if (mt != -INFINITY) {
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float f = __expf(p.partial_lse[s * rows + row] - mt);
-      wsum += f;
+    for (int s0 = 0; s0 < p.num_splits; s0 += 32) {
+      const int n = min(32, p.num_splits - s0);  // warp-uniform
+      const float f_lane = lane < n ? __expf(p.partial_lse[(s0 + lane) * rows + row] - mt) : 0.0f;
+      for (int j0 = 0; j0 < n; j0 += kBatch) {
+        float v[kBatch][kCols];
 #pragma unroll
-      for (int i = 0; i < HD / 32; ++i) acc[i] += f * p.partial_out[(s * rows + row) * HD + lane + 32 * i];
+        for (int u = 0; u < kBatch; ++u) {
+          if (j0 + u < n) {
+            const float* po = p.partial_out + ((s0 + j0 + u) * rows + row) * HD + lane;
+#pragma unroll
+            for (int i = 0; i < kCols; ++i) v[u][i] = po[32 * i];
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          if (j0 + u < n) {
+            const float f = __shfl_sync(0xffffffffu, f_lane, j0 + u);
+            wsum += f;
+#pragma unroll
+            for (int i = 0; i < kCols; ++i) acc[i] += f * v[u][i];
+          }
+        }
+      }
     }
   }
   const int64_t tok = row / p.num_q_heads;

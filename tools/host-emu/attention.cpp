@@ -401,6 +401,12 @@ static std::vector<Case> cases(const std::string& set) {
     c.kv_lens = {700, 0, 260}; c.page_size = 16; add(c); }
   { Case c; c.name = "decode g4 hd128 ps16 plan splits"; c.nkv = 2; c.nq = 8; c.hd = c.hdv = 128;
     c.q_lens = {1, 1}; c.kv_lens = {520, 33}; c.page_size = 16; add(c); }
+  // The merge past one batch of loaded splits (8 at head_dim 128, 4 at 256) and past 32 (a
+  // second round of lse lanes); many splits are empty (lse -inf) for the shorter sequences.
+  { Case c; c.name = "decode g4 hd128 ps16 forced splits 37"; c.nkv = 2; c.nq = 8; c.hd = c.hdv = 128;
+    c.q_lens = {1, 1, 1}; c.kv_lens = {4000, 300, 0}; c.page_size = 16; c.force_splits = 37; add(c); }
+  { Case c; c.name = "decode g2 hd256 ps32 forced splits 11"; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 256;
+    c.q_lens = {1, 1}; c.kv_lens = {1500, 40}; c.page_size = 32; c.force_splits = 11; add(c); }
   { Case c; c.name = "decode g1 hd128 ps64 no-lse splits 2"; c.nkv = 2; c.nq = 2; c.hd = c.hdv = 128;
     c.q_lens = {1, 1, 1}; c.kv_lens = {100, 17, 0}; c.page_size = 64; c.force_splits = 2; c.lse = false; add(c); }
   { Case c; c.name = "decode g4 ps16 bad page ids"; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1, 1};

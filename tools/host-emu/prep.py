@@ -314,6 +314,9 @@ SEEDS = {
     # qk_norm_rope: a warp's next head prefetched from the head it is working on.
     "qkn_prefetch": ("rope", "rope.cu", "if (h + kNormWarps < qk_heads) load_first(h + kNormWarps, next);",
                      "if (h + kNormWarps < qk_heads) load_first(h, next);"),
+    # Split merge: every batch of loaded splits weighted by the first batch's weights.
+    "merge_batch": ("attention", "attention_gqa.cu", "const float f = __shfl_sync(0xffffffffu, f_lane, j0 + u);",
+                    "const float f = __shfl_sync(0xffffffffu, f_lane, u);"),
     # The attention epilogue's fourth column summed from the third's values.
     "epilogue_cols": ("attention", "attention.cuh", "ot[3] += o.w * f;", "ot[3] += o.z * f;"),
     # The FP8 raw tiles written swizzled and read back unswizzled (mma.sync kernels).
