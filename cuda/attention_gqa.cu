@@ -388,12 +388,8 @@ wc_status launch_config(const wc_attention_params& p, cudaStream_t s, int* occup
 template <typename T, int HDV>
 wc_status launch_merge(const wc_attention_params& p, cudaStream_t s) {
   const int64_t rows = p.total_q * p.num_q_heads;
-  const dim3 grid(static_cast<unsigned>((rows + 7) / 8));
-  if (!p.merge_pdl) {
-    merge_splits_kernel<T, HDV><<<grid, 256, 0, s>>>(p);  // its wait is then a no-op
-    return launch_status();
-  }
-  const cudaError_t e = launch_dependent(merge_splits_kernel<T, HDV>, grid, dim3(256), s, p);
+  const cudaError_t e = launch_dependent(p.merge_pdl != 0, merge_splits_kernel<T, HDV>,
+                                         dim3(static_cast<unsigned>((rows + 7) / 8)), dim3(256), s, p);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }

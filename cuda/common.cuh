@@ -423,6 +423,35 @@ __device__ __forceinline__ uint4 floats_to_words(const float* f) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// CH consecutive elements of T as a thread holds them. CH = 1 (a scalar path): one element. CH
+// a multiple of kVec16<T>: CH / kVec16<T> 16-byte vectors, each held as four words and read
+// through elem_of (a Pack<T, 8> would take a register per 16-bit element). Loads need the
+// vectors' 16-byte alignment (the caller's check).
+template <typename T, int CH>
+struct Chunk {
+  static_assert(CH % kVec16<T> == 0, "whole 16-byte vectors");
+  static constexpr int kQ = CH / kVec16<T>;
+  uint4 q[kQ];
+  __device__ __forceinline__ float at(int e) const { return elem_of<T>(q[e / kVec16<T>], e % kVec16<T>); }
+};
+template <typename T>
+struct Chunk<T, 1> {
+  T v;
+  __device__ __forceinline__ float at(int) const { return to_float(v); }
+};
+
+template <typename T, int CH>
+__device__ __forceinline__ Chunk<T, CH> load_chunk(const T* src) {
+  Chunk<T, CH> c;
+  if constexpr (CH == 1) {
+    c.v = *src;
+  } else {
+#pragma unroll
+    for (int i = 0; i < Chunk<T, CH>::kQ; ++i) c.q[i] = *reinterpret_cast<const uint4*>(src + i * kVec16<T>);
+  }
+  return c;
+}
+
 // kVec16<T> floats rounded to T and stored to global memory as one 16-byte store (PTX, so
 // that the compiler cannot split it into element stores). dst is 16-byte aligned.
 template <typename T>
@@ -457,8 +486,10 @@ __device__ __forceinline__ void grid_dependents_launch() {
 // reading what that kernel wrote. Elsewhere in plain stream order: the wait exists only in the
 // sm_90a code, and a newer GPU running the compute_80 PTX would honour PDL with no wait. A
 // driver or tool that refuses the attribute gets the plain launch.
+// `dependent` false: a plain launch (the caller's switch, e.g. wc_attention_params::merge_pdl).
 template <typename... P, typename... A>
-cudaError_t launch_dependent(void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t s, A&&... args) {
+cudaError_t launch_dependent(bool dependent, void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t s,
+                             A&&... args) {
   bool hopper = false;
   if (const cudaError_t e = hopper_device(hopper); e != cudaSuccess) return e;
   cudaLaunchAttribute attr[1];
@@ -469,9 +500,9 @@ cudaError_t launch_dependent(void (*kernel)(P...), dim3 grid, dim3 block, cudaSt
   cfg.blockDim = block;
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = hopper ? 1 : 0;
+  cfg.numAttrs = hopper && dependent ? 1 : 0;
   cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
-  if (hopper && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue)) {
+  if (cfg.numAttrs != 0 && (e == cudaErrorNotSupported || e == cudaErrorInvalidValue)) {
     (void)cudaGetLastError();  // not sticky: clear it, launch in plain order
     cfg.numAttrs = 0;
     e = cudaLaunchKernelEx(&cfg, kernel, args...);

@@ -47,23 +47,14 @@ constexpr int kGluThreads = 256;
 // Vectors per thread held in registers before the math (loads in flight together).
 constexpr int kGluUnroll = 4;
 
-// What a glu thread loads at once: one element (VEC 1) or a 16-byte vector, held as four words
-// (ptxas gives each 16-bit element of a Pack<T, 8> its own register: bf16 took 96 registers).
-template <typename T, int VEC>
-using GluUnit = typename std::conditional<VEC == 1, T, uint4>::type;
-
-template <typename T, int VEC>
-__device__ __forceinline__ float glu_elem(const GluUnit<T, VEC>& v, int k) {
-  if constexpr (VEC == 1) return to_float(v);
-  else return elem_of<T>(v, k);
-}
-
 template <typename T, int VEC, wc_glu_activation ACT>
 __global__ void __launch_bounds__(kGluThreads)
 glu_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ out, int64_t gate_stride,
            int64_t up_stride, int64_t out_stride, int nvec) {
+  // A thread's units: one element (VEC 1) or a 16-byte vector as words (common.cuh's Chunk; as
+  // Pack<bf16, 8> they took 96 registers).
   static_assert(VEC == 1 || VEC == kVec16<T>, "one element or one 16-byte vector");
-  using U = GluUnit<T, VEC>;
+  using U = Chunk<T, VEC>;
   const int64_t row = blockIdx.x;
   const T* g = gate + row * gate_stride;
   const T* u = up + row * up_stride;
@@ -74,8 +65,8 @@ glu_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__
     for (int j = 0; j < kGluUnroll; ++j) {
       const int i = base + j * blockDim.x;
       if (i < nvec) {
-        gv[j] = *reinterpret_cast<const U*>(g + static_cast<int64_t>(i) * VEC);
-        uv[j] = *reinterpret_cast<const U*>(u + static_cast<int64_t>(i) * VEC);
+        gv[j] = load_chunk<T, VEC>(g + static_cast<int64_t>(i) * VEC);
+        uv[j] = load_chunk<T, VEC>(u + static_cast<int64_t>(i) * VEC);
       }
     }
 #pragma unroll
@@ -84,7 +75,7 @@ glu_kernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__
       if (i < nvec) {
         float r[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) r[k] = glu_activate<ACT>(glu_elem<T, VEC>(gv[j], k)) * glu_elem<T, VEC>(uv[j], k);
+        for (int k = 0; k < VEC; ++k) r[k] = glu_activate<ACT>(gv[j].at(k)) * uv[j].at(k);
         if constexpr (VEC == 1) o[i] = from_float<T>(r[0]);
         else store_floats16<T>(o + static_cast<int64_t>(i) * VEC, r);
       }

@@ -7,7 +7,7 @@
 
 namespace wc {
 
-// One activation, chosen at compile time (a kernel templated on it has no switch per element).
+// One activation, chosen at compile time: the kernels are templated on it (no switch per element).
 template <wc_glu_activation ACT>
 __device__ __forceinline__ float glu_activate(float x) {
   if constexpr (ACT == WC_GLU_GELU_TANH) {
@@ -21,15 +21,6 @@ __device__ __forceinline__ float glu_activate(float x) {
     // path made each element a branch region the compiler could not overlap. Large negative x:
     // 1 + e^-x past 2^126 gives -0 for x · e^x (below 1e-36); x = -inf gives NaN, as x / inf.
     return __fdividef(x, 1.0f + expf(-x));
-  }
-}
-
-// The same, chosen at run time.
-__device__ __forceinline__ float glu_activate(float x, wc_glu_activation act) {
-  switch (act) {
-    case WC_GLU_GELU_TANH: return glu_activate<WC_GLU_GELU_TANH>(x);
-    case WC_GLU_RELU2: return glu_activate<WC_GLU_RELU2>(x);
-    default: return glu_activate<WC_GLU_SILU>(x);
   }
 }
 

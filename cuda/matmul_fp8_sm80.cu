@@ -265,7 +265,7 @@ template <typename OutT>
 wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
   const int64_t blocks = (p.m + kReduceRows - 1) / kReduceRows * ((p.n + kReduceCols - 1) / kReduceCols);
   auto kernel = p.in_dtype == WC_E4M3 ? matmul_fp8_split_k_reduce<OutT, true> : matmul_fp8_split_k_reduce<OutT, false>;
-  const cudaError_t e = launch_dependent(kernel, dim3(static_cast<unsigned>(min64(blocks, 1 << 16))), dim3(kReduceThreads), s, p);
+  const cudaError_t e = launch_dependent(true, kernel, dim3(static_cast<unsigned>(min64(blocks, 1 << 16))), dim3(kReduceThreads), s, p);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   return launch_status();
 }

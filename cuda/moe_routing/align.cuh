@@ -266,8 +266,8 @@ wc_status launch_align(const wc_moe_align_params& p, cudaStream_t s) {
   } else {
     align_count_kernel<<<static_cast<unsigned>(tiles), kAlignThreads, 0, s>>>(a);
     if (const wc_status st = launch_status(); st != WC_OK) return st;
-    cudaError_t e = launch_dependent(align_scan_kernel, dim3(1), dim3(kScanThreads), s, a);
-    if (e == cudaSuccess) e = launch_dependent(align_place_kernel, dim3(static_cast<unsigned>(tiles)), dim3(kAlignThreads), s, a);
+    cudaError_t e = launch_dependent(true, align_scan_kernel, dim3(1), dim3(kScanThreads), s, a);
+    if (e == cudaSuccess) e = launch_dependent(true, align_place_kernel, dim3(static_cast<unsigned>(tiles)), dim3(kAlignThreads), s, a);
     if (e != cudaSuccess) return static_cast<wc_status>(e);
   }
   return launch_status();

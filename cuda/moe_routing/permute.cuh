@@ -106,11 +106,11 @@ __global__ void __launch_bounds__(kRowThreads) combine_kernel(const CombineArgs 
   // kGroup positions at a time: their rows are all loaded before any is summed (several 16-byte
   // loads in flight per thread, not one: the sum consumed each load before the next was issued),
   // then summed in k order (fixed order: deterministic sums).
-  // The 16-byte path holds the rows as words (a Pack<T, 8> took a register per element: 64
-  // registers) and loads the group's positions and weights before its rows (read-only here).
+  // The 16-byte path holds the rows as words (common.cuh's Chunk; a Pack<T, 8> took a register
+  // per element: 64 registers) and loads the group's positions and weights before its rows
+  // (read-only here).
   constexpr int kGroup = 4;
   constexpr bool kWords = VEC == kVec16<T>;
-  using Row = typename std::conditional<kWords, uint4, Pack<T, VEC>>::type;
   for (int k0 = 0; k0 < a.top_k; k0 += kGroup) {
     int64_t r[kGroup];
     float wk[kGroup];
@@ -119,23 +119,18 @@ __global__ void __launch_bounds__(kRowThreads) combine_kernel(const CombineArgs 
       r[j] = k0 + j < a.top_k ? __ldg(pos + k0 + j) : -1;
       wk[j] = k0 + j < a.top_k ? __ldg(w + k0 + j) : 0.0f;
     }
-    Row x[kGroup];
+    Chunk<T, VEC> x[kGroup];
     bool ok[kGroup];
 #pragma unroll
     for (int j = 0; j < kGroup; ++j) {
       ok[j] = r[j] >= 0 && r[j] < a.num_rows;
-      if (ok[j]) x[j] = *reinterpret_cast<const Row*>(src + r[j] * a.expert_out_stride + i * VEC);
+      if (ok[j]) x[j] = load_chunk<T, VEC>(src + r[j] * a.expert_out_stride + i * VEC);
     }
 #pragma unroll
     for (int j = 0; j < kGroup; ++j)
       if (ok[j])
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) {
-          float e;
-          if constexpr (kWords) e = elem_of<T>(x[j], v);
-          else e = to_float(x[j].v[v]);
-          acc[v] = __fmaf_rn(wk[j], e, acc[v]);
-        }
+        for (int v = 0; v < VEC; ++v) acc[v] = __fmaf_rn(wk[j], x[j].at(v), acc[v]);
   }
   T* dst = static_cast<T*>(a.out) + t * a.out_stride + i * VEC;
   if constexpr (kWords) {

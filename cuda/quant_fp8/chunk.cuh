@@ -9,33 +9,8 @@
 namespace wc {
 namespace {
 
-// A thread's unit of work: CH consecutive elements of a 2-byte T. CH = 1 (the scalar path): one
-// element. CH a multiple of 8: CH / 8 16-byte vectors, each held as four words (ptxas gives each
-// 16-bit element of a Pack<T, 8> its own register: bf16 rows_quant <16, 4> took 106 registers).
-template <typename T, int CH>
-struct Chunk {
-  static_assert(sizeof(T) == 2 && CH % kVec16<T> == 0, "16-byte vectors of a 2-byte type");
-  static constexpr int kQ = CH / kVec16<T>;
-  uint4 q[kQ];
-  __device__ __forceinline__ float at(int e) const { return elem_of<T>(q[e / kVec16<T>], e % kVec16<T>); }
-};
-template <typename T>
-struct Chunk<T, 1> {
-  T v;
-  __device__ __forceinline__ float at(int) const { return to_float(v); }
-};
-
-template <typename T, int CH>
-__device__ __forceinline__ Chunk<T, CH> load_chunk(const T* src) {
-  Chunk<T, CH> c;
-  if constexpr (CH == 1) {
-    c.v = *src;
-  } else {
-#pragma unroll
-    for (int i = 0; i < Chunk<T, CH>::kQ; ++i) c.q[i] = *reinterpret_cast<const uint4*>(src + i * kVec16<T>);
-  }
-  return c;
-}
+// A thread's unit of work: common.cuh's Chunk<T, CH> (CH = 16 on the vector paths, 1 on the
+// scalar ones).
 
 // residual = round(x + residual), stored; the chunk becomes the rounded sum (rms_norm.cuh's
 // add_residual, element for element).
