@@ -309,6 +309,12 @@ SEEDS = {
     # instead of the rounded sum.
     "chunk_residual": ("quant_fp8", "quant_fp8/chunk.cuh", "*reinterpret_cast<uint4*>(residual + i * V) = c.q[i];",
                        "*reinterpret_cast<uint4*>(residual + i * V) = r;"),
+    # glu_quant: a group's scale stored at the row-major index (wrong for column-major scales).
+    "gluq_scale": ("quant_fp8", "quant_fp8.cu", "if (a.group && i % kGroupChunks == 0) scale_row[(i / kGroupChunks) * a.ss_col] = s;",
+                   "if (a.group && i % kGroupChunks == 0) scale_row[i / kGroupChunks] = s;"),
+    # glu_quant: GeLU-tanh launched with the SiLU kernel.
+    "gluq_act": ("quant_fp8", "quant_fp8.cu", "case WC_GLU_GELU_TANH: glu_quant_kernel<T, WC_GLU_GELU_TANH>",
+                 "case WC_GLU_GELU_TANH: glu_quant_kernel<T, WC_GLU_SILU>"),
     # glu: SiLU's quotient taken as x · (1 + e^-x) (the activation templated per kernel).
     "glu_silu": ("elementwise", "glu.cuh", "return __fdividef(x, 1.0f + expf(-x));", "return x * (1.0f + expf(-x));"),
     # qk_norm_rope: a warp's next head prefetched from the head it is working on.

@@ -2,12 +2,14 @@
 // quant.rs semantics): quantize_fp8 (per tensor, per row, 1x128 groups, 128x128 blocks) bit for
 // bit, codes and scales; dequantize_fp8 within one rounding of the output type; the fused
 // (add +) RMSNorm -> FP8 within half an e4m3 step of the exact f64 normalised value, with the
-// stored residual bit for bit.
+// stored residual bit for bit; glu_quant_fp8 within half an e4m3 step of the f64 act(gate) · up.
+// Usage: quant_fp8 [single | glu] (only the single-pass per-tensor or the glu_quant cases).
 #include "harness.h"
 
 #include <algorithm>
 
 static double g_max_norm_err = 0.0;  // fused norm: largest error / half-step bound
+static double g_max_glu_err = 0.0;   // glu_quant: the same
 
 // e4m3 (bias 7, 3 mantissa bits, max 448, no inf), round to nearest even, saturating.
 static uint8_t e4m3_ref(float v) {
@@ -249,6 +251,136 @@ static void norm_case(wc_scale_granularity g, bool add, int rows, int hidden, in
   if (memcmp(xb.base, xb.init.data(), xb.init.size()) != 0) fail("x written");
 }
 
+// ------------------------------------------------------------------ glu_quant_fp8
+static double act_ref(int act, double x) {  // reference::mlp::GluActivation::apply
+  switch (act) {
+    case WC_GLU_SILU: return x / (1.0 + std::exp(-x));
+    case WC_GLU_GELU_TANH: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    default: return x > 0 ? x * x : 0.0;
+  }
+}
+static const char* act_name(int a) { return a == 0 ? "silu" : a == 1 ? "gelu_tanh" : "relu2"; }
+
+// y = act(gate) · up quantized per row or per 1x128 group. The kernel computes y in f32 (a few
+// ulp of |x| + x² + 1 times |up|: glu's bound), so each scale is held to the f64 block amax within
+// that slack and each value to half an e4m3 step of the f64 y plus it. layout 0: separate gate
+// and up with padded strides, 1: one fused [gate | up] buffer. col_major: group scales stored
+// column-major with a gap. Row 1 of every case is all zero (the floor scale); gate has special
+// values (±30, -100, 88, -90) that saturate the activations.
+template <typename T>
+static void glu_quant_case(int act, wc_scale_granularity g, int rows, int cols, int layout, int pad, int off,
+                           bool col_major, uint64_t seed, wc_status want_st = WC_OK) {
+  ctx("glu_quant_fp8 %s %s %s rows=%d cols=%d layout=%s pad=%d off=%d scale_col_major=%d", tname<T>(), act_name(act),
+      gname(g), rows, cols, layout ? "fused" : "split", pad, off, col_major);
+  Rng r(seed);
+  const size_t E = sizeof(T);
+  const int64_t gs = layout ? 2 * cols + pad : cols + pad, us = layout ? gs : cols + 2 * pad,
+                os = cols + (pad ? 16 : 0);
+  const Layout l = layout_of(g, rows, cols, col_major);
+  Buf gb(((rows - 1) * gs + (layout ? 2 * cols : cols)) * E, off * E, r);
+  Buf ub(layout ? 0 : ((rows - 1) * us + cols) * E, off * E, r);
+  T* gp = gb.as<T>();
+  T* up = layout ? gp + cols : ub.as<T>();
+  Buf& uown = layout ? gb : ub;
+  const int64_t ubase = layout ? cols : 0;
+  for (int i = 0; i < rows; ++i)
+    for (int c = 0; c < cols; ++c) {
+      static const float sp[] = {30.0f, -30.0f, -100.0f, 88.0f, -90.0f, 5.5f, -5.5f, 0.0f};
+      float gv = static_cast<float>(r.uni(-8, 8)), uv = static_cast<float>(r.uni(-4, 4));
+      if (r.below(8) == 0) gv = sp[r.below(8)];
+      if (i == 1) gv = uv = 0.0f;
+      const T a = fromf<T>(gv), b = fromf<T>(uv);
+      gb.set(&a, E, (i * gs + c) * E);
+      uown.set(&b, E, (ubase + i * us + c) * E);
+    }
+  Buf qb((rows - 1) * os + cols, off, r);
+  Buf sb(scale_count(l) * 4, 0, r);
+  wc_glu_quant_fp8_params p{gp, up, qb.p(), sb.as<float>(), rows, cols, gs, us, os, l.ss_row, l.ss_col,
+                            static_cast<wc_glu_activation>(act), g, tag<T>()};
+  const wc_status st = wc_glu_quant_fp8(&p, nullptr);
+  ++g_checks;
+  if (st != want_st) return fail("status %d, want %d", st, want_st);
+  if (st != WC_OK) {
+    ++g_checks;
+    if (memcmp(qb.base, qb.init.data(), qb.init.size()) != 0 || memcmp(sb.base, sb.init.data(), sb.init.size()) != 0)
+      fail("a refused launch wrote out or scale");
+    return;
+  }
+  std::vector<bool> used(scale_count(l), false);
+  for (int i = 0; i < rows; ++i) {
+    std::vector<double> y(cols), slack(cols);
+    for (int c = 0; c < cols; ++c) {
+      const double x = tof(gp[i * gs + c]), u = tof(up[i * us + c]);
+      y[c] = act_ref(act, x) * u;
+      slack[c] = 8.0 * std::ldexp(1.0, -24) * (std::fabs(x) + x * x + 1.0) * std::fabs(u);
+    }
+    for (int64_t j = 0; j < l.sc; ++j) {
+      const int64_t c0 = j * l.bc, c1 = std::min<int64_t>(cols, c0 + l.bc);
+      double amax = 0.0, amax_slack = 0.0;
+      for (int64_t c = c0; c < c1; ++c) {
+        amax = std::max(amax, std::fabs(y[c]));
+        amax_slack = std::max(amax_slack, slack[c]);
+      }
+      const double want_s = std::max(amax, 1e-12) / 448.0;
+      const size_t at = i * l.ss_row + j * l.ss_col;
+      used[at] = true;
+      const double s = sb.as<float>()[at];
+      ++g_checks;
+      if (!(std::fabs(s - want_s) <= amax_slack / 448.0 + 2e-7 * want_s))
+        return fail("scale (%d, %lld): got %.9g want %.9g", i, (long long)j, s, want_s);
+      for (int64_t c = c0; c < c1; ++c) {
+        const double got = e4m3_value(qb.as<uint8_t>()[i * os + c]) * s;
+        // Half an e4m3 step (2^-4 |y| among normals, 2^-10 s among subnormals), y's f32 slack,
+        // f32 slack of the multiply by 1 / s.
+        const double bound = std::ldexp(std::fabs(y[c]), -4) + std::ldexp(s, -10) + slack[c] + 4e-6 * std::fabs(y[c]);
+        ++g_checks;
+        g_max_glu_err = std::max(g_max_glu_err, std::fabs(got - y[c]) / bound);
+        if (!(std::fabs(got - y[c]) <= bound))
+          return fail("value (%d, %lld): x=%g up=%g got %.9g want %.9g", i, (long long)c, tof(gp[i * gs + c]),
+                      tof(up[i * us + c]), got, y[c]);
+      }
+    }
+  }
+  for (size_t k = 0; k < used.size(); ++k)
+    if (!used[k] && memcmp(sb.as<uint8_t>() + 4 * k, sb.init.data() + 4 * k, 4) != 0)
+      return fail("scale gap %zu written", k);
+  if (!gaps_untouched(qb, rows, cols, os, 1)) fail("out gap or guard written");
+  if (memcmp(gb.base, gb.init.data(), gb.init.size()) != 0) fail("gate buffer written");
+  if (!layout && memcmp(ub.base, ub.init.data(), ub.init.size()) != 0) fail("up buffer written");
+}
+
+template <typename T>
+static void glu_quant_cases(uint64_t& seed) {
+  // cols 16 (one chunk), 144 (9 chunks), 4096, 14336 (Llama-3-8B's intermediate), 16512 (1032
+  // chunks: a second round of 1024 threads with 8 active, the group shuffles across idle lanes).
+  for (int act = 0; act < 3; ++act)
+    for (int cols : {16, 144, 4096, 14336, 16512})
+      for (int layout = 0; layout < 2; ++layout) {
+        const int rows = cols > 4096 ? 2 : 3, pad = layout ? 16 : 8 * (cols % 3 == 0);
+        glu_quant_case<T>(act, WC_SCALE_ROW, rows, cols, layout, pad, 0, false, seed++);
+        if (cols % 128 == 0) glu_quant_case<T>(act, WC_SCALE_GROUP128, rows, cols, layout, pad, 0, layout == 1, seed++);
+        else glu_quant_case<T>(act, WC_SCALE_GROUP128, rows, cols, layout, pad, 0, false, seed++, WC_ERR_UNSUPPORTED);
+      }
+  // Refusals (nothing written): cols % 16, misaligned rows or pointers, per-tensor / block
+  // scales, an unknown activation, cols 0; rows 0 is a no-op.
+  glu_quant_case<T>(WC_GLU_SILU, WC_SCALE_ROW, 2, 136, 0, 0, 0, false, seed++, WC_ERR_UNSUPPORTED);
+  glu_quant_case<T>(WC_GLU_SILU, WC_SCALE_ROW, 2, 128, 0, 0, 1, false, seed++, WC_ERR_UNSUPPORTED);
+  glu_quant_case<T>(WC_GLU_SILU, WC_SCALE_ROW, 2, 128, 0, 1, 0, false, seed++, WC_ERR_UNSUPPORTED);
+  glu_quant_case<T>(WC_GLU_SILU, WC_SCALE_TENSOR, 2, 128, 0, 0, 0, false, seed++, WC_ERR_UNSUPPORTED);
+  glu_quant_case<T>(WC_GLU_SILU, WC_SCALE_BLOCK128, 2, 128, 0, 0, 0, false, seed++, WC_ERR_UNSUPPORTED);
+  glu_quant_case<T>(3, WC_SCALE_ROW, 2, 128, 0, 0, 0, false, seed++, WC_ERR_UNSUPPORTED);
+  {
+    ctx("glu_quant_fp8 %s cols=0 / rows=0", tname<T>());
+    wc_glu_quant_fp8_params p{nullptr, nullptr, nullptr, nullptr, 2, 0, 0, 0, 0, 1, 1, WC_GLU_SILU, WC_SCALE_ROW, tag<T>()};
+    ++g_checks;
+    if (wc_glu_quant_fp8(&p, nullptr) != WC_ERR_INVALID_ARG) fail("cols=0 accepted");
+    p.rows = 0;
+    p.cols = 256;
+    ++g_checks;
+    if (wc_glu_quant_fp8(&p, nullptr) != WC_OK) fail("rows=0 not a no-op");
+  }
+}
+
 // Single pass: CTA counts from one to more than there are chunks, shares that fit in shared
 // memory, that do not and nothing held, dense (one collapsed row) and padded (per-chunk division)
 // layouts, odd chunk counts per row, both loop bodies run several rounds; refusals.
@@ -347,6 +479,12 @@ int main(int argc, char** argv) {
   ws.set(&zero, 4);  // zero-filled once (the arrival word); the slots start as garbage
   // "single": only the single-pass configurations (quick), as the seeds need.
   const bool only_single = argc > 1 && strstr(argv[1], "single") != nullptr;
+  if (argc > 1 && strstr(argv[1], "glu") != nullptr) {  // "glu": the fused GLU -> FP8 cases only
+    glu_quant_cases<__nv_bfloat16>(seed);
+    glu_quant_cases<__half>(seed);
+    printf("quant_fp8: glu_quant configurations only, max error / bound = %.3f\n", g_max_glu_err);
+    return finish("quant_fp8");
+  }
   single_pass_cases<__nv_bfloat16>(ws, seed, true);
   single_pass_cases<__half>(ws, seed, !only_single);
   if (only_single) {
@@ -355,6 +493,8 @@ int main(int argc, char** argv) {
   }
   all_cases<__nv_bfloat16>(seed);
   all_cases<__half>(seed);
+  glu_quant_cases<__nv_bfloat16>(seed);
+  glu_quant_cases<__half>(seed);
   {
     ctx("e4m3 reference self-check");
     const float v[] = {0.0f, 448.0f, 500.0f, -1e9f, 1.0f, 1.0625f, 1.1875f, std::ldexp(1.0f, -9), std::ldexp(1.0f, -10),
@@ -363,6 +503,6 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 11; ++i)
       if (e4m3_ref(v[i]) != want[i]) fail("e4m3_ref(%g) = %02x, want %02x", v[i], e4m3_ref(v[i]), want[i]);
   }
-  printf("quant_fp8: fused norm max error / half-step bound = %.3f\n", g_max_norm_err);
+  printf("quant_fp8: fused norm max error / half-step bound = %.3f, glu_quant %.3f\n", g_max_norm_err, g_max_glu_err);
   return finish("quant_fp8");
 }
