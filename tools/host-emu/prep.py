@@ -35,7 +35,7 @@ TARGETS = {
     "matmul_fp8": ["common.cuh", "matmul_fp8.cuh", "matmul_fp8_sm80.cu", "sm90.cuh", "matmul_fp8_sm90.cu"],
     "rms_norm": ["common.cuh", "rms_norm.cuh", "rms_norm.cu"],
     "quant_fp8": ["common.cuh", "rms_norm.cuh", "glu.cuh", "quant_fp8/chunk.cuh", "quant_fp8/tensor.cuh", "quant_fp8.cu"],
-    "rope": ["common.cuh", "rms_norm.cuh", "rope.cu"],
+    "rope": ["common.cuh", "rms_norm.cuh", "rope/args.cuh", "rope.cu"],
     "matmul_ternary": ["common.cuh", "sm90.cuh", "rms_norm.cuh", "matmul_ternary.cuh", "matmul_ternary.cu", "matmul_ternary_sm90.cu"],
 }
 # Not a test: every kernel file and driver.cpp (a stand-in libcuda / libcublas) in one shared
@@ -328,9 +328,9 @@ SEEDS = {
     # The FP8 raw tiles written swizzled and read back unswizzled (mma.sync kernels).
     "raw_chunk": ("attention", "attention.cuh", "raw + r * HD + raw_chunk<HD>(r, c) * 16", "raw + r * HD + c * 16"),
     # Cache append: slot == num_slots passes the range check (writes one page past the cache).
-    "slot_range": ("rope", "rope.cu", "if (slot >= a.num_slots) {", "if (slot > a.num_slots) {"),
+    "slot_range": ("rope", "rope/args.cuh", "if (slot >= a.num_slots) {", "if (slot > a.num_slots) {"),
     # Angle reduction modulo one half-turn instead of two (flips cos and sin on odd half-turns).
-    "angle_reduce": ("rope", "rope.cu", "t -= 2.0 * rint(0.5 * t);", "t -= rint(t);"),
+    "angle_reduce": ("rope", "rope/args.cuh", "t -= 2.0 * rint(0.5 * t);", "t -= rint(t);"),
     # FP8 cache: v quantized with k's scale.
     "v_scale": ("rope", "rope.cu", "is_k ? a.k_scale : a.v_scale", "a.k_scale"),
     # qk_norm_rope, GPT-J: the pair partner of element r is r ^ 3 instead of r ^ 1.
