@@ -61,6 +61,31 @@ impl Device {
         Self::from_stream(stream)
     }
 
+    /// Opens GPU `ordinal` as [`Device::new`] does, but on a new stream of its own (non-blocking,
+    /// owned by cudarc: it lives while any buffer allocated on it does) instead of the legacy
+    /// default stream, so that the work queued on it can be captured into CUDA graphs (the
+    /// legacy stream cannot be). Turns off cudarc's cross-stream event tracking for the context
+    /// first (a context with streams of its own would otherwise record an event for every use
+    /// of a buffer, and a capture would wait on events recorded outside it): the buffers of this
+    /// process must each be used on one stream, or ordered by the caller. For a process that
+    /// works on this one stream, such as `warpcore bench` (whose timings replay calls as graphs,
+    /// [`crate::bench::time_calls`]).
+    pub fn new_capturable(ordinal: usize) -> Result<Self> {
+        let dev = Self::new(ordinal)?;
+        // SAFETY: nothing has been allocated in this context through this Device yet; buffers
+        // allocated from here on do not record events, and this process orders its own work.
+        unsafe { dev.ctx.disable_event_tracking() };
+        let stream = dev.ctx.new_stream()?;
+        Self::from_stream(stream)
+    }
+
+    /// Whether the work queued on this Device's stream can be captured into a CUDA graph: not
+    /// on the legacy default stream ([`Device::new`]'s), nor when cudarc synchronizes buffers
+    /// across streams by events.
+    pub fn capturable(&self) -> bool {
+        !self.stream.cu_stream().is_null() && !self.ctx.is_managing_stream_synchronization()
+    }
+
     /// Uses an existing cudarc stream (and its context): warpcore's launches queue on it.
     pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
         let ctx = stream.context().clone();

@@ -65,17 +65,29 @@ pub struct Timing {
     pub samples: usize,
     /// Back-to-back calls in each sample (sized to ~0.5 ms).
     pub calls_per_sample: usize,
+    /// The same calls replayed as one CUDA graph: median per call over `samples` replays, in µs
+    /// (the device's own time, without the host's launch cost). Measured when the stream time
+    /// is under [`GRAPH_BELOW_US`] on a capturable [`Device`] (`Device::new_capturable`) and
+    /// `WARPCORE_BENCH_GRAPHS` is not `off`; `None` otherwise, or when the calls cannot be
+    /// captured (an op that synchronizes or allocates).
+    pub graph_us: Option<f64>,
 }
+
+/// Calls whose stream time per call is under this are also timed as graph replays: where the
+/// host's per-launch work (validation, the runtime's launch, ~2–5 µs) can exceed the kernel's.
+pub const GRAPH_BELOW_US: f64 = 50.0;
 
 /// Times `f` (which queues one call on the device's stream; its argument counts calls, for
 /// rotating buffers). Warm-up (at least 20 ms of calls, unless another timing just ended),
 /// then `samples` samples of back-to-back calls sized to ~0.5 ms each, timed with CUDA events;
-/// returns the median and minimum per call.
+/// returns the median and minimum per call. Short calls are then also timed as graph replays
+/// ([`Timing::graph_us`]): one sample's worth of calls captured into one graph (each call with
+/// its own count, so the buffers rotate as in the stream samples), replayed `samples` times.
 pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
     let stream = dev.stream();
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
     let mut call = 0usize;
-    let mut run = |n: usize| -> Result<f64> {
+    let mut run = |n: usize, f: &mut dyn FnMut(usize) -> Result<()>| -> Result<f64> {
         let start = stream.record_event(flags)?;
         for _ in 0..n {
             f(call)?;
@@ -85,8 +97,8 @@ pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Resu
         end.synchronize()?;
         Ok(start.elapsed_ms(&end)? as f64 * 1e3)
     };
-    run(3)?;
-    let one = run(1)?.max(0.5);
+    run(3, &mut f)?;
+    let one = run(1, &mut f)?.max(0.5);
     let per_sample = ((500.0 / one).ceil() as usize).clamp(1, 2000);
     // At least 20 ms of calls before the samples, so that microsecond-scale ops are not timed
     // while the clocks still rise from idle (a few samples' worth for the long ones); skipped
@@ -94,14 +106,66 @@ pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Resu
     let warm_already = LAST_TIMED.lock().map(|t| t.is_some_and(|t| t.elapsed().as_millis() < 50)).unwrap_or(false);
     let mut warm = if warm_already { 20_000.0 } else { 0.0 };
     while warm < 20_000.0 {
-        warm += run(per_sample)?.max(1.0);
+        warm += run(per_sample, &mut f)?.max(1.0);
     }
-    let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
+    let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample, &mut f).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
+    let median_us = times[times.len() / 2];
+    let graph_us = if median_us < GRAPH_BELOW_US && graphs_wanted(dev) {
+        time_graph(dev, per_sample, times.len(), &mut || {
+            f(call)?;
+            call += 1;
+            Ok(())
+        })
+    } else {
+        None
+    };
     if let Ok(mut t) = LAST_TIMED.lock() {
         *t = Some(std::time::Instant::now());
     }
-    Ok(Timing { median_us: times[times.len() / 2], min_us: times[0], samples: times.len(), calls_per_sample: per_sample })
+    Ok(Timing { median_us, min_us: times[0], samples: times.len(), calls_per_sample: per_sample, graph_us })
+}
+
+/// Whether [`time_calls`] replays short calls as graphs on `dev`.
+fn graphs_wanted(dev: &Device) -> bool {
+    dev.capturable() && std::env::var("WARPCORE_BENCH_GRAPHS").as_deref() != Ok("off")
+}
+
+/// `calls` calls of `f` captured into one graph and replayed `samples` times (after one
+/// untimed replay): the median per call, in µs. `None` (with a line on stderr) when the calls
+/// cannot be captured or replayed; the capture is ended on every path, so the stream stays
+/// usable.
+fn time_graph(dev: &Device, calls: usize, samples: usize, f: &mut dyn FnMut() -> Result<()>) -> Option<f64> {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+    let stream = dev.stream();
+    let graph = (|| -> Result<cudarc::driver::CudaGraph> {
+        stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let queued = (0..calls).try_for_each(|_| f());
+        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+        queued?;
+        ended?.ok_or_else(|| crate::Error::Unsupported { op: "bench::time_calls", what: "captured graph", value: "empty".into() })
+    })();
+    let timed = graph.and_then(|graph| {
+        let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+        graph.launch()?;
+        let mut times = Vec::with_capacity(samples);
+        for _ in 0..samples.max(1) {
+            let start = stream.record_event(flags)?;
+            graph.launch()?;
+            let end = stream.record_event(flags)?;
+            end.synchronize()?;
+            times.push(start.elapsed_ms(&end)? as f64 * 1e3 / calls as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    });
+    match timed {
+        Ok(us) => Some(us),
+        Err(e) => {
+            eprintln!("warpcore bench: calls not timed as a CUDA graph: {e}");
+            None
+        }
+    }
 }
 
 /// The ceilings measured on this GPU in this run.
@@ -179,8 +243,11 @@ pub struct BenchRecord {
     pub dtype: String,
     /// The shape key, e.g. "16384x4096"; bench/compare_torch.py writes the same keys.
     pub shape: String,
-    /// Median time per call, in µs.
+    /// Median time per call, in µs (calls queued back to back on the stream).
     pub time_us: f64,
+    /// Median time per call replayed as a CUDA graph, in µs ([`Timing::graph_us`]): the
+    /// device's time without the host's launch cost; `None` when not measured.
+    pub graph_us: Option<f64>,
     /// Bytes the op must move (each input read once, each output written once).
     pub bytes: f64,
     /// Floating-point operations (0 for bandwidth-bound ops).
@@ -204,6 +271,7 @@ impl BenchRecord {
             dtype: dtype.to_string(),
             shape,
             time_us: t.median_us,
+            graph_us: t.graph_us,
             bytes,
             flops: 0.0,
             gbps,
@@ -222,6 +290,7 @@ impl BenchRecord {
             dtype: dtype.to_string(),
             shape,
             time_us: t.median_us,
+            graph_us: t.graph_us,
             bytes,
             flops,
             gbps: bytes / (t.median_us * 1e-6) / 1e9,
@@ -283,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_tune_report_groups_by_shape_fastest_first() {
-        let t = |us| Timing { median_us: us, min_us: us, samples: 1, calls_per_sample: 1 };
+        let t = |us| Timing { median_us: us, min_us: us, samples: 1, calls_per_sample: 1, graph_us: None };
         let c = Ceilings { copy_gbps: 4000.0, gemm_bf16_tflops: None };
         let rec = |shape: &str, us| BenchRecord::compute("matmul_fp8", "e4m3", shape.to_string(), t(us), 1e6, 2e9, &c);
         let records = [rec("s1 | a (plan)", 10.0), rec("s1 | b", 8.0), rec("s2 | a", 5.0), rec("s2 | b (plan)", 4.0), rec("s1 | c", 12.0)];

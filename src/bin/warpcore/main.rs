@@ -175,10 +175,12 @@ fn main() -> ExitCode {
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// The GPU, or (inner Err) the reason there is none. With WARPCORE_REQUIRE_GPU=1 a missing
-/// GPU is an error (outer Err).
-fn open_device() -> Result<Result<Device, String>, String> {
+/// GPU is an error (outer Err). `capturable`: on a stream of its own that CUDA graphs can
+/// capture (`Device::new_capturable`: the bench, which replays short calls as graphs), else on
+/// the legacy default stream.
+fn open_device(capturable: bool) -> Result<Result<Device, String>, String> {
     let dev = if warpcore::driver_present() {
-        Device::new(0).map_err(|e| e.to_string())
+        if capturable { Device::new_capturable(0) } else { Device::new(0) }.map_err(|e| e.to_string())
     } else {
         Err("the NVIDIA driver (libcuda) is not installed".to_string())
     };
@@ -194,7 +196,7 @@ fn info(kernels: bool) -> CliResult {
     // Both targets, or sm_90a alone (WARPCORE_CUDA_ARCHS=sm_90a, the GPU bundle's build).
     let targets = if resources::KERNELS.iter().any(|k| k.arch == "sm_80") { "sm_80 + sm_90a" } else { "sm_90a" };
     println!("warpcore {} ({} kernels built for {targets})", env!("CARGO_PKG_VERSION"), resources::KERNELS.iter().filter(|k| k.arch == "sm_90a").count());
-    match open_device()? {
+    match open_device(false)? {
         Err(why) => println!("no CUDA device: {why}"),
         Ok(dev) => {
             let i = dev.info();
@@ -232,7 +234,7 @@ fn check(filter: Option<&str>, family: Option<&str>, records: Option<&Path>) -> 
     let fams = families::select(family)?;
     let mut rows: Vec<CheckRow> = Vec::new();
     let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no results
-    match open_device()? {
+    match open_device(false)? {
         Err(why) => {
             println!("no CUDA device ({why}): checking the CPU references only");
             rows = fams.iter().flat_map(|f| (f.references)()).map(|r| CheckRow::of(&r)).collect();
@@ -296,7 +298,7 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         .filter(|f| filter.is_none_or(|x| f.ops.split(' ').any(|op| op.contains(x))))
         .filter(|f| !o.tune || f.tune.is_some())
         .collect();
-    let dev = match open_device()? {
+    let dev = match open_device(true)? {
         Ok(d) => d,
         Err(why) => {
             println!("no CUDA device ({why}): nothing to time. `warpcore check` runs the CPU references.");
@@ -451,7 +453,7 @@ fn read_compare(paths: &[PathBuf]) -> Vec<Value> {
 fn bench_model_cmd(dir: &Path, compare: &[PathBuf], out_dir: Option<&Path>) -> CliResult {
     use warpcore::bench::model as mb;
     let alt_docs = read_compare(compare);
-    let dev = match open_device()? {
+    let dev = match open_device(false)? {
         Ok(d) => d,
         Err(why) => {
             println!("no CUDA device ({why}): nothing to time.");
@@ -559,16 +561,17 @@ fn header(dev: &Device, c: &Ceilings) -> String {
 
 fn to_markdown(records: &[BenchRecord]) -> String {
     let mut s = String::from("\n");
-    s += "| op | dtype | shape | time µs | GB/s | TFLOP/s | % of ceiling | alternatives (µs, our speed-up) |\n";
-    s += "|---|---|---|---:|---:|---:|---:|---|\n";
+    s += "| op | dtype | shape | time µs | graph µs | GB/s | TFLOP/s | % of ceiling | alternatives (µs, our speed-up) |\n";
+    s += "|---|---|---|---:|---:|---:|---:|---:|---|\n";
     for r in records {
         let alts: Vec<String> = r.alternatives.iter().map(|a| format!("{} {:.1} µs ({:.2}×)", a.name, a.time_us, a.speedup)).collect();
         s += &format!(
-            "| {} | {} | {} | {:.2} | {:.0} | {} | {:.1}% | {} |\n",
+            "| {} | {} | {} | {:.2} | {} | {:.0} | {} | {:.1}% | {} |\n",
             r.op,
             r.dtype,
             r.shape,
             r.time_us,
+            r.graph_us.map_or("-".into(), |g| format!("{g:.2}")),
             r.gbps,
             if r.flops > 0.0 { format!("{:.0}", r.tflops) } else { "-".into() },
             100.0 * r.fraction_of_ceiling,

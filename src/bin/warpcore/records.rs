@@ -68,7 +68,7 @@ pub fn parse_ceilings(s: &str) -> Result<Ceilings, String> {
 
 pub fn record_to_json(r: &BenchRecord) -> Value {
     json!({
-        "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us,
+        "op": r.op, "dtype": r.dtype, "shape": r.shape, "time_us": r.time_us, "graph_us": r.graph_us,
         "bytes": r.bytes, "flops": r.flops, "gbps": r.gbps, "tflops": r.tflops,
         "fraction_of_ceiling": r.fraction_of_ceiling,
         "alternatives": r.alternatives.iter().map(|a| json!({
@@ -92,6 +92,7 @@ pub fn record_from_json(v: &Value) -> Option<BenchRecord> {
         dtype: v["dtype"].as_str()?.into(),
         shape: v["shape"].as_str()?.into(),
         time_us: v["time_us"].as_f64()?,
+        graph_us: v["graph_us"].as_f64(),
         bytes: f("bytes"),
         flops: f("flops"),
         gbps: f("gbps"),
@@ -114,6 +115,7 @@ mod tests {
             dtype: "bf16".into(),
             shape: "4096x7168 row".into(),
             time_us: 21.5,
+            graph_us: Some(19.25),
             bytes: 1e8,
             flops: 0.0,
             gbps: 3100.0,
@@ -124,7 +126,7 @@ mod tests {
         r.add_alternative("rms_norm + quantize_fp8", 30.0);
         let back = record_from_json(&serde_json::from_str(&serde_json::to_string(&record_to_json(&r)).unwrap()).unwrap()).unwrap();
         assert_eq!((back.op.as_str(), back.dtype.as_str(), back.shape.as_str()), (r.op.as_str(), r.dtype.as_str(), r.shape.as_str()));
-        assert_eq!((back.time_us, back.bytes, back.gbps), (r.time_us, r.bytes, r.gbps));
+        assert_eq!((back.time_us, back.graph_us, back.bytes, back.gbps), (r.time_us, r.graph_us, r.bytes, r.gbps));
         assert!(back.fraction_of_ceiling.is_nan());
         assert_eq!(back.alternatives, r.alternatives);
         for c in [Ceilings { copy_gbps: 4061.123456789, gemm_bf16_tflops: None }, Ceilings { copy_gbps: 4061.25, gemm_bf16_tflops: Some(712.0 / 3.0) }] {

@@ -187,7 +187,7 @@ pub(crate) fn run_model(
             (outputs, tokenizer.is_some(), prefill, decode, logits)
         }
         "cuda" => {
-            let dev = match open_device()? {
+            let dev = match open_device(false)? {
                 Ok(d) => d,
                 Err(why) => return Err(format!("--device cuda: {why}").into()),
             };
