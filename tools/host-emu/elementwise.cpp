@@ -8,19 +8,11 @@
 #include <numeric>
 
 // ------------------------------------------------------------------ glu
-static double act_ref(int act, double x) {
-  switch (act) {
-    case WC_GLU_SILU: return x / (1.0 + std::exp(-x));
-    case WC_GLU_GELU_TANH: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    default: return x > 0 ? x * x : 0.0;
-  }
-}
-static const char* act_name(int a) { return a == 0 ? "silu" : a == 1 ? "gelu_tanh" : "relu2"; }
 
 // layout: 0 dense (strides = cols + pad), 1 fused gate_up (one buffer, stride 2 cols + pad).
 template <typename T>
 static void glu_case(int act, int rows, int cols, int layout, int pad, int ptr_off, uint64_t seed) {
-  ctx("glu %s %s rows=%d cols=%d layout=%s pad=%d ptr_off=%d", tname<T>(), act_name(act), rows, cols,
+  ctx("glu %s %s rows=%d cols=%d layout=%s pad=%d ptr_off=%d", tname<T>(), glu_act_name(act), rows, cols,
       layout ? "fused" : "split", pad, ptr_off);
   Rng r(seed);
   const size_t E = sizeof(T);
@@ -66,7 +58,7 @@ static void glu_case(int act, int rows, int cols, int layout, int pad, int ptr_o
   for (int i = 0; i < rows; ++i) {
     for (int c = 0; c < cols; ++c) {
       const double x = tof(g[i * gs + c]), y = tof(u[i * us + c]);
-      const double ref = act_ref(act, x) * y;
+      const double ref = glu_act_ref(act, x) * y;
       const double got = tof(o[i * os + c]);
       const double tol = ulp<T>(ref) + 8.0 * std::ldexp(1.0, -24) * (std::fabs(x) + x * x + 1.0) * std::fabs(y);
       ++g_checks;

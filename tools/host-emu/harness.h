@@ -111,6 +111,17 @@ static int finish(const char* name) {
   return ok ? 0 : 1;
 }
 
+// A GLU gate activation in f64 (reference::mlp::GluActivation::apply; wc_glu_activation tags):
+// what wc_glu (elementwise) and wc_glu_quant_fp8 (quant_fp8) are held to.
+inline double glu_act_ref(int act, double x) {
+  switch (act) {
+    case WC_GLU_SILU: return x / (1.0 + std::exp(-x));
+    case WC_GLU_GELU_TANH: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    default: return x > 0 ? x * x : 0.0;
+  }
+}
+inline const char* glu_act_name(int act) { return act == 0 ? "silu" : act == 1 ? "gelu_tanh" : "relu2"; }
+
 // The documented deterministic exp (common.cuh's det_exp, reference::det_exp), restated: fixed
 // correctly rounded f32 operations, constants as bits. moe_gate's sigmoid and sample_rows'
 // weights are built on it.

@@ -252,14 +252,6 @@ static void norm_case(wc_scale_granularity g, bool add, int rows, int hidden, in
 }
 
 // ------------------------------------------------------------------ glu_quant_fp8
-static double act_ref(int act, double x) {  // reference::mlp::GluActivation::apply
-  switch (act) {
-    case WC_GLU_SILU: return x / (1.0 + std::exp(-x));
-    case WC_GLU_GELU_TANH: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    default: return x > 0 ? x * x : 0.0;
-  }
-}
-static const char* act_name(int a) { return a == 0 ? "silu" : a == 1 ? "gelu_tanh" : "relu2"; }
 
 // y = act(gate) · up quantized per row or per 1x128 group. The kernel computes y in f32 (a few
 // ulp of |x| + x² + 1 times |up|: glu's bound), so each scale is held to the f64 block amax within
@@ -270,7 +262,7 @@ static const char* act_name(int a) { return a == 0 ? "silu" : a == 1 ? "gelu_tan
 template <typename T>
 static void glu_quant_case(int act, wc_scale_granularity g, int rows, int cols, int layout, int pad, int off,
                            bool col_major, uint64_t seed, wc_status want_st = WC_OK) {
-  ctx("glu_quant_fp8 %s %s %s rows=%d cols=%d layout=%s pad=%d off=%d scale_col_major=%d", tname<T>(), act_name(act),
+  ctx("glu_quant_fp8 %s %s %s rows=%d cols=%d layout=%s pad=%d off=%d scale_col_major=%d", tname<T>(), glu_act_name(act),
       gname(g), rows, cols, layout ? "fused" : "split", pad, off, col_major);
   Rng r(seed);
   const size_t E = sizeof(T);
@@ -311,7 +303,7 @@ static void glu_quant_case(int act, wc_scale_granularity g, int rows, int cols, 
     std::vector<double> y(cols), slack(cols);
     for (int c = 0; c < cols; ++c) {
       const double x = tof(gp[i * gs + c]), u = tof(up[i * us + c]);
-      y[c] = act_ref(act, x) * u;
+      y[c] = glu_act_ref(act, x) * u;
       slack[c] = 8.0 * std::ldexp(1.0, -24) * (std::fabs(x) + x * x + 1.0) * std::fabs(u);
     }
     for (int64_t j = 0; j < l.sc; ++j) {
