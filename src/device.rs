@@ -38,6 +38,8 @@ pub struct Device {
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     /// Zero-filled at allocation, one buffer per op name; each op keeps its own invariant.
+    /// (Only the FP8 quantizer, the FP8 GEMM and the ternary GEMM keep state between launches.)
+    #[cfg_attr(not(any(feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
     scratch: Arc<Mutex<HashMap<&'static str, CudaSlice<u32>>>>,
 }
 
@@ -137,6 +139,7 @@ impl Device {
     /// zero-filled when this `Device` first hands it out), holding it exclusively: one launch
     /// at a time queues on it (what `f` queues on this `Device`'s stream), and the stream
     /// orders those launches on the GPU.
+    #[cfg_attr(not(any(feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
     pub(crate) fn with_scratch<R>(&self, op: &'static str, words: usize, f: impl FnOnce(sys::CUdeviceptr) -> Result<R>) -> Result<R> {
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let buf = match scratch.entry(op) {

@@ -123,6 +123,7 @@ pub(crate) fn check_no_overlap(op: &'static str, arg: &'static str, shape: &[usi
 
 /// The row stride a kernel is given for `rows` rows of `len` elements: a one-row view's stride
 /// is never used (it may be anything, even 0), so it is stated as the row length.
+#[cfg_attr(not(any(feature = "attention", feature = "elementwise", feature = "quant-fp8", feature = "matmul-ternary")), allow(dead_code))]
 pub(crate) fn row_stride(rows: usize, stride: usize, len: usize) -> usize {
     if rows > 1 {
         stride
@@ -157,6 +158,7 @@ pub(crate) fn check_fits_i32(op: &'static str, what: &'static str, value: usize)
 }
 
 /// `eps` must be finite and non-negative.
+#[cfg_attr(not(feature = "rms-norm"), allow(dead_code))]
 pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Error::Unsupported { op, what: "eps", value: eps.to_string() });
