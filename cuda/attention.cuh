@@ -482,7 +482,7 @@ __device__ __forceinline__ void store_rows(const wc_attention_params& p, const W
 template <typename Kernel>
 wc_status launch_grid(Kernel kernel, const wc_attention_params& p, int bm, int threads, int smem, cudaStream_t s,
                       int* occupancy) {
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t e = allow_dynamic_smem(kernel, smem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   if (occupancy != nullptr)
     return static_cast<wc_status>(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, threads, smem));

@@ -108,6 +108,45 @@ inline cudaError_t hopper_device(bool& hopper) {
   return cudaSuccess;
 }
 
+// Which devices a kernel has been allowed its dynamic shared memory on (bit d: device d), in a
+// fixed table keyed by the kernel's address (open addressing; more kernels than slots: nullptr,
+// asked at every launch). Lock-free, and nothing from the C++ library that needs libstdc++.
+struct SmemAllowance {
+  std::atomic<const void*> fn{nullptr};
+  std::atomic<uint64_t> devices{0};
+};
+inline SmemAllowance* smem_allowance(const void* fn) {
+  constexpr int kSlots = 1024;  // the kernels with dynamic shared memory: about 200
+  static SmemAllowance table[kSlots];
+  int slot = static_cast<int>((reinterpret_cast<uintptr_t>(fn) >> 4) % kSlots);
+  for (int probe = 0; probe < kSlots; ++probe, slot = (slot + 1) % kSlots) {
+    const void* cur = table[slot].fn.load(std::memory_order_acquire);
+    if (cur == nullptr && table[slot].fn.compare_exchange_strong(cur, fn, std::memory_order_acq_rel)) return &table[slot];
+    if (cur == fn) return &table[slot];
+  }
+  return nullptr;
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory (cudaFuncAttributeMaxDynamicSharedMemorySize),
+// asked of the runtime once per (kernel, device) instead of at every launch. `bytes` must be the
+// kernel's constant (each launcher passes its tile's), so a kernel's value never changes and a
+// launch on another thread cannot see it lowered. The attribute lives in the device's primary
+// context, which the runtime holds until the process ends. Set at every launch, it cost a driver
+// call each time, which other projects found can wait for the copies pending on the device
+// (intel/llvm#16928): a stall where an engine overlaps copies and kernels.
+template <typename Kernel>
+inline cudaError_t allow_dynamic_smem(Kernel kernel, int bytes) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  SmemAllowance* a = dev >= 0 && dev < 64 ? smem_allowance(reinterpret_cast<const void*>(kernel)) : nullptr;
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (a != nullptr && (a->devices.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess && a != nullptr) a->devices.fetch_or(bit, std::memory_order_release);
+  return e;
+}
+
 // True when every pointer is `bytes`-aligned (host side: choosing the vector width).
 inline bool aligned_to(int bytes, const void* a, const void* b = nullptr, const void* c = nullptr,
                        const void* d = nullptr) {

@@ -273,7 +273,7 @@ wc_status launch_split_k_reduce(const wc_matmul_fp8_params& p, cudaStream_t s) {
 template <bool BLOCK, typename InT, typename OutT>
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   auto kernel = matmul_fp8_sm80_kernel<BLOCK, InT, OutT>;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  const cudaError_t e = allow_dynamic_smem(kernel, kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   const int64_t units = max_units(p) * k_splits_of(p);  // one CTA per (tile, k-slice)
   if (units > INT32_MAX) return WC_ERR_INVALID_ARG;

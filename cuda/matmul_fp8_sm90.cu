@@ -416,7 +416,7 @@ template <int BM, int BN, int ACC, int CM, typename OutT, typename InT = uint8_t
 wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   using C = Sm90Tile<BM, BN, ACC, CM, TS>;
   auto kernel = matmul_fp8_sm90_kernel<BM, BN, ACC, CM, TS, InT, OutT>;
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  cudaError_t e = allow_dynamic_smem(kernel, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   int64_t clusters = max64(1, min64(p.num_ctas / CM, max_units(p, CM) * k_splits_of(p)));
   cudaLaunchAttribute attr[1];

@@ -196,7 +196,7 @@ wc_status launch(const wc_matmul_ternary_params& p, cudaStream_t s) {
   auto kernel = matmul_ternary_sm90_kernel<OutT>;
   const int64_t gx = (p.n / 4 + C::BP - 1) / C::BP, gy = (p.m + C::BN - 1) / C::BN;
   if (gx > INT32_MAX || gy > 65535) return WC_ERR_INVALID_ARG;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem);
+  const cudaError_t e = allow_dynamic_smem(kernel, C::kSmem);
   if (e != cudaSuccess) return static_cast<wc_status>(e);
   kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), C::kThreads, C::kSmem, s>>>(p);
   return launch_status();

@@ -309,6 +309,10 @@ SEEDS = {
     # instead of the rounded sum.
     "chunk_residual": ("quant_fp8", "quant_fp8/chunk.cuh", "*reinterpret_cast<uint4*>(residual + i * V) = c.q[i];",
                        "*reinterpret_cast<uint4*>(residual + i * V) = r;"),
+    # The dynamic shared memory allowance remembered before it was ever granted: every launch
+    # above 48 KB is refused (common.cuh's allow_dynamic_smem).
+    "smem_allow": ("attention", "common.cuh", "if (a != nullptr && (a->devices.load(std::memory_order_acquire) & bit) != 0) return cudaSuccess;",
+                   "if (a != nullptr) return cudaSuccess;"),
     # glu_quant: a group's scale stored at the row-major index (wrong for column-major scales).
     "gluq_scale": ("quant_fp8", "quant_fp8.cu", "if (a.group && i % kGroupChunks == 0) scale_row[(i / kGroupChunks) * a.ss_col] = s;",
                    "if (a.group && i % kGroupChunks == 0) scale_row[i / kGroupChunks] = s;"),
