@@ -269,3 +269,37 @@ fn fp8_is_an_unsupported_dtype() {
         |e| matches!(e, Error::Unsupported { op: "rms_norm", what: "dtype", .. }),
     );
 }
+
+/// The bench's timing on its capturable device (`warpcore bench`): the calls are also replayed
+/// as a CUDA graph (the threshold raised so that any call qualifies, also on the emulation),
+/// and a replayed call writes what an eager one does, bit for bit. The default device (the
+/// legacy stream) cannot be captured and says so.
+#[test]
+fn the_bench_replays_calls_as_cuda_graphs() {
+    let Some(legacy) = device() else { return };
+    assert!(!legacy.capturable());
+    let dev = warpcore::Device::new_capturable(0).unwrap();
+    assert!(dev.capturable());
+    let (rows, hidden) = (4usize, 256usize);
+    let x = dev.upload(&warpcore::check::Rng::new(5).vec::<bf16>(rows * hidden, -2.0, 2.0)).unwrap();
+    let w = dev.upload(&warpcore::check::Rng::new(6).vec::<bf16>(hidden, -1.0, 1.0)).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; rows * hidden]).unwrap();
+    let call = |out: &mut cudarc::driver::CudaSlice<bf16>| {
+        rms_norm(
+            &dev,
+            &TensorView::contiguous(x.as_view(), [rows, hidden]).unwrap(),
+            &TensorView::contiguous(w.as_view(), [hidden]).unwrap(),
+            &mut TensorViewMut::contiguous(out.as_view_mut(), [rows, hidden]).unwrap(),
+            RmsNormConfig::new(1e-6),
+        )
+    };
+    call(&mut out).unwrap();
+    let eager = dev.download(&out).unwrap();
+    assert!(eager.iter().all(|v| v.is_finite()));
+    out = dev.upload(&vec![bf16::NAN; rows * hidden]).unwrap();
+    let t = warpcore::bench::time_calls_graph_below(&dev, 3, f64::INFINITY, |_| call(&mut out)).unwrap();
+    let g = t.graph_us.expect("the calls were replayed as a graph");
+    assert!(g.is_finite() && g >= 0.0 && t.median_us.is_finite(), "{t:?}");
+    let replayed = dev.download(&out).unwrap();
+    assert_eq!(eager.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), replayed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+}

@@ -83,7 +83,13 @@ pub const GRAPH_BELOW_US: f64 = 50.0;
 /// returns the median and minimum per call. Short calls are then also timed as graph replays
 /// ([`Timing::graph_us`]): one sample's worth of calls captured into one graph (each call with
 /// its own count, so the buffers rotate as in the stream samples), replayed `samples` times.
-pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
+pub fn time_calls(dev: &Device, samples: usize, f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
+    time_calls_graph_below(dev, samples, GRAPH_BELOW_US, f)
+}
+
+/// [`time_calls`] with the stream time per call under which the calls are also replayed as a
+/// graph (`f64::INFINITY`: always; 0: never).
+pub fn time_calls_graph_below(dev: &Device, samples: usize, graph_below_us: f64, mut f: impl FnMut(usize) -> Result<()>) -> Result<Timing> {
     let stream = dev.stream();
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
     let mut call = 0usize;
@@ -111,7 +117,7 @@ pub fn time_calls(dev: &Device, samples: usize, mut f: impl FnMut(usize) -> Resu
     let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample, &mut f).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     let median_us = times[times.len() / 2];
-    let graph_us = if median_us < GRAPH_BELOW_US && graphs_wanted(dev) {
+    let graph_us = if median_us < graph_below_us && graphs_wanted(dev) {
         time_graph(dev, per_sample, times.len(), &mut || {
             f(call)?;
             call += 1;
