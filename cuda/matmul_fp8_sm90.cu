@@ -431,14 +431,17 @@ wc_status launch(const wc_matmul_fp8_params& p, cudaStream_t s) {
   cfg.attrs = attr;
   cfg.numAttrs = CM > 1 ? 1 : 0;
   if constexpr (CM > 1) {
-    static int co_scheduled[64] = {};  // per device; 0: not asked yet
+    // Per device; 0: not asked yet. Atomic: launches may come from several host threads (two
+    // that ask at once store the same answer).
+    static std::atomic<int> co_scheduled[64];
     int dev = 0;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess) return static_cast<wc_status>(e);
-    int& fit = co_scheduled[dev & 63];
+    int fit = co_scheduled[dev & 63].load(std::memory_order_relaxed);
     if (fit == 0) {
       cfg.gridDim = dim3(static_cast<unsigned>(clusters * CM));
       if ((e = cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg)) != cudaSuccess) return static_cast<wc_status>(e);
       if (fit < 1) return WC_ERR_UNSUPPORTED;
+      co_scheduled[dev & 63].store(fit, std::memory_order_relaxed);
     }
     clusters = min64(clusters, fit);
   }

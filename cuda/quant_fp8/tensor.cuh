@@ -147,8 +147,10 @@ __global__ void __launch_bounds__(kTensorThreads, 1) tensor_quant_kernel(const T
 // for each other, and no launch pays for the attribute call again).
 template <typename T>
 cudaError_t tensor_capacity(int dev, int64_t* held) {
-  static int64_t granted[64] = {};  // elements + 1 per device; 0: not asked yet
-  int64_t& g = granted[dev & 63];
+  // Elements + 1 per device; 0: not asked yet. Atomic: launches may come from several host
+  // threads (two that ask at once store the same answer).
+  static std::atomic<int64_t> granted[64];
+  int64_t g = granted[dev & 63].load(std::memory_order_relaxed);
   if (g == 0) {
     auto kernel = tensor_quant_kernel<T>;
     int optin = 0;
@@ -160,6 +162,7 @@ cudaError_t tensor_capacity(int dev, int64_t* held) {
     if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(h * sizeof(T)));
     if (e != cudaSuccess) return e;
     g = h + 1;
+    granted[dev & 63].store(g, std::memory_order_relaxed);
   }
   *held = g - 1;
   return cudaSuccess;
