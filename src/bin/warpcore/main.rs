@@ -180,7 +180,16 @@ type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 /// the legacy default stream.
 fn open_device(capturable: bool) -> Result<Result<Device, String>, String> {
     let dev = if warpcore::driver_present() {
-        if capturable { Device::new_capturable(0) } else { Device::new(0) }.map_err(|e| e.to_string())
+        let dev = if capturable {
+            // A failure here costs the graph times, not the bench: fall back to the legacy stream.
+            Device::new_capturable(0).or_else(|e| {
+                eprintln!("warpcore: no capturable stream ({e}); timing on the default stream, without graph times");
+                Device::new(0)
+            })
+        } else {
+            Device::new(0)
+        };
+        dev.map_err(|e| e.to_string())
     } else {
         Err("the NVIDIA driver (libcuda) is not installed".to_string())
     };
@@ -298,7 +307,8 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         .filter(|f| filter.is_none_or(|x| f.ops.split(' ').any(|op| op.contains(x))))
         .filter(|f| !o.tune || f.tune.is_some())
         .collect();
-    let dev = match open_device(true)? {
+    // WARPCORE_BENCH_GRAPHS=off: the legacy default stream, as before graph times existed.
+    let dev = match open_device(std::env::var("WARPCORE_BENCH_GRAPHS").as_deref() != Ok("off"))? {
         Ok(d) => d,
         Err(why) => {
             println!("no CUDA device ({why}): nothing to time. `warpcore check` runs the CPU references.");
