@@ -67,9 +67,9 @@ pub struct Timing {
     pub calls_per_sample: usize,
     /// The same calls replayed as one CUDA graph: median per call over `samples` replays, in µs
     /// (the device's own time, without the host's launch cost). Measured when the stream time
-    /// is under [`GRAPH_BELOW_US`] on a capturable [`Device`] (`Device::new_capturable`) and
-    /// `WARPCORE_BENCH_GRAPHS` is not `off`; `None` otherwise, or when the calls cannot be
-    /// captured (an op that synchronizes or allocates).
+    /// is under [`GRAPH_BELOW_US`] on a capturable [`Device`] (`Device::new_capturable`, which
+    /// `warpcore bench` opens unless `WARPCORE_BENCH_GRAPHS` is `off`); `None` otherwise, or
+    /// when the calls cannot be captured (an op that synchronizes or allocates).
     pub graph_us: Option<f64>,
 }
 
@@ -117,7 +117,7 @@ pub fn time_calls_graph_below(dev: &Device, samples: usize, graph_below_us: f64,
     let mut times: Vec<f64> = (0..samples.max(1)).map(|_| run(per_sample, &mut f).map(|t| t / per_sample as f64)).collect::<Result<_>>()?;
     times.sort_by(f64::total_cmp);
     let median_us = times[times.len() / 2];
-    let graph_us = if median_us < graph_below_us && graphs_wanted(dev) {
+    let graph_us = if median_us < graph_below_us && dev.capturable() {
         time_graph(dev, per_sample, times.len(), &mut || {
             f(call)?;
             call += 1;
@@ -130,11 +130,6 @@ pub fn time_calls_graph_below(dev: &Device, samples: usize, graph_below_us: f64,
         *t = Some(std::time::Instant::now());
     }
     Ok(Timing { median_us, min_us: times[0], samples: times.len(), calls_per_sample: per_sample, graph_us })
-}
-
-/// Whether [`time_calls`] replays short calls as graphs on `dev`.
-fn graphs_wanted(dev: &Device) -> bool {
-    dev.capturable() && std::env::var("WARPCORE_BENCH_GRAPHS").as_deref() != Ok("off")
 }
 
 /// `calls` calls of `f` captured into one graph and replayed `samples` times (after one

@@ -164,7 +164,8 @@ impl AttentionPlan {
         let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
         let mla_decode_rows = mla && max_q_len * group <= 16;
         let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v, fp8) && !(decode || mla_decode_rows);
-        let portable = std::env::var("WARPCORE_ATTENTION_KERNEL").is_ok_and(|k| k == "mma.sync");
+        let env = env_switches();
+        let portable = env.portable;
         let kernel = match kernel {
             AttentionKernel::Auto if wgmma_fits && !portable => AttentionKernel::Wgmma,
             AttentionKernel::Auto => AttentionKernel::MmaSync,
@@ -177,8 +178,7 @@ impl AttentionPlan {
             }
             k => k,
         };
-        let tma = !std::env::var("WARPCORE_ATTENTION_TMA").is_ok_and(|t| t == "off");
-        let merge_pdl = !std::env::var("WARPCORE_PDL").is_ok_and(|t| t == "off");
+        let (tma, merge_pdl) = (env.tma, env.merge_pdl);
         let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma, merge_pdl };
         let (bm, _) = plan.tile_shape();
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
@@ -283,6 +283,28 @@ fn ctas_per_sm(dev: &Device, kernel: AttentionKernel, heads: [usize; 4], max_q_l
     let n = n.max(1) as usize;
     known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, n);
     Ok(n)
+}
+
+/// The environment's switches of the attention plan, read once per process (as the FP8 and
+/// ternary planners read theirs): `WARPCORE_ATTENTION_KERNEL=mma.sync` keeps every planned
+/// attention on the portable kernel, `WARPCORE_ATTENTION_TMA=off` loads the Hopper kernels' key
+/// tiles by cp.async, `WARPCORE_PDL=off` launches the split merge in plain stream order.
+struct EnvSwitches {
+    portable: bool,
+    tma: bool,
+    merge_pdl: bool,
+}
+
+fn env_switches() -> &'static EnvSwitches {
+    static ENV: OnceLock<EnvSwitches> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let is = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
+        EnvSwitches {
+            portable: is("WARPCORE_ATTENTION_KERNEL", "mma.sync"),
+            tma: !is("WARPCORE_ATTENTION_TMA", "off"),
+            merge_pdl: !is("WARPCORE_PDL", "off"),
+        }
+    })
 }
 
 #[cfg(test)]
