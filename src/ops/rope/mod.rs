@@ -38,12 +38,37 @@ pub struct QkNorm<'b, 'a, T> {
     pub cfg: RmsNormConfig,
 }
 
+/// The frequency table as the C parameters hold it (unused pairs 0).
+type FreqTable = [f64; ffi::WC_ROPE_MAX_PAIRS as usize];
+
+thread_local! {
+    /// The last config's table on this thread. An engine calls the family with one config per
+    /// model, layer after layer, and the table (`rotary_dim / 2` powf in f64, more for YaRN and
+    /// Llama 3) was most of the op's host work: 1.0 us of 2.8 at rotary_dim 128 (docs/rope.md,
+    /// "Host cost per call"). Equal configs give equal tables (`PartialEq` on the fields, NaN
+    /// never equal and rejected by `validate` anyway), so a hit is exact.
+    static LAST_TABLE: std::cell::RefCell<Option<(RopeConfig, Box<FreqTable>)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `cfg`'s frequency table, from this thread's last-config cache when it matches.
+fn freq_table(cfg: &RopeConfig, out: &mut FreqTable) {
+    LAST_TABLE.with_borrow_mut(|last| match last {
+        Some((c, table)) if c == cfg => *out = **table,
+        _ => {
+            let mut table = Box::new([0f64; ffi::WC_ROPE_MAX_PAIRS as usize]);
+            for (d, f) in table.iter_mut().zip(cfg.inv_freq()) {
+                *d = f;
+            }
+            *out = *table;
+            *last = Some((*cfg, table));
+        }
+    })
+}
+
 /// The C rotation parameters for `cfg` (validated) reading positions at `positions`.
 fn rotary_params<P: IndexType>(cfg: &RopeConfig, positions: u64) -> ffi::wc_rotary {
     let mut inv_freq = [0f64; ffi::WC_ROPE_MAX_PAIRS as usize];
-    for (d, f) in inv_freq.iter_mut().zip(cfg.inv_freq()) {
-        *d = f;
-    }
+    freq_table(cfg, &mut inv_freq);
     ffi::wc_rotary {
         positions: positions as *const _,
         positions_int64: P::IS_I64 as i32,
@@ -253,4 +278,42 @@ pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
         // SAFETY: as in `qk_norm_rope` and `rope_append_kv`.
         unsafe { ffi::wc_qk_norm_rope(&params, s) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(cfg: &RopeConfig) -> FreqTable {
+        let mut t = [0f64; ffi::WC_ROPE_MAX_PAIRS as usize];
+        t.iter_mut().zip(cfg.inv_freq()).for_each(|(d, f)| *d = f);
+        t
+    }
+
+    /// The last-config cache gives each config its own table bit for bit, whatever came
+    /// before: configs alternating, one field changed at a time, the same config repeated.
+    #[test]
+    fn the_cached_frequency_table_is_the_configs_own() {
+        let base = RopeConfig::new(128, 500_000.0);
+        let configs = [
+            base,
+            base.with_scaling(RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8192 }),
+            RopeConfig::new(64, 10_000.0).with_scaling(RopeScaling::Yarn(Yarn::deepseek_v3())),
+            RopeConfig::new(128, 500_001.0),
+            RopeConfig::new(126, 500_000.0),
+            base.with_style(RopeStyle::GptJ),
+            base.with_scaling(RopeScaling::DynamicNtk { factor: 2.0, original_max_positions: 4096, seq_len: 5000 }),
+            base.with_scaling(RopeScaling::DynamicNtk { factor: 2.0, original_max_positions: 4096, seq_len: 9000 }),
+        ];
+        for round in 0..3 {
+            for (i, cfg) in configs.iter().enumerate() {
+                for _repeat in 0..=round {
+                    let mut got = [f64::NAN; ffi::WC_ROPE_MAX_PAIRS as usize];
+                    freq_table(cfg, &mut got);
+                    let want = direct(cfg);
+                    assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "config {i}, round {round}");
+                }
+            }
+        }
+    }
 }
