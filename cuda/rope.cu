@@ -22,7 +22,8 @@
 // 512 B per token of reads (+2.5%) and a table to keep; see docs/rope.md.
 //
 // Thread mapping:
-//   items_kernel        one block per token. The token's work is a flat list of "items":
+//   items_kernel        one row of threads per token (a block holds as many rows as fit in
+//                       256 threads, up to 32). The token's work is a flat list of "items":
 //                       N rotated pairs of a q head, of a k head (also written to the cache),
 //                       then (when appending) 16-byte chunks of k's unrotated part and of v,
 //                       copied (or quantized) into the cache. Each thread takes 2 items per
@@ -49,7 +50,11 @@ namespace {
 
 // ------------------------------------------------------------------ items_kernel
 
-constexpr int kRound = 2;  // items per thread per round (all loaded before any is finished)
+constexpr int kRound = 2;          // items per thread per round (all loaded before any is finished)
+constexpr int kMaxRows = 32;       // tokens per block of items_kernel
+constexpr int kRowsThreads = 128;  // a block of rows fills up to this many threads (finer-grained
+                                   // occupancy than 256 at the rows kernels' 48-76 registers)
+constexpr int kMaxRowBytes = 48 << 10;  // their cos/sin tables' shared memory (no opt-in needed)
 
 // One item between its load and its finish. Rotary items hold N pairs: NeoX x1 in `a`, x2 in
 // `b`; GPT-J the 2N interleaved elements in `a`. Copy items (k's unrotated part, v) hold M
@@ -173,30 +178,42 @@ __device__ __forceinline__ void finish(const Args& a, const float2* cs, const Ca
   }
 }
 
-// N: pairs per rotary item (16 bytes of T per access, or 1 = the element-wise path). Every
-// thread decodes and loads its first kRound items before the position, the cos/sin table and
-// the slot are read, so a block's data loads overlap that prologue; later rounds (only when a
-// token has more than kRound * blockDim items) load, then finish.
-template <typename T, typename C, int N, bool NEOX>
+// N: pairs per rotary item (16 bytes of T per access, or 1 = the element-wise path). ROWS: the
+// block serves blockDim.y tokens, one row of blockDim.x threads each (token blockIdx.x *
+// blockDim.y + threadIdx.y; rows past the last token have no items and only meet the barrier);
+// otherwise one token, blockIdx.x. (A template flag: the row's token and table offset cost the
+// one-token kernels 3-4 registers, a block per SM at the bar shapes.) Every thread decodes and
+// loads its first kRound items before the position, the cos/sin table and the slot are read, so
+// a block's data loads overlap that prologue; later rounds (only when a token has more than
+// kRound * blockDim.x items) load, then finish. The tables (one a row, a.table_slots float2
+// each) are the dynamic shared memory.
+template <typename T, typename C, int N, bool NEOX, bool ROWS>
 __global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_constant__ Args a) {
-  __shared__ float2 cs[kTableSlots];
-  const int64_t t = blockIdx.x;
-  Work<T, N, NEOX> w[kRound];
+  using W = Work<T, N, NEOX>;
+  extern __shared__ float2 tables[];
+  float2* cs = ROWS ? tables + threadIdx.y * a.table_slots : tables;
+  const int64_t t = ROWS ? static_cast<int>(blockIdx.x * blockDim.y + threadIdx.y) : static_cast<int64_t>(blockIdx.x);
+  const bool live = !ROWS || t < a.num_tokens;
+  const int step = static_cast<int>(blockDim.x);
+  W w[kRound];
   int base = threadIdx.x;
 #pragma unroll
-  for (int r = 0; r < kRound; ++r) decode(a, t, base + r * static_cast<int>(blockDim.x), w[r]);
+  for (int r = 0; r < kRound; ++r) {
+    w[r].kind = W::kNone;
+    if (live) decode(a, t, base + r * step, w[r]);
+  }
 #pragma unroll
   for (int r = 0; r < kRound; ++r) load(a.half, w[r]);
-  if (a.half > 0) rope_table(a, load_index(a.positions, a.pos64, t), cs);
-  const CacheRows<C> rows = cache_rows<C>(a, t);
+  if (live && a.half > 0) rope_table(a, load_index(a.positions, a.pos64, t), cs);
+  const CacheRows<C> rows = live ? cache_rows<C>(a, t) : CacheRows<C>{nullptr, nullptr};
   __syncthreads();
   while (true) {
 #pragma unroll
     for (int r = 0; r < kRound; ++r) finish<T, C, N, NEOX>(a, cs, rows, w[r]);
-    if (w[kRound - 1].kind == Work<T, N, NEOX>::kNone) break;  // this thread's items are done
-    base += kRound * static_cast<int>(blockDim.x);
+    if (w[kRound - 1].kind == W::kNone) break;  // this thread's items are done
+    base += kRound * step;
 #pragma unroll
-    for (int r = 0; r < kRound; ++r) decode(a, t, base + r * static_cast<int>(blockDim.x), w[r]);
+    for (int r = 0; r < kRound; ++r) decode(a, t, base + r * step, w[r]);
 #pragma unroll
     for (int r = 0; r < kRound; ++r) load(a.half, w[r]);
   }
@@ -205,10 +222,14 @@ __global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_consta
 int round_up_warp(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
 
 // Vector path when every size, stride and pointer allows 16-byte accesses of T (and the matching
-// width of C); otherwise the element-wise path. Block size: the token's items in as few rounds
-// of kRound items per thread (<= 256 threads) as possible, spread evenly.
+// width of C); otherwise the element-wise path. A token's row of threads: its items in as few
+// rounds of kRound items per thread (<= 256 threads) as possible, spread evenly. Tokens of at
+// most 64 such threads share a block (rows = 128 / row threads, at most kMaxRows, the tables
+// within 48 KB): no thread idles but the block's last few, and each SM holds fewer, fuller
+// blocks. (One token a block, rounded up to a warp, left 14 of 32 threads idle at 8 + 1 heads of
+// 64, and the 32-blocks-an-SM limit then capped the bytes in flight.)
 template <typename T, typename C>
-wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
+wc_status launch_items(Args a, int64_t num_tokens, cudaStream_t s) {
   constexpr int W = kVec16<T>;
   const bool append = a.k_pages != nullptr;
   const bool vector =
@@ -225,15 +246,27 @@ wc_status launch_items(const Args& a, int64_t num_tokens, cudaStream_t s) {
   if (items > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
   const int64_t per_round = static_cast<int64_t>(kRound) * kItemThreads;
   const int64_t rounds = (items + per_round - 1) / per_round;
-  const int threads = round_up_warp((items + kRound * rounds - 1) / (kRound * rounds));
-  const dim3 grid(static_cast<unsigned>(num_tokens));
-  if (vector) {
-    if (a.neox) items_kernel<T, C, W, true><<<grid, threads, 0, s>>>(a);
-    else items_kernel<T, C, W / 2, false><<<grid, threads, 0, s>>>(a);
-  } else {
-    if (a.neox) items_kernel<T, C, 1, true><<<grid, threads, 0, s>>>(a);
-    else items_kernel<T, C, 1, false><<<grid, threads, 0, s>>>(a);
-  }
+  const int per_token = static_cast<int>((items + kRound * rounds - 1) / (kRound * rounds));
+  a.table_slots = a.half > 0 ? cs_slot(a.half - 1) + 1 : 0;
+  const int table_bytes = a.table_slots * static_cast<int>(sizeof(float2));
+  int rows = per_token > kRowsThreads / 2 ? 1 : kRowsThreads / per_token;
+  rows = static_cast<int>(min64(min64(rows, kMaxRows), min64(num_tokens, table_bytes > 0 ? kMaxRowBytes / table_bytes : kMaxRows)));
+  const dim3 block(rows == 1 ? round_up_warp(per_token) : per_token, static_cast<unsigned>(rows));
+  const dim3 grid(static_cast<unsigned>((num_tokens + rows - 1) / rows));
+  const size_t smem = static_cast<size_t>(rows) * table_bytes;
+  a.num_tokens = static_cast<int>(num_tokens);
+  auto go = [&](auto rows_tag) {
+    constexpr bool R = decltype(rows_tag)::value;
+    if (vector) {
+      if (a.neox) items_kernel<T, C, W, true, R><<<grid, block, smem, s>>>(a);
+      else items_kernel<T, C, W / 2, false, R><<<grid, block, smem, s>>>(a);
+    } else {
+      if (a.neox) items_kernel<T, C, 1, true, R><<<grid, block, smem, s>>>(a);
+      else items_kernel<T, C, 1, false, R><<<grid, block, smem, s>>>(a);
+    }
+  };
+  if (rows > 1) go(std::true_type{});
+  else go(std::false_type{});
   return launch_status();
 }
 

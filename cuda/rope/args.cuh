@@ -40,6 +40,8 @@ struct Args {
   const void* k_weight;
   float eps, w_off;
   bool cache_vec;         // qk_norm_rope: v and the cache take VEC-wide accesses (else element-wise)
+  int num_tokens;         // items_kernel: a block's rows past it have no token
+  int table_slots;        // items_kernel: float2 slots of one token's cos/sin table
   double inv_freq[WC_ROPE_MAX_PAIRS];
 };
 

@@ -322,6 +322,12 @@ SEEDS = {
     # glu: SiLU's quotient taken as x · (1 + e^-x) (the activation templated per kernel).
     "glu_silu": ("elementwise", "glu.cuh", "return __fdividef(x, 1.0f + expf(-x));", "return x * (1.0f + expf(-x));"),
     # qk_norm_rope: a warp's next head prefetched from the head it is working on.
+    # items_kernel's rows: every token of a block on row 0's cos/sin table.
+    "rows_table": ("rope", "rope.cu", "float2* cs = ROWS ? tables + threadIdx.y * a.table_slots : tables;",
+                   "float2* cs = tables;"),
+    # items_kernel's rows: the rows past the last token not held back (they read and write a token
+    # that does not exist).
+    "rows_live": ("rope", "rope.cu", "const bool live = !ROWS || t < a.num_tokens;", "const bool live = true;"),
     "qkn_prefetch": ("rope", "rope.cu", "if (h + kNormWarps < qk_heads) load_first(h + kNormWarps, next);",
                      "if (h + kNormWarps < qk_heads) load_first(h, next);"),
     # Split merge: every batch of loaded splits weighted by the first batch's weights.
