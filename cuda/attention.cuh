@@ -27,6 +27,19 @@ struct Work {
 // Position of flattened row r of this (sequence, kv head): its query token's position.
 __device__ __forceinline__ int row_position(const Work& w, int r) { return w.kv_len - w.q_len + r / w.group; }
 
+// Keys are indexed with int: a sequence's length (device data) is clamped so that a tile running
+// past its last key (n0 + BN, BN <= 128) and every key index stay inside int32. (A paged table of
+// 2^23 pages of 256 and a seq_len of 2^31 - 1, with a window, had wrapped a key index negative
+// and read the block table 32 MB before its start.) No cache holds 2^31 keys of one sequence.
+constexpr int64_t kMaxKeys = INT32_MAX - 256;
+
+// The first key a query at `pos` sees through the window (window_left >= 0): pos - window_left
+// in 64 bits, clamped to int. (In int, a window near 2^31 below a negative position, a query
+// past its sequence's keys, wrapped positive and hid every key of the tile.)
+__device__ __forceinline__ int window_start(const wc_attention_params& p, int pos) {
+  return static_cast<int>(max64(static_cast<int64_t>(pos) - p.window_left, INT32_MIN));
+}
+
 template <int BN>
 __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int bm, Work& w) {
   w.seq = blockIdx.x / p.num_kv_heads;
@@ -39,11 +52,11 @@ __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int 
   if (w.q_start < 0) w.q_len = 0;
   if (p.page_size > 0) {
     w.kv_start = 0;
-    w.kv_len = static_cast<int>(min64(max64(p.seq_lens[w.seq], 0), p.block_table_stride * p.page_size));
+    w.kv_len = static_cast<int>(min64(min64(max64(p.seq_lens[w.seq], 0), p.block_table_stride * p.page_size), kMaxKeys));
   } else {
     w.kv_start = p.cu_seqlens_kv[w.seq];
     const int64_t kv_end = min64(p.cu_seqlens_kv[w.seq + 1], p.total_kv);
-    w.kv_len = w.kv_start < 0 ? 0 : static_cast<int>(max64(0, kv_end - w.kv_start));
+    w.kv_len = w.kv_start < 0 ? 0 : static_cast<int>(min64(max64(0, kv_end - w.kv_start), kMaxKeys));
   }
   w.rows = w.q_len * w.group;
   // m-tiles in reverse launch order: the hardware dispatches y = 0 first, and with a causal
@@ -54,7 +67,7 @@ __device__ __forceinline__ bool describe_work(const wc_attention_params& p, int 
   int kv_hi = w.kv_len;
   if (p.causal) kv_hi = min(kv_hi, row_position(w, last) + 1);
   int kv_lo = 0;
-  if (p.window_left >= 0) kv_lo = max(0, row_position(w, w.row0) - p.window_left);
+  if (p.window_left >= 0) kv_lo = max(0, window_start(p, row_position(w, w.row0)));
   w.kv_lo = kv_lo;
   w.kv_hi = kv_hi;
   const int tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
@@ -114,7 +127,7 @@ __device__ __forceinline__ void tile_rows(const Work& w, int r0, int g, bool (&o
 
 // Whether a query at position `pos` sees key j (below kv_hi; the causal and window masks).
 __device__ __forceinline__ bool key_visible(const wc_attention_params& p, int pos, int j, int kv_hi) {
-  return j < kv_hi && (!p.causal || j <= pos) && (p.window_left < 0 || j >= pos - p.window_left);
+  return j < kv_hi && (!p.causal || j <= pos) && (p.window_left < 0 || j >= window_start(p, pos));
 }
 // Which key tiles every row of a CTA sees whole (no mask needed): keys below kv_hi, and, for
 // all rows at positions [pos_lo, pos_hi], inside the causal and window bounds. Rows past
@@ -127,7 +140,7 @@ struct Visibility {
 };
 __device__ __forceinline__ Visibility visibility(const wc_attention_params& p, const Work& w, int bm, int kv_hi) {
   const int pos_lo = row_position(w, w.row0), pos_hi = row_position(w, min(w.row0 + bm, w.rows) - 1);
-  return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? pos_hi - p.window_left : INT32_MIN};
+  return {kv_hi, p.causal ? pos_lo : INT32_MAX, p.window_left >= 0 ? window_start(p, pos_hi) : INT32_MIN};
 }
 
 // How a raw q·k product becomes the softmax's exponent in the log2 domain: qk · scale · log2(e),

@@ -129,17 +129,26 @@ impl KvCacheLayout {
 
     /// Token slots in the cache (num_pages · page_size); valid slots are `0..num_slots()`.
     pub fn num_slots(&self) -> usize {
-        self.num_pages * self.page_size
+        self.num_pages.saturating_mul(self.page_size)
     }
 
     /// Element offset of `(slot, head, 0)` from the start of the pages.
+    /// (Saturating, and a page_size of 0 read as 1: the fields are public, so a layout built by
+    /// hand may hold any values; [`KvCacheLayout::new`]'s never saturate.)
     pub fn offset(&self, slot: usize, head: usize) -> usize {
-        (slot / self.page_size) * self.strides[0] + (slot % self.page_size) * self.strides[1] + head * self.strides[2]
+        let ps = self.page_size.max(1);
+        (slot / ps)
+            .saturating_mul(self.strides[0])
+            .saturating_add((slot % ps).saturating_mul(self.strides[1]))
+            .saturating_add(head.saturating_mul(self.strides[2]))
     }
 
-    /// Elements a buffer must hold for these pages.
+    /// Elements a buffer must hold for these pages (0 when a dimension is 0).
     pub fn extent(&self) -> usize {
-        self.offset(self.num_slots() - 1, self.num_kv_heads - 1) + self.head_dim
+        if self.num_slots() == 0 || self.num_kv_heads == 0 || self.head_dim == 0 {
+            return 0;
+        }
+        self.offset(self.num_slots() - 1, self.num_kv_heads - 1).saturating_add(self.head_dim)
     }
 
     /// K and V views must have this layout's shape and one set of strides.
@@ -452,6 +461,18 @@ mod tests {
         assert!(KvCacheLayout::new("t", [4, 8, 2, 64], [8 * 128 + 64, 128, 64, 1]).is_ok());
         assert!(KvCacheLayout::new("t", [4, 8, 2, 64], [8 * 128, 64, 64, 1]).is_err());
         assert!(KvCacheLayout::new("t", [4, 8, 2, 64], [2048, 256, 128, 2]).is_err());
+    }
+
+    /// The fields are public: a layout built by hand with zeros or huge values gives an answer,
+    /// not a division by zero or an overflow.
+    #[test]
+    fn hand_built_layouts_do_not_panic() {
+        let l = KvCacheLayout { num_pages: 0, page_size: 0, num_kv_heads: 0, head_dim: 64, strides: [1, 1, 1, 1] };
+        assert_eq!(l.extent(), 0);
+        assert_eq!(l.offset(5, 1), 5 + 1);
+        let big = KvCacheLayout { num_pages: usize::MAX, page_size: 256, num_kv_heads: 2, head_dim: 64, strides: [usize::MAX, 1, 1, 1] };
+        assert_eq!(big.num_slots(), usize::MAX);
+        assert_eq!(big.extent(), usize::MAX);
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub struct TensorViewMut<'a, T, const R: usize> {
 
 /// Row-major strides of a dense tensor.
 pub fn contiguous_strides<const R: usize>(shape: [usize; R]) -> [usize; R] {
-    let mut strides = [1; R];
+    let mut strides = [1usize; R];
     for i in (0..R.saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1].max(1);
+        // Saturated: a shape whose product passes usize gives a view the extent check refuses.
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1].max(1));
     }
     strides
 }
@@ -141,5 +142,9 @@ mod tests {
         assert_eq!(extent(&[2, 4], &[10, 1]), Some(14));
         assert_eq!(extent(&[0, 4], &[10, 1]), Some(0));
         assert_eq!(extent(&[usize::MAX, 2], &[usize::MAX, 1]), None);
+        // A shape whose product passes usize saturates (no overflow panic), and its extent is none.
+        let s = contiguous_strides([1, 1 << 33, 1 << 33]);
+        assert_eq!(s, [usize::MAX, 1 << 33, 1]);
+        assert_eq!(extent(&[2, 1 << 33, 1 << 33], &s), None);
     }
 }

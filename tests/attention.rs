@@ -218,6 +218,17 @@ fn kernel_choice() {
     }
 }
 
+/// Plans of sizes past usize are refused or planned, never an overflow panic (debug builds
+/// checked the sum of q_lens and the row and CTA products).
+#[test]
+fn absurd_plans_do_not_panic() {
+    let Some(dev) = device() else { return };
+    let e = AttentionPlan::new(&dev, &[usize::MAX, 1], &[1, 1], 8, 8, 128, 128).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    let _ = AttentionPlan::new(&dev, &[1 << 62], &[1], 1 << 20, 1, 128, 128);
+    let _ = AttentionPlan::new(&dev, &[usize::MAX / 2], &[1 << 40], 64, 1, 576, 512);
+}
+
 #[test]
 fn merge_states_matches_reference() {
     let Some(dev) = device() else { return };

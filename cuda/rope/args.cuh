@@ -53,7 +53,7 @@ struct Args {
 // 4 wavefronts a warp-instruction at head_dim 128 (bf16 NeoX, N = 8), 8 at head_dim 256.
 // Padded: 1 at both, and at most 2 for every N and rotary_dim up to 512 (tools/banks.py rope).
 constexpr int kTableSlots = WC_ROPE_MAX_PAIRS + WC_ROPE_MAX_PAIRS / 16;
-__device__ __forceinline__ int cs_slot(int pair) { return pair + (pair >> 4); }
+__host__ __device__ __forceinline__ int cs_slot(int pair) { return pair + (pair >> 4); }
 
 // (cos, sin) * attention_factor of every pair at position `pos`, into the table. The angle is
 // formed and reduced in f64 (pos * inv_freq / pi half-turns, minus the nearest even integer),

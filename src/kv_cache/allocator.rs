@@ -102,15 +102,16 @@ impl PageAllocator {
         let ps = self.page_size;
         let s = self.seq(OP, id)?;
         let (len, have) = (s.len, s.pages.len());
-        let needed = (len + num_tokens).div_ceil(ps).saturating_sub(have);
+        let end = len.checked_add(num_tokens).ok_or(Error::Unsupported { op: OP, what: "sequence length (overflows usize)", value: format!("{len} + {num_tokens}") })?;
+        let needed = end.div_ceil(ps).saturating_sub(have);
         if needed > self.free.len() {
             return Err(Error::OutOfPages { op: OP, needed, free: self.free.len() });
         }
         let new_pages = self.free.split_off(self.free.len() - needed);
         let s = self.seqs[id.0].as_mut().expect("checked above");
         s.pages.extend(new_pages.into_iter().rev());
-        let slots = (len..len + num_tokens).map(|p| s.pages[p / ps] as i64 * ps as i64 + (p % ps) as i64).collect();
-        s.len += num_tokens;
+        let slots = (len..end).map(|p| s.pages[p / ps] as i64 * ps as i64 + (p % ps) as i64).collect();
+        s.len = end;
         Ok(slots)
     }
 
@@ -148,8 +149,10 @@ impl BlockTable {
             return self;
         }
         let mut table = vec![-1i32; self.seq_lens.len() * stride];
-        for (r, row) in self.table.chunks(self.max_pages_per_seq).enumerate() {
-            table[r * stride..][..row.len()].copy_from_slice(row);
+        // Row by row, as far as both the rows and seq_lens go (the fields are public: a table
+        // built by hand may have any width or row count; none panics).
+        for (dst, row) in table.chunks_mut(stride).zip(self.table.chunks(self.max_pages_per_seq.max(1))) {
+            dst[..row.len()].copy_from_slice(row);
         }
         BlockTable { table, max_pages_per_seq: stride, seq_lens: self.seq_lens }
     }
@@ -240,6 +243,30 @@ mod tests {
                 assert!(bt.table[i * bt.max_pages_per_seq..][used..bt.max_pages_per_seq].iter().all(|&p| p == -1));
             }
         }
+    }
+
+    /// A length past usize is an error and leaves the sequence as it was (it had wrapped to a
+    /// shorter sequence in release builds and panicked in debug ones).
+    #[test]
+    fn an_append_past_usize_is_refused() {
+        let mut a = PageAllocator::new(4, 16).unwrap();
+        let s = a.add_sequence();
+        a.append(s, 5).unwrap();
+        assert!(matches!(a.append(s, usize::MAX), Err(Error::Unsupported { .. })));
+        assert_eq!(a.block_table(&[s]).unwrap().seq_lens, vec![5]);
+        assert_eq!(a.append(s, 1).unwrap(), vec![5]);
+    }
+
+    /// Tables built by hand (the fields are public) pad without panicking: width 0, more rows
+    /// than seq_lens, fewer.
+    #[test]
+    fn hand_built_tables_pad() {
+        let t = BlockTable { table: vec![], max_pages_per_seq: 0, seq_lens: vec![] }.padded(4);
+        assert!(t.table.is_empty());
+        let t = BlockTable { table: vec![1, 2, 3], max_pages_per_seq: 2, seq_lens: vec![0] }.padded(4);
+        assert_eq!(t.table, vec![1, 2, -1, -1]);
+        let t = BlockTable { table: vec![7], max_pages_per_seq: 1, seq_lens: vec![1, 1] }.padded(2);
+        assert_eq!(t.table, vec![7, -1, -1, -1]);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl TernaryTile {
             HOPPER_BLOCK_M => 512,
             _ => 128,
         };
-        m.div_ceil(self.block_m) * n.div_ceil(width)
+        m.div_ceil(self.block_m).saturating_mul(n.div_ceil(width))
     }
 }
 
@@ -109,7 +109,7 @@ pub fn plan(m: usize, n: usize, k: usize, sm_count: usize, hopper: bool) -> Tern
     }
     let tile = TernaryTile::unsplit(BLOCK_M[0]);
     let tiles = tile.tiles(m, n).max(1);
-    let k_splits = (SPLIT_CTAS_PER_SM * sm_count / tiles).min(k.div_ceil(K_STEP_BYTES)).clamp(1, MAX_K_SPLITS);
+    let k_splits = (SPLIT_CTAS_PER_SM.saturating_mul(sm_count) / tiles).min(k.div_ceil(K_STEP_BYTES)).clamp(1, MAX_K_SPLITS);
     let tile = TernaryTile { k_splits, ..tile };
     if check_tile(m, n, k, tile).is_ok() {
         from_env(tile)
@@ -156,7 +156,7 @@ fn check_tile(m: usize, n: usize, k: usize, tile: TernaryTile) -> std::result::R
         if tile.k_splits > k.div_ceil(K_STEP_BYTES) || tile.k_splits > 65535 {
             return Err("k_splits (at most the 512-byte k-steps)");
         }
-        if tile.tiles(m, n) * ffi::WC_TERNARY_SPLIT_K_TILE_WORDS as usize > SPLIT_K_WORKSPACE_WORDS {
+        if tile.tiles(m, n).saturating_mul(ffi::WC_TERNARY_SPLIT_K_TILE_WORDS as usize) > SPLIT_K_WORKSPACE_WORDS {
             return Err("k_splits (too many output tiles for the split-k workspace)");
         }
     }
@@ -454,6 +454,15 @@ pub fn matmul_ternary_with_tile<O: DType>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `plan` is a public pure function: any sizes give a tile, not an overflow panic.
+    #[test]
+    fn plan_takes_any_sizes() {
+        for (m, n, k) in [(usize::MAX, usize::MAX, 16), (1, usize::MAX, usize::MAX), (usize::MAX, 1, 1)] {
+            let _ = plan(m, n, k, usize::MAX, false);
+            let _ = plan(m, n, k, 132, true);
+        }
+    }
 
     #[test]
     fn plan_takes_small_tiles_for_decode_and_thin_grids() {

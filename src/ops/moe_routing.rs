@@ -399,7 +399,7 @@ pub fn moe_gather<T: DType>(
     let top_k = check_rows::<T>(OP, hidden, token_positions, num_tokens)?;
     let num_experts = expert_counts.shape()[0];
     check_nonempty(OP, "expert_counts (num_experts)", &[num_experts])?;
-    check_shape(OP, "expert_offsets", &expert_offsets.shape(), &[num_experts + 1])?;
+    check_shape(OP, "expert_offsets", &expert_offsets.shape(), &[num_experts.saturating_add(1)])?;
     check_inner_dense(OP, "expert_offsets", &expert_offsets.strides())?;
     check_inner_dense(OP, "expert_counts", &expert_counts.strides())?;
     check_inner_dense(OP, "hidden_states", &hidden_states.strides())?;

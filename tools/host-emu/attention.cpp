@@ -4,6 +4,9 @@
 // wc_attention_params as src/ops/attention/ does (plan: num_splits, workspace), random inputs,
 // NaN-poisoned outputs, compares with an independent f64 attention (src/reference/attention.rs
 // semantics). Usage: attention [all|quick] [name-filter] | attention name-filter
+#include <sys/mman.h>
+
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -468,6 +471,12 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {33, 9}; c.kv_lens = {70, 9}; c.window = 40; add(c); }
   { Case c; c.name = "prefill f16 hd64 g8 q>kv rows"; c.bf16 = false; c.nkv = 1; c.nq = 8; c.q_lens = {9};
     c.kv_lens = {4}; add(c); }
+  // A window of INT32_MAX over queries at negative positions (q_len > kv_len): pos - window
+  // must not wrap (it did in int: every row of the tile saw no key; seed `window_wrap`).
+  { Case c; c.name = "prefill window 2^31-1 q>kv non-causal"; c.causal = false; c.nkv = 1; c.nq = 2;
+    c.q_lens = {3, 40}; c.kv_lens = {1, 20}; c.window = INT32_MAX; add(c); }
+  { Case c; c.name = "prefill window 2^31-2 q>kv paged"; c.nkv = 1; c.nq = 2; c.q_lens = {3, 40};
+    c.kv_lens = {1, 20}; c.page_size = 16; c.window = INT32_MAX - 1; add(c); }
   // A key tile ending one past the first row's position: masked, though its neighbours are not.
   { Case c; c.name = "prefill contig causal tile edge (q3 kv65)"; c.nkv = 1; c.nq = 2; c.q_lens = {3, 3};
     c.kv_lens = {65, 66}; add(c); }
@@ -484,6 +493,8 @@ static std::vector<Case> cases(const std::string& set) {
     c.hd = c.hdv = 128; c.q_lens = {40}; c.kv_lens = {300}; c.page_size = 64; add(c); }
   { Case c; c.name = "wgmma hd64 bad pages + split 2"; c.wgmma = true; c.nkv = 2; c.nq = 4; c.q_lens = {20, 3};
     c.kv_lens = {300, 40}; c.page_size = 16; c.bad_pages = 3; c.force_splits = 2; add(c); }
+  { Case c; c.name = "wgmma window 2^31-1 q>kv non-causal"; c.wgmma = true; c.causal = false; c.nkv = 1; c.nq = 4;
+    c.q_lens = {3, 40}; c.kv_lens = {1, 20}; c.window = INT32_MAX; add(c); }
   { Case c; c.name = "wgmma window 7 softcap 1.5"; c.wgmma = true; c.nkv = 2; c.nq = 4; c.q_lens = {17, 33};
     c.kv_lens = {40, 200}; c.window = 7; c.softcap = 1.5f; c.qmag = 8; add(c); }
   { Case c; c.name = "wgmma non-causal no-lse"; c.wgmma = true; c.causal = false; c.nkv = 1; c.nq = 4;
@@ -600,6 +611,49 @@ static bool merge_test(std::mt19937& rng, bool bf16) {
   return ok;
 }
 
+// A paged sequence whose device-side seq_len is INT32_MAX, with a block table wide enough to
+// cover it (2^23 pages of 256) and a window of 0: key indices must stay inside int32 (they had
+// wrapped negative and read the table 32 MB before its start; seed `kv_len_clamp`). The table
+// sits above a PROT_NONE region the size of the table, so such a read faults. Every page id is
+// page 0, whose K and V are 1.0: the one key a query sees gives out = 1.0.
+static bool huge_seq_len_test(bool wgmma) {
+  const int hd = wgmma ? 64 : 128, ps = 256, nq = wgmma ? 32 : 1;
+  const long cols = 1L << 23;
+  const size_t tb = cols * sizeof(int32_t);
+  char* m = static_cast<char*>(mmap(nullptr, 2 * tb, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  if (m == MAP_FAILED || mprotect(m + tb, tb, PROT_READ | PROT_WRITE) != 0) {
+    printf("huge seq_len: mmap failed\n");
+    return false;
+  }
+  int32_t* table = reinterpret_cast<int32_t*>(m + tb);
+  std::memset(table, 0, tb);
+  uint16_t *kc = alloc<uint16_t>(ps * hd), *vc = alloc<uint16_t>(ps * hd);
+  uint16_t *q = alloc<uint16_t>(nq * hd), *out = alloc<uint16_t>(nq * hd);
+  for (int i = 0; i < ps * hd; ++i) kc[i] = vc[i] = 0x3f80;
+  for (int i = 0; i < nq * hd; ++i) q[i] = 0x3f80, out[i] = 0x7fc0;
+  int32_t *cu = alloc<int32_t>(2), *sl = alloc<int32_t>(1);
+  float* lse = alloc<float>(nq);
+  cu[0] = 0, cu[1] = 1, sl[0] = INT32_MAX;
+  wc_attention_params p{};
+  p.q = q, p.k = kc, p.v = vc, p.out = out, p.lse = lse;
+  p.cu_seqlens_q = cu, p.seq_lens = sl, p.block_table = table;
+  p.q_stride = (long)nq * hd, p.k_stride = hd, p.v_stride = hd, p.k_head_stride = hd, p.v_head_stride = hd;
+  p.page_stride = (long)ps * hd, p.out_stride = (long)nq * hd, p.total_q = 1, p.total_kv = ps, p.num_pages = 1;
+  p.block_table_stride = cols, p.page_size = ps, p.num_seqs = 1, p.num_q_heads = nq, p.num_kv_heads = 1;
+  p.head_dim = hd, p.head_dim_v = hd, p.max_q_len = 1, p.causal = 1, p.window_left = 0;
+  p.num_splits = 1, p.scale = 0.125f, p.k_scale = 1, p.v_scale = 1;
+  p.dtype = WC_BF16, p.kv_dtype = WC_BF16, p.kernel = wgmma ? WC_ATTENTION_WGMMA : WC_ATTENTION_MMA;
+  const long e0 = emu::errors.load();
+  const wc_status st = wc_attention(&p, nullptr);
+  bool ok = st == WC_OK && emu::errors.load() == e0;
+  for (int i = 0; i < nq * hd; ++i) ok = ok && out[i] == 0x3f80;
+  printf("%-44s           status %d  out[0] %04x  %s\n", wgmma ? "wgmma huge seq_len window 0" : "decode huge seq_len window 0",
+         st, out[0], ok ? "ok" : "FAIL");
+  munmap(m, 2 * tb);
+  free(kc); free(vc); free(q); free(out); free(cu); free(sl); free(lse);
+  return ok;
+}
+
 int main(int argc, char** argv) {
   // attention [all|quick] [filter], or attention FILTER (what `run --filter` passes).
   std::string set = argc > 1 ? argv[1] : "all", only = argc > 2 ? argv[2] : "";
@@ -618,6 +672,11 @@ int main(int argc, char** argv) {
     fails += !r.pass;
   }
   if (only.empty()) for (bool bf : {true, false}) { ++n; fails += !merge_test(rng, bf); }
+  for (bool wg : {false, true}) {
+    if (!only.empty() && std::string(wg ? "wgmma huge seq_len" : "decode huge seq_len").find(only) == std::string::npos) continue;
+    ++n;
+    fails += !huge_seq_len_test(wg);
+  }
   printf("attention %s: %d/%d configurations passed (cp.async %s, max dynamic smem %zu B, %ld launches)\n",
          fails ? "FAIL" : "PASS", n - fails, n, emu::cp_eager ? "eager" : "deferred", emu::max_smem_attr(), emu::launches);
   return fails ? 1 : 0;

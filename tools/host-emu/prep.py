@@ -322,6 +322,14 @@ SEEDS = {
     # glu: SiLU's quotient taken as x · (1 + e^-x) (the activation templated per kernel).
     "glu_silu": ("elementwise", "glu.cuh", "return __fdividef(x, 1.0f + expf(-x));", "return x * (1.0f + expf(-x));"),
     # qk_norm_rope: a warp's next head prefetched from the head it is working on.
+    # Attention's window start in int (pos - window_left wraps for a window near 2^31 below a
+    # negative position).
+    "window_wrap": ("attention", "attention.cuh",
+                    "return static_cast<int>(max64(static_cast<int64_t>(pos) - p.window_left, INT32_MIN));",
+                    "return pos - p.window_left;"),
+    # Attention's paged kv_len not clamped below 2^31 - 256 (key indices wrap negative).
+    "kv_len_clamp": ("attention", "attention.cuh", "p.block_table_stride * p.page_size), kMaxKeys));",
+                     "p.block_table_stride * p.page_size), INT32_MAX));"),
     # items_kernel's rows: every token of a block on row 0's cos/sin table.
     "rows_table": ("rope", "rope.cu", "float2* cs = ROWS ? tables + threadIdx.y * a.table_slots : tables;",
                    "float2* cs = tables;"),

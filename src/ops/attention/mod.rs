@@ -111,7 +111,7 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
     if view_shape[1] > 1 && strides[1] != view_shape[2] {
         return Err(Error::Unsupported { op, what: "head stride (heads must be packed)", value: format!("{arg}: {strides:?}") });
     }
-    if view_shape[0] > 1 && !(strides[0] * std::mem::size_of::<T>()).is_multiple_of(16) {
+    if view_shape[0] > 1 && strides[0].checked_mul(std::mem::size_of::<T>()).is_none_or(|b| !b.is_multiple_of(16)) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -121,7 +121,8 @@ fn check_token_major<T>(op: &'static str, arg: &'static str, view_shape: [usize;
 /// 16-byte units.
 fn check_kv_strides<C>(op: &'static str, arg: &'static str, strides: &[usize]) -> Result<()> {
     check_inner_dense(op, arg, strides)?;
-    if strides[..strides.len() - 1].iter().any(|s| !(s * std::mem::size_of::<C>()).is_multiple_of(16)) {
+    // (checked: a size-1 dimension's stride is not bounded by the view's extent)
+    if strides[..strides.len() - 1].iter().any(|s| s.checked_mul(std::mem::size_of::<C>()).is_none_or(|b| !b.is_multiple_of(16))) {
         return Err(Error::Misaligned { op, arg, align: 16 });
     }
     Ok(())
@@ -153,8 +154,9 @@ fn kv_tma(p: &ffi::wc_attention_params, key_tile: usize, elem: usize) -> Option<
         return None;
     }
     let map = |stride: i64, head_stride: i64| {
-        let row_bytes = ((p.num_kv_heads as i64 - 1) * head_stride + p.head_dim as i64) * elem as i64;
-        let stride_bytes = stride * elem as i64;
+        // (checked: a one-row K's token stride, or one head's head stride, is any value)
+        let row_bytes = (p.num_kv_heads as i64 - 1).checked_mul(head_stride)?.checked_add(p.head_dim as i64)?.checked_mul(elem as i64)?;
+        let stride_bytes = stride.checked_mul(elem as i64)?;
         (row_bytes <= stride_bytes && row_bytes <= i32::MAX as i64 && stride_bytes % 16 == 0 && stride_bytes < 1 << 40)
             .then(|| tma_box(rows as usize, row_bytes as usize, stride_bytes as usize, box_rows))
     };
@@ -197,6 +199,8 @@ pub fn attention<T: DType, C: DType>(
     }
     let num_kv_heads = plan.num_kv_heads;
     let num_seqs = plan.num_seqs;
+    // The grid's x is one CTA per (sequence, kv head), and the kernels index both with int.
+    super::check_fits_i32(OP, "num_seqs · num_kv_heads (CTAs of the grid's x)", num_seqs.saturating_mul(num_kv_heads))?;
     let mla = (head_dim, head_dim_v) == MLA_DECODE;
     let fp8 = C::TAG == ffi::wc_dtype_WC_E4M3;
     let wgmma = match plan.kernel {
@@ -238,7 +242,7 @@ pub fn attention<T: DType, C: DType>(
     if !(1..=MAX_SPLITS).contains(&plan.num_splits) {
         return Err(Error::Unsupported { op: OP, what: "plan.num_splits (1 to MAX_SPLITS, 64)", value: plan.num_splits.to_string() });
     }
-    if plan.max_q_len > i32::MAX as usize || plan.max_q_len * (num_q_heads / num_kv_heads) > 16 * 65535 {
+    if plan.max_q_len > i32::MAX as usize || plan.max_q_len.saturating_mul(num_q_heads / num_kv_heads) > 16 * 65535 {
         return Err(Error::Unsupported { op: OP, what: "max_q_len", value: plan.max_q_len.to_string() });
     }
     if let Some(l) = &lse {

@@ -158,11 +158,12 @@ impl AttentionPlan {
         check_heads(OP, num_q_heads, num_kv_heads, head_dim, head_dim_v)?;
         let group = num_q_heads / num_kv_heads;
         let max_q_len = q_lens.iter().copied().max().unwrap_or(0);
-        let total_q = q_lens.iter().sum();
-        let decode = head_dim == head_dim_v && max_q_len * group <= 16;
+        let total_q = q_lens.iter().try_fold(0usize, |a, &q| a.checked_add(q));
+        let total_q = total_q.ok_or_else(|| Error::Unsupported { op: OP, what: "q_lens (their sum overflows usize)", value: format!("{} sequences", q_lens.len()) })?;
+        let decode = head_dim == head_dim_v && max_q_len.saturating_mul(group) <= 16;
         // MLA decode: the wgmma kernel's 64-row tiles for more than 16 rows per sequence.
         let mla = (head_dim, head_dim_v) == super::MLA_DECODE;
-        let mla_decode_rows = mla && max_q_len * group <= 16;
+        let mla_decode_rows = mla && max_q_len.saturating_mul(group) <= 16;
         let wgmma_fits = wgmma_supports(dev, head_dim, head_dim_v, fp8) && !(decode || mla_decode_rows);
         let env = env_switches();
         let portable = env.portable;
@@ -184,7 +185,7 @@ impl AttentionPlan {
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
         // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
         let wave_model = decode || (mla && max_q_len <= 8);
-        let base_ctas: usize = q_lens.iter().map(|&q| (q * group).div_ceil(bm) * num_kv_heads).sum();
+        let base_ctas = q_lens.iter().fold(0usize, |a, &q| a.saturating_add(q.saturating_mul(group).div_ceil(bm).saturating_mul(num_kv_heads)));
         let max_splits = plan.max_splits(kv_lens.iter().copied().max().unwrap_or(0));
         if base_ctas > 0 && max_splits > 1 {
             let per_sm = ctas_per_sm(dev, kernel, [num_q_heads, num_kv_heads, head_dim, head_dim_v], max_q_len, kv_dtype)?;
@@ -242,7 +243,7 @@ fn choose_splits(base: usize, slots: usize, max_splits: usize, decode: bool) -> 
         return (slots / base).clamp(1, max_splits);
     }
     let busy = |s: usize| {
-        let n = (base * s) as f64 / slots as f64;
+        let n = base.saturating_mul(s) as f64 / slots as f64;
         n / n.ceil()
     };
     let best = (1..=max_splits).map(busy).fold(0.0, f64::max);

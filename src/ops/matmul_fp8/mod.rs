@@ -236,7 +236,8 @@ fn gemm<O: DType>(
             check_inner_dense(op, "group_offsets", &g.strides())?;
             check_device(op, "group_offsets", dev, g.stream())?;
             let n = out.shape()[1];
-            check_shape(op, "b", &[b_rows, k], &[num_groups * n, k])?;
+            // Saturated: a product past usize is no row count b can have (its rows are refused below).
+            check_shape(op, "b", &[b_rows, k], &[num_groups.saturating_mul(n), k])?;
             (n, num_groups)
         }
     };
@@ -281,7 +282,7 @@ fn gemm<O: DType>(
         check_inner_dense(op, "residual", &v.strides())?;
         check_device(op, "residual", dev, v.stream())?;
     }
-    for (what, v) in [("m + 256 (the last tile's end)", m + 256), ("n (bytes)", n * 2), ("k (bytes)", k * 2), ("b rows (groups · n)", b_rows)] {
+    for (what, v) in [("m + 256 (the last tile's end)", m.saturating_add(256)), ("n (bytes)", n.saturating_mul(2)), ("k (bytes)", k.saturating_mul(2)), ("b rows (groups · n)", b_rows)] {
         check_fits_i32(op, what, v)?;
     }
     let sm90 = match cfg.kernel {

@@ -74,14 +74,14 @@ impl MatmulFp8Problem {
         if self.m == 0 {
             return 0;
         }
-        self.m.div_ceil(block_m) + self.groups.max(1).min(self.m) - 1
+        self.m.div_ceil(block_m).saturating_add(self.groups.max(1).min(self.m) - 1)
     }
 
     /// The kernels' k-steps: 128 bytes of k each (128 e4m3 or 64 bf16 values; the last bf16
     /// step zero-filled past k).
     pub fn k_steps(&self) -> usize {
         let bytes = if self.input == GemmInput::E4m3 { 1 } else { 2 };
-        (self.k * bytes).div_ceil(128)
+        self.k.saturating_mul(bytes).div_ceil(128)
     }
 
     /// Whether the kernels can run this problem in `splits` k-slices (split-k): one GEMM (not
@@ -239,7 +239,7 @@ fn sm90_shapes(p: &MatmulFp8Problem, sm_count: usize) -> impl Iterator<Item = (u
 
 /// The persistent grid of a shape: one CTA per unit up to one per SM, in whole clusters.
 fn num_ctas(p: &MatmulFp8Problem, sm_count: usize, bm: usize, bn: usize, cm: usize) -> usize {
-    let units = p.m_tiles(bm).max(1).div_ceil(cm) * p.n.div_ceil(bn).max(1);
+    let units = p.m_tiles(bm).max(1).div_ceil(cm).saturating_mul(p.n.div_ceil(bn).max(1));
     units.min(sm_count.max(1) / cm) * cm
 }
 
@@ -267,7 +267,7 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
         if !allowed {
             continue;
         }
-        let units = m_tiles.div_ceil(cm) * p.n.div_ceil(bn).max(1);
+        let units = m_tiles.div_ceil(cm).saturating_mul(p.n.div_ceil(bn).max(1));
         let gain = if cm == 2 { PAIR_GAIN } else { 1.0 };
         let cost = units.div_ceil(sms / cm) as f64 * (bm * bn) as f64 / (tile_efficiency(bm, bn) * gain);
         if best.is_none_or(|(c, _)| cost < c) {
@@ -288,8 +288,8 @@ pub fn plan_sm90(p: &MatmulFp8Problem, sm_count: usize, cluster: Option<usize>) 
 /// with n = 2048 has 16 tiles of 64 × 128: its weights would stream through 16 SMs, each
 /// pulling what one CTA's TMA ring keeps in flight (docs/matmul_fp8.md, "Split-k").
 fn plan_splits(p: &MatmulFp8Problem, sms: usize, bm: usize, bn: usize) -> usize {
-    let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
-    if p.groups != 0 || SPLIT_BELOW * tiles > sms {
+    let tiles = p.m_tiles(bm).max(1).saturating_mul(p.n.div_ceil(bn).max(1));
+    if p.groups != 0 || SPLIT_BELOW.saturating_mul(tiles) > sms {
         return 1;
     }
     let most = (sms / tiles).min(MAX_SPLITS).min(p.k_steps() / MIN_SLICE_STEPS);
@@ -316,7 +316,7 @@ pub fn sm90_candidates(p: &MatmulFp8Problem, sm_count: usize) -> Vec<TileConfig>
         // Split-k where the tiles leave SMs idle: the listed slice counts up to two waves and the
         // plan's own count for this tile (e.g. 5 for 24 tiles on 132 SMs), one CTA per unit up
         // to one per SM.
-        let tiles = p.m_tiles(bm).max(1) * p.n.div_ceil(bn).max(1);
+        let tiles = p.m_tiles(bm).max(1).saturating_mul(p.n.div_ceil(bn).max(1));
         if cm == 1 && tiles < sms {
             let planned = plan_splits(p, sms, bm, bn);
             let listed = SPLIT_CANDIDATES.iter().copied().filter(|&s| tiles * s <= 2 * sms && p.split_k_fits(s));
@@ -371,7 +371,7 @@ pub fn check_sm90_tile(p: &MatmulFp8Problem, t: &TileConfig) -> Result<(), &'sta
 /// by the same rule as [`plan_sm90`]'s (then one CTA per tile and k-slice).
 pub fn plan_sm80(p: &MatmulFp8Problem, sm_count: usize) -> TileConfig {
     let (bm, bn) = SM80_TILE;
-    let tiles = p.m_tiles(bm) * p.n.div_ceil(bn);
+    let tiles = p.m_tiles(bm).saturating_mul(p.n.div_ceil(bn));
     let splits = plan_splits(p, sm_count.max(1), bm, bn);
-    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: tiles * splits, cluster_m: 1, tma_store: false, k_splits: splits }
+    TileConfig { block_m: bm, block_n: bn, group_m: GROUP_M, num_ctas: tiles.saturating_mul(splits), cluster_m: 1, tma_store: false, k_splits: splits }
 }

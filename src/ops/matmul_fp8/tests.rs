@@ -13,6 +13,21 @@ fn plan(m: usize, n: usize, k: usize, acc: Accumulation) -> TileConfig {
     plan_sm90(&problem(m, n, k, acc), 132, None).unwrap()
 }
 
+/// The planners are public pure functions: sizes past anything an op accepts give a plan, not
+/// an overflow panic (their products saturate).
+#[test]
+fn the_planners_take_any_sizes() {
+    for (m, n, k) in [(usize::MAX, usize::MAX, usize::MAX), (usize::MAX, 128, 128), (1, usize::MAX - 127, 1 << 62)] {
+        for acc in [Fast, BlockScaled] {
+            let p = problem(m, n, k, acc);
+            let _ = plan_sm90(&p, 132, None);
+            let _ = sm90_candidates(&p, 132);
+            let _ = plan_sm80(&p, 132);
+            let _ = plan_sm80(&MatmulFp8Problem { groups: usize::MAX, ..p }, 132);
+        }
+    }
+}
+
 #[test]
 fn the_planner_picks_the_expected_tiles_for_the_bench_shapes() {
     // 4096×7168: 32 × 28 = 896 tiles of 128×256; as pairs 448 units over 66 slots: 6.8

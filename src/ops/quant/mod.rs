@@ -179,6 +179,9 @@ fn quantize<T: DType>(
     check_device(OP, "x", dev, x.stream())?;
     check_outputs(OP, dev, rows, cols, out, scale, granularity)?;
     check_fits_i32(OP, "cols", cols)?;
+    if matches!(granularity, ScaleGranularity::PerRow | ScaleGranularity::Group128) {
+        check_fits_i32(OP, "rows (one block a row)", rows)?;
+    }
     if granularity == ScaleGranularity::Block128 && rows.div_ceil(FP8_BLOCK) > 65535 {
         return Err(Error::Unsupported { op: OP, what: "rows for 128×128 blocks (at most 65535 · 128)", value: rows.to_string() });
     }
