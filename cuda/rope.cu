@@ -192,6 +192,7 @@ __global__ void __launch_bounds__(kItemThreads) items_kernel(const __grid_consta
   using W = Work<T, N, NEOX>;
   extern __shared__ float2 tables[];
   float2* cs = ROWS ? tables + threadIdx.y * a.table_slots : tables;
+  // (int: the launcher keeps num_tokens + kMaxRows inside int32)
   const int64_t t = ROWS ? static_cast<int>(blockIdx.x * blockDim.y + threadIdx.y) : static_cast<int64_t>(blockIdx.x);
   const bool live = !ROWS || t < a.num_tokens;
   const int step = static_cast<int>(blockDim.x);
@@ -243,7 +244,8 @@ wc_status launch_items(Args a, int64_t num_tokens, cudaStream_t s) {
   const int64_t items = static_cast<int64_t>(a.nq + a.nk) * (a.half / n) +
                         (append ? static_cast<int64_t>(a.nk) * ((a.head_dim - a.rotary_dim) / m) + static_cast<int64_t>(a.nv) * (a.head_dim / m) : 0);
   if (items <= 0) return WC_OK;
-  if (items > INT32_MAX / 2) return WC_ERR_INVALID_ARG;
+  // (the rows kernels' token index, blockIdx.x * rows + row, stays below 2^31)
+  if (items > INT32_MAX / 2 || num_tokens > INT32_MAX - kMaxRows) return WC_ERR_INVALID_ARG;
   const int64_t per_round = static_cast<int64_t>(kRound) * kItemThreads;
   const int64_t rounds = (items + per_round - 1) / per_round;
   const int per_token = static_cast<int>((items + kRound * rounds - 1) / (kRound * rounds));

@@ -66,7 +66,12 @@ macro_rules! view_common {
         }
         /// Number of elements addressed (the product of the shape).
         pub fn numel(&self) -> usize {
-            self.shape.iter().product()
+            // (saturating: a view with a zero dimension may have any other sizes)
+            if self.shape.contains(&0) {
+                0
+            } else {
+                self.shape.iter().fold(1usize, |a, &n| a.saturating_mul(n))
+            }
         }
         /// True when the strides are the row-major strides of the shape.
         pub fn is_contiguous(&self) -> bool {

@@ -256,8 +256,9 @@ pub fn select_rows<T: DType, I: IndexType>(
         src_rows: src_rows as i64,
         num_rows: num_rows as i64,
         cols: cols as i64,
-        src_stride: src.strides()[0] as i64,
-        out_stride: out_stride as i64,
+        // (a one-row view's stride is any value: sent as cols, as the other ops' row strides)
+        src_stride: super::row_stride(src_rows, src.strides()[0], cols) as i64,
+        out_stride: super::row_stride(num_rows, out_stride, cols) as i64,
         indices_int64: I::IS_I64 as i32,
         dtype: T::TAG,
     };

@@ -12,6 +12,23 @@ use std::f64::consts::PI;
 /// Largest rotary_dim the kernels take.
 pub const ROPE_MAX_ROTARY_DIM: usize = 2 * crate::ffi::WC_ROPE_MAX_PAIRS as usize;
 
+/// Largest inv_freq entry accepted (radians per position): position · inv_freq stays finite
+/// in f64 for every i64 position. Unscaled tables are at most 1; only extreme scaling factors
+/// come near it.
+const MAX_INV_FREQ: f64 = 4_294_967_296.0;
+
+/// The frequency table as the C parameters hold it (unused pairs 0).
+pub(crate) type FreqTable = [f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize];
+
+thread_local! {
+    /// The last config's table on this thread. An engine calls the family with one config per
+    /// model, layer after layer, and the table (`rotary_dim / 2` powf in f64, more for YaRN and
+    /// Llama 3) was most of the op's host work: 1.0 us of 2.8 at rotary_dim 128 (docs/rope.md,
+    /// "Host cost per call"). Equal configs give equal tables (`PartialEq` on the fields; NaN is
+    /// never equal, so such a config only misses), so a hit is exact.
+    static LAST_TABLE: std::cell::RefCell<Option<(RopeConfig, Box<FreqTable>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Which elements of the rotary part `r` form a rotated pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -183,14 +200,39 @@ impl RopeConfig {
             }
         }
         let af = self.attention_factor();
-        if !pos(af) {
-            return bad("attention factor (finite, > 0)", af.to_string());
+        // (the kernels take it as f32: 1e39 would be inf there, 1e-50 zero)
+        if !pos(af) || !pos(af as f32 as f64) {
+            return bad("attention factor (finite, > 0, as f32 too)", af.to_string());
+        }
+        // Extreme factors pass the field checks but not the table: a linear factor of 1e-320,
+        // or a dynamic-NTK factor of 1e17 (its base rounds to 0), give inf or NaN entries.
+        let mut table = [0f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize];
+        self.freq_table(&mut table);
+        if let Some(f) = table[..d / 2].iter().find(|f| !(0.0..=MAX_INV_FREQ).contains(*f)) {
+            return bad("frequency table (every inv_freq in 0 ..= 2^32; check the scaling factors)", f.to_string());
         }
         Ok(())
     }
 
+    /// [`RopeConfig::inv_freq`] into `out` (unused entries 0), from this thread's last-config
+    /// cache when it matches.
+    pub(crate) fn freq_table(&self, out: &mut FreqTable) {
+        LAST_TABLE.with_borrow_mut(|last| match last {
+            Some((c, table)) if c == self => *out = **table,
+            _ => {
+                let mut table = Box::new([0f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize]);
+                for (d, f) in table.iter_mut().zip(self.inv_freq()) {
+                    *d = f;
+                }
+                *out = *table;
+                *last = Some((*self, table));
+            }
+        })
+    }
+
     /// The frequency table `inv_freq[0 .. rotary_dim/2]`, radians per position, in f64.
-    /// Call [`RopeConfig::validate`] first (it rejects configs whose table is not finite).
+    /// Call [`RopeConfig::validate`] first (it rejects configs whose table is not finite, or
+    /// has entries above 2^32).
     pub fn inv_freq(&self) -> Vec<f64> {
         let d = self.rotary_dim as f64;
         let half = self.rotary_dim / 2;

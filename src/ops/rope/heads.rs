@@ -78,8 +78,10 @@ impl<'b, 'a, T: DType> Qkv<'b, 'a, T> {
         match self {
             Self::Fused { qkv, .. } => {
                 let (base, g) = qkv.device_ptr_mut(stream);
-                let hs = (layout.q_strides[1] as u64) * size;
                 let (nq, nk) = (layout.num_q_heads as u64, layout.num_kv_heads as u64);
+                // One head in all: its head stride is any value (the view's extent does not
+                // bound a size-1 dimension's stride), and no pointer below uses it.
+                let hs = if nq + nk > 1 || layout.v_strides.is_some() { (layout.q_strides[1] as u64) * size } else { 0 };
                 let v = if layout.v_strides.is_some() { base + (nq + nk) * hs } else { 0 };
                 RawHeads { q: base, k: base + nq * hs, v, _guards: vec![g] }
             }

@@ -38,37 +38,10 @@ pub struct QkNorm<'b, 'a, T> {
     pub cfg: RmsNormConfig,
 }
 
-/// The frequency table as the C parameters hold it (unused pairs 0).
-type FreqTable = [f64; ffi::WC_ROPE_MAX_PAIRS as usize];
-
-thread_local! {
-    /// The last config's table on this thread. An engine calls the family with one config per
-    /// model, layer after layer, and the table (`rotary_dim / 2` powf in f64, more for YaRN and
-    /// Llama 3) was most of the op's host work: 1.0 us of 2.8 at rotary_dim 128 (docs/rope.md,
-    /// "Host cost per call"). Equal configs give equal tables (`PartialEq` on the fields, NaN
-    /// never equal and rejected by `validate` anyway), so a hit is exact.
-    static LAST_TABLE: std::cell::RefCell<Option<(RopeConfig, Box<FreqTable>)>> = const { std::cell::RefCell::new(None) };
-}
-
-/// `cfg`'s frequency table, from this thread's last-config cache when it matches.
-fn freq_table(cfg: &RopeConfig, out: &mut FreqTable) {
-    LAST_TABLE.with_borrow_mut(|last| match last {
-        Some((c, table)) if c == cfg => *out = **table,
-        _ => {
-            let mut table = Box::new([0f64; ffi::WC_ROPE_MAX_PAIRS as usize]);
-            for (d, f) in table.iter_mut().zip(cfg.inv_freq()) {
-                *d = f;
-            }
-            *out = *table;
-            *last = Some((*cfg, table));
-        }
-    })
-}
-
 /// The C rotation parameters for `cfg` (validated) reading positions at `positions`.
 fn rotary_params<P: IndexType>(cfg: &RopeConfig, positions: u64) -> ffi::wc_rotary {
     let mut inv_freq = [0f64; ffi::WC_ROPE_MAX_PAIRS as usize];
-    freq_table(cfg, &mut inv_freq);
+    cfg.freq_table(&mut inv_freq);
     ffi::wc_rotary {
         positions: positions as *const _,
         positions_int64: P::IS_I64 as i32,
@@ -284,10 +257,30 @@ pub fn qk_norm_rope_append_kv<T: DType, C: DType, P: IndexType, S: IndexType>(
 mod tests {
     use super::*;
 
-    fn direct(cfg: &RopeConfig) -> FreqTable {
+    fn direct(cfg: &RopeConfig) -> config::FreqTable {
         let mut t = [0f64; ffi::WC_ROPE_MAX_PAIRS as usize];
         t.iter_mut().zip(cfg.inv_freq()).for_each(|(d, f)| *d = f);
         t
+    }
+
+    /// Scaling factors that pass the field checks but give a table or an attention factor that
+    /// is not finite (or zero in f32) are refused by `validate`, which the ops call first.
+    #[test]
+    fn extreme_factors_are_refused() {
+        let base = RopeConfig::new(128, 10_000.0);
+        let y = Yarn::deepseek_v3();
+        for cfg in [
+            base.with_scaling(RopeScaling::Linear { factor: 1e-320 }),
+            base.with_scaling(RopeScaling::DynamicNtk { factor: 1e17, original_max_positions: 4096, seq_len: 4096 }),
+            base.with_scaling(RopeScaling::Llama3 { factor: 1e-320, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8192 }),
+            base.with_scaling(RopeScaling::Yarn(Yarn { factor: 1e-310, ..y })),
+            base.with_scaling(RopeScaling::Yarn(Yarn { attention_factor: Some(1e39), ..y })),
+            base.with_scaling(RopeScaling::Yarn(Yarn { attention_factor: Some(1e-50), ..y })),
+        ] {
+            assert!(matches!(cfg.validate("t", 128), Err(Error::Unsupported { .. })), "{cfg:?}");
+        }
+        assert!(base.with_scaling(RopeScaling::Yarn(y)).validate("t", 128).is_ok());
+        assert!(base.with_scaling(RopeScaling::Linear { factor: 0.25 }).validate("t", 128).is_ok());
     }
 
     /// The last-config cache gives each config its own table bit for bit, whatever came
@@ -309,7 +302,7 @@ mod tests {
             for (i, cfg) in configs.iter().enumerate() {
                 for _repeat in 0..=round {
                     let mut got = [f64::NAN; ffi::WC_ROPE_MAX_PAIRS as usize];
-                    freq_table(cfg, &mut got);
+                    cfg.freq_table(&mut got);
                     let want = direct(cfg);
                     assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "config {i}, round {round}");
                 }
