@@ -121,3 +121,27 @@ fn cuda_graphs_need_the_gpu_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cuda-graphs needs --device cuda"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Options out of range are refused with a message naming them, not run as something else:
+/// --batch 0 (was one sequence) or past 65536 (was a huge allocation), a negative or NaN
+/// temperature (was greedy), top-p outside (0, 1], --kv-scale without an FP8 cache (was ignored).
+#[test]
+fn run_refuses_options_out_of_range() {
+    for (extra, needle) in [
+        (&["--batch", "0"][..], "--batch"),
+        (&["--batch", "100000000000"][..], "--batch"),
+        (&["--temperature=-5"][..], "temperature"),
+        (&["--temperature", "NaN"][..], "temperature"),
+        (&["--temperature", "1", "--top-p", "7"][..], "top_p"),
+        (&["--temperature", "1", "--top-p=-1"][..], "top_p"),
+        (&["--kv-scale", "0.5"][..], "--kv-scale needs --kv-cache fp8"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_warpcore"))
+            .args(["run", "--model", fixtures().join("llama").to_str().unwrap(), "--prompt-ids", "1,5", "--max-new-tokens", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} ran");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -2,11 +2,14 @@
 //! sequence's generation ends ([`is_finished`], the rule both model paths share).
 
 use crate::check::Rng;
+use crate::{Error, Result};
 
 /// How the next token is chosen. `temperature == 0` is greedy (argmax, ties to the lower id).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
-    /// Softmax temperature; not > 0 (0, negative, NaN) is greedy.
+    /// Softmax temperature, finite and >= 0; 0 is greedy. (A [`Sampler`] also takes a value
+    /// not > 0, negative or NaN, as greedy; the generate functions refuse them:
+    /// [`Sampling::validate`].)
     pub temperature: f32,
     /// Keep the k most likely tokens (0: all).
     pub top_k: usize,
@@ -20,6 +23,18 @@ impl Sampling {
     /// Argmax every step (temperature 0); no numbers are drawn.
     pub fn greedy() -> Self {
         Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+
+    /// Checks the settings the models' generate functions take: temperature finite and >= 0,
+    /// top_p in (0, 1]. (top_k may be any count: past the vocabulary it keeps every token.)
+    pub fn validate(&self, op: &'static str) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::Unsupported { op, what: "temperature (finite, >= 0; 0 is greedy)", value: self.temperature.to_string() });
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Unsupported { op, what: "top_p (0 < top_p <= 1)", value: self.top_p.to_string() });
+        }
+        Ok(())
     }
 }
 
@@ -74,6 +89,18 @@ pub fn is_finished(generated: &[u32], max_new_tokens: usize, eos: &[u32]) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let ok = Sampling { temperature: 0.7, top_k: 1 << 40, top_p: 1.0, seed: 1 };
+        assert!(ok.validate("t").is_ok() && Sampling::greedy().validate("t").is_ok());
+        for t in [-5.0, f32::NAN, f32::INFINITY] {
+            assert!(Sampling { temperature: t, ..ok }.validate("t").is_err(), "temperature {t}");
+        }
+        for p in [0.0, -1.0, 7.0, f32::NAN] {
+            assert!(Sampling { top_p: p, ..ok }.validate("t").is_err(), "top_p {p}");
+        }
+    }
 
     #[test]
     fn a_sequence_ends_at_max_new_tokens_or_right_after_an_eos_token() {

@@ -103,9 +103,9 @@ enum Command {
         /// cpu (the f32 reference path) or cuda (the GPU path: bf16, paged KV cache).
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Run the prompt as a batch of this many sequences (the same prompt replicated).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
+        /// Run the prompt as a batch of this many sequences (the same prompt replicated; 1 to 65536).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        batch: u32,
         /// 0 = greedy.
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
@@ -148,8 +148,13 @@ fn main() -> ExitCode {
         Command::Run { model, prompt_ids, prompt, max_new_tokens, ignore_eos, device, batch, temperature, top_k, top_p, seed, logits_out, kv_cache, kv_scale, cuda_graphs } => {
             let sampling = warpcore::model::Sampling { temperature, top_k, top_p, seed };
             let kv_fp8 = (kv_cache == "fp8").then_some(kv_scale.map(|s| warpcore::kv_cache::KvScales::new(s, s)));
-            let run = |prompt_ids: Vec<u32>, tokenizer: Option<&Tokenizer>| {
-                let prompts = vec![prompt_ids; batch.max(1)];
+            let run = |prompt_ids: Vec<u32>, tokenizer: Option<&Tokenizer>| -> CliResult {
+                // Refused here, before the model loads (the generate functions check them too).
+                sampling.validate("warpcore run")?;
+                if kv_scale.is_some() && kv_cache != "fp8" {
+                    return Err("--kv-scale needs --kv-cache fp8".into());
+                }
+                let prompts = vec![prompt_ids; batch as usize];
                 let gen = Generation { max_new_tokens, ignore_eos, sampling, decode_graphs: cuda_graphs };
                 run_model(&model, &prompts, gen, (&device, kv_fp8), logits_out.as_deref(), tokenizer)
             };

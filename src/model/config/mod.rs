@@ -8,10 +8,16 @@ mod rope;
 use crate::ops::moe_routing::{MoeGateConfig, MoeScoring};
 use crate::kv_cache::KvScales;
 use crate::ops::quant::FP8_BLOCK;
+use crate::reference::elementwise::MAX_SAMPLE_COLS;
 use crate::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
+
+/// Most decoder layers a config may have (released models have at most a few hundred).
+const MAX_LAYERS: usize = 1 << 12;
+/// Most any size field may be (the kernels index with int32).
+const MAX_DIM: usize = i32::MAX as usize;
 
 /// The architectures the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +229,8 @@ struct Raw {
     #[serde(default)]
     attention_bias: Option<bool>,
     #[serde(default)]
+    mlp_bias: Option<bool>,
+    #[serde(default)]
     hidden_act: Option<String>,
     #[serde(default, alias = "num_experts", alias = "n_routed_experts")]
     num_local_experts: Option<usize>,
@@ -379,6 +387,38 @@ impl ModelConfig {
         if heads == 0 || raw.hidden_size == 0 || raw.num_hidden_layers == 0 || raw.vocab_size == 0 {
             return Err(bad(here, "zero-sized hidden_size, num_attention_heads, num_hidden_layers or vocab_size"));
         }
+        // Bounds before anything is sized from these (a layer count of 2^40 had aborted on a
+        // 633 TB allocation, and a Qwen3-MoE one looped 2^40 times building its dense list).
+        if raw.num_hidden_layers > MAX_LAYERS {
+            return Err(bad(here, format!("num_hidden_layers {} (at most {MAX_LAYERS})", raw.num_hidden_layers)));
+        }
+        if raw.vocab_size > MAX_SAMPLE_COLS {
+            return Err(bad(here, format!("vocab_size {} (at most 2^23, the sampler's limit)", raw.vocab_size)));
+        }
+        let dims = [
+            ("hidden_size", Some(raw.hidden_size)),
+            ("intermediate_size", raw.intermediate_size),
+            ("moe_intermediate_size", raw.moe_intermediate_size),
+            ("num_attention_heads", Some(heads)),
+            ("num_key_value_heads", raw.num_key_value_heads),
+            ("head_dim", raw.head_dim),
+            ("max_position_embeddings", raw.max_position_embeddings),
+            ("kv_lora_rank", raw.kv_lora_rank),
+            ("q_lora_rank", raw.q_lora_rank.flatten()),
+            ("qk_nope_head_dim", raw.qk_nope_head_dim),
+            ("qk_rope_head_dim", raw.qk_rope_head_dim),
+            ("v_head_dim", raw.v_head_dim),
+        ];
+        if let Some((what, v)) = dims.iter().find_map(|&(w, v)| v.filter(|&v| v > MAX_DIM).map(|v| (w, v))) {
+            return Err(bad(here, format!("{what} {v} (at most 2^31 - 1)")));
+        }
+        if raw.mlp_bias == Some(true) {
+            return Err(Error::Unsupported { op: "ModelConfig", what: "mlp_bias (biases on gate, up and down projections)", value: "true".into() });
+        }
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(if architecture == Architecture::Mixtral { 1e-5 } else { 1e-6 });
+        if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0 && (rms_norm_eps as f32).is_finite()) {
+            return Err(bad(here, format!("rms_norm_eps {rms_norm_eps} (finite, >= 0)")));
+        }
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(heads);
         if num_kv_heads == 0 || !heads.is_multiple_of(num_kv_heads) {
             return Err(bad(here, format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
@@ -467,19 +507,25 @@ impl ModelConfig {
             _ => None,
         };
         let eos_token_ids = eos_token_ids(raw.eos_token_id.as_ref(), here)?;
-        Ok(Self {
+        let head_dim = match &mla {
+            Some(m) => m.qk_nope_head_dim + m.qk_rope_head_dim, // both at most 2^31 - 1
+            None => raw.head_dim.unwrap_or(raw.hidden_size / heads),
+        };
+        for (what, n) in [("num_attention_heads", heads), ("num_key_value_heads", num_kv_heads)] {
+            if head_dim == 0 || n.checked_mul(head_dim).is_none_or(|p| p > MAX_DIM) {
+                return Err(bad(here, format!("head_dim {head_dim} with {what} {n} (head_dim > 0, heads · head_dim at most 2^31 - 1)")));
+            }
+        }
+        let config = Self {
             architecture,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
-            intermediate_size: raw.intermediate_size.unwrap_or(4 * raw.hidden_size),
+            intermediate_size: raw.intermediate_size.unwrap_or(4 * raw.hidden_size), // hidden_size <= 2^31
             num_layers: raw.num_hidden_layers,
             num_q_heads: heads,
             num_kv_heads,
-            head_dim: match &mla {
-                Some(m) => m.qk_nope_head_dim + m.qk_rope_head_dim,
-                None => raw.head_dim.unwrap_or(raw.hidden_size / heads),
-            },
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(if architecture == Architecture::Mixtral { 1e-5 } else { 1e-6 }),
+            head_dim,
+            rms_norm_eps,
             rope_theta: theta,
             rope_scaling: scaling,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
@@ -493,7 +539,11 @@ impl ModelConfig {
             sub_norms: architecture == Architecture::BitNet,
             bitnet_quant,
             eos_token_ids,
-        })
+        };
+        // The RoPE and the softmax scale, checked at load rather than at the first forward.
+        config.rope(config.max_position_embeddings)?;
+        config.softmax_scale()?;
+        Ok(config)
     }
 }
 

@@ -27,13 +27,24 @@ impl ModelConfig {
             None => (self.head_dim, RopeStyle::NeoX),
         };
         let base = RopeConfig::new(dim, self.rope_theta).with_style(style);
-        let Some(sc) = &self.rope_scaling else { return Ok(base) };
+        let here = Path::new("config.json");
+        let Some(sc) = &self.rope_scaling else {
+            base.validate("ModelConfig::rope", dim)?;
+            return Ok(base);
+        };
+        if !sc.is_object() {
+            return Err(bad(here, format!("rope_scaling / rope_parameters {sc} (an object)")));
+        }
         let num = |k: &str| sc.get(k).and_then(Value::as_f64);
-        let need = |k: &'static str| num(k).ok_or_else(|| bad(Path::new("config.json"), format!("rope scaling without `{k}`")));
-        let original = sc
-            .get("original_max_position_embeddings")
-            .and_then(Value::as_u64)
-            .map_or(self.max_position_embeddings, |v| v as usize);
+        let need = |k: &'static str| num(k).ok_or_else(|| bad(here, format!("rope scaling without `{k}`")));
+        // A whole number (written 64 or 64.0), or absent: max_position_embeddings.
+        let original = match sc.get("original_max_position_embeddings") {
+            None | Some(Value::Null) => self.max_position_embeddings,
+            Some(v) => v
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (1.0..=i32::MAX as f64).contains(f))
+                .ok_or_else(|| bad(here, format!("original_max_position_embeddings {v} (a whole number, 1 ..= 2^31 - 1)")))? as usize,
+        };
         let kind = rope_type(|k| sc.get(k));
         let scaling = match kind {
             "default" => RopeScaling::None,

@@ -6,13 +6,17 @@ use crate::ops::rope::{RopeScaling, RopeStyle};
 #[test]
 fn reads_transformers_5_and_legacy_rope_fields() {
     let v5 = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
-        "num_attention_heads":2,"num_key_value_heads":1,"rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0}}"#;
+        "num_attention_heads":2,"num_key_value_heads":1,"rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0,
+        "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64.0}}"#;
     let c = ModelConfig::from_json(v5).unwrap();
     assert_eq!((c.rope_theta, c.head_dim, c.num_kv_heads), (500000.0, 4, 1));
     assert_eq!(c.rope_scaling.as_ref().unwrap()["rope_type"], "llama3");
     assert!(c.rope_scaling.as_ref().unwrap().get("rope_theta").is_none());
-    // llama3 without its frequency factors is an error naming the missing key.
-    let e = c.rope(16).unwrap_err();
+    // original_max_position_embeddings written as a float is read (it had fallen back to
+    // max_position_embeddings).
+    assert!(matches!(c.rope(16).unwrap().scaling, RopeScaling::Llama3 { original_max_positions: 64, .. }));
+    // llama3 without its frequency factors is an error naming the missing key, at load.
+    let e = ModelConfig::from_json(&v5.replace(r#""low_freq_factor":1.0,"#, "")).unwrap_err();
     assert!(e.to_string().contains("low_freq_factor"), "{e}");
     let legacy = r#"{"architectures":["Qwen3ForCausalLM"],"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
         "num_attention_heads":2,"rope_theta":1e6}"#;
@@ -37,6 +41,47 @@ fn reads_transformers_5_and_legacy_rope_fields() {
             num_shared_experts: 0,
         }
     );
+}
+
+/// Values no checkpoint has are refused at load with a typed error, before anything is sized
+/// from them (a review of 2026-12-03 found each one loading: aborting on a huge allocation,
+/// looping, panicking in a reference function, or running silently wrong).
+#[test]
+fn absurd_or_unsupported_values_are_refused_at_load() {
+    // The base config with the fields of `extra` (",k":v,...) put in or replaced.
+    let llama = |extra: &str| {
+        let mut v: Value = serde_json::from_str(r#"{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4}"#).unwrap();
+        let add: Value = serde_json::from_str(&format!("{{{}}}", extra.trim_start_matches(','))).unwrap();
+        v.as_object_mut().unwrap().extend(add.as_object().unwrap().clone());
+        v.to_string()
+    };
+    assert!(ModelConfig::from_json(&llama("")).is_ok());
+    for (extra, needle) in [
+        (r#","num_hidden_layers":1099511627776"#, "num_hidden_layers"),
+        (r#","vocab_size":16777216"#, "vocab_size"),
+        (r#","intermediate_size":4294967296"#, "intermediate_size"),
+        (r#","head_dim":0"#, "head_dim"),
+        (r#","hidden_size":2"#, "head_dim"),
+        (r#","head_dim":7"#, "rotary_dim"),
+        (r#","num_attention_heads":65536,"head_dim":65536"#, "head_dim"),
+        (r#","rope_theta":0.0"#, "theta"),
+        (r#","rope_theta":-10000.0"#, "theta"),
+        (r#","rms_norm_eps":-1.0"#, "rms_norm_eps"),
+        (r#","rms_norm_eps":1e300"#, "rms_norm_eps"),
+        (r#","rope_scaling":5"#, "an object"),
+        (r#","rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64.5}"#, "original_max_position_embeddings"),
+        (r#","mlp_bias":true"#, "mlp_bias"),
+    ] {
+        let e = ModelConfig::from_json(&llama(extra)).unwrap_err();
+        assert!(e.to_string().contains(needle), "{extra}: {e}");
+    }
+    // MoE and MLA layer counts: refused before the dense-layer lists are built.
+    let moe = r#"{"architectures":["Qwen3MoeForCausalLM"],"vocab_size":16,"hidden_size":64,"num_hidden_layers":1099511627776,
+        "num_attention_heads":4,"num_experts":8,"moe_intermediate_size":32,"decoder_sparse_step":2}"#;
+    assert!(ModelConfig::from_json(moe).unwrap_err().to_string().contains("num_hidden_layers"));
+    let ds = r#"{"architectures":["DeepseekV3ForCausalLM"],"vocab_size":16,"hidden_size":64,"num_hidden_layers":1099511627776,
+        "num_attention_heads":4,"first_k_dense_replace":1099511627776}"#;
+    assert!(ModelConfig::from_json(ds).unwrap_err().to_string().contains("num_hidden_layers"));
 }
 
 #[test]

@@ -106,7 +106,8 @@ impl CpuModel {
                         o: load_linear(w, c, &at("o_proj"), h, qd)?,
                         sub_norm: if c.sub_norms { Some(get(&at("attn_sub_norm.weight"), &[qd])?) } else { None },
                         bias: if c.attention_bias {
-                            Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?])
+                            // transformers: q, k, v and o_proj all take bias=attention_bias.
+                            Some([get(&at("q_proj.bias"), &[qd])?, get(&at("k_proj.bias"), &[kvd])?, get(&at("v_proj.bias"), &[kvd])?, get(&at("o_proj.bias"), &[h])?])
                         } else {
                             None
                         },

@@ -145,8 +145,8 @@ enum Attention {
         o: Linear,
         /// RMSNorm of the attention output before o_proj (BitNet's attn_sub_norm).
         sub_norm: Option<Vec<f32>>,
-        /// q_proj, k_proj, v_proj biases (attention_bias).
-        bias: Option<[Vec<f32>; 3]>,
+        /// q_proj, k_proj, v_proj and o_proj biases (attention_bias).
+        bias: Option<[Vec<f32>; 4]>,
         /// Per-head q/k RMSNorm weights (Qwen3).
         qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     },
@@ -302,7 +302,7 @@ impl CpuModel {
                     if let Some(w) = sub_norm {
                         att = f64_to_f32(rms_norm::rms_norm(&att, w, norm));
                     }
-                    o.apply(&att, None, c.num_q_heads * hd)
+                    o.apply(&att, bias(3), c.num_q_heads * hd)
                 }
                 Attention::Mla { q, kv_a, kv_a_norm, kv_b, o } => {
                     let m = c.mla.as_ref().expect("an MLA layer has an MLA config");
@@ -422,6 +422,7 @@ impl CpuModel {
         if prompt.is_empty() {
             return Err(Error::Empty { op: "CpuModel::generate", arg: "prompt", shape: "[0]".into() });
         }
+        sampler.settings().validate("CpuModel::generate")?;
         let mut ids = prompt.to_vec();
         let rescaled = matches!(self.config.rope(ids.len())?.scaling, RopeScaling::DynamicNtk { .. });
         let mut past = Past::new(self.layers.len());

@@ -87,3 +87,47 @@ fn sixteen_bit_matrices_give_the_bits_of_their_values_in_f32() {
         }
     }
 }
+
+/// attention_bias: the q, k, v and o_proj biases are all read (transformers builds each with
+/// bias=attention_bias; o_proj's had been left out: a checkpoint's o_proj.bias changed nothing).
+/// Zero biases give the bits of the model without them; an o_proj bias alone moves the logits;
+/// a missing one is an error naming it.
+#[test]
+fn attention_biases_include_o_proj() {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let src = fixtures().join("llama");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let base = CpuModel::load(&src).unwrap();
+    let c = base.config.clone();
+    let ids = [1u32, 7, 3, 200 % c.vocab_size as u32, 5];
+    let want = base.forward(&ids).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["attention_bias"] = serde_json::Value::Bool(true);
+    let (qd, kvd) = (c.num_q_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    let dir = std::env::temp_dir().join(format!("warpcore-attn-bias-{}", std::process::id()));
+    // o_bias: layer 0's o_proj bias value (None: the tensor left out).
+    let load = |o_bias: Option<f32>| {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
+        for l in 0..c.num_layers {
+            let o = if l == 0 { o_bias } else { Some(0.0) };
+            for (name, len, value) in [("q_proj", qd, Some(0.0)), ("k_proj", kvd, Some(0.0)), ("v_proj", kvd, Some(0.0)), ("o_proj", c.hidden_size, o)] {
+                if let Some(x) = value {
+                    tensors.push((format!("model.layers.{l}.self_attn.{name}.bias"), vec![len], x.to_le_bytes().repeat(len)));
+                }
+            }
+        }
+        let views = tensors.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()));
+        safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+        let model = CpuModel::load(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        model
+    };
+    assert!(load(Some(0.0)).unwrap().forward(&ids).unwrap() == want, "zero biases changed the logits");
+    let moved = load(Some(0.5)).unwrap().forward(&ids).unwrap();
+    assert!(moved.iter().zip(&want).any(|(a, b)| a != b), "o_proj.bias was not applied");
+    let e = load(None).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("o_proj.bias"), "{e}");
+}

@@ -202,6 +202,21 @@ impl GpuModel {
         let total: usize = prompts.iter().map(Vec::len).sum();
         let too_long = || Error::Unsupported { op: OP, what: "prompt length + max_new_tokens", value: format!("max_new_tokens {max_new_tokens}") };
         let num_pages = prompts.iter().try_fold(0usize, |n, p| p.len().checked_add(max_new_tokens).and_then(|l| n.checked_add(l.div_ceil(PAGE_SIZE)))).ok_or_else(too_long)?;
+        // The whole cache against the GPU's memory before anything is sized from it (a huge
+        // max_new_tokens had built a host free list of 2^31 pages first).
+        let row = match c.mla {
+            Some(_) => super::mla::ROW,
+            None => 2 * c.num_kv_heads * c.head_dim, // K and V
+        };
+        let elem = if self.kv_fp8.is_some() { 1 } else { 2 };
+        let bytes = [PAGE_SIZE, row, c.num_layers, elem].iter().try_fold(num_pages, |b, &f| b.checked_mul(f));
+        if bytes.is_none_or(|b| b > self.dev.info().total_memory) {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "prompt lengths + max_new_tokens (their KV cache exceeds the GPU's memory)",
+                value: format!("{num_pages} pages of {PAGE_SIZE} tokens, max_new_tokens {max_new_tokens}"),
+            });
+        }
         let mut pages = PageAllocator::new(num_pages, PAGE_SIZE)?;
         let seqs: Vec<SeqId> = prompts.iter().map(|_| pages.add_sequence()).collect();
         let cache = (0..c.num_layers)
@@ -370,7 +385,11 @@ impl GpuModel {
         eos: &[u32],
         on_step: &mut dyn FnMut(&[Option<u32>]),
     ) -> Result<Vec<Vec<u32>>> {
-        let mut out = vec![Vec::with_capacity(max_new_tokens); prompts.len()];
+        for s in &samplers {
+            s.settings().validate("GpuModel::generate")?;
+        }
+        // (capacity capped: max_new_tokens is checked against the cache only when it is sized)
+        let mut out = vec![Vec::with_capacity(max_new_tokens.min(4096)); prompts.len()];
         if max_new_tokens == 0 {
             return Ok(out);
         }

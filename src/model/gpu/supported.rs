@@ -27,7 +27,7 @@ pub fn check_supported(c: &ModelConfig) -> Result<GluActivation> {
         return Err(Error::Unsupported { op: OP, what: "BitNet without its quantization_config", value: "none".into() });
     }
     if c.attention_bias {
-        return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v biases)", value: "true".into() });
+        return Err(Error::Unsupported { op: OP, what: "attention_bias (q/k/v/o biases)", value: "true".into() });
     }
     c.check_fp8_block(OP)?;
     if c.mla.is_none() && !HEAD_DIMS.contains(&(c.head_dim, c.head_dim)) {
@@ -91,7 +91,10 @@ mod tests {
         assert!(matches!(check_supported(&moe).unwrap_err(), Error::Unsupported { what, .. } if what.starts_with("MoE hidden")));
         let e = check_supported(&config(r#","hidden_act":"gelu""#)).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "hidden_act", .. }), "{e}");
-        let e = check_supported(&config(r#","rope_scaling":{"rope_type":"longrope","factor":2.0}"#)).unwrap_err();
+        // (refused at load since 2026-12-03, the RoPE built from the config there)
+        let j = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":128,"num_hidden_layers":1,
+            "num_attention_heads":2,"rope_scaling":{"rope_type":"longrope","factor":2.0}}"#;
+        let e = ModelConfig::from_json(j).unwrap_err();
         assert!(matches!(e, Error::Unsupported { what: "rope_type", .. }), "{e}");
         // DeepSeek-V3 runs at DeepSeek's MLA dims only (the MLA decode kernel's).
         let mut ds = config("");
