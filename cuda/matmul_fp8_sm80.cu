@@ -301,7 +301,7 @@ extern "C" wc_status wc_matmul_fp8_sm80(const wc_matmul_fp8_params* p, wc_stream
   if (p->block_m != wc::kBM || p->block_n != wc::kBN || p->n <= 0 || p->k <= 0 ||
       (fp8 ? p->n % wc::kBN != 0 || p->k % wc::kBK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
       (p->group_offsets != nullptr && p->num_groups < 1) || p->m > INT32_MAX - 256 || p->k > INT32_MAX / 2 ||
-      (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
+      (p->group_offsets != nullptr ? p->num_groups : 1) > INT32_MAX / p->n)  // (n > 0: no product to overflow)
     return WC_ERR_INVALID_ARG;
   if (const wc_status st = fp8 ? wc::check_split_k<uint8_t>(*p) : wc::check_split_k<__nv_bfloat16>(*p); st != WC_OK)
     return st;

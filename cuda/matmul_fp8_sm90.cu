@@ -534,7 +534,7 @@ extern "C" wc_status wc_matmul_fp8_sm90(const wc_matmul_fp8_params* p, wc_stream
       (fp8 ? p->n % wc::kFp8BlockK != 0 || p->k % wc::kFp8BlockK != 0 : p->n % 8 != 0 || p->k % 8 != 0) ||
       p->m > INT32_MAX - 256 || p->n > INT32_MAX || p->k > INT32_MAX / 2 ||
       p->cluster_m < 0 || p->cluster_m > 2 || (p->group_offsets != nullptr && p->num_groups < 1) ||
-      (p->group_offsets != nullptr ? p->num_groups : 1) * p->n > INT32_MAX)
+      (p->group_offsets != nullptr ? p->num_groups : 1) > INT32_MAX / p->n)  // (n > 0: no product to overflow)
     return WC_ERR_INVALID_ARG;
   if (p->group_offsets != nullptr && p->cluster_m == 2) return WC_ERR_UNSUPPORTED;  // a pair shares one B tile
   if (const wc_status st = fp8 ? wc::check_split_k<uint8_t>(*p) : wc::check_split_k<__nv_bfloat16>(*p); st != WC_OK)

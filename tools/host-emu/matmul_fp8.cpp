@@ -416,6 +416,10 @@ static void refusals(bool sm90) {
   p.group_offsets = offsets;
   p.num_groups = 0;
   expect("grouped with no groups", WC_ERR_INVALID_ARG);
+  p.num_groups = INT32_MAX / p.n + 1;
+  expect("groups · n past int32", WC_ERR_INVALID_ARG);
+  p.num_groups = int64_t{1} << 62;  // the product past int64 too: refused without forming it
+  expect("groups · n past int64", WC_ERR_INVALID_ARG);
   p.num_groups = 1;
   if (sm90) {
     p.cluster_m = 2;
