@@ -34,10 +34,12 @@ fn case() -> impl Strategy<Value = AttentionCase> {
         prop_oneof![2 => Just(None), 1 => (2usize..6).prop_map(Some)],
         // Auto: wgmma for prefill at head dims 64 / 128 on an H100/H200, mma.sync otherwise.
         prop_oneof![2 => Just(AttentionKernel::Auto), 1 => Just(AttentionKernel::MmaSync)],
-        // The wgmma kernel's key tiles by TMA where it can (the default), or all by cp.async.
-        (any::<u64>(), prop_oneof![3 => Just(true), 1 => Just(false)]),
+        // The wgmma kernel's key tiles by TMA where it can (the default), or all by cp.async;
+        // |q| below 1, 4 or 8 (logits of std 0.33, 1.3, 2.7): near-uniform attention hides an
+        // error confined to a few keys, peaky attention shows it.
+        (any::<u64>(), prop_oneof![3 => Just(true), 1 => Just(false)], prop_oneof![2 => Just(1.0f32), 1 => Just(4.0f32), 1 => Just(8.0f32)]),
     )
-        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, kernel, (seed, tma))| AttentionCase {
+        .prop_map(|(seqs, (head_dim, head_dim_v), group, num_kv_heads, causal, window_left, softcap, page_size, num_splits, kernel, (seed, tma, q_magnitude))| AttentionCase {
             q_lens: seqs.iter().map(|s| s.0).collect(),
             kv_lens: seqs.iter().map(|s| s.1).collect(),
             num_q_heads: group * num_kv_heads,
@@ -52,7 +54,8 @@ fn case() -> impl Strategy<Value = AttentionCase> {
             num_splits,
             fp8_scales: None,
             kernel,
-            q_magnitude: 1.0,
+            // With a cap of 20 the logits must reach it (|q| < 1 left softcap a no-op).
+            q_magnitude: if softcap.is_some() { 60.0 } else { q_magnitude },
             seed,
             tma,
         })
@@ -137,6 +140,7 @@ proptest! {
 fn tma_and_cp_async_tiles_give_the_same_bits() {
     let Some(dev) = device() else { return };
     if dev.info().compute_capability != (9, 0) {
+        eprintln!("SKIP (not compute capability 9.0: the wgmma kernel is Hopper-only)");
         return;
     }
     let base = AttentionCase { num_q_heads: 8, num_kv_heads: 2, ..AttentionCase::new(vec![300, 17, 130], vec![1000, 400, 130], 31) };
@@ -144,7 +148,7 @@ fn tma_and_cp_async_tiles_give_the_same_bits() {
         AttentionCase { page_size: None, ..base.clone() },
         AttentionCase { page_size: Some(8), num_q_heads: 12, num_kv_heads: 3, head_dim: 64, head_dim_v: 64, ..base.clone() },
         AttentionCase { page_size: Some(16), num_splits: Some(3), ..base.clone() },
-        AttentionCase { page_size: Some(64), window_left: Some(200), softcap: Some(30.0), ..base.clone() },
+        AttentionCase { page_size: Some(64), window_left: Some(200), softcap: Some(30.0), q_magnitude: 60.0, ..base.clone() },
         AttentionCase { page_size: Some(256), causal: false, ..base.clone() },
         AttentionCase { page_size: None, window_left: Some(333), num_q_heads: 4, num_kv_heads: 4, ..base.clone() },
     ];

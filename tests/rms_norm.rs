@@ -296,8 +296,13 @@ fn the_bench_replays_calls_as_cuda_graphs() {
     call(&mut out).unwrap();
     let eager = dev.download(&out).unwrap();
     assert!(eager.iter().all(|v| v.is_finite()));
+    // The eager (timed) calls write `scratch`; only the calls captured into the graph write
+    // `out`, so `out` holds what the replays wrote (before 2026-12-03 both wrote `out`, and an
+    // empty graph passed).
     out = dev.upload(&vec![bf16::NAN; rows * hidden]).unwrap();
-    let t = warpcore::bench::time_calls_graph_below(&dev, 3, f64::INFINITY, |_| call(&mut out)).unwrap();
+    let mut scratch = dev.upload(&vec![bf16::NAN; rows * hidden]).unwrap();
+    let capturing = |dev: &warpcore::Device| dev.stream().capture_status().unwrap() != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    let t = warpcore::bench::time_calls_graph_below(&dev, 3, f64::INFINITY, |_| if capturing(&dev) { call(&mut out) } else { call(&mut scratch) }).unwrap();
     let g = t.graph_us.expect("the calls were replayed as a graph");
     assert!(g.is_finite() && g >= 0.0 && t.median_us.is_finite(), "{t:?}");
     let replayed = dev.download(&out).unwrap();

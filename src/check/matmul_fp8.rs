@@ -122,16 +122,28 @@ pub(super) fn kernel_label(kernel: GemmKernel) -> &'static str {
     }
 }
 
-/// A `[rows, k]` operand with magnitudes varying by row and by 128-wide k-block.
+/// A `[rows, k]` operand with magnitudes varying by row and by 128-wide k-block: a row factor
+/// and a k-block factor drawn independently, over ±spread/2 decades each (together ±spread),
+/// so that row maxima (the per-row scales) differ by decades. (Before 2026-12-03 one exponent
+/// cycled over row and block together: at spread 2 every row had the same pattern, and a
+/// kernel reading another row's scale passed within sampling noise.)
 fn operand(rng: &mut Rng, rows: usize, k: usize, spread: i32, g: ScaleGranularity, salt: usize) -> Quantized {
-    let span = 2 * spread as usize + 1;
-    let x: Vec<f32> = (0..rows * k)
-        .map(|i| {
-            let e = (((i / k) * 5 + (i % k / 128) * 3 + salt) % span) as i32 - spread;
-            (rng.uniform(-1.0, 1.0) * 10f64.powi(e)) as f32
-        })
-        .collect();
+    let (h_row, h_blk) = (spread / 2, spread - spread / 2);
+    let mut draw = |n: usize, h: i32| -> Vec<i32> { (0..n).map(|_| (rng.next_u64() % (2 * h as u64 + 1)) as i32 - h).collect() };
+    let row_e = draw(rows, h_row);
+    let mut blk_e = draw(k.div_ceil(128), h_blk);
+    let turn = salt % blk_e.len().max(1);
+    blk_e.rotate_left(turn);
+    let x: Vec<f32> = (0..rows * k).map(|i| (rng.uniform(-1.0, 1.0) * 10f64.powi(row_e[i / k] + blk_e[i % k / 128])) as f32).collect();
     quantize_f32(&x, rows, k, g)
+}
+
+/// Bias and residual magnitudes at the product's own scale (rms(a) · rms(b) · √k): drawn in
+/// ±1 they vanished under the output's rounding whenever |A·B| ~ 10^(2·spread) (a kernel
+/// that dropped them passed every named case).
+pub(super) fn addend_scale(a: &[f64], b: &[f64], k: usize) -> f64 {
+    let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt();
+    (rms(a) * rms(b) * (k as f64).sqrt()).max(1e-3)
 }
 
 /// Uploads a scale tensor into `layout` storage (NaN elsewhere); returns (buffer, strides).
@@ -185,8 +197,9 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
     let b = upload_codes(dev, &qb, ldb)?;
     let (sa, sa_strides) = upload_scale(dev, &qa, c.a_scale_layout)?;
     let (sb, sb_strides) = upload_scale(dev, &qb, ScaleLayout::RowMajor)?;
-    let bias_host: Vec<O> = rng.vec(b_rows, -1.0, 1.0);
-    let res_host: Vec<O> = rng.vec(m.max(1) * ldr, -1.0, 1.0);
+    let s = addend_scale(&qa.dequantize(), &qb.dequantize(), k);
+    let bias_host: Vec<O> = rng.vec(b_rows, -s, s);
+    let res_host: Vec<O> = rng.vec(m.max(1) * ldr, -s, s);
     let out_host = vec![O::NAN; m.max(1) * ldd];
     let bias = dev.upload(&bias_host)?;
     let res = dev.upload(&res_host)?;
@@ -352,4 +365,40 @@ pub fn check_references() -> Vec<CheckResult> {
         ],
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    /// The comparison a GEMM check makes catches a kernel that drops the bias or the residual,
+    /// at the spreads the named cases use (bias and residual drawn as `check_matmul_fp8` draws
+    /// them); the kernel that adds them passes.
+    #[test]
+    fn a_dropped_bias_or_residual_fails_the_check() {
+        for spread in [0, 2, 4, 8] {
+            let (m, n, k) = (48, 256, 1024);
+            let mut rng = Rng::new(11 + spread as u64);
+            let qa = operand(&mut rng, m, k, spread, ScaleGranularity::PerRow, 0);
+            let qb = operand(&mut rng, n, k, spread, ScaleGranularity::PerRow, 1);
+            let s = addend_scale(&qa.dequantize(), &qb.dequantize(), k);
+            let bias: Vec<bf16> = rng.vec(n, -s, s);
+            let res: Vec<bf16> = rng.vec(m * n, -s, s);
+            for (b, r) in [(true, false), (false, true)] {
+                let (bias_ref, res_ref) = (b.then_some(&bias[..]), r.then_some(&res[..]));
+                let want = reference::matmul_fp8(&qa, &qb, bias_ref, res_ref);
+                let dropped = reference::matmul_fp8::<bf16>(&qa, &qb, None, None);
+                let added = |i: usize| if b { bias[i % n].to_f64().abs() } else { res[i].to_f64().abs() };
+                let tol = (2f64.powi(-8), 2f64.powi(-11).max(k as f64 * 2f64.powi(-24)), 2f64.powi(-8));
+                let poison = vec![bf16::NAN; m * n];
+                let groups = vec![Some(0); m];
+                let as_out = |v: &reference::MatmulRef| v.out.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<bf16>>();
+                let right = compare_gemm(&as_out(&want), &poison, (m, n, n), &want, &groups, added, tol);
+                assert!(right.iter().all(|c| c.passed()), "spread {spread}: the correct output failed");
+                let wrong = compare_gemm(&as_out(&dropped), &poison, (m, n, n), &want, &groups, added, tol);
+                assert!(!wrong.iter().all(|c| c.passed()), "spread {spread}: dropping the {} passed", if b { "bias" } else { "residual" });
+            }
+        }
+    }
 }

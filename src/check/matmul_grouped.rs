@@ -81,8 +81,10 @@ pub fn check_matmul_grouped<O: DType>(dev: &Device, case: &GroupedCase) -> Resul
     let (lda, ldb, ldd) = (k + 8 * c.pad, k + 8 * c.pad, n + 8 * c.pad);
     let a_host = operand(&mut rng, m, k, lda, 0);
     let b_host = operand(&mut rng, b_rows, k, ldb, 1);
-    let bias_host: Vec<O> = rng.vec(b_rows, -1.0, 1.0);
-    let res_host: Vec<O> = rng.vec(m.max(1) * ldd, -1.0, 1.0);
+    let values = |v: &[bf16], rows: usize, stride: usize| -> Vec<f64> { (0..rows).flat_map(|r| v[r * stride..][..k].iter().map(|x| x.to_f64())).collect() };
+    let s = super::matmul_fp8::addend_scale(&values(&a_host, m, lda), &values(&b_host, b_rows, ldb), k);
+    let bias_host: Vec<O> = rng.vec(b_rows, -s, s);
+    let res_host: Vec<O> = rng.vec(m.max(1) * ldd, -s, s);
     let out_host = vec![O::NAN; m.max(1) * ldd];
     let offsets = group_offsets(m, c.groups, c.seed);
     let (a, b) = (dev.upload(&a_host)?, dev.upload(&b_host)?);

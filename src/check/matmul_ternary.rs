@@ -110,7 +110,9 @@ pub fn check_rms_norm_quantize_activations<T: DType>(dev: &Device, case: &NormQu
     let cfg = if c.gemma { crate::ops::rms_norm::RmsNormConfig::gemma(1e-5) } else { crate::ops::rms_norm::RmsNormConfig::new(1e-5) };
     let (x, w) = (dev.upload(&x_host)?, dev.upload(&w_host)?);
     let mut res = dev.upload(&r_host)?;
-    let mut q = dev.upload(&vec![0x5Ai8; c.m * c.k])?;
+    // Poison: -128, a code the quantizer never writes (its codes are round(x · 127 / amax), in
+    // ±127); 0x5A (90), used before 2026-12-03, was a valid code.
+    let mut q = dev.upload(&vec![i8::MIN; c.m * c.k])?;
     let mut scale = dev.upload(&vec![f32::NAN; c.m])?;
     {
         let xv = TensorView::contiguous(x.as_view(), [c.m, c.k])?;

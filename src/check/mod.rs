@@ -193,9 +193,14 @@ pub fn compare_bounded<T: DType>(what: &'static str, got: &[T], want: &[f64], bo
 pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Comparison {
     assert_eq!(got.len(), want.len(), "{what}: length mismatch");
     let mut c = Comparison { what, len: got.len(), frobenius_limit: f64::INFINITY, ..Default::default() };
+    // Bits, not values: a stray NaN over NaN poison, or −0 for +0, is a change. (Before
+    // 2026-12-03 any NaN equalled the poison.)
+    let bits = |x: &T| -> &[u8] {
+        // SAFETY: every DType is a plain float or byte code (no padding, no pointers).
+        unsafe { std::slice::from_raw_parts((x as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+    };
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        // Compare bits through f64 (NaN poison must stay NaN: NaN == NaN here).
-        let same = g == w || (g.to_f64().is_nan() && w.to_f64().is_nan());
+        let same = bits(g) == bits(w);
         if !same {
             c.record(i, g.to_f64(), w.to_f64());
             c.max_abs_err = c.max_abs_err.max((g.to_f64() - w.to_f64()).abs());
