@@ -22,8 +22,9 @@
 // 512 B per token of reads (+2.5%) and a table to keep; see docs/rope.md.
 //
 // Thread mapping:
-//   items_kernel        one row of threads per token (a block holds as many rows as fit in
-//                       256 threads, up to 32). The token's work is a flat list of "items":
+//   items_kernel        one row of threads per token: one token a block, or (tokens of at
+//                       most 64 threads) up to 128 threads of rows, at most 32. The token's
+//                       work is a flat list of "items":
 //                       N rotated pairs of a q head, of a k head (also written to the cache),
 //                       then (when appending) 16-byte chunks of k's unrotated part and of v,
 //                       copied (or quantized) into the cache. Each thread takes 2 items per

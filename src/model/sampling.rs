@@ -31,10 +31,7 @@ impl Sampling {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::Unsupported { op, what: "temperature (finite, >= 0; 0 is greedy)", value: self.temperature.to_string() });
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Unsupported { op, what: "top_p (0 < top_p <= 1)", value: self.top_p.to_string() });
-        }
-        Ok(())
+        crate::ops::elementwise::check_top_p(op, self.top_p)
     }
 }
 

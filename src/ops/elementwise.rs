@@ -126,10 +126,16 @@ pub fn sample_rows(dev: &Device, logits: &TensorView<f32, 2>, uniforms: &TensorV
     if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
         return Err(Error::Unsupported { op: OP, what: "temperature (> 0; greedy is argmax_rows)", value: cfg.temperature.to_string() });
     }
-    if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
-        return Err(Error::Unsupported { op: OP, what: "top_p (in (0, 1])", value: cfg.top_p.to_string() });
-    }
+    check_top_p(OP, cfg.top_p)?;
     launch_sample(OP, dev, logits, uniforms, Settings::All(cfg), out)
+}
+
+/// A host-side top_p: in (0, 1] (NaN refused). Shared with the model's `Sampling::validate`.
+pub(crate) fn check_top_p(op: &'static str, top_p: f32) -> Result<()> {
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(Error::Unsupported { op, what: "top_p (in (0, 1])", value: top_p.to_string() });
+    }
+    Ok(())
 }
 
 /// [`sample_rows`] with each row's own settings ([`RowSampleConfig`]): greedy and sampled

@@ -20,13 +20,21 @@ const MAX_INV_FREQ: f64 = 4_294_967_296.0;
 /// The frequency table as the C parameters hold it (unused pairs 0).
 pub(crate) type FreqTable = [f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize];
 
+/// A config's table, and whether every entry is in 0 ..= [`MAX_INV_FREQ`] (checked once, when
+/// the table is built).
+struct CachedTable {
+    cfg: RopeConfig,
+    table: Box<FreqTable>,
+    in_range: bool,
+}
+
 thread_local! {
     /// The last config's table on this thread. An engine calls the family with one config per
     /// model, layer after layer, and the table (`rotary_dim / 2` powf in f64, more for YaRN and
     /// Llama 3) was most of the op's host work: 1.0 us of 2.8 at rotary_dim 128 (docs/rope.md,
     /// "Host cost per call"). Equal configs give equal tables (`PartialEq` on the fields; NaN is
     /// never equal, so such a config only misses), so a hit is exact.
-    static LAST_TABLE: std::cell::RefCell<Option<(RopeConfig, Box<FreqTable>)>> = const { std::cell::RefCell::new(None) };
+    static LAST_TABLE: std::cell::RefCell<Option<CachedTable>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Which elements of the rotary part `r` form a rotated pair.
@@ -206,27 +214,26 @@ impl RopeConfig {
         }
         // Extreme factors pass the field checks but not the table: a linear factor of 1e-320,
         // or a dynamic-NTK factor of 1e17 (its base rounds to 0), give inf or NaN entries.
-        let mut table = [0f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize];
-        self.freq_table(&mut table);
-        if let Some(f) = table[..d / 2].iter().find(|f| !(0.0..=MAX_INV_FREQ).contains(*f)) {
+        let out_of_range = self.with_freq_table(|t, in_range| if in_range { None } else { t.iter().take(d / 2).copied().find(|f| !(0.0..=MAX_INV_FREQ).contains(f)) });
+        if let Some(f) = out_of_range {
             return bad("frequency table (every inv_freq in 0 ..= 2^32; check the scaling factors)", f.to_string());
         }
         Ok(())
     }
 
-    /// [`RopeConfig::inv_freq`] into `out` (unused entries 0), from this thread's last-config
-    /// cache when it matches.
-    pub(crate) fn freq_table(&self, out: &mut FreqTable) {
-        LAST_TABLE.with_borrow_mut(|last| match last {
-            Some((c, table)) if c == self => *out = **table,
-            _ => {
+    /// Calls `f` with [`RopeConfig::inv_freq`] as the C parameters hold it (unused entries 0)
+    /// and whether every entry is in 0 ..= 2^32, from this thread's last-config cache when it
+    /// matches (built and range-checked once per config, not per call).
+    pub(crate) fn with_freq_table<R>(&self, f: impl FnOnce(&FreqTable, bool) -> R) -> R {
+        LAST_TABLE.with_borrow_mut(|last| {
+            if !last.as_ref().is_some_and(|c| c.cfg == *self) {
                 let mut table = Box::new([0f64; crate::ffi::WC_ROPE_MAX_PAIRS as usize]);
-                for (d, f) in table.iter_mut().zip(self.inv_freq()) {
-                    *d = f;
-                }
-                *out = *table;
-                *last = Some((*self, table));
+                table.iter_mut().zip(self.inv_freq()).for_each(|(d, f)| *d = f);
+                let in_range = table.iter().take(self.rotary_dim / 2).all(|f| (0.0..=MAX_INV_FREQ).contains(f));
+                *last = Some(CachedTable { cfg: *self, table, in_range });
             }
+            let c = last.as_ref().expect("filled above");
+            f(&c.table, c.in_range)
         })
     }
 
