@@ -12,11 +12,14 @@
 //!   promoted bound.
 //!
 //! Relative Frobenius limits: bf16 2⁻⁸, f32 2⁻¹⁰; fast accumulation `(k/32)·2⁻¹⁴` when larger
-//! (the expected systematic shrink of a truncating accumulator, DeepSeek-V3 §3.5.2). These are
+//! (the expected systematic shrink of a truncating accumulator, DeepSeek-V3 §3.5.2), and twice
+//! that for each row alone (operand rows differ by decades, so one wrong row is invisible in the
+//! whole output's norm; a modelled 13-bit truncating accumulator at k = 8192 gives 2.4e-3 against
+//! 1.6e-2, `fast_accumulation_tolerance_passes_truncation_and_fails_a_wrong_row`). These are
 //! predictions; the H200 run confirms or tightens them (docs/matmul_fp8.md).
 
 use super::quant::{gather_scale, scale_storage, ScaleLayout};
-use super::{compare_bounded, compare_exact, gather_rows, outside_rows, CheckResult, Rng};
+use super::{compare_bounded, compare_exact, compare_row_frobenius, gather_rows, outside_rows, CheckResult, Rng};
 use crate::ops::matmul_fp8::{matmul_fp8, matmul_fp8_grouped, Fp8Operand, GemmKernel, MatmulFp8Config, TileConfig};
 use crate::ops::quant::ScaleGranularity;
 use crate::reference::matmul_fp8 as reference;
@@ -256,8 +259,10 @@ pub fn check_matmul_fp8<O: DType>(dev: &Device, case: &MatmulCase) -> Result<Che
 /// The comparisons of a GEMM's output `got` (`[m, n]` in rows of `ldd`, poisoned as `poison`
 /// before the run): each row some group wrote (`group_of`; every row for a plain GEMM) against
 /// the reference within `rtol·|ref| + u·Σ|a·b| + 2⁻²²·added(i)` (`added`: the bias and residual
-/// terms' magnitude) and the relative Frobenius limit `frob`; everything outside `[m, n]`, and
-/// the rows in no group, untouched.
+/// terms' magnitude) and the relative Frobenius limit `frob`, and each such row alone within
+/// `2·frob` (rows differ by decades: a wrong small row hides in the whole output's norm, and at
+/// fast accumulation's `u` a row 10 % low passes the element bound); everything outside
+/// `[m, n]`, and the rows in no group, untouched.
 pub(super) fn compare_gemm<O: DType>(
     got: &[O],
     poison: &[O],
@@ -276,6 +281,7 @@ pub(super) fn compare_gemm<O: DType>(
     let rows_of = |buf: &[O]| untouched.iter().flat_map(|&i| buf[i * ldd..i * ldd + n].iter().copied()).collect::<Vec<O>>();
     let mut comparisons = vec![
         compare_bounded("out", &got_written, &pick(&want.out), &pick(&bound), frob).in_rows(n),
+        compare_row_frobenius("out rows (Frobenius per row)", &got_written, &pick(&want.out), n, 2.0 * frob),
         compare_exact("outside out (untouched)", &outside_rows(got, 0, m, n, ldd), &outside_rows(poison, 0, m, n, ldd)),
     ];
     if !untouched.is_empty() {
@@ -398,6 +404,57 @@ mod tests {
                 assert!(right.iter().all(|c| c.passed()), "spread {spread}: the correct output failed");
                 let wrong = compare_gemm(&as_out(&dropped), &poison, (m, n, n), &want, &groups, added, tol);
                 assert!(!wrong.iter().all(|c| c.passed()), "spread {spread}: dropping the {} passed", if b { "bias" } else { "residual" });
+            }
+        }
+    }
+
+    /// Fast accumulation's tolerance (k = 8192: `u` = Σ|a·b|/16, so a per-element bound passes
+    /// almost anything) against a model of the tensor core: each k32 step's exact sum added into
+    /// an accumulator truncated toward zero to 13 fraction bits, the scales applied after. The
+    /// modelled kernel passes every comparison (relative Frobenius 2.4e-3 against the limit
+    /// 1.6e-2); the same output with its smallest row zeroed, halved or 10 % low fails the
+    /// per-row Frobenius check (operand rows four decades apart: in the whole output's norm the
+    /// row is invisible, and the 10 % row passed the element bound and the whole-output norm,
+    /// the check before 2026-12-03).
+    #[test]
+    fn fast_accumulation_tolerance_passes_truncation_and_fails_a_wrong_row() {
+        let (m, n, k) = (16, 256, 8192);
+        let mut rng = Rng::new(5);
+        let qa = operand(&mut rng, m, k, 4, ScaleGranularity::PerRow, 0);
+        let qb = operand(&mut rng, n, k, 4, ScaleGranularity::PerRow, 1);
+        let want = reference::matmul_fp8::<f32>(&qa, &qb, None, None);
+        let truncate = |x: f64| {
+            let bits = x.to_bits();
+            f64::from_bits(bits & !((1u64 << (52 - 13)) - 1))
+        };
+        let mut modelled = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f64;
+                for s in (0..k).step_by(32) {
+                    let step: f64 = (s..s + 32).map(|t| qa.q[i * k + t].to_f64() * qb.q[j * k + t].to_f64()).sum();
+                    acc = truncate(acc + step);
+                }
+                modelled[i * n + j] = (acc * qa.scale_at(i, 0) as f64 * qb.scale_at(j, 0) as f64) as f32;
+            }
+        }
+        let steps = (k / 32) as f64;
+        let tol = (2f64.powi(-22), steps * 2f64.powi(-12), 2f64.powi(-10).max(steps * 2f64.powi(-14)));
+        let (poison, groups) = (vec![f32::NAN; m * n], vec![Some(0); m]);
+        let right = compare_gemm(&modelled, &poison, (m, n, n), &want, &groups, |_| 0.0, tol);
+        assert!(right.iter().all(|c| c.passed()), "the modelled fast accumulation failed: {right:?}");
+        let norm = |r: usize| want.out[r * n..(r + 1) * n].iter().map(|x| x * x).sum::<f64>();
+        let small = (0..m).min_by(|&x, &y| norm(x).total_cmp(&norm(y))).unwrap();
+        let large = (0..m).max_by(|&x, &y| norm(x).total_cmp(&norm(y))).unwrap();
+        assert!(norm(large) > 1e4 * norm(small), "rows should differ by decades");
+        for factor in [0.0f32, 0.5, 0.9] {
+            let mut wrong = modelled.clone();
+            wrong[small * n..(small + 1) * n].iter_mut().for_each(|x| *x *= factor);
+            let c = compare_gemm(&wrong, &poison, (m, n, n), &want, &groups, |_| 0.0, tol);
+            let row = c.iter().find(|c| c.what.starts_with("out rows")).unwrap();
+            assert!(!row.passed() && row.first_failure.map(|f| f.0) == Some(small), "row {small} times {factor} passed: {row}");
+            if factor == 0.9 {
+                assert!(c.iter().filter(|c| !c.what.starts_with("out rows")).all(|c| c.passed()), "the gap the per-row check closes");
             }
         }
     }

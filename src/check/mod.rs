@@ -189,6 +189,37 @@ pub fn compare_bounded<T: DType>(what: &'static str, got: &[T], want: &[f64], bo
     c
 }
 
+/// The relative Frobenius error of each row of `cols` elements under `limit`: the check for
+/// outputs whose rows differ in scale by decades (a GEMM whose operand rows carry their own
+/// exponents), where one wrong row of small values vanishes in the whole output's norm and in a
+/// per-element bound as loose as fast accumulation's. A failure is a row: its index, then
+/// ‖got row‖ and ‖want row‖; `rel_frobenius` is the worst row's.
+pub fn compare_row_frobenius<T: DType>(what: &'static str, got: &[T], want: &[f64], cols: usize, limit: f64) -> Comparison {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    let mut c = Comparison { what, len: got.len().checked_div(cols).unwrap_or(0), frobenius_limit: limit, ..Default::default() };
+    for (r, (g, w)) in got.chunks(cols.max(1)).zip(want.chunks(cols.max(1))).enumerate().take(c.len) {
+        let (mut err2, mut ref2, mut got2) = (0.0, 0.0, 0.0);
+        for (g, &w) in g.iter().zip(w) {
+            let g = g.to_f64();
+            let err = if g == w { 0.0 } else { (g - w).abs() };
+            err2 += err * err;
+            got2 += g * g;
+            if w.is_finite() {
+                ref2 += w * w;
+            }
+        }
+        let rel = if ref2 > 0.0 { (err2 / ref2).sqrt() } else { err2.sqrt() };
+        if !(rel <= limit) {
+            c.record(r, got2.sqrt(), ref2.sqrt());
+        }
+        if rel.is_nan() || rel > c.rel_frobenius {
+            c.rel_frobenius = if rel.is_nan() { f64::NAN } else { rel };
+        }
+        c.max_abs_err = c.max_abs_err.max(err2.sqrt());
+    }
+    c
+}
+
 /// Bit-exact comparison (values the kernel must store exactly, and memory it must not touch).
 pub fn compare_exact<T: DType>(what: &'static str, got: &[T], want: &[T]) -> Comparison {
     assert_eq!(got.len(), want.len(), "{what}: length mismatch");
