@@ -13,7 +13,8 @@ with transformers' own outputs to compare against:
 Regenerate with one command (pinned versions, CPU only):
     scripts/make_fixtures            # runs this file in its own virtual environment
 
-Architectures: Llama (GQA ratio 4, Llama-3 RoPE scaling, tied embeddings), Qwen3 (q/k norm),
+Architectures: Llama (GQA ratio 4, Llama-3 RoPE scaling, tied embeddings; llama_bias: attention_bias,
+q/k/v/o biases), Qwen3 (q/k norm),
 Mixtral (8 experts, top-2), Qwen3-MoE (8 experts, top-2, renormalised, q/k norm), DeepSeek-V3
 (MLA with q compression, YaRN with mscale != mscale_all_dim, interleaved RoPE, sigmoid + bias
 routing over 2 groups keeping 1, a shared expert, a first dense layer, FP8 block weights), BitNet (b1.58
@@ -75,6 +76,11 @@ def models():
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 64},
         tie_word_embeddings=True,
+    ), t.LlamaForCausalLM
+    # attention_bias: transformers gives q, k, v and o_proj each bias=attention_bias (the CPU path
+    # had dropped o_proj's until 2026-12-03); rotary without scaling, untied embeddings.
+    yield "llama_bias", t.LlamaConfig(
+        **COMMON, rope_theta=10000.0, attention_bias=True, tie_word_embeddings=False,
     ), t.LlamaForCausalLM
     yield "qwen3", t.Qwen3Config(**COMMON, rope_theta=1000000.0, tie_word_embeddings=False), t.Qwen3ForCausalLM
     yield "mixtral", t.MixtralConfig(

@@ -67,6 +67,12 @@ fn llama_matches_transformers() {
     check("llama");
 }
 
+/// attention_bias: q, k, v and o_proj biases (transformers builds all four).
+#[test]
+fn llama_with_attention_bias_matches_transformers() {
+    check("llama_bias");
+}
+
 #[test]
 fn qwen3_matches_transformers() {
     check("qwen3");
