@@ -249,3 +249,7 @@ wc_status launch_attention_mla(const wc_attention_params& p, cudaStream_t s, int
 }
 
 }  // namespace wc
+
+extern "C" int32_t wc_attention_mla_wide_smem(int32_t fp8_cache) {
+  return fp8_cache ? wc::MlaCfg<4, 1, true>::kSmem : wc::MlaCfg<4, 1, false>::kSmem;
+}

@@ -21,6 +21,9 @@ pub struct DeviceInfo {
     pub driver_version: i32,
     /// Global memory, in bytes.
     pub total_memory: usize,
+    /// The most shared memory one block may opt into, in bytes (227 KB on H100/H200, 163 KB on
+    /// A100, about 99 KB on sm_86/89/120): some kernels pick their tile by it.
+    pub max_shared_per_block_optin: usize,
 }
 
 /// A CUDA context and the stream every op is queued on (one stream per `Device`).
@@ -113,6 +116,7 @@ impl Device {
             compute_capability: cc,
             driver_version,
             total_memory: ctx.total_mem()?,
+            max_shared_per_block_optin: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize,
         };
         Ok(Self { ctx, stream, info, scratch: Arc::default() })
     }

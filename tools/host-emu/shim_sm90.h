@@ -343,6 +343,9 @@ inline void tma_issue(void* dst, const void* map, uint64_t* bar, int32_t c0, int
   t.c0 = c0;
   t.c1 = c1;
   if (t.dst % 128) EMU_FAIL("TMA destination smem+%zu not 128-byte aligned", t.dst);
+  // The swizzle pattern repeats every 8 rows of 128 bytes; the hardware takes its row phase from
+  // address bits [7, 10), so a 128B-swizzled box must start on a 1024-byte boundary (as stores).
+  if (t.map.swizzle == 128 && t.dst % 1024) EMU_FAIL("TMA destination smem+%zu: a 128B-swizzled box needs 1024-byte alignment", t.dst);
   check_released(t.range(), "TMA");
   if (mask == 0 || mask >> cluster_nctarank()) EMU_FAIL("TMA multicast mask %x for a cluster of %u", mask, cluster_nctarank());
   for (uint32_t r = 0; r < cluster_nctarank(); ++r) {
@@ -489,6 +492,10 @@ inline size_t mn_offset(uint64_t desc, int n, int k) {
 inline void check_desc(uint64_t desc) {
   if ((desc >> 62) != 1) EMU_FAIL("wgmma descriptor %016llx: only 128B swizzle is emulated", (unsigned long long)desc);
   if (((desc >> 49) & 7) != 0) EMU_FAIL("wgmma descriptor %016llx: non-zero base offset", (unsigned long long)desc);
+  // Base offset 0 means the matrix starts at a swizzle atom's first row: the start address's
+  // bits [7, 10) (its row within the 1024-byte atom) must be zero; only the k offset inside a
+  // 128-byte row (bits [4, 7)) may move it (CUTLASS asserts the same).
+  if ((((desc & 0x3FFF) << 4) >> 7) & 7) EMU_FAIL("wgmma descriptor %016llx: start address inside a swizzle atom's rows with base offset 0", (unsigned long long)desc);
 }
 inline Range footprint_of(uint64_t desc, size_t lo, size_t hi) {
   if (hi > block->smem_bytes) EMU_FAIL("wgmma descriptor %016llx reads past shared memory", (unsigned long long)desc);

@@ -101,6 +101,12 @@ wc_status wc_attention(const wc_attention_params* p, wc_stream stream);
  * (AttentionPlan) sizes its splits with it. */
 wc_status wc_attention_ctas_per_sm(const wc_attention_params* p, int32_t* ctas_per_sm);
 
+/* Bytes of shared memory per block the portable MLA kernel (WC_ATTENTION_MMA at head dims
+ * (576, 512)) needs for its 64-row configuration, which it takes for more than 16 query rows per
+ * sequence where the device's opt-in limit allows (else 16-row tiles). fp8_cache: nonzero for
+ * an e4m3 cache. Host-only; touches no device. The planner sizes its tiles by it. */
+int32_t wc_attention_mla_wide_smem(int32_t fp8_cache);
+
 /* Combines two partial attention results over disjoint keys by their log-sum-exp:
  * lse = log(e^lse_a + e^lse_b); out = out_a e^(lse_a - lse) + out_b e^(lse_b - lse). */
 typedef struct wc_merge_states_params {

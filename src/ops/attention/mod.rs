@@ -242,8 +242,10 @@ pub fn attention<T: DType, C: DType>(
     if !(1..=MAX_SPLITS).contains(&plan.num_splits) {
         return Err(Error::Unsupported { op: OP, what: "plan.num_splits (1 to MAX_SPLITS, 64)", value: plan.num_splits.to_string() });
     }
-    if plan.max_q_len > i32::MAX as usize || plan.max_q_len.saturating_mul(num_q_heads / num_kv_heads) > 16 * 65535 {
-        return Err(Error::Unsupported { op: OP, what: "max_q_len", value: plan.max_q_len.to_string() });
+    // The grid's y dimension holds the query tiles of a sequence's rows (queries · group): at
+    // most 65535 tiles of the plan's kernel's rows (16 to 128).
+    if !plan.rows_fit_grid(num_q_heads / num_kv_heads) {
+        return Err(Error::Unsupported { op: OP, what: "max_q_len (query rows per sequence: 65535 tiles of the kernel's)", value: plan.max_q_len.to_string() });
     }
     if let Some(l) = &lse {
         check_shape(OP, "lse", &l.shape(), &[total_q, num_q_heads])?;

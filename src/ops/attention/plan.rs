@@ -60,6 +60,12 @@ pub struct AttentionPlan {
     /// unless the environment variable `WARPCORE_PDL` is `off`. Elsewhere, and when false, the
     /// merge follows in plain stream order.
     pub merge_pdl: bool,
+    /// Whether the portable MLA kernel (`MmaSync` at head dims (576, 512)) runs more than 16
+    /// query rows per sequence in its 64-row configuration: the device gives a block the shared
+    /// memory it needs (`wc_attention_mla_wide_smem`: about 147 KB; true on sm_80 and sm_90,
+    /// false on the ~99 KB GPUs, sm_86/89/120, where it runs 16-row tiles). The kernel decides
+    /// by the same rule; the planner sizes its tiles and splits by this. Other kernels ignore it.
+    pub mla_wide: bool,
 }
 
 /// Most key splits a plan has (the planner's bound; [`super::attention`] refuses more).
@@ -180,7 +186,9 @@ impl AttentionPlan {
             k => k,
         };
         let (tma, merge_pdl) = (env.tma, env.merge_pdl);
-        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma, merge_pdl };
+        // SAFETY: a host-only query of a compile-time constant.
+        let mla_wide = dev.info().max_shared_per_block_optin >= unsafe { ffi::wc_attention_mla_wide_smem(fp8 as i32) } as usize;
+        let mut plan = Self { num_seqs: q_lens.len(), total_q, max_q_len, num_q_heads, num_kv_heads, head_dim, head_dim_v, num_splits: 1, kernel, tma, merge_pdl, mla_wide };
         let (bm, _) = plan.tile_shape();
         // MLA decode at a few queries per sequence splits like decode: its 64-row partials are
         // no more bytes than the latent rows a split reads, and 128 heads are compute-bound.
@@ -195,7 +203,7 @@ impl AttentionPlan {
     }
 
     /// Query rows and keys per tile of the plan's kernel configuration (MLA decode,
-    /// cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64; 32-key tiles;
+    /// cuda/attention_mla.cu: 16 rows up to 16 per sequence, else 64 where `mla_wide`; 32-key tiles;
     /// attention_mla_sm90.cu: 64 rows, 64-key tiles).
     pub(super) fn tile_shape(&self) -> (usize, usize) {
         let (hd, hdv) = (self.head_dim, self.head_dim_v);
@@ -204,10 +212,17 @@ impl AttentionPlan {
         match self.kernel {
             AttentionKernel::Wgmma if mla => (64, 64),
             AttentionKernel::Wgmma => (128, 128),
-            _ if mla => (if rows <= 16 { 16 } else { 64 }, 32),
+            _ if mla => (if rows <= 16 || !self.mla_wide { 16 } else { 64 }, 32),
             _ if hd == hdv && rows <= 16 => (16, keys_per_tile(hd, hdv, true)),
             _ => (prefill_rows(hd, hdv), keys_per_tile(hd, hdv, false)),
         }
+    }
+
+    /// Whether `group` query heads per K/V head over `max_q_len` queries fit the grid: a
+    /// sequence's rows (queries · group) in at most 65535 tiles of the plan's kernel (the grid's
+    /// y dimension).
+    pub(super) fn rows_fit_grid(&self, group: usize) -> bool {
+        self.max_q_len <= i32::MAX as usize && self.max_q_len.saturating_mul(group) <= self.tile_shape().0 * 65535
     }
 
     /// The most key splits this plan's kernel takes over `max_kv_len` keys: at least 4 key
@@ -310,7 +325,62 @@ fn env_switches() -> &'static EnvSwitches {
 
 #[cfg(test)]
 mod tests {
-    use super::choose_splits;
+    use super::{choose_splits, AttentionKernel, AttentionPlan};
+    use crate::ffi;
+
+    fn mla_plan(kernel: AttentionKernel, max_q_len: usize, mla_wide: bool) -> AttentionPlan {
+        let (hd, hdv) = crate::ops::attention::MLA_DECODE;
+        AttentionPlan {
+            num_seqs: 1,
+            total_q: max_q_len,
+            max_q_len,
+            num_q_heads: 128,
+            num_kv_heads: 1,
+            head_dim: hd,
+            head_dim_v: hdv,
+            num_splits: 1,
+            kernel,
+            tma: true,
+            merge_pdl: true,
+            mla_wide,
+        }
+    }
+
+    /// The portable MLA kernel's tile as the kernel picks it (cuda/attention_mla.cu
+    /// `launch_mla`): 64 rows above 16 per sequence where the device gives a block the wide
+    /// configuration's shared memory, 16 rows otherwise; that shared memory fits an A100 or
+    /// H200 block (163 / 227 KB) and not a ~99 KB one (sm_86/89/120).
+    #[test]
+    fn mla_tiles_follow_the_devices_shared_memory() {
+        for fp8 in [0, 1] {
+            // SAFETY: a host-only function returning a constant.
+            let wide = unsafe { ffi::wc_attention_mla_wide_smem(fp8) } as usize;
+            assert!(wide > 101_376 && wide <= 166_912, "fp8 {fp8}: {wide} bytes");
+        }
+        // 16 heads on one latent head: one query is 16 rows, two are 32.
+        let heads16 = |q, wide| AttentionPlan { num_q_heads: 16, ..mla_plan(AttentionKernel::MmaSync, q, wide) };
+        assert_eq!(heads16(1, true).tile_shape().0, 16);
+        assert_eq!(heads16(2, true).tile_shape().0, 64);
+        assert_eq!(heads16(2, false).tile_shape().0, 16);
+        assert_eq!(mla_plan(AttentionKernel::MmaSync, 1, false).tile_shape().0, 16);
+        assert_eq!(mla_plan(AttentionKernel::Wgmma, 1, false).tile_shape().0, 64);
+    }
+
+    /// DeepSeek-V3 prefill (128 heads on one latent head) in one MLA batch: 8192 tokens are
+    /// 2^20 rows, which the 64-row tiles hold in 16384 of the grid's 65535 (refused before
+    /// 2026-12-03 by a bound that assumed 16-row tiles); 32767 tokens fit, 32768 do not. The
+    /// 16-row configuration holds 8191 tokens.
+    #[test]
+    fn the_grid_bound_follows_the_kernels_tile() {
+        for kernel in [AttentionKernel::Wgmma, AttentionKernel::MmaSync] {
+            assert!(mla_plan(kernel, 8192, true).rows_fit_grid(128));
+            assert!(mla_plan(kernel, 32767, true).rows_fit_grid(128));
+            assert!(!mla_plan(kernel, 32768, true).rows_fit_grid(128));
+        }
+        assert!(mla_plan(AttentionKernel::MmaSync, 8191, false).rows_fit_grid(128));
+        assert!(!mla_plan(AttentionKernel::MmaSync, 8192, false).rows_fit_grid(128));
+        assert!(!mla_plan(AttentionKernel::Wgmma, usize::MAX, true).rows_fit_grid(1));
+    }
 
     /// The decode bar shapes on the H200: 132 SMs, 2 CTAs per SM of the head_dim-128
     /// decode configuration (264 slots), 64-key tiles.
