@@ -401,10 +401,13 @@ __device__ __forceinline__ float q_to_f16(int tid, int threads, At at, Sync sync
   constexpr int U = HD / 8;
   auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };  // the bf16 in the low half
   auto hi = [](uint32_t w) { return __uint_as_float(w & 0xffff0000u); };
+  // The largest finite |q| (fmaxf drops NaN; an infinity counts 0): one head's inf must not set
+  // the exponent and flush the other heads' queries in the tile to 0 (it stays inf after scaling).
+  auto fin = [](float x) { return fabsf(x) < INFINITY ? fabsf(x) : 0.0f; };
   float amax = 0.0f;
   for (int i = tid; i < BM * U; i += threads) {
     const uint4 b = *reinterpret_cast<const uint4*>(at(i / U, i % U));
-    for (uint32_t w : {b.x, b.y, b.z, b.w}) amax = fmaxf(amax, fmaxf(fabsf(lo(w)), fabsf(hi(w))));
+    for (uint32_t w : {b.x, b.y, b.z, b.w}) amax = fmaxf(amax, fmaxf(fin(lo(w)), fin(hi(w))));
   }
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));

@@ -309,7 +309,8 @@ matmul_fp8_sm90_kernel(const __grid_constant__ wc_matmul_fp8_params p) {
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) fence_operand(acc[i]);
-        if (lane == 0) release(prev);
+        // A unit with no k-steps (check_split_k refuses them today) holds no stage to release.
+        if (lane == 0 && kb_end > kb_begin) release(prev);
       }
 
       // The sums of n8 block i (promoted or not): rows r0 (lo) and r0 + 8 (hi), this thread's two

@@ -217,6 +217,9 @@ __device__ __forceinline__ void init_kv_ring(const void* smem, uint64_t* full, u
 // copies are fenced to the async proxy (the wgmmas read them) before its full barrier.
 template <int S, typename Load>
 __device__ __forceinline__ void produce_cp_async(int n_iter, uint64_t* full, uint64_t* empty, Load&& load_tile) {
+  // With two stages, tile it's stage holds tile it - 2, released only once tile it - 1 is
+  // signalled, which this loop does after the wait: a deadlock.
+  static_assert(S >= 3, "produce_cp_async signals tile it - 1 after waiting for tile it's stage: S >= 3");
   for (int it = 1; it <= n_iter; ++it) {
     if (it < n_iter) {
       mbar_wait(&empty[it % S], ((it / S) & 1) ^ 1);  // a fresh barrier passes the first round

@@ -241,7 +241,9 @@ impl<'a, C: DType> KvCacheView<'a, C> {
         let v = pages.narrow(3, 0, kv_lora_rank)?;
         Ok(Self { k: pages, v, layout, scales: KvScales::ONE })
     }
-    /// Sets the FP8 scales (only an FP8 cache may have scales other than 1).
+    /// Sets the FP8 scales (only an FP8 cache may have scales other than 1). The attention
+    /// kernels decode e4m3 without a NaN test: a NaN code (0x7F / 0xFF, which warpcore's writers
+    /// never store: they saturate) reads as ±480 · scale.
     pub fn with_scales(mut self, scales: KvScales) -> Result<Self> {
         check_scales::<C>("KvCacheView::with_scales", scales)?;
         self.scales = scales;

@@ -60,6 +60,8 @@ struct Case {
   bool wgmma = false;          // WC_ATTENTION_WGMMA (the sm_90a prefill kernel)
   bool mla = false;            // hd 576 / hdv 512, V = K's first 512 elements (p.v = p.k)
   bool tma = true;             // wgmma over K/V in the query dtype: TMA maps where kv_tma builds them
+  int inf_head = -1;           // this query head's first element +inf in every token; the other
+                               // heads (sharing its row tiles) must match the reference
 };
 
 // TMA maps as src/ops/attention/mod.rs's kv_tma builds them for the wgmma kernels (key_tile
@@ -139,6 +141,8 @@ static Result run_case(const Case& c, std::mt19937& rng) {
   const long q_stride = (long)c.nq * c.hd + c.q_pad;
   uint16_t* q = alloc<uint16_t>(total_q * q_stride);
   for (long i = 0; i < total_q * q_stride; ++i) q[i] = to16(U(rng) * c.qmag, c.bf16);
+  if (c.inf_head >= 0)
+    for (long t = 0; t < total_q; ++t) q[t * q_stride + (long)c.inf_head * c.hd] = c.bf16 ? 0x7F80 : 0x7C00;
   // K/V as logical values [seq][j][kvh][d] (doubles) plus the device images.
   std::vector<std::vector<double>> Kl(S), Vl(S);
   std::vector<std::vector<char>> exists(S);
@@ -326,6 +330,7 @@ static Result run_case(const Case& c, std::mt19937& rng) {
       const long pos = (long)L - ql + i;
       const long tok = cu_q[s] + i;
       for (int h = 0; h < c.nq; ++h) {
+        if (h == c.inf_head) continue;  // its scores are ±inf / NaN; what it gives is not compared
         const int kvh = h / group;
         std::vector<double> sc(L, -INFINITY);
         double mx = -INFINITY;
@@ -448,6 +453,13 @@ static std::vector<Case> cases(const std::string& set) {
   // bf16 queries past f16's range (the mma runs in f16 over an FP8 cache: Q scaled per CTA).
   { Case c; c.name = "fp8 prefill hd128 g2 ps16 softcap qmag 1e5"; c.fp8 = true; c.nkv = 1; c.nq = 2; c.hd = c.hdv = 128;
     c.q_lens = {40, 9}; c.kv_lens = {200, 9}; c.page_size = 16; c.softcap = 30.0f; c.qmag = 1e5f; add(c); }
+  // One head's +inf query over an FP8 cache (bf16 queries scaled to f16 by one exponent per row
+  // tile): the heads sharing its tiles keep their values (before 2026-12-03 the inf set the
+  // tile's exponent and flushed every other query to 0).
+  { Case c; c.name = "fp8 prefill g4 ps16 inf in head 1"; c.fp8 = true; c.nkv = 1; c.nq = 4; c.q_lens = {20, 3};
+    c.kv_lens = {100, 40}; c.page_size = 16; c.inf_head = 1; add(c); }
+  { Case c; c.name = "fp8 decode g8 ps16 inf in head 5"; c.fp8 = true; c.nkv = 1; c.nq = 8; c.q_lens = {1, 1};
+    c.kv_lens = {100, 17}; c.page_size = 16; c.inf_head = 5; add(c); }
   { Case c; c.name = "fp8 decode g4 ps16 qmag 1e-6"; c.fp8 = true; c.nkv = 2; c.nq = 8; c.q_lens = {1, 1};
     c.kv_lens = {100, 17}; c.page_size = 16; c.qmag = 1e-6f; add(c); }
   // ---- prefill varlen (ragged 1, 17, 33), causal bottom-right, contiguous and paged
@@ -541,6 +553,8 @@ static std::vector<Case> cases(const std::string& set) {
   { Case c; c.name = "wgmma fp8 hd64 6 key tiles non-causal window softcap qmag 1e5"; c.wgmma = c.fp8 = true;
     c.causal = false; c.nkv = 1; c.nq = 2; c.q_lens = {70}; c.kv_lens = {768}; c.page_size = 8; c.window = 300;
     c.softcap = 30.0f; c.qmag = 1e5f; add(c); }
+  { Case c; c.name = "wgmma fp8 hd64 ps16 inf in head 2"; c.wgmma = c.fp8 = true; c.nkv = 1; c.nq = 4;
+    c.q_lens = {40, 9}; c.kv_lens = {200, 9}; c.page_size = 16; c.inf_head = 2; add(c); }
   { Case c; c.name = "wgmma fp8 hd128 tiny q (qmag 1e-6) ps32"; c.wgmma = c.fp8 = true; c.nkv = 2; c.nq = 4;
     c.hd = c.hdv = 128; c.q_lens = {9, 130}; c.kv_lens = {9, 300}; c.page_size = 32; c.qmag = 1e-6f; add(c); }
   // ---- MLA decode (576/512, one latent head): the 16-row configuration (16 heads, q_len 1)
@@ -558,7 +572,12 @@ static std::vector<Case> cases(const std::string& set) {
     c.q_lens = {1, 1}; c.kv_lens = {100, 17}; c.page_size = 16; c.force_splits = 2; add(c); }
   { Case c; c.name = "mla fp8 f16 h40 ps1 (64-row)"; c.mla = c.fp8 = true; c.bf16 = false; c.hd = 576; c.hdv = 512;
     c.nkv = 1; c.nq = 40; c.q_lens = {1, 1}; c.kv_lens = {70, 0}; c.page_size = 1; add(c); }
+  // Two latent heads (the wrapper accepts any num_kv_heads; released models have one).
+  { Case c; c.name = "mla decode h32 kv2 ps16 split 2"; c.mla = true; c.hd = 576; c.hdv = 512; c.nkv = 2; c.nq = 32;
+    c.q_lens = {1, 1}; c.kv_lens = {90, 17}; c.page_size = 16; c.force_splits = 2; add(c); }
   // ---- MLA decode on the Hopper kernel (attention_mla_sm90.cu: 64 rows, 64-key tiles)
+  { Case c; c.name = "mla wgmma h128 kv2 ps16"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 2; c.nq = 128;
+    c.q_lens = {1, 1}; c.kv_lens = {150, 40}; c.page_size = 16; add(c); }
   { Case c; c.name = "mla wgmma h64 ps16"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1; c.nq = 64;
     c.q_lens = {1, 1}; c.kv_lens = {130, 1}; c.page_size = 16; add(c); }
   { Case c; c.name = "mla wgmma h128 ps64 split 2 bad pages"; c.mla = c.wgmma = true; c.hd = 576; c.hdv = 512; c.nkv = 1;
