@@ -294,7 +294,9 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) 
 /// built only with the `matmul-fp8-tuning` feature: without it, the first pass alone), so
 /// that a fault in a later pass cannot cost an earlier pass's records. A failed shape ends the
 /// sweep (a faulted context fails every later call) with what was timed before it, and says so
-/// on stderr.
+/// on stderr. Each shape's records go to the process's checkpoint ([`super::checkpoint`]) as
+/// soon as they are timed, so that a hang (`warpcore bench`'s child killed at its time limit)
+/// keeps them too.
 pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     let mut shapes: Vec<(usize, usize, usize, Scaling, bool)> = Vec::new();
     for fast in [false, true] {
@@ -322,7 +324,10 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -
     for &(pass, pick) in built {
         for &(m, n, k, s, fast) in &shapes {
             match tune_matmul(dev, ceilings, m, n, k, s, fast, pick) {
-                Ok(records) => out.extend(records),
+                Ok(records) => {
+                    out.extend(records);
+                    super::checkpoint(out);
+                }
                 Err(e) => {
                     eprintln!("warpcore bench --tune: matmul_fp8 {} ({pass} pass): {e}; the sweep stops here", shape_key(m, n, k, s, fast));
                     return Ok(());

@@ -307,6 +307,27 @@ impl BenchRecord {
     }
 }
 
+/// What the process does with a sweep's records as they are measured ([`checkpoint`]):
+/// `warpcore bench`'s per-family child rewrites its records file, so that the records measured
+/// before a hang (the child killed at its time limit) are not lost with the process.
+pub type Checkpoint = Box<dyn Fn(&[BenchRecord]) + Send>;
+
+static CHECKPOINT: std::sync::Mutex<Option<Checkpoint>> = std::sync::Mutex::new(None);
+
+/// Installs (Some) or removes (None) the process's [`Checkpoint`].
+pub fn set_checkpoint(f: Option<Checkpoint>) {
+    *CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner()) = f;
+}
+
+/// Hands every record measured so far (the whole vector the sweep was given: a family's
+/// `bench_all` / `tune_all` output) to the process's [`Checkpoint`]; a no-op without one. A
+/// sweep calls it after each step whose records a later hang must not cost.
+pub fn checkpoint(records: &[BenchRecord]) {
+    if let Some(f) = CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        f(records);
+    }
+}
+
 /// `warpcore bench --tune`'s report from tuning records (keyed `"<shape> | <configuration>"`,
 /// the planner's pick ending in " (plan)"): per (op, shape), its configurations fastest first
 /// with time, rate and speed-up over the plan, then what the best gains over the plan.

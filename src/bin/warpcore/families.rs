@@ -2,11 +2,13 @@
 //! in a process of its own on a GPU. A kernel that faults (or traps: the spin-wait watchdog of
 //! cuda/common.cuh) leaves the process's CUDA context unusable, so every later call in that
 //! process fails, and a kernel that hangs never returns. In a child per family either costs that
-//! family's results only; the other families' numbers still come back.
+//! family's results only (not even the records it wrote before: the child rewrites its records
+//! file as it goes, and the parent reads it however the child ended); the other families'
+//! numbers still come back.
 
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use warpcore::bench::{BenchRecord, Ceilings};
 use warpcore::check::CheckResult;
@@ -14,7 +16,8 @@ use warpcore::Device;
 
 /// A family's benchmarks (or tuning sweep): its records on this GPU, pushed as they are
 /// measured, so that those measured before an error (a kernel fault ends the family: its
-/// context is gone) are still reported.
+/// context is gone) or a panic are still reported. A sweep also hands them to
+/// [`warpcore::bench::checkpoint`] where a hang must not cost them (the child's records file).
 pub type BenchFn = fn(&Device, &Ceilings, &mut Vec<BenchRecord>) -> warpcore::Result<()>;
 
 /// One kernel family: its GPU checks, its CPU references' self-checks and its benchmarks.
@@ -143,17 +146,21 @@ pub fn time_limit() -> Duration {
 
 /// What a family's child process gave back.
 pub struct ChildRun {
-    /// The JSON it wrote (None: nothing readable). A child that fails after some of its work
-    /// writes what it had done before the failure: those records are as good as any.
+    /// The JSON it wrote last (None: nothing readable). The child rewrites its records file as
+    /// it goes (after each family, and during a bench at each [`warpcore::bench::checkpoint`]),
+    /// so a child that failed, was killed at its time limit or died of a signal still hands
+    /// back what it had written before: those records are as good as any.
     pub records: Option<Value>,
-    /// Why it did not finish cleanly (a failed exit status, the time limit, no records).
+    /// Why it did not finish cleanly (a failed exit status, a signal, the time limit, no
+    /// records).
     pub failure: Option<String>,
 }
 
 /// Runs this program again as `warpcore SUBCOMMAND --family NAME --records FILE ARGS...` and
 /// returns what the child wrote to FILE and, if it did not finish cleanly, why. The child's
-/// stdout and stderr pass through.
-pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duration) -> ChildRun {
+/// stdout and stderr pass through. `progress` gets the records each time the child rewrites
+/// them (see [`run_for_records`]).
+pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duration, progress: &mut dyn FnMut(&Value)) -> ChildRun {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return ChildRun { records: None, failure: Some(format!("cannot find this program to rerun it: {e}")) },
@@ -161,46 +168,109 @@ pub fn run_child(subcommand: &str, family: &str, args: &[String], limit: Duratio
     let records = std::env::temp_dir().join(format!("warpcore-{}-{}-{family}.json", std::process::id(), subcommand));
     let mut cmd = Command::new(exe);
     cmd.arg(subcommand).arg("--family").arg(family).arg("--records").arg(&records).args(args);
-    let result = run_for_records(cmd, &records, limit);
+    let result = run_for_records(cmd, &records, limit, progress);
     let _ = std::fs::remove_file(&records);
     result
 }
 
-/// Runs `cmd` with a time limit (killed past it) and parses the JSON it leaves in `records`.
-pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration) -> ChildRun {
+/// Runs `cmd` with a time limit (killed past it) and parses the JSON it left in `records`
+/// however it ended (its last complete rewrite: [`write_records`]). While it runs, `progress`
+/// gets the records each time they change (the parent's report can include a family still
+/// running, in case the parent itself is stopped).
+pub fn run_for_records(mut cmd: Command, records: &Path, limit: Duration, progress: &mut dyn FnMut(&Value)) -> ChildRun {
     let _ = std::fs::remove_file(records);
-    let fail = |why: String| ChildRun { records: None, failure: Some(why) };
+    let _ = std::fs::remove_file(part_of(records));
     let mut child = match cmd.stdin(Stdio::null()).spawn() {
         Ok(c) => c,
-        Err(e) => return fail(format!("cannot start the child process: {e}")),
+        Err(e) => return ChildRun { records: None, failure: Some(format!("cannot start the child process: {e}")) },
     };
     let t0 = Instant::now();
-    let status = loop {
+    let mut seen = None; // the records file's (length, modified time) when progress last got it
+    let ended: Result<ExitStatus, String> = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => break Ok(status),
             Ok(None) if t0.elapsed() >= limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return fail(format!("killed after {} s (the time limit, WARPCORE_FAMILY_SECONDS): hung or too slow", limit.as_secs()));
+                break Err(format!("killed after {} s (the time limit, WARPCORE_FAMILY_SECONDS): hung or too slow", limit.as_secs()));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return fail(format!("waiting for the child process: {e}")),
+            Ok(None) => {
+                let stamp = std::fs::metadata(records).ok().map(|m| (m.len(), m.modified().ok()));
+                if stamp.is_some() && stamp != seen {
+                    seen = stamp;
+                    if let Ok(v) = read_records(records) {
+                        progress(&v);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("waiting for the child process: {e}"));
+            }
         }
     };
-    let parsed = std::fs::read_to_string(records)
-        .map_err(|e| format!("the child process wrote no records ({e})"))
-        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| format!("the child process's records are not JSON: {e}")));
-    match (status.success(), parsed) {
-        (true, Ok(v)) => ChildRun { records: Some(v), failure: None },
-        (true, Err(why)) => fail(why),
-        (false, Ok(v)) => ChildRun { records: Some(v), failure: Some(format!("the child process failed ({status}) after the records it gave; its output is above")) },
-        (false, Err(_)) => fail(format!("the child process failed ({status}); its output is above")),
+    let _ = std::fs::remove_file(part_of(records)); // a rewrite the child did not finish
+    let failure = match ended {
+        Err(why) => Some(why),
+        Ok(status) if !status.success() => Some(exit_reason(status)),
+        Ok(_) => None,
+    };
+    match (read_records(records), failure) {
+        (Ok(v), failure) => ChildRun { records: Some(v), failure },
+        (Err(why), None) => ChildRun { records: None, failure: Some(why) },
+        (Err(_), Some(failure)) => ChildRun { records: None, failure: Some(failure) },
     }
 }
 
-/// Writes a child's records (the parent reads them with run_child).
+/// Why a child that exited on its own did not succeed: its exit status, or the signal that
+/// ended it (a crash, or a kill from outside: SIGKILL from the out-of-memory killer).
+fn exit_reason(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal().is_some() {
+            return format!("the child process was killed ({status}); its output is above");
+        }
+    }
+    format!("the child process failed ({status}); its output is above")
+}
+
+/// The file a rewrite of `records` goes to first (renamed over it when whole).
+fn part_of(records: &Path) -> PathBuf {
+    let mut name = records.as_os_str().to_os_string();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Writes a child's records (the parent reads them with [`run_for_records`]), whole or not at
+/// all: into FILE.part, then renamed over FILE, so that a child killed mid-write leaves its
+/// previous records readable. The child calls it again as its records grow.
 pub fn write_records(path: &Path, value: &Value) -> std::io::Result<()> {
-    std::fs::write(path, serde_json::to_string(value)?)
+    let part = part_of(path);
+    std::fs::write(&part, serde_json::to_string(value)?)?;
+    std::fs::rename(&part, path)
+}
+
+/// The records a child wrote (Err: why there are none).
+fn read_records(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("the child process wrote no records ({e})"))?;
+    serde_json::from_str(&text).map_err(|e| format!("the child process's records are not JSON: {e}"))
+}
+
+/// Runs one family's work in this process with a panic caught: Err says why it did not finish
+/// (an error, or a panic and its message). What `f` pushed to vectors outside it before that
+/// is still there (a push is whole or not at all).
+pub fn guarded(f: impl FnOnce() -> warpcore::Result<()>) -> Result<(), String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("stopped at an error: {e}")),
+        Err(payload) => {
+            let text = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+            Err(format!("panicked: {}", text.as_deref().unwrap_or("(no message)")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -218,10 +288,14 @@ mod tests {
         std::env::temp_dir().join(format!("warpcore-families-test-{}-{name}.json", std::process::id()))
     }
 
+    fn run(script: &str, p: &Path, limit_s: u64) -> ChildRun {
+        run_for_records(sh(script), p, Duration::from_secs(limit_s), &mut |_| {})
+    }
+
     #[test]
     fn a_childs_records_come_back() {
         let p = path("ok");
-        let r = run_for_records(sh(&format!("echo '[1, 2]' > {}", p.display())), &p, Duration::from_secs(20));
+        let r = run(&format!("echo '[1, 2]' > {}", p.display()), &p, 20);
         assert_eq!((r.records, r.failure), (Some(serde_json::json!([1, 2])), None));
         let _ = std::fs::remove_file(&p);
     }
@@ -232,20 +306,79 @@ mod tests {
         let failure = |r: ChildRun| r.failure.expect("a failure");
         // Records written, then a failure (a fault after some benchmarks): the records come
         // back, and so does the failure.
-        let r = run_for_records(sh(&format!("echo '[3]' > {}; exit 3", p.display())), &p, Duration::from_secs(20));
+        let r = run(&format!("echo '[3]' > {}; exit 3", p.display()), &p, 20);
         assert_eq!(r.records, Some(serde_json::json!([3])));
-        assert!(failure(r).contains("failed"));
-        let r = run_for_records(sh("exit 3"), &p, Duration::from_secs(20));
+        assert!(failure(r).contains("failed (exit status: 3)"));
+        let r = run("exit 3", &p, 20);
         assert!(r.records.is_none() && failure(r).contains("failed"));
-        let e = failure(run_for_records(sh("exit 0"), &p, Duration::from_secs(20)));
+        let e = failure(run("exit 0", &p, 20));
         assert!(e.contains("wrote no records"), "{e}");
-        let e = failure(run_for_records(sh(&format!("echo 'not json' > {}", p.display())), &p, Duration::from_secs(20)));
+        let e = failure(run(&format!("echo 'not json' > {}", p.display()), &p, 20));
         assert!(e.contains("not JSON"), "{e}");
         let t0 = Instant::now();
-        let e = failure(run_for_records(sh("sleep 30"), &p, Duration::from_secs(1)));
+        let e = failure(run("sleep 30", &p, 1));
         assert!(e.contains("killed after 1 s"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10));
         let _ = std::fs::remove_file(&p);
+    }
+
+    /// A child killed at its time limit (a hang) or by a signal (a crash, the OOM killer) hands
+    /// back the records it wrote before, with the reason; a rewrite it did not finish (FILE.part,
+    /// cut short) neither replaces them nor stays behind.
+    #[test]
+    fn a_killed_childs_records_come_back() {
+        let p = path("killed");
+        let part = part_of(&p);
+        let t0 = Instant::now();
+        let r = run(&format!("echo '[1, 2]' > {}; printf '[1, 2, 3' > {}; sleep 30", p.display(), part.display()), &p, 1);
+        assert_eq!(r.records, Some(serde_json::json!([1, 2])));
+        assert!(r.failure.as_deref().is_some_and(|e| e.contains("killed after 1 s")), "{:?}", r.failure);
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(!part.exists());
+        let r = run(&format!("echo '[4]' > {}; kill -9 $$", p.display()), &p, 20);
+        assert_eq!(r.records, Some(serde_json::json!([4])));
+        assert!(r.failure.as_deref().is_some_and(|e| e.contains("killed (signal: 9")), "{:?}", r.failure);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// While the child runs, each rewrite of its records reaches the parent (the report it keeps
+    /// current in case it is stopped itself), and the last one is what comes back.
+    #[test]
+    fn a_childs_records_so_far_reach_the_parent_while_it_runs() {
+        let p = path("progress");
+        let write = |v: &str| format!("echo '{v}' > {0}.part && mv {0}.part {0}", p.display());
+        let script = format!("{}; sleep 1; {}; sleep 1; {}; sleep 30", write("[1]"), write("[1, 2]"), write("[1, 2, 3]"));
+        let mut seen = Vec::new();
+        let r = run_for_records(sh(&script), &p, Duration::from_secs(5), &mut |v| seen.push(v.clone()));
+        assert_eq!(seen, [serde_json::json!([1]), serde_json::json!([1, 2]), serde_json::json!([1, 2, 3])]);
+        assert_eq!(r.records, Some(serde_json::json!([1, 2, 3])));
+        assert!(r.failure.is_some());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// write_records replaces the file whole (through FILE.part, not left behind).
+    #[test]
+    fn records_are_written_whole() {
+        let p = path("write");
+        write_records(&p, &serde_json::json!([1])).unwrap();
+        write_records(&p, &serde_json::json!([1, 2])).unwrap();
+        assert_eq!(read_records(&p), Ok(serde_json::json!([1, 2])));
+        assert!(!part_of(&p).exists());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// A family's error or panic is a failure with its text; what it pushed before stays.
+    #[test]
+    fn a_panic_keeps_what_was_pushed_before() {
+        let mut pushed = Vec::new();
+        let r = guarded(|| {
+            pushed.push(1);
+            panic!("boom at {}", 2)
+        });
+        assert_eq!((r, pushed), (Err("panicked: boom at 2".to_string()), vec![1]));
+        let r = guarded(|| Err(warpcore::Error::Unsupported { op: "op", what: "what", value: "v".into() }));
+        assert!(r.is_err_and(|e| e.starts_with("stopped at an error: ")));
+        assert_eq!(guarded(|| Ok(())), Ok(()));
     }
 
     #[test]

@@ -246,16 +246,27 @@ fn measure_ceilings(dev: &Device) -> warpcore::Result<Ceilings> {
 fn check(filter: Option<&str>, family: Option<&str>, records: Option<&Path>) -> CliResult {
     let keep = |r: &CheckRow| filter.is_none_or(|f| r.op.contains(f));
     let fams = families::select(family)?;
-    let mut rows: Vec<CheckRow> = Vec::new();
-    let mut broken: Vec<(&str, String)> = Vec::new(); // families whose child gave no results
+    let mut out = CheckOutput { records: records.map(Path::to_path_buf), ..CheckOutput::default() };
     match open_device(false)? {
         Err(why) => {
             println!("no CUDA device ({why}): checking the CPU references only");
-            rows = fams.iter().flat_map(|f| (f.references)()).map(|r| CheckRow::of(&r)).collect();
+            for f in &fams {
+                out.family(f.name, (f.references)().iter().map(CheckRow::of).filter(keep).collect(), None)?;
+            }
         }
         Ok(dev) if family.is_some() => {
+            // In this process (a family's child, or --family by hand): an error or a panic ends
+            // the family, reported as not finished.
             for f in &fams {
-                rows.extend((f.check)(&dev)?.iter().map(CheckRow::of));
+                let mut rows = Vec::new();
+                let run = families::guarded(|| {
+                    rows = (f.check)(&dev)?;
+                    Ok(())
+                });
+                if let Err(why) = &run {
+                    eprintln!("warpcore check: family {}: {why}", f.name);
+                }
+                out.family(f.name, rows.iter().map(CheckRow::of).filter(keep).collect(), run.err())?;
             }
         }
         Ok(dev) => {
@@ -263,33 +274,75 @@ fn check(filter: Option<&str>, family: Option<&str>, records: Option<&Path>) -> 
             drop(dev);
             let args: Vec<String> = filter.map(|f| vec!["--op".to_string(), f.to_string()]).unwrap_or_default();
             for f in &fams {
-                let run = families::run_child("check", f.name, &args, families::time_limit());
-                rows.extend(run.records.iter().filter_map(Value::as_array).flatten().filter_map(CheckRow::from_json));
-                if let Some(why) = run.failure {
-                    broken.push((f.name, why));
-                }
+                let run = families::run_child("check", f.name, &args, families::time_limit(), &mut |_| {});
+                let rows = run.records.iter().filter_map(Value::as_array).flatten().filter_map(CheckRow::from_json).filter(keep).collect();
+                out.family(f.name, rows, run.failure)?;
             }
         }
     }
-    rows.retain(keep);
-    if let Some(path) = records {
-        families::write_records(path, &Value::Array(rows.iter().map(CheckRow::to_json).collect()))?;
-        return Ok(ExitCode::SUCCESS);
+    Ok(out.finish())
+}
+
+/// Where `warpcore check`'s results go, family by family: a child's records file (rewritten
+/// after each family), else the table on stdout, each family's rows (and its failures' texts,
+/// on stderr) printed as soon as it ends, so that a run stopped at its cap still shows the
+/// families that finished.
+#[derive(Default)]
+struct CheckOutput {
+    /// A family's child: the records file (no table).
+    records: Option<PathBuf>,
+    /// The rows so far (a child's, all written each time).
+    rows: Vec<CheckRow>,
+    /// Whether the table's header is above the next row.
+    header_shown: bool,
+    passed: usize,
+    failed: usize,
+    /// Families that did not finish.
+    broken: usize,
+}
+
+impl CheckOutput {
+    /// One family's rows, and why it did not finish (if it did not).
+    fn family(&mut self, name: &str, rows: Vec<CheckRow>, failure: Option<String>) -> std::io::Result<()> {
+        use std::io::Write;
+        let failed = rows.iter().filter(|r| !r.passed).count();
+        self.passed += rows.len() - failed;
+        self.failed += failed;
+        self.broken += failure.is_some() as usize;
+        if let Some(path) = &self.records {
+            self.rows.extend(rows);
+            return families::write_records(path, &Value::Array(self.rows.iter().map(CheckRow::to_json).collect()));
+        }
+        if !self.header_shown {
+            println!("\n| op | dtype | shape | worst max abs err | rel Frobenius | result |\n|---|---|---|---:|---:|---|");
+            self.header_shown = true;
+        }
+        for r in &rows {
+            println!("| {} | {} | {} | {:.2e} | {:.2e} | {} |", r.op, r.dtype, r.shape, r.worst_abs, r.rel_frobenius, if r.passed { "PASS" } else { "FAIL" });
+        }
+        if let Some(why) = &failure {
+            println!("| family {name} | - | - | - | - | FAIL: {why} |");
+        }
+        std::io::stdout().flush()?;
+        for r in rows.iter().filter(|r| !r.passed) {
+            eprintln!("\n{}", r.text);
+            self.header_shown = false; // the texts break the table: the next rows start a new one
+        }
+        Ok(())
     }
-    println!("\n| op | dtype | shape | worst max abs err | rel Frobenius | result |\n|---|---|---|---:|---:|---|");
-    for r in &rows {
-        println!("| {} | {} | {} | {:.2e} | {:.2e} | {} |", r.op, r.dtype, r.shape, r.worst_abs, r.rel_frobenius, if r.passed { "PASS" } else { "FAIL" });
+
+    /// The totals (a child: none) and the exit status: success when every row passed and every
+    /// family finished.
+    fn finish(self) -> ExitCode {
+        if self.records.is_some() {
+            // A child fails only when a family did not finish (its failed rows are in the file).
+            return if self.broken == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+        let ok = self.failed == 0 && self.broken == 0;
+        println!("\n{} passed, {} failed{}", self.passed, self.failed,
+                 if self.broken == 0 { String::new() } else { format!(", {} families did not finish", self.broken) });
+        if ok && self.passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
     }
-    for (name, why) in &broken {
-        println!("| family {name} | - | - | - | - | FAIL: {why} |");
-    }
-    let failed: Vec<&CheckRow> = rows.iter().filter(|r| !r.passed).collect();
-    for r in &failed {
-        eprintln!("\n{}", r.text);
-    }
-    println!("\n{} passed, {} failed{}", rows.len() - failed.len(), failed.len(),
-             if broken.is_empty() { String::new() } else { format!(", {} families did not finish", broken.len()) });
-    Ok(if failed.is_empty() && broken.is_empty() && !rows.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 struct BenchOpts {
@@ -324,22 +377,29 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         Some(c) => parse_ceilings(c)?,
         None => measure_ceilings(&dev)?,
     };
+    let keep = |r: &BenchRecord| filter.is_none_or(|f| r.op.contains(f));
     let mut records: Vec<BenchRecord> = Vec::new();
     let mut broken: Vec<(&str, String)> = Vec::new(); // families that did not finish
     if o.family.is_some() {
-        // In this process (a family's child, or --family by hand): an error ends the family
-        // with the records measured before it.
+        // In this process (a family's child, or --family by hand): an error or a panic ends the
+        // family with the records measured before it. A child also rewrites its records file
+        // whenever a sweep checkpoints (bench::checkpoint), so that a hang, which gets it
+        // killed, keeps what was measured before.
+        if let Some(path) = &o.records {
+            bench::set_checkpoint(Some(records_checkpoint(path.clone(), o.filter.clone())));
+        }
         for f in &fams {
-            let run = match (o.tune, f.tune) {
+            let run = families::guarded(|| match (o.tune, f.tune) {
                 (true, Some(tune)) => tune(&dev, &ceilings, &mut records),
                 _ => (f.bench)(&dev, &ceilings, &mut records),
-            };
-            if let Err(e) = run {
-                eprintln!("warpcore bench: family {}: stopped at an error: {e}", f.name);
-                broken.push((f.name, format!("stopped at an error: {e}")));
+            });
+            if let Err(why) = run {
+                eprintln!("warpcore bench: family {}: {why}", f.name);
+                broken.push((f.name, why));
             }
         }
-        records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
+        bench::set_checkpoint(None);
+        records.retain(keep);
         if let Some(path) = &o.records {
             families::write_records(path, &Value::Array(records.iter().map(record_to_json).collect()))?;
             return Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
@@ -352,25 +412,42 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         if o.tune {
             args.push("--tune".to_string());
         }
-        for f in &fams {
-            let run = families::run_child("bench", f.name, &args, families::time_limit());
-            records.extend(run.records.iter().filter_map(Value::as_array).flatten().filter_map(record_from_json));
-            if let Some(why) = run.failure {
-                eprintln!("warpcore bench: family {}: {why}", f.name);
-                broken.push((f.name, why));
+        // The report so far (with --out), rewritten while a family runs (with its records so
+        // far) and after each family: a run cut short (its time cap) keeps everything measured
+        // before, and says which families did not finish or did not run.
+        let partial = |records: &[BenchRecord], broken: &[(&str, String)], running: Option<&str>, pending: &[&str]| {
+            let Some(dir) = &o.out_dir else { return Ok(()) };
+            let mut r = bench_report(&dev, &ceilings, records, broken, &alternatives, o);
+            if let Some(name) = running {
+                r.md += &format!("\nIncomplete: the family {name} is still running (or was stopped); its records so far are above.\n");
+                r.json["running_family"] = name.into();
             }
-            records.retain(|r| filter.is_none_or(|f| r.op.contains(f)));
-            // The report so far, rewritten after each family: a run cut short (its time cap)
-            // keeps the families that finished, and says which did not run.
-            if let Some(dir) = &o.out_dir {
-                let mut partial = bench_report(&dev, &ceilings, &records, &broken, &alternatives, o);
-                let pending: Vec<&str> = fams.iter().skip_while(|g| g.name != f.name).skip(1).map(|g| g.name).collect();
-                if !pending.is_empty() {
-                    partial.md += &format!("\nIncomplete: the run is still going (or was stopped) before the families {}.\n", pending.join(", "));
-                    partial.json["pending_families"] = pending.into();
+            if !pending.is_empty() {
+                r.md += &format!("\nIncomplete: the run is still going (or was stopped) before the families {}.\n", pending.join(", "));
+                r.json["pending_families"] = pending.into();
+            }
+            write_bench_report(dir, &r)
+        };
+        for (i, f) in fams.iter().enumerate() {
+            let pending: Vec<&str> = fams[i + 1..].iter().map(|g| g.name).collect();
+            let mut progress = |v: &Value| {
+                let mut so_far = records.clone();
+                so_far.extend(v.as_array().into_iter().flatten().filter_map(record_from_json).filter(keep));
+                if let Err(e) = partial(&so_far, &broken, Some(f.name), &pending) {
+                    eprintln!("warpcore bench: cannot write the report so far: {e}");
                 }
-                write_bench_report(dir, &partial)?;
+            };
+            let run = families::run_child("bench", f.name, &args, families::time_limit(), &mut progress);
+            let before = records.len();
+            records.extend(run.records.iter().filter_map(Value::as_array).flatten().filter_map(record_from_json).filter(keep));
+            match run.failure {
+                Some(why) => {
+                    eprintln!("warpcore bench: family {}: {why} ({} records kept)", f.name, records.len() - before);
+                    broken.push((f.name, why));
+                }
+                None => eprintln!("warpcore bench: family {}: {} records", f.name, records.len() - before),
             }
+            partial(&records, &broken, None, &pending)?;
         }
     }
     let report = bench_report(&dev, &ceilings, &records, &broken, &alternatives, o);
@@ -383,6 +460,17 @@ fn bench_cmd(o: &BenchOpts) -> CliResult {
         print!("{}", report.md);
     }
     Ok(if broken.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A bench child's checkpoint: the records so far (those of ops containing `filter`) rewritten
+/// into its records file.
+fn records_checkpoint(path: PathBuf, filter: Option<String>) -> bench::Checkpoint {
+    Box::new(move |so_far: &[BenchRecord]| {
+        let kept = so_far.iter().filter(|r| filter.as_deref().is_none_or(|f| r.op.contains(f))).map(record_to_json).collect();
+        if let Err(e) = families::write_records(&path, &Value::Array(kept)) {
+            eprintln!("warpcore bench: cannot write the records so far to {}: {e}", path.display());
+        }
+    })
 }
 
 /// bench.json / bench.md (tune.json / tune.md with --tune).
@@ -594,4 +682,48 @@ fn to_markdown(records: &[BenchRecord]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Both halves of a bench child that hangs: the records its sweep checkpointed before the
+    /// hang (bench::checkpoint, through the checkpoint the child installs) reach the parent,
+    /// which kills it at its time limit. The child is this test again, told so by an
+    /// environment variable.
+    #[test]
+    fn a_hung_bench_childs_checkpointed_records_come_back() {
+        const CHILD: &str = "WARPCORE_TEST_HUNG_CHILD_RECORDS";
+        let record = |op: &str| BenchRecord {
+            op: op.into(),
+            dtype: "bf16".into(),
+            shape: "1x1".into(),
+            time_us: 1.0,
+            graph_us: None,
+            bytes: 1.0,
+            flops: 0.0,
+            gbps: 1.0,
+            tflops: 0.0,
+            fraction_of_ceiling: f64::NAN,
+            alternatives: Vec::new(),
+        };
+        if let Ok(path) = std::env::var(CHILD) {
+            bench::set_checkpoint(Some(records_checkpoint(path.into(), Some("op_".into()))));
+            let mut out = vec![record("op_a"), record("other"), record("op_b")];
+            bench::checkpoint(&out);
+            out.push(record("op_c")); // measured, not checkpointed: lost with the hang
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("warpcore-main-test-{}-hung.json", std::process::id()));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child.args(["--exact", "tests::a_hung_bench_childs_checkpointed_records_come_back", "--nocapture"]).env(CHILD, &path).stdout(std::process::Stdio::null());
+        let run = families::run_for_records(child, &path, Duration::from_secs(3), &mut |_| {});
+        let _ = std::fs::remove_file(&path);
+        let ops: Vec<String> = run.records.iter().filter_map(Value::as_array).flatten().filter_map(record_from_json).map(|r| r.op).collect();
+        assert_eq!(ops, ["op_a", "op_b"]);
+        assert!(run.failure.as_deref().is_some_and(|e| e.contains("killed after 3 s")), "{:?}", run.failure);
+    }
 }
