@@ -129,6 +129,7 @@ pub fn tune_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -
             let pdl = if p.merge_pdl == plan.merge_pdl { "" } else { " merge without PDL" };
             out.push(decode_record::<bf16>(format!("b{batch} kv{kv_len} page16 | splits {splits}{mark}{pdl}"), t, batch, kv_len, ceilings));
         }
+        super::checkpoint(out);
     }
     Ok(())
 }
@@ -243,42 +244,42 @@ pub fn bench_prefill_paged<C: DType>(dev: &Device, ceilings: &Ceilings, batch: u
 /// Every attention benchmark `warpcore bench` runs.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for page in [16, 64] {
-        out.push(bench_decode::<bf16>(dev, ceilings, 64, 4096, page)?);
-        out.push(bench_decode::<bf16>(dev, ceilings, 16, 32768, page)?);
-        out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?);
+        out.push(bench_decode::<bf16>(dev, ceilings, 64, 4096, page)?); super::checkpoint(out);
+        out.push(bench_decode::<bf16>(dev, ceilings, 16, 32768, page)?); super::checkpoint(out);
+        out.push(bench_decode::<bf16>(dev, ceilings, 1, 131072, page)?); super::checkpoint(out);
     }
-    out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?);
+    out.push(bench_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16)?); super::checkpoint(out);
     // MLA decode: the portable kernel at 16 and 128 heads, and on Hopper the wgmma kernel at
     // 128 (its regime: more than 16 rows per sequence).
     let mla_hopper = AttentionPlan::with_kernel(dev, &[1], &[4096], 128, 1, MLA_DECODE.0, MLA_DECODE.1, AttentionKernel::Wgmma).is_ok();
     for heads in [16, 128] {
         for (batch, kv_len) in [(64, 4096), (128, 8192)] {
-            out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::MmaSync)?);
+            out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::MmaSync)?); super::checkpoint(out);
             if heads == 128 && mla_hopper {
-                out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::Wgmma)?);
+                out.push(bench_mla_decode::<bf16>(dev, ceilings, batch, kv_len, heads, AttentionKernel::Wgmma)?); super::checkpoint(out);
             }
         }
     }
     // The FP8 latent cache where bytes decide: 16 heads.
-    out.push(bench_mla_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16, AttentionKernel::MmaSync)?);
+    out.push(bench_mla_decode::<crate::F8E4M3>(dev, ceilings, 64, 4096, 16, AttentionKernel::MmaSync)?); super::checkpoint(out);
     // The portable kernel (the 350 TFLOP/s bar), then on Hopper the wgmma kernel (the
     // issue's goal for it: 700).
     let hopper = AttentionPlan::with_kernel(dev, &[4096], &[4096], NQ, NKV, HD, HD, AttentionKernel::Wgmma).is_ok();
     for (batch, seq_len) in [(1, 16384), (4, 4096)] {
-        out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::MmaSync, true)?);
+        out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::MmaSync, true)?); super::checkpoint(out);
         if hopper {
-            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, true)?);
+            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, true)?); super::checkpoint(out);
             // The same with every key tile by cp.async (the measure of the TMA tiles).
-            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, false)?);
+            out.push(bench_prefill(dev, ceilings, batch, seq_len, AttentionKernel::Wgmma, false)?); super::checkpoint(out);
         }
     }
     // Prefill over the paged cache (chunked prefill, append): bf16, and the FP8 cache, which the
     // kernel Auto picks converts in shared memory (on Hopper the wgmma kernel; there the
     // portable kernel's record too, for the ratio).
-    out.push(bench_prefill_paged::<bf16>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?);
-    out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?);
+    out.push(bench_prefill_paged::<bf16>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?); super::checkpoint(out);
+    out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::Auto)?); super::checkpoint(out);
     if hopper {
-        out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::MmaSync)?);
+        out.push(bench_prefill_paged::<crate::F8E4M3>(dev, ceilings, 4, 4096, 16, AttentionKernel::MmaSync)?); super::checkpoint(out);
     }
     Ok(())
 }

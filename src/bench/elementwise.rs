@@ -115,16 +115,16 @@ pub fn bench_sample_rows_each(dev: &Device, ceilings: &Ceilings, rows: usize, vo
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use half::bf16;
     for &(rows, cols) in &[(2048, 8192), (32, 8192), (1, 8192), (4096, 14336)] {
-        out.push(bench_glu::<bf16>(dev, ceilings, rows, cols)?);
+        out.push(bench_glu::<bf16>(dev, ceilings, rows, cols)?); super::checkpoint(out);
     }
     for &rows in &[2048, 32] {
-        out.push(bench_select_rows::<bf16>(dev, ceilings, 128256, rows, 2048)?);
+        out.push(bench_select_rows::<bf16>(dev, ceilings, 128256, rows, 2048)?); super::checkpoint(out);
     }
     for &rows in &[1, 32] {
-        out.push(bench_argmax_rows(dev, ceilings, rows, 128256)?);
-        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 0, 0.9)?);
-        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 50, 1.0)?);
+        out.push(bench_argmax_rows(dev, ceilings, rows, 128256)?); super::checkpoint(out);
+        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 0, 0.9)?); super::checkpoint(out);
+        out.push(bench_sample_rows(dev, ceilings, rows, 128256, 50, 1.0)?); super::checkpoint(out);
     }
-    out.push(bench_sample_rows_each(dev, ceilings, 32, 128256)?);
+    out.push(bench_sample_rows_each(dev, ceilings, 32, 128256)?); super::checkpoint(out);
     Ok(())
 }

@@ -263,23 +263,23 @@ pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: 
 /// (`warpcore bench --tune` times the bar shapes under every tile configuration: [`tune_all`].)
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for fast in [false, true] {
-        out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?);
-        out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?);
-        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?);
+        out.push(bench_matmul(dev, ceilings, 4096, 7168, 2048, PER_ROW, fast)?); super::checkpoint(out);
+        out.push(bench_matmul(dev, ceilings, 8192, 8192, 8192, PER_TENSOR, fast)?); super::checkpoint(out);
+        out.push(bench_matmul(dev, ceilings, 128, 7168, 2048, PER_ROW, fast)?); super::checkpoint(out);
     }
-    out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?);
+    out.push(bench_matmul(dev, ceilings, 4096, 7168, 16384, BLOCK, false)?); super::checkpoint(out);
     // Decode-sized: the 1B FP8 model's down_proj at batch 1 and 32 (16 tiles of 64 × 128: the
     // plan splits k 8 ways), and one token through a 7168-wide projection (56 tiles: no split).
-    out.push(bench_matmul(dev, ceilings, 1, 2048, 8192, BLOCK, false)?);
-    out.push(bench_matmul(dev, ceilings, 32, 2048, 8192, BLOCK, false)?);
-    out.push(bench_matmul(dev, ceilings, 1, 7168, 2048, PER_ROW, false)?);
+    out.push(bench_matmul(dev, ceilings, 1, 2048, 8192, BLOCK, false)?); super::checkpoint(out);
+    out.push(bench_matmul(dev, ceilings, 32, 2048, 8192, BLOCK, false)?); super::checkpoint(out);
+    out.push(bench_matmul(dev, ceilings, 1, 7168, 2048, PER_ROW, false)?); super::checkpoint(out);
     // Grouped: Qwen3-30B-A3B-FP8's experts (128 of gate_up [1536, 2048] and down [2048, 768]),
     // at decode (32 tokens × top-8 rows) and prefill (2048 tokens × 8).
     for rows in [256, 16384] {
-        out.push(bench_grouped(dev, ceilings, 128, 1536, 2048, rows)?);
-        out.push(bench_grouped(dev, ceilings, 128, 2048, 768, rows)?);
-        out.push(bench_grouped_bf16(dev, ceilings, 128, 1536, 2048, rows)?);
-        out.push(bench_grouped_bf16(dev, ceilings, 128, 2048, 768, rows)?);
+        out.push(bench_grouped(dev, ceilings, 128, 1536, 2048, rows)?); super::checkpoint(out);
+        out.push(bench_grouped(dev, ceilings, 128, 2048, 768, rows)?); super::checkpoint(out);
+        out.push(bench_grouped_bf16(dev, ceilings, 128, 1536, 2048, rows)?); super::checkpoint(out);
+        out.push(bench_grouped_bf16(dev, ceilings, 128, 2048, 768, rows)?); super::checkpoint(out);
     }
     Ok(())
 }

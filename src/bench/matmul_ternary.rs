@@ -141,8 +141,8 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) 
         }
     }
     for &(m, k) in &[(1, 2560), (2048, 2560), (2048, 6912)] {
-        out.push(bench_quantize_activations(dev, ceilings, m, k)?);
-        out.push(bench_rms_norm_quantize(dev, ceilings, m, k)?);
+        out.push(bench_quantize_activations(dev, ceilings, m, k)?); super::checkpoint(out);
+        out.push(bench_rms_norm_quantize(dev, ceilings, m, k)?); super::checkpoint(out);
     }
     Ok(())
 }

@@ -209,21 +209,21 @@ pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) 
     // Bars: softmax top-8 of 256 for 16384 tokens <= 10 us; DeepSeek-V3 <= 12 us (16384) and
     // <= 4 us (128 tokens).
     for tokens in [16384, 128] {
-        out.push(bench_moe_gate::<f32>(dev, ceilings, tokens, 256, 8, &softmax, false)?);
-        out.push(bench_moe_gate::<bf16>(dev, ceilings, tokens, 256, 8, &softmax, false)?);
-        out.push(bench_moe_gate::<f32>(dev, ceilings, tokens, 256, 8, &ds, false)?);
-        out.push(bench_moe_gate::<bf16>(dev, ceilings, tokens, 256, 8, &ds, false)?);
+        out.push(bench_moe_gate::<f32>(dev, ceilings, tokens, 256, 8, &softmax, false)?); super::checkpoint(out);
+        out.push(bench_moe_gate::<bf16>(dev, ceilings, tokens, 256, 8, &softmax, false)?); super::checkpoint(out);
+        out.push(bench_moe_gate::<f32>(dev, ceilings, tokens, 256, 8, &ds, false)?); super::checkpoint(out);
+        out.push(bench_moe_gate::<bf16>(dev, ceilings, tokens, 256, 8, &ds, false)?); super::checkpoint(out);
     }
-    out.push(bench_moe_gate::<f32>(dev, ceilings, 16384, 256, 8, &ds, true)?);
-    out.push(bench_moe_gate::<bf16>(dev, ceilings, 16384, 128, 8, &softmax, false)?); // Qwen3-30B-A3B
-    out.push(bench_moe_gate::<bf16>(dev, ceilings, 16384, 8, 2, &softmax, false)?); // Mixtral
+    out.push(bench_moe_gate::<f32>(dev, ceilings, 16384, 256, 8, &ds, true)?); super::checkpoint(out);
+    out.push(bench_moe_gate::<bf16>(dev, ceilings, 16384, 128, 8, &softmax, false)?); super::checkpoint(out); // Qwen3-30B-A3B
+    out.push(bench_moe_gate::<bf16>(dev, ceilings, 16384, 8, 2, &softmax, false)?); super::checkpoint(out); // Mixtral
     // Align bar: <= 15 us for 16384 tokens top-8.
-    out.push(bench_moe_align(dev, ceilings, 16384, 8, 256, 64)?);
-    out.push(bench_moe_align(dev, ceilings, 128, 8, 256, 64)?);
+    out.push(bench_moe_align(dev, ceilings, 16384, 8, 256, 64)?); super::checkpoint(out);
+    out.push(bench_moe_align(dev, ceilings, 128, 8, 256, 64)?); super::checkpoint(out);
     // Gather / combine bar: >= 80% of copy bandwidth.
     for (tokens, hidden, k, e) in [(4096, 7168, 8, 256), (16384, 2048, 8, 128)] {
-        out.push(bench_moe_gather::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?);
-        out.push(bench_moe_combine::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?);
+        out.push(bench_moe_gather::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?); super::checkpoint(out);
+        out.push(bench_moe_combine::<bf16>(dev, ceilings, tokens, hidden, k, e, 128)?); super::checkpoint(out);
     }
     Ok(())
 }

@@ -147,21 +147,21 @@ pub fn bench_glu_quant(dev: &Device, ceilings: &Ceilings, rows: usize, inter: us
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use ScaleGranularity::*;
     for g in [PerTensor, PerRow, Group128] {
-        out.push(bench_quantize(dev, ceilings, 4096, 7168, g)?);
+        out.push(bench_quantize(dev, ceilings, 4096, 7168, g)?); super::checkpoint(out);
     }
-    out.push(bench_quantize(dev, ceilings, 64, 4096, PerTensor)?);
-    out.push(bench_quantize(dev, ceilings, 128, 7168, Group128)?);
-    out.push(bench_quantize(dev, ceilings, 7168, 2048, Block128)?);
-    out.push(bench_quantize(dev, ceilings, 18432, 7168, Block128)?);
+    out.push(bench_quantize(dev, ceilings, 64, 4096, PerTensor)?); super::checkpoint(out);
+    out.push(bench_quantize(dev, ceilings, 128, 7168, Group128)?); super::checkpoint(out);
+    out.push(bench_quantize(dev, ceilings, 7168, 2048, Block128)?); super::checkpoint(out);
+    out.push(bench_quantize(dev, ceilings, 18432, 7168, Block128)?); super::checkpoint(out);
     for g in [PerRow, Group128] {
         for add in [false, true] {
-            out.push(bench_norm_quant(dev, ceilings, 4096, 7168, g, add)?);
+            out.push(bench_norm_quant(dev, ceilings, 4096, 7168, g, add)?); super::checkpoint(out);
         }
     }
-    out.push(bench_norm_quant(dev, ceilings, 128, 7168, Group128, true)?);
+    out.push(bench_norm_quant(dev, ceilings, 128, 7168, Group128, true)?); super::checkpoint(out);
     // DeepSeek-V3's experts (inter 2048) at 2048 prefill tokens × top-8, and its dense MLP
     // (18432) at 128 tokens.
-    out.push(bench_glu_quant(dev, ceilings, 16384, 2048, Group128)?);
-    out.push(bench_glu_quant(dev, ceilings, 128, 18432, Group128)?);
+    out.push(bench_glu_quant(dev, ceilings, 16384, 2048, Group128)?); super::checkpoint(out);
+    out.push(bench_glu_quant(dev, ceilings, 128, 18432, Group128)?); super::checkpoint(out);
     Ok(())
 }

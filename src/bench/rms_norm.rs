@@ -79,14 +79,14 @@ pub fn bench_qk_rms_norm<T: DType>(
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     use half::{bf16, f16};
     for &(t, h) in &[(16384, 4096), (16384, 8192), (64, 4096), (1, 4096)] {
-        out.push(bench_rms_norm::<bf16>(dev, ceilings, t, h)?);
+        out.push(bench_rms_norm::<bf16>(dev, ceilings, t, h)?); super::checkpoint(out);
     }
     for &(t, h) in &[(16384, 4096), (16384, 8192), (64, 4096)] {
-        out.push(bench_fused_add_rms_norm::<bf16>(dev, ceilings, t, h)?);
+        out.push(bench_fused_add_rms_norm::<bf16>(dev, ceilings, t, h)?); super::checkpoint(out);
     }
-    out.push(bench_rms_norm::<f16>(dev, ceilings, 16384, 4096)?);
-    out.push(bench_rms_norm::<f32>(dev, ceilings, 16384, 4096)?);
-    out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 16384, 32, 8, 128)?);
-    out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 64, 32, 8, 128)?);
+    out.push(bench_rms_norm::<f16>(dev, ceilings, 16384, 4096)?); super::checkpoint(out);
+    out.push(bench_rms_norm::<f32>(dev, ceilings, 16384, 4096)?); super::checkpoint(out);
+    out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 16384, 32, 8, 128)?); super::checkpoint(out);
+    out.push(bench_qk_rms_norm::<bf16>(dev, ceilings, 64, 32, 8, 128)?); super::checkpoint(out);
     Ok(())
 }

@@ -160,16 +160,16 @@ pub fn bench_rope_append_kv<T: DType, C: DType>(
 /// batch, the FP8 cache.
 pub fn bench_all(dev: &Device, ceilings: &Ceilings, out: &mut Vec<BenchRecord>) -> Result<()> {
     for &tokens in &[16384usize, 64] {
-        out.push(bench_rope::<bf16>(dev, ceilings, tokens, 32, 8, 128)?);
+        out.push(bench_rope::<bf16>(dev, ceilings, tokens, 32, 8, 128)?); super::checkpoint(out);
     }
-    out.push(bench_rope::<bf16>(dev, ceilings, 16384, 8, 1, 64)?);
+    out.push(bench_rope::<bf16>(dev, ceilings, 16384, 8, 1, 64)?); super::checkpoint(out);
     for &tokens in &[16384usize, 64] {
-        out.push(bench_append_kv::<bf16, bf16>(dev, ceilings, tokens, 8, 128, 16)?);
+        out.push(bench_append_kv::<bf16, bf16>(dev, ceilings, tokens, 8, 128, 16)?); super::checkpoint(out);
     }
-    out.push(bench_append_kv::<bf16, F8E4M3>(dev, ceilings, 16384, 8, 128, 16)?);
-    out.push(bench_rope_append_kv::<bf16, bf16>(dev, ceilings, 16384, 32, 8, 128, 16)?);
-    out.push(bench_rope_append_kv::<bf16, bf16>(dev, ceilings, 64, 32, 8, 128, 16)?);
-    out.push(bench_rope_append_kv::<bf16, F8E4M3>(dev, ceilings, 16384, 32, 8, 128, 16)?);
-    out.push(bench_qk_norm_rope::<bf16>(dev, ceilings, 16384, 32, 8, 128)?);
+    out.push(bench_append_kv::<bf16, F8E4M3>(dev, ceilings, 16384, 8, 128, 16)?); super::checkpoint(out);
+    out.push(bench_rope_append_kv::<bf16, bf16>(dev, ceilings, 16384, 32, 8, 128, 16)?); super::checkpoint(out);
+    out.push(bench_rope_append_kv::<bf16, bf16>(dev, ceilings, 64, 32, 8, 128, 16)?); super::checkpoint(out);
+    out.push(bench_rope_append_kv::<bf16, F8E4M3>(dev, ceilings, 16384, 32, 8, 128, 16)?); super::checkpoint(out);
+    out.push(bench_qk_norm_rope::<bf16>(dev, ceilings, 16384, 32, 8, 128)?); super::checkpoint(out);
     Ok(())
 }
