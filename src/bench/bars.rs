@@ -121,11 +121,17 @@ pub struct Verdict {
     /// shown beside the verdict, which reads the stream time: where the stream time misses a
     /// bar the graph time meets, the miss is the host's launch cost, not the kernel's.
     pub graph_us: Option<f64>,
+    /// The record's output check, when its bench made one ([`crate::bench::OutputCheck`]): a
+    /// failed one makes the verdict "output wrong" whatever the time.
+    pub output: Option<crate::bench::OutputCheck>,
 }
 
 impl Verdict {
     /// Whether the bar was met; `None` when it was not measured.
     pub fn met(&self) -> Option<bool> {
+        if self.output.as_ref().is_some_and(|o| !o.passed) {
+            return Some(false);
+        }
         self.ratio.map(|r| r >= 1.0)
     }
 }
@@ -173,7 +179,7 @@ pub fn check(records: &[BenchRecord]) -> Vec<Verdict> {
             let (required, _) = bar.rule.required();
             let ratio = measured.map(|m| if matches!(bar.rule, MaxTimeUs(_)) { required / m } else { m / required });
             let graph_us = if matches!(bar.rule, MaxTimeUs(_)) { record.and_then(|r| r.graph_us) } else { None };
-            Verdict { bar, measured, ratio, graph_us }
+            Verdict { bar, measured, ratio, graph_us, output: record.and_then(|r| r.output.clone()) }
         })
         .collect()
 }
@@ -198,10 +204,13 @@ pub fn to_markdown(verdicts: &[Verdict]) -> String {
             Some(g) => format!("{measured} (graph {g:.1} µs)"),
             None => measured,
         };
-        let verdict = match v.ratio {
-            None => "not measured".to_string(),
-            Some(r) if r >= 1.0 => "met".to_string(),
-            Some(r) => format!("missed ({:.0}% of the bar)", r * 100.0),
+        let verdict = match (&v.output, v.ratio) {
+            (Some(o), _) if !o.passed => format!("output wrong ({})", o.detail),
+            (_, None) => "not measured".to_string(),
+            (o, Some(r)) => {
+                let checked = if o.is_some() { ", output checked" } else { "" };
+                if r >= 1.0 { format!("met{checked}") } else { format!("missed ({:.0}% of the bar{checked})", r * 100.0) }
+            }
         };
         md += &format!("| {} | {} | {} | `{}` | {} | {} | {} |\n", b.issue, b.op, b.dtype, b.shape, b.rule.describe(), measured, verdict);
     }
@@ -226,6 +235,7 @@ mod tests {
             tflops: 300.0,
             fraction_of_ceiling: 0.87,
             alternatives: vec![Alternative { name: "cuBLASLt FP8".into(), time_us: 20.0, speedup: 2.5 }],
+            output: None,
         }
     }
 
@@ -256,6 +266,22 @@ mod tests {
         let md = to_markdown(&v);
         assert!(md.starts_with(&format!("Bars: 4 met, 3 missed, {} not measured (of {}).", BARS.len() - 7, BARS.len())), "{md}");
         assert!(md.contains("| 2 | rms_norm | bf16 | `64x4096` | ≤ 5 µs | 8.0 µs | missed (62% of the bar) |"), "{md}");
+    }
+
+    /// A record whose output check failed meets no bar, however fast; a passed check is shown
+    /// beside the verdict; an unchecked record is judged on its numbers as before.
+    #[test]
+    fn a_wrong_output_meets_no_bar() {
+        use crate::bench::OutputCheck;
+        let mut fast = record("fused_add_rms_norm", "bf16", "16384x4096"); // 87% ≥ 85%
+        fast.output = Some(OutputCheck { passed: false, detail: "rows 0, 16383 vs f64: rel Frobenius 1.0".into() });
+        let v = check(&[fast.clone()]);
+        let got = v.iter().find(|v| v.bar.op == "fused_add_rms_norm" && v.bar.shape == "16384x4096").unwrap();
+        assert_eq!(got.met(), Some(false));
+        assert!(to_markdown(&v).contains("output wrong (rows 0, 16383 vs f64: rel Frobenius 1.0)"));
+        fast.output = Some(OutputCheck { passed: true, detail: "ok".into() });
+        let v = check(&[fast]);
+        assert!(to_markdown(&v).contains("| met, output checked |"), "{}", to_markdown(&v));
     }
 
     /// A time bar is judged on the stream time and shows the graph time beside it; other rules

@@ -261,6 +261,21 @@ pub struct BenchRecord {
     pub fraction_of_ceiling: f64,
     /// Other implementations timed against this one in the same run.
     pub alternatives: Vec<Alternative>,
+    /// What the bench found when it checked this shape's output after timing it ([`OutputCheck`]:
+    /// sampled against the CPU reference, or whole against an alternative's); `None` when the
+    /// record's bench does not check. A record whose output failed meets no bar.
+    pub output: Option<OutputCheck>,
+}
+
+/// A bench's check of the output of the shape it timed, run once after the timing (the bars'
+/// shapes take tiles, splits and paths the small shapes of `warpcore check` and the tests do
+/// not reach; a kernel that skips work would otherwise run fast and meet its bar).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputCheck {
+    /// Whether the output was within the check's bound.
+    pub passed: bool,
+    /// What was compared and the error found, e.g. "rows 0, 4095 of 4096 vs f64: rel Frobenius 3.1e-3".
+    pub detail: String,
 }
 
 impl BenchRecord {
@@ -279,6 +294,7 @@ impl BenchRecord {
             tflops: 0.0,
             fraction_of_ceiling: gbps / ceilings.copy_gbps,
             alternatives: Vec::new(),
+            output: None,
         }
     }
 
@@ -298,6 +314,7 @@ impl BenchRecord {
             tflops,
             fraction_of_ceiling: ceilings.gemm_bf16_tflops.map_or(f64::NAN, |peak| tflops / peak),
             alternatives: Vec::new(),
+            output: None,
         }
     }
 

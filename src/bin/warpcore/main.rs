@@ -708,6 +708,7 @@ mod tests {
             tflops: 0.0,
             fraction_of_ceiling: f64::NAN,
             alternatives: Vec::new(),
+            output: None,
         };
         if let Ok(path) = std::env::var(CHILD) {
             bench::set_checkpoint(Some(records_checkpoint(path.into(), Some("op_".into()))));

@@ -74,6 +74,7 @@ pub fn record_to_json(r: &BenchRecord) -> Value {
         "alternatives": r.alternatives.iter().map(|a| json!({
             "name": a.name, "time_us": a.time_us, "speedup": a.speedup,
         })).collect::<Vec<_>>(),
+        "output": r.output.as_ref().map(|o| json!({ "passed": o.passed, "detail": o.detail })),
     })
 }
 
@@ -99,6 +100,7 @@ pub fn record_from_json(v: &Value) -> Option<BenchRecord> {
         tflops: f("tflops"),
         fraction_of_ceiling: f("fraction_of_ceiling"),
         alternatives,
+        output: v["output"]["passed"].as_bool().map(|passed| bench::OutputCheck { passed, detail: v["output"]["detail"].as_str().unwrap_or("").into() }),
     })
 }
 
@@ -122,6 +124,7 @@ mod tests {
             tflops: 0.0,
             fraction_of_ceiling: f64::NAN,
             alternatives: Vec::new(),
+            output: Some(bench::OutputCheck { passed: false, detail: "rows 0, 7 vs f64: rel Frobenius 0.5".into() }),
         };
         r.add_alternative("rms_norm + quantize_fp8", 30.0);
         let back = record_from_json(&serde_json::from_str(&serde_json::to_string(&record_to_json(&r)).unwrap()).unwrap()).unwrap();
@@ -129,6 +132,7 @@ mod tests {
         assert_eq!((back.time_us, back.graph_us, back.bytes, back.gbps), (r.time_us, r.graph_us, r.bytes, r.gbps));
         assert!(back.fraction_of_ceiling.is_nan());
         assert_eq!(back.alternatives, r.alternatives);
+        assert_eq!(back.output, r.output);
         for c in [Ceilings { copy_gbps: 4061.123456789, gemm_bf16_tflops: None }, Ceilings { copy_gbps: 4061.25, gemm_bf16_tflops: Some(712.0 / 3.0) }] {
             let back = parse_ceilings(&ceilings_arg(&c)).unwrap();
             assert_eq!((back.copy_gbps, back.gemm_bf16_tflops), (c.copy_gbps, c.gemm_bf16_tflops));
