@@ -279,6 +279,12 @@ mod tests {
         let got = v.iter().find(|v| v.bar.op == "fused_add_rms_norm" && v.bar.shape == "16384x4096").unwrap();
         assert_eq!(got.met(), Some(false));
         assert!(to_markdown(&v).contains("output wrong (rows 0, 16383 vs f64: rel Frobenius 1.0)"));
+        // From the check module's comparisons: a row off by 10 % fails, the exact one passes.
+        let want = [1.0, 2.0, 3.0, 4.0];
+        let wrong = crate::check::compare("out", &[1.0f32, 2.0, 3.3, 4.0], &want, crate::check::tolerance::<f32>());
+        let right = crate::check::compare("out", &[1.0f32, 2.0, 3.0, 4.0], &want, crate::check::tolerance::<f32>());
+        assert!(!OutputCheck::of("rows 0, 1", &[right.clone(), wrong]).passed);
+        assert!(OutputCheck::of("rows 0, 1", &[right]).passed);
         fast.output = Some(OutputCheck { passed: true, detail: "ok".into() });
         let v = check(&[fast]);
         assert!(to_markdown(&v).contains("| met, output checked |"), "{}", to_markdown(&v));

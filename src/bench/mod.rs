@@ -278,6 +278,22 @@ pub struct OutputCheck {
     pub detail: String,
 }
 
+impl OutputCheck {
+    /// The verdict of `warpcore check`'s comparisons (`crate::check`: the op's own error model,
+    /// applied to the sampled part of the output `what` names): passed when every comparison
+    /// passed; the detail names the first that failed, or the sample and its worst relative
+    /// Frobenius error.
+    pub fn of(what: &str, comparisons: &[crate::check::Comparison]) -> Self {
+        match comparisons.iter().find(|c| !c.passed()) {
+            Some(c) => Self { passed: false, detail: format!("{what}: {c}").replace('\n', " ") },
+            None => {
+                let worst = comparisons.iter().map(|c| c.rel_frobenius).fold(0.0, f64::max);
+                Self { passed: true, detail: format!("{what}: passed, rel Frobenius {worst:.1e}") }
+            }
+        }
+    }
+}
+
 impl BenchRecord {
     /// A bandwidth-bound op's record: fraction of the measured copy bandwidth.
     pub fn bandwidth(op: &'static str, dtype: &'static str, shape: String, t: Timing, bytes: f64, ceilings: &Ceilings) -> Self {
