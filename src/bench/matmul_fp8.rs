@@ -3,7 +3,9 @@
 //! scales. Records are keyed `m x n x k <scales>[ fast]` (bench/compare_torch.py writes the
 //! same keys for torch._scaled_mm).
 
-use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings, Timing};
+use super::{random_buffer, rotation_copies, time_calls, BenchRecord, Ceilings, OutputCheck, Timing};
+use crate::check::{compare_bounded, compare_row_frobenius, Comparison};
+use crate::reference::matmul_fp8::{group_rows, matmul_f64, MatmulRef};
 use cudarc::driver::CudaSlice;
 use crate::ops::matmul_fp8::{
     is_unmeasured, matmul_fp8, matmul_fp8_grouped, matmul_grouped, plan_sm90, scaling_mode, sm90_candidates, Accumulation, Fp8Operand, GemmInput, GemmKernel, MatmulFp8Config,
@@ -14,6 +16,119 @@ use crate::{Device, Result, TensorView, TensorViewMut, F8E4M3};
 use half::bf16;
 
 const SAMPLES: usize = 15;
+
+/// The output rows a bench checks after timing: every row when m ≤ 32, else rows 0, 1, m/2 and
+/// m − 1 (the first and last tiles, and one in the middle).
+fn sample_rows(m: usize) -> Vec<usize> {
+    let mut rows = if m <= 32 { (0..m).collect() } else { vec![0, 1, m / 2, m - 1] };
+    rows.dedup();
+    rows
+}
+
+/// How an output check names its sample: "rows 0, 1, 2048, 4095 of 4096 vs f64" or "all 32 rows vs f64".
+fn rows_label(rows: &[usize], m: usize) -> String {
+    if rows.len() == m {
+        format!("all {m} rows vs f64")
+    } else {
+        format!("rows {} of {m} vs f64", rows.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// Rows `rows` (each `cols` long) of a device buffer, concatenated; queued work first.
+fn download_rows<T: cudarc::driver::DeviceRepr + Copy>(dev: &Device, buf: &CudaSlice<T>, rows: &[usize], cols: usize) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(rows.len() * cols);
+    for &r in rows {
+        out.extend(dev.download(&buf.slice(r * cols..(r + 1) * cols))?);
+    }
+    Ok(out)
+}
+
+/// The e4m3 codes of rows `rows` (concatenated, `k` each) of a `[total, k]` operand, times their
+/// scales (`g`'s dense row-major scale tensor of the whole operand), in f64 (exact).
+fn dequantize_rows(codes: &[F8E4M3], rows: &[usize], total: usize, k: usize, g: ScaleGranularity, scale: &[f32]) -> Vec<f64> {
+    let (br, bc) = g.block(total, k);
+    let cols = g.scale_shape(total, k)[1];
+    assert_eq!(codes.len(), rows.len() * k, "codes must be [rows, k]");
+    let mut out = Vec::with_capacity(codes.len());
+    for (row, &r) in codes.chunks_exact(k.max(1)).zip(rows) {
+        let srow = &scale[(r / br) * cols..];
+        out.extend(row.iter().enumerate().map(|(c, q)| q.to_f64() * srow[c / bc] as f64));
+    }
+    out
+}
+
+/// `check::matmul_fp8`'s error model for a bf16 output: (rtol, u, Frobenius limit). `u` scales
+/// `Σ|a·b|`: `(k/32)·2⁻¹²` for Hopper's fast accumulation (wgmma, not block-scaled), else
+/// `max(2⁻¹¹, k·2⁻²⁴)`; the limit `2⁻⁸`, or fast accumulation's `(k/32)·2⁻¹⁴` when larger.
+fn fp8_tolerance(k: usize, fast_wgmma: bool) -> (f64, f64, f64) {
+    let steps = (k / 32) as f64;
+    let u = if fast_wgmma { steps * 2f64.powi(-12) } else { 2f64.powi(-11).max(k as f64 * 2f64.powi(-24)) };
+    let frob = if fast_wgmma { 2f64.powi(-8).max(steps * 2f64.powi(-14)) } else { 2f64.powi(-8) };
+    (2f64.powi(-8), u, frob)
+}
+
+/// Sampled output rows `got` (`[rows, n]`, the rows `want` holds) against the reference, as
+/// `check::matmul_fp8`'s `compare_gemm` compares whole outputs: each element within
+/// `rtol·|ref| + u·Σ|a·b|` (NaN, i.e. poison left in, never passes), the sample's relative
+/// Frobenius error within `frob`, and each row's within `2·frob`.
+fn compare_sampled(got: &[bf16], want: &MatmulRef, n: usize, (rtol, u, frob): (f64, f64, f64)) -> Vec<Comparison> {
+    let bound: Vec<f64> = want.out.iter().zip(&want.magnitude).map(|(w, g)| rtol * w.abs() + u * g).collect();
+    vec![
+        compare_bounded("out (sampled rows)", got, &want.out, &bound, frob).in_rows(n),
+        compare_row_frobenius("out rows (Frobenius per row)", got, &want.out, n, 2.0 * frob),
+    ]
+}
+
+/// The rows a grouped bench checks, each with its group: the first and the last row, and the
+/// middle row of the first non-empty group from a quarter, half and three quarters of the way
+/// through the groups (rows in no group, which the kernels leave untouched, are not sampled).
+fn grouped_sample(offsets: &[i32], m: usize) -> Vec<(usize, usize)> {
+    let ranges = group_rows(offsets, m);
+    let g = ranges.len();
+    let mut rows = vec![0, m.saturating_sub(1)];
+    for start in [g / 4, g / 2, 3 * g / 4] {
+        if let Some(r) = ranges[start..].iter().find(|r| !r.is_empty()) {
+            rows.push(r.start + r.len() / 2);
+        }
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    rows.into_iter().filter_map(|r| ranges.iter().position(|x| x.contains(&r)).map(|g| (r, g))).collect()
+}
+
+/// The reference rows of a grouped GEMM at `sample` ((row, group) pairs): `a_rows` the sampled
+/// rows of A in f64 (`[sample, k]`), `b_block(g)` group g's `[n, k]` rows of B in f64 (fetched
+/// once per group).
+fn grouped_reference(sample: &[(usize, usize)], a_rows: &[f64], k: usize, mut b_block: impl FnMut(usize) -> Result<Vec<f64>>) -> Result<MatmulRef> {
+    let mut want = MatmulRef { out: Vec::new(), magnitude: Vec::new() };
+    let mut blocks: Vec<(usize, Vec<f64>)> = Vec::new();
+    for (i, &(_, g)) in sample.iter().enumerate() {
+        let at = match blocks.iter().position(|(h, _)| *h == g) {
+            Some(at) => at,
+            None => {
+                blocks.push((g, b_block(g)?));
+                blocks.len() - 1
+            }
+        };
+        let part = matmul_f64::<bf16>(&a_rows[i * k..(i + 1) * k], &blocks[at].1, k, None, None);
+        want.out.extend(part.out);
+        want.magnitude.extend(part.magnitude);
+    }
+    Ok(want)
+}
+
+/// How a grouped check names its sample: "rows 0 (group 0), … of 256 vs f64".
+fn grouped_label(sample: &[(usize, usize)], m: usize) -> String {
+    let rows: Vec<String> = sample.iter().map(|(r, g)| format!("{r} (group {g})")).collect();
+    format!("rows {} of {m} vs f64", rows.join(", "))
+}
+
+/// NaN over a whole `[len]` bf16 buffer (an output the next call must overwrite).
+fn poison(dev: &Device, buf: &mut CudaSlice<bf16>) -> Result<()> {
+    let nan = vec![bf16::NAN; buf.len()];
+    dev.stream().memcpy_htod(&nan[..], buf)?;
+    Ok(())
+}
 
 /// The scaling of a benchmark: the A and B granularities and its name in the shape key.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +206,32 @@ impl Operands {
         })
     }
 
+    /// `matmul_fp8` under `cfg` once more on the first copy, into its output poisoned with NaN;
+    /// the sampled rows ([`sample_rows`]) against the f64 reference on the operands downloaded
+    /// from the device, under `check::matmul_fp8`'s error model.
+    fn check_output(&mut self, dev: &Device, cfg: MatmulFp8Config) -> Result<OutputCheck> {
+        let (m, n, k, s) = (self.m, self.n, self.k, self.scaling);
+        poison(dev, &mut self.d[0])?;
+        {
+            let sav = TensorView::contiguous(self.sa.as_view(), s.a.scale_shape(m, k))?;
+            let sbv = TensorView::contiguous(self.sb.as_view(), s.b.scale_shape(n, k))?;
+            let av = TensorView::contiguous(self.a[0].as_view(), [m, k])?;
+            let bv = TensorView::contiguous(self.b[0].as_view(), [n, k])?;
+            let mut dv = TensorViewMut::contiguous(self.d[0].as_view_mut(), [m, n])?;
+            matmul_fp8(dev, Fp8Operand { data: &av, scale: &sav, granularity: s.a }, Fp8Operand { data: &bv, scale: &sbv, granularity: s.b }, None, None, &mut dv, cfg)?;
+        }
+        let rows = sample_rows(m);
+        let got = download_rows(dev, &self.d[0], &rows, n)?;
+        let (sa, sb) = (dev.download(&self.sa)?, dev.download(&self.sb)?);
+        let da = dequantize_rows(&download_rows(dev, &self.a[0], &rows, k)?, &rows, m, k, s.a, &sa);
+        let db = dequantize_rows(&dev.download(&self.b[0])?, &(0..n).collect::<Vec<_>>(), n, k, s.b, &sb);
+        let want = matmul_f64::<bf16>(&da, &db, k, None, None);
+        // As check_matmul_fp8 decides it for the planner's kernel.
+        let block_scaled = matches!(s.a, ScaleGranularity::Group128) || matches!(s.b, ScaleGranularity::Block128);
+        let fast = dev.info().compute_capability == (9, 0) && cfg.fast_accumulation && !block_scaled;
+        Ok(OutputCheck::of(&rows_label(&rows, m), &compare_sampled(&got, &want, n, fp8_tolerance(k, fast))))
+    }
+
     fn record(&self, shape: String, t: Timing, ceilings: &Ceilings) -> BenchRecord {
         let flops = 2.0 * (self.m * self.n) as f64 * self.k as f64;
         BenchRecord::compute("matmul_fp8", "e4m3", shape, t, self.bytes as f64, flops, ceilings)
@@ -105,7 +246,9 @@ fn problem(m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Matmul
 
 /// `matmul_fp8` (bf16 out) at m × n × k with `scaling` on the planner's configuration (inputs
 /// rotated past L2), with cuBLASLt FP8 timed on the same buffers as the alternative; where the
-/// plan splits k (wgmma kernel), also the plan's tile without split-k.
+/// plan splits k (wgmma kernel), also the plan's tile without split-k. After the timing, the
+/// plan runs once more into a NaN-poisoned output and sampled rows of it (all when m ≤ 32, else 0, 1, m/2, m − 1) are checked against
+/// the f64 reference (`BenchRecord::output`; about 0.1–1 s of host time at the bar shapes).
 pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: usize, scaling: Scaling, fast: bool) -> Result<BenchRecord> {
     let mut ops = Operands::new(dev, m, n, k, scaling)?;
     let t = ops.time(dev, MatmulFp8Config { fast_accumulation: fast, ..Default::default() })?;
@@ -125,6 +268,8 @@ pub fn bench_matmul(dev: &Device, ceilings: &Ceilings, m: usize, n: usize, k: us
         }
         r
     };
+    let mut record = record;
+    record.output = Some(ops.check_output(dev, MatmulFp8Config { fast_accumulation: fast, ..Default::default() })?);
     Ok(record)
 }
 
@@ -176,7 +321,8 @@ fn routing(experts: usize, rows: usize) -> (Vec<usize>, Vec<i32>) {
 /// sent to an expert drawn uniformly; seeded) over `experts` experts of `[n, k]`, block scales
 /// (the FP8 MoE checkpoints' format), bf16 out. Bytes: every expert's weights that get rows,
 /// plus a, D and scales; FLOPs 2·rows·n·k. The alternative in the same run is what the model did
-/// before the grouped kernel: one `matmul_fp8` per expert, its rows known on the host.
+/// before the grouped kernel: one `matmul_fp8` per expert, its rows known on the host. The
+/// grouped kernel's output is then checked at a sample of rows (the first, the last, one in each of three groups; `BenchRecord::output`).
 pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
     let (counts, offsets) = routing(experts, rows);
     let used = counts.iter().filter(|&&c| c > 0).count();
@@ -215,12 +361,30 @@ pub fn bench_grouped(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize
         Ok(())
     })?;
     record.add_alternative("matmul_fp8 per expert (host offsets)", per_expert.median_us);
+    // The grouped kernel once more into a poisoned output; sampled rows against the f64
+    // reference on the downloaded operands (block-scaled: promoted accumulation's bound).
+    poison(dev, &mut d)?;
+    {
+        let mut dv = TensorViewMut::contiguous(d.as_view_mut(), [rows, n])?;
+        let (a, b) = (Fp8Operand { data: &av, scale: &sav, granularity: BLOCK.a }, Fp8Operand { data: &bv, scale: &sbv, granularity: BLOCK.b });
+        matmul_fp8_grouped(dev, a, b, &ov, None, None, &mut dv, MatmulFp8Config::default())?;
+    }
+    let sample = grouped_sample(&offsets, rows);
+    let sampled: Vec<usize> = sample.iter().map(|&(r, _)| r).collect();
+    let got = download_rows(dev, &d, &sampled, n)?;
+    let (sa_host, sb_host) = (dev.download(&sa)?, dev.download(&sb)?);
+    let da = dequantize_rows(&download_rows(dev, &a, &sampled, k)?, &sampled, rows, k, BLOCK.a, &sa_host);
+    let want = grouped_reference(&sample, &da, k, |e| {
+        let codes = dev.download(&b.slice(e * n * k..(e + 1) * n * k))?;
+        Ok(dequantize_rows(&codes, &(e * n..(e + 1) * n).collect::<Vec<_>>(), experts * n, k, BLOCK.b, &sb_host))
+    })?;
+    record.output = Some(OutputCheck::of(&grouped_label(&sample, rows), &compare_sampled(&got, &want, n, fp8_tolerance(k, false))));
     Ok(record)
 }
 
 /// The same experts with bf16 weights (`matmul_grouped`, e.g. Qwen3-30B-A3B in bf16), against one
 /// cuBLAS GEMM per expert sized by host offsets (what the model ran before, and what an engine
-/// without a grouped kernel runs).
+/// without a grouped kernel runs). The output is then checked at a sample of rows.
 pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: usize, k: usize, rows: usize) -> Result<BenchRecord> {
     let (counts, offsets) = routing(experts, rows);
     let used = counts.iter().filter(|&&c| c > 0).count();
@@ -238,7 +402,6 @@ pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: 
     })?;
     let flops = 2.0 * (rows * n) as f64 * k as f64;
     let key = format!("grouped {experts}x[{n}x{k}] {rows} rows bf16");
-    #[allow(unused_mut)]
     let mut record = BenchRecord::compute("matmul_grouped", "bf16", key, t, bytes as f64, flops, ceilings);
     #[cfg(feature = "model")]
     {
@@ -254,6 +417,22 @@ pub fn bench_grouped_bf16(dev: &Device, ceilings: &Ceilings, experts: usize, n: 
         })?;
         record.add_alternative("cuBLAS per expert (host offsets)", per_expert.median_us);
     }
+    // The grouped kernel once more into a poisoned output; sampled rows against the f64
+    // reference on the downloaded bf16 operands, under check::matmul_grouped's bound
+    // (`k·2⁻²²·Σ|a·b|` plus bf16's rounding).
+    poison(dev, &mut d)?;
+    {
+        let mut dv = TensorViewMut::contiguous(d.as_view_mut(), [rows, n])?;
+        matmul_grouped(dev, &av, &bv, &ov, None, None, &mut dv, GemmKernel::Auto)?;
+    }
+    let sample = grouped_sample(&offsets, rows);
+    let sampled: Vec<usize> = sample.iter().map(|&(r, _)| r).collect();
+    let got = download_rows(dev, &d, &sampled, n)?;
+    let widen = |v: Vec<bf16>| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let da = widen(download_rows(dev, &a, &sampled, k)?);
+    let want = grouped_reference(&sample, &da, k, |e| Ok(widen(dev.download(&b.slice(e * n * k..(e + 1) * n * k))?)))?;
+    let tol = (2f64.powi(-8), k as f64 * 2f64.powi(-22), 2f64.powi(-8));
+    record.output = Some(OutputCheck::of(&grouped_label(&sample, rows), &compare_sampled(&got, &want, n, tol)));
     Ok(record)
 }
 
@@ -479,5 +658,111 @@ mod cublaslt {
             let _ = lt::destroy_handle(handle);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Rng;
+    use crate::reference::matmul_fp8 as reference;
+    use crate::reference::quant::Quantized;
+
+    /// Random e4m3 codes (finite, as the bench's operands) with scales over a few decades.
+    fn operand(rng: &mut Rng, rows: usize, k: usize, g: ScaleGranularity) -> Quantized {
+        let shape = g.scale_shape(rows, k);
+        let q: Vec<F8E4M3> = rng.vec(rows * k, -2.0, 2.0);
+        let scale: Vec<f32> = (0..shape[0] * shape[1]).map(|_| 10f64.powf(rng.uniform(-2.0, 2.0)) as f32).collect();
+        Quantized::from_parts(rows, k, g, q, scale, shape).unwrap()
+    }
+
+    fn to_bf16(v: &[f64]) -> Vec<bf16> {
+        v.iter().map(|&x| bf16::from_f64(x)).collect()
+    }
+
+    #[test]
+    fn the_sample_is_every_small_output_row_or_the_ends_and_the_middle() {
+        assert_eq!(sample_rows(4096), [0, 1, 2048, 4095]);
+        assert_eq!(sample_rows(32), (0..32).collect::<Vec<_>>());
+        assert_eq!(sample_rows(1), [0]);
+        assert_eq!(sample_rows(33), [0, 1, 16, 32]);
+        assert_eq!(rows_label(&[0, 1, 2048, 4095], 4096), "rows 0, 1, 2048, 4095 of 4096 vs f64");
+        assert_eq!(rows_label(&[0], 1), "all 1 rows vs f64");
+    }
+
+    /// The sampled reference (rows of A dequantized alone, B whole) equals the whole reference's
+    /// rows for every scale layout; the correct output passes, and a sampled row zeroed or 10 %
+    /// low, or one element left NaN (the poison), fails.
+    #[test]
+    fn the_sampled_check_passes_a_right_output_and_fails_a_wrong_row_or_poison() {
+        use ScaleGranularity::*;
+        let (m, n, k) = (300, 256, 512);
+        for (i, (ga, gb, fast)) in [(PerRow, PerRow, false), (PerTensor, PerTensor, true), (Group128, Block128, false)].into_iter().enumerate() {
+            let mut rng = Rng::new(3 + i as u64);
+            let (qa, qb) = (operand(&mut rng, m, k, ga), operand(&mut rng, n, k, gb));
+            let full = reference::matmul_fp8::<bf16>(&qa, &qb, None, None);
+            let rows = sample_rows(m);
+            let a_rows: Vec<F8E4M3> = rows.iter().flat_map(|&r| qa.q[r * k..(r + 1) * k].iter().copied()).collect();
+            let da = dequantize_rows(&a_rows, &rows, m, k, ga, &qa.scale);
+            let db = dequantize_rows(&qb.q, &(0..n).collect::<Vec<_>>(), n, k, gb, &qb.scale);
+            let want = matmul_f64::<bf16>(&da, &db, k, None, None);
+            let pick = |v: &[f64]| rows.iter().flat_map(|&r| v[r * n..(r + 1) * n].iter().copied()).collect::<Vec<f64>>();
+            assert_eq!(want.out, pick(&full.out), "{ga:?} x {gb:?}");
+            assert_eq!(want.magnitude, pick(&full.magnitude));
+            let tol = fp8_tolerance(k, fast);
+            let right = to_bf16(&want.out);
+            let c = OutputCheck::of(&rows_label(&rows, m), &compare_sampled(&right, &want, n, tol));
+            assert!(c.passed, "{c:?}");
+            for wrong_row in [0, 2] {
+                for factor in [0.0, 0.9] {
+                    let mut wrong = right.clone();
+                    wrong[wrong_row * n..(wrong_row + 1) * n].iter_mut().for_each(|x| *x = bf16::from_f64(x.to_f64() * factor));
+                    let c = OutputCheck::of("x", &compare_sampled(&wrong, &want, n, tol));
+                    assert!(!c.passed, "{ga:?} x {gb:?}: row {wrong_row} times {factor} passed");
+                }
+            }
+            let mut poisoned = right.clone();
+            poisoned[3 * n + 17] = bf16::NAN;
+            assert!(!OutputCheck::of("x", &compare_sampled(&poisoned, &want, n, tol)).passed);
+        }
+    }
+
+    /// A grouped sample names rows of non-empty groups with their group, the first and last row
+    /// included, and its reference equals the grouped reference's rows.
+    #[test]
+    fn the_grouped_sample_and_its_reference() {
+        let (experts, n, k, rows) = (16, 128, 256, 40);
+        let (counts, offsets) = routing(experts, rows);
+        let sample = grouped_sample(&offsets, rows);
+        assert!(sample.len() >= 3 && sample[0].0 == 0 && sample.last().unwrap().0 == rows - 1, "{sample:?}");
+        for &(r, g) in &sample {
+            assert!(counts[g] > 0 && (offsets[g] as usize..offsets[g + 1] as usize).contains(&r), "{r} in {g}");
+        }
+        let mut rng = Rng::new(9);
+        let (qa, qb) = (operand(&mut rng, rows, k, BLOCK.a), operand(&mut rng, experts * n, k, BLOCK.b));
+        let (full, group_of) = reference::matmul_fp8_grouped::<bf16>(&qa, &qb, &offsets, None, None);
+        let sampled: Vec<usize> = sample.iter().map(|&(r, _)| r).collect();
+        let a_rows: Vec<F8E4M3> = sampled.iter().flat_map(|&r| qa.q[r * k..(r + 1) * k].iter().copied()).collect();
+        let da = dequantize_rows(&a_rows, &sampled, rows, k, BLOCK.a, &qa.scale);
+        let mut fetched = Vec::new();
+        let want = grouped_reference(&sample, &da, k, |g| {
+            fetched.push(g);
+            let codes = qb.q[g * n * k..(g + 1) * n * k].to_vec();
+            Ok(dequantize_rows(&codes, &(g * n..(g + 1) * n).collect::<Vec<_>>(), experts * n, k, BLOCK.b, &qb.scale))
+        })
+        .unwrap();
+        let mut groups: Vec<usize> = sample.iter().map(|&(_, g)| g).collect();
+        groups.dedup();
+        assert_eq!(fetched, groups, "each group's B fetched once");
+        for (i, &(r, g)) in sample.iter().enumerate() {
+            assert_eq!(group_of[r], Some(g));
+            assert_eq!(want.out[i * n..(i + 1) * n], full.out[r * n..(r + 1) * n]);
+        }
+        let right = to_bf16(&want.out);
+        assert!(OutputCheck::of("x", &compare_sampled(&right, &want, n, fp8_tolerance(k, false))).passed);
+        let mut wrong = right.clone();
+        wrong[n..2 * n].fill(bf16::ZERO);
+        assert!(!OutputCheck::of("x", &compare_sampled(&wrong, &want, n, fp8_tolerance(k, false))).passed);
+        assert!(grouped_label(&sample[..1], rows).starts_with("rows 0 (group "));
     }
 }
